@@ -1,0 +1,35 @@
+#include "args.h"
+
+#include <cmath>
+#include <sstream>
+#include <vector>
+
+#include "nuq/error.h"
+
+namespace nuq::cli {
+
+Range parse_range(const std::string& text, const std::string& option) {
+  std::vector<double> parts;
+  std::stringstream stream(text);
+  std::string part;
+  while (std::getline(stream, part, ':')) {
+    std::size_t used = 0;
+    double value = 0.0;
+    try {
+      value = std::stod(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    NUQ_REQUIRE(used == part.size() && used > 0 && std::isfinite(value), option, ": '", part,
+                "' in '", text, "' is not a number");
+    parts.push_back(value);
+  }
+  NUQ_REQUIRE(parts.size() == 2 || parts.size() == 3, option, ": expected FROM:TO or FROM:TO:STEP, got '",
+              text, "'");
+  Range range{parts[0], parts[1], parts.size() == 3 ? parts[2] : (parts[1] - parts[0]) / 100.0};
+  NUQ_REQUIRE(range.to > range.from, option, ": the end must be above the start in '", text, "'");
+  NUQ_REQUIRE(range.step > 0.0, option, ": the step must be positive in '", text, "'");
+  return range;
+}
+
+}  // namespace nuq::cli

@@ -1,0 +1,16 @@
+// Argument forms shared by several subcommands.
+#pragma once
+
+#include <string>
+
+namespace nuq::cli {
+
+// "FROM:TO" or "FROM:TO:STEP" (step default: 100 intervals). Throws nuq::Error naming `option`.
+struct Range {
+  double from = 0.0;
+  double to = 0.0;
+  double step = 0.0;
+};
+Range parse_range(const std::string& text, const std::string& option);
+
+}  // namespace nuq::cli

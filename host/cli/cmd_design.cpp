@@ -1,0 +1,189 @@
+// nuq design: one quantizer for the Laplacian source, its thresholds, levels, D and SQNR_th;
+// --trace prints the iterates of its rule (Fig. 5) and --sweep D against its parameter (Fig. 6).
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
+#include "commands.h"
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "table.h"
+
+namespace nuq::cli {
+namespace {
+
+struct DesignOptions {
+  std::string method = "sptq";
+  int bits = 2;
+  std::optional<std::size_t> levels;
+  std::optional<double> xmax, init;
+  std::string optimizer;
+  double alpha = 1.0, mu = 255.0, sigma = 1.0, epsilon = kPaperEpsilon;
+  bool trace = false, json = false, all_cells = false;
+  std::string sweep;
+};
+
+DesignSpec to_spec(const DesignOptions& o) {
+  DesignSpec spec;
+  spec.method = parse_method(o.method);
+  spec.bits = o.bits;
+  spec.levels = o.levels;
+  spec.xmax = o.xmax;
+  if (!o.optimizer.empty()) spec.rule = parse_xmax_rule(o.optimizer);
+  spec.alpha = o.alpha;
+  spec.mu = o.mu;
+  spec.init = o.init;
+  spec.sigma = o.sigma;
+  spec.epsilon = o.epsilon;
+  return spec;
+}
+
+bool is_power_of_two(Method m) { return m == Method::Sptq || m == Method::Msptq; }
+
+// The trace's iterates with the distortion of the quantizer each one defines.
+nlohmann::json trace_json(const DesignSpec& spec, const FixedPointTrace& trace) {
+  nlohmann::json rows = nlohmann::json::array();
+  const double xmax_per_value = is_power_of_two(spec.method) ? 3.0 : 1.0;
+  for (std::size_t i = 0; i < trace.sequence.size(); ++i) {
+    const double value = trace.sequence[i];
+    const Distortion d = laplace_distortion(codebook_at_xmax(spec, xmax_per_value * value), spec.sigma);
+    rows.push_back({{"iteration", i}, {"value", value}, {"xmax", xmax_per_value * value},
+                    {"distortion", d.total()}, {"sqnr_db", sqnr_db(d.total(), spec.sigma)}});
+  }
+  return rows;
+}
+
+nlohmann::json sweep_json(const std::vector<SweepPoint>& points) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const SweepPoint& p : points)
+    rows.push_back({{"parameter", p.parameter}, {"xmax", p.xmax}, {"distortion", p.distortion.total()},
+                    {"granular", p.distortion.granular}, {"overload", p.distortion.overload},
+                    {"sqnr_db", p.sqnr_db}});
+  return rows;
+}
+
+void print_csv(const nlohmann::json& rows, const std::vector<std::string>& columns,
+               const std::vector<std::string>& keys) {
+  for (std::size_t c = 0; c < columns.size(); ++c) std::cout << (c ? "," : "") << columns[c];
+  std::cout << '\n';
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < keys.size(); ++c) {
+      char text[40];
+      std::snprintf(text, sizeof text, "%.10g", row.at(keys[c]).get<double>());
+      std::cout << (c ? "," : "") << text;
+    }
+    std::cout << '\n';
+  }
+}
+
+void print_human(const DesignResult& r, bool all_cells) {
+  const Codebook& c = r.codebook;
+  const Provenance& p = c.provenance();
+  auto line = [](const char* key, const std::string& value) {
+    std::printf("%-14s%s\n", key, value.c_str());
+  };
+  line("method", to_string(p.method));
+  line("bits", std::to_string(c.bits()) + " (" + std::to_string(c.size()) + " levels)");
+  std::string how = to_string(p.rule);
+  if (p.iterations > 0) how += ", " + std::to_string(p.iterations) + " iterations";
+  line("x_max", fixed(p.xmax, 6) + " (" + how + ")");
+  if (p.mu) line("mu", fixed(*p.mu, 4));
+  if (p.alpha) line("alpha", fixed(*p.alpha, 4));
+  line("sigma", fixed(p.sigma, 6));
+  line("D", fixed(r.distortion.total(), 8) + " (granular " + fixed(r.distortion.granular, 8) +
+                ", overload " + fixed(r.distortion.overload, 8) + ")");
+  line("SQNR_th", fixed(r.sqnr_db, 4) + " dB");
+  std::printf("\n");
+  std::fflush(stdout);
+
+  // Small codebooks in full; large ones by their first and last cells.
+  constexpr std::size_t kShown = 8;
+  const std::size_t n = c.size();
+  TextTable cells({"cell", "from", "to", "level"});
+  for (std::size_t k = 0; k < n; ++k) {
+    if (!all_cells && n > 4 * kShown && k == kShown) {
+      cells.add_row({"...", "", "", ""});
+      k = n - kShown;
+    }
+    cells.add_row({std::to_string(k), k == 0 ? "-inf" : fixed(c.thresholds()[k - 1], 6),
+                   k + 1 == n ? "inf" : fixed(c.thresholds()[k], 6), fixed(c.levels()[k], 6)});
+  }
+  std::cout << cells.render();
+}
+
+void run_design(const DesignOptions& options) {
+  const DesignSpec spec = to_spec(options);
+  const DesignResult result = design(spec);
+  std::optional<std::vector<SweepPoint>> points;
+  if (!options.sweep.empty()) {
+    const Range range = parse_range(options.sweep, "--sweep");
+    points = sweep(spec, range.from, range.to, range.step);
+  }
+  const std::string variable = is_power_of_two(spec.method) ? "delta" : "xmax";
+  if (options.trace && result.trace.sequence.empty())
+    throw Error("--trace: the " + to_string(result.codebook.provenance().rule) +
+                " rule runs no iteration; use --optimizer iterative");
+
+  if (options.json) {
+    nlohmann::json j = {{"codebook", to_json(result.codebook)},
+                        {"distortion", {{"total", result.distortion.total()},
+                                        {"granular", result.distortion.granular},
+                                        {"overload", result.distortion.overload}}},
+                        {"sqnr_db", result.sqnr_db},
+                        {"parameter", variable}};
+    if (!result.trace.sequence.empty()) j["trace"] = trace_json(spec, result.trace);
+    if (points) j["sweep"] = sweep_json(*points);
+    std::cout << j.dump(2) << '\n';
+  } else if (options.trace) {
+    print_csv(trace_json(spec, result.trace), {"iteration", variable, "xmax", "distortion", "sqnr_db"},
+              {"iteration", "value", "xmax", "distortion", "sqnr_db"});
+  } else if (points) {
+    print_csv(sweep_json(*points), {variable, "xmax", "distortion", "granular", "overload", "sqnr_db"},
+              {"parameter", "xmax", "distortion", "granular", "overload", "sqnr_db"});
+  } else {
+    print_human(result, options.all_cells);
+  }
+}
+
+}  // namespace
+
+void add_design_command(CLI::App& app) {
+  auto options = std::make_shared<DesignOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "design", "Design a quantizer for the Laplacian source and print its thresholds, levels, "
+                "distortion D and SQNR_th");
+  cmd->add_option("--method,-m", options->method, "Quantizer family")
+      ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))
+      ->capture_default_str();
+  cmd->add_option("--bits,-b", options->bits, "Code width R in bits (1..16)")->capture_default_str();
+  cmd->add_option("--levels,-N", options->levels,
+                  "Number of levels (default 2^bits; uniform, mulaw and lloyd-max only)");
+  cmd->add_option("--xmax", options->xmax, "Support threshold x_max (source units); default: optimal");
+  cmd->add_option("--optimizer", options->optimizer,
+                  "How to find x_max when --xmax is absent: iterative (the design's fixed-point "
+                  "rule) or numeric (minimise the exact D); default: iterative for sptq/msptq, "
+                  "numeric for uniform/mulaw")
+      ->check(CLI::IsMember({"iterative", "numeric"}));
+  cmd->add_option("--alpha", options->alpha, "Ternary scale factor: x_max = alpha * (xmax or 3/sqrt(2))")
+      ->capture_default_str();
+  cmd->add_option("--mu", options->mu, "mu-law compression parameter")->capture_default_str();
+  cmd->add_option("--init", options->init,
+                  "Initial value of the iterative rule: Delta(0) for sptq/msptq, x_max(0) for uniform");
+  cmd->add_option("--sigma", options->sigma, "Standard deviation of the Laplacian source")
+      ->capture_default_str();
+  cmd->add_option("--epsilon", options->epsilon, "Stop criterion |x(i+1) - x(i)| of the iterative rule")
+      ->capture_default_str();
+  cmd->add_flag("--trace", options->trace, "Print the iterates of the rule as CSV (Fig. 5)");
+  cmd->add_option("--sweep", options->sweep,
+                  "Print D against the design parameter (Delta for sptq/msptq, x_max otherwise) "
+                  "as CSV over FROM:TO[:STEP] (Fig. 6)");
+  cmd->add_flag("--all-cells", options->all_cells, "List every cell, however many");
+  cmd->add_flag("--json", options->json, "Print everything as JSON");
+  cmd->callback([options] { run_design(*options); });
+}
+
+}  // namespace nuq::cli

@@ -1,0 +1,45 @@
+// nuq devices: which CUDA devices this build can use (the CPU is always available).
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "nuq/cuda.h"
+#include "table.h"
+
+namespace nuq::cli {
+
+void add_devices_command(CLI::App& app) {
+  auto json = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("devices", "List the CUDA devices this build of nuq can use");
+  cmd->add_flag("--json", *json, "Print the list as JSON");
+  cmd->callback([json] {
+    const auto devices = cuda::devices();
+    if (*json) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& d : devices)
+        list.push_back({{"index", d.index}, {"name", d.name},
+                        {"compute_capability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor)},
+                        {"global_memory_bytes", d.global_memory_bytes}, {"multiprocessors", d.multiprocessors}});
+      nlohmann::json j = {{"cuda_compiled", cuda::compiled()}, {"devices", list}};
+      if (devices.empty()) j["reason"] = cuda::unavailable_reason();
+      std::cout << j.dump(2) << '\n';
+      return;
+    }
+    std::cout << "CUDA backend: " << (cuda::compiled() ? "compiled" : "not compiled") << '\n';
+    if (devices.empty()) {
+      std::cout << cuda::unavailable_reason() << "; nuq computes on the CPU.\n";
+      return;
+    }
+    TextTable table({"index", "name", "compute capability", "memory (GiB)", "SMs"});
+    for (const auto& d : devices)
+      table.add_row({std::to_string(d.index), d.name,
+                     std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor),
+                     fixed(static_cast<double>(d.global_memory_bytes) / (1 << 30), 1),
+                     std::to_string(d.multiprocessors)});
+    std::cout << table.render();
+  });
+}
+
+}  // namespace nuq::cli

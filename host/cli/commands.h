@@ -1,0 +1,12 @@
+// The subcommands of the `nuq` tool. Each add_* registers its options and a callback on `app`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace nuq::cli {
+
+void add_design_command(CLI::App& app);
+void add_theory_command(CLI::App& app);
+void add_devices_command(CLI::App& app);
+
+}  // namespace nuq::cli

@@ -1,0 +1,72 @@
+#include "table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "nuq/error.h"
+
+namespace nuq::cli {
+namespace {
+
+std::size_t display_width(const std::string& text) {
+  // Count UTF-8 code points: every byte that is not a continuation byte (10xxxxxx).
+  return static_cast<std::size_t>(
+      std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+bool looks_numeric(const std::string& text) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  std::strtod(text.c_str(), &end);
+  return *end == '\0' || text == "-inf" || text == "inf";
+}
+
+}  // namespace
+
+TextTable::TextTable(std::vector<std::string> header) : header_(std::move(header)) {}
+
+void TextTable::add_row(std::vector<std::string> cells) {
+  NUQ_ASSERT(cells.size() == header_.size(), "row of ", cells.size(), " cells in a table of ",
+             header_.size(), " columns");
+  rows_.push_back(std::move(cells));
+}
+
+std::string TextTable::render() const {
+  std::vector<std::size_t> width(header_.size());
+  for (std::size_t c = 0; c < header_.size(); ++c) width[c] = display_width(header_[c]);
+  for (const auto& row : rows_)
+    for (std::size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], display_width(row[c]));
+  std::ostringstream out;
+  auto line = [&](const std::vector<std::string>& cells, bool is_header) {
+    for (std::size_t c = 0; c < cells.size(); ++c) {
+      const std::string padding(width[c] - display_width(cells[c]), ' ');
+      const bool right = !is_header && c > 0 && looks_numeric(cells[c]);
+      out << (c ? "  " : "") << (right ? padding + cells[c] : cells[c] + (c + 1 < cells.size() ? padding : ""));
+    }
+    out << '\n';
+  };
+  line(header_, true);
+  std::size_t total = 0;
+  for (std::size_t w : width) total += w;
+  out << std::string(total + 2 * (width.size() - 1), '-') << '\n';
+  for (const auto& row : rows_) line(row, false);
+  return out.str();
+}
+
+std::string fixed(double value, int decimals) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", decimals, value);
+  return text;
+}
+
+std::string signed_fixed(double value, int decimals) {
+  const std::string text = fixed(value, decimals);
+  return value >= 0.0 || text.front() != '-' ? "+" + text : text;
+}
+
+}  // namespace nuq::cli

@@ -1,0 +1,207 @@
+#include "nuq/design.h"
+
+#include <cmath>
+
+#include "nuq/error.h"
+#include "nuq/lloyd_max.h"
+#include "nuq/mulaw.h"
+#include "nuq/power_of_two.h"
+#include "nuq/uniform.h"
+
+namespace nuq {
+namespace {
+
+constexpr double kSqrt2 = 1.4142135623730951;
+// The optimal support threshold of the ternary quantizer for the unit Laplacian, Jayant [20].
+constexpr double kTernaryXmax = 3.0 / kSqrt2;
+// Bracket of the numerical search for x_max on the unit Laplacian: the optimum of a 16-bit
+// uniform quantizer lies near 15, that of any two-bit design near 2.
+constexpr double kXmaxSearchLow = 1e-3, kXmaxSearchHigh = 64.0;
+constexpr int kMaxIterations = 100000;
+constexpr double kMaxSweepPoints = 1e6;
+
+bool is_power_of_two(Method m) { return m == Method::Sptq || m == Method::Msptq; }
+
+void require_positive(double value, const char* what) {
+  NUQ_REQUIRE(std::isfinite(value) && value > 0.0, "design: ", what,
+              " must be finite and positive, got ", value);
+}
+
+// The spec's quantizer on the unit-variance Laplacian at support threshold `xmax`.
+Codebook unit_codebook(const DesignSpec& spec, double xmax, XmaxRule rule, int iterations) {
+  Provenance provenance;
+  provenance.method = spec.method;
+  provenance.rule = rule;
+  provenance.iterations = iterations;
+  switch (spec.method) {
+    case Method::Uniform:
+      return uniform_codebook(level_count(spec), xmax, provenance);
+    case Method::Ternary:
+      provenance.alpha = spec.alpha;
+      return uniform_codebook(level_count(spec), xmax, provenance);
+    case Method::Sptq:
+    case Method::Msptq:
+      return power_of_two_codebook(spec.method, xmax / 3.0, rule, iterations);
+    case Method::MuLaw:
+      return mulaw_codebook(level_count(spec), xmax, spec.mu, provenance);
+    case Method::LloydMax:
+    case Method::Custom:
+      break;
+  }
+  throw Error("design: method " + to_string(spec.method) + " has no support-threshold parameter");
+}
+
+double unit_distortion(const DesignSpec& spec, double xmax) {
+  return laplace_distortion(unit_codebook(spec, xmax, XmaxRule::Given, 0), 1.0).total();
+}
+
+struct UnitDesign {
+  double xmax = 0.0;  // unit-variance support threshold
+  FixedPointTrace trace;
+};
+
+UnitDesign iterate_unit_design(const DesignSpec& spec) {
+  const double sigma = spec.sigma;
+  switch (spec.method) {
+    case Method::Sptq: {
+      FixedPointTrace trace = sptq_iterate(spec.init ? *spec.init / sigma : 1.0, spec.epsilon);
+      return {3.0 * trace.value(), trace};
+    }
+    case Method::Msptq: {
+      // Algorithm 1 starts MSPTQ from the converged SPTQ step.
+      const double start = spec.init ? *spec.init / sigma : sptq_iterate(1.0, spec.epsilon).value();
+      FixedPointTrace trace = msptq_iterate(start, spec.epsilon);
+      return {3.0 * trace.value(), trace};
+    }
+    case Method::Uniform:
+    case Method::Ternary: {
+      const double start = spec.init ? *spec.init / sigma
+                                     : 1.0 + std::log(static_cast<double>(level_count(spec)));
+      require_positive(start, "the initial x_max");
+      FixedPointTrace trace = iterate_until_stable(
+          [&](double xmax) { return midpoint_scale_step(unit_codebook(spec, xmax, XmaxRule::Given, 0)); },
+          start, spec.epsilon, kMaxIterations, "uniform scale rule");
+      return {trace.value(), trace};
+    }
+    default:
+      throw Error("design: method " + to_string(spec.method) +
+                  " has no iterative rule; give --xmax or use the numeric optimizer");
+  }
+}
+
+void validate(const DesignSpec& spec) {
+  require_positive(spec.sigma, "sigma");
+  require_positive(spec.epsilon, "epsilon");
+  require_positive(spec.alpha, "alpha");
+  require_positive(spec.mu, "mu");
+  if (spec.xmax) require_positive(*spec.xmax, "x_max");
+  if (spec.init) require_positive(*spec.init, "the initial value");
+  level_count(spec);  // validates bits and levels for the method
+  NUQ_REQUIRE(!(spec.xmax && spec.rule && *spec.rule != XmaxRule::Given),
+              "design: give either x_max or an optimizer (", to_string(*spec.rule), "), not both");
+  NUQ_REQUIRE(spec.alpha == 1.0 || spec.method == Method::Ternary,
+              "design: alpha scales the ternary quantizer only");
+}
+
+}  // namespace
+
+std::size_t level_count(const DesignSpec& spec) {
+  NUQ_REQUIRE(spec.bits >= 1 && spec.bits <= 16, "design: bits must be in 1..16, got ", spec.bits);
+  const std::size_t capacity = std::size_t{1} << spec.bits;
+  std::size_t fixed = 0;  // the only level count a fixed-size design has
+  if (is_power_of_two(spec.method)) fixed = 4;
+  if (spec.method == Method::Ternary) fixed = 3;
+  if (fixed) {
+    NUQ_REQUIRE(spec.bits == 2, "design: ", to_string(spec.method), " is a two-bit design, got bits = ",
+                spec.bits);
+    NUQ_REQUIRE(!spec.levels || *spec.levels == fixed, "design: ", to_string(spec.method), " has ",
+                fixed, " levels, got ", *spec.levels);
+    return fixed;
+  }
+  const std::size_t levels = spec.levels.value_or(capacity);
+  NUQ_REQUIRE(levels >= 2 && levels <= capacity, "design: ", levels, " levels do not fit in ",
+              spec.bits, " bits (2..", capacity, ")");
+  if (spec.method == Method::LloydMax)
+    NUQ_REQUIRE(levels <= kMaxLloydMaxLevels, "design: Lloyd-Max is limited to ", kMaxLloydMaxLevels,
+                " levels, got ", levels);
+  return levels;
+}
+
+XmaxRule default_rule(const DesignSpec& spec) {
+  if (spec.xmax) return XmaxRule::Given;
+  switch (spec.method) {
+    case Method::Sptq:
+    case Method::Msptq:
+      return XmaxRule::Iterative;
+    case Method::Ternary:
+      return XmaxRule::Given;
+    case Method::LloydMax:
+      return XmaxRule::Lloyd;
+    default:
+      return XmaxRule::Numeric;
+  }
+}
+
+DesignResult design(const DesignSpec& spec) {
+  validate(spec);
+  const XmaxRule rule = spec.rule.value_or(default_rule(spec));
+  NUQ_REQUIRE(spec.alpha == 1.0 || rule == XmaxRule::Given,
+              "design: alpha scales a given x_max; it cannot be combined with an optimizer");
+  NUQ_REQUIRE((rule == XmaxRule::Lloyd) == (spec.method == Method::LloydMax),
+              "design: the Lloyd rule belongs to the lloyd-max method and it to the rule");
+  FixedPointTrace trace;
+  Codebook unit = [&] {
+    switch (rule) {
+      case XmaxRule::Given: {
+        NUQ_REQUIRE(spec.xmax || spec.method == Method::Ternary, "design: ", to_string(spec.method),
+                    " with a given support needs x_max");
+        const double xmax = spec.xmax ? *spec.xmax / spec.sigma : kTernaryXmax;
+        return unit_codebook(spec, spec.alpha * xmax, rule, 0);
+      }
+      case XmaxRule::Iterative: {
+        UnitDesign unit_design = iterate_unit_design(spec);
+        trace = unit_design.trace;
+        return unit_codebook(spec, unit_design.xmax, rule, trace.iterations());
+      }
+      case XmaxRule::Numeric: {
+        const ScalarMinimum best = minimize_scalar([&](double x) { return unit_distortion(spec, x); },
+                                                   kXmaxSearchLow, kXmaxSearchHigh);
+        return unit_codebook(spec, best.argmin, rule, 0);
+      }
+      case XmaxRule::Lloyd:
+        break;
+    }
+    return lloyd_max_codebook(level_count(spec));
+  }();
+  for (double& value : trace.sequence) value *= spec.sigma;
+  Codebook codebook = spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
+  const Distortion distortion = laplace_distortion(codebook, spec.sigma);
+  return {codebook, distortion, sqnr_db(distortion.total(), spec.sigma), trace};
+}
+
+Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
+  validate(spec);
+  require_positive(xmax, "x_max");
+  const Codebook unit = unit_codebook(spec, xmax / spec.sigma, XmaxRule::Given, 0);
+  return spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
+}
+
+std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, double step) {
+  require_positive(from, "the sweep start");
+  require_positive(step, "the sweep step");
+  NUQ_REQUIRE(std::isfinite(to) && to >= from, "design: the sweep end must be >= its start");
+  NUQ_REQUIRE((to - from) / step < kMaxSweepPoints, "design: the sweep asks for more than ",
+              kMaxSweepPoints, " points");
+  const double xmax_per_parameter = is_power_of_two(spec.method) ? 3.0 : 1.0;
+  std::vector<SweepPoint> points;
+  const auto count = static_cast<long>(std::floor((to - from) / step + 1e-9)) + 1;
+  for (long i = 0; i < count; ++i) {
+    const double parameter = from + static_cast<double>(i) * step;
+    const Codebook codebook = codebook_at_xmax(spec, xmax_per_parameter * parameter);
+    const Distortion d = laplace_distortion(codebook, spec.sigma);
+    points.push_back({parameter, codebook.xmax(), d, sqnr_db(d.total(), spec.sigma)});
+  }
+  return points;
+}
+
+}  // namespace nuq

@@ -1,0 +1,51 @@
+#include "nuq/uniform.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "nuq/error.h"
+#include "nuq/laplace.h"
+
+namespace nuq {
+
+int bits_for_levels(std::size_t levels) {
+  NUQ_REQUIRE(levels >= 2 && levels <= kMaxUniformLevels, "the number of levels must be in 2..",
+              kMaxUniformLevels, ", got ", levels);
+  int bits = 1;
+  while ((std::size_t{1} << bits) < levels) ++bits;
+  return bits;
+}
+
+Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance) {
+  const int bits = bits_for_levels(levels);
+  NUQ_REQUIRE(std::isfinite(xmax) && xmax > 0.0, "uniform quantizer: x_max must be finite and "
+              "positive, got ", xmax);
+  const double step = 2.0 * xmax / static_cast<double>(levels);
+  // Positions are written relative to the centre so that the halves mirror each other exactly.
+  const double centre = 0.5 * static_cast<double>(levels - 1);
+  std::vector<double> level_values(levels), thresholds(levels - 1);
+  for (std::size_t k = 0; k < levels; ++k) level_values[k] = (static_cast<double>(k) - centre) * step;
+  for (std::size_t k = 0; k + 1 < levels; ++k)
+    thresholds[k] = (static_cast<double>(k) + 0.5 - centre) * step;
+  provenance.xmax = xmax;
+  return Codebook(bits, std::move(thresholds), std::move(level_values), provenance,
+                  UniformGrid{level_values.front(), step});
+}
+
+double midpoint_scale_step(const Codebook& codebook, double sigma) {
+  const auto& t = codebook.thresholds();
+  const auto& y = codebook.levels();
+  double numerator = 0.0, denominator = 0.0;
+  for (std::size_t k = 0; k < y.size(); ++k) {
+    const double lo = k == 0 ? -std::numeric_limits<double>::infinity() : t[k - 1];
+    const double hi = k + 1 == y.size() ? std::numeric_limits<double>::infinity() : t[k];
+    const IntervalMoments m = laplace_moments(lo, hi, sigma);
+    numerator += y[k] * m.first_moment;
+    denominator += y[k] * y[k] * m.probability;
+  }
+  NUQ_REQUIRE(denominator > 0.0, "scale rule: the quantizer has no non-zero level with mass");
+  return codebook.xmax() * numerator / denominator;
+}
+
+}  // namespace nuq

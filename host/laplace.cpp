@@ -1,0 +1,69 @@
+#include "nuq/laplace.h"
+
+#include <cmath>
+#include <limits>
+
+#include "nuq/error.h"
+
+namespace nuq {
+namespace {
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+
+void require_sigma(double sigma) {
+  NUQ_REQUIRE(std::isfinite(sigma) && sigma > 0.0,
+              "Laplacian source: sigma must be finite and positive, got ", sigma);
+}
+
+}  // namespace
+
+Distortion laplace_distortion(const std::vector<double>& thresholds,
+                              const std::vector<double>& levels, double xmax, double sigma) {
+  require_sigma(sigma);
+  NUQ_REQUIRE(levels.size() == thresholds.size() + 1, "distortion: ", levels.size(),
+              " levels need ", levels.size() - 1, " thresholds, got ", thresholds.size());
+  NUQ_REQUIRE(std::isfinite(xmax) && xmax >= 0.0, "distortion: x_max must be finite, got ", xmax);
+  const double lambda = closed_form::laplace_rate(sigma);
+  Distortion d;
+  for (std::size_t k = 0; k < levels.size(); ++k) {
+    const double lo = k == 0 ? -kInfinity : thresholds[k - 1];
+    const double hi = k + 1 == levels.size() ? kInfinity : thresholds[k];
+    const closed_form::CellDistortion cell = closed_form::cell_distortion(lo, hi, levels[k], xmax, lambda);
+    d.granular += cell.granular;
+    d.overload += cell.overload;
+  }
+  return d;
+}
+
+Distortion laplace_distortion(const Codebook& codebook, double sigma) {
+  return laplace_distortion(codebook.thresholds(), codebook.levels(), codebook.xmax(), sigma);
+}
+
+double sqnr_db(double distortion, double sigma) {
+  require_sigma(sigma);
+  NUQ_REQUIRE(distortion > 0.0, "SQNR: distortion must be positive, got ", distortion);
+  return 10.0 * std::log10(sigma * sigma / distortion);
+}
+
+double laplace_sqnr_db(const Codebook& codebook, double sigma) {
+  return sqnr_db(laplace_distortion(codebook, sigma).total(), sigma);
+}
+
+IntervalMoments laplace_moments(double a, double b, double sigma) {
+  require_sigma(sigma);
+  NUQ_REQUIRE(!(a > b), "Laplacian moments: interval [", a, ", ", b, "] is reversed");
+  return closed_form::interval_moments(a, b, 0.0, closed_form::laplace_rate(sigma));
+}
+
+double laplace_within_support(double xmax, double sigma) {
+  require_sigma(sigma);
+  return -std::expm1(-closed_form::laplace_rate(sigma) * xmax);
+}
+
+double laplace_pdf(double x, double sigma) {
+  require_sigma(sigma);
+  const double lambda = closed_form::laplace_rate(sigma);
+  return 0.5 * lambda * std::exp(-lambda * std::abs(x));
+}
+
+}  // namespace nuq

@@ -1,0 +1,54 @@
+#include "nuq/optimize.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include <boost/math/tools/minima.hpp>
+
+#include "nuq/error.h"
+
+namespace nuq {
+
+FixedPointTrace iterate_until_stable(const std::function<double(double)>& step, double x0,
+                                     double epsilon, int max_iterations, const std::string& what) {
+  NUQ_REQUIRE(std::isfinite(x0), what, ": the initial value must be finite, got ", x0);
+  NUQ_REQUIRE(epsilon > 0.0 && std::isfinite(epsilon), what,
+              ": the stop criterion epsilon must be positive, got ", epsilon);
+  NUQ_REQUIRE(max_iterations > 0, what, ": max_iterations must be positive");
+  FixedPointTrace trace;
+  trace.sequence.push_back(x0);
+  for (int i = 0; i < max_iterations; ++i) {
+    const double current = trace.sequence.back();
+    const double next = step(current);
+    NUQ_REQUIRE(std::isfinite(next), what, ": iterate ", i + 1, " is not finite (from ", current, ")");
+    trace.sequence.push_back(next);
+    if (std::abs(next - current) < epsilon) return trace;
+  }
+  throw Error(what + ": no convergence to " + std::to_string(epsilon) + " within " +
+              std::to_string(max_iterations) + " iterations");
+}
+
+ScalarMinimum minimize_scalar(const std::function<double(double)>& f, double lo, double hi,
+                              int grid_points) {
+  NUQ_REQUIRE(lo > 0.0 && hi > lo && std::isfinite(hi), "minimize_scalar: bad interval [", lo, ", ",
+              hi, "]");
+  NUQ_REQUIRE(grid_points >= 3, "minimize_scalar: needs at least 3 grid points");
+  const double ratio = std::pow(hi / lo, 1.0 / (grid_points - 1));
+  int best = 0;
+  double best_value = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < grid_points; ++i) {
+    const double value = f(lo * std::pow(ratio, i));
+    if (value < best_value) best_value = value, best = i;
+  }
+  NUQ_REQUIRE(std::isfinite(best_value), "minimize_scalar: the function is not finite anywhere on [",
+              lo, ", ", hi, "]");
+  const double bracket_lo = lo * std::pow(ratio, std::max(best - 1, 0));
+  const double bracket_hi = lo * std::pow(ratio, std::min(best + 1, grid_points - 1));
+  std::uintmax_t max_iterations = 500;
+  const auto [argmin, value] = boost::math::tools::brent_find_minima(
+      f, bracket_lo, bracket_hi, std::numeric_limits<double>::digits / 2, max_iterations);
+  return {argmin, value};
+}
+
+}  // namespace nuq

@@ -1,0 +1,49 @@
+// Errors in nuq come in two tiers (as in faiss): `nuq::Error` for anything a user can cause
+// (bad arguments, bad files, numbers that make no sense), and `nuq::InternalError` for a broken
+// invariant of nuq itself. Both are exceptions, never abort(), so tests and the CLI can see them.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace nuq {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class InternalError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+namespace detail {
+[[noreturn]] void throw_internal(const char* file, int line, const char* condition,
+                                 const std::string& message);
+
+template <typename... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream out;
+  out.precision(10);
+  (out << ... << parts);
+  return out.str();
+}
+}  // namespace detail
+
+}  // namespace nuq
+
+// A user-facing check: throws nuq::Error with the message built from the remaining arguments.
+#define NUQ_REQUIRE(condition, ...)                                   \
+  do {                                                                \
+    if (!(condition)) throw ::nuq::Error(::nuq::detail::concat(__VA_ARGS__)); \
+  } while (0)
+
+// An invariant of nuq itself: throws nuq::InternalError naming file, line and condition.
+#define NUQ_ASSERT(condition, ...)                                                         \
+  do {                                                                                     \
+    if (!(condition))                                                                      \
+      ::nuq::detail::throw_internal(__FILE__, __LINE__, #condition,                        \
+                                    ::nuq::detail::concat(__VA_ARGS__));                   \
+  } while (0)

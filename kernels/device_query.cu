@@ -1,0 +1,56 @@
+// Device discovery for the "best available backend" choice: a failing cudaGetDeviceCount (no
+// driver, no device) means "use the CPU", never an error.
+#include "nuq/cuda.h"
+
+#include <cuda_runtime.h>
+
+#include "cuda_check.cuh"
+
+namespace nuq::cuda {
+namespace {
+
+struct Discovery {
+  std::vector<DeviceInfo> devices;
+  std::string reason;
+};
+
+Discovery discover() {
+  Discovery found;
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" state for later calls
+    found.reason = std::string("no usable CUDA device: ") + cudaGetErrorString(status);
+    return found;
+  }
+  if (count == 0) found.reason = "the CUDA runtime reports no device";
+  for (int index = 0; index < count; ++index) {
+    cudaDeviceProp prop{};
+    NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+    found.devices.push_back({index, prop.name, prop.major, prop.minor, prop.totalGlobalMem,
+                             prop.multiProcessorCount, prop.sharedMemPerBlockOptin});
+  }
+  return found;
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+std::vector<DeviceInfo> devices() {
+  try {
+    return discover().devices;
+  } catch (const Error&) {
+    return {};
+  }
+}
+
+std::string unavailable_reason() {
+  try {
+    return discover().reason;
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+}  // namespace nuq::cuda
