@@ -1,0 +1,109 @@
+// The `nuq` binary as a user runs it: help, JSON output, CSV traces, and clear errors.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct CommandResult {
+  int status;
+  std::string output;  // stdout and stderr together
+};
+
+CommandResult run_nuq(const std::string& arguments) {
+  const std::string command = std::string(NUQ_BINARY) + " " + arguments + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return {-1, "popen failed"};
+  std::string output;
+  std::array<char, 4096> buffer;
+  std::size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(Cli, HelpListsTheCommands) {
+  const CommandResult r = run_nuq("--help");
+  EXPECT_EQ(r.status, 0);
+  for (const char* command : {"design", "theory", "devices"})
+    EXPECT_NE(r.output.find(command), std::string::npos) << command;
+  EXPECT_EQ(run_nuq("design --help").status, 0);
+  EXPECT_EQ(run_nuq("theory --help").status, 0);
+}
+
+TEST(Cli, NoCommandIsAnError) { EXPECT_NE(run_nuq("").status, 0); }
+
+TEST(Cli, DesignJsonIsTheSptqOptimum) {
+  const CommandResult r = run_nuq("design --method sptq --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_NEAR(j.at("sqnr_db").get<double>(), 6.9790, 1e-4);
+  EXPECT_EQ(j.at("codebook").at("iterations"), 40);
+  EXPECT_EQ(j.at("trace").size(), 41u);
+  EXPECT_EQ(j.at("codebook").at("levels").size(), 4u);
+}
+
+TEST(Cli, TraceIsCsvWithEveryIterate) {
+  const CommandResult r = run_nuq("design --method sptq --init 0.6535 --trace");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::istringstream lines(r.output);
+  std::string header, line;
+  std::getline(lines, header);
+  EXPECT_EQ(header, "iteration,delta,xmax,distortion,sqnr_db");
+  int rows = 0;
+  while (std::getline(lines, line)) ++rows;
+  EXPECT_EQ(rows, 42);  // Delta(0) and 41 iterates (Table 2)
+}
+
+TEST(Cli, SweepIsCsvOverTheRange) {
+  const CommandResult r = run_nuq("design --method msptq --sweep 0.5:1.5:0.1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("delta,xmax,distortion,granular,overload,sqnr_db", 0), 0u);
+  int rows = -1;
+  for (char c : r.output) rows += c == '\n';
+  EXPECT_EQ(rows, 11);
+}
+
+TEST(Cli, TheoryCheckPassesAndJsonParses) {
+  const CommandResult text = run_nuq("theory --check");
+  EXPECT_EQ(text.status, 0) << text.output;
+  EXPECT_NE(text.output.find("0 mismatch(es)"), std::string::npos);
+  const CommandResult json = run_nuq("theory --json");
+  ASSERT_EQ(json.status, 0);
+  EXPECT_EQ(nlohmann::json::parse(json.output).at("mismatches"), 0);
+}
+
+TEST(Cli, DevicesAlwaysAnswers) {
+  const CommandResult r = run_nuq("devices --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_TRUE(j.contains("cuda_compiled"));
+  EXPECT_TRUE(j.at("devices").is_array());
+}
+
+TEST(Cli, BadInputGivesAClearErrorAndNonZeroStatus) {
+  struct Case {
+    const char* arguments;
+    const char* message;
+  };
+  for (const Case& c : {Case{"design --method sptq3", "sptq3"},
+                        Case{"design --method sptq --bits 3", "two-bit design"},
+                        Case{"design --xmax -2", "x_max must be finite and positive"},
+                        Case{"design --sweep 1:0.5", "--sweep"},
+                        Case{"design --sweep a:b:c", "not a number"},
+                        Case{"design --method uniform --trace", "--trace"},
+                        Case{"design --method mulaw --optimizer iterative", "no iterative rule"}}) {
+    const CommandResult r = run_nuq(c.arguments);
+    EXPECT_NE(r.status, 0) << c.arguments;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.arguments << ": " << r.output;
+  }
+}
+
+}  // namespace

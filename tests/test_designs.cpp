@@ -1,0 +1,223 @@
+// The other designs (uniform, ternary, mu-law, Lloyd-Max) and the design() entry point.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/laplace.h"
+#include "nuq/lloyd_max.h"
+#include "nuq/mulaw.h"
+#include "nuq/power_of_two.h"
+#include "nuq/uniform.h"
+
+namespace nuq {
+namespace {
+
+double round4(double x) { return std::round(x * 1e4) / 1e4; }
+
+DesignSpec spec_for(Method method, int bits = 2) {
+  DesignSpec spec;
+  spec.method = method;
+  spec.bits = bits;
+  return spec;
+}
+
+TEST(Uniform, CodebookHasEqualCellsAndMidpointLevels) {
+  const Codebook c = uniform_codebook(4, 2.0);
+  EXPECT_EQ(c.thresholds(), (std::vector<double>{-1.0, 0.0, 1.0}));
+  EXPECT_EQ(c.levels(), (std::vector<double>{-1.5, -0.5, 0.5, 1.5}));
+  const Codebook odd = uniform_codebook(5, 2.5);
+  EXPECT_EQ(odd.levels(), (std::vector<double>{-2.0, -1.0, 0.0, 1.0, 2.0}));
+  EXPECT_TRUE(odd.symmetric());
+  EXPECT_EQ(uniform_codebook(65536, 1.0).bits(), 16);
+  EXPECT_EQ(uniform_codebook(3, 1.0).bits(), 2);
+  EXPECT_THROW(uniform_codebook(1, 1.0), Error);
+  EXPECT_THROW(uniform_codebook(65537, 1.0), Error);
+  EXPECT_THROW(uniform_codebook(4, 0.0), Error);
+}
+
+TEST(Uniform, Table4TheoreticalSqnr) {
+  const std::vector<std::pair<double, double>> rows = {
+      {4.8371024, 1.9360}, {7.063787, -2.0066}, {2.5512, 6.8237}, {1.9605, 6.9787}, {2.1748, 7.0707}};
+  for (const auto& [xmax, sqnr] : rows)
+    EXPECT_NEAR(laplace_sqnr_db(codebook_at_xmax(spec_for(Method::Uniform), xmax)), sqnr, 1e-4) << xmax;
+}
+
+TEST(Uniform, MseOptimalFourLevelSupportIsJayants) {
+  const DesignResult r = design(spec_for(Method::Uniform));
+  EXPECT_EQ(r.codebook.provenance().rule, XmaxRule::Numeric);
+  EXPECT_EQ(round4(r.codebook.xmax()), 2.1748);
+}
+
+TEST(Uniform, IterativeRuleReachesTheNumericOptimum) {
+  for (int bits : {1, 2, 3, 4, 6, 8}) {
+    DesignSpec spec = spec_for(Method::Uniform, bits);
+    spec.rule = XmaxRule::Numeric;
+    const double numeric = design(spec).codebook.xmax();
+    spec.rule = XmaxRule::Iterative;
+    spec.epsilon = 1e-11;
+    const DesignResult iterative = design(spec);
+    EXPECT_NEAR(iterative.codebook.xmax(), numeric, 1e-6 * numeric) << bits << " bits";
+    EXPECT_GT(iterative.trace.iterations(), 0);
+  }
+}
+
+TEST(Ternary, Table6TheoreticalSqnr) {
+  const DesignSpec ternary = spec_for(Method::Ternary);
+  const std::vector<std::pair<double, double>> part_a = {
+      {4.8371024, 2.7275}, {7.063787, 1.1827}, {2.5512, 5.5681}, {1.9605, 5.7436}, {2.1748, 5.7762}};
+  for (const auto& [xmax, sqnr] : part_a)
+    EXPECT_NEAR(laplace_sqnr_db(codebook_at_xmax(ternary, xmax)), sqnr, 1e-4) << xmax;
+  const std::vector<std::pair<double, double>> part_b = {{0.25, 2.1424}, {0.5, 4.0509}, {0.75, 5.3544},
+                                                         {1.0, 5.7800},  {1.25, 5.4708}, {1.5, 4.8068},
+                                                         {1.75, 4.0695}};
+  for (const auto& [alpha, sqnr] : part_b) {
+    DesignSpec spec = ternary;
+    spec.alpha = alpha;
+    const DesignResult r = design(spec);
+    EXPECT_NEAR(r.sqnr_db, sqnr, 1e-4) << "alpha " << alpha;
+    EXPECT_NEAR(r.codebook.xmax(), alpha * 3.0 / std::sqrt(2.0), 1e-15);
+    EXPECT_EQ(r.codebook.size(), 3u);
+  }
+}
+
+TEST(Ternary, IsTheThreeLevelUniformQuantizer) {
+  const Codebook t = codebook_at_xmax(spec_for(Method::Ternary), 3.0);
+  EXPECT_EQ(t.levels(), (std::vector<double>{-2.0, 0.0, 2.0}));
+  EXPECT_EQ(t.thresholds(), (std::vector<double>{-1.0, 1.0}));
+  DesignSpec three_bits = spec_for(Method::Ternary, 3);
+  EXPECT_THROW(design(three_bits), Error);
+}
+
+TEST(LloydMax, FourLevelsMatchTheLiterature) {
+  // Max (1960) / Jayant [20] for the unit Laplacian: t = 1.1269, y = 0.4198, 1.8340; 7.54 dB.
+  const Codebook c = lloyd_max_codebook(4);
+  EXPECT_NEAR(c.thresholds()[2], 1.1269, 1e-4);
+  EXPECT_NEAR(c.levels()[2], 0.4198, 1e-4);
+  EXPECT_NEAR(c.levels()[3], 1.8340, 1e-4);
+  EXPECT_NEAR(laplace_sqnr_db(c), 7.54, 0.01);
+  EXPECT_TRUE(c.symmetric());
+}
+
+TEST(LloydMax, TwoLevelsAreTheMeanAbsoluteValue) {
+  // N = 2: y = E|X| = 1/sqrt(2), D = 1 - 1/2 exactly.
+  const Codebook c = lloyd_max_codebook(2);
+  EXPECT_NEAR(c.levels()[1], 1.0 / std::sqrt(2.0), 1e-12);
+  EXPECT_NEAR(laplace_distortion(c).total(), 0.5, 1e-12);
+}
+
+TEST(LloydMax, EightLevelsMatchTheLiterature) {
+  EXPECT_NEAR(laplace_sqnr_db(lloyd_max_codebook(8)), 12.64, 0.01);
+}
+
+TEST(LloydMax, IsALocalMinimum) {
+  const Codebook c = lloyd_max_codebook(4);
+  const double d = laplace_distortion(c).total();
+  for (std::size_t k = 0; k < c.size(); ++k)
+    for (double nudge : {-1e-3, 1e-3}) {
+      std::vector<double> levels = c.levels();
+      levels[k] += nudge;
+      EXPECT_GT(laplace_distortion(c.thresholds(), levels, c.xmax(), 1.0).total(), d);
+    }
+}
+
+TEST(LloydMax, NoTwoBitDesignExceedsIt) {
+  const double ceiling = laplace_sqnr_db(lloyd_max_codebook(4));
+  for (Method method : {Method::Uniform, Method::Sptq, Method::Msptq, Method::Ternary, Method::MuLaw}) {
+    for (double mu : {0.5, 5.0, 255.0}) {
+      DesignSpec spec = spec_for(method);
+      spec.mu = mu;
+      for (double xmax = 0.2; xmax < 10.0; xmax += 0.01)
+        ASSERT_LE(laplace_sqnr_db(codebook_at_xmax(spec, xmax)), ceiling)
+            << to_string(method) << " at x_max " << xmax;
+      if (method != Method::MuLaw) break;
+    }
+  }
+}
+
+TEST(MuLaw, TwoBitMu255AtItsOptimumGives4Point44dB) {
+  DesignSpec spec = spec_for(Method::MuLaw);
+  spec.mu = 255.0;
+  const DesignResult r = design(spec);
+  EXPECT_NEAR(r.sqnr_db, 4.44, 0.005);
+  EXPECT_EQ(r.codebook.provenance().rule, XmaxRule::Numeric);
+  EXPECT_EQ(*r.codebook.provenance().mu, 255.0);
+}
+
+TEST(MuLaw, SmallMuTendsToTheUniformQuantizer) {
+  const Codebook mu_law = mulaw_codebook(8, 3.0, 1e-9);
+  const Codebook uniform = uniform_codebook(8, 3.0);
+  for (std::size_t k = 0; k < 8; ++k) EXPECT_NEAR(mu_law.levels()[k], uniform.levels()[k], 1e-8);
+  EXPECT_THROW(mulaw_codebook(4, 3.0, 0.0), Error);
+}
+
+TEST(Design, SigmaScalesTheDesignAndKeepsTheSqnr) {
+  for (Method method : {Method::Sptq, Method::Msptq, Method::Uniform, Method::LloydMax}) {
+    DesignSpec unit = spec_for(method);
+    DesignSpec scaled = unit;
+    scaled.sigma = 0.02;
+    const DesignResult a = design(unit), b = design(scaled);
+    EXPECT_NEAR(b.codebook.xmax(), 0.02 * a.codebook.xmax(), 1e-9) << to_string(method);
+    EXPECT_NEAR(b.sqnr_db, a.sqnr_db, 1e-9) << to_string(method);
+    EXPECT_NEAR(b.distortion.total(), 0.0004 * a.distortion.total(), 1e-15);
+  }
+  DesignSpec given = spec_for(Method::Sptq);
+  given.sigma = 2.0;
+  given.xmax = 2.0 * 2.5512;  // the paper's optimum, in source units
+  EXPECT_NEAR(design(given).sqnr_db, 6.9790, 1e-4);
+}
+
+TEST(Design, DefaultRulesFollowThePaper) {
+  const DesignResult sptq = design(spec_for(Method::Sptq));
+  EXPECT_EQ(sptq.codebook.provenance().rule, XmaxRule::Iterative);
+  EXPECT_EQ(sptq.codebook.provenance().iterations, 40);
+  EXPECT_EQ(sptq.trace.iterations(), 40);
+  const DesignResult msptq = design(spec_for(Method::Msptq));
+  EXPECT_EQ(msptq.codebook.provenance().iterations, 7);
+  EXPECT_DOUBLE_EQ(msptq.trace.sequence.front(), sptq.trace.value());
+  DesignSpec from_init = spec_for(Method::Sptq);
+  from_init.init = 4.8371024 / 3.0;
+  EXPECT_EQ(design(from_init).trace.iterations(), 39);
+  EXPECT_EQ(design(spec_for(Method::LloydMax)).codebook.provenance().rule, XmaxRule::Lloyd);
+}
+
+TEST(Design, RejectsContradictoryOrSenselessSpecs) {
+  auto rejects = [](DesignSpec spec) { EXPECT_THROW(design(spec), Error); };
+  DesignSpec s = spec_for(Method::Uniform);
+  s.bits = 0; rejects(s);
+  s.bits = 17; rejects(s);
+  s = spec_for(Method::Uniform); s.levels = 5; rejects(s);        // 5 levels in 2 bits
+  s = spec_for(Method::Sptq, 3); rejects(s);                      // SPTQ is two-bit
+  s = spec_for(Method::Msptq); s.levels = 3; rejects(s);
+  s = spec_for(Method::LloydMax, 11); rejects(s);                 // beyond the Lloyd-Max limit
+  s = spec_for(Method::Uniform); s.alpha = 2.0; rejects(s);       // alpha is ternary-only
+  s = spec_for(Method::Sptq); s.xmax = 2.0; s.rule = XmaxRule::Numeric; rejects(s);
+  s = spec_for(Method::MuLaw); s.rule = XmaxRule::Iterative; rejects(s);
+  s = spec_for(Method::Sptq); s.rule = XmaxRule::Lloyd; rejects(s);
+  s = spec_for(Method::Sptq); s.sigma = 0.0; rejects(s);
+  s = spec_for(Method::Sptq); s.sigma = std::nan(""); rejects(s);
+  s = spec_for(Method::Sptq); s.xmax = -1.0; rejects(s);
+  s = spec_for(Method::Sptq); s.epsilon = 0.0; rejects(s);
+  s = spec_for(Method::Uniform); s.rule = XmaxRule::Given; rejects(s);  // given, but no x_max
+}
+
+TEST(Sweep, CoversTheRangeAndFindsTheOptimum) {
+  const auto points = sweep(spec_for(Method::Sptq), 0.5, 1.5, 0.001);
+  ASSERT_EQ(points.size(), 1001u);
+  EXPECT_DOUBLE_EQ(points.front().xmax, 1.5);
+  EXPECT_NEAR(points.back().parameter, 1.5, 1e-12);
+  const auto best = std::min_element(points.begin(), points.end(), [](const auto& a, const auto& b) {
+    return a.distortion.total() < b.distortion.total();
+  });
+  EXPECT_NEAR(best->parameter, 0.8504, 1e-3);
+  EXPECT_NEAR(best->distortion.total(), sptq_distortion_eq15(best->parameter), 1e-13);
+  EXPECT_THROW(sweep(spec_for(Method::Sptq), 0.5, 1.5, 0.0), Error);
+  EXPECT_THROW(sweep(spec_for(Method::Sptq), 0.5, 1e9, 1e-3), Error);  // unbounded allocation
+  EXPECT_THROW(sweep(spec_for(Method::LloydMax), 0.5, 1.5, 0.1), Error);
+}
+
+}  // namespace
+}  // namespace nuq
