@@ -1,0 +1,16 @@
+// Writing files so that a reader never sees half of one: the bytes go to a temporary file in the
+// same folder, which is flushed, synced and renamed over the destination. A crash at any moment
+// leaves either the old file or the complete new one.
+#pragma once
+
+#include <functional>
+#include <ostream>
+#include <string>
+
+namespace nuq::io {
+
+// Calls `write` with a stream on the temporary file; throws nuq::Error (naming `path`) when the
+// stream fails or the rename does, and removes the temporary file on every failure.
+void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write);
+
+}  // namespace nuq::io
