@@ -1,0 +1,222 @@
+#include "nuq/io/safetensors.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/error.h"
+#include "nuq/io/atomic_file.h"
+
+namespace nuq::io {
+namespace {
+
+struct DTypeInfo {
+  DType dtype;
+  const char* name;
+  std::size_t size;
+};
+
+constexpr std::array<DTypeInfo, 13> kDTypes{{
+    {DType::BOOL, "BOOL", 1}, {DType::U8, "U8", 1},     {DType::I8, "I8", 1},
+    {DType::U16, "U16", 2},   {DType::I16, "I16", 2},   {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2}, {DType::U32, "U32", 4},   {DType::I32, "I32", 4},
+    {DType::F32, "F32", 4},   {DType::U64, "U64", 8},   {DType::I64, "I64", 8},
+    {DType::F64, "F64", 8},
+}};
+
+const DTypeInfo& info(DType dtype) {
+  for (const auto& entry : kDTypes)
+    if (entry.dtype == dtype) return entry;
+  NUQ_ASSERT(false, "dtype without an entry");
+}
+
+std::uint64_t little_endian_u64(const std::uint8_t* b) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | b[i];
+  return v;
+}
+
+// Parses the header JSON, rejecting a key that appears twice in one object (nlohmann would keep
+// the last silently; the reference parser refuses).
+nlohmann::json parse_header(const std::string& text, const std::string& name) {
+  std::vector<std::set<std::string>> keys_per_object;
+  std::string duplicate;
+  auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::object_start) keys_per_object.emplace_back();
+    if (event == nlohmann::json::parse_event_t::object_end) keys_per_object.pop_back();
+    if (event == nlohmann::json::parse_event_t::key && !keys_per_object.back().insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(text, callback);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(name + ": the header is not valid JSON (" + e.what() + ")");
+  }
+  NUQ_REQUIRE(duplicate.empty(), name, ": the header names '", duplicate, "' twice");
+  NUQ_REQUIRE(header.is_object(), name, ": the header is not a JSON object");
+  return header;
+}
+
+DType parse_dtype(const nlohmann::json& value, const std::string& where) {
+  NUQ_REQUIRE(value.is_string(), where, ": dtype is not a string");
+  for (const auto& entry : kDTypes)
+    if (value.get<std::string>() == entry.name) return entry.dtype;
+  throw Error(where + ": unknown dtype '" + value.get<std::string>() + "'");
+}
+
+}  // namespace
+
+std::string to_string(DType dtype) { return info(dtype).name; }
+std::size_t dtype_size(DType dtype) { return info(dtype).size; }
+
+std::size_t Tensor::element_count() const {
+  std::size_t count = 1;
+  for (std::int64_t d : shape) count *= static_cast<std::size_t>(d);
+  return count;
+}
+
+TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name) {
+  NUQ_REQUIRE(bytes.size() >= 8, name, ": too short for a safetensors header length (", bytes.size(),
+              " bytes)");
+  const std::uint64_t header_size = little_endian_u64(bytes.data());
+  NUQ_REQUIRE(header_size <= kMaxSafetensorsHeader, name, ": header length ", header_size,
+              " exceeds the cap of ", kMaxSafetensorsHeader, " bytes");
+  NUQ_REQUIRE(header_size <= bytes.size() - 8, name, ": header length ", header_size,
+              " runs past the end of the file (", bytes.size(), " bytes)");
+  NUQ_REQUIRE(header_size > 0 && bytes[8] == '{', name, ": the header must start with '{'");
+  const std::string text(reinterpret_cast<const char*>(bytes.data()) + 8, header_size);
+  const nlohmann::json header = parse_header(text, name);  // nlohmann rejects invalid UTF-8
+  const std::size_t data_begin = 8 + header_size;
+  const std::size_t data_size = bytes.size() - data_begin;
+
+  TensorFile file;
+  struct Range {
+    std::size_t begin, end;
+    std::string tensor;
+  };
+  std::vector<Range> ranges;
+  for (const auto& [key, value] : header.items()) {
+    if (key == "__metadata__") {
+      NUQ_REQUIRE(value.is_object(), name, ": __metadata__ is not an object");
+      for (const auto& [meta_key, meta_value] : value.items()) {
+        NUQ_REQUIRE(meta_value.is_string(), name, ": __metadata__ value '", meta_key, "' is not a string");
+        file.metadata[meta_key] = meta_value.get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = name + ": tensor '" + key + "'";
+    NUQ_REQUIRE(value.is_object(), where, " is not an object");
+    NUQ_REQUIRE(value.contains("dtype") && value.contains("shape") && value.contains("data_offsets"),
+                where, " needs dtype, shape and data_offsets");
+    Tensor tensor;
+    tensor.dtype = parse_dtype(value["dtype"], where);
+    const auto& shape = value["shape"];
+    NUQ_REQUIRE(shape.is_array() && shape.size() <= 8, where, ": shape must be an array of rank <= 8");
+    std::size_t bytes_needed = dtype_size(tensor.dtype);
+    for (const auto& dim : shape) {
+      NUQ_REQUIRE(dim.is_number_unsigned(), where, ": shape entries must be non-negative integers");
+      const std::uint64_t d = dim.get<std::uint64_t>();
+      NUQ_REQUIRE(d == 0 || bytes_needed <= SIZE_MAX / d, where, ": the shape's byte size overflows");
+      bytes_needed *= static_cast<std::size_t>(d);
+      tensor.shape.push_back(static_cast<std::int64_t>(d));
+    }
+    const auto& offsets = value["data_offsets"];
+    NUQ_REQUIRE(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
+                    offsets[1].is_number_unsigned(),
+                where, ": data_offsets must be two non-negative integers");
+    const std::uint64_t begin = offsets[0].get<std::uint64_t>(), end = offsets[1].get<std::uint64_t>();
+    NUQ_REQUIRE(begin <= end && end <= data_size, where, ": data_offsets [", begin, ", ", end,
+                "] fall outside the ", data_size, " data bytes");
+    NUQ_REQUIRE(end - begin == bytes_needed, where, ": data_offsets span ", end - begin, " bytes but ",
+                to_string(tensor.dtype), " x shape needs ", bytes_needed);
+    tensor.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_begin + begin),
+                       bytes.begin() + static_cast<std::ptrdiff_t>(data_begin + end));
+    ranges.push_back({begin, end, key});
+    file.tensors.emplace(key, std::move(tensor));
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  std::size_t expected = 0;
+  for (const Range& r : ranges) {
+    NUQ_REQUIRE(r.begin >= expected, name, ": tensor '", r.tensor, "' overlaps the previous one");
+    NUQ_REQUIRE(r.begin == expected, name, ": a hole of ", r.begin - expected, " bytes before tensor '",
+                r.tensor, "'");
+    expected = r.end;
+  }
+  NUQ_REQUIRE(expected == data_size, name, ": ", data_size - expected,
+              " trailing bytes after the last tensor");
+  return file;
+}
+
+TensorFile read_safetensors(const std::string& path, std::size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  NUQ_REQUIRE(in, path, ": cannot open");
+  const auto size = static_cast<std::size_t>(in.tellg());
+  NUQ_REQUIRE(size <= max_bytes, path, ": ", size, " bytes exceed the limit of ", max_bytes);
+  std::vector<std::uint8_t> bytes(size);
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  NUQ_REQUIRE(in, path, ": read failed");
+  return parse_safetensors(bytes, path);
+}
+
+std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
+  nlohmann::json header = nlohmann::json::object();
+  nlohmann::json metadata(file.metadata);
+  if (!metadata.contains("format")) metadata["format"] = "pt";
+  header["__metadata__"] = metadata;
+  std::size_t offset = 0;
+  for (const auto& [key, tensor] : file.tensors) {
+    NUQ_REQUIRE(key != "__metadata__", "safetensors: a tensor cannot be named __metadata__");
+    NUQ_REQUIRE(tensor.data.size() == tensor.element_count() * dtype_size(tensor.dtype),
+                "safetensors: tensor '", key, "' holds ", tensor.data.size(), " bytes, its shape needs ",
+                tensor.element_count() * dtype_size(tensor.dtype));
+    header[key] = {{"dtype", to_string(tensor.dtype)},
+                   {"shape", tensor.shape},
+                   {"data_offsets", {offset, offset + tensor.data.size()}}};
+    offset += tensor.data.size();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the reference does
+  std::vector<std::uint8_t> bytes;
+  bytes.reserve(8 + text.size() + offset);
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(text.size() >> (8 * i)));
+  bytes.insert(bytes.end(), text.begin(), text.end());
+  for (const auto& [key, tensor] : file.tensors) bytes.insert(bytes.end(), tensor.data.begin(), tensor.data.end());
+  return bytes;
+}
+
+void write_safetensors(const std::string& path, const TensorFile& file) {
+  const std::vector<std::uint8_t> bytes = serialize_safetensors(file);
+  write_atomically(path, [&](std::ostream& out) {
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  });
+}
+
+Tensor f32_tensor(std::vector<std::int64_t> shape, const std::vector<float>& values) {
+  Tensor t;
+  t.dtype = DType::F32;
+  t.shape = std::move(shape);
+  NUQ_REQUIRE(t.element_count() == values.size(), "f32_tensor: shape holds ", t.element_count(),
+              " values, got ", values.size());
+  t.data.resize(values.size() * sizeof(float));
+  std::memcpy(t.data.data(), values.data(), t.data.size());
+  return t;
+}
+
+std::vector<float> to_floats(const Tensor& tensor, const std::string& name) {
+  NUQ_REQUIRE(tensor.dtype == DType::F32, name, ": expected F32, got ", to_string(tensor.dtype));
+  std::vector<float> values(tensor.element_count());
+  std::memcpy(values.data(), tensor.data.data(), values.size() * sizeof(float));
+  return values;
+}
+
+}  // namespace nuq::io

@@ -1,0 +1,48 @@
+// safetensors files (Hugging Face's format, which PyTorch's `safetensors` loader reads): an 8-byte
+// little-endian header length, a JSON header naming every tensor's dtype, shape and byte range,
+// then the tensor bytes. Read as strictly as the reference parser: a bounded header, valid UTF-8
+// JSON, no duplicate names, string-only metadata, known dtypes, shapes whose byte size matches
+// the range, and ranges that tile the data exactly (no overlap, no hole, nothing after).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nuq::io {
+
+enum class DType { BOOL, U8, I8, U16, I16, F16, BF16, U32, I32, F32, U64, I64, F64 };
+
+std::string to_string(DType dtype);
+std::size_t dtype_size(DType dtype);
+
+struct Tensor {
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::vector<std::uint8_t> data;  // little-endian, row-major
+  std::size_t element_count() const;
+};
+
+struct TensorFile {
+  std::map<std::string, std::string> metadata;  // "__metadata__"; {"format": "pt"} when written
+  std::map<std::string, Tensor> tensors;
+};
+
+constexpr std::size_t kMaxSafetensorsHeader = 100u << 20;  // the reference parser's cap
+constexpr std::size_t kDefaultSafetensorsLimit = std::size_t{16} << 30;
+
+// Throws nuq::Error naming the file and the field.
+TensorFile read_safetensors(const std::string& path, std::size_t max_bytes = kDefaultSafetensorsLimit);
+TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name);
+
+// Written atomically; "format": "pt" is added to the metadata unless present.
+void write_safetensors(const std::string& path, const TensorFile& file);
+std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file);
+
+// F32 tensors from and to float vectors (the host is little-endian, as the format).
+Tensor f32_tensor(std::vector<std::int64_t> shape, const std::vector<float>& values);
+std::vector<float> to_floats(const Tensor& tensor, const std::string& name);
+
+}  // namespace nuq::io

@@ -1,0 +1,142 @@
+// safetensors: the layout PyTorch's loader expects, round trips, and a suite of corrupt headers,
+// each rejected with a message that names the file and the field.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+#include "temp_dir.h"
+
+namespace nuq::io {
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+
+// A file from a header text and a data section, exactly as given.
+Bytes file_of(const std::string& header, const Bytes& data) {
+  Bytes bytes;
+  bytes.reserve(8 + header.size() + data.size());
+  const std::uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(n >> (8 * i)));
+  bytes.insert(bytes.end(), header.begin(), header.end());
+  bytes.insert(bytes.end(), data.begin(), data.end());
+  return bytes;
+}
+
+TEST(Safetensors, WritesTheReferenceLayout) {
+  TensorFile file;
+  file.tensors["b"] = f32_tensor({2}, {1.0f, -2.0f});
+  file.tensors["a"] = f32_tensor({1, 1}, {0.5f});
+  const Bytes bytes = serialize_safetensors(file);
+  std::uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  EXPECT_EQ(header_size % 8, 0u);  // data aligned to 8 bytes
+  const std::string header(reinterpret_cast<const char*>(bytes.data()) + 8, header_size);
+  EXPECT_EQ(header.substr(0, header.find_last_not_of(' ') + 1),
+            R"({"__metadata__":{"format":"pt"},"a":{"data_offsets":[0,4],"dtype":"F32","shape":[1,1]},)"
+            R"("b":{"data_offsets":[4,12],"dtype":"F32","shape":[2]}})");
+  const float* data = reinterpret_cast<const float*>(bytes.data() + 8 + header_size);
+  EXPECT_EQ(data[0], 0.5f);
+  EXPECT_EQ(data[2], -2.0f);
+  EXPECT_EQ(bytes.size(), 8 + header_size + 12);
+}
+
+TEST(Safetensors, RoundTripsThroughAFile) {
+  test::TempDir dir;
+  TensorFile file;
+  file.metadata["nuq"] = "{\"method\":\"sptq\"}";
+  file.tensors["w"] = f32_tensor({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor codes;
+  codes.dtype = DType::U8;
+  codes.shape = {3};
+  codes.data = {0x1B, 0xE4, 0x00};
+  file.tensors["w.codes"] = codes;
+  file.tensors["empty"] = f32_tensor({0, 4}, {});
+  write_safetensors(dir.file("m.safetensors"), file);
+  const TensorFile back = read_safetensors(dir.file("m.safetensors"));
+  EXPECT_EQ(back.metadata.at("format"), "pt");
+  EXPECT_EQ(back.metadata.at("nuq"), file.metadata.at("nuq"));
+  EXPECT_EQ(to_floats(back.tensors.at("w"), "w"), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(back.tensors.at("w.codes").data, codes.data);
+  EXPECT_EQ(back.tensors.at("empty").element_count(), 0u);
+  EXPECT_THROW(to_floats(back.tensors.at("w.codes"), "w.codes"), Error);
+}
+
+TEST(Safetensors, RejectsCorruptFiles) {
+  const Bytes eight(8, 0);
+  const std::string ok = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+  struct Case {
+    const char* name;
+    Bytes bytes;
+    const char* message;
+  };
+  Bytes huge_header(8, 0);
+  huge_header[7] = 0x01;  // 2^56 bytes
+  Bytes past_end = file_of("{}", {});
+  past_end[0] = 200;
+  const std::vector<Case> cases = {
+      {"short", Bytes{1, 2, 3}, "too short"},
+      {"header-cap", huge_header, "exceeds the cap"},
+      {"header-past-end", past_end, "runs past the end"},
+      {"not-brace", file_of(" {}", {}), "must start with '{'"},
+      {"bad-json", file_of("{\"t\":", {}), "not valid JSON"},
+      {"bad-utf8", file_of("{\"\xff\xfe\":1}", {}), "not valid JSON"},
+      {"array", file_of("{", {}), "not valid JSON"},
+      {"duplicate", file_of("{" + ok + "," + ok + "}", eight), "twice"},
+      {"meta-not-string", file_of(R"({"__metadata__":{"a":1}})", {}), "is not a string"},
+      {"meta-not-object", file_of(R"({"__metadata__":[]})", {}), "not an object"},
+      {"tensor-not-object", file_of(R"({"t":3})", {}), "is not an object"},
+      {"missing-field", file_of(R"({"t":{"dtype":"F32","shape":[2]}})", eight), "needs dtype"},
+      {"unknown-dtype", file_of(R"({"t":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}})", eight), "unknown dtype"},
+      {"negative-dim", file_of(R"({"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight), "non-negative"},
+      {"float-dim", file_of(R"({"t":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", eight), "non-negative"},
+      {"shape-overflow", file_of(R"({"t":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", eight), "overflows"},
+      {"size-mismatch", file_of(R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight), "needs 12"},
+      {"offsets-reversed", file_of(R"({"t":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", eight), "fall outside"},
+      {"offsets-outside", file_of(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", eight), "fall outside"},
+      {"offsets-not-ints", file_of(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", eight), "two non-negative"},
+      {"overlap", file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight), "overlaps"},
+      {"hole", file_of(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight), "hole"},
+      {"trailing", file_of(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight), "trailing bytes"},
+      {"rank", file_of(R"({"t":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}})", {1}), "rank"},
+  };
+  for (const Case& c : cases) {
+    try {
+      parse_safetensors(c.bytes, c.name);
+      ADD_FAILURE() << c.name << " was accepted";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.rfind(c.name, 0), 0u) << what;  // the message starts with the file's name
+      EXPECT_NE(what.find(c.message), std::string::npos) << c.name << ": " << what;
+    }
+  }
+}
+
+TEST(Safetensors, RefusesFilesOverTheLimitAndMissingFiles) {
+  test::TempDir dir;
+  TensorFile file;
+  file.tensors["w"] = f32_tensor({256}, std::vector<float>(256, 1.0f));
+  write_safetensors(dir.file("m"), file);
+  EXPECT_THROW(read_safetensors(dir.file("m"), 100), Error);
+  EXPECT_THROW(read_safetensors(dir.file("absent")), Error);
+}
+
+TEST(Safetensors, WritingNeverLeavesAHalfFile) {
+  test::TempDir dir;
+  TensorFile good;
+  good.tensors["w"] = f32_tensor({1}, {1.0f});
+  write_safetensors(dir.file("m"), good);
+  TensorFile bad;
+  bad.tensors["w"] = f32_tensor({1}, {2.0f});
+  bad.tensors["w"].shape = {5};  // inconsistent: refused before anything is written
+  EXPECT_THROW(write_safetensors(dir.file("m"), bad), Error);
+  EXPECT_EQ(to_floats(read_safetensors(dir.file("m")).tensors.at("w"), "w"), std::vector<float>{1.0f});
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) files += entry.is_regular_file();
+  EXPECT_EQ(files, 1u);  // no temporary left behind
+}
+
+}  // namespace
+}  // namespace nuq::io
