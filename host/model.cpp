@@ -1,0 +1,111 @@
+#include "nuq/model.h"
+
+#include <cmath>
+#include <random>
+
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+
+namespace nuq {
+namespace {
+
+struct Layout {
+  const char* name;
+  std::vector<std::int64_t> shape;
+};
+
+std::vector<Layout> layout(Architecture architecture) {
+  std::vector<Layout> l;
+  std::int64_t features = 784;
+  if (architecture == Architecture::Cnn) {
+    l.push_back({"conv.weight", {16, 1, 3, 3}});
+    l.push_back({"conv.bias", {16}});
+    features = 16 * 13 * 13;
+  }
+  l.push_back({"fc1.weight", {512, features}});
+  l.push_back({"fc1.bias", {512}});
+  l.push_back({"fc2.weight", {512, 512}});
+  l.push_back({"fc2.bias", {512}});
+  l.push_back({"fc3.weight", {10, 512}});
+  l.push_back({"fc3.bias", {10}});
+  return l;
+}
+
+std::size_t product(const std::vector<std::int64_t>& shape) {
+  std::size_t n = 1;
+  for (auto d : shape) n *= static_cast<std::size_t>(d);
+  return n;
+}
+
+}  // namespace
+
+std::string to_string(Architecture a) { return a == Architecture::Mlp ? "mlp" : "cnn"; }
+
+Architecture parse_architecture(const std::string& name) {
+  if (name == "mlp") return Architecture::Mlp;
+  if (name == "cnn") return Architecture::Cnn;
+  throw Error("unknown model '" + name + "' (choose mlp or cnn)");
+}
+
+Parameter& Model::at(const std::string& name) {
+  for (Parameter& p : parameters)
+    if (p.name == name) return p;
+  throw Error("model has no parameter '" + name + "'");
+}
+
+const Parameter& Model::at(const std::string& name) const { return const_cast<Model*>(this)->at(name); }
+
+std::size_t Model::parameter_count() const {
+  std::size_t n = 0;
+  for (const Parameter& p : parameters) n += p.values.size();
+  return n;
+}
+
+Model make_model(Architecture architecture, std::uint64_t seed) {
+  Model model;
+  model.architecture = architecture;
+  std::mt19937_64 rng(seed);
+  for (const Layout& entry : layout(architecture)) {
+    Parameter p{entry.name, entry.shape, std::vector<float>(product(entry.shape), 0.0f)};
+    if (entry.shape.size() > 1) {
+      // Glorot uniform: fan_in and fan_out include the receptive field for convolutions.
+      const double receptive = static_cast<double>(product(entry.shape)) / (entry.shape[0] * entry.shape[1]);
+      const double fan_out = entry.shape[0] * receptive, fan_in = entry.shape[1] * receptive;
+      std::uniform_real_distribution<float> u(-std::sqrt(6.0 / (fan_in + fan_out)),
+                                              std::sqrt(6.0 / (fan_in + fan_out)));
+      for (float& v : p.values) v = u(rng);
+    }
+    model.parameters.push_back(std::move(p));
+  }
+  return model;
+}
+
+void save_model(const std::string& path, const Model& model) {
+  io::TensorFile file;
+  file.metadata["nuq.architecture"] = to_string(model.architecture);
+  for (const Parameter& p : model.parameters) file.tensors[p.name] = io::f32_tensor(p.shape, p.values);
+  io::write_safetensors(path, file);
+}
+
+Model load_model(const std::string& path) {
+  const io::TensorFile file = io::read_safetensors(path);
+  const auto architecture = file.metadata.find("nuq.architecture");
+  NUQ_REQUIRE(architecture != file.metadata.end(), path,
+              ": no nuq.architecture in __metadata__ (not a model written by nuq train)");
+  Model model;
+  model.architecture = parse_architecture(architecture->second);
+  for (const Layout& entry : layout(model.architecture)) {
+    const auto it = file.tensors.find(entry.name);
+    NUQ_REQUIRE(it != file.tensors.end(), path, ": missing tensor '", entry.name, "'");
+    NUQ_REQUIRE(it->second.shape == entry.shape, path, ": tensor '", entry.name,
+                "' has the wrong shape for a ", to_string(model.architecture));
+    Parameter p{entry.name, entry.shape, io::to_floats(it->second, path + ": " + entry.name)};
+    for (std::size_t i = 0; i < p.values.size(); ++i)
+      NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i,
+                  " is not finite");
+    model.parameters.push_back(std::move(p));
+  }
+  return model;
+}
+
+}  // namespace nuq

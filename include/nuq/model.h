@@ -1,0 +1,45 @@
+// The papers' two networks and their parameters.
+//   MLP: 784 -> 512 -> 512 -> 10, ReLU, dropout 0.2 after each hidden layer (669,706 parameters).
+//   CNN: conv 16 filters 3x3 (valid) -> ReLU -> max-pool 2x2 -> flatten (16 x 13 x 13, channel
+//        first) -> 512 -> 512 -> 10, dropout 0.5 after each hidden layer (1,652,906 parameters).
+// Parameters are named as PyTorch would name them (fc1.weight [out, in], conv.weight
+// [16, 1, 3, 3], ...), so a saved model opens in PyTorch's safetensors loader.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nuq {
+
+enum class Architecture { Mlp, Cnn };
+
+std::string to_string(Architecture architecture);
+Architecture parse_architecture(const std::string& name);  // "mlp" or "cnn"
+
+struct Parameter {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+
+struct Model {
+  Architecture architecture = Architecture::Mlp;
+  std::vector<Parameter> parameters;  // in the order of the forward pass
+
+  Parameter& at(const std::string& name);
+  const Parameter& at(const std::string& name) const;
+  std::size_t parameter_count() const;
+  double dropout() const { return architecture == Architecture::Mlp ? 0.2 : 0.5; }
+};
+
+// Glorot-uniform weights and zero biases (Keras' defaults, as the paper used), seeded.
+Model make_model(Architecture architecture, std::uint64_t seed);
+
+// safetensors with {"format": "pt", "nuq.architecture": "mlp"|"cnn"}; load validates every
+// parameter's presence, shape and finiteness. Both throw nuq::Error naming the file.
+void save_model(const std::string& path, const Model& model);
+Model load_model(const std::string& path);
+
+}  // namespace nuq

@@ -1,0 +1,46 @@
+// Forward and backward passes of the papers' networks on the CPU: batch-major float32 with
+// OpenBLAS for every matrix product (the convolution as im2col + GEMM).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "nuq/io/dataset.h"
+#include "nuq/model.h"
+
+namespace nuq {
+
+class Network {
+ public:
+  explicit Network(Model& model);
+
+  // Logits [batch, 10] for `batch` 28x28 images with pixels in [0, 1]. With `training`, dropout
+  // is applied (inverted: kept units scaled by 1/(1-p)) from a mask seeded by `dropout_seed`.
+  const std::vector<float>& forward(const float* images, std::size_t batch, bool training,
+                                    std::uint64_t dropout_seed = 0);
+
+  // After a forward pass: the gradients of the mean softmax cross-entropy with respect to every
+  // parameter (parallel to model.parameters). Returns the loss.
+  double backward(const std::uint8_t* labels);
+  const std::vector<std::vector<float>>& gradients() const { return gradients_; }
+
+ private:
+  struct DenseLayer;
+  Model& model_;
+  std::size_t batch_ = 0;
+  std::size_t first_dense_ = 0;  // index of fc1.weight in the parameter list
+  const float* images_ = nullptr;
+  // Convolution front end (CNN only).
+  std::vector<float> columns_, conv_, features_;
+  std::vector<std::uint32_t> pool_argmax_;
+  // Dense stack: pre-activations, post-ReLU-and-dropout activations, dropout scales.
+  std::vector<float> z1_, a1_, keep1_, z2_, a2_, keep2_, logits_;
+  std::vector<std::vector<float>> gradients_;
+};
+
+// Classes predicted for every image of a dataset, in batches, without dropout.
+std::vector<std::uint8_t> predict(Model& model, const io::Dataset& data);
+double accuracy(Model& model, const io::Dataset& data);  // percent
+
+}  // namespace nuq
