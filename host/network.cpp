@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include "nuq/error.h"
+#include "nuq/ptq.h"
+#include "nuq/qgemm.h"
 
 namespace nuq {
 namespace {
@@ -64,9 +66,22 @@ void relu_dropout(const std::vector<float>& z, std::vector<float>& a, std::vecto
 
 }  // namespace
 
-Network::Network(Model& model) : model_(model) {
+Network::Network(Model& model, const QuantizedModel* packed) : model_(model), packed_(packed) {
   first_dense_ = model.architecture == Architecture::Cnn ? 2 : 0;
   for (const Parameter& p : model.parameters) gradients_.emplace_back(p.values.size(), 0.0f);
+}
+
+void Network::dense(std::size_t layer, const float* input, std::size_t input_width, std::size_t output_width,
+                    std::vector<float>& out) {
+  const Parameter& weight = model_.parameters[layer];
+  const Parameter& bias = model_.parameters[layer + 1];
+  out.resize(batch_ * output_width);
+  if (packed_) {
+    qgemm(input, batch_, packed_->tensors.at(weight.name).matrix, bias.values.data(), out.data());
+    return;
+  }
+  gemm_abt(batch_, output_width, input_width, input, weight.values.data(), out.data());
+  add_bias(out, bias.values);
 }
 
 const std::vector<float>& Network::forward(const float* images, std::size_t batch, bool training,
@@ -113,24 +128,18 @@ const std::vector<float>& Network::forward(const float* images, std::size_t batc
     input = features_.data();
   }
   const double p = model_.dropout();
-  const auto& params = model_.parameters;
   const std::size_t d = first_dense_;
-  z1_.resize(batch * kHidden);
-  gemm_abt(batch, kHidden, input_width, input, params[d].values.data(), z1_.data());
-  add_bias(z1_, params[d + 1].values);
+  dense(d, input, input_width, kHidden, z1_);
   relu_dropout(z1_, a1_, keep1_, training, p, dropout_seed * 2 + 1);
-  z2_.resize(batch * kHidden);
-  gemm_abt(batch, kHidden, kHidden, a1_.data(), params[d + 2].values.data(), z2_.data());
-  add_bias(z2_, params[d + 3].values);
+  dense(d + 2, a1_.data(), kHidden, kHidden, z2_);
   relu_dropout(z2_, a2_, keep2_, training, p, dropout_seed * 2 + 2);
-  logits_.resize(batch * kClasses);
-  gemm_abt(batch, kClasses, kHidden, a2_.data(), params[d + 4].values.data(), logits_.data());
-  add_bias(logits_, params[d + 5].values);
+  dense(d + 4, a2_.data(), kHidden, kClasses, logits_);
   return logits_;
 }
 
 double Network::backward(const std::uint8_t* labels) {
   NUQ_ASSERT(batch_ > 0, "backward before forward");
+  NUQ_REQUIRE(packed_ == nullptr, "backward: a network on packed codes cannot be trained");
   const std::size_t batch = batch_, d = first_dense_;
   const auto& params = model_.parameters;
   // Softmax cross-entropy: dL/dlogits = (softmax - onehot) / batch.
@@ -171,9 +180,8 @@ double Network::backward(const std::uint8_t* labels) {
   return loss / double(batch);
 }
 
-std::vector<std::uint8_t> predict(Model& model, const io::Dataset& data) {
+std::vector<std::uint8_t> predict(Network& network, const io::Dataset& data) {
   NUQ_REQUIRE(data.features() == kImageSide * kImageSide, "predict: the networks take 28x28 images");
-  Network network(model);
   std::vector<std::uint8_t> classes(data.count);
   constexpr std::size_t kBatch = 1000;
   for (std::size_t start = 0; start < data.count; start += kBatch) {
@@ -186,12 +194,19 @@ std::vector<std::uint8_t> predict(Model& model, const io::Dataset& data) {
   return classes;
 }
 
-double accuracy(Model& model, const io::Dataset& data) {
-  NUQ_REQUIRE(data.count > 0, "accuracy: the dataset is empty");
-  const std::vector<std::uint8_t> classes = predict(model, data);
+std::vector<std::uint8_t> predict(Model& model, const io::Dataset& data) {
+  Network network(model);
+  return predict(network, data);
+}
+
+double accuracy(const std::vector<std::uint8_t>& predicted, const io::Dataset& data) {
+  NUQ_REQUIRE(data.count > 0 && predicted.size() == data.count, "accuracy: ", predicted.size(),
+              " predictions for ", data.count, " images");
   std::size_t correct = 0;
-  for (std::size_t i = 0; i < data.count; ++i) correct += classes[i] == data.labels[i];
+  for (std::size_t i = 0; i < data.count; ++i) correct += predicted[i] == data.labels[i];
   return 100.0 * double(correct) / double(data.count);
 }
+
+double accuracy(Model& model, const io::Dataset& data) { return accuracy(predict(model, data), data); }
 
 }  // namespace nuq

@@ -11,9 +11,13 @@
 
 namespace nuq {
 
+struct QuantizedModel;
+
 class Network {
  public:
-  explicit Network(Model& model);
+  // With `packed`, the dense layers multiply straight from its packed codes (qgemm) and the
+  // model's own fc weights are not read (they may be empty); conv weights and biases still are.
+  explicit Network(Model& model, const QuantizedModel* packed = nullptr);
 
   // Logits [batch, 10] for `batch` 28x28 images with pixels in [0, 1]. With `training`, dropout
   // is applied (inverted: kept units scaled by 1/(1-p)) from a mask seeded by `dropout_seed`.
@@ -27,7 +31,10 @@ class Network {
 
  private:
   struct DenseLayer;
+  void dense(std::size_t layer, const float* input, std::size_t input_width, std::size_t output_width,
+             std::vector<float>& out);
   Model& model_;
+  const QuantizedModel* packed_;
   std::size_t batch_ = 0;
   std::size_t first_dense_ = 0;  // index of fc1.weight in the parameter list
   const float* images_ = nullptr;
@@ -40,7 +47,9 @@ class Network {
 };
 
 // Classes predicted for every image of a dataset, in batches, without dropout.
+std::vector<std::uint8_t> predict(Network& network, const io::Dataset& data);
 std::vector<std::uint8_t> predict(Model& model, const io::Dataset& data);
-double accuracy(Model& model, const io::Dataset& data);  // percent
+double accuracy(const std::vector<std::uint8_t>& predicted, const io::Dataset& data);  // percent
+double accuracy(Model& model, const io::Dataset& data);
 
 }  // namespace nuq

@@ -1,0 +1,165 @@
+#include "nuq/ptq.h"
+
+#include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/laplace.h"
+#include "nuq/network.h"
+
+namespace nuq {
+namespace {
+
+// The narrowest packed width that holds the codebook's codes.
+int storage_bits(const Codebook& codebook) {
+  for (int bits : {1, 2, 4, 8, 16})
+    if (bits >= codebook.bits()) return bits;
+  throw Error("quantize: a " + std::to_string(codebook.bits()) + "-bit codebook cannot be packed");
+}
+
+// Rows and columns of the matrix view of a parameter: [out, rest] or [1, n] for vectors.
+std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count) {
+  if (shape.size() <= 1) return {1, count};
+  const auto rows = static_cast<std::size_t>(shape[0]);
+  return {rows, rows ? count / rows : 0};
+}
+
+bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 && name.find(".weight") != std::string::npos; }
+
+}  // namespace
+
+WeightStats model_stats(const Model& model) {
+  WeightStats stats;
+  for (const Parameter& p : model.parameters) accumulate(stats, p.values, p.name);
+  return stats;
+}
+
+QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report) {
+  const WeightStats stats = model_stats(model);
+  NUQ_REQUIRE(stats.count > 0, "quantize: the model has no parameters");
+  NUQ_REQUIRE(stats.stddev() > 0.0, "quantize: every parameter has the same value (", stats.mean,
+              "); zero variance cannot be normalised");
+  const int bits = storage_bits(codebook);
+  QuantizedModel q{model.architecture, codebook, stats.mean, stats.stddev(), {}};
+  // Level k in the weights' own units; codes the codebook does not use map to the mean.
+  std::vector<float> levels(std::size_t{1} << bits, static_cast<float>(stats.mean));
+  for (std::size_t k = 0; k < codebook.size(); ++k)
+    levels[k] = static_cast<float>(stats.mean + stats.stddev() * codebook.levels()[k]);
+
+  PtqReport r;
+  r.stats = stats;
+  r.w_min = (stats.min - stats.mean) / stats.stddev();
+  r.w_max = (stats.max - stats.mean) / stats.stddev();
+  r.xmax = codebook.xmax();
+  r.sqnr_th_db = laplace_sqnr_db(codebook);
+  double signal = 0.0, noise = 0.0;
+  std::size_t inside = 0;
+  for (const Parameter& p : model.parameters) {
+    const auto [rows, cols] = matrix_view(p.shape, p.values.size());
+    std::vector<std::uint32_t> codes(p.values.size());
+    TensorReport t{p.name, p.shape, bits, p.values.size() * sizeof(float), 0, 0.0, 0.0};
+    double tensor_noise = 0.0;
+    for (std::size_t i = 0; i < p.values.size(); ++i) {
+      const double w = p.values[i];
+      const double normalised = (w - stats.mean) / stats.stddev();
+      inside += std::abs(normalised) <= r.xmax;
+      codes[i] = codebook.index_of(normalised);
+      const double error = w - double(levels[codes[i]]);
+      signal += w * w;
+      tensor_noise += error * error;
+      t.max_error = std::max(t.max_error, std::abs(error));
+    }
+    noise += tensor_noise;
+    t.rmse = p.values.empty() ? 0.0 : std::sqrt(tensor_noise / double(p.values.size()));
+    QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}};
+    t.bytes_after = tensor.matrix.codes.bytes.size() + levels.size() * sizeof(float);
+    q.tensors.emplace(p.name, std::move(tensor));
+    r.tensors.push_back(t);
+  }
+  r.within = 100.0 * double(inside) / double(stats.count);
+  r.sqnr_ex_db = noise > 0.0 ? 10.0 * std::log10(signal / noise) : std::numeric_limits<double>::infinity();
+  if (report) *report = std::move(r);
+  return q;
+}
+
+Model dequantize_model(const QuantizedModel& quantized) {
+  Model model = make_model(quantized.architecture, 0);
+  for (Parameter& p : model.parameters) p.values = dequantize(quantized.tensors.at(p.name).matrix);
+  return model;
+}
+
+double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data) {
+  // Conv weights and biases are small: dequantize them. Dense weights stay packed (qgemm).
+  Model skeleton = make_model(quantized.architecture, 0);
+  for (Parameter& p : skeleton.parameters)
+    p.values = is_dense_weight(p.name) ? std::vector<float>{} : dequantize(quantized.tensors.at(p.name).matrix);
+  Network network(skeleton, &quantized);
+  return accuracy(predict(network, data), data);
+}
+
+void save_quantized(const std::string& path, const QuantizedModel& q) {
+  io::TensorFile file;
+  nlohmann::json tensors = nlohmann::json::object();
+  for (const auto& [name, t] : q.tensors) {
+    const PackedCodes& codes = t.matrix.codes;
+    io::Tensor packed;
+    packed.dtype = io::DType::U8;
+    packed.shape = {std::int64_t(codes.rows), std::int64_t(packed_row_bytes(codes.cols, codes.bits))};
+    packed.data = codes.bytes;
+    file.tensors[name + ".codes"] = std::move(packed);
+    file.tensors[name + ".codebook"] = io::f32_tensor({1, std::int64_t(t.matrix.levels.size())}, t.matrix.levels);
+    tensors[name] = {{"shape", t.shape}, {"rows", codes.rows}, {"cols", codes.cols}, {"bits", codes.bits}};
+  }
+  const nlohmann::json description = {{"architecture", to_string(q.architecture)},
+                                      {"codebook", to_json(q.codebook)},
+                                      {"mean", q.mean},
+                                      {"stddev", q.stddev},
+                                      {"tensors", tensors}};
+  file.metadata["nuq.quantized"] = description.dump();
+  file.metadata["nuq.architecture"] = to_string(q.architecture);
+  io::write_safetensors(path, file);
+}
+
+QuantizedModel load_quantized(const std::string& path) {
+  const io::TensorFile file = io::read_safetensors(path);
+  const auto meta = file.metadata.find("nuq.quantized");
+  NUQ_REQUIRE(meta != file.metadata.end(), path, ": no nuq.quantized in __metadata__ (not a quantized model)");
+  nlohmann::json d;
+  try {
+    d = nlohmann::json::parse(meta->second);
+    QuantizedModel q{parse_architecture(d.at("architecture").get<std::string>()),
+                     codebook_from_json(d.at("codebook")), d.at("mean").get<double>(),
+                     d.at("stddev").get<double>(), {}};
+    NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev > 0.0, path,
+                ": mean and stddev must be finite, stddev positive");
+    for (const Parameter& p : make_model(q.architecture, 0).parameters) {
+      const std::string where = path + ": tensor '" + p.name + "'";
+      NUQ_REQUIRE(d.at("tensors").contains(p.name), where, " is missing");
+      const auto& info = d.at("tensors").at(p.name);
+      const int bits = info.at("bits").get<int>();
+      NUQ_REQUIRE(is_packable_bits(bits), where, ": unsupported code width ", bits);
+      const auto [rows, cols] = matrix_view(p.shape, p.values.size());
+      NUQ_REQUIRE(info.at("shape").get<std::vector<std::int64_t>>() == p.shape &&
+                      info.at("rows").get<std::size_t>() == rows && info.at("cols").get<std::size_t>() == cols,
+                  where, " has the wrong shape");
+      const auto codes = file.tensors.find(p.name + ".codes");
+      const auto levels = file.tensors.find(p.name + ".codebook");
+      NUQ_REQUIRE(codes != file.tensors.end() && levels != file.tensors.end(), where, ": missing .codes or .codebook");
+      NUQ_REQUIRE(codes->second.dtype == io::DType::U8 &&
+                      codes->second.data.size() == rows * packed_row_bytes(cols, bits),
+                  where, ".codes: expected U8 with ", rows * packed_row_bytes(cols, bits), " bytes");
+      std::vector<float> values = io::to_floats(levels->second, where + ".codebook");
+      NUQ_REQUIRE(values.size() == (std::size_t{1} << bits), where, ".codebook: needs ", 1 << bits, " levels");
+      for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ".codebook: a level is not finite");
+      q.tensors.emplace(p.name, QuantizedTensor{p.shape, {{rows, cols, bits, codes->second.data}, values}});
+    }
+    return q;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": nuq.quantized metadata: " + e.what());
+  }
+}
+
+}  // namespace nuq

@@ -1,0 +1,71 @@
+// Post-training quantization, Algorithm 1 of the main paper: all trainable parameters (weights
+// and biases) normalised with their global mean and standard deviation, quantized with one
+// codebook designed for the unit Laplacian, stored as packed codes, and denormalised on use.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "nuq/codebook.h"
+#include "nuq/io/dataset.h"
+#include "nuq/model.h"
+#include "nuq/qgemm.h"
+#include "nuq/stats.h"
+#include "nuq/support.h"
+
+namespace nuq {
+
+// One tensor as the quantized model stores it: codes for a [rows, cols] view of the parameter
+// (weights [out, in], conv [filters, taps], biases [1, n]) and the levels in the weights' units.
+struct QuantizedTensor {
+  std::vector<std::int64_t> shape;  // the parameter's original shape
+  QuantizedMatrix matrix;
+};
+
+struct QuantizedModel {
+  Architecture architecture = Architecture::Mlp;
+  Codebook codebook;  // designed for the normalised weights (unit variance)
+  double mean = 0.0, stddev = 1.0;
+  std::map<std::string, QuantizedTensor> tensors;
+};
+
+// What the paper reports per run, plus a per-tensor account (llama.cpp's quantize style).
+struct TensorReport {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  int bits = 0;
+  std::size_t bytes_before = 0, bytes_after = 0;
+  double rmse = 0.0, max_error = 0.0;
+};
+
+struct PtqReport {
+  WeightStats stats;        // of the FP32 parameters
+  double w_min = 0.0;       // normalised extremes
+  double w_max = 0.0;
+  double xmax = 0.0;        // normalised support threshold
+  double within = 0.0;      // % of normalised parameters inside [-xmax, xmax]
+  double sqnr_ex_db = 0.0;  // eqs. (30)-(31) on the FP32 parameters
+  double sqnr_th_db = 0.0;  // the codebook on the unit Laplacian
+  std::vector<TensorReport> tensors;
+};
+
+// Global statistics of every trainable parameter (NaN or Inf: an error naming the tensor).
+WeightStats model_stats(const Model& model);
+
+// Quantizes with `codebook` (in normalised units; codes must fit a packable width). Fills `report`.
+QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report = nullptr);
+
+// The FP32 model with every parameter replaced by its quantized value.
+Model dequantize_model(const QuantizedModel& quantized);
+
+// Accuracy (%) evaluated from the packed form: dense layers through qgemm.
+double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data);
+
+// safetensors: <name>.codes (U8 [rows, row bytes]), <name>.codebook (F32 [1, 2^bits]) and the
+// quantizer, statistics and shapes as JSON in __metadata__["nuq.quantized"]. Written atomically.
+void save_quantized(const std::string& path, const QuantizedModel& quantized);
+QuantizedModel load_quantized(const std::string& path);
+
+}  // namespace nuq

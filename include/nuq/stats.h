@@ -1,0 +1,26 @@
+// Statistics of a weight set: count, mean, standard deviation, extremes, accumulated in double
+// with Welford's update (and Chan's combination across tensors) so that 10^9 weights keep their
+// digits. NaN or infinity is an error naming the tensor and the index.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace nuq {
+
+struct WeightStats {
+  std::size_t count = 0;
+  double mean = 0.0;
+  double m2 = 0.0;  // sum of squared deviations from the mean
+  double min = 0.0;
+  double max = 0.0;
+  double variance() const { return count ? m2 / double(count) : 0.0; }  // population variance
+  double stddev() const;
+};
+
+// Adds `values` (named `name` in errors) to `stats`.
+void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name);
+WeightStats combine(const WeightStats& a, const WeightStats& b);
+
+}  // namespace nuq
