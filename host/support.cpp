@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
+#include <string>
 
 #include "nuq/error.h"
 #include "nuq/power_of_two.h"
@@ -49,6 +51,29 @@ double resolve_xmax(const Support& support, const WeightRange& range) {
   NUQ_REQUIRE(std::isfinite(xmax) && xmax > 0.0, "support rule ", describe(support),
               " gives x_max = ", xmax, ", which is not a usable support threshold");
   return xmax;
+}
+
+Support parse_support(const std::string& text) {
+  const struct {
+    const char* names[2];
+    SupportRule rule;
+  } named[] = {{{"case1", "min-abs"}, SupportRule::MinAbsWeight}, {{"case2", "max-abs"}, SupportRule::MaxAbsWeight},
+               {{"case3", "3delta"}, SupportRule::SptqOptimum},   {{"3delta-mod", "3delta-mod"}, SupportRule::MsptqOptimum},
+               {{"case4", "hui"}, SupportRule::Hui},              {{"case5", "jayant"}, SupportRule::Jayant},
+               {{"ternary", "ternary"}, SupportRule::TernaryOptimum}};
+  for (const auto& entry : named)
+    if (text == entry.names[0] || text == entry.names[1]) return Support{entry.rule};
+  std::size_t used = 0;
+  double value = 0.0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  NUQ_REQUIRE(used == text.size() && used > 0 && std::isfinite(value) && value > 0.0, "unknown support '", text,
+              "' (case1|min-abs, case2|max-abs, case3|3delta, 3delta-mod, case4|hui, case5|jayant, ternary, "
+              "or a positive x_max)");
+  return Support{SupportRule::Fixed, value};
 }
 
 std::string describe(const Support& support) {

@@ -8,5 +8,7 @@ namespace nuq::cli {
 void add_design_command(CLI::App& app);
 void add_theory_command(CLI::App& app);
 void add_devices_command(CLI::App& app);
+void add_reproduce_command(CLI::App& app);
+void add_model_commands(CLI::App& app);  // train, quantize, eval
 
 }  // namespace nuq::cli

@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   app.name("nuq");
   app.require_subcommand(1);
   app.set_version_flag("--version", "nuq 0.1.0");
+  nuq::cli::add_reproduce_command(app);
+  nuq::cli::add_model_commands(app);
   nuq::cli::add_design_command(app);
   nuq::cli::add_theory_command(app);
   nuq::cli::add_devices_command(app);

@@ -38,6 +38,10 @@ struct WeightRange {
 // makes no sense (not finite, min > max) when the rule needs it, or a non-positive result.
 double resolve_xmax(const Support& support, const WeightRange& range);
 
+// From the command line: case1 (or min-abs), case2 (max-abs), case3 (3delta), 3delta-mod, case4
+// (hui), case5 (jayant), ternary, or a number (Fixed). Throws nuq::Error listing the choices.
+Support parse_support(const std::string& text);
+
 // The region [-x_max, x_max] in words: "±3Δ", "±x_max[H]", "±α·3/√2, α = 3/2".
 std::string describe(const Support& support);
 

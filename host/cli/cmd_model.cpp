@@ -1,0 +1,170 @@
+// nuq train, nuq quantize and nuq eval: the pieces of `nuq reproduce`, one model at a time.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/io/dataset.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/network.h"
+#include "nuq/ptq.h"
+#include "nuq/train.h"
+#include "table.h"
+
+namespace nuq::cli {
+namespace {
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string text;
+  for (auto d : shape) text += (text.empty() ? "" : "x") + std::to_string(d);
+  return text;
+}
+
+struct TrainOptions {
+  std::string dataset = "mnist", model = "mlp", data, output;
+  int epochs = 10;
+  std::uint64_t seed = 1;
+  bool json = false;
+};
+
+void run_train(const TrainOptions& o) {
+  const std::string dir = io::dataset_dir(io::data_root(o.data.empty() ? std::nullopt : std::optional(o.data)), o.dataset);
+  const io::Dataset train_set = io::load_split(dir, "train"), test_set = io::load_split(dir, "t10k");
+  Model model = make_model(parse_architecture(o.model), o.seed);
+  TrainConfig config;
+  config.epochs = o.epochs;
+  config.seed = o.seed;
+  const std::vector<EpochLog> log = train(model, train_set, config, &std::cerr);
+  save_model(o.output, model);
+  const double test_accuracy = accuracy(model, test_set);
+  if (o.json) {
+    nlohmann::json epochs = nlohmann::json::array();
+    for (const auto& e : log) epochs.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
+    std::cout << nlohmann::json{{"output", o.output}, {"parameters", model.parameter_count()}, {"test_accuracy", test_accuracy}, {"epochs", epochs}}.dump(2) << '\n';
+  } else {
+    std::cout << "test accuracy " << fixed(test_accuracy, 2) << "% (" << model.parameter_count() << " parameters), saved "
+              << o.output << '\n';
+  }
+}
+
+struct QuantizeOptions {
+  std::string input, output, method = "sptq", support;
+  int bits = 2;
+  std::optional<double> xmax;
+  double alpha = 1.0, mu = 255.0;
+  bool json = false;
+};
+
+void run_quantize(const QuantizeOptions& o) {
+  const Model model = load_model(o.input);
+  DesignSpec spec;
+  spec.method = parse_method(o.method);
+  spec.bits = o.bits;
+  spec.alpha = o.alpha;
+  spec.mu = o.mu;
+  NUQ_REQUIRE(!(o.xmax && !o.support.empty()), "quantize: give --xmax or --support, not both");
+  Codebook codebook = design(spec).codebook;  // the design's own optimum unless told otherwise
+  if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
+  if (!o.support.empty()) {
+    const WeightStats stats = model_stats(model);
+    const WeightRange range{(stats.min - stats.mean) / stats.stddev(), (stats.max - stats.mean) / stats.stddev()};
+    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), range));
+  }
+  PtqReport report;
+  const QuantizedModel quantized = quantize_model(model, codebook, &report);
+  save_quantized(o.output, quantized);
+  if (o.json) {
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const auto& t : report.tensors)
+      tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
+                         {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error}});
+    std::cout << nlohmann::json{{"output", o.output}, {"codebook", to_json(codebook)}, {"w_min", report.w_min},
+                                {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
+                                {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db}, {"tensors", tensors}}
+                     .dump(2)
+              << '\n';
+    return;
+  }
+  TextTable table({"tensor", "shape", "bits", "size before", "size after", "RMSE", "max error"});
+  std::size_t before = 0, after = 0;
+  for (const auto& t : report.tensors) {
+    table.add_row({t.name, shape_text(t.shape), std::to_string(t.bits), std::to_string(t.bytes_before),
+                   std::to_string(t.bytes_after), fixed(t.rmse, 6), fixed(t.max_error, 6)});
+    before += t.bytes_before;
+    after += t.bytes_after;
+  }
+  std::cout << table.render() << "\n"
+            << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels: x_max "
+            << fixed(report.xmax, 4) << " (normalised weights in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
+            << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
+            << fixed(report.sqnr_th_db, 4) << " dB; " << before << " -> " << after << " bytes ("
+            << fixed(double(before) / double(after), 1) << "x smaller), saved " << o.output << '\n';
+}
+
+struct EvalOptions {
+  std::string input, dataset = "mnist", data;
+  bool json = false;
+};
+
+void run_eval(const EvalOptions& o) {
+  const std::string dir = io::dataset_dir(io::data_root(o.data.empty() ? std::nullopt : std::optional(o.data)), o.dataset);
+  const io::Dataset test_set = io::load_split(dir, "t10k");
+  const io::TensorFile file = io::read_safetensors(o.input);
+  const bool quantized = file.metadata.count("nuq.quantized") > 0;
+  double result = 0.0;
+  if (quantized) {
+    result = quantized_accuracy(load_quantized(o.input), test_set);
+  } else {
+    Model model = load_model(o.input);
+    result = accuracy(model, test_set);
+  }
+  if (o.json)
+    std::cout << nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", o.dataset}, {"accuracy", result}}.dump(2) << '\n';
+  else
+    std::cout << (quantized ? "quantized" : "FP32") << " model " << o.input << ": test accuracy " << fixed(result, 2)
+              << "% on " << test_set.count << " " << o.dataset << " images\n";
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app) {
+  auto t = std::make_shared<TrainOptions>();
+  CLI::App* train_cmd = app.add_subcommand("train", "Train the paper's MLP or CNN on the CPU and save it as safetensors");
+  train_cmd->add_option("--dataset", t->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
+  train_cmd->add_option("--model", t->model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
+  train_cmd->add_option("--data", t->data, "Data folder (default: $NUQ_DATA or data)");
+  train_cmd->add_option("--epochs", t->epochs, "Epochs")->check(CLI::Range(1, 1000))->capture_default_str();
+  train_cmd->add_option("--seed", t->seed, "Seed")->capture_default_str();
+  train_cmd->add_option("--output,-o", t->output, "Where to save the model (.safetensors)")->required();
+  train_cmd->add_flag("--json", t->json, "Print the training log as JSON");
+  train_cmd->callback([t] { run_train(*t); });
+
+  auto q = std::make_shared<QuantizeOptions>();
+  CLI::App* quantize_cmd = app.add_subcommand("quantize", "Quantize every parameter of a model (Algorithm 1) into packed codes");
+  quantize_cmd->add_option("input", q->input, "FP32 model (.safetensors) written by nuq train")->required();
+  quantize_cmd->add_option("--output,-o", q->output, "Quantized model to write (.safetensors)")->required();
+  quantize_cmd->add_option("--method,-m", q->method, "Quantizer")
+      ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))->capture_default_str();
+  quantize_cmd->add_option("--bits,-b", q->bits, "Code width")->capture_default_str();
+  quantize_cmd->add_option("--support", q->support,
+                           "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max");
+  quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
+  quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor")->capture_default_str();
+  quantize_cmd->add_option("--mu", q->mu, "mu-law parameter")->capture_default_str();
+  quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
+  quantize_cmd->callback([q] { run_quantize(*q); });
+
+  auto e = std::make_shared<EvalOptions>();
+  CLI::App* eval_cmd = app.add_subcommand("eval", "Test accuracy of an FP32 or quantized model (quantized: from its packed codes)");
+  eval_cmd->add_option("input", e->input, "Model (.safetensors)")->required();
+  eval_cmd->add_option("--dataset", e->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
+  eval_cmd->add_option("--data", e->data, "Data folder (default: $NUQ_DATA or data)");
+  eval_cmd->add_flag("--json", e->json, "Print the result as JSON");
+  eval_cmd->callback([e] { run_eval(*e); });
+}
+
+}  // namespace nuq::cli

@@ -1,0 +1,126 @@
+// nuq reproduce: the main job. Trains (or loads) the papers' networks, quantizes them with every
+// design and support region of Tables 3-7, prints each table with the paper's values beside ours,
+// and writes report.md and report.json.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "nuq/error.h"
+#include "nuq/experiment.h"
+#include "nuq/io/atomic_file.h"
+#include "nuq/io/dataset.h"
+#include "nuq/theory.h"
+#include "table.h"
+
+namespace nuq::cli {
+namespace {
+
+struct ReproduceOptions {
+  std::string dataset = "all", model = "all", data, out = "out";
+  bool retrain = false, json = false;
+  int epochs = 10;
+  std::uint64_t seed = 1;
+};
+
+std::string optional_text(const std::optional<double>& v, int decimals) { return v ? fixed(*v, decimals) : "-"; }
+
+void print_tables(const ExperimentResult& r) {
+  std::cout << "\n== " << r.dataset << " " << r.model << ": FP32 accuracy " << fixed(r.fp32_accuracy, 2)
+            << "% (paper " << optional_text(r.published_fp32_accuracy, 2) << "%), normalised weights in ["
+            << fixed(r.w_min, 4) << ", " << fixed(r.w_max, 4) << "]\n";
+  std::string table_id;
+  std::unique_ptr<TextTable> table;
+  auto flush = [&] {
+    if (table) std::cout << table->render();
+  };
+  for (const CaseResult& c : r.cases) {
+    if (c.table != table_id) {
+      flush();
+      table_id = c.table;
+      std::cout << "\nTable " << c.table << ": " << c.title << " (paper | ours)\n";
+      table = std::make_unique<TextTable>(std::vector<std::string>{
+          "case", "region", "x_max", "SQNR_ex", "", "SQNR_th", "", "accuracy %", "", "within %", ""});
+    }
+    table->add_row({c.case_label, c.region, fixed(c.ptq.xmax, 4), optional_text(c.published.sqnr_ex, 4),
+                    fixed(c.ptq.sqnr_ex_db, 4), optional_text(c.published.sqnr_th, 4), fixed(c.ptq.sqnr_th_db, 4),
+                    optional_text(c.published.accuracy, 2), fixed(c.accuracy, 2),
+                    optional_text(c.published.within, 3), fixed(c.ptq.within, 3)});
+  }
+  flush();
+}
+
+std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions& o) {
+  const std::vector<std::pair<std::string, std::string>> all = {{"mnist", "mlp"}, {"fashion", "mlp"}, {"fashion", "cnn"}};
+  std::vector<std::pair<std::string, std::string>> chosen;
+  for (const auto& [dataset, model] : all)
+    if ((o.dataset == "all" || o.dataset == dataset) && (o.model == "all" || o.model == model))
+      chosen.emplace_back(dataset, model);
+  NUQ_REQUIRE(!chosen.empty(), "reproduce: the paper has no table for ", o.dataset, " with the ", o.model,
+              " (it reports the MNIST MLP and the Fashion-MNIST MLP and CNN)");
+  return chosen;
+}
+
+void run_reproduce(const ReproduceOptions& o) {
+  ExperimentOptions options;
+  options.data_root = io::data_root(o.data.empty() ? std::nullopt : std::optional<std::string>(o.data));
+  options.out_dir = o.out;
+  options.retrain = o.retrain;
+  options.train.epochs = o.epochs;
+  options.train.seed = o.seed;
+  std::filesystem::create_directories(o.out);
+
+  const TheoryReport theory = build_theory_report();
+  const int mismatches = count_mismatches(theory);
+  std::vector<ExperimentResult> results;
+  for (const auto& [dataset, model] : selected(o)) {
+    results.push_back(run_experiment(dataset, model, options, &std::cerr));
+    if (!o.json) print_tables(results.back());
+  }
+  const std::vector<Finding> findings = check_findings(results);
+
+  nlohmann::json j = {{"theory", to_json(theory)}, {"theory_mismatches", mismatches}};
+  j["experiments"] = nlohmann::json::array();
+  for (const auto& r : results) j["experiments"].push_back(to_json(r));
+  j["findings"] = nlohmann::json::array();
+  for (const auto& f : findings) j["findings"].push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
+  const std::string markdown = render_report(results, findings) + "\n## Theory\n\n`nuq theory`: Table 2 and all " +
+                               std::to_string(theory.sqnr.size()) + " published SQNR_th values recomputed; " +
+                               std::to_string(mismatches) + " mismatch(es) with the paper.\n";
+  const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
+  const std::string md_path = (std::filesystem::path(o.out) / "report.md").string();
+  io::write_atomically(json_path, [&](std::ostream& out) { out << j.dump(2) << '\n'; });
+  io::write_atomically(md_path, [&](std::ostream& out) { out << markdown; });
+
+  if (o.json) {
+    std::cout << j.dump(2) << '\n';
+    return;
+  }
+  std::cout << "\nThe paper's findings on this run:\n";
+  for (const auto& f : findings) std::cout << "  [" << (f.holds ? "holds" : "does not hold") << "] " << f.claim << "\n";
+  std::cout << "Theory (Table 2, SQNR_th of Tables 3-7): " << mismatches << " mismatch(es) with the paper.\n"
+            << "Wrote " << md_path << " and " << json_path << "\n";
+}
+
+}  // namespace
+
+void add_reproduce_command(CLI::App& app) {
+  auto o = std::make_shared<ReproduceOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "reproduce", "Train (or load) the papers' networks, quantize them with every design and support region "
+                   "of Tables 3-7, print each table beside the paper's and write report.md/report.json");
+  cmd->add_option("--dataset", o->dataset, "mnist, fashion or all")
+      ->check(CLI::IsMember({"mnist", "fashion", "all"}))->capture_default_str();
+  cmd->add_option("--model", o->model, "mlp, cnn or all")->check(CLI::IsMember({"mlp", "cnn", "all"}))->capture_default_str();
+  cmd->add_option("--data", o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
+  cmd->add_option("--out", o->out, "Folder for models, quantized models and the reports")->capture_default_str();
+  cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
+  cmd->add_option("--epochs", o->epochs, "Training epochs")->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
+  cmd->callback([o] { run_reproduce(*o); });
+}
+
+}  // namespace nuq::cli

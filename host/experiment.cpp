@@ -1,0 +1,127 @@
+#include "nuq/experiment.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <ostream>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/io/dataset.h"
+#include "nuq/network.h"
+
+namespace nuq {
+namespace {
+
+std::string slug(const std::string& text) {
+  std::string out;
+  for (char c : text) out += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '-';
+  return out;
+}
+
+Model trained_model(const std::string& dataset, const std::string& model_name, const ExperimentOptions& o,
+                    ExperimentResult& result, std::ostream* progress) {
+  const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" / (dataset + "-" + model_name + ".safetensors");
+  if (!o.retrain && std::filesystem::exists(path)) {
+    if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
+    return load_model(path.string());
+  }
+  const io::Dataset train_set = io::load_split(io::dataset_dir(o.data_root, dataset), "train");
+  if (progress) *progress << "training the " << dataset << " " << model_name << " (" << o.train.epochs << " epochs)\n";
+  Model model = make_model(parse_architecture(model_name), o.train.seed);
+  result.training = train(model, train_set, o.train, progress);
+  result.trained = true;
+  std::filesystem::create_directories(path.parent_path());
+  save_model(path.string(), model);
+  return model;
+}
+
+}  // namespace
+
+ExperimentResult run_experiment(const std::string& dataset, const std::string& model_name,
+                                const ExperimentOptions& options, std::ostream* progress) {
+  const auto start = std::chrono::steady_clock::now();
+  ExperimentResult result;
+  result.dataset = dataset;
+  result.model = model_name;
+  const io::Dataset test_set = io::load_split(io::dataset_dir(options.data_root, dataset), "t10k");
+  Model model = trained_model(dataset, model_name, options, result, progress);
+  result.parameters = model.parameter_count();
+  result.fp32_accuracy = accuracy(model, test_set);
+  for (const paper::Baseline& b : paper::baselines())
+    if (b.dataset == dataset && b.model == model_name) result.published_fp32_accuracy = b.accuracy;
+  const WeightStats stats = model_stats(model);
+  result.w_min = (stats.min - stats.mean) / stats.stddev();
+  result.w_max = (stats.max - stats.mean) / stats.stddev();
+  if (progress) {
+    char line[160];
+    std::snprintf(line, sizeof line, "FP32 accuracy %.2f%%, normalised weights in [%.4f, %.4f]\n",
+                  result.fp32_accuracy, result.w_min, result.w_max);
+    *progress << line;
+  }
+  const std::filesystem::path quantized_dir = std::filesystem::path(options.out_dir) / "quantized";
+  std::filesystem::create_directories(quantized_dir);
+  for (const paper::PublishedTable& table : paper::tables()) {
+    if (table.dataset != dataset || table.model != model_name) continue;
+    DesignSpec spec;
+    spec.method = table.method;
+    spec.bits = table.bits;
+    for (std::size_t i = 0; i < table.cases.size(); ++i) {
+      const paper::PublishedCase& published = table.cases[i];
+      CaseResult c;
+      c.table = table.id;
+      c.title = table.title;
+      c.case_label = published.label;
+      c.region = describe(published.support);
+      c.method = table.method;
+      c.published = published;
+      const double xmax = resolve_xmax(published.support, WeightRange{result.w_min, result.w_max});
+      const QuantizedModel quantized = quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq);
+      // Written, read back and evaluated from the file: what a user would ship is what is measured.
+      c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-table" + table.id + "-" +
+                                           std::to_string(i + 1) + "-" + slug(to_string(table.method)) +
+                                           ".safetensors")).string();
+      save_quantized(c.quantized_file, quantized);
+      c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set);
+      if (progress) {
+        char line[200];
+        std::snprintf(line, sizeof line, "  Table %-3s %-6s %-22s x_max %.4f  SQNR_ex %7.4f dB  accuracy %.2f%%\n",
+                      c.table.c_str(), c.case_label.c_str(), c.region.c_str(), c.ptq.xmax, c.ptq.sqnr_ex_db,
+                      c.accuracy);
+        *progress << line << std::flush;
+      }
+      result.cases.push_back(std::move(c));
+    }
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+nlohmann::json to_json(const ExperimentResult& r) {
+  nlohmann::json cases = nlohmann::json::array();
+  auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
+  for (const CaseResult& c : r.cases) {
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const TensorReport& t : c.ptq.tensors)
+      tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
+                         {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error}});
+    cases.push_back({{"table", c.table}, {"case", c.case_label}, {"region", c.region},
+                     {"method", to_string(c.method)}, {"xmax", c.ptq.xmax},
+                     {"ours", {{"sqnr_ex_db", c.ptq.sqnr_ex_db}, {"sqnr_th_db", c.ptq.sqnr_th_db},
+                               {"accuracy", c.accuracy}, {"within", c.ptq.within}}},
+                     {"paper", {{"sqnr_ex_db", optional(c.published.sqnr_ex)}, {"sqnr_th_db", optional(c.published.sqnr_th)},
+                                {"accuracy", optional(c.published.accuracy)}, {"within", optional(c.published.within)}}},
+                     {"file", c.quantized_file}, {"tensors", tensors}});
+  }
+  nlohmann::json training = nlohmann::json::array();
+  for (const EpochLog& e : r.training)
+    training.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
+  return {{"dataset", r.dataset}, {"model", r.model}, {"parameters", r.parameters},
+          {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
+          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"training", training},
+          {"seconds", r.seconds}, {"cases", cases}};
+}
+
+}  // namespace nuq

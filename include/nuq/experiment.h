@@ -1,0 +1,64 @@
+// The papers' experiment, end to end: train (or load) a network, quantize it with every design
+// and support region of the published tables, write each quantized model, evaluate it from its
+// packed form, and put every number beside the published one.
+#pragma once
+
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "nuq/paper.h"
+#include "nuq/ptq.h"
+#include "nuq/train.h"
+
+namespace nuq {
+
+struct ExperimentOptions {
+  std::string data_root = "data";
+  std::string out_dir = "out";   // models/, quantized/ and the reports go here
+  bool retrain = false;          // ignore a cached FP32 model
+  TrainConfig train;
+};
+
+struct CaseResult {
+  std::string table, title, case_label, region;
+  Method method = Method::Sptq;
+  PtqReport ptq;  // per-tensor details included
+  double accuracy = 0.0;
+  std::string quantized_file;
+  paper::PublishedCase published;
+};
+
+struct ExperimentResult {
+  std::string dataset, model;
+  double fp32_accuracy = 0.0;
+  std::optional<double> published_fp32_accuracy;
+  double w_min = 0.0, w_max = 0.0;  // normalised extremes of our weights
+  std::size_t parameters = 0;
+  bool trained = false;             // false: loaded from the cache
+  std::vector<EpochLog> training;
+  double seconds = 0.0;
+  std::vector<CaseResult> cases;
+};
+
+// Runs every published table for one dataset/model ("mnist"/"mlp" has Tables 3-6, the Fashion
+// models Table 7). Progress lines go to `progress` when given.
+ExperimentResult run_experiment(const std::string& dataset, const std::string& model,
+                                const ExperimentOptions& options, std::ostream* progress = nullptr);
+
+// The qualitative claims of the paper, checked on our numbers.
+struct Finding {
+  std::string claim;
+  bool holds = false;
+  std::string evidence;
+};
+std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results);
+
+nlohmann::json to_json(const ExperimentResult& result);
+std::string render_report(const std::vector<ExperimentResult>& results,
+                          const std::vector<Finding>& findings);  // Markdown
+
+}  // namespace nuq
