@@ -1,0 +1,185 @@
+// Statistics, models, the training step and Algorithm 1 on synthetic data.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/network.h"
+#include "nuq/ptq.h"
+#include "nuq/stats.h"
+#include "nuq/train.h"
+#include "temp_dir.h"
+
+namespace nuq {
+namespace {
+
+// Ten classes told apart by which horizontal band of the image is bright, plus noise.
+io::Dataset synthetic(std::size_t count, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> noise(0.0f, 0.3f);
+  io::Dataset d;
+  d.count = count;
+  d.rows = d.cols = 28;
+  d.images.resize(count * 784);
+  d.labels.resize(count);
+  for (std::size_t n = 0; n < count; ++n) {
+    d.labels[n] = static_cast<std::uint8_t>(n % 10);
+    for (std::size_t p = 0; p < 784; ++p) {
+      const bool band = (p / 28) / 3 == d.labels[n] || (p / 28) / 3 == d.labels[n] + 1u;
+      d.images[n * 784 + p] = std::min(1.0f, (band ? 0.7f : 0.0f) + noise(rng));
+    }
+  }
+  return d;
+}
+
+TEST(Stats, WelfordMatchesTwoPassAndCombines) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> g(3.0f, 0.01f);
+  std::vector<float> a(100001), b(777);
+  for (auto& v : a) v = g(rng);
+  for (auto& v : b) v = g(rng) * 5.0f;
+  WeightStats s;
+  accumulate(s, a, "a");
+  accumulate(s, b, "b");
+  double mean = 0.0, m2 = 0.0;
+  for (float v : a) mean += v;
+  for (float v : b) mean += v;
+  mean /= double(a.size() + b.size());
+  for (float v : a) m2 += (v - mean) * (v - mean);
+  for (float v : b) m2 += (v - mean) * (v - mean);
+  EXPECT_EQ(s.count, a.size() + b.size());
+  EXPECT_NEAR(s.mean, mean, 1e-12 * std::abs(mean));
+  EXPECT_NEAR(s.variance(), m2 / double(s.count), 1e-9 * m2 / double(s.count));
+  try {
+    accumulate(s, {1.0f, NAN}, "fc2.bias");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fc2.bias: element 1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Model, ParameterCountsAreThePapers) {
+  EXPECT_EQ(make_model(Architecture::Mlp, 1).parameter_count(), 669706u);
+  EXPECT_EQ(make_model(Architecture::Cnn, 1).parameter_count(), 1652906u);
+}
+
+TEST(Model, SavesAndLoadsAndRejectsBadFiles) {
+  test::TempDir dir;
+  Model m = make_model(Architecture::Cnn, 7);
+  save_model(dir.file("m.safetensors"), m);
+  const Model back = load_model(dir.file("m.safetensors"));
+  EXPECT_EQ(back.at("conv.weight").values, m.at("conv.weight").values);
+  EXPECT_EQ(back.at("fc3.bias").values, m.at("fc3.bias").values);
+  m.at("fc1.bias").values[3] = NAN;
+  save_model(dir.file("nan.safetensors"), m);
+  EXPECT_THROW(load_model(dir.file("nan.safetensors")), Error);
+}
+
+TEST(Network, GradientsMatchFiniteDifferences) {
+  for (Architecture architecture : {Architecture::Mlp, Architecture::Cnn}) {
+    Model model = make_model(architecture, 3);
+    const io::Dataset data = synthetic(8, 4);
+    Network network(model);
+    network.forward(data.images.data(), data.count, false);
+    network.backward(data.labels.data());
+    const auto gradients = network.gradients();
+    std::mt19937 rng(2);
+    for (std::size_t k = 0; k < model.parameters.size(); ++k) {
+      // The entry with the largest gradient of each parameter, nudged both ways.
+      const auto& g = gradients[k];
+      const std::size_t i = std::max_element(g.begin(), g.end(), [](float a, float b) { return std::abs(a) < std::abs(b); }) - g.begin();
+      float& w = model.parameters[k].values[i];
+      const float saved = w, h = 1e-3f;
+      auto loss = [&] { network.forward(data.images.data(), data.count, false); return network.backward(data.labels.data()); };
+      w = saved + h;
+      const double up = loss();
+      w = saved - h;
+      const double down = loss();
+      w = saved;
+      EXPECT_NEAR((up - down) / (2.0 * h), g[i], 2e-2 * std::abs(g[i]) + 1e-4)
+          << to_string(architecture) << " " << model.parameters[k].name << "[" << i << "]";
+    }
+  }
+}
+
+TEST(Training, TinyRunReachesALowLossAndIsReproducible) {
+  const io::Dataset data = synthetic(600, 5);
+  TrainConfig config;
+  config.epochs = 3;
+  config.batch = 32;
+  Model a = make_model(Architecture::Mlp, 11), b = make_model(Architecture::Mlp, 11);
+  const auto log = train(a, data, config);
+  train(b, data, config);
+  EXPECT_LT(log.back().loss, 0.05);
+  EXPECT_LT(log.back().loss, log.front().loss);
+  EXPECT_EQ(a.at("fc2.weight").values, b.at("fc2.weight").values);  // same seed, same model
+  EXPECT_GT(accuracy(a, synthetic(200, 6)), 99.0);
+}
+
+TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {
+  Model model = make_model(Architecture::Mlp, 2);
+  std::mt19937 rng(8);
+  std::normal_distribution<float> bias(0.05f, 0.02f);
+  for (auto& v : model.at("fc1.bias").values) v = bias(rng);
+  DesignSpec spec;
+  spec.method = Method::Msptq;
+  const Codebook codebook = design(spec).codebook;
+  PtqReport report;
+  const QuantizedModel q = quantize_model(model, codebook, &report);
+  const Model dq = dequantize_model(q);
+  const WeightStats stats = model_stats(model);
+  double signal = 0.0, noise = 0.0;
+  std::size_t inside = 0;
+  for (std::size_t k = 0; k < model.parameters.size(); ++k)
+    for (std::size_t i = 0; i < model.parameters[k].values.size(); ++i) {
+      const double w = model.parameters[k].values[i];
+      const double normalised = (w - stats.mean) / stats.stddev();
+      const float expected = float(stats.mean + stats.stddev() * codebook.quantize(normalised));
+      ASSERT_EQ(dq.parameters[k].values[i], expected) << model.parameters[k].name << "[" << i << "]";
+      signal += w * w;
+      noise += (w - expected) * (w - expected);
+      inside += std::abs(normalised) <= codebook.xmax();
+    }
+  EXPECT_NEAR(report.sqnr_ex_db, 10.0 * std::log10(signal / noise), 1e-9);
+  EXPECT_NEAR(report.within, 100.0 * double(inside) / double(stats.count), 1e-12);
+  EXPECT_NEAR(report.sqnr_th_db, 7.5165, 1e-4);
+  EXPECT_EQ(report.tensors.size(), model.parameters.size());
+  EXPECT_EQ(report.tensors.front().bytes_after, 512u * 196u + 16u);  // 784 two-bit codes = 196 bytes a row
+}
+
+TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
+  test::TempDir dir;
+  const io::Dataset data = synthetic(300, 9);
+  Model model = make_model(Architecture::Cnn, 4);
+  TrainConfig config;
+  config.epochs = 1;
+  config.batch = 50;
+  train(model, data, config);
+  DesignSpec spec;
+  const QuantizedModel q = quantize_model(model, design(spec).codebook);
+  save_quantized(dir.file("q.safetensors"), q);
+  const QuantizedModel loaded = load_quantized(dir.file("q.safetensors"));
+  Model dq = dequantize_model(loaded);
+  EXPECT_EQ(predict(dq, data), [&] {
+    Model skeleton = dequantize_model(q);
+    Network packed(skeleton, &loaded);
+    return predict(packed, data);
+  }());
+  EXPECT_NEAR(quantized_accuracy(loaded, data), accuracy(dq, data), 1e-12);
+  EXPECT_THROW(load_model(dir.file("q.safetensors")), Error);  // a quantized file is not an FP32 model
+}
+
+TEST(Ptq, RejectsModelsThatCannotBeNormalised) {
+  Model flat = make_model(Architecture::Mlp, 1);
+  for (auto& p : flat.parameters) std::fill(p.values.begin(), p.values.end(), 0.25f);
+  DesignSpec spec;
+  EXPECT_THROW(quantize_model(flat, design(spec).codebook), Error);
+  Model broken = make_model(Architecture::Mlp, 1);
+  broken.at("fc3.weight").values[17] = INFINITY;
+  EXPECT_THROW(quantize_model(broken, design(spec).codebook), Error);
+}
+
+}  // namespace
+}  // namespace nuq
