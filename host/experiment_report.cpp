@@ -26,6 +26,13 @@ std::string number(double v, int decimals) {
 
 std::string maybe(const std::optional<double>& v, int decimals) { return v ? number(*v, decimals) : "—"; }
 
+// A Markdown table cell: a literal '|' (as in |w_min|) would end the cell.
+std::string cell(const std::string& text) {
+  std::string out;
+  for (char c : text) out += c == '|' ? std::string("\\|") : std::string(1, c);
+  return out;
+}
+
 // Claim: at equal x_max, MSPTQ's SQNR (theoretical and experimental) is above SPTQ's.
 Finding msptq_above_sptq(const std::vector<ExperimentResult>& results) {
   Finding f{"MSPTQ's SQNR is above SPTQ's at equal x_max (Tables 3/5 cases 1-3, Table 7 ±3Δ)", true, ""};
@@ -123,7 +130,7 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
               "within R_g paper | ours |\n"
            << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
       }
-      md << "| " << c.case_label << " | " << c.region << " | " << number(c.ptq.xmax, 4) << " | "
+      md << "| " << cell(c.case_label) << " | " << cell(c.region) << " | " << number(c.ptq.xmax, 4) << " | "
          << maybe(c.published.sqnr_ex, 4) << " | " << number(c.ptq.sqnr_ex_db, 4) << " | "
          << maybe(c.published.sqnr_th, 4) << " | " << number(c.ptq.sqnr_th_db, 4) << " | "
          << maybe(c.published.accuracy, 2) << " | " << number(c.accuracy, 2) << " | "
@@ -131,7 +138,7 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
     }
     if (!r.cases.empty()) {
       const CaseResult& c = r.cases.back();
-      md << "\n#### Per tensor: Table " << c.table << ", " << c.case_label << " (" << c.region << ")\n\n"
+      md << "\n#### Per tensor: Table " << c.table << ", " << c.case_label << " (" << cell(c.region) << ")\n\n"
          << "| tensor | shape | bits | bytes before → after | RMSE | max error |\n|---|---|---:|---:|---:|---:|\n";
       std::size_t before = 0, after = 0;
       for (const TensorReport& t : c.ptq.tensors) {
