@@ -34,12 +34,14 @@ void gemm_ab(std::size_t m, std::size_t n, std::size_t k, const float* a, const 
 
 void add_bias(std::vector<float>& z, const std::vector<float>& bias) {
   const std::size_t width = bias.size();
-  for (std::size_t i = 0; i < z.size(); ++i) z[i] += bias[i % width];
+  for (std::size_t row = 0; row < z.size(); row += width)
+    for (std::size_t j = 0; j < width; ++j) z[row + j] += bias[j];
 }
 
 void column_sums(const std::vector<float>& g, std::size_t width, std::vector<float>& out) {
   std::fill(out.begin(), out.end(), 0.0f);
-  for (std::size_t i = 0; i < g.size(); ++i) out[i % width] += g[i];
+  for (std::size_t row = 0; row < g.size(); row += width)
+    for (std::size_t j = 0; j < width; ++j) out[j] += g[row + j];
 }
 
 // splitmix64: a fast, well-mixed stream for dropout masks, reproducible from one seed.
@@ -143,7 +145,9 @@ double Network::backward(const std::uint8_t* labels) {
   const std::size_t batch = batch_, d = first_dense_;
   const auto& params = model_.parameters;
   // Softmax cross-entropy: dL/dlogits = (softmax - onehot) / batch.
-  std::vector<float> g3(batch * kClasses);
+  // Gradient buffers are members: allocating them per step costs page faults on every batch.
+  std::vector<float>& g3 = grad_logits_;
+  g3.resize(batch * kClasses);
   double loss = 0.0;
   for (std::size_t n = 0; n < batch; ++n) {
     const float* z = &logits_[n * kClasses];
@@ -156,12 +160,14 @@ double Network::backward(const std::uint8_t* labels) {
   }
   gemm_atb(kClasses, kHidden, batch, g3.data(), a2_.data(), gradients_[d + 4].data());
   column_sums(g3, kClasses, gradients_[d + 5]);
-  std::vector<float> g2(batch * kHidden);
+  std::vector<float>& g2 = grad_z2_;
+  g2.resize(batch * kHidden);
   gemm_ab(batch, kHidden, kClasses, g3.data(), params[d + 4].values.data(), g2.data());
   for (std::size_t i = 0; i < g2.size(); ++i) g2[i] *= z2_[i] > 0.0f ? keep2_[i] : 0.0f;
   gemm_atb(kHidden, kHidden, batch, g2.data(), a1_.data(), gradients_[d + 2].data());
   column_sums(g2, kHidden, gradients_[d + 3]);
-  std::vector<float> g1(batch * kHidden);
+  std::vector<float>& g1 = grad_z1_;
+  g1.resize(batch * kHidden);
   gemm_ab(batch, kHidden, kHidden, g2.data(), params[d + 2].values.data(), g1.data());
   for (std::size_t i = 0; i < g1.size(); ++i) g1[i] *= z1_[i] > 0.0f ? keep1_[i] : 0.0f;
   const float* input = model_.architecture == Architecture::Cnn ? features_.data() : images_;
@@ -169,9 +175,11 @@ double Network::backward(const std::uint8_t* labels) {
   gemm_atb(kHidden, input_width, batch, g1.data(), input, gradients_[d].data());
   column_sums(g1, kHidden, gradients_[d + 1]);
   if (model_.architecture == Architecture::Cnn) {
-    std::vector<float> g_features(batch * input_width);
+    std::vector<float>& g_features = grad_features_;
+    g_features.resize(batch * input_width);
     gemm_ab(batch, input_width, kHidden, g1.data(), params[d].values.data(), g_features.data());
-    std::vector<float> g_conv(conv_.size(), 0.0f);
+    std::vector<float>& g_conv = grad_conv_;
+    g_conv.assign(conv_.size(), 0.0f);
     for (std::size_t f = 0; f < g_features.size(); ++f)
       if (conv_[pool_argmax_[f]] > 0.0f) g_conv[pool_argmax_[f]] = g_features[f];
     gemm_atb(kFilters, kTaps, batch * kConvPositions, g_conv.data(), columns_.data(), gradients_[0].data());

@@ -43,6 +43,7 @@ class Network {
   std::vector<std::uint32_t> pool_argmax_;
   // Dense stack: pre-activations, post-ReLU-and-dropout activations, dropout scales.
   std::vector<float> z1_, a1_, keep1_, z2_, a2_, keep2_, logits_;
+  std::vector<float> grad_logits_, grad_z2_, grad_z1_, grad_features_, grad_conv_;
   std::vector<std::vector<float>> gradients_;
 };
 
