@@ -23,7 +23,8 @@ std::string slug(const std::string& text) {
 
 Model trained_model(const std::string& dataset, const std::string& model_name, const ExperimentOptions& o,
                     ExperimentResult& result, std::ostream* progress) {
-  const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" / (dataset + "-" + model_name + ".safetensors");
+  const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" /
+                                     (dataset + "-" + model_name + "-seed" + std::to_string(o.train.seed) + ".safetensors");
   if (!o.retrain && std::filesystem::exists(path)) {
     if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
     return load_model(path.string());
@@ -46,6 +47,7 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   ExperimentResult result;
   result.dataset = dataset;
   result.model = model_name;
+  result.seed = options.train.seed;
   const io::Dataset test_set = io::load_split(io::dataset_dir(options.data_root, dataset), "t10k");
   Model model = trained_model(dataset, model_name, options, result, progress);
   result.parameters = model.parameter_count();
@@ -80,7 +82,8 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
       const double xmax = resolve_xmax(published.support, WeightRange{result.w_min, result.w_max});
       const QuantizedModel quantized = quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq);
       // Written, read back and evaluated from the file: what a user would ship is what is measured.
-      c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-table" + table.id + "-" +
+      c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-seed" + std::to_string(result.seed) +
+                                           "-table" + table.id + "-" +
                                            std::to_string(i + 1) + "-" + slug(to_string(table.method)) +
                                            ".safetensors")).string();
       save_quantized(c.quantized_file, quantized);
@@ -118,7 +121,7 @@ nlohmann::json to_json(const ExperimentResult& r) {
   nlohmann::json training = nlohmann::json::array();
   for (const EpochLog& e : r.training)
     training.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
-  return {{"dataset", r.dataset}, {"model", r.model}, {"parameters", r.parameters},
+  return {{"dataset", r.dataset}, {"model", r.model}, {"seed", r.seed}, {"parameters", r.parameters},
           {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
           {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"training", training},
           {"seconds", r.seconds}, {"cases", cases}};

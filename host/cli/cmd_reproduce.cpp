@@ -21,7 +21,7 @@ namespace {
 struct ReproduceOptions {
   std::string dataset = "all", model = "all", data, out = "out";
   bool retrain = false, json = false;
-  int epochs = 10;
+  int epochs = 10, seeds = 1;
   std::uint64_t seed = 1;
 };
 
@@ -75,10 +75,12 @@ void run_reproduce(const ReproduceOptions& o) {
   const TheoryReport theory = build_theory_report();
   const int mismatches = count_mismatches(theory);
   std::vector<ExperimentResult> results;
-  for (const auto& [dataset, model] : selected(o)) {
-    results.push_back(run_experiment(dataset, model, options, &std::cerr));
-    if (!o.json) print_tables(results.back());
-  }
+  for (const auto& [dataset, model] : selected(o))
+    for (int k = 0; k < o.seeds; ++k) {
+      options.train.seed = o.seed + std::uint64_t(k);
+      results.push_back(run_experiment(dataset, model, options, &std::cerr));
+      if (!o.json && k == 0) print_tables(results.back());
+    }
   const std::vector<Finding> findings = check_findings(results);
 
   nlohmann::json j = {{"theory", to_json(theory)}, {"theory_mismatches", mismatches}};
@@ -119,6 +121,8 @@ void add_reproduce_command(CLI::App& app) {
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
   cmd->add_option("--epochs", o->epochs, "Training epochs")->check(CLI::Range(1, 1000))->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")->capture_default_str();
+  cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
+      ->check(CLI::Range(1, 100))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
   cmd->callback([o] { run_reproduce(*o); });
 }

@@ -3,6 +3,7 @@
 // packed form, and put every number beside the published one.
 #pragma once
 
+#include <cstdint>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -34,6 +35,7 @@ struct CaseResult {
 
 struct ExperimentResult {
   std::string dataset, model;
+  std::uint64_t seed = 1;           // of initialisation, shuffling and dropout
   double fp32_accuracy = 0.0;
   std::optional<double> published_fp32_accuracy;
   double w_min = 0.0, w_max = 0.0;  // normalised extremes of our weights
@@ -58,7 +60,9 @@ struct Finding {
 std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results);
 
 nlohmann::json to_json(const ExperimentResult& result);
+// Markdown. Tables show the first run of each dataset/model; when several seeds ran, a section
+// gives the spread (min, mean, max over seeds) of every case's accuracy and SQNR_ex.
 std::string render_report(const std::vector<ExperimentResult>& results,
-                          const std::vector<Finding>& findings);  // Markdown
+                          const std::vector<Finding>& findings);
 
 }  // namespace nuq
