@@ -65,6 +65,25 @@ TEST(Uniform, IterativeRuleReachesTheNumericOptimum) {
   }
 }
 
+TEST(Uniform, IterativeRuleAtThePapersStopCriterionIsWithin1e4OfTheOptimum) {
+  for (int bits = 1; bits <= 16; ++bits) {
+    DesignSpec spec = spec_for(Method::Uniform, bits);
+    spec.rule = XmaxRule::Numeric;
+    const double numeric = design(spec).codebook.xmax();
+    spec.rule = XmaxRule::Iterative;  // epsilon 1e-4, as in Algorithm 1
+    const DesignResult iterative = design(spec);
+    EXPECT_NEAR(iterative.codebook.xmax(), numeric, 1e-4) << bits << " bits";
+    EXPECT_LE(iterative.trace.iterations(), 20) << bits << " bits";
+  }
+}
+
+TEST(Ternary, IterativeOptimumIsJayants3OverSqrt2) {
+  DesignSpec spec = spec_for(Method::Ternary);
+  spec.rule = XmaxRule::Iterative;
+  spec.epsilon = 1e-10;
+  EXPECT_NEAR(design(spec).codebook.xmax(), 3.0 / std::sqrt(2.0), 1e-4);
+}
+
 TEST(Ternary, Table6TheoreticalSqnr) {
   const DesignSpec ternary = spec_for(Method::Ternary);
   const std::vector<std::pair<double, double>> part_a = {

@@ -62,6 +62,10 @@ TEST(LaplaceDistortion, NarrowCellsKeepTheirRelativeAccuracy) {
       const double numeric =
           test::integrate_against_laplace([&](double x) { return (x - level) * (x - level); }, a, b, 1.0);
       EXPECT_NEAR(exact, numeric, 1e-9 * numeric) << "cell [" << a << ", " << b << "]";
+      const double moment = closed_form::interval_moments(a, b, level, lambda).error_moment;
+      const double numeric_moment =
+          test::integrate_against_laplace([&](double x) { return x - level; }, a, b, 1.0);
+      EXPECT_NEAR(moment, numeric_moment, 1e-8 * std::abs(numeric_moment) + 1e-300) << "cell [" << a << ", " << b << "]";
     }
   }
 }

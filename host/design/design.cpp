@@ -75,12 +75,12 @@ UnitDesign iterate_unit_design(const DesignSpec& spec) {
     }
     case Method::Uniform:
     case Method::Ternary: {
-      const double start = spec.init ? *spec.init / sigma
-                                     : 1.0 + std::log(static_cast<double>(level_count(spec)));
+      const std::size_t levels = level_count(spec);
+      const double start = spec.init ? *spec.init / sigma : 1.0 + std::log(static_cast<double>(levels));
       require_positive(start, "the initial x_max");
       FixedPointTrace trace = iterate_until_stable(
-          [&](double xmax) { return midpoint_scale_step(unit_codebook(spec, xmax, XmaxRule::Given, 0)); },
-          start, spec.epsilon, kMaxIterations, "uniform scale rule");
+          [&](double xmax) { return uniform_support_step(levels, xmax); }, start, spec.epsilon,
+          kMaxIterations, "uniform support rule");
       return {trace.value(), trace};
     }
     default:

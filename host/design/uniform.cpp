@@ -6,6 +6,7 @@
 
 #include "nuq/error.h"
 #include "nuq/laplace.h"
+#include "nuq/laplace_closed_form.h"
 
 namespace nuq {
 
@@ -46,6 +47,29 @@ double midpoint_scale_step(const Codebook& codebook, double sigma) {
   }
   NUQ_REQUIRE(denominator > 0.0, "scale rule: the quantizer has no non-zero level with mass");
   return codebook.xmax() * numerator / denominator;
+}
+
+}  // namespace nuq
+
+namespace nuq {
+
+double uniform_support_step(std::size_t levels, double xmax) {
+  const Codebook codebook = uniform_codebook(levels, xmax);
+  const double lambda = closed_form::laplace_rate(1.0);
+  const double step = codebook.uniform_grid()->step;
+  const double outer_level = codebook.levels().back();
+  const auto& t = codebook.thresholds();
+  const auto& y = codebook.levels();
+  double inner = 0.0;  // F: the cells between the two outermost ones
+  for (std::size_t k = 1; k + 1 < y.size(); ++k)
+    inner += y[k] * closed_form::interval_moments(t[k - 1], t[k], y[k], lambda).error_moment;
+  const double outer_factor = outer_level * (1.0 / lambda - 0.5 * step);
+  // With four levels the optimum (Delta = 1.087) sits close to where 1/sqrt2 - Delta/2 vanishes and
+  // the logarithmic map is steep; the scale rule converges there in about ten steps.
+  if (levels < 8 || !(outer_factor > 0.0) || !(inner < 0.0)) return midpoint_scale_step(codebook);
+  // x_max = t + Delta, with t from the condition and Delta from the current iterate: keeping the
+  // Delta term explicit (rather than solving x = N/(N-2) t) keeps the map contracting at N = 4.
+  return step + std::log(outer_factor / -inner) / lambda;
 }
 
 }  // namespace nuq

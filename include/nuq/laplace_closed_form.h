@@ -14,6 +14,7 @@
 //   P  = 1/2 e^{-lambda a} E_0
 //   M1 = 1/2 e^{-lambda a} (a E_0 + E_1 / lambda)
 //   SE = 1/2 e^{-lambda a} ((a-y)^2 E_0 + 2 (a-y) E_1 / lambda + E_2 / lambda^2)
+//   EM = int_a^b (x - y) p(x) dx = 1/2 e^{-lambda a} ((a-y) E_0 + E_1 / lambda)
 // E_k is evaluated by its elementary closed form, or by its power series when s < 1 (where the
 // closed form would cancel); both are exact to rounding. Negative intervals use the symmetry
 // p(-x) = p(x). The derivation is written out in docs/design-math.md.
@@ -33,6 +34,7 @@ struct IntervalMoments {
   double probability = 0.0;
   double first_moment = 0.0;
   double squared_error = 0.0;
+  double error_moment = 0.0;  // int_a^b (x - y) p(x) dx, without the cancellation of M1 - y P
 };
 
 namespace closed_form {
@@ -74,6 +76,7 @@ NUQ_HOST_DEVICE inline IntervalMoments half_line_moments(double a, double b, dou
   m.first_moment = half_weight * (a * e.e0 + e.e1 / lambda);
   m.squared_error =
       half_weight * (offset * offset * e.e0 + 2.0 * offset * e.e1 / lambda + e.e2 / (lambda * lambda));
+  m.error_moment = half_weight * (offset * e.e0 + e.e1 / lambda);
   return m;
 }
 
@@ -87,12 +90,14 @@ NUQ_HOST_DEVICE inline IntervalMoments interval_moments(double a, double b, doub
     total.probability += mirrored.probability;
     total.first_moment -= mirrored.first_moment;
     total.squared_error += mirrored.squared_error;
+    total.error_moment -= mirrored.error_moment;
   }
   if (b > 0.0) {
     const IntervalMoments positive = half_line_moments(fmax(a, 0.0), b, level, lambda);
     total.probability += positive.probability;
     total.first_moment += positive.first_moment;
     total.squared_error += positive.squared_error;
+    total.error_moment += positive.error_moment;
   }
   return total;
 }

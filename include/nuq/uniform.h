@@ -25,4 +25,14 @@ Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance
 // x_max is the current s; the return value is the next one. Derivation: docs/design-math.md.
 double midpoint_scale_step(const Codebook& at_current_scale, double sigma = 1.0);
 
+// The iterative rule for the support threshold of the N-level uniform quantizer on the unit
+// Laplacian, from dD/dx_max = 0 written so that it contracts fast at every N: the outermost cells
+// [t, inf), t = x_max - Delta, contribute y_N e^{-sqrt2 t} (1/sqrt2 - Delta/2) to the
+// stationarity condition and the inner cells F(x_max) = sum_k y_k int_cell (x - y_k) p < 0, so
+//   x_max = Delta + (1/sqrt2) ln( y_N (1/sqrt2 - Delta/2) / -F(x_max) ),
+// iterated with Delta = 2 x_max / N and F taken at the current x_max.
+// Below eight levels (where the optimum lies close to Delta = sqrt2 and the map is steep), or where
+// the form does not apply, the step is midpoint_scale_step's.
+double uniform_support_step(std::size_t levels, double xmax);
+
 }  // namespace nuq
