@@ -15,12 +15,6 @@
 namespace nuq {
 namespace {
 
-std::string slug(const std::string& text) {
-  std::string out;
-  for (char c : text) out += std::isalnum(static_cast<unsigned char>(c)) ? char(std::tolower(c)) : '-';
-  return out;
-}
-
 Model trained_model(const std::string& dataset, const std::string& model_name, const ExperimentOptions& o,
                     ExperimentResult& result, std::ostream* progress) {
   const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" /
@@ -84,7 +78,7 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
       // Written, read back and evaluated from the file: what a user would ship is what is measured.
       c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-seed" + std::to_string(result.seed) +
                                            "-table" + table.id + "-" +
-                                           std::to_string(i + 1) + "-" + slug(to_string(table.method)) +
+                                           std::to_string(i + 1) + "-" + to_string(table.method) +
                                            ".safetensors")).string();
       save_quantized(c.quantized_file, quantized);
       c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set);

@@ -42,12 +42,10 @@ DesignSpec to_spec(const DesignOptions& o) {
   return spec;
 }
 
-bool is_power_of_two(Method m) { return m == Method::Sptq || m == Method::Msptq; }
-
 // The trace's iterates with the distortion of the quantizer each one defines.
 nlohmann::json trace_json(const DesignSpec& spec, const FixedPointTrace& trace) {
   nlohmann::json rows = nlohmann::json::array();
-  const double xmax_per_value = is_power_of_two(spec.method) ? 3.0 : 1.0;
+  const double xmax_per_value = xmax_per_parameter(spec.method);
   for (std::size_t i = 0; i < trace.sequence.size(); ++i) {
     const double value = trace.sequence[i];
     const Distortion d = laplace_distortion(codebook_at_xmax(spec, xmax_per_value * value), spec.sigma);
@@ -123,7 +121,7 @@ void run_design(const DesignOptions& options) {
     const Range range = parse_range(options.sweep, "--sweep");
     points = sweep(spec, range.from, range.to, range.step);
   }
-  const std::string variable = is_power_of_two(spec.method) ? "delta" : "xmax";
+  const std::string variable = xmax_per_parameter(spec.method) == 1.0 ? "xmax" : "delta";
   if (options.trace && result.trace.sequence.empty())
     throw Error("--trace: the " + to_string(result.codebook.provenance().rule) +
                 " rule runs no iteration; use --optimizer iterative");

@@ -32,7 +32,7 @@ struct TrainOptions {
 };
 
 void run_train(const TrainOptions& o) {
-  const std::string dir = io::dataset_dir(io::data_root(o.data.empty() ? std::nullopt : std::optional(o.data)), o.dataset);
+  const std::string dir = io::dataset_dir(io::data_root(o.data), o.dataset);
   const io::Dataset train_set = io::load_split(dir, "train"), test_set = io::load_split(dir, "t10k");
   Model model = make_model(parse_architecture(o.model), o.seed);
   TrainConfig config;
@@ -111,7 +111,7 @@ struct EvalOptions {
 };
 
 void run_eval(const EvalOptions& o) {
-  const std::string dir = io::dataset_dir(io::data_root(o.data.empty() ? std::nullopt : std::optional(o.data)), o.dataset);
+  const std::string dir = io::dataset_dir(io::data_root(o.data), o.dataset);
   const io::Dataset test_set = io::load_split(dir, "t10k");
   const io::TensorFile file = io::read_safetensors(o.input);
   const bool quantized = file.metadata.count("nuq.quantized") > 0;

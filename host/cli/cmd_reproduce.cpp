@@ -65,7 +65,7 @@ std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions
 
 void run_reproduce(const ReproduceOptions& o) {
   ExperimentOptions options;
-  options.data_root = io::data_root(o.data.empty() ? std::nullopt : std::optional<std::string>(o.data));
+  options.data_root = io::data_root(o.data);
   options.out_dir = o.out;
   options.retrain = o.retrain;
   options.train.epochs = o.epochs;

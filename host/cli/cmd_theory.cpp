@@ -1,5 +1,4 @@
 // nuq theory: Table 2 and the SQNR_th rows of Tables 3-7, the paper's value beside ours.
-#include <cmath>
 #include <iostream>
 #include <memory>
 

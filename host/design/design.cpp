@@ -186,18 +186,19 @@ Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
   return spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
 }
 
+double xmax_per_parameter(Method method) { return is_power_of_two(method) ? 3.0 : 1.0; }
+
 std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, double step) {
   require_positive(from, "the sweep start");
   require_positive(step, "the sweep step");
   NUQ_REQUIRE(std::isfinite(to) && to >= from, "design: the sweep end must be >= its start");
   NUQ_REQUIRE((to - from) / step < kMaxSweepPoints, "design: the sweep asks for more than ",
               kMaxSweepPoints, " points");
-  const double xmax_per_parameter = is_power_of_two(spec.method) ? 3.0 : 1.0;
   std::vector<SweepPoint> points;
   const auto count = static_cast<long>(std::floor((to - from) / step + 1e-9)) + 1;
   for (long i = 0; i < count; ++i) {
     const double parameter = from + static_cast<double>(i) * step;
-    const Codebook codebook = codebook_at_xmax(spec, xmax_per_parameter * parameter);
+    const Codebook codebook = codebook_at_xmax(spec, xmax_per_parameter(spec.method) * parameter);
     const Distortion d = laplace_distortion(codebook, spec.sigma);
     points.push_back({parameter, codebook.xmax(), d, sqnr_db(d.total(), spec.sigma)});
   }

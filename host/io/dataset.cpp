@@ -20,8 +20,8 @@ std::string find_file(const std::string& dir, const std::string& stem) {
 
 }  // namespace
 
-std::string data_root(const std::optional<std::string>& flag) {
-  if (flag && !flag->empty()) return *flag;
+std::string data_root(const std::string& flag) {
+  if (!flag.empty()) return flag;
   if (const char* env = std::getenv("NUQ_DATA"); env && *env) return env;
   return "data";
 }

@@ -51,6 +51,10 @@ DesignResult design(const DesignSpec& spec);
 // The spec's quantizer at a given support threshold (source units), whatever its rule says.
 Codebook codebook_at_xmax(const DesignSpec& spec, double xmax);
 
+// The design's natural parameter is Delta for SPTQ and MSPTQ (x_max = 3 Delta) and x_max for the
+// others: x_max = xmax_per_parameter(method) * parameter.
+double xmax_per_parameter(Method method);
+
 // D and SQNR_th over a range of the design's natural parameter: Delta for SPTQ and MSPTQ
 // (x_max = 3 Delta, Fig. 6), x_max for the others. `step` > 0; both ends included.
 struct SweepPoint {

@@ -4,7 +4,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,8 +19,8 @@ struct Dataset {
 
 constexpr int kClasses = 10;
 
-// The data folder: the --data flag if given, else $NUQ_DATA, else "data".
-std::string data_root(const std::optional<std::string>& flag = std::nullopt);
+// The data folder: the --data flag if given (non-empty), else $NUQ_DATA, else "data".
+std::string data_root(const std::string& flag = "");
 
 // The folder of a dataset ("mnist" or "fashion") under the data root.
 std::string dataset_dir(const std::string& root, const std::string& name);
