@@ -59,37 +59,56 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   }
   const std::filesystem::path quantized_dir = std::filesystem::path(options.out_dir) / "quantized";
   std::filesystem::create_directories(quantized_dir);
-  for (const paper::PublishedTable& table : paper::tables()) {
-    if (table.dataset != dataset || table.model != model_name) continue;
+  // One case: design at x_max, quantize, write, read back and evaluate from the file (what a user
+  // would ship is what is measured).
+  auto run_case = [&](const paper::PublishedTable& table, std::size_t index, const Support& support,
+                      Normalisation normalisation, const std::string& control) {
+    const paper::PublishedCase& published = table.cases[index];
+    CaseResult c;
+    c.table = table.id;
+    c.title = table.title;
+    c.case_label = published.label;
+    c.region = describe(support);
+    c.case_index = index;
+    c.control = control;
+    c.method = table.method;
+    c.published = published;
     DesignSpec spec;
     spec.method = table.method;
     spec.bits = table.bits;
+    const double xmax = resolve_xmax(support, normalised_range(model, normalisation));
+    const QuantizedModel quantized = quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq, normalisation);
+    c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-seed" + std::to_string(result.seed) + "-table" +
+                                         table.id + "-" + std::to_string(index + 1) + "-" + to_string(table.method) +
+                                         (control.empty() ? "" : "-control") + ".safetensors"))
+                           .string();
+    save_quantized(c.quantized_file, quantized);
+    c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set);
+    if (progress) {
+      char line[240];
+      std::snprintf(line, sizeof line, "  Table %-3s %-6s %-22s x_max %.4f  SQNR_ex %7.4f dB  accuracy %.2f%%%s%s\n",
+                    c.table.c_str(), c.case_label.c_str(), c.region.c_str(), c.ptq.xmax, c.ptq.sqnr_ex_db, c.accuracy,
+                    control.empty() ? "" : "  control: ", control.c_str());
+      *progress << line << std::flush;
+    }
+    return c;
+  };
+  for (const paper::PublishedTable& table : paper::tables()) {
+    if (table.dataset != dataset || table.model != model_name) continue;
+    for (std::size_t i = 0; i < table.cases.size(); ++i)
+      result.cases.push_back(run_case(table, i, table.cases[i].support, Normalisation::Global, ""));
+  }
+  for (const paper::PublishedTable& table : paper::tables()) {
+    if (table.dataset != dataset || table.model != model_name) continue;
     for (std::size_t i = 0; i < table.cases.size(); ++i) {
-      const paper::PublishedCase& published = table.cases[i];
-      CaseResult c;
-      c.table = table.id;
-      c.title = table.title;
-      c.case_label = published.label;
-      c.region = describe(published.support);
-      c.method = table.method;
-      c.published = published;
-      const double xmax = resolve_xmax(published.support, WeightRange{result.w_min, result.w_max});
-      const QuantizedModel quantized = quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq);
-      // Written, read back and evaluated from the file: what a user would ship is what is measured.
-      c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-seed" + std::to_string(result.seed) +
-                                           "-table" + table.id + "-" +
-                                           std::to_string(i + 1) + "-" + to_string(table.method) +
-                                           ".safetensors")).string();
-      save_quantized(c.quantized_file, quantized);
-      c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set);
-      if (progress) {
-        char line[200];
-        std::snprintf(line, sizeof line, "  Table %-3s %-6s %-22s x_max %.4f  SQNR_ex %7.4f dB  accuracy %.2f%%\n",
-                      c.table.c_str(), c.case_label.c_str(), c.region.c_str(), c.ptq.xmax, c.ptq.sqnr_ex_db,
-                      c.accuracy);
-        *progress << line << std::flush;
+      const Support& support = table.cases[i].support;
+      const bool from_extremes = support.rule == SupportRule::MinAbsWeight || support.rule == SupportRule::MaxAbsWeight;
+      if (from_extremes && dataset == "mnist" && model_name == "mlp") {
+        const Support at_paper{SupportRule::Fixed, resolve_xmax(support, paper::kMnistMlpRange), 1.0};
+        result.controls.push_back(run_case(table, i, at_paper, Normalisation::Global, "x_max from the paper's weights"));
       }
-      result.cases.push_back(std::move(c));
+      if (model_name == "cnn")
+        result.controls.push_back(run_case(table, i, support, Normalisation::PerTensor, "per-tensor normalisation"));
     }
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -97,28 +116,30 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
 }
 
 nlohmann::json to_json(const ExperimentResult& r) {
-  nlohmann::json cases = nlohmann::json::array();
   auto optional = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
-  for (const CaseResult& c : r.cases) {
+  auto case_json = [&](const CaseResult& c) {
     nlohmann::json tensors = nlohmann::json::array();
     for (const TensorReport& t : c.ptq.tensors)
       tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
                          {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error}});
-    cases.push_back({{"table", c.table}, {"case", c.case_label}, {"region", c.region},
+    return nlohmann::json{{"table", c.table}, {"case", c.case_label}, {"region", c.region}, {"control", c.control},
                      {"method", to_string(c.method)}, {"xmax", c.ptq.xmax},
                      {"ours", {{"sqnr_ex_db", c.ptq.sqnr_ex_db}, {"sqnr_th_db", c.ptq.sqnr_th_db},
                                {"accuracy", c.accuracy}, {"within", c.ptq.within}}},
                      {"paper", {{"sqnr_ex_db", optional(c.published.sqnr_ex)}, {"sqnr_th_db", optional(c.published.sqnr_th)},
                                 {"accuracy", optional(c.published.accuracy)}, {"within", optional(c.published.within)}}},
-                     {"file", c.quantized_file}, {"tensors", tensors}});
-  }
+                     {"file", c.quantized_file}, {"tensors", tensors}};
+  };
+  nlohmann::json cases = nlohmann::json::array(), controls = nlohmann::json::array();
+  for (const CaseResult& c : r.cases) cases.push_back(case_json(c));
+  for (const CaseResult& c : r.controls) controls.push_back(case_json(c));
   nlohmann::json training = nlohmann::json::array();
   for (const EpochLog& e : r.training)
     training.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
   return {{"dataset", r.dataset}, {"model", r.model}, {"seed", r.seed}, {"parameters", r.parameters},
           {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
           {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"training", training},
-          {"seconds", r.seconds}, {"cases", cases}};
+          {"seconds", r.seconds}, {"cases", cases}, {"controls", controls}};
 }
 
 }  // namespace nuq

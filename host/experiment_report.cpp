@@ -177,6 +177,22 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
          << maybe(c.published.accuracy, 2) << " | " << number(c.accuracy, 2) << " | "
          << maybe(c.published.within, 3) << " | " << number(c.ptq.within, 3) << " |\n";
     }
+    if (!r.controls.empty()) {
+      md << "\n### Controls (beyond the paper)\n\n"
+         << "Each row reruns a published case with one thing changed, to show where a gap to the paper "
+            "comes from.\n\n"
+         << "| table | case | what changed | region | x_max | SQNR_ex | accuracy paper | ours as published | "
+            "ours with the change |\n|---|---|---|---|---:|---:|---:|---:|---:|\n";
+      for (const CaseResult& control : r.controls) {
+        const CaseResult* as_published = nullptr;
+        for (const CaseResult& c : r.cases)
+          if (c.table == control.table && c.case_index == control.case_index) as_published = &c;
+        md << "| " << control.table << " | " << cell(control.case_label) << " | " << cell(control.control) << " | "
+           << cell(control.region) << " | " << number(control.ptq.xmax, 4) << " | " << number(control.ptq.sqnr_ex_db, 4)
+           << " | " << maybe(control.published.accuracy, 2) << " | "
+           << (as_published ? number(as_published->accuracy, 2) : "—") << " | " << number(control.accuracy, 2) << " |\n";
+      }
+    }
     if (!r.cases.empty()) {
       const CaseResult& c = r.cases.back();
       md << "\n#### Per tensor: Table " << c.table << ", " << c.case_label << " (" << cell(c.region) << ")\n\n"

@@ -1,5 +1,6 @@
 #include "nuq/ptq.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -37,34 +38,86 @@ WeightStats model_stats(const Model& model) {
   return stats;
 }
 
-QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report) {
-  const WeightStats stats = model_stats(model);
-  NUQ_REQUIRE(stats.count > 0, "quantize: the model has no parameters");
-  NUQ_REQUIRE(stats.stddev() > 0.0, "quantize: every parameter has the same value (", stats.mean,
-              "); zero variance cannot be normalised");
+std::string to_string(Normalisation normalisation) {
+  return normalisation == Normalisation::Global ? "global" : "per-tensor";
+}
+
+Normalisation parse_normalisation(const std::string& text) {
+  if (text == "global") return Normalisation::Global;
+  if (text == "per-tensor") return Normalisation::PerTensor;
+  throw Error("unknown normalisation '" + text + "' (global or per-tensor)");
+}
+
+namespace {
+
+// Mean and standard deviation that normalise each parameter, in model order.
+std::vector<WeightStats> normalising_stats(const Model& model, Normalisation normalisation) {
+  const WeightStats global = model_stats(model);
+  NUQ_REQUIRE(global.count > 0, "quantize: the model has no parameters");
+  std::vector<WeightStats> per_parameter;
+  for (const Parameter& p : model.parameters) {
+    if (normalisation == Normalisation::Global) {
+      per_parameter.push_back(global);
+      continue;
+    }
+    WeightStats own;
+    accumulate(own, p.values, p.name);
+    per_parameter.push_back(own);
+  }
+  if (normalisation == Normalisation::Global)
+    NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
+                "); zero variance cannot be normalised");
+  return per_parameter;
+}
+
+// A constant tensor (per-tensor mode) normalises to zero and is stored exactly: scale 0.
+double scale_of(const WeightStats& s) { return s.count > 0 ? s.stddev() : 0.0; }
+double normalise(double w, const WeightStats& s) { return scale_of(s) > 0.0 ? (w - s.mean) / scale_of(s) : 0.0; }
+
+}  // namespace
+
+WeightRange normalised_range(const Model& model, Normalisation normalisation) {
+  const std::vector<WeightStats> stats = normalising_stats(model, normalisation);
+  WeightRange range{std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
+  for (std::size_t i = 0; i < stats.size(); ++i) {
+    if (stats[i].count == 0) continue;
+    range.min = std::min(range.min, normalise(stats[i].min, stats[i]));
+    range.max = std::max(range.max, normalise(stats[i].max, stats[i]));
+  }
+  return range;
+}
+
+QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
+                              Normalisation normalisation) {
+  const std::vector<WeightStats> stats = normalising_stats(model, normalisation);
+  const WeightStats global = model_stats(model);
   const int bits = storage_bits(codebook);
-  QuantizedModel q{model.architecture, codebook, stats.mean, stats.stddev(), {}};
-  // Level k in the weights' own units; codes the codebook does not use map to the mean.
-  std::vector<float> levels(std::size_t{1} << bits, static_cast<float>(stats.mean));
-  for (std::size_t k = 0; k < codebook.size(); ++k)
-    levels[k] = static_cast<float>(stats.mean + stats.stddev() * codebook.levels()[k]);
+  QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
 
   PtqReport r;
-  r.stats = stats;
-  r.w_min = (stats.min - stats.mean) / stats.stddev();
-  r.w_max = (stats.max - stats.mean) / stats.stddev();
+  r.stats = global;
+  r.normalisation = normalisation;
+  const WeightRange range = normalised_range(model, normalisation);
+  r.w_min = range.min;
+  r.w_max = range.max;
   r.xmax = codebook.xmax();
   r.sqnr_th_db = laplace_sqnr_db(codebook);
   double signal = 0.0, noise = 0.0;
   std::size_t inside = 0;
-  for (const Parameter& p : model.parameters) {
+  for (std::size_t index = 0; index < model.parameters.size(); ++index) {
+    const Parameter& p = model.parameters[index];
+    const WeightStats& s = stats[index];
+    // Level k in the weights' own units; codes the codebook does not use map to the mean.
+    std::vector<float> levels(std::size_t{1} << bits, static_cast<float>(s.mean));
+    for (std::size_t k = 0; k < codebook.size(); ++k)
+      levels[k] = static_cast<float>(s.mean + scale_of(s) * codebook.levels()[k]);
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
     std::vector<std::uint32_t> codes(p.values.size());
     TensorReport t{p.name, p.shape, bits, p.values.size() * sizeof(float), 0, 0.0, 0.0};
     double tensor_noise = 0.0;
     for (std::size_t i = 0; i < p.values.size(); ++i) {
       const double w = p.values[i];
-      const double normalised = (w - stats.mean) / stats.stddev();
+      const double normalised = normalise(w, s);
       inside += std::abs(normalised) <= r.xmax;
       codes[i] = codebook.index_of(normalised);
       const double error = w - double(levels[codes[i]]);
@@ -74,12 +127,12 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
     }
     noise += tensor_noise;
     t.rmse = p.values.empty() ? 0.0 : std::sqrt(tensor_noise / double(p.values.size()));
-    QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}};
+    QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}, s.mean, scale_of(s)};
     t.bytes_after = tensor.matrix.codes.bytes.size() + levels.size() * sizeof(float);
     q.tensors.emplace(p.name, std::move(tensor));
     r.tensors.push_back(t);
   }
-  r.within = 100.0 * double(inside) / double(stats.count);
+  r.within = 100.0 * double(inside) / double(global.count);
   r.sqnr_ex_db = noise > 0.0 ? 10.0 * std::log10(signal / noise) : std::numeric_limits<double>::infinity();
   if (report) *report = std::move(r);
   return q;
@@ -111,10 +164,12 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
     packed.data = codes.bytes;
     file.tensors[name + ".codes"] = std::move(packed);
     file.tensors[name + ".codebook"] = io::f32_tensor({1, std::int64_t(t.matrix.levels.size())}, t.matrix.levels);
-    tensors[name] = {{"shape", t.shape}, {"rows", codes.rows}, {"cols", codes.cols}, {"bits", codes.bits}};
+    tensors[name] = {{"shape", t.shape}, {"rows", codes.rows}, {"cols", codes.cols}, {"bits", codes.bits},
+                     {"mean", t.mean}, {"stddev", t.stddev}};
   }
   const nlohmann::json description = {{"architecture", to_string(q.architecture)},
                                       {"codebook", to_json(q.codebook)},
+                                      {"normalisation", to_string(q.normalisation)},
                                       {"mean", q.mean},
                                       {"stddev", q.stddev},
                                       {"tensors", tensors}};
@@ -131,8 +186,9 @@ QuantizedModel load_quantized(const std::string& path) {
   try {
     d = nlohmann::json::parse(meta->second);
     QuantizedModel q{parse_architecture(d.at("architecture").get<std::string>()),
-                     codebook_from_json(d.at("codebook")), d.at("mean").get<double>(),
-                     d.at("stddev").get<double>(), {}};
+                     codebook_from_json(d.at("codebook")),
+                     parse_normalisation(d.value("normalisation", std::string("global"))),
+                     d.at("mean").get<double>(), d.at("stddev").get<double>(), {}};
     NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev > 0.0, path,
                 ": mean and stddev must be finite, stddev positive");
     for (const Parameter& p : make_model(q.architecture, 0).parameters) {
@@ -154,7 +210,10 @@ QuantizedModel load_quantized(const std::string& path) {
       std::vector<float> values = io::to_floats(levels->second, where + ".codebook");
       NUQ_REQUIRE(values.size() == (std::size_t{1} << bits), where, ".codebook: needs ", 1 << bits, " levels");
       for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ".codebook: a level is not finite");
-      q.tensors.emplace(p.name, QuantizedTensor{p.shape, {{rows, cols, bits, codes->second.data}, values}});
+      const double mean = info.value("mean", q.mean), stddev = info.value("stddev", q.stddev);
+      NUQ_REQUIRE(std::isfinite(mean) && std::isfinite(stddev) && stddev >= 0.0, where,
+                  ": mean and stddev must be finite, stddev not negative");
+      q.tensors.emplace(p.name, QuantizedTensor{p.shape, {{rows, cols, bits, codes->second.data}, values}, mean, stddev});
     }
     return q;
   } catch (const nlohmann::json::exception& e) {

@@ -171,6 +171,53 @@ TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
   EXPECT_THROW(load_model(dir.file("q.safetensors")), Error);  // a quantized file is not an FP32 model
 }
 
+TEST(Ptq, PerTensorNormalisationUsesEachTensorsOwnStatistics) {
+  test::TempDir dir;
+  Model model = make_model(Architecture::Cnn, 3);
+  std::mt19937 rng(21);
+  std::normal_distribution<float> wide(0.4f, 0.9f);  // a tensor far out in the global distribution
+  for (auto& v : model.at("conv.weight").values) v = wide(rng);
+  std::fill(model.at("fc2.bias").values.begin(), model.at("fc2.bias").values.end(), -0.125f);  // constant
+  DesignSpec spec;
+  spec.method = Method::Sptq;
+  const Codebook codebook = design(spec).codebook;
+  PtqReport report;
+  const QuantizedModel q = quantize_model(model, codebook, &report, Normalisation::PerTensor);
+  save_quantized(dir.file("q.safetensors"), q);
+  const QuantizedModel loaded = load_quantized(dir.file("q.safetensors"));
+  EXPECT_EQ(loaded.normalisation, Normalisation::PerTensor);
+  const Model dq = dequantize_model(loaded);
+  double lowest = INFINITY, highest = -INFINITY;
+  for (std::size_t k = 0; k < model.parameters.size(); ++k) {
+    const std::vector<float>& w = model.parameters[k].values;
+    double mean = 0.0, square = 0.0;  // two-pass reference statistics
+    for (float v : w) mean += v;
+    mean /= double(w.size());
+    for (float v : w) square += (v - mean) * (v - mean);
+    const double stddev = std::sqrt(square / double(w.size()));
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      if (stddev == 0.0) {  // stored exactly, no division by zero
+        ASSERT_EQ(dq.parameters[k].values[i], w[i]);
+        continue;
+      }
+      const double normalised = (w[i] - mean) / stddev;
+      lowest = std::min(lowest, normalised), highest = std::max(highest, normalised);
+      ASSERT_NEAR(dq.parameters[k].values[i], mean + stddev * codebook.quantize(normalised), 1e-6 + 1e-6 * stddev)
+          << model.parameters[k].name << "[" << i << "]";
+    }
+  }
+  EXPECT_NEAR(report.w_min, lowest, 1e-9);
+  EXPECT_NEAR(report.w_max, highest, 1e-9);
+  const WeightRange range = normalised_range(model, Normalisation::PerTensor);
+  EXPECT_NEAR(range.min, lowest, 1e-9);
+  // The conv tensor's outliers are clipped hard by the global normalisation and not by its own.
+  PtqReport global;
+  quantize_model(model, codebook, &global, Normalisation::Global);
+  EXPECT_LT(report.tensors.front().rmse, 0.5 * global.tensors.front().rmse);
+  EXPECT_EQ(report.tensors.front().name, "conv.weight");
+  EXPECT_THROW(parse_normalisation("layer"), Error);
+}
+
 TEST(Ptq, RejectsModelsThatCannotBeNormalised) {
   Model flat = make_model(Architecture::Mlp, 1);
   for (auto& p : flat.parameters) std::fill(p.values.begin(), p.values.end(), 0.25f);

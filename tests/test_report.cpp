@@ -53,5 +53,23 @@ TEST(Report, EscapesCellsAndShowsTheSpreadOverSeeds) {
   EXPECT_EQ(md.find("## MNIST MLP"), md.rfind("## MNIST MLP"));  // the tables appear once
 }
 
+TEST(Report, PairsEachControlWithItsPublishedCase) {
+  ExperimentResult r;
+  r.dataset = "fashion";
+  r.model = "cnn";
+  for (std::size_t i = 0; i < 2; ++i) {  // Table 7b has two cases labelled "CNN"
+    CaseResult c = make_case("7b", "CNN", 8.0, i == 0 ? 70.25 : 75.5);
+    c.case_index = i;
+    r.cases.push_back(c);
+    c.control = "per-tensor normalisation";
+    c.accuracy = i == 0 ? 86.75 : 85.5;
+    r.controls.push_back(c);
+  }
+  const std::string md = render_report({r}, {});
+  EXPECT_NE(md.find("### Controls (beyond the paper)"), std::string::npos);
+  EXPECT_NE(md.find("| 97.00 | 70.25 | 86.75 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 97.00 | 75.50 | 85.50 |"), std::string::npos) << md;
+}
+
 }  // namespace
 }  // namespace nuq

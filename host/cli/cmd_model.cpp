@@ -52,7 +52,7 @@ void run_train(const TrainOptions& o) {
 }
 
 struct QuantizeOptions {
-  std::string input, output, method = "sptq", support;
+  std::string input, output, method = "sptq", support, normalisation = "global";
   int bits = 2;
   std::optional<double> xmax;
   double alpha = 1.0, mu = 255.0;
@@ -69,20 +69,19 @@ void run_quantize(const QuantizeOptions& o) {
   NUQ_REQUIRE(!(o.xmax && !o.support.empty()), "quantize: give --xmax or --support, not both");
   Codebook codebook = design(spec).codebook;  // the design's own optimum unless told otherwise
   if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
-  if (!o.support.empty()) {
-    const WeightStats stats = model_stats(model);
-    const WeightRange range{(stats.min - stats.mean) / stats.stddev(), (stats.max - stats.mean) / stats.stddev()};
-    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), range));
-  }
+  const Normalisation normalisation = parse_normalisation(o.normalisation);
+  if (!o.support.empty())
+    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation)));
   PtqReport report;
-  const QuantizedModel quantized = quantize_model(model, codebook, &report);
+  const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation);
   save_quantized(o.output, quantized);
   if (o.json) {
     nlohmann::json tensors = nlohmann::json::array();
     for (const auto& t : report.tensors)
       tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
                          {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error}});
-    std::cout << nlohmann::json{{"output", o.output}, {"codebook", to_json(codebook)}, {"w_min", report.w_min},
+    std::cout << nlohmann::json{{"output", o.output}, {"codebook", to_json(codebook)},
+                                {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
                                 {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
                                 {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db}, {"tensors", tensors}}
                      .dump(2)
@@ -153,6 +152,9 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--support", q->support,
                            "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max");
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
+  quantize_cmd->add_option("--normalise", q->normalisation,
+                           "global (Algorithm 1: one mean and standard deviation for all parameters) or per-tensor")
+      ->check(CLI::IsMember({"global", "per-tensor"}))->capture_default_str();
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law parameter")->capture_default_str();
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");

@@ -1,6 +1,9 @@
 // Post-training quantization, Algorithm 1 of the main paper: all trainable parameters (weights
 // and biases) normalised with their global mean and standard deviation, quantized with one
 // codebook designed for the unit Laplacian, stored as packed codes, and denormalised on use.
+// Beyond the paper, each tensor can be normalised with its own statistics instead (the same
+// codebook, one scale and offset per tensor), which rescues small layers whose weights sit far
+// out in the global distribution (the CNN's 3x3 convolution).
 #pragma once
 
 #include <cstdint>
@@ -22,12 +25,22 @@ namespace nuq {
 struct QuantizedTensor {
   std::vector<std::int64_t> shape;  // the parameter's original shape
   QuantizedMatrix matrix;
+  double mean = 0.0, stddev = 1.0;  // the normalisation this tensor was quantized with
 };
+
+// Which statistics normalise a parameter before it meets the unit-variance codebook.
+enum class Normalisation {
+  Global,     // Algorithm 1: mean and standard deviation of all parameters together
+  PerTensor,  // each tensor its own (a constant tensor is stored exactly)
+};
+std::string to_string(Normalisation normalisation);
+Normalisation parse_normalisation(const std::string& text);  // "global" or "per-tensor"
 
 struct QuantizedModel {
   Architecture architecture = Architecture::Mlp;
   Codebook codebook;  // designed for the normalised weights (unit variance)
-  double mean = 0.0, stddev = 1.0;
+  Normalisation normalisation = Normalisation::Global;
+  double mean = 0.0, stddev = 1.0;  // global statistics of the FP32 parameters
   std::map<std::string, QuantizedTensor> tensors;
 };
 
@@ -42,6 +55,7 @@ struct TensorReport {
 
 struct PtqReport {
   WeightStats stats;        // of the FP32 parameters
+  Normalisation normalisation = Normalisation::Global;
   double w_min = 0.0;       // normalised extremes
   double w_max = 0.0;
   double xmax = 0.0;        // normalised support threshold
@@ -54,8 +68,12 @@ struct PtqReport {
 // Global statistics of every trainable parameter (NaN or Inf: an error naming the tensor).
 WeightStats model_stats(const Model& model);
 
+// Extremes of the parameters after normalisation (what support cases 1 and 2 are made of).
+WeightRange normalised_range(const Model& model, Normalisation normalisation = Normalisation::Global);
+
 // Quantizes with `codebook` (in normalised units; codes must fit a packable width). Fills `report`.
-QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report = nullptr);
+QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report = nullptr,
+                              Normalisation normalisation = Normalisation::Global);
 
 // The FP32 model with every parameter replaced by its quantized value.
 Model dequantize_model(const QuantizedModel& quantized);
