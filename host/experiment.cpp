@@ -19,6 +19,7 @@ Model trained_model(const std::string& dataset, const std::string& model_name, c
                     ExperimentResult& result, std::ostream* progress) {
   const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" /
                                      (dataset + "-" + model_name + "-seed" + std::to_string(o.train.seed) + ".safetensors");
+  result.model_file = path.string();
   if (!o.retrain && std::filesystem::exists(path)) {
     if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
     return load_model(path.string());
@@ -138,7 +139,7 @@ nlohmann::json to_json(const ExperimentResult& r) {
     training.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
   return {{"dataset", r.dataset}, {"model", r.model}, {"seed", r.seed}, {"parameters", r.parameters},
           {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
-          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"training", training},
+          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"model_file", r.model_file}, {"training", training},
           {"seconds", r.seconds}, {"cases", cases}, {"controls", controls}};
 }
 

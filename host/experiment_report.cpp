@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "nuq/experiment.h"
+#include "nuq/figures.h"
 
 namespace nuq {
 namespace {
@@ -94,6 +95,14 @@ Finding highest_sqnr_not_best(const std::vector<ExperimentResult>& results) {
   return f;
 }
 
+void embed(std::ostringstream& md, const Figure& f) {
+  md << "\n**" << f.title << ".** " << f.caption << "\n\n";
+  if (f.rendered)
+    md << "![" << f.title << "](figures/" << f.stem << ".png)\n";
+  else
+    md << "*(not rendered; the data is in `figures/" << f.stem << ".csv`)*\n";
+}
+
 }  // namespace
 
 std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results) {
@@ -139,7 +148,9 @@ void render_spread(std::ostringstream& md, const std::vector<ExperimentResult>& 
   }
 }
 
-std::string render_report(const std::vector<ExperimentResult>& results, const std::vector<Finding>& findings) {
+std::string render_report(const std::vector<ExperimentResult>& results, const std::vector<Finding>& findings,
+                          const std::vector<Figure>& figures) {
+  auto is_histogram = [](const Figure& f) { return f.stem.rfind("histogram-", 0) == 0; };
   std::ostringstream md;
   md << "# nuq reproduce: report\n\n"
      << "Post-training quantization of the networks of Perić, Aleksić, Nikolić and Tomić, "
@@ -209,6 +220,13 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
       md << "| **all** | | | " << before << " → " << after << " (" << number(double(before) / double(after), 1)
          << "× smaller) | | |\n\n";
     }
+    for (const Figure& f : figures)
+      if (f.stem == "histogram-" + r.dataset + "-" + r.model) embed(md, f);
+  }
+  if (std::any_of(figures.begin(), figures.end(), [&](const Figure& f) { return !is_histogram(f); })) {
+    md << "\n## Figures\n";
+    for (const Figure& f : figures)
+      if (!is_histogram(f)) embed(md, f);
   }
   render_spread(md, results);
   md << "\n## The paper's qualitative findings on our run (first seed)\n\n";

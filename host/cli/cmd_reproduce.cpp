@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "nuq/error.h"
 #include "nuq/experiment.h"
+#include "nuq/figures.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/dataset.h"
 #include "nuq/theory.h"
@@ -19,8 +20,8 @@ namespace nuq::cli {
 namespace {
 
 struct ReproduceOptions {
-  std::string dataset = "all", model = "all", data, out = "out";
-  bool retrain = false, json = false;
+  std::string dataset = "all", model = "all", data, out = "out", plots, bench;
+  bool retrain = false, json = false, figures = true;
   int epochs = 10, seeds = 1;
   std::uint64_t seed = 1;
 };
@@ -82,13 +83,24 @@ void run_reproduce(const ReproduceOptions& o) {
       if (!o.json && k == 0) print_tables(results.back());
     }
   const std::vector<Finding> findings = check_findings(results);
+  std::vector<Figure> figures;
+  std::string figure_outcome = "figures skipped (--no-figures)";
+  if (o.figures) {
+    const std::string figure_dir = (std::filesystem::path(o.out) / "figures").string();
+    figures = write_figure_data(figure_dir, results);
+    figure_outcome = render_figures(figure_dir, figures, o.plots, o.bench);
+    std::cerr << figure_outcome << '\n';
+  }
 
   nlohmann::json j = {{"theory", to_json(theory)}, {"theory_mismatches", mismatches}};
   j["experiments"] = nlohmann::json::array();
   for (const auto& r : results) j["experiments"].push_back(to_json(r));
   j["findings"] = nlohmann::json::array();
   for (const auto& f : findings) j["findings"].push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
-  const std::string markdown = render_report(results, findings) + "\n## Theory\n\n`nuq theory`: Table 2 and all " +
+  j["figures"] = nlohmann::json::array();
+  for (const auto& f : figures)
+    j["figures"].push_back({{"stem", f.stem}, {"title", f.title}, {"rendered", f.rendered}});
+  const std::string markdown = render_report(results, findings, figures) + "\n## Theory\n\n`nuq theory`: Table 2 and all " +
                                std::to_string(theory.sqnr.size()) + " published SQNR_th values recomputed; " +
                                std::to_string(mismatches) + " mismatch(es) with the paper.\n";
   const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
@@ -103,7 +115,7 @@ void run_reproduce(const ReproduceOptions& o) {
   std::cout << "\nThe paper's findings on this run:\n";
   for (const auto& f : findings) std::cout << "  [" << (f.holds ? "holds" : "does not hold") << "] " << f.claim << "\n";
   std::cout << "Theory (Table 2, SQNR_th of Tables 3-7): " << mismatches << " mismatch(es) with the paper.\n"
-            << "Wrote " << md_path << " and " << json_path << "\n";
+            << figure_outcome << "\nWrote " << md_path << " and " << json_path << "\n";
 }
 
 }  // namespace
@@ -124,6 +136,10 @@ void add_reproduce_command(CLI::App& app) {
   cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
       ->check(CLI::Range(1, 100))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
+  cmd->add_flag("!--no-figures", o->figures, "Write neither the figures' data nor their PNGs");
+  cmd->add_option("--plots", o->plots, "The plotting script (default: $NUQ_PLOTS or the repository's scripts/plots.py)");
+  cmd->add_option("--bench", o->bench,
+                  "Folder of Google Benchmark JSON results for the speed-up figure (default: bench/results beside the script)");
   cmd->callback([o] { run_reproduce(*o); });
 }
 

@@ -43,6 +43,7 @@ struct ExperimentResult {
   double w_min = 0.0, w_max = 0.0;  // normalised extremes of our weights
   std::size_t parameters = 0;
   bool trained = false;             // false: loaded from the cache
+  std::string model_file;           // the FP32 model, as saved (safetensors)
   std::vector<EpochLog> training;
   double seconds = 0.0;
   std::vector<CaseResult> cases;
@@ -67,7 +68,14 @@ std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results
 nlohmann::json to_json(const ExperimentResult& result);
 // Markdown. Tables show the first run of each dataset/model; when several seeds ran, a section
 // gives the spread (min, mean, max over seeds) of every case's accuracy and SQNR_ex.
-std::string render_report(const std::vector<ExperimentResult>& results,
-                          const std::vector<Finding>& findings);
+// Figures (report order) are embedded from figures/<stem>.png beside the report: each network's
+// weight histogram in its section, the others in a Figures section; one not rendered is named
+// with its data file instead.
+struct Figure {
+  std::string stem, title, caption;  // <stem>.csv holds the data (nuq/figures.h), <stem>.png the picture
+  bool rendered = false;             // <stem>.png exists
+};
+std::string render_report(const std::vector<ExperimentResult>& results, const std::vector<Finding>& findings,
+                          const std::vector<Figure>& figures = {});
 
 }  // namespace nuq
