@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +29,17 @@ std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>&
   return {rows, rows ? count / rows : 0};
 }
 
+// 9-16-bit codes of a uniform codebook are stored as U16 with an affine map instead of a table of
+// up to 65536 levels: level(code) = offset + scale * code, in the weights' units. The in-memory
+// table is always computed from the map, so the file reproduces the quantizer bit for bit.
+bool stores_grid(const Codebook& codebook, int bits) { return bits == 16 && codebook.uniform_grid().has_value(); }
+
+std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
+  std::vector<float> levels(count);
+  for (std::size_t k = 0; k < count; ++k) levels[k] = static_cast<float>(offset + scale * double(k));
+  return levels;
+}
+
 bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 && name.find(".weight") != std::string::npos; }
 
 }  // namespace
@@ -39,57 +51,64 @@ WeightStats model_stats(const Model& model) {
 }
 
 std::string to_string(Normalisation normalisation) {
-  return normalisation == Normalisation::Global ? "global" : "per-tensor";
+  switch (normalisation) {
+    case Normalisation::Global: return "global";
+    case Normalisation::PerTensor: return "per-tensor";
+    case Normalisation::None: return "none";
+  }
+  return "?";
 }
 
 Normalisation parse_normalisation(const std::string& text) {
-  if (text == "global") return Normalisation::Global;
-  if (text == "per-tensor") return Normalisation::PerTensor;
-  throw Error("unknown normalisation '" + text + "' (global or per-tensor)");
+  for (Normalisation n : {Normalisation::Global, Normalisation::PerTensor, Normalisation::None})
+    if (text == to_string(n)) return n;
+  throw Error("unknown normalisation '" + text + "' (global, per-tensor or none)");
 }
 
 namespace {
 
-// Mean and standard deviation that normalise each parameter, in model order.
-std::vector<WeightStats> normalising_stats(const Model& model, Normalisation normalisation) {
+// The affine map w -> (w - mean) / scale of one parameter, with its own extremes.
+struct Normaliser {
+  double mean = 0.0, scale = 1.0;  // scale 0: a constant tensor, normalised to 0 and stored exactly
+  double min = 0.0, max = 0.0;     // of the parameter's FP32 values
+  std::size_t count = 0;
+  double operator()(double w) const { return scale > 0.0 ? (w - mean) / scale : 0.0; }
+};
+
+// One normaliser per parameter, in model order.
+std::vector<Normaliser> normalisers(const Model& model, Normalisation normalisation) {
   const WeightStats global = model_stats(model);
   NUQ_REQUIRE(global.count > 0, "quantize: the model has no parameters");
-  std::vector<WeightStats> per_parameter;
-  for (const Parameter& p : model.parameters) {
-    if (normalisation == Normalisation::Global) {
-      per_parameter.push_back(global);
-      continue;
-    }
-    WeightStats own;
-    accumulate(own, p.values, p.name);
-    per_parameter.push_back(own);
-  }
   if (normalisation == Normalisation::Global)
     NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
                 "); zero variance cannot be normalised");
-  return per_parameter;
+  std::vector<Normaliser> result;
+  for (const Parameter& p : model.parameters) {
+    WeightStats own;
+    accumulate(own, p.values, p.name);
+    Normaliser n{0.0, 1.0, own.min, own.max, own.count};
+    if (normalisation == Normalisation::Global) n.mean = global.mean, n.scale = global.stddev();
+    if (normalisation == Normalisation::PerTensor) n.mean = own.mean, n.scale = own.count ? own.stddev() : 0.0;
+    result.push_back(n);
+  }
+  return result;
 }
-
-// A constant tensor (per-tensor mode) normalises to zero and is stored exactly: scale 0.
-double scale_of(const WeightStats& s) { return s.count > 0 ? s.stddev() : 0.0; }
-double normalise(double w, const WeightStats& s) { return scale_of(s) > 0.0 ? (w - s.mean) / scale_of(s) : 0.0; }
 
 }  // namespace
 
 WeightRange normalised_range(const Model& model, Normalisation normalisation) {
-  const std::vector<WeightStats> stats = normalising_stats(model, normalisation);
   WeightRange range{std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
-  for (std::size_t i = 0; i < stats.size(); ++i) {
-    if (stats[i].count == 0) continue;
-    range.min = std::min(range.min, normalise(stats[i].min, stats[i]));
-    range.max = std::max(range.max, normalise(stats[i].max, stats[i]));
+  for (const Normaliser& n : normalisers(model, normalisation)) {
+    if (n.count == 0) continue;
+    range.min = std::min(range.min, n(n.min));
+    range.max = std::max(range.max, n(n.max));
   }
   return range;
 }
 
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
                               Normalisation normalisation) {
-  const std::vector<WeightStats> stats = normalising_stats(model, normalisation);
+  const std::vector<Normaliser> maps = normalisers(model, normalisation);
   const WeightStats global = model_stats(model);
   const int bits = storage_bits(codebook);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
@@ -106,18 +125,23 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   std::size_t inside = 0;
   for (std::size_t index = 0; index < model.parameters.size(); ++index) {
     const Parameter& p = model.parameters[index];
-    const WeightStats& s = stats[index];
+    const Normaliser& s = maps[index];
     // Level k in the weights' own units; codes the codebook does not use map to the mean.
     std::vector<float> levels(std::size_t{1} << bits, static_cast<float>(s.mean));
-    for (std::size_t k = 0; k < codebook.size(); ++k)
-      levels[k] = static_cast<float>(s.mean + scale_of(s) * codebook.levels()[k]);
+    if (stores_grid(codebook, bits)) {
+      const UniformGrid& grid = *codebook.uniform_grid();
+      levels = grid_levels(s.mean + s.scale * grid.first_level, s.scale * grid.step, levels.size());
+    } else {
+      for (std::size_t k = 0; k < codebook.size(); ++k)
+        levels[k] = static_cast<float>(s.mean + s.scale * codebook.levels()[k]);
+    }
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
     std::vector<std::uint32_t> codes(p.values.size());
     TensorReport t{p.name, p.shape, bits, p.values.size() * sizeof(float), 0, 0.0, 0.0};
     double tensor_noise = 0.0;
     for (std::size_t i = 0; i < p.values.size(); ++i) {
       const double w = p.values[i];
-      const double normalised = normalise(w, s);
+      const double normalised = s(w);
       inside += std::abs(normalised) <= r.xmax;
       codes[i] = codebook.index_of(normalised);
       const double error = w - double(levels[codes[i]]);
@@ -127,8 +151,9 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
     }
     noise += tensor_noise;
     t.rmse = p.values.empty() ? 0.0 : std::sqrt(tensor_noise / double(p.values.size()));
-    QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}, s.mean, scale_of(s)};
-    t.bytes_after = tensor.matrix.codes.bytes.size() + levels.size() * sizeof(float);
+    QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}, s.mean, s.scale};
+    t.bytes_after = tensor.matrix.codes.bytes.size() +
+                    (stores_grid(codebook, bits) ? 2 * sizeof(double) : levels.size() * sizeof(float));
     q.tensors.emplace(p.name, std::move(tensor));
     r.tensors.push_back(t);
   }
@@ -161,9 +186,22 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
     io::Tensor packed;
     packed.dtype = io::DType::U8;
     packed.shape = {std::int64_t(codes.rows), std::int64_t(packed_row_bytes(codes.cols, codes.bits))};
-    packed.data = codes.bytes;
+    packed.data = codes.bytes;  // LSB-first: at 16 bits exactly the little-endian U16 layout
+    if (stores_grid(q.codebook, codes.bits)) {
+      packed.dtype = io::DType::U16;
+      packed.shape = {std::int64_t(codes.rows), std::int64_t(codes.cols)};
+      const UniformGrid& grid = *q.codebook.uniform_grid();
+      const double map[2] = {t.mean + t.stddev * grid.first_level, t.stddev * grid.step};
+      io::Tensor affine;
+      affine.dtype = io::DType::F64;
+      affine.shape = {2};
+      affine.data.resize(sizeof map);
+      std::memcpy(affine.data.data(), map, sizeof map);
+      file.tensors[name + ".grid"] = std::move(affine);
+    } else {
+      file.tensors[name + ".codebook"] = io::f32_tensor({1, std::int64_t(t.matrix.levels.size())}, t.matrix.levels);
+    }
     file.tensors[name + ".codes"] = std::move(packed);
-    file.tensors[name + ".codebook"] = io::f32_tensor({1, std::int64_t(t.matrix.levels.size())}, t.matrix.levels);
     tensors[name] = {{"shape", t.shape}, {"rows", codes.rows}, {"cols", codes.cols}, {"bits", codes.bits},
                      {"mean", t.mean}, {"stddev", t.stddev}};
   }
@@ -202,14 +240,30 @@ QuantizedModel load_quantized(const std::string& path) {
                       info.at("rows").get<std::size_t>() == rows && info.at("cols").get<std::size_t>() == cols,
                   where, " has the wrong shape");
       const auto codes = file.tensors.find(p.name + ".codes");
-      const auto levels = file.tensors.find(p.name + ".codebook");
-      NUQ_REQUIRE(codes != file.tensors.end() && levels != file.tensors.end(), where, ": missing .codes or .codebook");
-      NUQ_REQUIRE(codes->second.dtype == io::DType::U8 &&
-                      codes->second.data.size() == rows * packed_row_bytes(cols, bits),
-                  where, ".codes: expected U8 with ", rows * packed_row_bytes(cols, bits), " bytes");
-      std::vector<float> values = io::to_floats(levels->second, where + ".codebook");
-      NUQ_REQUIRE(values.size() == (std::size_t{1} << bits), where, ".codebook: needs ", 1 << bits, " levels");
-      for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ".codebook: a level is not finite");
+      NUQ_REQUIRE(codes != file.tensors.end(), where, ": missing .codes");
+      const std::size_t row_bytes = packed_row_bytes(cols, bits);
+      std::vector<float> values;
+      if (stores_grid(q.codebook, bits)) {
+        NUQ_REQUIRE(codes->second.dtype == io::DType::U16 && codes->second.data.size() == rows * row_bytes, where,
+                    ".codes: expected U16 [", rows, ", ", cols, "]");
+        const auto grid = file.tensors.find(p.name + ".grid");
+        NUQ_REQUIRE(grid != file.tensors.end() && grid->second.dtype == io::DType::F64 &&
+                        grid->second.data.size() == 2 * sizeof(double),
+                    where, ".grid: expected F64 [2] (offset, scale)");
+        double map[2];
+        std::memcpy(map, grid->second.data.data(), sizeof map);
+        NUQ_REQUIRE(std::isfinite(map[0]) && std::isfinite(map[1]) && map[1] >= 0.0, where,
+                    ".grid: offset and scale must be finite, scale not negative");
+        values = grid_levels(map[0], map[1], std::size_t{1} << bits);
+      } else {
+        NUQ_REQUIRE(codes->second.dtype == io::DType::U8 && codes->second.data.size() == rows * row_bytes, where,
+                    ".codes: expected U8 with ", rows * row_bytes, " bytes");
+        const auto levels = file.tensors.find(p.name + ".codebook");
+        NUQ_REQUIRE(levels != file.tensors.end(), where, ": missing .codebook");
+        values = io::to_floats(levels->second, where + ".codebook");
+        NUQ_REQUIRE(values.size() == (std::size_t{1} << bits), where, ".codebook: needs ", 1 << bits, " levels");
+      }
+      for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ": a level is not finite");
       const double mean = info.value("mean", q.mean), stddev = info.value("stddev", q.stddev);
       NUQ_REQUIRE(std::isfinite(mean) && std::isfinite(stddev) && stddev >= 0.0, where,
                   ": mean and stddev must be finite, stddev not negative");

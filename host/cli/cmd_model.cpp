@@ -153,8 +153,9 @@ void add_model_commands(CLI::App& app) {
                            "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max");
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
   quantize_cmd->add_option("--normalise", q->normalisation,
-                           "global (Algorithm 1: one mean and standard deviation for all parameters) or per-tensor")
-      ->check(CLI::IsMember({"global", "per-tensor"}))->capture_default_str();
+                           "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, or none "
+                           "(the codebook meets the weights as they are)")
+      ->check(CLI::IsMember({"global", "per-tensor", "none"}))->capture_default_str();
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law parameter")->capture_default_str();
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");

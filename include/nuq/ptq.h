@@ -32,9 +32,11 @@ struct QuantizedTensor {
 enum class Normalisation {
   Global,     // Algorithm 1: mean and standard deviation of all parameters together
   PerTensor,  // each tensor its own (a constant tensor is stored exactly)
+  None,       // the weights as they are: a codebook designed for sigma_ref meets the weights' own
+              // variance (the companion paper's variance-mismatch experiment)
 };
 std::string to_string(Normalisation normalisation);
-Normalisation parse_normalisation(const std::string& text);  // "global" or "per-tensor"
+Normalisation parse_normalisation(const std::string& text);  // "global", "per-tensor" or "none"
 
 struct QuantizedModel {
   Architecture architecture = Architecture::Mlp;

@@ -1,0 +1,49 @@
+// Variance mismatch (companion paper, ITC 50(3) 2021): a uniform quantizer designed for a
+// Laplacian of standard deviation sigma_ref is applied to a Laplacian of standard deviation sigma.
+// SQNR(sigma) exactly (the design engine's closed form) and by the usual high-rate approximation,
+// and the bit-rate rule: the smallest R whose SQNR stays above a floor over a range of mismatch.
+// Derivations in docs/variance-mismatch.md.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "nuq/codebook.h"
+
+namespace nuq {
+
+// The uniform quantizer with 2^bits levels designed for Laplace(0, sigma_ref^2) by the iterative
+// support rule (the companion paper's design).
+Codebook mismatch_design(int bits, double sigma_ref = 1.0);
+
+// High-rate approximation of the distortion of a uniform codebook on Laplace(0, sigma^2): the
+// granular term Delta^2/12 weighted by P(|x| <= x_max), plus the overload term (exact for the
+// Laplacian given the outermost levels at ±(x_max - Delta/2)). Throws for a non-uniform codebook.
+double approximate_uniform_distortion(const Codebook& codebook, double sigma);
+
+struct MismatchPoint {
+  double mismatch_db = 0.0;  // 20 log10(sigma / sigma_ref)
+  double sigma = 0.0;
+  double sqnr_db = 0.0;        // exact
+  double approx_sqnr_db = 0.0;  // high-rate approximation
+  double overload_share = 0.0;  // fraction of the exact distortion from the overload region
+};
+
+// SQNR against mismatch for `codebook` (designed for its provenance's sigma) over
+// [from_db, to_db] in steps of step_db (both ends included).
+std::vector<MismatchPoint> mismatch_curve(const Codebook& codebook, double from_db, double to_db, double step_db);
+
+// The rule: the smallest R in [min_bits, max_bits] whose design (for sigma_ref = 1) keeps the
+// exact SQNR >= sqnr_min_db at every mismatch of the grid over [from_db, to_db]; empty if none.
+struct BitRateChoice {
+  int bits = 0;
+  double worst_sqnr_db = 0.0;  // the minimum over the range at that R
+  double worst_at_db = 0.0;    // where that minimum is
+};
+std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db, double to_db, double step_db = 1.0,
+                                             int min_bits = 1, int max_bits = 16);
+
+// The worst case of one R over the range (what the rule compares with the floor).
+BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db = 1.0);
+
+}  // namespace nuq
