@@ -120,7 +120,8 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   r.w_min = range.min;
   r.w_max = range.max;
   r.xmax = codebook.xmax();
-  r.sqnr_th_db = laplace_sqnr_db(codebook);
+  // Without normalisation the codebook meets the weights' own variance: SQNR_th at that sigma.
+  r.sqnr_th_db = laplace_sqnr_db(codebook, normalisation == Normalisation::None ? global.stddev() : 1.0);
   double signal = 0.0, noise = 0.0;
   std::size_t inside = 0;
   for (std::size_t index = 0; index < model.parameters.size(); ++index) {

@@ -195,6 +195,25 @@ def accuracy_vs_xmax(src, dst):
     os.replace(tmp, dst)
 
 
+def mismatch(src, dst):
+    rows = read_csv(src)
+    x = column(rows, "mismatch_db", src)
+    rates = [c for c in rows[0].keys() if c.startswith("r") and not c.endswith("_approx")]
+    fig, ax = plt.subplots(figsize=SIZE)
+    cmap = plt.get_cmap("viridis")
+    for i, name in enumerate(rates):
+        colour = cmap(i / max(1, len(rates) - 1))
+        ax.plot(x, column(rows, name, src), color=colour, label=f"R = {name[1:]}")
+        if name + "_approx" in rows[0]:
+            ax.plot(x, column(rows, name + "_approx", src), color=colour, linestyle=":", linewidth=1)
+    ax.set_title("Uniform quantizer designed for σ_ref = 1 applied to Laplace(0, σ²)")
+    ax.set_xlabel("variance mismatch 20 log10(σ / σ_ref) (dB)")
+    ax.set_ylabel("SQNR (dB); dotted: high-rate approximation")
+    ax.set_ylim(bottom=0)
+    ax.legend(ncol=2, fontsize=8)
+    save(fig, dst)
+
+
 BENCH_NAME = re.compile(r"^(?P<family>[A-Za-z0-9_]+)/(?P<args>.*)$")
 
 
@@ -256,6 +275,7 @@ FIGURES = {
     "fig6-distortion": distortion,
     "sqnr-vs-xmax": sqnr_vs_xmax,
     "accuracy-vs-xmax": accuracy_vs_xmax,
+    "mismatch-uniform": mismatch,
 }
 
 
@@ -264,8 +284,6 @@ def drawer_for(stem):
         return FIGURES[stem]
     if stem.startswith("histogram-") and not stem.endswith("-regions"):
         return histogram
-    if stem.startswith("mismatch-"):
-        return globals().get("mismatch")
     return None
 
 

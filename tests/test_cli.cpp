@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/mismatch.h"
+
 namespace {
 
 struct CommandResult {
@@ -104,6 +106,22 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroStatus) {
     EXPECT_NE(r.status, 0) << c.arguments;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.arguments << ": " << r.output;
   }
+}
+
+TEST(Cli, MismatchAndBitrateAgreeWithTheLibrary) {
+  const CommandResult r = run_nuq("mismatch --bits 10 --range=-20:0:10 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  const auto curve = nuq::mismatch_curve(nuq::mismatch_design(10), -20.0, 0.0, 10.0);
+  ASSERT_EQ(j.at("points").size(), curve.size());
+  for (std::size_t i = 0; i < curve.size(); ++i)
+    EXPECT_NEAR(j["points"][i]["sqnr_db"].get<double>(), curve[i].sqnr_db, 1e-9);
+  const CommandResult b = run_nuq("bitrate --sqnr-min 35 --range=-25:0 --json");
+  ASSERT_EQ(b.status, 0) << b.output;
+  EXPECT_EQ(nlohmann::json::parse(b.output).at("bits").get<int>(), nuq::choose_bit_rate(35.0, -25.0, 0.0)->bits);
+  const CommandResult bad = run_nuq("bitrate --sqnr-min 35 --range=0:-25");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--range"), std::string::npos) << bad.output;
 }
 
 }  // namespace

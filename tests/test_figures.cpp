@@ -133,6 +133,7 @@ TEST(Figures, HeadersMatchThePlottingFixtures) {
   EXPECT_EQ(header_of(weight_histogram_data(make_model(Architecture::Mlp, 1))), fixture_header("histogram-mnist-mlp.csv"));
   EXPECT_EQ(header_of(support_regions_data(ExperimentResult{})), fixture_header("histogram-mnist-mlp-regions.csv"));
   EXPECT_EQ(header_of(accuracy_vs_xmax_data({})), fixture_header("accuracy-vs-xmax.csv"));
+  EXPECT_EQ(header_of(mismatch_data(9, 16, 0, 1, 1)), fixture_header("mismatch-uniform.csv"));
 }
 
 TEST(Figures, WritesTheDataOfEveryFigureItLists) {
@@ -143,14 +144,14 @@ TEST(Figures, WritesTheDataOfEveryFigureItLists) {
   r.model = "mlp";
   r.model_file = dir.file("m.safetensors");
   const std::vector<Figure> figures = write_figure_data(dir.file("figures"), {r});
-  ASSERT_EQ(figures.size(), 6u);
+  ASSERT_EQ(figures.size(), 7u);
   for (const Figure& f : figures) {
     EXPECT_TRUE(std::filesystem::exists(dir.file("figures/" + f.stem + ".csv"))) << f.stem;
     EXPECT_FALSE(f.title.empty());
     EXPECT_FALSE(f.rendered);
   }
-  EXPECT_EQ(figures[4].stem, "histogram-mnist-mlp");
-  EXPECT_EQ(figures[4].title.rfind("Fig. 7", 0), 0u);
+  EXPECT_EQ(figures[5].stem, "histogram-mnist-mlp");
+  EXPECT_EQ(figures[5].title.rfind("Fig. 7", 0), 0u);
 }
 
 }  // namespace

@@ -104,6 +104,7 @@ TEST(Mismatch, SixteenBitCodesAreStoredAsU16WithAnAffineMap) {
         ASSERT_NEAR(dq.parameters[k].values[i], codebook.quantize(w), 1e-6) << bits << " bits, " << w;
       }
     EXPECT_EQ(report.tensors.front().bytes_after, 512u * 784u * 2u + 16u);
+    EXPECT_NEAR(report.sqnr_th_db, laplace_sqnr_db(codebook, model_stats(model).stddev()), 1e-12);
   }
 }
 

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   nuq::cli::add_reproduce_command(app);
   nuq::cli::add_model_commands(app);
   nuq::cli::add_design_command(app);
+  nuq::cli::add_mismatch_commands(app);
   nuq::cli::add_theory_command(app);
   nuq::cli::add_devices_command(app);
   try {

@@ -41,6 +41,11 @@ CsvTable sqnr_vs_xmax_data(double from = 0.25, double to = 8.0, double step = 0.
 CsvTable weight_histogram_data(const Model& model, double bin_width = 0.1);
 CsvTable support_regions_data(const ExperimentResult& result);
 
+// Companion paper: SQNR against variance mismatch of the unit-variance uniform design at R = 9..16,
+// exact and high-rate approximation (columns: mismatch_db, then r<R> and r<R>_approx per R).
+CsvTable mismatch_data(int min_bits = 9, int max_bits = 16, double from_db = -40.0, double to_db = 20.0,
+                       double step_db = 0.5);
+
 // Beyond the paper: accuracy of every published case against its x_max, with the FP32 accuracy.
 CsvTable accuracy_vs_xmax_data(const std::vector<ExperimentResult>& results);
 

@@ -63,7 +63,7 @@ struct PtqReport {
   double xmax = 0.0;        // normalised support threshold
   double within = 0.0;      // % of normalised parameters inside [-xmax, xmax]
   double sqnr_ex_db = 0.0;  // eqs. (30)-(31) on the FP32 parameters
-  double sqnr_th_db = 0.0;  // the codebook on the unit Laplacian
+  double sqnr_th_db = 0.0;  // the codebook on the unit Laplacian (normalisation none: at the weights' sigma)
   std::vector<TensorReport> tensors;
 };
 

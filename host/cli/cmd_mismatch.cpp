@@ -1,0 +1,145 @@
+// nuq mismatch and nuq bitrate: the companion paper's variance-mismatch curves and bit-rate rule.
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "args.h"
+#include "commands.h"
+#include "nuq/error.h"
+#include "nuq/mismatch.h"
+#include "nuq/model.h"
+#include "nuq/ptq.h"
+#include "table.h"
+
+namespace nuq::cli {
+namespace {
+
+// --range FROM:TO with --step, or FROM:TO:STEP on its own.
+Range db_range(const std::string& text, double step) {
+  const bool has_step = std::count(text.begin(), text.end(), ':') == 2;
+  return parse_range(has_step ? text : text + ":" + std::to_string(step), "--range");
+}
+
+struct MismatchOptions {
+  int bits = 12;
+  std::string range = "-30:30";
+  double step = 1.0;
+  bool csv = false, json = false;
+};
+
+void run_mismatch(const MismatchOptions& o) {
+  const Range r = db_range(o.range, o.step);
+  const Codebook codebook = mismatch_design(o.bits);
+  const std::vector<MismatchPoint> curve = mismatch_curve(codebook, r.from, r.to, r.step);
+  if (o.json) {
+    nlohmann::json points = nlohmann::json::array();
+    for (const auto& p : curve)
+      points.push_back({{"mismatch_db", p.mismatch_db}, {"sigma", p.sigma}, {"sqnr_db", p.sqnr_db},
+                        {"approx_sqnr_db", p.approx_sqnr_db}, {"overload_share", p.overload_share}});
+    std::cout << nlohmann::json{{"bits", o.bits}, {"xmax", codebook.xmax()}, {"points", points}}.dump(2) << '\n';
+    return;
+  }
+  if (o.csv) {
+    std::cout << "mismatch_db,sigma,sqnr_db,approx_sqnr_db,overload_share\n";
+    for (const auto& p : curve) {
+      char line[160];
+      std::snprintf(line, sizeof line, "%.10g,%.10g,%.10g,%.10g,%.10g\n", p.mismatch_db, p.sigma, p.sqnr_db,
+                    p.approx_sqnr_db, p.overload_share);
+      std::cout << line;
+    }
+    return;
+  }
+  std::cout << "Uniform quantizer, " << o.bits << " bits, designed for sigma_ref = 1 (iterative x_max = "
+            << fixed(codebook.xmax(), 4) << "), applied to Laplace(0, sigma^2)\n\n";
+  TextTable table({"20log10(s/s_ref) dB", "sigma", "SQNR exact dB", "high-rate approx dB", "approx - exact", "overload %"});
+  for (const auto& p : curve)
+    table.add_row({fixed(p.mismatch_db, 2), fixed(p.sigma, 6), fixed(p.sqnr_db, 4), fixed(p.approx_sqnr_db, 4),
+                   signed_fixed(p.approx_sqnr_db - p.sqnr_db, 4), fixed(100.0 * p.overload_share, 2)});
+  std::cout << table.render();
+}
+
+struct BitrateOptions {
+  std::optional<double> sqnr_min;
+  std::string range, model;
+  double step = 1.0;
+  int min_bits = 1, max_bits = 16;
+  bool json = false;
+};
+
+void run_bitrate(const BitrateOptions& o) {
+  NUQ_REQUIRE(o.sqnr_min, "bitrate: give --sqnr-min (the SQNR every variance in the range must keep)");
+  NUQ_REQUIRE(o.range.empty() != o.model.empty(), "bitrate: give either --range or --model");
+  double from = 0.0, to = 0.0;
+  std::string source;
+  if (!o.model.empty()) {
+    // The weights as they are meet the unit-variance design: their standard deviation is the mismatch.
+    const WeightStats stats = model_stats(load_model(o.model));
+    NUQ_REQUIRE(stats.stddev() > 0.0, o.model, ": the parameters have zero variance; any rate stores them exactly");
+    from = to = 20.0 * std::log10(stats.stddev());
+    source = o.model + ": sigma_w = " + fixed(stats.stddev(), 6) + " (" + fixed(from, 2) + " dB from sigma_ref = 1)";
+  } else {
+    const Range r = db_range(o.range, o.step);
+    from = r.from, to = r.to;
+    source = "variance range " + fixed(from, 1) + ".." + fixed(to, 1) + " dB";
+  }
+  const auto choice = choose_bit_rate(*o.sqnr_min, from, to, o.step, o.min_bits, o.max_bits);
+  if (o.json) {
+    nlohmann::json rates = nlohmann::json::array();
+    for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
+      const BitRateChoice w = worst_case(bits, from, to, o.step);
+      rates.push_back({{"bits", bits}, {"worst_sqnr_db", w.worst_sqnr_db}, {"worst_at_db", w.worst_at_db}});
+    }
+    std::cout << nlohmann::json{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
+                                {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()}, {"rates", rates}}
+                     .dump(2)
+              << '\n';
+    return;
+  }
+  TextTable table({"R", "worst SQNR dB", "at dB", "meets floor"});
+  for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
+    const BitRateChoice w = worst_case(bits, from, to, o.step);
+    table.add_row({std::to_string(bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
+                   w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
+  }
+  std::cout << source << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
+  if (choice)
+    std::cout << "R = " << choice->bits << " bits (worst " << fixed(choice->worst_sqnr_db, 2) << " dB at "
+              << fixed(choice->worst_at_db, 1) << " dB)\n";
+  else
+    std::cout << "no rate up to " << o.max_bits << " bits keeps the floor over this range (overload at the high end "
+              << "caps SQNR whatever R is: narrow the range or normalise the weights)\n";
+}
+
+}  // namespace
+
+void add_mismatch_commands(CLI::App& app) {
+  auto m = std::make_shared<MismatchOptions>();
+  CLI::App* mismatch = app.add_subcommand(
+      "mismatch", "SQNR of a uniform quantizer designed for unit variance over a range of input variance "
+                  "(exact and high-rate approximation)");
+  mismatch->add_option("--bits,-b", m->bits, "Bit rate R (2^R levels)")->check(CLI::Range(1, 16))->capture_default_str();
+  mismatch->add_option("--range", m->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:30")
+      ->capture_default_str();
+  mismatch->add_option("--step", m->step, "Step in dB")->capture_default_str();
+  mismatch->add_flag("--csv", m->csv, "Print CSV");
+  mismatch->add_flag("--json", m->json, "Print JSON");
+  mismatch->callback([m] { run_mismatch(*m); });
+
+  auto b = std::make_shared<BitrateOptions>();
+  CLI::App* bitrate = app.add_subcommand(
+      "bitrate", "The smallest bit rate whose unit-variance uniform design keeps SQNR >= a floor over a variance "
+                 "range, or at a model's own weight variance");
+  bitrate->add_option("--sqnr-min", b->sqnr_min, "SQNR floor in dB");
+  bitrate->add_option("--range", b->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:0");
+  bitrate->add_option("--model", b->model, "An FP32 model (.safetensors): its weights' variance, unnormalised");
+  bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
+  bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->check(CLI::Range(1, 16))->capture_default_str();
+  bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->check(CLI::Range(1, 16))->capture_default_str();
+  bitrate->add_flag("--json", b->json, "Print JSON");
+  bitrate->callback([b] { run_bitrate(*b); });
+}
+
+}  // namespace nuq::cli
