@@ -259,7 +259,7 @@ def bench_speedup(results_dir, dst):
             ax.text(0.01, 32 / bits, f" byte-ratio limit 32/{bits} = {32 / bits:g}×", fontsize=8, va="bottom",
                     transform=ax.get_yaxis_transform())
     ax.axhline(1, color="black", linewidth=0.8)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_title("Fused quantized GEMM: speed-up over the FP32 peer")
     ax.set_xlabel("batch m (rows of X)")
