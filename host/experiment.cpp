@@ -103,8 +103,7 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
     if (table.dataset != dataset || table.model != model_name) continue;
     for (std::size_t i = 0; i < table.cases.size(); ++i) {
       const Support& support = table.cases[i].support;
-      const bool from_extremes = support.rule == SupportRule::MinAbsWeight || support.rule == SupportRule::MaxAbsWeight;
-      if (from_extremes && dataset == "mnist" && model_name == "mlp") {
+      if (depends_on_extremes(support) && dataset == "mnist" && model_name == "mlp") {
         const Support at_paper{SupportRule::Fixed, resolve_xmax(support, paper::kMnistMlpRange), 1.0};
         result.controls.push_back(run_case(table, i, at_paper, Normalisation::Global, "x_max from the paper's weights"));
       }
@@ -114,6 +113,10 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
+}
+
+std::string display_name(const ExperimentResult& r) {
+  return std::string(r.dataset == "mnist" ? "MNIST" : "Fashion-MNIST") + " " + (r.model == "mlp" ? "MLP" : "CNN");
 }
 
 nlohmann::json to_json(const ExperimentResult& r) {

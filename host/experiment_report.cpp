@@ -163,8 +163,7 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
     const std::string key = r.dataset + "/" + r.model;
     if (std::find(shown.begin(), shown.end(), key) != shown.end()) continue;  // further seeds: spread only
     shown.push_back(key);
-    const std::string name = (r.dataset == "mnist" ? "MNIST" : "Fashion-MNIST") + std::string(" ") +
-                             (r.model == "mlp" ? "MLP" : "CNN");
+    const std::string name = display_name(r);
     md << "## " << name << "\n\n"
        << "- parameters: " << r.parameters << "\n"
        << "- FP32 test accuracy: " << number(r.fp32_accuracy, 2) << "% (paper " << maybe(r.published_fp32_accuracy, 2)

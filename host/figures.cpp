@@ -39,10 +39,6 @@ Codebook optimal(Method method) {
   return design(spec).codebook;
 }
 
-std::string network_name(const ExperimentResult& r) {
-  return std::string(r.dataset == "mnist" ? "MNIST" : "Fashion-MNIST") + " " + (r.model == "mlp" ? "MLP" : "CNN");
-}
-
 }  // namespace
 
 void CsvTable::add(const std::vector<double>& values) {
@@ -140,8 +136,8 @@ CsvTable weight_histogram_data(const Model& model, double bin_width) {
   NUQ_REQUIRE(bin_width > 0.0, "histogram: the bin width must be positive");
   const WeightStats stats = model_stats(model);
   NUQ_REQUIRE(stats.count > 0 && stats.stddev() > 0.0, "histogram: the model's parameters have no spread");
-  const WeightRange range = normalised_range(model);
-  const double lo = std::floor(range.min / bin_width) * bin_width, hi = std::ceil(range.max / bin_width) * bin_width;
+  const double w_min = (stats.min - stats.mean) / stats.stddev(), w_max = (stats.max - stats.mean) / stats.stddev();
+  const double lo = std::floor(w_min / bin_width) * bin_width, hi = std::ceil(w_max / bin_width) * bin_width;
   // Bounded: normalised extremes of a finite model are at most sqrt(count) standard deviations out.
   const auto bins = std::max<std::size_t>(1, static_cast<std::size_t>(std::llround((hi - lo) / bin_width)));
   std::vector<std::size_t> counts(bins, 0);
@@ -188,15 +184,14 @@ CsvTable accuracy_vs_xmax_data(const std::vector<ExperimentResult>& results) {
              {}};
   std::vector<std::string> shown;
   for (const ExperimentResult& r : results) {
-    const std::string name = network_name(r);
+    const std::string name = display_name(r);
     if (std::find(shown.begin(), shown.end(), name) != shown.end()) continue;  // first seed only
     shown.push_back(name);
     auto add = [&](const CaseResult& c, const std::string& series) {
       // Cases 1 and 2 sit at the paper's own extremes there (published for the MNIST MLP only).
       const Support& support = c.published.support;
-      const bool from_extremes = support.rule == SupportRule::MinAbsWeight || support.rule == SupportRule::MaxAbsWeight;
       std::string paper_xmax = format(c.ptq.xmax);
-      if (from_extremes)
+      if (depends_on_extremes(support))
         paper_xmax = r.dataset == "mnist" && r.model == "mlp" ? format(resolve_xmax(support, paper::kMnistMlpRange)) : "";
       t.add({name, c.table, series, c.case_label, format(c.ptq.xmax), format(c.accuracy), paper_xmax,
              c.published.accuracy && !paper_xmax.empty() ? format(*c.published.accuracy) : "", format(r.fp32_accuracy)});
@@ -247,7 +242,7 @@ std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<
     write(stem + "-regions.csv", support_regions_data(r));
     const bool paper_figure = (r.dataset == "mnist" && r.model == "mlp") || (r.dataset == "fashion" && r.model == "cnn");
     const std::string number = r.model == "mlp" && r.dataset == "mnist" ? "Fig. 7: " : paper_figure ? "Fig. 8: " : "";
-    figures.push_back({stem, number + "normalised weights of the " + network_name(r),
+    figures.push_back({stem, number + "normalised weights of the " + display_name(r),
                        "Histogram of all parameters after global normalisation (log scale) with the unit Laplacian "
                        "pdf; vertical lines mark ±x_max of the support regions of the tables."});
   }

@@ -75,9 +75,8 @@ struct Normaliser {
   double operator()(double w) const { return scale > 0.0 ? (w - mean) / scale : 0.0; }
 };
 
-// One normaliser per parameter, in model order.
-std::vector<Normaliser> normalisers(const Model& model, Normalisation normalisation) {
-  const WeightStats global = model_stats(model);
+// One normaliser per parameter, in model order; `global` is model_stats(model).
+std::vector<Normaliser> normalisers(const Model& model, const WeightStats& global, Normalisation normalisation) {
   NUQ_REQUIRE(global.count > 0, "quantize: the model has no parameters");
   if (normalisation == Normalisation::Global)
     NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
@@ -94,11 +93,9 @@ std::vector<Normaliser> normalisers(const Model& model, Normalisation normalisat
   return result;
 }
 
-}  // namespace
-
-WeightRange normalised_range(const Model& model, Normalisation normalisation) {
+WeightRange range_of(const std::vector<Normaliser>& maps) {
   WeightRange range{std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
-  for (const Normaliser& n : normalisers(model, normalisation)) {
+  for (const Normaliser& n : maps) {
     if (n.count == 0) continue;
     range.min = std::min(range.min, n(n.min));
     range.max = std::max(range.max, n(n.max));
@@ -106,17 +103,23 @@ WeightRange normalised_range(const Model& model, Normalisation normalisation) {
   return range;
 }
 
+}  // namespace
+
+WeightRange normalised_range(const Model& model, Normalisation normalisation) {
+  return range_of(normalisers(model, model_stats(model), normalisation));
+}
+
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
                               Normalisation normalisation) {
-  const std::vector<Normaliser> maps = normalisers(model, normalisation);
   const WeightStats global = model_stats(model);
+  const std::vector<Normaliser> maps = normalisers(model, global, normalisation);
   const int bits = storage_bits(codebook);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
 
   PtqReport r;
   r.stats = global;
   r.normalisation = normalisation;
-  const WeightRange range = normalised_range(model, normalisation);
+  const WeightRange range = range_of(maps);
   r.w_min = range.min;
   r.w_max = range.max;
   r.xmax = codebook.xmax();

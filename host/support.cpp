@@ -53,6 +53,10 @@ double resolve_xmax(const Support& support, const WeightRange& range) {
   return xmax;
 }
 
+bool depends_on_extremes(const Support& support) {
+  return support.rule == SupportRule::MinAbsWeight || support.rule == SupportRule::MaxAbsWeight;
+}
+
 Support parse_support(const std::string& text) {
   const struct {
     const char* names[2];

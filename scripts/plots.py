@@ -48,8 +48,8 @@ def column(rows, name, path, convert=float):
         raise DataError(f"{path}: column '{name}': {e}") from None
 
 
-def save(fig, path):
-    fig.tight_layout()
+def save(fig, path, rect=None):
+    fig.tight_layout(rect=rect)
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
@@ -188,11 +188,7 @@ def accuracy_vs_xmax(src, dst):
         ax.set_ylabel("test accuracy (%)")
     fig.suptitle("Accuracy of the quantized networks against x_max")
     fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(len(handles), 5))
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    tmp = dst + ".tmp.png"
-    fig.savefig(tmp, dpi=DPI)
-    plt.close(fig)
-    os.replace(tmp, dst)
+    save(fig, dst, rect=(0, 0.12, 1, 1))  # room for the shared legend
 
 
 def mismatch(src, dst):

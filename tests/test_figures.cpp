@@ -63,7 +63,9 @@ TEST(Figures, ConvergenceEndsWhereTable2Does) {
   for (const auto& [key, end] : last) {
     const bool msptq = key.rfind("msptq", 0) == 0;
     EXPECT_NEAR(end.second, msptq ? paper::kMsptqDelta : paper::kSptqDelta, 1e-4) << key;
-    if (msptq) EXPECT_EQ(end.first, paper::kMsptqIterations);
+    if (msptq) {
+      EXPECT_EQ(end.first, paper::kMsptqIterations);
+    }
   }
   for (const paper::Table2Column& column : paper::table2()) {
     const auto it = std::find_if(last.begin(), last.end(), [&](const auto& entry) {

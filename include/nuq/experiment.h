@@ -65,6 +65,9 @@ struct Finding {
 };
 std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results);
 
+// "MNIST MLP", "Fashion-MNIST CNN": how the report names a network.
+std::string display_name(const ExperimentResult& result);
+
 nlohmann::json to_json(const ExperimentResult& result);
 // Markdown. Tables show the first run of each dataset/model; when several seeds ran, a section
 // gives the spread (min, mean, max over seeds) of every case's accuracy and SQNR_ex.

@@ -34,6 +34,9 @@ struct WeightRange {
   double max = 0.0;
 };
 
+// Cases 1 and 2: x_max comes from the weights' extremes, so it differs from network to network.
+bool depends_on_extremes(const Support& support);
+
 // x_max of the rule for normalised weights with this range; throws nuq::Error for a range that
 // makes no sense (not finite, min > max) when the rule needs it, or a non-positive result.
 double resolve_xmax(const Support& support, const WeightRange& range);
