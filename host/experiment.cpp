@@ -13,28 +13,26 @@
 #include "nuq/network.h"
 
 namespace nuq {
-namespace {
-
-Model trained_model(const std::string& dataset, const std::string& model_name, const ExperimentOptions& o,
-                    ExperimentResult& result, std::ostream* progress) {
+TrainedModel load_or_train(const std::string& dataset, const std::string& model_name, const ExperimentOptions& o,
+                           std::ostream* progress) {
   const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" /
                                      (dataset + "-" + model_name + "-seed" + std::to_string(o.train.seed) + ".safetensors");
-  result.model_file = path.string();
+  TrainedModel result;
+  result.file = path.string();
   if (!o.retrain && std::filesystem::exists(path)) {
     if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
-    return load_model(path.string());
+    result.model = load_model(path.string());
+    return result;
   }
   const io::Dataset train_set = io::load_split(io::dataset_dir(o.data_root, dataset), "train");
   if (progress) *progress << "training the " << dataset << " " << model_name << " (" << o.train.epochs << " epochs)\n";
-  Model model = make_model(parse_architecture(model_name), o.train.seed);
-  result.training = train(model, train_set, o.train, progress);
+  result.model = make_model(parse_architecture(model_name), o.train.seed);
+  result.training = train(result.model, train_set, o.train, progress);
   result.trained = true;
   std::filesystem::create_directories(path.parent_path());
-  save_model(path.string(), model);
-  return model;
+  save_model(path.string(), result.model);
+  return result;
 }
-
-}  // namespace
 
 ExperimentResult run_experiment(const std::string& dataset, const std::string& model_name,
                                 const ExperimentOptions& options, std::ostream* progress) {
@@ -44,7 +42,11 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   result.model = model_name;
   result.seed = options.train.seed;
   const io::Dataset test_set = io::load_split(io::dataset_dir(options.data_root, dataset), "t10k");
-  Model model = trained_model(dataset, model_name, options, result, progress);
+  TrainedModel trained = load_or_train(dataset, model_name, options, progress);
+  Model& model = trained.model;
+  result.model_file = trained.file;
+  result.trained = trained.trained;
+  result.training = std::move(trained.training);
   result.parameters = model.parameter_count();
   result.fp32_accuracy = accuracy(model, test_set);
   for (const paper::Baseline& b : paper::baselines())

@@ -95,15 +95,13 @@ Finding highest_sqnr_not_best(const std::vector<ExperimentResult>& results) {
   return f;
 }
 
-void embed(std::ostringstream& md, const Figure& f) {
-  md << "\n**" << f.title << ".** " << f.caption << "\n\n";
-  if (f.rendered)
-    md << "![" << f.title << "](figures/" << f.stem << ".png)\n";
-  else
-    md << "*(not rendered; the data is in `figures/" << f.stem << ".csv`)*\n";
-}
-
 }  // namespace
+
+std::string embed_figure(const Figure& f) {
+  std::string md = "\n**" + f.title + ".** " + f.caption + "\n\n";
+  if (f.rendered) return md + "![" + f.title + "](figures/" + f.stem + ".png)\n";
+  return md + "*(not rendered; the data is in `figures/" + f.stem + ".csv`)*\n";
+}
 
 std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results) {
   std::vector<Finding> findings;
@@ -150,7 +148,10 @@ void render_spread(std::ostringstream& md, const std::vector<ExperimentResult>& 
 
 std::string render_report(const std::vector<ExperimentResult>& results, const std::vector<Finding>& findings,
                           const std::vector<Figure>& figures) {
-  auto is_histogram = [](const Figure& f) { return f.stem.rfind("histogram-", 0) == 0; };
+  // Histograms go to their network's section, the companion paper's figures to its own report section.
+  auto has_own_section = [](const Figure& f) {
+    return f.stem.rfind("histogram-", 0) == 0 || f.stem.rfind("itc2021-", 0) == 0;
+  };
   std::ostringstream md;
   md << "# nuq reproduce: report\n\n"
      << "Post-training quantization of the networks of Perić, Aleksić, Nikolić and Tomić, "
@@ -220,12 +221,12 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
          << "× smaller) | | |\n\n";
     }
     for (const Figure& f : figures)
-      if (f.stem == "histogram-" + r.dataset + "-" + r.model) embed(md, f);
+      if (f.stem == "histogram-" + r.dataset + "-" + r.model) md << embed_figure(f);
   }
-  if (std::any_of(figures.begin(), figures.end(), [&](const Figure& f) { return !is_histogram(f); })) {
+  if (std::any_of(figures.begin(), figures.end(), [&](const Figure& f) { return !has_own_section(f); })) {
     md << "\n## Figures\n";
     for (const Figure& f : figures)
-      if (!is_histogram(f)) embed(md, f);
+      if (!has_own_section(f)) md << embed_figure(f);
   }
   render_spread(md, results);
   md << "\n## The paper's qualitative findings on our run (first seed)\n\n";

@@ -203,7 +203,29 @@ CsvTable accuracy_vs_xmax_data(const std::vector<ExperimentResult>& results) {
   return t;
 }
 
-std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<ExperimentResult>& results) {
+CsvTable mismatch_runs_data(const MismatchExperiment& e) {
+  CsvTable t;
+  t.header = {"normalisation", "bits", "mismatch_db", "sqnr_th_db", "sqnr_ex_db", "within", "accuracy", "loss", "chosen"};
+  for (const MismatchRun& r : e.runs) {
+    bool chosen = false;
+    for (const RuleChoice& c : e.choices) chosen = chosen || (c.normalisation == r.normalisation && c.bits == r.bits);
+    t.add({to_string(r.normalisation), std::to_string(r.bits), format(r.mismatch_db), format(r.ptq.sqnr_th_db),
+           format(r.ptq.sqnr_ex_db), format(r.ptq.within), format(r.accuracy), format(r.loss), chosen ? "1" : "0"});
+  }
+  return t;
+}
+
+CsvTable noise_probe_data(const MismatchExperiment& e) {
+  CsvTable t;
+  t.header = {"sqnr_db", "worst_loss", "mean_loss", "max_loss", "floor"};
+  for (const NoiseProbePoint& p : e.probe)
+    t.add({p.sqnr_db, p.worst_loss, p.mean_loss, e.options.max_loss,
+           e.floor_found && p.sqnr_db == e.sqnr_floor_db ? 1.0 : 0.0});
+  return t;
+}
+
+std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<ExperimentResult>& results,
+                                      const MismatchExperiment* mismatch) {
   std::filesystem::create_directories(dir);
   auto write = [&](const std::string& file, const CsvTable& table) {
     io::write_atomically((std::filesystem::path(dir) / file).string(), [&](std::ostream& out) { out << to_csv(table); });
@@ -252,6 +274,15 @@ std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<
                        "Beyond the paper: test accuracy of every published case on our networks (first seed) "
                        "against its x_max, one line per design (per-tensor: the control runs); crosses are the "
                        "paper's accuracies at the paper's x_max; the dashed line is our FP32 accuracy."});
+  }
+  if (mismatch) {
+    write("itc2021-rate.csv", mismatch_runs_data(*mismatch));
+    write("itc2021-rate-probe.csv", noise_probe_data(*mismatch));
+    figures.push_back({"itc2021-rate", "Bit rate, SQNR and accuracy loss (companion paper)",
+                       "Left: SQNR_th (lines) and SQNR_ex (markers) of the unit-variance uniform design against R, "
+                       "without normalisation (the weights' σ_w meets σ_ref = 1) and with it. Middle: accuracy loss "
+                       "against R; the dashed line is the bound, circles the R the rule picked. Right: the noise "
+                       "probe that sets the rule's SQNR floor (worst and mean loss over the draws)."});
   }
   return figures;
 }

@@ -210,6 +210,67 @@ def mismatch(src, dst):
     save(fig, dst)
 
 
+def loss_axis(ax, max_loss):
+    """Losses span -0.05..10 points: linear around the bound, logarithmic above 0.1."""
+    ax.set_yscale("symlog", linthresh=0.1, linscale=2.0)
+    ticks = [-0.05, 0, max_loss, 0.05, 0.1, 1, 10]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{t:g}" for t in ticks])
+    ax.set_ylim(bottom=-0.06)
+    ax.minorticks_off()
+
+
+def itc2021_rate(src, dst):
+    """Companion paper: SQNR and accuracy loss against R, with and without normalisation, and the probe."""
+    rows = read_csv(src)
+    probe_path = src[:-4] + "-probe.csv"
+    probe = read_csv(probe_path)
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12.0, 4.4))
+    styles = {"none": ("tab:red", "without normalisation"), "global": ("tab:blue", "with normalisation")}
+    for name, (colour, label) in styles.items():
+        part = [r for r in rows if r.get("normalisation") == name]
+        if not part:
+            continue
+        bits = column(part, "bits", src, int)
+        left.plot(bits, column(part, "sqnr_th_db", src), color=colour, label=f"{label}: SQNR_th")
+        left.plot(bits, column(part, "sqnr_ex_db", src), "o", color=colour, markersize=4, label=f"{label}: SQNR_ex")
+        loss = column(part, "loss", src)
+        middle.plot(bits, loss, "-o", color=colour, markersize=3, label=label)
+        for b, l, chosen in zip(bits, loss, column(part, "chosen", src, int)):
+            if chosen:
+                middle.plot([b], [l], "o", markersize=11, markerfacecolor="none", markeredgecolor=colour,
+                            markeredgewidth=1.5)
+                middle.annotate(f"rule: R = {b}", (b, l), textcoords="offset points", xytext=(6, 10), color=colour,
+                                fontsize=8)
+    max_loss = column(probe, "max_loss", probe_path)[0]
+    left.set_title("SQNR against bit rate")
+    left.set_xlabel("R (bits)")
+    left.set_ylabel("SQNR (dB)")
+    left.legend(fontsize=7)
+    middle.axhline(max_loss, linestyle="--", color="gray", linewidth=1)
+    middle.axhline(0, color="black", linewidth=0.8)
+    loss_axis(middle, max_loss)
+    middle.set_title("Accuracy loss against bit rate")
+    middle.set_xlabel("R (bits)")
+    middle.set_ylabel("FP32 − quantized accuracy (points)")
+    middle.legend(fontsize=7)
+    sqnr = column(probe, "sqnr_db", probe_path)
+    right.plot(sqnr, column(probe, "mean_loss", probe_path), "-", color="black", label="mean over draws")
+    right.plot(sqnr, column(probe, "worst_loss", probe_path), ".", color="gray", label="worst draw")
+    right.axhline(max_loss, linestyle="--", color="gray", linewidth=1)
+    for x, is_floor in zip(sqnr, column(probe, "floor", probe_path, float)):
+        if is_floor:
+            right.axvline(x, color="tab:green", linewidth=1)
+            right.text(x, 0.98, f" floor {x:g} dB", color="tab:green", fontsize=8, va="top",
+                       transform=right.get_xaxis_transform())
+    loss_axis(right, max_loss)
+    right.set_title("Noise probe on the FP32 weights")
+    right.set_xlabel("SQNR of the noise (dB)")
+    right.set_ylabel("accuracy loss (points)")
+    right.legend(fontsize=7)
+    save(fig, dst)
+
+
 BENCH_NAME = re.compile(r"^(?P<family>[A-Za-z0-9_]+)/(?P<args>.*)$")
 
 
@@ -272,6 +333,7 @@ FIGURES = {
     "sqnr-vs-xmax": sqnr_vs_xmax,
     "accuracy-vs-xmax": accuracy_vs_xmax,
     "mismatch-uniform": mismatch,
+    "itc2021-rate": itc2021_rate,
 }
 
 

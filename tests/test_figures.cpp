@@ -136,6 +136,8 @@ TEST(Figures, HeadersMatchThePlottingFixtures) {
   EXPECT_EQ(header_of(support_regions_data(ExperimentResult{})), fixture_header("histogram-mnist-mlp-regions.csv"));
   EXPECT_EQ(header_of(accuracy_vs_xmax_data({})), fixture_header("accuracy-vs-xmax.csv"));
   EXPECT_EQ(header_of(mismatch_data(9, 16, 0, 1, 1)), fixture_header("mismatch-uniform.csv"));
+  EXPECT_EQ(header_of(mismatch_runs_data({})), fixture_header("itc2021-rate.csv"));
+  EXPECT_EQ(header_of(noise_probe_data({})), fixture_header("itc2021-rate-probe.csv"));
 }
 
 TEST(Figures, WritesTheDataOfEveryFigureItLists) {

@@ -13,6 +13,7 @@
 #include "nuq/figures.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/dataset.h"
+#include "nuq/mismatch_experiment.h"
 #include "nuq/theory.h"
 #include "table.h"
 
@@ -20,7 +21,7 @@ namespace nuq::cli {
 namespace {
 
 struct ReproduceOptions {
-  std::string dataset = "all", model = "all", data, out = "out", plots, bench;
+  std::string paper = "all", dataset = "all", model = "all", data, out = "out", plots, bench;
   bool retrain = false, json = false, figures = true;
   int epochs = 10, seeds = 1;
   std::uint64_t seed = 1;
@@ -53,6 +54,38 @@ void print_tables(const ExperimentResult& r) {
   flush();
 }
 
+// The companion paper's experiment in brief (the report has every run and the probe).
+void print_mismatch(const MismatchExperiment& e) {
+  std::cout << "\n== ITC 2021: MNIST MLP at R = 9..16, unit-variance uniform design, sigma_w = " << fixed(e.stats.stddev(), 4)
+            << " (" << fixed(20.0 * std::log10(e.stats.stddev()), 2) << " dB), FP32 accuracy " << fixed(e.fp32_accuracy, 2)
+            << "%\n";
+  TextTable table({"R", "normalisation", "s_w/s_ref dB", "SQNR_th", "SQNR_ex", "accuracy %", "change"});
+  for (const MismatchRun& r : e.runs)
+    if (r.bits >= 9)
+      table.add_row({std::to_string(r.bits), to_string(r.normalisation), fixed(r.mismatch_db, 2), fixed(r.ptq.sqnr_th_db, 3),
+                     fixed(r.ptq.sqnr_ex_db, 3), fixed(r.accuracy, 2), signed_fixed(-r.loss, 2)});
+  std::cout << table.render();
+  if (!e.floor_found) {
+    std::cout << "Rule: no probed SQNR keeps the loss within " << fixed(e.options.max_loss, 2) << " points\n";
+    return;
+  }
+  std::cout << "Rule for a loss <= " << fixed(e.options.max_loss, 2) << " points: SQNR floor " << fixed(e.sqnr_floor_db, 1)
+            << " dB (noise probe)\n";
+  for (const RuleChoice& c : e.choices) {
+    std::cout << "  " << to_string(c.normalisation) << ": ";
+    if (c.bits == 0) {
+      std::cout << "no R up to " << e.options.max_bits << " reaches the floor\n";
+      continue;
+    }
+    std::cout << "R = " << c.bits << ", measured loss " << fixed(c.measured_loss, 2) << (c.within_bound ? " (within)" : " (NOT within)");
+    if (c.bits_below)
+      std::cout << "; at R = " << c.bits_below << " loss " << fixed(c.loss_below, 2)
+                << (c.loss_appears_below ? " (appears" : " (does not appear")
+                << (c.bound_exceeded_below ? ", beyond the bound)" : ")");
+    std::cout << "\n";
+  }
+}
+
 std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions& o) {
   const std::vector<std::pair<std::string, std::string>> all = {{"mnist", "mlp"}, {"fashion", "mlp"}, {"fashion", "cnn"}};
   std::vector<std::pair<std::string, std::string>> chosen;
@@ -76,18 +109,25 @@ void run_reproduce(const ReproduceOptions& o) {
   const TheoryReport theory = build_theory_report();
   const int mismatches = count_mismatches(theory);
   std::vector<ExperimentResult> results;
-  for (const auto& [dataset, model] : selected(o))
-    for (int k = 0; k < o.seeds; ++k) {
-      options.train.seed = o.seed + std::uint64_t(k);
-      results.push_back(run_experiment(dataset, model, options, &std::cerr));
-      if (!o.json && k == 0) print_tables(results.back());
-    }
+  if (o.paper != "itc2021")
+    for (const auto& [dataset, model] : selected(o))
+      for (int k = 0; k < o.seeds; ++k) {
+        options.train.seed = o.seed + std::uint64_t(k);
+        results.push_back(run_experiment(dataset, model, options, &std::cerr));
+        if (!o.json && k == 0) print_tables(results.back());
+      }
+  std::optional<MismatchExperiment> mismatch;
+  if (o.paper != "mathematics2022") {
+    options.train.seed = o.seed;
+    mismatch = run_mismatch_experiment("mnist", "mlp", options, {}, &std::cerr);
+    if (!o.json) print_mismatch(*mismatch);
+  }
   const std::vector<Finding> findings = check_findings(results);
   std::vector<Figure> figures;
   std::string figure_outcome = "figures skipped (--no-figures)";
   if (o.figures) {
     const std::string figure_dir = (std::filesystem::path(o.out) / "figures").string();
-    figures = write_figure_data(figure_dir, results);
+    figures = write_figure_data(figure_dir, results, mismatch ? &*mismatch : nullptr);
     figure_outcome = render_figures(figure_dir, figures, o.plots, o.bench);
     std::cerr << figure_outcome << '\n';
   }
@@ -100,7 +140,16 @@ void run_reproduce(const ReproduceOptions& o) {
   j["figures"] = nlohmann::json::array();
   for (const auto& f : figures)
     j["figures"].push_back({{"stem", f.stem}, {"title", f.title}, {"rendered", f.rendered}});
-  const std::string markdown = render_report(results, findings, figures) + "\n## Theory\n\n`nuq theory`: Table 2 and all " +
+  if (mismatch) {
+    j["itc2021"] = to_json(*mismatch);
+    j["itc2021"]["findings"] = nlohmann::json::array();
+    for (const auto& f : check_mismatch_findings(*mismatch))
+      j["itc2021"]["findings"].push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
+  }
+  const std::string markdown = (results.empty() ? std::string("# nuq reproduce: report\n")
+                                                : render_report(results, findings, figures)) +
+                               (mismatch ? render_mismatch_report(*mismatch, figures) : std::string()) +
+                               "\n## Theory\n\n`nuq theory`: Table 2 and all " +
                                std::to_string(theory.sqnr.size()) + " published SQNR_th values recomputed; " +
                                std::to_string(mismatches) + " mismatch(es) with the paper.\n";
   const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
@@ -112,8 +161,12 @@ void run_reproduce(const ReproduceOptions& o) {
     std::cout << j.dump(2) << '\n';
     return;
   }
-  std::cout << "\nThe paper's findings on this run:\n";
-  for (const auto& f : findings) std::cout << "  [" << (f.holds ? "holds" : "does not hold") << "] " << f.claim << "\n";
+  auto print_findings = [](const std::string& heading, const std::vector<Finding>& list) {
+    if (!list.empty()) std::cout << "\n" << heading << "\n";
+    for (const auto& f : list) std::cout << "  [" << (f.holds ? "holds" : "does not hold") << "] " << f.claim << "\n";
+  };
+  print_findings("The paper's findings on this run:", findings);
+  if (mismatch) print_findings("The companion paper's claims (ITC 2021) on this run:", check_mismatch_findings(*mismatch));
   std::cout << "Theory (Table 2, SQNR_th of Tables 3-7): " << mismatches << " mismatch(es) with the paper.\n"
             << figure_outcome << "\nWrote " << md_path << " and " << json_path << "\n";
 }
@@ -125,7 +178,11 @@ void add_reproduce_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "reproduce", "Train (or load) the papers' networks, quantize them with every design and support region "
                    "of Tables 3-7, print each table beside the paper's and write report.md/report.json");
-  cmd->add_option("--dataset", o->dataset, "mnist, fashion or all")
+  cmd->add_option("--paper", o->paper,
+                  "mathematics2022 (SPTQ/MSPTQ, Tables 2-7), itc2021 (uniform 9-16 bits, variance mismatch, the "
+                  "bit-rate rule; MNIST MLP) or all")
+      ->check(CLI::IsMember({"mathematics2022", "itc2021", "all"}))->capture_default_str();
+  cmd->add_option("--dataset", o->dataset, "mnist, fashion or all (mathematics2022's tables)")
       ->check(CLI::IsMember({"mnist", "fashion", "all"}))->capture_default_str();
   cmd->add_option("--model", o->model, "mlp, cnn or all")->check(CLI::IsMember({"mlp", "cnn", "all"}))->capture_default_str();
   cmd->add_option("--data", o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");

@@ -65,8 +65,9 @@ std::string fixed(double value, int decimals) {
 }
 
 std::string signed_fixed(double value, int decimals) {
-  const std::string text = fixed(value, decimals);
-  return value >= 0.0 || text.front() != '-' ? "+" + text : text;
+  std::string text = fixed(value, decimals);
+  if (text.front() == '-' && text.find_first_not_of("-0.") == std::string::npos) text.erase(0, 1);  // no "-0.00"
+  return text.front() == '-' ? text : "+" + text;
 }
 
 }  // namespace nuq::cli

@@ -52,6 +52,17 @@ struct ExperimentResult {
   std::vector<CaseResult> controls;
 };
 
+// The FP32 network of an experiment: <out>/models/<dataset>-<model>-seed<S>.safetensors when it
+// exists (and options.retrain is false), else trained with options.train and saved there.
+struct TrainedModel {
+  Model model;
+  std::string file;
+  bool trained = false;  // false: loaded from the cache
+  std::vector<EpochLog> training;
+};
+TrainedModel load_or_train(const std::string& dataset, const std::string& model, const ExperimentOptions& options,
+                           std::ostream* progress = nullptr);
+
 // Runs every published table for one dataset/model ("mnist"/"mlp" has Tables 3-6, the Fashion
 // models Table 7). Progress lines go to `progress` when given.
 ExperimentResult run_experiment(const std::string& dataset, const std::string& model,
@@ -78,7 +89,11 @@ struct Figure {
   std::string stem, title, caption;  // <stem>.csv holds the data (nuq/figures.h), <stem>.png the picture
   bool rendered = false;             // <stem>.png exists
 };
+// Figures whose stem starts with "itc2021-" belong to render_mismatch_report and are left out here.
 std::string render_report(const std::vector<ExperimentResult>& results, const std::vector<Finding>& findings,
                           const std::vector<Figure>& figures = {});
+
+// A figure as the report embeds it: title, caption, and the PNG or, when not rendered, its data file.
+std::string embed_figure(const Figure& figure);
 
 }  // namespace nuq

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nuq/experiment.h"
+#include "nuq/mismatch_experiment.h"
 #include "nuq/model.h"
 
 namespace nuq {
@@ -49,10 +50,18 @@ CsvTable mismatch_data(int min_bits = 9, int max_bits = 16, double from_db = -40
 // Beyond the paper: accuracy of every published case against its x_max, with the FP32 accuracy.
 CsvTable accuracy_vs_xmax_data(const std::vector<ExperimentResult>& results);
 
+// Companion paper's experiment: every run (columns: normalisation, bits, mismatch_db, sqnr_th_db,
+// sqnr_ex_db, within, accuracy, loss, chosen = 1 at the R the rule picked) and the noise probe
+// (sqnr_db, worst_loss, mean_loss, max_loss, floor = 1 at the SQNR floor).
+CsvTable mismatch_runs_data(const MismatchExperiment& experiment);
+CsvTable noise_probe_data(const MismatchExperiment& experiment);
+
 // The report's figures are nuq::Figure (experiment.h): a stem, a title and a caption.
 // Writes the CSV files of the figures this run can make into `dir` (atomically) and returns the
-// figures in report order. Histograms come from the first seed's model file of each network.
-std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<ExperimentResult>& results);
+// figures in report order. Histograms come from the first seed's model file of each network; the
+// companion paper's figure ("itc2021-rate") is added when `mismatch` is given.
+std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<ExperimentResult>& results,
+                                      const MismatchExperiment* mismatch = nullptr);
 
 // Renders the PNGs with scripts/plots.py: `script` when given, else $NUQ_PLOTS, else the copy
 // beside the nuq binary's source tree; the first Python of $NUQ_PYTHON, python3 and

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PLOTS = os.path.join(ROOT, "scripts", "plots.py")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 EXPECTED = ["fig2-transfer", "fig5-convergence", "fig6-distortion", "sqnr-vs-xmax", "histogram-mnist-mlp",
-            "accuracy-vs-xmax", "mismatch-uniform", "bench-speedup"]
+            "accuracy-vs-xmax", "mismatch-uniform", "itc2021-rate", "bench-speedup"]
 
 
 def plots(*args):
