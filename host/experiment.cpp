@@ -27,10 +27,15 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
   const io::Dataset train_set = io::load_split(io::dataset_dir(o.data_root, dataset), "train");
   if (progress) *progress << "training the " << dataset << " " << model_name << " (" << o.train.epochs << " epochs)\n";
   result.model = make_model(parse_architecture(model_name), o.train.seed);
-  result.training = train(result.model, train_set, o.train, progress);
-  result.trained = true;
   std::filesystem::create_directories(path.parent_path());
+  // A run killed while training picks up after its last finished epoch (unless --retrain).
+  TrainConfig config = o.train;
+  config.checkpoint = path.string() + ".checkpoint";
+  config.resume = !o.retrain;
+  result.training = train(result.model, train_set, config, progress);
+  result.trained = true;
   save_model(path.string(), result.model);
+  std::filesystem::remove(config.checkpoint);
   return result;
 }
 

@@ -87,8 +87,11 @@ void save_model(const std::string& path, const Model& model) {
   io::write_safetensors(path, file);
 }
 
-Model load_model(const std::string& path) {
-  const io::TensorFile file = io::read_safetensors(path);
+Model load_model(const std::string& path, NonFinite nonfinite) {
+  return model_from_file(io::read_safetensors(path), path, nonfinite);
+}
+
+Model model_from_file(const io::TensorFile& file, const std::string& path, NonFinite nonfinite) {
   const auto architecture = file.metadata.find("nuq.architecture");
   NUQ_REQUIRE(architecture != file.metadata.end(), path,
               ": no nuq.architecture in __metadata__ (not a model written by nuq train)");
@@ -100,9 +103,9 @@ Model load_model(const std::string& path) {
     NUQ_REQUIRE(it->second.shape == entry.shape, path, ": tensor '", entry.name,
                 "' has the wrong shape for a ", to_string(model.architecture));
     Parameter p{entry.name, entry.shape, io::to_floats(it->second, path + ": " + entry.name)};
-    for (std::size_t i = 0; i < p.values.size(); ++i)
-      NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i,
-                  " is not finite");
+    for (std::size_t i = 0; i < p.values.size() && nonfinite == NonFinite::Reject; ++i)
+      NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i, " is ", p.values[i],
+                  " (--nonfinite saturate to quantize such weights anyway)");
     model.parameters.push_back(std::move(p));
   }
   return model;

@@ -44,9 +44,9 @@ bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 
 
 }  // namespace
 
-WeightStats model_stats(const Model& model) {
+WeightStats model_stats(const Model& model, NonFinite nonfinite) {
   WeightStats stats;
-  for (const Parameter& p : model.parameters) accumulate(stats, p.values, p.name);
+  for (const Parameter& p : model.parameters) accumulate(stats, p.values, p.name, nonfinite);
   return stats;
 }
 
@@ -76,15 +76,16 @@ struct Normaliser {
 };
 
 // One normaliser per parameter, in model order; `global` is model_stats(model).
-std::vector<Normaliser> normalisers(const Model& model, const WeightStats& global, Normalisation normalisation) {
-  NUQ_REQUIRE(global.count > 0, "quantize: the model has no parameters");
+std::vector<Normaliser> normalisers(const Model& model, const WeightStats& global, Normalisation normalisation,
+                                    NonFinite nonfinite = NonFinite::Reject) {
+  NUQ_REQUIRE(global.count > 0, "quantize: the model has no finite parameters");
   if (normalisation == Normalisation::Global)
     NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
                 "); zero variance cannot be normalised");
   std::vector<Normaliser> result;
   for (const Parameter& p : model.parameters) {
     WeightStats own;
-    accumulate(own, p.values, p.name);
+    accumulate(own, p.values, p.name, nonfinite);
     Normaliser n{0.0, 1.0, own.min, own.max, own.count};
     if (normalisation == Normalisation::Global) n.mean = global.mean, n.scale = global.stddev();
     if (normalisation == Normalisation::PerTensor) n.mean = own.mean, n.scale = own.count ? own.stddev() : 0.0;
@@ -105,14 +106,14 @@ WeightRange range_of(const std::vector<Normaliser>& maps) {
 
 }  // namespace
 
-WeightRange normalised_range(const Model& model, Normalisation normalisation) {
-  return range_of(normalisers(model, model_stats(model), normalisation));
+WeightRange normalised_range(const Model& model, Normalisation normalisation, NonFinite nonfinite) {
+  return range_of(normalisers(model, model_stats(model, nonfinite), normalisation, nonfinite));
 }
 
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
-                              Normalisation normalisation) {
-  const WeightStats global = model_stats(model);
-  const std::vector<Normaliser> maps = normalisers(model, global, normalisation);
+                              Normalisation normalisation, NonFinite nonfinite) {
+  const WeightStats global = model_stats(model, nonfinite);
+  const std::vector<Normaliser> maps = normalisers(model, global, normalisation, nonfinite);
   const int bits = storage_bits(codebook);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
 
@@ -124,7 +125,10 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   r.w_max = range.max;
   r.xmax = codebook.xmax();
   // Without normalisation the codebook meets the weights' own variance: SQNR_th at that sigma.
-  r.sqnr_th_db = laplace_sqnr_db(codebook, normalisation == Normalisation::None ? global.stddev() : 1.0);
+  // Zero variance without normalisation: a point mass, no signal against the nearest level's
+  // error, so SQNR_th is -infinity (as SQNR_ex is) rather than an error.
+  const double sigma = normalisation == Normalisation::None ? global.stddev() : 1.0;
+  r.sqnr_th_db = sigma > 0.0 ? laplace_sqnr_db(codebook, sigma) : -std::numeric_limits<double>::infinity();
   double signal = 0.0, noise = 0.0;
   std::size_t inside = 0;
   for (std::size_t index = 0; index < model.parameters.size(); ++index) {
@@ -141,10 +145,15 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
     }
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
     std::vector<std::uint32_t> codes(p.values.size());
-    TensorReport t{p.name, p.shape, bits, p.values.size() * sizeof(float), 0, 0.0, 0.0};
+    TensorReport t{p.name, p.shape, bits, p.values.size() * sizeof(float), 0, 0.0, 0.0, 0};
     double tensor_noise = 0.0;
     for (std::size_t i = 0; i < p.values.size(); ++i) {
       const double w = p.values[i];
+      if (!std::isfinite(w)) {  // only reachable with NonFinite::Skip: model_stats rejected them otherwise
+        codes[i] = std::isnan(w) ? codebook.index_of(0.0) : w > 0 ? std::uint32_t(codebook.size() - 1) : 0u;
+        ++t.nonfinite;
+        continue;
+      }
       const double normalised = s(w);
       inside += std::abs(normalised) <= r.xmax;
       codes[i] = codebook.index_of(normalised);
@@ -154,7 +163,8 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
       t.max_error = std::max(t.max_error, std::abs(error));
     }
     noise += tensor_noise;
-    t.rmse = p.values.empty() ? 0.0 : std::sqrt(tensor_noise / double(p.values.size()));
+    const std::size_t finite = p.values.size() - t.nonfinite;
+    t.rmse = finite == 0 ? 0.0 : std::sqrt(tensor_noise / double(finite));
     QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}, s.mean, s.scale};
     t.bytes_after = tensor.matrix.codes.bytes.size() +
                     (stores_grid(codebook, bits) ? 2 * sizeof(double) : levels.size() * sizeof(float));
@@ -220,8 +230,9 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
   io::write_safetensors(path, file);
 }
 
-QuantizedModel load_quantized(const std::string& path) {
-  const io::TensorFile file = io::read_safetensors(path);
+QuantizedModel load_quantized(const std::string& path) { return quantized_from_file(io::read_safetensors(path), path); }
+
+QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string& path) {
   const auto meta = file.metadata.find("nuq.quantized");
   NUQ_REQUIRE(meta != file.metadata.end(), path, ": no nuq.quantized in __metadata__ (not a quantized model)");
   nlohmann::json d;
@@ -276,6 +287,10 @@ QuantizedModel load_quantized(const std::string& path) {
     return q;
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": nuq.quantized metadata: " + e.what());
+  } catch (const Error& e) {  // from parse_architecture, codebook_from_json, ...: name the file
+    const std::string message = e.what();
+    if (message.rfind(path, 0) == 0) throw;
+    throw Error(path + ": nuq.quantized metadata: " + message);
   }
 }
 

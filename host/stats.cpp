@@ -10,9 +10,10 @@ namespace nuq {
 double WeightStats::stddev() const { return std::sqrt(variance()); }
 
 WeightStats combine(const WeightStats& a, const WeightStats& b) {
-  if (a.count == 0) return b;
-  if (b.count == 0) return a;
   WeightStats s;
+  if (a.count == 0 || b.count == 0) s = a.count == 0 ? b : a;
+  s.nonfinite = a.nonfinite + b.nonfinite;
+  if (a.count == 0 || b.count == 0) return s;
   s.count = a.count + b.count;
   const double delta = b.mean - a.mean;
   s.mean = a.mean + delta * double(b.count) / double(s.count);
@@ -22,11 +23,17 @@ WeightStats combine(const WeightStats& a, const WeightStats& b) {
   return s;
 }
 
-void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name) {
+void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name, NonFinite nonfinite) {
   WeightStats local;
+  std::size_t skipped = 0;  // counted apart: local.count must stay the finite count for Welford
   for (std::size_t i = 0; i < values.size(); ++i) {
     const double x = values[i];
-    NUQ_REQUIRE(std::isfinite(x), name, ": element ", i, " is ", x, "; weights must be finite");
+    if (!std::isfinite(x) && nonfinite == NonFinite::Skip) {
+      ++skipped;
+      continue;
+    }
+    NUQ_REQUIRE(std::isfinite(x), name, ": element ", i, " is ", x,
+                "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
     if (local.count == 0) local.min = local.max = x;
     ++local.count;
     const double delta = x - local.mean;
@@ -35,6 +42,7 @@ void accumulate(WeightStats& stats, const std::vector<float>& values, const std:
     local.min = std::min(local.min, x);
     local.max = std::max(local.max, x);
   }
+  local.nonfinite = skipped;
   stats = combine(stats, local);
 }
 

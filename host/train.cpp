@@ -10,7 +10,13 @@
 #include <ostream>
 #include <random>
 
+#include <filesystem>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
 #include "nuq/error.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/network.h"
 
 namespace nuq {
@@ -24,6 +30,12 @@ class Adam {
       v_.emplace_back(p.values.size(), 0.0f);
     }
   }
+  // Checkpoints carry the moments and the step count.
+  int steps() const { return t_; }
+  std::vector<std::vector<float>>& first_moments() { return m_; }
+  std::vector<std::vector<float>>& second_moments() { return v_; }
+  void set_steps(int t) { t_ = t; }
+
   void step(Model& model, const std::vector<std::vector<float>>& gradients) {
     ++t_;
     constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEpsilon = 1e-7;
@@ -58,6 +70,97 @@ void draw_bar(std::ostream& out, int epoch, int epochs, std::size_t done, std::s
   out << line << std::flush;
 }
 
+// Everything the loop carries from one epoch to the next.
+struct TrainingState {
+  int epoch = 0;  // epochs finished
+  std::uint64_t step = 0;
+  std::mt19937_64 rng;
+  std::vector<std::size_t> order;
+  std::vector<EpochLog> log;
+};
+
+nlohmann::json describe(const Model& model, const io::Dataset& data, const TrainConfig& config) {
+  return {{"architecture", to_string(model.architecture)}, {"examples", data.count}, {"batch", config.batch},
+          {"learning_rate", config.learning_rate}, {"seed", config.seed}};
+}
+
+void save_checkpoint(const std::string& path, const Model& model, Adam& adam, const TrainingState& state,
+                     const nlohmann::json& run) {
+  io::TensorFile file;
+  for (std::size_t k = 0; k < model.parameters.size(); ++k) {
+    const Parameter& p = model.parameters[k];
+    file.tensors[p.name] = io::f32_tensor(p.shape, p.values);
+    file.tensors["adam.m." + p.name] = io::f32_tensor(p.shape, adam.first_moments()[k]);
+    file.tensors["adam.v." + p.name] = io::f32_tensor(p.shape, adam.second_moments()[k]);
+  }
+  io::Tensor order;
+  order.dtype = io::DType::U64;
+  order.shape = {std::int64_t(state.order.size())};
+  order.data.resize(state.order.size() * sizeof(std::uint64_t));
+  for (std::size_t i = 0; i < state.order.size(); ++i)
+    for (int b = 0; b < 8; ++b) order.data[i * 8 + b] = static_cast<std::uint8_t>(std::uint64_t(state.order[i]) >> (8 * b));
+  file.tensors["order"] = std::move(order);
+  std::ostringstream rng;
+  rng << state.rng;
+  nlohmann::json log = nlohmann::json::array();
+  for (const EpochLog& e : state.log)
+    log.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
+  file.metadata["nuq.architecture"] = to_string(model.architecture);
+  file.metadata["nuq.checkpoint"] = nlohmann::json{{"run", run}, {"epoch", state.epoch}, {"step", state.step},
+                                                   {"adam_steps", adam.steps()}, {"rng", rng.str()}, {"log", log}}
+                                        .dump();
+  io::write_safetensors(path, file);
+}
+
+// Restores model, optimizer and state from `path`; a checkpoint of another run is an error that
+// says which setting differs.
+void load_checkpoint(const std::string& path, Model& model, Adam& adam, TrainingState& state, const nlohmann::json& run) {
+  const io::TensorFile file = io::read_safetensors(path);
+  const auto meta = file.metadata.find("nuq.checkpoint");
+  NUQ_REQUIRE(meta != file.metadata.end(), path, ": not a training checkpoint (no nuq.checkpoint metadata)");
+  try {
+    const nlohmann::json c = nlohmann::json::parse(meta->second);
+    for (const auto& [key, value] : run.items())
+      NUQ_REQUIRE(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
+                  c.at("run").at(key).dump(), ", this run has ", value.dump(), " (--retrain, or the same settings)");
+    const Model saved = model_from_file(file, path);
+    for (std::size_t k = 0; k < model.parameters.size(); ++k) {
+      const std::string& name = model.parameters[k].name;
+      model.parameters[k].values = saved.parameters[k].values;
+      for (auto [prefix, moments] : {std::pair{"adam.m.", &adam.first_moments()}, std::pair{"adam.v.", &adam.second_moments()}}) {
+        const auto t = file.tensors.find(prefix + name);
+        NUQ_REQUIRE(t != file.tensors.end() && t->second.shape == model.parameters[k].shape, path, ": ", prefix, name,
+                    " is missing or has the wrong shape");
+        (*moments)[k] = io::to_floats(t->second, path + ": " + prefix + name);
+      }
+    }
+    const auto order = file.tensors.find("order");
+    NUQ_REQUIRE(order != file.tensors.end() && order->second.dtype == io::DType::U64 &&
+                    order->second.element_count() == state.order.size(),
+                path, ": the shuffle order is missing or has the wrong size");
+    std::vector<bool> seen(state.order.size(), false);
+    for (std::size_t i = 0; i < state.order.size(); ++i) {
+      std::uint64_t v = 0;
+      for (int b = 7; b >= 0; --b) v = (v << 8) | order->second.data[i * 8 + b];
+      NUQ_REQUIRE(v < seen.size() && !seen[v], path, ": the shuffle order is not a permutation");
+      seen[v] = true;
+      state.order[i] = static_cast<std::size_t>(v);
+    }
+    std::istringstream rng(c.at("rng").get<std::string>());
+    rng >> state.rng;
+    NUQ_REQUIRE(!rng.fail(), path, ": the random generator's state is unreadable");
+    state.epoch = c.at("epoch").get<int>();
+    state.step = c.at("step").get<std::uint64_t>();
+    adam.set_steps(c.at("adam_steps").get<int>());
+    NUQ_REQUIRE(state.epoch >= 0 && c.at("log").size() == std::size_t(state.epoch), path, ": the log does not match the epoch");
+    for (const auto& e : c.at("log"))
+      state.log.push_back({e.at("epoch").get<int>(), e.at("loss").get<double>(), e.at("train_accuracy").get<double>(),
+                           e.at("seconds").get<double>()});
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": nuq.checkpoint metadata: " + e.what());
+  }
+}
+
 }  // namespace
 
 std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainConfig& config,
@@ -68,15 +171,23 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
   const bool live_bar = progress && isatty(STDERR_FILENO);
   Network network(model);
   Adam adam(model, config.learning_rate);
-  std::mt19937_64 rng(config.seed);
-  std::vector<std::size_t> order(data.count);
-  std::iota(order.begin(), order.end(), 0);
+  TrainingState state;
+  state.rng.seed(config.seed);
+  state.order.resize(data.count);
+  std::iota(state.order.begin(), state.order.end(), 0);
+  const nlohmann::json run = describe(model, data, config);
+  if (config.resume && !config.checkpoint.empty() && std::filesystem::exists(config.checkpoint)) {
+    load_checkpoint(config.checkpoint, model, adam, state, run);
+    if (progress) *progress << "resuming from " << config.checkpoint << " after epoch " << state.epoch << '\n';
+  }
+  std::mt19937_64& rng = state.rng;
+  std::vector<std::size_t>& order = state.order;
+  std::vector<EpochLog>& log = state.log;
+  std::uint64_t& step = state.step;
   const std::size_t features = data.features();
   std::vector<float> images(config.batch * features);
   std::vector<std::uint8_t> labels(config.batch);
-  std::vector<EpochLog> log;
-  std::uint64_t step = 0;
-  for (int epoch = 1; epoch <= config.epochs; ++epoch) {
+  for (int epoch = state.epoch + 1; epoch <= config.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     std::shuffle(order.begin(), order.end(), rng);
     double loss_sum = 0.0;
@@ -107,6 +218,8 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
                     log.back().train_accuracy, seconds);
       *progress << line << std::flush;
     }
+    state.epoch = epoch;
+    if (!config.checkpoint.empty()) save_checkpoint(config.checkpoint, model, adam, state, run);
   }
   return log;
 }

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <random>
 
 #include "nuq/design.h"
@@ -116,6 +117,45 @@ TEST(Training, TinyRunReachesALowLossAndIsReproducible) {
   EXPECT_LT(log.back().loss, log.front().loss);
   EXPECT_EQ(a.at("fc2.weight").values, b.at("fc2.weight").values);  // same seed, same model
   EXPECT_GT(accuracy(a, synthetic(200, 6)), 99.0);
+}
+
+// A run interrupted after epoch 1 and resumed from its checkpoint ends bit for bit where the
+// uninterrupted run does: parameters, Adam's state, shuffle order and dropout all carry over.
+TEST(Training, ResumesFromItsCheckpointExactly) {
+  const io::Dataset data = synthetic(300, 7);
+  test::TempDir dir;
+  TrainConfig config;
+  config.epochs = 3;
+  config.batch = 32;
+  Model whole = make_model(Architecture::Mlp, 12);
+  const auto whole_log = train(whole, data, config);
+
+  TrainConfig first = config;
+  first.epochs = 1;
+  first.checkpoint = dir.file("run.checkpoint");
+  Model resumed = make_model(Architecture::Mlp, 12);
+  train(resumed, data, first);
+  ASSERT_TRUE(std::filesystem::exists(first.checkpoint));
+  TrainConfig rest = config;
+  rest.checkpoint = first.checkpoint;
+  rest.resume = true;
+  Model fresh_start = make_model(Architecture::Mlp, 99);  // overwritten by the checkpoint
+  const auto resumed_log = train(fresh_start, data, rest);
+  ASSERT_EQ(resumed_log.size(), 3u);
+  for (std::size_t k = 0; k < whole.parameters.size(); ++k)
+    EXPECT_EQ(fresh_start.parameters[k].values, whole.parameters[k].values) << whole.parameters[k].name;
+  for (std::size_t e = 0; e < 3; ++e) EXPECT_EQ(resumed_log[e].loss, whole_log[e].loss) << "epoch " << e + 1;
+
+  // A checkpoint of another run is refused with the setting that differs.
+  TrainConfig other = rest;
+  other.batch = 64;
+  Model m = make_model(Architecture::Mlp, 12);
+  try {
+    train(m, data, other);
+    ADD_FAILURE() << "a checkpoint with batch 32 was resumed with batch 64";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch = 32"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {

@@ -1,5 +1,6 @@
 // nuq train, nuq quantize and nuq eval: the pieces of `nuq reproduce`, one model at a time.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -28,7 +29,7 @@ struct TrainOptions {
   std::string dataset = "mnist", model = "mlp", data, output;
   int epochs = 10;
   std::uint64_t seed = 1;
-  bool json = false;
+  bool json = false, resume = false;
 };
 
 void run_train(const TrainOptions& o) {
@@ -38,8 +39,11 @@ void run_train(const TrainOptions& o) {
   TrainConfig config;
   config.epochs = o.epochs;
   config.seed = o.seed;
+  config.checkpoint = o.output + ".checkpoint";  // after every epoch; removed once the model is saved
+  config.resume = o.resume;
   const std::vector<EpochLog> log = train(model, train_set, config, &std::cerr);
   save_model(o.output, model);
+  std::filesystem::remove(config.checkpoint);
   const double test_accuracy = accuracy(model, test_set);
   if (o.json) {
     nlohmann::json epochs = nlohmann::json::array();
@@ -52,7 +56,7 @@ void run_train(const TrainOptions& o) {
 }
 
 struct QuantizeOptions {
-  std::string input, output, method = "sptq", support, normalisation = "global";
+  std::string input, output, method = "sptq", support, normalisation = "global", nonfinite = "error";
   int bits = 2;
   std::optional<double> xmax;
   double alpha = 1.0, mu = 255.0;
@@ -60,7 +64,8 @@ struct QuantizeOptions {
 };
 
 void run_quantize(const QuantizeOptions& o) {
-  const Model model = load_model(o.input);
+  const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
+  const Model model = load_model(o.input, nonfinite);
   DesignSpec spec;
   spec.method = parse_method(o.method);
   spec.bits = o.bits;
@@ -71,19 +76,21 @@ void run_quantize(const QuantizeOptions& o) {
   if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
   const Normalisation normalisation = parse_normalisation(o.normalisation);
   if (!o.support.empty())
-    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation)));
+    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation, nonfinite)));
   PtqReport report;
-  const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation);
+  const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation, nonfinite);
   save_quantized(o.output, quantized);
   if (o.json) {
     nlohmann::json tensors = nlohmann::json::array();
     for (const auto& t : report.tensors)
       tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
-                         {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error}});
+                         {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error},
+                         {"nonfinite", t.nonfinite}});
     std::cout << nlohmann::json{{"output", o.output}, {"codebook", to_json(codebook)},
                                 {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
                                 {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
-                                {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db}, {"tensors", tensors}}
+                                {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
+                                {"nonfinite", report.stats.nonfinite}, {"tensors", tensors}}
                      .dump(2)
               << '\n';
     return;
@@ -102,6 +109,12 @@ void run_quantize(const QuantizeOptions& o) {
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
             << fixed(report.sqnr_th_db, 4) << " dB; " << before << " -> " << after << " bytes ("
             << fixed(double(before) / double(after), 1) << "x smaller), saved " << o.output << '\n';
+  if (report.stats.nonfinite > 0) {
+    std::cout << report.stats.nonfinite << " non-finite weight(s) saturated (left out of every statistic):";
+    for (const auto& t : report.tensors)
+      if (t.nonfinite) std::cout << " " << t.name << " " << t.nonfinite;
+    std::cout << '\n';
+  }
 }
 
 struct EvalOptions {
@@ -140,6 +153,8 @@ void add_model_commands(CLI::App& app) {
   train_cmd->add_option("--seed", t->seed, "Seed")->capture_default_str();
   train_cmd->add_option("--output,-o", t->output, "Where to save the model (.safetensors)")->required();
   train_cmd->add_flag("--json", t->json, "Print the training log as JSON");
+  train_cmd->add_flag("--resume", t->resume,
+                      "Continue from <output>.checkpoint (written after every epoch) when a killed run left one");
   train_cmd->callback([t] { run_train(*t); });
 
   auto q = std::make_shared<QuantizeOptions>();
@@ -156,6 +171,10 @@ void add_model_commands(CLI::App& app) {
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, or none "
                            "(the codebook meets the weights as they are)")
       ->check(CLI::IsMember({"global", "per-tensor", "none"}))->capture_default_str();
+  quantize_cmd->add_option("--nonfinite", q->nonfinite,
+                           "NaN or Inf in the weights: error (names the tensor and index), or saturate (+-Inf to the "
+                           "outermost levels, NaN to the level nearest the mean, left out of every statistic)")
+      ->check(CLI::IsMember({"error", "saturate"}))->capture_default_str();
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law parameter")->capture_default_str();
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");

@@ -30,8 +30,10 @@ Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance
   for (std::size_t k = 0; k + 1 < levels; ++k)
     thresholds[k] = (static_cast<double>(k) + 0.5 - centre) * step;
   provenance.xmax = xmax;
-  return Codebook(bits, std::move(thresholds), std::move(level_values), provenance,
-                  UniformGrid{level_values.front(), step});
+  // Read before the move: the order in which call arguments are evaluated is unspecified (clang's
+  // left-to-right order moved the levels out first; UBSan caught it).
+  const UniformGrid grid{level_values.front(), step};
+  return Codebook(bits, std::move(thresholds), std::move(level_values), provenance, grid);
 }
 
 double midpoint_scale_step(const Codebook& codebook, double sigma) {

@@ -109,8 +109,16 @@ IdxArray read_idx(const std::string& path, std::size_t max_bytes) {
     bytes *= d;
     array.dims.push_back(d);
   }
-  array.bytes.resize(bytes);
-  source.read_exactly(array.bytes.data(), bytes, "data (the dimensions promise more than the file holds)");
+  // Read in chunks, growing the buffer only as data actually arrives: a ten-byte file whose
+  // dimensions promise a gigabyte fails at its end instead of allocating the gigabyte first.
+  constexpr std::size_t kChunk = std::size_t{1} << 20;
+  while (array.bytes.size() < bytes) {
+    const std::size_t have = array.bytes.size(), want = std::min(kChunk, bytes - have);
+    array.bytes.resize(have + want);
+    const std::size_t got = source.read(array.bytes.data() + have, want);
+    NUQ_REQUIRE(got == want, path, ": truncated in the data (the dimensions promise ", bytes, " bytes, the file holds ",
+                have + got, ")");
+  }
   std::uint8_t extra;
   NUQ_REQUIRE(source.read(&extra, 1) == 0, path, ": trailing bytes after the ", bytes,
               " bytes of data the dimensions describe");

@@ -208,14 +208,16 @@ Tensor f32_tensor(std::vector<std::int64_t> shape, const std::vector<float>& val
   NUQ_REQUIRE(t.element_count() == values.size(), "f32_tensor: shape holds ", t.element_count(),
               " values, got ", values.size());
   t.data.resize(values.size() * sizeof(float));
-  std::memcpy(t.data.data(), values.data(), t.data.size());
+  if (!values.empty()) std::memcpy(t.data.data(), values.data(), t.data.size());  // empty: data() may be null
   return t;
 }
 
 std::vector<float> to_floats(const Tensor& tensor, const std::string& name) {
   NUQ_REQUIRE(tensor.dtype == DType::F32, name, ": expected F32, got ", to_string(tensor.dtype));
   std::vector<float> values(tensor.element_count());
-  std::memcpy(values.data(), tensor.data.data(), values.size() * sizeof(float));
+  NUQ_REQUIRE(tensor.data.size() == values.size() * sizeof(float), name, ": holds ", tensor.data.size(),
+              " bytes, its shape needs ", values.size() * sizeof(float));
+  if (!values.empty()) std::memcpy(values.data(), tensor.data.data(), values.size() * sizeof(float));
   return values;
 }
 

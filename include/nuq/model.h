@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "nuq/io/safetensors.h"
+#include "nuq/stats.h"
+
 namespace nuq {
 
 enum class Architecture { Mlp, Cnn };
@@ -40,6 +43,9 @@ Model make_model(Architecture architecture, std::uint64_t seed);
 // safetensors with {"format": "pt", "nuq.architecture": "mlp"|"cnn"}; load validates every
 // parameter's presence, shape and finiteness. Both throw nuq::Error naming the file.
 void save_model(const std::string& path, const Model& model);
-Model load_model(const std::string& path);
+// Reads a model written by save_model. A NaN or Inf parameter is an error naming the tensor and
+// the index unless `nonfinite` is Skip (the caller handles them: quantize_model saturates them).
+Model load_model(const std::string& path, NonFinite nonfinite = NonFinite::Reject);
+Model model_from_file(const io::TensorFile& file, const std::string& name, NonFinite nonfinite = NonFinite::Reject);
 
 }  // namespace nuq

@@ -52,7 +52,8 @@ struct TensorReport {
   std::vector<std::int64_t> shape;
   int bits = 0;
   std::size_t bytes_before = 0, bytes_after = 0;
-  double rmse = 0.0, max_error = 0.0;
+  double rmse = 0.0, max_error = 0.0;  // over the finite weights
+  std::size_t nonfinite = 0;            // saturated NaN/Inf weights (NonFinite::Skip)
 };
 
 struct PtqReport {
@@ -67,15 +68,21 @@ struct PtqReport {
   std::vector<TensorReport> tensors;
 };
 
-// Global statistics of every trainable parameter (NaN or Inf: an error naming the tensor).
-WeightStats model_stats(const Model& model);
+// Global statistics of every trainable parameter (NaN or Inf: an error naming the tensor, or
+// skipped and counted with NonFinite::Skip).
+WeightStats model_stats(const Model& model, NonFinite nonfinite = NonFinite::Reject);
 
 // Extremes of the parameters after normalisation (what support cases 1 and 2 are made of).
-WeightRange normalised_range(const Model& model, Normalisation normalisation = Normalisation::Global);
+WeightRange normalised_range(const Model& model, Normalisation normalisation = Normalisation::Global,
+                             NonFinite nonfinite = NonFinite::Reject);
 
 // Quantizes with `codebook` (in normalised units; codes must fit a packable width). Fills `report`.
+// Non-finite weights are an error naming the tensor and index; with NonFinite::Skip they are left
+// out of every statistic and saturated: +Inf and -Inf to the outermost levels, NaN to the level
+// nearest the mean (counted in the report).
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report = nullptr,
-                              Normalisation normalisation = Normalisation::Global);
+                              Normalisation normalisation = Normalisation::Global,
+                              NonFinite nonfinite = NonFinite::Reject);
 
 // The FP32 model with every parameter replaced by its quantized value.
 Model dequantize_model(const QuantizedModel& quantized);
@@ -87,5 +94,7 @@ double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& da
 // quantizer, statistics and shapes as JSON in __metadata__["nuq.quantized"]. Written atomically.
 void save_quantized(const std::string& path, const QuantizedModel& quantized);
 QuantizedModel load_quantized(const std::string& path);
+// The same from a parsed file (`name` in errors): what the fuzzer drives.
+QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string& name);
 
 }  // namespace nuq

@@ -1,6 +1,7 @@
 // Statistics of a weight set: count, mean, standard deviation, extremes, accumulated in double
 // with Welford's update (and Chan's combination across tensors) so that 10^9 weights keep their
-// digits. NaN or infinity is an error naming the tensor and the index.
+// digits. NaN or infinity is an error naming the tensor and the index, unless the caller asks to
+// skip them (NonFinite::Skip; they are then counted, not averaged).
 #pragma once
 
 #include <cstddef>
@@ -9,8 +10,13 @@
 
 namespace nuq {
 
+// What a non-finite weight (NaN, ±Inf) means: an error (the default everywhere), or values the
+// caller handles on purpose (statistics skip and count them; quantization saturates them).
+enum class NonFinite { Reject, Skip };
+
 struct WeightStats {
-  std::size_t count = 0;
+  std::size_t count = 0;      // finite values taken in
+  std::size_t nonfinite = 0;  // skipped (NonFinite::Skip only)
   double mean = 0.0;
   double m2 = 0.0;  // sum of squared deviations from the mean
   double min = 0.0;
@@ -20,7 +26,8 @@ struct WeightStats {
 };
 
 // Adds `values` (named `name` in errors) to `stats`.
-void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name);
+void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name,
+                NonFinite nonfinite = NonFinite::Reject);
 WeightStats combine(const WeightStats& a, const WeightStats& b);
 
 }  // namespace nuq

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <string>
 #include <vector>
 
 #include "nuq/io/dataset.h"
@@ -16,6 +17,13 @@ struct TrainConfig {
   std::size_t batch = 128;
   double learning_rate = 1e-3;
   std::uint64_t seed = 1;
+  // When set, the whole training state (parameters, Adam's moments and step, the shuffle order,
+  // the random generator, the log) is written here atomically after every epoch.
+  std::string checkpoint;
+  // Continue from `checkpoint` when it exists: the result is bit for bit the uninterrupted run's.
+  // The checkpoint must come from the same architecture, dataset size, batch, rate and seed
+  // (epochs may grow: training on from a finished run is allowed).
+  bool resume = false;
 };
 
 struct EpochLog {
@@ -26,6 +34,8 @@ struct EpochLog {
 };
 
 // Trains `model` in place. With `progress`, prints a bar per epoch and a line per finished epoch.
+// Returns the log of every epoch, those before a resumed checkpoint included. The caller removes
+// the checkpoint once it has saved the final model.
 std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainConfig& config,
                             std::ostream* progress = nullptr);
 

@@ -1,0 +1,285 @@
+// Hostile and degenerate inputs: non-finite weights, empty tensors, files truncated at every
+// byte, corrupt quantized models, and `nuq quantize` killed mid-write.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/mismatch.h"
+#include "nuq/ptq.h"
+#include "temp_dir.h"
+
+extern char** environ;
+
+namespace nuq {
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+
+Codebook sptq() {
+  DesignSpec spec;
+  spec.method = Method::Sptq;
+  return design(spec).codebook;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(NonFinite, IsAnErrorNamingTheTensorAndTheIndex) {
+  Model model = make_model(Architecture::Mlp, 1);
+  model.at("fc2.weight").values[1234] = NAN;
+  const std::string message = error_of([&] { quantize_model(model, sptq()); });
+  EXPECT_NE(message.find("fc2.weight"), std::string::npos) << message;
+  EXPECT_NE(message.find("element 1234"), std::string::npos) << message;
+  EXPECT_NE(message.find("--nonfinite saturate"), std::string::npos) << message;
+
+  test::TempDir dir;
+  save_model(dir.file("m.safetensors"), model);
+  const std::string load_message = error_of([&] { load_model(dir.file("m.safetensors")); });
+  EXPECT_NE(load_message.find("fc2.weight' element 1234"), std::string::npos) << load_message;
+  EXPECT_TRUE(std::isnan(load_model(dir.file("m.safetensors"), NonFinite::Skip).at("fc2.weight").values[1234]));
+}
+
+TEST(NonFinite, SaturatesWhenAskedAndLeavesThemOutOfTheStatistics) {
+  const Model clean = make_model(Architecture::Mlp, 1);
+  Model model = clean;
+  auto& w = model.at("fc2.weight").values;
+  w[10] = INFINITY;
+  w[11] = -INFINITY;
+  w[12] = NAN;
+  PtqReport report;
+  const Codebook codebook = sptq();
+  const QuantizedModel q = quantize_model(model, codebook, &report, Normalisation::Global, NonFinite::Skip);
+  EXPECT_EQ(report.stats.nonfinite, 3u);
+  EXPECT_EQ(report.stats.count, clean.parameter_count() - 3);
+  // The statistics are those of the finite weights only.
+  Model without = clean;
+  auto& v = without.at("fc2.weight").values;
+  v.erase(v.begin() + 10, v.begin() + 13);
+  const WeightStats expected = model_stats(without);
+  EXPECT_DOUBLE_EQ(report.stats.mean, expected.mean);
+  EXPECT_DOUBLE_EQ(report.stats.stddev(), expected.stddev());
+  const QuantizedMatrix& m = q.tensors.at("fc2.weight").matrix;
+  const std::size_t cols = m.codes.cols;
+  EXPECT_EQ(m.codes.at(10 / cols, 10 % cols), codebook.size() - 1);
+  EXPECT_EQ(m.codes.at(11 / cols, 11 % cols), 0u);
+  EXPECT_EQ(m.codes.at(12 / cols, 12 % cols), codebook.index_of(0.0));
+  for (const TensorReport& t : report.tensors) {
+    EXPECT_EQ(t.nonfinite, t.name == "fc2.weight" ? 3u : 0u) << t.name;
+    EXPECT_TRUE(std::isfinite(t.rmse) && std::isfinite(t.max_error)) << t.name;
+  }
+  EXPECT_TRUE(std::isfinite(report.sqnr_ex_db));
+}
+
+TEST(NonFinite, AllNonFiniteIsStillAnError) {
+  Model model = make_model(Architecture::Mlp, 1);
+  for (auto& p : model.parameters) std::fill(p.values.begin(), p.values.end(), NAN);
+  const std::string message =
+      error_of([&] { quantize_model(model, sptq(), nullptr, Normalisation::Global, NonFinite::Skip); });
+  EXPECT_NE(message.find("no finite parameters"), std::string::npos) << message;
+}
+
+TEST(Degenerate, EmptyAndZeroVarianceInputsHaveDefinedAnswers) {
+  WeightStats empty;
+  accumulate(empty, {}, "empty");
+  EXPECT_EQ(empty.count, 0u);
+  EXPECT_EQ(empty.stddev(), 0.0);
+  EXPECT_EQ(combine(empty, empty).count, 0u);
+  // An empty matrix packs to nothing and multiplies to the bias (or nothing).
+  const PackedCodes none = pack_codes({}, 0, 5, 2);
+  EXPECT_TRUE(none.bytes.empty());
+  QuantizedMatrix no_inputs{pack_codes({}, 3, 0, 2), {0.f, 1.f, 2.f, 3.f}};
+  const float bias[3] = {1.5f, -2.f, 0.25f};
+  float y[3] = {9, 9, 9};
+  qgemm(nullptr, 1, no_inputs, bias, y);
+  EXPECT_EQ(std::vector<float>(y, y + 3), std::vector<float>(bias, bias + 3));
+  qgemm(nullptr, 0, no_inputs, bias, nullptr);  // no rows of X: nothing to write
+  // Zero variance without normalisation is fine (nothing is divided by sigma).
+  Model flat = make_model(Architecture::Mlp, 1);
+  for (auto& p : flat.parameters) std::fill(p.values.begin(), p.values.end(), 0.0f);
+  PtqReport report;
+  quantize_model(flat, mismatch_design(8), &report, Normalisation::None);
+  EXPECT_EQ(report.stats.stddev(), 0.0);
+  EXPECT_TRUE(std::isinf(report.sqnr_ex_db) && report.sqnr_ex_db < 0) << "no signal, some noise: " << report.sqnr_ex_db;
+  EXPECT_TRUE(std::isinf(report.sqnr_th_db) && report.sqnr_th_db < 0) << report.sqnr_th_db;
+}
+
+Bytes small_file() {
+  io::TensorFile f;
+  f.metadata["nuq"] = "x";
+  f.tensors["a"] = io::f32_tensor({2, 3}, {1, 2, 3, 4, 5, 6});
+  f.tensors["b"] = io::f32_tensor({1}, {7});
+  return io::serialize_safetensors(f);
+}
+
+TEST(CorruptFiles, SafetensorsTruncatedAtEveryByteIsRejected) {
+  const Bytes whole = small_file();
+  ASSERT_NO_THROW(io::parse_safetensors(whole, "whole"));
+  for (std::size_t size = 0; size < whole.size(); ++size) {
+    const std::string message = error_of([&] {
+      io::parse_safetensors(Bytes(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(size)), "cut.safetensors");
+    });
+    EXPECT_EQ(message.rfind("cut.safetensors: ", 0), 0u) << "truncated to " << size << " bytes: " << message;
+  }
+}
+
+// A valid quantized MLP, then one field broken at a time: each gives its own message.
+TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
+  const QuantizedModel good = quantize_model(make_model(Architecture::Mlp, 1), sptq());
+  test::TempDir dir;
+  save_quantized(dir.file("q.safetensors"), good);
+  const io::TensorFile file = io::read_safetensors(dir.file("q.safetensors"));
+  ASSERT_NO_THROW(quantized_from_file(file, "q"));
+  const QuantizedModel wide = quantize_model(make_model(Architecture::Mlp, 1), mismatch_design(12), nullptr,
+                                             Normalisation::None);
+  save_quantized(dir.file("q12.safetensors"), wide);
+  const io::TensorFile file12 = io::read_safetensors(dir.file("q12.safetensors"));
+  ASSERT_NO_THROW(quantized_from_file(file12, "q12"));
+
+  auto meta_edit = [](io::TensorFile f, const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json d = nlohmann::json::parse(f.metadata.at("nuq.quantized"));
+    edit(d);
+    f.metadata["nuq.quantized"] = d.dump();
+    return f;
+  };
+  auto tensor_edit = [](io::TensorFile f, const std::string& name, const std::function<void(io::Tensor&)>& edit) {
+    edit(f.tensors.at(name));
+    return f;
+  };
+  struct Case {
+    const char* name;
+    io::TensorFile file;
+    const char* message;
+  };
+  io::TensorFile no_meta = file;
+  no_meta.metadata.erase("nuq.quantized");
+  io::TensorFile not_json = file;
+  not_json.metadata["nuq.quantized"] = "{\"architecture\":";
+  io::TensorFile no_codes = file;
+  no_codes.tensors.erase("fc1.weight.codes");
+  io::TensorFile no_codebook = file;
+  no_codebook.tensors.erase("fc3.bias.codebook");
+  io::TensorFile no_grid = file12;
+  no_grid.tensors.erase("fc2.weight.grid");
+  const float nan_level[4] = {NAN, 0.f, 1.f, 2.f};
+  const std::vector<Case> cases = {
+      {"no metadata", no_meta, "no nuq.quantized"},
+      {"metadata not JSON", not_json, "nuq.quantized metadata"},
+      {"unknown architecture", meta_edit(file, [](auto& d) { d["architecture"] = "rnn"; }), "rnn"},
+      {"stddev zero", meta_edit(file, [](auto& d) { d["stddev"] = 0.0; }), "stddev positive"},
+      {"stddev not a number", meta_edit(file, [](auto& d) { d["stddev"] = "wide"; }), "nuq.quantized metadata"},
+      {"tensor entry missing", meta_edit(file, [](auto& d) { d["tensors"].erase("fc2.bias"); }), "'fc2.bias' is missing"},
+      {"code width 3", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["bits"] = 3; }), "unsupported code width 3"},
+      {"wrong rows", meta_edit(file, [](auto& d) { d["tensors"]["fc1.weight"]["rows"] = 511; }), "wrong shape"},
+      {"tensor stddev negative", meta_edit(file, [](auto& d) { d["tensors"]["fc3.weight"]["stddev"] = -1.0; }),
+       "stddev not negative"},
+      {"codes missing", no_codes, "missing .codes"},
+      {"codes wrong dtype", tensor_edit(file, "fc1.bias.codes", [](io::Tensor& t) { t.dtype = io::DType::I8; }),
+       "expected U8"},
+      {"codes short", tensor_edit(file, "fc1.bias.codes", [](io::Tensor& t) { t.data.pop_back(); t.shape = {1, std::int64_t(t.data.size())}; }),
+       "expected U8 with"},
+      {"codebook missing", no_codebook, "missing .codebook"},
+      {"codebook too short",
+       tensor_edit(file, "fc3.bias.codebook", [](io::Tensor& t) { t = io::f32_tensor({1, 3}, {0.f, 1.f, 2.f}); }),
+       "needs 4 levels"},
+      {"codebook not finite",
+       tensor_edit(file, "fc3.bias.codebook", [&](io::Tensor& t) { t = io::f32_tensor({1, 4}, {nan_level, nan_level + 4}); }),
+       "a level is not finite"},
+      {"grid missing", no_grid, ".grid: expected F64 [2]"},
+      {"grid negative scale", tensor_edit(file12, "fc2.weight.grid", [](io::Tensor& t) {
+         const double map[2] = {0.0, -1.0};
+         std::memcpy(t.data.data(), map, sizeof map);
+       }),
+       "scale not negative"},
+      {"U16 codes as U8", tensor_edit(file12, "fc2.weight.codes", [](io::Tensor& t) { t.dtype = io::DType::U8; }),
+       "expected U16"},
+  };
+  for (const Case& c : cases) {
+    const std::string message = error_of([&] { quantized_from_file(c.file, "bad.safetensors"); });
+    EXPECT_EQ(message.rfind("bad.safetensors", 0), 0u) << c.name << ": " << message;
+    EXPECT_NE(message.find(c.message), std::string::npos) << c.name << ": " << message;
+  }
+}
+
+// `nuq quantize` killed with SIGKILL at moments spread over its run: the output is always a
+// complete file, the previous one or the new one, never a truncated mix.
+TEST(Atomicity, QuantizeKilledAtAnyMomentLeavesAWholeFile) {
+  test::TempDir dir;
+  save_model(dir.file("cnn.safetensors"), make_model(Architecture::Cnn, 3));
+  const std::string out = dir.file("out.safetensors");
+  const std::vector<std::vector<std::string>> variants = {
+      {"quantize", dir.file("cnn.safetensors"), "-o", out, "-m", "sptq"},
+      {"quantize", dir.file("cnn.safetensors"), "-o", out, "-m", "uniform", "-b", "12", "--normalise", "none"}};
+  auto spawn = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv_storage = {NUQ_BINARY};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = 0;
+    EXPECT_EQ(posix_spawn(&pid, NUQ_BINARY, &actions, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    return pid;
+  };
+  auto read_all = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return Bytes(std::istreambuf_iterator<char>(in), {});
+  };
+  // The complete output of each variant, and how long a whole run takes.
+  std::vector<Bytes> complete;
+  double seconds = 0.0;
+  for (const auto& v : variants) {
+    const auto start = std::chrono::steady_clock::now();
+    int status = 0;
+    waitpid(spawn(v), &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    seconds = std::max(seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    complete.push_back(read_all(out));
+  }
+  ASSERT_NE(complete[0], complete[1]);
+  const int kills = 24;
+  int killed_mid_run = 0;
+  for (int k = 0; k < kills; ++k) {
+    const Bytes before = read_all(out);
+    const Bytes& after = complete[k % 2];
+    const pid_t pid = spawn(variants[k % 2]);
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds * (k + 0.5) / kills));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    killed_mid_run += WIFSIGNALED(status);
+    const Bytes now = read_all(out);
+    EXPECT_TRUE(now == before || now == after) << "kill " << k << ": output of " << now.size() << " bytes is neither the old ("
+                                               << before.size() << ") nor the new (" << after.size() << ") file";
+    EXPECT_NO_THROW(load_quantized(out)) << "kill " << k;
+  }
+  EXPECT_GE(killed_mid_run, kills / 2) << "most kills should land while nuq runs";
+}
+
+}  // namespace
+}  // namespace nuq
