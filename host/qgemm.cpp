@@ -3,6 +3,12 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "nuq/error.h"
 
@@ -10,7 +16,9 @@ namespace nuq {
 namespace {
 
 constexpr std::size_t kPanelRows = 64;      // rows decoded per sgemm: 64 x 4096 floats = 1 MiB
-constexpr std::size_t kDirectMaxBatch = 4;  // below this, dot products beat a panel sgemm
+constexpr std::size_t kDirectMaxBatch = 4;  // up to this, decoded codes meet X in registers
+// Below this many weights a second thread costs more than it saves.
+constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 
 // Expands one packed row into floats. For widths below 8 a byte holds several codes; a table
 // maps each of the 256 byte values to its levels at once.
@@ -29,11 +37,15 @@ class RowDecoder {
   }
   void decode(std::size_t row, float* out) const {
     const std::size_t cols = w_.codes.cols;
-    if (!per_byte_) {
-      for (std::size_t c = 0; c < cols; ++c) out[c] = w_.levels[w_.codes.at(row, c)];
+    const std::uint8_t* bytes = w_.codes.bytes.data() + row * packed_row_bytes(cols, w_.codes.bits);
+    if (w_.codes.bits == 8) {
+      for (std::size_t c = 0; c < cols; ++c) out[c] = w_.levels[bytes[c]];
       return;
     }
-    const std::uint8_t* bytes = w_.codes.bytes.data() + row * packed_row_bytes(cols, w_.codes.bits);
+    if (w_.codes.bits == 16) {  // little-endian, as the packed layout and the U16 files store it
+      for (std::size_t c = 0; c < cols; ++c) out[c] = w_.levels[bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8)];
+      return;
+    }
     const std::size_t full = cols / per_byte_;
     for (std::size_t b = 0; b < full; ++b)
       std::copy_n(&table_[bytes[b] * per_byte_], per_byte_, out + b * per_byte_);
@@ -57,23 +69,124 @@ void check(const QuantizedMatrix& w) {
               w.codes.rows * packed_row_bytes(w.codes.cols, w.codes.bits));
 }
 
+// Dot products of one packed row with m <= 4 rows of X. With AVX-512, codes are decoded sixteen
+// at a time in registers and meet X there, so no decoded row is ever stored; without it the row
+// is decoded through the byte table into a buffer and dot products are vectorised by the compiler.
+#if defined(__AVX512F__)
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// Sixteen codes starting at code index 16*chunk of a row, as 32-bit lane indices.
+inline __m512i unpack16(const std::uint8_t* row, std::size_t chunk, int bits) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  if (bits == 2) {
+    std::uint32_t word;
+    std::memcpy(&word, row + 4 * chunk, 4);
+    return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(word)), _mm512_slli_epi32(lane, 1)),
+                            _mm512_set1_epi32(3));
+  }
+  if (bits == 4) {
+    std::uint32_t words[2];
+    std::memcpy(words, row + 8 * chunk, 8);
+    // Lanes 0-7 read the first word, 8-15 the second; lane j takes nibble j mod 8.
+    const __m512i word = _mm512_mask_set1_epi32(_mm512_set1_epi32(int(words[0])), 0xFF00, int(words[1]));
+    const __m512i shift = _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)), 2);
+    return _mm512_and_si512(_mm512_srlv_epi32(word, shift), _mm512_set1_epi32(15));
+  }
+  if (bits == 8) return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * chunk)));
+  if (bits == 16) return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * chunk)));
+  std::uint16_t half;  // bits == 1
+  std::memcpy(&half, row + 2 * chunk, 2);
+  return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(half), lane), _mm512_set1_epi32(1));
+}
+
+// The levels of sixteen codes: up to 16 levels sit in one register and a lane permute looks them
+// up; 256 or 65536 levels are gathered from the table (L1 or L2 resident).
+class Levels16 {
+ public:
+  explicit Levels16(const QuantizedMatrix& w) : table_(w.levels.data()), in_register_(w.codes.bits <= 4) {
+    float padded[16] = {};
+    if (in_register_) std::copy(w.levels.begin(), w.levels.end(), padded);
+    register_ = _mm512_loadu_ps(padded);
+  }
+  __m512 operator()(__m512i codes) const {
+    return in_register_ ? _mm512_permutexvar_ps(codes, register_) : _mm512_i32gather_ps(codes, table_, 4);
+  }
+
+ private:
+  const float* table_;
+  bool in_register_;
+  __m512 register_;
+};
+
+// Returns the number of columns handled (a multiple of 16); the caller finishes the rest.
+std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m, float* sums) {
+  const int bits = w.codes.bits;
+  const std::size_t k = w.codes.cols, chunks = k / 16;
+  const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
+  const Levels16 levels(w);
+  if (m == 1) {  // four accumulators hide the FMA latency
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    std::size_t c = 0;
+    for (; c + 4 <= chunks; c += 4)
+      for (std::size_t u = 0; u < 4; ++u)
+        acc[u] = _mm512_fmadd_ps(levels(unpack16(row, c + u, bits)), _mm512_loadu_ps(x + 16 * (c + u)), acc[u]);
+    for (; c < chunks; ++c)
+      acc[0] = _mm512_fmadd_ps(levels(unpack16(row, c, bits)), _mm512_loadu_ps(x + 16 * c), acc[0]);
+    sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    return 16 * chunks;
+  }
+  __m512 acc[kDirectMaxBatch];
+  for (std::size_t i = 0; i < m; ++i) acc[i] = _mm512_setzero_ps();
+  for (std::size_t c = 0; c < chunks; ++c) {
+    const __m512 weights = levels(unpack16(row, c, bits));
+    for (std::size_t i = 0; i < m; ++i) acc[i] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + 16 * c), acc[i]);
+  }
+  for (std::size_t i = 0; i < m; ++i) sums[i] = _mm512_reduce_add_ps(acc[i]);
+  return 16 * chunks;
+}
+#endif
+
+void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m,
+                float* sums) {
+  const std::size_t k = w.codes.cols;
+  std::size_t done = 0;
+  for (std::size_t i = 0; i < m; ++i) sums[i] = 0.0f;
+#if defined(__AVX512F__)
+  done = direct_row_simd(w, r, x, m, sums);
+#endif
+  if (done == k) return;
+  thread_local std::vector<float> row;
+  row.resize(k);
+  decoder.decode(r, row.data());
+  for (std::size_t i = 0; i < m; ++i) {
+    const float* xi = x + i * k;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (std::size_t c = done; c < k; ++c) sum += xi[c] * row[c];
+    sums[i] += sum;
+  }
+}
+
 }  // namespace
 
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) {
   check(w);
   const std::size_t n = w.codes.rows, k = w.codes.cols;
   if (m == 0 || n == 0) return;
+  NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
+              " exceeds the 32-bit dimensions of the BLAS interface");
   const RowDecoder decoder(w);
   if (m <= kDirectMaxBatch) {
-    std::vector<float> row(k);
-    for (std::size_t r = 0; r < n; ++r) {
-      decoder.decode(r, row.data());
-      for (std::size_t i = 0; i < m; ++i) {
-        const float* xi = x + i * k;
-        float sum = 0.0f;
-        for (std::size_t c = 0; c < k; ++c) sum += xi[c] * row[c];
-        y[i * n + r] = sum + (bias ? bias[r] : 0.0f);
-      }
+    // Rows are independent: threads take contiguous blocks of them (indices are 64-bit
+    // throughout, so matrices beyond 2^31 weights are addressed correctly).
+    const auto rows = static_cast<std::ptrdiff_t>(n);
+#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights)
+    for (std::ptrdiff_t r = 0; r < rows; ++r) {
+      float sums[kDirectMaxBatch];
+      direct_row(decoder, w, std::size_t(r), x, m, sums);
+      for (std::size_t i = 0; i < m; ++i) y[i * n + std::size_t(r)] = sums[i] + (bias ? bias[r] : 0.0f);
     }
     return;
   }

@@ -46,10 +46,10 @@ TEST(Packed, LayoutIsLeastSignificantBitsFirstAndRowAligned) {
 TEST(Qgemm, MatchesDequantizeThenSgemmOnRaggedShapes) {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  for (int bits : {2, 4, 8})
+  for (int bits : {1, 2, 4, 8, 16})
     for (std::size_t m : {1u, 3u, 4u, 5u, 16u, 53u})
       for (std::size_t n : {1u, 7u, 64u, 65u, 130u})
-        for (std::size_t k : {1u, 3u, 33u, 784u}) {
+        for (std::size_t k : {1u, 3u, 33u, 100u, 784u}) {
           const QuantizedMatrix w = random_matrix(n, k, bits, rng, false);
           std::vector<float> x(m * k), bias(n), fused(m * n), reference(m * n);
           for (auto& v : x) v = value(rng);
@@ -99,6 +99,36 @@ TEST(Qgemm, RejectsInconsistentMatrices) {
   w = random_matrix(4, 4, 2, rng, false);
   w.codes.bytes.pop_back();
   EXPECT_THROW(qgemm(x.data(), 1, w, nullptr, y.data()), Error);
+}
+
+}  // namespace
+}  // namespace nuq
+
+namespace nuq {
+namespace {
+
+// More than 2^31 weights (65537 x 32768 two-bit codes, 512 MiB packed): the rows past the 2^31st
+// weight must come out right, so every index on the way is 64-bit.
+TEST(Qgemm, AddressesMatricesBeyondTwoToThe31Weights) {
+  const std::size_t n = 65537, k = 32768;
+  ASSERT_GT(n * k, std::size_t{1} << 31);
+  QuantizedMatrix w;
+  w.codes = {n, k, 2, std::vector<std::uint8_t>(n * packed_row_bytes(k, 2))};
+  w.levels = {-1.5f, -0.5f, 0.5f, 1.5f};
+  std::uint64_t state = 88172645463325252ull;  // xorshift: fast enough for half a gigabyte
+  for (std::uint8_t& byte : w.codes.bytes) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    byte = static_cast<std::uint8_t>(state);
+  }
+  std::vector<float> x(k);
+  for (std::size_t c = 0; c < k; ++c) x[c] = float((c * 7919) % 101) / 50.0f - 1.0f;
+  std::vector<float> y(n);
+  qgemm(x.data(), 1, w, nullptr, y.data());
+  for (std::size_t r : {std::size_t{0}, std::size_t{65535}, n - 1}) {
+    double expected = 0.0;
+    for (std::size_t c = 0; c < k; ++c) expected += double(x[c]) * double(w.levels[w.codes.at(r, c)]);
+    EXPECT_NEAR(y[r], expected, 1e-3 * (1.0 + std::abs(expected))) << "row " << r;
+  }
 }
 
 }  // namespace
