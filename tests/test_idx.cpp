@@ -1,6 +1,8 @@
 // The IDX reader on valid files, raw and gzip, and on every way a file can be wrong.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <unistd.h>
 #include <zlib.h>
 
@@ -128,6 +130,13 @@ TEST(Idx, RejectsCorruptAndExplodingGzip) {
   // A limit smaller than what the header asks for is refused before any allocation.
   test::write_bytes(dir.file("big"), concat(header(0x08, {1000}), Bytes(1000, 1)));
   expect_rejected(dir.file("big"), "more than", 999);
+  // Within the default limit, a ten-byte file promising a gigabyte fails at its end without the
+  // gigabyte ever being allocated (data is read in chunks as it arrives).
+  test::write_bytes(dir.file("promise"), concat(header(0x08, {1024, 1024, 1024}), Bytes(10, 1)));
+  expect_rejected(dir.file("promise"), "truncated in the data");
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  EXPECT_LT(usage.ru_maxrss, 512L * 1024) << "peak resident set in KiB";
 }
 
 void write_split(const test::TempDir& dir, std::uint32_t images, std::uint32_t labels, unsigned char label) {
