@@ -5,21 +5,13 @@
 #include <sstream>
 
 #include "nuq/mismatch_experiment.h"
+#include "nuq/number_text.h"
 
 namespace nuq {
 namespace {
 
-std::string number(double v, int decimals) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.*f", decimals, v);
-  return text;
-}
-
-std::string signed_number(double v, int decimals) {
-  std::string text = number(v, decimals);
-  if (text.front() == '-' && text.find_first_not_of("-0.") == std::string::npos) text.erase(0, 1);  // no "-0.00"
-  return text.front() == '-' ? text : "+" + text;
-}
+std::string number(double v, int decimals) { return fixed_text(v, decimals); }
+std::string signed_number(double v, int decimals) { return signed_text(v, decimals); }
 
 // The paper's range: 9-16 bits.
 constexpr int kPaperMinBits = 9;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "nuq/error.h"
+#include "nuq/number_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -56,18 +57,8 @@ std::string TextTable::render() const {
   return out.str();
 }
 
-std::string fixed(double value, int decimals) {
-  if (std::isnan(value)) return "nan";
-  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", decimals, value);
-  return text;
-}
+std::string fixed(double value, int decimals) { return fixed_text(value, decimals); }
 
-std::string signed_fixed(double value, int decimals) {
-  std::string text = fixed(value, decimals);
-  if (text.front() == '-' && text.find_first_not_of("-0.") == std::string::npos) text.erase(0, 1);  // no "-0.00"
-  return text.front() == '-' ? text : "+" + text;
-}
+std::string signed_fixed(double value, int decimals) { return signed_text(value, decimals); }
 
 }  // namespace nuq::cli

@@ -1,0 +1,14 @@
+// Numbers as the CLI's tables and the reports print them: fixed decimals, NaN and infinities
+// spelled out, and signed differences without a "-0.00".
+#pragma once
+
+#include <string>
+
+namespace nuq {
+
+// fixed_text(6.97903, 4) == "6.9790"; "nan", "inf", "-inf".
+std::string fixed_text(double value, int decimals);
+// signed_text(0.5, 2) == "+0.50", signed_text(-1e-9, 2) == "+0.00" (a zero is never negative).
+std::string signed_text(double value, int decimals);
+
+}  // namespace nuq
