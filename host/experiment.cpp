@@ -144,12 +144,9 @@ nlohmann::json to_json(const ExperimentResult& r) {
   nlohmann::json cases = nlohmann::json::array(), controls = nlohmann::json::array();
   for (const CaseResult& c : r.cases) cases.push_back(case_json(c));
   for (const CaseResult& c : r.controls) controls.push_back(case_json(c));
-  nlohmann::json training = nlohmann::json::array();
-  for (const EpochLog& e : r.training)
-    training.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
   return {{"dataset", r.dataset}, {"model", r.model}, {"seed", r.seed}, {"parameters", r.parameters},
           {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
-          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"model_file", r.model_file}, {"training", training},
+          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"model_file", r.model_file}, {"training", r.training},
           {"seconds", r.seconds}, {"cases", cases}, {"controls", controls}};
 }
 

@@ -18,18 +18,6 @@
 namespace nuq {
 namespace {
 
-// Mean square of every parameter: the signal power of eqs. (30)-(31).
-double signal_power(const Model& model) {
-  double sum = 0.0;
-  std::size_t count = 0;
-  for (const Parameter& p : model.parameters) {
-    for (float w : p.values) sum += double(w) * double(w);
-    count += p.values.size();
-  }
-  NUQ_REQUIRE(count > 0, "mismatch experiment: the model has no parameters");
-  return sum / double(count);
-}
-
 // The FP32 network with i.i.d. uniform noise of the given SQNR added to every parameter.
 Model with_noise(const Model& model, double power, double sqnr_db, std::uint64_t seed) {
   const double half_width = std::sqrt(3.0 * power * std::pow(10.0, -sqnr_db / 10.0));
@@ -103,7 +91,8 @@ MismatchExperiment run_mismatch_experiment(const std::string& dataset, const std
       e.runs.push_back(std::move(run));
     }
 
-  const double power = signal_power(model);
+  // Mean square of the parameters, the signal power of eqs. (30)-(31): variance plus mean squared.
+  const double power = e.stats.variance() + e.stats.mean * e.stats.mean;
   const int steps = static_cast<int>(std::floor((mo.probe_to_db - mo.probe_from_db) / mo.probe_step_db + 1e-9));
   for (int i = 0; i <= steps; ++i) {
     NoiseProbePoint point;

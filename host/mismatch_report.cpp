@@ -10,8 +10,6 @@
 namespace nuq {
 namespace {
 
-std::string number(double v, int decimals) { return fixed_text(v, decimals); }
-std::string signed_number(double v, int decimals) { return signed_text(v, decimals); }
 
 // The paper's range: 9-16 bits.
 constexpr int kPaperMinBits = 9;
@@ -36,10 +34,10 @@ std::vector<Finding> check_mismatch_findings(const MismatchExperiment& e) {
   findings.push_back({"SQNR_ex follows SQNR_th within 1 dB wherever the weights are inside the support",
                       compared > 0 && gap <= 1.0,
                       std::to_string(compared) + " runs with every parameter inside; largest |ex − th| = " +
-                          number(gap, 3) + " dB"});
-  Finding within{"The rule's R keeps the accuracy loss within " + number(e.options.max_loss, 2) +
+                          fixed_text(gap, 3) + " dB"});
+  Finding within{"The rule's R keeps the accuracy loss within " + fixed_text(e.options.max_loss, 2) +
                      " points, with and without normalisation",
-                 e.floor_found, e.floor_found ? "SQNR floor " + number(e.sqnr_floor_db, 1) + " dB; " : "no SQNR floor; "};
+                 e.floor_found, e.floor_found ? "SQNR floor " + fixed_text(e.sqnr_floor_db, 1) + " dB; " : "no SQNR floor; "};
   Finding below{"One bit below the rule's R the loss appears", e.floor_found, ""};
   for (const RuleChoice& c : e.choices) {
     const std::string name = to_string(c.normalisation);
@@ -49,10 +47,10 @@ std::vector<Finding> check_mismatch_findings(const MismatchExperiment& e) {
       continue;
     }
     within.holds = within.holds && c.within_bound;
-    within.evidence += name + ": R = " + std::to_string(c.bits) + ", loss " + number(c.measured_loss, 2) + "; ";
+    within.evidence += name + ": R = " + std::to_string(c.bits) + ", loss " + fixed_text(c.measured_loss, 2) + "; ";
     below.holds = below.holds && c.bits_below > 0 && c.loss_appears_below;
     if (c.bits_below)
-      below.evidence += name + ": R = " + std::to_string(c.bits_below) + " loses " + number(c.loss_below, 2) +
+      below.evidence += name + ": R = " + std::to_string(c.bits_below) + " loses " + fixed_text(c.loss_below, 2) +
                         (c.bound_exceeded_below ? " (beyond the bound)" : " (not beyond the bound)") + "; ";
   }
   findings.push_back(within);
@@ -69,9 +67,9 @@ std::string render_mismatch_report(const MismatchExperiment& e, const std::vecto
         "(iterative x_max, `docs/variance-mismatch.md`) compresses the weights at 9-16 bits. Only the abstract "
         "is available, so there are no published values to compare; the checks below are the abstract's claims.\n\n"
      << "- network: " << (e.dataset == "mnist" ? "MNIST" : "Fashion-MNIST") << " " << (e.model == "mlp" ? "MLP" : "CNN")
-     << ", seed " << e.seed << ", FP32 test accuracy " << number(e.fp32_accuracy, 2) << "%\n"
-     << "- parameters: mean " << number(e.stats.mean, 6) << ", σ_w = " << number(sigma, 6) << " = "
-     << number(20.0 * std::log10(sigma), 2) << " dB from σ_ref = 1\n"
+     << ", seed " << e.seed << ", FP32 test accuracy " << fixed_text(e.fp32_accuracy, 2) << "%\n"
+     << "- parameters: mean " << fixed_text(e.stats.mean, 6) << ", σ_w = " << fixed_text(sigma, 6) << " = "
+     << fixed_text(20.0 * std::log10(sigma), 2) << " dB from σ_ref = 1\n"
      << "- **without normalisation** the unit-variance design meets σ_w (a real mismatch); **with** it "
         "(Algorithm 1's global mean and σ) the mismatch is 0 dB.\n\n";
 
@@ -81,28 +79,28 @@ std::string render_mismatch_report(const MismatchExperiment& e, const std::vecto
   for (const MismatchRun& r : e.runs) {
     const double gap = r.ptq.sqnr_ex_db - r.ptq.sqnr_th_db;
     if (r.bits < kPaperMinBits) continue;
-    md << "| " << r.bits << " | " << to_string(r.normalisation) << " | " << number(r.mismatch_db, 2) << " | "
-       << number(r.ptq.xmax, 4) << " | " << number(r.ptq.sqnr_th_db, 3) << " | " << number(r.ptq.sqnr_ex_db, 3) << " | "
-       << signed_number(gap, 3) << " | " << number(r.ptq.within, 3) << " | " << number(r.accuracy, 2) << " | "
-       << signed_number(-r.loss, 2) << " |\n";
+    md << "| " << r.bits << " | " << to_string(r.normalisation) << " | " << fixed_text(r.mismatch_db, 2) << " | "
+       << fixed_text(r.ptq.xmax, 4) << " | " << fixed_text(r.ptq.sqnr_th_db, 3) << " | " << fixed_text(r.ptq.sqnr_ex_db, 3) << " | "
+       << signed_text(gap, 3) << " | " << fixed_text(r.ptq.within, 3) << " | " << fixed_text(r.accuracy, 2) << " | "
+       << signed_text(-r.loss, 2) << " |\n";
   }
   const auto [worst_gap, compared] = sqnr_gap(e);
   md << "\nSQNR_ex against SQNR_th wherever every parameter is inside the support (" << compared
      << " runs of R = " << e.options.min_bits << ".." << e.options.max_bits << "): largest |ex − th| = "
-     << number(worst_gap, 3) << " dB, " << (worst_gap <= 1.0 ? "**within 1 dB**" : "**more than 1 dB**") << ".\n";
+     << fixed_text(worst_gap, 3) << " dB, " << (worst_gap <= 1.0 ? "**within 1 dB**" : "**more than 1 dB**") << ".\n";
 
-  md << "\n### The rule for a loss of at most " << number(e.options.max_loss, 2) << " accuracy points\n\n"
+  md << "\n### The rule for a loss of at most " << fixed_text(e.options.max_loss, 2) << " accuracy points\n\n"
      << "SQNR floor from a noise probe on the FP32 network: uniform noise at each SQNR, " << e.options.probe_draws
      << " draws at each. A single draw scatters by a few test images either way even at high SQNR (the worst "
         "column), so the floor is set by the mean loss. ";
   if (e.floor_found)
-    md << "From **" << number(e.sqnr_floor_db, 1) << " dB** up, the mean loss is at most "
-       << number(e.options.max_loss, 2) << " points.\n\n";
+    md << "From **" << fixed_text(e.sqnr_floor_db, 1) << " dB** up, the mean loss is at most "
+       << fixed_text(e.options.max_loss, 2) << " points.\n\n";
   else
     md << "No probed SQNR keeps the loss within the bound; the rule cannot choose.\n\n";
   md << "| probe SQNR dB | mean loss | worst loss |\n|---:|---:|---:|\n";
   for (const NoiseProbePoint& p : e.probe)
-    md << "| " << number(p.sqnr_db, 1) << " | " << number(p.mean_loss, 3) << " | " << number(p.worst_loss, 2) << " |\n";
+    md << "| " << fixed_text(p.sqnr_db, 1) << " | " << fixed_text(p.mean_loss, 3) << " | " << fixed_text(p.worst_loss, 2) << " |\n";
 
   md << "\nThe rule (`nuq bitrate`): the smallest R whose SQNR_th at the weights' mismatch reaches the floor, "
         "then the quantized network measured at that R and one bit below.\n\n"
@@ -113,9 +111,9 @@ std::string render_mismatch_report(const MismatchExperiment& e, const std::vecto
       md << "| " << to_string(c.normalisation) << " | none | | | | | | |\n";
       continue;
     }
-    md << "| " << to_string(c.normalisation) << " | " << c.bits << " | " << number(c.predicted_sqnr_db, 2) << " | "
-       << number(c.measured_loss, 2) << " | " << (c.within_bound ? "yes" : "**no**") << " | "
-       << (c.bits_below ? number(c.loss_below, 2) : "—") << " | "
+    md << "| " << to_string(c.normalisation) << " | " << c.bits << " | " << fixed_text(c.predicted_sqnr_db, 2) << " | "
+       << fixed_text(c.measured_loss, 2) << " | " << (c.within_bound ? "yes" : "**no**") << " | "
+       << (c.bits_below ? fixed_text(c.loss_below, 2) : "—") << " | "
        << (c.bits_below ? (c.loss_appears_below ? "yes" : "**no**") : "—") << " | "
        << (c.bits_below ? (c.bound_exceeded_below ? "yes" : "no") : "—") << " |\n";
   }
@@ -128,9 +126,9 @@ std::string render_mismatch_report(const MismatchExperiment& e, const std::vecto
     for (const MismatchRun& r : e.runs)
       if (r.bits == bits) (r.normalisation == Normalisation::None ? none : global) = &r;
     if (!none || !global) continue;
-    md << "| " << bits << " | " << number(none->ptq.sqnr_th_db, 2) << " | " << number(none->ptq.sqnr_ex_db, 2) << " | "
-       << number(none->loss, 2) << " | " << number(global->ptq.sqnr_th_db, 2) << " | "
-       << number(global->ptq.sqnr_ex_db, 2) << " | " << number(global->loss, 2) << " |\n";
+    md << "| " << bits << " | " << fixed_text(none->ptq.sqnr_th_db, 2) << " | " << fixed_text(none->ptq.sqnr_ex_db, 2) << " | "
+       << fixed_text(none->loss, 2) << " | " << fixed_text(global->ptq.sqnr_th_db, 2) << " | "
+       << fixed_text(global->ptq.sqnr_ex_db, 2) << " | " << fixed_text(global->loss, 2) << " |\n";
   }
   for (const Figure& f : figures)
     if (f.stem.rfind("itc2021-", 0) == 0) md << embed_figure(f);

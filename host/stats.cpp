@@ -10,16 +10,16 @@ namespace nuq {
 double WeightStats::stddev() const { return std::sqrt(variance()); }
 
 WeightStats combine(const WeightStats& a, const WeightStats& b) {
-  WeightStats s;
-  if (a.count == 0 || b.count == 0) s = a.count == 0 ? b : a;
+  WeightStats s = a.count == 0 ? b : a;
+  if (a.count != 0 && b.count != 0) {  // Chan's combination of two non-empty parts
+    s.count = a.count + b.count;
+    const double delta = b.mean - a.mean;
+    s.mean = a.mean + delta * double(b.count) / double(s.count);
+    s.m2 = a.m2 + b.m2 + delta * delta * double(a.count) * double(b.count) / double(s.count);
+    s.min = std::min(a.min, b.min);
+    s.max = std::max(a.max, b.max);
+  }
   s.nonfinite = a.nonfinite + b.nonfinite;
-  if (a.count == 0 || b.count == 0) return s;
-  s.count = a.count + b.count;
-  const double delta = b.mean - a.mean;
-  s.mean = a.mean + delta * double(b.count) / double(s.count);
-  s.m2 = a.m2 + b.m2 + delta * delta * double(a.count) * double(b.count) / double(s.count);
-  s.min = std::min(a.min, b.min);
-  s.max = std::max(a.max, b.max);
   return s;
 }
 

@@ -70,6 +70,19 @@ void draw_bar(std::ostream& out, int epoch, int epochs, std::size_t done, std::s
   out << line << std::flush;
 }
 
+}  // namespace
+
+void to_json(nlohmann::json& j, const EpochLog& e) {
+  j = {{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}};
+}
+
+void from_json(const nlohmann::json& j, EpochLog& e) {
+  e = {j.at("epoch").get<int>(), j.at("loss").get<double>(), j.at("train_accuracy").get<double>(),
+       j.at("seconds").get<double>()};
+}
+
+namespace {
+
 // Everything the loop carries from one epoch to the next.
 struct TrainingState {
   int epoch = 0;  // epochs finished
@@ -102,12 +115,9 @@ void save_checkpoint(const std::string& path, const Model& model, Adam& adam, co
   file.tensors["order"] = std::move(order);
   std::ostringstream rng;
   rng << state.rng;
-  nlohmann::json log = nlohmann::json::array();
-  for (const EpochLog& e : state.log)
-    log.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
   file.metadata["nuq.architecture"] = to_string(model.architecture);
   file.metadata["nuq.checkpoint"] = nlohmann::json{{"run", run}, {"epoch", state.epoch}, {"step", state.step},
-                                                   {"adam_steps", adam.steps()}, {"rng", rng.str()}, {"log", log}}
+                                                   {"adam_steps", adam.steps()}, {"rng", rng.str()}, {"log", state.log}}
                                         .dump();
   io::write_safetensors(path, file);
 }
@@ -153,9 +163,7 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
     state.step = c.at("step").get<std::uint64_t>();
     adam.set_steps(c.at("adam_steps").get<int>());
     NUQ_REQUIRE(state.epoch >= 0 && c.at("log").size() == std::size_t(state.epoch), path, ": the log does not match the epoch");
-    for (const auto& e : c.at("log"))
-      state.log.push_back({e.at("epoch").get<int>(), e.at("loss").get<double>(), e.at("train_accuracy").get<double>(),
-                           e.at("seconds").get<double>()});
+    state.log = c.at("log").get<std::vector<EpochLog>>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": nuq.checkpoint metadata: " + e.what());
   }

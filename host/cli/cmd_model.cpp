@@ -46,9 +46,7 @@ void run_train(const TrainOptions& o) {
   std::filesystem::remove(config.checkpoint);
   const double test_accuracy = accuracy(model, test_set);
   if (o.json) {
-    nlohmann::json epochs = nlohmann::json::array();
-    for (const auto& e : log) epochs.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy}, {"seconds", e.seconds}});
-    std::cout << nlohmann::json{{"output", o.output}, {"parameters", model.parameter_count()}, {"test_accuracy", test_accuracy}, {"epochs", epochs}}.dump(2) << '\n';
+    std::cout << nlohmann::json{{"output", o.output}, {"parameters", model.parameter_count()}, {"test_accuracy", test_accuracy}, {"epochs", log}}.dump(2) << '\n';
   } else {
     std::cout << "test accuracy " << fixed(test_accuracy, 2) << "% (" << model.parameter_count() << " parameters), saved "
               << o.output << '\n';

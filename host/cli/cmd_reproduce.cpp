@@ -135,16 +135,18 @@ void run_reproduce(const ReproduceOptions& o) {
   nlohmann::json j = {{"theory", to_json(theory)}, {"theory_mismatches", mismatches}};
   j["experiments"] = nlohmann::json::array();
   for (const auto& r : results) j["experiments"].push_back(to_json(r));
-  j["findings"] = nlohmann::json::array();
-  for (const auto& f : findings) j["findings"].push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
+  auto findings_json = [](const std::vector<Finding>& list) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const auto& f : list) array.push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
+    return array;
+  };
+  j["findings"] = findings_json(findings);
   j["figures"] = nlohmann::json::array();
   for (const auto& f : figures)
     j["figures"].push_back({{"stem", f.stem}, {"title", f.title}, {"rendered", f.rendered}});
   if (mismatch) {
     j["itc2021"] = to_json(*mismatch);
-    j["itc2021"]["findings"] = nlohmann::json::array();
-    for (const auto& f : check_mismatch_findings(*mismatch))
-      j["itc2021"]["findings"].push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
+    j["itc2021"]["findings"] = findings_json(check_mismatch_findings(*mismatch));
   }
   const std::string markdown = (results.empty() ? std::string("# nuq reproduce: report\n")
                                                 : render_report(results, findings, figures)) +

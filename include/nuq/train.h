@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "nuq/io/dataset.h"
 #include "nuq/model.h"
 
@@ -32,6 +34,9 @@ struct EpochLog {
   double train_accuracy = 0.0;  // percent, with dropout active (as Keras reports it)
   double seconds = 0.0;
 };
+// JSON {"epoch", "loss", "train_accuracy", "seconds"}: reports, `nuq train --json`, checkpoints.
+void to_json(nlohmann::json& j, const EpochLog& e);
+void from_json(const nlohmann::json& j, EpochLog& e);
 
 // Trains `model` in place. With `progress`, prints a bar per epoch and a line per finished epoch.
 // Returns the log of every epoch, those before a resumed checkpoint included. The caller removes
