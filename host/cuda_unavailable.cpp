@@ -12,4 +12,6 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, d
   throw Error("laplace_distortion_batch: " + unavailable_reason());
 }
 
+std::unique_ptr<Backend> make_backend(int) { throw Error("the CUDA backend: " + unavailable_reason()); }
+
 }  // namespace nuq::cuda

@@ -56,7 +56,8 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   result.fp32_accuracy = accuracy(model, test_set);
   for (const paper::Baseline& b : paper::baselines())
     if (b.dataset == dataset && b.model == model_name) result.published_fp32_accuracy = b.accuracy;
-  const WeightStats stats = model_stats(model);
+  Backend& backend = options.weights_backend();
+  const WeightStats stats = model_stats(model, NonFinite::Reject, backend);
   result.w_min = (stats.min - stats.mean) / stats.stddev();
   result.w_max = (stats.max - stats.mean) / stats.stddev();
   if (progress) {
@@ -84,14 +85,15 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
     DesignSpec spec;
     spec.method = table.method;
     spec.bits = table.bits;
-    const double xmax = resolve_xmax(support, normalised_range(model, normalisation));
-    const QuantizedModel quantized = quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq, normalisation);
+    const double xmax = resolve_xmax(support, normalised_range(model, normalisation, NonFinite::Reject, backend));
+    const QuantizedModel quantized =
+        quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq, normalisation, NonFinite::Reject, backend);
     c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-seed" + std::to_string(result.seed) + "-table" +
                                          table.id + "-" + std::to_string(index + 1) + "-" + to_string(table.method) +
                                          (control.empty() ? "" : "-control") + ".safetensors"))
                            .string();
     save_quantized(c.quantized_file, quantized);
-    c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set);
+    c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set, backend);
     if (progress) {
       char line[240];
       std::snprintf(line, sizeof line, "  Table %-3s %-6s %-22s x_max %.4f  SQNR_ex %7.4f dB  accuracy %.2f%%%s%s\n",

@@ -64,7 +64,8 @@ MismatchExperiment run_mismatch_experiment(const std::string& dataset, const std
   Model& model = trained.model;
   e.model_file = trained.file;
   e.fp32_accuracy = accuracy(model, test_set);
-  e.stats = model_stats(model);
+  Backend& backend = options.weights_backend();
+  e.stats = model_stats(model, NonFinite::Reject, backend);
   NUQ_REQUIRE(e.stats.stddev() > 0.0, e.model_file, ": the parameters have zero variance; there is no mismatch to study");
 
   const std::filesystem::path dir = std::filesystem::path(options.out_dir) / "quantized";
@@ -75,12 +76,13 @@ MismatchExperiment run_mismatch_experiment(const std::string& dataset, const std
       run.bits = bits;
       run.normalisation = normalisation;
       run.mismatch_db = normalisation == Normalisation::None ? 20.0 * std::log10(e.stats.stddev()) : 0.0;
-      const QuantizedModel quantized = quantize_model(model, mismatch_design(bits), &run.ptq, normalisation);
+      const QuantizedModel quantized = quantize_model(model, mismatch_design(bits), &run.ptq, normalisation,
+                                                        NonFinite::Reject, backend);
       run.quantized_file = (dir / (dataset + "-" + model_name + "-seed" + std::to_string(e.seed) + "-itc2021-uniform-" +
                                    std::to_string(bits) + "bit-" + to_string(normalisation) + ".safetensors"))
                                .string();
       save_quantized(run.quantized_file, quantized);
-      run.accuracy = quantized_accuracy(load_quantized(run.quantized_file), test_set);
+      run.accuracy = quantized_accuracy(load_quantized(run.quantized_file), test_set, backend);
       run.loss = e.fp32_accuracy - run.accuracy;
       if (progress) {
         char line[200];

@@ -7,6 +7,7 @@
 
 #include "nuq/error.h"
 #include "nuq/ptq.h"
+#include "nuq/backend.h"
 #include "nuq/qgemm.h"
 
 namespace nuq {
@@ -68,7 +69,8 @@ void relu_dropout(const std::vector<float>& z, std::vector<float>& a, std::vecto
 
 }  // namespace
 
-Network::Network(Model& model, const QuantizedModel* packed) : model_(model), packed_(packed) {
+Network::Network(Model& model, const QuantizedModel* packed, Backend* backend)
+    : model_(model), packed_(packed), backend_(backend ? backend : &cpu_backend()) {
   first_dense_ = model.architecture == Architecture::Cnn ? 2 : 0;
   for (const Parameter& p : model.parameters) gradients_.emplace_back(p.values.size(), 0.0f);
 }
@@ -79,7 +81,7 @@ void Network::dense(std::size_t layer, const float* input, std::size_t input_wid
   const Parameter& bias = model_.parameters[layer + 1];
   out.resize(batch_ * output_width);
   if (packed_) {
-    qgemm(input, batch_, packed_->tensors.at(weight.name).matrix, bias.values.data(), out.data());
+    backend_->qgemm(input, batch_, packed_->tensors.at(weight.name).matrix, bias.values.data(), out.data());
     return;
   }
   gemm_abt(batch_, output_width, input_width, input, weight.values.data(), out.data());

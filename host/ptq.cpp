@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/quantize_table.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/laplace.h"
 #include "nuq/network.h"
@@ -34,19 +35,22 @@ std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>&
 // table is always computed from the map, so the file reproduces the quantizer bit for bit.
 bool stores_grid(const Codebook& codebook, int bits) { return bits == 16 && codebook.uniform_grid().has_value(); }
 
+// The levels of a stored affine map, computed as make_quantize_table computes them.
 std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
   std::vector<float> levels(count);
   for (std::size_t k = 0; k < count; ++k) levels[k] = static_cast<float>(offset + scale * double(k));
   return levels;
 }
 
+
 bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 && name.find(".weight") != std::string::npos; }
 
 }  // namespace
 
-WeightStats model_stats(const Model& model, NonFinite nonfinite) {
+WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
   WeightStats stats;
-  for (const Parameter& p : model.parameters) accumulate(stats, p.values, p.name, nonfinite);
+  for (const Parameter& p : model.parameters)
+    stats = combine(stats, backend.stats(p.values.data(), p.values.size(), p.name, nonfinite));
   return stats;
 }
 
@@ -77,15 +81,14 @@ struct Normaliser {
 
 // One normaliser per parameter, in model order; `global` is model_stats(model).
 std::vector<Normaliser> normalisers(const Model& model, const WeightStats& global, Normalisation normalisation,
-                                    NonFinite nonfinite = NonFinite::Reject) {
+                                    NonFinite nonfinite, Backend& backend) {
   NUQ_REQUIRE(global.count > 0, "quantize: the model has no finite parameters");
   if (normalisation == Normalisation::Global)
     NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
                 "); zero variance cannot be normalised");
   std::vector<Normaliser> result;
   for (const Parameter& p : model.parameters) {
-    WeightStats own;
-    accumulate(own, p.values, p.name, nonfinite);
+    const WeightStats own = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
     Normaliser n{0.0, 1.0, own.min, own.max, own.count};
     if (normalisation == Normalisation::Global) n.mean = global.mean, n.scale = global.stddev();
     if (normalisation == Normalisation::PerTensor) n.mean = own.mean, n.scale = own.count ? own.stddev() : 0.0;
@@ -106,14 +109,14 @@ WeightRange range_of(const std::vector<Normaliser>& maps) {
 
 }  // namespace
 
-WeightRange normalised_range(const Model& model, Normalisation normalisation, NonFinite nonfinite) {
-  return range_of(normalisers(model, model_stats(model, nonfinite), normalisation, nonfinite));
+WeightRange normalised_range(const Model& model, Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
+  return range_of(normalisers(model, model_stats(model, nonfinite, backend), normalisation, nonfinite, backend));
 }
 
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
-                              Normalisation normalisation, NonFinite nonfinite) {
-  const WeightStats global = model_stats(model, nonfinite);
-  const std::vector<Normaliser> maps = normalisers(model, global, normalisation, nonfinite);
+                              Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
+  const WeightStats global = model_stats(model, nonfinite, backend);
+  const std::vector<Normaliser> maps = normalisers(model, global, normalisation, nonfinite, backend);
   const int bits = storage_bits(codebook);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
 
@@ -129,50 +132,27 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   // error, so SQNR_th is -infinity (as SQNR_ex is) rather than an error.
   const double sigma = normalisation == Normalisation::None ? global.stddev() : 1.0;
   r.sqnr_th_db = sigma > 0.0 ? laplace_sqnr_db(codebook, sigma) : -std::numeric_limits<double>::infinity();
-  double signal = 0.0, noise = 0.0;
-  std::size_t inside = 0;
+  QuantizeTotals all;
   for (std::size_t index = 0; index < model.parameters.size(); ++index) {
     const Parameter& p = model.parameters[index];
     const Normaliser& s = maps[index];
-    // Level k in the weights' own units; codes the codebook does not use map to the mean.
-    std::vector<float> levels(std::size_t{1} << bits, static_cast<float>(s.mean));
-    if (stores_grid(codebook, bits)) {
-      const UniformGrid& grid = *codebook.uniform_grid();
-      levels = grid_levels(s.mean + s.scale * grid.first_level, s.scale * grid.step, levels.size());
-    } else {
-      for (std::size_t k = 0; k < codebook.size(); ++k)
-        levels[k] = static_cast<float>(s.mean + s.scale * codebook.levels()[k]);
-    }
+    // The codebook in the parameter's own units (codes the codebook does not use map to the mean).
+    const QuantizeTable table = make_quantize_table(codebook, bits, {Affine{s.mean, s.scale}});
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
-    std::vector<std::uint32_t> codes(p.values.size());
-    TensorReport t{p.name, p.shape, bits, p.values.size() * sizeof(float), 0, 0.0, 0.0, 0};
-    double tensor_noise = 0.0;
-    for (std::size_t i = 0; i < p.values.size(); ++i) {
-      const double w = p.values[i];
-      if (!std::isfinite(w)) {  // only reachable with NonFinite::Skip: model_stats rejected them otherwise
-        codes[i] = std::isnan(w) ? codebook.index_of(0.0) : w > 0 ? std::uint32_t(codebook.size() - 1) : 0u;
-        ++t.nonfinite;
-        continue;
-      }
-      const double normalised = s(w);
-      inside += std::abs(normalised) <= r.xmax;
-      codes[i] = codebook.index_of(normalised);
-      const double error = w - double(levels[codes[i]]);
-      signal += w * w;
-      tensor_noise += error * error;
-      t.max_error = std::max(t.max_error, std::abs(error));
-    }
-    noise += tensor_noise;
+    PackedCodes codes{rows, cols, bits, std::vector<std::uint8_t>(rows * packed_row_bytes(cols, bits))};
+    const QuantizeTotals t = backend.quantize(p.values.data(), rows, cols, table, codes.bytes.data());
+    all = combine(all, t);
     const std::size_t finite = p.values.size() - t.nonfinite;
-    t.rmse = finite == 0 ? 0.0 : std::sqrt(tensor_noise / double(finite));
-    QuantizedTensor tensor{p.shape, {pack_codes(codes, rows, cols, bits), levels}, s.mean, s.scale};
-    t.bytes_after = tensor.matrix.codes.bytes.size() +
-                    (stores_grid(codebook, bits) ? 2 * sizeof(double) : levels.size() * sizeof(float));
+    TensorReport tensor_report{p.name, p.shape, bits, p.values.size() * sizeof(float), 0,
+                               finite == 0 ? 0.0 : std::sqrt(t.noise / double(finite)), t.max_error, t.nonfinite};
+    QuantizedTensor tensor{p.shape, {std::move(codes), table.levels}, s.mean, s.scale};
+    tensor_report.bytes_after = tensor.matrix.codes.bytes.size() +
+                                (stores_grid(codebook, bits) ? 2 * sizeof(double) : table.levels.size() * sizeof(float));
     q.tensors.emplace(p.name, std::move(tensor));
-    r.tensors.push_back(t);
+    r.tensors.push_back(tensor_report);
   }
-  r.within = 100.0 * double(inside) / double(global.count);
-  r.sqnr_ex_db = noise > 0.0 ? 10.0 * std::log10(signal / noise) : std::numeric_limits<double>::infinity();
+  r.within = 100.0 * double(all.inside) / double(global.count);
+  r.sqnr_ex_db = all.noise > 0.0 ? 10.0 * std::log10(all.signal / all.noise) : std::numeric_limits<double>::infinity();
   if (report) *report = std::move(r);
   return q;
 }
@@ -183,12 +163,12 @@ Model dequantize_model(const QuantizedModel& quantized) {
   return model;
 }
 
-double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data) {
+double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend) {
   // Conv weights and biases are small: dequantize them. Dense weights stay packed (qgemm).
   Model skeleton = make_model(quantized.architecture, 0);
   for (Parameter& p : skeleton.parameters)
     p.values = is_dense_weight(p.name) ? std::vector<float>{} : dequantize(quantized.tensors.at(p.name).matrix);
-  Network network(skeleton, &quantized);
+  Network network(skeleton, &quantized, &backend);
   return accuracy(predict(network, data), data);
 }
 

@@ -5,12 +5,16 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "nuq/mismatch.h"
+#include "nuq/model.h"
+#include "temp_dir.h"
 
 namespace {
 
@@ -125,3 +129,38 @@ TEST(Cli, MismatchAndBitrateAgreeWithTheLibrary) {
 }
 
 }  // namespace
+
+namespace nuq {
+namespace {
+
+// --device: cpu always works; cuda works where a device is visible and otherwise fails saying
+// why; auto falls back to the CPU and then writes exactly what --device cpu writes.
+TEST(Cli, DeviceChoiceOnQuantize) {
+  test::TempDir dir;
+  const std::string model = dir.file("mlp.safetensors");
+  save_model(model, make_model(Architecture::Mlp, 4));
+  const CommandResult devices = run_nuq("devices --json");
+  ASSERT_EQ(devices.status, 0) << devices.output;
+  const bool have_gpu = !nlohmann::json::parse(devices.output).at("devices").empty();
+
+  const CommandResult cpu = run_nuq("quantize " + model + " -o " + dir.file("cpu.safetensors") + " --device cpu");
+  ASSERT_EQ(cpu.status, 0) << cpu.output;
+  EXPECT_NE(cpu.output.find("(on cpu)"), std::string::npos) << cpu.output;
+  const CommandResult cuda = run_nuq("quantize " + model + " -o " + dir.file("cuda.safetensors") + " --device cuda");
+  if (have_gpu) {
+    EXPECT_EQ(cuda.status, 0) << cuda.output;
+    EXPECT_NE(cuda.output.find("(on cuda:0"), std::string::npos) << cuda.output;
+  } else {
+    EXPECT_NE(cuda.status, 0);
+    EXPECT_NE(cuda.output.find("--device cuda: "), std::string::npos) << cuda.output;
+    const CommandResult automatic = run_nuq("quantize " + model + " -o " + dir.file("auto.safetensors"));
+    ASSERT_EQ(automatic.status, 0) << automatic.output;
+    EXPECT_NE(automatic.output.find("(on cpu)"), std::string::npos) << automatic.output;
+    std::ifstream a(dir.file("cpu.safetensors"), std::ios::binary), b(dir.file("auto.safetensors"), std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}), std::string(std::istreambuf_iterator<char>(b), {}));
+  }
+  EXPECT_NE(run_nuq("quantize " + model + " -o x --device gpu").status, 0);
+}
+
+}  // namespace
+}  // namespace nuq

@@ -32,4 +32,13 @@ Range parse_range(const std::string& text, const std::string& option) {
   return range;
 }
 
+void add_device_option(CLI::App& command, std::string& device) {
+  command
+      .add_option("--device", device,
+                  "Where the weights are processed: cpu, cuda, or auto (a CUDA device when one is visible, "
+                  "else the CPU)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+}
+
 }  // namespace nuq::cli

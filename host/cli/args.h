@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 namespace nuq::cli {
 
 // "FROM:TO" or "FROM:TO:STEP" (step default: 100 intervals). Throws nuq::Error naming `option`.
@@ -12,5 +14,8 @@ struct Range {
   double step = 0.0;
 };
 Range parse_range(const std::string& text, const std::string& option);
+
+// --device cpu|cuda|auto on a command that computes (auto: a CUDA device when one is visible).
+void add_device_option(CLI::App& command, std::string& device);
 
 }  // namespace nuq::cli

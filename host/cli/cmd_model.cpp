@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "args.h"
 #include "commands.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
@@ -54,7 +55,7 @@ void run_train(const TrainOptions& o) {
 }
 
 struct QuantizeOptions {
-  std::string input, output, method = "sptq", support, normalisation = "global", nonfinite = "error";
+  std::string input, output, method = "sptq", support, normalisation = "global", nonfinite = "error", device = "auto";
   int bits = 2;
   std::optional<double> xmax;
   double alpha = 1.0, mu = 255.0;
@@ -64,6 +65,7 @@ struct QuantizeOptions {
 void run_quantize(const QuantizeOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
   const Model model = load_model(o.input, nonfinite);
+  const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   DesignSpec spec;
   spec.method = parse_method(o.method);
   spec.bits = o.bits;
@@ -74,9 +76,9 @@ void run_quantize(const QuantizeOptions& o) {
   if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
   const Normalisation normalisation = parse_normalisation(o.normalisation);
   if (!o.support.empty())
-    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation, nonfinite)));
+    codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation, nonfinite, *backend)));
   PtqReport report;
-  const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation, nonfinite);
+  const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation, nonfinite, *backend);
   save_quantized(o.output, quantized);
   if (o.json) {
     nlohmann::json tensors = nlohmann::json::array();
@@ -84,7 +86,7 @@ void run_quantize(const QuantizeOptions& o) {
       tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
                          {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error},
                          {"nonfinite", t.nonfinite}});
-    std::cout << nlohmann::json{{"output", o.output}, {"codebook", to_json(codebook)},
+    std::cout << nlohmann::json{{"output", o.output}, {"device", backend->name()}, {"codebook", to_json(codebook)},
                                 {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
                                 {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
                                 {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
@@ -106,7 +108,8 @@ void run_quantize(const QuantizeOptions& o) {
             << fixed(report.xmax, 4) << " (normalised weights in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
             << fixed(report.sqnr_th_db, 4) << " dB; " << before << " -> " << after << " bytes ("
-            << fixed(double(before) / double(after), 1) << "x smaller), saved " << o.output << '\n';
+            << fixed(double(before) / double(after), 1) << "x smaller), saved " << o.output << " (on "
+            << backend->name() << ")\n";
   if (report.stats.nonfinite > 0) {
     std::cout << report.stats.nonfinite << " non-finite weight(s) saturated (left out of every statistic):";
     for (const auto& t : report.tensors)
@@ -116,7 +119,7 @@ void run_quantize(const QuantizeOptions& o) {
 }
 
 struct EvalOptions {
-  std::string input, dataset = "mnist", data;
+  std::string input, dataset = "mnist", data, device = "auto";
   bool json = false;
 };
 
@@ -127,7 +130,7 @@ void run_eval(const EvalOptions& o) {
   const bool quantized = file.metadata.count("nuq.quantized") > 0;
   double result = 0.0;
   if (quantized) {
-    result = quantized_accuracy(load_quantized(o.input), test_set);
+    result = quantized_accuracy(load_quantized(o.input), test_set, *make_backend(parse_device(o.device)));
   } else {
     Model model = load_model(o.input);
     result = accuracy(model, test_set);
@@ -176,6 +179,7 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law parameter")->capture_default_str();
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
+  add_device_option(*quantize_cmd, q->device);
   quantize_cmd->callback([q] { run_quantize(*q); });
 
   auto e = std::make_shared<EvalOptions>();
@@ -184,6 +188,7 @@ void add_model_commands(CLI::App& app) {
   eval_cmd->add_option("--dataset", e->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
   eval_cmd->add_option("--data", e->data, "Data folder (default: $NUQ_DATA or data)");
   eval_cmd->add_flag("--json", e->json, "Print the result as JSON");
+  add_device_option(*eval_cmd, e->device);
   eval_cmd->callback([e] { run_eval(*e); });
 }
 

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "args.h"
 #include "commands.h"
 #include "nuq/error.h"
 #include "nuq/experiment.h"
@@ -21,7 +22,7 @@ namespace nuq::cli {
 namespace {
 
 struct ReproduceOptions {
-  std::string paper = "all", dataset = "all", model = "all", data, out = "out", plots, bench;
+  std::string paper = "all", dataset = "all", model = "all", data, out = "out", plots, bench, device = "auto";
   bool retrain = false, json = false, figures = true;
   int epochs = 10, seeds = 1;
   std::uint64_t seed = 1;
@@ -104,6 +105,9 @@ void run_reproduce(const ReproduceOptions& o) {
   options.retrain = o.retrain;
   options.train.epochs = o.epochs;
   options.train.seed = o.seed;
+  const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
+  options.backend = backend.get();
+  std::cerr << "weights quantized and quantized networks run on " << backend->name() << "\n";
   std::filesystem::create_directories(o.out);
 
   const TheoryReport theory = build_theory_report();
@@ -187,6 +191,7 @@ void add_reproduce_command(CLI::App& app) {
   cmd->add_option("--dataset", o->dataset, "mnist, fashion or all (mathematics2022's tables)")
       ->check(CLI::IsMember({"mnist", "fashion", "all"}))->capture_default_str();
   cmd->add_option("--model", o->model, "mlp, cnn or all")->check(CLI::IsMember({"mlp", "cnn", "all"}))->capture_default_str();
+  add_device_option(*cmd, o->device);
   cmd->add_option("--data", o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
   cmd->add_option("--out", o->out, "Folder for models, quantized models and the reports")->capture_default_str();
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");

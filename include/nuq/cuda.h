@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "nuq/backend.h"
 #include "nuq/codebook.h"
 #include "nuq/laplace.h"
 
@@ -35,5 +37,10 @@ std::string unavailable_reason();
 // unavailable or a CUDA call fails (with file:line and the CUDA message).
 std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& codebooks,
                                                  double sigma, int device = 0);
+
+// The CUDA backend on device `device`: statistics, the fused quantization pass, dequantization
+// and the quantized GEMM, streaming host data through pinned buffers on two streams. Throws
+// nuq::Error naming the reason when CUDA or the device is unavailable.
+std::unique_ptr<Backend> make_backend(int device = 0);
 
 }  // namespace nuq::cuda

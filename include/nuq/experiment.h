@@ -11,6 +11,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "nuq/backend.h"
 #include "nuq/paper.h"
 #include "nuq/ptq.h"
 #include "nuq/train.h"
@@ -22,6 +23,8 @@ struct ExperimentOptions {
   std::string out_dir = "out";   // models/, quantized/ and the reports go here
   bool retrain = false;          // ignore a cached FP32 model
   TrainConfig train;
+  Backend* backend = nullptr;    // where weights are quantized and quantized networks run (null: the CPU)
+  Backend& weights_backend() const { return backend ? *backend : cpu_backend(); }
 };
 
 struct CaseResult {

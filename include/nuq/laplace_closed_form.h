@@ -22,11 +22,7 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define NUQ_HOST_DEVICE __host__ __device__
-#else
-#define NUQ_HOST_DEVICE
-#endif
+#include "nuq/host_device.h"
 
 namespace nuq {
 

@@ -12,12 +12,14 @@
 namespace nuq {
 
 struct QuantizedModel;
+class Backend;
 
 class Network {
  public:
   // With `packed`, the dense layers multiply straight from its packed codes (qgemm) and the
   // model's own fc weights are not read (they may be empty); conv weights and biases still are.
-  explicit Network(Model& model, const QuantizedModel* packed = nullptr);
+  // `backend` runs those quantized products (the CPU unless told otherwise).
+  explicit Network(Model& model, const QuantizedModel* packed = nullptr, Backend* backend = nullptr);
 
   // Logits [batch, 10] for `batch` 28x28 images with pixels in [0, 1]. With `training`, dropout
   // is applied (inverted: kept units scaled by 1/(1-p)) from a mask seeded by `dropout_seed`.
@@ -35,6 +37,7 @@ class Network {
              std::vector<float>& out);
   Model& model_;
   const QuantizedModel* packed_;
+  Backend* backend_;
   std::size_t batch_ = 0;
   std::size_t first_dense_ = 0;  // index of fc1.weight in the parameter list
   const float* images_ = nullptr;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "nuq/backend.h"
 #include "nuq/codebook.h"
 #include "nuq/io/dataset.h"
 #include "nuq/model.h"
@@ -70,11 +71,11 @@ struct PtqReport {
 
 // Global statistics of every trainable parameter (NaN or Inf: an error naming the tensor, or
 // skipped and counted with NonFinite::Skip).
-WeightStats model_stats(const Model& model, NonFinite nonfinite = NonFinite::Reject);
+WeightStats model_stats(const Model& model, NonFinite nonfinite = NonFinite::Reject, Backend& backend = cpu_backend());
 
 // Extremes of the parameters after normalisation (what support cases 1 and 2 are made of).
 WeightRange normalised_range(const Model& model, Normalisation normalisation = Normalisation::Global,
-                             NonFinite nonfinite = NonFinite::Reject);
+                             NonFinite nonfinite = NonFinite::Reject, Backend& backend = cpu_backend());
 
 // Quantizes with `codebook` (in normalised units; codes must fit a packable width). Fills `report`.
 // Non-finite weights are an error naming the tensor and index; with NonFinite::Skip they are left
@@ -82,13 +83,13 @@ WeightRange normalised_range(const Model& model, Normalisation normalisation = N
 // nearest the mean (counted in the report).
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report = nullptr,
                               Normalisation normalisation = Normalisation::Global,
-                              NonFinite nonfinite = NonFinite::Reject);
+                              NonFinite nonfinite = NonFinite::Reject, Backend& backend = cpu_backend());
 
 // The FP32 model with every parameter replaced by its quantized value.
 Model dequantize_model(const QuantizedModel& quantized);
 
 // Accuracy (%) evaluated from the packed form: dense layers through qgemm.
-double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data);
+double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend = cpu_backend());
 
 // safetensors: <name>.codes (U8 [rows, row bytes]), <name>.codebook (F32 [1, 2^bits]) and the
 // quantizer, statistics and shapes as JSON in __metadata__["nuq.quantized"]. Written atomically.

@@ -1,6 +1,6 @@
 // Statistics of a weight set: count, mean, standard deviation, extremes, accumulated in double
-// with Welford's update (and Chan's combination across tensors) so that 10^9 weights keep their
-// digits. NaN or infinity is an error naming the tensor and the index, unless the caller asks to
+// (Welford's update in the reference, Chan's combination of chunks and tensors) so that 10^9
+// weights keep their digits. NaN or infinity is an error naming the tensor and the index, unless the caller asks to
 // skip them (NonFinite::Skip; they are then counted, not averaged).
 #pragma once
 
@@ -25,9 +25,15 @@ struct WeightStats {
   double stddev() const;
 };
 
-// Adds `values` (named `name` in errors) to `stats`.
+// Adds `values` (named `name` in errors) to `stats`: chunks of weights in parallel, each chunk's
+// mean then its squared deviations, chunks joined with Chan's formula.
+void accumulate(WeightStats& stats, const float* values, std::size_t count, const std::string& name,
+                NonFinite nonfinite = NonFinite::Reject);
 void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name,
                 NonFinite nonfinite = NonFinite::Reject);
+// The reference: Welford's update one weight at a time, what the fast paths are tested against.
+WeightStats stats_ref(const float* values, std::size_t count, const std::string& name,
+                      NonFinite nonfinite = NonFinite::Reject);
 WeightStats combine(const WeightStats& a, const WeightStats& b);
 
 }  // namespace nuq

@@ -1,0 +1,141 @@
+#include "nuq/quantize_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "nuq/error.h"
+#include "nuq/packed.h"
+
+namespace nuq {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// The smallest float >= x, and the largest float <= x: a float w compares with them exactly as it
+// compares with the double x.
+float float_at_or_above(double x) {
+  float f = static_cast<float>(x);
+  if (double(f) < x) f = std::nextafter(f, kInf);
+  return f;
+}
+float float_at_or_below(double x) {
+  float f = static_cast<float>(x);
+  if (double(f) > x) f = std::nextafter(f, -kInf);
+  return f;
+}
+
+}  // namespace
+
+QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups) {
+  NUQ_REQUIRE(is_packable_bits(bits) && bits >= codebook.bits(), "quantize: a ", codebook.bits(),
+              "-bit codebook cannot be stored in ", bits, "-bit codes");
+  NUQ_REQUIRE(!groups.empty(), "quantize: no normalisation groups");
+  QuantizeTable table;
+  table.bits = bits;
+  table.levels_count = static_cast<std::uint32_t>(codebook.size());
+  table.groups = groups.size();
+  const std::size_t per_group = std::size_t{1} << bits;
+  const auto& t = codebook.thresholds();
+  const auto& y = codebook.levels();
+  const std::optional<UniformGrid>& grid = codebook.uniform_grid();
+  const bool grid_levels = bits == 16 && grid.has_value();
+  table.thresholds.reserve(groups.size() * t.size());
+  table.levels.reserve(groups.size() * per_group);
+  for (const Affine& a : groups) {
+    NUQ_REQUIRE(std::isfinite(a.mean) && std::isfinite(a.scale) && a.scale >= 0.0, "quantize: normalisation (mean ",
+                a.mean, ", scale ", a.scale, ") is not finite and non-negative");
+    const bool constant = a.scale == 0.0;  // every weight normalises to 0
+    for (double tk : t)
+      table.thresholds.push_back(constant ? (tk > 0.0 ? kInf : -kInf) : float_at_or_above(a.mean + a.scale * tk));
+    for (std::size_t k = 0; k < per_group; ++k) {
+      double level = a.mean;
+      if (grid_levels) level = (a.mean + a.scale * grid->first_level) + (a.scale * grid->step) * double(k);
+      else if (k < y.size()) level = a.mean + a.scale * y[k];
+      table.levels.push_back(static_cast<float>(level));
+    }
+    GroupParams p;
+    const double reach = a.scale * codebook.xmax();
+    p.inside_lo = constant ? -kInf : float_at_or_above(a.mean - reach);
+    p.inside_hi = constant ? kInf : float_at_or_below(a.mean + reach);
+    p.nan_code = codebook.index_of(0.0);
+    if (grid && !constant && t.size() >= 1) {
+      // Cell k starts at threshold k-1 = t0 + (k-1) * step: k = floor((w - (t0 - step)) / step).
+      p.grid_origin = static_cast<float>(a.mean + a.scale * (t.front() - grid->step));
+      p.grid_inv_step = static_cast<float>(1.0 / (a.scale * grid->step));
+      if (!std::isfinite(p.grid_inv_step)) p.grid_inv_step = 0.0f;  // a search is always correct
+    }
+    table.params.push_back(p);
+  }
+  return table;
+}
+
+QuantizeTotals combine(const QuantizeTotals& a, const QuantizeTotals& b) {
+  QuantizeTotals s;
+  s.signal = a.signal + b.signal;
+  s.noise = a.noise + b.noise;
+  s.max_error = std::max(a.max_error, b.max_error);
+  s.inside = a.inside + b.inside;
+  s.nonfinite = a.nonfinite + b.nonfinite;
+  s.first_nonfinite = std::min(a.first_nonfinite, b.first_nonfinite);
+  return s;
+}
+
+QuantizeTotals quantize_ref(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                            std::uint8_t* packed) {
+  NUQ_ASSERT(table.groups == 1 || table.groups == rows, table.groups, " groups for ", rows, " rows");
+  QuantizeTotals totals;
+  const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
+  const unsigned per_byte = table.bits < 8 ? 8u / unsigned(table.bits) : 1u;
+  for (std::size_t r = 0; r < rows; ++r) {
+    const std::size_t g = table.group_of_row(r);
+    const GroupRule rule = table.rule(g);
+    const float* levels = table.group_levels(g);
+    std::uint8_t* out = packed + r * row_bytes;
+    std::fill(out, out + row_bytes, std::uint8_t{0});
+    for (std::size_t c = 0; c < cols; ++c) {
+      const std::size_t index = r * cols + c;
+      const float w = values[index];
+      const std::uint32_t code = code_of(w, rule);
+      if (table.bits == 16) {
+        out[2 * c] = static_cast<std::uint8_t>(code);
+        out[2 * c + 1] = static_cast<std::uint8_t>(code >> 8);
+      } else {
+        out[c / per_byte] |= static_cast<std::uint8_t>(code << ((c % per_byte) * unsigned(table.bits)));
+      }
+      if (!std::isfinite(w)) {
+        ++totals.nonfinite;
+        totals.first_nonfinite = std::min<std::uint64_t>(totals.first_nonfinite, index);
+        continue;
+      }
+      const double error = double(w) - double(levels[code]);
+      totals.signal += double(w) * double(w);
+      totals.noise += error * error;
+      totals.max_error = std::max(totals.max_error, std::abs(error));
+      totals.inside += (w >= rule.params.inside_lo && w <= rule.params.inside_hi) ? 1u : 0u;
+    }
+  }
+  return totals;
+}
+
+void dequantize_ref(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                    float* out) {
+  const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
+  const unsigned mask = table.bits == 16 ? 0xFFFFu : (1u << table.bits) - 1u;
+  for (std::size_t r = 0; r < rows; ++r) {
+    const float* levels = table.group_levels(table.group_of_row(r));
+    const std::uint8_t* row = packed + r * row_bytes;
+    for (std::size_t c = 0; c < cols; ++c) {
+      std::uint32_t code;
+      if (table.bits == 16) {
+        code = row[2 * c] | (std::uint32_t{row[2 * c + 1]} << 8);
+      } else {
+        const std::size_t bit = c * std::size_t(table.bits);
+        code = (row[bit / 8] >> (bit % 8)) & mask;
+      }
+      out[r * cols + c] = levels[code];
+    }
+  }
+}
+
+}  // namespace nuq

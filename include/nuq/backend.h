@@ -1,0 +1,54 @@
+// Where the weight pipeline runs: the CPU or a CUDA device, behind one interface (after ggml's
+// backends and faiss's CPU/GPU indexes). Every operation takes and returns host memory; the CUDA
+// backend streams it through the device in chunks, so weight sets larger than the GPU's memory
+// work too. Callers pick a backend with make_backend(Device): `auto` takes a CUDA device when one
+// is visible and falls back to the CPU otherwise.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "nuq/qgemm.h"
+#include "nuq/quantize_table.h"
+#include "nuq/stats.h"
+
+namespace nuq {
+
+enum class Device { Cpu, Cuda, Auto };
+std::string to_string(Device device);
+Device parse_device(const std::string& text);  // "cpu", "cuda" or "auto"; throws naming the choices
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)".
+  virtual std::string name() const = 0;
+
+  // Count, mean, standard deviation and extremes of `count` weights named `name` in errors. NaN or
+  // Inf is an error naming the index, or counted and left out with NonFinite::Skip.
+  virtual WeightStats stats(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) = 0;
+
+  // The one fused pass over a [rows, cols] matrix: codes by the table's rule, packed into
+  // `packed` (rows * packed_row_bytes(cols, table.bits) bytes), and the totals of the error.
+  virtual QuantizeTotals quantize(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                                  std::uint8_t* packed) = 0;
+
+  // out[r * cols + c] = the level of code (r, c).
+  virtual void dequantize(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                          float* out) = 0;
+
+  // y[m, rows] = x[m, cols] * W^T (+ bias) straight from the packed codes.
+  virtual void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) = 0;
+};
+
+// The CPU backend: a shared one (it holds no state), or one of your own.
+Backend& cpu_backend();
+std::unique_ptr<Backend> make_cpu_backend();
+
+// Device::Cpu: the CPU. Device::Cuda: the first CUDA device, or nuq::Error saying why there is
+// none. Device::Auto: CUDA when a device is visible, otherwise the CPU.
+std::unique_ptr<Backend> make_backend(Device device);
+
+}  // namespace nuq

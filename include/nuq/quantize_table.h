@@ -1,0 +1,68 @@
+// A Codebook made ready for a backend: per group (one for a tensor, one per output channel), the
+// thresholds and levels in the weights' own units and the bounds of the support region, so the
+// one pass over the weights (normalise, quantize, pack, accumulate the error) is only comparisons
+// and look-ups. Built on the host, consumed alike by the CPU and the CUDA backends.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "nuq/codebook.h"
+#include "nuq/quantize_rule.h"
+
+namespace nuq {
+
+// The map from weights to the codebook's units, w -> (w - mean) / scale. scale == 0 marks a
+// constant group: every weight is normalised to 0.
+struct Affine {
+  double mean = 0.0, scale = 1.0;
+};
+
+struct QuantizeTable {
+  int bits = 2;                      // packed width (1, 2, 4, 8 or 16)
+  std::uint32_t levels_count = 0;    // N, the codebook's levels
+  std::size_t groups = 0;            // 1, or one per row
+  std::vector<float> thresholds;     // [groups, N - 1]
+  std::vector<float> levels;         // [groups, 2^bits]: codes the codebook does not use map to the mean
+  std::vector<GroupParams> params;   // [groups]
+
+  GroupRule rule(std::size_t group) const {
+    return {thresholds.data() + group * (levels_count - 1), levels_count, params[group]};
+  }
+  const float* group_levels(std::size_t group) const { return levels.data() + (group << bits); }
+  // The group that row r of a [rows, cols] matrix uses.
+  std::size_t group_of_row(std::size_t row) const { return groups == 1 ? 0 : row; }
+};
+
+// `bits` must hold the codebook's codes and be packable; `groups` has one map per group. With 16
+// bits and a uniform grid the levels come from the grid's affine map (what the U16 files store),
+// so that a file reproduces the in-memory quantizer bit for bit.
+QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups);
+
+// What one pass accumulates over the finite weights (double, so 10^9 weights keep their digits).
+struct QuantizeTotals {
+  double signal = 0.0;     // sum of w^2
+  double noise = 0.0;      // sum of (w - w_hat)^2
+  double max_error = 0.0;  // max |w - w_hat|
+  std::uint64_t inside = 0;     // weights within the support region
+  std::uint64_t nonfinite = 0;  // NaN and +-Inf met (saturated: see code_of)
+  std::uint64_t first_nonfinite = UINT64_MAX;  // the lowest index of one, for error messages
+};
+QuantizeTotals combine(const QuantizeTotals& a, const QuantizeTotals& b);
+
+// The reference pass, one weight at a time: codes of the [rows, cols] matrix `values` packed into
+// `packed` (rows * packed_row_bytes(cols, bits) bytes, overwritten), and the totals. Every fast
+// path (CPU SIMD, CUDA) is tested bit for bit against it.
+QuantizeTotals quantize_ref(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                            std::uint8_t* packed);
+
+// The same, fast: AVX-512 for up to 16 levels where the build has it, rows over the cores.
+QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                             std::uint8_t* packed);
+
+// Weights back from codes: out[r * cols + c] = level of code (r, c) in its row's group.
+void dequantize_ref(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                    float* out);
+
+}  // namespace nuq

@@ -1,0 +1,279 @@
+// The CUDA backend: host data streamed through the device in chunks (stream_pipeline.cuh), the
+// kernels of weight_stats, quantize and qgemm, and every result brought back to host memory.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda_check.cuh"
+#include "device_buffer.cuh"
+#include "nuq/backend.h"
+#include "nuq/cuda.h"
+#include "nuq/error.h"
+#include "nuq/packed.h"
+#include "qgemm.cuh"
+#include "quantize.cuh"
+#include "stream_pipeline.cuh"
+#include "weight_stats.cuh"
+
+namespace nuq::cuda {
+namespace {
+
+// Input bytes per chunk at first: large enough that copies run at full PCIe speed, small enough
+// that two chunks in flight fit beside anything else on the device. Halved on out-of-memory.
+constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
+// Where a chunk's totals sit in its pinned output, ahead of the codes.
+constexpr std::size_t kHeaderBytes = 256;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    int count = 0;
+    NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
+    NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    cudaDeviceProp prop{};
+    NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";
+    multiprocessors_ = prop.multiProcessorCount;
+    slots_ = std::make_unique<std::array<Slot, 2>>();
+  }
+
+  std::string name() const override { return name_; }
+
+  WeightStats stats(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) override {
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    WeightStats result;
+    if (count == 0) return result;
+    std::size_t chunk = 0;
+    reserve([&](std::size_t bytes) {
+      chunk = std::min(count, bytes / sizeof(float));
+      return Need{chunk * sizeof(float), kHeaderBytes, stats_scratch_bytes(chunk, multiprocessors_)};
+    });
+    const std::size_t chunks = (count + chunk - 1) / chunk;
+    std::vector<StatsPartial> partials(chunks);
+    run_pipelined(
+        *slots_, chunks,
+        [&](std::size_t i, Slot& slot) {
+          std::memcpy(slot.host_in.as<float>(), values + i * chunk, size(i, chunk, count) * sizeof(float));
+        },
+        [&](std::size_t i, Slot& slot) {
+          const std::size_t n = size(i, chunk, count);
+          cudaStream_t s = slot.stream.get();
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.device_in.as<float>(), slot.host_in.as<float>(), n * sizeof(float),
+                                         cudaMemcpyHostToDevice, s));
+          launch_stats(slot.device_in.as<float>(), n, i * chunk, slot.device_out.as<StatsPartial>(),
+                       slot.scratch.as<void>(), scratch_bytes_, multiprocessors_, s);
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), slot.device_out.as<void>(), sizeof(StatsPartial),
+                                         cudaMemcpyDeviceToHost, s));
+        },
+        [&](std::size_t i, Slot& slot) { partials[i] = *slot.host_out.as<StatsPartial>(); });
+    std::size_t first_nonfinite = SIZE_MAX;
+    for (const StatsPartial& p : partials) {
+      WeightStats part;
+      part.count = p.count;
+      part.nonfinite = p.nonfinite;
+      part.mean = p.mean;
+      part.m2 = p.m2;
+      part.min = p.min;
+      part.max = p.max;
+      result = combine(result, part);
+      first_nonfinite = std::min<std::size_t>(first_nonfinite, p.first_nonfinite);
+    }
+    NUQ_REQUIRE(result.nonfinite == 0 || nonfinite == NonFinite::Skip, name, ": element ", first_nonfinite, " is ",
+                values[first_nonfinite],
+                "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
+    return result;
+  }
+
+  QuantizeTotals quantize(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                          std::uint8_t* packed) override {
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "quantize: ", table.groups, " codebook groups for ", rows,
+                " rows");
+    QuantizeTotals totals;
+    if (rows == 0 || cols == 0) return totals;
+    const Uploaded device_table(table, rows);
+    const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
+    std::vector<Piece> pieces;
+    reserve([&](std::size_t bytes) {
+      pieces = cut(rows, cols, bytes / sizeof(float));
+      const Piece& big = pieces.front();
+      return Need{big.rows * big.cols * sizeof(float), kHeaderBytes + big.rows * packed_row_bytes(big.cols, table.bits),
+                  quantize_scratch_bytes(quantize_units(big, table.bits), multiprocessors_)};
+    });
+    std::vector<QuantizeTotals> parts(pieces.size());
+    run_pipelined(
+        *slots_, pieces.size(),
+        [&](std::size_t i, Slot& slot) { gather(values, cols, pieces[i], slot.host_in.as<float>()); },
+        [&](std::size_t i, Slot& slot) {
+          const Piece& p = pieces[i];
+          cudaStream_t s = slot.stream.get();
+          const std::size_t code_bytes = p.rows * packed_row_bytes(p.cols, table.bits);
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.device_in.as<float>(), slot.host_in.as<float>(),
+                                         p.rows * p.cols * sizeof(float), cudaMemcpyHostToDevice, s));
+          auto* out = slot.device_out.as<std::uint8_t>();
+          launch_quantize(slot.device_in.as<float>(), p, device_table.view, out + kHeaderBytes,
+                          reinterpret_cast<QuantizeTotals*>(out), slot.scratch.as<void>(), scratch_bytes_,
+                          multiprocessors_, s);
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), out, kHeaderBytes + code_bytes,
+                                         cudaMemcpyDeviceToHost, s));
+        },
+        [&](std::size_t i, Slot& slot) {
+          const Piece& p = pieces[i];
+          const auto* out = slot.host_out.as<std::uint8_t>();
+          std::memcpy(&parts[i], out, sizeof(QuantizeTotals));
+          const std::size_t piece_row_bytes = packed_row_bytes(p.cols, table.bits);
+          for (std::size_t r = 0; r < p.rows; ++r)
+            std::memcpy(packed + (p.first_row + r) * row_bytes + p.first_col * std::size_t(table.bits) / 8,
+                        out + kHeaderBytes + r * piece_row_bytes, piece_row_bytes);
+        });
+    for (const QuantizeTotals& part : parts) totals = combine(totals, part);
+    return totals;
+  }
+
+  void dequantize(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                  float* out) override {
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    if (rows == 0 || cols == 0) return;
+    const Uploaded device_table(table, rows);
+    const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
+    std::vector<Piece> pieces;
+    reserve([&](std::size_t bytes) {
+      pieces = cut(rows, cols, bytes / sizeof(float));
+      const Piece& big = pieces.front();
+      return Need{big.rows * packed_row_bytes(big.cols, table.bits), big.rows * big.cols * sizeof(float), 0};
+    });
+    run_pipelined(
+        *slots_, pieces.size(),
+        [&](std::size_t i, Slot& slot) {
+          const Piece& p = pieces[i];
+          const std::size_t piece_row_bytes = packed_row_bytes(p.cols, table.bits);
+          for (std::size_t r = 0; r < p.rows; ++r)
+            std::memcpy(slot.host_in.as<std::uint8_t>() + r * piece_row_bytes,
+                        packed + (p.first_row + r) * row_bytes + p.first_col * std::size_t(table.bits) / 8,
+                        piece_row_bytes);
+        },
+        [&](std::size_t i, Slot& slot) {
+          const Piece& p = pieces[i];
+          cudaStream_t s = slot.stream.get();
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.device_in.as<void>(), slot.host_in.as<void>(),
+                                         p.rows * packed_row_bytes(p.cols, table.bits), cudaMemcpyHostToDevice, s));
+          launch_dequantize(slot.device_in.as<std::uint8_t>(), p, device_table.view, slot.device_out.as<float>(),
+                            multiprocessors_, s);
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), slot.device_out.as<void>(),
+                                         p.rows * p.cols * sizeof(float), cudaMemcpyDeviceToHost, s));
+        },
+        [&](std::size_t i, Slot& slot) {
+          const Piece& p = pieces[i];
+          for (std::size_t r = 0; r < p.rows; ++r)
+            std::memcpy(out + (p.first_row + r) * cols + p.first_col, slot.host_out.as<float>() + r * p.cols,
+                        p.cols * sizeof(float));
+        });
+  }
+
+  void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const std::size_t n = w.codes.rows, k = w.codes.cols;
+    NUQ_REQUIRE(is_packable_bits(w.codes.bits) && w.levels.size() == (std::size_t{1} << w.codes.bits) &&
+                    w.codes.bytes.size() == n * packed_row_bytes(k, w.codes.bits),
+                "qgemm: the packed matrix is inconsistent (", w.codes.bits, " bits, ", w.levels.size(), " levels, ",
+                w.codes.bytes.size(), " bytes for ", n, " x ", k, ")");
+    if (m == 0 || n == 0) return;
+    const DeviceBuffer<std::uint8_t> codes(w.codes.bytes);
+    const DeviceBuffer<float> levels(w.levels);
+    DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
+    if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
+    if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
+    const DeviceQuantizedMatrix view{codes.data(), levels.data(), n, k, w.codes.bits};
+    launch_qgemm(dx.data(), m, view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
+    NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+
+ private:
+  struct Need {
+    std::size_t in, out, scratch;
+  };
+
+  // A QuantizeTable copied to the device.
+  struct Uploaded {
+    Uploaded(const QuantizeTable& table, std::size_t rows)
+        : thresholds(table.thresholds), levels(table.levels), params(table.params) {
+      NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "codebook groups (", table.groups, ") must be 1 or ",
+                  rows);
+      view = {thresholds.data(), levels.data(), params.data(), table.levels_count, table.groups != 1, table.bits};
+    }
+    DeviceBuffer<float> thresholds, levels;
+    DeviceBuffer<GroupParams> params;
+    DeviceTable view;
+  };
+
+  static std::size_t size(std::size_t i, std::size_t chunk, std::size_t count) {
+    return std::min(chunk, count - i * chunk);
+  }
+
+  // Whole rows per piece when a row fits the chunk, otherwise each row in 16-column-aligned parts.
+  static std::vector<Piece> cut(std::size_t rows, std::size_t cols, std::size_t elements) {
+    std::vector<Piece> pieces;
+    if (cols <= elements) {
+      const std::size_t per = std::max<std::size_t>(1, elements / cols);
+      for (std::size_t r = 0; r < rows; r += per) pieces.push_back({r, std::min(per, rows - r), 0, cols, cols});
+      return pieces;
+    }
+    const std::size_t width = std::max<std::size_t>(16, elements / 16 * 16);
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t c = 0; c < cols; c += width) pieces.push_back({r, 1, c, std::min(width, cols - c), cols});
+    return pieces;
+  }
+
+  static void gather(const float* values, std::size_t cols, const Piece& p, float* into) {
+    if (p.cols == cols) {
+      std::memcpy(into, values + p.first_row * cols, p.rows * cols * sizeof(float));
+      return;
+    }
+    for (std::size_t r = 0; r < p.rows; ++r)
+      std::memcpy(into + r * p.cols, values + (p.first_row + r) * cols + p.first_col, p.cols * sizeof(float));
+  }
+
+  // Sizes the two slots for the plan `plan(chunk_bytes)` returns, halving the chunk while the
+  // device is out of memory; below kMinChunkBytes that is an error that says so.
+  template <typename Plan>
+  void reserve(const Plan& plan) {
+    for (;;) {
+      const Need need = plan(chunk_bytes_);
+      bool fits = true;
+      for (Slot& slot : *slots_) {
+        fits = fits && slot.device_in.try_reserve(need.in) && slot.device_out.try_reserve(need.out) &&
+               slot.scratch.try_reserve(std::max<std::size_t>(need.scratch, 1));
+        if (!fits) break;
+        slot.host_in.reserve(need.in);
+        slot.host_out.reserve(need.out);
+      }
+      if (fits) {
+        scratch_bytes_ = need.scratch;
+        return;
+      }
+      std::size_t free_bytes = 0, total_bytes = 0;
+      NUQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+      NUQ_REQUIRE(chunk_bytes_ / 2 >= kMinChunkBytes, name_, ": out of device memory: two chunks of ",
+                  need.in >> 20, " MiB do not fit (", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+                  "); free the device or use --device cpu");
+      chunk_bytes_ /= 2;
+      slots_ = std::make_unique<std::array<Slot, 2>>();  // give back what the larger chunk took
+    }
+  }
+
+  int device_ = 0;
+  std::string name_;
+  int multiprocessors_ = 0;
+  std::unique_ptr<std::array<Slot, 2>> slots_;
+  std::size_t chunk_bytes_ = kFirstChunkBytes;
+  std::size_t scratch_bytes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace nuq::cuda

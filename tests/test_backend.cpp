@@ -1,0 +1,183 @@
+// The CPU backend's weight pipeline: the quantization rule in the weights' units, the fast pass
+// against the reference (codes bit for bit, totals to rounding), chunked statistics against
+// Welford, per-row codebook groups, non-finite weights and empty inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "backend_cases.h"
+#include "nuq/backend.h"
+#include "nuq/error.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_table.h"
+#include "nuq/stats.h"
+
+namespace nuq {
+namespace {
+
+using test::Law;
+
+void expect_totals_near(const QuantizeTotals& a, const QuantizeTotals& b, const std::string& what) {
+  EXPECT_NEAR(a.signal, b.signal, 1e-10 * b.signal) << what;
+  EXPECT_NEAR(a.noise, b.noise, 1e-10 * b.noise) << what;
+  EXPECT_EQ(a.max_error, b.max_error) << what;
+  EXPECT_EQ(a.inside, b.inside) << what;
+  EXPECT_EQ(a.nonfinite, b.nonfinite) << what;
+  EXPECT_EQ(a.first_nonfinite, b.first_nonfinite) << what;
+}
+
+TEST(QuantizeRule, ComparesEachWeightWithTheExactThresholdsInItsOwnUnits) {
+  // code_of(w) is the number of thresholds t with double(w) >= mean + scale * t computed in
+  // double: the rounding of the float thresholds loses nothing.
+  const double mean = 0.013, scale = 0.071;
+  for (const auto& [name, codebook, bits] : test::codebooks_of_every_width()) {
+    const QuantizeTable table = make_quantize_table(codebook, bits, {Affine{mean, scale}});
+    std::vector<float> w = test::draw(Law::Laplace, 4000, mean, 3 * scale, 11);
+    // Weights exactly at, just below and just above thresholds.
+    for (std::size_t k = 0; k < codebook.thresholds().size(); k += 1 + codebook.thresholds().size() / 50) {
+      const float at = static_cast<float>(mean + scale * codebook.thresholds()[k]);
+      w.insert(w.end(), {at, std::nextafter(at, -1e9f), std::nextafter(at, 1e9f)});
+    }
+    for (float x : w) {
+      std::uint32_t expected = 0;
+      for (double t : codebook.thresholds()) expected += double(x) >= mean + scale * t;
+      ASSERT_EQ(code_of(x, table.rule(0)), expected) << name << " at w = " << x;
+    }
+  }
+}
+
+TEST(QuantizeRule, AgreesWithTheCodebookOnNormalisedWeightsAwayFromTies) {
+  const double mean = -0.2, scale = 0.5;
+  const test::NamedCodebook c = test::codebooks_of_every_width()[3];
+  const QuantizeTable table = make_quantize_table(c.codebook, c.storage_bits, {Affine{mean, scale}});
+  std::size_t differ = 0;
+  const std::vector<float> w = test::draw(Law::Gauss, 100000, mean, 2.0, 3);
+  for (float x : w) differ += code_of(x, table.rule(0)) != c.codebook.index_of((double(x) - mean) / scale);
+  EXPECT_LE(differ, 2u);  // only a weight within rounding of a threshold may differ
+}
+
+TEST(QuantizeRule, SaturatesNonFiniteAndHandlesAConstantGroup) {
+  const Codebook codebook = lloyd_max_codebook(4);
+  const QuantizeTable table = make_quantize_table(codebook, 2, {Affine{0.5, 0.0}});  // a constant tensor
+  const GroupRule rule = table.rule(0);
+  EXPECT_EQ(code_of(0.5f, rule), codebook.index_of(0.0));
+  EXPECT_EQ(code_of(-1e30f, rule), codebook.index_of(0.0));  // everything normalises to 0
+  EXPECT_EQ(code_of(INFINITY, rule), 3u);
+  EXPECT_EQ(code_of(-INFINITY, rule), 0u);
+  EXPECT_EQ(code_of(NAN, rule), codebook.index_of(0.0));
+  EXPECT_EQ(table.group_levels(0)[code_of(0.5f, rule)], 0.5f);  // stored exactly
+  EXPECT_THROW(make_quantize_table(codebook, 2, {Affine{0.0, -1.0}}), Error);
+  EXPECT_THROW(make_quantize_table(codebook, 1, {Affine{}}), Error);  // 4 levels do not fit 1 bit
+}
+
+// Fast pass vs reference: every width and search path, ragged shapes, per-row groups.
+TEST(QuantizeFast, CodesBitIdenticalToTheReferenceAndTotalsToRounding) {
+  const std::vector<std::pair<std::size_t, std::size_t>> shapes = {
+      {0, 5}, {1, 1}, {1, 31}, {1, 32}, {1, 33}, {3, 17}, {7, 100}, {64, 784}, {1, (1u << 20) + 7}, {2, 40000}};
+  for (const auto& [name, codebook, bits] : test::codebooks_of_every_width()) {
+    for (const auto& [rows, cols] : shapes) {
+      for (bool per_row : {false, true}) {
+        const std::size_t count = rows * cols;
+        const std::vector<float> w = test::draw(Law::Laplace, count, 0.01, 0.05, std::uint32_t(rows * 31 + cols));
+        std::vector<Affine> groups(per_row ? std::max<std::size_t>(rows, 1) : 1, Affine{0.01, 0.05});
+        for (std::size_t g = 0; g < groups.size(); ++g) groups[g].scale *= 1.0 + 0.1 * double(g % 5);
+        if (per_row && rows == 0) continue;
+        const QuantizeTable table = make_quantize_table(codebook, bits, groups);
+        const std::size_t bytes = rows * packed_row_bytes(cols, bits);
+        std::vector<std::uint8_t> ref(bytes, 0xAB), fast(bytes, 0xCD);
+        const QuantizeTotals a = quantize_ref(w.data(), rows, cols, table, ref.data());
+        const QuantizeTotals b = quantize_fast(w.data(), rows, cols, table, fast.data());
+        const std::string what = name + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                                 (per_row ? " per-row" : "");
+        ASSERT_EQ(fast, ref) << what;
+        expect_totals_near(b, a, what);
+        if (count > 0) {
+          EXPECT_GT(a.noise, 0.0) << what;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantizeFast, NonFiniteWeightsSaturateAndAreCountedOnEveryPath) {
+  for (const auto& [name, codebook, bits] : test::codebooks_of_every_width()) {
+    std::vector<float> w = test::draw(Law::Gauss, 3 * 50, 0.0, 1.0, 5);
+    w[7] = NAN;
+    w[40] = INFINITY;
+    w[41] = -INFINITY;
+    w[149] = NAN;
+    const QuantizeTable table = make_quantize_table(codebook, bits, {Affine{0.0, 1.0}});
+    std::vector<std::uint8_t> ref(3 * packed_row_bytes(50, bits)), fast(ref.size());
+    const QuantizeTotals a = quantize_ref(w.data(), 3, 50, table, ref.data());
+    const QuantizeTotals b = quantize_fast(w.data(), 3, 50, table, fast.data());
+    EXPECT_EQ(fast, ref) << name;
+    EXPECT_EQ(a.nonfinite, 4u) << name;
+    EXPECT_EQ(a.first_nonfinite, 7u) << name;
+    expect_totals_near(b, a, name);
+    EXPECT_TRUE(std::isfinite(a.signal) && std::isfinite(a.noise)) << name;
+  }
+}
+
+TEST(QuantizeFast, DequantizedCodesAreTheGroupsLevels) {
+  const test::NamedCodebook c = test::codebooks_of_every_width()[1];
+  const std::size_t rows = 5, cols = 77;
+  std::vector<Affine> groups;
+  for (std::size_t r = 0; r < rows; ++r) groups.push_back({0.1 * double(r), 1.0 + double(r)});
+  const QuantizeTable table = make_quantize_table(c.codebook, c.storage_bits, groups);
+  const std::vector<float> w = test::draw(Law::Uniform, rows * cols, 0.0, 2.0, 9);
+  std::vector<std::uint8_t> packed(rows * packed_row_bytes(cols, c.storage_bits));
+  quantize_fast(w.data(), rows, cols, table, packed.data());
+  std::vector<float> back(rows * cols);
+  cpu_backend().dequantize(packed.data(), rows, cols, table, back.data());
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t col = 0; col < cols; ++col) {
+      const float x = w[r * cols + col];
+      const double normalised = (double(x) - groups[r].mean) / groups[r].scale;
+      EXPECT_FLOAT_EQ(back[r * cols + col], float(groups[r].mean + groups[r].scale * c.codebook.quantize(normalised)));
+    }
+}
+
+TEST(WeightStatsFast, ChunkedStatisticsMatchWelford) {
+  for (Law law : {Law::Laplace, Law::Gauss, Law::Uniform})
+    for (std::size_t count : {std::size_t{1}, std::size_t{31}, std::size_t{4097}, (std::size_t{1} << 20) + 7}) {
+      const std::vector<float> w = test::draw(law, count, 1000.0, 0.5, std::uint32_t(count));  // large mean: cancellation
+      const WeightStats ref = stats_ref(w.data(), count, "w");
+      const WeightStats fast = cpu_backend().stats(w.data(), count, "w", NonFinite::Reject);
+      const std::string what = test::to_string(law) + " " + std::to_string(count);
+      EXPECT_EQ(fast.count, ref.count) << what;
+      EXPECT_NEAR(fast.mean, ref.mean, 1e-12 * std::abs(ref.mean)) << what;
+      EXPECT_NEAR(fast.variance(), ref.variance(), 1e-9 * ref.variance() + 1e-300) << what;
+      EXPECT_EQ(fast.min, ref.min) << what;
+      EXPECT_EQ(fast.max, ref.max) << what;
+    }
+}
+
+TEST(WeightStatsFast, NonFiniteIsAnErrorNamingTheFirstIndexOrIsSkipped) {
+  std::vector<float> w = test::draw(Law::Gauss, 300000, 0.0, 1.0, 1);
+  w[123457] = NAN;
+  w[250000] = INFINITY;
+  try {
+    cpu_backend().stats(w.data(), w.size(), "layer.weight", NonFinite::Reject);
+    FAIL() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer.weight: element 123457 is nan"), std::string::npos) << e.what();
+  }
+  const WeightStats s = cpu_backend().stats(w.data(), w.size(), "w", NonFinite::Skip);
+  EXPECT_EQ(s.count, w.size() - 2);
+  EXPECT_EQ(s.nonfinite, 2u);
+  const WeightStats ref = stats_ref(w.data(), w.size(), "w", NonFinite::Skip);
+  EXPECT_NEAR(s.mean, ref.mean, 1e-12);
+  EXPECT_EQ(cpu_backend().stats(w.data(), 0, "none", NonFinite::Reject).count, 0u);
+}
+
+TEST(Backend, DeviceNamesParse) {
+  EXPECT_EQ(parse_device("cpu"), Device::Cpu);
+  EXPECT_EQ(parse_device("cuda"), Device::Cuda);
+  EXPECT_EQ(parse_device("auto"), Device::Auto);
+  EXPECT_THROW(parse_device("gpu"), Error);
+  EXPECT_EQ(cpu_backend().name(), "cpu");
+}
+
+}  // namespace
+}  // namespace nuq
