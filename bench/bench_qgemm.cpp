@@ -3,12 +3,16 @@
 // Y[m, n] = X[m, k] * W^T. Counters: weight bytes read per second (GB/s) and TFLOP/s.
 //   build/bench/bench_qgemm --benchmark_out=qgemm.json --benchmark_out_format=json
 // scripts/plots.py draws peer time / nuq time per m from such a file (bench-speedup figure).
+// Where a CUDA device is visible, the GPU kernels and their cuBLAS peers (FP32 with TF32 off, TF32,
+// BF16 on dense BF16 weights) are registered too, on the shapes of #5, timed with CUDA events
+// (UseManualTime) over buffers rotated beyond twice the L2; bench/qgemm_report.py tabulates them.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
 #include <random>
 #include <vector>
 
+#include "nuq/cuda.h"
 #include "nuq/qgemm.h"
 
 namespace {
@@ -81,4 +85,49 @@ void shapes(benchmark::internal::Benchmark* b, bool with_bits) {
 BENCHMARK(BM_QuantizedGemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_OpenBlasSgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, false); });
 
+constexpr int kGpuRuns = 20;
+
+void BM_GpuQgemm(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const int bits = int(state.range(3));
+  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns) / 1e3);
+  counters(state, m, n, k, double(n * nuq::packed_row_bytes(k, bits)));
+}
+
+template <nuq::cuda::DensePeer kPeer>
+void BM_Cublas(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_cublas(m, n, k, kPeer, kGpuRuns) / 1e3);
+  counters(state, m, n, k, double(n * k) * (kPeer == nuq::cuda::DensePeer::Bf16 ? 2.0 : 4.0));
+}
+
+// #5's shapes as (outputs n, inputs k): the MNIST MLP's layers, square layers, an LLM MLP's pair.
+void gpu_shapes(benchmark::internal::Benchmark* b, bool with_bits) {
+  b->ArgNames(with_bits ? std::vector<std::string>{"m", "n", "k", "bits"} : std::vector<std::string>{"m", "n", "k"});
+  const std::vector<std::pair<long, long>> layers = {{512, 784},    {512, 512},     {10, 512},     {4096, 4096},
+                                                     {8192, 8192},  {16384, 16384}, {28672, 8192}, {8192, 28672}};
+  for (const auto& [n, k] : layers)
+    for (long m : {1, 4, 16, 64, 256, 1024, 4096}) {
+      if (with_bits)
+        b->Args({m, n, k, 2});
+      else
+        b->Args({m, n, k});
+    }
+  b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
+}
+
 }  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (!nuq::cuda::devices().empty()) {
+    using nuq::cuda::DensePeer;
+    benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm)->Apply([](auto* b) { gpu_shapes(b, true); });
+    benchmark::RegisterBenchmark("BM_CublasFp32", BM_Cublas<DensePeer::Fp32>)->Apply([](auto* b) { gpu_shapes(b, false); });
+    benchmark::RegisterBenchmark("BM_CublasTf32", BM_Cublas<DensePeer::Tf32>)->Apply([](auto* b) { gpu_shapes(b, false); });
+    benchmark::RegisterBenchmark("BM_CublasBf16", BM_Cublas<DensePeer::Bf16>)->Apply([](auto* b) { gpu_shapes(b, false); });
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -12,6 +12,20 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, d
   throw Error("laplace_distortion_batch: " + unavailable_reason());
 }
 
-std::unique_ptr<Backend> make_backend(int) { throw Error("the CUDA backend: " + unavailable_reason()); }
+std::unique_ptr<Backend> make_backend(int, std::size_t) { throw Error("the CUDA backend: " + unavailable_reason()); }
+
+}  // namespace nuq::cuda
+
+namespace nuq::cuda {
+
+PipelineTimes time_pipeline(std::size_t, const Codebook&, int, int, int) {
+  throw Error("time_pipeline: " + unavailable_reason());
+}
+double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int) {
+  throw Error("time_qgemm: " + unavailable_reason());
+}
+double time_cublas(std::size_t, std::size_t, std::size_t, DensePeer, int, int) {
+  throw Error("time_cublas: " + unavailable_reason());
+}
 
 }  // namespace nuq::cuda

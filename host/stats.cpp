@@ -4,15 +4,23 @@
 #include <cmath>
 #include <limits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#endif
+
 #include "nuq/error.h"
 
 namespace nuq {
 namespace {
 
-// Weights are taken a chunk at a time: the chunk's mean first, then its squared deviations from
-// that mean (two passes over 16 KiB that stay in L1), and the chunks are joined with Chan's
-// formula. This is as accurate as Welford's update and vectorises, which Welford's division per
-// weight does not.
+// Weights are taken a chunk at a time, one pass of shifted sums each (below), and the chunks are
+// joined with Chan's formula: as accurate as Welford's update, and it vectorises, which Welford's
+// division per weight does not.
 constexpr std::size_t kChunk = 4096;
 
 // One weight at a time (Welford), for chunks that hold NaN or Inf.
@@ -38,33 +46,84 @@ WeightStats chunk_with_nonfinite(const float* values, std::size_t first, std::si
   return local;
 }
 
+// Sums of d = x - K and d^2 in double with K = the chunk's first weight (within a few standard
+// deviations of the chunk's mean, so S2 - S1^2 / n loses no digits worth having), and the extremes.
+struct ShiftedSums {
+  double s1 = 0.0, s2 = 0.0;
+  float lo = 0.0f, hi = 0.0f;
+  bool finite = true;
+};
+
+#if defined(__AVX512F__)
+ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
+  // Four independent accumulators per sum hide the latency of the double additions.
+  __m512d s1[4], s2[4];
+  for (int u = 0; u < 4; ++u) s1[u] = s2[u] = _mm512_setzero_pd();
+  __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
+  const __m512 infinity = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  const __m512d k = _mm512_set1_pd(shift);
+  __mmask16 finite = 0xFFFF;
+  std::size_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    for (int h = 0; h < 2; ++h) {
+      const __m512 v = _mm512_loadu_ps(x + i + 16 * h);
+      finite &= _mm512_cmp_ps_mask(_mm512_abs_ps(v), infinity, _CMP_LT_OQ);
+      lo = _mm512_min_ps(lo, v);
+      hi = _mm512_max_ps(hi, v);
+      const __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), k);
+      const __m512d d1 = _mm512_sub_pd(
+          _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), k);
+      s1[2 * h] = _mm512_add_pd(s1[2 * h], d0);
+      s1[2 * h + 1] = _mm512_add_pd(s1[2 * h + 1], d1);
+      s2[2 * h] = _mm512_fmadd_pd(d0, d0, s2[2 * h]);
+      s2[2 * h + 1] = _mm512_fmadd_pd(d1, d1, s2[2 * h + 1]);
+    }
+  }
+  ShiftedSums r;
+  r.s1 = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s1[0], s1[1]), _mm512_add_pd(s1[2], s1[3])));
+  r.s2 = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s2[0], s2[1]), _mm512_add_pd(s2[2], s2[3])));
+  r.lo = _mm512_reduce_min_ps(lo);
+  r.hi = _mm512_reduce_max_ps(hi);
+  r.finite = finite == 0xFFFF;
+  for (; i < count; ++i) {
+    r.finite = r.finite && std::isfinite(x[i]);
+    const double d = double(x[i]) - shift;
+    r.s1 += d;
+    r.s2 += d * d;
+    r.lo = std::min(r.lo, x[i]);
+    r.hi = std::max(r.hi, x[i]);
+  }
+  return r;
+}
+#else
+ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
+  ShiftedSums r;
+  r.lo = r.hi = x[0];
+  for (std::size_t i = 0; i < count; ++i) {
+    r.finite = r.finite && std::isfinite(x[i]);
+    const double d = double(x[i]) - shift;
+    r.s1 += d;
+    r.s2 += d * d;
+    r.lo = std::min(r.lo, x[i]);
+    r.hi = std::max(r.hi, x[i]);
+  }
+  return r;
+}
+#endif
+
 WeightStats chunk_stats(const float* values, std::size_t first, std::size_t count, const std::string& name,
                         NonFinite nonfinite) {
   const float* x = values + first;
-  bool finite = true;
-  double sum = 0.0;
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-#pragma omp simd reduction(&& : finite) reduction(+ : sum) reduction(min : lo) reduction(max : hi)
-  for (std::size_t i = 0; i < count; ++i) {
-    finite = finite && std::abs(x[i]) <= std::numeric_limits<float>::max();
-    sum += double(x[i]);
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-  }
-  if (!finite) return chunk_with_nonfinite(values, first, count, name, nonfinite);
+  const double shift = std::isfinite(x[0]) ? double(x[0]) : 0.0;
+  const ShiftedSums sums = shifted_sums(x, count, shift);
+  // NaN fails every comparison, so a chunk holding one may still show finite extremes: the mask decides.
+  if (!sums.finite) return chunk_with_nonfinite(values, first, count, name, nonfinite);
   WeightStats s;
   s.count = count;
-  s.mean = sum / double(count);
-  double m2 = 0.0;
-  const double mean = s.mean;
-#pragma omp simd reduction(+ : m2)
-  for (std::size_t i = 0; i < count; ++i) {
-    const double d = double(x[i]) - mean;
-    m2 += d * d;
-  }
-  s.m2 = m2;
-  s.min = lo;
-  s.max = hi;
+  s.mean = shift + sums.s1 / double(count);
+  s.m2 = std::max(0.0, sums.s2 - sums.s1 * sums.s1 / double(count));
+  s.min = sums.lo;
+  s.max = sums.hi;
   return s;
 }
 

@@ -28,7 +28,8 @@ constexpr std::size_t kHeaderBytes = 256;
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {
+  CudaBackend(int device, std::size_t chunk_bytes)
+      : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes) {
     int count = 0;
     NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
     NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
@@ -265,15 +266,17 @@ class CudaBackend final : public Backend {
   }
 
   int device_ = 0;
+  std::size_t chunk_bytes_;
   std::string name_;
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;
-  std::size_t chunk_bytes_ = kFirstChunkBytes;
   std::size_t scratch_bytes_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(int device) { return std::make_unique<CudaBackend>(device); }
+std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes) {
+  return std::make_unique<CudaBackend>(device, chunk_bytes);
+}
 
 }  // namespace nuq::cuda

@@ -40,7 +40,29 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& co
 
 // The CUDA backend on device `device`: statistics, the fused quantization pass, dequantization
 // and the quantized GEMM, streaming host data through pinned buffers on two streams. Throws
-// nuq::Error naming the reason when CUDA or the device is unavailable.
-std::unique_ptr<Backend> make_backend(int device = 0);
+// nuq::Error naming the reason when CUDA or the device is unavailable. `chunk_bytes` (0: 256 MiB)
+// is the input streamed per chunk; tests make it small to cut small inputs into many chunks.
+std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 0);
+
+}  // namespace nuq::cuda
+
+namespace nuq::cuda {
+
+// Device-resident timings for bench/ (CUDA events, milliseconds per run, the mean of `runs`
+// after a warm-up). Inputs are rotated over enough buffers to exceed twice the L2 cache, so small
+// packed weights are not timed from cache while their FP32 peers come from HBM.
+
+// The whole weight pipeline on `count` weights already on the device: statistics, the table built
+// from them on the host, the fused quantize-pack-error pass; and a device-to-device copy of the
+// same FP32 bytes, the bandwidth it is measured against.
+struct PipelineTimes {
+  double pipeline_ms = 0.0, copy_ms = 0.0;
+};
+PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bits, int runs, int device = 0);
+
+// Y[m, n] = X[m, k] W^T from `bits`-bit codes, and the cuBLAS peers on dense weights.
+enum class DensePeer { Fp32, Tf32, Bf16 };
+double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0);
+double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, int runs, int device = 0);
 
 }  // namespace nuq::cuda

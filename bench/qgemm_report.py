@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""bench_qgemm's JSON as Markdown: per layer and batch, nuq's time, TFLOP/s, GB/s of weight bytes
+and % of HBM bandwidth, and the speed-up over each peer timed in the same run (cuBLAS FP32,
+TF32, BF16 on the GPU; OpenBLAS on the CPU).
+
+    bench/qgemm_report.py bench_qgemm.json [--hbm-gbs 3350] > table.md
+"""
+import argparse
+import json
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("json")
+    parser.add_argument("--hbm-gbs", type=float, default=3350.0, help="peak HBM bandwidth (H100 SXM: 3350)")
+    args = parser.parse_args()
+    with open(args.json) as f:
+        data = json.load(f)
+    rows = {}
+    for b in data["benchmarks"]:
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        parts = b.get("run_name", b["name"]).split("/")
+        fields = {p.split(":")[0]: int(p.split(":")[1]) for p in parts[1:] if ":" in p}
+        rows[(parts[0], fields.get("m"), fields.get("n"), fields.get("k"), fields.get("bits"))] = b
+    scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
+    us = lambda b: b["real_time"] * scale[b["time_unit"]]
+    for ours, peers, title in (
+        ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, two-bit codes"),
+        ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU"),
+    ):
+        keys = sorted((k for k in rows if k[0] == ours), key=lambda k: (k[2], k[3], k[4], k[1]))
+        if not keys:
+            continue
+        print(f"## {title}\n")
+        names = [p.replace("BM_", "") for p in peers]
+        print("| n x k | m | bits | nuq us | TFLOP/s | weight GB/s | % HBM | " + " | ".join(f"vs {n}" for n in names) + " |")
+        print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(peers))
+        for key in keys:
+            b = rows[key]
+            line = f"| {key[2]} x {key[3]} | {key[1]} | {key[4]} | {us(b):.1f} | {b['TFLOP/s']:.2f} | {b['GB/s']:.0f} | " \
+                   f"{100 * b['GB/s'] / args.hbm_gbs:.0f} |"
+            for p in peers:
+                peer = rows.get((p, key[1], key[2], key[3], None))
+                line += f" {us(peer) / us(b):.2f}x |" if peer else " - |"
+            print(line)
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Turns bench_quantize's JSON (and, when given, torch_quantize.py's) into a Markdown table:
+per size, the pipeline's GB/s over its minimum traffic, the copy peer's GB/s measured in the same
+run, their ratio, and on the GPU the PyTorch eager time over ours.
+
+    bench/quantize_report.py bench_quantize.json [torch_quantize.json] > table.md
+"""
+import json
+import sys
+
+
+def median_rows(path):
+    with open(path) as f:
+        data = json.load(f)
+    rows = {}
+    for b in data["benchmarks"]:
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        name = b.get("run_name", b["name"]).split("/")
+        rows[(name[0], int(name[1].split(":")[1]))] = b
+    return data.get("context", {}), rows
+
+
+def time_ms(b):
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+    return b["real_time"] * scale
+
+
+def main():
+    context, rows = median_rows(sys.argv[1])
+    torch = {}
+    if len(sys.argv) > 2:
+        with open(sys.argv[2]) as f:
+            torch = {r["weights"]: r["ms"] for r in json.load(f)["runs"]}
+    print(f"Machine: {context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz; "
+          f"{context.get('date', '')}\n")
+    for side, pipeline, copy in (("CPU", "BM_CpuPipeline", "BM_CpuCopy"), ("GPU", "BM_GpuPipeline", None)):
+        sizes = sorted(n for (name, n) in rows if name == pipeline)
+        if not sizes:
+            continue
+        print(f"## {side}\n")
+        header = "| weights | pipeline ms | pipeline GB/s (min. traffic) | copy GB/s (read+write) | fraction of copy |"
+        rule = "|---:|---:|---:|---:|---:|"
+        if side == "GPU" and torch:
+            header += " PyTorch eager ms | speed-up over PyTorch |"
+            rule += "---:|---:|"
+        print(header)
+        print(rule)
+        for n in sizes:
+            b = rows[(pipeline, n)]
+            copy_gbs = rows[(copy, n)]["GB/s"] if copy and (copy, n) in rows else b["copy_GB/s"]
+            gbs = b["GB/s"]
+            line = f"| 2^{n.bit_length() - 1} | {time_ms(b):.3f} | {gbs:.1f} | {copy_gbs:.1f} | {gbs / copy_gbs:.2f} |"
+            if side == "GPU" and torch:
+                t = torch.get(n)
+                line += f" {t:.3f} | {t / time_ms(b):.1f}x |" if t else " - | - |"
+            print(line)
+        print()
+
+
+if __name__ == "__main__":
+    main()

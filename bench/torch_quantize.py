@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""The PyTorch eager peer of nuq's GPU weight pipeline (#4): the same job, written as a PyTorch user
+would: mean and standard deviation, torch.bucketize against the two-bit codebook's thresholds in
+the weights' units, four codes packed per byte with shifts, and the SQNR sums. Timed with CUDA
+events over rotated inputs (beyond twice the L2), the mean of `--runs` after a warm-up.
+
+    python3 bench/torch_quantize.py --out torch_quantize.json   # on the GPU machine
+
+Prints and writes {"runs": [{"weights": N, "ms": ...}, ...]}; bench/quantize_report.py puts it
+beside bench_quantize's GPU rows.
+"""
+import argparse
+import json
+import math
+
+import torch
+
+# SPTQ, two bits, unit Laplacian at its iterative x_max (nuq design -m sptq -b 2 --json gives
+# these; the peer need not be bit-exact, only do the same amount of work).
+THRESHOLDS = [-0.850442453078135, 0.0, 0.850442453078135]
+LEVELS = [-1.70088490615627, -0.4252212265390675, 0.4252212265390675, 1.70088490615627]
+
+
+def pipeline(w, thresholds, levels):
+    mean = w.mean(dtype=torch.float64)
+    std = w.std(unbiased=False)
+    t = (mean + std * thresholds).to(torch.float32)
+    codes = torch.bucketize(w, t, right=True).to(torch.uint8)
+    quantized = (mean + std * levels).to(torch.float32)[codes.long()]
+    signal = (w.double() ** 2).sum()
+    noise = ((w - quantized).double() ** 2).sum()
+    c = codes.view(-1, 4)
+    packed = c[:, 0] | (c[:, 1] << 2) | (c[:, 2] << 4) | (c[:, 3] << 6)
+    return packed, signal, noise
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--min-log2", type=int, default=20)
+    parser.add_argument("--max-log2", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--out", default="torch_quantize.json")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    l2 = torch.cuda.get_device_properties(device).L2_cache_size
+    thresholds = torch.tensor(THRESHOLDS, dtype=torch.float64, device=device)
+    levels = torch.tensor(LEVELS, dtype=torch.float64, device=device)
+    runs = []
+    for log2 in range(args.min_log2, args.max_log2 + 1, 2):
+        n = 1 << log2
+        copies = max(1, min(64, 2 * l2 // (4 * n) + 1))
+        dist = torch.distributions.Laplace(0.0, 0.05 / math.sqrt(2.0))
+        try:
+            inputs = [dist.sample((n,)).to(device) for _ in range(copies)]
+            pipeline(inputs[0], thresholds, levels)
+            torch.cuda.synchronize()
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for i in range(args.runs):
+                pipeline(inputs[(i + 1) % copies], thresholds, levels)
+            stop.record()
+            stop.synchronize()
+            ms = start.elapsed_time(stop) / args.runs
+        except torch.cuda.OutOfMemoryError:
+            print(f"2^{log2}: out of memory in PyTorch eager")
+            continue
+        finally:
+            inputs = None
+            torch.cuda.empty_cache()
+        runs.append({"weights": n, "ms": ms})
+        print(f"2^{log2} weights: {ms:.3f} ms")
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(device), "runs": runs}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

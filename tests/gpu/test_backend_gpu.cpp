@@ -1,0 +1,130 @@
+// The CUDA backend against the CPU reference: codes bit-identical, statistics and error totals
+// within 1e-6 relative, on Laplacian, Gaussian and uniform weights of sizes 0 .. 10^8, one chunk
+// or many (streamed), per-tensor and per-row codebooks; NaN as a clear error; dequantization.
+// Labelled `gpu`; skipped where no CUDA device is visible, never passed without running.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "../backend_cases.h"
+#include "nuq/backend.h"
+#include "nuq/cuda.h"
+#include "nuq/error.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_table.h"
+
+namespace nuq {
+namespace {
+
+using test::Law;
+
+class BackendGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda::devices().empty()) GTEST_SKIP() << cuda::unavailable_reason();
+  }
+};
+
+void expect_relative(double gpu, double cpu, double tolerance, const std::string& what) {
+  EXPECT_NEAR(gpu, cpu, tolerance * std::max(std::abs(cpu), 1e-300)) << what;
+}
+
+// One size, one law, one codebook: stats and the fused pass against quantize_ref.
+void compare(Backend& gpu, const std::vector<float>& w, std::size_t rows, std::size_t cols,
+             const test::NamedCodebook& c, bool per_row, const std::string& what) {
+  const WeightStats ref = stats_ref(w.data(), w.size(), "w");
+  const WeightStats got = gpu.stats(w.data(), w.size(), "w", NonFinite::Reject);
+  ASSERT_EQ(got.count, ref.count) << what;
+  if (ref.count > 0) {
+    expect_relative(got.mean, ref.mean, 1e-6, what + " mean");
+    expect_relative(got.stddev(), ref.stddev(), 1e-6, what + " stddev");
+    EXPECT_EQ(got.min, ref.min) << what;
+    EXPECT_EQ(got.max, ref.max) << what;
+  }
+  std::vector<Affine> groups(per_row ? rows : 1, Affine{ref.mean, ref.count ? ref.stddev() : 1.0});
+  for (std::size_t g = 0; g < groups.size(); ++g) groups[g].scale *= 1.0 + 0.05 * double(g % 7);
+  const QuantizeTable table = make_quantize_table(c.codebook, c.storage_bits, groups);
+  const std::size_t bytes = rows * packed_row_bytes(cols, c.storage_bits);
+  std::vector<std::uint8_t> expected(bytes), packed(bytes, 0x5A);
+  const QuantizeTotals r = quantize_ref(w.data(), rows, cols, table, expected.data());
+  const QuantizeTotals g = gpu.quantize(w.data(), rows, cols, table, packed.data());
+  std::size_t first_difference = bytes;
+  for (std::size_t i = 0; i < bytes && first_difference == bytes; ++i)
+    if (packed[i] != expected[i]) first_difference = i;
+  ASSERT_EQ(first_difference, bytes) << what << ": codes differ from byte " << first_difference;
+  expect_relative(g.signal, r.signal, 1e-6, what + " signal");
+  expect_relative(g.noise, r.noise, 1e-6, what + " noise");
+  EXPECT_EQ(g.max_error, r.max_error) << what;
+  EXPECT_EQ(g.inside, r.inside) << what;
+  if (!w.empty()) EXPECT_GT(g.noise, 0.0) << what;  // a kernel that accumulates nothing fails
+  std::vector<float> back(w.size(), -1.0f), back_ref(w.size());
+  gpu.dequantize(packed.data(), rows, cols, table, back.data());
+  dequantize_ref(expected.data(), rows, cols, table, back_ref.data());
+  EXPECT_EQ(back, back_ref) << what;
+}
+
+TEST_F(BackendGpu, BitIdenticalCodesAndStatisticsOnEverySize) {
+  const auto gpu = cuda::make_backend(0);
+  const auto codebooks = test::codebooks_of_every_width();
+  for (Law law : {Law::Laplace, Law::Gauss, Law::Uniform})
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{31}, std::size_t{32}, std::size_t{33},
+                          (std::size_t{1} << 20) + 7}) {
+      const std::vector<float> w = test::draw(law, n, 0.02, 0.07, std::uint32_t(n + 1));
+      for (const auto& c : codebooks)
+        compare(*gpu, w, 1, n, c, false, test::to_string(law) + " n=" + std::to_string(n) + " " + c.name);
+    }
+}
+
+TEST_F(BackendGpu, HundredMillionWeights) {
+  const auto gpu = cuda::make_backend(0);
+  const std::size_t rows = 10000, cols = 10000;
+  const std::vector<float> w = test::draw(Law::Laplace, rows * cols, -0.001, 0.05, 99);
+  for (int index : {1, 3})  // two bits (linear search), four bits (grid-free linear)
+    compare(*gpu, w, rows, cols, test::codebooks_of_every_width()[index], false, "1e8");
+}
+
+TEST_F(BackendGpu, StreamedInManyChunksAndPerRowGroups) {
+  // 64 KiB chunks: a 300 x 5000 matrix takes many row pieces; a 3 x 100000 one splits its rows.
+  const auto gpu = cuda::make_backend(0, 64 << 10);
+  const auto codebooks = test::codebooks_of_every_width();
+  for (const auto& [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{{300, 5000}, {3, 100000}, {53, 17}})
+    for (bool per_row : {false, true}) {
+      const std::vector<float> w = test::draw(Law::Gauss, rows * cols, 0.0, 1.0, std::uint32_t(rows));
+      for (const auto& c : codebooks)
+        compare(*gpu, w, rows, cols, c, per_row,
+                std::to_string(rows) + "x" + std::to_string(cols) + (per_row ? " per-row " : " ") + c.name);
+    }
+}
+
+TEST_F(BackendGpu, NonFiniteIsAClearErrorOrSaturatesLikeTheCpu) {
+  const auto gpu = cuda::make_backend(0, 64 << 10);
+  std::vector<float> w = test::draw(Law::Laplace, 200000, 0.0, 1.0, 4);
+  w[150001] = NAN;
+  w[199999] = -INFINITY;
+  try {
+    gpu->stats(w.data(), w.size(), "fc1.weight", NonFinite::Reject);
+    FAIL() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fc1.weight: element 150001 is nan"), std::string::npos) << e.what();
+  }
+  const WeightStats s = gpu->stats(w.data(), w.size(), "w", NonFinite::Skip);
+  EXPECT_EQ(s.nonfinite, 2u);
+  EXPECT_EQ(s.count, w.size() - 2);
+  const QuantizeTable table = make_quantize_table(test::codebooks_of_every_width()[1].codebook, 2, {Affine{0.0, 1.0}});
+  std::vector<std::uint8_t> expected(packed_row_bytes(w.size(), 2)), packed(expected.size());
+  const QuantizeTotals r = quantize_ref(w.data(), 1, w.size(), table, expected.data());
+  const QuantizeTotals g = gpu->quantize(w.data(), 1, w.size(), table, packed.data());
+  EXPECT_EQ(packed, expected);
+  EXPECT_EQ(g.nonfinite, 2u);
+  EXPECT_EQ(g.first_nonfinite, r.first_nonfinite);
+}
+
+TEST_F(BackendGpu, ChoosingTheDevice) {
+  EXPECT_NE(make_backend(Device::Auto)->name().find("cuda:0"), std::string::npos);
+  EXPECT_NE(make_backend(Device::Cuda)->name().find("cuda:0"), std::string::npos);
+  EXPECT_EQ(make_backend(Device::Cpu)->name(), "cpu");
+  EXPECT_THROW(cuda::make_backend(1000), Error);
+}
+
+}  // namespace
+}  // namespace nuq
