@@ -17,6 +17,10 @@
 #endif
 #endif
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
@@ -148,7 +152,13 @@ QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t 
 #if defined(NUQ_QUANTIZE_AVX512)
   const bool simd = simd_applies(table);
 #endif
-  QuantizeTotals totals;
+  // One part per thread, joined in thread order (a static schedule gives each thread the same
+  // items every run), so the sums are the same from run to run.
+#if defined(_OPENMP)
+  std::vector<QuantizeTotals> parts(static_cast<std::size_t>(omp_get_max_threads()));
+#else
+  std::vector<QuantizeTotals> parts(1);
+#endif
 #pragma omp parallel
   {
     QuantizeTotals mine;
@@ -170,9 +180,14 @@ QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t 
 #endif
       quantize_span(row, r * cols, done, last, rule, table.group_levels(g), table.bits, out, mine);
     }
-#pragma omp critical
-    totals = combine(totals, mine);
+#if defined(_OPENMP)
+    parts[std::size_t(omp_get_thread_num())] = mine;
+#else
+    parts[0] = mine;
+#endif
   }
+  QuantizeTotals totals;
+  for (const QuantizeTotals& part : parts) totals = combine(totals, part);
   return totals;
 }
 

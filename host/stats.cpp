@@ -13,6 +13,10 @@
 #endif
 #endif
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "nuq/error.h"
 
 namespace nuq {
@@ -22,6 +26,14 @@ namespace {
 // joined with Chan's formula: as accurate as Welford's update, and it vectorises, which Welford's
 // division per weight does not.
 constexpr std::size_t kChunk = 4096;
+
+#if defined(_OPENMP)
+int max_threads() { return omp_get_max_threads(); }
+int thread_index() { return omp_get_thread_num(); }
+#else
+int max_threads() { return 1; }
+int thread_index() { return 0; }
+#endif
 
 // One weight at a time (Welford), for chunks that hold NaN or Inf.
 WeightStats chunk_with_nonfinite(const float* values, std::size_t first, std::size_t count, const std::string& name,
@@ -148,7 +160,9 @@ WeightStats combine(const WeightStats& a, const WeightStats& b) {
 void accumulate(WeightStats& stats, const float* values, std::size_t count, const std::string& name,
                 NonFinite nonfinite) {
   const auto chunks = static_cast<std::ptrdiff_t>((count + kChunk - 1) / kChunk);
-  WeightStats local;
+  // One part per thread, joined in thread order afterwards: with a static schedule each thread
+  // takes the same chunks every run, so the result does not depend on which thread finishes first.
+  std::vector<WeightStats> parts(static_cast<std::size_t>(max_threads()));
   std::string error;  // the first error in index order, rethrown outside the parallel region
   std::size_t error_chunk = std::numeric_limits<std::size_t>::max();
 #pragma omp parallel if (count > 16 * kChunk)
@@ -164,11 +178,10 @@ void accumulate(WeightStats& stats, const float* values, std::size_t count, cons
         if (std::size_t(chunk) < error_chunk) error_chunk = std::size_t(chunk), error = e.what();
       }
     }
-#pragma omp critical(nuq_stats_combine)
-    local = combine(local, mine);
+    parts[std::size_t(thread_index())] = mine;
   }
   if (!error.empty()) throw Error(error);
-  stats = combine(stats, local);
+  for (const WeightStats& part : parts) stats = combine(stats, part);
 }
 
 void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name, NonFinite nonfinite) {

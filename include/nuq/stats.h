@@ -1,7 +1,7 @@
 // Statistics of a weight set: count, mean, standard deviation, extremes, accumulated in double
 // (Welford's update in the reference, Chan's combination of chunks and tensors) so that 10^9
-// weights keep their digits. NaN or infinity is an error naming the tensor and the index, unless the caller asks to
-// skip them (NonFinite::Skip; they are then counted, not averaged).
+// weights keep their digits. NaN or infinity is an error naming the tensor and the index, unless
+// the caller asks to skip them (NonFinite::Skip; they are then counted, not averaged).
 #pragma once
 
 #include <cstddef>
