@@ -66,6 +66,18 @@ struct ShiftedSums {
   bool finite = true;
 };
 
+// Weights [from, to) added one at a time: the whole job without AVX-512, the tail with it.
+void add_scalar(ShiftedSums& r, const float* x, std::size_t from, std::size_t to, double shift) {
+  for (std::size_t i = from; i < to; ++i) {
+    r.finite = r.finite && std::isfinite(x[i]);
+    const double d = double(x[i]) - shift;
+    r.s1 += d;
+    r.s2 += d * d;
+    r.lo = std::min(r.lo, x[i]);
+    r.hi = std::max(r.hi, x[i]);
+  }
+}
+
 #if defined(__AVX512F__)
 ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
   // Four independent accumulators per sum hide the latency of the double additions.
@@ -97,28 +109,14 @@ ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
   r.lo = _mm512_reduce_min_ps(lo);
   r.hi = _mm512_reduce_max_ps(hi);
   r.finite = finite == 0xFFFF;
-  for (; i < count; ++i) {
-    r.finite = r.finite && std::isfinite(x[i]);
-    const double d = double(x[i]) - shift;
-    r.s1 += d;
-    r.s2 += d * d;
-    r.lo = std::min(r.lo, x[i]);
-    r.hi = std::max(r.hi, x[i]);
-  }
+  add_scalar(r, x, i, count, shift);
   return r;
 }
 #else
 ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
   ShiftedSums r;
   r.lo = r.hi = x[0];
-  for (std::size_t i = 0; i < count; ++i) {
-    r.finite = r.finite && std::isfinite(x[i]);
-    const double d = double(x[i]) - shift;
-    r.s1 += d;
-    r.s2 += d * d;
-    r.lo = std::min(r.lo, x[i]);
-    r.hi = std::max(r.hi, x[i]);
-  }
+  add_scalar(r, x, 0, count, shift);
   return r;
 }
 #endif

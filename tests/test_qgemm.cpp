@@ -6,20 +6,12 @@
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "nuq/qgemm.h"
+#include "qgemm_cases.h"
 
 namespace nuq {
 namespace {
 
-QuantizedMatrix random_matrix(std::size_t rows, std::size_t cols, int bits, std::mt19937& rng, bool integers) {
-  std::uniform_int_distribution<std::uint32_t> code(0, (1u << bits) - 1);
-  std::vector<std::uint32_t> codes(rows * cols);
-  for (auto& c : codes) c = code(rng);
-  std::vector<float> levels(std::size_t{1} << bits);
-  std::uniform_real_distribution<float> value(-2.0f, 2.0f);
-  for (std::size_t k = 0; k < levels.size(); ++k)
-    levels[k] = integers ? float(int(k) - int(levels.size() / 2)) : value(rng);
-  return {pack_codes(codes, rows, cols, bits), levels};
-}
+using test::random_matrix;
 
 TEST(Packed, RoundTripsEveryWidthOnRaggedRows) {
   std::mt19937 rng(3);
