@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "nuq/checkpoint.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/io/dataset.h"
@@ -62,9 +63,54 @@ struct QuantizeOptions {
   bool json = false;
 };
 
+std::string tensor_table(const std::vector<TensorReport>& tensors, std::size_t& before, std::size_t& after) {
+  TextTable table({"tensor", "shape", "bits", "size before", "size after", "RMSE", "max error"});
+  for (const auto& t : tensors) {
+    table.add_row({t.name, shape_text(t.shape), std::to_string(t.bits), std::to_string(t.bytes_before),
+                   std::to_string(t.bytes_after), fixed(t.rmse, 6), fixed(t.max_error, 6)});
+    before += t.bytes_before;
+    after += t.bytes_after;
+  }
+  return table.render();
+}
+
+nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& t : tensors)
+    list.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
+                    {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error},
+                    {"nonfinite", t.nonfinite}});
+  return list;
+}
+
+// An arbitrary safetensors checkpoint (not written by nuq train): every floating tensor quantized.
+void run_quantize_checkpoint(const QuantizeOptions& o, const io::TensorFile& file, const Codebook& codebook,
+                             Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
+  CheckpointReport report;
+  const io::TensorFile quantized =
+      quantize_checkpoint(file, o.input, codebook, normalisation, nonfinite, backend, &report);
+  io::write_safetensors(o.output, quantized);
+  if (o.json) {
+    std::cout << nlohmann::json{{"output", o.output}, {"device", backend.name()}, {"codebook", to_json(codebook)},
+                                {"normalisation", to_string(normalisation)}, {"within", report.within},
+                                {"sqnr_ex_db", report.sqnr_ex_db}, {"copied", report.copied},
+                                {"tensors", tensors_json(report.tensors)}}
+                     .dump(2)
+              << '\n';
+    return;
+  }
+  std::size_t before = 0, after = 0;
+  std::cout << tensor_table(report.tensors, before, after) << "\n"
+            << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels, normalisation "
+            << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
+            << fixed(report.within, 3) << "% inside; " << before << " -> " << after << " bytes ("
+            << fixed(double(before) / double(after), 1) << "x smaller); " << report.copied.size()
+            << " non-floating tensor(s) copied; saved " << o.output << " (on " << backend.name() << ")\n";
+}
+
 void run_quantize(const QuantizeOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
-  const Model model = load_model(o.input, nonfinite);
+  const io::TensorFile file = io::read_safetensors(o.input);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   DesignSpec spec;
   spec.method = parse_method(o.method);
@@ -75,17 +121,19 @@ void run_quantize(const QuantizeOptions& o) {
   Codebook codebook = design(spec).codebook;  // the design's own optimum unless told otherwise
   if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
   const Normalisation normalisation = parse_normalisation(o.normalisation);
+  if (!is_nuq_model(file)) {
+    NUQ_REQUIRE(o.support.empty(), o.input, ": --support is for nuq's own models; give --xmax for a checkpoint");
+    run_quantize_checkpoint(o, file, codebook, normalisation, nonfinite, *backend);
+    return;
+  }
+  const Model model = model_from_file(file, o.input, nonfinite);
   if (!o.support.empty())
     codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation, nonfinite, *backend)));
   PtqReport report;
   const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation, nonfinite, *backend);
   save_quantized(o.output, quantized);
   if (o.json) {
-    nlohmann::json tensors = nlohmann::json::array();
-    for (const auto& t : report.tensors)
-      tensors.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
-                         {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error},
-                         {"nonfinite", t.nonfinite}});
+    const nlohmann::json tensors = tensors_json(report.tensors);
     std::cout << nlohmann::json{{"output", o.output}, {"device", backend->name()}, {"codebook", to_json(codebook)},
                                 {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
                                 {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
@@ -95,15 +143,8 @@ void run_quantize(const QuantizeOptions& o) {
               << '\n';
     return;
   }
-  TextTable table({"tensor", "shape", "bits", "size before", "size after", "RMSE", "max error"});
   std::size_t before = 0, after = 0;
-  for (const auto& t : report.tensors) {
-    table.add_row({t.name, shape_text(t.shape), std::to_string(t.bits), std::to_string(t.bytes_before),
-                   std::to_string(t.bytes_after), fixed(t.rmse, 6), fixed(t.max_error, 6)});
-    before += t.bytes_before;
-    after += t.bytes_after;
-  }
-  std::cout << table.render() << "\n"
+  std::cout << tensor_table(report.tensors, before, after) << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels: x_max "
             << fixed(report.xmax, 4) << " (normalised weights in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
@@ -116,6 +157,16 @@ void run_quantize(const QuantizeOptions& o) {
       if (t.nonfinite) std::cout << " " << t.name << " " << t.nonfinite;
     std::cout << '\n';
   }
+}
+
+struct DequantizeOptions {
+  std::string input, output;
+};
+
+void run_dequantize(const DequantizeOptions& o) {
+  const io::TensorFile restored = dequantize_checkpoint(io::read_safetensors(o.input), o.input);
+  io::write_safetensors(o.output, restored);
+  std::cout << restored.tensors.size() << " tensors restored as F32, saved " << o.output << '\n';
 }
 
 struct EvalOptions {
@@ -160,7 +211,9 @@ void add_model_commands(CLI::App& app) {
 
   auto q = std::make_shared<QuantizeOptions>();
   CLI::App* quantize_cmd = app.add_subcommand("quantize", "Quantize every parameter of a model (Algorithm 1) into packed codes");
-  quantize_cmd->add_option("input", q->input, "FP32 model (.safetensors) written by nuq train")->required();
+  quantize_cmd->add_option("input", q->input,
+                           "FP32 model written by nuq train, or any safetensors checkpoint (F32/F16/BF16 tensors)")
+      ->required();
   quantize_cmd->add_option("--output,-o", q->output, "Quantized model to write (.safetensors)")->required();
   quantize_cmd->add_option("--method,-m", q->method, "Quantizer")
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))->capture_default_str();
@@ -181,6 +234,13 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
   quantize_cmd->callback([q] { run_quantize(*q); });
+
+  auto d = std::make_shared<DequantizeOptions>();
+  CLI::App* dequantize_cmd = app.add_subcommand(
+      "dequantize", "Turn a checkpoint quantized by nuq quantize back into an FP32 safetensors checkpoint");
+  dequantize_cmd->add_option("input", d->input, "Quantized checkpoint (.safetensors)")->required();
+  dequantize_cmd->add_option("--output,-o", d->output, "FP32 checkpoint to write (.safetensors)")->required();
+  dequantize_cmd->callback([d] { run_dequantize(*d); });
 
   auto e = std::make_shared<EvalOptions>();
   CLI::App* eval_cmd = app.add_subcommand("eval", "Test accuracy of an FP32 or quantized model (quantized: from its packed codes)");

@@ -9,7 +9,7 @@ void add_design_command(CLI::App& app);
 void add_theory_command(CLI::App& app);
 void add_devices_command(CLI::App& app);
 void add_reproduce_command(CLI::App& app);
-void add_model_commands(CLI::App& app);     // train, quantize, eval
+void add_model_commands(CLI::App& app);     // train, quantize, dequantize, eval
 void add_mismatch_commands(CLI::App& app);  // mismatch, bitrate
 
 }  // namespace nuq::cli

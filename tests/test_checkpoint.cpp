@@ -1,0 +1,174 @@
+// Arbitrary safetensors checkpoints: every floating tensor (F32, F16, BF16) quantized with the
+// codes the reference rule gives, other tensors copied, the file read back and dequantized; the
+// CLI end to end; a broken quantized checkpoint named in the error.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "backend_cases.h"
+#include "nuq/checkpoint.h"
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_table.h"
+#include "temp_dir.h"
+
+namespace nuq {
+namespace {
+
+// Rounds to BF16 / F16 bytes (BF16 by truncation, F16 by the values being exactly representable).
+io::Tensor bf16_tensor(std::vector<std::int64_t> shape, std::vector<float>& values) {
+  io::Tensor t;
+  t.dtype = io::DType::BF16;
+  t.shape = std::move(shape);
+  for (float& v : values) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits &= 0xFFFF0000u;
+    std::memcpy(&v, &bits, 4);  // the value the file holds
+    t.data.push_back(std::uint8_t(bits >> 16));
+    t.data.push_back(std::uint8_t(bits >> 24));
+  }
+  return t;
+}
+
+io::Tensor f16_tensor(std::vector<std::int64_t> shape, const std::vector<std::uint16_t>& halves) {
+  io::Tensor t;
+  t.dtype = io::DType::F16;
+  t.shape = std::move(shape);
+  for (std::uint16_t h : halves) t.data.insert(t.data.end(), {std::uint8_t(h), std::uint8_t(h >> 8)});
+  return t;
+}
+
+struct Fixture {
+  io::TensorFile file;
+  std::vector<float> attention, embedding;
+  Fixture() {
+    attention = test::draw(test::Law::Laplace, 64 * 48, 0.001, 0.03, 1);
+    embedding = test::draw(test::Law::Gauss, 100 * 16, 0.0, 0.1, 2);
+    file.tensors["layers.0.attention.weight"] = io::f32_tensor({64, 48}, attention);
+    file.tensors["embed.weight"] = bf16_tensor({100, 16}, embedding);
+    // F16: 1.0, -2.0, 0.5, 0 (0x3C00, 0xC000, 0x3800, 0x0000) and a subnormal 2^-24 (0x0001).
+    file.tensors["norm.weight"] = f16_tensor({5}, {0x3C00, 0xC000, 0x3800, 0x0000, 0x0001});
+    io::Tensor steps;
+    steps.dtype = io::DType::I64;
+    steps.shape = {1};
+    steps.data = {7, 0, 0, 0, 0, 0, 0, 0};
+    file.tensors["step"] = steps;
+    file.metadata["format"] = "pt";
+  }
+};
+
+Codebook sptq2() {
+  DesignSpec spec;
+  spec.method = Method::Sptq;
+  spec.bits = 2;
+  return design(spec).codebook;
+}
+
+TEST(Checkpoint, EveryFloatingTensorQuantizedWithTheReferenceCodes) {
+  const Fixture f;
+  const Codebook codebook = sptq2();
+  CheckpointReport report;
+  const io::TensorFile q = quantize_checkpoint(f.file, "ckpt", codebook, Normalisation::PerTensor, NonFinite::Reject,
+                                               cpu_backend(), &report);
+  ASSERT_EQ(report.tensors.size(), 3u);
+  EXPECT_EQ(report.copied, std::vector<std::string>{"step"});
+  EXPECT_EQ(q.tensors.at("step").data, f.file.tensors.at("step").data);
+  EXPECT_EQ(q.metadata.at("format"), "pt");
+  // The attention weight's codes are quantize_ref's with its own statistics.
+  const WeightStats s = stats_ref(f.attention.data(), f.attention.size(), "a");
+  const QuantizeTable table = make_quantize_table(codebook, 2, {Affine{s.mean, s.stddev()}});
+  std::vector<std::uint8_t> expected(64 * packed_row_bytes(48, 2));
+  quantize_ref(f.attention.data(), 64, 48, table, expected.data());
+  const std::vector<std::uint8_t>& codes = q.tensors.at("layers.0.attention.weight.codes").data;
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < codes.size(); ++i) differ += codes[i] != expected[i];
+  EXPECT_LE(differ, 1u);  // only a weight within rounding of a threshold may move with the mean's last bit
+  EXPECT_GT(report.sqnr_ex_db, 6.0);  // two-bit SPTQ on these weights: SQNR_th of the unit Laplacian is 9.0 dB
+  EXPECT_LT(report.sqnr_ex_db, 12.0);
+}
+
+TEST(Checkpoint, RoundTripsThroughTheFileAndBackToFp32) {
+  const Fixture f;
+  test::TempDir dir;
+  const io::TensorFile q =
+      quantize_checkpoint(f.file, "ckpt", sptq2(), Normalisation::Global, NonFinite::Reject, cpu_backend());
+  io::write_safetensors(dir.file("q.safetensors"), q);
+  const io::TensorFile back = dequantize_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q");
+  ASSERT_EQ(back.tensors.size(), 4u);
+  for (const char* name : {"layers.0.attention.weight", "embed.weight", "norm.weight"}) {
+    const io::Tensor& t = back.tensors.at(name);
+    EXPECT_EQ(t.dtype, io::DType::F32) << name;
+    EXPECT_EQ(t.shape, f.file.tensors.at(name).shape) << name;
+  }
+  // Every restored value is one of the tensor's four levels, and the nearest-level error is small.
+  const std::vector<float> restored = io::to_floats(back.tensors.at("embed.weight"), "embed");
+  const std::vector<float> levels = io::to_floats(q.tensors.at("embed.weight.codebook"), "levels");
+  double noise = 0.0, signal = 0.0;
+  for (std::size_t i = 0; i < restored.size(); ++i) {
+    EXPECT_NE(std::find(levels.begin(), levels.end(), restored[i]), levels.end());
+    noise += (restored[i] - f.embedding[i]) * (restored[i] - f.embedding[i]);
+    signal += f.embedding[i] * f.embedding[i];
+  }
+  EXPECT_GT(10 * std::log10(signal / noise), 6.0);
+  EXPECT_EQ(back.tensors.at("step").data, f.file.tensors.at("step").data);
+}
+
+TEST(Checkpoint, BrokenFilesAreNamed) {
+  const Fixture f;
+  io::TensorFile q = quantize_checkpoint(f.file, "ckpt", sptq2(), Normalisation::PerTensor, NonFinite::Reject,
+                                         cpu_backend());
+  io::TensorFile missing = q;
+  missing.tensors.erase("embed.weight.codes");
+  EXPECT_THROW(dequantize_checkpoint(missing, "bad.safetensors"), Error);
+  try {
+    dequantize_checkpoint(missing, "bad.safetensors");
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("bad.safetensors", 0), 0u) << e.what();
+  }
+  io::TensorFile truncated = q;
+  truncated.tensors.at("embed.weight.codes").data.pop_back();
+  EXPECT_THROW(dequantize_checkpoint(truncated, "bad"), Error);
+  io::TensorFile no_meta = q;
+  no_meta.metadata.erase("nuq.checkpoint");
+  EXPECT_THROW(dequantize_checkpoint(no_meta, "bad"), Error);
+  io::TensorFile integers_only;
+  integers_only.tensors["step"] = f.file.tensors.at("step");
+  EXPECT_THROW(quantize_checkpoint(integers_only, "ints", sptq2(), Normalisation::Global, NonFinite::Reject,
+                                   cpu_backend()),
+               Error);
+  io::TensorFile nan = f.file;
+  nan.tensors["layers.0.attention.weight"].data[0] = 0xFF;  // the first float becomes a NaN
+  nan.tensors["layers.0.attention.weight"].data[1] = 0xFF;
+  nan.tensors["layers.0.attention.weight"].data[2] = 0xFF;
+  nan.tensors["layers.0.attention.weight"].data[3] = 0x7F;
+  EXPECT_THROW(quantize_checkpoint(nan, "nan", sptq2(), Normalisation::Global, NonFinite::Reject, cpu_backend()),
+               Error);
+}
+
+TEST(Checkpoint, CliQuantizesAndDequantizesACheckpoint) {
+  const Fixture f;
+  test::TempDir dir;
+  io::write_safetensors(dir.file("ckpt.safetensors"), f.file);
+  const std::string nuq = NUQ_BINARY;
+  const std::string out = dir.file("out.txt");
+  ASSERT_EQ(std::system((nuq + " quantize " + dir.file("ckpt.safetensors") + " -o " + dir.file("q.safetensors") +
+                         " --normalise per-tensor --device cpu > " + out + " 2>&1").c_str()),
+            0);
+  std::ifstream text(out);
+  const std::string printed((std::istreambuf_iterator<char>(text)), {});
+  for (const char* name : {"layers.0.attention.weight", "embed.weight", "norm.weight", "1 non-floating"})
+    EXPECT_NE(printed.find(name), std::string::npos) << printed;
+  ASSERT_EQ(std::system((nuq + " dequantize " + dir.file("q.safetensors") + " -o " + dir.file("back.safetensors") +
+                         " > /dev/null 2>&1").c_str()),
+            0);
+  EXPECT_EQ(io::read_safetensors(dir.file("back.safetensors")).tensors.size(), 4u);
+  EXPECT_NE(std::system((nuq + " quantize " + dir.file("ckpt.safetensors") + " -o x --support case3 > /dev/null 2>&1")
+                            .c_str()),
+            0);
+}
+
+}  // namespace
+}  // namespace nuq
