@@ -173,8 +173,12 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
                   ": bad shape");
       count *= std::size_t(dim);
     }
-    NUQ_REQUIRE(rows * cols == count && (shape.size() <= 1 ? rows == 1 : rows == std::size_t(shape[0])), where,
-                ": rows x cols (", rows, " x ", cols, ") do not match its shape");
+    // The matrix view follows from the shape alone (products of untrusted numbers could wrap).
+    const auto [view_rows, view_cols] = matrix_view(shape, count);
+    NUQ_REQUIRE(rows == view_rows && cols == view_cols, where, ": rows x cols (", rows, " x ", cols,
+                ") do not match its shape");
+    NUQ_REQUIRE(view_cols == 0 || view_rows <= std::numeric_limits<std::size_t>::max() / view_cols, where,
+                ": shape too large");
     const auto codes = quantized.tensors.find(tensor_name + ".codes");
     const auto levels = quantized.tensors.find(tensor_name + ".codebook");
     NUQ_REQUIRE(codes != quantized.tensors.end() && levels != quantized.tensors.end(), where,

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "nuq/checkpoint.h"
 #include "nuq/design.h"
 #include "nuq/io/idx.h"
 #include "nuq/io/safetensors.h"
@@ -79,6 +80,15 @@ int main(int argc, char** argv) {
   nuq::save_quantized(twelve_bit.string(), nuq::quantize_model(mlp, nuq::mismatch_design(12), nullptr,
                                                                nuq::Normalisation::None));
   write(root / "safetensors" / "mlp-sptq.safetensors", read(two_bit));
+  // A quantized checkpoint (nuq dequantize's input): two float tensors and an integer one copied.
+  nuq::io::TensorFile checkpoint;
+  checkpoint.tensors["w"] = nuq::io::f32_tensor({3, 5}, {1, -2, 3, 0, 5, -1, 2, 2, 4, 1, 0, 0, 1, -3, 2});
+  checkpoint.tensors["v"] = nuq::io::f32_tensor({4}, {0.5f, -0.5f, 1, 2});
+  checkpoint.tensors["i"] = codes;
+  write(root / "quantized" / "checkpoint.safetensors",
+        nuq::io::serialize_safetensors(nuq::quantize_checkpoint(checkpoint, "seed", nuq::design(spec).codebook,
+                                                                nuq::Normalisation::PerTensor, nuq::NonFinite::Reject,
+                                                                nuq::cpu_backend())));
 
   // IDX: raw and gzip, every element type the format has.
   nuq::io::IdxArray images{nuq::io::IdxType::U8, {2, 3, 3}, Bytes(18)};
