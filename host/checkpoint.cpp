@@ -53,18 +53,6 @@ std::vector<float> widen(const io::Tensor& t, const std::string& where) {
   return values;
 }
 
-std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count) {
-  if (shape.size() <= 1) return {1, count};
-  const auto rows = static_cast<std::size_t>(shape[0]);
-  return {rows, rows ? count / rows : 0};
-}
-
-int storage_bits(const Codebook& codebook) {
-  for (int bits : {1, 2, 4, 8, 16})
-    if (bits >= codebook.bits()) return bits;
-  throw Error("quantize: a " + std::to_string(codebook.bits()) + "-bit codebook cannot be packed");
-}
-
 }  // namespace
 
 bool is_nuq_model(const io::TensorFile& file) { return file.metadata.count("nuq.architecture") > 0; }
@@ -73,6 +61,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
                                    Normalisation normalisation, NonFinite nonfinite, Backend& backend,
                                    CheckpointReport* report) {
   const int bits = storage_bits(codebook);
+  require_storable(normalisation, bits, name);
   // Pass 1: each floating tensor's statistics (and all of them together).
   std::map<std::string, std::vector<float>> values;
   std::map<std::string, WeightStats> own;
@@ -100,11 +89,13 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
   for (auto& [tensor_name, v] : values) {
     const io::Tensor& source = checkpoint.tensors.at(tensor_name);
     const WeightStats& s = own.at(tensor_name);
-    Affine map;  // None: the weights as they are
-    if (normalisation == Normalisation::Global) map = {global.mean, global.stddev()};
-    if (normalisation == Normalisation::PerTensor) map = {s.mean, s.count ? s.stddev() : 0.0};
-    const QuantizeTable table = make_quantize_table(codebook, bits, {map});
     const auto [rows, cols] = matrix_view(source.shape, v.size());
+    const std::string where = name + ": tensor '" + tensor_name + "'";
+    const TensorNormalisation maps =
+        normalise_tensor(normalisation, v.data(), rows, cols, global, s, where, nonfinite, backend);
+    const QuantizeTable table = make_quantize_table(codebook, bits, maps.maps);
+    // What the metadata records: the tensor's map, or its own statistics when each row has one.
+    const Affine map = normalisation == Normalisation::PerChannel ? Affine{s.mean, s.stddev()} : maps.maps[0];
     io::Tensor codes;
     codes.dtype = io::DType::U8;
     codes.shape = {std::int64_t(rows), std::int64_t(packed_row_bytes(cols, bits))};
@@ -115,7 +106,9 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
                 name, ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", tensor_name,
                 ".codes' or '.codebook'");
     out.tensors[tensor_name + ".codes"] = std::move(codes);
-    out.tensors[tensor_name + ".codebook"] = io::f32_tensor({1, std::int64_t(table.levels.size())}, table.levels);
+    const std::int64_t per_table = std::int64_t{1} << bits;
+    out.tensors[tensor_name + ".codebook"] =
+        io::f32_tensor({std::int64_t(table.levels.size()) / per_table, per_table}, table.levels);
     tensors[tensor_name] = {{"shape", source.shape}, {"dtype", io::to_string(source.dtype)}, {"rows", rows},
                             {"cols", cols},          {"bits", bits},                      {"mean", map.mean},
                             {"stddev", map.scale}};
@@ -186,8 +179,9 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
     NUQ_REQUIRE(codes->second.dtype == io::DType::U8 && codes->second.data.size() == rows * packed_row_bytes(cols, bits),
                 where, ".codes: expected U8 with ", rows * packed_row_bytes(cols, bits), " bytes");
     const std::vector<float> table = io::to_floats(levels->second, where + ".codebook");
-    NUQ_REQUIRE(table.size() == (std::size_t{1} << bits), where, ".codebook: ", table.size(), " levels for ", bits,
-                "-bit codes");
+    const std::size_t per_table = std::size_t{1} << bits;  // one table, or one per row (per-channel)
+    NUQ_REQUIRE(table.size() == per_table || (rows > 1 && table.size() == rows * per_table), where, ".codebook: ",
+                table.size(), " levels for ", bits, "-bit codes in ", rows, " rows");
     const QuantizedMatrix m{{rows, cols, bits, codes->second.data}, table};
     out.tensors[tensor_name] = io::f32_tensor(shape, dequantize(m));
     used.insert(tensor_name + ".codes");

@@ -90,7 +90,8 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
         quantize_model(model, codebook_at_xmax(spec, xmax), &c.ptq, normalisation, NonFinite::Reject, backend);
     c.quantized_file = (quantized_dir / (dataset + "-" + model_name + "-seed" + std::to_string(result.seed) + "-table" +
                                          table.id + "-" + std::to_string(index + 1) + "-" + to_string(table.method) +
-                                         (control.empty() ? "" : "-control") + ".safetensors"))
+                                         (control.empty() ? "" : "-control-" + to_string(normalisation)) +
+                                         ".safetensors"))
                            .string();
     save_quantized(c.quantized_file, quantized);
     c.accuracy = quantized_accuracy(load_quantized(c.quantized_file), test_set, backend);
@@ -117,7 +118,8 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
         result.controls.push_back(run_case(table, i, at_paper, Normalisation::Global, "x_max from the paper's weights"));
       }
       if (model_name == "cnn")
-        result.controls.push_back(run_case(table, i, support, Normalisation::PerTensor, "per-tensor normalisation"));
+        for (Normalisation n : {Normalisation::PerTensor, Normalisation::PerChannel})
+          result.controls.push_back(run_case(table, i, support, n, to_string(n) + " normalisation"));
     }
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

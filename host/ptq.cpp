@@ -16,20 +16,6 @@
 namespace nuq {
 namespace {
 
-// The narrowest packed width that holds the codebook's codes.
-int storage_bits(const Codebook& codebook) {
-  for (int bits : {1, 2, 4, 8, 16})
-    if (bits >= codebook.bits()) return bits;
-  throw Error("quantize: a " + std::to_string(codebook.bits()) + "-bit codebook cannot be packed");
-}
-
-// Rows and columns of the matrix view of a parameter: [out, rest] or [1, n] for vectors.
-std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count) {
-  if (shape.size() <= 1) return {1, count};
-  const auto rows = static_cast<std::size_t>(shape[0]);
-  return {rows, rows ? count / rows : 0};
-}
-
 // 9-16-bit codes of a uniform codebook are stored as U16 with an affine map instead of a table of
 // up to 65536 levels: level(code) = offset + scale * code, in the weights' units. The in-memory
 // table is always computed from the map, so the file reproduces the quantizer bit for bit.
@@ -54,55 +40,31 @@ WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backen
   return stats;
 }
 
-std::string to_string(Normalisation normalisation) {
-  switch (normalisation) {
-    case Normalisation::Global: return "global";
-    case Normalisation::PerTensor: return "per-tensor";
-    case Normalisation::None: return "none";
-  }
-  return "?";
-}
-
-Normalisation parse_normalisation(const std::string& text) {
-  for (Normalisation n : {Normalisation::Global, Normalisation::PerTensor, Normalisation::None})
-    if (text == to_string(n)) return n;
-  throw Error("unknown normalisation '" + text + "' (global, per-tensor or none)");
-}
-
 namespace {
 
-// The affine map w -> (w - mean) / scale of one parameter, with its own extremes.
-struct Normaliser {
-  double mean = 0.0, scale = 1.0;  // scale 0: a constant tensor, normalised to 0 and stored exactly
-  double min = 0.0, max = 0.0;     // of the parameter's FP32 values
-  std::size_t count = 0;
-  double operator()(double w) const { return scale > 0.0 ? (w - mean) / scale : 0.0; }
-};
-
-// One normaliser per parameter, in model order; `global` is model_stats(model).
-std::vector<Normaliser> normalisers(const Model& model, const WeightStats& global, Normalisation normalisation,
-                                    NonFinite nonfinite, Backend& backend) {
+// Each parameter's normalisation, in model order; `global` is model_stats(model).
+std::vector<TensorNormalisation> normalisers(const Model& model, const WeightStats& global,
+                                             Normalisation normalisation, NonFinite nonfinite, Backend& backend,
+                                             std::vector<WeightStats>* own_stats = nullptr) {
   NUQ_REQUIRE(global.count > 0, "quantize: the model has no finite parameters");
   if (normalisation == Normalisation::Global)
     NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
                 "); zero variance cannot be normalised");
-  std::vector<Normaliser> result;
+  std::vector<TensorNormalisation> result;
   for (const Parameter& p : model.parameters) {
     const WeightStats own = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
-    Normaliser n{0.0, 1.0, own.min, own.max, own.count};
-    if (normalisation == Normalisation::Global) n.mean = global.mean, n.scale = global.stddev();
-    if (normalisation == Normalisation::PerTensor) n.mean = own.mean, n.scale = own.count ? own.stddev() : 0.0;
-    result.push_back(n);
+    const auto [rows, cols] = matrix_view(p.shape, p.values.size());
+    result.push_back(normalise_tensor(normalisation, p.values.data(), rows, cols, global, own, p.name, nonfinite, backend));
+    if (own_stats) own_stats->push_back(own);
   }
   return result;
 }
 
-WeightRange range_of(const std::vector<Normaliser>& maps) {
+WeightRange range_of(const std::vector<TensorNormalisation>& maps) {
   WeightRange range{std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()};
-  for (const Normaliser& n : maps) {
-    if (n.count == 0) continue;
-    range.min = std::min(range.min, n(n.min));
-    range.max = std::max(range.max, n(n.max));
+  for (const TensorNormalisation& n : maps) {
+    range.min = std::min(range.min, n.normalised.min);
+    range.max = std::max(range.max, n.normalised.max);
   }
   return range;
 }
@@ -116,8 +78,10 @@ WeightRange normalised_range(const Model& model, Normalisation normalisation, No
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
                               Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
   const WeightStats global = model_stats(model, nonfinite, backend);
-  const std::vector<Normaliser> maps = normalisers(model, global, normalisation, nonfinite, backend);
   const int bits = storage_bits(codebook);
+  require_storable(normalisation, bits, "quantize");
+  std::vector<WeightStats> own;
+  const std::vector<TensorNormalisation> maps = normalisers(model, global, normalisation, nonfinite, backend, &own);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
 
   PtqReport r;
@@ -135,9 +99,10 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   QuantizeTotals all;
   for (std::size_t index = 0; index < model.parameters.size(); ++index) {
     const Parameter& p = model.parameters[index];
-    const Normaliser& s = maps[index];
     // The codebook in the parameter's own units (codes the codebook does not use map to the mean).
-    const QuantizeTable table = make_quantize_table(codebook, bits, {Affine{s.mean, s.scale}});
+    const QuantizeTable table = make_quantize_table(codebook, bits, maps[index].maps);
+    const Affine tensor_map =
+        normalisation == Normalisation::PerChannel ? Affine{own[index].mean, own[index].stddev()} : maps[index].maps[0];
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
     PackedCodes codes{rows, cols, bits, std::vector<std::uint8_t>(rows * packed_row_bytes(cols, bits))};
     const QuantizeTotals t = backend.quantize(p.values.data(), rows, cols, table, codes.bytes.data());
@@ -145,7 +110,7 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
     const std::size_t finite = p.values.size() - t.nonfinite;
     TensorReport tensor_report{p.name, p.shape, bits, p.values.size() * sizeof(float), 0,
                                finite == 0 ? 0.0 : std::sqrt(t.noise / double(finite)), t.max_error, t.nonfinite};
-    QuantizedTensor tensor{p.shape, {std::move(codes), table.levels}, s.mean, s.scale};
+    QuantizedTensor tensor{p.shape, {std::move(codes), table.levels}, tensor_map.mean, tensor_map.scale};
     tensor_report.bytes_after = tensor.matrix.codes.bytes.size() +
                                 (stores_grid(codebook, bits) ? 2 * sizeof(double) : table.levels.size() * sizeof(float));
     q.tensors.emplace(p.name, std::move(tensor));
@@ -193,7 +158,9 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
       std::memcpy(affine.data.data(), map, sizeof map);
       file.tensors[name + ".grid"] = std::move(affine);
     } else {
-      file.tensors[name + ".codebook"] = io::f32_tensor({1, std::int64_t(t.matrix.levels.size())}, t.matrix.levels);
+      const std::int64_t per_table = std::int64_t{1} << codes.bits;
+      file.tensors[name + ".codebook"] =
+          io::f32_tensor({std::int64_t(t.matrix.levels.size()) / per_table, per_table}, t.matrix.levels);
     }
     file.tensors[name + ".codes"] = std::move(packed);
     tensors[name] = {{"shape", t.shape}, {"rows", codes.rows}, {"cols", codes.cols}, {"bits", codes.bits},
@@ -256,7 +223,10 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
         const auto levels = file.tensors.find(p.name + ".codebook");
         NUQ_REQUIRE(levels != file.tensors.end(), where, ": missing .codebook");
         values = io::to_floats(levels->second, where + ".codebook");
-        NUQ_REQUIRE(values.size() == (std::size_t{1} << bits), where, ".codebook: needs ", 1 << bits, " levels");
+        // One table for the tensor, or one per row (per-channel normalisation).
+        const std::size_t per_table = std::size_t{1} << bits;
+        NUQ_REQUIRE(values.size() == per_table || (rows > 1 && values.size() == rows * per_table), where,
+                    ".codebook: needs ", per_table, " levels (or ", per_table, " for each of the ", rows, " rows)");
       }
       for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ": a level is not finite");
       const double mean = info.value("mean", q.mean), stddev = info.value("stddev", q.stddev);

@@ -20,12 +20,13 @@ constexpr std::size_t kDirectMaxBatch = 4;  // up to this, decoded codes meet X 
 // Below this many weights a second thread costs more than it saves.
 constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 
-// Expands one packed row into floats. For widths below 8 a byte holds several codes; a table
-// maps each of the 256 byte values to its levels at once.
+// Expands one packed row into floats. For widths below 8 a byte holds several codes; with one
+// table for the matrix, a table maps each of the 256 byte values to its levels at once (a table
+// per row would cost as much to build as the row to decode: those rows are decoded code by code).
 class RowDecoder {
  public:
   explicit RowDecoder(const QuantizedMatrix& w) : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0) {
-    if (per_byte_) {
+    if (per_byte_ && !w.per_row()) {
       table_.resize(256 * per_byte_);
       const unsigned mask = (1u << w.codes.bits) - 1u;
       for (unsigned byte = 0; byte < 256; ++byte)
@@ -37,13 +38,18 @@ class RowDecoder {
   }
   void decode(std::size_t row, float* out) const {
     const std::size_t cols = w_.codes.cols;
+    const float* levels = w_.row_levels(row);
     const std::uint8_t* bytes = w_.codes.bytes.data() + row * packed_row_bytes(cols, w_.codes.bits);
     if (w_.codes.bits == 8) {
-      for (std::size_t c = 0; c < cols; ++c) out[c] = w_.levels[bytes[c]];
+      for (std::size_t c = 0; c < cols; ++c) out[c] = levels[bytes[c]];
       return;
     }
     if (w_.codes.bits == 16) {  // little-endian, as the packed layout and the U16 files store it
-      for (std::size_t c = 0; c < cols; ++c) out[c] = w_.levels[bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8)];
+      for (std::size_t c = 0; c < cols; ++c) out[c] = levels[bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8)];
+      return;
+    }
+    if (table_.empty()) {
+      for (std::size_t c = 0; c < cols; ++c) out[c] = levels[w_.codes.at(row, c)];
       return;
     }
     const std::size_t full = cols / per_byte_;
@@ -55,19 +61,8 @@ class RowDecoder {
  private:
   const QuantizedMatrix& w_;
   std::size_t per_byte_;
-  std::vector<float> table_;
+  std::vector<float> table_;  // 256 bytes x per_byte_ levels; empty for 8/16 bits or per-row levels
 };
-
-// Every code of the width has a level (unused codes of a 3-level codebook in 2 bits included), so
-// no code read from a file can index past the table.
-void check(const QuantizedMatrix& w) {
-  NUQ_REQUIRE(is_packable_bits(w.codes.bits), "qgemm: ", w.codes.bits, "-bit codes are not supported");
-  NUQ_REQUIRE(w.levels.size() == (std::size_t{1} << w.codes.bits), "qgemm: ", w.levels.size(),
-              " levels for ", w.codes.bits, "-bit codes (need one per code)");
-  NUQ_REQUIRE(w.codes.bytes.size() == w.codes.rows * packed_row_bytes(w.codes.cols, w.codes.bits),
-              "qgemm: packed codes hold ", w.codes.bytes.size(), " bytes, the shape needs ",
-              w.codes.rows * packed_row_bytes(w.codes.cols, w.codes.bits));
-}
 
 // Dot products of one packed row with m <= 4 rows of X. With AVX-512, codes are decoded sixteen
 // at a time in registers and meet X there, so no decoded row is ever stored; without it the row
@@ -105,9 +100,9 @@ inline __m512i unpack16(const std::uint8_t* row, std::size_t chunk, int bits) {
 // up; 256 or 65536 levels are gathered from the table (L1 or L2 resident).
 class Levels16 {
  public:
-  explicit Levels16(const QuantizedMatrix& w) : table_(w.levels.data()), in_register_(w.codes.bits <= 4) {
+  Levels16(const float* levels, int bits) : table_(levels), in_register_(bits <= 4) {
     float padded[16] = {};
-    if (in_register_) std::copy(w.levels.begin(), w.levels.end(), padded);
+    if (in_register_) std::copy(levels, levels + (1 << bits), padded);
     register_ = _mm512_loadu_ps(padded);
   }
   __m512 operator()(__m512i codes) const {
@@ -125,7 +120,7 @@ std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float
   const int bits = w.codes.bits;
   const std::size_t k = w.codes.cols, chunks = k / 16;
   const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
-  const Levels16 levels(w);
+  const Levels16 levels(w.row_levels(r), bits);
   if (m == 1) {  // four accumulators hide the FMA latency
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     std::size_t c = 0;
@@ -171,8 +166,19 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
 
 }  // namespace
 
+void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what) {
+  NUQ_REQUIRE(is_packable_bits(w.codes.bits), what, ": ", w.codes.bits, "-bit codes are not supported");
+  const std::size_t per_table = std::size_t{1} << w.codes.bits;
+  NUQ_REQUIRE(w.levels.size() == per_table || w.levels.size() == w.codes.rows * per_table, what, ": ",
+              w.levels.size(), " levels for ", w.codes.bits, "-bit codes in ", w.codes.rows,
+              " rows (need one per code, for the matrix or for every row)");
+  NUQ_REQUIRE(w.codes.bytes.size() == w.codes.rows * packed_row_bytes(w.codes.cols, w.codes.bits), what,
+              ": packed codes hold ", w.codes.bytes.size(), " bytes, the shape needs ",
+              w.codes.rows * packed_row_bytes(w.codes.cols, w.codes.bits));
+}
+
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) {
-  check(w);
+  check_quantized_matrix(w, "qgemm");
   const std::size_t n = w.codes.rows, k = w.codes.cols;
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
@@ -203,12 +209,12 @@ void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float*
 }
 
 std::vector<float> dequantize(const QuantizedMatrix& w) {
-  check(w);
+  check_quantized_matrix(w, "dequantize");
   std::vector<float> dense(w.codes.rows * w.codes.cols);
-  for (std::size_t r = 0; r < w.codes.rows; ++r)
-    for (std::size_t c = 0; c < w.codes.cols; ++c) {
-      dense[r * w.codes.cols + c] = w.levels[w.codes.at(r, c)];
-    }
+  for (std::size_t r = 0; r < w.codes.rows; ++r) {
+    const float* levels = w.row_levels(r);
+    for (std::size_t c = 0; c < w.codes.cols; ++c) dense[r * w.codes.cols + c] = levels[w.codes.at(r, c)];
+  }
   return dense;
 }
 

@@ -27,6 +27,18 @@ float float_at_or_below(double x) {
 
 }  // namespace
 
+int storage_bits(const Codebook& codebook) {
+  for (int bits : {1, 2, 4, 8, 16})
+    if (bits >= codebook.bits()) return bits;
+  throw Error("quantize: a " + std::to_string(codebook.bits()) + "-bit codebook cannot be packed");
+}
+
+std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count) {
+  if (shape.size() <= 1) return {1, count};
+  const auto rows = static_cast<std::size_t>(shape[0]);
+  return {rows, rows ? count / rows : 0};
+}
+
 QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups) {
   NUQ_REQUIRE(is_packable_bits(bits) && bits >= codebook.bits(), "quantize: a ", codebook.bits(),
               "-bit codebook cannot be stored in ", bits, "-bit codes");

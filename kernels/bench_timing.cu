@@ -139,7 +139,7 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   DeviceBuffer<float> y(m * n);
   EventTimer timer;
   return timer.mean_ms(runs, [&](int i) {
-    const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits};
+    const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits, 0};
     launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr);
   });
 }

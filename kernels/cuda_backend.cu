@@ -177,17 +177,15 @@ class CudaBackend final : public Backend {
   void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
     const std::size_t n = w.codes.rows, k = w.codes.cols;
-    NUQ_REQUIRE(is_packable_bits(w.codes.bits) && w.levels.size() == (std::size_t{1} << w.codes.bits) &&
-                    w.codes.bytes.size() == n * packed_row_bytes(k, w.codes.bits),
-                "qgemm: the packed matrix is inconsistent (", w.codes.bits, " bits, ", w.levels.size(), " levels, ",
-                w.codes.bytes.size(), " bytes for ", n, " x ", k, ")");
+    check_quantized_matrix(w, "qgemm");
     if (m == 0 || n == 0) return;
     const DeviceBuffer<std::uint8_t> codes(w.codes.bytes);
     const DeviceBuffer<float> levels(w.levels);
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    const DeviceQuantizedMatrix view{codes.data(), levels.data(), n, k, w.codes.bits};
+    const DeviceQuantizedMatrix view{codes.data(), levels.data(), n, k, w.codes.bits,
+                                     w.per_row() ? std::size_t{1} << w.codes.bits : 0};
     launch_qgemm(dx.data(), m, view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
   }

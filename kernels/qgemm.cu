@@ -14,10 +14,14 @@ constexpr int kSharedLevels = 256;
 template <int kBits>
 __device__ __forceinline__ std::uint32_t code_at(const std::uint8_t* row, std::size_t c) {
   static_assert(kBits == 1 || kBits == 2 || kBits == 4 || kBits == 8 || kBits == 16, "packable widths");
-  if constexpr (kBits == 16) return row[2 * c] | (std::uint32_t(row[2 * c + 1]) << 8);
-  if constexpr (kBits == 8) return row[c];
-  constexpr unsigned per_byte = 8 / kBits;
-  return (row[c / per_byte] >> ((c % per_byte) * kBits)) & ((1u << kBits) - 1u);
+  if constexpr (kBits == 16) {
+    return row[2 * c] | (std::uint32_t(row[2 * c + 1]) << 8);
+  } else if constexpr (kBits == 8) {
+    return row[c];
+  } else {  // several codes per byte (a discarded branch for 16 bits, where 8 / kBits is 0)
+    constexpr unsigned per_byte = 8 / kBits;
+    return (row[c / per_byte] >> ((c % per_byte) * kBits)) & ((1u << kBits) - 1u);
+  }
 }
 
 // Small batch: kWarps warps per block, one output row per warp. Lanes take whole bytes of the row
@@ -29,14 +33,16 @@ __global__ void __launch_bounds__(32 * kWarps) qgemm_small_kernel(const float* _
                                                                   DeviceQuantizedMatrix w,
                                                                   const float* __restrict__ bias, bool relu,
                                                                   float* __restrict__ y) {
-  __shared__ float shared_levels[kSharedLevels];
+  // Each warp keeps its row's table (the matrix's, or the row's own) in its slice of shared memory.
+  __shared__ float shared_levels[kWarps][kSharedLevels];
   constexpr bool in_shared = kBits <= 8;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const std::size_t row = std::size_t(blockIdx.x) * kWarps + warp;
+  if (row >= w.n) return;  // whole warps leave: no block-wide barrier follows
+  const float* row_levels = w.row_levels(row);
   if (in_shared)
-    for (int i = threadIdx.x; i < (1 << (kBits <= 8 ? kBits : 8)); i += 32 * kWarps) shared_levels[i] = w.levels[i];
-  __syncthreads();
-  const int lane = threadIdx.x % 32;
-  const std::size_t row = std::size_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= w.n) return;
+    for (int i = lane; i < (1 << (kBits <= 8 ? kBits : 8)); i += 32) shared_levels[warp][i] = row_levels[i];
+  __syncwarp();
   const std::size_t row_bytes = packed_row_bytes(w.k, kBits);
   const std::uint8_t* codes = w.codes + row * row_bytes;
   constexpr unsigned per_byte = kBits < 8 ? 8 / kBits : 1;
@@ -51,7 +57,7 @@ __global__ void __launch_bounds__(32 * kWarps) qgemm_small_kernel(const float* _
       const std::size_t c = u * per_byte + j;
       if (c >= w.k) break;
       const std::uint32_t code = code_at<kBits>(codes, c);
-      const float level = in_shared ? shared_levels[code] : w.levels[code];
+      const float level = in_shared ? shared_levels[warp][code] : row_levels[code];
 #pragma unroll
       for (int i = 0; i < kBatch; ++i)
         if (i < m) acc[i] = fmaf(level, x[std::size_t(i) * w.k + c], acc[i]);
@@ -90,7 +96,7 @@ __global__ void __launch_bounds__(256) qgemm_tiled_kernel(const float* __restric
       const std::size_t gk = k0 + kk;
       const std::size_t gx = row0 + r, gw = col0 + r;
       xs[kk][r] = (gx < m && gk < w.k) ? x[gx * w.k + gk] : 0.0f;
-      ws[kk][r] = (gw < w.n && gk < w.k) ? w.levels[code_at<kBits>(w.codes + gw * row_bytes, gk)] : 0.0f;
+      ws[kk][r] = (gw < w.n && gk < w.k) ? w.row_levels(gw)[code_at<kBits>(w.codes + gw * row_bytes, gk)] : 0.0f;
     }
     __syncthreads();
 #pragma unroll

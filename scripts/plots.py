@@ -170,7 +170,7 @@ def accuracy_vs_xmax(src, dst):
         fp32 = float(mine[0]["fp32_accuracy"])
         for name in dict.fromkeys(r["series"] for r in mine):
             points = sorted((float(r["xmax"]), float(r["accuracy"])) for r in mine if r["series"] == name)
-            style = "--o" if "per-tensor" in name else "-o"
+            style = "--o" if "per-tensor" in name else ":s" if "per-channel" in name else "-o"
             (line,) = ax.plot(*zip(*points), style, markersize=4, color=colour[name])
             handles[name] = line
         paper = [(float(r["paper_xmax"]), float(r["paper_accuracy"])) for r in mine if r["paper_accuracy"]]

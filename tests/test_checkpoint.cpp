@@ -37,7 +37,10 @@ io::Tensor f16_tensor(std::vector<std::int64_t> shape, const std::vector<std::ui
   io::Tensor t;
   t.dtype = io::DType::F16;
   t.shape = std::move(shape);
-  for (std::uint16_t h : halves) t.data.insert(t.data.end(), {std::uint8_t(h), std::uint8_t(h >> 8)});
+  for (std::uint16_t h : halves) {  // little-endian (two push_backs: GCC 12 misreads an inserted list)
+    t.data.push_back(std::uint8_t(h));
+    t.data.push_back(std::uint8_t(h >> 8));
+  }
   return t;
 }
 
@@ -114,6 +117,37 @@ TEST(Checkpoint, RoundTripsThroughTheFileAndBackToFp32) {
   }
   EXPECT_GT(10 * std::log10(signal / noise), 6.0);
   EXPECT_EQ(back.tensors.at("step").data, f.file.tensors.at("step").data);
+}
+
+TEST(Checkpoint, PerChannelTablesRoundTripWithEachRowsCodes) {
+  const Fixture f;
+  test::TempDir dir;
+  const Codebook codebook = sptq2();
+  const io::TensorFile q =
+      quantize_checkpoint(f.file, "ckpt", codebook, Normalisation::PerChannel, NonFinite::Reject, cpu_backend());
+  EXPECT_EQ(q.tensors.at("embed.weight.codebook").shape, (std::vector<std::int64_t>{100, 4}));
+  EXPECT_EQ(q.tensors.at("norm.weight.codebook").shape, (std::vector<std::int64_t>{1, 4}));  // a vector: one row
+  // Row r's codes are quantize_ref's with row r's own statistics.
+  std::vector<Affine> rows;
+  for (std::size_t r = 0; r < 64; ++r) {
+    const WeightStats s = stats_ref(f.attention.data() + r * 48, 48, "row");
+    rows.push_back({s.mean, s.stddev()});
+  }
+  std::vector<std::uint8_t> expected(64 * packed_row_bytes(48, 2));
+  quantize_ref(f.attention.data(), 64, 48, make_quantize_table(codebook, 2, rows), expected.data());
+  const std::vector<std::uint8_t>& codes = q.tensors.at("layers.0.attention.weight.codes").data;
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < codes.size(); ++i) differ += codes[i] != expected[i];
+  EXPECT_LE(differ, 1u);  // as above: only a weight within rounding of a threshold may move
+  io::write_safetensors(dir.file("q.safetensors"), q);
+  const io::TensorFile back = dequantize_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q");
+  // Every restored value of row r is one of row r's four levels.
+  const std::vector<float> restored = io::to_floats(back.tensors.at("layers.0.attention.weight"), "attention");
+  const std::vector<float> levels = io::to_floats(q.tensors.at("layers.0.attention.weight.codebook"), "levels");
+  for (std::size_t i = 0; i < restored.size(); ++i) {
+    const auto row = levels.begin() + std::ptrdiff_t(i / 48 * 4);
+    ASSERT_NE(std::find(row, row + 4, restored[i]), row + 4) << i;
+  }
 }
 
 TEST(Checkpoint, BrokenFilesAreNamed) {

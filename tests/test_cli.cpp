@@ -14,6 +14,7 @@
 
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
+#include "nuq/ptq.h"
 #include "temp_dir.h"
 
 namespace {
@@ -160,6 +161,23 @@ TEST(Cli, DeviceChoiceOnQuantize) {
     EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}), std::string(std::istreambuf_iterator<char>(b), {}));
   }
   EXPECT_NE(run_nuq("quantize " + model + " -o x --device gpu").status, 0);
+}
+
+TEST(Cli, PerChannelQuantizeAndEval) {
+  test::TempDir dir;
+  const std::string model = dir.file("mlp.safetensors"), out = dir.file("q.safetensors");
+  save_model(model, make_model(Architecture::Mlp, 6));
+  const CommandResult q = run_nuq("quantize " + model + " -o " + out + " --normalise per-channel --device cpu --json");
+  ASSERT_EQ(q.status, 0) << q.output;
+  const nlohmann::json report = nlohmann::json::parse(q.output);
+  EXPECT_EQ(report.at("normalisation"), "per-channel");
+  // Glorot-uniform rows are uniform, not Laplacian: SQNR_ex well above 0 but below the Laplacian's.
+  EXPECT_GT(report.at("sqnr_ex_db").get<double>(), 5.0);
+  EXPECT_EQ(load_quantized(out).tensors.at("fc2.weight").matrix.levels.size(), 512u * 4u);
+  const CommandResult wide = run_nuq("quantize " + model + " -o " + dir.file("u.safetensors") +
+                                     " --normalise per-channel --method uniform --bits 12");
+  EXPECT_NE(wide.status, 0);
+  EXPECT_NE(wide.output.find("up to 8 bits"), std::string::npos) << wide.output;
 }
 
 }  // namespace

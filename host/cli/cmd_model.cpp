@@ -222,9 +222,10 @@ void add_model_commands(CLI::App& app) {
                            "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max");
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
   quantize_cmd->add_option("--normalise", q->normalisation,
-                           "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, or none "
-                           "(the codebook meets the weights as they are)")
-      ->check(CLI::IsMember({"global", "per-tensor", "none"}))->capture_default_str();
+                           "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "
+                           "per-channel (each output row its own; codebooks up to 8 bits), or none (the codebook meets "
+                           "the weights as they are)")
+      ->check(CLI::IsMember({"global", "per-tensor", "per-channel", "none"}))->capture_default_str();
   quantize_cmd->add_option("--nonfinite", q->nonfinite,
                            "NaN or Inf in the weights: error (names the tensor and index), or saturate (+-Inf to the "
                            "outermost levels, NaN to the level nearest the mean, left out of every statistic)")

@@ -1,7 +1,8 @@
 // Any safetensors checkpoint (a PyTorch state dict: F32, F16 or BF16 tensors of any names and
 // shapes), quantized tensor by tensor with one codebook, and back. Floating tensors become
 // <name>.codes (U8, the packed layout of packed.h over the [shape[0], rest] view) and
-// <name>.codebook (F32 [1, 2^bits], the levels in the tensor's own units); every other tensor
+// <name>.codebook (F32 [1, 2^bits], the levels in the tensor's own units, or [rows, 2^bits] with
+// per-channel normalisation); every other tensor
 // (integer buffers, step counters) is copied unchanged. The quantizer, the normalisation and each
 // tensor's shape, dtype and statistics are JSON in __metadata__["nuq.checkpoint"].
 #pragma once
@@ -28,7 +29,7 @@ struct CheckpointReport {
 };
 
 // Normalisation::Global uses the statistics of all floating tensors together (Algorithm 1),
-// PerTensor each tensor's own, None the weights as they are. `name` names the input in errors.
+// PerTensor each tensor's own, PerChannel each row's own, None the weights as they are. `name` names the input in errors.
 io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::string& name, const Codebook& codebook,
                                    Normalisation normalisation, NonFinite nonfinite, Backend& backend,
                                    CheckpointReport* report = nullptr);

@@ -1,9 +1,9 @@
 // Post-training quantization, Algorithm 1 of the main paper: all trainable parameters (weights
 // and biases) normalised with their global mean and standard deviation, quantized with one
 // codebook designed for the unit Laplacian, stored as packed codes, and denormalised on use.
-// Beyond the paper, each tensor can be normalised with its own statistics instead (the same
-// codebook, one scale and offset per tensor), which rescues small layers whose weights sit far
-// out in the global distribution (the CNN's 3x3 convolution).
+// Beyond the paper, each tensor or each output channel can be normalised with its own statistics
+// instead (the same codebook, one scale and offset per tensor or per row), which rescues small
+// layers whose weights sit far out in the global distribution (the CNN's 3x3 convolution).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 #include "nuq/codebook.h"
 #include "nuq/io/dataset.h"
 #include "nuq/model.h"
+#include "nuq/normalisation.h"
 #include "nuq/qgemm.h"
 #include "nuq/stats.h"
 #include "nuq/support.h"
@@ -22,22 +23,15 @@
 namespace nuq {
 
 // One tensor as the quantized model stores it: codes for a [rows, cols] view of the parameter
-// (weights [out, in], conv [filters, taps], biases [1, n]) and the levels in the weights' units.
+// (weights [out, in], conv [filters, taps], biases [1, n]) and the levels in the weights' units
+// (one table, or one per row with per-channel normalisation).
 struct QuantizedTensor {
   std::vector<std::int64_t> shape;  // the parameter's original shape
   QuantizedMatrix matrix;
-  double mean = 0.0, stddev = 1.0;  // the normalisation this tensor was quantized with
+  // The normalisation this tensor was quantized with; per-channel: the tensor's own statistics
+  // (each row's map is in its levels).
+  double mean = 0.0, stddev = 1.0;
 };
-
-// Which statistics normalise a parameter before it meets the unit-variance codebook.
-enum class Normalisation {
-  Global,     // Algorithm 1: mean and standard deviation of all parameters together
-  PerTensor,  // each tensor its own (a constant tensor is stored exactly)
-  None,       // the weights as they are: a codebook designed for sigma_ref meets the weights' own
-              // variance (the companion paper's variance-mismatch experiment)
-};
-std::string to_string(Normalisation normalisation);
-Normalisation parse_normalisation(const std::string& text);  // "global", "per-tensor" or "none"
 
 struct QuantizedModel {
   Architecture architecture = Architecture::Mlp;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "nuq/packed.h"
@@ -12,9 +13,18 @@
 namespace nuq {
 
 struct QuantizedMatrix {
-  PackedCodes codes;          // [rows = outputs, cols = inputs]
-  std::vector<float> levels;  // 2^bits entries: the value of each code, in the weights' own units
+  PackedCodes codes;  // [rows = outputs, cols = inputs]
+  // The value of each code in the weights' own units: 2^bits levels for the whole matrix, or a
+  // table of 2^bits per row ([rows, 2^bits], per-channel normalisation).
+  std::vector<float> levels;
+
+  bool per_row() const { return codes.rows > 1 && levels.size() == (codes.rows << codes.bits); }
+  const float* row_levels(std::size_t row) const { return levels.data() + (per_row() ? row << codes.bits : 0); }
 };
+
+// Throws nuq::Error unless the width is packable, the bytes fit the shape and there is one level
+// per code (for the matrix or for every row), so that no code can index past its table.
+void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what);
 
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when bias is not null).
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y);

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "nuq/codebook.h"
@@ -34,6 +35,13 @@ struct QuantizeTable {
   // The group that row r of a [rows, cols] matrix uses.
   std::size_t group_of_row(std::size_t row) const { return groups == 1 ? 0 : row; }
 };
+
+// The narrowest packed width (1, 2, 4, 8 or 16) that holds the codebook's codes.
+int storage_bits(const Codebook& codebook);
+
+// Rows and columns a parameter is quantized as: [shape[0], the rest] (weights [out, in], conv
+// filters [filters, taps]) or [1, n] for vectors and scalars. `count` is the product of `shape`.
+std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count);
 
 // `bits` must hold the codebook's codes and be packable; `groups` has one map per group. With 16
 // bits and a uniform grid the levels come from the grid's affine map (what the U16 files store),

@@ -56,7 +56,9 @@ void compare(Backend& gpu, const std::vector<float>& w, std::size_t rows, std::s
   expect_relative(g.noise, r.noise, 1e-6, what + " noise");
   EXPECT_EQ(g.max_error, r.max_error) << what;
   EXPECT_EQ(g.inside, r.inside) << what;
-  if (!w.empty()) EXPECT_GT(g.noise, 0.0) << what;  // a kernel that accumulates nothing fails
+  if (!w.empty()) {
+    EXPECT_GT(g.noise, 0.0) << what;  // a kernel that accumulates nothing fails
+  }
   std::vector<float> back(w.size(), -1.0f), back_ref(w.size());
   gpu.dequantize(packed.data(), rows, cols, table, back.data());
   dequantize_ref(expected.data(), rows, cols, table, back_ref.data());

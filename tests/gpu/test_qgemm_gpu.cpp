@@ -40,7 +40,9 @@ TEST_F(QgemmGpu, MatchesTheCpuReferenceOnRaggedShapes) {
   for (int bits : {1, 2, 4, 8, 16})
     for (std::size_t m : {1u, 3u, 16u, 53u, 118u, 152u, 1024u})
       for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{10, 512}, {97, 131}, {512, 784}, {130, 33}}) {
-        const QuantizedMatrix w = random_matrix(n, k, bits, rng, false);
+        // Every other matrix of up to 8 bits with a table per row (per-channel normalisation).
+        const bool per_row = bits <= 8 && (m + n) % 2 == 1;
+        const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, per_row);
         std::vector<float> x(m * k), bias(n), got(m * n, NAN), expected(m * n);
         for (auto& v : x) v = value(rng);
         for (auto& v : bias) v = value(rng);
@@ -51,7 +53,7 @@ TEST_F(QgemmGpu, MatchesTheCpuReferenceOnRaggedShapes) {
           largest = std::max(largest, double(std::abs(got[i] - expected[i])));
           nonzero += got[i] != 0.0f;
         }
-        ASSERT_LE(largest, 1e-4 * std::sqrt(double(k))) << bits << " bits, m=" << m << " n=" << n << " k=" << k
+        ASSERT_LE(largest, 1e-4 * std::sqrt(double(k))) << bits << " bits" << (per_row ? " per row" : "") << ", m=" << m << " n=" << n << " k=" << k
                                                         << "\ngot      " << dump(got) << "\nexpected " << dump(expected)
                                                         << "\nx " << dump(x);
         EXPECT_GT(nonzero, 0.9 * double(got.size())) << "outputs are mostly zero";
@@ -64,7 +66,7 @@ TEST_F(QgemmGpu, ExactOnSmallIntegersAndIdentity) {
   for (int bits : {2, 4, 8, 16})
     for (std::size_t m : {1u, 16u, 53u}) {
       const std::size_t n = 67, k = 129;
-      const QuantizedMatrix w = random_matrix(n, k, bits, rng, true);
+      const QuantizedMatrix w = random_matrix(n, k, bits, rng, true, bits <= 8 && m != 16);
       std::vector<float> x(m * k), got(m * n), expected(m * n);
       for (auto& v : x) v = float(small(rng));
       gpu_->qgemm(x.data(), m, w, nullptr, got.data());
@@ -73,7 +75,7 @@ TEST_F(QgemmGpu, ExactOnSmallIntegersAndIdentity) {
     }
   // X = identity: Y = W^T's rows, i.e. the dequantized weights bit for bit.
   const std::size_t n = 40, k = 37;
-  const QuantizedMatrix w = random_matrix(n, k, 2, rng, false);
+  const QuantizedMatrix w = random_matrix(n, k, 2, rng, false, true);
   for (std::size_t m : {std::size_t{16}, k}) {
     std::vector<float> x(m * k, 0.0f), got(m * n);
     for (std::size_t i = 0; i < std::min(m, k); ++i) x[i * k + i] = 1.0f;

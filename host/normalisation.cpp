@@ -1,0 +1,73 @@
+#include "nuq/normalisation.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "nuq/error.h"
+
+namespace nuq {
+namespace {
+
+constexpr Normalisation kAll[] = {Normalisation::Global, Normalisation::PerTensor, Normalisation::PerChannel,
+                                  Normalisation::None};
+
+// The tensor's (or row's) own map: its mean, and its standard deviation unless it has none.
+Affine own_map(const WeightStats& s) { return {s.mean, s.count ? s.stddev() : 0.0}; }
+
+// Extremes of `s`'s finite values under map `a` (a constant group lands on 0).
+void widen(WeightRange& range, const WeightStats& s, const Affine& a) {
+  if (s.count == 0) return;
+  const auto normalised = [&](double w) { return a.scale > 0.0 ? (w - a.mean) / a.scale : 0.0; };
+  range.min = std::min(range.min, normalised(s.min));
+  range.max = std::max(range.max, normalised(s.max));
+}
+
+}  // namespace
+
+std::string to_string(Normalisation normalisation) {
+  switch (normalisation) {
+    case Normalisation::Global: return "global";
+    case Normalisation::PerTensor: return "per-tensor";
+    case Normalisation::PerChannel: return "per-channel";
+    case Normalisation::None: return "none";
+  }
+  return "?";
+}
+
+Normalisation parse_normalisation(const std::string& text) {
+  for (Normalisation n : kAll)
+    if (text == to_string(n)) return n;
+  throw Error("unknown normalisation '" + text + "' (global, per-tensor, per-channel or none)");
+}
+
+TensorNormalisation normalise_tensor(Normalisation normalisation, const float* values, std::size_t rows,
+                                     std::size_t cols, const WeightStats& global, const WeightStats& own,
+                                     const std::string& name, NonFinite nonfinite, Backend& backend) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  TensorNormalisation result{{}, {kInf, -kInf}};
+  if (normalisation != Normalisation::PerChannel) {
+    Affine map;  // None: the weights as they are
+    if (normalisation == Normalisation::Global) map = {global.mean, global.stddev()};
+    if (normalisation == Normalisation::PerTensor) map = own_map(own);
+    result.maps = {map};
+    widen(result.normalised, own, map);
+    return result;
+  }
+  result.maps.reserve(rows);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const WeightStats row =
+        backend.stats(values + r * cols, cols, name + " row " + std::to_string(r), nonfinite);
+    result.maps.push_back(own_map(row));
+    widen(result.normalised, row, result.maps.back());
+  }
+  if (rows == 0) result.maps = {own_map(own)};  // an empty tensor still has one (unused) map
+  return result;
+}
+
+void require_storable(Normalisation normalisation, int bits, const std::string& where) {
+  NUQ_REQUIRE(normalisation != Normalisation::PerChannel || bits <= 8, where,
+              ": per-channel normalisation keeps a table of levels per row and takes codebooks of up to 8 bits (",
+              bits, "-bit codes would need ", std::size_t{1} << bits, " levels per row); use per-tensor");
+}
+
+}  // namespace nuq

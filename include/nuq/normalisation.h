@@ -1,0 +1,46 @@
+// How a tensor's weights are mapped to the codebook's units before quantization. A codebook is
+// designed for a unit-variance source; the weights meet it through w -> (w - mean) / scale, with
+// the statistics of the whole model (Algorithm 1 of the main paper), of the tensor, of each output
+// channel (row of the [rows, cols] view), or none at all.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "nuq/backend.h"
+#include "nuq/quantize_table.h"
+#include "nuq/stats.h"
+#include "nuq/support.h"
+
+namespace nuq {
+
+enum class Normalisation {
+  Global,      // Algorithm 1: mean and standard deviation of all parameters together
+  PerTensor,   // each tensor its own (a constant tensor is stored exactly)
+  PerChannel,  // each output channel (row) its own: one table of levels per row
+  None,        // the weights as they are: a codebook designed for sigma_ref meets the weights' own
+               // variance (the companion paper's variance-mismatch experiment)
+};
+std::string to_string(Normalisation normalisation);
+// "global", "per-tensor", "per-channel" or "none"; anything else throws naming the choices.
+Normalisation parse_normalisation(const std::string& text);
+
+// The maps of one [rows, cols] tensor and where its finite weights land under them.
+struct TensorNormalisation {
+  std::vector<Affine> maps;  // one for the tensor, or one per row (PerChannel)
+  WeightRange normalised;    // extremes of the normalised finite weights ({+inf, -inf}: none)
+};
+
+// `global`: statistics of every weight being quantized; `own`: this tensor's (both from
+// backend.stats). PerChannel takes each row's statistics through the backend (errors name the
+// tensor `name` and the row). A constant group gets scale 0 and is stored exactly.
+TensorNormalisation normalise_tensor(Normalisation normalisation, const float* values, std::size_t rows,
+                                     std::size_t cols, const WeightStats& global, const WeightStats& own,
+                                     const std::string& name, NonFinite nonfinite, Backend& backend);
+
+// Per-channel levels are a table per row: refused above 8-bit codes (65536 levels per row), with
+// a message naming `where`.
+void require_storable(Normalisation normalisation, int bits, const std::string& where);
+
+}  // namespace nuq
