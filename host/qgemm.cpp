@@ -11,6 +11,7 @@
 #endif
 
 #include "nuq/error.h"
+#include "qgemm_lut.h"
 
 namespace nuq {
 namespace {
@@ -164,6 +165,12 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
   }
 }
 
+void add_bias(const float* bias, std::size_t m, std::size_t n, float* y) {
+  if (bias)
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t r = 0; r < n; ++r) y[i * n + r] += bias[r];
+}
+
 }  // namespace
 
 void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what) {
@@ -183,6 +190,10 @@ void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float*
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
+  if (detail::qgemm_lut(x, m, w, y)) {  // small batches of 1-4-bit codes, one codebook
+    add_bias(bias, m, n, y);
+    return;
+  }
   const RowDecoder decoder(w);
   if (m <= kDirectMaxBatch) {
     // Rows are independent: threads take contiguous blocks of them (indices are 64-bit
@@ -203,9 +214,7 @@ void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float*
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k),
                 panel.data(), int(k), 0.0f, y + first, int(n));
   }
-  if (bias)
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t r = 0; r < n; ++r) y[i * n + r] += bias[r];
+  add_bias(bias, m, n, y);
 }
 
 std::vector<float> dequantize(const QuantizedMatrix& w) {
@@ -224,9 +233,7 @@ void qgemm_ref(const float* x, std::size_t m, const QuantizedMatrix& w, const fl
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x, int(k), dense.data(),
               int(k), 0.0f, y, int(n));
-  if (bias)
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t r = 0; r < n; ++r) y[i * n + r] += bias[r];
+  add_bias(bias, m, n, y);
 }
 
 }  // namespace nuq

@@ -1,0 +1,170 @@
+// Quantized GEMV by table look-up across rows (the idea of T-MAC's LUT kernels, kept in FP32).
+//
+// A nibble of a packed row holds 4 / bits codes of consecutive columns; with one codebook for the
+// matrix, its contribution to a dot product with x depends only on the nibble's value and its
+// position p. So for every position, a table T_p[v] = sum_j level(code j of v) * x[col(p, j)] of
+// 16 floats is built once per call (cheap: a few FMAs per position), and a row's dot product is
+// the sum over positions of T_p[nibble]. Sixteen rows go together: 64 bytes of each are loaded
+// and transposed so that one register holds the 16 rows' 32-bit words at the same offset (a
+// gather was three times slower on Zen 4), and one vpermps per nibble position looks up all
+// sixteen rows' tables at once (vpermps reads only the low 4 bits of each lane's index, so a
+// shift right by 4 moves to the next nibble with no mask). Per 16 rows x 8 positions that is 7
+// shifts, 8 look-ups and 8 additions for 256 two-bit weights, against a decode, a look-up and an
+// FMA per 16 weights on the row-by-row path. The tables are walked in chunks that stay in L1.
+#include "qgemm_lut.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace nuq::detail {
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+namespace {
+
+constexpr std::size_t kRows = 16;        // rows per register
+constexpr std::size_t kNibbles = 8;      // nibble positions per 32-bit word
+constexpr std::size_t kChunkGroups = 2;  // 64-byte groups per row per pass: 256 tables, 16 KiB per row of X
+constexpr std::size_t kMinWeightsParallel = std::size_t{1} << 18;
+
+// tables[(i * positions + p) * 16 + v] for row i of X; positions past the last column are zero.
+void build_tables(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, std::size_t positions,
+                  float* tables) {
+  const unsigned per_nibble = 4u / unsigned(bits), mask = (1u << bits) - 1u;
+  __m512 lane_levels[4];  // lane v of vector j: the level of the j-th code of nibble value v
+  for (unsigned j = 0; j < per_nibble; ++j) {
+    alignas(64) float l[16];
+    for (unsigned v = 0; v < 16; ++v) l[v] = levels[(v >> (j * unsigned(bits))) & mask];
+    lane_levels[j] = _mm512_load_ps(l);
+  }
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t p = 0; p < positions; ++p) {
+      __m512 t = _mm512_setzero_ps();
+      for (unsigned j = 0; j < per_nibble; ++j) {
+        const std::size_t col = p * per_nibble + j;
+        if (col < k) t = _mm512_fmadd_ps(lane_levels[j], _mm512_set1_ps(x[i * k + col]), t);
+      }
+      _mm512_storeu_ps(tables + (i * positions + p) * 16, t);
+    }
+}
+
+// Sixteen rows' 32-bit words [16g, 16g + 16) turned so that out[j] holds word 16g + j of every
+// row (lane r: row r): one 64-byte load per row, then a 16 x 16 transpose in four shuffle stages.
+// Bytes past the end of a row, and rows past `rows`, read as zero (masked loads never fault).
+void load_words(const std::uint8_t* base, std::size_t row_bytes, std::size_t rows, std::size_t g, __m512i out[16]) {
+  __m512i r[16];
+  const std::size_t begin = 64 * g;
+  const std::size_t available = row_bytes > begin ? std::min<std::size_t>(64, row_bytes - begin) : 0;
+  const __mmask64 bytes = available == 64 ? ~__mmask64{0} : (__mmask64{1} << available) - 1;
+  for (std::size_t i = 0; i < 16; ++i)
+    r[i] = i < rows ? _mm512_maskz_loadu_epi8(bytes, base + i * row_bytes + begin) : _mm512_setzero_si512();
+  __m512i t[16], u[16];
+  for (std::size_t i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 of words 4L..4L+3, interleaved
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (std::size_t i = 0; i < 4; ++i) {  // u[4i + q], lane L: rows 4i..4i+3 of word 4L + q
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (std::size_t q = 0; q < 4; ++q) {  // out[4L + q] = lane L of u[q], u[4 + q], u[8 + q], u[12 + q]
+    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x44), v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xEE);
+    out[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    out[4 + q] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    out[8 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    out[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+// Adds to y the contributions of word groups [first, last) (16 words each) of the 16 (or `rows`)
+// rows from `row0`.
+template <std::size_t kBatch>
+void block(const std::uint8_t* codes, std::size_t row_bytes, std::size_t row0, std::size_t rows, std::size_t first,
+           std::size_t last, const float* tables, std::size_t positions, float* y, std::size_t n) {
+  constexpr std::size_t kAcc = kBatch == 1 ? 4 : 2;  // independent sums hide the addition latency
+  const __mmask16 valid = rows == kRows ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
+  const std::uint8_t* base = codes + row0 * row_bytes;
+  __m512 acc[kBatch][kAcc];
+  for (std::size_t i = 0; i < kBatch; ++i)
+    for (std::size_t a = 0; a < kAcc; ++a) acc[i][a] = _mm512_setzero_ps();
+  for (std::size_t g = first; g < last; ++g) {
+    __m512i words[16];
+    load_words(base, row_bytes, rows, g, words);
+    for (std::size_t d = 0; d < 16; ++d) {
+      __m512i word = words[d];
+      const float* t = tables + (16 * g + d) * kNibbles * 16;
+      for (std::size_t j = 0; j < kNibbles; ++j) {
+        for (std::size_t i = 0; i < kBatch; ++i)
+          acc[i][j % kAcc] = _mm512_add_ps(
+              acc[i][j % kAcc], _mm512_permutexvar_ps(word, _mm512_loadu_ps(t + (i * positions + j) * 16)));
+        word = _mm512_srli_epi32(word, 4);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    __m512 sum = acc[i][0];
+    for (std::size_t a = 1; a < kAcc; ++a) sum = _mm512_add_ps(sum, acc[i][a]);
+    float* out = y + i * n + row0;
+    _mm512_mask_storeu_ps(out, valid, _mm512_add_ps(_mm512_maskz_loadu_ps(valid, out), sum));
+  }
+}
+
+template <std::size_t kBatch>
+void run(const QuantizedMatrix& w, const float* tables, std::size_t positions, float* y) {
+  const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
+  const std::size_t groups = (row_bytes + 63) / 64, blocks = (n + kRows - 1) / kRows;
+  const auto block_count = static_cast<std::ptrdiff_t>(blocks);
+#pragma omp parallel if (n * w.codes.cols >= kMinWeightsParallel)
+  for (std::size_t first = 0; first < groups; first += kChunkGroups) {
+    const std::size_t last = std::min(groups, first + kChunkGroups);
+    // The same static split of blocks in every chunk: a thread only ever touches its own rows of y.
+#pragma omp for schedule(static) nowait
+    for (std::ptrdiff_t b = 0; b < block_count; ++b) {
+      const std::size_t row0 = std::size_t(b) * kRows;
+      block<kBatch>(w.codes.bytes.data(), row_bytes, row0, std::min(kRows, n - row0), first, last, tables, positions,
+                    y, n);
+    }
+  }
+}
+
+}  // namespace
+
+bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, float* y) {
+  const int bits = w.codes.bits;
+  const std::size_t n = w.codes.rows, k = w.codes.cols, row_bytes = packed_row_bytes(k, bits);
+  if (m == 0 || m > kLutMaxBatch || bits > 4 || w.per_row() || n == 0) return false;
+  const std::size_t positions = kNibbles * 16 * ((row_bytes + 63) / 64);  // whole 64-byte groups
+  thread_local std::vector<float> tables;
+  tables.resize(m * positions * 16);
+  build_tables(x, m, k, bits, w.levels.data(), positions, tables.data());
+  std::fill(y, y + m * n, 0.0f);
+  switch (m) {
+    case 1: run<1>(w, tables.data(), positions, y); break;
+    case 2: run<2>(w, tables.data(), positions, y); break;
+    case 3: run<3>(w, tables.data(), positions, y); break;
+    default: run<4>(w, tables.data(), positions, y); break;
+  }
+  return true;
+}
+
+#else
+
+bool qgemm_lut(const float*, std::size_t, const QuantizedMatrix&, float*) { return false; }
+
+#endif
+
+}  // namespace nuq::detail
