@@ -1,3 +1,6 @@
+#include <cblas.h>
+
+#include <climits>
 #include <memory>
 
 #include "nuq/backend.h"
@@ -24,6 +27,17 @@ class CpuBackend final : public Backend {
   }
   void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
     nuq::qgemm(x, m, w, bias, y);
+  }
+  void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols, const float* bias,
+            float* y) override {
+    if (m == 0 || rows == 0) return;
+    NUQ_REQUIRE(m <= std::size_t(INT_MAX) && rows <= std::size_t(INT_MAX) && cols <= std::size_t(INT_MAX), "gemm: ",
+                m, " x ", rows, " x ", cols, " exceeds the 32-bit dimensions of the BLAS interface");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(cols), 1.0f, x, int(cols), w,
+                int(cols), 0.0f, y, int(rows));
+    if (bias)
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t r = 0; r < rows; ++r) y[i * rows + r] += bias[r];
   }
 };
 

@@ -29,3 +29,11 @@ double time_cublas(std::size_t, std::size_t, std::size_t, DensePeer, int, int) {
 }
 
 }  // namespace nuq::cuda
+
+namespace nuq::cuda {
+
+DeviceInference infer_mlp(const Model&, const QuantizedModel*, const io::Dataset&, std::size_t, int) {
+  throw Error("infer_mlp: " + unavailable_reason());
+}
+
+}  // namespace nuq::cuda

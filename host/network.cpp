@@ -84,8 +84,7 @@ void Network::dense(std::size_t layer, const float* input, std::size_t input_wid
     backend_->qgemm(input, batch_, packed_->tensors.at(weight.name).matrix, bias.values.data(), out.data());
     return;
   }
-  gemm_abt(batch_, output_width, input_width, input, weight.values.data(), out.data());
-  add_bias(out, bias.values);
+  backend_->gemm(input, batch_, weight.values.data(), output_width, input_width, bias.values.data(), out.data());
 }
 
 const std::vector<float>& Network::forward(const float* images, std::size_t batch, bool training,

@@ -13,17 +13,10 @@
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
+#include "cublas_check.cuh"
 #include "qgemm.cuh"
 #include "quantize.cuh"
 #include "weight_stats.cuh"
-
-#define NUQ_CUBLAS_CHECK(statement)                                                                    \
-  do {                                                                                                 \
-    const cublasStatus_t nuq_status_ = (statement);                                                    \
-    if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                          \
-      throw ::nuq::Error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": cuBLAS error in `" + \
-                         #statement + "`: " + cublasGetStatusString(nuq_status_));                      \
-  } while (0)
 
 namespace nuq::cuda {
 namespace {

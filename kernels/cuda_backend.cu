@@ -1,11 +1,13 @@
 // The CUDA backend: host data streamed through the device in chunks (stream_pipeline.cuh), the
 // kernels of weight_stats, quantize and qgemm, and every result brought back to host memory.
 #include <algorithm>
+#include <climits>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "cublas_check.cuh"
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
 #include "nuq/backend.h"
@@ -190,6 +192,34 @@ class CudaBackend final : public Backend {
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
   }
 
+  void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols, const float* bias,
+            float* y) override {
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    if (m == 0 || rows == 0) return;
+    NUQ_REQUIRE(m <= std::size_t(INT_MAX) && rows <= std::size_t(INT_MAX) && cols <= std::size_t(INT_MAX), "gemm: ",
+                m, " x ", rows, " x ", cols, " exceeds cuBLAS's 32-bit dimensions");
+    if (!cublas_) {
+      NUQ_CUBLAS_CHECK(cublasCreate(&cublas_));
+      // FP32 in FP32: no TF32 tensor cores, so the baseline is the true single-precision product.
+      NUQ_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
+    }
+    DeviceBuffer<float> dw(rows * cols), dx(m * cols), dy(m * rows);
+    if (rows * cols) NUQ_CUDA_CHECK(cudaMemcpy(dw.data(), w, rows * cols * sizeof(float), cudaMemcpyHostToDevice));
+    if (m * cols) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * cols * sizeof(float), cudaMemcpyHostToDevice));
+    // Row-major Y[m, rows] is column-major Y^T[rows, m] = W (row-major [rows, cols], so op T) * X^T.
+    const float one = 1.0f, zero = 0.0f;
+    NUQ_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(cols), &one, dw.data(),
+                                 int(cols), dx.data(), int(cols), &zero, dy.data(), int(rows)));
+    NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * rows * sizeof(float), cudaMemcpyDeviceToHost));
+    if (bias)
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t r = 0; r < rows; ++r) y[i * rows + r] += bias[r];
+  }
+
+  ~CudaBackend() override {
+    if (cublas_) cublasDestroy(cublas_);  // a destructor does not throw: its status is not checked
+  }
+
  private:
   struct Need {
     std::size_t in, out, scratch;
@@ -269,6 +299,7 @@ class CudaBackend final : public Backend {
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;
   std::size_t scratch_bytes_ = 0;
+  cublasHandle_t cublas_ = nullptr;  // created by the first gemm
 };
 
 }  // namespace

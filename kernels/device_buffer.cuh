@@ -21,6 +21,14 @@ class DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   DeviceBuffer(DeviceBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), count_(std::exchange(other.count_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      if (data_) NUQ_CUDA_CHECK_NOTHROW(cudaFree(data_));
+      data_ = std::exchange(other.data_, nullptr);
+      count_ = std::exchange(other.count_, 0);
+    }
+    return *this;
+  }
   ~DeviceBuffer() {
     if (data_) NUQ_CUDA_CHECK_NOTHROW(cudaFree(data_));
   }

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
+#include <array>
 #include <limits>
 
 #include "backend_cases.h"
@@ -177,6 +179,26 @@ TEST(Backend, DeviceNamesParse) {
   EXPECT_EQ(parse_device("auto"), Device::Auto);
   EXPECT_THROW(parse_device("gpu"), Error);
   EXPECT_EQ(cpu_backend().name(), "cpu");
+}
+
+TEST(Backend, GemmIsTheFp32ProductPlusBias) {
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (auto [m, rows, cols] : std::vector<std::array<std::size_t, 3>>{{1, 10, 512}, {3, 97, 131}, {64, 33, 7}}) {
+    std::vector<float> x(m * cols), w(rows * cols), bias(rows), y(m * rows, NAN);
+    for (auto* v : {&x, &w, &bias})
+      for (float& e : *v) e = value(rng);
+    cpu_backend().gemm(x.data(), m, w.data(), rows, cols, bias.data(), y.data());
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t r = 0; r < rows; ++r) {
+        double expected = bias[r];
+        for (std::size_t c = 0; c < cols; ++c) expected += double(x[i * cols + c]) * double(w[r * cols + c]);
+        ASSERT_NEAR(y[i * rows + r], expected, 1e-5 * std::sqrt(double(cols))) << m << "x" << rows << "x" << cols;
+      }
+  }
+  std::vector<float> untouched(4, 7.0f);
+  cpu_backend().gemm(nullptr, 0, nullptr, 4, 3, nullptr, untouched.data());  // an empty batch writes nothing
+  EXPECT_EQ(untouched, std::vector<float>(4, 7.0f));
 }
 
 }  // namespace

@@ -179,18 +179,23 @@ void run_eval(const EvalOptions& o) {
   const io::Dataset test_set = io::load_split(dir, "t10k");
   const io::TensorFile file = io::read_safetensors(o.input);
   const bool quantized = file.metadata.count("nuq.quantized") > 0;
+  const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   double result = 0.0;
   if (quantized) {
-    result = quantized_accuracy(load_quantized(o.input), test_set, *make_backend(parse_device(o.device)));
-  } else {
+    result = quantized_accuracy(load_quantized(o.input), test_set, *backend);
+  } else {  // the FP32 baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
     Model model = load_model(o.input);
-    result = accuracy(model, test_set);
+    Network network(model, nullptr, backend.get());
+    result = accuracy(predict(network, test_set), test_set);
   }
   if (o.json)
-    std::cout << nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", o.dataset}, {"accuracy", result}}.dump(2) << '\n';
+    std::cout << nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", o.dataset},
+                                {"device", backend->name()}, {"accuracy", result}}
+                     .dump(2)
+              << '\n';
   else
     std::cout << (quantized ? "quantized" : "FP32") << " model " << o.input << ": test accuracy " << fixed(result, 2)
-              << "% on " << test_set.count << " " << o.dataset << " images\n";
+              << "% on " << test_set.count << " " << o.dataset << " images (on " << backend->name() << ")\n";
 }
 
 }  // namespace

@@ -41,6 +41,11 @@ class Backend {
 
   // y[m, rows] = x[m, cols] * W^T (+ bias) straight from the packed codes.
   virtual void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) = 0;
+
+  // The same product with dense FP32 weights w[rows, cols]: the baseline the quantized network is
+  // measured against (OpenBLAS sgemm on the CPU, cuBLAS SGEMM with TF32 off on CUDA).
+  virtual void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols,
+                    const float* bias, float* y) = 0;
 };
 
 // The CPU backend: a shared one (it holds no state), or one of your own.

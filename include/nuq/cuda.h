@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,5 +65,30 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
 enum class DensePeer { Fp32, Tf32, Bf16 };
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0);
 double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, int runs, int device = 0);
+
+}  // namespace nuq::cuda
+
+namespace nuq {
+struct Model;
+struct QuantizedModel;
+namespace io {
+struct Dataset;
+}
+}  // namespace nuq
+
+namespace nuq::cuda {
+
+// The MNIST MLP (784 -> 512 -> 512 -> 10) resident on the device: the images are uploaded once and
+// the three dense layers run back to back on one stream without touching the host, in batches of
+// `batch` images. `quantized` null: the FP32 weights on cuBLAS SGEMM (TF32 off) with a bias + ReLU
+// kernel, the baseline; otherwise its packed codes through the qgemm kernels (bias and ReLU fused).
+// The time covers every batch's forward pass and argmax (CUDA events, after one warm-up pass),
+// not the upload of images and weights.
+struct DeviceInference {
+  std::vector<std::uint8_t> predictions;  // one class per image
+  double milliseconds = 0.0;
+};
+DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, const io::Dataset& data,
+                          std::size_t batch, int device = 0);
 
 }  // namespace nuq::cuda

@@ -18,7 +18,8 @@ class Network {
  public:
   // With `packed`, the dense layers multiply straight from its packed codes (qgemm) and the
   // model's own fc weights are not read (they may be empty); conv weights and biases still are.
-  // `backend` runs those quantized products (the CPU unless told otherwise).
+  // `backend` runs the dense layers' products, quantized (qgemm) or FP32 (gemm: cuBLAS on CUDA),
+  // the CPU unless told otherwise; the convolution and training stay on the CPU.
   explicit Network(Model& model, const QuantizedModel* packed = nullptr, Backend* backend = nullptr);
 
   // Logits [batch, 10] for `batch` 28x28 images with pixels in [0, 1]. With `training`, dropout

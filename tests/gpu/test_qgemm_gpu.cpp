@@ -9,6 +9,10 @@
 #include <sstream>
 
 #include "nuq/backend.h"
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/network.h"
+#include "nuq/ptq.h"
 #include "nuq/cuda.h"
 #include "nuq/packed.h"
 #include "nuq/qgemm.h"
@@ -84,6 +88,93 @@ TEST_F(QgemmGpu, ExactOnSmallIntegersAndIdentity) {
     for (std::size_t i = 0; i < std::min(m, k); ++i)
       for (std::size_t r = 0; r < n; ++r) ASSERT_EQ(got[i * n + r], dense[r * k + i]) << "m=" << m;
   }
+}
+
+// The FP32 baseline on cuBLAS (TF32 off) against OpenBLAS on ragged shapes.
+TEST_F(QgemmGpu, CublasGemmMatchesTheCpu) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (std::size_t m : {1u, 3u, 53u, 1024u})
+    for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{10, 512}, {97, 131}, {512, 784}}) {
+      std::vector<float> x(m * k), w(n * k), bias(n), got(m * n, NAN), expected(m * n);
+      for (auto* v : {&x, &w, &bias})
+        for (float& e : *v) e = value(rng);
+      gpu_->gemm(x.data(), m, w.data(), n, k, bias.data(), got.data());
+      cpu_backend().gemm(x.data(), m, w.data(), n, k, bias.data(), expected.data());
+      double largest = 0.0;
+      for (std::size_t i = 0; i < got.size(); ++i) largest = std::max(largest, double(std::abs(got[i] - expected[i])));
+      ASSERT_LE(largest, 1e-5 * std::sqrt(double(k))) << "m=" << m << " n=" << n << " k=" << k << "\ngot      "
+                                                      << dump(got) << "\nexpected " << dump(expected);
+    }
+}
+
+// The MLP and the CNN, FP32 and two-bit, on the GPU against the CPU: the same class for at least
+// 99.9 % of 2000 images (ties between logits may fall either way), accuracy within 0.05 points.
+TEST_F(QgemmGpu, NetworksPredictLikeTheCpu) {
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  io::Dataset data;
+  data.count = 2000;
+  data.rows = data.cols = 28;
+  data.images.resize(data.count * 784);
+  data.labels.resize(data.count);
+  for (float& p : data.images) p = pixel(rng);
+  for (std::size_t i = 0; i < data.count; ++i) data.labels[i] = std::uint8_t(i % 10);
+  DesignSpec spec;
+  spec.method = Method::Msptq;
+  for (Architecture architecture : {Architecture::Mlp, Architecture::Cnn}) {
+    Model model = make_model(architecture, 12);
+    Network cpu_fp32(model), gpu_fp32(model, nullptr, gpu_.get());
+    const std::vector<std::uint8_t> a = predict(cpu_fp32, data), b = predict(gpu_fp32, data);
+    const QuantizedModel q = quantize_model(model, design(spec).codebook);
+    Model skeleton = dequantize_model(q);
+    Network cpu_q(skeleton, &q), gpu_q(skeleton, &q, gpu_.get());
+    const std::vector<std::uint8_t> c = predict(cpu_q, data), d = predict(gpu_q, data);
+    std::size_t same_fp32 = 0, same_q = 0;
+    for (std::size_t i = 0; i < data.count; ++i) same_fp32 += a[i] == b[i], same_q += c[i] == d[i];
+    EXPECT_GE(double(same_fp32), 0.999 * double(data.count)) << to_string(architecture) << " FP32";
+    EXPECT_GE(double(same_q), 0.999 * double(data.count)) << to_string(architecture) << " two-bit";
+    EXPECT_NEAR(accuracy(a, data), accuracy(b, data), 0.05);
+    EXPECT_NEAR(accuracy(c, data), accuracy(d, data), 0.05);
+  }
+}
+
+// The device-resident MLP (#5's network comparison) against the CPU network, FP32 and two-bit, in
+// large batches (tiled qgemm, cuBLAS) and one image at a time (the warp-per-row kernel).
+TEST_F(QgemmGpu, DeviceMlpPredictsLikeTheCpu) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  io::Dataset data;
+  data.count = 3000;
+  data.rows = data.cols = 28;
+  data.images.resize(data.count * 784);
+  data.labels.assign(data.count, 0);
+  for (float& p : data.images) p = pixel(rng);
+  Model model = make_model(Architecture::Mlp, 5);
+  DesignSpec spec;
+  const QuantizedModel q = quantize_model(model, design(spec).codebook);
+  Model skeleton = dequantize_model(q);
+  Network cpu_q(skeleton, &q);
+  const std::vector<std::uint8_t> cpu_fp32 = predict(model, data), cpu_two_bit = predict(cpu_q, data);
+  const auto agree = [&](const std::vector<std::uint8_t>& a, const std::vector<std::uint8_t>& b, std::size_t n) {
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < n; ++i) same += a[i] == b[i];
+    return double(same) / double(n);
+  };
+  for (std::size_t batch : {std::size_t{1000}, std::size_t{1}}) {
+    const std::size_t n = batch == 1 ? 200 : data.count;  // one image at a time: the first 200
+    io::Dataset part = data;
+    part.count = n;
+    part.images.resize(n * 784);
+    part.labels.resize(n);
+    const cuda::DeviceInference fp32 = cuda::infer_mlp(model, nullptr, part, batch);
+    const cuda::DeviceInference two_bit = cuda::infer_mlp(model, &q, part, batch);
+    EXPECT_GE(agree(fp32.predictions, cpu_fp32, n), 0.999) << "FP32, batch " << batch;
+    EXPECT_GE(agree(two_bit.predictions, cpu_two_bit, n), 0.999) << "two-bit, batch " << batch;
+    EXPECT_GT(fp32.milliseconds, 0.0);
+    EXPECT_GT(two_bit.milliseconds, 0.0);
+  }
+  EXPECT_THROW(cuda::infer_mlp(make_model(Architecture::Cnn, 1), nullptr, data, 100), Error);
 }
 
 }  // namespace

@@ -1,0 +1,17 @@
+// cuBLAS calls are checked like CUDA calls: a failure throws nuq::Error with file:line, the
+// statement and cuBLAS's own status text.
+#pragma once
+
+#include <cublas_v2.h>
+
+#include <string>
+
+#include "nuq/error.h"
+
+#define NUQ_CUBLAS_CHECK(statement)                                                                    \
+  do {                                                                                                 \
+    const cublasStatus_t nuq_status_ = (statement);                                                    \
+    if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                          \
+      throw ::nuq::Error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": cuBLAS error in `" + \
+                         #statement + "`: " + cublasGetStatusString(nuq_status_));                      \
+  } while (0)
