@@ -68,26 +68,31 @@ void BM_CpuMlp(benchmark::State& state) {
   counters(state, count);
 }
 
+// range(3): 1 for BF16 tensor cores in the quantized layers' large batches.
 void BM_GpuMlp(benchmark::State& state) {
   const bool quantized = state.range(0) != 0;
   const auto batch = std::size_t(state.range(1)), count = std::size_t(state.range(2));
+  const auto precision = state.range(3) ? nuq::cuda::Precision::Bf16 : nuq::cuda::Precision::Fp32;
   nuq::io::Dataset part = images();
   part.count = count;
   part.images.resize(count * 784);
   part.labels.resize(count);
   Models& m = models();
   for (auto _ : state)
-    state.SetIterationTime(nuq::cuda::infer_mlp(m.fp32, quantized ? &m.two_bit : nullptr, part, batch).milliseconds / 1e3);
+    state.SetIterationTime(
+        nuq::cuda::infer_mlp(m.fp32, quantized ? &m.two_bit : nullptr, part, batch, 0, precision).milliseconds / 1e3);
   counters(state, count);
 }
 
 void cases(benchmark::internal::Benchmark* b, bool gpu) {
-  b->ArgNames({"bits", "batch", "images"});
-  for (long bits : {0, 2}) {
-    b->Args({bits, 1, gpu ? 1000 : 200});  // latency: one image per pass
-    for (long batch : {64, 1000}) b->Args({bits, batch, 10000});
-    if (gpu) b->Args({bits, 10000, 10000});
-  }
+  b->ArgNames({"bits", "batch", "images", "bf16"});
+  for (long bits : {0, 2})
+    for (long bf16 : {0, 1}) {
+      if (bf16 && (!gpu || bits == 0)) continue;  // tensor cores: the GPU's quantized layers only
+      b->Args({bits, 1, gpu ? 1000 : 200, bf16});  // latency: one image per pass
+      for (long batch : {64, 1000}) b->Args({bits, batch, 10000, bf16});
+      if (gpu) b->Args({bits, 10000, 10000, bf16});
+    }
   b->Unit(benchmark::kMicrosecond);
   if (gpu)
     b->UseManualTime()->Iterations(5);

@@ -87,10 +87,11 @@ BENCHMARK(BM_OpenBlasSgemm)->Apply([](benchmark::internal::Benchmark* b) { shape
 
 constexpr int kGpuRuns = 20;
 
+template <nuq::cuda::Precision kPrecision>
 void BM_GpuQgemm(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
   const int bits = int(state.range(3));
-  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns) / 1e3);
+  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns, 0, kPrecision) / 1e3);
   counters(state, m, n, k, double(n * nuq::packed_row_bytes(k, bits)));
 }
 
@@ -122,7 +123,9 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (!nuq::cuda::devices().empty()) {
     using nuq::cuda::DensePeer;
-    benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm)->Apply([](auto* b) { gpu_shapes(b, true); });
+    using nuq::cuda::Precision;
+    benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm<Precision::Fp32>)->Apply([](auto* b) { gpu_shapes(b, true); });
+    benchmark::RegisterBenchmark("BM_GpuQgemmBf16", BM_GpuQgemm<Precision::Bf16>)->Apply([](auto* b) { gpu_shapes(b, true); });
     benchmark::RegisterBenchmark("BM_CublasFp32", BM_Cublas<DensePeer::Fp32>)->Apply([](auto* b) { gpu_shapes(b, false); });
     benchmark::RegisterBenchmark("BM_CublasTf32", BM_Cublas<DensePeer::Tf32>)->Apply([](auto* b) { gpu_shapes(b, false); });
     benchmark::RegisterBenchmark("BM_CublasBf16", BM_Cublas<DensePeer::Bf16>)->Apply([](auto* b) { gpu_shapes(b, false); });

@@ -22,15 +22,17 @@ def main():
         parts = b.get("run_name", b["name"]).split("/")
         fields = {p.split(":")[0]: int(p.split(":")[1]) for p in parts[1:] if ":" in p}
         per_image = b["real_time"] * scale[b["time_unit"]] / fields["images"]
-        rows[(parts[0], fields["batch"], fields["images"], fields["bits"])] = per_image
-    print("| device | batch | images | FP32 µs/image | two-bit µs/image | two-bit speed-up |")
-    print("|---|---:|---:|---:|---:|---:|")
+        rows[(parts[0], fields["batch"], fields["images"], fields["bits"], fields.get("bf16", 0))] = per_image
+    print("| device | batch | images | FP32 µs/image | two-bit µs/image | two-bit speed-up | two-bit BF16 µs/image | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for family, title in (("BM_CpuMlp", "CPU"), ("BM_GpuMlp", "GPU (device-resident)")):
-        for batch, images in sorted({(b, n) for (f, b, n, _) in rows if f == family}):
-            fp32, two_bit = rows.get((family, batch, images, 0)), rows.get((family, batch, images, 2))
+        for batch, images in sorted({(b, n) for (f, b, n, _, _) in rows if f == family}):
+            fp32, two_bit = rows.get((family, batch, images, 0, 0)), rows.get((family, batch, images, 2, 0))
             if fp32 is None or two_bit is None:
                 continue
-            print(f"| {title} | {batch} | {images} | {fp32:.3f} | {two_bit:.3f} | {fp32 / two_bit:.2f}× |")
+            tensor = rows.get((family, batch, images, 2, 1))
+            extra = f"{tensor:.3f} | {fp32 / tensor:.2f}× |" if tensor else "- | - |"
+            print(f"| {title} | {batch} | {images} | {fp32:.3f} | {two_bit:.3f} | {fp32 / two_bit:.2f}× | {extra}")
 
 
 if __name__ == "__main__":

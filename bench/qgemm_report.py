@@ -27,6 +27,8 @@ def main():
     us = lambda b: b["real_time"] * scale[b["time_unit"]]
     for ours, peers, title in (
         ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, two-bit codes"),
+        ("BM_GpuQgemmBf16", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"],
+         "GPU, two-bit codes, BF16 tensor cores above m = 16"),
         ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU"),
     ):
         keys = sorted((k for k in rows if k[0] == ours), key=lambda k: (k[2], k[3], k[4], k[1]))

@@ -12,7 +12,7 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, d
   throw Error("laplace_distortion_batch: " + unavailable_reason());
 }
 
-std::unique_ptr<Backend> make_backend(int, std::size_t) { throw Error("the CUDA backend: " + unavailable_reason()); }
+std::unique_ptr<Backend> make_backend(int, std::size_t, Precision) { throw Error("the CUDA backend: " + unavailable_reason()); }
 
 }  // namespace nuq::cuda
 
@@ -21,7 +21,7 @@ namespace nuq::cuda {
 PipelineTimes time_pipeline(std::size_t, const Codebook&, int, int, int) {
   throw Error("time_pipeline: " + unavailable_reason());
 }
-double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int) {
+double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int, Precision) {
   throw Error("time_qgemm: " + unavailable_reason());
 }
 double time_cublas(std::size_t, std::size_t, std::size_t, DensePeer, int, int) {
@@ -32,7 +32,7 @@ double time_cublas(std::size_t, std::size_t, std::size_t, DensePeer, int, int) {
 
 namespace nuq::cuda {
 
-DeviceInference infer_mlp(const Model&, const QuantizedModel*, const io::Dataset&, std::size_t, int) {
+DeviceInference infer_mlp(const Model&, const QuantizedModel*, const io::Dataset&, std::size_t, int, Precision) {
   throw Error("infer_mlp: " + unavailable_reason());
 }
 

@@ -116,7 +116,7 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
   return times;
 }
 
-double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device) {
+double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device, Precision precision) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
   const std::size_t code_bytes = n * packed_row_bytes(k, bits);
   const std::size_t copies = rotation(code_bytes, device);
@@ -133,7 +133,7 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   EventTimer timer;
   return timer.mean_ms(runs, [&](int i) {
     const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits, 0};
-    launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr);
+    launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr, precision);
   });
 }
 

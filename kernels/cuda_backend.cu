@@ -30,8 +30,8 @@ constexpr std::size_t kHeaderBytes = 256;
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, std::size_t chunk_bytes)
-      : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes) {
+  CudaBackend(int device, std::size_t chunk_bytes, Precision precision)
+      : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes), precision_(precision) {
     int count = 0;
     NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
     NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
@@ -188,7 +188,7 @@ class CudaBackend final : public Backend {
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
     const DeviceQuantizedMatrix view{codes.data(), levels.data(), n, k, w.codes.bits,
                                      w.per_row() ? std::size_t{1} << w.codes.bits : 0};
-    launch_qgemm(dx.data(), m, view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
+    launch_qgemm(dx.data(), m, view, bias ? db.data() : nullptr, false, dy.data(), nullptr, precision_);
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
   }
 
@@ -295,6 +295,7 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   std::size_t chunk_bytes_;
+  Precision precision_;
   std::string name_;
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;
@@ -304,8 +305,8 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes) {
-  return std::make_unique<CudaBackend>(device, chunk_bytes);
+std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes, Precision precision) {
+  return std::make_unique<CudaBackend>(device, chunk_bytes, precision);
 }
 
 }  // namespace nuq::cuda

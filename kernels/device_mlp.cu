@@ -72,7 +72,8 @@ Layer upload_layer(const Model& model, const QuantizedModel* quantized, const st
 
 class Mlp {
  public:
-  Mlp(const Model& model, const QuantizedModel* quantized, std::size_t batch) : quantized_(quantized) {
+  Mlp(const Model& model, const QuantizedModel* quantized, std::size_t batch, Precision precision)
+      : quantized_(quantized), precision_(precision) {
     layers_.push_back(upload_layer(model, quantized, "fc1", kHidden, kInputs));
     layers_.push_back(upload_layer(model, quantized, "fc2", kHidden, kHidden));
     layers_.push_back(upload_layer(model, quantized, "fc3", kClasses, kHidden));
@@ -109,7 +110,7 @@ class Mlp {
  private:
   void dense(Layer& layer, const float* x, std::size_t m, float* y, bool relu) {
     if (quantized_) {
-      launch_qgemm(x, m, layer.view, layer.bias.data(), relu, y, stream_);
+      launch_qgemm(x, m, layer.view, layer.bias.data(), relu, y, stream_, precision_);
       return;
     }
     // Row-major Y[m, rows] = X W^T is column-major Y^T = W (row-major [rows, cols]: op T) * X^T.
@@ -129,6 +130,7 @@ class Mlp {
   }
 
   const QuantizedModel* quantized_;
+  Precision precision_;
   std::vector<Layer> layers_;
   DeviceBuffer<float> hidden1_{0}, hidden2_{0}, logits_{0};
   cudaStream_t stream_ = nullptr;
@@ -151,7 +153,7 @@ struct Events {
 }  // namespace
 
 DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, const io::Dataset& data,
-                          std::size_t batch, int device) {
+                          std::size_t batch, int device, Precision precision) {
   NUQ_REQUIRE(model.architecture == Architecture::Mlp, "infer_mlp: the model is not the MLP");
   NUQ_REQUIRE(!quantized || quantized->architecture == Architecture::Mlp, "infer_mlp: the quantized model is not the MLP");
   NUQ_REQUIRE(data.rows * data.cols == kInputs && data.images.size() == data.count * kInputs,
@@ -164,7 +166,7 @@ DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, c
   batch = std::min(batch, data.count);
   const DeviceBuffer<float> images(data.images);
   DeviceBuffer<std::uint8_t> classes(data.count);
-  Mlp mlp(model, quantized, batch);
+  Mlp mlp(model, quantized, batch, precision);
   mlp.forward(images.data(), batch, classes.data());  // warm-up: cuBLAS heuristics, kernel loading
   Events events;
   NUQ_CUDA_CHECK(cudaEventRecord(events.start, mlp.stream()));

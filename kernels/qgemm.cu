@@ -11,19 +11,6 @@ namespace {
 // read through L1/L2.
 constexpr int kSharedLevels = 256;
 
-template <int kBits>
-__device__ __forceinline__ std::uint32_t code_at(const std::uint8_t* row, std::size_t c) {
-  static_assert(kBits == 1 || kBits == 2 || kBits == 4 || kBits == 8 || kBits == 16, "packable widths");
-  if constexpr (kBits == 16) {
-    return row[2 * c] | (std::uint32_t(row[2 * c + 1]) << 8);
-  } else if constexpr (kBits == 8) {
-    return row[c];
-  } else {  // several codes per byte (a discarded branch for 16 bits, where 8 / kBits is 0)
-    constexpr unsigned per_byte = 8 / kBits;
-    return (row[c / per_byte] >> ((c % per_byte) * kBits)) & ((1u << kBits) - 1u);
-  }
-}
-
 // Small batch: kWarps warps per block, one output row per warp. Lanes take whole bytes of the row
 // in turn (32 consecutive bytes per warp step: coalesced), decode their codes and multiply them
 // with the matching columns of every row of X; a shuffle reduction ends each dot product.
@@ -145,8 +132,9 @@ void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix
 }  // namespace
 
 void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias, bool relu,
-                  float* d_y, cudaStream_t stream) {
+                  float* d_y, cudaStream_t stream, Precision precision) {
   if (m == 0 || w.n == 0) return;
+  if (precision == Precision::Bf16 && m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
   switch (w.bits) {  // runtime width -> compile-time instance
     case 1: return launch_for_width<1>(d_x, m, w, d_bias, relu, d_y, stream);
     case 2: return launch_for_width<2>(d_x, m, w, d_bias, relu, d_y, stream);

@@ -3,13 +3,16 @@
 //  - small batches (m <= kSmallBatch): one warp per output row streams the row's packed bytes
 //    once and meets every row of X with them (the weights are read once, at memory speed);
 //  - larger batches: 64 x 64 output tiles, the weight tile decoded into shared memory once per
-//    k-step and reused by all 64 rows of X (FP32 FMA on CUDA cores).
+//    k-step and reused by all 64 rows of X (FP32 FMA on CUDA cores), or with Precision::Bf16
+//    128 x 128 tiles decoded into BF16 for the tensor cores (qgemm_tensor.cu).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+
+#include "nuq/cuda.h"
 
 namespace nuq::cuda {
 
@@ -25,7 +28,26 @@ struct DeviceQuantizedMatrix {
   __device__ const float* row_levels(std::size_t row) const { return levels + row * levels_stride; }
 };
 
+// The code in column c of a packed row (the layout of nuq/packed.h).
+template <int kBits>
+__device__ __forceinline__ std::uint32_t code_at(const std::uint8_t* row, std::size_t c) {
+  static_assert(kBits == 1 || kBits == 2 || kBits == 4 || kBits == 8 || kBits == 16, "packable widths");
+  if constexpr (kBits == 16) {
+    return row[2 * c] | (std::uint32_t(row[2 * c + 1]) << 8);
+  } else if constexpr (kBits == 8) {
+    return row[c];
+  } else {  // several codes per byte (a discarded branch for 16 bits, where 8 / kBits is 0)
+    constexpr unsigned per_byte = 8 / kBits;
+    return (row[c / per_byte] >> ((c % per_byte) * kBits)) & ((1u << kBits) - 1u);
+  }
+}
+
+// Precision::Fp32: the FP32 paths above, the CPU's results to rounding. Precision::Bf16: batches
+// above kSmallBatch on tensor cores (qgemm_tensor.cu), X and the levels rounded to BF16, FP32
+// accumulation; small batches stay on the FP32 streaming path, which is memory-bound anyway.
 void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias, bool relu,
-                  float* d_y, cudaStream_t stream);
+                  float* d_y, cudaStream_t stream, Precision precision = Precision::Fp32);
+void launch_qgemm_tensor(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
+                         bool relu, float* d_y, cudaStream_t stream);
 
 }  // namespace nuq::cuda

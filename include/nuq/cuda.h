@@ -18,6 +18,10 @@ namespace nuq::cuda {
 // Whether this build contains the CUDA backend.
 bool compiled();
 
+// The arithmetic of the quantized GEMM's large-batch path: FP32 on CUDA cores (the CPU's results
+// to rounding), or BF16 tensor cores (X and the levels rounded to BF16, FP32 accumulation).
+enum class Precision { Fp32, Bf16 };
+
 struct DeviceInfo {
   int index = 0;
   std::string name;
@@ -43,7 +47,9 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& co
 // and the quantized GEMM, streaming host data through pinned buffers on two streams. Throws
 // nuq::Error naming the reason when CUDA or the device is unavailable. `chunk_bytes` (0: 256 MiB)
 // is the input streamed per chunk; tests make it small to cut small inputs into many chunks.
-std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 0);
+// `precision` is the arithmetic of qgemm's large batches (FP32 unless asked).
+std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 0,
+                                      Precision precision = Precision::Fp32);
 
 }  // namespace nuq::cuda
 
@@ -63,7 +69,8 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
 
 // Y[m, n] = X[m, k] W^T from `bits`-bit codes, and the cuBLAS peers on dense weights.
 enum class DensePeer { Fp32, Tf32, Bf16 };
-double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0);
+double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0,
+                  Precision precision = Precision::Fp32);
 double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, int runs, int device = 0);
 
 }  // namespace nuq::cuda
@@ -88,7 +95,8 @@ struct DeviceInference {
   std::vector<std::uint8_t> predictions;  // one class per image
   double milliseconds = 0.0;
 };
+// `precision` applies to the quantized layers (FP32 or BF16 tensor cores above kSmallBatch images).
 DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, const io::Dataset& data,
-                          std::size_t batch, int device = 0);
+                          std::size_t batch, int device = 0, Precision precision = Precision::Fp32);
 
 }  // namespace nuq::cuda

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <sstream>
 
@@ -88,6 +89,48 @@ TEST_F(QgemmGpu, ExactOnSmallIntegersAndIdentity) {
     for (std::size_t i = 0; i < std::min(m, k); ++i)
       for (std::size_t r = 0; r < n; ++r) ASSERT_EQ(got[i * n + r], dense[r * k + i]) << "m=" << m;
   }
+}
+
+// float -> BF16 -> float, rounding to nearest even (as __float2bfloat16 does for finite values).
+float to_bf16(float v) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  bits &= 0xFFFF0000u;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// The tensor-core path (Precision::Bf16, batches above 16) against a double-precision reference
+// on the BF16-rounded inputs: only the FP32 accumulation order may differ.
+TEST_F(QgemmGpu, TensorCorePathMatchesABf16Reference) {
+  if (cuda::devices().front().compute_major < 8) GTEST_SKIP() << "BF16 tensor cores need compute capability 8.0";
+  const std::unique_ptr<Backend> tensor = cuda::make_backend(0, 0, cuda::Precision::Bf16);
+  std::mt19937 rng(41);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (int bits : {1, 2, 4, 8, 16})
+    for (std::size_t m : {17u, 53u, 152u, 1024u})
+      for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{97, 131}, {512, 784}, {130, 33}}) {
+        const bool per_row = bits <= 8 && (m + k) % 2 == 1;
+        const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, per_row);
+        std::vector<float> x(m * k), bias(n), got(m * n, NAN);
+        for (auto& v : x) v = value(rng);
+        for (auto& v : bias) v = value(rng);
+        tensor->qgemm(x.data(), m, w, bias.data(), got.data());
+        double largest = 0.0, nonzero = 0.0;
+        for (std::size_t i = 0; i < m; ++i)
+          for (std::size_t r = 0; r < n; ++r) {
+            double expected = bias[r];
+            for (std::size_t c = 0; c < k; ++c)
+              expected += double(to_bf16(x[i * k + c])) * double(to_bf16(w.row_levels(r)[w.codes.at(r, c)]));
+            largest = std::max(largest, std::abs(double(got[i * n + r]) - expected));
+            nonzero += got[i * n + r] != 0.0f;
+          }
+        ASSERT_LE(largest, 1e-4 * std::sqrt(double(k))) << bits << " bits" << (per_row ? " per row" : "") << ", m=" << m
+                                                        << " n=" << n << " k=" << k << "\ngot " << dump(got) << "\nx "
+                                                        << dump(x);
+        EXPECT_GT(nonzero, 0.9 * double(got.size()));
+      }
 }
 
 // The FP32 baseline on cuBLAS (TF32 off) against OpenBLAS on ragged shapes.
