@@ -12,6 +12,7 @@
 #include "nuq/model.h"
 #include "nuq/packed.h"
 #include "nuq/ptq.h"
+#include "fused_mlp.cuh"
 #include "qgemm.cuh"
 
 namespace nuq::cuda {
@@ -98,8 +99,16 @@ class Mlp {
 
   cudaStream_t stream() const { return stream_; }
 
-  // Classes of `m` images at `images` (device memory) into `classes` (device memory).
+  // Classes of `m` images at `images` (device memory) into `classes` (device memory). Quantized
+  // batches of up to kFusedMaxBatch images of one code width take the one-kernel MLP.
   void forward(const float* images, std::size_t m, std::uint8_t* classes) {
+    if (quantized_ && m <= kFusedMaxBatch && layers_[0].view.bits == layers_[1].view.bits &&
+        layers_[1].view.bits == layers_[2].view.bits) {
+      const FusedMlp fused{{layers_[0].view, layers_[1].view, layers_[2].view},
+                           {layers_[0].bias.data(), layers_[1].bias.data(), layers_[2].bias.data()}};
+      launch_fused_mlp(images, m, fused, classes, stream_);
+      return;
+    }
     dense(layers_[0], images, m, hidden1_.data(), true);
     dense(layers_[1], hidden1_.data(), m, hidden2_.data(), true);
     dense(layers_[2], hidden2_.data(), m, logits_.data(), false);

@@ -96,6 +96,7 @@ struct DeviceInference {
   double milliseconds = 0.0;
 };
 // `precision` applies to the quantized layers (FP32 or BF16 tensor cores above kSmallBatch images).
+// Quantized batches of up to 4 images run the whole MLP in one kernel (kernels/fused_mlp.cu).
 DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, const io::Dataset& data,
                           std::size_t batch, int device = 0, Precision precision = Precision::Fp32);
 

@@ -1,0 +1,99 @@
+#include "fused_mlp.cuh"
+
+#include "cuda_check.cuh"
+#include "nuq/error.h"
+#include "nuq/packed.h"
+
+namespace nuq::cuda {
+namespace {
+
+constexpr int kInputs = 784, kHidden = 512, kClasses = 10;
+constexpr int kWarps = 16;
+constexpr int kBatch = int(kFusedMaxBatch);
+
+// out[i][row] = act(in[i] . W[row] + b[row]) for the block's m images; one warp per row, lanes
+// over consecutive columns (lanes reading the same packed byte get it in one broadcast).
+template <int kBits>
+__device__ void dense(const float* in, int m, const DeviceQuantizedMatrix& w, const float* __restrict__ bias, bool relu,
+                      float* out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const std::size_t row_bytes = packed_row_bytes(w.k, kBits);
+  const int k = int(w.k), n = int(w.n);
+  for (int row = warp; row < n; row += kWarps) {
+    const std::uint8_t* codes = w.codes + std::size_t(row) * row_bytes;
+    const float* levels = w.row_levels(std::size_t(row));
+    float acc[kBatch] = {};
+    for (int c = lane; c < k; c += 32) {
+      const float level = __ldg(levels + code_at<kBits>(codes, std::size_t(c)));
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) acc[i] = fmaf(level, in[i * k + c], acc[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      float sum = acc[i];
+      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xFFFFFFFFu, sum, offset);
+      if (lane == 0 && i < m) {
+        const float v = sum + bias[row];
+        out[i * n + row] = relu ? fmaxf(v, 0.0f) : v;
+      }
+    }
+  }
+}
+
+template <int kBits>
+__global__ void __launch_bounds__(32 * kWarps) fused_mlp_kernel(const float* __restrict__ images, std::size_t count,
+                                                                 FusedMlp mlp, std::uint8_t* __restrict__ classes) {
+  __shared__ float xs[kBatch * kInputs];
+  __shared__ float h1[kBatch * kHidden];
+  __shared__ float h2[kBatch * kHidden];
+  __shared__ float logits[kBatch * kClasses];
+  const std::size_t first = std::size_t(blockIdx.x) * kBatch;
+  const int m = int(min(std::size_t(kBatch), count - first));
+  // Images past the end of the batch are zero, so every lane may read every row of xs.
+  for (int e = threadIdx.x; e < kBatch * kInputs; e += blockDim.x)
+    xs[e] = e < m * kInputs ? images[first * kInputs + std::size_t(e)] : 0.0f;
+  __syncthreads();
+  dense<kBits>(xs, m, mlp.layers[0], mlp.bias[0], true, h1);
+  __syncthreads();
+  dense<kBits>(h1, m, mlp.layers[1], mlp.bias[1], true, h2);
+  __syncthreads();
+  dense<kBits>(h2, m, mlp.layers[2], mlp.bias[2], false, logits);
+  __syncthreads();
+  if (threadIdx.x < m) {  // the first largest logit, as the CPU's std::max_element
+    const float* z = logits + threadIdx.x * kClasses;
+    int best = 0;
+    for (int c = 1; c < kClasses; ++c)
+      if (z[c] > z[best]) best = c;
+    classes[first + threadIdx.x] = std::uint8_t(best);
+  }
+}
+
+template <int kBits>
+void launch(const float* images, std::size_t count, const FusedMlp& mlp, std::uint8_t* classes, cudaStream_t stream) {
+  const std::size_t blocks = (count + kFusedMaxBatch - 1) / kFusedMaxBatch;
+  NUQ_REQUIRE(blocks <= 0x7FFFFFFFu, "fused MLP: ", count, " images exceed the grid");
+  fused_mlp_kernel<kBits><<<unsigned(blocks), 32 * kWarps, 0, stream>>>(images, count, mlp, classes);
+  NUQ_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_fused_mlp(const float* d_images, std::size_t count, const FusedMlp& mlp, std::uint8_t* d_classes,
+                      cudaStream_t stream) {
+  if (count == 0) return;
+  const int bits = mlp.layers[0].bits;
+  NUQ_REQUIRE(mlp.layers[0].k == kInputs && mlp.layers[0].n == kHidden && mlp.layers[1].k == kHidden &&
+                  mlp.layers[1].n == kHidden && mlp.layers[2].k == kHidden && mlp.layers[2].n == kClasses,
+              "fused MLP: the layers are not 784 -> 512 -> 512 -> 10");
+  NUQ_REQUIRE(mlp.layers[1].bits == bits && mlp.layers[2].bits == bits, "fused MLP: the layers differ in code width");
+  switch (bits) {  // runtime width -> compile-time instance
+    case 1: return launch<1>(d_images, count, mlp, d_classes, stream);
+    case 2: return launch<2>(d_images, count, mlp, d_classes, stream);
+    case 4: return launch<4>(d_images, count, mlp, d_classes, stream);
+    case 8: return launch<8>(d_images, count, mlp, d_classes, stream);
+    case 16: return launch<16>(d_images, count, mlp, d_classes, stream);
+  }
+  throw Error("fused MLP: " + std::to_string(bits) + "-bit codes are not supported");
+}
+
+}  // namespace nuq::cuda
