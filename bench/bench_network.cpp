@@ -90,7 +90,7 @@ void cases(benchmark::internal::Benchmark* b, bool gpu) {
     for (long bf16 : {0, 1}) {
       if (bf16 && (!gpu || bits == 0)) continue;  // tensor cores: the GPU's quantized layers only
       b->Args({bits, 1, gpu ? 1000 : 200, bf16});  // latency: one image per pass
-      for (long batch : {64, 1000}) b->Args({bits, batch, 10000, bf16});
+      for (long batch : {16, 64, 256, 1000}) b->Args({bits, batch, 10000, bf16});
       if (gpu) b->Args({bits, 10000, 10000, bf16});
     }
   b->Unit(benchmark::kMicrosecond);

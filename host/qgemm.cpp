@@ -190,7 +190,7 @@ void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float*
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
-  if (detail::qgemm_lut(x, m, w, y)) {  // small batches of 1-4-bit codes, one codebook
+  if (detail::qgemm_lut(x, m, w, y)) {  // 1-4-bit codes, one codebook, batches up to kLutMaxBatch
     add_bias(bias, m, n, y);
     return;
   }

@@ -36,6 +36,7 @@ constexpr std::size_t kRows = 16;        // rows per register
 constexpr std::size_t kNibbles = 8;      // nibble positions per 32-bit word
 constexpr std::size_t kChunkGroups = 2;  // 64-byte groups per row per pass: 256 tables, 16 KiB per row of X
 constexpr std::size_t kMinWeightsParallel = std::size_t{1} << 18;
+constexpr std::size_t kSlice = 8;  // rows of X per pass: 8 accumulators + the codes fit the 32 registers
 
 // tables[(i * positions + p) * 16 + v] for row i of X; positions past the last column are zero.
 void build_tables(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, std::size_t positions,
@@ -95,7 +96,7 @@ void load_words(const std::uint8_t* base, std::size_t row_bytes, std::size_t row
 template <std::size_t kBatch>
 void block(const std::uint8_t* codes, std::size_t row_bytes, std::size_t row0, std::size_t rows, std::size_t first,
            std::size_t last, const float* tables, std::size_t positions, float* y, std::size_t n) {
-  constexpr std::size_t kAcc = kBatch == 1 ? 4 : 2;  // independent sums hide the addition latency
+  constexpr std::size_t kAcc = kBatch == 1 ? 4 : kBatch <= 4 ? 2 : 1;  // independent sums hide the latency
   const __mmask16 valid = rows == kRows ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
   const std::uint8_t* base = codes + row0 * row_bytes;
   __m512 acc[kBatch][kAcc];
@@ -149,14 +150,25 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, float* y
   if (m == 0 || m > kLutMaxBatch || bits > 4 || w.per_row() || n == 0) return false;
   const std::size_t positions = kNibbles * 16 * ((row_bytes + 63) / 64);  // whole 64-byte groups
   thread_local std::vector<float> tables;
-  tables.resize(m * positions * 16);
-  build_tables(x, m, k, bits, w.levels.data(), positions, tables.data());
   std::fill(y, y + m * n, 0.0f);
-  switch (m) {
-    case 1: run<1>(w, tables.data(), positions, y); break;
-    case 2: run<2>(w, tables.data(), positions, y); break;
-    case 3: run<3>(w, tables.data(), positions, y); break;
-    default: run<4>(w, tables.data(), positions, y); break;
+  // Up to kSlice rows of X share each transposed register of codes; more are taken slice by slice,
+  // each with its own tables (so their memory stays kSlice rows' worth whatever the batch).
+  tables.resize(std::min(m, kSlice) * positions * 16);
+  for (std::size_t first = 0; first < m; first += kSlice) {
+    const std::size_t rows = std::min(kSlice, m - first);
+    build_tables(x + first * k, rows, k, bits, w.levels.data(), positions, tables.data());
+    const float* t = tables.data();
+    float* out = y + first * n;
+    switch (rows) {
+      case 1: run<1>(w, t, positions, out); break;
+      case 2: run<2>(w, t, positions, out); break;
+      case 3: run<3>(w, t, positions, out); break;
+      case 4: run<4>(w, t, positions, out); break;
+      case 5: run<5>(w, t, positions, out); break;
+      case 6: run<6>(w, t, positions, out); break;
+      case 7: run<7>(w, t, positions, out); break;
+      default: run<8>(w, t, positions, out); break;
+    }
   }
   return true;
 }

@@ -39,7 +39,7 @@ TEST(Qgemm, MatchesDequantizeThenSgemmOnRaggedShapes) {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   for (int bits : {1, 2, 4, 8, 16})
-    for (std::size_t m : {1u, 3u, 4u, 5u, 16u, 53u})
+    for (std::size_t m : {1u, 3u, 4u, 5u, 11u, 16u, 53u, 300u})  // 300: past the look-up path
       for (std::size_t n : {1u, 7u, 64u, 65u, 130u})
         for (std::size_t k : {1u, 3u, 33u, 100u, 784u}) {
           const QuantizedMatrix w = random_matrix(n, k, bits, rng, false);

@@ -1,7 +1,8 @@
 // Quantized matrix products on the CPU, straight from packed codes: Y = X * W^T + bias with
-// W[n, k] = levels[code(n, k)]. Codes are expanded a panel of rows at a time (byte -> several
-// levels through a 256-entry table), so no full FP32 copy of W ever exists; small batches take a
-// direct dot-product path, larger ones hand each decoded panel to OpenBLAS.
+// W[n, k] = levels[code(n, k)]. No full FP32 copy of W ever exists: 1/2/4-bit codes with one
+// codebook take a table look-up across rows up to moderate batches (host/qgemm_lut.cpp); other
+// small batches decode sixteen codes at a time in registers and meet X there; larger ones expand a
+// panel of rows at a time (byte -> several levels through a 256-entry table) for OpenBLAS.
 #pragma once
 
 #include <cstddef>
