@@ -5,24 +5,18 @@
     bench/network_report.py bench_network.json > table.md
 """
 import argparse
-import json
+
+from bench_json import microseconds, results
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("json")
     args = parser.parse_args()
-    with open(args.json) as f:
-        data = json.load(f)
-    scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
     rows = {}
-    for b in data["benchmarks"]:
-        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
-            continue
-        parts = b.get("run_name", b["name"]).split("/")
-        fields = {p.split(":")[0]: int(p.split(":")[1]) for p in parts[1:] if ":" in p}
-        per_image = b["real_time"] * scale[b["time_unit"]] / fields["images"]
-        rows[(parts[0], fields["batch"], fields["images"], fields["bits"], fields.get("bf16", 0))] = per_image
+    for family, fields, b in results(args.json):
+        per_image = microseconds(b) / fields["images"]
+        rows[(family, fields["batch"], fields["images"], fields["bits"], fields.get("bf16", 0))] = per_image
     print("| device | batch | images | FP32 µs/image | two-bit µs/image | two-bit speed-up | two-bit BF16 µs/image | speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for family, title in (("BM_CpuMlp", "CPU"), ("BM_GpuMlp", "GPU (device-resident)")):

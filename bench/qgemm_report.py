@@ -6,7 +6,8 @@ TF32, BF16 on the GPU; OpenBLAS on the CPU).
     bench/qgemm_report.py bench_qgemm.json [--hbm-gbs 3350] > table.md
 """
 import argparse
-import json
+
+from bench_json import microseconds, results
 
 
 def main():
@@ -14,17 +15,10 @@ def main():
     parser.add_argument("json")
     parser.add_argument("--hbm-gbs", type=float, default=3350.0, help="peak HBM bandwidth (H100 SXM: 3350)")
     args = parser.parse_args()
-    with open(args.json) as f:
-        data = json.load(f)
     rows = {}
-    for b in data["benchmarks"]:
-        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
-            continue
-        parts = b.get("run_name", b["name"]).split("/")
-        fields = {p.split(":")[0]: int(p.split(":")[1]) for p in parts[1:] if ":" in p}
-        rows[(parts[0], fields.get("m"), fields.get("n"), fields.get("k"), fields.get("bits"))] = b
-    scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
-    us = lambda b: b["real_time"] * scale[b["time_unit"]]
+    for family, fields, b in results(args.json):
+        rows[(family, fields.get("m"), fields.get("n"), fields.get("k"), fields.get("bits"))] = b
+    us = microseconds
     for ours, peers, title in (
         ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, two-bit codes"),
         ("BM_GpuQgemmBf16", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"],

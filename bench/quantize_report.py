@@ -8,22 +8,18 @@ run, their ratio, and on the GPU the PyTorch eager time over ours.
 import json
 import sys
 
+from bench_json import microseconds, results
+
 
 def median_rows(path):
     with open(path) as f:
-        data = json.load(f)
-    rows = {}
-    for b in data["benchmarks"]:
-        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
-            continue
-        name = b.get("run_name", b["name"]).split("/")
-        rows[(name[0], int(name[1].split(":")[1]))] = b
-    return data.get("context", {}), rows
+        context = json.load(f).get("context", {})
+    rows = {(family, next(iter(fields.values()))): b for family, fields, b in results(path)}
+    return context, rows
 
 
 def time_ms(b):
-    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
-    return b["real_time"] * scale
+    return microseconds(b) / 1e3
 
 
 def main():

@@ -86,14 +86,8 @@ void launch_fused_mlp(const float* d_images, std::size_t count, const FusedMlp& 
                   mlp.layers[1].n == kHidden && mlp.layers[2].k == kHidden && mlp.layers[2].n == kClasses,
               "fused MLP: the layers are not 784 -> 512 -> 512 -> 10");
   NUQ_REQUIRE(mlp.layers[1].bits == bits && mlp.layers[2].bits == bits, "fused MLP: the layers differ in code width");
-  switch (bits) {  // runtime width -> compile-time instance
-    case 1: return launch<1>(d_images, count, mlp, d_classes, stream);
-    case 2: return launch<2>(d_images, count, mlp, d_classes, stream);
-    case 4: return launch<4>(d_images, count, mlp, d_classes, stream);
-    case 8: return launch<8>(d_images, count, mlp, d_classes, stream);
-    case 16: return launch<16>(d_images, count, mlp, d_classes, stream);
-  }
-  throw Error("fused MLP: " + std::to_string(bits) + "-bit codes are not supported");
+  with_code_width(bits, "fused MLP",
+                  [&](auto width) { launch<decltype(width)::value>(d_images, count, mlp, d_classes, stream); });
 }
 
 }  // namespace nuq::cuda

@@ -135,14 +135,9 @@ void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& 
                   float* d_y, cudaStream_t stream, Precision precision) {
   if (m == 0 || w.n == 0) return;
   if (precision == Precision::Bf16 && m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
-  switch (w.bits) {  // runtime width -> compile-time instance
-    case 1: return launch_for_width<1>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 2: return launch_for_width<2>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 4: return launch_for_width<4>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 8: return launch_for_width<8>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 16: return launch_for_width<16>(d_x, m, w, d_bias, relu, d_y, stream);
-  }
-  throw Error("qgemm: " + std::to_string(w.bits) + "-bit codes are not supported");
+  with_code_width(w.bits, "qgemm", [&](auto bits) {
+    launch_for_width<decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
+  });
 }
 
 }  // namespace nuq::cuda

@@ -11,8 +11,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
 #include "nuq/cuda.h"
+#include "nuq/error.h"
 
 namespace nuq::cuda {
 
@@ -40,6 +43,20 @@ __device__ __forceinline__ std::uint32_t code_at(const std::uint8_t* row, std::s
     constexpr unsigned per_byte = 8 / kBits;
     return (row[c / per_byte] >> ((c % per_byte) * kBits)) & ((1u << kBits) - 1u);
   }
+}
+
+// Calls f(std::integral_constant<int, B>{}) for the packable width `bits`: the one place where a
+// runtime code width becomes a kernel's compile-time one. Other widths throw naming `what`.
+template <typename F>
+void with_code_width(int bits, const char* what, F&& f) {
+  switch (bits) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+  }
+  throw Error(std::string(what) + ": " + std::to_string(bits) + "-bit codes are not supported");
 }
 
 // Precision::Fp32: the FP32 paths above, the CPU's results to rounding. Precision::Bf16: batches

@@ -120,14 +120,9 @@ void launch_qgemm_tensor(const float* d_x, std::size_t m, const DeviceQuantizedM
   NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   NUQ_REQUIRE(major >= 8, "qgemm: BF16 tensor cores need compute capability 8.0 or newer (device ", device, " has ",
               major, ".x); use FP32");
-  switch (w.bits) {  // runtime width -> compile-time instance
-    case 1: return launch_for_width<1>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 2: return launch_for_width<2>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 4: return launch_for_width<4>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 8: return launch_for_width<8>(d_x, m, w, d_bias, relu, d_y, stream);
-    case 16: return launch_for_width<16>(d_x, m, w, d_bias, relu, d_y, stream);
-  }
-  throw Error("qgemm: " + std::to_string(w.bits) + "-bit codes are not supported");
+  with_code_width(w.bits, "qgemm", [&](auto bits) {
+    launch_for_width<decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
+  });
 }
 
 }  // namespace nuq::cuda

@@ -133,6 +133,20 @@ TEST_F(QgemmGpu, TensorCorePathMatchesABf16Reference) {
       }
 }
 
+// `count` 28 x 28 images of uniform pixels, labelled i mod 10 (the tests compare predictions).
+io::Dataset random_images(std::size_t count, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  io::Dataset data;
+  data.count = count;
+  data.rows = data.cols = 28;
+  data.images.resize(count * 784);
+  data.labels.resize(count);
+  for (float& p : data.images) p = pixel(rng);
+  for (std::size_t i = 0; i < count; ++i) data.labels[i] = std::uint8_t(i % 10);
+  return data;
+}
+
 // The FP32 baseline on cuBLAS (TF32 off) against OpenBLAS on ragged shapes.
 TEST_F(QgemmGpu, CublasGemmMatchesTheCpu) {
   std::mt19937 rng(31);
@@ -154,15 +168,7 @@ TEST_F(QgemmGpu, CublasGemmMatchesTheCpu) {
 // The MLP and the CNN, FP32 and two-bit, on the GPU against the CPU: the same class for at least
 // 99.9 % of 2000 images (ties between logits may fall either way), accuracy within 0.05 points.
 TEST_F(QgemmGpu, NetworksPredictLikeTheCpu) {
-  std::mt19937 rng(8);
-  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
-  io::Dataset data;
-  data.count = 2000;
-  data.rows = data.cols = 28;
-  data.images.resize(data.count * 784);
-  data.labels.resize(data.count);
-  for (float& p : data.images) p = pixel(rng);
-  for (std::size_t i = 0; i < data.count; ++i) data.labels[i] = std::uint8_t(i % 10);
+  const io::Dataset data = random_images(2000, 8);
   DesignSpec spec;
   spec.method = Method::Msptq;
   for (Architecture architecture : {Architecture::Mlp, Architecture::Cnn}) {
@@ -185,14 +191,7 @@ TEST_F(QgemmGpu, NetworksPredictLikeTheCpu) {
 // The device-resident MLP (#5's network comparison) against the CPU network, FP32 and two-bit, in
 // large batches (tiled qgemm, cuBLAS) and one image at a time (two-bit: the fused one-kernel MLP).
 TEST_F(QgemmGpu, DeviceMlpPredictsLikeTheCpu) {
-  std::mt19937 rng(9);
-  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
-  io::Dataset data;
-  data.count = 3000;
-  data.rows = data.cols = 28;
-  data.images.resize(data.count * 784);
-  data.labels.assign(data.count, 0);
-  for (float& p : data.images) p = pixel(rng);
+  const io::Dataset data = random_images(3000, 9);
   Model model = make_model(Architecture::Mlp, 5);
   DesignSpec spec;
   const QuantizedModel q = quantize_model(model, design(spec).codebook);
