@@ -35,9 +35,7 @@ class CpuBackend final : public Backend {
                 m, " x ", rows, " x ", cols, " exceeds the 32-bit dimensions of the BLAS interface");
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(cols), 1.0f, x, int(cols), w,
                 int(cols), 0.0f, y, int(rows));
-    if (bias)
-      for (std::size_t i = 0; i < m; ++i)
-        for (std::size_t r = 0; r < rows; ++r) y[i * rows + r] += bias[r];
+    add_bias(bias, m, rows, y);
   }
 };
 

@@ -165,13 +165,13 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
   }
 }
 
+}  // namespace
+
 void add_bias(const float* bias, std::size_t m, std::size_t n, float* y) {
   if (bias)
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t r = 0; r < n; ++r) y[i * n + r] += bias[r];
 }
-
-}  // namespace
 
 void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what) {
   NUQ_REQUIRE(is_packable_bits(w.codes.bits), what, ": ", w.codes.bits, "-bit codes are not supported");

@@ -211,9 +211,7 @@ class CudaBackend final : public Backend {
     NUQ_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(cols), &one, dw.data(),
                                  int(cols), dx.data(), int(cols), &zero, dy.data(), int(rows)));
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * rows * sizeof(float), cudaMemcpyDeviceToHost));
-    if (bias)
-      for (std::size_t i = 0; i < m; ++i)
-        for (std::size_t r = 0; r < rows; ++r) y[i * rows + r] += bias[r];
+    add_bias(bias, m, rows, y);
   }
 
   ~CudaBackend() override {

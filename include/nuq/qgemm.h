@@ -30,6 +30,10 @@ void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what);
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when bias is not null).
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y);
 
+// y[i, r] += bias[r] over a [m, n] product; nothing when bias is null (every backend's epilogue
+// on the host).
+void add_bias(const float* bias, std::size_t m, std::size_t n, float* y);
+
 // The reference: dequantize the whole matrix, then one sgemm.
 std::vector<float> dequantize(const QuantizedMatrix& w);
 void qgemm_ref(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y);
