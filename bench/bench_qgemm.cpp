@@ -1,5 +1,5 @@
-// The fused CPU quantized GEMM (codes + codebook straight into the multiply) against its FP32
-// peer, OpenBLAS sgemm (sgemv at m = 1) on the dequantized weights, timed in the same run.
+// The fused CPU quantized GEMM (codes + codebook straight into the multiply), from the stored codes
+// and from weights prepared once, against its FP32 peer, OpenBLAS sgemm (sgemv at m = 1) on the dequantized weights, timed in the same run.
 // Y[m, n] = X[m, k] * W^T. Counters: weight bytes read per second (GB/s) and TFLOP/s.
 //   build/bench/bench_qgemm --benchmark_out=qgemm.json --benchmark_out_format=json
 // scripts/plots.py draws peer time / nuq time per m from such a file (bench-speedup figure).
@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "nuq/backend.h"
 #include "nuq/cuda.h"
 #include "nuq/qgemm.h"
 
@@ -54,6 +55,22 @@ void BM_QuantizedGemm(benchmark::State& state) {
   counters(state, m, n, k, double(w.codes.bytes.size()));
 }
 
+// The same product from weights prepared once (cpu_backend().prepare: for 1/2/4-bit codes the rows
+// interleaved for the look-up path), as a network uses them.
+void BM_QuantizedGemmPrepared(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const int bits = int(state.range(3));
+  const nuq::QuantizedMatrix w = random_matrix(n, k, bits);
+  const auto prepared = nuq::cpu_backend().prepare(w);
+  const std::vector<float> x = random_input(m, k);
+  std::vector<float> y(m * n);
+  for (auto _ : state) {
+    nuq::cpu_backend().qgemm(x.data(), m, *prepared, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(state, m, n, k, double(w.codes.bytes.size()));
+}
+
 void BM_OpenBlasSgemm(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
   const std::vector<float> w = nuq::dequantize(random_matrix(n, k, 2));
@@ -83,6 +100,7 @@ void shapes(benchmark::internal::Benchmark* b, bool with_bits) {
 }
 
 BENCHMARK(BM_QuantizedGemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
+BENCHMARK(BM_QuantizedGemmPrepared)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_OpenBlasSgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, false); });
 
 constexpr int kGpuRuns = 20;

@@ -5,9 +5,21 @@
 
 #include "nuq/backend.h"
 #include "nuq/error.h"
+#include "qgemm_lut.h"
 
 namespace nuq {
 namespace {
+
+// On the CPU, preparing interleaves the rows for the look-up path (1/2/4-bit codes, one codebook);
+// other matrices are used as stored.
+class CpuPreparedWeights final : public PreparedWeights {
+ public:
+  explicit CpuPreparedWeights(const QuantizedMatrix& w) : PreparedWeights(w), layout_(detail::make_lut_layout(w)) {}
+  const detail::LutLayout* layout() const { return layout_.empty() ? nullptr : &layout_; }
+
+ private:
+  detail::LutLayout layout_;
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -27,6 +39,15 @@ class CpuBackend final : public Backend {
   }
   void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
     nuq::qgemm(x, m, w, bias, y);
+  }
+  std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override {
+    check_quantized_matrix(w, "prepare");
+    return std::make_unique<CpuPreparedWeights>(w);
+  }
+  void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* bias, float* y) override {
+    const auto* prepared = dynamic_cast<const CpuPreparedWeights*>(&w);
+    NUQ_REQUIRE(prepared, "qgemm on the cpu: the weights were prepared by another backend");
+    detail::qgemm_with_layout(x, m, w.matrix(), prepared->layout(), bias, y);
   }
   void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols, const float* bias,
             float* y) override {

@@ -185,12 +185,17 @@ void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what) {
 }
 
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) {
+  detail::qgemm_with_layout(x, m, w, nullptr, bias, y);
+}
+
+void detail::qgemm_with_layout(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout,
+                               const float* bias, float* y) {
   check_quantized_matrix(w, "qgemm");
   const std::size_t n = w.codes.rows, k = w.codes.cols;
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
-  if (detail::qgemm_lut(x, m, w, y)) {  // 1-4-bit codes, one codebook, batches up to kLutMaxBatch
+  if (detail::qgemm_lut(x, m, w, layout, y)) {  // 1-4-bit codes, one codebook, batches up to kLutMaxBatch
     add_bias(bias, m, n, y);
     return;
   }

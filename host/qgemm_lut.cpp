@@ -11,6 +11,9 @@
 // shift right by 4 moves to the next nibble with no mask). Per 16 rows x 8 positions that is 7
 // shifts, 8 look-ups and 8 additions for 256 two-bit weights, against a decode, a look-up and an
 // FMA per 16 weights on the row-by-row path. The tables are walked in chunks that stay in L1.
+// The transpose costs about 40 % of the time (its shuffles share the ports with vpermps), so a
+// matrix used many times is rearranged once (LutLayout) into that transposed order, chunk by
+// chunk, and the pass then streams it front to back with one aligned load per word.
 #include "qgemm_lut.h"
 
 #include <algorithm>
@@ -91,22 +94,47 @@ void load_words(const std::uint8_t* base, std::size_t row_bytes, std::size_t row
   }
 }
 
+// Where block() takes the 16 rows' words of each 64-byte group from: group(g) makes word(d) hold
+// word 16g + d of every row.
+class TransposedOnTheFly {  // the row-major packed codes, transposed per group
+ public:
+  TransposedOnTheFly(const std::uint8_t* codes, std::size_t row_bytes, std::size_t row0, std::size_t rows)
+      : base_(codes + row0 * row_bytes), row_bytes_(row_bytes), rows_(rows) {}
+  void group(std::size_t g) { load_words(base_, row_bytes_, rows_, g, words_); }
+  __m512i word(std::size_t d) const { return words_[d]; }
+
+ private:
+  const std::uint8_t* base_;
+  std::size_t row_bytes_, rows_;
+  __m512i words_[16];
+};
+
+class Interleaved {  // a LutLayout's block of this chunk: the groups one after another
+ public:
+  Interleaved(const std::uint32_t* block, std::size_t first) : block_(block), first_(first) {}
+  void group(std::size_t g) { current_ = block_ + (g - first_) * 256; }
+  __m512i word(std::size_t d) const { return _mm512_load_si512(current_ + 16 * d); }
+
+ private:
+  const std::uint32_t* block_;
+  std::size_t first_;
+  const std::uint32_t* current_ = nullptr;
+};
+
 // Adds to y the contributions of word groups [first, last) (16 words each) of the 16 (or `rows`)
 // rows from `row0`.
-template <std::size_t kBatch>
-void block(const std::uint8_t* codes, std::size_t row_bytes, std::size_t row0, std::size_t rows, std::size_t first,
-           std::size_t last, const float* tables, std::size_t positions, float* y, std::size_t n) {
+template <std::size_t kBatch, typename Words>
+void block(Words words, std::size_t row0, std::size_t rows, std::size_t first, std::size_t last, const float* tables,
+           std::size_t positions, float* y, std::size_t n) {
   constexpr std::size_t kAcc = kBatch == 1 ? 4 : kBatch <= 4 ? 2 : 1;  // independent sums hide the latency
   const __mmask16 valid = rows == kRows ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
-  const std::uint8_t* base = codes + row0 * row_bytes;
   __m512 acc[kBatch][kAcc];
   for (std::size_t i = 0; i < kBatch; ++i)
     for (std::size_t a = 0; a < kAcc; ++a) acc[i][a] = _mm512_setzero_ps();
   for (std::size_t g = first; g < last; ++g) {
-    __m512i words[16];
-    load_words(base, row_bytes, rows, g, words);
+    words.group(g);
     for (std::size_t d = 0; d < 16; ++d) {
-      __m512i word = words[d];
+      __m512i word = words.word(d);
       const float* t = tables + (16 * g + d) * kNibbles * 16;
       for (std::size_t j = 0; j < kNibbles; ++j) {
         for (std::size_t i = 0; i < kBatch; ++i)
@@ -124,10 +152,20 @@ void block(const std::uint8_t* codes, std::size_t row_bytes, std::size_t row0, s
   }
 }
 
+std::size_t word_groups(std::size_t row_bytes) { return (row_bytes + 63) / 64; }
+
+// The LutLayout order: chunks of kChunkGroups groups (the last may be shorter); within a chunk,
+// blocks of 16 rows; within a block, its groups; within a group, 16 words of 16 rows (lane = row).
+// So a pass over one chunk, block by block, reads the layout front to back.
+std::size_t block_start(std::size_t first, std::size_t groups, std::size_t blocks, std::size_t b) {
+  const std::size_t in_chunk = std::min(kChunkGroups, groups - first);
+  return (first * blocks + b * in_chunk) * 256;
+}
+
 template <std::size_t kBatch>
-void run(const QuantizedMatrix& w, const float* tables, std::size_t positions, float* y) {
+void run(const QuantizedMatrix& w, const LutLayout* layout, const float* tables, std::size_t positions, float* y) {
   const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
-  const std::size_t groups = (row_bytes + 63) / 64, blocks = (n + kRows - 1) / kRows;
+  const std::size_t groups = word_groups(row_bytes), blocks = (n + kRows - 1) / kRows;
   const auto block_count = static_cast<std::ptrdiff_t>(blocks);
 #pragma omp parallel if (n * w.codes.cols >= kMinWeightsParallel)
   for (std::size_t first = 0; first < groups; first += kChunkGroups) {
@@ -135,24 +173,55 @@ void run(const QuantizedMatrix& w, const float* tables, std::size_t positions, f
     // The same static split of blocks in every chunk: a thread only ever touches its own rows of y.
 #pragma omp for schedule(static) nowait
     for (std::ptrdiff_t b = 0; b < block_count; ++b) {
-      const std::size_t row0 = std::size_t(b) * kRows;
-      block<kBatch>(w.codes.bytes.data(), row_bytes, row0, std::min(kRows, n - row0), first, last, tables, positions,
-                    y, n);
+      const std::size_t row0 = std::size_t(b) * kRows, rows = std::min(kRows, n - row0);
+      if (layout)
+        block<kBatch>(Interleaved(layout->words.data() + block_start(first, groups, blocks, std::size_t(b)), first),
+                      row0, rows, first, last, tables, positions, y, n);
+      else
+        block<kBatch>(TransposedOnTheFly(w.codes.bytes.data(), row_bytes, row0, rows), row0, rows, first, last,
+                      tables, positions, y, n);
     }
   }
 }
 
 }  // namespace
 
-bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, float* y) {
+bool lut_applies(const QuantizedMatrix& w) { return w.codes.bits <= 4 && !w.per_row() && w.codes.rows > 0; }
+
+LutLayout make_lut_layout(const QuantizedMatrix& w) {
+  LutLayout layout;
+  if (!lut_applies(w)) return layout;
+  check_quantized_matrix(w, "qgemm");
+  const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
+  const std::size_t groups = word_groups(row_bytes), blocks = (n + kRows - 1) / kRows;
+  layout.rows = n;
+  layout.cols = w.codes.cols;
+  layout.bits = w.codes.bits;
+  layout.words.assign(blocks * groups * 256, 0u);  // padding rows and words stay zero
+  for (std::size_t r = 0; r < n; ++r) {
+    const std::uint8_t* row = w.codes.bytes.data() + r * row_bytes;
+    for (std::size_t word = 0; 4 * word < row_bytes; ++word) {
+      std::uint8_t bytes[4] = {0, 0, 0, 0};
+      std::memcpy(bytes, row + 4 * word, std::min<std::size_t>(4, row_bytes - 4 * word));
+      const std::size_t g = word / 16, first = g / kChunkGroups * kChunkGroups;
+      const std::size_t at = block_start(first, groups, blocks, r / kRows) + (g - first) * 256 + (word % 16) * 16;
+      // Little-endian, as the transposing load reads the row's bytes.
+      layout.words[at + r % kRows] = bytes[0] | (bytes[1] << 8) | (bytes[2] << 16) | (std::uint32_t(bytes[3]) << 24);
+    }
+  }
+  return layout;
+}
+
+bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y) {
   const int bits = w.codes.bits;
   const std::size_t n = w.codes.rows, k = w.codes.cols, row_bytes = packed_row_bytes(k, bits);
-  if (m == 0 || m > kLutMaxBatch || bits > 4 || w.per_row() || n == 0) return false;
-  const std::size_t positions = kNibbles * 16 * ((row_bytes + 63) / 64);  // whole 64-byte groups
+  if (m == 0 || m > kLutMaxBatch || !lut_applies(w)) return false;
+  if (layout && !layout->fits(w)) layout = nullptr;
+  const std::size_t positions = kNibbles * 16 * word_groups(row_bytes);  // whole 64-byte groups
   thread_local std::vector<float> tables;
   std::fill(y, y + m * n, 0.0f);
-  // Up to kSlice rows of X share each transposed register of codes; more are taken slice by slice,
-  // each with its own tables (so their memory stays kSlice rows' worth whatever the batch).
+  // Up to kSlice rows of X share each register of codes; more are taken slice by slice, each with
+  // its own tables (so their memory stays kSlice rows' worth whatever the batch).
   tables.resize(std::min(m, kSlice) * positions * 16);
   for (std::size_t first = 0; first < m; first += kSlice) {
     const std::size_t rows = std::min(kSlice, m - first);
@@ -160,14 +229,14 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, float* y
     const float* t = tables.data();
     float* out = y + first * n;
     switch (rows) {
-      case 1: run<1>(w, t, positions, out); break;
-      case 2: run<2>(w, t, positions, out); break;
-      case 3: run<3>(w, t, positions, out); break;
-      case 4: run<4>(w, t, positions, out); break;
-      case 5: run<5>(w, t, positions, out); break;
-      case 6: run<6>(w, t, positions, out); break;
-      case 7: run<7>(w, t, positions, out); break;
-      default: run<8>(w, t, positions, out); break;
+      case 1: run<1>(w, layout, t, positions, out); break;
+      case 2: run<2>(w, layout, t, positions, out); break;
+      case 3: run<3>(w, layout, t, positions, out); break;
+      case 4: run<4>(w, layout, t, positions, out); break;
+      case 5: run<5>(w, layout, t, positions, out); break;
+      case 6: run<6>(w, layout, t, positions, out); break;
+      case 7: run<7>(w, layout, t, positions, out); break;
+      default: run<8>(w, layout, t, positions, out); break;
     }
   }
   return true;
@@ -175,7 +244,9 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, float* y
 
 #else
 
-bool qgemm_lut(const float*, std::size_t, const QuantizedMatrix&, float*) { return false; }
+bool lut_applies(const QuantizedMatrix&) { return false; }
+LutLayout make_lut_layout(const QuantizedMatrix&) { return {}; }
+bool qgemm_lut(const float*, std::size_t, const QuantizedMatrix&, const LutLayout*, float*) { return false; }
 
 #endif
 

@@ -1,8 +1,12 @@
-// Internal to host/qgemm.cpp: the CPU path for 1-, 2- and 4-bit codes by table look-up across
-// rows, up to moderate batches. See qgemm_lut.cpp.
+// Internal to host/qgemm.cpp and the CPU backend: the CPU path for 1-, 2- and 4-bit codes by table
+// look-up across rows, up to moderate batches, and the interleaved layout prepared for it once per
+// matrix. See qgemm_lut.cpp.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <new>
+#include <vector>
 
 #include "nuq/qgemm.h"
 
@@ -13,9 +17,47 @@ namespace nuq::detail {
 // bench/results/cpu-qgemm-lut-2026-11-23.md); its cost grows linearly with the batch.
 constexpr std::size_t kLutMaxBatch = 256;
 
-// y[m, rows] = x[m, cols] * W^T (no bias) when the path applies: AVX-512 (F, BW) in the build,
-// 1/2/4-bit codes, m <= kLutMaxBatch, one table of levels for the matrix. Returns false,
-// touching nothing, otherwise.
-bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, float* y);
+// Whole cache lines, so that each 64-byte load of the interleaved words is one line.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t{64}); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+
+// A matrix's packed codes rearranged so that the look-up path reads, with one aligned 64-byte load,
+// the same 32-bit word of sixteen consecutive rows (which it otherwise builds per call with a
+// 16 x 16 transpose). Empty when the path does not take the matrix.
+struct LutLayout {
+  std::size_t rows = 0, cols = 0;
+  int bits = 0;
+  std::vector<std::uint32_t, CacheLineAllocator<std::uint32_t>> words;
+
+  bool empty() const { return words.empty(); }
+  bool fits(const QuantizedMatrix& w) const {
+    return !empty() && rows == w.codes.rows && cols == w.codes.cols && bits == w.codes.bits;
+  }
+};
+
+// True when the look-up path takes `w` at all (AVX-512 F and BW in the build, 1/2/4-bit codes,
+// one table of levels for the matrix, at least one row).
+bool lut_applies(const QuantizedMatrix& w);
+LutLayout make_lut_layout(const QuantizedMatrix& w);
+
+// y[m, rows] = x[m, cols] * W^T (no bias) when the path applies and m <= kLutMaxBatch, from
+// `layout` when it is given and fits `w`, else from the row-major codes. Returns false, touching
+// nothing, otherwise.
+bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y);
+
+// nuq::qgemm (host/qgemm.cpp) with the layout, when there is one, handed to the look-up path.
+void qgemm_with_layout(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout,
+                       const float* bias, float* y);
 
 }  // namespace nuq::detail

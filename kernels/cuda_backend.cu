@@ -28,6 +28,19 @@ constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
 // Where a chunk's totals sit in its pinned output, ahead of the codes.
 constexpr std::size_t kHeaderBytes = 256;
 
+// Codes and levels resident on one device, so that a network's products move only activations.
+struct DeviceWeights final : PreparedWeights {
+  DeviceWeights(const QuantizedMatrix& w, int device_index)
+      : PreparedWeights(w), device(device_index), codes(w.codes.bytes), levels(w.levels) {
+    view = {codes.data(), levels.data(), w.codes.rows, w.codes.cols, w.codes.bits,
+            w.per_row() ? std::size_t{1} << w.codes.bits : 0};
+  }
+  int device;
+  DeviceBuffer<std::uint8_t> codes;
+  DeviceBuffer<float> levels;
+  DeviceQuantizedMatrix view{};
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, std::size_t chunk_bytes, Precision precision)
@@ -177,18 +190,28 @@ class CudaBackend final : public Backend {
   }
 
   void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    const std::size_t n = w.codes.rows, k = w.codes.cols;
     check_quantized_matrix(w, "qgemm");
+    if (m == 0 || w.codes.rows == 0) return;
+    qgemm(x, m, *prepare(w), bias, y);
+  }
+
+  std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override {
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    check_quantized_matrix(w, "prepare");
+    return std::make_unique<DeviceWeights>(w, device_);
+  }
+
+  void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* bias, float* y) override {
+    const auto* prepared = dynamic_cast<const DeviceWeights*>(&w);
+    NUQ_REQUIRE(prepared && prepared->device == device_, name_,
+                ": qgemm with weights that were not prepared by this backend");
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const std::size_t n = w.matrix().codes.rows, k = w.matrix().codes.cols;
     if (m == 0 || n == 0) return;
-    const DeviceBuffer<std::uint8_t> codes(w.codes.bytes);
-    const DeviceBuffer<float> levels(w.levels);
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    const DeviceQuantizedMatrix view{codes.data(), levels.data(), n, k, w.codes.bits,
-                                     w.per_row() ? std::size_t{1} << w.codes.bits : 0};
-    launch_qgemm(dx.data(), m, view, bias ? db.data() : nullptr, false, dy.data(), nullptr, precision_);
+    launch_qgemm(dx.data(), m, prepared->view, bias ? db.data() : nullptr, false, dy.data(), nullptr, precision_);
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
   }
 

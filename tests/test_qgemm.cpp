@@ -3,6 +3,7 @@
 
 #include <random>
 
+#include "nuq/backend.h"
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "nuq/qgemm.h"
@@ -111,6 +112,49 @@ TEST(Qgemm, PerRowLevelsMatchDequantizeThenSgemm) {
     for (std::size_t c = 0; c < 5; ++c) EXPECT_EQ(y[c * 6 + r], w.levels[r * 4 + w.codes.at(r, c)]) << r << "," << c;
 }
 
+// Prepared weights (on the CPU: the rows interleaved for the look-up path) take the same
+// arithmetic in the same order as the row-major codes, so the products agree bit for bit; the
+// shapes cross every edge of the layout: rows past a block of 16, words past a 64-byte group,
+// several chunks of groups, both sides of the threading threshold, batches past a slice of 8.
+TEST(Qgemm, PreparedWeightsGiveTheSameProductBitForBit) {
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (int bits : {1, 2, 4, 8})
+    for (bool per_row : {false, true})
+      for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{
+               {1, 1}, {15, 33}, {17, 257}, {130, 784}, {33, 1500}, {300, 1000}})
+        for (std::size_t m : {1u, 3u, 8u, 9u, 53u}) {
+          const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, per_row);
+          const auto prepared = cpu_backend().prepare(w);
+          ASSERT_EQ(&prepared->matrix(), &w);
+          std::vector<float> x(m * k), bias(n), direct(m * n), from_prepared(m * n, NAN), reference(m * n);
+          for (auto& v : x) v = value(rng);
+          for (auto& v : bias) v = value(rng);
+          qgemm(x.data(), m, w, bias.data(), direct.data());
+          cpu_backend().qgemm(x.data(), m, *prepared, bias.data(), from_prepared.data());
+          qgemm_ref(x.data(), m, w, bias.data(), reference.data());
+          const std::string where = "bits " + std::to_string(bits) + (per_row ? " per row" : "") + " m " +
+                                    std::to_string(m) + " n " + std::to_string(n) + " k " + std::to_string(k);
+          ASSERT_EQ(from_prepared, direct) << where;
+          for (std::size_t i = 0; i < direct.size(); ++i)
+            ASSERT_NEAR(from_prepared[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << where << " at " << i;
+        }
+}
+
+TEST(Qgemm, PreparingChecksTheMatrixAndTheBackend) {
+  std::mt19937 rng(2);
+  QuantizedMatrix w = random_matrix(4, 4, 2, rng, false);
+  w.levels.pop_back();
+  EXPECT_THROW(cpu_backend().prepare(w), Error);
+  // Weights prepared elsewhere (here: by nobody) are refused, not misread.
+  struct Foreign final : PreparedWeights {
+    explicit Foreign(const QuantizedMatrix& m) : PreparedWeights(m) {}
+  };
+  const QuantizedMatrix good = random_matrix(4, 4, 2, rng, false);
+  std::vector<float> x(4), y(4);
+  EXPECT_THROW(cpu_backend().qgemm(x.data(), 1, Foreign(good), nullptr, y.data()), Error);
+}
+
 TEST(Qgemm, RejectsInconsistentMatrices) {
   std::mt19937 rng(1);
   QuantizedMatrix w = random_matrix(4, 4, 2, rng, false);
@@ -146,12 +190,14 @@ TEST(Qgemm, AddressesMatricesBeyondTwoToThe31Weights) {
   }
   std::vector<float> x(k);
   for (std::size_t c = 0; c < k; ++c) x[c] = float((c * 7919) % 101) / 50.0f - 1.0f;
-  std::vector<float> y(n);
+  std::vector<float> y(n), from_prepared(n);
   qgemm(x.data(), 1, w, nullptr, y.data());
+  cpu_backend().qgemm(x.data(), 1, *cpu_backend().prepare(w), nullptr, from_prepared.data());
   for (std::size_t r : {std::size_t{0}, std::size_t{65535}, n - 1}) {
     double expected = 0.0;
     for (std::size_t c = 0; c < k; ++c) expected += double(x[c]) * double(w.levels[w.codes.at(r, c)]);
     EXPECT_NEAR(y[r], expected, 1e-3 * (1.0 + std::abs(expected))) << "row " << r;
+    EXPECT_EQ(from_prepared[r], y[r]) << "row " << r << ", prepared";
   }
 }
 

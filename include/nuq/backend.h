@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "nuq/prepared_weights.h"
 #include "nuq/qgemm.h"
 #include "nuq/quantize_table.h"
 #include "nuq/stats.h"
@@ -41,6 +42,12 @@ class Backend {
 
   // y[m, rows] = x[m, cols] * W^T (+ bias) straight from the packed codes.
   virtual void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) = 0;
+
+  // `w` made ready for many products on this backend (checked here, once); it keeps a reference
+  // to `w`, which must outlive it unchanged.
+  virtual std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) = 0;
+  // The same product from weights this backend prepared (others are an error saying so).
+  virtual void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* bias, float* y) = 0;
 
   // The same product with dense FP32 weights w[rows, cols]: the baseline the quantized network is
   // measured against (OpenBLAS sgemm on the CPU, cuBLAS SGEMM with TF32 off on CUDA).

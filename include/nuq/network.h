@@ -4,10 +4,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "nuq/io/dataset.h"
 #include "nuq/model.h"
+#include "nuq/prepared_weights.h"
 
 namespace nuq {
 
@@ -19,7 +21,8 @@ class Network {
   // With `packed`, the dense layers multiply straight from its packed codes (qgemm) and the
   // model's own fc weights are not read (they may be empty); conv weights and biases still are.
   // `backend` runs the dense layers' products, quantized (qgemm) or FP32 (gemm: cuBLAS on CUDA),
-  // the CPU unless told otherwise; the convolution and training stay on the CPU.
+  // the CPU unless told otherwise; the convolution and training stay on the CPU. The packed
+  // layers are prepared for the backend here, once (so `packed` must outlive the network).
   explicit Network(Model& model, const QuantizedModel* packed = nullptr, Backend* backend = nullptr);
 
   // Logits [batch, 10] for `batch` 28x28 images with pixels in [0, 1]. With `training`, dropout
@@ -39,6 +42,7 @@ class Network {
   Model& model_;
   const QuantizedModel* packed_;
   Backend* backend_;
+  std::vector<std::unique_ptr<PreparedWeights>> prepared_;  // the packed dense layers, in order
   std::size_t batch_ = 0;
   std::size_t first_dense_ = 0;  // index of fc1.weight in the parameter list
   const float* images_ = nullptr;

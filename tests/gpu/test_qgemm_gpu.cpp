@@ -91,6 +91,26 @@ TEST_F(QgemmGpu, ExactOnSmallIntegersAndIdentity) {
   }
 }
 
+// Weights prepared once stay on the device for many batches and give what the per-call path gives;
+// weights the CPU prepared are refused on the GPU, and the other way round.
+TEST_F(QgemmGpu, PreparedWeightsServeManyBatches) {
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  const QuantizedMatrix w = random_matrix(300, 1000, 2, rng, false);
+  const auto prepared = gpu_->prepare(w);
+  for (std::size_t m : {1u, 7u, 16u, 40u}) {
+    std::vector<float> x(m * 1000), bias(300), got(m * 300, NAN), expected(m * 300);
+    for (auto& v : x) v = value(rng);
+    for (auto& v : bias) v = value(rng);
+    gpu_->qgemm(x.data(), m, *prepared, bias.data(), got.data());
+    gpu_->qgemm(x.data(), m, w, bias.data(), expected.data());
+    EXPECT_EQ(got, expected) << "m=" << m;
+  }
+  std::vector<float> x(1000), y(300);
+  EXPECT_THROW(gpu_->qgemm(x.data(), 1, *cpu_backend().prepare(w), nullptr, y.data()), Error);
+  EXPECT_THROW(cpu_backend().qgemm(x.data(), 1, *prepared, nullptr, y.data()), Error);
+}
+
 // float -> BF16 -> float, rounding to nearest even (as __float2bfloat16 does for finite values).
 float to_bf16(float v) {
   std::uint32_t bits;
