@@ -118,7 +118,7 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
 
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device, Precision precision) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
-  const std::size_t code_bytes = n * packed_row_bytes(k, bits);
+  const std::size_t code_bytes = n * device_row_stride(k, bits);  // rows as upload_weights lays them out
   const std::size_t copies = rotation(code_bytes, device);
   std::vector<std::uint8_t> host_codes(code_bytes);
   std::mt19937 rng(3);
@@ -132,7 +132,8 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   DeviceBuffer<float> y(m * n);
   EventTimer timer;
   return timer.mean_ms(runs, [&](int i) {
-    const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits, 0};
+    const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits, 0,
+                                  device_row_stride(k, bits)};
     launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr, precision);
   });
 }

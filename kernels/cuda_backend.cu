@@ -10,6 +10,7 @@
 #include "cublas_check.cuh"
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_weights.cuh"
 #include "nuq/backend.h"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
@@ -29,16 +30,11 @@ constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
 constexpr std::size_t kHeaderBytes = 256;
 
 // Codes and levels resident on one device, so that a network's products move only activations.
-struct DeviceWeights final : PreparedWeights {
-  DeviceWeights(const QuantizedMatrix& w, int device_index)
-      : PreparedWeights(w), device(device_index), codes(w.codes.bytes), levels(w.levels) {
-    view = {codes.data(), levels.data(), w.codes.rows, w.codes.cols, w.codes.bits,
-            w.per_row() ? std::size_t{1} << w.codes.bits : 0};
-  }
+struct CudaPreparedWeights final : PreparedWeights {
+  CudaPreparedWeights(const QuantizedMatrix& w, int device_index)
+      : PreparedWeights(w), device(device_index), weights(upload_weights(w, "prepare")) {}
   int device;
-  DeviceBuffer<std::uint8_t> codes;
-  DeviceBuffer<float> levels;
-  DeviceQuantizedMatrix view{};
+  DeviceWeights weights;
 };
 
 class CudaBackend final : public Backend {
@@ -197,12 +193,11 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    check_quantized_matrix(w, "prepare");
-    return std::make_unique<DeviceWeights>(w, device_);
+    return std::make_unique<CudaPreparedWeights>(w, device_);
   }
 
   void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* bias, float* y) override {
-    const auto* prepared = dynamic_cast<const DeviceWeights*>(&w);
+    const auto* prepared = dynamic_cast<const CudaPreparedWeights*>(&w);
     NUQ_REQUIRE(prepared && prepared->device == device_, name_,
                 ": qgemm with weights that were not prepared by this backend");
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
@@ -211,7 +206,7 @@ class CudaBackend final : public Backend {
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    launch_qgemm(dx.data(), m, prepared->view, bias ? db.data() : nullptr, false, dy.data(), nullptr, precision_);
+    launch_qgemm(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr, precision_);
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
   }
 

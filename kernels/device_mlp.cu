@@ -6,6 +6,7 @@
 #include "cublas_check.cuh"
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_weights.cuh"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
 #include "nuq/io/dataset.h"
@@ -44,9 +45,8 @@ unsigned blocks_for(std::size_t count, unsigned threads) { return unsigned((coun
 // One dense layer's weights on the device: FP32 for cuBLAS, or packed codes and levels.
 struct Layer {
   std::size_t rows = 0, cols = 0;
-  DeviceBuffer<float> weights{0}, bias{0}, levels{0};
-  DeviceBuffer<std::uint8_t> codes{0};
-  DeviceQuantizedMatrix view{};
+  DeviceBuffer<float> weights{0}, bias{0};
+  DeviceWeights packed;
 };
 
 Layer upload_layer(const Model& model, const QuantizedModel* quantized, const std::string& name, std::size_t rows,
@@ -62,12 +62,8 @@ Layer upload_layer(const Model& model, const QuantizedModel* quantized, const st
     return layer;
   }
   const QuantizedMatrix& w = quantized->tensors.at(name + ".weight").matrix;
-  check_quantized_matrix(w, "infer_mlp: " + name + ".weight");
   NUQ_REQUIRE(w.codes.rows == rows && w.codes.cols == cols, "infer_mlp: ", name, ".weight is not ", rows, " x ", cols);
-  layer.codes = DeviceBuffer<std::uint8_t>(w.codes.bytes);
-  layer.levels = DeviceBuffer<float>(w.levels);
-  layer.view = {layer.codes.data(), layer.levels.data(), rows, cols, w.codes.bits,
-                w.per_row() ? std::size_t{1} << w.codes.bits : 0};
+  layer.packed = upload_weights(w, "infer_mlp: " + name + ".weight");
   return layer;
 }
 
@@ -102,9 +98,9 @@ class Mlp {
   // Classes of `m` images at `images` (device memory) into `classes` (device memory). Quantized
   // batches of up to kFusedMaxBatch images of one code width take the one-kernel MLP.
   void forward(const float* images, std::size_t m, std::uint8_t* classes) {
-    if (quantized_ && m <= kFusedMaxBatch && layers_[0].view.bits == layers_[1].view.bits &&
-        layers_[1].view.bits == layers_[2].view.bits) {
-      const FusedMlp fused{{layers_[0].view, layers_[1].view, layers_[2].view},
+    if (quantized_ && m <= kFusedMaxBatch && layers_[0].packed.view.bits == layers_[1].packed.view.bits &&
+        layers_[1].packed.view.bits == layers_[2].packed.view.bits) {
+      const FusedMlp fused{{layers_[0].packed.view, layers_[1].packed.view, layers_[2].packed.view},
                            {layers_[0].bias.data(), layers_[1].bias.data(), layers_[2].bias.data()}};
       launch_fused_mlp(images, m, fused, classes, stream_);
       return;
@@ -119,7 +115,7 @@ class Mlp {
  private:
   void dense(Layer& layer, const float* x, std::size_t m, float* y, bool relu) {
     if (quantized_) {
-      launch_qgemm(x, m, layer.view, layer.bias.data(), relu, y, stream_, precision_);
+      launch_qgemm(x, m, layer.packed.view, layer.bias.data(), relu, y, stream_, precision_);
       return;
     }
     // Row-major Y[m, rows] = X W^T is column-major Y^T = W (row-major [rows, cols]: op T) * X^T.

@@ -17,10 +17,9 @@ template <int kBits>
 __device__ void dense(const float* in, int m, const DeviceQuantizedMatrix& w, const float* __restrict__ bias, bool relu,
                       float* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const std::size_t row_bytes = packed_row_bytes(w.k, kBits);
   const int k = int(w.k), n = int(w.n);
   for (int row = warp; row < n; row += kWarps) {
-    const std::uint8_t* codes = w.codes + std::size_t(row) * row_bytes;
+    const std::uint8_t* codes = w.row_codes(std::size_t(row));
     const float* levels = w.row_levels(std::size_t(row));
     float acc[kBatch] = {};
     for (int c = lane; c < k; c += 32) {

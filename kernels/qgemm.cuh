@@ -16,19 +16,29 @@
 
 #include "nuq/cuda.h"
 #include "nuq/error.h"
+#include "nuq/packed.h"
 
 namespace nuq::cuda {
 
 constexpr std::size_t kSmallBatch = 16;
 
+// Rows of codes on the device start every kRowAlign bytes (the packed row, then zero padding), so
+// that kernels may load them with 16-byte vectors; upload_weights (device_weights.cuh) lays them out.
+constexpr std::size_t kRowAlign = 16;
+constexpr std::size_t device_row_stride(std::size_t k, int bits) {
+  return (packed_row_bytes(k, bits) + kRowAlign - 1) / kRowAlign * kRowAlign;
+}
+
 struct DeviceQuantizedMatrix {
-  const std::uint8_t* codes;  // [n, packed_row_bytes(k, bits)]
+  const std::uint8_t* codes;  // [n, row_stride]: each row packed as nuq/packed.h lays it out
   const float* levels;        // 2^bits, or [n, 2^bits] when levels_stride is 2^bits
   std::size_t n, k;
   int bits;
   std::size_t levels_stride;  // 0: one table for the matrix; 2^bits: a table per row
+  std::size_t row_stride;     // bytes from one row's codes to the next: device_row_stride(k, bits)
 
   __device__ const float* row_levels(std::size_t row) const { return levels + row * levels_stride; }
+  __device__ const std::uint8_t* row_codes(std::size_t row) const { return codes + row * row_stride; }
 };
 
 // The code in column c of a packed row (the layout of nuq/packed.h).

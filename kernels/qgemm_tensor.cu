@@ -34,7 +34,6 @@ __global__ void __launch_bounds__(kThreads) qgemm_tensor_kernel(const float* __r
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
   const std::size_t row0 = std::size_t(blockIdx.y) * kTileM, col0 = std::size_t(blockIdx.x) * kTileN;
-  const std::size_t row_bytes = packed_row_bytes(w.k, kBits);
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
 #pragma unroll
@@ -53,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) qgemm_tensor_kernel(const float* __r
     {
       const int r = threadIdx.x / 2, half = threadIdx.x % 2;
       const std::size_t gn = col0 + r;
-      const std::uint8_t* codes = gn < w.n ? w.codes + gn * row_bytes : nullptr;
+      const std::uint8_t* codes = gn < w.n ? w.row_codes(gn) : nullptr;
       const float* levels = gn < w.n ? w.row_levels(gn) : nullptr;
 #pragma unroll
       for (int j = 0; j < 16; ++j) {

@@ -91,6 +91,36 @@ TEST_F(QgemmGpu, ExactOnSmallIntegersAndIdentity) {
   }
 }
 
+// Few outputs with long rows (a classifier layer): the small-batch path cuts each row across
+// blocks (split-K) and adds the slices in a fixed order, so the result is exact on integers and the
+// same on every run; ragged k leaves a partial 16-byte unit at the end of each row.
+TEST_F(QgemmGpu, SplitKSlicesLongRowsOfFewOutputs) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> small(-3, 3);
+  for (int bits : {1, 2, 4, 8})
+    for (std::size_t m : {1u, 5u, 16u})
+      for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{3, 8192}, {40, 4099}, {10, 20001}}) {
+        const std::string where = std::to_string(bits) + " bits, m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                  " k=" + std::to_string(k);
+        const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, n == 40);
+        std::vector<float> x(m * k), bias(n), got(m * n, NAN), again(m * n, NAN), expected(m * n);
+        for (auto& v : x) v = value(rng);
+        for (auto& v : bias) v = value(rng);
+        gpu_->qgemm(x.data(), m, w, bias.data(), got.data());
+        gpu_->qgemm(x.data(), m, w, bias.data(), again.data());
+        qgemm_ref(x.data(), m, w, bias.data(), expected.data());
+        EXPECT_EQ(got, again) << where << ": not deterministic";
+        for (std::size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(double(k))) << where << " at " << i << "\nx " << dump(x);
+        const QuantizedMatrix integers = random_matrix(n, k, bits, rng, true);
+        for (auto& v : x) v = float(small(rng));
+        gpu_->qgemm(x.data(), m, integers, nullptr, got.data());
+        qgemm_ref(x.data(), m, integers, nullptr, expected.data());
+        EXPECT_EQ(got, expected) << where << ", integers";
+      }
+}
+
 // Weights prepared once stay on the device for many batches and give what the per-call path gives;
 // weights the CPU prepared are refused on the GPU, and the other way round.
 TEST_F(QgemmGpu, PreparedWeightsServeManyBatches) {

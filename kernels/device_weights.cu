@@ -1,0 +1,25 @@
+#include "device_weights.cuh"
+
+#include "cuda_check.cuh"
+
+namespace nuq::cuda {
+
+DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what) {
+  check_quantized_matrix(w, what);
+  const std::size_t rows = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
+  const std::size_t stride = device_row_stride(w.codes.cols, w.codes.bits);
+  DeviceWeights d;
+  d.codes = DeviceBuffer<std::uint8_t>(rows * stride);
+  d.levels = DeviceBuffer<float>(w.levels);
+  if (rows * stride > 0) {
+    NUQ_CUDA_CHECK(cudaMemset(d.codes.data(), 0, rows * stride));  // the padding: code 0, past column k
+    if (row_bytes > 0)
+      NUQ_CUDA_CHECK(cudaMemcpy2D(d.codes.data(), stride, w.codes.bytes.data(), row_bytes, row_bytes, rows,
+                                  cudaMemcpyHostToDevice));
+  }
+  d.view = {d.codes.data(), d.levels.data(), rows, w.codes.cols, w.codes.bits,
+            w.per_row() ? std::size_t{1} << w.codes.bits : 0, stride};
+  return d;
+}
+
+}  // namespace nuq::cuda
