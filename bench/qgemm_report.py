@@ -23,19 +23,23 @@ def main():
         ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, two-bit codes"),
         ("BM_GpuQgemmBf16", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"],
          "GPU, two-bit codes, BF16 tensor cores above m = 16"),
-        ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU"),
+        ("BM_QuantizedGemmPrepared", ["BM_OpenBlasSgemm"], "CPU, weights prepared once (as a network uses them)"),
+        ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU, from the stored codes on every call"),
     ):
         keys = sorted((k for k in rows if k[0] == ours), key=lambda k: (k[2], k[3], k[4], k[1]))
         if not keys:
             continue
         print(f"## {title}\n")
         names = [p.replace("BM_", "") for p in peers]
-        print("| n x k | m | bits | nuq us | TFLOP/s | weight GB/s | % HBM | " + " | ".join(f"vs {n}" for n in names) + " |")
-        print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(peers))
+        gpu = ours.startswith("BM_Gpu")  # % of HBM bandwidth only means something on the GPU
+        print("| n x k | m | bits | nuq us | TFLOP/s | weight GB/s |" + (" % HBM |" if gpu else "") + " " +
+              " | ".join(f"vs {n}" for n in names) + " |")
+        print("|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else "") + "---:|" * len(peers))
         for key in keys:
             b = rows[key]
-            line = f"| {key[2]} x {key[3]} | {key[1]} | {key[4]} | {us(b):.1f} | {b['TFLOP/s']:.2f} | {b['GB/s']:.0f} | " \
-                   f"{100 * b['GB/s'] / args.hbm_gbs:.0f} |"
+            line = f"| {key[2]} x {key[3]} | {key[1]} | {key[4]} | {us(b):.1f} | {b['TFLOP/s']:.2f} | {b['GB/s']:.0f} |"
+            if gpu:
+                line += f" {100 * b['GB/s'] / args.hbm_gbs:.0f} |"
             for p in peers:
                 peer = rows.get((p, key[1], key[2], key[3], None))
                 line += f" {us(peer) / us(b):.2f}x |" if peer else " - |"

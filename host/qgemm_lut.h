@@ -14,7 +14,7 @@ namespace nuq::detail {
 
 // The largest batch taken by the look-up: up to here it beats decoding 64-row FP32 panels for
 // OpenBLAS at 1, 2 and 4 bits (measured on 4096 x 4096 up to m = 256,
-// bench/results/cpu-qgemm-lut-2026-11-23.md); its cost grows linearly with the batch.
+// bench/results/cpu-qgemm-prepared-2026-11-23.md); its cost grows linearly with the batch.
 constexpr std::size_t kLutMaxBatch = 256;
 
 // Whole cache lines, so that each 64-byte load of the interleaved words is one line.

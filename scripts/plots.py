@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import statistics
 import sys
 
 import matplotlib
@@ -294,14 +295,17 @@ def bench_speedup(results_dir, dst):
             if not {"m", "n", "k"} <= args.keys():
                 continue
             shape = (int(args["m"]), int(args["n"]), int(args["k"]))
+            # Every repetition's time is kept; the ratio is taken between medians.
             if "Quantized" in m["family"]:
-                ours[(shape, int(args.get("bits", 0)))] = b["real_time"]
+                variant = " (prepared)" if "Prepared" in m["family"] else ""
+                ours.setdefault((shape, int(args.get("bits", 0)), variant), []).append(b["real_time"])
             else:
-                peers.setdefault(shape, {})[m["family"]] = b["real_time"]
+                peers.setdefault(shape, {}).setdefault(m["family"], []).append(b["real_time"])
         label = os.path.splitext(os.path.basename(path))[0]
-        for (shape, bits), t in ours.items():
-            for peer, peer_time in peers.get(shape, {}).items():
-                series.setdefault((label, peer, bits), []).append((shape[0], peer_time / t))
+        for (shape, bits, variant), times in ours.items():
+            for peer, peer_times in peers.get(shape, {}).items():
+                ratio = statistics.median(peer_times) / statistics.median(times)
+                series.setdefault((label + variant, peer, bits), []).append((shape[0], ratio))
     if not series:
         return False
     fig, ax = plt.subplots(figsize=SIZE)
