@@ -3,6 +3,7 @@
 #include "cuda_check.cuh"
 #include "nuq/error.h"
 #include "nuq/packed.h"
+#include "warp_row_dot.cuh"
 
 namespace nuq::cuda {
 namespace {
@@ -11,27 +12,29 @@ constexpr int kInputs = 784, kHidden = 512, kClasses = 10;
 constexpr int kWarps = 16;
 constexpr int kBatch = int(kFusedMaxBatch);
 
-// out[i][row] = act(in[i] . W[row] + b[row]) for the block's m images; one warp per row, lanes
-// over consecutive columns (lanes reading the same packed byte get it in one broadcast).
+// out[i][row] = act(in[i] . W[row] + b[row]) for the block's m images (in: shared memory, 16-byte
+// aligned rows of k floats). Each row is taken by a group of lanes sized to it (warp_row_dot.cuh):
+// 16-byte loads of codes, float4 reads of the activations, levels through the read-only cache.
 template <int kBits>
 __device__ void dense(const float* in, int m, const DeviceQuantizedMatrix& w, const float* __restrict__ bias, bool relu,
                       float* out) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int k = int(w.k), n = int(w.n);
-  for (int row = warp; row < n; row += kWarps) {
-    const std::uint8_t* codes = w.row_codes(std::size_t(row));
-    const float* levels = w.row_levels(std::size_t(row));
+  const int lane = threadIdx.x % 32;
+  const std::size_t units = (packed_row_bytes(w.k, kBits) + 15) / 16;
+  const int lanes = lanes_per_row(units), sub = lane % lanes;
+  const int groups = kWarps * 32 / lanes, n = int(w.n);
+  // Every lane runs the same number of passes (the shuffles need the whole warp); rows past n idle.
+  for (int first = 0; first < n; first += groups) {
+    const int row = first + int(threadIdx.x) / lanes;
+    const bool active = row < n;
+    const float* levels = w.row_levels(active ? std::size_t(row) : 0);
     float acc[kBatch] = {};
-    for (int c = lane; c < k; c += 32) {
-      const float level = __ldg(levels + code_at<kBits>(codes, std::size_t(c)));
-#pragma unroll
-      for (int i = 0; i < kBatch; ++i) acc[i] = fmaf(level, in[i * k + c], acc[i]);
-    }
+    row_partial<kBits, kBatch, false>(reinterpret_cast<const uint4*>(w.row_codes(active ? std::size_t(row) : 0)), 0,
+                                      active ? units : 0, sub, lanes, in, w.k, m, w.k % 4 == 0,
+                                      [&](std::uint32_t code) { return __ldg(levels + code); }, acc);
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
-      float sum = acc[i];
-      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xFFFFFFFFu, sum, offset);
-      if (lane == 0 && i < m) {
+      const float sum = group_sum(acc[i], lanes);
+      if (active && sub == 0 && i < m) {
         const float v = sum + bias[row];
         out[i * n + row] = relu ? fmaxf(v, 0.0f) : v;
       }
@@ -42,9 +45,9 @@ __device__ void dense(const float* in, int m, const DeviceQuantizedMatrix& w, co
 template <int kBits>
 __global__ void __launch_bounds__(32 * kWarps) fused_mlp_kernel(const float* __restrict__ images, std::size_t count,
                                                                  FusedMlp mlp, std::uint8_t* __restrict__ classes) {
-  __shared__ float xs[kBatch * kInputs];
-  __shared__ float h1[kBatch * kHidden];
-  __shared__ float h2[kBatch * kHidden];
+  __shared__ alignas(16) float xs[kBatch * kInputs];  // rows of 784 and 512 floats: 16-byte aligned
+  __shared__ alignas(16) float h1[kBatch * kHidden];
+  __shared__ alignas(16) float h2[kBatch * kHidden];
   __shared__ float logits[kBatch * kClasses];
   const std::size_t first = std::size_t(blockIdx.x) * kBatch;
   const int m = int(min(std::size_t(kBatch), count - first));

@@ -1,7 +1,7 @@
 // The quantized MNIST MLP in one kernel for small batches (batch-1 latency): a block takes up to
 // kFusedMaxBatch images, keeps them and both hidden layers in shared memory, and runs the three
-// dense layers back to back straight from the packed codes (one warp per output row), so an image
-// costs one launch instead of four and its activations never leave the SM.
+// dense layers back to back straight from the packed codes (a group of lanes per output row), so
+// an image costs one launch instead of four and its activations never leave the SM.
 #pragma once
 
 #include <cuda_runtime.h>

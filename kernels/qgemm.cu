@@ -1,4 +1,5 @@
 #include "qgemm.cuh"
+#include "warp_row_dot.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -10,87 +11,55 @@
 namespace nuq::cuda {
 namespace {
 
-// Levels of up to 8-bit codes live in shared memory (at most 1 KiB); 16-bit tables (256 KiB) are
-// read through L1/L2.
-constexpr int kSharedLevels = 256;
-
 // The small-batch path splits a row's k across blocks (split-K) when the rows alone give fewer
-// blocks than there are multiprocessors, into at most kMaxSplits parts of at least kMinUnitsPerSplit
-// 16-byte units (one per lane of a warp).
-constexpr unsigned kMaxSplits = 16, kMinUnitsPerSplit = 32;
+// blocks than there are multiprocessors, into at most kMaxSplits slices of at least 32 16-byte units
+// (one per lane of a warp).
+constexpr unsigned kMaxSplits = 16;
 
-// Small batch: kWarps warps per block, one output row per warp; blockIdx.y picks a slice of the row
-// (split-K). Each lane loads 16 bytes of codes at a time (a warp: 512 contiguous bytes a step),
-// decodes them through its row's table in shared memory (up to 16 levels each sit in their own
-// bank, so any pattern of codes is free of bank conflicts at 1, 2 and 4 bits) and meets the
-// matching columns of every row of X, four at a time (float4 loads when X's rows are 16-byte
-// aligned). A shuffle reduction ends each dot product. With one slice, bias and ReLU are applied
-// here; with several, each writes its partial sums to partial[slice][i][row] and finish_split_k
-// adds them in order (deterministic: the same result every run).
+// Small batch: kWarps warps per block, each row taken by a group of `lanes` lanes (32 for long rows,
+// fewer for short ones: 32 / lanes rows per warp); blockIdx.y picks a slice of the rows (split-K).
+// The group streams its slice with 16-byte loads (warp_row_dot.cuh), decoding 1-, 2- and 4-bit
+// codes through the row's table in shared memory (each of up to 16 levels sits in its own bank, so
+// any pattern of codes is free of bank conflicts) and wider ones through the read-only cache. A
+// shuffle reduction ends each dot product. With one slice, bias and ReLU are applied here; with
+// several, each writes its partial sums to partial[slice][i][row] and finish_split_k adds them in
+// order (deterministic: the same result every run).
 // kBatch: the batch size rounded up to a compile-time bound so the accumulators stay in registers.
 template <int kBits, int kBatch, int kWarps>
 __global__ void __launch_bounds__(32 * kWarps) qgemm_small_kernel(const float* __restrict__ x, int m,
                                                                   DeviceQuantizedMatrix w,
                                                                   const float* __restrict__ bias, bool relu,
-                                                                  bool x_vectors, float* __restrict__ y,
+                                                                  bool x_vectors, int lanes, float* __restrict__ y,
                                                                   float* __restrict__ partial) {
-  __shared__ float shared_levels[kWarps][kSharedLevels];
-  constexpr bool in_shared = kBits <= 8;
-  constexpr int kCodesPerWord = 32 / kBits, kCodesPerUnit = 128 / kBits;
-  constexpr std::uint32_t kMask = (1u << kBits) - 1u;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const std::size_t row = std::size_t(blockIdx.x) * kWarps + warp;
-  if (row >= w.n) return;  // whole warps leave: no block-wide barrier follows
-  const float* row_levels = w.row_levels(row);
-  float* levels = shared_levels[warp];
+  constexpr bool in_shared = kBits <= 4;
+  constexpr int kTable = in_shared ? 1 << kBits : 1;
+  __shared__ float shared_levels[kWarps * 32 / kMinLanesPerRow][kTable];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, sub = lane % lanes;
+  const std::size_t group = std::size_t(threadIdx.x) / std::size_t(lanes);  // of the block
+  const std::size_t row = std::size_t(blockIdx.x) * (kWarps * 32 / lanes) + group;
+  // Whole warps past the last row leave; in a warp with rows left every lane stays for the shuffles.
+  if (std::size_t(blockIdx.x) * (kWarps * 32 / lanes) + std::size_t(warp) * (32 / lanes) >= w.n) return;
+  const bool active = row < w.n;
+  const float* row_levels = active ? w.row_levels(row) : w.levels;
+  float* levels = shared_levels[group];
   if (in_shared)
-    for (int i = lane; i < (1 << (kBits <= 8 ? kBits : 8)); i += 32) levels[i] = row_levels[i];
+    for (int i = sub; i < kTable; i += lanes) levels[i] = row_levels[i];
   __syncwarp();
   auto level = [&](std::uint32_t code) { return in_shared ? levels[code] : __ldg(row_levels + code); };
 
   const std::size_t units = (packed_row_bytes(w.k, kBits) + 15) / 16;
   const std::size_t per_split = (units + gridDim.y - 1) / gridDim.y;
-  const std::size_t first = std::size_t(blockIdx.y) * per_split, last = min(units, first + per_split);
-  const uint4* codes = reinterpret_cast<const uint4*>(w.row_codes(row));
+  const std::size_t first = std::size_t(blockIdx.y) * per_split;
+  const std::size_t last = active ? min(units, first + per_split) : first;  // inactive: no work
   float acc[kBatch];
 #pragma unroll
   for (int i = 0; i < kBatch; ++i) acc[i] = 0.0f;
-  for (std::size_t u = first + lane; u < last; u += 32) {
-    const uint4 v = __ldg(codes + u);
-    // Word q of the unit, without an array (a runtime index would put it in local memory).
-    auto word = [&](int q) { return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w; };
-    const std::size_t c0 = u * kCodesPerUnit;
-    if (x_vectors && c0 + kCodesPerUnit <= w.k) {  // a whole unit inside the row: no column checks
-#pragma unroll
-      for (int t = 0; t < kCodesPerUnit; t += 4) {
-        float l[4];
-#pragma unroll
-        for (int q = 0; q < 4; ++q)
-          l[q] = level((word((t + q) / kCodesPerWord) >> (((t + q) % kCodesPerWord) * kBits)) & kMask);
-#pragma unroll
-        for (int i = 0; i < kBatch; ++i)
-          if (i < m) {
-            const float4 xv = __ldg(reinterpret_cast<const float4*>(x + std::size_t(i) * w.k + c0 + t));
-            acc[i] = fmaf(l[0], xv.x, fmaf(l[1], xv.y, fmaf(l[2], xv.z, fmaf(l[3], xv.w, acc[i]))));
-          }
-      }
-    } else {
-#pragma unroll 4
-      for (int t = 0; t < kCodesPerUnit; ++t) {
-        const std::size_t c = c0 + std::size_t(t);
-        if (c >= w.k) break;
-        const float l = level((word(t / kCodesPerWord) >> ((t % kCodesPerWord) * kBits)) & kMask);
-#pragma unroll
-        for (int i = 0; i < kBatch; ++i)
-          if (i < m) acc[i] = fmaf(l, __ldg(x + std::size_t(i) * w.k + c), acc[i]);
-      }
-    }
-  }
+  row_partial<kBits, kBatch, true>(reinterpret_cast<const uint4*>(w.row_codes(active ? row : 0)), first, last, sub,
+                                   lanes, x, w.k, m, x_vectors, level, acc);
 #pragma unroll
   for (int i = 0; i < kBatch; ++i) {
-    float sum = acc[i];
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xFFFFFFFFu, sum, offset);
-    if (lane == 0 && i < m) {
+    const float sum = group_sum(acc[i], lanes);
+    if (active && sub == 0 && i < m) {
       if (partial) {
         partial[(std::size_t(blockIdx.y) * std::size_t(m) + std::size_t(i)) * w.n + row] = sum;
       } else {
@@ -161,30 +130,32 @@ __global__ void __launch_bounds__(256) qgemm_tiled_kernel(const float* __restric
 }
 
 // Slices of k for the small-batch path: enough blocks to give every multiprocessor two, when the
-// rows alone do not and the rows are long enough to cut.
+// rows alone do not and the rows are long enough to cut (32 units, a warp's step, per slice).
 unsigned split_k_slices(std::size_t blocks, std::size_t units) {
   int device = 0, multiprocessors = 0;
   NUQ_CUDA_CHECK(cudaGetDevice(&device));
   NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
   if (blocks >= std::size_t(multiprocessors)) return 1;
   const std::size_t wanted = (2 * std::size_t(multiprocessors) + blocks - 1) / blocks;
-  return unsigned(std::max<std::size_t>(1, std::min({wanted, units / kMinUnitsPerSplit, std::size_t(kMaxSplits)})));
+  return unsigned(std::max<std::size_t>(1, std::min({wanted, units / 32, std::size_t(kMaxSplits)})));
 }
 
 template <int kBits, int kBatch>
 void launch_small(const float* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
                   float* y, cudaStream_t stream) {
   constexpr int kWarps = 8;
-  const std::size_t blocks = (w.n + kWarps - 1) / kWarps;
-  NUQ_REQUIRE(blocks <= 0x7FFFFFFFu, "qgemm: ", w.n, " rows exceed the grid");
   const std::size_t units = (packed_row_bytes(w.k, kBits) + 15) / 16;
-  const unsigned splits = split_k_slices(blocks, units);
+  const int lanes = lanes_per_row(units);
+  const std::size_t rows_per_block = kWarps * 32 / std::size_t(lanes);
+  const std::size_t blocks = (w.n + rows_per_block - 1) / rows_per_block;
+  NUQ_REQUIRE(blocks <= 0x7FFFFFFFu, "qgemm: ", w.n, " rows exceed the grid");
+  const unsigned splits = lanes == 32 ? split_k_slices(blocks, units) : 1;
   // float4 loads of X need its rows on 16-byte boundaries.
   const bool x_vectors = w.k % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
   const dim3 grid(unsigned(blocks), splits);
   if (splits == 1) {
     qgemm_small_kernel<kBits, kBatch, kWarps>
-        <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, y, nullptr);
+        <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, nullptr);
     NUQ_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -192,7 +163,7 @@ void launch_small(const float* x, std::size_t m, const DeviceQuantizedMatrix& w,
   float* partial = nullptr;  // from the stream's memory pool: no device-wide synchronisation
   NUQ_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partial), splits * count * sizeof(float), stream));
   qgemm_small_kernel<kBits, kBatch, kWarps>
-      <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, y, partial);
+      <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, partial);
   const cudaError_t launched = cudaGetLastError();
   if (launched == cudaSuccess)
     finish_split_k<<<unsigned((count + 255) / 256), 256, 0, stream>>>(partial, splits, count, w.n, bias, relu, y);
