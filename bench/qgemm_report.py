@@ -22,7 +22,7 @@ def main():
     for ours, peers, title in (
         ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, two-bit codes"),
         ("BM_GpuQgemmBf16", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"],
-         "GPU, two-bit codes, BF16 tensor cores above m = 16"),
+         "GPU, two-bit codes, X in BF16 (as the cuBLAS BF16 peer), tensor cores above m = 16"),
         ("BM_QuantizedGemmPrepared", ["BM_OpenBlasSgemm"], "CPU, weights prepared once (as a network uses them)"),
         ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU, from the stored codes on every call"),
     ):

@@ -14,6 +14,10 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, d
 
 std::unique_ptr<Backend> make_backend(int, std::size_t, Precision) { throw Error("the CUDA backend: " + unavailable_reason()); }
 
+void qgemm_bf16_activations(const std::uint16_t*, std::size_t, const QuantizedMatrix&, const float*, float*, int) {
+  throw Error("qgemm_bf16_activations: " + unavailable_reason());
+}
+
 }  // namespace nuq::cuda
 
 namespace nuq::cuda {

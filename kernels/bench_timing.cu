@@ -128,13 +128,22 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   std::vector<float> host_levels(std::size_t{1} << bits);
   for (std::size_t i = 0; i < host_levels.size(); ++i) host_levels[i] = float(i) / float(host_levels.size()) - 0.5f;
   const DeviceBuffer<float> levels(host_levels);
-  const DeviceBuffer<float> x(laplacian(m * k, 2));
+  // Precision::Bf16 takes X in BF16, as the cuBLAS BF16 peer does: at large batches X's bytes
+  // outweigh the packed weights', so both sides read the same activations.
+  const std::vector<float> values = laplacian(m * k, 2);
+  std::vector<__nv_bfloat16> values_bf16(precision == Precision::Bf16 ? values.size() : 0);
+  for (std::size_t i = 0; i < values_bf16.size(); ++i) values_bf16[i] = __float2bfloat16(values[i]);
+  const DeviceBuffer<float> x(precision == Precision::Bf16 ? std::vector<float>{} : values);
+  const DeviceBuffer<__nv_bfloat16> x_bf16(values_bf16);
   DeviceBuffer<float> y(m * n);
   EventTimer timer;
   return timer.mean_ms(runs, [&](int i) {
     const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits, 0,
                                   device_row_stride(k, bits)};
-    launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr, precision);
+    if (precision == Precision::Bf16)
+      launch_qgemm(x_bf16.data(), m, w, nullptr, false, y.data(), nullptr);
+    else
+      launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr, precision);
   });
 }
 

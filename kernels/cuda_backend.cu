@@ -1,5 +1,7 @@
 // The CUDA backend: host data streamed through the device in chunks (stream_pipeline.cuh), the
 // kernels of weight_stats, quantize and qgemm, and every result brought back to host memory.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <climits>
 #include <array>
@@ -323,6 +325,21 @@ class CudaBackend final : public Backend {
 
 std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes, Precision precision) {
   return std::make_unique<CudaBackend>(device, chunk_bytes, precision);
+}
+
+void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const QuantizedMatrix& w, const float* bias,
+                            float* y, int device) {
+  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceWeights weights = upload_weights(w, "qgemm_bf16_activations");
+  const std::size_t n = w.codes.rows, k = w.codes.cols;
+  if (m == 0 || n == 0) return;
+  static_assert(sizeof(__nv_bfloat16) == sizeof(std::uint16_t), "BF16 is 16 bits");
+  DeviceBuffer<__nv_bfloat16> dx(m * k);
+  DeviceBuffer<float> dy(m * n), db(bias ? n : 0);
+  if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(std::uint16_t), cudaMemcpyHostToDevice));
+  if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
+  launch_qgemm(dx.data(), m, weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
+  NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
 }
 
 }  // namespace nuq::cuda

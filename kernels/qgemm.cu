@@ -25,8 +25,8 @@ constexpr unsigned kMaxSplits = 16;
 // several, each writes its partial sums to partial[slice][i][row] and finish_split_k adds them in
 // order (deterministic: the same result every run).
 // kBatch: the batch size rounded up to a compile-time bound so the accumulators stay in registers.
-template <int kBits, int kBatch, int kWarps>
-__global__ void __launch_bounds__(32 * kWarps) qgemm_small_kernel(const float* __restrict__ x, int m,
+template <typename TX, int kBits, int kBatch, int kWarps>
+__global__ void __launch_bounds__(32 * kWarps) qgemm_small_kernel(const TX* __restrict__ x, int m,
                                                                   DeviceQuantizedMatrix w,
                                                                   const float* __restrict__ bias, bool relu,
                                                                   bool x_vectors, int lanes, float* __restrict__ y,
@@ -140,8 +140,8 @@ unsigned split_k_slices(std::size_t blocks, std::size_t units) {
   return unsigned(std::max<std::size_t>(1, std::min({wanted, units / 32, std::size_t(kMaxSplits)})));
 }
 
-template <int kBits, int kBatch>
-void launch_small(const float* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
+template <typename TX, int kBits, int kBatch>
+void launch_small(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
                   float* y, cudaStream_t stream) {
   constexpr int kWarps = 8;
   const std::size_t units = (packed_row_bytes(w.k, kBits) + 15) / 16;
@@ -150,11 +150,11 @@ void launch_small(const float* x, std::size_t m, const DeviceQuantizedMatrix& w,
   const std::size_t blocks = (w.n + rows_per_block - 1) / rows_per_block;
   NUQ_REQUIRE(blocks <= 0x7FFFFFFFu, "qgemm: ", w.n, " rows exceed the grid");
   const unsigned splits = lanes == 32 ? split_k_slices(blocks, units) : 1;
-  // float4 loads of X need its rows on 16-byte boundaries.
-  const bool x_vectors = w.k % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  // Loads of four elements of X need its rows on boundaries of four elements.
+  const bool x_vectors = w.k % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % (4 * sizeof(TX)) == 0;
   const dim3 grid(unsigned(blocks), splits);
   if (splits == 1) {
-    qgemm_small_kernel<kBits, kBatch, kWarps>
+    qgemm_small_kernel<TX, kBits, kBatch, kWarps>
         <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, nullptr);
     NUQ_CUDA_CHECK_LAUNCH();
     return;
@@ -162,7 +162,7 @@ void launch_small(const float* x, std::size_t m, const DeviceQuantizedMatrix& w,
   const std::size_t count = m * w.n;
   float* partial = nullptr;  // from the stream's memory pool: no device-wide synchronisation
   NUQ_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partial), splits * count * sizeof(float), stream));
-  qgemm_small_kernel<kBits, kBatch, kWarps>
+  qgemm_small_kernel<TX, kBits, kBatch, kWarps>
       <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, partial);
   const cudaError_t launched = cudaGetLastError();
   if (launched == cudaSuccess)
@@ -174,18 +174,26 @@ void launch_small(const float* x, std::size_t m, const DeviceQuantizedMatrix& w,
 }
 
 template <int kBits>
-void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
-                      float* y, cudaStream_t stream) {
+void require_aligned_rows(const DeviceQuantizedMatrix& w) {
   NUQ_REQUIRE(w.row_stride % kRowAlign == 0 && w.row_stride >= packed_row_bytes(w.k, kBits) &&
                   reinterpret_cast<std::uintptr_t>(w.codes) % kRowAlign == 0,
               "qgemm: device rows of codes must be ", kRowAlign, "-byte aligned (upload_weights lays them out)");
-  if (m <= kSmallBatch) {
-    if (m <= 4)
-      launch_small<kBits, 4>(x, m, w, bias, relu, y, stream);
-    else
-      launch_small<kBits, int(kSmallBatch)>(x, m, w, bias, relu, y, stream);
-    return;
-  }
+}
+
+template <typename TX, int kBits>
+void launch_small_batch(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
+                        float* y, cudaStream_t stream) {
+  if (m <= 4)
+    launch_small<TX, kBits, 4>(x, m, w, bias, relu, y, stream);
+  else
+    launch_small<TX, kBits, int(kSmallBatch)>(x, m, w, bias, relu, y, stream);
+}
+
+template <int kBits>
+void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
+                      float* y, cudaStream_t stream) {
+  require_aligned_rows<kBits>(w);
+  if (m <= kSmallBatch) return launch_small_batch<float, kBits>(x, m, w, bias, relu, y, stream);
   const std::size_t tiles_m = (m + kTile - 1) / kTile;
   NUQ_REQUIRE(tiles_m <= 65535, "qgemm: a batch of ", m, " rows exceeds the grid (", 65535 * kTile, " rows)");
   const dim3 grid(unsigned((w.n + kTile - 1) / kTile), unsigned(tiles_m));
@@ -201,6 +209,17 @@ void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& 
   if (precision == Precision::Bf16 && m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
   with_code_width(w.bits, "qgemm", [&](auto bits) {
     launch_for_width<decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
+  });
+}
+
+void launch_qgemm(const __nv_bfloat16* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
+                  bool relu, float* d_y, cudaStream_t stream) {
+  if (m == 0 || w.n == 0) return;
+  if (m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
+  with_code_width(w.bits, "qgemm", [&](auto bits) {
+    constexpr int kBits = decltype(bits)::value;
+    require_aligned_rows<kBits>(w);
+    launch_small_batch<__nv_bfloat16, kBits>(d_x, m, w, d_bias, relu, d_y, stream);
   });
 }
 

@@ -7,6 +7,7 @@
 //    128 x 128 tiles decoded into BF16 for the tensor cores (qgemm_tensor.cu).
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -74,7 +75,13 @@ void with_code_width(int bits, const char* what, F&& f) {
 // accumulation; small batches stay on the FP32 streaming path, which is memory-bound anyway.
 void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias, bool relu,
                   float* d_y, cudaStream_t stream, Precision precision = Precision::Fp32);
+// BF16 activations (half the bytes of X): batches up to kSmallBatch on the streaming path, each
+// element widened to FP32 exactly; larger ones on the tensor cores (levels in BF16). Y in FP32.
+void launch_qgemm(const __nv_bfloat16* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
+                  bool relu, float* d_y, cudaStream_t stream);
 void launch_qgemm_tensor(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
                          bool relu, float* d_y, cudaStream_t stream);
+void launch_qgemm_tensor(const __nv_bfloat16* d_x, std::size_t m, const DeviceQuantizedMatrix& w,
+                         const float* d_bias, bool relu, float* d_y, cudaStream_t stream);
 
 }  // namespace nuq::cuda

@@ -51,6 +51,13 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& co
 std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 0,
                                       Precision precision = Precision::Fp32);
 
+// y[m, rows] = x[m, cols] * W^T (+ bias) on `device` with X in BF16, given as its raw 16-bit
+// patterns (row-major, as torch.bfloat16 stores them), and Y in FP32: batches up to 16 on the
+// streaming kernels (each element widened to FP32 exactly), larger ones on BF16 tensor cores
+// (compute capability 8.0 or newer; the levels rounded to BF16). Host memory in and out.
+void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const QuantizedMatrix& w, const float* bias,
+                            float* y, int device = 0);
+
 }  // namespace nuq::cuda
 
 namespace nuq::cuda {
@@ -67,7 +74,8 @@ struct PipelineTimes {
 };
 PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bits, int runs, int device = 0);
 
-// Y[m, n] = X[m, k] W^T from `bits`-bit codes, and the cuBLAS peers on dense weights.
+// Y[m, n] = X[m, k] W^T from `bits`-bit codes (X in BF16 with Precision::Bf16, as the cuBLAS BF16
+// peer reads it), and the cuBLAS peers on dense weights.
 enum class DensePeer { Fp32, Tf32, Bf16 };
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0,
                   Precision precision = Precision::Fp32);

@@ -183,6 +183,37 @@ TEST_F(QgemmGpu, TensorCorePathMatchesABf16Reference) {
       }
 }
 
+// BF16 activations: the same arithmetic as FP32 activations already rounded to BF16, so the result
+// is bit for bit that of the FP32 entry on the rounded X: the streaming path up to 16 rows (FP32
+// levels), the tensor cores above (BF16 levels); ragged k takes the element-by-element loads.
+TEST_F(QgemmGpu, Bf16ActivationsMatchTheirFp32Rounding) {
+  if (cuda::devices().front().compute_major < 8) GTEST_SKIP() << "BF16 tensor cores need compute capability 8.0";
+  const std::unique_ptr<Backend> tensor = cuda::make_backend(0, 0, cuda::Precision::Bf16);
+  std::mt19937 rng(43);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (int bits : {1, 2, 4, 8})
+    for (std::size_t m : {1u, 5u, 16u, 53u, 300u})
+      for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{97, 131}, {256, 512}, {40, 4104}}) {
+        const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, bits == 4);
+        std::vector<float> rounded(m * k), bias(n), got(m * n, NAN), expected(m * n, NAN);
+        std::vector<std::uint16_t> x(m * k);
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          rounded[i] = to_bf16(value(rng));
+          std::uint32_t pattern;
+          std::memcpy(&pattern, &rounded[i], 4);
+          x[i] = std::uint16_t(pattern >> 16);
+        }
+        for (auto& v : bias) v = value(rng);
+        cuda::qgemm_bf16_activations(x.data(), m, w, bias.data(), got.data());
+        (m <= 16 ? gpu_ : tensor)->qgemm(rounded.data(), m, w, bias.data(), expected.data());
+        ASSERT_EQ(got, expected) << bits << " bits, m=" << m << " n=" << n << " k=" << k << "\ngot      " << dump(got)
+                                 << "\nexpected " << dump(expected);
+        std::size_t nonzero = 0;
+        for (float v : got) nonzero += v != 0.0f;
+        EXPECT_GT(double(nonzero), 0.9 * double(got.size()));
+      }
+}
+
 // `count` 28 x 28 images of uniform pixels, labelled i mod 10 (the tests compare predictions).
 io::Dataset random_images(std::size_t count, std::uint32_t seed) {
   std::mt19937 rng(seed);
