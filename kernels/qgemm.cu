@@ -173,13 +173,6 @@ void launch_small(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, co
   NUQ_CUDA_CHECK(finished);
 }
 
-template <int kBits>
-void require_aligned_rows(const DeviceQuantizedMatrix& w) {
-  NUQ_REQUIRE(w.row_stride % kRowAlign == 0 && w.row_stride >= packed_row_bytes(w.k, kBits) &&
-                  reinterpret_cast<std::uintptr_t>(w.codes) % kRowAlign == 0,
-              "qgemm: device rows of codes must be ", kRowAlign, "-byte aligned (upload_weights lays them out)");
-}
-
 template <typename TX, int kBits>
 void launch_small_batch(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
                         float* y, cudaStream_t stream) {
@@ -192,7 +185,6 @@ void launch_small_batch(const TX* x, std::size_t m, const DeviceQuantizedMatrix&
 template <int kBits>
 void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix& w, const float* bias, bool relu,
                       float* y, cudaStream_t stream) {
-  require_aligned_rows<kBits>(w);
   if (m <= kSmallBatch) return launch_small_batch<float, kBits>(x, m, w, bias, relu, y, stream);
   const std::size_t tiles_m = (m + kTile - 1) / kTile;
   NUQ_REQUIRE(tiles_m <= 65535, "qgemm: a batch of ", m, " rows exceeds the grid (", 65535 * kTile, " rows)");
@@ -206,6 +198,7 @@ void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix
 void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias, bool relu,
                   float* d_y, cudaStream_t stream, Precision precision) {
   if (m == 0 || w.n == 0) return;
+  require_device_rows(w);
   if (precision == Precision::Bf16 && m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
   with_code_width(w.bits, "qgemm", [&](auto bits) {
     launch_for_width<decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
@@ -215,11 +208,10 @@ void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& 
 void launch_qgemm(const __nv_bfloat16* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
                   bool relu, float* d_y, cudaStream_t stream) {
   if (m == 0 || w.n == 0) return;
+  require_device_rows(w);
   if (m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
   with_code_width(w.bits, "qgemm", [&](auto bits) {
-    constexpr int kBits = decltype(bits)::value;
-    require_aligned_rows<kBits>(w);
-    launch_small_batch<__nv_bfloat16, kBits>(d_x, m, w, d_bias, relu, d_y, stream);
+    launch_small_batch<__nv_bfloat16, decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
   });
 }
 

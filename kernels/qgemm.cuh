@@ -24,10 +24,13 @@ namespace nuq::cuda {
 constexpr std::size_t kSmallBatch = 16;
 
 // Rows of codes on the device start every kRowAlign bytes (the packed row, then zero padding), so
-// that kernels may load them with 16-byte vectors; upload_weights (device_weights.cuh) lays them out.
-constexpr std::size_t kRowAlign = 16;
+// that kernels may load them with 16-byte vectors, and hold whole groups of kRowCodes codes, so that
+// the tensor-core kernel's k-steps of 32 codes never read past a row (nor the last row past the
+// allocation). upload_weights (device_weights.cuh) lays them out.
+constexpr std::size_t kRowAlign = 16, kRowCodes = 32;
 constexpr std::size_t device_row_stride(std::size_t k, int bits) {
-  return (packed_row_bytes(k, bits) + kRowAlign - 1) / kRowAlign * kRowAlign;
+  const std::size_t codes = (k + kRowCodes - 1) / kRowCodes * kRowCodes;
+  return (packed_row_bytes(codes, bits) + kRowAlign - 1) / kRowAlign * kRowAlign;
 }
 
 struct DeviceQuantizedMatrix {
@@ -41,6 +44,15 @@ struct DeviceQuantizedMatrix {
   __device__ const float* row_levels(std::size_t row) const { return levels + row * levels_stride; }
   __device__ const std::uint8_t* row_codes(std::size_t row) const { return codes + row * row_stride; }
 };
+
+// Throws unless `w`'s rows are laid out as device_row_stride says (the kernels' vector loads and
+// whole k-steps rely on it).
+inline void require_device_rows(const DeviceQuantizedMatrix& w) {
+  NUQ_REQUIRE(w.row_stride % kRowAlign == 0 && w.row_stride >= device_row_stride(w.k, w.bits) &&
+                  reinterpret_cast<std::uintptr_t>(w.codes) % kRowAlign == 0,
+              "qgemm: device rows of codes must start every ", device_row_stride(w.k, w.bits),
+              " bytes on 16-byte boundaries (upload_weights lays them out), not every ", w.row_stride);
+}
 
 // The code in column c of a packed row (the layout of nuq/packed.h).
 template <int kBits>

@@ -21,6 +21,7 @@ namespace nuq::cuda {
 namespace {
 
 constexpr int kTileM = 128, kTileN = 128, kStepK = 32;
+static_assert(kStepK == int(kRowCodes), "a k-step reads whole groups of a device row (device_row_stride)");
 constexpr int kPad = 8;                  // bf16 elements of padding per shared row (80-byte rows)
 constexpr int kLd = kStepK + kPad;       // a multiple of 8, as WMMA needs for 16-bit types
 constexpr int kWarpsM = 4, kWarpsN = 2;  // 8 warps: 4 x 32 rows, 2 x 64 columns
@@ -210,8 +211,7 @@ void launch_for_width(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w
                       float* y, cudaStream_t stream) {
   const std::size_t tiles_m = (m + kTileM - 1) / kTileM;
   NUQ_REQUIRE(tiles_m <= 65535, "qgemm: a batch of ", m, " rows exceeds the grid (", 65535 * kTileM, " rows)");
-  NUQ_REQUIRE(w.row_stride % kRowAlign == 0 && reinterpret_cast<std::uintptr_t>(w.codes) % kRowAlign == 0,
-              "qgemm: device rows of codes must be ", kRowAlign, "-byte aligned (upload_weights lays them out)");
+  require_device_rows(w);
   // 16 elements of a row at a time: vector loads need every row of X on a 16-byte boundary.
   const bool x_vectors = (w.k * sizeof(TX)) % 16 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
   const dim3 grid(unsigned((w.n + kTileN - 1) / kTileN), unsigned(tiles_m));

@@ -275,6 +275,9 @@ TEST(Atomicity, QuantizeKilledAtAnyMomentLeavesAWholeFile) {
     int status = 0;
     waitpid(pid, &status, 0);
     killed_mid_run += WIFSIGNALED(status);
+    // A run that finished before its kill ran faster than the first ones (the machine's load
+    // changed): later kills aim at the shorter time, so that they still land while nuq runs.
+    if (!WIFSIGNALED(status)) seconds *= 0.8;
     const Bytes now = read_all(out);
     EXPECT_TRUE(now == before || now == after) << "kill " << k << ": output of " << now.size() << " bytes is neither the old ("
                                                << before.size() << ") nor the new (" << after.size() << ") file";
