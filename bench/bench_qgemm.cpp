@@ -90,7 +90,7 @@ void BM_OpenBlasSgemm(benchmark::State& state) {
 void shapes(benchmark::internal::Benchmark* b, bool with_bits) {
   b->ArgNames(with_bits ? std::vector<std::string>{"m", "n", "k", "bits"} : std::vector<std::string>{"m", "n", "k"});
   for (long m : {1, 4, 16, 64, 256})
-    for (long bits : {2, 4, 8}) {
+    for (long bits : {2, 4, 8, 16}) {
       if (with_bits)
         b->Args({m, 4096, 4096, bits});
       else if (bits == 2)

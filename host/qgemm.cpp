@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <climits>
 #include <cstring>
 
@@ -27,6 +28,7 @@ constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 class RowDecoder {
  public:
   explicit RowDecoder(const QuantizedMatrix& w) : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0) {
+    if (w.codes.bits == 16 && !w.per_row()) grid_ = level_grid(w.levels.data(), w.levels.size());
     if (per_byte_ && !w.per_row()) {
       table_.resize(256 * per_byte_);
       const unsigned mask = (1u << w.codes.bits) - 1u;
@@ -46,7 +48,10 @@ class RowDecoder {
       return;
     }
     if (w_.codes.bits == 16) {  // little-endian, as the packed layout and the U16 files store it
-      for (std::size_t c = 0; c < cols; ++c) out[c] = levels[bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8)];
+      for (std::size_t c = 0; c < cols; ++c) {
+        const std::size_t code = bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8);
+        out[c] = grid_ ? std::fma(grid_->scale, float(code), grid_->offset) : levels[code];
+      }
       return;
     }
     if (table_.empty()) {
@@ -59,10 +64,14 @@ class RowDecoder {
     for (std::size_t c = full * per_byte_; c < cols; ++c) out[c] = table_[bytes[full] * per_byte_ + (c - full * per_byte_)];
   }
 
+  // 16-bit codes of one table on a uniform grid: levels computed, not gathered from 65536.
+  const std::optional<LevelGrid>& grid() const { return grid_; }
+
  private:
   const QuantizedMatrix& w_;
   std::size_t per_byte_;
   std::vector<float> table_;  // 256 bytes x per_byte_ levels; empty for 8/16 bits or per-row levels
+  std::optional<LevelGrid> grid_;
 };
 
 // Dot products of one packed row with m <= 4 rows of X. With AVX-512, codes are decoded sixteen
@@ -101,27 +110,33 @@ inline __m512i unpack16(const std::uint8_t* row, std::size_t chunk, int bits) {
 // up; 256 or 65536 levels are gathered from the table (L1 or L2 resident).
 class Levels16 {
  public:
-  Levels16(const float* levels, int bits) : table_(levels), in_register_(bits <= 4) {
+  Levels16(const float* levels, int bits, const std::optional<LevelGrid>& grid)
+      : table_(levels), in_register_(bits <= 4), on_grid_(grid.has_value()) {
     float padded[16] = {};
     if (in_register_) std::copy(levels, levels + (1 << bits), padded);
     register_ = _mm512_loadu_ps(padded);
+    offset_ = _mm512_set1_ps(grid ? grid->offset : 0.0f);
+    scale_ = _mm512_set1_ps(grid ? grid->scale : 0.0f);
   }
   __m512 operator()(__m512i codes) const {
-    return in_register_ ? _mm512_permutexvar_ps(codes, register_) : _mm512_i32gather_ps(codes, table_, 4);
+    if (in_register_) return _mm512_permutexvar_ps(codes, register_);
+    if (on_grid_) return _mm512_fmadd_ps(scale_, _mm512_cvtepi32_ps(codes), offset_);
+    return _mm512_i32gather_ps(codes, table_, 4);
   }
 
  private:
   const float* table_;
-  bool in_register_;
-  __m512 register_;
+  bool in_register_, on_grid_;
+  __m512 register_, offset_, scale_;
 };
 
 // Returns the number of columns handled (a multiple of 16); the caller finishes the rest.
-std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m, float* sums) {
+std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m, float* sums,
+                            const std::optional<LevelGrid>& grid) {
   const int bits = w.codes.bits;
   const std::size_t k = w.codes.cols, chunks = k / 16;
   const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
-  const Levels16 levels(w.row_levels(r), bits);
+  const Levels16 levels(w.row_levels(r), bits, grid);
   if (m == 1) {  // four accumulators hide the FMA latency
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     std::size_t c = 0;
@@ -150,7 +165,7 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
   std::size_t done = 0;
   for (std::size_t i = 0; i < m; ++i) sums[i] = 0.0f;
 #if defined(__AVX512F__)
-  done = direct_row_simd(w, r, x, m, sums);
+  done = direct_row_simd(w, r, x, m, sums, decoder.grid());
 #endif
   if (done == k) return;
   thread_local std::vector<float> row;
@@ -166,6 +181,21 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
 }
 
 }  // namespace
+
+std::optional<LevelGrid> level_grid(const float* levels, std::size_t count) {
+  if (count < 2) return std::nullopt;
+  double largest = 0.0;
+  for (std::size_t c = 0; c < count; ++c) {
+    if (!std::isfinite(levels[c])) return std::nullopt;
+    largest = std::max(largest, std::abs(double(levels[c])));
+  }
+  const LevelGrid grid{levels[0], float((double(levels[count - 1]) - double(levels[0])) / double(count - 1))};
+  const double tolerance = std::ldexp(largest, -22);
+  for (std::size_t c = 0; c < count; ++c)
+    if (std::abs(double(std::fma(grid.scale, float(c), grid.offset)) - double(levels[c])) > tolerance)
+      return std::nullopt;
+  return grid;
+}
 
 void add_bias(const float* bias, std::size_t m, std::size_t n, float* y) {
   if (bias)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "device_buffer.cuh"
 #include "nuq/qgemm.h"
@@ -16,7 +17,9 @@ struct DeviceWeights {
   DeviceQuantizedMatrix view{};
 };
 
-// Checks `w` (check_quantized_matrix, naming `what`) and uploads it to the current device.
+// Checks `w` (check_quantized_matrix, naming `what`) and uploads it to the current device; a
+// 16-bit table on a uniform grid (nuq::level_grid) is marked for computed levels.
 DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what);
+
 
 }  // namespace nuq::cuda

@@ -30,7 +30,7 @@ __device__ void dense(const float* in, int m, const DeviceQuantizedMatrix& w, co
     float acc[kBatch] = {};
     row_partial<kBits, kBatch, false>(reinterpret_cast<const uint4*>(w.row_codes(active ? std::size_t(row) : 0)), 0,
                                       active ? units : 0, sub, lanes, in, w.k, m, w.k % 4 == 0,
-                                      [&](std::uint32_t code) { return __ldg(levels + code); }, acc);
+                                      [&](std::uint32_t code) { return w.level(levels, code); }, acc);
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
       const float sum = group_sum(acc[i], lanes);

@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(32 * kWarps) qgemm_small_kernel(const TX* __re
   if (in_shared)
     for (int i = sub; i < kTable; i += lanes) levels[i] = row_levels[i];
   __syncwarp();
-  auto level = [&](std::uint32_t code) { return in_shared ? levels[code] : __ldg(row_levels + code); };
+  auto level = [&](std::uint32_t code) { return in_shared ? levels[code] : w.level(row_levels, code); };
 
   const std::size_t units = (packed_row_bytes(w.k, kBits) + 15) / 16;
   const std::size_t per_split = (units + gridDim.y - 1) / gridDim.y;
@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(256) qgemm_tiled_kernel(const float* __restric
       const std::size_t gk = k0 + kk;
       const std::size_t gx = row0 + r, gw = col0 + r;
       xs[kk][r] = (gx < m && gk < w.k) ? x[gx * w.k + gk] : 0.0f;
-      ws[kk][r] = (gw < w.n && gk < w.k) ? w.row_levels(gw)[code_at<kBits>(w.row_codes(gw), gk)] : 0.0f;
+      ws[kk][r] = (gw < w.n && gk < w.k) ? w.level(w.row_levels(gw), code_at<kBits>(w.row_codes(gw), gk)) : 0.0f;
     }
     __syncthreads();
 #pragma unroll

@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kThreads) qgemm_tensor_kernel(const TX* __rest
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int c = 2 * j + h;
-        pair[h] = codes && k0 + half * 16 + c < w.k ? __ldg(levels + code_of<kBits>(staged.codes, c)) : 0.0f;
+        pair[h] = codes && k0 + half * 16 + c < w.k ? w.level(levels, code_of<kBits>(staged.codes, c)) : 0.0f;
       }
       decoded[j] = pack_bf16(pair[0], pair[1]);
     }

@@ -155,6 +155,49 @@ TEST(Qgemm, PreparingChecksTheMatrixAndTheBackend) {
   EXPECT_THROW(cpu_backend().qgemm(x.data(), 1, Foreign(good), nullptr, y.data()), Error);
 }
 
+// The uniform quantizers' 16-bit tables (level = offset + scale * code, computed in double and
+// rounded, as make_quantize_table does) are found to be grids; anything else is not.
+TEST(Qgemm, LevelGridFindsUniformTablesOnly) {
+  std::vector<float> grid(65536);
+  for (std::size_t c = 0; c < grid.size(); ++c) grid[c] = float(-0.2374 + 7.25e-6 * double(c));
+  const auto found = level_grid(grid.data(), grid.size());
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->offset, grid.front());
+  EXPECT_NEAR(found->scale, 7.25e-6, 1e-12);
+  std::vector<float> bent = grid;
+  bent[40000] += 1e-6f;  // a 7th of a step off: not on the grid
+  EXPECT_FALSE(level_grid(bent.data(), bent.size()).has_value());
+  bent = grid;
+  bent[3] = NAN;
+  EXPECT_FALSE(level_grid(bent.data(), bent.size()).has_value());
+  const std::vector<float> lloyd = {-1.5f, -0.4f, 0.4f, 1.5f};
+  EXPECT_FALSE(level_grid(lloyd.data(), lloyd.size()).has_value());
+  EXPECT_FALSE(level_grid(grid.data(), 1).has_value());
+}
+
+// 16-bit codes on a grid are dequantized by scale and offset (no 65536-entry gather): the products
+// agree with the table's to rounding, on the register path (m <= 4) and the panel path.
+TEST(Qgemm, SixteenBitGridCodesComputeTheirLevels) {
+  std::mt19937 rng(29);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  QuantizedMatrix w = random_matrix(67, 301, 16, rng, false);
+  for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / 65535.0);
+  ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
+  for (std::size_t m : {1u, 3u, 40u}) {
+    std::vector<float> x(m * 301), bias(67), fused(m * 67), reference(m * 67);
+    for (auto& v : x) v = value(rng);
+    for (auto& v : bias) v = value(rng);
+    qgemm(x.data(), m, w, bias.data(), fused.data());
+    qgemm_ref(x.data(), m, w, bias.data(), reference.data());
+    double largest = 0.0;
+    for (std::size_t i = 0; i < fused.size(); ++i) {
+      ASSERT_NEAR(fused[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << "m " << m << " at " << i;
+      largest = std::max(largest, double(std::abs(fused[i])));
+    }
+    ASSERT_GT(largest, 0.0);
+  }
+}
+
 TEST(Qgemm, RejectsInconsistentMatrices) {
   std::mt19937 rng(1);
   QuantizedMatrix w = random_matrix(4, 4, 2, rng, false);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,14 @@ struct QuantizedMatrix {
   bool per_row() const { return codes.rows > 1 && levels.size() == (codes.rows << codes.bits); }
   const float* row_levels(std::size_t row) const { return levels.data() + (per_row() ? row << codes.bits : 0); }
 };
+
+// A table of levels on a uniform grid: level(code) = offset + scale * code (FP32 FMA) to within
+// 2^-22 of the table's largest magnitude, a 64th of a 16-bit step. The uniform quantizers' 16-bit
+// tables are; their products compute each level instead of looking it up in 65536 entries.
+struct LevelGrid {
+  float offset = 0.0f, scale = 0.0f;
+};
+std::optional<LevelGrid> level_grid(const float* levels, std::size_t count);
 
 // Throws nuq::Error unless the width is packable, the bytes fit the shape and there is one level
 // per code (for the matrix or for every row), so that no code can index past its table.
