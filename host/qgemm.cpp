@@ -28,7 +28,7 @@ constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 class RowDecoder {
  public:
   explicit RowDecoder(const QuantizedMatrix& w) : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0) {
-    if (w.codes.bits == 16 && !w.per_row()) grid_ = level_grid(w.levels.data(), w.levels.size());
+    if (w.codes.bits >= 8 && !w.per_row()) grid_ = level_grid(w.levels.data(), w.levels.size());
     if (per_byte_ && !w.per_row()) {
       table_.resize(256 * per_byte_);
       const unsigned mask = (1u << w.codes.bits) - 1u;
@@ -64,7 +64,7 @@ class RowDecoder {
     for (std::size_t c = full * per_byte_; c < cols; ++c) out[c] = table_[bytes[full] * per_byte_ + (c - full * per_byte_)];
   }
 
-  // 16-bit codes of one table on a uniform grid: levels computed, not gathered from 65536.
+  // 8- and 16-bit codes of one table on a uniform grid: levels computed, not gathered.
   const std::optional<LevelGrid>& grid() const { return grid_; }
 
  private:

@@ -19,7 +19,7 @@ DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what) 
   }
   d.view = {d.codes.data(), d.levels.data(), rows, w.codes.cols, w.codes.bits,
             w.per_row() ? std::size_t{1} << w.codes.bits : 0, stride};
-  if (w.codes.bits == 16 && !w.per_row())
+  if (w.codes.bits >= 8 && !w.per_row())
     if (const auto grid = level_grid(w.levels.data(), w.levels.size())) {
       d.view.on_grid = true;
       d.view.grid_offset = grid->offset;

@@ -18,7 +18,7 @@ struct DeviceWeights {
 };
 
 // Checks `w` (check_quantized_matrix, naming `what`) and uploads it to the current device; a
-// 16-bit table on a uniform grid (nuq::level_grid) is marked for computed levels.
+// table of 8- or 16-bit codes on a uniform grid (nuq::level_grid) is marked for computed levels.
 DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what);
 
 

@@ -40,8 +40,8 @@ struct DeviceQuantizedMatrix {
   int bits;
   std::size_t levels_stride;  // 0: one table for the matrix; 2^bits: a table per row
   std::size_t row_stride;     // bytes from one row's codes to the next: device_row_stride(k, bits)
-  // 16-bit codes whose one table is a uniform grid (the companion paper's quantizers): a level is
-  // grid_offset + grid_scale * code, computed, not looked up in the 256 KiB table (level_grid).
+  // 8- and 16-bit codes whose one table is a uniform grid (the uniform quantizers): a level is
+  // grid_offset + grid_scale * code, computed, not looked up in the table (level_grid).
   bool on_grid = false;
   float grid_offset = 0.0f, grid_scale = 0.0f;
 

@@ -175,26 +175,29 @@ TEST(Qgemm, LevelGridFindsUniformTablesOnly) {
   EXPECT_FALSE(level_grid(grid.data(), 1).has_value());
 }
 
-// 16-bit codes on a grid are dequantized by scale and offset (no 65536-entry gather): the products
-// agree with the table's to rounding, on the register path (m <= 4) and the panel path.
-TEST(Qgemm, SixteenBitGridCodesComputeTheirLevels) {
+// 8- and 16-bit codes on a grid are dequantized by scale and offset (no gather from the table): the
+// products agree with the table's to rounding, on the register path (m <= 4) and the panel path.
+TEST(Qgemm, GridCodesComputeTheirLevels) {
   std::mt19937 rng(29);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  QuantizedMatrix w = random_matrix(67, 301, 16, rng, false);
-  for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / 65535.0);
-  ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
-  for (std::size_t m : {1u, 3u, 40u}) {
-    std::vector<float> x(m * 301), bias(67), fused(m * 67), reference(m * 67);
-    for (auto& v : x) v = value(rng);
-    for (auto& v : bias) v = value(rng);
-    qgemm(x.data(), m, w, bias.data(), fused.data());
-    qgemm_ref(x.data(), m, w, bias.data(), reference.data());
-    double largest = 0.0;
-    for (std::size_t i = 0; i < fused.size(); ++i) {
-      ASSERT_NEAR(fused[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << "m " << m << " at " << i;
-      largest = std::max(largest, double(std::abs(fused[i])));
+  for (int bits : {8, 16}) {
+    QuantizedMatrix w = random_matrix(67, 301, bits, rng, false);
+    const double top = double(w.levels.size() - 1);
+    for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / top);
+    ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
+    for (std::size_t m : {1u, 3u, 40u}) {
+      std::vector<float> x(m * 301), bias(67), fused(m * 67), reference(m * 67);
+      for (auto& v : x) v = value(rng);
+      for (auto& v : bias) v = value(rng);
+      qgemm(x.data(), m, w, bias.data(), fused.data());
+      qgemm_ref(x.data(), m, w, bias.data(), reference.data());
+      double largest = 0.0;
+      for (std::size_t i = 0; i < fused.size(); ++i) {
+        ASSERT_NEAR(fused[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << bits << " bits, m " << m;
+        largest = std::max(largest, double(std::abs(fused[i])));
+      }
+      ASSERT_GT(largest, 0.0);
     }
-    ASSERT_GT(largest, 0.0);
   }
 }
 

@@ -25,8 +25,8 @@ struct QuantizedMatrix {
 };
 
 // A table of levels on a uniform grid: level(code) = offset + scale * code (FP32 FMA) to within
-// 2^-22 of the table's largest magnitude, a 64th of a 16-bit step. The uniform quantizers' 16-bit
-// tables are; their products compute each level instead of looking it up in 65536 entries.
+// 2^-22 of the table's largest magnitude, a 64th of a 16-bit step. The uniform quantizers' 8- and
+// 16-bit tables are; their products compute each level instead of gathering it from the table.
 struct LevelGrid {
   float offset = 0.0f, scale = 0.0f;
 };

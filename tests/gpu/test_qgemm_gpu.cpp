@@ -121,28 +121,31 @@ TEST_F(QgemmGpu, SplitKSlicesLongRowsOfFewOutputs) {
       }
 }
 
-// 16-bit codes whose table is a uniform grid: the kernels compute each level (offset + scale *
-// code) instead of reading the 256 KiB table; small batches, tiles, and tensor cores.
-TEST_F(QgemmGpu, SixteenBitGridCodesComputeTheirLevels) {
+// 8- and 16-bit codes whose table is a uniform grid: the kernels compute each level (offset +
+// scale * code) instead of reading the table; small batches, tiles, and tensor cores.
+TEST_F(QgemmGpu, GridCodesComputeTheirLevels) {
   std::mt19937 rng(37);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  QuantizedMatrix w = random_matrix(97, 1031, 16, rng, false);
-  for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.3 + 0.6 * double(c) / 65535.0);
-  ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
   const bool tensor_cores = cuda::devices().front().compute_major >= 8;
   const std::unique_ptr<Backend> tensor = cuda::make_backend(0, 0, cuda::Precision::Bf16);
-  for (std::size_t m : {1u, 5u, 16u, 53u}) {
-    std::vector<float> x(m * 1031), bias(97), got(m * 97, NAN), expected(m * 97);
-    for (auto& v : x) v = value(rng);
-    for (auto& v : bias) v = value(rng);
-    qgemm_ref(x.data(), m, w, bias.data(), expected.data());
-    gpu_->qgemm(x.data(), m, w, bias.data(), got.data());
-    for (std::size_t i = 0; i < got.size(); ++i)
-      ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(1031.0)) << "m=" << m << " at " << i;
-    if (!tensor_cores || m <= 16) continue;
-    tensor->qgemm(x.data(), m, w, bias.data(), got.data());
-    for (std::size_t i = 0; i < got.size(); ++i)  // BF16 inputs: about 2^-9 relative per product
-      ASSERT_NEAR(got[i], expected[i], 2e-2 * std::sqrt(1031.0)) << "BF16, m=" << m << " at " << i;
+  for (int bits : {8, 16}) {
+    QuantizedMatrix w = random_matrix(97, 1031, bits, rng, false);
+    const double top = double(w.levels.size() - 1);
+    for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.3 + 0.6 * double(c) / top);
+    ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
+    for (std::size_t m : {1u, 5u, 16u, 53u}) {
+      std::vector<float> x(m * 1031), bias(97), got(m * 97, NAN), expected(m * 97);
+      for (auto& v : x) v = value(rng);
+      for (auto& v : bias) v = value(rng);
+      qgemm_ref(x.data(), m, w, bias.data(), expected.data());
+      gpu_->qgemm(x.data(), m, w, bias.data(), got.data());
+      for (std::size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(1031.0)) << bits << " bits, m=" << m << " at " << i;
+      if (!tensor_cores || m <= 16) continue;
+      tensor->qgemm(x.data(), m, w, bias.data(), got.data());
+      for (std::size_t i = 0; i < got.size(); ++i)  // BF16 inputs: about 2^-9 relative per product
+        ASSERT_NEAR(got[i], expected[i], 2e-2 * std::sqrt(1031.0)) << "BF16, " << bits << " bits, m=" << m;
+    }
   }
 }
 
