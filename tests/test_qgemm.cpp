@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
 
 #include "nuq/backend.h"
 #include "nuq/error.h"
@@ -36,26 +37,35 @@ TEST(Packed, LayoutIsLeastSignificantBitsFirstAndRowAligned) {
   EXPECT_THROW(pack_codes({0, 1}, 1, 1, 2), Error);
 }
 
+// qgemm on m random rows of X (and a random bias) against dequantize-then-sgemm, to FP32 rounding;
+// `where` names the case in a failure.
+void expect_qgemm_matches_reference(const QuantizedMatrix& w, std::size_t m, std::mt19937& rng,
+                                    const std::string& where) {
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  const std::size_t n = w.codes.rows, k = w.codes.cols;
+  std::vector<float> x(m * k), bias(n), fused(m * n), reference(m * n);
+  for (auto& v : x) v = value(rng);
+  for (auto& v : bias) v = value(rng);
+  qgemm(x.data(), m, w, bias.data(), fused.data());
+  qgemm_ref(x.data(), m, w, bias.data(), reference.data());
+  double largest = 0.0;
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    ASSERT_NEAR(fused[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << where << " at " << i;
+    largest = std::max(largest, double(std::abs(fused[i])));
+  }
+  ASSERT_GT(largest, 0.0) << where;  // a kernel that writes nothing cannot pass
+}
+
 TEST(Qgemm, MatchesDequantizeThenSgemmOnRaggedShapes) {
   std::mt19937 rng(11);
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   for (int bits : {1, 2, 4, 8, 16})
     for (std::size_t m : {1u, 3u, 4u, 5u, 11u, 16u, 53u, 300u})  // 300: past the look-up path
       for (std::size_t n : {1u, 7u, 64u, 65u, 130u})
         for (std::size_t k : {1u, 3u, 33u, 100u, 784u}) {
-          const QuantizedMatrix w = random_matrix(n, k, bits, rng, false);
-          std::vector<float> x(m * k), bias(n), fused(m * n), reference(m * n);
-          for (auto& v : x) v = value(rng);
-          for (auto& v : bias) v = value(rng);
-          qgemm(x.data(), m, w, bias.data(), fused.data());
-          qgemm_ref(x.data(), m, w, bias.data(), reference.data());
-          double largest = 0.0;
-          for (std::size_t i = 0; i < fused.size(); ++i) {
-            ASSERT_NEAR(fused[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i])))
-                << "bits " << bits << " m " << m << " n " << n << " k " << k << " at " << i;
-            largest = std::max(largest, double(std::abs(fused[i])));
-          }
-          ASSERT_GT(largest, 0.0);  // a kernel that writes nothing cannot pass
+          ASSERT_NO_FATAL_FAILURE(expect_qgemm_matches_reference(
+              random_matrix(n, k, bits, rng, false), m, rng,
+              "bits " + std::to_string(bits) + " m " + std::to_string(m) + " n " + std::to_string(n) + " k " +
+                  std::to_string(k)));
         }
 }
 
@@ -179,25 +189,14 @@ TEST(Qgemm, LevelGridFindsUniformTablesOnly) {
 // products agree with the table's to rounding, on the register path (m <= 4) and the panel path.
 TEST(Qgemm, GridCodesComputeTheirLevels) {
   std::mt19937 rng(29);
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   for (int bits : {8, 16}) {
     QuantizedMatrix w = random_matrix(67, 301, bits, rng, false);
     const double top = double(w.levels.size() - 1);
     for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / top);
     ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
-    for (std::size_t m : {1u, 3u, 40u}) {
-      std::vector<float> x(m * 301), bias(67), fused(m * 67), reference(m * 67);
-      for (auto& v : x) v = value(rng);
-      for (auto& v : bias) v = value(rng);
-      qgemm(x.data(), m, w, bias.data(), fused.data());
-      qgemm_ref(x.data(), m, w, bias.data(), reference.data());
-      double largest = 0.0;
-      for (std::size_t i = 0; i < fused.size(); ++i) {
-        ASSERT_NEAR(fused[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << bits << " bits, m " << m;
-        largest = std::max(largest, double(std::abs(fused[i])));
-      }
-      ASSERT_GT(largest, 0.0);
-    }
+    for (std::size_t m : {1u, 3u, 40u})
+      ASSERT_NO_FATAL_FAILURE(
+          expect_qgemm_matches_reference(w, m, rng, std::to_string(bits) + " bits, m " + std::to_string(m)));
   }
 }
 
