@@ -10,15 +10,15 @@
 namespace nuq {
 namespace {
 
-// On the CPU, preparing interleaves the rows for the look-up path (1/2/4-bit codes, one codebook);
-// other matrices are used as stored.
+// On the CPU, preparing interleaves the rows for the look-up path (1/2/4-bit codes, one codebook)
+// and finds the level grid of 8/16-bit codes, once; the codes themselves are used as stored.
 class CpuPreparedWeights final : public PreparedWeights {
  public:
-  explicit CpuPreparedWeights(const QuantizedMatrix& w) : PreparedWeights(w), layout_(detail::make_lut_layout(w)) {}
-  const detail::LutLayout* layout() const { return layout_.empty() ? nullptr : &layout_; }
+  explicit CpuPreparedWeights(const QuantizedMatrix& w) : PreparedWeights(w), prepared_(detail::prepare_cpu(w)) {}
+  const detail::CpuPrepared& prepared() const { return prepared_; }
 
  private:
-  detail::LutLayout layout_;
+  detail::CpuPrepared prepared_;
 };
 
 class CpuBackend final : public Backend {
@@ -41,13 +41,12 @@ class CpuBackend final : public Backend {
     nuq::qgemm(x, m, w, bias, y);
   }
   std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override {
-    check_quantized_matrix(w, "prepare");
     return std::make_unique<CpuPreparedWeights>(w);
   }
   void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* bias, float* y) override {
     const auto* prepared = dynamic_cast<const CpuPreparedWeights*>(&w);
     NUQ_REQUIRE(prepared, "qgemm on the cpu: the weights were prepared by another backend");
-    detail::qgemm_with_layout(x, m, w.matrix(), prepared->layout(), bias, y);
+    detail::qgemm_prepared(x, m, w.matrix(), &prepared->prepared(), bias, y);
   }
   void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols, const float* bias,
             float* y) override {

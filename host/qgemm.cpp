@@ -27,8 +27,8 @@ constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 // per row would cost as much to build as the row to decode: those rows are decoded code by code).
 class RowDecoder {
  public:
-  explicit RowDecoder(const QuantizedMatrix& w) : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0) {
-    if (w.codes.bits >= 8 && !w.per_row()) grid_ = level_grid(w.levels.data(), w.levels.size());
+  RowDecoder(const QuantizedMatrix& w, const std::optional<LevelGrid>& grid)
+      : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0), grid_(grid) {
     if (per_byte_ && !w.per_row()) {
       table_.resize(256 * per_byte_);
       const unsigned mask = (1u << w.codes.bits) - 1u;
@@ -215,21 +215,32 @@ void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what) {
 }
 
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) {
-  detail::qgemm_with_layout(x, m, w, nullptr, bias, y);
+  detail::qgemm_prepared(x, m, w, nullptr, bias, y);
 }
 
-void detail::qgemm_with_layout(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout,
-                               const float* bias, float* y) {
+std::optional<LevelGrid> detail::grid_of(const QuantizedMatrix& w) {
+  if (w.codes.bits < 8 || w.per_row()) return std::nullopt;
+  return level_grid(w.levels.data(), w.levels.size());
+}
+
+detail::CpuPrepared detail::prepare_cpu(const QuantizedMatrix& w) {
+  check_quantized_matrix(w, "prepare");
+  return {make_lut_layout(w), grid_of(w)};
+}
+
+void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix& w, const CpuPrepared* prepared,
+                            const float* bias, float* y) {
   check_quantized_matrix(w, "qgemm");
   const std::size_t n = w.codes.rows, k = w.codes.cols;
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
+  const LutLayout* layout = prepared && !prepared->layout.empty() ? &prepared->layout : nullptr;
   if (detail::qgemm_lut(x, m, w, layout, y)) {  // 1-4-bit codes, one codebook, batches up to kLutMaxBatch
     add_bias(bias, m, n, y);
     return;
   }
-  const RowDecoder decoder(w);
+  const RowDecoder decoder(w, prepared ? prepared->grid : detail::grid_of(w));
   if (m <= kDirectMaxBatch) {
     // Rows are independent: threads take contiguous blocks of them (indices are 64-bit
     // throughout, so matrices beyond 2^31 weights are addressed correctly).

@@ -191,7 +191,6 @@ bool lut_applies(const QuantizedMatrix& w) { return w.codes.bits <= 4 && !w.per_
 LutLayout make_lut_layout(const QuantizedMatrix& w) {
   LutLayout layout;
   if (!lut_applies(w)) return layout;
-  check_quantized_matrix(w, "qgemm");
   const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
   const std::size_t groups = word_groups(row_bytes), blocks = (n + kRows - 1) / kRows;
   layout.rows = n;

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "nuq/qgemm.h"
@@ -49,15 +50,25 @@ struct LutLayout {
 // True when the look-up path takes `w` at all (AVX-512 F and BW in the build, 1/2/4-bit codes,
 // one table of levels for the matrix, at least one row).
 bool lut_applies(const QuantizedMatrix& w);
-LutLayout make_lut_layout(const QuantizedMatrix& w);
+LutLayout make_lut_layout(const QuantizedMatrix& w);  // `w` already checked (check_quantized_matrix)
 
 // y[m, rows] = x[m, cols] * W^T (no bias) when the path applies and m <= kLutMaxBatch, from
 // `layout` when it is given and fits `w`, else from the row-major codes. Returns false, touching
 // nothing, otherwise.
 bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y);
 
-// nuq::qgemm (host/qgemm.cpp) with the layout, when there is one, handed to the look-up path.
-void qgemm_with_layout(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout,
-                       const float* bias, float* y);
+// What the CPU backend works out once per matrix (Backend::prepare) instead of on every call.
+struct CpuPrepared {
+  LutLayout layout;               // the look-up path's interleaved rows; empty where it does not apply
+  std::optional<LevelGrid> grid;  // 8/16-bit codes of one table on a uniform grid (grid_of)
+};
+CpuPrepared prepare_cpu(const QuantizedMatrix& w);
+
+// The level grid of 8- or 16-bit codes with one table, when their levels are on one.
+std::optional<LevelGrid> grid_of(const QuantizedMatrix& w);
+
+// nuq::qgemm (host/qgemm.cpp) from what was prepared, or, with null, working it out on the way.
+void qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix& w, const CpuPrepared* prepared,
+                    const float* bias, float* y);
 
 }  // namespace nuq::detail

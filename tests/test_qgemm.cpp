@@ -194,9 +194,16 @@ TEST(Qgemm, GridCodesComputeTheirLevels) {
     const double top = double(w.levels.size() - 1);
     for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / top);
     ASSERT_TRUE(level_grid(w.levels.data(), w.levels.size()).has_value());
-    for (std::size_t m : {1u, 3u, 40u})
+    const auto prepared = cpu_backend().prepare(w);  // the grid found once, not per call
+    for (std::size_t m : {1u, 3u, 40u}) {
       ASSERT_NO_FATAL_FAILURE(
           expect_qgemm_matches_reference(w, m, rng, std::to_string(bits) + " bits, m " + std::to_string(m)));
+      std::vector<float> x(m * 301, 0.25f), direct(m * 67), from_prepared(m * 67);
+      x[m * 301 / 2] = -3.0f;
+      qgemm(x.data(), m, w, nullptr, direct.data());
+      cpu_backend().qgemm(x.data(), m, *prepared, nullptr, from_prepared.data());
+      EXPECT_EQ(from_prepared, direct) << bits << " bits, m " << m;
+    }
   }
 }
 
