@@ -198,8 +198,8 @@ void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix
 void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias, bool relu,
                   float* d_y, cudaStream_t stream, Precision precision) {
   if (m == 0 || w.n == 0) return;
-  require_device_rows(w);
   if (precision == Precision::Bf16 && m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
+  require_device_rows(w);  // (the tensor-core entry checks for itself)
   with_code_width(w.bits, "qgemm", [&](auto bits) {
     launch_for_width<decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
   });
@@ -208,8 +208,8 @@ void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& 
 void launch_qgemm(const __nv_bfloat16* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
                   bool relu, float* d_y, cudaStream_t stream) {
   if (m == 0 || w.n == 0) return;
-  require_device_rows(w);
   if (m > kSmallBatch) return launch_qgemm_tensor(d_x, m, w, d_bias, relu, d_y, stream);
+  require_device_rows(w);
   with_code_width(w.bits, "qgemm", [&](auto bits) {
     launch_small_batch<__nv_bfloat16, decltype(bits)::value>(d_x, m, w, d_bias, relu, d_y, stream);
   });

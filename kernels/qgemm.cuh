@@ -1,7 +1,9 @@
 // Quantized GEMM on the device, straight from packed codes: Y[m, n] = act(X[m, k] * W^T + b) with
 // W[n, k] = levels[code(n, k)] (one table, or one per row). Two paths:
-//  - small batches (m <= kSmallBatch): one warp per output row streams the row's packed bytes
-//    once and meets every row of X with them (the weights are read once, at memory speed);
+//  - small batches (m <= kSmallBatch): a group of lanes per output row (a whole warp for long
+//    rows) streams the row's packed bytes once with 16-byte loads and meets every row of X with
+//    them (the weights are read once, at memory speed), split across blocks along k when the
+//    rows alone leave multiprocessors idle;
 //  - larger batches: 64 x 64 output tiles, the weight tile decoded into shared memory once per
 //    k-step and reused by all 64 rows of X (FP32 FMA on CUDA cores), or with Precision::Bf16
 //    128 x 128 tiles decoded into BF16 for the tensor cores (qgemm_tensor.cu).
