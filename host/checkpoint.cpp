@@ -130,7 +130,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
   return out;
 }
 
-io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name) {
+io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name, DequantizeReport* report) {
   const auto meta = quantized.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != quantized.metadata.end(), name, ": no nuq.checkpoint in __metadata__ (not a checkpoint "
               "written by nuq quantize)");
@@ -146,6 +146,7 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
   NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(),
               name, ": nuq.checkpoint has no tensors object");
   std::set<std::string> used;
+  DequantizeReport r;
   for (const auto& [tensor_name, d] : description["tensors"].items()) {
     const std::string where = name + ": tensor '" + tensor_name + "'";
     std::vector<std::int64_t> shape;
@@ -176,19 +177,29 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
     const auto levels = quantized.tensors.find(tensor_name + ".codebook");
     NUQ_REQUIRE(codes != quantized.tensors.end() && levels != quantized.tensors.end(), where,
                 ": missing .codes or .codebook");
-    NUQ_REQUIRE(codes->second.dtype == io::DType::U8 && codes->second.data.size() == rows * packed_row_bytes(cols, bits),
-                where, ".codes: expected U8 with ", rows * packed_row_bytes(cols, bits), " bytes");
-    const std::vector<float> table = io::to_floats(levels->second, where + ".codebook");
-    const std::size_t per_table = std::size_t{1} << bits;  // one table, or one per row (per-channel)
-    NUQ_REQUIRE(table.size() == per_table || (rows > 1 && table.size() == rows * per_table), where, ".codebook: ",
-                table.size(), " levels for ", bits, "-bit codes in ", rows, " rows");
+    io::require_layout(codes->second, io::DType::U8, {std::int64_t(rows), std::int64_t(packed_row_bytes(cols, bits))},
+                       where + ".codes");
+    const std::vector<float> table = read_levels_table(levels->second, rows, bits, where + ".codebook");
     const QuantizedMatrix m{{rows, cols, bits, codes->second.data}, table};
     out.tensors[tensor_name] = io::f32_tensor(shape, dequantize(m));
     used.insert(tensor_name + ".codes");
     used.insert(tensor_name + ".codebook");
+    r.restored.push_back(tensor_name);
   }
-  for (const auto& [tensor_name, t] : quantized.tensors)
-    if (!used.count(tensor_name)) out.tensors[tensor_name] = t;
+  for (const auto& [tensor_name, t] : quantized.tensors) {
+    if (used.count(tensor_name)) continue;
+    // Codes without a description cannot be restored; copying them as they are would hand the
+    // user a checkpoint that looks whole and is not.
+    for (const char* suffix : {".codes", ".codebook"}) {
+      const std::size_t n = std::char_traits<char>::length(suffix);
+      NUQ_REQUIRE(tensor_name.size() <= n || tensor_name.compare(tensor_name.size() - n, n, suffix) != 0, name,
+                  ": tensor '", tensor_name, "' holds quantized data but nuq.checkpoint does not describe '",
+                  tensor_name.substr(0, tensor_name.size() - n), "'; the file is damaged");
+    }
+    out.tensors[tensor_name] = t;
+    r.copied.push_back(tensor_name);
+  }
+  if (report) *report = std::move(r);
   return out;
 }
 

@@ -22,11 +22,13 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
   if (!o.retrain && std::filesystem::exists(path)) {
     if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
     result.model = load_model(path.string());
+    if (result.model.dataset.empty()) result.model.dataset = dataset;  // cached before nuq.dataset existed
     return result;
   }
   const io::Dataset train_set = io::load_split(io::dataset_dir(o.data_root, dataset), "train");
   if (progress) *progress << "training the " << dataset << " " << model_name << " (" << o.train.epochs << " epochs)\n";
   result.model = make_model(parse_architecture(model_name), o.train.seed);
+  result.model.dataset = dataset;
   std::filesystem::create_directories(path.parent_path());
   // A run killed while training picks up after its last finished epoch (unless --retrain).
   TrainConfig config = o.train;
@@ -51,6 +53,7 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   Model& model = trained.model;
   result.model_file = trained.file;
   result.trained = trained.trained;
+  result.trained_on = model.trained_on;
   result.training = std::move(trained.training);
   result.parameters = model.parameter_count();
   result.fp32_accuracy = accuracy(model, test_set);
@@ -150,7 +153,7 @@ nlohmann::json to_json(const ExperimentResult& r) {
   for (const CaseResult& c : r.controls) controls.push_back(case_json(c));
   return {{"dataset", r.dataset}, {"model", r.model}, {"seed", r.seed}, {"parameters", r.parameters},
           {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
-          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"model_file", r.model_file}, {"training", r.training},
+          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"trained_on", r.trained_on}, {"model_file", r.model_file}, {"training", r.training},
           {"seconds", r.seconds}, {"cases", cases}, {"controls", controls}};
 }
 

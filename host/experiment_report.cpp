@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "nuq/platform.h"
 #include "nuq/experiment.h"
 #include "nuq/figures.h"
 
@@ -158,7 +159,15 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
         "*Two Novel Non-Uniform Quantizers with Application in Post-Training Quantization* "
         "(Mathematics 10, 3435, 2022), rerun by nuq: every published case beside ours. "
         "x_max is resolved from **our** weights (cases 1 and 2 depend on their extremes), every "
-        "quantized model is written as safetensors and evaluated from its packed codes.\n\n";
+        "quantized model is written as safetensors and evaluated from its packed codes.\n\n"
+     << "**What is reproducible.** The designs and the theory are the same on any machine. Quantization is "
+        "deterministic: the same model and thread count give the same codes, SQNR and accuracy on every run. "
+        "Training (and the last bits of inference) runs through OpenBLAS, whose SGEMM kernel is chosen per "
+        "processor and adds in its own order, so "
+        "the same seed gives the same weights bit for bit only with the same nuq build, the same OpenBLAS "
+        "kernel and the same thread count; elsewhere the weights differ in their last bits and the FP32 "
+        "accuracy by a few tenths of a point (98.15 % and 98.33 % for the MNIST MLP on two machines). Each "
+        "model records where it was trained (`nuq.trained_on`); this run: " << summary(this_platform()) << ".\n\n";
   std::vector<std::string> shown;
   for (const ExperimentResult& r : results) {
     const std::string key = r.dataset + "/" + r.model;
@@ -172,7 +181,9 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
        << "- normalised weights: w_min = " << number(r.w_min, 4) << ", w_max = " << number(r.w_max, 4)
        << (r.dataset == "mnist" ? " (paper −7.0638, 4.8371)" : "") << "\n"
        << "- model: seed " << r.seed << ", " << (r.trained ? "trained in this run" : "loaded from the cache") << "; run took "
-       << number(r.seconds, 1) << " s\n\n";
+       << number(r.seconds, 1) << " s\n"
+       << "- trained on: " << (r.trained_on.empty() ? std::string("not recorded (a model from an older nuq)") : r.trained_on)
+       << "\n\n";
     std::string table;
     for (const CaseResult& c : r.cases) {
       if (c.table != table) {

@@ -83,8 +83,18 @@ Model make_model(Architecture architecture, std::uint64_t seed) {
 void save_model(const std::string& path, const Model& model) {
   io::TensorFile file;
   file.metadata["nuq.architecture"] = to_string(model.architecture);
+  if (!model.dataset.empty()) file.metadata["nuq.dataset"] = model.dataset;
+  if (!model.trained_on.empty()) file.metadata["nuq.trained_on"] = model.trained_on;
   for (const Parameter& p : model.parameters) file.tensors[p.name] = io::f32_tensor(p.shape, p.values);
   io::write_safetensors(path, file);
+}
+
+std::string recorded_dataset(const io::TensorFile& file, const std::string& name) {
+  const auto found = file.metadata.find("nuq.dataset");
+  if (found == file.metadata.end()) return "";
+  NUQ_REQUIRE(found->second == "mnist" || found->second == "fashion", name, ": nuq.dataset is '", found->second,
+              "', expected mnist or fashion");
+  return found->second;
 }
 
 Model load_model(const std::string& path, NonFinite nonfinite) {
@@ -97,6 +107,8 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
               ": no nuq.architecture in __metadata__ (not a model written by nuq train)");
   Model model;
   model.architecture = parse_architecture(architecture->second);
+  model.dataset = recorded_dataset(file, path);
+  if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) model.trained_on = where->second;
   for (const Layout& entry : layout(model.architecture)) {
     const auto it = file.tensors.find(entry.name);
     NUQ_REQUIRE(it != file.tensors.end(), path, ": missing tensor '", entry.name, "'");
@@ -105,7 +117,7 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
     Parameter p{entry.name, entry.shape, io::to_floats(it->second, path + ": " + entry.name)};
     for (std::size_t i = 0; i < p.values.size() && nonfinite == NonFinite::Reject; ++i)
       NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i, " is ", p.values[i],
-                  " (--nonfinite saturate to quantize such weights anyway)");
+                  "; `nuq quantize --nonfinite saturate` quantizes such weights to the outermost levels instead");
     model.parameters.push_back(std::move(p));
   }
   return model;

@@ -82,7 +82,7 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   require_storable(normalisation, bits, "quantize");
   std::vector<WeightStats> own;
   const std::vector<TensorNormalisation> maps = normalisers(model, global, normalisation, nonfinite, backend, &own);
-  QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}};
+  QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}, model.dataset};
 
   PtqReport r;
   r.stats = global;
@@ -137,6 +137,16 @@ double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& da
   return accuracy(predict(network, data), data);
 }
 
+std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where) {
+  const std::int64_t per_table = std::int64_t{1} << bits;
+  const std::vector<std::int64_t> per_row{std::int64_t(rows), per_table};
+  if (tensor.shape != per_row) io::require_layout(tensor, io::DType::F32, {1, per_table}, where);
+  std::vector<float> levels = io::to_floats(tensor, where);
+  for (std::size_t i = 0; i < levels.size(); ++i)
+    NUQ_REQUIRE(std::isfinite(levels[i]), where, ": level ", i, " is ", levels[i], "; every level must be finite");
+  return levels;
+}
+
 void save_quantized(const std::string& path, const QuantizedModel& q) {
   io::TensorFile file;
   nlohmann::json tensors = nlohmann::json::object();
@@ -174,6 +184,7 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
                                       {"tensors", tensors}};
   file.metadata["nuq.quantized"] = description.dump();
   file.metadata["nuq.architecture"] = to_string(q.architecture);
+  if (!q.dataset.empty()) file.metadata["nuq.dataset"] = q.dataset;
   io::write_safetensors(path, file);
 }
 
@@ -188,7 +199,7 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
     QuantizedModel q{parse_architecture(d.at("architecture").get<std::string>()),
                      codebook_from_json(d.at("codebook")),
                      parse_normalisation(d.value("normalisation", std::string("global"))),
-                     d.at("mean").get<double>(), d.at("stddev").get<double>(), {}};
+                     d.at("mean").get<double>(), d.at("stddev").get<double>(), {}, recorded_dataset(file, path)};
     NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev > 0.0, path,
                 ": mean and stddev must be finite, stddev positive");
     for (const Parameter& p : make_model(q.architecture, 0).parameters) {
@@ -206,8 +217,7 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
       const std::size_t row_bytes = packed_row_bytes(cols, bits);
       std::vector<float> values;
       if (stores_grid(q.codebook, bits)) {
-        NUQ_REQUIRE(codes->second.dtype == io::DType::U16 && codes->second.data.size() == rows * row_bytes, where,
-                    ".codes: expected U16 [", rows, ", ", cols, "]");
+        io::require_layout(codes->second, io::DType::U16, {std::int64_t(rows), std::int64_t(cols)}, where + ".codes");
         const auto grid = file.tensors.find(p.name + ".grid");
         NUQ_REQUIRE(grid != file.tensors.end() && grid->second.dtype == io::DType::F64 &&
                         grid->second.data.size() == 2 * sizeof(double),
@@ -218,15 +228,10 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
                     ".grid: offset and scale must be finite, scale not negative");
         values = grid_levels(map[0], map[1], std::size_t{1} << bits);
       } else {
-        NUQ_REQUIRE(codes->second.dtype == io::DType::U8 && codes->second.data.size() == rows * row_bytes, where,
-                    ".codes: expected U8 with ", rows * row_bytes, " bytes");
+        io::require_layout(codes->second, io::DType::U8, {std::int64_t(rows), std::int64_t(row_bytes)}, where + ".codes");
         const auto levels = file.tensors.find(p.name + ".codebook");
         NUQ_REQUIRE(levels != file.tensors.end(), where, ": missing .codebook");
-        values = io::to_floats(levels->second, where + ".codebook");
-        // One table for the tensor, or one per row (per-channel normalisation).
-        const std::size_t per_table = std::size_t{1} << bits;
-        NUQ_REQUIRE(values.size() == per_table || (rows > 1 && values.size() == rows * per_table), where,
-                    ".codebook: needs ", per_table, " levels (or ", per_table, " for each of the ", rows, " rows)");
+        values = read_levels_table(levels->second, rows, bits, where + ".codebook");
       }
       for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ": a level is not finite");
       const double mean = info.value("mean", q.mean), stddev = info.value("stddev", q.stddev);

@@ -43,7 +43,7 @@ WeightStats chunk_with_nonfinite(const float* values, std::size_t first, std::si
     const double x = values[i];
     if (!std::isfinite(x)) {
       NUQ_REQUIRE(nonfinite == NonFinite::Skip, name, ": element ", i, " is ", x,
-                  "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
+                  "; weights must be finite (`nuq quantize --nonfinite saturate` quantizes them to the outermost levels instead)");
       ++local.nonfinite;
       continue;
     }

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/platform.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
 
@@ -229,6 +230,7 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
     state.epoch = epoch;
     if (!config.checkpoint.empty()) save_checkpoint(config.checkpoint, model, adam, state, run);
   }
+  model.trained_on = summary(this_platform());
   return log;
 }
 

@@ -20,7 +20,14 @@ Discovery discover() {
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) {
     cudaGetLastError();  // clear the sticky "no device" state for later calls
-    found.reason = std::string("no usable CUDA device: ") + cudaGetErrorString(status);
+    // The runtime words these for developers ("CUDA driver version is insufficient for CUDA
+    // runtime version" is also what a machine with no GPU driver at all reports).
+    if (status == cudaErrorInsufficientDriver)
+      found.reason = "no CUDA device: no NVIDIA driver is loaded, or it is older than this build's CUDA runtime";
+    else if (status == cudaErrorNoDevice)
+      found.reason = "no CUDA device is visible (check CUDA_VISIBLE_DEVICES)";
+    else
+      found.reason = std::string("no usable CUDA device: ") + cudaGetErrorString(status);
     return found;
   }
   if (count == 0) found.reason = "the CUDA runtime reports no device";

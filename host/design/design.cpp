@@ -19,6 +19,12 @@ constexpr double kTernaryXmax = 3.0 / kSqrt2;
 constexpr double kXmaxSearchLow = 1e-3, kXmaxSearchHigh = 64.0;
 constexpr int kMaxIterations = 100000;
 constexpr double kMaxSweepPoints = 1e6;
+// Scales a double can carry through D = sigma^2 * D_unit and SQNR: beyond them the variance or the
+// distortion overflows and the SQNR would come out as NaN.
+constexpr double kMinSigma = 1e-100, kMaxSigma = 1e100;
+// A support (or start) this many standard deviations out holds no mass worth quantizing; beyond it
+// the granular distortion of the outermost cell overflows.
+constexpr double kMaxStandardDeviations = 1e6;
 
 bool is_power_of_two(Method m) { return m == Method::Sptq || m == Method::Msptq; }
 
@@ -89,18 +95,28 @@ UnitDesign iterate_unit_design(const DesignSpec& spec) {
   }
 }
 
+// A support threshold or starting value in the source's units, `what` naming it.
+void require_support(double value, double sigma, const char* what) {
+  require_positive(value, what);
+  NUQ_REQUIRE(value / sigma <= kMaxStandardDeviations, "design: ", what, " = ", value, " is ", value / sigma,
+              " standard deviations (sigma = ", sigma, "); at most ", kMaxStandardDeviations, " make sense");
+}
+
 void validate(const DesignSpec& spec) {
   require_positive(spec.sigma, "sigma");
+  NUQ_REQUIRE(spec.sigma >= kMinSigma && spec.sigma <= kMaxSigma, "design: sigma = ", spec.sigma, " is outside [",
+              kMinSigma, ", ", kMaxSigma, "] (its variance and distortion would not fit in a double)");
   require_positive(spec.epsilon, "epsilon");
-  require_positive(spec.alpha, "alpha");
-  require_positive(spec.mu, "mu");
-  if (spec.xmax) require_positive(*spec.xmax, "x_max");
-  if (spec.init) require_positive(*spec.init, "the initial value");
+  // Each method's own parameter is checked only for that method: the others ignore it.
+  if (spec.method == Method::Ternary) require_positive(spec.alpha, "alpha");
+  else NUQ_REQUIRE(spec.alpha == 1.0, "design: alpha scales the ternary quantizer only, not ", to_string(spec.method));
+  if (spec.method == Method::MuLaw) require_positive(spec.mu, "mu");
+  else NUQ_REQUIRE(spec.mu == DesignSpec{}.mu, "design: mu belongs to the mulaw quantizer, not ", to_string(spec.method));
+  if (spec.xmax) require_support(*spec.xmax, spec.sigma, "x_max");
+  if (spec.init) require_support(*spec.init, spec.sigma, "the initial value");
   level_count(spec);  // validates bits and levels for the method
   NUQ_REQUIRE(!(spec.xmax && spec.rule && *spec.rule != XmaxRule::Given),
               "design: give either x_max or an optimizer (", to_string(*spec.rule), "), not both");
-  NUQ_REQUIRE(spec.alpha == 1.0 || spec.method == Method::Ternary,
-              "design: alpha scales the ternary quantizer only");
 }
 
 }  // namespace
@@ -181,7 +197,7 @@ DesignResult design(const DesignSpec& spec) {
 
 Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
   validate(spec);
-  require_positive(xmax, "x_max");
+  require_support(xmax, spec.sigma, "x_max");
   const Codebook unit = unit_codebook(spec, xmax / spec.sigma, XmaxRule::Given, 0);
   return spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
 }

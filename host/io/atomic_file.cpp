@@ -9,16 +9,18 @@
 #include <fstream>
 
 #include "nuq/error.h"
+#include "nuq/io/file_checks.h"
 
 namespace nuq::io {
 
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
+  require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
   // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy).
   const std::string temporary = path + ".tmp." + std::to_string(::getpid());
   try {
     {
       std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      NUQ_REQUIRE(out, path, ": cannot create ", temporary, ": ", std::strerror(errno));
+      NUQ_REQUIRE(out, path, ": cannot write there (creating ", temporary, "): ", std::strerror(errno));
       write(out);
       out.flush();
       NUQ_REQUIRE(out, path, ": writing failed (disk full?)");

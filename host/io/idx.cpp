@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "nuq/error.h"
+#include "nuq/io/file_checks.h"
 #include "nuq/io/atomic_file.h"
 
 namespace nuq::io {
@@ -36,7 +37,7 @@ bool known_type(std::uint8_t code) {
 // One reader for raw and gzip files: zlib's gzread passes uncompressed files through unchanged.
 class Source {
  public:
-  explicit Source(const std::string& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
+  explicit Source(const std::string& path) : path_(path), file_((require_input_file(path), gzopen(path.c_str(), "rb"))) {
     NUQ_REQUIRE(file_, path, ": cannot open: ", std::strerror(errno));
     gzbuffer(file_, 1 << 16);
   }

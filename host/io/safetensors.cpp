@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -11,6 +12,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
+#include "nuq/io/file_checks.h"
 
 namespace nuq::io {
 namespace {
@@ -157,8 +159,9 @@ TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::
 }
 
 TensorFile read_safetensors(const std::string& path, std::size_t max_bytes) {
+  require_input_file(path);  // a directory would "open" and report a size of 2^63 - 1
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  NUQ_REQUIRE(in, path, ": cannot open");
+  NUQ_REQUIRE(in, path, ": cannot open: ", std::strerror(errno));
   const auto size = static_cast<std::size_t>(in.tellg());
   NUQ_REQUIRE(size <= max_bytes, path, ": ", size, " bytes exceed the limit of ", max_bytes);
   std::vector<std::uint8_t> bytes(size);
@@ -199,6 +202,18 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   write_atomically(path, [&](std::ostream& out) {
     out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   });
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  if (shape.empty()) return "scalar";
+  std::string text;
+  for (auto d : shape) text += (text.empty() ? "" : "x") + std::to_string(d);
+  return text;
+}
+
+void require_layout(const Tensor& tensor, DType dtype, const std::vector<std::int64_t>& shape, const std::string& where) {
+  NUQ_REQUIRE(tensor.dtype == dtype && tensor.shape == shape, where, ": expected ", to_string(dtype), " [",
+              shape_text(shape), "], got ", to_string(tensor.dtype), " [", shape_text(tensor.shape), "]");
 }
 
 Tensor f32_tensor(std::vector<std::int64_t> shape, const std::vector<float>& values) {

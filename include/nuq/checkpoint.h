@@ -34,8 +34,15 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
                                    Normalisation normalisation, NonFinite nonfinite, Backend& backend,
                                    CheckpointReport* report = nullptr);
 
+struct DequantizeReport {
+  std::vector<std::string> restored;  // quantized tensors restored as F32
+  std::vector<std::string> copied;    // tensors that were stored as they were
+};
+
 // The FP32 checkpoint back from a quantized one (every quantized tensor as F32 in its original
-// shape, copied tensors unchanged). Validates the file like load_quantized: errors name `name`.
-io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name);
+// shape, copied tensors unchanged). Validates the file like load_quantized (exact layouts, finite
+// levels, no quantized tensor left undescribed): errors name `name`.
+io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name,
+                                     DequantizeReport* report = nullptr);
 
 }  // namespace nuq

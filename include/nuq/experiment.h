@@ -47,6 +47,7 @@ struct ExperimentResult {
   std::size_t parameters = 0;
   bool trained = false;             // false: loaded from the cache
   std::string model_file;           // the FP32 model, as saved (safetensors)
+  std::string trained_on;           // Model::trained_on: the machine and BLAS kernel that trained it
   std::vector<EpochLog> training;
   double seconds = 0.0;
   std::vector<CaseResult> cases;

@@ -30,6 +30,12 @@ struct Parameter {
 struct Model {
   Architecture architecture = Architecture::Mlp;
   std::vector<Parameter> parameters;  // in the order of the forward pass
+  // The data set it was trained on ("mnist" or "fashion"; empty when unknown): saved as
+  // nuq.dataset so that `nuq eval` tests it on the right images without being told.
+  std::string dataset;
+  // Where it was trained (nuq/platform.h summary; empty when unknown), saved as nuq.trained_on:
+  // the same seed reproduces the weights bit for bit only on the same OpenBLAS kernel.
+  std::string trained_on;
 
   Parameter& at(const std::string& name);
   const Parameter& at(const std::string& name) const;
@@ -40,7 +46,11 @@ struct Model {
 // Glorot-uniform weights and zero biases (Keras' defaults, as the paper used), seeded.
 Model make_model(Architecture architecture, std::uint64_t seed);
 
-// safetensors with {"format": "pt", "nuq.architecture": "mlp"|"cnn"}; load validates every
+// The data set a file records in nuq.dataset ("mnist" or "fashion"), or "" when it records none.
+// Throws nuq::Error naming `name` for any other value.
+std::string recorded_dataset(const io::TensorFile& file, const std::string& name);
+
+// safetensors with {"format": "pt", "nuq.architecture": "mlp"|"cnn", "nuq.dataset": ...}; load validates every
 // parameter's presence, shape and finiteness. Both throw nuq::Error naming the file.
 void save_model(const std::string& path, const Model& model);
 // Reads a model written by save_model. A NaN or Inf parameter is an error naming the tensor and

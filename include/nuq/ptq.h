@@ -39,6 +39,7 @@ struct QuantizedModel {
   Normalisation normalisation = Normalisation::Global;
   double mean = 0.0, stddev = 1.0;  // global statistics of the FP32 parameters
   std::map<std::string, QuantizedTensor> tensors;
+  std::string dataset;  // the FP32 model's (Model::dataset), saved as nuq.dataset
 };
 
 // What the paper reports per run, plus a per-tensor account (llama.cpp's quantize style).
@@ -84,6 +85,11 @@ Model dequantize_model(const QuantizedModel& quantized);
 
 // Accuracy (%) evaluated from the packed form: dense layers through qgemm.
 double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend = cpu_backend());
+
+// The `.codebook` tensor of a quantized tensor with `rows` rows of `bits`-bit codes: F32
+// [1, 2^bits] (one table) or [rows, 2^bits] (a table per row), every level finite. Throws
+// nuq::Error naming `where`.
+std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where);
 
 // safetensors: <name>.codes (U8 [rows, row bytes]), <name>.codebook (F32 [1, 2^bits]) and the
 // quantizer, statistics and shapes as JSON in __metadata__["nuq.quantized"]. Written atomically.

@@ -9,6 +9,7 @@
 
 namespace nuq::io {
 
+// Refuses a destination that exists and is not a regular file (require_output_path).
 // Calls `write` with a stream on the temporary file; throws nuq::Error (naming `path`) when the
 // stream fails or the rename does, and removes the temporary file on every failure.
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write);

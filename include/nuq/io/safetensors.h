@@ -41,6 +41,13 @@ TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::
 void write_safetensors(const std::string& path, const TensorFile& file);
 std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file);
 
+// "784x512" (or "scalar" for rank 0), for messages and tables.
+std::string shape_text(const std::vector<std::int64_t>& shape);
+
+// Throws nuq::Error naming `where` unless the tensor is `dtype` with exactly `shape` (a tensor
+// reshaped to the same byte count is as wrong as one of the wrong size).
+void require_layout(const Tensor& tensor, DType dtype, const std::vector<std::int64_t>& shape, const std::string& where);
+
 // F32 tensors from and to float vectors (the host is little-endian, as the format).
 Tensor f32_tensor(std::vector<std::int64_t> shape, const std::vector<float>& values);
 std::vector<float> to_floats(const Tensor& tensor, const std::string& name);

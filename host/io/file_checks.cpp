@@ -1,0 +1,61 @@
+#include "nuq/io/file_checks.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "nuq/error.h"
+
+namespace nuq::io {
+namespace {
+
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+}  // namespace
+
+void require_input_file(const std::string& path) {
+  NUQ_REQUIRE(!path.empty(), "an input file name is empty");
+  struct stat info {};
+  NUQ_REQUIRE(::stat(path.c_str(), &info) == 0, path, ": cannot open: ", std::strerror(errno));
+  NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": cannot read it as a file: it is ", kind_of(info.st_mode));
+  NUQ_REQUIRE(::access(path.c_str(), R_OK) == 0, path, ": cannot open: ", std::strerror(errno));
+}
+
+void require_output_path(const std::string& path, const std::vector<std::string>& inputs, const std::string& option) {
+  NUQ_REQUIRE(!path.empty(), option, ": the file name is empty");
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) {
+    NUQ_REQUIRE(errno == ENOENT, path, ": cannot write there: ", std::strerror(errno));
+    return;  // a new file
+  }
+  NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": will not replace it: it is ", kind_of(info.st_mode),
+              " (nuq writes regular files only)");
+  for (const std::string& input : inputs) {
+    struct stat source {};
+    if (::stat(input.c_str(), &source) == 0 && source.st_dev == info.st_dev && source.st_ino == info.st_ino)
+      throw Error(path + ": is the input " + (input == path ? "itself" : "file " + input) +
+                  "; give another " + option + " so the input is kept");
+  }
+}
+
+void make_folder(const std::string& path, const std::string& option) {
+  NUQ_REQUIRE(!path.empty(), option, ": the folder name is empty");
+  std::error_code error;
+  std::filesystem::create_directories(path, error);
+  NUQ_REQUIRE(!error, option, " ", path, ": cannot create the folder: ", error.message());
+  NUQ_REQUIRE(std::filesystem::is_directory(path), option, " ", path, ": is not a folder");
+}
+
+}  // namespace nuq::io
