@@ -1,10 +1,6 @@
 // The `nuq` binary as a user runs it: help, JSON output, CSV traces, and clear errors.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -15,26 +11,13 @@
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
+#include "cli_runner.h"
 #include "temp_dir.h"
 
 namespace {
 
-struct CommandResult {
-  int status;
-  std::string output;  // stdout and stderr together
-};
-
-CommandResult run_nuq(const std::string& arguments) {
-  const std::string command = std::string(NUQ_BINARY) + " " + arguments + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return {-1, "popen failed"};
-  std::string output;
-  std::array<char, 4096> buffer;
-  std::size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using nuq::test::CommandResult;
+using nuq::test::run_nuq;
 
 TEST(Cli, HelpListsTheCommands) {
   const CommandResult r = run_nuq("--help");

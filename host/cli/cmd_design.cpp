@@ -157,7 +157,8 @@ void add_design_command(CLI::App& app) {
   cmd->add_option("--method,-m", options->method, "Quantizer family")
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))
       ->capture_default_str();
-  cmd->add_option("--bits,-b", options->bits, "Code width R in bits (1..16)")->capture_default_str();
+  cmd->add_option("--bits,-b", options->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
+      ->check(CLI::Range(1, 16))->capture_default_str();
   cmd->add_option("--levels,-N", options->levels,
                   "Number of levels (default 2^bits; uniform, mulaw and lloyd-max only)");
   cmd->add_option("--xmax", options->xmax, "Support threshold x_max (source units); default: optimal");
@@ -166,9 +167,9 @@ void add_design_command(CLI::App& app) {
                   "rule) or numeric (minimise the exact D); default: iterative for sptq/msptq, "
                   "numeric for uniform/mulaw")
       ->check(CLI::IsMember({"iterative", "numeric"}));
-  cmd->add_option("--alpha", options->alpha, "Ternary scale factor: x_max = alpha * (xmax or 3/sqrt(2))")
+  cmd->add_option("--alpha", options->alpha, "Ternary scale factor (ternary only): x_max = alpha * (xmax or 3/sqrt(2))")
       ->capture_default_str();
-  cmd->add_option("--mu", options->mu, "mu-law compression parameter")->capture_default_str();
+  cmd->add_option("--mu", options->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
   cmd->add_option("--init", options->init,
                   "Initial value of the iterative rule: Delta(0) for sptq/msptq, x_max(0) for uniform");
   cmd->add_option("--sigma", options->sigma, "Standard deviation of the Laplacian source")

@@ -9,6 +9,7 @@
 #include "args.h"
 #include "commands.h"
 #include "nuq/error.h"
+#include "nuq/laplace.h"
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
@@ -17,10 +18,15 @@
 namespace nuq::cli {
 namespace {
 
-// --range FROM:TO with --step, or FROM:TO:STEP on its own.
+// --range FROM:TO with --step, or FROM:TO:STEP on its own (the step taken as a number, never
+// through text, which would round it).
 Range db_range(const std::string& text, double step) {
-  const bool has_step = std::count(text.begin(), text.end(), ':') == 2;
-  return parse_range(has_step ? text : text + ":" + std::to_string(step), "--range");
+  Range range = parse_range(text, "--range");
+  if (std::count(text.begin(), text.end(), ':') == 1) {
+    NUQ_REQUIRE(std::isfinite(step) && step > 0.0, "--step: must be a positive number of dB, got ", step);
+    range.step = step;
+  }
+  return range;
 }
 
 struct MismatchOptions {
@@ -54,7 +60,8 @@ void run_mismatch(const MismatchOptions& o) {
   }
   std::cout << "Uniform quantizer, " << o.bits << " bits, designed for sigma_ref = 1 (iterative x_max = "
             << fixed(codebook.xmax(), 4) << "), applied to Laplace(0, sigma^2)\n\n";
-  TextTable table({"20log10(s/s_ref) dB", "sigma", "SQNR exact dB", "high-rate approx dB", "approx - exact", "overload %"});
+  TextTable table({"20log10(s/s_ref) dB", "sigma", "SQNR exact dB", "high-rate approx dB", "approx - exact",
+                   "overload share of D %"});
   for (const auto& p : curve)
     table.add_row({fixed(p.mismatch_db, 2), fixed(p.sigma, 6), fixed(p.sqnr_db, 4), fixed(p.approx_sqnr_db, 4),
                    signed_fixed(p.approx_sqnr_db - p.sqnr_db, 4), fixed(100.0 * p.overload_share, 2)});
@@ -68,6 +75,23 @@ struct BitrateOptions {
   int min_bits = 1, max_bits = 16;
   bool json = false;
 };
+
+// Why no R up to --max-bits keeps the floor: where the largest R is worst over the range says
+// whether overload (variance above the design's) or granular noise (variance below it) caps it.
+std::string no_rate_reason(const BitrateOptions& o, double from, double to) {
+  const BitRateChoice w = worst_case(o.max_bits, from, to, o.step);
+  const double matched = laplace_sqnr_db(mismatch_design(o.max_bits), 1.0);
+  std::string reason = "no rate up to " + std::to_string(o.max_bits) + " bits keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
+                       " dB: at R = " + std::to_string(o.max_bits) + " the worst is " + fixed(w.worst_sqnr_db, 2) +
+                       " dB at " + fixed(w.worst_at_db, 1) + " dB";
+  if (*o.sqnr_min > matched)
+    return reason + ", and even at the design's own variance it reaches only " + fixed(matched, 2) +
+           " dB: lower the floor";
+  if (w.worst_at_db > 0.0 && to - w.worst_at_db <= w.worst_at_db - from)
+    return reason + " (overload: the variance outgrows the support there; narrow the range or normalise the weights)";
+  return reason + " (granular noise: the variance is small against the step there; raise --max-bits, narrow the "
+                  "range or normalise the weights)";
+}
 
 void run_bitrate(const BitrateOptions& o) {
   NUQ_REQUIRE(o.sqnr_min, "bitrate: give --sqnr-min (the SQNR every variance in the range must keep)");
@@ -86,6 +110,7 @@ void run_bitrate(const BitrateOptions& o) {
     source = "variance range " + fixed(from, 1) + ".." + fixed(to, 1) + " dB";
   }
   const auto choice = choose_bit_rate(*o.sqnr_min, from, to, o.step, o.min_bits, o.max_bits);
+  const std::string why_none = choice ? "" : no_rate_reason(o, from, to);
   if (o.json) {
     nlohmann::json rates = nlohmann::json::array();
     for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
@@ -93,9 +118,11 @@ void run_bitrate(const BitrateOptions& o) {
       rates.push_back({{"bits", bits}, {"worst_sqnr_db", w.worst_sqnr_db}, {"worst_at_db", w.worst_at_db}});
     }
     std::cout << nlohmann::json{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
-                                {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()}, {"rates", rates}}
+                                {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()},
+                                {"reason", why_none}, {"rates", rates}}
                      .dump(2)
               << '\n';
+    NUQ_REQUIRE(choice, why_none);
     return;
   }
   TextTable table({"R", "worst SQNR dB", "at dB", "meets floor"});
@@ -105,12 +132,9 @@ void run_bitrate(const BitrateOptions& o) {
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
   }
   std::cout << source << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
-  if (choice)
-    std::cout << "R = " << choice->bits << " bits (worst " << fixed(choice->worst_sqnr_db, 2) << " dB at "
-              << fixed(choice->worst_at_db, 1) << " dB)\n";
-  else
-    std::cout << "no rate up to " << o.max_bits << " bits keeps the floor over this range (overload at the high end "
-              << "caps SQNR whatever R is: narrow the range or normalise the weights)\n";
+  NUQ_REQUIRE(choice, why_none);  // no answer: exit status 1, the reason on stderr
+  std::cout << "R = " << choice->bits << " bits (worst " << fixed(choice->worst_sqnr_db, 2) << " dB at "
+            << fixed(choice->worst_at_db, 1) << " dB)\n";
 }
 
 }  // namespace

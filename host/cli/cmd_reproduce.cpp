@@ -14,6 +14,7 @@
 #include "nuq/figures.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/dataset.h"
+#include "nuq/io/file_checks.h"
 #include "nuq/mismatch_experiment.h"
 #include "nuq/theory.h"
 #include "table.h"
@@ -23,7 +24,8 @@ namespace {
 
 struct ReproduceOptions {
   std::string paper = "all", dataset = "all", model = "all", data, out = "out", plots, bench, device = "auto";
-  bool retrain = false, json = false, figures = true;
+  bool retrain = false, json = false, no_figures = false;
+  bool dataset_given = false, model_given = false;  // set from the parse: --paper itc2021 refuses them
   int epochs = 10, seeds = 1;
   std::uint64_t seed = 1;
 };
@@ -99,6 +101,11 @@ std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions
 }
 
 void run_reproduce(const ReproduceOptions& o) {
+  // The companion paper's experiment is the MNIST MLP only: an ignored choice would mislead.
+  NUQ_REQUIRE(o.paper != "itc2021" || (!o.dataset_given && !o.model_given && o.seeds == 1),
+              "reproduce --paper itc2021 runs the MNIST MLP once; --dataset, --model and --seeds apply to "
+              "mathematics2022 (or all)");
+  io::make_folder(o.out, "--out");  // before minutes of training, with the reason when it cannot be made
   ExperimentOptions options;
   options.data_root = io::data_root(o.data);
   options.out_dir = o.out;
@@ -108,7 +115,6 @@ void run_reproduce(const ReproduceOptions& o) {
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   options.backend = backend.get();
   std::cerr << "weights quantized and quantized networks run on " << backend->name() << "\n";
-  std::filesystem::create_directories(o.out);
 
   const TheoryReport theory = build_theory_report();
   const int mismatches = count_mismatches(theory);
@@ -129,7 +135,7 @@ void run_reproduce(const ReproduceOptions& o) {
   const std::vector<Finding> findings = check_findings(results);
   std::vector<Figure> figures;
   std::string figure_outcome = "figures skipped (--no-figures)";
-  if (o.figures) {
+  if (!o.no_figures) {
     const std::string figure_dir = (std::filesystem::path(o.out) / "figures").string();
     figures = write_figure_data(figure_dir, results, mismatch ? &*mismatch : nullptr);
     figure_outcome = render_figures(figure_dir, figures, o.plots, o.bench);
@@ -188,23 +194,32 @@ void add_reproduce_command(CLI::App& app) {
                   "mathematics2022 (SPTQ/MSPTQ, Tables 2-7), itc2021 (uniform 9-16 bits, variance mismatch, the "
                   "bit-rate rule; MNIST MLP) or all")
       ->check(CLI::IsMember({"mathematics2022", "itc2021", "all"}))->capture_default_str();
-  cmd->add_option("--dataset", o->dataset, "mnist, fashion or all (mathematics2022's tables)")
-      ->check(CLI::IsMember({"mnist", "fashion", "all"}))->capture_default_str();
-  cmd->add_option("--model", o->model, "mlp, cnn or all")->check(CLI::IsMember({"mlp", "cnn", "all"}))->capture_default_str();
+  CLI::Option* dataset = cmd->add_option("--dataset", o->dataset, "mnist, fashion or all (mathematics2022's tables)")
+                             ->check(CLI::IsMember({"mnist", "fashion", "all"}))
+                             ->capture_default_str();
+  CLI::Option* model = cmd->add_option("--model", o->model, "mlp, cnn or all (mathematics2022's tables)")
+                           ->check(CLI::IsMember({"mlp", "cnn", "all"}))
+                           ->capture_default_str();
   add_device_option(*cmd, o->device);
   cmd->add_option("--data", o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
   cmd->add_option("--out", o->out, "Folder for models, quantized models and the reports")->capture_default_str();
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
   cmd->add_option("--epochs", o->epochs, "Training epochs")->check(CLI::Range(1, 1000))->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
       ->check(CLI::Range(1, 100))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
-  cmd->add_flag("!--no-figures", o->figures, "Write neither the figures' data nor their PNGs");
+  cmd->add_flag("--no-figures", o->no_figures, "Write neither the figures' data nor their PNGs");
   cmd->add_option("--plots", o->plots, "The plotting script (default: $NUQ_PLOTS or the repository's scripts/plots.py)");
   cmd->add_option("--bench", o->bench,
                   "Folder of Google Benchmark JSON results for the speed-up figure (default: bench/results beside the script)");
-  cmd->callback([o] { run_reproduce(*o); });
+  cmd->callback([o, dataset, model] {
+    o->dataset_given = dataset->count() > 0;
+    o->model_given = model->count() > 0;
+    run_reproduce(*o);
+  });
 }
 
 }  // namespace nuq::cli

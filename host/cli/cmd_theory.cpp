@@ -1,4 +1,5 @@
 // nuq theory: Table 2 and the SQNR_th rows of Tables 3-7, the paper's value beside ours.
+#include <cmath>
 #include <iostream>
 #include <memory>
 
@@ -52,6 +53,9 @@ void print_references(const TheoryReport& report) {
 }
 
 void run_theory(const TheoryOptions& options) {
+  // NaN would compare false with every difference and pass every check.
+  NUQ_REQUIRE(std::isfinite(options.tolerance) && options.tolerance >= 0.0,
+              "--tolerance: must be a non-negative number of dB, got ", options.tolerance);
   const TheoryReport report = build_theory_report();
   const int mismatches = count_mismatches(report, options.tolerance);
   if (options.json) {

@@ -1,12 +1,23 @@
-// nuq: design quantizers for the Laplacian source, reproduce the papers' tables, and (in later
-// commands) quantize and run neural networks.
+// nuq: design quantizers for the Laplacian source, reproduce the papers' tables, quantize and run
+// neural networks.
+//
+// Exit status (README, "Exit status"): 0 success; 1 the user's mistake or the environment's
+// (a bad option or value, a broken or missing file, an output that cannot be written, a check that
+// found a mismatch, a question with no answer such as `bitrate` finding no rate); 2 an internal
+// error (a broken invariant: a bug in nuq, to be reported).
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
 #include "nuq/error.h"
+
+namespace {
+constexpr int kUserError = 1;
+constexpr int kInternalError = 2;
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"nuq: post-training quantization of neural-network weights with the SPTQ, MSPTQ, "
@@ -14,6 +25,10 @@ int main(int argc, char** argv) {
   app.name("nuq");
   app.require_subcommand(1);
   app.set_version_flag("--version", "nuq 0.1.0");
+  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
+    return "nuq: error: " + CLI::FailureMessage::simple(failed, e);
+  });
+  app.footer("Exit status: 0 success, 1 a user or input error (message on stderr), 2 an internal error.");
   nuq::cli::add_reproduce_command(app);
   nuq::cli::add_model_commands(app);
   nuq::cli::add_design_command(app);
@@ -23,13 +38,26 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version end parsing with code 0; every other parse error is the user's (CLI11
+    // numbers them 100-127, which the README's scheme folds into 1).
+    const int code = app.exit(e);
+    return code == 0 ? 0 : kUserError;
+  } catch (const nuq::InternalError& e) {
+    std::fprintf(stderr, "nuq: internal error: %s\n", e.what());
+    return kInternalError;
   } catch (const nuq::Error& e) {
     std::fprintf(stderr, "nuq: error: %s\n", e.what());
-    return 1;
+    return kUserError;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // The file system refused (permissions, a read-only mount, no space): the environment's error.
+    std::fprintf(stderr, "nuq: error: %s\n", e.what());
+    return kUserError;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "nuq: error: out of memory\n");
+    return kUserError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nuq: internal error: %s\n", e.what());
-    return 2;
+    return kInternalError;
   }
   return 0;
 }

@@ -1,0 +1,243 @@
+// The command line under a new user's mistakes and hostile inputs, one table row each: every row
+// checks the exit status (README, "Exit status"), a message that names the problem, and that no
+// file in the working folder changed (contents and kinds) and no temporary file was left behind.
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_runner.h"
+#include "nuq/checkpoint.h"
+#include "nuq/design.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/model.h"
+#include "nuq/ptq.h"
+#include "temp_dir.h"
+
+namespace nuq {
+namespace {
+
+using test::CommandResult;
+using test::run_nuq;
+
+constexpr int kOk = 0, kUserError = 1;
+
+// Every entry of a folder: its kind, and for regular files the bytes. Equal snapshots mean that
+// nothing was created, removed, replaced or changed.
+std::map<std::string, std::string> snapshot(const std::filesystem::path& folder) {
+  std::map<std::string, std::string> entries;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(folder)) {
+    struct stat info {};
+    ::lstat(entry.path().c_str(), &info);
+    std::string state = std::to_string(info.st_mode & S_IFMT) + ":";
+    if (S_ISREG(info.st_mode)) {
+      std::ifstream in(entry.path(), std::ios::binary);
+      state.append(std::istreambuf_iterator<char>(in), {});
+    }
+    entries[entry.path().string()] = std::move(state);
+  }
+  return entries;
+}
+
+// The folder every case runs against: models, checkpoints, broken files and odd nodes.
+class HostileInputs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Model model = make_model(Architecture::Mlp, 3);
+    model.dataset = "fashion";
+    save_model(file("fp32.safetensors"), model);
+    ::link(file("fp32.safetensors").c_str(), file("hardlink.safetensors").c_str());
+    ::symlink(file("fp32.safetensors").c_str(), file("symlink.safetensors").c_str());
+    ::mkfifo(file("fifo").c_str(), 0600);
+    std::filesystem::create_directories(file("folder"));
+    std::ofstream(file("notes.txt")) << "not a safetensors file\n";
+
+    model.dataset.clear();  // as written by an older nuq
+    save_model(file("no-dataset.safetensors"), model);
+    Model broken = make_model(Architecture::Mlp, 3);
+    broken.parameters[0].values[7] = std::numeric_limits<float>::quiet_NaN();
+    save_model(file("nan-weight.safetensors"), broken);
+
+    // A foreign checkpoint, quantized, and three ways a quantized checkpoint can be damaged.
+    io::TensorFile checkpoint;
+    std::vector<float> weights(64 * 48);
+    for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = std::sin(0.37 * double(i));
+    checkpoint.tensors["layer.weight"] = io::f32_tensor({64, 48}, weights);
+    checkpoint.tensors["layer.bias"] = io::f32_tensor({64}, std::vector<float>(64, 0.25f));
+    io::write_safetensors(file("ckpt.safetensors"), checkpoint);
+    const Codebook codebook = design(DesignSpec{}).codebook;
+    const io::TensorFile quantized =
+        quantize_checkpoint(checkpoint, "ckpt", codebook, Normalisation::PerTensor, NonFinite::Reject, cpu_backend());
+    io::write_safetensors(file("ckpt-2bit.safetensors"), quantized);
+    io::TensorFile damaged = quantized;
+    damaged.tensors["layer.weight.codebook"] = io::f32_tensor({1, 4}, {-1.f, std::nanf(""), 0.5f, 1.f});
+    io::write_safetensors(file("nan-codebook.safetensors"), damaged);
+    damaged = quantized;
+    damaged.tensors["layer.weight.codes"].shape = {32, 24};  // same 768 bytes, another shape
+    io::write_safetensors(file("reshaped-codes.safetensors"), damaged);
+    damaged = quantized;
+    nlohmann::json description = nlohmann::json::parse(damaged.metadata["nuq.checkpoint"]);
+    description["tensors"].erase("layer.bias");
+    damaged.metadata["nuq.checkpoint"] = description.dump();
+    io::write_safetensors(file("undescribed.safetensors"), damaged);
+  }
+
+  std::string file(const std::string& name) const { return dir_.file(name); }
+
+  // "{d}" in a case stands for the folder.
+  std::string expand(std::string arguments) const {
+    for (std::size_t at; (at = arguments.find("{d}")) != std::string::npos;) arguments.replace(at, 3, dir_.path().string());
+    return arguments;
+  }
+
+  test::TempDir dir_;
+};
+
+struct Case {
+  const char* arguments;
+  int status;
+  const char* message;  // must appear in the output
+};
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      // Parsing: every mistake is a user error (status 1), never CLI11's 100-127.
+      {"", kUserError, "subcommand"},
+      {"design --bogus", kUserError, "--bogus"},
+      {"design --bits 0", kUserError, "--bits"},
+      {"design --bits 17", kUserError, "--bits"},
+      {"design --method sptq3", kUserError, "sptq3"},
+      {"quantize {d}/fp32.safetensors -o {d}/q.safetensors -b 40", kUserError, "--bits"},
+      {"quantize -o {d}/q.safetensors", kUserError, "input is required"},
+      {"train --seed -1 -o {d}/m.safetensors", kUserError, "--seed"},
+      {"reproduce --seed -5 --out {d}/run", kUserError, "--seed"},
+      {"eval {d}/fp32.safetensors --dataset cifar", kUserError, "cifar"},
+      // Outputs: never an input, never anything but a regular file or a new path.
+      {"quantize {d}/fp32.safetensors -o {d}/fp32.safetensors", kUserError, "is the input itself"},
+      {"quantize {d}/fp32.safetensors -o {d}/hardlink.safetensors", kUserError, "is the input file"},
+      {"quantize {d}/fp32.safetensors -o {d}/symlink.safetensors", kUserError, "symbolic link"},
+      {"quantize {d}/fp32.safetensors -o {d}/fifo", kUserError, "FIFO"},
+      {"quantize {d}/fp32.safetensors -o /dev/null", kUserError, "character device"},
+      {"quantize {d}/fp32.safetensors -o {d}/folder", kUserError, "directory"},
+      {"quantize {d}/fp32.safetensors -o ''", kUserError, "the file name is empty"},
+      {"quantize {d}/fp32.safetensors -o {d}/missing/q.safetensors", kUserError, "No such file or directory"},
+      {"dequantize {d}/ckpt-2bit.safetensors -o {d}/ckpt-2bit.safetensors", kUserError, "is the input itself"},
+      {"dequantize {d}/ckpt-2bit.safetensors -o /dev/null", kUserError, "character device"},
+      {"train -o {d}/folder", kUserError, "directory"},
+      {"reproduce --out {d}/notes.txt/run", kUserError, "cannot create the folder"},
+      {"reproduce --out ''", kUserError, "the folder name is empty"},
+      // Inputs: the reason, not a number from a failed size query or a hang on a FIFO.
+      {"quantize {d}/folder -o {d}/q.safetensors", kUserError, "it is a directory"},
+      {"quantize {d}/fifo -o {d}/q.safetensors", kUserError, "it is a FIFO"},
+      {"quantize {d}/absent.safetensors -o {d}/q.safetensors", kUserError, "No such file or directory"},
+      {"quantize {d}/notes.txt -o {d}/q.safetensors", kUserError, "notes.txt: header length"},
+      {"eval {d}/folder", kUserError, "it is a directory"},
+      {"eval {d}/no-dataset.safetensors", kUserError, "does not record the data set"},
+      {"quantize {d}/nan-weight.safetensors -o {d}/q.safetensors", kUserError, "nuq quantize --nonfinite saturate"},
+      // dequantize refuses what it cannot restore, and says so.
+      {"dequantize {d}/nan-codebook.safetensors -o {d}/out.safetensors", kUserError, "every level must be finite"},
+      {"dequantize {d}/reshaped-codes.safetensors -o {d}/out.safetensors", kUserError, "got U8 [32x24]"},
+      {"dequantize {d}/undescribed.safetensors -o {d}/out.safetensors", kUserError, "does not describe 'layer.bias'"},
+      // Numbers that make no sense.
+      {"design --xmax 1e300", kUserError, "standard deviations"},
+      {"design --sigma 1e300", kUserError, "is outside [1e-100, 1e+100]"},
+      {"design --sigma 0", kUserError, "sigma must be finite and positive"},
+      {"design --xmax nan", kUserError, "x_max must be finite and positive"},
+      {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --xmax 1e300", kUserError, "standard deviations"},
+      {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --support 3delta", kUserError, "--support is for nuq's own"},
+      {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --xmax 2 --support 3delta", kUserError, "not both"},
+      {"mismatch --range=0:1 --step 0", kUserError, "--step"},
+      {"mismatch --range=0:1 --step nan", kUserError, "--step"},
+      {"mismatch --range=0:30 --step 1e-9", kUserError, "more than"},
+      {"theory --check --tolerance nan", kUserError, "--tolerance"},
+      {"theory --tolerance -1", kUserError, "--tolerance"},
+      {"bitrate --range=-30:0", kUserError, "give --sqnr-min"},
+      {"bitrate --sqnr-min 500 --range=-30:0", kUserError, "lower the floor"},
+      {"bitrate --sqnr-min 40 --range=0:60", kUserError, "overload"},
+      {"bitrate --sqnr-min 60 --range=-40:0", kUserError, "granular noise"},
+      // Options that do not apply are refused for the right reason.
+      {"design -m sptq --alpha 0", kUserError, "alpha scales the ternary quantizer only"},
+      {"design -m sptq --mu 5", kUserError, "mu belongs to the mulaw quantizer"},
+      {"design -m ternary --alpha 0", kUserError, "alpha must be finite and positive"},
+      {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},
+      {"reproduce --paper itc2021 --seeds 3 --out {d}/run", kUserError, "apply to mathematics2022"},
+      // Questions with an answer exit 0.
+      {"mismatch --range=0:0.00001 --step 0.000001 --csv", kOk, "mismatch_db"},
+      {"--help", kOk, "Exit status"},
+  };
+  return all;
+}
+
+TEST_F(HostileInputs, EveryCaseExitsAsDocumentedAndChangesNoFile) {
+  ASSERT_GE(cases().size(), 40u);
+  for (const Case& c : cases()) {
+    const std::string arguments = expand(c.arguments);
+    const auto before = snapshot(dir_.path());
+    const CommandResult r = run_nuq(arguments);
+    EXPECT_EQ(r.status, c.status) << arguments << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << arguments << "\nexpected: " << c.message << "\n" << r.output;
+    if (c.status != kOk) {
+      EXPECT_NE(r.output.find("nuq: error: "), std::string::npos) << arguments << ": " << r.output;
+    }
+    EXPECT_EQ(snapshot(dir_.path()), before) << arguments << ": a file changed";
+  }
+  struct stat null_device {};
+  ASSERT_EQ(::stat("/dev/null", &null_device), 0);
+  EXPECT_TRUE(S_ISCHR(null_device.st_mode)) << "/dev/null is no longer a device";
+}
+
+TEST_F(HostileInputs, EvalTakesTheDatasetTheModelRecords) {
+  // The data are not needed to see the choice: the message names the folder it looked in.
+  const CommandResult r = run_nuq("eval " + file("fp32.safetensors") + " --data " + file("folder"));
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("fashion"), std::string::npos) << r.output;
+  const CommandResult other = run_nuq("eval " + file("fp32.safetensors") + " --dataset mnist --data " + file("folder"));
+  EXPECT_NE(other.output.find("was trained on fashion; testing it on mnist"), std::string::npos) << other.output;
+}
+
+TEST_F(HostileInputs, QuantizedModelsKeepTheDataset) {
+  const CommandResult r = run_nuq("quantize " + file("fp32.safetensors") + " -o " + file("q.safetensors"));
+  ASSERT_EQ(r.status, kOk) << r.output;
+  EXPECT_EQ(io::read_safetensors(file("q.safetensors")).metadata.at("nuq.dataset"), "fashion");
+  EXPECT_EQ(load_quantized(file("q.safetensors")).dataset, "fashion");
+}
+
+TEST_F(HostileInputs, DequantizeCountsWhatItRestoredAndCopied) {
+  const CommandResult r =
+      run_nuq("dequantize " + file("ckpt-2bit.safetensors") + " -o " + file("back.safetensors") + " --json");
+  ASSERT_EQ(r.status, kOk) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j.at("restored"), nlohmann::json({"layer.bias", "layer.weight"}));
+  EXPECT_TRUE(j.at("copied").empty());
+}
+
+TEST(CliHelp, EveryCommandWritesRangesOneWayAndNoFlagDefaults) {
+  for (const char* command : {"", "design", "theory", "devices", "reproduce", "train", "quantize", "dequantize", "eval",
+                              "mismatch", "bitrate"}) {
+    const CommandResult r = run_nuq(std::string(command) + " --help");
+    EXPECT_EQ(r.status, kOk) << command;
+    for (const char* stray : {"{false}", "{true}", "1..16"})
+      EXPECT_EQ(r.output.find(stray), std::string::npos) << command << " --help shows " << stray << "\n" << r.output;
+  }
+  EXPECT_NE(run_nuq("quantize --help").output.find("[1 - 16]"), std::string::npos);
+}
+
+TEST(CliHelp, DevicesExplainsAMissingGpuPlainly) {
+  const CommandResult r = run_nuq("devices");
+  EXPECT_EQ(r.status, kOk) << r.output;
+  EXPECT_EQ(r.output.find("driver version is insufficient"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace nuq
