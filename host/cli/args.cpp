@@ -32,6 +32,16 @@ Range parse_range(const std::string& text, const std::string& option) {
   return range;
 }
 
+const CLI::Validator& non_negative_integer() {
+  static const CLI::Validator validator(
+      [](std::string& text) {
+        const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? std::string() : "'" + text + "' is not a non-negative integer";
+      },
+      "");
+  return validator;
+}
+
 void add_device_option(CLI::App& command, std::string& device) {
   command
       .add_option("--device", device,

@@ -15,6 +15,10 @@ struct Range {
 };
 Range parse_range(const std::string& text, const std::string& option);
 
+// A seed or count given as digits only: CLI11 would read "-1" into an unsigned option as 2^64 - 1,
+// and its NonNegativeNumber prints a 300-digit bound.
+const CLI::Validator& non_negative_integer();
+
 // --device cpu|cuda|auto on a command that computes (auto: a CUDA device when one is visible).
 void add_device_option(CLI::App& command, std::string& device);
 

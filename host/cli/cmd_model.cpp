@@ -232,7 +232,7 @@ void add_model_commands(CLI::App& app) {
   train_cmd->add_option("--model", t->model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
   train_cmd->add_option("--data", t->data, "Data folder (default: $NUQ_DATA or data)");
   train_cmd->add_option("--epochs", t->epochs, "Epochs")->check(CLI::Range(1, 1000))->capture_default_str();
-  train_cmd->add_option("--seed", t->seed, "Seed")->check(CLI::NonNegativeNumber)->capture_default_str();
+  train_cmd->add_option("--seed", t->seed, "Seed")->check(non_negative_integer())->capture_default_str();
   train_cmd->add_option("--output,-o", t->output, "Where to save the model (.safetensors)")->required();
   train_cmd->add_flag("--json", t->json, "Print the training log as JSON");
   train_cmd->add_flag("--resume", t->resume,

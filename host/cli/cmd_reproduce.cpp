@@ -206,7 +206,7 @@ void add_reproduce_command(CLI::App& app) {
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
   cmd->add_option("--epochs", o->epochs, "Training epochs")->check(CLI::Range(1, 1000))->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative_integer())
       ->capture_default_str();
   cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
       ->check(CLI::Range(1, 100))->capture_default_str();
