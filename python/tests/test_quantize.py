@@ -137,3 +137,16 @@ def test_nonfinite_weights_saturate_when_asked(rng):
     q = nuq.quantize(w, nuq.design("sptq"), nonfinite="saturate")
     assert q.stats["nonfinite"] == 2 and q.stats["count"] == 30
     assert q.dequantize()[0, 0] == q.levels[0].max()
+
+
+def test_cuda_backend_gives_the_cpu_codes_and_products(rng):
+    if not any(name.startswith("cuda") for name in nuq.devices()):
+        pytest.skip("this build has no CUDA backend or no GPU is visible")
+    w = rng.laplace(size=(96, 200)).astype(np.float32)
+    x = rng.standard_normal((4, 200)).astype(np.float32)
+    for normalise in ("global", "per-channel"):
+        cpu = nuq.quantize(w, nuq.design("msptq"), normalise=normalise, device="cpu")
+        gpu = nuq.quantize(w, nuq.design("msptq"), normalise=normalise, device="cuda")
+        np.testing.assert_array_equal(gpu.codes, cpu.codes)
+        np.testing.assert_allclose(nuq.qgemm(x, gpu, device="cuda"), nuq.qgemm(x, cpu, device="cpu"),
+                                   rtol=1e-4, atol=1e-4)
