@@ -1,7 +1,6 @@
 #include "nuq/checkpoint.h"
 
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <map>
 #include <set>
@@ -9,31 +8,12 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/widen.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 
 namespace nuq {
 namespace {
-
-bool is_floating(io::DType dtype) {
-  return dtype == io::DType::F32 || dtype == io::DType::F16 || dtype == io::DType::BF16;
-}
-
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = std::uint32_t(h >> 15) << 31;
-  const int exponent = (h >> 10) & 0x1F;
-  const std::uint32_t mantissa = h & 0x3FF;
-  float magnitude;
-  if (exponent == 0) magnitude = std::ldexp(float(mantissa), -24);  // zero and subnormals
-  else if (exponent == 31) magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN() : INFINITY;
-  else magnitude = std::ldexp(float(mantissa | 0x400), exponent - 25);
-  std::uint32_t bits;
-  std::memcpy(&bits, &magnitude, 4);
-  bits |= sign;
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
 
 // A floating tensor's values as float (F16 and BF16 widen exactly).
 std::vector<float> widen(const io::Tensor& t, const std::string& where) {
@@ -41,15 +21,7 @@ std::vector<float> widen(const io::Tensor& t, const std::string& where) {
   std::vector<float> values(t.element_count());
   NUQ_REQUIRE(t.data.size() == 2 * values.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
               2 * values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const std::uint16_t h = std::uint16_t(t.data[2 * i] | (t.data[2 * i + 1] << 8));
-    if (t.dtype == io::DType::BF16) {
-      const std::uint32_t bits = std::uint32_t(h) << 16;
-      std::memcpy(&values[i], &bits, 4);
-    } else {
-      values[i] = half_to_float(h);
-    }
-  }
+  io::widen_to_f32(t.dtype, t.data.data(), values.size(), values.data());
   return values;
 }
 
@@ -57,20 +29,80 @@ std::vector<float> widen(const io::Tensor& t, const std::string& where) {
 
 bool is_nuq_model(const io::TensorFile& file) { return file.metadata.count("nuq.architecture") > 0; }
 
+QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int64_t>& shape, const Codebook& codebook,
+                                Normalisation normalisation, const WeightStats& global, const WeightStats& own,
+                                const std::string& where, NonFinite nonfinite, Backend& backend,
+                                QuantizeTotals* totals) {
+  const int bits = storage_bits(codebook);
+  require_storable(normalisation, bits, where);
+  NUQ_REQUIRE(normalisation != Normalisation::Global || global.stddev() > 0.0, where,
+              ": every weight has the same value; zero variance cannot be normalised");
+  std::size_t count = 1;
+  for (std::int64_t dim : shape) count *= std::size_t(dim);
+  const auto [rows, cols] = matrix_view(shape, count);
+  const TensorNormalisation maps =
+      normalise_tensor(normalisation, values, rows, cols, global, own, where, nonfinite, backend);
+  const QuantizeTable table = make_quantize_table(codebook, bits, maps.maps);
+  // What the metadata records: the tensor's map, or its own statistics when each row has one.
+  const Affine map = normalisation == Normalisation::PerChannel ? Affine{own.mean, own.stddev()} : maps.maps[0];
+  QuantizedTensor q;
+  q.shape = shape;
+  q.matrix.codes = {rows, cols, bits, std::vector<std::uint8_t>(rows * packed_row_bytes(cols, bits))};
+  const QuantizeTotals t = backend.quantize(values, rows, cols, table, q.matrix.codes.bytes.data());
+  if (totals) *totals = combine(*totals, t);
+  q.matrix.levels = table.levels;
+  q.mean = map.mean;
+  q.stddev = map.scale;
+  return q;
+}
+
+io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name) {
+  io::TensorFile out;
+  out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
+  nlohmann::json tensors = nlohmann::json::object();
+  for (const auto& [tensor_name, q] : checkpoint.quantized) {
+    const PackedCodes& codes = q.matrix.codes;
+    for (const char* suffix : {".codes", ".codebook"})
+      NUQ_REQUIRE(!checkpoint.copied.count(tensor_name + suffix) && !checkpoint.quantized.count(tensor_name + suffix),
+                  name, ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", tensor_name,
+                  suffix, "'");
+    io::Tensor bytes;
+    bytes.dtype = io::DType::U8;
+    bytes.shape = {std::int64_t(codes.rows), std::int64_t(packed_row_bytes(codes.cols, codes.bits))};
+    bytes.data = codes.bytes;
+    out.tensors[tensor_name + ".codes"] = std::move(bytes);
+    const std::int64_t per_table = std::int64_t{1} << codes.bits;
+    out.tensors[tensor_name + ".codebook"] =
+        io::f32_tensor({std::int64_t(q.matrix.levels.size()) / per_table, per_table}, q.matrix.levels);
+    const auto dtype = checkpoint.dtypes.find(tensor_name);
+    tensors[tensor_name] = {{"shape", q.shape},
+                            {"dtype", io::to_string(dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second)},
+                            {"rows", codes.rows},
+                            {"cols", codes.cols},
+                            {"bits", codes.bits},
+                            {"mean", q.mean},
+                            {"stddev", q.stddev}};
+  }
+  out.metadata = checkpoint.metadata;
+  nlohmann::json description = {{"normalisation", to_string(checkpoint.normalisation)}, {"tensors", tensors}};
+  if (checkpoint.codebook) description["codebook"] = to_json(*checkpoint.codebook);
+  out.metadata["nuq.checkpoint"] = description.dump();
+  return out;
+}
+
 io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::string& name, const Codebook& codebook,
                                    Normalisation normalisation, NonFinite nonfinite, Backend& backend,
                                    CheckpointReport* report) {
-  const int bits = storage_bits(codebook);
-  require_storable(normalisation, bits, name);
+  require_storable(normalisation, storage_bits(codebook), name);
   // Pass 1: each floating tensor's statistics (and all of them together).
   std::map<std::string, std::vector<float>> values;
   std::map<std::string, WeightStats> own;
   WeightStats global;
   CheckpointReport r;
-  io::TensorFile out;
+  QuantizedCheckpoint q{codebook, normalisation, {}, {}, {}, checkpoint.metadata};
   for (const auto& [tensor_name, t] : checkpoint.tensors) {
-    if (!is_floating(t.dtype)) {
-      out.tensors[tensor_name] = t;
+    if (!io::is_floating(t.dtype)) {
+      q.copied[tensor_name] = t;
       r.copied.push_back(tensor_name);
       continue;
     }
@@ -84,53 +116,30 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
   NUQ_REQUIRE(normalisation != Normalisation::Global || global.stddev() > 0.0, name,
               ": every weight has the same value; zero variance cannot be normalised");
   // Pass 2: the fused pass per tensor, against the codebook in that tensor's units.
-  nlohmann::json tensors = nlohmann::json::object();
   QuantizeTotals all;
   for (auto& [tensor_name, v] : values) {
     const io::Tensor& source = checkpoint.tensors.at(tensor_name);
-    const WeightStats& s = own.at(tensor_name);
-    const auto [rows, cols] = matrix_view(source.shape, v.size());
-    const std::string where = name + ": tensor '" + tensor_name + "'";
-    const TensorNormalisation maps =
-        normalise_tensor(normalisation, v.data(), rows, cols, global, s, where, nonfinite, backend);
-    const QuantizeTable table = make_quantize_table(codebook, bits, maps.maps);
-    // What the metadata records: the tensor's map, or its own statistics when each row has one.
-    const Affine map = normalisation == Normalisation::PerChannel ? Affine{s.mean, s.stddev()} : maps.maps[0];
-    io::Tensor codes;
-    codes.dtype = io::DType::U8;
-    codes.shape = {std::int64_t(rows), std::int64_t(packed_row_bytes(cols, bits))};
-    codes.data.resize(rows * packed_row_bytes(cols, bits));
-    const QuantizeTotals t = backend.quantize(v.data(), rows, cols, table, codes.data.data());
+    QuantizeTotals t;
+    const QuantizedTensor& quantized = q.quantized[tensor_name] =
+        quantize_tensor(v.data(), source.shape, codebook, normalisation, global, own.at(tensor_name),
+                        name + ": tensor '" + tensor_name + "'", nonfinite, backend, &t);
+    q.dtypes[tensor_name] = source.dtype;
     all = combine(all, t);
-    NUQ_REQUIRE(!checkpoint.tensors.count(tensor_name + ".codes") && !checkpoint.tensors.count(tensor_name + ".codebook"),
-                name, ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", tensor_name,
-                ".codes' or '.codebook'");
-    out.tensors[tensor_name + ".codes"] = std::move(codes);
-    const std::int64_t per_table = std::int64_t{1} << bits;
-    out.tensors[tensor_name + ".codebook"] =
-        io::f32_tensor({std::int64_t(table.levels.size()) / per_table, per_table}, table.levels);
-    tensors[tensor_name] = {{"shape", source.shape}, {"dtype", io::to_string(source.dtype)}, {"rows", rows},
-                            {"cols", cols},          {"bits", bits},                      {"mean", map.mean},
-                            {"stddev", map.scale}};
     const std::size_t finite = v.size() - t.nonfinite;
-    r.tensors.push_back({tensor_name, source.shape, bits, source.data.size(),
-                         out.tensors[tensor_name + ".codes"].data.size() + table.levels.size() * sizeof(float),
+    r.tensors.push_back({tensor_name, source.shape, quantized.matrix.codes.bits, source.data.size(),
+                         quantized.matrix.codes.bytes.size() + quantized.matrix.levels.size() * sizeof(float),
                          finite ? std::sqrt(t.noise / double(finite)) : 0.0, t.max_error, t.nonfinite});
     v = {};  // the widened copy is no longer needed
   }
   r.stats = global;
   r.sqnr_ex_db = all.noise > 0.0 ? 10.0 * std::log10(all.signal / all.noise) : std::numeric_limits<double>::infinity();
   r.within = 100.0 * double(all.inside) / double(global.count);
-  out.metadata = checkpoint.metadata;
-  out.metadata["nuq.checkpoint"] = nlohmann::json{{"codebook", to_json(codebook)},
-                                                  {"normalisation", to_string(normalisation)},
-                                                  {"tensors", tensors}}
-                                       .dump();
+  io::TensorFile out = to_tensor_file(q, name);
   if (report) *report = std::move(r);
   return out;
 }
 
-io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name, DequantizeReport* report) {
+QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& quantized, const std::string& name) {
   const auto meta = quantized.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != quantized.metadata.end(), name, ": no nuq.checkpoint in __metadata__ (not a checkpoint "
               "written by nuq quantize)");
@@ -140,23 +149,36 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
   } catch (const nlohmann::json::exception& e) {
     throw Error(name + ": nuq.checkpoint is not valid JSON: " + e.what());
   }
-  io::TensorFile out;
+  QuantizedCheckpoint out;
   out.metadata = quantized.metadata;
   out.metadata.erase("nuq.checkpoint");
   NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(),
               name, ": nuq.checkpoint has no tensors object");
+  try {
+    if (description.contains("codebook")) out.codebook = codebook_from_json(description["codebook"]);
+    if (description.contains("normalisation"))
+      out.normalisation = parse_normalisation(description["normalisation"].get<std::string>());
+  } catch (const std::exception& e) {
+    throw Error(name + ": nuq.checkpoint: " + e.what());
+  }
   std::set<std::string> used;
-  DequantizeReport r;
   for (const auto& [tensor_name, d] : description["tensors"].items()) {
     const std::string where = name + ": tensor '" + tensor_name + "'";
     std::vector<std::int64_t> shape;
     std::size_t rows = 0, cols = 0;
     int bits = 0;
+    QuantizedTensor q;
+    io::DType dtype = io::DType::F32;
     try {
       shape = d.at("shape").get<std::vector<std::int64_t>>();
       rows = d.at("rows").get<std::size_t>();
       cols = d.at("cols").get<std::size_t>();
       bits = d.at("bits").get<int>();
+      q.mean = d.value("mean", 0.0);
+      q.stddev = d.value("stddev", 1.0);
+      const std::string dtype_name = d.value("dtype", std::string("F32"));
+      for (io::DType candidate : {io::DType::F32, io::DType::F16, io::DType::BF16})
+        if (dtype_name == io::to_string(candidate)) dtype = candidate;
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": bad description in nuq.checkpoint: " + e.what());
     }
@@ -179,12 +201,12 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
                 ": missing .codes or .codebook");
     io::require_layout(codes->second, io::DType::U8, {std::int64_t(rows), std::int64_t(packed_row_bytes(cols, bits))},
                        where + ".codes");
-    const std::vector<float> table = read_levels_table(levels->second, rows, bits, where + ".codebook");
-    const QuantizedMatrix m{{rows, cols, bits, codes->second.data}, table};
-    out.tensors[tensor_name] = io::f32_tensor(shape, dequantize(m));
+    q.shape = shape;
+    q.matrix = {{rows, cols, bits, codes->second.data}, read_levels_table(levels->second, rows, bits, where + ".codebook")};
+    out.quantized[tensor_name] = std::move(q);
+    out.dtypes[tensor_name] = dtype;
     used.insert(tensor_name + ".codes");
     used.insert(tensor_name + ".codebook");
-    r.restored.push_back(tensor_name);
   }
   for (const auto& [tensor_name, t] : quantized.tensors) {
     if (used.count(tensor_name)) continue;
@@ -196,9 +218,22 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
                   ": tensor '", tensor_name, "' holds quantized data but nuq.checkpoint does not describe '",
                   tensor_name.substr(0, tensor_name.size() - n), "'; the file is damaged");
     }
-    out.tensors[tensor_name] = t;
-    r.copied.push_back(tensor_name);
+    out.copied[tensor_name] = t;
   }
+  return out;
+}
+
+io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name, DequantizeReport* report) {
+  const QuantizedCheckpoint checkpoint = read_quantized_checkpoint(quantized, name);
+  io::TensorFile out;
+  out.metadata = checkpoint.metadata;
+  out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
+  DequantizeReport r;
+  for (const auto& [tensor_name, q] : checkpoint.quantized) {
+    out.tensors[tensor_name] = io::f32_tensor(q.shape, dequantize(q.matrix));
+    r.restored.push_back(tensor_name);
+  }
+  for (const auto& [tensor_name, t] : checkpoint.copied) r.copied.push_back(tensor_name);
   if (report) *report = std::move(r);
   return out;
 }

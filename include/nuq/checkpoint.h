@@ -7,6 +7,8 @@
 // tensor's shape, dtype and statistics are JSON in __metadata__["nuq.checkpoint"].
 #pragma once
 
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,33 @@
 #include "nuq/ptq.h"
 
 namespace nuq {
+
+// One floating tensor (`values`, `shape`) quantized as quantize_checkpoint quantizes each: codes of
+// the [shape[0], rest] view at storage_bits(codebook), levels in the tensor's units under
+// `normalisation` (`global`: the statistics every tensor is normalised with; `own`: this tensor's,
+// both from backend.stats). The map recorded in mean/stddev is the tensor's (per-channel: its own
+// statistics). Adds the pass's totals to `totals` when given. `where` names the tensor in errors.
+QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int64_t>& shape, const Codebook& codebook,
+                                Normalisation normalisation, const WeightStats& global, const WeightStats& own,
+                                const std::string& where, NonFinite nonfinite, Backend& backend,
+                                QuantizeTotals* totals = nullptr);
+
+// A quantized checkpoint as tensors rather than file entries: what quantize_checkpoint writes and
+// dequantize_checkpoint (and the Python binding's nuq.load) reads back.
+struct QuantizedCheckpoint {
+  std::optional<Codebook> codebook;  // absent only in files that did not record one
+  Normalisation normalisation = Normalisation::Global;
+  std::map<std::string, QuantizedTensor> quantized;
+  std::map<std::string, io::DType> dtypes;      // each quantized tensor's dtype before quantization
+  std::map<std::string, io::Tensor> copied;     // tensors kept as they were
+  std::map<std::string, std::string> metadata;  // the rest of __metadata__
+};
+
+// <name>.codes, <name>.codebook and the nuq.checkpoint metadata; errors (a name taken twice) name
+// `name`.
+io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name);
+// Validates like load_quantized; errors name `name`.
+QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name);
 
 // Whether a file holds one of nuq's own models (nuq train), rather than an arbitrary checkpoint.
 bool is_nuq_model(const io::TensorFile& file);

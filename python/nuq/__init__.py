@@ -1,0 +1,168 @@
+"""nuq from Python: the quantizers of the SPTQ/MSPTQ papers over numpy arrays and PyTorch tensors.
+
+A thin layer over the C++ library (the `_nuq` extension): codebooks come from ``design``, tensors
+are quantized by ``quantize`` (or a whole state dict by ``quantize_state_dict``) into packed codes,
+used by ``qgemm`` and ``QuantizedTensor.dequantize``, and kept in the files ``nuq`` itself reads
+and writes (``load``, ``save``).
+
+Inputs are read in place when they are C-contiguous float32 (numpy arrays, CPU tensors); float16
+and bfloat16 are widened to a float32 copy one tensor at a time. CUDA tensors are copied to the
+host (the library's CUDA backend streams host memory through the GPU) and results go back to the
+caller's device. Errors a caller can cause are ValueError with nuq's message.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+
+from . import _nuq
+from ._nuq import Codebook, QuantizedTensor, design, devices, paper, support_xmax, sweep
+
+__all__ = [
+    "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "quantize",
+    "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "save",
+]
+
+
+def _torch():
+    """PyTorch when it is installed and already imported by the caller (nuq never needs it)."""
+    import sys
+    return sys.modules.get("torch")
+
+
+def _is_torch(x) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _as_numpy(x, name: str):
+    """(array, dtype tag, torch device or None): a view of `x`'s memory where one is possible."""
+    if _is_torch(x):
+        torch = _torch()
+        device = x.device
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()  # documented: device tensors are copied to the host
+        t = t.contiguous()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits go as uint16, tagged
+            return t.view(torch.int16).numpy().view(np.uint16), "BF16", device
+        return t.numpy(), None, device
+    a = np.asarray(x)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)  # a strided view needs one copy
+    return a, None, None
+
+
+def _like(array: np.ndarray, device):
+    """`array` as the caller's type: a torch tensor on `device` when the input was one."""
+    if device is None:
+        return array
+    torch = _torch()
+    t = torch.from_numpy(array)
+    return t if device.type == "cpu" else t.to(device)
+
+
+def quantize(w, codebook: Codebook, *, normalise: str = "global", group_size: int | None = None,
+             device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor:
+    """Quantize one tensor with `codebook` (designed for the normalised weights, e.g. ``design("msptq")``).
+
+    w: numpy array or PyTorch tensor, float32/float16/bfloat16, any shape (quantized as its
+    [shape[0], rest] view). normalise: "global" (Algorithm 1; for one tensor, its own mean and
+    standard deviation), "per-tensor", "per-channel" (each output row its own) or "none".
+    group_size: per-group scales; not available yet (ValueError). device: "cpu", "cuda" or "auto".
+    nonfinite: "error" (NaN/Inf raise ValueError) or "saturate". The result's codes are those
+    ``nuq quantize`` writes for the same weights.
+    """
+    array, tag, torch_device = _as_numpy(w, name)
+    (q,) = _nuq._quantize([(name, array, tag)], codebook, normalise, group_size, device, nonfinite)
+    q._device = torch_device
+    return q
+
+
+def _skipped(skip, name: str, tensor) -> bool:
+    if skip is None:
+        return False
+    if callable(skip):
+        return bool(skip(name, tensor))
+    if isinstance(skip, str):
+        skip = [skip]
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in skip)
+
+
+def _floating(x) -> bool:
+    if _is_torch(x):
+        return x.is_floating_point() and x.dtype != _torch().float64
+    return np.asarray(x).dtype in (np.float32, np.float16)
+
+
+def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str = "global",
+                        group_size: int | None = None, device: str = "auto", nonfinite: str = "error") -> dict:
+    """Quantize every float32/float16/bfloat16 tensor of a state dict with one codebook.
+
+    skip: None, a callable ``skip(name, tensor) -> bool``, or glob patterns of names
+    (``["*.bias", "*norm*"]``) left as they are. With normalise="global" the mean and standard
+    deviation of all quantized tensors together normalise each (as ``nuq quantize`` does for a
+    checkpoint). Returns a dict with a QuantizedTensor for each quantized entry and the original
+    object for every other.
+    """
+    chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not _skipped(skip, k, v)]
+    inputs = [(k,) + _as_numpy(v, k) for k, v in chosen]
+    quantized = _nuq._quantize([(k, a, tag) for k, a, tag, _ in inputs], codebook, normalise, group_size, device,
+                               nonfinite) if inputs else []
+    out = dict(state_dict)
+    for (k, _, _, torch_device), q in zip(inputs, quantized):
+        q._device = torch_device
+        out[k] = q
+    return out
+
+
+def _dequantize(self):
+    """The quantized values, float32 in the original shape, as the array type quantize was given."""
+    return _like(self._dequantize_numpy(), getattr(self, "_device", None))
+
+
+QuantizedTensor.dequantize = _dequantize
+
+
+def dequantize_state_dict(state_dict) -> dict:
+    """Every QuantizedTensor of a dict replaced by its dequantized values (what load_state_dict takes)."""
+    return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in state_dict.items()}
+
+
+def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
+    """y = x @ W.T (+ bias) straight from the packed codes of W = q ([rows, cols] view).
+
+    x: [..., cols] numpy array or torch tensor (converted to float32); returns [..., rows] of the
+    same type, on x's device. device picks the backend: "cpu", "cuda" or "auto".
+    """
+    x_array, _, x_device = _as_numpy(x.float() if _is_torch(x) else np.asarray(x, dtype=np.float32), "x")
+    b = None
+    if bias is not None:
+        b, _, _ = _as_numpy(bias.float() if _is_torch(bias) else np.asarray(bias, dtype=np.float32), "bias")
+    return _like(_nuq._qgemm(x_array, q, b, device), x_device)
+
+
+def load(path: str) -> dict:
+    """Every tensor of a safetensors file nuq wrote (or any safetensors file).
+
+    Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
+    QuantizedTensor, the others as numpy arrays (bfloat16 widened to float32).
+    """
+    return _nuq._load(str(path))
+
+
+def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
+    """Write `tensors` (QuantizedTensor, numpy arrays, torch tensors) as safetensors, atomically.
+
+    With QuantizedTensors the file is a quantized checkpoint as ``nuq quantize`` writes it (``nuq
+    dequantize`` and ``nuq.load`` read it back); they must share one codebook and normalisation.
+    """
+    quantized = {k: v for k, v in tensors.items() if isinstance(v, QuantizedTensor)}
+    plain = []
+    for k, v in tensors.items():
+        if not isinstance(v, QuantizedTensor):
+            array, tag, _ = _as_numpy(v, k)
+            plain.append((k, array, tag))
+    _nuq._save(str(path), quantized, plain, dict(metadata or {}))

@@ -1,0 +1,81 @@
+# Type stub of the nuq package (the _nuq extension and the Python layer), for editors.
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+ArrayLike = Any  # numpy.ndarray or torch.Tensor (float32, float16, bfloat16)
+
+class Codebook:
+    method: str
+    bits: int
+    thresholds: np.ndarray
+    levels: np.ndarray
+    xmax: float
+    sigma: float
+    rule: str
+    iterations: int
+    mu: Optional[float]
+    alpha: Optional[float]
+    trace: np.ndarray
+    distortion: float
+    granular: float
+    overload: float
+    sqnr_db: float
+    def quantize_values(self, x: Sequence[float]) -> list[float]: ...
+    def to_json(self) -> str: ...
+    @staticmethod
+    def from_json(text: str) -> Codebook: ...
+
+class QuantizedTensor:
+    shape: Tuple[int, ...]
+    rows: int
+    cols: int
+    bits: int
+    dtype: str
+    normalisation: str
+    codebook: Optional[Codebook]
+    codes: np.ndarray
+    levels: np.ndarray
+    grid: Optional[Tuple[float, float]]
+    mean: float
+    scale: float
+    stats: Optional[dict]
+    sqnr_ex_db: Optional[float]
+    within: Optional[float]
+    max_error: Optional[float]
+    nbytes: int
+    def unpacked_codes(self) -> np.ndarray: ...
+    def dequantize(self) -> ArrayLike: ...
+
+def design(method: str, bits: int = 2, *, xmax: Optional[float] = None, sigma: float = 1.0,
+           levels: Optional[int] = None, rule: Optional[str] = None, alpha: float = 1.0, mu: float = 255.0,
+           init: Optional[float] = None, epsilon: float = 1e-4) -> Codebook: ...
+def sweep(method: str, start: float, stop: float, step: float, *, bits: int = 2, sigma: float = 1.0,
+          alpha: float = 1.0, mu: float = 255.0) -> dict[str, np.ndarray]: ...
+def support_xmax(support: str, w_min: Optional[float] = None, w_max: Optional[float] = None,
+                 alpha: float = 1.0) -> float: ...
+def devices() -> list[str]: ...
+def quantize(w: ArrayLike, codebook: Codebook, *, normalise: str = "global", group_size: Optional[int] = None,
+             device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor: ...
+def quantize_state_dict(state_dict: Mapping[str, Any], codebook: Codebook, *,
+                        skip: Union[None, str, Iterable[str], Callable[[str, Any], bool]] = None,
+                        normalise: str = "global", group_size: Optional[int] = None, device: str = "auto",
+                        nonfinite: str = "error") -> dict[str, Any]: ...
+def dequantize_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]: ...
+def qgemm(x: ArrayLike, q: QuantizedTensor, bias: Optional[ArrayLike] = None, *, device: str = "auto") -> ArrayLike: ...
+def load(path: str) -> dict[str, Union[QuantizedTensor, np.ndarray]]: ...
+def save(path: str, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None) -> None: ...
+
+class paper:
+    SPTQ_DELTA: float
+    SPTQ_XMAX: float
+    MSPTQ_DELTA: float
+    MSPTQ_XMAX: float
+    MSPTQ_ITERATIONS: int
+    MNIST_MLP_RANGE: Tuple[float, float]
+    MULAW_255_SQNR: float
+    LLOYD_MAX_4_SQNR: float
+    @staticmethod
+    def table2() -> list[dict]: ...
+    @staticmethod
+    def tables() -> list[dict]: ...

@@ -1,0 +1,65 @@
+// What the two halves of the Python module (design.cpp: codebooks and the paper's numbers;
+// tensors.cpp: quantized tensors, products and files) share. The module is a thin layer: every
+// computation is a call into the nuq library, made with the GIL released.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "nuq/codebook.h"
+#include "nuq/laplace.h"
+#include "nuq/normalisation.h"
+#include "nuq/ptq.h"
+
+namespace nuq::python {
+
+namespace py = pybind11;
+
+// A codebook with what the Laplacian source says of it (D and SQNR_th at its own sigma), and the
+// iterates of the rule that designed it when one ran.
+struct PyCodebook {
+  Codebook codebook;
+  Distortion distortion;
+  double sqnr_db = 0.0;
+  std::vector<double> trace;
+
+  explicit PyCodebook(Codebook c, std::vector<double> iterates = {});
+};
+
+// One quantized tensor: the library's QuantizedTensor plus how it was made. Statistics and totals
+// exist for tensors quantized in this process, not for ones loaded from a file.
+struct PyQuantized {
+  QuantizedTensor tensor;
+  std::optional<PyCodebook> codebook;
+  Normalisation normalisation = Normalisation::Global;
+  std::string dtype = "F32";  // the source's dtype: F32, F16 or BF16
+  std::optional<WeightStats> stats;
+  std::optional<QuantizeTotals> totals;
+};
+
+// A read-only numpy view of `data` that keeps `owner` alive (no copy).
+template <typename T>
+py::array_t<T> view_of(const T* data, std::vector<py::ssize_t> shape, py::handle owner) {
+  py::array_t<T> array(shape, data, owner);
+  py::detail::array_proxy(array.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  return array;
+}
+
+// A numpy array that takes over `values` (no copy).
+template <typename T>
+py::array_t<T> adopt(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<T>(std::move(values));
+  py::capsule release(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, owned->data(), release);
+}
+
+void bind_design(py::module_& m);
+void bind_tensors(py::module_& m);
+
+}  // namespace nuq::python

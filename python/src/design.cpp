@@ -1,0 +1,212 @@
+// nuq.design, nuq.sweep, nuq.Codebook and nuq.paper: the design engine and the published numbers.
+#include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "binding.h"
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/paper.h"
+#include "nuq/support.h"
+
+namespace nuq::python {
+
+PyCodebook::PyCodebook(Codebook c, std::vector<double> iterates)
+    : codebook(std::move(c)),
+      distortion(laplace_distortion(codebook, codebook.provenance().sigma)),
+      sqnr_db(nuq::sqnr_db(distortion.total(), codebook.provenance().sigma)),
+      trace(std::move(iterates)) {}
+
+namespace {
+
+using namespace pybind11::literals;
+
+py::array_t<double> doubles(const std::vector<double>& values) {
+  return py::array_t<double>(py::ssize_t(values.size()), values.data());  // a copy: codebooks are small
+}
+
+// The text parse_support reads back for each rule of the paper's tables.
+std::string support_text(const Support& s) {
+  switch (s.rule) {
+    case SupportRule::MinAbsWeight: return "case1";
+    case SupportRule::MaxAbsWeight: return "case2";
+    case SupportRule::SptqOptimum: return "3delta";
+    case SupportRule::MsptqOptimum: return "3delta-mod";
+    case SupportRule::Hui: return "hui";
+    case SupportRule::Jayant: return "jayant";
+    case SupportRule::TernaryOptimum: return "ternary";
+    case SupportRule::Fixed: break;
+  }
+  return std::to_string(s.value);
+}
+
+py::object optional_number(const std::optional<double>& v) { return v ? py::object(py::float_(*v)) : py::none(); }
+
+PyCodebook run_design(const std::string& method, int bits, std::optional<double> xmax, double sigma,
+                      std::optional<std::size_t> levels, std::optional<std::string> rule, double alpha, double mu,
+                      std::optional<double> init, double epsilon) {
+  DesignSpec spec;
+  spec.method = parse_method(method);
+  spec.bits = bits;
+  spec.levels = levels;
+  spec.xmax = xmax;
+  if (rule) spec.rule = parse_xmax_rule(*rule);
+  spec.alpha = alpha;
+  spec.mu = mu;
+  spec.init = init;
+  spec.sigma = sigma;
+  spec.epsilon = epsilon;
+  DesignResult result = [&] {
+    py::gil_scoped_release release;
+    return design(spec);
+  }();
+  return PyCodebook(std::move(result.codebook), std::move(result.trace.sequence));
+}
+
+void bind_paper(py::module_& m) {
+  py::module_ paper = m.def_submodule("paper", "The published numbers of the main paper (include/nuq/paper.h).");
+  paper.attr("SPTQ_DELTA") = paper::kSptqDelta;
+  paper.attr("SPTQ_XMAX") = paper::kSptqXmax;
+  paper.attr("MSPTQ_DELTA") = paper::kMsptqDelta;
+  paper.attr("MSPTQ_XMAX") = paper::kMsptqXmax;
+  paper.attr("MSPTQ_ITERATIONS") = paper::kMsptqIterations;
+  paper.attr("MNIST_MLP_RANGE") = py::make_tuple(paper::kMnistMlpRange.min, paper::kMnistMlpRange.max);
+  paper.attr("MULAW_255_SQNR") = paper::kMuLaw255Sqnr;
+  paper.attr("LLOYD_MAX_4_SQNR") = paper::kLloydMax4Sqnr;
+  paper.def(
+      "table2",
+      [] {
+        py::list columns;
+        for (const auto& c : paper::table2())
+          columns.append(py::dict("label"_a = c.label, "delta0"_a = c.delta0, "iterations"_a = c.iterations));
+        return columns;
+      },
+      "Table 2: each column's Delta(0) and the published iteration count of the SPTQ rule.");
+  paper.def(
+      "tables",
+      [] {
+        py::list tables;
+        for (const auto& t : paper::tables()) {
+          py::list cases;
+          for (const auto& c : t.cases)
+            cases.append(py::dict("label"_a = c.label, "support"_a = support_text(c.support),
+                                  "alpha"_a = c.support.alpha, "sqnr_ex"_a = optional_number(c.sqnr_ex),
+                                  "sqnr_th"_a = optional_number(c.sqnr_th), "accuracy"_a = optional_number(c.accuracy),
+                                  "within"_a = optional_number(c.within)));
+          tables.append(py::dict("id"_a = t.id, "title"_a = t.title, "method"_a = to_string(t.method),
+                                 "bits"_a = t.bits, "dataset"_a = t.dataset, "model"_a = t.model, "cases"_a = cases));
+        }
+        return tables;
+      },
+      "Tables 3-7 as printed: each case's support rule (a text nuq.support_xmax reads) and published values "
+      "(None where the paper prints none).");
+}
+
+}  // namespace
+
+void bind_design(py::module_& m) {
+  py::class_<PyCodebook>(m, "Codebook",
+                         "A scalar quantizer: N-1 sorted thresholds and N sorted levels over the whole line "
+                         "(x goes to level k when thresholds[k-1] <= x < thresholds[k]), stored in `bits` bits, with "
+                         "its distortion on the Laplacian source it was designed for.")
+      .def_property_readonly("method", [](const PyCodebook& c) { return to_string(c.codebook.provenance().method); })
+      .def_property_readonly("bits", [](const PyCodebook& c) { return c.codebook.bits(); })
+      .def_property_readonly("thresholds", [](const PyCodebook& c) { return doubles(c.codebook.thresholds()); },
+                             "The N-1 decision thresholds (float64, in the source's units).")
+      .def_property_readonly("levels", [](const PyCodebook& c) { return doubles(c.codebook.levels()); },
+                             "The N representation levels (float64, in the source's units).")
+      .def_property_readonly("xmax", [](const PyCodebook& c) { return c.codebook.xmax(); },
+                             "Support threshold: the granular region is [-xmax, xmax].")
+      .def_property_readonly("sigma", [](const PyCodebook& c) { return c.codebook.provenance().sigma; })
+      .def_property_readonly("rule", [](const PyCodebook& c) { return to_string(c.codebook.provenance().rule); },
+                             "How xmax was chosen: given, iterative, numeric or lloyd.")
+      .def_property_readonly("iterations", [](const PyCodebook& c) { return c.codebook.provenance().iterations; },
+                             "Updates of the fixed-point (or Lloyd) rule; 0 where none ran.")
+      .def_property_readonly("mu", [](const PyCodebook& c) { return optional_number(c.codebook.provenance().mu); })
+      .def_property_readonly("alpha",
+                             [](const PyCodebook& c) { return optional_number(c.codebook.provenance().alpha); })
+      .def_property_readonly("trace", [](const PyCodebook& c) { return doubles(c.trace); },
+                             "Iterates of the rule (Delta for sptq/msptq, xmax otherwise); empty when none ran.")
+      .def_property_readonly("distortion", [](const PyCodebook& c) { return c.distortion.total(); },
+                             "Exact mean squared error D on Laplace(0, sigma^2).")
+      .def_property_readonly("granular", [](const PyCodebook& c) { return c.distortion.granular; })
+      .def_property_readonly("overload", [](const PyCodebook& c) { return c.distortion.overload; })
+      .def_property_readonly("sqnr_db", [](const PyCodebook& c) { return c.sqnr_db; }, "SQNR_th in dB.")
+      .def("quantize_values",
+           [](const PyCodebook& c, const std::vector<double>& x) {
+             std::vector<double> out(x.size());
+             for (std::size_t i = 0; i < x.size(); ++i) out[i] = c.codebook.quantize(x[i]);
+             return out;
+           },
+           "The reference rule on a few numbers (Codebook::quantize), for checks.")
+      .def("to_json", [](const PyCodebook& c) { return to_json(c.codebook).dump(); })
+      .def_static("from_json",
+                  [](const std::string& text) {
+                    nlohmann::json j;
+                    try {
+                      j = nlohmann::json::parse(text);
+                    } catch (const nlohmann::json::exception& e) {
+                      throw Error(std::string("codebook JSON: ") + e.what());
+                    }
+                    return PyCodebook(codebook_from_json(j));
+                  })
+      .def("__repr__", [](const PyCodebook& c) {
+        return "<nuq.Codebook " + to_string(c.codebook.provenance().method) + ", " + std::to_string(c.codebook.bits()) +
+               " bits, " + std::to_string(c.codebook.size()) + " levels, xmax " + std::to_string(c.codebook.xmax()) +
+               ", SQNR_th " + std::to_string(c.sqnr_db) + " dB>";
+      });
+
+  m.def("design", &run_design, "method"_a, "bits"_a = 2, py::kw_only(), "xmax"_a = py::none(), "sigma"_a = 1.0,
+        "levels"_a = py::none(), "rule"_a = py::none(), "alpha"_a = 1.0, "mu"_a = 255.0, "init"_a = py::none(),
+        "epsilon"_a = kPaperEpsilon,
+        "Design a quantizer for the Laplacian source (what `nuq design` prints).\n\n"
+        "method: uniform, sptq, msptq, ternary, mulaw or lloyd-max. xmax: the support threshold (source units); "
+        "absent, `rule` ('iterative' or 'numeric', default the method's own) finds it. levels: N (default 2^bits). "
+        "alpha: ternary scale factor. mu: mu-law compression. init: Delta(0) (sptq/msptq) or x_max(0) of the "
+        "iterative rule. epsilon: its stop criterion.");
+  m.def(
+      "sweep",
+      [](const std::string& method, double start, double stop, double step, int bits, double sigma, double alpha,
+         double mu) {
+        DesignSpec spec;
+        spec.method = parse_method(method);
+        spec.bits = bits;
+        spec.sigma = sigma;
+        spec.alpha = alpha;
+        spec.mu = mu;
+        std::vector<SweepPoint> points;
+        {
+          py::gil_scoped_release release;
+          points = sweep(spec, start, stop, step);
+        }
+        std::vector<double> parameter, xmax, distortion, sqnr;
+        for (const SweepPoint& p : points) {
+          parameter.push_back(p.parameter);
+          xmax.push_back(p.xmax);
+          distortion.push_back(p.distortion.total());
+          sqnr.push_back(p.sqnr_db);
+        }
+        return py::dict("parameter"_a = doubles(parameter), "xmax"_a = doubles(xmax),
+                        "distortion"_a = doubles(distortion), "sqnr_db"_a = doubles(sqnr));
+      },
+      "method"_a, "start"_a, "stop"_a, "step"_a, py::kw_only(), "bits"_a = 2, "sigma"_a = 1.0, "alpha"_a = 1.0,
+      "mu"_a = 255.0,
+      "D and SQNR_th against the design's parameter (Delta for sptq/msptq, xmax otherwise), both ends included "
+      "(`nuq design --sweep`, Fig. 6).");
+  m.def(
+      "support_xmax",
+      [](const std::string& support, std::optional<double> w_min, std::optional<double> w_max, double alpha) {
+        Support s = parse_support(support);
+        s.alpha = alpha;
+        NUQ_REQUIRE(!depends_on_extremes(s) || (w_min && w_max), "support '", support,
+                    "' comes from the weights' extremes: give w_min and w_max");
+        return resolve_xmax(s, {w_min.value_or(0.0), w_max.value_or(0.0)});
+      },
+      "support"_a, "w_min"_a = py::none(), "w_max"_a = py::none(), "alpha"_a = 1.0,
+      "x_max of a support-region rule (case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or a "
+      "number) for normalised weights in [w_min, w_max].");
+  bind_paper(m);
+}
+
+}  // namespace nuq::python

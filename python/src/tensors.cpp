@@ -1,0 +1,356 @@
+// nuq.QuantizedTensor and the calls that make and use one: quantize (one tensor or a state dict),
+// dequantize, qgemm, load and save. Inputs arrive as numpy arrays (the Python layer turns PyTorch
+// tensors into numpy views without a copy); F32 is read where it lies.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "binding.h"
+#include "nuq/backend.h"
+#include "nuq/checkpoint.h"
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/io/widen.h"
+#include "nuq/qgemm.h"
+
+namespace nuq::python {
+namespace {
+
+using namespace pybind11::literals;
+
+// The numpy dtype of each safetensors dtype (BF16 has none: it is read as F32, exactly).
+const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
+  static const std::vector<std::pair<io::DType, const char*>> table = {
+      {io::DType::BOOL, "bool"},   {io::DType::U8, "uint8"},     {io::DType::I8, "int8"},
+      {io::DType::U16, "uint16"},  {io::DType::I16, "int16"},    {io::DType::F16, "float16"},
+      {io::DType::U32, "uint32"},  {io::DType::I32, "int32"},    {io::DType::F32, "float32"},
+      {io::DType::U64, "uint64"},  {io::DType::I64, "int64"},    {io::DType::F64, "float64"}};
+  return table;
+}
+
+io::DType dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name) {
+  if (tag) {  // the Python layer names what numpy cannot hold (BF16 as raw uint16)
+    NUQ_REQUIRE(*tag == "BF16" && a.itemsize() == 2, name, ": unknown dtype tag '", *tag, "'");
+    return io::DType::BF16;
+  }
+  for (const auto& [dtype, numpy] : numpy_dtypes())
+    if (a.dtype().is(py::dtype(numpy))) return dtype;
+  throw Error(name + ": numpy dtype " + std::string(py::str(a.dtype())) + " cannot be stored in safetensors");
+}
+
+std::vector<std::int64_t> shape_of(const py::array& a) {
+  return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// One floating input: where its elements lie and in what dtype. F32 is used in place; F16 and
+// BF16 are widened to a float copy of the whole tensor (the library's passes read floats).
+struct Input {
+  std::string name;
+  py::array array;  // keeps the caller's memory alive while the GIL is released
+  io::DType dtype = io::DType::F32;
+  std::vector<std::int64_t> shape;
+  std::size_t count = 0;
+  std::vector<float> widened;
+
+  const float* floats() {
+    if (dtype == io::DType::F32) return static_cast<const float*>(array.data());
+    widened.resize(count);
+    io::widen_to_f32(dtype, array.data(), count, widened.data());
+    return widened.data();
+  }
+  void release() { widened = {}; }
+};
+
+Input input_of(const std::string& name, const py::array& a, const std::optional<std::string>& tag) {
+  NUQ_REQUIRE(a.flags() & py::array::c_style, name, ": the array must be C-contiguous");
+  Input in{name, a, dtype_of(a, tag, name), shape_of(a), std::size_t(a.size()), {}};
+  NUQ_REQUIRE(io::is_floating(in.dtype), name, ": ", io::to_string(in.dtype),
+              " cannot be quantized (float32, float16 or bfloat16)");
+  return in;
+}
+
+NonFinite parse_nonfinite(const std::string& text) {
+  if (text == "error") return NonFinite::Reject;
+  if (text == "saturate") return NonFinite::Skip;
+  throw Error("unknown nonfinite '" + text + "' (error or saturate)");
+}
+
+// Every input with one codebook; Normalisation::Global takes the statistics of all of them
+// together (as `nuq quantize` does for a checkpoint). Two passes, as quantize_checkpoint: the
+// statistics of every tensor first, then each tensor's codes.
+std::vector<PyQuantized> quantize_all(std::vector<Input>& inputs, const PyCodebook& codebook,
+                                      const std::string& normalise, std::optional<long> group_size,
+                                      const std::string& device, const std::string& nonfinite_text) {
+  const Normalisation normalisation = parse_normalisation(normalise);
+  const NonFinite nonfinite = parse_nonfinite(nonfinite_text);
+  // Per-group scales come with issue #18; this is where a group size would reach the library.
+  NUQ_REQUIRE(!group_size, "group_size=", group_size.value_or(0), ": grouped quantization (a scale per group of ",
+              "weights) is not available in nuq yet; use normalise='per-channel' for a scale per output row");
+  const Device where = parse_device(device);
+  py::gil_scoped_release release;
+  const std::unique_ptr<Backend> backend = make_backend(where);
+  std::vector<WeightStats> own;
+  WeightStats global;
+  for (Input& in : inputs) {
+    own.push_back(backend->stats(in.floats(), in.count, in.name, nonfinite));
+    global = combine(global, own.back());
+    in.release();  // widened again in the second pass: one F32 copy at a time
+  }
+  NUQ_REQUIRE(global.count > 0, inputs.size() == 1 ? inputs[0].name : "the tensors", ": no finite weight to quantize");
+  std::vector<PyQuantized> out;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    PyQuantized q;
+    QuantizeTotals totals;
+    q.tensor = quantize_tensor(inputs[i].floats(), inputs[i].shape, codebook.codebook, normalisation, global, own[i],
+                               inputs[i].name, nonfinite, *backend, &totals);
+    inputs[i].release();
+    q.codebook = codebook;
+    q.normalisation = normalisation;
+    q.dtype = io::to_string(inputs[i].dtype);
+    q.stats = own[i];
+    q.totals = totals;
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+py::object stats_dict(const PyQuantized& q) {
+  if (!q.stats) return py::none();
+  const WeightStats& s = *q.stats;
+  return py::dict("count"_a = s.count, "nonfinite"_a = s.nonfinite, "mean"_a = s.mean, "std"_a = s.stddev(),
+                  "min"_a = s.min, "max"_a = s.max);
+}
+
+py::array numpy_of(const io::Tensor& t, const std::string& where) {
+  std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
+  if (t.dtype == io::DType::BF16) {
+    std::vector<float> values(t.element_count());
+    NUQ_REQUIRE(t.data.size() == 2 * values.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
+                2 * values.size());
+    io::widen_to_f32(t.dtype, t.data.data(), values.size(), values.data());
+    return adopt(std::move(values), shape);
+  }
+  for (const auto& [dtype, numpy] : numpy_dtypes())
+    if (dtype == t.dtype) {
+      py::array a(py::dtype(numpy), shape);
+      std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
+      return a;
+    }
+  throw Error(where + ": " + io::to_string(t.dtype) + " has no numpy dtype");
+}
+
+PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebook, Normalisation normalisation,
+                   io::DType dtype) {
+  PyQuantized q;
+  q.tensor = std::move(tensor);
+  if (codebook) q.codebook = PyCodebook(*codebook);
+  q.normalisation = normalisation;
+  q.dtype = io::to_string(dtype);
+  return q;
+}
+
+// Every tensor of a file nuq wrote: quantized ones as QuantizedTensor, the rest as numpy arrays.
+py::dict load(const std::string& path) {
+  io::TensorFile file;
+  {
+    py::gil_scoped_release release;
+    file = io::read_safetensors(path);
+  }
+  py::dict out;
+  if (file.metadata.count("nuq.quantized")) {  // one of nuq's own models, quantized (nuq quantize)
+    QuantizedModel model = quantized_from_file(file, path);
+    for (auto& [name, t] : model.tensors)
+      out[py::str(name)] = loaded(std::move(t), model.codebook, model.normalisation, io::DType::F32);
+    return out;
+  }
+  if (file.metadata.count("nuq.checkpoint")) {  // a checkpoint quantized by nuq quantize or nuq.save
+    QuantizedCheckpoint checkpoint = read_quantized_checkpoint(file, path);
+    for (auto& [name, t] : checkpoint.quantized)
+      out[py::str(name)] =
+          loaded(std::move(t), checkpoint.codebook, checkpoint.normalisation, checkpoint.dtypes.at(name));
+    for (const auto& [name, t] : checkpoint.copied) out[py::str(name)] = numpy_of(t, path + ": tensor '" + name + "'");
+    return out;
+  }
+  for (const auto& [name, t] : file.tensors) out[py::str(name)] = numpy_of(t, path + ": tensor '" + name + "'");
+  return out;
+}
+
+// Quantized tensors as nuq quantize writes a checkpoint (one codebook and normalisation for all),
+// plain arrays copied; without quantized tensors, a plain safetensors file.
+void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
+          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>>>& plain,
+          const std::map<std::string, std::string>& metadata) {
+  std::map<std::string, io::Tensor> copied;
+  for (const auto& [name, array, tag] : plain) {
+    const std::string where = path + ": tensor '" + name + "'";
+    NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
+    io::Tensor t{dtype_of(array, tag, where), shape_of(array), {}};
+    const auto* bytes = static_cast<const std::uint8_t*>(array.data());
+    t.data.assign(bytes, bytes + array.nbytes());
+    copied[name] = std::move(t);
+  }
+  py::gil_scoped_release release;
+  if (quantized.empty()) {
+    io::write_safetensors(path, io::TensorFile{metadata, std::move(copied)});
+    return;
+  }
+  const PyQuantized& first = *quantized.begin()->second;
+  QuantizedCheckpoint checkpoint{first.codebook ? std::optional<Codebook>(first.codebook->codebook) : std::nullopt,
+                                 first.normalisation, {}, {}, std::move(copied), metadata};
+  const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
+  for (const auto& [name, q] : quantized) {
+    NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&
+                    q->normalisation == first.normalisation,
+                path, ": tensor '", name, "' was quantized with another codebook or normalisation than '",
+                quantized.begin()->first, "'; a file holds one of each");
+    checkpoint.quantized[name] = q->tensor;
+    const std::string& d = q->dtype;
+    checkpoint.dtypes[name] = d == "F16" ? io::DType::F16 : d == "BF16" ? io::DType::BF16 : io::DType::F32;
+  }
+  io::write_safetensors(path, to_tensor_file(checkpoint, path));
+}
+
+py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py::array>& bias,
+                const std::string& device) {
+  const QuantizedMatrix& w = q.tensor.matrix;
+  const std::size_t rows = w.codes.rows, cols = w.codes.cols;
+  NUQ_REQUIRE(x.dtype().is(py::dtype::of<float>()) && (x.flags() & py::array::c_style),
+              "qgemm: x must be a C-contiguous float32 array");
+  NUQ_REQUIRE(x.ndim() >= 1 && std::size_t(x.shape(x.ndim() - 1)) == cols, "qgemm: x's last dimension (",
+              x.ndim() ? x.shape(x.ndim() - 1) : 0, ") must be the weights' ", cols, " input columns");
+  if (bias)
+    NUQ_REQUIRE(bias->dtype().is(py::dtype::of<float>()) && (bias->flags() & py::array::c_style) &&
+                    std::size_t(bias->size()) == rows,
+                "qgemm: bias must be a C-contiguous float32 array of ", rows, " values");
+  const std::size_t m = cols ? std::size_t(x.size()) / cols : 0;
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim() - 1);
+  shape.push_back(py::ssize_t(rows));
+  py::array_t<float> y(shape);
+  const float* xp = static_cast<const float*>(x.data());
+  const float* bp = bias ? static_cast<const float*>(bias->data()) : nullptr;
+  float* yp = y.mutable_data();
+  const Device where = parse_device(device);
+  py::gil_scoped_release release;
+  check_quantized_matrix(w, "qgemm");
+  make_backend(where)->qgemm(xp, m, w, bp, yp);
+  return std::move(y);
+}
+
+}  // namespace
+
+void bind_tensors(py::module_& m) {
+  py::class_<PyQuantized>(m, "QuantizedTensor", py::dynamic_attr(),
+                          "A tensor as packed codes: codes of its [shape[0], rest] view (LSB-first, rows byte-aligned) "
+                          "and the level of each code in the tensor's own units (one table, or one per row with "
+                          "per-channel normalisation).")
+      .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); })
+      .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; })
+      .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; })
+      .def_property_readonly("bits", [](const PyQuantized& q) { return q.tensor.matrix.codes.bits; })
+      .def_property_readonly("dtype", [](const PyQuantized& q) { return q.dtype; }, "The source's dtype.")
+      .def_property_readonly("normalisation", [](const PyQuantized& q) { return to_string(q.normalisation); })
+      .def_property_readonly("codebook", [](const PyQuantized& q) { return q.codebook; },
+                             "The codebook in normalised units (None for files that record none).")
+      .def_property_readonly(
+          "codes",
+          [](py::object self) {
+            const PackedCodes& c = self.cast<const PyQuantized&>().tensor.matrix.codes;
+            return view_of(c.bytes.data(), {py::ssize_t(c.rows), py::ssize_t(packed_row_bytes(c.cols, c.bits))}, self);
+          },
+          "Packed codes, uint8 [rows, bytes per row] (a read-only view).")
+      .def_property_readonly(
+          "levels",
+          [](py::object self) {
+            const QuantizedMatrix& w = self.cast<const PyQuantized&>().tensor.matrix;
+            const py::ssize_t per_table = py::ssize_t(1) << w.codes.bits;
+            return view_of(w.levels.data(), {py::ssize_t(w.levels.size()) / per_table, per_table}, self);
+          },
+          "float32 [tables, 2^bits]: the value of each code (one table, or one per row).")
+      .def_property_readonly(
+          "grid",
+          [](const PyQuantized& q) -> py::object {
+            const QuantizedMatrix& w = q.tensor.matrix;
+            if (w.per_row()) return py::none();
+            const auto grid = level_grid(w.levels.data(), w.levels.size());
+            return grid ? py::object(py::make_tuple(grid->offset, grid->scale)) : py::none();
+          },
+          "(offset, scale) when the levels lie on a uniform grid (level = offset + scale * code), else None.")
+      .def_property_readonly("mean", [](const PyQuantized& q) { return q.tensor.mean; },
+                             "The normalisation's offset (per-channel: the tensor's own mean; rows' maps are in "
+                             "their tables of levels).")
+      .def_property_readonly("scale", [](const PyQuantized& q) { return q.tensor.stddev; },
+                             "The normalisation's scale (weights -> (w - mean) / scale).")
+      .def_property_readonly("stats", &stats_dict, "count, nonfinite, mean, std, min, max of the source (or None).")
+      .def_property_readonly(
+          "sqnr_ex_db",
+          [](const PyQuantized& q) -> py::object {
+            if (!q.totals) return py::none();
+            return py::float_(q.totals->noise > 0.0 ? 10.0 * std::log10(q.totals->signal / q.totals->noise)
+                                                    : std::numeric_limits<double>::infinity());
+          },
+          "SQNR_ex in dB over the finite weights, eqs. (30)-(31) (None for loaded tensors).")
+      .def_property_readonly(
+          "within",
+          [](const PyQuantized& q) -> py::object {
+            if (!q.totals || !q.stats || q.stats->count == 0) return py::none();
+            return py::float_(100.0 * double(q.totals->inside) / double(q.stats->count));
+          },
+          "Share (%) of the finite weights inside the support region.")
+      .def_property_readonly("max_error",
+                             [](const PyQuantized& q) -> py::object {
+                               return q.totals ? py::object(py::float_(q.totals->max_error)) : py::none();
+                             })
+      .def_property_readonly("nbytes",
+                             [](const PyQuantized& q) {
+                               return q.tensor.matrix.codes.bytes.size() + q.tensor.matrix.levels.size() * sizeof(float);
+                             })
+      .def("unpacked_codes",
+           [](const PyQuantized& q) {
+             const PackedCodes& c = q.tensor.matrix.codes;
+             return adopt(unpack_codes(c), {py::ssize_t(c.rows), py::ssize_t(c.cols)});
+           },
+           "The codes one per element, uint32 [rows, cols].")
+      .def("_dequantize_numpy",
+           [](const PyQuantized& q) {
+             std::vector<float> values;
+             {
+               py::gil_scoped_release release;
+               values = dequantize(q.tensor.matrix);
+             }
+             return adopt(std::move(values), std::vector<py::ssize_t>(q.tensor.shape.begin(), q.tensor.shape.end()));
+           })
+      .def("__repr__", [](const PyQuantized& q) {
+        std::string shape;
+        for (auto d : q.tensor.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+        return "<nuq.QuantizedTensor shape (" + shape + "), " + std::to_string(q.tensor.matrix.codes.bits) +
+               "-bit codes, " + to_string(q.normalisation) + ">";
+      });
+
+  m.def(
+      "_quantize",
+      [](const std::vector<std::tuple<std::string, py::array, std::optional<std::string>>>& tensors,
+         const PyCodebook& codebook, const std::string& normalise, std::optional<long> group_size,
+         const std::string& device, const std::string& nonfinite) {
+        std::vector<Input> inputs;
+        for (const auto& [name, array, tag] : tensors) inputs.push_back(input_of(name, array, tag));
+        return quantize_all(inputs, codebook, normalise, group_size, device, nonfinite);
+      },
+      "tensors"_a, "codebook"_a, "normalise"_a, "group_size"_a, "device"_a, "nonfinite"_a);
+  m.def("_qgemm", &qgemm, "x"_a, "q"_a, "bias"_a, "device"_a);
+  m.def("_load", &load, "path"_a);
+  m.def("_save", &save, "path"_a, "quantized"_a, "plain"_a, "metadata"_a);
+  m.def("devices", [] {
+    py::list names;
+    for (Device d : {Device::Cpu, Device::Cuda}) try {
+        names.append(make_backend(d)->name());
+      } catch (const Error&) {
+      }
+    return names;
+  }, "The backends this build can use (\"cpu\", and \"cuda:0 (...)\" with a visible GPU).");
+}
+
+}  // namespace nuq::python

@@ -1,0 +1,102 @@
+"""Codebooks through Python against the published numbers (include/nuq/paper.h, read through nuq.paper)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import nuq
+
+paper = nuq.paper
+
+
+def printed_xmax(case: dict) -> float:
+    # As host/theory.cpp: the paper evaluates 3Δ and 3Δmod at its printed steps (3 × 0.8504,
+    # 3 × 0.9021), not at the unrounded iterates; the other rules come from the weights' range.
+    if case["support"] == "3delta":
+        return case["alpha"] * paper.SPTQ_XMAX
+    if case["support"] == "3delta-mod":
+        return case["alpha"] * paper.MSPTQ_XMAX
+    return nuq.support_xmax(case["support"], *paper.MNIST_MLP_RANGE, alpha=case["alpha"])
+
+
+@pytest.mark.parametrize("column", paper.table2(), ids=lambda c: c["label"])
+def test_table2_sptq_iterations_and_step(column):
+    c = nuq.design("sptq", init=column["delta0"])
+    assert c.iterations == column["iterations"]
+    assert len(c.trace) == c.iterations + 1 and c.trace[0] == pytest.approx(column["delta0"])
+    assert abs(c.xmax / 3 - paper.SPTQ_DELTA) <= 0.5e-4  # rounds to the printed Δ
+    assert c.rule == "iterative" and c.method == "sptq"
+
+
+def test_msptq_converges_as_published():
+    c = nuq.design("msptq")
+    assert c.iterations == paper.MSPTQ_ITERATIONS
+    assert abs(c.xmax / 3 - paper.MSPTQ_DELTA) <= 0.5e-4
+
+
+def test_table5_sqnr_th():
+    (table,) = [t for t in paper.tables() if t["id"] == "5"]
+    assert table["method"] == "msptq" and len(table["cases"]) == 4
+    for case in table["cases"]:
+        c = nuq.design("msptq", table["bits"], xmax=printed_xmax(case))
+        assert c.sqnr_db == pytest.approx(case["sqnr_th"], abs=1e-4), case["label"]
+
+
+def test_every_sqnr_th_of_tables_3_to_7():
+    checked = 0
+    for table in paper.tables():
+        for case in table["cases"]:
+            c = nuq.design(table["method"], table["bits"], xmax=printed_xmax(case))
+            assert c.sqnr_db == pytest.approx(case["sqnr_th"], abs=1e-4), (table["id"], case["label"])
+            checked += 1
+    assert checked == 32
+
+
+def test_lloyd_max_ceiling_rounds_to_the_literature():
+    assert round(nuq.design("lloyd-max", 2).sqnr_db, 2) == paper.LLOYD_MAX_4_SQNR
+
+
+@pytest.mark.parametrize("method,bits,levels", [("uniform", 4, 16), ("sptq", 2, 4), ("msptq", 2, 4),
+                                                ("ternary", 2, 3), ("mulaw", 2, 4), ("lloyd-max", 3, 8)])
+def test_every_method_gives_a_consistent_codebook(method, bits, levels):
+    c = nuq.design(method, bits)
+    assert c.bits == bits and c.levels.shape == (levels,) and c.thresholds.shape == (levels - 1,)
+    assert np.all(np.diff(c.levels) > 0) and np.all(np.diff(c.thresholds) > 0)
+    np.testing.assert_allclose(c.levels, -c.levels[::-1], atol=1e-12)  # symmetric designs
+    assert c.distortion == pytest.approx(c.granular + c.overload)
+    assert c.sqnr_db == pytest.approx(10 * np.log10(1 / c.distortion))
+    # The reference rule: each cell's inside goes to its level.
+    inside = (c.thresholds[:-1] + c.thresholds[1:]) / 2
+    assert c.quantize_values(list(inside)) == pytest.approx(list(c.levels[1:-1]))
+
+
+def test_sigma_scales_the_design():
+    unit, scaled = nuq.design("sptq"), nuq.design("sptq", sigma=0.05)
+    np.testing.assert_allclose(scaled.levels, 0.05 * unit.levels, rtol=1e-6)
+    assert scaled.sqnr_db == pytest.approx(unit.sqnr_db, abs=1e-6)
+
+
+def test_codebook_json_round_trip():
+    c = nuq.design("mulaw", mu=100.0)
+    back = nuq.Codebook.from_json(c.to_json())
+    np.testing.assert_array_equal(back.levels, c.levels)
+    assert back.mu == 100.0 and json.loads(c.to_json())["method"] == "mulaw"
+
+
+def test_sweep_minimum_is_the_iterative_optimum():
+    s = nuq.sweep("sptq", 0.8, 0.9, 0.001)
+    best = s["parameter"][np.argmin(s["distortion"])]
+    assert abs(best - nuq.design("sptq").xmax / 3) <= 0.001
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: nuq.design("nonsense"), "unknown method"),
+    (lambda: nuq.design("sptq", 0), "bits"),
+    (lambda: nuq.design("sptq", xmax=-1.0), "x_max"),
+    (lambda: nuq.support_xmax("case1"), "w_min and w_max"),
+    (lambda: nuq.Codebook.from_json("{"), "codebook JSON"),
+])
+def test_user_errors_are_value_errors_with_nuqs_message(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

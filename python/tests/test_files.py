@@ -1,0 +1,90 @@
+"""nuq.save and nuq.load against the files the nuq tool reads and writes."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+import nuq
+
+
+def run(*args):
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def checkpoint(rng):
+    return {"embed.weight": rng.laplace(size=(40, 24)).astype(np.float32),
+            "layers.0.weight": 3 * rng.laplace(size=(16, 4, 3)).astype(np.float32),
+            "layers.0.bias": rng.laplace(size=16).astype(np.float32),
+            "step": np.array([7, 8], dtype=np.int64)}
+
+
+@pytest.mark.parametrize("method,normalise", [("msptq", "global"), ("sptq", "per-channel"),
+                                              ("uniform", "per-tensor")])
+def test_codes_identical_to_nuq_quantize(nuq_binary, tmp_path, checkpoint, method, normalise):
+    nuq.save(tmp_path / "in.safetensors", checkpoint)
+    run(nuq_binary, "quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
+        "--normalise", normalise, "--device", "cpu")
+    cli = nuq.load(tmp_path / "q.safetensors")
+    ours = nuq.quantize_state_dict(checkpoint, nuq.design(method), normalise=normalise)
+    assert set(cli) == set(ours)
+    np.testing.assert_array_equal(cli["step"], checkpoint["step"])
+    for name in ("embed.weight", "layers.0.weight", "layers.0.bias"):
+        assert isinstance(cli[name], nuq.QuantizedTensor) and cli[name].shape == ours[name].shape
+        np.testing.assert_array_equal(cli[name].codes, ours[name].codes)
+        np.testing.assert_array_equal(cli[name].levels, ours[name].levels)
+        assert cli[name].normalisation == normalise and cli[name].codebook.method == method
+
+
+def test_one_tensor_file_matches_nuq_quantize_of_one_array(nuq_binary, tmp_path, rng):
+    w = rng.laplace(size=(64, 80)).astype(np.float32)
+    nuq.save(tmp_path / "w.safetensors", {"w": w})
+    run(nuq_binary, "quantize", tmp_path / "w.safetensors", "-o", tmp_path / "q.safetensors", "-m", "msptq")
+    np.testing.assert_array_equal(nuq.load(tmp_path / "q.safetensors")["w"].codes,
+                                  nuq.quantize(w, nuq.design("msptq")).codes)
+
+
+def test_saved_quantized_checkpoint_reads_back_and_nuq_dequantize_reads_it(nuq_binary, tmp_path, checkpoint):
+    q = nuq.quantize_state_dict(checkpoint, nuq.design("msptq"), skip="*.bias", normalise="per-channel")
+    nuq.save(tmp_path / "q.safetensors", q, metadata={"source": "test"})
+    back = nuq.load(tmp_path / "q.safetensors")
+    assert isinstance(back["embed.weight"], nuq.QuantizedTensor) and back["layers.0.weight"].shape == (16, 4, 3)
+    np.testing.assert_array_equal(back["layers.0.bias"], checkpoint["layers.0.bias"])
+    np.testing.assert_array_equal(back["embed.weight"].codes, q["embed.weight"].codes)
+    run(nuq_binary, "dequantize", tmp_path / "q.safetensors", "-o", tmp_path / "restored.safetensors")
+    restored = nuq.load(tmp_path / "restored.safetensors")
+    for name in ("embed.weight", "layers.0.weight"):
+        np.testing.assert_array_equal(restored[name], q[name].dequantize())
+    np.testing.assert_array_equal(restored["step"], checkpoint["step"])
+
+
+def test_a_file_holds_one_codebook(tmp_path, rng):
+    w = rng.laplace(size=(4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="another codebook"):
+        nuq.save(tmp_path / "q.safetensors", {"a": nuq.quantize(w, nuq.design("sptq")),
+                                              "b": nuq.quantize(w, nuq.design("msptq"))})
+
+
+def test_bfloat16_and_float16_checkpoints(nuq_binary, tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    w = torch.from_numpy(rng.laplace(size=(12, 10)).astype(np.float32))
+    nuq.save(tmp_path / "half.safetensors", {"bf": w.bfloat16(), "h": w.half()})
+    plain = nuq.load(tmp_path / "half.safetensors")  # bfloat16 widened to float32, float16 kept
+    np.testing.assert_array_equal(plain["bf"], w.bfloat16().float().numpy())
+    assert plain["h"].dtype == np.float16
+    run(nuq_binary, "quantize", tmp_path / "half.safetensors", "-o", tmp_path / "q.safetensors", "-m", "sptq")
+    cli = nuq.load(tmp_path / "q.safetensors")
+    assert cli["bf"].dtype == "BF16" and cli["h"].dtype == "F16"
+    ours = nuq.quantize_state_dict({"bf": w.bfloat16(), "h": w.half()}, nuq.design("sptq"))
+    for name in ("bf", "h"):
+        np.testing.assert_array_equal(cli[name].codes, ours[name].codes)
+
+
+def test_broken_files_raise_value_errors_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        nuq.load(bad)

@@ -1,0 +1,152 @@
+"""nuq.quantize, dequantize and qgemm on numpy arrays, against references computed here."""
+
+import numpy as np
+import pytest
+
+import nuq
+
+
+def unpack(packed: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """The layout of packed.h read independently: LSB-first codes, every row byte-aligned."""
+    per_byte = 8 // bits if bits <= 8 else 1
+    if bits == 16:
+        return packed.view("<u2")[:, :cols].astype(np.uint32)
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    codes = (packed[:, :, None] >> shifts) & ((1 << bits) - 1)
+    return codes.reshape(packed.shape[0], -1)[:, :cols].astype(np.uint32)
+
+
+@pytest.mark.parametrize("method", ["sptq", "msptq", "uniform"])
+def test_sqnr_ex_of_a_million_laplacian_samples_meets_sqnr_th(method, rng):
+    w = rng.laplace(scale=1 / np.sqrt(2), size=(1000, 1000)).astype(np.float32)  # unit variance
+    c = nuq.design(method)
+    q = nuq.quantize(w, c)
+    assert abs(q.sqnr_ex_db - c.sqnr_db) < 0.1
+    assert q.stats["count"] == 10**6 and abs(q.stats["std"] - 1) < 0.01
+    # The share inside the support region is the Laplacian's P(|X| <= xmax) = 1 - exp(-sqrt(2) xmax).
+    assert q.within == pytest.approx(100 * (1 - np.exp(-np.sqrt(2) * c.xmax)), abs=0.2)
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (3, 4, 5), (33,)])
+@pytest.mark.parametrize("normalise", ["global", "per-tensor", "per-channel", "none"])
+def test_codes_follow_the_codebook_rule(shape, normalise, rng):
+    w = (3 + 2 * rng.laplace(size=shape)).astype(np.float32)
+    c = nuq.design("msptq")
+    q = nuq.quantize(w, c, normalise=normalise)
+    rows = shape[0] if len(shape) > 1 else 1
+    cols = w.size // rows
+    assert q.shape == shape and (q.rows, q.cols, q.bits) == (rows, cols, 2)
+    codes = unpack(q.codes, q.bits, cols)
+    np.testing.assert_array_equal(codes, q.unpacked_codes())
+    view = w.reshape(rows, cols).astype(np.float64)
+    if normalise == "per-channel":
+        mean, scale = view.mean(axis=1, keepdims=True), view.std(axis=1, keepdims=True)
+        assert q.levels.shape == (rows, 4)
+    elif normalise == "none":
+        mean, scale = 0.0, 1.0
+        np.testing.assert_array_equal(q.levels[0], c.levels.astype(np.float32))
+    else:
+        mean, scale = view.mean(), view.std()
+        assert (q.mean, q.scale) == pytest.approx((mean, scale), rel=1e-6)
+    expected = np.searchsorted(c.thresholds, (view - mean) / scale, side="right")
+    # float32 thresholds in the weights' units may differ from float64 ones within rounding.
+    near = np.min(np.abs(((view - mean) / scale)[..., None] - c.thresholds), axis=-1) < 1e-5
+    assert np.all((codes == expected) | near)
+    levels = q.levels if q.levels.shape[0] > 1 else np.repeat(q.levels, rows, axis=0)
+    np.testing.assert_array_equal(q.dequantize(), np.take_along_axis(levels, codes, axis=1).reshape(shape))
+    np.testing.assert_allclose(levels, np.broadcast_to(mean + scale * c.levels[None, :], levels.shape),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_high_rate_uniform_grid_and_sixteen_bit_codes(rng):
+    w = rng.laplace(size=(8, 40)).astype(np.float32)
+    q = nuq.quantize(w, nuq.design("uniform", 16), normalise="per-tensor")
+    assert q.bits == 16 and q.grid is not None
+    offset, scale = q.grid
+    codes = unpack(q.codes, 16, 40)
+    np.testing.assert_allclose(q.dequantize(), offset + scale * codes, rtol=0, atol=2 ** -20 * np.abs(q.levels).max())
+    assert q.max_error < scale  # within a step everywhere (the optimal support holds these weights)
+
+
+@pytest.mark.parametrize("m,rows,cols", [(1, 5, 7), (3, 64, 96), (17, 33, 129)])
+def test_qgemm_matches_the_dequantized_product(m, rows, cols, rng):
+    w = rng.laplace(size=(rows, cols)).astype(np.float32)
+    for normalise in ("global", "per-channel"):
+        q = nuq.quantize(w, nuq.design("sptq"), normalise=normalise)
+        x = rng.standard_normal((m, cols)).astype(np.float32)
+        bias = rng.standard_normal(rows).astype(np.float32)
+        reference = x.astype(np.float64) @ q.dequantize().T.astype(np.float64) + bias
+        y = nuq.qgemm(x, q, bias)
+        assert y.shape == (m, rows) and y.dtype == np.float32 and np.any(y != 0)
+        np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    assert nuq.qgemm(x[0], q).shape == (rows,)  # a vector in, a vector out
+
+
+def test_state_dict_with_global_normalisation_uses_all_tensors(rng):
+    sd = {"a.weight": rng.laplace(size=(16, 8)).astype(np.float32),
+          "a.bias": rng.laplace(size=16).astype(np.float32),
+          "b.weight": 5 * rng.laplace(size=(4, 16)).astype(np.float32),
+          "steps": np.array([3], dtype=np.int64)}
+    out = nuq.quantize_state_dict(sd, nuq.design("msptq"), skip="*.bias")
+    assert out["a.bias"] is sd["a.bias"] and out["steps"] is sd["steps"]
+    assert isinstance(out["a.weight"], nuq.QuantizedTensor) and isinstance(out["b.weight"], nuq.QuantizedTensor)
+    both = np.concatenate([sd["a.weight"].ravel(), sd["b.weight"].ravel()]).astype(np.float64)
+    for name in ("a.weight", "b.weight"):
+        assert (out[name].mean, out[name].scale) == pytest.approx((both.mean(), both.std()), rel=1e-6)
+    only_a = nuq.quantize_state_dict(sd, nuq.design("msptq"), skip=lambda name, t: name != "a.weight")
+    assert set(k for k, v in only_a.items() if isinstance(v, nuq.QuantizedTensor)) == {"a.weight"}
+    restored = nuq.dequantize_state_dict(out)
+    assert restored["a.weight"].shape == (16, 8) and restored["steps"] is sd["steps"]
+
+
+def test_strided_input_is_quantized_as_its_values(rng):
+    w = rng.laplace(size=(20, 30)).astype(np.float32)
+    c = nuq.design("sptq")
+    np.testing.assert_array_equal(nuq.quantize(w.T, c).codes, nuq.quantize(np.ascontiguousarray(w.T), c).codes)
+
+
+def test_float16_is_widened_exactly(rng):
+    w16 = rng.laplace(size=(9, 11)).astype(np.float16)
+    c = nuq.design("msptq")
+    np.testing.assert_array_equal(nuq.quantize(w16, c).codes, nuq.quantize(w16.astype(np.float32), c).codes)
+    assert nuq.quantize(w16, c).dtype == "F16"
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda w, c: nuq.quantize(w, c, group_size=64), "grouped quantization"),
+    (lambda w, c: nuq.quantize(w, c, normalise="rows"), "unknown normalisation"),
+    (lambda w, c: nuq.quantize(w.astype(np.int32), c), "cannot be quantized"),
+    (lambda w, c: nuq.quantize(np.where(w > 1, np.nan, w).astype(np.float32), c, name="layer"), "layer"),
+    (lambda w, c: nuq.quantize(np.ones((3, 3), np.float32), c), "zero variance"),
+    (lambda w, c: nuq.quantize(w, nuq.design("uniform", 16), normalise="per-channel"), "per-channel"),
+    (lambda w, c: nuq.quantize(w, c, device="tpu"), "tpu"),
+    (lambda w, c: nuq.quantize(w, c, nonfinite="ignore"), "nonfinite"),
+    (lambda w, c: nuq.qgemm(np.ones((2, 5), np.float32), nuq.quantize(w, c)), "input columns"),
+    (lambda w, c: nuq.qgemm(np.ones((2, 8), np.float32), nuq.quantize(w, c), np.ones(3, np.float32)), "bias"),
+    (lambda w, c: nuq.load("/nonexistent/model.safetensors"), "nonexistent"),
+])
+def test_user_errors_are_value_errors(call, message, rng):
+    w = rng.laplace(size=(6, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=message):
+        call(w, nuq.design("sptq"))
+
+
+def test_nonfinite_weights_saturate_when_asked(rng):
+    w = rng.laplace(size=(4, 8)).astype(np.float32)
+    w[0, 0], w[1, 1] = np.inf, np.nan
+    q = nuq.quantize(w, nuq.design("sptq"), nonfinite="saturate")
+    assert q.stats["nonfinite"] == 2 and q.stats["count"] == 30
+    assert q.dequantize()[0, 0] == q.levels[0].max()
+
+
+def test_cuda_backend_gives_the_cpu_codes_and_products(rng):
+    if not any(name.startswith("cuda") for name in nuq.devices()):
+        pytest.skip("this build has no CUDA backend or no GPU is visible")
+    w = rng.laplace(size=(96, 200)).astype(np.float32)
+    x = rng.standard_normal((4, 200)).astype(np.float32)
+    for normalise in ("global", "per-channel"):
+        cpu = nuq.quantize(w, nuq.design("msptq"), normalise=normalise, device="cpu")
+        gpu = nuq.quantize(w, nuq.design("msptq"), normalise=normalise, device="cuda")
+        np.testing.assert_array_equal(gpu.codes, cpu.codes)
+        np.testing.assert_allclose(nuq.qgemm(x, gpu, device="cuda"), nuq.qgemm(x, cpu, device="cpu"),
+                                   rtol=1e-4, atol=1e-4)

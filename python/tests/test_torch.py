@@ -1,0 +1,60 @@
+"""PyTorch tensors in and out: float32, float16 and bfloat16 on the CPU, CUDA where a GPU is visible."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")  # Debian's python3-torch; scripts/setup installs it
+
+import nuq  # noqa: E402
+
+
+@pytest.fixture
+def weights():
+    return torch.from_numpy(np.random.default_rng(3).laplace(size=(32, 48)).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_torch_tensors_quantize_as_their_float32_values(weights, dtype):
+    c = nuq.design("msptq")
+    t = weights.to(dtype)
+    q = nuq.quantize(t, c, normalise="per-channel")
+    reference = nuq.quantize(t.float().numpy(), c, normalise="per-channel")
+    np.testing.assert_array_equal(q.codes, reference.codes)
+    np.testing.assert_array_equal(q.levels, reference.levels)
+    assert q.dtype == {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[dtype]
+    back = q.dequantize()
+    assert isinstance(back, torch.Tensor) and back.dtype == torch.float32 and back.shape == t.shape
+    np.testing.assert_array_equal(back.numpy(), reference.dequantize())
+
+
+def test_parameters_with_grad_and_qgemm_return_tensors(weights):
+    layer = torch.nn.Linear(48, 32)
+    with torch.no_grad():
+        layer.weight.copy_(weights)
+    q = nuq.quantize(layer.weight, nuq.design("sptq"))  # a Parameter that requires grad
+    x = torch.randn(5, 48)
+    y = nuq.qgemm(x, q, layer.bias)
+    assert isinstance(y, torch.Tensor) and y.shape == (5, 32)
+    reference = torch.nn.functional.linear(x.double(), q.dequantize().double(), layer.bias.detach().double())
+    torch.testing.assert_close(y.double(), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_state_dict_of_a_model_and_back(weights):
+    model = torch.nn.Sequential(torch.nn.Linear(48, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    q = nuq.quantize_state_dict(model.state_dict(), nuq.design("msptq"), skip="*.bias", normalise="per-channel")
+    assert [k for k, v in q.items() if isinstance(v, nuq.QuantizedTensor)] == ["0.weight", "2.weight"]
+    model.load_state_dict(nuq.dequantize_state_dict(q))
+    torch.testing.assert_close(model[0].weight.detach(), q["0.weight"].dequantize())
+
+
+def test_cuda_tensors_come_back_on_their_device(weights):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to torch")
+    w = weights.cuda()
+    q = nuq.quantize(w, nuq.design("msptq"), device="auto")
+    np.testing.assert_array_equal(q.codes, nuq.quantize(weights, nuq.design("msptq"), device="cpu").codes)
+    assert q.dequantize().device == w.device
+    x = torch.randn(3, 48, device="cuda")
+    y = nuq.qgemm(x, q)
+    assert y.device == x.device
+    torch.testing.assert_close(y, x @ q.dequantize().T, rtol=1e-4, atol=1e-3)
