@@ -11,6 +11,7 @@
 #include "nuq/checkpoint.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/io/atomic_file.h"
 #include "nuq/io/dataset.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
@@ -170,7 +171,7 @@ void run_dequantize(const DequantizeOptions& o) {
 }
 
 struct EvalOptions {
-  std::string input, dataset = "mnist", data, device = "auto";
+  std::string input, dataset = "mnist", data, device = "auto", predictions;
   bool json = false;
 };
 
@@ -180,14 +181,19 @@ void run_eval(const EvalOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
   const bool quantized = file.metadata.count("nuq.quantized") > 0;
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
-  double result = 0.0;
+  std::vector<std::uint8_t> classes;
   if (quantized) {
-    result = quantized_accuracy(load_quantized(o.input), test_set, *backend);
+    classes = quantized_predictions(load_quantized(o.input), test_set, *backend);
   } else {  // the FP32 baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
     Model model = load_model(o.input);
     Network network(model, nullptr, backend.get());
-    result = accuracy(predict(network, test_set), test_set);
+    classes = predict(network, test_set);
   }
+  const double result = accuracy(classes, test_set);
+  if (!o.predictions.empty())  // one class per line, in the test set's order (for other frameworks to compare)
+    io::write_atomically(o.predictions, [&](std::ostream& out) {
+      for (std::uint8_t c : classes) out << int(c) << '\n';
+    });
   if (o.json)
     std::cout << nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", o.dataset},
                                 {"device", backend->name()}, {"accuracy", result}}
@@ -254,6 +260,7 @@ void add_model_commands(CLI::App& app) {
   eval_cmd->add_option("--dataset", e->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
   eval_cmd->add_option("--data", e->data, "Data folder (default: $NUQ_DATA or data)");
   eval_cmd->add_flag("--json", e->json, "Print the result as JSON");
+  eval_cmd->add_option("--predictions", e->predictions, "Also write each test image's predicted class, one per line");
   add_device_option(*eval_cmd, e->device);
   eval_cmd->callback([e] { run_eval(*e); });
 }
