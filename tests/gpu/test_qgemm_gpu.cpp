@@ -271,6 +271,61 @@ io::Dataset random_images(std::size_t count, std::uint32_t seed) {
   return data;
 }
 
+// Every kernel path on small ragged shapes, for compute-sanitizer's four tools within
+// scripts/gpu-check's time limits: the streaming path (m <= 16) with and without split-K, the
+// FP32 tiles, the BF16 tensor-core tiles, BF16 activations, per-row tables and computed 8-bit
+// levels, and the device-resident MLP in one fused kernel (batches up to 4) and layer by layer.
+TEST_F(QgemmGpu, SmallShapesOfEveryPath) {
+  std::mt19937 rng(53);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  const bool tensor_cores = cuda::devices().front().compute_major >= 8;
+  const std::unique_ptr<Backend> tensor = cuda::make_backend(0, 0, cuda::Precision::Bf16);
+  for (int bits : {2, 8})
+    for (std::size_t m : {1u, 5u, 17u, 40u})
+      for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{37, 130}, {3, 4099}}) {
+        const std::string where = std::to_string(bits) + " bits, m=" + std::to_string(m) + " n=" + std::to_string(n);
+        QuantizedMatrix w = random_matrix(n, k, bits, rng, false, n == 37 && bits == 2);
+        if (bits == 8)  // a uniform grid: the kernels compute each level
+          for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / 255.0);
+        std::vector<float> x(m * k), bias(n), got(m * n, NAN), expected(m * n);
+        for (auto& v : x) v = value(rng);
+        for (auto& v : bias) v = value(rng);
+        gpu_->qgemm(x.data(), m, w, bias.data(), got.data());
+        qgemm_ref(x.data(), m, w, bias.data(), expected.data());
+        for (std::size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(double(k))) << where << " at " << i;
+        if (!tensor_cores) continue;
+        tensor->qgemm(x.data(), m, w, bias.data(), got.data());
+        const std::vector<double> bf16 = bf16_reference(x, m, w, bias);
+        for (std::size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], bf16[i], 1e-4 * std::sqrt(double(k))) << "BF16, " << where << " at " << i;
+        // BF16 activations: bit for bit the FP32 entry on the rounded X (as Bf16ActivationsMatch...).
+        std::vector<std::uint16_t> x_bf16(x.size());
+        std::vector<float> rounded(x.size());
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          rounded[i] = to_bf16(x[i]);
+          std::uint32_t pattern;
+          std::memcpy(&pattern, &rounded[i], 4);
+          x_bf16[i] = std::uint16_t(pattern >> 16);
+        }
+        cuda::qgemm_bf16_activations(x_bf16.data(), m, w, bias.data(), got.data());
+        (m <= 16 ? gpu_ : tensor)->qgemm(rounded.data(), m, w, bias.data(), expected.data());
+        ASSERT_EQ(got, expected) << "BF16 activations, " << where;
+      }
+  const io::Dataset data = random_images(9, 10);
+  const Model model = make_model(Architecture::Mlp, 6);
+  const QuantizedModel q = quantize_model(model, design(DesignSpec{}).codebook);
+  Model skeleton = dequantize_model(q);
+  Network cpu_q(skeleton, &q);
+  const std::vector<std::uint8_t> cpu = predict(cpu_q, data);
+  for (std::size_t batch : {std::size_t{1}, std::size_t{4}, std::size_t{9}}) {
+    const cuda::DeviceInference two_bit = cuda::infer_mlp(model, &q, data, batch);
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < data.count; ++i) same += two_bit.predictions[i] == cpu[i];
+    EXPECT_GE(same, data.count - 1) << "batch " << batch;  // one close call may fall either way
+  }
+}
+
 // The FP32 baseline on cuBLAS (TF32 off) against OpenBLAS on ragged shapes.
 TEST_F(QgemmGpu, CublasGemmMatchesTheCpu) {
   std::mt19937 rng(31);
