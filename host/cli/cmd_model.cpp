@@ -165,7 +165,14 @@ struct DequantizeOptions {
 };
 
 void run_dequantize(const DequantizeOptions& o) {
-  const io::TensorFile restored = dequantize_checkpoint(io::read_safetensors(o.input), o.input);
+  const io::TensorFile file = io::read_safetensors(o.input);
+  if (file.metadata.count("nuq.quantized")) {  // a model nuq train wrote and nuq quantize packed
+    const Model restored = dequantize_model(load_quantized(o.input));
+    save_model(o.output, restored);
+    std::cout << restored.parameters.size() << " tensors restored as F32, saved " << o.output << '\n';
+    return;
+  }
+  const io::TensorFile restored = dequantize_checkpoint(file, o.input);
   io::write_safetensors(o.output, restored);
   std::cout << restored.tensors.size() << " tensors restored as F32, saved " << o.output << '\n';
 }
@@ -249,7 +256,7 @@ void add_model_commands(CLI::App& app) {
 
   auto d = std::make_shared<DequantizeOptions>();
   CLI::App* dequantize_cmd = app.add_subcommand(
-      "dequantize", "Turn a checkpoint quantized by nuq quantize back into an FP32 safetensors checkpoint");
+      "dequantize", "Turn a model or checkpoint quantized by nuq quantize back into an FP32 safetensors file");
   dequantize_cmd->add_option("input", d->input, "Quantized checkpoint (.safetensors)")->required();
   dequantize_cmd->add_option("--output,-o", d->output, "FP32 checkpoint to write (.safetensors)")->required();
   dequantize_cmd->callback([d] { run_dequantize(*d); });
