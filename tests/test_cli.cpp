@@ -16,7 +16,6 @@
 #include "nuq/io/idx.h"
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
-#include "nuq/network.h"
 #include "nuq/ptq.h"
 #include "temp_dir.h"
 
