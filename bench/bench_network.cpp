@@ -15,6 +15,7 @@
 #include "nuq/model.h"
 #include "nuq/network.h"
 #include "nuq/ptq.h"
+#include "gpu_context.h"
 
 namespace {
 
@@ -105,7 +106,7 @@ void cases(benchmark::internal::Benchmark* b, bool gpu) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::RegisterBenchmark("BM_CpuMlp", BM_CpuMlp)->Apply([](auto* b) { cases(b, false); });
-  if (!nuq::cuda::devices().empty())
+  if (nuq::bench::add_gpu_context())
     benchmark::RegisterBenchmark("BM_GpuMlp", BM_GpuMlp)->Apply([](auto* b) { cases(b, true); });
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

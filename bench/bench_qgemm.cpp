@@ -5,7 +5,8 @@
 // scripts/plots.py draws peer time / nuq time per m from such a file (bench-speedup figure).
 // Where a CUDA device is visible, the GPU kernels and their cuBLAS peers (FP32 with TF32 off, TF32,
 // BF16 on dense BF16 weights) are registered too, on the shapes of #5, timed with CUDA events
-// (UseManualTime) over buffers rotated beyond twice the L2; bench/qgemm_report.py tabulates them.
+// (UseManualTime), each run from a cold L2, beside a device copy whose bandwidth the report uses
+// as the memory's ceiling; bench/qgemm_report.py tabulates them.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -15,6 +16,7 @@
 #include "nuq/backend.h"
 #include "nuq/cuda.h"
 #include "nuq/qgemm.h"
+#include "gpu_context.h"
 
 namespace {
 
@@ -113,6 +115,15 @@ void BM_GpuQgemm(benchmark::State& state) {
   counters(state, m, n, k, double(n * nuq::packed_row_bytes(k, bits)));
 }
 
+// The device-to-device copy of 1 GiB (bytes read + written per second): the bandwidth ceiling the
+// report measures the memory-bound cases against, from the same run.
+void BM_GpuCopy(benchmark::State& state) {
+  const auto bytes = std::size_t(state.range(0));
+  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_copy(bytes, kGpuRuns) / 1e3);
+  state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * 2.0 * double(bytes) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
 template <nuq::cuda::DensePeer kPeer>
 void BM_Cublas(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
@@ -139,9 +150,10 @@ void gpu_shapes(benchmark::internal::Benchmark* b, bool with_bits) {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  if (!nuq::cuda::devices().empty()) {
+  if (nuq::bench::add_gpu_context()) {
     using nuq::cuda::DensePeer;
     using nuq::cuda::Precision;
+    benchmark::RegisterBenchmark("BM_GpuCopy", BM_GpuCopy)->Arg(1L << 30)->ArgName("bytes")->UseManualTime()->Iterations(1);
     benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm<Precision::Fp32>)->Apply([](auto* b) { gpu_shapes(b, true); });
     benchmark::RegisterBenchmark("BM_GpuQgemmBf16", BM_GpuQgemm<Precision::Bf16>)->Apply([](auto* b) { gpu_shapes(b, true); });
     benchmark::RegisterBenchmark("BM_CublasFp32", BM_Cublas<DensePeer::Fp32>)->Apply([](auto* b) { gpu_shapes(b, false); });

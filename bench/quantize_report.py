@@ -8,12 +8,12 @@ run, their ratio, and on the GPU the PyTorch eager time over ours.
 import json
 import sys
 
+from bench_json import context as bench_context
 from bench_json import microseconds, results
 
 
 def median_rows(path):
-    with open(path) as f:
-        context = json.load(f).get("context", {})
+    context = bench_context(path)
     rows = {(family, next(iter(fields.values()))): b for family, fields, b in results(path)}
     return context, rows
 
@@ -28,7 +28,8 @@ def main():
     if len(sys.argv) > 2:
         with open(sys.argv[2]) as f:
             torch = {r["weights"]: r["ms"] for r in json.load(f)["runs"]}
-    print(f"Machine: {context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz; "
+    gpu = f"; {context['gpu_name']}, peak {float(context['gpu_peak_bandwidth_gbs']):.0f} GB/s" if "gpu_name" in context else ""
+    print(f"Machine: {context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz{gpu}; "
           f"{context.get('date', '')}\n")
     for side, pipeline, copy in (("CPU", "BM_CpuPipeline", "BM_CpuCopy"), ("GPU", "BM_GpuPipeline", None)):
         sizes = sorted(n for (name, n) in rows if name == pipeline)

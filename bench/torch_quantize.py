@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch eager peer of nuq's GPU weight pipeline (#4): the same job, written as a PyTorch user
 would: mean and standard deviation, torch.bucketize against the two-bit codebook's thresholds in
-the weights' units, four codes packed per byte with shifts, and the SQNR sums. Timed with CUDA
-events over rotated inputs (beyond twice the L2), the mean of `--runs` after a warm-up.
+the weights' units, four codes packed per byte with shifts, and the SQNR sums. Timed as nuq's
+pipeline is (kernels/bench_timing.cu): after a warm-up, the median of `--runs` runs, each timed with
+CUDA events and started from a cold L2 (twice its size written before each, out of the timing).
 
     python3 bench/torch_quantize.py --out torch_quantize.json   # on the GPU machine
 
@@ -45,27 +46,32 @@ def main():
     l2 = torch.cuda.get_device_properties(device).L2_cache_size
     thresholds = torch.tensor(THRESHOLDS, dtype=torch.float64, device=device)
     levels = torch.tensor(LEVELS, dtype=torch.float64, device=device)
+    flush = torch.empty(2 * l2, dtype=torch.uint8, device=device)
     runs = []
     for log2 in range(args.min_log2, args.max_log2 + 1, 2):
         n = 1 << log2
-        copies = max(1, min(64, 2 * l2 // (4 * n) + 1))
-        dist = torch.distributions.Laplace(0.0, 0.05 / math.sqrt(2.0))
+        # Sampled on the device: drawing 2^30 values on the host would take longer than the timing.
+        dist = torch.distributions.Laplace(torch.tensor(0.0, device=device),
+                                           torch.tensor(0.05 / math.sqrt(2.0), device=device))
+        w = None
         try:
-            inputs = [dist.sample((n,)).to(device) for _ in range(copies)]
-            pipeline(inputs[0], thresholds, levels)
-            torch.cuda.synchronize()
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            w = dist.sample((n,))
+            pipeline(w, thresholds, levels)
+            times = []
             for i in range(args.runs):
-                pipeline(inputs[(i + 1) % copies], thresholds, levels)
-            stop.record()
-            stop.synchronize()
-            ms = start.elapsed_time(stop) / args.runs
+                flush.fill_(i & 0xFF)
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                pipeline(w, thresholds, levels)
+                stop.record()
+                stop.synchronize()
+                times.append(start.elapsed_time(stop))
+            ms = sorted(times)[len(times) // 2]
         except torch.cuda.OutOfMemoryError:
             print(f"2^{log2}: out of memory in PyTorch eager")
             continue
         finally:
-            inputs = None
+            w = None
             torch.cuda.empty_cache()
         runs.append({"weights": n, "ms": ms})
         print(f"2^{log2} weights: {ms:.3f} ms")

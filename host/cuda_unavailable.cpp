@@ -25,6 +25,7 @@ namespace nuq::cuda {
 PipelineTimes time_pipeline(std::size_t, const Codebook&, int, int, int) {
   throw Error("time_pipeline: " + unavailable_reason());
 }
+double time_copy(std::size_t, int, int) { throw Error("time_copy: " + unavailable_reason()); }
 double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int, Precision) {
   throw Error("time_qgemm: " + unavailable_reason());
 }

@@ -128,13 +128,18 @@ Model dequantize_model(const QuantizedModel& quantized) {
   return model;
 }
 
-double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend) {
+std::vector<std::uint8_t> quantized_predictions(const QuantizedModel& quantized, const io::Dataset& data,
+                                                Backend& backend) {
   // Conv weights and biases are small: dequantize them. Dense weights stay packed (qgemm).
   Model skeleton = make_model(quantized.architecture, 0);
   for (Parameter& p : skeleton.parameters)
     p.values = is_dense_weight(p.name) ? std::vector<float>{} : dequantize(quantized.tensors.at(p.name).matrix);
   Network network(skeleton, &quantized, &backend);
-  return accuracy(predict(network, data), data);
+  return predict(network, data);
+}
+
+double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend) {
+  return accuracy(quantized_predictions(quantized, data, backend), data);
 }
 
 std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where) {

@@ -1,5 +1,5 @@
-// Timings for bench/: the device-resident weight pipeline, the quantized GEMM and its cuBLAS
-// peers, each with CUDA events around `runs` launches after one warm-up, over rotated buffers.
+// Timings for bench/: the device-resident weight pipeline, the quantized GEMM, their peers (the
+// device copy, cuBLAS), each the median of `runs` event-timed runs, each run from a cold L2.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -21,38 +21,59 @@
 namespace nuq::cuda {
 namespace {
 
-// How many copies of an input of `bytes` make the rotation exceed twice the L2 cache.
-std::size_t rotation(std::size_t bytes, int device) {
-  int l2 = 0;
-  NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
-  return std::max<std::size_t>(1, std::min<std::size_t>(64, (2 * std::size_t(l2)) / std::max<std::size_t>(bytes, 1) + 1));
-}
+// Every timed run starts with a cold L2: the flush writes twice the L2's size, which evicts what
+// the previous run (or the upload) left there. nuq and every peer are timed so, so that small
+// packed weights are never read from the cache while their larger FP32 peers stream from memory.
+class L2Flush {
+ public:
+  explicit L2Flush(int device) {
+    int l2 = 0;
+    NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
+    scratch_ = DeviceBuffer<std::uint8_t>(std::max<std::size_t>(2 * std::size_t(l2), 1));
+  }
+  void operator()(int run) {
+    NUQ_CUDA_CHECK(cudaMemsetAsync(scratch_.data(), run & 0xFF, scratch_.size()));
+  }
 
+ private:
+  DeviceBuffer<std::uint8_t> scratch_{0};
+};
+
+// The median of `runs` timed runs (CUDA events around each, the L2 flushed before each and out of
+// the timing), after one untimed warm-up (module load, cuBLAS heuristics, first touch).
 class EventTimer {
  public:
-  EventTimer() {
+  explicit EventTimer(int device) : flush_(device) {
     NUQ_CUDA_CHECK(cudaEventCreate(&start_));
     NUQ_CUDA_CHECK(cudaEventCreate(&stop_));
   }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
   ~EventTimer() {
     NUQ_CUDA_CHECK_NOTHROW(cudaEventDestroy(start_));
     NUQ_CUDA_CHECK_NOTHROW(cudaEventDestroy(stop_));
   }
   template <typename Run>
-  double mean_ms(int runs, const Run& run) {
-    run(0);  // warm-up: module load, first-touch of buffers
-    NUQ_CUDA_CHECK(cudaDeviceSynchronize());
-    NUQ_CUDA_CHECK(cudaEventRecord(start_));
-    for (int i = 0; i < runs; ++i) run(i + 1);
-    NUQ_CUDA_CHECK(cudaEventRecord(stop_));
-    NUQ_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float ms = 0.0f;
-    NUQ_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    return double(ms) / runs;
+  double median_ms(int runs, const Run& run) {
+    run();
+    std::vector<double> times;
+    for (int i = 0; i < runs; ++i) {
+      flush_(i);
+      NUQ_CUDA_CHECK(cudaEventRecord(start_));
+      run();
+      NUQ_CUDA_CHECK(cudaEventRecord(stop_));
+      NUQ_CUDA_CHECK(cudaEventSynchronize(stop_));
+      float ms = 0.0f;
+      NUQ_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+      times.push_back(ms);
+    }
+    std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+    return times[times.size() / 2];
   }
 
  private:
-  cudaEvent_t start_, stop_;
+  L2Flush flush_;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
 
 std::vector<float> laplacian(std::size_t count, std::uint32_t seed) {
@@ -63,68 +84,92 @@ std::vector<float> laplacian(std::size_t count, std::uint32_t seed) {
   return v;
 }
 
+// Uniform in [-1, 1), from a cheap generator: the dense peers' operands (up to a billion values).
+std::vector<float> uniform(std::size_t count, std::uint64_t seed) {
+  std::vector<float> v(count);
+  std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (float& x : v) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;  // xorshift64
+    x = float(state >> 40) * 0x1p-23f - 1.0f;
+  }
+  return v;
+}
+
 }  // namespace
+
+double time_copy(std::size_t bytes, int runs, int device) {
+  NUQ_REQUIRE(bytes > 0 && runs > 0, "time_copy: nothing to time");
+  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  DeviceBuffer<std::uint8_t> from(bytes), to(bytes);
+  NUQ_CUDA_CHECK(cudaMemset(from.data(), 0x5A, bytes));
+  EventTimer timer(device);
+  return timer.median_ms(runs, [&] {
+    NUQ_CUDA_CHECK(cudaMemcpyAsync(to.data(), from.data(), bytes, cudaMemcpyDeviceToDevice));
+  });
+}
 
 PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bits, int runs, int device) {
   NUQ_REQUIRE(count > 0 && runs > 0, "time_pipeline: nothing to time");
   NUQ_CUDA_CHECK(cudaSetDevice(device));
   int sms = 0;
   NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const std::size_t copies = rotation(count * sizeof(float), device);
-  // One random block uploaded, replicated on the device (uploading 4 GiB from the host would
-  // dominate the benchmark's own run time).
+  // One random block uploaded, repeated over the input on the device (uploading 4 GiB from the
+  // host would dominate the benchmark's own run time).
   const std::vector<float> host = laplacian(std::min<std::size_t>(count, std::size_t{1} << 24), 1);
-  std::vector<DeviceBuffer<float>> inputs;
-  for (std::size_t i = 0; i < copies; ++i) {
-    inputs.emplace_back(count);
-    for (std::size_t at = 0; at < count; at += host.size())
-      NUQ_CUDA_CHECK(cudaMemcpy(inputs.back().data() + at, host.data(), std::min(host.size(), count - at) * sizeof(float),
-                                cudaMemcpyHostToDevice));
-  }
-  DeviceBuffer<float> copy_target(count);
+  DeviceBuffer<float> input(count);
+  NUQ_CUDA_CHECK(cudaMemcpy(input.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  for (std::size_t at = host.size(); at < count; at += host.size())
+    NUQ_CUDA_CHECK(cudaMemcpy(input.data() + at, input.data(), std::min(host.size(), count - at) * sizeof(float),
+                              cudaMemcpyDeviceToDevice));
   DeviceBuffer<std::uint8_t> packed(packed_row_bytes(count, bits));
   DeviceBuffer<std::uint8_t> scratch(std::max(stats_scratch_bytes(count, sms), quantize_scratch_bytes(packed.size(), sms)));
   DeviceBuffer<StatsPartial> stats(1);
   DeviceBuffer<QuantizeTotals> totals(1);
+  // The table's device buffers are sized once (one group: the sizes depend on the bits alone), so
+  // that no allocation sits in the timed region; each run uploads its table into them.
+  const QuantizeTable shape = make_quantize_table(codebook, bits, {Affine{0.0, 1.0}});
+  DeviceBuffer<float> thresholds(shape.thresholds.size()), levels(shape.levels.size());
+  DeviceBuffer<GroupParams> params(shape.params.size());
+  const DeviceTable view{thresholds.data(), levels.data(), params.data(), shape.levels_count, false, bits};
   StatsPartial* host_stats = nullptr;
   NUQ_CUDA_CHECK(cudaMallocHost(&host_stats, sizeof(StatsPartial)));
   const Piece piece{0, 1, 0, count, count};
-  EventTimer timer;
   PipelineTimes times;
   try {
-    times.pipeline_ms = timer.mean_ms(runs, [&](int i) {
-      const float* in = inputs[std::size_t(i) % copies].data();
-      launch_stats(in, count, 0, stats.data(), scratch.data(), scratch.size(), sms, nullptr);
+    EventTimer timer(device);
+    // What a user of the backend pays per tensor: statistics on the device, their few bytes read
+    // back, the table built on the host from them and uploaded (a few hundred bytes), the pass.
+    times.pipeline_ms = timer.median_ms(runs, [&] {
+      launch_stats(input.data(), count, 0, stats.data(), scratch.data(), scratch.size(), sms, nullptr);
       NUQ_CUDA_CHECK(cudaMemcpy(host_stats, stats.data(), sizeof(StatsPartial), cudaMemcpyDeviceToHost));
       const double sd = host_stats->count ? std::sqrt(host_stats->m2 / double(host_stats->count)) : 1.0;
       const QuantizeTable table = make_quantize_table(codebook, bits, {Affine{host_stats->mean, sd > 0 ? sd : 1.0}});
-      // Tables of up to 8 bits are a few hundred bytes: a small upload per run, as a user pays it.
-      const DeviceBuffer<float> thresholds(table.thresholds), levels(table.levels);
-      const DeviceBuffer<GroupParams> params(table.params);
-      const DeviceTable view{thresholds.data(), levels.data(), params.data(), table.levels_count, false, bits};
-      launch_quantize(in, piece, view, packed.data(), totals.data(), scratch.data(), scratch.size(), sms, nullptr);
-    });
-    times.copy_ms = timer.mean_ms(runs, [&](int i) {
-      NUQ_CUDA_CHECK(cudaMemcpyAsync(copy_target.data(), inputs[std::size_t(i) % copies].data(), count * sizeof(float),
-                                     cudaMemcpyDeviceToDevice));
+      NUQ_REQUIRE(table.thresholds.size() == thresholds.size() && table.levels.size() == levels.size(),
+                  "time_pipeline: the table changed size");
+      NUQ_CUDA_CHECK(cudaMemcpyAsync(thresholds.data(), table.thresholds.data(), table.thresholds.size() * sizeof(float),
+                                     cudaMemcpyHostToDevice));
+      NUQ_CUDA_CHECK(cudaMemcpyAsync(levels.data(), table.levels.data(), table.levels.size() * sizeof(float),
+                                     cudaMemcpyHostToDevice));
+      NUQ_CUDA_CHECK(cudaMemcpyAsync(params.data(), table.params.data(), table.params.size() * sizeof(GroupParams),
+                                     cudaMemcpyHostToDevice));
+      launch_quantize(input.data(), piece, view, packed.data(), totals.data(), scratch.data(), scratch.size(), sms,
+                      nullptr);
     });
   } catch (...) {
     cudaFreeHost(host_stats);
     throw;
   }
   NUQ_CUDA_CHECK(cudaFreeHost(host_stats));
+  times.copy_ms = time_copy(count * sizeof(float), runs, device);
   return times;
 }
 
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device, Precision precision) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
-  const std::size_t code_bytes = n * device_row_stride(k, bits);  // rows as upload_weights lays them out
-  const std::size_t copies = rotation(code_bytes, device);
-  std::vector<std::uint8_t> host_codes(code_bytes);
+  std::vector<std::uint8_t> host_codes(n * device_row_stride(k, bits));  // rows as upload_weights lays them out
   std::mt19937 rng(3);
   for (auto& b : host_codes) b = std::uint8_t(rng());
-  std::vector<DeviceBuffer<std::uint8_t>> codes;
-  for (std::size_t i = 0; i < copies; ++i) codes.emplace_back(host_codes);
+  const DeviceBuffer<std::uint8_t> codes(host_codes);
   std::vector<float> host_levels(std::size_t{1} << bits);
   for (std::size_t i = 0; i < host_levels.size(); ++i) host_levels[i] = float(i) / float(host_levels.size()) - 0.5f;
   const DeviceBuffer<float> levels(host_levels);
@@ -136,10 +181,9 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   const DeviceBuffer<float> x(precision == Precision::Bf16 ? std::vector<float>{} : values);
   const DeviceBuffer<__nv_bfloat16> x_bf16(values_bf16);
   DeviceBuffer<float> y(m * n);
-  EventTimer timer;
-  return timer.mean_ms(runs, [&](int i) {
-    const DeviceQuantizedMatrix w{codes[std::size_t(i) % copies].data(), levels.data(), n, k, bits, 0,
-                                  device_row_stride(k, bits)};
+  const DeviceQuantizedMatrix w{codes.data(), levels.data(), n, k, bits, 0, device_row_stride(k, bits)};
+  EventTimer timer(device);
+  return timer.median_ms(runs, [&] {
     if (precision == Precision::Bf16)
       launch_qgemm(x_bf16.data(), m, w, nullptr, false, y.data(), nullptr);
     else
@@ -149,32 +193,32 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
 
 double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, int runs, int device) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
-  cublasHandle_t handle = nullptr;
-  NUQ_CUBLAS_CHECK(cublasCreate(&handle));
   const bool bf16 = peer == DensePeer::Bf16;
-  const std::size_t element = bf16 ? 2 : 4;
-  const std::size_t copies = rotation(n * k * element, device);
-  std::vector<DeviceBuffer<std::uint8_t>> weights;
-  for (std::size_t i = 0; i < copies; ++i) {
-    weights.emplace_back(n * k * element);
-    NUQ_CUDA_CHECK(cudaMemset(weights.back().data(), 0x3C, n * k * element));  // finite, non-zero values
-  }
-  DeviceBuffer<std::uint8_t> x(m * k * element);
-  NUQ_CUDA_CHECK(cudaMemset(x.data(), 0x3C, x.size()));
+  // Random weights and activations (a product of zeros or constants can run faster than real data).
+  const auto upload = [&](std::size_t count, std::uint64_t seed) {
+    const std::vector<float> values = uniform(count, seed);
+    std::vector<__nv_bfloat16> rounded(bf16 ? count : 0);
+    for (std::size_t i = 0; i < rounded.size(); ++i) rounded[i] = __float2bfloat16(values[i]);
+    DeviceBuffer<std::uint8_t> device_copy(count * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float)));
+    const void* from = bf16 ? static_cast<const void*>(rounded.data()) : static_cast<const void*>(values.data());
+    if (count > 0) NUQ_CUDA_CHECK(cudaMemcpy(device_copy.data(), from, device_copy.size(), cudaMemcpyHostToDevice));
+    return device_copy;
+  };
+  const DeviceBuffer<std::uint8_t> weights = upload(n * k, 4), x = upload(m * k, 5);
   DeviceBuffer<float> y(m * n);
   const float one = 1.0f, zero = 0.0f;
-  const cublasComputeType_t compute = peer == DensePeer::Fp32 ? CUBLAS_COMPUTE_32F
-                                      : peer == DensePeer::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute = peer == DensePeer::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  cublasHandle_t handle = nullptr;
+  NUQ_CUBLAS_CHECK(cublasCreate(&handle));
   double ms = 0.0;
   try {
-    EventTimer timer;
+    EventTimer timer(device);
     // Row-major Y[m, n] = X[m, k] W[n, k]^T is column-major Y^T[n, m] = W[k, n]^T X^T[k, m].
-    ms = timer.mean_ms(runs, [&](int i) {
-      NUQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one,
-                                    weights[std::size_t(i) % copies].data(), type, int(k), x.data(), type, int(k), &zero,
-                                    y.data(), CUDA_R_32F, int(n), compute, CUBLAS_GEMM_DEFAULT));
+    ms = timer.median_ms(runs, [&] {
+      NUQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one, weights.data(), type,
+                                    int(k), x.data(), type, int(k), &zero, y.data(), CUDA_R_32F, int(n), compute,
+                                    CUBLAS_GEMM_DEFAULT));
     });
   } catch (...) {
     cublasDestroy(handle);

@@ -54,7 +54,10 @@ Layer upload_layer(const Model& model, const QuantizedModel* quantized, const st
   Layer layer;
   layer.rows = rows;
   layer.cols = cols;
-  layer.bias = DeviceBuffer<float>(model.at(name + ".bias").values);
+  // The quantized network's biases are its own (Algorithm 1 quantizes them too): the FP32 model's
+  // would give a different network from the one the CPU runs from the same file.
+  layer.bias = DeviceBuffer<float>(quantized ? dequantize(quantized->tensors.at(name + ".bias").matrix)
+                                             : model.at(name + ".bias").values);
   NUQ_REQUIRE(layer.bias.size() == rows, "infer_mlp: ", name, ".bias has ", layer.bias.size(), " values, not ", rows);
   if (!quantized) {
     layer.weights = DeviceBuffer<float>(model.at(name + ".weight").values);

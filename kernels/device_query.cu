@@ -34,8 +34,14 @@ Discovery discover() {
   for (int index = 0; index < count; ++index) {
     cudaDeviceProp prop{};
     NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
-    found.devices.push_back({index, prop.name, prop.major, prop.minor, prop.totalGlobalMem,
-                             prop.multiProcessorCount, prop.sharedMemPerBlockOptin});
+    DeviceInfo info{index, prop.name, prop.major, prop.minor, prop.totalGlobalMem,
+                    prop.multiProcessorCount, prop.sharedMemPerBlockOptin};
+    info.l2_bytes = std::size_t(prop.l2CacheSize);
+    info.memory_bus_bits = prop.memoryBusWidth;
+    // CUDA 13 keeps the clocks out of cudaDeviceProp; the attributes still give them.
+    NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&info.memory_clock_khz, cudaDevAttrMemoryClockRate, index));
+    NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_clock_khz, cudaDevAttrClockRate, index));
+    found.devices.push_back(info);
   }
   return found;
 }

@@ -1,6 +1,7 @@
 // The `nuq` binary as a user runs it: help, JSON output, CSV traces, and clear errors.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -8,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/io/idx.h"
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
@@ -161,6 +163,38 @@ TEST(Cli, PerChannelQuantizeAndEval) {
                                      " --normalise per-channel --method uniform --bits 12");
   EXPECT_NE(wide.status, 0);
   EXPECT_NE(wide.output.find("up to 8 bits"), std::string::npos) << wide.output;
+}
+
+// What scripts/gpu-check's interop step relies on: `nuq dequantize` restores a quantized model as
+// the FP32 file PyTorch loads, and `nuq eval --predictions` writes each test image's class, the
+// same classes the library's quantized network predicts.
+TEST(Cli, DequantizeAModelAndEvalPredictions) {
+  test::TempDir dir;
+  const std::string model = dir.file("mlp.safetensors"), q = dir.file("q.safetensors"), d = dir.file("d.safetensors");
+  save_model(model, make_model(Architecture::Mlp, 7));
+  ASSERT_EQ(run_nuq("quantize " + model + " -o " + q + " -m msptq --device cpu").status, 0);
+  const CommandResult restored = run_nuq("dequantize " + q + " -o " + d);
+  ASSERT_EQ(restored.status, 0) << restored.output;
+  const Model expected = dequantize_model(load_quantized(q)), got = load_model(d);
+  ASSERT_EQ(got.parameters.size(), expected.parameters.size());
+  for (std::size_t i = 0; i < got.parameters.size(); ++i)
+    EXPECT_EQ(got.parameters[i].values, expected.parameters[i].values) << got.parameters[i].name;
+
+  // Twelve 28 x 28 test images of varied pixels as IDX files in <data>/mnist.
+  const std::string mnist = dir.file("mnist");
+  std::filesystem::create_directories(mnist);
+  io::IdxArray images{io::IdxType::U8, {12, 28, 28}, std::vector<std::uint8_t>(12 * 784)};
+  for (std::size_t i = 0; i < images.bytes.size(); ++i) images.bytes[i] = std::uint8_t((i * 37 + i / 784 * 11) % 256);
+  io::write_idx(mnist + "/t10k-images-idx3-ubyte", images);
+  io::write_idx(mnist + "/t10k-labels-idx1-ubyte", io::IdxArray{io::IdxType::U8, {12}, std::vector<std::uint8_t>(12, 3)});
+  const std::string predictions = dir.file("classes.txt");
+  const CommandResult eval =
+      run_nuq("eval " + q + " --dataset mnist --data " + dir.path().string() + " --device cpu --predictions " + predictions);
+  ASSERT_EQ(eval.status, 0) << eval.output;
+  std::ifstream in(predictions);
+  std::vector<std::uint8_t> written;
+  for (int c; in >> c;) written.push_back(std::uint8_t(c));
+  EXPECT_EQ(written, quantized_predictions(load_quantized(q), io::load_split(mnist, "t10k")));
 }
 
 }  // namespace

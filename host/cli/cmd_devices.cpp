@@ -21,7 +21,10 @@ void add_devices_command(CLI::App& app) {
       for (const auto& d : devices)
         list.push_back({{"index", d.index}, {"name", d.name},
                         {"compute_capability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor)},
-                        {"global_memory_bytes", d.global_memory_bytes}, {"multiprocessors", d.multiprocessors}});
+                        {"global_memory_bytes", d.global_memory_bytes}, {"multiprocessors", d.multiprocessors},
+                        {"l2_bytes", d.l2_bytes}, {"sm_clock_khz", d.sm_clock_khz},
+                        {"memory_clock_khz", d.memory_clock_khz}, {"memory_bus_bits", d.memory_bus_bits},
+                        {"peak_bandwidth_gbs", cuda::peak_bandwidth_gbs(d)}});
       nlohmann::json j = {{"cuda_compiled", cuda::compiled()}, {"devices", list}};
       if (devices.empty()) j["reason"] = cuda::unavailable_reason();
       std::cout << j.dump(2) << '\n';

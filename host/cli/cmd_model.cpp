@@ -11,6 +11,7 @@
 #include "nuq/checkpoint.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/io/atomic_file.h"
 #include "nuq/io/dataset.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/safetensors.h"
@@ -165,9 +166,15 @@ struct DequantizeOptions {
 
 void run_dequantize(const DequantizeOptions& o) {
   io::require_output_path(o.output, {o.input}, "--output");
+  const io::TensorFile file = io::read_safetensors(o.input);
   DequantizeReport report;
-  const io::TensorFile restored = dequantize_checkpoint(io::read_safetensors(o.input), o.input, &report);
-  io::write_safetensors(o.output, restored);
+  if (file.metadata.count("nuq.quantized")) {  // a model nuq train wrote and nuq quantize packed
+    const Model restored = dequantize_model(quantized_from_file(file, o.input));
+    save_model(o.output, restored);
+    for (const Parameter& p : restored.parameters) report.restored.push_back(p.name);
+  } else {
+    io::write_safetensors(o.output, dequantize_checkpoint(file, o.input, &report));
+  }
   if (o.json) {
     std::cout << nlohmann::json{{"output", o.output}, {"restored", report.restored}, {"copied", report.copied}}.dump(2)
               << '\n';
@@ -178,7 +185,7 @@ void run_dequantize(const DequantizeOptions& o) {
 }
 
 struct EvalOptions {
-  std::string input, dataset, data, device = "auto";  // dataset: the model's own unless given
+  std::string input, dataset, data, device = "auto", predictions;  // dataset: the model's own unless given
   bool json = false;
 };
 
@@ -205,14 +212,19 @@ void run_eval(const EvalOptions& o) {
   const io::Dataset test_set = io::load_split(dir, "t10k");
   const bool quantized = file.metadata.count("nuq.quantized") > 0;
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
-  double result = 0.0;
+  std::vector<std::uint8_t> classes;
   if (quantized) {
-    result = quantized_accuracy(quantized_from_file(file, o.input), test_set, *backend);
+    classes = quantized_predictions(quantized_from_file(file, o.input), test_set, *backend);
   } else {  // the FP32 baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
     Model model = model_from_file(file, o.input);
     Network network(model, nullptr, backend.get());
-    result = accuracy(predict(network, test_set), test_set);
+    classes = predict(network, test_set);
   }
+  const double result = accuracy(classes, test_set);
+  if (!o.predictions.empty())  // one class per line, in the test set's order (for other frameworks to compare)
+    io::write_atomically(o.predictions, [&](std::ostream& out) {
+      for (std::uint8_t c : classes) out << int(c) << '\n';
+    });
   if (o.json)
     std::cout << nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", dataset},
                                 {"device", backend->name()}, {"accuracy", result}}
@@ -269,7 +281,7 @@ void add_model_commands(CLI::App& app) {
 
   auto d = std::make_shared<DequantizeOptions>();
   CLI::App* dequantize_cmd = app.add_subcommand(
-      "dequantize", "Turn a checkpoint quantized by nuq quantize back into an FP32 safetensors checkpoint");
+      "dequantize", "Turn a model or checkpoint quantized by nuq quantize back into an FP32 safetensors file");
   dequantize_cmd->add_option("input", d->input, "Quantized checkpoint (.safetensors)")->required();
   dequantize_cmd->add_option("--output,-o", d->output, "FP32 checkpoint to write (.safetensors)")->required();
   dequantize_cmd->add_flag("--json", d->json, "Print what was restored and copied as JSON");
@@ -283,6 +295,7 @@ void add_model_commands(CLI::App& app) {
       ->check(CLI::IsMember({"mnist", "fashion"}));
   eval_cmd->add_option("--data", e->data, "Data folder (default: $NUQ_DATA or data)");
   eval_cmd->add_flag("--json", e->json, "Print the result as JSON");
+  eval_cmd->add_option("--predictions", e->predictions, "Also write each test image's predicted class, one per line");
   add_device_option(*eval_cmd, e->device);
   eval_cmd->callback([e] { run_eval(*e); });
 }

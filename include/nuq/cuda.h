@@ -30,7 +30,13 @@ struct DeviceInfo {
   std::size_t global_memory_bytes = 0;
   int multiprocessors = 0;
   std::size_t shared_memory_per_block_optin = 0;
+  std::size_t l2_bytes = 0;
+  int memory_clock_khz = 0, memory_bus_bits = 0, sm_clock_khz = 0;  // peak clocks, as the device reports them
 };
+
+// The device memory's peak bandwidth from its clock and bus width (two transfers a clock), GB/s:
+// the datasheet's figure without a datasheet (H100 SXM 3.35 TB/s, H200 4.8 TB/s).
+double peak_bandwidth_gbs(const DeviceInfo& device);
 
 // The devices the runtime can see. Never throws: no driver, no device or a build without CUDA
 // all give an empty list, and `unavailable_reason()` says which.
@@ -62,9 +68,13 @@ void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const Quantiz
 
 namespace nuq::cuda {
 
-// Device-resident timings for bench/ (CUDA events, milliseconds per run, the mean of `runs`
-// after a warm-up). Inputs are rotated over enough buffers to exceed twice the L2 cache, so small
-// packed weights are not timed from cache while their FP32 peers come from HBM.
+// Device-resident timings for bench/ (CUDA events, milliseconds per run, the median of `runs`
+// after a warm-up). Twice the L2's size is written before every timed run, so each starts from a
+// cold cache: small packed weights are not timed from the L2 while their FP32 peers come from HBM.
+
+// A device-to-device copy of `bytes`: the bandwidth the memory-bound kernels are measured against
+// (count the bytes read and written: 2 * bytes per run).
+double time_copy(std::size_t bytes, int runs, int device = 0);
 
 // The whole weight pipeline on `count` weights already on the device: statistics, the table built
 // from them on the host, the fused quantize-pack-error pass; and a device-to-device copy of the
@@ -96,7 +106,8 @@ namespace nuq::cuda {
 // The MNIST MLP (784 -> 512 -> 512 -> 10) resident on the device: the images are uploaded once and
 // the three dense layers run back to back on one stream without touching the host, in batches of
 // `batch` images. `quantized` null: the FP32 weights on cuBLAS SGEMM (TF32 off) with a bias + ReLU
-// kernel, the baseline; otherwise its packed codes through the qgemm kernels (bias and ReLU fused).
+// kernel, the baseline; otherwise its packed codes through the qgemm kernels (bias and ReLU fused)
+// with the quantized model's own (dequantized) biases, so that it is the network the CPU runs.
 // The time covers every batch's forward pass and argmax (CUDA events, after one warm-up pass),
 // not the upload of images and weights.
 struct DeviceInference {

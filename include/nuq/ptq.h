@@ -83,7 +83,10 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
 // The FP32 model with every parameter replaced by its quantized value.
 Model dequantize_model(const QuantizedModel& quantized);
 
-// Accuracy (%) evaluated from the packed form: dense layers through qgemm.
+// The class of each image, evaluated from the packed form: dense layers through qgemm.
+std::vector<std::uint8_t> quantized_predictions(const QuantizedModel& quantized, const io::Dataset& data,
+                                                Backend& backend = cpu_backend());
+// Accuracy (%) of those predictions.
 double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend = cpu_backend());
 
 // The `.codebook` tensor of a quantized tensor with `rows` rows of `bits`-bit codes: F32

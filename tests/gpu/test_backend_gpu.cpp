@@ -98,6 +98,22 @@ TEST_F(BackendGpu, StreamedInManyChunksAndPerRowGroups) {
     }
 }
 
+// Every path of statistics, quantization and dequantization (one chunk and streamed chunks, rows
+// cut into pieces, per-row groups, every code width) on shapes small enough for compute-sanitizer's
+// four tools within scripts/gpu-check's time limits.
+TEST_F(BackendGpu, SmallShapesOfEveryPath) {
+  const auto whole = cuda::make_backend(0);
+  const auto streamed = cuda::make_backend(0, 4 << 10);  // 4 KiB chunks: a 3 x 3000 row is cut
+  for (Backend* gpu : {whole.get(), streamed.get()})
+    for (const auto& [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{{53, 17}, {3, 3000}})
+      for (bool per_row : {false, true}) {
+        const std::vector<float> w = test::draw(Law::Laplace, rows * cols, 0.0, 1.0, std::uint32_t(cols));
+        for (const auto& c : test::codebooks_of_every_width())
+          compare(*gpu, w, rows, cols, c, per_row,
+                  std::to_string(rows) + "x" + std::to_string(cols) + (per_row ? " per-row " : " ") + c.name);
+      }
+}
+
 TEST_F(BackendGpu, NonFiniteIsAClearErrorOrSaturatesLikeTheCpu) {
   const auto gpu = cuda::make_backend(0, 64 << 10);
   std::vector<float> w = test::draw(Law::Laplace, 200000, 0.0, 1.0, 4);

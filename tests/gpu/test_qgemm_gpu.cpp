@@ -121,6 +121,31 @@ TEST_F(QgemmGpu, SplitKSlicesLongRowsOfFewOutputs) {
       }
 }
 
+// float -> BF16 -> float, rounding to nearest even (as __float2bfloat16 does for finite values).
+float to_bf16(float v) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  bits &= 0xFFFF0000u;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// Y = X W^T + bias in double on the BF16-rounded X and levels: what the tensor cores compute,
+// up to the order of their FP32 accumulation.
+std::vector<double> bf16_reference(const std::vector<float>& x, std::size_t m, const QuantizedMatrix& w,
+                                   const std::vector<float>& bias) {
+  const std::size_t n = w.codes.rows, k = w.codes.cols;
+  std::vector<double> y(m * n);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t r = 0; r < n; ++r) {
+      double sum = bias[r];
+      for (std::size_t c = 0; c < k; ++c) sum += double(to_bf16(x[i * k + c])) * double(to_bf16(w.row_levels(r)[w.codes.at(r, c)]));
+      y[i * n + r] = sum;
+    }
+  return y;
+}
+
 // 8- and 16-bit codes whose table is a uniform grid: the kernels compute each level (offset +
 // scale * code) instead of reading the table; small batches, tiles, and tensor cores.
 TEST_F(QgemmGpu, GridCodesComputeTheirLevels) {
@@ -142,9 +167,12 @@ TEST_F(QgemmGpu, GridCodesComputeTheirLevels) {
       for (std::size_t i = 0; i < got.size(); ++i)
         ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(1031.0)) << bits << " bits, m=" << m << " at " << i;
       if (!tensor_cores || m <= 16) continue;
+      // Against the BF16-rounded double reference: only the FP32 accumulation order may differ, so
+      // a kernel that dropped part of k (errors of order 1 on outputs of about 3) cannot pass.
       tensor->qgemm(x.data(), m, w, bias.data(), got.data());
-      for (std::size_t i = 0; i < got.size(); ++i)  // BF16 inputs: about 2^-9 relative per product
-        ASSERT_NEAR(got[i], expected[i], 2e-2 * std::sqrt(1031.0)) << "BF16, " << bits << " bits, m=" << m;
+      const std::vector<double> bf16 = bf16_reference(x, m, w, bias);
+      for (std::size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], bf16[i], 1e-4 * std::sqrt(1031.0)) << "BF16, " << bits << " bits, m=" << m << " at " << i;
     }
   }
 }
@@ -169,16 +197,6 @@ TEST_F(QgemmGpu, PreparedWeightsServeManyBatches) {
   EXPECT_THROW(cpu_backend().qgemm(x.data(), 1, *prepared, nullptr, y.data()), Error);
 }
 
-// float -> BF16 -> float, rounding to nearest even (as __float2bfloat16 does for finite values).
-float to_bf16(float v) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  bits &= 0xFFFF0000u;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
-
 // The tensor-core path (Precision::Bf16, batches above 16) against a double-precision reference
 // on the BF16-rounded inputs: only the FP32 accumulation order may differ.
 TEST_F(QgemmGpu, TensorCorePathMatchesABf16Reference) {
@@ -195,15 +213,12 @@ TEST_F(QgemmGpu, TensorCorePathMatchesABf16Reference) {
         for (auto& v : x) v = value(rng);
         for (auto& v : bias) v = value(rng);
         tensor->qgemm(x.data(), m, w, bias.data(), got.data());
+        const std::vector<double> expected = bf16_reference(x, m, w, bias);
         double largest = 0.0, nonzero = 0.0;
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t r = 0; r < n; ++r) {
-            double expected = bias[r];
-            for (std::size_t c = 0; c < k; ++c)
-              expected += double(to_bf16(x[i * k + c])) * double(to_bf16(w.row_levels(r)[w.codes.at(r, c)]));
-            largest = std::max(largest, std::abs(double(got[i * n + r]) - expected));
-            nonzero += got[i * n + r] != 0.0f;
-          }
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          largest = std::max(largest, std::abs(double(got[i]) - expected[i]));
+          nonzero += got[i] != 0.0f;
+        }
         ASSERT_LE(largest, 1e-4 * std::sqrt(double(k))) << bits << " bits" << (per_row ? " per row" : "") << ", m=" << m
                                                         << " n=" << n << " k=" << k << "\ngot " << dump(got) << "\nx "
                                                         << dump(x);
@@ -254,6 +269,61 @@ io::Dataset random_images(std::size_t count, std::uint32_t seed) {
   for (float& p : data.images) p = pixel(rng);
   for (std::size_t i = 0; i < count; ++i) data.labels[i] = std::uint8_t(i % 10);
   return data;
+}
+
+// Every kernel path on small ragged shapes, for compute-sanitizer's four tools within
+// scripts/gpu-check's time limits: the streaming path (m <= 16) with and without split-K, the
+// FP32 tiles, the BF16 tensor-core tiles, BF16 activations, per-row tables and computed 8-bit
+// levels, and the device-resident MLP in one fused kernel (batches up to 4) and layer by layer.
+TEST_F(QgemmGpu, SmallShapesOfEveryPath) {
+  std::mt19937 rng(53);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  const bool tensor_cores = cuda::devices().front().compute_major >= 8;
+  const std::unique_ptr<Backend> tensor = cuda::make_backend(0, 0, cuda::Precision::Bf16);
+  for (int bits : {2, 8})
+    for (std::size_t m : {1u, 5u, 17u, 40u})
+      for (auto [n, k] : std::vector<std::pair<std::size_t, std::size_t>>{{37, 130}, {3, 4099}}) {
+        const std::string where = std::to_string(bits) + " bits, m=" + std::to_string(m) + " n=" + std::to_string(n);
+        QuantizedMatrix w = random_matrix(n, k, bits, rng, false, n == 37 && bits == 2);
+        if (bits == 8)  // a uniform grid: the kernels compute each level
+          for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-0.5 + double(c) / 255.0);
+        std::vector<float> x(m * k), bias(n), got(m * n, NAN), expected(m * n);
+        for (auto& v : x) v = value(rng);
+        for (auto& v : bias) v = value(rng);
+        gpu_->qgemm(x.data(), m, w, bias.data(), got.data());
+        qgemm_ref(x.data(), m, w, bias.data(), expected.data());
+        for (std::size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(double(k))) << where << " at " << i;
+        if (!tensor_cores) continue;
+        tensor->qgemm(x.data(), m, w, bias.data(), got.data());
+        const std::vector<double> bf16 = bf16_reference(x, m, w, bias);
+        for (std::size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], bf16[i], 1e-4 * std::sqrt(double(k))) << "BF16, " << where << " at " << i;
+        // BF16 activations: bit for bit the FP32 entry on the rounded X (as Bf16ActivationsMatch...).
+        std::vector<std::uint16_t> x_bf16(x.size());
+        std::vector<float> rounded(x.size());
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          rounded[i] = to_bf16(x[i]);
+          std::uint32_t pattern;
+          std::memcpy(&pattern, &rounded[i], 4);
+          x_bf16[i] = std::uint16_t(pattern >> 16);
+        }
+        cuda::qgemm_bf16_activations(x_bf16.data(), m, w, bias.data(), got.data());
+        (m <= 16 ? gpu_ : tensor)->qgemm(rounded.data(), m, w, bias.data(), expected.data());
+        ASSERT_EQ(got, expected) << "BF16 activations, " << where;
+      }
+  const io::Dataset data = random_images(9, 10);
+  const Model model = make_model(Architecture::Mlp, 6);
+  const QuantizedModel q = quantize_model(model, design(DesignSpec{}).codebook);
+  Model skeleton = dequantize_model(q);
+  Network cpu_q(skeleton, &q);
+  const std::vector<std::uint8_t> cpu = predict(cpu_q, data);
+  for (std::size_t batch : {std::size_t{1}, std::size_t{4}, std::size_t{9}}) {
+    const cuda::DeviceInference two_bit = cuda::infer_mlp(model, &q, data, batch);
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < data.count; ++i) same += two_bit.predictions[i] == cpu[i];
+    EXPECT_GE(same, data.count - 1) << "batch " << batch;  // one close call may fall either way
+  }
 }
 
 // The FP32 baseline on cuBLAS (TF32 off) against OpenBLAS on ragged shapes.

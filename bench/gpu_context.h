@@ -1,0 +1,29 @@
+// The device the GPU benchmarks ran on, written into the JSON's "context" (benchmark's custom
+// context), so that the reports take the peak bandwidth and the L2 from the same run rather than
+// from an assumed card.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "nuq/cuda.h"
+
+namespace nuq::bench {
+
+// Adds the first visible device's facts; returns false (and adds nothing) without a device.
+inline bool add_gpu_context() {
+  const auto devices = cuda::devices();
+  if (devices.empty()) return false;
+  const cuda::DeviceInfo& d = devices.front();
+  benchmark::AddCustomContext("gpu_name", d.name);
+  benchmark::AddCustomContext("gpu_compute_capability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor));
+  benchmark::AddCustomContext("gpu_multiprocessors", std::to_string(d.multiprocessors));
+  benchmark::AddCustomContext("gpu_l2_bytes", std::to_string(d.l2_bytes));
+  benchmark::AddCustomContext("gpu_memory_bytes", std::to_string(d.global_memory_bytes));
+  benchmark::AddCustomContext("gpu_sm_clock_khz", std::to_string(d.sm_clock_khz));
+  benchmark::AddCustomContext("gpu_peak_bandwidth_gbs", std::to_string(cuda::peak_bandwidth_gbs(d)));
+  return true;
+}
+
+}  // namespace nuq::bench

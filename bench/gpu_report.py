@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""scripts/gpu-check's report: the device, each step's outcome, the tests, the sanitizers, the
+interop check, a table that reads every performance goal of the CUDA backend off this run's
+measurements (met or not), then the detailed tables of quantize_report.py, qgemm_report.py and
+network_report.py. Whatever a step did not produce is reported as missing, never guessed.
+
+    bench/gpu_report.py STATE_DIR --name H200-2026-12-01 --out report.md
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+from bench_json import microseconds, results
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The goals as this script reads them; each names its peer, measured in the same run. Change a
+# threshold here, and the report's table follows.
+PIPELINE_COPY_FRACTION = 0.8  # quantize pipeline at 2^30 weights: >= this of the device copy's GB/s
+SPEEDUP_NEEDED = 1.0          # "faster than the peer": peer time / nuq time above this
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def rows_of(path):
+    """{(family, frozenset(arguments)): benchmark} of a Google Benchmark JSON, {} when absent."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        return {(family, frozenset(fields.items())): b for family, fields, b in results(path)}
+    except (ValueError, KeyError):
+        return {}
+
+
+def find(rows, family, **fields):
+    for (f, args), b in rows.items():
+        if f == family and all(dict(args).get(k) == v for k, v in fields.items()):
+            return b
+    return None
+
+
+def goal(table, what, measured, target, met):
+    table.append((what, measured, target, "-" if met is None else ("met" if met else "NOT met")))
+
+
+def goals(state):
+    """Every performance goal of the CUDA backend, from this run's JSON."""
+    table = []
+    quantize = rows_of(os.path.join(state, "bench_quantize.json"))
+    torch = {}
+    text = read(os.path.join(state, "torch_quantize.json"))
+    if text:
+        torch = {r["weights"]: r["ms"] for r in json.loads(text).get("runs", [])}
+    sizes = sorted(dict(a)["weights"] for (f, a) in quantize if f == "BM_GpuPipeline")
+    if sizes:
+        b = find(quantize, "BM_GpuPipeline", weights=sizes[-1])
+        fraction = b["GB/s"] / b["copy_GB/s"]
+        goal(table, f"weight pipeline, 2^{sizes[-1].bit_length() - 1} weights, against the device copy",
+             f"{b['GB/s']:.0f} / {b['copy_GB/s']:.0f} GB/s = {fraction:.2f}", f">= {PIPELINE_COPY_FRACTION}",
+             fraction >= PIPELINE_COPY_FRACTION)
+        both = [n for n in sizes if n in torch]  # every size is in the pipeline's table below
+        if both:
+            n = both[-1]
+            ours = microseconds(find(quantize, "BM_GpuPipeline", weights=n)) / 1e3
+            goal(table, f"weight pipeline, 2^{n.bit_length() - 1} weights, against PyTorch eager",
+                 f"{torch[n]:.3f} / {ours:.3f} ms = {torch[n] / ours:.1f}x", f"> {SPEEDUP_NEEDED}x",
+                 torch[n] / ours > SPEEDUP_NEEDED)
+        else:
+            goal(table, "weight pipeline against PyTorch eager", "PyTorch not measured", "", None)
+    else:
+        goal(table, "weight pipeline", "not measured", "", None)
+
+    qgemm = rows_of(os.path.join(state, "bench_qgemm.json"))
+    copy = find(qgemm, "BM_GpuCopy")
+    for m in (1, 16, 256, 1024):
+        shape = dict(m=m, n=8192, k=8192)
+        ours = [b for b in (find(qgemm, "BM_GpuQgemm", bits=2, **shape), find(qgemm, "BM_GpuQgemmBf16", bits=2, **shape)) if b]
+        if not ours:
+            goal(table, f"qgemm 8192^2, m = {m}", "not measured", "", None)
+            continue
+        best = min(ours, key=microseconds)
+        for peer in ("BM_CublasFp32", "BM_CublasBf16"):
+            p = find(qgemm, peer, **shape)
+            if p is None:
+                goal(table, f"qgemm 8192^2, m = {m}, two-bit against {peer[3:]}", "peer not measured", "", None)
+                continue
+            speedup = microseconds(p) / microseconds(best)
+            goal(table, f"qgemm 8192^2, m = {m}, two-bit against {peer[3:]}",
+                 f"{microseconds(p):.1f} / {microseconds(best):.1f} us = {speedup:.2f}x", f"> {SPEEDUP_NEEDED}x",
+                 speedup > SPEEDUP_NEEDED)
+        if m == 1 and copy:
+            goal(table, "qgemm 8192^2, m = 1, weight bytes against the device copy",
+                 f"{best['GB/s']:.0f} / {copy['GB/s']:.0f} GB/s = {best['GB/s'] / copy['GB/s']:.2f}", "(reported)", None)
+
+    network = rows_of(os.path.join(state, "bench_network.json"))
+    for batch, images, what in ((10000, 10000, "MNIST MLP, 10,000 images in one batch"),
+                                (1000, 10000, "MNIST MLP, 10,000 images in batches of 1,000"),
+                                (1, 1000, "MNIST MLP, batch-1 latency")):
+        fp32 = find(network, "BM_GpuMlp", bits=0, batch=batch, images=images)
+        two = [b for b in (find(network, "BM_GpuMlp", bits=2, batch=batch, images=images, bf16=f) for f in (0, 1)) if b]
+        if fp32 is None or not two:
+            goal(table, what, "not measured", "", None)
+            continue
+        us = lambda b: microseconds(b) / images
+        best = min(two, key=us)
+        goal(table, what + ", two-bit against cuBLAS FP32",
+             f"{us(fp32):.3f} / {us(best):.3f} us per image = {us(fp32) / us(best):.2f}x", f"> {SPEEDUP_NEEDED}x",
+             us(fp32) / us(best) > SPEEDUP_NEEDED)
+    return table
+
+
+def test_summary(text):
+    """Counts and the failed tests from gtest's console output (present even when a time limit
+    killed the run before gtest wrote its JSON)."""
+    ok = re.findall(r"^\[       OK \] (\S+)", text, re.M)
+    failed = sorted(set(re.findall(r"^\[  FAILED  \] (\S+\.\S+?)(?: \(|,|$)", text, re.M)))
+    skipped = sorted(set(re.findall(r"^\[  SKIPPED \] (\S+\.\S+)", text, re.M)))
+    return ok, failed, skipped
+
+
+def section(title, body):
+    print(f"## {title}\n\n{body.rstrip()}\n")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("state")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--out", required=True)
+    a = parser.parse_args()
+    s = a.state
+    sys.stdout = open(a.out, "w")
+    print(f"# nuq on the GPU: {a.name}\n\nWritten by scripts/gpu-check from the bundle of scripts/gpu-bundle; raw JSON "
+          f"beside this file ({a.name}-*.json).\n")
+    devices = read(os.path.join(s, "devices.json"))
+    facts = "```\n" + (read(os.path.join(s, "nvidia-smi.txt")) or "nvidia-smi: not run\n") + "```\n"
+    try:
+        d = json.loads(devices)["devices"][0]
+        facts += (f"\n{d['name']}, compute capability {d['compute_capability']}, {d['multiprocessors']} SMs, "
+                  f"L2 {d['l2_bytes'] / 2**20:.0f} MiB, {d['global_memory_bytes'] / 2**30:.0f} GiB, peak memory bandwidth "
+                  f"{d['peak_bandwidth_gbs']:.0f} GB/s ({d['memory_bus_bits']}-bit bus at {d['memory_clock_khz'] / 1e3:.0f} MHz), "
+                  f"SM clock up to {d['sm_clock_khz'] / 1e3:.0f} MHz.\n")
+    except (TypeError, ValueError, KeyError, IndexError):
+        facts += "\n(no device facts from `nuq devices --json`)\n"
+    section("Device", facts)
+    steps = read(os.path.join(s, "steps.txt")) or ""
+    section("Steps", "| step | outcome | seconds |\n|---|---|---:|\n" + "".join(
+        f"| {p[0]} | {' '.join(p[1:-1])} | {p[-1].rstrip('s')} |\n" for p in (l.split() for l in steps.splitlines()) if len(p) >= 3))
+    rows = goals(s)
+    section("Performance goals (this run's measurements; peers timed in the same run, each run from a cold L2)",
+            "| goal | measured | target | |\n|---|---|---|---|\n" + "".join(f"| {w} | {m} | {t} | {r} |\n" for w, m, t, r in rows))
+    text = read(os.path.join(s, "gpu-tests.txt"))
+    if text is None:
+        section("Tests", "not run")
+    else:
+        ok, failed, skipped = test_summary(text)
+        section("Tests", f"{len(ok)} passed, {len(failed)} failed, {len(skipped)} skipped" +
+                "".join(f"\n- FAILED {t}" for t in failed) + "".join(f"\n- skipped {t}" for t in skipped))
+    lines = []
+    for tool in ("memcheck", "racecheck", "initcheck", "synccheck"):
+        log = read(os.path.join(s, f"sanitize-{tool}.txt"))
+        summary = re.findall(r"ERROR SUMMARY: .*", log or "")
+        outcome = next((l.split()[1:] for l in steps.splitlines() if l.startswith(f"sanitize-{tool} ")), ["not run"])
+        lines.append(f"- {tool}: {' '.join(outcome)}; {summary[-1] if summary else 'no summary'}")
+    section("compute-sanitizer (small shapes of every kernel path)", "\n".join(lines))
+    interop = read(os.path.join(s, "interop.json"))
+    section("PyTorch interop", "```json\n" + interop.rstrip() + "\n```" if interop else "not run")
+    for title, script, args in (
+            ("Weight pipeline (bench_quantize; PyTorch eager peer)", "quantize_report.py",
+             ["bench_quantize.json", "torch_quantize.json"]),
+            ("Quantized GEMM (bench_qgemm)", "qgemm_report.py", ["bench_qgemm.json"]),
+            ("The MNIST MLP, FP32 against two-bit (bench_network, device-resident)", "network_report.py",
+             ["bench_network.json"])):
+        paths = [os.path.join(s, f) for f in args if os.path.exists(os.path.join(s, f))]
+        if not paths or not paths[0].endswith(args[0]):
+            section(title, "not measured")
+            continue
+        run = subprocess.run([sys.executable, os.path.join(HERE, script), *paths], capture_output=True, text=True)
+        body = re.sub(r"^## ", "### ", run.stdout, flags=re.M)  # their sections sit under this one
+        section(title, body + (f"\n(report failed: {run.stderr.strip()})" if run.returncode else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

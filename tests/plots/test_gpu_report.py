@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""bench/gpu_report.py on the invented sample of tests/fixtures/gpu-check (the files scripts/gpu-check
+leaves in its state folder): every goal is read off the sample, met or not; a failed test, a
+sanitizer's time-out and a missing step are reported as such."""
+import os
+import subprocess
+import sys
+import tempfile
+
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "report.md")
+    subprocess.run([sys.executable, os.path.join(root, "bench", "gpu_report.py"),
+                    os.path.join(root, "tests", "fixtures", "gpu-check"), "--name", "sample", "--out", out], check=True)
+    text = open(out).read()
+goals = [l for l in text.splitlines() if l.startswith("| ") and ("met |" in l or "not measured" in l)]
+assert len(goals) == 13, f"expected 13 goal rows, found {len(goals)}:\n" + "\n".join(goals)
+assert not any("not measured" in l for l in goals), "a goal was not read off the sample"
+assert "| qgemm 8192^2, m = 1024, two-bit against CublasBf16 | 87.2 / 213.8 us = 0.41x | > 1.0x | NOT met |" in text
+assert "FAILED QgemmGpu.DeviceMlpPredictsLikeTheCpu" in text
+assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
+assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
+print("gpu_report: every goal read off the sample")
