@@ -164,7 +164,7 @@ nlohmann::json to_json(const Codebook& codebook) {
   return j;
 }
 
-Codebook codebook_from_json(const nlohmann::json& j) {
+Provenance provenance_from_json(const nlohmann::json& j) {
   try {
     Provenance p;
     p.method = parse_method(j.at("method").get<std::string>());
@@ -174,6 +174,15 @@ Codebook codebook_from_json(const nlohmann::json& j) {
     p.iterations = j.at("iterations").get<int>();
     if (j.contains("mu")) p.mu = j.at("mu").get<double>();
     if (j.contains("alpha")) p.alpha = j.at("alpha").get<double>();
+    return p;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("codebook JSON: ") + e.what());
+  }
+}
+
+Codebook codebook_from_json(const nlohmann::json& j) {
+  try {
+    const Provenance p = provenance_from_json(j);
     std::optional<UniformGrid> grid;
     if (j.contains("uniform_grid"))
       grid = UniformGrid{j.at("uniform_grid").at("first_level").get<double>(),

@@ -89,6 +89,16 @@ void save_model(const std::string& path, const Model& model) {
   io::write_safetensors(path, file);
 }
 
+Architecture recorded_architecture(const io::TensorFile& file, const std::string& name, const std::string& otherwise) {
+  const auto found = file.metadata.find("nuq.architecture");
+  NUQ_REQUIRE(found != file.metadata.end(), name, ": no nuq.architecture in __metadata__ (", otherwise, ")");
+  try {
+    return parse_architecture(found->second);
+  } catch (const Error& e) {
+    throw Error(name + ": nuq.architecture: " + e.what());
+  }
+}
+
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name) {
   const auto found = file.metadata.find("nuq.dataset");
   if (found == file.metadata.end()) return "";
@@ -102,11 +112,8 @@ Model load_model(const std::string& path, NonFinite nonfinite) {
 }
 
 Model model_from_file(const io::TensorFile& file, const std::string& path, NonFinite nonfinite) {
-  const auto architecture = file.metadata.find("nuq.architecture");
-  NUQ_REQUIRE(architecture != file.metadata.end(), path,
-              ": no nuq.architecture in __metadata__ (not a model written by nuq train)");
   Model model;
-  model.architecture = parse_architecture(architecture->second);
+  model.architecture = recorded_architecture(file, path, "not a model written by nuq train");
   model.dataset = recorded_dataset(file, path);
   if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) model.trained_on = where->second;
   for (const Layout& entry : layout(model.architecture)) {

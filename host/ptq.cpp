@@ -12,22 +12,10 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/laplace.h"
 #include "nuq/network.h"
+#include "nuq/quantized_file.h"
 
 namespace nuq {
 namespace {
-
-// 9-16-bit codes of a uniform codebook are stored as U16 with an affine map instead of a table of
-// up to 65536 levels: level(code) = offset + scale * code, in the weights' units. The in-memory
-// table is always computed from the map, so the file reproduces the quantizer bit for bit.
-bool stores_grid(const Codebook& codebook, int bits) { return bits == 16 && codebook.uniform_grid().has_value(); }
-
-// The levels of a stored affine map, computed as make_quantize_table computes them.
-std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
-  std::vector<float> levels(count);
-  for (std::size_t k = 0; k < count; ++k) levels[k] = static_cast<float>(offset + scale * double(k));
-  return levels;
-}
-
 
 bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 && name.find(".weight") != std::string::npos; }
 
@@ -142,116 +130,35 @@ double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& da
   return accuracy(quantized_predictions(quantized, data, backend), data);
 }
 
-std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where) {
-  const std::int64_t per_table = std::int64_t{1} << bits;
-  const std::vector<std::int64_t> per_row{std::int64_t(rows), per_table};
-  if (tensor.shape != per_row) io::require_layout(tensor, io::DType::F32, {1, per_table}, where);
-  std::vector<float> levels = io::to_floats(tensor, where);
-  for (std::size_t i = 0; i < levels.size(); ++i)
-    NUQ_REQUIRE(std::isfinite(levels[i]), where, ": level ", i, " is ", levels[i], "; every level must be finite");
-  return levels;
-}
-
 void save_quantized(const std::string& path, const QuantizedModel& q) {
-  io::TensorFile file;
-  nlohmann::json tensors = nlohmann::json::object();
-  for (const auto& [name, t] : q.tensors) {
-    const PackedCodes& codes = t.matrix.codes;
-    io::Tensor packed;
-    packed.dtype = io::DType::U8;
-    packed.shape = {std::int64_t(codes.rows), std::int64_t(packed_row_bytes(codes.cols, codes.bits))};
-    packed.data = codes.bytes;  // LSB-first: at 16 bits exactly the little-endian U16 layout
-    if (stores_grid(q.codebook, codes.bits)) {
-      packed.dtype = io::DType::U16;
-      packed.shape = {std::int64_t(codes.rows), std::int64_t(codes.cols)};
-      const UniformGrid& grid = *q.codebook.uniform_grid();
-      const double map[2] = {t.mean + t.stddev * grid.first_level, t.stddev * grid.step};
-      io::Tensor affine;
-      affine.dtype = io::DType::F64;
-      affine.shape = {2};
-      affine.data.resize(sizeof map);
-      std::memcpy(affine.data.data(), map, sizeof map);
-      file.tensors[name + ".grid"] = std::move(affine);
-    } else {
-      const std::int64_t per_table = std::int64_t{1} << codes.bits;
-      file.tensors[name + ".codebook"] =
-          io::f32_tensor({std::int64_t(t.matrix.levels.size()) / per_table, per_table}, t.matrix.levels);
-    }
-    file.tensors[name + ".codes"] = std::move(packed);
-    tensors[name] = {{"shape", t.shape}, {"rows", codes.rows}, {"cols", codes.cols}, {"bits", codes.bits},
-                     {"mean", t.mean}, {"stddev", t.stddev}};
-  }
-  const nlohmann::json description = {{"architecture", to_string(q.architecture)},
-                                      {"codebook", to_json(q.codebook)},
-                                      {"normalisation", to_string(q.normalisation)},
-                                      {"mean", q.mean},
-                                      {"stddev", q.stddev},
-                                      {"tensors", tensors}};
-  file.metadata["nuq.quantized"] = description.dump();
+  QuantizedCheckpoint file;
+  file.codebook = q.codebook;
+  file.normalisation = q.normalisation;
+  file.mean = q.mean;
+  file.stddev = q.stddev;
+  file.quantized = q.tensors;
+  for (const auto& [name, tensor] : q.tensors) file.dtypes[name] = io::DType::F32;
   file.metadata["nuq.architecture"] = to_string(q.architecture);
   if (!q.dataset.empty()) file.metadata["nuq.dataset"] = q.dataset;
-  io::write_safetensors(path, file);
+  io::write_safetensors(path, to_tensor_file(file, path));
 }
 
 QuantizedModel load_quantized(const std::string& path) { return quantized_from_file(io::read_safetensors(path), path); }
 
 QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string& path) {
-  const auto meta = file.metadata.find("nuq.quantized");
-  NUQ_REQUIRE(meta != file.metadata.end(), path, ": no nuq.quantized in __metadata__ (not a quantized model)");
-  nlohmann::json d;
-  try {
-    d = nlohmann::json::parse(meta->second);
-    QuantizedModel q{parse_architecture(d.at("architecture").get<std::string>()),
-                     codebook_from_json(d.at("codebook")),
-                     parse_normalisation(d.value("normalisation", std::string("global"))),
-                     d.at("mean").get<double>(), d.at("stddev").get<double>(), {}, recorded_dataset(file, path)};
-    NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev > 0.0, path,
-                ": mean and stddev must be finite, stddev positive");
-    for (const Parameter& p : make_model(q.architecture, 0).parameters) {
-      const std::string where = path + ": tensor '" + p.name + "'";
-      NUQ_REQUIRE(d.at("tensors").contains(p.name), where, " is missing");
-      const auto& info = d.at("tensors").at(p.name);
-      const int bits = info.at("bits").get<int>();
-      NUQ_REQUIRE(is_packable_bits(bits), where, ": unsupported code width ", bits);
-      const auto [rows, cols] = matrix_view(p.shape, p.values.size());
-      NUQ_REQUIRE(info.at("shape").get<std::vector<std::int64_t>>() == p.shape &&
-                      info.at("rows").get<std::size_t>() == rows && info.at("cols").get<std::size_t>() == cols,
-                  where, " has the wrong shape");
-      const auto codes = file.tensors.find(p.name + ".codes");
-      NUQ_REQUIRE(codes != file.tensors.end(), where, ": missing .codes");
-      const std::size_t row_bytes = packed_row_bytes(cols, bits);
-      std::vector<float> values;
-      if (stores_grid(q.codebook, bits)) {
-        io::require_layout(codes->second, io::DType::U16, {std::int64_t(rows), std::int64_t(cols)}, where + ".codes");
-        const auto grid = file.tensors.find(p.name + ".grid");
-        NUQ_REQUIRE(grid != file.tensors.end() && grid->second.dtype == io::DType::F64 &&
-                        grid->second.data.size() == 2 * sizeof(double),
-                    where, ".grid: expected F64 [2] (offset, scale)");
-        double map[2];
-        std::memcpy(map, grid->second.data.data(), sizeof map);
-        NUQ_REQUIRE(std::isfinite(map[0]) && std::isfinite(map[1]) && map[1] >= 0.0, where,
-                    ".grid: offset and scale must be finite, scale not negative");
-        values = grid_levels(map[0], map[1], std::size_t{1} << bits);
-      } else {
-        io::require_layout(codes->second, io::DType::U8, {std::int64_t(rows), std::int64_t(row_bytes)}, where + ".codes");
-        const auto levels = file.tensors.find(p.name + ".codebook");
-        NUQ_REQUIRE(levels != file.tensors.end(), where, ": missing .codebook");
-        values = read_levels_table(levels->second, rows, bits, where + ".codebook");
-      }
-      for (float v : values) NUQ_REQUIRE(std::isfinite(v), where, ": a level is not finite");
-      const double mean = info.value("mean", q.mean), stddev = info.value("stddev", q.stddev);
-      NUQ_REQUIRE(std::isfinite(mean) && std::isfinite(stddev) && stddev >= 0.0, where,
-                  ": mean and stddev must be finite, stddev not negative");
-      q.tensors.emplace(p.name, QuantizedTensor{p.shape, {{rows, cols, bits, codes->second.data}, values}, mean, stddev});
-    }
-    return q;
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": nuq.quantized metadata: " + e.what());
-  } catch (const Error& e) {  // from parse_architecture, codebook_from_json, ...: name the file
-    const std::string message = e.what();
-    if (message.rfind(path, 0) == 0) throw;
-    throw Error(path + ": nuq.quantized metadata: " + message);
+  QuantizedCheckpoint c = read_quantized_checkpoint(file, path);
+  const Architecture architecture = recorded_architecture(file, path, "quantized, but not one of nuq's networks");
+  NUQ_REQUIRE(c.codebook, path, ": the quantized file records no codebook");
+  QuantizedModel q{architecture, *c.codebook, c.normalisation, c.mean, c.stddev, {},
+                   recorded_dataset(file, path)};
+  for (const Parameter& p : make_model(q.architecture, 0).parameters) {
+    const std::string where = path + ": tensor '" + p.name + "'";
+    const auto found = c.quantized.find(p.name);
+    NUQ_REQUIRE(found != c.quantized.end(), where, " is missing");
+    NUQ_REQUIRE(found->second.shape == p.shape, where, " has the wrong shape for a ", to_string(q.architecture));
+    q.tensors.emplace(p.name, std::move(found->second));
   }
+  return q;
 }
 
 }  // namespace nuq

@@ -166,7 +166,7 @@ TEST(Checkpoint, BrokenFilesAreNamed) {
   truncated.tensors.at("embed.weight.codes").data.pop_back();
   EXPECT_THROW(dequantize_checkpoint(truncated, "bad"), Error);
   io::TensorFile no_meta = q;
-  no_meta.metadata.erase("nuq.checkpoint");
+  no_meta.metadata.erase("nuq.quantized");
   EXPECT_THROW(dequantize_checkpoint(no_meta, "bad"), Error);
   io::TensorFile integers_only;
   integers_only.tensors["step"] = f.file.tensors.at("step");

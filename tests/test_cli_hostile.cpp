@@ -87,9 +87,9 @@ class HostileInputs : public ::testing::Test {
     damaged.tensors["layer.weight.codes"].shape = {32, 24};  // same 768 bytes, another shape
     io::write_safetensors(file("reshaped-codes.safetensors"), damaged);
     damaged = quantized;
-    nlohmann::json description = nlohmann::json::parse(damaged.metadata["nuq.checkpoint"]);
+    nlohmann::json description = nlohmann::json::parse(damaged.metadata["nuq.quantized"]);
     description["tensors"].erase("layer.bias");
-    damaged.metadata["nuq.checkpoint"] = description.dump();
+    damaged.metadata["nuq.quantized"] = description.dump();
     io::write_safetensors(file("undescribed.safetensors"), damaged);
   }
 

@@ -178,6 +178,13 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   no_meta.metadata.erase("nuq.quantized");
   io::TensorFile not_json = file;
   not_json.metadata["nuq.quantized"] = "{\"architecture\":";
+  io::TensorFile rnn = file;
+  rnn.metadata["nuq.architecture"] = "rnn";
+  io::TensorFile no_architecture = file;
+  no_architecture.metadata.erase("nuq.architecture");
+  io::TensorFile without_fc2_bias = meta_edit(file, [](auto& d) { d["tensors"].erase("fc2.bias"); });
+  without_fc2_bias.tensors.erase("fc2.bias.codes");
+  without_fc2_bias.tensors.erase("fc2.bias.codebook");
   io::TensorFile no_codes = file;
   no_codes.tensors.erase("fc1.weight.codes");
   io::TensorFile no_codebook = file;
@@ -187,13 +194,16 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   const float nan_level[4] = {NAN, 0.f, 1.f, 2.f};
   const std::vector<Case> cases = {
       {"no metadata", no_meta, "no nuq.quantized"},
-      {"metadata not JSON", not_json, "nuq.quantized metadata"},
-      {"unknown architecture", meta_edit(file, [](auto& d) { d["architecture"] = "rnn"; }), "rnn"},
+      {"metadata not JSON", not_json, "nuq.quantized is not valid JSON"},
+      {"unknown architecture", rnn, "rnn"},
+      {"no architecture", no_architecture, "not one of nuq's networks"},
       {"stddev zero", meta_edit(file, [](auto& d) { d["stddev"] = 0.0; }), "stddev positive"},
-      {"stddev not a number", meta_edit(file, [](auto& d) { d["stddev"] = "wide"; }), "nuq.quantized metadata"},
-      {"tensor entry missing", meta_edit(file, [](auto& d) { d["tensors"].erase("fc2.bias"); }), "'fc2.bias' is missing"},
+      {"stddev not a number", meta_edit(file, [](auto& d) { d["stddev"] = "wide"; }), "nuq.quantized: "},
+      {"tensor entry missing", meta_edit(file, [](auto& d) { d["tensors"].erase("fc2.bias"); }),
+       "does not describe 'fc2.bias'"},
+      {"tensor entry and data missing", without_fc2_bias, "'fc2.bias' is missing"},
       {"code width 3", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["bits"] = 3; }), "unsupported code width 3"},
-      {"wrong rows", meta_edit(file, [](auto& d) { d["tensors"]["fc1.weight"]["rows"] = 511; }), "wrong shape"},
+      {"wrong rows", meta_edit(file, [](auto& d) { d["tensors"]["fc1.weight"]["rows"] = 511; }), "do not match its shape"},
       {"tensor stddev negative", meta_edit(file, [](auto& d) { d["tensors"]["fc3.weight"]["stddev"] = -1.0; }),
        "stddev not negative"},
       {"codes missing", no_codes, "missing .codes"},
@@ -203,14 +213,16 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
        "expected U8 [1x128], got U8 [1x127]"},
       {"codes reshaped", tensor_edit(file, "fc1.weight.codes", [](io::Tensor& t) { t.shape = {1024, 98}; }),
        "expected U8 [512x196], got U8 [1024x98]"},
-      {"codebook missing", no_codebook, "missing .codebook"},
+      {"codebook missing", no_codebook, "needs exactly one of .codebook and .grid"},
       {"codebook too short",
        tensor_edit(file, "fc3.bias.codebook", [](io::Tensor& t) { t = io::f32_tensor({1, 3}, {0.f, 1.f, 2.f}); }),
        "expected F32 [1x4], got F32 [1x3]"},
       {"codebook not finite",
        tensor_edit(file, "fc3.bias.codebook", [&](io::Tensor& t) { t = io::f32_tensor({1, 4}, {nan_level, nan_level + 4}); }),
        "level 0 is nan; every level must be finite"},
-      {"grid missing", no_grid, ".grid: expected F64 [2]"},
+      {"grid missing", no_grid, "needs exactly one of .codebook and .grid"},
+      {"grid not F64 [2]", tensor_edit(file12, "fc2.weight.grid", [](io::Tensor& t) { t.shape = {1, 2}; }),
+       ".grid: expected F64 [2], got F64 [1x2]"},
       {"grid negative scale", tensor_edit(file12, "fc2.weight.grid", [](io::Tensor& t) {
          const double map[2] = {0.0, -1.0};
          std::memcpy(t.data.data(), map, sizeof map);

@@ -1,6 +1,7 @@
 // nuq train, nuq quantize and nuq eval: the pieces of `nuq reproduce`, one model at a time.
 #include <cstdio>
 #include <filesystem>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -17,6 +18,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
 #include "nuq/ptq.h"
+#include "nuq/quantize_table.h"
 #include "nuq/train.h"
 #include "table.h"
 
@@ -61,24 +63,57 @@ struct QuantizeOptions {
   bool json = false;
 };
 
-std::string tensor_table(const std::vector<TensorReport>& tensors, std::size_t& before, std::size_t& after) {
-  TextTable table({"tensor", "shape", "bits", "size before", "size after", "RMSE", "max error"});
-  for (const auto& t : tensors) {
-    table.add_row({t.name, io::shape_text(t.shape), std::to_string(t.bits), std::to_string(t.bytes_before),
-                   std::to_string(t.bytes_after), fixed(t.rmse, 6), fixed(t.max_error, 6)});
-    before += t.bytes_before;
-    after += t.bytes_after;
-  }
+// What a tensor really costs: its codes and tables, per weight.
+double bits_per_weight(const TensorReport& t) {
+  std::size_t count = 1;
+  for (std::int64_t d : t.shape) count *= std::size_t(d);
+  return count ? 8.0 * double(t.bytes_after) / double(count) : 0.0;
+}
+
+std::string tensor_table(const std::vector<TensorReport>& tensors) {
+  TextTable table({"tensor", "shape", "code bits", "bits/weight", "bytes before", "bytes after", "RMSE", "max error"});
+  for (const auto& t : tensors)
+    table.add_row({t.name, io::shape_text(t.shape), std::to_string(t.bits), fixed(bits_per_weight(t), 3),
+                   std::to_string(t.bytes_before), std::to_string(t.bytes_after), fixed(t.rmse, 6),
+                   fixed(t.max_error, 6)});
   return table.render();
 }
 
 nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& t : tensors)
-    list.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bytes_before", t.bytes_before},
-                    {"bytes_after", t.bytes_after}, {"rmse", t.rmse}, {"max_error", t.max_error},
-                    {"nonfinite", t.nonfinite}});
+    list.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bits_per_weight", bits_per_weight(t)},
+                    {"bytes_before", t.bytes_before}, {"bytes_after", t.bytes_after}, {"rmse", t.rmse},
+                    {"max_error", t.max_error}, {"nonfinite", t.nonfinite}});
   return list;
+}
+
+// The sizes of the files as written, headers and copied tensors included, and the width the codes
+// are really stored at when the design's is not a packable one.
+struct SizeReport {
+  std::uintmax_t input = 0, output = 0;
+  int design_bits = 0, stored_bits = 0;
+};
+
+SizeReport sizes(const QuantizeOptions& o, const Codebook& codebook) {
+  return {std::filesystem::file_size(o.input), std::filesystem::file_size(o.output), codebook.bits(),
+          storage_bits(codebook)};
+}
+
+void add_sizes(nlohmann::json& j, const SizeReport& s) {
+  j["input_bytes"] = s.input;
+  j["output_bytes"] = s.output;
+  j["design_bits"] = s.design_bits;
+  j["stored_bits"] = s.stored_bits;
+}
+
+std::string size_text(const SizeReport& s) {
+  std::string text = "files: " + std::to_string(s.input) + " -> " + std::to_string(s.output) + " bytes (" +
+                     fixed(double(s.input) / double(s.output), 2) + "x smaller, headers included)";
+  if (s.design_bits != s.stored_bits)
+    text += "; the " + std::to_string(s.design_bits) + "-bit design is stored in " + std::to_string(s.stored_bits) +
+            "-bit codes";
+  return text;
 }
 
 // An arbitrary safetensors checkpoint (not written by nuq train): every floating tensor quantized.
@@ -88,28 +123,29 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const io::TensorFile& fil
   const io::TensorFile quantized =
       quantize_checkpoint(file, o.input, codebook, normalisation, nonfinite, backend, &report);
   io::write_safetensors(o.output, quantized);
+  const SizeReport size = sizes(o, codebook);
   if (o.json) {
-    std::cout << nlohmann::json{{"output", o.output}, {"device", backend.name()}, {"codebook", to_json(codebook)},
-                                {"normalisation", to_string(normalisation)}, {"within", report.within},
-                                {"sqnr_ex_db", report.sqnr_ex_db}, {"copied", report.copied},
-                                {"tensors", tensors_json(report.tensors)}}
-                     .dump(2)
-              << '\n';
+    nlohmann::json j{{"output", o.output}, {"device", backend.name()}, {"codebook", to_json(codebook)},
+                     {"normalisation", to_string(normalisation)}, {"within", report.within},
+                     {"sqnr_ex_db", report.sqnr_ex_db}, {"copied", report.copied},
+                     {"tensors", tensors_json(report.tensors)}};
+    add_sizes(j, size);
+    std::cout << j.dump(2) << '\n';
     return;
   }
-  std::size_t before = 0, after = 0;
-  std::cout << tensor_table(report.tensors, before, after) << "\n"
+  std::cout << tensor_table(report.tensors) << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels, normalisation "
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
-            << fixed(report.within, 3) << "% inside; " << before << " -> " << after << " bytes ("
-            << fixed(double(before) / double(after), 1) << "x smaller); " << report.copied.size()
-            << " non-floating tensor(s) copied; saved " << o.output << " (on " << backend.name() << ")\n";
+            << fixed(report.within, 3) << "% inside; " << report.copied.size() << " non-floating tensor(s) copied\n"
+            << size_text(size) << "; saved " << o.output << " (on " << backend.name() << ")\n";
 }
 
 void run_quantize(const QuantizeOptions& o) {
   io::require_output_path(o.output, {o.input}, "--output");
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
   const io::TensorFile file = io::read_safetensors(o.input);
+  NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
+              "restored weights again");
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   DesignSpec spec;
   spec.method = parse_method(o.method);
@@ -131,26 +167,24 @@ void run_quantize(const QuantizeOptions& o) {
   PtqReport report;
   const QuantizedModel quantized = quantize_model(model, codebook, &report, normalisation, nonfinite, *backend);
   save_quantized(o.output, quantized);
+  const SizeReport size = sizes(o, codebook);
   if (o.json) {
-    const nlohmann::json tensors = tensors_json(report.tensors);
-    std::cout << nlohmann::json{{"output", o.output}, {"device", backend->name()}, {"codebook", to_json(codebook)},
-                                {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
-                                {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
-                                {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
-                                {"nonfinite", report.stats.nonfinite}, {"tensors", tensors}}
-                     .dump(2)
-              << '\n';
+    nlohmann::json j{{"output", o.output}, {"device", backend->name()}, {"codebook", to_json(codebook)},
+                     {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
+                     {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
+                     {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
+                     {"nonfinite", report.stats.nonfinite}, {"tensors", tensors_json(report.tensors)}};
+    add_sizes(j, size);
+    std::cout << j.dump(2) << '\n';
     return;
   }
-  std::size_t before = 0, after = 0;
-  std::cout << tensor_table(report.tensors, before, after) << "\n"
+  std::cout << tensor_table(report.tensors) << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels: x_max "
             << fixed(report.xmax, 4) << " (" << (normalisation == Normalisation::None ? "weights" : "normalised weights")
             << " in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
-            << fixed(report.sqnr_th_db, 4) << " dB; " << before << " -> " << after << " bytes ("
-            << fixed(double(before) / double(after), 1) << "x smaller), saved " << o.output << " (on "
-            << backend->name() << ")\n";
+            << fixed(report.sqnr_th_db, 4) << " dB\n"
+            << size_text(size) << "; saved " << o.output << " (on " << backend->name() << ")\n";
   if (report.stats.nonfinite > 0) {
     std::cout << report.stats.nonfinite << " non-finite weight(s) saturated (left out of every statistic):";
     for (const auto& t : report.tensors)
@@ -166,15 +200,10 @@ struct DequantizeOptions {
 
 void run_dequantize(const DequantizeOptions& o) {
   io::require_output_path(o.output, {o.input}, "--output");
-  const io::TensorFile file = io::read_safetensors(o.input);
   DequantizeReport report;
-  if (file.metadata.count("nuq.quantized")) {  // a model nuq train wrote and nuq quantize packed
-    const Model restored = dequantize_model(quantized_from_file(file, o.input));
-    save_model(o.output, restored);
-    for (const Parameter& p : restored.parameters) report.restored.push_back(p.name);
-  } else {
-    io::write_safetensors(o.output, dequantize_checkpoint(file, o.input, &report));
-  }
+  // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
+  // architecture and data set in the metadata, so it loads as an FP32 model again.
+  io::write_safetensors(o.output, dequantize_checkpoint(io::read_safetensors(o.input), o.input, &report));
   if (o.json) {
     std::cout << nlohmann::json{{"output", o.output}, {"restored", report.restored}, {"copied", report.copied}}.dump(2)
               << '\n';
@@ -210,7 +239,7 @@ void run_eval(const EvalOptions& o) {
   const std::string dataset = eval_dataset(o, file);
   const std::string dir = io::dataset_dir(io::data_root(o.data), dataset);
   const io::Dataset test_set = io::load_split(dir, "t10k");
-  const bool quantized = file.metadata.count("nuq.quantized") > 0;
+  const bool quantized = is_quantized_file(file);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
   if (quantized) {

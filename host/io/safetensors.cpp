@@ -207,8 +207,17 @@ std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
   nlohmann::json metadata(file.metadata);
   if (!metadata.contains("format")) metadata["format"] = "pt";
   header["__metadata__"] = metadata;
+  // Widest elements first: each tensor's bytes are then a multiple of every later tensor's element
+  // size, so every tensor starts at a multiple of its own (the data begins 8-byte aligned), and a
+  // reader may view it in place. Within one width, by name.
+  std::vector<std::pair<const std::string*, const Tensor*>> order;
+  for (const auto& [key, tensor] : file.tensors) order.emplace_back(&key, &tensor);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return dtype_size(a.second->dtype) > dtype_size(b.second->dtype); });
   std::size_t offset = 0;
-  for (const auto& [key, tensor] : file.tensors) {
+  for (const auto& [key_pointer, tensor_pointer] : order) {
+    const std::string& key = *key_pointer;
+    const Tensor& tensor = *tensor_pointer;
     NUQ_REQUIRE(key != "__metadata__", "safetensors: a tensor cannot be named __metadata__");
     NUQ_REQUIRE(tensor.data.size() == tensor.element_count() * dtype_size(tensor.dtype),
                 "safetensors: tensor '", key, "' holds ", tensor.data.size(), " bytes, its shape needs ",
@@ -224,7 +233,7 @@ std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
   bytes.reserve(8 + text.size() + offset);
   for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(text.size() >> (8 * i)));
   bytes.insert(bytes.end(), text.begin(), text.end());
-  for (const auto& [key, tensor] : file.tensors) bytes.insert(bytes.end(), tensor.data.begin(), tensor.data.end());
+  for (const auto& [key, tensor] : order) bytes.insert(bytes.end(), tensor->data.begin(), tensor->data.end());
   return bytes;
 }
 

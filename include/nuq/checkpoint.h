@@ -1,10 +1,7 @@
 // Any safetensors checkpoint (a PyTorch state dict: F32, F16 or BF16 tensors of any names and
-// shapes), quantized tensor by tensor with one codebook, and back. Floating tensors become
-// <name>.codes (U8, the packed layout of packed.h over the [shape[0], rest] view) and
-// <name>.codebook (F32 [1, 2^bits], the levels in the tensor's own units, or [rows, 2^bits] with
-// per-channel normalisation); every other tensor
-// (integer buffers, step counters) is copied unchanged. The quantizer, the normalisation and each
-// tensor's shape, dtype and statistics are JSON in __metadata__["nuq.checkpoint"].
+// shapes), quantized tensor by tensor with one codebook, and back, in the one quantized format
+// (quantized_file.h, docs/format.md). Tensors that are not floating point (integer buffers, step
+// counters) are copied unchanged.
 #pragma once
 
 #include <map>
@@ -16,6 +13,7 @@
 #include "nuq/codebook.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/ptq.h"
+#include "nuq/quantized_file.h"
 
 namespace nuq {
 
@@ -28,23 +26,6 @@ QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int6
                                 Normalisation normalisation, const WeightStats& global, const WeightStats& own,
                                 const std::string& where, NonFinite nonfinite, Backend& backend,
                                 QuantizeTotals* totals = nullptr);
-
-// A quantized checkpoint as tensors rather than file entries: what quantize_checkpoint writes and
-// dequantize_checkpoint (and the Python binding's nuq.load) reads back.
-struct QuantizedCheckpoint {
-  std::optional<Codebook> codebook;  // absent only in files that did not record one
-  Normalisation normalisation = Normalisation::Global;
-  std::map<std::string, QuantizedTensor> quantized;
-  std::map<std::string, io::DType> dtypes;      // each quantized tensor's dtype before quantization
-  std::map<std::string, io::Tensor> copied;     // tensors kept as they were
-  std::map<std::string, std::string> metadata;  // the rest of __metadata__
-};
-
-// <name>.codes, <name>.codebook and the nuq.checkpoint metadata; errors (a name taken twice) name
-// `name`.
-io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name);
-// Validates like load_quantized; errors name `name`.
-QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name);
 
 // Whether a file holds one of nuq's own models (nuq train), rather than an arbitrary checkpoint.
 bool is_nuq_model(const io::TensorFile& file);

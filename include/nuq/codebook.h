@@ -89,5 +89,7 @@ class Codebook {
 
 nlohmann::json to_json(const Codebook& codebook);
 Codebook codebook_from_json(const nlohmann::json& j);  // validates like the constructor
+// The design parameters alone (method, rule, x_max, sigma, iterations, mu, alpha).
+Provenance provenance_from_json(const nlohmann::json& j);
 
 }  // namespace nuq

@@ -46,6 +46,10 @@ struct Model {
 // Glorot-uniform weights and zero biases (Keras' defaults, as the paper used), seeded.
 Model make_model(Architecture architecture, std::uint64_t seed);
 
+// The network a file records in nuq.architecture; throws nuq::Error naming `name` when there is
+// none (`otherwise` says what the file then is) or it is unknown.
+Architecture recorded_architecture(const io::TensorFile& file, const std::string& name, const std::string& otherwise);
+
 // The data set a file records in nuq.dataset ("mnist" or "fashion"), or "" when it records none.
 // Throws nuq::Error naming `name` for any other value.
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name);

@@ -89,13 +89,9 @@ std::vector<std::uint8_t> quantized_predictions(const QuantizedModel& quantized,
 // Accuracy (%) of those predictions.
 double quantized_accuracy(const QuantizedModel& quantized, const io::Dataset& data, Backend& backend = cpu_backend());
 
-// The `.codebook` tensor of a quantized tensor with `rows` rows of `bits`-bit codes: F32
-// [1, 2^bits] (one table) or [rows, 2^bits] (a table per row), every level finite. Throws
-// nuq::Error naming `where`.
-std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where);
-
 // safetensors: <name>.codes (U8 [rows, row bytes]), <name>.codebook (F32 [1, 2^bits]) and the
-// quantizer, statistics and shapes as JSON in __metadata__["nuq.quantized"]. Written atomically.
+// quantizer, statistics and shapes in the one quantized format (quantized_file.h), with
+// nuq.architecture and nuq.dataset. Written atomically.
 void save_quantized(const std::string& path, const QuantizedModel& quantized);
 QuantizedModel load_quantized(const std::string& path);
 // The same from a parsed file (`name` in errors): what the fuzzer drives.

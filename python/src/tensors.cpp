@@ -161,13 +161,7 @@ py::dict load(const std::string& path) {
     file = io::read_safetensors(path);
   }
   py::dict out;
-  if (file.metadata.count("nuq.quantized")) {  // one of nuq's own models, quantized (nuq quantize)
-    QuantizedModel model = quantized_from_file(file, path);
-    for (auto& [name, t] : model.tensors)
-      out[py::str(name)] = loaded(std::move(t), model.codebook, model.normalisation, io::DType::F32);
-    return out;
-  }
-  if (file.metadata.count("nuq.checkpoint")) {  // a checkpoint quantized by nuq quantize or nuq.save
+  if (is_quantized_file(file)) {  // nuq's models and other checkpoints alike (quantized_file.h)
     QuantizedCheckpoint checkpoint = read_quantized_checkpoint(file, path);
     for (auto& [name, t] : checkpoint.quantized)
       out[py::str(name)] =
@@ -199,8 +193,15 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
     return;
   }
   const PyQuantized& first = *quantized.begin()->second;
-  QuantizedCheckpoint checkpoint{first.codebook ? std::optional<Codebook>(first.codebook->codebook) : std::nullopt,
-                                 first.normalisation, {}, {}, std::move(copied), metadata};
+  QuantizedCheckpoint checkpoint;
+  if (first.codebook) checkpoint.codebook = first.codebook->codebook;
+  checkpoint.normalisation = first.normalisation;
+  checkpoint.copied = std::move(copied);
+  checkpoint.metadata = metadata;
+  if (first.normalisation == Normalisation::Global && first.tensor.stddev > 0.0) {  // the map every tensor shares
+    checkpoint.mean = first.tensor.mean;
+    checkpoint.stddev = first.tensor.stddev;
+  }
   const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
   for (const auto& [name, q] : quantized) {
     NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&

@@ -1,0 +1,259 @@
+#include "nuq/quantized_file.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/error.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_table.h"
+#include "nuq/uniform.h"
+
+namespace nuq {
+namespace {
+
+// Where each layout keeps its description: version 1 and nuq models before it use "nuq.quantized";
+// checkpoints before version 1 used "nuq.checkpoint" (which training checkpoints also use, for
+// something else: they have no "tensors").
+constexpr const char* kKey = "nuq.quantized";
+constexpr const char* kLegacyCheckpointKey = "nuq.checkpoint";
+
+// Up to this many levels a codebook's thresholds and levels are written out in the header.
+constexpr std::size_t kListedLevels = 256;
+
+// 16-bit codes of a uniform codebook are stored with an affine map instead of a table of 65536
+// levels: level(code) = offset + scale * code, in the tensor's units.
+bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTensor& q) {
+  return codebook && stores_grid(*codebook, q.matrix.codes.bits) && q.matrix.levels.size() == (std::size_t{1} << 16);
+}
+
+// The levels of a stored affine map, computed as make_quantize_table computes them.
+std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
+  std::vector<float> levels(count);
+  for (std::size_t k = 0; k < count; ++k) levels[k] = static_cast<float>(offset + scale * double(k));
+  return levels;
+}
+
+// A uniform codebook rebuilt from its recorded parameters (the function that designed it, so the
+// result is the same bit for bit), or nothing when the design is not of that kind.
+std::optional<Codebook> rebuilt_uniform(const nlohmann::json& j) {
+  const Provenance p = provenance_from_json(j);
+  if ((p.method != Method::Uniform && p.method != Method::Ternary) || p.sigma != 1.0) return std::nullopt;
+  return uniform_codebook(j.at("levels_count").get<std::size_t>(), p.xmax, p);
+}
+
+// The codebook as the header records it: in full up to kListedLevels levels; a larger uniform
+// design by its parameters alone when they rebuild it exactly (a 16-bit design's 131,071 numbers
+// would otherwise put megabytes of JSON in the header of every file).
+nlohmann::json stored_codebook(const Codebook& codebook) {
+  nlohmann::json j = to_json(codebook);
+  if (codebook.size() <= kListedLevels) return j;
+  const std::optional<Codebook> rebuilt = rebuilt_uniform(j);
+  if (rebuilt && rebuilt->bits() == codebook.bits() && rebuilt->levels() == codebook.levels() &&
+      rebuilt->thresholds() == codebook.thresholds()) {
+    j.erase("thresholds");
+    j.erase("levels");
+  }
+  return j;
+}
+
+Codebook codebook_from_stored(const nlohmann::json& j) {
+  if (j.contains("levels")) return codebook_from_json(j);
+  const std::optional<Codebook> rebuilt = rebuilt_uniform(j);
+  NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform design that its parameters rebuild");
+  return *rebuilt;
+}
+
+// The description's JSON: version 1, a nuq model's before it, or a checkpoint's before it.
+nlohmann::json description_of(const io::TensorFile& file, const std::string& name) {
+  auto meta = file.metadata.find(kKey);
+  if (meta == file.metadata.end()) meta = file.metadata.find(kLegacyCheckpointKey);
+  NUQ_REQUIRE(meta != file.metadata.end(), name, ": no ", kKey, " in __metadata__ (not a file nuq quantize wrote)");
+  nlohmann::json description;
+  try {
+    description = nlohmann::json::parse(meta->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(name + ": " + meta->first + " is not valid JSON: " + e.what());
+  }
+  NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(), name,
+              ": ", meta->first, " has no tensors object (a training checkpoint is not a quantized file)");
+  const int version = description.value("version", 0);
+  NUQ_REQUIRE(version <= kQuantizedFormatVersion, name, ": written in format version ", version,
+              "; this nuq reads up to version ", kQuantizedFormatVersion);
+  return description;
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() > suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The codes of one described tensor: U8 packed rows, or at 16 bits U16 [rows, cols] (and, before
+// version 1, U8 [rows, 2 cols] in checkpoints: the same bytes).
+const std::vector<std::uint8_t>& read_codes(const io::Tensor& codes, std::size_t rows, std::size_t cols, int bits,
+                                            const std::string& where) {
+  const std::vector<std::int64_t> packed{std::int64_t(rows), std::int64_t(packed_row_bytes(cols, bits))};
+  if (bits == 16 && !(codes.dtype == io::DType::U8 && codes.shape == packed))
+    io::require_layout(codes, io::DType::U16, {packed[0], std::int64_t(cols)}, where);
+  else
+    io::require_layout(codes, io::DType::U8, packed, where);
+  return codes.data;
+}
+
+std::vector<float> read_grid(const io::Tensor& grid, int bits, const std::string& where) {
+  io::require_layout(grid, io::DType::F64, {2}, where);
+  double map[2];
+  std::memcpy(map, grid.data.data(), sizeof map);
+  NUQ_REQUIRE(std::isfinite(map[0]) && std::isfinite(map[1]) && map[1] >= 0.0, where,
+              ": offset and scale must be finite, scale not negative");
+  return grid_levels(map[0], map[1], std::size_t{1} << bits);
+}
+
+}  // namespace
+
+bool stores_grid(const Codebook& codebook, int bits) { return bits == 16 && codebook.uniform_grid().has_value(); }
+
+bool is_quantized_file(const io::TensorFile& file) {
+  if (file.metadata.count(kKey)) return true;
+  const auto legacy = file.metadata.find(kLegacyCheckpointKey);
+  return legacy != file.metadata.end() && legacy->second.find("\"tensors\"") != std::string::npos;
+}
+
+std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where) {
+  const std::int64_t per_table = std::int64_t{1} << bits;
+  const std::vector<std::int64_t> per_row{std::int64_t(rows), per_table};
+  if (tensor.shape != per_row) io::require_layout(tensor, io::DType::F32, {1, per_table}, where);
+  std::vector<float> levels = io::to_floats(tensor, where);
+  for (std::size_t i = 0; i < levels.size(); ++i)
+    NUQ_REQUIRE(std::isfinite(levels[i]), where, ": level ", i, " is ", levels[i], "; every level must be finite");
+  return levels;
+}
+
+io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name) {
+  io::TensorFile out;
+  out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
+  nlohmann::json tensors = nlohmann::json::object();
+  for (const auto& [tensor_name, q] : checkpoint.quantized) {
+    const PackedCodes& codes = q.matrix.codes;
+    for (const char* suffix : {".codes", ".codebook", ".grid"})
+      NUQ_REQUIRE(!checkpoint.copied.count(tensor_name + suffix) && !checkpoint.quantized.count(tensor_name + suffix),
+                  name, ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", tensor_name,
+                  suffix, "'");
+    io::Tensor bytes;
+    bytes.dtype = codes.bits == 16 ? io::DType::U16 : io::DType::U8;  // LSB-first 16-bit codes are little-endian U16
+    bytes.shape = {std::int64_t(codes.rows), std::int64_t(codes.bits == 16 ? codes.cols : packed_row_bytes(codes.cols, codes.bits))};
+    bytes.data = codes.bytes;
+    out.tensors[tensor_name + ".codes"] = std::move(bytes);
+    if (stores_grid_of(checkpoint.codebook, q)) {
+      const UniformGrid& grid = *checkpoint.codebook->uniform_grid();
+      const double map[2] = {q.mean + q.stddev * grid.first_level, q.stddev * grid.step};
+      io::Tensor affine{io::DType::F64, {2}, std::vector<std::uint8_t>(sizeof map)};
+      std::memcpy(affine.data.data(), map, sizeof map);
+      out.tensors[tensor_name + ".grid"] = std::move(affine);
+    } else {
+      const std::int64_t per_table = std::int64_t{1} << codes.bits;
+      out.tensors[tensor_name + ".codebook"] =
+          io::f32_tensor({std::int64_t(q.matrix.levels.size()) / per_table, per_table}, q.matrix.levels);
+    }
+    const auto dtype = checkpoint.dtypes.find(tensor_name);
+    tensors[tensor_name] = {{"shape", q.shape},
+                            {"dtype", io::to_string(dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second)},
+                            {"rows", codes.rows},
+                            {"cols", codes.cols},
+                            {"bits", codes.bits},
+                            {"mean", q.mean},
+                            {"stddev", q.stddev}};
+  }
+  out.metadata = checkpoint.metadata;
+  nlohmann::json description = {{"version", kQuantizedFormatVersion},
+                                {"normalisation", to_string(checkpoint.normalisation)},
+                                {"mean", checkpoint.mean},
+                                {"stddev", checkpoint.stddev},
+                                {"tensors", tensors}};
+  if (checkpoint.codebook) description["codebook"] = stored_codebook(*checkpoint.codebook);
+  out.metadata[kKey] = description.dump();
+  return out;
+}
+
+QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name) {
+  const nlohmann::json description = description_of(file, name);
+  QuantizedCheckpoint out;
+  out.metadata = file.metadata;
+  out.metadata.erase(kKey);
+  out.metadata.erase(kLegacyCheckpointKey);
+  try {
+    if (description.contains("codebook")) out.codebook = codebook_from_stored(description["codebook"]);
+    if (description.contains("normalisation"))
+      out.normalisation = parse_normalisation(description["normalisation"].get<std::string>());
+    out.mean = description.value("mean", 0.0);
+    out.stddev = description.value("stddev", 1.0);
+  } catch (const std::exception& e) {
+    throw Error(name + ": " + kKey + ": " + e.what());
+  }
+  NUQ_REQUIRE(std::isfinite(out.mean) && std::isfinite(out.stddev) && out.stddev > 0.0, name,
+              ": mean and stddev must be finite, stddev positive");
+  std::set<std::string> used;
+  for (const auto& [tensor_name, d] : description["tensors"].items()) {
+    const std::string where = name + ": tensor '" + tensor_name + "'";
+    std::vector<std::int64_t> shape;
+    std::size_t rows = 0, cols = 0;
+    int bits = 0;
+    QuantizedTensor q;
+    io::DType dtype = io::DType::F32;
+    try {
+      shape = d.at("shape").get<std::vector<std::int64_t>>();
+      rows = d.at("rows").get<std::size_t>();
+      cols = d.at("cols").get<std::size_t>();
+      bits = d.at("bits").get<int>();
+      q.mean = d.value("mean", out.mean);
+      q.stddev = d.value("stddev", out.stddev);
+      const std::string dtype_name = d.value("dtype", std::string("F32"));
+      for (io::DType candidate : {io::DType::F32, io::DType::F16, io::DType::BF16})
+        if (dtype_name == io::to_string(candidate)) dtype = candidate;
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(where + ": bad description in " + kKey + ": " + e.what());
+    }
+    NUQ_REQUIRE(is_packable_bits(bits), where, ": unsupported code width ", bits);
+    NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev >= 0.0, where,
+                ": mean and stddev must be finite, stddev not negative");
+    std::size_t count = 1;
+    for (std::int64_t dim : shape) {
+      NUQ_REQUIRE(dim >= 0 && (dim == 0 || count <= std::numeric_limits<std::size_t>::max() / std::size_t(dim)), where,
+                  ": bad shape");
+      count *= std::size_t(dim);
+    }
+    // The matrix view follows from the shape alone (products of untrusted numbers could wrap).
+    const auto [view_rows, view_cols] = matrix_view(shape, count);
+    NUQ_REQUIRE(rows == view_rows && cols == view_cols, where, ": rows x cols (", rows, " x ", cols,
+                ") do not match its shape");
+    const auto codes = file.tensors.find(tensor_name + ".codes");
+    NUQ_REQUIRE(codes != file.tensors.end(), where, ": missing .codes");
+    const auto levels = file.tensors.find(tensor_name + ".codebook");
+    const auto grid = file.tensors.find(tensor_name + ".grid");
+    NUQ_REQUIRE((levels != file.tensors.end()) != (grid != file.tensors.end()), where,
+                ": needs exactly one of .codebook and .grid");
+    NUQ_REQUIRE(grid == file.tensors.end() || bits == 16, where, ".grid: an affine map is stored for 16-bit codes only");
+    q.shape = shape;
+    q.matrix = {{rows, cols, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")},
+                grid != file.tensors.end() ? read_grid(grid->second, bits, where + ".grid")
+                                           : read_levels_table(levels->second, rows, bits, where + ".codebook")};
+    out.quantized[tensor_name] = std::move(q);
+    out.dtypes[tensor_name] = dtype;
+    for (const char* suffix : {".codes", ".codebook", ".grid"}) used.insert(tensor_name + suffix);
+  }
+  for (const auto& [tensor_name, t] : file.tensors) {
+    if (used.count(tensor_name)) continue;
+    // Codes without a description cannot be restored; copying them as they are would hand the
+    // user a checkpoint that looks whole and is not.
+    for (const std::string suffix : {".codes", ".codebook", ".grid"})
+      NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
+                  " does not describe '", tensor_name.substr(0, tensor_name.size() - suffix.size()),
+                  "'; the file is damaged");
+    out.copied[tensor_name] = t;
+  }
+  return out;
+}
+
+}  // namespace nuq

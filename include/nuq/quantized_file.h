@@ -1,0 +1,62 @@
+// The one quantized format (docs/format.md): what `nuq quantize` writes for nuq's own models and
+// for any safetensors checkpoint alike, what `dequantize`, `eval` and the Python package read.
+//
+// A safetensors file. Per quantized tensor <name>:
+//   <name>.codes     U8 [rows, packed row bytes] at 1, 2, 4 or 8 bits (packed.h: LSB-first, each row
+//                    byte-aligned), U16 [rows, cols] at 16 bits, over the [shape[0], rest] view;
+//   <name>.codebook  F32 [1, 2^bits] (one table) or [rows, 2^bits] (a table per row): the level of
+//                    each code in the tensor's own units; or, for a uniform grid at 16 bits,
+//   <name>.grid      F64 [2]: level(code) = offset + scale * code.
+// Tensors that were not quantized are stored as they were. __metadata__["nuq.quantized"] is JSON:
+//   {"version": 1, "codebook": the design (every threshold and level up to 256 levels; a uniform
+//    grid beyond, by its parameters alone), "normalisation", "mean", "stddev" (the statistics global
+//    normalisation used), "tensors": {name: {shape, dtype, rows, cols, bits, mean, stddev}}}
+// nuq's own networks add "nuq.architecture" (and "nuq.dataset", "nuq.trained_on"). Every tensor
+// lies at an offset that is a multiple of its element size (io::serialize_safetensors).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nuq/codebook.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/normalisation.h"
+#include "nuq/ptq.h"
+
+namespace nuq {
+
+constexpr int kQuantizedFormatVersion = 1;
+
+// A quantized file as tensors rather than file entries.
+struct QuantizedCheckpoint {
+  std::optional<Codebook> codebook;  // absent only in files that did not record one
+  Normalisation normalisation = Normalisation::Global;
+  double mean = 0.0, stddev = 1.0;  // the statistics global normalisation used
+  std::map<std::string, QuantizedTensor> quantized;
+  std::map<std::string, io::DType> dtypes;      // each quantized tensor's dtype before quantization
+  std::map<std::string, io::Tensor> copied;     // tensors kept as they were
+  std::map<std::string, std::string> metadata;  // the rest of __metadata__
+};
+
+// Whether `bits`-bit codes of `codebook` are stored with an affine map (.grid) instead of a table:
+// 16-bit codes of a uniform grid.
+bool stores_grid(const Codebook& codebook, int bits);
+
+// Whether a file holds quantized tensors in this format (or the two layouts before version 1:
+// nuq models' "nuq.quantized" and checkpoints' "nuq.checkpoint").
+bool is_quantized_file(const io::TensorFile& file);
+
+// The file's tensors and metadata; errors (a name taken twice) name `name`.
+io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name);
+
+// Validates everything it reads (exact layouts, finite levels, shapes against rows x cols, no
+// quantized tensor left undescribed); errors name `name` and the field.
+QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name);
+
+// The `.codebook` tensor of a quantized tensor with `rows` rows of `bits`-bit codes: F32
+// [1, 2^bits] or [rows, 2^bits], every level finite. Throws nuq::Error naming `where`.
+std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where);
+
+}  // namespace nuq
