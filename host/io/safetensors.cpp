@@ -115,23 +115,28 @@ std::size_t Tensor::element_count() const {
   return count;
 }
 
-TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name) {
-  NUQ_REQUIRE(bytes.size() >= 8, name, ": too short for a safetensors header length (", bytes.size(),
-              " bytes)");
-  const std::uint64_t header_size = little_endian_u64(bytes.data());
+std::size_t TensorEntry::element_count() const {
+  std::size_t count = 1;
+  for (std::int64_t d : shape) count *= static_cast<std::size_t>(d);
+  return count;
+}
+
+std::uint64_t header_length(const std::uint8_t* first8, std::uint64_t file_size, const std::string& name) {
+  NUQ_REQUIRE(file_size >= 8, name, ": too short for a safetensors header length (", file_size, " bytes)");
+  const std::uint64_t header_size = little_endian_u64(first8);
   NUQ_REQUIRE(header_size <= kMaxSafetensorsHeader, name, ": header length ", header_size,
               " exceeds the cap of ", kMaxSafetensorsHeader, " bytes");
-  NUQ_REQUIRE(header_size <= bytes.size() - 8, name, ": header length ", header_size,
-              " runs past the end of the file (", bytes.size(), " bytes)");
-  NUQ_REQUIRE(header_size > 0 && bytes[8] == '{', name, ": the header must start with '{'");
-  const std::string text(reinterpret_cast<const char*>(bytes.data()) + 8, header_size);
-  const nlohmann::json header = parse_header(text, name);  // nlohmann rejects invalid UTF-8
-  const std::size_t data_begin = 8 + header_size;
-  const std::size_t data_size = bytes.size() - data_begin;
+  NUQ_REQUIRE(header_size <= file_size - 8, name, ": header length ", header_size,
+              " runs past the end of the file (", file_size, " bytes)");
+  return header_size;
+}
 
-  TensorFile file;
+Layout parse_layout(const std::string& text, std::uint64_t data_size, const std::string& name) {
+  NUQ_REQUIRE(!text.empty() && text[0] == '{', name, ": the header must start with '{'");
+  const nlohmann::json header = parse_header(text, name);  // nlohmann rejects invalid UTF-8
+  Layout layout;
   struct Range {
-    std::size_t begin, end;
+    std::uint64_t begin, end;
     std::string tensor;
   };
   std::vector<Range> ranges;
@@ -140,7 +145,7 @@ TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::
       NUQ_REQUIRE(value.is_object(), name, ": __metadata__ is not an object");
       for (const auto& [meta_key, meta_value] : value.items()) {
         NUQ_REQUIRE(meta_value.is_string(), name, ": __metadata__ value '", meta_key, "' is not a string");
-        file.metadata[meta_key] = meta_value.get<std::string>();
+        layout.metadata[meta_key] = meta_value.get<std::string>();
       }
       continue;
     }
@@ -148,44 +153,61 @@ TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::
     NUQ_REQUIRE(value.is_object(), where, " is not an object");
     NUQ_REQUIRE(value.contains("dtype") && value.contains("shape") && value.contains("data_offsets"),
                 where, " needs dtype, shape and data_offsets");
-    Tensor tensor;
-    tensor.dtype = parse_dtype(value["dtype"], where);
+    TensorEntry entry;
+    entry.dtype = parse_dtype(value["dtype"], where);
     const auto& shape = value["shape"];
     NUQ_REQUIRE(shape.is_array() && shape.size() <= 8, where, ": shape must be an array of rank <= 8");
-    std::size_t bytes_needed = dtype_size(tensor.dtype);
+    std::size_t bytes_needed = dtype_size(entry.dtype);
     for (const auto& dim : shape) {
       NUQ_REQUIRE(dim.is_number_unsigned(), where, ": shape entries must be non-negative integers");
       const std::uint64_t d = dim.get<std::uint64_t>();
       NUQ_REQUIRE(d == 0 || bytes_needed <= SIZE_MAX / d, where, ": the shape's byte size overflows");
       bytes_needed *= static_cast<std::size_t>(d);
-      tensor.shape.push_back(static_cast<std::int64_t>(d));
+      entry.shape.push_back(static_cast<std::int64_t>(d));
     }
     const auto& offsets = value["data_offsets"];
     NUQ_REQUIRE(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
                     offsets[1].is_number_unsigned(),
                 where, ": data_offsets must be two non-negative integers");
-    const std::uint64_t begin = offsets[0].get<std::uint64_t>(), end = offsets[1].get<std::uint64_t>();
-    NUQ_REQUIRE(begin <= end && end <= data_size, where, ": data_offsets [", begin, ", ", end,
-                "] fall outside the ", data_size, " data bytes");
-    NUQ_REQUIRE(end - begin == bytes_needed, where, ": data_offsets span ", end - begin, " bytes but ",
-                to_string(tensor.dtype), " x shape needs ", bytes_needed);
-    tensor.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_begin + begin),
-                       bytes.begin() + static_cast<std::ptrdiff_t>(data_begin + end));
-    ranges.push_back({begin, end, key});
-    file.tensors.emplace(key, std::move(tensor));
+    entry.begin = offsets[0].get<std::uint64_t>();
+    entry.end = offsets[1].get<std::uint64_t>();
+    NUQ_REQUIRE(entry.begin <= entry.end && entry.end <= data_size, where, ": data_offsets [", entry.begin, ", ",
+                entry.end, "] fall outside the ", data_size, " data bytes");
+    NUQ_REQUIRE(entry.end - entry.begin == bytes_needed, where, ": data_offsets span ", entry.end - entry.begin,
+                " bytes but ", to_string(entry.dtype), " x shape needs ", bytes_needed);
+    ranges.push_back({entry.begin, entry.end, key});
+    layout.tensors.emplace(key, std::move(entry));
   }
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  std::size_t expected = 0;
+  std::uint64_t expected = 0;
   for (const Range& r : ranges) {
     NUQ_REQUIRE(r.begin >= expected, name, ": tensor '", r.tensor, "' overlaps the previous one");
     NUQ_REQUIRE(r.begin == expected, name, ": a hole of ", r.begin - expected, " bytes before tensor '",
                 r.tensor, "'");
     expected = r.end;
   }
-  NUQ_REQUIRE(expected == data_size, name, ": ", data_size - expected,
-              " trailing bytes after the last tensor");
+  NUQ_REQUIRE(expected == data_size, name, ": ", data_size - expected, " trailing bytes after the last tensor");
+  return layout;
+}
+
+TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name) {
+  NUQ_REQUIRE(bytes.size() >= 8, name, ": too short for a safetensors header length (", bytes.size(),
+              " bytes)");
+  const std::uint64_t header_size = header_length(bytes.data(), bytes.size(), name);
+  const std::string text(reinterpret_cast<const char*>(bytes.data()) + 8, header_size);
+  const std::size_t data_begin = 8 + header_size;
+  const Layout layout = parse_layout(text, bytes.size() - data_begin, name);
+  TensorFile file;
+  file.metadata = layout.metadata;
+  for (const auto& [key, entry] : layout.tensors) {
+    Tensor& tensor = file.tensors[key];
+    tensor.dtype = entry.dtype;
+    tensor.shape = entry.shape;
+    tensor.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_begin + entry.begin),
+                       bytes.begin() + static_cast<std::ptrdiff_t>(data_begin + entry.end));
+  }
   return file;
 }
 
@@ -202,38 +224,49 @@ TensorFile read_safetensors(const std::string& path, std::size_t max_bytes) {
   return parse_safetensors(bytes, path);
 }
 
-std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
-  nlohmann::json header = nlohmann::json::object();
-  nlohmann::json metadata(file.metadata);
-  if (!metadata.contains("format")) metadata["format"] = "pt";
-  header["__metadata__"] = metadata;
+std::string plan_header(const std::map<std::string, std::string>& metadata,
+                        std::vector<std::pair<std::string, TensorEntry>>& tensors) {
   // Widest elements first: each tensor's bytes are then a multiple of every later tensor's element
   // size, so every tensor starts at a multiple of its own (the data begins 8-byte aligned), and a
   // reader may view it in place. Within one width, by name.
-  std::vector<std::pair<const std::string*, const Tensor*>> order;
-  for (const auto& [key, tensor] : file.tensors) order.emplace_back(&key, &tensor);
-  std::stable_sort(order.begin(), order.end(),
-                   [](const auto& a, const auto& b) { return dtype_size(a.second->dtype) > dtype_size(b.second->dtype); });
-  std::size_t offset = 0;
-  for (const auto& [key_pointer, tensor_pointer] : order) {
-    const std::string& key = *key_pointer;
-    const Tensor& tensor = *tensor_pointer;
+  std::stable_sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) {
+    const std::size_t wa = dtype_size(a.second.dtype), wb = dtype_size(b.second.dtype);
+    return wa != wb ? wa > wb : a.first < b.first;
+  });
+  nlohmann::json header = nlohmann::json::object();
+  nlohmann::json meta(metadata);
+  if (!meta.contains("format")) meta["format"] = "pt";
+  header["__metadata__"] = meta;
+  std::uint64_t offset = 0;
+  for (auto& [key, entry] : tensors) {
     NUQ_REQUIRE(key != "__metadata__", "safetensors: a tensor cannot be named __metadata__");
-    NUQ_REQUIRE(tensor.data.size() == tensor.element_count() * dtype_size(tensor.dtype),
-                "safetensors: tensor '", key, "' holds ", tensor.data.size(), " bytes, its shape needs ",
-                tensor.element_count() * dtype_size(tensor.dtype));
-    header[key] = {{"dtype", to_string(tensor.dtype)},
-                   {"shape", tensor.shape},
-                   {"data_offsets", {offset, offset + tensor.data.size()}}};
-    offset += tensor.data.size();
+    entry.begin = offset;
+    entry.end = offset + entry.element_count() * dtype_size(entry.dtype);
+    header[key] = {{"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
+    offset = entry.end;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the reference does
+  return text;
+}
+
+std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
+  std::vector<std::pair<std::string, TensorEntry>> plan;
+  for (const auto& [key, tensor] : file.tensors) {
+    NUQ_REQUIRE(tensor.data.size() == tensor.element_count() * dtype_size(tensor.dtype),
+                "safetensors: tensor '", key, "' holds ", tensor.data.size(), " bytes, its shape needs ",
+                tensor.element_count() * dtype_size(tensor.dtype));
+    plan.push_back({key, TensorEntry{tensor.dtype, tensor.shape, 0, 0}});
+  }
+  const std::string text = plan_header(file.metadata, plan);
   std::vector<std::uint8_t> bytes;
-  bytes.reserve(8 + text.size() + offset);
+  bytes.reserve(8 + text.size() + (plan.empty() ? 0 : plan.back().second.end));
   for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(text.size() >> (8 * i)));
   bytes.insert(bytes.end(), text.begin(), text.end());
-  for (const auto& [key, tensor] : order) bytes.insert(bytes.end(), tensor->data.begin(), tensor->data.end());
+  for (const auto& [key, entry] : plan) {
+    const Tensor& tensor = file.tensors.at(key);
+    bytes.insert(bytes.end(), tensor.data.begin(), tensor.data.end());
+  }
   return bytes;
 }
 

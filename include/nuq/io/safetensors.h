@@ -30,12 +30,37 @@ struct TensorFile {
   std::map<std::string, Tensor> tensors;
 };
 
+// Where one tensor lies in a file: [begin, end) counted from the first data byte.
+struct TensorEntry {
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::uint64_t begin = 0, end = 0;
+  std::size_t element_count() const;
+};
+
+// A file's header, validated: metadata and every tensor's place (no overlap, no hole, nothing
+// after the last one).
+struct Layout {
+  std::map<std::string, std::string> metadata;
+  std::map<std::string, TensorEntry> tensors;
+};
+
 constexpr std::size_t kMaxSafetensorsHeader = 100u << 20;  // the reference parser's cap
 constexpr std::size_t kDefaultSafetensorsLimit = std::size_t{16} << 30;
 
 // Throws nuq::Error naming the file and the field.
 TensorFile read_safetensors(const std::string& path, std::size_t max_bytes = kDefaultSafetensorsLimit);
 TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name);
+
+// The header length in a file's first 8 bytes, checked against the cap and the file's size.
+std::uint64_t header_length(const std::uint8_t* first8, std::uint64_t file_size, const std::string& name);
+// Validates the header text (after the 8-byte length) against `data_size` bytes of data.
+Layout parse_layout(const std::string& header, std::uint64_t data_size, const std::string& name);
+// The header nuq writes for `tensors` (dtype and shape given): reorders them widest element first
+// (then by name), so that every tensor starts at a multiple of its element size, fills in their
+// offsets, and returns the JSON text padded to a multiple of 8 bytes.
+std::string plan_header(const std::map<std::string, std::string>& metadata,
+                        std::vector<std::pair<std::string, TensorEntry>>& tensors);
 
 // Written atomically; "format": "pt" is added to the metadata unless present.
 void write_safetensors(const std::string& path, const TensorFile& file);
