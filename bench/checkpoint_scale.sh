@@ -8,28 +8,33 @@
 #   --per-shard        run nuq once per shard file (today's nuq takes one .safetensors and reads
 #                      it whole): max RSS over the runs, total wall time
 #   --input folder|index   what the single run is given (default folder; index needs > 1 shard)
+#   --cold             evict the shards from the page cache before each nuq run (only these
+#                      files: posix_fadvise), and hold nuq to the cold read rate
 #   --shard-size S     shard limit for scripts/make-llm-checkpoint (e.g. 500MB; default its 2GB)
 #   --seed N           generator seed (default 0)
 #   --save             also write bench/results/cpu-checkpoint-scale-<date>.{json,md}
+#                      (-per-shard and -cold added to the name with those options)
 #   --clean            delete each checkpoint and output once measured (default: keep for reuse)
 #
 # Each size's checkpoint is WORKDIR/llm-<size>gb (reused when generated with the same options);
 # the raw measurements go to WORKDIR/runs/<size>gb/ and the summary to WORKDIR/summary.{json,md}.
-# Read rates are of the shards read in 16 MiB blocks: once with O_DIRECT (the disk, bypassing the
-# page cache), then twice buffered: `first` may already be warm (the files were just written or
-# measured), `second` is warm; the goal's ratio is against `second`, the strictest. Exit status 1
-# when a nuq run failed (the summary records it), 2 on a usage error.
+# Read rates are of the shards read in 16 MiB blocks, just before nuq: `cold`, one pass after
+# evicting the files from the page cache, then `warm`, the passes after it (repeated for at least
+# 1 s so that small checkpoints are timed too). nuq runs warm (the strictest reference: the goal's
+# ratio is to the warm rate) unless --cold. Exit status 1 when a nuq run failed (the summary
+# records it), 2 on a usage error.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=/usr/bin/python3  # Debian's, with numpy (a pyenv python3 on PATH may lack it)
 tool="$py $root/bench/checkpoint_scale.py"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
-per_shard=0 input=folder shard_size="" seed=0 save=0 clean=0
+per_shard=0 input=folder cold=0 shard_size="" seed=0 save=0 clean=0
 while [ $# -gt 0 ]; do
   case $1 in
     --per-shard) per_shard=1 ;;
     --input) input=${2:?}; shift ;;
+    --cold) cold=1 ;;
     --shard-size) shard_size=${2:?}; shift ;;
     --seed) seed=${2:?}; shift ;;
     --save) save=1 ;;
@@ -73,6 +78,7 @@ checkpoint() {  # size folder rundir
 run_nuq() {  # index rundir out input shard-file...
   local i=$1 dir=$2 out=$3 given=$4; shift 4
   local status=0 start end
+  [ "$cold" -eq 0 ] || $tool evict "$@"
   start=$(date +%s.%N)
   /usr/bin/time -v -o "$dir/nuq-$i.time" "$nuq" quantize "$given" -o "$out" --json "${nuq_options[@]}" \
     >"$dir/nuq-$i.out" 2>"$dir/nuq-$i.err" || status=$?
@@ -110,13 +116,18 @@ for size in "${sizes[@]}"; do
     rm -rf "$out"  # a folder output is nuq's to create
     run_nuq 0 "$dir" "$out" "$target" "${paths[@]}" || failed=1
   fi
-  printf '{"size_gb": %s, "mode": "%s", "checkpoint": "%s", "shards": %s}\n' "$size" "$mode" "$ckpt" \
+  cache=warm
+  [ "$cold" -eq 0 ] || cache=cold
+  printf '{"size_gb": %s, "mode": "%s", "cache": "%s", "checkpoint": "%s", "shards": %s}\n' "$size" "$mode" "$cache" "$ckpt" \
     "$($py -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${shards[@]}")" >"$dir/run.json"
   if [ "$clean" -eq 1 ]; then rm -rf "$ckpt" "$out"; fi
 done
 
 save_args=()
-[ "$save" -eq 1 ] && save_args=(--save "$root/bench/results/cpu-checkpoint-scale-$(date +%Y-%m-%d)")
+suffix=""
+[ "$per_shard" -eq 1 ] && suffix=-per-shard
+[ "$cold" -eq 1 ] && suffix=$suffix-cold
+[ "$save" -eq 1 ] && save_args=(--save "$root/bench/results/cpu-checkpoint-scale$suffix-$(date +%Y-%m-%d)")
 runs=()
 for size in "${sizes[@]}"; do runs+=("$work/runs/${size}gb"); done
 $tool summarize --nuq "$nuq" --options="${nuq_options[*]}" --out "$work/summary" "${save_args[@]}" -- "${runs[@]}"
