@@ -131,49 +131,71 @@ std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows,
   return levels;
 }
 
+std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
+                               double stddev, const std::map<std::string, TensorDescription>& tensors) {
+  nlohmann::json list = nlohmann::json::object();
+  for (const auto& [name, d] : tensors)
+    list[name] = {{"shape", d.shape}, {"dtype", io::to_string(d.dtype)}, {"rows", d.rows}, {"cols", d.cols},
+                  {"bits", d.bits},   {"mean", d.mean},                   {"stddev", d.stddev}};
+  nlohmann::json description = {{"version", kQuantizedFormatVersion},
+                                {"normalisation", to_string(normalisation)},
+                                {"mean", mean},
+                                {"stddev", stddev},
+                                {"tensors", list}};
+  if (codebook) description["codebook"] = stored_codebook(*codebook);
+  return description.dump();
+}
+
+std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors(const std::string& name, const TensorDescription& d,
+                                                                    std::size_t tables, bool grid) {
+  // LSB-first 16-bit codes are exactly little-endian U16, one per weight.
+  const std::int64_t rows = std::int64_t(d.rows);
+  std::vector<std::pair<std::string, io::TensorEntry>> stored = {
+      {name + ".codes", d.bits == 16 ? io::TensorEntry{io::DType::U16, {rows, std::int64_t(d.cols)}}
+                                     : io::TensorEntry{io::DType::U8, {rows, std::int64_t(packed_row_bytes(d.cols, d.bits))}}}};
+  if (grid) stored.push_back({name + ".grid", io::TensorEntry{io::DType::F64, {2}}});
+  else stored.push_back({name + ".codebook", io::TensorEntry{io::DType::F32, {std::int64_t(tables), std::int64_t{1} << d.bits}}});
+  return stored;
+}
+
+std::pair<double, double> grid_map(const Codebook& codebook, double mean, double stddev) {
+  const UniformGrid& grid = *codebook.uniform_grid();
+  return {mean + stddev * grid.first_level, stddev * grid.step};
+}
+
 io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name) {
   io::TensorFile out;
   out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
-  nlohmann::json tensors = nlohmann::json::object();
+  std::map<std::string, TensorDescription> described;
   for (const auto& [tensor_name, q] : checkpoint.quantized) {
     const PackedCodes& codes = q.matrix.codes;
-    for (const char* suffix : {".codes", ".codebook", ".grid"})
-      NUQ_REQUIRE(!checkpoint.copied.count(tensor_name + suffix) && !checkpoint.quantized.count(tensor_name + suffix),
-                  name, ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", tensor_name,
-                  suffix, "'");
-    io::Tensor bytes;
-    bytes.dtype = codes.bits == 16 ? io::DType::U16 : io::DType::U8;  // LSB-first 16-bit codes are little-endian U16
-    bytes.shape = {std::int64_t(codes.rows), std::int64_t(codes.bits == 16 ? codes.cols : packed_row_bytes(codes.cols, codes.bits))};
-    bytes.data = codes.bytes;
-    out.tensors[tensor_name + ".codes"] = std::move(bytes);
-    if (stores_grid_of(checkpoint.codebook, q)) {
-      const UniformGrid& grid = *checkpoint.codebook->uniform_grid();
-      const double map[2] = {q.mean + q.stddev * grid.first_level, q.stddev * grid.step};
-      io::Tensor affine{io::DType::F64, {2}, std::vector<std::uint8_t>(sizeof map)};
-      std::memcpy(affine.data.data(), map, sizeof map);
-      out.tensors[tensor_name + ".grid"] = std::move(affine);
-    } else {
-      const std::int64_t per_table = std::int64_t{1} << codes.bits;
-      out.tensors[tensor_name + ".codebook"] =
-          io::f32_tensor({std::int64_t(q.matrix.levels.size()) / per_table, per_table}, q.matrix.levels);
-    }
     const auto dtype = checkpoint.dtypes.find(tensor_name);
-    tensors[tensor_name] = {{"shape", q.shape},
-                            {"dtype", io::to_string(dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second)},
-                            {"rows", codes.rows},
-                            {"cols", codes.cols},
-                            {"bits", codes.bits},
-                            {"mean", q.mean},
-                            {"stddev", q.stddev}};
+    const TensorDescription d{q.shape, dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second,
+                              codes.rows, codes.cols, codes.bits, q.mean, q.stddev};
+    const bool grid = stores_grid_of(checkpoint.codebook, q);
+    const std::size_t tables = q.matrix.levels.size() >> codes.bits;
+    for (const auto& [stored_name, entry] : stored_tensors(tensor_name, d, tables, grid)) {
+      NUQ_REQUIRE(!checkpoint.copied.count(stored_name) && !checkpoint.quantized.count(stored_name), name,
+                  ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", stored_name, "'");
+      io::Tensor& t = out.tensors[stored_name];
+      t.dtype = entry.dtype;
+      t.shape = entry.shape;
+    }
+    out.tensors[tensor_name + ".codes"].data = codes.bytes;
+    if (grid) {
+      const auto [offset, scale] = grid_map(*checkpoint.codebook, q.mean, q.stddev);
+      const double map[2] = {offset, scale};
+      io::Tensor& affine = out.tensors[tensor_name + ".grid"];
+      affine.data.resize(sizeof map);
+      std::memcpy(affine.data.data(), map, sizeof map);
+    } else {
+      out.tensors[tensor_name + ".codebook"].data = io::f32_tensor({std::int64_t(q.matrix.levels.size())}, q.matrix.levels).data;
+    }
+    described.emplace(tensor_name, d);
   }
   out.metadata = checkpoint.metadata;
-  nlohmann::json description = {{"version", kQuantizedFormatVersion},
-                                {"normalisation", to_string(checkpoint.normalisation)},
-                                {"mean", checkpoint.mean},
-                                {"stddev", checkpoint.stddev},
-                                {"tensors", tensors}};
-  if (checkpoint.codebook) description["codebook"] = stored_codebook(*checkpoint.codebook);
-  out.metadata[kKey] = description.dump();
+  out.metadata[kKey] =
+      describe_quantized(checkpoint.codebook, checkpoint.normalisation, checkpoint.mean, checkpoint.stddev, described);
   return out;
 }
 

@@ -138,7 +138,11 @@ const std::vector<Case>& cases() {
       {"reproduce --out {d}/notes.txt/run", kUserError, "cannot create the folder"},
       {"reproduce --out ''", kUserError, "the folder name is empty"},
       // Inputs: the reason, not a number from a failed size query or a hang on a FIFO.
-      {"quantize {d}/folder -o {d}/q.safetensors", kUserError, "it is a directory"},
+      {"quantize {d}/folder -o {d}/q.safetensors", kUserError, "neither model.safetensors.index.json nor"},
+      {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip '('", kUserError, "--skip '(': not a regular"},
+      {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --skip fc1", kUserError, "quantized whole (Algorithm 1"},
+      {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip .", kUserError, "no tensor to quantize"},
+      {"quantize {d}/ckpt-2bit.safetensors -o {d}/q.safetensors", kUserError, "already quantized"},
       {"quantize {d}/fifo -o {d}/q.safetensors", kUserError, "it is a FIFO"},
       {"quantize {d}/absent.safetensors -o {d}/q.safetensors", kUserError, "No such file or directory"},
       {"quantize {d}/notes.txt -o {d}/q.safetensors", kUserError, "notes.txt: header length"},

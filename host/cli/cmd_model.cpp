@@ -1,5 +1,8 @@
 // nuq train, nuq quantize and nuq eval: the pieces of `nuq reproduce`, one model at a time.
+#include <unistd.h>
+
 #include <cstdio>
+#include <regex>
 #include <filesystem>
 #include <filesystem>
 #include <iostream>
@@ -10,12 +13,14 @@
 #include "args.h"
 #include "commands.h"
 #include "nuq/checkpoint.h"
+#include "nuq/checkpoint_stream.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/dataset.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/network.h"
 #include "nuq/ptq.h"
 #include "nuq/quantize_table.h"
@@ -56,7 +61,9 @@ void run_train(const TrainOptions& o) {
 }
 
 struct QuantizeOptions {
-  std::string input, output, method = "sptq", support, normalisation = "global", nonfinite = "error", device = "auto";
+  std::string input, output, method = "sptq", support, normalisation = "global", nonfinite = "error", device = "auto",
+      skip;
+  bool quantize_vectors = false;
   int bits = 2;
   std::optional<double> xmax;
   double alpha = 1.0, mu = 255.0;
@@ -116,36 +123,65 @@ std::string size_text(const SizeReport& s) {
   return text;
 }
 
-// An arbitrary safetensors checkpoint (not written by nuq train): every floating tensor quantized.
-void run_quantize_checkpoint(const QuantizeOptions& o, const io::TensorFile& file, const Codebook& codebook,
-                             Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
-  CheckpointReport report;
-  const io::TensorFile quantized =
-      quantize_checkpoint(file, o.input, codebook, normalisation, nonfinite, backend, &report);
-  io::write_safetensors(o.output, quantized);
-  const SizeReport size = sizes(o, codebook);
+// Any other checkpoint (a file, a folder of shards or an index), streamed with bounded memory.
+void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook, Normalisation normalisation,
+                             NonFinite nonfinite, Backend& backend) {
+  StreamOptions options;
+  options.normalisation = normalisation;
+  options.nonfinite = nonfinite;
+  options.quantize_vectors = o.quantize_vectors;
+  if (!o.skip.empty()) {
+    try {
+      options.skip = std::regex(o.skip, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw Error("--skip '" + o.skip + "': not a regular expression (" + e.what() + ")");
+    }
+  }
+  if (isatty(STDERR_FILENO)) options.progress = &std::cerr;
+  const StreamReport report = quantize_checkpoint_files(o.input, o.output, codebook, options, backend);
+  const SizeReport size{report.input_bytes, report.output_bytes, codebook.bits(), storage_bits(codebook)};
+  const double rate = report.seconds > 0.0 ? double(report.input_bytes) / report.seconds / 1e9 : 0.0;
   if (o.json) {
-    nlohmann::json j{{"output", o.output}, {"device", backend.name()}, {"codebook", to_json(codebook)},
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const StreamTensorReport& t : report.tensors) {
+      nlohmann::json j = tensors_json({t.tensor})[0];
+      j.update({{"sqnr_ex_db", t.sqnr_ex_db}, {"sqnr_th_db", t.sqnr_th_db}, {"within", t.within},
+                {"excess_kurtosis", t.excess_kurtosis}, {"file", t.file}});
+      tensors.push_back(std::move(j));
+    }
+    nlohmann::json j{{"outputs", report.outputs}, {"device", backend.name()}, {"codebook", to_json(codebook)},
                      {"normalisation", to_string(normalisation)}, {"within", report.within},
-                     {"sqnr_ex_db", report.sqnr_ex_db}, {"copied", report.copied},
-                     {"tensors", tensors_json(report.tensors)}};
+                     {"sqnr_ex_db", report.sqnr_ex_db}, {"kept", report.kept}, {"tensors", tensors},
+                     {"seconds", report.seconds}, {"gb_per_second", rate}};
     add_sizes(j, size);
     std::cout << j.dump(2) << '\n';
     return;
   }
-  std::cout << tensor_table(report.tensors) << "\n"
+  TextTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis",
+                   "RMSE"});
+  for (const StreamTensorReport& t : report.tensors)
+    table.add_row({t.tensor.name, io::shape_text(t.tensor.shape), fixed(bits_per_weight(t.tensor), 3),
+                   fixed(t.sqnr_ex_db, 3), fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2),
+                   fixed(t.tensor.rmse, 6)});
+  std::cout << table.render() << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels, normalisation "
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
-            << fixed(report.within, 3) << "% inside; " << report.copied.size() << " non-floating tensor(s) copied\n"
-            << size_text(size) << "; saved " << o.output << " (on " << backend.name() << ")\n";
+            << fixed(report.within, 3) << "% inside; " << report.tensors.size() << " tensor(s) quantized, "
+            << report.kept.size() << " kept as they were (excess kurtosis: 3 for the Laplacian the design assumes)\n"
+            << size_text(size) << "; " << fixed(report.seconds, 1) << " s, " << fixed(rate, 2) << " GB/s; saved "
+            << report.outputs.size() << " file(s) under " << o.output << " (on " << backend.name() << ")\n";
+}
+
+// nuq's own networks (one small file with nuq.architecture) go through Algorithm 1; everything
+// else is a checkpoint, streamed. Only the header is read to tell.
+bool is_nuq_network(const std::string& input) {
+  if (std::filesystem::is_directory(input) || std::filesystem::path(input).extension() == ".json") return false;
+  return io::SafetensorsReader(input).layout().metadata.count("nuq.architecture") > 0;
 }
 
 void run_quantize(const QuantizeOptions& o) {
-  io::require_output_path(o.output, {o.input}, "--output");
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
-  const io::TensorFile file = io::read_safetensors(o.input);
-  NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
-              "restored weights again");
+  const bool network = is_nuq_network(o.input);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   DesignSpec spec;
   spec.method = parse_method(o.method);
@@ -156,11 +192,18 @@ void run_quantize(const QuantizeOptions& o) {
   Codebook codebook = design(spec).codebook;  // the design's own optimum unless told otherwise
   if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
   const Normalisation normalisation = parse_normalisation(o.normalisation);
-  if (!is_nuq_model(file)) {
+  if (!network) {
     NUQ_REQUIRE(o.support.empty(), o.input, ": --support is for nuq's own models; give --xmax for a checkpoint");
-    run_quantize_checkpoint(o, file, codebook, normalisation, nonfinite, *backend);
+    run_quantize_checkpoint(o, codebook, normalisation, nonfinite, *backend);
     return;
   }
+  NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.input,
+              ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip and "
+              "--quantize-vectors are for other checkpoints");
+  io::require_output_path(o.output, {o.input}, "--output");
+  const io::TensorFile file = io::read_safetensors(o.input);
+  NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
+              "restored weights again");
   const Model model = model_from_file(file, o.input, nonfinite);
   if (!o.support.empty())
     codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation, nonfinite, *backend)));
@@ -283,9 +326,13 @@ void add_model_commands(CLI::App& app) {
   auto q = std::make_shared<QuantizeOptions>();
   CLI::App* quantize_cmd = app.add_subcommand("quantize", "Quantize every parameter of a model (Algorithm 1) into packed codes");
   quantize_cmd->add_option("input", q->input,
-                           "FP32 model written by nuq train, or any safetensors checkpoint (F32/F16/BF16 tensors)")
+                           "FP32 model written by nuq train, or any safetensors checkpoint (F32/F16/BF16 tensors): a "
+                           "file, a folder of shards, or a model.safetensors.index.json")
       ->required();
-  quantize_cmd->add_option("--output,-o", q->output, "Quantized model to write (.safetensors)")->required();
+  quantize_cmd->add_option("--output,-o", q->output,
+                           "Quantized model to write (.safetensors; a folder for a sharded checkpoint, which gets the "
+                           "same shards and a new index)")
+      ->required();
   quantize_cmd->add_option("--method,-m", q->method, "Quantizer")
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))->capture_default_str();
   quantize_cmd->add_option("--bits,-b", q->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
@@ -304,6 +351,11 @@ void add_model_commands(CLI::App& app) {
       ->check(CLI::IsMember({"error", "saturate"}))->capture_default_str();
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor (ternary only)")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
+  quantize_cmd->add_option("--skip", q->skip,
+                           "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched) "
+                           "are kept as they are, e.g. 'embed_tokens|lm_head'");
+  quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
+                         "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
   quantize_cmd->callback([q] { run_quantize(*q); });

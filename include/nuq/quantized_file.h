@@ -40,6 +40,24 @@ struct QuantizedCheckpoint {
   std::map<std::string, std::string> metadata;  // the rest of __metadata__
 };
 
+// The pieces of the format, for writers that stream (checkpoint_stream.h) as for to_tensor_file.
+struct TensorDescription {
+  std::vector<std::int64_t> shape;  // the original tensor's
+  io::DType dtype = io::DType::F32;
+  std::size_t rows = 0, cols = 0;
+  int bits = 0;  // the stored code width
+  double mean = 0.0, stddev = 1.0;
+};
+// __metadata__["nuq.quantized"] for these tensors.
+std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
+                               double stddev, const std::map<std::string, TensorDescription>& tensors);
+// The tensors that store one quantized tensor `name`: .codes, and .codebook with `tables` rows
+// (1, or `rows` per channel) or, when `grid`, .grid.
+std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors(const std::string& name, const TensorDescription& d,
+                                                                    std::size_t tables, bool grid);
+// (offset, scale) of a .grid: the uniform codebook's levels under the tensor's map.
+std::pair<double, double> grid_map(const Codebook& codebook, double mean, double stddev);
+
 // Whether `bits`-bit codes of `codebook` are stored with an affine map (.grid) instead of a table:
 // 16-bit codes of a uniform grid.
 bool stores_grid(const Codebook& codebook, int bits);

@@ -27,7 +27,7 @@ def checkpoint(rng):
 def test_codes_identical_to_nuq_quantize(nuq_binary, tmp_path, checkpoint, method, normalise):
     nuq.save(tmp_path / "in.safetensors", checkpoint)
     run(nuq_binary, "quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
-        "--normalise", normalise, "--device", "cpu")
+        "--normalise", normalise, "--device", "cpu", "--quantize-vectors")  # the biases too, as quantize_state_dict
     cli = nuq.load(tmp_path / "q.safetensors")
     ours = nuq.quantize_state_dict(checkpoint, nuq.design(method), normalise=normalise)
     assert set(cli) == set(ours)

@@ -299,7 +299,7 @@ class Checkpoint(unittest.TestCase):
     def test_nuq_quantizes_a_shard(self):
         shard = os.path.join(self.tiny, "model-00001-of-00002.safetensors")
         out = self.folder("shard1-2bit.safetensors")
-        result = subprocess.run([os.environ["NUQ_BINARY"], "quantize", shard, "-o", out, "--json"],
+        result = subprocess.run([os.environ["NUQ_BINARY"], "quantize", shard, "-o", out, "--json", "--quantize-vectors"],
                                 capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stderr)
         report = json.loads(result.stdout)

@@ -1,0 +1,389 @@
+#include "nuq/checkpoint_stream.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/error.h"
+#include "nuq/io/atomic_file.h"
+#include "nuq/io/file_checks.h"
+#include "nuq/io/safetensors_stream.h"
+#include "nuq/io/widen.h"
+#include "nuq/laplace.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_table.h"
+#include "nuq/quantized_file.h"
+
+namespace nuq {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr const char* kIndexName = "model.safetensors.index.json";
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A floating tensor to quantize, as the two passes learn about it.
+struct Job {
+  std::size_t shard = 0;
+  std::string name;
+  io::TensorEntry entry;
+  std::size_t rows = 0, cols = 0;
+  WeightStats own;
+  std::vector<Affine> maps;  // after pass 1: one, or one per row (per channel)
+  QuantizeTotals totals;     // pass 2
+  double fourth = 0.0;       // pass 2: sum of (w - mean)^4 over the finite weights
+};
+
+// A piece of a tensor: rows [row, row + rows) and, for rows too long for one piece, columns
+// [col, col + cols) of a single row (col a multiple of 8, so every code width packs whole bytes).
+struct Piece {
+  std::size_t row, rows, col, cols;
+};
+
+std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes) {
+  std::vector<Piece> pieces;
+  const std::size_t per_piece = std::max<std::size_t>(1, piece_bytes / sizeof(float));
+  if (cols <= per_piece) {
+    const std::size_t rows_per_piece = std::max<std::size_t>(1, per_piece / std::max<std::size_t>(cols, 1));
+    for (std::size_t r = 0; r < rows; r += rows_per_piece) pieces.push_back({r, std::min(rows_per_piece, rows - r), 0, cols});
+    return pieces;
+  }
+  const std::size_t cols_per_piece = std::max<std::size_t>(64, per_piece / 64 * 64);
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < cols; c += cols_per_piece) pieces.push_back({r, 1, c, std::min(cols_per_piece, cols - c)});
+  return pieces;
+}
+
+// Reads a piece of a floating tensor widened to float (into `values`; `raw` is scratch).
+const float* read_piece(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::vector<std::uint8_t>& raw,
+                        std::vector<float>& values) {
+  const std::size_t element = io::dtype_size(job.entry.dtype), count = p.rows * p.cols;
+  raw.resize(count * element);
+  reader.read(job.entry, (p.row * job.cols + p.col) * element, raw.size(), raw.data());
+  values.resize(count);
+  io::widen_to_f32(job.entry.dtype, raw.data(), count, values.data());
+  return values.data();
+}
+
+// The sum of (w - mean)^4 over the finite weights, for the excess kurtosis (a diagnostic: float
+// within blocks of 1024, double across them, vectorised; x - x is 0 exactly for finite x).
+double fourth_moment(const float* values, std::size_t count, double mean) {
+  const float m = static_cast<float>(mean);
+  double total = 0.0;
+  for (std::size_t first = 0; first < count; first += 1024) {
+    const std::size_t end = std::min(count, first + 1024);
+    float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+    for (std::size_t i = first; i < end; ++i) {
+      const float x = values[i];
+      const float d = (x - x == 0.0f) ? x - m : 0.0f;
+      block += (d * d) * (d * d);
+    }
+    total += block;
+  }
+  return total;
+}
+
+std::string where_of(const io::SafetensorsReader& reader, const std::string& tensor, const Piece& p) {
+  return reader.path() + ": tensor '" + tensor + "' (from row " + std::to_string(p.row) + ")";
+}
+
+// A progress line for a terminal: what is being done, how far, how fast, how long still.
+class Progress {
+ public:
+  Progress(std::ostream* out, std::uint64_t total) : out_(out), total_(total), start_(now()) {}
+  void advance(const std::string& pass, const std::string& tensor, std::uint64_t bytes) {
+    done_ += bytes;
+    if (!out_ || now() - last_ < 0.25) return;
+    last_ = now();
+    const double seconds = last_ - start_, rate = seconds > 0 ? double(done_) / seconds : 0.0;
+    char line[256];
+    std::snprintf(line, sizeof line, "\r\033[K%s %s: %.2f / %.2f GB, %.2f GB/s, ETA %.0f s", pass.c_str(),
+                  tensor.c_str(), double(done_) / 1e9, double(total_) / 1e9, rate / 1e9,
+                  rate > 0 ? double(total_ - std::min(done_, total_)) / rate : 0.0);
+    *out_ << line << std::flush;
+  }
+  void restart(std::uint64_t total) {
+    done_ = 0;
+    total_ = total;
+    start_ = now();
+  }
+  void close() {
+    if (out_) *out_ << "\r\033[K" << std::flush;
+  }
+
+ private:
+  static double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  std::ostream* out_;
+  std::uint64_t total_, done_ = 0;
+  double start_, last_ = 0.0;
+};
+
+std::vector<std::string> shards_of_index(const fs::path& index) {
+  std::ifstream in(index);
+  NUQ_REQUIRE(in, index.string(), ": cannot open the index");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(index.string() + ": not valid JSON (" + e.what() + ")");
+  }
+  NUQ_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
+              ": no weight_map object (not a safetensors index)");
+  std::set<std::string> files;
+  for (const auto& [tensor, file] : j["weight_map"].items()) {
+    NUQ_REQUIRE(file.is_string(), index.string(), ": weight_map['", tensor, "'] is not a file name");
+    const std::string name = file.get<std::string>();
+    NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
+                ": weight_map['", tensor, "'] = '", name, "' is not a file in the index's folder");
+    files.insert(name);
+  }
+  NUQ_REQUIRE(!files.empty(), index.string(), ": the weight_map is empty");
+  std::vector<std::string> shards;
+  for (const std::string& f : files) shards.push_back((index.parent_path() / f).string());
+  return shards;
+}
+
+// The output of one shard: the shard's own file name (folder output) or the output file itself.
+std::string output_path(const std::string& input, const std::string& output, bool sharded) {
+  return sharded ? (fs::path(output) / fs::path(input).filename()).string() : output;
+}
+
+}  // namespace
+
+std::vector<std::string> checkpoint_shards(const std::string& input) {
+  NUQ_REQUIRE(!input.empty(), "the input name is empty");
+  const fs::path path(input);
+  if (fs::is_directory(path)) {
+    if (fs::exists(path / kIndexName)) return shards_of_index(path / kIndexName);
+    std::vector<std::string> shards;
+    for (const auto& entry : fs::directory_iterator(path))
+      if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
+    std::sort(shards.begin(), shards.end());
+    NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files");
+    return shards;
+  }
+  if (path.extension() == ".json") return shards_of_index(path);
+  return {input};
+}
+
+StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
+                                       const StreamOptions& o, Backend& backend) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<std::string> shard_paths = checkpoint_shards(input);
+  const bool sharded = shard_paths.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
+  const int bits = storage_bits(codebook);
+  require_storable(o.normalisation, bits, input);
+  if (sharded) io::make_folder(output, "--output");
+  std::vector<std::unique_ptr<io::SafetensorsReader>> readers;
+  StreamReport report;
+  std::vector<Job> jobs;
+  std::set<std::string> kept;
+  std::map<std::string, std::size_t> shard_of;
+  std::uint64_t quantized_bytes = 0, total_bytes = 0;
+  for (std::size_t s = 0; s < shard_paths.size(); ++s) {
+    readers.push_back(std::make_unique<io::SafetensorsReader>(shard_paths[s]));
+    const io::SafetensorsReader& reader = *readers.back();
+    io::require_output_path(output_path(shard_paths[s], output, sharded), shard_paths, "--output");
+    NUQ_REQUIRE(!reader.layout().metadata.count("nuq.quantized"), reader.path(),
+                ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
+    report.input_bytes += reader.file_size();
+    for (const auto& [name, entry] : reader.layout().tensors) {
+      NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
+                  shard_paths[shard_of[name]]);
+      total_bytes += entry.end - entry.begin;
+      const bool keep = !io::is_floating(entry.dtype) || (entry.shape.size() < 2 && !o.quantize_vectors) ||
+                        (o.skip && std::regex_search(name, *o.skip));
+      if (keep) {
+        kept.insert(name);
+        continue;
+      }
+      Job job;
+      job.shard = s;
+      job.name = name;
+      job.entry = entry;
+      std::tie(job.rows, job.cols) = matrix_view(entry.shape, entry.element_count());
+      jobs.push_back(std::move(job));
+      quantized_bytes += entry.end - entry.begin;
+    }
+  }
+  NUQ_REQUIRE(!jobs.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
+              "with --quantize-vectors, that --skip does not name)");
+
+  // Pass 1: each tensor's statistics (per channel: each row's map), and all of them together.
+  Progress progress(o.progress, quantized_bytes);
+  std::vector<std::uint8_t> raw;
+  std::vector<float> values;
+  WeightStats global;
+  for (Job& job : jobs) {
+    const io::SafetensorsReader& reader = *readers[job.shard];
+    WeightStats row;  // a row read in column pieces
+    for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
+      const float* v = read_piece(reader, job, p, raw, values);
+      const std::string where = where_of(reader, job.name, p);
+      const WeightStats piece = backend.stats(v, p.rows * p.cols, where, o.nonfinite);
+      job.own = combine(job.own, piece);
+      if (o.normalisation == Normalisation::PerChannel) {
+        if (p.cols == job.cols) {
+          const TensorNormalisation rows = normalise_tensor(Normalisation::PerChannel, v, p.rows, p.cols, global, piece,
+                                                            where, o.nonfinite, backend);
+          job.maps.insert(job.maps.end(), rows.maps.begin(), rows.maps.end());
+        } else {
+          row = combine(row, piece);
+          if (p.col + p.cols == job.cols) {
+            job.maps.push_back(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row, where,
+                                                o.nonfinite, backend).maps[0]);
+            row = {};
+          }
+        }
+      }
+      progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
+    }
+    global = combine(global, job.own);
+  }
+  NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
+  NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
+              ": every weight has the same value; zero variance cannot be normalised");
+  for (Job& job : jobs)
+    if (o.normalisation != Normalisation::PerChannel)
+      job.maps = normalise_tensor(o.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name, o.nonfinite,
+                                  backend).maps;
+    else if (job.maps.empty())
+      job.maps = {Affine{job.own.mean, 0.0}};  // no rows: one unused map
+
+  // Pass 2: every output file, tensor by tensor in the order its header gives.
+  progress.restart(total_bytes);
+  const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
+  nlohmann::json weight_map = nlohmann::json::object();
+  std::uint64_t index_total = 0;
+  for (std::size_t s = 0; s < readers.size(); ++s) {
+    const io::SafetensorsReader& reader = *readers[s];
+    const std::string out_path = output_path(reader.path(), output, sharded);
+    std::map<std::string, Job*> quantized;        // stored tensor name -> its job
+    std::map<std::string, TensorDescription> described;
+    std::vector<std::pair<std::string, io::TensorEntry>> planned;
+    for (Job& job : jobs) {
+      if (job.shard != s) continue;
+      // The map the description records: the tensor's, or (per channel) its own statistics.
+      const Affine map = o.normalisation == Normalisation::PerChannel ? Affine{job.own.mean, job.own.stddev()} : job.maps[0];
+      const TensorDescription d{job.entry.shape, job.entry.dtype, job.rows, job.cols, bits, map.mean, map.scale};
+      for (auto& stored : stored_tensors(job.name, d, job.maps.size(), stores_grid(codebook, bits) && job.maps.size() == 1)) {
+        NUQ_REQUIRE(!reader.layout().tensors.count(stored.first), reader.path(), ": tensor '", job.name,
+                    "' cannot be stored: the checkpoint already has a '", stored.first, "'");
+        quantized[stored.first] = &job;
+        planned.push_back(std::move(stored));
+      }
+      described.emplace(job.name, d);
+    }
+    for (const auto& [name, entry] : reader.layout().tensors)
+      if (kept.count(name))
+        planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
+    std::map<std::string, std::string> metadata = reader.layout().metadata;
+    metadata["nuq.quantized"] = describe_quantized(codebook, o.normalisation, global.mean, global_stddev, described);
+    io::SafetensorsWriter writer(out_path, metadata, planned);
+    std::vector<std::uint8_t> codes;
+    for (const auto& [name, entry] : writer.order()) {
+      weight_map[name] = fs::path(out_path).filename().string();
+      const auto found = quantized.find(name);
+      if (found == quantized.end()) {  // kept as it was: its bytes, a piece at a time
+        const io::TensorEntry& source = reader.layout().tensors.at(name);
+        for (std::uint64_t at = 0; at < source.end - source.begin; at += o.piece_bytes) {
+          raw.resize(std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at));
+          reader.read(source, at, raw.size(), raw.data());
+          writer.append(raw.data(), raw.size());
+          progress.advance("writing", name, raw.size());
+        }
+        continue;
+      }
+      Job& job = *found->second;
+      const std::string suffix = name.substr(job.name.size());
+      if (suffix == ".grid") {
+        const auto [offset, scale] = grid_map(codebook, job.maps[0].mean, job.maps[0].scale);
+        const double map[2] = {offset, scale};
+        writer.append(map, sizeof map);
+      } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
+        for (std::size_t first = 0; first < job.maps.size(); first += 4096) {
+          const std::vector<Affine> maps(job.maps.begin() + std::ptrdiff_t(first),
+                                         job.maps.begin() + std::ptrdiff_t(std::min(job.maps.size(), first + 4096)));
+          const std::vector<float> levels = make_quantize_table(codebook, bits, maps).levels;
+          writer.append(levels.data(), levels.size() * sizeof(float));
+        }
+      } else {  // .codes
+        const bool per_row = job.maps.size() > 1 || o.normalisation == Normalisation::PerChannel;
+        const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
+        for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
+          const float* v = read_piece(reader, job, p, raw, values);
+          const QuantizeTable table =
+              per_row ? make_quantize_table(codebook, bits,
+                                            std::vector<Affine>(job.maps.begin() + std::ptrdiff_t(p.row),
+                                                                job.maps.begin() + std::ptrdiff_t(p.row + p.rows)))
+                      : QuantizeTable{};
+          codes.assign(p.rows * packed_row_bytes(p.cols, bits), 0);
+          job.totals = combine(job.totals, backend.quantize(v, p.rows, p.cols, per_row ? table : shared, codes.data()));
+          writer.append(codes.data(), codes.size());
+          job.fourth += fourth_moment(v, p.rows * p.cols, job.own.mean);
+          progress.advance("quantizing", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
+        }
+      }
+    }
+    writer.finish();
+    report.output_bytes += writer.file_size();
+    index_total += writer.file_size();
+    report.outputs.push_back(out_path);
+  }
+  if (sharded) {
+    const std::string index = (fs::path(output) / kIndexName).string();
+    io::write_atomically(index, [&](std::ostream& out) {
+      out << nlohmann::json{{"metadata", {{"total_size", index_total}}}, {"weight_map", weight_map}}.dump(2) << '\n';
+    });
+    report.outputs.push_back(index);
+    report.output_bytes += fs::file_size(index);
+  }
+  progress.close();
+
+  QuantizeTotals all;
+  for (const Job& job : jobs) {
+    all = combine(all, job.totals);
+    StreamTensorReport t;
+    const std::size_t finite = job.own.count;
+    const std::size_t stored = job.rows * packed_row_bytes(job.cols, bits) +
+                               (stores_grid(codebook, bits) && job.maps.size() == 1 ? 16 : job.maps.size() * (std::size_t{4} << bits));
+    t.tensor = {job.name, job.entry.shape, bits, job.entry.end - job.entry.begin, stored,
+                finite ? std::sqrt(job.totals.noise / double(finite)) : 0.0, job.totals.max_error, job.totals.nonfinite};
+    t.sqnr_ex_db = job.totals.noise > 0.0 ? 10.0 * std::log10(job.totals.signal / job.totals.noise)
+                                          : std::numeric_limits<double>::infinity();
+    t.within = finite ? 100.0 * double(job.totals.inside) / double(finite) : 0.0;
+    const double variance = job.own.count ? job.own.m2 / double(job.own.count) : 0.0;
+    t.excess_kurtosis = variance > 0.0 ? job.fourth / double(finite) / (variance * variance) - 3.0 : kNaN;
+    // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each row
+    // is normalised to 1).
+    const double sigma = o.normalisation == Normalisation::PerChannel ? 1.0
+                          : job.maps[0].scale > 0.0         ? job.own.stddev() / job.maps[0].scale
+                                                            : 0.0;
+    t.sqnr_th_db = sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook, sigma) : kNaN;
+    t.file = output_path(readers[job.shard]->path(), output, sharded);
+    report.tensors.push_back(std::move(t));
+  }
+  std::sort(report.tensors.begin(), report.tensors.end(),
+            [](const StreamTensorReport& a, const StreamTensorReport& b) { return a.tensor.name < b.tensor.name; });
+  report.kept.assign(kept.begin(), kept.end());
+  report.stats = global;
+  report.sqnr_ex_db = all.noise > 0.0 ? 10.0 * std::log10(all.signal / all.noise) : std::numeric_limits<double>::infinity();
+  report.within = 100.0 * double(all.inside) / double(global.count);
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace nuq

@@ -1,0 +1,119 @@
+#include "nuq/io/safetensors_stream.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "nuq/error.h"
+#include "nuq/io/file_checks.h"
+
+namespace nuq::io {
+namespace {
+
+// pread until `bytes` came (a read may return fewer).
+void read_fully(int fd, void* out, std::size_t bytes, std::uint64_t at, const std::string& path) {
+  auto* p = static_cast<char*>(out);
+  while (bytes > 0) {
+    const ssize_t n = ::pread(fd, p, bytes, static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR) continue;
+    NUQ_REQUIRE(n > 0, path, ": read failed at byte ", at, ": ", n == 0 ? "unexpected end of file" : std::strerror(errno));
+    p += n;
+    bytes -= std::size_t(n);
+    at += std::uint64_t(n);
+  }
+}
+
+void write_fully(int fd, const void* data, std::size_t bytes, const std::string& path) {
+  const auto* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::write(fd, p, bytes);
+    if (n < 0 && errno == EINTR) continue;
+    NUQ_REQUIRE(n > 0, path, ": writing failed: ", std::strerror(errno));
+    p += n;
+    bytes -= std::size_t(n);
+  }
+}
+
+}  // namespace
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  require_input_file(path);
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  NUQ_REQUIRE(fd_ >= 0, path, ": cannot open: ", std::strerror(errno));
+  try {
+    struct stat info {};
+    NUQ_REQUIRE(::fstat(fd_, &info) == 0, path, ": cannot stat: ", std::strerror(errno));
+    file_size_ = std::uint64_t(info.st_size);
+    std::uint8_t first8[8] = {};
+    NUQ_REQUIRE(file_size_ >= 8, path, ": too short for a safetensors header length (", file_size_, " bytes)");
+    read_fully(fd_, first8, 8, 0, path);
+    const std::uint64_t header_size = header_length(first8, file_size_, path);
+    std::string text(header_size, '\0');
+    read_fully(fd_, text.data(), header_size, 8, path);
+    data_begin_ = 8 + header_size;
+    layout_ = parse_layout(text, file_size_ - data_begin_, path);
+    // The kernel reads ahead further when it knows the tensors are read front to back.
+    ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+  } catch (...) {
+    ::close(fd_);
+    throw;
+  }
+}
+
+SafetensorsReader::~SafetensorsReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void SafetensorsReader::read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const {
+  NUQ_ASSERT(offset + bytes <= entry.end - entry.begin, "read past a tensor's end");
+  read_fully(fd_, out, bytes, data_begin_ + entry.begin + offset, path_);
+}
+
+SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std::string, std::string>& metadata,
+                                     std::vector<std::pair<std::string, TensorEntry>> tensors)
+    : path_(path), temporary_(path + ".tmp." + std::to_string(::getpid())), order_(std::move(tensors)) {
+  require_output_path(path);
+  const std::string text = plan_header(metadata, order_);
+  data_bytes_ = order_.empty() ? 0 : order_.back().second.end;
+  header_bytes_ = 8 + text.size();
+  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  NUQ_REQUIRE(fd_ >= 0, path, ": cannot write there (creating ", temporary_, "): ", std::strerror(errno));
+  std::uint8_t length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(std::uint64_t(text.size()) >> (8 * i));
+  try {
+    write_fully(fd_, length, 8, path_);
+    write_fully(fd_, text.data(), text.size(), path_);
+  } catch (...) {
+    ::close(fd_);
+    std::remove(temporary_.c_str());
+    throw;
+  }
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (finished_) return;
+  if (fd_ >= 0) ::close(fd_);
+  std::remove(temporary_.c_str());
+}
+
+void SafetensorsWriter::append(const void* bytes, std::size_t count) {
+  NUQ_ASSERT(!finished_ && written_ + count <= data_bytes_, "more tensor bytes than the header promised");
+  write_fully(fd_, bytes, count, path_);
+  written_ += count;
+}
+
+void SafetensorsWriter::finish() {
+  NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
+  NUQ_REQUIRE(::fsync(fd_) == 0, path_, ": writing failed (disk full?): ", std::strerror(errno));
+  NUQ_REQUIRE(::close(fd_) == 0, path_, ": writing failed: ", std::strerror(errno));
+  fd_ = -1;
+  NUQ_REQUIRE(std::rename(temporary_.c_str(), path_.c_str()) == 0, path_, ": cannot replace the file: ",
+              std::strerror(errno));
+  finished_ = true;
+}
+
+}  // namespace nuq::io

@@ -1,0 +1,63 @@
+// Checkpoints of any size quantized with bounded memory: one safetensors file, a folder of shards
+// or a Hugging Face `model.safetensors.index.json` in; the same sharding (and a new index) out, in
+// the one quantized format (quantized_file.h). Two passes over the input, a bounded piece of rows
+// at a time: the statistics first (every shard, so global normalisation sees every weight), then
+// each output file streamed tensor by tensor. Peak memory is the pieces in flight, whatever the
+// checkpoint's size.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "nuq/backend.h"
+#include "nuq/codebook.h"
+#include "nuq/normalisation.h"
+#include "nuq/ptq.h"
+
+namespace nuq {
+
+struct StreamOptions {
+  Normalisation normalisation = Normalisation::Global;
+  NonFinite nonfinite = NonFinite::Reject;
+  // Floating tensors kept as they are, in their own dtype: those whose name matches `skip`, and
+  // 1-D tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`.
+  std::optional<std::regex> skip;
+  bool quantize_vectors = false;
+  std::size_t piece_bytes = std::size_t{32} << 20;  // the widened rows processed at a time
+  std::ostream* progress = nullptr;  // a progress line (\r-updated) when given
+};
+
+// One quantized tensor's account beyond TensorReport's.
+struct StreamTensorReport {
+  TensorReport tensor;
+  double sqnr_ex_db = 0.0;   // of this tensor's weights
+  double sqnr_th_db = 0.0;   // the design's on a Laplacian of the tensor's own normalised sigma
+  double within = 0.0;       // % of its finite weights inside the support region
+  double excess_kurtosis = 0.0;  // 3 for a Laplacian, 0 for a Gaussian: the check of the design's assumption
+  std::string file;          // the output file it is in
+};
+
+struct StreamReport {
+  WeightStats stats;                        // every quantized weight together
+  std::vector<StreamTensorReport> tensors;  // in name order
+  std::vector<std::string> kept;            // tensors stored as they were
+  std::vector<std::string> outputs;         // files written (shards, then the index)
+  std::uint64_t input_bytes = 0, output_bytes = 0;
+  double sqnr_ex_db = 0.0, within = 0.0;
+  double seconds = 0.0;
+};
+
+// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it)
+// or an index .json. Errors name the input.
+std::vector<std::string> checkpoint_shards(const std::string& input);
+
+// Quantizes `input` (see checkpoint_shards) into `output`: a file for a single file, a folder of
+// shards with the same names and a new model.safetensors.index.json for a sharded input.
+StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
+                                       const StreamOptions& options, Backend& backend);
+
+}  // namespace nuq

@@ -1,0 +1,64 @@
+// safetensors files of any size, a piece at a time: a reader that reads a tensor's bytes where it
+// is asked (pread; the file is never held whole), and a writer that takes the tensors' bytes in
+// the order of the header it wrote first. Memory stays bounded by what the caller holds.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nuq/io/safetensors.h"
+
+namespace nuq::io {
+
+class SafetensorsReader {
+ public:
+  // Reads and validates the header only (as read_safetensors does); errors name `path`.
+  explicit SafetensorsReader(const std::string& path);
+  ~SafetensorsReader();
+  SafetensorsReader(const SafetensorsReader&) = delete;
+  SafetensorsReader& operator=(const SafetensorsReader&) = delete;
+
+  const std::string& path() const { return path_; }
+  const Layout& layout() const { return layout_; }
+  std::uint64_t file_size() const { return file_size_; }
+  // `bytes` bytes of `entry`, starting `offset` bytes into it, into `out`.
+  void read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  Layout layout_;
+  std::uint64_t data_begin_ = 0, file_size_ = 0;
+};
+
+class SafetensorsWriter {
+ public:
+  // Writes the header for `tensors` (dtype and shape; reordered and given offsets by plan_header)
+  // to a temporary file beside `path`, which must be a new path or a regular file.
+  SafetensorsWriter(const std::string& path, const std::map<std::string, std::string>& metadata,
+                    std::vector<std::pair<std::string, TensorEntry>> tensors);
+  // Removes the temporary file unless finish() ran: nothing half-written is ever left.
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+
+  // The tensors in the order their bytes must come.
+  const std::vector<std::pair<std::string, TensorEntry>>& order() const { return order_; }
+  // The next bytes of the data (tensor after tensor, in order()).
+  void append(const void* bytes, std::size_t count);
+  // Checks that every byte came, syncs and renames the file into place.
+  void finish();
+  std::uint64_t file_size() const { return header_bytes_ + written_; }
+
+ private:
+  std::string path_, temporary_;
+  int fd_ = -1;
+  std::vector<std::pair<std::string, TensorEntry>> order_;
+  std::uint64_t header_bytes_ = 0, data_bytes_ = 0, written_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace nuq::io

@@ -1,0 +1,171 @@
+// Checkpoints streamed a piece at a time (checkpoint_stream.h): the same file as the in-memory
+// reference quantize_checkpoint when a tensor fits one piece, the same codes when tensors are cut
+// into row and column pieces, shards and index in and out, the default and --skip rules for which
+// tensors are kept, and broken inputs named.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "backend_cases.h"
+#include "nuq/checkpoint.h"
+#include "nuq/checkpoint_stream.h"
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "temp_dir.h"
+
+namespace nuq {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A small LLM-like shard: two matrices (one of BF16), a norm vector and an integer buffer.
+io::TensorFile shard(int seed, const std::string& prefix) {
+  io::TensorFile file;
+  std::vector<float> w = test::draw(test::Law::Laplace, 96 * 40, 0.0, 0.02, seed);
+  file.tensors[prefix + "q_proj.weight"] = io::f32_tensor({96, 40}, w);
+  std::vector<float> up = test::draw(test::Law::Laplace, 24 * 300, 0.001, 0.05, seed + 1);
+  io::Tensor bf16{io::DType::BF16, {24, 300}, {}};
+  for (float v : up) {  // truncated to BF16
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bf16.data.push_back(std::uint8_t(bits >> 16));
+    bf16.data.push_back(std::uint8_t(bits >> 24));
+  }
+  file.tensors[prefix + "up_proj.weight"] = bf16;
+  file.tensors[prefix + "norm.weight"] = io::f32_tensor({40}, std::vector<float>(40, 1.0f));
+  file.tensors[prefix + "step"] = io::Tensor{io::DType::I64, {1}, std::vector<std::uint8_t>(8, 3)};
+  return file;
+}
+
+Codebook msptq2() {
+  DesignSpec spec;
+  spec.method = Method::Msptq;
+  return design(spec).codebook;
+}
+
+TEST(CheckpointStream, OnePieceGivesTheInMemoryReferenceFileByteForByte) {
+  test::TempDir dir;
+  const io::TensorFile source = shard(1, "layers.0.");
+  io::write_safetensors(dir.file("in.safetensors"), source);
+  for (Normalisation n : {Normalisation::Global, Normalisation::PerTensor, Normalisation::PerChannel, Normalisation::None}) {
+    StreamOptions options;
+    options.normalisation = n;
+    options.quantize_vectors = true;  // the reference quantizes every floating tensor
+    const StreamReport report =
+        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("streamed.safetensors"), msptq2(), options, cpu_backend());
+    io::write_safetensors(dir.file("reference.safetensors"),
+                          quantize_checkpoint(source, "in", msptq2(), n, NonFinite::Reject, cpu_backend()));
+    EXPECT_EQ(bytes_of(dir.file("streamed.safetensors")), bytes_of(dir.file("reference.safetensors"))) << to_string(n);
+    EXPECT_EQ(report.tensors.size(), 3u);
+    EXPECT_EQ(report.kept, std::vector<std::string>{"layers.0.step"});
+    EXPECT_EQ(report.output_bytes, fs::file_size(dir.file("streamed.safetensors")));
+  }
+}
+
+TEST(CheckpointStream, RowAndColumnPiecesGiveTheSameCodes) {
+  test::TempDir dir;
+  io::write_safetensors(dir.file("in.safetensors"), shard(2, ""));
+  for (Normalisation n : {Normalisation::PerTensor, Normalisation::PerChannel}) {
+    StreamOptions whole, pieces;
+    whole.normalisation = pieces.normalisation = n;
+    pieces.piece_bytes = 4 * 256;  // 256 weights: several rows of q_proj, column pieces of up_proj's rows
+    const StreamReport a = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("a.safetensors"), msptq2(), whole, cpu_backend());
+    const StreamReport b = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("b.safetensors"), msptq2(), pieces, cpu_backend());
+    const QuantizedCheckpoint qa = read_quantized_checkpoint(io::read_safetensors(dir.file("a.safetensors")), "a");
+    const QuantizedCheckpoint qb = read_quantized_checkpoint(io::read_safetensors(dir.file("b.safetensors")), "b");
+    ASSERT_EQ(qa.quantized.size(), 2u);
+    for (const auto& [name, t] : qa.quantized) {
+      // Statistics joined piece by piece differ from whole ones in the last bits at most.
+      const std::vector<float>& la = t.matrix.levels;
+      const std::vector<float>& lb = qb.quantized.at(name).matrix.levels;
+      ASSERT_EQ(la.size(), lb.size());
+      for (std::size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 1e-6 * std::abs(la[i]) + 1e-9) << name;
+      EXPECT_EQ(t.matrix.codes.bytes, qb.quantized.at(name).matrix.codes.bytes) << name << " " << to_string(n);
+    }
+    EXPECT_NEAR(a.sqnr_ex_db, b.sqnr_ex_db, 1e-6);
+    for (std::size_t i = 0; i < a.tensors.size(); ++i)
+      EXPECT_NEAR(a.tensors[i].excess_kurtosis, b.tensors[i].excess_kurtosis, 1e-3 * std::abs(a.tensors[i].excess_kurtosis));
+  }
+}
+
+TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile t = shard(10 * s, "layers." + std::to_string(s) + ".");
+    io::write_safetensors(dir.file("model/" + file), t);
+    for (const auto& [name, tensor] : t.tensors) weight_map[name] = file;
+  }
+  std::ofstream(dir.file("model/model.safetensors.index.json")) << nlohmann::json{{"weight_map", weight_map}}.dump();
+  StreamOptions options;
+  options.skip = std::regex("up_proj");
+  const StreamReport report =
+      quantize_checkpoint_files(dir.file("model/model.safetensors.index.json"), dir.file("out"), msptq2(), options, cpu_backend());
+  // The norms (1-D) and the up projections (--skip) are kept, in their own dtype, bit for bit.
+  EXPECT_EQ(report.tensors.size(), 2u);
+  EXPECT_EQ(report.kept.size(), 6u);
+  const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
+  std::uint64_t total = 0;
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile in = io::read_safetensors(dir.file("model/" + file));
+    const io::TensorFile out = io::read_safetensors(dir.file("out/" + file));
+    total += fs::file_size(dir.file("out/" + file));
+    for (const auto& [name, tensor] : out.tensors) EXPECT_EQ(index["weight_map"][name], file) << name;
+    const std::string prefix = "layers." + std::to_string(s) + ".";
+    for (const char* kept : {"norm.weight", "up_proj.weight", "step"}) {
+      EXPECT_EQ(out.tensors.at(prefix + kept).dtype, in.tensors.at(prefix + kept).dtype) << kept;
+      EXPECT_EQ(out.tensors.at(prefix + kept).data, in.tensors.at(prefix + kept).data) << kept;
+    }
+    // Each shard is a whole quantized file on its own.
+    const io::TensorFile restored = dequantize_checkpoint(out, file);
+    EXPECT_EQ(restored.tensors.at(prefix + "q_proj.weight").shape, (std::vector<std::int64_t>{96, 40}));
+  }
+  EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
+  // A folder in, the same as its index.
+  const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
+  EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));
+  EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
+}
+
+TEST(CheckpointStream, BrokenInputsAreNamed) {
+  test::TempDir dir;
+  auto message = [&](const std::string& input, const std::string& output) {
+    try {
+      quantize_checkpoint_files(input, output, msptq2(), StreamOptions{}, cpu_backend());
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::ofstream(dir.file("escape.json")) << R"({"weight_map": {"w": "../secret.safetensors"}})";
+  EXPECT_NE(message(dir.file("escape.json"), dir.file("o")).find("is not a file in the index's folder"), std::string::npos);
+  std::ofstream(dir.file("nomap.json")) << R"({"metadata": {}})";
+  EXPECT_NE(message(dir.file("nomap.json"), dir.file("o")).find("no weight_map"), std::string::npos);
+  fs::create_directories(dir.file("empty"));
+  EXPECT_NE(message(dir.file("empty"), dir.file("o")).find("neither"), std::string::npos);
+  io::write_safetensors(dir.file("in.safetensors"), shard(3, ""));
+  EXPECT_NE(message(dir.file("in.safetensors"), dir.file("in.safetensors")).find("is the input itself"), std::string::npos);
+  StreamOptions vectors_only;
+  vectors_only.skip = std::regex("proj");
+  EXPECT_THROW(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("o"), msptq2(), vectors_only, cpu_backend()),
+               Error);  // nothing left to quantize
+  quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
+  EXPECT_NE(message(dir.file("q.safetensors"), dir.file("o")).find("already quantized"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir.file("o")));
+}
+
+}  // namespace
+}  // namespace nuq
