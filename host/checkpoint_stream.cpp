@@ -37,7 +37,8 @@ struct Job {
   std::size_t shard = 0;
   std::string name;
   io::TensorEntry entry;
-  std::size_t rows = 0, cols = 0;
+  std::size_t matrix_rows = 0, matrix_cols = 0;  // the [shape[0], rest] view the file describes
+  std::size_t rows = 0, cols = 0;                // the view quantized: grouped, [groups, group size]
   WeightStats own;
   std::vector<Affine> maps;  // after pass 1: one, or one per row (per channel)
   QuantizeTotals totals;     // pass 2
@@ -186,6 +187,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   const bool sharded = shard_paths.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
   const int bits = storage_bits(codebook);
   require_storable(o.normalisation, bits, input);
+  // Groups are channels of their own: a map per group, found as per-channel maps are.
+  const bool per_row = o.normalisation == Normalisation::PerChannel || o.group_size > 0;
+  NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, input,
+              ": a group size takes per-channel normalisation (each group its own scale)");
   if (sharded) io::make_folder(output, "--output");
   std::vector<std::unique_ptr<io::SafetensorsReader>> readers;
   StreamReport report;
@@ -214,7 +219,14 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       job.shard = s;
       job.name = name;
       job.entry = entry;
-      std::tie(job.rows, job.cols) = matrix_view(entry.shape, entry.element_count());
+      std::tie(job.matrix_rows, job.matrix_cols) = matrix_view(entry.shape, entry.element_count());
+      job.rows = job.matrix_rows;
+      job.cols = job.matrix_cols;
+      if (o.group_size) {
+        require_groupable(o.group_size, job.cols, bits, reader.path() + ": tensor '" + name + "'");
+        job.rows = job.matrix_rows * (job.matrix_cols / o.group_size);
+        job.cols = o.group_size;
+      }
       jobs.push_back(std::move(job));
       quantized_bytes += entry.end - entry.begin;
     }
@@ -235,7 +247,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       const std::string where = where_of(reader, job.name, p);
       const WeightStats piece = backend.stats(v, p.rows * p.cols, where, o.nonfinite);
       job.own = combine(job.own, piece);
-      if (o.normalisation == Normalisation::PerChannel) {
+      if (per_row) {
         if (p.cols == job.cols) {
           const TensorNormalisation rows = normalise_tensor(Normalisation::PerChannel, v, p.rows, p.cols, global, piece,
                                                             where, o.nonfinite, backend);
@@ -256,12 +268,16 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
   NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
               ": every weight has the same value; zero variance cannot be normalised");
-  for (Job& job : jobs)
-    if (o.normalisation != Normalisation::PerChannel)
+  for (Job& job : jobs) {
+    if (!per_row)
       job.maps = normalise_tensor(o.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name, o.nonfinite,
                                   backend).maps;
     else if (job.maps.empty())
       job.maps = {Affine{job.own.mean, 0.0}};  // no rows: one unused map
+    if (o.group_size)  // the tensor's mean, and each group's RMS about it (stored as F32, used as stored)
+      for (Affine& g : job.maps)
+        g = {job.own.mean, double(float(std::sqrt(g.scale * g.scale + (g.mean - job.own.mean) * (g.mean - job.own.mean))))};
+  }
 
   // Pass 2: every output file, tensor by tensor in the order its header gives.
   progress.restart(total_bytes);
@@ -277,8 +293,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     for (Job& job : jobs) {
       if (job.shard != s) continue;
       // The map the description records: the tensor's, or (per channel) its own statistics.
-      const Affine map = o.normalisation == Normalisation::PerChannel ? Affine{job.own.mean, job.own.stddev()} : job.maps[0];
-      const TensorDescription d{job.entry.shape, job.entry.dtype, job.rows, job.cols, bits, map.mean, map.scale};
+      const Affine map = per_row ? Affine{job.own.mean, job.own.stddev()} : job.maps[0];
+      const TensorDescription d{job.entry.shape, job.entry.dtype, job.matrix_rows, job.matrix_cols, bits,
+                                map.mean,        map.scale,       o.group_size};
       for (auto& stored : stored_tensors(job.name, d, job.maps.size(), stores_grid(codebook, bits) && job.maps.size() == 1)) {
         NUQ_REQUIRE(!reader.layout().tensors.count(stored.first), reader.path(), ": tensor '", job.name,
                     "' cannot be stored: the checkpoint already has a '", stored.first, "'");
@@ -313,6 +330,18 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const auto [offset, scale] = grid_map(codebook, job.maps[0].mean, job.maps[0].scale);
         const double map[2] = {offset, scale};
         writer.append(map, sizeof map);
+      } else if (suffix == ".codebook" && o.group_size) {  // the design's levels, normalised
+        const std::vector<float> levels = make_quantize_table(codebook, bits, {Affine{0.0, 1.0}}).levels;
+        writer.append(levels.data(), levels.size() * sizeof(float));
+      } else if (suffix == ".scales") {
+        std::vector<float> scales;
+        for (std::size_t g = 0; g < job.maps.size(); ++g) {
+          scales.push_back(float(job.maps[g].scale));
+          if (scales.size() == 65536 || g + 1 == job.maps.size()) {
+            writer.append(scales.data(), scales.size() * sizeof(float));
+            scales.clear();
+          }
+        }
       } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
         for (std::size_t first = 0; first < job.maps.size(); first += 4096) {
           const std::vector<Affine> maps(job.maps.begin() + std::ptrdiff_t(first),
@@ -321,7 +350,6 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
           writer.append(levels.data(), levels.size() * sizeof(float));
         }
       } else {  // .codes
-        const bool per_row = job.maps.size() > 1 || o.normalisation == Normalisation::PerChannel;
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
         for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
           const float* v = read_piece(reader, job, p, raw, values);
@@ -358,8 +386,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     all = combine(all, job.totals);
     StreamTensorReport t;
     const std::size_t finite = job.own.count;
-    const std::size_t stored = job.rows * packed_row_bytes(job.cols, bits) +
-                               (stores_grid(codebook, bits) && job.maps.size() == 1 ? 16 : job.maps.size() * (std::size_t{4} << bits));
+    const std::size_t tables = o.group_size ? (std::size_t{4} << bits) + 4 * job.maps.size()
+                               : stores_grid(codebook, bits) && job.maps.size() == 1 ? 16
+                                                                                     : job.maps.size() * (std::size_t{4} << bits);
+    const std::size_t stored = job.matrix_rows * packed_row_bytes(job.matrix_cols, bits) + tables;
     t.tensor = {job.name, job.entry.shape, bits, job.entry.end - job.entry.begin, stored,
                 finite ? std::sqrt(job.totals.noise / double(finite)) : 0.0, job.totals.max_error, job.totals.nonfinite};
     t.sqnr_ex_db = job.totals.noise > 0.0 ? 10.0 * std::log10(job.totals.signal / job.totals.noise)
@@ -369,7 +399,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     t.excess_kurtosis = variance > 0.0 ? job.fourth / double(finite) / (variance * variance) - 3.0 : kNaN;
     // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each row
     // is normalised to 1).
-    const double sigma = o.normalisation == Normalisation::PerChannel ? 1.0
+    const double sigma = per_row ? 1.0
                           : job.maps[0].scale > 0.0         ? job.own.stddev() / job.maps[0].scale
                                                             : 0.0;
     t.sqnr_th_db = sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook, sigma) : kNaN;

@@ -111,6 +111,30 @@ std::vector<float> read_grid(const io::Tensor& grid, int bits, const std::string
   return grid_levels(map[0], map[1], std::size_t{1} << bits);
 }
 
+// A grouped tensor: codes of the [rows, cols] matrix read as the [rows * groups, group_size] view,
+// each group's levels mean + scale * the normalised codebook.
+QuantizedMatrix read_groups(const io::TensorFile& file, const std::string& tensor, std::size_t rows, std::size_t cols,
+                            int bits, std::size_t group_size, double mean, const std::string& where) {
+  require_groupable(group_size, cols, bits, where);
+  const std::size_t groups = rows * (cols / group_size);
+  const auto codes = file.tensors.find(tensor + ".codes");
+  const auto levels = file.tensors.find(tensor + ".codebook");
+  const auto scales = file.tensors.find(tensor + ".scales");
+  NUQ_REQUIRE(levels != file.tensors.end() && scales != file.tensors.end(), where,
+              ": grouped, so it needs .codebook and .scales");
+  const std::vector<float> normalised = read_levels_table(levels->second, 1, bits, where + ".codebook");
+  io::require_layout(scales->second, io::DType::F32, {std::int64_t(rows), std::int64_t(cols / group_size)},
+                     where + ".scales");
+  const std::vector<float> scale = io::to_floats(scales->second, where + ".scales");
+  for (std::size_t g = 0; g < groups; ++g)
+    NUQ_REQUIRE(std::isfinite(scale[g]) && scale[g] >= 0.0f, where, ".scales: group ", g, " has scale ", scale[g]);
+  QuantizedMatrix m{{groups, group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")}, {}};
+  m.levels.resize(groups << bits);
+  for (std::size_t g = 0; g < groups; ++g)
+    for (std::size_t k = 0; k < normalised.size(); ++k) m.levels[(g << bits) + k] = group_level(mean, scale[g], normalised[k]);
+  return m;
+}
+
 }  // namespace
 
 bool stores_grid(const Codebook& codebook, int bits) { return bits == 16 && codebook.uniform_grid().has_value(); }
@@ -135,8 +159,11 @@ std::string describe_quantized(const std::optional<Codebook>& codebook, Normalis
                                double stddev, const std::map<std::string, TensorDescription>& tensors) {
   nlohmann::json list = nlohmann::json::object();
   for (const auto& [name, d] : tensors)
+  {
     list[name] = {{"shape", d.shape}, {"dtype", io::to_string(d.dtype)}, {"rows", d.rows}, {"cols", d.cols},
                   {"bits", d.bits},   {"mean", d.mean},                   {"stddev", d.stddev}};
+    if (d.group_size) list[name]["group_size"] = d.group_size;
+  }
   nlohmann::json description = {{"version", kQuantizedFormatVersion},
                                 {"normalisation", to_string(normalisation)},
                                 {"mean", mean},
@@ -153,9 +180,20 @@ std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors(const std::s
   std::vector<std::pair<std::string, io::TensorEntry>> stored = {
       {name + ".codes", d.bits == 16 ? io::TensorEntry{io::DType::U16, {rows, std::int64_t(d.cols)}}
                                      : io::TensorEntry{io::DType::U8, {rows, std::int64_t(packed_row_bytes(d.cols, d.bits))}}}};
-  if (grid) stored.push_back({name + ".grid", io::TensorEntry{io::DType::F64, {2}}});
+  if (d.group_size) {
+    stored.push_back({name + ".codebook", io::TensorEntry{io::DType::F32, {1, std::int64_t{1} << d.bits}}});
+    stored.push_back({name + ".scales", io::TensorEntry{io::DType::F32, {rows, std::int64_t(d.cols / d.group_size)}}});
+  } else if (grid) stored.push_back({name + ".grid", io::TensorEntry{io::DType::F64, {2}}});
   else stored.push_back({name + ".codebook", io::TensorEntry{io::DType::F32, {std::int64_t(tables), std::int64_t{1} << d.bits}}});
   return stored;
+}
+
+void require_groupable(std::size_t group_size, std::size_t cols, int bits, const std::string& where) {
+  NUQ_REQUIRE(group_size > 0 && group_size % 8 == 0, where, ": a group size must be a positive multiple of 8, got ",
+              group_size);
+  NUQ_REQUIRE(cols % group_size == 0, where, ": rows of ", cols, " weights do not split into groups of ", group_size,
+              " (--skip the tensor, or choose a divisor)");
+  NUQ_REQUIRE(bits <= 8, where, ": groups take codebooks of up to 8 bits, got ", bits);
 }
 
 std::pair<double, double> grid_map(const Codebook& codebook, double mean, double stddev) {
@@ -169,6 +207,8 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
   std::map<std::string, TensorDescription> described;
   for (const auto& [tensor_name, q] : checkpoint.quantized) {
     const PackedCodes& codes = q.matrix.codes;
+    NUQ_REQUIRE(q.group_size == 0, name, ": tensor '", tensor_name, "' is grouped; grouped tensors are written by "
+                "nuq quantize --group-size (checkpoint_stream.h)");
     const auto dtype = checkpoint.dtypes.find(tensor_name);
     const TensorDescription d{q.shape, dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second,
                               codes.rows, codes.cols, codes.bits, q.mean, q.stddev};
@@ -238,6 +278,11 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       throw Error(where + ": bad description in " + kKey + ": " + e.what());
     }
     NUQ_REQUIRE(is_packable_bits(bits), where, ": unsupported code width ", bits);
+    try {
+      q.group_size = d.value("group_size", std::size_t{0});
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(where + ": bad group_size in " + kKey + ": " + e.what());
+    }
     NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev >= 0.0, where,
                 ": mean and stddev must be finite, stddev not negative");
     std::size_t count = 1;
@@ -252,6 +297,14 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
                 ") do not match its shape");
     const auto codes = file.tensors.find(tensor_name + ".codes");
     NUQ_REQUIRE(codes != file.tensors.end(), where, ": missing .codes");
+    for (const char* suffix : {".codes", ".codebook", ".grid", ".scales"}) used.insert(tensor_name + suffix);
+    if (q.group_size) {
+      q.shape = shape;
+      q.matrix = read_groups(file, tensor_name, rows, cols, bits, q.group_size, q.mean, where);
+      out.quantized[tensor_name] = std::move(q);
+      out.dtypes[tensor_name] = dtype;
+      continue;
+    }
     const auto levels = file.tensors.find(tensor_name + ".codebook");
     const auto grid = file.tensors.find(tensor_name + ".grid");
     NUQ_REQUIRE((levels != file.tensors.end()) != (grid != file.tensors.end()), where,
@@ -263,13 +316,12 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
                                            : read_levels_table(levels->second, rows, bits, where + ".codebook")};
     out.quantized[tensor_name] = std::move(q);
     out.dtypes[tensor_name] = dtype;
-    for (const char* suffix : {".codes", ".codebook", ".grid"}) used.insert(tensor_name + suffix);
   }
   for (const auto& [tensor_name, t] : file.tensors) {
     if (used.count(tensor_name)) continue;
     // Codes without a description cannot be restored; copying them as they are would hand the
     // user a checkpoint that looks whole and is not.
-    for (const std::string suffix : {".codes", ".codebook", ".grid"})
+    for (const std::string suffix : {".codes", ".codebook", ".grid", ".scales"})
       NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
                   " does not describe '", tensor_name.substr(0, tensor_name.size() - suffix.size()),
                   "'; the file is damaged");

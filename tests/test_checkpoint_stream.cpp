@@ -140,6 +140,57 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
 }
 
+// Groups of 128 along each row, 2-bit MSPTQ: about 2.25 bits per weight all in, the norm kept bit
+// for bit, every weight restored as its group's mean + scale * level, and rows whose scales differ
+// by 100x served far better than by one scale per tensor.
+TEST(CheckpointStream, GroupsOf128CostUnder2Point3BitsAndFollowEachRunsScale) {
+  test::TempDir dir;
+  io::TensorFile file;
+  std::vector<float> w = test::draw(test::Law::Laplace, 32 * 512, 0.0, 1.0, 5);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] *= (i % 512) < 256 ? 0.001f : 0.1f;  // two scales in each row
+  file.tensors["mlp.weight"] = io::f32_tensor({32, 512}, w);
+  file.tensors["norm.weight"] = io::f32_tensor({512}, test::draw(test::Law::Gauss, 512, 1.0, 0.01, 6));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  StreamOptions grouped, per_tensor;
+  grouped.normalisation = Normalisation::PerChannel;
+  grouped.group_size = 128;
+  per_tensor.normalisation = Normalisation::PerTensor;
+  const StreamReport g = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("g.safetensors"), msptq2(), grouped, cpu_backend());
+  const StreamReport t = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("t.safetensors"), msptq2(), per_tensor, cpu_backend());
+  ASSERT_EQ(g.tensors.size(), 1u);
+  const double bits_per_weight = 8.0 * double(g.tensors[0].tensor.bytes_after) / double(w.size());
+  EXPECT_LE(bits_per_weight, 2.3);
+  EXPECT_NEAR(bits_per_weight, 2.0 + 32.0 / 128.0, 0.01);
+  const io::TensorFile out = io::read_safetensors(dir.file("g.safetensors"));
+  // The small half of each row: its own scale (grouped) against the large half's step (per tensor).
+  auto small_half_sqnr_db = [&](const std::string& path) {
+    const std::vector<float> back = io::to_floats(dequantize_checkpoint(io::read_safetensors(path), path).tensors.at("mlp.weight"), "w");
+    double signal = 0.0, noise = 0.0;
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (i % 512 < 256) signal += double(w[i]) * w[i], noise += (double(w[i]) - back[i]) * (double(w[i]) - back[i]);
+    return 10.0 * std::log10(signal / noise);
+  };
+  EXPECT_GT(small_half_sqnr_db(dir.file("g.safetensors")), 5.0);
+  EXPECT_LT(small_half_sqnr_db(dir.file("t.safetensors")), 0.0);
+  EXPECT_GT(t.sqnr_ex_db, 0.0);
+  EXPECT_EQ(out.tensors.at("norm.weight").data, file.tensors.at("norm.weight").data);
+  const QuantizedCheckpoint q = read_quantized_checkpoint(out, "g");
+  const QuantizedTensor& tensor = q.quantized.at("mlp.weight");
+  EXPECT_EQ(tensor.group_size, 128u);
+  const std::vector<float> restored = dequantize(tensor.matrix);
+  const std::vector<float> scales = io::to_floats(out.tensors.at("mlp.weight.scales"), "scales");
+  const std::vector<float> levels = io::to_floats(out.tensors.at("mlp.weight.codebook"), "levels");
+  for (std::size_t i = 0; i < restored.size(); i += 97) {  // each weight: mean + its group's scale * a level
+    bool on_a_level = false;
+    for (float level : levels) on_a_level |= restored[i] == group_level(tensor.mean, scales[i / 128], level);
+    EXPECT_TRUE(on_a_level) << i;
+  }
+  StreamOptions ragged = grouped;
+  ragged.group_size = 96;  // 512 is no multiple of 96
+  EXPECT_THROW(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("r.safetensors"), msptq2(), ragged, cpu_backend()),
+               Error);
+}
+
 TEST(CheckpointStream, BrokenInputsAreNamed) {
   test::TempDir dir;
   auto message = [&](const std::string& input, const std::string& output) {

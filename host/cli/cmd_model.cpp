@@ -63,7 +63,8 @@ void run_train(const TrainOptions& o) {
 struct QuantizeOptions {
   std::string input, output, method = "sptq", support, normalisation = "global", nonfinite = "error", device = "auto",
       skip;
-  bool quantize_vectors = false;
+  bool quantize_vectors = false, normalisation_given = false;
+  std::size_t group_size = 0;
   int bits = 2;
   std::optional<double> xmax;
   double alpha = 1.0, mu = 255.0;
@@ -130,6 +131,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   options.normalisation = normalisation;
   options.nonfinite = nonfinite;
   options.quantize_vectors = o.quantize_vectors;
+  options.group_size = o.group_size;
   if (!o.skip.empty()) {
     try {
       options.skip = std::regex(o.skip, std::regex::ECMAScript);
@@ -191,15 +193,20 @@ void run_quantize(const QuantizeOptions& o) {
   NUQ_REQUIRE(!(o.xmax && !o.support.empty()), "quantize: give --xmax or --support, not both");
   Codebook codebook = design(spec).codebook;  // the design's own optimum unless told otherwise
   if (o.xmax) codebook = codebook_at_xmax(spec, *o.xmax);
-  const Normalisation normalisation = parse_normalisation(o.normalisation);
+  Normalisation normalisation = parse_normalisation(o.normalisation);
+  if (o.group_size) {  // groups are channels of their own
+    NUQ_REQUIRE(!o.normalisation_given || normalisation == Normalisation::PerChannel,
+                "--group-size gives each group its own scale; it cannot be combined with --normalise ", o.normalisation);
+    normalisation = Normalisation::PerChannel;
+  }
   if (!network) {
     NUQ_REQUIRE(o.support.empty(), o.input, ": --support is for nuq's own models; give --xmax for a checkpoint");
     run_quantize_checkpoint(o, codebook, normalisation, nonfinite, *backend);
     return;
   }
-  NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.input,
-              ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip and "
-              "--quantize-vectors are for other checkpoints");
+  NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors && !o.group_size, o.input,
+              ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip, "
+              "--quantize-vectors and --group-size are for other checkpoints");
   io::require_output_path(o.output, {o.input}, "--output");
   const io::TensorFile file = io::read_safetensors(o.input);
   NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
@@ -340,7 +347,7 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--support", q->support,
                            "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max");
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
-  quantize_cmd->add_option("--normalise", q->normalisation,
+  CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "
                            "per-channel (each output row its own; codebooks up to 8 bits), or none (the codebook meets "
                            "the weights as they are)")
@@ -354,11 +361,18 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--skip", q->skip,
                            "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched) "
                            "are kept as they are, e.g. 'embed_tokens|lm_head'");
+  quantize_cmd->add_option("--group-size", q->group_size,
+                           "Checkpoints: each run of N weights along a row gets its own scale (a multiple of 8 that "
+                           "divides the rows; the codebook is shared; F32 scales add 32/N bits per weight)")
+      ->check(CLI::Range(std::size_t{8}, std::size_t{1} << 20));
   quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
                          "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
-  quantize_cmd->callback([q] { run_quantize(*q); });
+  quantize_cmd->callback([q, normalise] {
+    q->normalisation_given = normalise->count() > 0;
+    run_quantize(*q);
+  });
 
   auto d = std::make_shared<DequantizeOptions>();
   CLI::App* dequantize_cmd = app.add_subcommand(

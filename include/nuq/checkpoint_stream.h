@@ -27,6 +27,10 @@ struct StreamOptions {
   // 1-D tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`.
   std::optional<std::regex> skip;
   bool quantize_vectors = false;
+  // 0, or the run of weights along a row with its own scale: each group's weights meet the codebook
+  // as (w - tensor mean) / group scale, the scale their RMS about that mean (docs/format.md).
+  // Implies per-row tables; the normalisation is recorded as per-channel with the group size.
+  std::size_t group_size = 0;
   std::size_t piece_bytes = std::size_t{32} << 20;  // the widened rows processed at a time
   std::ostream* progress = nullptr;  // a progress line (\r-updated) when given
 };

@@ -31,6 +31,10 @@ struct QuantizedTensor {
   // The normalisation this tensor was quantized with; per-channel: the tensor's own statistics
   // (each row's map is in its levels).
   double mean = 0.0, stddev = 1.0;
+  // 0, or the run of weights along a row that has its own scale (docs/format.md): `matrix` is then
+  // the [rows * cols / group_size, group_size] view, a table of levels per group. The bytes of its
+  // codes are those of the [rows, cols] matrix (group_size * bits is a whole number of bytes).
+  std::size_t group_size = 0;
 };
 
 struct QuantizedModel {

@@ -47,14 +47,24 @@ struct TensorDescription {
   std::size_t rows = 0, cols = 0;
   int bits = 0;  // the stored code width
   double mean = 0.0, stddev = 1.0;
+  std::size_t group_size = 0;  // 0, or per-group scales (.scales) and a normalised .codebook
 };
 // __metadata__["nuq.quantized"] for these tensors.
 std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
                                double stddev, const std::map<std::string, TensorDescription>& tensors);
 // The tensors that store one quantized tensor `name`: .codes, and .codebook with `tables` rows
-// (1, or `rows` per channel) or, when `grid`, .grid.
+// (1, or `rows` per channel) or, when `grid`, .grid; grouped: .codes, .codebook [1, 2^bits] and
+// .scales F32 [rows, cols / group_size].
 std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors(const std::string& name, const TensorDescription& d,
                                                                     std::size_t tables, bool grid);
+// Whether `group_size` can group the rows of a [rows, cols] tensor at `bits` bits: a whole number
+// of bytes per group, whole groups per row, codebooks of up to 8 bits. Throws naming `where`.
+void require_groupable(std::size_t group_size, std::size_t cols, int bits, const std::string& where);
+// The level of a code in a group, as every reader computes it: mean + scale * normalised level.
+inline float group_level(double mean, float scale, float normalised) {
+  return static_cast<float>(mean + double(scale) * double(normalised));
+}
+
 // (offset, scale) of a .grid: the uniform codebook's levels under the tensor's map.
 std::pair<double, double> grid_map(const Codebook& codebook, double mean, double stddev);
 

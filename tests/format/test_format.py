@@ -75,7 +75,14 @@ def decode(metadata, arrays):
         assert codes.dtype == (np.uint16 if bits == 16 else np.uint8)
         assert codes.shape == ((rows, cols) if bits == 16 else (rows, (cols * bits + 7) // 8))
         codes = unpack(codes, cols, bits)
-        if name + ".grid" in arrays:
+        if info.get("group_size"):  # each run of group_size weights: mean + its scale * the normalised level
+            size = info["group_size"]
+            table, scales = arrays[name + ".codebook"], arrays[name + ".scales"]
+            assert table.shape == (1, 1 << bits) and scales.shape == (rows, cols // size)
+            levels = (info["mean"] + scales.astype(np.float64)[:, :, None] * table[0].astype(np.float64)).astype(np.float32)
+            grouped = codes.reshape(rows, cols // size, size)
+            values = np.take_along_axis(levels, grouped, axis=2)
+        elif name + ".grid" in arrays:
             offset, scale = arrays[name + ".grid"]
             values = (offset + scale * codes.astype(np.float64)).astype(np.float32)
         else:
@@ -142,14 +149,22 @@ def main():
                     if source == "mlp" and normalise == "none" and bits < 8:
                         continue  # unnormalised small weights against a unit design: nothing new to read
                     stem = os.path.join(folder, f"{source}-{method}{bits}-{normalise}")
+                    grouped = source == "foreign" and normalise == "per-channel"
+                    extra = ["--group-size", "16", "--skip", "conv"] if grouped else []  # conv rows: 27 weights
                     report = json.loads(run(nuq, "quantize", path, "-o", stem + ".q", "-m", method, "-b", str(bits),
-                                            "--normalise", normalise, "--device", "cpu", "--json"))
+                                            "--normalise", normalise, "--device", "cpu", "--json", *extra))
                     length, metadata, arrays = read(stem + ".q")
                     description, ours = decode(metadata, arrays)
                     levels = description["codebook"]["levels_count"]
                     assert levels <= 256 or "levels" not in description["codebook"], "per-level lists in the header"
                     assert length < 16384, f"{stem}.q: a {length}-byte header"
                     assert report["output_bytes"] == os.path.getsize(stem + ".q")
+                    if grouped:  # bits per weight all in: the codes, one F32 scale per 16 weights, the shared table
+                        for t in report["tensors"]:
+                            stored = t["bits"]
+                            rows, cols = t["shape"][0], int(np.prod(t["shape"][1:]))
+                            expected = 8 * (rows * -(-cols * stored // 8) + 4 * (rows * cols // 16) + 4 * 2**stored)
+                            assert t["bytes_after"] * 8 == expected, t
                     run(nuq, "dequantize", stem + ".q", "-o", stem + ".d")
                     _, _, theirs = read(stem + ".d")
                     for name, values in ours.items():
@@ -157,7 +172,7 @@ def main():
                         assert np.array_equal(theirs[name].view(np.uint32), values.view(np.uint32)), \
                             f"{stem}: {name} decodes differently from nuq dequantize"
                     for name, array in arrays.items():  # tensors that were not quantized come back as they were
-                        if not name.endswith((".codes", ".codebook", ".grid")):
+                        if not name.endswith((".codes", ".codebook", ".grid", ".scales")):
                             assert np.array_equal(theirs[name], array), name
                     run(nuq, "quantize", stem + ".d", "-o", stem + ".again", "--device", "cpu")  # loads again
                     run(nuq, "quantize", stem + ".q", "-o", stem + ".twice", expect=1)  # already quantized
