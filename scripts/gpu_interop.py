@@ -22,22 +22,12 @@ import sys
 import numpy as np
 import torch
 
-DTYPES = {"F32": np.float32, "F64": np.float64, "U8": np.uint8, "U16": np.uint16, "F16": np.float16,
-          "I32": np.int32, "I64": np.int64}
+from nuq_format import decode, read  # the plain reader of nuq's format (docs/format.md), beside this script
 
 
 def read_raw(path):
     """{name: numpy array} and the metadata, straight from the file's header and bytes."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (size,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + size])
-    meta = header.pop("__metadata__", {})
-    data = blob[8 + size:]
-    tensors = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        tensors[name] = np.frombuffer(data[begin:end], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
+    _, meta, tensors = read(path)
     return tensors, meta
 
 
@@ -57,33 +47,6 @@ def same_tensors(raw, loaded):
         if theirs.dtype != ours.dtype or theirs.shape != ours.shape or not np.array_equal(theirs, ours):
             bad.append(name)
     return bad
-
-
-def unpack(codes, cols, bits):
-    """[rows, row bytes] of LSB-first codes -> [rows, cols] integer codes."""
-    if bits == 16:
-        return codes.astype(np.int64)
-    per_byte = 8 // bits
-    shifts = np.arange(per_byte, dtype=np.uint8) * bits
-    values = (codes[:, :, None] >> shifts) & ((1 << bits) - 1)
-    return values.reshape(codes.shape[0], -1)[:, :cols].astype(np.int64)
-
-
-def decode(raw, meta):
-    """Each quantized tensor as nuq's dequantize should restore it."""
-    description = json.loads(meta["nuq.quantized"])
-    restored = {}
-    for name, info in description["tensors"].items():
-        codes = unpack(raw[name + ".codes"], info["cols"], info["bits"])
-        if name + ".grid" in raw:  # uniform grids of 9-16 bits: level = offset + step * code
-            offset, step = raw[name + ".grid"]
-            values = (offset + step * codes).astype(np.float32)
-        else:
-            table = raw[name + ".codebook"]
-            rows = np.arange(codes.shape[0])[:, None] if table.shape[0] > 1 else 0
-            values = table[rows, codes]
-        restored[name] = values.reshape(info["shape"])
-    return restored
 
 
 def idx_images(path, count):
@@ -123,7 +86,7 @@ def main():
     except ImportError as e:
         result["safetensors"] = f"not importable: {e}"
         dequantized = {k: torch.from_numpy(v.copy()) for k, v in d_raw.items()}
-    decoded = decode(q_raw, q_meta)
+    _, decoded = decode(q_meta, q_raw)
     checks["decoded_codes_differ_from_dequantized"] = sorted(
         n for n in decoded if n not in d_raw or not np.array_equal(decoded[n], d_raw[n]))
 

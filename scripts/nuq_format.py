@@ -1,0 +1,79 @@
+"""nuq's quantized format (docs/format.md) read with numpy alone, sharing no code with nuq.
+
+Used by tests/format/test_format.py, which checks every file nuq writes against `nuq dequantize`,
+and by scripts/gpu_interop.py on the GPU machine, which checks what PyTorch reads.
+"""
+import json
+import struct
+
+import numpy as np
+
+ELEMENT = {"BOOL": (np.bool_, 1), "U8": (np.uint8, 1), "I8": (np.int8, 1), "U16": (np.uint16, 2),
+           "I16": (np.int16, 2), "F16": (np.float16, 2), "BF16": (np.uint16, 2), "U32": (np.uint32, 4),
+           "I32": (np.int32, 4), "F32": (np.float32, 4), "U64": (np.uint64, 8), "I64": (np.int64, 8),
+           "F64": (np.float64, 8)}
+
+
+def read(path):
+    """(header, metadata, {name: array}) with every structural rule of the format checked."""
+    blob = open(path, "rb").read()
+    (length,) = struct.unpack("<Q", blob[:8])
+    assert (8 + length) % 8 == 0, f"{path}: data does not start 8-byte aligned"
+    header = json.loads(blob[8:8 + length])
+    metadata = header.pop("__metadata__", {})
+    data = blob[8 + length:]
+    arrays, spans = {}, []
+    for name, info in header.items():
+        dtype, size = ELEMENT[info["dtype"]]
+        begin, end = info["data_offsets"]
+        assert begin % size == 0, f"{path}: {name} ({info['dtype']}) at offset {begin}"
+        count = int(np.prod(info["shape"], dtype=np.int64))
+        assert end - begin == count * size, f"{path}: {name} spans {end - begin} bytes"
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(info["shape"])
+        spans.append((begin, end))
+    spans.sort()
+    position = 0
+    for begin, end in spans:
+        assert begin == position, f"{path}: hole or overlap at {begin}"
+        position = end
+    assert position == len(data), f"{path}: {len(data) - position} trailing bytes"
+    return length, metadata, arrays
+
+
+def unpack(codes, cols, bits):
+    """LSB-first codes, each row starting on a byte -> [rows, cols] integers."""
+    if bits == 16:
+        return codes.astype(np.int64)
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    values = (codes[:, :, None] >> shifts) & ((1 << bits) - 1)
+    return values.reshape(codes.shape[0], -1)[:, :cols].astype(np.int64)
+
+
+def decode(metadata, arrays):
+    description = json.loads(metadata["nuq.quantized"])
+    assert description["version"] == 1
+    restored = {}
+    for name, info in description["tensors"].items():
+        rows, cols, bits = info["rows"], info["cols"], info["bits"]
+        assert bits in (1, 2, 4, 8, 16)
+        codes = arrays[name + ".codes"]
+        assert codes.dtype == (np.uint16 if bits == 16 else np.uint8)
+        assert codes.shape == ((rows, cols) if bits == 16 else (rows, (cols * bits + 7) // 8))
+        codes = unpack(codes, cols, bits)
+        if info.get("group_size"):  # each run of group_size weights: mean + its scale * the normalised level
+            size = info["group_size"]
+            table, scales = arrays[name + ".codebook"], arrays[name + ".scales"]
+            assert table.shape == (1, 1 << bits) and scales.shape == (rows, cols // size)
+            levels = (info["mean"] + scales.astype(np.float64)[:, :, None] * table[0].astype(np.float64)).astype(np.float32)
+            grouped = codes.reshape(rows, cols // size, size)
+            values = np.take_along_axis(levels, grouped, axis=2)
+        elif name + ".grid" in arrays:
+            offset, scale = arrays[name + ".grid"]
+            values = (offset + scale * codes.astype(np.float64)).astype(np.float32)
+        else:
+            table = arrays[name + ".codebook"]
+            assert table.dtype == np.float32 and table.shape[1] == 1 << bits and table.shape[0] in (1, rows)
+            values = table[np.arange(rows)[:, None] if table.shape[0] > 1 else 0, codes]
+        restored[name] = values.reshape(info["shape"])
+    return description, restored
