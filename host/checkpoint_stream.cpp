@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -40,10 +43,67 @@ struct Job {
   std::size_t matrix_rows = 0, matrix_cols = 0;  // the [shape[0], rest] view the file describes
   std::size_t rows = 0, cols = 0;                // the view quantized: grouped, [groups, group size]
   WeightStats own;
-  std::vector<Affine> maps;  // after pass 1: one, or one per row (per channel)
+  std::vector<Affine> maps;    // after pass 1, one map for the tensor (or an unused one for no rows)
+  bool spilled = false;        // per row or group: the maps are in the MapSpill instead
+  std::uint64_t spill_first = 0;
+  std::size_t map_count = 0;
   QuantizeTotals totals;     // pass 2
   double fourth = 0.0;       // pass 2: sum of (w - mean)^4 over the finite weights
 };
+
+// Per-row and per-group maps, kept in an unnamed temporary file rather than in memory: a checkpoint
+// of 8 GB at groups of 128 has 32 million of them. Written in pass 1, read back by ranges in pass 2.
+class MapSpill {
+ public:
+  MapSpill() : file_(std::tmpfile()) {
+    NUQ_REQUIRE(file_, "cannot create a temporary file for the per-row statistics: ", std::strerror(errno));
+  }
+  ~MapSpill() { std::fclose(file_); }
+  MapSpill(const MapSpill&) = delete;
+  MapSpill& operator=(const MapSpill&) = delete;
+
+  std::uint64_t size() const { return size_; }
+  void append(const std::vector<Affine>& maps) {
+    transfer(::pwrite, const_cast<Affine*>(maps.data()), maps.size(), size_);
+    size_ += maps.size();
+  }
+  std::vector<Affine> read(std::uint64_t first, std::size_t count) const {
+    std::vector<Affine> maps(count);
+    transfer(::pread, maps.data(), count, first);
+    return maps;
+  }
+
+ private:
+  template <typename Io>
+  void transfer(Io io, Affine* maps, std::size_t count, std::uint64_t first) const {
+    static_assert(sizeof(Affine) == 2 * sizeof(double), "maps are stored as they are in memory");
+    auto* bytes = reinterpret_cast<char*>(maps);
+    std::size_t left = count * sizeof(Affine);
+    off_t at = off_t(first * sizeof(Affine));
+    while (left > 0) {
+      const ssize_t n = io(::fileno(file_), bytes, left, at);
+      if (n < 0 && errno == EINTR) continue;
+      NUQ_REQUIRE(n > 0, "the temporary file of per-row statistics: ", n == 0 ? "short read" : std::strerror(errno));
+      bytes += n;
+      left -= std::size_t(n);
+      at += n;
+    }
+  }
+  std::FILE* file_;
+  std::uint64_t size_ = 0;
+};
+
+// The maps of rows (groups) [first, first + count) of a job: spilled ones read back; grouped ones
+// turned into the tensor's mean and each group's RMS about it, rounded to the F32 the file stores.
+std::vector<Affine> maps_of(const Job& job, const MapSpill& spill, std::size_t first, std::size_t count,
+                            bool grouped) {
+  if (!job.spilled) return job.maps;
+  std::vector<Affine> maps = spill.read(job.spill_first + first, count);
+  if (grouped)
+    for (Affine& g : maps)
+      g = {job.own.mean, double(float(std::sqrt(g.scale * g.scale + (g.mean - job.own.mean) * (g.mean - job.own.mean))))};
+  return maps;
+}
 
 // A piece of a tensor: rows [row, row + rows) and, for rows too long for one piece, columns
 // [col, col + cols) of a single row (col a multiple of 8, so every code width packs whole bytes).
@@ -239,8 +299,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   std::vector<std::uint8_t> raw;
   std::vector<float> values;
   WeightStats global;
+  MapSpill spill;
   for (Job& job : jobs) {
     const io::SafetensorsReader& reader = *readers[job.shard];
+    job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
     for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
       const float* v = read_piece(reader, job, p, raw, values);
@@ -251,12 +313,12 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         if (p.cols == job.cols) {
           const TensorNormalisation rows = normalise_tensor(Normalisation::PerChannel, v, p.rows, p.cols, global, piece,
                                                             where, o.nonfinite, backend);
-          job.maps.insert(job.maps.end(), rows.maps.begin(), rows.maps.end());
+          spill.append(rows.maps);
         } else {
           row = combine(row, piece);
           if (p.col + p.cols == job.cols) {
-            job.maps.push_back(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row, where,
-                                                o.nonfinite, backend).maps[0]);
+            spill.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row, where,
+                                          o.nonfinite, backend).maps);
             row = {};
           }
         }
@@ -264,6 +326,8 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
     }
     global = combine(global, job.own);
+    job.map_count = std::size_t(spill.size() - job.spill_first);
+    job.spilled = job.map_count > 0;
   }
   NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
   NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
@@ -272,11 +336,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     if (!per_row)
       job.maps = normalise_tensor(o.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name, o.nonfinite,
                                   backend).maps;
-    else if (job.maps.empty())
+    else if (!job.spilled)
       job.maps = {Affine{job.own.mean, 0.0}};  // no rows: one unused map
-    if (o.group_size)  // the tensor's mean, and each group's RMS about it (stored as F32, used as stored)
-      for (Affine& g : job.maps)
-        g = {job.own.mean, double(float(std::sqrt(g.scale * g.scale + (g.mean - job.own.mean) * (g.mean - job.own.mean))))};
+    if (!job.spilled) job.map_count = job.maps.size();
   }
 
   // Pass 2: every output file, tensor by tensor in the order its header gives.
@@ -296,7 +358,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       const Affine map = per_row ? Affine{job.own.mean, job.own.stddev()} : job.maps[0];
       const TensorDescription d{job.entry.shape, job.entry.dtype, job.matrix_rows, job.matrix_cols, bits,
                                 map.mean,        map.scale,       o.group_size};
-      for (auto& stored : stored_tensors(job.name, d, job.maps.size(), stores_grid(codebook, bits) && job.maps.size() == 1)) {
+      for (auto& stored : stored_tensors(job.name, d, job.map_count, stores_grid(codebook, bits) && !per_row)) {
         NUQ_REQUIRE(!reader.layout().tensors.count(stored.first), reader.path(), ": tensor '", job.name,
                     "' cannot be stored: the checkpoint already has a '", stored.first, "'");
         quantized[stored.first] = &job;
@@ -334,19 +396,18 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const std::vector<float> levels = make_quantize_table(codebook, bits, {Affine{0.0, 1.0}}).levels;
         writer.append(levels.data(), levels.size() * sizeof(float));
       } else if (suffix == ".scales") {
-        std::vector<float> scales;
-        for (std::size_t g = 0; g < job.maps.size(); ++g) {
-          scales.push_back(float(job.maps[g].scale));
-          if (scales.size() == 65536 || g + 1 == job.maps.size()) {
-            writer.append(scales.data(), scales.size() * sizeof(float));
-            scales.clear();
-          }
+        for (std::size_t first = 0; first < job.map_count; first += 65536) {
+          std::vector<float> scales;
+          for (const Affine& g : maps_of(job, spill, first, std::min<std::size_t>(65536, job.map_count - first), true))
+            scales.push_back(float(g.scale));
+          writer.append(scales.data(), scales.size() * sizeof(float));
         }
       } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
-        for (std::size_t first = 0; first < job.maps.size(); first += 4096) {
-          const std::vector<Affine> maps(job.maps.begin() + std::ptrdiff_t(first),
-                                         job.maps.begin() + std::ptrdiff_t(std::min(job.maps.size(), first + 4096)));
-          const std::vector<float> levels = make_quantize_table(codebook, bits, maps).levels;
+        for (std::size_t first = 0; first < job.map_count; first += 4096) {
+          const std::vector<float> levels =
+              make_quantize_table(codebook, bits,
+                                  maps_of(job, spill, first, std::min<std::size_t>(4096, job.map_count - first), false))
+                  .levels;
           writer.append(levels.data(), levels.size() * sizeof(float));
         }
       } else {  // .codes
@@ -354,9 +415,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
           const float* v = read_piece(reader, job, p, raw, values);
           const QuantizeTable table =
-              per_row ? make_quantize_table(codebook, bits,
-                                            std::vector<Affine>(job.maps.begin() + std::ptrdiff_t(p.row),
-                                                                job.maps.begin() + std::ptrdiff_t(p.row + p.rows)))
+              per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, p.row, p.rows, o.group_size > 0))
                       : QuantizeTable{};
           codes.assign(p.rows * packed_row_bytes(p.cols, bits), 0);
           job.totals = combine(job.totals, backend.quantize(v, p.rows, p.cols, per_row ? table : shared, codes.data()));
@@ -386,9 +445,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     all = combine(all, job.totals);
     StreamTensorReport t;
     const std::size_t finite = job.own.count;
-    const std::size_t tables = o.group_size ? (std::size_t{4} << bits) + 4 * job.maps.size()
-                               : stores_grid(codebook, bits) && job.maps.size() == 1 ? 16
-                                                                                     : job.maps.size() * (std::size_t{4} << bits);
+    const std::size_t tables = o.group_size                               ? (std::size_t{4} << bits) + 4 * job.map_count
+                               : stores_grid(codebook, bits) && !per_row ? 16
+                                                                         : job.map_count * (std::size_t{4} << bits);
     const std::size_t stored = job.matrix_rows * packed_row_bytes(job.matrix_cols, bits) + tables;
     t.tensor = {job.name, job.entry.shape, bits, job.entry.end - job.entry.begin, stored,
                 finite ? std::sqrt(job.totals.noise / double(finite)) : 0.0, job.totals.max_error, job.totals.nonfinite};

@@ -31,6 +31,7 @@ class QuantizedTensor:
     rows: int
     cols: int
     bits: int
+    group_size: int
     dtype: str
     normalisation: str
     codebook: Optional[Codebook]

@@ -219,6 +219,9 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
                 const std::string& device) {
   const QuantizedMatrix& w = q.tensor.matrix;
   const std::size_t rows = w.codes.rows, cols = w.codes.cols;
+  // Grouped codes are held as [groups, group size]: a product needs the scales applied per group.
+  NUQ_REQUIRE(q.tensor.group_size == 0, "qgemm: the tensor is grouped (group_size ", q.tensor.group_size,
+              "); dequantize() it, or quantize without groups");
   NUQ_REQUIRE(x.dtype().is(py::dtype::of<float>()) && (x.flags() & py::array::c_style),
               "qgemm: x must be a C-contiguous float32 array");
   NUQ_REQUIRE(x.ndim() >= 1 && std::size_t(x.shape(x.ndim() - 1)) == cols, "qgemm: x's last dimension (",
@@ -252,6 +255,9 @@ void bind_tensors(py::module_& m) {
       .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; })
       .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; })
       .def_property_readonly("bits", [](const PyQuantized& q) { return q.tensor.matrix.codes.bits; })
+      .def_property_readonly("group_size", [](const PyQuantized& q) { return q.tensor.group_size; },
+                             "0, or the run of weights along a row with its own scale (files of nuq quantize "
+                             "--group-size); rows and cols are then those of the [groups, group_size] view")
       .def_property_readonly("dtype", [](const PyQuantized& q) { return q.dtype; }, "The source's dtype.")
       .def_property_readonly("normalisation", [](const PyQuantized& q) { return to_string(q.normalisation); })
       .def_property_readonly("codebook", [](const PyQuantized& q) { return q.codebook; },

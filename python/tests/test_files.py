@@ -88,3 +88,15 @@ def test_broken_files_raise_value_errors_naming_the_file(tmp_path):
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(ValueError, match="bad.safetensors"):
         nuq.load(bad)
+
+
+def test_grouped_files_of_nuq_quantize_load_and_dequantize_as_nuq_does(nuq_binary, tmp_path, checkpoint):
+    nuq.save(tmp_path / "in.safetensors", checkpoint)
+    run(nuq_binary, "quantize", tmp_path / "in.safetensors", "-o", tmp_path / "g.safetensors", "-m", "msptq",
+        "--group-size", "8", "--skip", "layers")  # embed.weight: rows of 24 = three groups of 8
+    run(nuq_binary, "dequantize", tmp_path / "g.safetensors", "-o", tmp_path / "restored.safetensors")
+    grouped = nuq.load(tmp_path / "g.safetensors")["embed.weight"]
+    assert grouped.group_size == 8 and grouped.shape == (40, 24)
+    np.testing.assert_array_equal(grouped.dequantize(), nuq.load(tmp_path / "restored.safetensors")["embed.weight"])
+    with pytest.raises(ValueError, match="grouped"):
+        nuq.qgemm(np.ones((1, 24), dtype=np.float32), grouped)
