@@ -27,7 +27,6 @@ std::vector<float> widen(const io::Tensor& t, const std::string& where) {
 
 }  // namespace
 
-bool is_nuq_model(const io::TensorFile& file) { return file.metadata.count("nuq.architecture") > 0; }
 
 QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int64_t>& shape, const Codebook& codebook,
                                 Normalisation normalisation, const WeightStats& global, const WeightStats& own,

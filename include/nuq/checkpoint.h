@@ -27,9 +27,6 @@ QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int6
                                 const std::string& where, NonFinite nonfinite, Backend& backend,
                                 QuantizeTotals* totals = nullptr);
 
-// Whether a file holds one of nuq's own models (nuq train), rather than an arbitrary checkpoint.
-bool is_nuq_model(const io::TensorFile& file);
-
 struct CheckpointReport {
   WeightStats stats;                 // of every floating weight together
   std::vector<TensorReport> tensors;  // the quantized ones, in name order
@@ -38,6 +35,8 @@ struct CheckpointReport {
   double within = 0.0;                // % inside the support region
 };
 
+// The in-memory reference: the whole checkpoint held at once (tests build files with it;
+// `nuq quantize` streams with checkpoint_stream.h, tested byte for byte against this).
 // Normalisation::Global uses the statistics of all floating tensors together (Algorithm 1),
 // PerTensor each tensor's own, PerChannel each row's own, None the weights as they are. `name` names the input in errors.
 io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::string& name, const Codebook& codebook,
