@@ -15,8 +15,13 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
@@ -34,6 +39,13 @@ namespace {
 namespace fs = std::filesystem;
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+#if defined(_OPENMP)
+int max_threads() { return omp_get_max_threads(); }
+int thread_index() { return omp_get_thread_num(); }
+#else
+int max_threads() { return 1; }
+int thread_index() { return 0; }
+#endif
 
 // A floating tensor to quantize, as the two passes learn about it.
 struct Job {
@@ -125,33 +137,103 @@ std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t pie
   return pieces;
 }
 
-// Reads a piece of a floating tensor widened to float (into `values`; `raw` is scratch).
-const float* read_piece(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::vector<std::uint8_t>& raw,
-                        std::vector<float>& values) {
+// Scratch buffers only grow: a vector grown again after shrinking would zero the bytes it regains.
+template <typename T>
+void grow(std::vector<T>& buffer, std::size_t size) {
+  if (buffer.size() < size) buffer.resize(size);
+}
+
+// Runs work(i) for i in [0, count), spread over the threads (one thread inside a parallel region),
+// and rethrows the error of the lowest i that failed: the one a serial loop would have met.
+template <typename Work>
+void for_each_share(std::size_t count, const Work& work) {
+  std::string error;
+  auto failed = static_cast<std::ptrdiff_t>(count);
+#pragma omp parallel for schedule(static) if (count > 1)
+  for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(count); ++i) {
+    try {
+      work(std::size_t(i));
+    } catch (const std::exception& e) {
+#pragma omp critical(nuq_share_error)
+      if (i < failed) failed = i, error = e.what();
+    }
+  }
+  if (failed < std::ptrdiff_t(count)) throw Error(error);
+}
+
+// Reads piece `p` of a floating tensor into `raw` and widens it to floats in `values` (each sized
+// for it by the caller). Outside a parallel region each thread reads and widens its own blocks;
+// inside one (a share of a piece, below) the calling thread does it all.
+const float* read_piece(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::uint8_t* raw,
+                        float* values) {
+  constexpr std::size_t kBlock = 65536;  // weights read and widened at a time
   const std::size_t element = io::dtype_size(job.entry.dtype), count = p.rows * p.cols;
-  raw.resize(count * element);
-  reader.read(job.entry, (p.row * job.cols + p.col) * element, raw.size(), raw.data());
-  values.resize(count);
-  io::widen_to_f32(job.entry.dtype, raw.data(), count, values.data());
-  return values.data();
+  const std::uint64_t first = (p.row * job.cols + p.col) * element;
+  const auto blocks = static_cast<std::ptrdiff_t>((count + kBlock - 1) / kBlock);
+  for_each_share(std::size_t(blocks), [&](std::size_t b) {
+    const std::size_t at = b * kBlock, n = std::min(kBlock, count - at);
+    reader.read(job.entry, first + at * element, n * element, raw + at * element);
+    io::widen_to_f32(job.entry.dtype, raw + at * element, n, values + at);
+  });
+  return values;
+}
+
+// A piece cut into shares of whole rows, one per thread, when the backend may be called from
+// several threads at once: each share is read, widened and worked on by one thread, in its own
+// cache, with one fork and one join per piece. A piece of one row, or a backend that is not
+// concurrent, is one share (and the backend spreads it over the cores itself), and so is a small
+// piece: its statistics are then exactly those of the in-memory path.
+std::vector<Piece> shares_of(const Piece& p, bool concurrent) {
+  constexpr std::size_t kMinShare = 32768;  // weights: below this a fork and join costs more than it saves
+  const std::size_t threads =
+      concurrent ? std::min({std::size_t(max_threads()), p.rows, p.rows * p.cols / kMinShare}) : 1;
+  if (threads <= 1) return {p};
+  std::vector<Piece> shares;
+  for (std::size_t i = 0; i < threads; ++i) {
+    const std::size_t first = p.rows * i / threads, last = p.rows * (i + 1) / threads;
+    shares.push_back({p.row + first, last - first, p.col, p.cols});
+  }
+  return shares;
+}
+
+// Asks the kernel for the bytes after piece `p` of a job (about the next piece) while it is worked on.
+void prefetch_after(const io::SafetensorsReader& reader, const Job& job, const Piece& p) {
+  const std::size_t element = io::dtype_size(job.entry.dtype), bytes = p.rows * p.cols * element;
+  reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element + bytes, bytes);
 }
 
 // The sum of (w - mean)^4 over the finite weights, for the excess kurtosis (a diagnostic: float
-// within blocks of 1024, double across them, vectorised; x - x is 0 exactly for finite x).
+// within blocks of 1024, double across them, vectorised and spread over the cores, the threads'
+// parts joined in thread order).
 double fourth_moment(const float* values, std::size_t count, double mean) {
   const float m = static_cast<float>(mean);
-  double total = 0.0;
-  for (std::size_t first = 0; first < count; first += 1024) {
-    const std::size_t end = std::min(count, first + 1024);
-    float block = 0.0f;
+  const auto blocks = static_cast<std::ptrdiff_t>((count + 1023) / 1024);
+  std::vector<double> parts(std::size_t(max_threads()), 0.0);
+#pragma omp parallel if (blocks > 64)
+  {
+    double mine = 0.0;
+#pragma omp for schedule(static) nowait
+    for (std::ptrdiff_t b = 0; b < blocks; ++b) {
+      const std::size_t first = std::size_t(b) * 1024, end = std::min(count, first + 1024);
+      float block = 0.0f;
 #pragma omp simd reduction(+ : block)
-    for (std::size_t i = first; i < end; ++i) {
-      const float x = values[i];
-      const float d = (x - x == 0.0f) ? x - m : 0.0f;
-      block += (d * d) * (d * d);
+      for (std::size_t i = first; i < end; ++i) {
+        const float d = values[i] - m;
+        block += (d * d) * (d * d);
+      }
+      if (!std::isfinite(block)) {  // NaN or Inf inside: again, without them (a branch per weight)
+        block = 0.0f;
+        for (std::size_t i = first; i < end; ++i) {
+          const float d = std::isfinite(values[i]) ? values[i] - m : 0.0f;
+          block += (d * d) * (d * d);
+        }
+      }
+      mine += block;
     }
-    total += block;
+    parts[std::size_t(thread_index())] = mine;
   }
+  double total = 0.0;
+  for (double part : parts) total += part;
   return total;
 }
 
@@ -294,41 +376,63 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   NUQ_REQUIRE(!jobs.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
               "with --quantize-vectors, that --skip does not name)");
 
-  // Pass 1: each tensor's statistics (per channel: each row's map), and all of them together.
+  // Pass 1: each tensor's statistics (per channel: each row's map), and all of them together. The
+  // tensors are read in the order of their bytes in each shard, so the reads go front to back
+  // through every file, and joined in name order, so the result does not depend on the layout.
   Progress progress(o.progress, quantized_bytes);
   std::vector<std::uint8_t> raw;
   std::vector<float> values;
   WeightStats global;
   MapSpill spill;
-  for (Job& job : jobs) {
+  std::vector<Job*> file_order;
+  for (Job& job : jobs) file_order.push_back(&job);
+  std::sort(file_order.begin(), file_order.end(), [](const Job* a, const Job* b) {
+    return std::tie(a->shard, a->entry.begin) < std::tie(b->shard, b->entry.begin);
+  });
+  for (Job* next : file_order) {
+    Job& job = *next;
     const io::SafetensorsReader& reader = *readers[job.shard];
     job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
+    const std::size_t element = io::dtype_size(job.entry.dtype);
     for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
-      const float* v = read_piece(reader, job, p, raw, values);
-      const std::string where = where_of(reader, job.name, p);
-      const WeightStats piece = backend.stats(v, p.rows * p.cols, where, o.nonfinite);
+      prefetch_after(reader, job, p);
+      grow(raw, p.rows * p.cols * element);
+      grow(values, p.rows * p.cols);
+      const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+      std::vector<WeightStats> share_stats(shares.size());
+      std::vector<std::vector<Affine>> share_maps(shares.size());
+      for_each_share(shares.size(), [&](std::size_t i) {
+        const Piece& share = shares[i];
+        const std::size_t at = (share.row - p.row) * p.cols;
+        const float* v = read_piece(reader, job, share, raw.data() + at * element, values.data() + at);
+        const std::string where = where_of(reader, job.name, share);
+        share_stats[i] = backend.stats(v, share.rows * share.cols, where, o.nonfinite);
+        if (per_row && share.cols == job.cols)  // whole rows: each its own map
+          share_maps[i] = normalise_tensor(Normalisation::PerChannel, v, share.rows, share.cols, global, share_stats[i],
+                                           where, o.nonfinite, backend).maps;
+      });
+      WeightStats piece;
+      for (const WeightStats& share : share_stats) piece = combine(piece, share);
       job.own = combine(job.own, piece);
       if (per_row) {
         if (p.cols == job.cols) {
-          const TensorNormalisation rows = normalise_tensor(Normalisation::PerChannel, v, p.rows, p.cols, global, piece,
-                                                            where, o.nonfinite, backend);
-          spill.append(rows.maps);
+          for (const std::vector<Affine>& maps : share_maps) spill.append(maps);
         } else {
           row = combine(row, piece);
           if (p.col + p.cols == job.cols) {
-            spill.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row, where,
-                                          o.nonfinite, backend).maps);
+            spill.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row,
+                                          where_of(reader, job.name, p), o.nonfinite, backend).maps);
             row = {};
           }
         }
       }
       progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
     }
-    global = combine(global, job.own);
     job.map_count = std::size_t(spill.size() - job.spill_first);
     job.spilled = job.map_count > 0;
   }
+  for (const Job& job : jobs) global = combine(global, job.own);
   NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
   NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
               ": every weight has the same value; zero variance cannot be normalised");
@@ -379,10 +483,11 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       if (found == quantized.end()) {  // kept as it was: its bytes, a piece at a time
         const io::TensorEntry& source = reader.layout().tensors.at(name);
         for (std::uint64_t at = 0; at < source.end - source.begin; at += o.piece_bytes) {
-          raw.resize(std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at));
-          reader.read(source, at, raw.size(), raw.data());
-          writer.append(raw.data(), raw.size());
-          progress.advance("writing", name, raw.size());
+          const std::size_t bytes = std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at);
+          grow(raw, bytes);
+          reader.read(source, at, bytes, raw.data());
+          writer.append(raw.data(), bytes);
+          progress.advance("writing", name, bytes);
         }
         continue;
       }
@@ -412,15 +517,32 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         }
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
+        const std::size_t element = io::dtype_size(job.entry.dtype);
         for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
-          const float* v = read_piece(reader, job, p, raw, values);
-          const QuantizeTable table =
-              per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, p.row, p.rows, o.group_size > 0))
-                      : QuantizeTable{};
-          codes.assign(p.rows * packed_row_bytes(p.cols, bits), 0);
-          job.totals = combine(job.totals, backend.quantize(v, p.rows, p.cols, per_row ? table : shared, codes.data()));
-          writer.append(codes.data(), codes.size());
-          job.fourth += fourth_moment(v, p.rows * p.cols, job.own.mean);
+          prefetch_after(reader, job, p);
+          grow(raw, p.rows * p.cols * element);
+          grow(values, p.rows * p.cols);
+          const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
+          grow(codes, code_bytes);  // every byte is written
+          const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+          std::vector<QuantizeTotals> share_totals(shares.size());
+          std::vector<double> share_fourth(shares.size());
+          for_each_share(shares.size(), [&](std::size_t i) {
+            const Piece& share = shares[i];
+            const std::size_t at = (share.row - p.row) * p.cols;
+            const float* v = read_piece(reader, job, share, raw.data() + at * element, values.data() + at);
+            const QuantizeTable table =
+                per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
+                        : QuantizeTable{};
+            share_totals[i] = backend.quantize(v, share.rows, share.cols, per_row ? table : shared,
+                                               codes.data() + (share.row - p.row) * row_bytes);
+            share_fourth[i] = fourth_moment(v, share.rows * share.cols, job.own.mean);
+          });
+          for (std::size_t i = 0; i < shares.size(); ++i) {
+            job.totals = combine(job.totals, share_totals[i]);
+            job.fourth += share_fourth[i];
+          }
+          writer.append(codes.data(), code_bytes);
           progress.advance("quantizing", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
         }
       }

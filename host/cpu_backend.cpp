@@ -24,6 +24,7 @@ class CpuPreparedWeights final : public PreparedWeights {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
+  bool concurrent_calls() const override { return true; }
   WeightStats stats(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) override {
     WeightStats s;
     accumulate(s, values, count, name, nonfinite);

@@ -11,6 +11,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
+#elif defined(__AVX__)
+#include <immintrin.h>
 #endif
 
 #if defined(_OPENMP)
@@ -66,7 +68,7 @@ struct ShiftedSums {
   bool finite = true;
 };
 
-// Weights [from, to) added one at a time: the whole job without AVX-512, the tail with it.
+// Weights [from, to) added one at a time: the whole job without vector registers, the tail with them.
 void add_scalar(ShiftedSums& r, const float* x, std::size_t from, std::size_t to, double shift) {
   for (std::size_t i = from; i < to; ++i) {
     r.finite = r.finite && std::isfinite(x[i]);
@@ -109,6 +111,44 @@ ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
   r.lo = _mm512_reduce_min_ps(lo);
   r.hi = _mm512_reduce_max_ps(hi);
   r.finite = finite == 0xFFFF;
+  add_scalar(r, x, i, count, shift);
+  return r;
+}
+#elif defined(__AVX__)
+// The same sums eight weights at a time: four doubles a register, four accumulators per sum.
+ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
+  __m256d s1[4], s2[4];
+  for (int u = 0; u < 4; ++u) s1[u] = s2[u] = _mm256_setzero_pd();
+  __m256 lo = _mm256_set1_ps(x[0]), hi = lo, finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  const __m256 infinity = _mm256_set1_ps(std::numeric_limits<float>::infinity()), sign = _mm256_set1_ps(-0.0f);
+  const __m256d k = _mm256_set1_pd(shift);
+  std::size_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    for (int h = 0; h < 2; ++h) {
+      const __m256 v = _mm256_loadu_ps(x + i + 8 * h);
+      finite = _mm256_and_ps(finite, _mm256_cmp_ps(_mm256_andnot_ps(sign, v), infinity, _CMP_LT_OQ));
+      lo = _mm256_min_ps(lo, v);
+      hi = _mm256_max_ps(hi, v);
+      const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), k);
+      const __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), k);
+      s1[2 * h] = _mm256_add_pd(s1[2 * h], d0);
+      s1[2 * h + 1] = _mm256_add_pd(s1[2 * h + 1], d1);
+      s2[2 * h] = _mm256_add_pd(s2[2 * h], _mm256_mul_pd(d0, d0));
+      s2[2 * h + 1] = _mm256_add_pd(s2[2 * h + 1], _mm256_mul_pd(d1, d1));
+    }
+  }
+  alignas(32) double sums[2][4];
+  alignas(32) float extremes[2][8];
+  _mm256_store_pd(sums[0], _mm256_add_pd(_mm256_add_pd(s1[0], s1[1]), _mm256_add_pd(s1[2], s1[3])));
+  _mm256_store_pd(sums[1], _mm256_add_pd(_mm256_add_pd(s2[0], s2[1]), _mm256_add_pd(s2[2], s2[3])));
+  _mm256_store_ps(extremes[0], lo);
+  _mm256_store_ps(extremes[1], hi);
+  ShiftedSums r;
+  r.s1 = (sums[0][0] + sums[0][1]) + (sums[0][2] + sums[0][3]);
+  r.s2 = (sums[1][0] + sums[1][1]) + (sums[1][2] + sums[1][3]);
+  r.lo = *std::min_element(extremes[0], extremes[0] + 8);
+  r.hi = *std::max_element(extremes[1], extremes[1] + 8);
+  r.finite = _mm256_movemask_ps(finite) == 0xFF;
   add_scalar(r, x, i, count, shift);
   return r;
 }

@@ -4,9 +4,12 @@
 // tensors are kept, and broken inputs named.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <regex>
 
 #include <nlohmann/json.hpp>
@@ -95,6 +98,51 @@ TEST(CheckpointStream, RowAndColumnPiecesGiveTheSameCodes) {
     EXPECT_NEAR(a.sqnr_ex_db, b.sqnr_ex_db, 1e-6);
     for (std::size_t i = 0; i < a.tensors.size(); ++i)
       EXPECT_NEAR(a.tensors[i].excess_kurtosis, b.tensors[i].excess_kurtosis, 1e-3 * std::abs(a.tensors[i].excess_kurtosis));
+  }
+}
+
+TEST(CheckpointStream, PiecesSharedAmongThreadsGiveTheInMemoryCodes) {
+  // 256 x 1024 BF16 weights in pieces of 128 rows: each piece is cut into one share of rows per
+  // thread (read, widened, counted and quantized by that thread), the rows of a NaN included.
+  test::TempDir dir;
+  std::vector<float> w = test::draw(test::Law::Laplace, 256 * 1024, 0.01, 0.03, 9);
+  w[70000] = std::numeric_limits<float>::quiet_NaN();
+  io::Tensor bf16{io::DType::BF16, {256, 1024}, {}};
+  for (float& v : w) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits &= 0xFFFF0000u;  // truncated to BF16, as the file holds it
+    std::memcpy(&v, &bits, 4);
+    bf16.data.push_back(std::uint8_t(bits >> 16));
+    bf16.data.push_back(std::uint8_t(bits >> 24));
+  }
+  io::TensorFile file;
+  file.tensors["mlp.weight"] = bf16;
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (Normalisation n : {Normalisation::PerTensor, Normalisation::PerChannel}) {
+    StreamOptions options;
+    options.normalisation = n;
+    options.nonfinite = NonFinite::Skip;
+    options.piece_bytes = 4 * 128 * 1024;
+    const StreamReport report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(),
+                                                          options, cpu_backend());
+    const QuantizedCheckpoint streamed =
+        read_quantized_checkpoint(io::read_safetensors(dir.file("s.safetensors")), "s");
+    const QuantizedCheckpoint reference =
+        read_quantized_checkpoint(quantize_checkpoint(file, "in", msptq2(), n, NonFinite::Skip, cpu_backend()), "r");
+    const QuantizedMatrix& a = streamed.quantized.at("mlp.weight").matrix;
+    const QuantizedMatrix& b = reference.quantized.at("mlp.weight").matrix;
+    EXPECT_EQ(a.codes.bytes, b.codes.bytes) << to_string(n);
+    ASSERT_EQ(a.levels.size(), b.levels.size());
+    for (std::size_t i = 0; i < a.levels.size(); ++i) EXPECT_NEAR(a.levels[i], b.levels[i], 1e-6 * std::abs(b.levels[i]));
+    // SQNR_ex from the weights and their levels, in double, as an independent check of the totals.
+    const std::vector<float> back = dequantize(a);
+    double signal = 0.0, noise = 0.0;
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (std::isfinite(w[i])) signal += double(w[i]) * w[i], noise += (double(w[i]) - back[i]) * (double(w[i]) - back[i]);
+    ASSERT_EQ(report.tensors.size(), 1u);
+    EXPECT_NEAR(report.tensors[0].sqnr_ex_db, 10.0 * std::log10(signal / noise), 1e-6) << to_string(n);
+    EXPECT_EQ(report.tensors[0].tensor.nonfinite, 1u);
   }
 }
 

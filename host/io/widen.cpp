@@ -4,6 +4,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include "nuq/error.h"
 
 namespace nuq::io {
@@ -36,15 +40,20 @@ void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out)
     return;
   }
   const auto* b = static_cast<const std::uint8_t*>(bytes);
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::uint16_t h = std::uint16_t(b[2 * i] | (b[2 * i + 1] << 8));
-    if (dtype == DType::BF16) {
-      const std::uint32_t bits = std::uint32_t(h) << 16;  // bfloat16 is the top half of an F32
-      std::memcpy(&out[i], &bits, 4);
-    } else {
-      out[i] = half_to_float(h);
+  if (dtype == DType::BF16) {  // bfloat16 is the top half of an F32: a loop the compiler vectorises
+#pragma omp simd
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::uint32_t word = std::uint32_t(b[2 * i] | (b[2 * i + 1] << 8)) << 16;
+      std::memcpy(out + i, &word, 4);
     }
+    return;
   }
+  std::size_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= count; i += 8)  // the processor's conversion: the same floats as below (NaN payloads aside)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 * i))));
+#endif
+  for (; i < count; ++i) out[i] = half_to_float(std::uint16_t(b[2 * i] | (b[2 * i + 1] << 8)));
 }
 
 }  // namespace nuq::io

@@ -26,6 +26,9 @@ class Backend {
   virtual ~Backend() = default;
   // "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)".
   virtual std::string name() const = 0;
+  // Whether stats() and quantize() may be called from several threads at once, on disjoint data
+  // (the CPU backend's are pure functions; a device backend's share its streams and buffers).
+  virtual bool concurrent_calls() const { return false; }
 
   // Count, mean, standard deviation and extremes of `count` weights named `name` in errors. NaN or
   // Inf is an error naming the index, or counted and left out with NonFinite::Skip.

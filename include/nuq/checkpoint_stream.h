@@ -31,7 +31,9 @@ struct StreamOptions {
   // as (w - tensor mean) / group scale, the scale their RMS about that mean (docs/format.md).
   // Implies per-row tables; the normalisation is recorded as per-channel with the group size.
   std::size_t group_size = 0;
-  std::size_t piece_bytes = std::size_t{32} << 20;  // the widened rows processed at a time
+  // The widened rows processed at a time: small enough that widening, statistics, quantization
+  // and the fourth moment find them in the processor's cache, large enough for every core.
+  std::size_t piece_bytes = std::size_t{4} << 20;
   std::ostream* progress = nullptr;  // a progress line (\r-updated) when given
 };
 

@@ -26,6 +26,10 @@ class SafetensorsReader {
   std::uint64_t file_size() const { return file_size_; }
   // `bytes` bytes of `entry`, starting `offset` bytes into it, into `out`.
   void read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const;
+  // Asks the kernel to start reading `bytes` bytes of the data (after the header), from `offset`
+  // and clipped to the file's end, into the page cache now, so that a later read() finds them
+  // there: disk reads overlap the work on the bytes before them.
+  void prefetch(std::uint64_t offset, std::size_t bytes) const;
 
  private:
   std::string path_;
