@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -202,6 +203,49 @@ void prefetch_after(const io::SafetensorsReader& reader, const Job& job, const P
   reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element + bytes, bytes);
 }
 
+// Reads and widens a tensor's pieces one ahead on a second thread, into two alternating buffers:
+// for a backend that leaves the processor idle while it works (a device), piece k + 1 comes from
+// the file while the backend works on piece k. (The CPU backend reads inside each share instead.)
+class ReadAhead {
+ public:
+  ReadAhead(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces)
+      : reader_(reader), job_(job), pieces_(pieces) {}
+  ~ReadAhead() {
+    if (pending_.valid()) pending_.wait();
+  }
+  ReadAhead(const ReadAhead&) = delete;
+  ReadAhead& operator=(const ReadAhead&) = delete;
+
+  // Piece k's weights, valid until piece k + 1's are asked for (k counts up from 0 by one).
+  const float* piece(std::size_t k) {
+    if (k == 0) start(0);
+    pending_.get();  // waits, and rethrows the read's error
+    if (k + 1 < pieces_.size()) start(k + 1);
+    return buffers_[k % 2].values.data();
+  }
+
+ private:
+  struct Buffer {
+    std::vector<std::uint8_t> raw;
+    std::vector<float> values;
+  };
+  void start(std::size_t k) {
+    Buffer& b = buffers_[k % 2];
+    const Piece& p = pieces_[k];
+    grow(b.raw, p.rows * p.cols * io::dtype_size(job_.entry.dtype));
+    grow(b.values, p.rows * p.cols);
+    pending_ = std::async(std::launch::async, [this, &b, &p] {
+      prefetch_after(reader_, job_, p);
+      read_piece(reader_, job_, p, b.raw.data(), b.values.data());
+    });
+  }
+  const io::SafetensorsReader& reader_;
+  const Job& job_;
+  const std::vector<Piece>& pieces_;
+  Buffer buffers_[2];
+  std::future<void> pending_;
+};
+
 // The sum of (w - mean)^4 over the finite weights, for the excess kurtosis (a diagnostic: float
 // within blocks of 1024, double across them, vectorised and spread over the cores, the threads'
 // parts joined in thread order).
@@ -376,6 +420,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   NUQ_REQUIRE(!jobs.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
               "with --quantize-vectors, that --skip does not name)");
 
+  // The CPU backend is called from every thread, on shares of each piece; a device backend from
+  // this one, while another reads the next piece.
+  const bool concurrent = backend.concurrent_calls();
+
   // Pass 1: each tensor's statistics (per channel: each row's map), and all of them together. The
   // tensors are read in the order of their bytes in each shard, so the reads go front to back
   // through every file, and joined in name order, so the result does not depend on the layout.
@@ -395,17 +443,23 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
     const std::size_t element = io::dtype_size(job.entry.dtype);
-    for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
-      prefetch_after(reader, job, p);
-      grow(raw, p.rows * p.cols * element);
-      grow(values, p.rows * p.cols);
-      const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+    const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
+    ReadAhead ahead(reader, job, pieces);
+    for (std::size_t k = 0; k < pieces.size(); ++k) {
+      const Piece& p = pieces[k];
+      if (concurrent) {
+        prefetch_after(reader, job, p);
+        grow(raw, p.rows * p.cols * element);
+        grow(values, p.rows * p.cols);
+      }
+      const std::vector<Piece> shares = shares_of(p, concurrent);
       std::vector<WeightStats> share_stats(shares.size());
       std::vector<std::vector<Affine>> share_maps(shares.size());
       for_each_share(shares.size(), [&](std::size_t i) {
         const Piece& share = shares[i];
         const std::size_t at = (share.row - p.row) * p.cols;
-        const float* v = read_piece(reader, job, share, raw.data() + at * element, values.data() + at);
+        const float* v =
+            concurrent ? read_piece(reader, job, share, raw.data() + at * element, values.data() + at) : ahead.piece(k);
         const std::string where = where_of(reader, job.name, share);
         share_stats[i] = backend.stats(v, share.rows * share.cols, where, o.nonfinite);
         if (per_row && share.cols == job.cols)  // whole rows: each its own map
@@ -518,19 +572,25 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
         const std::size_t element = io::dtype_size(job.entry.dtype);
-        for (const Piece& p : pieces_of(job.rows, job.cols, o.piece_bytes)) {
-          prefetch_after(reader, job, p);
-          grow(raw, p.rows * p.cols * element);
-          grow(values, p.rows * p.cols);
+        const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
+        ReadAhead ahead(reader, job, pieces);
+        for (std::size_t k = 0; k < pieces.size(); ++k) {
+          const Piece& p = pieces[k];
+          if (concurrent) {
+            prefetch_after(reader, job, p);
+            grow(raw, p.rows * p.cols * element);
+            grow(values, p.rows * p.cols);
+          }
           const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
           grow(codes, code_bytes);  // every byte is written
-          const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+          const std::vector<Piece> shares = shares_of(p, concurrent);
           std::vector<QuantizeTotals> share_totals(shares.size());
           std::vector<double> share_fourth(shares.size());
           for_each_share(shares.size(), [&](std::size_t i) {
             const Piece& share = shares[i];
             const std::size_t at = (share.row - p.row) * p.cols;
-            const float* v = read_piece(reader, job, share, raw.data() + at * element, values.data() + at);
+            const float* v = concurrent ? read_piece(reader, job, share, raw.data() + at * element, values.data() + at)
+                                        : ahead.piece(k);
             const QuantizeTable table =
                 per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
                         : QuantizeTable{};

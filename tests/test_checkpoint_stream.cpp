@@ -4,6 +4,7 @@
 // tensors are kept, and broken inputs named.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -144,6 +145,69 @@ TEST(CheckpointStream, PiecesSharedAmongThreadsGiveTheInMemoryCodes) {
     EXPECT_NEAR(report.tensors[0].sqnr_ex_db, 10.0 * std::log10(signal / noise), 1e-6) << to_string(n);
     EXPECT_EQ(report.tensors[0].tensor.nonfinite, 1u);
   }
+}
+
+// The CPU backend as a device backend looks to the streamed quantizer: one call at a time, from
+// one thread, which it records, so the pieces are read one ahead on a second thread.
+class OneCallAtATime final : public Backend {
+ public:
+  std::string name() const override { return "one call at a time"; }
+  WeightStats stats(const float* v, std::size_t n, const std::string& name, NonFinite nf) override {
+    const Guard guard(*this);
+    return cpu_backend().stats(v, n, name, nf);
+  }
+  QuantizeTotals quantize(const float* v, std::size_t r, std::size_t c, const QuantizeTable& t, std::uint8_t* out) override {
+    const Guard guard(*this);
+    return cpu_backend().quantize(v, r, c, t, out);
+  }
+  void dequantize(const std::uint8_t* p, std::size_t r, std::size_t c, const QuantizeTable& t, float* out) override {
+    cpu_backend().dequantize(p, r, c, t, out);
+  }
+  void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* b, float* y) override {
+    cpu_backend().qgemm(x, m, w, b, y);
+  }
+  std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override { return cpu_backend().prepare(w); }
+  void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* b, float* y) override {
+    cpu_backend().qgemm(x, m, w, b, y);
+  }
+  void gemm(const float* x, std::size_t m, const float* w, std::size_t r, std::size_t c, const float* b, float* y) override {
+    cpu_backend().gemm(x, m, w, r, c, b, y);
+  }
+  std::atomic<int> calls{0}, overlapping{0};
+
+ private:
+  struct Guard {
+    explicit Guard(OneCallAtATime& b) : backend(b) {
+      if (backend.inside.fetch_add(1) != 0) ++backend.overlapping;
+      ++backend.calls;
+    }
+    ~Guard() { --backend.inside; }
+    OneCallAtATime& backend;
+  };
+  std::atomic<int> inside{0};
+};
+
+TEST(CheckpointStream, ADeviceBackendGetsPiecesReadAheadAndTheSameFile) {
+  test::TempDir dir;
+  io::TensorFile file = shard(3, "layers.0.");
+  file.tensors["layers.0.down_proj.weight"] = io::f32_tensor({200, 512}, test::draw(test::Law::Laplace, 200 * 512, 0.0, 0.02, 4));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (Normalisation n : {Normalisation::Global, Normalisation::PerChannel}) {
+    StreamOptions options;
+    options.normalisation = n;
+    options.piece_bytes = 4 * 4096;  // 8 rows of down_proj a piece: 25 pieces, each one share on the CPU
+    OneCallAtATime device;
+    quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("device.safetensors"), msptq2(), options, device);
+    quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("cpu.safetensors"), msptq2(), options, cpu_backend());
+    EXPECT_EQ(bytes_of(dir.file("device.safetensors")), bytes_of(dir.file("cpu.safetensors"))) << to_string(n);
+    EXPECT_GT(device.calls.load(), 50) << to_string(n);
+    EXPECT_EQ(device.overlapping.load(), 0) << to_string(n);
+  }
+  // A truncated file is an error with this backend too.
+  std::filesystem::resize_file(dir.file("in.safetensors"), std::filesystem::file_size(dir.file("in.safetensors")) - 1);
+  OneCallAtATime device;
+  EXPECT_THROW(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("x.safetensors"), msptq2(), StreamOptions{}, device),
+               Error);
 }
 
 TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
