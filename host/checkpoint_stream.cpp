@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/grouped.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/safetensors_stream.h"
@@ -27,6 +28,7 @@
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/quantized_file.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq {
 namespace {
@@ -100,29 +102,8 @@ std::vector<Affine> maps_of(const Job& job, const MapSpill& spill, std::size_t f
   if (!job.spilled) return job.maps;
   std::vector<Affine> maps = spill.read(job.spill_first + first, count);
   if (grouped)
-    for (Affine& g : maps)
-      g = {job.own.mean, double(float(std::sqrt(g.scale * g.scale + (g.mean - job.own.mean) * (g.mean - job.own.mean))))};
+    for (Affine& g : maps) g = group_map(g, job.own.mean);
   return maps;
-}
-
-// A piece of a tensor: rows [row, row + rows) and, for rows too long for one piece, columns
-// [col, col + cols) of a single row (col a multiple of 8, so every code width packs whole bytes).
-struct Piece {
-  std::size_t row, rows, col, cols;
-};
-
-std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes) {
-  std::vector<Piece> pieces;
-  const std::size_t per_piece = std::max<std::size_t>(1, piece_bytes / sizeof(float));
-  if (cols <= per_piece) {
-    const std::size_t rows_per_piece = std::max<std::size_t>(1, per_piece / std::max<std::size_t>(cols, 1));
-    for (std::size_t r = 0; r < rows; r += rows_per_piece) pieces.push_back({r, std::min(rows_per_piece, rows - r), 0, cols});
-    return pieces;
-  }
-  const std::size_t cols_per_piece = std::max<std::size_t>(64, per_piece / 64 * 64);
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t c = 0; c < cols; c += cols_per_piece) pieces.push_back({r, 1, c, std::min(cols_per_piece, cols - c)});
-  return pieces;
 }
 
 // Reads a piece of a floating tensor widened to float (into `values`; `raw` is scratch).
@@ -393,7 +374,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const double map[2] = {offset, scale};
         writer.append(map, sizeof map);
       } else if (suffix == ".codebook" && o.group_size) {  // the design's levels, normalised
-        const std::vector<float> levels = make_quantize_table(codebook, bits, {Affine{0.0, 1.0}}).levels;
+        const std::vector<float> levels = normalised_levels(codebook, bits);
         writer.append(levels.data(), levels.size() * sizeof(float));
       } else if (suffix == ".scales") {
         for (std::size_t first = 0; first < job.map_count; first += 65536) {
