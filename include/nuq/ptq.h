@@ -38,7 +38,7 @@ struct QuantizedTensor {
   // Grouped only: each group's scale (.scales, [rows, cols / group_size] in row order) and the
   // codebook's levels in normalised units (.codebook); group g's levels in `matrix` are
   // group_level(mean, scales[g], normalised_levels[k]) (grouped.h).
-  std::vector<float> scales, normalised_levels;
+  std::vector<float> scales{}, normalised_levels{};
 };
 
 struct QuantizedModel {

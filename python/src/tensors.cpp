@@ -252,7 +252,8 @@ void bind_tensors(py::module_& m) {
   py::class_<PyQuantized>(m, "QuantizedTensor", py::dynamic_attr(),
                           "A tensor as packed codes: codes of its [shape[0], rest] view (LSB-first, rows byte-aligned) "
                           "and the level of each code in the tensor's own units (one table, or one per row with "
-                          "per-channel normalisation).")
+                          "per-channel normalisation; grouped, one per group of the [groups, group_size] view, "
+                          "made of `scales`).")
       .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); })
       .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; })
       .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; })
