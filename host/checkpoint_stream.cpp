@@ -25,6 +25,7 @@
 #endif
 
 #include "nuq/error.h"
+#include "nuq/grouped.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/safetensors_stream.h"
@@ -33,6 +34,7 @@
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/quantized_file.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq {
 namespace {
@@ -113,53 +115,14 @@ std::vector<Affine> maps_of(const Job& job, const MapSpill& spill, std::size_t f
   if (!job.spilled) return job.maps;
   std::vector<Affine> maps = spill.read(job.spill_first + first, count);
   if (grouped)
-    for (Affine& g : maps)
-      g = {job.own.mean, double(float(std::sqrt(g.scale * g.scale + (g.mean - job.own.mean) * (g.mean - job.own.mean))))};
+    for (Affine& g : maps) g = group_map(g, job.own.mean);
   return maps;
-}
-
-// A piece of a tensor: rows [row, row + rows) and, for rows too long for one piece, columns
-// [col, col + cols) of a single row (col a multiple of 8, so every code width packs whole bytes).
-struct Piece {
-  std::size_t row, rows, col, cols;
-};
-
-std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes) {
-  std::vector<Piece> pieces;
-  const std::size_t per_piece = std::max<std::size_t>(1, piece_bytes / sizeof(float));
-  if (cols <= per_piece) {
-    const std::size_t rows_per_piece = std::max<std::size_t>(1, per_piece / std::max<std::size_t>(cols, 1));
-    for (std::size_t r = 0; r < rows; r += rows_per_piece) pieces.push_back({r, std::min(rows_per_piece, rows - r), 0, cols});
-    return pieces;
-  }
-  const std::size_t cols_per_piece = std::max<std::size_t>(64, per_piece / 64 * 64);
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t c = 0; c < cols; c += cols_per_piece) pieces.push_back({r, 1, c, std::min(cols_per_piece, cols - c)});
-  return pieces;
 }
 
 // Scratch buffers only grow: a vector grown again after shrinking would zero the bytes it regains.
 template <typename T>
 void grow(std::vector<T>& buffer, std::size_t size) {
   if (buffer.size() < size) buffer.resize(size);
-}
-
-// Runs work(i) for i in [0, count), spread over the threads (one thread inside a parallel region),
-// and rethrows the error of the lowest i that failed: the one a serial loop would have met.
-template <typename Work>
-void for_each_share(std::size_t count, const Work& work) {
-  std::string error;
-  auto failed = static_cast<std::ptrdiff_t>(count);
-#pragma omp parallel for schedule(static) if (count > 1)
-  for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(count); ++i) {
-    try {
-      work(std::size_t(i));
-    } catch (const std::exception& e) {
-#pragma omp critical(nuq_share_error)
-      if (i < failed) failed = i, error = e.what();
-    }
-  }
-  if (failed < std::ptrdiff_t(count)) throw Error(error);
 }
 
 // Reads piece `p` of a floating tensor into `raw` and widens it to floats in `values` (each sized
@@ -177,24 +140,6 @@ const float* read_piece(const io::SafetensorsReader& reader, const Job& job, con
     io::widen_to_f32(job.entry.dtype, raw + at * element, n, values + at);
   });
   return values;
-}
-
-// A piece cut into shares of whole rows, one per thread, when the backend may be called from
-// several threads at once: each share is read, widened and worked on by one thread, in its own
-// cache, with one fork and one join per piece. A piece of one row, or a backend that is not
-// concurrent, is one share (and the backend spreads it over the cores itself), and so is a small
-// piece: its statistics are then exactly those of the in-memory path.
-std::vector<Piece> shares_of(const Piece& p, bool concurrent) {
-  constexpr std::size_t kMinShare = 32768;  // weights: below this a fork and join costs more than it saves
-  const std::size_t threads =
-      concurrent ? std::min({std::size_t(max_threads()), p.rows, p.rows * p.cols / kMinShare}) : 1;
-  if (threads <= 1) return {p};
-  std::vector<Piece> shares;
-  for (std::size_t i = 0; i < threads; ++i) {
-    const std::size_t first = p.rows * i / threads, last = p.rows * (i + 1) / threads;
-    shares.push_back({p.row + first, last - first, p.col, p.cols});
-  }
-  return shares;
 }
 
 // Asks the kernel for the bytes after piece `p` of a job (about the next piece) while it is worked on.
@@ -552,7 +497,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const double map[2] = {offset, scale};
         writer.append(map, sizeof map);
       } else if (suffix == ".codebook" && o.group_size) {  // the design's levels, normalised
-        const std::vector<float> levels = make_quantize_table(codebook, bits, {Affine{0.0, 1.0}}).levels;
+        const std::vector<float> levels = normalised_levels(codebook, bits);
         writer.append(levels.data(), levels.size() * sizeof(float));
       } else if (suffix == ".scales") {
         for (std::size_t first = 0; first < job.map_count; first += 65536) {

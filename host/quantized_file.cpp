@@ -4,10 +4,12 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/grouped.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/uniform.h"
@@ -112,27 +114,26 @@ std::vector<float> read_grid(const io::Tensor& grid, int bits, const std::string
 }
 
 // A grouped tensor: codes of the [rows, cols] matrix read as the [rows * groups, group_size] view,
-// each group's levels mean + scale * the normalised codebook.
-QuantizedMatrix read_groups(const io::TensorFile& file, const std::string& tensor, std::size_t rows, std::size_t cols,
-                            int bits, std::size_t group_size, double mean, const std::string& where) {
-  require_groupable(group_size, cols, bits, where);
-  const std::size_t groups = rows * (cols / group_size);
+// each group's levels mean + scale * the normalised codebook (grouped.h); the scales and the
+// normalised levels kept, so that the tensor can be written again as it was read.
+void read_groups(const io::TensorFile& file, const std::string& tensor, std::size_t rows, std::size_t cols, int bits,
+                 QuantizedTensor& q, const std::string& where) {
+  require_groupable(q.group_size, cols, bits, where);
+  const std::size_t groups = rows * (cols / q.group_size);
   const auto codes = file.tensors.find(tensor + ".codes");
   const auto levels = file.tensors.find(tensor + ".codebook");
   const auto scales = file.tensors.find(tensor + ".scales");
   NUQ_REQUIRE(levels != file.tensors.end() && scales != file.tensors.end(), where,
               ": grouped, so it needs .codebook and .scales");
-  const std::vector<float> normalised = read_levels_table(levels->second, 1, bits, where + ".codebook");
-  io::require_layout(scales->second, io::DType::F32, {std::int64_t(rows), std::int64_t(cols / group_size)},
+  q.normalised_levels = read_levels_table(levels->second, 1, bits, where + ".codebook");
+  io::require_layout(scales->second, io::DType::F32, {std::int64_t(rows), std::int64_t(cols / q.group_size)},
                      where + ".scales");
-  const std::vector<float> scale = io::to_floats(scales->second, where + ".scales");
+  q.scales = io::to_floats(scales->second, where + ".scales");
   for (std::size_t g = 0; g < groups; ++g)
-    NUQ_REQUIRE(std::isfinite(scale[g]) && scale[g] >= 0.0f, where, ".scales: group ", g, " has scale ", scale[g]);
-  QuantizedMatrix m{{groups, group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")}, {}};
-  m.levels.resize(groups << bits);
-  for (std::size_t g = 0; g < groups; ++g)
-    for (std::size_t k = 0; k < normalised.size(); ++k) m.levels[(g << bits) + k] = group_level(mean, scale[g], normalised[k]);
-  return m;
+    NUQ_REQUIRE(std::isfinite(q.scales[g]) && q.scales[g] >= 0.0f, where, ".scales: group ", g, " has scale ",
+                q.scales[g]);
+  q.matrix = {{groups, q.group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")},
+              group_levels(q.mean, q.scales, q.normalised_levels)};
 }
 
 }  // namespace
@@ -207,12 +208,20 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
   std::map<std::string, TensorDescription> described;
   for (const auto& [tensor_name, q] : checkpoint.quantized) {
     const PackedCodes& codes = q.matrix.codes;
-    NUQ_REQUIRE(q.group_size == 0, name, ": tensor '", tensor_name, "' is grouped; grouped tensors are written by "
-                "nuq quantize --group-size (checkpoint_stream.h)");
     const auto dtype = checkpoint.dtypes.find(tensor_name);
-    const TensorDescription d{q.shape, dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second,
-                              codes.rows, codes.cols, codes.bits, q.mean, q.stddev};
-    const bool grid = stores_grid_of(checkpoint.codebook, q);
+    TensorDescription d{q.shape, dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second,
+                        codes.rows, codes.cols, codes.bits, q.mean, q.stddev, q.group_size};
+    if (q.group_size) {  // described as the [rows, cols] matrix its [groups, group_size] codes cut up
+      std::size_t count = 1;
+      for (std::int64_t dim : q.shape) count *= std::size_t(dim);
+      std::tie(d.rows, d.cols) = matrix_view(q.shape, count);
+      const std::string where = name + ": tensor '" + tensor_name + "'";
+      require_groupable(q.group_size, d.cols, codes.bits, where);
+      NUQ_REQUIRE(codes.cols == q.group_size && codes.rows == d.rows * (d.cols / q.group_size) &&
+                      q.scales.size() == codes.rows && q.normalised_levels.size() == (std::size_t{1} << codes.bits),
+                  where, ": grouped codes, scales and normalised levels do not fit its shape");
+    }
+    const bool grid = !q.group_size && stores_grid_of(checkpoint.codebook, q);
     const std::size_t tables = q.matrix.levels.size() >> codes.bits;
     for (const auto& [stored_name, entry] : stored_tensors(tensor_name, d, tables, grid)) {
       NUQ_REQUIRE(!checkpoint.copied.count(stored_name) && !checkpoint.quantized.count(stored_name), name,
@@ -228,6 +237,10 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
       io::Tensor& affine = out.tensors[tensor_name + ".grid"];
       affine.data.resize(sizeof map);
       std::memcpy(affine.data.data(), map, sizeof map);
+    } else if (q.group_size) {
+      out.tensors[tensor_name + ".codebook"].data =
+          io::f32_tensor({std::int64_t(q.normalised_levels.size())}, q.normalised_levels).data;
+      out.tensors[tensor_name + ".scales"].data = io::f32_tensor({std::int64_t(q.scales.size())}, q.scales).data;
     } else {
       out.tensors[tensor_name + ".codebook"].data = io::f32_tensor({std::int64_t(q.matrix.levels.size())}, q.matrix.levels).data;
     }
@@ -300,7 +313,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     for (const char* suffix : {".codes", ".codebook", ".grid", ".scales"}) used.insert(tensor_name + suffix);
     if (q.group_size) {
       q.shape = shape;
-      q.matrix = read_groups(file, tensor_name, rows, cols, bits, q.group_size, q.mean, where);
+      read_groups(file, tensor_name, rows, cols, bits, q, where);
       out.quantized[tensor_name] = std::move(q);
       out.dtypes[tensor_name] = dtype;
       continue;

@@ -17,6 +17,7 @@
 #include "nuq/codebook.h"
 #include "nuq/normalisation.h"
 #include "nuq/ptq.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq {
 
@@ -31,9 +32,7 @@ struct StreamOptions {
   // as (w - tensor mean) / group scale, the scale their RMS about that mean (docs/format.md).
   // Implies per-row tables; the normalisation is recorded as per-channel with the group size.
   std::size_t group_size = 0;
-  // The widened rows processed at a time: small enough that widening, statistics, quantization
-  // and the fourth moment find them in the processor's cache, large enough for every core.
-  std::size_t piece_bytes = std::size_t{4} << 20;
+  std::size_t piece_bytes = kPieceBytes;  // the widened rows processed at a time (tensor_pieces.h)
   std::ostream* progress = nullptr;  // a progress line (\r-updated) when given
 };
 

@@ -35,6 +35,10 @@ struct QuantizedTensor {
   // the [rows * cols / group_size, group_size] view, a table of levels per group. The bytes of its
   // codes are those of the [rows, cols] matrix (group_size * bits is a whole number of bytes).
   std::size_t group_size = 0;
+  // Grouped only: each group's scale (.scales, [rows, cols / group_size] in row order) and the
+  // codebook's levels in normalised units (.codebook); group g's levels in `matrix` are
+  // group_level(mean, scales[g], normalised_levels[k]) (grouped.h).
+  std::vector<float> scales{}, normalised_levels{};
 };
 
 struct QuantizedModel {

@@ -5,8 +5,9 @@ are quantized by ``quantize`` (or a whole state dict by ``quantize_state_dict``)
 used by ``qgemm`` and ``QuantizedTensor.dequantize``, and kept in the files ``nuq`` itself reads
 and writes (``load``, ``save``).
 
-Inputs are read in place when they are C-contiguous float32 (numpy arrays, CPU tensors); float16
-and bfloat16 are widened to a float32 copy one tensor at a time. CUDA tensors are copied to the
+Inputs are read in place when they are C-contiguous (numpy arrays, CPU tensors): float32 as it
+lies, float16 and bfloat16 widened to float32 a bounded piece (32 MiB) at a time, never as a whole
+copy. CUDA tensors are copied to the
 host (the library's CUDA backend streams host memory through the GPU) and results go back to the
 caller's device. Errors a caller can cause are ValueError with nuq's message.
 """
@@ -64,16 +65,19 @@ def _like(array: np.ndarray, device):
     return t if device.type == "cpu" else t.to(device)
 
 
-def quantize(w, codebook: Codebook, *, normalise: str = "global", group_size: int | None = None,
+def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size: int | None = None,
              device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor:
     """Quantize one tensor with `codebook` (designed for the normalised weights, e.g. ``design("msptq")``).
 
     w: numpy array or PyTorch tensor, float32/float16/bfloat16, any shape (quantized as its
-    [shape[0], rest] view). normalise: "global" (Algorithm 1; for one tensor, its own mean and
-    standard deviation), "per-tensor", "per-channel" (each output row its own) or "none".
-    group_size: per-group scales; not available yet (ValueError). device: "cpu", "cuda" or "auto".
-    nonfinite: "error" (NaN/Inf raise ValueError) or "saturate". The result's codes are those
-    ``nuq quantize`` writes for the same weights.
+    [shape[0], rest] view). normalise: "global" (the default without groups; Algorithm 1: for one
+    tensor, its own mean and standard deviation), "per-tensor", "per-channel" (each output row its
+    own) or "none". group_size: G, a multiple of 8 dividing the rows' length, gives each run of G
+    weights along a row its own scale (the RMS of its weights about the tensor's mean; codebooks
+    of up to 8 bits; implies normalise="per-channel", as ``nuq quantize --group-size G``); the
+    result's ``scales`` holds them. device: "cpu", "cuda" or "auto". nonfinite: "error" (NaN/Inf
+    raise ValueError) or "saturate". The result's codes (and scales) are those ``nuq quantize``
+    writes for the same weights.
     """
     array, tag, torch_device = _as_numpy(w, name)
     (q,) = _nuq._quantize([(name, array, tag)], codebook, normalise, group_size, device, nonfinite)
@@ -97,14 +101,15 @@ def _floating(x) -> bool:
     return np.asarray(x).dtype in (np.float32, np.float16)
 
 
-def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str = "global",
+def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
                         group_size: int | None = None, device: str = "auto", nonfinite: str = "error") -> dict:
     """Quantize every float32/float16/bfloat16 tensor of a state dict with one codebook.
 
     skip: None, a callable ``skip(name, tensor) -> bool``, or glob patterns of names
     (``["*.bias", "*norm*"]``) left as they are. With normalise="global" the mean and standard
     deviation of all quantized tensors together normalise each (as ``nuq quantize`` does for a
-    checkpoint). Returns a dict with a QuantizedTensor for each quantized entry and the original
+    checkpoint); group_size as in ``quantize`` (every quantized tensor's rows must split into
+    groups). Returns a dict with a QuantizedTensor for each quantized entry and the original
     object for every other.
     """
     chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not _skipped(skip, k, v)]
@@ -135,7 +140,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     """y = x @ W.T (+ bias) straight from the packed codes of W = q ([rows, cols] view).
 
     x: [..., cols] numpy array or torch tensor (converted to float32); returns [..., rows] of the
-    same type, on x's device. device picks the backend: "cpu", "cuda" or "auto".
+    same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". Grouped tensors
+    are multiplied on the CPU, a panel of rows dequantized at a time.
     """
     x_array, _, x_device = _as_numpy(x.float() if _is_torch(x) else np.asarray(x, dtype=np.float32), "x")
     b = None
@@ -158,6 +164,7 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
 
     With QuantizedTensors the file is a quantized checkpoint as ``nuq quantize`` writes it (``nuq
     dequantize`` and ``nuq.load`` read it back); they must share one codebook and normalisation.
+    Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``.
     """
     quantized = {k: v for k, v in tensors.items() if isinstance(v, QuantizedTensor)}
     plain = []

@@ -37,6 +37,7 @@ class QuantizedTensor:
     codebook: Optional[Codebook]
     codes: np.ndarray
     levels: np.ndarray
+    scales: Optional[np.ndarray]
     grid: Optional[Tuple[float, float]]
     mean: float
     scale: float
@@ -56,11 +57,11 @@ def sweep(method: str, start: float, stop: float, step: float, *, bits: int = 2,
 def support_xmax(support: str, w_min: Optional[float] = None, w_max: Optional[float] = None,
                  alpha: float = 1.0) -> float: ...
 def devices() -> list[str]: ...
-def quantize(w: ArrayLike, codebook: Codebook, *, normalise: str = "global", group_size: Optional[int] = None,
+def quantize(w: ArrayLike, codebook: Codebook, *, normalise: Optional[str] = None, group_size: Optional[int] = None,
              device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor: ...
 def quantize_state_dict(state_dict: Mapping[str, Any], codebook: Codebook, *,
                         skip: Union[None, str, Iterable[str], Callable[[str, Any], bool]] = None,
-                        normalise: str = "global", group_size: Optional[int] = None, device: str = "auto",
+                        normalise: Optional[str] = None, group_size: Optional[int] = None, device: str = "auto",
                         nonfinite: str = "error") -> dict[str, Any]: ...
 def dequantize_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]: ...
 def qgemm(x: ArrayLike, q: QuantizedTensor, bias: Optional[ArrayLike] = None, *, device: str = "auto") -> ArrayLike: ...

@@ -1,6 +1,7 @@
 // nuq.QuantizedTensor and the calls that make and use one: quantize (one tensor or a state dict),
 // dequantize, qgemm, load and save. Inputs arrive as numpy arrays (the Python layer turns PyTorch
-// tensors into numpy views without a copy); F32 is read where it lies.
+// tensors into numpy views without a copy, bfloat16 as its raw bits); the library reads them where
+// they lie, F32 in place and F16/BF16 widened a bounded piece at a time (quantize_in_memory.h).
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,9 +14,11 @@
 #include "nuq/backend.h"
 #include "nuq/checkpoint.h"
 #include "nuq/error.h"
+#include "nuq/grouped.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/widen.h"
 #include "nuq/qgemm.h"
+#include "nuq/quantize_in_memory.h"
 
 namespace nuq::python {
 namespace {
@@ -46,29 +49,18 @@ std::vector<std::int64_t> shape_of(const py::array& a) {
   return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
 }
 
-// One floating input: where its elements lie and in what dtype. F32 is used in place; F16 and
-// BF16 are widened to a float copy of the whole tensor (the library's passes read floats).
+// One floating input: the caller's array (kept alive while the GIL is released) and where its
+// elements lie, in their own dtype: nothing is copied or widened here.
 struct Input {
-  std::string name;
-  py::array array;  // keeps the caller's memory alive while the GIL is released
-  io::DType dtype = io::DType::F32;
-  std::vector<std::int64_t> shape;
-  std::size_t count = 0;
-  std::vector<float> widened;
-
-  const float* floats() {
-    if (dtype == io::DType::F32) return static_cast<const float*>(array.data());
-    widened.resize(count);
-    io::widen_to_f32(dtype, array.data(), count, widened.data());
-    return widened.data();
-  }
-  void release() { widened = {}; }
+  py::array array;
+  TensorInMemory tensor;
 };
 
 Input input_of(const std::string& name, const py::array& a, const std::optional<std::string>& tag) {
   NUQ_REQUIRE(a.flags() & py::array::c_style, name, ": the array must be C-contiguous");
-  Input in{name, a, dtype_of(a, tag, name), shape_of(a), std::size_t(a.size()), {}};
-  NUQ_REQUIRE(io::is_floating(in.dtype), name, ": ", io::to_string(in.dtype),
+  NUQ_REQUIRE(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_, name, ": the array's elements must be aligned");
+  Input in{a, TensorInMemory{a.data(), dtype_of(a, tag, name), shape_of(a), name}};
+  NUQ_REQUIRE(io::is_floating(in.tensor.dtype), name, ": ", io::to_string(in.tensor.dtype),
               " cannot be quantized (float32, float16 or bfloat16)");
   return in;
 }
@@ -80,37 +72,40 @@ NonFinite parse_nonfinite(const std::string& text) {
 }
 
 // Every input with one codebook; Normalisation::Global takes the statistics of all of them
-// together (as `nuq quantize` does for a checkpoint). Two passes, as quantize_checkpoint: the
-// statistics of every tensor first, then each tensor's codes.
-std::vector<PyQuantized> quantize_all(std::vector<Input>& inputs, const PyCodebook& codebook,
-                                      const std::string& normalise, std::optional<long> group_size,
+// together (as `nuq quantize` does for a checkpoint). Two passes, as the streamed quantizer: the
+// statistics of every tensor first, then each tensor's codes. Without `normalise`, global, or
+// per-channel with groups (as the CLI without --normalise).
+std::vector<PyQuantized> quantize_all(const std::vector<Input>& inputs, const PyCodebook& codebook,
+                                      const std::optional<std::string>& normalise, std::optional<long> group_size,
                                       const std::string& device, const std::string& nonfinite_text) {
-  const Normalisation normalisation = parse_normalisation(normalise);
-  const NonFinite nonfinite = parse_nonfinite(nonfinite_text);
-  // Per-group scales come with issue #18; this is where a group size would reach the library.
-  NUQ_REQUIRE(!group_size, "group_size=", group_size.value_or(0), ": grouped quantization (a scale per group of ",
-              "weights) is not available in nuq yet; use normalise='per-channel' for a scale per output row");
+  InMemoryOptions options;
+  options.nonfinite = parse_nonfinite(nonfinite_text);
+  if (group_size) {
+    NUQ_REQUIRE(*group_size > 0, "group_size=", *group_size, ": a group size must be a positive multiple of 8");
+    options.group_size = std::size_t(*group_size);
+  }
+  options.normalisation = normalise ? parse_normalisation(*normalise)
+                          : group_size ? Normalisation::PerChannel
+                                       : Normalisation::Global;
   const Device where = parse_device(device);
   py::gil_scoped_release release;
   const std::unique_ptr<Backend> backend = make_backend(where);
   std::vector<WeightStats> own;
   WeightStats global;
-  for (Input& in : inputs) {
-    own.push_back(backend->stats(in.floats(), in.count, in.name, nonfinite));
+  for (const Input& in : inputs) {
+    own.push_back(in_memory_stats(in.tensor, codebook.codebook, options, *backend));
     global = combine(global, own.back());
-    in.release();  // widened again in the second pass: one F32 copy at a time
   }
-  NUQ_REQUIRE(global.count > 0, inputs.size() == 1 ? inputs[0].name : "the tensors", ": no finite weight to quantize");
+  NUQ_REQUIRE(global.count > 0, inputs.size() == 1 ? inputs[0].tensor.name : "the tensors",
+              ": no finite weight to quantize");
   std::vector<PyQuantized> out;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     PyQuantized q;
     QuantizeTotals totals;
-    q.tensor = quantize_tensor(inputs[i].floats(), inputs[i].shape, codebook.codebook, normalisation, global, own[i],
-                               inputs[i].name, nonfinite, *backend, &totals);
-    inputs[i].release();
+    q.tensor = quantize_in_memory(inputs[i].tensor, codebook.codebook, global, own[i], options, *backend, &totals);
     q.codebook = codebook;
-    q.normalisation = normalisation;
-    q.dtype = io::to_string(inputs[i].dtype);
+    q.normalisation = options.normalisation;
+    q.dtype = io::to_string(inputs[i].tensor.dtype);
     q.stats = own[i];
     q.totals = totals;
     out.push_back(std::move(q));
@@ -218,10 +213,11 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
 py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py::array>& bias,
                 const std::string& device) {
   const QuantizedMatrix& w = q.tensor.matrix;
-  const std::size_t rows = w.codes.rows, cols = w.codes.cols;
-  // Grouped codes are held as [groups, group size]: a product needs the scales applied per group.
-  NUQ_REQUIRE(q.tensor.group_size == 0, "qgemm: the tensor is grouped (group_size ", q.tensor.group_size,
-              "); dequantize() it, or quantize without groups");
+  // Grouped codes are held as [groups, group size]: the product is over the [rows, cols] matrix.
+  std::size_t count = 1;
+  for (std::int64_t dim : q.tensor.shape) count *= std::size_t(dim);
+  const auto [rows, cols] =
+      q.tensor.group_size ? matrix_view(q.tensor.shape, count) : std::pair{w.codes.rows, w.codes.cols};
   NUQ_REQUIRE(x.dtype().is(py::dtype::of<float>()) && (x.flags() & py::array::c_style),
               "qgemm: x must be a C-contiguous float32 array");
   NUQ_REQUIRE(x.ndim() >= 1 && std::size_t(x.shape(x.ndim() - 1)) == cols, "qgemm: x's last dimension (",
@@ -238,7 +234,13 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   const float* bp = bias ? static_cast<const float*>(bias->data()) : nullptr;
   float* yp = y.mutable_data();
   const Device where = parse_device(device);
+  NUQ_REQUIRE(!q.tensor.group_size || where != Device::Cuda, "qgemm: grouped tensors (group_size ",
+              q.tensor.group_size, ") are multiplied on the CPU; use device='cpu' or 'auto'");
   py::gil_scoped_release release;
+  if (q.tensor.group_size) {
+    qgemm_grouped(xp, m, q.tensor, bp, yp);
+    return std::move(y);
+  }
   check_quantized_matrix(w, "qgemm");
   make_backend(where)->qgemm(xp, m, w, bp, yp);
   return std::move(y);
@@ -250,7 +252,8 @@ void bind_tensors(py::module_& m) {
   py::class_<PyQuantized>(m, "QuantizedTensor", py::dynamic_attr(),
                           "A tensor as packed codes: codes of its [shape[0], rest] view (LSB-first, rows byte-aligned) "
                           "and the level of each code in the tensor's own units (one table, or one per row with "
-                          "per-channel normalisation).")
+                          "per-channel normalisation; grouped, one per group of the [groups, group_size] view, "
+                          "made of `scales`).")
       .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); })
       .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; })
       .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; })
@@ -286,6 +289,18 @@ void bind_tensors(py::module_& m) {
             return grid ? py::object(py::make_tuple(grid->offset, grid->scale)) : py::none();
           },
           "(offset, scale) when the levels lie on a uniform grid (level = offset + scale * code), else None.")
+      .def_property_readonly(
+          "scales",
+          [](py::object self) -> py::object {
+            const QuantizedTensor& t = self.cast<const PyQuantized&>().tensor;
+            if (!t.group_size) return py::none();
+            std::size_t count = 1;
+            for (std::int64_t dim : t.shape) count *= std::size_t(dim);
+            const auto [rows, cols] = matrix_view(t.shape, count);
+            return view_of(t.scales.data(), {py::ssize_t(rows), py::ssize_t(cols / t.group_size)}, self);
+          },
+          "float32 [rows, cols / group_size]: each group's scale, the RMS of its weights about `mean` "
+          "(grouped tensors; None otherwise). A group's levels are mean + scale * the codebook's normalised levels.")
       .def_property_readonly("mean", [](const PyQuantized& q) { return q.tensor.mean; },
                              "The normalisation's offset (per-channel: the tensor's own mean; rows' maps are in "
                              "their tables of levels).")
@@ -313,8 +328,12 @@ void bind_tensors(py::module_& m) {
                              })
       .def_property_readonly("nbytes",
                              [](const PyQuantized& q) {
-                               return q.tensor.matrix.codes.bytes.size() + q.tensor.matrix.levels.size() * sizeof(float);
-                             })
+                               const QuantizedTensor& t = q.tensor;
+                               const std::size_t tables = t.group_size ? t.scales.size() + t.normalised_levels.size()
+                                                                       : t.matrix.levels.size();
+                               return t.matrix.codes.bytes.size() + tables * sizeof(float);
+                             },
+                             "Bytes stored: the codes and the tables (grouped: scales and normalised levels).")
       .def("unpacked_codes",
            [](const PyQuantized& q) {
              const PackedCodes& c = q.tensor.matrix.codes;
@@ -334,13 +353,14 @@ void bind_tensors(py::module_& m) {
         std::string shape;
         for (auto d : q.tensor.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
         return "<nuq.QuantizedTensor shape (" + shape + "), " + std::to_string(q.tensor.matrix.codes.bits) +
-               "-bit codes, " + to_string(q.normalisation) + ">";
+               "-bit codes, " + to_string(q.normalisation) +
+               (q.tensor.group_size ? ", groups of " + std::to_string(q.tensor.group_size) : std::string()) + ">";
       });
 
   m.def(
       "_quantize",
       [](const std::vector<std::tuple<std::string, py::array, std::optional<std::string>>>& tensors,
-         const PyCodebook& codebook, const std::string& normalise, std::optional<long> group_size,
+         const PyCodebook& codebook, const std::optional<std::string>& normalise, std::optional<long> group_size,
          const std::string& device, const std::string& nonfinite) {
         std::vector<Input> inputs;
         for (const auto& [name, array, tag] : tensors) inputs.push_back(input_of(name, array, tag));

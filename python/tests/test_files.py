@@ -98,5 +98,5 @@ def test_grouped_files_of_nuq_quantize_load_and_dequantize_as_nuq_does(nuq_binar
     grouped = nuq.load(tmp_path / "g.safetensors")["embed.weight"]
     assert grouped.group_size == 8 and grouped.shape == (40, 24)
     np.testing.assert_array_equal(grouped.dequantize(), nuq.load(tmp_path / "restored.safetensors")["embed.weight"])
-    with pytest.raises(ValueError, match="grouped"):
-        nuq.qgemm(np.ones((1, 24), dtype=np.float32), grouped)
+    x = np.ones((1, 24), dtype=np.float32)
+    np.testing.assert_allclose(nuq.qgemm(x, grouped), x @ grouped.dequantize().T, rtol=1e-5, atol=1e-5)

@@ -113,7 +113,7 @@ def test_float16_is_widened_exactly(rng):
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda w, c: nuq.quantize(w, c, group_size=64), "grouped quantization"),
+    (lambda w, c: nuq.quantize(w, c, group_size=64), "do not split into groups of 64"),
     (lambda w, c: nuq.quantize(w, c, normalise="rows"), "unknown normalisation"),
     (lambda w, c: nuq.quantize(w.astype(np.int32), c), "cannot be quantized"),
     (lambda w, c: nuq.quantize(np.where(w > 1, np.nan, w).astype(np.float32), c, name="layer"), "layer"),

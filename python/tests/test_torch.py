@@ -58,3 +58,36 @@ def test_cuda_tensors_come_back_on_their_device(weights):
     y = nuq.qgemm(x, q)
     assert y.device == x.device
     torch.testing.assert_close(y, x @ q.dequantize().T, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("normalise,group_size", [("global", None), ("per-channel", None), (None, 128)])
+def test_sixteen_bit_tensors_over_several_pieces_match_their_float32_values(normalise, group_size):
+    # 3072 x 4096 weights: 12 Mi floats, two pieces of the library's 32 MiB; the 16-bit tensors are
+    # widened a piece at a time, the float32 one read in place, and everything must agree exactly.
+    w = torch.from_numpy(np.random.default_rng(4).laplace(size=(3072, 4096)).astype(np.float32))
+    c = nuq.design("msptq")
+    for t in (w.bfloat16(), w.half()):
+        q = nuq.quantize(t, c, normalise=normalise, group_size=group_size)
+        reference = nuq.quantize(t.float().numpy(), c, normalise=normalise, group_size=group_size)
+        np.testing.assert_array_equal(q.codes, reference.codes)
+        np.testing.assert_array_equal(q.levels, reference.levels)
+        if group_size:
+            np.testing.assert_array_equal(q.scales, reference.scales)
+        assert q.stats == reference.stats and q.sqnr_ex_db == reference.sqnr_ex_db
+
+
+def test_bfloat16_over_several_pieces_gives_the_codes_of_nuq_quantize(nuq_binary, tmp_path):
+    import subprocess
+    w = torch.from_numpy(np.random.default_rng(5).laplace(size=(3072, 4096)).astype(np.float32)).bfloat16()
+    nuq.save(tmp_path / "w.safetensors", {"w": w})
+    for extra, kwargs in (([], {}), (["--group-size", "128"], {"group_size": 128})):
+        result = subprocess.run([nuq_binary, "quantize", str(tmp_path / "w.safetensors"), "-o",
+                                 str(tmp_path / "q.safetensors"), "-m", "msptq", "--device", "cpu", *extra],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        cli = nuq.load(tmp_path / "q.safetensors")["w"]
+        ours = nuq.quantize(w, nuq.design("msptq"), **kwargs)
+        np.testing.assert_array_equal(cli.codes, ours.codes)
+        np.testing.assert_array_equal(cli.levels, ours.levels)
+        if kwargs:
+            np.testing.assert_array_equal(cli.scales, ours.scales)

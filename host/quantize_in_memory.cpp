@@ -1,0 +1,161 @@
+#include "nuq/quantize_in_memory.h"
+
+#include <limits>
+
+#include "nuq/error.h"
+#include "nuq/grouped.h"
+#include "nuq/io/widen.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_table.h"
+#include "nuq/quantized_file.h"
+
+namespace nuq {
+namespace {
+
+// The [rows, cols] view that is quantized: the tensor's [shape[0], rest]; grouped, [groups, G].
+struct View {
+  std::size_t rows = 0, cols = 0;
+};
+
+View quantized_view(const TensorInMemory& t, int bits, const InMemoryOptions& o) {
+  NUQ_REQUIRE(io::is_floating(t.dtype), t.name, ": ", io::to_string(t.dtype),
+              " cannot be quantized (float32, float16 or bfloat16)");
+  std::size_t count = 1;
+  for (std::int64_t dim : t.shape) {
+    NUQ_REQUIRE(dim >= 0 && (dim == 0 || count <= std::numeric_limits<std::size_t>::max() / std::size_t(dim)), t.name,
+                ": bad shape");
+    count *= std::size_t(dim);
+  }
+  NUQ_REQUIRE(t.data || count == 0, t.name, ": no data");
+  require_storable(o.normalisation, bits, t.name);
+  NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, t.name,
+              ": a group size gives each group its own scale; it cannot be combined with normalisation ",
+              to_string(o.normalisation), " (groups take per-channel)");
+  const auto [rows, cols] = matrix_view(t.shape, count);
+  if (!o.group_size) return {rows, cols};
+  require_groupable(o.group_size, cols, bits, t.name);
+  return {rows * (cols / o.group_size), o.group_size};
+}
+
+// `count` elements from element `first` as floats: F32 where they lie, F16/BF16 widened to `scratch`.
+const float* floats_at(const TensorInMemory& t, std::size_t first, std::size_t count, float* scratch) {
+  const auto* bytes = static_cast<const std::uint8_t*>(t.data) + first * io::dtype_size(t.dtype);
+  if (t.dtype == io::DType::F32) return reinterpret_cast<const float*>(bytes);
+  io::widen_to_f32(t.dtype, bytes, count, scratch);
+  return scratch;
+}
+
+// Scratch for a piece of F16/BF16 weights (none for F32, read where it lies), grown, never shrunk.
+float* scratch_for(const TensorInMemory& t, const Piece& p, std::vector<float>& scratch) {
+  if (t.dtype != io::DType::F32 && scratch.size() < p.rows * p.cols) scratch.resize(p.rows * p.cols);
+  return scratch.data();
+}
+
+std::string where_of(const TensorInMemory& t, const Piece& p) {
+  return t.name + " (from row " + std::to_string(p.row) + ")";
+}
+
+}  // namespace
+
+WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, const InMemoryOptions& o,
+                            Backend& backend) {
+  const View view = quantized_view(t, storage_bits(codebook), o);
+  WeightStats own;
+  std::vector<float> scratch;
+  for (const Piece& p : pieces_of(view.rows, view.cols, o.piece_bytes)) {  // as the streamed pass 1
+    float* piece_scratch = scratch_for(t, p, scratch);
+    const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+    std::vector<WeightStats> share_stats(shares.size());
+    for_each_share(shares.size(), [&](std::size_t i) {
+      const Piece& s = shares[i];
+      const float* values = floats_at(t, s.row * view.cols + s.col, s.rows * s.cols, piece_scratch + (s.row - p.row) * p.cols);
+      share_stats[i] = backend.stats(values, s.rows * s.cols, where_of(t, s), o.nonfinite);
+    });
+    for (const WeightStats& share : share_stats) own = combine(own, share);
+  }
+  return own;
+}
+
+QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& codebook, const WeightStats& global,
+                                   const WeightStats& own, const InMemoryOptions& o, Backend& backend,
+                                   QuantizeTotals* totals) {
+  const int bits = storage_bits(codebook);
+  const View view = quantized_view(t, bits, o);
+  NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, t.name,
+              ": every weight has the same value; zero variance cannot be normalised");
+  const bool per_row = o.normalisation == Normalisation::PerChannel;  // groups are rows of their own
+  const std::size_t row_bytes = packed_row_bytes(view.cols, bits);
+  QuantizedTensor q;
+  q.shape = t.shape;
+  q.group_size = o.group_size;
+  q.matrix.codes = {view.rows, view.cols, bits, std::vector<std::uint8_t>(view.rows * row_bytes)};
+  QuantizeTable shared;
+  if (per_row) {  // the description records the tensor's own statistics; each row's map is in its table
+    q.mean = own.mean;
+    q.stddev = own.stddev();
+  } else {
+    const std::vector<Affine> maps =
+        normalise_tensor(o.normalisation, nullptr, view.rows, view.cols, global, own, t.name, o.nonfinite, backend).maps;
+    shared = make_quantize_table(codebook, bits, maps);
+    q.matrix.levels = shared.levels;
+    q.mean = maps[0].mean;
+    q.stddev = maps[0].scale;
+  }
+  std::vector<float> scratch;
+  Affine long_row;  // a row longer than a piece: its map, from the statistics of all its pieces
+  QuantizeTotals sum;
+  const std::vector<Piece> pieces = pieces_of(view.rows, view.cols, o.piece_bytes);
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    const Piece& p = pieces[i];
+    const std::string where = where_of(t, p);
+    if (per_row && p.cols < view.cols && p.col == 0) {  // as the streamed pass 1: the row's pieces combined
+      WeightStats row;
+      for (std::size_t j = i; j < pieces.size() && pieces[j].row == p.row; ++j)
+        row = combine(row, backend.stats(floats_at(t, p.row * view.cols + pieces[j].col, pieces[j].cols,
+                                                   scratch_for(t, pieces[j], scratch)),
+                                         pieces[j].cols, where, o.nonfinite));
+      long_row = normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where, o.nonfinite,
+                                  backend).maps[0];
+    }
+    // Shares of the piece as the streamed pass cuts them, each with its rows' maps and table.
+    float* piece_scratch = scratch_for(t, p, scratch);
+    const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+    std::vector<std::vector<Affine>> share_maps(shares.size());
+    std::vector<std::vector<float>> share_levels(shares.size());
+    std::vector<QuantizeTotals> share_totals(shares.size());
+    for_each_share(shares.size(), [&](std::size_t k) {
+      const Piece& s = shares[k];
+      const float* values = floats_at(t, s.row * view.cols + s.col, s.rows * s.cols, piece_scratch + (s.row - p.row) * p.cols);
+      std::vector<Affine>& maps = share_maps[k];
+      if (per_row)
+        maps = p.cols < view.cols ? std::vector<Affine>{long_row}
+                                  : normalise_tensor(Normalisation::PerChannel, values, s.rows, s.cols, global, own,
+                                                     where_of(t, s), o.nonfinite, backend).maps;
+      if (o.group_size)
+        for (Affine& m : maps) m = group_map(m, own.mean);
+      const QuantizeTable table = per_row ? make_quantize_table(codebook, bits, maps) : QuantizeTable{};
+      if (per_row && !o.group_size) share_levels[k] = table.levels;
+      std::uint8_t* codes = q.matrix.codes.bytes.data() + s.row * row_bytes + s.col * std::size_t(bits) / 8;
+      share_totals[k] = backend.quantize(values, s.rows, s.cols, per_row ? table : shared, codes);
+    });
+    for (std::size_t k = 0; k < shares.size(); ++k) {
+      if (o.group_size && p.col == 0)
+        for (const Affine& m : share_maps[k]) q.scales.push_back(float(m.scale));
+      if (p.col == 0) q.matrix.levels.insert(q.matrix.levels.end(), share_levels[k].begin(), share_levels[k].end());
+      sum = combine(sum, share_totals[k]);
+    }
+  }
+  if (o.group_size) {
+    q.normalised_levels = normalised_levels(codebook, bits);
+    q.matrix.levels = group_levels(q.mean, q.scales, q.normalised_levels);
+  } else if (per_row && view.rows == 0) {  // an empty tensor still has one (unused) table
+    q.matrix.levels = make_quantize_table(codebook, bits,
+                                          normalise_tensor(Normalisation::PerChannel, nullptr, 0, view.cols, global,
+                                                           own, t.name, o.nonfinite, backend).maps)
+                          .levels;
+  }
+  if (totals) *totals = combine(*totals, sum);
+  return q;
+}
+
+}  // namespace nuq

@@ -1,0 +1,33 @@
+// Grouped tensors (`nuq quantize --group-size G`, docs/format.md): each run of G weights along a
+// row has its own scale, the RMS of its weights about the tensor's mean, and meets the one codebook
+// as (w - tensor mean) / group scale. What every writer and reader of such tensors shares: the
+// streamed quantizer, the in-memory one (the Python binding) and the file reader.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "nuq/codebook.h"
+#include "nuq/ptq.h"
+#include "nuq/quantize_table.h"
+
+namespace nuq {
+
+// A group's map from its own statistics (`group`: its mean and standard deviation, as
+// normalise_tensor gives a row's): the tensor's mean, and the group's RMS about that mean rounded
+// to the F32 that .scales stores (so that the codes are cut by the scale a reader sees).
+Affine group_map(const Affine& group, double tensor_mean);
+
+// The codebook's levels in normalised units, F32 [2^bits]: the .codebook of a grouped tensor.
+std::vector<float> normalised_levels(const Codebook& codebook, int bits);
+
+// Every group's table of 2^bits levels as every reader computes them (group_level in
+// quantized_file.h): mean + scales[g] * normalised[k].
+std::vector<float> group_levels(double mean, const std::vector<float>& scales, const std::vector<float>& normalised);
+
+// y[m, rows] = x[m, cols] * W^T (+ bias[rows] when not null) for a grouped tensor W of [rows, cols]
+// (its matrix is the [groups, G] view): a panel of rows decoded at a time into floats, then sgemm.
+// The CPU's; the LUT and register paths of qgemm.h assume a table per row at most.
+void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y);
+
+}  // namespace nuq

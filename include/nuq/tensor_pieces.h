@@ -1,0 +1,58 @@
+// How a tensor is cut into bounded pieces of rows, shared by the streamed checkpoint quantizer
+// (checkpoint_stream.h) and the in-memory one (quantize_in_memory.h). Statistics combined across
+// pieces depend, in their last bits, on where the tensor was cut; both cut it here, the same way,
+// so that the Python binding's codes are those `nuq quantize` writes, byte for byte.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "nuq/error.h"
+
+namespace nuq {
+
+// The widened (float) bytes processed at a time unless a caller asks otherwise: small enough that
+// widening, statistics, quantization and the fourth moment find a piece in the processor's cache,
+// large enough for every core.
+constexpr std::size_t kPieceBytes = std::size_t{4} << 20;
+
+// Rows [row, row + rows) and, for rows too long for one piece, columns [col, col + cols) of a
+// single row (col a multiple of 64, so that every code width packs whole bytes).
+struct Piece {
+  std::size_t row, rows, col, cols;
+};
+
+// The pieces of a [rows, cols] matrix, in order, each at most `piece_bytes` of floats (at least one
+// row, or 64 columns of one).
+std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes);
+
+// A piece cut into shares of whole rows, one per thread, when the backend may be called from
+// several threads at once (Backend::concurrent_calls): each share is read, widened and worked on by
+// one thread, in its own cache, with one fork and one join per piece (for_each_share). A piece of
+// one row, a piece under 64 Ki weights (a fork and join would cost more than it saves) or a
+// backend that is not concurrent is one share, and the backend spreads it over the cores itself.
+// Statistics are combined share by share in this order, by both quantizers.
+std::vector<Piece> shares_of(const Piece& piece, bool concurrent);
+
+// Runs work(i) for i in [0, count), spread over the threads when count > 1 (so a backend called
+// inside runs on the calling thread alone), and rethrows the error of the lowest i that failed:
+// the one a serial loop would have met.
+template <typename Work>
+void for_each_share(std::size_t count, const Work& work) {
+  std::string error;
+  auto failed = static_cast<std::ptrdiff_t>(count);
+#pragma omp parallel for schedule(static) if (count > 1)
+  for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(count); ++i) {
+    try {
+      work(std::size_t(i));
+    } catch (const std::exception& e) {
+#pragma omp critical(nuq_share_error)
+      if (i < failed) failed = i, error = e.what();
+    }
+  }
+  if (failed < std::ptrdiff_t(count)) throw Error(error);
+}
+
+}  // namespace nuq
