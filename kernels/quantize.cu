@@ -1,22 +1,21 @@
 #include "quantize.cuh"
 
-#include <cub/block/block_reduce.cuh>
-#include <cub/device/device_reduce.cuh>
-
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "cuda_check.cuh"
 #include "nuq/error.h"
 #include "nuq/packed.h"
+#include "one_wave.cuh"
+#include "pipeline_thread.h"
 
 namespace nuq::cuda {
 namespace {
 
-// kBlockThreads: 256 threads; with up to 8 blocks per SM a 2-bit pass keeps 4 float loads per
-// thread in flight, enough to stream from HBM. kSharedThresholds: tables up to 8 bits (255
-// thresholds) are copied into shared memory once per block, so the search never leaves the SM.
-constexpr int kBlockThreads = 256;
-constexpr int kBlocksPerSm = 8;
+// A per-tensor table of up to 256 levels (stored widths up to 8 bits) is copied into shared memory
+// once per block, so searches and level look-ups never leave the SM; wider or per-row tables are
+// read from global memory (through L1).
 constexpr std::uint32_t kSharedThresholds = 255;
 
 __host__ __device__ QuantizeTotals empty_totals() {
@@ -38,70 +37,60 @@ struct CombineTotals {
   }
 };
 
-__device__ std::size_t units_per_row(std::size_t cols, int bits) {
-  return bits == 16 ? cols : (cols * std::size_t(bits) + 7) / 8;
-}
-
-__global__ void __launch_bounds__(kBlockThreads) quantize_kernel(const float* __restrict__ values, Piece piece,
-                                                                 DeviceTable table, std::uint8_t* __restrict__ packed,
-                                                                 QuantizeTotals* __restrict__ partials) {
-  using BlockReduce = cub::BlockReduce<QuantizeTotals, kBlockThreads>;
-  __shared__ typename BlockReduce::TempStorage storage;
-  __shared__ float shared_thresholds[kSharedThresholds];
-  __shared__ float shared_levels[kSharedThresholds + 1];
-  const bool shared = !table.per_row && table.levels_count <= kSharedThresholds + 1;
-  if (shared) {
-    for (std::uint32_t i = threadIdx.x; i + 1 < table.levels_count; i += kBlockThreads)
+// The table as the block's threads read it: staged into shared memory when it is one group of at
+// most 256 levels.
+template <int B>
+__device__ pipeline::TableSource stage_table(const DeviceTable& table, float* shared_thresholds, float* shared_levels) {
+  pipeline::TableSource source{table.thresholds, table.levels, table.params, table.levels_count, table.per_row};
+  if (B <= 8 && !table.per_row && table.levels_count <= kSharedThresholds + 1) {
+    for (std::uint32_t i = threadIdx.x; i + 1 < table.levels_count; i += kPipelineThreads)
       shared_thresholds[i] = table.thresholds[i];
-    for (std::uint32_t i = threadIdx.x; i < (1u << table.bits) && i <= kSharedThresholds; i += kBlockThreads)
+    for (std::uint32_t i = threadIdx.x; i < (1u << B) && i <= kSharedThresholds; i += kPipelineThreads)
       shared_levels[i] = table.levels[i];
+    source.thresholds = shared_thresholds;
+    source.levels = shared_levels;
   }
   __syncthreads();
+  return source;
+}
 
-  const int bits = table.bits;
-  const unsigned per_unit = bits < 8 ? 8u / unsigned(bits) : 1u;
-  const std::size_t row_units = units_per_row(piece.cols, bits);
-  const std::size_t row_bytes = (piece.cols * std::size_t(bits) + 7) / 8;
-  const std::size_t units = piece.rows * row_units;
-  QuantizeTotals t = empty_totals();
-  for (std::size_t u = std::size_t(blockIdx.x) * kBlockThreads + threadIdx.x; u < units;
-       u += std::size_t(gridDim.x) * kBlockThreads) {
-    const std::size_t r = u / row_units;
-    const std::size_t j = u - r * row_units;
-    const std::size_t row = piece.first_row + r;
-    const std::size_t group = table.per_row ? row : 0;
-    GroupRule rule{shared ? shared_thresholds : table.thresholds + group * (table.levels_count - 1),
-                   table.levels_count, table.params[group]};
-    const float* levels = shared ? shared_levels : table.levels + (group << bits);
-    const std::size_t c0 = j * per_unit;
-    const std::size_t c1 = c0 + per_unit < piece.cols ? c0 + per_unit : piece.cols;
-    std::uint32_t word = 0;
-    for (std::size_t c = c0; c < c1; ++c) {
-      const float w = values[r * piece.cols + c];
-      const std::uint32_t code = code_of(w, rule);
-      word |= code << ((c - c0) * unsigned(bits));
-      if (!isfinite(w)) {
-        ++t.nonfinite;
-        const unsigned long long index = row * piece.total_cols + piece.first_col + c;
-        t.first_nonfinite = index < t.first_nonfinite ? index : t.first_nonfinite;
-        continue;
-      }
-      const double error = double(w) - double(levels[code]);
-      t.signal += double(w) * double(w);
-      t.noise += error * error;
-      t.max_error = fmax(t.max_error, fabs(error));
-      t.inside += (w >= rule.params.inside_lo && w <= rule.params.inside_hi) ? 1u : 0u;
-    }
-    std::uint8_t* out = packed + r * row_bytes;
-    if (bits == 16) {
-      out[2 * j] = std::uint8_t(word);
-      out[2 * j + 1] = std::uint8_t(word >> 8);
-    } else {
-      out[j] = std::uint8_t(word);
-    }
-  }
-  const QuantizeTotals block = BlockReduce(storage).Reduce(t, CombineTotals());
+__device__ void write_block_totals(const pipeline::ErrorThread& mine, QuantizeTotals* partials) {
+  using BlockReduce = cub::BlockReduce<QuantizeTotals, kPipelineThreads>;
+  __shared__ typename BlockReduce::TempStorage storage;
+  const QuantizeTotals block = BlockReduce(storage).Reduce(mine.totals(), CombineTotals());
   if (threadIdx.x == 0) partials[blockIdx.x] = block;
+}
+
+// The flat word layout (pipeline_layout.h): items of 16 (32) weights in float4 loads, whole words
+// of codes stored per item.
+template <int B, bool PerRow>
+__global__ void __launch_bounds__(kPipelineThreads)
+    quantize_flat_kernel(const float* __restrict__ values, pipeline::PieceShape piece, DeviceTable table,
+                         std::uint8_t* __restrict__ packed, QuantizeTotals* __restrict__ partials) {
+  __shared__ float shared_thresholds[kSharedThresholds];
+  __shared__ float shared_levels[kSharedThresholds + 1];
+  const pipeline::TableSource source = stage_table<B>(table, shared_thresholds, shared_levels);
+  pipeline::ErrorThread mine;
+  pipeline::quantize_flat_thread<B, PerRow>(values, piece, source, packed,
+                                            std::size_t(blockIdx.x) * kPipelineThreads + threadIdx.x,
+                                            std::size_t(gridDim.x) * kPipelineThreads, mine);
+  write_block_totals(mine, partials);
+}
+
+// The unit layout: rows padded to a byte, per-row tables whose rows do not hold whole items,
+// unaligned pointers.
+template <int B>
+__global__ void __launch_bounds__(kPipelineThreads)
+    quantize_units_kernel(const float* __restrict__ values, pipeline::PieceShape piece, DeviceTable table,
+                          std::uint8_t* __restrict__ packed, QuantizeTotals* __restrict__ partials) {
+  __shared__ float shared_thresholds[kSharedThresholds];
+  __shared__ float shared_levels[kSharedThresholds + 1];
+  const pipeline::TableSource source = stage_table<B>(table, shared_thresholds, shared_levels);
+  pipeline::ErrorThread mine;
+  pipeline::quantize_units_thread<B>(values, piece, source, packed,
+                                     std::size_t(blockIdx.x) * kPipelineThreads + threadIdx.x,
+                                     std::size_t(gridDim.x) * kPipelineThreads, mine);
+  write_block_totals(mine, partials);
 }
 
 __global__ void dequantize_kernel(const std::uint8_t* __restrict__ packed, Piece piece, DeviceTable table,
@@ -126,19 +115,61 @@ __global__ void dequantize_kernel(const std::uint8_t* __restrict__ packed, Piece
 }
 
 int blocks_for(std::size_t units, int multiprocessors) {
-  const std::size_t wanted = (units + kBlockThreads - 1) / kBlockThreads;
-  const std::size_t cap = std::size_t(multiprocessors) * kBlocksPerSm;
+  const std::size_t wanted = (units + kPipelineThreads - 1) / kPipelineThreads;
+  const std::size_t cap = std::size_t(multiprocessors) * kMaxBlocksPerSm;
   return int(wanted < 1 ? 1 : wanted > cap ? cap : wanted);
 }
 
-std::size_t aligned(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+// Runs `launch` with the stored width as a compile-time constant: the one place widths are listed.
+template <typename Launch>
+void with_stored_width(int bits, const Launch& launch) {
+  switch (bits) {
+    case 1: return launch(std::integral_constant<int, 1>{});
+    case 2: return launch(std::integral_constant<int, 2>{});
+    case 4: return launch(std::integral_constant<int, 4>{});
+    case 8: return launch(std::integral_constant<int, 8>{});
+    case 16: return launch(std::integral_constant<int, 16>{});
+  }
+  NUQ_ASSERT(false, "quantize: stored width ", bits, " is not 1, 2, 4, 8 or 16");
+}
 
-std::size_t cub_bytes(int blocks) {
-  std::size_t bytes = 0;
-  NUQ_CUDA_CHECK(cub::DeviceReduce::Reduce(nullptr, bytes, static_cast<const QuantizeTotals*>(nullptr),
-                                           static_cast<QuantizeTotals*>(nullptr), blocks, CombineTotals(),
-                                           empty_totals()));
-  return bytes;
+template <int B>
+void launch_quantize_width(const float* d_values, const Piece& piece, const DeviceTable& table,
+                           std::uint8_t* d_packed, QuantizeTotals* partials, int multiprocessors,
+                           cudaStream_t stream, int& blocks) {
+  const pipeline::PieceShape shape{piece.rows, piece.cols, piece.first_row,
+                                   piece.first_row * piece.total_cols + piece.first_col, piece.total_cols,
+                                   piece.first_col};
+  const bool flat = pipeline::use_flat_layout(shape, B, table.per_row, d_values, d_packed);
+  // ErrorThread counts the weights inside the support region in 32 bits.
+  const auto check_share = [&](int launched) {
+    NUQ_ASSERT(piece.rows * piece.cols / (std::size_t(launched) * kPipelineThreads) < (std::size_t{1} << 31),
+               "quantize: more than 2^31 weights a thread");
+  };
+  if (flat) {
+    const pipeline::FlatPlan plan = pipeline::flat_plan<B>(piece.rows * piece.cols);
+    if (table.per_row) {
+      NUQ_REQUIRE(plan.items < pipeline::kMaxUnits, "quantize: ", plan.items, " items of a per-row table in one piece");
+      constexpr auto kernel = quantize_flat_kernel<B, true>;
+      blocks = one_wave_blocks<kernel>(plan.items, multiprocessors);
+      check_share(blocks);
+      kernel<<<blocks, kPipelineThreads, 0, stream>>>(d_values, shape, table, d_packed, partials);
+    } else {
+      constexpr auto kernel = quantize_flat_kernel<B, false>;
+      blocks = one_wave_blocks<kernel>(plan.items, multiprocessors);
+      check_share(blocks);
+      kernel<<<blocks, kPipelineThreads, 0, stream>>>(d_values, shape, table, d_packed, partials);
+    }
+  } else {
+    const pipeline::UnitPlan plan = pipeline::unit_plan(piece.rows, piece.cols, B);
+    NUQ_REQUIRE(plan.units < pipeline::kMaxUnits && piece.cols <= UINT32_MAX, "quantize: a piece of ", piece.rows,
+                " x ", piece.cols, " whose rows do not fill whole bytes is too large for one launch");
+    constexpr auto kernel = quantize_units_kernel<B>;
+    blocks = one_wave_blocks<kernel>(plan.units, multiprocessors);
+    check_share(blocks);
+    kernel<<<blocks, kPipelineThreads, 0, stream>>>(d_values, shape, table, d_packed, partials);
+  }
+  NUQ_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -147,32 +178,30 @@ std::size_t quantize_units(const Piece& piece, int bits) {
   return piece.rows * (bits == 16 ? piece.cols : packed_row_bytes(piece.cols, bits));
 }
 
-std::size_t quantize_scratch_bytes(std::size_t units, int multiprocessors) {
-  const int blocks = blocks_for(units, multiprocessors);
-  return aligned(blocks * sizeof(QuantizeTotals)) + cub_bytes(blocks);
+std::size_t quantize_scratch_bytes(std::size_t, int multiprocessors) {
+  return partials_bytes(sizeof(QuantizeTotals), multiprocessors);
 }
 
 void launch_quantize(const float* d_values, const Piece& piece, const DeviceTable& table, std::uint8_t* d_packed,
                      QuantizeTotals* d_totals, void* d_scratch, std::size_t scratch_bytes, int multiprocessors,
                      cudaStream_t stream) {
-  const std::size_t units = quantize_units(piece, table.bits);
-  const int blocks = blocks_for(units, multiprocessors);
-  NUQ_ASSERT(scratch_bytes >= quantize_scratch_bytes(units, multiprocessors), "quantize scratch too small");
+  NUQ_ASSERT(scratch_bytes >= quantize_scratch_bytes(quantize_units(piece, table.bits), multiprocessors),
+             "quantize scratch too small");
   NUQ_ASSERT(piece.first_col % 16 == 0, "pieces start on 16-column boundaries");
   auto* partials = static_cast<QuantizeTotals*>(d_scratch);
-  void* temp = static_cast<char*>(d_scratch) + aligned(blocks * sizeof(QuantizeTotals));
-  std::size_t temp_bytes = scratch_bytes - aligned(blocks * sizeof(QuantizeTotals));
-  quantize_kernel<<<blocks, kBlockThreads, 0, stream>>>(d_values, piece, table, d_packed, partials);
-  NUQ_CUDA_CHECK_LAUNCH();
-  NUQ_CUDA_CHECK(cub::DeviceReduce::Reduce(temp, temp_bytes, partials, d_totals, blocks, CombineTotals(),
-                                           empty_totals(), stream));
+  int blocks = 0;
+  with_stored_width(table.bits, [&](auto width) {
+    launch_quantize_width<decltype(width)::value>(d_values, piece, table, d_packed, partials, multiprocessors, stream,
+                                                  blocks);
+  });
+  launch_join<QuantizeTotals, CombineTotals>(partials, blocks, empty_totals(), d_totals, stream);
 }
 
 void launch_dequantize(const std::uint8_t* d_packed, const Piece& piece, const DeviceTable& table, float* d_values,
                        int multiprocessors, cudaStream_t stream) {
   const std::size_t count = piece.rows * piece.cols;
   if (count == 0) return;
-  dequantize_kernel<<<blocks_for(count, multiprocessors), kBlockThreads, 0, stream>>>(d_packed, piece, table,
+  dequantize_kernel<<<blocks_for(count, multiprocessors), kPipelineThreads, 0, stream>>>(d_packed, piece, table,
                                                                                       d_values);
   NUQ_CUDA_CHECK_LAUNCH();
 }

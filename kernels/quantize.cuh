@@ -1,7 +1,12 @@
-// The fused quantization pass on the device: each thread reads the weights of one output byte
-// (or one 8/16-bit code), applies the shared rule (nuq/quantize_rule.h), packs the codes and
-// accumulates signal, noise, worst error, the support-region count and non-finite weights; CUB
-// joins the threads and the blocks. The dequantization kernel maps codes back to levels.
+// The fused quantization pass on the device, one kernel per stored width (1, 2, 4, 8, 16 bits; a
+// template parameter, chosen once per launch). Pieces whose rows' codes are contiguous take the
+// flat word layout: one wave of blocks, each thread taking items of 16 (32 at one bit) weights in
+// float4 loads, coding them by the shared rule (nuq/quantize_rule.h), storing whole words of
+// codes, and summing signal, noise, the support-region count in FP32 per item and double across
+// items, the worst error exactly; other pieces take one output byte per thread (the unit layout).
+// Both are kernels/pipeline_thread.h's thread loops, which the host tests run thread by thread.
+// Blocks' totals are joined in a fixed order, so a result repeats bit for bit. The dequantization
+// kernel maps codes back to levels.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,6 +36,8 @@ struct Piece {
   std::size_t first_row = 0, rows = 0, first_col = 0, cols = 0, total_cols = 0;
 };
 
+// Device scratch launch_quantize needs (one partial per block of one wave); `units` is unused and
+// kept so that callers size it as before.
 std::size_t quantize_scratch_bytes(std::size_t units, int multiprocessors);
 
 // Codes of the piece into d_packed (rows * packed_row_bytes(cols, bits)) and its totals into

@@ -1,7 +1,8 @@
-// Weight statistics on the device, in one read of the weights: each thread keeps shifted sums
-// (x - K, (x - K)^2 in double, K a weight of the set, so no cancellation), its count, extremes
-// and the first non-finite index; CUB's BlockReduce joins the threads of a block with Chan's
-// formula, and DeviceReduce joins the blocks. Launchers take device pointers and a stream.
+// Weight statistics on the device, in one read of the weights: one wave of blocks, each thread
+// taking items of 16 weights in 16-byte loads (pipeline_thread.h: FP32 deviations within an
+// item, double sums about the thread's own shift across items), extremes and the first non-finite
+// index; a BlockReduce joins a block's threads with Chan's formula and one block joins the blocks
+// in a fixed order (one_wave.cuh). Launchers take device pointers and a stream.
 #pragma once
 
 #include <cuda_runtime.h>

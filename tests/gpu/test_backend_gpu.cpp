@@ -114,6 +114,49 @@ TEST_F(BackendGpu, SmallShapesOfEveryPath) {
       }
 }
 
+// Per-row tables on the flat word layout (rows of whole items: 4096 and 32 columns) and on the
+// unit layout (1000 columns at one bit: 32-weight items straddle rows), every width up to 8 bits.
+TEST_F(BackendGpu, PerRowTablesOnBothLayouts) {
+  const auto gpu = cuda::make_backend(0);
+  for (const auto& [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{{64, 4096}, {333, 32}, {20, 1000}}) {
+    const std::vector<float> w = test::draw(Law::Laplace, rows * cols, 0.01, 0.5, std::uint32_t(rows * cols));
+    for (const auto& c : test::codebooks_of_every_width())
+      if (c.storage_bits <= 8)
+        compare(*gpu, w, rows, cols, c, true, std::to_string(rows) + "x" + std::to_string(cols) + " per-row " + c.name);
+  }
+}
+
+// Blocks' partials are joined in a fixed order: the same weights give the same bits every run.
+TEST_F(BackendGpu, StatisticsAndTotalsRepeatBitForBit) {
+  const auto gpu = cuda::make_backend(0);
+  const std::vector<float> w = test::draw(Law::Laplace, (std::size_t{1} << 22) + 7, 0.003, 0.05, 8);
+  const WeightStats s1 = gpu->stats(w.data(), w.size(), "w", NonFinite::Reject);
+  const WeightStats s2 = gpu->stats(w.data(), w.size(), "w", NonFinite::Reject);
+  EXPECT_EQ(s1.mean, s2.mean);
+  EXPECT_EQ(s1.m2, s2.m2);
+  for (const auto& c : test::codebooks_of_every_width()) {
+    const QuantizeTable table = make_quantize_table(c.codebook, c.storage_bits, {Affine{s1.mean, s1.stddev()}});
+    std::vector<std::uint8_t> packed(packed_row_bytes(w.size(), c.storage_bits));
+    const QuantizeTotals a = gpu->quantize(w.data(), 1, w.size(), table, packed.data());
+    const QuantizeTotals b = gpu->quantize(w.data(), 1, w.size(), table, packed.data());
+    EXPECT_EQ(a.signal, b.signal) << c.name;
+    EXPECT_EQ(a.noise, b.noise) << c.name;
+    EXPECT_EQ(a.max_error, b.max_error) << c.name;
+    EXPECT_EQ(a.inside, b.inside) << c.name;
+  }
+}
+
+// Statistics of weights far from zero against their spread: the device's FP32 sums are of
+// deviations within 16-weight items, so the mean and deviation keep the double reference's digits.
+TEST_F(BackendGpu, StatisticsOfAnOffsetTensor) {
+  const auto gpu = cuda::make_backend(0);
+  const std::vector<float> w = test::draw(Law::Gauss, (std::size_t{1} << 20) + 3, 1000.0, 0.01, 21);
+  const WeightStats ref = stats_ref(w.data(), w.size(), "w");
+  const WeightStats got = gpu->stats(w.data(), w.size(), "w", NonFinite::Reject);
+  expect_relative(got.mean, ref.mean, 1e-12, "offset mean");
+  expect_relative(got.stddev(), ref.stddev(), 1e-9, "offset stddev");
+}
+
 TEST_F(BackendGpu, NonFiniteIsAClearErrorOrSaturatesLikeTheCpu) {
   const auto gpu = cuda::make_backend(0, 64 << 10);
   std::vector<float> w = test::draw(Law::Laplace, 200000, 0.0, 1.0, 4);
