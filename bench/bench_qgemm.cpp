@@ -107,11 +107,12 @@ BENCHMARK(BM_OpenBlasSgemm)->Apply([](benchmark::internal::Benchmark* b) { shape
 
 constexpr int kGpuRuns = 20;
 
-template <nuq::cuda::Precision kPrecision>
+template <nuq::cuda::Precision kPrecision, nuq::cuda::QgemmKernel kKernel = nuq::cuda::QgemmKernel::Default>
 void BM_GpuQgemm(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
   const int bits = int(state.range(3));
-  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns, 0, kPrecision) / 1e3);
+  for (auto _ : state)
+    state.SetIterationTime(nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns, 0, kPrecision, kKernel) / 1e3);
   counters(state, m, n, k, double(n * nuq::packed_row_bytes(k, bits)));
 }
 
@@ -146,6 +147,17 @@ void gpu_shapes(benchmark::internal::Benchmark* b, bool with_bits) {
   b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
 }
 
+// The fragment-order tensor-core kernel (#17: m <= 64) at the shapes and widths; the cuBLAS
+// peers run at the same shapes in gpu_shapes.
+void mma_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "k", "bits"});
+  const std::vector<std::pair<long, long>> layers = {{4096, 4096}, {8192, 8192}, {28672, 8192}, {8192, 28672}};
+  for (const auto& [n, k] : layers)
+    for (long m : {1, 4, 16, 64})
+      for (long bits : {2, 4, 8}) b->Args({m, n, k, bits});
+  b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,6 +168,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("BM_GpuCopy", BM_GpuCopy)->Arg(1L << 30)->ArgName("bytes")->UseManualTime()->Iterations(1);
     benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm<Precision::Fp32>)->Apply([](auto* b) { gpu_shapes(b, true); });
     benchmark::RegisterBenchmark("BM_GpuQgemmBf16", BM_GpuQgemm<Precision::Bf16>)->Apply([](auto* b) { gpu_shapes(b, true); });
+    benchmark::RegisterBenchmark("BM_GpuQgemmMma", BM_GpuQgemm<Precision::Bf16, nuq::cuda::QgemmKernel::Mma>)
+        ->Apply(mma_shapes);
     benchmark::RegisterBenchmark("BM_CublasFp32", BM_Cublas<DensePeer::Fp32>)->Apply([](auto* b) { gpu_shapes(b, false); });
     benchmark::RegisterBenchmark("BM_CublasTf32", BM_Cublas<DensePeer::Tf32>)->Apply([](auto* b) { gpu_shapes(b, false); });
     benchmark::RegisterBenchmark("BM_CublasBf16", BM_Cublas<DensePeer::Bf16>)->Apply([](auto* b) { gpu_shapes(b, false); });

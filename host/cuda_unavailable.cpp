@@ -12,7 +12,7 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, d
   throw Error("laplace_distortion_batch: " + unavailable_reason());
 }
 
-std::unique_ptr<Backend> make_backend(int, std::size_t, Precision) { throw Error("the CUDA backend: " + unavailable_reason()); }
+std::unique_ptr<Backend> make_backend(int, std::size_t, Precision, QgemmKernel) { throw Error("the CUDA backend: " + unavailable_reason()); }
 
 void qgemm_bf16_activations(const std::uint16_t*, std::size_t, const QuantizedMatrix&, const float*, float*, int) {
   throw Error("qgemm_bf16_activations: " + unavailable_reason());
@@ -26,7 +26,7 @@ PipelineTimes time_pipeline(std::size_t, const Codebook&, int, int, int) {
   throw Error("time_pipeline: " + unavailable_reason());
 }
 double time_copy(std::size_t, int, int) { throw Error("time_copy: " + unavailable_reason()); }
-double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int, Precision) {
+double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int, Precision, QgemmKernel) {
   throw Error("time_qgemm: " + unavailable_reason());
 }
 double time_cublas(std::size_t, std::size_t, std::size_t, DensePeer, int, int) {

@@ -14,7 +14,9 @@
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "cublas_check.cuh"
+#include "nuq/mma_fragment.h"
 #include "qgemm.cuh"
+#include "qgemm_mma.cuh"
 #include "quantize.cuh"
 #include "weight_stats.cuh"
 
@@ -164,8 +166,34 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
   return times;
 }
 
-double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device, Precision precision) {
+// The mma kernel on random codes already in fragment order (any bytes are codes), X in BF16.
+static double time_qgemm_mma(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device) {
+  NUQ_REQUIRE(mma_kernel_bits(bits) && m >= 1 && m <= kMmaMaxBatch && k > 0, "time_qgemm: the mma kernel takes m = 1..",
+              kMmaMaxBatch, " and 2, 4 or 8 bits, not m = ", m, " at ", bits, " bits");
+  const DeviceFragmentCodes shape{nullptr, mma::row_blocks(n), mma::k_units(k, bits)};
+  std::vector<std::uint8_t> host_codes(shape.row_blocks * shape.k_units * mma::kUnitBytes);
+  std::mt19937 rng(3);
+  for (auto& b : host_codes) b = std::uint8_t(rng());
+  const DeviceBuffer<std::uint8_t> codes(host_codes);
+  std::vector<float> host_levels(std::size_t{1} << bits);
+  for (std::size_t i = 0; i < host_levels.size(); ++i) host_levels[i] = float(i) / float(host_levels.size()) - 0.5f;
+  const DeviceBuffer<float> levels(host_levels);
+  const std::vector<float> values = laplacian(m * k, 2);
+  std::vector<__nv_bfloat16> values_bf16(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) values_bf16[i] = __float2bfloat16(values[i]);
+  const DeviceBuffer<__nv_bfloat16> x(values_bf16);
+  DeviceBuffer<float> y(m * n);
+  // Row-major codes are not read by the mma kernel; the view carries the shape and the levels.
+  const DeviceQuantizedMatrix w{nullptr, levels.data(), n, k, bits, 0, device_row_stride(k, bits)};
+  const DeviceFragmentCodes fragments{codes.data(), shape.row_blocks, shape.k_units};
+  EventTimer timer(device);
+  return timer.median_ms(runs, [&] { launch_qgemm_mma(x.data(), m, w, fragments, nullptr, false, y.data(), nullptr); });
+}
+
+double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device, Precision precision,
+                  QgemmKernel kernel) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
+  if (kernel == QgemmKernel::Mma) return time_qgemm_mma(m, n, k, bits, runs, device);
   std::vector<std::uint8_t> host_codes(n * device_row_stride(k, bits));  // rows as upload_weights lays them out
   std::mt19937 rng(3);
   for (auto& b : host_codes) b = std::uint8_t(rng());

@@ -32,16 +32,19 @@ constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
 constexpr std::size_t kHeaderBytes = 256;
 
 // Codes and levels resident on one device, so that a network's products move only activations.
+// With the mma kernel chosen, widths it takes also get their codes in fragment order.
 struct CudaPreparedWeights final : PreparedWeights {
-  CudaPreparedWeights(const QuantizedMatrix& w, int device_index)
-      : PreparedWeights(w), device(device_index), weights(upload_weights(w, "prepare")) {}
+  CudaPreparedWeights(const QuantizedMatrix& w, int device_index, bool fragment_order)
+      : PreparedWeights(w), device(device_index), weights(upload_weights(w, "prepare")) {
+    if (fragment_order && mma_kernel_bits(w.codes.bits) && w.codes.cols > 0) upload_fragment_order(w, weights);
+  }
   int device;
   DeviceWeights weights;
 };
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, std::size_t chunk_bytes, Precision precision)
+  CudaBackend(int device, std::size_t chunk_bytes, Precision precision, QgemmKernel kernel)
       : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes), precision_(precision) {
     int count = 0;
     NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
@@ -51,6 +54,7 @@ class CudaBackend final : public Backend {
     NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";
     multiprocessors_ = prop.multiProcessorCount;
+    fragment_order_ = kernel == QgemmKernel::Mma && prop.major >= 8;  // below 8.0: the default kernels
     slots_ = std::make_unique<std::array<Slot, 2>>();
   }
 
@@ -195,7 +199,7 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    return std::make_unique<CudaPreparedWeights>(w, device_);
+    return std::make_unique<CudaPreparedWeights>(w, device_, fragment_order_);
   }
 
   void qgemm(const float* x, std::size_t m, const PreparedWeights& w, const float* bias, float* y) override {
@@ -208,7 +212,12 @@ class CudaBackend final : public Backend {
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    launch_qgemm(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr, precision_);
+    if (prepared->weights.fragment_view.bytes && m <= kMmaMaxBatch)
+      launch_qgemm_mma(dx.data(), m, prepared->weights.view, prepared->weights.fragment_view,
+                       bias ? db.data() : nullptr, false, dy.data(), nullptr);
+    else
+      launch_qgemm(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr,
+                   precision_);
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
   }
 
@@ -314,6 +323,7 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   std::size_t chunk_bytes_;
   Precision precision_;
+  bool fragment_order_ = false;  // QgemmKernel::Mma on a device that has it
   std::string name_;
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;
@@ -323,8 +333,8 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes, Precision precision) {
-  return std::make_unique<CudaBackend>(device, chunk_bytes, precision);
+std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes, Precision precision, QgemmKernel kernel) {
+  return std::make_unique<CudaBackend>(device, chunk_bytes, precision, kernel);
 }
 
 void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const QuantizedMatrix& w, const float* bias,

@@ -1,6 +1,8 @@
 #include "device_weights.cuh"
 
 #include "cuda_check.cuh"
+#include "nuq/error.h"
+#include "nuq/mma_prepack.h"
 
 namespace nuq::cuda {
 
@@ -26,6 +28,13 @@ DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what) 
       d.view.grid_scale = grid->scale;
     }
   return d;
+}
+
+void upload_fragment_order(const QuantizedMatrix& w, DeviceWeights& d) {
+  NUQ_REQUIRE(mma_kernel_bits(w.codes.bits), "the mma kernel: ", w.codes.bits, "-bit codes are not supported (2, 4 or 8)");
+  const FragmentCodes fragments = to_fragment_order(w.codes);
+  d.fragments = DeviceBuffer<std::uint8_t>(fragments.bytes);
+  d.fragment_view = {d.fragments.data(), fragments.row_blocks, fragments.k_units};
 }
 
 }  // namespace nuq::cuda

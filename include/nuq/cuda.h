@@ -22,6 +22,13 @@ bool compiled();
 // to rounding), or BF16 tensor cores (X and the levels rounded to BF16, FP32 accumulation).
 enum class Precision { Fp32, Bf16 };
 
+// The kernel of qgemm's small batches. Default: the streaming kernels (FP32 arithmetic, and the
+// BF16 tensor-core tiles above 16 rows with Precision::Bf16). Mma: batches up to 64 rows of 2-, 4-
+// and 8-bit codes on the tensor-core kernel that reads codes in fragment order (prepare lays them
+// out once, nuq/mma_prepack.h; X and the levels rounded to BF16, FP32 accumulation); other widths
+// and larger batches stay on the default kernels. Mma is opt-in until a GPU run has measured it.
+enum class QgemmKernel { Default, Mma };
+
 struct DeviceInfo {
   int index = 0;
   std::string name;
@@ -53,9 +60,11 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& co
 // and the quantized GEMM, streaming host data through pinned buffers on two streams. Throws
 // nuq::Error naming the reason when CUDA or the device is unavailable. `chunk_bytes` (0: 256 MiB)
 // is the input streamed per chunk; tests make it small to cut small inputs into many chunks.
-// `precision` is the arithmetic of qgemm's large batches (FP32 unless asked).
+// `precision` is the arithmetic of qgemm's large batches (FP32 unless asked), `kernel` that of its
+// small ones.
 std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 0,
-                                      Precision precision = Precision::Fp32);
+                                      Precision precision = Precision::Fp32,
+                                      QgemmKernel kernel = QgemmKernel::Default);
 
 // y[m, rows] = x[m, cols] * W^T (+ bias) on `device` with X in BF16, given as its raw 16-bit
 // patterns (row-major, as torch.bfloat16 stores them), and Y in FP32: batches up to 16 on the
@@ -84,11 +93,12 @@ struct PipelineTimes {
 };
 PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bits, int runs, int device = 0);
 
-// Y[m, n] = X[m, k] W^T from `bits`-bit codes (X in BF16 with Precision::Bf16, as the cuBLAS BF16
-// peer reads it), and the cuBLAS peers on dense weights.
+// Y[m, n] = X[m, k] W^T from `bits`-bit codes (X in BF16 with Precision::Bf16 or QgemmKernel::Mma,
+// as the cuBLAS BF16 peer reads it), and the cuBLAS peers on dense weights. QgemmKernel::Mma times
+// the fragment-order tensor-core kernel itself (m <= 64, 2/4/8 bits; others throw).
 enum class DensePeer { Fp32, Tf32, Bf16 };
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0,
-                  Precision precision = Precision::Fp32);
+                  Precision precision = Precision::Fp32, QgemmKernel kernel = QgemmKernel::Default);
 double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, int runs, int device = 0);
 
 }  // namespace nuq::cuda
