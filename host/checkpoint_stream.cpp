@@ -142,10 +142,13 @@ const float* read_piece(const io::SafetensorsReader& reader, const Job& job, con
   return values;
 }
 
-// Asks the kernel for the bytes after piece `p` of a job (about the next piece) while it is worked on.
-void prefetch_after(const io::SafetensorsReader& reader, const Job& job, const Piece& p) {
-  const std::size_t element = io::dtype_size(job.entry.dtype), bytes = p.rows * p.cols * element;
-  reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element + bytes, bytes);
+// Keeps the kernel reading the file this far ahead of the piece being worked on: a checkpoint on
+// disk is read while the pieces before are worked on (and in large requests).
+constexpr std::size_t kReadAheadBytes = std::size_t{64} << 20;
+
+void prefetch_from(const io::SafetensorsReader& reader, const Job& job, const Piece& p) {
+  const std::size_t element = io::dtype_size(job.entry.dtype);
+  reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element, kReadAheadBytes);
 }
 
 // Reads and widens a tensor's pieces one ahead on a second thread, into two alternating buffers:
@@ -180,7 +183,7 @@ class ReadAhead {
     grow(b.raw, p.rows * p.cols * io::dtype_size(job_.entry.dtype));
     grow(b.values, p.rows * p.cols);
     pending_ = std::async(std::launch::async, [this, &b, &p] {
-      prefetch_after(reader_, job_, p);
+      prefetch_from(reader_, job_, p);
       read_piece(reader_, job_, p, b.raw.data(), b.values.data());
     });
   }
@@ -393,7 +396,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     for (std::size_t k = 0; k < pieces.size(); ++k) {
       const Piece& p = pieces[k];
       if (concurrent) {
-        prefetch_after(reader, job, p);
+        prefetch_from(reader, job, p);
         grow(raw, p.rows * p.cols * element);
         grow(values, p.rows * p.cols);
       }
@@ -522,7 +525,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         for (std::size_t k = 0; k < pieces.size(); ++k) {
           const Piece& p = pieces[k];
           if (concurrent) {
-            prefetch_after(reader, job, p);
+            prefetch_from(reader, job, p);
             grow(raw, p.rows * p.cols * element);
             grow(values, p.rows * p.cols);
           }

@@ -28,6 +28,8 @@ namespace {
 // joined with Chan's formula: as accurate as Welford's update, and it vectorises, which Welford's
 // division per weight does not.
 constexpr std::size_t kChunk = 4096;
+// Up to this many chunks are taken on the calling thread (the same sums a team of one would make).
+constexpr std::ptrdiff_t kSerialChunks = 16;
 
 #if defined(_OPENMP)
 int max_threads() { return omp_get_max_threads(); }
@@ -198,12 +200,21 @@ WeightStats combine(const WeightStats& a, const WeightStats& b) {
 void accumulate(WeightStats& stats, const float* values, std::size_t count, const std::string& name,
                 NonFinite nonfinite) {
   const auto chunks = static_cast<std::ptrdiff_t>((count + kChunk - 1) / kChunk);
+  if (chunks <= kSerialChunks) {  // a row or group: the chunks in order, without a parallel region's cost
+    WeightStats mine;
+    for (std::ptrdiff_t chunk = 0; chunk < chunks; ++chunk) {
+      const std::size_t first = std::size_t(chunk) * kChunk;
+      mine = combine(mine, chunk_stats(values, first, std::min(kChunk, count - first), name, nonfinite));
+    }
+    stats = combine(stats, mine);
+    return;
+  }
   // One part per thread, joined in thread order afterwards: with a static schedule each thread
   // takes the same chunks every run, so the result does not depend on which thread finishes first.
   std::vector<WeightStats> parts(static_cast<std::size_t>(max_threads()));
   std::string error;  // the first error in index order, rethrown outside the parallel region
   std::size_t error_chunk = std::numeric_limits<std::size_t>::max();
-#pragma omp parallel if (count > 16 * kChunk)
+#pragma omp parallel
   {
     WeightStats mine;
 #pragma omp for schedule(static) nowait

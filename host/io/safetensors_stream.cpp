@@ -76,11 +76,14 @@ void SafetensorsReader::read(const TensorEntry& entry, std::uint64_t offset, std
 }
 
 void SafetensorsReader::prefetch(std::uint64_t offset, std::size_t bytes) const {
-  const std::uint64_t size = file_size_ - data_begin_;
-  if (offset >= size || bytes == 0) return;
+  const std::uint64_t size = file_size_ - data_begin_, end = std::min<std::uint64_t>(size, offset + bytes);
+  // What an earlier call asked for is not asked again: a window sliding along a file front to back
+  // asks once for each byte.
+  const std::uint64_t from = offset <= prefetched_to_ && prefetched_to_ <= end ? prefetched_to_ : offset;
+  if (from >= end) return;
   // Advice only: a failure costs speed, never correctness.
-  ::posix_fadvise(fd_, off_t(data_begin_ + offset), off_t(std::min<std::uint64_t>(bytes, size - offset)),
-                  POSIX_FADV_WILLNEED);
+  ::posix_fadvise(fd_, off_t(data_begin_ + from), off_t(end - from), POSIX_FADV_WILLNEED);
+  prefetched_to_ = end;
 }
 
 SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std::string, std::string>& metadata,
@@ -114,6 +117,16 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
   NUQ_ASSERT(!finished_ && written_ + count <= data_bytes_, "more tensor bytes than the header promised");
   write_fully(fd_, bytes, count, path_);
   written_ += count;
+#if defined(__linux__)
+  // Start writing back each 16 MiB to the disk now, without waiting for it: finish()'s fsync then
+  // waits for the last few, not for the whole file at once after all the work.
+  constexpr std::uint64_t kWriteBack = std::uint64_t{16} << 20;
+  const std::uint64_t end = header_bytes_ + written_;
+  if (end - written_back_ >= kWriteBack) {
+    ::sync_file_range(fd_, off_t(written_back_), off_t(end - written_back_), SYNC_FILE_RANGE_WRITE);  // advice: errors show at fsync
+    written_back_ = end;
+  }
+#endif
 }
 
 void SafetensorsWriter::finish() {

@@ -28,7 +28,7 @@ class SafetensorsReader {
   void read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const;
   // Asks the kernel to start reading `bytes` bytes of the data (after the header), from `offset`
   // and clipped to the file's end, into the page cache now, so that a later read() finds them
-  // there: disk reads overlap the work on the bytes before them.
+  // there: disk reads overlap the work on the bytes before them. Not thread-safe (one caller).
   void prefetch(std::uint64_t offset, std::size_t bytes) const;
 
  private:
@@ -36,6 +36,7 @@ class SafetensorsReader {
   int fd_ = -1;
   Layout layout_;
   std::uint64_t data_begin_ = 0, file_size_ = 0;
+  mutable std::uint64_t prefetched_to_ = 0;  // the end of the last range prefetch() asked for
 };
 
 class SafetensorsWriter {
@@ -62,6 +63,7 @@ class SafetensorsWriter {
   int fd_ = -1;
   std::vector<std::pair<std::string, TensorEntry>> order_;
   std::uint64_t header_bytes_ = 0, data_bytes_ = 0, written_ = 0;
+  std::uint64_t written_back_ = 0;  // bytes of the file whose write-back to the disk was started
   bool finished_ = false;
 };
 
