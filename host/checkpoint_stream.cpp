@@ -1,18 +1,14 @@
 #include "nuq/checkpoint_stream.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -35,6 +31,8 @@
 #include "nuq/quantize_table.h"
 #include "nuq/quantized_file.h"
 #include "nuq/tensor_pieces.h"
+
+#include "map_spill.h"
 
 namespace nuq {
 namespace {
@@ -64,48 +62,6 @@ struct Job {
   std::size_t map_count = 0;
   QuantizeTotals totals;     // pass 2
   double fourth = 0.0;       // pass 2: sum of (w - mean)^4 over the finite weights
-};
-
-// Per-row and per-group maps, kept in an unnamed temporary file rather than in memory: a checkpoint
-// of 8 GB at groups of 128 has 32 million of them. Written in pass 1, read back by ranges in pass 2.
-class MapSpill {
- public:
-  MapSpill() : file_(std::tmpfile()) {
-    NUQ_REQUIRE(file_, "cannot create a temporary file for the per-row statistics: ", std::strerror(errno));
-  }
-  ~MapSpill() { std::fclose(file_); }
-  MapSpill(const MapSpill&) = delete;
-  MapSpill& operator=(const MapSpill&) = delete;
-
-  std::uint64_t size() const { return size_; }
-  void append(const std::vector<Affine>& maps) {
-    transfer(::pwrite, const_cast<Affine*>(maps.data()), maps.size(), size_);
-    size_ += maps.size();
-  }
-  std::vector<Affine> read(std::uint64_t first, std::size_t count) const {
-    std::vector<Affine> maps(count);
-    transfer(::pread, maps.data(), count, first);
-    return maps;
-  }
-
- private:
-  template <typename Io>
-  void transfer(Io io, Affine* maps, std::size_t count, std::uint64_t first) const {
-    static_assert(sizeof(Affine) == 2 * sizeof(double), "maps are stored as they are in memory");
-    auto* bytes = reinterpret_cast<char*>(maps);
-    std::size_t left = count * sizeof(Affine);
-    off_t at = off_t(first * sizeof(Affine));
-    while (left > 0) {
-      const ssize_t n = io(::fileno(file_), bytes, left, at);
-      if (n < 0 && errno == EINTR) continue;
-      NUQ_REQUIRE(n > 0, "the temporary file of per-row statistics: ", n == 0 ? "short read" : std::strerror(errno));
-      bytes += n;
-      left -= std::size_t(n);
-      at += n;
-    }
-  }
-  std::FILE* file_;
-  std::uint64_t size_ = 0;
 };
 
 // The maps of rows (groups) [first, first + count) of a job: spilled ones read back; grouped ones
