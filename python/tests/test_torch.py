@@ -62,7 +62,7 @@ def test_cuda_tensors_come_back_on_their_device(weights):
 
 @pytest.mark.parametrize("normalise,group_size", [("global", None), ("per-channel", None), (None, 128)])
 def test_sixteen_bit_tensors_over_several_pieces_match_their_float32_values(normalise, group_size):
-    # 3072 x 4096 weights: 12 Mi floats, two pieces of the library's 32 MiB; the 16-bit tensors are
+    # 3072 x 4096 weights: 12 Mi floats, twelve pieces of the library's 4 MiB; the 16-bit tensors are
     # widened a piece at a time, the float32 one read in place, and everything must agree exactly.
     w = torch.from_numpy(np.random.default_rng(4).laplace(size=(3072, 4096)).astype(np.float32))
     c = nuq.design("msptq")
