@@ -16,10 +16,6 @@
 
 #include <nlohmann/json.hpp>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "nuq/error.h"
 #include "nuq/grouped.h"
 #include "nuq/io/atomic_file.h"
@@ -33,6 +29,7 @@
 #include "nuq/tensor_pieces.h"
 
 #include "map_spill.h"
+#include "omp_threads.h"
 
 namespace nuq {
 namespace {
@@ -40,14 +37,6 @@ namespace {
 namespace fs = std::filesystem;
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-#if defined(_OPENMP)
-int max_threads() { return omp_get_max_threads(); }
-int thread_index() { return omp_get_thread_num(); }
-#else
-int max_threads() { return 1; }
-int thread_index() { return 0; }
-#endif
-
 // A floating tensor to quantize, as the two passes learn about it.
 struct Job {
   std::size_t shard = 0;
@@ -105,6 +94,14 @@ constexpr std::size_t kReadAheadBytes = std::size_t{64} << 20;
 void prefetch_from(const io::SafetensorsReader& reader, const Job& job, const Piece& p) {
   const std::size_t element = io::dtype_size(job.entry.dtype);
   reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element, kReadAheadBytes);
+}
+
+// Readies the CPU path for piece `p`: the file read ahead of it, the buffers its shares read into.
+void stage(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::vector<std::uint8_t>& raw,
+           std::vector<float>& values) {
+  prefetch_from(reader, job, p);
+  grow(raw, p.rows * p.cols * io::dtype_size(job.entry.dtype));
+  grow(values, p.rows * p.cols);
 }
 
 // Reads and widens a tensor's pieces one ahead on a second thread, into two alternating buffers:
@@ -351,11 +348,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     ReadAhead ahead(reader, job, pieces);
     for (std::size_t k = 0; k < pieces.size(); ++k) {
       const Piece& p = pieces[k];
-      if (concurrent) {
-        prefetch_from(reader, job, p);
-        grow(raw, p.rows * p.cols * element);
-        grow(values, p.rows * p.cols);
-      }
+      if (concurrent) stage(reader, job, p, raw, values);
       const std::vector<Piece> shares = shares_of(p, concurrent);
       std::vector<WeightStats> share_stats(shares.size());
       std::vector<std::vector<Affine>> share_maps(shares.size());
@@ -480,11 +473,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         ReadAhead ahead(reader, job, pieces);
         for (std::size_t k = 0; k < pieces.size(); ++k) {
           const Piece& p = pieces[k];
-          if (concurrent) {
-            prefetch_from(reader, job, p);
-            grow(raw, p.rows * p.cols * element);
-            grow(values, p.rows * p.cols);
-          }
+          if (concurrent) stage(reader, job, p, raw, values);
           const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
           grow(codes, code_bytes);  // every byte is written
           const std::vector<Piece> shares = shares_of(p, concurrent);

@@ -15,11 +15,9 @@
 #include <immintrin.h>
 #endif
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "nuq/error.h"
+
+#include "omp_threads.h"
 
 namespace nuq {
 namespace {
@@ -30,14 +28,6 @@ namespace {
 constexpr std::size_t kChunk = 4096;
 // Up to this many chunks are taken on the calling thread (the same sums a team of one would make).
 constexpr std::ptrdiff_t kSerialChunks = 16;
-
-#if defined(_OPENMP)
-int max_threads() { return omp_get_max_threads(); }
-int thread_index() { return omp_get_thread_num(); }
-#else
-int max_threads() { return 1; }
-int thread_index() { return 0; }
-#endif
 
 // One weight at a time (Welford), for chunks that hold NaN or Inf.
 WeightStats chunk_with_nonfinite(const float* values, std::size_t first, std::size_t count, const std::string& name,

@@ -2,9 +2,7 @@
 
 #include <algorithm>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "omp_threads.h"
 
 namespace nuq {
 
@@ -24,11 +22,7 @@ std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t pie
 
 std::vector<Piece> shares_of(const Piece& p, bool concurrent) {
   constexpr std::size_t kMinShare = 32768;  // weights
-#if defined(_OPENMP)
-  const auto cores = std::size_t(omp_get_max_threads());
-#else
-  const std::size_t cores = 1;
-#endif
+  const auto cores = std::size_t(max_threads());
   const std::size_t threads = concurrent ? std::min({cores, p.rows, p.rows * p.cols / kMinShare}) : 1;
   if (threads <= 1) return {p};
   std::vector<Piece> shares;

@@ -166,22 +166,35 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
   return times;
 }
 
+// Random bytes (any byte is a row of valid codes), the same every run.
+static std::vector<std::uint8_t> random_bytes(std::size_t count) {
+  std::vector<std::uint8_t> bytes(count);
+  std::mt19937 rng(3);
+  for (auto& b : bytes) b = std::uint8_t(rng());
+  return bytes;
+}
+
+// 2^bits distinct levels in [-0.5, 0.5).
+static std::vector<float> ramp_levels(int bits) {
+  std::vector<float> levels(std::size_t{1} << bits);
+  for (std::size_t i = 0; i < levels.size(); ++i) levels[i] = float(i) / float(levels.size()) - 0.5f;
+  return levels;
+}
+
+static std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& values) {
+  std::vector<__nv_bfloat16> out(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) out[i] = __float2bfloat16(values[i]);
+  return out;
+}
+
 // The mma kernel on random codes already in fragment order (any bytes are codes), X in BF16.
 static double time_qgemm_mma(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device) {
   NUQ_REQUIRE(mma_kernel_bits(bits) && m >= 1 && m <= kMmaMaxBatch && k > 0, "time_qgemm: the mma kernel takes m = 1..",
               kMmaMaxBatch, " and 2, 4 or 8 bits, not m = ", m, " at ", bits, " bits");
   const DeviceFragmentCodes shape{nullptr, mma::row_blocks(n), mma::k_units(k, bits)};
-  std::vector<std::uint8_t> host_codes(shape.row_blocks * shape.k_units * mma::kUnitBytes);
-  std::mt19937 rng(3);
-  for (auto& b : host_codes) b = std::uint8_t(rng());
-  const DeviceBuffer<std::uint8_t> codes(host_codes);
-  std::vector<float> host_levels(std::size_t{1} << bits);
-  for (std::size_t i = 0; i < host_levels.size(); ++i) host_levels[i] = float(i) / float(host_levels.size()) - 0.5f;
-  const DeviceBuffer<float> levels(host_levels);
-  const std::vector<float> values = laplacian(m * k, 2);
-  std::vector<__nv_bfloat16> values_bf16(values.size());
-  for (std::size_t i = 0; i < values.size(); ++i) values_bf16[i] = __float2bfloat16(values[i]);
-  const DeviceBuffer<__nv_bfloat16> x(values_bf16);
+  const DeviceBuffer<std::uint8_t> codes(random_bytes(shape.row_blocks * shape.k_units * mma::kUnitBytes));
+  const DeviceBuffer<float> levels(ramp_levels(bits));
+  const DeviceBuffer<__nv_bfloat16> x(to_bf16(laplacian(m * k, 2)));
   DeviceBuffer<float> y(m * n);
   // Row-major codes are not read by the mma kernel; the view carries the shape and the levels.
   const DeviceQuantizedMatrix w{nullptr, levels.data(), n, k, bits, 0, device_row_stride(k, bits)};
@@ -194,20 +207,13 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
                   QgemmKernel kernel) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
   if (kernel == QgemmKernel::Mma) return time_qgemm_mma(m, n, k, bits, runs, device);
-  std::vector<std::uint8_t> host_codes(n * device_row_stride(k, bits));  // rows as upload_weights lays them out
-  std::mt19937 rng(3);
-  for (auto& b : host_codes) b = std::uint8_t(rng());
-  const DeviceBuffer<std::uint8_t> codes(host_codes);
-  std::vector<float> host_levels(std::size_t{1} << bits);
-  for (std::size_t i = 0; i < host_levels.size(); ++i) host_levels[i] = float(i) / float(host_levels.size()) - 0.5f;
-  const DeviceBuffer<float> levels(host_levels);
+  const DeviceBuffer<std::uint8_t> codes(random_bytes(n * device_row_stride(k, bits)));  // rows as upload_weights lays them out
+  const DeviceBuffer<float> levels(ramp_levels(bits));
   // Precision::Bf16 takes X in BF16, as the cuBLAS BF16 peer does: at large batches X's bytes
   // outweigh the packed weights', so both sides read the same activations.
   const std::vector<float> values = laplacian(m * k, 2);
-  std::vector<__nv_bfloat16> values_bf16(precision == Precision::Bf16 ? values.size() : 0);
-  for (std::size_t i = 0; i < values_bf16.size(); ++i) values_bf16[i] = __float2bfloat16(values[i]);
   const DeviceBuffer<float> x(precision == Precision::Bf16 ? std::vector<float>{} : values);
-  const DeviceBuffer<__nv_bfloat16> x_bf16(values_bf16);
+  const DeviceBuffer<__nv_bfloat16> x_bf16(precision == Precision::Bf16 ? to_bf16(values) : std::vector<__nv_bfloat16>{});
   DeviceBuffer<float> y(m * n);
   const DeviceQuantizedMatrix w{codes.data(), levels.data(), n, k, bits, 0, device_row_stride(k, bits)};
   EventTimer timer(device);
@@ -225,8 +231,7 @@ double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, 
   // Random weights and activations (a product of zeros or constants can run faster than real data).
   const auto upload = [&](std::size_t count, std::uint64_t seed) {
     const std::vector<float> values = uniform(count, seed);
-    std::vector<__nv_bfloat16> rounded(bf16 ? count : 0);
-    for (std::size_t i = 0; i < rounded.size(); ++i) rounded[i] = __float2bfloat16(values[i]);
+    const std::vector<__nv_bfloat16> rounded = bf16 ? to_bf16(values) : std::vector<__nv_bfloat16>{};
     DeviceBuffer<std::uint8_t> device_copy(count * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float)));
     const void* from = bf16 ? static_cast<const void*>(rounded.data()) : static_cast<const void*>(values.data());
     if (count > 0) NUQ_CUDA_CHECK(cudaMemcpy(device_copy.data(), from, device_copy.size(), cudaMemcpyHostToDevice));

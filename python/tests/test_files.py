@@ -1,17 +1,11 @@
 """nuq.save and nuq.load against the files the nuq tool reads and writes."""
 
-import subprocess
 
 import numpy as np
 import pytest
 
 import nuq
 
-
-def run(*args):
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture
@@ -24,9 +18,9 @@ def checkpoint(rng):
 
 @pytest.mark.parametrize("method,normalise", [("msptq", "global"), ("sptq", "per-channel"),
                                               ("uniform", "per-tensor")])
-def test_codes_identical_to_nuq_quantize(nuq_binary, tmp_path, checkpoint, method, normalise):
+def test_codes_identical_to_nuq_quantize(nuq_cli, tmp_path, checkpoint, method, normalise):
     nuq.save(tmp_path / "in.safetensors", checkpoint)
-    run(nuq_binary, "quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
+    nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
         "--normalise", normalise, "--device", "cpu", "--quantize-vectors")  # the biases too, as quantize_state_dict
     cli = nuq.load(tmp_path / "q.safetensors")
     ours = nuq.quantize_state_dict(checkpoint, nuq.design(method), normalise=normalise)
@@ -39,22 +33,22 @@ def test_codes_identical_to_nuq_quantize(nuq_binary, tmp_path, checkpoint, metho
         assert cli[name].normalisation == normalise and cli[name].codebook.method == method
 
 
-def test_one_tensor_file_matches_nuq_quantize_of_one_array(nuq_binary, tmp_path, rng):
+def test_one_tensor_file_matches_nuq_quantize_of_one_array(nuq_cli, tmp_path, rng):
     w = rng.laplace(size=(64, 80)).astype(np.float32)
     nuq.save(tmp_path / "w.safetensors", {"w": w})
-    run(nuq_binary, "quantize", tmp_path / "w.safetensors", "-o", tmp_path / "q.safetensors", "-m", "msptq")
+    nuq_cli("quantize", tmp_path / "w.safetensors", "-o", tmp_path / "q.safetensors", "-m", "msptq")
     np.testing.assert_array_equal(nuq.load(tmp_path / "q.safetensors")["w"].codes,
                                   nuq.quantize(w, nuq.design("msptq")).codes)
 
 
-def test_saved_quantized_checkpoint_reads_back_and_nuq_dequantize_reads_it(nuq_binary, tmp_path, checkpoint):
+def test_saved_quantized_checkpoint_reads_back_and_nuq_dequantize_reads_it(nuq_cli, tmp_path, checkpoint):
     q = nuq.quantize_state_dict(checkpoint, nuq.design("msptq"), skip="*.bias", normalise="per-channel")
     nuq.save(tmp_path / "q.safetensors", q, metadata={"source": "test"})
     back = nuq.load(tmp_path / "q.safetensors")
     assert isinstance(back["embed.weight"], nuq.QuantizedTensor) and back["layers.0.weight"].shape == (16, 4, 3)
     np.testing.assert_array_equal(back["layers.0.bias"], checkpoint["layers.0.bias"])
     np.testing.assert_array_equal(back["embed.weight"].codes, q["embed.weight"].codes)
-    run(nuq_binary, "dequantize", tmp_path / "q.safetensors", "-o", tmp_path / "restored.safetensors")
+    nuq_cli("dequantize", tmp_path / "q.safetensors", "-o", tmp_path / "restored.safetensors")
     restored = nuq.load(tmp_path / "restored.safetensors")
     for name in ("embed.weight", "layers.0.weight"):
         np.testing.assert_array_equal(restored[name], q[name].dequantize())
@@ -68,14 +62,14 @@ def test_a_file_holds_one_codebook(tmp_path, rng):
                                               "b": nuq.quantize(w, nuq.design("msptq"))})
 
 
-def test_bfloat16_and_float16_checkpoints(nuq_binary, tmp_path, rng):
+def test_bfloat16_and_float16_checkpoints(nuq_cli, tmp_path, rng):
     torch = pytest.importorskip("torch")
     w = torch.from_numpy(rng.laplace(size=(12, 10)).astype(np.float32))
     nuq.save(tmp_path / "half.safetensors", {"bf": w.bfloat16(), "h": w.half()})
     plain = nuq.load(tmp_path / "half.safetensors")  # bfloat16 widened to float32, float16 kept
     np.testing.assert_array_equal(plain["bf"], w.bfloat16().float().numpy())
     assert plain["h"].dtype == np.float16
-    run(nuq_binary, "quantize", tmp_path / "half.safetensors", "-o", tmp_path / "q.safetensors", "-m", "sptq")
+    nuq_cli("quantize", tmp_path / "half.safetensors", "-o", tmp_path / "q.safetensors", "-m", "sptq")
     cli = nuq.load(tmp_path / "q.safetensors")
     assert cli["bf"].dtype == "BF16" and cli["h"].dtype == "F16"
     ours = nuq.quantize_state_dict({"bf": w.bfloat16(), "h": w.half()}, nuq.design("sptq"))
@@ -90,11 +84,11 @@ def test_broken_files_raise_value_errors_naming_the_file(tmp_path):
         nuq.load(bad)
 
 
-def test_grouped_files_of_nuq_quantize_load_and_dequantize_as_nuq_does(nuq_binary, tmp_path, checkpoint):
+def test_grouped_files_of_nuq_quantize_load_and_dequantize_as_nuq_does(nuq_cli, tmp_path, checkpoint):
     nuq.save(tmp_path / "in.safetensors", checkpoint)
-    run(nuq_binary, "quantize", tmp_path / "in.safetensors", "-o", tmp_path / "g.safetensors", "-m", "msptq",
+    nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "g.safetensors", "-m", "msptq",
         "--group-size", "8", "--skip", "layers")  # embed.weight: rows of 24 = three groups of 8
-    run(nuq_binary, "dequantize", tmp_path / "g.safetensors", "-o", tmp_path / "restored.safetensors")
+    nuq_cli("dequantize", tmp_path / "g.safetensors", "-o", tmp_path / "restored.safetensors")
     grouped = nuq.load(tmp_path / "g.safetensors")["embed.weight"]
     assert grouped.group_size == 8 and grouped.shape == (40, 24)
     np.testing.assert_array_equal(grouped.dequantize(), nuq.load(tmp_path / "restored.safetensors")["embed.weight"])

@@ -14,11 +14,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import nuq_format  # noqa: E402  (the independent numpy reader of the format)
 
 
-def run(*args):
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
 
 @pytest.fixture
 def checkpoint(rng):
@@ -29,9 +24,9 @@ def checkpoint(rng):
 
 @pytest.mark.parametrize("method,bits,group", [("msptq", 2, 128), ("sptq", 2, 32), ("uniform", 4, 64),
                                                ("mulaw", 8, 128), ("uniform", 1, 64)])
-def test_codes_and_scales_identical_to_nuq_quantize_group_size(nuq_binary, tmp_path, checkpoint, method, bits, group):
+def test_codes_and_scales_identical_to_nuq_quantize_group_size(nuq_cli, tmp_path, checkpoint, method, bits, group):
     nuq.save(tmp_path / "in.safetensors", checkpoint)
-    run(nuq_binary, "quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
+    nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
         "-b", bits, "--group-size", group, "--device", "cpu", "--quantize-vectors")
     codebook = nuq.design(method, bits)
     ours = nuq.quantize_state_dict(checkpoint, codebook, group_size=group)
@@ -63,13 +58,13 @@ def test_scales_are_each_groups_rms_about_the_tensor_mean_and_codes_follow_the_c
     assert q.sqnr_ex_db > nuq.quantize(w, codebook).sqnr_ex_db  # rows of different scales: groups help
 
 
-def test_file_round_trip_read_by_nuq_the_cli_and_the_independent_reader(nuq_binary, tmp_path, checkpoint):
+def test_file_round_trip_read_by_nuq_the_cli_and_the_independent_reader(nuq_cli, tmp_path, checkpoint):
     q = nuq.quantize_state_dict(checkpoint, nuq.design("msptq"), group_size=16, skip="*.bias")
     nuq.save(tmp_path / "g.safetensors", q, metadata={"source": "test"})
     back = nuq.load(tmp_path / "g.safetensors")
     _, metadata, arrays = nuq_format.read(tmp_path / "g.safetensors")
     _, independent = nuq_format.decode(metadata, arrays)
-    run(nuq_binary, "dequantize", tmp_path / "g.safetensors", "-o", tmp_path / "restored.safetensors")
+    nuq_cli("dequantize", tmp_path / "g.safetensors", "-o", tmp_path / "restored.safetensors")
     restored = nuq.load(tmp_path / "restored.safetensors")
     np.testing.assert_array_equal(back["layers.0.bias"], checkpoint["layers.0.bias"])
     for name in ("embed.weight", "layers.0.weight"):
