@@ -96,45 +96,59 @@ void prefetch_from(const io::SafetensorsReader& reader, const Job& job, const Pi
   reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element, kReadAheadBytes);
 }
 
-// Readies the CPU path for piece `p`: the file read ahead of it, the buffers its shares read into.
-void stage(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::vector<std::uint8_t>& raw,
-           std::vector<float>& values) {
-  prefetch_from(reader, job, p);
-  grow(raw, p.rows * p.cols * io::dtype_size(job.entry.dtype));
-  grow(values, p.rows * p.cols);
-}
+// A piece's raw bytes and its weights widened to float: scratch that only grows.
+struct PieceBuffer {
+  std::vector<std::uint8_t> raw;
+  std::vector<float> values;
+  void fit(const Piece& p, std::size_t element) {
+    grow(raw, p.rows * p.cols * element);
+    grow(values, p.rows * p.cols);
+  }
+};
 
-// Reads and widens a tensor's pieces one ahead on a second thread, into two alternating buffers:
-// for a backend that leaves the processor idle while it works (a device), piece k + 1 comes from
-// the file while the backend works on piece k. (The CPU backend reads inside each share instead.)
-class ReadAhead {
+// Where the widened weights of a tensor's pieces come from. With a concurrent backend (the CPU),
+// each share of a piece is read and widened by its own thread into its part of one buffer while
+// the kernel reads the file ahead. With a device backend, whose pieces are one share each, piece
+// k + 1 is read and widened on a second thread, into the other of two buffers, while the backend
+// works on piece k.
+class PieceReader {
  public:
-  ReadAhead(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces)
-      : reader_(reader), job_(job), pieces_(pieces) {}
-  ~ReadAhead() {
+  PieceReader(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces, bool concurrent,
+              PieceBuffer& shared)
+      : reader_(reader), job_(job), pieces_(pieces), concurrent_(concurrent), shared_(shared),
+        element_(io::dtype_size(job.entry.dtype)) {}
+  ~PieceReader() {
     if (pending_.valid()) pending_.wait();
   }
-  ReadAhead(const ReadAhead&) = delete;
-  ReadAhead& operator=(const ReadAhead&) = delete;
+  PieceReader(const PieceReader&) = delete;
+  PieceReader& operator=(const PieceReader&) = delete;
 
-  // Piece k's weights, valid until piece k + 1's are asked for (k counts up from 0 by one).
-  const float* piece(std::size_t k) {
-    if (k == 0) start(0);
+  // Readies piece k (k counts up from 0 by one) and cuts it into shares (shares_of).
+  std::vector<Piece> start(std::size_t k) {
+    const Piece& p = pieces_[k];
+    if (concurrent_) {
+      prefetch_from(reader_, job_, p);
+      shared_.fit(p, element_);
+      return shares_of(p, true);
+    }
+    if (k == 0) read_ahead(0);
     pending_.get();  // waits, and rethrows the read's error
-    if (k + 1 < pieces_.size()) start(k + 1);
-    return buffers_[k % 2].values.data();
+    if (k + 1 < pieces_.size()) read_ahead(k + 1);
+    return {p};
+  }
+
+  // The weights of `share` of piece k, valid until piece k + 1 starts (from the share's thread).
+  const float* weights(std::size_t k, const Piece& share) {
+    if (!concurrent_) return ahead_[k % 2].values.data();
+    const std::size_t at = (share.row - pieces_[k].row) * pieces_[k].cols;
+    return read_piece(reader_, job_, share, shared_.raw.data() + at * element_, shared_.values.data() + at);
   }
 
  private:
-  struct Buffer {
-    std::vector<std::uint8_t> raw;
-    std::vector<float> values;
-  };
-  void start(std::size_t k) {
-    Buffer& b = buffers_[k % 2];
+  void read_ahead(std::size_t k) {
+    PieceBuffer& b = ahead_[k % 2];
     const Piece& p = pieces_[k];
-    grow(b.raw, p.rows * p.cols * io::dtype_size(job_.entry.dtype));
-    grow(b.values, p.rows * p.cols);
+    b.fit(p, element_);
     pending_ = std::async(std::launch::async, [this, &b, &p] {
       prefetch_from(reader_, job_, p);
       read_piece(reader_, job_, p, b.raw.data(), b.values.data());
@@ -143,7 +157,10 @@ class ReadAhead {
   const io::SafetensorsReader& reader_;
   const Job& job_;
   const std::vector<Piece>& pieces_;
-  Buffer buffers_[2];
+  const bool concurrent_;
+  PieceBuffer& shared_;
+  const std::size_t element_;
+  PieceBuffer ahead_[2];
   std::future<void> pending_;
 };
 
@@ -329,8 +346,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   // tensors are read in the order of their bytes in each shard, so the reads go front to back
   // through every file, and joined in name order, so the result does not depend on the layout.
   Progress progress(o.progress, quantized_bytes);
-  std::vector<std::uint8_t> raw;
-  std::vector<float> values;
+  PieceBuffer buffer;  // the CPU path's pieces, and the bytes of tensors kept as they are
   WeightStats global;
   MapSpill spill;
   std::vector<Job*> file_order;
@@ -343,20 +359,16 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     const io::SafetensorsReader& reader = *readers[job.shard];
     job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
-    const std::size_t element = io::dtype_size(job.entry.dtype);
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-    ReadAhead ahead(reader, job, pieces);
+    PieceReader source(reader, job, pieces, concurrent, buffer);
     for (std::size_t k = 0; k < pieces.size(); ++k) {
       const Piece& p = pieces[k];
-      if (concurrent) stage(reader, job, p, raw, values);
-      const std::vector<Piece> shares = shares_of(p, concurrent);
+      const std::vector<Piece> shares = source.start(k);
       std::vector<WeightStats> share_stats(shares.size());
       std::vector<std::vector<Affine>> share_maps(shares.size());
       for_each_share(shares.size(), [&](std::size_t i) {
         const Piece& share = shares[i];
-        const std::size_t at = (share.row - p.row) * p.cols;
-        const float* v =
-            concurrent ? read_piece(reader, job, share, raw.data() + at * element, values.data() + at) : ahead.piece(k);
+        const float* v = source.weights(k, share);
         const std::string where = where_of(reader, job.name, share);
         share_stats[i] = backend.stats(v, share.rows * share.cols, where, o.nonfinite);
         if (per_row && share.cols == job.cols)  // whole rows: each its own map
@@ -435,9 +447,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const io::TensorEntry& source = reader.layout().tensors.at(name);
         for (std::uint64_t at = 0; at < source.end - source.begin; at += o.piece_bytes) {
           const std::size_t bytes = std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at);
-          grow(raw, bytes);
-          reader.read(source, at, bytes, raw.data());
-          writer.append(raw.data(), bytes);
+          grow(buffer.raw, bytes);
+          reader.read(source, at, bytes, buffer.raw.data());
+          writer.append(buffer.raw.data(), bytes);
           progress.advance("writing", name, bytes);
         }
         continue;
@@ -468,22 +480,18 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         }
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
-        const std::size_t element = io::dtype_size(job.entry.dtype);
         const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-        ReadAhead ahead(reader, job, pieces);
+        PieceReader source(reader, job, pieces, concurrent, buffer);
         for (std::size_t k = 0; k < pieces.size(); ++k) {
           const Piece& p = pieces[k];
-          if (concurrent) stage(reader, job, p, raw, values);
           const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
           grow(codes, code_bytes);  // every byte is written
-          const std::vector<Piece> shares = shares_of(p, concurrent);
+          const std::vector<Piece> shares = source.start(k);
           std::vector<QuantizeTotals> share_totals(shares.size());
           std::vector<double> share_fourth(shares.size());
           for_each_share(shares.size(), [&](std::size_t i) {
             const Piece& share = shares[i];
-            const std::size_t at = (share.row - p.row) * p.cols;
-            const float* v = concurrent ? read_piece(reader, job, share, raw.data() + at * element, values.data() + at)
-                                        : ahead.piece(k);
+            const float* v = source.weights(k, share);
             const QuantizeTable table =
                 per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
                         : QuantizeTable{};
