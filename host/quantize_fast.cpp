@@ -1,7 +1,8 @@
 // The CPU backend's fast quantization pass: the weights are read once, and each sixteen (AVX-512)
-// or eight (AVX2) of them are compared with the thresholds, packed, looked up and accumulated in
-// vector registers. The rule (nuq/quantize_rule.h) and the totals are the reference's: codes are
-// bit-identical to quantize_ref's, sums agree to rounding.
+// or thirty-two (AVX2) of them are compared with the thresholds, packed, looked up and accumulated
+// in vector registers. The rule (nuq/quantize_rule.h) is the reference's: codes, the count inside
+// and the largest error are bit-identical to quantize_ref's; the sums of squares agree to 1e-6
+// (AVX2 sums blocks in float, AVX-512 in double).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -65,7 +66,12 @@ void quantize_span(const float* row, std::size_t row_start, std::size_t first, s
 }
 
 #if defined(NUQ_QUANTIZE_AVX2)
-constexpr std::size_t kSimdWidth = 8;
+// Thirty-two weights a step (four registers of eight), so that their codes pack into whole bytes
+// with a few byte shuffles. The sums are kept in float over blocks of kBlockWeights and added to
+// the double totals after each block: the per-weight widening to double cost more than the
+// comparisons themselves, and 32 partial sums of 32 terms each lose less than 1e-6 of the total.
+constexpr std::size_t kSimdWidth = 32;
+constexpr std::size_t kBlockWeights = 1024;
 
 // As for AVX-512 below: at most 16 levels (two registers of levels), finite thresholds, no 16-bit codes.
 bool simd_applies(const QuantizeTable& table) {
@@ -73,82 +79,132 @@ bool simd_applies(const QuantizeTable& table) {
   return std::all_of(table.thresholds.begin(), table.thresholds.end(), [](float t) { return std::isfinite(t); });
 }
 
-// Eight codes (each < 2^bits) packed LSB-first into `bits` bytes at `out`: each code shifted to
-// its place in a 32-bit word, then the lanes OR-ed together (their bits are disjoint). Eight 8-bit
-// codes fill two words, one from each 128-bit half.
-inline void pack8(__m256i codes, const __m256i& places, int bits, std::uint8_t* out) {
-  const __m256i placed = _mm256_sllv_epi32(codes, places);
-  __m128i lo = _mm256_castsi256_si128(placed), hi = _mm256_extracti128_si256(placed, 1);
-  lo = _mm_or_si128(lo, _mm_shuffle_epi32(lo, 0x4E));
-  lo = _mm_or_si128(lo, _mm_shuffle_epi32(lo, 0xB1));
-  hi = _mm_or_si128(hi, _mm_shuffle_epi32(hi, 0x4E));
-  hi = _mm_or_si128(hi, _mm_shuffle_epi32(hi, 0xB1));
-  if (bits == 8) {
-    const std::uint32_t words[2] = {std::uint32_t(_mm_cvtsi128_si32(lo)), std::uint32_t(_mm_cvtsi128_si32(hi))};
-    std::memcpy(out, words, 8);
-    return;
+// The 32 codes of c[0..3] (one per 32-bit lane, each < 2^Bits, in order) packed LSB-first into
+// 4 * Bits bytes at `out`. First one byte per code: the packs interleave the two 128-bit halves of
+// their operands and the permutation puts the four-code runs back in order.
+template <int Bits>
+inline void pack32(const __m256i c[4], std::uint8_t* out) {
+  const __m256i in_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i bytes = _mm256_permutevar8x32_epi32(
+      _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3])), in_order);
+  if constexpr (Bits == 8) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+  } else if constexpr (Bits == 1) {  // each code's bit to its byte's sign bit
+    const auto mask = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7)));
+    std::memcpy(out, &mask, 4);
+  } else if constexpr (Bits == 4) {  // b0 + 16 * b1 in each 16-bit word, then one byte each
+    const __m256i nibbles = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x1001));
+    const __m256i packed = _mm256_packus_epi16(nibbles, nibbles);  // each half: its 8 bytes twice
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08)));
+  } else {
+    static_assert(Bits == 2, "codes of 1, 2, 4 or 8 bits");
+    const __m256i pairs = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x0401));    // b0 + 4 * b1
+    const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi32(0x00100001));  // p0 + 16 * p1
+    const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                               0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i joined = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(quads, low_bytes), in_order);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(joined));
   }
-  const std::uint32_t word = std::uint32_t(_mm_cvtsi128_si32(_mm_or_si128(lo, hi)));
-  std::memcpy(out, &word, std::size_t(bits));  // 8 codes of `bits` bits: `bits` bytes (little-endian)
 }
 
-inline __m256d low_half(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-inline __m256d high_half(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
-inline __m256d abs_pd(__m256d v) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), v); }
-
-// Columns [first, last) of a row, last - first a multiple of 8.
-void quantize_span_simd(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
-                        const GroupRule& rule, const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
+// One group's rule in registers: the code of eight weights (compare and count) and their levels.
+struct SimdRule {
   __m256 thresholds[kLinearSearchLevels];
-  const std::uint32_t count = rule.levels_count - 1;
-  for (std::uint32_t i = 0; i < count; ++i) thresholds[i] = _mm256_set1_ps(rule.thresholds[i]);
-  float padded[16] = {};
-  std::copy(levels, levels + (std::size_t{1} << bits), padded);
-  const __m256 levels_low = _mm256_loadu_ps(padded), levels_high = _mm256_loadu_ps(padded + 8);
-  const bool two_registers = rule.levels_count > 8;
-  const __m256 lo = _mm256_set1_ps(rule.params.inside_lo), hi = _mm256_set1_ps(rule.params.inside_hi);
-  const __m256 infinity = _mm256_set1_ps(std::numeric_limits<float>::infinity());
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  alignas(32) std::int32_t place[8];
-  for (int i = 0; i < 8; ++i) place[i] = (i * bits) % 32;
-  const __m256i places = _mm256_load_si256(reinterpret_cast<const __m256i*>(place));
-  // Two accumulators per sum hide the latency of the double additions.
-  __m256d signal[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()}, noise[2] = {signal[0], signal[1]};
-  __m256d max_error = _mm256_setzero_pd();
-  std::uint64_t inside = 0;
-  for (std::size_t c = first; c < last; c += kSimdWidth) {
-    const __m256 w = _mm256_loadu_ps(row + c);
-    std::uint8_t* dest = out + c / kSimdWidth * std::size_t(bits);
-    if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, w), infinity, _CMP_LT_OQ)) != 0xFF) {
-      quantize_span(row, row_start, c, c + kSimdWidth, rule, levels, bits, out, t);  // NaN or Inf: the rule's branches
-      continue;
-    }
+  std::uint32_t count;
+  __m256 levels_low, levels_high;
+  bool two_registers;
+
+  SimdRule(const GroupRule& rule, const float* levels)
+      : count(rule.levels_count - 1), two_registers(rule.levels_count > 8) {
+    for (std::uint32_t i = 0; i < count; ++i) thresholds[i] = _mm256_set1_ps(rule.thresholds[i]);
+    float padded[16] = {};  // codes reach levels_count - 1 <= 15 (simd_applies)
+    std::copy(levels, levels + std::min<std::uint32_t>(rule.levels_count, 16), padded);
+    levels_low = _mm256_loadu_ps(padded);
+    levels_high = _mm256_loadu_ps(padded + 8);
+  }
+  __m256i code(__m256 w) const {
     __m256i code = _mm256_setzero_si256();
     for (std::uint32_t i = 0; i < count; ++i)  // a true comparison is all ones: -1
       code = _mm256_sub_epi32(code, _mm256_castps_si256(_mm256_cmp_ps(w, thresholds[i], _CMP_GE_OQ)));
-    pack8(code, places, bits, dest);
-    __m256 level = _mm256_permutevar8x32_ps(levels_low, code);
-    if (two_registers)  // codes 8-15: bit 3 moved to the sign bit picks the second register
-      level = _mm256_blendv_ps(level, _mm256_permutevar8x32_ps(levels_high, code),
-                               _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
-    const __m256d w0 = low_half(w), w1 = high_half(w);
-    const __m256d e0 = _mm256_sub_pd(w0, low_half(level)), e1 = _mm256_sub_pd(w1, high_half(level));
-    signal[0] = _mm256_fmadd_pd(w0, w0, signal[0]);
-    signal[1] = _mm256_fmadd_pd(w1, w1, signal[1]);
-    noise[0] = _mm256_fmadd_pd(e0, e0, noise[0]);
-    noise[1] = _mm256_fmadd_pd(e1, e1, noise[1]);
-    max_error = _mm256_max_pd(max_error, _mm256_max_pd(abs_pd(e0), abs_pd(e1)));
-    const __m256 in = _mm256_and_ps(_mm256_cmp_ps(w, lo, _CMP_GE_OQ), _mm256_cmp_ps(w, hi, _CMP_LE_OQ));
-    inside += unsigned(__builtin_popcount(unsigned(_mm256_movemask_ps(in))));
+    return code;
   }
-  alignas(32) double lanes[3][4];
-  _mm256_store_pd(lanes[0], _mm256_add_pd(signal[0], signal[1]));
-  _mm256_store_pd(lanes[1], _mm256_add_pd(noise[0], noise[1]));
-  _mm256_store_pd(lanes[2], max_error);
-  t.signal += (lanes[0][0] + lanes[0][1]) + (lanes[0][2] + lanes[0][3]);
-  t.noise += (lanes[1][0] + lanes[1][1]) + (lanes[1][2] + lanes[1][3]);
-  t.max_error = std::max({t.max_error, lanes[2][0], lanes[2][1], lanes[2][2], lanes[2][3]});
-  t.inside += inside;
+  __m256 level(__m256i code) const {
+    const __m256 level = _mm256_permutevar8x32_ps(levels_low, code);
+    if (!two_registers) return level;
+    // Codes 8-15: bit 3 moved to the sign bit picks the second register.
+    return _mm256_blendv_ps(level, _mm256_permutevar8x32_ps(levels_high, code),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+  }
+};
+
+inline float sum_lanes(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+// max |w - level| over columns [first, last) of a finite block, the difference taken in double as
+// the reference takes it. The float maximum rounds the same maximum, so it only runs for a block
+// whose float maximum could beat the largest error so far: a handful of blocks per call.
+double exact_max_error(const float* row, std::size_t first, std::size_t last, const SimdRule& rule) {
+  const __m256d magnitude = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFF));
+  __m256d worst = _mm256_setzero_pd();
+  for (std::size_t c = first; c < last; c += 8) {
+    const __m256 w = _mm256_loadu_ps(row + c), level = rule.level(rule.code(w));
+    const __m256d e0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(w)), _mm256_cvtps_pd(_mm256_castps256_ps128(level)));
+    const __m256d e1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(w, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(level, 1)));
+    worst = _mm256_max_pd(worst, _mm256_max_pd(_mm256_and_pd(e0, magnitude), _mm256_and_pd(e1, magnitude)));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, worst);
+  return std::max({lanes[0], lanes[1], lanes[2], lanes[3]});
+}
+
+// Columns [first, last) of a row, last - first a multiple of 32, first a multiple of 32.
+template <int Bits>
+void quantize_span_simd(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
+                        const GroupRule& group, const float* levels, std::uint8_t* out, QuantizeTotals& t) {
+  const SimdRule rule(group, levels);
+  const __m256 lo = _mm256_set1_ps(group.params.inside_lo), hi = _mm256_set1_ps(group.params.inside_hi);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (std::size_t block = first; block < last; block += kBlockWeights) {
+    const std::size_t end = std::min(last, block + kBlockWeights);
+    __m256 signal[4], noise[4];
+    for (int u = 0; u < 4; ++u) signal[u] = noise[u] = _mm256_setzero_ps();
+    __m256 worst = _mm256_setzero_ps();
+    __m256i inside = _mm256_setzero_si256();
+    for (std::size_t c = block; c < end; c += kSimdWidth) {
+      __m256i codes[4];
+      for (int u = 0; u < 4; ++u) {
+        const __m256 w = _mm256_loadu_ps(row + c + 8 * std::size_t(u));
+        codes[u] = rule.code(w);
+        const __m256 e = _mm256_sub_ps(w, rule.level(codes[u]));
+        signal[u] = _mm256_fmadd_ps(w, w, signal[u]);
+        noise[u] = _mm256_fmadd_ps(e, e, noise[u]);
+        worst = _mm256_max_ps(worst, _mm256_andnot_ps(sign, e));
+        const __m256 in = _mm256_and_ps(_mm256_cmp_ps(w, lo, _CMP_GE_OQ), _mm256_cmp_ps(w, hi, _CMP_LE_OQ));
+        inside = _mm256_sub_epi32(inside, _mm256_castps_si256(in));
+      }
+      pack32<Bits>(codes, out + c / 8 * Bits);
+    }
+    const float block_signal = sum_lanes(_mm256_add_ps(_mm256_add_ps(signal[0], signal[1]), _mm256_add_ps(signal[2], signal[3])));
+    const float block_noise = sum_lanes(_mm256_add_ps(_mm256_add_ps(noise[0], noise[1]), _mm256_add_ps(noise[2], noise[3])));
+    // NaN or Inf among the weights (or squares past the float range) leave a sum that is not
+    // finite: the block again, one weight at a time, by the rule's branches and in double.
+    if (!std::isfinite(block_signal + block_noise)) {
+      quantize_span(row, row_start, block, end, group, levels, Bits, out, t);
+      continue;
+    }
+    t.signal += double(block_signal);
+    t.noise += double(block_noise);
+    alignas(32) std::int32_t counts[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(counts), inside);
+    for (std::int32_t n : counts) t.inside += std::uint64_t(n);
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, worst);
+    if (*std::max_element(lanes, lanes + 8) >= static_cast<float>(t.max_error))
+      t.max_error = std::max(t.max_error, exact_max_error(row, block, end, rule));
+  }
 }
 #endif
 
@@ -200,7 +256,7 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
   const std::uint32_t count = rule.levels_count - 1;
   for (std::uint32_t i = 0; i < count; ++i) thresholds[i] = _mm512_set1_ps(rule.thresholds[i]);
   float padded[16] = {};
-  std::copy(levels, levels + (std::size_t{1} << bits), padded);
+  std::copy(levels, levels + std::min<std::uint32_t>(rule.levels_count, 16), padded);  // codes < levels_count <= 16
   const __m512 level_register = _mm512_loadu_ps(padded);
   const __m512 lo = _mm512_set1_ps(rule.params.inside_lo), hi = _mm512_set1_ps(rule.params.inside_hi);
   const __m512 infinity = _mm512_set1_ps(std::numeric_limits<float>::infinity());
@@ -231,6 +287,27 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
   t.noise += _mm512_reduce_add_pd(noise);
   t.max_error = std::max(t.max_error, _mm512_reduce_max_pd(max_error));
   t.inside += inside;
+}
+#endif
+
+#if defined(NUQ_QUANTIZE_AVX2)
+// The width is a template parameter of the AVX2 path (its packing is written per width).
+void quantize_span_simd_of_width(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
+                                 const GroupRule& rule, const float* levels, int bits, std::uint8_t* out,
+                                 QuantizeTotals& t) {
+  switch (bits) {
+    case 1: return quantize_span_simd<1>(row, row_start, first, last, rule, levels, out, t);
+    case 2: return quantize_span_simd<2>(row, row_start, first, last, rule, levels, out, t);
+    case 4: return quantize_span_simd<4>(row, row_start, first, last, rule, levels, out, t);
+    case 8: return quantize_span_simd<8>(row, row_start, first, last, rule, levels, out, t);
+    default: NUQ_ASSERT(false, "no packing of ", bits, "-bit codes");
+  }
+}
+#elif defined(NUQ_QUANTIZE_AVX512)
+void quantize_span_simd_of_width(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
+                                 const GroupRule& rule, const float* levels, int bits, std::uint8_t* out,
+                                 QuantizeTotals& t) {
+  quantize_span_simd(row, row_start, first, last, rule, levels, bits, out, t);
 }
 #endif
 
@@ -268,7 +345,7 @@ QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t 
 #if defined(NUQ_QUANTIZE_AVX512) || defined(NUQ_QUANTIZE_AVX2)
       if (simd) {
         done = first + (last - first) / kSimdWidth * kSimdWidth;
-        quantize_span_simd(row, r * cols, first, done, rule, table.group_levels(g), table.bits, out, mine);
+        quantize_span_simd_of_width(row, r * cols, first, done, rule, table.group_levels(g), table.bits, out, mine);
       }
 #endif
       quantize_span(row, r * cols, done, last, rule, table.group_levels(g), table.bits, out, mine);

@@ -21,8 +21,9 @@ namespace {
 using test::Law;
 
 void expect_totals_near(const QuantizeTotals& a, const QuantizeTotals& b, const std::string& what) {
-  EXPECT_NEAR(a.signal, b.signal, 1e-10 * b.signal) << what;
-  EXPECT_NEAR(a.noise, b.noise, 1e-10 * b.noise) << what;
+  // The AVX2 path sums blocks of 1,024 weights in float (32 partial sums of 32 terms each).
+  EXPECT_NEAR(a.signal, b.signal, 2e-6 * b.signal) << what;
+  EXPECT_NEAR(a.noise, b.noise, 2e-6 * b.noise) << what;
   EXPECT_EQ(a.max_error, b.max_error) << what;
   EXPECT_EQ(a.inside, b.inside) << what;
   EXPECT_EQ(a.nonfinite, b.nonfinite) << what;
