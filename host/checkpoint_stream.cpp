@@ -28,6 +28,7 @@
 #include "nuq/quantized_file.h"
 #include "nuq/tensor_pieces.h"
 
+#include "io/write_behind.h"
 #include "map_spill.h"
 #include "omp_threads.h"
 
@@ -70,20 +71,31 @@ void grow(std::vector<T>& buffer, std::size_t size) {
   if (buffer.size() < size) buffer.resize(size);
 }
 
+
+// The byte offset of piece `p` in its tensor.
+std::uint64_t offset_of(const Job& job, const Piece& p) {
+  return (p.row * job.cols + p.col) * io::dtype_size(job.entry.dtype);
+}
+
 // Reads piece `p` of a floating tensor into `raw` and widens it to floats in `values` (each sized
-// for it by the caller). Outside a parallel region each thread reads and widens its own blocks;
+// for it by the caller); with `fourth`, adds the piece's sum of (w - mean)^4 about the tensor's own
+// mean to it (pass 2). Outside a parallel region each thread reads and widens its own blocks;
 // inside one (a share of a piece, below) the calling thread does it all.
 const float* read_piece(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::uint8_t* raw,
-                        float* values) {
+                        float* values, double* fourth = nullptr) {
   constexpr std::size_t kBlock = 65536;  // weights read and widened at a time
   const std::size_t element = io::dtype_size(job.entry.dtype), count = p.rows * p.cols;
-  const std::uint64_t first = (p.row * job.cols + p.col) * element;
-  const auto blocks = static_cast<std::ptrdiff_t>((count + kBlock - 1) / kBlock);
-  for_each_share(std::size_t(blocks), [&](std::size_t b) {
+  const std::uint64_t first = offset_of(job, p);
+  const std::size_t blocks = (count + kBlock - 1) / kBlock;
+  std::vector<double> block_fourth(fourth ? blocks : 0);
+  for_each_share(blocks, [&](std::size_t b) {
     const std::size_t at = b * kBlock, n = std::min(kBlock, count - at);
     reader.read(job.entry, first + at * element, n * element, raw + at * element);
     io::widen_to_f32(job.entry.dtype, raw + at * element, n, values + at);
+    if (fourth) block_fourth[b] = fourth_moment(values + at, WeightType::F32, n, job.own.mean);  // while the block is in cache
   });
+  if (fourth)
+    for (double f : block_fourth) *fourth += f;
   return values;
 }
 
@@ -92,8 +104,7 @@ const float* read_piece(const io::SafetensorsReader& reader, const Job& job, con
 constexpr std::size_t kReadAheadBytes = std::size_t{64} << 20;
 
 void prefetch_from(const io::SafetensorsReader& reader, const Job& job, const Piece& p) {
-  const std::size_t element = io::dtype_size(job.entry.dtype);
-  reader.prefetch(job.entry.begin + (p.row * job.cols + p.col) * element, kReadAheadBytes);
+  reader.prefetch(job.entry.begin + offset_of(job, p), kReadAheadBytes);
 }
 
 // A piece's raw bytes and its weights widened to float: scratch that only grows.
@@ -113,9 +124,10 @@ struct PieceBuffer {
 // works on piece k.
 class PieceReader {
  public:
+  // With `fourth`, each piece's sum of (w - mean)^4 is taken as it is read (pass 2).
   PieceReader(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces, bool concurrent,
-              PieceBuffer& shared)
-      : reader_(reader), job_(job), pieces_(pieces), concurrent_(concurrent), shared_(shared),
+              PieceBuffer& shared, bool fourth)
+      : reader_(reader), job_(job), pieces_(pieces), concurrent_(concurrent), fourth_(fourth), shared_(shared),
         element_(io::dtype_size(job.entry.dtype)) {}
   ~PieceReader() {
     if (pending_.valid()) pending_.wait();
@@ -137,11 +149,25 @@ class PieceReader {
     return {p};
   }
 
-  // The weights of `share` of piece k, valid until piece k + 1 starts (from the share's thread).
-  const float* weights(std::size_t k, const Piece& share) {
-    if (!concurrent_) return ahead_[k % 2].values.data();
+  // The bytes of `share` of piece k as the file stores them (the concurrent path, for a backend
+  // that reads the tensor's dtype), valid until piece k + 1 starts (from the share's thread).
+  const void* bytes(std::size_t k, const Piece& share) {
+    NUQ_ASSERT(concurrent_, "a device backend's pieces are read ahead as floats");
+    std::uint8_t* out = shared_.raw.data() + (share.row - pieces_[k].row) * pieces_[k].cols * element_;
+    reader_.read(job_.entry, offset_of(job_, share), share.rows * share.cols * element_, out);
+    return out;
+  }
+
+  // The weights of `share` of piece k, valid until piece k + 1 starts (from the share's thread),
+  // and with `fourth` the share's sum of (w - mean)^4 added to *fourth.
+  const float* weights(std::size_t k, const Piece& share, double* fourth = nullptr) {
+    NUQ_ASSERT(!fourth == !fourth_, "the fourth moment is asked for when the reader is made");
+    if (!concurrent_) {
+      if (fourth) *fourth += ahead_fourth_[k % 2];
+      return ahead_[k % 2].values.data();
+    }
     const std::size_t at = (share.row - pieces_[k].row) * pieces_[k].cols;
-    return read_piece(reader_, job_, share, shared_.raw.data() + at * element_, shared_.values.data() + at);
+    return read_piece(reader_, job_, share, shared_.raw.data() + at * element_, shared_.values.data() + at, fourth);
   }
 
  private:
@@ -149,55 +175,24 @@ class PieceReader {
     PieceBuffer& b = ahead_[k % 2];
     const Piece& p = pieces_[k];
     b.fit(p, element_);
-    pending_ = std::async(std::launch::async, [this, &b, &p] {
+    double& fourth = ahead_fourth_[k % 2];
+    fourth = 0.0;
+    pending_ = std::async(std::launch::async, [this, &b, &p, &fourth] {
       prefetch_from(reader_, job_, p);
-      read_piece(reader_, job_, p, b.raw.data(), b.values.data());
+      read_piece(reader_, job_, p, b.raw.data(), b.values.data(), fourth_ ? &fourth : nullptr);
     });
   }
   const io::SafetensorsReader& reader_;
   const Job& job_;
   const std::vector<Piece>& pieces_;
-  const bool concurrent_;
+  const bool concurrent_, fourth_;
   PieceBuffer& shared_;
   const std::size_t element_;
   PieceBuffer ahead_[2];
+  double ahead_fourth_[2] = {0.0, 0.0};
   std::future<void> pending_;
 };
 
-// The sum of (w - mean)^4 over the finite weights, for the excess kurtosis (a diagnostic: float
-// within blocks of 1024, double across them, vectorised and spread over the cores, the threads'
-// parts joined in thread order).
-double fourth_moment(const float* values, std::size_t count, double mean) {
-  const float m = static_cast<float>(mean);
-  const auto blocks = static_cast<std::ptrdiff_t>((count + 1023) / 1024);
-  std::vector<double> parts(std::size_t(max_threads()), 0.0);
-#pragma omp parallel if (blocks > 64)
-  {
-    double mine = 0.0;
-#pragma omp for schedule(static) nowait
-    for (std::ptrdiff_t b = 0; b < blocks; ++b) {
-      const std::size_t first = std::size_t(b) * 1024, end = std::min(count, first + 1024);
-      float block = 0.0f;
-#pragma omp simd reduction(+ : block)
-      for (std::size_t i = first; i < end; ++i) {
-        const float d = values[i] - m;
-        block += (d * d) * (d * d);
-      }
-      if (!std::isfinite(block)) {  // NaN or Inf inside: again, without them (a branch per weight)
-        block = 0.0f;
-        for (std::size_t i = first; i < end; ++i) {
-          const float d = std::isfinite(values[i]) ? values[i] - m : 0.0f;
-          block += (d * d) * (d * d);
-        }
-      }
-      mine += block;
-    }
-    parts[std::size_t(thread_index())] = mine;
-  }
-  double total = 0.0;
-  for (double part : parts) total += part;
-  return total;
-}
 
 std::string where_of(const io::SafetensorsReader& reader, const std::string& tensor, const Piece& p) {
   return reader.path() + ": tensor '" + tensor + "' (from row " + std::to_string(p.row) + ")";
@@ -360,7 +355,11 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-    PieceReader source(reader, job, pieces, concurrent, buffer);
+    // A concurrent backend that reads the dtype takes each share's bytes as the file stores them
+    // (the CPU widens BF16 in registers): no buffer of floats between the file and the pass.
+    const WeightType type = io::weight_type(job.entry.dtype);
+    const bool as_stored = concurrent && backend.reads(type);
+    PieceReader source(reader, job, pieces, concurrent, buffer, false);
     for (std::size_t k = 0; k < pieces.size(); ++k) {
       const Piece& p = pieces[k];
       const std::vector<Piece> shares = source.start(k);
@@ -368,8 +367,12 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       std::vector<std::vector<Affine>> share_maps(shares.size());
       for_each_share(shares.size(), [&](std::size_t i) {
         const Piece& share = shares[i];
-        const float* v = source.weights(k, share);
         const std::string where = where_of(reader, job.name, share);
+        if (as_stored && !per_row) {  // per-channel maps below take floats
+          share_stats[i] = backend.stats_as(source.bytes(k, share), type, share.rows * share.cols, where, o.nonfinite);
+          return;
+        }
+        const float* v = source.weights(k, share);
         share_stats[i] = backend.stats(v, share.rows * share.cols, where, o.nonfinite);
         if (per_row && share.cols == job.cols)  // whole rows: each its own map
           share_maps[i] = normalise_tensor(Normalisation::PerChannel, v, share.rows, share.cols, global, share_stats[i],
@@ -439,6 +442,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     std::map<std::string, std::string> metadata = reader.layout().metadata;
     metadata["nuq.quantized"] = describe_quantized(codebook, o.normalisation, global.mean, global_stddev, described);
     io::SafetensorsWriter writer(out_path, metadata, planned);
+    io::WriteBehind out(writer);  // the writes overlap the next piece's work
     std::vector<std::uint8_t> codes;
     for (const auto& [name, entry] : writer.order()) {
       weight_map[name] = fs::path(out_path).filename().string();
@@ -449,7 +453,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
           const std::size_t bytes = std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at);
           grow(buffer.raw, bytes);
           reader.read(source, at, bytes, buffer.raw.data());
-          writer.append(buffer.raw.data(), bytes);
+          out.append(buffer.raw.data(), bytes);
           progress.advance("writing", name, bytes);
         }
         continue;
@@ -459,16 +463,16 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       if (suffix == ".grid") {
         const auto [offset, scale] = grid_map(codebook, job.maps[0].mean, job.maps[0].scale);
         const double map[2] = {offset, scale};
-        writer.append(map, sizeof map);
+        out.append(map, sizeof map);
       } else if (suffix == ".codebook" && o.group_size) {  // the design's levels, normalised
         const std::vector<float> levels = normalised_levels(codebook, bits);
-        writer.append(levels.data(), levels.size() * sizeof(float));
+        out.append(levels.data(), levels.size() * sizeof(float));
       } else if (suffix == ".scales") {
         for (std::size_t first = 0; first < job.map_count; first += 65536) {
           std::vector<float> scales;
           for (const Affine& g : maps_of(job, spill, first, std::min<std::size_t>(65536, job.map_count - first), true))
             scales.push_back(float(g.scale));
-          writer.append(scales.data(), scales.size() * sizeof(float));
+          out.append(scales.data(), scales.size() * sizeof(float));
         }
       } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
         for (std::size_t first = 0; first < job.map_count; first += 4096) {
@@ -476,12 +480,14 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
               make_quantize_table(codebook, bits,
                                   maps_of(job, spill, first, std::min<std::size_t>(4096, job.map_count - first), false))
                   .levels;
-          writer.append(levels.data(), levels.size() * sizeof(float));
+          out.append(levels.data(), levels.size() * sizeof(float));
         }
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
         const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-        PieceReader source(reader, job, pieces, concurrent, buffer);
+        const WeightType type = io::weight_type(job.entry.dtype);
+        const bool as_stored = concurrent && backend.reads(type);  // as in pass 1
+        PieceReader source(reader, job, pieces, concurrent, buffer, true);
         for (std::size_t k = 0; k < pieces.size(); ++k) {
           const Piece& p = pieces[k];
           const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
@@ -491,24 +497,30 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
           std::vector<double> share_fourth(shares.size());
           for_each_share(shares.size(), [&](std::size_t i) {
             const Piece& share = shares[i];
-            const float* v = source.weights(k, share);
             const QuantizeTable table =
                 per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
                         : QuantizeTable{};
-            share_totals[i] = backend.quantize(v, share.rows, share.cols, per_row ? table : shared,
-                                               codes.data() + (share.row - p.row) * row_bytes);
-            share_fourth[i] = fourth_moment(v, share.rows * share.cols, job.own.mean);
+            std::uint8_t* share_codes = codes.data() + (share.row - p.row) * row_bytes;
+            if (as_stored) {
+              const void* stored = source.bytes(k, share);
+              share_totals[i] = backend.quantize_as(stored, type, share.rows, share.cols, per_row ? table : shared,
+                                                    share_codes);
+              share_fourth[i] = fourth_moment(stored, type, share.rows * share.cols, job.own.mean);
+              return;
+            }
+            const float* v = source.weights(k, share, &share_fourth[i]);
+            share_totals[i] = backend.quantize(v, share.rows, share.cols, per_row ? table : shared, share_codes);
           });
           for (std::size_t i = 0; i < shares.size(); ++i) {
             job.totals = combine(job.totals, share_totals[i]);
             job.fourth += share_fourth[i];
           }
-          writer.append(codes.data(), code_bytes);
+          out.append(codes.data(), code_bytes);
           progress.advance("quantizing", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
         }
       }
     }
-    writer.finish();
+    out.finish();
     report.output_bytes += writer.file_size();
     index_total += writer.file_size();
     report.outputs.push_back(out_path);

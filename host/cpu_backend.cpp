@@ -34,6 +34,17 @@ class CpuBackend final : public Backend {
                           std::uint8_t* packed) override {
     return quantize_fast(values, rows, cols, table, packed);
   }
+  bool reads(WeightType) const override { return true; }
+  WeightStats stats_as(const void* values, WeightType type, std::size_t count, const std::string& name,
+                       NonFinite nonfinite) override {
+    WeightStats s;
+    accumulate(s, values, type, count, name, nonfinite);
+    return s;
+  }
+  QuantizeTotals quantize_as(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                             const QuantizeTable& table, std::uint8_t* packed) override {
+    return quantize_fast(values, type, rows, cols, table, packed);
+  }
   void dequantize(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                   float* out) override {
     dequantize_ref(packed, rows, cols, table, out);
@@ -75,6 +86,18 @@ Device parse_device(const std::string& text) {
   for (Device d : {Device::Cpu, Device::Cuda, Device::Auto})
     if (text == to_string(d)) return d;
   throw Error("unknown device '" + text + "' (cpu, cuda or auto)");
+}
+
+WeightStats Backend::stats_as(const void* values, WeightType type, std::size_t count, const std::string& where,
+                              NonFinite nonfinite) {
+  NUQ_REQUIRE(type == WeightType::F32, name(), " takes weights as float only; widen them first");
+  return stats(static_cast<const float*>(values), count, where, nonfinite);
+}
+
+QuantizeTotals Backend::quantize_as(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                                    const QuantizeTable& table, std::uint8_t* packed) {
+  NUQ_REQUIRE(type == WeightType::F32, name(), " takes weights as float only; widen them first");
+  return quantize(static_cast<const float*>(values), rows, cols, table, packed);
 }
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }

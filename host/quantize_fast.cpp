@@ -29,6 +29,8 @@
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 
+#include "weight_loads.h"
+
 namespace nuq {
 namespace {
 
@@ -38,11 +40,12 @@ constexpr std::size_t kSegmentCols = 16384;
 
 // Codes of one segment [first, last) of a row, one weight at a time (also the SIMD path's tails
 // and the chunks that hold NaN or Inf).
-void quantize_span(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
+template <typename E>
+void quantize_span(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
                    const GroupRule& rule, const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
   const unsigned per_byte = bits < 8 ? 8u / unsigned(bits) : 1u;
   for (std::size_t c = first; c < last; ++c) {
-    const float w = row[c];
+    const float w = E::at(row, c);
     const std::uint32_t code = code_of(w, rule);
     if (bits == 16) {
       out[2 * c] = static_cast<std::uint8_t>(code);
@@ -146,11 +149,12 @@ inline float sum_lanes(__m256 v) {
 // max |w - level| over columns [first, last) of a finite block, the difference taken in double as
 // the reference takes it. The float maximum rounds the same maximum, so it only runs for a block
 // whose float maximum could beat the largest error so far: a handful of blocks per call.
-double exact_max_error(const float* row, std::size_t first, std::size_t last, const SimdRule& rule) {
+template <typename E>
+double exact_max_error(const typename E::Stored* row, std::size_t first, std::size_t last, const SimdRule& rule) {
   const __m256d magnitude = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFF));
   __m256d worst = _mm256_setzero_pd();
   for (std::size_t c = first; c < last; c += 8) {
-    const __m256 w = _mm256_loadu_ps(row + c), level = rule.level(rule.code(w));
+    const __m256 w = E::load8(row + c), level = rule.level(rule.code(w));
     const __m256d e0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(w)), _mm256_cvtps_pd(_mm256_castps256_ps128(level)));
     const __m256d e1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(w, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(level, 1)));
     worst = _mm256_max_pd(worst, _mm256_max_pd(_mm256_and_pd(e0, magnitude), _mm256_and_pd(e1, magnitude)));
@@ -161,8 +165,8 @@ double exact_max_error(const float* row, std::size_t first, std::size_t last, co
 }
 
 // Columns [first, last) of a row, last - first a multiple of 32, first a multiple of 32.
-template <int Bits>
-void quantize_span_simd(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
+template <int Bits, typename E>
+void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
                         const GroupRule& group, const float* levels, std::uint8_t* out, QuantizeTotals& t) {
   const SimdRule rule(group, levels);
   const __m256 lo = _mm256_set1_ps(group.params.inside_lo), hi = _mm256_set1_ps(group.params.inside_hi);
@@ -176,7 +180,7 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
     for (std::size_t c = block; c < end; c += kSimdWidth) {
       __m256i codes[4];
       for (int u = 0; u < 4; ++u) {
-        const __m256 w = _mm256_loadu_ps(row + c + 8 * std::size_t(u));
+        const __m256 w = E::load8(row + c + 8 * std::size_t(u));
         codes[u] = rule.code(w);
         const __m256 e = _mm256_sub_ps(w, rule.level(codes[u]));
         signal[u] = _mm256_fmadd_ps(w, w, signal[u]);
@@ -192,7 +196,7 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
     // NaN or Inf among the weights (or squares past the float range) leave a sum that is not
     // finite: the block again, one weight at a time, by the rule's branches and in double.
     if (!std::isfinite(block_signal + block_noise)) {
-      quantize_span(row, row_start, block, end, group, levels, Bits, out, t);
+      quantize_span<E>(row, row_start, block, end, group, levels, Bits, out, t);
       continue;
     }
     t.signal += double(block_signal);
@@ -203,7 +207,7 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, worst);
     if (*std::max_element(lanes, lanes + 8) >= static_cast<float>(t.max_error))
-      t.max_error = std::max(t.max_error, exact_max_error(row, block, end, rule));
+      t.max_error = std::max(t.max_error, exact_max_error<E>(row, block, end, rule));
   }
 }
 #endif
@@ -250,7 +254,8 @@ inline __m512d high_half(__m512 v) {
 }
 
 // Columns [first, last) of a row, last - first a multiple of 16.
-void quantize_span_simd(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
+template <typename E>
+void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
                         const GroupRule& rule, const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
   __m512 thresholds[kLinearSearchLevels];
   const std::uint32_t count = rule.levels_count - 1;
@@ -265,10 +270,10 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
   std::uint64_t inside = 0;
   const std::size_t bytes_per_chunk = 2 * std::size_t(bits);
   for (std::size_t c = first; c < last; c += 16) {
-    const __m512 w = _mm512_loadu_ps(row + c);
+    const __m512 w = E::load16(row + c);
     std::uint8_t* dest = out + c / 16 * bytes_per_chunk;
     if (_mm512_cmp_ps_mask(_mm512_abs_ps(w), infinity, _CMP_LT_OQ) != 0xFFFF) {
-      quantize_span(row, row_start, c, c + 16, rule, levels, bits, out, t);  // NaN or Inf inside: the rule's branches
+      quantize_span<E>(row, row_start, c, c + 16, rule, levels, bits, out, t);  // NaN or Inf inside: the rule's branches
       continue;
     }
     __m512i code = _mm512_setzero_si512();
@@ -292,29 +297,30 @@ void quantize_span_simd(const float* row, std::size_t row_start, std::size_t fir
 
 #if defined(NUQ_QUANTIZE_AVX2)
 // The width is a template parameter of the AVX2 path (its packing is written per width).
-void quantize_span_simd_of_width(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
-                                 const GroupRule& rule, const float* levels, int bits, std::uint8_t* out,
-                                 QuantizeTotals& t) {
+template <typename E>
+void quantize_span_simd_of_width(const typename E::Stored* row, std::size_t row_start, std::size_t first,
+                                 std::size_t last, const GroupRule& rule, const float* levels, int bits,
+                                 std::uint8_t* out, QuantizeTotals& t) {
   switch (bits) {
-    case 1: return quantize_span_simd<1>(row, row_start, first, last, rule, levels, out, t);
-    case 2: return quantize_span_simd<2>(row, row_start, first, last, rule, levels, out, t);
-    case 4: return quantize_span_simd<4>(row, row_start, first, last, rule, levels, out, t);
-    case 8: return quantize_span_simd<8>(row, row_start, first, last, rule, levels, out, t);
+    case 1: return quantize_span_simd<1, E>(row, row_start, first, last, rule, levels, out, t);
+    case 2: return quantize_span_simd<2, E>(row, row_start, first, last, rule, levels, out, t);
+    case 4: return quantize_span_simd<4, E>(row, row_start, first, last, rule, levels, out, t);
+    case 8: return quantize_span_simd<8, E>(row, row_start, first, last, rule, levels, out, t);
     default: NUQ_ASSERT(false, "no packing of ", bits, "-bit codes");
   }
 }
 #elif defined(NUQ_QUANTIZE_AVX512)
-void quantize_span_simd_of_width(const float* row, std::size_t row_start, std::size_t first, std::size_t last,
-                                 const GroupRule& rule, const float* levels, int bits, std::uint8_t* out,
-                                 QuantizeTotals& t) {
-  quantize_span_simd(row, row_start, first, last, rule, levels, bits, out, t);
+template <typename E>
+void quantize_span_simd_of_width(const typename E::Stored* row, std::size_t row_start, std::size_t first,
+                                 std::size_t last, const GroupRule& rule, const float* levels, int bits,
+                                 std::uint8_t* out, QuantizeTotals& t) {
+  quantize_span_simd<E>(row, row_start, first, last, rule, levels, bits, out, t);
 }
 #endif
 
-}  // namespace
-
-QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
-                             std::uint8_t* packed) {
+template <typename E>
+QuantizeTotals quantize_as(const typename E::Stored* values, std::size_t rows, std::size_t cols,
+                           const QuantizeTable& table, std::uint8_t* packed) {
   NUQ_ASSERT(table.groups == 1 || table.groups == rows, table.groups, " groups for ", rows, " rows");
   const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
   const std::size_t segments_per_row = std::max<std::size_t>(1, (cols + kSegmentCols - 1) / kSegmentCols);
@@ -339,16 +345,16 @@ QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t 
       const std::size_t last = std::min(cols, first + kSegmentCols);
       const std::size_t g = table.group_of_row(r);
       const GroupRule rule = table.rule(g);
-      const float* row = values + r * cols;
+      const typename E::Stored* row = values + r * cols;
       std::uint8_t* out = packed + r * row_bytes;
       std::size_t done = first;
 #if defined(NUQ_QUANTIZE_AVX512) || defined(NUQ_QUANTIZE_AVX2)
       if (simd) {
         done = first + (last - first) / kSimdWidth * kSimdWidth;
-        quantize_span_simd_of_width(row, r * cols, first, done, rule, table.group_levels(g), table.bits, out, mine);
+        quantize_span_simd_of_width<E>(row, r * cols, first, done, rule, table.group_levels(g), table.bits, out, mine);
       }
 #endif
-      quantize_span(row, r * cols, done, last, rule, table.group_levels(g), table.bits, out, mine);
+      quantize_span<E>(row, r * cols, done, last, rule, table.group_levels(g), table.bits, out, mine);
     }
 #if defined(_OPENMP)
     parts[std::size_t(omp_get_thread_num())] = mine;
@@ -359,6 +365,26 @@ QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t 
   QuantizeTotals totals;
   for (const QuantizeTotals& part : parts) totals = combine(totals, part);
   return totals;
+}
+
+}  // namespace
+
+QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                             std::uint8_t* packed) {
+  return quantize_as<loads::F32>(values, rows, cols, table, packed);
+}
+
+QuantizeTotals quantize_fast(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                             const QuantizeTable& table, std::uint8_t* packed) {
+  switch (type) {
+    case WeightType::F32: return quantize_as<loads::F32>(static_cast<const float*>(values), rows, cols, table, packed);
+    case WeightType::BF16:
+      return quantize_as<loads::BF16>(static_cast<const std::uint16_t*>(values), rows, cols, table, packed);
+    case WeightType::F16:
+      return quantize_as<loads::F16>(static_cast<const std::uint16_t*>(values), rows, cols, table, packed);
+  }
+  NUQ_ASSERT(false, "a weight type without a reader");
+  return {};
 }
 
 }  // namespace nuq

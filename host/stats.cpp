@@ -18,6 +18,7 @@
 #include "nuq/error.h"
 
 #include "omp_threads.h"
+#include "weight_loads.h"
 
 namespace nuq {
 namespace {
@@ -30,11 +31,12 @@ constexpr std::size_t kChunk = 4096;
 constexpr std::ptrdiff_t kSerialChunks = 16;
 
 // One weight at a time (Welford), for chunks that hold NaN or Inf.
-WeightStats chunk_with_nonfinite(const float* values, std::size_t first, std::size_t count, const std::string& name,
-                                 NonFinite nonfinite) {
+template <typename E>
+WeightStats chunk_with_nonfinite(const typename E::Stored* values, std::size_t first, std::size_t count,
+                                 const std::string& name, NonFinite nonfinite) {
   WeightStats local;
   for (std::size_t i = first; i < first + count; ++i) {
-    const double x = values[i];
+    const double x = E::at(values, i);
     if (!std::isfinite(x)) {
       NUQ_REQUIRE(nonfinite == NonFinite::Skip, name, ": element ", i, " is ", x,
                   "; weights must be finite (`nuq quantize --nonfinite saturate` quantizes them to the outermost levels instead)");
@@ -61,30 +63,33 @@ struct ShiftedSums {
 };
 
 // Weights [from, to) added one at a time: the whole job without vector registers, the tail with them.
-void add_scalar(ShiftedSums& r, const float* x, std::size_t from, std::size_t to, double shift) {
+template <typename E>
+void add_scalar(ShiftedSums& r, const typename E::Stored* x, std::size_t from, std::size_t to, double shift) {
   for (std::size_t i = from; i < to; ++i) {
-    r.finite = r.finite && std::isfinite(x[i]);
-    const double d = double(x[i]) - shift;
+    const float v = E::at(x, i);
+    r.finite = r.finite && std::isfinite(v);
+    const double d = double(v) - shift;
     r.s1 += d;
     r.s2 += d * d;
-    r.lo = std::min(r.lo, x[i]);
-    r.hi = std::max(r.hi, x[i]);
+    r.lo = std::min(r.lo, v);
+    r.hi = std::max(r.hi, v);
   }
 }
 
 #if defined(__AVX512F__)
-ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
+template <typename E>
+ShiftedSums shifted_sums(const typename E::Stored* x, std::size_t count, double shift) {
   // Four independent accumulators per sum hide the latency of the double additions.
   __m512d s1[4], s2[4];
   for (int u = 0; u < 4; ++u) s1[u] = s2[u] = _mm512_setzero_pd();
-  __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
+  __m512 lo = _mm512_set1_ps(E::at(x, 0)), hi = lo;
   const __m512 infinity = _mm512_set1_ps(std::numeric_limits<float>::infinity());
   const __m512d k = _mm512_set1_pd(shift);
   __mmask16 finite = 0xFFFF;
   std::size_t i = 0;
   for (; i + 32 <= count; i += 32) {
     for (int h = 0; h < 2; ++h) {
-      const __m512 v = _mm512_loadu_ps(x + i + 16 * h);
+      const __m512 v = E::load16(x + i + 16 * h);
       finite &= _mm512_cmp_ps_mask(_mm512_abs_ps(v), infinity, _CMP_LT_OQ);
       lo = _mm512_min_ps(lo, v);
       hi = _mm512_max_ps(hi, v);
@@ -103,21 +108,22 @@ ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
   r.lo = _mm512_reduce_min_ps(lo);
   r.hi = _mm512_reduce_max_ps(hi);
   r.finite = finite == 0xFFFF;
-  add_scalar(r, x, i, count, shift);
+  add_scalar<E>(r, x, i, count, shift);
   return r;
 }
 #elif defined(__AVX__)
 // The same sums eight weights at a time: four doubles a register, four accumulators per sum.
-ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
+template <typename E>
+ShiftedSums shifted_sums(const typename E::Stored* x, std::size_t count, double shift) {
   __m256d s1[4], s2[4];
   for (int u = 0; u < 4; ++u) s1[u] = s2[u] = _mm256_setzero_pd();
-  __m256 lo = _mm256_set1_ps(x[0]), hi = lo, finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  __m256 lo = _mm256_set1_ps(E::at(x, 0)), hi = lo, finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   const __m256 infinity = _mm256_set1_ps(std::numeric_limits<float>::infinity()), sign = _mm256_set1_ps(-0.0f);
   const __m256d k = _mm256_set1_pd(shift);
   std::size_t i = 0;
   for (; i + 16 <= count; i += 16) {
     for (int h = 0; h < 2; ++h) {
-      const __m256 v = _mm256_loadu_ps(x + i + 8 * h);
+      const __m256 v = E::load8(x + i + 8 * h);
       finite = _mm256_and_ps(finite, _mm256_cmp_ps(_mm256_andnot_ps(sign, v), infinity, _CMP_LT_OQ));
       lo = _mm256_min_ps(lo, v);
       hi = _mm256_max_ps(hi, v);
@@ -141,25 +147,28 @@ ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
   r.lo = *std::min_element(extremes[0], extremes[0] + 8);
   r.hi = *std::max_element(extremes[1], extremes[1] + 8);
   r.finite = _mm256_movemask_ps(finite) == 0xFF;
-  add_scalar(r, x, i, count, shift);
+  add_scalar<E>(r, x, i, count, shift);
   return r;
 }
 #else
-ShiftedSums shifted_sums(const float* x, std::size_t count, double shift) {
+template <typename E>
+ShiftedSums shifted_sums(const typename E::Stored* x, std::size_t count, double shift) {
   ShiftedSums r;
-  r.lo = r.hi = x[0];
-  add_scalar(r, x, 0, count, shift);
+  r.lo = r.hi = E::at(x, 0);
+  add_scalar<E>(r, x, 0, count, shift);
   return r;
 }
 #endif
 
-WeightStats chunk_stats(const float* values, std::size_t first, std::size_t count, const std::string& name,
+template <typename E>
+WeightStats chunk_stats(const typename E::Stored* values, std::size_t first, std::size_t count, const std::string& name,
                         NonFinite nonfinite) {
-  const float* x = values + first;
-  const double shift = std::isfinite(x[0]) ? double(x[0]) : 0.0;
-  const ShiftedSums sums = shifted_sums(x, count, shift);
+  const typename E::Stored* x = values + first;
+  const float x0 = E::at(x, 0);
+  const double shift = std::isfinite(x0) ? double(x0) : 0.0;
+  const ShiftedSums sums = shifted_sums<E>(x, count, shift);
   // NaN fails every comparison, so a chunk holding one may still show finite extremes: the mask decides.
-  if (!sums.finite) return chunk_with_nonfinite(values, first, count, name, nonfinite);
+  if (!sums.finite) return chunk_with_nonfinite<E>(values, first, count, name, nonfinite);
   WeightStats s;
   s.count = count;
   s.mean = shift + sums.s1 / double(count);
@@ -187,14 +196,17 @@ WeightStats combine(const WeightStats& a, const WeightStats& b) {
   return s;
 }
 
-void accumulate(WeightStats& stats, const float* values, std::size_t count, const std::string& name,
-                NonFinite nonfinite) {
+namespace {
+
+template <typename E>
+void accumulate_as(WeightStats& stats, const typename E::Stored* values, std::size_t count, const std::string& name,
+                   NonFinite nonfinite) {
   const auto chunks = static_cast<std::ptrdiff_t>((count + kChunk - 1) / kChunk);
   if (chunks <= kSerialChunks) {  // a row or group: the chunks in order, without a parallel region's cost
     WeightStats mine;
     for (std::ptrdiff_t chunk = 0; chunk < chunks; ++chunk) {
       const std::size_t first = std::size_t(chunk) * kChunk;
-      mine = combine(mine, chunk_stats(values, first, std::min(kChunk, count - first), name, nonfinite));
+      mine = combine(mine, chunk_stats<E>(values, first, std::min(kChunk, count - first), name, nonfinite));
     }
     stats = combine(stats, mine);
     return;
@@ -211,7 +223,7 @@ void accumulate(WeightStats& stats, const float* values, std::size_t count, cons
     for (std::ptrdiff_t chunk = 0; chunk < chunks; ++chunk) {
       const std::size_t first = std::size_t(chunk) * kChunk;
       try {
-        mine = combine(mine, chunk_stats(values, first, std::min(kChunk, count - first), name, nonfinite));
+        mine = combine(mine, chunk_stats<E>(values, first, std::min(kChunk, count - first), name, nonfinite));
       } catch (const Error& e) {
 #pragma omp critical(nuq_stats_error)
         if (std::size_t(chunk) < error_chunk) error_chunk = std::size_t(chunk), error = e.what();
@@ -223,12 +235,79 @@ void accumulate(WeightStats& stats, const float* values, std::size_t count, cons
   for (const WeightStats& part : parts) stats = combine(stats, part);
 }
 
+}  // namespace
+
+void accumulate(WeightStats& stats, const float* values, std::size_t count, const std::string& name,
+                NonFinite nonfinite) {
+  accumulate_as<loads::F32>(stats, values, count, name, nonfinite);
+}
+
+void accumulate(WeightStats& stats, const void* values, WeightType type, std::size_t count, const std::string& name,
+                NonFinite nonfinite) {
+  switch (type) {
+    case WeightType::F32: return accumulate_as<loads::F32>(stats, static_cast<const float*>(values), count, name, nonfinite);
+    case WeightType::BF16:
+      return accumulate_as<loads::BF16>(stats, static_cast<const std::uint16_t*>(values), count, name, nonfinite);
+    case WeightType::F16:
+      return accumulate_as<loads::F16>(stats, static_cast<const std::uint16_t*>(values), count, name, nonfinite);
+  }
+}
+
 void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name, NonFinite nonfinite) {
   accumulate(stats, values.data(), values.size(), name, nonfinite);
 }
 
 WeightStats stats_ref(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) {
-  return chunk_with_nonfinite(values, 0, count, name, nonfinite);
+  return chunk_with_nonfinite<loads::F32>(values, 0, count, name, nonfinite);
+}
+
+namespace {
+
+// Float within blocks of 1024, double across them, vectorised and spread over the cores, the
+// threads' parts joined in thread order.
+template <typename E>
+double fourth_moment_as(const typename E::Stored* values, std::size_t count, double mean) {
+  const float m = static_cast<float>(mean);
+  const auto blocks = static_cast<std::ptrdiff_t>((count + 1023) / 1024);
+  std::vector<double> parts(std::size_t(max_threads()), 0.0);
+#pragma omp parallel if (blocks > 64)
+  {
+    double mine = 0.0;
+#pragma omp for schedule(static) nowait
+    for (std::ptrdiff_t b = 0; b < blocks; ++b) {
+      const std::size_t first = std::size_t(b) * 1024, end = std::min(count, first + 1024);
+      float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+      for (std::size_t i = first; i < end; ++i) {
+        const float d = E::at(values, i) - m;
+        block += (d * d) * (d * d);
+      }
+      if (!std::isfinite(block)) {  // NaN or Inf inside: again, without them (a branch per weight)
+        block = 0.0f;
+        for (std::size_t i = first; i < end; ++i) {
+          const float w = E::at(values, i);
+          const float d = std::isfinite(w) ? w - m : 0.0f;
+          block += (d * d) * (d * d);
+        }
+      }
+      mine += block;
+    }
+    parts[std::size_t(thread_index())] = mine;
+  }
+  double total = 0.0;
+  for (double part : parts) total += part;
+  return total;
+}
+
+}  // namespace
+
+double fourth_moment(const void* values, WeightType type, std::size_t count, double mean) {
+  switch (type) {
+    case WeightType::F32: return fourth_moment_as<loads::F32>(static_cast<const float*>(values), count, mean);
+    case WeightType::BF16: return fourth_moment_as<loads::BF16>(static_cast<const std::uint16_t*>(values), count, mean);
+    case WeightType::F16: return fourth_moment_as<loads::F16>(static_cast<const std::uint16_t*>(values), count, mean);
+  }
+  return 0.0;
 }
 
 }  // namespace nuq

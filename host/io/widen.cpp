@@ -10,28 +10,16 @@
 
 #include "nuq/error.h"
 
+#include "../weight_loads.h"
+
 namespace nuq::io {
-namespace {
-
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = std::uint32_t(h >> 15) << 31;
-  const int exponent = (h >> 10) & 0x1F;
-  const std::uint32_t mantissa = h & 0x3FF;
-  float magnitude;
-  if (exponent == 0) magnitude = std::ldexp(float(mantissa), -24);  // zero and subnormals
-  else if (exponent == 31) magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN() : INFINITY;
-  else magnitude = std::ldexp(float(mantissa | 0x400), exponent - 25);
-  std::uint32_t bits;
-  std::memcpy(&bits, &magnitude, 4);
-  bits |= sign;
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
-
-}  // namespace
 
 bool is_floating(DType dtype) { return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16; }
+
+WeightType weight_type(DType dtype) {
+  NUQ_REQUIRE(is_floating(dtype), "cannot read ", to_string(dtype), " as floats (F32, F16 or BF16)");
+  return dtype == DType::BF16 ? WeightType::BF16 : dtype == DType::F16 ? WeightType::F16 : WeightType::F32;
+}
 
 void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out) {
   NUQ_REQUIRE(is_floating(dtype), "cannot read ", to_string(dtype), " as floats (F32, F16 or BF16)");
@@ -65,7 +53,7 @@ void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out)
   for (; i + 8 <= count; i += 8)  // the processor's conversion: the same floats as below (NaN payloads aside)
     _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 * i))));
 #endif
-  for (; i < count; ++i) out[i] = half_to_float(std::uint16_t(b[2 * i] | (b[2 * i + 1] << 8)));
+  for (; i < count; ++i) out[i] = loads::half_to_float(std::uint16_t(b[2 * i] | (b[2 * i + 1] << 8)));
 }
 
 }  // namespace nuq::io

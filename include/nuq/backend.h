@@ -39,6 +39,15 @@ class Backend {
   virtual QuantizeTotals quantize(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                                   std::uint8_t* packed) = 0;
 
+  // Whether stats_as() and quantize_as() take weights of `type` as they lie (the CPU reads BF16
+  // and F16 widening each weight in registers); otherwise callers widen them to float first.
+  virtual bool reads(WeightType type) const { return type == WeightType::F32; }
+  // stats() and quantize() over weights of `type` as they lie: the same results, bit for bit, as
+  // over their floats. Where reads(type) is false, only F32 is taken.
+  virtual WeightStats stats_as(const void* values, WeightType type, std::size_t count, const std::string& name,
+                               NonFinite nonfinite);
+  virtual QuantizeTotals quantize_as(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                                     const QuantizeTable& table, std::uint8_t* packed);
   // out[r * cols + c] = the level of code (r, c).
   virtual void dequantize(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                           float* out) = 0;

@@ -11,6 +11,7 @@
 
 #include "nuq/codebook.h"
 #include "nuq/quantize_rule.h"
+#include "nuq/weight_type.h"
 
 namespace nuq {
 
@@ -68,6 +69,10 @@ QuantizeTotals quantize_ref(const float* values, std::size_t rows, std::size_t c
 // The same, fast: AVX-512 for up to 16 levels where the build has it, rows over the cores.
 QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                              std::uint8_t* packed);
+// The same pass over weights of `type` as they lie (BF16, F16 widened as they are read): the same
+// codes and totals, bit for bit, as for their floats.
+QuantizeTotals quantize_fast(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                             const QuantizeTable& table, std::uint8_t* packed);
 
 // Weights back from codes: out[r * cols + c] = level of code (r, c) in its row's group.
 void dequantize_ref(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,

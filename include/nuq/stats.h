@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "nuq/weight_type.h"
+
 namespace nuq {
 
 // What a non-finite weight (NaN, ±Inf) means: an error (the default everywhere), or values the
@@ -31,9 +33,18 @@ void accumulate(WeightStats& stats, const float* values, std::size_t count, cons
                 NonFinite nonfinite = NonFinite::Reject);
 void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name,
                 NonFinite nonfinite = NonFinite::Reject);
+// The same for `count` weights of `type` as they lie (BF16, F16 widened as they are read): the
+// same statistics, bit for bit, as for their floats.
+void accumulate(WeightStats& stats, const void* values, WeightType type, std::size_t count, const std::string& name,
+                NonFinite nonfinite = NonFinite::Reject);
 // The reference: Welford's update one weight at a time, what the fast paths are tested against.
 WeightStats stats_ref(const float* values, std::size_t count, const std::string& name,
                       NonFinite nonfinite = NonFinite::Reject);
 WeightStats combine(const WeightStats& a, const WeightStats& b);
+
+// The sum of (w - mean)^4 over the finite weights among `count` of `type` (for the excess
+// kurtosis, a diagnostic: float sums within blocks of 1,024 weights, double across them, so the
+// same weights as float and as BF16 agree to rounding, not bit for bit).
+double fourth_moment(const void* values, WeightType type, std::size_t count, double mean);
 
 }  // namespace nuq

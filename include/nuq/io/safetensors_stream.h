@@ -37,6 +37,7 @@ class SafetensorsReader {
   Layout layout_;
   std::uint64_t data_begin_ = 0, file_size_ = 0;
   mutable std::uint64_t prefetched_to_ = 0;  // the end of the last range prefetch() asked for
+  bool cached(std::uint64_t offset) const;   // whether data byte `offset` is in the page cache
 };
 
 class SafetensorsWriter {
