@@ -38,14 +38,26 @@ void WriteBehind::run() {
     lock.lock();
     writing_ = false;
     queued_bytes_ -= bytes.size();
+    if (spares_.size() < kSpares) {  // its memory serves a later append: no allocation, no page faults
+      bytes.clear();
+      spares_.push_back(std::move(bytes));
+    }
     if (!failure.empty() && error_.empty()) error_ = failure;
     changed_.notify_all();
   }
 }
 
 void WriteBehind::append(const void* bytes, std::size_t count) {
-  std::vector<std::uint8_t> copy(count);
-  if (count) std::memcpy(copy.data(), bytes, count);
+  std::vector<std::uint8_t> copy;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!spares_.empty()) {
+      copy = std::move(spares_.back());
+      spares_.pop_back();
+    }
+  }
+  const auto* first = static_cast<const std::uint8_t*>(bytes);
+  copy.assign(first, first + count);  // no zero fill before the copy
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return !error_.empty() || queued_bytes_ < kQueuedBytes; });
   if (!error_.empty()) throw Error(error_);

@@ -40,6 +40,8 @@ class WriteBehind {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::vector<std::uint8_t>> queue_;
+  std::vector<std::vector<std::uint8_t>> spares_;  // written buffers kept for reuse
+  static constexpr std::size_t kSpares = 4;
   std::size_t queued_bytes_ = 0;
   bool writing_ = false, closing_ = false;
   std::string error_;
