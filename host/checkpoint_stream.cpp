@@ -416,6 +416,8 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
   nlohmann::json weight_map = nlohmann::json::object();
   std::uint64_t index_total = 0;
+  // The previous file's finish (fsync, rename) runs behind this one's work; at most one waits.
+  std::unique_ptr<io::WriteBehind> finishing;
   for (std::size_t s = 0; s < readers.size(); ++s) {
     const io::SafetensorsReader& reader = *readers[s];
     const std::string out_path = output_path(reader.path(), output, sharded);
@@ -441,8 +443,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
     std::map<std::string, std::string> metadata = reader.layout().metadata;
     metadata["nuq.quantized"] = describe_quantized(codebook, o.normalisation, global.mean, global_stddev, described);
-    io::SafetensorsWriter writer(out_path, metadata, planned);
-    io::WriteBehind out(writer);  // the writes overlap the next piece's work
+    // The writes overlap the next piece's work.
+    auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, planned));
+    const io::SafetensorsWriter& writer = out->writer();
     std::vector<std::uint8_t> codes;
     for (const auto& [name, entry] : writer.order()) {
       weight_map[name] = fs::path(out_path).filename().string();
@@ -453,7 +456,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
           const std::size_t bytes = std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at);
           grow(buffer.raw, bytes);
           reader.read(source, at, bytes, buffer.raw.data());
-          out.append(buffer.raw.data(), bytes);
+          out->append(buffer.raw.data(), bytes);
           progress.advance("writing", name, bytes);
         }
         continue;
@@ -463,16 +466,16 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       if (suffix == ".grid") {
         const auto [offset, scale] = grid_map(codebook, job.maps[0].mean, job.maps[0].scale);
         const double map[2] = {offset, scale};
-        out.append(map, sizeof map);
+        out->append(map, sizeof map);
       } else if (suffix == ".codebook" && o.group_size) {  // the design's levels, normalised
         const std::vector<float> levels = normalised_levels(codebook, bits);
-        out.append(levels.data(), levels.size() * sizeof(float));
+        out->append(levels.data(), levels.size() * sizeof(float));
       } else if (suffix == ".scales") {
         for (std::size_t first = 0; first < job.map_count; first += 65536) {
           std::vector<float> scales;
           for (const Affine& g : maps_of(job, spill, first, std::min<std::size_t>(65536, job.map_count - first), true))
             scales.push_back(float(g.scale));
-          out.append(scales.data(), scales.size() * sizeof(float));
+          out->append(scales.data(), scales.size() * sizeof(float));
         }
       } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
         for (std::size_t first = 0; first < job.map_count; first += 4096) {
@@ -480,7 +483,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
               make_quantize_table(codebook, bits,
                                   maps_of(job, spill, first, std::min<std::size_t>(4096, job.map_count - first), false))
                   .levels;
-          out.append(levels.data(), levels.size() * sizeof(float));
+          out->append(levels.data(), levels.size() * sizeof(float));
         }
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
@@ -515,16 +518,19 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
             job.totals = combine(job.totals, share_totals[i]);
             job.fourth += share_fourth[i];
           }
-          out.append(codes.data(), code_bytes);
+          out->append(codes.data(), code_bytes);
           progress.advance("quantizing", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
         }
       }
     }
-    out.finish();
-    report.output_bytes += writer.file_size();
-    index_total += writer.file_size();
+    report.output_bytes += writer.finished_size();  // (its appends may still be on their way)
+    index_total += writer.finished_size();
     report.outputs.push_back(out_path);
+    out->finish_later();
+    if (finishing) finishing->wait();  // rethrows its error
+    finishing = std::move(out);
   }
+  if (finishing) finishing->wait();
   if (sharded) {
     const std::string index = (fs::path(output) / kIndexName).string();
     io::write_atomically(index, [&](std::ostream& out) {

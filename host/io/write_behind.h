@@ -1,11 +1,13 @@
 // Appends to a SafetensorsWriter on a thread of its own, in order, so that the write system calls
-// (and the write-back to the disk they start) run while the caller works on the next piece.
+// (and the write-back to the disk they start) run while the caller works on the next piece, and
+// the file's finish (fsync, rename) while it works on the next file.
 // Private to the streamed checkpoint quantizer (checkpoint_stream.cpp).
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,33 +19,39 @@ namespace nuq::io {
 
 class WriteBehind {
  public:
-  explicit WriteBehind(SafetensorsWriter& writer);
-  // Waits for the appends still queued; an error not yet rethrown is dropped (the writer, never
-  // finished, then removes its temporary file).
+  explicit WriteBehind(std::unique_ptr<SafetensorsWriter> writer);
+  // Waits for what is still queued (a queued finish included); an error not yet rethrown is
+  // dropped (a writer never finished removes its temporary file).
   ~WriteBehind();
   WriteBehind(const WriteBehind&) = delete;
   WriteBehind& operator=(const WriteBehind&) = delete;
 
+  const SafetensorsWriter& writer() const { return *writer_; }
   // Copies `count` bytes and queues them after the bytes appended before; waits while more than
   // kQueuedBytes wait. Rethrows the error of an earlier append (disk full, ...).
   void append(const void* bytes, std::size_t count);
-  // Waits for every queued append, rethrows its error, then finishes the file (fsync, rename).
-  void finish();
+  // Queues the file's finish (every byte came, fsync, rename) after the last append and returns.
+  void finish_later();
+  // Waits until everything queued is done; rethrows the first error.
+  void wait();
 
   static constexpr std::size_t kQueuedBytes = std::size_t{16} << 20;
 
  private:
+  struct Item {
+    std::vector<std::uint8_t> bytes;
+    bool finish = false;
+  };
   void run();
-  void wait_until_written();
 
-  SafetensorsWriter& writer_;
+  std::unique_ptr<SafetensorsWriter> writer_;
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<std::vector<std::uint8_t>> queue_;
+  std::deque<Item> queue_;
   std::vector<std::vector<std::uint8_t>> spares_;  // written buffers kept for reuse
   static constexpr std::size_t kSpares = 4;
   std::size_t queued_bytes_ = 0;
-  bool writing_ = false, closing_ = false;
+  bool working_ = false, closing_ = false;
   std::string error_;
   std::thread thread_;  // last: started once everything it uses exists
 };

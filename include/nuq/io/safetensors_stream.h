@@ -58,6 +58,8 @@ class SafetensorsWriter {
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
   std::uint64_t file_size() const { return header_bytes_ + written_; }
+  // The size the file has once every byte came (its header's promise).
+  std::uint64_t finished_size() const { return header_bytes_ + data_bytes_; }
 
  private:
   std::string path_, temporary_;
