@@ -446,7 +446,6 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     // The writes overlap the next piece's work.
     auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, planned));
     const io::SafetensorsWriter& writer = out->writer();
-    std::vector<std::uint8_t> codes;
     for (const auto& [name, entry] : writer.order()) {
       weight_map[name] = fs::path(out_path).filename().string();
       const auto found = quantized.find(name);
@@ -494,7 +493,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         for (std::size_t k = 0; k < pieces.size(); ++k) {
           const Piece& p = pieces[k];
           const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
-          grow(codes, code_bytes);  // every byte is written
+          std::vector<std::uint8_t> codes = out->buffer(code_bytes);  // every byte is written
           const std::vector<Piece> shares = source.start(k);
           std::vector<QuantizeTotals> share_totals(shares.size());
           std::vector<double> share_fourth(shares.size());
@@ -518,7 +517,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
             job.totals = combine(job.totals, share_totals[i]);
             job.fourth += share_fourth[i];
           }
-          out->append(codes.data(), code_bytes);
+          out->append(std::move(codes));
           progress.advance("quantizing", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
         }
       }

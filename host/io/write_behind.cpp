@@ -1,5 +1,6 @@
 #include "write_behind.h"
 
+#include <cstring>
 #include <exception>
 
 #include "nuq/error.h"
@@ -41,29 +42,41 @@ void WriteBehind::run() {
     working_ = false;
     queued_bytes_ -= item.bytes.size();
     if (!failure.empty() && error_.empty()) error_ = failure;
-    if (!item.finish && spares_.size() < kSpares) {  // its memory serves a later append
-      item.bytes.clear();
-      spares_.push_back(std::move(item.bytes));
-    }
+    if (!item.finish && spares_.size() < kSpares) spares_.push_back(std::move(item.bytes));  // for a later append
     changed_.notify_all();
   }
 }
 
-void WriteBehind::append(const void* bytes, std::size_t count) {
-  Item item;
+std::vector<std::uint8_t> WriteBehind::buffer(std::size_t count) {
+  std::vector<std::uint8_t> bytes;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!spares_.empty()) {
-      item.bytes = std::move(spares_.back());
+      bytes = std::move(spares_.back());
       spares_.pop_back();
     }
   }
-  const auto* first = static_cast<const std::uint8_t*>(bytes);
-  item.bytes.assign(first, first + count);  // into reused memory, without a zero fill first
+  bytes.resize(count);  // zero-fills only what a reused buffer never held
+  return bytes;
+}
+
+void WriteBehind::append(const void* bytes, std::size_t count) {
+  std::vector<std::uint8_t> copy = buffer(count);
+  if (count) std::memcpy(copy.data(), bytes, count);
+  append(std::move(copy));
+}
+
+void WriteBehind::append(std::vector<std::uint8_t> bytes) {
+  Item item;
+  item.bytes = std::move(bytes);
+  queue(std::move(item));
+}
+
+void WriteBehind::queue(Item item) {
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return !error_.empty() || queued_bytes_ < kQueuedBytes; });
   if (!error_.empty()) throw Error(error_);
-  queued_bytes_ += count;
+  queued_bytes_ += item.bytes.size();
   queue_.push_back(std::move(item));
   lock.unlock();
   changed_.notify_all();

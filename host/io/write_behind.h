@@ -30,6 +30,10 @@ class WriteBehind {
   // Copies `count` bytes and queues them after the bytes appended before; waits while more than
   // kQueuedBytes wait. Rethrows the error of an earlier append (disk full, ...).
   void append(const void* bytes, std::size_t count);
+  // A buffer of `count` bytes (contents undefined) to fill and hand back to append(): its bytes are
+  // then written without being copied (reused memory: no allocation, no page faults).
+  std::vector<std::uint8_t> buffer(std::size_t count);
+  void append(std::vector<std::uint8_t> bytes);
   // Queues the file's finish (every byte came, fsync, rename) after the last append and returns.
   void finish_later();
   // Waits until everything queued is done; rethrows the first error.
@@ -43,12 +47,13 @@ class WriteBehind {
     bool finish = false;
   };
   void run();
+  void queue(Item item);
 
   std::unique_ptr<SafetensorsWriter> writer_;
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Item> queue_;
-  std::vector<std::vector<std::uint8_t>> spares_;  // written buffers kept for reuse
+  std::vector<std::vector<std::uint8_t>> spares_;  // written buffers kept for reuse (their size kept)
   static constexpr std::size_t kSpares = 4;
   std::size_t queued_bytes_ = 0;
   bool working_ = false, closing_ = false;
