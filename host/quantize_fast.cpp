@@ -125,9 +125,13 @@ struct SimdRule {
     levels_low = _mm256_loadu_ps(padded);
     levels_high = _mm256_loadu_ps(padded + 8);
   }
+  // Count > 0: that many thresholds, known when compiled (the loop unrolled); 0: `count`.
+  template <int Count = 0>
   __m256i code(__m256 w) const {
     __m256i code = _mm256_setzero_si256();
-    for (std::uint32_t i = 0; i < count; ++i)  // a true comparison is all ones: -1
+    const std::uint32_t n = Count > 0 ? std::uint32_t(Count) : count;
+#pragma GCC unroll 16
+    for (std::uint32_t i = 0; i < n; ++i)  // a true comparison is all ones: -1
       code = _mm256_sub_epi32(code, _mm256_castps_si256(_mm256_cmp_ps(w, thresholds[i], _CMP_GE_OQ)));
     return code;
   }
@@ -165,7 +169,8 @@ double exact_max_error(const typename E::Stored* row, std::size_t first, std::si
 }
 
 // Columns [first, last) of a row, last - first a multiple of 32, first a multiple of 32.
-template <int Bits, typename E>
+// Count: the thresholds, when every code of the width is used (2^Bits - 1), or 0 for any number.
+template <int Bits, typename E, int Count>
 void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
                         const GroupRule& group, const float* levels, std::uint8_t* out, QuantizeTotals& t) {
   const SimdRule rule(group, levels);
@@ -173,26 +178,28 @@ void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, st
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (std::size_t block = first; block < last; block += kBlockWeights) {
     const std::size_t end = std::min(last, block + kBlockWeights);
-    __m256 signal[4], noise[4];
-    for (int u = 0; u < 4; ++u) signal[u] = noise[u] = _mm256_setzero_ps();
+    // Two accumulators a sum (more would not stay in the 16 registers beside the rule's).
+    __m256 signal[2], noise[2];
+    for (int u = 0; u < 2; ++u) signal[u] = noise[u] = _mm256_setzero_ps();
     __m256 worst = _mm256_setzero_ps();
     __m256i inside = _mm256_setzero_si256();
     for (std::size_t c = block; c < end; c += kSimdWidth) {
       __m256i codes[4];
+#pragma GCC unroll 4
       for (int u = 0; u < 4; ++u) {
         const __m256 w = E::load8(row + c + 8 * std::size_t(u));
-        codes[u] = rule.code(w);
+        codes[u] = rule.template code<Count>(w);
         const __m256 e = _mm256_sub_ps(w, rule.level(codes[u]));
-        signal[u] = _mm256_fmadd_ps(w, w, signal[u]);
-        noise[u] = _mm256_fmadd_ps(e, e, noise[u]);
+        signal[u % 2] = _mm256_fmadd_ps(w, w, signal[u % 2]);
+        noise[u % 2] = _mm256_fmadd_ps(e, e, noise[u % 2]);
         worst = _mm256_max_ps(worst, _mm256_andnot_ps(sign, e));
         const __m256 in = _mm256_and_ps(_mm256_cmp_ps(w, lo, _CMP_GE_OQ), _mm256_cmp_ps(w, hi, _CMP_LE_OQ));
         inside = _mm256_sub_epi32(inside, _mm256_castps_si256(in));
       }
       pack32<Bits>(codes, out + c / 8 * Bits);
     }
-    const float block_signal = sum_lanes(_mm256_add_ps(_mm256_add_ps(signal[0], signal[1]), _mm256_add_ps(signal[2], signal[3])));
-    const float block_noise = sum_lanes(_mm256_add_ps(_mm256_add_ps(noise[0], noise[1]), _mm256_add_ps(noise[2], noise[3])));
+    const float block_signal = sum_lanes(_mm256_add_ps(signal[0], signal[1]));
+    const float block_noise = sum_lanes(_mm256_add_ps(noise[0], noise[1]));
     // NaN or Inf among the weights (or squares past the float range) leave a sum that is not
     // finite: the block again, one weight at a time, by the rule's branches and in double.
     if (!std::isfinite(block_signal + block_noise)) {
@@ -301,11 +308,19 @@ template <typename E>
 void quantize_span_simd_of_width(const typename E::Stored* row, std::size_t row_start, std::size_t first,
                                  std::size_t last, const GroupRule& rule, const float* levels, int bits,
                                  std::uint8_t* out, QuantizeTotals& t) {
+  // Every code of the width used (the usual case): the threshold count compiled in.
+  const bool full = rule.levels_count == (1u << bits);
   switch (bits) {
-    case 1: return quantize_span_simd<1, E>(row, row_start, first, last, rule, levels, out, t);
-    case 2: return quantize_span_simd<2, E>(row, row_start, first, last, rule, levels, out, t);
-    case 4: return quantize_span_simd<4, E>(row, row_start, first, last, rule, levels, out, t);
-    case 8: return quantize_span_simd<8, E>(row, row_start, first, last, rule, levels, out, t);
+    case 1:
+      return full ? quantize_span_simd<1, E, 1>(row, row_start, first, last, rule, levels, out, t)
+                  : quantize_span_simd<1, E, 0>(row, row_start, first, last, rule, levels, out, t);
+    case 2:
+      return full ? quantize_span_simd<2, E, 3>(row, row_start, first, last, rule, levels, out, t)
+                  : quantize_span_simd<2, E, 0>(row, row_start, first, last, rule, levels, out, t);
+    case 4:
+      return full ? quantize_span_simd<4, E, 15>(row, row_start, first, last, rule, levels, out, t)
+                  : quantize_span_simd<4, E, 0>(row, row_start, first, last, rule, levels, out, t);
+    case 8: return quantize_span_simd<8, E, 0>(row, row_start, first, last, rule, levels, out, t);
     default: NUQ_ASSERT(false, "no packing of ", bits, "-bit codes");
   }
 }
