@@ -117,14 +117,14 @@ template <typename E>
 ShiftedSums shifted_sums(const typename E::Stored* x, std::size_t count, double shift) {
   __m256d s1[4], s2[4];
   for (int u = 0; u < 4; ++u) s1[u] = s2[u] = _mm256_setzero_pd();
-  __m256 lo = _mm256_set1_ps(E::at(x, 0)), hi = lo, finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-  const __m256 infinity = _mm256_set1_ps(std::numeric_limits<float>::infinity()), sign = _mm256_set1_ps(-0.0f);
+  __m256 lo = _mm256_set1_ps(E::at(x, 0)), hi = lo;
   const __m256d k = _mm256_set1_pd(shift);
   std::size_t i = 0;
+  // NaN and Inf need no test of their own: they leave the double sums NaN or infinite (squares of
+  // finite floats cannot overflow a double).
   for (; i + 16 <= count; i += 16) {
     for (int h = 0; h < 2; ++h) {
       const __m256 v = E::load8(x + i + 8 * h);
-      finite = _mm256_and_ps(finite, _mm256_cmp_ps(_mm256_andnot_ps(sign, v), infinity, _CMP_LT_OQ));
       lo = _mm256_min_ps(lo, v);
       hi = _mm256_max_ps(hi, v);
       const __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), k);
@@ -146,7 +146,7 @@ ShiftedSums shifted_sums(const typename E::Stored* x, std::size_t count, double 
   r.s2 = (sums[1][0] + sums[1][1]) + (sums[1][2] + sums[1][3]);
   r.lo = *std::min_element(extremes[0], extremes[0] + 8);
   r.hi = *std::max_element(extremes[1], extremes[1] + 8);
-  r.finite = _mm256_movemask_ps(finite) == 0xFF;
+  r.finite = std::isfinite(r.s1) && std::isfinite(r.s2);
   add_scalar<E>(r, x, i, count, shift);
   return r;
 }
