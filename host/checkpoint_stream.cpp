@@ -368,15 +368,12 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       for_each_share(shares.size(), [&](std::size_t i) {
         const Piece& share = shares[i];
         const std::string where = where_of(reader, job.name, share);
-        if (as_stored && !per_row) {  // per-channel maps below take floats
-          share_stats[i] = backend.stats_as(source.bytes(k, share), type, share.rows * share.cols, where, o.nonfinite);
-          return;
-        }
-        const float* v = source.weights(k, share);
-        share_stats[i] = backend.stats(v, share.rows * share.cols, where, o.nonfinite);
+        const void* v = as_stored ? source.bytes(k, share) : source.weights(k, share);
+        const WeightType as = as_stored ? type : WeightType::F32;
+        share_stats[i] = backend.stats_as(v, as, share.rows * share.cols, where, o.nonfinite);
         if (per_row && share.cols == job.cols)  // whole rows: each its own map
-          share_maps[i] = normalise_tensor(Normalisation::PerChannel, v, share.rows, share.cols, global, share_stats[i],
-                                           where, o.nonfinite, backend).maps;
+          share_maps[i] = normalise_tensor(Normalisation::PerChannel, v, as, share.rows, share.cols, global,
+                                           share_stats[i], where, o.nonfinite, backend).maps;
       });
       WeightStats piece;
       for (const WeightStats& share : share_stats) piece = combine(piece, share);

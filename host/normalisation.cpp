@@ -48,6 +48,14 @@ Normalisation parse_normalisation(const std::string& text) {
 TensorNormalisation normalise_tensor(Normalisation normalisation, const float* values, std::size_t rows,
                                      std::size_t cols, const WeightStats& global, const WeightStats& own,
                                      const std::string& name, NonFinite nonfinite, Backend& backend) {
+  return normalise_tensor(normalisation, values, WeightType::F32, rows, cols, global, own, name, nonfinite, backend);
+}
+
+TensorNormalisation normalise_tensor(Normalisation normalisation, const void* values, WeightType type, std::size_t rows,
+                                     std::size_t cols, const WeightStats& global, const WeightStats& own,
+                                     const std::string& name, NonFinite nonfinite, Backend& backend) {
+  const std::size_t element = type == WeightType::F32 ? 4 : 2;
+  const auto row = [&](std::size_t r) { return static_cast<const std::uint8_t*>(values) + r * cols * element; };
   constexpr double kInf = std::numeric_limits<double>::infinity();
   TensorNormalisation result{{}, {kInf, -kInf}};
   if (normalisation != Normalisation::PerChannel) {
@@ -67,16 +75,16 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const float* v
 #pragma omp parallel for schedule(static)
     for (std::ptrdiff_t r = 0; r < std::ptrdiff_t(rows); ++r) {
       try {
-        row_stats[std::size_t(r)] = backend.stats(values + std::size_t(r) * cols, cols, std::string(), nonfinite);
+        row_stats[std::size_t(r)] = backend.stats_as(row(std::size_t(r)), type, cols, std::string(), nonfinite);
       } catch (const Error&) {
 #pragma omp critical(nuq_row_stats)
         failed = std::min(failed, r);
       }
     }
     if (failed < std::ptrdiff_t(rows))  // the first failing row again, for its message
-      backend.stats(values + std::size_t(failed) * cols, cols, row_name(std::size_t(failed)), nonfinite);
+      backend.stats_as(row(std::size_t(failed)), type, cols, row_name(std::size_t(failed)), nonfinite);
   } else {
-    for (std::size_t r = 0; r < rows; ++r) row_stats[r] = backend.stats(values + r * cols, cols, row_name(r), nonfinite);
+    for (std::size_t r = 0; r < rows; ++r) row_stats[r] = backend.stats_as(row(r), type, cols, row_name(r), nonfinite);
   }
   result.maps.reserve(rows);
   for (const WeightStats& row : row_stats) {

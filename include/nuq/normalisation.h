@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "nuq/weight_type.h"
+
 #include "nuq/backend.h"
 #include "nuq/quantize_table.h"
 #include "nuq/stats.h"
@@ -36,6 +38,10 @@ struct TensorNormalisation {
 // backend.stats). PerChannel takes each row's statistics through the backend (errors name the
 // tensor `name` and the row). A constant group gets scale 0 and is stored exactly.
 TensorNormalisation normalise_tensor(Normalisation normalisation, const float* values, std::size_t rows,
+                                     std::size_t cols, const WeightStats& global, const WeightStats& own,
+                                     const std::string& name, NonFinite nonfinite, Backend& backend);
+// The same over weights of `type` as they lie (for a backend that reads(type)).
+TensorNormalisation normalise_tensor(Normalisation normalisation, const void* values, WeightType type, std::size_t rows,
                                      std::size_t cols, const WeightStats& global, const WeightStats& own,
                                      const std::string& name, NonFinite nonfinite, Backend& backend);
 
