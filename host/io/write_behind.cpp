@@ -42,7 +42,8 @@ void WriteBehind::run() {
     working_ = false;
     queued_bytes_ -= item.bytes.size();
     if (!failure.empty() && error_.empty()) error_ = failure;
-    if (!item.finish && spares_.size() < kSpares) spares_.push_back(std::move(item.bytes));  // for a later append
+    if (item.finish) spares_.clear();  // no more appends: the memory goes back
+    else if (spares_.size() < kSpares) spares_.push_back(std::move(item.bytes));  // for a later append
     changed_.notify_all();
   }
 }

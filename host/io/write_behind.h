@@ -39,7 +39,7 @@ class WriteBehind {
   // Waits until everything queued is done; rethrows the first error.
   void wait();
 
-  static constexpr std::size_t kQueuedBytes = std::size_t{16} << 20;
+  static constexpr std::size_t kQueuedBytes = std::size_t{4} << 20;  // a bound on the memory held
 
  private:
   struct Item {
