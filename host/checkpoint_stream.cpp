@@ -71,7 +71,6 @@ void grow(std::vector<T>& buffer, std::size_t size) {
   if (buffer.size() < size) buffer.resize(size);
 }
 
-
 // The byte offset of piece `p` in its tensor.
 std::uint64_t offset_of(const Job& job, const Piece& p) {
   return (p.row * job.cols + p.col) * io::dtype_size(job.entry.dtype);
@@ -117,11 +116,12 @@ struct PieceBuffer {
   }
 };
 
-// Where the widened weights of a tensor's pieces come from. With a concurrent backend (the CPU),
-// each share of a piece is read and widened by its own thread into its part of one buffer while
-// the kernel reads the file ahead. With a device backend, whose pieces are one share each, piece
-// k + 1 is read and widened on a second thread, into the other of two buffers, while the backend
-// works on piece k.
+// Where the weights of a tensor's pieces come from. With a concurrent backend (the CPU), each
+// share of a piece is read by its own thread into its part of one buffer, as the file stores it
+// (bytes(), for a backend that reads the dtype) or widened to floats (weights()), while the kernel
+// reads the file ahead. With a device backend, whose pieces are one share each, piece k + 1 is
+// read and widened on a second thread, into the other of two buffers, while the backend works on
+// piece k.
 class PieceReader {
  public:
   // With `fourth`, each piece's sum of (w - mean)^4 is taken as it is read (pass 2).
@@ -192,7 +192,6 @@ class PieceReader {
   double ahead_fourth_[2] = {0.0, 0.0};
   std::future<void> pending_;
 };
-
 
 std::string where_of(const io::SafetensorsReader& reader, const std::string& tensor, const Piece& p) {
   return reader.path() + ": tensor '" + tensor + "' (from row " + std::to_string(p.row) + ")";
@@ -341,7 +340,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   // tensors are read in the order of their bytes in each shard, so the reads go front to back
   // through every file, and joined in name order, so the result does not depend on the layout.
   Progress progress(o.progress, quantized_bytes);
-  PieceBuffer buffer;  // the CPU path's pieces, and the bytes of tensors kept as they are
+  PieceBuffer buffer;  // the CPU path's pieces
   WeightStats global;
   MapSpill spill;
   std::vector<Job*> file_order;
@@ -450,9 +449,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const io::TensorEntry& source = reader.layout().tensors.at(name);
         for (std::uint64_t at = 0; at < source.end - source.begin; at += o.piece_bytes) {
           const std::size_t bytes = std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at);
-          grow(buffer.raw, bytes);
-          reader.read(source, at, bytes, buffer.raw.data());
-          out->append(buffer.raw.data(), bytes);
+          std::vector<std::uint8_t> piece = out->buffer(bytes);
+          reader.read(source, at, bytes, piece.data());
+          out->append(std::move(piece));
           progress.advance("writing", name, bytes);
         }
         continue;

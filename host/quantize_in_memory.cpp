@@ -37,17 +37,25 @@ View quantized_view(const TensorInMemory& t, int bits, const InMemoryOptions& o)
   return {rows * (cols / o.group_size), o.group_size};
 }
 
-// `count` elements from element `first` as floats: F32 where they lie, F16/BF16 widened to `scratch`.
-const float* floats_at(const TensorInMemory& t, std::size_t first, std::size_t count, float* scratch) {
+// `count` elements from element `first`, as the backend takes them: where they lie when it reads
+// the tensor's dtype (F32 always; the CPU also F16 and BF16), otherwise widened to floats in
+// `scratch`. The two give the same results bit for bit (the widening is exact).
+struct Weights {
+  const void* data;
+  WeightType type;
+};
+
+Weights weights_at(const TensorInMemory& t, std::size_t first, std::size_t count, float* scratch, Backend& backend) {
   const auto* bytes = static_cast<const std::uint8_t*>(t.data) + first * io::dtype_size(t.dtype);
-  if (t.dtype == io::DType::F32) return reinterpret_cast<const float*>(bytes);
+  const WeightType type = io::weight_type(t.dtype);
+  if (backend.reads(type)) return {bytes, type};
   io::widen_to_f32(t.dtype, bytes, count, scratch);
-  return scratch;
+  return {scratch, WeightType::F32};
 }
 
-// Scratch for a piece of F16/BF16 weights (none for F32, read where it lies), grown, never shrunk.
-float* scratch_for(const TensorInMemory& t, const Piece& p, std::vector<float>& scratch) {
-  if (t.dtype != io::DType::F32 && scratch.size() < p.rows * p.cols) scratch.resize(p.rows * p.cols);
+// Scratch for a piece to widen (none when the backend reads the dtype), grown, never shrunk.
+float* scratch_for(const TensorInMemory& t, const Piece& p, std::vector<float>& scratch, Backend& backend) {
+  if (!backend.reads(io::weight_type(t.dtype)) && scratch.size() < p.rows * p.cols) scratch.resize(p.rows * p.cols);
   return scratch.data();
 }
 
@@ -63,13 +71,14 @@ WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, c
   WeightStats own;
   std::vector<float> scratch;
   for (const Piece& p : pieces_of(view.rows, view.cols, o.piece_bytes)) {  // as the streamed pass 1
-    float* piece_scratch = scratch_for(t, p, scratch);
+    float* piece_scratch = scratch_for(t, p, scratch, backend);
     const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
     std::vector<WeightStats> share_stats(shares.size());
     for_each_share(shares.size(), [&](std::size_t i) {
       const Piece& s = shares[i];
-      const float* values = floats_at(t, s.row * view.cols + s.col, s.rows * s.cols, piece_scratch + (s.row - p.row) * p.cols);
-      share_stats[i] = backend.stats(values, s.rows * s.cols, where_of(t, s), o.nonfinite);
+      const Weights w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
+                                   piece_scratch + (s.row - p.row) * p.cols, backend);
+      share_stats[i] = backend.stats_as(w.data, w.type, s.rows * s.cols, where_of(t, s), o.nonfinite);
     });
     for (const WeightStats& share : share_stats) own = combine(own, share);
   }
@@ -110,33 +119,35 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
     const std::string where = where_of(t, p);
     if (per_row && p.cols < view.cols && p.col == 0) {  // as the streamed pass 1: the row's pieces combined
       WeightStats row;
-      for (std::size_t j = i; j < pieces.size() && pieces[j].row == p.row; ++j)
-        row = combine(row, backend.stats(floats_at(t, p.row * view.cols + pieces[j].col, pieces[j].cols,
-                                                   scratch_for(t, pieces[j], scratch)),
-                                         pieces[j].cols, where, o.nonfinite));
+      for (std::size_t j = i; j < pieces.size() && pieces[j].row == p.row; ++j) {
+        const Weights w = weights_at(t, p.row * view.cols + pieces[j].col, pieces[j].cols,
+                                     scratch_for(t, pieces[j], scratch, backend), backend);
+        row = combine(row, backend.stats_as(w.data, w.type, pieces[j].cols, where, o.nonfinite));
+      }
       long_row = normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where, o.nonfinite,
                                   backend).maps[0];
     }
     // Shares of the piece as the streamed pass cuts them, each with its rows' maps and table.
-    float* piece_scratch = scratch_for(t, p, scratch);
+    float* piece_scratch = scratch_for(t, p, scratch, backend);
     const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
     std::vector<std::vector<Affine>> share_maps(shares.size());
     std::vector<std::vector<float>> share_levels(shares.size());
     std::vector<QuantizeTotals> share_totals(shares.size());
     for_each_share(shares.size(), [&](std::size_t k) {
       const Piece& s = shares[k];
-      const float* values = floats_at(t, s.row * view.cols + s.col, s.rows * s.cols, piece_scratch + (s.row - p.row) * p.cols);
+      const Weights w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
+                                   piece_scratch + (s.row - p.row) * p.cols, backend);
       std::vector<Affine>& maps = share_maps[k];
       if (per_row)
         maps = p.cols < view.cols ? std::vector<Affine>{long_row}
-                                  : normalise_tensor(Normalisation::PerChannel, values, s.rows, s.cols, global, own,
-                                                     where_of(t, s), o.nonfinite, backend).maps;
+                                  : normalise_tensor(Normalisation::PerChannel, w.data, w.type, s.rows, s.cols, global,
+                                                     own, where_of(t, s), o.nonfinite, backend).maps;
       if (o.group_size)
         for (Affine& m : maps) m = group_map(m, own.mean);
       const QuantizeTable table = per_row ? make_quantize_table(codebook, bits, maps) : QuantizeTable{};
       if (per_row && !o.group_size) share_levels[k] = table.levels;
       std::uint8_t* codes = q.matrix.codes.bytes.data() + s.row * row_bytes + s.col * std::size_t(bits) / 8;
-      share_totals[k] = backend.quantize(values, s.rows, s.cols, per_row ? table : shared, codes);
+      share_totals[k] = backend.quantize_as(w.data, w.type, s.rows, s.cols, per_row ? table : shared, codes);
     });
     for (std::size_t k = 0; k < shares.size(); ++k) {
       if (o.group_size && p.col == 0)
