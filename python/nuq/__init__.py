@@ -6,8 +6,8 @@ used by ``qgemm`` and ``QuantizedTensor.dequantize``, and kept in the files ``nu
 and writes (``load``, ``save``).
 
 Inputs are read in place when they are C-contiguous (numpy arrays, CPU tensors): float32 as it
-lies, float16 and bfloat16 widened to float32 a bounded piece (4 MiB) at a time, never as a whole
-copy. CUDA tensors are copied to the
+lies, float16 and bfloat16 read as they lie by the CPU (each weight widened exactly in a register;
+a backend that takes float32 only gets a bounded piece widened at a time), never as a whole copy. CUDA tensors are copied to the
 host (the library's CUDA backend streams host memory through the GPU) and results go back to the
 caller's device. Errors a caller can cause are ValueError with nuq's message.
 """
