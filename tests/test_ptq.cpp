@@ -183,8 +183,8 @@ TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {
       noise += (w - expected) * (w - expected);
       inside += std::abs(normalised) <= codebook.xmax();
     }
-  // The fast pass sums blocks of weights in float: 2e-6 of the sums at most, 1e-5 dB.
-  EXPECT_NEAR(report.sqnr_ex_db, 10.0 * std::log10(signal / noise), 1e-5);
+  // The fast pass sums blocks of weights in float: under 4e-6 of each sum, 4e-5 dB at most.
+  EXPECT_NEAR(report.sqnr_ex_db, 10.0 * std::log10(signal / noise), 4e-5);
   EXPECT_NEAR(report.within, 100.0 * double(inside) / double(stats.count), 1e-12);
   EXPECT_NEAR(report.sqnr_th_db, 7.5165, 1e-4);
   EXPECT_EQ(report.tensors.size(), model.parameters.size());
