@@ -106,29 +106,30 @@ void prefetch_from(const io::SafetensorsReader& reader, const Job& job, const Pi
   reader.prefetch(job.entry.begin + offset_of(job, p), kReadAheadBytes);
 }
 
-// A piece's raw bytes and its weights widened to float: scratch that only grows.
+// A piece's raw bytes and, when the backend takes floats, its weights widened: scratch that only grows.
 struct PieceBuffer {
   std::vector<std::uint8_t> raw;
   std::vector<float> values;
-  void fit(const Piece& p, std::size_t element) {
+  void fit(const Piece& p, std::size_t element, bool floats) {
     grow(raw, p.rows * p.cols * element);
-    grow(values, p.rows * p.cols);
+    if (floats) grow(values, p.rows * p.cols);
   }
 };
 
 // Where the weights of a tensor's pieces come from. With a concurrent backend (the CPU), each
 // share of a piece is read by its own thread into its part of one buffer, as the file stores it
-// (bytes(), for a backend that reads the dtype) or widened to floats (weights()), while the kernel
-// reads the file ahead. With a device backend, whose pieces are one share each, piece k + 1 is
-// read and widened on a second thread, into the other of two buffers, while the backend works on
-// piece k.
+// when the backend reads the dtype (no buffer of floats between the file and the pass; the CPU
+// widens BF16 in registers) or else widened to floats, while the kernel reads the file ahead.
+// With a device backend, whose pieces are one share each, piece k + 1 is read and widened on a
+// second thread, into the other of two buffers, while the backend works on piece k.
 class PieceReader {
  public:
   // With `fourth`, each piece's sum of (w - mean)^4 is taken as it is read (pass 2).
-  PieceReader(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces, bool concurrent,
+  PieceReader(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces, Backend& backend,
               PieceBuffer& shared, bool fourth)
-      : reader_(reader), job_(job), pieces_(pieces), concurrent_(concurrent), fourth_(fourth), shared_(shared),
-        element_(io::dtype_size(job.entry.dtype)) {}
+      : reader_(reader), job_(job), pieces_(pieces), type_(io::weight_type(job.entry.dtype)),
+        concurrent_(backend.concurrent_calls()), as_stored_(concurrent_ && backend.reads(type_)), fourth_(fourth),
+        shared_(shared), element_(io::dtype_size(job.entry.dtype)) {}
   ~PieceReader() {
     if (pending_.valid()) pending_.wait();
   }
@@ -140,7 +141,7 @@ class PieceReader {
     const Piece& p = pieces_[k];
     if (concurrent_) {
       prefetch_from(reader_, job_, p);
-      shared_.fit(p, element_);
+      shared_.fit(p, element_, !as_stored_);
       return shares_of(p, true);
     }
     if (k == 0) read_ahead(0);
@@ -149,32 +150,28 @@ class PieceReader {
     return {p};
   }
 
-  // The bytes of `share` of piece k as the file stores them (the concurrent path, for a backend
-  // that reads the tensor's dtype), valid until piece k + 1 starts (from the share's thread).
-  const void* bytes(std::size_t k, const Piece& share) {
-    NUQ_ASSERT(concurrent_, "a device backend's pieces are read ahead as floats");
-    std::uint8_t* out = shared_.raw.data() + (share.row - pieces_[k].row) * pieces_[k].cols * element_;
-    reader_.read(job_.entry, offset_of(job_, share), share.rows * share.cols * element_, out);
-    return out;
-  }
-
-  // The weights of `share` of piece k, valid until piece k + 1 starts (from the share's thread),
-  // and with `fourth` the share's sum of (w - mean)^4 added to *fourth.
-  const float* weights(std::size_t k, const Piece& share, double* fourth = nullptr) {
+  // The weights of `share` of piece k, as stored or as floats, valid until piece k + 1 starts
+  // (from the share's thread), and with `fourth` the share's sum of (w - mean)^4 added to *fourth.
+  WeightView weights(std::size_t k, const Piece& share, double* fourth = nullptr) {
     NUQ_ASSERT(!fourth == !fourth_, "the fourth moment is asked for when the reader is made");
     if (!concurrent_) {
       if (fourth) *fourth += ahead_fourth_[k % 2];
-      return ahead_[k % 2].values.data();
+      return {ahead_[k % 2].values.data(), WeightType::F32};
     }
-    const std::size_t at = (share.row - pieces_[k].row) * pieces_[k].cols;
-    return read_piece(reader_, job_, share, shared_.raw.data() + at * element_, shared_.values.data() + at, fourth);
+    const std::size_t at = (share.row - pieces_[k].row) * pieces_[k].cols, count = share.rows * share.cols;
+    std::uint8_t* raw = shared_.raw.data() + at * element_;
+    if (!as_stored_)
+      return {read_piece(reader_, job_, share, raw, shared_.values.data() + at, fourth), WeightType::F32};
+    reader_.read(job_.entry, offset_of(job_, share), count * element_, raw);
+    if (fourth) *fourth += fourth_moment(raw, type_, count, job_.own.mean);
+    return {raw, type_};
   }
 
  private:
   void read_ahead(std::size_t k) {
     PieceBuffer& b = ahead_[k % 2];
     const Piece& p = pieces_[k];
-    b.fit(p, element_);
+    b.fit(p, element_, true);
     double& fourth = ahead_fourth_[k % 2];
     fourth = 0.0;
     pending_ = std::async(std::launch::async, [this, &b, &p, &fourth] {
@@ -185,7 +182,8 @@ class PieceReader {
   const io::SafetensorsReader& reader_;
   const Job& job_;
   const std::vector<Piece>& pieces_;
-  const bool concurrent_, fourth_;
+  const WeightType type_;
+  const bool concurrent_, as_stored_, fourth_;
   PieceBuffer& shared_;
   const std::size_t element_;
   PieceBuffer ahead_[2];
@@ -332,10 +330,6 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   NUQ_REQUIRE(!jobs.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
               "with --quantize-vectors, that --skip does not name)");
 
-  // The CPU backend is called from every thread, on shares of each piece; a device backend from
-  // this one, while another reads the next piece.
-  const bool concurrent = backend.concurrent_calls();
-
   // Pass 1: each tensor's statistics (per channel: each row's map), and all of them together. The
   // tensors are read in the order of their bytes in each shard, so the reads go front to back
   // through every file, and joined in name order, so the result does not depend on the layout.
@@ -354,11 +348,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-    // A concurrent backend that reads the dtype takes each share's bytes as the file stores them
-    // (the CPU widens BF16 in registers): no buffer of floats between the file and the pass.
-    const WeightType type = io::weight_type(job.entry.dtype);
-    const bool as_stored = concurrent && backend.reads(type);
-    PieceReader source(reader, job, pieces, concurrent, buffer, false);
+    PieceReader source(reader, job, pieces, backend, buffer, false);
     for (std::size_t k = 0; k < pieces.size(); ++k) {
       const Piece& p = pieces[k];
       const std::vector<Piece> shares = source.start(k);
@@ -367,11 +357,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       for_each_share(shares.size(), [&](std::size_t i) {
         const Piece& share = shares[i];
         const std::string where = where_of(reader, job.name, share);
-        const void* v = as_stored ? source.bytes(k, share) : source.weights(k, share);
-        const WeightType as = as_stored ? type : WeightType::F32;
-        share_stats[i] = backend.stats_as(v, as, share.rows * share.cols, where, o.nonfinite);
+        const WeightView w = source.weights(k, share);
+        share_stats[i] = backend.stats_as(w.data, w.type, share.rows * share.cols, where, o.nonfinite);
         if (per_row && share.cols == job.cols)  // whole rows: each its own map
-          share_maps[i] = normalise_tensor(Normalisation::PerChannel, v, as, share.rows, share.cols, global,
+          share_maps[i] = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols, global,
                                            share_stats[i], where, o.nonfinite, backend).maps;
       });
       WeightStats piece;
@@ -483,9 +472,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
         const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-        const WeightType type = io::weight_type(job.entry.dtype);
-        const bool as_stored = concurrent && backend.reads(type);  // as in pass 1
-        PieceReader source(reader, job, pieces, concurrent, buffer, true);
+        PieceReader source(reader, job, pieces, backend, buffer, true);
         for (std::size_t k = 0; k < pieces.size(); ++k) {
           const Piece& p = pieces[k];
           const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
@@ -498,16 +485,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
             const QuantizeTable table =
                 per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
                         : QuantizeTable{};
-            std::uint8_t* share_codes = codes.data() + (share.row - p.row) * row_bytes;
-            if (as_stored) {
-              const void* stored = source.bytes(k, share);
-              share_totals[i] = backend.quantize_as(stored, type, share.rows, share.cols, per_row ? table : shared,
-                                                    share_codes);
-              share_fourth[i] = fourth_moment(stored, type, share.rows * share.cols, job.own.mean);
-              return;
-            }
-            const float* v = source.weights(k, share, &share_fourth[i]);
-            share_totals[i] = backend.quantize(v, share.rows, share.cols, per_row ? table : shared, share_codes);
+            const WeightView w = source.weights(k, share, &share_fourth[i]);
+            share_totals[i] = backend.quantize_as(w.data, w.type, share.rows, share.cols, per_row ? table : shared,
+                                                  codes.data() + (share.row - p.row) * row_bytes);
           });
           for (std::size_t i = 0; i < shares.size(); ++i) {
             job.totals = combine(job.totals, share_totals[i]);

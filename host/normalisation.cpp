@@ -54,7 +54,7 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const float* v
 TensorNormalisation normalise_tensor(Normalisation normalisation, const void* values, WeightType type, std::size_t rows,
                                      std::size_t cols, const WeightStats& global, const WeightStats& own,
                                      const std::string& name, NonFinite nonfinite, Backend& backend) {
-  const std::size_t element = type == WeightType::F32 ? 4 : 2;
+  const std::size_t element = element_bytes(type);
   const auto row = [&](std::size_t r) { return static_cast<const std::uint8_t*>(values) + r * cols * element; };
   constexpr double kInf = std::numeric_limits<double>::infinity();
   TensorNormalisation result{{}, {kInf, -kInf}};

@@ -392,15 +392,9 @@ QuantizeTotals quantize_fast(const float* values, std::size_t rows, std::size_t 
 
 QuantizeTotals quantize_fast(const void* values, WeightType type, std::size_t rows, std::size_t cols,
                              const QuantizeTable& table, std::uint8_t* packed) {
-  switch (type) {
-    case WeightType::F32: return quantize_as<loads::F32>(static_cast<const float*>(values), rows, cols, table, packed);
-    case WeightType::BF16:
-      return quantize_as<loads::BF16>(static_cast<const std::uint16_t*>(values), rows, cols, table, packed);
-    case WeightType::F16:
-      return quantize_as<loads::F16>(static_cast<const std::uint16_t*>(values), rows, cols, table, packed);
-  }
-  NUQ_ASSERT(false, "a weight type without a reader");
-  return {};
+  return loads::with_element(values, type, [&](auto element, const auto* stored) {
+    return quantize_as<decltype(element)>(stored, rows, cols, table, packed);
+  });
 }
 
 }  // namespace nuq

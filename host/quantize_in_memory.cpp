@@ -40,12 +40,7 @@ View quantized_view(const TensorInMemory& t, int bits, const InMemoryOptions& o)
 // `count` elements from element `first`, as the backend takes them: where they lie when it reads
 // the tensor's dtype (F32 always; the CPU also F16 and BF16), otherwise widened to floats in
 // `scratch`. The two give the same results bit for bit (the widening is exact).
-struct Weights {
-  const void* data;
-  WeightType type;
-};
-
-Weights weights_at(const TensorInMemory& t, std::size_t first, std::size_t count, float* scratch, Backend& backend) {
+WeightView weights_at(const TensorInMemory& t, std::size_t first, std::size_t count, float* scratch, Backend& backend) {
   const auto* bytes = static_cast<const std::uint8_t*>(t.data) + first * io::dtype_size(t.dtype);
   const WeightType type = io::weight_type(t.dtype);
   if (backend.reads(type)) return {bytes, type};
@@ -76,7 +71,7 @@ WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, c
     std::vector<WeightStats> share_stats(shares.size());
     for_each_share(shares.size(), [&](std::size_t i) {
       const Piece& s = shares[i];
-      const Weights w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
+      const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
                                    piece_scratch + (s.row - p.row) * p.cols, backend);
       share_stats[i] = backend.stats_as(w.data, w.type, s.rows * s.cols, where_of(t, s), o.nonfinite);
     });
@@ -120,7 +115,7 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
     if (per_row && p.cols < view.cols && p.col == 0) {  // as the streamed pass 1: the row's pieces combined
       WeightStats row;
       for (std::size_t j = i; j < pieces.size() && pieces[j].row == p.row; ++j) {
-        const Weights w = weights_at(t, p.row * view.cols + pieces[j].col, pieces[j].cols,
+        const WeightView w = weights_at(t, p.row * view.cols + pieces[j].col, pieces[j].cols,
                                      scratch_for(t, pieces[j], scratch, backend), backend);
         row = combine(row, backend.stats_as(w.data, w.type, pieces[j].cols, where, o.nonfinite));
       }
@@ -135,7 +130,7 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
     std::vector<QuantizeTotals> share_totals(shares.size());
     for_each_share(shares.size(), [&](std::size_t k) {
       const Piece& s = shares[k];
-      const Weights w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
+      const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
                                    piece_scratch + (s.row - p.row) * p.cols, backend);
       std::vector<Affine>& maps = share_maps[k];
       if (per_row)

@@ -244,13 +244,9 @@ void accumulate(WeightStats& stats, const float* values, std::size_t count, cons
 
 void accumulate(WeightStats& stats, const void* values, WeightType type, std::size_t count, const std::string& name,
                 NonFinite nonfinite) {
-  switch (type) {
-    case WeightType::F32: return accumulate_as<loads::F32>(stats, static_cast<const float*>(values), count, name, nonfinite);
-    case WeightType::BF16:
-      return accumulate_as<loads::BF16>(stats, static_cast<const std::uint16_t*>(values), count, name, nonfinite);
-    case WeightType::F16:
-      return accumulate_as<loads::F16>(stats, static_cast<const std::uint16_t*>(values), count, name, nonfinite);
-  }
+  loads::with_element(values, type, [&](auto element, const auto* stored) {
+    accumulate_as<decltype(element)>(stats, stored, count, name, nonfinite);
+  });
 }
 
 void accumulate(WeightStats& stats, const std::vector<float>& values, const std::string& name, NonFinite nonfinite) {
@@ -302,12 +298,9 @@ double fourth_moment_as(const typename E::Stored* values, std::size_t count, dou
 }  // namespace
 
 double fourth_moment(const void* values, WeightType type, std::size_t count, double mean) {
-  switch (type) {
-    case WeightType::F32: return fourth_moment_as<loads::F32>(static_cast<const float*>(values), count, mean);
-    case WeightType::BF16: return fourth_moment_as<loads::BF16>(static_cast<const std::uint16_t*>(values), count, mean);
-    case WeightType::F16: return fourth_moment_as<loads::F16>(static_cast<const std::uint16_t*>(values), count, mean);
-  }
-  return 0.0;
+  return loads::with_element(values, type, [&](auto element, const auto* stored) {
+    return fourth_moment_as<decltype(element)>(stored, count, mean);
+  });
 }
 
 }  // namespace nuq

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <limits>
 
+#include "nuq/weight_type.h"
+
 #if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -93,5 +95,17 @@ struct F16 {  // IEEE half
   static __m512 load16(const Stored* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 #endif
 };
+
+// work(Element{}, pointer) for the element type `type` names, the pointer cast to its storage:
+// the one switch from a run-time type to the passes written over the loaders.
+template <typename Work>
+decltype(auto) with_element(const void* values, WeightType type, Work&& work) {
+  switch (type) {
+    case WeightType::BF16: return work(BF16{}, static_cast<const BF16::Stored*>(values));
+    case WeightType::F16: return work(F16{}, static_cast<const F16::Stored*>(values));
+    case WeightType::F32: break;
+  }
+  return work(F32{}, static_cast<const F32::Stored*>(values));
+}
 
 }  // namespace nuq::loads
