@@ -117,7 +117,11 @@ for size in "${sizes[@]}"; do
     run_nuq 0 "$dir" "$out" "$target" "${paths[@]}" || failed=1
   fi
   cache=warm
-  [ "$cold" -eq 0 ] || cache=cold
+  if [ "$cold" -eq 1 ]; then
+    cache=cold
+    echo "checkpoint_scale: $label: reading the shards cold again" >&2
+    $tool read-again "$dir/read.json" "${paths[@]}"
+  fi
   printf '{"size_gb": %s, "mode": "%s", "cache": "%s", "checkpoint": "%s", "shards": %s}\n' "$size" "$mode" "$cache" "$ckpt" \
     "$($py -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${shards[@]}")" >"$dir/run.json"
   if [ "$clean" -eq 1 ]; then rm -rf "$ckpt" "$out"; fi

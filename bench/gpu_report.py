@@ -195,6 +195,9 @@ def main():
     section("compute-sanitizer (small shapes of every kernel path)", "\n".join(lines))
     interop = read(os.path.join(s, "interop.json"))
     section("PyTorch interop", "```json\n" + interop.rstrip() + "\n```" if interop else "not run")
+    checkpoint = read(os.path.join(s, "checkpoint.json"))
+    section("A sharded checkpoint streamed through the device (`nuq quantize --device cuda` against `--device cpu`)",
+            "```json\n" + checkpoint.rstrip() + "\n```" if checkpoint else "not run")
     for title, script, args in (
             ("Weight pipeline (bench_quantize; PyTorch eager peer)", "quantize_report.py",
              ["bench_quantize.json", "torch_quantize.json"]),

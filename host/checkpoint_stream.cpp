@@ -397,6 +397,8 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   }
 
   // Pass 2: every output file, tensor by tensor in the order its header gives.
+  const auto pass_two = std::chrono::steady_clock::now();
+  report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
   progress.restart(total_bytes);
   const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
   nlohmann::json weight_map = nlohmann::json::object();
@@ -515,6 +517,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     report.output_bytes += fs::file_size(index);
   }
   progress.close();
+  report.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - pass_two).count();
 
   QuantizeTotals all;
   for (const Job& job : jobs) {

@@ -154,7 +154,8 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
     nlohmann::json j{{"outputs", report.outputs}, {"device", backend.name()}, {"codebook", to_json(codebook)},
                      {"normalisation", to_string(normalisation)}, {"within", report.within},
                      {"sqnr_ex_db", report.sqnr_ex_db}, {"kept", report.kept}, {"tensors", tensors},
-                     {"seconds", report.seconds}, {"gb_per_second", rate}};
+                     {"seconds", report.seconds}, {"statistics_seconds", report.statistics_seconds},
+                     {"quantize_seconds", report.quantize_seconds}, {"gb_per_second", rate}};
     add_sizes(j, size);
     std::cout << j.dump(2) << '\n';
     return;
@@ -170,7 +171,8 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
             << fixed(report.within, 3) << "% inside; " << report.tensors.size() << " tensor(s) quantized, "
             << report.kept.size() << " kept as they were (excess kurtosis: 3 for the Laplacian the design assumes)\n"
-            << size_text(size) << "; " << fixed(report.seconds, 1) << " s, " << fixed(rate, 2) << " GB/s; saved "
+            << size_text(size) << "; " << fixed(report.seconds, 1) << " s (statistics " << fixed(report.statistics_seconds, 1)
+            << " s, quantizing " << fixed(report.quantize_seconds, 1) << " s), " << fixed(rate, 2) << " GB/s; saved "
             << report.outputs.size() << " file(s) under " << o.output << " (on " << backend.name() << ")\n";
 }
 
