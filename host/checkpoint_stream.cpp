@@ -30,6 +30,7 @@
 
 #include "io/write_behind.h"
 #include "map_spill.h"
+#include "piece_reader.h"
 #include "omp_threads.h"
 
 namespace nuq {
@@ -64,132 +65,6 @@ std::vector<Affine> maps_of(const Job& job, const MapSpill& spill, std::size_t f
     for (Affine& g : maps) g = group_map(g, job.own.mean);
   return maps;
 }
-
-// Scratch buffers only grow: a vector grown again after shrinking would zero the bytes it regains.
-template <typename T>
-void grow(std::vector<T>& buffer, std::size_t size) {
-  if (buffer.size() < size) buffer.resize(size);
-}
-
-// The byte offset of piece `p` in its tensor.
-std::uint64_t offset_of(const Job& job, const Piece& p) {
-  return (p.row * job.cols + p.col) * io::dtype_size(job.entry.dtype);
-}
-
-// Reads piece `p` of a floating tensor into `raw` and widens it to floats in `values` (each sized
-// for it by the caller); with `fourth`, adds the piece's sum of (w - mean)^4 about the tensor's own
-// mean to it (pass 2). Outside a parallel region each thread reads and widens its own blocks;
-// inside one (a share of a piece, below) the calling thread does it all.
-const float* read_piece(const io::SafetensorsReader& reader, const Job& job, const Piece& p, std::uint8_t* raw,
-                        float* values, double* fourth = nullptr) {
-  constexpr std::size_t kBlock = 65536;  // weights read and widened at a time
-  const std::size_t element = io::dtype_size(job.entry.dtype), count = p.rows * p.cols;
-  const std::uint64_t first = offset_of(job, p);
-  const std::size_t blocks = (count + kBlock - 1) / kBlock;
-  std::vector<double> block_fourth(fourth ? blocks : 0);
-  for_each_share(blocks, [&](std::size_t b) {
-    const std::size_t at = b * kBlock, n = std::min(kBlock, count - at);
-    reader.read(job.entry, first + at * element, n * element, raw + at * element);
-    io::widen_to_f32(job.entry.dtype, raw + at * element, n, values + at);
-    if (fourth) block_fourth[b] = fourth_moment(values + at, WeightType::F32, n, job.own.mean);  // while the block is in cache
-  });
-  if (fourth)
-    for (double f : block_fourth) *fourth += f;
-  return values;
-}
-
-// Keeps the kernel reading the file this far ahead of the piece being worked on: a checkpoint on
-// disk is read while the pieces before are worked on (and in large requests).
-constexpr std::size_t kReadAheadBytes = std::size_t{64} << 20;
-
-void prefetch_from(const io::SafetensorsReader& reader, const Job& job, const Piece& p) {
-  reader.prefetch(job.entry.begin + offset_of(job, p), kReadAheadBytes);
-}
-
-// A piece's raw bytes and, when the backend takes floats, its weights widened: scratch that only grows.
-struct PieceBuffer {
-  std::vector<std::uint8_t> raw;
-  std::vector<float> values;
-  void fit(const Piece& p, std::size_t element, bool floats) {
-    grow(raw, p.rows * p.cols * element);
-    if (floats) grow(values, p.rows * p.cols);
-  }
-};
-
-// Where the weights of a tensor's pieces come from. With a concurrent backend (the CPU), each
-// share of a piece is read by its own thread into its part of one buffer, as the file stores it
-// when the backend reads the dtype (no buffer of floats between the file and the pass; the CPU
-// widens BF16 in registers) or else widened to floats, while the kernel reads the file ahead.
-// With a device backend, whose pieces are one share each, piece k + 1 is read and widened on a
-// second thread, into the other of two buffers, while the backend works on piece k.
-class PieceReader {
- public:
-  // With `fourth`, each piece's sum of (w - mean)^4 is taken as it is read (pass 2).
-  PieceReader(const io::SafetensorsReader& reader, const Job& job, const std::vector<Piece>& pieces, Backend& backend,
-              PieceBuffer& shared, bool fourth)
-      : reader_(reader), job_(job), pieces_(pieces), type_(io::weight_type(job.entry.dtype)),
-        concurrent_(backend.concurrent_calls()), as_stored_(concurrent_ && backend.reads(type_)), fourth_(fourth),
-        shared_(shared), element_(io::dtype_size(job.entry.dtype)) {}
-  ~PieceReader() {
-    if (pending_.valid()) pending_.wait();
-  }
-  PieceReader(const PieceReader&) = delete;
-  PieceReader& operator=(const PieceReader&) = delete;
-
-  // Readies piece k (k counts up from 0 by one) and cuts it into shares (shares_of).
-  std::vector<Piece> start(std::size_t k) {
-    const Piece& p = pieces_[k];
-    if (concurrent_) {
-      prefetch_from(reader_, job_, p);
-      shared_.fit(p, element_, !as_stored_);
-      return shares_of(p, true);
-    }
-    if (k == 0) read_ahead(0);
-    pending_.get();  // waits, and rethrows the read's error
-    if (k + 1 < pieces_.size()) read_ahead(k + 1);
-    return {p};
-  }
-
-  // The weights of `share` of piece k, as stored or as floats, valid until piece k + 1 starts
-  // (from the share's thread), and with `fourth` the share's sum of (w - mean)^4 added to *fourth.
-  WeightView weights(std::size_t k, const Piece& share, double* fourth = nullptr) {
-    NUQ_ASSERT(!fourth == !fourth_, "the fourth moment is asked for when the reader is made");
-    if (!concurrent_) {
-      if (fourth) *fourth += ahead_fourth_[k % 2];
-      return {ahead_[k % 2].values.data(), WeightType::F32};
-    }
-    const std::size_t at = (share.row - pieces_[k].row) * pieces_[k].cols, count = share.rows * share.cols;
-    std::uint8_t* raw = shared_.raw.data() + at * element_;
-    if (!as_stored_)
-      return {read_piece(reader_, job_, share, raw, shared_.values.data() + at, fourth), WeightType::F32};
-    reader_.read(job_.entry, offset_of(job_, share), count * element_, raw);
-    if (fourth) *fourth += fourth_moment(raw, type_, count, job_.own.mean);
-    return {raw, type_};
-  }
-
- private:
-  void read_ahead(std::size_t k) {
-    PieceBuffer& b = ahead_[k % 2];
-    const Piece& p = pieces_[k];
-    b.fit(p, element_, true);
-    double& fourth = ahead_fourth_[k % 2];
-    fourth = 0.0;
-    pending_ = std::async(std::launch::async, [this, &b, &p, &fourth] {
-      prefetch_from(reader_, job_, p);
-      read_piece(reader_, job_, p, b.raw.data(), b.values.data(), fourth_ ? &fourth : nullptr);
-    });
-  }
-  const io::SafetensorsReader& reader_;
-  const Job& job_;
-  const std::vector<Piece>& pieces_;
-  const WeightType type_;
-  const bool concurrent_, as_stored_, fourth_;
-  PieceBuffer& shared_;
-  const std::size_t element_;
-  PieceBuffer ahead_[2];
-  double ahead_fourth_[2] = {0.0, 0.0};
-  std::future<void> pending_;
-};
 
 std::string where_of(const io::SafetensorsReader& reader, const std::string& tensor, const Piece& p) {
   return reader.path() + ": tensor '" + tensor + "' (from row " + std::to_string(p.row) + ")";
@@ -334,7 +209,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   // tensors are read in the order of their bytes in each shard, so the reads go front to back
   // through every file, and joined in name order, so the result does not depend on the layout.
   Progress progress(o.progress, quantized_bytes);
-  PieceBuffer buffer;  // the CPU path's pieces
+  PieceBuffers buffers;  // the CPU path's shares, one buffer per thread
   WeightStats global;
   MapSpill spill;
   std::vector<Job*> file_order;
@@ -348,37 +223,43 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
     job.spill_first = spill.size();
     WeightStats row;  // a row read in column pieces
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-    PieceReader source(reader, job, pieces, backend, buffer, false);
-    for (std::size_t k = 0; k < pieces.size(); ++k) {
-      const Piece& p = pieces[k];
-      const std::vector<Piece> shares = source.start(k);
-      std::vector<WeightStats> share_stats(shares.size());
-      std::vector<std::vector<Affine>> share_maps(shares.size());
-      for_each_share(shares.size(), [&](std::size_t i) {
-        const Piece& share = shares[i];
+    PieceReader source(reader, job.entry, job.cols, pieces, backend, buffers);
+    for (std::size_t k = 0; k < pieces.size();) {
+      const PieceWindow window = source.start(k);
+      std::vector<WeightStats> share_stats(window.items.size());
+      std::vector<std::vector<Affine>> share_maps(window.items.size());
+      for_each_share(window.items.size(), [&](std::size_t i) {
+        const Piece& share = window.items[i].share;
         const std::string where = where_of(reader, job.name, share);
-        const WeightView w = source.weights(k, share);
+        const WeightView w = source.weights(window, i);
         share_stats[i] = backend.stats_as(w.data, w.type, share.rows * share.cols, where, o.nonfinite);
         if (per_row && share.cols == job.cols)  // whole rows: each its own map
           share_maps[i] = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols, global,
                                            share_stats[i], where, o.nonfinite, backend).maps;
       });
-      WeightStats piece;
-      for (const WeightStats& share : share_stats) piece = combine(piece, share);
-      job.own = combine(job.own, piece);
-      if (per_row) {
-        if (p.cols == job.cols) {
-          for (const std::vector<Affine>& maps : share_maps) spill.append(maps);
-        } else {
-          row = combine(row, piece);
-          if (p.col + p.cols == job.cols) {
-            spill.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row,
-                                          where_of(reader, job.name, p), o.nonfinite, backend).maps);
-            row = {};
+      for (std::size_t i = 0; k < window.last; ++k) {  // piece by piece, each share in order
+        const Piece& p = pieces[k];
+        WeightStats piece;
+        std::vector<std::vector<Affine>*> maps;
+        for (; i < window.items.size() && window.items[i].piece == k; ++i) {
+          piece = combine(piece, share_stats[i]);
+          maps.push_back(&share_maps[i]);
+        }
+        job.own = combine(job.own, piece);
+        if (per_row) {
+          if (p.cols == job.cols) {
+            for (const std::vector<Affine>* m : maps) spill.append(*m);
+          } else {
+            row = combine(row, piece);
+            if (p.col + p.cols == job.cols) {
+              spill.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row,
+                                            where_of(reader, job.name, p), o.nonfinite, backend).maps);
+              row = {};
+            }
           }
         }
+        progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
       }
-      progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
     }
     job.map_count = std::size_t(spill.size() - job.spill_first);
     job.spilled = job.map_count > 0;
@@ -474,29 +355,32 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
       } else {  // .codes
         const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
         const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-        PieceReader source(reader, job, pieces, backend, buffer, true);
-        for (std::size_t k = 0; k < pieces.size(); ++k) {
-          const Piece& p = pieces[k];
-          const std::size_t row_bytes = packed_row_bytes(p.cols, bits), code_bytes = p.rows * row_bytes;
-          std::vector<std::uint8_t> codes = out->buffer(code_bytes);  // every byte is written
-          const std::vector<Piece> shares = source.start(k);
-          std::vector<QuantizeTotals> share_totals(shares.size());
-          std::vector<double> share_fourth(shares.size());
-          for_each_share(shares.size(), [&](std::size_t i) {
-            const Piece& share = shares[i];
+        PieceReader source(reader, job.entry, job.cols, pieces, backend, buffers, job.own.mean);
+        const auto row_bytes = [&](const Piece& p) { return packed_row_bytes(p.cols, bits); };
+        for (std::size_t k = 0; k < pieces.size();) {
+          const PieceWindow window = source.start(k);
+          std::vector<std::vector<std::uint8_t>> codes;  // one buffer per piece; every byte is written
+          for (std::size_t j = window.first; j < window.last; ++j) codes.push_back(out->buffer(pieces[j].rows * row_bytes(pieces[j])));
+          std::vector<QuantizeTotals> share_totals(window.items.size());
+          std::vector<double> share_fourth(window.items.size());
+          for_each_share(window.items.size(), [&](std::size_t i) {
+            const PieceWindow::Item& item = window.items[i];
+            const Piece& share = item.share;
             const QuantizeTable table =
                 per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
                         : QuantizeTable{};
-            const WeightView w = source.weights(k, share, &share_fourth[i]);
-            share_totals[i] = backend.quantize_as(w.data, w.type, share.rows, share.cols, per_row ? table : shared,
-                                                  codes.data() + (share.row - p.row) * row_bytes);
+            const WeightView w = source.weights(window, i, &share_fourth[i]);
+            std::uint8_t* at = codes[item.piece - window.first].data() + (share.row - pieces[item.piece].row) * row_bytes(share);
+            share_totals[i] = backend.quantize_as(w.data, w.type, share.rows, share.cols, per_row ? table : shared, at);
           });
-          for (std::size_t i = 0; i < shares.size(); ++i) {
+          for (std::size_t i = 0; i < window.items.size(); ++i) {
             job.totals = combine(job.totals, share_totals[i]);
             job.fourth += share_fourth[i];
           }
-          out->append(std::move(codes));
-          progress.advance("quantizing", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
+          for (; k < window.last; ++k) {
+            out->append(std::move(codes[k - window.first]));
+            progress.advance("quantizing", job.name, pieces[k].rows * pieces[k].cols * io::dtype_size(job.entry.dtype));
+          }
         }
       }
     }

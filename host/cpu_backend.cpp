@@ -41,6 +41,10 @@ class CpuBackend final : public Backend {
     accumulate(s, values, type, count, name, nonfinite);
     return s;
   }
+  void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols, const std::string& name,
+                 NonFinite nonfinite, WeightStats* out) override {
+    nuq::row_stats(values, type, rows, cols, out, name, nonfinite);
+  }
   QuantizeTotals quantize_as(const void* values, WeightType type, std::size_t rows, std::size_t cols,
                              const QuantizeTable& table, std::uint8_t* packed) override {
     return quantize_fast(values, type, rows, cols, table, packed);
@@ -92,6 +96,13 @@ WeightStats Backend::stats_as(const void* values, WeightType type, std::size_t c
                               NonFinite nonfinite) {
   NUQ_REQUIRE(type == WeightType::F32, name(), " takes weights as float only; widen them first");
   return stats(static_cast<const float*>(values), count, where, nonfinite);
+}
+
+void Backend::row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                        const std::string& name, NonFinite nonfinite, WeightStats* out) {
+  const auto* bytes = static_cast<const std::uint8_t*>(values);
+  for (std::size_t r = 0; r < rows; ++r)
+    out[r] = stats_as(bytes + r * cols * element_bytes(type), type, cols, name + " row " + std::to_string(r), nonfinite);
 }
 
 QuantizeTotals Backend::quantize_as(const void* values, WeightType type, std::size_t rows, std::size_t cols,

@@ -12,10 +12,6 @@ namespace {
 constexpr Normalisation kAll[] = {Normalisation::Global, Normalisation::PerTensor, Normalisation::PerChannel,
                                   Normalisation::None};
 
-// Rows longer than this are taken one at a time, each spread over the cores by the backend itself
-// (the CPU backend's statistics go parallel above 16 chunks of 4096 weights).
-constexpr std::size_t kSerialRowLength = 16 * 4096;
-
 // The tensor's (or row's) own map: its mean, and its standard deviation unless it has none.
 Affine own_map(const WeightStats& s) { return {s.mean, s.count ? s.stddev() : 0.0}; }
 
@@ -54,8 +50,6 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const float* v
 TensorNormalisation normalise_tensor(Normalisation normalisation, const void* values, WeightType type, std::size_t rows,
                                      std::size_t cols, const WeightStats& global, const WeightStats& own,
                                      const std::string& name, NonFinite nonfinite, Backend& backend) {
-  const std::size_t element = element_bytes(type);
-  const auto row = [&](std::size_t r) { return static_cast<const std::uint8_t*>(values) + r * cols * element; };
   constexpr double kInf = std::numeric_limits<double>::infinity();
   TensorNormalisation result{{}, {kInf, -kInf}};
   if (normalisation != Normalisation::PerChannel) {
@@ -66,26 +60,8 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const void* va
     widen(result.normalised, own, map);
     return result;
   }
-  const auto row_name = [&](std::size_t r) { return name + " row " + std::to_string(r); };
   std::vector<WeightStats> row_stats(rows);
-  if (backend.concurrent_calls() && cols <= kSerialRowLength && rows > 1) {
-    // Short rows (groups of 128, say) spread over the cores, each row's statistics computed on one
-    // thread exactly as a call of its own would; the name is only built for the message of an error.
-    std::ptrdiff_t failed = std::ptrdiff_t(rows);
-#pragma omp parallel for schedule(static)
-    for (std::ptrdiff_t r = 0; r < std::ptrdiff_t(rows); ++r) {
-      try {
-        row_stats[std::size_t(r)] = backend.stats_as(row(std::size_t(r)), type, cols, std::string(), nonfinite);
-      } catch (const Error&) {
-#pragma omp critical(nuq_row_stats)
-        failed = std::min(failed, r);
-      }
-    }
-    if (failed < std::ptrdiff_t(rows))  // the first failing row again, for its message
-      backend.stats_as(row(std::size_t(failed)), type, cols, row_name(std::size_t(failed)), nonfinite);
-  } else {
-    for (std::size_t r = 0; r < rows; ++r) row_stats[r] = backend.stats_as(row(r), type, cols, row_name(r), nonfinite);
-  }
+  if (rows > 0) backend.row_stats(values, type, rows, cols, name, nonfinite, row_stats.data());
   result.maps.reserve(rows);
   for (const WeightStats& row : row_stats) {
     result.maps.push_back(own_map(row));

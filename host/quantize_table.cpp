@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "nuq/error.h"
@@ -12,17 +13,27 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// The smallest float >= x, and the largest float <= x: a float w compares with them exactly as it
-// compares with the double x.
-float float_at_or_above(double x) {
-  float f = static_cast<float>(x);
-  if (double(f) < x) f = std::nextafter(f, kInf);
+// The next float up (down) from a finite float, by its bit pattern: std::nextafter's result
+// without its call, which a table of one map per group of 128 weights makes per threshold.
+float next_up(float f) {
+  if (f == 0.0f) return std::numeric_limits<float>::denorm_min();  // +0 and -0 alike
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits += f > 0.0f ? 1 : -1;
+  std::memcpy(&f, &bits, 4);
   return f;
 }
+float next_down(float f) { return -next_up(-f); }
+
+// The smallest float >= x, and the largest float <= x: a float w compares with them exactly as it
+// compares with the double x. (Beyond the float range the rounding gives +-Inf, which compares right.)
+float float_at_or_above(double x) {
+  const float f = static_cast<float>(x);
+  return double(f) < x ? next_up(f) : f;
+}
 float float_at_or_below(double x) {
-  float f = static_cast<float>(x);
-  if (double(f) > x) f = std::nextafter(f, -kInf);
-  return f;
+  const float f = static_cast<float>(x);
+  return double(f) > x ? next_down(f) : f;
 }
 
 }  // namespace
@@ -52,32 +63,40 @@ QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std:
   const auto& y = codebook.levels();
   const std::optional<UniformGrid>& grid = codebook.uniform_grid();
   const bool grid_levels = bits == 16 && grid.has_value();
-  table.thresholds.reserve(groups.size() * t.size());
-  table.levels.reserve(groups.size() * per_group);
-  for (const Affine& a : groups) {
+  // Sized once and written in place: with groups of 128 weights the table is built per share, a
+  // map per 128 weights, so what is the same for every group is taken out of the loop.
+  const std::size_t thresholds_per_group = t.size();
+  table.thresholds.resize(groups.size() * thresholds_per_group);
+  table.levels.resize(groups.size() * per_group);
+  table.params.resize(groups.size());
+  const std::uint32_t nan_code = codebook.index_of(0.0);
+  const double xmax = codebook.xmax();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const Affine& a = groups[g];
     NUQ_REQUIRE(std::isfinite(a.mean) && std::isfinite(a.scale) && a.scale >= 0.0, "quantize: normalisation (mean ",
                 a.mean, ", scale ", a.scale, ") is not finite and non-negative");
     const bool constant = a.scale == 0.0;  // every weight normalises to 0
-    for (double tk : t)
-      table.thresholds.push_back(constant ? (tk > 0.0 ? kInf : -kInf) : float_at_or_above(a.mean + a.scale * tk));
+    float* thresholds = table.thresholds.data() + g * thresholds_per_group;
+    for (std::size_t k = 0; k < thresholds_per_group; ++k)
+      thresholds[k] = constant ? (t[k] > 0.0 ? kInf : -kInf) : float_at_or_above(a.mean + a.scale * t[k]);
+    float* levels = table.levels.data() + g * per_group;
     for (std::size_t k = 0; k < per_group; ++k) {
       double level = a.mean;
       if (grid_levels) level = (a.mean + a.scale * grid->first_level) + (a.scale * grid->step) * double(k);
       else if (k < y.size()) level = a.mean + a.scale * y[k];
-      table.levels.push_back(static_cast<float>(level));
+      levels[k] = static_cast<float>(level);
     }
-    GroupParams p;
-    const double reach = a.scale * codebook.xmax();
+    GroupParams& p = table.params[g];
+    const double reach = a.scale * xmax;
     p.inside_lo = constant ? -kInf : float_at_or_above(a.mean - reach);
     p.inside_hi = constant ? kInf : float_at_or_below(a.mean + reach);
-    p.nan_code = codebook.index_of(0.0);
+    p.nan_code = nan_code;
     if (grid && !constant && t.size() >= 1) {
       // Cell k starts at threshold k-1 = t0 + (k-1) * step: k = floor((w - (t0 - step)) / step).
       p.grid_origin = static_cast<float>(a.mean + a.scale * (t.front() - grid->step));
       p.grid_inv_step = static_cast<float>(1.0 / (a.scale * grid->step));
       if (!std::isfinite(p.grid_inv_step)) p.grid_inv_step = 0.0f;  // a search is always correct
     }
-    table.params.push_back(p);
   }
   return table;
 }

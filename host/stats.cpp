@@ -253,6 +253,51 @@ void accumulate(WeightStats& stats, const std::vector<float>& values, const std:
   accumulate(stats, values.data(), values.size(), name, nonfinite);
 }
 
+namespace {
+
+template <typename E>
+void row_stats_as(const typename E::Stored* values, std::size_t rows, std::size_t cols, WeightStats* out,
+                  const std::string& name, NonFinite nonfinite) {
+  const auto row_name = [&](std::size_t r) { return name + " row " + std::to_string(r); };
+  if (cols > std::size_t(kSerialChunks) * kChunk || rows <= 1) {  // each row spread over the cores
+    for (std::size_t r = 0; r < rows; ++r) {
+      out[r] = WeightStats{};
+      accumulate_as<E>(out[r], values + r * cols, cols, row_name(r), nonfinite);
+    }
+    return;
+  }
+  // Rows spread over the cores, each on one thread: chunk by chunk as accumulate_as's serial branch
+  // (a row of one chunk is that chunk's statistics), with no name built unless a row fails.
+  auto failed = static_cast<std::ptrdiff_t>(rows);
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t r = 0; r < std::ptrdiff_t(rows); ++r) {
+    const typename E::Stored* row = values + std::size_t(r) * cols;
+    try {
+      WeightStats mine;
+      for (std::size_t first = 0; first < cols; first += kChunk)
+        mine = combine(mine, chunk_stats<E>(row, first, std::min(kChunk, cols - first), std::string(), nonfinite));
+      out[r] = mine;
+    } catch (const Error&) {
+#pragma omp critical(nuq_row_stats)
+      failed = std::min(failed, r);
+    }
+  }
+  if (failed < std::ptrdiff_t(rows)) {  // the first failing row again, for its message
+    WeightStats again;
+    accumulate_as<E>(again, values + std::size_t(failed) * cols, cols, row_name(std::size_t(failed)), nonfinite);
+    NUQ_ASSERT(false, "row ", failed, " failed once and not again");
+  }
+}
+
+}  // namespace
+
+void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols, WeightStats* out,
+               const std::string& name, NonFinite nonfinite) {
+  loads::with_element(values, type, [&](auto element, const auto* stored) {
+    row_stats_as<decltype(element)>(stored, rows, cols, out, name, nonfinite);
+  });
+}
+
 WeightStats stats_ref(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) {
   return chunk_with_nonfinite<loads::F32>(values, 0, count, name, nonfinite);
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <array>
 #include <limits>
@@ -173,6 +174,121 @@ TEST(WeightStatsFast, NonFiniteIsAnErrorNamingTheFirstIndexOrIsSkipped) {
   const WeightStats ref = stats_ref(w.data(), w.size(), "w", NonFinite::Skip);
   EXPECT_NEAR(s.mean, ref.mean, 1e-12);
   EXPECT_EQ(cpu_backend().stats(w.data(), 0, "none", NonFinite::Reject).count, 0u);
+}
+
+// A backend that only has the base class's row_stats (a call per row), around the CPU's stats.
+class RowByRow final : public Backend {
+ public:
+  std::string name() const override { return "row by row"; }
+  WeightStats stats(const float* v, std::size_t n, const std::string& name, NonFinite nf) override {
+    return cpu_backend().stats(v, n, name, nf);
+  }
+  bool reads(WeightType) const override { return true; }
+  WeightStats stats_as(const void* v, WeightType t, std::size_t n, const std::string& name, NonFinite nf) override {
+    return cpu_backend().stats_as(v, t, n, name, nf);
+  }
+  QuantizeTotals quantize(const float*, std::size_t, std::size_t, const QuantizeTable&, std::uint8_t*) override { return {}; }
+  void dequantize(const std::uint8_t*, std::size_t, std::size_t, const QuantizeTable&, float*) override {}
+  void qgemm(const float*, std::size_t, const QuantizedMatrix&, const float*, float*) override {}
+  std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix&) override { return nullptr; }
+  void qgemm(const float*, std::size_t, const PreparedWeights&, const float*, float*) override {}
+  void gemm(const float*, std::size_t, const float*, std::size_t, std::size_t, const float*, float*) override {}
+};
+
+void expect_same_bits(const WeightStats& a, const WeightStats& b, const std::string& what) {
+  EXPECT_EQ(a.count, b.count) << what;
+  EXPECT_EQ(a.nonfinite, b.nonfinite) << what;
+  EXPECT_EQ(std::memcmp(&a.mean, &b.mean, sizeof(double)), 0) << what << ": " << a.mean << " vs " << b.mean;
+  EXPECT_EQ(std::memcmp(&a.m2, &b.m2, sizeof(double)), 0) << what << ": " << a.m2 << " vs " << b.m2;
+  EXPECT_EQ(a.min, b.min) << what;
+  EXPECT_EQ(a.max, b.max) << what;
+}
+
+TEST(WeightStatsFast, RowStatisticsAreEachRowsOwnBitForBit) {
+  // Groups of 128, rows of one chunk and of several, rows long enough to be spread over the cores
+  // themselves; F32 and BF16 as they lie. Each row's statistics equal a call on that row alone,
+  // from the CPU's batch and from the base class's call per row.
+  RowByRow row_by_row;
+  for (const auto& [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{
+           {1, 100}, {333, 128}, {17, 4096}, {9, 5000}, {3, 16 * 4096 + 5}}) {
+    const std::vector<float> w = test::draw(Law::Laplace, rows * cols, 0.25, 0.5, std::uint32_t(rows + cols));
+    std::vector<std::uint16_t> bf16(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &w[i], 4);
+      bf16[i] = std::uint16_t(bits >> 16);
+    }
+    for (const auto& [values, type] : {std::pair<const void*, WeightType>{w.data(), WeightType::F32},
+                                       std::pair<const void*, WeightType>{bf16.data(), WeightType::BF16}}) {
+      std::vector<WeightStats> batch(rows), base(rows);
+      cpu_backend().row_stats(values, type, rows, cols, "w", NonFinite::Reject, batch.data());
+      row_by_row.row_stats(values, type, rows, cols, "w", NonFinite::Reject, base.data());
+      const auto* bytes = static_cast<const std::uint8_t*>(values);
+      for (std::size_t r = 0; r < rows; ++r) {
+        const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + " row " + std::to_string(r) +
+                                 (type == WeightType::F32 ? " F32" : " BF16");
+        const WeightStats alone = cpu_backend().stats_as(bytes + r * cols * element_bytes(type), type, cols, "w",
+                                                         NonFinite::Reject);
+        expect_same_bits(batch[r], alone, what);
+        expect_same_bits(base[r], alone, what + " (base class)");
+      }
+    }
+  }
+}
+
+TEST(WeightStatsFast, RowStatisticsNameTheFirstRowThatFails) {
+  std::vector<float> w = test::draw(Law::Gauss, 64 * 128, 0.0, 1.0, 5);
+  w[40 * 128 + 7] = NAN;
+  w[50 * 128] = INFINITY;
+  std::vector<WeightStats> out(64);
+  for (Backend* backend : {&cpu_backend(), static_cast<Backend*>(nullptr)}) {
+    RowByRow row_by_row;
+    Backend& b = backend ? *backend : row_by_row;
+    try {
+      b.row_stats(w.data(), WeightType::F32, 64, 128, "layer.weight", NonFinite::Reject, out.data());
+      FAIL() << "NaN accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("layer.weight row 40: element 7 is nan"), std::string::npos) << e.what();
+    }
+    b.row_stats(w.data(), WeightType::F32, 64, 128, "w", NonFinite::Skip, out.data());
+    EXPECT_EQ(out[40].nonfinite, 1u);
+    EXPECT_EQ(out[50].nonfinite, 1u);
+    EXPECT_EQ(out[41].count, 128u);
+  }
+}
+
+TEST(QuantizeTable, ThresholdsAreTheNearestFloatsOnTheirSide) {
+  // Each threshold is the smallest float >= mean + scale * t (computed in double), and the support
+  // bounds the nearest floats inside [mean - scale * xmax, mean + scale * xmax]: checked against
+  // std::nextafter on maps of every size, sign and scale, zero means included.
+  const test::NamedCodebook c = test::codebooks_of_every_width()[3];
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> exponent(-40.0, 40.0), mantissa(-1.0, 1.0);
+  std::vector<Affine> maps = {{0.0, 1.0}, {-0.0, 1e-30}, {1e30, 1e30}, {-3.0, 1e-7}};
+  for (int i = 0; i < 2000; ++i)
+    maps.push_back({i % 5 == 0 ? 0.0 : mantissa(rng) * std::pow(2.0, exponent(rng)),
+                    std::abs(mantissa(rng)) * std::pow(2.0, exponent(rng))});
+  const QuantizeTable table = make_quantize_table(c.codebook, c.storage_bits, maps);
+  const std::vector<double>& t = c.codebook.thresholds();
+  const auto smallest_at_or_above = [](double x) {
+    float f = static_cast<float>(x);
+    if (double(f) < x) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+    return f;
+  };
+  const auto largest_at_or_below = [](double x) {
+    float f = static_cast<float>(x);
+    if (double(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    return f;
+  };
+  for (std::size_t g = 0; g < maps.size(); ++g) {
+    const Affine& a = maps[g];
+    for (std::size_t k = 0; k < t.size(); ++k)
+      ASSERT_EQ(table.thresholds[g * t.size() + k], smallest_at_or_above(a.mean + a.scale * t[k]))
+          << "map " << g << " (" << a.mean << ", " << a.scale << ") threshold " << k;
+    const double reach = a.scale * c.codebook.xmax();
+    ASSERT_EQ(table.params[g].inside_lo, smallest_at_or_above(a.mean - reach)) << "map " << g;
+    ASSERT_EQ(table.params[g].inside_hi, largest_at_or_below(a.mean + reach)) << "map " << g;
+  }
 }
 
 TEST(Backend, DeviceNamesParse) {

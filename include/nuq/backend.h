@@ -48,6 +48,12 @@ class Backend {
                                NonFinite nonfinite);
   virtual QuantizeTotals quantize_as(const void* values, WeightType type, std::size_t rows, std::size_t cols,
                                      const QuantizeTable& table, std::uint8_t* packed);
+  // The statistics of each of `rows` rows of `cols` weights of `type` as they lie (per-channel
+  // maps, groups): out[r] those of row r alone, as stats_as() would give them (the CPU's bit for
+  // bit); one call for all rows, so that a device sees one batch rather than a call per row. An
+  // error names the row, as "<name> row <r>". The default calls stats_as() row by row.
+  virtual void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols,
+                         const std::string& name, NonFinite nonfinite, WeightStats* out);
   // out[r * cols + c] = the level of code (r, c).
   virtual void dequantize(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                           float* out) = 0;

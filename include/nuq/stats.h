@@ -37,6 +37,13 @@ void accumulate(WeightStats& stats, const std::vector<float>& values, const std:
 // same statistics, bit for bit, as for their floats.
 void accumulate(WeightStats& stats, const void* values, WeightType type, std::size_t count, const std::string& name,
                 NonFinite nonfinite = NonFinite::Reject);
+// The statistics of each of `rows` consecutive rows of `cols` weights of `type` (per-channel
+// maps; groups along a row): out[r] is, bit for bit, what `accumulate` gives for row r alone into
+// empty statistics. Short rows are spread over the cores, each on one thread; long ones (over 16
+// chunks of 4,096) are taken in turn, each spread over the cores. An error names the first row
+// that fails, as "<name> row <r>".
+void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols, WeightStats* out,
+               const std::string& name, NonFinite nonfinite = NonFinite::Reject);
 // The reference: Welford's update one weight at a time, what the fast paths are tested against.
 WeightStats stats_ref(const float* values, std::size_t count, const std::string& name,
                       NonFinite nonfinite = NonFinite::Reject);

@@ -37,13 +37,14 @@ std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t pie
 std::vector<Piece> shares_of(const Piece& piece, bool concurrent);
 
 // Runs work(i) for i in [0, count), spread over the threads when count > 1 (so a backend called
-// inside runs on the calling thread alone), and rethrows the error of the lowest i that failed:
-// the one a serial loop would have met.
+// inside runs on the calling thread alone), each thread taking the next i when done (callers keep
+// a result per i and join them in order, so nothing depends on which thread took which), and
+// rethrows the error of the lowest i that failed: the one a serial loop would have met.
 template <typename Work>
 void for_each_share(std::size_t count, const Work& work) {
   std::string error;
   auto failed = static_cast<std::ptrdiff_t>(count);
-#pragma omp parallel for schedule(static) if (count > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (count > 1)
   for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(count); ++i) {
     try {
       work(std::size_t(i));
