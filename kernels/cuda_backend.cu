@@ -89,20 +89,53 @@ class CudaBackend final : public Backend {
         [&](std::size_t i, Slot& slot) { partials[i] = *slot.host_out.as<StatsPartial>(); });
     std::size_t first_nonfinite = SIZE_MAX;
     for (const StatsPartial& p : partials) {
-      WeightStats part;
-      part.count = p.count;
-      part.nonfinite = p.nonfinite;
-      part.mean = p.mean;
-      part.m2 = p.m2;
-      part.min = p.min;
-      part.max = p.max;
-      result = combine(result, part);
+      result = combine(result, stats_of(p));
       first_nonfinite = std::min<std::size_t>(first_nonfinite, p.first_nonfinite);
     }
-    NUQ_REQUIRE(result.nonfinite == 0 || nonfinite == NonFinite::Skip, name, ": element ", first_nonfinite, " is ",
-                values[first_nonfinite],
-                "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
+    require_finite(result, nonfinite, name, first_nonfinite, values);
     return result;
+  }
+
+  // Every row in one pipeline of chunks of whole rows, a warp per row on the device: a call per
+  // row (the base class's) would cost a launch and two copies for every group of 128 weights.
+  void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols, const std::string& name,
+                 NonFinite nonfinite, WeightStats* out) override {
+    NUQ_REQUIRE(type == WeightType::F32, name_, " takes weights as float only; widen them first");
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    std::fill(out, out + rows, WeightStats{});
+    if (rows == 0 || cols == 0) return;
+    const auto* floats = static_cast<const float*>(values);
+    std::size_t per = 0;  // rows a chunk
+    reserve([&](std::size_t bytes) {
+      per = std::clamp<std::size_t>(bytes / (cols * sizeof(float)), 1, rows);
+      return Need{per * cols * sizeof(float), per * sizeof(StatsPartial), 0};
+    });
+    const std::size_t chunks = (rows + per - 1) / per;
+    std::vector<StatsPartial> partials(rows);
+    run_pipelined(
+        *slots_, chunks,
+        [&](std::size_t i, Slot& slot) {
+          std::memcpy(slot.host_in.as<float>(), floats + i * per * cols, size(i, per, rows) * cols * sizeof(float));
+        },
+        [&](std::size_t i, Slot& slot) {
+          const std::size_t n = size(i, per, rows);
+          cudaStream_t s = slot.stream.get();
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.device_in.as<float>(), slot.host_in.as<float>(), n * cols * sizeof(float),
+                                         cudaMemcpyHostToDevice, s));
+          launch_row_stats(slot.device_in.as<float>(), n, cols, slot.device_out.as<StatsPartial>(), multiprocessors_, s);
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), slot.device_out.as<void>(), n * sizeof(StatsPartial),
+                                         cudaMemcpyDeviceToHost, s));
+        },
+        [&](std::size_t i, Slot& slot) {
+          std::memcpy(partials.data() + i * per, slot.host_out.as<StatsPartial>(),
+                      size(i, per, rows) * sizeof(StatsPartial));
+        });
+    for (std::size_t r = 0; r < rows; ++r) {
+      out[r] = stats_of(partials[r]);
+      if (out[r].nonfinite && nonfinite != NonFinite::Skip)
+        require_finite(out[r], nonfinite, name + " row " + std::to_string(r), partials[r].first_nonfinite,
+                       floats + r * cols);
+    }
   }
 
   QuantizeTotals quantize(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
@@ -264,6 +297,25 @@ class CudaBackend final : public Backend {
     DeviceBuffer<GroupParams> params;
     DeviceTable view;
   };
+
+  static WeightStats stats_of(const StatsPartial& p) {
+    WeightStats s;
+    s.count = p.count;
+    s.nonfinite = p.nonfinite;
+    s.mean = p.mean;
+    s.m2 = p.m2;
+    s.min = p.min;
+    s.max = p.max;
+    return s;
+  }
+
+  // NaN or Inf among weights `values` named `name` is an error naming the first, unless skipped.
+  static void require_finite(const WeightStats& s, NonFinite nonfinite, const std::string& name,
+                             std::size_t first_nonfinite, const float* values) {
+    NUQ_REQUIRE(s.nonfinite == 0 || nonfinite == NonFinite::Skip, name, ": element ", first_nonfinite, " is ",
+                values[first_nonfinite],
+                "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
+  }
 
   static std::size_t size(std::size_t i, std::size_t chunk, std::size_t count) {
     return std::min(chunk, count - i * chunk);

@@ -5,6 +5,8 @@
 
 #include "cuda_check.cuh"
 #include "nuq/error.h"
+#include <cub/warp/warp_reduce.cuh>
+
 #include "one_wave.cuh"
 #include "pipeline_thread.h"
 
@@ -60,7 +62,37 @@ __global__ void __launch_bounds__(kPipelineThreads) stats_kernel(const float* __
   if (threadIdx.x == 0) partials[blockIdx.x] = block;
 }
 
+constexpr int kRowStatsThreads = 256;  // eight warps a block, a row per warp at a time
+
+// A warp per row, the rows in a grid-stride loop: the warp's lanes take the row's items as a
+// block's threads take a tensor's (pipeline::stats_thread, any alignment), then join by Chan's
+// formula in a fixed order of shuffles.
+__global__ void __launch_bounds__(kRowStatsThreads) row_stats_kernel(const float* __restrict__ values, std::size_t rows,
+                                                                     std::size_t cols, StatsPartial* __restrict__ out) {
+  using WarpReduce = cub::WarpReduce<StatsPartial>;
+  constexpr int kWarps = kRowStatsThreads / 32;
+  __shared__ typename WarpReduce::TempStorage storage[kWarps];
+  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (std::size_t r = std::size_t(blockIdx.x) * kWarps + warp; r < rows; r += std::size_t(gridDim.x) * kWarps) {
+    pipeline::StatsThread mine;
+    pipeline::stats_thread(values + r * cols, cols, 0ull, lane, 32, mine);
+    const StatsPartial row = WarpReduce(storage[warp]).Reduce(partial_of(mine), CombineStats());
+    if (lane == 0) out[r] = row;
+    __syncwarp();  // the warp's storage is used again for its next row
+  }
+}
+
 }  // namespace
+
+void launch_row_stats(const float* d_values, std::size_t rows, std::size_t cols, StatsPartial* d_out,
+                      int multiprocessors, cudaStream_t stream) {
+  NUQ_ASSERT(rows > 0 && cols > 0, "launch_row_stats of nothing");
+  constexpr std::size_t kWarps = kRowStatsThreads / 32;
+  const std::size_t wanted = (rows + kWarps - 1) / kWarps, most = std::size_t(multiprocessors) * 8;
+  const int blocks = int(wanted < most ? wanted : most);
+  row_stats_kernel<<<blocks, kRowStatsThreads, 0, stream>>>(d_values, rows, cols, d_out);
+  NUQ_CUDA_CHECK_LAUNCH();
+}
 
 std::size_t stats_scratch_bytes(std::size_t, int multiprocessors) {
   return partials_bytes(sizeof(StatsPartial), multiprocessors);

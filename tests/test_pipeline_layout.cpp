@@ -313,6 +313,20 @@ TEST(PipelineEmulation, StatisticsAgainstWelfordAtEveryAlignmentCountAndThreadCo
     }
 }
 
+TEST(PipelineEmulation, RowStatisticsAsTheWarpPerRowKernelTakesThem) {
+  // launch_row_stats: a warp (32 lanes) per row, each row starting wherever row r * cols falls in
+  // the chunk: every misalignment, rows shorter than a lane's item, groups of 128.
+  for (const auto& [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{{8, 128}, {9, 127}, {7, 3001}, {5, 1}, {4, 33}}) {
+    const std::vector<float> w = test::draw(test::Law::Laplace, rows * cols, 0.3, 0.02, std::uint32_t(rows * cols));
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::size_t misalignment = (r * cols) % 4;  // floats past a 16-byte boundary, as in the chunk
+      std::vector<float> x(misalignment, 0.0f);
+      x.insert(x.end(), w.begin() + std::ptrdiff_t(r * cols), w.begin() + std::ptrdiff_t((r + 1) * cols));
+      compare_stats(x, misalignment, 32, std::to_string(rows) + "x" + std::to_string(cols) + " row " + std::to_string(r));
+    }
+  }
+}
+
 TEST(PipelineEmulation, StatisticsCountNonFiniteAndHugeWeightsAsTheReference) {
   std::vector<float> x = test::draw(test::Law::Laplace, 5000, -0.001, 0.05, 2);
   x[7] = NAN;

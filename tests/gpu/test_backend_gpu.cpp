@@ -1,5 +1,5 @@
-// The CUDA backend against the CPU reference: codes bit-identical, statistics and error totals
-// within 1e-6 relative, on Laplacian, Gaussian and uniform weights of sizes 0 .. 10^8, one chunk
+// The CUDA backend against the CPU reference: codes bit-identical, statistics (of a whole tensor
+// and of each row) and error totals within 1e-6 relative, on Laplacian, Gaussian and uniform weights of sizes 0 .. 10^8, one chunk
 // or many (streamed), per-tensor and per-row codebooks; NaN as a clear error; dequantization.
 // Labelled `gpu`; skipped where no CUDA device is visible, never passed without running.
 #include <gtest/gtest.h>
@@ -111,6 +111,11 @@ TEST_F(BackendGpu, SmallShapesOfEveryPath) {
         for (const auto& c : test::codebooks_of_every_width())
           compare(*gpu, w, rows, cols, c, per_row,
                   std::to_string(rows) + "x" + std::to_string(cols) + (per_row ? " per-row " : " ") + c.name);
+        std::vector<WeightStats> row(rows);  // the per-row statistics kernel, for the sanitizers too
+        gpu->row_stats(w.data(), WeightType::F32, rows, cols, "w", NonFinite::Reject, row.data());
+        const WeightStats last = stats_ref(w.data() + (rows - 1) * cols, cols, "w");
+        EXPECT_EQ(row[rows - 1].count, last.count);
+        expect_relative(row[rows - 1].mean, last.mean, 1e-9, "row statistics");
       }
 }
 
@@ -178,6 +183,40 @@ TEST_F(BackendGpu, NonFiniteIsAClearErrorOrSaturatesLikeTheCpu) {
   EXPECT_EQ(packed, expected);
   EXPECT_EQ(g.nonfinite, 2u);
   EXPECT_EQ(g.first_nonfinite, r.first_nonfinite);
+}
+
+TEST_F(BackendGpu, RowStatisticsAreEachRowsOwn) {
+  // Groups of 128, rows of odd lengths (every alignment of a row's start), one long row, rows of
+  // one weight; 64 KiB chunks, so a batch of rows is streamed in many chunks of whole rows.
+  const auto gpu = cuda::make_backend(0, 64 << 10);
+  for (const auto& [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{
+           {4096, 128}, {301, 127}, {40, 3001}, {1, 100000}, {77, 1}}) {
+    const std::vector<float> w = test::draw(Law::Laplace, rows * cols, 0.3, 0.02, std::uint32_t(rows + cols));
+    std::vector<WeightStats> got(rows);
+    gpu->row_stats(w.data(), WeightType::F32, rows, cols, "w", NonFinite::Reject, got.data());
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + " row " + std::to_string(r);
+      const WeightStats ref = stats_ref(w.data() + r * cols, cols, "w");
+      ASSERT_EQ(got[r].count, ref.count) << what;
+      expect_relative(got[r].mean, ref.mean, 1e-9, what + " mean");
+      EXPECT_NEAR(got[r].stddev(), ref.stddev(), 1e-7 * ref.stddev() + 1e-12) << what;
+      EXPECT_EQ(got[r].min, ref.min) << what;
+      EXPECT_EQ(got[r].max, ref.max) << what;
+    }
+  }
+  std::vector<float> w = test::draw(Law::Gauss, 64 * 128, 0.0, 1.0, 5);
+  w[40 * 128 + 7] = NAN;
+  std::vector<WeightStats> out(64);
+  try {
+    gpu->row_stats(w.data(), WeightType::F32, 64, 128, "layer.weight", NonFinite::Reject, out.data());
+    FAIL() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer.weight row 40: element 7 is nan"), std::string::npos) << e.what();
+  }
+  gpu->row_stats(w.data(), WeightType::F32, 64, 128, "w", NonFinite::Skip, out.data());
+  EXPECT_EQ(out[40].nonfinite, 1u);
+  EXPECT_EQ(out[40].count, 127u);
+  EXPECT_EQ(out[41].count, 128u);
 }
 
 TEST_F(BackendGpu, ChoosingTheDevice) {
