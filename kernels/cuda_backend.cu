@@ -30,6 +30,8 @@ namespace {
 constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
 // Where a chunk's totals sit in its pinned output, ahead of the codes.
 constexpr std::size_t kHeaderBytes = 256;
+// Rows longer than this take the whole device each in row_stats, not a warp (the CPU's threshold).
+constexpr std::size_t kLongRow = 16 * 4096;
 
 // Codes and levels resident on one device, so that a network's products move only activations.
 // With the mma kernel chosen, widths it takes also get their codes in fragment order.
@@ -102,12 +104,16 @@ class CudaBackend final : public Backend {
                  NonFinite nonfinite, WeightStats* out) override {
     NUQ_REQUIRE(type == WeightType::F32, name_, " takes weights as float only; widen them first");
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    // One row, or rows so long that a warp each would leave most of the device idle while it
+    // streams them (or that one would outgrow a chunk): each row gets the whole grid, a call each.
+    if (rows == 1 || cols > kLongRow)
+      return Backend::row_stats(values, type, rows, cols, name, nonfinite, out);
     std::fill(out, out + rows, WeightStats{});
-    if (rows == 0 || cols == 0) return;
+    if (cols == 0) return;
     const auto* floats = static_cast<const float*>(values);
-    std::size_t per = 0;  // rows a chunk
+    std::size_t per = 0;  // rows a chunk, counting each row's result beside its weights
     reserve([&](std::size_t bytes) {
-      per = std::clamp<std::size_t>(bytes / (cols * sizeof(float)), 1, rows);
+      per = std::clamp<std::size_t>(bytes / (cols * sizeof(float) + sizeof(StatsPartial)), 1, rows);
       return Need{per * cols * sizeof(float), per * sizeof(StatsPartial), 0};
     });
     const std::size_t chunks = (rows + per - 1) / per;
@@ -298,10 +304,12 @@ class CudaBackend final : public Backend {
     DeviceTable view;
   };
 
+  // A partial as the CPU reports it: no finite weight leaves mean, spread and extremes 0.
   static WeightStats stats_of(const StatsPartial& p) {
     WeightStats s;
     s.count = p.count;
     s.nonfinite = p.nonfinite;
+    if (p.count == 0) return s;
     s.mean = p.mean;
     s.m2 = p.m2;
     s.min = p.min;

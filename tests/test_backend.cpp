@@ -264,7 +264,9 @@ TEST(QuantizeTable, ThresholdsAreTheNearestFloatsOnTheirSide) {
   const test::NamedCodebook c = test::codebooks_of_every_width()[3];
   std::mt19937 rng(7);
   std::uniform_real_distribution<double> exponent(-40.0, 40.0), mantissa(-1.0, 1.0);
-  std::vector<Affine> maps = {{0.0, 1.0}, {-0.0, 1e-30}, {1e30, 1e30}, {-3.0, 1e-7}};
+  // Zero means and tiny scales cross +-0 and the denormals; huge ones reach FLT_MAX and beyond.
+  std::vector<Affine> maps = {{0.0, 1.0},     {-0.0, 1e-30},  {1e30, 1e30},    {-3.0, 1e-7},  {0.0, 1e-50},
+                              {1e-45, 1e-46}, {-1e-45, 1e-46}, {3.4e38, 1e36}, {-3.4e38, 1e36}, {1e-40, 1e-41}};
   for (int i = 0; i < 2000; ++i)
     maps.push_back({i % 5 == 0 ? 0.0 : mantissa(rng) * std::pow(2.0, exponent(rng)),
                     std::abs(mantissa(rng)) * std::pow(2.0, exponent(rng))});

@@ -42,8 +42,13 @@ void WriteBehind::run() {
     working_ = false;
     queued_bytes_ -= item.bytes.size();
     if (!failure.empty() && error_.empty()) error_ = failure;
-    if (item.finish) spares_.clear();  // no more appends: the memory goes back
-    else if (spares_.size() < kSpares) spares_.push_back(std::move(item.bytes));  // for a later append
+    if (item.finish) {  // no more appends: the memory goes back
+      spares_.clear();
+      spare_bytes_ = 0;
+    } else if (spares_.size() < kSpares && spare_bytes_ + item.bytes.capacity() <= kSpareBytes) {
+      spare_bytes_ += item.bytes.capacity();
+      spares_.push_back(std::move(item.bytes));  // for a later append
+    }
     changed_.notify_all();
   }
 }
@@ -55,6 +60,7 @@ std::vector<std::uint8_t> WriteBehind::buffer(std::size_t count) {
     if (!spares_.empty()) {
       bytes = std::move(spares_.back());
       spares_.pop_back();
+      spare_bytes_ -= bytes.capacity();
     }
   }
   bytes.resize(count);  // zero-fills only what a reused buffer never held

@@ -54,7 +54,10 @@ class WriteBehind {
   std::condition_variable changed_;
   std::deque<Item> queue_;
   std::vector<std::vector<std::uint8_t>> spares_;  // written buffers kept for reuse (their size kept)
-  static constexpr std::size_t kSpares = 4;
+  std::size_t spare_bytes_ = 0;
+  // A window of the streamed quantizer asks for up to 8 buffers at once (piece_reader.h); the
+  // bytes kept bound the memory whatever the pieces' sizes.
+  static constexpr std::size_t kSpares = 8, kSpareBytes = std::size_t{8} << 20;
   std::size_t queued_bytes_ = 0;
   bool working_ = false, closing_ = false;
   std::string error_;
