@@ -151,79 +151,88 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
   return {input};
 }
 
-StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
-                                       const StreamOptions& o, Backend& backend) {
-  const auto start = std::chrono::steady_clock::now();
-  const std::vector<std::string> shard_paths = checkpoint_shards(input);
-  const bool sharded = shard_paths.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
-  const int bits = storage_bits(codebook);
-  require_storable(o.normalisation, bits, input);
-  // Groups are channels of their own: a map per group, found as per-channel maps are.
-  const bool per_row = o.normalisation == Normalisation::PerChannel || o.group_size > 0;
-  NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, input,
-              ": a group size takes per-channel normalisation (each group its own scale)");
-  if (sharded) io::make_folder(output, "--output");
-  std::vector<std::unique_ptr<io::SafetensorsReader>> readers;
-  StreamReport report;
-  std::vector<Job> jobs;
-  std::set<std::string> kept;
-  std::map<std::string, std::size_t> shard_of;
-  std::uint64_t quantized_bytes = 0, total_bytes = 0;
-  for (std::size_t s = 0; s < shard_paths.size(); ++s) {
-    readers.push_back(std::make_unique<io::SafetensorsReader>(shard_paths[s]));
-    const io::SafetensorsReader& reader = *readers.back();
-    io::require_output_path(output_path(shard_paths[s], output, sharded), shard_paths, "--output");
-    NUQ_REQUIRE(!reader.layout().metadata.count("nuq.quantized"), reader.path(),
-                ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
-    report.input_bytes += reader.file_size();
-    for (const auto& [name, entry] : reader.layout().tensors) {
-      NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
-                  shard_paths[shard_of[name]]);
-      total_bytes += entry.end - entry.begin;
-      const bool keep = !io::is_floating(entry.dtype) || (entry.shape.size() < 2 && !o.quantize_vectors) ||
-                        (o.skip && std::regex_search(name, *o.skip));
-      if (keep) {
-        kept.insert(name);
-        continue;
-      }
-      Job job;
-      job.shard = s;
-      job.name = name;
-      job.entry = entry;
-      std::tie(job.matrix_rows, job.matrix_cols) = matrix_view(entry.shape, entry.element_count());
-      job.rows = job.matrix_rows;
-      job.cols = job.matrix_cols;
-      if (o.group_size) {
-        require_groupable(o.group_size, job.cols, bits, reader.path() + ": tensor '" + name + "'");
-        job.rows = job.matrix_rows * (job.matrix_cols / o.group_size);
-        job.cols = o.group_size;
-      }
-      jobs.push_back(std::move(job));
-      quantized_bytes += entry.end - entry.begin;
-    }
-  }
-  NUQ_REQUIRE(!jobs.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
-              "with --quantize-vectors, that --skip does not name)");
+namespace {
 
-  // Pass 1: each tensor's statistics (per channel: each row's map), and all of them together. The
-  // tensors are read in the order of their bytes in each shard, so the reads go front to back
-  // through every file, and joined in name order, so the result does not depend on the layout.
-  Progress progress(o.progress, quantized_bytes);
-  PieceBuffers buffers;  // the CPU path's shares, one buffer per thread
-  WeightStats global;
-  MapSpill spill;
-  std::vector<Job*> file_order;
-  for (Job& job : jobs) file_order.push_back(&job);
-  std::sort(file_order.begin(), file_order.end(), [](const Job* a, const Job* b) {
-    return std::tie(a->shard, a->entry.begin) < std::tie(b->shard, b->entry.begin);
-  });
-  for (Job* next : file_order) {
-    Job& job = *next;
-    const io::SafetensorsReader& reader = *readers[job.shard];
-    job.spill_first = spill.size();
+// One run of quantize_checkpoint_files: the shards, the tensors to quantize (jobs) and those kept,
+// and what the passes share. statistics() and make_maps() are a tensor's first pass, write_shard()
+// one output file's second.
+class StreamRun {
+ public:
+  StreamRun(const std::string& input, const std::string& output, const Codebook& codebook, const StreamOptions& o,
+            Backend& backend)
+      : input_(input), output_(output), codebook_(codebook), o_(o), backend_(backend), bits_(storage_bits(codebook)),
+        per_row_(o.normalisation == Normalisation::PerChannel || o.group_size > 0) {
+    const std::vector<std::string> shard_paths = checkpoint_shards(input);
+    sharded_ = shard_paths.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
+    require_storable(o.normalisation, bits_, input);
+    // Groups are channels of their own: a map per group, found as per-channel maps are.
+    NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, input,
+                ": a group size takes per-channel normalisation (each group its own scale)");
+    if (sharded_) io::make_folder(output, "--output");
+    std::map<std::string, std::size_t> shard_of;
+    for (std::size_t s = 0; s < shard_paths.size(); ++s) {
+      readers_.push_back(std::make_unique<io::SafetensorsReader>(shard_paths[s]));
+      const io::SafetensorsReader& reader = *readers_.back();
+      io::require_output_path(output_path(shard_paths[s], output, sharded_), shard_paths, "--output");
+      NUQ_REQUIRE(!reader.layout().metadata.count("nuq.quantized"), reader.path(),
+                  ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
+      report_.input_bytes += reader.file_size();
+      for (const auto& [name, entry] : reader.layout().tensors) {
+        NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
+                    shard_paths[shard_of[name]]);
+        total_bytes_ += entry.end - entry.begin;
+        const bool keep = !io::is_floating(entry.dtype) || (entry.shape.size() < 2 && !o.quantize_vectors) ||
+                          (o.skip && std::regex_search(name, *o.skip));
+        if (keep) {
+          kept_.insert(name);
+          continue;
+        }
+        Job job;
+        job.shard = s;
+        job.name = name;
+        job.entry = entry;
+        std::tie(job.matrix_rows, job.matrix_cols) = matrix_view(entry.shape, entry.element_count());
+        job.rows = job.matrix_rows;
+        job.cols = job.matrix_cols;
+        if (o.group_size) {
+          require_groupable(o.group_size, job.cols, bits_, reader.path() + ": tensor '" + name + "'");
+          job.rows = job.matrix_rows * (job.matrix_cols / o.group_size);
+          job.cols = o.group_size;
+        }
+        jobs_.push_back(std::move(job));
+        quantized_bytes_ += entry.end - entry.begin;
+      }
+    }
+    NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
+                "with --quantize-vectors, that --skip does not name)");
+  }
+
+  std::size_t shards() const { return readers_.size(); }
+  std::uint64_t quantized_bytes() const { return quantized_bytes_; }
+  std::uint64_t total_bytes() const { return total_bytes_; }
+  std::vector<Job>& jobs() { return jobs_; }
+  StreamReport& report() { return report_; }
+
+  // Shard s's jobs (every shard's for s = shards()) in the order of their bytes in the file, so
+  // that reads go front to back.
+  std::vector<Job*> file_order(std::size_t s) {
+    std::vector<Job*> order;
+    for (Job& job : jobs_)
+      if (s == shards() || job.shard == s) order.push_back(&job);
+    std::sort(order.begin(), order.end(), [](const Job* a, const Job* b) {
+      return std::tie(a->shard, a->entry.begin) < std::tie(b->shard, b->entry.begin);
+    });
+    return order;
+  }
+
+  // Pass 1 of one tensor: its statistics, and per channel (or group) each row's map, spilled.
+  void statistics(Job& job, Progress& progress) {
+    const io::SafetensorsReader& reader = *readers_[job.shard];
+    const WeightStats none;  // the rows' maps do not depend on the global statistics
+    job.spill_first = spill_.size();
     WeightStats row;  // a row read in column pieces
-    const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-    PieceReader source(reader, job.entry, job.cols, pieces, backend, buffers);
+    const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
+    PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_);
     for (std::size_t k = 0; k < pieces.size();) {
       const PieceWindow window = source.start(k);
       std::vector<WeightStats> share_stats(window.items.size());
@@ -232,10 +241,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         const Piece& share = window.items[i].share;
         const std::string where = where_of(reader, job.name, share);
         const WeightView w = source.weights(window, i);
-        share_stats[i] = backend.stats_as(w.data, w.type, share.rows * share.cols, where, o.nonfinite);
-        if (per_row && share.cols == job.cols)  // whole rows: each its own map
-          share_maps[i] = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols, global,
-                                           share_stats[i], where, o.nonfinite, backend).maps;
+        share_stats[i] = backend_.stats_as(w.data, w.type, share.rows * share.cols, where, o_.nonfinite);
+        if (per_row_ && share.cols == job.cols)  // whole rows: each its own map
+          share_maps[i] = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols, none,
+                                           share_stats[i], where, o_.nonfinite, backend_).maps;
       });
       for (std::size_t i = 0; k < window.last; ++k) {  // piece by piece, each share in order
         const Piece& p = pieces[k];
@@ -246,14 +255,14 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
           maps.push_back(&share_maps[i]);
         }
         job.own = combine(job.own, piece);
-        if (per_row) {
+        if (per_row_) {
           if (p.cols == job.cols) {
-            for (const std::vector<Affine>* m : maps) spill.append(*m);
+            for (const std::vector<Affine>* m : maps) spill_.append(*m);
           } else {
             row = combine(row, piece);
             if (p.col + p.cols == job.cols) {
-              spill.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, global, row,
-                                            where_of(reader, job.name, p), o.nonfinite, backend).maps);
+              spill_.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, none, row,
+                                             where_of(reader, job.name, p), o_.nonfinite, backend_).maps);
               row = {};
             }
           }
@@ -261,66 +270,60 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
       }
     }
-    job.map_count = std::size_t(spill.size() - job.spill_first);
+    job.map_count = std::size_t(spill_.size() - job.spill_first);
     job.spilled = job.map_count > 0;
   }
-  for (const Job& job : jobs) global = combine(global, job.own);
-  NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
-  NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
-              ": every weight has the same value; zero variance cannot be normalised");
-  for (Job& job : jobs) {
-    if (!per_row)
-      job.maps = normalise_tensor(o.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name, o.nonfinite,
-                                  backend).maps;
+
+  // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics).
+  void make_maps(Job& job, const WeightStats& global) {
+    if (!per_row_)
+      job.maps = normalise_tensor(o_.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name,
+                                  o_.nonfinite, backend_).maps;
     else if (!job.spilled)
       job.maps = {Affine{job.own.mean, 0.0}};  // no rows: one unused map
     if (!job.spilled) job.map_count = job.maps.size();
   }
 
-  // Pass 2: every output file, tensor by tensor in the order its header gives.
-  const auto pass_two = std::chrono::steady_clock::now();
-  report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
-  progress.restart(total_bytes);
-  const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
-  nlohmann::json weight_map = nlohmann::json::object();
-  std::uint64_t index_total = 0;
-  // The previous file's finish (fsync, rename) runs behind this one's work; at most one waits.
-  std::unique_ptr<io::WriteBehind> finishing;
-  for (std::size_t s = 0; s < readers.size(); ++s) {
-    const io::SafetensorsReader& reader = *readers[s];
-    const std::string out_path = output_path(reader.path(), output, sharded);
-    std::map<std::string, Job*> quantized;        // stored tensor name -> its job
+  // The metadata of shard s's output: the input's, and the description of what was quantized with
+  // the statistics of every quantized weight (`mean`, `stddev`).
+  std::map<std::string, std::string> shard_metadata(std::size_t s, double mean, double stddev) const {
     std::map<std::string, TensorDescription> described;
+    for (const Job& job : jobs_)
+      if (job.shard == s) described.emplace(job.name, description(job));
+    std::map<std::string, std::string> metadata = readers_[s]->layout().metadata;
+    metadata["nuq.quantized"] = describe_quantized(codebook_, o_.normalisation, mean, stddev, described);
+    return metadata;
+  }
+
+  // Pass 2 of shard s: its output file, tensor by tensor in the order its header gives, written on
+  // the returned writer's thread (not yet finished).
+  std::unique_ptr<io::WriteBehind> write_shard(std::size_t s, const std::map<std::string, std::string>& metadata,
+                                               Progress& progress) {
+    const io::SafetensorsReader& reader = *readers_[s];
+    const std::string out_path = output_path(reader.path(), output_, sharded_);
+    std::map<std::string, Job*> quantized;  // stored tensor name -> its job
     std::vector<std::pair<std::string, io::TensorEntry>> planned;
-    for (Job& job : jobs) {
+    for (Job& job : jobs_) {
       if (job.shard != s) continue;
-      // The map the description records: the tensor's, or (per channel) its own statistics.
-      const Affine map = per_row ? Affine{job.own.mean, job.own.stddev()} : job.maps[0];
-      const TensorDescription d{job.entry.shape, job.entry.dtype, job.matrix_rows, job.matrix_cols, bits,
-                                map.mean,        map.scale,       o.group_size};
-      for (auto& stored : stored_tensors(job.name, d, job.map_count, stores_grid(codebook, bits) && !per_row)) {
+      for (auto& stored : stored_tensors(job.name, description(job), job.map_count, stores_grid(codebook_, bits_) && !per_row_)) {
         NUQ_REQUIRE(!reader.layout().tensors.count(stored.first), reader.path(), ": tensor '", job.name,
                     "' cannot be stored: the checkpoint already has a '", stored.first, "'");
         quantized[stored.first] = &job;
         planned.push_back(std::move(stored));
       }
-      described.emplace(job.name, d);
     }
     for (const auto& [name, entry] : reader.layout().tensors)
-      if (kept.count(name))
-        planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
-    std::map<std::string, std::string> metadata = reader.layout().metadata;
-    metadata["nuq.quantized"] = describe_quantized(codebook, o.normalisation, global.mean, global_stddev, described);
+      if (kept_.count(name)) planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
     // The writes overlap the next piece's work.
     auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, planned));
     const io::SafetensorsWriter& writer = out->writer();
     for (const auto& [name, entry] : writer.order()) {
-      weight_map[name] = fs::path(out_path).filename().string();
+      weight_map_[name] = fs::path(out_path).filename().string();
       const auto found = quantized.find(name);
       if (found == quantized.end()) {  // kept as it was: its bytes, a piece at a time
         const io::TensorEntry& source = reader.layout().tensors.at(name);
-        for (std::uint64_t at = 0; at < source.end - source.begin; at += o.piece_bytes) {
-          const std::size_t bytes = std::min<std::uint64_t>(o.piece_bytes, source.end - source.begin - at);
+        for (std::uint64_t at = 0; at < source.end - source.begin; at += o_.piece_bytes) {
+          const std::size_t bytes = std::min<std::uint64_t>(o_.piece_bytes, source.end - source.begin - at);
           std::vector<std::uint8_t> piece = out->buffer(bytes);
           reader.read(source, at, bytes, piece.data());
           out->append(std::move(piece));
@@ -328,113 +331,224 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
         }
         continue;
       }
-      Job& job = *found->second;
-      const std::string suffix = name.substr(job.name.size());
-      if (suffix == ".grid") {
-        const auto [offset, scale] = grid_map(codebook, job.maps[0].mean, job.maps[0].scale);
-        const double map[2] = {offset, scale};
-        out->append(map, sizeof map);
-      } else if (suffix == ".codebook" && o.group_size) {  // the design's levels, normalised
-        const std::vector<float> levels = normalised_levels(codebook, bits);
-        out->append(levels.data(), levels.size() * sizeof(float));
-      } else if (suffix == ".scales") {
-        for (std::size_t first = 0; first < job.map_count; first += 65536) {
-          std::vector<float> scales;
-          for (const Affine& g : maps_of(job, spill, first, std::min<std::size_t>(65536, job.map_count - first), true))
-            scales.push_back(float(g.scale));
-          out->append(scales.data(), scales.size() * sizeof(float));
-        }
-      } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
-        for (std::size_t first = 0; first < job.map_count; first += 4096) {
-          const std::vector<float> levels =
-              make_quantize_table(codebook, bits,
-                                  maps_of(job, spill, first, std::min<std::size_t>(4096, job.map_count - first), false))
-                  .levels;
-          out->append(levels.data(), levels.size() * sizeof(float));
-        }
-      } else {  // .codes
-        const QuantizeTable shared = per_row ? QuantizeTable{} : make_quantize_table(codebook, bits, job.maps);
-        const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o.piece_bytes);
-        PieceReader source(reader, job.entry, job.cols, pieces, backend, buffers, job.own.mean);
-        const auto row_bytes = [&](const Piece& p) { return packed_row_bytes(p.cols, bits); };
-        for (std::size_t k = 0; k < pieces.size();) {
-          const PieceWindow window = source.start(k);
-          std::vector<std::vector<std::uint8_t>> codes;  // one buffer per piece; every byte is written
-          for (std::size_t j = window.first; j < window.last; ++j) codes.push_back(out->buffer(pieces[j].rows * row_bytes(pieces[j])));
-          std::vector<QuantizeTotals> share_totals(window.items.size());
-          std::vector<double> share_fourth(window.items.size());
-          for_each_share(window.items.size(), [&](std::size_t i) {
-            const PieceWindow::Item& item = window.items[i];
-            const Piece& share = item.share;
-            const QuantizeTable table =
-                per_row ? make_quantize_table(codebook, bits, maps_of(job, spill, share.row, share.rows, o.group_size > 0))
-                        : QuantizeTable{};
-            const WeightView w = source.weights(window, i, &share_fourth[i]);
-            std::uint8_t* at = codes[item.piece - window.first].data() + (share.row - pieces[item.piece].row) * row_bytes(share);
-            share_totals[i] = backend.quantize_as(w.data, w.type, share.rows, share.cols, per_row ? table : shared, at);
-          });
-          for (std::size_t i = 0; i < window.items.size(); ++i) {
-            job.totals = combine(job.totals, share_totals[i]);
-            job.fourth += share_fourth[i];
-          }
-          for (; k < window.last; ++k) {
-            out->append(std::move(codes[k - window.first]));
-            progress.advance("quantizing", job.name, pieces[k].rows * pieces[k].cols * io::dtype_size(job.entry.dtype));
-          }
-        }
+      write_stored(*found->second, name.substr(found->second->name.size()), reader, *out, progress);
+    }
+    report_.output_bytes += writer.finished_size();  // (its appends may still be on their way)
+    index_total_ += writer.finished_size();
+    report_.outputs.push_back(out_path);
+    return out;
+  }
+
+  // With a folder out: the new index, once every shard is finished.
+  void write_index() {
+    if (!sharded_) return;
+    const std::string index = (fs::path(output_) / kIndexName).string();
+    io::write_atomically(index, [&](std::ostream& out) {
+      out << nlohmann::json{{"metadata", {{"total_size", index_total_}}}, {"weight_map", weight_map_}}.dump(2) << '\n';
+    });
+    report_.outputs.push_back(index);
+    report_.output_bytes += fs::file_size(index);
+  }
+
+  // Every tensor's account, and the totals.
+  void account(const WeightStats& global) {
+    QuantizeTotals all;
+    for (const Job& job : jobs_) {
+      all = combine(all, job.totals);
+      StreamTensorReport t;
+      const std::size_t finite = job.own.count;
+      const std::size_t tables = o_.group_size                                ? (std::size_t{4} << bits_) + 4 * job.map_count
+                                 : stores_grid(codebook_, bits_) && !per_row_ ? 16
+                                                                              : job.map_count * (std::size_t{4} << bits_);
+      const std::size_t stored = job.matrix_rows * packed_row_bytes(job.matrix_cols, bits_) + tables;
+      t.tensor = {job.name, job.entry.shape, bits_, job.entry.end - job.entry.begin, stored,
+                  finite ? std::sqrt(job.totals.noise / double(finite)) : 0.0, job.totals.max_error, job.totals.nonfinite};
+      t.sqnr_ex_db = job.totals.noise > 0.0 ? 10.0 * std::log10(job.totals.signal / job.totals.noise)
+                                            : std::numeric_limits<double>::infinity();
+      t.within = finite ? 100.0 * double(job.totals.inside) / double(finite) : 0.0;
+      const double variance = job.own.count ? job.own.m2 / double(job.own.count) : 0.0;
+      t.excess_kurtosis = variance > 0.0 ? job.fourth / double(finite) / (variance * variance) - 3.0 : kNaN;
+      // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each
+      // row is normalised to 1).
+      const double sigma = per_row_                   ? 1.0
+                           : job.maps[0].scale > 0.0 ? job.own.stddev() / job.maps[0].scale
+                                                     : 0.0;
+      t.sqnr_th_db = sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma) : kNaN;
+      t.file = output_path(readers_[job.shard]->path(), output_, sharded_);
+      report_.tensors.push_back(std::move(t));
+    }
+    std::sort(report_.tensors.begin(), report_.tensors.end(),
+              [](const StreamTensorReport& a, const StreamTensorReport& b) { return a.tensor.name < b.tensor.name; });
+    report_.kept.assign(kept_.begin(), kept_.end());
+    report_.stats = global;
+    report_.sqnr_ex_db =
+        all.noise > 0.0 ? 10.0 * std::log10(all.signal / all.noise) : std::numeric_limits<double>::infinity();
+    report_.within = 100.0 * double(all.inside) / double(global.count);
+  }
+
+ private:
+  // The map the description records: the tensor's, or (per channel) its own statistics.
+  TensorDescription description(const Job& job) const {
+    const Affine map = per_row_ ? Affine{job.own.mean, job.own.stddev()} : job.maps[0];
+    return {job.entry.shape, job.entry.dtype, job.matrix_rows, job.matrix_cols, bits_, map.mean, map.scale,
+            o_.group_size};
+  }
+
+  // One stored tensor of a job (its name is the job's plus `suffix`): its grid, codebook, scales or codes.
+  void write_stored(Job& job, const std::string& suffix, const io::SafetensorsReader& reader, io::WriteBehind& out,
+                    Progress& progress) {
+    if (suffix == ".grid") {
+      const auto [offset, scale] = grid_map(codebook_, job.maps[0].mean, job.maps[0].scale);
+      const double map[2] = {offset, scale};
+      out.append(map, sizeof map);
+    } else if (suffix == ".codebook" && o_.group_size) {  // the design's levels, normalised
+      const std::vector<float> levels = normalised_levels(codebook_, bits_);
+      out.append(levels.data(), levels.size() * sizeof(float));
+    } else if (suffix == ".scales") {
+      for (std::size_t first = 0; first < job.map_count; first += 65536) {
+        std::vector<float> scales;
+        for (const Affine& g : maps_of(job, spill_, first, std::min<std::size_t>(65536, job.map_count - first), true))
+          scales.push_back(float(g.scale));
+        out.append(scales.data(), scales.size() * sizeof(float));
+      }
+    } else if (suffix == ".codebook") {  // tables of up to 4096 rows at a time
+      for (std::size_t first = 0; first < job.map_count; first += 4096) {
+        const std::vector<float> levels =
+            make_quantize_table(codebook_, bits_,
+                                maps_of(job, spill_, first, std::min<std::size_t>(4096, job.map_count - first), false))
+                .levels;
+        out.append(levels.data(), levels.size() * sizeof(float));
+      }
+    } else {
+      write_codes(job, reader, out, progress);
+    }
+  }
+
+  // The codes of a job, window after window of its pieces.
+  void write_codes(Job& job, const io::SafetensorsReader& reader, io::WriteBehind& out, Progress& progress) {
+    const QuantizeTable shared = per_row_ ? QuantizeTable{} : make_quantize_table(codebook_, bits_, job.maps);
+    const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
+    PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_, job.own.mean);
+    const auto row_bytes = [&](const Piece& p) { return packed_row_bytes(p.cols, bits_); };
+    for (std::size_t k = 0; k < pieces.size();) {
+      const PieceWindow window = source.start(k);
+      std::vector<std::vector<std::uint8_t>> codes;  // one buffer per piece; every byte is written
+      for (std::size_t j = window.first; j < window.last; ++j) codes.push_back(out.buffer(pieces[j].rows * row_bytes(pieces[j])));
+      std::vector<QuantizeTotals> share_totals(window.items.size());
+      std::vector<double> share_fourth(window.items.size());
+      for_each_share(window.items.size(), [&](std::size_t i) {
+        const PieceWindow::Item& item = window.items[i];
+        const Piece& share = item.share;
+        const QuantizeTable table =
+            per_row_ ? make_quantize_table(codebook_, bits_, maps_of(job, spill_, share.row, share.rows, o_.group_size > 0))
+                     : QuantizeTable{};
+        const WeightView w = source.weights(window, i, &share_fourth[i]);
+        std::uint8_t* at = codes[item.piece - window.first].data() + (share.row - pieces[item.piece].row) * row_bytes(share);
+        share_totals[i] = backend_.quantize_as(w.data, w.type, share.rows, share.cols, per_row_ ? table : shared, at);
+      });
+      for (std::size_t i = 0; i < window.items.size(); ++i) {
+        job.totals = combine(job.totals, share_totals[i]);
+        job.fourth += share_fourth[i];
+      }
+      for (; k < window.last; ++k) {
+        out.append(std::move(codes[k - window.first]));
+        progress.advance("quantizing", job.name, pieces[k].rows * pieces[k].cols * io::dtype_size(job.entry.dtype));
       }
     }
-    report.output_bytes += writer.finished_size();  // (its appends may still be on their way)
-    index_total += writer.finished_size();
-    report.outputs.push_back(out_path);
-    out->finish_later();
-    if (finishing) finishing->wait();  // rethrows its error
-    finishing = std::move(out);
   }
-  if (finishing) finishing->wait();
-  if (sharded) {
-    const std::string index = (fs::path(output) / kIndexName).string();
-    io::write_atomically(index, [&](std::ostream& out) {
-      out << nlohmann::json{{"metadata", {{"total_size", index_total}}}, {"weight_map", weight_map}}.dump(2) << '\n';
-    });
-    report.outputs.push_back(index);
-    report.output_bytes += fs::file_size(index);
-  }
-  progress.close();
-  report.quantize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - pass_two).count();
 
-  QuantizeTotals all;
-  for (const Job& job : jobs) {
-    all = combine(all, job.totals);
-    StreamTensorReport t;
-    const std::size_t finite = job.own.count;
-    const std::size_t tables = o.group_size                               ? (std::size_t{4} << bits) + 4 * job.map_count
-                               : stores_grid(codebook, bits) && !per_row ? 16
-                                                                         : job.map_count * (std::size_t{4} << bits);
-    const std::size_t stored = job.matrix_rows * packed_row_bytes(job.matrix_cols, bits) + tables;
-    t.tensor = {job.name, job.entry.shape, bits, job.entry.end - job.entry.begin, stored,
-                finite ? std::sqrt(job.totals.noise / double(finite)) : 0.0, job.totals.max_error, job.totals.nonfinite};
-    t.sqnr_ex_db = job.totals.noise > 0.0 ? 10.0 * std::log10(job.totals.signal / job.totals.noise)
-                                          : std::numeric_limits<double>::infinity();
-    t.within = finite ? 100.0 * double(job.totals.inside) / double(finite) : 0.0;
-    const double variance = job.own.count ? job.own.m2 / double(job.own.count) : 0.0;
-    t.excess_kurtosis = variance > 0.0 ? job.fourth / double(finite) / (variance * variance) - 3.0 : kNaN;
-    // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each row
-    // is normalised to 1).
-    const double sigma = per_row ? 1.0
-                          : job.maps[0].scale > 0.0         ? job.own.stddev() / job.maps[0].scale
-                                                            : 0.0;
-    t.sqnr_th_db = sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook, sigma) : kNaN;
-    t.file = output_path(readers[job.shard]->path(), output, sharded);
-    report.tensors.push_back(std::move(t));
+  const std::string input_, output_;
+  const Codebook& codebook_;
+  const StreamOptions& o_;
+  Backend& backend_;
+  const int bits_;
+  const bool per_row_;
+  bool sharded_ = false;
+  std::vector<std::unique_ptr<io::SafetensorsReader>> readers_;
+  std::vector<Job> jobs_;
+  std::set<std::string> kept_;
+  std::uint64_t quantized_bytes_ = 0, total_bytes_ = 0, index_total_ = 0;
+  MapSpill spill_;
+  PieceBuffers buffers_;  // the CPU path's shares, one buffer per thread
+  nlohmann::json weight_map_ = nlohmann::json::object();
+  StreamReport report_;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
+                                       const StreamOptions& o, Backend& backend) {
+  const auto start = std::chrono::steady_clock::now();
+  StreamRun run(input, output, codebook, o, backend);
+  StreamReport& report = run.report();
+  WeightStats global;
+  const auto join_global = [&] {  // in name order, so the result does not depend on the layout
+    for (const Job& job : run.jobs()) global = combine(global, job.own);
+    NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
+    NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
+                ": every weight has the same value; zero variance cannot be normalised");
+  };
+  const auto global_stddev = [&] { return global.stddev() > 0.0 ? global.stddev() : 1.0; };
+
+  if (o.normalisation != Normalisation::Global && run.shards() > 1) {
+    // No map depends on another shard's weights: each shard's two passes run in turn, so that its
+    // codes go to the disk while the next shard is read. Only the metadata's statistics of every
+    // weight wait for the last shard: each header is written first with values that print longest
+    // and rewritten in place (padded with spaces) before its file is finished, all at the end.
+    Progress progress(o.progress, run.quantized_bytes() + run.total_bytes());
+    constexpr double kLongest = -2.2250738585072014e-308;  // 24 characters, the most a double takes
+    std::vector<std::unique_ptr<io::SafetensorsWriter>> unfinished;
+    std::unique_ptr<io::WriteBehind> writing;
+    for (std::size_t s = 0; s < run.shards(); ++s) {
+      auto pass = std::chrono::steady_clock::now();
+      for (Job* job : run.file_order(s)) run.statistics(*job, progress);
+      for (Job* job : run.file_order(s)) run.make_maps(*job, global);
+      report.statistics_seconds += seconds_since(pass);
+      pass = std::chrono::steady_clock::now();
+      std::unique_ptr<io::WriteBehind> next = run.write_shard(s, run.shard_metadata(s, kLongest, kLongest), progress);
+      if (writing) unfinished.push_back(writing->release());  // its last writes ran behind this shard's work
+      writing = std::move(next);
+      report.quantize_seconds += seconds_since(pass);
+    }
+    const auto pass = std::chrono::steady_clock::now();
+    unfinished.push_back(writing->release());
+    join_global();
+    for (std::size_t s = 0; s < unfinished.size(); ++s) {
+      unfinished[s]->replace_metadata(run.shard_metadata(s, global.mean, global_stddev()));
+      unfinished[s]->finish();
+    }
+    run.write_index();
+    progress.close();
+    report.quantize_seconds += seconds_since(pass);
+  } else {
+    // Pass 1 over every shard (global normalisation maps each weight by the statistics of all of
+    // them), then pass 2: each file written while the next is worked on, its finish (fsync,
+    // rename) behind the next one's work.
+    Progress progress(o.progress, run.quantized_bytes());
+    for (Job* job : run.file_order(run.shards())) run.statistics(*job, progress);
+    join_global();
+    for (Job& job : run.jobs()) run.make_maps(job, global);
+    const auto pass_two = std::chrono::steady_clock::now();
+    report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
+    progress.restart(run.total_bytes());
+    std::unique_ptr<io::WriteBehind> finishing;
+    for (std::size_t s = 0; s < run.shards(); ++s) {
+      std::unique_ptr<io::WriteBehind> out = run.write_shard(s, run.shard_metadata(s, global.mean, global_stddev()), progress);
+      out->finish_later();
+      if (finishing) finishing->wait();  // rethrows its error
+      finishing = std::move(out);
+    }
+    if (finishing) finishing->wait();
+    run.write_index();
+    progress.close();
+    report.quantize_seconds = seconds_since(pass_two);
   }
-  std::sort(report.tensors.begin(), report.tensors.end(),
-            [](const StreamTensorReport& a, const StreamTensorReport& b) { return a.tensor.name < b.tensor.name; });
-  report.kept.assign(kept.begin(), kept.end());
-  report.stats = global;
-  report.sqnr_ex_db = all.noise > 0.0 ? 10.0 * std::log10(all.signal / all.noise) : std::numeric_limits<double>::infinity();
-  report.within = 100.0 * double(all.inside) / double(global.count);
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  run.account(global);
+  report.seconds = seconds_since(start);
   return report;
 }
 
