@@ -252,60 +252,6 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
 }
 
-// Without global normalisation a sharded checkpoint is taken a shard at a time: each shard's
-// tensors are those of the same shard quantized on its own, and its header records every shard's
-// statistics together (rewritten in place at the end, padded with spaces).
-TEST(CheckpointStream, ShardsWithoutGlobalNormalisationAreTakenOneAtATime) {
-  test::TempDir dir;
-  fs::create_directories(dir.file("model"));
-  std::vector<std::string> files;
-  for (int s = 1; s <= 3; ++s) {
-    files.push_back("model-0000" + std::to_string(s) + "-of-00003.safetensors");
-    io::TensorFile t = shard(20 * s, "layers." + std::to_string(s) + ".");
-    t.tensors["layers." + std::to_string(s) + ".mlp.weight"] =
-        io::f32_tensor({16, 256}, test::draw(test::Law::Laplace, 16 * 256, 0.1 * s, 0.01 * s, s));
-    io::write_safetensors(dir.file("model/" + files.back()), t);
-  }
-  struct Case {
-    Normalisation normalisation;
-    std::size_t group_size;
-  };
-  for (const Case c : {Case{Normalisation::PerTensor, 0}, Case{Normalisation::PerChannel, 0},
-                       Case{Normalisation::PerChannel, 128}, Case{Normalisation::None, 0}}) {
-    const std::string what = to_string(c.normalisation) + " groups " + std::to_string(c.group_size);
-    StreamOptions options;
-    options.normalisation = c.normalisation;
-    options.group_size = c.group_size;
-    if (c.group_size) options.skip = std::regex("proj");  // rows of 40 and 300 weights: no groups of 128
-    options.piece_bytes = 4 * 1024;  // several windows per tensor
-    fs::remove_all(dir.file("out"));
-    const StreamReport report = quantize_checkpoint_files(dir.file("model"), dir.file("out"), msptq2(), options, cpu_backend());
-    std::uint64_t total = 0;
-    for (const std::string& file : files) {
-      const io::TensorFile got = io::read_safetensors(dir.file("out/" + file));
-      total += fs::file_size(dir.file("out/" + file));
-      quantize_checkpoint_files(dir.file("model/" + file), dir.file("alone.safetensors"), msptq2(), options, cpu_backend());
-      const io::TensorFile alone = io::read_safetensors(dir.file("alone.safetensors"));
-      ASSERT_EQ(got.tensors.size(), alone.tensors.size()) << what;
-      for (const auto& [name, tensor] : alone.tensors) {
-        EXPECT_EQ(got.tensors.at(name).shape, tensor.shape) << what << " " << name;
-        EXPECT_EQ(got.tensors.at(name).data, tensor.data) << what << " " << name;
-      }
-      nlohmann::json a = nlohmann::json::parse(got.metadata.at("nuq.quantized"));
-      nlohmann::json b = nlohmann::json::parse(alone.metadata.at("nuq.quantized"));
-      EXPECT_EQ(a["tensors"], b["tensors"]) << what;
-      EXPECT_EQ(a["normalisation"], b["normalisation"]) << what;
-      EXPECT_DOUBLE_EQ(a["mean"].get<double>(), report.stats.mean) << what;
-      EXPECT_DOUBLE_EQ(a["stddev"].get<double>(), report.stats.stddev()) << what;
-      EXPECT_NE(a["mean"].get<double>(), b["mean"].get<double>()) << what;  // one shard's weights are not all
-    }
-    const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
-    EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total) << what;
-    EXPECT_EQ(report.tensors.size(), c.group_size ? 3u : 9u) << what;
-    EXPECT_EQ(report.stats.count, 3u * (c.group_size ? 16 * 256 : 96 * 40 + 24 * 300 + 16 * 256)) << what;
-  }
-}
-
 // Groups of 128 along each row, 2-bit MSPTQ: about 2.25 bits per weight all in, the norm kept bit
 // for bit, every weight restored as its group's mean + scale * level, and rows whose scales differ
 // by 100x served far better than by one scale per tensor.

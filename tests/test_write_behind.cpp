@@ -61,37 +61,5 @@ TEST(WriteBehind, AnErrorOnTheWritingThreadReachesTheCallerAndNothingLands) {
     ADD_FAILURE() << "left behind: " << entry.path();
 }
 
-TEST(WriteBehind, ReleasedWritersGetTheirFinalHeaderInPlace) {
-  // A header first written with room (values that print longest), rewritten shorter in place and
-  // padded with spaces: the file reads back with the final metadata and every byte where it was.
-  test::TempDir dir;
-  const std::string path = dir.file("out.safetensors");
-  const std::vector<std::pair<std::string, io::TensorEntry>> plan = {
-      {"codes", io::TensorEntry{io::DType::U8, {3}}}, {"levels", io::TensorEntry{io::DType::F32, {2}}}};
-  auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(
-      path, std::map<std::string, std::string>{{"stats", "-2.2250738585072014e-308"}}, plan));
-  const std::string order = out->writer().order()[0].first;  // widest first: levels, then codes
-  EXPECT_EQ(order, "levels");
-  const float levels[2] = {-1.5f, 1.5f};
-  const std::uint8_t codes[3] = {1, 2, 3};
-  out->append(levels, sizeof levels);
-  out->append(codes, sizeof codes);
-  std::unique_ptr<io::SafetensorsWriter> writer = out->release();
-  out.reset();  // the thread is gone; the file is not finished
-  EXPECT_FALSE(std::filesystem::exists(path));
-  writer->replace_metadata({{"stats", "0.5"}});
-  EXPECT_THROW(writer->replace_metadata({{"stats", std::string(100, '7')}}), InternalError);  // no room
-  writer->finish();
-  const io::TensorFile file = io::read_safetensors(path);
-  EXPECT_EQ(file.metadata.at("stats"), "0.5");
-  EXPECT_EQ(file.tensors.at("codes").data, (std::vector<std::uint8_t>{1, 2, 3}));
-  EXPECT_EQ(io::to_floats(file.tensors.at("levels"), "levels"), (std::vector<float>{-1.5f, 1.5f}));
-  EXPECT_EQ(std::filesystem::file_size(path), writer->finished_size());
-  std::ifstream in(path, std::ios::binary);
-  std::uint64_t length = 0;
-  in.read(reinterpret_cast<char*>(&length), 8);
-  EXPECT_EQ((8 + length) % 8, 0u);
-}
-
 }  // namespace
 }  // namespace nuq

@@ -30,16 +30,14 @@ void read_fully(int fd, void* out, std::size_t bytes, std::uint64_t at, const st
   }
 }
 
-// Writes at the file's position, or at byte `at` (pwrite) when given.
-void write_fully(int fd, const void* data, std::size_t bytes, const std::string& path, std::int64_t at = -1) {
+void write_fully(int fd, const void* data, std::size_t bytes, const std::string& path) {
   const auto* p = static_cast<const char*>(data);
   while (bytes > 0) {
-    const ssize_t n = at < 0 ? ::write(fd, p, bytes) : ::pwrite(fd, p, bytes, off_t(at));
+    const ssize_t n = ::write(fd, p, bytes);
     if (n < 0 && errno == EINTR) continue;
     NUQ_REQUIRE(n > 0, path, ": writing failed: ", std::strerror(errno));
     p += n;
     bytes -= std::size_t(n);
-    if (at >= 0) at += n;
   }
 }
 
@@ -145,16 +143,6 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
     written_back_ = end;
   }
 #endif
-}
-
-void SafetensorsWriter::replace_metadata(const std::map<std::string, std::string>& metadata) {
-  NUQ_ASSERT(!finished_ && fd_ >= 0, "the metadata of a finished file");
-  std::vector<std::pair<std::string, TensorEntry>> plan = order_;  // planned again: the same order and offsets
-  std::string text = plan_header(metadata, plan);
-  NUQ_ASSERT(text.size() <= header_bytes_ - 8, path_, ": the final header (", text.size(),
-             " bytes) outgrows the room its first version left (", header_bytes_ - 8, ")");
-  text.append(header_bytes_ - 8 - text.size(), ' ');  // trailing spaces: the format allows them
-  write_fully(fd_, text.data(), text.size(), path_, 8);
 }
 
 void SafetensorsWriter::finish() {

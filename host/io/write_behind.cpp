@@ -11,26 +11,12 @@ WriteBehind::WriteBehind(std::unique_ptr<SafetensorsWriter> writer)
     : writer_(std::move(writer)), thread_([this] { run(); }) {}
 
 WriteBehind::~WriteBehind() {
-  if (!thread_.joinable()) return;  // released
   {
     std::lock_guard<std::mutex> lock(mutex_);
     closing_ = true;
   }
   changed_.notify_all();
   thread_.join();
-}
-
-std::unique_ptr<SafetensorsWriter> WriteBehind::release() {
-  wait();
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    closing_ = true;
-    spares_.clear();
-    spare_bytes_ = 0;
-  }
-  changed_.notify_all();
-  thread_.join();
-  return std::move(writer_);
 }
 
 void WriteBehind::run() {

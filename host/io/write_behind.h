@@ -38,9 +38,6 @@ class WriteBehind {
   void finish_later();
   // Waits until everything queued is done; rethrows the first error.
   void wait();
-  // Waits as wait() does, ends the thread (and gives back the spare buffers) and returns the
-  // writer, unfinished, for its owner to finish later.
-  std::unique_ptr<SafetensorsWriter> release();
 
   static constexpr std::size_t kQueuedBytes = std::size_t{4} << 20;  // a bound on the memory held
 

@@ -55,9 +55,6 @@ class SafetensorsWriter {
   const std::vector<std::pair<std::string, TensorEntry>>& order() const { return order_; }
   // The next bytes of the data (tensor after tensor, in order()).
   void append(const void* bytes, std::size_t count);
-  // Rewrites the header with `metadata` in place of the first, padded with spaces to the first's
-  // length, which must be no shorter (callers write a first version whose values print longest).
-  void replace_metadata(const std::map<std::string, std::string>& metadata);
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
   std::uint64_t file_size() const { return header_bytes_ + written_; }
