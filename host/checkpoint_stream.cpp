@@ -4,10 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <limits>
 #include <map>
 #include <memory>
@@ -31,7 +29,6 @@
 #include "io/write_behind.h"
 #include "map_spill.h"
 #include "piece_reader.h"
-#include "omp_threads.h"
 
 namespace nuq {
 namespace {
