@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -9,7 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/checkpoint.h"
 #include "nuq/io/idx.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
@@ -163,6 +166,52 @@ TEST(Cli, PerChannelQuantizeAndEval) {
                                      " --normalise per-channel --method uniform --bits 12");
   EXPECT_NE(wide.status, 0);
   EXPECT_NE(wide.output.find("up to 8 bits"), std::string::npos) << wide.output;
+}
+
+// A sharded checkpoint quantized into a folder comes back the same way: each shard restored under
+// its own name (what dequantizing that shard alone gives) and a new index; every output is checked
+// before the first is written.
+TEST(Cli, DequantizeAShardedCheckpointIntoAFolder) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.file("model"));
+  for (int s = 1; s <= 2; ++s) {
+    io::TensorFile shard;
+    std::vector<float> w(64 * 96);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i * (s + 2)))) * 0.05f;
+    shard.tensors["layers." + std::to_string(s) + ".mlp.weight"] = io::f32_tensor({64, 96}, w);
+    shard.tensors["layers." + std::to_string(s) + ".norm.weight"] = io::f32_tensor({96}, std::vector<float>(96, 1.0f));
+    io::write_safetensors(dir.file("model/model-0000" + std::to_string(s) + "-of-00002.safetensors"), shard);
+  }
+  ASSERT_EQ(run_nuq("quantize " + dir.file("model") + " -o " + dir.file("q") + " --group-size 32").status, 0);
+  const CommandResult restored = run_nuq("dequantize " + dir.file("q/model.safetensors.index.json") + " -o " +
+                                         dir.file("d") + " --json");
+  ASSERT_EQ(restored.status, 0) << restored.output;
+  const nlohmann::json report = nlohmann::json::parse(restored.output);
+  EXPECT_EQ(report.at("restored").size(), 2u);
+  EXPECT_EQ(report.at("copied").size(), 2u);
+  EXPECT_EQ(report.at("outputs").size(), 3u);
+  const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir.file("d/model.safetensors.index.json")));
+  std::uint64_t total = 0;
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile alone = dequantize_checkpoint(io::read_safetensors(dir.file("q/" + file)), file);
+    const io::TensorFile got = io::read_safetensors(dir.file("d/" + file));
+    ASSERT_EQ(got.tensors.size(), 2u);
+    for (const auto& [name, tensor] : alone.tensors) {
+      EXPECT_EQ(got.tensors.at(name).dtype, io::DType::F32) << name;
+      EXPECT_EQ(got.tensors.at(name).data, tensor.data) << name;
+      EXPECT_EQ(index["weight_map"][name], file) << name;
+    }
+    total += std::filesystem::file_size(dir.file("d/" + file));
+  }
+  EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
+  // A folder of shards cannot go into a file, nor over its own shards; nothing is written then.
+  const CommandResult into_file = run_nuq("dequantize " + dir.file("q") + " -o " + dir.file("d/model-00001-of-00002.safetensors"));
+  EXPECT_EQ(into_file.status, 1) << into_file.output;
+  const CommandResult over_input = run_nuq("dequantize " + dir.file("q") + " -o " + dir.file("q"));
+  EXPECT_EQ(over_input.status, 1) << over_input.output;
+  EXPECT_NE(over_input.output.find("is the input itself"), std::string::npos) << over_input.output;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.file("q")), {}), 3);
 }
 
 // What scripts/gpu-check's interop step relies on: `nuq dequantize` restores a quantized model as

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <regex>
 #include <filesystem>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -250,19 +249,50 @@ struct DequantizeOptions {
   bool json = false;
 };
 
+// One file, or a sharded checkpoint (a folder or its model.safetensors.index.json) into a folder
+// of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
-  io::require_output_path(o.output, {o.input}, "--output");
+  namespace fs = std::filesystem;
+  const std::vector<std::string> shards = checkpoint_shards(o.input);
+  const bool sharded = shards.size() > 1 || fs::is_directory(o.input) || fs::path(o.input).extension() == ".json";
+  if (sharded) io::make_folder(o.output, "--output");
   DequantizeReport report;
-  // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
-  // architecture and data set in the metadata, so it loads as an FP32 model again.
-  io::write_safetensors(o.output, dequantize_checkpoint(io::read_safetensors(o.input), o.input, &report));
+  nlohmann::json weight_map = nlohmann::json::object();
+  std::uint64_t total = 0;
+  std::vector<std::string> outputs;
+  std::vector<std::string> outs;  // every output checked before the first is written
+  for (const std::string& shard : shards) {
+    outs.push_back(sharded ? (fs::path(o.output) / fs::path(shard).filename()).string() : o.output);
+    io::require_output_path(outs.back(), shards, "--output");
+  }
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const std::string &shard = shards[i], &out = outs[i];
+    // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
+    // architecture and data set in the metadata, so it loads as an FP32 model again.
+    DequantizeReport part;
+    const io::TensorFile restored = dequantize_checkpoint(io::read_safetensors(shard), shard, &part);
+    report.restored.insert(report.restored.end(), part.restored.begin(), part.restored.end());
+    report.copied.insert(report.copied.end(), part.copied.begin(), part.copied.end());
+    io::write_safetensors(out, restored);
+    for (const auto& [name, tensor] : restored.tensors) weight_map[name] = fs::path(out).filename().string();
+    total += fs::file_size(out);
+    outputs.push_back(out);
+  }
+  if (sharded) {
+    const std::string index = (fs::path(o.output) / "model.safetensors.index.json").string();
+    io::write_atomically(index, [&](std::ostream& out) {
+      out << nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2) << '\n';
+    });
+    outputs.push_back(index);
+  }
   if (o.json) {
-    std::cout << nlohmann::json{{"output", o.output}, {"restored", report.restored}, {"copied", report.copied}}.dump(2)
+    std::cout << nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"restored", report.restored},
+                                {"copied", report.copied}}.dump(2)
               << '\n';
     return;
   }
   std::cout << report.restored.size() << " quantized tensor(s) restored as F32, " << report.copied.size()
-            << " copied as they were; saved " << o.output << '\n';
+            << " copied as they were; saved " << outputs.size() << " file(s) under " << o.output << '\n';
 }
 
 struct EvalOptions {
@@ -379,8 +409,12 @@ void add_model_commands(CLI::App& app) {
   auto d = std::make_shared<DequantizeOptions>();
   CLI::App* dequantize_cmd = app.add_subcommand(
       "dequantize", "Turn a model or checkpoint quantized by nuq quantize back into an FP32 safetensors file");
-  dequantize_cmd->add_option("input", d->input, "Quantized checkpoint (.safetensors)")->required();
-  dequantize_cmd->add_option("--output,-o", d->output, "FP32 checkpoint to write (.safetensors)")->required();
+  dequantize_cmd->add_option("input", d->input,
+                             "Quantized checkpoint: a .safetensors file, or a folder of shards (or its "
+                             "model.safetensors.index.json) as nuq quantize writes them")->required();
+  dequantize_cmd->add_option("--output,-o", d->output,
+                             "FP32 checkpoint to write: a .safetensors file, or for shards a folder (the same "
+                             "shard names and a new index)")->required();
   dequantize_cmd->add_flag("--json", d->json, "Print what was restored and copied as JSON");
   dequantize_cmd->callback([d] { run_dequantize(*d); });
 
