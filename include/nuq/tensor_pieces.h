@@ -30,7 +30,8 @@ std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t pie
 
 // A piece cut into shares of whole rows, one per thread, when the backend may be called from
 // several threads at once (Backend::concurrent_calls): each share is read, widened and worked on by
-// one thread, in its own cache, with one fork and one join per piece (for_each_share). A piece of
+// one thread, in its own cache (for_each_share: the in-memory quantizer forks and joins per piece,
+// the streamed one per window of pieces, host/piece_reader.h). A piece of
 // one row, a piece under 64 Ki weights (a fork and join would cost more than it saves) or a
 // backend that is not concurrent is one share, and the backend spreads it over the cores itself.
 // Statistics are combined share by share in this order, by both quantizers.
