@@ -2,6 +2,9 @@
 // each rejected with a message that names the file and the field.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include <cstring>
 #include <string>
 
@@ -62,6 +65,10 @@ TEST(Safetensors, RoundTripsThroughAFile) {
   EXPECT_EQ(back.tensors.at("w.codes").data, codes.data);
   EXPECT_EQ(back.tensors.at("empty").element_count(), 0u);
   EXPECT_THROW(to_floats(back.tensors.at("w.codes"), "w.codes"), Error);
+  // The file, written a tensor at a time, holds exactly the bytes serialize_safetensors gives.
+  std::ifstream in(dir.file("m.safetensors"), std::ios::binary);
+  const std::vector<std::uint8_t> written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(written, serialize_safetensors(file));
 }
 
 TEST(Safetensors, RejectsCorruptFiles) {

@@ -250,7 +250,10 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
   return text;
 }
 
-std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
+namespace {
+
+// Every tensor's entry, checked against its bytes, for plan_header to order and place.
+std::vector<std::pair<std::string, TensorEntry>> entries_of(const TensorFile& file) {
   std::vector<std::pair<std::string, TensorEntry>> plan;
   for (const auto& [key, tensor] : file.tensors) {
     NUQ_REQUIRE(tensor.data.size() == tensor.element_count() * dtype_size(tensor.dtype),
@@ -258,10 +261,21 @@ std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
                 tensor.element_count() * dtype_size(tensor.dtype));
     plan.push_back({key, TensorEntry{tensor.dtype, tensor.shape, 0, 0}});
   }
+  return plan;
+}
+
+void put_length(std::uint64_t length, std::uint8_t* out) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(length >> (8 * i));
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
+  std::vector<std::pair<std::string, TensorEntry>> plan = entries_of(file);
   const std::string text = plan_header(file.metadata, plan);
-  std::vector<std::uint8_t> bytes;
+  std::vector<std::uint8_t> bytes(8);
   bytes.reserve(8 + text.size() + (plan.empty() ? 0 : plan.back().second.end));
-  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(text.size() >> (8 * i)));
+  put_length(text.size(), bytes.data());
   bytes.insert(bytes.end(), text.begin(), text.end());
   for (const auto& [key, entry] : plan) {
     const Tensor& tensor = file.tensors.at(key);
@@ -271,9 +285,19 @@ std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
 }
 
 void write_safetensors(const std::string& path, const TensorFile& file) {
-  const std::vector<std::uint8_t> bytes = serialize_safetensors(file);
+  // The tensors' bytes go to the file as they lie, never gathered into one buffer: a restored
+  // checkpoint of several GB is not held twice.
+  std::vector<std::pair<std::string, TensorEntry>> plan = entries_of(file);
+  const std::string text = plan_header(file.metadata, plan);
   write_atomically(path, [&](std::ostream& out) {
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    std::uint8_t length[8];
+    put_length(text.size(), length);
+    out.write(reinterpret_cast<const char*>(length), 8);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const auto& [key, entry] : plan) {
+      const Tensor& tensor = file.tensors.at(key);
+      out.write(reinterpret_cast<const char*>(tensor.data.data()), static_cast<std::streamsize>(tensor.data.size()));
+    }
   });
 }
 
