@@ -2,10 +2,9 @@
 // each rejected with a message that names the file and the field.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <iterator>
-
-#include <cstring>
 #include <string>
 
 #include "nuq/error.h"
