@@ -1,5 +1,6 @@
 #include "nuq/checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
@@ -122,6 +124,58 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
   for (const auto& [tensor_name, t] : checkpoint.copied) r.copied.push_back(tensor_name);
   if (report) *report = std::move(r);
   return out;
+}
+
+DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output) {
+  const io::SafetensorsReader reader(input);
+  const io::Layout& layout = reader.layout();
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : layout.tensors) names.push_back(name);
+  const QuantizedLayout quantized = quantized_layout(layout.metadata, names, input);
+  std::vector<std::pair<std::string, io::TensorEntry>> planned;
+  for (const auto& [name, shape] : quantized.shapes) planned.push_back({name, io::TensorEntry{io::DType::F32, shape}});
+  for (const std::string& name : quantized.copied) {
+    const io::TensorEntry& entry = layout.tensors.at(name);
+    planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
+  }
+  const auto whole = [&](const std::string& name) {  // one stored tensor, read and checked
+    const io::TensorEntry& entry = layout.tensors.at(name);
+    io::Tensor t{entry.dtype, entry.shape, std::vector<std::uint8_t>(entry.end - entry.begin)};
+    reader.read(entry, 0, t.data.size(), t.data.data());
+    return t;
+  };
+  io::SafetensorsWriter writer(output, plain_metadata(layout.metadata), planned);
+  DequantizeReport report;
+  constexpr std::size_t kPiece = std::size_t{16} << 20;  // copied tensors go across in pieces
+  std::vector<std::uint8_t> piece;
+  for (const auto& [name, entry] : writer.order()) {
+    const auto stored = quantized.quantized.find(name);
+    if (stored == quantized.quantized.end()) {
+      const io::TensorEntry& source = layout.tensors.at(name);
+      for (std::uint64_t at = 0; at < source.end - source.begin; at += kPiece) {
+        piece.resize(std::min<std::uint64_t>(kPiece, source.end - source.begin - at));
+        reader.read(source, at, piece.size(), piece.data());
+        writer.append(piece.data(), piece.size());
+      }
+      report.copied.push_back(name);
+      continue;
+    }
+    // This tensor alone: its stored tensors and its description, checked as a whole file is.
+    io::TensorFile part;
+    part.metadata = metadata_of_one(layout.metadata, name, input);
+    for (const std::string& s : stored->second) part.tensors[s] = whole(s);
+    const QuantizedCheckpoint one = read_quantized_checkpoint(part, input);
+    const std::vector<float> values = dequantize(one.quantized.at(name).matrix);
+    NUQ_REQUIRE(values.size() * sizeof(float) == entry.end - entry.begin, input, ": tensor '", name,
+                "': its codes restore ", values.size(), " weights, its shape holds ",
+                (entry.end - entry.begin) / sizeof(float));
+    writer.append(values.data(), values.size() * sizeof(float));
+    report.restored.push_back(name);
+  }
+  writer.finish();
+  std::sort(report.restored.begin(), report.restored.end());
+  std::sort(report.copied.begin(), report.copied.end());
+  return report;
 }
 
 }  // namespace nuq

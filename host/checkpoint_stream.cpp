@@ -357,7 +357,7 @@ class StreamRun {
       all = combine(all, job.totals);
       StreamTensorReport t;
       const std::size_t finite = job.own.count;
-      const std::size_t tables = o_.group_size                                ? (std::size_t{4} << bits_) + 4 * job.map_count
+      const std::size_t tables = o_.group_size                                ? (std::size_t{4} << bits_) + 4 * job.rows
                                  : stores_grid(codebook_, bits_) && !per_row_ ? 16
                                                                               : job.map_count * (std::size_t{4} << bits_);
       const std::size_t stored = job.matrix_rows * packed_row_bytes(job.matrix_cols, bits_) + tables;
@@ -405,9 +405,11 @@ class StreamRun {
       const std::vector<float> levels = normalised_levels(codebook_, bits_);
       out.append(levels.data(), levels.size() * sizeof(float));
     } else if (suffix == ".scales") {
-      for (std::size_t first = 0; first < job.map_count; first += 65536) {
+      // A scale per group: none for a tensor without rows (whose one map is only its description's).
+      const std::size_t groups = job.spilled ? job.map_count : 0;
+      for (std::size_t first = 0; first < groups; first += 65536) {
         std::vector<float> scales;
-        for (const Affine& g : maps_of(job, spill_, first, std::min<std::size_t>(65536, job.map_count - first), true))
+        for (const Affine& g : maps_of(job, spill_, first, std::min<std::size_t>(65536, groups - first), true))
           scales.push_back(float(g.scale));
         out.append(scales.data(), scales.size() * sizeof(float));
       }

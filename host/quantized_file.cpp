@@ -92,6 +92,15 @@ bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() > suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Codes without a description cannot be restored; copying them as they are would hand the user a
+// checkpoint that looks whole and is not.
+void require_not_quantized_data(const std::string& tensor_name, const std::string& name) {
+  for (const std::string suffix : {".codes", ".codebook", ".grid", ".scales"})
+    NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
+                " does not describe '", tensor_name.substr(0, tensor_name.size() - suffix.size()),
+                "'; the file is damaged");
+}
+
 // The codes of one described tensor: U8 packed rows, or at 16 bits U16 [rows, cols] (and, before
 // version 1, U8 [rows, 2 cols] in checkpoints: the same bytes).
 const std::vector<std::uint8_t>& read_codes(const io::Tensor& codes, std::size_t rows, std::size_t cols, int bits,
@@ -332,15 +341,59 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   }
   for (const auto& [tensor_name, t] : file.tensors) {
     if (used.count(tensor_name)) continue;
-    // Codes without a description cannot be restored; copying them as they are would hand the
-    // user a checkpoint that looks whole and is not.
-    for (const std::string suffix : {".codes", ".codebook", ".grid", ".scales"})
-      NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
-                  " does not describe '", tensor_name.substr(0, tensor_name.size() - suffix.size()),
-                  "'; the file is damaged");
+    require_not_quantized_data(tensor_name, name);
     out.copied[tensor_name] = t;
   }
   return out;
+}
+
+QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
+                                 const std::vector<std::string>& names, const std::string& name) {
+  io::TensorFile head;
+  head.metadata = metadata;
+  const nlohmann::json description = description_of(head, name);
+  const std::set<std::string> present(names.begin(), names.end());
+  QuantizedLayout layout;
+  std::set<std::string> used;
+  for (const auto& [tensor_name, d] : description["tensors"].items()) {
+    std::vector<std::string>& stored = layout.quantized[tensor_name];
+    for (const char* suffix : {".codes", ".codebook", ".grid", ".scales"}) {
+      used.insert(tensor_name + suffix);
+      if (present.count(tensor_name + suffix)) stored.push_back(tensor_name + suffix);
+    }
+    // The one that tells its original shape, before its stored tensors are read and checked.
+    try {
+      layout.shapes[tensor_name] = d.at("shape").get<std::vector<std::int64_t>>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(name + ": tensor '" + tensor_name + "': bad description in " + kKey + ": " + e.what());
+    }
+  }
+  for (const std::string& tensor_name : names) {
+    if (used.count(tensor_name)) continue;
+    require_not_quantized_data(tensor_name, name);
+    NUQ_REQUIRE(!layout.quantized.count(tensor_name), name, ": tensor '", tensor_name, "' is stored as it is and ", kKey,
+                " also describes it as quantized; the file is damaged");
+    layout.copied.push_back(tensor_name);
+  }
+  return layout;
+}
+
+std::map<std::string, std::string> metadata_of_one(const std::map<std::string, std::string>& metadata,
+                                                   const std::string& tensor, const std::string& name) {
+  io::TensorFile head;
+  head.metadata = metadata;
+  nlohmann::json description = description_of(head, name);
+  const nlohmann::json one = description["tensors"].at(tensor);
+  description["tensors"] = nlohmann::json::object({{tensor, one}});
+  std::map<std::string, std::string> out = metadata;
+  out[metadata.count(kKey) ? kKey : kLegacyCheckpointKey] = description.dump();
+  return out;
+}
+
+std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata) {
+  metadata.erase(kKey);
+  metadata.erase(kLegacyCheckpointKey);
+  return metadata;
 }
 
 }  // namespace nuq

@@ -47,7 +47,7 @@ def unpack(codes, cols, bits):
     per_byte = 8 // bits
     shifts = np.arange(per_byte, dtype=np.uint8) * bits
     values = (codes[:, :, None] >> shifts) & ((1 << bits) - 1)
-    return values.reshape(codes.shape[0], -1)[:, :cols].astype(np.int64)
+    return values.reshape(codes.shape[0], codes.shape[1] * per_byte)[:, :cols].astype(np.int64)  # rows may be 0
 
 
 def decode(metadata, arrays):

@@ -303,6 +303,74 @@ TEST(CheckpointStream, GroupsOf128CostUnder2Point3BitsAndFollowEachRunsScale) {
                Error);
 }
 
+// A tensor without rows beside others, in groups and per channel: stored with no codes and no
+// scales, restored to its shape (a scale was once written for its one unused map).
+TEST(CheckpointStream, ATensorWithoutRowsIsStoredEmpty) {
+  test::TempDir dir;
+  io::TensorFile file;
+  file.tensors["empty.weight"] = io::f32_tensor({0, 256}, {});
+  file.tensors["mlp.weight"] = io::f32_tensor({8, 256}, test::draw(test::Law::Laplace, 8 * 256, 0.0, 0.1, 3));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (std::size_t group_size : {std::size_t{0}, std::size_t{128}}) {
+    StreamOptions options;
+    options.normalisation = Normalisation::PerChannel;
+    options.group_size = group_size;
+    const StreamReport report =
+        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+    EXPECT_EQ(report.tensors.size(), 2u);
+    EXPECT_EQ(report.output_bytes, fs::file_size(dir.file("q.safetensors")));
+    const io::TensorFile q = io::read_safetensors(dir.file("q.safetensors"));
+    EXPECT_TRUE(q.tensors.at("empty.weight.codes").data.empty()) << group_size;
+    if (group_size) EXPECT_TRUE(q.tensors.at("empty.weight.scales").data.empty());
+    const io::TensorFile back = dequantize_checkpoint(q, "q");
+    EXPECT_EQ(back.tensors.at("empty.weight").shape, (std::vector<std::int64_t>{0, 256})) << group_size;
+    EXPECT_EQ(back.tensors.at("mlp.weight").shape, (std::vector<std::int64_t>{8, 256})) << group_size;
+  }
+}
+
+// Dequantized from file to file a tensor at a time: the bytes of the in-memory dequantizer's
+// result, for every kind of table; a file whose tensor is both stored and described is refused.
+TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
+  test::TempDir dir;
+  io::write_safetensors(dir.file("in.safetensors"), shard(4, "layers.0."));
+  struct Case {
+    Normalisation normalisation;
+    std::size_t group_size;
+    bool uniform16;
+  };
+  for (const Case c : {Case{Normalisation::Global, 0, false}, Case{Normalisation::PerChannel, 0, false},
+                       Case{Normalisation::PerTensor, 0, true}, Case{Normalisation::PerChannel, 40, false}}) {
+    StreamOptions options;
+    options.normalisation = c.normalisation;
+    options.group_size = c.group_size;
+    if (c.group_size) options.skip = std::regex("up_proj");  // rows of 300: no groups of 40
+    DesignSpec spec;
+    spec.method = c.uniform16 ? Method::Uniform : Method::Msptq;
+    if (c.uniform16) spec.bits = 12;
+    quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), design(spec).codebook, options,
+                              cpu_backend());
+    DequantizeReport streamed, in_memory;
+    streamed = dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"));
+    const io::TensorFile expected = dequantize_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q", &in_memory);
+    EXPECT_EQ(bytes_of(dir.file("d.safetensors")),
+              std::string(reinterpret_cast<const char*>(io::serialize_safetensors(expected).data()),
+                          io::serialize_safetensors(expected).size()))
+        << to_string(c.normalisation) << " " << c.group_size;
+    EXPECT_EQ(streamed.restored, in_memory.restored);
+    EXPECT_EQ(streamed.copied, in_memory.copied);
+  }
+  io::TensorFile damaged = io::read_safetensors(dir.file("q.safetensors"));
+  damaged.tensors["layers.0.q_proj.weight"] = io::f32_tensor({1}, {0.0f});  // described, and stored as it is
+  io::write_safetensors(dir.file("damaged.safetensors"), damaged);
+  try {
+    dequantize_checkpoint_file(dir.file("damaged.safetensors"), dir.file("x.safetensors"));
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("also describes it as quantized"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.file("x.safetensors")));
+}
+
 TEST(CheckpointStream, BrokenInputsAreNamed) {
   test::TempDir dir;
   auto message = [&](const std::string& input, const std::string& output) {

@@ -269,12 +269,12 @@ void run_dequantize(const DequantizeOptions& o) {
     const std::string &shard = shards[i], &out = outs[i];
     // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
     // architecture and data set in the metadata, so it loads as an FP32 model again.
-    DequantizeReport part;
-    const io::TensorFile restored = dequantize_checkpoint(io::read_safetensors(shard), shard, &part);
+    // A tensor at a time: memory holds the largest tensor restored, not the shard.
+    const DequantizeReport part = dequantize_checkpoint_file(shard, out);
     report.restored.insert(report.restored.end(), part.restored.begin(), part.restored.end());
     report.copied.insert(report.copied.end(), part.copied.begin(), part.copied.end());
-    io::write_safetensors(out, restored);
-    for (const auto& [name, tensor] : restored.tensors) weight_map[name] = fs::path(out).filename().string();
+    for (const auto& names : {part.restored, part.copied})
+      for (const std::string& name : names) weight_map[name] = fs::path(out).filename().string();
     total += fs::file_size(out);
     outputs.push_back(out);
   }

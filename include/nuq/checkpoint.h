@@ -54,4 +54,11 @@ struct DequantizeReport {
 io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name,
                                      DequantizeReport* report = nullptr);
 
+// The same from file to file, a tensor at a time: the header first, then each quantized tensor's
+// stored tensors read, checked as read_quantized_checkpoint checks a whole file, restored and
+// written, and the copied tensors streamed across. The bytes are those of writing
+// dequantize_checkpoint's result; peak memory is the largest tensor's codes and floats, not the
+// file's. `output` is written atomically (nothing is left there on an error).
+DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output);
+
 }  // namespace nuq

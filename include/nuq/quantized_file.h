@@ -83,6 +83,24 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
 // quantized tensor left undescribed); errors name `name` and the field.
 QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name);
 
+// For readers that take a quantized file a tensor at a time (dequantize_checkpoint_file), from its
+// header alone: each described tensor's stored names (those present) and original shape, and the
+// tensors copied as they are. A stored name without a description is an error, as in
+// read_quantized_checkpoint. Errors name `name`.
+struct QuantizedLayout {
+  std::map<std::string, std::vector<std::string>> quantized;
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  std::vector<std::string> copied;
+};
+QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
+                                 const std::vector<std::string>& names, const std::string& name);
+// The metadata with the description narrowed to `tensor`: with that tensor's stored tensors, what
+// read_quantized_checkpoint checks and reads one tensor from.
+std::map<std::string, std::string> metadata_of_one(const std::map<std::string, std::string>& metadata,
+                                                   const std::string& tensor, const std::string& name);
+// The metadata without nuq's description: what a dequantized file keeps.
+std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata);
+
 // The `.codebook` tensor of a quantized tensor with `rows` rows of `bits`-bit codes: F32
 // [1, 2^bits] or [rows, 2^bits], every level finite. Throws nuq::Error naming `where`.
 std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where);
