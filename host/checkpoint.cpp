@@ -133,7 +133,8 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
   for (const auto& [name, entry] : layout.tensors) names.push_back(name);
   const QuantizedLayout quantized = quantized_layout(layout.metadata, names, input);
   std::vector<std::pair<std::string, io::TensorEntry>> planned;
-  for (const auto& [name, shape] : quantized.shapes) planned.push_back({name, io::TensorEntry{io::DType::F32, shape}});
+  for (const auto& [name, described] : quantized.quantized)
+    planned.push_back({name, io::TensorEntry{io::DType::F32, described.shape}});
   for (const std::string& name : quantized.copied) {
     const io::TensorEntry& entry = layout.tensors.at(name);
     planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
@@ -162,8 +163,8 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     }
     // This tensor alone: its stored tensors and its description, checked as a whole file is.
     io::TensorFile part;
-    part.metadata = metadata_of_one(layout.metadata, name, input);
-    for (const std::string& s : stored->second) part.tensors[s] = whole(s);
+    part.metadata = metadata_of_one(quantized, name);
+    for (const std::string& s : stored->second.stored) part.tensors[s] = whole(s);
     const QuantizedCheckpoint one = read_quantized_checkpoint(part, input);
     const std::vector<float> values = dequantize(one.quantized.at(name).matrix);
     NUQ_REQUIRE(values.size() * sizeof(float) == entry.end - entry.begin, input, ": tensor '", name,

@@ -70,10 +70,10 @@ Codebook codebook_from_stored(const nlohmann::json& j) {
 }
 
 // The description's JSON: version 1, a nuq model's before it, or a checkpoint's before it.
-nlohmann::json description_of(const io::TensorFile& file, const std::string& name) {
-  auto meta = file.metadata.find(kKey);
-  if (meta == file.metadata.end()) meta = file.metadata.find(kLegacyCheckpointKey);
-  NUQ_REQUIRE(meta != file.metadata.end(), name, ": no ", kKey, " in __metadata__ (not a file nuq quantize wrote)");
+nlohmann::json description_of(const std::map<std::string, std::string>& metadata, const std::string& name) {
+  auto meta = metadata.find(kKey);
+  if (meta == metadata.end()) meta = metadata.find(kLegacyCheckpointKey);
+  NUQ_REQUIRE(meta != metadata.end(), name, ": no ", kKey, " in __metadata__ (not a file nuq quantize wrote)");
   nlohmann::json description;
   try {
     description = nlohmann::json::parse(meta->second);
@@ -92,10 +92,13 @@ bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() > suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The tensors a quantized tensor `<name>` is stored as: `<name>` and one of these.
+constexpr const char* kStoredSuffixes[] = {".codes", ".codebook", ".grid", ".scales"};
+
 // Codes without a description cannot be restored; copying them as they are would hand the user a
 // checkpoint that looks whole and is not.
 void require_not_quantized_data(const std::string& tensor_name, const std::string& name) {
-  for (const std::string suffix : {".codes", ".codebook", ".grid", ".scales"})
+  for (const std::string suffix : kStoredSuffixes)
     NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
                 " does not describe '", tensor_name.substr(0, tensor_name.size() - suffix.size()),
                 "'; the file is damaged");
@@ -262,7 +265,7 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
 }
 
 QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name) {
-  const nlohmann::json description = description_of(file, name);
+  const nlohmann::json description = description_of(file.metadata, name);
   QuantizedCheckpoint out;
   out.metadata = file.metadata;
   out.metadata.erase(kKey);
@@ -319,7 +322,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
                 ") do not match its shape");
     const auto codes = file.tensors.find(tensor_name + ".codes");
     NUQ_REQUIRE(codes != file.tensors.end(), where, ": missing .codes");
-    for (const char* suffix : {".codes", ".codebook", ".grid", ".scales"}) used.insert(tensor_name + suffix);
+    for (const char* suffix : kStoredSuffixes) used.insert(tensor_name + suffix);
     if (q.group_size) {
       q.shape = shape;
       read_groups(file, tensor_name, rows, cols, bits, q, where);
@@ -349,24 +352,23 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
 
 QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
                                  const std::vector<std::string>& names, const std::string& name) {
-  io::TensorFile head;
-  head.metadata = metadata;
-  const nlohmann::json description = description_of(head, name);
+  nlohmann::json description = description_of(metadata, name);
   const std::set<std::string> present(names.begin(), names.end());
   QuantizedLayout layout;
   std::set<std::string> used;
   for (const auto& [tensor_name, d] : description["tensors"].items()) {
-    std::vector<std::string>& stored = layout.quantized[tensor_name];
-    for (const char* suffix : {".codes", ".codebook", ".grid", ".scales"}) {
+    QuantizedLayout::Described& described = layout.quantized[tensor_name];
+    for (const char* suffix : kStoredSuffixes) {
       used.insert(tensor_name + suffix);
-      if (present.count(tensor_name + suffix)) stored.push_back(tensor_name + suffix);
+      if (present.count(tensor_name + suffix)) described.stored.push_back(tensor_name + suffix);
     }
     // The one that tells its original shape, before its stored tensors are read and checked.
     try {
-      layout.shapes[tensor_name] = d.at("shape").get<std::vector<std::int64_t>>();
+      described.shape = d.at("shape").get<std::vector<std::int64_t>>();
     } catch (const nlohmann::json::exception& e) {
       throw Error(name + ": tensor '" + tensor_name + "': bad description in " + kKey + ": " + e.what());
     }
+    described.description = d.dump();
   }
   for (const std::string& tensor_name : names) {
     if (used.count(tensor_name)) continue;
@@ -375,18 +377,20 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
                 " also describes it as quantized; the file is damaged");
     layout.copied.push_back(tensor_name);
   }
+  // The metadata with the description's tensors left out, filled with one at a time by
+  // metadata_of_one: the whole description is parsed once, not once per tensor.
+  layout.key = metadata.count(kKey) ? kKey : kLegacyCheckpointKey;
+  description["tensors"] = nlohmann::json::object();
+  layout.frame = metadata;
+  layout.frame[layout.key] = description.dump();
   return layout;
 }
 
-std::map<std::string, std::string> metadata_of_one(const std::map<std::string, std::string>& metadata,
-                                                   const std::string& tensor, const std::string& name) {
-  io::TensorFile head;
-  head.metadata = metadata;
-  nlohmann::json description = description_of(head, name);
-  const nlohmann::json one = description["tensors"].at(tensor);
-  description["tensors"] = nlohmann::json::object({{tensor, one}});
-  std::map<std::string, std::string> out = metadata;
-  out[metadata.count(kKey) ? kKey : kLegacyCheckpointKey] = description.dump();
+std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor) {
+  nlohmann::json description = nlohmann::json::parse(layout.frame.at(layout.key));
+  description["tensors"][tensor] = nlohmann::json::parse(layout.quantized.at(tensor).description);
+  std::map<std::string, std::string> out = layout.frame;
+  out[layout.key] = description.dump();
   return out;
 }
 

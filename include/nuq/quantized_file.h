@@ -88,16 +88,21 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
 // tensors copied as they are. A stored name without a description is an error, as in
 // read_quantized_checkpoint. Errors name `name`.
 struct QuantizedLayout {
-  std::map<std::string, std::vector<std::string>> quantized;
-  std::map<std::string, std::vector<std::int64_t>> shapes;
+  struct Described {
+    std::vector<std::string> stored;   // `<name>.codes` and its tables, those present
+    std::vector<std::int64_t> shape;   // the original tensor's
+    std::string description;           // its entry in the description (JSON)
+  };
+  std::map<std::string, Described> quantized;
   std::vector<std::string> copied;
+  std::string key;                          // the metadata key of the description
+  std::map<std::string, std::string> frame;  // the metadata, the description's tensors left out
 };
 QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
                                  const std::vector<std::string>& names, const std::string& name);
 // The metadata with the description narrowed to `tensor`: with that tensor's stored tensors, what
 // read_quantized_checkpoint checks and reads one tensor from.
-std::map<std::string, std::string> metadata_of_one(const std::map<std::string, std::string>& metadata,
-                                                   const std::string& tensor, const std::string& name);
+std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor);
 // The metadata without nuq's description: what a dequantized file keeps.
 std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata);
 
