@@ -158,6 +158,18 @@ void mma_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
 }
 
+// The CUDA-core GEMV (#17: m = 1..4) at the shapes and widths, FP32 X as the default
+// streaming kernel reads it; gemv_peer_shapes times the default kernel at the widths gpu_shapes
+// leaves out, so that both kernels meet every case in one run.
+void gemv_shapes(benchmark::internal::Benchmark* b, const std::vector<long>& widths) {
+  b->ArgNames({"m", "n", "k", "bits"});
+  const std::vector<std::pair<long, long>> layers = {{4096, 4096}, {8192, 8192}, {28672, 8192}, {8192, 28672}};
+  for (const auto& [n, k] : layers)
+    for (long m : {1, 4})
+      for (long bits : widths) b->Args({m, n, k, bits});
+  b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,6 +182,9 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("BM_GpuQgemmBf16", BM_GpuQgemm<Precision::Bf16>)->Apply([](auto* b) { gpu_shapes(b, true); });
     benchmark::RegisterBenchmark("BM_GpuQgemmMma", BM_GpuQgemm<Precision::Bf16, nuq::cuda::QgemmKernel::Mma>)
         ->Apply(mma_shapes);
+    benchmark::RegisterBenchmark("BM_GpuQgemmGemv", BM_GpuQgemm<Precision::Fp32, nuq::cuda::QgemmKernel::Gemv>)
+        ->Apply([](auto* b) { gemv_shapes(b, {2, 4, 8}); });
+    benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm<Precision::Fp32>)->Apply([](auto* b) { gemv_shapes(b, {4, 8}); });
     benchmark::RegisterBenchmark("BM_CublasFp32", BM_Cublas<DensePeer::Fp32>)->Apply([](auto* b) { gpu_shapes(b, false); });
     benchmark::RegisterBenchmark("BM_CublasTf32", BM_Cublas<DensePeer::Tf32>)->Apply([](auto* b) { gpu_shapes(b, false); });
     benchmark::RegisterBenchmark("BM_CublasBf16", BM_Cublas<DensePeer::Bf16>)->Apply([](auto* b) { gpu_shapes(b, false); });

@@ -101,26 +101,34 @@ def goals(state):
             goal(table, "qgemm 8192^2, m = 1, weight bytes against the device copy",
                  f"{best['GB/s']:.0f} / {copy['GB/s']:.0f} GB/s = {best['GB/s'] / copy['GB/s']:.2f}", "(reported)", None)
 
-    # #17's goals for the fragment-order mma kernel (BM_GpuQgemmMma, two-bit, 8192^2).
-    for m, peer, needed in ((1, None, 0.8), (16, "BM_CublasBf16", 5.0), (64, "BM_CublasBf16", 2.5)):
-        b = find(qgemm, "BM_GpuQgemmMma", m=m, n=8192, k=8192, bits=2)
-        what = f"mma qgemm 8192^2, m = {m}, two-bit"
-        if b is None:
-            goal(table, what, "not measured", "", None)
-        elif peer is None:
-            if copy:
-                fraction = b["GB/s"] / copy["GB/s"]
-                goal(table, what + ", code bytes against the device copy",
-                     f"{b['GB/s']:.0f} / {copy['GB/s']:.0f} GB/s = {fraction:.2f}", f">= {needed}", fraction >= needed)
-        else:
-            p = find(qgemm, peer, m=m, n=8192, k=8192)
-            if p is None:
-                goal(table, what + f" against {peer[3:]}", "peer not measured", "", None)
+    # #17's goals for its small-batch kernels at two bits, 8192^2: the fragment-order mma kernel
+    # (BM_GpuQgemmMma, m <= 64) and the CUDA-core GEMV (BM_GpuQgemmGemv, m <= 4). A peer of None
+    # is the device copy (the code bytes' GB/s against it); a target of None is reported only.
+    checks = (("BM_GpuQgemmMma", "mma", ((1, None, 0.8), (1, "BM_CublasFp32", 12.0), (1, "BM_CublasBf16", 6.0),
+                                         (16, "BM_CublasBf16", 5.0), (64, "BM_CublasBf16", 2.5))),
+              ("BM_GpuQgemmGemv", "GEMV", ((1, None, 0.8), (1, "BM_CublasFp32", 12.0), (1, "BM_CublasBf16", 6.0),
+                                           (4, None, None))))
+    for family, label, cases in checks:
+        for m, peer, needed in cases:
+            b = find(qgemm, family, m=m, n=8192, k=8192, bits=2)
+            what = f"{label} qgemm 8192^2, m = {m}, two-bit"
+            if b is None:
+                goal(table, what, "not measured", "", None)
+            elif peer is None:
+                if copy:
+                    fraction = b["GB/s"] / copy["GB/s"]
+                    goal(table, what + ", code bytes against the device copy",
+                         f"{b['GB/s']:.0f} / {copy['GB/s']:.0f} GB/s = {fraction:.2f}",
+                         "(reported)" if needed is None else f">= {needed}", None if needed is None else fraction >= needed)
             else:
-                speedup = microseconds(p) / microseconds(b)
-                goal(table, what + f" against {peer[3:]}",
-                     f"{microseconds(p):.1f} / {microseconds(b):.1f} us = {speedup:.2f}x", f">= {needed}x",
-                     speedup >= needed)
+                p = find(qgemm, peer, m=m, n=8192, k=8192)
+                if p is None:
+                    goal(table, what + f" against {peer[3:]}", "peer not measured", "", None)
+                else:
+                    speedup = microseconds(p) / microseconds(b)
+                    goal(table, what + f" against {peer[3:]}",
+                         f"{microseconds(p):.1f} / {microseconds(b):.1f} us = {speedup:.2f}x", f">= {needed}x",
+                         speedup >= needed)
 
     network = rows_of(os.path.join(state, "bench_network.json"))
     for batch, images, what in ((10000, 10000, "MNIST MLP, 10,000 images in one batch"),

@@ -16,6 +16,7 @@
 #include "cublas_check.cuh"
 #include "nuq/mma_fragment.h"
 #include "qgemm.cuh"
+#include "qgemm_gemv.cuh"
 #include "qgemm_mma.cuh"
 #include "quantize.cuh"
 #include "weight_stats.cuh"
@@ -207,6 +208,9 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
                   QgemmKernel kernel) {
   NUQ_CUDA_CHECK(cudaSetDevice(device));
   if (kernel == QgemmKernel::Mma) return time_qgemm_mma(m, n, k, bits, runs, device);
+  NUQ_REQUIRE(kernel != QgemmKernel::Gemv || gemv::takes(m, k, bits), "time_qgemm: the GEMV takes m = 1..",
+              gemv::kMaxBatch, " and k of at least ", gemv::slice_columns(bits), " at ", bits, " bits, not m = ", m,
+              ", k = ", k);
   const DeviceBuffer<std::uint8_t> codes(random_bytes(n * device_row_stride(k, bits)));  // rows as upload_weights lays them out
   const DeviceBuffer<float> levels(ramp_levels(bits));
   // Precision::Bf16 takes X in BF16, as the cuBLAS BF16 peer does: at large batches X's bytes
@@ -218,7 +222,9 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   const DeviceQuantizedMatrix w{codes.data(), levels.data(), n, k, bits, 0, device_row_stride(k, bits)};
   EventTimer timer(device);
   return timer.median_ms(runs, [&] {
-    if (precision == Precision::Bf16)
+    if (kernel == QgemmKernel::Gemv)
+      launch_qgemm_gemv(x.data(), m, w, nullptr, false, y.data(), nullptr);
+    else if (precision == Precision::Bf16)
       launch_qgemm(x_bf16.data(), m, w, nullptr, false, y.data(), nullptr);
     else
       launch_qgemm(x.data(), m, w, nullptr, false, y.data(), nullptr, precision);

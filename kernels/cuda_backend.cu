@@ -18,6 +18,7 @@
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "qgemm.cuh"
+#include "qgemm_gemv.cuh"
 #include "quantize.cuh"
 #include "stream_pipeline.cuh"
 #include "weight_stats.cuh"
@@ -57,6 +58,7 @@ class CudaBackend final : public Backend {
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";
     multiprocessors_ = prop.multiProcessorCount;
     fragment_order_ = kernel == QgemmKernel::Mma && prop.major >= 8;  // below 8.0: the default kernels
+    gemv_ = kernel == QgemmKernel::Gemv;
     slots_ = std::make_unique<std::array<Slot, 2>>();
   }
 
@@ -251,7 +253,9 @@ class CudaBackend final : public Backend {
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    if (prepared->weights.fragment_view.bytes && m <= kMmaMaxBatch)
+    if (gemv_ && gemv_takes(m, prepared->weights.view))
+      launch_qgemm_gemv(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
+    else if (prepared->weights.fragment_view.bytes && m <= kMmaMaxBatch)
       launch_qgemm_mma(dx.data(), m, prepared->weights.view, prepared->weights.fragment_view,
                        bias ? db.data() : nullptr, false, dy.data(), nullptr);
     else
@@ -384,6 +388,7 @@ class CudaBackend final : public Backend {
   std::size_t chunk_bytes_;
   Precision precision_;
   bool fragment_order_ = false;  // QgemmKernel::Mma on a device that has it
+  bool gemv_ = false;            // QgemmKernel::Gemv
   std::string name_;
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;

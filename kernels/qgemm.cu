@@ -153,24 +153,10 @@ void launch_small(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, co
   // Loads of four elements of X need its rows on boundaries of four elements.
   const bool x_vectors = w.k % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % (4 * sizeof(TX)) == 0;
   const dim3 grid(unsigned(blocks), splits);
-  if (splits == 1) {
+  run_split_k(splits, m, w.n, bias, relu, y, stream, [&](float* partial) {
     qgemm_small_kernel<TX, kBits, kBatch, kWarps>
-        <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, nullptr);
-    NUQ_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  const std::size_t count = m * w.n;
-  float* partial = nullptr;  // from the stream's memory pool: no device-wide synchronisation
-  NUQ_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partial), splits * count * sizeof(float), stream));
-  qgemm_small_kernel<TX, kBits, kBatch, kWarps>
-      <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, partial);
-  const cudaError_t launched = cudaGetLastError();
-  if (launched == cudaSuccess)
-    finish_split_k<<<unsigned((count + 255) / 256), 256, 0, stream>>>(partial, splits, count, w.n, bias, relu, y);
-  const cudaError_t finished = cudaGetLastError();
-  NUQ_CUDA_CHECK(cudaFreeAsync(partial, stream));
-  NUQ_CUDA_CHECK(launched);
-  NUQ_CUDA_CHECK(finished);
+        <<<grid, 32 * kWarps, 0, stream>>>(x, int(m), w, bias, relu, x_vectors, lanes, y, partial);
+  });
 }
 
 template <typename TX, int kBits>
@@ -194,6 +180,13 @@ void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix
 }
 
 }  // namespace
+
+cudaError_t enqueue_finish_split_k(const float* partial, unsigned splits, std::size_t m, std::size_t n,
+                                   const float* bias, bool relu, float* y, cudaStream_t stream) {
+  const std::size_t count = m * n;
+  finish_split_k<<<unsigned((count + 255) / 256), 256, 0, stream>>>(partial, splits, count, n, bias, relu, y);
+  return cudaGetLastError();
+}
 
 void launch_qgemm(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias, bool relu,
                   float* d_y, cudaStream_t stream, Precision precision) {

@@ -17,6 +17,8 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda_check.cuh"
+#include "device_rows.h"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
 #include "nuq/packed.h"
@@ -24,16 +26,6 @@
 namespace nuq::cuda {
 
 constexpr std::size_t kSmallBatch = 16;
-
-// Rows of codes on the device start every kRowAlign bytes (the packed row, then zero padding), so
-// that kernels may load them with 16-byte vectors, and hold whole groups of kRowCodes codes, so that
-// the tensor-core kernel's k-steps of 32 codes never read past a row (nor the last row past the
-// allocation). upload_weights (device_weights.cuh) lays them out.
-constexpr std::size_t kRowAlign = 16, kRowCodes = 32;
-constexpr std::size_t device_row_stride(std::size_t k, int bits) {
-  const std::size_t codes = (k + kRowCodes - 1) / kRowCodes * kRowCodes;
-  return (packed_row_bytes(codes, bits) + kRowAlign - 1) / kRowAlign * kRowAlign;
-}
 
 struct DeviceQuantizedMatrix {
   const std::uint8_t* codes;  // [n, row_stride]: each row packed as nuq/packed.h lays it out
@@ -90,6 +82,34 @@ void with_code_width(int bits, const char* what, F&& f) {
     case 16: return f(std::integral_constant<int, 16>{});
   }
   throw Error(std::string(what) + ": " + std::to_string(bits) + "-bit codes are not supported");
+}
+
+// Split-K: a kernel that cuts k into `splits` slices writes slice s's sums to partial[s][i][row]
+// (splits * m * n floats); enqueue_finish_split_k adds them in slice order, then the bias and ReLU
+// (the same result on every run), and returns the launch's status.
+cudaError_t enqueue_finish_split_k(const float* partial, unsigned splits, std::size_t m, std::size_t n,
+                                   const float* bias, bool relu, float* y, cudaStream_t stream);
+
+// Runs launch(partial): with nullptr for one slice (the kernel applies bias and ReLU itself),
+// otherwise with the slices' floats from the stream's memory pool (no device-wide
+// synchronisation), then the ordered sum, and frees them whether or not the launches failed.
+template <typename Launch>
+void run_split_k(unsigned splits, std::size_t m, std::size_t n, const float* bias, bool relu, float* y,
+                 cudaStream_t stream, Launch&& launch) {
+  if (splits == 1) {
+    launch(static_cast<float*>(nullptr));
+    NUQ_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  float* partial = nullptr;
+  NUQ_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partial), std::size_t(splits) * m * n * sizeof(float), stream));
+  launch(partial);
+  const cudaError_t launched = cudaGetLastError();
+  const cudaError_t finished =
+      launched == cudaSuccess ? enqueue_finish_split_k(partial, splits, m, n, bias, relu, y, stream) : cudaSuccess;
+  NUQ_CUDA_CHECK(cudaFreeAsync(partial, stream));
+  NUQ_CUDA_CHECK(launched);
+  NUQ_CUDA_CHECK(finished);
 }
 
 // Precision::Fp32: the FP32 paths above, the CPU's results to rounding. Precision::Bf16: batches

@@ -12,7 +12,7 @@
 //    row otherwise;
 //  - one mma.sync m16n8k16 per 16-row tile of X and k-step; the C registers go through
 //    mma::c_coord to Y (one slice: bias and ReLU here) or to partial[slice] (several slices:
-//    finish_slices adds them in slice order, so the result is the same on every run).
+//    run_split_k adds them in slice order, so the result is the same on every run).
 // tests/test_mma_warp_model.cpp runs the same maps on the host against dequantize-then-GEMM.
 #include "qgemm_mma.cuh"
 
@@ -211,17 +211,6 @@ __global__ void __launch_bounds__(kThreads) qgemm_mma_kernel(const TX* __restric
 #endif
 }
 
-// y[e] = act(sum over slices s, in order, of partial[s][e] + bias): the same sum on every run.
-__global__ void finish_slices(const float* __restrict__ partial, unsigned slices, std::size_t count, std::size_t n,
-                              const float* __restrict__ bias, bool relu, float* __restrict__ y) {
-  const std::size_t e = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= count) return;
-  float sum = 0.0f;
-  for (unsigned s = 0; s < slices; ++s) sum += partial[std::size_t(s) * count + e];
-  const float out = sum + (bias ? bias[e % n] : 0.0f);
-  y[e] = relu ? fmaxf(out, 0.0f) : out;
-}
-
 // Units per slice of k: as many as X's slice fits in shared memory, then fewer while the blocks
 // leave multiprocessors without two blocks each (split-K), never below one unit.
 template <int kBits>
@@ -247,25 +236,10 @@ void launch_tiles(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, co
   const std::size_t shared_bytes = kRingBytes + kWarps * table_bytes<kBits>() +
                                    std::size_t(16 * kMTiles) * (std::size_t(per_slice) * mma::unit_cols(kBits) + kPadX) * 2;
   const dim3 grid(static_cast<unsigned>(ctas_n), static_cast<unsigned>(slices));
-  if (slices == 1) {
+  run_split_k(unsigned(slices), m, w.n, bias, relu, y, stream, [&](float* partial) {
     qgemm_mma_kernel<TX, kBits, kMTiles>
-        <<<grid, kThreads, shared_bytes, stream>>>(x, int(m), w, codes, per_slice, bias, relu, y, nullptr);
-    NUQ_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  const std::size_t count = m * w.n;
-  float* partial = nullptr;  // from the stream's memory pool: no device-wide synchronisation
-  NUQ_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&partial), slices * count * sizeof(float), stream));
-  qgemm_mma_kernel<TX, kBits, kMTiles>
-      <<<grid, kThreads, shared_bytes, stream>>>(x, int(m), w, codes, per_slice, bias, relu, y, partial);
-  const cudaError_t launched = cudaGetLastError();
-  if (launched == cudaSuccess)
-    finish_slices<<<unsigned((count + 255) / 256), 256, 0, stream>>>(partial, unsigned(slices), count, w.n, bias,
-                                                                    relu, y);
-  const cudaError_t finished = cudaGetLastError();
-  NUQ_CUDA_CHECK(cudaFreeAsync(partial, stream));
-  NUQ_CUDA_CHECK(launched);
-  NUQ_CUDA_CHECK(finished);
+        <<<grid, kThreads, shared_bytes, stream>>>(x, int(m), w, codes, per_slice, bias, relu, y, partial);
+  });
 }
 
 template <typename TX>

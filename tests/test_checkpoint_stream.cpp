@@ -321,7 +321,9 @@ TEST(CheckpointStream, ATensorWithoutRowsIsStoredEmpty) {
     EXPECT_EQ(report.output_bytes, fs::file_size(dir.file("q.safetensors")));
     const io::TensorFile q = io::read_safetensors(dir.file("q.safetensors"));
     EXPECT_TRUE(q.tensors.at("empty.weight.codes").data.empty()) << group_size;
-    if (group_size) EXPECT_TRUE(q.tensors.at("empty.weight.scales").data.empty());
+    if (group_size) {
+      EXPECT_TRUE(q.tensors.at("empty.weight.scales").data.empty());
+    }
     const io::TensorFile back = dequantize_checkpoint(q, "q");
     EXPECT_EQ(back.tensors.at("empty.weight").shape, (std::vector<std::int64_t>{0, 256})) << group_size;
     EXPECT_EQ(back.tensors.at("mlp.weight").shape, (std::vector<std::int64_t>{8, 256})) << group_size;

@@ -26,8 +26,11 @@ enum class Precision { Fp32, Bf16 };
 // BF16 tensor-core tiles above 16 rows with Precision::Bf16). Mma: batches up to 64 rows of 2-, 4-
 // and 8-bit codes on the tensor-core kernel that reads codes in fragment order (prepare lays them
 // out once, nuq/mma_prepack.h; X and the levels rounded to BF16, FP32 accumulation); other widths
-// and larger batches stay on the default kernels. Mma is opt-in until a GPU run has measured it.
-enum class QgemmKernel { Default, Mma };
+// and larger batches stay on the default kernels. Gemv: batches of 1 to 4 rows on the CUDA-core
+// GEMV (FP32 arithmetic as Default; X staged once per block, each read of it serving four rows of
+// W) where rows hold at least 512 bytes of codes; others stay on the default kernels. Mma and Gemv
+// are opt-in until a GPU run has measured them against the default.
+enum class QgemmKernel { Default, Mma, Gemv };
 
 struct DeviceInfo {
   int index = 0;
@@ -95,7 +98,8 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
 
 // Y[m, n] = X[m, k] W^T from `bits`-bit codes (X in BF16 with Precision::Bf16 or QgemmKernel::Mma,
 // as the cuBLAS BF16 peer reads it), and the cuBLAS peers on dense weights. QgemmKernel::Mma times
-// the fragment-order tensor-core kernel itself (m <= 64, 2/4/8 bits; others throw).
+// the fragment-order tensor-core kernel itself (m <= 64, 2/4/8 bits; others throw), Gemv the GEMV
+// itself (m <= 4, k of at least 4096 / bits; others throw).
 enum class DensePeer { Fp32, Tf32, Bf16 };
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0,
                   Precision precision = Precision::Fp32, QgemmKernel kernel = QgemmKernel::Default);
