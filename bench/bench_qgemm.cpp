@@ -170,6 +170,18 @@ void gemv_shapes(benchmark::internal::Benchmark* b, const std::vector<long>& wid
   b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
 }
 
+// The large-batch paths (#17: m >= 256) side by side: W decoded to BF16 bands + cuBLAS BF16
+// (BM_GpuQgemmDequantCublas) beside the tensor-core tiles (BM_GpuQgemmBf16, in gpu_shapes) and the
+// cuBLAS peers, at the shapes and widths.
+void large_batch_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "k", "bits"});
+  const std::vector<std::pair<long, long>> layers = {{4096, 4096}, {8192, 8192}, {28672, 8192}, {8192, 28672}};
+  for (const auto& [n, k] : layers)
+    for (long m : {256, 1024, 4096})
+      for (long bits : {2, 4, 8}) b->Args({m, n, k, bits});
+  b->Unit(benchmark::kMicrosecond)->UseManualTime()->Iterations(1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,6 +194,9 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("BM_GpuQgemmBf16", BM_GpuQgemm<Precision::Bf16>)->Apply([](auto* b) { gpu_shapes(b, true); });
     benchmark::RegisterBenchmark("BM_GpuQgemmMma", BM_GpuQgemm<Precision::Bf16, nuq::cuda::QgemmKernel::Mma>)
         ->Apply(mma_shapes);
+    benchmark::RegisterBenchmark("BM_GpuQgemmDequantCublas",
+                                 BM_GpuQgemm<Precision::Bf16, nuq::cuda::QgemmKernel::DequantCublas>)
+        ->Apply(large_batch_shapes);
     benchmark::RegisterBenchmark("BM_GpuQgemmGemv", BM_GpuQgemm<Precision::Fp32, nuq::cuda::QgemmKernel::Gemv>)
         ->Apply([](auto* b) { gemv_shapes(b, {2, 4, 8}); });
     benchmark::RegisterBenchmark("BM_GpuQgemm", BM_GpuQgemm<Precision::Fp32>)->Apply([](auto* b) { gemv_shapes(b, {4, 8}); });

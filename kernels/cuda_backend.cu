@@ -18,6 +18,7 @@
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "qgemm.cuh"
+#include "qgemm_dequant.cuh"
 #include "qgemm_gemv.cuh"
 #include "quantize.cuh"
 #include "stream_pipeline.cuh"
@@ -59,6 +60,7 @@ class CudaBackend final : public Backend {
     multiprocessors_ = prop.multiProcessorCount;
     fragment_order_ = kernel == QgemmKernel::Mma && prop.major >= 8;  // below 8.0: the default kernels
     gemv_ = kernel == QgemmKernel::Gemv;
+    dequant_cublas_ = kernel == QgemmKernel::DequantCublas;
     slots_ = std::make_unique<std::array<Slot, 2>>();
   }
 
@@ -253,7 +255,10 @@ class CudaBackend final : public Backend {
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    if (gemv_ && gemv_takes(m, prepared->weights.view))
+    if (dequant_cublas_ && m > kSmallBatch)
+      launch_qgemm_dequant_cublas(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(),
+                                  bf16_cublas(), nullptr);
+    else if (gemv_ && gemv_takes(m, prepared->weights.view))
       launch_qgemm_gemv(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
     else if (prepared->weights.fragment_view.bytes && m <= kMmaMaxBatch)
       launch_qgemm_mma(dx.data(), m, prepared->weights.view, prepared->weights.fragment_view,
@@ -286,8 +291,9 @@ class CudaBackend final : public Backend {
     add_bias(bias, m, rows, y);
   }
 
-  ~CudaBackend() override {
-    if (cublas_) cublasDestroy(cublas_);  // a destructor does not throw: its status is not checked
+  ~CudaBackend() override {  // a destructor does not throw: the statuses are not checked
+    if (cublas_) cublasDestroy(cublas_);
+    if (bf16_cublas_) cublasDestroy(bf16_cublas_);
   }
 
  private:
@@ -389,6 +395,14 @@ class CudaBackend final : public Backend {
   Precision precision_;
   bool fragment_order_ = false;  // QgemmKernel::Mma on a device that has it
   bool gemv_ = false;            // QgemmKernel::Gemv
+  bool dequant_cublas_ = false;  // QgemmKernel::DequantCublas
+  // cuBLAS with its default math for the BF16 products of DequantCublas (the FP32 gemm's handle is
+  // pedantic), created by the first.
+  cublasHandle_t bf16_cublas_ = nullptr;
+  cublasHandle_t bf16_cublas() {
+    if (!bf16_cublas_) NUQ_CUBLAS_CHECK(cublasCreate(&bf16_cublas_));
+    return bf16_cublas_;
+  }
   std::string name_;
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;

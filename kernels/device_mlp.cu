@@ -21,14 +21,6 @@ namespace {
 
 constexpr std::size_t kInputs = 784, kHidden = 512, kClasses = 10;
 
-__global__ void bias_relu_kernel(float* __restrict__ y, std::size_t m, std::size_t n, const float* __restrict__ bias,
-                                 bool relu) {
-  const std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= m * n) return;
-  const float v = y[i] + bias[i % n];
-  y[i] = relu ? fmaxf(v, 0.0f) : v;
-}
-
 // One thread per image: the first largest logit, as the CPU's std::max_element picks it.
 __global__ void argmax_kernel(const float* __restrict__ logits, std::size_t m, std::uint8_t* __restrict__ classes) {
   const std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -126,8 +118,7 @@ class Mlp {
     NUQ_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(layer.rows), int(m), int(layer.cols), &one,
                                  layer.weights.data(), int(layer.cols), x, int(layer.cols), &zero, y,
                                  int(layer.rows)));
-    bias_relu_kernel<<<blocks_for(m * layer.rows, 256), 256, 0, stream_>>>(y, m, layer.rows, layer.bias.data(), relu);
-    NUQ_CUDA_CHECK_LAUNCH();
+    launch_bias_relu(y, m, layer.rows, layer.bias.data(), relu, stream_);
   }
 
   void release() noexcept {  // a destructor does not throw: failures are reported, not raised

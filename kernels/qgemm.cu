@@ -179,7 +179,22 @@ void launch_for_width(const float* x, std::size_t m, const DeviceQuantizedMatrix
   NUQ_CUDA_CHECK_LAUNCH();
 }
 
+__global__ void bias_relu_kernel(float* __restrict__ y, std::size_t count, std::size_t n, const float* __restrict__ bias,
+                                 bool relu) {
+  const std::size_t e = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= count) return;
+  const float v = y[e] + (bias ? bias[e % n] : 0.0f);
+  y[e] = relu ? fmaxf(v, 0.0f) : v;
+}
+
 }  // namespace
+
+void launch_bias_relu(float* d_y, std::size_t m, std::size_t n, const float* d_bias, bool relu, cudaStream_t stream) {
+  const std::size_t count = m * n;
+  if (count == 0 || (!d_bias && !relu)) return;
+  bias_relu_kernel<<<unsigned((count + 255) / 256), 256, 0, stream>>>(d_y, count, n, d_bias, relu);
+  NUQ_CUDA_CHECK_LAUNCH();
+}
 
 cudaError_t enqueue_finish_split_k(const float* partial, unsigned splits, std::size_t m, std::size_t n,
                                    const float* bias, bool relu, float* y, cudaStream_t stream) {

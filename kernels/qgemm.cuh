@@ -84,6 +84,10 @@ void with_code_width(int bits, const char* what, F&& f) {
   throw Error(std::string(what) + ": " + std::to_string(bits) + "-bit codes are not supported");
 }
 
+// y[i][r] = act(y[i][r] + bias[r]) over Y[m, n], after a product that wrote Y without them (cuBLAS);
+// nothing to do without a bias or ReLU.
+void launch_bias_relu(float* d_y, std::size_t m, std::size_t n, const float* d_bias, bool relu, cudaStream_t stream);
+
 // Split-K: a kernel that cuts k into `splits` slices writes slice s's sums to partial[s][i][row]
 // (splits * m * n floats); enqueue_finish_split_k adds them in slice order, then the bias and ReLU
 // (the same result on every run), and returns the launch's status.

@@ -28,9 +28,11 @@ enum class Precision { Fp32, Bf16 };
 // out once, nuq/mma_prepack.h; X and the levels rounded to BF16, FP32 accumulation); other widths
 // and larger batches stay on the default kernels. Gemv: batches of 1 to 4 rows on the CUDA-core
 // GEMV (FP32 arithmetic as Default; X staged once per block, each read of it serving four rows of
-// W) where rows hold at least 512 bytes of codes; others stay on the default kernels. Mma and Gemv
-// are opt-in until a GPU run has measured them against the default.
-enum class QgemmKernel { Default, Mma, Gemv };
+// W) where rows hold at least 512 bytes of codes; others stay on the default kernels.
+// DequantCublas: batches above 16 rows through W decoded to BF16 a band of rows at a time and
+// cuBLAS's BF16 GEMM (X and the levels rounded to BF16, FP32 accumulation); smaller ones on the
+// default kernels. All three are opt-in until a GPU run has measured them against the default.
+enum class QgemmKernel { Default, Mma, Gemv, DequantCublas };
 
 struct DeviceInfo {
   int index = 0;
@@ -99,7 +101,8 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
 // Y[m, n] = X[m, k] W^T from `bits`-bit codes (X in BF16 with Precision::Bf16 or QgemmKernel::Mma,
 // as the cuBLAS BF16 peer reads it), and the cuBLAS peers on dense weights. QgemmKernel::Mma times
 // the fragment-order tensor-core kernel itself (m <= 64, 2/4/8 bits; others throw), Gemv the GEMV
-// itself (m <= 4, k of at least 4096 / bits; others throw).
+// itself (m <= 4, k of at least 4096 / bits; others throw), DequantCublas the decode and cuBLAS
+// products at any m (X in BF16).
 enum class DensePeer { Fp32, Tf32, Bf16 };
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device = 0,
                   Precision precision = Precision::Fp32, QgemmKernel kernel = QgemmKernel::Default);

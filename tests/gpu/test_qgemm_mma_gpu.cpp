@@ -14,6 +14,7 @@
 #include "nuq/mma_fragment.h"
 #include "nuq/qgemm.h"
 #include "../qgemm_cases.h"
+#include "bf16_reference.h"
 
 namespace nuq {
 namespace {
@@ -29,36 +30,9 @@ class QgemmMmaGpu : public ::testing::Test {
   std::unique_ptr<Backend> mma_;
 };
 
-// y and sum |x w| per output in double on BF16-rounded X and levels, plus the bias.
-struct Reference {
-  std::vector<double> y, magnitude;
-};
-Reference bf16_reference(const std::vector<float>& x, std::size_t m, const QuantizedMatrix& w,
-                         const std::vector<float>& bias) {
-  const std::size_t n = w.codes.rows, k = w.codes.cols;
-  Reference ref{std::vector<double>(m * n), std::vector<double>(m * n)};
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t r = 0; r < n; ++r) {
-      double sum = bias.empty() ? 0.0 : bias[r], magnitude = 0.0;
-      for (std::size_t c = 0; c < k; ++c) {
-        const double product = double(mma::bf16_value(mma::bf16_round(x[i * k + c]))) *
-                               double(mma::bf16_value(mma::bf16_round(w.row_levels(r)[w.codes.at(r, c)])));
-        sum += product;
-        magnitude += std::abs(product);
-      }
-      ref.y[i * n + r] = sum, ref.magnitude[i * n + r] = magnitude;
-    }
-  return ref;
-}
-
-// The products are exact in FP32; however the tensor cores order and round the sum of a k-step,
-// each output is at most k additions inside the kernel, a few slices and the bias after, each off
-// by at most one FP32 unit (2^-23, allowing truncation rather than rounding) of a running sum no
-// larger than sum |x w| + |bias|. Errors of a wrong layout are of the size of the outputs.
-double bound(const Reference& ref, const std::vector<float>& bias, std::size_t e, std::size_t n, std::size_t k) {
-  const double additions = double(k) + 64.0 + 1.0;  // k, at most 64 slices, the bias
-  return 1.01 * additions * 0x1p-23 * (ref.magnitude[e] + (bias.empty() ? 0.0 : std::abs(double(bias[e % n]))));
-}
+using test::bf16_reference;
+using test::bound;
+using test::Reference;
 
 TEST_F(QgemmMmaGpu, MatchesTheBf16ReferenceAtEveryWidthAndBatch) {
   std::mt19937 rng(61);
