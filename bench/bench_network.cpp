@@ -69,11 +69,13 @@ void BM_CpuMlp(benchmark::State& state) {
   counters(state, count);
 }
 
-// range(3): 1 for BF16 tensor cores in the quantized layers' large batches.
+// range(3): 1 for BF16 tensor cores in the quantized layers' large batches; range(4): 1 for a
+// cluster of blocks per batch of up to four images (the fused MLP spread over several SMs).
 void BM_GpuMlp(benchmark::State& state) {
   const bool quantized = state.range(0) != 0;
   const auto batch = std::size_t(state.range(1)), count = std::size_t(state.range(2));
   const auto precision = state.range(3) ? nuq::cuda::Precision::Bf16 : nuq::cuda::Precision::Fp32;
+  const auto layout = state.range(4) ? nuq::cuda::MlpLayout::ClusterPerBatch : nuq::cuda::MlpLayout::OneBlockPerBatch;
   nuq::io::Dataset part = images();
   part.count = count;
   part.images.resize(count * 784);
@@ -81,19 +83,35 @@ void BM_GpuMlp(benchmark::State& state) {
   Models& m = models();
   for (auto _ : state)
     state.SetIterationTime(
-        nuq::cuda::infer_mlp(m.fp32, quantized ? &m.two_bit : nullptr, part, batch, 0, precision).milliseconds / 1e3);
+        nuq::cuda::infer_mlp(m.fp32, quantized ? &m.two_bit : nullptr, part, batch, 0, precision, layout).milliseconds /
+        1e3);
   counters(state, count);
 }
 
 void cases(benchmark::internal::Benchmark* b, bool gpu) {
-  b->ArgNames({"bits", "batch", "images", "bf16"});
+  if (gpu)
+    b->ArgNames({"bits", "batch", "images", "bf16", "cluster"});
+  else
+    b->ArgNames({"bits", "batch", "images", "bf16"});
+  const auto add = [&](long bits, long batch, long images, long bf16, long cluster) {
+    if (gpu)
+      b->Args({bits, batch, images, bf16, cluster});
+    else
+      b->Args({bits, batch, images, bf16});
+  };
   for (long bits : {0, 2})
     for (long bf16 : {0, 1}) {
       if (bf16 && (!gpu || bits == 0)) continue;  // tensor cores: the GPU's quantized layers only
-      b->Args({bits, 1, gpu ? 1000 : 200, bf16});  // latency: one image per pass
-      for (long batch : {16, 64, 256, 1000}) b->Args({bits, batch, 10000, bf16});
-      if (gpu) b->Args({bits, 10000, 10000, bf16});
+      add(bits, 1, gpu ? 1000 : 200, bf16, 0);  // latency: one image per pass
+      for (long batch : {16, 64, 256, 1000}) add(bits, batch, 10000, bf16, 0);
+      if (gpu) add(bits, 10000, 10000, bf16, 0);
     }
+  if (gpu) {  // the fused MLP's batches of one and four images on one SM and on a cluster of SMs
+    add(0, 4, 1000, 0, 0);
+    add(2, 4, 1000, 0, 0);
+    add(2, 1, 1000, 0, 1);
+    add(2, 4, 1000, 0, 1);
+  }
   b->Unit(benchmark::kMicrosecond);
   if (gpu)
     b->UseManualTime()->Iterations(5);

@@ -37,7 +37,8 @@ double time_cublas(std::size_t, std::size_t, std::size_t, DensePeer, int, int) {
 
 namespace nuq::cuda {
 
-DeviceInference infer_mlp(const Model&, const QuantizedModel*, const io::Dataset&, std::size_t, int, Precision) {
+DeviceInference infer_mlp(const Model&, const QuantizedModel*, const io::Dataset&, std::size_t, int, Precision,
+                          MlpLayout) {
   throw Error("infer_mlp: " + unavailable_reason());
 }
 

@@ -64,8 +64,8 @@ Layer upload_layer(const Model& model, const QuantizedModel* quantized, const st
 
 class Mlp {
  public:
-  Mlp(const Model& model, const QuantizedModel* quantized, std::size_t batch, Precision precision)
-      : quantized_(quantized), precision_(precision) {
+  Mlp(const Model& model, const QuantizedModel* quantized, std::size_t batch, Precision precision, MlpLayout layout)
+      : quantized_(quantized), precision_(precision), layout_(layout) {
     layers_.push_back(upload_layer(model, quantized, "fc1", kHidden, kInputs));
     layers_.push_back(upload_layer(model, quantized, "fc2", kHidden, kHidden));
     layers_.push_back(upload_layer(model, quantized, "fc3", kClasses, kHidden));
@@ -97,7 +97,7 @@ class Mlp {
         layers_[1].packed.view.bits == layers_[2].packed.view.bits) {
       const FusedMlp fused{{layers_[0].packed.view, layers_[1].packed.view, layers_[2].packed.view},
                            {layers_[0].bias.data(), layers_[1].bias.data(), layers_[2].bias.data()}};
-      launch_fused_mlp(images, m, fused, classes, stream_);
+      launch_fused_mlp(images, m, fused, classes, stream_, layout_);
       return;
     }
     dense(layers_[0], images, m, hidden1_.data(), true);
@@ -130,6 +130,7 @@ class Mlp {
 
   const QuantizedModel* quantized_;
   Precision precision_;
+  MlpLayout layout_;
   std::vector<Layer> layers_;
   DeviceBuffer<float> hidden1_{0}, hidden2_{0}, logits_{0};
   cudaStream_t stream_ = nullptr;
@@ -152,7 +153,7 @@ struct Events {
 }  // namespace
 
 DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, const io::Dataset& data,
-                          std::size_t batch, int device, Precision precision) {
+                          std::size_t batch, int device, Precision precision, MlpLayout layout) {
   NUQ_REQUIRE(model.architecture == Architecture::Mlp, "infer_mlp: the model is not the MLP");
   NUQ_REQUIRE(!quantized || quantized->architecture == Architecture::Mlp, "infer_mlp: the quantized model is not the MLP");
   NUQ_REQUIRE(data.rows * data.cols == kInputs && data.images.size() == data.count * kInputs,
@@ -165,7 +166,7 @@ DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, c
   batch = std::min(batch, data.count);
   const DeviceBuffer<float> images(data.images);
   DeviceBuffer<std::uint8_t> classes(data.count);
-  Mlp mlp(model, quantized, batch, precision);
+  Mlp mlp(model, quantized, batch, precision, layout);
   mlp.forward(images.data(), batch, classes.data());  // warm-up: cuBLAS heuristics, kernel loading
   Events events;
   NUQ_CUDA_CHECK(cudaEventRecord(events.start, mlp.stream()));

@@ -57,19 +57,9 @@ __global__ void __launch_bounds__(32 * kWarps) qgemm_gemv_kernel(const float* __
   const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
   const std::size_t slice = blockIdx.y, first_column = slice * std::size_t(gemv::slice_columns(kBits));
 
-  for (int e = threadIdx.x; e < kBatch * kSliceQuads; e += blockDim.x) {
-    const int i = e / kSliceQuads, q = e % kSliceQuads;
-    x_slice[i * kSliceQuads + gemv::quad_slot(q, kBits)] =
-        i < m ? x_quad(x + std::size_t(i) * w.k, first_column + 4 * std::size_t(q), w.k, x_vectors)
-              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  }
-  const bool one_table = w.levels_stride == 0;
-  if (in_shared && one_table)
-    for (int j = lane; j < kTable; j += kLanes) tables[warp][0][j] = __ldg(w.levels + j);
-  __syncthreads();
-
   // This lane's unit of every row in the slice; past the row's padded codes (the last slice of
-  // short rows) the lane has none and adds nothing.
+  // short rows) the lane has none and adds nothing. The first pass's units are asked for before X
+  // is staged, so that their latency and the staging's overlap.
   const std::size_t unit = slice * kLanes + std::size_t(lane);
   const bool has_unit = unit < w.row_stride / gemv::kUnitBytes;
   const std::size_t block_row = std::size_t(blockIdx.x) * passes * kRowsPerPass + std::size_t(warp) * kRowsPerWarp;
@@ -80,17 +70,58 @@ __global__ void __launch_bounds__(32 * kWarps) qgemm_gemv_kernel(const float* __
                      ? __ldcs(reinterpret_cast<const uint4*>(w.row_codes(row0 + r)) + unit)
                      : make_uint4(0u, 0u, 0u, 0u);
   };
+  // Per-row tables (1- to 4-bit codes with a table per row): each lane carries kTableLoads of the
+  // warp's kRowsPerWarp tables, the next pass's loaded beside its units.
+  const bool one_table = w.levels_stride == 0;
+  constexpr int kTableLoads = (kRowsPerWarp * kTable + kLanes - 1) / kLanes;
+  auto load_tables = [&](std::size_t row0, float (&values)[kTableLoads]) {
+#pragma unroll
+    for (int j = 0; j < kTableLoads; ++j) {
+      const int e = lane + j * kLanes;
+      const std::size_t row = row0 + std::size_t(e / kTable);
+      values[j] = e < kRowsPerWarp * kTable && row < w.n ? __ldg(w.row_levels(row) + e % kTable) : 0.0f;
+    }
+  };
   uint4 units[kRowsPerWarp], next[kRowsPerWarp] = {};
+  float table_values[kTableLoads] = {}, next_table_values[kTableLoads] = {};
   load_units(block_row, units);
+  if (in_shared && !one_table) load_tables(block_row, table_values);
+
+  // X's slice, kStagedAtOnce quads a thread in flight before they are stored.
+  constexpr int kStaged = kBatch * kSliceQuads, kThreads = 32 * kWarps;
+  constexpr int kPerThread = (kStaged + kThreads - 1) / kThreads, kStagedAtOnce = kPerThread < 8 ? kPerThread : 8;
+  for (int first = 0; first < kPerThread; first += kStagedAtOnce) {
+    float4 quads[kStagedAtOnce];
+#pragma unroll
+    for (int j = 0; j < kStagedAtOnce; ++j) {
+      const int e = int(threadIdx.x) + (first + j) * kThreads, i = e / kSliceQuads, q = e % kSliceQuads;
+      quads[j] = e < kStaged && i < m
+                     ? x_quad(x + std::size_t(i) * w.k, first_column + 4 * std::size_t(q), w.k, x_vectors)
+                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int j = 0; j < kStagedAtOnce; ++j) {
+      const int e = int(threadIdx.x) + (first + j) * kThreads;
+      if (e < kStaged) x_slice[(e / kSliceQuads) * kSliceQuads + gemv::quad_slot(e % kSliceQuads, kBits)] = quads[j];
+    }
+  }
+  if (in_shared && one_table)
+    for (int j = lane; j < kTable; j += kLanes) tables[warp][0][j] = __ldg(w.levels + j);
+  __syncthreads();
+
   for (unsigned pass = 0; pass < passes; ++pass) {
     const std::size_t row0 = block_row + std::size_t(pass) * kRowsPerPass;
     if (row0 >= w.n) break;  // the same for every lane of the warp
-    if (pass + 1 < passes) load_units(row0 + kRowsPerPass, next);
+    if (pass + 1 < passes) {
+      load_units(row0 + kRowsPerPass, next);
+      if (in_shared && !one_table) load_tables(row0 + kRowsPerPass, next_table_values);
+    }
     if (in_shared && !one_table) {
       __syncwarp();  // the last pass's tables are no longer read
-      for (int e = lane; e < kRowsPerWarp * kTable; e += kLanes) {
-        const std::size_t row = row0 + std::size_t(e / kTable);
-        tables[warp][e / kTable][e % kTable] = row < w.n ? __ldg(w.row_levels(row) + e % kTable) : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kTableLoads; ++j) {
+        const int e = lane + j * kLanes;
+        if (e < kRowsPerWarp * kTable) tables[warp][e / kTable][e % kTable] = table_values[j];
       }
       __syncwarp();
     }
@@ -142,6 +173,8 @@ __global__ void __launch_bounds__(32 * kWarps) qgemm_gemv_kernel(const float* __
       }
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) units[r] = next[r];
+#pragma unroll
+    for (int j = 0; j < kTableLoads; ++j) table_values[j] = next_table_values[j];
   }
 }
 

@@ -132,8 +132,13 @@ struct DeviceInference {
   double milliseconds = 0.0;
 };
 // `precision` applies to the quantized layers (FP32 or BF16 tensor cores above kSmallBatch images).
-// Quantized batches of up to 4 images run the whole MLP in one kernel (kernels/fused_mlp.cu).
+// Quantized batches of up to 4 images run the whole MLP in one kernel (kernels/fused_mlp.cu): on
+// one multiprocessor (OneBlockPerBatch), or spread over a cluster of 8 sharing the activations in
+// distributed shared memory (ClusterPerBatch, compute capability 9.0; below, one block). The
+// cluster is opt-in until a GPU run has measured the two.
+enum class MlpLayout { OneBlockPerBatch, ClusterPerBatch };
 DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, const io::Dataset& data,
-                          std::size_t batch, int device = 0, Precision precision = Precision::Fp32);
+                          std::size_t batch, int device = 0, Precision precision = Precision::Fp32,
+                          MlpLayout layout = MlpLayout::OneBlockPerBatch);
 
 }  // namespace nuq::cuda

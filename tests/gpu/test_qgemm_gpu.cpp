@@ -395,6 +395,18 @@ TEST_F(QgemmGpu, DeviceMlpPredictsLikeTheCpu) {
     EXPECT_GT(fp32.milliseconds, 0.0);
     EXPECT_GT(two_bit.milliseconds, 0.0);
   }
+  // Batches shared by a cluster of blocks (compute capability 9.0; below, one block each): every
+  // output is computed as the one block computes it, so the predictions are the same.
+  for (std::size_t batch : {std::size_t{1}, std::size_t{3}, std::size_t{4}}) {
+    io::Dataset part = data;
+    part.count = 200;
+    part.images.resize(200 * 784);
+    part.labels.resize(200);
+    const cuda::DeviceInference one_block = cuda::infer_mlp(model, &q, part, batch);
+    const cuda::DeviceInference cluster =
+        cuda::infer_mlp(model, &q, part, batch, 0, cuda::Precision::Fp32, cuda::MlpLayout::ClusterPerBatch);
+    EXPECT_EQ(cluster.predictions, one_block.predictions) << "a cluster per batch of " << batch;
+  }
   // BF16 tensor cores in the quantized layers: rounding may move a few close calls.
   if (cuda::devices().front().compute_major >= 8) {
     const cuda::DeviceInference tensor = cuda::infer_mlp(model, &q, data, 1000, 0, cuda::Precision::Bf16);

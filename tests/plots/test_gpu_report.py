@@ -14,7 +14,7 @@ with tempfile.TemporaryDirectory() as tmp:
                     os.path.join(root, "tests", "fixtures", "gpu-check"), "--name", "sample", "--out", out], check=True)
     text = open(out).read()
 goals = [l for l in text.splitlines() if l.startswith("| ") and ("met |" in l or "not measured" in l)]
-assert len(goals) == 23, f"expected 23 goal rows, found {len(goals)}:\n" + "\n".join(goals)
+assert len(goals) == 24, f"expected 24 goal rows, found {len(goals)}:\n" + "\n".join(goals)
 assert not any("not measured" in l for l in goals), "a goal was not read off the sample"
 assert "| qgemm 8192^2, m = 1024, two-bit against CublasBf16 | 87.2 / 120.0 us = 0.73x | > 1.0x | NOT met |" in text
 assert "| large-batch qgemm 8192^2, m = 1024, two-bit against CublasBf16 | 87.2 / 120.0 us = 0.73x | >= 0.7x | met |" in text
@@ -22,6 +22,8 @@ assert "| mma qgemm 8192^2, m = 16, two-bit against CublasBf16 | 36.8 / 6.4 us =
 assert "| mma qgemm 8192^2, m = 64, two-bit against CublasBf16 | 40.0 / 20.0 us = 2.00x | >= 2.5x | NOT met |" in text
 assert "| GEMV qgemm 8192^2, m = 1, two-bit against CublasFp32 | 70.5 / 6.1 us = 11.56x | >= 12.0x | NOT met |" in text
 assert "| GEMV qgemm 8192^2, m = 4, two-bit, code bytes against the device copy | 2397 / 4295 GB/s = 0.56 | (reported) | - |" in text
+assert "| MNIST MLP, batch-1 latency, two-bit against cuBLAS FP32 | 20.050 / 6.200 us per image = 3.23x | > 1.0x | met |" in text
+assert "| MNIST MLP, one two-bit image end to end | 6.20 us | <= 10.0 us | met |" in text
 assert "FAILED QgemmGpu.DeviceMlpPredictsLikeTheCpu" in text
 assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
 assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
