@@ -24,6 +24,7 @@
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/quantized_file.h"
+#include "nuq/sharded_checkpoint.h"
 #include "nuq/tensor_pieces.h"
 
 #include "io/write_behind.h"
@@ -34,7 +35,6 @@ namespace nuq {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // A floating tensor to quantize, as the two passes learn about it.
 struct Job {
@@ -100,56 +100,6 @@ class Progress {
   double start_, last_ = 0.0;
 };
 
-std::vector<std::string> shards_of_index(const fs::path& index) {
-  std::ifstream in(index);
-  NUQ_REQUIRE(in, index.string(), ": cannot open the index");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(index.string() + ": not valid JSON (" + e.what() + ")");
-  }
-  NUQ_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
-              ": no weight_map object (not a safetensors index)");
-  std::set<std::string> files;
-  for (const auto& [tensor, file] : j["weight_map"].items()) {
-    NUQ_REQUIRE(file.is_string(), index.string(), ": weight_map['", tensor, "'] is not a file name");
-    const std::string name = file.get<std::string>();
-    NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
-                ": weight_map['", tensor, "'] = '", name, "' is not a file in the index's folder");
-    files.insert(name);
-  }
-  NUQ_REQUIRE(!files.empty(), index.string(), ": the weight_map is empty");
-  std::vector<std::string> shards;
-  for (const std::string& f : files) shards.push_back((index.parent_path() / f).string());
-  return shards;
-}
-
-// The output of one shard: the shard's own file name (folder output) or the output file itself.
-std::string output_path(const std::string& input, const std::string& output, bool sharded) {
-  return sharded ? (fs::path(output) / fs::path(input).filename()).string() : output;
-}
-
-}  // namespace
-
-std::vector<std::string> checkpoint_shards(const std::string& input) {
-  NUQ_REQUIRE(!input.empty(), "the input name is empty");
-  const fs::path path(input);
-  if (fs::is_directory(path)) {
-    if (fs::exists(path / kIndexName)) return shards_of_index(path / kIndexName);
-    std::vector<std::string> shards;
-    for (const auto& entry : fs::directory_iterator(path))
-      if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
-    std::sort(shards.begin(), shards.end());
-    NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files");
-    return shards;
-  }
-  if (path.extension() == ".json") return shards_of_index(path);
-  return {input};
-}
-
-namespace {
-
 // One run of quantize_checkpoint_files: the shards, the tensors to quantize (jobs) and those kept,
 // and what the passes share. statistics() and make_maps() are a tensor's first pass, write_shard()
 // one output file's second.
@@ -162,20 +112,14 @@ class StreamRun {
  public:
   StreamRun(const std::string& input, const std::string& output, const Codebook& codebook, const StreamOptions& o,
             Backend& backend)
-      : input_(input), output_(output), codebook_(codebook), o_(o), backend_(backend), bits_(storage_bits(codebook)),
-        per_row_(o.normalisation == Normalisation::PerChannel || o.group_size > 0) {
-    const std::vector<std::string> shard_paths = checkpoint_shards(input);
-    sharded_ = shard_paths.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
-    require_storable(o.normalisation, bits_, input);
-    // Groups are channels of their own: a map per group, found as per-channel maps are.
-    NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, input,
-                ": a group size takes per-channel normalisation (each group its own scale)");
-    if (sharded_) io::make_folder(output, "--output");
+      : codebook_(codebook), o_(o), backend_(backend), bits_(storage_bits(codebook)),
+        per_row_(o.normalisation == Normalisation::PerChannel || o.group_size > 0),
+        checkpoint_(checked_options(input, o, bits_), output) {
+    const std::vector<std::string>& shard_paths = checkpoint_.inputs();
     std::map<std::string, std::size_t> shard_of;
     for (std::size_t s = 0; s < shard_paths.size(); ++s) {
       readers_.push_back(std::make_unique<io::SafetensorsReader>(shard_paths[s]));
       const io::SafetensorsReader& reader = *readers_.back();
-      io::require_output_path(output_path(shard_paths[s], output, sharded_), shard_paths, "--output");
       NUQ_REQUIRE(!reader.layout().metadata.count("nuq.quantized"), reader.path(),
                   ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
       report_.input_bytes += reader.file_size();
@@ -207,6 +151,15 @@ class StreamRun {
     }
     NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
                 "with --quantize-vectors, that --skip does not name)");
+  }
+
+  // The options' own checks, made before the output folder is: returns `input`.
+  static const std::string& checked_options(const std::string& input, const StreamOptions& o, int bits) {
+    require_storable(o.normalisation, bits, input);
+    // Groups are channels of their own: a map per group, found as per-channel maps are.
+    NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, input,
+                ": a group size takes per-channel normalisation (each group its own scale)");
+    return input;
   }
 
   std::size_t shards() const { return readers_.size(); }
@@ -300,7 +253,7 @@ class StreamRun {
   std::unique_ptr<io::WriteBehind> write_shard(std::size_t s, const std::map<std::string, std::string>& metadata,
                                                Progress& progress) {
     const io::SafetensorsReader& reader = *readers_[s];
-    const std::string out_path = output_path(reader.path(), output_, sharded_);
+    const std::string& out_path = checkpoint_.output(s);
     std::map<std::string, Job*> quantized;  // stored tensor name -> its job
     std::vector<std::pair<std::string, io::TensorEntry>> planned;
     for (Job& job : jobs_) {
@@ -318,7 +271,7 @@ class StreamRun {
     auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, planned));
     const io::SafetensorsWriter& writer = out->writer();
     for (const auto& [name, entry] : writer.order()) {
-      weight_map_[name] = fs::path(out_path).filename().string();
+      checkpoint_.add_tensor(name, s);
       const auto found = quantized.find(name);
       if (found == quantized.end()) {  // kept as it was: its bytes, a piece at a time
         const io::TensorEntry& source = reader.layout().tensors.at(name);
@@ -334,18 +287,15 @@ class StreamRun {
       write_stored(*found->second, name.substr(found->second->name.size()), reader, *out, progress);
     }
     report_.output_bytes += writer.finished_size();  // (its appends may still be on their way)
-    index_total_ += writer.finished_size();
+    checkpoint_.add_output_bytes(writer.finished_size());
     report_.outputs.push_back(out_path);
     return out;
   }
 
   // With a folder out: the new index, once every shard is finished.
   void write_index() {
-    if (!sharded_) return;
-    const std::string index = (fs::path(output_) / kIndexName).string();
-    io::write_atomically(index, [&](std::ostream& out) {
-      out << nlohmann::json{{"metadata", {{"total_size", index_total_}}}, {"weight_map", weight_map_}}.dump(2) << '\n';
-    });
+    const std::string index = checkpoint_.write_index();
+    if (index.empty()) return;
     report_.outputs.push_back(index);
     report_.output_bytes += fs::file_size(index);
   }
@@ -374,7 +324,7 @@ class StreamRun {
                            : job.maps[0].scale > 0.0 ? job.own.stddev() / job.maps[0].scale
                                                      : 0.0;
       t.sqnr_th_db = sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma) : kNaN;
-      t.file = output_path(readers_[job.shard]->path(), output_, sharded_);
+      t.file = checkpoint_.output(job.shard);
       report_.tensors.push_back(std::move(t));
     }
     std::sort(report_.tensors.begin(), report_.tensors.end(),
@@ -459,20 +409,18 @@ class StreamRun {
     }
   }
 
-  const std::string input_, output_;
   const Codebook& codebook_;
   const StreamOptions& o_;
   Backend& backend_;
   const int bits_;
   const bool per_row_;
-  bool sharded_ = false;
+  ShardedCheckpoint checkpoint_;  // the shards in, their outputs and the new index
   std::vector<std::unique_ptr<io::SafetensorsReader>> readers_;
   std::vector<Job> jobs_;
   std::set<std::string> kept_;
-  std::uint64_t quantized_bytes_ = 0, total_bytes_ = 0, index_total_ = 0;
+  std::uint64_t quantized_bytes_ = 0, total_bytes_ = 0;
   MapSpill spill_;
   PieceBuffers buffers_;  // the CPU path's shares, one buffer per thread
-  nlohmann::json weight_map_ = nlohmann::json::object();
   StreamReport report_;
 };
 

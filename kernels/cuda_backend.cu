@@ -292,6 +292,7 @@ class CudaBackend final : public Backend {
   }
 
   ~CudaBackend() override {  // a destructor does not throw: the statuses are not checked
+    cudaSetDevice(device_);     // the handles belong to this backend's device
     if (cublas_) cublasDestroy(cublas_);
     if (bf16_cublas_) cublasDestroy(bf16_cublas_);
   }

@@ -2,6 +2,9 @@
 
 #include <cooperative_groups.h>
 
+#include <map>
+#include <mutex>
+
 #include "cuda_check.cuh"
 #include "nuq/error.h"
 #include "nuq/packed.h"
@@ -114,7 +117,9 @@ __global__ void __launch_bounds__(32 * kWarps) fused_mlp_cluster_kernel(const fl
   const auto next_rows = [&](int n) { return n * (rank + 1) / kFusedClusterBlocks; };
   const auto store_everywhere = [&](float* local, int n) {
     return [=](int i, int row, float v) {
-      for (int r = 0; r < kFusedClusterBlocks; ++r) cluster.map_shared_rank(local, r)[i * n + row] = v;
+      // The element's address mapped, not the buffer's: eight mapped bases kept live through the
+      // dot products would spill registers.
+      for (int r = 0; r < kFusedClusterBlocks; ++r) *cluster.map_shared_rank(&local[i * n + row], r) = v;
     };
   };
   stage_images(images, first, m, xs);
@@ -133,19 +138,29 @@ __global__ void __launch_bounds__(32 * kWarps) fused_mlp_cluster_kernel(const fl
 #endif
 }
 
-// Whether `device` launches thread-block clusters (compute capability 9.0 and the attribute).
+// Whether the current device launches the cluster kernel: it launches clusters (compute capability
+// 9.0) and the kernel was built for it (a build for 8.0 alone would run the trap stub from PTX).
+// Asked once per device and width: the one-image path is measured in microseconds.
+template <int kBits>
 bool launches_clusters() {
-  int device = 0, supported = 0;
+  static std::mutex mutex;
+  static std::map<int, bool> launches_on;
+  int device = 0;
   NUQ_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto found = launches_on.find(device); found != launches_on.end()) return found->second;
+  int supported = 0;
   NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device));
-  return supported != 0;
+  cudaFuncAttributes attributes{};
+  NUQ_CUDA_CHECK(cudaFuncGetAttributes(&attributes, fused_mlp_cluster_kernel<kBits>));
+  return launches_on[device] = supported != 0 && attributes.ptxVersion >= 90;  // the code built from 9.0 PTX
 }
 
 template <int kBits>
 void launch(const float* images, std::size_t count, const FusedMlp& mlp, std::uint8_t* classes, cudaStream_t stream,
             MlpLayout layout) {
   const std::size_t blocks = (count + kFusedMaxBatch - 1) / kFusedMaxBatch;
-  if (layout == MlpLayout::ClusterPerBatch && launches_clusters()) {
+  if (layout == MlpLayout::ClusterPerBatch && launches_clusters<kBits>()) {
     NUQ_REQUIRE(blocks <= 0x7FFFFFFFu / kFusedClusterBlocks, "fused MLP: ", count, " images exceed the grid");
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(unsigned(blocks * kFusedClusterBlocks));

@@ -99,6 +99,8 @@ std::size_t dequant_band_rows(std::size_t n, std::size_t k) {
 void launch_dequantize_bf16(const DeviceQuantizedMatrix& w, std::size_t first_row, std::size_t rows,
                             __nv_bfloat16* d_out, cudaStream_t stream) {
   NUQ_REQUIRE(first_row + rows <= w.n, "dequantize: rows ", first_row, " to ", first_row + rows, " of ", w.n);
+  NUQ_REQUIRE(reinterpret_cast<std::uintptr_t>(d_out) % 16 == 0, "dequantize: the BF16 rows must start on a 16-byte "
+              "boundary (the decode's vector stores)");
   if (rows == 0 || w.k == 0) return;
   require_device_rows(w);
   with_code_width(w.bits, "dequantize", [&](auto bits) {
@@ -139,6 +141,8 @@ void launch_qgemm_dequant_cublas(const __nv_bfloat16* d_x, std::size_t m, const 
 void launch_qgemm_dequant_cublas(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
                                  bool relu, float* d_y, cublasHandle_t handle, cudaStream_t stream) {
   if (m == 0 || w.n == 0) return;
+  NUQ_REQUIRE(m <= INT_MAX && w.n <= INT_MAX && w.k <= INT_MAX, "qgemm: ", m, " x ", w.n, " x ", w.k,
+              " exceeds cuBLAS's int dimensions");
   const PoolScratch x(m * w.k * sizeof(__nv_bfloat16), stream);
   if (m * w.k) {
     round_to_bf16_kernel<<<grid_for(m * w.k), 256, 0, stream>>>(d_x, m * w.k, x.as<std::uint16_t>());

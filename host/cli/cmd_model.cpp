@@ -23,6 +23,7 @@
 #include "nuq/network.h"
 #include "nuq/ptq.h"
 #include "nuq/quantize_table.h"
+#include "nuq/sharded_checkpoint.h"
 #include "nuq/train.h"
 #include "table.h"
 
@@ -252,39 +253,23 @@ struct DequantizeOptions {
 // One file, or a sharded checkpoint (a folder or its model.safetensors.index.json) into a folder
 // of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
-  namespace fs = std::filesystem;
-  const std::vector<std::string> shards = checkpoint_shards(o.input);
-  const bool sharded = shards.size() > 1 || fs::is_directory(o.input) || fs::path(o.input).extension() == ".json";
-  if (sharded) io::make_folder(o.output, "--output");
+  ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
   DequantizeReport report;
-  nlohmann::json weight_map = nlohmann::json::object();
-  std::uint64_t total = 0;
   std::vector<std::string> outputs;
-  std::vector<std::string> outs;  // every output checked before the first is written
-  for (const std::string& shard : shards) {
-    outs.push_back(sharded ? (fs::path(o.output) / fs::path(shard).filename()).string() : o.output);
-    io::require_output_path(outs.back(), shards, "--output");
-  }
-  for (std::size_t i = 0; i < shards.size(); ++i) {
-    const std::string &shard = shards[i], &out = outs[i];
+  for (std::size_t s = 0; s < checkpoint.inputs().size(); ++s) {
+    const std::string& out = checkpoint.output(s);
     // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
     // architecture and data set in the metadata, so it loads as an FP32 model again.
     // A tensor at a time: memory holds the largest tensor restored, not the shard.
-    const DequantizeReport part = dequantize_checkpoint_file(shard, out);
+    const DequantizeReport part = dequantize_checkpoint_file(checkpoint.inputs()[s], out);
     report.restored.insert(report.restored.end(), part.restored.begin(), part.restored.end());
     report.copied.insert(report.copied.end(), part.copied.begin(), part.copied.end());
     for (const auto& names : {part.restored, part.copied})
-      for (const std::string& name : names) weight_map[name] = fs::path(out).filename().string();
-    total += fs::file_size(out);
+      for (const std::string& name : names) checkpoint.add_tensor(name, s);
+    checkpoint.add_output_bytes(std::filesystem::file_size(out));
     outputs.push_back(out);
   }
-  if (sharded) {
-    const std::string index = (fs::path(o.output) / "model.safetensors.index.json").string();
-    io::write_atomically(index, [&](std::ostream& out) {
-      out << nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2) << '\n';
-    });
-    outputs.push_back(index);
-  }
+  if (const std::string index = checkpoint.write_index(); !index.empty()) outputs.push_back(index);
   if (o.json) {
     std::cout << nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"restored", report.restored},
                                 {"copied", report.copied}}.dump(2)

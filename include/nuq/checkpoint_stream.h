@@ -60,12 +60,9 @@ struct StreamReport {
   double statistics_seconds = 0.0, quantize_seconds = 0.0;
 };
 
-// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it)
-// or an index .json. Errors name the input.
-std::vector<std::string> checkpoint_shards(const std::string& input);
-
-// Quantizes `input` (see checkpoint_shards) into `output`: a file for a single file, a folder of
-// shards with the same names and a new model.safetensors.index.json for a sharded input.
+// Quantizes `input` (see checkpoint_shards, nuq/sharded_checkpoint.h) into `output`: a file for a
+// single file, a folder of shards with the same names and a new model.safetensors.index.json for a
+// sharded input.
 StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
                                        const StreamOptions& options, Backend& backend);
 

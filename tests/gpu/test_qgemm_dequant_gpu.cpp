@@ -1,7 +1,8 @@
 // Large batches through W decoded to BF16 bands and cuBLAS's BF16 GEMM (cuda::QgemmKernel::
 // DequantCublas, kernels/qgemm_dequant.cu) against dequantize-then-GEMM in double on the
-// BF16-rounded X and levels: every width, one table or a table per row, rows of odd and even
-// length (the decode's element, pair and 16-byte stores), a bias, several bands of rows; and
+// BF16-rounded X and levels: every width, one table or a table per row, rows of odd length, of
+// even length not a multiple of 8 and of a multiple of 8 (the decode's element, pair and 16-byte
+// stores), a bias, several bands of rows; and
 // batches of up to 16 left to the default kernels. Labelled `gpu`; skipped without a device.
 #include <gtest/gtest.h>
 
@@ -50,7 +51,7 @@ TEST_F(QgemmDequantGpu, MatchesTheBf16ReferenceAtEveryWidth) {
   std::mt19937 rng(91);
   for (int bits : {1, 2, 4, 8, 16})
     for (auto [m, n, k] : std::vector<std::tuple<std::size_t, std::size_t, std::size_t>>{
-             {17, 130, 1000}, {64, 37, 1001}, {300, 129, 96}, {33, 5, 4099}}) {
+             {17, 130, 1000}, {64, 37, 1001}, {300, 129, 96}, {33, 5, 4099}, {40, 70, 1002}}) {
       const bool per_row = bits <= 8 && (n + m) % 2 == 1;
       const QuantizedMatrix w = test::random_matrix(n, k, bits, rng, false, per_row);
       expect_near_reference(*backend_, m, w, rng,

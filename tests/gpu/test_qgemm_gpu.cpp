@@ -395,9 +395,11 @@ TEST_F(QgemmGpu, DeviceMlpPredictsLikeTheCpu) {
     EXPECT_GT(fp32.milliseconds, 0.0);
     EXPECT_GT(two_bit.milliseconds, 0.0);
   }
-  // Batches shared by a cluster of blocks (compute capability 9.0; below, one block each): every
-  // output is computed as the one block computes it, so the predictions are the same.
+  // Batches shared by a cluster of blocks (compute capability 9.0, where the cluster kernel runs;
+  // below, each batch falls back to one block and the check would prove nothing): every output is
+  // computed as the one block computes it, so the predictions are the same.
   for (std::size_t batch : {std::size_t{1}, std::size_t{3}, std::size_t{4}}) {
+    if (cuda::devices().front().compute_major < 9) break;
     io::Dataset part = data;
     part.count = 200;
     part.images.resize(200 * 784);

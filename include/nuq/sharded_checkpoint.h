@@ -1,0 +1,46 @@
+// A checkpoint given as one .safetensors file, a folder of shards or its
+// model.safetensors.index.json, and the matching output: one file for one file, otherwise a folder
+// holding a file of each shard's name and a new index that maps every tensor to its file. Shared
+// by the commands that read a checkpoint and write one back (`nuq quantize`, `nuq dequantize`).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nuq {
+
+// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it)
+// or an index .json. Errors name the input.
+std::vector<std::string> checkpoint_shards(const std::string& input);
+
+class ShardedCheckpoint {
+ public:
+  // The shards of `input` and their outputs under `output`: for a sharded input the output folder
+  // is made, then every output is checked before anything is written (io::require_output_path:
+  // not an input, not a folder or a device).
+  ShardedCheckpoint(const std::string& input, const std::string& output);
+
+  const std::vector<std::string>& inputs() const { return inputs_; }
+  const std::string& output(std::size_t shard) const { return outputs_.at(shard); }
+  bool sharded() const { return sharded_; }
+
+  // Records that `tensor` is stored in shard `shard`'s output, and that output's size in bytes.
+  void add_tensor(const std::string& tensor, std::size_t shard);
+  void add_output_bytes(std::uint64_t bytes) { total_bytes_ += bytes; }
+
+  // For a sharded input: writes the index (atomically) with the tensors and sizes recorded and
+  // returns its path; for one file: writes nothing and returns "".
+  std::string write_index() const;
+
+ private:
+  std::vector<std::string> inputs_, outputs_;
+  std::string folder_;
+  bool sharded_ = false;
+  std::map<std::string, std::string> weight_map_;  // tensor -> its output's file name
+  std::uint64_t total_bytes_ = 0;
+};
+
+}  // namespace nuq
