@@ -219,6 +219,15 @@ def main():
     section("compute-sanitizer (small shapes of every kernel path)", "\n".join(lines))
     interop = read(os.path.join(s, "interop.json"))
     section("PyTorch interop", "```json\n" + interop.rstrip() + "\n```" if interop else "not run")
+    pytest = read(os.path.join(s, "python-tests.txt"))
+    if pytest is None:
+        section("The Python package on the machine's python3 (pytest)", "not run")
+    else:
+        summary = [l for l in pytest.splitlines() if re.search(r"\b(passed|failed|error|skipped)\b.* in [0-9.]+s", l)]
+        notes = [l for l in pytest.splitlines() if l.startswith(("FAILED", "ERROR", "SKIPPED"))]
+        section("The Python package on the machine's python3 (pytest)",
+                (summary[-1].strip("= ") if summary else "no summary (see python-tests.txt)") +
+                "".join(f"\n- {l}" for l in notes))
     checkpoint = read(os.path.join(s, "checkpoint.json"))
     section("A sharded checkpoint streamed through the device (`nuq quantize --device cuda` against `--device cpu`)",
             "```json\n" + checkpoint.rstrip() + "\n```" if checkpoint else "not run")
