@@ -14,6 +14,12 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, d
 
 std::unique_ptr<Backend> make_backend(int, std::size_t, Precision, QgemmKernel) { throw Error("the CUDA backend: " + unavailable_reason()); }
 
+std::unique_ptr<Backend> make_device_resident_backend(int) { throw Error("the CUDA backend: " + unavailable_reason()); }
+
+void qgemm_on_device(Backend&, const float*, std::size_t, const PreparedWeights&, const float*, float*, std::uintptr_t) {
+  throw Error("qgemm_on_device: " + unavailable_reason());
+}
+
 void qgemm_bf16_activations(const std::uint16_t*, std::size_t, const QuantizedMatrix&, const float*, float*, int) {
   throw Error("qgemm_bf16_activations: " + unavailable_reason());
 }

@@ -22,6 +22,7 @@
 #include "qgemm_gemv.cuh"
 #include "quantize.cuh"
 #include "stream_pipeline.cuh"
+#include "uploaded_table.cuh"
 #include "weight_stats.cuh"
 
 namespace nuq::cuda {
@@ -65,6 +66,7 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return name_; }
+  int device() const { return device_; }
 
   WeightStats stats(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
@@ -98,7 +100,7 @@ class CudaBackend final : public Backend {
       result = combine(result, stats_of(p));
       first_nonfinite = std::min<std::size_t>(first_nonfinite, p.first_nonfinite);
     }
-    require_finite(result, nonfinite, name, first_nonfinite, values);
+    if (result.nonfinite) require_finite(result, nonfinite, name, first_nonfinite, values[first_nonfinite]);
     return result;
   }
 
@@ -144,7 +146,7 @@ class CudaBackend final : public Backend {
       out[r] = stats_of(partials[r]);
       if (out[r].nonfinite && nonfinite != NonFinite::Skip)
         require_finite(out[r], nonfinite, name + " row " + std::to_string(r), partials[r].first_nonfinite,
-                       floats + r * cols);
+                       floats[r * cols + partials[r].first_nonfinite]);
     }
   }
 
@@ -155,7 +157,7 @@ class CudaBackend final : public Backend {
                 " rows");
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
-    const Uploaded device_table(table, rows);
+    const UploadedTable device_table(table, rows);
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     std::vector<Piece> pieces;
     reserve([&](std::size_t bytes) {
@@ -198,7 +200,7 @@ class CudaBackend final : public Backend {
                   float* out) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
     if (rows == 0 || cols == 0) return;
-    const Uploaded device_table(table, rows);
+    const UploadedTable device_table(table, rows);
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     std::vector<Piece> pieces;
     reserve([&](std::size_t bytes) {
@@ -255,18 +257,22 @@ class CudaBackend final : public Backend {
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
     if (m * k) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * k * sizeof(float), cudaMemcpyHostToDevice));
     if (bias) NUQ_CUDA_CHECK(cudaMemcpy(db.data(), bias, n * sizeof(float), cudaMemcpyHostToDevice));
-    if (dequant_cublas_ && m > kSmallBatch)
-      launch_qgemm_dequant_cublas(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(),
-                                  bf16_cublas(), nullptr);
-    else if (gemv_ && gemv_takes(m, prepared->weights.view))
-      launch_qgemm_gemv(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr);
-    else if (prepared->weights.fragment_view.bytes && m <= kMmaMaxBatch)
-      launch_qgemm_mma(dx.data(), m, prepared->weights.view, prepared->weights.fragment_view,
-                       bias ? db.data() : nullptr, false, dy.data(), nullptr);
-    else
-      launch_qgemm(dx.data(), m, prepared->weights.view, bias ? db.data() : nullptr, false, dy.data(), nullptr,
-                   precision_);
+    enqueue_qgemm(dx.data(), m, *prepared, bias ? db.data() : nullptr, dy.data(), nullptr);
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * n * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+
+  // Y = X W^T + b in device memory on `stream`, through the kernel this backend was made with.
+  void enqueue_qgemm(const float* d_x, std::size_t m, const CudaPreparedWeights& w, const float* d_bias, float* d_y,
+                     cudaStream_t stream) {
+    const DeviceQuantizedMatrix& view = w.weights.view;
+    if (dequant_cublas_ && m > kSmallBatch)
+      launch_qgemm_dequant_cublas(d_x, m, view, d_bias, false, d_y, bf16_cublas(), stream);
+    else if (gemv_ && gemv_takes(m, view))
+      launch_qgemm_gemv(d_x, m, view, d_bias, false, d_y, stream);
+    else if (w.weights.fragment_view.bytes && m <= kMmaMaxBatch)
+      launch_qgemm_mma(d_x, m, view, w.weights.fragment_view, d_bias, false, d_y, stream);
+    else
+      launch_qgemm(d_x, m, view, d_bias, false, d_y, stream, precision_);
   }
 
   void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols, const float* bias,
@@ -301,40 +307,6 @@ class CudaBackend final : public Backend {
   struct Need {
     std::size_t in, out, scratch;
   };
-
-  // A QuantizeTable copied to the device.
-  struct Uploaded {
-    Uploaded(const QuantizeTable& table, std::size_t rows)
-        : thresholds(table.thresholds), levels(table.levels), params(table.params) {
-      NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "codebook groups (", table.groups, ") must be 1 or ",
-                  rows);
-      view = {thresholds.data(), levels.data(), params.data(), table.levels_count, table.groups != 1, table.bits};
-    }
-    DeviceBuffer<float> thresholds, levels;
-    DeviceBuffer<GroupParams> params;
-    DeviceTable view;
-  };
-
-  // A partial as the CPU reports it: no finite weight leaves mean, spread and extremes 0.
-  static WeightStats stats_of(const StatsPartial& p) {
-    WeightStats s;
-    s.count = p.count;
-    s.nonfinite = p.nonfinite;
-    if (p.count == 0) return s;
-    s.mean = p.mean;
-    s.m2 = p.m2;
-    s.min = p.min;
-    s.max = p.max;
-    return s;
-  }
-
-  // NaN or Inf among weights `values` named `name` is an error naming the first, unless skipped.
-  static void require_finite(const WeightStats& s, NonFinite nonfinite, const std::string& name,
-                             std::size_t first_nonfinite, const float* values) {
-    NUQ_REQUIRE(s.nonfinite == 0 || nonfinite == NonFinite::Skip, name, ": element ", first_nonfinite, " is ",
-                values[first_nonfinite],
-                "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
-  }
 
   static std::size_t size(std::size_t i, std::size_t chunk, std::size_t count) {
     return std::min(chunk, count - i * chunk);
@@ -415,6 +387,17 @@ class CudaBackend final : public Backend {
 
 std::unique_ptr<Backend> make_backend(int device, std::size_t chunk_bytes, Precision precision, QgemmKernel kernel) {
   return std::make_unique<CudaBackend>(device, chunk_bytes, precision, kernel);
+}
+
+void qgemm_on_device(Backend& backend, const float* d_x, std::size_t m, const PreparedWeights& w, const float* d_bias,
+                     float* d_y, std::uintptr_t stream) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  const auto* prepared = dynamic_cast<const CudaPreparedWeights*>(&w);
+  NUQ_REQUIRE(cuda && prepared && prepared->device == cuda->device(), backend.name(),
+              ": qgemm_on_device takes weights this CUDA backend prepared");
+  NUQ_CUDA_CHECK(cudaSetDevice(prepared->device));
+  if (m == 0 || prepared->weights.view.n == 0) return;
+  cuda->enqueue_qgemm(d_x, m, *prepared, d_bias, d_y, reinterpret_cast<cudaStream_t>(stream));
 }
 
 void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const QuantizedMatrix& w, const float* bias,

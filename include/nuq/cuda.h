@@ -71,6 +71,18 @@ std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 
                                       Precision precision = Precision::Fp32,
                                       QgemmKernel kernel = QgemmKernel::Default);
 
+// A backend for weights already in memory of `device` (a PyTorch CUDA tensor's data, say): its
+// stats, row_stats and quantize take device pointers to FP32 weights and read them where they
+// lie; statistics, totals and the packed codes come back to host memory. Everything else
+// (dequantize, qgemm, gemm, prepare) throws: the backend of make_backend takes host memory for it.
+std::unique_ptr<Backend> make_device_resident_backend(int device = 0);
+
+// Y[m, n] = X[m, k] W^T (+ bias) with X, Y and the bias in device memory of the device whose
+// make_backend `backend` prepared `w`, enqueued on `stream` (a cudaStream_t as an integer, e.g.
+// torch.cuda.current_stream().cuda_stream; 0: the legacy default stream), not waited for.
+void qgemm_on_device(Backend& backend, const float* d_x, std::size_t m, const PreparedWeights& w, const float* d_bias,
+                     float* d_y, std::uintptr_t stream);
+
 // y[m, rows] = x[m, cols] * W^T (+ bias) on `device` with X in BF16, given as its raw 16-bit
 // patterns (row-major, as torch.bfloat16 stores them), and Y in FP32: batches up to 16 on the
 // streaming kernels (each element widened to FP32 exactly), larger ones on BF16 tensor cores

@@ -7,9 +7,12 @@ and writes (``load``, ``save``).
 
 Inputs are read in place when they are C-contiguous (numpy arrays, CPU tensors): float32 as it
 lies, float16 and bfloat16 read as they lie by the CPU (each weight widened exactly in a register;
-a backend that takes float32 only gets a bounded piece widened at a time), never as a whole copy. CUDA tensors are copied to the
-host (the library's CUDA backend streams host memory through the GPU) and results go back to the
-caller's device. Errors a caller can cause are ValueError with nuq's message.
+a backend that takes float32 only gets a bounded piece widened at a time), never as a whole copy.
+PyTorch CUDA tensors stay on their device when nuq has its CUDA backend (device "auto" or "cuda"):
+``quantize`` reads the weights in device memory (float16/bfloat16 widened there first) and
+brings back only the packed codes and statistics; ``qgemm`` of a CUDA x keeps the codes on that
+device and returns a CUDA tensor, on the caller's current stream. With device="cpu" they are
+copied to the host. Errors a caller can cause are ValueError with nuq's message.
 """
 
 from __future__ import annotations
@@ -56,6 +59,51 @@ def _as_numpy(x, name: str):
     return a, None, None
 
 
+def _on_cuda(x) -> bool:
+    return _is_torch(x) and x.device.type == "cuda"
+
+
+_CUDA_BACKEND = []  # asked once: making a backend to see whether it can be made costs milliseconds
+
+
+def _cuda_backend() -> bool:
+    """Whether this build of nuq has its CUDA backend and sees a device."""
+    if not _CUDA_BACKEND:
+        _CUDA_BACKEND.append(any(name.startswith("cuda") for name in devices()))
+    return _CUDA_BACKEND[0]
+
+
+def _device_path(tensors, device: str) -> bool:
+    """Whether `tensors` go through device memory: some are CUDA tensors, the caller did not ask
+    for the CPU, and nuq can use the GPU ("cuda" without it raises, as for host inputs)."""
+    if device == "cpu" or not any(_on_cuda(t) for t in tensors):
+        return False
+    if device == "cuda" and not _cuda_backend():
+        raise ValueError("device='cuda': " + (", ".join(devices()) + ": no CUDA backend in this build or no device"))
+    return _cuda_backend()
+
+
+_DTYPE_NAMES = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16"}
+
+
+def _quantize_on_device(named, codebook, normalise, group_size, nonfinite):
+    """QuantizedTensors of (name, tensor) pairs read in the memory of the first CUDA tensor's device
+    (the others are moved there), float32 and contiguous (widened or made so there)."""
+    torch = _torch()
+    where = next(t.device for _, t in named if _on_cuda(t))
+    kept = []  # alive until the library has read them
+    for name, t in named:
+        source = _DTYPE_NAMES.get(str(t.dtype), str(t.dtype))
+        t = t.detach().to(where)
+        kept.append((name, t.float().contiguous(), source))
+    torch.cuda.current_stream(where).synchronize()  # whatever wrote the weights has finished
+    quantized = _nuq._quantize_device([(name, t.data_ptr(), list(t.shape), source) for name, t, source in kept],
+                                      codebook, normalise, group_size, where.index or 0, nonfinite)
+    for q in quantized:
+        q._device = where
+    return quantized
+
+
 def _like(array: np.ndarray, device):
     """`array` as the caller's type: a torch tensor on `device` when the input was one."""
     if device is None:
@@ -75,10 +123,13 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     own) or "none". group_size: G, a multiple of 8 dividing the rows' length, gives each run of G
     weights along a row its own scale (the RMS of its weights about the tensor's mean; codebooks
     of up to 8 bits; implies normalise="per-channel", as ``nuq quantize --group-size G``); the
-    result's ``scales`` holds them. device: "cpu", "cuda" or "auto". nonfinite: "error" (NaN/Inf
-    raise ValueError) or "saturate". The result's codes (and scales) are those ``nuq quantize``
-    writes for the same weights.
+    result's ``scales`` holds them. device: "cpu", "cuda" or "auto" (a CUDA tensor is read where it
+    lies unless "cpu"). nonfinite: "error" (NaN/Inf raise ValueError) or "saturate". The result's
+    codes (and scales) are those ``nuq quantize`` writes for the same weights.
     """
+    if _device_path([w], device):
+        (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
+        return q
     array, tag, torch_device = _as_numpy(w, name)
     (q,) = _nuq._quantize([(name, array, tag)], codebook, normalise, group_size, device, nonfinite)
     q._device = torch_device
@@ -113,6 +164,10 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     object for every other.
     """
     chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not _skipped(skip, k, v)]
+    if _device_path([v for _, v in chosen], device):
+        out = dict(state_dict)
+        out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))
+        return out
     inputs = [(k,) + _as_numpy(v, k) for k, v in chosen]
     quantized = _nuq._quantize([(k, a, tag) for k, a, tag, _ in inputs], codebook, normalise, group_size, device,
                                nonfinite) if inputs else []
@@ -140,9 +195,22 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     """y = x @ W.T (+ bias) straight from the packed codes of W = q ([rows, cols] view).
 
     x: [..., cols] numpy array or torch tensor (converted to float32); returns [..., rows] of the
-    same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". Grouped tensors
-    are multiplied on the CPU, a panel of rows dequantized at a time.
+    same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". A CUDA x (unless
+    "cpu") is multiplied on its device, y a new CUDA tensor, on the current stream; q's codes go to
+    that device once and stay. Grouped tensors are multiplied on the CPU, a panel of rows
+    dequantized at a time.
     """
+    if not q.group_size and _device_path([x], device):
+        torch = _torch()
+        xs = x.detach().float().contiguous()
+        b = None if bias is None else bias.detach().to(x.device).float().contiguous()
+        if b is not None and b.numel() != q.rows:
+            raise ValueError(f"qgemm: bias must hold the weights' {q.rows} output values, not {b.numel()}")
+        y = torch.empty(tuple(xs.shape[:-1]) + (q.rows,), device=x.device, dtype=torch.float32)
+        m = xs.numel() // xs.shape[-1] if xs.dim() and xs.shape[-1] else 0
+        _nuq._qgemm_device(xs.data_ptr(), m, xs.shape[-1] if xs.dim() else 0, q, 0 if b is None else b.data_ptr(),
+                           y.data_ptr(), x.device.index or 0, torch.cuda.current_stream(x.device).cuda_stream)
+        return y
     x_array, _, x_device = _as_numpy(x.float() if _is_torch(x) else np.asarray(x, dtype=np.float32), "x")
     b = None
     if bias is not None:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,10 +13,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "nuq/backend.h"
 #include "nuq/codebook.h"
 #include "nuq/laplace.h"
 #include "nuq/normalisation.h"
 #include "nuq/ptq.h"
+#include "nuq/quantize_in_memory.h"
 
 namespace nuq::python {
 
@@ -32,6 +35,10 @@ struct PyCodebook {
   explicit PyCodebook(Codebook c, std::vector<double> iterates = {});
 };
 
+// A quantized tensor's codes and levels uploaded to a CUDA device for products there
+// (device_tensors.cpp), made on the first product on that device.
+struct DeviceCopy;
+
 // One quantized tensor: the library's QuantizedTensor plus how it was made. Statistics and totals
 // exist for tensors quantized in this process, not for ones loaded from a file.
 struct PyQuantized {
@@ -41,7 +48,20 @@ struct PyQuantized {
   std::string dtype = "F32";  // the source's dtype: F32, F16 or BF16
   std::optional<WeightStats> stats;
   std::optional<QuantizeTotals> totals;
+  mutable std::shared_ptr<DeviceCopy> on_device;  // a cache: the codes are the same
 };
+
+// nuq.quantize's options: normalisation (default: global, or per-channel with groups), group size
+// and what to do with NaN and Inf ("error" or "saturate").
+InMemoryOptions in_memory_options(const std::optional<std::string>& normalise, std::optional<long> group_size,
+                                  const std::string& nonfinite);
+
+// Every tensor with one codebook on `backend` (global normalisation takes the statistics of all
+// of them together, as `nuq quantize` does for a checkpoint): the statistics of every tensor
+// first, then each tensor's codes. `source_dtypes` names each tensor's dtype as the caller had it.
+std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& tensors,
+                                          const std::vector<std::string>& source_dtypes, const PyCodebook& codebook,
+                                          const InMemoryOptions& options, Backend& backend);
 
 // A read-only numpy view of `data` that keeps `owner` alive (no copy).
 template <typename T>
@@ -61,5 +81,6 @@ py::array_t<T> adopt(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
 
 void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
+void bind_device_tensors(py::module_& m);
 
 }  // namespace nuq::python

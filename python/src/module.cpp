@@ -14,4 +14,5 @@ PYBIND11_MODULE(_nuq, m) {
   });
   nuq::python::bind_design(m);
   nuq::python::bind_tensors(m);
+  nuq::python::bind_device_tensors(m);
 }

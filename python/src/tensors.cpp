@@ -71,46 +71,20 @@ NonFinite parse_nonfinite(const std::string& text) {
   throw Error("unknown nonfinite '" + text + "' (error or saturate)");
 }
 
-// Every input with one codebook; Normalisation::Global takes the statistics of all of them
-// together (as `nuq quantize` does for a checkpoint). Two passes, as the streamed quantizer: the
-// statistics of every tensor first, then each tensor's codes. Without `normalise`, global, or
-// per-channel with groups (as the CLI without --normalise).
 std::vector<PyQuantized> quantize_all(const std::vector<Input>& inputs, const PyCodebook& codebook,
                                       const std::optional<std::string>& normalise, std::optional<long> group_size,
-                                      const std::string& device, const std::string& nonfinite_text) {
-  InMemoryOptions options;
-  options.nonfinite = parse_nonfinite(nonfinite_text);
-  if (group_size) {
-    NUQ_REQUIRE(*group_size > 0, "group_size=", *group_size, ": a group size must be a positive multiple of 8");
-    options.group_size = std::size_t(*group_size);
-  }
-  options.normalisation = normalise ? parse_normalisation(*normalise)
-                          : group_size ? Normalisation::PerChannel
-                                       : Normalisation::Global;
+                                      const std::string& device, const std::string& nonfinite) {
+  const InMemoryOptions options = in_memory_options(normalise, group_size, nonfinite);
   const Device where = parse_device(device);
+  std::vector<TensorInMemory> tensors;
+  std::vector<std::string> dtypes;
+  for (const Input& in : inputs) {
+    tensors.push_back(in.tensor);
+    dtypes.push_back(io::to_string(in.tensor.dtype));
+  }
   py::gil_scoped_release release;
   const std::unique_ptr<Backend> backend = make_backend(where);
-  std::vector<WeightStats> own;
-  WeightStats global;
-  for (const Input& in : inputs) {
-    own.push_back(in_memory_stats(in.tensor, codebook.codebook, options, *backend));
-    global = combine(global, own.back());
-  }
-  NUQ_REQUIRE(global.count > 0, inputs.size() == 1 ? inputs[0].tensor.name : "the tensors",
-              ": no finite weight to quantize");
-  std::vector<PyQuantized> out;
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    PyQuantized q;
-    QuantizeTotals totals;
-    q.tensor = quantize_in_memory(inputs[i].tensor, codebook.codebook, global, own[i], options, *backend, &totals);
-    q.codebook = codebook;
-    q.normalisation = options.normalisation;
-    q.dtype = io::to_string(inputs[i].tensor.dtype);
-    q.stats = own[i];
-    q.totals = totals;
-    out.push_back(std::move(q));
-  }
-  return out;
+  return quantize_tensors(tensors, dtypes, codebook, options, *backend);
 }
 
 py::object stats_dict(const PyQuantized& q) {
@@ -247,6 +221,45 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
 }
 
 }  // namespace
+
+InMemoryOptions in_memory_options(const std::optional<std::string>& normalise, std::optional<long> group_size,
+                                  const std::string& nonfinite) {
+  InMemoryOptions options;
+  options.nonfinite = parse_nonfinite(nonfinite);
+  if (group_size) {
+    NUQ_REQUIRE(*group_size > 0, "group_size=", *group_size, ": a group size must be a positive multiple of 8");
+    options.group_size = std::size_t(*group_size);
+  }
+  options.normalisation = normalise ? parse_normalisation(*normalise)
+                          : group_size ? Normalisation::PerChannel
+                                       : Normalisation::Global;
+  return options;
+}
+
+std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& tensors,
+                                          const std::vector<std::string>& source_dtypes, const PyCodebook& codebook,
+                                          const InMemoryOptions& options, Backend& backend) {
+  std::vector<WeightStats> own;
+  WeightStats global;
+  for (const TensorInMemory& t : tensors) {
+    own.push_back(in_memory_stats(t, codebook.codebook, options, backend));
+    global = combine(global, own.back());
+  }
+  NUQ_REQUIRE(global.count > 0, tensors.size() == 1 ? tensors[0].name : "the tensors", ": no finite weight to quantize");
+  std::vector<PyQuantized> out;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    PyQuantized q;
+    QuantizeTotals totals;
+    q.tensor = quantize_in_memory(tensors[i], codebook.codebook, global, own[i], options, backend, &totals);
+    q.codebook = codebook;
+    q.normalisation = options.normalisation;
+    q.dtype = source_dtypes[i];
+    q.stats = own[i];
+    q.totals = totals;
+    out.push_back(std::move(q));
+  }
+  return out;
+}
 
 void bind_tensors(py::module_& m) {
   py::class_<PyQuantized>(m, "QuantizedTensor", py::dynamic_attr(),

@@ -1,0 +1,49 @@
+// What both CUDA backends (cuda_backend.cu: host memory streamed through; device_resident_backend.cu:
+// weights already in device memory) share: a QuantizeTable copied to the device, and a device
+// statistics partial read as the CPU reports statistics.
+#pragma once
+
+#include <cstddef>
+
+#include "device_buffer.cuh"
+#include "nuq/error.h"
+#include "nuq/quantize_table.h"
+#include "nuq/stats.h"
+#include "quantize.cuh"
+#include "weight_stats.cuh"
+
+namespace nuq::cuda {
+
+// A QuantizeTable copied to the device, for a call over `rows` rows (one group, or one per row).
+struct UploadedTable {
+  UploadedTable(const QuantizeTable& table, std::size_t rows)
+      : thresholds(table.thresholds), levels(table.levels), params(table.params) {
+    NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "codebook groups (", table.groups, ") must be 1 or ", rows);
+    view = {thresholds.data(), levels.data(), params.data(), table.levels_count, table.groups != 1, table.bits};
+  }
+  DeviceBuffer<float> thresholds, levels;
+  DeviceBuffer<GroupParams> params;
+  DeviceTable view;
+};
+
+// A partial as the CPU reports it: no finite weight leaves mean, spread and extremes 0.
+inline WeightStats stats_of(const StatsPartial& p) {
+  WeightStats s;
+  s.count = p.count;
+  s.nonfinite = p.nonfinite;
+  if (p.count == 0) return s;
+  s.mean = p.mean;
+  s.m2 = p.m2;
+  s.min = p.min;
+  s.max = p.max;
+  return s;
+}
+
+// NaN or Inf among weights named `name` is an error naming the first (`value`), unless skipped.
+inline void require_finite(const WeightStats& s, NonFinite nonfinite, const std::string& name,
+                           std::size_t first_nonfinite, float value) {
+  NUQ_REQUIRE(s.nonfinite == 0 || nonfinite == NonFinite::Skip, name, ": element ", first_nonfinite, " is ", value,
+              "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
+}
+
+}  // namespace nuq::cuda
