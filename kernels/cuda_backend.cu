@@ -22,7 +22,7 @@
 #include "qgemm_gemv.cuh"
 #include "quantize.cuh"
 #include "stream_pipeline.cuh"
-#include "uploaded_table.cuh"
+#include "backend_parts.cuh"
 #include "weight_stats.cuh"
 
 namespace nuq::cuda {
@@ -51,12 +51,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, std::size_t chunk_bytes, Precision precision, QgemmKernel kernel)
       : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes), precision_(precision) {
-    int count = 0;
-    NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
-    NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    cudaDeviceProp prop{};
-    NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    const cudaDeviceProp prop = select_device(device_);
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";
     multiprocessors_ = prop.multiProcessorCount;
     fragment_order_ = kernel == QgemmKernel::Mma && prop.major >= 8;  // below 8.0: the default kernels
@@ -153,11 +148,9 @@ class CudaBackend final : public Backend {
   QuantizeTotals quantize(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                           std::uint8_t* packed) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "quantize: ", table.groups, " codebook groups for ", rows,
-                " rows");
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
-    const UploadedTable device_table(table, rows);
+    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     std::vector<Piece> pieces;
     reserve([&](std::size_t bytes) {

@@ -15,7 +15,7 @@
 #include "nuq/error.h"
 #include "nuq/packed.h"
 #include "quantize.cuh"
-#include "uploaded_table.cuh"
+#include "backend_parts.cuh"
 #include "weight_stats.cuh"
 
 namespace nuq::cuda {
@@ -27,12 +27,7 @@ constexpr std::size_t kLaunchWeights = std::size_t{1} << 26;
 class DeviceResidentBackend final : public Backend {
  public:
   explicit DeviceResidentBackend(int device) : device_(device) {
-    int count = 0;
-    NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
-    NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    cudaDeviceProp prop{};
-    NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    const cudaDeviceProp prop = select_device(device_);
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + "), weights in device memory";
     multiprocessors_ = prop.multiProcessorCount;
   }
@@ -77,11 +72,9 @@ class DeviceResidentBackend final : public Backend {
   QuantizeTotals quantize(const float* d_values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                           std::uint8_t* packed) override {
     NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "quantize: ", table.groups, " codebook groups for ", rows,
-                " rows");
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
-    const UploadedTable device_table(table, rows);
+    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     const std::size_t per_launch = std::clamp<std::size_t>(kLaunchWeights / cols, 1, rows);
     DeviceBuffer<std::uint8_t> codes(per_launch * row_bytes);

@@ -1,10 +1,14 @@
 // What both CUDA backends (cuda_backend.cu: host memory streamed through; device_resident_backend.cu:
-// weights already in device memory) share: a QuantizeTable copied to the device, and a device
-// statistics partial read as the CPU reports statistics.
+// weights already in device memory) share: the device chosen and described, a QuantizeTable copied
+// to the device, and a device statistics partial read as the CPU reports statistics.
 #pragma once
 
-#include <cstddef>
+#include <cuda_runtime.h>
 
+#include <cstddef>
+#include <string>
+
+#include "cuda_check.cuh"
 #include "device_buffer.cuh"
 #include "nuq/error.h"
 #include "nuq/quantize_table.h"
@@ -13,6 +17,17 @@
 #include "weight_stats.cuh"
 
 namespace nuq::cuda {
+
+// Makes `device` current and returns its properties; throws naming it when it does not exist.
+inline cudaDeviceProp select_device(int device) {
+  int count = 0;
+  NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
+  NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
+  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop;
+}
 
 // A QuantizeTable copied to the device, for a call over `rows` rows (one group, or one per row).
 struct UploadedTable {
