@@ -42,6 +42,9 @@ struct CudaPreparedWeights final : PreparedWeights {
   CudaPreparedWeights(const QuantizedMatrix& w, int device_index, bool fragment_order)
       : PreparedWeights(w), device(device_index), weights(upload_weights(w, "prepare")) {
     if (fragment_order && mma_kernel_bits(w.codes.bits) && w.codes.cols > 0) upload_fragment_order(w, weights);
+    // The uploads (a memset, copies from pageable memory) may still be in flight on the legacy
+    // stream, which a caller's non-blocking stream (PyTorch's side streams) does not wait for.
+    NUQ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
   }
   int device;
   DeviceWeights weights;
@@ -291,9 +294,12 @@ class CudaBackend final : public Backend {
   }
 
   ~CudaBackend() override {  // a destructor does not throw: the statuses are not checked
-    cudaSetDevice(device_);     // the handles belong to this backend's device
+    int current = 0;            // the handles belong to this backend's device; the caller's is restored
+    const bool known = cudaGetDevice(&current) == cudaSuccess;
+    cudaSetDevice(device_);
     if (cublas_) cublasDestroy(cublas_);
     if (bf16_cublas_) cublasDestroy(bf16_cublas_);
+    if (known) cudaSetDevice(current);
   }
 
  private:

@@ -76,6 +76,8 @@ def _cuda_backend() -> bool:
 def _device_path(tensors, device: str) -> bool:
     """Whether `tensors` go through device memory: some are CUDA tensors, the caller did not ask
     for the CPU, and nuq can use the GPU ("cuda" without it raises, as for host inputs)."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"unknown device '{device}' (cpu, cuda or auto)")
     if device == "cpu" or not any(_on_cuda(t) for t in tensors):
         return False
     if device == "cuda" and not _cuda_backend():
@@ -88,19 +90,25 @@ _DTYPE_NAMES = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16"
 
 def _quantize_on_device(named, codebook, normalise, group_size, nonfinite):
     """QuantizedTensors of (name, tensor) pairs read in the memory of the first CUDA tensor's device
-    (the others are moved there), float32 and contiguous (widened or made so there)."""
+    (the others are copied there, contiguous; float16 and bfloat16 are widened there a bounded
+    piece at a time by the library, so a 16-bit model is never held twice). Each result
+    dequantizes to the device (or array type) its input had."""
     torch = _torch()
     where = next(t.device for _, t in named if _on_cuda(t))
     kept = []  # alive until the library has read them
     for name, t in named:
-        source = _DTYPE_NAMES.get(str(t.dtype), str(t.dtype))
-        t = t.detach().to(where)
-        kept.append((name, t.float().contiguous(), source))
-    torch.cuda.current_stream(where).synchronize()  # whatever wrote the weights has finished
-    quantized = _nuq._quantize_device([(name, t.data_ptr(), list(t.shape), source) for name, t, source in kept],
-                                      codebook, normalise, group_size, where.index or 0, nonfinite)
-    for q in quantized:
-        q._device = where
+        origin = t.device if _is_torch(t) else None
+        t = t.detach() if _is_torch(t) else torch.from_numpy(np.ascontiguousarray(t))
+        if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            t = t.float()
+        kept.append((name, t.to(where).contiguous(), origin))
+    with torch.cuda.device(where):  # the library's device calls leave the caller's current device as it was
+        torch.cuda.current_stream(where).synchronize()  # whatever wrote the weights has finished
+        quantized = _nuq._quantize_device(
+            [(name, t.data_ptr(), list(t.shape), _DTYPE_NAMES[str(t.dtype)]) for name, t, _ in kept],
+            codebook, normalise, group_size, where.index or 0, nonfinite)
+    for (_, _, origin), q in zip(kept, quantized):
+        q._device = origin
     return quantized
 
 
@@ -203,13 +211,15 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     if not q.group_size and _device_path([x], device):
         torch = _torch()
         xs = x.detach().float().contiguous()
-        b = None if bias is None else bias.detach().to(x.device).float().contiguous()
+        b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32, device=x.device).contiguous()
         if b is not None and b.numel() != q.rows:
             raise ValueError(f"qgemm: bias must hold the weights' {q.rows} output values, not {b.numel()}")
         y = torch.empty(tuple(xs.shape[:-1]) + (q.rows,), device=x.device, dtype=torch.float32)
         m = xs.numel() // xs.shape[-1] if xs.dim() and xs.shape[-1] else 0
-        _nuq._qgemm_device(xs.data_ptr(), m, xs.shape[-1] if xs.dim() else 0, q, 0 if b is None else b.data_ptr(),
-                           y.data_ptr(), x.device.index or 0, torch.cuda.current_stream(x.device).cuda_stream)
+        with torch.cuda.device(x.device):
+            _nuq._qgemm_device(xs.data_ptr(), m, xs.shape[-1] if xs.dim() else 0, q,
+                               0 if b is None else b.data_ptr(), y.data_ptr(), x.device.index or 0,
+                               torch.cuda.current_stream(x.device).cuda_stream)
         return y
     x_array, _, x_device = _as_numpy(x.float() if _is_torch(x) else np.asarray(x, dtype=np.float32), "x")
     b = None

@@ -2,8 +2,8 @@
 // memory (cuda::make_device_resident_backend; only statistics, totals and the packed codes come
 // back), and nuq.qgemm multiplies a CUDA x by a quantized tensor whose codes and levels it keeps
 // on that device, writing y into a CUDA tensor, on the caller's current stream. The Python layer
-// hands over raw device pointers (tensor.data_ptr()) of float32, contiguous tensors it keeps alive
-// across the call.
+// hands over raw device pointers (tensor.data_ptr()) of contiguous tensors (float32, float16 or
+// bfloat16 to quantize; float32 to multiply) that it keeps alive across the call.
 #include <map>
 #include <memory>
 #include <string>
@@ -19,10 +19,10 @@
 
 namespace nuq::python {
 
-// The CUDA backend of one device and the tensor's weights prepared by it.
+// The tensor's weights prepared by the CUDA backend of one device.
 struct DeviceCopy {
   int device = 0;
-  std::unique_ptr<Backend> backend;
+  Backend* backend = nullptr;  // device_backend(device)
   std::unique_ptr<PreparedWeights> weights;
 };
 
@@ -30,7 +30,7 @@ namespace {
 
 using namespace pybind11::literals;
 
-// (name, device pointer of contiguous float32, shape, the caller's dtype: F32, F16 or BF16).
+// (name, device pointer of a contiguous tensor, shape, its dtype: F32, F16 or BF16).
 using DeviceInput = std::tuple<std::string, std::uintptr_t, std::vector<std::int64_t>, std::string>;
 
 std::vector<PyQuantized> quantize_on_device(const std::vector<DeviceInput>& inputs, const PyCodebook& codebook,
@@ -42,12 +42,24 @@ std::vector<PyQuantized> quantize_on_device(const std::vector<DeviceInput>& inpu
   for (const auto& [name, pointer, shape, dtype] : inputs) {
     NUQ_REQUIRE(dtype == "F32" || dtype == "F16" || dtype == "BF16", name, ": ", dtype,
                 " cannot be quantized (float32, float16 or bfloat16)");
-    tensors.push_back(TensorInMemory{reinterpret_cast<const void*>(pointer), io::DType::F32, shape, name});
+    // 16-bit weights as they lie: the backend widens a launch's worth at a time on the device.
+    const io::DType type = dtype == "F32" ? io::DType::F32 : dtype == "F16" ? io::DType::F16 : io::DType::BF16;
+    tensors.push_back(TensorInMemory{reinterpret_cast<const void*>(pointer), type, shape, name});
     dtypes.push_back(dtype);
   }
   py::gil_scoped_release release;
   const std::unique_ptr<Backend> backend = cuda::make_device_resident_backend(device);
   return quantize_tensors(tensors, dtypes, codebook, options, *backend);
+}
+
+// One CUDA backend per device for every tensor's products (its streams and handles made once),
+// kept for the life of the process: released at exit it would call into a CUDA runtime that may
+// already be unloading. Called with the GIL held.
+Backend& device_backend(int device) {
+  static auto* backends = new std::map<int, std::unique_ptr<Backend>>();
+  std::unique_ptr<Backend>& backend = (*backends)[device];
+  if (!backend) backend = cuda::make_backend(device);
+  return *backend;
 }
 
 // y[m, rows] = x[m, cols] W^T (+ bias), every pointer in memory of `device`, on `stream`.
@@ -62,7 +74,7 @@ void qgemm_on_device(std::uintptr_t x, std::size_t m, std::size_t k, const PyQua
     check_quantized_matrix(w, "qgemm");
     auto copy = std::make_shared<DeviceCopy>();
     copy->device = device;
-    copy->backend = cuda::make_backend(device);
+    copy->backend = &device_backend(device);
     copy->weights = copy->backend->prepare(w);
     q.on_device = std::move(copy);
   }

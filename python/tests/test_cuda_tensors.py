@@ -47,6 +47,21 @@ def test_a_cuda_tensor_is_quantized_where_it_lies(normalise, group_size):
     assert back.device.type == "cuda" and back.shape == w.shape
 
 
+@pytest.mark.parametrize("shape,normalise,group_size", [((2048, 4096), "per-channel", None),
+                                                       ((2048, 4096), None, 128),
+                                                       ((2, 1 << 21), "per-channel", None)])
+def test_a_bfloat16_model_sized_tensor_matches_the_cpu(shape, normalise, group_size):
+    # Many of the library's pieces (and, for the two long rows, rows split across pieces), each
+    # widened on the device a bounded part at a time.
+    w = laplace(*shape, seed=6).bfloat16()
+    c = nuq.design("msptq")
+    on_device = nuq.quantize(w.cuda(), c, normalise=normalise, group_size=group_size)
+    on_host = nuq.quantize(w, c, normalise=normalise, group_size=group_size, device="cpu")
+    assert on_device.dtype == on_host.dtype == "BF16"
+    assert differing_code_bytes(on_device, on_host) <= TIES
+    np.testing.assert_allclose(on_device.levels, on_host.levels, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype,name", [(torch.float16, "F16"), (torch.bfloat16, "BF16")])
 def test_sixteen_bit_cuda_tensors_keep_their_dtype_name(dtype, name):
     w = laplace(64, 256).to(dtype)
@@ -57,6 +72,7 @@ def test_sixteen_bit_cuda_tensors_keep_their_dtype_name(dtype, name):
 
 
 def test_a_state_dict_on_the_device_round_trips():
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).cuda()
     q = nuq.quantize_state_dict(model.state_dict(), nuq.design("msptq"), skip="*.bias", normalise="per-channel")
     assert [k for k, v in q.items() if isinstance(v, nuq.QuantizedTensor)] == ["0.weight", "2.weight"]
@@ -82,6 +98,17 @@ def test_qgemm_of_a_cuda_x_runs_on_its_device():
     torch.testing.assert_close(y.cpu(), host, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="bias"):
         nuq.qgemm(x, q, torch.ones(7, device="cuda"))
+
+
+def test_qgemm_on_a_side_stream_waits_for_its_codes():
+    q = nuq.quantize(laplace(256, 1024, seed=7).cuda(), nuq.design("msptq"))  # not yet on the device for products
+    x = torch.randn(4, 1024, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        y = nuq.qgemm(x, q)
+    stream.synchronize()
+    torch.testing.assert_close(y.double(), x.double() @ q.dequantize().double().T, rtol=1e-4, atol=1e-3)
+    assert torch.cuda.current_device() == x.device.index
 
 
 def test_a_nonfinite_weight_on_the_device_is_named():
