@@ -70,17 +70,9 @@ class DeviceResidentBackend final : public Backend {
     if (type == WeightType::F32) return quantize(static_cast<const float*>(values), rows, cols, table, packed);
     NUQ_REQUIRE(cols <= kLaunchWeights, name_, ": rows of ", cols, " 16-bit weights exceed a launch (",
                 kLaunchWeights, "); widen them first");
-    QuantizeTotals totals;
-    if (rows == 0 || cols == 0) return totals;
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
-    const std::size_t per_launch = std::clamp<std::size_t>(kLaunchWeights / cols, 1, rows);
-    for (std::size_t first = 0; first < rows; first += per_launch) {
-      const std::size_t n = std::min(per_launch, rows - first);
-      totals = combine(totals, quantize_rows(widen(values, type, first * cols, n * cols), first, n, cols,
-                                             device_table.view, packed + first * packed_row_bytes(cols, table.bits)));
-    }
-    return totals;
+    return quantize_launches(rows, cols, table, packed, [&](std::size_t first, std::size_t n) {
+      return widen(values, type, first * cols, n * cols);
+    });
   }
 
   WeightStats stats(const float* d_values, std::size_t count, const std::string& name, NonFinite nonfinite) override {
@@ -121,21 +113,10 @@ class DeviceResidentBackend final : public Backend {
     }
   }
 
-  // Whole rows a launch (a row longer than kLaunchWeights is a launch of its own), each launch's
-  // codes brought back into its rows of `packed`.
   QuantizeTotals quantize(const float* d_values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                           std::uint8_t* packed) override {
-    QuantizeTotals totals;
-    if (rows == 0 || cols == 0) return totals;
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
-    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
-    const std::size_t per_launch = std::clamp<std::size_t>(kLaunchWeights / cols, 1, rows);
-    for (std::size_t first = 0; first < rows; first += per_launch) {
-      const std::size_t n = std::min(per_launch, rows - first);
-      totals = combine(totals, quantize_rows(d_values + first * cols, first, n, cols, device_table.view,
-                                             packed + first * packed_row_bytes(cols, table.bits)));
-    }
-    return totals;
+    return quantize_launches(rows, cols, table, packed,
+                             [&](std::size_t first, std::size_t) { return d_values + first * cols; });
   }
 
   // What the quantizer does not ask of it: the streaming CUDA backend takes host memory for these.
@@ -153,6 +134,25 @@ class DeviceResidentBackend final : public Backend {
 
   [[noreturn]] void refuse(const char* what) const {
     throw InternalError(name_ + ": " + what + " takes host memory; use the CUDA backend of make_backend");
+  }
+
+  // Whole rows a launch (a row longer than kLaunchWeights is a launch of its own), each launch's
+  // codes brought back into its rows of `packed`; rows_at(first, n) gives the floats of rows
+  // [first, first + n) in device memory.
+  template <typename RowsAt>
+  QuantizeTotals quantize_launches(std::size_t rows, std::size_t cols, const QuantizeTable& table,
+                                   std::uint8_t* packed, RowsAt rows_at) {
+    QuantizeTotals totals;
+    if (rows == 0 || cols == 0) return totals;
+    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
+    const std::size_t per_launch = std::clamp<std::size_t>(kLaunchWeights / cols, 1, rows);
+    for (std::size_t first = 0; first < rows; first += per_launch) {
+      const std::size_t n = std::min(per_launch, rows - first);
+      totals = combine(totals, quantize_rows(rows_at(first, n), first, n, cols, device_table.view,
+                                             packed + first * packed_row_bytes(cols, table.bits)));
+    }
+    return totals;
   }
 
   // Rows [first, first + rows) of a call over `table` (one group, or one per row of the call),
