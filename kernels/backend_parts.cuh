@@ -18,6 +18,10 @@
 
 namespace nuq::cuda {
 
+// Rows longer than this take the whole device each in row_stats, not a warp (the CPU's threshold):
+// a warp per long row would leave most of the device idle.
+constexpr std::size_t kLongRow = 16 * 4096;
+
 // Makes `device` current and returns its properties; throws naming it when it does not exist.
 inline cudaDeviceProp select_device(int device) {
   int count = 0;

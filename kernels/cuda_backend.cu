@@ -33,8 +33,6 @@ namespace {
 constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
 // Where a chunk's totals sit in its pinned output, ahead of the codes.
 constexpr std::size_t kHeaderBytes = 256;
-// Rows longer than this take the whole device each in row_stats, not a warp (the CPU's threshold).
-constexpr std::size_t kLongRow = 16 * 4096;
 
 // Codes and levels resident on one device, so that a network's products move only activations.
 // With the mma kernel chosen, widths it takes also get their codes in fragment order.

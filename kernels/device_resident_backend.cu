@@ -129,9 +129,6 @@ class DeviceResidentBackend final : public Backend {
   }
 
  private:
-  // Rows longer than this take the whole device each (a warp per row would leave it idle).
-  static constexpr std::size_t kLongRow = 16 * 4096;
-
   [[noreturn]] void refuse(const char* what) const {
     throw InternalError(name_ + ": " + what + " takes host memory; use the CUDA backend of make_backend");
   }

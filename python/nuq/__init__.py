@@ -9,8 +9,8 @@ Inputs are read in place when they are C-contiguous (numpy arrays, CPU tensors):
 lies, float16 and bfloat16 read as they lie by the CPU (each weight widened exactly in a register;
 a backend that takes float32 only gets a bounded piece widened at a time), never as a whole copy.
 PyTorch CUDA tensors stay on their device when nuq has its CUDA backend (device "auto" or "cuda"):
-``quantize`` reads the weights in device memory (float16/bfloat16 widened there first) and
-brings back only the packed codes and statistics; ``qgemm`` of a CUDA x keeps the codes on that
+``quantize`` reads the weights in device memory (float16/bfloat16 widened there a bounded piece at
+a time) and brings back only the packed codes and statistics; ``qgemm`` of a CUDA x keeps the codes on that
 device and returns a CUDA tensor, on the caller's current stream. With device="cpu" they are
 copied to the host. Errors a caller can cause are ValueError with nuq's message.
 """
@@ -18,6 +18,7 @@ copied to the host. Errors a caller can cause are ValueError with nuq's message.
 from __future__ import annotations
 
 import fnmatch
+import functools
 
 import numpy as np
 
@@ -63,14 +64,10 @@ def _on_cuda(x) -> bool:
     return _is_torch(x) and x.device.type == "cuda"
 
 
-_CUDA_BACKEND = []  # asked once: making a backend to see whether it can be made costs milliseconds
-
-
+@functools.lru_cache(maxsize=None)  # asked once: making a backend to see whether it can be made costs milliseconds
 def _cuda_backend() -> bool:
     """Whether this build of nuq has its CUDA backend and sees a device."""
-    if not _CUDA_BACKEND:
-        _CUDA_BACKEND.append(any(name.startswith("cuda") for name in devices()))
-    return _CUDA_BACKEND[0]
+    return any(name.startswith("cuda") for name in devices())
 
 
 def _device_path(tensors, device: str) -> bool:
