@@ -100,6 +100,12 @@ class Progress {
   double start_, last_ = 0.0;
 };
 
+// The module a tensor belongs to: its name up to the last dot ("" at the top level).
+std::string module_of(const std::string& name) {
+  const std::size_t dot = name.rfind('.');
+  return dot == std::string::npos ? std::string() : name.substr(0, dot);
+}
+
 // One run of quantize_checkpoint_files: the shards, the tensors to quantize (jobs) and those kept,
 // and what the passes share. statistics() and make_maps() are a tensor's first pass, write_shard()
 // one output file's second.
@@ -123,12 +129,17 @@ class StreamRun {
       NUQ_REQUIRE(!reader.layout().metadata.count("nuq.quantized"), reader.path(),
                   ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
       report_.input_bytes += reader.file_size();
-      for (const auto& [name, entry] : reader.layout().tensors) {
+      for (const auto& [name, entry] : reader.layout().tensors)
         NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
                     shard_paths[shard_of[name]]);
+    }
+    const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere();
+    for (std::size_t s = 0; s < readers_.size(); ++s) {
+      const io::SafetensorsReader& reader = *readers_[s];
+      for (const auto& [name, entry] : reader.layout().tensors) {
         total_bytes_ += entry.end - entry.begin;
         const bool keep = !io::is_floating(entry.dtype) || (entry.shape.size() < 2 && !o.quantize_vectors) ||
-                          (o.skip && std::regex_search(name, *o.skip));
+                          quantized_elsewhere.count(module_of(name)) || (o.skip && std::regex_search(name, *o.skip));
         if (keep) {
           kept_.insert(name);
           continue;
@@ -151,6 +162,16 @@ class StreamRun {
     }
     NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
                 "with --quantize-vectors, that --skip does not name)");
+  }
+
+  // Modules another tool has quantized: those holding a tensor nuq does not quantize (I32 packed
+  // codes, FP8 or U8 weights). Their floating tensors are that tool's scales, kept with them.
+  std::set<std::string> modules_quantized_elsewhere() const {
+    std::set<std::string> modules;
+    for (const auto& reader : readers_)
+      for (const auto& [name, entry] : reader->layout().tensors)
+        if (!io::is_floating(entry.dtype) && !module_of(name).empty()) modules.insert(module_of(name));
+    return modules;
   }
 
   // The options' own checks, made before the output folder is: returns `input`.
@@ -243,8 +264,11 @@ class StreamRun {
     std::map<std::string, TensorDescription> described;
     for (const Job& job : jobs_)
       if (job.shard == s) described.emplace(job.name, description(job));
+    std::vector<std::string> kept;
+    for (const auto& [name, entry] : readers_[s]->layout().tensors)
+      if (kept_.count(name)) kept.push_back(name);
     std::map<std::string, std::string> metadata = readers_[s]->layout().metadata;
-    metadata["nuq.quantized"] = describe_quantized(codebook_, o_.normalisation, mean, stddev, described);
+    metadata["nuq.quantized"] = describe_quantized(codebook_, o_.normalisation, mean, stddev, described, kept);
     return metadata;
   }
 

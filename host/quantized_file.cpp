@@ -95,8 +95,38 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 // The tensors a quantized tensor `<name>` is stored as: `<name>` and one of these.
 constexpr const char* kStoredSuffixes[] = {".codes", ".codebook", ".grid", ".scales"};
 
+bool has_stored_suffix(const std::string& tensor_name) {
+  for (const std::string suffix : kStoredSuffixes)
+    if (ends_with(tensor_name, suffix)) return true;
+  return false;
+}
+
+// The description's `kept` (version 2): tensors stored as they were under names that end like a
+// quantized tensor's parts.
+std::set<std::string> kept_of(const nlohmann::json& description, const std::string& name) {
+  std::set<std::string> kept;
+  if (!description.contains("kept")) return kept;
+  NUQ_REQUIRE(description["kept"].is_array(), name, ": ", kKey, ": kept is not a list of names");
+  for (const auto& entry : description["kept"]) {
+    NUQ_REQUIRE(entry.is_string(), name, ": ", kKey, ": kept is not a list of names");
+    kept.insert(entry.get<std::string>());
+  }
+  return kept;
+}
+
+// A described tensor's stored parts: `<name>.codes` and its tables, those present and not kept.
+std::vector<std::string> parts_of(const std::string& tensor_name, const std::set<std::string>& present,
+                                  const std::set<std::string>& kept) {
+  std::vector<std::string> parts;
+  for (const char* suffix : kStoredSuffixes) {
+    const std::string part = tensor_name + suffix;
+    if (present.count(part) && !kept.count(part)) parts.push_back(part);
+  }
+  return parts;
+}
+
 // Codes without a description cannot be restored; copying them as they are would hand the user a
-// checkpoint that looks whole and is not.
+// checkpoint that looks whole and is not (a tensor the description lists as kept is not codes).
 void require_not_quantized_data(const std::string& tensor_name, const std::string& name) {
   for (const std::string suffix : kStoredSuffixes)
     NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
@@ -169,7 +199,8 @@ std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows,
 }
 
 std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
-                               double stddev, const std::map<std::string, TensorDescription>& tensors) {
+                               double stddev, const std::map<std::string, TensorDescription>& tensors,
+                               const std::vector<std::string>& kept) {
   nlohmann::json list = nlohmann::json::object();
   for (const auto& [name, d] : tensors)
   {
@@ -177,11 +208,16 @@ std::string describe_quantized(const std::optional<Codebook>& codebook, Normalis
                   {"bits", d.bits},   {"mean", d.mean},                   {"stddev", d.stddev}};
     if (d.group_size) list[name]["group_size"] = d.group_size;
   }
-  nlohmann::json description = {{"version", kQuantizedFormatVersion},
+  std::vector<std::string> ambiguous;
+  for (const std::string& tensor_name : kept)
+    if (has_stored_suffix(tensor_name)) ambiguous.push_back(tensor_name);
+  std::sort(ambiguous.begin(), ambiguous.end());
+  nlohmann::json description = {{"version", ambiguous.empty() ? 1 : kQuantizedFormatVersion},
                                 {"normalisation", to_string(normalisation)},
                                 {"mean", mean},
                                 {"stddev", stddev},
                                 {"tensors", list}};
+  if (!ambiguous.empty()) description["kept"] = ambiguous;
   if (codebook) description["codebook"] = stored_codebook(*codebook);
   return description.dump();
 }
@@ -259,8 +295,10 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
     described.emplace(tensor_name, d);
   }
   out.metadata = checkpoint.metadata;
-  out.metadata[kKey] =
-      describe_quantized(checkpoint.codebook, checkpoint.normalisation, checkpoint.mean, checkpoint.stddev, described);
+  std::vector<std::string> kept;
+  for (const auto& [tensor_name, t] : checkpoint.copied) kept.push_back(tensor_name);
+  out.metadata[kKey] = describe_quantized(checkpoint.codebook, checkpoint.normalisation, checkpoint.mean,
+                                          checkpoint.stddev, described, kept);
   return out;
 }
 
@@ -281,7 +319,10 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   }
   NUQ_REQUIRE(std::isfinite(out.mean) && std::isfinite(out.stddev) && out.stddev > 0.0, name,
               ": mean and stddev must be finite, stddev positive");
-  std::set<std::string> used;
+  const std::set<std::string> kept = kept_of(description, name);
+  std::set<std::string> present, used;
+  for (const auto& [tensor_name, t] : file.tensors)
+    if (!kept.count(tensor_name)) present.insert(tensor_name);
   for (const auto& [tensor_name, d] : description["tensors"].items()) {
     const std::string where = name + ": tensor '" + tensor_name + "'";
     std::vector<std::int64_t> shape;
@@ -321,17 +362,20 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     NUQ_REQUIRE(rows == view_rows && cols == view_cols, where, ": rows x cols (", rows, " x ", cols,
                 ") do not match its shape");
     const auto codes = file.tensors.find(tensor_name + ".codes");
-    NUQ_REQUIRE(codes != file.tensors.end(), where, ": missing .codes");
-    for (const char* suffix : kStoredSuffixes) used.insert(tensor_name + suffix);
+    NUQ_REQUIRE(present.count(tensor_name + ".codes"), where, ": missing .codes");
+    for (const std::string& part : parts_of(tensor_name, present, kept)) used.insert(part);
     if (q.group_size) {
+      NUQ_REQUIRE(present.count(tensor_name + ".codebook") && present.count(tensor_name + ".scales"), where,
+                  ": grouped, so it needs .codebook and .scales (not kept as they were)");
       q.shape = shape;
       read_groups(file, tensor_name, rows, cols, bits, q, where);
       out.quantized[tensor_name] = std::move(q);
       out.dtypes[tensor_name] = dtype;
       continue;
     }
-    const auto levels = file.tensors.find(tensor_name + ".codebook");
-    const auto grid = file.tensors.find(tensor_name + ".grid");
+    const auto levels = present.count(tensor_name + ".codebook") ? file.tensors.find(tensor_name + ".codebook")
+                                                                 : file.tensors.end();
+    const auto grid = present.count(tensor_name + ".grid") ? file.tensors.find(tensor_name + ".grid") : file.tensors.end();
     NUQ_REQUIRE((levels != file.tensors.end()) != (grid != file.tensors.end()), where,
                 ": needs exactly one of .codebook and .grid");
     NUQ_REQUIRE(grid == file.tensors.end() || bits == 16, where, ".grid: an affine map is stored for 16-bit codes only");
@@ -344,7 +388,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   }
   for (const auto& [tensor_name, t] : file.tensors) {
     if (used.count(tensor_name)) continue;
-    require_not_quantized_data(tensor_name, name);
+    if (!kept.count(tensor_name)) require_not_quantized_data(tensor_name, name);
     out.copied[tensor_name] = t;
   }
   return out;
@@ -353,15 +397,14 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
 QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
                                  const std::vector<std::string>& names, const std::string& name) {
   nlohmann::json description = description_of(metadata, name);
+  const std::set<std::string> kept = kept_of(description, name);
   const std::set<std::string> present(names.begin(), names.end());
   QuantizedLayout layout;
   std::set<std::string> used;
   for (const auto& [tensor_name, d] : description["tensors"].items()) {
     QuantizedLayout::Described& described = layout.quantized[tensor_name];
-    for (const char* suffix : kStoredSuffixes) {
-      used.insert(tensor_name + suffix);
-      if (present.count(tensor_name + suffix)) described.stored.push_back(tensor_name + suffix);
-    }
+    described.stored = parts_of(tensor_name, present, kept);
+    used.insert(described.stored.begin(), described.stored.end());
     // The one that tells its original shape, before its stored tensors are read and checked.
     try {
       described.shape = d.at("shape").get<std::vector<std::int64_t>>();
@@ -372,7 +415,7 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
   }
   for (const std::string& tensor_name : names) {
     if (used.count(tensor_name)) continue;
-    require_not_quantized_data(tensor_name, name);
+    if (!kept.count(tensor_name)) require_not_quantized_data(tensor_name, name);
     NUQ_REQUIRE(!layout.quantized.count(tensor_name), name, ": tensor '", tensor_name, "' is stored as it is and ", kKey,
                 " also describes it as quantized; the file is damaged");
     layout.copied.push_back(tensor_name);

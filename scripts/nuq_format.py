@@ -11,7 +11,12 @@ import numpy as np
 ELEMENT = {"BOOL": (np.bool_, 1), "U8": (np.uint8, 1), "I8": (np.int8, 1), "U16": (np.uint16, 2),
            "I16": (np.int16, 2), "F16": (np.float16, 2), "BF16": (np.uint16, 2), "U32": (np.uint32, 4),
            "I32": (np.int32, 4), "F32": (np.float32, 4), "U64": (np.uint64, 8), "I64": (np.int64, 8),
-           "F64": (np.float64, 8)}
+           "F64": (np.float64, 8), "C64": (np.complex64, 8),
+           # numpy has no 8-bit floats: their bytes
+           "F8_E4M3": (np.uint8, 1), "F8_E5M2": (np.uint8, 1), "F8_E8M0": (np.uint8, 1),
+           "F8_E4M3FNUZ": (np.uint8, 1), "F8_E5M2FNUZ": (np.uint8, 1)}
+PACKED_BITS = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}  # sub-byte floats: read as their packed bytes
+SUFFIXES = (".codes", ".codebook", ".grid", ".scales")
 
 
 def read(path):
@@ -24,12 +29,17 @@ def read(path):
     data = blob[8 + length:]
     arrays, spans = {}, []
     for name, info in header.items():
-        dtype, size = ELEMENT[info["dtype"]]
         begin, end = info["data_offsets"]
-        assert begin % size == 0, f"{path}: {name} ({info['dtype']}) at offset {begin}"
         count = int(np.prod(info["shape"], dtype=np.int64))
-        assert end - begin == count * size, f"{path}: {name} spans {end - begin} bytes"
-        arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(info["shape"])
+        if info["dtype"] in PACKED_BITS:
+            assert count * PACKED_BITS[info["dtype"]] % 8 == 0, f"{path}: {name}: not whole bytes"
+            assert end - begin == count * PACKED_BITS[info["dtype"]] // 8, f"{path}: {name} spans {end - begin} bytes"
+            arrays[name] = np.frombuffer(data, dtype=np.uint8, count=end - begin, offset=begin)
+        else:
+            dtype, size = ELEMENT[info["dtype"]]
+            assert begin % size == 0, f"{path}: {name} ({info['dtype']}) at offset {begin}"
+            assert end - begin == count * size, f"{path}: {name} spans {end - begin} bytes"
+            arrays[name] = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(info["shape"])
         spans.append((begin, end))
     spans.sort()
     position = 0
@@ -52,7 +62,10 @@ def unpack(codes, cols, bits):
 
 def decode(metadata, arrays):
     description = json.loads(metadata["nuq.quantized"])
-    assert description["version"] == 1
+    # Version 2 lists the tensors kept under names like a quantized tensor's parts (and only then).
+    kept = set(description.get("kept", []))
+    assert description["version"] == (2 if kept else 1), description["version"]
+    assert all(name.endswith(SUFFIXES) and name in arrays for name in kept), kept
     restored = {}
     for name, info in description["tensors"].items():
         rows, cols, bits = info["rows"], info["cols"], info["bits"]
@@ -68,7 +81,7 @@ def decode(metadata, arrays):
             levels = (info["mean"] + scales.astype(np.float64)[:, :, None] * table[0].astype(np.float64)).astype(np.float32)
             grouped = codes.reshape(rows, cols // size, size)
             values = np.take_along_axis(levels, grouped, axis=2)
-        elif name + ".grid" in arrays:
+        elif name + ".grid" in arrays and name + ".grid" not in kept:
             offset, scale = arrays[name + ".grid"]
             values = (offset + scale * codes.astype(np.float64)).astype(np.float32)
         else:
@@ -76,4 +89,7 @@ def decode(metadata, arrays):
             assert table.dtype == np.float32 and table.shape[1] == 1 << bits and table.shape[0] in (1, rows)
             values = table[np.arange(rows)[:, None] if table.shape[0] > 1 else 0, codes]
         restored[name] = values.reshape(info["shape"])
+    parts = {name + suffix for name in description["tensors"] for suffix in SUFFIXES} - kept
+    for name in arrays:  # every tensor is a described tensor's part, or stored as it was
+        assert name in parts or name in kept or not name.endswith(SUFFIXES), f"{name}: undescribed codes"
     return description, restored

@@ -4,6 +4,8 @@
 // tensors are kept, and broken inputs named.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -371,6 +373,45 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
     EXPECT_NE(std::string(e.what()).find("also describes it as quantized"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir.file("x.safetensors")));
+}
+
+// A peer's FP8/MX/GPTQ checkpoint: its 8-bit float weights, packed 4-bit blocks, I32 codes and
+// complex buffers, and the floating scales of those modules (2-D, yet not weights), are carried
+// through quantizing and dequantizing byte for byte; only the plain matrices are quantized.
+TEST(CheckpointStream, PeersEightAndFourBitFloatsAreKeptAsTheyAre) {
+  test::TempDir dir;
+  io::TensorFile file = shard(5, "");
+  auto bytes = [](io::DType dtype, std::vector<std::int64_t> shape, std::size_t count, int seed) {
+    io::Tensor t{dtype, std::move(shape), std::vector<std::uint8_t>(count)};
+    for (std::size_t i = 0; i < count; ++i) t.data[i] = std::uint8_t(i * 37 + seed);
+    return t;
+  };
+  file.tensors["mlp.down_proj.weight"] = bytes(io::DType::F8_E4M3, {64, 32}, 64 * 32, 1);
+  file.tensors["mlp.down_proj.weight_scale_inv"] = io::f32_tensor({1, 1}, {0.01f});
+  file.tensors["experts.gate_up_proj_blocks"] = bytes(io::DType::F4, {16, 30}, 16 * 30 / 2, 2);
+  file.tensors["experts.gate_up_proj_scales"] = bytes(io::DType::F8_E8M0, {16, 1}, 16, 3);
+  file.tensors["rotary.freqs"] = bytes(io::DType::C64, {4}, 4 * 8, 4);
+  file.tensors["o_proj.qweight"] = bytes(io::DType::I32, {4, 64}, 4 * 64 * 4, 5);
+  file.tensors["o_proj.scales"] = io::f32_tensor({2, 64}, std::vector<float>(128, 0.5f));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const StreamReport report =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
+  EXPECT_EQ(report.tensors.size(), 2u);  // q_proj and up_proj
+  const std::vector<std::string> peers = {"experts.gate_up_proj_blocks", "experts.gate_up_proj_scales",
+                                          "mlp.down_proj.weight",        "mlp.down_proj.weight_scale_inv",
+                                          "o_proj.qweight",              "o_proj.scales",
+                                          "rotary.freqs"};
+  for (const std::string& name : peers)
+    EXPECT_NE(std::find(report.kept.begin(), report.kept.end(), name), report.kept.end()) << name;
+  dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"));
+  for (const char* out : {"q.safetensors", "d.safetensors"}) {
+    const io::TensorFile back = io::read_safetensors(dir.file(out));
+    for (const std::string& name : peers) {
+      EXPECT_EQ(back.tensors.at(name).dtype, file.tensors.at(name).dtype) << out << " " << name;
+      EXPECT_EQ(back.tensors.at(name).shape, file.tensors.at(name).shape) << out << " " << name;
+      EXPECT_EQ(back.tensors.at(name).data, file.tensors.at(name).data) << out << " " << name;
+    }
+  }
 }
 
 TEST(CheckpointStream, BrokenInputsAreNamed) {

@@ -377,7 +377,9 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
   quantize_cmd->add_option("--skip", q->skip,
                            "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched) "
-                           "are kept as they are, e.g. 'embed_tokens|lm_head'");
+                           "are kept as they are, e.g. 'embed_tokens|lm_head' (kept always: tensors other than "
+                           "F32/F16/BF16, such as FP8 or int32 codes, and the floating tensors of their module, "
+                           "such as an FP8 weight's weight_scale_inv or GPTQ's scales)");
   quantize_cmd->add_option("--group-size", q->group_size,
                            "Checkpoints: each run of N weights along a row gets its own scale (a multiple of 8 that "
                            "divides the rows; the codebook is shared; F32 scales add 32/N bits per weight)")

@@ -20,15 +20,21 @@ namespace {
 struct DTypeInfo {
   DType dtype;
   const char* name;
-  std::size_t size;
+  std::size_t bits;
 };
 
-constexpr std::array<DTypeInfo, 13> kDTypes{{
-    {DType::BOOL, "BOOL", 1}, {DType::U8, "U8", 1},     {DType::I8, "I8", 1},
-    {DType::U16, "U16", 2},   {DType::I16, "I16", 2},   {DType::F16, "F16", 2},
-    {DType::BF16, "BF16", 2}, {DType::U32, "U32", 4},   {DType::I32, "I32", 4},
-    {DType::F32, "F32", 4},   {DType::U64, "U64", 8},   {DType::I64, "I64", 8},
-    {DType::F64, "F64", 8},
+constexpr std::array<DTypeInfo, 22> kDTypes{{
+    {DType::BOOL, "BOOL", 8},       {DType::U8, "U8", 8},
+    {DType::I8, "I8", 8},           {DType::U16, "U16", 16},
+    {DType::I16, "I16", 16},        {DType::F16, "F16", 16},
+    {DType::BF16, "BF16", 16},      {DType::U32, "U32", 32},
+    {DType::I32, "I32", 32},        {DType::F32, "F32", 32},
+    {DType::U64, "U64", 64},        {DType::I64, "I64", 64},
+    {DType::F64, "F64", 64},        {DType::F8_E4M3, "F8_E4M3", 8},
+    {DType::F8_E5M2, "F8_E5M2", 8}, {DType::F8_E8M0, "F8_E8M0", 8},
+    {DType::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8}, {DType::F8_E5M2FNUZ, "F8_E5M2FNUZ", 8},
+    {DType::F4, "F4", 4},           {DType::F6_E2M3, "F6_E2M3", 6},
+    {DType::F6_E3M2, "F6_E3M2", 6}, {DType::C64, "C64", 64},
 }};
 
 const DTypeInfo& info(DType dtype) {
@@ -107,7 +113,20 @@ DType parse_dtype(const nlohmann::json& value, const std::string& where) {
 }  // namespace
 
 std::string to_string(DType dtype) { return info(dtype).name; }
-std::size_t dtype_size(DType dtype) { return info(dtype).size; }
+std::size_t dtype_bits(DType dtype) { return info(dtype).bits; }
+
+std::size_t dtype_size(DType dtype) {
+  NUQ_ASSERT(info(dtype).bits % 8 == 0, "dtype_size of a sub-byte dtype");
+  return info(dtype).bits / 8;
+}
+
+std::size_t byte_size(DType dtype, std::size_t count, const std::string& where) {
+  const std::size_t bits = info(dtype).bits;
+  NUQ_REQUIRE(count <= SIZE_MAX / bits, where, ": the shape's byte size overflows");
+  NUQ_REQUIRE(count * bits % 8 == 0, where, ": ", count, " elements of ", info(dtype).name, " (", bits,
+              " bits each) are not a whole number of bytes");
+  return count * bits / 8;
+}
 
 std::size_t Tensor::element_count() const {
   std::size_t count = 1;
@@ -157,14 +176,16 @@ Layout parse_layout(const std::string& text, std::uint64_t data_size, const std:
     entry.dtype = parse_dtype(value["dtype"], where);
     const auto& shape = value["shape"];
     NUQ_REQUIRE(shape.is_array() && shape.size() <= 8, where, ": shape must be an array of rank <= 8");
-    std::size_t bytes_needed = dtype_size(entry.dtype);
+    std::size_t count = 1;
     for (const auto& dim : shape) {
       NUQ_REQUIRE(dim.is_number_unsigned(), where, ": shape entries must be non-negative integers");
       const std::uint64_t d = dim.get<std::uint64_t>();
-      NUQ_REQUIRE(d == 0 || bytes_needed <= SIZE_MAX / d, where, ": the shape's byte size overflows");
-      bytes_needed *= static_cast<std::size_t>(d);
+      NUQ_REQUIRE(d == 0 || count <= SIZE_MAX / d, where, ": the shape's byte size overflows");
+      NUQ_REQUIRE(d <= std::uint64_t(INT64_MAX), where, ": shape entry ", d, " is out of range");
+      count *= static_cast<std::size_t>(d);
       entry.shape.push_back(static_cast<std::int64_t>(d));
     }
+    const std::size_t bytes_needed = byte_size(entry.dtype, count, where);
     const auto& offsets = value["data_offsets"];
     NUQ_REQUIRE(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
                     offsets[1].is_number_unsigned(),
@@ -228,9 +249,11 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
                         std::vector<std::pair<std::string, TensorEntry>>& tensors) {
   // Widest elements first: each tensor's bytes are then a multiple of every later tensor's element
   // size, so every tensor starts at a multiple of its own (the data begins 8-byte aligned), and a
-  // reader may view it in place. Within one width, by name.
+  // reader may view it in place. Within one width, by name; the sub-byte dtypes (whose byte counts
+  // may be odd) go last, with the bytes.
   std::stable_sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) {
-    const std::size_t wa = dtype_size(a.second.dtype), wb = dtype_size(b.second.dtype);
+    const std::size_t wa = std::max<std::size_t>(dtype_bits(a.second.dtype), 8);
+    const std::size_t wb = std::max<std::size_t>(dtype_bits(b.second.dtype), 8);
     return wa != wb ? wa > wb : a.first < b.first;
   });
   nlohmann::json header = nlohmann::json::object();
@@ -241,7 +264,7 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
   for (auto& [key, entry] : tensors) {
     NUQ_REQUIRE(key != "__metadata__", "safetensors: a tensor cannot be named __metadata__");
     entry.begin = offset;
-    entry.end = offset + entry.element_count() * dtype_size(entry.dtype);
+    entry.end = offset + byte_size(entry.dtype, entry.element_count(), "safetensors: tensor '" + key + "'");
     header[key] = {{"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
     offset = entry.end;
   }
@@ -256,9 +279,9 @@ namespace {
 std::vector<std::pair<std::string, TensorEntry>> entries_of(const TensorFile& file) {
   std::vector<std::pair<std::string, TensorEntry>> plan;
   for (const auto& [key, tensor] : file.tensors) {
-    NUQ_REQUIRE(tensor.data.size() == tensor.element_count() * dtype_size(tensor.dtype),
-                "safetensors: tensor '", key, "' holds ", tensor.data.size(), " bytes, its shape needs ",
-                tensor.element_count() * dtype_size(tensor.dtype));
+    const std::string where = "safetensors: tensor '" + key + "'";
+    const std::size_t needed = byte_size(tensor.dtype, tensor.element_count(), where);
+    NUQ_REQUIRE(tensor.data.size() == needed, where, " holds ", tensor.data.size(), " bytes, its shape needs ", needed);
     plan.push_back({key, TensorEntry{tensor.dtype, tensor.shape, 0, 0}});
   }
   return plan;

@@ -56,4 +56,41 @@ void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out)
   for (; i < count; ++i) out[i] = loads::half_to_float(std::uint16_t(b[2 * i] | (b[2 * i + 1] << 8)));
 }
 
+bool is_float8(DType dtype) {
+  return dtype == DType::F8_E4M3 || dtype == DType::F8_E5M2 || dtype == DType::F8_E8M0 ||
+         dtype == DType::F8_E4M3FNUZ || dtype == DType::F8_E5M2FNUZ;
+}
+
+namespace {
+
+// One 8-bit float of a sign bit, `exponent_bits` and the rest mantissa, with an exponent bias:
+// subnormals at the smallest exponent; infinity and NaN as each dtype has them (above).
+float decode_float8(std::uint8_t byte, DType dtype) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  if (dtype == DType::F8_E8M0) return byte == 0xFF ? nan : std::ldexp(1.0f, int(byte) - 127);
+  const bool fnuz = dtype == DType::F8_E4M3FNUZ || dtype == DType::F8_E5M2FNUZ;
+  if (fnuz && byte == 0x80) return nan;
+  const int exponent_bits = (dtype == DType::F8_E4M3 || dtype == DType::F8_E4M3FNUZ) ? 4 : 5;
+  const int mantissa_bits = 7 - exponent_bits;
+  const int bias = (1 << (exponent_bits - 1)) - 1 + (fnuz ? 1 : 0);
+  const int exponent = (byte >> mantissa_bits) & ((1 << exponent_bits) - 1);
+  const int mantissa = byte & ((1 << mantissa_bits) - 1);
+  const float sign = (byte & 0x80) ? -1.0f : 1.0f;
+  const int top = (1 << exponent_bits) - 1;
+  if (dtype == DType::F8_E5M2 && exponent == top)  // IEEE: infinity, or NaN with a mantissa
+    return mantissa == 0 ? sign * std::numeric_limits<float>::infinity() : nan;
+  if (dtype == DType::F8_E4M3 && exponent == top && mantissa == (1 << mantissa_bits) - 1) return nan;
+  if (exponent == 0) return sign * std::ldexp(float(mantissa), 1 - bias - mantissa_bits);
+  return sign * std::ldexp(float((1 << mantissa_bits) + mantissa), exponent - bias - mantissa_bits);
+}
+
+}  // namespace
+
+void float8_to_f32(DType dtype, const std::uint8_t* bytes, std::size_t count, float* out) {
+  NUQ_REQUIRE(is_float8(dtype), "cannot read ", to_string(dtype), " as 8-bit floats");
+  float table[256];
+  for (int b = 0; b < 256; ++b) table[b] = decode_float8(std::uint8_t(b), dtype);
+  for (std::size_t i = 0; i < count; ++i) out[i] = table[bytes[i]];
+}
+
 }  // namespace nuq::io

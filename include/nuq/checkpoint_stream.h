@@ -24,8 +24,10 @@ namespace nuq {
 struct StreamOptions {
   Normalisation normalisation = Normalisation::Global;
   NonFinite nonfinite = NonFinite::Reject;
-  // Floating tensors kept as they are, in their own dtype: those whose name matches `skip`, and
-  // 1-D tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`.
+  // Floating tensors kept as they are, in their own dtype: those whose name matches `skip`; 1-D
+  // tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`; and those of a
+  // module another tool has quantized already, i.e. one holding a tensor of another dtype (an FP8
+  // weight's `weight_scale_inv`, GPTQ's `scales` beside its I32 `qweight`), which are kept with it.
   std::optional<std::regex> skip;
   bool quantize_vectors = false;
   // 0, or the run of weights along a row with its own scale: each group's weights meet the codebook

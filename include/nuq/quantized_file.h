@@ -27,7 +27,10 @@
 
 namespace nuq {
 
-constexpr int kQuantizedFormatVersion = 1;
+// 2 where a file keeps tensors under names nuq's own stored tensors end with (a GPTQ `scales`, an
+// AQLM `codes`): its description lists them (`kept`), and a reader of version 1 must not take
+// them for parts of a quantized tensor. Otherwise 1, as before.
+constexpr int kQuantizedFormatVersion = 2;
 
 // A quantized file as tensors rather than file entries.
 struct QuantizedCheckpoint {
@@ -49,9 +52,11 @@ struct TensorDescription {
   double mean = 0.0, stddev = 1.0;
   std::size_t group_size = 0;  // 0, or per-group scales (.scales) and a normalised .codebook
 };
-// __metadata__["nuq.quantized"] for these tensors.
+// __metadata__["nuq.quantized"] for these tensors, with `kept` the names of the tensors stored as
+// they were (those a reader could take for a quantized tensor's parts are listed).
 std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
-                               double stddev, const std::map<std::string, TensorDescription>& tensors);
+                               double stddev, const std::map<std::string, TensorDescription>& tensors,
+                               const std::vector<std::string>& kept);
 // The tensors that store one quantized tensor `name`: .codes, and .codebook with `tables` rows
 // (1, or `rows` per channel) or, when `grid`, .grid; grouped: .codes, .codebook [1, 2^bits] and
 // .scales F32 [rows, cols / group_size].

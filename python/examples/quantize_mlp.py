@@ -43,7 +43,7 @@ def main() -> None:
         fp32 = accuracy(model(x_test), y_test)
         # The README's five lines: MSPTQ codebook, linear weights quantized, dequantized back in.
         codebook = nuq.design("msptq")
-        quantized = nuq.quantize_state_dict(model.state_dict(), codebook, skip="*.bias", normalise="per-channel")
+        quantized = nuq.quantize_state_dict(model.state_dict(), codebook, normalise="per-channel")
         model.load_state_dict(nuq.dequantize_state_dict(quantized))
         two_bit = accuracy(model(x_test), y_test)
         # The same network straight from the packed codes.

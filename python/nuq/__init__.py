@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
+import warnings
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from ._nuq import Codebook, QuantizedTensor, design, devices, paper, support_xma
 
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "quantize",
-    "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "save",
+    "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save",
 ]
 
 
@@ -55,8 +57,9 @@ def _as_numpy(x, name: str):
             return t.view(torch.int16).numpy().view(np.uint16), "BF16", device
         return t.numpy(), None, device
     a = np.asarray(x)
-    if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)  # a strided view needs one copy
+    if not (a.flags.c_contiguous and a.flags.aligned) or not a.dtype.isnative:
+        native = a.dtype if a.dtype.isnative else np.dtype(a.dtype.name)  # name: the native, canonical dtype
+        a = np.require(a, dtype=native, requirements=["C", "A"])  # strided, unaligned or byte-swapped: one copy
     return a, None, None
 
 
@@ -141,14 +144,41 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     return q
 
 
-def _skipped(skip, name: str, tensor) -> bool:
-    if skip is None:
-        return False
-    if callable(skip):
-        return bool(skip(name, tensor))
-    if isinstance(skip, str):
-        skip = [skip]
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in skip)
+def _skip_patterns(skip):
+    """skip as a list of globs and compiled regular expressions (a generator is read once)."""
+    if skip is None or callable(skip):
+        return skip
+    if isinstance(skip, (str, re.Pattern)):
+        return [skip]
+    patterns = list(skip)
+    for pattern in patterns:
+        if not isinstance(pattern, (str, re.Pattern)):
+            raise ValueError(f"skip: {pattern!r} is neither a glob string nor a compiled regular expression")
+    return patterns
+
+
+def _matches(pattern, name: str) -> bool:
+    if isinstance(pattern, re.Pattern):
+        return pattern.search(name) is not None  # as `nuq quantize --skip`: searched, not anchored
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _module(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _kept_by_default(state_dict, quantize_vectors: bool):
+    """The floating tensors ``nuq quantize`` keeps in a checkpoint: vectors and scalars (norms,
+    biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
+    module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
+    elsewhere = {_module(k) for k, v in state_dict.items()
+                 if not isinstance(v, QuantizedTensor) and not _floating(v) and _module(k)}
+    return {k for k, v in state_dict.items()
+            if _floating(v) and ((not quantize_vectors and len(_shape(v)) < 2) or _module(k) in elsewhere)}
+
+
+def _shape(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
 
 
 def _floating(x) -> bool:
@@ -158,17 +188,44 @@ def _floating(x) -> bool:
 
 
 def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
-                        group_size: int | None = None, device: str = "auto", nonfinite: str = "error") -> dict:
-    """Quantize every float32/float16/bfloat16 tensor of a state dict with one codebook.
+                        group_size: int | None = None, device: str = "auto", nonfinite: str = "error",
+                        quantize_vectors: bool = False) -> dict:
+    """Quantize the float32/float16/bfloat16 matrices of a state dict with one codebook, as
+    ``nuq quantize`` does a checkpoint (the same tensors kept, the same codes).
 
-    skip: None, a callable ``skip(name, tensor) -> bool``, or glob patterns of names
-    (``["*.bias", "*norm*"]``) left as they are. With normalise="global" the mean and standard
-    deviation of all quantized tensors together normalise each (as ``nuq quantize`` does for a
-    checkpoint); group_size as in ``quantize`` (every quantized tensor's rows must split into
-    groups). Returns a dict with a QuantizedTensor for each quantized entry and the original
-    object for every other.
+    Kept as they are: 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
+    breaks a model) unless quantize_vectors=True (Algorithm 1 of the paper quantizes every
+    parameter, biases included: nuq's own models are quantized so); the floating tensors of a
+    module that also holds a tensor of another dtype (another tool's quantized module: FP8 weights'
+    scales, GPTQ's scales beside its int32 qweight); and what `skip` names: None, a callable
+    ``skip(name, tensor) -> bool``, or patterns, each a glob matched against the whole name
+    (``"*.bias"``, ``"*norm*"``) or a compiled regular expression searched in it, as ``nuq quantize
+    --skip`` does (``re.compile("embed_tokens|lm_head")``); a pattern that names no tensor warns.
+    With normalise="global" the mean and standard deviation of all quantized tensors together
+    normalise each; group_size as in ``quantize`` (every quantized tensor's rows must split into
+    groups). Returns a dict with a QuantizedTensor for each quantized entry and the original object
+    for every other.
     """
-    chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not _skipped(skip, k, v)]
+    if not hasattr(state_dict, "items"):
+        raise ValueError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
+    patterns = _skip_patterns(skip)
+    if patterns is not None and not callable(patterns):
+        for pattern in patterns:
+            if not any(_matches(pattern, k) for k in state_dict):
+                shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+                warnings.warn(f"quantize_state_dict: skip pattern {shown!r} names no tensor (strings are globs "
+                              "matched against the whole name; pass re.compile(...) for a regular expression)",
+                              stacklevel=2)
+    kept = _kept_by_default(state_dict, quantize_vectors)
+
+    def skipped(name, tensor):
+        if name in kept or patterns is None:
+            return name in kept
+        if callable(patterns):
+            return bool(patterns(name, tensor))
+        return any(_matches(p, name) for p in patterns)
+
+    chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
     if _device_path([v for _, v in chosen], device):
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))
@@ -192,7 +249,9 @@ QuantizedTensor.dequantize = _dequantize
 
 
 def dequantize_state_dict(state_dict) -> dict:
-    """Every QuantizedTensor of a dict replaced by its dequantized values (what load_state_dict takes)."""
+    """Every QuantizedTensor of a dict replaced by its dequantized values: torch tensors (on their
+    device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``; give them
+    to ``load_state_dict`` through ``torch.from_numpy``)."""
     return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in state_dict.items()}
 
 
@@ -229,9 +288,19 @@ def load(path: str) -> dict:
     """Every tensor of a safetensors file nuq wrote (or any safetensors file).
 
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
-    QuantizedTensor, the others as numpy arrays (bfloat16 widened to float32).
+    QuantizedTensor, the others as numpy arrays: bfloat16 and the 8-bit floats (F8_E4M3, F8_E5M2,
+    F8_E8M0 and the FNUZ variants) widened exactly to float32, the packed 4- and 6-bit floats (F4,
+    F6_*) as their bytes (uint8, the last dimension in bytes). ``load_metadata`` gives the file's
+    metadata.
     """
     return _nuq._load(str(path))
+
+
+def load_metadata(path: str) -> dict:
+    """The file's ``__metadata__`` without nuq's own description of its quantized tensors: what
+    ``save(path, tensors, metadata=...)`` takes to write it again (a nuq model's architecture and
+    data set, which ``nuq eval`` needs, among it)."""
+    return _nuq._load_metadata(str(path))
 
 
 def save(path: str, tensors: dict, metadata: dict | None = None) -> None:

@@ -16,6 +16,7 @@
 #include "nuq/error.h"
 #include "nuq/grouped.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/qgemm.h"
 #include "nuq/quantize_in_memory.h"
@@ -25,13 +26,15 @@ namespace {
 
 using namespace pybind11::literals;
 
-// The numpy dtype of each safetensors dtype (BF16 has none: it is read as F32, exactly).
+// The numpy dtype of each safetensors dtype (BF16 and the 8-bit floats have none: they are read as
+// F32, exactly; the packed F4 and F6 floats are read as their bytes).
 const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
   static const std::vector<std::pair<io::DType, const char*>> table = {
       {io::DType::BOOL, "bool"},   {io::DType::U8, "uint8"},     {io::DType::I8, "int8"},
       {io::DType::U16, "uint16"},  {io::DType::I16, "int16"},    {io::DType::F16, "float16"},
       {io::DType::U32, "uint32"},  {io::DType::I32, "int32"},    {io::DType::F32, "float32"},
-      {io::DType::U64, "uint64"},  {io::DType::I64, "int64"},    {io::DType::F64, "float64"}};
+      {io::DType::U64, "uint64"},  {io::DType::I64, "int64"},    {io::DType::F64, "float64"},
+      {io::DType::C64, "complex64"}};
   return table;
 }
 
@@ -103,13 +106,31 @@ py::array numpy_of(const io::Tensor& t, const std::string& where) {
     io::widen_to_f32(t.dtype, t.data.data(), values.size(), values.data());
     return adopt(std::move(values), shape);
   }
+  if (io::is_float8(t.dtype)) {
+    std::vector<float> values(t.element_count());
+    NUQ_REQUIRE(t.data.size() == values.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
+                values.size());
+    io::float8_to_f32(t.dtype, t.data.data(), values.size(), values.data());
+    return adopt(std::move(values), shape);
+  }
   for (const auto& [dtype, numpy] : numpy_dtypes())
     if (dtype == t.dtype) {
       py::array a(py::dtype(numpy), shape);
       std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
       return a;
     }
-  throw Error(where + ": " + io::to_string(t.dtype) + " has no numpy dtype");
+  // F4, F6_E2M3, F6_E3M2: packed sub-byte floats numpy cannot hold, handed over as their bytes (as
+  // PyTorch's float4_e2m1fn_x2 holds F4: the last dimension in bytes where its elements fill them).
+  const std::size_t bits = io::dtype_bits(t.dtype);
+  if (!shape.empty() && std::size_t(shape.back()) * bits % 8 == 0)
+    shape.back() = py::ssize_t(std::size_t(shape.back()) * bits / 8);
+  else
+    shape = {py::ssize_t(t.data.size())};
+  py::array a(py::dtype("uint8"), shape);
+  NUQ_REQUIRE(std::size_t(a.nbytes()) == t.data.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
+              a.nbytes());
+  std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
+  return a;
 }
 
 PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebook, Normalisation normalisation,
@@ -147,6 +168,9 @@ py::dict load(const std::string& path) {
 void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
           const std::vector<std::tuple<std::string, py::array, std::optional<std::string>>>& plain,
           const std::map<std::string, std::string>& metadata) {
+  for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
+    NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
+                "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
   std::map<std::string, io::Tensor> copied;
   for (const auto& [name, array, tag] : plain) {
     const std::string where = path + ": tensor '" + name + "'";
@@ -187,11 +211,17 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
 py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py::array>& bias,
                 const std::string& device) {
   const QuantizedMatrix& w = q.tensor.matrix;
-  // Grouped codes are held as [groups, group size]: the product is over the [rows, cols] matrix.
-  std::size_t count = 1;
-  for (std::int64_t dim : q.tensor.shape) count *= std::size_t(dim);
-  const auto [rows, cols] =
-      q.tensor.group_size ? matrix_view(q.tensor.shape, count) : std::pair{w.codes.rows, w.codes.cols};
+  // The product is over the tensor's [shape[0], rest] view (grouped codes are held as [groups,
+  // group size]); from the shape, so that a [0, n] or [n, 0] weight keeps its other dimension.
+  const std::vector<std::int64_t>& s = q.tensor.shape;
+  std::size_t rows = 1, cols = 1;  // a scalar is one row of one, a vector one row
+  if (s.size() == 1) cols = std::size_t(s[0]);
+  if (s.size() >= 2) {
+    rows = std::size_t(s[0]);
+    for (std::size_t d = 1; d < s.size(); ++d) cols *= std::size_t(s[d]);
+  }
+  NUQ_REQUIRE(q.tensor.group_size || rows * cols == 0 || (w.codes.rows == rows && w.codes.cols == cols),
+              "qgemm: the codes are ", w.codes.rows, " x ", w.codes.cols, ", the tensor's view ", rows, " x ", cols);
   NUQ_REQUIRE(x.dtype().is(py::dtype::of<float>()) && (x.flags() & py::array::c_style),
               "qgemm: x must be a C-contiguous float32 array");
   NUQ_REQUIRE(x.ndim() >= 1 && std::size_t(x.shape(x.ndim() - 1)) == cols, "qgemm: x's last dimension (",
@@ -200,13 +230,20 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
     NUQ_REQUIRE(bias->dtype().is(py::dtype::of<float>()) && (bias->flags() & py::array::c_style) &&
                     std::size_t(bias->size()) == rows,
                 "qgemm: bias must be a C-contiguous float32 array of ", rows, " values");
-  const std::size_t m = cols ? std::size_t(x.size()) / cols : 0;
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim() - 1);
+  std::size_t m = 1;
+  for (py::ssize_t d : shape) m *= std::size_t(d);
   shape.push_back(py::ssize_t(rows));
   py::array_t<float> y(shape);
   const float* xp = static_cast<const float*>(x.data());
   const float* bp = bias ? static_cast<const float*>(bias->data()) : nullptr;
   float* yp = y.mutable_data();
+  if (m == 0 || rows == 0) return std::move(y);
+  if (cols == 0) {  // an empty sum: the bias alone
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t r = 0; r < rows; ++r) yp[i * rows + r] = bp ? bp[r] : 0.0f;
+    return std::move(y);
+  }
   const Device where = parse_device(device);
   NUQ_REQUIRE(!q.tensor.group_size || where != Device::Cuda, "qgemm: grouped tensors (group_size ",
               q.tensor.group_size, ") are multiplied on the CPU; use device='cpu' or 'auto'");
@@ -382,6 +419,17 @@ void bind_tensors(py::module_& m) {
       "tensors"_a, "codebook"_a, "normalise"_a, "group_size"_a, "device"_a, "nonfinite"_a);
   m.def("_qgemm", &qgemm, "x"_a, "q"_a, "bias"_a, "device"_a);
   m.def("_load", &load, "path"_a);
+  m.def(
+      "_load_metadata",
+      [](const std::string& path) {
+        std::map<std::string, std::string> metadata;
+        {
+          py::gil_scoped_release release;
+          metadata = plain_metadata(io::SafetensorsReader(path).layout().metadata);  // the header alone
+        }
+        return metadata;
+      },
+      "path"_a);
   m.def("_save", &save, "path"_a, "quantized"_a, "plain"_a, "metadata"_a);
   m.def("devices", [] {
     py::list names;

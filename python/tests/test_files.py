@@ -23,7 +23,7 @@ def test_codes_identical_to_nuq_quantize(nuq_cli, tmp_path, checkpoint, method, 
     nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
         "--normalise", normalise, "--device", "cpu", "--quantize-vectors")  # the biases too, as quantize_state_dict
     cli = nuq.load(tmp_path / "q.safetensors")
-    ours = nuq.quantize_state_dict(checkpoint, nuq.design(method), normalise=normalise)
+    ours = nuq.quantize_state_dict(checkpoint, nuq.design(method), normalise=normalise, quantize_vectors=True)
     assert set(cli) == set(ours)
     np.testing.assert_array_equal(cli["step"], checkpoint["step"])
     for name in ("embed.weight", "layers.0.weight", "layers.0.bias"):

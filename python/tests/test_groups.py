@@ -29,7 +29,7 @@ def test_codes_and_scales_identical_to_nuq_quantize_group_size(nuq_cli, tmp_path
     nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", method,
         "-b", bits, "--group-size", group, "--device", "cpu", "--quantize-vectors")
     codebook = nuq.design(method, bits)
-    ours = nuq.quantize_state_dict(checkpoint, codebook, group_size=group)
+    ours = nuq.quantize_state_dict(checkpoint, codebook, group_size=group, quantize_vectors=True)
     _, _, stored = nuq_format.read(tmp_path / "q.safetensors")
     cli = nuq.load(tmp_path / "q.safetensors")
     for name in checkpoint:

@@ -41,7 +41,7 @@ def test_parameters_with_grad_and_qgemm_return_tensors(weights):
 
 def test_state_dict_of_a_model_and_back(weights):
     model = torch.nn.Sequential(torch.nn.Linear(48, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    q = nuq.quantize_state_dict(model.state_dict(), nuq.design("msptq"), skip="*.bias", normalise="per-channel")
+    q = nuq.quantize_state_dict(model.state_dict(), nuq.design("msptq"), normalise="per-channel")
     assert [k for k, v in q.items() if isinstance(v, nuq.QuantizedTensor)] == ["0.weight", "2.weight"]
     model.load_state_dict(nuq.dequantize_state_dict(q))
     torch.testing.assert_close(model[0].weight.detach(), q["0.weight"].dequantize())

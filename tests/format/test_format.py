@@ -7,6 +7,8 @@ this script parses the safetensors container with numpy alone, checks that every
 multiple of its element size and that the header carries no per-level lists beyond 256 levels,
 decodes the codes from docs/format.md and compares each weight with what `nuq dequantize` writes,
 bit for bit. Then the dequantized file must quantize again, and an already quantized one must not.
+Last, a checkpoint other tools quantized in part (FP8, GPTQ, AQLM, MX F4): only its plain matrices
+are quantized, everything else comes back byte for byte.
 
 Usage: test_format.py NUQ_BINARY   (exit 77: numpy missing, the test is skipped)
 """
@@ -32,11 +34,12 @@ def bf16(values):
 
 
 def write(path, tensors, metadata):
-    """A safetensors file from {name: (dtype name, array)}."""
+    """A safetensors file from {name: (dtype name, array[, shape])} (a shape for packed F4/F6 bytes)."""
     header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, (dtype, array) in tensors.items():
+    for name, (dtype, array, *shape) in tensors.items():
         raw = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        shape = list(shape[0]) if shape else list(array.shape)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     text = json.dumps(header).encode()
@@ -58,6 +61,52 @@ def sources(folder, rng):
     write(model, {name: ("F32", laplace(*shape)) for name, shape in layers.items()},
           {"format": "pt", "nuq.architecture": "mlp", "nuq.dataset": "mnist"})
     return {"foreign": foreign, "mlp": model}
+
+
+def peer_checkpoint(path, rng):
+    """A checkpoint other tools quantized in part: FP8 weights with their block scales, GPTQ
+    (I32 qweight, F16 scales), AQLM (I16 codes, F16 codebooks and scales), MX F4 blocks, C64."""
+    laplace = lambda *shape: rng.laplace(0.0, 0.05, size=shape).astype(np.float32)
+    raw = lambda count: rng.integers(0, 256, size=count, dtype=np.uint8)
+    layer = "model.layers.0."
+    write(path, {layer + "mlp.down_proj.weight": ("F8_E4M3", raw(32 * 64).reshape(32, 64)),
+                 layer + "mlp.down_proj.weight_scale_inv": ("F32", laplace(2, 2)),
+                 layer + "self_attn.o_proj.qweight": ("I32", rng.integers(-2**31, 2**31, (8, 64), dtype=np.int32)),
+                 layer + "self_attn.o_proj.qzeros": ("I32", rng.integers(0, 2**31, (1, 8), dtype=np.int32)),
+                 layer + "self_attn.o_proj.scales": ("F16", laplace(1, 64).astype(np.float16)),
+                 layer + "self_attn.q_proj.codes": ("I16", rng.integers(-2**15, 2**15, (64, 2), dtype=np.int16)),
+                 layer + "self_attn.q_proj.codebooks": ("F16", laplace(1, 256, 8).astype(np.float16)),
+                 layer + "self_attn.q_proj.scales": ("F16", laplace(64, 1, 1, 1).astype(np.float16)),
+                 layer + "mlp.experts.blocks": ("F4", raw(16 * 32 // 2), (16, 32)),
+                 layer + "mlp.up_proj.weight": ("BF16", bf16(laplace(64, 48))),
+                 layer + "input_layernorm.weight": ("BF16", bf16(1.0 + laplace(48))),
+                 "model.embed_tokens.weight": ("F32", laplace(100, 48)),
+                 "rope.freqs": ("C64", (laplace(8) + 1j * laplace(8)).astype(np.complex64))}, {"format": "pt"})
+    return {layer + "mlp.up_proj.weight", "model.embed_tokens.weight"}, \
+        {layer + "self_attn.o_proj.scales", layer + "self_attn.q_proj.codes", layer + "self_attn.q_proj.scales"}
+
+
+def check_peer(nuq, folder, rng):
+    """Only the plain matrices are quantized; every other tensor (scales of modules another tool
+    quantized among them) comes back byte for byte, and those named like nuq's parts are listed."""
+    source = os.path.join(folder, "peer.safetensors")
+    quantized, ambiguous = peer_checkpoint(source, rng)
+    _, _, original = read(source)
+    for extra in ([], ["--normalise", "per-channel", "--group-size", "16"]):
+        report = json.loads(run(nuq, "quantize", source, "-o", source + ".q", "--device", "cpu", "--json", *extra))
+        assert {t["name"] for t in report["tensors"]} == quantized, report["tensors"]
+        _, metadata, arrays = read(source + ".q")
+        description, ours = decode(metadata, arrays)
+        assert set(description["kept"]) == ambiguous and set(ours) == quantized, description.get("kept")
+        run(nuq, "dequantize", source + ".q", "-o", source + ".d")
+        _, _, theirs = read(source + ".d")
+        for name, array in original.items():
+            for stored in (arrays, theirs):
+                if name not in quantized:
+                    assert stored[name].tobytes() == array.tobytes(), f"{name} was not kept as it was"
+        for name, values in ours.items():
+            assert np.array_equal(theirs[name].view(np.uint32), values.view(np.uint32)), name
+        run(nuq, "quantize", source + ".d", "-o", source + ".again", "--device", "cpu")  # loads again
 
 
 def run(nuq, *arguments, expect=0):
@@ -112,6 +161,7 @@ def main():
                         os.remove(stem + suffix)
                     checked += 1
         assert checked >= 40, checked
+        check_peer(nuq, folder, np.random.default_rng(11))
         print(f"{checked} files read independently: aligned, decoded as nuq dequantize restores them")
 
 

@@ -13,10 +13,21 @@
 
 namespace nuq::io {
 
-enum class DType { BOOL, U8, I8, U16, I16, F16, BF16, U32, I32, F32, U64, I64, F64 };
+// Every dtype the format defines (safetensors 0.6+). nuq quantizes F32, F16 and BF16 (widen.h)
+// and carries the rest through as bytes: the 8-bit floats of FP8 checkpoints, the packed 4- and
+// 6-bit floats of MX checkpoints (F4: two elements a byte; F6: four in three bytes) and C64.
+enum class DType {
+  BOOL, U8, I8, U16, I16, F16, BF16, U32, I32, F32, U64, I64, F64,
+  F8_E4M3, F8_E5M2, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ, F4, F6_E2M3, F6_E3M2, C64
+};
 
 std::string to_string(DType dtype);
+std::size_t dtype_bits(DType dtype);
+// Bytes of one element; an internal error for the sub-byte F4, F6_E2M3 and F6_E3M2 (use byte_size).
 std::size_t dtype_size(DType dtype);
+// Bytes of `count` elements. Throws nuq::Error naming `where` when they are not a whole number of
+// bytes (an odd number of F4 elements), as the reference parser refuses such a tensor.
+std::size_t byte_size(DType dtype, std::size_t count, const std::string& where);
 
 struct Tensor {
   DType dtype = DType::F32;

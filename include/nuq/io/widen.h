@@ -21,4 +21,15 @@ WeightType weight_type(DType dtype);
 // anything else throws nuq::Error naming the dtype).
 void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out);
 
+// The five 8-bit float dtypes (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants). nuq keeps them
+// in checkpoints as they are (an FP8 checkpoint's weights are scaled by tensors of their own, so
+// quantizing them alone would change the model); the Python package reads them as float32.
+bool is_float8(DType dtype);
+
+// out[i] = element i of `count` 8-bit floats of `dtype`, exactly (every one is a float32): E4M3 is
+// OCP's FN variant (bias 7, no infinity, S.1111.111 NaN), E5M2 IEEE-like (bias 15), the FNUZ
+// variants have bias 8 and 16, no infinity and no negative zero (0x80 is their NaN), and E8M0 is
+// an unsigned power of two 2^(e-127) (0xFF NaN). Any other dtype throws nuq::Error.
+void float8_to_f32(DType dtype, const std::uint8_t* bytes, std::size_t count, float* out);
+
 }  // namespace nuq::io

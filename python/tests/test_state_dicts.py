@@ -1,0 +1,145 @@
+"""quantize_state_dict keeps what `nuq quantize` keeps, with the same codes; peers' checkpoints (FP8,
+GPTQ, AQLM names, MX F4, complex) go through save/load; a file's metadata survives load -> save."""
+
+import json
+import re
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+import nuq
+
+
+@pytest.fixture
+def llm(rng):
+    laplace = lambda *shape: (0.02 * rng.laplace(size=shape)).astype(np.float32)
+    return {"model.embed_tokens.weight": laplace(50, 32),
+            "model.layers.0.self_attn.q_proj.weight": laplace(32, 32),
+            "model.layers.0.self_attn.q_proj.bias": laplace(32),
+            "model.layers.0.input_layernorm.weight": 1.0 + laplace(32),
+            "model.layers.0.mlp.up_proj.weight": laplace(64, 32),
+            "logit_scale": np.array(2.6, dtype=np.float32),
+            "lm_head.weight": laplace(50, 32)}
+
+
+def test_defaults_keep_vectors_and_give_the_codes_of_nuq_quantize(nuq_cli, tmp_path, llm):
+    nuq.save(tmp_path / "in.safetensors", llm)
+    nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", "msptq", "--device", "cpu")
+    cli = nuq.load(tmp_path / "q.safetensors")
+    ours = nuq.quantize_state_dict(llm, nuq.design("msptq"))
+    matrices = {k for k, v in llm.items() if v.ndim == 2}
+    assert {k for k, v in ours.items() if isinstance(v, nuq.QuantizedTensor)} == matrices
+    for name in llm:
+        if name in matrices:  # global normalisation over the matrices alone, as the CLI
+            np.testing.assert_array_equal(ours[name].codes, cli[name].codes)
+        else:
+            assert ours[name] is llm[name]
+            np.testing.assert_array_equal(cli[name], llm[name])
+    every = nuq.quantize_state_dict(llm, nuq.design("msptq"), quantize_vectors=True)
+    assert all(isinstance(v, nuq.QuantizedTensor) for v in every.values())
+
+
+def test_skip_takes_globs_regular_expressions_and_generators(llm):
+    codebook = nuq.design("sptq")
+    quantized = lambda out: {k for k, v in out.items() if isinstance(v, nuq.QuantizedTensor)}
+    regex = nuq.quantize_state_dict(llm, codebook, skip=re.compile("embed_tokens|lm_head"))
+    assert quantized(regex) == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"}
+    globs = nuq.quantize_state_dict(llm, codebook, skip=(p for p in ["model.embed_tokens.*", "lm_head.*"]))
+    assert quantized(globs) == quantized(regex)  # a generator is read once, for every name
+    with pytest.warns(UserWarning, match="names no tensor"):
+        nuq.quantize_state_dict(llm, codebook, skip="embed_tokens|lm_head")  # a glob that matches nothing
+    with pytest.raises(ValueError, match="neither a glob"):
+        nuq.quantize_state_dict(llm, codebook, skip=[3])
+    with pytest.raises(ValueError, match="a dict"):
+        nuq.quantize_state_dict([1, 2], codebook)
+
+
+def test_modules_another_tool_quantized_are_kept_whole(rng):
+    scales = rng.random((2, 2)).astype(np.float32)
+    sd = {"mlp.down_proj.weight": rng.integers(0, 255, (16, 16), dtype=np.uint8),  # FP8 bytes
+          "mlp.down_proj.weight_scale_inv": scales,
+          "attn.o_proj.qweight": rng.integers(-9, 9, (4, 16), dtype=np.int32),
+          "attn.o_proj.scales": rng.random((1, 16)).astype(np.float16),
+          "attn.q_proj.weight": rng.laplace(size=(16, 16)).astype(np.float32)}
+    out = nuq.quantize_state_dict(sd, nuq.design("msptq"))
+    assert [k for k, v in out.items() if isinstance(v, nuq.QuantizedTensor)] == ["attn.q_proj.weight"]
+    assert out["mlp.down_proj.weight_scale_inv"] is scales
+
+
+def write(path, tensors):
+    """A safetensors file from {name: (dtype, shape, raw bytes)}, as a peer writes it."""
+    header, blob = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(blob), len(blob) + len(raw)]}
+        blob += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + blob)
+
+
+def test_peer_dtypes_are_read_and_names_like_nuqs_parts_survive(nuq_cli, tmp_path, rng):
+    w = rng.laplace(size=(24, 16)).astype(np.float32)
+    # E4M3: 0x38 = 1.0, 0xC0 = -2.0, 0x7E = 448 (largest), 0x01 = 2^-9; E8M0: 0x7F = 1, 0x80 = 2
+    write(tmp_path / "peer.safetensors", {
+        "proj.weight": ("F32", [24, 16], w.tobytes()),
+        "fp8.weight": ("F8_E4M3", [2, 2], bytes([0x38, 0xC0, 0x7E, 0x01])),
+        "fp8.weight_scale": ("F8_E8M0", [2], bytes([0x7F, 0x80])),
+        "mx.blocks": ("F4", [2, 4], bytes([0x12, 0x34, 0x56, 0x78])),
+        "gptq.qweight": ("I32", [1, 4], np.arange(4, dtype=np.int32).tobytes()),
+        "gptq.scales": ("F16", [1, 4], np.arange(4, dtype=np.float16).tobytes()),  # kept with its qweight
+        "aqlm.codes": ("I16", [2, 2], np.array([1, -2, 3, -4], dtype=np.int16).tobytes()),
+        "rope.freqs": ("C64", [2], np.array([1 + 2j, -3j], dtype=np.complex64).tobytes())})
+    nuq_cli("quantize", tmp_path / "peer.safetensors", "-o", tmp_path / "q.safetensors", "--device", "cpu")
+    for path in ("peer.safetensors", "q.safetensors"):
+        back = nuq.load(tmp_path / path)
+        np.testing.assert_array_equal(back["fp8.weight"], np.array([[1.0, -2.0], [448.0, 2.0**-9]], np.float32))
+        np.testing.assert_array_equal(back["fp8.weight_scale"], np.array([1.0, 2.0], np.float32))
+        assert back["mx.blocks"].dtype == np.uint8 and back["mx.blocks"].tolist() == [[0x12, 0x34], [0x56, 0x78]]
+        np.testing.assert_array_equal(back["gptq.scales"], np.arange(4, dtype=np.float16).reshape(1, 4))
+        np.testing.assert_array_equal(back["aqlm.codes"], np.array([[1, -2], [3, -4]], np.int16))
+        np.testing.assert_array_equal(back["rope.freqs"], np.array([1 + 2j, -3j], np.complex64))
+    assert isinstance(nuq.load(tmp_path / "q.safetensors")["proj.weight"], nuq.QuantizedTensor)
+    # nuq.save of plain tensors named like a quantized tensor's parts: they load back as they were
+    q = nuq.quantize(w, nuq.design("msptq"))
+    nuq.save(tmp_path / "mixed.safetensors", {"w": q, "attn.scales": np.ones(4, np.float32),
+                                               "x.codes": np.arange(3, dtype=np.int16)})
+    back = nuq.load(tmp_path / "mixed.safetensors")
+    np.testing.assert_array_equal(back["attn.scales"], np.ones(4, np.float32))
+    np.testing.assert_array_equal(back["x.codes"], np.arange(3, dtype=np.int16))
+    np.testing.assert_array_equal(back["w"].codes, q.codes)
+    nuq_cli("dequantize", tmp_path / "mixed.safetensors", "-o", tmp_path / "mixed-d.safetensors")
+    np.testing.assert_array_equal(nuq.load(tmp_path / "mixed-d.safetensors")["x.codes"], np.arange(3, dtype=np.int16))
+
+
+def test_metadata_survives_load_and_save(tmp_path, rng):
+    q = nuq.quantize(rng.laplace(size=(8, 8)).astype(np.float32), nuq.design("sptq"))
+    nuq.save(tmp_path / "a.safetensors", {"fc1.weight": q}, metadata={"nuq.architecture": "mlp", "source": "x"})
+    metadata = nuq.load_metadata(tmp_path / "a.safetensors")
+    assert metadata["nuq.architecture"] == "mlp" and metadata["source"] == "x" and "nuq.quantized" not in metadata
+    nuq.save(tmp_path / "b.safetensors", nuq.load(tmp_path / "a.safetensors"), metadata=metadata)
+    assert nuq.load_metadata(tmp_path / "b.safetensors") == metadata
+    with pytest.raises(ValueError, match="nuq's own description"):
+        nuq.save(tmp_path / "c.safetensors", {"w": q}, metadata={"nuq.quantized": "{}"})
+
+
+def test_qgemm_of_an_empty_sum_is_the_bias(rng):
+    codebook = nuq.design("msptq")
+    out = nuq.quantize_state_dict({"w": rng.laplace(size=(8, 8)).astype(np.float32),
+                                   "e": np.zeros((4, 0), np.float32), "f": np.zeros((0, 4), np.float32)}, codebook)
+    bias = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(nuq.qgemm(np.zeros((2, 0), np.float32), out["e"], bias), np.tile(bias, (2, 1)))
+    np.testing.assert_array_equal(nuq.qgemm(np.zeros((3, 0), np.float32), out["e"]), np.zeros((3, 4), np.float32))
+    assert nuq.qgemm(np.ones((2, 4), np.float32), out["f"]).shape == (2, 0)
+
+
+def test_unaligned_and_byte_swapped_arrays_are_read_as_their_values(rng):
+    w = rng.laplace(size=(6, 10)).astype(np.float32)
+    codebook = nuq.design("sptq")
+    unaligned = np.frombuffer(b"\0" + w.tobytes(), dtype=np.float32, count=w.size, offset=1).reshape(w.shape)
+    assert not unaligned.flags.aligned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for other in (unaligned, w.astype(">f4")):
+            np.testing.assert_array_equal(nuq.quantize(other, codebook).codes, nuq.quantize(w, codebook).codes)
