@@ -43,7 +43,7 @@ QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int6
   const auto [rows, cols] = matrix_view(shape, count);
   const TensorNormalisation maps =
       normalise_tensor(normalisation, values, rows, cols, global, own, where, nonfinite, backend);
-  const QuantizeTable table = make_quantize_table(codebook, bits, maps.maps);
+  const QuantizeTable table = make_quantize_table(codebook, bits, maps.maps, where);
   // What the metadata records: the tensor's map, or its own statistics when each row has one.
   const Affine map = normalisation == Normalisation::PerChannel ? Affine{own.mean, own.stddev()} : maps.maps[0];
   QuantizedTensor q;

@@ -138,7 +138,9 @@ class StreamRun {
       const io::SafetensorsReader& reader = *readers_[s];
       for (const auto& [name, entry] : reader.layout().tensors) {
         total_bytes_ += entry.end - entry.begin;
-        const bool keep = !io::is_floating(entry.dtype) || (entry.shape.size() < 2 && !o.quantize_vectors) ||
+        // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
+        const bool keep = !io::is_floating(entry.dtype) || entry.element_count() == 0 ||
+                          (entry.shape.size() < 2 && !o.quantize_vectors) ||
                           quantized_elsewhere.count(module_of(name)) || (o.skip && std::regex_search(name, *o.skip));
         if (keep) {
           kept_.insert(name);
@@ -391,7 +393,8 @@ class StreamRun {
       for (std::size_t first = 0; first < job.map_count; first += 4096) {
         const std::vector<float> levels =
             make_quantize_table(codebook_, bits_,
-                                maps_of(job, spill_, first, std::min<std::size_t>(4096, job.map_count - first), false))
+                                maps_of(job, spill_, first, std::min<std::size_t>(4096, job.map_count - first), false),
+                                tensor_where(job))
                 .levels;
         out.append(levels.data(), levels.size() * sizeof(float));
       }
@@ -400,9 +403,11 @@ class StreamRun {
     }
   }
 
+  std::string tensor_where(const Job& job) const { return readers_[job.shard]->path() + ": tensor '" + job.name + "'"; }
+
   // The codes of a job, window after window of its pieces.
   void write_codes(Job& job, const io::SafetensorsReader& reader, io::WriteBehind& out, Progress& progress) {
-    const QuantizeTable shared = per_row_ ? QuantizeTable{} : make_quantize_table(codebook_, bits_, job.maps);
+    const QuantizeTable shared = per_row_ ? QuantizeTable{} : make_quantize_table(codebook_, bits_, job.maps, tensor_where(job));
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
     PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_, job.own.mean);
     const auto row_bytes = [&](const Piece& p) { return packed_row_bytes(p.cols, bits_); };
@@ -416,7 +421,8 @@ class StreamRun {
         const PieceWindow::Item& item = window.items[i];
         const Piece& share = item.share;
         const QuantizeTable table =
-            per_row_ ? make_quantize_table(codebook_, bits_, maps_of(job, spill_, share.row, share.rows, o_.group_size > 0))
+            per_row_ ? make_quantize_table(codebook_, bits_, maps_of(job, spill_, share.row, share.rows, o_.group_size > 0),
+                                           tensor_where(job))
                      : QuantizeTable{};
         const WeightView w = source.weights(window, i, &share_fourth[i]);
         std::uint8_t* at = codes[item.piece - window.first].data() + (share.row - pieces[item.piece].row) * row_bytes(share);

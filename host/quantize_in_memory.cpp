@@ -100,7 +100,7 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
   } else {
     const std::vector<Affine> maps =
         normalise_tensor(o.normalisation, nullptr, view.rows, view.cols, global, own, t.name, o.nonfinite, backend).maps;
-    shared = make_quantize_table(codebook, bits, maps);
+    shared = make_quantize_table(codebook, bits, maps, t.name);
     q.matrix.levels = shared.levels;
     q.mean = maps[0].mean;
     q.stddev = maps[0].scale;
@@ -139,7 +139,7 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
                                                      own, where_of(t, s), o.nonfinite, backend).maps;
       if (o.group_size)
         for (Affine& m : maps) m = group_map(m, own.mean);
-      const QuantizeTable table = per_row ? make_quantize_table(codebook, bits, maps) : QuantizeTable{};
+      const QuantizeTable table = per_row ? make_quantize_table(codebook, bits, maps, t.name) : QuantizeTable{};
       if (per_row && !o.group_size) share_levels[k] = table.levels;
       std::uint8_t* codes = q.matrix.codes.bytes.data() + s.row * row_bytes + s.col * std::size_t(bits) / 8;
       share_totals[k] = backend.quantize_as(w.data, w.type, s.rows, s.cols, per_row ? table : shared, codes);

@@ -50,7 +50,8 @@ std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>&
   return {rows, rows ? count / rows : 0};
 }
 
-QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups) {
+QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups,
+                                  const std::string& where) {
   NUQ_REQUIRE(is_packable_bits(bits) && bits >= codebook.bits(), "quantize: a ", codebook.bits(),
               "-bit codebook cannot be stored in ", bits, "-bit codes");
   NUQ_REQUIRE(!groups.empty(), "quantize: no normalisation groups");
@@ -85,6 +86,9 @@ QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std:
       if (grid_levels) level = (a.mean + a.scale * grid->first_level) + (a.scale * grid->step) * double(k);
       else if (k < y.size()) level = a.mean + a.scale * y[k];
       levels[k] = static_cast<float>(level);
+      NUQ_REQUIRE(std::isfinite(levels[k]), where, ": level ", k, " of the codebook is ", level,
+                  " in the weights' units (mean ", a.mean, ", scale ", a.scale,
+                  "), beyond float32; weights this large cannot be quantized with this design");
     }
     GroupParams& p = table.params[g];
     const double reach = a.scale * xmax;

@@ -82,9 +82,13 @@ nlohmann::json description_of(const std::map<std::string, std::string>& metadata
   }
   NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(), name,
               ": ", meta->first, " has no tensors object (a training checkpoint is not a quantized file)");
-  const int version = description.value("version", 0);
-  NUQ_REQUIRE(version <= kQuantizedFormatVersion, name, ": written in format version ", version,
-              "; this nuq reads up to version ", kQuantizedFormatVersion);
+  if (description.contains("version")) {  // absent in files written before version 1
+    const nlohmann::json& version = description["version"];
+    NUQ_REQUIRE(version.is_number_integer() && version.get<std::int64_t>() >= 1, name, ": ", meta->first,
+                ": version ", version.dump(), " is not a format version (a positive integer)");
+    NUQ_REQUIRE(version.get<std::int64_t>() <= kQuantizedFormatVersion, name, ": written in format version ",
+                version.get<std::int64_t>(), "; this nuq reads up to version ", kQuantizedFormatVersion);
+  }
   return description;
 }
 
@@ -334,6 +338,9 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       shape = d.at("shape").get<std::vector<std::int64_t>>();
       rows = d.at("rows").get<std::size_t>();
       cols = d.at("cols").get<std::size_t>();
+      NUQ_REQUIRE(d.at("bits").is_number_integer() && d.at("bits").get<std::int64_t>() >= 0 &&
+                      d.at("bits").get<std::int64_t>() <= 64,
+                  where, ": unsupported code width ", d.at("bits").dump());
       bits = d.at("bits").get<int>();
       q.mean = d.value("mean", out.mean);
       q.stddev = d.value("stddev", out.stddev);

@@ -305,12 +305,13 @@ TEST(CheckpointStream, GroupsOf128CostUnder2Point3BitsAndFollowEachRunsScale) {
                Error);
 }
 
-// A tensor without rows beside others, in groups and per channel: stored with no codes and no
-// scales, restored to its shape (a scale was once written for its one unused map).
-TEST(CheckpointStream, ATensorWithoutRowsIsStoredEmpty) {
+// Tensors without elements beside others, in groups and per channel: kept as they are (nothing to
+// quantize; a [2^40, 0] tensor of a hostile header would otherwise cost a map per empty row).
+TEST(CheckpointStream, TensorsWithoutElementsAreKept) {
   test::TempDir dir;
   io::TensorFile file;
   file.tensors["empty.weight"] = io::f32_tensor({0, 256}, {});
+  file.tensors["tall.weight"] = io::Tensor{io::DType::F32, {std::int64_t{1} << 40, 0}, {}};
   file.tensors["mlp.weight"] = io::f32_tensor({8, 256}, test::draw(test::Law::Laplace, 8 * 256, 0.0, 0.1, 3));
   io::write_safetensors(dir.file("in.safetensors"), file);
   for (std::size_t group_size : {std::size_t{0}, std::size_t{128}}) {
@@ -319,15 +320,12 @@ TEST(CheckpointStream, ATensorWithoutRowsIsStoredEmpty) {
     options.group_size = group_size;
     const StreamReport report =
         quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
-    EXPECT_EQ(report.tensors.size(), 2u);
-    EXPECT_EQ(report.output_bytes, fs::file_size(dir.file("q.safetensors")));
-    const io::TensorFile q = io::read_safetensors(dir.file("q.safetensors"));
-    EXPECT_TRUE(q.tensors.at("empty.weight.codes").data.empty()) << group_size;
-    if (group_size) {
-      EXPECT_TRUE(q.tensors.at("empty.weight.scales").data.empty());
-    }
-    const io::TensorFile back = dequantize_checkpoint(q, "q");
+    EXPECT_EQ(report.tensors.size(), 1u);
+    EXPECT_EQ(report.kept, (std::vector<std::string>{"empty.weight", "tall.weight"}));
+    EXPECT_LT(fs::file_size(dir.file("q.safetensors")), 4096u);
+    const io::TensorFile back = dequantize_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q");
     EXPECT_EQ(back.tensors.at("empty.weight").shape, (std::vector<std::int64_t>{0, 256})) << group_size;
+    EXPECT_EQ(back.tensors.at("tall.weight").shape, file.tensors.at("tall.weight").shape) << group_size;
     EXPECT_EQ(back.tensors.at("mlp.weight").shape, (std::vector<std::int64_t>{8, 256})) << group_size;
   }
 }
@@ -411,6 +409,29 @@ TEST(CheckpointStream, PeersEightAndFourBitFloatsAreKeptAsTheyAre) {
       EXPECT_EQ(back.tensors.at(name).shape, file.tensors.at(name).shape) << out << " " << name;
       EXPECT_EQ(back.tensors.at(name).data, file.tensors.at(name).data) << out << " " << name;
     }
+  }
+}
+
+// Weights near +-FLT_MAX put the outer levels beyond float32: refused, naming the tensor, in every
+// normalisation, rather than a file of infinite levels that no reader takes back.
+TEST(CheckpointStream, LevelsBeyondFloat32AreRefused) {
+  test::TempDir dir;
+  io::TensorFile file;
+  std::vector<float> huge(64);
+  for (std::size_t i = 0; i < huge.size(); ++i) huge[i] = (i * 7 % 3 ? 3.4e38f : -3.4e38f);
+  file.tensors["w"] = io::f32_tensor({8, 8}, huge);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (Normalisation n : {Normalisation::Global, Normalisation::PerTensor, Normalisation::PerChannel}) {
+    StreamOptions options;
+    options.normalisation = n;
+    try {
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+      ADD_FAILURE() << to_string(n) << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor 'w': level 0 of the codebook is"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("beyond float32"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir.file("q.safetensors")));
   }
 }
 

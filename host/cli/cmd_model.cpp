@@ -2,10 +2,10 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <regex>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -305,6 +305,12 @@ void run_eval(const EvalOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
   const std::string dataset = eval_dataset(o, file);
   const std::string dir = io::dataset_dir(io::data_root(o.data), dataset);
+  if (!o.predictions.empty()) {  // before the evaluation, and never over the model or the data it reads
+    std::vector<std::string> inputs = {o.input};
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) inputs.push_back(entry.path().string());
+    io::require_output_path(o.predictions, inputs, "--predictions");
+  }
   const io::Dataset test_set = io::load_split(dir, "t10k");
   const bool quantized = is_quantized_file(file);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));

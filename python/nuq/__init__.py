@@ -168,13 +168,13 @@ def _module(name: str) -> str:
 
 
 def _kept_by_default(state_dict, quantize_vectors: bool):
-    """The floating tensors ``nuq quantize`` keeps in a checkpoint: vectors and scalars (norms,
-    biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
+    """The floating tensors ``nuq quantize`` keeps in a checkpoint: empty ones, vectors and scalars
+    (norms, biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
     module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
     elsewhere = {_module(k) for k, v in state_dict.items()
                  if not isinstance(v, QuantizedTensor) and not _floating(v) and _module(k)}
     return {k for k, v in state_dict.items()
-            if _floating(v) and ((not quantize_vectors and len(_shape(v)) < 2) or _module(k) in elsewhere)}
+            if _floating(v) and ((not quantize_vectors and len(_shape(v)) < 2) or 0 in _shape(v) or _module(k) in elsewhere)}
 
 
 def _shape(x):

@@ -126,8 +126,12 @@ def test_metadata_survives_load_and_save(tmp_path, rng):
 
 def test_qgemm_of_an_empty_sum_is_the_bias(rng):
     codebook = nuq.design("msptq")
-    out = nuq.quantize_state_dict({"w": rng.laplace(size=(8, 8)).astype(np.float32),
-                                   "e": np.zeros((4, 0), np.float32), "f": np.zeros((0, 4), np.float32)}, codebook)
+    empty = {"e": np.zeros((4, 0), np.float32), "f": np.zeros((0, 4), np.float32)}
+    kept = nuq.quantize_state_dict({"w": rng.laplace(size=(8, 8)).astype(np.float32), **empty}, codebook)
+    assert kept["e"] is empty["e"] and kept["f"] is empty["f"]  # as nuq quantize: nothing to quantize
+    # Empty QuantizedTensors (files of older nuq held them), beside one with weights to normalise by
+    named = [("w", rng.laplace(size=(8, 8)).astype(np.float32), None)] + [(k, v, None) for k, v in empty.items()]
+    out = dict(zip(("w", "e", "f"), nuq._nuq._quantize(named, codebook, None, None, "cpu", "error")))
     bias = np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(nuq.qgemm(np.zeros((2, 0), np.float32), out["e"], bias), np.tile(bias, (2, 1)))
     np.testing.assert_array_equal(nuq.qgemm(np.zeros((3, 0), np.float32), out["e"]), np.zeros((3, 4), np.float32))
