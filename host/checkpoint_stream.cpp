@@ -106,6 +106,16 @@ std::string module_of(const std::string& name) {
   return dot == std::string::npos ? std::string() : name.substr(0, dot);
 }
 
+// Whether --skip names `tensor`. std::regex matches by recursion, one level a character or more: a
+// name of tens of thousands of characters (legal in the format) would overflow the stack, so names
+// beyond any real checkpoint's are refused for matching instead.
+bool skip_matches(const std::regex& skip, const std::string& tensor, const io::SafetensorsReader& reader) {
+  constexpr std::size_t kLongestName = 2048;
+  NUQ_REQUIRE(tensor.size() <= kLongestName, reader.path(), ": a tensor name of ", tensor.size(),
+              " characters is too long to match --skip against (at most ", kLongestName, ")");
+  return std::regex_search(tensor, skip);
+}
+
 // One run of quantize_checkpoint_files: the shards, the tensors to quantize (jobs) and those kept,
 // and what the passes share. statistics() and make_maps() are a tensor's first pass, write_shard()
 // one output file's second.
@@ -141,7 +151,7 @@ class StreamRun {
         // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
         const bool keep = !io::is_floating(entry.dtype) || entry.element_count() == 0 ||
                           (entry.shape.size() < 2 && !o.quantize_vectors) ||
-                          quantized_elsewhere.count(module_of(name)) || (o.skip && std::regex_search(name, *o.skip));
+                          quantized_elsewhere.count(module_of(name)) || (o.skip && skip_matches(*o.skip, name, reader));
         if (keep) {
           kept_.insert(name);
           continue;

@@ -435,6 +435,36 @@ TEST(CheckpointStream, LevelsBeyondFloat32AreRefused) {
   }
 }
 
+// --skip is matched by std::regex, which recurses a level a character: the longest name it takes
+// (2048 characters) matches backtracking patterns, a longer one is refused with a message, never
+// a stack overflow (a 50,000-character name crashed the matcher).
+TEST(CheckpointStream, SkipMatchesLongNamesOrRefusesThem) {
+  test::TempDir dir;
+  io::TensorFile file;
+  const std::string longest = "model.layers." + std::string(2048 - 20, 'x') + ".weight";
+  ASSERT_EQ(longest.size(), 2048u);
+  file.tensors[longest] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 5));
+  file.tensors["b.weight"] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 6));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (const char* pattern : {".*lm_head", "(n|m)*x", "^model\\..*\\.weight$"}) {
+    StreamOptions options;
+    options.skip = std::regex(pattern, std::regex::ECMAScript);
+    const StreamReport report =
+        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+    EXPECT_EQ(report.kept.size(), std::string(pattern) == ".*lm_head" ? 0u : 1u) << pattern;
+  }
+  file.tensors[longest + "x"] = file.tensors.at(longest);
+  io::write_safetensors(dir.file("longer.safetensors"), file);
+  StreamOptions options;
+  options.skip = std::regex("(n|m)*x", std::regex::ECMAScript);
+  try {
+    quantize_checkpoint_files(dir.file("longer.safetensors"), dir.file("q2.safetensors"), msptq2(), options, cpu_backend());
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2049 characters is too long to match --skip"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CheckpointStream, BrokenInputsAreNamed) {
   test::TempDir dir;
   auto message = [&](const std::string& input, const std::string& output) {

@@ -63,6 +63,10 @@ class HostileInputs : public ::testing::Test {
     std::filesystem::create_directories(file("folder"));
     std::ofstream(file("notes.txt")) << "not a safetensors file\n";
 
+    io::TensorFile extra = io::read_safetensors(file("fp32.safetensors"));
+    extra.tensors["fc4.weight"] = io::f32_tensor({3, 3}, std::vector<float>(9, 1.0f));  // not the MLP's
+    io::write_safetensors(file("extra-tensor.safetensors"), extra);
+
     model.dataset.clear();  // as written by an older nuq
     save_model(file("no-dataset.safetensors"), model);
     Model broken = make_model(Architecture::Mlp, 3);
@@ -135,6 +139,8 @@ const std::vector<Case>& cases() {
       {"dequantize {d}/ckpt-2bit.safetensors -o {d}/ckpt-2bit.safetensors", kUserError, "is the input itself"},
       {"dequantize {d}/ckpt-2bit.safetensors -o /dev/null", kUserError, "character device"},
       {"train -o {d}/folder", kUserError, "directory"},
+      {"eval {d}/fp32.safetensors --predictions {d}/fp32.safetensors", kUserError, "is the input itself"},
+      {"eval {d}/fp32.safetensors --predictions {d}/hardlink.safetensors", kUserError, "is the input file"},
       {"reproduce --out {d}/notes.txt/run", kUserError, "cannot create the folder"},
       {"reproduce --out ''", kUserError, "the folder name is empty"},
       // Inputs: the reason, not a number from a failed size query or a hang on a FIFO.
@@ -153,6 +159,8 @@ const std::vector<Case>& cases() {
       {"eval {d}/folder", kUserError, "it is a directory"},
       {"eval {d}/no-dataset.safetensors", kUserError, "does not record the data set"},
       {"quantize {d}/nan-weight.safetensors -o {d}/q.safetensors", kUserError, "nuq quantize --nonfinite saturate"},
+      {"quantize {d}/extra-tensor.safetensors -o {d}/q.safetensors", kUserError,
+       "tensor 'fc4.weight' is not a parameter of nuq's mlp"},
       // dequantize refuses what it cannot restore, and says so.
       {"dequantize {d}/nan-codebook.safetensors -o {d}/out.safetensors", kUserError, "every level must be finite"},
       {"dequantize {d}/reshaped-codes.safetensors -o {d}/out.safetensors", kUserError, "got U8 [32x24]"},

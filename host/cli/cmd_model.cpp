@@ -1,6 +1,7 @@
 // nuq train, nuq quantize and nuq eval: the pieces of `nuq reproduce`, one model at a time.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -214,6 +215,12 @@ void run_quantize(const QuantizeOptions& o) {
   NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
               "restored weights again");
   const Model model = model_from_file(file, o.input, nonfinite);
+  for (const auto& [name, tensor] : file.tensors)  // the quantized file holds the network alone: nothing is dropped silently
+    NUQ_REQUIRE(std::any_of(model.parameters.begin(), model.parameters.end(),
+                            [&](const Parameter& p) { return p.name == name; }),
+                o.input, ": tensor '", name, "' is not a parameter of nuq's ", to_string(model.architecture),
+                "; a nuq model is quantized whole and holds its parameters alone (drop the nuq.architecture "
+                "metadata to quantize the file as a checkpoint)");
   if (!o.support.empty())
     codebook = codebook_at_xmax(spec, resolve_xmax(parse_support(o.support), normalised_range(model, normalisation, nonfinite, *backend)));
   PtqReport report;
