@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "nuq/error.h"
+#include "nuq/io/temporary_files.h"
 
 namespace {
 constexpr int kUserError = 1;
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   nuq::cli::add_mismatch_commands(app);
   nuq::cli::add_theory_command(app);
   nuq::cli::add_devices_command(app);
+  nuq::io::remove_temporary_files_on_signals();  // an interrupted run leaves no <output>.tmp.<pid> behind
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,6 +10,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/file_checks.h"
+#include "nuq/io/temporary_files.h"
 
 namespace nuq::io {
 
@@ -17,6 +18,7 @@ void write_atomically(const std::string& path, const std::function<void(std::ost
   require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
   // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy).
   const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+  const TemporaryFile removed_if_interrupted(temporary);
   try {
     {
       std::ofstream out(temporary, std::ios::binary | std::ios::trunc);

@@ -104,7 +104,10 @@ bool SafetensorsReader::cached(std::uint64_t offset) const {
 
 SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std::string, std::string>& metadata,
                                      std::vector<std::pair<std::string, TensorEntry>> tensors)
-    : path_(path), temporary_(path + ".tmp." + std::to_string(::getpid())), order_(std::move(tensors)) {
+    : path_(path),
+      temporary_(path + ".tmp." + std::to_string(::getpid())),
+      removed_if_interrupted_(temporary_),
+      order_(std::move(tensors)) {
   require_output_path(path);
   const std::string text = plan_header(metadata, order_);
   data_bytes_ = order_.empty() ? 0 : order_.back().second.end;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "nuq/io/safetensors.h"
+#include "nuq/io/temporary_files.h"
 
 namespace nuq::io {
 
@@ -63,6 +64,7 @@ class SafetensorsWriter {
 
  private:
   std::string path_, temporary_;
+  TemporaryFile removed_if_interrupted_;
   int fd_ = -1;
   std::vector<std::pair<std::string, TensorEntry>> order_;
   std::uint64_t header_bytes_ = 0, data_bytes_ = 0, written_ = 0;

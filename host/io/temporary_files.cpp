@@ -1,0 +1,59 @@
+#include "nuq/io/temporary_files.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+namespace nuq::io {
+namespace {
+
+// A fixed table the handler can read without allocating or locking: a slot's path is written
+// before `used` is set, and `used` is cleared before the slot is written again.
+struct Slot {
+  std::atomic<bool> claimed{false};  // owned by a TemporaryFile (its path may still be being written)
+  std::atomic<bool> used{false};     // the path is complete: the handler removes it
+  char path[4096];
+};
+Slot slots[64];
+
+extern "C" void remove_and_reraise(int signal_number) {
+  for (Slot& slot : slots)
+    if (slot.used.load(std::memory_order_acquire)) ::unlink(slot.path);  // async-signal-safe
+  ::signal(signal_number, SIG_DFL);
+  ::raise(signal_number);
+}
+
+}  // namespace
+
+TemporaryFile::TemporaryFile(const std::string& path) {
+  if (path.size() >= sizeof(Slot::path)) return;
+  for (int i = 0; i < int(std::size(slots)); ++i) {
+    bool expected = false;
+    if (!slots[i].claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) continue;
+    std::memcpy(slots[i].path, path.c_str(), path.size() + 1);
+    slots[i].used.store(true, std::memory_order_release);
+    slot_ = i;
+    return;
+  }
+}
+
+TemporaryFile::~TemporaryFile() {
+  if (slot_ < 0) return;
+  slots[slot_].used.store(false, std::memory_order_release);
+  slots[slot_].claimed.store(false, std::memory_order_release);
+}
+
+void remove_temporary_files_on_signals() {
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction current {};
+    if (::sigaction(signal_number, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) continue;  // nohup
+    struct sigaction action {};
+    action.sa_handler = remove_and_reraise;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(signal_number, &action, nullptr);
+  }
+}
+
+}  // namespace nuq::io

@@ -1,0 +1,27 @@
+// The temporary files nuq writes its outputs into (renamed into place when whole), registered so
+// that an interrupted run removes them: SIGINT, SIGTERM and SIGHUP unlink every registered file
+// before the signal takes its default course. (SIGKILL cannot be caught: a file named
+// `<output>.tmp.<pid>` is then left, and never read as an output.)
+#pragma once
+
+#include <string>
+
+namespace nuq::io {
+
+// While alive, `path` is removed if the process is interrupted. Paths past the registry's size
+// (64 at once, each up to 4095 bytes) are not registered; writing works the same.
+class TemporaryFile {
+ public:
+  explicit TemporaryFile(const std::string& path);
+  ~TemporaryFile();
+  TemporaryFile(const TemporaryFile&) = delete;
+  TemporaryFile& operator=(const TemporaryFile&) = delete;
+
+ private:
+  int slot_ = -1;
+};
+
+// Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
+void remove_temporary_files_on_signals();
+
+}  // namespace nuq::io

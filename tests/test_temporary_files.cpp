@@ -1,0 +1,64 @@
+// An interrupted run leaves no temporary output behind: a child process with registered files
+// takes SIGINT, SIGTERM or SIGHUP; the files it still held are gone, a file it had let go of (renamed
+// into place) stays, and the child ends by the signal itself (its exit status tells the shell so).
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "nuq/io/temporary_files.h"
+#include "temp_dir.h"
+
+namespace nuq::io {
+namespace {
+
+TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) {
+    test::TempDir dir;
+    const std::string held = dir.file("out.safetensors.tmp.1"), second = dir.file("other.tmp.1"),
+                      released = dir.file("done.tmp.1");
+    for (const std::string& path : {held, second, released}) std::ofstream(path) << "partial";
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {  // only async-signal-safe work from here on, then the signal
+      remove_temporary_files_on_signals();
+      { const TemporaryFile let_go(released); }
+      const TemporaryFile a(held), b(second);
+      ::raise(signal_number);
+      ::_exit(0);  // not reached: the signal ends the child
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == signal_number) << "signal " << signal_number;
+    EXPECT_FALSE(std::filesystem::exists(held)) << signal_number;
+    EXPECT_FALSE(std::filesystem::exists(second)) << signal_number;
+    EXPECT_TRUE(std::filesystem::exists(released)) << signal_number;
+  }
+}
+
+TEST(TemporaryFiles, AnIgnoredSignalStaysIgnored) {
+  test::TempDir dir;
+  const std::string held = dir.file("x.tmp.1");
+  std::ofstream(held) << "partial";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGHUP, SIG_IGN);  // as under nohup
+    remove_temporary_files_on_signals();
+    const TemporaryFile a(held);
+    ::raise(SIGHUP);
+    ::_exit(7);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+  EXPECT_TRUE(std::filesystem::exists(held));
+}
+
+}  // namespace
+}  // namespace nuq::io
