@@ -196,6 +196,7 @@ class StreamRun {
   }
 
   std::size_t shards() const { return readers_.size(); }
+  void begin_writing() const { checkpoint_.begin_writing(); }
   std::uint64_t quantized_bytes() const { return quantized_bytes_; }
   std::uint64_t total_bytes() const { return total_bytes_; }
   std::vector<Job>& jobs() { return jobs_; }
@@ -492,6 +493,7 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   // Pass 2: each output file written while the next is worked on, its finish (fsync, rename)
   // behind the next one's work.
   progress.restart(run.total_bytes());
+  run.begin_writing();
   const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
   std::unique_ptr<io::WriteBehind> finishing;
   for (std::size_t s = 0; s < run.shards(); ++s) {

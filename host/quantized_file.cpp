@@ -444,6 +444,14 @@ std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout
   return out;
 }
 
+std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name) {
+  nlohmann::json description = description_of(metadata, name);
+  description.erase("tensors");
+  description.erase("kept");
+  description.erase("version");
+  return description.dump();
+}
+
 std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata) {
   metadata.erase(kKey);
   metadata.erase(kLegacyCheckpointKey);

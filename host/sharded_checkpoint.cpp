@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <regex>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +45,27 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
   return shards;
 }
 
+// Shards named as Hugging Face names them, `<stem>-00002-of-00005.safetensors`, say how many there
+// are: a folder without an index must hold them all (nuq writes the index last, so a run that was
+// interrupted leaves a folder with no index and some shards missing).
+void require_every_numbered_shard(const fs::path& folder, const std::vector<std::string>& shards) {
+  static const std::regex numbered(R"((.*)-(\d+)-of-(\d+)\.safetensors)");
+  std::map<std::pair<std::string, std::string>, std::set<unsigned long>> seen;  // (stem, total) -> numbers
+  for (const std::string& shard : shards) {
+    std::smatch m;
+    const std::string name = fs::path(shard).filename().string();
+    if (name.size() < 256 && std::regex_match(name, m, numbered)) seen[{m[1].str(), m[3].str()}].insert(std::stoul(m[2].str()));
+  }
+  for (const auto& [key, numbers] : seen) {
+    const unsigned long total = std::stoul(key.second);
+    for (unsigned long n = 1; n <= total && n <= 100000; ++n)
+      NUQ_REQUIRE(numbers.count(n), folder.string(), ": shard ", n, " of ", key.second, " (", key.first, "-",
+                  std::string(key.second.size() - std::min(key.second.size(), std::to_string(n).size()), '0'), n,
+                  "-of-", key.second, ".safetensors) is missing and there is no ", kIndexName,
+                  "; an interrupted run? Write the folder again");
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> checkpoint_shards(const std::string& input) {
@@ -55,6 +78,7 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
       if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
     std::sort(shards.begin(), shards.end());
     NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files");
+    require_every_numbered_shard(path, shards);
     return shards;
   }
   if (path.extension() == ".json") return shards_of_index(path);
@@ -64,23 +88,39 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)
     : inputs_(checkpoint_shards(input)), folder_(output) {
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
-  if (sharded_) io::make_folder(output, "--output");
+  if (sharded_) {
+    created_folder_ = !fs::exists(output);
+    io::make_folder(output, "--output");
+  }
   for (const std::string& shard : inputs_) {
     outputs_.push_back(sharded_ ? (fs::path(output) / fs::path(shard).filename()).string() : output);
     io::require_output_path(outputs_.back(), inputs_, "--output");
   }
 }
 
+ShardedCheckpoint::~ShardedCheckpoint() {
+  if (!created_folder_ || indexed_) return;
+  std::error_code ec;  // removes the folder this run made only while nothing was written into it
+  fs::remove(folder_, ec);
+}
+
+void ShardedCheckpoint::begin_writing() const {
+  if (!sharded_) return;
+  std::error_code ec;  // absent is fine; a failure shows when the new index is written
+  fs::remove(fs::path(folder_) / kIndexName, ec);
+}
+
 void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard) {
   weight_map_[tensor] = fs::path(outputs_.at(shard)).filename().string();
 }
 
-std::string ShardedCheckpoint::write_index() const {
+std::string ShardedCheckpoint::write_index() {
   if (!sharded_) return "";
   const std::string index = (fs::path(folder_) / kIndexName).string();
   io::write_atomically(index, [&](std::ostream& out) {
     out << nlohmann::json{{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map_}}.dump(2) << '\n';
   });
+  indexed_ = true;
   return index;
 }
 

@@ -23,6 +23,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
+#include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
 namespace nuq {
@@ -236,6 +237,51 @@ TEST_F(HostileInputs, DequantizeCountsWhatItRestoredAndCopied) {
   const nlohmann::json j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j.at("restored"), nlohmann::json({"layer.bias", "layer.weight"}));
   EXPECT_TRUE(j.at("copied").empty());
+}
+
+// A folder of shards a run left half-written (interrupted: no index, shards missing, or new shards
+// beside an older run's) is refused by dequantize, never restored into a part of a model; a new
+// run into a folder first removes the index an older run left there.
+TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.file("model"));
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (int s = 1; s <= 2; ++s) {
+    const std::string name = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    io::TensorFile shard;
+    std::vector<float> w(32 * 16);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(0.3 * double(i + 1000 * s)));
+    shard.tensors["layers." + std::to_string(s) + ".weight"] = io::f32_tensor({32, 16}, w);
+    io::write_safetensors(dir.file("model/" + name), shard);
+    weight_map["layers." + std::to_string(s) + ".weight"] = name;
+  }
+  std::ofstream(dir.file("model/model.safetensors.index.json")) << nlohmann::json{{"weight_map", weight_map}}.dump();
+  const std::string d = dir.path().string();
+  ASSERT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/a -m msptq").status, kOk);
+  ASSERT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/b -m sptq --normalise per-tensor").status, kOk);
+  ASSERT_EQ(run_nuq("dequantize " + d + "/a -o " + d + "/a-restored").status, kOk);
+
+  std::filesystem::remove(dir.file("a/model.safetensors.index.json"));  // as an interrupted run leaves it
+  ASSERT_EQ(run_nuq("dequantize " + d + "/a -o " + d + "/whole").status, kOk);  // every numbered shard is there
+  std::filesystem::copy_file(dir.file("b/model-00002-of-00002.safetensors"), dir.file("a/model-00002-of-00002.safetensors"),
+                             std::filesystem::copy_options::overwrite_existing);
+  CommandResult r = run_nuq("dequantize " + d + "/a -o " + d + "/mixed");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("quantized by another run"), std::string::npos) << r.output;
+  std::filesystem::remove(dir.file("a/model-00002-of-00002.safetensors"));
+  r = run_nuq("dequantize " + d + "/a -o " + d + "/half");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("shard 2 of 00002 (model-00002-of-00002.safetensors) is missing"), std::string::npos)
+      << r.output;
+
+  r = run_nuq("quantize " + d + "/model -o " + d + "/failed --skip .");  // fails before writing anything
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("no tensor to quantize"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("failed"))) << "a failed run left the folder it made";
+
+  ASSERT_TRUE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
+  ShardedCheckpoint(dir.file("model"), dir.file("b")).begin_writing();
+  EXPECT_FALSE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
 }
 
 TEST(CliHelp, EveryCommandWritesRangesOneWayAndNoFlagDefaults) {

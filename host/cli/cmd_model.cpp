@@ -257,10 +257,24 @@ struct DequantizeOptions {
   bool json = false;
 };
 
+// The shards of one `nuq quantize` run share its codebook, normalisation and statistics: a folder
+// of shards from two runs (one interrupted over an older output) would restore a mixed model.
+void require_one_run(const std::vector<std::string>& shards) {
+  std::string first;
+  for (const std::string& shard : shards) {
+    const std::string run = quantized_run(io::SafetensorsReader(shard).layout().metadata, shard);
+    if (first.empty()) first = run;
+    NUQ_REQUIRE(run == first, shard, ": quantized by another run than ", shards.front(),
+                " (another codebook, normalisation or statistics): the shards do not make one model");
+  }
+}
+
 // One file, or a sharded checkpoint (a folder or its model.safetensors.index.json) into a folder
 // of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
   ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
+  require_one_run(checkpoint.inputs());
+  checkpoint.begin_writing();
   DequantizeReport report;
   std::vector<std::string> outputs;
   for (std::size_t s = 0; s < checkpoint.inputs().size(); ++s) {

@@ -108,6 +108,9 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
 // The metadata with the description narrowed to `tensor`: with that tensor's stored tensors, what
 // read_quantized_checkpoint checks and reads one tensor from.
 std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor);
+// What every shard of one quantize run shares: its description without the tensors (codebook,
+// normalisation, statistics), as text to compare. Throws naming `name` when it has none.
+std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name);
 // The metadata without nuq's description: what a dequantized file keeps.
 std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata);
 

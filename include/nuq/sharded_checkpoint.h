@@ -12,8 +12,9 @@
 
 namespace nuq {
 
-// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it)
-// or an index .json. Errors name the input.
+// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it,
+// all of them when their names number them "-00001-of-00003") or an index .json. Errors name the
+// input.
 std::vector<std::string> checkpoint_shards(const std::string& input);
 
 class ShardedCheckpoint {
@@ -22,23 +23,32 @@ class ShardedCheckpoint {
   // is made, then every output is checked before anything is written (io::require_output_path:
   // not an input, not a folder or a device).
   ShardedCheckpoint(const std::string& input, const std::string& output);
+  // A folder the constructor made is removed again if the run ends before its index while it is
+  // still empty (a run that failed before writing leaves nothing behind).
+  ~ShardedCheckpoint();
+  ShardedCheckpoint(const ShardedCheckpoint&) = delete;
+  ShardedCheckpoint& operator=(const ShardedCheckpoint&) = delete;
 
   const std::vector<std::string>& inputs() const { return inputs_; }
   const std::string& output(std::size_t shard) const { return outputs_.at(shard); }
   bool sharded() const { return sharded_; }
 
+  // Before the first output is written: removes an index an earlier run left in the output folder,
+  // which would otherwise vouch for a folder this run may leave half-written if interrupted.
+  void begin_writing() const;
   // Records that `tensor` is stored in shard `shard`'s output, and that output's size in bytes.
   void add_tensor(const std::string& tensor, std::size_t shard);
   void add_output_bytes(std::uint64_t bytes) { total_bytes_ += bytes; }
 
   // For a sharded input: writes the index (atomically) with the tensors and sizes recorded and
   // returns its path; for one file: writes nothing and returns "".
-  std::string write_index() const;
+  std::string write_index();
 
  private:
   std::vector<std::string> inputs_, outputs_;
   std::string folder_;
   bool sharded_ = false;
+  bool created_folder_ = false, indexed_ = false;
   std::map<std::string, std::string> weight_map_;  // tensor -> its output's file name
   std::uint64_t total_bytes_ = 0;
 };
