@@ -112,6 +112,8 @@ Model load_model(const std::string& path, NonFinite nonfinite) {
 }
 
 Model model_from_file(const io::TensorFile& file, const std::string& path, NonFinite nonfinite) {
+  NUQ_REQUIRE(!file.metadata.count("nuq.quantized"), path, ": a quantized model; `nuq dequantize` it for its FP32 "
+              "weights (`nuq eval` reads it as it is)");
   Model model;
   model.architecture = recorded_architecture(file, path, "not a model written by nuq train");
   model.dataset = recorded_dataset(file, path);

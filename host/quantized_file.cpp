@@ -345,8 +345,13 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       q.mean = d.value("mean", out.mean);
       q.stddev = d.value("stddev", out.stddev);
       const std::string dtype_name = d.value("dtype", std::string("F32"));
+      bool known = false;
       for (io::DType candidate : {io::DType::F32, io::DType::F16, io::DType::BF16})
-        if (dtype_name == io::to_string(candidate)) dtype = candidate;
+        if (dtype_name == io::to_string(candidate)) {
+          dtype = candidate;
+          known = true;
+        }
+      NUQ_REQUIRE(known, where, ": dtype '", dtype_name, "' is not one nuq quantizes (F32, F16 or BF16)");
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": bad description in " + kKey + ": " + e.what());
     }

@@ -185,6 +185,11 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 60 --range=-40:0", kUserError, "granular noise"},
       // Options that do not apply are refused for the right reason.
       {"design -m sptq --alpha 0", kUserError, "alpha scales the ternary quantizer only"},
+      {"design -m uniform -N -1", kUserError, "--levels: Value -1 not in range 2 to 65536"},
+      {"design -m lloyd-max --optimizer iterative", kUserError, "does not apply to it"},
+      {"design -m lloyd-max --trace", kUserError, "lloyd-max records no x_max iterates"},
+      {"bitrate --sqnr-min 30 --model {d}/ckpt-2bit.safetensors", kUserError, "a quantized model; `nuq dequantize`"},
+      {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip ''", kUserError, "an empty expression"},
       {"design -m sptq --mu 5", kUserError, "mu belongs to the mulaw quantizer"},
       {"design -m ternary --alpha 0", kUserError, "alpha must be finite and positive"},
       {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},
@@ -282,6 +287,11 @@ TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
   ASSERT_TRUE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
   ShardedCheckpoint(dir.file("model"), dir.file("b")).begin_writing();
   EXPECT_FALSE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
+}
+
+TEST(CliOutput, AReportThatCannotBeWrittenFailsTheRun) {
+  EXPECT_EQ(run_nuq("theory >/dev/full").status, kUserError);  // no space: the report was lost
+  EXPECT_EQ(run_nuq("theory >/dev/null").status, kOk);
 }
 
 TEST(CliHelp, EveryCommandWritesRangesOneWayAndNoFlagDefaults) {

@@ -205,6 +205,8 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
       {"code width 3", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["bits"] = 3; }), "unsupported code width 3"},
       {"code width 2^70", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["bits"] = 1180591620717411303424.0; }),
        "unsupported code width 1.18"},
+      {"dtype unknown", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["dtype"] = "WAT"; }),
+       "dtype 'WAT' is not one nuq quantizes"},
       {"version a string", meta_edit(file, [](auto& d) { d["version"] = "1"; }), "version \"1\" is not a format version"},
       {"version fractional", meta_edit(file, [](auto& d) { d["version"] = 1.5; }), "version 1.5 is not a format version"},
       {"version huge", meta_edit(file, [](auto& d) { d["version"] = 1e300; }), "is not a format version"},

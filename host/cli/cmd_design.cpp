@@ -123,8 +123,11 @@ void run_design(const DesignOptions& options) {
   }
   const std::string variable = xmax_per_parameter(spec.method) == 1.0 ? "xmax" : "delta";
   if (options.trace && result.trace.sequence.empty())
-    throw Error("--trace: the " + to_string(result.codebook.provenance().rule) +
-                " rule runs no iteration; use --optimizer iterative");
+    throw Error(spec.method == Method::LloydMax
+                    ? std::string("--trace: lloyd-max records no x_max iterates (sptq, msptq and uniform with "
+                                  "--optimizer iterative do)")
+                    : "--trace: the " + to_string(result.codebook.provenance().rule) +
+                          " rule runs no iteration; use --optimizer iterative");
 
   if (options.json) {
     nlohmann::json j = {{"codebook", to_json(result.codebook)},
@@ -160,7 +163,8 @@ void add_design_command(CLI::App& app) {
   cmd->add_option("--bits,-b", options->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
       ->check(CLI::Range(1, 16))->capture_default_str();
   cmd->add_option("--levels,-N", options->levels,
-                  "Number of levels (default 2^bits; uniform, mulaw and lloyd-max only)");
+                  "Number of levels (default 2^bits; uniform, mulaw and lloyd-max only)")
+      ->check(CLI::Range(std::size_t{2}, std::size_t{65536}));
   cmd->add_option("--xmax", options->xmax, "Support threshold x_max (source units); default: optimal");
   cmd->add_option("--optimizer", options->optimizer,
                   "How to find x_max when --xmax is absent: iterative (the design's fixed-point "

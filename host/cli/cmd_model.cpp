@@ -215,10 +215,10 @@ void run_quantize(const QuantizeOptions& o) {
   NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
               "restored weights again");
   const Model model = model_from_file(file, o.input, nonfinite);
-  for (const auto& [name, tensor] : file.tensors)  // the quantized file holds the network alone: nothing is dropped silently
+  for (const auto& entry : file.tensors)  // the quantized file holds the network alone: nothing is dropped silently
     NUQ_REQUIRE(std::any_of(model.parameters.begin(), model.parameters.end(),
-                            [&](const Parameter& p) { return p.name == name; }),
-                o.input, ": tensor '", name, "' is not a parameter of nuq's ", to_string(model.architecture),
+                            [&](const Parameter& p) { return p.name == entry.first; }),
+                o.input, ": tensor '", entry.first, "' is not a parameter of nuq's ", to_string(model.architecture),
                 "; a nuq model is quantized whole and holds its parameters alone (drop the nuq.architecture "
                 "metadata to quantize the file as a checkpoint)");
   if (!o.support.empty())
@@ -333,6 +333,8 @@ void run_eval(const EvalOptions& o) {
     io::require_output_path(o.predictions, inputs, "--predictions");
   }
   const io::Dataset test_set = io::load_split(dir, "t10k");
+  NUQ_REQUIRE(test_set.rows == 28 && test_set.cols == 28, dir, ": the t10k images are ", test_set.rows, "x",
+              test_set.cols, "; nuq's networks take 28x28 (MNIST, Fashion-MNIST)");
   const bool quantized = is_quantized_file(file);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
@@ -402,21 +404,23 @@ void add_model_commands(CLI::App& app) {
       ->check(CLI::IsMember({"error", "saturate"}))->capture_default_str();
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor (ternary only)")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
-  quantize_cmd->add_option("--skip", q->skip,
+  CLI::Option* skip = quantize_cmd->add_option("--skip", q->skip,
                            "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched) "
                            "are kept as they are, e.g. 'embed_tokens|lm_head' (kept always: tensors other than "
                            "F32/F16/BF16, such as FP8 or int32 codes, and the floating tensors of their module, "
                            "such as an FP8 weight's weight_scale_inv or GPTQ's scales)");
   quantize_cmd->add_option("--group-size", q->group_size,
                            "Checkpoints: each run of N weights along a row gets its own scale (a multiple of 8 that "
-                           "divides the rows; the codebook is shared; F32 scales add 32/N bits per weight)")
+                           "divides the rows' length; the codebook is shared; F32 scales add 32/N bits per weight)")
       ->check(CLI::Range(std::size_t{8}, std::size_t{1} << 20));
   quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
                          "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
-  quantize_cmd->callback([q, normalise] {
+  quantize_cmd->callback([q, normalise, skip] {
     q->normalisation_given = normalise->count() > 0;
+    NUQ_REQUIRE(!skip->count() || !q->skip.empty(), "--skip '': an empty expression matches every tensor name; give "
+                "the names to keep, e.g. 'embed_tokens|lm_head'");
     run_quantize(*q);
   });
 

@@ -5,9 +5,12 @@
 // (a bad option or value, a broken or missing file, an output that cannot be written, a check that
 // found a mismatch, a question with no answer such as `bitrate` finding no rate); 2 an internal
 // error (a broken invariant: a bug in nuq, to be reported).
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
+#include <iostream>
 
 #include <CLI/CLI.hpp>
 
@@ -60,6 +63,12 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nuq: internal error: %s\n", e.what());
     return kInternalError;
+  }
+  // A report that did not reach its reader (a full disk, a closed pipe) is a failed run.
+  std::cout.flush();
+  if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "nuq: error: cannot write the report to standard output: %s\n", std::strerror(errno));
+    return kUserError;
   }
   return 0;
 }

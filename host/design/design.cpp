@@ -163,8 +163,11 @@ DesignResult design(const DesignSpec& spec) {
   const XmaxRule rule = spec.rule.value_or(default_rule(spec));
   NUQ_REQUIRE(spec.alpha == 1.0 || rule == XmaxRule::Given,
               "design: alpha scales a given x_max; it cannot be combined with an optimizer");
-  NUQ_REQUIRE((rule == XmaxRule::Lloyd) == (spec.method == Method::LloydMax),
-              "design: the Lloyd rule belongs to the lloyd-max method and it to the rule");
+  NUQ_REQUIRE(rule != XmaxRule::Lloyd || spec.method == Method::LloydMax,
+              "design: the lloyd optimizer belongs to --method lloyd-max");
+  NUQ_REQUIRE(rule == XmaxRule::Lloyd || spec.method != Method::LloydMax,
+              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); --optimizer ",
+              to_string(rule), " does not apply to it");
   FixedPointTrace trace;
   Codebook unit = [&] {
     switch (rule) {
