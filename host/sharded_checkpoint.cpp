@@ -20,6 +20,14 @@ namespace fs = std::filesystem;
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
 
+// The index's own metadata beyond total_size (a peer's format tags, say), carried to the new index.
+nlohmann::json metadata_of_index(const fs::path& index) {
+  std::ifstream in(index);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_object() && j.contains("metadata") && j["metadata"].is_object()) return j["metadata"];
+  return nlohmann::json::object();
+}
+
 std::vector<std::string> shards_of_index(const fs::path& index) {
   std::ifstream in(index);
   NUQ_REQUIRE(in, index.string(), ": cannot open the index");
@@ -87,6 +95,9 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
 
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)
     : inputs_(checkpoint_shards(input)), folder_(output) {
+  const fs::path in(input);
+  if (fs::is_directory(in) && fs::exists(in / kIndexName)) index_metadata_ = metadata_of_index(in / kIndexName).dump();
+  else if (!fs::is_directory(in) && in.extension() == ".json") index_metadata_ = metadata_of_index(in).dump();
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
   if (sharded_) {
     created_folder_ = !fs::exists(output);
@@ -118,7 +129,9 @@ std::string ShardedCheckpoint::write_index() {
   if (!sharded_) return "";
   const std::string index = (fs::path(folder_) / kIndexName).string();
   io::write_atomically(index, [&](std::ostream& out) {
-    out << nlohmann::json{{"metadata", {{"total_size", total_bytes_}}}, {"weight_map", weight_map_}}.dump(2) << '\n';
+    nlohmann::json metadata = index_metadata_.empty() ? nlohmann::json::object() : nlohmann::json::parse(index_metadata_);
+    metadata["total_size"] = total_bytes_;  // of the files written, headers included
+    out << nlohmann::json{{"metadata", metadata}, {"weight_map", weight_map_}}.dump(2) << '\n';
   });
   indexed_ = true;
   return index;

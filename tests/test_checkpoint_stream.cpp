@@ -222,7 +222,8 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
     io::write_safetensors(dir.file("model/" + file), t);
     for (const auto& [name, tensor] : t.tensors) weight_map[name] = file;
   }
-  std::ofstream(dir.file("model/model.safetensors.index.json")) << nlohmann::json{{"weight_map", weight_map}}.dump();
+  std::ofstream(dir.file("model/model.safetensors.index.json"))
+      << nlohmann::json{{"metadata", {{"total_size", 1}, {"format", "pt"}}}, {"weight_map", weight_map}}.dump();
   StreamOptions options;
   options.skip = std::regex("up_proj");
   const StreamReport report =
@@ -248,6 +249,7 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
     EXPECT_EQ(restored.tensors.at(prefix + "q_proj.weight").shape, (std::vector<std::int64_t>{96, 40}));
   }
   EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
+  EXPECT_EQ(index["metadata"]["format"], "pt");  // the input index's metadata is carried over
   // A folder in, the same as its index.
   const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
   EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));

@@ -47,6 +47,7 @@ class ShardedCheckpoint {
  private:
   std::vector<std::string> inputs_, outputs_;
   std::string folder_;
+  std::string index_metadata_;  // the input index's "metadata" (JSON), carried to the new index
   bool sharded_ = false;
   bool created_folder_ = false, indexed_ = false;
   std::map<std::string, std::string> weight_map_;  // tensor -> its output's file name

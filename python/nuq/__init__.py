@@ -171,10 +171,11 @@ def _kept_by_default(state_dict, quantize_vectors: bool):
     """The floating tensors ``nuq quantize`` keeps in a checkpoint: empty ones, vectors and scalars
     (norms, biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
     module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
-    elsewhere = {_module(k) for k, v in state_dict.items()
-                 if not isinstance(v, QuantizedTensor) and not _floating(v) and _module(k)}
+    elsewhere = {_module(k) for k, v in state_dict.items()  # tensors only: not extra state objects
+                 if hasattr(v, "dtype") and not isinstance(v, QuantizedTensor) and not _floating(v) and _module(k)}
+    vector = lambda v: not quantize_vectors and len(_shape(v)) < 2
     return {k for k, v in state_dict.items()
-            if _floating(v) and ((not quantize_vectors and len(_shape(v)) < 2) or 0 in _shape(v) or _module(k) in elsewhere)}
+            if _floating(v) and (vector(v) or 0 in _shape(v) or _module(k) in elsewhere)}
 
 
 def _shape(x):
