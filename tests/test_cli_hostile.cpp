@@ -177,6 +177,12 @@ const std::vector<Case>& cases() {
       {"mismatch --range=0:1 --step 0", kUserError, "--step"},
       {"mismatch --range=0:1 --step nan", kUserError, "--step"},
       {"mismatch --range=0:30 --step 1e-9", kUserError, "more than"},
+      // Options that contradict each other: refused, never one of them silently dropped.
+      {"mismatch --range=1:2:0.5 --step 0.25", kUserError, "gives its own step"},
+      {"bitrate --sqnr-min 30 --range=-3:0:1 --step 2", kUserError, "gives its own step"},
+      {"mismatch --csv --json", kUserError, "--csv excludes --json"},
+      {"design --sweep 0.3:2:0.1 --trace", kUserError, "--trace excludes --sweep"},
+      {"design --sweep 0.3:2:0.1 --xmax 1", kUserError, "--xmax excludes --sweep"},
       {"theory --check --tolerance nan", kUserError, "--tolerance"},
       {"theory --tolerance -1", kUserError, "--tolerance"},
       {"bitrate --range=-30:0", kUserError, "give --sqnr-min"},

@@ -180,10 +180,12 @@ void add_design_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--epsilon", options->epsilon, "Stop criterion |x(i+1) - x(i)| of the iterative rule")
       ->capture_default_str();
-  cmd->add_flag("--trace", options->trace, "Print the iterates of the rule as CSV (Fig. 5)");
+  CLI::Option* trace = cmd->add_flag("--trace", options->trace, "Print the iterates of the rule as CSV (Fig. 5)");
   cmd->add_option("--sweep", options->sweep,
                   "Print D against the design parameter (Delta for sptq/msptq, x_max otherwise) "
-                  "as CSV over FROM:TO[:STEP] (Fig. 6)");
+                  "as CSV over FROM:TO[:STEP] (Fig. 6)")
+      ->excludes(trace)
+      ->excludes("--xmax");
   cmd->add_flag("--all-cells", options->all_cells, "List every cell, however many");
   cmd->add_flag("--json", options->json, "Print everything as JSON");
   cmd->callback([options] { run_design(*options); });

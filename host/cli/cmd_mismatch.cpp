@@ -29,6 +29,12 @@ Range db_range(const std::string& text, double step) {
   return range;
 }
 
+// A step given twice (FROM:TO:STEP and --step) is one too many: which would win is a guess.
+void require_one_step(const std::string& range, const CLI::Option& step) {
+  NUQ_REQUIRE(!step.count() || std::count(range.begin(), range.end(), ':') != 2, "--range ", range,
+              " gives its own step; drop --step (or the range's third field)");
+}
+
 struct MismatchOptions {
   int bits = 12;
   std::string range = "-30:30";
@@ -147,10 +153,13 @@ void add_mismatch_commands(CLI::App& app) {
   mismatch->add_option("--bits,-b", m->bits, "Bit rate R (2^R levels)")->check(CLI::Range(1, 16))->capture_default_str();
   mismatch->add_option("--range", m->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:30")
       ->capture_default_str();
-  mismatch->add_option("--step", m->step, "Step in dB")->capture_default_str();
-  mismatch->add_flag("--csv", m->csv, "Print CSV");
-  mismatch->add_flag("--json", m->json, "Print JSON");
-  mismatch->callback([m] { run_mismatch(*m); });
+  CLI::Option* step = mismatch->add_option("--step", m->step, "Step in dB")->capture_default_str();
+  CLI::Option* csv = mismatch->add_flag("--csv", m->csv, "Print CSV");
+  mismatch->add_flag("--json", m->json, "Print JSON")->excludes(csv);
+  mismatch->callback([m, step] {
+    require_one_step(m->range, *step);
+    run_mismatch(*m);
+  });
 
   auto b = std::make_shared<BitrateOptions>();
   CLI::App* bitrate = app.add_subcommand(
@@ -159,11 +168,14 @@ void add_mismatch_commands(CLI::App& app) {
   bitrate->add_option("--sqnr-min", b->sqnr_min, "SQNR floor in dB");
   bitrate->add_option("--range", b->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:0");
   bitrate->add_option("--model", b->model, "An FP32 model (.safetensors): its weights' variance, unnormalised");
-  bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
+  CLI::Option* bitrate_step = bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
   bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->check(CLI::Range(1, 16))->capture_default_str();
   bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->check(CLI::Range(1, 16))->capture_default_str();
   bitrate->add_flag("--json", b->json, "Print JSON");
-  bitrate->callback([b] { run_bitrate(*b); });
+  bitrate->callback([b, bitrate_step] {
+    require_one_step(b->range, *bitrate_step);
+    run_bitrate(*b);
+  });
 }
 
 }  // namespace nuq::cli
