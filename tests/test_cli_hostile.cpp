@@ -198,6 +198,7 @@ const std::vector<Case>& cases() {
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip ''", kUserError, "an empty expression"},
       {"design -m sptq --mu 5", kUserError, "mu belongs to the mulaw quantizer"},
       {"design -m ternary --alpha 0", kUserError, "alpha must be finite and positive"},
+      {"design -m ternary --xmax 3 --alpha 1e300", kUserError, "alpha * x_max = 3e+300 standard deviations"},
       {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},
       {"reproduce --paper itc2021 --seeds 3 --out {d}/run", kUserError, "apply to mathematics2022"},
       // Questions with an answer exit 0.

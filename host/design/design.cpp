@@ -175,6 +175,8 @@ DesignResult design(const DesignSpec& spec) {
         NUQ_REQUIRE(spec.xmax || spec.method == Method::Ternary, "design: ", to_string(spec.method),
                     " with a given support needs x_max");
         const double xmax = spec.xmax ? *spec.xmax / spec.sigma : kTernaryXmax;
+        NUQ_REQUIRE(spec.alpha * xmax <= kMaxStandardDeviations, "design: alpha * x_max = ", spec.alpha * xmax,
+                    " standard deviations; at most ", kMaxStandardDeviations, " make sense");
         return unit_codebook(spec, spec.alpha * xmax, rule, 0);
       }
       case XmaxRule::Iterative: {
