@@ -176,13 +176,21 @@ class StreamRun {
                 "with --quantize-vectors, that --skip does not name)");
   }
 
-  // Modules another tool has quantized: those holding a tensor nuq does not quantize (I32 packed
-  // codes, FP8 or U8 weights). Their floating tensors are that tool's scales, kept with them.
+  // Modules another tool has quantized: those holding packed codes or 8-bit weights (I32, U8, I8,
+  // FP8, F4, ...; never an index or counter buffer: I64, U64, BOOL, F64, or one element, such as
+  // BatchNorm's num_batches_tracked or position_ids). Their floating tensors are that tool's
+  // scales, kept with them; such a tensor is a module of its own too (bitsandbytes keeps
+  // `<m>.weight.absmax` beside its U8 `<m>.weight`).
   std::set<std::string> modules_quantized_elsewhere() const {
     std::set<std::string> modules;
     for (const auto& reader : readers_)
-      for (const auto& [name, entry] : reader->layout().tensors)
-        if (!io::is_floating(entry.dtype) && !module_of(name).empty()) modules.insert(module_of(name));
+      for (const auto& [name, entry] : reader->layout().tensors) {
+        const bool buffer = entry.dtype == io::DType::I64 || entry.dtype == io::DType::U64 ||
+                            entry.dtype == io::DType::BOOL || entry.dtype == io::DType::F64;
+        if (io::is_floating(entry.dtype) || buffer || entry.element_count() <= 1) continue;
+        modules.insert(name);
+        if (!module_of(name).empty()) modules.insert(module_of(name));
+      }
     return modules;
   }
 

@@ -55,9 +55,10 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
 
 // Shards named as Hugging Face names them, `<stem>-00002-of-00005.safetensors`, say how many there
 // are: a folder without an index must hold them all (nuq writes the index last, so a run that was
-// interrupted leaves a folder with no index and some shards missing).
+// interrupted leaves a folder with no index and some shards missing). Numbered from 1, or from 0
+// when a shard 0 is there.
 void require_every_numbered_shard(const fs::path& folder, const std::vector<std::string>& shards) {
-  static const std::regex numbered(R"((.*)-(\d+)-of-(\d+)\.safetensors)");
+  static const std::regex numbered(R"((.*)-(\d{1,9})-of-(\d{1,9})\.safetensors)");  // 9 digits: no overflow
   std::map<std::pair<std::string, std::string>, std::set<unsigned long>> seen;  // (stem, total) -> numbers
   for (const std::string& shard : shards) {
     std::smatch m;
@@ -65,12 +66,15 @@ void require_every_numbered_shard(const fs::path& folder, const std::vector<std:
     if (name.size() < 256 && std::regex_match(name, m, numbered)) seen[{m[1].str(), m[3].str()}].insert(std::stoul(m[2].str()));
   }
   for (const auto& [key, numbers] : seen) {
-    const unsigned long total = std::stoul(key.second);
-    for (unsigned long n = 1; n <= total && n <= 100000; ++n)
-      NUQ_REQUIRE(numbers.count(n), folder.string(), ": shard ", n, " of ", key.second, " (", key.first, "-",
-                  std::string(key.second.size() - std::min(key.second.size(), std::to_string(n).size()), '0'), n,
-                  "-of-", key.second, ".safetensors) is missing and there is no ", kIndexName,
+    const auto& [stem, total_text] = key;
+    const unsigned long total = std::stoul(total_text), first = numbers.count(0) ? 0 : 1;
+    for (unsigned long n = first; n < first + total && n < first + shards.size() + 1; ++n) {
+      std::string number = std::to_string(n);
+      number.insert(0, total_text.size() > number.size() ? total_text.size() - number.size() : 0, '0');
+      NUQ_REQUIRE(numbers.count(n), folder.string(), ": shard ", number, " of ", total_text, " (", stem, "-", number,
+                  "-of-", total_text, ".safetensors) is missing and there is no ", kIndexName,
                   "; an interrupted run? Write the folder again");
+    }
   }
 }
 

@@ -22,6 +22,7 @@
 #include "nuq/checkpoint_stream.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
 namespace nuq {
@@ -403,6 +404,27 @@ TEST(CheckpointStream, PeersEightAndFourBitFloatsAreKeptAsTheyAre) {
                                           "rotary.freqs"};
   for (const std::string& name : peers)
     EXPECT_NE(std::find(report.kept.begin(), report.kept.end(), name), report.kept.end()) << name;
+  // Index and counter buffers (I64, BOOL) say nothing of another tool: their modules' floats are
+  // quantized (with --quantize-vectors, BatchNorm's too); a U8 weight's own sub-tensors
+  // (bitsandbytes' `<m>.weight.absmax`) are its module and are kept.
+  io::TensorFile plain;
+  plain.tensors["bn.weight"] = io::f32_tensor({16}, test::draw(test::Law::Laplace, 16, 1.0, 0.1, 7));
+  plain.tensors["bn.num_batches_tracked"] = io::Tensor{io::DType::I64, {}, std::vector<std::uint8_t>(8, 0)};
+  plain.tensors["attn.relative_position_index"] = bytes(io::DType::I64, {9, 9}, 81 * 8, 8);
+  plain.tensors["attn.relative_position_bias_table"] = io::f32_tensor({25, 4}, test::draw(test::Law::Laplace, 100, 0.0, 0.1, 9));
+  plain.tensors["attn.mask"] = bytes(io::DType::BOOL, {8, 8}, 64, 0);
+  plain.tensors["bnb.weight"] = bytes(io::DType::U8, {16, 8}, 128, 10);
+  plain.tensors["bnb.weight.absmax"] = io::f32_tensor({4}, {1.f, 2.f, 3.f, 4.f});
+  io::write_safetensors(dir.file("plain.safetensors"), plain);
+  StreamOptions vectors;
+  vectors.quantize_vectors = true;
+  const StreamReport mixed =
+      quantize_checkpoint_files(dir.file("plain.safetensors"), dir.file("pq.safetensors"), msptq2(), vectors, cpu_backend());
+  std::vector<std::string> quantized;
+  for (const auto& t : mixed.tensors) quantized.push_back(t.tensor.name);
+  std::sort(quantized.begin(), quantized.end());
+  EXPECT_EQ(quantized, (std::vector<std::string>{"attn.relative_position_bias_table", "bn.weight"}));
+
   dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"));
   for (const char* out : {"q.safetensors", "d.safetensors"}) {
     const io::TensorFile back = io::read_safetensors(dir.file(out));
@@ -477,6 +499,15 @@ TEST(CheckpointStream, BrokenInputsAreNamed) {
     }
     return std::string("no error");
   };
+  // A folder without an index holds every shard its names number, from 1 or from 0.
+  fs::create_directories(dir.file("numbered"));
+  for (const char* name : {"m-00000-of-00002.safetensors", "m-00001-of-00002.safetensors"})
+    io::write_safetensors(dir.file(std::string("numbered/") + name), shard(7, name));
+  EXPECT_EQ(checkpoint_shards(dir.file("numbered")).size(), 2u);
+  io::write_safetensors(dir.file("numbered/x-1-of-99999999999999999999.safetensors"), shard(8, "x"));
+  EXPECT_NO_THROW(checkpoint_shards(dir.file("numbered")));  // past 9 digits: not a numbered name
+  io::write_safetensors(dir.file("numbered/y-1-of-999999999.safetensors"), shard(8, "y"));
+  EXPECT_NE(message(dir.file("numbered"), dir.file("o")).find("shard 000000002 of 999999999"), std::string::npos);
   std::ofstream(dir.file("escape.json")) << R"({"weight_map": {"w": "../secret.safetensors"}})";
   EXPECT_NE(message(dir.file("escape.json"), dir.file("o")).find("is not a file in the index's folder"), std::string::npos);
   std::ofstream(dir.file("nomap.json")) << R"({"metadata": {}})";

@@ -283,7 +283,7 @@ TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
   std::filesystem::remove(dir.file("a/model-00002-of-00002.safetensors"));
   r = run_nuq("dequantize " + d + "/a -o " + d + "/half");
   EXPECT_EQ(r.status, kUserError);
-  EXPECT_NE(r.output.find("shard 2 of 00002 (model-00002-of-00002.safetensors) is missing"), std::string::npos)
+  EXPECT_NE(r.output.find("shard 00002 of 00002 (model-00002-of-00002.safetensors) is missing"), std::string::npos)
       << r.output;
 
   r = run_nuq("quantize " + d + "/model -o " + d + "/failed --skip .");  // fails before writing anything

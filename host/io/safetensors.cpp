@@ -103,16 +103,23 @@ nlohmann::json parse_header(const std::string& text, const std::string& name) {
   return header;
 }
 
+std::optional<DType> named(const std::string& name) {
+  for (const auto& entry : kDTypes)
+    if (name == entry.name) return entry.dtype;
+  return std::nullopt;
+}
+
 DType parse_dtype(const nlohmann::json& value, const std::string& where) {
   NUQ_REQUIRE(value.is_string(), where, ": dtype is not a string");
-  for (const auto& entry : kDTypes)
-    if (value.get<std::string>() == entry.name) return entry.dtype;
+  if (const auto dtype = named(value.get<std::string>())) return *dtype;
   throw Error(where + ": unknown dtype '" + value.get<std::string>() + "'");
 }
 
 }  // namespace
 
 std::string to_string(DType dtype) { return info(dtype).name; }
+
+std::optional<DType> dtype_named(const std::string& name) { return named(name); }
 std::size_t dtype_bits(DType dtype) { return info(dtype).bits; }
 
 std::size_t dtype_size(DType dtype) {

@@ -26,7 +26,7 @@ struct StreamOptions {
   NonFinite nonfinite = NonFinite::Reject;
   // Floating tensors kept as they are, in their own dtype: empty ones; those whose name matches `skip`; 1-D
   // tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`; and those of a
-  // module another tool has quantized already, i.e. one holding a tensor of another dtype (an FP8
+  // module another tool has quantized already, i.e. one holding packed codes or 8-bit weights (an FP8
   // weight's `weight_scale_inv`, GPTQ's `scales` beside its I32 `qweight`), which are kept with it.
   std::optional<std::regex> skip;
   bool quantize_vectors = false;

@@ -29,7 +29,7 @@ from ._nuq import Codebook, QuantizedTensor, design, devices, paper, support_xma
 
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "quantize",
-    "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save",
+    "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save", "to_float32",
 ]
 
 
@@ -60,7 +60,12 @@ def _as_numpy(x, name: str):
     if not (a.flags.c_contiguous and a.flags.aligned) or not a.dtype.isnative:
         native = a.dtype if a.dtype.isnative else np.dtype(a.dtype.name)  # name: the native, canonical dtype
         a = np.require(a, dtype=native, requirements=["C", "A"])  # strided, unaligned or byte-swapped: one copy
-    return a, None, None
+    return a, _stored_dtype(a), None
+
+
+def _stored_dtype(a):
+    """The safetensors dtype ``load`` tagged a byte array with (8-bit and packed floats), or None."""
+    return (a.dtype.metadata or {}).get("safetensors") if isinstance(a, np.ndarray) else None
 
 
 def _on_cuda(x) -> bool:
@@ -171,8 +176,9 @@ def _kept_by_default(state_dict, quantize_vectors: bool):
     """The floating tensors ``nuq quantize`` keeps in a checkpoint: empty ones, vectors and scalars
     (norms, biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
     module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
-    elsewhere = {_module(k) for k, v in state_dict.items()  # tensors only: not extra state objects
-                 if hasattr(v, "dtype") and not isinstance(v, QuantizedTensor) and not _floating(v) and _module(k)}
+    marks = [k for k, v in state_dict.items() if _marks_a_quantized_module(k, v)]
+    # Its module, and itself as one (bitsandbytes keeps `<m>.weight.absmax` beside the U8 `<m>.weight`)
+    elsewhere = {m for k in marks for m in (_module(k), k) if m}
     vector = lambda v: not quantize_vectors and len(_shape(v)) < 2
     return {k for k, v in state_dict.items()
             if _floating(v) and (vector(v) or 0 in _shape(v) or _module(k) in elsewhere)}
@@ -183,9 +189,23 @@ def _shape(x):
 
 
 def _floating(x) -> bool:
+    """float32, float16 or bfloat16: what nuq quantizes (not float64, not 8-bit floats)."""
     if _is_torch(x):
-        return x.is_floating_point() and x.dtype != _torch().float64
+        torch = _torch()
+        return x.dtype in (torch.float32, torch.float16, torch.bfloat16)
     return np.asarray(x).dtype in (np.float32, np.float16)
+
+
+def _marks_a_quantized_module(name: str, v) -> bool:
+    """A tensor of another dtype that says its module was quantized by another tool: packed codes
+    or 8-bit weights (I32, U8, I8, FP8, F4, ...), never an index or counter buffer (I64, U64, bool:
+    BatchNorm's num_batches_tracked, position_ids) or a one-element tensor."""
+    if not hasattr(v, "dtype") or isinstance(v, QuantizedTensor) or _floating(v):
+        return False
+    if int(np.prod(_shape(v), dtype=np.int64)) <= 1:
+        return False
+    dtype = str(v.dtype).replace("torch.", "")
+    return dtype not in ("int64", "uint64", "bool", "float64")
 
 
 def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
@@ -289,12 +309,23 @@ def load(path: str) -> dict:
     """Every tensor of a safetensors file nuq wrote (or any safetensors file).
 
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
-    QuantizedTensor, the others as numpy arrays: bfloat16 and the 8-bit floats (F8_E4M3, F8_E5M2,
-    F8_E8M0 and the FNUZ variants) widened exactly to float32, the packed 4- and 6-bit floats (F4,
-    F6_*) as their bytes (uint8, the last dimension in bytes). ``load_metadata`` gives the file's
-    metadata.
+    QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32; the 8-bit
+    floats (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants) and the packed 4- and 6-bit floats (F4,
+    F6_*) as their bytes (uint8, the last dimension in bytes), their dtype and shape in
+    ``array.dtype.metadata``, so that ``save`` writes them back as they were and
+    ``quantize_state_dict`` keeps them (and their modules' scales) as ``nuq quantize`` does;
+    ``to_float32`` widens the 8-bit ones exactly. ``load_metadata`` gives the file's metadata.
     """
     return _nuq._load(str(path))
+
+
+def to_float32(array) -> np.ndarray:
+    """The values of 8-bit float bytes ``load`` returned (F8_E4M3, F8_E5M2, F8_E8M0, the FNUZ
+    variants), exactly, as float32 of the same shape."""
+    tag = _stored_dtype(array)
+    if tag is None:
+        raise ValueError("to_float32: not the bytes of an 8-bit float tensor from nuq.load")
+    return _nuq._float8_to_f32(np.ascontiguousarray(array), tag)
 
 
 def load_metadata(path: str) -> dict:
@@ -316,5 +347,6 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
     for k, v in tensors.items():
         if not isinstance(v, QuantizedTensor):
             array, tag, _ = _as_numpy(v, k)
-            plain.append((k, array, tag))
+            shape = (array.dtype.metadata or {}).get("shape") if tag and tag != "BF16" else None
+            plain.append((k, array, tag, None if shape is None else list(shape)))
     _nuq._save(str(path), quantized, plain, dict(metadata or {}))

@@ -39,9 +39,14 @@ const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
 }
 
 io::DType dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name) {
-  if (tag) {  // the Python layer names what numpy cannot hold (BF16 as raw uint16)
-    NUQ_REQUIRE(*tag == "BF16" && a.itemsize() == 2, name, ": unknown dtype tag '", *tag, "'");
-    return io::DType::BF16;
+  if (tag) {  // the Python layer names what numpy cannot hold (BF16 as raw uint16, 8-bit and packed floats as bytes)
+    const std::optional<io::DType> tagged = io::dtype_named(*tag);
+    NUQ_REQUIRE(tagged && (*tagged == io::DType::BF16 ? a.itemsize() == 2
+                                                      : a.itemsize() == 1 && io::dtype_bits(*tagged) <= 8 &&
+                                                            *tagged != io::DType::U8 && *tagged != io::DType::I8 &&
+                                                            *tagged != io::DType::BOOL),
+                name, ": dtype tag '", *tag, "' does not fit numpy dtype ", std::string(py::str(a.dtype())));
+    return *tagged;
   }
   for (const auto& [dtype, numpy] : numpy_dtypes())
     if (a.dtype().is(py::dtype(numpy))) return dtype;
@@ -106,27 +111,24 @@ py::array numpy_of(const io::Tensor& t, const std::string& where) {
     io::widen_to_f32(t.dtype, t.data.data(), values.size(), values.data());
     return adopt(std::move(values), shape);
   }
-  if (io::is_float8(t.dtype)) {
-    std::vector<float> values(t.element_count());
-    NUQ_REQUIRE(t.data.size() == values.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
-                values.size());
-    io::float8_to_f32(t.dtype, t.data.data(), values.size(), values.data());
-    return adopt(std::move(values), shape);
-  }
   for (const auto& [dtype, numpy] : numpy_dtypes())
     if (dtype == t.dtype) {
       py::array a(py::dtype(numpy), shape);
       std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
       return a;
     }
-  // F4, F6_E2M3, F6_E3M2: packed sub-byte floats numpy cannot hold, handed over as their bytes (as
-  // PyTorch's float4_e2m1fn_x2 holds F4: the last dimension in bytes where its elements fill them).
+  // The 8-bit floats and the packed F4, F6_E2M3, F6_E3M2 numpy cannot hold: their bytes (uint8; the
+  // last dimension in bytes, as PyTorch's float4_e2m1fn_x2 holds F4), their dtype and shape in the
+  // numpy dtype's metadata, so that save() writes them back as they were and quantize_state_dict
+  // counts them as the non-float tensors they are (to_float32 widens the 8-bit ones).
   const std::size_t bits = io::dtype_bits(t.dtype);
   if (!shape.empty() && std::size_t(shape.back()) * bits % 8 == 0)
     shape.back() = py::ssize_t(std::size_t(shape.back()) * bits / 8);
   else
     shape = {py::ssize_t(t.data.size())};
-  py::array a(py::dtype("uint8"), shape);
+  const py::object tagged = py::module_::import("numpy").attr("dtype")(
+      "uint8", "metadata"_a = py::dict("safetensors"_a = io::to_string(t.dtype), "shape"_a = t.shape));
+  py::array a(py::reinterpret_borrow<py::dtype>(tagged), shape);
   NUQ_REQUIRE(std::size_t(a.nbytes()) == t.data.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
               a.nbytes());
   std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
@@ -166,16 +168,20 @@ py::dict load(const std::string& path) {
 // Quantized tensors as nuq quantize writes a checkpoint (one codebook and normalisation for all),
 // plain arrays copied; without quantized tensors, a plain safetensors file.
 void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
-          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>>>& plain,
+          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>,
+                                       std::optional<std::vector<std::int64_t>>>>& plain,
           const std::map<std::string, std::string>& metadata) {
   for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
     NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
                 "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
   std::map<std::string, io::Tensor> copied;
-  for (const auto& [name, array, tag] : plain) {
+  for (const auto& [name, array, tag, element_shape] : plain) {
     const std::string where = path + ": tensor '" + name + "'";
     NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
-    io::Tensor t{dtype_of(array, tag, where), shape_of(array), {}};
+    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
+    io::Tensor t{dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array), {}};
+    NUQ_REQUIRE(io::byte_size(t.dtype, t.element_count(), where) == std::size_t(array.nbytes()), where, ": ",
+                array.nbytes(), " bytes do not hold ", io::to_string(t.dtype), " [", io::shape_text(t.shape), "]");
     const auto* bytes = static_cast<const std::uint8_t*>(array.data());
     t.data.assign(bytes, bytes + array.nbytes());
     copied[name] = std::move(t);
@@ -419,6 +425,17 @@ void bind_tensors(py::module_& m) {
       "tensors"_a, "codebook"_a, "normalise"_a, "group_size"_a, "device"_a, "nonfinite"_a);
   m.def("_qgemm", &qgemm, "x"_a, "q"_a, "bias"_a, "device"_a);
   m.def("_load", &load, "path"_a);
+  m.def(
+      "_float8_to_f32",
+      [](const py::array& bytes, const std::string& dtype) {
+        const std::optional<io::DType> d = io::dtype_named(dtype);
+        NUQ_REQUIRE(d && io::is_float8(*d), "to_float32: '", dtype, "' is not an 8-bit float dtype");
+        NUQ_REQUIRE(bytes.itemsize() == 1 && (bytes.flags() & py::array::c_style), "to_float32: C-contiguous bytes");
+        std::vector<float> values(std::size_t(bytes.size()));
+        io::float8_to_f32(*d, static_cast<const std::uint8_t*>(bytes.data()), values.size(), values.data());
+        return adopt(std::move(values), std::vector<py::ssize_t>(bytes.shape(), bytes.shape() + bytes.ndim()));
+      },
+      "bytes"_a, "dtype"_a);
   m.def(
       "_load_metadata",
       [](const std::string& path) {

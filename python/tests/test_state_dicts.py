@@ -2,14 +2,19 @@
 GPTQ, AQLM names, MX F4, complex) go through save/load; a file's metadata survives load -> save."""
 
 import json
+import pathlib
 import re
 import struct
+import sys
 import warnings
 
 import numpy as np
 import pytest
 
 import nuq
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import nuq_format  # noqa: E402  (the independent numpy reader of the format)
 
 
 @pytest.fixture
@@ -94,13 +99,33 @@ def test_peer_dtypes_are_read_and_names_like_nuqs_parts_survive(nuq_cli, tmp_pat
     nuq_cli("quantize", tmp_path / "peer.safetensors", "-o", tmp_path / "q.safetensors", "--device", "cpu")
     for path in ("peer.safetensors", "q.safetensors"):
         back = nuq.load(tmp_path / path)
-        np.testing.assert_array_equal(back["fp8.weight"], np.array([[1.0, -2.0], [448.0, 2.0**-9]], np.float32))
-        np.testing.assert_array_equal(back["fp8.weight_scale"], np.array([1.0, 2.0], np.float32))
+        assert back["fp8.weight"].dtype.metadata["safetensors"] == "F8_E4M3"  # its bytes, tagged
+        assert back["fp8.weight"].tolist() == [[0x38, 0xC0], [0x7E, 0x01]]
+        np.testing.assert_array_equal(nuq.to_float32(back["fp8.weight"]), np.array([[1.0, -2.0], [448.0, 2.0**-9]], np.float32))
+        np.testing.assert_array_equal(nuq.to_float32(back["fp8.weight_scale"]), np.array([1.0, 2.0], np.float32))
         assert back["mx.blocks"].dtype == np.uint8 and back["mx.blocks"].tolist() == [[0x12, 0x34], [0x56, 0x78]]
+        assert back["mx.blocks"].dtype.metadata == {"safetensors": "F4", "shape": [2, 4]}
         np.testing.assert_array_equal(back["gptq.scales"], np.arange(4, dtype=np.float16).reshape(1, 4))
         np.testing.assert_array_equal(back["aqlm.codes"], np.array([[1, -2], [3, -4]], np.int16))
         np.testing.assert_array_equal(back["rope.freqs"], np.array([1 + 2j, -3j], np.complex64))
     assert isinstance(nuq.load(tmp_path / "q.safetensors")["proj.weight"], nuq.QuantizedTensor)
+    with pytest.raises(ValueError, match="not the bytes of an 8-bit float"):
+        nuq.to_float32(np.zeros(3, np.uint8))
+    # In Python as in the CLI: the peer's tensors and the scales of its modules are kept, and saved
+    # back in their own dtypes and shapes, byte for byte.
+    loaded = nuq.load(tmp_path / "peer.safetensors")
+    ours = nuq.quantize_state_dict(loaded, nuq.design("msptq"))
+    assert [k for k, v in ours.items() if isinstance(v, nuq.QuantizedTensor)] == ["proj.weight"]
+    nuq.save(tmp_path / "again.safetensors", ours)
+    nuq_cli("quantize", tmp_path / "peer.safetensors", "-o", tmp_path / "cli.safetensors", "-m", "msptq", "--device", "cpu")
+    _, _, ours_raw = nuq_format.read(tmp_path / "again.safetensors")
+    _, cli_metadata, cli_raw = nuq_format.read(tmp_path / "cli.safetensors")
+    header = lambda p: json.loads((p).read_bytes()[8:8 + struct.unpack("<Q", p.read_bytes()[:8])[0]])
+    for name in ("fp8.weight", "fp8.weight_scale", "mx.blocks", "gptq.scales", "aqlm.codes", "rope.freqs"):
+        assert header(tmp_path / "again.safetensors")[name]["dtype"] == header(tmp_path / "peer.safetensors")[name]["dtype"]
+        assert header(tmp_path / "again.safetensors")[name]["shape"] == header(tmp_path / "peer.safetensors")[name]["shape"]
+        assert ours_raw[name].tobytes() == cli_raw[name].tobytes(), name
+    np.testing.assert_array_equal(ours_raw["proj.weight.codes"], cli_raw["proj.weight.codes"])
     # nuq.save of plain tensors named like a quantized tensor's parts: they load back as they were
     q = nuq.quantize(w, nuq.design("msptq"))
     nuq.save(tmp_path / "mixed.safetensors", {"w": q, "attn.scales": np.ones(4, np.float32),

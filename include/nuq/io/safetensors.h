@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ enum class DType {
 };
 
 std::string to_string(DType dtype);
+// The dtype the format names `name` ("F8_E4M3"); nullopt for a name it does not define.
+std::optional<DType> dtype_named(const std::string& name);
 std::size_t dtype_bits(DType dtype);
 // Bytes of one element; an internal error for the sub-byte F4, F6_E2M3 and F6_E3M2 (use byte_size).
 std::size_t dtype_size(DType dtype);
