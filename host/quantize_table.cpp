@@ -86,7 +86,7 @@ QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std:
       if (grid_levels) level = (a.mean + a.scale * grid->first_level) + (a.scale * grid->step) * double(k);
       else if (k < y.size()) level = a.mean + a.scale * y[k];
       levels[k] = static_cast<float>(level);
-      NUQ_REQUIRE(std::isfinite(levels[k]), where, ": level ", k, " of the codebook is ", level,
+      NUQ_REQUIRE(where.empty() || std::isfinite(levels[k]), where, ": level ", k, " of the codebook is ", level,
                   " in the weights' units (mean ", a.mean, ", scale ", a.scale,
                   "), beyond float32; weights this large cannot be quantized with this design");
     }

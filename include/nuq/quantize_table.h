@@ -47,10 +47,11 @@ std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>&
 
 // `bits` must hold the codebook's codes and be packable; `groups` has one map per group. With 16
 // bits and a uniform grid the levels come from the grid's affine map (what the U16 files store),
-// so that a file reproduces the in-memory quantizer bit for bit. A level beyond float32 (weights
-// near +-3.4e38) throws nuq::Error naming `where`: a table of infinities restores nothing.
+// so that a file reproduces the in-memory quantizer bit for bit. With `where` (the tensor, for
+// tables that will be stored), a level beyond float32 (weights near +-3.4e38) throws nuq::Error
+// naming it: a stored table of infinities restores nothing.
 QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups,
-                                  const std::string& where = "quantize");
+                                  const std::string& where = "");
 
 // What one pass accumulates over the finite weights (double, so 10^9 weights keep their digits).
 struct QuantizeTotals {

@@ -285,6 +285,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     that device once and stay. Grouped tensors are multiplied on the CPU, a panel of rows
     dequantized at a time.
     """
+    if not isinstance(q, QuantizedTensor):
+        raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
     if not q.group_size and _device_path([x], device):
         torch = _torch()
         xs = x.detach().float().contiguous()

@@ -161,6 +161,8 @@ def test_qgemm_of_an_empty_sum_is_the_bias(rng):
     np.testing.assert_array_equal(nuq.qgemm(np.zeros((2, 0), np.float32), out["e"], bias), np.tile(bias, (2, 1)))
     np.testing.assert_array_equal(nuq.qgemm(np.zeros((3, 0), np.float32), out["e"]), np.zeros((3, 4), np.float32))
     assert nuq.qgemm(np.ones((2, 4), np.float32), out["f"]).shape == (2, 0)
+    with pytest.raises(TypeError, match="must be a QuantizedTensor"):
+        nuq.qgemm(np.ones((2, 4), np.float32), np.ones((3, 4), np.float32))
 
 
 def test_unaligned_and_byte_swapped_arrays_are_read_as_their_values(rng):
