@@ -1,6 +1,6 @@
 // Lloyd-Max quantizer for the Laplacian: the N-level scalar quantizer of least MSE, found by
 // Lloyd's alternation (thresholds halfway between levels, levels at the centroids of their
-// cells) with closed-form cell moments. It is the ceiling that every other fixed-rate scalar
+// cells) with closed-form cell moments, its fixed point reached by Newton's method. It is the ceiling that every other fixed-rate scalar
 // design of the same N is measured against.
 #pragma once
 
