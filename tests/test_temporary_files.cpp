@@ -60,5 +60,25 @@ TEST(TemporaryFiles, AnIgnoredSignalStaysIgnored) {
   EXPECT_TRUE(std::filesystem::exists(held));
 }
 
+// SIGKILL leaves `<output>.tmp.<pid>`; the next run that writes the same output removes it, and
+// only it: not a running process's file, not another output's, not a name that is not a pid.
+TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
+  test::TempDir dir;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // reaped: its pid runs nothing now
+  const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
+  const std::string output = dir.file("out.safetensors");
+  for (const std::string& name : {"out.safetensors.tmp." + dead, "out.safetensors.tmp." + alive, std::string("out.safetensors.tmp.x1"),
+                                  "other.safetensors.tmp." + dead, "out.safetensors.tmp." + dead + "0000000000"})
+    std::ofstream(dir.file(name)) << "partial";
+  EXPECT_EQ(temporary_path_for(output), output + ".tmp." + std::to_string(::getpid()));
+  EXPECT_FALSE(std::filesystem::exists(output + ".tmp." + dead));
+  for (const std::string& kept : {"out.safetensors.tmp." + alive, std::string("out.safetensors.tmp.x1"), "other.safetensors.tmp." + dead,
+                                  "out.safetensors.tmp." + dead + "0000000000"})
+    EXPECT_TRUE(std::filesystem::exists(dir.file(kept))) << kept;
+}
+
 }  // namespace
 }  // namespace nuq::io

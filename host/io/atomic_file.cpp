@@ -17,7 +17,7 @@ namespace nuq::io {
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
   require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
   // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy).
-  const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+  const std::string temporary = temporary_path_for(path);
   const TemporaryFile removed_if_interrupted(temporary);
   try {
     {

@@ -105,7 +105,7 @@ bool SafetensorsReader::cached(std::uint64_t offset) const {
 SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std::string, std::string>& metadata,
                                      std::vector<std::pair<std::string, TensorEntry>> tensors)
     : path_(path),
-      temporary_(path + ".tmp." + std::to_string(::getpid())),
+      temporary_(temporary_path_for(path)),
       removed_if_interrupted_(temporary_),
       order_(std::move(tensors)) {
   require_output_path(path);

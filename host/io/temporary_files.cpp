@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <string>
 
 namespace nuq::io {
 namespace {
@@ -43,6 +46,28 @@ TemporaryFile::~TemporaryFile() {
   if (slot_ < 0) return;
   slots[slot_].used.store(false, std::memory_order_release);
   slots[slot_].claimed.store(false, std::memory_order_release);
+}
+
+std::string temporary_path_for(const std::string& output) {
+  namespace fs = std::filesystem;
+  const fs::path path(output);
+  const std::string prefix = path.filename().string() + ".tmp.";
+  std::error_code ec;  // a folder that cannot be listed leaves its leftovers; writing will say why it fails
+  const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.size() > prefix.size() + 9 || name.compare(0, prefix.size(), prefix) != 0)
+      continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(digits);  // at most 9 digits
+    // Not running: kill(pid, 0) fails with ESRCH (EPERM means it runs under another user).
+    if (pid > 0 && pid != long(::getpid()) && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH) {
+      std::error_code ignored;
+      if (it->is_regular_file(ignored)) fs::remove(it->path(), ignored);
+    }
+  }
+  return output + ".tmp." + std::to_string(::getpid());
 }
 
 void remove_temporary_files_on_signals() {

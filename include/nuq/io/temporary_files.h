@@ -1,7 +1,8 @@
 // The temporary files nuq writes its outputs into (renamed into place when whole), registered so
 // that an interrupted run removes them: SIGINT, SIGTERM and SIGHUP unlink every registered file
 // before the signal takes its default course. (SIGKILL cannot be caught: a file named
-// `<output>.tmp.<pid>` is then left, and never read as an output.)
+// `<output>.tmp.<pid>` is then left, never read as an output, and removed by the next run that
+// writes the same output.)
 #pragma once
 
 #include <string>
@@ -20,6 +21,11 @@ class TemporaryFile {
  private:
   int slot_ = -1;
 };
+
+// `<output>.tmp.<this process's id>`: the name to write `output` into before renaming it into
+// place, in the same folder (so the rename is atomic). Files `<output>.tmp.<pid>` of processes no
+// longer running (killed by SIGKILL, or by a power cut) are removed first.
+std::string temporary_path_for(const std::string& output);
 
 // Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
 void remove_temporary_files_on_signals();
