@@ -114,7 +114,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
 io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name, DequantizeReport* report) {
   const QuantizedCheckpoint checkpoint = read_quantized_checkpoint(quantized, name);
   io::TensorFile out;
-  out.metadata = checkpoint.metadata;
+  out.metadata = restored_metadata(quantized.metadata, name);  // as dequantize_checkpoint_file writes it
   out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
   DequantizeReport r;
   for (const auto& [tensor_name, q] : checkpoint.quantized) {
@@ -145,7 +145,7 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     reader.read(entry, 0, t.data.size(), t.data.data());
     return t;
   };
-  io::SafetensorsWriter writer(output, plain_metadata(layout.metadata), planned);
+  io::SafetensorsWriter writer(output, restored_metadata(layout.metadata, input), planned);
   DequantizeReport report;
   constexpr std::size_t kPiece = std::size_t{16} << 20;  // copied tensors go across in pieces
   std::vector<std::uint8_t> piece;

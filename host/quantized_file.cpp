@@ -1,6 +1,8 @@
 #include "nuq/quantized_file.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -10,6 +12,7 @@
 
 #include "nuq/error.h"
 #include "nuq/grouped.h"
+#include "nuq/io/widen.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/uniform.h"
@@ -99,11 +102,14 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 // The tensors a quantized tensor `<name>` is stored as: `<name>` and one of these.
 constexpr const char* kStoredSuffixes[] = {".codes", ".codebook", ".grid", ".scales"};
 
-bool has_stored_suffix(const std::string& tensor_name) {
-  for (const std::string suffix : kStoredSuffixes)
-    if (ends_with(tensor_name, suffix)) return true;
-  return false;
+// The suffix of kStoredSuffixes `tensor_name` ends with, or nullptr.
+const char* stored_suffix(const std::string& tensor_name) {
+  for (const char* suffix : kStoredSuffixes)
+    if (ends_with(tensor_name, suffix)) return suffix;
+  return nullptr;
 }
+
+bool has_stored_suffix(const std::string& tensor_name) { return stored_suffix(tensor_name) != nullptr; }
 
 // The description's `kept` (version 2): tensors stored as they were under names that end like a
 // quantized tensor's parts.
@@ -132,10 +138,9 @@ std::vector<std::string> parts_of(const std::string& tensor_name, const std::set
 // Codes without a description cannot be restored; copying them as they are would hand the user a
 // checkpoint that looks whole and is not (a tensor the description lists as kept is not codes).
 void require_not_quantized_data(const std::string& tensor_name, const std::string& name) {
-  for (const std::string suffix : kStoredSuffixes)
-    NUQ_REQUIRE(!ends_with(tensor_name, suffix), name, ": tensor '", tensor_name, "' holds quantized data but ", kKey,
-                " does not describe '", tensor_name.substr(0, tensor_name.size() - suffix.size()),
-                "'; the file is damaged");
+  const char* suffix = stored_suffix(tensor_name);
+  NUQ_REQUIRE(!suffix, name, ": tensor '", tensor_name, "' holds quantized data but ", kKey, " does not describe '",
+              tensor_name.substr(0, tensor_name.size() - (suffix ? std::strlen(suffix) : 0)), "'; the file is damaged");
 }
 
 // The codes of one described tensor: U8 packed rows, or at 16 bits U16 [rows, cols] (and, before
@@ -345,13 +350,10 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       q.mean = d.value("mean", out.mean);
       q.stddev = d.value("stddev", out.stddev);
       const std::string dtype_name = d.value("dtype", std::string("F32"));
-      bool known = false;
-      for (io::DType candidate : {io::DType::F32, io::DType::F16, io::DType::BF16})
-        if (dtype_name == io::to_string(candidate)) {
-          dtype = candidate;
-          known = true;
-        }
-      NUQ_REQUIRE(known, where, ": dtype '", dtype_name, "' is not one nuq quantizes (F32, F16 or BF16)");
+      const std::optional<io::DType> named = io::dtype_named(dtype_name);
+      NUQ_REQUIRE(named && io::is_floating(*named), where, ": dtype '", dtype_name,
+                  "' is not one nuq quantizes (F32, F16 or BF16)");
+      dtype = *named;
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": bad description in " + kKey + ": " + e.what());
     }
@@ -461,6 +463,19 @@ std::map<std::string, std::string> plain_metadata(std::map<std::string, std::str
   metadata.erase(kKey);
   metadata.erase(kLegacyCheckpointKey);
   return metadata;
+}
+
+std::map<std::string, std::string> restored_metadata(const std::map<std::string, std::string>& metadata,
+                                                     const std::string& name) {
+  // 64-bit FNV-1a of the run's description: short in every shard's header, and two runs that
+  // differ anywhere (codebook, normalisation, statistics) differ here but for a 2^-64 chance.
+  std::uint64_t fingerprint = 0xcbf29ce484222325ull;
+  for (const unsigned char c : quantized_run(metadata, name)) fingerprint = (fingerprint ^ c) * 0x100000001b3ull;
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(fingerprint));
+  std::map<std::string, std::string> out = plain_metadata(metadata);
+  out[kRestoredFromKey] = text;
+  return out;
 }
 
 }  // namespace nuq

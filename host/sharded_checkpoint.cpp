@@ -12,6 +12,8 @@
 #include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
+#include "nuq/io/safetensors_stream.h"
+#include "nuq/quantized_file.h"
 
 namespace nuq {
 namespace {
@@ -78,23 +80,50 @@ void require_every_numbered_shard(const fs::path& folder, const std::vector<std:
   }
 }
 
+// Shards that `nuq dequantize` restored record the quantize run they came from: all of them, or
+// none, from one run. A dequantize interrupted over an older output folder leaves some shards of
+// each (its new index is written last, the old one removed first), which would load as one model.
+void require_one_restoration(const std::string& input, const std::vector<std::string>& shards) {
+  if (shards.size() < 2) return;
+  const auto restored_from = [](const std::string& shard) {  // the header alone
+    const io::SafetensorsReader reader(shard);
+    const std::map<std::string, std::string>& metadata = reader.layout().metadata;
+    const auto found = metadata.find(kRestoredFromKey);
+    return found == metadata.end() ? std::string() : found->second;
+  };
+  const std::string first = restored_from(shards.front());
+  for (std::size_t s = 1; s < shards.size(); ++s) {
+    const std::string run = restored_from(shards[s]);
+    if (run == first) continue;
+    const auto origin = [](const std::string& r) {
+      return r.empty() ? std::string("is not one nuq dequantize restored") : "was restored from quantize run " + r;
+    };
+    throw Error(input + ": shard " + shards[s] + " " + origin(run) + ", but " + shards.front() + " " + origin(first) +
+                "; an interrupted nuq dequantize over an older output? Write the folder again");
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> checkpoint_shards(const std::string& input) {
   NUQ_REQUIRE(!input.empty(), "the input name is empty");
   const fs::path path(input);
-  if (fs::is_directory(path)) {
-    if (fs::exists(path / kIndexName)) return shards_of_index(path / kIndexName);
-    std::vector<std::string> shards;
+  std::vector<std::string> shards;
+  if (fs::is_directory(path) && !fs::exists(path / kIndexName)) {
     for (const auto& entry : fs::directory_iterator(path))
       if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
     std::sort(shards.begin(), shards.end());
     NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files");
     require_every_numbered_shard(path, shards);
-    return shards;
+  } else if (fs::is_directory(path)) {
+    shards = shards_of_index(path / kIndexName);
+  } else if (path.extension() == ".json") {
+    shards = shards_of_index(path);
+  } else {
+    return {input};
   }
-  if (path.extension() == ".json") return shards_of_index(path);
-  return {input};
+  require_one_restoration(input, shards);
+  return shards;
 }
 
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)

@@ -291,6 +291,23 @@ TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
   EXPECT_NE(r.output.find("no tensor to quantize"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("failed"))) << "a failed run left the folder it made";
 
+  // Restored shards record their run: a dequantize interrupted over an older output is refused too.
+  ASSERT_EQ(run_nuq("dequantize " + d + "/b -o " + d + "/b-restored").status, kOk);
+  std::filesystem::remove(dir.file("a-restored/model.safetensors.index.json"));
+  ASSERT_EQ(run_nuq("quantize " + d + "/a-restored -o " + d + "/again").status, kOk);  // one run: fine
+  for (const char* stray : {"b-restored", "model"}) {  // another run's restored shard, a never-quantized one
+    std::filesystem::copy_file(dir.file(std::string(stray) + "/model-00002-of-00002.safetensors"),
+                               dir.file("a-restored/model-00002-of-00002.safetensors"),
+                               std::filesystem::copy_options::overwrite_existing);
+    r = run_nuq("quantize " + d + "/a-restored -o " + d + "/mixed-" + stray);
+    EXPECT_EQ(r.status, kUserError) << stray;
+    EXPECT_NE(r.output.find("an interrupted nuq dequantize over an older output"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(std::string("model-00002-of-00002.safetensors ") +
+                            (stray == std::string("model") ? "is not one nuq dequantize restored" : "was restored from quantize run ")),
+              std::string::npos)
+        << r.output;
+  }
+
   ASSERT_TRUE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
   ShardedCheckpoint(dir.file("model"), dir.file("b")).begin_writing();
   EXPECT_FALSE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));

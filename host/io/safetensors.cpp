@@ -103,15 +103,9 @@ nlohmann::json parse_header(const std::string& text, const std::string& name) {
   return header;
 }
 
-std::optional<DType> named(const std::string& name) {
-  for (const auto& entry : kDTypes)
-    if (name == entry.name) return entry.dtype;
-  return std::nullopt;
-}
-
 DType parse_dtype(const nlohmann::json& value, const std::string& where) {
   NUQ_REQUIRE(value.is_string(), where, ": dtype is not a string");
-  if (const auto dtype = named(value.get<std::string>())) return *dtype;
+  if (const auto dtype = dtype_named(value.get<std::string>())) return *dtype;
   throw Error(where + ": unknown dtype '" + value.get<std::string>() + "'");
 }
 
@@ -119,7 +113,11 @@ DType parse_dtype(const nlohmann::json& value, const std::string& where) {
 
 std::string to_string(DType dtype) { return info(dtype).name; }
 
-std::optional<DType> dtype_named(const std::string& name) { return named(name); }
+std::optional<DType> dtype_named(const std::string& name) {
+  for (const auto& entry : kDTypes)
+    if (name == entry.name) return entry.dtype;
+  return std::nullopt;
+}
 std::size_t dtype_bits(DType dtype) { return info(dtype).bits; }
 
 std::size_t dtype_size(DType dtype) {

@@ -111,8 +111,14 @@ std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout
 // What every shard of one quantize run shares: its description without the tensors (codebook,
 // normalisation, statistics), as text to compare. Throws naming `name` when it has none.
 std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name);
-// The metadata without nuq's description: what a dequantized file keeps.
+// The metadata without nuq's description.
 std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata);
+// What a file `nuq dequantize` restores keeps: the plain metadata and, under kRestoredFromKey, a
+// fingerprint of the quantize run it came from (quantized_run), so that a folder of restored shards
+// from two runs (one dequantize interrupted over an older output) is recognised.
+constexpr const char* kRestoredFromKey = "nuq.restored_from";
+std::map<std::string, std::string> restored_metadata(const std::map<std::string, std::string>& metadata,
+                                                     const std::string& name);
 
 // The `.codebook` tensor of a quantized tensor with `rows` rows of `bits`-bit codes: F32
 // [1, 2^bits] or [rows, 2^bits], every level finite. Throws nuq::Error naming `where`.
