@@ -30,6 +30,19 @@ nlohmann::json metadata_of_index(const fs::path& index) {
   return nlohmann::json::object();
 }
 
+// For a folder without safetensors: " (it holds PyTorch's pytorch_model.bin ...)" when it holds
+// another tool's weights, else empty.
+std::string pytorch_files_hint(const fs::path& folder) {
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string extension = it->path().extension().string();
+    if (extension == ".bin" || extension == ".pt" || extension == ".pth" || extension == ".ckpt" || extension == ".gguf")
+      return " (it holds " + it->path().filename().string() + ", another format: nuq reads safetensors; docs/format.md "
+             "says how to convert a PyTorch checkpoint)";
+  }
+  return "";
+}
+
 std::vector<std::string> shards_of_index(const fs::path& index) {
   std::ifstream in(index);
   NUQ_REQUIRE(in, index.string(), ": cannot open the index");
@@ -47,6 +60,10 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
     const std::string name = file.get<std::string>();
     NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
                 ": weight_map['", tensor, "'] = '", name, "' is not a file in the index's folder");
+    const std::string extension = fs::path(name).extension().string();
+    NUQ_REQUIRE(extension != ".bin" && extension != ".pt" && extension != ".pth", index.string(), ": weight_map['",
+                tensor, "'] = '", name, "' is a PyTorch file, not safetensors; nuq reads safetensors (docs/format.md "
+                "says how to convert a PyTorch checkpoint)");
     files.insert(name);
   }
   NUQ_REQUIRE(!files.empty(), index.string(), ": the weight_map is empty");
@@ -113,7 +130,8 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
     for (const auto& entry : fs::directory_iterator(path))
       if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
     std::sort(shards.begin(), shards.end());
-    NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files");
+    NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",
+                pytorch_files_hint(path));
     require_every_numbered_shard(path, shards);
   } else if (fs::is_directory(path)) {
     shards = shards_of_index(path / kIndexName);

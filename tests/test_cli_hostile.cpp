@@ -313,6 +313,25 @@ TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
 }
 
+// A Hugging Face folder of PyTorch shards (pytorch_model-0000N-of-0000M.bin and its index) is
+// named for what it is, whether given as the folder or as its index.
+TEST(CliHostile, PyTorchShardsAreNamedAsSuch) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.file("hf"));
+  std::ofstream(dir.file("hf/pytorch_model-00001-of-00001.bin")) << "PK\x03\x04";
+  std::ofstream(dir.file("hf/pytorch_model.bin.index.json"))
+      << R"({"weight_map": {"lm_head.weight": "pytorch_model-00001-of-00001.bin"}})";
+  const std::string d = dir.path().string();
+  CommandResult r = run_nuq("quantize " + d + "/hf -o " + d + "/q");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("it holds pytorch_model"), std::string::npos) << r.output;
+  r = run_nuq("quantize " + d + "/hf/pytorch_model.bin.index.json -o " + d + "/q");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("'pytorch_model-00001-of-00001.bin' is a PyTorch file, not safetensors"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q")));
+}
+
 TEST(CliOutput, AReportThatCannotBeWrittenFailsTheRun) {
   EXPECT_EQ(run_nuq("theory >/dev/full").status, kUserError);  // no space: the report was lost
   EXPECT_EQ(run_nuq("theory >/dev/null").status, kOk);

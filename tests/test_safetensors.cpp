@@ -9,6 +9,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "temp_dir.h"
 
 namespace nuq::io {
@@ -170,6 +171,50 @@ TEST(Safetensors, EveryDtypeOfTheFormatIsReadAndWrittenBack) {
   EXPECT_THROW(dtype_size(DType::F4), std::logic_error);  // sub-byte: only byte_size answers
   EXPECT_EQ(byte_size(DType::F6_E2M3, 8, "t"), 6u);
   EXPECT_THROW(byte_size(DType::F4, 5, "t"), Error);
+}
+
+// Other tools' weight files are named for what they are (by their real first bytes), by the
+// whole-file parser and the streaming reader alike; a folder or index of PyTorch shards too.
+TEST(Safetensors, NamesOtherWeightFormats) {
+  const std::vector<std::pair<Bytes, std::string>> cases = {
+      {{'P', 'K', 3, 4, 20, 0, 0, 0, 0, 0, 0, 0}, "a zip archive (PyTorch's torch.save"},
+      {{0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8}, "a Python pickle"},
+      {{0x80, 4, 0x95, 0x1b, 0x01, 0, 0, 0, 0, 0, 0, 0x8c}, "a Python pickle"},
+      {{'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0, 0, 0}, "a GGUF file"},
+      {{0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0}, "an HDF5 file"},
+      {{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0x76, 0, '{', '\''}, "a numpy .npy array"},
+  };
+  test::TempDir dir;
+  for (const auto& [bytes, expected] : cases) {
+    Bytes padded = bytes;
+    padded.resize(4096, 0);
+    for (const bool streamed : {false, true}) {
+      const std::string path = dir.file("weights.bin");
+      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(padded.data()), padded.size());
+      try {
+        if (streamed) SafetensorsReader reader(path);
+        else parse_safetensors(padded, path);
+        ADD_FAILURE() << expected << " was accepted";
+      } catch (const Error& e) {
+        const std::string message = e.what();
+        EXPECT_NE(message.find(path + ": " + expected), std::string::npos) << message;
+        EXPECT_NE(message.find("not safetensors"), std::string::npos) << message;
+      }
+    }
+  }
+  // A safetensors file whose header length is merely too large is still told so.
+  Bytes huge(16, 0);
+  huge[6] = 1;  // 2^48
+  EXPECT_THROW(
+      {
+        try {
+          parse_safetensors(huge, "big.safetensors");
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("exceeds the cap"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 TEST(Safetensors, RefusesFilesOverTheLimitAndMissingFiles) {

@@ -145,9 +145,30 @@ std::size_t TensorEntry::element_count() const {
   return count;
 }
 
+namespace {
+
+// The weight formats users hand nuq instead of safetensors, told by their first bytes. A
+// safetensors file never starts so: each would be a header length far beyond the cap.
+std::string other_weight_format(const std::uint8_t* first8) {
+  const auto starts = [&](const char* magic, std::size_t n) { return std::memcmp(first8, magic, n) == 0; };
+  if (starts("PK\x03\x04", 4)) return "a zip archive (PyTorch's torch.save, pytorch_model.bin, or numpy's .npz)";
+  if (first8[0] == 0x80 && first8[1] >= 2 && first8[1] <= 5) return "a Python pickle (an older torch.save or pytorch_model.bin)";
+  if (starts("GGUF", 4)) return "a GGUF file (llama.cpp)";
+  if (starts("\x89HDF\r\n\x1a\n", 8)) return "an HDF5 file (Keras .h5)";
+  if (starts("\x93NUMPY", 6)) return "a numpy .npy array";
+  return "";
+}
+
+}  // namespace
+
 std::uint64_t header_length(const std::uint8_t* first8, std::uint64_t file_size, const std::string& name) {
   NUQ_REQUIRE(file_size >= 8, name, ": too short for a safetensors header length (", file_size, " bytes)");
   const std::uint64_t header_size = little_endian_u64(first8);
+  if (header_size > kMaxSafetensorsHeader) {
+    const std::string format = other_weight_format(first8);
+    NUQ_REQUIRE(format.empty(), name, ": ", format, ", not safetensors; nuq reads safetensors (docs/format.md "
+                "says how to convert a PyTorch checkpoint)");
+  }
   NUQ_REQUIRE(header_size <= kMaxSafetensorsHeader, name, ": header length ", header_size,
               " exceeds the cap of ", kMaxSafetensorsHeader, " bytes");
   NUQ_REQUIRE(header_size <= file_size - 8, name, ": header length ", header_size,
