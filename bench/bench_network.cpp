@@ -81,10 +81,12 @@ void BM_GpuMlp(benchmark::State& state) {
   part.images.resize(count * 784);
   part.labels.resize(count);
   Models& m = models();
-  for (auto _ : state)
-    state.SetIterationTime(
-        nuq::cuda::infer_mlp(m.fp32, quantized ? &m.two_bit : nullptr, part, batch, 0, precision, layout).milliseconds /
-        1e3);
+  if (!nuq::bench::time_iterations(state, [&] {
+        return nuq::cuda::infer_mlp(m.fp32, quantized ? &m.two_bit : nullptr, part, batch, 0, precision, layout)
+                   .milliseconds /
+               1e3;
+      }))
+    return;
   counters(state, count);
 }
 

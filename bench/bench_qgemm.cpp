@@ -111,8 +111,9 @@ template <nuq::cuda::Precision kPrecision, nuq::cuda::QgemmKernel kKernel = nuq:
 void BM_GpuQgemm(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
   const int bits = int(state.range(3));
-  for (auto _ : state)
-    state.SetIterationTime(nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns, 0, kPrecision, kKernel) / 1e3);
+  if (!nuq::bench::time_iterations(
+          state, [&] { return nuq::cuda::time_qgemm(m, n, k, bits, kGpuRuns, 0, kPrecision, kKernel) / 1e3; }))
+    return;
   counters(state, m, n, k, double(n * nuq::packed_row_bytes(k, bits)));
 }
 
@@ -120,7 +121,7 @@ void BM_GpuQgemm(benchmark::State& state) {
 // report measures the memory-bound cases against, from the same run.
 void BM_GpuCopy(benchmark::State& state) {
   const auto bytes = std::size_t(state.range(0));
-  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_copy(bytes, kGpuRuns) / 1e3);
+  if (!nuq::bench::time_iterations(state, [&] { return nuq::cuda::time_copy(bytes, kGpuRuns) / 1e3; })) return;
   state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * 2.0 * double(bytes) / 1e9,
                                               benchmark::Counter::kIsRate);
 }
@@ -128,7 +129,8 @@ void BM_GpuCopy(benchmark::State& state) {
 template <nuq::cuda::DensePeer kPeer>
 void BM_Cublas(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  for (auto _ : state) state.SetIterationTime(nuq::cuda::time_cublas(m, n, k, kPeer, kGpuRuns) / 1e3);
+  if (!nuq::bench::time_iterations(state, [&] { return nuq::cuda::time_cublas(m, n, k, kPeer, kGpuRuns) / 1e3; }))
+    return;
   counters(state, m, n, k, double(n * k) * (kPeer == nuq::cuda::DensePeer::Bf16 ? 2.0 : 4.0));
 }
 

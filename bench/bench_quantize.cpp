@@ -93,11 +93,12 @@ void BM_GpuPipeline(benchmark::State& state) {
   const auto count = std::size_t(state.range(0));
   const nuq::Codebook codebook = two_bit_codebook();
   double copy_ms = 0.0;
-  for (auto _ : state) {
-    const nuq::cuda::PipelineTimes t = nuq::cuda::time_pipeline(count, codebook, kBits, kGpuRuns);
-    state.SetIterationTime(t.pipeline_ms / 1e3);
-    copy_ms = t.copy_ms;
-  }
+  if (!nuq::bench::time_iterations(state, [&] {
+        const nuq::cuda::PipelineTimes t = nuq::cuda::time_pipeline(count, codebook, kBits, kGpuRuns);
+        copy_ms = t.copy_ms;
+        return t.pipeline_ms / 1e3;
+      }))
+    return;
   state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * minimum_bytes(count) / 1e9,
                                               benchmark::Counter::kIsRate);
   state.counters["copy_GB/s"] = 8.0 * double(count) / (copy_ms / 1e3) / 1e9;

@@ -5,6 +5,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <exception>
 #include <string>
 
 #include "nuq/cuda.h"
@@ -23,6 +24,23 @@ inline bool add_gpu_context() {
   benchmark::AddCustomContext("gpu_memory_bytes", std::to_string(d.global_memory_bytes));
   benchmark::AddCustomContext("gpu_sm_clock_khz", std::to_string(d.sm_clock_khz));
   benchmark::AddCustomContext("gpu_peak_bandwidth_gbs", std::to_string(cuda::peak_bandwidth_gbs(d)));
+  return true;
+}
+
+// Runs the state's iterations, each timed by `seconds()`. A case that throws (a shape a kernel
+// refuses, the device out of memory) is skipped with its message: one row of the JSON marked
+// with the error rather than the end of the whole run (Google Benchmark catches no exception).
+// False when it was skipped: the caller then sets no counters.
+template <typename Seconds>
+bool time_iterations(benchmark::State& state, Seconds&& seconds) {
+  for (auto _ : state) {
+    try {
+      state.SetIterationTime(seconds());
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      return false;  // leaving the loop after SkipWithError, as Google Benchmark asks
+    }
+  }
   return true;
 }
 

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 
-from bench_json import microseconds, results
+from bench_json import load, microseconds, results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -200,10 +200,21 @@ def main():
     steps = read(os.path.join(s, "steps.txt")) or ""
     section("Steps", "| step | outcome | seconds |\n|---|---|---:|\n" + "".join(
         f"| {p[0]} | {' '.join(p[1:-1])} | {p[-1].rstrip('s')} |\n" for p in (l.split() for l in steps.splitlines()) if len(p) >= 3))
+    errors = []
+    for name in ("bench_qgemm", "bench_quantize", "bench_network"):
+        path = os.path.join(s, f"{name}.json")
+        try:
+            benchmarks = load(path).get("benchmarks", []) if os.path.exists(path) else []
+        except ValueError:
+            benchmarks = []
+        errors += [f"- {name} {b.get('name')}: {b.get('error_message', '')}" for b in benchmarks if b.get("error_occurred")]
+    if errors:
+        section("Benchmarks skipped with an error", "\n".join(errors))
     rows = goals(s)
     section("Performance goals (this run's measurements; peers timed in the same run, each run from a cold L2)",
             "| goal | measured | target | |\n|---|---|---|---|\n" + "".join(f"| {w} | {m} | {t} | {r} |\n" for w, m, t, r in rows))
-    text = read(os.path.join(s, "gpu-tests.txt"))
+    parts = [read(os.path.join(s, f"{name}.txt")) for name in ("gpu-tests", "gpu-tests-heavy")]
+    text = None if all(p is None for p in parts) else "\n".join(p for p in parts if p is not None)
     if text is None:
         section("Tests", "not run")
     else:

@@ -39,6 +39,9 @@ struct UploadedTable {
       : thresholds(table.thresholds), levels(table.levels), params(table.params) {
     NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "codebook groups (", table.groups, ") must be 1 or ", rows);
     view = {thresholds.data(), levels.data(), params.data(), table.levels_count, table.groups != 1, table.bits};
+    // Copies from pageable memory may still be in flight on the legacy stream when cudaMemcpy
+    // returns; the kernels that read the table run on non-blocking streams, which do not wait.
+    NUQ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
   }
   DeviceBuffer<float> thresholds, levels;
   DeviceBuffer<GroupParams> params;

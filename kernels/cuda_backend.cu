@@ -33,6 +33,7 @@ namespace {
 constexpr std::size_t kFirstChunkBytes = std::size_t{256} << 20;
 // Where a chunk's totals sit in its pinned output, ahead of the codes.
 constexpr std::size_t kHeaderBytes = 256;
+static_assert(sizeof(QuantizeTotals) <= kHeaderBytes, "a chunk's totals must fit ahead of its codes");
 
 // Codes and levels resident on one device, so that a network's products move only activations.
 // With the mma kernel chosen, widths it takes also get their codes in fragment order.
@@ -174,7 +175,9 @@ class CudaBackend final : public Backend {
           launch_quantize(slot.device_in.as<float>(), p, device_table.view, out + kHeaderBytes,
                           reinterpret_cast<QuantizeTotals*>(out), slot.scratch.as<void>(), scratch_bytes_,
                           multiprocessors_, s);
-          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), out, kHeaderBytes + code_bytes,
+          // The totals and the codes, not the header's unwritten rest (compute-sanitizer's initcheck).
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), out, sizeof(QuantizeTotals), cudaMemcpyDeviceToHost, s));
+          NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<std::uint8_t>() + kHeaderBytes, out + kHeaderBytes, code_bytes,
                                          cudaMemcpyDeviceToHost, s));
         },
         [&](std::size_t i, Slot& slot) {

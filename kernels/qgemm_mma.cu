@@ -18,35 +18,24 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <set>
 
 #include "cuda_check.cuh"
+#include "mma_plan.h"
 #include "nuq/error.h"
 #include "nuq/mma_fragment.h"
 
 namespace nuq::cuda {
 namespace {
 
-constexpr int kWarps = 4, kThreads = 32 * kWarps;
+using mma_plan::kPadX;
+using mma_plan::kRingBytes;
+using mma_plan::kStages;
+using mma_plan::kWarps;
+constexpr int kThreads = 32 * kWarps;
 constexpr int kBlocksPerWarp = 2;
 constexpr int kRowBlocksPerCta = kWarps * kBlocksPerWarp;
-constexpr int kStages = 4;  // units in flight per lane: three loads ahead of the one in use
-static_assert(kStages >= 3, "the issue asks for at least three stages");
-// Shared memory per block, kept under the 48 KiB a launch gets without opting in.
-constexpr std::size_t kSharedBudget = 48 * 1024;
-constexpr std::size_t kRingBytes = std::size_t(kWarps) * kStages * mma::kUnitBytes;
-constexpr int kPadX = 8;  // BF16 elements after each row of X's slice: rows 4 banks apart
-
-// Bytes of one warp's decode table: lane-private BF16x2 words with a pair table, otherwise a BF16
-// level table for each of the 8 rows (words, rounded up).
-template <int kBits>
-constexpr std::size_t table_bytes() {
-  return mma::uses_pair_table(kBits) ? std::size_t(mma::decode_table_entries(kBits)) * mma::kLanes * 4
-                                     : (std::size_t(mma::kUnitRows) * mma::decode_table_entries(kBits) * 2 + 15) / 16 * 16;
-}
-template <int kBits>
-constexpr std::size_t x_budget() {
-  return kSharedBudget - kRingBytes - kWarps * table_bytes<kBits>();
-}
 
 __device__ __forceinline__ std::uint32_t shared_address(const void* p) {
   return std::uint32_t(__cvta_generic_to_shared(p));
@@ -93,11 +82,11 @@ __global__ void __launch_bounds__(kThreads) qgemm_mma_kernel(const TX* __restric
   extern __shared__ uint4 shared[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   uint4* ring = shared + std::size_t(warp) * kStages * mma::kLanes;  // [kStages][32] per warp
-  auto* table_base = reinterpret_cast<std::uint8_t*>(shared) + kRingBytes + std::size_t(warp) * table_bytes<kBits>();
+  auto* table_base = reinterpret_cast<std::uint8_t*>(shared) + kRingBytes + std::size_t(warp) * mma_plan::table_bytes(kBits);
   auto* pair_table = reinterpret_cast<std::uint32_t*>(table_base);   // [kEntries][32]
   auto* level_table = reinterpret_cast<std::uint16_t*>(table_base);  // [8][kEntries]
   auto* xs = reinterpret_cast<std::uint16_t*>(reinterpret_cast<std::uint8_t*>(shared) + kRingBytes +
-                                              kWarps * table_bytes<kBits>());
+                                              kWarps * mma_plan::table_bytes(kBits));
   const int slice_cols = units_per_slice * kUnitCols, ld = slice_cols + kPadX;
 
   const std::size_t unit_first = std::size_t(blockIdx.y) * std::size_t(units_per_slice);
@@ -211,18 +200,20 @@ __global__ void __launch_bounds__(kThreads) qgemm_mma_kernel(const TX* __restric
 #endif
 }
 
-// Units per slice of k: as many as X's slice fits in shared memory, then fewer while the blocks
-// leave multiprocessors without two blocks each (split-K), never below one unit.
-template <int kBits>
-int plan_units_per_slice(std::size_t rows, std::size_t k_units, std::size_t ctas_n, int multiprocessors) {
-  const std::size_t per_unit = rows * std::size_t(mma::unit_cols(kBits)) * 2;
-  const std::size_t pad = rows * kPadX * 2;
-  std::size_t most = x_budget<kBits>() > pad ? (x_budget<kBits>() - pad) / per_unit : 0;
-  NUQ_REQUIRE(most >= 1, "qgemm (mma): a unit of ", rows, " rows of X does not fit in shared memory");
-  most = std::min(most, k_units);
-  const std::size_t wanted_slices = (2 * std::size_t(multiprocessors) + ctas_n - 1) / ctas_n;
-  const std::size_t slices = std::min(k_units, std::max((k_units + most - 1) / most, wanted_slices));
-  return int((k_units + slices - 1) / slices);
+// Launches above the default 48 KiB of dynamic shared memory must opt in, per kernel and device
+// (once each: the attribute stays set for the context).
+template <typename TX, int kBits, int kMTiles>
+void allow_shared_budget(int device) {
+  constexpr std::size_t budget = mma_plan::shared_budget(kBits, 16 * kMTiles);
+  if constexpr (budget > mma_plan::kDefaultSharedBytes) {
+    static std::mutex mutex;
+    static std::set<int> allowed_on;
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (allowed_on.count(device)) return;
+    NUQ_CUDA_CHECK(cudaFuncSetAttribute(qgemm_mma_kernel<TX, kBits, kMTiles>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(budget)));
+    allowed_on.insert(device);
+  }
 }
 
 template <typename TX, int kBits, int kMTiles>
@@ -230,11 +221,14 @@ void launch_tiles(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, co
                   const float* bias, bool relu, float* y, cudaStream_t stream, int multiprocessors) {
   const std::size_t ctas_n = (codes.row_blocks + kRowBlocksPerCta - 1) / kRowBlocksPerCta;
   NUQ_REQUIRE(ctas_n <= 0x7FFFFFFFu, "qgemm (mma): ", w.n, " rows exceed the grid");
-  const int per_slice = plan_units_per_slice<kBits>(16 * kMTiles, codes.k_units, ctas_n, multiprocessors);
+  const int per_slice = int(mma_plan::units_per_slice(kBits, 16 * kMTiles, codes.k_units, ctas_n, multiprocessors));
   const std::size_t slices = (codes.k_units + std::size_t(per_slice) - 1) / std::size_t(per_slice);
   NUQ_REQUIRE(slices <= 65535, "qgemm (mma): ", slices, " slices of k exceed the grid");
-  const std::size_t shared_bytes = kRingBytes + kWarps * table_bytes<kBits>() +
-                                   std::size_t(16 * kMTiles) * (std::size_t(per_slice) * mma::unit_cols(kBits) + kPadX) * 2;
+  const std::size_t shared_bytes = mma_plan::shared_bytes(kBits, 16 * kMTiles, std::size_t(per_slice));
+  NUQ_ASSERT(shared_bytes <= mma_plan::shared_budget(kBits, 16 * kMTiles), "qgemm (mma): the plan exceeds its budget");
+  int device = 0;
+  NUQ_CUDA_CHECK(cudaGetDevice(&device));
+  allow_shared_budget<TX, kBits, kMTiles>(device);
   const dim3 grid(static_cast<unsigned>(ctas_n), static_cast<unsigned>(slices));
   run_split_k(unsigned(slices), m, w.n, bias, relu, y, stream, [&](float* partial) {
     qgemm_mma_kernel<TX, kBits, kMTiles>

@@ -295,10 +295,12 @@ TEST_F(QgemmGpu, SmallShapesOfEveryPath) {
         for (std::size_t i = 0; i < got.size(); ++i)
           ASSERT_NEAR(got[i], expected[i], 1e-4 * std::sqrt(double(k))) << where << " at " << i;
         if (!tensor_cores) continue;
-        tensor->qgemm(x.data(), m, w, bias.data(), got.data());
-        const std::vector<double> bf16 = bf16_reference(x, m, w, bias);
-        for (std::size_t i = 0; i < got.size(); ++i)
-          ASSERT_NEAR(got[i], bf16[i], 1e-4 * std::sqrt(double(k))) << "BF16, " << where << " at " << i;
+        if (m > 16) {  // batches up to 16 take the FP32 streaming kernel on a BF16 backend too (checked above)
+          tensor->qgemm(x.data(), m, w, bias.data(), got.data());
+          const std::vector<double> bf16 = bf16_reference(x, m, w, bias);
+          for (std::size_t i = 0; i < got.size(); ++i)
+            ASSERT_NEAR(got[i], bf16[i], 1e-4 * std::sqrt(double(k))) << "BF16, " << where << " at " << i;
+        }
         // BF16 activations: bit for bit the FP32 entry on the rounded X (as Bf16ActivationsMatch...).
         std::vector<std::uint16_t> x_bf16(x.size());
         std::vector<float> rounded(x.size());

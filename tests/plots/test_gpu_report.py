@@ -26,6 +26,9 @@ assert "| MNIST MLP, batch-1 latency, two-bit against cuBLAS FP32 | 20.050 / 6.2
 assert "| MNIST MLP, one two-bit image end to end | 6.20 us | <= 10.0 us | met |" in text
 assert "98 passed, 1 skipped in 41.20s\n- SKIPPED [1] python/tests/test_torch.py:97: invented" in text
 assert "FAILED QgemmGpu.DeviceMlpPredictsLikeTheCpu" in text
+assert "- bench_network BM_GpuMlp/bits:2/batch:4/images:1000/bf16:0/cluster:1/iterations:5/manual_time: invented: " \
+       "the cluster launch was refused" in text, "a benchmark skipped with an error is not reported"
+assert "## Tests\n\n2 passed, 1 failed, 0 skipped" in text, "the two test steps' counts are not summed"
 assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
 assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
 print("gpu_report: every goal read off the sample")
