@@ -23,15 +23,20 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
     if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
     result.model = load_model(path.string());
     if (result.model.dataset.empty()) result.model.dataset = dataset;  // cached before nuq.dataset existed
+    // A file put under this name by hand (or a copy of another run's) would be reported as this model.
+    NUQ_REQUIRE(result.model.dataset == dataset && to_string(result.model.architecture) == model_name, path.string(),
+                ": holds a ", result.model.dataset, " ", to_string(result.model.architecture), ", not the ", dataset,
+                " ", model_name, " its name says; remove it or give --retrain");
     return result;
   }
-  const io::Dataset train_set = io::load_split(io::dataset_dir(o.data_root, dataset), "train");
+  const io::Dataset train_set = io::load_network_split(io::dataset_dir(o.data_root, dataset), "train");
   if (progress) *progress << "training the " << dataset << " " << model_name << " (" << o.train.epochs << " epochs)\n";
   result.model = make_model(parse_architecture(model_name), o.train.seed);
   result.model.dataset = dataset;
   std::filesystem::create_directories(path.parent_path());
   // A run killed while training picks up after its last finished epoch (unless --retrain).
   TrainConfig config = o.train;
+  config.dataset = dataset;
   config.checkpoint = path.string() + ".checkpoint";
   config.resume = !o.retrain;
   result.training = train(result.model, train_set, config, progress);
@@ -48,7 +53,7 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   result.dataset = dataset;
   result.model = model_name;
   result.seed = options.train.seed;
-  const io::Dataset test_set = io::load_split(io::dataset_dir(options.data_root, dataset), "t10k");
+  const io::Dataset test_set = io::load_network_split(io::dataset_dir(options.data_root, dataset), "t10k");
   TrainedModel trained = load_or_train(dataset, model_name, options, progress);
   Model& model = trained.model;
   result.model_file = trained.file;

@@ -43,7 +43,10 @@ int run(const std::vector<std::string>& argv, const std::string& log = "") {
 }
 
 std::string find_script(const std::string& given) {
-  if (!given.empty()) return fs::exists(given) ? given : "";
+  if (!given.empty()) {  // asked for by name: its absence is the user's mistake to hear of, not a skip
+    NUQ_REQUIRE(fs::is_regular_file(given), given, ": --plots names no script (", fs::exists(given) ? "not a file" : "no such file", ")");
+    return given;
+  }
   if (const char* env = std::getenv("NUQ_PLOTS"); env && *env) return fs::exists(env) ? env : "";
   std::error_code error;
   const fs::path exe = fs::read_symlink("/proc/self/exe", error);
@@ -71,12 +74,16 @@ std::string render_figures(const std::string& dir, std::vector<Figure>& figures,
   const std::string python = find_python();
   if (python.empty())
     return "figures not rendered: no Python with matplotlib (scripts/setup installs python3-matplotlib; or set NUQ_PYTHON)";
+  NUQ_REQUIRE(bench_dir.empty() || fs::is_directory(bench_dir), bench_dir, ": --bench names no folder of bench results");
   std::vector<std::string> argv{python, plots, dir};
   const fs::path bench = bench_dir.empty() ? fs::path(plots).parent_path().parent_path() / "bench" / "results" : fs::path(bench_dir);
   if (fs::is_directory(bench)) argv.insert(argv.end(), {"--bench", bench.string()});
   const std::string log = (fs::path(dir) / "plots.log").string();
   std::error_code ignored;
   fs::remove(log, ignored);
+  // An earlier run's images would be counted (and embedded in the report) as this run's.
+  for (const Figure& f : figures) fs::remove(fs::path(dir) / (f.stem + ".png"), ignored);
+  fs::remove(fs::path(dir) / "bench-speedup.png", ignored);
   const int status = run(argv, log);
   if (fs::exists(fs::path(dir) / "bench-speedup.png"))
     figures.push_back({"bench-speedup", "Speed-up of the fused quantized GEMM",

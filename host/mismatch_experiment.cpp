@@ -59,7 +59,7 @@ MismatchExperiment run_mismatch_experiment(const std::string& dataset, const std
   e.model = model_name;
   e.seed = options.train.seed;
   e.options = mo;
-  const io::Dataset test_set = io::load_split(io::dataset_dir(options.data_root, dataset), "t10k");
+  const io::Dataset test_set = io::load_network_split(io::dataset_dir(options.data_root, dataset), "t10k");
   TrainedModel trained = load_or_train(dataset, model_name, options, progress);
   Model& model = trained.model;
   e.model_file = trained.file;

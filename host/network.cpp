@@ -13,7 +13,8 @@
 namespace nuq {
 namespace {
 
-constexpr std::size_t kImageSide = 28, kConvSide = 26, kPoolSide = 13, kFilters = 16, kTaps = 9;
+using io::kImageSide;
+constexpr std::size_t kConvSide = 26, kPoolSide = 13, kFilters = 16, kTaps = 9;
 constexpr std::size_t kConvPositions = kConvSide * kConvSide;  // 676
 constexpr std::size_t kHidden = 512, kClasses = 10;
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <sstream>
 
 #include <boost/math/tools/minima.hpp>
 
@@ -25,8 +26,9 @@ FixedPointTrace iterate_until_stable(const std::function<double(double)>& step, 
     trace.sequence.push_back(next);
     if (std::abs(next - current) < epsilon) return trace;
   }
-  throw Error(what + ": no convergence to " + std::to_string(epsilon) + " within " +
-              std::to_string(max_iterations) + " iterations");
+  std::ostringstream message;  // epsilon as given (1e-300 is not "0.000000")
+  message << what << ": no convergence to " << epsilon << " within " << max_iterations << " iterations";
+  throw Error(message.str());
 }
 
 ScalarMinimum minimize_scalar(const std::function<double(double)>& f, double lo, double hi,

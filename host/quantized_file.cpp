@@ -1,8 +1,6 @@
 #include "nuq/quantized_file.h"
 
 #include <cmath>
-#include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -11,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/fingerprint.h"
 #include "nuq/grouped.h"
 #include "nuq/io/widen.h"
 #include "nuq/packed.h"
@@ -467,14 +466,10 @@ std::map<std::string, std::string> plain_metadata(std::map<std::string, std::str
 
 std::map<std::string, std::string> restored_metadata(const std::map<std::string, std::string>& metadata,
                                                      const std::string& name) {
-  // 64-bit FNV-1a of the run's description: short in every shard's header, and two runs that
-  // differ anywhere (codebook, normalisation, statistics) differ here but for a 2^-64 chance.
-  std::uint64_t fingerprint = 0xcbf29ce484222325ull;
-  for (const unsigned char c : quantized_run(metadata, name)) fingerprint = (fingerprint ^ c) * 0x100000001b3ull;
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(fingerprint));
+  // Short in every shard's header; two runs that differ anywhere (codebook, normalisation,
+  // statistics) differ here but for a 2^-64 chance.
   std::map<std::string, std::string> out = plain_metadata(metadata);
-  out[kRestoredFromKey] = text;
+  out[kRestoredFromKey] = fingerprint(quantized_run(metadata, name));
   return out;
 }
 

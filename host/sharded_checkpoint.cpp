@@ -150,13 +150,29 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
   if (fs::is_directory(in) && fs::exists(in / kIndexName)) index_metadata_ = metadata_of_index(in / kIndexName).dump();
   else if (!fs::is_directory(in) && in.extension() == ".json") index_metadata_ = metadata_of_index(in).dump();
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
-  if (sharded_) {
-    created_folder_ = !fs::exists(output);
-    io::make_folder(output, "--output");
+  if (!sharded_) {
+    outputs_.push_back(output);
+    io::require_output_path(output, inputs_, "--output");
+    return;
   }
-  for (const std::string& shard : inputs_) {
-    outputs_.push_back(sharded_ ? (fs::path(output) / fs::path(shard).filename()).string() : output);
-    io::require_output_path(outputs_.back(), inputs_, "--output");
+  for (const std::string& shard : inputs_) {  // the new index names each in JSON, which holds UTF-8 alone
+    try {
+      (void)nlohmann::json(fs::path(shard).filename().string()).dump();
+    } catch (const nlohmann::json::exception&) {
+      throw Error(shard + ": the file name is not valid UTF-8, so no index can name it; rename the shard");
+    }
+  }
+  created_folder_ = !fs::exists(output);
+  io::make_folder(output, "--output");
+  try {
+    for (const std::string& shard : inputs_) {
+      outputs_.push_back((fs::path(output) / fs::path(shard).filename()).string());
+      io::require_output_path(outputs_.back(), inputs_, "--output");
+    }
+  } catch (...) {  // no destructor runs for a constructor that throws: the folder it made goes here
+    std::error_code ec;
+    if (created_folder_) fs::remove(folder_, ec);
+    throw;
   }
 }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/fingerprint.h"
 #include "nuq/platform.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
@@ -93,9 +94,16 @@ struct TrainingState {
   std::vector<EpochLog> log;
 };
 
+// What a checkpoint must share with the run that resumes it. The labels' fingerprint tells two
+// data sets of the same size apart (MNIST's from Fashion-MNIST's, a changed copy).
 nlohmann::json describe(const Model& model, const io::Dataset& data, const TrainConfig& config) {
-  return {{"architecture", to_string(model.architecture)}, {"examples", data.count}, {"batch", config.batch},
+  return {{"architecture", to_string(model.architecture)}, {"dataset", config.dataset}, {"examples", data.count},
+          {"labels", fingerprint(data.labels.data(), data.labels.size())}, {"batch", config.batch},
           {"learning_rate", config.learning_rate}, {"seed", config.seed}};
+}
+
+std::size_t batches_per_epoch(const io::Dataset& data, const TrainConfig& config) {
+  return (data.count + config.batch - 1) / config.batch;
 }
 
 void save_checkpoint(const std::string& path, const Model& model, Adam& adam, const TrainingState& state,
@@ -125,15 +133,19 @@ void save_checkpoint(const std::string& path, const Model& model, Adam& adam, co
 
 // Restores model, optimizer and state from `path`; a checkpoint of another run is an error that
 // says which setting differs.
-void load_checkpoint(const std::string& path, Model& model, Adam& adam, TrainingState& state, const nlohmann::json& run) {
+void load_checkpoint(const std::string& path, Model& model, Adam& adam, TrainingState& state, const nlohmann::json& run,
+                     const TrainConfig& config, std::size_t batches) {
   const io::TensorFile file = io::read_safetensors(path);
   const auto meta = file.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != file.metadata.end(), path, ": not a training checkpoint (no nuq.checkpoint metadata)");
   try {
     const nlohmann::json c = nlohmann::json::parse(meta->second);
-    for (const auto& [key, value] : run.items())
+    for (const auto& [key, value] : run.items()) {
+      NUQ_REQUIRE(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
+                  " (an older nuq wrote it); train anew (--retrain)");
       NUQ_REQUIRE(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
                   c.at("run").at(key).dump(), ", this run has ", value.dump(), " (--retrain, or the same settings)");
+    }
     const Model saved = model_from_file(file, path);
     for (std::size_t k = 0; k < model.parameters.size(); ++k) {
       const std::string& name = model.parameters[k].name;
@@ -143,6 +155,11 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
         NUQ_REQUIRE(t != file.tensors.end() && t->second.shape == model.parameters[k].shape, path, ": ", prefix, name,
                     " is missing or has the wrong shape");
         (*moments)[k] = io::to_floats(t->second, path + ": " + prefix + name);
+        for (std::size_t i = 0; i < (*moments)[k].size(); ++i) {  // a second moment is a mean of squares
+          const float v = (*moments)[k][i];
+          NUQ_REQUIRE(std::isfinite(v) && (std::string(prefix) == "adam.m." || v >= 0.0f), path, ": ", prefix, name,
+                      " element ", i, " is ", v, ", not an optimizer state");
+        }
       }
     }
     const auto order = file.tensors.find("order");
@@ -160,10 +177,21 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
     std::istringstream rng(c.at("rng").get<std::string>());
     rng >> state.rng;
     NUQ_REQUIRE(!rng.fail(), path, ": the random generator's state is unreadable");
-    state.epoch = c.at("epoch").get<int>();
-    state.step = c.at("step").get<std::uint64_t>();
-    adam.set_steps(c.at("adam_steps").get<int>());
-    NUQ_REQUIRE(state.epoch >= 0 && c.at("log").size() == std::size_t(state.epoch), path, ": the log does not match the epoch");
+    NUQ_REQUIRE(c.at("epoch").is_number_integer() && c.at("step").is_number_integer() &&
+                    c.at("adam_steps").is_number_integer(),
+                path, ": epoch, step and adam_steps must be integers");
+    const std::int64_t epoch = c.at("epoch").get<std::int64_t>();
+    NUQ_REQUIRE(epoch >= 0 && epoch <= config.epochs, path, ": the checkpoint is at epoch ", epoch,
+                ", beyond this run's ", config.epochs, " epochs (more --epochs, or train anew)");
+    state.epoch = int(epoch);
+    // One optimizer step a batch: a checkpoint after epoch e has taken e batches' worth, exactly.
+    const std::int64_t steps = std::int64_t(batches) * epoch;
+    NUQ_REQUIRE(c.at("step").get<std::int64_t>() == steps && c.at("adam_steps").get<std::int64_t>() == steps, path,
+                ": step ", c.at("step").dump(), " and adam_steps ", c.at("adam_steps").dump(), " after epoch ", epoch,
+                " (", batches, " batches an epoch) should both be ", steps);
+    state.step = std::uint64_t(steps);
+    adam.set_steps(int(steps));
+    NUQ_REQUIRE(c.at("log").size() == std::size_t(state.epoch), path, ": the log does not match the epoch");
     state.log = c.at("log").get<std::vector<EpochLog>>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": nuq.checkpoint metadata: " + e.what());
@@ -177,6 +205,10 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
   NUQ_REQUIRE(config.epochs > 0 && config.batch > 0 && config.learning_rate > 0.0,
               "train: epochs, batch and learning rate must be positive");
   NUQ_REQUIRE(data.count > 0, "train: the dataset is empty");
+  NUQ_REQUIRE(data.features() == io::kImageSide * io::kImageSide, "train: the images are ", data.rows, "x", data.cols,
+              "; nuq's networks take ", io::kImageSide, "x", io::kImageSide);
+  NUQ_REQUIRE(batches_per_epoch(data, config) * std::size_t(config.epochs) < std::size_t(1) << 31,
+              "train: ", config.epochs, " epochs of ", batches_per_epoch(data, config), " batches overflow the step count");
   const bool live_bar = progress && isatty(STDERR_FILENO);
   Network network(model);
   Adam adam(model, config.learning_rate);
@@ -186,7 +218,7 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
   std::iota(state.order.begin(), state.order.end(), 0);
   const nlohmann::json run = describe(model, data, config);
   if (config.resume && !config.checkpoint.empty() && std::filesystem::exists(config.checkpoint)) {
-    load_checkpoint(config.checkpoint, model, adam, state, run);
+    load_checkpoint(config.checkpoint, model, adam, state, run, config, batches_per_epoch(data, config));
     if (progress) *progress << "resuming from " << config.checkpoint << " after epoch " << state.epoch << '\n';
   }
   std::mt19937_64& rng = state.rng;

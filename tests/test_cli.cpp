@@ -57,6 +57,17 @@ TEST(Cli, TraceIsCsvWithEveryIterate) {
   EXPECT_EQ(rows, 42);  // Delta(0) and 41 iterates (Table 2)
 }
 
+// Where the design's parameter is x_max itself, the column is named once (pandas would read a
+// second "xmax" as "xmax.1").
+TEST(Cli, CsvColumnsAreNamedOnce) {
+  for (const char* command : {"design -m uniform --sweep 1:2", "design -m uniform --optimizer iterative --trace"}) {
+    const CommandResult r = run_nuq(command);
+    ASSERT_EQ(r.status, 0) << r.output;
+    const std::string header = r.output.substr(0, r.output.find('\n'));
+    EXPECT_EQ(header.find("xmax"), header.rfind("xmax")) << command << ": " << header;
+  }
+}
+
 TEST(Cli, SweepIsCsvOverTheRange) {
   const CommandResult r = run_nuq("design --method msptq --sweep 0.5:1.5:0.1");
   ASSERT_EQ(r.status, 0) << r.output;

@@ -20,6 +20,7 @@
 #include "cli_runner.h"
 #include "nuq/checkpoint.h"
 #include "nuq/design.h"
+#include "nuq/io/idx.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
@@ -201,6 +202,15 @@ const std::vector<Case>& cases() {
       {"design -m ternary --xmax 3 --alpha 1e300", kUserError, "alpha * x_max = 3e+300 standard deviations"},
       {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},
       {"reproduce --paper itc2021 --seeds 3 --out {d}/run", kUserError, "apply to mathematics2022"},
+      {"design -m lloyd-max --xmax 2", kUserError, "--xmax does not apply to it"},
+      {"design -m uniform -b 16 -N 3", kUserError, "--bits and --levels both set the number of levels"},
+      {"design -m lloyd-max --init 0.5", kUserError, "--init belongs to the iterative rule; lloyd-max here uses the lloyd"},
+      {"design -m uniform --xmax 3 --epsilon 1e-3", kUserError, "--epsilon belongs to the iterative rule"},
+      {"design --epsilon 1e-300", kUserError, "no convergence to 1e-300 within"},
+      {"train --seed 99999999999999999999 -o {d}/m.safetensors", kUserError, "is above 18446744073709551615"},
+      {"reproduce --seed 18446744073709551615 --seeds 2 --out {d}/run", kUserError, "runs past the largest seed"},
+      {"reproduce --plots {d}/no-such-plots.py --out {d}/run", kUserError, "--plots names no script"},
+      {"reproduce --bench {d}/no-such-results --out {d}/run", kUserError, "--bench names no folder"},
       // Questions with an answer exit 0.
       {"mismatch --range=0:0.00001 --step 0.000001 --csv", kOk, "mismatch_db"},
       {"--help", kOk, "Exit status"},
@@ -330,6 +340,69 @@ TEST(CliHostile, PyTorchShardsAreNamedAsSuch) {
   EXPECT_NE(r.output.find("'pytorch_model-00001-of-00001.bin' is a PyTorch file, not safetensors"), std::string::npos)
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("q")));
+}
+
+// Twelve images of side x side and their labels as <root>/mnist/{train,t10k}-*-ubyte.
+void write_tiny_mnist(const std::string& root, std::uint32_t side) {
+  const std::string mnist = root + "/mnist";
+  std::filesystem::create_directories(mnist);
+  io::IdxArray images{io::IdxType::U8, {12, side, side}, std::vector<std::uint8_t>(12 * side * side)};
+  for (std::size_t i = 0; i < images.bytes.size(); ++i) images.bytes[i] = std::uint8_t((i * 37) % 256);
+  const io::IdxArray labels{io::IdxType::U8, {12}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1}};
+  for (const char* split : {"train", "t10k"}) {
+    io::write_idx(mnist + "/" + split + "-images-idx3-ubyte", images);
+    io::write_idx(mnist + "/" + split + "-labels-idx1-ubyte", labels);
+  }
+}
+
+// From a hostile review of train and reproduce: images the networks cannot take, outputs over
+// the data, file names that are not UTF-8, a cached model that is another, a report path that
+// cannot be written (each refused before any training), and a range with an empty field.
+TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
+  test::TempDir dir;
+  const std::string d = dir.path().string();
+  write_tiny_mnist(d + "/small", 10);
+  CommandResult r = run_nuq("train --data " + d + "/small --epochs 1 -o " + d + "/m.safetensors");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("train-images-idx3-ubyte: the images are 10x10; nuq's networks take 28x28"), std::string::npos)
+      << r.output;
+
+  write_tiny_mnist(d + "/data", 28);
+  const std::string labels = d + "/data/mnist/t10k-labels-idx1-ubyte";
+  const auto before = std::filesystem::file_size(labels);
+  r = run_nuq("train --data " + d + "/data --epochs 1 -o " + labels);
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("is the input itself"), std::string::npos) << r.output;
+  EXPECT_EQ(std::filesystem::file_size(labels), before);
+
+  r = run_nuq("train --data " + d + "/data --epochs 1 --json -o '" + d + "/m\xff.safetensors'");
+  ASSERT_EQ(r.status, kOk) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_NE(j.at("output").get<std::string>().find("m\xef\xbf\xbd.safetensors"), std::string::npos);  // U+FFFD
+
+  std::filesystem::create_directories(d + "/out/models");
+  Model cnn = make_model(Architecture::Cnn, 1);
+  cnn.dataset = "mnist";
+  save_model(d + "/out/models/mnist-mlp-seed1.safetensors", cnn);
+  const std::string reproduce = "reproduce --paper mathematics2022 --dataset mnist --model mlp --no-figures --epochs 1 --data " +
+                                d + "/data --out " + d + "/out";
+  r = run_nuq(reproduce);
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("mnist-mlp-seed1.safetensors: holds a mnist cnn, not the mnist mlp its name says"),
+            std::string::npos)
+      << r.output;
+  std::filesystem::remove(d + "/out/models/mnist-mlp-seed1.safetensors");
+  std::filesystem::create_directories(d + "/out/report.json");
+  r = run_nuq(reproduce);
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("report.json"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(d + "/out/models/mnist-mlp-seed1.safetensors")) << "trained before refusing";
+
+  for (const char* command : {"mismatch --range=-30:30: --csv", "design --sweep 1:2:"}) {
+    r = run_nuq(command);
+    EXPECT_EQ(r.status, kUserError) << command;
+    EXPECT_NE(r.output.find("ends with ':' (an empty field)"), std::string::npos) << r.output;
+  }
 }
 
 TEST(CliOutput, AReportThatCannotBeWrittenFailsTheRun) {

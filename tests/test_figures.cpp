@@ -140,6 +140,25 @@ TEST(Figures, HeadersMatchThePlottingFixtures) {
   EXPECT_EQ(header_of(noise_probe_data({})), fixture_header("itc2021-rate-probe.csv"));
 }
 
+// A plotting script that fails leaves no earlier run's image counted as this run's; a script or
+// bench folder named explicitly that is not there is an error, not a skip.
+TEST(Figures, AFailedRenderingLeavesNoStaleImage) {
+  test::TempDir dir;
+  const std::string stale = dir.file("fig5-convergence.png"), script = dir.file("fails.py");
+  std::ofstream(stale) << "an earlier run's image";
+  std::ofstream(script) << "import sys\nsys.exit(3)\n";
+  std::vector<Figure> figures = {{"fig5-convergence", "title", "caption"}};
+  const std::string outcome = render_figures(dir.path().string(), figures, script, dir.path().string());
+  EXPECT_FALSE(figures.front().rendered) << outcome;
+  if (outcome.find("no Python with matplotlib") == std::string::npos) {
+    EXPECT_FALSE(std::filesystem::exists(stale)) << outcome;
+    EXPECT_NE(outcome.find("0 of 1 figures rendered"), std::string::npos) << outcome;
+    EXPECT_NE(outcome.find("exited with status 3"), std::string::npos) << outcome;
+  }
+  EXPECT_THROW(render_figures(dir.path().string(), figures, dir.file("missing.py")), Error);
+  EXPECT_THROW(render_figures(dir.path().string(), figures, script, dir.file("no-results")), Error);
+}
+
 TEST(Figures, WritesTheDataOfEveryFigureItLists) {
   test::TempDir dir;
   save_model(dir.file("m.safetensors"), make_model(Architecture::Mlp, 2));

@@ -83,6 +83,24 @@ TEST(Mismatch, RulePicksTheSmallestRateThatHoldsTheFloorOverTheRange) {
   EXPECT_NEAR(gain, 20.0 * std::log10(2.0 * mismatch_design(11).xmax() / mismatch_design(12).xmax()), 0.01);
 }
 
+// The grid always ends at the range's end: steps that miss it used to leave it out, and the rule
+// then chose 12 bits for an 18.9 dB floor over -30..10.9 dB, where 12 bits give 18.60 dB at 10.9.
+TEST(Mismatch, TheRangesEndIsAlwaysJudged) {
+  const std::vector<MismatchPoint> curve = mismatch_curve(mismatch_design(8), -30.0, 10.0, 7.0);
+  ASSERT_EQ(curve.size(), 7u);  // -30, -23, ..., 5, and 10
+  EXPECT_DOUBLE_EQ(curve[5].mismatch_db, 5.0);
+  EXPECT_DOUBLE_EQ(curve.back().mismatch_db, 10.0);
+  EXPECT_EQ(mismatch_curve(mismatch_design(8), -30.0, 30.0, 1.0).size(), 61u);  // a step that meets it: no extra
+  EXPECT_LT(worst_case(12, 10.9, 10.9).worst_sqnr_db, 18.9);
+  for (const double step : {1.0, 7.0, 400.0}) {
+    const auto choice = choose_bit_rate(18.9, -30.0, 10.9, step);
+    ASSERT_TRUE(choice.has_value()) << step;
+    EXPECT_GT(choice->bits, 12) << step;
+    EXPECT_DOUBLE_EQ(choice->worst_at_db, 10.9) << step;
+    EXPECT_GE(worst_case(choice->bits, 10.9, 10.9).worst_sqnr_db, 18.9) << step;
+  }
+}
+
 TEST(Mismatch, SixteenBitCodesAreStoredAsU16WithAnAffineMap) {
   test::TempDir dir;
   Model model = make_model(Architecture::Mlp, 6);

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <utility>
+
+#include <nlohmann/json.hpp>
 
 #include "nuq/design.h"
 #include "nuq/error.h"
@@ -157,6 +160,39 @@ TEST(Training, ResumesFromItsCheckpointExactly) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("batch = 32"), std::string::npos) << e.what();
   }
+  // Nor is one of another data set (by name, or by its labels at the same size), one past this
+  // run's epochs, or one whose optimizer state is not a run's.
+  const auto refused = [&](TrainConfig c, const io::Dataset& d, const std::string& why) {
+    Model model = make_model(Architecture::Mlp, 12);
+    try {
+      train(model, d, c);
+      ADD_FAILURE() << "resumed although " << why;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  TrainConfig named = rest;
+  named.dataset = "fashion";
+  refused(named, data, "made with dataset = \"\", this run has \"fashion\"");
+  io::Dataset relabelled = data;
+  std::swap(relabelled.labels[0], relabelled.labels[1]);
+  refused(rest, relabelled, "made with labels = ");
+  TrainConfig shorter = rest;
+  shorter.epochs = 2;
+  refused(shorter, data, "at epoch 3, beyond this run's 2 epochs");
+  io::TensorFile file = io::read_safetensors(rest.checkpoint);
+  nlohmann::json meta = nlohmann::json::parse(file.metadata.at("nuq.checkpoint"));
+  for (const nlohmann::json& steps : {nlohmann::json(2147483647), nlohmann::json(-5), nlohmann::json(1.5)}) {
+    meta["adam_steps"] = steps;
+    file.metadata["nuq.checkpoint"] = meta.dump();
+    io::write_safetensors(rest.checkpoint, file);
+    refused(rest, data, steps.is_number_integer() ? "should both be 30" : "must be integers");
+  }
+  meta["adam_steps"] = 30;  // 10 batches of 32 an epoch, 3 epochs
+  file.metadata["nuq.checkpoint"] = meta.dump();
+  file.tensors.at("adam.v.fc1.weight").data[3] = 0xff;  // a negative (or NaN) second moment
+  io::write_safetensors(rest.checkpoint, file);
+  refused(rest, data, "adam.v.fc1.weight element 0 is ");
 }
 
 TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {

@@ -1,7 +1,10 @@
 // The reproduce report and the findings, on hand-made results (no training needed).
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "nuq/experiment.h"
+#include "nuq/number_text.h"
 
 namespace nuq {
 namespace {
@@ -29,6 +32,17 @@ ExperimentResult mnist(std::uint64_t seed, double shift) {
     r.cases.push_back(make_case("5", label, 6.0 + (label[5] - '0'), 97.5));
   }
   return r;
+}
+
+// Every number in full: a sigma of 1e100 used to be cut off at 63 digits (a 64-byte buffer).
+TEST(NumberText, PrintsEveryMagnitudeWhole) {
+  EXPECT_EQ(fixed_text(6.97903, 4), "6.9790");
+  EXPECT_EQ(fixed_text(123456789012345.0, 1), "123456789012345.0");
+  EXPECT_EQ(fixed_text(1e100, 6), "1e+100");
+  EXPECT_EQ(fixed_text(-2.5e300, 4), "-2.5e+300");
+  EXPECT_EQ(fixed_text(std::numeric_limits<double>::infinity(), 2), "inf");
+  EXPECT_EQ(signed_text(-1e-9, 2), "+0.00");
+  EXPECT_EQ(signed_text(0.5, 2), "+0.50");
 }
 
 TEST(Findings, AreJudgedOnTheNumbers) {

@@ -1,5 +1,6 @@
 #include "args.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <vector>
@@ -24,6 +25,8 @@ Range parse_range(const std::string& text, const std::string& option) {
                 "' in '", text, "' is not a number");
     parts.push_back(value);
   }
+  // getline drops an empty last field: "1:2:" has three fields, the last one empty.
+  NUQ_REQUIRE(text.empty() || text.back() != ':', option, ": '", text, "' ends with ':' (an empty field)");
   NUQ_REQUIRE(parts.size() == 2 || parts.size() == 3, option, ": expected FROM:TO or FROM:TO:STEP, got '",
               text, "'");
   Range range{parts[0], parts[1], parts.size() == 3 ? parts[2] : (parts[1] - parts[0]) / 100.0};
@@ -36,7 +39,12 @@ const CLI::Validator& non_negative_integer() {
   static const CLI::Validator validator(
       [](std::string& text) {
         const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
-        return digits ? std::string() : "'" + text + "' is not a non-negative integer";
+        if (!digits) return "'" + text + "' is not a non-negative integer";
+        // Beyond 2^64 - 1 the conversion would clamp to it without a word.
+        const std::string significant = text.substr(std::min(text.find_first_not_of('0'), text.size()));
+        const std::string most = "18446744073709551615";
+        const bool fits = significant.size() < most.size() || (significant.size() == most.size() && significant <= most);
+        return fits ? std::string() : "'" + text + "' is above 18446744073709551615 (2^64 - 1)";
       },
       "");
   return validator;

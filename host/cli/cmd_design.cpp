@@ -12,6 +12,7 @@
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "table.h"
+#include "json_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -25,6 +26,7 @@ struct DesignOptions {
   double alpha = 1.0, mu = 255.0, sigma = 1.0, epsilon = kPaperEpsilon;
   bool trace = false, json = false, all_cells = false;
   std::string sweep;
+  bool bits_given = false, epsilon_given = false;  // beside their defaults
 };
 
 DesignSpec to_spec(const DesignOptions& o) {
@@ -114,8 +116,14 @@ void print_human(const DesignResult& r, bool all_cells) {
 }
 
 void run_design(const DesignOptions& options) {
+  NUQ_REQUIRE(!(options.bits_given && options.levels), "--bits and --levels both set the number of levels; give one");
   const DesignSpec spec = to_spec(options);
   const DesignResult result = design(spec);
+  // Options of the iterative rule would be silently ignored by any other.
+  const XmaxRule rule = result.codebook.provenance().rule;
+  NUQ_REQUIRE(rule == XmaxRule::Iterative || (!options.init && !options.epsilon_given), options.init ? "--init" : "--epsilon",
+              " belongs to the iterative rule; ", to_string(spec.method), " here uses the ", to_string(rule),
+              " rule, which takes none");
   std::optional<std::vector<SweepPoint>> points;
   if (!options.sweep.empty()) {
     const Range range = parse_range(options.sweep, "--sweep");
@@ -138,13 +146,21 @@ void run_design(const DesignOptions& options) {
                         {"parameter", variable}};
     if (!result.trace.sequence.empty()) j["trace"] = trace_json(spec, result.trace);
     if (points) j["sweep"] = sweep_json(*points);
-    std::cout << j.dump(2) << '\n';
-  } else if (options.trace) {
-    print_csv(trace_json(spec, result.trace), {"iteration", variable, "xmax", "distortion", "sqnr_db"},
-              {"iteration", "value", "xmax", "distortion", "sqnr_db"});
+    std::cout << json_text(j) << '\n';
+  } else if (options.trace) {  // a column "xmax" once, also where the parameter is x_max itself
+    if (variable == "xmax")
+      print_csv(trace_json(spec, result.trace), {"iteration", "xmax", "distortion", "sqnr_db"},
+                {"iteration", "xmax", "distortion", "sqnr_db"});
+    else
+      print_csv(trace_json(spec, result.trace), {"iteration", variable, "xmax", "distortion", "sqnr_db"},
+                {"iteration", "value", "xmax", "distortion", "sqnr_db"});
   } else if (points) {
-    print_csv(sweep_json(*points), {variable, "xmax", "distortion", "granular", "overload", "sqnr_db"},
-              {"parameter", "xmax", "distortion", "granular", "overload", "sqnr_db"});
+    if (variable == "xmax")
+      print_csv(sweep_json(*points), {"xmax", "distortion", "granular", "overload", "sqnr_db"},
+                {"xmax", "distortion", "granular", "overload", "sqnr_db"});
+    else
+      print_csv(sweep_json(*points), {variable, "xmax", "distortion", "granular", "overload", "sqnr_db"},
+                {"parameter", "xmax", "distortion", "granular", "overload", "sqnr_db"});
   } else {
     print_human(result, options.all_cells);
   }
@@ -160,8 +176,9 @@ void add_design_command(CLI::App& app) {
   cmd->add_option("--method,-m", options->method, "Quantizer family")
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))
       ->capture_default_str();
-  cmd->add_option("--bits,-b", options->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
-      ->check(CLI::Range(1, 16))->capture_default_str();
+  CLI::Option* bits = cmd->add_option("--bits,-b", options->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
+                          ->check(CLI::Range(1, 16))
+                          ->capture_default_str();
   cmd->add_option("--levels,-N", options->levels,
                   "Number of levels (default 2^bits; uniform, mulaw and lloyd-max only)")
       ->check(CLI::Range(std::size_t{2}, std::size_t{65536}));
@@ -178,8 +195,9 @@ void add_design_command(CLI::App& app) {
                   "Initial value of the iterative rule: Delta(0) for sptq/msptq, x_max(0) for uniform");
   cmd->add_option("--sigma", options->sigma, "Standard deviation of the Laplacian source")
       ->capture_default_str();
-  cmd->add_option("--epsilon", options->epsilon, "Stop criterion |x(i+1) - x(i)| of the iterative rule")
-      ->capture_default_str();
+  CLI::Option* epsilon =
+      cmd->add_option("--epsilon", options->epsilon, "Stop criterion |x(i+1) - x(i)| of the iterative rule")
+          ->capture_default_str();
   CLI::Option* trace = cmd->add_flag("--trace", options->trace, "Print the iterates of the rule as CSV (Fig. 5)");
   cmd->add_option("--sweep", options->sweep,
                   "Print D against the design parameter (Delta for sptq/msptq, x_max otherwise) "
@@ -188,7 +206,11 @@ void add_design_command(CLI::App& app) {
       ->excludes("--xmax");
   cmd->add_flag("--all-cells", options->all_cells, "List every cell, however many");
   cmd->add_flag("--json", options->json, "Print everything as JSON");
-  cmd->callback([options] { run_design(*options); });
+  cmd->callback([options, bits, epsilon] {
+    options->bits_given = bits->count() > 0;
+    options->epsilon_given = epsilon->count() > 0;
+    run_design(*options);
+  });
 }
 
 }  // namespace nuq::cli

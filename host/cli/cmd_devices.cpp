@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "nuq/cuda.h"
 #include "table.h"
+#include "json_text.h"
 
 namespace nuq::cli {
 
@@ -27,7 +28,7 @@ void add_devices_command(CLI::App& app) {
                         {"peak_bandwidth_gbs", cuda::peak_bandwidth_gbs(d)}});
       nlohmann::json j = {{"cuda_compiled", cuda::compiled()}, {"devices", list}};
       if (devices.empty()) j["reason"] = cuda::unavailable_reason();
-      std::cout << j.dump(2) << '\n';
+      std::cout << json_text(j) << '\n';
       return;
     }
     std::cout << "CUDA backend: " << (cuda::compiled() ? "compiled" : "not compiled") << '\n';

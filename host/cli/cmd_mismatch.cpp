@@ -14,6 +14,7 @@
 #include "nuq/model.h"
 #include "nuq/ptq.h"
 #include "table.h"
+#include "json_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -51,7 +52,7 @@ void run_mismatch(const MismatchOptions& o) {
     for (const auto& p : curve)
       points.push_back({{"mismatch_db", p.mismatch_db}, {"sigma", p.sigma}, {"sqnr_db", p.sqnr_db},
                         {"approx_sqnr_db", p.approx_sqnr_db}, {"overload_share", p.overload_share}});
-    std::cout << nlohmann::json{{"bits", o.bits}, {"xmax", codebook.xmax()}, {"points", points}}.dump(2) << '\n';
+    std::cout << json_text(nlohmann::json{{"bits", o.bits}, {"xmax", codebook.xmax()}, {"points", points}}) << '\n';
     return;
   }
   if (o.csv) {
@@ -84,8 +85,8 @@ struct BitrateOptions {
 
 // Why no R up to --max-bits keeps the floor: where the largest R is worst over the range says
 // whether overload (variance above the design's) or granular noise (variance below it) caps it.
-std::string no_rate_reason(const BitrateOptions& o, double from, double to) {
-  const BitRateChoice w = worst_case(o.max_bits, from, to, o.step);
+std::string no_rate_reason(const BitrateOptions& o, double from, double to, double step) {
+  const BitRateChoice w = worst_case(o.max_bits, from, to, step);
   const double matched = laplace_sqnr_db(mismatch_design(o.max_bits), 1.0);
   std::string reason = "no rate up to " + std::to_string(o.max_bits) + " bits keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
                        " dB: at R = " + std::to_string(o.max_bits) + " the worst is " + fixed(w.worst_sqnr_db, 2) +
@@ -102,7 +103,7 @@ std::string no_rate_reason(const BitrateOptions& o, double from, double to) {
 void run_bitrate(const BitrateOptions& o) {
   NUQ_REQUIRE(o.sqnr_min, "bitrate: give --sqnr-min (the SQNR every variance in the range must keep)");
   NUQ_REQUIRE(o.range.empty() != o.model.empty(), "bitrate: give either --range or --model");
-  double from = 0.0, to = 0.0;
+  double from = 0.0, to = 0.0, step = o.step;  // the range's own step when it gives one
   std::string source;
   if (!o.model.empty()) {
     // The weights as they are meet the unit-variance design: their standard deviation is the mismatch.
@@ -112,28 +113,27 @@ void run_bitrate(const BitrateOptions& o) {
     source = o.model + ": sigma_w = " + fixed(stats.stddev(), 6) + " (" + fixed(from, 2) + " dB from sigma_ref = 1)";
   } else {
     const Range r = db_range(o.range, o.step);
-    from = r.from, to = r.to;
+    from = r.from, to = r.to, step = r.step;
     source = "variance range " + fixed(from, 1) + ".." + fixed(to, 1) + " dB";
   }
-  const auto choice = choose_bit_rate(*o.sqnr_min, from, to, o.step, o.min_bits, o.max_bits);
-  const std::string why_none = choice ? "" : no_rate_reason(o, from, to);
+  const auto choice = choose_bit_rate(*o.sqnr_min, from, to, step, o.min_bits, o.max_bits);
+  const std::string why_none = choice ? "" : no_rate_reason(o, from, to, step);
   if (o.json) {
     nlohmann::json rates = nlohmann::json::array();
     for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
-      const BitRateChoice w = worst_case(bits, from, to, o.step);
+      const BitRateChoice w = worst_case(bits, from, to, step);
       rates.push_back({{"bits", bits}, {"worst_sqnr_db", w.worst_sqnr_db}, {"worst_at_db", w.worst_at_db}});
     }
-    std::cout << nlohmann::json{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
+    std::cout << json_text(nlohmann::json{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
                                 {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()},
-                                {"reason", why_none}, {"rates", rates}}
-                     .dump(2)
+                                {"reason", why_none}, {"rates", rates}})
               << '\n';
     NUQ_REQUIRE(choice, why_none);
     return;
   }
   TextTable table({"R", "worst SQNR dB", "at dB", "meets floor"});
   for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
-    const BitRateChoice w = worst_case(bits, from, to, o.step);
+    const BitRateChoice w = worst_case(bits, from, to, step);
     table.add_row({std::to_string(bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
   }

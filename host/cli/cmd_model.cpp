@@ -27,6 +27,7 @@
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/train.h"
 #include "table.h"
+#include "json_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -39,14 +40,21 @@ struct TrainOptions {
 };
 
 void run_train(const TrainOptions& o) {
-  io::require_output_path(o.output, {}, "--output");  // before the minutes of training, not after
   const std::string dir = io::dataset_dir(io::data_root(o.data), o.dataset);
-  const io::Dataset train_set = io::load_split(dir, "train"), test_set = io::load_split(dir, "t10k");
+  {  // before the minutes of training, not after; never over the data it reads
+    std::vector<std::string> inputs;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) inputs.push_back(entry.path().string());
+    io::require_output_path(o.output, inputs, "--output");
+    io::require_output_path(o.output + ".checkpoint", inputs, "--output's checkpoint");
+  }
+  const io::Dataset train_set = io::load_network_split(dir, "train"), test_set = io::load_network_split(dir, "t10k");
   Model model = make_model(parse_architecture(o.model), o.seed);
   model.dataset = o.dataset;
   TrainConfig config;
   config.epochs = o.epochs;
   config.seed = o.seed;
+  config.dataset = o.dataset;
   config.checkpoint = o.output + ".checkpoint";  // after every epoch; removed once the model is saved
   config.resume = o.resume;
   const std::vector<EpochLog> log = train(model, train_set, config, &std::cerr);
@@ -54,7 +62,7 @@ void run_train(const TrainOptions& o) {
   std::filesystem::remove(config.checkpoint);
   const double test_accuracy = accuracy(model, test_set);
   if (o.json) {
-    std::cout << nlohmann::json{{"output", o.output}, {"parameters", model.parameter_count()}, {"test_accuracy", test_accuracy}, {"epochs", log}}.dump(2) << '\n';
+    std::cout << json_text(nlohmann::json{{"output", o.output}, {"parameters", model.parameter_count()}, {"test_accuracy", test_accuracy}, {"epochs", log}}) << '\n';
   } else {
     std::cout << "test accuracy " << fixed(test_accuracy, 2) << "% (" << model.parameter_count() << " parameters), saved "
               << o.output << '\n';
@@ -158,7 +166,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
                      {"seconds", report.seconds}, {"statistics_seconds", report.statistics_seconds},
                      {"quantize_seconds", report.quantize_seconds}, {"gb_per_second", rate}};
     add_sizes(j, size);
-    std::cout << j.dump(2) << '\n';
+    std::cout << json_text(j) << '\n';
     return;
   }
   TextTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis",
@@ -234,7 +242,7 @@ void run_quantize(const QuantizeOptions& o) {
                      {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
                      {"nonfinite", report.stats.nonfinite}, {"tensors", tensors_json(report.tensors)}};
     add_sizes(j, size);
-    std::cout << j.dump(2) << '\n';
+    std::cout << json_text(j) << '\n';
     return;
   }
   std::cout << tensor_table(report.tensors) << "\n"
@@ -292,8 +300,8 @@ void run_dequantize(const DequantizeOptions& o) {
   }
   if (const std::string index = checkpoint.write_index(); !index.empty()) outputs.push_back(index);
   if (o.json) {
-    std::cout << nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"restored", report.restored},
-                                {"copied", report.copied}}.dump(2)
+    std::cout << json_text(nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"restored", report.restored},
+                                {"copied", report.copied}})
               << '\n';
     return;
   }
@@ -332,9 +340,7 @@ void run_eval(const EvalOptions& o) {
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) inputs.push_back(entry.path().string());
     io::require_output_path(o.predictions, inputs, "--predictions");
   }
-  const io::Dataset test_set = io::load_split(dir, "t10k");
-  NUQ_REQUIRE(test_set.rows == 28 && test_set.cols == 28, dir, ": the t10k images are ", test_set.rows, "x",
-              test_set.cols, "; nuq's networks take 28x28 (MNIST, Fashion-MNIST)");
+  const io::Dataset test_set = io::load_network_split(dir, "t10k");
   const bool quantized = is_quantized_file(file);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
@@ -351,9 +357,8 @@ void run_eval(const EvalOptions& o) {
       for (std::uint8_t c : classes) out << int(c) << '\n';
     });
   if (o.json)
-    std::cout << nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", dataset},
-                                {"device", backend->name()}, {"accuracy", result}}
-                     .dump(2)
+    std::cout << json_text(nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", dataset},
+                                {"device", backend->name()}, {"accuracy", result}})
               << '\n';
   else
     std::cout << (quantized ? "quantized" : "FP32") << " model " << o.input << ": test accuracy " << fixed(result, 2)

@@ -2,6 +2,7 @@
 // design and support region of Tables 3-7, prints each table with the paper's values beside ours,
 // and writes report.md and report.json.
 #include <filesystem>
+#include <limits>
 #include <iostream>
 #include <memory>
 
@@ -18,6 +19,7 @@
 #include "nuq/mismatch_experiment.h"
 #include "nuq/theory.h"
 #include "table.h"
+#include "json_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -105,7 +107,15 @@ void run_reproduce(const ReproduceOptions& o) {
   NUQ_REQUIRE(o.paper != "itc2021" || (!o.dataset_given && !o.model_given && o.seeds == 1),
               "reproduce --paper itc2021 runs the MNIST MLP once; --dataset, --model and --seeds apply to "
               "mathematics2022 (or all)");
+  NUQ_REQUIRE(o.seed <= std::numeric_limits<std::uint64_t>::max() - std::uint64_t(o.seeds - 1), "--seed ", o.seed,
+              " with --seeds ", o.seeds, " runs past the largest seed, 2^64 - 1");
+  NUQ_REQUIRE(o.plots.empty() || std::filesystem::is_regular_file(o.plots), o.plots, ": --plots names no script");
+  NUQ_REQUIRE(o.bench.empty() || std::filesystem::is_directory(o.bench), o.bench,
+              ": --bench names no folder of bench results");
   io::make_folder(o.out, "--out");  // before minutes of training, with the reason when it cannot be made
+  const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
+  const std::string md_path = (std::filesystem::path(o.out) / "report.md").string();
+  for (const std::string& report : {json_path, md_path}) io::require_output_path(report, {}, "--out");
   ExperimentOptions options;
   options.data_root = io::data_root(o.data);
   options.out_dir = o.out;
@@ -164,13 +174,11 @@ void run_reproduce(const ReproduceOptions& o) {
                                "\n## Theory\n\n`nuq theory`: Table 2 and all " +
                                std::to_string(theory.sqnr.size()) + " published SQNR_th values recomputed; " +
                                std::to_string(mismatches) + " mismatch(es) with the paper.\n";
-  const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
-  const std::string md_path = (std::filesystem::path(o.out) / "report.md").string();
-  io::write_atomically(json_path, [&](std::ostream& out) { out << j.dump(2) << '\n'; });
+  io::write_atomically(json_path, [&](std::ostream& out) { out << json_text(j) << '\n'; });
   io::write_atomically(md_path, [&](std::ostream& out) { out << markdown; });
 
   if (o.json) {
-    std::cout << j.dump(2) << '\n';
+    std::cout << json_text(j) << '\n';
     return;
   }
   auto print_findings = [](const std::string& heading, const std::vector<Finding>& list) {

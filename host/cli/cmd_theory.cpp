@@ -9,6 +9,7 @@
 #include "nuq/error.h"
 #include "nuq/theory.h"
 #include "table.h"
+#include "json_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -62,7 +63,7 @@ void run_theory(const TheoryOptions& options) {
     nlohmann::json j = to_json(report);
     j["tolerance_db"] = options.tolerance;
     j["mismatches"] = mismatches;
-    std::cout << j.dump(2) << '\n';
+    std::cout << json_text(j) << '\n';
   } else {
     print_iterations(report);
     print_sqnr(report);

@@ -160,6 +160,9 @@ XmaxRule default_rule(const DesignSpec& spec) {
 
 DesignResult design(const DesignSpec& spec) {
   validate(spec);
+  NUQ_REQUIRE(!spec.xmax || spec.method != Method::LloydMax,
+              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); --xmax does not "
+              "apply to it");
   const XmaxRule rule = spec.rule.value_or(default_rule(spec));
   NUQ_REQUIRE(spec.alpha == 1.0 || rule == XmaxRule::Given,
               "design: alpha scales a given x_max; it cannot be combined with an optimizer");

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <vector>
 
 #include "nuq/error.h"
@@ -102,8 +103,10 @@ Codebook lloyd_max_codebook(std::size_t levels, double tolerance, int max_iterat
     y = std::move(next);
     pass = std::move(next_pass);
   }
-  throw Error("Lloyd-Max: no convergence to " + std::to_string(tolerance) + " within " +
-              std::to_string(max_iterations) + " iterations for " + std::to_string(levels) + " levels");
+  std::ostringstream message;
+  message << "Lloyd-Max: no convergence to " << tolerance << " within " << max_iterations << " iterations for " << levels
+          << " levels";
+  throw Error(message.str());
 }
 
 }  // namespace nuq

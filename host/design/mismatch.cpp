@@ -22,10 +22,14 @@ void check_range(double from_db, double to_db, double step_db) {
               "mismatch: |20 log10(sigma/sigma_ref)| above 200 dB is outside double precision's reach");
 }
 
+// from, from + step, ... and `to` itself when the steps miss it: the worst SQNR over a range lies
+// at one of its ends (SQNR falls both ways from the design's sigma), so a grid that stopped short
+// of `to` would judge a rate on less than the range asked for.
 template <typename F>
 void for_each_db(double from_db, double to_db, double step_db, F&& f) {
   const auto count = static_cast<long>(std::floor((to_db - from_db) / step_db + 1e-9)) + 1;
   for (long i = 0; i < count; ++i) f(from_db + step_db * double(i));
+  if (from_db + step_db * double(count - 1) < to_db - 1e-9 * step_db) f(to_db);
 }
 
 }  // namespace

@@ -57,4 +57,12 @@ Dataset load_split(const std::string& dir, const std::string& split) {
   return d;
 }
 
+Dataset load_network_split(const std::string& dir, const std::string& split) {
+  Dataset d = load_split(dir, split);
+  NUQ_REQUIRE(d.rows == kImageSide && d.cols == kImageSide, find_file(dir, split + "-images-idx3-ubyte"),
+              ": the images are ", d.rows, "x", d.cols, "; nuq's networks take ", kImageSide, "x", kImageSide,
+              " (MNIST, Fashion-MNIST)");
+  return d;
+}
+
 }  // namespace nuq::io

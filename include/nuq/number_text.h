@@ -6,7 +6,8 @@
 
 namespace nuq {
 
-// fixed_text(6.97903, 4) == "6.9790"; "nan", "inf", "-inf".
+// fixed_text(6.97903, 4) == "6.9790"; "nan", "inf", "-inf"; from 1e15 on in scientific notation,
+// fixed_text(1e100, 4) == "1e+100".
 std::string fixed_text(double value, int decimals);
 // signed_text(0.5, 2) == "+0.50", signed_text(-1e-9, 2) == "+0.00" (a zero is never negative).
 std::string signed_text(double value, int decimals);

@@ -19,12 +19,16 @@ struct TrainConfig {
   std::size_t batch = 128;
   double learning_rate = 1e-3;
   std::uint64_t seed = 1;
+  // The data set's name ("mnist", "fashion"): a checkpoint records it, and a resume on another
+  // data set is refused (as one on other labels is).
+  std::string dataset;
   // When set, the whole training state (parameters, Adam's moments and step, the shuffle order,
   // the random generator, the log) is written here atomically after every epoch.
   std::string checkpoint;
   // Continue from `checkpoint` when it exists: the result is bit for bit the uninterrupted run's.
-  // The checkpoint must come from the same architecture, dataset size, batch, rate and seed
-  // (epochs may grow: training on from a finished run is allowed).
+  // The checkpoint must come from the same architecture, data set (name, size and labels), batch,
+  // rate and seed, at an epoch no later than `epochs` (epochs may grow: training on from a
+  // finished run is allowed).
   bool resume = false;
 };
 

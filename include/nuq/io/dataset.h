@@ -30,4 +30,11 @@ std::string dataset_dir(const std::string& root, const std::string& name);
 // and saying how to fetch the data when it is missing.
 Dataset load_split(const std::string& dir, const std::string& split);
 
+// The side of the images nuq's networks take (MNIST, Fashion-MNIST).
+constexpr std::size_t kImageSide = 28;
+
+// load_split for the networks: images of kImageSide x kImageSide, else an error naming the file
+// (other images would be read past their end, or misread, by the first layer).
+Dataset load_network_split(const std::string& dir, const std::string& split);
+
 }  // namespace nuq::io
