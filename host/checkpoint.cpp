@@ -70,6 +70,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
   q.codebook = codebook;
   q.normalisation = normalisation;
   q.metadata = checkpoint.metadata;
+  q.metadata.erase(kRestoredFromKey);  // a quantized file is not a restored one
   for (const auto& [tensor_name, t] : checkpoint.tensors) {
     if (!io::is_floating(t.dtype)) {
       q.copied[tensor_name] = t;

@@ -289,6 +289,7 @@ class StreamRun {
     for (const auto& [name, entry] : readers_[s]->layout().tensors)
       if (kept_.count(name)) kept.push_back(name);
     std::map<std::string, std::string> metadata = readers_[s]->layout().metadata;
+    metadata.erase(kRestoredFromKey);  // a quantized file is not a restored one
     metadata["nuq.quantized"] = describe_quantized(codebook_, o_.normalisation, mean, stddev, described, kept);
     return metadata;
   }

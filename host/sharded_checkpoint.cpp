@@ -97,26 +97,25 @@ void require_every_numbered_shard(const fs::path& folder, const std::vector<std:
   }
 }
 
-// Shards that `nuq dequantize` restored record the quantize run they came from: all of them, or
-// none, from one run. A dequantize interrupted over an older output folder leaves some shards of
-// each (its new index is written last, the old one removed first), which would load as one model.
+// Shards that `nuq dequantize` restored record the quantize run they came from. A dequantize
+// interrupted over an older restored folder leaves shards of two runs and no index (the old one is
+// removed first, the new one written last), which would load as one model: two different
+// fingerprints in a folder without an index are refused. Shards without one (original weights, or
+// restored by an older nuq) are not judged.
 void require_one_restoration(const std::string& input, const std::vector<std::string>& shards) {
-  if (shards.size() < 2) return;
-  const auto restored_from = [](const std::string& shard) {  // the header alone
-    const io::SafetensorsReader reader(shard);
+  std::string first, first_shard;
+  for (const std::string& shard : shards) {
+    const io::SafetensorsReader reader(shard);  // the header alone
     const std::map<std::string, std::string>& metadata = reader.layout().metadata;
     const auto found = metadata.find(kRestoredFromKey);
-    return found == metadata.end() ? std::string() : found->second;
-  };
-  const std::string first = restored_from(shards.front());
-  for (std::size_t s = 1; s < shards.size(); ++s) {
-    const std::string run = restored_from(shards[s]);
-    if (run == first) continue;
-    const auto origin = [](const std::string& r) {
-      return r.empty() ? std::string("is not one nuq dequantize restored") : "was restored from quantize run " + r;
-    };
-    throw Error(input + ": shard " + shards[s] + " " + origin(run) + ", but " + shards.front() + " " + origin(first) +
-                "; an interrupted nuq dequantize over an older output? Write the folder again");
+    if (found == metadata.end() || found->second.empty()) continue;
+    if (first.empty()) {
+      first = found->second, first_shard = shard;
+      continue;
+    }
+    NUQ_REQUIRE(found->second == first, input, ": ", shard, " was restored from quantize run ", found->second, ", ",
+                first_shard, " from run ", first, ", and there is no ", kIndexName,
+                ": an interrupted nuq dequantize over an older output? Write the folder again");
   }
 }
 
@@ -133,6 +132,7 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
     NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",
                 pytorch_files_hint(path));
     require_every_numbered_shard(path, shards);
+    require_one_restoration(input, shards);
   } else if (fs::is_directory(path)) {
     shards = shards_of_index(path / kIndexName);
   } else if (path.extension() == ".json") {
@@ -140,7 +140,6 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
   } else {
     return {input};
   }
-  require_one_restoration(input, shards);
   return shards;
 }
 

@@ -22,8 +22,10 @@
 #include "nuq/design.h"
 #include "nuq/io/idx.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
+#include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
@@ -203,7 +205,10 @@ const std::vector<Case>& cases() {
       {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},
       {"reproduce --paper itc2021 --seeds 3 --out {d}/run", kUserError, "apply to mathematics2022"},
       {"design -m lloyd-max --xmax 2", kUserError, "--xmax does not apply to it"},
-      {"design -m uniform -b 16 -N 3", kUserError, "--bits and --levels both set the number of levels"},
+      {"design -m uniform -b 16 -N 3", kUserError, "--levels 3 are coded in 2 bits, not --bits 16"},
+      {"design -m lloyd-max -N 8 --json", kOk, "\"levels_count\": 8"},
+      {"design -m lloyd-max -b 3 -N 8 --json", kOk, "\"levels_count\": 8"},
+      {"design -m uniform -N 5 --json", kOk, "\"bits\": 3"},
       {"design -m lloyd-max --init 0.5", kUserError, "--init belongs to the iterative rule; lloyd-max here uses the lloyd"},
       {"design -m uniform --xmax 3 --epsilon 1e-3", kUserError, "--epsilon belongs to the iterative rule"},
       {"design --epsilon 1e-300", kUserError, "no convergence to 1e-300 within"},
@@ -305,18 +310,24 @@ TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
   ASSERT_EQ(run_nuq("dequantize " + d + "/b -o " + d + "/b-restored").status, kOk);
   std::filesystem::remove(dir.file("a-restored/model.safetensors.index.json"));
   ASSERT_EQ(run_nuq("quantize " + d + "/a-restored -o " + d + "/again").status, kOk);  // one run: fine
-  for (const char* stray : {"b-restored", "model"}) {  // another run's restored shard, a never-quantized one
-    std::filesystem::copy_file(dir.file(std::string(stray) + "/model-00002-of-00002.safetensors"),
+  const auto copy_shard_2 = [&](const std::string& from) {
+    std::filesystem::copy_file(dir.file(from + "/model-00002-of-00002.safetensors"),
                                dir.file("a-restored/model-00002-of-00002.safetensors"),
                                std::filesystem::copy_options::overwrite_existing);
-    r = run_nuq("quantize " + d + "/a-restored -o " + d + "/mixed-" + stray);
-    EXPECT_EQ(r.status, kUserError) << stray;
-    EXPECT_NE(r.output.find("an interrupted nuq dequantize over an older output"), std::string::npos) << r.output;
-    EXPECT_NE(r.output.find(std::string("model-00002-of-00002.safetensors ") +
-                            (stray == std::string("model") ? "is not one nuq dequantize restored" : "was restored from quantize run ")),
-              std::string::npos)
-        << r.output;
-  }
+  };
+  copy_shard_2("b-restored");  // another run's restored shard
+  r = run_nuq("quantize " + d + "/a-restored -o " + d + "/mixed");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("model-00002-of-00002.safetensors was restored from quantize run "), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("an interrupted nuq dequantize over an older output"), std::string::npos) << r.output;
+  copy_shard_2("model");  // an original shard beside a restored one: not judged
+  r = run_nuq("quantize " + d + "/a-restored -o " + d + "/assembled");
+  EXPECT_EQ(r.status, kOk) << r.output;
+  EXPECT_EQ(io::SafetensorsReader(dir.file("assembled/model-00001-of-00002.safetensors")).layout().metadata.count(
+                kRestoredFromKey),
+            0u)
+      << "a quantized file claims to be restored";
 
   ASSERT_TRUE(std::filesystem::exists(dir.file("b/model.safetensors.index.json")));
   ShardedCheckpoint(dir.file("model"), dir.file("b")).begin_writing();

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -60,8 +61,9 @@ TEST(TemporaryFiles, AnIgnoredSignalStaysIgnored) {
   EXPECT_TRUE(std::filesystem::exists(held));
 }
 
-// SIGKILL leaves `<output>.tmp.<pid>`; the next run that writes the same output removes it, and
-// only it: not a running process's file, not another output's, not a name that is not a pid.
+// SIGKILL leaves `<output>.tmp.<pid>`; the next run that writes the same output removes it once
+// it has lain a minute, and only it: not a running process's file, not a fresh one, not another
+// output's, not a name that is not a pid as nuq writes it.
 TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
   test::TempDir dir;
   const pid_t child = ::fork();
@@ -70,14 +72,22 @@ TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
   ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // reaped: its pid runs nothing now
   const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
   const std::string output = dir.file("out.safetensors");
-  for (const std::string& name : {"out.safetensors.tmp." + dead, "out.safetensors.tmp." + alive, std::string("out.safetensors.tmp.x1"),
-                                  "other.safetensors.tmp." + dead, "out.safetensors.tmp." + dead + "0000000000"})
+  const auto an_hour_ago = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
+  for (const std::string& name : {"out.safetensors.tmp." + dead, "out.safetensors.tmp." + alive,
+                                  std::string("out.safetensors.tmp.x1"), "other.safetensors.tmp." + dead,
+                                  "out.safetensors.tmp.0" + dead, "out.safetensors.tmp." + dead + "0000000000"}) {
     std::ofstream(dir.file(name)) << "partial";
+    std::filesystem::last_write_time(dir.file(name), an_hour_ago);
+  }
   EXPECT_EQ(temporary_path_for(output), output + ".tmp." + std::to_string(::getpid()));
   EXPECT_FALSE(std::filesystem::exists(output + ".tmp." + dead));
-  for (const std::string& kept : {"out.safetensors.tmp." + alive, std::string("out.safetensors.tmp.x1"), "other.safetensors.tmp." + dead,
+  for (const std::string& kept : {"out.safetensors.tmp." + alive, std::string("out.safetensors.tmp.x1"),
+                                  "other.safetensors.tmp." + dead, "out.safetensors.tmp.0" + dead,
                                   "out.safetensors.tmp." + dead + "0000000000"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(kept))) << kept;
+  std::ofstream(output + ".tmp." + dead) << "a killed run's, seconds ago";  // may be another container's writer
+  temporary_path_for(output);
+  EXPECT_TRUE(std::filesystem::exists(output + ".tmp." + dead));
 }
 
 }  // namespace

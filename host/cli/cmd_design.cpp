@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/uniform.h"
 #include "table.h"
 #include "json_text.h"
 
@@ -116,8 +117,13 @@ void print_human(const DesignResult& r, bool all_cells) {
 }
 
 void run_design(const DesignOptions& options) {
-  NUQ_REQUIRE(!(options.bits_given && options.levels), "--bits and --levels both set the number of levels; give one");
-  const DesignSpec spec = to_spec(options);
+  DesignSpec spec = to_spec(options);
+  if (options.levels) {  // -N alone picks the narrowest width; with -b the two must agree
+    const int needed = bits_for_levels(*options.levels);
+    NUQ_REQUIRE(!options.bits_given || options.bits == needed, "--levels ", *options.levels, " are coded in ", needed,
+                " bits, not --bits ", options.bits, "; give one of them");
+    spec.bits = needed;
+  }
   const DesignResult result = design(spec);
   // Options of the iterative rule would be silently ignored by any other.
   const XmaxRule rule = result.codebook.provenance().rule;

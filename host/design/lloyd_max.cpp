@@ -1,5 +1,6 @@
 #include "nuq/lloyd_max.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -19,7 +20,7 @@ constexpr double kInfinity = std::numeric_limits<double>::infinity();
 // zero at an infinite edge).
 struct LloydPass {
   std::vector<double> centroid, by_lower, by_upper;
-  double largest_move = 0.0;  // max |centroid - y|: how far y is from a fixed point
+  double largest_move = 0.0;  // max |centroid - y|: how far y is from a fixed point (inf: a centroid is not finite)
 };
 
 LloydPass lloyd_pass(const std::vector<double>& y) {
@@ -33,7 +34,8 @@ LloydPass lloyd_pass(const std::vector<double>& y) {
     pass.centroid[k] = c;
     pass.by_lower[k] = k == 0 ? 0.0 : laplace_pdf(lo) * (c - lo) / m.probability;
     pass.by_upper[k] = k + 1 == n ? 0.0 : laplace_pdf(hi) * (hi - c) / m.probability;
-    pass.largest_move = std::fmax(pass.largest_move, std::abs(c - y[k]));
+    const double move = std::abs(c - y[k]);  // NaN where a cell's probability underflows to 0
+    pass.largest_move = std::isfinite(move) ? std::max(pass.largest_move, move) : kInfinity;
   }
   return pass;
 }
@@ -81,6 +83,10 @@ Codebook lloyd_max_codebook(std::size_t levels, double tolerance, int max_iterat
   // levels, minutes at 1024). Newton's method on its fixed point converges quadratically near it;
   // a step is taken only when it brings y closer to the fixed point, else Lloyd's pass is.
   LloydPass pass = lloyd_pass(y);
+  const auto require_finite = [&](const LloydPass& p) {
+    NUQ_REQUIRE(std::isfinite(p.largest_move), "Lloyd-Max: a cell's centroid is not finite at ", levels, " levels");
+  };
+  require_finite(pass);
   for (int iteration = 1; iteration <= max_iterations; ++iteration) {
     if (pass.largest_move < tolerance) {
       y = pass.centroid;  // the last pass's levels, as Lloyd's own iteration ends
@@ -96,9 +102,10 @@ Codebook lloyd_max_codebook(std::size_t levels, double tolerance, int max_iterat
     std::vector<double> next = newton_step(y, pass);
     LloydPass next_pass;
     if (!next.empty()) next_pass = lloyd_pass(next);
-    if (next.empty() || !(next_pass.largest_move < pass.largest_move)) {
+    if (next.empty() || !(next_pass.largest_move < pass.largest_move)) {  // inf never is
       next = pass.centroid;
       next_pass = lloyd_pass(next);
+      require_finite(next_pass);
     }
     y = std::move(next);
     pass = std::move(next_pass);

@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace nuq::io {
@@ -48,24 +50,35 @@ TemporaryFile::~TemporaryFile() {
   slots[slot_].claimed.store(false, std::memory_order_release);
 }
 
+// The largest pid this system hands out (Linux's pid_max), or 2^22 when it cannot be read.
+long largest_pid() {
+  std::ifstream in("/proc/sys/kernel/pid_max");
+  long most = 0;
+  return in >> most && most > 0 ? most : 4194304L;
+}
+
 std::string temporary_path_for(const std::string& output) {
   namespace fs = std::filesystem;
   const fs::path path(output);
   const std::string prefix = path.filename().string() + ".tmp.";
+  // A killed run's file is left alone for a minute: a writer whose pid this process cannot see (a
+  // container sharing the folder) is still writing to it.
+  const auto settled = fs::file_time_type::clock::now() - std::chrono::minutes(1);
+  const long most = largest_pid();
   std::error_code ec;  // a folder that cannot be listed leaves its leftovers; writing will say why it fails
   const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.size() <= prefix.size() || name.size() > prefix.size() + 9 || name.compare(0, prefix.size(), prefix) != 0)
       continue;
-    const std::string digits = name.substr(prefix.size());
-    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    const long pid = std::stol(digits);  // at most 9 digits
+    const std::string digits = name.substr(prefix.size());  // a pid as nuq writes it: no sign, no leading zero
+    if (digits.find_first_not_of("0123456789") != std::string::npos || digits[0] == '0') continue;
+    const long pid = std::stol(digits);
     // Not running: kill(pid, 0) fails with ESRCH (EPERM means it runs under another user).
-    if (pid > 0 && pid != long(::getpid()) && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH) {
-      std::error_code ignored;
-      if (it->is_regular_file(ignored)) fs::remove(it->path(), ignored);
-    }
+    if (pid > most || pid == long(::getpid()) || ::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code ignored;
+    if (it->is_regular_file(ignored) && !it->is_symlink(ignored) && fs::last_write_time(it->path(), ignored) < settled)
+      fs::remove(it->path(), ignored);
   }
   return output + ".tmp." + std::to_string(::getpid());
 }

@@ -24,7 +24,7 @@ class TemporaryFile {
 
 // `<output>.tmp.<this process's id>`: the name to write `output` into before renaming it into
 // place, in the same folder (so the rename is atomic). Files `<output>.tmp.<pid>` of processes no
-// longer running (killed by SIGKILL, or by a power cut) are removed first.
+// longer running (killed by SIGKILL, or by a power cut) and unchanged for a minute are removed first.
 std::string temporary_path_for(const std::string& output);
 
 // Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
