@@ -30,13 +30,18 @@ nlohmann::json metadata_of_index(const fs::path& index) {
   return nlohmann::json::object();
 }
 
+// Whether a file's extension names another tool's weights (PyTorch's pickles and zips, GGUF).
+bool is_foreign_weights(const fs::path& file) {
+  const std::string extension = file.extension().string();
+  return extension == ".bin" || extension == ".pt" || extension == ".pth" || extension == ".ckpt" || extension == ".gguf";
+}
+
 // For a folder without safetensors: " (it holds PyTorch's pytorch_model.bin ...)" when it holds
 // another tool's weights, else empty.
 std::string pytorch_files_hint(const fs::path& folder) {
   std::error_code ec;
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string extension = it->path().extension().string();
-    if (extension == ".bin" || extension == ".pt" || extension == ".pth" || extension == ".ckpt" || extension == ".gguf")
+    if (is_foreign_weights(it->path()))
       return " (it holds " + it->path().filename().string() + ", another format: nuq reads safetensors; docs/format.md "
              "says how to convert a PyTorch checkpoint)";
   }
@@ -60,9 +65,8 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
     const std::string name = file.get<std::string>();
     NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
                 ": weight_map['", tensor, "'] = '", name, "' is not a file in the index's folder");
-    const std::string extension = fs::path(name).extension().string();
-    NUQ_REQUIRE(extension != ".bin" && extension != ".pt" && extension != ".pth", index.string(), ": weight_map['",
-                tensor, "'] = '", name, "' is a PyTorch file, not safetensors; nuq reads safetensors (docs/format.md "
+    NUQ_REQUIRE(!is_foreign_weights(name), index.string(), ": weight_map['", tensor, "'] = '", name,
+                "' is another tool's file (PyTorch, GGUF), not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");
     files.insert(name);
   }

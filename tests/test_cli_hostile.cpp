@@ -348,7 +348,7 @@ TEST(CliHostile, PyTorchShardsAreNamedAsSuch) {
   EXPECT_NE(r.output.find("it holds pytorch_model"), std::string::npos) << r.output;
   r = run_nuq("quantize " + d + "/hf/pytorch_model.bin.index.json -o " + d + "/q");
   EXPECT_EQ(r.status, kUserError);
-  EXPECT_NE(r.output.find("'pytorch_model-00001-of-00001.bin' is a PyTorch file, not safetensors"), std::string::npos)
+  EXPECT_NE(r.output.find("'pytorch_model-00001-of-00001.bin' is another tool's file (PyTorch, GGUF), not safetensors"), std::string::npos)
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("q")));
 }

@@ -180,6 +180,8 @@ TEST(Safetensors, NamesOtherWeightFormats) {
       {{'P', 'K', 3, 4, 20, 0, 0, 0, 0, 0, 0, 0}, "a zip archive (PyTorch's torch.save"},
       {{0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8}, "a Python pickle"},
       {{0x80, 4, 0x95, 0x1b, 0x01, 0, 0, 0, 0, 0, 0, 0x8c}, "a Python pickle"},
+      // a small frame's: a header length under the cap that runs past the end of the file
+      {{0x80, 4, 0x95, 0x05, 0, 0, 0, 0, 0, 0, 0, 0x8c}, "a Python pickle"},
       {{'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0, 0, 0}, "a GGUF file"},
       {{0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0}, "an HDF5 file"},
       {{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0x76, 0, '{', '\''}, "a numpy .npy array"},

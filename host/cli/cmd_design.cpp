@@ -153,20 +153,20 @@ void run_design(const DesignOptions& options) {
     if (!result.trace.sequence.empty()) j["trace"] = trace_json(spec, result.trace);
     if (points) j["sweep"] = sweep_json(*points);
     std::cout << json_text(j) << '\n';
-  } else if (options.trace) {  // a column "xmax" once, also where the parameter is x_max itself
-    if (variable == "xmax")
-      print_csv(trace_json(spec, result.trace), {"iteration", "xmax", "distortion", "sqnr_db"},
-                {"iteration", "xmax", "distortion", "sqnr_db"});
-    else
-      print_csv(trace_json(spec, result.trace), {"iteration", variable, "xmax", "distortion", "sqnr_db"},
-                {"iteration", "value", "xmax", "distortion", "sqnr_db"});
-  } else if (points) {
-    if (variable == "xmax")
-      print_csv(sweep_json(*points), {"xmax", "distortion", "granular", "overload", "sqnr_db"},
-                {"xmax", "distortion", "granular", "overload", "sqnr_db"});
-    else
-      print_csv(sweep_json(*points), {variable, "xmax", "distortion", "granular", "overload", "sqnr_db"},
-                {"parameter", "xmax", "distortion", "granular", "overload", "sqnr_db"});
+  } else if (options.trace || points) {
+    // A column per key, the varied parameter's named after it and left out where it is x_max
+    // itself (whose column follows).
+    using Names = std::vector<std::string>;
+    Names keys = options.trace ? Names{"iteration", "value", "xmax", "distortion", "sqnr_db"}
+                               : Names{"parameter", "xmax", "distortion", "granular", "overload", "sqnr_db"};
+    const std::size_t parameter = options.trace ? 1 : 0;
+    Names columns = keys;
+    columns[parameter] = variable;
+    if (variable == "xmax") {
+      keys.erase(keys.begin() + parameter);
+      columns.erase(columns.begin() + parameter);
+    }
+    print_csv(options.trace ? trace_json(spec, result.trace) : sweep_json(*points), columns, keys);
   } else {
     print_human(result, options.all_cells);
   }

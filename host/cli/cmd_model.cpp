@@ -39,12 +39,18 @@ struct TrainOptions {
   bool json = false, resume = false;
 };
 
+// The files of a data folder (none where it cannot be listed): an output must never be one of them.
+std::vector<std::string> data_files(const std::string& dir) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) files.push_back(entry.path().string());
+  return files;
+}
+
 void run_train(const TrainOptions& o) {
   const std::string dir = io::dataset_dir(io::data_root(o.data), o.dataset);
   {  // before the minutes of training, not after; never over the data it reads
-    std::vector<std::string> inputs;
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) inputs.push_back(entry.path().string());
+    const std::vector<std::string> inputs = data_files(dir);
     io::require_output_path(o.output, inputs, "--output");
     io::require_output_path(o.output + ".checkpoint", inputs, "--output's checkpoint");
   }
@@ -335,9 +341,8 @@ void run_eval(const EvalOptions& o) {
   const std::string dataset = eval_dataset(o, file);
   const std::string dir = io::dataset_dir(io::data_root(o.data), dataset);
   if (!o.predictions.empty()) {  // before the evaluation, and never over the model or the data it reads
-    std::vector<std::string> inputs = {o.input};
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) inputs.push_back(entry.path().string());
+    std::vector<std::string> inputs = data_files(dir);
+    inputs.push_back(o.input);
     io::require_output_path(o.predictions, inputs, "--predictions");
   }
   const io::Dataset test_set = io::load_network_split(dir, "t10k");

@@ -164,7 +164,7 @@ std::string other_weight_format(const std::uint8_t* first8) {
 std::uint64_t header_length(const std::uint8_t* first8, std::uint64_t file_size, const std::string& name) {
   NUQ_REQUIRE(file_size >= 8, name, ": too short for a safetensors header length (", file_size, " bytes)");
   const std::uint64_t header_size = little_endian_u64(first8);
-  if (header_size > kMaxSafetensorsHeader) {
+  if (header_size > kMaxSafetensorsHeader || header_size > file_size - 8) {  // (a small pickle's is the second)
     const std::string format = other_weight_format(first8);
     NUQ_REQUIRE(format.empty(), name, ": ", format, ", not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");
