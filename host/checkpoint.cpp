@@ -119,7 +119,7 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
   out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
   DequantizeReport r;
   for (const auto& [tensor_name, q] : checkpoint.quantized) {
-    out.tensors[tensor_name] = io::f32_tensor(q.shape, dequantize(q.matrix));
+    out.tensors[tensor_name] = io::f32_tensor(q.shape, dequantize(q));
     r.restored.push_back(tensor_name);
   }
   for (const auto& [tensor_name, t] : checkpoint.copied) r.copied.push_back(tensor_name);
@@ -167,7 +167,7 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     part.metadata = metadata_of_one(quantized, name);
     for (const std::string& s : stored->second.stored) part.tensors[s] = whole(s);
     const QuantizedCheckpoint one = read_quantized_checkpoint(part, input);
-    const std::vector<float> values = dequantize(one.quantized.at(name).matrix);
+    const std::vector<float> values = dequantize(one.quantized.at(name));
     NUQ_REQUIRE(values.size() * sizeof(float) == entry.end - entry.begin, input, ": tensor '", name,
                 "': its codes restore ", values.size(), " weights, its shape holds ",
                 (entry.end - entry.begin) / sizeof(float));

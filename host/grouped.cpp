@@ -28,16 +28,35 @@ std::vector<float> group_levels(double mean, const std::vector<float>& scales, c
   return levels;
 }
 
+void check_grouped(const QuantizedTensor& w, const std::string& what) {
+  NUQ_REQUIRE(w.group_size > 0, what, ": the tensor is not grouped");
+  NUQ_REQUIRE(is_packable_bits(w.matrix.codes.bits), what, ": ", w.matrix.codes.bits, "-bit codes are not supported");
+  std::size_t count = 1;
+  for (std::int64_t dim : w.shape) count *= std::size_t(dim);
+  const auto [n, k] = matrix_view(w.shape, count);
+  const PackedCodes& codes = w.matrix.codes;
+  NUQ_REQUIRE(k % w.group_size == 0 && codes.rows == n * (k / w.group_size) && codes.cols == w.group_size &&
+                  codes.bytes.size() == codes.rows * packed_row_bytes(codes.cols, codes.bits),
+              what, ": grouped codes of ", codes.rows, " x ", codes.cols, " do not fit shape ", n, " x ", k,
+              " in groups of ", w.group_size);
+  NUQ_REQUIRE(w.scales.size() == codes.rows && w.normalised_levels.size() == (std::size_t{1} << codes.bits), what,
+              ": ", w.scales.size(), " scales and ", w.normalised_levels.size(), " normalised levels for ", codes.rows,
+              " groups of ", codes.bits, "-bit codes");
+}
+
+void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out) {
+  const PackedCodes& codes = w.matrix.codes;
+  for (std::size_t g = first; g < first + count; ++g, out += w.group_size)
+    for (std::size_t c = 0; c < w.group_size; ++c)
+      out[c] = group_level(w.mean, w.scales[g], w.normalised_levels[codes.at(g, c)]);
+}
+
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y) {
-  NUQ_REQUIRE(w.group_size > 0, "qgemm_grouped: the tensor is not grouped");
-  check_quantized_matrix(w.matrix, "qgemm");
+  check_grouped(w, "qgemm");
   std::size_t count = 1;
   for (std::int64_t dim : w.shape) count *= std::size_t(dim);
   const auto [n, k] = matrix_view(w.shape, count);
   const std::size_t groups_per_row = k / w.group_size;
-  NUQ_REQUIRE(k % w.group_size == 0 && w.matrix.codes.rows == n * groups_per_row && w.matrix.codes.cols == w.group_size,
-              "qgemm: a grouped matrix of ", w.matrix.codes.rows, " x ", w.matrix.codes.cols, " does not fit shape ",
-              n, " x ", k, " in groups of ", w.group_size);
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
@@ -45,13 +64,7 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
   std::vector<float> panel(std::min(kPanelRows, n) * k);
   for (std::size_t first = 0; first < n; first += kPanelRows) {
     const std::size_t rows = std::min(kPanelRows, n - first);
-    for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t g = 0; g < groups_per_row; ++g) {
-        const std::size_t group = (first + r) * groups_per_row + g;
-        const float* levels = w.matrix.row_levels(group);
-        float* out = &panel[r * k + g * w.group_size];
-        for (std::size_t c = 0; c < w.group_size; ++c) out[c] = levels[w.matrix.codes.at(group, c)];
-      }
+    dequantize_groups(w, first * groups_per_row, rows * groups_per_row, panel.data());  // whole rows: in order
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k), panel.data(),
                 int(k), 0.0f, y + first, int(n));
   }

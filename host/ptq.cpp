@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/grouped.h"
 #include "nuq/quantize_table.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/laplace.h"
@@ -110,6 +111,14 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   return q;
 }
 
+std::vector<float> dequantize(const QuantizedTensor& tensor) {
+  if (!tensor.group_size) return dequantize(tensor.matrix);
+  check_grouped(tensor, "dequantize");
+  std::vector<float> values(tensor.matrix.codes.rows * tensor.group_size);
+  dequantize_groups(tensor, 0, tensor.matrix.codes.rows, values.data());
+  return values;
+}
+
 Model dequantize_model(const QuantizedModel& quantized) {
   Model model = make_model(quantized.architecture, 0);
   for (Parameter& p : model.parameters) p.values = dequantize(quantized.tensors.at(p.name).matrix);
@@ -156,6 +165,7 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
     const auto found = c.quantized.find(p.name);
     NUQ_REQUIRE(found != c.quantized.end(), where, " is missing");
     NUQ_REQUIRE(found->second.shape == p.shape, where, " has the wrong shape for a ", to_string(q.architecture));
+    NUQ_REQUIRE(!found->second.group_size, where, " is quantized in groups; nuq's networks are quantized without");
     q.tensors.emplace(p.name, std::move(found->second));
   }
   return q;

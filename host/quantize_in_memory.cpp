@@ -153,7 +153,6 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
   }
   if (o.group_size) {
     q.normalised_levels = normalised_levels(codebook, bits);
-    q.matrix.levels = group_levels(q.mean, q.scales, q.normalised_levels);
   } else if (per_row && view.rows == 0) {  // an empty tensor still has one (unused) table
     q.matrix.levels = make_quantize_table(codebook, bits,
                                           normalise_tensor(Normalisation::PerChannel, nullptr, 0, view.cols, global,

@@ -1,5 +1,6 @@
 #include "nuq/quantized_file.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -179,11 +180,15 @@ void read_groups(const io::TensorFile& file, const std::string& tensor, std::siz
   io::require_layout(scales->second, io::DType::F32, {std::int64_t(rows), std::int64_t(cols / q.group_size)},
                      where + ".scales");
   q.scales = io::to_floats(scales->second, where + ".scales");
+  // Every level finite: mean + scale * n is monotone in n, so the table's extremes tell.
+  const auto [lowest, highest] = std::minmax_element(q.normalised_levels.begin(), q.normalised_levels.end());
   for (std::size_t g = 0; g < groups; ++g)
-    NUQ_REQUIRE(std::isfinite(q.scales[g]) && q.scales[g] >= 0.0f, where, ".scales: group ", g, " has scale ",
-                q.scales[g]);
-  q.matrix = {{groups, q.group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")},
-              group_levels(q.mean, q.scales, q.normalised_levels)};
+    NUQ_REQUIRE(std::isfinite(q.scales[g]) && q.scales[g] >= 0.0f &&
+                    std::isfinite(group_level(q.mean, q.scales[g], *lowest)) &&
+                    std::isfinite(group_level(q.mean, q.scales[g], *highest)),
+                where, ".scales: group ", g, " has scale ", q.scales[g], " (its levels about mean ", q.mean,
+                " must be finite)");
+  q.matrix = {{groups, q.group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")}, {}};
 }
 
 }  // namespace
@@ -380,12 +385,15 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     if (q.group_size) {
       NUQ_REQUIRE(present.count(tensor_name + ".codebook") && present.count(tensor_name + ".scales"), where,
                   ": grouped, so it needs .codebook and .scales (not kept as they were)");
+      NUQ_REQUIRE(!present.count(tensor_name + ".grid"), where, ": grouped, so it has no .grid; the file is damaged");
       q.shape = shape;
       read_groups(file, tensor_name, rows, cols, bits, q, where);
       out.quantized[tensor_name] = std::move(q);
       out.dtypes[tensor_name] = dtype;
       continue;
     }
+    NUQ_REQUIRE(!present.count(tensor_name + ".scales"), where,
+                ": has .scales, but its description gives no group_size; the file is damaged");
     const auto levels = present.count(tensor_name + ".codebook") ? file.tensors.find(tensor_name + ".codebook")
                                                                  : file.tensors.end();
     const auto grid = present.count(tensor_name + ".grid") ? file.tensors.find(tensor_name + ".grid") : file.tensors.end();

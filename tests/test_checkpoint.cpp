@@ -6,10 +6,17 @@
 #include <cstring>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "backend_cases.h"
 #include "nuq/checkpoint.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/grouped.h"
+#include "nuq/model.h"
+#include "nuq/ptq.h"
+#include "nuq/quantize_in_memory.h"
+#include "nuq/quantized_file.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "temp_dir.h"
@@ -180,6 +187,92 @@ TEST(Checkpoint, BrokenFilesAreNamed) {
   nan.tensors["layers.0.attention.weight"].data[3] = 0x7F;
   EXPECT_THROW(quantize_checkpoint(nan, "nan", sptq2(), Normalisation::Global, NonFinite::Reject, cpu_backend()),
                Error);
+}
+
+// One tensor of [rows, cols] quantized in groups of `group` (the Python binding's path).
+QuantizedTensor grouped_tensor(const std::vector<float>& w, std::int64_t rows, std::int64_t cols, std::size_t group) {
+  const TensorInMemory t{w.data(), io::DType::F32, {rows, cols}, "w"};
+  InMemoryOptions o;
+  o.normalisation = Normalisation::PerChannel;
+  o.group_size = group;
+  const WeightStats own = in_memory_stats(t, sptq2(), o, cpu_backend());
+  return quantize_in_memory(t, sptq2(), own, own, o, cpu_backend());
+}
+
+// A grouped tensor keeps its scales and one normalised table, never a table per group (8 bits in
+// groups of 8 would hold 128 bytes of levels a weight); it is restored and multiplied from them,
+// and a file whose groups are damaged or misdescribed is refused, not misread.
+TEST(Checkpoint, GroupedTensorsAreReadAsScalesAndOneTable) {
+  const Fixture f;
+  QuantizedCheckpoint c;
+  c.codebook = sptq2();
+  c.normalisation = Normalisation::PerChannel;
+  c.quantized["attn"] = grouped_tensor(f.attention, 64, 48, 16);
+  const io::TensorFile file = to_tensor_file(c, "g");
+  const QuantizedCheckpoint back = read_quantized_checkpoint(file, "g");
+  const QuantizedTensor& t = back.quantized.at("attn");
+  EXPECT_TRUE(t.matrix.levels.empty());
+  ASSERT_EQ(t.scales.size(), 64u * 3u);
+  const std::vector<float> restored = dequantize(t);
+  ASSERT_EQ(restored.size(), f.attention.size());
+  for (std::size_t i = 0; i < restored.size(); ++i) {
+    const std::size_t group = i / 16;
+    const std::uint32_t code = t.matrix.codes.at(group, i % 16);
+    ASSERT_EQ(restored[i], group_level(t.mean, t.scales[group], t.normalised_levels[code])) << i;
+  }
+  EXPECT_EQ(io::to_floats(dequantize_checkpoint(file, "g").tensors.at("attn"), "attn"), restored);
+  const std::vector<float> x = test::draw(test::Law::Gauss, 3 * 48, 0.0, 1.0, 5);
+  std::vector<float> y(3 * 64);
+  qgemm_grouped(x.data(), 3, t, nullptr, y.data());
+  for (std::size_t i = 0; i < 3; ++i)
+    for (std::size_t r = 0; r < 64; ++r) {
+      double sum = 0.0;
+      for (std::size_t k = 0; k < 48; ++k) sum += double(x[i * 48 + k]) * restored[r * 48 + k];
+      EXPECT_NEAR(y[i * 64 + r], sum, 1e-4 * (1.0 + std::abs(sum)));
+    }
+
+  const auto refused = [](const io::TensorFile& damaged, const std::string& expected) {
+    try {
+      read_quantized_checkpoint(damaged, "bad.safetensors");
+      ADD_FAILURE() << "accepted: " << expected;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  };
+  io::TensorFile huge = file;  // a scale whose levels overflow F32
+  const float big = 3e38f;
+  std::memcpy(huge.tensors.at("attn.scales").data.data(), &big, sizeof big);
+  refused(huge, "bad.safetensors: tensor 'attn'.scales: group 0 has scale 3.000000005e+38");
+  io::TensorFile undescribed = file;  // .scales beside a description without group_size
+  nlohmann::json description = nlohmann::json::parse(undescribed.metadata.at("nuq.quantized"));
+  description["tensors"]["attn"].erase("group_size");
+  undescribed.metadata["nuq.quantized"] = description.dump();
+  refused(undescribed, "has .scales, but its description gives no group_size");
+  io::TensorFile with_grid = file;
+  with_grid.tensors["attn.grid"] = io::f32_tensor({2}, {0.0f, 1.0f});
+  refused(with_grid, "grouped, so it has no .grid");
+}
+
+// nuq's networks run their dense layers from one table per matrix or row: a network file whose
+// weight is grouped (nuq quantize refuses to write one) is refused by name, not run.
+TEST(Checkpoint, GroupedWeightsInANetworkFileAreRefused) {
+  const Model model = make_model(Architecture::Mlp, 1);
+  QuantizedModel q = quantize_model(model, sptq2());
+  const Parameter& fc1 = model.parameters[0];
+  ASSERT_EQ(fc1.name, "fc1.weight");
+  QuantizedCheckpoint c;
+  c.codebook = q.codebook;
+  c.normalisation = Normalisation::PerChannel;
+  c.quantized = q.tensors;
+  c.quantized["fc1.weight"] = grouped_tensor(fc1.values, fc1.shape[0], fc1.shape[1], 16);
+  c.metadata["nuq.architecture"] = "mlp";
+  try {
+    quantized_from_file(to_tensor_file(c, "m"), "m.safetensors");
+    ADD_FAILURE() << "a grouped network was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("m.safetensors: tensor 'fc1.weight' is quantized in groups"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Checkpoint, CliQuantizesAndDequantizesACheckpoint) {

@@ -294,7 +294,7 @@ TEST(CheckpointStream, GroupsOf128CostUnder2Point3BitsAndFollowEachRunsScale) {
   const QuantizedCheckpoint q = read_quantized_checkpoint(out, "g");
   const QuantizedTensor& tensor = q.quantized.at("mlp.weight");
   EXPECT_EQ(tensor.group_size, 128u);
-  const std::vector<float> restored = dequantize(tensor.matrix);
+  const std::vector<float> restored = dequantize(tensor);
   const std::vector<float> scales = io::to_floats(out.tensors.at("mlp.weight.scales"), "scales");
   const std::vector<float> levels = io::to_floats(out.tensors.at("mlp.weight.codebook"), "levels");
   for (std::size_t i = 0; i < restored.size(); i += 97) {  // each weight: mean + its group's scale * a level

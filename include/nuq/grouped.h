@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "nuq/codebook.h"
@@ -22,8 +23,18 @@ Affine group_map(const Affine& group, double tensor_mean);
 std::vector<float> normalised_levels(const Codebook& codebook, int bits);
 
 // Every group's table of 2^bits levels as every reader computes them (group_level in
-// quantized_file.h): mean + scales[g] * normalised[k].
+// quantized_file.h): mean + scales[g] * normalised[k]. A table per group can outweigh the codes
+// many times (8 bits in groups of 8: 128 bytes of levels a weight), so no tensor holds them; this
+// is for the one who asks (Python's QuantizedTensor.levels).
 std::vector<float> group_levels(double mean, const std::vector<float>& scales, const std::vector<float>& normalised);
+
+// Throws nuq::Error unless a grouped tensor's codes, scales and normalised levels fit its shape and
+// one another (what dequantize_groups and qgemm_grouped read).
+void check_grouped(const QuantizedTensor& w, const std::string& what);
+
+// Groups [first, first + count) of a grouped tensor restored into `out` (count * group_size
+// floats), each weight group_level(mean, its group's scale, the normalised level of its code).
+void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out);
 
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when not null) for a grouped tensor W of [rows, cols]
 // (its matrix is the [groups, G] view): a panel of rows decoded at a time into floats, then sgemm.

@@ -32,14 +32,18 @@ struct QuantizedTensor {
   // (each row's map is in its levels).
   double mean = 0.0, stddev = 1.0;
   // 0, or the run of weights along a row that has its own scale (docs/format.md): `matrix` is then
-  // the [rows * cols / group_size, group_size] view, a table of levels per group. The bytes of its
-  // codes are those of the [rows, cols] matrix (group_size * bits is a whole number of bytes).
+  // the [rows * cols / group_size, group_size] view of the codes, and its `levels` are empty. The
+  // bytes of its codes are those of the [rows, cols] matrix (group_size * bits is a whole number
+  // of bytes).
   std::size_t group_size = 0;
   // Grouped only: each group's scale (.scales, [rows, cols / group_size] in row order) and the
-  // codebook's levels in normalised units (.codebook); group g's levels in `matrix` are
-  // group_level(mean, scales[g], normalised_levels[k]) (grouped.h).
+  // codebook's levels in normalised units (.codebook); group g's levels are
+  // group_level(mean, scales[g], normalised_levels[k]) (grouped.h), computed where they are used.
   std::vector<float> scales{}, normalised_levels{};
 };
+
+// Every weight restored, in the order of the tensor's [shape[0], rest] view, grouped or not.
+std::vector<float> dequantize(const QuantizedTensor& tensor);
 
 struct QuantizedModel {
   Architecture architecture = Architecture::Mlp;

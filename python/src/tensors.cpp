@@ -330,17 +330,21 @@ void bind_tensors(py::module_& m) {
           "Packed codes, uint8 [rows, bytes per row] (a read-only view).")
       .def_property_readonly(
           "levels",
-          [](py::object self) {
-            const QuantizedMatrix& w = self.cast<const PyQuantized&>().tensor.matrix;
-            const py::ssize_t per_table = py::ssize_t(1) << w.codes.bits;
-            return view_of(w.levels.data(), {py::ssize_t(w.levels.size()) / per_table, per_table}, self);
+          [](py::object self) -> py::array {
+            const QuantizedTensor& t = self.cast<const PyQuantized&>().tensor;
+            const py::ssize_t per_table = py::ssize_t(1) << t.matrix.codes.bits;
+            if (t.group_size)  // made on request: a table per group can outweigh the codes many times
+              return adopt(group_levels(t.mean, t.scales, t.normalised_levels), {py::ssize_t(t.scales.size()), per_table});
+            const std::vector<float>& levels = t.matrix.levels;
+            return view_of(levels.data(), {py::ssize_t(levels.size()) / per_table, per_table}, self);
           },
-          "float32 [tables, 2^bits]: the value of each code (one table, or one per row).")
+          "float32 [tables, 2^bits]: the value of each code (one table, or one per row; grouped: one per group, "
+          "computed from `scales` on each access).")
       .def_property_readonly(
           "grid",
           [](const PyQuantized& q) -> py::object {
             const QuantizedMatrix& w = q.tensor.matrix;
-            if (w.per_row()) return py::none();
+            if (q.tensor.group_size || w.per_row()) return py::none();
             const auto grid = level_grid(w.levels.data(), w.levels.size());
             return grid ? py::object(py::make_tuple(grid->offset, grid->scale)) : py::none();
           },
@@ -401,7 +405,7 @@ void bind_tensors(py::module_& m) {
              std::vector<float> values;
              {
                py::gil_scoped_release release;
-               values = dequantize(q.tensor.matrix);
+               values = dequantize(q.tensor);
              }
              return adopt(std::move(values), std::vector<py::ssize_t>(q.tensor.shape.begin(), q.tensor.shape.end()));
            })

@@ -69,3 +69,26 @@ def test_quantizing_a_large_tensor_reads_it_in_place(case):
     print(f"{case}: peak grew by {growth / 2**20:.0f} MiB for {array_bytes / 2**20:.0f} MiB in, "
           f"{code_bytes / 2**20:.0f} MiB of codes")
     assert growth <= array_bytes + code_bytes + (64 << 20), f"peak grew by {growth / 2**20:.0f} MiB"
+
+
+GROUPED = textwrap.dedent("""
+    import resource
+    import numpy as np
+    import nuq
+    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+    w = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    codebook = nuq.design("uniform", 8)
+    before = rss()
+    kept = [nuq.quantize(w, codebook, group_size=8) for _ in range(4)]
+    print(rss() - before, sum(q.nbytes for q in kept), kept[0].levels.shape[0], w.nbytes)
+""")
+
+
+def test_grouped_tensors_hold_their_scales_not_a_table_per_group():
+    # 8 bits in groups of 8: a table of 256 levels per group would be 128 MiB per 4 MiB tensor.
+    result = subprocess.run([sys.executable, "-c", GROUPED], capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 0, result.stdout + result.stderr
+    growth, stored, tables, array_bytes = map(int, result.stdout.split())
+    assert tables == 1024 * 1024 // 8  # QuantizedTensor.levels still gives every group's table, on request
+    assert stored == 4 * (1024 * 1024 + 1024 * 128 * 4 + 256 * 4)  # codes, scales, one normalised table
+    assert growth <= stored + (16 << 20), f"four grouped tensors kept {growth / 2**20:.0f} MiB"
