@@ -9,7 +9,7 @@ namespace nuq {
 std::unique_ptr<Backend> make_backend(Device device) {
   if (device == Device::Cpu) return make_cpu_backend();
   if (cuda::devices().empty()) {
-    NUQ_REQUIRE(device == Device::Auto, "--device cuda: ", cuda::unavailable_reason());
+    NUQ_REQUIRE(device == Device::Auto, "device cuda: ", cuda::unavailable_reason());
     return make_cpu_backend();
   }
   return cuda::make_backend(0);

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/json_numbers.h"
 
 namespace nuq {
 namespace {
@@ -164,34 +166,79 @@ nlohmann::json to_json(const Codebook& codebook) {
   return j;
 }
 
-Provenance provenance_from_json(const nlohmann::json& j) {
-  try {
-    Provenance p;
-    p.method = parse_method(j.at("method").get<std::string>());
-    p.rule = parse_xmax_rule(j.at("xmax_rule").get<std::string>());
-    p.xmax = j.at("xmax").get<double>();
-    p.sigma = j.at("sigma").get<double>();
-    p.iterations = j.at("iterations").get<int>();
-    if (j.contains("mu")) p.mu = j.at("mu").get<double>();
-    if (j.contains("alpha")) p.alpha = j.at("alpha").get<double>();
-    return p;
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("codebook JSON: ") + e.what());
+namespace {
+
+// A codebook's fields, each named in the error when missing or not what it must be.
+const nlohmann::json& field(const nlohmann::json& j, const char* key) {
+  NUQ_REQUIRE(j.is_object(), "codebook JSON: not an object");
+  const auto it = j.find(key);
+  NUQ_REQUIRE(it != j.end(), "codebook JSON: no '", key, "'");
+  return *it;
+}
+
+std::int64_t integer_field(const nlohmann::json& j, const char* key, std::int64_t lowest, std::int64_t highest) {
+  const nlohmann::json& value = field(j, key);
+  const std::optional<std::int64_t> n = json_integer(value);
+  NUQ_REQUIRE(n && *n >= lowest && *n <= highest, "codebook JSON: '", key, "' must be a whole number in ", lowest,
+              "..", highest, ", got ", value.dump());
+  return *n;
+}
+
+// A finite number within [lowest, highest] (a sigma of 1e300 would overflow every distortion).
+double number_field(const nlohmann::json& j, const char* key, double lowest, double highest) {
+  const nlohmann::json& value = field(j, key);
+  NUQ_REQUIRE(value.is_number() && value.get<double>() >= lowest && value.get<double>() <= highest,
+              "codebook JSON: '", key, "' must be a number in [", lowest, ", ", highest, "], got ", value.dump());
+  return value.get<double>();
+}
+
+std::string text_field(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& value = field(j, key);
+  NUQ_REQUIRE(value.is_string(), "codebook JSON: '", key, "' must be a string, got ", value.dump());
+  return value.get<std::string>();
+}
+
+std::vector<double> numbers_field(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& value = field(j, key);
+  NUQ_REQUIRE(value.is_array(), "codebook JSON: '", key, "' must be a list of numbers");
+  std::vector<double> numbers;
+  for (const nlohmann::json& x : value) {
+    NUQ_REQUIRE(x.is_number(), "codebook JSON: '", key, "' must be a list of numbers, holds ", x.dump());
+    numbers.push_back(x.get<double>());
   }
+  return numbers;
+}
+
+constexpr double kLargestScale = 1e100;  // sigma, x_max, mu, alpha: beyond any weights' units
+
+}  // namespace
+
+Provenance provenance_from_json(const nlohmann::json& j) {
+  Provenance p;
+  p.method = parse_method(text_field(j, "method"));
+  p.rule = parse_xmax_rule(text_field(j, "xmax_rule"));
+  p.xmax = number_field(j, "xmax", 0.0, kLargestScale);
+  p.sigma = number_field(j, "sigma", 1.0 / kLargestScale, kLargestScale);
+  p.iterations = int(integer_field(j, "iterations", 0, INT32_MAX));
+  if (j.contains("mu")) p.mu = number_field(j, "mu", 0.0, kLargestScale);
+  if (j.contains("alpha")) p.alpha = number_field(j, "alpha", 0.0, kLargestScale);
+  return p;
 }
 
 Codebook codebook_from_json(const nlohmann::json& j) {
-  try {
-    const Provenance p = provenance_from_json(j);
-    std::optional<UniformGrid> grid;
-    if (j.contains("uniform_grid"))
-      grid = UniformGrid{j.at("uniform_grid").at("first_level").get<double>(),
-                         j.at("uniform_grid").at("step").get<double>()};
-    return Codebook(j.at("bits").get<int>(), j.at("thresholds").get<std::vector<double>>(),
-                    j.at("levels").get<std::vector<double>>(), p, grid);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("codebook JSON: ") + e.what());
+  const Provenance p = provenance_from_json(j);
+  std::optional<UniformGrid> grid;
+  if (j.contains("uniform_grid")) {
+    const nlohmann::json& g = field(j, "uniform_grid");
+    grid = UniformGrid{number_field(g, "first_level", -kLargestScale, kLargestScale),
+                       number_field(g, "step", 0.0, kLargestScale)};
   }
+  const int bits = int(integer_field(j, "bits", 1, 16));
+  const std::vector<double> levels = numbers_field(j, "levels");
+  if (j.contains("levels_count"))
+    NUQ_REQUIRE(integer_field(j, "levels_count", 2, 65536) == std::int64_t(levels.size()), "codebook JSON: levels_count ",
+                j.at("levels_count").dump(), " but ", levels.size(), " levels are listed");
+  return Codebook(bits, numbers_field(j, "thresholds"), levels, p, grid);
 }
 
 }  // namespace nuq

@@ -126,7 +126,8 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
     Parameter p{entry.name, entry.shape, io::to_floats(it->second, path + ": " + entry.name)};
     for (std::size_t i = 0; i < p.values.size() && nonfinite == NonFinite::Reject; ++i)
       NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i, " is ", p.values[i],
-                  "; `nuq quantize --nonfinite saturate` quantizes such weights to the outermost levels instead");
+                  "; `nuq quantize --nonfinite saturate` takes +-Inf to the outermost levels and NaN to the level nearest "
+                  "the mean instead");
     model.parameters.push_back(std::move(p));
   }
   return model;

@@ -13,6 +13,7 @@
 #include "nuq/fingerprint.h"
 #include "nuq/grouped.h"
 #include "nuq/io/widen.h"
+#include "nuq/json_numbers.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/uniform.h"
@@ -47,7 +48,10 @@ std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
 std::optional<Codebook> rebuilt_uniform(const nlohmann::json& j) {
   const Provenance p = provenance_from_json(j);
   if ((p.method != Method::Uniform && p.method != Method::Ternary) || p.sigma != 1.0) return std::nullopt;
-  return uniform_codebook(j.at("levels_count").get<std::size_t>(), p.xmax, p);
+  const std::optional<std::int64_t> count = j.contains("levels_count") ? json_integer(j.at("levels_count")) : std::nullopt;
+  NUQ_REQUIRE(count && *count >= 2 && *count <= 65536, "the uniform codebook's levels_count must be a whole number in "
+              "2..65536");
+  return uniform_codebook(std::size_t(*count), p.xmax, p);
 }
 
 // The codebook as the header records it: in full up to kListedLevels levels; a larger uniform
@@ -87,10 +91,11 @@ nlohmann::json description_of(const std::map<std::string, std::string>& metadata
               ": ", meta->first, " has no tensors object (a training checkpoint is not a quantized file)");
   if (description.contains("version")) {  // absent in files written before version 1
     const nlohmann::json& version = description["version"];
-    NUQ_REQUIRE(version.is_number_integer() && version.get<std::int64_t>() >= 1, name, ": ", meta->first,
-                ": version ", version.dump(), " is not a format version (a positive integer)");
-    NUQ_REQUIRE(version.get<std::int64_t>() <= kQuantizedFormatVersion, name, ": written in format version ",
-                version.get<std::int64_t>(), "; this nuq reads up to version ", kQuantizedFormatVersion);
+    const std::optional<std::int64_t> number = json_integer(version);
+    NUQ_REQUIRE(number && *number >= 1, name, ": ", meta->first, ": version ", version.dump(),
+                " is not a format version (a positive integer)");
+    NUQ_REQUIRE(*number <= kQuantizedFormatVersion, name, ": written in format version ", *number,
+                "; this nuq reads up to version ", kQuantizedFormatVersion);
   }
   return description;
 }
@@ -254,7 +259,7 @@ void require_groupable(std::size_t group_size, std::size_t cols, int bits, const
   NUQ_REQUIRE(group_size > 0 && group_size % 8 == 0, where, ": a group size must be a positive multiple of 8, got ",
               group_size);
   NUQ_REQUIRE(cols % group_size == 0, where, ": rows of ", cols, " weights do not split into groups of ", group_size,
-              " (--skip the tensor, or choose a divisor)");
+              " (skip the tensor, or choose a divisor)");
   NUQ_REQUIRE(bits <= 8, where, ": groups take codebooks of up to 8 bits, got ", bits);
 }
 
@@ -343,14 +348,20 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     int bits = 0;
     QuantizedTensor q;
     io::DType dtype = io::DType::F32;
+    // A count: a whole number (as JSON has them: 2 or 2.0) that is not negative.
+    const auto count_of = [&](const nlohmann::json& value, const char* what) {
+      const std::optional<std::int64_t> n = json_integer(value);
+      NUQ_REQUIRE(n && *n >= 0, where, ": ", what, " ", value.dump(), " is not a whole number of at least 0");
+      return std::size_t(*n);
+    };
     try {
-      shape = d.at("shape").get<std::vector<std::int64_t>>();
-      rows = d.at("rows").get<std::size_t>();
-      cols = d.at("cols").get<std::size_t>();
-      NUQ_REQUIRE(d.at("bits").is_number_integer() && d.at("bits").get<std::int64_t>() >= 0 &&
-                      d.at("bits").get<std::int64_t>() <= 64,
-                  where, ": unsupported code width ", d.at("bits").dump());
-      bits = d.at("bits").get<int>();
+      NUQ_REQUIRE(d.is_object() && d.at("shape").is_array(), where, ": its description needs a shape array");
+      for (const nlohmann::json& dim : d.at("shape")) shape.push_back(std::int64_t(count_of(dim, "shape entry")));
+      rows = count_of(d.at("rows"), "rows");
+      cols = count_of(d.at("cols"), "cols");
+      const std::optional<std::int64_t> width = json_integer(d.at("bits"));
+      NUQ_REQUIRE(width && *width >= 0 && *width <= 64, where, ": unsupported code width ", d.at("bits").dump());
+      bits = int(*width);
       q.mean = d.value("mean", out.mean);
       q.stddev = d.value("stddev", out.stddev);
       const std::string dtype_name = d.value("dtype", std::string("F32"));
@@ -362,11 +373,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       throw Error(where + ": bad description in " + kKey + ": " + e.what());
     }
     NUQ_REQUIRE(is_packable_bits(bits), where, ": unsupported code width ", bits);
-    try {
-      q.group_size = d.value("group_size", std::size_t{0});
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(where + ": bad group_size in " + kKey + ": " + e.what());
-    }
+    if (d.contains("group_size")) q.group_size = count_of(d.at("group_size"), "group_size");
     NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev >= 0.0, where,
                 ": mean and stddev must be finite, stddev not negative");
     std::size_t count = 1;
@@ -463,7 +470,7 @@ std::string quantized_run(const std::map<std::string, std::string>& metadata, co
   description.erase("tensors");
   description.erase("kept");
   description.erase("version");
-  return description.dump();
+  return canonical_json(std::move(description)).dump();  // one text however the writer spelled its numbers
 }
 
 std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata) {

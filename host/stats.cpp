@@ -39,7 +39,8 @@ WeightStats chunk_with_nonfinite(const typename E::Stored* values, std::size_t f
     const double x = E::at(values, i);
     if (!std::isfinite(x)) {
       NUQ_REQUIRE(nonfinite == NonFinite::Skip, name, ": element ", i, " is ", x,
-                  "; weights must be finite (`nuq quantize --nonfinite saturate` quantizes them to the outermost levels instead)");
+                  "; weights must be finite (asked to saturate them, nuq takes +-Inf to the outermost levels and NaN to the "
+                  "level nearest the mean: --nonfinite saturate, nonfinite='saturate' in Python)");
       ++local.nonfinite;
       continue;
     }

@@ -357,7 +357,7 @@ class CudaBackend final : public Backend {
       NUQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
       NUQ_REQUIRE(chunk_bytes_ / 2 >= kMinChunkBytes, name_, ": out of device memory: two chunks of ",
                   need.in >> 20, " MiB do not fit (", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
-                  "); free the device or use --device cpu");
+                  "); free the device or use the CPU (--device cpu, device='cpu' in Python)");
       chunk_bytes_ /= 2;
       slots_ = std::make_unique<std::array<Slot, 2>>();  // give back what the larger chunk took
     }

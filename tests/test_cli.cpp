@@ -152,7 +152,7 @@ TEST(Cli, DeviceChoiceOnQuantize) {
     EXPECT_NE(cuda.output.find("(on cuda:0"), std::string::npos) << cuda.output;
   } else {
     EXPECT_NE(cuda.status, 0);
-    EXPECT_NE(cuda.output.find("--device cuda: "), std::string::npos) << cuda.output;
+    EXPECT_NE(cuda.output.find("device cuda: "), std::string::npos) << cuda.output;
     const CommandResult automatic = run_nuq("quantize " + model + " -o " + dir.file("auto.safetensors"));
     ASSERT_EQ(automatic.status, 0) << automatic.output;
     EXPECT_NE(automatic.output.find("(on cpu)"), std::string::npos) << automatic.output;

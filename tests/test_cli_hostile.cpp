@@ -204,7 +204,7 @@ const std::vector<Case>& cases() {
       {"design -m ternary --xmax 3 --alpha 1e300", kUserError, "alpha * x_max = 3e+300 standard deviations"},
       {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},
       {"reproduce --paper itc2021 --seeds 3 --out {d}/run", kUserError, "apply to mathematics2022"},
-      {"design -m lloyd-max --xmax 2", kUserError, "--xmax does not apply to it"},
+      {"design -m lloyd-max --xmax 2", kUserError, "a given x_max does not apply to it"},
       {"design -m uniform -b 16 -N 3", kUserError, "--levels 3 are coded in 2 bits, not --bits 16"},
       {"design -m lloyd-max -N 8 --json", kOk, "\"levels_count\": 8"},
       {"design -m lloyd-max -b 3 -N 8 --json", kOk, "\"levels_count\": 8"},

@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "nuq/io/temporary_files.h"
 #include "temp_dir.h"
@@ -61,9 +63,10 @@ TEST(TemporaryFiles, AnIgnoredSignalStaysIgnored) {
   EXPECT_TRUE(std::filesystem::exists(held));
 }
 
-// SIGKILL leaves `<output>.tmp.<pid>`; the next run that writes the same output removes it once
-// it has lain a minute, and only it: not a running process's file, not a fresh one, not another
-// output's, not a name that is not a pid as nuq writes it.
+// SIGKILL leaves `<output>.tmp.<pid>.<call>`; the next run that writes the same output removes it
+// once it has lain a minute, and only it: not a running process's file, not a fresh one, not
+// another output's, not a name that is not a pid and call as nuq writes them (or a pid alone, as
+// earlier versions wrote it).
 TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
   test::TempDir dir;
   const pid_t child = ::fork();
@@ -73,21 +76,27 @@ TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
   const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
   const std::string output = dir.file("out.safetensors");
   const auto an_hour_ago = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
-  for (const std::string& name : {"out.safetensors.tmp." + dead, "out.safetensors.tmp." + alive,
-                                  std::string("out.safetensors.tmp.x1"), "other.safetensors.tmp." + dead,
-                                  "out.safetensors.tmp.0" + dead, "out.safetensors.tmp." + dead + "0000000000"}) {
-    std::ofstream(dir.file(name)) << "partial";
-    std::filesystem::last_write_time(dir.file(name), an_hour_ago);
-  }
-  EXPECT_EQ(temporary_path_for(output), output + ".tmp." + std::to_string(::getpid()));
-  EXPECT_FALSE(std::filesystem::exists(output + ".tmp." + dead));
-  for (const std::string& kept : {"out.safetensors.tmp." + alive, std::string("out.safetensors.tmp.x1"),
-                                  "other.safetensors.tmp." + dead, "out.safetensors.tmp.0" + dead,
-                                  "out.safetensors.tmp." + dead + "0000000000"})
-    EXPECT_TRUE(std::filesystem::exists(dir.file(kept))) << kept;
-  std::ofstream(output + ".tmp." + dead) << "a killed run's, seconds ago";  // may be another container's writer
+  const std::vector<std::string> removed = {"out.safetensors.tmp." + dead, "out.safetensors.tmp." + dead + ".0",
+                                            "out.safetensors.tmp." + dead + ".17"};
+  const std::vector<std::string> kept = {"out.safetensors.tmp." + alive + ".3",   std::string("out.safetensors.tmp.x1"),
+                                         "other.safetensors.tmp." + dead + ".0", "out.safetensors.tmp.0" + dead,
+                                         "out.safetensors.tmp." + dead + "0000000000", "out.safetensors.tmp." + dead + ".01",
+                                         "out.safetensors.tmp." + dead + ".", "out.safetensors.tmp." + dead + ".1.2"};
+  for (const std::vector<std::string>* names : {&removed, &kept})
+    for (const std::string& name : *names) {
+      std::ofstream(dir.file(name)) << "partial";
+      std::filesystem::last_write_time(dir.file(name), an_hour_ago);
+    }
+  const std::string mine = temporary_path_for(output), next = temporary_path_for(output);
+  const std::string own_prefix = output + ".tmp." + std::to_string(::getpid()) + ".";
+  EXPECT_EQ(mine.rfind(own_prefix, 0), 0u) << mine;
+  EXPECT_EQ(next.rfind(own_prefix, 0), 0u) << next;
+  EXPECT_NE(mine, next);  // two writers of one output in one process never share a file
+  for (const std::string& name : removed) EXPECT_FALSE(std::filesystem::exists(dir.file(name))) << name;
+  for (const std::string& name : kept) EXPECT_TRUE(std::filesystem::exists(dir.file(name))) << name;
+  std::ofstream(output + ".tmp." + dead + ".0") << "a killed run's, seconds ago";  // may be another container's writer
   temporary_path_for(output);
-  EXPECT_TRUE(std::filesystem::exists(output + ".tmp." + dead));
+  EXPECT_TRUE(std::filesystem::exists(output + ".tmp." + dead + ".0"));
 }
 
 }  // namespace

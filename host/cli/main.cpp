@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   nuq::cli::add_mismatch_commands(app);
   nuq::cli::add_theory_command(app);
   nuq::cli::add_devices_command(app);
-  nuq::io::remove_temporary_files_on_signals();  // an interrupted run leaves no <output>.tmp.<pid> behind
+  nuq::io::remove_temporary_files_on_signals();  // an interrupted run leaves no <output>.tmp.<pid>.<call> behind
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -91,7 +91,7 @@ UnitDesign iterate_unit_design(const DesignSpec& spec) {
     }
     default:
       throw Error("design: method " + to_string(spec.method) +
-                  " has no iterative rule; give --xmax or use the numeric optimizer");
+                  " has no iterative rule; give x_max or use the numeric rule");
   }
 }
 
@@ -161,16 +161,16 @@ XmaxRule default_rule(const DesignSpec& spec) {
 DesignResult design(const DesignSpec& spec) {
   validate(spec);
   NUQ_REQUIRE(!spec.xmax || spec.method != Method::LloydMax,
-              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); --xmax does not "
-              "apply to it");
+              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); a given x_max "
+              "does not apply to it");
   const XmaxRule rule = spec.rule.value_or(default_rule(spec));
   NUQ_REQUIRE(spec.alpha == 1.0 || rule == XmaxRule::Given,
               "design: alpha scales a given x_max; it cannot be combined with an optimizer");
   NUQ_REQUIRE(rule != XmaxRule::Lloyd || spec.method == Method::LloydMax,
-              "design: the lloyd optimizer belongs to --method lloyd-max");
+              "design: the lloyd rule belongs to the lloyd-max method");
   NUQ_REQUIRE(rule == XmaxRule::Lloyd || spec.method != Method::LloydMax,
-              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); --optimizer ",
-              to_string(rule), " does not apply to it");
+              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); the ",
+              to_string(rule), " rule does not apply to it");
   FixedPointTrace trace;
   Codebook unit = [&] {
     switch (rule) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -69,10 +70,16 @@ std::string temporary_path_for(const std::string& output) {
   const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.size() <= prefix.size() || name.size() > prefix.size() + 9 || name.compare(0, prefix.size(), prefix) != 0)
-      continue;
-    const std::string digits = name.substr(prefix.size());  // a pid as nuq writes it: no sign, no leading zero
-    if (digits.find_first_not_of("0123456789") != std::string::npos || digits[0] == '0') continue;
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    // `<pid>.<call>` as nuq writes it (or `<pid>` alone, as it did): no sign, no leading zero.
+    const std::string rest = name.substr(prefix.size());
+    const std::size_t dot = rest.find('.');
+    const std::string digits = rest.substr(0, dot), call = dot == std::string::npos ? "0" : rest.substr(dot + 1);
+    const auto number = [](const std::string& text, std::size_t longest) {
+      return !text.empty() && text.size() <= longest && text.find_first_not_of("0123456789") == std::string::npos &&
+             (text[0] != '0' || text == "0");
+    };
+    if (!number(digits, 9) || digits == "0" || !number(call, 19)) continue;
     const long pid = std::stol(digits);
     // Not running: kill(pid, 0) fails with ESRCH (EPERM means it runs under another user).
     if (pid > most || pid == long(::getpid()) || ::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
@@ -80,7 +87,9 @@ std::string temporary_path_for(const std::string& output) {
     if (it->is_regular_file(ignored) && !it->is_symlink(ignored) && fs::last_write_time(it->path(), ignored) < settled)
       fs::remove(it->path(), ignored);
   }
-  return output + ".tmp." + std::to_string(::getpid());
+  // Threads of one process writing the same output (Python's nuq.save) each get a file of their own.
+  static std::atomic<std::uint64_t> calls{0};
+  return output + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(calls.fetch_add(1));
 }
 
 void remove_temporary_files_on_signals() {

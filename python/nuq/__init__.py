@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import numbers
+import os
 import re
 import warnings
 
@@ -66,6 +68,42 @@ def _as_numpy(x, name: str):
 def _stored_dtype(a):
     """The safetensors dtype ``load`` tagged a byte array with (8-bit and packed floats), or None."""
     return (a.dtype.metadata or {}).get("safetensors") if isinstance(a, np.ndarray) else None
+
+
+def _path(path) -> str:
+    """A file name from str, bytes (decoded as the file system does) or os.PathLike."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"a path must be str, bytes or os.PathLike, not {type(path).__name__}") from None
+
+
+def _check_names(names, what: str) -> None:
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"{what}: the name {name!r} is not a string (tensors are named by strings)")
+
+
+def _check_options(caller: str, codebook, normalise, group_size, nonfinite, device) -> None:
+    """The options' types, said in Python's terms before the library sees them, and a codebook
+    designed for another sigma than the normalised weights' warned of."""
+    if not isinstance(codebook, Codebook):
+        raise TypeError(f"{caller}: codebook must be a nuq.Codebook (from nuq.design or Codebook.from_json), "
+                        f"not {type(codebook).__name__}")
+    for option, value in (("normalise", normalise), ("nonfinite", nonfinite), ("device", device)):
+        if not isinstance(value, str) and (value is not None or option != "normalise"):
+            raise TypeError(f"{caller}: {option} must be a string, not {type(value).__name__}")
+    if group_size is not None:
+        if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
+            raise TypeError(f"{caller}: group_size must be an int, not {type(group_size).__name__}")
+        if not 0 < group_size < 2**62:
+            raise ValueError(f"{caller}: group_size={group_size}: a group size must be a positive multiple of 8")
+    normalised = normalise != "none"
+    if normalised and codebook.sigma != 1.0:
+        warnings.warn(f"{caller}: the codebook is designed for sigma={codebook.sigma:g}, but normalise="
+                      f"{normalise or ('per-channel' if group_size else 'global')!r} scales the weights to unit "
+                      "variance: its levels are that many times too wide or narrow (design with sigma=1, or pass "
+                      "normalise='none' for weights of that sigma)", stacklevel=3)
 
 
 def _on_cuda(x) -> bool:
@@ -140,6 +178,7 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     lies unless "cpu"). nonfinite: "error" (NaN/Inf raise ValueError) or "saturate". The result's
     codes (and scales) are those ``nuq quantize`` writes for the same weights.
     """
+    _check_options("quantize", codebook, normalise, group_size, nonfinite, device)
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q
@@ -153,6 +192,8 @@ def _skip_patterns(skip):
     """skip as a list of globs and compiled regular expressions (a generator is read once)."""
     if skip is None or callable(skip):
         return skip
+    if isinstance(skip, (bytes, bytearray)):
+        raise ValueError("skip: a glob string or a compiled regular expression, not bytes")
     if isinstance(skip, (str, re.Pattern)):
         return [skip]
     patterns = list(skip)
@@ -196,6 +237,12 @@ def _floating(x) -> bool:
     return np.asarray(x).dtype in (np.float32, np.float16)
 
 
+def _is_float64(x) -> bool:
+    if _is_torch(x):
+        return x.dtype == _torch().float64
+    return isinstance(x, np.ndarray) and x.dtype == np.float64
+
+
 def _marks_a_quantized_module(name: str, v) -> bool:
     """A tensor of another dtype that says its module was quantized by another tool: packed codes
     or 8-bit weights (I32, U8, I8, FP8, F4, ...), never an index or counter buffer (I64, U64, bool:
@@ -229,6 +276,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     """
     if not hasattr(state_dict, "items"):
         raise ValueError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
+    _check_names(state_dict.keys(), "quantize_state_dict")
+    _check_options("quantize_state_dict", codebook, normalise, group_size, nonfinite, device)
     patterns = _skip_patterns(skip)
     if patterns is not None and not callable(patterns):
         for pattern in patterns:
@@ -247,6 +296,11 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         return any(_matches(p, name) for p in patterns)
 
     chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
+    doubles = [k for k, v in state_dict.items() if _is_float64(v) and len(_shape(v)) >= 2 and not skipped(k, v)]
+    if doubles:
+        shown = ", ".join(doubles[:5]) + (f" and {len(doubles) - 5} more" if len(doubles) > 5 else "")
+        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (nuq quantizes float32, "
+                      "float16 and bfloat16; convert them with .float() or .astype(np.float32) first)", stacklevel=2)
     if _device_path([v for _, v in chosen], device):
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))
@@ -318,7 +372,7 @@ def load(path: str) -> dict:
     ``quantize_state_dict`` keeps them (and their modules' scales) as ``nuq quantize`` does;
     ``to_float32`` widens the 8-bit ones exactly. ``load_metadata`` gives the file's metadata.
     """
-    return _nuq._load(str(path))
+    return _nuq._load(_path(path))
 
 
 def to_float32(array) -> np.ndarray:
@@ -334,7 +388,7 @@ def load_metadata(path: str) -> dict:
     """The file's ``__metadata__`` without nuq's own description of its quantized tensors: what
     ``save(path, tensors, metadata=...)`` takes to write it again (a nuq model's architecture and
     data set, which ``nuq eval`` needs, among it)."""
-    return _nuq._load_metadata(str(path))
+    return _nuq._load_metadata(_path(path))
 
 
 def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
@@ -344,11 +398,41 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
     dequantize`` and ``nuq.load`` read it back); they must share one codebook and normalisation.
     Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``.
     """
+    path = _path(path)
+    if not hasattr(tensors, "items"):
+        raise ValueError(f"save: a dict of name -> tensor, not {type(tensors).__name__}")
+    _check_names(tensors.keys(), "save")
+    metadata = dict(metadata or {})
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"save: metadata {key!r}: {value!r}: safetensors metadata maps strings to strings")
     quantized = {k: v for k, v in tensors.items() if isinstance(v, QuantizedTensor)}
     plain = []
     for k, v in tensors.items():
         if not isinstance(v, QuantizedTensor):
+            shape = _element_shape(k, v)
             array, tag, _ = _as_numpy(v, k)
-            shape = (array.dtype.metadata or {}).get("shape") if tag and tag != "BF16" else None
-            plain.append((k, array, tag, None if shape is None else list(shape)))
-    _nuq._save(str(path), quantized, plain, dict(metadata or {}))
+            plain.append((k, array, tag, shape))
+    _nuq._save(path, quantized, plain, metadata)
+
+
+_PACKED_BITS = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}  # the rest of load's byte-tagged dtypes: 8 bits
+
+
+def _element_shape(name: str, v):
+    """The shape in elements of bytes ``load`` tagged (8-bit and packed floats), checked against the
+    bytes' own layout as load gave it; None for any other array."""
+    tag = _stored_dtype(v)
+    shape = (v.dtype.metadata or {}).get("shape") if tag else None
+    if shape is None:
+        return None
+    shape = [int(d) for d in shape]
+    bits = _PACKED_BITS.get(tag, 8)
+    count = int(np.prod(shape, dtype=np.int64))
+    expected = (tuple(shape[:-1]) + (shape[-1] * bits // 8,) if shape and shape[-1] * bits % 8 == 0
+                else (count * bits // 8,))
+    if not v.flags.c_contiguous or tuple(v.shape) != expected:
+        raise ValueError(f"save: tensor '{name}': {tag} bytes of shape {tuple(v.shape)} (contiguous: "
+                         f"{v.flags.c_contiguous}) are not the {tag} {shape} their dtype records; write them as "
+                         "nuq.load gave them (a transposed or reshaped view would store its bytes in another order)")
+    return shape

@@ -151,6 +151,13 @@ void bind_design(py::module_& m) {
                     }
                     return PyCodebook(codebook_from_json(j));
                   })
+      .def(py::pickle(  // copy.deepcopy, pickle, torch.save: the design as JSON and the iterates of its rule
+          [](const PyCodebook& c) { return py::make_tuple(to_json(c.codebook).dump(), c.trace); },
+          [](const py::tuple& state) {
+            NUQ_REQUIRE(state.size() == 2, "Codebook: a pickled state of ", state.size(), " items, not 2");
+            return PyCodebook(codebook_from_json(nlohmann::json::parse(state[0].cast<std::string>())),
+                              state[1].cast<std::vector<double>>());
+          }))
       .def("__repr__", [](const PyCodebook& c) {
         return "<nuq.Codebook " + to_string(c.codebook.provenance().method) + ", " + std::to_string(c.codebook.bits()) +
                " bits, " + std::to_string(c.codebook.size()) + " levels, xmax " + std::to_string(c.codebook.xmax()) +

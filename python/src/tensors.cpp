@@ -263,6 +263,67 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   return std::move(y);
 }
 
+template <typename T>
+py::bytes bytes_of(const std::vector<T>& v) {
+  return py::bytes(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+template <typename T>
+std::vector<T> vector_of(const py::handle& bytes) {
+  const std::string text = bytes.cast<std::string>();
+  NUQ_REQUIRE(text.size() % sizeof(T) == 0, "QuantizedTensor: a pickled array of ", text.size(), " bytes");
+  std::vector<T> v(text.size() / sizeof(T));
+  std::memcpy(v.data(), text.data(), text.size());
+  return v;
+}
+
+// Pickling (copy.deepcopy, pickle, torch.save of a quantized state dict): every field and the
+// instance's attributes (the torch device dequantize returns to); the device copy is made anew.
+constexpr int kPickleVersion = 1;
+
+py::tuple quantized_state(const py::object& self) {
+  const PyQuantized& q = self.cast<const PyQuantized&>();
+  const QuantizedTensor& t = q.tensor;
+  const PackedCodes& c = t.matrix.codes;
+  py::object stats = py::none(), totals = py::none();
+  if (q.stats) stats = py::make_tuple(q.stats->count, q.stats->nonfinite, q.stats->mean, q.stats->m2, q.stats->min, q.stats->max);
+  if (q.totals)
+    totals = py::make_tuple(q.totals->signal, q.totals->noise, q.totals->max_error, q.totals->inside, q.totals->nonfinite,
+                            q.totals->first_nonfinite);
+  return py::make_tuple(kPickleVersion, t.shape, c.rows, c.cols, c.bits, bytes_of(c.bytes), bytes_of(t.matrix.levels),
+                        t.mean, t.stddev, t.group_size, bytes_of(t.scales), bytes_of(t.normalised_levels),
+                        q.codebook ? py::cast(*q.codebook) : py::none(), to_string(q.normalisation), q.dtype, stats, totals,
+                        self.attr("__dict__"));
+}
+
+std::pair<PyQuantized, py::dict> quantized_from_state(const py::tuple& s) {
+  NUQ_REQUIRE(s.size() == 18 && s[0].cast<int>() == kPickleVersion, "QuantizedTensor: not a pickled state this nuq reads");
+  PyQuantized q;
+  QuantizedTensor& t = q.tensor;
+  t.shape = s[1].cast<std::vector<std::int64_t>>();
+  t.matrix.codes = {s[2].cast<std::size_t>(), s[3].cast<std::size_t>(), s[4].cast<int>(), vector_of<std::uint8_t>(s[5])};
+  t.matrix.levels = vector_of<float>(s[6]);
+  t.mean = s[7].cast<double>();
+  t.stddev = s[8].cast<double>();
+  t.group_size = s[9].cast<std::size_t>();
+  t.scales = vector_of<float>(s[10]);
+  t.normalised_levels = vector_of<float>(s[11]);
+  if (t.group_size) check_grouped(t, "QuantizedTensor");  // no code may index past what it reads
+  else check_quantized_matrix(t.matrix, "QuantizedTensor");
+  if (!s[12].is_none()) q.codebook = s[12].cast<PyCodebook>();
+  q.normalisation = parse_normalisation(s[13].cast<std::string>());
+  q.dtype = s[14].cast<std::string>();
+  if (!s[15].is_none()) {
+    const auto v = s[15].cast<std::tuple<std::size_t, std::size_t, double, double, double, double>>();
+    q.stats = WeightStats{std::get<0>(v), std::get<1>(v), std::get<2>(v), std::get<3>(v), std::get<4>(v), std::get<5>(v)};
+  }
+  if (!s[16].is_none()) {
+    const auto v = s[16].cast<std::tuple<double, double, double, std::uint64_t, std::uint64_t, std::uint64_t>>();
+    q.totals = QuantizeTotals{std::get<0>(v), std::get<1>(v), std::get<2>(v), std::get<3>(v), std::get<4>(v), std::get<5>(v)};
+  }
+  return {std::move(q), s[17].cast<py::dict>()};
+}
+
 }  // namespace
 
 InMemoryOptions in_memory_options(const std::optional<std::string>& normalise, std::optional<long> group_size,
@@ -409,6 +470,7 @@ void bind_tensors(py::module_& m) {
              }
              return adopt(std::move(values), std::vector<py::ssize_t>(q.tensor.shape.begin(), q.tensor.shape.end()));
            })
+      .def(py::pickle(&quantized_state, &quantized_from_state))
       .def("__repr__", [](const PyQuantized& q) {
         std::string shape;
         for (auto d : q.tensor.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);

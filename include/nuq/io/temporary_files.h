@@ -1,8 +1,8 @@
 // The temporary files nuq writes its outputs into (renamed into place when whole), registered so
 // that an interrupted run removes them: SIGINT, SIGTERM and SIGHUP unlink every registered file
 // before the signal takes its default course. (SIGKILL cannot be caught: a file named
-// `<output>.tmp.<pid>` is then left, never read as an output, and removed by the next run that
-// writes the same output.)
+// `<output>.tmp.<pid>.<call>` is then left, never read as an output, and removed by the next run
+// that writes the same output.)
 #pragma once
 
 #include <string>
@@ -22,9 +22,11 @@ class TemporaryFile {
   int slot_ = -1;
 };
 
-// `<output>.tmp.<this process's id>`: the name to write `output` into before renaming it into
-// place, in the same folder (so the rename is atomic). Files `<output>.tmp.<pid>` of processes no
-// longer running (killed by SIGKILL, or by a power cut) and unchanged for a minute are removed first.
+// `<output>.tmp.<this process's id>.<call>`, a name no other call gives (threads of one process
+// writing the same output never share a file): the name to write `output` into before renaming it
+// into place, in the same folder (so the rename is atomic). Files `<output>.tmp.<pid>[.<call>]` of
+// processes no longer running (killed by SIGKILL, or by a power cut) and unchanged for a minute are
+// removed first.
 std::string temporary_path_for(const std::string& output);
 
 // Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.

@@ -1,0 +1,145 @@
+"""What a researcher's slips get from the package: a wrong argument named in Python's terms (not a
+pybind signature), paths of every kind, two threads saving one file, a transposed FP8 view refused
+instead of written in the wrong order, mismatched designs and float64 tensors warned of; and
+pickling (copy.deepcopy, torch.save of a quantized state dict) that keeps every field."""
+
+import copy
+import os
+import pathlib
+import pickle
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import nuq
+
+
+@pytest.fixture
+def w(rng):
+    return rng.laplace(size=(32, 64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda w, c: nuq.quantize(w, "msptq"), TypeError, "codebook must be a nuq.Codebook"),
+    (lambda w, c: nuq.quantize(w, c.to_json()), TypeError, "not str"),
+    (lambda w, c: nuq.quantize(w, c, group_size=8.0), TypeError, "group_size must be an int, not float"),
+    (lambda w, c: nuq.quantize(w, c, group_size=True), TypeError, "not bool"),
+    (lambda w, c: nuq.quantize(w, c, group_size=2**63), ValueError, "positive multiple of 8"),
+    (lambda w, c: nuq.quantize(w, c, normalise=1), TypeError, "normalise must be a string"),
+    (lambda w, c: nuq.quantize(w, c, nonfinite=None), TypeError, "nonfinite must be a string"),
+    (lambda w, c: nuq.quantize_state_dict({0: w}, c), ValueError, "the name 0 is not a string"),
+    (lambda w, c: nuq.quantize_state_dict({"a": w}, c, skip=b"a"), ValueError, "not bytes"),
+    (lambda w, c: nuq.save("x.safetensors", {("a", 1): w}), ValueError, "is not a string"),
+    (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": 1}), ValueError, "strings to strings"),
+    (lambda w, c: nuq.save(3, {"a": w}), TypeError, "a path must be str, bytes or os.PathLike"),
+    (lambda w, c: nuq.load(None), TypeError, "not NoneType"),
+    # Weights that are not finite: the message says what saturating does, in Python's terms too.
+    (lambda w, c: nuq.quantize(np.full((2, 8), np.inf, np.float32), c), ValueError, "nonfinite='saturate'"),
+])
+def test_wrong_arguments_are_named_in_pythons_terms(call, error, message, w):
+    with pytest.raises(error, match=message):
+        call(w, nuq.design("msptq"))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda j: j.replace('"bits":2', '"bits":2.5'), "'bits' must be a whole number in 1..16, got 2.5"),
+    (lambda j: j.replace('"bits":2', '"bits":1099511627776'), "got 1099511627776"),
+    (lambda j: j.replace('"sigma":1.0', '"sigma":1e300'), "'sigma' must be a number in"),
+    (lambda j: j.replace('"levels_count":4', '"levels_count":5'), "levels_count 5 but 4 levels are listed"),
+    (lambda j: j.replace('"method":"msptq",', ""), "no 'method'"),
+    (lambda j: j.replace('"levels":[', '"levels":["a",'), "'levels' must be a list of numbers"),
+])
+def test_a_hand_edited_codebook_names_its_field(edit, message):
+    text = nuq.design("msptq").to_json()
+    assert '"bits":2' in text and '"sigma":1.0' in text and '"levels_count":4' in text
+    with pytest.raises(ValueError, match=message):
+        nuq.Codebook.from_json(edit(text))
+    # The same design with its integers written as floats (2.0) is the same design.
+    again = nuq.Codebook.from_json(text.replace('"bits":2', '"bits":2.0'))
+    np.testing.assert_array_equal(again.levels, nuq.design("msptq").levels)
+
+
+def test_paths_as_str_bytes_and_pathlib_name_the_same_file(tmp_path, w, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nuq.save(b"bytes.safetensors", {"w": w})  # once written as the literal name "b'bytes.safetensors'"
+    assert sorted(os.listdir(tmp_path)) == ["bytes.safetensors"]
+    for path in (b"bytes.safetensors", "bytes.safetensors", pathlib.Path("bytes.safetensors")):
+        np.testing.assert_array_equal(nuq.load(path)["w"], w)
+        assert nuq.load_metadata(path) == {"format": "pt"}
+
+
+def test_threads_saving_one_path_each_write_a_whole_file(tmp_path, w):
+    # Each call writes its own temporary file, renamed into place: no call fails, none leaves one.
+    path = tmp_path / "shared.safetensors"
+    values = {i: w * (i + 1) for i in range(4)}
+    failures = []
+    start = threading.Barrier(len(values))
+
+    def save(i):
+        start.wait()
+        try:
+            for _ in range(10):
+                nuq.save(path, {"w": values[i]})
+        except Exception as error:  # noqa: BLE001 (every failure is the finding)
+            failures.append(error)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in values]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert os.listdir(tmp_path) == ["shared.safetensors"]
+    assert any(np.array_equal(nuq.load(path)["w"], v) for v in values.values())
+
+
+def test_fp8_bytes_are_saved_only_as_load_gave_them(tmp_path):
+    from test_state_dicts import write  # the test suite's raw safetensors writer
+    write(tmp_path / "f8.safetensors", {"e4": ("F8_E4M3", [2, 3], bytes([0x38, 0x7F, 0x40, 0, 0xB8, 0x08])),
+                                        "f4": ("F4", [2, 4], bytes([1, 2, 3, 4]))})
+    loaded = nuq.load(tmp_path / "f8.safetensors")
+    nuq.save(tmp_path / "again.safetensors", loaded)
+    np.testing.assert_array_equal(nuq.load(tmp_path / "again.safetensors")["e4"], loaded["e4"])
+    for bad in (loaded["e4"].T, loaded["e4"].reshape(3, 2), loaded["f4"][:, :1]):
+        with pytest.raises(ValueError, match="write them as nuq.load gave them"):
+            nuq.save(tmp_path / "bad.safetensors", {"x": bad})
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_codebook_for_another_sigma_or_float64_tensors_warn(w):
+    with pytest.warns(UserWarning, match="designed for sigma=10"):
+        nuq.quantize(w, nuq.design("msptq", sigma=10.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # weights of that sigma, left as they are: no warning
+        nuq.quantize(10 * w, nuq.design("msptq", sigma=10.0), normalise="none")
+    with pytest.warns(UserWarning, match="float64 tensors kept as they are: d"):
+        out = nuq.quantize_state_dict({"d": w.astype(np.float64), "f": w}, nuq.design("msptq"))
+    assert out["d"].dtype == np.float64 and isinstance(out["f"], nuq.QuantizedTensor)
+
+
+@pytest.mark.parametrize("options", [{}, {"normalise": "per-channel"}, {"group_size": 16}, {"normalise": "none"}])
+def test_pickles_and_deep_copies_keep_every_field(w, options):
+    codebook = nuq.design("msptq")
+    q = nuq.quantize(w, codebook, **options)
+    for again in (pickle.loads(pickle.dumps(q)), copy.deepcopy(q)):
+        np.testing.assert_array_equal(again.codes, q.codes)
+        np.testing.assert_array_equal(again.dequantize(), q.dequantize())
+        assert (again.sqnr_ex_db, again.within, again.stats, again.group_size, again.normalisation, again.dtype) == \
+               (q.sqnr_ex_db, q.within, q.stats, q.group_size, q.normalisation, q.dtype)
+        assert again.codebook.to_json() == codebook.to_json()
+    copied = pickle.loads(pickle.dumps(codebook))
+    np.testing.assert_array_equal(copied.trace, codebook.trace)  # the rule's iterates too
+    assert copied.iterations == codebook.iterations and copied.sqnr_db == codebook.sqnr_db
+
+
+def test_torch_save_of_a_quantized_state_dict_comes_back_as_torch(tmp_path, w):
+    torch = pytest.importorskip("torch")
+    quantized = nuq.quantize_state_dict({"layer.weight": torch.from_numpy(w), "layer.bias": torch.ones(32)},
+                                        nuq.design("msptq"))
+    torch.save(quantized, tmp_path / "q.pt")
+    back = torch.load(tmp_path / "q.pt", weights_only=False)
+    restored = back["layer.weight"].dequantize()
+    assert isinstance(restored, torch.Tensor)  # the device it returns to was pickled with it
+    torch.testing.assert_close(restored, quantized["layer.weight"].dequantize())
