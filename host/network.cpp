@@ -74,9 +74,11 @@ Network::Network(Model& model, const QuantizedModel* packed, Backend* backend)
     : model_(model), packed_(packed), backend_(backend ? backend : &cpu_backend()) {
   first_dense_ = model.architecture == Architecture::Cnn ? 2 : 0;
   for (const Parameter& p : model.parameters) gradients_.emplace_back(p.values.size(), 0.0f);
-  if (packed_)
+  if (packed_)  // (none for a weight the file kept as it was: its FP32 values multiply as they are)
     for (std::size_t layer = first_dense_; layer < model.parameters.size(); layer += 2)
-      prepared_.push_back(backend_->prepare(packed_->tensors.at(model.parameters[layer].name).matrix));
+      prepared_.push_back(packed_->plain.count(model.parameters[layer].name)
+                              ? nullptr
+                              : backend_->prepare(packed_->tensors.at(model.parameters[layer].name).matrix));
 }
 
 void Network::dense(std::size_t layer, const float* input, std::size_t input_width, std::size_t output_width,
@@ -84,8 +86,8 @@ void Network::dense(std::size_t layer, const float* input, std::size_t input_wid
   const Parameter& weight = model_.parameters[layer];
   const Parameter& bias = model_.parameters[layer + 1];
   out.resize(batch_ * output_width);
-  if (packed_) {
-    backend_->qgemm(input, batch_, *prepared_.at((layer - first_dense_) / 2), bias.values.data(), out.data());
+  if (packed_ && prepared_.at((layer - first_dense_) / 2)) {
+    backend_->qgemm(input, batch_, *prepared_[(layer - first_dense_) / 2], bias.values.data(), out.data());
     return;
   }
   backend_->gemm(input, batch_, weight.values.data(), output_width, input_width, bias.values.data(), out.data());

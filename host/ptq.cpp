@@ -11,6 +11,7 @@
 #include "nuq/grouped.h"
 #include "nuq/quantize_table.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/widen.h"
 #include "nuq/laplace.h"
 #include "nuq/network.h"
 #include "nuq/quantized_file.h"
@@ -119,18 +120,24 @@ std::vector<float> dequantize(const QuantizedTensor& tensor) {
   return values;
 }
 
+std::vector<float> QuantizedModel::values_of(const std::string& name) const {
+  const auto kept = plain.find(name);
+  return kept != plain.end() ? kept->second : dequantize(tensors.at(name));
+}
+
 Model dequantize_model(const QuantizedModel& quantized) {
   Model model = make_model(quantized.architecture, 0);
-  for (Parameter& p : model.parameters) p.values = dequantize(quantized.tensors.at(p.name).matrix);
+  for (Parameter& p : model.parameters) p.values = quantized.values_of(p.name);
   return model;
 }
 
 std::vector<std::uint8_t> quantized_predictions(const QuantizedModel& quantized, const io::Dataset& data,
                                                 Backend& backend) {
-  // Conv weights and biases are small: dequantize them. Dense weights stay packed (qgemm).
+  // Conv weights and biases are small: dequantize them. Dense weights stay packed (qgemm), or
+  // FP32 where the file kept them so.
   Model skeleton = make_model(quantized.architecture, 0);
   for (Parameter& p : skeleton.parameters)
-    p.values = is_dense_weight(p.name) ? std::vector<float>{} : dequantize(quantized.tensors.at(p.name).matrix);
+    p.values = is_dense_weight(p.name) && !quantized.plain.count(p.name) ? std::vector<float>{} : quantized.values_of(p.name);
   Network network(skeleton, &quantized, &backend);
   return predict(network, data);
 }
@@ -147,6 +154,9 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
   file.stddev = q.stddev;
   file.quantized = q.tensors;
   for (const auto& [name, tensor] : q.tensors) file.dtypes[name] = io::DType::F32;
+  if (!q.plain.empty())
+    for (const Parameter& p : make_model(q.architecture, 0).parameters)  // (for the shapes)
+      if (const auto kept = q.plain.find(p.name); kept != q.plain.end()) file.copied[p.name] = io::f32_tensor(p.shape, kept->second);
   file.metadata["nuq.architecture"] = to_string(q.architecture);
   if (!q.dataset.empty()) file.metadata["nuq.dataset"] = q.dataset;
   io::write_safetensors(path, to_tensor_file(file, path));
@@ -163,6 +173,18 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
   for (const Parameter& p : make_model(q.architecture, 0).parameters) {
     const std::string where = path + ": tensor '" + p.name + "'";
     const auto found = c.quantized.find(p.name);
+    const auto kept = c.copied.find(p.name);
+    if (found == c.quantized.end() && kept != c.copied.end()) {  // kept as it was by the file's writer
+      NUQ_REQUIRE(io::is_floating(kept->second.dtype) && kept->second.shape == p.shape, where, " is kept as ",
+                  io::to_string(kept->second.dtype), " [", io::shape_text(kept->second.shape), "], not the ",
+                  io::shape_text(p.shape), " floats a ", to_string(q.architecture), " needs");
+      std::vector<float> values(kept->second.element_count());
+      io::widen_to_f32(kept->second.dtype, kept->second.data.data(), values.size(), values.data());
+      for (std::size_t i = 0; i < values.size(); ++i)
+        NUQ_REQUIRE(std::isfinite(values[i]), where, " element ", i, " is ", values[i], "; a network's weights must be finite");
+      q.plain.emplace(p.name, std::move(values));
+      continue;
+    }
     NUQ_REQUIRE(found != c.quantized.end(), where, " is missing");
     NUQ_REQUIRE(found->second.shape == p.shape, where, " has the wrong shape for a ", to_string(q.architecture));
     NUQ_REQUIRE(!found->second.group_size, where, " is quantized in groups; nuq's networks are quantized without");

@@ -48,14 +48,15 @@ Layer upload_layer(const Model& model, const QuantizedModel* quantized, const st
   layer.cols = cols;
   // The quantized network's biases are its own (Algorithm 1 quantizes them too): the FP32 model's
   // would give a different network from the one the CPU runs from the same file.
-  layer.bias = DeviceBuffer<float>(quantized ? dequantize(quantized->tensors.at(name + ".bias").matrix)
-                                             : model.at(name + ".bias").values);
+  layer.bias = DeviceBuffer<float>(quantized ? quantized->values_of(name + ".bias") : model.at(name + ".bias").values);
   NUQ_REQUIRE(layer.bias.size() == rows, "infer_mlp: ", name, ".bias has ", layer.bias.size(), " values, not ", rows);
   if (!quantized) {
     layer.weights = DeviceBuffer<float>(model.at(name + ".weight").values);
     NUQ_REQUIRE(layer.weights.size() == rows * cols, "infer_mlp: ", name, ".weight is not ", rows, " x ", cols);
     return layer;
   }
+  NUQ_REQUIRE(!quantized->plain.count(name + ".weight"), "infer_mlp: ", name,
+              ".weight is kept unquantized in this file; the device MLP runs packed layers (nuq eval runs it)");
   const QuantizedMatrix& w = quantized->tensors.at(name + ".weight").matrix;
   NUQ_REQUIRE(w.codes.rows == rows && w.codes.cols == cols, "infer_mlp: ", name, ".weight is not ", rows, " x ", cols);
   layer.packed = upload_weights(w, "infer_mlp: " + name + ".weight");

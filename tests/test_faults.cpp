@@ -22,6 +22,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/mismatch.h"
 #include "nuq/ptq.h"
+#include "nuq/quantized_file.h"
 #include "temp_dir.h"
 
 extern char** environ;
@@ -215,6 +216,12 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
       {"kept codes of a described tensor",
        meta_edit(file, [](auto& d) { d["version"] = 2; d["kept"] = {"fc1.weight.codes"}; }), "missing .codes"},
       {"wrong rows", meta_edit(file, [](auto& d) { d["tensors"]["fc1.weight"]["rows"] = 511; }), "do not match its shape"},
+      {"fractional rows", meta_edit(file, [](auto& d) { d["tensors"]["fc1.weight"]["rows"] = 511.5; }),
+       "rows 511.5 is not a whole number"},
+      {"fractional shape", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["shape"] = {512.5}; }),
+       "shape entry 512.5 is not a whole number"},
+      {"fractional code width", meta_edit(file, [](auto& d) { d["tensors"]["fc1.bias"]["bits"] = 2.5; }),
+       "unsupported code width 2.5"},
       {"tensor stddev negative", meta_edit(file, [](auto& d) { d["tensors"]["fc3.weight"]["stddev"] = -1.0; }),
        "stddev not negative"},
       {"codes missing", no_codes, "missing .codes"},
@@ -247,6 +254,21 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
     EXPECT_EQ(message.rfind("bad.safetensors", 0), 0u) << c.name << ": " << message;
     EXPECT_NE(message.find(c.message), std::string::npos) << c.name << ": " << message;
   }
+  // JSON has one kind of number: a writer that spells its integers 2.0 (and its floats 1 where they
+  // are whole) describes the same file, and the same quantize run.
+  const io::TensorFile floats = meta_edit(file, [](nlohmann::json& d) {
+    d["version"] = 1.0;
+    d["tensors"]["fc1.weight"]["bits"] = 2.0;
+    d["tensors"]["fc1.weight"]["rows"] = 512.0;
+    d["tensors"]["fc1.weight"]["shape"] = {512.0, 784.0};
+    d["codebook"]["sigma"] = 1;
+    d["codebook"]["iterations"] = double(d["codebook"]["iterations"].get<int>());
+  });
+  const QuantizedModel read = quantized_from_file(floats, "floats");
+  EXPECT_EQ(read.tensors.at("fc1.weight").matrix.codes.bytes, good.tensors.at("fc1.weight").matrix.codes.bytes);
+  EXPECT_EQ(quantized_run(floats.metadata, "floats"), quantized_run(file.metadata, "q"));
+  EXPECT_NE(quantized_run(meta_edit(file, [](nlohmann::json& d) { d["stddev"] = d["stddev"].get<double>() * (1 + 1e-15); }).metadata, "s"),
+            quantized_run(file.metadata, "q"));
 }
 
 // `nuq quantize` killed with SIGKILL at moments spread over its run: the output is always a

@@ -249,6 +249,40 @@ TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
   EXPECT_THROW(load_model(dir.file("q.safetensors")), Error);  // a quantized file is not an FP32 model
 }
 
+// Another writer may keep some of a network's parameters as they were (FP32 biases beside packed
+// weights, or a whole layer): nuq eval runs the file as written, the kept layer through FP32 gemm,
+// and the file survives another save and load.
+TEST(Ptq, ParametersAFileKeepsAsTheyWereRunAsTheyAre) {
+  test::TempDir dir;
+  const io::Dataset data = synthetic(200, 11);
+  Model model = make_model(Architecture::Mlp, 5);
+  TrainConfig config;
+  config.epochs = 1;
+  config.batch = 50;
+  train(model, data, config);
+  DesignSpec spec;
+  QuantizedModel q = quantize_model(model, design(spec).codebook);
+  for (const char* name : {"fc1.bias", "fc2.weight"}) {
+    q.plain[name] = model.at(name).values;
+    q.tensors.erase(name);
+  }
+  save_quantized(dir.file("mixed.safetensors"), q);
+  const io::TensorFile file = io::read_safetensors(dir.file("mixed.safetensors"));
+  EXPECT_EQ(file.tensors.at("fc2.weight").dtype, io::DType::F32);  // stored as it was, not described
+  EXPECT_FALSE(file.tensors.count("fc2.weight.codes"));
+  const QuantizedModel loaded = load_quantized(dir.file("mixed.safetensors"));
+  ASSERT_EQ(loaded.plain.size(), 2u);
+  EXPECT_EQ(loaded.plain.at("fc2.weight"), model.at("fc2.weight").values);
+  Model expected = dequantize_model(quantize_model(model, design(spec).codebook));
+  for (const char* name : {"fc1.bias", "fc2.weight"}) expected.at(name).values = model.at(name).values;
+  EXPECT_EQ(quantized_predictions(loaded, data), predict(expected, data));
+  EXPECT_EQ(dequantize_model(loaded).at("fc2.weight").values, model.at("fc2.weight").values);
+  // A kept tensor must still be the parameter it stands for.
+  io::TensorFile wrong = file;
+  wrong.tensors.at("fc1.bias").shape = {2, 256};
+  EXPECT_THROW(quantized_from_file(wrong, "wrong"), Error);
+}
+
 // Checks every dequantized weight against its group's two-pass statistics (a group is a tensor,
 // or a row of its [rows, cols] view with per-channel normalisation) and returns the extremes of
 // the normalised weights in `range`.
