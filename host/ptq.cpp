@@ -73,6 +73,7 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   std::vector<WeightStats> own;
   const std::vector<TensorNormalisation> maps = normalisers(model, global, normalisation, nonfinite, backend, &own);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}, model.dataset};
+  q.trained_on = model.trained_on;
 
   PtqReport r;
   r.stats = global;
@@ -159,6 +160,7 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
       if (const auto kept = q.plain.find(p.name); kept != q.plain.end()) file.copied[p.name] = io::f32_tensor(p.shape, kept->second);
   file.metadata["nuq.architecture"] = to_string(q.architecture);
   if (!q.dataset.empty()) file.metadata["nuq.dataset"] = q.dataset;
+  if (!q.trained_on.empty()) file.metadata["nuq.trained_on"] = q.trained_on;
   io::write_safetensors(path, to_tensor_file(file, path));
 }
 
@@ -170,6 +172,7 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
   NUQ_REQUIRE(c.codebook, path, ": the quantized file records no codebook");
   QuantizedModel q{architecture, *c.codebook, c.normalisation, c.mean, c.stddev, {},
                    recorded_dataset(file, path)};
+  if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) q.trained_on = where->second;
   for (const Parameter& p : make_model(q.architecture, 0).parameters) {
     const std::string where = path + ": tensor '" + p.name + "'";
     const auto found = c.quantized.find(p.name);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -47,7 +48,14 @@ int storage_bits(const Codebook& codebook) {
 std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count) {
   if (shape.size() <= 1) return {1, count};
   const auto rows = static_cast<std::size_t>(shape[0]);
-  return {rows, rows ? count / rows : 0};
+  if (rows) return {rows, count / rows};
+  std::size_t cols = 1;  // no rows: the rest's product all the same (docs/format.md), when it fits
+  for (std::size_t d = 1; d < shape.size(); ++d) {
+    const auto dim = static_cast<std::size_t>(shape[d]);
+    if (dim && cols > SIZE_MAX / dim) return {0, 0};
+    cols *= dim;
+  }
+  return {0, cols};
 }
 
 QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups,

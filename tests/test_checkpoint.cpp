@@ -253,6 +253,24 @@ TEST(Checkpoint, GroupedTensorsAreReadAsScalesAndOneTable) {
   refused(with_grid, "grouped, so it has no .grid");
 }
 
+// A tensor without rows still has the rest of its shape as its columns (docs/format.md): a [0, 16]
+// tensor is described as 0 x 16, its codes U8 [0, 4], and read back as it was written.
+TEST(Checkpoint, ATensorWithoutRowsKeepsItsColumns) {
+  QuantizedCheckpoint c;
+  c.codebook = sptq2();
+  QuantizedTensor empty;
+  empty.shape = {0, 4, 4};
+  empty.matrix = {{0, 16, 2, {}}, std::vector<float>{-1.5f, -0.5f, 0.5f, 1.5f}};
+  c.quantized["empty"] = empty;
+  const io::TensorFile file = to_tensor_file(c, "e");
+  EXPECT_EQ(file.tensors.at("empty.codes").shape, (std::vector<std::int64_t>{0, 4}));
+  const QuantizedCheckpoint back = read_quantized_checkpoint(file, "e");
+  EXPECT_EQ(back.quantized.at("empty").shape, empty.shape);
+  EXPECT_EQ(back.quantized.at("empty").matrix.codes.cols, 16u);
+  EXPECT_TRUE(dequantize(back.quantized.at("empty")).empty());
+  EXPECT_EQ(matrix_view({0, std::int64_t{1} << 40, std::int64_t{1} << 40}, 0), (std::pair<std::size_t, std::size_t>{0, 0}));
+}
+
 // nuq's networks run their dense layers from one table per matrix or row: a network file whose
 // weight is grouped (nuq quantize refuses to write one) is refused by name, not run.
 TEST(Checkpoint, GroupedWeightsInANetworkFileAreRefused) {

@@ -236,9 +236,11 @@ TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
   config.batch = 50;
   train(model, data, config);
   DesignSpec spec;
+  model.trained_on = "a test's processor";  // where it was trained stays with the quantized model
   const QuantizedModel q = quantize_model(model, design(spec).codebook);
   save_quantized(dir.file("q.safetensors"), q);
   const QuantizedModel loaded = load_quantized(dir.file("q.safetensors"));
+  EXPECT_EQ(loaded.trained_on, "a test's processor");
   Model dq = dequantize_model(loaded);
   EXPECT_EQ(predict(dq, data), [&] {
     Model skeleton = dequantize_model(q);

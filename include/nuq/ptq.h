@@ -52,6 +52,7 @@ struct QuantizedModel {
   double mean = 0.0, stddev = 1.0;  // global statistics of the FP32 parameters
   std::map<std::string, QuantizedTensor> tensors;
   std::string dataset;  // the FP32 model's (Model::dataset), saved as nuq.dataset
+  std::string trained_on{};  // the FP32 model's (Model::trained_on), saved as nuq.trained_on
   // Parameters a file keeps as they were (another writer may leave biases unquantized, say): their
   // values, in place of a quantized tensor of the same name. nuq's own quantize writes none.
   std::map<std::string, std::vector<float>> plain{};
