@@ -230,6 +230,8 @@ Codebook codebook_from_json(const nlohmann::json& j) {
   std::optional<UniformGrid> grid;
   if (j.contains("uniform_grid")) {
     const nlohmann::json& g = field(j, "uniform_grid");
+    NUQ_REQUIRE(g.is_object(), "codebook JSON: 'uniform_grid' must be an object {\"first_level\": ..., \"step\": ...}, got ",
+                g.dump());
     grid = UniformGrid{number_field(g, "first_level", -kLargestScale, kLargestScale),
                        number_field(g, "step", 0.0, kLargestScale)};
   }

@@ -341,6 +341,15 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
+    for what, value in (("x", x), ("bias", bias)):
+        if value is not None and (value.is_complex() if _is_torch(value) else np.iscomplexobj(value)):
+            raise TypeError(f"qgemm: {what} is complex; the product is over real numbers")
+    if len(_shape(x)) == 0:
+        raise ValueError("qgemm: x must have at least one dimension, its last the weights' input columns")
+    if bias is not None and len(_shape(bias)) != 1:
+        outputs = q.shape[0] if len(q.shape) >= 2 else 1  # the rows of its [shape[0], rest] view
+        raise ValueError(f"qgemm: bias must be a vector of the weights' {outputs} output values, not of shape "
+                         f"{tuple(_shape(bias))}")
     if not q.group_size and _device_path([x], device):
         torch = _torch()
         xs = x.detach().float().contiguous()

@@ -35,6 +35,10 @@ def w(rng):
     (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": 1}), ValueError, "strings to strings"),
     (lambda w, c: nuq.save(3, {"a": w}), TypeError, "a path must be str, bytes or os.PathLike"),
     (lambda w, c: nuq.load(None), TypeError, "not NoneType"),
+    (lambda w, c: nuq.qgemm(np.ones((2, 64), np.complex64), nuq.quantize(w, c)), TypeError, "x is complex"),
+    (lambda w, c: nuq.qgemm(np.float32(1), nuq.quantize(w, c)), ValueError, "at least one dimension"),
+    (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), np.ones((4, 8), np.float32)), ValueError,
+     "bias must be a vector of the weights' 32 output values, not of shape \\(4, 8\\)"),
     # Weights that are not finite: the message says what saturating does, in Python's terms too.
     (lambda w, c: nuq.quantize(np.full((2, 8), np.inf, np.float32), c), ValueError, "nonfinite='saturate'"),
 ])
@@ -50,6 +54,7 @@ def test_wrong_arguments_are_named_in_pythons_terms(call, error, message, w):
     (lambda j: j.replace('"levels_count":4', '"levels_count":5'), "levels_count 5 but 4 levels are listed"),
     (lambda j: j.replace('"method":"msptq",', ""), "no 'method'"),
     (lambda j: j.replace('"levels":[', '"levels":["a",'), "'levels' must be a list of numbers"),
+    (lambda j: j.replace('"sigma":1.0', '"sigma":1.0,"uniform_grid":true'), "'uniform_grid' must be an object"),
 ])
 def test_a_hand_edited_codebook_names_its_field(edit, message):
     text = nuq.design("msptq").to_json()
