@@ -182,6 +182,8 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
                   io::to_string(kept->second.dtype), " [", io::shape_text(kept->second.shape), "], not the ",
                   io::shape_text(p.shape), " floats a ", to_string(q.architecture), " needs");
       std::vector<float> values(kept->second.element_count());
+      NUQ_REQUIRE(kept->second.data.size() == values.size() * io::dtype_size(kept->second.dtype), where, ": holds ",
+                  kept->second.data.size(), " bytes, its shape needs ", values.size() * io::dtype_size(kept->second.dtype));
       io::widen_to_f32(kept->second.dtype, kept->second.data.data(), values.size(), values.data());
       for (std::size_t i = 0; i < values.size(); ++i)
         NUQ_REQUIRE(std::isfinite(values[i]), where, " element ", i, " is ", values[i], "; a network's weights must be finite");

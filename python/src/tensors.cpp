@@ -308,8 +308,16 @@ std::pair<PyQuantized, py::dict> quantized_from_state(const py::tuple& s) {
   t.group_size = s[9].cast<std::size_t>();
   t.scales = vector_of<float>(s[10]);
   t.normalised_levels = vector_of<float>(s[11]);
-  if (t.group_size) check_grouped(t, "QuantizedTensor");  // no code may index past what it reads
+  std::size_t count = 1;
+  for (std::int64_t dim : t.shape) {
+    NUQ_REQUIRE(dim >= 0 && (dim == 0 || count <= SIZE_MAX / std::size_t(dim)), "QuantizedTensor: a pickled shape of ", dim);
+    count *= std::size_t(dim);
+  }
+  // No code may index past what it reads, no value past the shape it is given.
+  if (t.group_size) check_grouped(t, "QuantizedTensor");
   else check_quantized_matrix(t.matrix, "QuantizedTensor");
+  NUQ_REQUIRE(count == t.matrix.codes.rows * t.matrix.codes.cols, "QuantizedTensor: pickled codes of ",
+              t.matrix.codes.rows, " x ", t.matrix.codes.cols, " for a shape of ", count, " elements");
   if (!s[12].is_none()) q.codebook = s[12].cast<PyCodebook>();
   q.normalisation = parse_normalisation(s[13].cast<std::string>());
   q.dtype = s[14].cast<std::string>();
