@@ -15,20 +15,6 @@
 #include "nuq/quantize_table.h"
 
 namespace nuq {
-namespace {
-
-// A floating tensor's values as float (F16 and BF16 widen exactly).
-std::vector<float> widen(const io::Tensor& t, const std::string& where) {
-  if (t.dtype == io::DType::F32) return io::to_floats(t, where);
-  std::vector<float> values(t.element_count());
-  NUQ_REQUIRE(t.data.size() == 2 * values.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
-              2 * values.size());
-  io::widen_to_f32(t.dtype, t.data.data(), values.size(), values.data());
-  return values;
-}
-
-}  // namespace
-
 
 QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int64_t>& shape, const Codebook& codebook,
                                 Normalisation normalisation, const WeightStats& global, const WeightStats& own,
@@ -78,7 +64,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
       continue;
     }
     const std::string where = name + ": tensor '" + tensor_name + "'";
-    std::vector<float>& v = values[tensor_name] = widen(t, where);
+    std::vector<float>& v = values[tensor_name] = io::widened(t, where);
     own[tensor_name] = backend.stats(v.data(), v.size(), where, nonfinite);
     global = combine(global, own[tensor_name]);
   }

@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -62,6 +64,51 @@ void require_strictly_increasing_finite(const std::vector<double>& values, const
                 " must be strictly increasing, but [", i - 1, "] = ", values[i - 1], " >= [", i,
                 "] = ", values[i]);
   }
+}
+
+// A codebook's fields, each named in the error when missing or not what it must be.
+const nlohmann::json& field(const nlohmann::json& j, const char* key) {
+  NUQ_REQUIRE(j.is_object(), "codebook JSON: not an object");
+  const auto it = j.find(key);
+  NUQ_REQUIRE(it != j.end(), "codebook JSON: no '", key, "'");
+  return *it;
+}
+
+std::int64_t integer_field(const nlohmann::json& j, const char* key, std::int64_t lowest, std::int64_t highest) {
+  const nlohmann::json& value = field(j, key);
+  const std::optional<std::int64_t> n = json_integer(value);
+  NUQ_REQUIRE(n && *n >= lowest && *n <= highest, "codebook JSON: '", key, "' must be a whole number in ", lowest,
+              "..", highest, ", got ", value.dump());
+  return *n;
+}
+
+// A finite number of at least `lowest` (and at most `highest`, where one is given).
+double number_field(const nlohmann::json& j, const char* key, double lowest,
+                    double highest = std::numeric_limits<double>::max()) {
+  const nlohmann::json& value = field(j, key);
+  NUQ_REQUIRE(value.is_number() && std::isfinite(value.get<double>()), "codebook JSON: '", key,
+              "' must be a finite number, got ", value.dump());
+  const double x = value.get<double>();
+  NUQ_REQUIRE(x >= lowest, "codebook JSON: '", key, "' must be at least ", lowest, ", got ", value.dump());
+  NUQ_REQUIRE(x <= highest, "codebook JSON: '", key, "' must be at most ", highest, ", got ", value.dump());
+  return x;
+}
+
+std::string text_field(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& value = field(j, key);
+  NUQ_REQUIRE(value.is_string(), "codebook JSON: '", key, "' must be a string, got ", value.dump());
+  return value.get<std::string>();
+}
+
+std::vector<double> numbers_field(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& value = field(j, key);
+  NUQ_REQUIRE(value.is_array(), "codebook JSON: '", key, "' must be a list of numbers");
+  std::vector<double> numbers;
+  for (const nlohmann::json& x : value) {
+    NUQ_REQUIRE(x.is_number(), "codebook JSON: '", key, "' must be a list of numbers, holds ", x.dump());
+    numbers.push_back(x.get<double>());
+  }
+  return numbers;
 }
 
 }  // namespace
@@ -166,62 +213,15 @@ nlohmann::json to_json(const Codebook& codebook) {
   return j;
 }
 
-namespace {
-
-// A codebook's fields, each named in the error when missing or not what it must be.
-const nlohmann::json& field(const nlohmann::json& j, const char* key) {
-  NUQ_REQUIRE(j.is_object(), "codebook JSON: not an object");
-  const auto it = j.find(key);
-  NUQ_REQUIRE(it != j.end(), "codebook JSON: no '", key, "'");
-  return *it;
-}
-
-std::int64_t integer_field(const nlohmann::json& j, const char* key, std::int64_t lowest, std::int64_t highest) {
-  const nlohmann::json& value = field(j, key);
-  const std::optional<std::int64_t> n = json_integer(value);
-  NUQ_REQUIRE(n && *n >= lowest && *n <= highest, "codebook JSON: '", key, "' must be a whole number in ", lowest,
-              "..", highest, ", got ", value.dump());
-  return *n;
-}
-
-// A finite number within [lowest, highest] (a sigma of 1e300 would overflow every distortion).
-double number_field(const nlohmann::json& j, const char* key, double lowest, double highest) {
-  const nlohmann::json& value = field(j, key);
-  NUQ_REQUIRE(value.is_number() && value.get<double>() >= lowest && value.get<double>() <= highest,
-              "codebook JSON: '", key, "' must be a number in [", lowest, ", ", highest, "], got ", value.dump());
-  return value.get<double>();
-}
-
-std::string text_field(const nlohmann::json& j, const char* key) {
-  const nlohmann::json& value = field(j, key);
-  NUQ_REQUIRE(value.is_string(), "codebook JSON: '", key, "' must be a string, got ", value.dump());
-  return value.get<std::string>();
-}
-
-std::vector<double> numbers_field(const nlohmann::json& j, const char* key) {
-  const nlohmann::json& value = field(j, key);
-  NUQ_REQUIRE(value.is_array(), "codebook JSON: '", key, "' must be a list of numbers");
-  std::vector<double> numbers;
-  for (const nlohmann::json& x : value) {
-    NUQ_REQUIRE(x.is_number(), "codebook JSON: '", key, "' must be a list of numbers, holds ", x.dump());
-    numbers.push_back(x.get<double>());
-  }
-  return numbers;
-}
-
-constexpr double kLargestScale = 1e100;  // sigma, x_max, mu, alpha: beyond any weights' units
-
-}  // namespace
-
 Provenance provenance_from_json(const nlohmann::json& j) {
   Provenance p;
   p.method = parse_method(text_field(j, "method"));
   p.rule = parse_xmax_rule(text_field(j, "xmax_rule"));
-  p.xmax = number_field(j, "xmax", 0.0, kLargestScale);
-  p.sigma = number_field(j, "sigma", 1.0 / kLargestScale, kLargestScale);
+  p.xmax = number_field(j, "xmax", 0.0);
+  p.sigma = number_field(j, "sigma", kMinSigma, kMaxSigma);
   p.iterations = int(integer_field(j, "iterations", 0, INT32_MAX));
-  if (j.contains("mu")) p.mu = number_field(j, "mu", 0.0, kLargestScale);
-  if (j.contains("alpha")) p.alpha = number_field(j, "alpha", 0.0, kLargestScale);
+  if (j.contains("mu")) p.mu = number_field(j, "mu", 0.0);
+  if (j.contains("alpha")) p.alpha = number_field(j, "alpha", 0.0);
   return p;
 }
 
@@ -232,8 +232,8 @@ Codebook codebook_from_json(const nlohmann::json& j) {
     const nlohmann::json& g = field(j, "uniform_grid");
     NUQ_REQUIRE(g.is_object(), "codebook JSON: 'uniform_grid' must be an object {\"first_level\": ..., \"step\": ...}, got ",
                 g.dump());
-    grid = UniformGrid{number_field(g, "first_level", -kLargestScale, kLargestScale),
-                       number_field(g, "step", 0.0, kLargestScale)};
+    grid = UniformGrid{number_field(g, "first_level", std::numeric_limits<double>::lowest()),
+                       number_field(g, "step", 0.0)};
   }
   const int bits = int(integer_field(j, "bits", 1, 16));
   const std::vector<double> levels = numbers_field(j, "levels");

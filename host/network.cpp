@@ -75,10 +75,19 @@ Network::Network(Model& model, const QuantizedModel* packed, Backend* backend)
   first_dense_ = model.architecture == Architecture::Cnn ? 2 : 0;
   for (const Parameter& p : model.parameters) gradients_.emplace_back(p.values.size(), 0.0f);
   if (packed_)  // (none for a weight the file kept as it was: its FP32 values multiply as they are)
-    for (std::size_t layer = first_dense_; layer < model.parameters.size(); layer += 2)
-      prepared_.push_back(packed_->plain.count(model.parameters[layer].name)
-                              ? nullptr
-                              : backend_->prepare(packed_->tensors.at(model.parameters[layer].name).matrix));
+    for (std::size_t layer = first_dense_; layer < model.parameters.size(); layer += 2) {
+      const Parameter& weight = model.parameters[layer];
+      const auto kept = packed_->plain.find(weight.name);
+      if (kept == packed_->plain.end()) {
+        prepared_.push_back(backend_->prepare(packed_->tensors.at(weight.name).matrix));
+        continue;
+      }
+      std::size_t count = 1;
+      for (std::int64_t dim : weight.shape) count *= std::size_t(dim);
+      NUQ_REQUIRE(kept->second.size() == count, "network: ", weight.name, " is kept with ", kept->second.size(),
+                  " values, its shape holds ", count);
+      prepared_.push_back(nullptr);
+    }
 }
 
 void Network::dense(std::size_t layer, const float* input, std::size_t input_width, std::size_t output_width,
@@ -90,7 +99,8 @@ void Network::dense(std::size_t layer, const float* input, std::size_t input_wid
     backend_->qgemm(input, batch_, *prepared_[(layer - first_dense_) / 2], bias.values.data(), out.data());
     return;
   }
-  backend_->gemm(input, batch_, weight.values.data(), output_width, input_width, bias.values.data(), out.data());
+  const std::vector<float>& weights = packed_ ? packed_->plain.at(weight.name) : weight.values;  // (a kept layer)
+  backend_->gemm(input, batch_, weights.data(), output_width, input_width, bias.values.data(), out.data());
 }
 
 const std::vector<float>& Network::forward(const float* images, std::size_t batch, bool training,

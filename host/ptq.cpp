@@ -135,10 +135,10 @@ Model dequantize_model(const QuantizedModel& quantized) {
 std::vector<std::uint8_t> quantized_predictions(const QuantizedModel& quantized, const io::Dataset& data,
                                                 Backend& backend) {
   // Conv weights and biases are small: dequantize them. Dense weights stay packed (qgemm), or
-  // FP32 where the file kept them so.
+  // as the file kept them (the network reads those from `quantized`).
   Model skeleton = make_model(quantized.architecture, 0);
   for (Parameter& p : skeleton.parameters)
-    p.values = is_dense_weight(p.name) && !quantized.plain.count(p.name) ? std::vector<float>{} : quantized.values_of(p.name);
+    p.values = is_dense_weight(p.name) ? std::vector<float>{} : quantized.values_of(p.name);
   Network network(skeleton, &quantized, &backend);
   return predict(network, data);
 }
@@ -181,10 +181,7 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
       NUQ_REQUIRE(io::is_floating(kept->second.dtype) && kept->second.shape == p.shape, where, " is kept as ",
                   io::to_string(kept->second.dtype), " [", io::shape_text(kept->second.shape), "], not the ",
                   io::shape_text(p.shape), " floats a ", to_string(q.architecture), " needs");
-      std::vector<float> values(kept->second.element_count());
-      NUQ_REQUIRE(kept->second.data.size() == values.size() * io::dtype_size(kept->second.dtype), where, ": holds ",
-                  kept->second.data.size(), " bytes, its shape needs ", values.size() * io::dtype_size(kept->second.dtype));
-      io::widen_to_f32(kept->second.dtype, kept->second.data.data(), values.size(), values.data());
+      std::vector<float> values = io::widened(kept->second, where);
       for (std::size_t i = 0; i < values.size(); ++i)
         NUQ_REQUIRE(std::isfinite(values[i]), where, " element ", i, " is ", values[i], "; a network's weights must be finite");
       q.plain.emplace(p.name, std::move(values));

@@ -283,9 +283,7 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
       std::tie(d.rows, d.cols) = matrix_view(q.shape, count);
       const std::string where = name + ": tensor '" + tensor_name + "'";
       require_groupable(q.group_size, d.cols, codes.bits, where);
-      NUQ_REQUIRE(codes.cols == q.group_size && codes.rows == d.rows * (d.cols / q.group_size) &&
-                      q.scales.size() == codes.rows && q.normalised_levels.size() == (std::size_t{1} << codes.bits),
-                  where, ": grouped codes, scales and normalised levels do not fit its shape");
+      check_grouped(q, where);
     }
     const bool grid = !q.group_size && stores_grid_of(checkpoint.codebook, q);
     const std::size_t tables = q.matrix.levels.size() >> codes.bits;
@@ -384,8 +382,9 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     }
     // The matrix view follows from the shape alone (products of untrusted numbers could wrap).
     const auto [view_rows, view_cols] = matrix_view(shape, count);
-    NUQ_REQUIRE(rows == view_rows && cols == view_cols, where, ": rows x cols (", rows, " x ", cols,
-                ") do not match its shape");
+    // (A tensor without rows was described as 0 x 0 before its columns were kept: read as written.)
+    NUQ_REQUIRE((rows == view_rows && cols == view_cols) || (view_rows == 0 && rows == 0 && cols == 0), where,
+                ": rows x cols (", rows, " x ", cols, ") do not match its shape");
     const auto codes = file.tensors.find(tensor_name + ".codes");
     NUQ_REQUIRE(present.count(tensor_name + ".codes"), where, ": missing .codes");
     for (const std::string& part : parts_of(tensor_name, present, kept)) used.insert(part);
@@ -434,10 +433,12 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
     described.stored = parts_of(tensor_name, present, kept);
     used.insert(described.stored.begin(), described.stored.end());
     // The one that tells its original shape, before its stored tensors are read and checked.
-    try {
-      described.shape = d.at("shape").get<std::vector<std::int64_t>>();
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(name + ": tensor '" + tensor_name + "': bad description in " + kKey + ": " + e.what());
+    const std::string where = name + ": tensor '" + tensor_name + "'";
+    NUQ_REQUIRE(d.is_object() && d.contains("shape") && d["shape"].is_array(), where, ": its description needs a shape array");
+    for (const nlohmann::json& dim : d["shape"]) {
+      const std::optional<std::int64_t> n = json_integer(dim);
+      NUQ_REQUIRE(n && *n >= 0, where, ": shape entry ", dim.dump(), " is not a whole number of at least 0");
+      described.shape.push_back(*n);
     }
     described.description = d.dump();
   }

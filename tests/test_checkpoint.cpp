@@ -268,6 +268,12 @@ TEST(Checkpoint, ATensorWithoutRowsKeepsItsColumns) {
   EXPECT_EQ(back.quantized.at("empty").shape, empty.shape);
   EXPECT_EQ(back.quantized.at("empty").matrix.codes.cols, 16u);
   EXPECT_TRUE(dequantize(back.quantized.at("empty")).empty());
+  io::TensorFile as_before = file;  // as nuq described such a tensor before: 0 x 0, codes U8 [0, 0]
+  nlohmann::json description = nlohmann::json::parse(as_before.metadata.at("nuq.quantized"));
+  description["tensors"]["empty"]["cols"] = 0;
+  as_before.metadata["nuq.quantized"] = description.dump();
+  as_before.tensors.at("empty.codes").shape = {0, 0};
+  EXPECT_EQ(read_quantized_checkpoint(as_before, "e").quantized.at("empty").shape, empty.shape);
   EXPECT_EQ(matrix_view({0, std::int64_t{1} << 40, std::int64_t{1} << 40}, 0), (std::pair<std::size_t, std::size_t>{0, 0}));
 }
 

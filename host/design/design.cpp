@@ -19,9 +19,6 @@ constexpr double kTernaryXmax = 3.0 / kSqrt2;
 constexpr double kXmaxSearchLow = 1e-3, kXmaxSearchHigh = 64.0;
 constexpr int kMaxIterations = 100000;
 constexpr double kMaxSweepPoints = 1e6;
-// Scales a double can carry through D = sigma^2 * D_unit and SQNR: beyond them the variance or the
-// distortion overflows and the SQNR would come out as NaN.
-constexpr double kMinSigma = 1e-100, kMaxSigma = 1e100;
 // A support (or start) this many standard deviations out holds no mass worth quantizing; beyond it
 // the granular distortion of the outermost cell overflows.
 constexpr double kMaxStandardDeviations = 1e6;

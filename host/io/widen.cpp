@@ -21,6 +21,15 @@ WeightType weight_type(DType dtype) {
   return dtype == DType::BF16 ? WeightType::BF16 : dtype == DType::F16 ? WeightType::F16 : WeightType::F32;
 }
 
+std::vector<float> widened(const Tensor& tensor, const std::string& where) {
+  NUQ_REQUIRE(is_floating(tensor.dtype), where, ": ", to_string(tensor.dtype), " is not a float tensor (F32, F16 or BF16)");
+  std::vector<float> values(tensor.element_count());
+  NUQ_REQUIRE(tensor.data.size() == values.size() * dtype_size(tensor.dtype), where, ": holds ", tensor.data.size(),
+              " bytes, its shape needs ", values.size() * dtype_size(tensor.dtype));
+  widen_to_f32(tensor.dtype, tensor.data.data(), values.size(), values.data());
+  return values;
+}
+
 void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out) {
   NUQ_REQUIRE(is_floating(dtype), "cannot read ", to_string(dtype), " as floats (F32, F16 or BF16)");
   if (dtype == DType::F32) {

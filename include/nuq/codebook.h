@@ -34,6 +34,10 @@ std::string to_string(XmaxRule rule);
 Method parse_method(const std::string& name);      // throws nuq::Error naming the valid choices
 XmaxRule parse_xmax_rule(const std::string& name);
 
+// The source scales a codebook can be designed for (and read with): beyond them sigma^2 * D_unit,
+// the variance or the distortion overflows a double and the SQNR would come out as NaN.
+constexpr double kMinSigma = 1e-100, kMaxSigma = 1e100;
+
 struct Provenance {
   Method method = Method::Custom;
   XmaxRule rule = XmaxRule::Given;

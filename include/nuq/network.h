@@ -19,8 +19,8 @@ class Backend;
 class Network {
  public:
   // With `packed`, the dense layers multiply straight from its packed codes (qgemm) and the
-  // model's own fc weights are not read (they may be empty) but for those `packed` keeps as they
-  // were (QuantizedModel::plain); conv weights and biases still are.
+  // model's own fc weights are not read (they may be empty); a layer `packed` keeps as it was
+  // (QuantizedModel::plain) multiplies those values by FP32 gemm. Conv weights and biases are read.
   // `backend` runs the dense layers' products, quantized (qgemm) or FP32 (gemm: cuBLAS on CUDA),
   // the CPU unless told otherwise; the convolution and training stay on the CPU. The packed
   // layers are prepared for the backend here, once (so `packed` must outlive the network).

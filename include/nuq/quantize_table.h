@@ -43,6 +43,8 @@ int storage_bits(const Codebook& codebook);
 
 // Rows and columns a parameter is quantized as: [shape[0], the rest] (weights [out, in], conv
 // filters [filters, taps]) or [1, n] for vectors and scalars. `count` is the product of `shape`.
+// Without rows the rest is still the columns ([0, 16] is 0 x 16), or 0 where its product would
+// overflow.
 std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>& shape, std::size_t count);
 
 // `bits` must hold the codebook's codes and be packable; `groups` has one map per group. With 16

@@ -70,10 +70,11 @@ def _stored_dtype(a):
     return (a.dtype.metadata or {}).get("safetensors") if isinstance(a, np.ndarray) else None
 
 
-def _path(path) -> str:
-    """A file name from str, bytes (decoded as the file system does) or os.PathLike."""
+def _path(path) -> bytes:
+    """A file name from str, bytes or os.PathLike, as the bytes the file system takes (so that a name
+    that is not UTF-8 reaches the library as it is)."""
     try:
-        return os.fsdecode(os.fspath(path))
+        return os.fsencode(os.fspath(path))
     except TypeError:
         raise TypeError(f"a path must be str, bytes or os.PathLike, not {type(path).__name__}") from None
 
@@ -81,7 +82,7 @@ def _path(path) -> str:
 def _check_names(names, what: str) -> None:
     for name in names:
         if not isinstance(name, str):
-            raise ValueError(f"{what}: the name {name!r} is not a string (tensors are named by strings)")
+            raise TypeError(f"{what}: the name {name!r} is not a string (tensors are named by strings)")
 
 
 def _check_options(caller: str, codebook, normalise, group_size, nonfinite, device) -> None:
@@ -275,7 +276,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     for every other.
     """
     if not hasattr(state_dict, "items"):
-        raise ValueError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
+        raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
     _check_names(state_dict.keys(), "quantize_state_dict")
     _check_options("quantize_state_dict", codebook, normalise, group_size, nonfinite, device)
     patterns = _skip_patterns(skip)
@@ -409,12 +410,12 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
     """
     path = _path(path)
     if not hasattr(tensors, "items"):
-        raise ValueError(f"save: a dict of name -> tensor, not {type(tensors).__name__}")
+        raise TypeError(f"save: a dict of name -> tensor, not {type(tensors).__name__}")
     _check_names(tensors.keys(), "save")
     metadata = dict(metadata or {})
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"save: metadata {key!r}: {value!r}: safetensors metadata maps strings to strings")
+            raise TypeError(f"save: metadata {key!r}: {value!r}: safetensors metadata maps strings to strings")
     quantized = {k: v for k, v in tensors.items() if isinstance(v, QuantizedTensor)}
     plain = []
     for k, v in tensors.items():

@@ -314,10 +314,13 @@ std::pair<PyQuantized, py::dict> quantized_from_state(const py::tuple& s) {
     count *= std::size_t(dim);
   }
   // No code may index past what it reads, no value past the shape it is given.
+  NUQ_REQUIRE(t.matrix.codes.rows <= SIZE_MAX / 16 && t.matrix.codes.cols <= SIZE_MAX / 16,
+              "QuantizedTensor: pickled codes too large to address");
   if (t.group_size) check_grouped(t, "QuantizedTensor");
   else check_quantized_matrix(t.matrix, "QuantizedTensor");
-  NUQ_REQUIRE(count == t.matrix.codes.rows * t.matrix.codes.cols, "QuantizedTensor: pickled codes of ",
-              t.matrix.codes.rows, " x ", t.matrix.codes.cols, " for a shape of ", count, " elements");
+  const std::pair<std::size_t, std::size_t> view = {t.matrix.codes.rows, t.matrix.codes.cols};
+  NUQ_REQUIRE(t.group_size ? count == view.first * view.second : view == matrix_view(t.shape, count),
+              "QuantizedTensor: pickled codes of ", view.first, " x ", view.second, " do not fit its shape");
   if (!s[12].is_none()) q.codebook = s[12].cast<PyCodebook>();
   q.normalisation = parse_normalisation(s[13].cast<std::string>());
   q.dtype = s[14].cast<std::string>();

@@ -29,10 +29,11 @@ def w(rng):
     (lambda w, c: nuq.quantize(w, c, group_size=2**63), ValueError, "positive multiple of 8"),
     (lambda w, c: nuq.quantize(w, c, normalise=1), TypeError, "normalise must be a string"),
     (lambda w, c: nuq.quantize(w, c, nonfinite=None), TypeError, "nonfinite must be a string"),
-    (lambda w, c: nuq.quantize_state_dict({0: w}, c), ValueError, "the name 0 is not a string"),
+    (lambda w, c: nuq.quantize_state_dict({0: w}, c), TypeError, "the name 0 is not a string"),
     (lambda w, c: nuq.quantize_state_dict({"a": w}, c, skip=b"a"), ValueError, "not bytes"),
-    (lambda w, c: nuq.save("x.safetensors", {("a", 1): w}), ValueError, "is not a string"),
-    (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": 1}), ValueError, "strings to strings"),
+    (lambda w, c: nuq.save("x.safetensors", {("a", 1): w}), TypeError, "is not a string"),
+    (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": 1}), TypeError, "strings to strings"),
+    (lambda w, c: nuq.save("x.safetensors", [w]), TypeError, "a dict of name -> tensor"),
     (lambda w, c: nuq.save(3, {"a": w}), TypeError, "a path must be str, bytes or os.PathLike"),
     (lambda w, c: nuq.load(None), TypeError, "not NoneType"),
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.complex64), nuq.quantize(w, c)), TypeError, "x is complex"),
@@ -50,7 +51,7 @@ def test_wrong_arguments_are_named_in_pythons_terms(call, error, message, w):
 @pytest.mark.parametrize("edit,message", [
     (lambda j: j.replace('"bits":2', '"bits":2.5'), "'bits' must be a whole number in 1..16, got 2.5"),
     (lambda j: j.replace('"bits":2', '"bits":1099511627776'), "got 1099511627776"),
-    (lambda j: j.replace('"sigma":1.0', '"sigma":1e300'), "'sigma' must be a number in"),
+    (lambda j: j.replace('"sigma":1.0', '"sigma":1e300'), "'sigma' must be at most 1e\\+100, got 1e\\+300"),
     (lambda j: j.replace('"levels_count":4', '"levels_count":5'), "levels_count 5 but 4 levels are listed"),
     (lambda j: j.replace('"method":"msptq",', ""), "no 'method'"),
     (lambda j: j.replace('"levels":[', '"levels":["a",'), "'levels' must be a list of numbers"),
@@ -61,6 +62,9 @@ def test_a_hand_edited_codebook_names_its_field(edit, message):
     assert '"bits":2' in text and '"sigma":1.0' in text and '"levels_count":4' in text
     with pytest.raises(ValueError, match=message):
         nuq.Codebook.from_json(edit(text))
+    # Whatever nuq designs it reads back (a mu of 1e150, a support of 1e105 for sigma = 1e100).
+    for designed in (nuq.design("mulaw", 4, mu=1e150, xmax=3.0), nuq.design("uniform", 4, sigma=1e100, xmax=1e105)):
+        np.testing.assert_array_equal(nuq.Codebook.from_json(designed.to_json()).levels, designed.levels)
     # The same design with its integers written as floats (2.0) is the same design.
     again = nuq.Codebook.from_json(text.replace('"bits":2', '"bits":2.0'))
     np.testing.assert_array_equal(again.levels, nuq.design("msptq").levels)
@@ -73,6 +77,9 @@ def test_paths_as_str_bytes_and_pathlib_name_the_same_file(tmp_path, w, monkeypa
     for path in (b"bytes.safetensors", "bytes.safetensors", pathlib.Path("bytes.safetensors")):
         np.testing.assert_array_equal(nuq.load(path)["w"], w)
         assert nuq.load_metadata(path) == {"format": "pt"}
+    nuq.save(b"\xff.safetensors", {"w": w})  # a name that is not UTF-8, as the file system has it
+    np.testing.assert_array_equal(nuq.load(b"\xff.safetensors")["w"], w)
+    assert b"\xff.safetensors" in os.listdir(b".")
 
 
 def test_threads_saving_one_path_each_write_a_whole_file(tmp_path, w):

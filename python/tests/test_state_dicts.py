@@ -57,7 +57,7 @@ def test_skip_takes_globs_regular_expressions_and_generators(llm):
         nuq.quantize_state_dict(llm, codebook, skip="embed_tokens|lm_head")  # a glob that matches nothing
     with pytest.raises(ValueError, match="neither a glob"):
         nuq.quantize_state_dict(llm, codebook, skip=[3])
-    with pytest.raises(ValueError, match="a dict"):
+    with pytest.raises(TypeError, match="a dict"):
         nuq.quantize_state_dict([1, 2], codebook)
 
 

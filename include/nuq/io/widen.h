@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "nuq/io/safetensors.h"
 #include "nuq/weight_type.h"
@@ -20,6 +22,10 @@ WeightType weight_type(DType dtype);
 // out[i] = element i of `count` little-endian elements of `dtype` at `bytes` (F32, F16 or BF16;
 // anything else throws nuq::Error naming the dtype).
 void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out);
+
+// A whole F32, F16 or BF16 tensor's values as float (errors name `where`: another dtype, or bytes
+// that do not fill its shape).
+std::vector<float> widened(const Tensor& tensor, const std::string& where);
 
 // The five 8-bit float dtypes (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants). nuq keeps them
 // in checkpoints as they are (an FP8 checkpoint's weights are scaled by tensors of their own, so
