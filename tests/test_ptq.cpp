@@ -227,14 +227,20 @@ TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {
   EXPECT_EQ(report.tensors.front().bytes_after, 512u * 196u + 16u);  // 784 two-bit codes = 196 bytes a row
 }
 
-TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
-  test::TempDir dir;
-  const io::Dataset data = synthetic(300, 9);
-  Model model = make_model(Architecture::Cnn, 4);
+// A network of `architecture` trained for one epoch on `data` (weights worth quantizing).
+Model trained_once(Architecture architecture, std::uint64_t seed, const io::Dataset& data) {
+  Model model = make_model(architecture, seed);
   TrainConfig config;
   config.epochs = 1;
   config.batch = 50;
   train(model, data, config);
+  return model;
+}
+
+TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
+  test::TempDir dir;
+  const io::Dataset data = synthetic(300, 9);
+  Model model = trained_once(Architecture::Cnn, 4, data);
   DesignSpec spec;
   model.trained_on = "a test's processor";  // where it was trained stays with the quantized model
   const QuantizedModel q = quantize_model(model, design(spec).codebook);
@@ -257,11 +263,7 @@ TEST(Ptq, PackedEvaluationEqualsTheDequantizedModelAndSurvivesTheFile) {
 TEST(Ptq, ParametersAFileKeepsAsTheyWereRunAsTheyAre) {
   test::TempDir dir;
   const io::Dataset data = synthetic(200, 11);
-  Model model = make_model(Architecture::Mlp, 5);
-  TrainConfig config;
-  config.epochs = 1;
-  config.batch = 50;
-  train(model, data, config);
+  const Model model = trained_once(Architecture::Mlp, 5, data);
   DesignSpec spec;
   QuantizedModel q = quantize_model(model, design(spec).codebook);
   for (const char* name : {"fc1.bias", "fc2.weight"}) {
