@@ -54,6 +54,12 @@ float* scratch_for(const TensorInMemory& t, const Piece& p, std::vector<float>& 
   return scratch.data();
 }
 
+// Where share `s` of piece `p` widens to in the piece's scratch: none where nothing is widened
+// (the scratch is then empty, and an offset from its null pointer would be undefined).
+float* share_scratch(float* piece_scratch, const Piece& p, const Piece& s) {
+  return piece_scratch ? piece_scratch + (s.row - p.row) * p.cols : nullptr;
+}
+
 std::string where_of(const TensorInMemory& t, const Piece& p) {
   return t.name + " (from row " + std::to_string(p.row) + ")";
 }
@@ -72,7 +78,7 @@ WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, c
     for_each_share(shares.size(), [&](std::size_t i) {
       const Piece& s = shares[i];
       const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
-                                   piece_scratch + (s.row - p.row) * p.cols, backend);
+                                   share_scratch(piece_scratch, p, s), backend);
       share_stats[i] = backend.stats_as(w.data, w.type, s.rows * s.cols, where_of(t, s), o.nonfinite);
     });
     for (const WeightStats& share : share_stats) own = combine(own, share);
@@ -131,7 +137,7 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
     for_each_share(shares.size(), [&](std::size_t k) {
       const Piece& s = shares[k];
       const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
-                                   piece_scratch + (s.row - p.row) * p.cols, backend);
+                                   share_scratch(piece_scratch, p, s), backend);
       std::vector<Affine>& maps = share_maps[k];
       if (per_row)
         maps = p.cols < view.cols ? std::vector<Affine>{long_row}
