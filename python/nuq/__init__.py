@@ -65,6 +65,21 @@ def _as_numpy(x, name: str):
     return a, _stored_dtype(a), None
 
 
+def _as_stored(x, name: str):
+    """`_as_numpy` for what is written or quantized: a float32 array ``load`` widened from bfloat16
+    goes as bfloat16 bits again (a half-size copy), so that the file keeps the dtype it had; one
+    whose values bfloat16 no longer holds goes as float32, with a warning."""
+    a, tag, device = _as_numpy(x, name)
+    if tag is not None or a.dtype != np.float32 or (a.dtype.metadata or {}).get("widened_from") != "BF16":
+        return a, tag, device
+    halves = a.reshape(-1).view(np.uint16)  # C-contiguous, little-endian: [low, high] per float32
+    if halves[0::2].any():
+        warnings.warn(f"tensor '{name}': nuq.load widened it from bfloat16, but it now holds values bfloat16 cannot "
+                      "represent: it goes as float32", stacklevel=3)
+        return a, tag, device
+    return np.ascontiguousarray(halves[1::2]).reshape(a.shape), "BF16", device
+
+
 def _stored_dtype(a):
     """The safetensors dtype ``load`` tagged a byte array with (8-bit and packed floats), or None."""
     return (a.dtype.metadata or {}).get("safetensors") if isinstance(a, np.ndarray) else None
@@ -99,8 +114,7 @@ def _check_options(caller: str, codebook, normalise, group_size, nonfinite, devi
             raise TypeError(f"{caller}: group_size must be an int, not {type(group_size).__name__}")
         if not 0 < group_size < 2**62:
             raise ValueError(f"{caller}: group_size={group_size}: a group size must be a positive multiple of 8")
-    normalised = normalise != "none"
-    if normalised and codebook.sigma != 1.0:
+    if normalise != "none" and codebook.sigma != 1.0:
         warnings.warn(f"{caller}: the codebook is designed for sigma={codebook.sigma:g}, but normalise="
                       f"{normalise or ('per-channel' if group_size else 'global')!r} scales the weights to unit "
                       "variance: its levels are that many times too wide or narrow (design with sigma=1, or pass "
@@ -183,7 +197,7 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q
-    array, tag, torch_device = _as_numpy(w, name)
+    array, tag, torch_device = _as_stored(w, name)
     (q,) = _nuq._quantize([(name, array, tag)], codebook, normalise, group_size, device, nonfinite)
     q._device = torch_device
     return q
@@ -306,7 +320,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))
         return out
-    inputs = [(k,) + _as_numpy(v, k) for k, v in chosen]
+    inputs = [(k,) + _as_stored(v, k) for k, v in chosen]
     quantized = _nuq._quantize([(k, a, tag) for k, a, tag, _ in inputs], codebook, normalise, group_size, device,
                                nonfinite) if inputs else []
     out = dict(state_dict)
@@ -375,7 +389,9 @@ def load(path: str) -> dict:
     """Every tensor of a safetensors file nuq wrote (or any safetensors file).
 
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
-    QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32; the 8-bit
+    QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32, its dtype
+    tagged (``array.dtype.metadata["widened_from"]``) so that ``save`` writes it as bfloat16 again
+    and ``quantize`` records bfloat16 as its dtype, while its values are still bfloat16's; the 8-bit
     floats (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants) and the packed 4- and 6-bit floats (F4,
     F6_*) as their bytes (uint8, the last dimension in bytes), their dtype and shape in
     ``array.dtype.metadata``, so that ``save`` writes them back as they were and
@@ -421,7 +437,7 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
     for k, v in tensors.items():
         if not isinstance(v, QuantizedTensor):
             shape = _element_shape(k, v)
-            array, tag, _ = _as_numpy(v, k)
+            array, tag, _ = _as_stored(v, k)
             plain.append((k, array, tag, shape))
     _nuq._save(path, quantized, plain, metadata)
 

@@ -26,8 +26,8 @@ namespace {
 
 using namespace pybind11::literals;
 
-// The numpy dtype of each safetensors dtype (BF16 and the 8-bit floats have none: they are read as
-// F32, exactly; the packed F4 and F6 floats are read as their bytes).
+// The numpy dtype of each safetensors dtype (BF16 has none: it is read as F32, exactly, tagged; the
+// 8-bit and the packed F4 and F6 floats are read as their bytes, tagged).
 const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
   static const std::vector<std::pair<io::DType, const char*>> table = {
       {io::DType::BOOL, "bool"},   {io::DType::U8, "uint8"},     {io::DType::I8, "int8"},
@@ -49,7 +49,7 @@ io::DType dtype_of(const py::array& a, const std::optional<std::string>& tag, co
     return *tagged;
   }
   for (const auto& [dtype, numpy] : numpy_dtypes())
-    if (a.dtype().is(py::dtype(numpy))) return dtype;
+    if (a.dtype().equal(py::dtype(numpy))) return dtype;
   throw Error(name + ": numpy dtype " + std::string(py::str(a.dtype())) + " cannot be stored in safetensors");
 }
 
@@ -105,11 +105,15 @@ py::object stats_dict(const PyQuantized& q) {
 py::array numpy_of(const io::Tensor& t, const std::string& where) {
   std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
   if (t.dtype == io::DType::BF16) {
-    std::vector<float> values(t.element_count());
-    NUQ_REQUIRE(t.data.size() == 2 * values.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
-                2 * values.size());
-    io::widen_to_f32(t.dtype, t.data.data(), values.size(), values.data());
-    return adopt(std::move(values), shape);
+    // float32, exactly, its dtype tagged as widened from BF16: save() and quantize() narrow it back
+    // while every value still is a bfloat16, so a loaded BF16 checkpoint is written as BF16 again.
+    const std::size_t count = t.element_count();
+    NUQ_REQUIRE(t.data.size() == 2 * count, where, ": holds ", t.data.size(), " bytes, its shape needs ", 2 * count);
+    const py::object widened = py::module_::import("numpy").attr("dtype")(
+        "float32", "metadata"_a = py::dict("widened_from"_a = "BF16"));
+    py::array a(py::reinterpret_borrow<py::dtype>(widened), shape);
+    io::widen_to_f32(t.dtype, t.data.data(), count, static_cast<float*>(a.mutable_data()));
+    return a;
   }
   for (const auto& [dtype, numpy] : numpy_dtypes())
     if (dtype == t.dtype) {
@@ -228,12 +232,12 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   }
   NUQ_REQUIRE(q.tensor.group_size || rows * cols == 0 || (w.codes.rows == rows && w.codes.cols == cols),
               "qgemm: the codes are ", w.codes.rows, " x ", w.codes.cols, ", the tensor's view ", rows, " x ", cols);
-  NUQ_REQUIRE(x.dtype().is(py::dtype::of<float>()) && (x.flags() & py::array::c_style),
+  NUQ_REQUIRE(x.dtype().equal(py::dtype::of<float>()) && (x.flags() & py::array::c_style),
               "qgemm: x must be a C-contiguous float32 array");
   NUQ_REQUIRE(x.ndim() >= 1 && std::size_t(x.shape(x.ndim() - 1)) == cols, "qgemm: x's last dimension (",
               x.ndim() ? x.shape(x.ndim() - 1) : 0, ") must be the weights' ", cols, " input columns");
   if (bias)
-    NUQ_REQUIRE(bias->dtype().is(py::dtype::of<float>()) && (bias->flags() & py::array::c_style) &&
+    NUQ_REQUIRE(bias->dtype().equal(py::dtype::of<float>()) && (bias->flags() & py::array::c_style) &&
                     std::size_t(bias->size()) == rows,
                 "qgemm: bias must be a C-contiguous float32 array of ", rows, " values");
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim() - 1);
@@ -426,9 +430,7 @@ void bind_tensors(py::module_& m) {
           [](py::object self) -> py::object {
             const QuantizedTensor& t = self.cast<const PyQuantized&>().tensor;
             if (!t.group_size) return py::none();
-            std::size_t count = 1;
-            for (std::int64_t dim : t.shape) count *= std::size_t(dim);
-            const auto [rows, cols] = matrix_view(t.shape, count);
+            const auto [rows, cols] = matrix_view(t.shape, io::element_count(t.shape));
             return view_of(t.scales.data(), {py::ssize_t(rows), py::ssize_t(cols / t.group_size)}, self);
           },
           "float32 [rows, cols / group_size]: each group's scale, the RMS of its weights about `mean` "

@@ -77,6 +77,39 @@ def test_bfloat16_and_float16_checkpoints(nuq_cli, tmp_path, rng):
         np.testing.assert_array_equal(cli[name].codes, ours[name].codes)
 
 
+def test_a_loaded_bfloat16_checkpoint_is_written_and_quantized_as_bfloat16_again(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    w = torch.from_numpy(rng.laplace(size=(12, 10)).astype(np.float32))
+    nuq.save(tmp_path / "in.safetensors", {"bf": w.bfloat16(), "h": w.half(), "step": np.arange(3)})
+    loaded = nuq.load(tmp_path / "in.safetensors")
+    assert loaded["bf"].dtype == np.float32 and loaded["bf"].dtype.metadata == {"widened_from": "BF16"}
+    nuq.save(tmp_path / "again.safetensors", loaded)
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "in.safetensors").read_bytes()
+
+    nuq.save(tmp_path / "transposed.safetensors", {"t": loaded["bf"].T})  # a view: copied, still BF16
+    t = nuq.load(tmp_path / "transposed.safetensors")["t"]
+    assert t.dtype.metadata == {"widened_from": "BF16"}
+    np.testing.assert_array_equal(t, w.bfloat16().float().numpy().T)
+
+    codebook = nuq.design("msptq")
+    q = nuq.quantize(loaded["bf"], codebook)
+    assert q.dtype == "BF16"
+    np.testing.assert_array_equal(q.codes, nuq.quantize(w.bfloat16(), codebook).codes)
+    assert nuq.quantize_state_dict(loaded, codebook)["bf"].dtype == "BF16"
+    x = loaded["bf"][:2]  # the tag does not stop a tagged array from being an operand
+    np.testing.assert_allclose(nuq.qgemm(x, q), x @ q.dequantize().T, rtol=1e-5, atol=1e-5)
+
+    changed = loaded["bf"]
+    changed += np.float32(1e-3)  # in place: the tag stays, the values are no longer bfloat16's
+    with pytest.warns(UserWarning, match="'bf'.*cannot represent"):
+        nuq.save(tmp_path / "changed.safetensors", {"bf": changed})
+    back = nuq.load(tmp_path / "changed.safetensors")["bf"]
+    assert back.dtype == np.float32 and back.dtype.metadata is None
+    np.testing.assert_array_equal(back, changed)
+    with pytest.warns(UserWarning, match="cannot represent"):
+        assert nuq.quantize(changed, codebook).dtype == "F32"
+
+
 def test_broken_files_raise_value_errors_naming_the_file(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
