@@ -169,8 +169,7 @@ QuantizedModel load_quantized(const std::string& path) { return quantized_from_f
 QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string& path) {
   QuantizedCheckpoint c = read_quantized_checkpoint(file, path);
   const Architecture architecture = recorded_architecture(file, path, "quantized, but not one of nuq's networks");
-  NUQ_REQUIRE(c.codebook, path, ": the quantized file records no codebook");
-  QuantizedModel q{architecture, *c.codebook, c.normalisation, c.mean, c.stddev, {},
+  QuantizedModel q{architecture, c.codebook, c.normalisation, c.mean, c.stddev, {},
                    recorded_dataset(file, path)};
   if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) q.trained_on = where->second;
   for (const Parameter& p : make_model(q.architecture, 0).parameters) {

@@ -287,6 +287,28 @@ TEST(Ptq, ParametersAFileKeepsAsTheyWereRunAsTheyAre) {
   EXPECT_THROW(quantized_from_file(wrong, "wrong"), Error);
 }
 
+// The design in a network file's description is optional (docs/format.md): another writer may
+// record none, and nuq eval runs the file from the levels its tensors hold, as it would with it.
+TEST(Ptq, ANetworkFileWithoutItsDesignRunsFromTheLevelsItHolds) {
+  test::TempDir dir;
+  const io::Dataset data = synthetic(200, 12);
+  const Model model = trained_once(Architecture::Mlp, 6, data);
+  const QuantizedModel q = quantize_model(model, design(DesignSpec{}).codebook);
+  save_quantized(dir.file("q.safetensors"), q);
+  io::TensorFile file = io::read_safetensors(dir.file("q.safetensors"));
+  nlohmann::json description = nlohmann::json::parse(file.metadata.at("nuq.quantized"));
+  ASSERT_EQ(description.erase("codebook"), 1u);
+  file.metadata["nuq.quantized"] = description.dump();
+  const QuantizedModel bare = quantized_from_file(file, "bare");
+  EXPECT_FALSE(bare.codebook);
+  const std::vector<std::uint8_t> expected = quantized_predictions(q, data);
+  EXPECT_EQ(quantized_predictions(bare, data), expected);
+  save_quantized(dir.file("bare.safetensors"), bare);  // written again, still without a design
+  const QuantizedModel again = load_quantized(dir.file("bare.safetensors"));
+  EXPECT_FALSE(again.codebook);
+  EXPECT_EQ(quantized_predictions(again, data), expected);
+}
+
 // Checks every dequantized weight against its group's two-pass statistics (a group is a tensor,
 // or a row of its [rows, cols] view with per-channel normalisation) and returns the extremes of
 // the normalised weights in `range`.

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,9 @@ std::vector<float> dequantize(const QuantizedTensor& tensor);
 
 struct QuantizedModel {
   Architecture architecture = Architecture::Mlp;
-  Codebook codebook;  // designed for the normalised weights (unit variance)
+  // The design, for the normalised weights (unit variance). A file another writer made may record
+  // none: its levels are in its tensors, which is all a network needs to run.
+  std::optional<Codebook> codebook;
   Normalisation normalisation = Normalisation::Global;
   double mean = 0.0, stddev = 1.0;  // global statistics of the FP32 parameters
   std::map<std::string, QuantizedTensor> tensors;
