@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/packed.h"
@@ -24,9 +25,7 @@ QuantizedTensor quantize_tensor(const float* values, const std::vector<std::int6
   require_storable(normalisation, bits, where);
   NUQ_REQUIRE(normalisation != Normalisation::Global || global.stddev() > 0.0, where,
               ": every weight has the same value; zero variance cannot be normalised");
-  std::size_t count = 1;
-  for (std::int64_t dim : shape) count *= std::size_t(dim);
-  const auto [rows, cols] = matrix_view(shape, count);
+  const auto [rows, cols] = matrix_view(shape, io::element_count(shape));
   const TensorNormalisation maps =
       normalise_tensor(normalisation, values, rows, cols, global, own, where, nonfinite, backend);
   const QuantizeTable table = make_quantize_table(codebook, bits, maps.maps, where);

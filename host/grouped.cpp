@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "nuq/error.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/quantized_file.h"
 
 namespace nuq {
@@ -31,9 +32,7 @@ std::vector<float> group_levels(double mean, const std::vector<float>& scales, c
 void check_grouped(const QuantizedTensor& w, const std::string& what) {
   NUQ_REQUIRE(w.group_size > 0, what, ": the tensor is not grouped");
   NUQ_REQUIRE(is_packable_bits(w.matrix.codes.bits), what, ": ", w.matrix.codes.bits, "-bit codes are not supported");
-  std::size_t count = 1;
-  for (std::int64_t dim : w.shape) count *= std::size_t(dim);
-  const auto [n, k] = matrix_view(w.shape, count);
+  const auto [n, k] = matrix_view(w.shape, io::element_count(w.shape));
   const PackedCodes& codes = w.matrix.codes;
   NUQ_REQUIRE(k % w.group_size == 0 && codes.rows == n * (k / w.group_size) && codes.cols == w.group_size &&
                   codes.bytes.size() == codes.rows * packed_row_bytes(codes.cols, codes.bits),
@@ -53,9 +52,7 @@ void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t 
 
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y) {
   check_grouped(w, "qgemm");
-  std::size_t count = 1;
-  for (std::int64_t dim : w.shape) count *= std::size_t(dim);
-  const auto [n, k] = matrix_view(w.shape, count);
+  const auto [n, k] = matrix_view(w.shape, io::element_count(w.shape));
   const std::size_t groups_per_row = k / w.group_size;
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,

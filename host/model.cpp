@@ -31,12 +31,6 @@ std::vector<Layout> layout(Architecture architecture) {
   return l;
 }
 
-std::size_t product(const std::vector<std::int64_t>& shape) {
-  std::size_t n = 1;
-  for (auto d : shape) n *= static_cast<std::size_t>(d);
-  return n;
-}
-
 }  // namespace
 
 std::string to_string(Architecture a) { return a == Architecture::Mlp ? "mlp" : "cnn"; }
@@ -66,10 +60,10 @@ Model make_model(Architecture architecture, std::uint64_t seed) {
   model.architecture = architecture;
   std::mt19937_64 rng(seed);
   for (const Layout& entry : layout(architecture)) {
-    Parameter p{entry.name, entry.shape, std::vector<float>(product(entry.shape), 0.0f)};
+    Parameter p{entry.name, entry.shape, std::vector<float>(io::element_count(entry.shape), 0.0f)};
     if (entry.shape.size() > 1) {
       // Glorot uniform: fan_in and fan_out include the receptive field for convolutions.
-      const double receptive = static_cast<double>(product(entry.shape)) / (entry.shape[0] * entry.shape[1]);
+      const double receptive = static_cast<double>(io::element_count(entry.shape)) / (entry.shape[0] * entry.shape[1]);
       const double fan_out = entry.shape[0] * receptive, fan_in = entry.shape[1] * receptive;
       std::uniform_real_distribution<float> u(-std::sqrt(6.0 / (fan_in + fan_out)),
                                               std::sqrt(6.0 / (fan_in + fan_out)));

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "nuq/error.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/ptq.h"
 #include "nuq/backend.h"
 #include "nuq/qgemm.h"
@@ -82,8 +83,7 @@ Network::Network(Model& model, const QuantizedModel* packed, Backend* backend)
         prepared_.push_back(backend_->prepare(packed_->tensors.at(weight.name).matrix));
         continue;
       }
-      std::size_t count = 1;
-      for (std::int64_t dim : weight.shape) count *= std::size_t(dim);
+      const std::size_t count = io::element_count(weight.shape);
       NUQ_REQUIRE(kept->second.size() == count, "network: ", weight.name, " is kept with ", kept->second.size(),
                   " values, its shape holds ", count);
       prepared_.push_back(nullptr);

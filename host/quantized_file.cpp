@@ -278,9 +278,7 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
     TensorDescription d{q.shape, dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second,
                         codes.rows, codes.cols, codes.bits, q.mean, q.stddev, q.group_size};
     if (q.group_size) {  // described as the [rows, cols] matrix its [groups, group_size] codes cut up
-      std::size_t count = 1;
-      for (std::int64_t dim : q.shape) count *= std::size_t(dim);
-      std::tie(d.rows, d.cols) = matrix_view(q.shape, count);
+      std::tie(d.rows, d.cols) = matrix_view(q.shape, io::element_count(q.shape));
       const std::string where = name + ": tensor '" + tensor_name + "'";
       require_groupable(q.group_size, d.cols, codes.bits, where);
       check_grouped(q, where);

@@ -88,8 +88,7 @@ struct QuantizeOptions {
 
 // What a tensor really costs: its codes and tables, per weight.
 double bits_per_weight(const TensorReport& t) {
-  std::size_t count = 1;
-  for (std::int64_t d : t.shape) count *= std::size_t(d);
+  const std::size_t count = io::element_count(t.shape);
   return count ? 8.0 * double(t.bytes_after) / double(count) : 0.0;
 }
 

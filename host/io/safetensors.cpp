@@ -133,17 +133,15 @@ std::size_t byte_size(DType dtype, std::size_t count, const std::string& where) 
   return count * bits / 8;
 }
 
-std::size_t Tensor::element_count() const {
+std::size_t element_count(const std::vector<std::int64_t>& shape) {
   std::size_t count = 1;
   for (std::int64_t d : shape) count *= static_cast<std::size_t>(d);
   return count;
 }
 
-std::size_t TensorEntry::element_count() const {
-  std::size_t count = 1;
-  for (std::int64_t d : shape) count *= static_cast<std::size_t>(d);
-  return count;
-}
+std::size_t Tensor::element_count() const { return io::element_count(shape); }
+
+std::size_t TensorEntry::element_count() const { return io::element_count(shape); }
 
 namespace {
 

@@ -32,6 +32,10 @@ std::size_t dtype_size(DType dtype);
 // bytes (an odd number of F4 elements), as the reference parser refuses such a tensor.
 std::size_t byte_size(DType dtype, std::size_t count, const std::string& where);
 
+// The number of elements of `shape` (1 for a scalar), for shapes already known to be sane: the
+// reader checks a file's shapes against its bytes before any of them reaches this product.
+std::size_t element_count(const std::vector<std::int64_t>& shape);
+
 struct Tensor {
   DType dtype = DType::F32;
   std::vector<std::int64_t> shape;
