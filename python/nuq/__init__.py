@@ -391,7 +391,8 @@ def load(path: str) -> dict:
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
     QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32, its dtype
     tagged (``array.dtype.metadata["widened_from"]``) so that ``save`` writes it as bfloat16 again
-    and ``quantize`` records bfloat16 as its dtype, while its values are still bfloat16's; the 8-bit
+    and ``quantize`` records bfloat16 as its dtype, while its values are still bfloat16's
+    (``.astype(np.float32)`` drops the tag, which ``np.save`` warns of); the 8-bit
     floats (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants) and the packed 4- and 6-bit floats (F4,
     F6_*) as their bytes (uint8, the last dimension in bytes), their dtype and shape in
     ``array.dtype.metadata``, so that ``save`` writes them back as they were and
