@@ -2,7 +2,8 @@
 """scripts/gpu-check's report: the device, each step's outcome, the tests, the sanitizers, the
 interop check, a table that reads every performance goal of the CUDA backend off this run's
 measurements (met or not), then the detailed tables of quantize_report.py, qgemm_report.py and
-network_report.py. Whatever a step did not produce is reported as missing, never guessed.
+network_report.py, and Nsight Compute's view of each kernel when the `profile` phase ran
+(ncu_report.py). Whatever a step did not produce is reported as missing, never guessed.
 
     bench/gpu_report.py STATE_DIR --name H200-2026-12-01 --out report.md
 """
@@ -255,6 +256,12 @@ def main():
         run = subprocess.run([sys.executable, os.path.join(HERE, script), *paths], capture_output=True, text=True)
         body = re.sub(r"^## ", "### ", run.stdout, flags=re.M)  # their sections sit under this one
         section(title, body + (f"\n(report failed: {run.stderr.strip()})" if run.returncode else ""))
+    profiles = os.path.join(s, "profile")
+    if os.path.isdir(profiles):  # the `profile` phase, when it ran on this machine
+        csvs = sorted(os.path.join(profiles, f) for f in os.listdir(profiles) if f.endswith(".csv"))
+        run = subprocess.run([sys.executable, os.path.join(HERE, "ncu_report.py"), *csvs], capture_output=True, text=True)
+        section("Nsight Compute, one launch of each kernel at a goal shape (scripts/ncu-profile)",
+                run.stdout + (f"\n(report failed: {run.stderr.strip()})" if run.returncode else ""))
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/gpu_report.py on the invented sample of tests/fixtures/gpu-check (the files scripts/gpu-check
 leaves in its state folder): every goal is read off the sample, met or not; a failed test, a
-sanitizer's time-out and a missing step are reported as such."""
+sanitizer's time-out and a missing step are reported as such; Nsight Compute's profiles are read."""
 import os
 import subprocess
 import sys
@@ -31,4 +31,10 @@ assert "- bench_network BM_GpuMlp/bits:2/batch:4/images:1000/bf16:0/cluster:1/it
 assert "## Tests\n\n2 passed, 1 failed, 0 skipped" in text, "the two test steps' counts are not summed"
 assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
 assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
+# Nsight Compute's CSV in both of its layouts (a column a metric; a row a metric, scaled units) and
+# a profile ncu could not take.
+assert ("| mma-m16 | `nuq::cuda::qgemm_mma_kernel<2, __nv_bfloat16>` | 36.8 | 17.4 | 474 | 9.8 | 41.2 | 128 | 23.5 | "
+        "long_scoreboard 3.10, math_pipe_throttle 1.25, wait 0.75 |") in text
+assert "| fused-mlp-cluster | `fused_mlp_cluster_kernel` | 5.9 | 1.4 | 231 | - | - | - | - | barrier 2.50, long_scoreboard 0.50 |" in text
+assert "| stats-2e28 | (==ERROR== Failed to initialize the profiler: LibraryNotLoaded) |" in text
 print("gpu_report: every goal read off the sample")
