@@ -2,13 +2,63 @@
 """bench_qgemm's JSON as Markdown: per layer and batch, nuq's time, TFLOP/s, GB/s of weight bytes
 and, on the GPU, that as a fraction of the device copy's bandwidth measured in the same run
 (BM_GpuCopy, read + write) and of the device's peak (from its clocks, in the JSON's context), and
-the speed-up over each peer timed in the same run (cuBLAS FP32, TF32, BF16; OpenBLAS on the CPU).
+the speed-up over each peer timed in the same run (cuBLAS FP32, TF32, BF16; OpenBLAS on the CPU);
+then every GPU path side by side per case, the fastest of each arithmetic and the dispatch by
+width and batch that this run's measurements choose.
 
     bench/qgemm_report.py bench_qgemm.json > table.md
 """
 import argparse
+from collections import Counter, defaultdict
 
 from bench_json import context, microseconds, results
+
+# Every GPU path of qgemm bench_qgemm times, by the arithmetic it does: the dispatch chooses
+# within one (a caller who asked for FP32 gets FP32), so each group has its own winner.
+GPU_PATHS = {
+    "FP32": [("BM_GpuQgemm", "streaming"), ("BM_GpuQgemmGemv", "GEMV")],
+    "BF16 operands": [("BM_GpuQgemmBf16", "BF16 tiles"), ("BM_GpuQgemmMma", "mma"),
+                      ("BM_GpuQgemmDequantCublas", "dequant + cuBLAS")],
+}
+
+
+def dispatch(rows):
+    """Every measured path side by side per case, the fastest of each arithmetic, and per width and
+    batch the path that won most layers: the dispatch by shape as this run measured it (#17)."""
+    us = microseconds
+    cases = sorted({(k[2], k[3], k[4], k[1]) for k in rows
+                    if any(k[0] == family for paths in GPU_PATHS.values() for family, _ in paths)})
+    if not cases:
+        return
+    print("## GPU, every path per case (the dispatch as measured)\n")
+    names = [(group, family, label) for group, paths in GPU_PATHS.items() for family, label in paths]
+    print("| n x k | bits | m | " + " | ".join(f"{label} us" for _, _, label in names) + " | fastest FP32 | "
+          "fastest BF16 | BF16 vs CublasBf16 | FP32 vs CublasFp32 |")
+    print("|---|---:|---:|" + "---:|" * len(names) + "---|---|---:|---:|")
+    wins = {group: defaultdict(Counter) for group in GPU_PATHS}
+    for n, k, bits, m in cases:
+        times = {family: us(rows[(family, m, n, k, bits)]) for _, family, _ in names if (family, m, n, k, bits) in rows}
+        line = f"| {n} x {k} | {bits} | {m} | " + " | ".join(
+            f"{times[family]:.1f}" if family in times else "-" for _, family, _ in names) + " |"
+        best = {}
+        for group, paths in GPU_PATHS.items():
+            measured = [(times[family], label) for family, label in paths if family in times]
+            if measured:
+                best[group] = min(measured)
+            if len(measured) > 1:  # a path measured alone decides nothing
+                wins[group][(bits, m)][best[group][1]] += 1
+            line += f" {best[group][1] if group in best else '-'} |"
+        for group, peer in (("BF16 operands", "BM_CublasBf16"), ("FP32", "BM_CublasFp32")):
+            other = rows.get((peer, m, n, k, None))
+            line += f" {us(other) / best[group][0]:.2f}x |" if other and group in best else " - |"
+        print(line)
+    print("\nWins per arithmetic, width and batch, over the layers where two or more of its paths were "
+          "measured:\n")
+    for group, counted in wins.items():
+        print(f"- {group}: " + ("; ".join(
+            f"{bits}-bit m = {m}: " + ", ".join(f"{label} {count}/{sum(c.values())}" for label, count in c.most_common())
+            for (bits, m), c in sorted(counted.items())) or "no case with two paths measured"))
+    print()
 
 
 def main():
@@ -49,6 +99,7 @@ def main():
                 line += f" {us(peer) / us(b):.2f}x |" if peer else " - |"
             print(line)
         print()
+    dispatch(rows)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ assert "- bench_network BM_GpuMlp/bits:2/batch:4/images:1000/bf16:0/cluster:1/it
 assert "## Tests\n\n2 passed, 1 failed, 0 skipped" in text, "the two test steps' counts are not summed"
 assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
 assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
+# Every path side by side per case, and the wins that choose the dispatch (within one arithmetic,
+# over layers where two or more paths were measured).
+assert "| 8192 x 8192 | 2 | 1 | 8.9 | 6.1 | 9.2 | 5.3 | - | GEMV | mma | 6.80x | 11.56x |" in text
+assert "- FP32: 2-bit m = 1: GEMV 1/1\n" in text
+assert ("- BF16 operands: 2-bit m = 1: mma 1/1; 2-bit m = 16: mma 1/1; 2-bit m = 256: dequant + cuBLAS 1/1; "
+        "2-bit m = 1024: dequant + cuBLAS 1/1\n") in text
 # Nsight Compute's CSV in both of its layouts (a column a metric; a row a metric, scaled units) and
 # a profile ncu could not take.
 assert ("| mma-m16 | `nuq::cuda::qgemm_mma_kernel<2, __nv_bfloat16>` | 36.8 | 17.4 | 474 | 9.8 | 41.2 | 128 | 23.5 | "
