@@ -65,19 +65,19 @@ def _as_numpy(x, name: str):
     return a, _stored_dtype(a), None
 
 
-def _as_stored(x, name: str):
+def _as_stored(x, name: str, stacklevel: int = 3):
     """`_as_numpy` for what is written or quantized: a float32 array ``load`` widened from bfloat16
-    goes as bfloat16 bits again (a half-size copy), so that the file keeps the dtype it had; one
-    whose values bfloat16 no longer holds goes as float32, with a warning."""
+    is tagged BF16 while every value still is a bfloat16 (the library reads it in place and records
+    or writes bfloat16, so that a file keeps the dtype it had); one whose values bfloat16 no longer
+    holds goes as float32, with a warning."""
     a, tag, device = _as_numpy(x, name)
     if tag is not None or a.dtype != np.float32 or (a.dtype.metadata or {}).get("widened_from") != "BF16":
         return a, tag, device
-    halves = a.reshape(-1).view(np.uint16)  # C-contiguous, little-endian: [low, high] per float32
-    if halves[0::2].any():
+    if a.reshape(-1).view(np.uint16)[0::2].any():  # C-contiguous, little-endian: the low halves, in place
         warnings.warn(f"tensor '{name}': nuq.load widened it from bfloat16, but it now holds values bfloat16 cannot "
-                      "represent: it goes as float32", stacklevel=3)
+                      "represent: it goes as float32", stacklevel=stacklevel)
         return a, tag, device
-    return np.ascontiguousarray(halves[1::2]).reshape(a.shape), "BF16", device
+    return a, "BF16", device
 
 
 def _stored_dtype(a):
@@ -156,7 +156,13 @@ def _quantize_on_device(named, codebook, normalise, group_size, nonfinite):
     kept = []  # alive until the library has read them
     for name, t in named:
         origin = t.device if _is_torch(t) else None
-        t = t.detach() if _is_torch(t) else torch.from_numpy(np.ascontiguousarray(t))
+        if _is_torch(t):
+            t = t.detach()
+        else:
+            array, tag, _ = _as_stored(t, name, stacklevel=4)
+            t = torch.from_numpy(array)
+            if tag == "BF16":  # load's bfloat16, its values still bfloat16's: exactly bfloat16 again
+                t = t.to(torch.bfloat16)
         if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             t = t.float()
         kept.append((name, t.to(where).contiguous(), origin))
@@ -320,7 +326,9 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))
         return out
-    inputs = [(k,) + _as_stored(v, k) for k, v in chosen]
+    inputs = []
+    for k, v in chosen:  # (a loop, not a comprehension: _as_stored's warnings point at the caller)
+        inputs.append((k,) + _as_stored(v, k))
     quantized = _nuq._quantize([(k, a, tag) for k, a, tag, _ in inputs], codebook, normalise, group_size, device,
                                nonfinite) if inputs else []
     out = dict(state_dict)
@@ -391,8 +399,10 @@ def load(path: str) -> dict:
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
     QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32, its dtype
     tagged (``array.dtype.metadata["widened_from"]``) so that ``save`` writes it as bfloat16 again
-    and ``quantize`` records bfloat16 as its dtype, while its values are still bfloat16's
-    (``.astype(np.float32)`` drops the tag, which ``np.save`` warns of); the 8-bit
+    and ``quantize`` records bfloat16 as its dtype (reading it in place), while its values are still
+    bfloat16's. Arrays computed from it keep the tag or not as numpy decides (``a * 2`` keeps it,
+    ``np.concatenate`` drops it; ``.astype(np.float32)`` drops it for certain, and ``np.save`` warns
+    of it); one that keeps it but no longer holds bfloat16s is written as float32, warned of. The 8-bit
     floats (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants) and the packed 4- and 6-bit floats (F4,
     F6_*) as their bytes (uint8, the last dimension in bytes), their dtype and shape in
     ``array.dtype.metadata``, so that ``save`` writes them back as they were and

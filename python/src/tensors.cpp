@@ -38,19 +38,40 @@ const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
   return table;
 }
 
-io::DType dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name) {
+// How an array's elements are read, and the dtype a file or a quantized tensor records for it.
+// The two differ for load's bfloat16, widened to float32 and tagged BF16 by the Python layer: read
+// as F32 in place, stored as BF16 (every value still is one; the Python layer has checked).
+struct ArrayDtype {
+  io::DType read, stored;
+};
+
+ArrayDtype dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name) {
   if (tag) {  // the Python layer names what numpy cannot hold (BF16 as raw uint16, 8-bit and packed floats as bytes)
     const std::optional<io::DType> tagged = io::dtype_named(*tag);
+    if (tagged == io::DType::BF16 && a.dtype().equal(py::dtype::of<float>())) return {io::DType::F32, io::DType::BF16};
     NUQ_REQUIRE(tagged && (*tagged == io::DType::BF16 ? a.itemsize() == 2
                                                       : a.itemsize() == 1 && io::dtype_bits(*tagged) <= 8 &&
                                                             *tagged != io::DType::U8 && *tagged != io::DType::I8 &&
                                                             *tagged != io::DType::BOOL),
                 name, ": dtype tag '", *tag, "' does not fit numpy dtype ", std::string(py::str(a.dtype())));
-    return *tagged;
+    return {*tagged, *tagged};
   }
   for (const auto& [dtype, numpy] : numpy_dtypes())
-    if (a.dtype().equal(py::dtype(numpy))) return dtype;
+    if (a.dtype().equal(py::dtype(numpy))) return {dtype, dtype};
   throw Error(name + ": numpy dtype " + std::string(py::str(a.dtype())) + " cannot be stored in safetensors");
+}
+
+// The bfloat16 bits of float32 values that all are bfloat16s (the high halves; the low halves are zero).
+std::vector<std::uint8_t> narrowed_to_bf16(const float* values, std::size_t count, const std::string& where) {
+  std::vector<std::uint8_t> out(2 * count);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof bits);
+    NUQ_REQUIRE((bits & 0xFFFFu) == 0, where, ": element ", i, " (", values[i], ") is not a bfloat16");
+    const auto high = std::uint16_t(bits >> 16);
+    std::memcpy(out.data() + 2 * i, &high, sizeof high);
+  }
+  return out;
 }
 
 std::vector<std::int64_t> shape_of(const py::array& a) {
@@ -62,12 +83,14 @@ std::vector<std::int64_t> shape_of(const py::array& a) {
 struct Input {
   py::array array;
   TensorInMemory tensor;
+  io::DType stored;  // the source dtype the quantized tensor records
 };
 
 Input input_of(const std::string& name, const py::array& a, const std::optional<std::string>& tag) {
   NUQ_REQUIRE(a.flags() & py::array::c_style, name, ": the array must be C-contiguous");
   NUQ_REQUIRE(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_, name, ": the array's elements must be aligned");
-  Input in{a, TensorInMemory{a.data(), dtype_of(a, tag, name), shape_of(a), name}};
+  const ArrayDtype dtype = dtype_of(a, tag, name);
+  Input in{a, TensorInMemory{a.data(), dtype.read, shape_of(a), name}, dtype.stored};
   NUQ_REQUIRE(io::is_floating(in.tensor.dtype), name, ": ", io::to_string(in.tensor.dtype),
               " cannot be quantized (float32, float16 or bfloat16)");
   return in;
@@ -88,7 +111,7 @@ std::vector<PyQuantized> quantize_all(const std::vector<Input>& inputs, const Py
   std::vector<std::string> dtypes;
   for (const Input& in : inputs) {
     tensors.push_back(in.tensor);
-    dtypes.push_back(io::to_string(in.tensor.dtype));
+    dtypes.push_back(io::to_string(in.stored));
   }
   py::gil_scoped_release release;
   const std::unique_ptr<Backend> backend = make_backend(where);
@@ -183,11 +206,15 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
     const std::string where = path + ": tensor '" + name + "'";
     NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
     // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
-    io::Tensor t{dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array), {}};
-    NUQ_REQUIRE(io::byte_size(t.dtype, t.element_count(), where) == std::size_t(array.nbytes()), where, ": ",
-                array.nbytes(), " bytes do not hold ", io::to_string(t.dtype), " [", io::shape_text(t.shape), "]");
+    const ArrayDtype dtype = dtype_of(array, tag, where);
+    io::Tensor t{dtype.stored, element_shape ? *element_shape : shape_of(array), {}};
+    NUQ_REQUIRE(io::byte_size(dtype.read, t.element_count(), where) == std::size_t(array.nbytes()), where, ": ",
+                array.nbytes(), " bytes do not hold ", io::to_string(dtype.read), " [", io::shape_text(t.shape), "]");
     const auto* bytes = static_cast<const std::uint8_t*>(array.data());
-    t.data.assign(bytes, bytes + array.nbytes());
+    if (dtype.read == dtype.stored)
+      t.data.assign(bytes, bytes + array.nbytes());
+    else  // load's bfloat16, narrowed back as it is copied
+      t.data = narrowed_to_bf16(static_cast<const float*>(array.data()), t.element_count(), where);
     copied[name] = std::move(t);
   }
   py::gil_scoped_release release;

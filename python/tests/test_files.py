@@ -106,8 +106,10 @@ def test_a_loaded_bfloat16_checkpoint_is_written_and_quantized_as_bfloat16_again
     back = nuq.load(tmp_path / "changed.safetensors")["bf"]
     assert back.dtype == np.float32 and back.dtype.metadata is None
     np.testing.assert_array_equal(back, changed)
-    with pytest.warns(UserWarning, match="cannot represent"):
+    with pytest.warns(UserWarning, match="cannot represent") as warned:
         assert nuq.quantize(changed, codebook).dtype == "F32"
+        assert nuq.quantize_state_dict({"bf": changed}, codebook)["bf"].dtype == "F32"
+    assert [w.filename for w in warned] == [__file__, __file__]  # the warnings point at the caller
 
 
 def test_broken_files_raise_value_errors_naming_the_file(tmp_path):
