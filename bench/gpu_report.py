@@ -248,7 +248,7 @@ def main():
              ["bench_quantize.json", "torch_quantize.json"]),
             ("Quantized GEMM (bench_qgemm)", "qgemm_report.py", ["bench_qgemm.json"]),
             ("Every qgemm path at the LLM layers (bench_qgemm, the `speed` phase)", "qgemm_report.py",
-             ["bench_qgemm_speed.json"]),
+             ["bench_qgemm_speed.json", "bench_qgemm_speed_peers.json"]),
             ("The MNIST MLP, FP32 against two-bit (bench_network, device-resident)", "network_report.py",
              ["bench_network.json"])):
         paths = [os.path.join(s, f) for f in args if os.path.exists(os.path.join(s, f))]
@@ -261,7 +261,9 @@ def main():
         section(title, body + (f"\n(report failed: {run.stderr.strip()})" if run.returncode else ""))
     profiles = os.path.join(s, "profile")
     if os.path.isdir(profiles):  # the `profile` phase, when it ran on this machine
-        csvs = sorted(os.path.join(profiles, f) for f in os.listdir(profiles) if f.endswith(".csv"))
+        # Every profile scripts/ncu-profile began leaves its log; a CSV only where ncu finished.
+        stems = {os.path.splitext(f)[0] for f in os.listdir(profiles) if f.endswith((".csv", ".log"))}
+        csvs = [os.path.join(profiles, stem + ".csv") for stem in sorted(stems)]
         run = subprocess.run([sys.executable, os.path.join(HERE, "ncu_report.py"), *csvs], capture_output=True, text=True)
         section("Nsight Compute, one launch of each kernel at a goal shape (scripts/ncu-profile)",
                 run.stdout + (f"\n(report failed: {run.stderr.strip()})" if run.returncode else ""))

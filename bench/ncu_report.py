@@ -2,8 +2,10 @@
 """Nsight Compute's view of each profiled kernel (scripts/gpu-check's `profile` phase): the time,
 DRAM traffic and throughput, SM throughput, registers, achieved occupancy and the top stall
 reasons, one row a profile, read from the CSV that `ncu --import R --csv --page raw` prints (one
-column a metric, a row of units, a row a kernel launch). `--page details` CSV (one row a metric) is
-read too. A metric ncu did not give is shown as "-", never guessed.
+column a metric, a row of units, a row a kernel launch). `--page details` CSV (one row a metric)
+is read too when printed with `--print-metric-name name` (by default ncu prints labels there). A
+metric ncu did not give is shown as "-", never guessed; a profile without a CSV shows the first
+error of ncu's log beside it (PROFILE.log, as scripts/ncu-profile writes it).
 
     bench/ncu_report.py PROFILE.csv [PROFILE.csv ...]     (the file's stem names the profile)
 """
@@ -18,7 +20,8 @@ _SCALE = {"": 1.0, "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 
           "register/thread": 1.0, "cycle": 1.0, "inst": 1.0, "warp": 1.0}
 
 DURATION = "gpu__time_duration.sum"
-DRAM_PERCENT = "dram__throughput.avg.pct_of_peak_sustained_elapsed"
+DRAM_PERCENT = ("gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",  # SpeedOfLight's, recent ncu
+                "dram__throughput.avg.pct_of_peak_sustained_elapsed")
 SM_PERCENT = "sm__throughput.avg.pct_of_peak_sustained_elapsed"
 DRAM_READ, DRAM_WRITE = "dram__bytes_read.sum", "dram__bytes_write.sum"
 REGISTERS = "launch__registers_per_thread"
@@ -57,10 +60,12 @@ def launches(path):
     return [(r[column["Kernel Name"]], {name: (r[i], units[i]) for i, name in enumerate(header)}) for r in body]
 
 
-def metric(metrics, name):
-    if name not in metrics:
-        return None
-    return number(*metrics[name])
+def metric(metrics, names):
+    """The first of `names` (one metric name, or alternatives in order) that ncu gave, or None."""
+    for name in (names,) if isinstance(names, str) else names:
+        if name in metrics:
+            return number(*metrics[name])
+    return None
 
 
 def stalls(metrics, top=3):
@@ -93,12 +98,17 @@ def function_of(kernel):
 
 
 def error_of(path):
-    """ncu's first ==ERROR== line in a profile that holds no kernel (no hardware counters, say)."""
-    try:
-        with open(path) as f:
-            return next((l.strip() for l in f if l.startswith("==ERROR==")), None)
-    except OSError:
-        return None
+    """ncu's first ==ERROR== line for a profile that holds no kernel (no hardware counters, say), from
+    the CSV or the log beside it."""
+    for candidate in (path, os.path.splitext(path)[0] + ".log"):
+        try:
+            with open(candidate) as f:
+                found = next((l.strip() for l in f if l.startswith("==ERROR==")), None)
+        except OSError:
+            continue
+        if found:
+            return found
+    return None
 
 
 def row(profile, kernel, metrics):
@@ -122,7 +132,8 @@ def main(paths):
         profile = os.path.splitext(os.path.basename(path))[0]
         found = launches(path) if os.path.exists(path) else []
         if not found:
-            why = error_of(path) or ("no kernel in the profile" if os.path.exists(path) else "not profiled")
+            why = error_of(path) or ("no kernel in the profile" if os.path.exists(path) else
+                                     "no profile: ncu did not finish, or did not run")
             print(f"| {profile} | ({why}) | - | - | - | - | - | - | - | - |")
         for kernel, metrics in found:
             print(row(profile, kernel, metrics))

@@ -6,7 +6,7 @@ the speed-up over each peer timed in the same run (cuBLAS FP32, TF32, BF16; Open
 then every GPU path side by side per case, the fastest of each arithmetic and the dispatch by
 width and batch that this run's measurements choose.
 
-    bench/qgemm_report.py bench_qgemm.json > table.md
+    bench/qgemm_report.py bench_qgemm.json [more.json ...] > table.md
 """
 import argparse
 from collections import Counter, defaultdict
@@ -63,13 +63,15 @@ def dispatch(rows):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("json")
+    parser.add_argument("json", nargs="+", help="one run's files (its steps' JSON, read as one)")
     args = parser.parse_args()
     rows = {}
-    for family, fields, b in results(args.json):
-        rows[(family, fields.get("m"), fields.get("n"), fields.get("k"), fields.get("bits"))] = b
+    for path in args.json:
+        for family, fields, b in results(path):
+            rows[(family, fields.get("m"), fields.get("n"), fields.get("k"), fields.get("bits"))] = b
     us = microseconds
-    peak = float(context(args.json).get("gpu_peak_bandwidth_gbs", "nan"))
+    peak = next((float(c["gpu_peak_bandwidth_gbs"]) for c in map(context, args.json) if "gpu_peak_bandwidth_gbs" in c),
+                float("nan"))
     copy = next((b["GB/s"] for (family, *_), b in rows.items() if family == "BM_GpuCopy"), float("nan"))
     if any(k[0].startswith("BM_Gpu") for k in rows):
         print(f"Device copy {copy:.0f} GB/s (read + write, this run); peak {peak:.0f} GB/s (the device's clocks).\n")
