@@ -48,11 +48,19 @@ for r in range(0, rows, 256):
     x[r:r + 256] = torch.from_numpy(rng.standard_normal(size=(256, cols), dtype=np.float32))
 nbytes = x.element_size() * x.numel()"""
 
+# nuq.load's bfloat16, widened to float32 and tagged: read in place, recorded as bfloat16.
+LOADED_BFLOAT16 = """w = np.empty((rows, cols), dtype=np.float32)
+for r in range(0, rows, 256):
+    rng.standard_normal(size=(256, cols), dtype=np.float32, out=w[r:r + 256])
+    w[r:r + 256].view(np.uint32)[...] &= np.uint32(0xFFFF0000)  # each value a bfloat16
+x, nbytes = w.view(np.dtype(np.float32, metadata={"widened_from": "BF16"})), w.nbytes"""
+
 CASES = {
     "numpy float32": ("", FLOAT32.format(wrap="w"), "F32"),
     "torch float32": ("import torch", FLOAT32.format(wrap="torch.from_numpy(w)"), "F32"),
     "numpy float16": ("", FLOAT16, "F16"),
     "torch bfloat16": ("import torch", BFLOAT16, "BF16"),
+    "bfloat16 from nuq.load": ("", LOADED_BFLOAT16, "BF16"),
 }
 
 
