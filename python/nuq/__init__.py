@@ -394,7 +394,9 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
 
 
 def load(path: str) -> dict:
-    """Every tensor of a safetensors file nuq wrote (or any safetensors file).
+    """Every tensor of a safetensors file nuq wrote (or any safetensors file). A file without
+    quantized tensors is read a tensor at a time straight into its array: loading costs the arrays
+    and a few MiB, never the file twice.
 
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
     QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32, its dtype
@@ -433,7 +435,9 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
 
     With QuantizedTensors the file is a quantized checkpoint as ``nuq quantize`` writes it (``nuq
     dequantize`` and ``nuq.load`` read it back); they must share one codebook and normalisation.
-    Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``.
+    Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``. Without
+    QuantizedTensors the arrays go to the file as they lie (bfloat16 narrowed a piece at a time),
+    none copied whole.
     """
     path = _path(path)
     if not hasattr(tensors, "items"):

@@ -1,6 +1,7 @@
-// What the two halves of the Python module (design.cpp: codebooks and the paper's numbers;
-// tensors.cpp: quantized tensors, products and files) share. The module is a thin layer: every
-// computation is a call into the nuq library, made with the GIL released.
+// What the parts of the Python module share (design.cpp: codebooks and the paper's numbers;
+// tensors.cpp: quantized tensors and products; files.cpp: load and save; device_tensors.cpp: CUDA
+// tensors). The module is a thin layer: every computation is a call into the nuq library, made
+// with the GIL released.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 
 #include "nuq/backend.h"
 #include "nuq/codebook.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/laplace.h"
 #include "nuq/normalisation.h"
 #include "nuq/ptq.h"
@@ -51,6 +53,18 @@ struct PyQuantized {
   mutable std::shared_ptr<DeviceCopy> on_device;  // a cache: the codes are the same
 };
 
+// How an array's elements are read, and the dtype a file or a quantized tensor records for it.
+// The two differ for load's bfloat16, widened to float32 and tagged BF16 by the Python layer: read
+// as F32 in place, stored as BF16 (every value still is one; the Python layer has checked).
+struct ArrayDtype {
+  io::DType read, stored;
+};
+// The dtypes of a numpy array the Python layer passes with an optional tag (what numpy cannot
+// hold: BF16 as raw uint16 or load's tagged float32, 8-bit and packed floats as bytes); errors name
+// `name`. And its shape.
+ArrayDtype dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name);
+std::vector<std::int64_t> shape_of(const py::array& a);
+
 // nuq.quantize's options: normalisation (default: global, or per-channel with groups), group size
 // and what to do with NaN and Inf ("error" or "saturate").
 InMemoryOptions in_memory_options(const std::optional<std::string>& normalise, std::optional<long> group_size,
@@ -81,6 +95,7 @@ py::array_t<T> adopt(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
 
 void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
+void bind_files(py::module_& m);
 void bind_device_tensors(py::module_& m);
 
 }  // namespace nuq::python

@@ -14,5 +14,6 @@ PYBIND11_MODULE(_nuq, m) {
   });
   nuq::python::bind_design(m);
   nuq::python::bind_tensors(m);
+  nuq::python::bind_files(m);
   nuq::python::bind_device_tensors(m);
 }

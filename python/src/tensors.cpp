@@ -1,14 +1,13 @@
 // nuq.QuantizedTensor and the calls that make and use one: quantize (one tensor or a state dict),
-// dequantize, qgemm, load and save. Inputs arrive as numpy arrays (the Python layer turns PyTorch
-// tensors into numpy views without a copy, bfloat16 as its raw bits); the library reads them where
-// they lie, F32 in place and F16/BF16 widened a bounded piece at a time (quantize_in_memory.h).
+// dequantize and qgemm (load and save are files.cpp's). Inputs arrive as numpy arrays (the Python
+// layer turns PyTorch tensors into numpy views without a copy, bfloat16 as its raw bits); the
+// library reads them where they lie, F32 in place and F16/BF16 widened a bounded piece at a time
+// (quantize_in_memory.h).
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <tuple>
-
-#include <nlohmann/json.hpp>
 
 #include "binding.h"
 #include "nuq/backend.h"
@@ -16,7 +15,6 @@
 #include "nuq/error.h"
 #include "nuq/grouped.h"
 #include "nuq/io/safetensors.h"
-#include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/qgemm.h"
 #include "nuq/quantize_in_memory.h"
@@ -25,58 +23,6 @@ namespace nuq::python {
 namespace {
 
 using namespace pybind11::literals;
-
-// The numpy dtype of each safetensors dtype (BF16 has none: it is read as F32, exactly, tagged; the
-// 8-bit and the packed F4 and F6 floats are read as their bytes, tagged).
-const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
-  static const std::vector<std::pair<io::DType, const char*>> table = {
-      {io::DType::BOOL, "bool"},   {io::DType::U8, "uint8"},     {io::DType::I8, "int8"},
-      {io::DType::U16, "uint16"},  {io::DType::I16, "int16"},    {io::DType::F16, "float16"},
-      {io::DType::U32, "uint32"},  {io::DType::I32, "int32"},    {io::DType::F32, "float32"},
-      {io::DType::U64, "uint64"},  {io::DType::I64, "int64"},    {io::DType::F64, "float64"},
-      {io::DType::C64, "complex64"}};
-  return table;
-}
-
-// How an array's elements are read, and the dtype a file or a quantized tensor records for it.
-// The two differ for load's bfloat16, widened to float32 and tagged BF16 by the Python layer: read
-// as F32 in place, stored as BF16 (every value still is one; the Python layer has checked).
-struct ArrayDtype {
-  io::DType read, stored;
-};
-
-ArrayDtype dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name) {
-  if (tag) {  // the Python layer names what numpy cannot hold (BF16 as raw uint16, 8-bit and packed floats as bytes)
-    const std::optional<io::DType> tagged = io::dtype_named(*tag);
-    if (tagged == io::DType::BF16 && a.dtype().equal(py::dtype::of<float>())) return {io::DType::F32, io::DType::BF16};
-    NUQ_REQUIRE(tagged && (*tagged == io::DType::BF16 ? a.itemsize() == 2
-                                                      : a.itemsize() == 1 && io::dtype_bits(*tagged) <= 8 &&
-                                                            *tagged != io::DType::U8 && *tagged != io::DType::I8 &&
-                                                            *tagged != io::DType::BOOL),
-                name, ": dtype tag '", *tag, "' does not fit numpy dtype ", std::string(py::str(a.dtype())));
-    return {*tagged, *tagged};
-  }
-  for (const auto& [dtype, numpy] : numpy_dtypes())
-    if (a.dtype().equal(py::dtype(numpy))) return {dtype, dtype};
-  throw Error(name + ": numpy dtype " + std::string(py::str(a.dtype())) + " cannot be stored in safetensors");
-}
-
-// The bfloat16 bits of float32 values that all are bfloat16s (the high halves; the low halves are zero).
-std::vector<std::uint8_t> narrowed_to_bf16(const float* values, std::size_t count, const std::string& where) {
-  std::vector<std::uint8_t> out(2 * count);
-  for (std::size_t i = 0; i < count; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, values + i, sizeof bits);
-    NUQ_REQUIRE((bits & 0xFFFFu) == 0, where, ": element ", i, " (", values[i], ") is not a bfloat16");
-    const auto high = std::uint16_t(bits >> 16);
-    std::memcpy(out.data() + 2 * i, &high, sizeof high);
-  }
-  return out;
-}
-
-std::vector<std::int64_t> shape_of(const py::array& a) {
-  return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
-}
 
 // One floating input: the caller's array (kept alive while the GIL is released) and where its
 // elements lie, in their own dtype: nothing is copied or widened here.
@@ -123,126 +69,6 @@ py::object stats_dict(const PyQuantized& q) {
   const WeightStats& s = *q.stats;
   return py::dict("count"_a = s.count, "nonfinite"_a = s.nonfinite, "mean"_a = s.mean, "std"_a = s.stddev(),
                   "min"_a = s.min, "max"_a = s.max);
-}
-
-py::array numpy_of(const io::Tensor& t, const std::string& where) {
-  std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end());
-  if (t.dtype == io::DType::BF16) {
-    // float32, exactly, its dtype tagged as widened from BF16: save() and quantize() narrow it back
-    // while every value still is a bfloat16, so a loaded BF16 checkpoint is written as BF16 again.
-    const std::size_t count = t.element_count();
-    NUQ_REQUIRE(t.data.size() == 2 * count, where, ": holds ", t.data.size(), " bytes, its shape needs ", 2 * count);
-    const py::object widened = py::module_::import("numpy").attr("dtype")(
-        "float32", "metadata"_a = py::dict("widened_from"_a = "BF16"));
-    py::array a(py::reinterpret_borrow<py::dtype>(widened), shape);
-    io::widen_to_f32(t.dtype, t.data.data(), count, static_cast<float*>(a.mutable_data()));
-    return a;
-  }
-  for (const auto& [dtype, numpy] : numpy_dtypes())
-    if (dtype == t.dtype) {
-      py::array a(py::dtype(numpy), shape);
-      std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
-      return a;
-    }
-  // The 8-bit floats and the packed F4, F6_E2M3, F6_E3M2 numpy cannot hold: their bytes (uint8; the
-  // last dimension in bytes, as PyTorch's float4_e2m1fn_x2 holds F4), their dtype and shape in the
-  // numpy dtype's metadata, so that save() writes them back as they were and quantize_state_dict
-  // counts them as the non-float tensors they are (to_float32 widens the 8-bit ones).
-  const std::size_t bits = io::dtype_bits(t.dtype);
-  if (!shape.empty() && std::size_t(shape.back()) * bits % 8 == 0)
-    shape.back() = py::ssize_t(std::size_t(shape.back()) * bits / 8);
-  else
-    shape = {py::ssize_t(t.data.size())};
-  const py::object tagged = py::module_::import("numpy").attr("dtype")(
-      "uint8", "metadata"_a = py::dict("safetensors"_a = io::to_string(t.dtype), "shape"_a = t.shape));
-  py::array a(py::reinterpret_borrow<py::dtype>(tagged), shape);
-  NUQ_REQUIRE(std::size_t(a.nbytes()) == t.data.size(), where, ": holds ", t.data.size(), " bytes, its shape needs ",
-              a.nbytes());
-  std::memcpy(a.mutable_data(), t.data.data(), t.data.size());
-  return a;
-}
-
-PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebook, Normalisation normalisation,
-                   io::DType dtype) {
-  PyQuantized q;
-  q.tensor = std::move(tensor);
-  if (codebook) q.codebook = PyCodebook(*codebook);
-  q.normalisation = normalisation;
-  q.dtype = io::to_string(dtype);
-  return q;
-}
-
-// Every tensor of a file nuq wrote: quantized ones as QuantizedTensor, the rest as numpy arrays.
-py::dict load(const std::string& path) {
-  io::TensorFile file;
-  {
-    py::gil_scoped_release release;
-    file = io::read_safetensors(path);
-  }
-  py::dict out;
-  if (is_quantized_file(file)) {  // nuq's models and other checkpoints alike (quantized_file.h)
-    QuantizedCheckpoint checkpoint = read_quantized_checkpoint(file, path);
-    for (auto& [name, t] : checkpoint.quantized)
-      out[py::str(name)] =
-          loaded(std::move(t), checkpoint.codebook, checkpoint.normalisation, checkpoint.dtypes.at(name));
-    for (const auto& [name, t] : checkpoint.copied) out[py::str(name)] = numpy_of(t, path + ": tensor '" + name + "'");
-    return out;
-  }
-  for (const auto& [name, t] : file.tensors) out[py::str(name)] = numpy_of(t, path + ": tensor '" + name + "'");
-  return out;
-}
-
-// Quantized tensors as nuq quantize writes a checkpoint (one codebook and normalisation for all),
-// plain arrays copied; without quantized tensors, a plain safetensors file.
-void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
-          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>,
-                                       std::optional<std::vector<std::int64_t>>>>& plain,
-          const std::map<std::string, std::string>& metadata) {
-  for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
-    NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
-                "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
-  std::map<std::string, io::Tensor> copied;
-  for (const auto& [name, array, tag, element_shape] : plain) {
-    const std::string where = path + ": tensor '" + name + "'";
-    NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
-    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
-    const ArrayDtype dtype = dtype_of(array, tag, where);
-    io::Tensor t{dtype.stored, element_shape ? *element_shape : shape_of(array), {}};
-    NUQ_REQUIRE(io::byte_size(dtype.read, t.element_count(), where) == std::size_t(array.nbytes()), where, ": ",
-                array.nbytes(), " bytes do not hold ", io::to_string(dtype.read), " [", io::shape_text(t.shape), "]");
-    const auto* bytes = static_cast<const std::uint8_t*>(array.data());
-    if (dtype.read == dtype.stored)
-      t.data.assign(bytes, bytes + array.nbytes());
-    else  // load's bfloat16, narrowed back as it is copied
-      t.data = narrowed_to_bf16(static_cast<const float*>(array.data()), t.element_count(), where);
-    copied[name] = std::move(t);
-  }
-  py::gil_scoped_release release;
-  if (quantized.empty()) {
-    io::write_safetensors(path, io::TensorFile{metadata, std::move(copied)});
-    return;
-  }
-  const PyQuantized& first = *quantized.begin()->second;
-  QuantizedCheckpoint checkpoint;
-  if (first.codebook) checkpoint.codebook = first.codebook->codebook;
-  checkpoint.normalisation = first.normalisation;
-  checkpoint.copied = std::move(copied);
-  checkpoint.metadata = metadata;
-  if (first.normalisation == Normalisation::Global && first.tensor.stddev > 0.0) {  // the map every tensor shares
-    checkpoint.mean = first.tensor.mean;
-    checkpoint.stddev = first.tensor.stddev;
-  }
-  const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
-  for (const auto& [name, q] : quantized) {
-    NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&
-                    q->normalisation == first.normalisation,
-                path, ": tensor '", name, "' was quantized with another codebook or normalisation than '",
-                quantized.begin()->first, "'; a file holds one of each");
-    checkpoint.quantized[name] = q->tensor;
-    const std::string& d = q->dtype;
-    checkpoint.dtypes[name] = d == "F16" ? io::DType::F16 : d == "BF16" ? io::DType::BF16 : io::DType::F32;
-  }
-  io::write_safetensors(path, to_tensor_file(checkpoint, path));
 }
 
 py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py::array>& bias,
@@ -530,30 +356,6 @@ void bind_tensors(py::module_& m) {
       },
       "tensors"_a, "codebook"_a, "normalise"_a, "group_size"_a, "device"_a, "nonfinite"_a);
   m.def("_qgemm", &qgemm, "x"_a, "q"_a, "bias"_a, "device"_a);
-  m.def("_load", &load, "path"_a);
-  m.def(
-      "_float8_to_f32",
-      [](const py::array& bytes, const std::string& dtype) {
-        const std::optional<io::DType> d = io::dtype_named(dtype);
-        NUQ_REQUIRE(d && io::is_float8(*d), "to_float32: '", dtype, "' is not an 8-bit float dtype");
-        NUQ_REQUIRE(bytes.itemsize() == 1 && (bytes.flags() & py::array::c_style), "to_float32: C-contiguous bytes");
-        std::vector<float> values(std::size_t(bytes.size()));
-        io::float8_to_f32(*d, static_cast<const std::uint8_t*>(bytes.data()), values.size(), values.data());
-        return adopt(std::move(values), std::vector<py::ssize_t>(bytes.shape(), bytes.shape() + bytes.ndim()));
-      },
-      "bytes"_a, "dtype"_a);
-  m.def(
-      "_load_metadata",
-      [](const std::string& path) {
-        std::map<std::string, std::string> metadata;
-        {
-          py::gil_scoped_release release;
-          metadata = plain_metadata(io::SafetensorsReader(path).layout().metadata);  // the header alone
-        }
-        return metadata;
-      },
-      "path"_a);
-  m.def("_save", &save, "path"_a, "quantized"_a, "plain"_a, "metadata"_a);
   m.def("devices", [] {
     py::list names;
     for (Device d : {Device::Cpu, Device::Cuda}) try {

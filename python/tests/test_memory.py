@@ -100,3 +100,43 @@ def test_grouped_tensors_hold_their_scales_not_a_table_per_group():
     assert tables == 1024 * 1024 // 8  # QuantizedTensor.levels still gives every group's table, on request
     assert stored == 4 * (1024 * 1024 + 1024 * 128 * 4 + 256 * 4)  # codes, scales, one normalised table
     assert growth <= stored + (16 << 20), f"four grouped tensors kept {growth / 2**20:.0f} MiB"
+
+
+FILES = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    import nuq
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step, f32, bf16 = sys.argv[1:]
+    rows, cols = 16384, 16384  # 2^28 weights
+    if step == "save":  # a float32 array, and one as load gives bfloat16 (tagged), each 1 GiB
+        w = np.empty((rows, cols), dtype=np.float32)
+        for r in range(0, rows, 256):
+            np.random.default_rng(r).standard_normal(size=(256, cols), dtype=np.float32, out=w[r:r + 256])
+        before = peak()
+        nuq.save(f32, {"w": w})
+        w.view(np.uint32)[...] &= np.uint32(0xFFFF0000)  # in place: each value a bfloat16
+        nuq.save(bf16, {"w": w.view(np.dtype(np.float32, metadata={"widened_from": "BF16"}))})
+        print(peak() - before, 0)
+    else:
+        before = peak()
+        w = nuq.load(f32 if step == "load-f32" else bf16)["w"]
+        assert w.shape == (rows, cols) and w.dtype == np.float32
+        assert (w.dtype.metadata is not None) == (step == "load-bf16")
+        print(peak() - before, w.nbytes)
+""")
+
+
+def test_files_are_written_and_read_without_a_whole_copy(tmp_path):
+    """nuq.save streams arrays to the file (bfloat16 narrowed a piece at a time); nuq.load reads a
+    plain checkpoint a tensor at a time into its array: either costs at most 64 MiB besides the
+    arrays (a copy of the file or of an array would add 512 MiB to 1 GiB)."""
+    files = [str(tmp_path / "f32.safetensors"), str(tmp_path / "bf16.safetensors")]
+    for step in ("save", "load-f32", "load-bf16"):
+        result = subprocess.run([sys.executable, "-c", FILES, step, *files], capture_output=True, text=True,
+                                env=os.environ)
+        assert result.returncode == 0, result.stdout + result.stderr
+        growth, arrays = map(int, result.stdout.split())
+        print(f"{step}: peak grew by {growth / 2**20:.0f} MiB for {arrays / 2**20:.0f} MiB of arrays")
+        assert growth <= arrays + (64 << 20), f"{step}: peak grew by {growth / 2**20:.0f} MiB"
+    assert os.path.getsize(files[1]) < os.path.getsize(files[0]) // 2 + (1 << 20)  # written as bfloat16

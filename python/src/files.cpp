@@ -1,0 +1,304 @@
+// nuq.load and nuq.save: safetensors files as numpy arrays and QuantizedTensors, and the dtypes
+// an array is read and stored as (which quantize shares). Plain checkpoints are read a tensor at a
+// time; the Python layer names what numpy cannot hold (bfloat16, 8-bit and packed floats).
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "binding.h"
+#include "nuq/checkpoint.h"
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
+#include "nuq/io/widen.h"
+#include "nuq/quantized_file.h"
+
+namespace nuq::python {
+
+using namespace pybind11::literals;
+
+namespace {
+
+// The numpy dtype of each safetensors dtype (BF16 has none: it is read as F32, exactly, tagged; the
+// 8-bit and the packed F4 and F6 floats are read as their bytes, tagged).
+const std::vector<std::pair<io::DType, const char*>>& numpy_dtypes() {
+  static const std::vector<std::pair<io::DType, const char*>> table = {
+      {io::DType::BOOL, "bool"},   {io::DType::U8, "uint8"},     {io::DType::I8, "int8"},
+      {io::DType::U16, "uint16"},  {io::DType::I16, "int16"},    {io::DType::F16, "float16"},
+      {io::DType::U32, "uint32"},  {io::DType::I32, "int32"},    {io::DType::F32, "float32"},
+      {io::DType::U64, "uint64"},  {io::DType::I64, "int64"},    {io::DType::F64, "float64"},
+      {io::DType::C64, "complex64"}};
+  return table;
+}
+
+}  // namespace
+
+ArrayDtype dtype_of(const py::array& a, const std::optional<std::string>& tag, const std::string& name) {
+  if (tag) {  // the Python layer names what numpy cannot hold (BF16 as raw uint16, 8-bit and packed floats as bytes)
+    const std::optional<io::DType> tagged = io::dtype_named(*tag);
+    if (tagged == io::DType::BF16 && a.dtype().equal(py::dtype::of<float>())) return {io::DType::F32, io::DType::BF16};
+    NUQ_REQUIRE(tagged && (*tagged == io::DType::BF16 ? a.itemsize() == 2
+                                                      : a.itemsize() == 1 && io::dtype_bits(*tagged) <= 8 &&
+                                                            *tagged != io::DType::U8 && *tagged != io::DType::I8 &&
+                                                            *tagged != io::DType::BOOL),
+                name, ": dtype tag '", *tag, "' does not fit numpy dtype ", std::string(py::str(a.dtype())));
+    return {*tagged, *tagged};
+  }
+  for (const auto& [dtype, numpy] : numpy_dtypes())
+    if (a.dtype().equal(py::dtype(numpy))) return {dtype, dtype};
+  throw Error(name + ": numpy dtype " + std::string(py::str(a.dtype())) + " cannot be stored in safetensors");
+}
+
+std::vector<std::int64_t> shape_of(const py::array& a) {
+  return std::vector<std::int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+namespace {
+
+// One array save() writes, checked (with the GIL held); its bytes are read after the GIL is let go,
+// while the caller's list still holds the array.
+struct PlainArray {
+  std::string name;
+  const void* data;
+  ArrayDtype dtype;
+  std::vector<std::int64_t> shape;
+  std::size_t bytes;  // in memory (dtype.read)
+};
+
+// out[0, 2 count) = the bfloat16 bits of float32 values that all are bfloat16s (their high halves;
+// the low halves are zero), element `first` the first of them (for the error).
+void narrow_to_bf16(const float* values, std::size_t count, std::size_t first, std::uint8_t* out,
+                    const std::string& where) {
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof bits);
+    NUQ_REQUIRE((bits & 0xFFFFu) == 0, where, ": element ", first + i, " (", values[i], ") is not a bfloat16");
+    const auto high = std::uint16_t(bits >> 16);
+    std::memcpy(out + 2 * i, &high, sizeof high);
+  }
+}
+
+// `a`'s bytes as the file stores them, handed to `put` a bounded piece at a time where they are
+// narrowed (load's bfloat16), whole where they are stored as they lie.
+void stored_bytes(const PlainArray& a, const std::string& where,
+                  const std::function<void(const void*, std::size_t)>& put) {
+  if (a.dtype.read == a.dtype.stored) {
+    if (a.bytes) put(a.data, a.bytes);
+    return;
+  }
+  constexpr std::size_t kPieceValues = std::size_t{1} << 22;
+  const std::size_t count = a.bytes / sizeof(float);
+  std::vector<std::uint8_t> piece(2 * std::min(count, kPieceValues));
+  for (std::size_t first = 0; first < count; first += kPieceValues) {
+    const std::size_t n = std::min(kPieceValues, count - first);
+    narrow_to_bf16(static_cast<const float*>(a.data) + first, n, first, piece.data(), where);
+    put(piece.data(), 2 * n);
+  }
+}
+
+// The array load gives for a tensor of `dtype` and `shape` whose file bytes are `bytes` long, not
+// yet filled in. BF16 is float32 (widened exactly), its dtype tagged so that save() and quantize()
+// keep it bfloat16 while every value still is one. The 8-bit floats and the packed F4, F6_E2M3,
+// F6_E3M2 numpy cannot hold are their bytes (uint8; the last dimension in bytes, as PyTorch's
+// float4_e2m1fn_x2 holds F4), their dtype and shape in the numpy dtype's metadata, so that save()
+// writes them back as they were and quantize_state_dict counts them as the non-float tensors they
+// are (to_float32 widens the 8-bit ones). The rest are numpy's own dtypes.
+py::array array_for(io::DType dtype, const std::vector<std::int64_t>& tensor_shape, std::size_t bytes,
+                    const std::string& where) {
+  std::vector<py::ssize_t> shape(tensor_shape.begin(), tensor_shape.end());
+  const py::module_ numpy = py::module_::import("numpy");
+  py::object numpy_dtype;
+  if (dtype == io::DType::BF16) {
+    numpy_dtype = numpy.attr("dtype")("float32", "metadata"_a = py::dict("widened_from"_a = "BF16"));
+  } else if (const auto own = std::find_if(numpy_dtypes().begin(), numpy_dtypes().end(),
+                                           [&](const auto& entry) { return entry.first == dtype; });
+             own != numpy_dtypes().end()) {
+    numpy_dtype = py::dtype(own->second);
+  } else {
+    const std::size_t bits = io::dtype_bits(dtype);
+    if (!shape.empty() && std::size_t(shape.back()) * bits % 8 == 0)
+      shape.back() = py::ssize_t(std::size_t(shape.back()) * bits / 8);
+    else
+      shape = {py::ssize_t(bytes)};
+    numpy_dtype = numpy.attr("dtype")(
+        "uint8", "metadata"_a = py::dict("safetensors"_a = io::to_string(dtype), "shape"_a = tensor_shape));
+  }
+  py::array a(py::reinterpret_borrow<py::dtype>(numpy_dtype), shape);
+  const std::size_t needed = dtype == io::DType::BF16 ? std::size_t(a.nbytes()) / 2 : std::size_t(a.nbytes());
+  NUQ_REQUIRE(bytes == needed, where, ": holds ", bytes, " bytes, its shape needs ", needed);
+  return a;
+}
+
+// Fills `a` (from array_for) with a tensor's `bytes` bytes, which read(offset, count, out) gives:
+// straight into the array, or for BF16 a bounded piece at a time, each widened into place. The
+// GIL is released while it reads.
+void fill(io::DType dtype, py::array& a, std::size_t bytes,
+          const std::function<void(std::size_t, std::size_t, void*)>& read) {
+  void* out = a.mutable_data();
+  py::gil_scoped_release release;
+  if (dtype != io::DType::BF16) {
+    if (bytes) read(0, bytes, out);
+    return;
+  }
+  constexpr std::size_t kPieceBytes = std::size_t{16} << 20;
+  std::vector<std::uint8_t> piece(std::min(bytes, kPieceBytes));
+  for (std::size_t done = 0; done < bytes; done += piece.size()) {
+    const std::size_t count = std::min(piece.size(), bytes - done);
+    read(done, count, piece.data());
+    io::widen_to_f32(dtype, piece.data(), count / 2, static_cast<float*>(out) + done / 2);
+  }
+}
+
+py::array numpy_of(const io::Tensor& t, const std::string& where) {
+  py::array a = array_for(t.dtype, t.shape, t.data.size(), where);
+  fill(t.dtype, a, t.data.size(),
+       [&](std::size_t offset, std::size_t count, void* out) { std::memcpy(out, t.data.data() + offset, count); });
+  return a;
+}
+
+PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebook, Normalisation normalisation,
+                   io::DType dtype) {
+  PyQuantized q;
+  q.tensor = std::move(tensor);
+  if (codebook) q.codebook = PyCodebook(*codebook);
+  q.normalisation = normalisation;
+  q.dtype = io::to_string(dtype);
+  return q;
+}
+
+// Every tensor of a file nuq wrote: quantized ones as QuantizedTensor, the rest as numpy arrays.
+// A plain checkpoint is read a tensor at a time straight into its array (the file is never held
+// whole beside them); a quantized one, codes and descriptions checked together, is read whole.
+py::dict load(const std::string& path) {
+  std::unique_ptr<io::SafetensorsReader> reader;
+  {
+    py::gil_scoped_release release;
+    reader = std::make_unique<io::SafetensorsReader>(path);
+  }
+  py::dict out;
+  if (is_quantized_file(io::TensorFile{reader->layout().metadata, {}})) {  // nuq's models, other checkpoints alike
+    io::TensorFile file;
+    {
+      py::gil_scoped_release release;
+      reader.reset();
+      file = io::read_safetensors(path);
+    }
+    QuantizedCheckpoint checkpoint = read_quantized_checkpoint(file, path);
+    for (auto& [name, t] : checkpoint.quantized)
+      out[py::str(name)] =
+          loaded(std::move(t), checkpoint.codebook, checkpoint.normalisation, checkpoint.dtypes.at(name));
+    for (const auto& [name, t] : checkpoint.copied) out[py::str(name)] = numpy_of(t, path + ": tensor '" + name + "'");
+    return out;
+  }
+  for (const auto& [name, entry] : reader->layout().tensors) {
+    const std::size_t bytes = entry.end - entry.begin;
+    py::array a = array_for(entry.dtype, entry.shape, bytes, path + ": tensor '" + name + "'");
+    fill(entry.dtype, a, bytes,
+         [&](std::size_t offset, std::size_t count, void* to) { reader->read(entry, offset, count, to); });
+    out[py::str(name)] = a;
+  }
+  return out;
+}
+
+// Quantized tensors as nuq quantize writes a checkpoint (one codebook and normalisation for all),
+// plain arrays copied; without quantized tensors, a plain safetensors file.
+void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
+          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>,
+                                       std::optional<std::vector<std::int64_t>>>>& plain,
+          const std::map<std::string, std::string>& metadata) {
+  for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
+    NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
+                "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
+  std::vector<PlainArray> arrays;
+  for (const auto& [name, array, tag, element_shape] : plain) {
+    const std::string where = path + ": tensor '" + name + "'";
+    NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
+    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
+    PlainArray a{name, array.data(), dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array),
+                 std::size_t(array.nbytes())};
+    NUQ_REQUIRE(io::byte_size(a.dtype.read, io::element_count(a.shape), where) == a.bytes, where, ": ", a.bytes,
+                " bytes do not hold ", io::to_string(a.dtype.read), " [", io::shape_text(a.shape), "]");
+    arrays.push_back(std::move(a));
+  }
+  py::gil_scoped_release release;
+  if (quantized.empty()) {  // a plain file, streamed from the arrays: none is copied whole
+    std::vector<std::pair<std::string, io::TensorEntry>> entries;
+    std::map<std::string, const PlainArray*> by_name;
+    for (const PlainArray& a : arrays) {
+      const std::size_t stored = io::byte_size(a.dtype.stored, io::element_count(a.shape), a.name);
+      entries.push_back({a.name, io::TensorEntry{a.dtype.stored, a.shape, 0, stored}});
+      by_name[a.name] = &a;
+    }
+    io::SafetensorsWriter writer(path, metadata, std::move(entries));
+    for (const auto& [name, entry] : writer.order())
+      stored_bytes(*by_name.at(name), path + ": tensor '" + name + "'",
+                   [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
+    writer.finish();
+    return;
+  }
+  std::map<std::string, io::Tensor> copied;  // a quantized checkpoint's file is made whole (to_tensor_file)
+  for (const PlainArray& a : arrays) {
+    io::Tensor t{a.dtype.stored, a.shape, {}};
+    stored_bytes(a, path + ": tensor '" + a.name + "'", [&](const void* bytes, std::size_t count) {
+      t.data.insert(t.data.end(), static_cast<const std::uint8_t*>(bytes), static_cast<const std::uint8_t*>(bytes) + count);
+    });
+    copied[a.name] = std::move(t);
+  }
+  const PyQuantized& first = *quantized.begin()->second;
+  QuantizedCheckpoint checkpoint;
+  if (first.codebook) checkpoint.codebook = first.codebook->codebook;
+  checkpoint.normalisation = first.normalisation;
+  checkpoint.copied = std::move(copied);
+  checkpoint.metadata = metadata;
+  if (first.normalisation == Normalisation::Global && first.tensor.stddev > 0.0) {  // the map every tensor shares
+    checkpoint.mean = first.tensor.mean;
+    checkpoint.stddev = first.tensor.stddev;
+  }
+  const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
+  for (const auto& [name, q] : quantized) {
+    NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&
+                    q->normalisation == first.normalisation,
+                path, ": tensor '", name, "' was quantized with another codebook or normalisation than '",
+                quantized.begin()->first, "'; a file holds one of each");
+    checkpoint.quantized[name] = q->tensor;
+    const std::string& d = q->dtype;
+    checkpoint.dtypes[name] = d == "F16" ? io::DType::F16 : d == "BF16" ? io::DType::BF16 : io::DType::F32;
+  }
+  io::write_safetensors(path, to_tensor_file(checkpoint, path));
+}
+
+}  // namespace
+
+void bind_files(py::module_& m) {
+  m.def("_load", &load, "path"_a);
+  m.def(
+      "_float8_to_f32",
+      [](const py::array& bytes, const std::string& dtype) {
+        const std::optional<io::DType> d = io::dtype_named(dtype);
+        NUQ_REQUIRE(d && io::is_float8(*d), "to_float32: '", dtype, "' is not an 8-bit float dtype");
+        NUQ_REQUIRE(bytes.itemsize() == 1 && (bytes.flags() & py::array::c_style), "to_float32: C-contiguous bytes");
+        std::vector<float> values(std::size_t(bytes.size()));
+        io::float8_to_f32(*d, static_cast<const std::uint8_t*>(bytes.data()), values.size(), values.data());
+        return adopt(std::move(values), std::vector<py::ssize_t>(bytes.shape(), bytes.shape() + bytes.ndim()));
+      },
+      "bytes"_a, "dtype"_a);
+  m.def(
+      "_load_metadata",
+      [](const std::string& path) {
+        std::map<std::string, std::string> metadata;
+        {
+          py::gil_scoped_release release;
+          metadata = plain_metadata(io::SafetensorsReader(path).layout().metadata);  // the header alone
+        }
+        return metadata;
+      },
+      "path"_a);
+  m.def("_save", &save, "path"_a, "quantized"_a, "plain"_a, "metadata"_a);
+}
+
+}  // namespace nuq::python
