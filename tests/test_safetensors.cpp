@@ -2,7 +2,10 @@
 // each rejected with a message that names the file and the field.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -71,6 +74,24 @@ TEST(Safetensors, RoundTripsThroughAFile) {
   EXPECT_EQ(written, serialize_safetensors(file));
 }
 
+// A streamed file is a new file of the writer's own (never one found at its temporary name) whose
+// mode is what the umask leaves, as for any file the user writes.
+TEST(Safetensors, AStreamedFileGetsTheModeTheUmaskLeaves) {
+  test::TempDir dir;
+  const mode_t before = ::umask(0002);
+  {
+    SafetensorsWriter writer(dir.file("s.safetensors"), {}, {{"t", TensorEntry{DType::U8, {2}}}});
+    const std::uint8_t bytes[2] = {1, 2};
+    writer.append(bytes, 2);
+    writer.finish();
+  }
+  ::umask(before);
+  const auto permissions = std::filesystem::status(dir.file("s.safetensors")).permissions();
+  EXPECT_NE(permissions & std::filesystem::perms::group_write, std::filesystem::perms::none);
+  EXPECT_EQ(permissions & std::filesystem::perms::others_write, std::filesystem::perms::none);
+  EXPECT_EQ(read_safetensors(dir.file("s.safetensors")).tensors.at("t").data, (Bytes{1, 2}));
+}
+
 TEST(Safetensors, RejectsCorruptFiles) {
   const Bytes eight(8, 0);
   const std::string ok = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
@@ -111,7 +132,15 @@ TEST(Safetensors, RejectsCorruptFiles) {
       {"f6-size", file_of(R"({"t":{"dtype":"F6_E3M2","shape":[4],"data_offsets":[0,4]}})", {1, 2, 3, 4}), "needs 3"},
       {"dim-past-int64", file_of(R"({"t":{"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]}})", {}), "out of range"},
       {"rank", file_of(R"({"t":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}})", {1}), "rank"},
+      // No element, but dimensions no array library can allocate even empty (numpy, PyTorch).
+      {"zero-hides-overflow",
+       file_of(R"({"t":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}})", {}), "too large"},
+      // Refused before the parse that would hold every level (tens of bytes a byte of header).
+      {"deep", file_of("{\"a\":" + std::string(64, '[') + std::string(64, ']') + "}", {}), "nested deeper"},
   };
+  // At the limit: non-zero dimensions of 2^60 elements beside a zero one still read.
+  EXPECT_NO_THROW(parse_safetensors(
+      file_of(R"({"t":{"dtype":"F64","shape":[1073741824,0,1073741824],"data_offsets":[0,0]}})", {}), "limit"));
   for (const Case& c : cases) {
     try {
       parse_safetensors(c.bytes, c.name);

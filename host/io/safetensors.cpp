@@ -57,11 +57,13 @@ class DuplicateKeyFinder : public nlohmann::json_sax<nlohmann::json> {
   std::string duplicate;
 
   bool start_object(std::size_t) override {
+    deeper();
     keys_.emplace_back();
     return true;
   }
   bool end_object() override {
     keys_.pop_back();
+    --depth_;
     return true;
   }
   bool key(string_t& name) override {
@@ -75,14 +77,27 @@ class DuplicateKeyFinder : public nlohmann::json_sax<nlohmann::json> {
   bool number_float(number_float_t, const string_t&) override { return true; }
   bool string(string_t&) override { return true; }
   bool binary(binary_t&) override { return true; }
-  bool start_array(std::size_t) override { return true; }
-  bool end_array() override { return true; }
+  bool start_array(std::size_t) override {
+    deeper();
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
     throw Error(e.what());
   }
 
  private:
+  // A header nests three deep (the header, a tensor, its shape); one far deeper is refused here,
+  // before the parse that would hold every level of it (tens of bytes of memory per byte of text).
+  static constexpr int kMaxDepth = 8;
+  void deeper() {
+    if (++depth_ > kMaxDepth) throw Error("nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  }
   std::vector<std::set<std::string>> keys_;
+  int depth_ = 0;
 };
 
 // Parses the header JSON, rejecting a key that appears twice in one object (nlohmann would keep
@@ -131,6 +146,21 @@ std::size_t byte_size(DType dtype, std::size_t count, const std::string& where) 
   NUQ_REQUIRE(count * bits % 8 == 0, where, ": ", count, " elements of ", info(dtype).name, " (", bits,
               " bits each) are not a whole number of bytes");
   return count * bits / 8;
+}
+
+std::size_t checked_element_count(const std::vector<std::int64_t>& shape, const std::string& where) {
+  std::uint64_t count = 1, without_zeros = 1;
+  for (std::int64_t d : shape) {
+    NUQ_REQUIRE(d >= 0, where, ": shape [", shape_text(shape), "] has a negative dimension");
+    if (d == 0) {
+      count = 0;
+      continue;
+    }
+    NUQ_REQUIRE(without_zeros <= kMaxShapeProduct / std::uint64_t(d), where, ": shape [", shape_text(shape),
+                "] is too large (its elements' byte size overflows)");
+    without_zeros *= std::uint64_t(d);
+  }
+  return count ? std::size_t(without_zeros) : 0;
 }
 
 std::size_t element_count(const std::vector<std::int64_t>& shape) {
@@ -200,15 +230,13 @@ Layout parse_layout(const std::string& text, std::uint64_t data_size, const std:
     entry.dtype = parse_dtype(value["dtype"], where);
     const auto& shape = value["shape"];
     NUQ_REQUIRE(shape.is_array() && shape.size() <= 8, where, ": shape must be an array of rank <= 8");
-    std::size_t count = 1;
     for (const auto& dim : shape) {
       NUQ_REQUIRE(dim.is_number_unsigned(), where, ": shape entries must be non-negative integers");
       const std::uint64_t d = dim.get<std::uint64_t>();
-      NUQ_REQUIRE(d == 0 || count <= SIZE_MAX / d, where, ": the shape's byte size overflows");
       NUQ_REQUIRE(d <= std::uint64_t(INT64_MAX), where, ": shape entry ", d, " is out of range");
-      count *= static_cast<std::size_t>(d);
       entry.shape.push_back(static_cast<std::int64_t>(d));
     }
+    const std::size_t count = checked_element_count(entry.shape, where);
     const std::size_t bytes_needed = byte_size(entry.dtype, count, where);
     const auto& offsets = value["data_offsets"];
     NUQ_REQUIRE(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&

@@ -45,11 +45,14 @@ void write_fully(int fd, const void* data, std::size_t bytes, const std::string&
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   require_input_file(path);
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Without blocking (a FIFO put in the file's place after the check above would block open()),
+  // and what was opened checked again: a regular file, whatever the path named a moment before.
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   NUQ_REQUIRE(fd_ >= 0, path, ": cannot open: ", std::strerror(errno));
   try {
     struct stat info {};
     NUQ_REQUIRE(::fstat(fd_, &info) == 0, path, ": cannot stat: ", std::strerror(errno));
+    NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": not a regular file");
     file_size_ = std::uint64_t(info.st_size);
     std::uint8_t first8[8] = {};
     NUQ_REQUIRE(file_size_ >= 8, path, ": too short for a safetensors header length (", file_size_, " bytes)");
@@ -112,7 +115,9 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std
   const std::string text = plan_header(metadata, order_);
   data_bytes_ = order_.empty() ? 0 : order_.back().second.end;
   header_bytes_ = 8 + text.size();
-  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A new file of this call's own name (never one found there, nor a link's target), its mode as
+  // the umask leaves it, as for any other file the user writes.
+  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
   NUQ_REQUIRE(fd_ >= 0, path, ": cannot write there (creating ", temporary_, "): ", std::strerror(errno));
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(std::uint64_t(text.size()) >> (8 * i));
@@ -151,8 +156,9 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
 void SafetensorsWriter::finish() {
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
   NUQ_REQUIRE(::fsync(fd_) == 0, path_, ": writing failed (disk full?): ", std::strerror(errno));
-  NUQ_REQUIRE(::close(fd_) == 0, path_, ": writing failed: ", std::strerror(errno));
-  fd_ = -1;
+  const int fd = fd_;
+  fd_ = -1;  // closed below even when close() fails: never closed twice (another thread may reuse it)
+  NUQ_REQUIRE(::close(fd) == 0, path_, ": writing failed: ", std::strerror(errno));
   NUQ_REQUIRE(std::rename(temporary_.c_str(), path_.c_str()) == 0, path_, ": cannot replace the file: ",
               std::strerror(errno));
   finished_ = true;

@@ -128,7 +128,12 @@ py::array array_for(io::DType dtype, const std::vector<std::int64_t>& tensor_sha
     numpy_dtype = numpy.attr("dtype")(
         "uint8", "metadata"_a = py::dict("safetensors"_a = io::to_string(dtype), "shape"_a = tensor_shape));
   }
-  py::array a(py::reinterpret_borrow<py::dtype>(numpy_dtype), shape);
+  py::array a;
+  try {
+    a = py::array(py::reinterpret_borrow<py::dtype>(numpy_dtype), shape);
+  } catch (py::error_already_set& e) {  // numpy's MemoryError or "array is too big": said of this tensor
+    throw Error(where + ": " + e.what());
+  }
   const std::size_t needed = dtype == io::DType::BF16 ? std::size_t(a.nbytes()) / 2 : std::size_t(a.nbytes());
   NUQ_REQUIRE(bytes == needed, where, ": holds ", bytes, " bytes, its shape needs ", needed);
   return a;
@@ -219,10 +224,12 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
     const std::string where = path + ": tensor '" + name + "'";
     NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
     // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
+    NUQ_REQUIRE(name != "__metadata__", where, ": the name is safetensors' own (its metadata's)");
     PlainArray a{name, array.data(), dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array),
                  std::size_t(array.nbytes())};
-    NUQ_REQUIRE(io::byte_size(a.dtype.read, io::element_count(a.shape), where) == a.bytes, where, ": ", a.bytes,
-                " bytes do not hold ", io::to_string(a.dtype.read), " [", io::shape_text(a.shape), "]");
+    // (A tagged shape is the caller's: one a reader would refuse is refused here, before writing.)
+    NUQ_REQUIRE(io::byte_size(a.dtype.read, io::checked_element_count(a.shape, where), where) == a.bytes, where, ": ",
+                a.bytes, " bytes do not hold ", io::to_string(a.dtype.read), " [", io::shape_text(a.shape), "]");
     arrays.push_back(std::move(a));
   }
   py::gil_scoped_release release;

@@ -1,5 +1,7 @@
 // The _nuq extension module: nuq::Error becomes ValueError (a user's mistake, with nuq's
 // message); nuq::InternalError stays a RuntimeError (a bug of nuq).
+#include <string>
+
 #include "binding.h"
 #include "nuq/error.h"
 
@@ -9,7 +11,13 @@ PYBIND11_MODULE(_nuq, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const nuq::Error& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      // A message quotes paths and header bytes as they are, which need not be UTF-8: those bytes
+      // are shown escaped, never lost with the rest of the message.
+      const std::string what = e.what();
+      PyObject* text = PyUnicode_DecodeUTF8(what.data(), Py_ssize_t(what.size()), "backslashreplace");
+      if (!text) return;  // (the decoder's own error stands)
+      PyErr_SetObject(PyExc_ValueError, text);
+      Py_DECREF(text);
     }
   });
   nuq::python::bind_design(m);

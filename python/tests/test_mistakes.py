@@ -155,3 +155,33 @@ def test_torch_save_of_a_quantized_state_dict_comes_back_as_torch(tmp_path, w):
     restored = back["layer.weight"].dequantize()
     assert isinstance(restored, torch.Tensor)  # the device it returns to was pickled with it
     torch.testing.assert_close(restored, quantized["layer.weight"].dequantize())
+
+
+def test_messages_keep_file_names_that_are_not_utf8(tmp_path):
+    """A message naming a file whose name is not UTF-8 keeps its text, the odd byte escaped."""
+    missing = os.fsencode(tmp_path) + b"/\xff.safetensors"
+    with pytest.raises(ValueError, match=r"\\xff\.safetensors"):
+        nuq.load(missing)
+    with pytest.raises(ValueError, match=r"nodir\\xfe"):
+        nuq.save(os.fsencode(tmp_path) + b"/nodir\xfe/x.safetensors", {"a": np.zeros(2, np.float32)})
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    """A file save writes is one load reads: a tagged shape with a negative or overflowing
+    dimension, or a tensor named like the metadata, is refused before anything is written."""
+    path = tmp_path / "x.safetensors"
+    for shape in ([-4, -1], [2**32, 2**32, 1]):
+        tagged = np.dtype("uint8", metadata={"safetensors": "F6_E2M3", "shape": shape})
+        with pytest.raises(ValueError, match="x.safetensors"):
+            nuq.save(path, {"a": np.zeros(3 if shape[0] < 0 else 0, tagged)})
+    with pytest.raises(ValueError, match="x.safetensors: tensor '__metadata__'"):
+        nuq.save(path, {"__metadata__": np.zeros(2, np.float32)})
+    assert not path.exists() and os.listdir(tmp_path) == []
+
+
+def test_dimensions_no_array_can_have_are_refused_by_name(tmp_path):
+    header = b'{"t":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}'
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ValueError, match="huge.safetensors: tensor 't': shape .* is too large"):
+        nuq.load(path)

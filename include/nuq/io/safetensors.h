@@ -33,8 +33,17 @@ std::size_t dtype_size(DType dtype);
 std::size_t byte_size(DType dtype, std::size_t count, const std::string& where);
 
 // The number of elements of `shape` (1 for a scalar), for shapes already known to be sane: the
-// reader checks a file's shapes against its bytes before any of them reaches this product.
+// reader checks a file's shapes (checked_element_count) before any of them reaches this product.
 std::size_t element_count(const std::vector<std::int64_t>& shape);
+
+// The product of a shape's non-zero dimensions, which numpy and PyTorch must be able to allocate
+// an array of even when another dimension is 0: at most 2^60, so that the bytes of any dtype fit a
+// signed 64-bit size.
+constexpr std::uint64_t kMaxShapeProduct = std::uint64_t{1} << 60;
+
+// element_count for a shape from outside (a file's header, a caller's): throws nuq::Error naming
+// `where` for a negative dimension or non-zero dimensions whose product exceeds kMaxShapeProduct.
+std::size_t checked_element_count(const std::vector<std::int64_t>& shape, const std::string& where);
 
 struct Tensor {
   DType dtype = DType::F32;
