@@ -394,9 +394,9 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
 
 
 def load(path: str) -> dict:
-    """Every tensor of a safetensors file nuq wrote (or any safetensors file). A file without
-    quantized tensors is read a tensor at a time straight into its array: loading costs the arrays
-    and a few MiB, never the file twice.
+    """Every tensor of a safetensors file nuq wrote (or any safetensors file), read a tensor at a
+    time: loading costs what it returns and a few MiB (a quantized tensor's stored bytes, for a
+    moment, twice), never the whole file beside it.
 
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
     QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32, its dtype

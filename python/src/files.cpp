@@ -159,13 +159,6 @@ void fill(io::DType dtype, py::array& a, std::size_t bytes,
   }
 }
 
-py::array numpy_of(const io::Tensor& t, const std::string& where) {
-  py::array a = array_for(t.dtype, t.shape, t.data.size(), where);
-  fill(t.dtype, a, t.data.size(),
-       [&](std::size_t offset, std::size_t count, void* out) { std::memcpy(out, t.data.data() + offset, count); });
-  return a;
-}
-
 PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebook, Normalisation normalisation,
                    io::DType dtype) {
   PyQuantized q;
@@ -176,37 +169,50 @@ PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebo
   return q;
 }
 
-// Every tensor of a file nuq wrote: quantized ones as QuantizedTensor, the rest as numpy arrays.
-// A plain checkpoint is read a tensor at a time straight into its array (the file is never held
-// whole beside them); a quantized one, codes and descriptions checked together, is read whole.
+// Every tensor of a file nuq wrote: quantized ones as QuantizedTensor, the rest as numpy arrays,
+// read a tensor at a time (the file is never held whole beside what it becomes).
 py::dict load(const std::string& path) {
   std::unique_ptr<io::SafetensorsReader> reader;
   {
     py::gil_scoped_release release;
     reader = std::make_unique<io::SafetensorsReader>(path);
   }
-  py::dict out;
-  if (is_quantized_file(io::TensorFile{reader->layout().metadata, {}})) {  // nuq's models, other checkpoints alike
-    io::TensorFile file;
-    {
-      py::gil_scoped_release release;
-      reader.reset();
-      file = io::read_safetensors(path);
-    }
-    QuantizedCheckpoint checkpoint = read_quantized_checkpoint(file, path);
-    for (auto& [name, t] : checkpoint.quantized)
-      out[py::str(name)] =
-          loaded(std::move(t), checkpoint.codebook, checkpoint.normalisation, checkpoint.dtypes.at(name));
-    for (const auto& [name, t] : checkpoint.copied) out[py::str(name)] = numpy_of(t, path + ": tensor '" + name + "'");
-    return out;
-  }
-  for (const auto& [name, entry] : reader->layout().tensors) {
+  const io::Layout& layout = reader->layout();
+  const auto plain = [&](const std::string& name) {  // a tensor kept as it is, straight into its array
+    const io::TensorEntry& entry = layout.tensors.at(name);
     const std::size_t bytes = entry.end - entry.begin;
     py::array a = array_for(entry.dtype, entry.shape, bytes, path + ": tensor '" + name + "'");
     fill(entry.dtype, a, bytes,
          [&](std::size_t offset, std::size_t count, void* to) { reader->read(entry, offset, count, to); });
-    out[py::str(name)] = a;
+    return a;
+  };
+  py::dict out;
+  if (!is_quantized_file(io::TensorFile{layout.metadata, {}})) {
+    for (const auto& [name, entry] : layout.tensors) out[py::str(name)] = plain(name);
+    return out;
   }
+  // nuq's models and other quantized checkpoints alike, a tensor at a time (as nuq dequantize reads
+  // them): each quantized tensor's stored tensors and description, checked as a whole file is.
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : layout.tensors) names.push_back(name);
+  const QuantizedLayout quantized = quantized_layout(layout.metadata, names, path);
+  for (const auto& [name, described] : quantized.quantized) {
+    QuantizedCheckpoint one;
+    {
+      py::gil_scoped_release release;
+      io::TensorFile part;
+      part.metadata = metadata_of_one(quantized, name);
+      for (const std::string& stored : described.stored) {
+        const io::TensorEntry& entry = layout.tensors.at(stored);
+        io::Tensor& t = part.tensors[stored] = io::Tensor{entry.dtype, entry.shape, {}};
+        t.data.resize(entry.end - entry.begin);
+        reader->read(entry, 0, t.data.size(), t.data.data());
+      }
+      one = read_quantized_checkpoint(part, path);
+    }
+    out[py::str(name)] = loaded(std::move(one.quantized.at(name)), one.codebook, one.normalisation, one.dtypes.at(name));
+  }
+  for (const std::string& name : quantized.copied) out[py::str(name)] = plain(name);
   return out;
 }
 

@@ -140,3 +140,42 @@ def test_files_are_written_and_read_without_a_whole_copy(tmp_path):
         print(f"{step}: peak grew by {growth / 2**20:.0f} MiB for {arrays / 2**20:.0f} MiB of arrays")
         assert growth <= arrays + (64 << 20), f"{step}: peak grew by {growth / 2**20:.0f} MiB"
     assert os.path.getsize(files[1]) < os.path.getsize(files[0]) // 2 + (1 << 20)  # written as bfloat16
+
+
+QUANTIZED_FILE = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    import nuq
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step, path = sys.argv[1:]
+    if step == "write":  # four 8192 x 8192 tensors, 8-bit codes: 64 MiB of codes each
+        rng = np.random.default_rng(3)
+        w = np.empty((8192, 8192), dtype=np.float32)
+        codebook = nuq.design("uniform", 8)
+        quantized = {}
+        for name in "abcd":
+            for r in range(0, 8192, 256):
+                rng.standard_normal(size=(256, 8192), dtype=np.float32, out=w[r:r + 256])
+            quantized[name] = nuq.quantize(w, codebook)
+        nuq.save(path, quantized)
+        print(0, 0, 0)
+    else:
+        before = peak()
+        loaded = nuq.load(path)
+        codes = [loaded[name].nbytes for name in "abcd"]
+        print(peak() - before, sum(codes), max(codes))
+""")
+
+
+def test_a_quantized_file_is_loaded_a_tensor_at_a_time(tmp_path):
+    """Loading a quantized checkpoint holds its tensors' codes and, for a moment, one tensor's
+    stored bytes twice: never the whole file beside the codes it becomes."""
+    path = str(tmp_path / "q.safetensors")
+    for step in ("write", "load"):
+        result = subprocess.run([sys.executable, "-c", QUANTIZED_FILE, step, path], capture_output=True, text=True,
+                                env=os.environ)
+        assert result.returncode == 0, result.stdout + result.stderr
+    growth, codes, largest = map(int, result.stdout.split())
+    print(f"load: peak grew by {growth / 2**20:.0f} MiB for {codes / 2**20:.0f} MiB of codes")
+    assert 4 * 8192 * 8192 <= codes <= 4 * 8192 * 8192 + 4096  # the codes and four tables of 256 levels
+    assert growth <= codes + 2 * largest + (64 << 20), f"peak grew by {growth / 2**20:.0f} MiB"
