@@ -42,7 +42,7 @@ def number(text, unit=""):
 def launches(path):
     """[(kernel name, {metric: (value text, unit)})] of one CSV, in the file's order."""
     with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f)]
+        rows = list(csv.reader(f))
     start = next((i for i, r in enumerate(rows) if "Kernel Name" in r and "ID" in r), None)
     if start is None:
         return []

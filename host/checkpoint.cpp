@@ -112,12 +112,29 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
   return out;
 }
 
+QuantizedLayout quantized_layout_of(const io::SafetensorsReader& reader) {
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : reader.layout().tensors) names.push_back(name);
+  return quantized_layout(reader.layout().metadata, names, reader.path());
+}
+
+QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, const QuantizedLayout& layout,
+                                          const std::string& tensor) {
+  io::TensorFile part;
+  part.metadata = metadata_of_one(layout, tensor);
+  for (const std::string& stored : layout.quantized.at(tensor).stored) {
+    const io::TensorEntry& entry = reader.layout().tensors.at(stored);
+    io::Tensor& t = part.tensors[stored] = io::Tensor{entry.dtype, entry.shape, {}};
+    t.data.resize(entry.end - entry.begin);
+    reader.read(entry, 0, t.data.size(), t.data.data());
+  }
+  return read_quantized_checkpoint(part, reader.path());
+}
+
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output) {
   const io::SafetensorsReader reader(input);
   const io::Layout& layout = reader.layout();
-  std::vector<std::string> names;
-  for (const auto& [name, entry] : layout.tensors) names.push_back(name);
-  const QuantizedLayout quantized = quantized_layout(layout.metadata, names, input);
+  const QuantizedLayout quantized = quantized_layout_of(reader);
   std::vector<std::pair<std::string, io::TensorEntry>> planned;
   for (const auto& [name, described] : quantized.quantized)
     planned.push_back({name, io::TensorEntry{io::DType::F32, described.shape}});
@@ -125,19 +142,12 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     const io::TensorEntry& entry = layout.tensors.at(name);
     planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
   }
-  const auto whole = [&](const std::string& name) {  // one stored tensor, read and checked
-    const io::TensorEntry& entry = layout.tensors.at(name);
-    io::Tensor t{entry.dtype, entry.shape, std::vector<std::uint8_t>(entry.end - entry.begin)};
-    reader.read(entry, 0, t.data.size(), t.data.data());
-    return t;
-  };
   io::SafetensorsWriter writer(output, restored_metadata(layout.metadata, input), planned);
   DequantizeReport report;
   constexpr std::size_t kPiece = std::size_t{16} << 20;  // copied tensors go across in pieces
   std::vector<std::uint8_t> piece;
   for (const auto& [name, entry] : writer.order()) {
-    const auto stored = quantized.quantized.find(name);
-    if (stored == quantized.quantized.end()) {
+    if (!quantized.quantized.count(name)) {  // copied as it is
       const io::TensorEntry& source = layout.tensors.at(name);
       for (std::uint64_t at = 0; at < source.end - source.begin; at += kPiece) {
         piece.resize(std::min<std::uint64_t>(kPiece, source.end - source.begin - at));
@@ -147,11 +157,7 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
       report.copied.push_back(name);
       continue;
     }
-    // This tensor alone: its stored tensors and its description, checked as a whole file is.
-    io::TensorFile part;
-    part.metadata = metadata_of_one(quantized, name);
-    for (const std::string& s : stored->second.stored) part.tensors[s] = whole(s);
-    const QuantizedCheckpoint one = read_quantized_checkpoint(part, input);
+    const QuantizedCheckpoint one = read_quantized_tensor(reader, quantized, name);
     const std::vector<float> values = dequantize(one.quantized.at(name));
     NUQ_REQUIRE(values.size() * sizeof(float) == entry.end - entry.begin, input, ": tensor '", name,
                 "': its codes restore ", values.size(), " weights, its shape holds ",

@@ -12,6 +12,7 @@
 #include "nuq/backend.h"
 #include "nuq/codebook.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/ptq.h"
 #include "nuq/quantized_file.h"
 
@@ -53,6 +54,14 @@ struct DequantizeReport {
 // levels, no quantized tensor left undescribed): errors name `name`.
 io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std::string& name,
                                      DequantizeReport* report = nullptr);
+
+// A quantized file read a tensor at a time: its layout from the header alone (quantized_layout of
+// the reader's tensors), then one quantized tensor's stored tensors and description, read and
+// checked as read_quantized_checkpoint checks a whole file (the result holds that tensor alone).
+// Errors name the reader's path.
+QuantizedLayout quantized_layout_of(const io::SafetensorsReader& reader);
+QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, const QuantizedLayout& layout,
+                                          const std::string& tensor);
 
 // The same from file to file, a tensor at a time: the header first, then each quantized tensor's
 // stored tensors read, checked as read_quantized_checkpoint checks a whole file, restored and

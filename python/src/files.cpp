@@ -191,24 +191,13 @@ py::dict load(const std::string& path) {
     for (const auto& [name, entry] : layout.tensors) out[py::str(name)] = plain(name);
     return out;
   }
-  // nuq's models and other quantized checkpoints alike, a tensor at a time (as nuq dequantize reads
-  // them): each quantized tensor's stored tensors and description, checked as a whole file is.
-  std::vector<std::string> names;
-  for (const auto& [name, entry] : layout.tensors) names.push_back(name);
-  const QuantizedLayout quantized = quantized_layout(layout.metadata, names, path);
+  // nuq's models and other quantized checkpoints alike, a tensor at a time (as nuq dequantize reads them).
+  const QuantizedLayout quantized = quantized_layout_of(*reader);
   for (const auto& [name, described] : quantized.quantized) {
     QuantizedCheckpoint one;
     {
       py::gil_scoped_release release;
-      io::TensorFile part;
-      part.metadata = metadata_of_one(quantized, name);
-      for (const std::string& stored : described.stored) {
-        const io::TensorEntry& entry = layout.tensors.at(stored);
-        io::Tensor& t = part.tensors[stored] = io::Tensor{entry.dtype, entry.shape, {}};
-        t.data.resize(entry.end - entry.begin);
-        reader->read(entry, 0, t.data.size(), t.data.data());
-      }
-      one = read_quantized_checkpoint(part, path);
+      one = read_quantized_tensor(*reader, quantized, name);
     }
     out[py::str(name)] = loaded(std::move(one.quantized.at(name)), one.codebook, one.normalisation, one.dtypes.at(name));
   }
@@ -229,8 +218,8 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
   for (const auto& [name, array, tag, element_shape] : plain) {
     const std::string where = path + ": tensor '" + name + "'";
     NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
-    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
     NUQ_REQUIRE(name != "__metadata__", where, ": the name is safetensors' own (its metadata's)");
+    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
     PlainArray a{name, array.data(), dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array),
                  std::size_t(array.nbytes())};
     // (A tagged shape is the caller's: one a reader would refuse is refused here, before writing.)
