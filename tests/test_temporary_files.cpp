@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "nuq/error.h"
+#include "nuq/io/atomic_file.h"
 #include "nuq/io/temporary_files.h"
 #include "temp_dir.h"
 
@@ -97,6 +100,39 @@ TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
   std::ofstream(output + ".tmp." + dead + ".0") << "a killed run's, seconds ago";  // may be another container's writer
   temporary_path_for(output);
   EXPECT_TRUE(std::filesystem::exists(output + ".tmp." + dead + ".0"));
+}
+
+// The CLI's writers (reports, indexes, predictions, figures' tables) write a temporary file of their
+// own: a link planted at the name it will take is never followed (its target is left as it was), and
+// the file gets the mode the umask leaves.
+TEST(TemporaryFiles, AtomicWritesNeverFollowALinkAtTheirTemporaryName) {
+  test::TempDir dir;
+  const std::string output = dir.file("report.md"), victim = dir.file("victim.txt");
+  std::ofstream(victim) << "untouched";
+  // The next call's name: this process's counter, one on from the name just handed out.
+  const std::string taken = temporary_path_for(output);
+  const std::string next = taken.substr(0, taken.rfind('.') + 1) + std::to_string(std::stoull(taken.substr(taken.rfind('.') + 1)) + 1);
+  ASSERT_EQ(::symlink(victim.c_str(), next.c_str()), 0);
+  try {
+    write_atomically(output, [](std::ostream& out) { out << "planted"; });
+    FAIL() << "wrote through a link planted at " << next;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(output), std::string::npos) << e.what();
+  }
+  std::ifstream in(victim);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "untouched");
+  EXPECT_FALSE(std::filesystem::exists(output));
+
+  const mode_t before = ::umask(0002);
+  write_atomically(output, [](std::ostream& out) { out << std::string(200000, 'x') << "end"; });  // past one buffer
+  ::umask(before);
+  const auto permissions = std::filesystem::status(output).permissions();
+  EXPECT_NE(permissions & std::filesystem::perms::group_write, std::filesystem::perms::none);
+  EXPECT_EQ(permissions & std::filesystem::perms::others_write, std::filesystem::perms::none);
+  std::ifstream written(output);
+  const std::string text(std::istreambuf_iterator<char>(written), {});
+  EXPECT_EQ(text.size(), 200003u);
+  EXPECT_EQ(text.substr(text.size() - 4), "xend");
 }
 
 }  // namespace

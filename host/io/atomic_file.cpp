@@ -6,35 +6,85 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <ostream>
+#include <streambuf>
+#include <vector>
 
 #include "nuq/error.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/temporary_files.h"
 
 namespace nuq::io {
+namespace {
+
+// An output buffer over a file descriptor opened here: std::ofstream cannot open with
+// O_EXCL | O_NOFOLLOW, and those flags are what keep a link planted at the temporary name from being
+// followed (the bytes would land in the link's target). A failed write keeps its errno for the
+// message; the stream itself only sees badbit.
+class DescriptorBuffer : public std::streambuf {
+ public:
+  explicit DescriptorBuffer(int fd) : fd_(fd), buffer_(std::size_t{1} << 16) {
+    setp(buffer_.data(), buffer_.data() + buffer_.size());
+  }
+  int error() const { return error_; }
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (!drain()) return traits_type::eof();
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(c);
+      pbump(1);
+    }
+    return traits_type::not_eof(c);
+  }
+  int sync() override { return drain() ? 0 : -1; }
+
+ private:
+  bool drain() {
+    const char* p = pbase();
+    while (p < pptr()) {
+      const ssize_t n = ::write(fd_, p, std::size_t(pptr() - p));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error_ = n < 0 ? errno : EIO;
+        return false;
+      }
+      p += n;
+    }
+    setp(buffer_.data(), buffer_.data() + buffer_.size());
+    return true;
+  }
+
+  int fd_;
+  std::vector<char> buffer_;
+  int error_ = 0;
+};
+
+}  // namespace
 
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
   require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
   // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy).
   const std::string temporary = temporary_path_for(path);
   const TemporaryFile removed_if_interrupted(temporary);
+  // A new file of this call's own (never one found at that name, nor a link's target), its mode as
+  // the umask leaves it, as for any other file the user writes.
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+  NUQ_REQUIRE(fd >= 0, path, ": cannot write there (creating ", temporary, "): ", std::strerror(errno));
   try {
-    {
-      std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      NUQ_REQUIRE(out, path, ": cannot write there (creating ", temporary, "): ", std::strerror(errno));
-      write(out);
-      out.flush();
-      NUQ_REQUIRE(out, path, ": writing failed (disk full?)");
-    }
-    const int fd = ::open(temporary.c_str(), O_RDONLY);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
+    DescriptorBuffer buffer(fd);
+    std::ostream out(&buffer);
+    write(out);
+    out.flush();
+    NUQ_REQUIRE(out, path, ": writing failed: ", std::strerror(buffer.error() != 0 ? buffer.error() : EIO));
+    NUQ_REQUIRE(::fsync(fd) == 0, path, ": writing failed (disk full?): ", std::strerror(errno));
+    const int closing = fd;
+    fd = -1;  // closed below even when close() fails: never closed twice (another thread may reuse it)
+    NUQ_REQUIRE(::close(closing) == 0, path, ": writing failed: ", std::strerror(errno));
     NUQ_REQUIRE(std::rename(temporary.c_str(), path.c_str()) == 0, path, ": cannot replace the file: ",
                 std::strerror(errno));
   } catch (...) {
+    if (fd >= 0) ::close(fd);
     std::remove(temporary.c_str());
     throw;
   }
