@@ -233,6 +233,22 @@ TEST(Safetensors, NamesOtherWeightFormats) {
       }
     }
   }
+  // Files shorter than a header length: a pickle of None (pickle.dumps(None, 2)) is still named,
+  // anything else is too short.
+  for (const auto& [bytes, expected] : std::vector<std::pair<Bytes, std::string>>{
+           {{0x80, 2, 'N', '.'}, ": a Python pickle"}, {{'{', '}'}, ": too short for a safetensors header length (2 bytes)"}}) {
+    const std::string path = dir.file("tiny.bin");
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    for (const bool streamed : {false, true}) {
+      try {
+        if (streamed) SafetensorsReader reader(path);
+        else parse_safetensors(bytes, path);
+        ADD_FAILURE() << expected << " was accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(path + expected), std::string::npos) << e.what();
+      }
+    }
+  }
   // A safetensors file whose header length is merely too large is still told so.
   Bytes huge(16, 0);
   huge[6] = 1;  // 2^48

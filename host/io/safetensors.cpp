@@ -189,14 +189,16 @@ std::string other_weight_format(const std::uint8_t* first8) {
 
 }  // namespace
 
-std::uint64_t header_length(const std::uint8_t* first8, std::uint64_t file_size, const std::string& name) {
-  NUQ_REQUIRE(file_size >= 8, name, ": too short for a safetensors header length (", file_size, " bytes)");
-  const std::uint64_t header_size = little_endian_u64(first8);
-  if (header_size > kMaxSafetensorsHeader || header_size > file_size - 8) {  // (a small pickle's is the second)
+std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, const std::string& name) {
+  std::uint8_t first8[8] = {};  // a file shorter than 8 bytes still names its format when it has one
+  std::memcpy(first8, first, std::size_t(std::min<std::uint64_t>(file_size, 8)));
+  const std::uint64_t header_size = file_size >= 8 ? little_endian_u64(first8) : 0;
+  if (file_size < 8 || header_size > kMaxSafetensorsHeader || header_size > file_size - 8) {  // (a small pickle's is the second)
     const std::string format = other_weight_format(first8);
     NUQ_REQUIRE(format.empty(), name, ": ", format, ", not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");
   }
+  NUQ_REQUIRE(file_size >= 8, name, ": too short for a safetensors header length (", file_size, " bytes)");
   NUQ_REQUIRE(header_size <= kMaxSafetensorsHeader, name, ": header length ", header_size,
               " exceeds the cap of ", kMaxSafetensorsHeader, " bytes");
   NUQ_REQUIRE(header_size <= file_size - 8, name, ": header length ", header_size,
@@ -266,8 +268,6 @@ Layout parse_layout(const std::string& text, std::uint64_t data_size, const std:
 }
 
 TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name) {
-  NUQ_REQUIRE(bytes.size() >= 8, name, ": too short for a safetensors header length (", bytes.size(),
-              " bytes)");
   const std::uint64_t header_size = header_length(bytes.data(), bytes.size(), name);
   const std::string text(reinterpret_cast<const char*>(bytes.data()) + 8, header_size);
   const std::size_t data_begin = 8 + header_size;

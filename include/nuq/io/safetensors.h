@@ -79,8 +79,9 @@ constexpr std::size_t kDefaultSafetensorsLimit = std::size_t{16} << 30;
 TensorFile read_safetensors(const std::string& path, std::size_t max_bytes = kDefaultSafetensorsLimit);
 TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name);
 
-// The header length in a file's first 8 bytes, checked against the cap and the file's size.
-std::uint64_t header_length(const std::uint8_t* first8, std::uint64_t file_size, const std::string& name);
+// The header length in a file's first 8 bytes (`first` holds min(8, file_size) bytes), checked
+// against the cap and the file's size; another tool's weight file is named for what it is.
+std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, const std::string& name);
 // Validates the header text (after the 8-byte length) against `data_size` bytes of data.
 Layout parse_layout(const std::string& header, std::uint64_t data_size, const std::string& name);
 // The header nuq writes for `tensors` (dtype and shape given): reorders them widest element first
