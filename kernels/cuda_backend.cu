@@ -7,6 +7,8 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "cublas_check.cuh"
@@ -263,7 +265,7 @@ class CudaBackend final : public Backend {
                      cudaStream_t stream) {
     const DeviceQuantizedMatrix& view = w.weights.view;
     if (dequant_cublas_ && m > kSmallBatch)
-      launch_qgemm_dequant_cublas(d_x, m, view, d_bias, false, d_y, bf16_cublas(), stream);
+      launch_qgemm_dequant_cublas(d_x, m, view, d_bias, false, d_y, bf16_cublas(stream), stream);
     else if (gemv_ && gemv_takes(m, view))
       launch_qgemm_gemv(d_x, m, view, d_bias, false, d_y, stream);
     else if (w.weights.fragment_view.bytes && m <= kMmaMaxBatch)
@@ -299,7 +301,8 @@ class CudaBackend final : public Backend {
     const bool known = cudaGetDevice(&current) == cudaSuccess;
     cudaSetDevice(device_);
     if (cublas_) cublasDestroy(cublas_);
-    if (bf16_cublas_) cublasDestroy(bf16_cublas_);
+    for (const auto& [stream, handle] : bf16_cublas_)
+      if (handle) cublasDestroy(handle);
     if (known) cudaSetDevice(current);
   }
 
@@ -370,11 +373,22 @@ class CudaBackend final : public Backend {
   bool gemv_ = false;            // QgemmKernel::Gemv
   bool dequant_cublas_ = false;  // QgemmKernel::DequantCublas
   // cuBLAS with its default math for the BF16 products of DequantCublas (the FP32 gemm's handle is
-  // pedantic), created by the first.
-  cublasHandle_t bf16_cublas_ = nullptr;
-  cublasHandle_t bf16_cublas() {
-    if (!bf16_cublas_) NUQ_CUBLAS_CHECK(cublasCreate(&bf16_cublas_));
-    return bf16_cublas_;
+  // pedantic): a handle per stream, made by the first product on it. Python's threads multiply
+  // through one backend per device at once, each on its own stream (the GIL released); one handle
+  // retargeted by cublasSetStream would send a thread's product to another thread's stream, and
+  // products running at once on two streams would share its workspace.
+  std::mutex bf16_cublas_mutex_;
+  std::map<cudaStream_t, cublasHandle_t> bf16_cublas_;
+  cublasHandle_t bf16_cublas(cudaStream_t stream) {
+    const std::lock_guard<std::mutex> lock(bf16_cublas_mutex_);
+    cublasHandle_t& handle = bf16_cublas_[stream];
+    if (!handle) {
+      cublasHandle_t made = nullptr;
+      NUQ_CUBLAS_CHECK(cublasCreate(&made));
+      handle = made;  // kept (and destroyed with the backend) even if the line below throws
+      NUQ_CUBLAS_CHECK(cublasSetStream(handle, stream));
+    }
+    return handle;
   }
   std::string name_;
   int multiprocessors_ = 0;

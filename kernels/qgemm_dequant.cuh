@@ -27,8 +27,9 @@ std::size_t dequant_band_rows(std::size_t n, std::size_t k);
 void launch_dequantize_bf16(const DeviceQuantizedMatrix& w, std::size_t first_row, std::size_t rows,
                             __nv_bfloat16* d_out, cudaStream_t stream);
 
-// Y[m, n] = act(X[m, k] W^T + bias) with `handle` (its stream set to `stream` here). X in FP32 is
-// rounded to BF16 into pool scratch first.
+// Y[m, n] = act(X[m, k] W^T + bias) with `handle` (its stream set to `stream` here, so a handle
+// serves one stream: two threads on two streams each need their own). X in FP32 is rounded to BF16
+// into pool scratch first.
 void launch_qgemm_dequant_cublas(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const float* d_bias,
                                  bool relu, float* d_y, cublasHandle_t handle, cudaStream_t stream);
 void launch_qgemm_dequant_cublas(const __nv_bfloat16* d_x, std::size_t m, const DeviceQuantizedMatrix& w,

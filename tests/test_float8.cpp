@@ -46,7 +46,9 @@ TEST(Float8, EveryCodeOfEveryFormat) {
     for (int code : f.nan_codes) EXPECT_TRUE(std::isnan(v[code])) << code;
     EXPECT_EQ(v[0x00], 0.0f);
     EXPECT_FALSE(std::signbit(v[0x00]));
-    if (f.has_negative_zero) EXPECT_TRUE(v[0x80] == 0.0f && std::signbit(v[0x80]));
+    if (f.has_negative_zero) {
+      EXPECT_TRUE(v[0x80] == 0.0f && std::signbit(v[0x80]));
+    }
     EXPECT_EQ(v[0x01], f.smallest_subnormal);
     const int mantissa_bits = f.dtype == DType::F8_E4M3 || f.dtype == DType::F8_E4M3FNUZ ? 3 : 2;
     EXPECT_EQ(v[1 << mantissa_bits], f.smallest_normal);
@@ -61,11 +63,15 @@ TEST(Float8, EveryCodeOfEveryFormat) {
       }
       EXPECT_GT(v[b], v[b - 1]) << "code " << b;  // positive codes in increasing order
       largest = std::max(largest, v[b]);
-      if (!std::isnan(v[b | 0x80]) && !(b == 0 && !f.has_negative_zero)) EXPECT_EQ(v[b | 0x80], -v[b]) << b;
+      if (!std::isnan(v[b | 0x80]) && !(b == 0 && !f.has_negative_zero)) {
+        EXPECT_EQ(v[b | 0x80], -v[b]) << b;
+      }
     }
     EXPECT_EQ(largest, f.largest);
     EXPECT_EQ(infinity, f.has_infinity);
-    if (f.has_infinity) EXPECT_EQ(v[0xFC], -std::numeric_limits<float>::infinity());
+    if (f.has_infinity) {
+      EXPECT_EQ(v[0xFC], -std::numeric_limits<float>::infinity());
+    }
   }
 }
 
