@@ -164,6 +164,11 @@ def goals(state):
     return table
 
 
+def gvisor(kernel):
+    """gVisor's sandbox reports Linux 4.4.0 (the device library's KINDS.md)."""
+    return re.search(r"\b4\.4\.0\b", kernel) is not None
+
+
 def test_summary(text):
     """Counts and the failed tests from gtest's console output (present even when a time limit
     killed the run before gtest wrote its JSON)."""
@@ -197,6 +202,10 @@ def main():
                   f"SM clock up to {d['sm_clock_khz'] / 1e3:.0f} MHz.\n")
     except (TypeError, ValueError, KeyError, IndexError):
         facts += "\n(no device facts from `nuq devices --json`)\n"
+    kernel = (read(os.path.join(s, "kernel.txt")) or "").strip()
+    if kernel:
+        facts += f"\nHost kernel: `{kernel}`" + (" (gVisor: no compute-sanitizer, no hardware counters for ncu)"
+                                                 if gvisor(kernel) else "") + ".\n"
     section("Device", facts)
     steps = read(os.path.join(s, "steps.txt")) or ""
     section("Steps", "| step | outcome | seconds |\n|---|---|---:|\n" + "".join(
@@ -227,7 +236,10 @@ def main():
         log = read(os.path.join(s, f"sanitize-{tool}.txt"))
         summary = re.findall(r"ERROR SUMMARY: .*", log or "")
         outcome = next((l.split()[1:] for l in steps.splitlines() if l.startswith(f"sanitize-{tool} ")), ["not run"])
-        lines.append(f"- {tool}: {' '.join(outcome)}; {summary[-1] if summary else 'no summary'}")
+        refused = "Device not supported" in (log or "")
+        lines.append(f"- {tool}: {' '.join(outcome)}; " + (summary[-1] if summary else
+                     "the runtime refused the device (\"Device not supported\"): not a finding about the kernels"
+                     if refused else "no summary"))
     section("compute-sanitizer (small shapes of every kernel path)", "\n".join(lines))
     interop = read(os.path.join(s, "interop.json"))
     section("PyTorch interop", "```json\n" + interop.rstrip() + "\n```" if interop else "not run")

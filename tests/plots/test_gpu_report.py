@@ -30,6 +30,9 @@ assert "- bench_network BM_GpuMlp/bits:2/batch:4/images:1000/bf16:0/cluster:1/it
        "the cluster launch was refused" in text, "a benchmark skipped with an error is not reported"
 assert "## Tests\n\n2 passed, 1 failed, 0 skipped" in text, "the two test steps' counts are not summed"
 assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
+# On gVisor the tools refuse the device: said so, and the runtime named beside the device.
+assert "- synccheck: failed 1 2s; the runtime refused the device" in text
+assert "Host kernel: `Linux 4.4.0 x86_64` (gVisor: no compute-sanitizer" in text
 assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
 # Every path side by side per case, and the wins that choose the dispatch (within one arithmetic,
 # over layers where two or more paths were measured).
