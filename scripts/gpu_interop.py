@@ -92,9 +92,11 @@ def main():
 
     device = torch.device(result["device"])
     x = torch.from_numpy(idx_images(find(os.path.join(a.data, "mnist"), "t10k-images-idx3-ubyte"), a.images)).to(device)
-    w = {k: v.to(device=device, dtype=torch.float32) for k, v in dequantized.items()}
+    # In FP64: never TF32, whatever this torch's defaults and flags (whose API changed in torch 2.9),
+    # and at least as exact as nuq's own FP32 paths.
+    x = x.to(torch.float64)
+    w = {k: v.to(device=device, dtype=torch.float64) for k, v in dequantized.items()}
     with torch.no_grad():
-        torch.backends.cuda.matmul.allow_tf32 = False  # FP32, as nuq's own FP32 paths
         h = torch.relu(x @ w["fc1.weight"].T + w["fc1.bias"])
         h = torch.relu(h @ w["fc2.weight"].T + w["fc2.bias"])
         ours = (h @ w["fc3.weight"].T + w["fc3.bias"]).argmax(dim=1).cpu().numpy()
