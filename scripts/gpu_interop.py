@@ -42,8 +42,10 @@ def same_tensors(raw, loaded):
     for name in set(raw) & set(loaded):
         t = loaded[name]
         ours = raw[name]
-        # numpy has no view of torch.uint16 (torch >= 2.3): through int16, the same bits.
-        theirs = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == getattr(torch, "uint16", None) else t.numpy()
+        # numpy has no view of torch.uint16 (torch >= 2.3) or bfloat16: through int16, the same bits
+        # (nuq_format reads BF16 as its uint16 bits).
+        as_bits = t.dtype in (getattr(torch, "uint16", None), torch.bfloat16)
+        theirs = t.view(torch.int16).numpy().view(np.uint16) if as_bits else t.numpy()
         if theirs.dtype != ours.dtype or theirs.shape != ours.shape or not np.array_equal(theirs, ours):
             bad.append(name)
     return bad
