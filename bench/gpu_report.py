@@ -236,10 +236,11 @@ def main():
         log = read(os.path.join(s, f"sanitize-{tool}.txt"))
         summary = re.findall(r"ERROR SUMMARY: .*", log or "")
         outcome = next((l.split()[1:] for l in steps.splitlines() if l.startswith(f"sanitize-{tool} ")), ["not run"])
-        refused = "Device not supported" in (log or "")
-        lines.append(f"- {tool}: {' '.join(outcome)}; " + (summary[-1] if summary else
-                     "the runtime refused the device (\"Device not supported\"): not a finding about the kernels"
-                     if refused else "no summary"))
+        if "Device not supported" in (log or ""):  # (whatever summary follows the refusal)
+            said = "the runtime refused the device (\"Device not supported\"): not a finding about the kernels"
+        else:
+            said = summary[-1] if summary else "no summary"
+        lines.append(f"- {tool}: {' '.join(outcome)}; {said}")
     section("compute-sanitizer (small shapes of every kernel path)", "\n".join(lines))
     interop = read(os.path.join(s, "interop.json"))
     section("PyTorch interop", "```json\n" + interop.rstrip() + "\n```" if interop else "not run")

@@ -74,24 +74,6 @@ TEST(Safetensors, RoundTripsThroughAFile) {
   EXPECT_EQ(written, serialize_safetensors(file));
 }
 
-// A streamed file is a new file of the writer's own (never one found at its temporary name) whose
-// mode is what the umask leaves, as for any file the user writes.
-TEST(Safetensors, AStreamedFileGetsTheModeTheUmaskLeaves) {
-  test::TempDir dir;
-  const mode_t before = ::umask(0002);
-  {
-    SafetensorsWriter writer(dir.file("s.safetensors"), {}, {{"t", TensorEntry{DType::U8, {2}}}});
-    const std::uint8_t bytes[2] = {1, 2};
-    writer.append(bytes, 2);
-    writer.finish();
-  }
-  ::umask(before);
-  const auto permissions = std::filesystem::status(dir.file("s.safetensors")).permissions();
-  EXPECT_NE(permissions & std::filesystem::perms::group_write, std::filesystem::perms::none);
-  EXPECT_EQ(permissions & std::filesystem::perms::others_write, std::filesystem::perms::none);
-  EXPECT_EQ(read_safetensors(dir.file("s.safetensors")).tensors.at("t").data, (Bytes{1, 2}));
-}
-
 TEST(Safetensors, RejectsCorruptFiles) {
   const Bytes eight(8, 0);
   const std::string ok = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";

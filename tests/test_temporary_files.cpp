@@ -15,8 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/io/temporary_files.h"
 #include "temp_dir.h"
 
@@ -102,37 +103,58 @@ TEST(TemporaryFiles, LeftoversOfKilledRunsAreRemovedByTheNextWriter) {
   EXPECT_TRUE(std::filesystem::exists(output + ".tmp." + dead + ".0"));
 }
 
-// The CLI's writers (reports, indexes, predictions, figures' tables) write a temporary file of their
-// own: a link planted at the name it will take is never followed (its target is left as it was), and
-// the file gets the mode the umask leaves.
-TEST(TemporaryFiles, AtomicWritesNeverFollowALinkAtTheirTemporaryName) {
-  test::TempDir dir;
-  const std::string output = dir.file("report.md"), victim = dir.file("victim.txt");
-  std::ofstream(victim) << "untouched";
-  // The next call's name: this process's counter, one on from the name just handed out.
+// The names this process's next `count` calls of temporary_path_for(output) will give.
+std::vector<std::string> next_temporary_names(const std::string& output, int count) {
   const std::string taken = temporary_path_for(output);
-  const std::string next = taken.substr(0, taken.rfind('.') + 1) + std::to_string(std::stoull(taken.substr(taken.rfind('.') + 1)) + 1);
-  ASSERT_EQ(::symlink(victim.c_str(), next.c_str()), 0);
-  try {
-    write_atomically(output, [](std::ostream& out) { out << "planted"; });
-    FAIL() << "wrote through a link planted at " << next;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(output), std::string::npos) << e.what();
-  }
-  std::ifstream in(victim);
-  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "untouched");
-  EXPECT_FALSE(std::filesystem::exists(output));
+  const std::size_t dot = taken.rfind('.') + 1;
+  std::vector<std::string> names;
+  for (int i = 1; i <= count; ++i) names.push_back(taken.substr(0, dot) + std::to_string(std::stoull(taken.substr(dot)) + i));
+  return names;
+}
 
-  const mode_t before = ::umask(0002);
-  write_atomically(output, [](std::ostream& out) { out << std::string(200000, 'x') << "end"; });  // past one buffer
-  ::umask(before);
-  const auto permissions = std::filesystem::status(output).permissions();
-  EXPECT_NE(permissions & std::filesystem::perms::group_write, std::filesystem::perms::none);
-  EXPECT_EQ(permissions & std::filesystem::perms::others_write, std::filesystem::perms::none);
-  std::ifstream written(output);
-  const std::string text(std::istreambuf_iterator<char>(written), {});
-  EXPECT_EQ(text.size(), 200003u);
-  EXPECT_EQ(text.substr(text.size() - 4), "xend");
+std::string text_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Both writers (write_atomically: reports, indexes, predictions, figures' tables, IDX; and the
+// streaming SafetensorsWriter) write a temporary file of their own. A link planted at the name it
+// would take is never followed (its target is left as it was), and a file left there by a killed
+// earlier run with this process id (a container's nuq is pid 1 every time) does not stop the write:
+// each passes to the next name, and neither is touched. The file gets the mode the umask leaves.
+TEST(TemporaryFiles, WritersTakeANameOfTheirOwnPastPlantedLinksAndLeftovers) {
+  test::TempDir dir;
+  const std::string victim = dir.file("victim.txt");
+  std::ofstream(victim) << "untouched";
+  for (const bool streamed : {false, true}) {
+    const std::string output = dir.file(streamed ? "s.safetensors" : "report.md");
+    const std::vector<std::string> next = next_temporary_names(output, 2);
+    ASSERT_EQ(::symlink(victim.c_str(), next[0].c_str()), 0);
+    std::ofstream(next[1]) << "a killed run's";
+    const mode_t before = ::umask(0002);
+    if (streamed) {
+      SafetensorsWriter writer(output, {}, {{"t", TensorEntry{DType::U8, {2}}}});
+      const std::uint8_t bytes[2] = {1, 2};
+      writer.append(bytes, 2);
+      writer.finish();
+    } else {
+      write_atomically(output, [](std::ostream& out) { out << std::string(200000, 'x') << "end"; });  // past one buffer
+    }
+    ::umask(before);
+    EXPECT_EQ(text_of(victim), "untouched");
+    EXPECT_TRUE(std::filesystem::is_symlink(next[0]));
+    EXPECT_EQ(text_of(next[1]), "a killed run's");
+    const auto permissions = std::filesystem::status(output).permissions();
+    EXPECT_NE(permissions & std::filesystem::perms::group_write, std::filesystem::perms::none);
+    EXPECT_EQ(permissions & std::filesystem::perms::others_write, std::filesystem::perms::none);
+    if (streamed) {
+      EXPECT_EQ(read_safetensors(output).tensors.at("t").data, (std::vector<std::uint8_t>{1, 2}));
+    } else {
+      const std::string text = text_of(output);
+      EXPECT_EQ(text.size(), 200003u);
+      EXPECT_EQ(text.substr(text.size() - 4), "xend");
+    }
+  }
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 #include "nuq/io/atomic_file.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -64,13 +63,12 @@ class DescriptorBuffer : public std::streambuf {
 
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
   require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
-  // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy).
-  const std::string temporary = temporary_path_for(path);
+  // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy); a new
+  // file of this call's own, never one found at that name nor a link's target.
+  const CreatedTemporary created = create_temporary_for(path);
+  const std::string& temporary = created.path;
+  int fd = created.fd;
   const TemporaryFile removed_if_interrupted(temporary);
-  // A new file of this call's own (never one found at that name, nor a link's target), its mode as
-  // the umask leaves it, as for any other file the user writes.
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-  NUQ_REQUIRE(fd >= 0, path, ": cannot write there (creating ", temporary, "): ", std::strerror(errno));
   try {
     DescriptorBuffer buffer(fd);
     std::ostream out(&buffer);

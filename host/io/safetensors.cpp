@@ -191,7 +191,7 @@ std::string other_weight_format(const std::uint8_t* first8) {
 
 std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, const std::string& name) {
   std::uint8_t first8[8] = {};  // a file shorter than 8 bytes still names its format when it has one
-  std::memcpy(first8, first, std::size_t(std::min<std::uint64_t>(file_size, 8)));
+  std::copy_n(first, std::size_t(std::min<std::uint64_t>(file_size, 8)), first8);  // (an empty file's `first` may be null)
   const std::uint64_t header_size = file_size >= 8 ? little_endian_u64(first8) : 0;
   if (file_size < 8 || header_size > kMaxSafetensorsHeader || header_size > file_size - 8) {  // (a small pickle's is the second)
     const std::string format = other_weight_format(first8);

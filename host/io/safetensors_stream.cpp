@@ -106,18 +106,15 @@ bool SafetensorsReader::cached(std::uint64_t offset) const {
 
 SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std::string, std::string>& metadata,
                                      std::vector<std::pair<std::string, TensorEntry>> tensors)
-    : path_(path),
-      temporary_(temporary_path_for(path)),
-      removed_if_interrupted_(temporary_),
-      order_(std::move(tensors)) {
+    : path_(path), order_(std::move(tensors)) {
   require_output_path(path);
   const std::string text = plan_header(metadata, order_);
   data_bytes_ = order_.empty() ? 0 : order_.back().second.end;
   header_bytes_ = 8 + text.size();
-  // A new file of this call's own name (never one found there, nor a link's target), its mode as
-  // the umask leaves it, as for any other file the user writes.
-  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-  NUQ_REQUIRE(fd_ >= 0, path, ": cannot write there (creating ", temporary_, "): ", std::strerror(errno));
+  CreatedTemporary created = create_temporary_for(path);  // a new file of this call's own
+  temporary_ = std::move(created.path);
+  fd_ = created.fd;
+  removed_if_interrupted_.emplace(temporary_);
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(std::uint64_t(text.size()) >> (8 * i));
   try {

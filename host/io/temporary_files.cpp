@@ -1,5 +1,6 @@
 #include "nuq/io/temporary_files.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "nuq/error.h"
 
 namespace nuq::io {
 namespace {
@@ -90,6 +93,17 @@ std::string temporary_path_for(const std::string& output) {
   // Threads of one process writing the same output (Python's nuq.save) each get a file of their own.
   static std::atomic<std::uint64_t> calls{0};
   return output + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(calls.fetch_add(1));
+}
+
+CreatedTemporary create_temporary_for(const std::string& output) {
+  constexpr int kNames = 64;  // names taken by this pid's earlier lives; beyond that, something else is wrong
+  for (int attempt = 1;; ++attempt) {
+    CreatedTemporary created{temporary_path_for(output), -1};
+    created.fd = ::open(created.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (created.fd >= 0) return created;
+    NUQ_REQUIRE(errno == EEXIST && attempt < kNames, output, ": cannot write there (creating ", created.path, "): ",
+                std::strerror(errno));
+  }
 }
 
 void remove_temporary_files_on_signals() {

@@ -29,6 +29,18 @@ class TemporaryFile {
 // removed first.
 std::string temporary_path_for(const std::string& output);
 
+// A temporary file of this call's own for `output` (a name temporary_path_for gives), created anew
+// and open for writing: O_EXCL | O_NOFOLLOW, so never a file or a link found at its name, and its
+// mode what the umask leaves of 0666, as for any file the user writes. A name already taken (left
+// by a killed run that had this process id: a container's nuq is often pid 1 every time) passes on
+// to the next call's name. Throws nuq::Error naming `output`. The caller registers the file
+// (TemporaryFile) once it holds it, and closes `fd`.
+struct CreatedTemporary {
+  std::string path;
+  int fd = -1;
+};
+CreatedTemporary create_temporary_for(const std::string& output);
+
 // Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
 void remove_temporary_files_on_signals();
 
