@@ -24,12 +24,11 @@ def c_strides(a):
 
 
 def check(a, name):
+    """`a` steps through its elements as a C-ordered array of its dtype does: under pybind11 < 2.12
+    with numpy 2 the strides came out 0 (every element read as the first; numpy's own itemsize and
+    nbytes stay right, so only the strides tell)."""
     assert isinstance(a, np.ndarray), name
-    assert a.dtype.itemsize > 0, name
     assert a.strides == c_strides(a), (name, a.strides, a.shape, a.dtype)
-    assert a.nbytes == a.size * a.dtype.itemsize, name
-    # Not one element repeated: the copy numpy makes from the array's own description is equal to it.
-    np.testing.assert_array_equal(np.array(a.tolist(), dtype=a.dtype).reshape(a.shape), a, err_msg=name)
 
 
 def test_every_array_nuq_returns_has_numpys_own_layout(tmp_path):
