@@ -381,13 +381,8 @@ class CudaBackend final : public Backend {
   std::map<cudaStream_t, cublasHandle_t> bf16_cublas_;
   cublasHandle_t bf16_cublas(cudaStream_t stream) {
     const std::lock_guard<std::mutex> lock(bf16_cublas_mutex_);
-    cublasHandle_t& handle = bf16_cublas_[stream];
-    if (!handle) {
-      cublasHandle_t made = nullptr;
-      NUQ_CUBLAS_CHECK(cublasCreate(&made));
-      handle = made;  // kept (and destroyed with the backend) even if the line below throws
-      NUQ_CUBLAS_CHECK(cublasSetStream(handle, stream));
-    }
+    cublasHandle_t& handle = bf16_cublas_[stream];  // (launch_qgemm_dequant_cublas sets its stream)
+    if (!handle) NUQ_CUBLAS_CHECK(cublasCreate(&handle));
     return handle;
   }
   std::string name_;

@@ -65,25 +65,18 @@ void write_atomically(const std::string& path, const std::function<void(std::ost
   require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
   // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy); a new
   // file of this call's own, never one found at that name nor a link's target.
-  const CreatedTemporary created = create_temporary_for(path);
-  const std::string& temporary = created.path;
-  int fd = created.fd;
-  const TemporaryFile removed_if_interrupted(temporary);
+  CreatedTemporary created = create_temporary_for(path);
+  const TemporaryFile removed_if_interrupted(created.path);
   try {
-    DescriptorBuffer buffer(fd);
+    DescriptorBuffer buffer(created.fd);
     std::ostream out(&buffer);
     write(out);
     out.flush();
     NUQ_REQUIRE(out, path, ": writing failed: ", std::strerror(buffer.error() != 0 ? buffer.error() : EIO));
-    NUQ_REQUIRE(::fsync(fd) == 0, path, ": writing failed (disk full?): ", std::strerror(errno));
-    const int closing = fd;
-    fd = -1;  // closed below even when close() fails: never closed twice (another thread may reuse it)
-    NUQ_REQUIRE(::close(closing) == 0, path, ": writing failed: ", std::strerror(errno));
-    NUQ_REQUIRE(std::rename(temporary.c_str(), path.c_str()) == 0, path, ": cannot replace the file: ",
-                std::strerror(errno));
+    move_temporary_into_place(created.fd, created.path, path);
   } catch (...) {
-    if (fd >= 0) ::close(fd);
-    std::remove(temporary.c_str());
+    if (created.fd >= 0) ::close(created.fd);
+    std::remove(created.path.c_str());
     throw;
   }
 }

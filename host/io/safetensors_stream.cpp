@@ -151,12 +151,7 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
 
 void SafetensorsWriter::finish() {
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
-  NUQ_REQUIRE(::fsync(fd_) == 0, path_, ": writing failed (disk full?): ", std::strerror(errno));
-  const int fd = fd_;
-  fd_ = -1;  // closed below even when close() fails: never closed twice (another thread may reuse it)
-  NUQ_REQUIRE(::close(fd) == 0, path_, ": writing failed: ", std::strerror(errno));
-  NUQ_REQUIRE(std::rename(temporary_.c_str(), path_.c_str()) == 0, path_, ": cannot replace the file: ",
-              std::strerror(errno));
+  move_temporary_into_place(fd_, temporary_, path_);
   finished_ = true;
 }
 

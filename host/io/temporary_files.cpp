@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -104,6 +105,15 @@ CreatedTemporary create_temporary_for(const std::string& output) {
     NUQ_REQUIRE(errno == EEXIST && attempt < kNames, output, ": cannot write there (creating ", created.path, "): ",
                 std::strerror(errno));
   }
+}
+
+void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output) {
+  NUQ_REQUIRE(::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
+  const int closing = fd;
+  fd = -1;
+  NUQ_REQUIRE(::close(closing) == 0, output, ": writing failed: ", std::strerror(errno));
+  NUQ_REQUIRE(std::rename(temporary.c_str(), output.c_str()) == 0, output, ": cannot replace the file: ",
+              std::strerror(errno));
 }
 
 void remove_temporary_files_on_signals() {
