@@ -4,6 +4,10 @@
 // and a round trip through to_fragment_order on random ragged shapes), and the decode tables.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 #include <tuple>
@@ -209,6 +213,17 @@ TEST(MmaDecode, Bf16RoundsToNearestEven) {
   EXPECT_EQ(mma::bf16_round(1.0f + 3 * 0x1p-8f), 0x3F82);
   EXPECT_EQ(mma::bf16_round(1.0f + 0x1p-8f + 0x1p-20f), 0x3F81);  // above halfway: up
   EXPECT_EQ(mma::bf16_value(mma::bf16_round(0.1f)), 0.10009765625f);
+  // Past the largest BF16 a finite value rounds to infinity, as __float2bfloat16_rn rounds it.
+  EXPECT_EQ(mma::bf16_round(std::numeric_limits<float>::max()), 0x7F80);
+  EXPECT_EQ(mma::bf16_round(-std::numeric_limits<float>::infinity()), 0xFF80);
+  // Every NaN is the canonical BF16 NaN: the rounding add alone would carry 0x7FFFFFFF (the NaN of
+  // CUDA's FP32 arithmetic) to -0, 0xFFFFFFFF to +0 and the smallest payload to infinity.
+  for (std::uint32_t pattern : {0x7FFFFFFFu, 0xFFFFFFFFu, 0x7F800001u, 0xFF800001u, 0x7FC00000u, 0x7FFF8000u}) {
+    float nan;
+    std::memcpy(&nan, &pattern, sizeof nan);
+    EXPECT_EQ(mma::bf16_round(nan), 0x7FFF) << std::hex << pattern;
+    EXPECT_TRUE(std::isnan(mma::bf16_value(mma::bf16_round(nan))));
+  }
 }
 
 // Every register value the decode can produce: for every pair code, both halves are the BF16 levels

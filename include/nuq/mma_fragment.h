@@ -111,8 +111,10 @@ NUQ_HOST_DEVICE constexpr std::uint32_t pair_code(const std::uint32_t (&words)[4
 }
 
 // --- Decoding codes into BF16 B registers -------------------------------------------------------
-// BF16 is the high half of an FP32's bits; rounding to nearest, ties to even (as
-// __float2bfloat16_rn does for finite values; levels are finite, check_quantized_matrix says so).
+// BF16 is the high half of an FP32's bits; rounding to nearest, ties to even, as
+// __float2bfloat16_rn does. A NaN becomes the canonical BF16 NaN 0x7FFF, as there: the rounding add
+// would carry its payload into the exponent and make it an infinity or a zero (activations can be
+// NaN even though levels cannot: check_quantized_matrix keeps those finite).
 NUQ_HOST_DEVICE inline std::uint16_t bf16_round(float value) {
   std::uint32_t bits;
 #if defined(__CUDA_ARCH__)
@@ -120,6 +122,7 @@ NUQ_HOST_DEVICE inline std::uint16_t bf16_round(float value) {
 #else
   std::memcpy(&bits, &value, sizeof bits);
 #endif
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FFFu;
   bits += 0x7FFFu + ((bits >> 16) & 1u);
   return std::uint16_t(bits >> 16);
 }

@@ -257,6 +257,42 @@ TEST_F(QgemmGpu, Bf16ActivationsMatchTheirFp32Rounding) {
       }
 }
 
+// A NaN activation (a diverged layer upstream, a PyTorch tensor) makes its row of Y NaN on every
+// kernel, as on the CPU, and leaves the other rows as they were: rounding to BF16 must keep it a
+// NaN (the rounding add alone turns 0x7FFFFFFF, the NaN CUDA's FP32 arithmetic makes, into -0).
+TEST_F(QgemmGpu, ANanActivationGivesANanRowOnEveryKernel) {
+  if (cuda::devices().front().compute_major < 8) GTEST_SKIP() << "BF16 tensor cores need compute capability 8.0";
+  std::mt19937 rng(59);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  const std::vector<std::pair<std::string, std::unique_ptr<Backend>>> kernels = [] {
+    std::vector<std::pair<std::string, std::unique_ptr<Backend>>> all;
+    all.emplace_back("default fp32", cuda::make_backend(0));
+    all.emplace_back("default bf16", cuda::make_backend(0, 0, cuda::Precision::Bf16));
+    all.emplace_back("mma", cuda::make_backend(0, 0, cuda::Precision::Fp32, cuda::QgemmKernel::Mma));
+    all.emplace_back("gemv", cuda::make_backend(0, 0, cuda::Precision::Fp32, cuda::QgemmKernel::Gemv));
+    all.emplace_back("dequant+cublas", cuda::make_backend(0, 0, cuda::Precision::Fp32, cuda::QgemmKernel::DequantCublas));
+    return all;
+  }();
+  std::uint32_t canonical_nan = 0x7FFFFFFFu;
+  float nan;
+  std::memcpy(&nan, &canonical_nan, 4);
+  for (const auto& [name, backend] : kernels)
+    for (std::size_t m : {1u, 3u, 40u, 100u}) {
+      const std::size_t n = 70, k = 2048;  // rows of 512 bytes of 2-bit codes: the GEMV takes them
+      const QuantizedMatrix w = random_matrix(n, k, 2, rng, false);
+      std::vector<float> x(m * k), bias(n), got(m * n, 0.0f);
+      for (auto& v : x) v = value(rng);
+      for (auto& v : bias) v = value(rng);
+      const std::size_t poisoned = m / 2;
+      x[poisoned * k + 5] = nan;
+      backend->qgemm(x.data(), m, w, bias.data(), got.data());
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < n; ++j)
+          ASSERT_EQ(std::isnan(got[i * n + j]), i == poisoned)
+              << name << ", m=" << m << ": y(" << i << ", " << j << ") = " << got[i * n + j];
+    }
+}
+
 // `count` 28 x 28 images of uniform pixels, labelled i mod 10 (the tests compare predictions).
 io::Dataset random_images(std::size_t count, std::uint32_t seed) {
   std::mt19937 rng(seed);
