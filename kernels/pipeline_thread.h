@@ -6,8 +6,9 @@
 //
 // Arithmetic: each item's sums are FP32 over its 16 (32) weights, then added to the thread's
 // double sums, so no thread carries a long FP32 sum. An item whose FP32 sums are not finite (a NaN
-// or Inf weight, or one large enough to overflow a square) is redone weight by weight in double,
-// exactly as the CPU reference does, so non-finite weights are counted and coded as on the CPU.
+// or Inf weight, or one large enough to overflow a square) or too small for FP32's normal range (a
+// tensor of tiny sigma) is redone weight by weight in double, exactly as the CPU reference does, so
+// non-finite weights are counted and coded, and tiny ones summed, as on the CPU.
 #pragma once
 
 #include <cmath>
@@ -33,6 +34,11 @@ namespace nuq::pipeline {
 
 NUQ_HOST_DEVICE inline bool finite(float x) { return x - x == 0.0f; }
 NUQ_HOST_DEVICE inline bool finite(double x) { return x - x == 0.0; }
+
+// An item's FP32 sum of squares below this came (at least in part) from squares under FP32's
+// normal range (2^-126), whose digits are lost: such an item is summed again in double. A sum of
+// 16 or 32 squares at or above it is off by at most 32 * 2^-150 from the subnormal ones, 2^-45 of it.
+constexpr float kTinySum = 0x1p-100f;
 
 // kVectors aligned float4 loads, all issued before any is used.
 template <int Vectors>
@@ -130,7 +136,12 @@ struct StatsThread {
       }
     const float cs = (c[0] + c[1]) + (c[2] + c[3]);
     const float qs = (q[0] + q[1]) + (q[2] + q[3]);
-    if (!finite(qs)) {  // a NaN or Inf among them, or a square beyond FP32: the reference's way
+    const float item_min = fminf(fminf(lo[0], lo[1]), fminf(lo[2], lo[3]));
+    const float item_max = fmaxf(fmaxf(hi[0], hi[1]), fmaxf(hi[2], hi[3]));
+    // Redone in double, the reference's way: a NaN or Inf among them, a square beyond FP32, or
+    // deviations so small (below ~1e-15, a tensor of tiny sigma) that their squares fall out of
+    // FP32's normal range and lose their digits (an item of equal weights has none to lose).
+    if (!finite(qs) || (qs < kTinySum && item_min < item_max)) {
       NUQ_ROLLED
       for (int i = 0; i < 16; ++i) add_exact(from[i], first_index + unsigned(i));
       return;
@@ -140,8 +151,8 @@ struct StatsThread {
     s1 += double(cs) + 16.0 * dm;
     s2 += double(qs) + dm * (2.0 * double(cs) + 16.0 * dm);
     count += 16;
-    min = fminf(min, fminf(fminf(lo[0], lo[1]), fminf(lo[2], lo[3])));
-    max = fmaxf(max, fmaxf(fmaxf(hi[0], hi[1]), fmaxf(hi[2], hi[3])));
+    min = fminf(min, item_min);
+    max = fmaxf(max, item_max);
   }
 };
 
@@ -290,7 +301,7 @@ NUQ_HOST_DEVICE inline void quantize_item(const float* from, const float (&w)[It
   NUQ_UNROLL
   for (int k = 0; k < Item<B>::kWords; ++k) words[k] = 0;
   float signal[4] = {0.0f, 0.0f, 0.0f, 0.0f}, noise[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  float largest = 0.0f;
+  float largest = 0.0f, magnitude = 0.0f;
   std::uint32_t inside = 0;
   const float lo = r.rule.params.inside_lo, hi = r.rule.params.inside_hi;
   NUQ_UNROLL
@@ -302,11 +313,16 @@ NUQ_HOST_DEVICE inline void quantize_item(const float* from, const float (&w)[It
     signal[i & 3] = fmaf(w[i], w[i], signal[i & 3]);
     noise[i & 3] = fmaf(e, e, noise[i & 3]);
     largest = fmaxf(largest, fabsf(e));
+    magnitude = fmaxf(magnitude, fabsf(w[i]));
     inside += (w[i] >= lo && w[i] <= hi) ? 1u : 0u;
   }
   const float signal_sum = (signal[0] + signal[1]) + (signal[2] + signal[3]);
   const float noise_sum = (noise[0] + noise[1]) + (noise[2] + noise[3]);
-  if (!finite(signal_sum) || !finite(noise_sum)) {
+  // Redone in double as the reference does: a non-finite sum, or one that squares too small for
+  // FP32's normal range left without its digits (weights or errors below ~1e-15; all-zero weights
+  // and errors are exact and stay on the fast path).
+  const bool tiny = (magnitude > 0.0f && signal_sum < kTinySum) || (largest > 0.0f && noise_sum < kTinySum);
+  if (!finite(signal_sum) || !finite(noise_sum) || tiny) {
     NUQ_ROLLED
     for (int i = 0; i < kWeights; ++i) {
       const std::uint32_t code = code_of(from[i], r.rule);

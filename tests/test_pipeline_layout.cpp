@@ -259,6 +259,22 @@ TEST(PipelineEmulation, AConstantTensorCodesAsTheReference) {
   }
 }
 
+// Weights of tiny sigma (a layer scaled to almost nothing, subnormals): their squares fall below
+// FP32's normal range, so the items' FP32 sums would lose their digits (at sigma = 1e-24 the
+// signal and noise came out 0, the spread a quarter of the true one). They are summed in double.
+TEST(PipelineEmulation, TinyWeightsAreSummedAsTheReferenceSumsThem) {
+  const auto codebooks = test::codebooks_of_every_width();
+  for (double sigma : {1e-18, 1e-21, 1e-24, 1e-30, 1e-40}) {
+    const std::vector<float> w = test::draw(test::Law::Laplace, 4099, 0.0, sigma, 17);
+    const WeightStats s = stats_ref(w.data(), w.size(), "w");
+    ASSERT_GT(s.m2, 0.0) << sigma;
+    for (const auto& c : codebooks) {
+      const QuantizeTable table = make_quantize_table(c.codebook, c.storage_bits, {Affine{s.mean, s.stddev()}});
+      compare_quantize(w, 1, w.size(), table, 7, false, "sigma " + std::to_string(sigma) + " " + c.name);
+    }
+  }
+}
+
 // ---- one launch of the statistics pass, thread by thread ----------------------------------------
 
 WeightStats emulate_stats(const float* values, std::size_t count, std::size_t threads) {
@@ -325,6 +341,19 @@ TEST(PipelineEmulation, RowStatisticsAsTheWarpPerRowKernelTakesThem) {
       compare_stats(x, misalignment, 32, std::to_string(rows) + "x" + std::to_string(cols) + " row " + std::to_string(r));
     }
   }
+}
+
+TEST(PipelineEmulation, StatisticsOfTinyWeightsAsTheReference) {
+  for (double sigma : {1e-18, 1e-21, 1e-24, 1e-30, 1e-40})
+    for (double mean : {0.0, 3.0 * sigma}) {
+      const std::vector<float> x = test::draw(test::Law::Laplace, 1003, mean, sigma, 23);
+      for (std::size_t threads : {1u, 16u}) {
+        const std::string what = "sigma " + std::to_string(sigma) + " mean " + std::to_string(mean) + " threads " +
+                                 std::to_string(threads);
+        compare_stats(x, 0, threads, what);
+        ASSERT_GT(emulate_stats(x.data(), x.size(), threads).m2, 0.0) << what;
+      }
+    }
 }
 
 TEST(PipelineEmulation, StatisticsCountNonFiniteAndHugeWeightsAsTheReference) {
