@@ -49,7 +49,7 @@ struct Job {
   std::uint64_t spill_first = 0;
   std::size_t map_count = 0;
   QuantizeTotals totals;     // pass 2
-  double fourth = 0.0;       // pass 2: sum of (w - mean)^4 over the finite weights
+  double fourth = 0.0;       // pass 2: sum of ((w - mean) / sigma)^4 over the finite weights
 };
 
 // The maps of rows (groups) [first, first + count) of a job: spilled ones read back; grouped ones
@@ -362,8 +362,9 @@ class StreamRun {
       t.sqnr_ex_db = job.totals.noise > 0.0 ? 10.0 * std::log10(job.totals.signal / job.totals.noise)
                                             : std::numeric_limits<double>::infinity();
       t.within = finite ? 100.0 * double(job.totals.inside) / double(finite) : 0.0;
-      const double variance = job.own.count ? job.own.m2 / double(job.own.count) : 0.0;
-      t.excess_kurtosis = variance > 0.0 ? job.fourth / double(finite) / (variance * variance) - 3.0 : kNaN;
+      // The fourth moment's terms are of (w - mean) / sigma, so its mean is the kurtosis itself.
+      const double sigma_own = job.own.stddev();
+      t.excess_kurtosis = sigma_own > 0.0 && std::isfinite(sigma_own) ? job.fourth / double(finite) - 3.0 : kNaN;
       // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each
       // row is normalised to 1).
       const double sigma = per_row_                   ? 1.0
@@ -429,7 +430,9 @@ class StreamRun {
   void write_codes(Job& job, const io::SafetensorsReader& reader, io::WriteBehind& out, Progress& progress) {
     const QuantizeTable shared = per_row_ ? QuantizeTable{} : make_quantize_table(codebook_, bits_, job.maps, tensor_where(job));
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
-    PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_, job.own.mean);
+    const double sigma = job.own.stddev();
+    PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_,
+                       Affine{job.own.mean, sigma > 0.0 && std::isfinite(sigma) ? sigma : 1.0});
     const auto row_bytes = [&](const Piece& p) { return packed_row_bytes(p.cols, bits_); };
     for (std::size_t k = 0; k < pieces.size();) {
       const PieceWindow window = source.start(k);

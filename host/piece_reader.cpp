@@ -24,7 +24,7 @@ void grow(std::vector<T>& buffer, std::size_t size) {
 
 PieceReader::PieceReader(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t cols,
                          const std::vector<Piece>& pieces, Backend& backend, PieceBuffers& buffers,
-                         std::optional<double> fourth_about)
+                         std::optional<Affine> fourth_about)
     : reader_(reader), entry_(entry), cols_(cols), pieces_(pieces), type_(io::weight_type(entry.dtype)),
       concurrent_(backend.concurrent_calls()), as_stored_(concurrent_ && backend.reads(type_)),
       fourth_about_(fourth_about), buffers_(buffers), element_(io::dtype_size(entry.dtype)) {
@@ -40,7 +40,7 @@ std::uint64_t PieceReader::offset_of(const Piece& p) const { return (p.row * col
 void PieceReader::prefetch(const Piece& p) const { reader_.prefetch(entry_.begin + offset_of(p), kReadAheadBytes); }
 
 // Reads piece `p` into `raw` and widens it to floats in `values` (each sized for it by the caller);
-// with `fourth`, adds the piece's sum of (w - mean)^4 to it. Outside a parallel region (the device
+// with `fourth`, adds the piece's sum of ((w - mean) / sigma)^4 to it. Outside a parallel region (the device
 // path's read-ahead thread) each thread reads and widens its own blocks; inside one (a share of a
 // window) the calling thread does it all.
 const float* PieceReader::read_widened(const Piece& p, std::uint8_t* raw, float* values, double* fourth) const {
@@ -53,7 +53,7 @@ const float* PieceReader::read_widened(const Piece& p, std::uint8_t* raw, float*
     const std::size_t at = b * kBlock, n = std::min(kBlock, count - at);
     reader_.read(entry_, first + at * element_, n * element_, raw + at * element_);
     io::widen_to_f32(entry_.dtype, raw + at * element_, n, values + at);
-    if (fourth) block_fourth[b] = fourth_moment(values + at, WeightType::F32, n, *fourth_about_);  // while in cache
+    if (fourth) block_fourth[b] = fourth_moment(values + at, WeightType::F32, n, fourth_about_->mean, fourth_about_->scale);  // while in cache
   });
   if (fourth)
     for (double f : block_fourth) *fourth += f;
@@ -100,7 +100,7 @@ WeightView PieceReader::weights(const PieceWindow& window, std::size_t i, double
     return {read_widened(share, raw, mine.values.data(), fourth), WeightType::F32};
   }
   reader_.read(entry_, offset_of(share), count * element_, raw);
-  if (fourth) *fourth += fourth_moment(raw, type_, count, *fourth_about_);
+  if (fourth) *fourth += fourth_moment(raw, type_, count, fourth_about_->mean, fourth_about_->scale);
   return {raw, type_};
 }
 

@@ -61,11 +61,11 @@ using PieceBuffers = std::vector<PieceBuffer>;
 
 class PieceReader {
  public:
-  // The pieces of a [rows, cols] tensor `entry` of `reader`. With `fourth_about`, each share's sum
-  // of (w - mean)^4 about that mean is taken as it is read (pass 2).
+  // The pieces of a [rows, cols] tensor `entry` of `reader`. With `fourth_about` (the tensor's mean and
+  // sigma), each share's sum of ((w - mean) / sigma)^4 is taken as it is read (pass 2).
   PieceReader(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t cols,
               const std::vector<Piece>& pieces, Backend& backend, PieceBuffers& buffers,
-              std::optional<double> fourth_about = std::nullopt);
+              std::optional<Affine> fourth_about = std::nullopt);
   ~PieceReader();
   PieceReader(const PieceReader&) = delete;
   PieceReader& operator=(const PieceReader&) = delete;
@@ -73,7 +73,7 @@ class PieceReader {
   // Readies the window that begins at piece `first` (0, then each window's `last`).
   PieceWindow start(std::size_t first);
   // The weights of item i of the window, as stored or as floats, valid until the calling thread
-  // asks for another item's or the next window starts (called from the item's thread), and with `fourth` the share's sum of (w - mean)^4.
+  // asks for another item's or the next window starts (called from the item's thread), and with `fourth` the share's sum of ((w - mean) / sigma)^4.
   WeightView weights(const PieceWindow& window, std::size_t i, double* fourth = nullptr);
 
  private:
@@ -88,7 +88,7 @@ class PieceReader {
   const std::vector<Piece>& pieces_;
   const WeightType type_;
   const bool concurrent_, as_stored_;
-  const std::optional<double> fourth_about_;
+  const std::optional<Affine> fourth_about_;  // mean and sigma: the terms are of normalised weights
   PieceBuffers& buffers_;
   const std::size_t element_;
   PieceBuffer ahead_[2];

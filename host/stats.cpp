@@ -308,8 +308,11 @@ namespace {
 // Float within blocks of 1024, double across them, vectorised and spread over the cores, the
 // threads' parts joined in thread order.
 template <typename E>
-double fourth_moment_as(const typename E::Stored* values, std::size_t count, double mean) {
+double fourth_moment_as(const typename E::Stored* values, std::size_t count, double mean, double scale) {
   const float m = static_cast<float>(mean);
+  const double inverse = 1.0 / scale;
+  const float inverse_f = static_cast<float>(inverse);
+  const bool in_float = std::isnormal(inverse_f);
   const auto blocks = static_cast<std::ptrdiff_t>((count + 1023) / 1024);
   std::vector<double> parts(std::size_t(max_threads()), 0.0);
 #pragma omp parallel if (blocks > 64)
@@ -319,20 +322,26 @@ double fourth_moment_as(const typename E::Stored* values, std::size_t count, dou
     for (std::ptrdiff_t b = 0; b < blocks; ++b) {
       const std::size_t first = std::size_t(b) * 1024, end = std::min(count, first + 1024);
       float block = 0.0f;
+      if (in_float) {
 #pragma omp simd reduction(+ : block)
-      for (std::size_t i = first; i < end; ++i) {
-        const float d = E::at(values, i) - m;
-        block += (d * d) * (d * d);
-      }
-      if (!std::isfinite(block)) {  // NaN or Inf inside: again, without them (a branch per weight)
-        block = 0.0f;
         for (std::size_t i = first; i < end; ++i) {
-          const float w = E::at(values, i);
-          const float d = std::isfinite(w) ? w - m : 0.0f;
+          const float d = (E::at(values, i) - m) * inverse_f;
           block += (d * d) * (d * d);
         }
       }
-      mine += block;
+      if (in_float && std::isfinite(block)) {
+        mine += block;
+        continue;
+      }
+      // NaN or Inf inside, a deviation of 10^9 sigma, or a scale beyond FP32: again in double,
+      // without the non-finite weights (a branch per weight).
+      double exact = 0.0;
+      for (std::size_t i = first; i < end; ++i) {
+        const float w = E::at(values, i);
+        const double d = std::isfinite(w) ? (double(w) - mean) * inverse : 0.0;
+        exact += (d * d) * (d * d);
+      }
+      mine += exact;
     }
     parts[std::size_t(thread_index())] = mine;
   }
@@ -343,9 +352,10 @@ double fourth_moment_as(const typename E::Stored* values, std::size_t count, dou
 
 }  // namespace
 
-double fourth_moment(const void* values, WeightType type, std::size_t count, double mean) {
+double fourth_moment(const void* values, WeightType type, std::size_t count, double mean, double scale) {
+  NUQ_ASSERT(scale > 0.0 && std::isfinite(scale), "the fourth moment's scale is positive and finite");
   return loads::with_element(values, type, [&](auto element, const auto* stored) {
-    return fourth_moment_as<decltype(element)>(stored, count, mean);
+    return fourth_moment_as<decltype(element)>(stored, count, mean, scale);
   });
 }
 

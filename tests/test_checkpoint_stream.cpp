@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <regex>
 
 #include <nlohmann/json.hpp>
@@ -102,6 +103,52 @@ TEST(CheckpointStream, RowAndColumnPiecesGiveTheSameCodes) {
     EXPECT_NEAR(a.sqnr_ex_db, b.sqnr_ex_db, 1e-6);
     for (std::size_t i = 0; i < a.tensors.size(); ++i)
       EXPECT_NEAR(a.tensors[i].excess_kurtosis, b.tensors[i].excess_kurtosis, 1e-3 * std::abs(a.tensors[i].excess_kurtosis));
+  }
+}
+
+// The per-tensor table's statistics are the tensor's own at any magnitude: the excess kurtosis
+// against a double-precision reference (its FP32 fourth powers once left FP32's range: -3 reported
+// at sigma 1e-30, -1.65 at 1e-12, inf at 1e12), SQNR and share inside independent of the scale.
+TEST(CheckpointStream, TheTableIsTheSameAtEveryMagnitudeOfTheWeights) {
+  test::TempDir dir;
+  io::TensorFile file;
+  const std::vector<float> unit = test::draw(test::Law::Laplace, 64 * 96, 0.0, 1.0, 29);
+  std::map<std::string, std::pair<double, std::vector<float>>> tensors;  // name: scale, weights
+  for (double scale : {1e-36, 1e-30, 1e-12, 1e-6, 1.0, 1e6, 1e12, 1e30}) {
+    std::vector<float> w(unit.size());
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float((double(unit[i]) + 0.5) * scale);
+    const std::string name = "scale" + std::to_string(tensors.size()) + ".weight";
+    file.tensors[name] = io::f32_tensor({64, 96}, w);
+    tensors[name] = {scale, w};
+  }
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (std::size_t piece_bytes : {std::size_t{0}, std::size_t{4 * 1000}}) {  // whole tensors, and pieces
+    StreamOptions options;
+    options.normalisation = Normalisation::PerTensor;
+    if (piece_bytes) options.piece_bytes = piece_bytes;
+    const StreamReport report =
+        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("out.safetensors"), msptq2(), options, cpu_backend());
+    ASSERT_EQ(report.tensors.size(), tensors.size());
+    const auto unit_scale = std::find_if(report.tensors.begin(), report.tensors.end(),
+                                         [&](const StreamTensorReport& t) { return tensors.at(t.tensor.name).first == 1.0; });
+    ASSERT_NE(unit_scale, report.tensors.end());
+    for (const auto& t : report.tensors) {
+      const auto& [scale, w] = tensors.at(t.tensor.name);
+      const std::string what = t.tensor.name + " (scale " + std::to_string(scale) + "), pieces of " + std::to_string(piece_bytes);
+      double mean = 0.0, m2 = 0.0, m4 = 0.0;
+      for (float v : w) mean += double(v);
+      mean /= double(w.size());
+      for (float v : w) {
+        const double d = double(v) - mean;
+        m2 += d * d;
+        m4 += d * d * d * d;
+      }
+      const double kurtosis = double(w.size()) * m4 / (m2 * m2) - 3.0;
+      EXPECT_NEAR(t.excess_kurtosis, kurtosis, 1e-4 * std::abs(kurtosis)) << what;
+      EXPECT_NEAR(t.sqnr_ex_db, unit_scale->sqnr_ex_db, 0.01) << what;
+      EXPECT_NEAR(t.within, unit_scale->within, 0.05) << what;
+      EXPECT_NEAR(t.tensor.rmse / scale, unit_scale->tensor.rmse, 1e-3 * unit_scale->tensor.rmse) << what;
+    }
   }
 }
 

@@ -49,9 +49,12 @@ WeightStats stats_ref(const float* values, std::size_t count, const std::string&
                       NonFinite nonfinite = NonFinite::Reject);
 WeightStats combine(const WeightStats& a, const WeightStats& b);
 
-// The sum of (w - mean)^4 over the finite weights among `count` of `type` (for the excess
-// kurtosis, a diagnostic: float sums within blocks of 1,024 weights, double across them, so the
-// same weights as float and as BF16 agree to rounding, not bit for bit).
-double fourth_moment(const void* values, WeightType type, std::size_t count, double mean);
+// The sum of ((w - mean) / scale)^4 over the finite weights among `count` of `type` (for the
+// excess kurtosis, a diagnostic: float sums within blocks of 1,024 weights, double across them, so
+// the same weights as float and as BF16 agree to rounding, not bit for bit). With `scale` the
+// weights' standard deviation the terms stay near 1 at any magnitude: unscaled, fourth powers
+// leave FP32's range for deviations under 1e-10 or over 1e9. A block that still overflows, or a
+// scale whose inverse FP32 cannot hold, is summed in double.
+double fourth_moment(const void* values, WeightType type, std::size_t count, double mean, double scale);
 
 }  // namespace nuq
