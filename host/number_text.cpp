@@ -24,6 +24,12 @@ std::string fixed_text(double value, int decimals) {
   return formatted("%.*f", decimals, value);
 }
 
+std::string significant_text(double value, int digits) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  return formatted("%.*g", digits > 0 ? digits : 1, value);
+}
+
 std::string signed_text(double value, int decimals) {
   std::string text = fixed_text(value, decimals);
   if (text.front() == '-' && text.find_first_not_of("-0.") == std::string::npos) text.erase(0, 1);

@@ -43,6 +43,14 @@ TEST(NumberText, PrintsEveryMagnitudeWhole) {
   EXPECT_EQ(fixed_text(std::numeric_limits<double>::infinity(), 2), "inf");
   EXPECT_EQ(signed_text(-1e-9, 2), "+0.00");
   EXPECT_EQ(signed_text(0.5, 2), "+0.50");
+  // Errors of tensors at any scale keep their digits: at sigma 1e-12 fixed decimals printed 0.000000.
+  EXPECT_EQ(significant_text(0.000123456789, 6), "0.000123457");
+  EXPECT_EQ(significant_text(4.22226490625e-13, 6), "4.22226e-13");
+  EXPECT_EQ(significant_text(422226490625.335632, 6), "4.22226e+11");
+  EXPECT_EQ(significant_text(0.418968, 6), "0.418968");
+  EXPECT_EQ(significant_text(0.0, 6), "0");
+  EXPECT_EQ(significant_text(-std::numeric_limits<double>::infinity(), 6), "-inf");
+  EXPECT_EQ(significant_text(std::numeric_limits<double>::quiet_NaN(), 6), "nan");
 }
 
 TEST(Findings, AreJudgedOnTheNumbers) {

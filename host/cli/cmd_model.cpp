@@ -96,8 +96,8 @@ std::string tensor_table(const std::vector<TensorReport>& tensors) {
   TextTable table({"tensor", "shape", "code bits", "bits/weight", "bytes before", "bytes after", "RMSE", "max error"});
   for (const auto& t : tensors)
     table.add_row({t.name, io::shape_text(t.shape), std::to_string(t.bits), fixed(bits_per_weight(t), 3),
-                   std::to_string(t.bytes_before), std::to_string(t.bytes_after), fixed(t.rmse, 6),
-                   fixed(t.max_error, 6)});
+                   std::to_string(t.bytes_before), std::to_string(t.bytes_after), significant(t.rmse, 6),
+                   significant(t.max_error, 6)});
   return table.render();
 }
 
@@ -179,7 +179,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   for (const StreamTensorReport& t : report.tensors)
     table.add_row({t.tensor.name, io::shape_text(t.tensor.shape), fixed(bits_per_weight(t.tensor), 3),
                    fixed(t.sqnr_ex_db, 3), fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2),
-                   fixed(t.tensor.rmse, 6)});
+                   significant(t.tensor.rmse, 6)});
   std::cout << table.render() << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels, normalisation "
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "

@@ -59,6 +59,8 @@ std::string TextTable::render() const {
 
 std::string fixed(double value, int decimals) { return fixed_text(value, decimals); }
 
+std::string significant(double value, int digits) { return significant_text(value, digits); }
+
 std::string signed_fixed(double value, int decimals) { return signed_text(value, decimals); }
 
 }  // namespace nuq::cli

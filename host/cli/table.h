@@ -20,6 +20,8 @@ class TextTable {
 
 // Fixed-point text: fixed(6.97903, 4) == "6.9790"; NaN and infinities spelled out.
 std::string fixed(double value, int decimals);
+// Text of `digits` significant digits, for errors of any magnitude: significant(4.2e-13, 6) == "4.2e-13".
+std::string significant(double value, int digits);
 // Signed fixed-point text for differences: "+0.0000", "-0.0012".
 std::string signed_fixed(double value, int decimals);
 
