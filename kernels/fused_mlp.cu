@@ -190,6 +190,7 @@ void launch_fused_mlp(const float* d_images, std::size_t count, const FusedMlp& 
                   mlp.layers[1].n == kHidden && mlp.layers[2].k == kHidden && mlp.layers[2].n == kClasses,
               "fused MLP: the layers are not 784 -> 512 -> 512 -> 10");
   NUQ_REQUIRE(mlp.layers[1].bits == bits && mlp.layers[2].bits == bits, "fused MLP: the layers differ in code width");
+  NUQ_REQUIRE(mlp.bias[0] && mlp.bias[1] && mlp.bias[2], "fused MLP: every layer needs its bias (the kernel reads it)");
   with_code_width(bits, "fused MLP",
                   [&](auto width) { launch<decltype(width)::value>(d_images, count, mlp, d_classes, stream, layout); });
 }
