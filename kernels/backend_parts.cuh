@@ -22,12 +22,12 @@ namespace nuq::cuda {
 // a warp per long row would leave most of the device idle.
 constexpr std::size_t kLongRow = 16 * 4096;
 
-// Makes `device` current and returns its properties; throws naming it when it does not exist.
-inline cudaDeviceProp select_device(int device) {
+// The properties of `device`; throws naming it when it does not exist. (A backend makes its device
+// current only within each of its calls: device_scope.cuh.)
+inline cudaDeviceProp device_properties(int device) {
   int count = 0;
   NUQ_CUDA_CHECK(cudaGetDeviceCount(&count));
   NUQ_REQUIRE(device >= 0 && device < count, "CUDA device ", device, " does not exist (", count, " visible)");
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
   cudaDeviceProp prop{};
   NUQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   return prop;

@@ -9,6 +9,7 @@
 
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_scope.cuh"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
 #include "nuq/packed.h"
@@ -110,7 +111,7 @@ std::vector<float> uniform(std::size_t count, std::uint64_t seed) {
 
 double time_copy(std::size_t bytes, int runs, int device) {
   NUQ_REQUIRE(bytes > 0 && runs > 0, "time_copy: nothing to time");
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
   DeviceBuffer<std::uint8_t> from(bytes), to(bytes);
   NUQ_CUDA_CHECK(cudaMemset(from.data(), 0x5A, bytes));
   EventTimer timer(device);
@@ -121,7 +122,7 @@ double time_copy(std::size_t bytes, int runs, int device) {
 
 PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bits, int runs, int device) {
   NUQ_REQUIRE(count > 0 && runs > 0, "time_pipeline: nothing to time");
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
   int sms = 0;
   NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   // One random block uploaded, repeated over the input on the device (uploading 4 GiB from the
@@ -214,7 +215,7 @@ static double time_qgemm_mma(std::size_t m, std::size_t n, std::size_t k, int bi
 
 double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int runs, int device, Precision precision,
                   QgemmKernel kernel) {
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
   if (kernel == QgemmKernel::Mma) return time_qgemm_mma(m, n, k, bits, runs, device);
   NUQ_REQUIRE(kernel != QgemmKernel::Gemv || gemv::takes(m, k, bits), "time_qgemm: the GEMV takes m = 1..",
               gemv::kMaxBatch, " and k of at least ", gemv::slice_columns(bits), " at ", bits, " bits, not m = ", m,
@@ -255,7 +256,7 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
 }
 
 double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, int runs, int device) {
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
   const bool bf16 = peer == DensePeer::Bf16;
   // Random weights and activations (a product of zeros or constants can run faster than real data).
   const auto upload = [&](std::size_t count, std::uint64_t seed) {

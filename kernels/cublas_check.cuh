@@ -4,6 +4,7 @@
 
 #include <cublas_v2.h>
 
+#include <cstdio>
 #include <string>
 
 #include "nuq/error.h"
@@ -14,4 +15,13 @@
     if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                          \
       throw ::nuq::Error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": cuBLAS error in `" + \
                          #statement + "`: " + cublasGetStatusString(nuq_status_));                      \
+  } while (0)
+
+// For destructors, which must not throw: a failure is reported on stderr.
+#define NUQ_CUBLAS_CHECK_NOTHROW(statement)                                                       \
+  do {                                                                                            \
+    const cublasStatus_t nuq_status_ = (statement);                                               \
+    if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                     \
+      std::fprintf(stderr, "%s:%d: cuBLAS error in `%s`: %s\n", __FILE__, __LINE__, #statement,   \
+                   cublasGetStatusString(nuq_status_));                                           \
   } while (0)

@@ -14,6 +14,7 @@
 #include "cublas_check.cuh"
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_scope.cuh"
 #include "device_weights.cuh"
 #include "nuq/backend.h"
 #include "nuq/cuda.h"
@@ -47,6 +48,15 @@ struct CudaPreparedWeights final : PreparedWeights {
     // stream, which a caller's non-blocking stream (PyTorch's side streams) does not wait for.
     NUQ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
   }
+  // A product enqueued on a caller's stream (qgemm_on_device, nuq.qgemm on CUDA tensors) returns
+  // before it runs and may still read these codes: the device's work finishes before they are freed
+  // (cudaFree's own synchronisation is not promised).
+  ~CudaPreparedWeights() override {
+    const DeviceScope on_device(device, DeviceScope::NoThrow{});
+    NUQ_CUDA_CHECK_NOTHROW(cudaDeviceSynchronize());
+  }
+  CudaPreparedWeights(const CudaPreparedWeights&) = delete;
+  CudaPreparedWeights& operator=(const CudaPreparedWeights&) = delete;
   int device;
   DeviceWeights weights;
 };
@@ -55,7 +65,8 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, std::size_t chunk_bytes, Precision precision, QgemmKernel kernel)
       : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes), precision_(precision) {
-    const cudaDeviceProp prop = select_device(device_);
+    const cudaDeviceProp prop = device_properties(device_);
+    const DeviceScope on_device(device_);  // the slots' streams and buffers belong to it
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";
     multiprocessors_ = prop.multiProcessorCount;
     fragment_order_ = kernel == QgemmKernel::Mma && prop.major >= 8;  // below 8.0: the default kernels
@@ -68,7 +79,7 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
 
   WeightStats stats(const float* values, std::size_t count, const std::string& name, NonFinite nonfinite) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     WeightStats result;
     if (count == 0) return result;
     std::size_t chunk = 0;
@@ -108,7 +119,7 @@ class CudaBackend final : public Backend {
   void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols, const std::string& name,
                  NonFinite nonfinite, WeightStats* out) override {
     NUQ_REQUIRE(type == WeightType::F32, name_, " takes weights as float only; widen them first");
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     // One row, or rows so long that a warp each would leave most of the device idle while it
     // streams them (or that one would outgrow a chunk): each row gets the whole grid, a call each.
     if (rows == 1 || cols > kLongRow)
@@ -151,7 +162,7 @@ class CudaBackend final : public Backend {
 
   QuantizeTotals quantize(const float* values, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                           std::uint8_t* packed) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
     const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
@@ -197,7 +208,7 @@ class CudaBackend final : public Backend {
 
   void dequantize(const std::uint8_t* packed, std::size_t rows, std::size_t cols, const QuantizeTable& table,
                   float* out) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     if (rows == 0 || cols == 0) return;
     const UploadedTable device_table(table, rows);
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
@@ -242,7 +253,7 @@ class CudaBackend final : public Backend {
   }
 
   std::unique_ptr<PreparedWeights> prepare(const QuantizedMatrix& w) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     return std::make_unique<CudaPreparedWeights>(w, device_, fragment_order_);
   }
 
@@ -250,7 +261,7 @@ class CudaBackend final : public Backend {
     const auto* prepared = dynamic_cast<const CudaPreparedWeights*>(&w);
     NUQ_REQUIRE(prepared && prepared->device == device_, name_,
                 ": qgemm with weights that were not prepared by this backend");
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     const std::size_t n = w.matrix().codes.rows, k = w.matrix().codes.cols;
     if (m == 0 || n == 0) return;
     DeviceBuffer<float> dx(m * k), dy(m * n), db(bias ? n : 0);
@@ -276,7 +287,7 @@ class CudaBackend final : public Backend {
 
   void gemm(const float* x, std::size_t m, const float* w, std::size_t rows, std::size_t cols, const float* bias,
             float* y) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     if (m == 0 || rows == 0) return;
     NUQ_REQUIRE(m <= std::size_t(INT_MAX) && rows <= std::size_t(INT_MAX) && cols <= std::size_t(INT_MAX), "gemm: ",
                 m, " x ", rows, " x ", cols, " exceeds cuBLAS's 32-bit dimensions");
@@ -296,14 +307,14 @@ class CudaBackend final : public Backend {
     add_bias(bias, m, rows, y);
   }
 
-  ~CudaBackend() override {  // a destructor does not throw: the statuses are not checked
-    int current = 0;            // the handles belong to this backend's device; the caller's is restored
-    const bool known = cudaGetDevice(&current) == cudaSuccess;
-    cudaSetDevice(device_);
-    if (cublas_) cublasDestroy(cublas_);
+  ~CudaBackend() override {  // a destructor does not throw: failures are reported, not raised
+    // The handles, streams and buffers belong to this backend's device: released with it current,
+    // the slots' streams drained first (Stream's destructor), the caller's device given back after.
+    const DeviceScope on_device(device_, DeviceScope::NoThrow{});
+    slots_.reset();
+    if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublasDestroy(cublas_));
     for (const auto& [stream, handle] : bf16_cublas_)
-      if (handle) cublasDestroy(handle);
-    if (known) cudaSetDevice(current);
+      if (handle) NUQ_CUBLAS_CHECK_NOTHROW(cublasDestroy(handle));
   }
 
  private:
@@ -404,14 +415,14 @@ void qgemm_on_device(Backend& backend, const float* d_x, std::size_t m, const Pr
   const auto* prepared = dynamic_cast<const CudaPreparedWeights*>(&w);
   NUQ_REQUIRE(cuda && prepared && prepared->device == cuda->device(), backend.name(),
               ": qgemm_on_device takes weights this CUDA backend prepared");
-  NUQ_CUDA_CHECK(cudaSetDevice(prepared->device));
+  const DeviceScope on_device(prepared->device);
   if (m == 0 || prepared->weights.view.n == 0) return;
   cuda->enqueue_qgemm(d_x, m, *prepared, d_bias, d_y, reinterpret_cast<cudaStream_t>(stream));
 }
 
 void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const QuantizedMatrix& w, const float* bias,
                             float* y, int device) {
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
   const DeviceWeights weights = upload_weights(w, "qgemm_bf16_activations");
   const std::size_t n = w.codes.rows, k = w.codes.cols;
   if (m == 0 || n == 0) return;

@@ -6,6 +6,7 @@
 #include "cublas_check.cuh"
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_scope.cuh"
 #include "device_weights.cuh"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
@@ -123,7 +124,10 @@ class Mlp {
   }
 
   void release() noexcept {  // a destructor does not throw: failures are reported, not raised
-    if (cublas_) cublasDestroy(cublas_);
+    if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublasDestroy(cublas_));
+    // cudaStreamDestroy returns at once, work still queued; the layers' memory is freed after this,
+    // so what was launched (an error may have cut a forward pass short) finishes first.
+    if (stream_) NUQ_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream_));
     if (stream_) NUQ_CUDA_CHECK_NOTHROW(cudaStreamDestroy(stream_));
     cublas_ = nullptr;
     stream_ = nullptr;
@@ -160,7 +164,7 @@ DeviceInference infer_mlp(const Model& model, const QuantizedModel* quantized, c
   NUQ_REQUIRE(data.rows * data.cols == kInputs && data.images.size() == data.count * kInputs,
               "infer_mlp: images must be 28 x 28 (", data.rows, " x ", data.cols, " given)");
   NUQ_REQUIRE(batch > 0 && batch <= std::size_t(INT_MAX), "infer_mlp: batch must be 1 to ", INT_MAX, " images");
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
   DeviceInference result;
   result.predictions.resize(data.count);
   if (data.count == 0) return result;

@@ -13,6 +13,7 @@
 
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_scope.cuh"
 #include "nuq/backend.h"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
@@ -39,9 +40,11 @@ __global__ void widen_kernel(const std::uint16_t* __restrict__ in, bool bf16, st
 class DeviceResidentBackend final : public Backend {
  public:
   explicit DeviceResidentBackend(int device) : device_(device) {
-    const cudaDeviceProp prop = select_device(device_);
+    const cudaDeviceProp prop = device_properties(device_);
+    const DeviceScope on_device(device_);  // its buffers live on that device, whichever the caller's is
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + "), weights in device memory";
     multiprocessors_ = prop.multiProcessorCount;
+    totals_ = DeviceBuffer<QuantizeTotals>(1);
     scratch_ = DeviceBuffer<std::uint8_t>(quantize_scratch_bytes(0, multiprocessors_));
   }
 
@@ -76,7 +79,7 @@ class DeviceResidentBackend final : public Backend {
   }
 
   WeightStats stats(const float* d_values, std::size_t count, const std::string& name, NonFinite nonfinite) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     if (count == 0) return {};
     DeviceBuffer<StatsPartial> partial(1);
     DeviceBuffer<std::uint8_t> scratch(stats_scratch_bytes(count, multiprocessors_));
@@ -91,7 +94,7 @@ class DeviceResidentBackend final : public Backend {
   // A warp per row, rows a launch's worth at a time (widened first when 16-bit).
   void row_stats(const void* values, WeightType type, std::size_t rows, std::size_t cols, const std::string& name,
                  NonFinite nonfinite, WeightStats* out) override {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     if (rows == 1 || cols > kLongRow) return Backend::row_stats(values, type, rows, cols, name, nonfinite, out);
     std::fill(out, out + rows, WeightStats{});
     if (rows == 0 || cols == 0) return;
@@ -141,7 +144,7 @@ class DeviceResidentBackend final : public Backend {
                                    std::uint8_t* packed, RowsAt rows_at) {
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
     const std::size_t per_launch = std::clamp<std::size_t>(kLaunchWeights / cols, 1, rows);
     for (std::size_t first = 0; first < rows; first += per_launch) {
@@ -156,7 +159,7 @@ class DeviceResidentBackend final : public Backend {
   // their weights at d_values, their codes into `packed` (host memory): one launch.
   QuantizeTotals quantize_rows(const float* d_values, std::size_t first, std::size_t rows, std::size_t cols,
                                const DeviceTable& table, std::uint8_t* packed) {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     codes_.reserve_at_least(rows * row_bytes);
     Piece p;
@@ -173,7 +176,7 @@ class DeviceResidentBackend final : public Backend {
 
   // Elements [first, first + count) of 16-bit weights as floats in scratch (count <= kLaunchWeights).
   const float* widen(const void* values, WeightType type, std::size_t first, std::size_t count) {
-    NUQ_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
     widened_.reserve_at_least(count);
     const auto* in = static_cast<const std::uint16_t*>(values) + first;
     const unsigned blocks = unsigned(std::min<std::size_t>((count + 255) / 256, 4096));
@@ -205,7 +208,7 @@ class DeviceResidentBackend final : public Backend {
   int multiprocessors_ = 0;
   Grown<std::uint8_t> codes_;
   Grown<float> widened_;
-  DeviceBuffer<QuantizeTotals> totals_{1};
+  DeviceBuffer<QuantizeTotals> totals_{0};
   DeviceBuffer<std::uint8_t> scratch_{0};
 };
 

@@ -12,6 +12,7 @@
 
 #include "cuda_check.cuh"
 #include "device_buffer.cuh"
+#include "device_scope.cuh"
 #include "nuq/cuda.h"
 #include "nuq/error.h"
 #include "nuq/laplace_closed_form.h"
@@ -66,7 +67,7 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& co
               "laplace_distortion_batch: no CUDA device ", device, " (", unavailable_reason(), ")");
   NUQ_REQUIRE(codebooks.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()),
               "laplace_distortion_batch: too many codebooks for one grid");
-  NUQ_CUDA_CHECK(cudaSetDevice(device));
+  const DeviceScope on_device(device);
 
   std::vector<double> thresholds, levels, xmax;
   std::vector<std::int64_t> level_begin{0};

@@ -95,11 +95,12 @@ class Stream {
 };
 
 // Everything one chunk in flight needs: pinned staging in and out, device memory in and out, and
-// scratch for block partials and CUB's temporary storage.
+// scratch for block partials and CUB's temporary storage. The stream is declared last so that it
+// is destroyed first: its destructor drains it before the memory its copies and kernels use is freed.
 struct Slot {
-  Stream stream;
   PinnedBuffer host_in, host_out;
   ScratchBuffer device_in, device_out, scratch;
+  Stream stream;
 };
 
 // Runs chunks 0..count-1 over the two slots: for chunk i, `stage(i, slot)` fills the slot's pinned
@@ -110,18 +111,26 @@ inline void run_pipelined(std::array<Slot, 2>& slots, std::size_t count,
                           const std::function<void(std::size_t, Slot&)>& stage,
                           const std::function<void(std::size_t, Slot&)>& enqueue,
                           const std::function<void(std::size_t, Slot&)>& finish) {
-  for (std::size_t i = 0; i < count; ++i) {
-    Slot& slot = slots[i % 2];
-    if (i >= 2) {
-      slot.stream.synchronize();
-      finish(i - 2, slot);
+  try {
+    for (std::size_t i = 0; i < count; ++i) {
+      Slot& slot = slots[i % 2];
+      if (i >= 2) {
+        slot.stream.synchronize();
+        finish(i - 2, slot);
+      }
+      stage(i, slot);
+      enqueue(i, slot);
     }
-    stage(i, slot);
-    enqueue(i, slot);
-  }
-  for (std::size_t i = count >= 2 ? count - 2 : 0; i < count; ++i) {
-    slots[i % 2].stream.synchronize();
-    finish(i, slots[i % 2]);
+    for (std::size_t i = count >= 2 ? count - 2 : 0; i < count; ++i) {
+      slots[i % 2].stream.synchronize();
+      finish(i, slots[i % 2]);
+    }
+  } catch (...) {
+    // The other slot's chunk may still be copying into its pinned buffer or reading a table the
+    // caller frees as the error unwinds, and the next call would restage into its buffers: both
+    // streams drain before the error goes on.
+    for (Slot& slot : slots) NUQ_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(slot.stream.get()));
+    throw;
   }
 }
 
