@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <array>
 #include <cmath>
@@ -49,16 +50,19 @@ struct CudaPreparedWeights final : PreparedWeights {
     NUQ_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
   }
   // A product enqueued on a caller's stream (qgemm_on_device, nuq.qgemm on CUDA tensors) returns
-  // before it runs and may still read these codes: the device's work finishes before they are freed
-  // (cudaFree's own synchronisation is not promised).
+  // before it runs and may still read these codes: after such a product the device's work finishes
+  // before they are freed (cudaFree's own synchronisation is not promised). The host path's
+  // products have finished when they return. The codes are freed with their device current.
   ~CudaPreparedWeights() override {
     const DeviceScope on_device(device, DeviceScope::NoThrow{});
-    NUQ_CUDA_CHECK_NOTHROW(cudaDeviceSynchronize());
+    if (enqueued_on_caller_stream.load()) NUQ_CUDA_CHECK_NOTHROW(cudaDeviceSynchronize());
+    const DeviceWeights released = std::move(weights);
   }
   CudaPreparedWeights(const CudaPreparedWeights&) = delete;
   CudaPreparedWeights& operator=(const CudaPreparedWeights&) = delete;
   int device;
   DeviceWeights weights;
+  mutable std::atomic<bool> enqueued_on_caller_stream{false};
 };
 
 class CudaBackend final : public Backend {
@@ -249,6 +253,7 @@ class CudaBackend final : public Backend {
   void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
     check_quantized_matrix(w, "qgemm");
     if (m == 0 || w.codes.rows == 0) return;
+    const DeviceScope on_device(device_);  // the temporary copy is freed with its device current
     qgemm(x, m, *prepare(w), bias, y);
   }
 
@@ -417,6 +422,7 @@ void qgemm_on_device(Backend& backend, const float* d_x, std::size_t m, const Pr
               ": qgemm_on_device takes weights this CUDA backend prepared");
   const DeviceScope on_device(prepared->device);
   if (m == 0 || prepared->weights.view.n == 0) return;
+  prepared->enqueued_on_caller_stream.store(true);
   cuda->enqueue_qgemm(d_x, m, *prepared, d_bias, d_y, reinterpret_cast<cudaStream_t>(stream));
 }
 

@@ -48,6 +48,16 @@ class DeviceResidentBackend final : public Backend {
     scratch_ = DeviceBuffer<std::uint8_t>(quantize_scratch_bytes(0, multiprocessors_));
   }
 
+  ~DeviceResidentBackend() override {  // its buffers are freed with their device current
+    const DeviceScope on_device(device_, DeviceScope::NoThrow{});
+    codes_.buffer.reset();
+    widened_.buffer.reset();
+    totals_ = DeviceBuffer<QuantizeTotals>(0);
+    scratch_ = DeviceBuffer<std::uint8_t>(0);
+  }
+  DeviceResidentBackend(const DeviceResidentBackend&) = delete;
+  DeviceResidentBackend& operator=(const DeviceResidentBackend&) = delete;
+
   std::string name() const override { return name_; }
 
   // F16 and BF16 as they lie too: widened on the device a launch's worth at a time, so that a

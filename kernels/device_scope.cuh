@@ -4,11 +4,35 @@
 // never leaves a caller's later torch.cuda allocations on GPU 1 (or, made on another, on GPU 0).
 #pragma once
 
+#include <cuda.h>  // the driver's types only: its one function used here is looked up, not linked
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include "cuda_check.cuh"
 
 namespace nuq::cuda {
+
+// Whether `device` has an active primary context. Since CUDA 12 cudaSetDevice creates one at once,
+// so handing back a device the thread never used would put a context (hundreds of MiB) on a GPU
+// nuq was not asked to touch; PyTorch's device guard asks the same before it restores. Unknown
+// (the driver entry point missing) counts as yes, the plain restore.
+inline bool has_primary_context(int device) {
+  static const PFN_cuDevicePrimaryCtxGetState_v7000 get_state = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    const cudaError_t status =
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &function, 7000, cudaEnableDefault, &found);
+    if (status != cudaSuccess) cudaGetLastError();  // a runtime call's error would outlive it as the last error
+    return status == cudaSuccess && found == cudaDriverEntryPointSuccess
+               ? reinterpret_cast<PFN_cuDevicePrimaryCtxGetState_v7000>(function)
+               : nullptr;
+  }();
+  if (!get_state) return true;
+  unsigned int flags = 0;
+  int active = 0;
+  // A CUdevice is the ordinal the runtime numbers devices by (both honour CUDA_VISIBLE_DEVICES).
+  return get_state(CUdevice(device), &flags, &active) != CUDA_SUCCESS || active != 0;
+}
 
 class DeviceScope {
  public:
@@ -29,7 +53,9 @@ class DeviceScope {
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;
   ~DeviceScope() {
-    if (previous_ != device_) NUQ_CUDA_CHECK_NOTHROW(cudaSetDevice(previous_));
+    // A previous device without a context is the thread's untouched default: left alone, as PyTorch
+    // leaves it (the thread's current device then stays this one).
+    if (previous_ != device_ && has_primary_context(previous_)) NUQ_CUDA_CHECK_NOTHROW(cudaSetDevice(previous_));
   }
 
  private:

@@ -108,13 +108,14 @@ TEST(CheckpointStream, RowAndColumnPiecesGiveTheSameCodes) {
 
 // The per-tensor table's statistics are the tensor's own at any magnitude: the excess kurtosis
 // against a double-precision reference (its FP32 fourth powers once left FP32's range: -3 reported
-// at sigma 1e-30, -1.65 at 1e-12, inf at 1e12), SQNR and share inside independent of the scale.
+// at sigma 1e-30, -1.65 at 1e-12, inf at 1e12), SQNR, share inside and RMSE / sigma independent of
+// the scale.
 TEST(CheckpointStream, TheTableIsTheSameAtEveryMagnitudeOfTheWeights) {
   test::TempDir dir;
   io::TensorFile file;
   const std::vector<float> unit = test::draw(test::Law::Laplace, 64 * 96, 0.0, 1.0, 29);
   std::map<std::string, std::pair<double, std::vector<float>>> tensors;  // name: scale, weights
-  for (double scale : {1e-36, 1e-30, 1e-12, 1e-6, 1.0, 1e6, 1e12, 1e30}) {
+  for (double scale : {1e-40, 1e-36, 1e-30, 1e-12, 1e-6, 1.0, 1e6, 1e12, 1e30}) {
     std::vector<float> w(unit.size());
     for (std::size_t i = 0; i < w.size(); ++i) w[i] = float((double(unit[i]) + 0.5) * scale);
     const std::string name = "scale" + std::to_string(tensors.size()) + ".weight";
@@ -145,6 +146,9 @@ TEST(CheckpointStream, TheTableIsTheSameAtEveryMagnitudeOfTheWeights) {
       }
       const double kurtosis = double(w.size()) * m4 / (m2 * m2) - 3.0;
       EXPECT_NEAR(t.excess_kurtosis, kurtosis, 1e-4 * std::abs(kurtosis)) << what;
+      // Subnormal weights (1/sigma beyond FP32: the fourth moment in double) hold too few digits
+      // for their codes to match the unit tensor's; their kurtosis is checked all the same.
+      if (scale < 1e-38) continue;
       EXPECT_NEAR(t.sqnr_ex_db, unit_scale->sqnr_ex_db, 0.01) << what;
       EXPECT_NEAR(t.within, unit_scale->within, 0.05) << what;
       EXPECT_NEAR(t.tensor.rmse / scale, unit_scale->tensor.rmse, 1e-3 * unit_scale->tensor.rmse) << what;
