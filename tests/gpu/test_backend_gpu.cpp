@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "../backend_cases.h"
 #include "nuq/backend.h"
@@ -74,6 +77,21 @@ TEST_F(BackendGpu, BitIdenticalCodesAndStatisticsOnEverySize) {
       const std::vector<float> w = test::draw(law, n, 0.02, 0.07, std::uint32_t(n + 1));
       for (const auto& c : codebooks)
         compare(*gpu, w, 1, n, c, false, test::to_string(law) + " n=" + std::to_string(n) + " " + c.name);
+    }
+}
+
+// Weights of tiny sigma (down to subnormals): their squares leave FP32's normal range, so the
+// kernels sum those items in double, as the CPU does (at sigma 1e-24 the FP32 sums once gave a
+// quarter of the spread and a signal and noise of 0). Both layouts: one row, and padded rows.
+TEST_F(BackendGpu, TinyWeightsGiveTheCpusStatisticsAndTotals) {
+  const auto gpu = cuda::make_backend(0);
+  const auto codebooks = test::codebooks_of_every_width();
+  for (double sigma : {1e-21, 1e-24, 1e-30, 1e-40})
+    for (auto [rows, cols] : std::vector<std::pair<std::size_t, std::size_t>>{{1, 100003}, {37, 1001}}) {
+      const std::vector<float> w = test::draw(Law::Laplace, rows * cols, 0.0, sigma, std::uint32_t(cols));
+      for (const auto& c : codebooks)
+        compare(*gpu, w, rows, cols, c, false,
+                "sigma " + std::to_string(sigma) + " " + std::to_string(rows) + "x" + std::to_string(cols) + " " + c.name);
     }
 }
 
