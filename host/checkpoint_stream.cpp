@@ -52,6 +52,12 @@ struct Job {
   double fourth = 0.0;       // pass 2: sum of ((w - mean) / sigma)^4 over the finite weights
 };
 
+// Whether a tensor has a spread to take its fourth moment at (and so an excess kurtosis).
+bool has_spread(const WeightStats& s) {
+  const double sigma = s.stddev();
+  return sigma > 0.0 && std::isfinite(sigma);
+}
+
 // The maps of rows (groups) [first, first + count) of a job: spilled ones read back; grouped ones
 // turned into the tensor's mean and each group's RMS about it, rounded to the F32 the file stores.
 std::vector<Affine> maps_of(const Job& job, const MapSpill& spill, std::size_t first, std::size_t count,
@@ -363,8 +369,7 @@ class StreamRun {
                                             : std::numeric_limits<double>::infinity();
       t.within = finite ? 100.0 * double(job.totals.inside) / double(finite) : 0.0;
       // The fourth moment's terms are of (w - mean) / sigma, so its mean is the kurtosis itself.
-      const double sigma_own = job.own.stddev();
-      t.excess_kurtosis = sigma_own > 0.0 && std::isfinite(sigma_own) ? job.fourth / double(finite) - 3.0 : kNaN;
+      t.excess_kurtosis = has_spread(job.own) ? job.fourth / double(finite) - 3.0 : kNaN;
       // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each
       // row is normalised to 1).
       const double sigma = per_row_                   ? 1.0
@@ -430,9 +435,8 @@ class StreamRun {
   void write_codes(Job& job, const io::SafetensorsReader& reader, io::WriteBehind& out, Progress& progress) {
     const QuantizeTable shared = per_row_ ? QuantizeTable{} : make_quantize_table(codebook_, bits_, job.maps, tensor_where(job));
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
-    const double sigma = job.own.stddev();
     PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_,
-                       Affine{job.own.mean, sigma > 0.0 && std::isfinite(sigma) ? sigma : 1.0});
+                       Affine{job.own.mean, has_spread(job.own) ? job.own.stddev() : 1.0});
     const auto row_bytes = [&](const Piece& p) { return packed_row_bytes(p.cols, bits_); };
     for (std::size_t k = 0; k < pieces.size();) {
       const PieceWindow window = source.start(k);

@@ -53,7 +53,8 @@ const float* PieceReader::read_widened(const Piece& p, std::uint8_t* raw, float*
     const std::size_t at = b * kBlock, n = std::min(kBlock, count - at);
     reader_.read(entry_, first + at * element_, n * element_, raw + at * element_);
     io::widen_to_f32(entry_.dtype, raw + at * element_, n, values + at);
-    if (fourth) block_fourth[b] = fourth_moment(values + at, WeightType::F32, n, fourth_about_->mean, fourth_about_->scale);  // while in cache
+    if (fourth)  // while in cache
+      block_fourth[b] = fourth_moment(values + at, WeightType::F32, n, fourth_about_->mean, fourth_about_->scale);
   });
   if (fourth)
     for (double f : block_fourth) *fourth += f;

@@ -253,7 +253,6 @@ class CudaBackend final : public Backend {
   void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y) override {
     check_quantized_matrix(w, "qgemm");
     if (m == 0 || w.codes.rows == 0) return;
-    const DeviceScope on_device(device_);  // the temporary copy is freed with its device current
     qgemm(x, m, *prepare(w), bias, y);
   }
 
