@@ -31,25 +31,38 @@ FixedPointTrace iterate_until_stable(const std::function<double(double)>& step, 
   throw Error(message.str());
 }
 
-ScalarMinimum minimize_scalar(const std::function<double(double)>& f, double lo, double hi,
-                              int grid_points) {
-  NUQ_REQUIRE(lo > 0.0 && hi > lo && std::isfinite(hi), "minimize_scalar: bad interval [", lo, ", ",
-              hi, "]");
+ScalarMinimum minimize_scalar(const std::function<double(double)>& f, double lo, double hi, double limit,
+                              const std::string& what, int grid_points) {
+  NUQ_REQUIRE(lo > 0.0 && hi > lo && limit >= hi && std::isfinite(limit), "minimize_scalar: bad interval [", lo,
+              ", ", hi, "] up to ", limit);
   NUQ_REQUIRE(grid_points >= 3, "minimize_scalar: needs at least 3 grid points");
   const double ratio = std::pow(hi / lo, 1.0 / (grid_points - 1));
+  const auto at = [&](int i) { return lo * std::pow(ratio, i); };
   int best = 0;
   double best_value = std::numeric_limits<double>::infinity();
   for (int i = 0; i < grid_points; ++i) {
-    const double value = f(lo * std::pow(ratio, i));
+    const double value = f(at(i));
     if (value < best_value) best_value = value, best = i;
   }
-  NUQ_REQUIRE(std::isfinite(best_value), "minimize_scalar: the function is not finite anywhere on [",
-              lo, ", ", hi, "]");
-  const double bracket_lo = lo * std::pow(ratio, std::max(best - 1, 0));
-  const double bracket_hi = lo * std::pow(ratio, std::min(best + 1, grid_points - 1));
+  NUQ_REQUIRE(std::isfinite(best_value), what, ": the function is not finite anywhere on [", lo, ", ", hi, "]");
+  const double first_value = f(lo);
+  // A minimum at the grid's end is not bracketed: the grid goes on, in the same steps, while f still
+  // falls (a mu-law design with a large mu has its optimum far beyond 64 sigma).
+  int last = grid_points - 1;
+  while (best == last) {
+    NUQ_REQUIRE(at(last + 1) <= limit, what, ": the minimum lies beyond ", limit,
+                " (the function still falls there); no usable optimum");
+    const double value = f(at(++last));
+    if (value < best_value) best_value = value, best = last;
+  }
+  NUQ_REQUIRE(best > 0, what, ": the minimum lies at or below ", lo, "; no usable optimum");
+  // A function flat to rounding (a mu-law design whose mu is so large that no x_max in reach
+  // quantizes anything) has no minimum to speak of: its grid's best is noise.
+  NUQ_REQUIRE(best_value < first_value * (1.0 - 1e-12), what, ": the function is flat to rounding from ", lo,
+              " to ", at(last), " (", first_value, "); no usable optimum");
   std::uintmax_t max_iterations = 500;
   const auto [argmin, value] = boost::math::tools::brent_find_minima(
-      f, bracket_lo, bracket_hi, std::numeric_limits<double>::digits / 2, max_iterations);
+      f, at(best - 1), at(best + 1), std::numeric_limits<double>::digits / 2, max_iterations);
   return {argmin, value};
 }
 

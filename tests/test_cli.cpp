@@ -126,6 +126,16 @@ TEST(Cli, MismatchAndBitrateAgreeWithTheLibrary) {
   const CommandResult bad = run_nuq("bitrate --sqnr-min 35 --range=0:-25");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("--range"), std::string::npos) << bad.output;
+  // FROM:FROM is one point: the mismatch at -23 dB alone, and the rate that covers it.
+  const CommandResult one = run_nuq("mismatch --bits 12 --range=-23:-23 --json");
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto point = nlohmann::json::parse(one.output).at("points");
+  ASSERT_EQ(point.size(), 1u);
+  EXPECT_NEAR(point[0]["sqnr_db"].get<double>(), nuq::mismatch_curve(nuq::mismatch_design(12), -23.0, -23.0, 1.0)[0].sqnr_db,
+              1e-9);
+  const CommandResult rate = run_nuq("bitrate --sqnr-min 40 --range=-23:-23 --json");
+  ASSERT_EQ(rate.status, 0) << rate.output;
+  EXPECT_EQ(nlohmann::json::parse(rate.output).at("bits").get<int>(), nuq::choose_bit_rate(40.0, -23.0, -23.0)->bits);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "nuq/design.h"
@@ -111,6 +112,36 @@ TEST(Ternary, IsTheThreeLevelUniformQuantizer) {
   EXPECT_THROW(design(three_bits), Error);
 }
 
+// alpha scales a given x_max wherever it is given: design(), codebook_at_xmax (what `nuq quantize
+// --xmax/--support` uses) and the sweep agree, and the provenance records it.
+TEST(Ternary, AlphaScalesAGivenXmaxEverywhere) {
+  DesignSpec spec = spec_for(Method::Ternary);
+  spec.alpha = 2.0;
+  spec.xmax = 1.0;
+  const Codebook designed = design(spec).codebook;
+  spec.xmax.reset();
+  const Codebook given = codebook_at_xmax(spec, 1.0);
+  EXPECT_EQ(designed.xmax(), 2.0);
+  EXPECT_EQ(given.levels(), designed.levels());
+  EXPECT_EQ(given.levels(), (std::vector<double>{-4.0 / 3.0, 0.0, 4.0 / 3.0}));
+  EXPECT_EQ(*given.provenance().alpha, 2.0);
+  const auto points = sweep(spec, 0.5, 1.0, 0.5);
+  ASSERT_EQ(points.size(), 2u);
+  EXPECT_EQ(points[1].xmax, 2.0);
+  EXPECT_EQ(points[1].distortion.total(), laplace_distortion(given, 1.0).total());
+}
+
+TEST(Design, AFixedSizeDesignGivenOtherLevelsNamesTheLevels) {
+  DesignSpec spec = spec_for(Method::Sptq, 3);
+  spec.levels = 8;  // `nuq design -m sptq -N 8` derives bits = 3 from the levels
+  try {
+    design(spec);
+    ADD_FAILURE() << "sptq with 8 levels gave a design";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("has 4 levels, got 8"), std::string::npos) << e.what();
+  }
+}
+
 TEST(LloydMax, FourLevelsMatchTheLiterature) {
   // Max (1960) / Jayant [20] for the unit Laplacian: t = 1.1269, y = 0.4198, 1.8340; 7.54 dB.
   const Codebook c = lloyd_max_codebook(4);
@@ -187,6 +218,33 @@ TEST(MuLaw, TwoBitMu255AtItsOptimumGives4Point44dB) {
   EXPECT_NEAR(r.sqnr_db, 4.44, 0.005);
   EXPECT_EQ(r.codebook.provenance().rule, XmaxRule::Numeric);
   EXPECT_EQ(*r.codebook.provenance().mu, 255.0);
+}
+
+// One bit: the levels are +-(x_max / mu)(sqrt(1 + mu) - 1), and the optimum puts them at the
+// half-line's centroid 1/sqrt(2) (D = 1/2), so x_max = mu / (sqrt(2) (sqrt(1 + mu) - 1)): 71.4 sigma
+// at mu = 1e4, 708 at 1e6, beyond the 64 of the search's first grid.
+TEST(MuLaw, OneBitOptimumIsExactEvenFarBeyond64Sigma) {
+  for (double mu : {255.0, 1e4, 1e6, 1e8}) {
+    DesignSpec spec = spec_for(Method::MuLaw, 1);
+    spec.mu = mu;
+    const DesignResult r = design(spec);
+    const double exact = mu / (std::sqrt(2.0) * (std::sqrt(1.0 + mu) - 1.0));
+    EXPECT_NEAR(r.codebook.xmax() / exact, 1.0, 1e-6) << "mu " << mu;
+    EXPECT_NEAR(r.sqnr_db, 10.0 * std::log10(2.0), 1e-9) << "mu " << mu;
+  }
+}
+
+TEST(MuLaw, AMuWithNoOptimumInReachIsAnError) {
+  for (double mu : {1e13, 1e300}) {  // optimum at 2.2e6 sigma; at 1e300 D is 1 to rounding everywhere
+    DesignSpec spec = spec_for(Method::MuLaw, 1);
+    spec.mu = mu;
+    try {
+      design(spec);
+      ADD_FAILURE() << "mu " << mu << " gave a design";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no usable optimum"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(MuLaw, SmallMuTendsToTheUniformQuantizer) {

@@ -29,8 +29,10 @@ Range parse_range(const std::string& text, const std::string& option) {
   NUQ_REQUIRE(text.empty() || text.back() != ':', option, ": '", text, "' ends with ':' (an empty field)");
   NUQ_REQUIRE(parts.size() == 2 || parts.size() == 3, option, ": expected FROM:TO or FROM:TO:STEP, got '",
               text, "'");
-  Range range{parts[0], parts[1], parts.size() == 3 ? parts[2] : (parts[1] - parts[0]) / 100.0};
-  NUQ_REQUIRE(range.to > range.from, option, ": the end must be above the start in '", text, "'");
+  // FROM:FROM is the one point FROM (its step, if given, still has to be positive).
+  const double default_step = parts[1] > parts[0] ? (parts[1] - parts[0]) / 100.0 : 1.0;
+  Range range{parts[0], parts[1], parts.size() == 3 ? parts[2] : default_step};
+  NUQ_REQUIRE(range.to >= range.from, option, ": the end must not be below the start in '", text, "'");
   NUQ_REQUIRE(range.step > 0.0, option, ": the step must be positive in '", text, "'");
   return range;
 }

@@ -1,6 +1,7 @@
 #include "nuq/design.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "nuq/error.h"
 #include "nuq/lloyd_max.h"
@@ -14,8 +15,9 @@ namespace {
 constexpr double kSqrt2 = 1.4142135623730951;
 // The optimal support threshold of the ternary quantizer for the unit Laplacian, Jayant [20].
 constexpr double kTernaryXmax = 3.0 / kSqrt2;
-// Bracket of the numerical search for x_max on the unit Laplacian: the optimum of a 16-bit
-// uniform quantizer lies near 15, that of any two-bit design near 2.
+// Grid of the numerical search for x_max on the unit Laplacian: the optimum of a 16-bit uniform
+// quantizer lies near 15, that of any two-bit design near 2; the search goes on past 64 (up to
+// kMaxStandardDeviations) only for an optimum beyond it (mu-law with a large mu).
 constexpr double kXmaxSearchLow = 1e-3, kXmaxSearchHigh = 64.0;
 constexpr int kMaxIterations = 100000;
 constexpr double kMaxSweepPoints = 1e6;
@@ -125,10 +127,11 @@ std::size_t level_count(const DesignSpec& spec) {
   if (is_power_of_two(spec.method)) fixed = 4;
   if (spec.method == Method::Ternary) fixed = 3;
   if (fixed) {
-    NUQ_REQUIRE(spec.bits == 2, "design: ", to_string(spec.method), " is a two-bit design, got bits = ",
-                spec.bits);
+    // Levels first: `nuq design -N 8` derives bits = 3 from them, and the user gave levels.
     NUQ_REQUIRE(!spec.levels || *spec.levels == fixed, "design: ", to_string(spec.method), " has ",
                 fixed, " levels, got ", *spec.levels);
+    NUQ_REQUIRE(spec.bits == 2, "design: ", to_string(spec.method), " is a two-bit design, got bits = ",
+                spec.bits);
     return fixed;
   }
   const std::size_t levels = spec.levels.value_or(capacity);
@@ -185,8 +188,12 @@ DesignResult design(const DesignSpec& spec) {
         return unit_codebook(spec, unit_design.xmax, rule, trace.iterations());
       }
       case XmaxRule::Numeric: {
+        std::ostringstream what;  // mu as given: 1e+300 is not "1000000...000"
+        what << "design: " << to_string(spec.method) << " at " << spec.bits << " bits";
+        if (spec.method == Method::MuLaw) what << ", mu = " << spec.mu;
+        what << ", D over x_max in standard deviations";
         const ScalarMinimum best = minimize_scalar([&](double x) { return unit_distortion(spec, x); },
-                                                   kXmaxSearchLow, kXmaxSearchHigh);
+                                                   kXmaxSearchLow, kXmaxSearchHigh, kMaxStandardDeviations, what.str());
         return unit_codebook(spec, best.argmin, rule, 0);
       }
       case XmaxRule::Lloyd:
@@ -203,7 +210,12 @@ DesignResult design(const DesignSpec& spec) {
 Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
   validate(spec);
   require_support(xmax, spec.sigma, "x_max");
-  const Codebook unit = unit_codebook(spec, xmax / spec.sigma, XmaxRule::Given, 0);
+  // alpha scales the given x_max here as design() scales it (Table 6 (b)); it is 1 for every
+  // method but ternary, whose provenance records it.
+  const double unit_xmax = spec.alpha * xmax / spec.sigma;
+  NUQ_REQUIRE(unit_xmax <= kMaxStandardDeviations, "design: alpha * x_max = ", unit_xmax,
+              " standard deviations; at most ", kMaxStandardDeviations, " make sense");
+  const Codebook unit = unit_codebook(spec, unit_xmax, XmaxRule::Given, 0);
   return spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
 }
 

@@ -48,7 +48,8 @@ XmaxRule default_rule(const DesignSpec& spec);
 
 DesignResult design(const DesignSpec& spec);
 
-// The spec's quantizer at a given support threshold (source units), whatever its rule says.
+// The spec's quantizer at a given support threshold (source units), whatever its rule says; a
+// ternary spec's alpha scales it (x_max = alpha * xmax), as a given x_max in design().
 Codebook codebook_at_xmax(const DesignSpec& spec, double xmax);
 
 // The design's natural parameter is Delta for SPTQ and MSPTQ (x_max = 3 Delta) and x_max for the
@@ -56,7 +57,8 @@ Codebook codebook_at_xmax(const DesignSpec& spec, double xmax);
 double xmax_per_parameter(Method method);
 
 // D and SQNR_th over a range of the design's natural parameter: Delta for SPTQ and MSPTQ
-// (x_max = 3 Delta, Fig. 6), x_max for the others. `step` > 0; both ends included.
+// (x_max = 3 Delta, Fig. 6), x_max for the others (times alpha for ternary). `step` > 0; both
+// ends included.
 struct SweepPoint {
   double parameter;
   double xmax;

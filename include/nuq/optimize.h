@@ -30,10 +30,12 @@ struct ScalarMinimum {
   double value = 0.0;
 };
 
-// The minimum of f on [lo, hi] (0 < lo < hi): a geometric grid finds the basin, then Brent's
-// method (Boost.Math) polishes it to about 1e-8 relative in x. The grid makes the search safe for
-// functions that are not unimodal over the whole interval.
-ScalarMinimum minimize_scalar(const std::function<double(double)>& f, double lo, double hi,
-                              int grid_points = 96);
+// The minimum of f on [lo, limit]: a geometric grid over [lo, hi] finds the basin (continued in the
+// same steps past hi, up to limit, while f still falls at its end), then Brent's method
+// (Boost.Math) polishes it to about 1e-8 relative in x. The grid makes the search safe for
+// functions that are not unimodal over the whole interval. Throws Error, naming `what`, when the
+// minimum is not inside (at lo, or beyond limit) or f is flat to rounding (1e-12 relative).
+ScalarMinimum minimize_scalar(const std::function<double(double)>& f, double lo, double hi, double limit,
+                              const std::string& what, int grid_points = 96);
 
 }  // namespace nuq
