@@ -69,12 +69,16 @@ nlohmann::json stored_codebook(const Codebook& codebook) {
   return j;
 }
 
-Codebook codebook_from_stored(const nlohmann::json& j) {
+}  // namespace
+
+Codebook codebook_from_record(const nlohmann::json& j) {
   if (j.contains("levels")) return codebook_from_json(j);
   const std::optional<Codebook> rebuilt = rebuilt_uniform(j);
   NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform design that its parameters rebuild");
   return *rebuilt;
 }
+
+namespace {
 
 // The description's JSON: version 1, a nuq model's before it, or a checkpoint's before it.
 nlohmann::json description_of(const std::map<std::string, std::string>& metadata, const std::string& name) {
@@ -323,7 +327,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   out.metadata.erase(kKey);
   out.metadata.erase(kLegacyCheckpointKey);
   try {
-    if (description.contains("codebook")) out.codebook = codebook_from_stored(description["codebook"]);
+    if (description.contains("codebook")) out.codebook = codebook_from_record(description["codebook"]);
     if (description.contains("normalisation"))
       out.normalisation = parse_normalisation(description["normalisation"].get<std::string>());
     out.mean = description.value("mean", 0.0);

@@ -77,6 +77,11 @@ std::pair<double, double> grid_map(const Codebook& codebook, double mean, double
 // 16-bit codes of a uniform grid.
 bool stores_grid(const Codebook& codebook, int bits);
 
+// A codebook as a quantized file's header records it: its thresholds and levels listed (up to 256
+// levels), or a larger uniform design by its parameters alone, rebuilt bit for bit by the function
+// that designed it. Validates as codebook_from_json.
+Codebook codebook_from_record(const nlohmann::json& j);
+
 // Whether a file holds quantized tensors in this format (or the two layouts before version 1:
 // nuq models' "nuq.quantized" and checkpoints' "nuq.checkpoint").
 bool is_quantized_file(const io::TensorFile& file);

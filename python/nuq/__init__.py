@@ -189,8 +189,8 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
              device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor:
     """Quantize one tensor with `codebook` (designed for the normalised weights, e.g. ``design("msptq")``).
 
-    w: numpy array or PyTorch tensor, float32/float16/bfloat16, any shape (quantized as its
-    [shape[0], rest] view). normalise: "global" (the default without groups; Algorithm 1: for one
+    w: numpy array or PyTorch tensor, float32/float16/bfloat16, any non-empty shape (quantized as
+    its [shape[0], rest] view). normalise: "global" (the default without groups; Algorithm 1: for one
     tensor, its own mean and standard deviation), "per-tensor", "per-channel" (each output row its
     own) or "none". group_size: G, a multiple of 8 dividing the rows' length, gives each run of G
     weights along a row its own scale (the RMS of its weights about the tensor's mean; codebooks
@@ -200,6 +200,11 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     codes (and scales) are those ``nuq quantize`` writes for the same weights.
     """
     _check_options("quantize", codebook, normalise, group_size, nonfinite, device)
+    if not (isinstance(w, np.ndarray) or _is_torch(w)):
+        raise TypeError(f"quantize: w must be a numpy array or a PyTorch tensor, not {type(w).__name__}")
+    if 0 in tuple(w.shape):
+        raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
+                         "(quantize_state_dict keeps empty tensors as they are)")
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q
@@ -350,6 +355,8 @@ def dequantize_state_dict(state_dict) -> dict:
     """Every QuantizedTensor of a dict replaced by its dequantized values: torch tensors (on their
     device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``; give them
     to ``load_state_dict`` through ``torch.from_numpy``)."""
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"dequantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
     return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in state_dict.items()}
 
 

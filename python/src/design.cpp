@@ -8,6 +8,7 @@
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/paper.h"
+#include "nuq/quantized_file.h"
 #include "nuq/support.h"
 
 namespace nuq::python {
@@ -149,8 +150,12 @@ void bind_design(py::module_& m) {
                     } catch (const nlohmann::json::exception& e) {
                       throw Error(std::string("codebook JSON: ") + e.what());
                     }
-                    return PyCodebook(codebook_from_json(j));
-                  })
+                    return PyCodebook(codebook_from_record(j));
+                  },
+                  "A Codebook from JSON: Codebook.to_json's, or the codebook a quantized file's header records "
+                  "(the 'codebook' of its __metadata__['nuq.quantized']; a uniform design above 256 levels is "
+                  "recorded by its parameters alone and rebuilt bit for bit).",
+                  py::arg("text"))
       .def(py::pickle(  // copy.deepcopy, pickle, torch.save: the design as JSON and the iterates of its rule
           [](const PyCodebook& c) { return py::make_tuple(to_json(c.codebook).dump(), c.trace); },
           [](const py::tuple& state) {

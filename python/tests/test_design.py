@@ -84,6 +84,21 @@ def test_codebook_json_round_trip():
     assert back.mu == 100.0 and json.loads(c.to_json())["method"] == "mulaw"
 
 
+def test_codebook_from_the_json_a_quantized_file_records(tmp_path, rng):
+    # Above 256 levels a file records a uniform design by its parameters alone (docs/format.md).
+    for bits in (2, 12, 16):
+        design = nuq.design("uniform", bits=bits)
+        path = tmp_path / f"u{bits}.safetensors"
+        nuq.save(path, {"w": nuq.quantize(rng.laplace(size=(4, 64)).astype(np.float32), design, normalise="none")})
+        raw = path.read_bytes()
+        header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+        recorded = json.loads(header["__metadata__"]["nuq.quantized"])["codebook"]
+        assert ("levels" in recorded) == (bits == 2)
+        back = nuq.Codebook.from_json(json.dumps(recorded))
+        np.testing.assert_array_equal(back.levels, design.levels)
+        np.testing.assert_array_equal(back.thresholds, design.thresholds)
+
+
 def test_sweep_minimum_is_the_iterative_optimum():
     s = nuq.sweep("sptq", 0.8, 0.9, 0.001)
     best = s["parameter"][np.argmin(s["distortion"])]
