@@ -104,6 +104,12 @@ std::string embed_figure(const Figure& f) {
   return md + "*(not rendered; the data is in `figures/" + f.stem + ".csv`)*\n";
 }
 
+std::string verdict(const Finding& finding) {
+  if (finding.tested == Finding::Tested::Nowhere) return "not tested";
+  if (!finding.holds) return "does not hold";
+  return finding.tested == Finding::Tested::Partly ? "holds where tested" : "holds";
+}
+
 std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results) {
   std::vector<Finding> findings;
   for (Finding f : {msptq_above_sptq(results), sptq_above_uq_when_wide(results), highest_sqnr_not_best(results)})
@@ -242,7 +248,7 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
   render_spread(md, results);
   md << "\n## The paper's qualitative findings on our run (first seed)\n\n";
   for (const Finding& f : findings)
-    md << "- " << (f.holds ? "**holds**" : "**does not hold**") << ": " << f.claim << ". " << f.evidence << "\n";
+    md << "- **" << verdict(f) << "**: " << f.claim << ". " << f.evidence << "\n";
   return md.str();
 }
 

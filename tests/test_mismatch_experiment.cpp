@@ -88,9 +88,27 @@ TEST(MismatchFindings, FailWhenTheRunSaysOtherwise) {
   const std::vector<Finding> f = check_mismatch_findings(e);
   EXPECT_FALSE(f[0].holds);
   EXPECT_FALSE(f[1].holds);
-  EXPECT_FALSE(f[2].holds) << "the global choice is the lowest run: nothing below it was measured";
   e.floor_found = false;
   EXPECT_FALSE(check_mismatch_findings(e)[1].holds);
+}
+
+// A choice at the lowest rate run has no R - 1 to measure: the claim about R - 1 is not tested
+// there, which is neither holding nor failing (the ITC run with --epochs 2 picks R = 4 globally).
+TEST(MismatchFindings, ARateWithNothingBelowItIsNotTestedThere) {
+  MismatchExperiment e = hand_made();  // global: R = 9, the lowest run; none: R = 10, loss appears at 9
+  std::vector<Finding> f = check_mismatch_findings(e);
+  EXPECT_TRUE(f[2].holds) << f[2].evidence;
+  EXPECT_EQ(f[2].tested, Finding::Tested::Partly);
+  EXPECT_EQ(verdict(f[2]), "holds where tested");
+  EXPECT_NE(f[2].evidence.find("global: R = 9 is the lowest rate run"), std::string::npos) << f[2].evidence;
+  e.choices[0].loss_appears_below = false;
+  f = check_mismatch_findings(e);
+  EXPECT_EQ(verdict(f[2]), "does not hold");
+  e.choices[0].bits_below = 0;
+  f = check_mismatch_findings(e);
+  EXPECT_EQ(f[2].tested, Finding::Tested::Nowhere);
+  EXPECT_EQ(verdict(f[2]), "not tested");
+  EXPECT_EQ(verdict(f[0]), "holds");
 }
 
 TEST(MismatchFigure, MarksTheRuleChoicesAndTheFloor) {

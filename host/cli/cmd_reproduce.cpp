@@ -157,7 +157,7 @@ void run_reproduce(const ReproduceOptions& o) {
   for (const auto& r : results) j["experiments"].push_back(to_json(r));
   auto findings_json = [](const std::vector<Finding>& list) {
     nlohmann::json array = nlohmann::json::array();
-    for (const auto& f : list) array.push_back({{"claim", f.claim}, {"holds", f.holds}, {"evidence", f.evidence}});
+    for (const auto& f : list) array.push_back({{"claim", f.claim}, {"holds", f.holds}, {"verdict", verdict(f)}, {"evidence", f.evidence}});
     return array;
   };
   j["findings"] = findings_json(findings);
@@ -183,7 +183,7 @@ void run_reproduce(const ReproduceOptions& o) {
   }
   auto print_findings = [](const std::string& heading, const std::vector<Finding>& list) {
     if (!list.empty()) std::cout << "\n" << heading << "\n";
-    for (const auto& f : list) std::cout << "  [" << (f.holds ? "holds" : "does not hold") << "] " << f.claim << "\n";
+    for (const auto& f : list) std::cout << "  [" << verdict(f) << "] " << f.claim << "\n";
   };
   print_findings("The paper's findings on this run:", findings);
   if (mismatch) print_findings("The companion paper's claims (ITC 2021) on this run:", check_mismatch_findings(*mismatch));

@@ -74,10 +74,14 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
 
 // The qualitative claims of the paper, checked on our numbers.
 struct Finding {
+  enum class Tested { Everywhere, Partly, Nowhere };  // the parts of the run that could test the claim
   std::string claim;
-  bool holds = false;
-  std::string evidence;
+  bool holds = false;    // where it was tested
+  std::string evidence;  // names what could not be tested, too
+  Tested tested = Tested::Everywhere;
 };
+// "holds", "holds where tested", "not tested" or "does not hold".
+std::string verdict(const Finding& finding);
 std::vector<Finding> check_findings(const std::vector<ExperimentResult>& results);
 
 // "MNIST MLP", "Fashion-MNIST CNN": how the report names a network.
