@@ -339,7 +339,7 @@ class StreamRun {
       write_stored(*found->second, name.substr(found->second->name.size()), reader, *out, progress);
     }
     report_.output_bytes += writer.finished_size();  // (its appends may still be on their way)
-    checkpoint_.add_output_bytes(writer.finished_size());
+    checkpoint_.add_tensor_bytes(writer.data_size());
     report_.outputs.push_back(out_path);
     return out;
   }

@@ -48,6 +48,29 @@ std::string pytorch_files_hint(const fs::path& folder) {
   return "";
 }
 
+// An index that does not describe its shards loads as another model in every other tool: a tensor
+// it maps that no shard holds would be lost, one in another shard than it says would be looked for
+// in the wrong file. Each shard's header alone is read.
+void require_index_matches_shards(const fs::path& index, const nlohmann::json& weight_map,
+                                  const std::vector<std::string>& shards) {
+  std::set<std::string> held;
+  for (const std::string& shard : shards) {
+    const std::string file = fs::path(shard).filename().string();
+    const io::SafetensorsReader reader(shard);  // named: a temporary's member would dangle in the loop
+    for (const auto& [tensor, entry] : reader.layout().tensors) {
+      const auto mapped = weight_map.find(tensor);
+      NUQ_REQUIRE(mapped != weight_map.end(), index.string(), ": ", file, " holds tensor '", tensor,
+                  "', which the weight_map does not list");
+      NUQ_REQUIRE(mapped->get<std::string>() == file, index.string(), ": the weight_map puts '", tensor, "' in ",
+                  mapped->get<std::string>(), ", but ", file, " holds it");
+      held.insert(tensor);
+    }
+  }
+  for (const auto& [tensor, file] : weight_map.items())
+    NUQ_REQUIRE(held.count(tensor), index.string(), ": the weight_map puts '", tensor, "' in ", file.get<std::string>(),
+                ", which does not hold it");
+}
+
 std::vector<std::string> shards_of_index(const fs::path& index) {
   std::ifstream in(index);
   NUQ_REQUIRE(in, index.string(), ": cannot open the index");
@@ -73,6 +96,7 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
   NUQ_REQUIRE(!files.empty(), index.string(), ": the weight_map is empty");
   std::vector<std::string> shards;
   for (const std::string& f : files) shards.push_back((index.parent_path() / f).string());
+  require_index_matches_shards(index, j["weight_map"], shards);
   return shards;
 }
 
@@ -200,7 +224,7 @@ std::string ShardedCheckpoint::write_index() {
   const std::string index = (fs::path(folder_) / kIndexName).string();
   io::write_atomically(index, [&](std::ostream& out) {
     nlohmann::json metadata = index_metadata_.empty() ? nlohmann::json::object() : nlohmann::json::parse(index_metadata_);
-    metadata["total_size"] = total_bytes_;  // of the files written, headers included
+    metadata["total_size"] = total_bytes_;  // the tensors' bytes, headers excluded (Hugging Face's count)
     out << nlohmann::json{{"metadata", metadata}, {"weight_map", weight_map_}}.dump(2) << '\n';
   });
   indexed_ = true;

@@ -23,6 +23,7 @@
 #include "nuq/checkpoint_stream.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
@@ -289,7 +290,7 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
     const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
     const io::TensorFile in = io::read_safetensors(dir.file("model/" + file));
     const io::TensorFile out = io::read_safetensors(dir.file("out/" + file));
-    total += fs::file_size(dir.file("out/" + file));
+    total += io::SafetensorsReader(dir.file("out/" + file)).data_size();  // headers excluded, as HF counts
     for (const auto& [name, tensor] : out.tensors) EXPECT_EQ(index["weight_map"][name], file) << name;
     const std::string prefix = "layers." + std::to_string(s) + ".";
     for (const char* kept : {"norm.weight", "up_proj.weight", "step"}) {
@@ -306,6 +307,42 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
   EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));
   EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
+}
+
+// An index that does not describe its shards is refused, naming the tensor: one it maps that no
+// shard holds, one it puts in another shard than holds it, one a shard holds that it does not list.
+TEST(CheckpointStream, AnIndexThatDoesNotDescribeItsShardsIsRefused) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile t = shard(10 * s, "layers." + std::to_string(s) + ".");
+    io::write_safetensors(dir.file("model/" + file), t);
+    for (const auto& [name, tensor] : t.tensors) weight_map[name] = file;
+  }
+  const std::string index = dir.file("model/model.safetensors.index.json");
+  const auto refused = [&](const nlohmann::json& map, const std::string& message) {
+    std::ofstream(index) << nlohmann::json{{"weight_map", map}}.dump();
+    try {
+      quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
+      ADD_FAILURE() << "accepted; expected: " << message;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir.file("out")));
+  };
+  nlohmann::json lost = weight_map;
+  lost["layers.3.mlp.weight"] = "model-00002-of-00002.safetensors";
+  refused(lost, "puts 'layers.3.mlp.weight' in model-00002-of-00002.safetensors, which does not hold it");
+  nlohmann::json moved = weight_map;
+  moved["layers.1.norm.weight"] = "model-00002-of-00002.safetensors";
+  refused(moved, "puts 'layers.1.norm.weight' in model-00002-of-00002.safetensors, but model-00001-of-00002.safetensors holds it");
+  nlohmann::json unlisted = weight_map;
+  unlisted.erase("layers.2.norm.weight");
+  refused(unlisted, "model-00002-of-00002.safetensors holds tensor 'layers.2.norm.weight', which the weight_map does not list");
+  std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
+  EXPECT_NO_THROW(quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend()));
 }
 
 // Groups of 128 along each row, 2-bit MSPTQ: about 2.25 bits per weight all in, the norm kept bit

@@ -110,6 +110,17 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
   return list;
 }
 
+// With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).
+void print_saturated(const std::vector<TensorReport>& tensors) {
+  std::uint64_t total = 0;
+  for (const auto& t : tensors) total += t.nonfinite;
+  if (total == 0) return;
+  std::cout << total << " non-finite weight(s) saturated (left out of every statistic):";
+  for (const auto& t : tensors)
+    if (t.nonfinite) std::cout << " " << t.name << " " << t.nonfinite;
+  std::cout << '\n';
+}
+
 // The sizes of the files as written, headers and copied tensors included, and the width the codes
 // are really stored at when the design's is not a packable one.
 struct SizeReport {
@@ -188,6 +199,9 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
             << size_text(size) << "; " << fixed(report.seconds, 1) << " s (statistics " << fixed(report.statistics_seconds, 1)
             << " s, quantizing " << fixed(report.quantize_seconds, 1) << " s), " << fixed(rate, 2) << " GB/s; saved "
             << report.outputs.size() << " file(s) under " << o.output << " (on " << backend.name() << ")\n";
+  std::vector<TensorReport> tensors;
+  for (const StreamTensorReport& t : report.tensors) tensors.push_back(t.tensor);
+  print_saturated(tensors);
 }
 
 // nuq's own networks (one small file with nuq.architecture) go through Algorithm 1; everything
@@ -257,12 +271,7 @@ void run_quantize(const QuantizeOptions& o) {
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
             << fixed(report.sqnr_th_db, 4) << " dB\n"
             << size_text(size) << "; saved " << o.output << " (on " << backend->name() << ")\n";
-  if (report.stats.nonfinite > 0) {
-    std::cout << report.stats.nonfinite << " non-finite weight(s) saturated (left out of every statistic):";
-    for (const auto& t : report.tensors)
-      if (t.nonfinite) std::cout << " " << t.name << " " << t.nonfinite;
-    std::cout << '\n';
-  }
+  print_saturated(report.tensors);
 }
 
 struct DequantizeOptions {
@@ -300,7 +309,7 @@ void run_dequantize(const DequantizeOptions& o) {
     report.copied.insert(report.copied.end(), part.copied.begin(), part.copied.end());
     for (const auto& names : {part.restored, part.copied})
       for (const std::string& name : names) checkpoint.add_tensor(name, s);
-    checkpoint.add_output_bytes(std::filesystem::file_size(out));
+    checkpoint.add_tensor_bytes(io::SafetensorsReader(out).data_size());
     outputs.push_back(out);
   }
   if (const std::string index = checkpoint.write_index(); !index.empty()) outputs.push_back(index);

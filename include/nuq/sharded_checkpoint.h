@@ -36,9 +36,10 @@ class ShardedCheckpoint {
   // Before the first output is written: removes an index an earlier run left in the output folder,
   // which would otherwise vouch for a folder this run may leave half-written if interrupted.
   void begin_writing() const;
-  // Records that `tensor` is stored in shard `shard`'s output, and that output's size in bytes.
+  // Records that `tensor` is stored in shard `shard`'s output, and the bytes of tensor data an
+  // output holds (its header excluded: the index's total_size, as Hugging Face counts it).
   void add_tensor(const std::string& tensor, std::size_t shard);
-  void add_output_bytes(std::uint64_t bytes) { total_bytes_ += bytes; }
+  void add_tensor_bytes(std::uint64_t bytes) { total_bytes_ += bytes; }
 
   // For a sharded input: writes the index (atomically) with the tensors and sizes recorded and
   // returns its path; for one file: writes nothing and returns "".

@@ -26,6 +26,8 @@ class SafetensorsReader {
   const std::string& path() const { return path_; }
   const Layout& layout() const { return layout_; }
   std::uint64_t file_size() const { return file_size_; }
+  // The bytes after the header: the tensors' data.
+  std::uint64_t data_size() const { return file_size_ - data_begin_; }
   // `bytes` bytes of `entry`, starting `offset` bytes into it, into `out`.
   void read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const;
   // Asks the kernel to start reading `bytes` bytes of the data (after the header), from `offset`
@@ -62,6 +64,8 @@ class SafetensorsWriter {
   std::uint64_t file_size() const { return header_bytes_ + written_; }
   // The size the file has once every byte came (its header's promise).
   std::uint64_t finished_size() const { return header_bytes_ + data_bytes_; }
+  // The bytes after the header: the tensors' data.
+  std::uint64_t data_size() const { return data_bytes_; }
 
  private:
   std::string path_, temporary_;
