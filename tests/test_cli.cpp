@@ -5,6 +5,8 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -193,6 +195,41 @@ TEST(Cli, PerChannelQuantizeAndEval) {
 // A sharded checkpoint quantized into a folder comes back the same way: each shard restored under
 // its own name (what dequantizing that shard alone gives) and a new index; every output is checked
 // before the first is written.
+// --nonfinite saturate on a checkpoint: the text report says how many weights were saturated, and
+// where, as it does for nuq's own models; --json counts them per tensor.
+TEST(Cli, SaturatedWeightsOfACheckpointAreCountedInTheReport) {
+  test::TempDir dir;
+  io::TensorFile checkpoint;
+  std::vector<float> w(32 * 64);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i))) * 0.05f;
+  w[3] = std::numeric_limits<float>::quiet_NaN();
+  w[70] = std::numeric_limits<float>::infinity();
+  w[900] = -std::numeric_limits<float>::infinity();
+  std::vector<float> finite(w.size());
+  for (std::size_t i = 0; i < finite.size(); ++i) finite[i] = float(std::cos(double(i))) * 0.05f;
+  checkpoint.tensors["layers.0.mlp.weight"] = io::f32_tensor({32, 64}, w);
+  checkpoint.tensors["layers.1.mlp.weight"] = io::f32_tensor({32, 64}, finite);
+  io::write_safetensors(dir.file("m.safetensors"), checkpoint);
+  const CommandResult text = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("q.safetensors") +
+                                     " --normalise per-tensor --nonfinite saturate");
+  ASSERT_EQ(text.status, 0) << text.output;
+  EXPECT_NE(text.output.find("3 non-finite weight(s) saturated (left out of every statistic): layers.0.mlp.weight 3\n"),
+            std::string::npos) << text.output;
+  const CommandResult json = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("j.safetensors") +
+                                     " --normalise per-tensor --nonfinite saturate --json");
+  ASSERT_EQ(json.status, 0) << json.output;
+  const nlohmann::json report = nlohmann::json::parse(json.output);
+  std::map<std::string, int> counts;
+  for (const auto& t : report.at("tensors")) counts[t.at("name").get<std::string>()] = t.at("nonfinite").get<int>();
+  EXPECT_EQ(counts, (std::map<std::string, int>{{"layers.0.mlp.weight", 3}, {"layers.1.mlp.weight", 0}}));
+  const CommandResult clean = run_nuq("quantize " + dir.file("q.safetensors") + " -o " + dir.file("x.safetensors"));
+  EXPECT_EQ(clean.status, 1);  // already quantized; and a run without NaNs prints no such line:
+  const CommandResult none = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("k.safetensors") +
+                                     " --skip layers.0 --nonfinite saturate");
+  ASSERT_EQ(none.status, 0) << none.output;
+  EXPECT_EQ(none.output.find("non-finite"), std::string::npos) << none.output;
+}
+
 TEST(Cli, DequantizeAShardedCheckpointIntoAFolder) {
   test::TempDir dir;
   std::filesystem::create_directories(dir.file("model"));
