@@ -202,7 +202,7 @@ class StreamRun {
 
   // The options' own checks, made before the output folder is: returns `input`.
   static const std::string& checked_options(const std::string& input, const StreamOptions& o, int bits) {
-    require_storable(o.normalisation, bits, input);
+    require_storable(o.normalisation, bits, input, o.group_size);
     // Groups are channels of their own: a map per group, found as per-channel maps are.
     NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, input,
                 ": a group size takes per-channel normalisation (each group its own scale)");
@@ -371,11 +371,15 @@ class StreamRun {
       // The fourth moment's terms are of (w - mean) / sigma, so its mean is the kurtosis itself.
       t.excess_kurtosis = has_spread(job.own) ? job.fourth / double(finite) - 3.0 : kNaN;
       // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each
-      // row is normalised to 1).
-      const double sigma = per_row_                   ? 1.0
-                           : job.maps[0].scale > 0.0 ? job.own.stddev() / job.maps[0].scale
-                                                     : 0.0;
-      t.sqnr_th_db = sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma) : kNaN;
+      // row is normalised to 1). A map of scale 0 stores a constant tensor exactly: the design does
+      // not apply (NaN). Weights without spread met as they are: no signal, some distortion, -inf
+      // as nuq's own models report it (host/ptq.cpp).
+      const double scale = per_row_ ? 1.0 : job.maps[0].scale;  // per row, maps are spilled, not held
+      const double sigma = per_row_ ? 1.0 : job.own.stddev() / scale;
+      t.sqnr_th_db = !(scale > 0.0)                    ? kNaN
+                     : sigma == 0.0                    ? -std::numeric_limits<double>::infinity()
+                     : sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma)
+                                                       : kNaN;
       t.file = checkpoint_.output(job.shard);
       report_.tensors.push_back(std::move(t));
     }

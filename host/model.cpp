@@ -5,6 +5,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/widen.h"
 
 namespace nuq {
 namespace {
@@ -117,7 +118,8 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
     NUQ_REQUIRE(it != file.tensors.end(), path, ": missing tensor '", entry.name, "'");
     NUQ_REQUIRE(it->second.shape == entry.shape, path, ": tensor '", entry.name,
                 "' has the wrong shape for a ", to_string(model.architecture));
-    Parameter p{entry.name, entry.shape, io::to_floats(it->second, path + ": " + entry.name)};
+    // F16 and BF16 (a model saved in half precision, by nuq.save say) widen exactly to the F32 it runs in.
+    Parameter p{entry.name, entry.shape, io::widened(it->second, path + ": " + entry.name)};
     for (std::size_t i = 0; i < p.values.size() && nonfinite == NonFinite::Reject; ++i)
       NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i, " is ", p.values[i],
                   "; `nuq quantize --nonfinite saturate` takes +-Inf to the outermost levels and NaN to the level nearest "

@@ -27,7 +27,7 @@ View quantized_view(const TensorInMemory& t, int bits, const InMemoryOptions& o)
     count *= std::size_t(dim);
   }
   NUQ_REQUIRE(t.data || count == 0, t.name, ": no data");
-  require_storable(o.normalisation, bits, t.name);
+  require_storable(o.normalisation, bits, t.name, o.group_size);
   NUQ_REQUIRE(!o.group_size || o.normalisation == Normalisation::PerChannel, t.name,
               ": a group size gives each group its own scale; it cannot be combined with normalisation ",
               to_string(o.normalisation), " (groups take per-channel)");

@@ -131,6 +131,9 @@ void save_checkpoint(const std::string& path, const Model& model, Adam& adam, co
   io::write_safetensors(path, file);
 }
 
+// What to do instead, in both commands that resume (`nuq train --resume` and `nuq reproduce`).
+constexpr const char* kTrainAnew = "train anew (nuq train without --resume, nuq reproduce --retrain)";
+
 // Restores model, optimizer and state from `path`; a checkpoint of another run is an error that
 // says which setting differs.
 void load_checkpoint(const std::string& path, Model& model, Adam& adam, TrainingState& state, const nlohmann::json& run,
@@ -142,9 +145,9 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
     const nlohmann::json c = nlohmann::json::parse(meta->second);
     for (const auto& [key, value] : run.items()) {
       NUQ_REQUIRE(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
-                  " (an older nuq wrote it); train anew (--retrain)");
+                  " (an older nuq wrote it); ", kTrainAnew);
       NUQ_REQUIRE(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
-                  c.at("run").at(key).dump(), ", this run has ", value.dump(), " (--retrain, or the same settings)");
+                  c.at("run").at(key).dump(), ", this run has ", value.dump(), "; resume with the same settings, or ", kTrainAnew);
     }
     const Model saved = model_from_file(file, path);
     for (std::size_t k = 0; k < model.parameters.size(); ++k) {

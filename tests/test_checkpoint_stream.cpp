@@ -309,6 +309,36 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
 }
 
+// Weights without spread: met as they are (no normalisation) there is no signal and some error,
+// so both SQNRs are -inf, as for nuq's own models; a per-tensor map stores a constant tensor
+// exactly (SQNR_ex +inf) and the design's SQNR_th does not apply (NaN).
+TEST(CheckpointStream, TensorsWithoutSpreadHaveTheSqnrsTheirNormalisationGives) {
+  test::TempDir dir;
+  io::TensorFile file;
+  file.tensors["zero.weight"] = io::f32_tensor({8, 64}, std::vector<float>(8 * 64, 0.0f));
+  file.tensors["constant.weight"] = io::f32_tensor({8, 64}, std::vector<float>(8 * 64, 0.25f));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const double inf = std::numeric_limits<double>::infinity();
+  StreamOptions none, per_tensor;
+  none.normalisation = Normalisation::None;
+  per_tensor.normalisation = Normalisation::PerTensor;
+  const StreamReport n = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("n.safetensors"), msptq2(), none, cpu_backend());
+  const StreamReport t =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("t.safetensors"), msptq2(), per_tensor, cpu_backend());
+  ASSERT_EQ(n.tensors.size(), 2u);
+  ASSERT_EQ(t.tensors.size(), 2u);
+  for (const StreamTensorReport& r : n.tensors) {
+    if (r.tensor.name != "zero.weight") continue;
+    EXPECT_EQ(r.sqnr_ex_db, -inf);
+    EXPECT_EQ(r.sqnr_th_db, -inf);
+  }
+  for (const StreamTensorReport& r : t.tensors) {
+    EXPECT_EQ(r.sqnr_ex_db, inf) << r.tensor.name;
+    EXPECT_TRUE(std::isnan(r.sqnr_th_db)) << r.tensor.name << " " << r.sqnr_th_db;
+    EXPECT_EQ(r.tensor.max_error, 0.0) << r.tensor.name;
+  }
+}
+
 // An index that does not describe its shards is refused, naming the tensor: one it maps that no
 // shard holds, one it puts in another shard than holds it, one a shard holds that it does not list.
 TEST(CheckpointStream, AnIndexThatDoesNotDescribeItsShardsIsRefused) {

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <utility>
@@ -80,6 +82,35 @@ TEST(Model, SavesAndLoadsAndRejectsBadFiles) {
   m.at("fc1.bias").values[3] = NAN;
   save_model(dir.file("nan.safetensors"), m);
   EXPECT_THROW(load_model(dir.file("nan.safetensors")), Error);
+}
+
+// A nuq model saved in half precision (nuq.save of float16 or bfloat16 arrays keeps the metadata)
+// loads as the F32 model of the same values: BF16 is the top half of each F32 (truncated here, so
+// exactly representable), and every F32 parameter of the file is kept.
+TEST(Model, AModelStoredInBf16LoadsAsTheSameValuesInF32) {
+  test::TempDir dir;
+  Model m = make_model(Architecture::Mlp, 5);
+  save_model(dir.file("m.safetensors"), m);
+  io::TensorFile file = io::read_safetensors(dir.file("m.safetensors"));
+  io::Tensor& fc1 = file.tensors.at("fc1.weight");
+  io::Tensor half{io::DType::BF16, fc1.shape, {}};
+  std::vector<float>& expected = m.at("fc1.weight").values;
+  for (float& v : expected) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    half.data.push_back(std::uint8_t(bits >> 16));
+    half.data.push_back(std::uint8_t(bits >> 24));
+    bits &= 0xFFFF0000u;
+    std::memcpy(&v, &bits, 4);
+  }
+  fc1 = half;
+  io::write_safetensors(dir.file("bf16.safetensors"), file);
+  const Model back = load_model(dir.file("bf16.safetensors"));
+  EXPECT_EQ(back.at("fc1.weight").values, expected);
+  EXPECT_EQ(back.at("fc2.weight").values, m.at("fc2.weight").values);
+  file.tensors.at("fc1.weight").dtype = io::DType::I16;  // the same bytes as integers: not weights
+  io::write_safetensors(dir.file("i16.safetensors"), file);
+  EXPECT_THROW(load_model(dir.file("i16.safetensors")), Error);
 }
 
 TEST(Network, GradientsMatchFiniteDifferences) {

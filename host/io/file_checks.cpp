@@ -38,7 +38,16 @@ void require_output_path(const std::string& path, const std::vector<std::string>
   struct stat info {};
   if (::lstat(path.c_str(), &info) != 0) {
     NUQ_REQUIRE(errno == ENOENT, path, ": cannot write there: ", std::strerror(errno));
-    return;  // a new file
+    // A new file: its folder must be there now, not only when the file is written after a long run.
+    const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+    const std::string where = folder.empty() ? "." : folder.string();
+    struct stat parent {};
+    NUQ_REQUIRE(::stat(where.c_str(), &parent) == 0, path, ": cannot write there: the folder ", where, ": ",
+                std::strerror(errno));
+    NUQ_REQUIRE(S_ISDIR(parent.st_mode), path, ": cannot write there: ", where, " is not a folder");
+    NUQ_REQUIRE(::access(where.c_str(), W_OK | X_OK) == 0, path, ": cannot write there: the folder ", where, ": ",
+                std::strerror(errno));
+    return;
   }
   NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": will not replace it: it is ", kind_of(info.st_mode),
               " (nuq writes regular files only)");

@@ -45,8 +45,8 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const void* va
                                      std::size_t cols, const WeightStats& global, const WeightStats& own,
                                      const std::string& name, NonFinite nonfinite, Backend& backend);
 
-// Per-channel levels are a table per row: refused above 8-bit codes (65536 levels per row), with
-// a message naming `where`.
-void require_storable(Normalisation normalisation, int bits, const std::string& where);
+// Per-channel levels are a table per row (per group with a group size): refused above 8-bit codes
+// (65536 levels per row), with a message naming `where` and what to do instead.
+void require_storable(Normalisation normalisation, int bits, const std::string& where, std::size_t group_size = 0);
 
 }  // namespace nuq
