@@ -371,12 +371,13 @@ class StreamRun {
       // The fourth moment's terms are of (w - mean) / sigma, so its mean is the kurtosis itself.
       t.excess_kurtosis = has_spread(job.own) ? job.fourth / double(finite) - 3.0 : kNaN;
       // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each
-      // row is normalised to 1). A map of scale 0 stores a constant tensor exactly: the design does
-      // not apply (NaN). Weights without spread met as they are: no signal, some distortion, -inf
-      // as nuq's own models report it (host/ptq.cpp).
-      const double scale = per_row_ ? 1.0 : job.maps[0].scale;  // per row, maps are spilled, not held
+      // row is normalised to 1). A map of scale 0 (per row: a tensor without spread, whose rows
+      // are each constant) stores the weights exactly, and a tensor of no finite weight has none
+      // to quantize: the design does not apply (NaN). Weights without spread met as they are: no
+      // signal, some distortion, -inf as nuq's own models report it (host/ptq.cpp).
+      const double scale = per_row_ ? (has_spread(job.own) ? 1.0 : 0.0) : job.maps[0].scale;  // rows' maps are spilled
       const double sigma = per_row_ ? 1.0 : job.own.stddev() / scale;
-      t.sqnr_th_db = !(scale > 0.0)                    ? kNaN
+      t.sqnr_th_db = finite == 0 || !(scale > 0.0)     ? kNaN
                      : sigma == 0.0                    ? -std::numeric_limits<double>::infinity()
                      : sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma)
                                                        : kNaN;

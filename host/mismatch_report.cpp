@@ -38,13 +38,15 @@ std::vector<Finding> check_mismatch_findings(const MismatchExperiment& e) {
   Finding within{"The rule's R keeps the accuracy loss within " + fixed_text(e.options.max_loss, 2) +
                      " points, with and without normalisation",
                  e.floor_found, e.floor_found ? "SQNR floor " + fixed_text(e.sqnr_floor_db, 1) + " dB; " : "no SQNR floor; "};
-  Finding below{"One bit below the rule's R the loss appears", e.floor_found, ""};
+  Finding below{"One bit below the rule's R the loss appears", true, ""};  // where some R - 1 was measured
   int untested = 0, tested = 0;
   for (const RuleChoice& c : e.choices) {
     const std::string name = to_string(c.normalisation);
-    if (c.bits == 0) {
-      within.holds = below.holds = false;
+    if (c.bits == 0) {  // the rule fails here; without its R there is no R - 1 to look at
+      within.holds = false;
       within.evidence += name + ": no R reaches the floor; ";
+      ++untested;
+      below.evidence += name + ": no R reaches the floor, so no R − 1; ";
       continue;
     }
     within.holds = within.holds && c.within_bound;
@@ -59,7 +61,8 @@ std::vector<Finding> check_mismatch_findings(const MismatchExperiment& e) {
     below.evidence += name + ": R = " + std::to_string(c.bits_below) + " loses " + fixed_text(c.loss_below, 2) +
                       (c.bound_exceeded_below ? " (beyond the bound)" : " (not beyond the bound)") + "; ";
   }
-  if (untested) below.tested = tested ? Finding::Tested::Partly : Finding::Tested::Nowhere;
+  if (tested == 0) below.tested = Finding::Tested::Nowhere;
+  else if (untested) below.tested = Finding::Tested::Partly;
   findings.push_back(within);
   findings.push_back(below);
   return findings;

@@ -119,7 +119,7 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
     NUQ_REQUIRE(it->second.shape == entry.shape, path, ": tensor '", entry.name,
                 "' has the wrong shape for a ", to_string(model.architecture));
     // F16 and BF16 (a model saved in half precision, by nuq.save say) widen exactly to the F32 it runs in.
-    Parameter p{entry.name, entry.shape, io::widened(it->second, path + ": " + entry.name)};
+    Parameter p{entry.name, entry.shape, io::widened(it->second, path + ": " + entry.name), it->second.dtype};
     for (std::size_t i = 0; i < p.values.size() && nonfinite == NonFinite::Reject; ++i)
       NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i, " is ", p.values[i],
                   "; `nuq quantize --nonfinite saturate` takes +-Inf to the outermost levels and NaN to the level nearest "

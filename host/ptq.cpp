@@ -74,6 +74,8 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   const std::vector<TensorNormalisation> maps = normalisers(model, global, normalisation, nonfinite, backend, &own);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}, model.dataset};
   q.trained_on = model.trained_on;
+  for (const Parameter& p : model.parameters)
+    if (p.stored_as != io::DType::F32) q.stored_as[p.name] = p.stored_as;
 
   PtqReport r;
   r.stats = global;
@@ -154,7 +156,10 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
   file.mean = q.mean;
   file.stddev = q.stddev;
   file.quantized = q.tensors;
-  for (const auto& [name, tensor] : q.tensors) file.dtypes[name] = io::DType::F32;
+  for (const auto& [name, tensor] : q.tensors) {
+    const auto stored = q.stored_as.find(name);
+    file.dtypes[name] = stored == q.stored_as.end() ? io::DType::F32 : stored->second;
+  }
   if (!q.plain.empty())
     for (const Parameter& p : make_model(q.architecture, 0).parameters)  // (for the shapes)
       if (const auto kept = q.plain.find(p.name); kept != q.plain.end()) file.copied[p.name] = io::f32_tensor(p.shape, kept->second);

@@ -48,30 +48,42 @@ std::string pytorch_files_hint(const fs::path& folder) {
   return "";
 }
 
-// An index that does not describe its shards loads as another model in every other tool: a tensor
-// it maps that no shard holds would be lost, one in another shard than it says would be looked for
-// in the wrong file. Each shard's header alone is read.
-void require_index_matches_shards(const fs::path& index, const nlohmann::json& weight_map,
-                                  const std::vector<std::string>& shards) {
+// Where an index and its shards' headers disagree: a tensor it maps that no shard holds, one it
+// puts in another shard than the one holding it, one a shard holds that it does not list. Such
+// indexes are on the Hub and other tools load them (the headers decide what a shard holds), so
+// nuq follows the headers too and writes an index of its own; the caller warns. At most
+// kMaxDisagreements are spelled out.
+constexpr std::size_t kMaxDisagreements = 8;
+
+std::vector<std::string> disagreements(const fs::path& index, const nlohmann::json& weight_map,
+                                       const std::vector<std::string>& shards) {
+  std::vector<std::string> found;
+  std::size_t count = 0;
+  const auto note = [&](std::string text) {
+    if (count++ < kMaxDisagreements) found.push_back(index.string() + ": " + std::move(text));
+  };
   std::set<std::string> held;
   for (const std::string& shard : shards) {
     const std::string file = fs::path(shard).filename().string();
     const io::SafetensorsReader reader(shard);  // named: a temporary's member would dangle in the loop
     for (const auto& [tensor, entry] : reader.layout().tensors) {
-      const auto mapped = weight_map.find(tensor);
-      NUQ_REQUIRE(mapped != weight_map.end(), index.string(), ": ", file, " holds tensor '", tensor,
-                  "', which the weight_map does not list");
-      NUQ_REQUIRE(mapped->get<std::string>() == file, index.string(), ": the weight_map puts '", tensor, "' in ",
-                  mapped->get<std::string>(), ", but ", file, " holds it");
       held.insert(tensor);
+      const auto mapped = weight_map.find(tensor);
+      if (mapped == weight_map.end()) note(file + " holds tensor '" + tensor + "', which the weight_map does not list");
+      else if (mapped->get<std::string>() != file)
+        note("the weight_map puts '" + tensor + "' in " + mapped->get<std::string>() + ", but " + file + " holds it");
     }
   }
   for (const auto& [tensor, file] : weight_map.items())
-    NUQ_REQUIRE(held.count(tensor), index.string(), ": the weight_map puts '", tensor, "' in ", file.get<std::string>(),
-                ", which does not hold it");
+    if (!held.count(tensor))
+      note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it");
+  if (count > kMaxDisagreements)
+    found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)");
+  return found;
 }
 
-std::vector<std::string> shards_of_index(const fs::path& index) {
+// The index's JSON, with a weight_map object.
+nlohmann::json read_index(const fs::path& index) {
   std::ifstream in(index);
   NUQ_REQUIRE(in, index.string(), ": cannot open the index");
   nlohmann::json j;
@@ -82,6 +94,12 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
   }
   NUQ_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
               ": no weight_map object (not a safetensors index)");
+  return j;
+}
+
+// The shards an index names, each name checked.
+std::vector<std::string> shards_of_index(const fs::path& index) {
+  const nlohmann::json j = read_index(index);
   std::set<std::string> files;
   for (const auto& [tensor, file] : j["weight_map"].items()) {
     NUQ_REQUIRE(file.is_string(), index.string(), ": weight_map['", tensor, "'] is not a file name");
@@ -96,7 +114,6 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
   NUQ_REQUIRE(!files.empty(), index.string(), ": the weight_map is empty");
   std::vector<std::string> shards;
   for (const std::string& f : files) shards.push_back((index.parent_path() / f).string());
-  require_index_matches_shards(index, j["weight_map"], shards);
   return shards;
 }
 
@@ -169,6 +186,15 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
     return {input};
   }
   return shards;
+}
+
+std::vector<std::string> index_disagreements(const std::string& input) {
+  const fs::path path(input);
+  fs::path index;
+  if (fs::is_directory(path) && fs::exists(path / kIndexName)) index = path / kIndexName;
+  else if (!fs::is_directory(path) && path.extension() == ".json") index = path;
+  else return {};
+  return disagreements(index, read_index(index)["weight_map"], checkpoint_shards(input));
 }
 
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)

@@ -109,6 +109,15 @@ TEST(MismatchFindings, ARateWithNothingBelowItIsNotTestedThere) {
   EXPECT_EQ(f[2].tested, Finding::Tested::Nowhere);
   EXPECT_EQ(verdict(f[2]), "not tested");
   EXPECT_EQ(verdict(f[0]), "holds");
+  // A normalisation whose R no rate reaches fails the rule's claim and leaves R - 1 untested.
+  e = hand_made();
+  e.choices[1].bits = 0;
+  f = check_mismatch_findings(e);
+  EXPECT_EQ(verdict(f[1]), "does not hold");
+  EXPECT_EQ(verdict(f[2]), "holds where tested");
+  e.choices[0].bits = 0;
+  e.floor_found = false;
+  EXPECT_EQ(verdict(check_mismatch_findings(e)[2]), "not tested");
 }
 
 TEST(MismatchFigure, MarksTheRuleChoicesAndTheFloor) {

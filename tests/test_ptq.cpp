@@ -15,6 +15,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
 #include "nuq/ptq.h"
+#include "nuq/quantized_file.h"
 #include "nuq/stats.h"
 #include "nuq/train.h"
 #include "temp_dir.h"
@@ -108,6 +109,11 @@ TEST(Model, AModelStoredInBf16LoadsAsTheSameValuesInF32) {
   const Model back = load_model(dir.file("bf16.safetensors"));
   EXPECT_EQ(back.at("fc1.weight").values, expected);
   EXPECT_EQ(back.at("fc2.weight").values, m.at("fc2.weight").values);
+  // Quantized, the file records each tensor's original dtype (docs/format.md).
+  save_quantized(dir.file("q.safetensors"), quantize_model(back, design(DesignSpec{}).codebook));
+  const QuantizedCheckpoint q = read_quantized_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q");
+  EXPECT_EQ(q.dtypes.at("fc1.weight"), io::DType::BF16);
+  EXPECT_EQ(q.dtypes.at("fc2.weight"), io::DType::F32);
   file.tensors.at("fc1.weight").dtype = io::DType::I16;  // the same bytes as integers: not weights
   io::write_safetensors(dir.file("i16.safetensors"), file);
   EXPECT_THROW(load_model(dir.file("i16.safetensors")), Error);

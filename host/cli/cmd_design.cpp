@@ -135,7 +135,10 @@ void run_design(const DesignOptions& options) {
     const Range range = parse_range(options.sweep, "--sweep");
     points = sweep(spec, range.from, range.to, range.step);
   }
-  const std::string variable = xmax_per_parameter(spec.method) == 1.0 ? "xmax" : "delta";
+  // Ternary with alpha != 1 sweeps the x_max that alpha then scales: its own column.
+  const std::string variable = spec.alpha != 1.0                          ? "xmax_before_alpha"
+                               : xmax_per_parameter(spec.method) == 1.0 ? "xmax"
+                                                                         : "delta";
   if (options.trace && result.trace.sequence.empty())
     throw Error(spec.method == Method::LloydMax
                     ? std::string("--trace: lloyd-max records no x_max iterates (sptq, msptq and uniform with "

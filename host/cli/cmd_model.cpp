@@ -110,6 +110,13 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
   return list;
 }
 
+// An index that disagrees with its shards' headers is followed as other tools follow it (by the
+// headers), with a warning for each disagreement, before the work.
+void warn_of_index(const std::string& input) {
+  for (const std::string& line : index_disagreements(input))
+    std::cerr << "nuq: warning: " << line << " (the shards' headers are followed; the new index lists what they hold)\n";
+}
+
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).
 void print_saturated(const std::vector<TensorReport>& tensors) {
   std::uint64_t total = 0;
@@ -165,6 +172,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
     }
   }
   if (isatty(STDERR_FILENO)) options.progress = &std::cerr;
+  warn_of_index(o.input);
   const StreamReport report = quantize_checkpoint_files(o.input, o.output, codebook, options, backend);
   const SizeReport size{report.input_bytes, report.output_bytes, codebook.bits(), storage_bits(codebook)};
   const double rate = report.seconds > 0.0 ? double(report.input_bytes) / report.seconds / 1e9 : 0.0;
@@ -295,6 +303,7 @@ void require_one_run(const std::vector<std::string>& shards) {
 // of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
   ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
+  warn_of_index(o.input);
   require_one_run(checkpoint.inputs());
   checkpoint.begin_writing();
   DequantizeReport report;

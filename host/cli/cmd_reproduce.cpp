@@ -157,7 +157,11 @@ void run_reproduce(const ReproduceOptions& o) {
   for (const auto& r : results) j["experiments"].push_back(to_json(r));
   auto findings_json = [](const std::vector<Finding>& list) {
     nlohmann::json array = nlohmann::json::array();
-    for (const auto& f : list) array.push_back({{"claim", f.claim}, {"holds", f.holds}, {"verdict", verdict(f)}, {"evidence", f.evidence}});
+    for (const auto& f : list) array.push_back({{"claim", f.claim},
+                       // null: nothing in the run could test the claim
+                       {"holds", f.tested == Finding::Tested::Nowhere ? nlohmann::json() : nlohmann::json(f.holds)},
+                       {"verdict", verdict(f)},
+                       {"evidence", f.evidence}});
     return array;
   };
   j["findings"] = findings_json(findings);

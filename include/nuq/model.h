@@ -25,6 +25,7 @@ struct Parameter {
   std::string name;
   std::vector<std::int64_t> shape;
   std::vector<float> values;
+  io::DType stored_as = io::DType::F32;  // as its file stored it: F16 and BF16 widen exactly to values
 };
 
 struct Model {

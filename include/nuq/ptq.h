@@ -59,6 +59,9 @@ struct QuantizedModel {
   // Parameters a file keeps as they were (another writer may leave biases unquantized, say): their
   // values, in place of a quantized tensor of the same name. nuq's own quantize writes none.
   std::map<std::string, std::vector<float>> plain{};
+  // The dtype each parameter's FP32 model file stored it in, where not F32 (a model saved in half
+  // precision): what a quantized file records as the tensor's original dtype.
+  std::map<std::string, io::DType> stored_as{};
 
   // A parameter's values: kept as they were, or restored from its codes.
   std::vector<float> values_of(const std::string& name) const;

@@ -17,6 +17,12 @@ namespace nuq {
 // input.
 std::vector<std::string> checkpoint_shards(const std::string& input);
 
+// Where the index of `input` (a folder's, or an index .json) and its shards' headers disagree, one
+// line each (at most 8, then a count): tensors it maps that no shard holds, that another shard
+// holds, or that it does not list. Such indexes are on the Hub and other tools load them, so nuq
+// follows the headers (and writes a correct index); callers warn. Empty without an index.
+std::vector<std::string> index_disagreements(const std::string& input);
+
 class ShardedCheckpoint {
  public:
   // The shards of `input` and their outputs under `output`: for a sharded input the output folder

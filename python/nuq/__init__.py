@@ -200,7 +200,7 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     codes (and scales) are those ``nuq quantize`` writes for the same weights.
     """
     _check_options("quantize", codebook, normalise, group_size, nonfinite, device)
-    if not (isinstance(w, np.ndarray) or _is_torch(w)):
+    if not (isinstance(w, np.ndarray) or _is_torch(w) or hasattr(w, "__array__") or hasattr(w, "__array_interface__")):
         raise TypeError(f"quantize: w must be a numpy array or a PyTorch tensor, not {type(w).__name__}")
     if 0 in tuple(w.shape):
         raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
