@@ -375,9 +375,9 @@ class StreamRun {
       // are each constant) stores the weights exactly, and a tensor of no finite weight has none
       // to quantize: the design does not apply (NaN). Weights without spread met as they are: no
       // signal, some distortion, -inf as nuq's own models report it (host/ptq.cpp).
-      const double scale = per_row_ ? (has_spread(job.own) ? 1.0 : 0.0) : job.maps[0].scale;  // rows' maps are spilled
-      const double sigma = per_row_ ? 1.0 : job.own.stddev() / scale;
-      t.sqnr_th_db = finite == 0 || !(scale > 0.0)     ? kNaN
+      const bool exact = per_row_ ? !has_spread(job.own) : !(job.maps[0].scale > 0.0);  // rows' maps are spilled
+      const double sigma = per_row_ ? 1.0 : job.own.stddev() / job.maps[0].scale;
+      t.sqnr_th_db = finite == 0 || exact              ? kNaN
                      : sigma == 0.0                    ? -std::numeric_limits<double>::infinity()
                      : sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma)
                                                        : kNaN;

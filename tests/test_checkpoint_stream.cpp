@@ -1,7 +1,7 @@
 // Checkpoints streamed a piece at a time (checkpoint_stream.h): the same file as the in-memory
 // reference quantize_checkpoint when a tensor fits one piece, the same codes when tensors are cut
-// into row and column pieces, shards and index in and out, the default and --skip rules for which
-// tensors are kept, and broken inputs named.
+// into row and column pieces, the default and --skip rules for which tensors are kept, and broken
+// inputs named. Shards and their index: test_sharded_checkpoint.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend_cases.h"
+#include "checkpoint_cases.h"
 #include "nuq/checkpoint.h"
 #include "nuq/checkpoint_stream.h"
 #include "nuq/design.h"
@@ -32,35 +33,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// A small LLM-like shard: two matrices (one of BF16), a norm vector and an integer buffer.
-io::TensorFile shard(int seed, const std::string& prefix) {
-  io::TensorFile file;
-  std::vector<float> w = test::draw(test::Law::Laplace, 96 * 40, 0.0, 0.02, seed);
-  file.tensors[prefix + "q_proj.weight"] = io::f32_tensor({96, 40}, w);
-  std::vector<float> up = test::draw(test::Law::Laplace, 24 * 300, 0.001, 0.05, seed + 1);
-  io::Tensor bf16{io::DType::BF16, {24, 300}, {}};
-  for (float v : up) {  // truncated to BF16
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    bf16.data.push_back(std::uint8_t(bits >> 16));
-    bf16.data.push_back(std::uint8_t(bits >> 24));
-  }
-  file.tensors[prefix + "up_proj.weight"] = bf16;
-  file.tensors[prefix + "norm.weight"] = io::f32_tensor({40}, std::vector<float>(40, 1.0f));
-  file.tensors[prefix + "step"] = io::Tensor{io::DType::I64, {1}, std::vector<std::uint8_t>(8, 3)};
-  return file;
-}
-
-Codebook msptq2() {
-  DesignSpec spec;
-  spec.method = Method::Msptq;
-  return design(spec).codebook;
-}
+using test::bytes_of;
+using test::msptq2;
+using test::shard;
 
 TEST(CheckpointStream, OnePieceGivesTheInMemoryReferenceFileByteForByte) {
   test::TempDir dir;
@@ -265,50 +240,6 @@ TEST(CheckpointStream, ADeviceBackendGetsPiecesReadAheadAndTheSameFile) {
                Error);
 }
 
-TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
-  test::TempDir dir;
-  fs::create_directories(dir.file("model"));
-  nlohmann::json weight_map = nlohmann::json::object();
-  for (int s = 1; s <= 2; ++s) {
-    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
-    const io::TensorFile t = shard(10 * s, "layers." + std::to_string(s) + ".");
-    io::write_safetensors(dir.file("model/" + file), t);
-    for (const auto& [name, tensor] : t.tensors) weight_map[name] = file;
-  }
-  std::ofstream(dir.file("model/model.safetensors.index.json"))
-      << nlohmann::json{{"metadata", {{"total_size", 1}, {"format", "pt"}}}, {"weight_map", weight_map}}.dump();
-  StreamOptions options;
-  options.skip = std::regex("up_proj");
-  const StreamReport report =
-      quantize_checkpoint_files(dir.file("model/model.safetensors.index.json"), dir.file("out"), msptq2(), options, cpu_backend());
-  // The norms (1-D) and the up projections (--skip) are kept, in their own dtype, bit for bit.
-  EXPECT_EQ(report.tensors.size(), 2u);
-  EXPECT_EQ(report.kept.size(), 6u);
-  const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
-  std::uint64_t total = 0;
-  for (int s = 1; s <= 2; ++s) {
-    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
-    const io::TensorFile in = io::read_safetensors(dir.file("model/" + file));
-    const io::TensorFile out = io::read_safetensors(dir.file("out/" + file));
-    total += io::SafetensorsReader(dir.file("out/" + file)).data_size();  // headers excluded, as HF counts
-    for (const auto& [name, tensor] : out.tensors) EXPECT_EQ(index["weight_map"][name], file) << name;
-    const std::string prefix = "layers." + std::to_string(s) + ".";
-    for (const char* kept : {"norm.weight", "up_proj.weight", "step"}) {
-      EXPECT_EQ(out.tensors.at(prefix + kept).dtype, in.tensors.at(prefix + kept).dtype) << kept;
-      EXPECT_EQ(out.tensors.at(prefix + kept).data, in.tensors.at(prefix + kept).data) << kept;
-    }
-    // Each shard is a whole quantized file on its own.
-    const io::TensorFile restored = dequantize_checkpoint(out, file);
-    EXPECT_EQ(restored.tensors.at(prefix + "q_proj.weight").shape, (std::vector<std::int64_t>{96, 40}));
-  }
-  EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
-  EXPECT_EQ(index["metadata"]["format"], "pt");  // the input index's metadata is carried over
-  // A folder in, the same as its index.
-  const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
-  EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));
-  EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
-}
-
 // Weights without spread: met as they are (no normalisation) there is no signal and some error,
 // so both SQNRs are -inf, as for nuq's own models; per-tensor, per-channel and grouped maps store
 // a constant tensor exactly (SQNR_ex +inf) and the design's SQNR_th does not apply (NaN).
@@ -341,45 +272,6 @@ TEST(CheckpointStream, TensorsWithoutSpreadHaveTheSqnrsTheirNormalisationGives) 
       EXPECT_EQ(t.tensor.max_error, 0.0) << t.tensor.name;
     }
   }
-}
-
-// An index that disagrees with its shards' headers (such indexes are on the Hub, and other tools
-// load them) is followed as they follow it, by the headers: every disagreement is named for the
-// caller's warning, every tensor the shards hold is quantized or kept, and the new index lists
-// exactly what the new shards hold.
-TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) {
-  test::TempDir dir;
-  fs::create_directories(dir.file("model"));
-  nlohmann::json weight_map = nlohmann::json::object();
-  std::size_t tensors = 0;
-  for (int s = 1; s <= 2; ++s) {
-    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
-    const io::TensorFile t = shard(10 * s, "layers." + std::to_string(s) + ".");
-    io::write_safetensors(dir.file("model/" + file), t);
-    for (const auto& [name, tensor] : t.tensors) weight_map[name] = file, ++tensors;
-  }
-  const std::string index = dir.file("model/model.safetensors.index.json");
-  const std::string second = "model-00002-of-00002.safetensors";
-  std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
-  EXPECT_TRUE(index_disagreements(index).empty());
-  weight_map["mtp.fc.weight"] = second;                   // listed, held by no shard
-  weight_map["layers.1.norm.weight"] = second;            // listed in the wrong shard
-  weight_map.erase("layers.2.norm.weight");               // held, not listed
-  std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
-  const std::vector<std::string> found = index_disagreements(dir.file("model"));
-  const auto names = [&](const std::string& text) {
-    return std::any_of(found.begin(), found.end(), [&](const std::string& line) { return line.find(text) != std::string::npos; });
-  };
-  EXPECT_EQ(found.size(), 3u);
-  EXPECT_TRUE(names("puts 'mtp.fc.weight' in " + second + ", which does not hold it"));
-  EXPECT_TRUE(names("puts 'layers.1.norm.weight' in " + second + ", but model-00001-of-00002.safetensors holds it"));
-  EXPECT_TRUE(names(second + " holds tensor 'layers.2.norm.weight', which the weight_map does not list"));
-  const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
-  EXPECT_EQ(report.tensors.size() + report.kept.size(), tensors);
-  const nlohmann::json written = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
-  EXPECT_TRUE(index_disagreements(dir.file("out")).empty());
-  EXPECT_EQ(written["weight_map"]["layers.1.norm.weight"], "model-00001-of-00002.safetensors");
-  EXPECT_FALSE(written["weight_map"].contains("mtp.fc.weight"));
 }
 
 // Groups of 128 along each row, 2-bit MSPTQ: about 2.25 bits per weight all in, the norm kept bit

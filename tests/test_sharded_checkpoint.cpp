@@ -1,0 +1,115 @@
+// Sharded checkpoints streamed (checkpoint_stream.h, sharded_checkpoint.h): a folder or its index
+// in gives the same shards and a new index out, and an index that disagrees with its shards'
+// headers is followed by the headers.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoint_cases.h"
+#include "nuq/checkpoint.h"
+#include "nuq/checkpoint_stream.h"
+#include "nuq/error.h"
+#include "nuq/io/safetensors_stream.h"
+#include "nuq/sharded_checkpoint.h"
+#include "temp_dir.h"
+
+namespace nuq {
+namespace {
+
+namespace fs = std::filesystem;
+using test::bytes_of;
+using test::msptq2;
+using test::shard;
+
+TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile t = shard(10 * s, "layers." + std::to_string(s) + ".");
+    io::write_safetensors(dir.file("model/" + file), t);
+    for (const auto& [name, tensor] : t.tensors) weight_map[name] = file;
+  }
+  std::ofstream(dir.file("model/model.safetensors.index.json"))
+      << nlohmann::json{{"metadata", {{"total_size", 1}, {"format", "pt"}}}, {"weight_map", weight_map}}.dump();
+  StreamOptions options;
+  options.skip = std::regex("up_proj");
+  const StreamReport report =
+      quantize_checkpoint_files(dir.file("model/model.safetensors.index.json"), dir.file("out"), msptq2(), options, cpu_backend());
+  // The norms (1-D) and the up projections (--skip) are kept, in their own dtype, bit for bit.
+  EXPECT_EQ(report.tensors.size(), 2u);
+  EXPECT_EQ(report.kept.size(), 6u);
+  const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
+  std::uint64_t total = 0;
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile in = io::read_safetensors(dir.file("model/" + file));
+    const io::TensorFile out = io::read_safetensors(dir.file("out/" + file));
+    total += io::SafetensorsReader(dir.file("out/" + file)).data_size();  // headers excluded, as HF counts
+    for (const auto& [name, tensor] : out.tensors) EXPECT_EQ(index["weight_map"][name], file) << name;
+    const std::string prefix = "layers." + std::to_string(s) + ".";
+    for (const char* kept : {"norm.weight", "up_proj.weight", "step"}) {
+      EXPECT_EQ(out.tensors.at(prefix + kept).dtype, in.tensors.at(prefix + kept).dtype) << kept;
+      EXPECT_EQ(out.tensors.at(prefix + kept).data, in.tensors.at(prefix + kept).data) << kept;
+    }
+    // Each shard is a whole quantized file on its own.
+    const io::TensorFile restored = dequantize_checkpoint(out, file);
+    EXPECT_EQ(restored.tensors.at(prefix + "q_proj.weight").shape, (std::vector<std::int64_t>{96, 40}));
+  }
+  EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
+  EXPECT_EQ(index["metadata"]["format"], "pt");  // the input index's metadata is carried over
+  // A folder in, the same as its index.
+  const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
+  EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));
+  EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
+}
+
+// An index that disagrees with its shards' headers (such indexes are on the Hub, and other tools
+// load them) is followed as they follow it, by the headers: every disagreement is named for the
+// caller's warning, every tensor the shards hold is quantized or kept, and the new index lists
+// exactly what the new shards hold.
+TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  nlohmann::json weight_map = nlohmann::json::object();
+  std::size_t tensors = 0;
+  for (int s = 1; s <= 2; ++s) {
+    const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    const io::TensorFile t = shard(10 * s, "layers." + std::to_string(s) + ".");
+    io::write_safetensors(dir.file("model/" + file), t);
+    for (const auto& [name, tensor] : t.tensors) weight_map[name] = file, ++tensors;
+  }
+  const std::string index = dir.file("model/model.safetensors.index.json");
+  const std::string second = "model-00002-of-00002.safetensors";
+  std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
+  EXPECT_TRUE(index_disagreements(index).empty());
+  weight_map["mtp.fc.weight"] = second;                   // listed, held by no shard
+  weight_map["layers.1.norm.weight"] = second;            // listed in the wrong shard
+  weight_map.erase("layers.2.norm.weight");               // held, not listed
+  std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
+  const std::vector<std::string> found = index_disagreements(dir.file("model"));
+  const auto names = [&](const std::string& text) {
+    return std::any_of(found.begin(), found.end(), [&](const std::string& line) { return line.find(text) != std::string::npos; });
+  };
+  EXPECT_EQ(found.size(), 3u);
+  EXPECT_TRUE(names("puts 'mtp.fc.weight' in " + second + ", which does not hold it"));
+  EXPECT_TRUE(names("puts 'layers.1.norm.weight' in " + second + ", but model-00001-of-00002.safetensors holds it"));
+  EXPECT_TRUE(names(second + " holds tensor 'layers.2.norm.weight', which the weight_map does not list"));
+  const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
+  EXPECT_EQ(report.tensors.size() + report.kept.size(), tensors);
+  const nlohmann::json written = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
+  EXPECT_TRUE(index_disagreements(dir.file("out")).empty());
+  EXPECT_EQ(written["weight_map"]["layers.1.norm.weight"], "model-00001-of-00002.safetensors");
+  EXPECT_FALSE(written["weight_map"].contains("mtp.fc.weight"));
+}
+
+}  // namespace
+}  // namespace nuq
