@@ -138,6 +138,7 @@ class StreamRun {
         per_row_(o.normalisation == Normalisation::PerChannel || o.group_size > 0),
         checkpoint_(checked_options(input, o, bits_), output) {
     const std::vector<std::string>& shard_paths = checkpoint_.inputs();
+    if (!checkpoint_.input_index().empty()) report_.input_bytes += fs::file_size(checkpoint_.input_index());
     std::map<std::string, std::size_t> shard_of;
     for (std::size_t s = 0; s < shard_paths.size(); ++s) {
       readers_.push_back(std::make_unique<io::SafetensorsReader>(shard_paths[s]));

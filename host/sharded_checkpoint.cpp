@@ -200,8 +200,9 @@ std::vector<std::string> index_disagreements(const std::string& input) {
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)
     : inputs_(checkpoint_shards(input)), folder_(output) {
   const fs::path in(input);
-  if (fs::is_directory(in) && fs::exists(in / kIndexName)) index_metadata_ = metadata_of_index(in / kIndexName).dump();
-  else if (!fs::is_directory(in) && in.extension() == ".json") index_metadata_ = metadata_of_index(in).dump();
+  if (fs::is_directory(in) && fs::exists(in / kIndexName)) input_index_ = (in / kIndexName).string();
+  else if (!fs::is_directory(in) && in.extension() == ".json") input_index_ = input;
+  if (!input_index_.empty()) index_metadata_ = metadata_of_index(input_index_).dump();
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
   if (!sharded_) {
     outputs_.push_back(output);

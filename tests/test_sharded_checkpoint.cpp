@@ -49,8 +49,13 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   EXPECT_EQ(report.kept.size(), 6u);
   const nlohmann::json index = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
   std::uint64_t total = 0;
+  // The sizes reported are the files' as they are on disk, both indexes included.
+  std::uintmax_t input_bytes = fs::file_size(dir.file("model/model.safetensors.index.json"));
+  std::uintmax_t output_bytes = fs::file_size(dir.file("out/model.safetensors.index.json"));
   for (int s = 1; s <= 2; ++s) {
     const std::string file = "model-0000" + std::to_string(s) + "-of-00002.safetensors";
+    input_bytes += fs::file_size(dir.file("model/" + file));
+    output_bytes += fs::file_size(dir.file("out/" + file));
     const io::TensorFile in = io::read_safetensors(dir.file("model/" + file));
     const io::TensorFile out = io::read_safetensors(dir.file("out/" + file));
     total += io::SafetensorsReader(dir.file("out/" + file)).data_size();  // headers excluded, as HF counts
@@ -65,6 +70,8 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
     EXPECT_EQ(restored.tensors.at(prefix + "q_proj.weight").shape, (std::vector<std::int64_t>{96, 40}));
   }
   EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
+  EXPECT_EQ(report.input_bytes, input_bytes);
+  EXPECT_EQ(report.output_bytes, output_bytes);
   EXPECT_EQ(index["metadata"]["format"], "pt");  // the input index's metadata is carried over
   // A folder in, the same as its index.
   const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());

@@ -38,6 +38,9 @@ class ShardedCheckpoint {
   const std::vector<std::string>& inputs() const { return inputs_; }
   const std::string& output(std::size_t shard) const { return outputs_.at(shard); }
   bool sharded() const { return sharded_; }
+  // The index the input was given by (a folder's or the .json itself), or "" without one: its bytes
+  // count in the input's size as the new index's count in the output's.
+  const std::string& input_index() const { return input_index_; }
 
   // Before the first output is written: removes an index an earlier run left in the output folder,
   // which would otherwise vouch for a folder this run may leave half-written if interrupted.
@@ -54,6 +57,7 @@ class ShardedCheckpoint {
  private:
   std::vector<std::string> inputs_, outputs_;
   std::string folder_;
+  std::string input_index_;
   std::string index_metadata_;  // the input index's "metadata" (JSON), carried to the new index
   bool sharded_ = false;
   bool created_folder_ = false, indexed_ = false;
