@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <utility>
 
 #include "cuda_check.cuh"
@@ -111,18 +112,27 @@ inline void run_pipelined(std::array<Slot, 2>& slots, std::size_t count,
                           const std::function<void(std::size_t, Slot&)>& stage,
                           const std::function<void(std::size_t, Slot&)>& enqueue,
                           const std::function<void(std::size_t, Slot&)>& finish) {
+  // A fault in a kernel shows at the next synchronisation, whose file:line says nothing of which
+  // chunk faulted: the error names it.
+  const auto drain = [count](std::size_t chunk, Slot& slot) {
+    try {
+      slot.stream.synchronize();
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (in chunk " + std::to_string(chunk + 1) + " of " + std::to_string(count) + ")");
+    }
+  };
   try {
     for (std::size_t i = 0; i < count; ++i) {
       Slot& slot = slots[i % 2];
       if (i >= 2) {
-        slot.stream.synchronize();
+        drain(i - 2, slot);
         finish(i - 2, slot);
       }
       stage(i, slot);
       enqueue(i, slot);
     }
     for (std::size_t i = count >= 2 ? count - 2 : 0; i < count; ++i) {
-      slots[i % 2].stream.synchronize();
+      drain(i, slots[i % 2]);
       finish(i, slots[i % 2]);
     }
   } catch (...) {
