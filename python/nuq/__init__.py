@@ -29,6 +29,16 @@ import numpy as np
 from . import _nuq
 from ._nuq import Codebook, QuantizedTensor, design, devices, paper, support_xmax, sweep
 
+
+# What pickles of a Codebook or QuantizedTensor call to restore them (their __reduce__ names these:
+# the classes cannot be made empty and filled afterwards, and pybind11's functions do not pickle).
+def _restore_codebook(state):
+    return _nuq._codebook_from_state(state)
+
+
+def _restore_quantized(state):
+    return _nuq._quantized_from_state(state)
+
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "quantize",
     "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save", "to_float32",
@@ -51,6 +61,9 @@ def _as_numpy(x, name: str):
     if _is_torch(x):
         torch = _torch()
         device = x.device
+        if device.type == "meta":
+            raise ValueError(f"tensor '{name}' is on PyTorch's meta device: it has a shape but no values (load or "
+                             "materialise its weights first)")
         t = x.detach()
         if t.device.type != "cpu":
             t = t.cpu()  # documented: device tensors are copied to the host
@@ -200,8 +213,11 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     codes (and scales) are those ``nuq quantize`` writes for the same weights.
     """
     _check_options("quantize", codebook, normalise, group_size, nonfinite, device)
+    _check_names([name], "quantize")
     if not (isinstance(w, np.ndarray) or _is_torch(w) or hasattr(w, "__array__") or hasattr(w, "__array_interface__")):
         raise TypeError(f"quantize: w must be a numpy array or a PyTorch tensor, not {type(w).__name__}")
+    if not (isinstance(w, np.ndarray) or _is_torch(w)):
+        w = np.asarray(w)  # another array-like (its __array__ or __array_interface__): numpy's view of it
     if 0 in tuple(w.shape):
         raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
                          "(quantize_state_dict keeps empty tensors as they are)")
@@ -367,7 +383,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". A CUDA x (unless
     "cpu") is multiplied on its device, y a new CUDA tensor, on the current stream; q's codes go to
     that device once and stay. Grouped tensors are multiplied on the CPU, a panel of rows
-    dequantized at a time.
+    dequantized at a time. The product is for inference: y carries no autograd graph, even for an x
+    that requires grad.
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
@@ -442,6 +459,8 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
 
     With QuantizedTensors the file is a quantized checkpoint as ``nuq quantize`` writes it (``nuq
     dequantize`` and ``nuq.load`` read it back); they must share one codebook and normalisation.
+    Tensors quantized with "global" normalisation by separate calls each have their own statistics:
+    the file records them as "per-tensor" (one call of ``quantize_state_dict`` shares one map).
     Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``. Without
     QuantizedTensors the arrays go to the file as they lie (bfloat16 narrowed a piece at a time),
     none copied whole.

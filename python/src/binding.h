@@ -93,6 +93,20 @@ py::array_t<T> adopt(std::vector<T>&& values, std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape, owned->data(), release);
 }
 
+// Makes `cls.__new__(cls)` and `cls()` raise TypeError. pybind11 would otherwise hand out an instance
+// whose C++ value was never constructed, and a method called on it reads garbage (or crashes).
+// Instances come from nuq's functions only (C++ values cast to Python are made without tp_new),
+// and pickling goes through __reduce__ to a module function for the same reason.
+inline void forbid_direct_new(const py::handle& cls) {
+  reinterpret_cast<PyTypeObject*>(cls.ptr())->tp_new = [](PyTypeObject* type, PyObject*, PyObject*) -> PyObject* {
+    PyErr_Format(PyExc_TypeError,
+                 "%s objects are made by nuq's functions (nuq.design, Codebook.from_json, nuq.quantize, nuq.load), "
+                 "not directly",
+                 type->tp_name);
+    return nullptr;
+  };
+}
+
 void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
 void bind_files(py::module_& m);

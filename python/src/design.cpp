@@ -46,7 +46,7 @@ py::object optional_number(const std::optional<double>& v) { return v ? py::obje
 
 PyCodebook run_design(const std::string& method, int bits, std::optional<double> xmax, double sigma,
                       std::optional<std::size_t> levels, std::optional<std::string> rule, double alpha, double mu,
-                      std::optional<double> init, double epsilon) {
+                      std::optional<double> init, std::optional<double> epsilon) {
   DesignSpec spec;
   spec.method = parse_method(method);
   spec.bits = bits;
@@ -57,11 +57,15 @@ PyCodebook run_design(const std::string& method, int bits, std::optional<double>
   spec.mu = mu;
   spec.init = init;
   spec.sigma = sigma;
-  spec.epsilon = epsilon;
+  spec.epsilon = epsilon.value_or(kPaperEpsilon);
   DesignResult result = [&] {
     py::gil_scoped_release release;
     return design(spec);
   }();
+  // As `nuq design`: options of the iterative rule would be silently ignored by any other.
+  const XmaxRule used = result.codebook.provenance().rule;
+  NUQ_REQUIRE(used == XmaxRule::Iterative || (!init && !epsilon), init ? "init" : "epsilon",
+              " belongs to the iterative rule; ", method, " here uses the ", to_string(used), " rule, which takes none");
   return PyCodebook(std::move(result.codebook), std::move(result.trace.sequence));
 }
 
@@ -107,32 +111,48 @@ void bind_paper(py::module_& m) {
 }  // namespace
 
 void bind_design(py::module_& m) {
-  py::class_<PyCodebook>(m, "Codebook",
+  py::class_<PyCodebook> codebook_class(m, "Codebook",
                          "A scalar quantizer: N-1 sorted thresholds and N sorted levels over the whole line "
                          "(x goes to level k when thresholds[k-1] <= x < thresholds[k]), stored in `bits` bits, with "
-                         "its distortion on the Laplacian source it was designed for.")
-      .def_property_readonly("method", [](const PyCodebook& c) { return to_string(c.codebook.provenance().method); })
-      .def_property_readonly("bits", [](const PyCodebook& c) { return c.codebook.bits(); })
+                         "its distortion on the Laplacian source it was designed for.");
+  forbid_direct_new(codebook_class);
+  // Pickling (copy.deepcopy, pickle, torch.save): the design as JSON and the iterates of its rule,
+  // restored by a function of the module (unpickling never makes an empty instance first).
+  m.def("_codebook_from_state", [](const py::tuple& state) {
+    NUQ_REQUIRE(state.size() == 2, "Codebook: a pickled state of ", state.size(), " items, not 2");
+    return PyCodebook(codebook_from_json(nlohmann::json::parse(state[0].cast<std::string>())),
+                      state[1].cast<std::vector<double>>());
+  });
+  codebook_class
+      .def_property_readonly("method", [](const PyCodebook& c) { return to_string(c.codebook.provenance().method); },
+                             "The design: uniform, sptq, msptq, ternary, mulaw or lloyd-max.")
+      .def_property_readonly("bits", [](const PyCodebook& c) { return c.codebook.bits(); },
+                             "Bits per code: ceil(log2 N) for N levels.")
       .def_property_readonly("thresholds", [](const PyCodebook& c) { return doubles(c.codebook.thresholds()); },
                              "The N-1 decision thresholds (float64, in the source's units).")
       .def_property_readonly("levels", [](const PyCodebook& c) { return doubles(c.codebook.levels()); },
                              "The N representation levels (float64, in the source's units).")
       .def_property_readonly("xmax", [](const PyCodebook& c) { return c.codebook.xmax(); },
                              "Support threshold: the granular region is [-xmax, xmax].")
-      .def_property_readonly("sigma", [](const PyCodebook& c) { return c.codebook.provenance().sigma; })
+      .def_property_readonly("sigma", [](const PyCodebook& c) { return c.codebook.provenance().sigma; },
+                             "The standard deviation of the Laplacian source the codebook was designed for.")
       .def_property_readonly("rule", [](const PyCodebook& c) { return to_string(c.codebook.provenance().rule); },
                              "How xmax was chosen: given, iterative, numeric or lloyd.")
       .def_property_readonly("iterations", [](const PyCodebook& c) { return c.codebook.provenance().iterations; },
                              "Updates of the fixed-point (or Lloyd) rule; 0 where none ran.")
-      .def_property_readonly("mu", [](const PyCodebook& c) { return optional_number(c.codebook.provenance().mu); })
+      .def_property_readonly("mu", [](const PyCodebook& c) { return optional_number(c.codebook.provenance().mu); },
+                             "The mu-law compression parameter; None for other methods.")
       .def_property_readonly("alpha",
-                             [](const PyCodebook& c) { return optional_number(c.codebook.provenance().alpha); })
+                             [](const PyCodebook& c) { return optional_number(c.codebook.provenance().alpha); },
+                             "The ternary scale factor; None for other methods.")
       .def_property_readonly("trace", [](const PyCodebook& c) { return doubles(c.trace); },
                              "Iterates of the rule (Delta for sptq/msptq, xmax otherwise); empty when none ran.")
       .def_property_readonly("distortion", [](const PyCodebook& c) { return c.distortion.total(); },
                              "Exact mean squared error D on Laplace(0, sigma^2).")
-      .def_property_readonly("granular", [](const PyCodebook& c) { return c.distortion.granular; })
-      .def_property_readonly("overload", [](const PyCodebook& c) { return c.distortion.overload; })
+      .def_property_readonly("granular", [](const PyCodebook& c) { return c.distortion.granular; },
+                             "The granular part of D (inside [-xmax, xmax]).")
+      .def_property_readonly("overload", [](const PyCodebook& c) { return c.distortion.overload; },
+                             "The overload part of D (beyond xmax).")
       .def_property_readonly("sqnr_db", [](const PyCodebook& c) { return c.sqnr_db; }, "SQNR_th in dB.")
       .def("quantize_values",
            [](const PyCodebook& c, const std::vector<double>& x) {
@@ -140,8 +160,9 @@ void bind_design(py::module_& m) {
              for (std::size_t i = 0; i < x.size(); ++i) out[i] = c.codebook.quantize(x[i]);
              return out;
            },
-           "The reference rule on a few numbers (Codebook::quantize), for checks.")
-      .def("to_json", [](const PyCodebook& c) { return to_json(c.codebook).dump(); })
+           "The reference rule on a few numbers (Codebook::quantize), for checks.", py::arg("x"))
+      .def("to_json", [](const PyCodebook& c) { return to_json(c.codebook).dump(); },
+           "The codebook as JSON (what Codebook.from_json reads).")
       .def_static("from_json",
                   [](const std::string& text) {
                     nlohmann::json j;
@@ -156,13 +177,11 @@ void bind_design(py::module_& m) {
                   "(the 'codebook' of its __metadata__['nuq.quantized']; a uniform design above 256 levels is "
                   "recorded by its parameters alone and rebuilt bit for bit).",
                   py::arg("text"))
-      .def(py::pickle(  // copy.deepcopy, pickle, torch.save: the design as JSON and the iterates of its rule
-          [](const PyCodebook& c) { return py::make_tuple(to_json(c.codebook).dump(), c.trace); },
-          [](const py::tuple& state) {
-            NUQ_REQUIRE(state.size() == 2, "Codebook: a pickled state of ", state.size(), " items, not 2");
-            return PyCodebook(codebook_from_json(nlohmann::json::parse(state[0].cast<std::string>())),
-                              state[1].cast<std::vector<double>>());
-          }))
+      .def("__reduce__",
+           [](const PyCodebook& c) {  // (a function of the Python package: pybind11's own do not pickle)
+             return py::make_tuple(py::module_::import("nuq").attr("_restore_codebook"),
+                                   py::make_tuple(py::make_tuple(to_json(c.codebook).dump(), c.trace)));
+           })
       .def("__repr__", [](const PyCodebook& c) {
         return "<nuq.Codebook " + to_string(c.codebook.provenance().method) + ", " + std::to_string(c.codebook.bits()) +
                " bits, " + std::to_string(c.codebook.size()) + " levels, xmax " + std::to_string(c.codebook.xmax()) +
@@ -171,12 +190,13 @@ void bind_design(py::module_& m) {
 
   m.def("design", &run_design, "method"_a, "bits"_a = 2, py::kw_only(), "xmax"_a = py::none(), "sigma"_a = 1.0,
         "levels"_a = py::none(), "rule"_a = py::none(), "alpha"_a = 1.0, "mu"_a = 255.0, "init"_a = py::none(),
-        "epsilon"_a = kPaperEpsilon,
+        "epsilon"_a = py::none(),
         "Design a quantizer for the Laplacian source (what `nuq design` prints).\n\n"
         "method: uniform, sptq, msptq, ternary, mulaw or lloyd-max. xmax: the support threshold (source units); "
         "absent, `rule` ('iterative' or 'numeric', default the method's own) finds it. levels: N (default 2^bits). "
         "alpha: ternary scale factor. mu: mu-law compression. init: Delta(0) (sptq/msptq) or x_max(0) of the "
-        "iterative rule. epsilon: its stop criterion.");
+        "iterative rule. epsilon: its stop criterion (default the paper's 1e-4). init and epsilon are refused when the "
+        "design uses another rule, as `nuq design` refuses them.");
   m.def(
       "sweep",
       [](const std::string& method, double start, double stop, double step, int bits, double sigma, double alpha,

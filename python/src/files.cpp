@@ -257,7 +257,14 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
   checkpoint.normalisation = first.normalisation;
   checkpoint.copied = std::move(copied);
   checkpoint.metadata = metadata;
-  if (first.normalisation == Normalisation::Global && first.tensor.stddev > 0.0) {  // the map every tensor shares
+  // Global normalisation shares one map between the tensors of one nuq.quantize_state_dict call;
+  // tensors quantized by separate calls each had their own statistics, which is per-tensor
+  // normalisation, and the file says so (its top-level mean and stddev would name one tensor's).
+  bool one_map = true;
+  for (const auto& [name, q] : quantized)
+    one_map = one_map && q->tensor.mean == first.tensor.mean && q->tensor.stddev == first.tensor.stddev;
+  if (first.normalisation == Normalisation::Global && !one_map) checkpoint.normalisation = Normalisation::PerTensor;
+  if (checkpoint.normalisation == Normalisation::Global && first.tensor.stddev > 0.0) {  // the map every tensor shares
     checkpoint.mean = first.tensor.mean;
     checkpoint.stddev = first.tensor.stddev;
   }

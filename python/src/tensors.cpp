@@ -234,20 +234,33 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
 }
 
 void bind_tensors(py::module_& m) {
-  py::class_<PyQuantized>(m, "QuantizedTensor", py::dynamic_attr(),
+  py::class_<PyQuantized> quantized_class(m, "QuantizedTensor", py::dynamic_attr(),
                           "A tensor as packed codes: codes of its [shape[0], rest] view (LSB-first, rows byte-aligned) "
                           "and the level of each code in the tensor's own units (one table, or one per row with "
                           "per-channel normalisation; grouped, one per group of the [groups, group_size] view, "
-                          "made of `scales`).")
-      .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); })
-      .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; })
-      .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; })
-      .def_property_readonly("bits", [](const PyQuantized& q) { return q.tensor.matrix.codes.bits; })
+                          "made of `scales`).");
+  forbid_direct_new(quantized_class);
+  m.def("_quantized_from_state", [](const py::tuple& state) {
+    auto [q, attributes] = quantized_from_state(state);
+    py::object self = py::cast(std::move(q));
+    self.attr("__dict__").attr("update")(attributes);
+    return self;
+  });
+  quantized_class
+      .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); },
+                             "The original tensor's shape.")
+      .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; },
+                             "Rows of the codes' matrix view: shape[0] (1 for a vector or scalar).")
+      .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; },
+                             "Codes per row of the matrix view: the product of the other dimensions.")
+      .def_property_readonly("bits", [](const PyQuantized& q) { return q.tensor.matrix.codes.bits; },
+                             "The width the codes are stored at (1, 2, 4, 8 or 16).")
       .def_property_readonly("group_size", [](const PyQuantized& q) { return q.tensor.group_size; },
                              "0, or the run of weights along a row with its own scale (files of nuq quantize "
                              "--group-size); rows and cols are then those of the [groups, group_size] view")
       .def_property_readonly("dtype", [](const PyQuantized& q) { return q.dtype; }, "The source's dtype.")
-      .def_property_readonly("normalisation", [](const PyQuantized& q) { return to_string(q.normalisation); })
+      .def_property_readonly("normalisation", [](const PyQuantized& q) { return to_string(q.normalisation); },
+                             "How the weights were normalised: global, per-tensor, per-channel or none.")
       .def_property_readonly("codebook", [](const PyQuantized& q) { return q.codebook; },
                              "The codebook in normalised units (None for files that record none).")
       .def_property_readonly(
@@ -336,7 +349,11 @@ void bind_tensors(py::module_& m) {
              }
              return adopt(std::move(values), std::vector<py::ssize_t>(q.tensor.shape.begin(), q.tensor.shape.end()));
            })
-      .def(py::pickle(&quantized_state, &quantized_from_state))
+      .def("__reduce__",
+           [](const py::object& self) {  // (a function of the Python package: pybind11's own do not pickle)
+             return py::make_tuple(py::module_::import("nuq").attr("_restore_quantized"),
+                                   py::make_tuple(quantized_state(self)));
+           })
       .def("__repr__", [](const PyQuantized& q) {
         std::string shape;
         for (auto d : q.tensor.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);

@@ -37,6 +37,13 @@ def w(rng):
     (lambda w, c: nuq.save(3, {"a": w}), TypeError, "a path must be str, bytes or os.PathLike"),
     (lambda w, c: nuq.load(None), TypeError, "not NoneType"),
     (lambda w, c: nuq.quantize(None, c), TypeError, "w must be a numpy array or a PyTorch tensor, not NoneType"),
+    (lambda w, c: nuq.quantize(w, c, name=123), TypeError, "the name 123 is not a string"),
+    (lambda w, c: nuq.design("uniform", 2, init=0.5), ValueError, "init belongs to the iterative rule"),
+    (lambda w, c: nuq.design("ternary", epsilon=1e-9), ValueError, "epsilon belongs to the iterative rule"),
+    (lambda w, c: nuq.Codebook(), TypeError, "made by nuq's functions"),
+    (lambda w, c: nuq.QuantizedTensor(), TypeError, "made by nuq's functions"),
+    (lambda w, c: nuq.Codebook.__new__(nuq.Codebook), TypeError, ""),  # never an empty instance to call into
+    (lambda w, c: nuq.QuantizedTensor.__new__(nuq.QuantizedTensor), TypeError, ""),
     (lambda w, c: nuq.quantize("abc", c), TypeError, "not str"),
     (lambda w, c: nuq.quantize(w.tolist(), c), TypeError, "not list"),
     (lambda w, c: nuq.quantize(np.zeros((0, 5), np.float32), c), ValueError, r"empty \(shape \(0, 5\)\)"),
@@ -191,3 +198,44 @@ def test_dimensions_no_array_can_have_are_refused_by_name(tmp_path):
     path.write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(ValueError, match="huge.safetensors: tensor 't': shape .* is too large"):
         nuq.load(path)
+
+
+def test_the_iterative_rule_takes_init_and_epsilon():
+    """What the refusals above leave: the rule they belong to still takes them."""
+    assert nuq.design("msptq", init=0.5, epsilon=1e-9).iterations > nuq.design("msptq", init=0.5).iterations
+    codebook = nuq.design("msptq")
+    assert codebook.quantize_values(x=[0.1, -5.0]) == [codebook.levels[2], codebook.levels[0]]
+
+
+def test_an_array_like_without_a_shape_is_read_through_numpy(w):
+    class OnlyArray:  # __array__ and nothing else
+        def __array__(self, dtype=None):
+            return w
+    codebook = nuq.design("msptq")
+    np.testing.assert_array_equal(nuq.quantize(OnlyArray(), codebook).codes, nuq.quantize(w, codebook).codes)
+
+
+def test_meta_tensors_have_no_values_to_quantize_or_multiply(w):
+    torch = pytest.importorskip("torch")
+    codebook = nuq.design("msptq")
+    with pytest.raises(ValueError, match="meta device"):
+        nuq.quantize(torch.empty(4, 8, device="meta"), codebook)
+    with pytest.raises(ValueError, match="meta device"):
+        nuq.qgemm(torch.empty(2, 64, device="meta"), nuq.quantize(w, codebook))
+
+
+def test_tensors_quantized_by_separate_calls_are_saved_as_per_tensor(tmp_path, rng):
+    """Each separate "global" call used its own statistics: the file says per-tensor, each tensor
+    restores as it was; tensors of one call keep their shared global map."""
+    codebook = nuq.design("msptq")
+    a = rng.laplace(size=(8, 16)).astype(np.float32)
+    b = (3 * rng.laplace(size=(8, 16)) + 1).astype(np.float32)
+    separate = {"a": nuq.quantize(a, codebook), "b": nuq.quantize(b, codebook)}
+    nuq.save(tmp_path / "separate.safetensors", separate)
+    together = nuq.quantize_state_dict({"a": a, "b": b}, codebook)
+    nuq.save(tmp_path / "together.safetensors", together)
+    for name, quantized, normalisation in (("separate", separate, "per-tensor"), ("together", together, "global")):
+        back = nuq.load(tmp_path / f"{name}.safetensors")
+        for key in ("a", "b"):
+            assert back[key].normalisation == normalisation
+            np.testing.assert_array_equal(back[key].dequantize(), quantized[key].dequantize())
