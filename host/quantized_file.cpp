@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/fingerprint.h"
 #include "nuq/grouped.h"
 #include "nuq/io/widen.h"
@@ -86,10 +87,10 @@ nlohmann::json description_of(const std::map<std::string, std::string>& metadata
   if (meta == metadata.end()) meta = metadata.find(kLegacyCheckpointKey);
   NUQ_REQUIRE(meta != metadata.end(), name, ": no ", kKey, " in __metadata__ (not a file nuq quantize wrote)");
   nlohmann::json description;
-  try {
-    description = nlohmann::json::parse(meta->second);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(name + ": " + meta->first + " is not valid JSON: " + e.what());
+  try {  // a description nests four deep (tensors, a tensor, its shape): one far deeper is no description
+    description = io::parse_json_bounded(meta->second, 16);
+  } catch (const Error& e) {
+    throw Error(name + ": " + meta->first + ": " + e.what());
   }
   NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(), name,
               ": ", meta->first, " has no tensors object (a training checkpoint is not a quantized file)");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -12,6 +13,8 @@
 #include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
+#include "nuq/io/json_parse.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/quantized_file.h"
 
@@ -22,11 +25,36 @@ namespace fs = std::filesystem;
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
 
+// An index is read whole: one larger than a safetensors header may be is no index.
+constexpr std::uint64_t kMaxIndexBytes = io::kMaxSafetensorsHeader;
+// {"metadata": {...}, "weight_map": {...}} nests two deep; a peer's metadata may nest a little more.
+constexpr int kMaxIndexDepth = 16;
+
+// The index's JSON, with a weight_map object.
+nlohmann::json read_index(const fs::path& index) {
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(index, ec);
+  NUQ_REQUIRE(!ec, index.string(), ": cannot read the index (", ec.message(), ")");
+  NUQ_REQUIRE(size <= kMaxIndexBytes, index.string(), ": ", size, " bytes, more than the ", kMaxIndexBytes,
+              " an index may have");
+  std::ifstream in(index, std::ios::binary);
+  NUQ_REQUIRE(in, index.string(), ": cannot open the index");
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  nlohmann::json j;
+  try {
+    j = io::parse_json_bounded(text, kMaxIndexDepth);
+  } catch (const Error& e) {
+    throw Error(index.string() + ": " + e.what());
+  }
+  NUQ_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
+              ": no weight_map object (not a safetensors index)");
+  return j;
+}
+
 // The index's own metadata beyond total_size (a peer's format tags, say), carried to the new index.
 nlohmann::json metadata_of_index(const fs::path& index) {
-  std::ifstream in(index);
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_object() && j.contains("metadata") && j["metadata"].is_object()) return j["metadata"];
+  const nlohmann::json j = read_index(index);
+  if (j.contains("metadata") && j["metadata"].is_object()) return j["metadata"];
   return nlohmann::json::object();
 }
 
@@ -46,6 +74,13 @@ std::string pytorch_files_hint(const fs::path& folder) {
              "says how to convert a PyTorch checkpoint)";
   }
   return "";
+}
+
+// A weight_map's file name as the folder holds it: "./model-00001-of-00002.safetensors" is that
+// file (transformers joins the name to the folder), so the "./" goes.
+std::string shard_file_name(std::string name) {
+  while (name.rfind("./", 0) == 0) name.erase(0, 2);
+  return name;
 }
 
 // Where an index and its shards' headers disagree: a tensor it maps that no shard holds, one it
@@ -70,7 +105,7 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
       held.insert(tensor);
       const auto mapped = weight_map.find(tensor);
       if (mapped == weight_map.end()) note(file + " holds tensor '" + tensor + "', which the weight_map does not list");
-      else if (mapped->get<std::string>() != file)
+      else if (shard_file_name(mapped->get<std::string>()) != file)
         note("the weight_map puts '" + tensor + "' in " + mapped->get<std::string>() + ", but " + file + " holds it");
     }
   }
@@ -79,22 +114,16 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
       note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it");
   if (count > kMaxDisagreements)
     found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)");
+  // Safetensors files beside the index that it names for no tensor are not read (nor by other
+  // tools): said, since a shard left out of the index takes its tensors with it.
+  std::set<std::string> named;
+  for (const std::string& shard : shards) named.insert(fs::path(shard).filename().string());
+  std::error_code ec;
+  for (fs::directory_iterator it(index.has_parent_path() ? index.parent_path() : fs::path("."), ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".safetensors" && !named.count(it->path().filename().string()))
+      found.push_back(index.string() + ": names no tensor in " + it->path().filename().string() +
+                      ", which is beside it: that file is not read");
   return found;
-}
-
-// The index's JSON, with a weight_map object.
-nlohmann::json read_index(const fs::path& index) {
-  std::ifstream in(index);
-  NUQ_REQUIRE(in, index.string(), ": cannot open the index");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(index.string() + ": not valid JSON (" + e.what() + ")");
-  }
-  NUQ_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
-              ": no weight_map object (not a safetensors index)");
-  return j;
 }
 
 // The shards an index names, each name checked.
@@ -103,7 +132,7 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
   std::set<std::string> files;
   for (const auto& [tensor, file] : j["weight_map"].items()) {
     NUQ_REQUIRE(file.is_string(), index.string(), ": weight_map['", tensor, "'] is not a file name");
-    const std::string name = file.get<std::string>();
+    const std::string name = shard_file_name(file.get<std::string>());
     NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
                 ": weight_map['", tensor, "'] = '", name, "' is not a file in the index's folder");
     NUQ_REQUIRE(!is_foreign_weights(name), index.string(), ": weight_map['", tensor, "'] = '", name,

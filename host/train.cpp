@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/fingerprint.h"
 #include "nuq/platform.h"
 #include "nuq/io/safetensors.h"
@@ -142,7 +143,7 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
   const auto meta = file.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != file.metadata.end(), path, ": not a training checkpoint (no nuq.checkpoint metadata)");
   try {
-    const nlohmann::json c = nlohmann::json::parse(meta->second);
+    const nlohmann::json c = io::parse_json_bounded(meta->second, 16);
     for (const auto& [key, value] : run.items()) {
       NUQ_REQUIRE(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
                   " (an older nuq wrote it); ", kTrainAnew);

@@ -179,6 +179,11 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   no_meta.metadata.erase("nuq.quantized");
   io::TensorFile not_json = file;
   not_json.metadata["nuq.quantized"] = "{\"architecture\":";
+  // 100,000 levels of arrays inside the description: a recursion over it would overflow the stack.
+  io::TensorFile deep = file;
+  deep.metadata["nuq.quantized"].insert(1, "\"x\":" + std::string(100000, '[') + std::string(100000, ']') + ",");
+  io::TensorFile twice = file;  // a key named twice: nlohmann would keep one silently
+  twice.metadata["nuq.quantized"].insert(1, "\"stddev\":2,");
   io::TensorFile rnn = file;
   rnn.metadata["nuq.architecture"] = "rnn";
   io::TensorFile no_architecture = file;
@@ -195,7 +200,9 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   const float nan_level[4] = {NAN, 0.f, 1.f, 2.f};
   const std::vector<Case> cases = {
       {"no metadata", no_meta, "no nuq.quantized"},
-      {"metadata not JSON", not_json, "nuq.quantized is not valid JSON"},
+      {"metadata not JSON", not_json, "nuq.quantized: not valid JSON"},
+      {"metadata nested deep", deep, "nuq.quantized: nested deeper than 16 levels"},
+      {"metadata key twice", twice, "nuq.quantized: names 'stddev' twice"},
       {"unknown architecture", rnn, "rnn"},
       {"no architecture", no_architecture, "not one of nuq's networks"},
       {"stddev zero", meta_edit(file, [](auto& d) { d["stddev"] = 0.0; }), "stddev positive"},

@@ -196,6 +196,7 @@ TEST(Safetensors, NamesOtherWeightFormats) {
       {{'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0, 0, 0}, "a GGUF file"},
       {{0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0}, "an HDF5 file"},
       {{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0x76, 0, '{', '\''}, "a numpy .npy array"},
+      {{'{', '\n', ' ', ' ', '"', 'm', 'e', 't', 'a', 'd', 'a', 't'}, "a JSON file, not safetensors (a sharded"},
   };
   test::TempDir dir;
   for (const auto& [bytes, expected] : cases) {

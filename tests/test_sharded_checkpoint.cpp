@@ -118,5 +118,51 @@ TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) 
   EXPECT_FALSE(written["weight_map"].contains("mtp.fc.weight"));
 }
 
+// An index is read with the bounds of a header: a key named twice (which would drop a tensor
+// silently) and nesting that no index has are refused; "./" before a shard's name is that shard
+// (transformers joins the name to the folder); a safetensors file beside the index that it names
+// for no tensor is not read, and said.
+TEST(CheckpointStream, AnIndexIsReadWithBoundsAndItsShardNamesAsTransformersReadsThem) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  io::write_safetensors(dir.file("model/a.safetensors"), shard(3, "a."));
+  io::write_safetensors(dir.file("model/b.safetensors"), shard(5, "b."));
+  const std::string index = dir.file("model/model.safetensors.index.json");
+  const auto write_index = [&](const std::string& text) { std::ofstream(index) << text; };
+  const std::string a_entries = R"("a.q_proj.weight": "./a.safetensors", "a.up_proj.weight": "a.safetensors",
+      "a.norm.weight": "././a.safetensors", "a.step": "a.safetensors")";
+  write_index(R"({"metadata": {}, "weight_map": {)" + a_entries + R"(, "b.step": "a.safetensors", "b.step": "b.safetensors"}})");
+  EXPECT_THROW(
+      {
+        try {
+          checkpoint_shards(index);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find(index + ": names 'b.step' twice"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+  write_index(R"({"metadata": {"x": )" + std::string(100000, '[') + std::string(100000, ']') + R"(}, "weight_map": {}})");
+  EXPECT_THROW(
+      {
+        try {
+          checkpoint_shards(index);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("nested deeper than 16 levels"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+  // Only a's tensors, named with "./": b.safetensors is beside it, unnamed, and not read.
+  write_index(R"({"metadata": {}, "weight_map": {)" + a_entries + "}}");
+  EXPECT_EQ(checkpoint_shards(index), std::vector<std::string>{dir.file("model/a.safetensors")});
+  const std::vector<std::string> warnings = index_disagreements(index);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], index + ": names no tensor in b.safetensors, which is beside it: that file is not read");
+  const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
+  EXPECT_EQ(report.tensors.size(), 2u);  // a's two matrices: b's are not read
+  EXPECT_EQ(report.kept.size(), 2u);
+}
+
 }  // namespace
 }  // namespace nuq

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
 
@@ -49,71 +50,19 @@ std::uint64_t little_endian_u64(const std::uint8_t* b) {
   return v;
 }
 
-// A SAX pass that only looks for a key named twice in one object. (nlohmann's callback parser
-// would do it in one pass, but it rescans the parent object at every object's end: quadratic in
-// the number of tensors, 12 s for 40,000.)
-class DuplicateKeyFinder : public nlohmann::json_sax<nlohmann::json> {
- public:
-  std::string duplicate;
+// A header nests three deep (the header, a tensor, its shape); one far deeper is refused before
+// the parse that would hold every level of it (tens of bytes of memory per byte of text).
+constexpr int kMaxHeaderDepth = 8;
 
-  bool start_object(std::size_t) override {
-    deeper();
-    keys_.emplace_back();
-    return true;
-  }
-  bool end_object() override {
-    keys_.pop_back();
-    --depth_;
-    return true;
-  }
-  bool key(string_t& name) override {
-    if (duplicate.empty() && !keys_.back().insert(name).second) duplicate = name;
-    return true;
-  }
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool start_array(std::size_t) override {
-    deeper();
-    return true;
-  }
-  bool end_array() override {
-    --depth_;
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    throw Error(e.what());
-  }
-
- private:
-  // A header nests three deep (the header, a tensor, its shape); one far deeper is refused here,
-  // before the parse that would hold every level of it (tens of bytes of memory per byte of text).
-  static constexpr int kMaxDepth = 8;
-  void deeper() {
-    if (++depth_ > kMaxDepth) throw Error("nested deeper than " + std::to_string(kMaxDepth) + " levels");
-  }
-  std::vector<std::set<std::string>> keys_;
-  int depth_ = 0;
-};
-
-// Parses the header JSON, rejecting a key that appears twice in one object (nlohmann would keep
-// the last silently; the reference parser refuses). Linear in the header's size.
+// The header JSON: bounded, a key named twice refused (io/json_parse.h), an object.
 nlohmann::json parse_header(const std::string& text, const std::string& name) {
-  DuplicateKeyFinder finder;
   nlohmann::json header;
   try {
-    nlohmann::json::sax_parse(text, &finder);
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(name + ": the header is not valid JSON (" + e.what() + ")");
+    header = parse_json_bounded(text, kMaxHeaderDepth);
   } catch (const Error& e) {
-    throw Error(name + ": the header is not valid JSON (" + e.what() + ")");
+    const std::string what = e.what();
+    throw Error(name + (what.rfind("names '", 0) == 0 ? ": the header " + what : ": the header is not valid JSON (" + what + ")"));
   }
-  NUQ_REQUIRE(finder.duplicate.empty(), name, ": the header names '", finder.duplicate, "' twice");
   NUQ_REQUIRE(header.is_object(), name, ": the header is not a JSON object");
   return header;
 }
@@ -194,6 +143,10 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
   std::copy_n(first, std::size_t(std::min<std::uint64_t>(file_size, 8)), first8);  // (an empty file's `first` may be null)
   const std::uint64_t header_size = file_size >= 8 ? little_endian_u64(first8) : 0;
   if (file_size < 8 || header_size > kMaxSafetensorsHeader || header_size > file_size - 8) {  // (a small pickle's is the second)
+    // JSON text: a sharded checkpoint's index, given where a shard is read.
+    const bool json = first8[0] == '{' && std::all_of(first8 + 1, first8 + 8, [](std::uint8_t b) { return b >= 9 && b < 127; });
+    NUQ_REQUIRE(!json, name, ": a JSON file, not safetensors (a sharded checkpoint's index? nuq quantize and nuq dequantize "
+                "take the index or its folder; this reads one .safetensors file)");
     const std::string format = other_weight_format(first8);
     NUQ_REQUIRE(format.empty(), name, ": ", format, ", not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");

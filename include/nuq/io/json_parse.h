@@ -1,0 +1,18 @@
+// JSON from files nuq did not write (safetensors headers, their metadata values, sharded
+// indexes), parsed with bounds: nesting deeper than a caller's limit is refused before the parse
+// that would hold every level (and before any recursion over the result could overflow the
+// stack), and a key named twice in one object is refused (nlohmann would keep the last silently;
+// the safetensors reference parser refuses). Linear in the text's size.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace nuq::io {
+
+// Throws nuq::Error with "not valid JSON (...)", "nested deeper than N levels" or "names 'k' twice"
+// (callers prefix the file and what the text is).
+nlohmann::json parse_json_bounded(const std::string& text, int max_depth);
+
+}  // namespace nuq::io
