@@ -1,10 +1,19 @@
-// The thread count and index of OpenMP, or one thread in a build without it: for the code that
-// keeps one part per thread and joins the parts in thread order (so sums repeat run to run).
+// The thread count and index of OpenMP, or one thread in a build without it; and ordered_sum, the
+// reduction every statistic and total of the CPU path goes through, so that sums do not depend on
+// the thread count (nor on which thread finishes first): the same weights give the same mean, σ,
+// SQNR and codes on 2 cores and on 128, with or without PyTorch's OpenMP settings in the process.
 #pragma once
+
+#include <cstddef>
+#include <limits>
+#include <string>
+#include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+
+#include "nuq/error.h"
 
 namespace nuq {
 
@@ -15,5 +24,29 @@ inline int thread_index() { return omp_get_thread_num(); }
 inline int max_threads() { return 1; }
 inline int thread_index() { return 0; }
 #endif
+
+// part(b) for every block b in [0, blocks), spread over the cores, joined in block order:
+// join(...join(join(T{}, part(0)), part(1))..., part(blocks - 1)). Callers cut the blocks from the
+// data's size alone, so the result is the same for every thread count. An Error thrown by a part
+// is rethrown after the region, the one of the lowest block (the one a serial loop would meet).
+template <typename T, typename Part, typename Join>
+T ordered_sum(std::size_t blocks, const Part& part, const Join& join) {
+  std::vector<T> parts(blocks);
+  std::string error;
+  std::size_t error_block = std::numeric_limits<std::size_t>::max();
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (std::ptrdiff_t b = 0; b < static_cast<std::ptrdiff_t>(blocks); ++b) {
+    try {
+      parts[std::size_t(b)] = part(std::size_t(b));
+    } catch (const Error& e) {
+#pragma omp critical(nuq_ordered_sum_error)
+      if (std::size_t(b) < error_block) error_block = std::size_t(b), error = e.what();
+    }
+  }
+  if (error_block != std::numeric_limits<std::size_t>::max()) throw Error(error);
+  T total{};
+  for (const T& p : parts) total = join(total, p);
+  return total;
+}
 
 }  // namespace nuq

@@ -29,6 +29,7 @@
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 
+#include "omp_threads.h"
 #include "weight_loads.h"
 
 namespace nuq {
@@ -344,43 +345,35 @@ QuantizeTotals quantize_as(const typename E::Stored* values, std::size_t rows, s
 #if defined(NUQ_QUANTIZE_AVX512) || defined(NUQ_QUANTIZE_AVX2)
   const bool simd = simd_applies(table);
 #endif
-  // One part per thread, joined in thread order (a static schedule gives each thread the same
-  // items every run), so the sums are the same from run to run.
-#if defined(_OPENMP)
-  std::vector<QuantizeTotals> parts(static_cast<std::size_t>(omp_get_max_threads()));
-#else
-  std::vector<QuantizeTotals> parts(1);
-#endif
-#pragma omp parallel
-  {
-    QuantizeTotals mine;
-#pragma omp for schedule(static) nowait
-    for (std::ptrdiff_t item = 0; item < items; ++item) {
-      const std::size_t r = std::size_t(item) / segments_per_row;
-      const std::size_t first = std::size_t(item) % segments_per_row * kSegmentCols;
-      const std::size_t last = std::min(cols, first + kSegmentCols);
-      const std::size_t g = table.group_of_row(r);
-      const GroupRule rule = table.rule(g);
-      const typename E::Stored* row = values + r * cols;
-      std::uint8_t* out = packed + r * row_bytes;
-      std::size_t done = first;
+  // Runs of items of about 64 Ki weights over the cores, each in order on one thread, joined in
+  // order: the same totals for every thread count (omp_threads.h).
+  const std::size_t item_cols = std::max<std::size_t>(1, std::min(cols, kSegmentCols));
+  const std::size_t per_run = std::max<std::size_t>(1, (std::size_t{1} << 16) / item_cols);
+  const std::size_t runs = (std::size_t(items) + per_run - 1) / per_run;
+  return ordered_sum<QuantizeTotals>(
+      runs,
+      [&](std::size_t run) {
+        QuantizeTotals mine;
+        for (std::size_t item = run * per_run; item < std::min(std::size_t(items), (run + 1) * per_run); ++item) {
+          const std::size_t r = item / segments_per_row;
+          const std::size_t first = item % segments_per_row * kSegmentCols;
+          const std::size_t last = std::min(cols, first + kSegmentCols);
+          const std::size_t g = table.group_of_row(r);
+          const GroupRule rule = table.rule(g);
+          const typename E::Stored* row = values + r * cols;
+          std::uint8_t* out = packed + r * row_bytes;
+          std::size_t done = first;
 #if defined(NUQ_QUANTIZE_AVX512) || defined(NUQ_QUANTIZE_AVX2)
-      if (simd) {
-        done = first + (last - first) / kSimdWidth * kSimdWidth;
-        quantize_span_simd_of_width<E>(row, r * cols, first, done, rule, table.group_levels(g), table.bits, out, mine);
-      }
+          if (simd) {
+            done = first + (last - first) / kSimdWidth * kSimdWidth;
+            quantize_span_simd_of_width<E>(row, r * cols, first, done, rule, table.group_levels(g), table.bits, out, mine);
+          }
 #endif
-      quantize_span<E>(row, r * cols, done, last, rule, table.group_levels(g), table.bits, out, mine);
-    }
-#if defined(_OPENMP)
-    parts[std::size_t(omp_get_thread_num())] = mine;
-#else
-    parts[0] = mine;
-#endif
-  }
-  QuantizeTotals totals;
-  for (const QuantizeTotals& part : parts) totals = combine(totals, part);
-  return totals;
+          quantize_span<E>(row, r * cols, done, last, rule, table.group_levels(g), table.bits, out, mine);
+        }
+        return mine;
+      },
+      [](const QuantizeTotals& x, const QuantizeTotals& y) { return combine(x, y); });
 }
 
 }  // namespace

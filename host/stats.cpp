@@ -212,28 +212,22 @@ void accumulate_as(WeightStats& stats, const typename E::Stored* values, std::si
     stats = combine(stats, mine);
     return;
   }
-  // One part per thread, joined in thread order afterwards: with a static schedule each thread
-  // takes the same chunks every run, so the result does not depend on which thread finishes first.
-  std::vector<WeightStats> parts(static_cast<std::size_t>(max_threads()));
-  std::string error;  // the first error in index order, rethrown outside the parallel region
-  std::size_t error_chunk = std::numeric_limits<std::size_t>::max();
-#pragma omp parallel
-  {
-    WeightStats mine;
-#pragma omp for schedule(static) nowait
-    for (std::ptrdiff_t chunk = 0; chunk < chunks; ++chunk) {
-      const std::size_t first = std::size_t(chunk) * kChunk;
-      try {
-        mine = combine(mine, chunk_stats<E>(values, first, std::min(kChunk, count - first), name, nonfinite));
-      } catch (const Error& e) {
-#pragma omp critical(nuq_stats_error)
-        if (std::size_t(chunk) < error_chunk) error_chunk = std::size_t(chunk), error = e.what();
-      }
-    }
-    parts[std::size_t(thread_index())] = mine;
-  }
-  if (!error.empty()) throw Error(error);
-  for (const WeightStats& part : parts) stats = combine(stats, part);
+  // Blocks of kSerialChunks chunks over the cores, each as the serial branch takes its chunks,
+  // joined in order: the same statistics for every thread count (omp_threads.h).
+  const auto blocks = static_cast<std::size_t>((chunks + kSerialChunks - 1) / kSerialChunks);
+  const WeightStats all = ordered_sum<WeightStats>(
+      blocks,
+      [&](std::size_t block) {
+        WeightStats mine;
+        const auto first_chunk = static_cast<std::ptrdiff_t>(block) * kSerialChunks;
+        for (std::ptrdiff_t chunk = first_chunk; chunk < std::min(chunks, first_chunk + kSerialChunks); ++chunk) {
+          const std::size_t first = std::size_t(chunk) * kChunk;
+          mine = combine(mine, chunk_stats<E>(values, first, std::min(kChunk, count - first), name, nonfinite));
+        }
+        return mine;
+      },
+      [](const WeightStats& x, const WeightStats& y) { return combine(x, y); });
+  stats = combine(stats, all);
 }
 
 }  // namespace
@@ -305,49 +299,46 @@ WeightStats stats_ref(const float* values, std::size_t count, const std::string&
 
 namespace {
 
-// Float within blocks of 1024, double across them, vectorised and spread over the cores, the
-// threads' parts joined in thread order.
+// One block's sum of ((w - mean) / scale)^4: in float, vectorised, where the scale and every
+// term are finite in float; else again in double without the non-finite weights (NaN or Inf
+// inside, a deviation of 10^9 sigma, or a scale beyond FP32), a branch per weight.
+template <typename E>
+double block_fourth_moment(const typename E::Stored* values, std::size_t first, std::size_t end, double mean,
+                           double inverse) {
+  const float m = static_cast<float>(mean), inverse_f = static_cast<float>(inverse);
+  if (std::isnormal(inverse_f)) {
+    float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+    for (std::size_t i = first; i < end; ++i) {
+      const float d = (E::at(values, i) - m) * inverse_f;
+      block += (d * d) * (d * d);
+    }
+    if (std::isfinite(block)) return block;
+  }
+  double exact = 0.0;
+  for (std::size_t i = first; i < end; ++i) {
+    const float w = E::at(values, i);
+    const double d = std::isfinite(w) ? (double(w) - mean) * inverse : 0.0;
+    exact += (d * d) * (d * d);
+  }
+  return exact;
+}
+
+// Blocks of 1024 spread over the cores in runs of 64 joined in order (omp_threads.h: the same sum
+// for every thread count).
 template <typename E>
 double fourth_moment_as(const typename E::Stored* values, std::size_t count, double mean, double scale) {
-  const float m = static_cast<float>(mean);
+  constexpr std::size_t kBlock = 1024, kRun = 64 * kBlock;
   const double inverse = 1.0 / scale;
-  const float inverse_f = static_cast<float>(inverse);
-  const bool in_float = std::isnormal(inverse_f);
-  const auto blocks = static_cast<std::ptrdiff_t>((count + 1023) / 1024);
-  std::vector<double> parts(std::size_t(max_threads()), 0.0);
-#pragma omp parallel if (blocks > 64)
-  {
-    double mine = 0.0;
-#pragma omp for schedule(static) nowait
-    for (std::ptrdiff_t b = 0; b < blocks; ++b) {
-      const std::size_t first = std::size_t(b) * 1024, end = std::min(count, first + 1024);
-      float block = 0.0f;
-      if (in_float) {
-#pragma omp simd reduction(+ : block)
-        for (std::size_t i = first; i < end; ++i) {
-          const float d = (E::at(values, i) - m) * inverse_f;
-          block += (d * d) * (d * d);
-        }
-      }
-      if (in_float && std::isfinite(block)) {
-        mine += block;
-        continue;
-      }
-      // NaN or Inf inside, a deviation of 10^9 sigma, or a scale beyond FP32: again in double,
-      // without the non-finite weights (a branch per weight).
-      double exact = 0.0;
-      for (std::size_t i = first; i < end; ++i) {
-        const float w = E::at(values, i);
-        const double d = std::isfinite(w) ? (double(w) - mean) * inverse : 0.0;
-        exact += (d * d) * (d * d);
-      }
-      mine += exact;
-    }
-    parts[std::size_t(thread_index())] = mine;
-  }
-  double total = 0.0;
-  for (double part : parts) total += part;
-  return total;
+  return ordered_sum<double>(
+      (count + kRun - 1) / kRun,
+      [=](std::size_t run) {
+        double sum = 0.0;
+        for (std::size_t first = run * kRun; first < std::min(count, (run + 1) * kRun); first += kBlock)
+          sum += block_fourth_moment<E>(values, first, std::min(count, first + kBlock), mean, inverse);
+        return sum;
+      },
+      [](double x, double y) { return x + y; });
 }
 
 }  // namespace

@@ -28,12 +28,14 @@ struct Piece {
 // row, or 64 columns of one).
 std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes);
 
-// A piece cut into shares of whole rows, one per thread, when the backend may be called from
-// several threads at once (Backend::concurrent_calls): each share is read, widened and worked on by
-// one thread, in its own cache (for_each_share: the in-memory quantizer forks and joins per piece,
-// the streamed one per window of pieces, host/piece_reader.h). A piece of
-// one row, a piece under 64 Ki weights (a fork and join would cost more than it saves) or a
-// backend that is not concurrent is one share, and the backend spreads it over the cores itself.
+// A piece cut into shares of whole rows when the backend may be called from several threads at
+// once (Backend::concurrent_calls): each share is read, widened and worked on by one thread, in its
+// own cache (for_each_share: the in-memory quantizer forks and joins per piece, the streamed one
+// per window of pieces, host/piece_reader.h). Shares hold at least 32 Ki weights and are at most
+// 8, cut by the piece's size alone (never the core count), so that statistics joined share by
+// share are the same on every machine. A piece of one row, a piece under 64 Ki weights (a fork and
+// join would cost more than it saves) or a backend that is not concurrent is one share, and the
+// backend spreads it over the cores itself.
 // Statistics are combined share by share in this order, by both quantizers.
 std::vector<Piece> shares_of(const Piece& piece, bool concurrent);
 

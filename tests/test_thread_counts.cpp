@@ -1,0 +1,105 @@
+// The CPU's sums do not depend on the thread count: statistics, the fourth moment and the
+// quantization pass's totals join fixed blocks in order (host/omp_threads.h), and pieces are cut
+// into shares by their size alone (shares_of). So the same weights give the same mean, σ, SQNR and
+// codes, bit for bit, on 2 cores and on 128, and in a process where PyTorch set OpenMP's threads.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "backend_cases.h"
+#include "checkpoint_cases.h"
+#include "nuq/backend.h"
+#include "nuq/packed.h"
+#include "nuq/quantize_in_memory.h"
+#include "nuq/quantize_table.h"
+#include "nuq/stats.h"
+
+namespace nuq {
+namespace {
+
+// Everything a run reports, as bits: doubles compared by their bytes (so -0 and NaN count too).
+struct Outcome {
+  WeightStats stats, in_memory;
+  double fourth = 0.0;
+  QuantizeTotals totals, in_memory_totals;
+  std::vector<std::uint8_t> codes, in_memory_codes;
+};
+
+std::vector<std::uint64_t> bits_of(std::initializer_list<double> values) {
+  std::vector<std::uint64_t> out;
+  for (double v : values) {
+    std::uint64_t b;
+    std::memcpy(&b, &v, 8);
+    out.push_back(b);
+  }
+  return out;
+}
+
+void expect_same(const WeightStats& a, const WeightStats& b, int threads) {
+  EXPECT_EQ(a.count, b.count) << threads;
+  EXPECT_EQ(bits_of({a.mean, a.m2, a.min, a.max}), bits_of({b.mean, b.m2, b.min, b.max})) << threads << " threads";
+}
+
+void expect_same(const QuantizeTotals& a, const QuantizeTotals& b, int threads) {
+  EXPECT_EQ(bits_of({a.signal, a.noise, a.max_error}), bits_of({b.signal, b.noise, b.max_error})) << threads << " threads";
+  EXPECT_EQ(a.inside, b.inside) << threads;
+}
+
+TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
+#if !defined(_OPENMP)
+  GTEST_SKIP() << "built without OpenMP: one thread only";
+#else
+  // 1,536 x 2,100 weights: 788 chunks of statistics, 50 runs of the quantization pass, 96 pieces'
+  // worth of shares at 128 KiB pieces; mean and spread such that the sums' order shows in the last bits.
+  constexpr std::size_t rows = 1536, cols = 2100;
+  const std::vector<float> w = test::draw(test::Law::Laplace, rows * cols, 0.0123, 0.0456, 17);
+  const Codebook codebook = test::msptq2();
+  TensorInMemory tensor;
+  tensor.data = w.data();
+  tensor.shape = {std::int64_t(rows), std::int64_t(cols)};
+  tensor.name = "w";
+  InMemoryOptions options;
+  options.normalisation = Normalisation::PerTensor;
+  options.piece_bytes = 128 << 10;
+  const int threads_before = omp_get_max_threads();
+  std::vector<Outcome> runs;
+  const std::vector<int> counts = {1, 2, 3, 8};
+  for (int threads : counts) {
+    omp_set_num_threads(threads);
+    Outcome r;
+    accumulate(r.stats, w.data(), w.size(), "w", NonFinite::Reject);
+    r.fourth = fourth_moment(w.data(), WeightType::F32, w.size(), r.stats.mean, r.stats.stddev());
+    const QuantizeTable table = make_quantize_table(codebook, 2, {Affine{r.stats.mean, r.stats.stddev()}});
+    r.codes.resize(rows * packed_row_bytes(cols, 2));
+    r.totals = quantize_fast(w.data(), rows, cols, table, r.codes.data());
+    r.in_memory = in_memory_stats(tensor, codebook, options, cpu_backend());
+    const QuantizedTensor q = quantize_in_memory(tensor, codebook, r.in_memory, r.in_memory, options, cpu_backend(),
+                                                 &r.in_memory_totals);
+    r.in_memory_codes = q.matrix.codes.bytes;
+    runs.push_back(std::move(r));
+  }
+  omp_set_num_threads(threads_before);
+  for (std::size_t i = 1; i < runs.size(); ++i) {
+    expect_same(runs[i].stats, runs[0].stats, counts[i]);
+    expect_same(runs[i].in_memory, runs[0].in_memory, counts[i]);
+    EXPECT_EQ(bits_of({runs[i].fourth}), bits_of({runs[0].fourth})) << counts[i] << " threads";
+    expect_same(runs[i].totals, runs[0].totals, counts[i]);
+    expect_same(runs[i].in_memory_totals, runs[0].in_memory_totals, counts[i]);
+    EXPECT_EQ(runs[i].codes, runs[0].codes) << counts[i] << " threads";
+    EXPECT_EQ(runs[i].in_memory_codes, runs[0].in_memory_codes) << counts[i] << " threads";
+  }
+  // And the sums are the right ones: within rounding of a serial double reference.
+  double sum = 0.0;
+  for (float v : w) sum += v;
+  EXPECT_NEAR(runs[0].stats.mean, sum / double(w.size()), 1e-15);
+#endif
+}
+
+}  // namespace
+}  // namespace nuq
