@@ -92,9 +92,8 @@ nlohmann::json description_of(const std::map<std::string, std::string>& metadata
   } catch (const Error& e) {
     throw Error(name + ": " + meta->first + ": " + e.what());
   }
-  NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(), name,
-              ": ", meta->first, " has no tensors object (a training checkpoint is not a quantized file)");
-  if (description.contains("version")) {  // absent in files written before version 1
+  // The version first: a later format may describe its tensors otherwise.
+  if (description.is_object() && description.contains("version")) {  // absent in files written before version 1
     const nlohmann::json& version = description["version"];
     const std::optional<std::int64_t> number = json_integer(version);
     NUQ_REQUIRE(number && *number >= 1, name, ": ", meta->first, ": version ", version.dump(),
@@ -102,6 +101,8 @@ nlohmann::json description_of(const std::map<std::string, std::string>& metadata
     NUQ_REQUIRE(*number <= kQuantizedFormatVersion, name, ": written in format version ", *number,
                 "; this nuq reads up to version ", kQuantizedFormatVersion);
   }
+  NUQ_REQUIRE(description.is_object() && description.contains("tensors") && description["tensors"].is_object(), name,
+              ": ", meta->first, " has no tensors object (a training checkpoint is not a quantized file)");
   return description;
 }
 

@@ -219,6 +219,8 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
       {"version fractional", meta_edit(file, [](auto& d) { d["version"] = 1.5; }), "version 1.5 is not a format version"},
       {"version huge", meta_edit(file, [](auto& d) { d["version"] = 1e300; }), "is not a format version"},
       {"version from the future", meta_edit(file, [](auto& d) { d["version"] = 7; }), "reads up to version 2"},
+      {"version from the future without tensors", meta_edit(file, [](auto& d) { d["version"] = 99; d.erase("tensors"); }),
+       "written in format version 99; this nuq reads up to version 2"},
       {"kept not a list", meta_edit(file, [](auto& d) { d["kept"] = "fc1.bias.codes"; }), "kept is not a list"},
       {"kept codes of a described tensor",
        meta_edit(file, [](auto& d) { d["version"] = 2; d["kept"] = {"fc1.weight.codes"}; }), "missing .codes"},
