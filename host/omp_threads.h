@@ -5,15 +5,14 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <limits>
-#include <string>
 #include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
-#include "nuq/error.h"
 
 namespace nuq {
 
@@ -27,23 +26,23 @@ inline int thread_index() { return 0; }
 
 // part(b) for every block b in [0, blocks), spread over the cores, joined in block order:
 // join(...join(join(T{}, part(0)), part(1))..., part(blocks - 1)). Callers cut the blocks from the
-// data's size alone, so the result is the same for every thread count. An Error thrown by a part
-// is rethrown after the region, the one of the lowest block (the one a serial loop would meet).
+// data's size alone, so the result is the same for every thread count. An exception thrown by a
+// part is rethrown after the region, the one of the lowest block (the one a serial loop would meet).
 template <typename T, typename Part, typename Join>
 T ordered_sum(std::size_t blocks, const Part& part, const Join& join) {
   std::vector<T> parts(blocks);
-  std::string error;
+  std::exception_ptr error;  // no exception may leave an OpenMP region: kept, rethrown after it
   std::size_t error_block = std::numeric_limits<std::size_t>::max();
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (std::ptrdiff_t b = 0; b < static_cast<std::ptrdiff_t>(blocks); ++b) {
     try {
       parts[std::size_t(b)] = part(std::size_t(b));
-    } catch (const Error& e) {
+    } catch (...) {
 #pragma omp critical(nuq_ordered_sum_error)
-      if (std::size_t(b) < error_block) error_block = std::size_t(b), error = e.what();
+      if (std::size_t(b) < error_block) error_block = std::size_t(b), error = std::current_exception();
     }
   }
-  if (error_block != std::numeric_limits<std::size_t>::max()) throw Error(error);
+  if (error) std::rethrow_exception(error);
   T total{};
   for (const T& p : parts) total = join(total, p);
   return total;

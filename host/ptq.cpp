@@ -1,6 +1,7 @@
 #include "nuq/ptq.h"
 
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -24,9 +25,12 @@ bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 
 }  // namespace
 
 WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
+  // Each parameter's statistics joined in name order, as every other path joins a checkpoint's
+  // (checkpoint_stream.h, Python's quantize_state_dict): the same bits whatever the order.
+  std::map<std::string, WeightStats> own;
+  for (const Parameter& p : model.parameters) own[p.name] = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
   WeightStats stats;
-  for (const Parameter& p : model.parameters)
-    stats = combine(stats, backend.stats(p.values.data(), p.values.size(), p.name, nonfinite));
+  for (const auto& [name, s] : own) stats = combine(stats, s);
   return stats;
 }
 

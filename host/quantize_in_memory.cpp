@@ -64,6 +64,30 @@ std::string where_of(const TensorInMemory& t, const Piece& p) {
   return t.name + " (from row " + std::to_string(p.row) + ")";
 }
 
+// A share and the piece it was cut from.
+struct Share {
+  std::size_t piece;
+  Piece rows;
+};
+
+// The shares of pieces [first, window_end(first)) are worked on in one fork and join: every piece
+// of whole rows where the backend reads the weights where they lie and may be called from every
+// thread (the CPU), so that all the cores have shares to take (a piece makes at most 8); else one
+// piece at a time (its widened scratch holds one piece, and a long row's map comes first). The
+// cut, and so every sum joined share by share, is the same either way.
+std::vector<Share> window_shares(const std::vector<Piece>& pieces, std::size_t first, std::size_t end,
+                                 bool concurrent) {
+  std::vector<Share> shares;
+  for (std::size_t p = first; p < end; ++p)
+    for (const Piece& s : shares_of(pieces[p], concurrent)) shares.push_back({p, s});
+  return shares;
+}
+
+bool whole_window(const TensorInMemory& t, const std::vector<Piece>& pieces, std::size_t cols, Backend& backend) {
+  return backend.concurrent_calls() && backend.reads(io::weight_type(t.dtype)) &&
+         (pieces.empty() || pieces[0].cols == cols);
+}
+
 }  // namespace
 
 WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, const InMemoryOptions& o,
@@ -71,17 +95,21 @@ WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, c
   const View view = quantized_view(t, storage_bits(codebook), o);
   WeightStats own;
   std::vector<float> scratch;
-  for (const Piece& p : pieces_of(view.rows, view.cols, o.piece_bytes)) {  // as the streamed pass 1
-    float* piece_scratch = scratch_for(t, p, scratch, backend);
-    const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+  const std::vector<Piece> pieces = pieces_of(view.rows, view.cols, o.piece_bytes);  // as the streamed pass 1
+  const bool whole = whole_window(t, pieces, view.cols, backend);
+  for (std::size_t first = 0; first < pieces.size();) {
+    const std::size_t end = whole ? pieces.size() : first + 1;
+    float* piece_scratch = scratch_for(t, pieces[first], scratch, backend);
+    const std::vector<Share> shares = window_shares(pieces, first, end, backend.concurrent_calls());
     std::vector<WeightStats> share_stats(shares.size());
     for_each_share(shares.size(), [&](std::size_t i) {
-      const Piece& s = shares[i];
+      const Piece& s = shares[i].rows;
       const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
-                                   share_scratch(piece_scratch, p, s), backend);
+                                   share_scratch(piece_scratch, pieces[shares[i].piece], s), backend);
       share_stats[i] = backend.stats_as(w.data, w.type, s.rows * s.cols, where_of(t, s), o.nonfinite);
     });
     for (const WeightStats& share : share_stats) own = combine(own, share);
+    first = end;
   }
   return own;
 }
@@ -115,7 +143,9 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
   Affine long_row;  // a row longer than a piece: its map, from the statistics of all its pieces
   QuantizeTotals sum;
   const std::vector<Piece> pieces = pieces_of(view.rows, view.cols, o.piece_bytes);
-  for (std::size_t i = 0; i < pieces.size(); ++i) {
+  const bool whole = whole_window(t, pieces, view.cols, backend);
+  for (std::size_t i = 0; i < pieces.size();) {
+    const std::size_t end = whole ? pieces.size() : i + 1;
     const Piece& p = pieces[i];
     const std::string where = where_of(t, p);
     if (per_row && p.cols < view.cols && p.col == 0) {  // as the streamed pass 1: the row's pieces combined
@@ -128,19 +158,19 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
       long_row = normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where, o.nonfinite,
                                   backend).maps[0];
     }
-    // Shares of the piece as the streamed pass cuts them, each with its rows' maps and table.
+    // Shares of the pieces as the streamed pass cuts them, each with its rows' maps and table.
     float* piece_scratch = scratch_for(t, p, scratch, backend);
-    const std::vector<Piece> shares = shares_of(p, backend.concurrent_calls());
+    const std::vector<Share> shares = window_shares(pieces, i, end, backend.concurrent_calls());
     std::vector<std::vector<Affine>> share_maps(shares.size());
     std::vector<std::vector<float>> share_levels(shares.size());
     std::vector<QuantizeTotals> share_totals(shares.size());
     for_each_share(shares.size(), [&](std::size_t k) {
-      const Piece& s = shares[k];
+      const Piece& s = shares[k].rows;
       const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
-                                   share_scratch(piece_scratch, p, s), backend);
+                                   share_scratch(piece_scratch, pieces[shares[k].piece], s), backend);
       std::vector<Affine>& maps = share_maps[k];
       if (per_row)
-        maps = p.cols < view.cols ? std::vector<Affine>{long_row}
+        maps = s.cols < view.cols ? std::vector<Affine>{long_row}
                                   : normalise_tensor(Normalisation::PerChannel, w.data, w.type, s.rows, s.cols, global,
                                                      own, where_of(t, s), o.nonfinite, backend).maps;
       if (o.group_size)
@@ -151,11 +181,13 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
       share_totals[k] = backend.quantize_as(w.data, w.type, s.rows, s.cols, per_row ? table : shared, codes);
     });
     for (std::size_t k = 0; k < shares.size(); ++k) {
-      if (o.group_size && p.col == 0)
+      const bool row_starts = shares[k].rows.col == 0;
+      if (o.group_size && row_starts)
         for (const Affine& m : share_maps[k]) q.scales.push_back(float(m.scale));
-      if (p.col == 0) q.matrix.levels.insert(q.matrix.levels.end(), share_levels[k].begin(), share_levels[k].end());
+      if (row_starts) q.matrix.levels.insert(q.matrix.levels.end(), share_levels[k].begin(), share_levels[k].end());
       sum = combine(sum, share_totals[k]);
     }
+    i = end;
   }
   if (o.group_size) {
     q.normalised_levels = normalised_levels(codebook, bits);

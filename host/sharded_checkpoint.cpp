@@ -116,13 +116,21 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
     found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)");
   // Safetensors files beside the index that it names for no tensor are not read (nor by other
   // tools): said, since a shard left out of the index takes its tensors with it.
-  std::set<std::string> named;
+  std::set<std::string> named, unnamed;
   for (const std::string& shard : shards) named.insert(fs::path(shard).filename().string());
   std::error_code ec;
   for (fs::directory_iterator it(index.has_parent_path() ? index.parent_path() : fs::path("."), ec), end; !ec && it != end; it.increment(ec))
     if (it->path().extension() == ".safetensors" && !named.count(it->path().filename().string()))
-      found.push_back(index.string() + ": names no tensor in " + it->path().filename().string() +
-                      ", which is beside it: that file is not read");
+      unnamed.insert(it->path().filename().string());
+  std::string list;
+  std::size_t listed = 0;
+  for (const std::string& file : unnamed)
+    if (listed++ < kMaxDisagreements) list += (list.empty() ? "" : ", ") + file;
+  if (unnamed.size() > kMaxDisagreements) list += " and " + std::to_string(unnamed.size() - kMaxDisagreements) + " more";
+  if (!unnamed.empty())
+    found.push_back(index.string() + ": names no tensor in " + list + " beside it; " +
+                    (unnamed.size() == 1 ? "that file is not read (nor do other tools read it)"
+                                         : "those files are not read (nor do other tools read them)"));
   return found;
 }
 
@@ -134,7 +142,7 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
     NUQ_REQUIRE(file.is_string(), index.string(), ": weight_map['", tensor, "'] is not a file name");
     const std::string name = shard_file_name(file.get<std::string>());
     NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
-                ": weight_map['", tensor, "'] = '", name, "' is not a file in the index's folder");
+                ": weight_map['", tensor, "'] = '", file.get<std::string>(), "' is not a file in the index's folder");
     NUQ_REQUIRE(!is_foreign_weights(name), index.string(), ": weight_map['", tensor, "'] = '", name,
                 "' is another tool's file (PyTorch, GGUF), not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");

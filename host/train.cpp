@@ -143,7 +143,13 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
   const auto meta = file.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != file.metadata.end(), path, ": not a training checkpoint (no nuq.checkpoint metadata)");
   try {
-    const nlohmann::json c = io::parse_json_bounded(meta->second, 16);
+    const nlohmann::json c = [&] {
+      try {
+        return io::parse_json_bounded(meta->second, 16);
+      } catch (const Error& e) {
+        throw Error(path + ": nuq.checkpoint metadata: " + e.what());
+      }
+    }();
     for (const auto& [key, value] : run.items()) {
       NUQ_REQUIRE(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
                   " (an older nuq wrote it); ", kTrainAnew);

@@ -112,13 +112,15 @@ inline void run_pipelined(std::array<Slot, 2>& slots, std::size_t count,
                           const std::function<void(std::size_t, Slot&)>& stage,
                           const std::function<void(std::size_t, Slot&)>& enqueue,
                           const std::function<void(std::size_t, Slot&)>& finish) {
-  // A fault in a kernel shows at the next synchronisation, whose file:line says nothing of which
-  // chunk faulted: the error names it.
+  // A fault in a kernel shows at the next synchronisation, whose file:line says nothing of the
+  // chunks: the error says which one was awaited (CUDA's faults are sticky, so the faulting kernel
+  // may be of that chunk or of one enqueued on the other stream before it).
   const auto drain = [count](std::size_t chunk, Slot& slot) {
     try {
       slot.stream.synchronize();
     } catch (const Error& e) {
-      throw Error(std::string(e.what()) + " (in chunk " + std::to_string(chunk + 1) + " of " + std::to_string(count) + ")");
+      throw Error(std::string(e.what()) + " (found while waiting for chunk " + std::to_string(chunk + 1) + " of " +
+                  std::to_string(count) + ")");
     }
   };
   try {

@@ -197,6 +197,7 @@ TEST(Safetensors, NamesOtherWeightFormats) {
       {{0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0}, "an HDF5 file"},
       {{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0x76, 0, '{', '\''}, "a numpy .npy array"},
       {{'{', '\n', ' ', ' ', '"', 'm', 'e', 't', 'a', 'd', 'a', 't'}, "a JSON file, not safetensors (a sharded"},
+      {{0xEF, 0xBB, 0xBF, '\n', '{', '"', 0xC3, 0xA9, 'x', 'y', 'z', 'w'}, "a JSON file, not safetensors (a sharded"},
   };
   test::TempDir dir;
   for (const auto& [bytes, expected] : cases) {

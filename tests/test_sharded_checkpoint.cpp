@@ -158,7 +158,7 @@ TEST(CheckpointStream, AnIndexIsReadWithBoundsAndItsShardNamesAsTransformersRead
   EXPECT_EQ(checkpoint_shards(index), std::vector<std::string>{dir.file("model/a.safetensors")});
   const std::vector<std::string> warnings = index_disagreements(index);
   ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_EQ(warnings[0], index + ": names no tensor in b.safetensors, which is beside it: that file is not read");
+  EXPECT_EQ(warnings[0], index + ": names no tensor in b.safetensors beside it; that file is not read (nor do other tools read it)");
   const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
   EXPECT_EQ(report.tensors.size(), 2u);  // a's two matrices: b's are not read
   EXPECT_EQ(report.kept.size(), 2u);

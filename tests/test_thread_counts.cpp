@@ -14,7 +14,10 @@
 
 #include "backend_cases.h"
 #include "checkpoint_cases.h"
+#include "temp_dir.h"
 #include "nuq/backend.h"
+#include "nuq/checkpoint_stream.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_in_memory.h"
 #include "nuq/quantize_table.h"
@@ -29,6 +32,7 @@ struct Outcome {
   double fourth = 0.0;
   QuantizeTotals totals, in_memory_totals;
   std::vector<std::uint8_t> codes, in_memory_codes;
+  std::string streamed;  // the file nuq quantize writes
 };
 
 std::vector<std::uint64_t> bits_of(std::initializer_list<double> values) {
@@ -55,8 +59,8 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
 #if !defined(_OPENMP)
   GTEST_SKIP() << "built without OpenMP: one thread only";
 #else
-  // 1,536 x 2,100 weights: 788 chunks of statistics, 50 runs of the quantization pass, 96 pieces'
-  // worth of shares at 128 KiB pieces; mean and spread such that the sums' order shows in the last bits.
+  // 1,536 x 2,100 weights: 788 chunks of statistics, 50 runs of the quantization pass, 13 pieces of
+  // 1 MiB cut into 7 shares each; mean and spread such that the sums' order shows in the last bits.
   constexpr std::size_t rows = 1536, cols = 2100;
   const std::vector<float> w = test::draw(test::Law::Laplace, rows * cols, 0.0123, 0.0456, 17);
   const Codebook codebook = test::msptq2();
@@ -66,7 +70,12 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
   tensor.name = "w";
   InMemoryOptions options;
   options.normalisation = Normalisation::PerTensor;
-  options.piece_bytes = 128 << 10;
+  options.piece_bytes = 1 << 20;
+  test::TempDir dir;
+  const std::string input = dir.file("w.safetensors");
+  io::TensorFile file;
+  file.tensors["w"] = io::f32_tensor({std::int64_t(rows), std::int64_t(cols)}, w);
+  io::write_safetensors(input, file);
   const int threads_before = omp_get_max_threads();
   std::vector<Outcome> runs;
   const std::vector<int> counts = {1, 2, 3, 8};
@@ -82,6 +91,13 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
     const QuantizedTensor q = quantize_in_memory(tensor, codebook, r.in_memory, r.in_memory, options, cpu_backend(),
                                                  &r.in_memory_totals);
     r.in_memory_codes = q.matrix.codes.bytes;
+    // The streamed quantizer (nuq quantize) of the same weights in a file, in pieces of 1 MiB.
+    StreamOptions stream;
+    stream.normalisation = Normalisation::PerTensor;
+    stream.piece_bytes = 1 << 20;
+    quantize_checkpoint_files(input, dir.file("q" + std::to_string(threads) + ".safetensors"), codebook, stream,
+                              cpu_backend());
+    r.streamed = test::bytes_of(dir.file("q" + std::to_string(threads) + ".safetensors"));
     runs.push_back(std::move(r));
   }
   omp_set_num_threads(threads_before);
@@ -93,6 +109,7 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
     expect_same(runs[i].in_memory_totals, runs[0].in_memory_totals, counts[i]);
     EXPECT_EQ(runs[i].codes, runs[0].codes) << counts[i] << " threads";
     EXPECT_EQ(runs[i].in_memory_codes, runs[0].in_memory_codes) << counts[i] << " threads";
+    EXPECT_TRUE(runs[i].streamed == runs[0].streamed) << counts[i] << " threads";
   }
   // And the sums are the right ones: within rounding of a serial double reference.
   double sum = 0.0;

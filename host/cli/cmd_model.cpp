@@ -114,7 +114,10 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
 // headers), with a warning for each disagreement, before the work.
 void warn_of_index(const std::string& input) {
   for (const std::string& line : index_disagreements(input))
-    std::cerr << "nuq: warning: " << line << " (the shards' headers are followed; the new index lists what they hold)\n";
+    std::cerr << "nuq: warning: " << line
+              << (line.find(" not read ") != std::string::npos
+                      ? "\n"
+                      : " (the shards' headers are followed; the new index lists what they hold)\n");
 }
 
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).

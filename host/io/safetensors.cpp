@@ -143,8 +143,12 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
   std::copy_n(first, std::size_t(std::min<std::uint64_t>(file_size, 8)), first8);  // (an empty file's `first` may be null)
   const std::uint64_t header_size = file_size >= 8 ? little_endian_u64(first8) : 0;
   if (file_size < 8 || header_size > kMaxSafetensorsHeader || header_size > file_size - 8) {  // (a small pickle's is the second)
-    // JSON text: a sharded checkpoint's index, given where a shard is read.
-    const bool json = first8[0] == '{' && std::all_of(first8 + 1, first8 + 8, [](std::uint8_t b) { return b >= 9 && b < 127; });
+    // JSON text (after a byte-order mark or white space): a sharded checkpoint's index, given where
+    // a shard is read.
+    std::size_t at = std::memcmp(first8, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    while (at < 8 && (first8[at] == ' ' || first8[at] == '\t' || first8[at] == '\n' || first8[at] == '\r')) ++at;
+    const bool json = at < 8 && first8[at] == '{' &&
+                      std::all_of(first8 + at + 1, first8 + 8, [](std::uint8_t b) { return b >= 9 && b != 127; });
     NUQ_REQUIRE(!json, name, ": a JSON file, not safetensors (a sharded checkpoint's index? nuq quantize and nuq dequantize "
                 "take the index or its folder; this reads one .safetensors file)");
     const std::string format = other_weight_format(first8);

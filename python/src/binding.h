@@ -49,6 +49,9 @@ struct PyQuantized {
   Normalisation normalisation = Normalisation::Global;
   std::string dtype = "F32";  // the source's dtype: F32, F16 or BF16
   std::optional<WeightStats> stats;
+  // The statistics of every tensor quantized in the same call (what global normalisation uses, and
+  // what a file records as its top-level mean and stddev, as `nuq quantize` records them).
+  std::optional<WeightStats> run_stats;
   std::optional<QuantizeTotals> totals;
   mutable std::shared_ptr<DeviceCopy> on_device;  // a cache: the codes are the same
 };

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "binding.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/paper.h"
@@ -120,7 +121,7 @@ void bind_design(py::module_& m) {
   // restored by a function of the module (unpickling never makes an empty instance first).
   m.def("_codebook_from_state", [](const py::tuple& state) {
     NUQ_REQUIRE(state.size() == 2, "Codebook: a pickled state of ", state.size(), " items, not 2");
-    return PyCodebook(codebook_from_json(nlohmann::json::parse(state[0].cast<std::string>())),
+    return PyCodebook(codebook_from_json(io::parse_json_bounded(state[0].cast<std::string>(), 16)),
                       state[1].cast<std::vector<double>>());
   });
   codebook_class
@@ -166,9 +167,9 @@ void bind_design(py::module_& m) {
       .def_static("from_json",
                   [](const std::string& text) {
                     nlohmann::json j;
-                    try {
-                      j = nlohmann::json::parse(text);
-                    } catch (const nlohmann::json::exception& e) {
+                    try {  // bounded: a codebook nests three deep, and its errors print values
+                      j = io::parse_json_bounded(text, 16);
+                    } catch (const Error& e) {
                       throw Error(std::string("codebook JSON: ") + e.what());
                     }
                     return PyCodebook(codebook_from_record(j));

@@ -268,6 +268,16 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
     checkpoint.mean = first.tensor.mean;
     checkpoint.stddev = first.tensor.stddev;
   }
+  // Otherwise, as `nuq quantize` records them: the statistics of every weight quantized, where all
+  // the tensors come from one call (σ 1 where there is no spread); 0 and 1 else.
+  bool one_run = first.run_stats.has_value();
+  for (const auto& [name, q] : quantized)
+    one_run = one_run && q->run_stats && q->run_stats->count == first.run_stats->count &&
+              q->run_stats->mean == first.run_stats->mean && q->run_stats->m2 == first.run_stats->m2;
+  if (checkpoint.normalisation != Normalisation::Global && one_run) {
+    checkpoint.mean = first.run_stats->mean;
+    checkpoint.stddev = first.run_stats->stddev() > 0.0 ? first.run_stats->stddev() : 1.0;
+  }
   const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
   for (const auto& [name, q] : quantized) {
     NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&

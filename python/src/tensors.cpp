@@ -4,6 +4,7 @@
 // library reads them where they lie, F32 in place and F16/BF16 widened a bounded piece at a time
 // (quantize_in_memory.h).
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -136,24 +137,27 @@ std::vector<T> vector_of(const py::handle& bytes) {
 
 // Pickling (copy.deepcopy, pickle, torch.save of a quantized state dict): every field and the
 // instance's attributes (the torch device dequantize returns to); the device copy is made anew.
-constexpr int kPickleVersion = 1;
+constexpr int kPickleVersion = 2;  // 2: the run's statistics last; the attributes as pickle's own state
 
-py::tuple quantized_state(const py::object& self) {
-  const PyQuantized& q = self.cast<const PyQuantized&>();
+py::tuple quantized_state(const PyQuantized& q) {
   const QuantizedTensor& t = q.tensor;
   const PackedCodes& c = t.matrix.codes;
   py::object stats = py::none(), totals = py::none();
-  if (q.stats) stats = py::make_tuple(q.stats->count, q.stats->nonfinite, q.stats->mean, q.stats->m2, q.stats->min, q.stats->max);
+  const auto stats_tuple = [](const std::optional<WeightStats>& s) -> py::object {
+    if (!s) return py::none();
+    return py::make_tuple(s->count, s->nonfinite, s->mean, s->m2, s->min, s->max);
+  };
+  stats = stats_tuple(q.stats);
   if (q.totals)
     totals = py::make_tuple(q.totals->signal, q.totals->noise, q.totals->max_error, q.totals->inside, q.totals->nonfinite,
                             q.totals->first_nonfinite);
   return py::make_tuple(kPickleVersion, t.shape, c.rows, c.cols, c.bits, bytes_of(c.bytes), bytes_of(t.matrix.levels),
                         t.mean, t.stddev, t.group_size, bytes_of(t.scales), bytes_of(t.normalised_levels),
                         q.codebook ? py::cast(*q.codebook) : py::none(), to_string(q.normalisation), q.dtype, stats, totals,
-                        self.attr("__dict__"));
+                        stats_tuple(q.run_stats));
 }
 
-std::pair<PyQuantized, py::dict> quantized_from_state(const py::tuple& s) {
+PyQuantized quantized_from_state(const py::tuple& s) {
   NUQ_REQUIRE(s.size() == 18 && s[0].cast<int>() == kPickleVersion, "QuantizedTensor: not a pickled state this nuq reads");
   PyQuantized q;
   QuantizedTensor& t = q.tensor;
@@ -181,15 +185,18 @@ std::pair<PyQuantized, py::dict> quantized_from_state(const py::tuple& s) {
   if (!s[12].is_none()) q.codebook = s[12].cast<PyCodebook>();
   q.normalisation = parse_normalisation(s[13].cast<std::string>());
   q.dtype = s[14].cast<std::string>();
-  if (!s[15].is_none()) {
-    const auto v = s[15].cast<std::tuple<std::size_t, std::size_t, double, double, double, double>>();
-    q.stats = WeightStats{std::get<0>(v), std::get<1>(v), std::get<2>(v), std::get<3>(v), std::get<4>(v), std::get<5>(v)};
-  }
+  const auto stats_of = [](const py::handle& h) -> std::optional<WeightStats> {
+    if (h.is_none()) return std::nullopt;
+    const auto v = h.cast<std::tuple<std::size_t, std::size_t, double, double, double, double>>();
+    return WeightStats{std::get<0>(v), std::get<1>(v), std::get<2>(v), std::get<3>(v), std::get<4>(v), std::get<5>(v)};
+  };
+  q.stats = stats_of(s[15]);
+  q.run_stats = stats_of(s[17]);
   if (!s[16].is_none()) {
     const auto v = s[16].cast<std::tuple<double, double, double, std::uint64_t, std::uint64_t, std::uint64_t>>();
     q.totals = QuantizeTotals{std::get<0>(v), std::get<1>(v), std::get<2>(v), std::get<3>(v), std::get<4>(v), std::get<5>(v)};
   }
-  return {std::move(q), s[17].cast<py::dict>()};
+  return q;
 }
 
 }  // namespace
@@ -212,11 +219,14 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
                                           const std::vector<std::string>& source_dtypes, const PyCodebook& codebook,
                                           const InMemoryOptions& options, Backend& backend) {
   std::vector<WeightStats> own;
+  for (const TensorInMemory& t : tensors) own.push_back(in_memory_stats(t, codebook.codebook, options, backend));
+  // Joined in name order, as `nuq quantize` joins a checkpoint's: the same statistics (to the last
+  // bit) whatever the order of the state dict or the file's layout.
+  std::vector<std::size_t> by_name(tensors.size());
+  for (std::size_t i = 0; i < by_name.size(); ++i) by_name[i] = i;
+  std::sort(by_name.begin(), by_name.end(), [&](std::size_t a, std::size_t b) { return tensors[a].name < tensors[b].name; });
   WeightStats global;
-  for (const TensorInMemory& t : tensors) {
-    own.push_back(in_memory_stats(t, codebook.codebook, options, backend));
-    global = combine(global, own.back());
-  }
+  for (std::size_t i : by_name) global = combine(global, own[i]);
   NUQ_REQUIRE(global.count > 0, tensors.size() == 1 ? tensors[0].name : "the tensors", ": no finite weight to quantize");
   std::vector<PyQuantized> out;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -227,6 +237,7 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
     q.normalisation = options.normalisation;
     q.dtype = source_dtypes[i];
     q.stats = own[i];
+    q.run_stats = global;
     q.totals = totals;
     out.push_back(std::move(q));
   }
@@ -240,12 +251,7 @@ void bind_tensors(py::module_& m) {
                           "per-channel normalisation; grouped, one per group of the [groups, group_size] view, "
                           "made of `scales`).");
   forbid_direct_new(quantized_class);
-  m.def("_quantized_from_state", [](const py::tuple& state) {
-    auto [q, attributes] = quantized_from_state(state);
-    py::object self = py::cast(std::move(q));
-    self.attr("__dict__").attr("update")(attributes);
-    return self;
-  });
+  m.def("_quantized_from_state", &quantized_from_state);
   quantized_class
       .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); },
                              "The original tensor's shape.")
@@ -351,8 +357,11 @@ void bind_tensors(py::module_& m) {
            })
       .def("__reduce__",
            [](const py::object& self) {  // (a function of the Python package: pybind11's own do not pickle)
+             // The instance's attributes as pickle's separate state, set once the tensor exists (so
+             // an attribute that refers back to it is restored too).
              return py::make_tuple(py::module_::import("nuq").attr("_restore_quantized"),
-                                   py::make_tuple(quantized_state(self)));
+                                   py::make_tuple(quantized_state(self.cast<const PyQuantized&>())),
+                                   py::dict(self.attr("__dict__")));
            })
       .def("__repr__", [](const PyQuantized& q) {
         std::string shape;

@@ -31,6 +31,9 @@ def test_codes_identical_to_nuq_quantize(nuq_cli, tmp_path, checkpoint, method, 
         np.testing.assert_array_equal(cli[name].codes, ours[name].codes)
         np.testing.assert_array_equal(cli[name].levels, ours[name].levels)
         assert cli[name].normalisation == normalise and cli[name].codebook.method == method
+    # And the whole file, byte for byte: the header's statistics of every weight too.
+    nuq.save(tmp_path / "ours.safetensors", ours)
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
 
 
 def test_one_tensor_file_matches_nuq_quantize_of_one_array(nuq_cli, tmp_path, rng):

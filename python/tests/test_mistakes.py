@@ -239,3 +239,19 @@ def test_tensors_quantized_by_separate_calls_are_saved_as_per_tensor(tmp_path, r
         for key in ("a", "b"):
             assert back[key].normalisation == normalisation
             np.testing.assert_array_equal(back[key].dequantize(), quantized[key].dequantize())
+
+
+def test_pickles_keep_attributes_that_refer_back(w):
+    """The instance's attributes are pickle's own state, set once the tensor exists: a cycle survives."""
+    q = nuq.quantize(w, nuq.design("msptq"))
+    q.tag, q.me, q.owner = "x", q, {"layer": q}
+    for again in (pickle.loads(pickle.dumps(q)), copy.deepcopy(q)):
+        assert again.tag == "x" and again.me is again and again.owner["layer"] is again
+        np.testing.assert_array_equal(again.codes, q.codes)
+
+
+def test_a_codebook_json_nested_without_end_is_refused():
+    text = nuq.design("msptq").to_json()
+    deep = text.replace('"msptq"', "[" * 200000 + "]" * 200000, 1)
+    with pytest.raises(ValueError, match="nested deeper than 16 levels"):
+        nuq.Codebook.from_json(deep)
