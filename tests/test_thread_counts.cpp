@@ -26,6 +26,20 @@
 namespace nuq {
 namespace {
 
+// Under LeakSanitizer, LLVM's libomp reports the threads of a team grown past its default size as
+// leaked: the ASan+UBSan build tests the counts up to the machine's own.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kLeakChecked = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kLeakChecked = true;
+#else
+constexpr bool kLeakChecked = false;
+#endif
+#else
+constexpr bool kLeakChecked = false;
+#endif
+
 // Everything a run reports, as bits: doubles compared by their bytes (so -0 and NaN count too).
 struct Outcome {
   WeightStats stats, in_memory;
@@ -78,7 +92,9 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
   io::write_safetensors(input, file);
   const int threads_before = omp_get_max_threads();
   std::vector<Outcome> runs;
-  const std::vector<int> counts = {1, 2, 3, 8};
+  std::vector<int> counts;
+  for (int threads : {1, 2, 3, 8})
+    if (!kLeakChecked || threads <= threads_before) counts.push_back(threads);
   for (int threads : counts) {
     omp_set_num_threads(threads);
     Outcome r;
