@@ -13,7 +13,6 @@
 #include <omp.h>
 #endif
 
-
 namespace nuq {
 
 #if defined(_OPENMP)

@@ -1,10 +1,10 @@
 #include "nuq/ptq.h"
 
 #include <algorithm>
-#include <map>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 
 #include <nlohmann/json.hpp>
 

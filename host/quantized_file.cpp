@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
-#include "nuq/io/json_parse.h"
 #include "nuq/fingerprint.h"
 #include "nuq/grouped.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/io/widen.h"
 #include "nuq/json_numbers.h"
 #include "nuq/packed.h"

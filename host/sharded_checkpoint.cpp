@@ -25,6 +25,13 @@ namespace fs = std::filesystem;
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
 
+// The index `input` is given by: a folder's model.safetensors.index.json, or a .json itself; empty
+// for a folder without one or a single file.
+fs::path index_of(const fs::path& input) {
+  if (fs::is_directory(input)) return fs::exists(input / kIndexName) ? input / kIndexName : fs::path();
+  return input.extension() == ".json" ? input : fs::path();
+}
+
 // An index is read whole: one larger than a safetensors header may be is no index.
 constexpr std::uint64_t kMaxIndexBytes = io::kMaxSafetensorsHeader;
 // {"metadata": {...}, "weight_map": {...}} nests two deep; a peer's metadata may nest a little more.
@@ -89,13 +96,14 @@ std::string shard_file_name(std::string name) {
 // nuq follows the headers too and writes an index of its own; the caller warns. At most
 // kMaxDisagreements are spelled out.
 constexpr std::size_t kMaxDisagreements = 8;
+constexpr const char* kFollowed = " (the shards' headers are followed; the new index lists what they hold)";
 
 std::vector<std::string> disagreements(const fs::path& index, const nlohmann::json& weight_map,
                                        const std::vector<std::string>& shards) {
   std::vector<std::string> found;
   std::size_t count = 0;
   const auto note = [&](std::string text) {
-    if (count++ < kMaxDisagreements) found.push_back(index.string() + ": " + std::move(text));
+    if (count++ < kMaxDisagreements) found.push_back(index.string() + ": " + std::move(text) + kFollowed);
   };
   std::set<std::string> held;
   for (const std::string& shard : shards) {
@@ -113,7 +121,8 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
     if (!held.count(tensor))
       note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it");
   if (count > kMaxDisagreements)
-    found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)");
+    found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)" +
+                    kFollowed);
   // Safetensors files beside the index that it names for no tensor are not read (nor by other
   // tools): said, since a shard left out of the index takes its tensors with it.
   std::set<std::string> named, unnamed;
@@ -206,39 +215,28 @@ void require_one_restoration(const std::string& input, const std::vector<std::st
 std::vector<std::string> checkpoint_shards(const std::string& input) {
   NUQ_REQUIRE(!input.empty(), "the input name is empty");
   const fs::path path(input);
-  std::vector<std::string> shards;
-  if (fs::is_directory(path) && !fs::exists(path / kIndexName)) {
-    for (const auto& entry : fs::directory_iterator(path))
-      if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
-    std::sort(shards.begin(), shards.end());
-    NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",
-                pytorch_files_hint(path));
-    require_every_numbered_shard(path, shards);
-    require_one_restoration(input, shards);
-  } else if (fs::is_directory(path)) {
-    shards = shards_of_index(path / kIndexName);
-  } else if (path.extension() == ".json") {
-    shards = shards_of_index(path);
-  } else {
-    return {input};
-  }
+  if (const fs::path index = index_of(path); !index.empty()) return shards_of_index(index);
+  if (!fs::is_directory(path)) return {input};
+  std::vector<std::string> shards;  // a folder without an index: every .safetensors in it
+  for (const auto& entry : fs::directory_iterator(path))
+    if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
+  std::sort(shards.begin(), shards.end());
+  NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",
+              pytorch_files_hint(path));
+  require_every_numbered_shard(path, shards);
+  require_one_restoration(input, shards);
   return shards;
 }
 
 std::vector<std::string> index_disagreements(const std::string& input) {
-  const fs::path path(input);
-  fs::path index;
-  if (fs::is_directory(path) && fs::exists(path / kIndexName)) index = path / kIndexName;
-  else if (!fs::is_directory(path) && path.extension() == ".json") index = path;
-  else return {};
+  const fs::path index = index_of(input);
+  if (index.empty()) return {};
   return disagreements(index, read_index(index)["weight_map"], checkpoint_shards(input));
 }
 
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)
     : inputs_(checkpoint_shards(input)), folder_(output) {
-  const fs::path in(input);
-  if (fs::is_directory(in) && fs::exists(in / kIndexName)) input_index_ = (in / kIndexName).string();
-  else if (!fs::is_directory(in) && in.extension() == ".json") input_index_ = input;
+  input_index_ = index_of(input).string();
   if (!input_index_.empty()) index_metadata_ = metadata_of_index(input_index_).dump();
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
   if (!sharded_) {

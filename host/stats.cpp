@@ -203,28 +203,27 @@ template <typename E>
 void accumulate_as(WeightStats& stats, const typename E::Stored* values, std::size_t count, const std::string& name,
                    NonFinite nonfinite) {
   const auto chunks = static_cast<std::ptrdiff_t>((count + kChunk - 1) / kChunk);
-  if (chunks <= kSerialChunks) {  // a row or group: the chunks in order, without a parallel region's cost
+  // Chunks [first, last) in order on the calling thread.
+  const auto run_of_chunks = [&](std::ptrdiff_t first_chunk, std::ptrdiff_t last_chunk) {
     WeightStats mine;
-    for (std::ptrdiff_t chunk = 0; chunk < chunks; ++chunk) {
+    for (std::ptrdiff_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
       const std::size_t first = std::size_t(chunk) * kChunk;
       mine = combine(mine, chunk_stats<E>(values, first, std::min(kChunk, count - first), name, nonfinite));
     }
-    stats = combine(stats, mine);
+    return mine;
+  };
+  if (chunks <= kSerialChunks) {  // a row or group: one run, without a parallel region's cost
+    stats = combine(stats, run_of_chunks(0, chunks));
     return;
   }
-  // Blocks of kSerialChunks chunks over the cores, each as the serial branch takes its chunks,
-  // joined in order: the same statistics for every thread count (omp_threads.h).
-  const auto blocks = static_cast<std::size_t>((chunks + kSerialChunks - 1) / kSerialChunks);
+  // Runs of kSerialChunks chunks over the cores, joined in order: the same statistics for every
+  // thread count (omp_threads.h).
+  const auto runs = static_cast<std::size_t>((chunks + kSerialChunks - 1) / kSerialChunks);
   const WeightStats all = ordered_sum<WeightStats>(
-      blocks,
-      [&](std::size_t block) {
-        WeightStats mine;
-        const auto first_chunk = static_cast<std::ptrdiff_t>(block) * kSerialChunks;
-        for (std::ptrdiff_t chunk = first_chunk; chunk < std::min(chunks, first_chunk + kSerialChunks); ++chunk) {
-          const std::size_t first = std::size_t(chunk) * kChunk;
-          mine = combine(mine, chunk_stats<E>(values, first, std::min(kChunk, count - first), name, nonfinite));
-        }
-        return mine;
+      runs,
+      [&](std::size_t run) {
+        const auto first_chunk = static_cast<std::ptrdiff_t>(run) * kSerialChunks;
+        return run_of_chunks(first_chunk, std::min(chunks, first_chunk + kSerialChunks));
       },
       [](const WeightStats& x, const WeightStats& y) { return combine(x, y); });
   stats = combine(stats, all);

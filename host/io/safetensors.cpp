@@ -11,9 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
-#include "nuq/io/json_parse.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
+#include "nuq/io/json_parse.h"
 
 namespace nuq::io {
 namespace {

@@ -142,19 +142,18 @@ constexpr int kPickleVersion = 2;  // 2: the run's statistics last; the attribut
 py::tuple quantized_state(const PyQuantized& q) {
   const QuantizedTensor& t = q.tensor;
   const PackedCodes& c = t.matrix.codes;
-  py::object stats = py::none(), totals = py::none();
   const auto stats_tuple = [](const std::optional<WeightStats>& s) -> py::object {
     if (!s) return py::none();
     return py::make_tuple(s->count, s->nonfinite, s->mean, s->m2, s->min, s->max);
   };
-  stats = stats_tuple(q.stats);
+  py::object totals = py::none();
   if (q.totals)
     totals = py::make_tuple(q.totals->signal, q.totals->noise, q.totals->max_error, q.totals->inside, q.totals->nonfinite,
                             q.totals->first_nonfinite);
   return py::make_tuple(kPickleVersion, t.shape, c.rows, c.cols, c.bits, bytes_of(c.bytes), bytes_of(t.matrix.levels),
                         t.mean, t.stddev, t.group_size, bytes_of(t.scales), bytes_of(t.normalised_levels),
-                        q.codebook ? py::cast(*q.codebook) : py::none(), to_string(q.normalisation), q.dtype, stats, totals,
-                        stats_tuple(q.run_stats));
+                        q.codebook ? py::cast(*q.codebook) : py::none(), to_string(q.normalisation), q.dtype, stats_tuple(q.stats),
+                        totals, stats_tuple(q.run_stats));
 }
 
 PyQuantized quantized_from_state(const py::tuple& s) {
