@@ -356,6 +356,7 @@ class StreamRun {
   // Every tensor's account, and the totals.
   void account(const WeightStats& global) {
     QuantizeTotals all;
+    report_.tensors.reserve(jobs_.size());
     for (const Job& job : jobs_) {
       all = combine(all, job.totals);
       StreamTensorReport t;

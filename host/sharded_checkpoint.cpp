@@ -278,16 +278,35 @@ void ShardedCheckpoint::begin_writing() const {
 }
 
 void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard) {
-  weight_map_[tensor] = fs::path(outputs_.at(shard)).filename().string();
+  NUQ_REQUIRE(shard < outputs_.size(), "shard ", shard, " of ", outputs_.size());
+  weight_map_[tensor] = shard;
 }
 
+// The new index is written as it is read: a checkpoint of 10^5 tensors (a mixture of experts)
+// maps each name to a file, and a JSON tree of that map, dumped, took several times the bytes of
+// the text. The layout is nlohmann's dump(2), as the index was written before.
 std::string ShardedCheckpoint::write_index() {
   if (!sharded_) return "";
   const std::string index = (fs::path(folder_) / kIndexName).string();
+  std::vector<std::string> files;  // each output's file name as JSON, once
+  for (const std::string& output : outputs_) files.push_back(nlohmann::json(fs::path(output).filename().string()).dump());
   io::write_atomically(index, [&](std::ostream& out) {
     nlohmann::json metadata = index_metadata_.empty() ? nlohmann::json::object() : nlohmann::json::parse(index_metadata_);
     metadata["total_size"] = total_bytes_;  // the tensors' bytes, headers excluded (Hugging Face's count)
-    out << nlohmann::json{{"metadata", metadata}, {"weight_map", weight_map_}}.dump(2) << '\n';
+    std::string metadata_text = metadata.dump(2);  // one level deeper below: JSON text has no raw newline
+    for (std::size_t at = metadata_text.find('\n'); at != std::string::npos; at = metadata_text.find('\n', at + 3))
+      metadata_text.replace(at, 1, "\n  ");
+    out << "{\n  \"metadata\": " << metadata_text << ",\n  \"weight_map\": ";
+    if (weight_map_.empty()) {
+      out << "{}\n}\n";
+      return;
+    }
+    const char* separator = "{\n    ";
+    for (const auto& [tensor, shard] : weight_map_) {
+      out << separator << nlohmann::json(tensor).dump() << ": " << files[shard];
+      separator = ",\n    ";
+    }
+    out << "\n  }\n}\n";
   });
   indexed_ = true;
   return index;

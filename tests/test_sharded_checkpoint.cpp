@@ -39,7 +39,9 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
     for (const auto& [name, tensor] : t.tensors) weight_map[name] = file;
   }
   std::ofstream(dir.file("model/model.safetensors.index.json"))
-      << nlohmann::json{{"metadata", {{"total_size", 1}, {"format", "pt"}}}, {"weight_map", weight_map}}.dump();
+      << nlohmann::json{{"metadata", {{"total_size", 1}, {"format", "pt"}, {"nested", {{"list", {1, 2}}}}}},
+                        {"weight_map", weight_map}}
+             .dump();
   StreamOptions options;
   options.skip = std::regex("up_proj");
   const StreamReport report =
@@ -73,6 +75,9 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   EXPECT_EQ(report.input_bytes, input_bytes);
   EXPECT_EQ(report.output_bytes, output_bytes);
   EXPECT_EQ(index["metadata"]["format"], "pt");  // the input index's metadata is carried over
+  EXPECT_EQ(index["metadata"]["nested"]["list"], nlohmann::json({1, 2}));
+  // The index is streamed out as it is read, laid out as nlohmann's dump(2) lays it out.
+  EXPECT_EQ(bytes_of(dir.file("out/model.safetensors.index.json")), index.dump(2) + "\n");
   // A folder in, the same as its index.
   const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
   EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));

@@ -61,7 +61,7 @@ class ShardedCheckpoint {
   std::string index_metadata_;  // the input index's "metadata" (JSON), carried to the new index
   bool sharded_ = false;
   bool created_folder_ = false, indexed_ = false;
-  std::map<std::string, std::string> weight_map_;  // tensor -> its output's file name
+  std::map<std::string, std::size_t> weight_map_;  // tensor -> the shard whose output holds it
   std::uint64_t total_bytes_ = 0;
 };
 
