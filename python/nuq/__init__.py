@@ -221,6 +221,9 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     if 0 in tuple(w.shape):
         raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
                          "(quantize_state_dict keeps empty tensors as they are)")
+    if _is_float64(w):  # numpy's default dtype: said with the conversion that makes it quantizable
+        raise ValueError(f"quantize: tensor '{name}' is float64; nuq quantizes float32, float16 or bfloat16 "
+                         f"(convert it first: {'w.float()' if _is_torch(w) else 'w.astype(np.float32)'})")
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q

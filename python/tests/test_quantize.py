@@ -116,6 +116,7 @@ def test_float16_is_widened_exactly(rng):
     (lambda w, c: nuq.quantize(w, c, group_size=64), "do not split into groups of 64"),
     (lambda w, c: nuq.quantize(w, c, normalise="rows"), "unknown normalisation"),
     (lambda w, c: nuq.quantize(w.astype(np.int32), c), "cannot be quantized"),
+    (lambda w, c: nuq.quantize(w.astype(np.float64), c), r"float64; .*w\.astype\(np\.float32\)"),
     (lambda w, c: nuq.quantize(np.where(w > 1, np.nan, w).astype(np.float32), c, name="layer"), "layer"),
     (lambda w, c: nuq.quantize(np.ones((3, 3), np.float32), c), "zero variance"),
     (lambda w, c: nuq.quantize(w, nuq.design("uniform", 16), normalise="per-channel"), "per-channel"),
