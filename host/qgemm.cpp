@@ -6,6 +6,7 @@
 #include <cmath>
 #include <climits>
 #include <cstring>
+#include <memory>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -17,8 +18,12 @@
 namespace nuq {
 namespace {
 
-constexpr std::size_t kPanelRows = 64;      // rows decoded per sgemm: 64 x 4096 floats = 1 MiB
-constexpr std::size_t kDirectMaxBatch = 4;  // up to this, decoded codes meet X in registers
+// Rows decoded per sgemm: as many as make 8 MiB of FP32. OpenBLAS packs X again for every call, so
+// thin panels cost more than the L2 they fit in saves: at 8 bits, 4096 x 4096, 64-row (1 MiB)
+// panels ran at 0.55x OpenBLAS at m = 64 and 256, 4-16 MiB ones at 0.6-0.8x. Larger ones came no
+// faster, and beyond glibc's largest mmap threshold (32 MiB) every call faults its pages in afresh.
+constexpr std::size_t kPanelBytes = std::size_t{8} << 20;
+constexpr std::size_t kDirectMaxBatch = 16;  // up to this, decoded codes meet X in registers
 // Below this many weights a second thread costs more than it saves.
 constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 
@@ -39,29 +44,32 @@ class RowDecoder {
         }
     }
   }
-  void decode(std::size_t row, float* out) const {
+  // Row `row` into out[0, cols), from column `from` on (a multiple of 16: the columns before it
+  // were decoded sixteen at a time).
+  void decode(std::size_t row, float* out, std::size_t from = 0) const {
     const std::size_t cols = w_.codes.cols;
     const float* levels = w_.row_levels(row);
     const std::uint8_t* bytes = w_.codes.bytes.data() + row * packed_row_bytes(cols, w_.codes.bits);
     if (w_.codes.bits == 8) {
-      for (std::size_t c = 0; c < cols; ++c) out[c] = levels[bytes[c]];
+      for (std::size_t c = from; c < cols; ++c) out[c] = levels[bytes[c]];
       return;
     }
     if (w_.codes.bits == 16) {  // little-endian, as the packed layout and the U16 files store it
-      for (std::size_t c = 0; c < cols; ++c) {
+      for (std::size_t c = from; c < cols; ++c) {
         const std::size_t code = bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8);
         out[c] = grid_ ? std::fma(grid_->scale, float(code), grid_->offset) : levels[code];
       }
       return;
     }
     if (table_.empty()) {
-      for (std::size_t c = 0; c < cols; ++c) out[c] = levels[w_.codes.at(row, c)];
+      for (std::size_t c = from; c < cols; ++c) out[c] = levels[w_.codes.at(row, c)];
       return;
     }
     const std::size_t full = cols / per_byte_;
-    for (std::size_t b = 0; b < full; ++b)
+    for (std::size_t b = from / per_byte_; b < full; ++b)
       std::copy_n(&table_[bytes[b] * per_byte_], per_byte_, out + b * per_byte_);
-    for (std::size_t c = full * per_byte_; c < cols; ++c) out[c] = table_[bytes[full] * per_byte_ + (c - full * per_byte_)];
+    for (std::size_t c = std::max(from, full * per_byte_); c < cols; ++c)
+      out[c] = table_[bytes[full] * per_byte_ + (c - full * per_byte_)];
   }
 
   // 8- and 16-bit codes of one table on a uniform grid: levels computed, not gathered.
@@ -74,7 +82,7 @@ class RowDecoder {
   std::optional<LevelGrid> grid_;
 };
 
-// Dot products of one packed row with m <= 4 rows of X. With AVX-512, codes are decoded sixteen
+// Dot products of one packed row with m <= kDirectMaxBatch rows of X. With AVX-512, codes are decoded sixteen
 // at a time in registers and meet X there, so no decoded row is ever stored; without it the row
 // is decoded through the byte table into a buffer and dot products are vectorised by the compiler.
 #if defined(__AVX512F__)
@@ -130,6 +138,24 @@ class Levels16 {
   __m512 register_, offset_, scale_;
 };
 
+// Rows of X met by one pass over a row's codes: 8 accumulators and the decoded weights stay in
+// registers; a larger batch passes over the codes again (decoding is cheap next to the FMAs).
+constexpr std::size_t kRowsPerPass = 8;
+
+// sums[i] = the dot products of a row's first 16 * chunks decoded codes with rows i < M of x (row
+// stride k), one accumulator per row.
+template <std::size_t M>
+void dot_rows(const Levels16& levels, const std::uint8_t* row, int bits, std::size_t chunks, const float* x,
+              std::size_t k, float* sums) {
+  __m512 acc[M];
+  for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+  for (std::size_t c = 0; c < chunks; ++c) {
+    const __m512 weights = levels(unpack16(row, c, bits));
+    for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + 16 * c), acc[i]);
+  }
+  for (std::size_t i = 0; i < M; ++i) sums[i] = _mm512_reduce_add_ps(acc[i]);
+}
+
 // Returns the number of columns handled (a multiple of 16); the caller finishes the rest.
 std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m, float* sums,
                             const std::optional<LevelGrid>& grid) {
@@ -148,16 +174,42 @@ std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float
     sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
     return 16 * chunks;
   }
-  __m512 acc[kDirectMaxBatch];
-  for (std::size_t i = 0; i < m; ++i) acc[i] = _mm512_setzero_ps();
-  for (std::size_t c = 0; c < chunks; ++c) {
-    const __m512 weights = levels(unpack16(row, c, bits));
-    for (std::size_t i = 0; i < m; ++i) acc[i] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + 16 * c), acc[i]);
+  for (std::size_t first = 0; first < m; first += kRowsPerPass) {
+    const float* block = x + first * k;
+    switch (std::min(kRowsPerPass, m - first)) {
+      case 1: dot_rows<1>(levels, row, bits, chunks, block, k, sums + first); break;
+      case 2: dot_rows<2>(levels, row, bits, chunks, block, k, sums + first); break;
+      case 3: dot_rows<3>(levels, row, bits, chunks, block, k, sums + first); break;
+      case 4: dot_rows<4>(levels, row, bits, chunks, block, k, sums + first); break;
+      case 5: dot_rows<5>(levels, row, bits, chunks, block, k, sums + first); break;
+      case 6: dot_rows<6>(levels, row, bits, chunks, block, k, sums + first); break;
+      case 7: dot_rows<7>(levels, row, bits, chunks, block, k, sums + first); break;
+      default: dot_rows<8>(levels, row, bits, chunks, block, k, sums + first); break;
+    }
   }
-  for (std::size_t i = 0; i < m; ++i) sums[i] = _mm512_reduce_add_ps(acc[i]);
+  return 16 * chunks;
+}
+
+// Row r decoded into out sixteen codes at a time, to the levels RowDecoder gives (8-bit codes from
+// their table, not the grid the dot products above may use); returns the columns done.
+std::size_t decode_row_simd(const QuantizedMatrix& w, std::size_t r, float* out, const std::optional<LevelGrid>& grid) {
+  const int bits = w.codes.bits;
+  const std::size_t k = w.codes.cols, chunks = k / 16;
+  const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
+  const Levels16 levels(w.row_levels(r), bits, bits == 16 ? grid : std::nullopt);
+  for (std::size_t c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, levels(unpack16(row, c, bits)));
   return 16 * chunks;
 }
 #endif
+
+// Row r of `w` as floats, into out[0, cols).
+void decode_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, float* out) {
+  std::size_t done = 0;
+#if defined(__AVX512F__)
+  done = decode_row_simd(w, r, out, decoder.grid());
+#endif
+  if (done < w.codes.cols) decoder.decode(r, out, done);
+}
 
 void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m,
                 float* sums) {
@@ -236,7 +288,7 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
   const LutLayout* layout = prepared && !prepared->layout.empty() ? &prepared->layout : nullptr;
-  if (detail::qgemm_lut(x, m, w, layout, y)) {  // 1-4-bit codes, one codebook, batches up to kLutMaxBatch
+  if (detail::qgemm_lut(x, m, w, layout, y)) {  // 1-4-bit codes, one codebook, batches up to lut_max_batch
     add_bias(bias, m, n, y);
     return;
   }
@@ -253,12 +305,13 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
     }
     return;
   }
-  std::vector<float> panel(kPanelRows * k);
-  for (std::size_t first = 0; first < n; first += kPanelRows) {
-    const std::size_t rows = std::min(kPanelRows, n - first);
-    for (std::size_t r = 0; r < rows; ++r) decoder.decode(first + r, &panel[r * k]);
+  const std::size_t panel_rows = std::min(n, std::max<std::size_t>(1, kPanelBytes / (sizeof(float) * k)));
+  const std::unique_ptr<float[]> panel(new float[panel_rows * k]);  // every element written before it is read
+  for (std::size_t first = 0; first < n; first += panel_rows) {
+    const std::size_t rows = std::min(panel_rows, n - first);
+    for (std::size_t r = 0; r < rows; ++r) decode_row(decoder, w, first + r, &panel[r * k]);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k),
-                panel.data(), int(k), 0.0f, y + first, int(n));
+                panel.get(), int(k), 0.0f, y + first, int(n));
   }
   add_bias(bias, m, n, y);
 }

@@ -214,7 +214,7 @@ LutLayout make_lut_layout(const QuantizedMatrix& w) {
 bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y) {
   const int bits = w.codes.bits;
   const std::size_t n = w.codes.rows, k = w.codes.cols, row_bytes = packed_row_bytes(k, bits);
-  if (m == 0 || m > kLutMaxBatch || !lut_applies(w)) return false;
+  if (m == 0 || m > lut_max_batch(bits) || !lut_applies(w)) return false;
   if (layout && !layout->fits(w)) layout = nullptr;
   const std::size_t positions = kNibbles * 16 * word_groups(row_bytes);  // whole 64-byte groups
   thread_local std::vector<float> tables;

@@ -13,10 +13,12 @@
 
 namespace nuq::detail {
 
-// The largest batch taken by the look-up: up to here it beats decoding 64-row FP32 panels for
-// OpenBLAS at 1, 2 and 4 bits (measured on 4096 x 4096 up to m = 256,
-// bench/results/cpu-qgemm-prepared-2026-11-23.md); its cost grows linearly with the batch.
-constexpr std::size_t kLutMaxBatch = 256;
+// The largest batch the look-up takes at `bits`; its cost grows linearly with the batch. Measured
+// on 4096 x 4096 against the other two paths (bench/results/cpu-qgemm-2026-12-02.md): at 1 and 2
+// bits it beats them up to m = 128 and ties at 256 (2 bits, m = 128: 22.7 ms against 32.4 ms for
+// the panels); at 4 bits each row of X costs it a table per nibble position, and it is faster
+// only up to m = 3 (0.81 ms against 0.87 ms direct; at m = 4 1.26 ms against 0.97 ms).
+constexpr std::size_t lut_max_batch(int bits) { return bits == 4 ? 3 : 256; }
 
 // Whole cache lines, so that each 64-byte load of the interleaved words is one line.
 template <typename T>
@@ -52,7 +54,7 @@ struct LutLayout {
 bool lut_applies(const QuantizedMatrix& w);
 LutLayout make_lut_layout(const QuantizedMatrix& w);  // `w` already checked (check_quantized_matrix)
 
-// y[m, rows] = x[m, cols] * W^T (no bias) when the path applies and m <= kLutMaxBatch, from
+// y[m, rows] = x[m, cols] * W^T (no bias) when the path applies and m <= lut_max_batch, from
 // `layout` when it is given and fits `w`, else from the row-major codes. Returns false, touching
 // nothing, otherwise.
 bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y);

@@ -1,8 +1,12 @@
 // Packed codes and the fused CPU qgemm against dequantize-then-sgemm, on ragged shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "nuq/backend.h"
 #include "nuq/error.h"
@@ -120,6 +124,51 @@ TEST(Qgemm, PerRowLevelsMatchDequantizeThenSgemm) {
   qgemm(identity.data(), 5, w, nullptr, y.data());
   for (std::size_t r = 0; r < 6; ++r)
     for (std::size_t c = 0; c < 5; ++c) EXPECT_EQ(y[c * 6 + r], w.levels[r * 4 + w.codes.at(r, c)]) << r << "," << c;
+}
+
+// Batches past the direct rows are decoded into FP32 panels for sgemm, sixteen codes at a time
+// with AVX-512 and the rest one by one: identity inputs read back every level as the decoder
+// gives it (the table's, or for 16-bit codes of one uniform table the grid's fma; 8-bit codes
+// come from their table), in both parts of a row.
+TEST(Qgemm, PanelsDecodeEveryWidthToItsLevels) {
+  std::mt19937 rng(29);
+  const std::size_t n = 7, k = 37;  // two chunks of sixteen and five more
+  std::vector<float> identity(k * k, 0.0f), y(k * n);
+  for (std::size_t i = 0; i < k; ++i) identity[i * k + i] = 1.0f;
+  for (int bits : {1, 2, 4, 8, 16})
+    for (int kind = 0; kind < 3; ++kind) {  // one random table, a table per row, one uniform grid
+      QuantizedMatrix w = random_matrix(n, k, bits, rng, false, kind == 1);
+      if (kind == 2)
+        for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = -1.5f + 0.25f * float(c);
+      const std::optional<LevelGrid> grid = bits == 16 && kind == 2 ? level_grid(w.levels.data(), w.levels.size())
+                                                                      : std::nullopt;
+      ASSERT_EQ(grid.has_value(), bits == 16 && kind == 2);
+      qgemm(identity.data(), k, w, nullptr, y.data());
+      for (std::size_t r = 0; r < n; ++r)
+        for (std::size_t c = 0; c < k; ++c) {
+          const std::uint32_t code = w.codes.at(r, c);
+          const float level = grid ? std::fma(grid->scale, float(code), grid->offset) : w.row_levels(r)[code];
+          ASSERT_EQ(y[c * n + r], level) << bits << " bits, kind " << kind << ", row " << r << ", column " << c;
+        }
+    }
+}
+
+// A row of a quarter million columns makes a panel of only 8 rows (8 MiB of FP32): 19 rows take
+// three panels, the last one short (batches past the direct rows; 2-bit codes with a table per row
+// are not the look-up's). Small integers keep every sum exact (below 2^24), so any order agrees.
+TEST(Qgemm, RowsSpanningSeveralPanelsMatchDequantizeThenSgemm) {
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int> small(-3, 3);
+  const std::size_t n = 19, k = (std::size_t{1} << 18) + 3;
+  for (auto [bits, per_row, m] : {std::tuple{8, false, std::size_t{17}}, std::tuple{2, true, std::size_t{20}}}) {
+    const QuantizedMatrix w = random_matrix(n, k, bits, rng, true, per_row);
+    std::vector<float> x(m * k), fused(m * n), reference(m * n);
+    for (auto& v : x) v = float(small(rng));
+    qgemm(x.data(), m, w, nullptr, fused.data());
+    qgemm_ref(x.data(), m, w, nullptr, reference.data());
+    EXPECT_EQ(fused, reference) << bits << " bits";
+    EXPECT_GT(*std::max_element(reference.begin(), reference.end()), 100.0f);  // not all zero
+  }
 }
 
 // Prepared weights (on the CPU: the rows interleaved for the look-up path) take the same
