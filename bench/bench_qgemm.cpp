@@ -15,6 +15,8 @@
 
 #include "nuq/backend.h"
 #include "nuq/cuda.h"
+#include "nuq/grouped.h"
+#include "nuq/ptq.h"
 #include "nuq/qgemm.h"
 #include "gpu_context.h"
 
@@ -73,6 +75,32 @@ void BM_QuantizedGemmPrepared(benchmark::State& state) {
   counters(state, m, n, k, double(w.codes.bytes.size()));
 }
 
+// A tensor quantized in groups of 128 along its rows (each group its own scale, one normalised
+// table: `nuq quantize --group-size 128`, Python's nuq.quantize(group_size=128)) multiplied by
+// qgemm_grouped, which computes every group's levels from its scale as it decodes.
+void BM_GroupedQgemm(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const int bits = int(state.range(3));
+  constexpr std::size_t kGroup = 128;
+  nuq::QuantizedTensor w;
+  w.shape = {std::int64_t(n), std::int64_t(k)};
+  w.group_size = kGroup;
+  w.mean = 0.001;
+  const nuq::QuantizedMatrix codes = random_matrix(n * k / kGroup, kGroup, bits);
+  w.matrix.codes = codes.codes;
+  w.normalised_levels = codes.levels;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+  for (std::size_t g = 0; g < n * k / kGroup; ++g) w.scales.push_back(scale(rng));
+  const std::vector<float> x = random_input(m, k);
+  std::vector<float> y(m * n);
+  for (auto _ : state) {
+    nuq::qgemm_grouped(x.data(), m, w, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(state, m, n, k, double(w.matrix.codes.bytes.size() + 4 * w.scales.size()));
+}
+
 void BM_OpenBlasSgemm(benchmark::State& state) {
   const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
   const std::vector<float> w = nuq::dequantize(random_matrix(n, k, 2));
@@ -103,6 +131,7 @@ void shapes(benchmark::internal::Benchmark* b, bool with_bits) {
 
 BENCHMARK(BM_QuantizedGemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_QuantizedGemmPrepared)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
+BENCHMARK(BM_GroupedQgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_OpenBlasSgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, false); });
 
 constexpr int kGpuRuns = 20;

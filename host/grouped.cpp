@@ -5,10 +5,14 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <memory>
+#include <vector>
 
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/quantized_file.h"
+
+#include "packed_simd.h"
 
 namespace nuq {
 
@@ -43,11 +47,58 @@ void check_grouped(const QuantizedTensor& w, const std::string& what) {
               " groups of ", codes.bits, "-bit codes");
 }
 
-void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out) {
+namespace {
+
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// Group g's levels in out[0, group_size), as group_level gives them. With AVX-512 sixteen at a
+// time: up to 4 bits the group's own table (at most 16 levels) sits in a register and a lane
+// permute looks it up; at 8 bits (256 levels, more than a group has weights) the normalised levels
+// are gathered, widened to double, scale * level + mean, narrowed. The product of two floats is
+// exact in double, so that is group_level's one rounding of the sum and one to float, fused or not.
+void decode_group(const QuantizedTensor& w, std::size_t g, float* out) {
   const PackedCodes& codes = w.matrix.codes;
-  for (std::size_t g = first; g < first + count; ++g, out += w.group_size)
-    for (std::size_t c = 0; c < w.group_size; ++c)
-      out[c] = group_level(w.mean, w.scales[g], w.normalised_levels[codes.at(g, c)]);
+  const std::size_t size = w.group_size;
+  const float* normalised = w.normalised_levels.data();
+  std::size_t done = 0;
+#if defined(__AVX512F__)
+  const int bits = codes.bits;
+  const std::uint8_t* row = codes.bytes.data() + g * packed_row_bytes(size, bits);
+  if (bits <= 4) {
+    float levels[16] = {};
+    for (std::size_t j = 0; j < (std::size_t{1} << bits); ++j) levels[j] = group_level(w.mean, w.scales[g], normalised[j]);
+    const __m512 table = _mm512_loadu_ps(levels);
+    for (; done + 16 <= size; done += 16)
+      _mm512_storeu_ps(out + done, _mm512_permutexvar_ps(detail::unpack16(row, done / 16, bits), table));
+  } else {
+    const __m512d mean = _mm512_set1_pd(w.mean), scale = _mm512_set1_pd(double(w.scales[g]));
+    for (; done + 16 <= size; done += 16) {
+      const __m512 level = _mm512_i32gather_ps(detail::unpack16(row, done / 16, bits), normalised, 4);
+      const __m256 low = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(level), 0));
+      const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(level), 1));
+      _mm256_storeu_ps(out + done, _mm512_cvtpd_ps(_mm512_fmadd_pd(scale, _mm512_cvtps_pd(low), mean)));
+      _mm256_storeu_ps(out + done + 8, _mm512_cvtpd_ps(_mm512_fmadd_pd(scale, _mm512_cvtps_pd(high), mean)));
+    }
+  }
+#endif
+  for (std::size_t c = done; c < size; ++c) out[c] = group_level(w.mean, w.scales[g], normalised[codes.at(g, c)]);
+}
+
+// Up to this batch each output row is decoded once into a buffer the size of a row (in L1 or L2)
+// and meets every row of X there; above, panels of rows are decoded for sgemm.
+constexpr std::size_t kRowBatch = 16;
+// Rows decoded per sgemm: 8 MiB of FP32, as the ungrouped panels (host/qgemm.cpp says why).
+constexpr std::size_t kPanelBytes = std::size_t{8} << 20;
+// Below this many weights a second thread costs more than it saves.
+constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
+
+}  // namespace
+
+void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out) {
+  for (std::size_t g = first; g < first + count; ++g, out += w.group_size) decode_group(w, g, out);
 }
 
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y) {
@@ -57,12 +108,30 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
-  constexpr std::size_t kPanelRows = 64;  // rows decoded per sgemm: 64 x 4096 floats = 1 MiB
-  std::vector<float> panel(std::min(kPanelRows, n) * k);
-  for (std::size_t first = 0; first < n; first += kPanelRows) {
-    const std::size_t rows = std::min(kPanelRows, n - first);
-    dequantize_groups(w, first * groups_per_row, rows * groups_per_row, panel.data());  // whole rows: in order
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k), panel.data(),
+  if (m <= kRowBatch) {
+    const auto rows = static_cast<std::ptrdiff_t>(n);
+#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights)
+    for (std::ptrdiff_t r = 0; r < rows; ++r) {
+      thread_local std::vector<float> buffer;
+      buffer.resize(k);
+      float* const decoded = buffer.data();  // a plain pointer: the loop below vectorises
+      dequantize_groups(w, std::size_t(r) * groups_per_row, groups_per_row, decoded);
+      for (std::size_t i = 0; i < m; ++i) {
+        const float* xi = x + i * k;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (std::size_t c = 0; c < k; ++c) sum += xi[c] * decoded[c];
+        y[i * n + std::size_t(r)] = sum + (bias ? bias[r] : 0.0f);
+      }
+    }
+    return;
+  }
+  const std::size_t panel_rows = std::min(n, std::max<std::size_t>(1, kPanelBytes / (sizeof(float) * k)));
+  const std::unique_ptr<float[]> panel(new float[panel_rows * k]);  // every element written before it is read
+  for (std::size_t first = 0; first < n; first += panel_rows) {
+    const std::size_t rows = std::min(panel_rows, n - first);
+    dequantize_groups(w, first * groups_per_row, rows * groups_per_row, panel.get());  // whole rows: in order
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k), panel.get(),
                 int(k), 0.0f, y + first, int(n));
   }
   add_bias(bias, m, n, y);

@@ -37,8 +37,9 @@ void check_grouped(const QuantizedTensor& w, const std::string& what);
 void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out);
 
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when not null) for a grouped tensor W of [rows, cols]
-// (its matrix is the [groups, G] view): a panel of rows decoded at a time into floats, then sgemm.
-// The CPU's; the LUT and register paths of qgemm.h assume a table per row at most.
+// (its matrix is the [groups, G] view). Up to m = 16 each row is decoded once into a buffer and
+// meets every row of X there; above, 8 MiB panels of rows are decoded for sgemm. The CPU's; the
+// look-up and register paths of qgemm.h assume a table per row at most.
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y);
 
 }  // namespace nuq
