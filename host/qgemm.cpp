@@ -284,6 +284,11 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
     }
     return;
   }
+  if (k == 0) {  // no columns: every product is empty, the bias alone
+    std::fill(y, y + m * n, 0.0f);
+    add_bias(bias, m, n, y);
+    return;
+  }
   const std::size_t panel_rows = std::min(n, std::max<std::size_t>(1, kPanelBytes / (sizeof(float) * k)));
   const std::unique_ptr<float[]> panel(new float[panel_rows * k]);  // every element written before it is read
   for (std::size_t first = 0; first < n; first += panel_rows) {

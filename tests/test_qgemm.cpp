@@ -129,35 +129,66 @@ TEST(Qgemm, PerRowLevelsMatchDequantizeThenSgemm) {
     for (std::size_t c = 0; c < 5; ++c) EXPECT_EQ(y[c * 6 + r], w.levels[r * 4 + w.codes.at(r, c)]) << r << "," << c;
 }
 
-// Batches past the direct rows are decoded into FP32 panels for sgemm, sixteen codes at a time
-// with AVX-512 and the rest one by one: identity inputs read back every level as the decoder
-// gives it (the table's, or for 16-bit codes of one uniform table the grid's fma; 8-bit codes
-// come from their table), in both parts of a row.
+// Batches past the direct rows (and, at 1 and 2 bits with one table, past the look-up's 256) are
+// decoded into FP32 panels for sgemm, sixteen codes at a time with AVX-512 and the rest one by
+// one: identity rows of X read back every level as the decoder gives it, in both parts of a row.
+// 16-bit codes of one uniform table take the grid's fma, 8-bit ones their table: the levels here
+// are a grid to rounding (-1.5 + 0.1 c in double, then float), where the two differ.
 TEST(Qgemm, PanelsDecodeEveryWidthToItsLevels) {
   std::mt19937 rng(29);
-  const std::size_t n = 7, k = 37;  // two chunks of sixteen and five more
-  std::vector<float> identity(k * k, 0.0f), y(k * n);
-  for (std::size_t i = 0; i < k; ++i) identity[i * k + i] = 1.0f;
+  const std::size_t n = 7, k = 37, m = 300;  // two chunks of sixteen and five more
+  std::vector<float> x(m * k, 0.0f), y(m * n);
+  for (std::size_t i = 0; i < k; ++i) x[i * k + i] = 1.0f;  // rows past k stay 0
   for (int bits : {1, 2, 4, 8, 16})
     for (int kind = 0; kind < 3; ++kind) {  // one random table, a table per row, one uniform grid
       QuantizedMatrix w = random_matrix(n, k, bits, rng, false, kind == 1);
       if (kind == 2)
-        for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = -1.5f + 0.25f * float(c);
-      const std::optional<LevelGrid> grid = bits == 16 && kind == 2 ? level_grid(w.levels.data(), w.levels.size())
-                                                                      : std::nullopt;
-      ASSERT_EQ(grid.has_value(), bits == 16 && kind == 2);
-      qgemm(identity.data(), k, w, nullptr, y.data());
+        for (std::size_t c = 0; c < w.levels.size(); ++c) w.levels[c] = float(-1.5 + 0.1 * double(c));
+      const std::optional<LevelGrid> found = kind == 2 ? level_grid(w.levels.data(), w.levels.size()) : std::nullopt;
+      ASSERT_EQ(found.has_value(), kind == 2);
+      const LevelGrid grid = found.value_or(LevelGrid{});
+      if (bits == 8 && found) {  // the table and the grid disagree somewhere, so the test can tell them apart
+        std::size_t differ = 0;
+        for (std::size_t c = 0; c < 256; ++c) differ += std::fma(grid.scale, float(c), grid.offset) != w.levels[c];
+        ASSERT_GT(differ, 0u);
+      }
+      qgemm(x.data(), m, w, nullptr, y.data());
       for (std::size_t r = 0; r < n; ++r)
         for (std::size_t c = 0; c < k; ++c) {
           const std::uint32_t code = w.codes.at(r, c);
-          const float level = grid ? std::fma(grid->scale, float(code), grid->offset) : w.row_levels(r)[code];
+          const float level = found && bits == 16 ? std::fma(grid.scale, float(code), grid.offset) : w.row_levels(r)[code];
           ASSERT_EQ(y[c * n + r], level) << bits << " bits, kind " << kind << ", row " << r << ", column " << c;
         }
     }
 }
 
-// A row of a quarter million columns makes a panel of only 8 rows (8 MiB of FP32): 19 rows take
-// three panels, the last one short (batches past the direct rows; 2-bit codes with a table per row
+// A matrix of no columns multiplies to the bias on every path (the panels' size divides by k).
+TEST(Qgemm, NoColumnsGiveTheBias) {
+  const std::vector<float> bias{1.0f, 2.0f, 3.0f, 4.0f};
+  for (int bits : {1, 2, 4, 8, 16})
+    for (bool per_row : {false, true})
+      for (std::size_t m : {std::size_t{1}, std::size_t{16}, std::size_t{17}, std::size_t{300}}) {
+        QuantizedMatrix w;
+        w.codes = {4, 0, bits, {}};
+        w.levels.assign((per_row ? 4 : 1) << bits, 0.5f);
+        std::vector<float> x(1), y(m * 4, -9.0f);
+        qgemm(x.data(), m, w, bias.data(), y.data());
+        for (std::size_t i = 0; i < m * 4; ++i) ASSERT_EQ(y[i], bias[i % 4]) << bits << " bits, m " << m;
+      }
+  QuantizedTensor t;
+  t.shape = {4, 0};
+  t.group_size = 8;
+  t.matrix.codes = {0, 8, 2, {}};
+  t.normalised_levels = {-1.5f, -0.5f, 0.5f, 1.5f};
+  for (std::size_t m : {std::size_t{3}, std::size_t{17}}) {
+    std::vector<float> x(1), y(m * 4, -9.0f);
+    qgemm_grouped(x.data(), m, t, bias.data(), y.data());
+    for (std::size_t i = 0; i < m * 4; ++i) ASSERT_EQ(y[i], bias[i % 4]) << "grouped, m " << m;
+  }
+}
+
+// A row of a quarter million columns makes a panel of only 7 rows (8 MiB of FP32): 19 rows take
+// three panels, 7 + 7 + 5 (batches past the direct rows; 2-bit codes with a table per row
 // are not the look-up's). Small integers keep every sum exact (below 2^24), so any order agrees.
 TEST(Qgemm, RowsSpanningSeveralPanelsMatchDequantizeThenSgemm) {
   std::mt19937 rng(31);
@@ -287,7 +318,7 @@ TEST(Qgemm, LevelGridFindsUniformTablesOnly) {
 }
 
 // 8- and 16-bit codes on a grid are dequantized by scale and offset (no gather from the table): the
-// products agree with the table's to rounding, on the register path (m <= 4) and the panel path.
+// products agree with the table's to rounding, on the register path (m <= 16) and the panel path.
 TEST(Qgemm, GridCodesComputeTheirLevels) {
   std::mt19937 rng(29);
   for (int bits : {8, 16}) {

@@ -1,8 +1,9 @@
 // Quantized matrix products on the CPU, straight from packed codes: Y = X * W^T + bias with
 // W[n, k] = levels[code(n, k)]. No full FP32 copy of W ever exists: 1/2/4-bit codes with one
 // codebook take a table look-up across rows up to moderate batches (host/qgemm_lut.cpp); other
-// small batches decode sixteen codes at a time in registers and meet X there; larger ones expand a
-// panel of rows at a time (byte -> several levels through a 256-entry table) for OpenBLAS.
+// batches up to 16 decode sixteen codes at a time in registers and meet X there; larger ones expand
+// a panel of rows at a time (sixteen codes at a time with AVX-512, else through a byte table) for
+// OpenBLAS.
 #pragma once
 
 #include <cstddef>
