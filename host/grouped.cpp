@@ -87,6 +87,62 @@ void decode_group(const QuantizedTensor& w, std::size_t g, float* out) {
   for (std::size_t c = done; c < size; ++c) out[c] = group_level(w.mean, w.scales[g], normalised[codes.at(g, c)]);
 }
 
+#if defined(__AVX512F__)
+// sums[i] = the dot products of a decoded row with rows i < M of x (row stride k). The decoded
+// sixteen are loaded once for all M accumulators; one row alone gets four, so that it waits on the
+// FMA's latency no more than a batch does.
+template <std::size_t M>
+void dot_decoded(const float* decoded, std::size_t k, const float* x, float* sums) {
+  constexpr std::size_t kLanes = M == 1 ? 4 : 1;  // accumulators per row of x
+  __m512 acc[M][kLanes];
+  for (auto& row : acc)
+    for (__m512& a : row) a = _mm512_setzero_ps();
+  std::size_t c = 0;
+  for (; c + 16 * kLanes <= k; c += 16 * kLanes)
+    for (std::size_t u = 0; u < kLanes; ++u) {
+      const __m512 weights = _mm512_loadu_ps(decoded + c + 16 * u);
+      for (std::size_t i = 0; i < M; ++i)
+        acc[i][u] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + c + 16 * u), acc[i][u]);
+    }
+  for (; c + 16 <= k; c += 16)
+    for (std::size_t i = 0; i < M; ++i)
+      acc[i][0] = _mm512_fmadd_ps(_mm512_loadu_ps(decoded + c), _mm512_loadu_ps(x + i * k + c), acc[i][0]);
+  for (std::size_t i = 0; i < M; ++i) {
+    for (std::size_t u = 1; u < kLanes; ++u) acc[i][0] = _mm512_add_ps(acc[i][0], acc[i][u]);
+    float sum = _mm512_reduce_add_ps(acc[i][0]);
+    for (std::size_t t = c; t < k; ++t) sum += x[i * k + t] * decoded[t];
+    sums[i] = sum;
+  }
+}
+#endif
+
+// sums[i] = the dot products of a decoded row with rows i < m of x (row stride k), m <= kRowBatch.
+void dot_rows(const float* decoded, std::size_t k, const float* x, std::size_t m, float* sums) {
+#if defined(__AVX512F__)
+  for (std::size_t first = 0; first < m; first += 8) {
+    const float* block = x + first * k;
+    switch (std::min<std::size_t>(8, m - first)) {
+      case 1: dot_decoded<1>(decoded, k, block, sums + first); break;
+      case 2: dot_decoded<2>(decoded, k, block, sums + first); break;
+      case 3: dot_decoded<3>(decoded, k, block, sums + first); break;
+      case 4: dot_decoded<4>(decoded, k, block, sums + first); break;
+      case 5: dot_decoded<5>(decoded, k, block, sums + first); break;
+      case 6: dot_decoded<6>(decoded, k, block, sums + first); break;
+      case 7: dot_decoded<7>(decoded, k, block, sums + first); break;
+      default: dot_decoded<8>(decoded, k, block, sums + first); break;
+    }
+  }
+#else
+  for (std::size_t i = 0; i < m; ++i) {
+    const float* xi = x + i * k;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (std::size_t c = 0; c < k; ++c) sum += xi[c] * decoded[c];
+    sums[i] = sum;
+  }
+#endif
+}
+
 // Up to this batch each output row is decoded once into a buffer the size of a row (in L1 or L2)
 // and meets every row of X there; above, panels of rows are decoded for sgemm.
 constexpr std::size_t kRowBatch = 16;
@@ -114,15 +170,11 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
     for (std::ptrdiff_t r = 0; r < rows; ++r) {
       thread_local std::vector<float> buffer;
       buffer.resize(k);
-      float* const decoded = buffer.data();  // a plain pointer: the loop below vectorises
+      float* const decoded = buffer.data();
       dequantize_groups(w, std::size_t(r) * groups_per_row, groups_per_row, decoded);
-      for (std::size_t i = 0; i < m; ++i) {
-        const float* xi = x + i * k;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (std::size_t c = 0; c < k; ++c) sum += xi[c] * decoded[c];
-        y[i * n + std::size_t(r)] = sum + (bias ? bias[r] : 0.0f);
-      }
+      float sums[kRowBatch];
+      dot_rows(decoded, k, x, m, sums);
+      for (std::size_t i = 0; i < m; ++i) y[i * n + std::size_t(r)] = sums[i] + (bias ? bias[r] : 0.0f);
     }
     return;
   }
