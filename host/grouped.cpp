@@ -1,11 +1,8 @@
 #include "nuq/grouped.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <memory>
 #include <vector>
 
 #include "nuq/error.h"
@@ -13,6 +10,7 @@
 #include "nuq/quantized_file.h"
 
 #include "packed_simd.h"
+#include "panel_gemm.h"
 
 namespace nuq {
 
@@ -146,8 +144,6 @@ void dot_rows(const float* decoded, std::size_t k, const float* x, std::size_t m
 // Up to this batch each output row is decoded once into a buffer the size of a row (in L1 or L2)
 // and meets every row of X there; above, panels of rows are decoded for sgemm.
 constexpr std::size_t kRowBatch = 16;
-// Rows decoded per sgemm: 8 MiB of FP32, as the ungrouped panels (host/qgemm.cpp says why).
-constexpr std::size_t kPanelBytes = std::size_t{8} << 20;
 // Below this many weights a second thread costs more than it saves.
 constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 
@@ -178,20 +174,9 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
     }
     return;
   }
-  if (k == 0) {  // no columns: every product is empty, the bias alone
-    std::fill(y, y + m * n, 0.0f);
-    add_bias(bias, m, n, y);
-    return;
-  }
-  const std::size_t panel_rows = std::min(n, std::max<std::size_t>(1, kPanelBytes / (sizeof(float) * k)));
-  const std::unique_ptr<float[]> panel(new float[panel_rows * k]);  // every element written before it is read
-  for (std::size_t first = 0; first < n; first += panel_rows) {
-    const std::size_t rows = std::min(panel_rows, n - first);
-    dequantize_groups(w, first * groups_per_row, rows * groups_per_row, panel.get());  // whole rows: in order
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k), panel.get(),
-                int(k), 0.0f, y + first, int(n));
-  }
-  add_bias(bias, m, n, y);
+  detail::panel_gemm(x, m, n, k, bias, y, [&](std::size_t first, std::size_t rows, float* out) {
+    dequantize_groups(w, first * groups_per_row, rows * groups_per_row, out);  // whole rows: in order
+  });
 }
 
 }  // namespace nuq

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <climits>
 #include <cstring>
-#include <memory>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -14,16 +13,12 @@
 
 #include "nuq/error.h"
 #include "packed_simd.h"
+#include "panel_gemm.h"
 #include "qgemm_lut.h"
 
 namespace nuq {
 namespace {
 
-// Rows decoded per sgemm: as many as make 8 MiB of FP32. OpenBLAS packs X again for every call, so
-// thin panels cost more than the L2 they fit in saves: at 8 bits, 4096 x 4096, 64-row (1 MiB)
-// panels ran at 0.55x OpenBLAS at m = 64 and 256, 4-16 MiB ones at 0.6-0.8x. Larger ones came no
-// faster, and beyond glibc's largest mmap threshold (32 MiB) every call faults its pages in afresh.
-constexpr std::size_t kPanelBytes = std::size_t{8} << 20;
 constexpr std::size_t kDirectMaxBatch = 16;  // up to this, decoded codes meet X in registers
 // Below this many weights a second thread costs more than it saves.
 constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
@@ -284,20 +279,9 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
     }
     return;
   }
-  if (k == 0) {  // no columns: every product is empty, the bias alone
-    std::fill(y, y + m * n, 0.0f);
-    add_bias(bias, m, n, y);
-    return;
-  }
-  const std::size_t panel_rows = std::min(n, std::max<std::size_t>(1, kPanelBytes / (sizeof(float) * k)));
-  const std::unique_ptr<float[]> panel(new float[panel_rows * k]);  // every element written before it is read
-  for (std::size_t first = 0; first < n; first += panel_rows) {
-    const std::size_t rows = std::min(panel_rows, n - first);
-    for (std::size_t r = 0; r < rows; ++r) decode_row(decoder, w, first + r, &panel[r * k]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(rows), int(k), 1.0f, x, int(k),
-                panel.get(), int(k), 0.0f, y + first, int(n));
-  }
-  add_bias(bias, m, n, y);
+  detail::panel_gemm(x, m, n, k, bias, y, [&](std::size_t first, std::size_t rows, float* out) {
+    for (std::size_t r = 0; r < rows; ++r) decode_row(decoder, w, first + r, out + r * k);
+  });
 }
 
 std::vector<float> dequantize(const QuantizedMatrix& w) {
