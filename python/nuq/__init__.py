@@ -385,9 +385,9 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     x: [..., cols] numpy array or torch tensor (converted to float32); returns [..., rows] of the
     same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". A CUDA x (unless
     "cpu") is multiplied on its device, y a new CUDA tensor, on the current stream; q's codes go to
-    that device once and stay. Grouped tensors are multiplied on the CPU, a panel of rows
-    dequantized at a time. The product is for inference: y carries no autograd graph, even for an x
-    that requires grad.
+    that device once and stay. Grouped tensors are multiplied on the CPU, each group's levels
+    computed from its scale as its codes are decoded (at most 8 MiB of FP32 at a time). The
+    product is for inference: y carries no autograd graph, even for an x that requires grad.
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
