@@ -155,7 +155,9 @@ void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t 
 
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y) {
   check_grouped(w, "qgemm");
-  const auto [n, k] = matrix_view(w.shape, io::element_count(w.shape));
+  // Named variables, not a structured binding: OpenMP regions (clang's) cannot refer to one.
+  const std::pair<std::size_t, std::size_t> view = matrix_view(w.shape, io::element_count(w.shape));
+  const std::size_t n = view.first, k = view.second;
   const std::size_t groups_per_row = k / w.group_size;
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
