@@ -11,6 +11,7 @@
 
 #include "packed_simd.h"
 #include "panel_gemm.h"
+#include "row_blocks.h"
 
 namespace nuq {
 
@@ -117,19 +118,10 @@ void dot_decoded(const float* decoded, std::size_t k, const float* x, float* sum
 // sums[i] = the dot products of a decoded row with rows i < m of x (row stride k), m <= kRowBatch.
 void dot_rows(const float* decoded, std::size_t k, const float* x, std::size_t m, float* sums) {
 #if defined(__AVX512F__)
-  for (std::size_t first = 0; first < m; first += 8) {
-    const float* block = x + first * k;
-    switch (std::min<std::size_t>(8, m - first)) {
-      case 1: dot_decoded<1>(decoded, k, block, sums + first); break;
-      case 2: dot_decoded<2>(decoded, k, block, sums + first); break;
-      case 3: dot_decoded<3>(decoded, k, block, sums + first); break;
-      case 4: dot_decoded<4>(decoded, k, block, sums + first); break;
-      case 5: dot_decoded<5>(decoded, k, block, sums + first); break;
-      case 6: dot_decoded<6>(decoded, k, block, sums + first); break;
-      case 7: dot_decoded<7>(decoded, k, block, sums + first); break;
-      default: dot_decoded<8>(decoded, k, block, sums + first); break;
-    }
-  }
+  for (std::size_t first = 0; first < m; first += detail::kRowsPerPass)
+    detail::with_row_count(std::min(detail::kRowsPerPass, m - first), [&](auto rows) {
+      dot_decoded<rows()>(decoded, k, x + first * k, sums + first);
+    });
 #else
   for (std::size_t i = 0; i < m; ++i) {
     const float* xi = x + i * k;
@@ -144,8 +136,6 @@ void dot_rows(const float* decoded, std::size_t k, const float* x, std::size_t m
 // Up to this batch each output row is decoded once into a buffer the size of a row (in L1 or L2)
 // and meets every row of X there; above, panels of rows are decoded for sgemm.
 constexpr std::size_t kRowBatch = 16;
-// Below this many weights a second thread costs more than it saves.
-constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
 
 }  // namespace
 
@@ -164,7 +154,7 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
               " exceeds the 32-bit dimensions of the BLAS interface");
   if (m <= kRowBatch) {
     const auto rows = static_cast<std::ptrdiff_t>(n);
-#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights)
+#pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights)
     for (std::ptrdiff_t r = 0; r < rows; ++r) {
       thread_local std::vector<float> buffer;
       buffer.resize(k);

@@ -15,13 +15,14 @@
 #include "packed_simd.h"
 #include "panel_gemm.h"
 #include "qgemm_lut.h"
+#include "row_blocks.h"
 
 namespace nuq {
 namespace {
 
 constexpr std::size_t kDirectMaxBatch = 16;  // up to this, decoded codes meet X in registers
-// Below this many weights a second thread costs more than it saves.
-constexpr std::size_t kParallelMinWeights = std::size_t{1} << 18;
+using detail::kParallelMinWeights;
+using detail::kRowsPerPass;
 
 // Expands one packed row into floats. For widths below 8 a byte holds several codes; with one
 // table for the matrix, a table maps each of the 256 byte values to its levels at once (a table
@@ -112,10 +113,6 @@ class Levels16 {
   __m512 register_, offset_, scale_;
 };
 
-// Rows of X met by one pass over a row's codes: 8 accumulators and the decoded weights stay in
-// registers; a larger batch passes over the codes again (decoding is cheap next to the FMAs).
-constexpr std::size_t kRowsPerPass = 8;
-
 // sums[i] = the dot products of a row's first 16 * chunks decoded codes with rows i < M of x (row
 // stride k), one accumulator per row.
 template <std::size_t M>
@@ -148,19 +145,11 @@ std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float
     sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
     return 16 * chunks;
   }
-  for (std::size_t first = 0; first < m; first += kRowsPerPass) {
-    const float* block = x + first * k;
-    switch (std::min(kRowsPerPass, m - first)) {
-      case 1: dot_rows<1>(levels, row, bits, chunks, block, k, sums + first); break;
-      case 2: dot_rows<2>(levels, row, bits, chunks, block, k, sums + first); break;
-      case 3: dot_rows<3>(levels, row, bits, chunks, block, k, sums + first); break;
-      case 4: dot_rows<4>(levels, row, bits, chunks, block, k, sums + first); break;
-      case 5: dot_rows<5>(levels, row, bits, chunks, block, k, sums + first); break;
-      case 6: dot_rows<6>(levels, row, bits, chunks, block, k, sums + first); break;
-      case 7: dot_rows<7>(levels, row, bits, chunks, block, k, sums + first); break;
-      default: dot_rows<8>(levels, row, bits, chunks, block, k, sums + first); break;
-    }
-  }
+  // A larger batch passes over the codes again: decoding is cheap next to the FMAs.
+  for (std::size_t first = 0; first < m; first += kRowsPerPass)
+    detail::with_row_count(std::min(kRowsPerPass, m - first), [&](auto rows) {
+      dot_rows<rows()>(levels, row, bits, chunks, x + first * k, k, sums + first);
+    });
   return 16 * chunks;
 }
 

@@ -21,6 +21,8 @@
 #include <cstring>
 #include <vector>
 
+#include "row_blocks.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -38,8 +40,7 @@ namespace {
 constexpr std::size_t kRows = 16;        // rows per register
 constexpr std::size_t kNibbles = 8;      // nibble positions per 32-bit word
 constexpr std::size_t kChunkGroups = 2;  // 64-byte groups per row per pass: 256 tables, 16 KiB per row of X
-constexpr std::size_t kMinWeightsParallel = std::size_t{1} << 18;
-constexpr std::size_t kSlice = 8;  // rows of X per pass: 8 accumulators + the codes fit the 32 registers
+constexpr std::size_t kSlice = kRowsPerPass;  // rows of X per pass: 8 accumulators + the codes fit the 32 registers
 
 // tables[(i * positions + p) * 16 + v] for row i of X; positions past the last column are zero.
 void build_tables(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, std::size_t positions,
@@ -167,7 +168,7 @@ void run(const QuantizedMatrix& w, const LutLayout* layout, const float* tables,
   const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
   const std::size_t groups = word_groups(row_bytes), blocks = (n + kRows - 1) / kRows;
   const auto block_count = static_cast<std::ptrdiff_t>(blocks);
-#pragma omp parallel if (n * w.codes.cols >= kMinWeightsParallel)
+#pragma omp parallel if (n * w.codes.cols >= kParallelMinWeights)
   for (std::size_t first = 0; first < groups; first += kChunkGroups) {
     const std::size_t last = std::min(groups, first + kChunkGroups);
     // The same static split of blocks in every chunk: a thread only ever touches its own rows of y.
@@ -227,16 +228,7 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const Lu
     build_tables(x + first * k, rows, k, bits, w.levels.data(), positions, tables.data());
     const float* t = tables.data();
     float* out = y + first * n;
-    switch (rows) {
-      case 1: run<1>(w, layout, t, positions, out); break;
-      case 2: run<2>(w, layout, t, positions, out); break;
-      case 3: run<3>(w, layout, t, positions, out); break;
-      case 4: run<4>(w, layout, t, positions, out); break;
-      case 5: run<5>(w, layout, t, positions, out); break;
-      case 6: run<6>(w, layout, t, positions, out); break;
-      case 7: run<7>(w, layout, t, positions, out); break;
-      default: run<8>(w, layout, t, positions, out); break;
-    }
+    with_row_count(rows, [&](auto count) { run<count()>(w, layout, t, positions, out); });
   }
   return true;
 }
