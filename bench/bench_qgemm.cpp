@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -88,7 +89,12 @@ void BM_GroupedQgemm(benchmark::State& state) {
   w.mean = 0.001;
   const nuq::QuantizedMatrix codes = random_matrix(n * k / kGroup, kGroup, bits);
   w.matrix.codes = codes.codes;
-  w.normalised_levels = codes.levels;
+  // Levels denser near zero, as a non-uniform design's (MSPTQ's) are: no uniform grid to compute
+  // 8-bit levels from, so they are looked up as a real codebook's would be.
+  for (std::size_t c = 0; c < codes.levels.size(); ++c) {
+    const float t = (float(c) + 0.5f) / float(codes.levels.size()) * 2.0f - 1.0f;
+    w.normalised_levels.push_back(3.0f * t * std::abs(t));
+  }
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> scale(0.5f, 2.0f);
   for (std::size_t g = 0; g < n * k / kGroup; ++g) w.scales.push_back(scale(rng));

@@ -11,6 +11,7 @@
 
 #include "packed_simd.h"
 #include "panel_gemm.h"
+#include "qgemm_lut.h"
 #include "row_blocks.h"
 
 namespace nuq {
@@ -115,6 +116,41 @@ void dot_decoded(const float* decoded, std::size_t k, const float* x, float* sum
 }
 #endif
 
+#if defined(__AVX512F__)
+// sums[i] = the dot products of row r of a grouped tensor, less its mean's part (mean_part), with
+// rows i < M of x (row stride k), for groups of whole runs of sixteen: each sixteen codes'
+// normalised levels looked up (`levels`: up to 4 bits from a register; at 8 bits computed where
+// they are on a uniform grid, else gathered), times the group's scale, loaded once for all M rows
+// of X. No weight is stored, and no double is formed.
+template <std::size_t M>
+void dot_scaled_groups(const QuantizedTensor& w, const detail::Levels16& levels, std::size_t r, const float* x,
+                       std::size_t k, float* sums) {
+  const int bits = w.matrix.codes.bits;
+  const std::size_t size = w.group_size, group_bytes = packed_row_bytes(size, bits), groups = k / size;
+  constexpr std::size_t kLanes = M == 1 ? 4 : 1;  // accumulators per row of X, as in dot_decoded
+  __m512 acc[M][kLanes];
+  for (auto& row : acc)
+    for (__m512& a : row) a = _mm512_setzero_ps();
+  const auto step = [&](const std::uint8_t* codes, std::size_t chunk, __m512 scale, const float* xg, std::size_t u) {
+    const __m512 weights = _mm512_mul_ps(levels(detail::unpack16(codes, chunk, bits)), scale);
+    for (std::size_t i = 0; i < M; ++i)
+      acc[i][u] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(xg + i * k + 16 * chunk), acc[i][u]);
+  };
+  for (std::size_t g = 0; g < groups; ++g) {
+    const std::uint8_t* codes = w.matrix.codes.bytes.data() + (r * groups + g) * group_bytes;
+    const __m512 scale = _mm512_set1_ps(w.scales[r * groups + g]);
+    const float* xg = x + g * size;
+    std::size_t chunk = 0;
+    for (; chunk + kLanes <= size / 16; chunk += kLanes)
+      for (std::size_t u = 0; u < kLanes; ++u) step(codes, chunk + u, scale, xg, u);
+    for (; chunk < size / 16; ++chunk) step(codes, chunk, scale, xg, 0);
+  }
+  for (std::size_t i = 0; i < M; ++i)
+    for (std::size_t u = 1; u < kLanes; ++u) acc[i][0] = _mm512_add_ps(acc[i][0], acc[i][u]);
+  for (std::size_t i = 0; i < M; ++i) sums[i] = _mm512_reduce_add_ps(acc[i][0]);
+}
+#endif
+
 // sums[i] = the dot products of a decoded row with rows i < m of x (row stride k), m <= kRowBatch.
 void dot_rows(const float* decoded, std::size_t k, const float* x, std::size_t m, float* sums) {
 #if defined(__AVX512F__)
@@ -152,6 +188,31 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
+  // 1-4-bit groups of whole words, up to lut_max_batch: by look-up, without decoding a weight.
+  if (detail::qgemm_lut_grouped(x, m, n, k, w, bias, y)) return;
+#if defined(__AVX512F__)
+  // Up to kRowBatch rows of X, groups of whole runs of sixteen codes: each row's groups meet every
+  // row of X in registers, scaled as they come.
+  if (m <= kRowBatch && w.group_size % 16 == 0 && detail::all_finite(x, m * k)) {
+    float shifts[kRowBatch];
+    for (std::size_t i = 0; i < m; ++i) shifts[i] = detail::mean_part(w.mean, x + i * k, k);
+    const std::vector<float>& normalised = w.normalised_levels;
+    const int bits = w.matrix.codes.bits;
+    const detail::Levels16 levels(normalised.data(), bits,
+                                  bits == 8 ? level_grid(normalised.data(), normalised.size()) : std::nullopt);
+    const auto rows = static_cast<std::ptrdiff_t>(n);
+#pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights)
+    for (std::ptrdiff_t r = 0; r < rows; ++r) {
+      float sums[kRowBatch];
+      for (std::size_t first = 0; first < m; first += detail::kRowsPerPass)
+        detail::with_row_count(std::min(detail::kRowsPerPass, m - first), [&](auto count) {
+          dot_scaled_groups<count()>(w, levels, std::size_t(r), x + first * k, k, sums + first);
+        });
+      for (std::size_t i = 0; i < m; ++i) y[i * n + std::size_t(r)] = sums[i] + shifts[i] + (bias ? bias[r] : 0.0f);
+    }
+    return;
+  }
+#endif
   if (m <= kRowBatch) {
     const auto rows = static_cast<std::ptrdiff_t>(n);
 #pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights)

@@ -1,10 +1,13 @@
-// Internal to host/: packed codes unpacked sixteen at a time into AVX-512 lanes, for the CPU paths
-// that decode codes in registers (host/qgemm.cpp, host/grouped.cpp).
+// Internal to host/: packed codes unpacked sixteen at a time into AVX-512 lanes, and looked up in
+// their levels, for the CPU paths that decode codes in registers (host/qgemm.cpp, host/grouped.cpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+
+#include "nuq/qgemm.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -40,6 +43,30 @@ inline __m512i unpack16(const std::uint8_t* row, std::size_t chunk, int bits) {
   std::memcpy(&half, row + 2 * chunk, 2);
   return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(half), lane), _mm512_set1_epi32(1));
 }
+
+// The levels of sixteen codes: up to 16 levels sit in one register and a lane permute looks them
+// up; 256 or 65536 levels are gathered from the table (L1 or L2 resident).
+class Levels16 {
+ public:
+  Levels16(const float* levels, int bits, const std::optional<LevelGrid>& grid)
+      : table_(levels), in_register_(bits <= 4), on_grid_(grid.has_value()) {
+    float padded[16] = {};
+    if (in_register_) std::copy(levels, levels + (1 << bits), padded);
+    register_ = _mm512_loadu_ps(padded);
+    offset_ = _mm512_set1_ps(grid ? grid->offset : 0.0f);
+    scale_ = _mm512_set1_ps(grid ? grid->scale : 0.0f);
+  }
+  __m512 operator()(__m512i codes) const {
+    if (in_register_) return _mm512_permutexvar_ps(codes, register_);
+    if (on_grid_) return _mm512_fmadd_ps(scale_, _mm512_cvtepi32_ps(codes), offset_);
+    return _mm512_i32gather_ps(codes, table_, 4);
+  }
+
+ private:
+  const float* table_;
+  bool in_register_, on_grid_;
+  __m512 register_, offset_, scale_;
+};
 
 }  // namespace nuq::detail
 

@@ -87,31 +87,8 @@ class RowDecoder {
 // GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+using detail::Levels16;
 using detail::unpack16;
-
-// The levels of sixteen codes: up to 16 levels sit in one register and a lane permute looks them
-// up; 256 or 65536 levels are gathered from the table (L1 or L2 resident).
-class Levels16 {
- public:
-  Levels16(const float* levels, int bits, const std::optional<LevelGrid>& grid)
-      : table_(levels), in_register_(bits <= 4), on_grid_(grid.has_value()) {
-    float padded[16] = {};
-    if (in_register_) std::copy(levels, levels + (1 << bits), padded);
-    register_ = _mm512_loadu_ps(padded);
-    offset_ = _mm512_set1_ps(grid ? grid->offset : 0.0f);
-    scale_ = _mm512_set1_ps(grid ? grid->scale : 0.0f);
-  }
-  __m512 operator()(__m512i codes) const {
-    if (in_register_) return _mm512_permutexvar_ps(codes, register_);
-    if (on_grid_) return _mm512_fmadd_ps(scale_, _mm512_cvtepi32_ps(codes), offset_);
-    return _mm512_i32gather_ps(codes, table_, 4);
-  }
-
- private:
-  const float* table_;
-  bool in_register_, on_grid_;
-  __m512 register_, offset_, scale_;
-};
 
 // sums[i] = the dot products of a row's first 16 * chunks decoded codes with rows i < M of x (row
 // stride k), one accumulator per row.

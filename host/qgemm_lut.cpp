@@ -17,6 +17,8 @@
 #include "qgemm_lut.h"
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -42,9 +44,17 @@ constexpr std::size_t kNibbles = 8;      // nibble positions per 32-bit word
 constexpr std::size_t kChunkGroups = 2;  // 64-byte groups per row per pass: 256 tables, 16 KiB per row of X
 constexpr std::size_t kSlice = kRowsPerPass;  // rows of X per pass: 8 accumulators + the codes fit the 32 registers
 
-// tables[(i * positions + p) * 16 + v] for row i of X; positions past the last column are zero.
-void build_tables(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, std::size_t positions,
-                  float* tables) {
+// Where the nibbles of a packed row fall among its k columns: `count` runs of `cols` columns, each
+// packed from a fresh byte into `bytes` bytes. An ungrouped matrix is one run of k columns; a
+// grouped tensor's row is its groups, one after another in memory.
+struct Runs {
+  std::size_t cols, bytes, count;
+};
+
+// tables[(i * positions + p) * 16 + v] for row i of X; positions past a run's columns, and past the
+// last run, are zero.
+void build_tables(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, const Runs& runs,
+                  std::size_t positions, float* tables) {
   const unsigned per_nibble = 4u / unsigned(bits), mask = (1u << bits) - 1u;
   __m512 lane_levels[4];  // lane v of vector j: the level of the j-th code of nibble value v
   for (unsigned j = 0; j < per_nibble; ++j) {
@@ -52,15 +62,22 @@ void build_tables(const float* x, std::size_t m, std::size_t k, int bits, const 
     for (unsigned v = 0; v < 16; ++v) l[v] = levels[(v >> (j * unsigned(bits))) & mask];
     lane_levels[j] = _mm512_load_ps(l);
   }
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t p = 0; p < positions; ++p) {
-      __m512 t = _mm512_setzero_ps();
-      for (unsigned j = 0; j < per_nibble; ++j) {
-        const std::size_t col = p * per_nibble + j;
-        if (col < k) t = _mm512_fmadd_ps(lane_levels[j], _mm512_set1_ps(x[i * k + col]), t);
+  for (std::size_t i = 0; i < m; ++i) {
+    float* t = tables + i * positions * 16;
+    std::size_t p = 0;
+    for (std::size_t run = 0; run < runs.count; ++run) {
+      const float* xr = x + i * k + run * runs.cols;
+      for (std::size_t q = 0; q < 2 * runs.bytes; ++q, ++p) {
+        __m512 sum = _mm512_setzero_ps();
+        for (unsigned j = 0; j < per_nibble; ++j) {
+          const std::size_t col = q * per_nibble + j;
+          if (col < runs.cols) sum = _mm512_fmadd_ps(lane_levels[j], _mm512_set1_ps(xr[col]), sum);
+        }
+        _mm512_storeu_ps(t + p * 16, sum);
       }
-      _mm512_storeu_ps(tables + (i * positions + p) * 16, t);
     }
+    for (; p < positions; ++p) _mm512_storeu_ps(t + p * 16, _mm512_setzero_ps());
+  }
 }
 
 // Sixteen rows' 32-bit words [16g, 16g + 16) turned so that out[j] holds word 16g + j of every
@@ -122,16 +139,51 @@ class Interleaved {  // a LutLayout's block of this chunk: the groups one after 
   const std::uint32_t* current_ = nullptr;
 };
 
+// A grouped tensor's scales as block() applies them: run q of row r (its q-th group) spans `words`
+// 32-bit words of the packed row and has the scale values[r * per_row + q].
+struct RunScales {
+  const float* values;
+  std::size_t per_row, words;
+};
+
 // Adds to y the contributions of word groups [first, last) (16 words each) of the 16 (or `rows`)
-// rows from `row0`.
-template <std::size_t kBatch, typename Words>
+// rows from `row0`; with kScaled, each run's sum times its scale (a * s + b * s = (a + b) * s, so
+// a run cut by the end of a chunk is finished by the next one).
+template <std::size_t kBatch, bool kScaled, typename Words>
 void block(Words words, std::size_t row0, std::size_t rows, std::size_t first, std::size_t last, const float* tables,
-           std::size_t positions, float* y, std::size_t n) {
+           std::size_t positions, float* y, std::size_t n, const RunScales* scales) {
   constexpr std::size_t kAcc = kBatch == 1 ? 4 : kBatch <= 4 ? 2 : 1;  // independent sums hide the latency
   const __mmask16 valid = rows == kRows ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
-  __m512 acc[kBatch][kAcc];
-  for (std::size_t i = 0; i < kBatch; ++i)
+  __m512 acc[kBatch][kAcc];  // the sums of the current run (kScaled) or of everything
+  __m512 total[kBatch];      // kScaled: the finished runs' sums times their scales
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    total[i] = _mm512_setzero_ps();
     for (std::size_t a = 0; a < kAcc; ++a) acc[i][a] = _mm512_setzero_ps();
+  }
+  const auto sum_of = [&](std::size_t i) {
+    __m512 sum = acc[i][0];
+    for (std::size_t a = 1; a < kAcc; ++a) sum = _mm512_add_ps(sum, acc[i][a]);
+    return sum;
+  };
+  // kScaled: the run the words being summed belong to, and how many of its words are still to come.
+  std::size_t current = 0, left = 0;
+  __m512i scale_index = _mm512_setzero_si512();  // lane r: row r's first scale, relative to row0's
+  if constexpr (kScaled) {
+    current = 16 * first / scales->words;
+    left = scales->words - 16 * first % scales->words;
+    scale_index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32(int(scales->per_row)));
+  }
+  const auto finish_run = [&] {  // runs past the row's last are padding, whose sums are zero
+    if (current < scales->per_row) {
+      const __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, scale_index,
+                                                    scales->values + row0 * scales->per_row + current, 4);
+      for (std::size_t i = 0; i < kBatch; ++i) {
+        total[i] = _mm512_fmadd_ps(sum_of(i), scale, total[i]);
+        for (std::size_t a = 0; a < kAcc; ++a) acc[i][a] = _mm512_setzero_ps();
+      }
+    }
+  };
   for (std::size_t g = first; g < last; ++g) {
     words.group(g);
     for (std::size_t d = 0; d < 16; ++d) {
@@ -143,11 +195,20 @@ void block(Words words, std::size_t row0, std::size_t rows, std::size_t first, s
               acc[i][j % kAcc], _mm512_permutexvar_ps(word, _mm512_loadu_ps(t + (i * positions + j) * 16)));
         word = _mm512_srli_epi32(word, 4);
       }
+      if constexpr (kScaled) {
+        if (--left == 0) {
+          finish_run();
+          ++current;
+          left = scales->words;
+        }
+      }
     }
   }
+  if constexpr (kScaled) {
+    if (left != scales->words) finish_run();  // the part of a run this chunk holds
+  }
   for (std::size_t i = 0; i < kBatch; ++i) {
-    __m512 sum = acc[i][0];
-    for (std::size_t a = 1; a < kAcc; ++a) sum = _mm512_add_ps(sum, acc[i][a]);
+    const __m512 sum = kScaled ? total[i] : sum_of(i);
     float* out = y + i * n + row0;
     _mm512_mask_storeu_ps(out, valid, _mm512_add_ps(_mm512_maskz_loadu_ps(valid, out), sum));
   }
@@ -163,25 +224,57 @@ std::size_t block_start(std::size_t first, std::size_t groups, std::size_t block
   return (first * blocks + b * in_chunk) * 256;
 }
 
-template <std::size_t kBatch>
-void run(const QuantizedMatrix& w, const LutLayout* layout, const float* tables, std::size_t positions, float* y) {
-  const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
-  const std::size_t groups = word_groups(row_bytes), blocks = (n + kRows - 1) / kRows;
+// What run() multiplies: n rows of row_bytes packed bytes, row-major from `codes`, or from a prepared
+// `layout` where there is one; `weights` (n * k) decides whether a second thread is worth it.
+struct PackedRows {
+  const std::uint8_t* codes;
+  std::size_t n, row_bytes, weights;
+  const LutLayout* layout;
+};
+
+template <std::size_t kBatch, bool kScaled>
+void run(const PackedRows& w, const RunScales* scales, const float* tables, std::size_t positions, float* y) {
+  const std::size_t n = w.n, groups = word_groups(w.row_bytes), blocks = (n + kRows - 1) / kRows;
   const auto block_count = static_cast<std::ptrdiff_t>(blocks);
-#pragma omp parallel if (n * w.codes.cols >= kParallelMinWeights)
+#pragma omp parallel if (w.weights >= kParallelMinWeights)
   for (std::size_t first = 0; first < groups; first += kChunkGroups) {
     const std::size_t last = std::min(groups, first + kChunkGroups);
     // The same static split of blocks in every chunk: a thread only ever touches its own rows of y.
 #pragma omp for schedule(static) nowait
     for (std::ptrdiff_t b = 0; b < block_count; ++b) {
       const std::size_t row0 = std::size_t(b) * kRows, rows = std::min(kRows, n - row0);
-      if (layout)
-        block<kBatch>(Interleaved(layout->words.data() + block_start(first, groups, blocks, std::size_t(b)), first),
-                      row0, rows, first, last, tables, positions, y, n);
+      if (w.layout)
+        block<kBatch, kScaled>(
+            Interleaved(w.layout->words.data() + block_start(first, groups, blocks, std::size_t(b)), first), row0,
+            rows, first, last, tables, positions, y, n, scales);
       else
-        block<kBatch>(TransposedOnTheFly(w.codes.bytes.data(), row_bytes, row0, rows), row0, rows, first, last,
-                      tables, positions, y, n);
+        block<kBatch, kScaled>(TransposedOnTheFly(w.codes, w.row_bytes, row0, rows), row0, rows, first, last, tables,
+                               positions, y, n, scales);
     }
+  }
+}
+
+// y[m, n] = x[m, k] * W^T for W's packed rows `w`, whose nibbles fall among the columns as `runs`
+// says, coded by `levels`, each run scaled by `scales` when not null.
+void multiply(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, const Runs& runs,
+              const PackedRows& w, const RunScales* scales, float* y) {
+  const std::size_t positions = kNibbles * 16 * word_groups(w.row_bytes);  // whole 64-byte groups
+  thread_local std::vector<float> tables;
+  std::fill(y, y + m * w.n, 0.0f);
+  // Up to kSlice rows of X share each register of codes; more are taken slice by slice, each with
+  // its own tables (so their memory stays kSlice rows' worth whatever the batch).
+  tables.resize(std::min(m, kSlice) * positions * 16);
+  for (std::size_t first = 0; first < m; first += kSlice) {
+    const std::size_t rows = std::min(kSlice, m - first);
+    build_tables(x + first * k, rows, k, bits, levels, runs, positions, tables.data());
+    const float* t = tables.data();
+    float* out = y + first * w.n;
+    with_row_count(rows, [&](auto count) {
+      if (scales)
+        run<count(), true>(w, scales, t, positions, out);
+      else
+        run<count(), false>(w, nullptr, t, positions, out);
+    });
   }
 }
 
@@ -217,18 +310,27 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const Lu
   const std::size_t n = w.codes.rows, k = w.codes.cols, row_bytes = packed_row_bytes(k, bits);
   if (m == 0 || m > lut_max_batch(bits) || !lut_applies(w)) return false;
   if (layout && !layout->fits(w)) layout = nullptr;
-  const std::size_t positions = kNibbles * 16 * word_groups(row_bytes);  // whole 64-byte groups
-  thread_local std::vector<float> tables;
-  std::fill(y, y + m * n, 0.0f);
-  // Up to kSlice rows of X share each register of codes; more are taken slice by slice, each with
-  // its own tables (so their memory stays kSlice rows' worth whatever the batch).
-  tables.resize(std::min(m, kSlice) * positions * 16);
-  for (std::size_t first = 0; first < m; first += kSlice) {
-    const std::size_t rows = std::min(kSlice, m - first);
-    build_tables(x + first * k, rows, k, bits, w.levels.data(), positions, tables.data());
-    const float* t = tables.data();
-    float* out = y + first * n;
-    with_row_count(rows, [&](auto count) { run<count()>(w, layout, t, positions, out); });
+  const PackedRows rows{w.codes.bytes.data(), n, row_bytes, n * k, layout};
+  multiply(x, m, k, bits, w.levels.data(), Runs{k, row_bytes, 1}, rows, nullptr, y);
+  return true;
+}
+
+bool qgemm_lut_grouped(const float* x, std::size_t m, std::size_t n, std::size_t k, const QuantizedTensor& w,
+                       const float* bias, float* y) {
+  const int bits = w.matrix.codes.bits;
+  const std::size_t group_bytes = packed_row_bytes(w.group_size, bits), per_row = k / w.group_size;
+  // A run must end on a word, and the scales of 16 rows must be within reach of the gather's
+  // 32-bit offsets.
+  if (m == 0 || m > lut_max_batch(bits) || bits > 4 || n == 0 || k == 0 || group_bytes % 4 != 0 ||
+      per_row > std::size_t(INT_MAX) / kRows)
+    return false;
+  if (!all_finite(x, m * k)) return false;  // see mean_part
+  const RunScales scales{w.scales.data(), per_row, group_bytes / 4};
+  multiply(x, m, k, bits, w.normalised_levels.data(), Runs{w.group_size, group_bytes, per_row},
+           PackedRows{w.matrix.codes.bytes.data(), n, per_row * group_bytes, n * k, nullptr}, &scales, y);
+  for (std::size_t i = 0; i < m; ++i) {
+    const float shift = mean_part(w.mean, x + i * k, k);
+    for (std::size_t r = 0; r < n; ++r) y[i * n + r] += shift + (bias ? bias[r] : 0.0f);
   }
   return true;
 }
@@ -238,6 +340,10 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const Lu
 bool lut_applies(const QuantizedMatrix&) { return false; }
 LutLayout make_lut_layout(const QuantizedMatrix&) { return {}; }
 bool qgemm_lut(const float*, std::size_t, const QuantizedMatrix&, const LutLayout*, float*) { return false; }
+bool qgemm_lut_grouped(const float*, std::size_t, std::size_t, std::size_t, const QuantizedTensor&, const float*,
+                       float*) {
+  return false;
+}
 
 #endif
 

@@ -3,12 +3,14 @@
 // matrix. See qgemm_lut.cpp.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <new>
 #include <optional>
 #include <vector>
 
+#include "nuq/ptq.h"
 #include "nuq/qgemm.h"
 
 namespace nuq::detail {
@@ -58,6 +60,28 @@ LutLayout make_lut_layout(const QuantizedMatrix& w);  // `w` already checked (ch
 // `layout` when it is given and fits `w`, else from the row-major codes. Returns false, touching
 // nothing, otherwise.
 bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y);
+
+// y[m, n] = x[m, k] * W^T (+ bias[n] when not null) for a grouped tensor W of [n, k] (already
+// checked: check_grouped) with 1-, 2- or 4-bit codes in groups of whole 32-bit words, by the same
+// look-up on its normalised levels, each group's sum times its scale, plus the mean times the sum
+// of the row of X; when m <= lut_max_batch and X is finite. Returns false, touching nothing,
+// otherwise.
+bool qgemm_lut_grouped(const float* x, std::size_t m, std::size_t n, std::size_t k, const QuantizedTensor& w,
+                       const float* bias, float* y);
+
+// A grouped weight is mean + scale * level, so the mean's part of its dot product with a row of X
+// of k values is mean * sum(x), summed in double. (Where the products take it apart, an infinite x
+// would meet both parts and could give inf - inf; those paths take finite X only.)
+inline float mean_part(double mean, const float* x, std::size_t k) {
+  double sum = 0.0;
+  for (std::size_t c = 0; c < k; ++c) sum += x[c];
+  return float(mean * sum);
+}
+inline bool all_finite(const float* x, std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
 
 // What the CPU backend works out once per matrix (Backend::prepare) instead of on every call.
 struct CpuPrepared {

@@ -205,55 +205,6 @@ TEST(Qgemm, RowsSpanningSeveralPanelsMatchDequantizeThenSgemm) {
   }
 }
 
-// A grouped tensor (each run of G weights along a row with its own scale) is restored and
-// multiplied from its scales and one normalised table: every weight is group_level's, exactly,
-// whether decoded sixteen at a time or one by one (groups of 8 have no run of sixteen, of 24 one
-// and a tail), and both the row-at-a-time path (m <= 16) and the panels read them back.
-TEST(QgemmGrouped, DecodesEveryGroupAsGroupLevelAndMultipliesOnBothPaths) {
-  std::mt19937 rng(37);
-  std::uniform_real_distribution<float> level(-2.0f, 2.0f), scale(0.01f, 3.0f);
-  for (int bits : {1, 2, 4, 8})
-    for (std::size_t group : {8u, 24u, 128u}) {
-      const std::size_t n = 5, k = 3 * group, groups = n * k / group;
-      QuantizedTensor t;
-      t.shape = {std::int64_t(n), std::int64_t(k)};
-      t.group_size = group;
-      t.mean = 0.37;  // not a float: the sum is rounded in double, then to float
-      t.matrix = random_matrix(groups, group, bits, rng, false);
-      t.matrix.levels.clear();
-      for (std::size_t g = 0; g < groups; ++g) t.scales.push_back(scale(rng));
-      for (std::size_t c = 0; c < (std::size_t{1} << bits); ++c) t.normalised_levels.push_back(level(rng));
-      const auto weight = [&](std::size_t r, std::size_t c) {
-        const std::size_t g = (r * k + c) / group;
-        return group_level(t.mean, t.scales[g], t.normalised_levels[t.matrix.codes.at(g, (r * k + c) % group)]);
-      };
-      const std::string where = std::to_string(bits) + " bits, groups of " + std::to_string(group);
-      const std::vector<float> restored = dequantize(t);
-      for (std::size_t i = 0; i < n * k; ++i) ASSERT_EQ(restored[i], weight(i / k, i % k)) << where << " at " << i;
-      std::vector<float> identity(k * k, 0.0f);
-      for (std::size_t i = 0; i < k; ++i) identity[i * k + i] = 1.0f;
-      for (std::size_t m : {std::size_t{16}, k}) {  // the first 16 columns, then every one (> 16: panels)
-        std::vector<float> y(m * n);
-        qgemm_grouped(identity.data(), m, t, nullptr, y.data());
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t r = 0; r < n; ++r) ASSERT_EQ(y[i * n + r], weight(r, i)) << where << ", m " << m;
-      }
-      std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-      for (std::size_t m : {std::size_t{3}, std::size_t{40}}) {
-        std::vector<float> x(m * k), bias(n), y(m * n);
-        for (auto& v : x) v = value(rng);
-        for (auto& v : bias) v = value(rng);
-        qgemm_grouped(x.data(), m, t, bias.data(), y.data());
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t r = 0; r < n; ++r) {
-            double sum = bias[r];
-            for (std::size_t c = 0; c < k; ++c) sum += double(x[i * k + c]) * double(weight(r, c));
-            ASSERT_NEAR(y[i * n + r], sum, 1e-4 * (1.0 + std::abs(sum))) << where << ", m " << m;
-          }
-      }
-    }
-}
-
 // Prepared weights (on the CPU: the rows interleaved for the look-up path) take the same
 // arithmetic in the same order as the row-major codes, so the products agree bit for bit; the
 // shapes cross every edge of the layout: rows past a block of 16, words past a 64-byte group,

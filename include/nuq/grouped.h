@@ -37,9 +37,14 @@ void check_grouped(const QuantizedTensor& w, const std::string& what);
 void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out);
 
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when not null) for a grouped tensor W of [rows, cols]
-// (its matrix is the [groups, G] view). Up to m = 16 each row is decoded once into a buffer and
-// meets every row of X there; above, 8 MiB panels of rows are decoded for sgemm. The CPU's; the
-// look-up and register paths of qgemm.h assume a table per row at most.
+// (its matrix is the [groups, G] view). A weight is mean + scale * level, so for finite X the
+// product is taken apart where it pays: mean * sum(x) plus, per group, its scale times the dot
+// product with its normalised levels; by table look-up across rows for 1-4-bit groups of whole
+// 32-bit words up to the look-up's batch (lut_max_batch in host/qgemm_lut.h: 256 rows of X at 1-2
+// bits, 3 at 4), else up to m = 16 sixteen codes at a time in registers for groups of whole runs
+// of sixteen. Otherwise (other groups, an infinite x) each row is decoded once into a buffer and
+// meets every row of X there up to m = 16, and above, 8 MiB panels of rows are decoded for sgemm.
+// The CPU's; the look-up and register paths of qgemm.h assume a table per row at most.
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y);
 
 }  // namespace nuq

@@ -385,8 +385,9 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     x: [..., cols] numpy array or torch tensor (converted to float32); returns [..., rows] of the
     same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". A CUDA x (unless
     "cpu") is multiplied on its device, y a new CUDA tensor, on the current stream; q's codes go to
-    that device once and stay. Grouped tensors are multiplied on the CPU, each group's levels
-    computed from its scale as its codes are decoded (at most 8 MiB of FP32 at a time). The
+    that device once and stay. Grouped tensors are multiplied on the CPU: up to 16 rows of x
+    (256 for 1-2-bit codes), each group's normalised levels times its scale, no weight stored;
+    above, groups decoded into at most 8 MiB of FP32 at a time. The
     product is for inference: y carries no autograd graph, even for an x that requires grad.
     """
     if not isinstance(q, QuantizedTensor):
