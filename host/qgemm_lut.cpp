@@ -305,6 +305,8 @@ LutLayout make_lut_layout(const QuantizedMatrix& w) {
   return layout;
 }
 
+bool lut_compiled() { return true; }
+
 bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const LutLayout* layout, float* y) {
   const int bits = w.codes.bits;
   const std::size_t n = w.codes.rows, k = w.codes.cols, row_bytes = packed_row_bytes(k, bits);
@@ -337,6 +339,7 @@ bool qgemm_lut_grouped(const float* x, std::size_t m, std::size_t n, std::size_t
 
 #else
 
+bool lut_compiled() { return false; }
 bool lut_applies(const QuantizedMatrix&) { return false; }
 LutLayout make_lut_layout(const QuantizedMatrix&) { return {}; }
 bool qgemm_lut(const float*, std::size_t, const QuantizedMatrix&, const LutLayout*, float*) { return false; }

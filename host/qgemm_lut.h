@@ -54,6 +54,10 @@ struct LutLayout {
 // True when the look-up path takes `w` at all (AVX-512 F and BW in the build, 1/2/4-bit codes,
 // one table of levels for the matrix, at least one row).
 bool lut_applies(const QuantizedMatrix& w);
+// Whether this build of the library compiled the look-up at all (AVX-512 F and BW: -march=native on
+// such a CPU; the portable and sanitizer builds have neither). Asked at run time, since the library
+// and its callers are compiled with different flags.
+bool lut_compiled();
 LutLayout make_lut_layout(const QuantizedMatrix& w);  // `w` already checked (check_quantized_matrix)
 
 // y[m, rows] = x[m, cols] * W^T (no bias) when the path applies and m <= lut_max_batch, from
