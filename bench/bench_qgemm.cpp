@@ -76,12 +76,23 @@ void BM_QuantizedGemmPrepared(benchmark::State& state) {
   counters(state, m, n, k, double(w.codes.bytes.size()));
 }
 
+// What preparing costs (what Python's nuq.qgemm pays once, on a tensor's first CPU product), to
+// set beside one product from the stored codes.
+void BM_Prepare(benchmark::State& state) {
+  const auto n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const nuq::QuantizedMatrix w = random_matrix(n, k, int(state.range(3)));
+  for (auto _ : state) {
+    auto prepared = nuq::cpu_backend().prepare(w);
+    benchmark::DoNotOptimize(prepared.get());
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(w.codes.bytes.size()) * double(state.iterations()) / 1e9,
+                                                     benchmark::Counter::kIsRate);
+}
+
 // A tensor quantized in groups of 128 along its rows (each group its own scale, one normalised
-// table: `nuq quantize --group-size 128`, Python's nuq.quantize(group_size=128)) multiplied by
-// qgemm_grouped, which computes every group's levels from its scale as it decodes.
-void BM_GroupedQgemm(benchmark::State& state) {
-  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const int bits = int(state.range(3));
+// table: `nuq quantize --group-size 128`, Python's nuq.quantize(group_size=128)), as qgemm_grouped
+// multiplies it.
+nuq::QuantizedTensor random_grouped(std::size_t n, std::size_t k, int bits) {
   constexpr std::size_t kGroup = 128;
   nuq::QuantizedTensor w;
   w.shape = {std::int64_t(n), std::int64_t(k)};
@@ -98,10 +109,31 @@ void BM_GroupedQgemm(benchmark::State& state) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> scale(0.5f, 2.0f);
   for (std::size_t g = 0; g < n * k / kGroup; ++g) w.scales.push_back(scale(rng));
+  return w;
+}
+
+void BM_GroupedQgemm(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const nuq::QuantizedTensor w = random_grouped(n, k, int(state.range(3)));
   const std::vector<float> x = random_input(m, k);
   std::vector<float> y(m * n);
   for (auto _ : state) {
     nuq::qgemm_grouped(x.data(), m, w, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(state, m, n, k, double(w.matrix.codes.bytes.size() + 4 * w.scales.size()));
+}
+
+// The same tensor prepared once (PreparedGrouped: 1-4-bit codes laid out for the look-up), as
+// Python's nuq.qgemm keeps it after a tensor's first product.
+void BM_GroupedQgemmPrepared(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const nuq::QuantizedTensor w = random_grouped(n, k, int(state.range(3)));
+  const nuq::PreparedGrouped prepared(w);
+  const std::vector<float> x = random_input(m, k);
+  std::vector<float> y(m * n);
+  for (auto _ : state) {
+    nuq::qgemm_grouped(x.data(), m, prepared, nullptr, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   counters(state, m, n, k, double(w.matrix.codes.bytes.size() + 4 * w.scales.size()));
@@ -137,7 +169,10 @@ void shapes(benchmark::internal::Benchmark* b, bool with_bits) {
 
 BENCHMARK(BM_QuantizedGemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_QuantizedGemmPrepared)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
+BENCHMARK(BM_Prepare)->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 2})->Args({1, 4096, 4096, 4})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_GroupedQgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
+BENCHMARK(BM_GroupedQgemmPrepared)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_OpenBlasSgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, false); });
 
 constexpr int kGpuRuns = 20;

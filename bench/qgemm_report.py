@@ -81,6 +81,8 @@ def main():
          "GPU, two-bit codes, X in BF16 (as the cuBLAS BF16 peer), tensor cores above m = 16"),
         ("BM_QuantizedGemmPrepared", ["BM_OpenBlasSgemm"], "CPU, weights prepared once (as a network uses them)"),
         ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU, from the stored codes on every call"),
+        ("BM_GroupedQgemmPrepared", ["BM_OpenBlasSgemm"], "CPU, groups of 128, prepared once (as Python keeps them)"),
+        ("BM_GroupedQgemm", ["BM_OpenBlasSgemm"], "CPU, groups of 128, from the stored codes on every call"),
     ):
         keys = sorted((k for k in rows if k[0] == ours), key=lambda k: (k[2], k[3], k[4], k[1]))
         if not keys:

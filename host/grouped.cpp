@@ -179,17 +179,24 @@ void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t 
   for (std::size_t g = first; g < first + count; ++g, out += w.group_size) decode_group(w, g, out);
 }
 
-void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y) {
-  check_grouped(w, "qgemm");
+namespace {
+
+std::pair<std::size_t, std::size_t> view_of(const QuantizedTensor& w) {
+  return matrix_view(w.shape, io::element_count(w.shape));
+}
+
+// y = x W^T (+ bias) for a checked grouped tensor, from its look-up layout where there is one.
+void multiply_groups(const float* x, std::size_t m, const QuantizedTensor& w, const detail::LutLayout* layout,
+                     const float* bias, float* y) {
   // Named variables, not a structured binding: OpenMP regions (clang's) cannot refer to one.
-  const std::pair<std::size_t, std::size_t> view = matrix_view(w.shape, io::element_count(w.shape));
+  const std::pair<std::size_t, std::size_t> view = view_of(w);
   const std::size_t n = view.first, k = view.second;
   const std::size_t groups_per_row = k / w.group_size;
   if (m == 0 || n == 0) return;
   NUQ_REQUIRE(k <= std::size_t(INT_MAX) && m <= std::size_t(INT_MAX), "qgemm: ", m, " x ", k,
               " exceeds the 32-bit dimensions of the BLAS interface");
   // 1-4-bit groups of whole words, up to lut_max_batch: by look-up, without decoding a weight.
-  if (detail::qgemm_lut_grouped(x, m, n, k, w, bias, y)) return;
+  if (detail::qgemm_lut_grouped(x, m, n, k, w, layout, bias, y)) return;
 #if defined(__AVX512F__)
   // Up to kRowBatch rows of X, groups of whole runs of sixteen codes: each row's groups meet every
   // row of X in registers, scaled as they come.
@@ -230,6 +237,27 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
   detail::panel_gemm(x, m, n, k, bias, y, [&](std::size_t first, std::size_t rows, float* out) {
     dequantize_groups(w, first * groups_per_row, rows * groups_per_row, out);  // whole rows: in order
   });
+}
+
+}  // namespace
+
+void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y) {
+  check_grouped(w, "qgemm");
+  multiply_groups(x, m, w, nullptr, bias, y);
+}
+
+PreparedGrouped::PreparedGrouped(const QuantizedTensor& w) : tensor_(w) {
+  check_grouped(w, "prepare");
+  const std::pair<std::size_t, std::size_t> view = view_of(w);
+  layout_ = std::make_unique<detail::LutLayout>(detail::make_grouped_lut_layout(w, view.first, view.second));
+}
+
+PreparedGrouped::~PreparedGrouped() = default;
+
+std::size_t PreparedGrouped::layout_bytes() const { return layout_->words.size() * sizeof(std::uint32_t); }
+
+void qgemm_grouped(const float* x, std::size_t m, const PreparedGrouped& w, const float* bias, float* y) {
+  multiply_groups(x, m, w.tensor_, w.layout_->empty() ? nullptr : w.layout_.get(), bias, y);
 }
 
 }  // namespace nuq

@@ -282,27 +282,53 @@ void multiply(const float* x, std::size_t m, std::size_t k, int bits, const floa
 
 bool lut_applies(const QuantizedMatrix& w) { return w.codes.bits <= 4 && !w.per_row() && w.codes.rows > 0; }
 
-LutLayout make_lut_layout(const QuantizedMatrix& w) {
+namespace {
+
+// Rows of `row_bytes` packed bytes in the LutLayout order: each 64-byte group of 16 rows transposed
+// once by the load_words a call without a layout runs for it (so the two read the same words).
+LutLayout interleave(const std::uint8_t* codes, std::size_t n, std::size_t k, std::size_t row_bytes, int bits) {
   LutLayout layout;
-  if (!lut_applies(w)) return layout;
-  const std::size_t n = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
   const std::size_t groups = word_groups(row_bytes), blocks = (n + kRows - 1) / kRows;
   layout.rows = n;
-  layout.cols = w.codes.cols;
-  layout.bits = w.codes.bits;
-  layout.words.assign(blocks * groups * 256, 0u);  // padding rows and words stay zero
-  for (std::size_t r = 0; r < n; ++r) {
-    const std::uint8_t* row = w.codes.bytes.data() + r * row_bytes;
-    for (std::size_t word = 0; 4 * word < row_bytes; ++word) {
-      std::uint8_t bytes[4] = {0, 0, 0, 0};
-      std::memcpy(bytes, row + 4 * word, std::min<std::size_t>(4, row_bytes - 4 * word));
-      const std::size_t g = word / 16, first = g / kChunkGroups * kChunkGroups;
-      const std::size_t at = block_start(first, groups, blocks, r / kRows) + (g - first) * 256 + (word % 16) * 16;
-      // Little-endian, as the transposing load reads the row's bytes.
-      layout.words[at + r % kRows] = bytes[0] | (bytes[1] << 8) | (bytes[2] << 16) | (std::uint32_t(bytes[3]) << 24);
+  layout.cols = k;
+  layout.row_bytes = row_bytes;
+  layout.bits = bits;
+  layout.words.resize(blocks * groups * 256);  // every word is stored below: padding as zero
+  const auto block_count = static_cast<std::ptrdiff_t>(blocks);
+#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights)
+  for (std::ptrdiff_t b = 0; b < block_count; ++b) {
+    const std::size_t row0 = std::size_t(b) * kRows, rows = std::min(kRows, n - row0);
+    for (std::size_t g = 0; g < groups; ++g) {
+      __m512i words[16];
+      load_words(codes + row0 * row_bytes, row_bytes, rows, g, words);
+      const std::size_t first = g / kChunkGroups * kChunkGroups;
+      std::uint32_t* at = layout.words.data() + block_start(first, groups, blocks, std::size_t(b)) + (g - first) * 256;
+      for (std::size_t d = 0; d < 16; ++d) _mm512_store_si512(at + 16 * d, words[d]);
     }
   }
   return layout;
+}
+
+// Whether the grouped look-up takes groups of `group_bytes` bytes at `bits` bits, `per_row` to a row.
+bool grouped_lut_applies(int bits, std::size_t group_bytes, std::size_t per_row) {
+  // A run must end on a word, and the scales of 16 rows must be within reach of the gather's
+  // 32-bit offsets.
+  return bits <= 4 && group_bytes % 4 == 0 && per_row <= std::size_t(INT_MAX) / kRows;
+}
+
+}  // namespace
+
+LutLayout make_lut_layout(const QuantizedMatrix& w) {
+  if (!lut_applies(w)) return {};
+  return interleave(w.codes.bytes.data(), w.codes.rows, w.codes.cols,
+                    packed_row_bytes(w.codes.cols, w.codes.bits), w.codes.bits);
+}
+
+LutLayout make_grouped_lut_layout(const QuantizedTensor& w, std::size_t n, std::size_t k) {
+  const int bits = w.matrix.codes.bits;
+  const std::size_t group_bytes = packed_row_bytes(w.group_size, bits), per_row = k / w.group_size;
+  if (n == 0 || k == 0 || !grouped_lut_applies(bits, group_bytes, per_row)) return {};
+  return interleave(w.matrix.codes.bytes.data(), n, k, per_row * group_bytes, bits);
 }
 
 bool lut_compiled() { return true; }
@@ -318,18 +344,17 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const Lu
 }
 
 bool qgemm_lut_grouped(const float* x, std::size_t m, std::size_t n, std::size_t k, const QuantizedTensor& w,
-                       const float* bias, float* y) {
+                       const LutLayout* layout, const float* bias, float* y) {
   const int bits = w.matrix.codes.bits;
   const std::size_t group_bytes = packed_row_bytes(w.group_size, bits), per_row = k / w.group_size;
-  // A run must end on a word, and the scales of 16 rows must be within reach of the gather's
-  // 32-bit offsets.
-  if (m == 0 || m > lut_max_batch(bits) || bits > 4 || n == 0 || k == 0 || group_bytes % 4 != 0 ||
-      per_row > std::size_t(INT_MAX) / kRows)
+  if (m == 0 || m > lut_max_batch(bits) || n == 0 || k == 0 || !grouped_lut_applies(bits, group_bytes, per_row))
     return false;
   if (!all_finite(x, m * k)) return false;  // see mean_part
   const RunScales scales{w.scales.data(), per_row, group_bytes / 4};
+  const std::size_t row_bytes = per_row * group_bytes;
+  if (layout && !layout->fits(n, k, row_bytes, bits)) layout = nullptr;
   multiply(x, m, k, bits, w.normalised_levels.data(), Runs{w.group_size, group_bytes, per_row},
-           PackedRows{w.matrix.codes.bytes.data(), n, per_row * group_bytes, n * k, nullptr}, &scales, y);
+           PackedRows{w.matrix.codes.bytes.data(), n, row_bytes, n * k, layout}, &scales, y);
   for (std::size_t i = 0; i < m; ++i) {
     const float shift = mean_part(w.mean, x + i * k, k);
     for (std::size_t r = 0; r < n; ++r) y[i * n + r] += shift + (bias ? bias[r] : 0.0f);
@@ -342,9 +367,10 @@ bool qgemm_lut_grouped(const float* x, std::size_t m, std::size_t n, std::size_t
 bool lut_compiled() { return false; }
 bool lut_applies(const QuantizedMatrix&) { return false; }
 LutLayout make_lut_layout(const QuantizedMatrix&) { return {}; }
+LutLayout make_grouped_lut_layout(const QuantizedTensor&, std::size_t, std::size_t) { return {}; }
 bool qgemm_lut(const float*, std::size_t, const QuantizedMatrix&, const LutLayout*, float*) { return false; }
-bool qgemm_lut_grouped(const float*, std::size_t, std::size_t, std::size_t, const QuantizedTensor&, const float*,
-                       float*) {
+bool qgemm_lut_grouped(const float*, std::size_t, std::size_t, std::size_t, const QuantizedTensor&, const LutLayout*,
+                       const float*, float*) {
   return false;
 }
 

@@ -39,15 +39,19 @@ struct CacheLineAllocator {
 
 // A matrix's packed codes rearranged so that the look-up path reads, with one aligned 64-byte load,
 // the same 32-bit word of sixteen consecutive rows (which it otherwise builds per call with a
-// 16 x 16 transpose). Empty when the path does not take the matrix.
+// 16 x 16 transpose). Empty when the path does not take the matrix. The same bytes again, rounded
+// up to whole blocks of 16 rows and 64-byte groups.
 struct LutLayout {
-  std::size_t rows = 0, cols = 0;
+  std::size_t rows = 0, cols = 0, row_bytes = 0;  // of the rows the look-up sees (a grouped tensor's whole rows)
   int bits = 0;
   std::vector<std::uint32_t, CacheLineAllocator<std::uint32_t>> words;
 
   bool empty() const { return words.empty(); }
+  bool fits(std::size_t n, std::size_t k, std::size_t packed_bytes, int b) const {
+    return !empty() && rows == n && cols == k && row_bytes == packed_bytes && bits == b;
+  }
   bool fits(const QuantizedMatrix& w) const {
-    return !empty() && rows == w.codes.rows && cols == w.codes.cols && bits == w.codes.bits;
+    return fits(w.codes.rows, w.codes.cols, packed_row_bytes(w.codes.cols, w.codes.bits), w.codes.bits);
   }
 };
 
@@ -59,6 +63,9 @@ bool lut_applies(const QuantizedMatrix& w);
 // and its callers are compiled with different flags.
 bool lut_compiled();
 LutLayout make_lut_layout(const QuantizedMatrix& w);  // `w` already checked (check_quantized_matrix)
+// A grouped tensor's layout, of its n whole rows of k columns, where qgemm_lut_grouped takes it
+// (1-4-bit groups of whole words); `w` already checked (check_grouped).
+LutLayout make_grouped_lut_layout(const QuantizedTensor& w, std::size_t n, std::size_t k);
 
 // y[m, rows] = x[m, cols] * W^T (no bias) when the path applies and m <= lut_max_batch, from
 // `layout` when it is given and fits `w`, else from the row-major codes. Returns false, touching
@@ -68,10 +75,10 @@ bool qgemm_lut(const float* x, std::size_t m, const QuantizedMatrix& w, const Lu
 // y[m, n] = x[m, k] * W^T (+ bias[n] when not null) for a grouped tensor W of [n, k] (already
 // checked: check_grouped) with 1-, 2- or 4-bit codes in groups of whole 32-bit words, by the same
 // look-up on its normalised levels, each group's sum times its scale, plus the mean times the sum
-// of the row of X; when m <= lut_max_batch and X is finite. Returns false, touching nothing,
-// otherwise.
+// of the row of X; when m <= lut_max_batch and X is finite; from `layout` when it is given and
+// fits. Returns false, touching nothing, otherwise.
 bool qgemm_lut_grouped(const float* x, std::size_t m, std::size_t n, std::size_t k, const QuantizedTensor& w,
-                       const float* bias, float* y);
+                       const LutLayout* layout, const float* bias, float* y);
 
 // A grouped weight is mean + scale * level, so the mean's part of its dot product with a row of X
 // of k values is mean * sum(x), summed in double. (Where the products take it apart, an infinite x

@@ -10,6 +10,7 @@
 #include <string>
 #include <tuple>
 
+#include "nuq/error.h"
 #include "nuq/grouped.h"
 #include "nuq/ptq.h"
 #include "nuq/quantized_file.h"
@@ -122,7 +123,9 @@ TEST(QgemmGrouped, DecodesEveryGroupAsGroupLevelAndMultipliesOnEveryPath) {
 // groups of two whole 64-byte groups, rows ending before a 64-byte group does, row counts past a
 // block of 16, slices of eight rows of X, and both sides of the threading threshold. The rest
 // (groups of 6 bytes, 8 bits, more rows, an infinite x) it leaves to the decoding paths, as it
-// leaves everything in a build without AVX-512 (the sanitizer build).
+// leaves everything in a build without AVX-512 (the sanitizer build). A tensor prepared once
+// (PreparedGrouped: its words laid out in the order the look-up reads them) gives the same
+// products bit for bit.
 TEST(QgemmGrouped, LookUpTakesGroupsOfWholeWordsWhereverTheyFall) {
   std::mt19937 rng(41);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
@@ -146,7 +149,7 @@ TEST(QgemmGrouped, LookUpTakesGroupsOfWholeWordsWhereverTheyFall) {
                                   std::to_string(c.n) + " x " + std::to_string(k) + ", mean " +
                                   std::to_string(mean) + ", m " + std::to_string(m);
         const bool taken = detail::lut_compiled() && c.taken && m <= detail::lut_max_batch(c.bits);
-        ASSERT_EQ(detail::qgemm_lut_grouped(x.data(), m, c.n, k, t, bias.data(), y.data()), taken) << where;
+        ASSERT_EQ(detail::qgemm_lut_grouped(x.data(), m, c.n, k, t, nullptr, bias.data(), y.data()), taken) << where;
         if (taken)
           expect_product(t, x, m, bias, y, where + " (look-up)");
         else
@@ -154,14 +157,32 @@ TEST(QgemmGrouped, LookUpTakesGroupsOfWholeWordsWhereverTheyFall) {
         std::vector<float> public_y(m * c.n);
         qgemm_grouped(x.data(), m, t, bias.data(), public_y.data());
         expect_product(t, x, m, bias, public_y, where);
+        // Laid out once, the same words in the same order: the same product, bit for bit.
+        const PreparedGrouped prepared(t);
+        ASSERT_EQ(&prepared.tensor(), &t);
+        ASSERT_EQ(prepared.layout_bytes() > 0, detail::lut_compiled() && c.taken) << where;
+        if (prepared.layout_bytes()) {
+          ASSERT_GE(prepared.layout_bytes(), t.matrix.codes.bytes.size()) << where;
+        }
+        std::vector<float> prepared_y(m * c.n, NAN);
+        qgemm_grouped(x.data(), m, prepared, bias.data(), prepared_y.data());
+        ASSERT_EQ(prepared_y, public_y) << where << " (prepared)";
         if (!taken || m != 1) continue;
         // One infinite x: the look-up would meet it twice (in the mean's part and the levels') and
         // could give inf - inf; the decoders give what the restored weights give.
         x[k / 2] = -std::numeric_limits<float>::infinity();
-        ASSERT_FALSE(detail::qgemm_lut_grouped(x.data(), m, c.n, k, t, bias.data(), y.data())) << where;
+        ASSERT_FALSE(detail::qgemm_lut_grouped(x.data(), m, c.n, k, t, nullptr, bias.data(), y.data())) << where;
         qgemm_grouped(x.data(), m, t, bias.data(), public_y.data());
         expect_product(t, x, m, bias, public_y, where + ", an infinite x");
+        qgemm_grouped(x.data(), m, prepared, bias.data(), prepared_y.data());
+        ASSERT_TRUE(std::equal(prepared_y.begin(), prepared_y.end(), public_y.begin(),
+                               [](float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }))
+            << where << ", an infinite x (prepared)";
       }
+  // A tensor that does not hold together is refused when it is prepared, not when it is used.
+  QuantizedTensor broken = random_grouped(4, 64, 32, 2, 0.0, rng);
+  broken.scales.pop_back();
+  EXPECT_THROW(PreparedGrouped{broken}, Error);
 }
 
 // Up to 16 rows of X, groups that are whole runs of sixteen codes meet X in registers, each run's

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,10 @@
 #include "nuq/quantize_table.h"
 
 namespace nuq {
+
+namespace detail {
+struct LutLayout;  // host/qgemm_lut.h
+}
 
 // A group's map from its own statistics (`group`: its mean and standard deviation, as
 // normalise_tensor gives a row's): the tensor's mean, and the group's RMS about that mean rounded
@@ -46,5 +51,29 @@ void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t 
 // meets every row of X there up to m = 16, and above, 8 MiB panels of rows are decoded for sgemm.
 // The CPU's; the look-up and register paths of qgemm.h assume a table per row at most.
 void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, const float* bias, float* y);
+
+// A grouped tensor made ready once for many products (as PreparedWeights is for the backends):
+// where the look-up takes it (1-4-bit groups of whole 32-bit words), its codes laid out in the
+// order the look-up reads them, so that no product pays the transpose of its rows (a third of a
+// product at m = 1), at the cost of as many bytes again as the codes; otherwise nothing. It keeps
+// a reference to `w` (checked here), which must outlive it unchanged.
+class PreparedGrouped {
+ public:
+  explicit PreparedGrouped(const QuantizedTensor& w);
+  ~PreparedGrouped();
+  PreparedGrouped(const PreparedGrouped&) = delete;
+  PreparedGrouped& operator=(const PreparedGrouped&) = delete;
+
+  const QuantizedTensor& tensor() const { return tensor_; }
+  std::size_t layout_bytes() const;  // what it holds besides the tensor: 0 where the look-up does not take it
+
+ private:
+  friend void qgemm_grouped(const float*, std::size_t, const PreparedGrouped&, const float*, float*);
+  const QuantizedTensor& tensor_;
+  std::unique_ptr<detail::LutLayout> layout_;
+};
+
+// The same product as above, bit for bit, from a prepared tensor.
+void qgemm_grouped(const float* x, std::size_t m, const PreparedGrouped& w, const float* bias, float* y);
 
 }  // namespace nuq

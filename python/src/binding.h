@@ -41,6 +41,28 @@ struct PyCodebook {
 // (device_tensors.cpp), made on the first product on that device.
 struct DeviceCopy;
 
+// A quantized tensor laid out once for the CPU's products (tensors.cpp: the look-up's interleaved
+// rows, PreparedWeights or PreparedGrouped), made on its first product on the CPU.
+struct CpuCopy;
+
+// What one PyQuantized has made from its own tensor (a device copy, a CPU layout), which refers to
+// that tensor: a copy or a move of the PyQuantized starts without it and makes its own.
+template <typename T>
+struct OwnCache {
+  std::shared_ptr<T> value;
+  OwnCache() = default;
+  OwnCache(const OwnCache&) {}
+  OwnCache(OwnCache&&) noexcept {}
+  OwnCache& operator=(const OwnCache&) {
+    value.reset();
+    return *this;
+  }
+  OwnCache& operator=(OwnCache&&) noexcept {
+    value.reset();
+    return *this;
+  }
+};
+
 // One quantized tensor: the library's QuantizedTensor plus how it was made. Statistics and totals
 // exist for tensors quantized in this process, not for ones loaded from a file.
 struct PyQuantized {
@@ -53,7 +75,9 @@ struct PyQuantized {
   // what a file records as its top-level mean and stddev, as `nuq quantize` records them).
   std::optional<WeightStats> run_stats;
   std::optional<QuantizeTotals> totals;
-  mutable std::shared_ptr<DeviceCopy> on_device;  // a cache: the codes are the same
+  // Made with the GIL held on a first product, and kept: the codes never change.
+  mutable OwnCache<DeviceCopy> on_device;
+  mutable OwnCache<const CpuCopy> on_cpu;
 };
 
 // How an array's elements are read, and the dtype a file or a quantized tensor records for it.

@@ -70,15 +70,15 @@ void qgemm_on_device(std::uintptr_t x, std::size_t m, std::size_t k, const PyQua
               ") are multiplied on the CPU");
   NUQ_REQUIRE(k == w.codes.cols, "qgemm: x's last dimension (", k, ") must be the weights' ", w.codes.cols,
               " input columns");
-  if (!q.on_device || q.on_device->device != device) {  // made with the GIL held: one cache per tensor
+  if (!q.on_device.value || q.on_device.value->device != device) {  // made with the GIL held: one cache per tensor
     check_quantized_matrix(w, "qgemm");
     auto copy = std::make_shared<DeviceCopy>();
     copy->device = device;
     copy->backend = &device_backend(device);
     copy->weights = copy->backend->prepare(w);
-    q.on_device = std::move(copy);
+    q.on_device.value = std::move(copy);
   }
-  const std::shared_ptr<DeviceCopy> copy = q.on_device;
+  const std::shared_ptr<DeviceCopy> copy = q.on_device.value;
   py::gil_scoped_release release;
   cuda::qgemm_on_device(*copy->backend, reinterpret_cast<const float*>(x), m, *copy->weights,
                         reinterpret_cast<const float*>(bias), reinterpret_cast<float*>(y), stream);

@@ -13,6 +13,7 @@
 #include "binding.h"
 #include "nuq/backend.h"
 #include "nuq/checkpoint.h"
+#include "nuq/cuda.h"
 #include "nuq/error.h"
 #include "nuq/grouped.h"
 #include "nuq/io/safetensors.h"
@@ -72,6 +73,31 @@ py::object stats_dict(const PyQuantized& q) {
                   "min"_a = s.min, "max"_a = s.max);
 }
 
+}  // namespace
+
+// Either kind of tensor prepared by the CPU: a grouped one for qgemm_grouped, another for the CPU
+// backend. Each refers to the PyQuantized's tensor, which owns it.
+struct CpuCopy {
+  std::unique_ptr<PreparedWeights> weights;
+  std::unique_ptr<PreparedGrouped> grouped;
+};
+
+namespace {
+
+// The tensor's CPU layout, made on its first product there (with the GIL held, so that two threads
+// never make it at once) and kept with it: later products skip the transpose of its rows.
+std::shared_ptr<const CpuCopy> cpu_copy(const PyQuantized& q) {
+  if (!q.on_cpu.value) {
+    auto copy = std::make_shared<CpuCopy>();
+    if (q.tensor.group_size)
+      copy->grouped = std::make_unique<PreparedGrouped>(q.tensor);
+    else
+      copy->weights = cpu_backend().prepare(q.tensor.matrix);
+    q.on_cpu.value = std::move(copy);
+  }
+  return q.on_cpu.value;
+}
+
 py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py::array>& bias,
                 const std::string& device) {
   const QuantizedMatrix& w = q.tensor.matrix;
@@ -111,12 +137,17 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   const Device where = parse_device(device);
   NUQ_REQUIRE(!q.tensor.group_size || where != Device::Cuda, "qgemm: grouped tensors (group_size ",
               q.tensor.group_size, ") are multiplied on the CPU; use device='cpu' or 'auto'");
-  py::gil_scoped_release release;
-  if (q.tensor.group_size) {
-    qgemm_grouped(xp, m, q.tensor, bp, yp);
+  if (q.tensor.group_size || where == Device::Cpu || cuda::devices().empty()) {
+    const std::shared_ptr<const CpuCopy> prepared = cpu_copy(q);
+    py::gil_scoped_release release;
+    if (prepared->grouped)
+      qgemm_grouped(xp, m, *prepared->grouped, bp, yp);
+    else
+      cpu_backend().qgemm(xp, m, *prepared->weights, bp, yp);
     return std::move(y);
   }
   check_quantized_matrix(w, "qgemm");
+  py::gil_scoped_release release;
   make_backend(where)->qgemm(xp, m, w, bp, yp);
   return std::move(y);
 }

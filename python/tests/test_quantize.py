@@ -82,6 +82,27 @@ def test_qgemm_matches_the_dequantized_product(m, rows, cols, rng):
     assert nuq.qgemm(x[0], q).shape == (rows,)  # a vector in, a vector out
 
 
+@pytest.mark.parametrize("bits,group_size", [(2, None), (4, None), (1, 128), (2, 128), (4, 64), (8, 128)])
+def test_repeated_cpu_products_read_the_layout_their_first_product_made(bits, group_size, rng):
+    """A tensor's first CPU product lays its codes out for the look-up and keeps them: later
+    products, of every batch, on the tensor and on copies of it, are the same bit for bit."""
+    import copy
+    import pickle
+    w = rng.laplace(size=(40, 256)).astype(np.float32)
+    q = nuq.quantize(w, nuq.design("msptq" if bits == 2 else "uniform", bits), group_size=group_size)
+    xs = [rng.standard_normal((m, 256)).astype(np.float32) for m in (1, 3, 4, 9, 300)]
+    first = [nuq.qgemm(x, q, device="cpu") for x in xs]
+    for x, y in zip(xs, first):
+        reference = x.astype(np.float64) @ q.dequantize().astype(np.float64).T
+        np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    for other in (q, copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+        for x, y in zip(reversed(xs), reversed(first)):
+            np.testing.assert_array_equal(nuq.qgemm(x, other, device="cpu"), y)
+    copied = copy.copy(q)
+    del q
+    np.testing.assert_array_equal(nuq.qgemm(xs[0], copied, device="cpu"), first[0])
+
+
 def test_state_dict_with_global_normalisation_uses_all_tensors(rng):
     sd = {"a.weight": rng.laplace(size=(16, 8)).astype(np.float32),
           "a.bias": rng.laplace(size=16).astype(np.float32),
