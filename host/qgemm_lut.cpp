@@ -293,7 +293,7 @@ LutLayout interleave(const std::uint8_t* codes, std::size_t n, std::size_t k, st
   layout.cols = k;
   layout.row_bytes = row_bytes;
   layout.bits = bits;
-  layout.words.resize(blocks * groups * 256);  // every word is stored below: padding as zero
+  layout.words.resize(blocks * groups * 256);  // uninitialised: every word is stored below, padding as zero
   const auto block_count = static_cast<std::ptrdiff_t>(blocks);
 #pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights)
   for (std::ptrdiff_t b = 0; b < block_count; ++b) {

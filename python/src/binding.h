@@ -42,7 +42,7 @@ struct PyCodebook {
 struct DeviceCopy;
 
 // A quantized tensor laid out once for the CPU's products (tensors.cpp: the look-up's interleaved
-// rows, PreparedWeights or PreparedGrouped), made on its first product on the CPU.
+// rows, PreparedWeights or PreparedGrouped), made on its second product on the CPU.
 struct CpuCopy;
 
 // What one PyQuantized has made from its own tensor (a device copy, a CPU layout), which refers to
@@ -50,15 +50,18 @@ struct CpuCopy;
 template <typename T>
 struct OwnCache {
   std::shared_ptr<T> value;
+  std::size_t uses = 0;  // what asked for it so far (the CPU's layout is made on a second product)
   OwnCache() = default;
   OwnCache(const OwnCache&) {}
   OwnCache(OwnCache&&) noexcept {}
   OwnCache& operator=(const OwnCache&) {
     value.reset();
+    uses = 0;
     return *this;
   }
   OwnCache& operator=(OwnCache&&) noexcept {
     value.reset();
+    uses = 0;
     return *this;
   }
 };
@@ -75,7 +78,7 @@ struct PyQuantized {
   // what a file records as its top-level mean and stddev, as `nuq quantize` records them).
   std::optional<WeightStats> run_stats;
   std::optional<QuantizeTotals> totals;
-  // Made with the GIL held on a first product, and kept: the codes never change.
+  // Made with the GIL held for products, and kept: the codes never change.
   mutable OwnCache<DeviceCopy> on_device;
   mutable OwnCache<const CpuCopy> on_cpu;
 };

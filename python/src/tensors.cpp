@@ -84,10 +84,13 @@ struct CpuCopy {
 
 namespace {
 
-// The tensor's CPU layout, made on its first product there (with the GIL held, so that two threads
-// never make it at once) and kept with it: later products skip the transpose of its rows.
+// The tensor's CPU layout, made on its second product there (with the GIL held, so that two
+// threads never make it at once) and kept with it, so that later products skip the transpose of
+// its rows; null before. Not on the first: on fresh memory, laying out a 2-bit 4096 x 4096 tensor
+// costs about five of its products (page faults, measured: bench/results/cpu-qgemm-prepared-2026-12-03.md),
+// which a tensor multiplied once would pay for nothing.
 std::shared_ptr<const CpuCopy> cpu_copy(const PyQuantized& q) {
-  if (!q.on_cpu.value) {
+  if (!q.on_cpu.value && ++q.on_cpu.uses >= 2) {
     auto copy = std::make_shared<CpuCopy>();
     if (q.tensor.group_size)
       copy->grouped = std::make_unique<PreparedGrouped>(q.tensor);
@@ -140,10 +143,14 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   if (q.tensor.group_size || where == Device::Cpu || cuda::devices().empty()) {
     const std::shared_ptr<const CpuCopy> prepared = cpu_copy(q);
     py::gil_scoped_release release;
-    if (prepared->grouped)
+    if (prepared && prepared->grouped)
       qgemm_grouped(xp, m, *prepared->grouped, bp, yp);
-    else
+    else if (prepared)
       cpu_backend().qgemm(xp, m, *prepared->weights, bp, yp);
+    else if (q.tensor.group_size)
+      qgemm_grouped(xp, m, q.tensor, bp, yp);
+    else
+      cpu_backend().qgemm(xp, m, w, bp, yp);
     return std::move(y);
   }
   check_quantized_matrix(w, "qgemm");

@@ -83,9 +83,9 @@ def test_qgemm_matches_the_dequantized_product(m, rows, cols, rng):
 
 
 @pytest.mark.parametrize("bits,group_size", [(2, None), (4, None), (1, 128), (2, 128), (4, 64), (8, 128)])
-def test_repeated_cpu_products_read_the_layout_their_first_product_made(bits, group_size, rng):
-    """A tensor's first CPU product lays its codes out for the look-up and keeps them: later
-    products, of every batch, on the tensor and on copies of it, are the same bit for bit."""
+def test_repeated_cpu_products_are_the_same_before_and_after_the_layout(bits, group_size, rng):
+    """A tensor's second CPU product lays its codes out for the look-up and keeps them: products
+    before and after, of every batch, on the tensor and on copies of it, are the same bit for bit."""
     import copy
     import pickle
     w = rng.laplace(size=(40, 256)).astype(np.float32)
