@@ -246,6 +246,14 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
   multiply_groups(x, m, w, nullptr, bias, y);
 }
 
+bool cpu_layout_used(const QuantizedTensor& w, std::size_t m) {
+  if (!w.group_size || m == 0) return false;
+  const int bits = w.matrix.codes.bits;
+  const std::size_t k = view_of(w).second;
+  return detail::lut_compiled() && m <= detail::lut_max_batch(bits) &&
+         detail::grouped_lut_applies(bits, packed_row_bytes(w.group_size, bits), k / w.group_size);
+}
+
 PreparedGrouped::PreparedGrouped(const QuantizedTensor& w) : tensor_(w) {
   check_grouped(w, "prepare");
   const std::pair<std::size_t, std::size_t> view = view_of(w);

@@ -210,6 +210,10 @@ void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float*
   detail::qgemm_prepared(x, m, w, nullptr, bias, y);
 }
 
+bool cpu_layout_used(const QuantizedMatrix& w, std::size_t m) {
+  return detail::lut_compiled() && detail::lut_applies(w) && m >= 1 && m <= detail::lut_max_batch(w.codes.bits);
+}
+
 std::optional<LevelGrid> detail::grid_of(const QuantizedMatrix& w) {
   if (w.codes.bits < 8 || w.per_row()) return std::nullopt;
   return level_grid(w.levels.data(), w.levels.size());

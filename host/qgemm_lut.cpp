@@ -309,13 +309,6 @@ LutLayout interleave(const std::uint8_t* codes, std::size_t n, std::size_t k, st
   return layout;
 }
 
-// Whether the grouped look-up takes groups of `group_bytes` bytes at `bits` bits, `per_row` to a row.
-bool grouped_lut_applies(int bits, std::size_t group_bytes, std::size_t per_row) {
-  // A run must end on a word, and the scales of 16 rows must be within reach of the gather's
-  // 32-bit offsets.
-  return bits <= 4 && group_bytes % 4 == 0 && per_row <= std::size_t(INT_MAX) / kRows;
-}
-
 }  // namespace
 
 LutLayout make_lut_layout(const QuantizedMatrix& w) {

@@ -3,6 +3,7 @@
 // matrix. See qgemm_lut.cpp.
 #pragma once
 
+#include <climits>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -23,7 +24,9 @@ namespace nuq::detail {
 // only up to m = 3 (0.81 ms against 0.87 ms direct; at m = 4 1.26 ms against 0.97 ms).
 constexpr std::size_t lut_max_batch(int bits) { return bits == 4 ? 3 : 256; }
 
-// Whole cache lines, so that each 64-byte load of the interleaved words is one line.
+// Whole cache lines, so that each 64-byte load of the interleaved words is one line. For layouts
+// only: resize() leaves what it adds uninitialised (construct below), since a layout's every word
+// is stored once right after.
 template <typename T>
 struct CacheLineAllocator {
   using value_type = T;
@@ -74,6 +77,13 @@ bool lut_applies(const QuantizedMatrix& w);
 // and its callers are compiled with different flags.
 bool lut_compiled();
 LutLayout make_lut_layout(const QuantizedMatrix& w);  // `w` already checked (check_quantized_matrix)
+// Whether the grouped look-up (where the build has it) takes groups of `group_bytes` packed bytes
+// at `bits` bits, `per_row` to a row: a run must end on a word, and the scales of 16 rows must be
+// within reach of the gather's 32-bit offsets.
+inline bool grouped_lut_applies(int bits, std::size_t group_bytes, std::size_t per_row) {
+  return bits <= 4 && group_bytes % 4 == 0 && per_row <= std::size_t(INT_MAX) / 16;
+}
+
 // A grouped tensor's layout, of its n whole rows of k columns, where qgemm_lut_grouped takes it
 // (1-4-bit groups of whole words); `w` already checked (check_grouped).
 LutLayout make_grouped_lut_layout(const QuantizedTensor& w, std::size_t n, std::size_t k);

@@ -17,6 +17,8 @@
 #include "nuq/qgemm.h"
 #include "qgemm_cases.h"
 
+#include "../host/qgemm_lut.h"
+
 namespace nuq {
 namespace {
 
@@ -220,6 +222,8 @@ TEST(Qgemm, PreparedWeightsGiveTheSameProductBitForBit) {
           const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, per_row);
           const auto prepared = cpu_backend().prepare(w);
           ASSERT_EQ(&prepared->matrix(), &w);
+          ASSERT_EQ(cpu_layout_used(w, m), detail::lut_compiled() && bits <= 4 && !w.per_row() && m <= 256 &&
+                                               (bits < 4 || m <= 3));
           std::vector<float> x(m * k), bias(n), direct(m * n), from_prepared(m * n, NAN), reference(m * n);
           for (auto& v : x) v = value(rng);
           for (auto& v : bias) v = value(rng);

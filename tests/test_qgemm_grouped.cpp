@@ -150,6 +150,7 @@ TEST(QgemmGrouped, LookUpTakesGroupsOfWholeWordsWhereverTheyFall) {
                                   std::to_string(mean) + ", m " + std::to_string(m);
         const bool taken = detail::lut_compiled() && c.taken && m <= detail::lut_max_batch(c.bits);
         ASSERT_EQ(detail::qgemm_lut_grouped(x.data(), m, c.n, k, t, nullptr, bias.data(), y.data()), taken) << where;
+        ASSERT_EQ(cpu_layout_used(t, m), taken) << where;
         if (taken)
           expect_product(t, x, m, bias, y, where + " (look-up)");
         else

@@ -55,8 +55,9 @@ void qgemm_grouped(const float* x, std::size_t m, const QuantizedTensor& w, cons
 // A grouped tensor made ready once for many products (as PreparedWeights is for the backends):
 // where the look-up takes it (1-4-bit groups of whole 32-bit words), its codes laid out in the
 // order the look-up reads them, so that no product pays the transpose of its rows (a third of a
-// product at m = 1), at the cost of as many bytes again as the codes; otherwise nothing. It keeps
-// a reference to `w` (checked here), which must outlive it unchanged.
+// product at m = 1). That costs as many bytes again as the codes, each row rounded up to 64 bytes
+// and the rows to 16 (so far more for rows of a few bytes); otherwise nothing. It keeps a
+// reference to `w` (checked here), which must outlive it unchanged.
 class PreparedGrouped {
  public:
   explicit PreparedGrouped(const QuantizedTensor& w);
@@ -75,5 +76,9 @@ class PreparedGrouped {
 
 // The same product as above, bit for bit, from a prepared tensor.
 void qgemm_grouped(const float* x, std::size_t m, const PreparedGrouped& w, const float* bias, float* y);
+
+// Whether the product of grouped `w` with m rows of X reads the layout PreparedGrouped makes (the
+// look-up takes it at this batch, in a build for a CPU with AVX-512).
+bool cpu_layout_used(const QuantizedTensor& w, std::size_t m);
 
 }  // namespace nuq

@@ -40,6 +40,11 @@ void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what);
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when bias is not null).
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y);
 
+// Whether the CPU's product of `w` with m rows of X reads the layout Backend::prepare makes on the
+// CPU: the table look-up, for 1-4-bit codes with one table, up to 256 rows of X at 1-2 bits and 3
+// at 4, in a build for a CPU with AVX-512. Otherwise preparing saves that product nothing.
+bool cpu_layout_used(const QuantizedMatrix& w, std::size_t m);
+
 // y[i, r] += bias[r] over a [m, n] product; nothing when bias is null (every backend's epilogue
 // on the host).
 void add_bias(const float* bias, std::size_t m, std::size_t n, float* y);

@@ -50,19 +50,22 @@ struct CpuCopy;
 template <typename T>
 struct OwnCache {
   std::shared_ptr<T> value;
-  std::size_t uses = 0;  // what asked for it so far (the CPU's layout is made on a second product)
+  std::size_t uses = 0;  // products that would read it so far (the CPU's layout is made on a second)
   OwnCache() = default;
   OwnCache(const OwnCache&) {}
-  OwnCache(OwnCache&&) noexcept {}
+  OwnCache(OwnCache&& moved) noexcept { moved.clear(); }  // the moved-from tensor is emptied too
   OwnCache& operator=(const OwnCache&) {
-    value.reset();
-    uses = 0;
+    clear();
     return *this;
   }
-  OwnCache& operator=(OwnCache&&) noexcept {
+  OwnCache& operator=(OwnCache&& moved) noexcept {
+    clear();
+    moved.clear();
+    return *this;
+  }
+  void clear() noexcept {
     value.reset();
     uses = 0;
-    return *this;
   }
 };
 

@@ -84,13 +84,15 @@ struct CpuCopy {
 
 namespace {
 
-// The tensor's CPU layout, made on its second product there (with the GIL held, so that two
-// threads never make it at once) and kept with it, so that later products skip the transpose of
-// its rows; null before. Not on the first: on fresh memory, laying out a 2-bit 4096 x 4096 tensor
-// costs about five of its products (page faults, measured: bench/results/cpu-qgemm-prepared-2026-12-03.md),
-// which a tensor multiplied once would pay for nothing.
-std::shared_ptr<const CpuCopy> cpu_copy(const PyQuantized& q) {
-  if (!q.on_cpu.value && ++q.on_cpu.uses >= 2) {
+// The tensor's CPU layout, made on the second of its products that would read it (the look-up's:
+// cpu_layout_used), with the GIL held, so that two threads never make it at once, and kept with it,
+// so that later products skip the transpose of its rows; null before. Not on the first: on fresh
+// memory, laying out a 2-bit 4096 x 4096 tensor costs about five of its products (page faults,
+// measured: bench/results/cpu-qgemm-prepared-2026-12-03.md), which a tensor multiplied once would
+// pay for nothing; nor for batches the look-up leaves to other paths, which would not read it.
+std::shared_ptr<const CpuCopy> cpu_copy(const PyQuantized& q, std::size_t m) {
+  const bool read = q.tensor.group_size ? cpu_layout_used(q.tensor, m) : cpu_layout_used(q.tensor.matrix, m);
+  if (!q.on_cpu.value && read && ++q.on_cpu.uses >= 2) {
     auto copy = std::make_shared<CpuCopy>();
     if (q.tensor.group_size)
       copy->grouped = std::make_unique<PreparedGrouped>(q.tensor);
@@ -140,8 +142,10 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   const Device where = parse_device(device);
   NUQ_REQUIRE(!q.tensor.group_size || where != Device::Cuda, "qgemm: grouped tensors (group_size ",
               q.tensor.group_size, ") are multiplied on the CPU; use device='cpu' or 'auto'");
-  if (q.tensor.group_size || where == Device::Cpu || cuda::devices().empty()) {
-    const std::shared_ptr<const CpuCopy> prepared = cpu_copy(q);
+  // "auto" without a CUDA device is the CPU; "cuda" without one is make_backend's error, below.
+  const bool gpu = !q.tensor.group_size && where != Device::Cpu && !(where == Device::Auto && cuda::devices().empty());
+  if (!gpu) {
+    const std::shared_ptr<const CpuCopy> prepared = cpu_copy(q, m);
     py::gil_scoped_release release;
     if (prepared && prepared->grouped)
       qgemm_grouped(xp, m, *prepared->grouped, bp, yp);
@@ -155,7 +159,7 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   }
   check_quantized_matrix(w, "qgemm");
   py::gil_scoped_release release;
-  make_backend(where)->qgemm(xp, m, w, bp, yp);
+  (where == Device::Auto ? cuda::make_backend(0) : make_backend(where))->qgemm(xp, m, w, bp, yp);
   return std::move(y);
 }
 

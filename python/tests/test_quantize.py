@@ -161,6 +161,18 @@ def test_nonfinite_weights_saturate_when_asked(rng):
     assert q.dequantize()[0, 0] == q.levels[0].max()
 
 
+def test_qgemm_on_cuda_without_a_device_is_an_error_not_the_cpu(rng):
+    if any(name.startswith("cuda") for name in nuq.devices()):
+        pytest.skip("a CUDA device is visible")
+    q = nuq.quantize(rng.laplace(size=(8, 64)).astype(np.float32), nuq.design("msptq"))
+    x = np.ones((2, 64), np.float32)
+    for _ in range(3):  # before and after the CPU's products would have laid q out
+        with pytest.raises(ValueError, match="cuda"):
+            nuq.qgemm(x, q, device="cuda")
+        nuq.qgemm(x, q, device="cpu")
+    np.testing.assert_array_equal(nuq.qgemm(x, q), nuq.qgemm(x, q, device="cpu"))  # auto: the CPU
+
+
 def test_cuda_backend_gives_the_cpu_codes_and_products(rng):
     if not any(name.startswith("cuda") for name in nuq.devices()):
         pytest.skip("this build has no CUDA backend or no GPU is visible")
