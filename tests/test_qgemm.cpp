@@ -17,6 +17,7 @@
 #include "nuq/qgemm.h"
 #include "qgemm_cases.h"
 
+#include "../host/panel_gemm.h"
 #include "../host/qgemm_lut.h"
 
 namespace nuq {
@@ -189,13 +190,14 @@ TEST(Qgemm, NoColumnsGiveTheBias) {
   }
 }
 
-// A row of a quarter million columns makes a panel of only 7 rows (8 MiB of FP32): 19 rows take
-// three panels, 7 + 7 + 5 (batches past the direct rows; 2-bit codes with a table per row
-// are not the look-up's). Small integers keep every sum exact (below 2^24), so any order agrees.
+// A row just over an eighth of a panel long makes panels of 7 rows: 19 rows take three, 7 + 7 + 5,
+// shared by the threads (batches past the direct rows; 2-bit codes with a table per row are not
+// the look-up's). Small integers keep every sum exact (below 2^24), so any order agrees.
 TEST(Qgemm, RowsSpanningSeveralPanelsMatchDequantizeThenSgemm) {
   std::mt19937 rng(31);
   std::uniform_int_distribution<int> small(-3, 3);
-  const std::size_t n = 19, k = (std::size_t{1} << 18) + 3;
+  const std::size_t n = 19, k = detail::kPanelBytes / (8 * sizeof(float)) + 3;
+  ASSERT_EQ(detail::kPanelBytes / (sizeof(float) * k), 7u);
   for (auto [bits, per_row, m] : {std::tuple{8, false, std::size_t{17}}, std::tuple{2, true, std::size_t{20}}}) {
     const QuantizedMatrix w = random_matrix(n, k, bits, rng, true, per_row);
     std::vector<float> x(m * k), fused(m * n), reference(m * n);

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <random>
+#include <thread>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -19,9 +21,13 @@
 #include "nuq/checkpoint_stream.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/packed.h"
+#include "nuq/qgemm.h"
 #include "nuq/quantize_in_memory.h"
 #include "nuq/quantize_table.h"
 #include "nuq/stats.h"
+#include "qgemm_cases.h"
+
+#include "../host/panel_gemm.h"
 
 namespace nuq {
 namespace {
@@ -131,6 +137,51 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
   double sum = 0.0;
   for (float v : w) sum += v;
   EXPECT_NEAR(runs[0].stats.mean, sum / double(w.size()), 1e-15);
+#endif
+}
+
+// Batches past the direct rows multiply panels of decoded rows, each thread its own on a
+// single-threaded OpenBLAS: the products are the same for every thread count and when two callers
+// multiply at once, and OpenBLAS gets back the thread count it had (which the first of concurrent
+// callers saves and the last one restores). 300 rows of 5,000 weights make three panels of 104,
+// 104 and 92 rows; small integers keep every sum exact, so the reference is exact too.
+TEST(ThreadCounts, PanelProductsAreTheSameAndOpenBlasGetsItsThreadsBack) {
+#if !defined(_OPENMP)
+  GTEST_SKIP() << "built without OpenMP: one thread only";
+#else
+  constexpr std::size_t n = 300, k = 5000, m = 40;
+  ASSERT_EQ(detail::kPanelBytes / (sizeof(float) * k), 104u);
+  std::mt19937 rng(41);
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::vector<float> x(m * k), bias(n), reference(m * n);
+  for (auto& v : x) v = float(small(rng));
+  for (auto& v : bias) v = float(small(rng));
+  const int blas_threads = openblas_get_num_threads();
+  const int threads_before = omp_get_max_threads();
+  for (int bits : {8, 16}) {
+    const QuantizedMatrix w = test::random_matrix(n, k, bits, rng, true);
+    qgemm_ref(x.data(), m, w, bias.data(), reference.data());
+    for (int threads : {1, 2, 3, 8}) {
+      if (kLeakChecked && threads > threads_before) continue;
+      omp_set_num_threads(threads);
+      std::vector<float> y(m * n, NAN);
+      qgemm(x.data(), m, w, bias.data(), y.data());
+      EXPECT_EQ(y, reference) << bits << " bits, " << threads << " threads";
+      EXPECT_EQ(openblas_get_num_threads(), blas_threads) << threads << " threads";
+    }
+    omp_set_num_threads(threads_before);
+    if (kLeakChecked) continue;  // each caller's thread would grow a team of its own (see above)
+    std::vector<float> first(m * n, NAN), second(m * n, NAN);
+    {
+      std::thread a([&] { for (int i = 0; i < 4; ++i) qgemm(x.data(), m, w, bias.data(), first.data()); });
+      std::thread b([&] { for (int i = 0; i < 4; ++i) qgemm(x.data(), m, w, bias.data(), second.data()); });
+      a.join();
+      b.join();
+    }
+    EXPECT_EQ(first, reference) << bits << " bits, concurrent";
+    EXPECT_EQ(second, reference) << bits << " bits, concurrent";
+    EXPECT_EQ(openblas_get_num_threads(), blas_threads) << "after concurrent products";
+  }
 #endif
 }
 

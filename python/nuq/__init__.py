@@ -387,7 +387,7 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     "cpu") is multiplied on its device, y a new CUDA tensor, on the current stream; q's codes go to
     that device once and stay. Grouped tensors are multiplied on the CPU: up to 16 rows of x
     (256 for 1-2-bit codes), each group's normalised levels times its scale, no weight stored;
-    above, groups decoded into at most 8 MiB of FP32 at a time. On the CPU, the second of q's products that the table
+    above, groups decoded into at most 2 MiB of FP32 per thread at a time. On the CPU, the second of q's products that the table
     look-up takes (1-4-bit codes; up to 256 rows of x at 1-2 bits, 3 at 4) lays the codes out once in
     the order it reads them (as many bytes again as the codes, rows rounded up to 64 bytes and to 16
     rows; kept with q, not pickled), so that it and later ones skip that transpose. The
