@@ -2,7 +2,7 @@
 // or thirty-two (AVX2) of them are compared with the thresholds, packed, looked up and accumulated
 // in vector registers. The rule (nuq/quantize_rule.h) is the reference's: codes, the count inside
 // and the largest error are bit-identical to quantize_ref's; the sums of squares agree to 4e-6
-// (AVX2 sums blocks in float, AVX-512 in double).
+// (both sum blocks of weights in float, then the blocks in double).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -68,6 +68,17 @@ void quantize_span(const typename E::Stored* row, std::size_t row_start, std::si
     t.inside += (w >= rule.params.inside_lo && w <= rule.params.inside_hi) ? 1u : 0u;
   }
 }
+
+#if defined(NUQ_QUANTIZE_AVX512) || defined(NUQ_QUANTIZE_AVX2)
+// Whether a block's float sum of squares holds every term: a sum below 2^-90 may have lost terms
+// to underflow (squares under FLT_MIN, 2^-126, at most 1024 of them: under 2^-116 in all, 2^-26 of
+// 2^-90), and NaN, Inf or squares past the float range leave it not finite. A block without noise
+// is summed again too, as its float zero may hide the reference's tiny sum. Untrusted blocks are
+// summed again in double.
+inline bool trusted(float block_sum) {
+  return block_sum >= 0x1p-90f && block_sum <= std::numeric_limits<float>::max();
+}
+#endif
 
 #if defined(NUQ_QUANTIZE_AVX2)
 // Thirty-two weights a step (four registers of eight), so that their codes pack into whole bytes
@@ -202,9 +213,10 @@ void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, st
     }
     const float block_signal = sum_lanes(_mm256_add_ps(signal[0], signal[1]));
     const float block_noise = sum_lanes(_mm256_add_ps(noise[0], noise[1]));
-    // NaN or Inf among the weights (or squares past the float range) leave a sum that is not
-    // finite: the block again, one weight at a time, by the rule's branches and in double.
-    if (!std::isfinite(block_signal + block_noise)) {
+    // A sum that may have lost terms to underflow, or is not finite (NaN or Inf among the weights,
+    // or squares past the float range): the block again, one weight at a time, by the rule's
+    // branches and in double.
+    if (!trusted(block_signal) || !trusted(block_noise)) {
       quantize_span<E>(row, row_start, block, end, group, levels, Bits, out, t);
       continue;
     }
@@ -262,45 +274,120 @@ inline __m512d high_half(__m512 v) {
   return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-// Columns [first, last) of a row, last - first a multiple of 16.
-template <typename E>
-void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
-                        const GroupRule& rule, const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
+// One group's rule in registers: the code of sixteen weights (compare and count), their levels and
+// whether they lie inside the support region. Count > 0: that many thresholds, known when compiled
+// (the loop unrolled); 0: the rule's own count.
+template <int Count>
+struct SimdRule {
   __m512 thresholds[kLinearSearchLevels];
-  const std::uint32_t count = rule.levels_count - 1;
-  for (std::uint32_t i = 0; i < count; ++i) thresholds[i] = _mm512_set1_ps(rule.thresholds[i]);
-  float padded[16] = {};
-  std::copy(levels, levels + std::min<std::uint32_t>(rule.levels_count, 16), padded);  // codes < levels_count <= 16
-  const __m512 level_register = _mm512_loadu_ps(padded);
-  const __m512 lo = _mm512_set1_ps(rule.params.inside_lo), hi = _mm512_set1_ps(rule.params.inside_hi);
+  std::uint32_t count;
+  __m512 levels, lo, hi;
+
+  SimdRule(const GroupRule& rule, const float* group_levels)
+      : count(Count > 0 ? std::uint32_t(Count) : rule.levels_count - 1),
+        lo(_mm512_set1_ps(rule.params.inside_lo)), hi(_mm512_set1_ps(rule.params.inside_hi)) {
+    for (std::uint32_t i = 0; i < count; ++i) thresholds[i] = _mm512_set1_ps(rule.thresholds[i]);
+    float padded[16] = {};  // codes < levels_count <= 16 (simd_applies)
+    std::copy(group_levels, group_levels + std::min<std::uint32_t>(rule.levels_count, 16), padded);
+    levels = _mm512_loadu_ps(padded);
+  }
+  __m512i code(__m512 w) const {
+    __m512i code = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (std::uint32_t i = 0; i < count; ++i)
+      code = _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(w, thresholds[i], _CMP_GE_OQ), code, _mm512_set1_epi32(1));
+    return code;
+  }
+  __m512 level(__m512i code) const { return _mm512_permutexvar_ps(code, levels); }
+  __mmask16 inside(__m512 w) const { return _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(w, lo, _CMP_GE_OQ), w, hi, _CMP_LE_OQ); }
+};
+
+// Columns [first, last) of a row (a multiple of 16 apart) with every sum in double, sixteen weights
+// at a time, and any sixteen that hold NaN or Inf one weight at a time by the rule's branches: the
+// blocks whose float sums could not be trusted.
+template <typename E, int Count>
+void quantize_block_in_double(const typename E::Stored* row, std::size_t row_start, std::size_t first,
+                              std::size_t last, const SimdRule<Count>& rule, const GroupRule& group,
+                              const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
   const __m512 infinity = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  const __m512i one = _mm512_set1_epi32(1);
   __m512d signal = _mm512_setzero_pd(), noise = _mm512_setzero_pd(), max_error = _mm512_setzero_pd();
   std::uint64_t inside = 0;
-  const std::size_t bytes_per_chunk = 2 * std::size_t(bits);
   for (std::size_t c = first; c < last; c += 16) {
     const __m512 w = E::load16(row + c);
-    std::uint8_t* dest = out + c / 16 * bytes_per_chunk;
     if (_mm512_cmp_ps_mask(_mm512_abs_ps(w), infinity, _CMP_LT_OQ) != 0xFFFF) {
-      quantize_span<E>(row, row_start, c, c + 16, rule, levels, bits, out, t);  // NaN or Inf inside: the rule's branches
+      quantize_span<E>(row, row_start, c, c + 16, group, levels, bits, out, t);
       continue;
     }
-    __m512i code = _mm512_setzero_si512();
-    for (std::uint32_t i = 0; i < count; ++i)
-      code = _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(w, thresholds[i], _CMP_GE_OQ), code, one);
-    pack16(code, bits, dest);
-    const __m512 level = _mm512_permutexvar_ps(code, level_register);
+    const __m512i code = rule.code(w);
+    pack16(code, bits, out + c / 16 * 2 * std::size_t(bits));
+    const __m512 level = rule.level(code);
     const __m512d w0 = low_half(w), w1 = high_half(w);
     const __m512d e0 = _mm512_sub_pd(w0, low_half(level)), e1 = _mm512_sub_pd(w1, high_half(level));
     signal = _mm512_fmadd_pd(w0, w0, _mm512_fmadd_pd(w1, w1, signal));
     noise = _mm512_fmadd_pd(e0, e0, _mm512_fmadd_pd(e1, e1, noise));
     max_error = _mm512_max_pd(max_error, _mm512_max_pd(_mm512_abs_pd(e0), _mm512_abs_pd(e1)));
-    inside += unsigned(__builtin_popcount(_mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(w, lo, _CMP_GE_OQ), w, hi, _CMP_LE_OQ)));
+    inside += unsigned(__builtin_popcount(rule.inside(w)));
   }
   t.signal += _mm512_reduce_add_pd(signal);
   t.noise += _mm512_reduce_add_pd(noise);
   t.max_error = std::max(t.max_error, _mm512_reduce_max_pd(max_error));
   t.inside += inside;
+}
+
+// max |w - level| over columns [first, last) of a finite block, the difference taken in double as
+// the reference takes it. The float maximum rounds the same maximum (rounding is monotonic), so
+// this runs only for a block whose float maximum could beat the largest error so far.
+template <typename E, int Count>
+double exact_max_error(const typename E::Stored* row, std::size_t first, std::size_t last, const SimdRule<Count>& rule) {
+  __m512d worst = _mm512_setzero_pd();
+  for (std::size_t c = first; c < last; c += 16) {
+    const __m512 w = E::load16(row + c), level = rule.level(rule.code(w));
+    worst = _mm512_max_pd(worst, _mm512_abs_pd(_mm512_sub_pd(low_half(w), low_half(level))));
+    worst = _mm512_max_pd(worst, _mm512_abs_pd(_mm512_sub_pd(high_half(w), high_half(level))));
+  }
+  return _mm512_reduce_max_pd(worst);
+}
+
+// Columns [first, last) of a row, last - first a multiple of 16. The sums are kept in float over
+// blocks of kBlockWeights (two registers of partial sums, 32 terms a lane) and added to the double
+// totals after each block, as on AVX2: widening every weight to double cost a fifth of a
+// checkpoint's quantization pass, and the float partial sums lose under 4e-6 of a total (about
+// 1e-7 in practice).
+constexpr std::size_t kBlockWeights = 1024;
+template <typename E, int Count>
+void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
+                        const GroupRule& group, const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
+  const SimdRule<Count> rule(group, levels);
+  const __m512i one = _mm512_set1_epi32(1);
+  const std::size_t bytes_per_chunk = 2 * std::size_t(bits);
+  for (std::size_t block = first; block < last; block += kBlockWeights) {
+    const std::size_t end = std::min(last, block + kBlockWeights);
+    __m512 signal[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, noise[2] = {signal[0], signal[1]};
+    __m512 worst = _mm512_setzero_ps();
+    __m512i inside = _mm512_setzero_si512();
+    int u = 0;
+    for (std::size_t c = block; c < end; c += 16, u ^= 1) {
+      const __m512 w = E::load16(row + c);
+      const __m512i code = rule.code(w);
+      pack16(code, bits, out + c / 16 * bytes_per_chunk);
+      const __m512 e = _mm512_sub_ps(w, rule.level(code));
+      signal[u] = _mm512_fmadd_ps(w, w, signal[u]);
+      noise[u] = _mm512_fmadd_ps(e, e, noise[u]);
+      worst = _mm512_max_ps(worst, _mm512_abs_ps(e));
+      inside = _mm512_mask_add_epi32(inside, rule.inside(w), inside, one);
+    }
+    const float block_signal = _mm512_reduce_add_ps(_mm512_add_ps(signal[0], signal[1]));
+    const float block_noise = _mm512_reduce_add_ps(_mm512_add_ps(noise[0], noise[1]));
+    if (!trusted(block_signal) || !trusted(block_noise)) {
+      quantize_block_in_double<E, Count>(row, row_start, block, end, rule, group, levels, bits, out, t);
+      continue;
+    }
+    t.signal += double(block_signal);
+    t.noise += double(block_noise);
+    t.inside += std::uint64_t(_mm512_reduce_add_epi32(inside));
+    if (_mm512_reduce_max_ps(worst) >= static_cast<float>(t.max_error))
+      t.max_error = std::max(t.max_error, exact_max_error<E, Count>(row, block, end, rule));
+  }
 }
 #endif
 
@@ -331,7 +418,14 @@ template <typename E>
 void quantize_span_simd_of_width(const typename E::Stored* row, std::size_t row_start, std::size_t first,
                                  std::size_t last, const GroupRule& rule, const float* levels, int bits,
                                  std::uint8_t* out, QuantizeTotals& t) {
-  quantize_span_simd<E>(row, row_start, first, last, rule, levels, bits, out, t);
+  // Every code of the width used (the usual case): the threshold count compiled in.
+  const bool full = rule.levels_count == (1u << bits);
+  switch (full ? bits : 0) {
+    case 1: return quantize_span_simd<E, 1>(row, row_start, first, last, rule, levels, bits, out, t);
+    case 2: return quantize_span_simd<E, 3>(row, row_start, first, last, rule, levels, bits, out, t);
+    case 4: return quantize_span_simd<E, 15>(row, row_start, first, last, rule, levels, bits, out, t);
+    default: return quantize_span_simd<E, 0>(row, row_start, first, last, rule, levels, bits, out, t);
+  }
 }
 #endif
 

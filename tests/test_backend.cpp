@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <array>
@@ -22,8 +23,8 @@ namespace {
 using test::Law;
 
 void expect_totals_near(const QuantizeTotals& a, const QuantizeTotals& b, const std::string& what) {
-  // The AVX2 path sums blocks of 1,024 weights in float (16 partial sums of 64 terms each: at most
-  // 63 roundings of 2^-24, under 4e-6 of the sum).
+  // The SIMD paths sum blocks of 1,024 weights in float (AVX2: 16 partial sums of 64 terms each,
+  // AVX-512: 32 of 32; at most 63 roundings of 2^-24, under 4e-6 of the sum).
   EXPECT_NEAR(a.signal, b.signal, 4e-6 * b.signal) << what;
   EXPECT_NEAR(a.noise, b.noise, 4e-6 * b.noise) << what;
   EXPECT_EQ(a.max_error, b.max_error) << what;
@@ -100,6 +101,36 @@ TEST(QuantizeFast, CodesBitIdenticalToTheReferenceAndTotalsToRounding) {
         if (count > 0) {
           EXPECT_GT(a.noise, 0.0) << what;
         }
+      }
+    }
+  }
+}
+
+// The SIMD paths' float block sums hold for ordinary weights only: blocks whose squares underflow
+// (weights under 1e-19), overflow (over 1e19), vanish (all zero, or every weight on a level) or
+// mix magnitudes must still give the reference's totals.
+TEST(QuantizeFast, BlocksOfEveryMagnitudeGiveTheReferencesTotals) {
+  const std::size_t rows = 4, cols = 3 * 1024 + 48;  // three whole blocks a row and a part
+  const std::vector<float> unit = test::draw(Law::Laplace, rows * cols, 0.0, 1.0, 41);
+  for (const auto& [name, codebook, bits] : test::codebooks_of_every_width()) {
+    for (double scale : {1e-36, 1e-30, 1e-22, 1e-12, 1.0, 1e12, 1e22, 1e30}) {
+      const QuantizeTable table = make_quantize_table(codebook, bits, {Affine{0.0, scale}});
+      std::vector<float> w(unit.size());
+      for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(double(unit[i]) * scale);
+      std::fill(w.begin() + 1024, w.begin() + 2048, 0.0f);  // row 0's second block: zeros
+      for (std::size_t c = 0; c < 1024; ++c)                // row 1's first: every weight on a level
+        w[cols + c] = table.group_levels(0)[c % table.levels_count];
+      w[2 * cols + 5] = float(1e-30 * scale);  // row 2: one weight far below the others
+      w[3 * cols + 9] = float(std::min(1e30 * scale, 1e38));  // row 3: one far above
+      for (std::size_t r = 0; r < rows; ++r) {  // each row's totals on their own
+        std::vector<std::uint8_t> ref(packed_row_bytes(cols, bits), 0xAB), fast(ref.size(), 0xCD);
+        const QuantizeTotals a = quantize_ref(w.data() + r * cols, 1, cols, table, ref.data());
+        const QuantizeTotals b = quantize_fast(w.data() + r * cols, 1, cols, table, fast.data());
+        char what[96];
+        std::snprintf(what, sizeof what, "%s at scale %g, row %zu", name.c_str(), scale, r);
+        ASSERT_EQ(fast, ref) << what;
+        expect_totals_near(b, a, what);
+        EXPECT_GT(a.signal, 0.0) << what;
       }
     }
   }
