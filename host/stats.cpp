@@ -307,11 +307,27 @@ double block_fourth_moment(const typename E::Stored* values, std::size_t first, 
   const float m = static_cast<float>(mean), inverse_f = static_cast<float>(inverse);
   if (std::isnormal(inverse_f)) {
     float block = 0.0f;
-#pragma omp simd reduction(+ : block)
-    for (std::size_t i = first; i < end; ++i) {
-      const float d = (E::at(values, i) - m) * inverse_f;
-      block += (d * d) * (d * d);
+    std::size_t i = first;
+#if defined(__AVX512F__)
+    // Four partial sums of sixteen lanes: one chain of additions would wait on its own latency
+    // (the loop below, as the compiler vectorises it, ran at a quarter of this speed).
+    const __m512 mean16 = _mm512_set1_ps(m), inverse16 = _mm512_set1_ps(inverse_f);
+    __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (; i + 64 <= end; i += 64)
+      for (int u = 0; u < 4; ++u) {
+        const __m512 d = _mm512_mul_ps(_mm512_sub_ps(E::load16(values + i + 16 * std::size_t(u)), mean16), inverse16);
+        const __m512 square = _mm512_mul_ps(d, d);
+        part[u] = _mm512_fmadd_ps(square, square, part[u]);
+      }
+    block = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(part[0], part[1]), _mm512_add_ps(part[2], part[3])));
+#endif
+    float tail = 0.0f;
+#pragma omp simd reduction(+ : tail)
+    for (std::size_t j = i; j < end; ++j) {
+      const float d = (E::at(values, j) - m) * inverse_f;
+      tail += (d * d) * (d * d);
     }
+    block += tail;
     if (std::isfinite(block)) return block;
   }
   double exact = 0.0;
