@@ -287,9 +287,8 @@ struct SimdRule {
       : count(Count > 0 ? std::uint32_t(Count) : rule.levels_count - 1),
         lo(_mm512_set1_ps(rule.params.inside_lo)), hi(_mm512_set1_ps(rule.params.inside_hi)) {
     for (std::uint32_t i = 0; i < count; ++i) thresholds[i] = _mm512_set1_ps(rule.thresholds[i]);
-    float padded[16] = {};  // codes < levels_count <= 16 (simd_applies)
-    std::copy(group_levels, group_levels + std::min<std::uint32_t>(rule.levels_count, 16), padded);
-    levels = _mm512_loadu_ps(padded);
+    // Codes < levels_count <= 16 (simd_applies): the lanes past them are never looked up.
+    levels = _mm512_maskz_loadu_ps(__mmask16((1u << std::min<std::uint32_t>(rule.levels_count, 16)) - 1), group_levels);
   }
   __m512i code(__m512 w) const {
     __m512i code = _mm512_setzero_si512();
@@ -354,39 +353,94 @@ double exact_max_error(const typename E::Stored* row, std::size_t first, std::si
 // checkpoint's quantization pass, and the float partial sums lose under 4e-6 of a total (about
 // 1e-7 in practice).
 constexpr std::size_t kBlockWeights = 1024;
+// One block's sums in float: its codes written as its weights are met, span after span (of one
+// rule each), then judged and added to the totals.
+template <typename E>
+struct BlockSums {
+  __m512 signal[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, noise[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 worst = _mm512_setzero_ps();
+  __m512i inside = _mm512_setzero_si512();
+  float signal_sum = 0.0f, noise_sum = 0.0f;
+
+  // Columns [first, last) of `row` (a multiple of 16 apart) by `rule`, their codes packed into `out`.
+  template <int Count>
+  void add(const typename E::Stored* row, std::size_t first, std::size_t last, const SimdRule<Count>& rule, int bits,
+           std::uint8_t* out) {
+    const __m512i one = _mm512_set1_epi32(1);
+    const std::size_t bytes_per_chunk = 2 * std::size_t(bits);
+    std::size_t c = first;
+    for (; c + 32 <= last; c += 32)  // two chains of sums (their latency, not the work, bounds one)
+      for (int u = 0; u < 2; ++u) step(E::load16(row + c + 16 * std::size_t(u)), rule, bits, out + (c / 16 + std::size_t(u)) * bytes_per_chunk, u, one);
+    if (c < last) step(E::load16(row + c), rule, bits, out + c / 16 * bytes_per_chunk, 0, one);
+  }
+  // Whether the float sums hold every term (then kept for add_to).
+  bool trusted() {
+    signal_sum = _mm512_reduce_add_ps(_mm512_add_ps(signal[0], signal[1]));
+    noise_sum = _mm512_reduce_add_ps(_mm512_add_ps(noise[0], noise[1]));
+    return nuq::trusted(signal_sum) && nuq::trusted(noise_sum);
+  }
+  // Adds the block's sums and count to `t`; true where its float maximum error could beat t's, so
+  // that the caller finds the exact one.
+  bool add_to(QuantizeTotals& t) const {
+    t.signal += double(signal_sum);
+    t.noise += double(noise_sum);
+    t.inside += std::uint64_t(_mm512_reduce_add_epi32(inside));
+    return _mm512_reduce_max_ps(worst) >= static_cast<float>(t.max_error);
+  }
+
+ private:
+  template <int Count>
+  void step(__m512 w, const SimdRule<Count>& rule, int bits, std::uint8_t* out, int u, __m512i one) {
+    const __m512i code = rule.code(w);
+    pack16(code, bits, out);
+    const __m512 e = _mm512_sub_ps(w, rule.level(code));
+    signal[u] = _mm512_fmadd_ps(w, w, signal[u]);
+    noise[u] = _mm512_fmadd_ps(e, e, noise[u]);
+    worst = _mm512_max_ps(worst, _mm512_abs_ps(e));
+    inside = _mm512_mask_add_epi32(inside, rule.inside(w), inside, one);
+  }
+};
+
 template <typename E, int Count>
 void quantize_span_simd(const typename E::Stored* row, std::size_t row_start, std::size_t first, std::size_t last,
                         const GroupRule& group, const float* levels, int bits, std::uint8_t* out, QuantizeTotals& t) {
   const SimdRule<Count> rule(group, levels);
-  const __m512i one = _mm512_set1_epi32(1);
-  const std::size_t bytes_per_chunk = 2 * std::size_t(bits);
   for (std::size_t block = first; block < last; block += kBlockWeights) {
     const std::size_t end = std::min(last, block + kBlockWeights);
-    __m512 signal[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, noise[2] = {signal[0], signal[1]};
-    __m512 worst = _mm512_setzero_ps();
-    __m512i inside = _mm512_setzero_si512();
-    int u = 0;
-    for (std::size_t c = block; c < end; c += 16, u ^= 1) {
-      const __m512 w = E::load16(row + c);
-      const __m512i code = rule.code(w);
-      pack16(code, bits, out + c / 16 * bytes_per_chunk);
-      const __m512 e = _mm512_sub_ps(w, rule.level(code));
-      signal[u] = _mm512_fmadd_ps(w, w, signal[u]);
-      noise[u] = _mm512_fmadd_ps(e, e, noise[u]);
-      worst = _mm512_max_ps(worst, _mm512_abs_ps(e));
-      inside = _mm512_mask_add_epi32(inside, rule.inside(w), inside, one);
-    }
-    const float block_signal = _mm512_reduce_add_ps(_mm512_add_ps(signal[0], signal[1]));
-    const float block_noise = _mm512_reduce_add_ps(_mm512_add_ps(noise[0], noise[1]));
-    if (!trusted(block_signal) || !trusted(block_noise)) {
+    BlockSums<E> block_sums;
+    block_sums.add(row, block, end, rule, bits, out);
+    if (!block_sums.trusted()) {
       quantize_block_in_double<E, Count>(row, row_start, block, end, rule, group, levels, bits, out, t);
       continue;
     }
-    t.signal += double(block_signal);
-    t.noise += double(block_noise);
-    t.inside += std::uint64_t(_mm512_reduce_add_epi32(inside));
-    if (_mm512_reduce_max_ps(worst) >= static_cast<float>(t.max_error))
-      t.max_error = std::max(t.max_error, exact_max_error<E, Count>(row, block, end, rule));
+    if (block_sums.add_to(t)) t.max_error = std::max(t.max_error, exact_max_error<E, Count>(row, block, end, rule));
+  }
+}
+
+// Rows [first_row, last_row) of a table with a group per row, each `cols` weights (a multiple of
+// 16, under kBlockWeights): a tensor in groups of 128 weights is quantized as rows of 128, and
+// summing, reducing and checking each such row on its own cost a quarter of the pass. Here the
+// float sums run over blocks of whole rows of about kBlockWeights weights, each row by its rule.
+template <typename E, int Count>
+void quantize_short_rows_simd(const typename E::Stored* values, std::size_t first_row, std::size_t last_row,
+                              std::size_t cols, const QuantizeTable& table, std::uint8_t* packed, QuantizeTotals& t) {
+  const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
+  const std::size_t rows_per_block = std::max<std::size_t>(1, kBlockWeights / cols);
+  const auto rule_of = [&](std::size_t r) { return SimdRule<Count>(table.rule(r), table.group_levels(r)); };
+  for (std::size_t block = first_row; block < last_row; block += rows_per_block) {
+    const std::size_t end = std::min(last_row, block + rows_per_block);
+    BlockSums<E> block_sums;
+    for (std::size_t r = block; r < end; ++r)
+      block_sums.add(values + r * cols, 0, cols, rule_of(r), table.bits, packed + r * row_bytes);
+    if (!block_sums.trusted()) {
+      for (std::size_t r = block; r < end; ++r)
+        quantize_block_in_double<E, Count>(values + r * cols, r * cols, 0, cols, rule_of(r), table.rule(r),
+                                           table.group_levels(r), table.bits, packed + r * row_bytes, t);
+      continue;
+    }
+    if (block_sums.add_to(t))
+      for (std::size_t r = block; r < end; ++r)
+        t.max_error = std::max(t.max_error, exact_max_error<E, Count>(values + r * cols, 0, cols, rule_of(r)));
   }
 }
 #endif
@@ -414,6 +468,17 @@ void quantize_span_simd_of_width(const typename E::Stored* row, std::size_t row_
   }
 }
 #elif defined(NUQ_QUANTIZE_AVX512)
+template <typename E>
+void quantize_short_rows_of_width(const typename E::Stored* values, std::size_t first_row, std::size_t last_row,
+                                  std::size_t cols, const QuantizeTable& table, std::uint8_t* packed, QuantizeTotals& t) {
+  switch (table.levels_count == (1u << table.bits) ? table.bits : 0) {
+    case 1: return quantize_short_rows_simd<E, 1>(values, first_row, last_row, cols, table, packed, t);
+    case 2: return quantize_short_rows_simd<E, 3>(values, first_row, last_row, cols, table, packed, t);
+    case 4: return quantize_short_rows_simd<E, 15>(values, first_row, last_row, cols, table, packed, t);
+    default: return quantize_short_rows_simd<E, 0>(values, first_row, last_row, cols, table, packed, t);
+  }
+}
+
 template <typename E>
 void quantize_span_simd_of_width(const typename E::Stored* row, std::size_t row_start, std::size_t first,
                                  std::size_t last, const GroupRule& rule, const float* levels, int bits,
@@ -444,10 +509,21 @@ QuantizeTotals quantize_as(const typename E::Stored* values, std::size_t rows, s
   const std::size_t item_cols = std::max<std::size_t>(1, std::min(cols, kSegmentCols));
   const std::size_t per_run = std::max<std::size_t>(1, (std::size_t{1} << 16) / item_cols);
   const std::size_t runs = (std::size_t(items) + per_run - 1) / per_run;
+#if defined(NUQ_QUANTIZE_AVX512)
+  // Rows of a group each (groups of 128 weights), short enough to share a block of float sums.
+  const bool short_rows = simd && table.groups == rows && rows > 1 && cols % 16 == 0 && cols < kBlockWeights;
+#endif
   return ordered_sum<QuantizeTotals>(
       runs,
       [&](std::size_t run) {
         QuantizeTotals mine;
+#if defined(NUQ_QUANTIZE_AVX512)
+        if (short_rows) {  // one segment a row: items are rows
+          quantize_short_rows_of_width<E>(values, run * per_run, std::min(std::size_t(items), (run + 1) * per_run), cols,
+                                          table, packed, mine);
+          return mine;
+        }
+#endif
         for (std::size_t item = run * per_run; item < std::min(std::size_t(items), (run + 1) * per_run); ++item) {
           const std::size_t r = item / segments_per_row;
           const std::size_t first = item % segments_per_row * kSegmentCols;

@@ -136,6 +136,38 @@ TEST(QuantizeFast, BlocksOfEveryMagnitudeGiveTheReferencesTotals) {
   }
 }
 
+// A group per row of 16-1008 weights (groups of 128: --group-size): rows share blocks of float
+// sums, so a block of tiny rows, a row holding NaN, and rows whose largest error beats the others'
+// must each still give the reference's codes and totals.
+TEST(QuantizeFast, ShortRowsOfTheirOwnGroupsGiveTheReferencesTotals) {
+  // Row scales, a run of 16 rows each, repeating: mixed; all tiny (every block summed again).
+  const std::vector<std::vector<double>> cycles = {{1.0, 1e-30, 1e-12, 3.0}, {1e-30, 2e-30}};
+  for (const auto& [name, codebook, bits] : test::codebooks_of_every_width()) {
+    for (const std::vector<double>& scales : cycles)
+    for (std::size_t cols : {16, 128, 512, 1008}) {
+      const std::size_t rows = 96;
+      const std::vector<float> unit = test::draw(Law::Laplace, rows * cols, 0.0, 1.0, std::uint32_t(cols));
+      std::vector<Affine> groups(rows);
+      std::vector<float> w(rows * cols);
+      for (std::size_t r = 0; r < rows; ++r) {
+        const double scale = scales[r / 16 % scales.size()] * (1.0 + 0.01 * double(r));
+        groups[r] = Affine{0.0, scale};
+        for (std::size_t c = 0; c < cols; ++c) w[r * cols + c] = float(double(unit[r * cols + c]) * scale);
+      }
+      w[40 * cols + 3] = NAN;
+      w[70 * cols + 1] *= 50.0f;  // the largest error, late
+      const QuantizeTable table = make_quantize_table(codebook, bits, groups);
+      std::vector<std::uint8_t> ref(rows * packed_row_bytes(cols, bits), 0xAB), fast(ref.size(), 0xCD);
+      const QuantizeTotals a = quantize_ref(w.data(), rows, cols, table, ref.data());
+      const QuantizeTotals b = quantize_fast(w.data(), rows, cols, table, fast.data());
+      const std::string what = name + " in rows of " + std::to_string(cols) + (scales.size() == 2 ? ", all tiny" : "");
+      ASSERT_EQ(fast, ref) << what;
+      expect_totals_near(b, a, what);
+      EXPECT_EQ(a.nonfinite, 1u) << what;
+    }
+  }
+}
+
 TEST(QuantizeFast, NonFiniteWeightsSaturateAndAreCountedOnEveryPath) {
   for (const auto& [name, codebook, bits] : test::codebooks_of_every_width()) {
     std::vector<float> w = test::draw(Law::Gauss, 3 * 50, 0.0, 1.0, 5);
