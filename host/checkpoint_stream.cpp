@@ -341,12 +341,13 @@ class StreamRun {
     }
     report_.output_bytes += writer.finished_size();  // (its appends may still be on their way)
     checkpoint_.add_tensor_bytes(writer.data_size());
-    report_.outputs.push_back(out_path);
     return out;
   }
 
-  // With a folder out: the new index, once every shard is finished.
+  // Once every shard is finished: the files written, in the shards' order, and with a folder out
+  // the new index.
   void write_index() {
+    for (std::size_t s = 0; s < readers_.size(); ++s) report_.outputs.push_back(checkpoint_.output(s));
     const std::string index = checkpoint_.write_index();
     if (index.empty()) return;
     report_.outputs.push_back(index);
@@ -514,12 +515,16 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
 
   // Pass 2: each output file written while the next is worked on, its finish (fsync, rename)
-  // behind the next one's work.
+  // behind the next one's work. The shards are taken last to first: pass 1 read them first to
+  // last, so when the checkpoint is larger than the page cache the shards it read last are the
+  // ones still cached, and are read again from memory before the others evict them (front to
+  // back, every shard would be read from the disk twice). Each file's bytes do not depend on the
+  // order, and the totals are joined in the jobs' order afterwards.
   progress.restart(run.total_bytes());
   run.begin_writing();
   const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
   std::unique_ptr<io::WriteBehind> finishing;
-  for (std::size_t s = 0; s < run.shards(); ++s) {
+  for (std::size_t s = run.shards(); s-- > 0;) {
     std::unique_ptr<io::WriteBehind> out = run.write_shard(s, run.shard_metadata(s, global.mean, global_stddev), progress);
     out->finish_later();
     if (finishing) finishing->wait();  // rethrows its error

@@ -74,6 +74,11 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   EXPECT_EQ(index["metadata"]["total_size"].get<std::uint64_t>(), total);
   EXPECT_EQ(report.input_bytes, input_bytes);
   EXPECT_EQ(report.output_bytes, output_bytes);
+  // The files written, in the shards' order and then the index, although pass 2 writes the last
+  // shard first.
+  EXPECT_EQ(report.outputs, (std::vector<std::string>{dir.file("out/model-00001-of-00002.safetensors"),
+                                                      dir.file("out/model-00002-of-00002.safetensors"),
+                                                      dir.file("out/model.safetensors.index.json")}));
   EXPECT_EQ(index["metadata"]["format"], "pt");  // the input index's metadata is carried over
   EXPECT_EQ(index["metadata"]["nested"]["list"], nlohmann::json({1, 2}));
   // The index is streamed out as it is read, laid out as nlohmann's dump(2) lays it out.

@@ -2,8 +2,8 @@
 // or a Hugging Face `model.safetensors.index.json` in; the same sharding (and a new index) out, in
 // the one quantized format (quantized_file.h). Two passes over the input, a bounded piece of rows
 // at a time: the statistics first (every shard, so global normalisation sees every weight), then
-// each output file streamed tensor by tensor. Peak memory is the pieces in flight, whatever the
-// checkpoint's size.
+// each output file streamed tensor by tensor, the last shard first (the shards the page cache still
+// holds from the first pass). Peak memory is the pieces in flight, whatever the checkpoint's size.
 #pragma once
 
 #include <cstdint>
