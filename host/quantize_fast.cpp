@@ -511,7 +511,7 @@ QuantizeTotals quantize_as(const typename E::Stored* values, std::size_t rows, s
   const std::size_t runs = (std::size_t(items) + per_run - 1) / per_run;
 #if defined(NUQ_QUANTIZE_AVX512)
   // Rows of a group each (groups of 128 weights), short enough to share a block of float sums.
-  const bool short_rows = simd && table.groups == rows && rows > 1 && cols % 16 == 0 && cols < kBlockWeights;
+  const bool short_rows = simd && table.groups == rows && rows > 1 && cols > 0 && cols % 16 == 0 && cols < kBlockWeights;
 #endif
   return ordered_sum<QuantizeTotals>(
       runs,
