@@ -3,6 +3,8 @@
 // search path (linear compare-and-count, bisection, uniform grid).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -42,7 +44,7 @@ inline Codebook random_codebook(std::size_t levels, int bits, std::uint32_t seed
   std::vector<double> t(levels - 1);
   for (std::size_t k = 0; k + 1 < levels; ++k) t[k] = 0.5 * (y[k] + y[k + 1]);
   Provenance p;
-  p.xmax = y.back();
+  p.xmax = std::max(std::abs(y.front()), std::abs(y.back()));  // the support holds every level (y may all be negative)
   return Codebook(bits, t, y, p);
 }
 
