@@ -1,10 +1,11 @@
-// The CPU quantization pass and fourth moment on random cases of every kind against their plain
-// references: shapes around the SIMD paths' blocks (rows of 16-1008 sharing blocks, one block of
+// The CPU statistics, quantization pass and fourth moment on random cases of every kind against
+// their plain references: shapes around the SIMD paths' blocks (rows of 16-1008 sharing blocks, one block of
 // 1,024, two, odd tails), F32/BF16/F16 weights read unaligned, one table or a table per row, every
 // codebook width and codebooks with fewer levels than their width holds, and weights chosen to be
 // hard: on thresholds and one float either side, on levels, zeros of both signs, subnormals, any
 // exponent, runs too small for float squares, huge weights, NaN and ±inf. Codes must be identical
-// byte for byte, counts and the largest error exact, sums within the float blocks' rounding.
+// byte for byte, counts and the largest error exact, sums within the float blocks' rounding; the
+// statistics as Welford's, the stored types' bit for bit those of their floats, each row's as its own.
 // (A differential fuzzer of the same cases ran 381,047 of them on AVX-512 and 156,794 on AVX2
 // without a difference, 2026-12-04; this keeps a fixed sample of them in every build.)
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "backend_cases.h"
+#include "nuq/error.h"
 #include "nuq/io/widen.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
@@ -161,7 +163,7 @@ std::string describe(const std::string& book, WeightType type, std::size_t rows,
          std::to_string(cols) + (per_row ? ", a table per row" : ", one table");
 }
 
-TEST(QuantizeRandom, CodesAndTotalsOfHardCasesMatchTheReference) {
+TEST(RandomHardCases, CodesAndTotalsOfHardCasesMatchTheReference) {
   std::vector<test::NamedCodebook> books = test::codebooks_of_every_width();
   // Fewer levels than the width holds (the SIMD paths count thresholds, not bits).
   books.push_back({"random-5-in-4-bits", test::random_codebook(5, 4, 3), 4});
@@ -206,7 +208,7 @@ TEST(QuantizeRandom, CodesAndTotalsOfHardCasesMatchTheReference) {
   }
 }
 
-TEST(QuantizeRandom, FourthMomentOfEveryTypeAndScaleMatchesDouble) {
+TEST(RandomHardCases, FourthMomentOfEveryTypeAndScaleMatchesDouble) {
   Draw d(4);
   for (int index = 0; index < 1500; ++index) {
     Weights w;
@@ -234,6 +236,66 @@ TEST(QuantizeRandom, FourthMomentOfEveryTypeAndScaleMatchesDouble) {
     const double got = fourth_moment(w.stored(), w.type, count, mean, scale);
     EXPECT_NEAR(got, exact, 1e-5 * exact) << "case " << index << ": " << name_of(w.type) << ", " << count
                                            << " weights at scale " << scale;
+  }
+}
+
+TEST(RandomHardCases, StatisticsOfHardCasesMatchWelfordAndEachRowIsItsOwn) {
+  Draw d(7);
+  for (int index = 0; index < 600; ++index) {
+    Weights w;
+    w.type = draw_type(d);
+    const std::size_t cols = draw_cols(d), rows = 1 + d.below(std::clamp<std::size_t>(60000 / cols, 1, 40));
+    const double scale = draw_scale(d, w.type);
+    const double mean = d.uniform() < 0.3 ? scale * std::pow(10.0, 4 * d.uniform()) : 0.0;  // cancellation
+    const double any = d.uniform() < 0.2 ? 0.05 : 0.0, nonfinite = d.uniform() < 0.3 ? 0.002 : 0.0;
+    w.values.resize(rows * cols);
+    for (float& v : w.values) {
+      const double p = d.uniform();
+      v = p < any               ? any_float(d)
+          : p < any + nonfinite ? std::array<float, 3>{NAN, kInf, -kInf}[d.below(3)]
+                                : float(mean + d.sign() * d.exponential() * scale);
+    }
+    store(w);
+    const std::size_t count = w.values.size();
+    const std::string what = "case " + std::to_string(index) + ": " + name_of(w.type) + ", " + std::to_string(rows) +
+                             " x " + std::to_string(cols);
+
+    const auto first_bad = std::find_if(w.values.begin(), w.values.end(), [](float v) { return !std::isfinite(v); });
+    if (first_bad != w.values.end()) {  // an error naming the first, unless asked to skip
+      const std::string expected = "w: element " + std::to_string(first_bad - w.values.begin()) + " is ";
+      try {
+        WeightStats s;
+        accumulate(s, w.stored(), w.type, count, "w");
+        ADD_FAILURE() << what << ": a non-finite weight accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << what << ": " << e.what();
+      }
+    }
+    const WeightStats ref = stats_ref(w.values.data(), count, "w", NonFinite::Skip);
+    WeightStats as_floats, as_stored;
+    accumulate(as_floats, w.values.data(), count, "w", NonFinite::Skip);
+    accumulate(as_stored, w.stored(), w.type, count, "w", NonFinite::Skip);
+    ASSERT_EQ(as_floats.count, ref.count) << what;
+    ASSERT_EQ(as_floats.nonfinite, ref.nonfinite) << what;
+    ASSERT_EQ(as_floats.min, ref.min) << what;
+    ASSERT_EQ(as_floats.max, ref.max) << what;
+    ASSERT_NEAR(as_floats.mean, ref.mean, 1e-12 * (std::abs(ref.mean) + ref.stddev())) << what;
+    ASSERT_NEAR(as_floats.m2, ref.m2, 1e-9 * ref.m2) << what;
+    ASSERT_EQ(std::memcmp(&as_stored.mean, &as_floats.mean, sizeof(double)), 0) << what << ": stored vs floats";
+    ASSERT_EQ(std::memcmp(&as_stored.m2, &as_floats.m2, sizeof(double)), 0) << what << ": stored vs floats";
+
+    std::vector<WeightStats> row(rows);
+    row_stats(w.stored(), w.type, rows, cols, row.data(), "w", NonFinite::Skip);
+    for (std::size_t r = 0; r < rows; ++r) {
+      WeightStats alone;
+      accumulate(alone, w.values.data() + r * cols, cols, "w", NonFinite::Skip);
+      ASSERT_EQ(row[r].count, alone.count) << what << ", row " << r;
+      ASSERT_EQ(row[r].nonfinite, alone.nonfinite) << what << ", row " << r;
+      ASSERT_EQ(std::memcmp(&row[r].mean, &alone.mean, sizeof(double)), 0) << what << ", row " << r;
+      ASSERT_EQ(std::memcmp(&row[r].m2, &alone.m2, sizeof(double)), 0) << what << ", row " << r;
+      ASSERT_EQ(row[r].min, alone.min) << what << ", row " << r;
+      ASSERT_EQ(row[r].max, alone.max) << what << ", row " << r;
+    }
   }
 }
 
