@@ -47,10 +47,19 @@ __m256 load8_one_at_a_time(const typename Element::Stored* p) {
 #endif
 
 // The element types, as tags: Element::Stored is what lies in memory (in the processor's byte
-// order), at() one weight as float, load8()/load16() eight or sixteen.
+// order), at() one weight as float, load8()/load16() eight or sixteen. Weights need not be aligned
+// to their size (a safetensors tensor at an odd offset, a numpy view into bytes), so every load is
+// unaligned: at() copies the element out (one plain load on x86) rather than dereferencing.
+template <typename T>
+T load_unaligned(const T* p, std::size_t i) {
+  T value;
+  std::memcpy(&value, reinterpret_cast<const unsigned char*>(p) + i * sizeof(T), sizeof(T));
+  return value;
+}
+
 struct F32 {
   using Stored = float;
-  static float at(const Stored* p, std::size_t i) { return p[i]; }
+  static float at(const Stored* p, std::size_t i) { return load_unaligned(p, i); }
 #if defined(__AVX__)
   static __m256 load8(const Stored* p) { return _mm256_loadu_ps(p); }
 #endif
@@ -62,7 +71,7 @@ struct F32 {
 struct BF16 {  // the upper half of a float
   using Stored = std::uint16_t;
   static float at(const Stored* p, std::size_t i) {
-    const std::uint32_t word = std::uint32_t(p[i]) << 16;
+    const std::uint32_t word = std::uint32_t(load_unaligned(p, i)) << 16;
     float value;
     std::memcpy(&value, &word, 4);
     return value;
@@ -85,7 +94,7 @@ struct BF16 {  // the upper half of a float
 
 struct F16 {  // IEEE half
   using Stored = std::uint16_t;
-  static float at(const Stored* p, std::size_t i) { return half_to_float(p[i]); }
+  static float at(const Stored* p, std::size_t i) { return half_to_float(load_unaligned(p, i)); }
 #if defined(__AVX__) && defined(__F16C__)
   static __m256 load8(const Stored* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 #elif defined(__AVX__)
