@@ -9,6 +9,15 @@
 #include "nuq/error.h"
 #include "nuq/packed.h"
 
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define NUQ_TABLE_AVX512 1
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
+
 namespace nuq {
 namespace {
 
@@ -36,6 +45,52 @@ float float_at_or_below(double x) {
   const float f = static_cast<float>(x);
   return double(f) > x ? next_down(f) : f;
 }
+
+#if defined(NUQ_TABLE_AVX512)
+// Groups g .. g + 7 of a table without a uniform grid (one map per group of 128 weights builds a
+// table per 128 weights): the scalar loop's values, bit for bit, eight groups a register. The
+// file is compiled without contraction (CMakeLists.txt), so the scalar mean + scale * t is a
+// product and a sum, rounded twice, as here; rounding toward +inf (-inf) is float_at_or_above
+// (float_at_or_below): the smallest float at or above the double, overflow to +inf included.
+// False, having written nothing, where a group is constant (scale 0), a map is not finite or a
+// level leaves float's range: the scalar loop then takes those groups and says what is wrong.
+bool eight_groups(const Affine* maps, const std::vector<double>& t, const std::vector<double>& y, double xmax,
+                  std::size_t per_group, std::uint32_t nan_code, float* thresholds, float* levels, GroupParams* params) {
+  // Affine is {mean, scale}: the 16 doubles of eight maps, split into means and scales.
+  const __m512d first = _mm512_loadu_pd(&maps[0].mean), second = _mm512_loadu_pd(&maps[4].mean);
+  const __m512d mean = _mm512_permutex2var_pd(first, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), second);
+  const __m512d scale = _mm512_permutex2var_pd(first, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), second);
+  const __m512d infinity = _mm512_set1_pd(std::numeric_limits<double>::infinity());
+  const __mmask8 usable = _mm512_cmp_pd_mask(_mm512_abs_pd(mean), infinity, _CMP_LT_OQ) &
+                          _mm512_cmp_pd_mask(scale, _mm512_setzero_pd(), _CMP_GT_OQ) &
+                          _mm512_cmp_pd_mask(scale, infinity, _CMP_LT_OQ);
+  if (usable != 0xFF) return false;
+  alignas(64) float column[8];
+  const std::size_t count = y.size(), between = t.size();
+  __mmask8 finite = 0xFF;
+  for (std::size_t k = 0; k < per_group; ++k) {
+    const __m512d level = k < count ? _mm512_add_pd(mean, _mm512_mul_pd(scale, _mm512_set1_pd(y[k]))) : mean;
+    const __m256 rounded = _mm512_cvtpd_ps(level);
+    finite &= __mmask8(_mm256_cmp_ps_mask(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), rounded),
+                                          _mm256_set1_ps(std::numeric_limits<float>::infinity()), _CMP_LT_OQ));
+    _mm256_store_ps(column, rounded);
+    for (std::size_t g = 0; g < 8; ++g) levels[g * per_group + k] = column[g];
+  }
+  if (finite != 0xFF) return false;  // written over again by the scalar loop, which then reports it
+  constexpr int kUp = _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC, kDown = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+  for (std::size_t k = 0; k < between; ++k) {
+    const __m512d x = _mm512_add_pd(mean, _mm512_mul_pd(scale, _mm512_set1_pd(t[k])));
+    _mm256_store_ps(column, _mm512_cvt_roundpd_ps(x, kUp));
+    for (std::size_t g = 0; g < 8; ++g) thresholds[g * between + k] = column[g];
+  }
+  const __m512d reach = _mm512_mul_pd(scale, _mm512_set1_pd(xmax));
+  alignas(64) float lo[8], hi[8];
+  _mm256_store_ps(lo, _mm512_cvt_roundpd_ps(_mm512_sub_pd(mean, reach), kUp));
+  _mm256_store_ps(hi, _mm512_cvt_roundpd_ps(_mm512_add_pd(mean, reach), kDown));
+  for (std::size_t g = 0; g < 8; ++g) params[g] = GroupParams{lo[g], hi[g], nan_code, 0.0f, 0.0f};
+  return true;
+}
+#endif
 
 }  // namespace
 
@@ -80,7 +135,7 @@ QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std:
   table.params.resize(groups.size());
   const std::uint32_t nan_code = codebook.index_of(0.0);
   const double xmax = codebook.xmax();
-  for (std::size_t g = 0; g < groups.size(); ++g) {
+  const auto one_group = [&](std::size_t g) {
     const Affine& a = groups[g];
     NUQ_REQUIRE(std::isfinite(a.mean) && std::isfinite(a.scale) && a.scale >= 0.0, "quantize: normalisation (mean ",
                 a.mean, ", scale ", a.scale, ") is not finite and non-negative");
@@ -109,7 +164,16 @@ QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std:
       p.grid_inv_step = static_cast<float>(1.0 / (a.scale * grid->step));
       if (!std::isfinite(p.grid_inv_step)) p.grid_inv_step = 0.0f;  // a search is always correct
     }
-  }
+  };
+  std::size_t g = 0;
+#if defined(NUQ_TABLE_AVX512)
+  if (!grid)
+    for (; g + 8 <= groups.size(); g += 8)
+      if (!eight_groups(&groups[g], t, y, xmax, per_group, nan_code, table.thresholds.data() + g * thresholds_per_group,
+                        table.levels.data() + g * per_group, table.params.data() + g))
+        for (std::size_t i = g; i < g + 8; ++i) one_group(i);
+#endif
+  for (; g < groups.size(); ++g) one_group(g);
   return table;
 }
 

@@ -295,5 +295,34 @@ TEST(RandomHardCases, StatisticsOfHardCasesMatchWelfordAndEachRowIsItsOwn) {
   }
 }
 
+// A table of many groups (eight a register where AVX-512 builds it) holds, bit for bit, what each
+// group's table alone holds: maps of every magnitude, constant groups, levels beyond float's range.
+TEST(RandomHardCases, TablesOfManyGroupsHoldEachGroupsOwn) {
+  std::vector<test::NamedCodebook> books = test::codebooks_of_every_width();
+  books.push_back({"random-5-in-4-bits", test::random_codebook(5, 4, 3), 4});
+  Draw d(11);
+  for (int index = 0; index < 400; ++index) {
+    const test::NamedCodebook& book = books[d.below(books.size())];
+    std::vector<Affine> maps(1 + d.below(book.storage_bits > 8 ? 20 : 100));
+    for (Affine& m : maps) {
+      const double p = d.uniform();  // constant, any exponent double holds, or ordinary
+      m.scale = p < 0.05 ? 0.0 : p < 0.5 ? std::ldexp(1.0 + d.uniform(), int(d.below(2000)) - 1000)
+                                         : std::pow(10.0, 6 * d.uniform() - 4);
+      m.mean = d.uniform() < 0.3 ? 0.0 : d.sign() * std::pow(10.0, 80 * d.uniform() - 40);
+    }
+    const QuantizeTable all = make_quantize_table(book.codebook, book.storage_bits, maps);
+    for (std::size_t g = 0; g < maps.size(); ++g) {
+      const QuantizeTable one = make_quantize_table(book.codebook, book.storage_bits, {maps[g]});
+      const std::size_t between = all.levels_count - 1, per_group = std::size_t{1} << all.bits;
+      const std::string what = "case " + std::to_string(index) + " (" + book.name + "), group " + std::to_string(g) +
+                               " of " + std::to_string(maps.size());
+      ASSERT_EQ(std::memcmp(all.thresholds.data() + g * between, one.thresholds.data(), between * sizeof(float)), 0)
+          << what << ": thresholds";
+      ASSERT_EQ(std::memcmp(all.group_levels(g), one.group_levels(0), per_group * sizeof(float)), 0) << what << ": levels";
+      ASSERT_EQ(std::memcmp(&all.params[g], &one.params[0], sizeof(GroupParams)), 0) << what << ": support and grid";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nuq
