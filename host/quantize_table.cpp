@@ -52,8 +52,9 @@ float float_at_or_below(double x) {
 // file is compiled without contraction (CMakeLists.txt), so the scalar mean + scale * t is a
 // product and a sum, rounded twice, as here; rounding toward +inf (-inf) is float_at_or_above
 // (float_at_or_below): the smallest float at or above the double, overflow to +inf included.
-// False, having written nothing, where a group is constant (scale 0), a map is not finite or a
-// level leaves float's range: the scalar loop then takes those groups and says what is wrong.
+// False where a group is constant (scale 0), a map is not finite or a level leaves float's range:
+// the scalar loop then takes those eight groups again, writing over what was written, and says
+// what is wrong.
 bool eight_groups(const Affine* maps, const std::vector<double>& t, const std::vector<double>& y, double xmax,
                   std::size_t per_group, std::uint32_t nan_code, float* thresholds, float* levels, GroupParams* params) {
   // Affine is {mean, scale}: the 16 doubles of eight maps, split into means and scales.

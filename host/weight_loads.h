@@ -48,8 +48,8 @@ __m256 load8_one_at_a_time(const typename Element::Stored* p) {
 
 // The element types, as tags: Element::Stored is what lies in memory (in the processor's byte
 // order), at() one weight as float, load8()/load16() eight or sixteen. Weights need not be aligned
-// to their size (a safetensors tensor at an odd offset, a numpy view into bytes), so every load is
-// unaligned: at() copies the element out (one plain load on x86) rather than dereferencing.
+// to their size (a tensor at an offset that is not a multiple of it), so every load is unaligned:
+// at() copies the element out (one plain load on x86) rather than dereferencing.
 template <typename T>
 T load_unaligned(const T* p, std::size_t i) {
   T value;

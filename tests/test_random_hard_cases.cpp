@@ -154,6 +154,17 @@ std::vector<float> draw_weights(Draw& d, std::size_t rows, std::size_t cols, con
   return w;
 }
 
+// Every width, and codebooks with fewer levels than their width holds (the SIMD paths count
+// thresholds, not bits).
+std::vector<test::NamedCodebook> hard_codebooks() {
+  std::vector<test::NamedCodebook> books = test::codebooks_of_every_width();
+  books.push_back({"random-5-in-4-bits", test::random_codebook(5, 4, 3), 4});
+  books.push_back({"random-16-in-8-bits", test::random_codebook(16, 8, 5), 8});
+  books.push_back({"random-3-in-8-bits", test::random_codebook(3, 8, 9), 8});
+  books.push_back({"random-2", test::random_codebook(2, 1, 17), 1});
+  return books;
+}
+
 const char* name_of(WeightType type) {
   return type == WeightType::F32 ? "F32" : type == WeightType::BF16 ? "BF16" : "F16";
 }
@@ -165,12 +176,7 @@ std::string describe(const std::string& book, WeightType type, std::size_t rows,
 }
 
 TEST(RandomHardCases, CodesAndTotalsOfHardCasesMatchTheReference) {
-  std::vector<test::NamedCodebook> books = test::codebooks_of_every_width();
-  // Fewer levels than the width holds (the SIMD paths count thresholds, not bits).
-  books.push_back({"random-5-in-4-bits", test::random_codebook(5, 4, 3), 4});
-  books.push_back({"random-16-in-8-bits", test::random_codebook(16, 8, 5), 8});
-  books.push_back({"random-3-in-8-bits", test::random_codebook(3, 8, 9), 8});
-  books.push_back({"random-2", test::random_codebook(2, 1, 17), 1});
+  const std::vector<test::NamedCodebook> books = hard_codebooks();
   Draw d(20261204);
   for (int index = 0; index < 1500; ++index) {
     const test::NamedCodebook& book = books[d.below(books.size())];
@@ -298,8 +304,7 @@ TEST(RandomHardCases, StatisticsOfHardCasesMatchWelfordAndEachRowIsItsOwn) {
 // A table of many groups (eight a register where AVX-512 builds it) holds, bit for bit, what each
 // group's table alone holds: maps of every magnitude, constant groups, levels beyond float's range.
 TEST(RandomHardCases, TablesOfManyGroupsHoldEachGroupsOwn) {
-  std::vector<test::NamedCodebook> books = test::codebooks_of_every_width();
-  books.push_back({"random-5-in-4-bits", test::random_codebook(5, 4, 3), 4});
+  const std::vector<test::NamedCodebook> books = hard_codebooks();
   Draw d(11);
   for (int index = 0; index < 400; ++index) {
     const test::NamedCodebook& book = books[d.below(books.size())];
