@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -28,7 +29,6 @@
 #include "nuq/tensor_pieces.h"
 
 #include "io/write_behind.h"
-#include "map_spill.h"
 #include "piece_reader.h"
 
 namespace nuq {
@@ -44,10 +44,15 @@ struct Job {
   std::size_t matrix_rows = 0, matrix_cols = 0;  // the [shape[0], rest] view the file describes
   std::size_t rows = 0, cols = 0;                // the view quantized: grouped, [groups, group size]
   WeightStats own;
-  std::vector<Affine> maps;    // after pass 1, one map for the tensor (or an unused one for no rows)
-  bool spilled = false;        // per row or group: the maps are in the MapSpill instead
-  std::uint64_t spill_first = 0;
-  std::size_t map_count = 0;
+  // Per row or group, rows a piece holds whole: each row's map is found from its weights in pass 2,
+  // as they are quantized, and its scale or levels written then into the room the file left for
+  // them at `side_begin` (the data offset of the job's .scales or .codebook).
+  bool maps_as_quantized = false;
+  std::uint64_t side_begin = 0;
+  // Otherwise, after pass 1: the tensor's one map, or per row (rows longer than a piece) each row's
+  // joined from its pieces' statistics: at most one per piece, 16 bytes a million weights.
+  std::vector<Affine> maps;
+  std::size_t map_count = 0;  // the maps stored: one per row (group) for per-row maps, else one
   QuantizeTotals totals;     // pass 2
   double fourth = 0.0;       // pass 2: sum of ((w - mean) / sigma)^4 over the finite weights
 };
@@ -58,14 +63,18 @@ bool has_spread(const WeightStats& s) {
   return sigma > 0.0 && std::isfinite(sigma);
 }
 
-// The maps of rows (groups) [first, first + count) of a job: spilled ones read back; grouped ones
-// turned into the tensor's mean and each group's RMS about it, rounded to the F32 the file stores.
-std::vector<Affine> maps_of(const Job& job, const MapSpill& spill, std::size_t first, std::size_t count,
-                            bool grouped) {
-  if (!job.spilled) return job.maps;
-  std::vector<Affine> maps = spill.read(job.spill_first + first, count);
-  if (grouped)
-    for (Affine& g : maps) g = group_map(g, job.own.mean);
+// Grouped maps turned into the tensor's mean and each group's RMS about it, rounded to the F32 the
+// file stores.
+void to_group_maps(std::vector<Affine>& maps, const Job& job) {
+  for (Affine& g : maps) g = group_map(g, job.own.mean);
+}
+
+// The maps of rows (groups) [first, first + count) of a job whose maps pass 1 found: per row those
+// rows' own, else the tensor's one map.
+std::vector<Affine> maps_of(const Job& job, bool per_row, std::size_t first, std::size_t count, bool grouped) {
+  if (!per_row) return job.maps;
+  std::vector<Affine> maps(job.maps.begin() + std::ptrdiff_t(first), job.maps.begin() + std::ptrdiff_t(first + count));
+  if (grouped) to_group_maps(maps, job);
   return maps;
 }
 
@@ -175,6 +184,7 @@ class StreamRun {
           job.rows = job.matrix_rows * (job.matrix_cols / o.group_size);
           job.cols = o.group_size;
         }
+        job.maps_as_quantized = per_row_ && whole_rows(job.cols, o.piece_bytes);
         jobs_.push_back(std::move(job));
         quantized_bytes_ += entry.end - entry.begin;
       }
@@ -227,63 +237,50 @@ class StreamRun {
     return order;
   }
 
-  // Pass 1 of one tensor: its statistics, and per channel (or group) each row's map, spilled.
+  // Pass 1 of one tensor: its statistics, and per channel for rows longer than a piece each row's
+  // map (rows a piece holds whole have theirs found in pass 2).
   void statistics(Job& job, Progress& progress) {
     const io::SafetensorsReader& reader = *readers_[job.shard];
     const WeightStats none;  // the rows' maps do not depend on the global statistics
-    job.spill_first = spill_.size();
     WeightStats row;  // a row read in column pieces
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
     PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_);
     for (std::size_t k = 0; k < pieces.size();) {
       const PieceWindow window = source.start(k);
       std::vector<WeightStats> share_stats(window.items.size());
-      std::vector<std::vector<Affine>> share_maps(window.items.size());
       for_each_share(window.items.size(), [&](std::size_t i) {
         const Piece& share = window.items[i].share;
-        const std::string where = where_of(reader, job.name, share);
         const WeightView w = source.weights(window, i);
-        share_stats[i] = backend_.stats_as(w.data, w.type, share.rows * share.cols, where, o_.nonfinite);
-        if (per_row_ && share.cols == job.cols)  // whole rows: each its own map
-          share_maps[i] = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols, none,
-                                           share_stats[i], where, o_.nonfinite, backend_).maps;
+        share_stats[i] =
+            backend_.stats_as(w.data, w.type, share.rows * share.cols, where_of(reader, job.name, share), o_.nonfinite);
       });
       for (std::size_t i = 0; k < window.last; ++k) {  // piece by piece, each share in order
         const Piece& p = pieces[k];
         WeightStats piece;
-        std::vector<std::vector<Affine>*> maps;
-        for (; i < window.items.size() && window.items[i].piece == k; ++i) {
-          piece = combine(piece, share_stats[i]);
-          maps.push_back(&share_maps[i]);
-        }
+        for (; i < window.items.size() && window.items[i].piece == k; ++i) piece = combine(piece, share_stats[i]);
         job.own = combine(job.own, piece);
-        if (per_row_) {
-          if (p.cols == job.cols) {
-            for (const std::vector<Affine>* m : maps) spill_.append(*m);
-          } else {
-            row = combine(row, piece);
-            if (p.col + p.cols == job.cols) {
-              spill_.append(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, none, row,
-                                             where_of(reader, job.name, p), o_.nonfinite, backend_).maps);
-              row = {};
-            }
+        if (per_row_ && !job.maps_as_quantized) {  // a piece of one row's columns
+          row = combine(row, piece);
+          if (p.col + p.cols == job.cols) {
+            job.maps.push_back(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, none, row,
+                                                where_of(reader, job.name, p), o_.nonfinite, backend_).maps[0]);
+            row = {};
           }
         }
         progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
       }
     }
-    job.map_count = std::size_t(spill_.size() - job.spill_first);
-    job.spilled = job.map_count > 0;
   }
 
-  // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics).
+  // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics),
+  // and the count of maps stored.
   void make_maps(Job& job, const WeightStats& global) {
     if (!per_row_)
       job.maps = normalise_tensor(o_.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name,
                                   o_.nonfinite, backend_).maps;
-    else if (!job.spilled)
-      job.maps = {Affine{job.own.mean, 0.0}};  // no rows: one unused map
-    if (!job.spilled) job.map_count = job.maps.size();
+    job.map_count = per_row_ ? job.rows : job.maps.size();
+    NUQ_ASSERT(job.maps_as_quantized || job.maps.size() == job.map_count, job.name, ": ", job.maps.size(), " maps for ",
+               job.map_count);
   }
 
   // The metadata of shard s's output: the input's, and the description of what was quantized with
@@ -323,8 +320,22 @@ class StreamRun {
     // The writes overlap the next piece's work.
     auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, planned));
     const io::SafetensorsWriter& writer = out->writer();
+    std::set<std::string> found_in_pass_two;  // scales or per-row levels, written as the codes are
+    for (const auto& [name, entry] : writer.order()) {
+      const auto found = quantized.find(name);
+      if (found == quantized.end() || !found->second->maps_as_quantized) continue;
+      const std::string suffix = name.substr(found->second->name.size());
+      if (suffix == (o_.group_size ? ".scales" : ".codebook")) {
+        found->second->side_begin = entry.begin;
+        found_in_pass_two.insert(name);
+      }
+    }
     for (const auto& [name, entry] : writer.order()) {
       checkpoint_.add_tensor(name, s);
+      if (found_in_pass_two.count(name)) {
+        out->skip(entry.end - entry.begin);
+        continue;
+      }
       const auto found = quantized.find(name);
       if (found == quantized.end()) {  // kept as it was: its bytes, a piece at a time
         const io::TensorEntry& source = reader.layout().tensors.at(name);
@@ -378,7 +389,7 @@ class StreamRun {
       // are each constant) stores the weights exactly, and a tensor of no finite weight has none
       // to quantize: the design does not apply (NaN). Weights without spread met as they are: no
       // signal, some distortion, -inf as nuq's own models report it (host/ptq.cpp).
-      const bool exact = per_row_ ? !has_spread(job.own) : !(job.maps[0].scale > 0.0);  // rows' maps are spilled
+      const bool exact = per_row_ ? !has_spread(job.own) : !(job.maps[0].scale > 0.0);  // rows' maps are not kept
       const double sigma = per_row_ ? 1.0 : job.own.stddev() / job.maps[0].scale;
       t.sqnr_th_db = finite == 0 || exact              ? kNaN
                      : sigma == 0.0                    ? -std::numeric_limits<double>::infinity()
@@ -415,11 +426,11 @@ class StreamRun {
       const std::vector<float> levels = normalised_levels(codebook_, bits_);
       out.append(levels.data(), levels.size() * sizeof(float));
     } else if (suffix == ".scales") {
-      // A scale per group: none for a tensor without rows (whose one map is only its description's).
-      const std::size_t groups = job.spilled ? job.map_count : 0;
+      // A scale per group, each joined in pass 1 (groups longer than a piece).
+      const std::size_t groups = job.map_count;
       for (std::size_t first = 0; first < groups; first += 65536) {
         std::vector<float> scales;
-        for (const Affine& g : maps_of(job, spill_, first, std::min<std::size_t>(65536, groups - first), true))
+        for (const Affine& g : maps_of(job, per_row_, first, std::min<std::size_t>(65536, groups - first), true))
           scales.push_back(float(g.scale));
         out.append(scales.data(), scales.size() * sizeof(float));
       }
@@ -427,7 +438,7 @@ class StreamRun {
       for (std::size_t first = 0; first < job.map_count; first += 4096) {
         const std::vector<float> levels =
             make_quantize_table(codebook_, bits_,
-                                maps_of(job, spill_, first, std::min<std::size_t>(4096, job.map_count - first), false),
+                                maps_of(job, per_row_, first, std::min<std::size_t>(4096, job.map_count - first), false),
                                 tensor_where(job))
                 .levels;
         out.append(levels.data(), levels.size() * sizeof(float));
@@ -435,6 +446,30 @@ class StreamRun {
     } else {
       write_codes(job, reader, out, progress);
     }
+  }
+
+  // The table of a share of a per-row job: the rows' maps read back (rows longer than a piece,
+  // joined in pass 1), or found from the weights in hand (pass 1 would have found the same, row by
+  // row) and their scales or levels copied to `side` (the bytes the file stores for these rows).
+  QuantizeTable share_table(const Job& job, const io::SafetensorsReader& reader, const WeightView& w, const Piece& share,
+                            std::uint8_t* side) {
+    const bool grouped = o_.group_size > 0;
+    if (!job.maps_as_quantized)
+      return make_quantize_table(codebook_, bits_, maps_of(job, per_row_, share.row, share.rows, grouped), tensor_where(job));
+    std::vector<Affine> maps = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols,
+                                                WeightStats{}, WeightStats{}, where_of(reader, job.name, share),
+                                                o_.nonfinite, backend_).maps;
+    if (grouped) to_group_maps(maps, job);
+    QuantizeTable table = make_quantize_table(codebook_, bits_, maps, tensor_where(job));
+    if (grouped) {
+      for (std::size_t g = 0; g < maps.size(); ++g) {
+        const float scale = float(maps[g].scale);
+        std::memcpy(side + g * sizeof scale, &scale, sizeof scale);
+      }
+    } else {
+      std::memcpy(side, table.levels.data(), table.levels.size() * sizeof(float));
+    }
+    return table;
   }
 
   std::string tensor_where(const Job& job) const { return readers_[job.shard]->path() + ": tensor '" + job.name + "'"; }
@@ -450,16 +485,22 @@ class StreamRun {
       const PieceWindow window = source.start(k);
       std::vector<std::vector<std::uint8_t>> codes;  // one buffer per piece; every byte is written
       for (std::size_t j = window.first; j < window.last; ++j) codes.push_back(out.buffer(pieces[j].rows * row_bytes(pieces[j])));
+      // Maps found here: the window's rows' scales or levels, for the file's room for them.
+      const std::size_t first_row = pieces[window.first].row;
+      const std::size_t side_row_bytes = o_.group_size ? sizeof(float) : sizeof(float) << bits_;
+      std::vector<std::uint8_t> side;
+      if (job.maps_as_quantized)
+        side = out.buffer((pieces[window.last - 1].row + pieces[window.last - 1].rows - first_row) * side_row_bytes);
       std::vector<QuantizeTotals> share_totals(window.items.size());
       std::vector<double> share_fourth(window.items.size());
       for_each_share(window.items.size(), [&](std::size_t i) {
         const PieceWindow::Item& item = window.items[i];
         const Piece& share = item.share;
-        const QuantizeTable table =
-            per_row_ ? make_quantize_table(codebook_, bits_, maps_of(job, spill_, share.row, share.rows, o_.group_size > 0),
-                                           tensor_where(job))
-                     : QuantizeTable{};
         const WeightView w = source.weights(window, i, &share_fourth[i]);
+        const QuantizeTable table =
+            per_row_ ? share_table(job, reader, w, share,
+                                   job.maps_as_quantized ? side.data() + (share.row - first_row) * side_row_bytes : nullptr)
+                     : QuantizeTable{};
         std::uint8_t* at = codes[item.piece - window.first].data() + (share.row - pieces[item.piece].row) * row_bytes(share);
         share_totals[i] = backend_.quantize_as(w.data, w.type, share.rows, share.cols, per_row_ ? table : shared, at);
       });
@@ -467,6 +508,7 @@ class StreamRun {
         job.totals = combine(job.totals, share_totals[i]);
         job.fourth += share_fourth[i];
       }
+      if (job.maps_as_quantized) out.write_at(job.side_begin + first_row * side_row_bytes, std::move(side));
       for (; k < window.last; ++k) {
         out.append(std::move(codes[k - window.first]));
         progress.advance("quantizing", job.name, pieces[k].rows * pieces[k].cols * io::dtype_size(job.entry.dtype));
@@ -484,7 +526,6 @@ class StreamRun {
   std::vector<Job> jobs_;
   std::set<std::string> kept_;
   std::uint64_t quantized_bytes_ = 0, total_bytes_ = 0;
-  MapSpill spill_;
   PieceBuffers buffers_;  // the CPU path's shares, one buffer per thread
   StreamReport report_;
 };

@@ -5,10 +5,16 @@
 
 namespace nuq {
 
+namespace {
+std::size_t weights_per_piece(std::size_t piece_bytes) { return std::max<std::size_t>(1, piece_bytes / sizeof(float)); }
+}  // namespace
+
+bool whole_rows(std::size_t cols, std::size_t piece_bytes) { return cols <= weights_per_piece(piece_bytes); }
+
 std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes) {
   std::vector<Piece> pieces;
-  const std::size_t per_piece = std::max<std::size_t>(1, piece_bytes / sizeof(float));
-  if (cols <= per_piece) {
+  const std::size_t per_piece = weights_per_piece(piece_bytes);
+  if (whole_rows(cols, piece_bytes)) {
     const std::size_t rows_per_piece = std::max<std::size_t>(1, per_piece / std::max<std::size_t>(cols, 1));
     for (std::size_t r = 0; r < rows; r += rows_per_piece) pieces.push_back({r, std::min(rows_per_piece, rows - r), 0, cols});
     return pieces;

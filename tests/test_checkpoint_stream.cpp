@@ -25,6 +25,7 @@
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/io/safetensors_stream.h"
+#include "nuq/quantize_in_memory.h"
 #include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
@@ -323,6 +324,67 @@ TEST(CheckpointStream, GroupsOf128CostUnder2Point3BitsAndFollowEachRunsScale) {
   ragged.group_size = 96;  // 512 is no multiple of 96
   EXPECT_THROW(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("r.safetensors"), msptq2(), ragged, cpu_backend()),
                Error);
+}
+
+// Per channel and in groups, the maps of rows a piece holds whole are found as their codes are, in
+// pass 2, and their scales or levels written into the room the file left for them before the codes;
+// rows longer than a piece have theirs joined in pass 1. Either way every stored byte is the one the
+// in-memory quantizer (the Python binding's) finds: pieces of two shares each, so the threads work
+// on a window's shares at once, and tensors of several windows, a tensor of each kind in one file, and a kept F32 tensor whose name
+// falls between the rooms.
+TEST(CheckpointStream, MapsFoundAsTheCodesAreAreTheInMemoryQuantizers) {
+  test::TempDir dir;
+  std::vector<float> a = test::draw(test::Law::Laplace, 2304 * 256, 0.01, 1.0, 31);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] *= 0.05f + float(i / 256 % 7) + float(i % 256 / 128) * 3.0f;
+  std::vector<float> c = test::draw(test::Law::Laplace, 2 * 131072, -0.02, 0.3, 32);
+  io::Tensor c_bf16{io::DType::BF16, {2, 131072}, {}};
+  for (float& v : c) {  // truncated to BF16, as the file holds it
+    std::uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    c_bf16.data.push_back(std::uint8_t(bits >> 16));
+    c_bf16.data.push_back(std::uint8_t(bits >> 24));
+    bits &= 0xFFFF0000u;
+    std::memcpy(&v, &bits, 4);
+  }
+  io::TensorFile file;
+  file.tensors["a.weight"] = io::f32_tensor({2304, 256}, a);
+  file.tensors["a.weight.z"] = io::f32_tensor({4}, {1.0f, 2.0f, 3.0f, 4.0f});  // kept, between the rooms
+  file.tensors["c.weight"] = c_bf16;
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  struct Case {
+    std::size_t group_size, piece_bytes;
+  };
+  // Per channel: a's rows whole (in 9 pieces, two windows), c's cut into columns. Groups of 128:
+  // every group whole, in large pieces and in small ones (a share each). Groups of 256 in pieces of
+  // 128 weights: every group cut.
+  for (const Case k : {Case{0, 4 * 65536}, Case{128, 4 * 65536}, Case{128, 4 * 1024}, Case{256, 4 * 128}}) {
+    const std::string what = "groups of " + std::to_string(k.group_size) + ", pieces of " + std::to_string(k.piece_bytes);
+    StreamOptions options;
+    options.normalisation = Normalisation::PerChannel;
+    options.group_size = k.group_size;
+    options.piece_bytes = k.piece_bytes;
+    options.skip = std::regex("\\.z$");
+    quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(), options, cpu_backend());
+    const io::TensorFile out = io::read_safetensors(dir.file("s.safetensors"));
+    EXPECT_EQ(out.tensors.at("a.weight.z").data, file.tensors.at("a.weight.z").data) << what;
+    const QuantizedCheckpoint streamed = read_quantized_checkpoint(out, "s");
+    InMemoryOptions in_memory;
+    in_memory.normalisation = Normalisation::PerChannel;
+    in_memory.group_size = k.group_size;
+    in_memory.piece_bytes = k.piece_bytes;
+    for (const auto& [name, source] : file.tensors) {
+      if (name == "a.weight.z") continue;
+      const TensorInMemory t{source.data.data(), source.dtype, source.shape, name};
+      const WeightStats own = in_memory_stats(t, msptq2(), in_memory, cpu_backend());
+      const QuantizedTensor reference = quantize_in_memory(t, msptq2(), own, own, in_memory, cpu_backend());
+      const QuantizedTensor& q = streamed.quantized.at(name);
+      EXPECT_EQ(q.matrix.codes.bytes, reference.matrix.codes.bytes) << name << ", " << what;
+      EXPECT_EQ(q.matrix.levels, reference.matrix.levels) << name << ", " << what;
+      EXPECT_EQ(q.scales, reference.scales) << name << ", " << what;
+      EXPECT_EQ(q.scales.size(), k.group_size ? source.shape[0] * source.shape[1] / std::int64_t(k.group_size) : 0) << what;
+      EXPECT_EQ(q.matrix.levels.size(), k.group_size ? 0 : std::size_t(source.shape[0]) * 4) << what;
+    }
+  }
 }
 
 // Tensors without elements beside others, in groups and per channel: kept as they are (nothing to

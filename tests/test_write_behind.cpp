@@ -1,8 +1,10 @@
 // The streamed quantizer's writes on a thread of their own (host/io/write_behind.h): bytes land in
-// order, the finish runs behind the caller, and an error on the writing thread comes back to the
-// caller as nuq::Error with nothing left at the output path.
+// order, room left for bytes known later is filled in place, the finish runs behind the caller, and
+// an error on the writing thread (room left unfilled included) comes back to the caller as
+// nuq::Error with nothing left at the output path.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -42,6 +44,59 @@ TEST(WriteBehind, BytesLandInOrderAndTheFinishRunsBehind) {
   for (std::size_t k = 0; k < kPieces; k += 37)
     for (std::size_t i = 0; i < kPiece; i += 101) ASSERT_EQ(bytes[k * kPiece + i], std::uint8_t(k * 7 + i)) << k << " " << i;
   EXPECT_EQ(std::filesystem::file_size(path), out.writer().finished_size());
+}
+
+// As the streamed quantizer writes a grouped tensor: its scales (first in the file) are left as
+// room and written in pieces once the codes after them are found, some of them after later appends.
+TEST(WriteBehind, RoomLeftIsFilledInPlaceInAnyOrder) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.safetensors");
+  io::WriteBehind out(std::make_unique<io::SafetensorsWriter>(
+      path, std::map<std::string, std::string>{},
+      std::vector<std::pair<std::string, io::TensorEntry>>{{"a.scales", io::TensorEntry{io::DType::F32, {1000}}},
+                                                           {"b.kept", io::TensorEntry{io::DType::F32, {3}}},
+                                                           {"c.codes", io::TensorEntry{io::DType::U8, {5000}}}}));
+  const auto& order = out.writer().order();
+  ASSERT_EQ(order[0].first, "a.scales");
+  std::vector<float> scales(1000);
+  for (std::size_t i = 0; i < scales.size(); ++i) scales[i] = float(i) * 0.5f + 1.0f;
+  const auto bytes_of_scales = [&](std::size_t first, std::size_t count) {
+    std::vector<std::uint8_t> bytes(count * sizeof(float));
+    std::memcpy(bytes.data(), scales.data() + first, bytes.size());
+    return bytes;
+  };
+  out.skip(order[0].second.end - order[0].second.begin);
+  const float kept[3] = {7.0f, 8.0f, 9.0f};
+  out.append(kept, sizeof kept);
+  std::vector<std::uint8_t> codes(5000);
+  for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = std::uint8_t(i * 13);
+  out.write_at(order[0].second.begin + 600 * sizeof(float), bytes_of_scales(600, 400));  // the end first
+  out.append(codes.data(), 2000);
+  out.write_at(order[0].second.begin, bytes_of_scales(0, 600));
+  out.append(codes.data() + 2000, 3000);
+  out.finish_later();
+  out.wait();
+  const io::TensorFile file = io::read_safetensors(path);
+  EXPECT_EQ(io::to_floats(file.tensors.at("a.scales"), "a"), scales);
+  EXPECT_EQ(io::to_floats(file.tensors.at("b.kept"), "b"), std::vector<float>(kept, kept + 3));
+  EXPECT_EQ(file.tensors.at("c.codes").data, codes);
+  EXPECT_EQ(std::filesystem::file_size(path), out.writer().finished_size());
+}
+
+TEST(WriteBehind, RoomLeftUnfilledIsAnErrorAndNothingLands) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.safetensors");
+  {
+    io::WriteBehind out(writer_of(path, 64));
+    out.skip(16);
+    const std::uint8_t bytes[48] = {};
+    out.append(bytes, 48);
+    out.write_at(0, std::vector<std::uint8_t>(8));  // half the room
+    out.finish_later();
+    EXPECT_THROW(out.wait(), Error);
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) ADD_FAILURE() << "left behind: " << entry.path();
 }
 
 TEST(WriteBehind, AnErrorOnTheWritingThreadReachesTheCallerAndNothingLands) {

@@ -149,8 +149,28 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
 #endif
 }
 
+void SafetensorsWriter::skip(std::uint64_t count) {
+  NUQ_ASSERT(!finished_ && written_ + count <= data_bytes_, "more tensor bytes than the header promised");
+  NUQ_REQUIRE(::lseek(fd_, off_t(count), SEEK_CUR) >= 0, path_, ": writing failed: ", std::strerror(errno));
+  written_ += count;
+  skipped_ += count;
+}
+
+void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::size_t count) {
+  NUQ_ASSERT(!finished_ && offset + count <= data_bytes_, "tensor bytes beyond those the header promised");
+  const auto* p = static_cast<const char*>(bytes);
+  for (std::size_t done = 0; done < count;) {
+    const ssize_t n = ::pwrite(fd_, p + done, count - done, off_t(header_bytes_ + offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    NUQ_REQUIRE(n > 0, path_, ": writing failed: ", std::strerror(errno));
+    done += std::size_t(n);
+  }
+  written_at_ += count;
+}
+
 void SafetensorsWriter::finish() {
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
+  NUQ_ASSERT(written_at_ == skipped_, skipped_, " bytes were left to be written in place, ", written_at_.load(), " came");
   move_temporary_into_place(fd_, temporary_, path_);
   finished_ = true;
 }

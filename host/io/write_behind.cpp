@@ -33,6 +33,8 @@ void WriteBehind::run() {
     if (!failed_before) {  // after an error the rest is dropped: the file is never finished
       try {
         if (item.finish) writer_->finish();
+        else if (item.skip) writer_->skip(item.skip);
+        else if (item.at) writer_->write_at(*item.at, item.bytes.data(), item.bytes.size());
         else writer_->append(item.bytes.data(), item.bytes.size());
       } catch (const std::exception& e) {
         failure = e.what();
@@ -45,7 +47,7 @@ void WriteBehind::run() {
     if (item.finish) {  // no more appends: the memory goes back
       spares_.clear();
       spare_bytes_ = 0;
-    } else if (spares_.size() < kSpares && spare_bytes_ + item.bytes.capacity() <= kSpareBytes) {
+    } else if (item.bytes.capacity() && spares_.size() < kSpares && spare_bytes_ + item.bytes.capacity() <= kSpareBytes) {
       spare_bytes_ += item.bytes.capacity();
       spares_.push_back(std::move(item.bytes));  // for a later append
     }
@@ -76,6 +78,19 @@ void WriteBehind::append(const void* bytes, std::size_t count) {
 void WriteBehind::append(std::vector<std::uint8_t> bytes) {
   Item item;
   item.bytes = std::move(bytes);
+  queue(std::move(item));
+}
+
+void WriteBehind::skip(std::uint64_t count) {
+  Item item;
+  item.skip = count;
+  queue(std::move(item));
+}
+
+void WriteBehind::write_at(std::uint64_t offset, std::vector<std::uint8_t> bytes) {
+  Item item;
+  item.bytes = std::move(bytes);
+  item.at = offset;
   queue(std::move(item));
 }
 

@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,6 +35,12 @@ class WriteBehind {
   // then written without being copied (reused memory: no allocation, no page faults).
   std::vector<std::uint8_t> buffer(std::size_t count);
   void append(std::vector<std::uint8_t> bytes);
+  // Queues room for `count` bytes after those appended before, for write_at() to fill
+  // (SafetensorsWriter::skip).
+  void skip(std::uint64_t count);
+  // Queues `bytes` (a buffer() of its own) to be written at data offset `offset`, into that room.
+  // On this thread too, so that the threads that work on the pieces never wait for the file.
+  void write_at(std::uint64_t offset, std::vector<std::uint8_t> bytes);
   // Queues the file's finish (every byte came, fsync, rename) after the last append and returns.
   void finish_later();
   // Waits until everything queued is done; rethrows the first error.
@@ -44,6 +51,8 @@ class WriteBehind {
  private:
   struct Item {
     std::vector<std::uint8_t> bytes;
+    std::uint64_t skip = 0;  // room left instead of bytes
+    std::optional<std::uint64_t> at;  // bytes written in place, at this data offset
     bool finish = false;
   };
   void run();

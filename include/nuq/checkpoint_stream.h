@@ -3,7 +3,8 @@
 // the one quantized format (quantized_file.h). Two passes over the input, a bounded piece of rows
 // at a time: the statistics first (every shard, so global normalisation sees every weight), then
 // each output file streamed tensor by tensor, the last shard first (the shards the page cache still
-// holds from the first pass). Peak memory is the pieces in flight, whatever the checkpoint's size.
+// holds from the first pass). Per-row and group maps are found in the second pass, from the weights
+// they map. Peak memory is the pieces in flight, whatever the checkpoint's size.
 #pragma once
 
 #include <cstdint>

@@ -24,6 +24,10 @@ struct Piece {
   std::size_t row, rows, col, cols;
 };
 
+// Whether pieces of `piece_bytes` hold rows of `cols` weights whole (else each row is cut into
+// pieces of columns).
+bool whole_rows(std::size_t cols, std::size_t piece_bytes);
+
 // The pieces of a [rows, cols] matrix, in order, each at most `piece_bytes` of floats (at least one
 // row, or 64 columns of one).
 std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes);
