@@ -330,6 +330,9 @@ class StreamRun {
         found_in_pass_two.insert(name);
       }
     }
+    const auto in_shard_with_room = [&](const Job& job) { return job.shard == s && job.maps_as_quantized; };
+    NUQ_ASSERT(found_in_pass_two.size() == std::size_t(std::count_if(jobs_.begin(), jobs_.end(), in_shard_with_room)),
+               out_path, ": a tensor's scales or tables have no room in the file");
     for (const auto& [name, entry] : writer.order()) {
       checkpoint_.add_tensor(name, s);
       if (found_in_pass_two.count(name)) {
@@ -389,7 +392,7 @@ class StreamRun {
       // are each constant) stores the weights exactly, and a tensor of no finite weight has none
       // to quantize: the design does not apply (NaN). Weights without spread met as they are: no
       // signal, some distortion, -inf as nuq's own models report it (host/ptq.cpp).
-      const bool exact = per_row_ ? !has_spread(job.own) : !(job.maps[0].scale > 0.0);  // rows' maps are not kept
+      const bool exact = per_row_ ? !has_spread(job.own) : !(job.maps[0].scale > 0.0);  // rows' maps: not at hand
       const double sigma = per_row_ ? 1.0 : job.own.stddev() / job.maps[0].scale;
       t.sqnr_th_db = finite == 0 || exact              ? kNaN
                      : sigma == 0.0                    ? -std::numeric_limits<double>::infinity()
@@ -541,9 +544,9 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   const auto start = std::chrono::steady_clock::now();
   StreamRun run(input, output, codebook, o, backend);
   StreamReport& report = run.report();
-  // Pass 1: each tensor's statistics (per channel: each row's map), read in the order of their
-  // bytes in each shard, and joined in name order, so that the result does not depend on the
-  // layout; every shard first, as global normalisation maps each weight by all of them.
+  // Pass 1: each tensor's statistics (per channel, rows longer than a piece: each row's map), read
+  // in the order of their bytes in each shard, and joined in name order, so that the result does
+  // not depend on the layout; every shard first, as global normalisation maps each weight by all.
   Progress progress(o.progress, run.quantized_bytes());
   for (Job* job : run.file_order()) run.statistics(*job, progress);
   WeightStats global;

@@ -9,7 +9,11 @@ namespace {
 std::size_t weights_per_piece(std::size_t piece_bytes) { return std::max<std::size_t>(1, piece_bytes / sizeof(float)); }
 }  // namespace
 
-bool whole_rows(std::size_t cols, std::size_t piece_bytes) { return cols <= weights_per_piece(piece_bytes); }
+// A piece of columns holds 64 at least (whole bytes at every width), so rows of up to 64 are whole
+// in any pieces.
+bool whole_rows(std::size_t cols, std::size_t piece_bytes) {
+  return cols <= std::max<std::size_t>(weights_per_piece(piece_bytes), 64);
+}
 
 std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t piece_bytes) {
   std::vector<Piece> pieces;

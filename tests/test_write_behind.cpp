@@ -99,6 +99,28 @@ TEST(WriteBehind, RoomLeftUnfilledIsAnErrorAndNothingLands) {
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) ADD_FAILURE() << "left behind: " << entry.path();
 }
 
+// Bytes written in place outside the room left, or twice, are refused before they land (a wrong
+// offset would otherwise overwrite codes and pass a count of the bytes).
+TEST(WriteBehind, BytesInPlaceOutsideTheRoomOrTwiceAreRefused) {
+  test::TempDir dir;
+  const auto refused = [&](std::uint64_t offset, std::size_t count, bool fill_first_half) {
+    io::WriteBehind out(writer_of(dir.file("out.safetensors"), 64));
+    const std::uint8_t bytes[48] = {};
+    out.append(bytes, 16);
+    out.skip(16);  // room at [16, 32)
+    out.append(bytes, 32);
+    if (fill_first_half) out.write_at(16, std::vector<std::uint8_t>(8, 1));
+    out.write_at(offset, std::vector<std::uint8_t>(count, 2));
+    out.wait();  // rethrows the writer's error
+  };
+  EXPECT_THROW(refused(8, 8, false), Error);    // before the room, over bytes appended
+  EXPECT_THROW(refused(28, 8, false), Error);   // past its end
+  EXPECT_THROW(refused(20, 4, true), Error);    // over bytes already written in place
+  EXPECT_THROW(refused(12, 8, true), Error);    // over the room's start from before it
+  EXPECT_NO_THROW(refused(24, 8, true));        // the rest of the room: fine
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) ADD_FAILURE() << "left behind: " << entry.path();
+}
+
 TEST(WriteBehind, AnErrorOnTheWritingThreadReachesTheCallerAndNothingLands) {
   test::TempDir dir;
   const std::string path = dir.file("out.safetensors");

@@ -151,13 +151,25 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
 
 void SafetensorsWriter::skip(std::uint64_t count) {
   NUQ_ASSERT(!finished_ && written_ + count <= data_bytes_, "more tensor bytes than the header promised");
+  if (count == 0) return;
   NUQ_REQUIRE(::lseek(fd_, off_t(count), SEEK_CUR) >= 0, path_, ": writing failed: ", std::strerror(errno));
+  if (!room_.empty() && std::prev(room_.end())->second == written_) std::prev(room_.end())->second += count;
+  else room_[written_] = written_ + count;
   written_ += count;
   skipped_ += count;
 }
 
 void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::size_t count) {
-  NUQ_ASSERT(!finished_ && offset + count <= data_bytes_, "tensor bytes beyond those the header promised");
+  NUQ_ASSERT(!finished_, "bytes written in place after the file's finish");
+  if (count == 0) return;
+  const std::uint64_t end = offset + count;
+  const auto room = room_.upper_bound(offset);  // after the room that begins at or before `offset`
+  NUQ_ASSERT(room != room_.begin() && end <= std::prev(room)->second, "bytes [", offset, ", ", end,
+             ") written in place outside the room left for them");
+  auto after = written_at_.lower_bound(offset);  // the filled range that begins at or after `offset`
+  NUQ_ASSERT(after == written_at_.end() || end <= after->first, "bytes [", offset, ", ", end, ") written in place twice");
+  NUQ_ASSERT(after == written_at_.begin() || std::prev(after)->second <= offset, "bytes [", offset, ", ", end,
+             ") written in place twice");
   const auto* p = static_cast<const char*>(bytes);
   for (std::size_t done = 0; done < count;) {
     const ssize_t n = ::pwrite(fd_, p + done, count - done, off_t(header_bytes_ + offset + done));
@@ -165,12 +177,21 @@ void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::s
     NUQ_REQUIRE(n > 0, path_, ": writing failed: ", std::strerror(errno));
     done += std::size_t(n);
   }
-  written_at_ += count;
+  // Recorded as filled, joined with the ranges just after and just before it so that the map stays
+  // a few entries long.
+  std::uint64_t stop = end;
+  if (after != written_at_.end() && after->first == end) {
+    stop = after->second;
+    after = written_at_.erase(after);
+  }
+  if (after != written_at_.begin() && std::prev(after)->second == offset) std::prev(after)->second = stop;
+  else written_at_.emplace_hint(after, offset, stop);
+  filled_ += count;
 }
 
 void SafetensorsWriter::finish() {
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
-  NUQ_ASSERT(written_at_ == skipped_, skipped_, " bytes were left to be written in place, ", written_at_.load(), " came");
+  NUQ_ASSERT(filled_ == skipped_, skipped_, " bytes were left to be written in place, ", filled_, " came");
   move_temporary_into_place(fd_, temporary_, path_);
   finished_ = true;
 }

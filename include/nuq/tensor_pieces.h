@@ -24,7 +24,7 @@ struct Piece {
   std::size_t row, rows, col, cols;
 };
 
-// Whether pieces of `piece_bytes` hold rows of `cols` weights whole (else each row is cut into
+// Whether pieces_of(rows, cols, piece_bytes) holds every row whole (else each row is cut into
 // pieces of columns).
 bool whole_rows(std::size_t cols, std::size_t piece_bytes);
 

@@ -3,7 +3,6 @@
 // the order of the header it wrote first. Memory stays bounded by what the caller holds.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -61,10 +60,12 @@ class SafetensorsWriter {
   // The next bytes of the data (tensor after tensor, in order()).
   void append(const void* bytes, std::size_t count);
   // Leaves the next `count` bytes of the data to write_at(): a tensor whose bytes are known only
-  // once later ones are (a grouped tensor's scales, found as its codes are).
+  // once later ones are (a grouped tensor's scales or a per-row tensor's tables, found as its codes
+  // are).
   void skip(std::uint64_t count);
-  // Writes `count` bytes at `offset` into the data, into room skip() left. Thread-safe, and may
-  // run beside append() and skip() on another thread (pwrite; the appends' file offset is not moved).
+  // Writes `count` bytes at data offset `offset`, into room skip() left and no byte of it twice
+  // (checked: anything else is an internal error; finish() checks that every byte of it came).
+  // pwrite: the appends' file offset does not move. Called as append() is, from one thread.
   void write_at(std::uint64_t offset, const void* bytes, std::size_t count);
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
@@ -81,8 +82,9 @@ class SafetensorsWriter {
   std::vector<std::pair<std::string, TensorEntry>> order_;
   std::uint64_t header_bytes_ = 0, data_bytes_ = 0, written_ = 0;
   std::uint64_t written_back_ = 0;  // bytes of the file whose write-back to the disk was started
-  std::uint64_t skipped_ = 0;                  // bytes append() left for write_at()
-  std::atomic<std::uint64_t> written_at_{0};  // bytes write_at() wrote
+  std::map<std::uint64_t, std::uint64_t> room_;     // data offsets [begin, end) skip() left, ...
+  std::map<std::uint64_t, std::uint64_t> written_at_;  // ... and those write_at() filled (joined when they touch)
+  std::uint64_t skipped_ = 0, filled_ = 0;            // their bytes
   bool finished_ = false;
 };
 
