@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# A checkpoint larger than the page cache, emulated: `nuq quantize` (global normalisation, cold)
+# A checkpoint larger than the page cache, emulated: `nuq quantize` (cold; global normalisation by default)
 # run inside a memory cgroup whose limit, page cache included, is below the checkpoint's size, and
 # the bytes it reads from the disk counted (/proc/vmstat pgpgin). Two binaries alternated, e.g. the
 # shards' order of pass 2 before and after a change. Needs root and the cgroup v1 memory controller.
+# Options after -- go to `nuq quantize` (e.g. -- -m msptq --normalise per-channel --group-size 128).
 #
-#   bench/checkpoint_beyond_ram.sh NUQ_A NUQ_B CHECKPOINT [LIMIT_GIB (4)] [ROUNDS (2)]
+#   bench/checkpoint_beyond_ram.sh NUQ_A NUQ_B CHECKPOINT [LIMIT_GIB (4)] [ROUNDS (2)] [-- OPTIONS...]
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-a=$(realpath "$1") b=$(realpath "$2") checkpoint=$(realpath "$3") limit=${4:-4} rounds=${5:-2}
+[ $# -ge 3 ] || { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+a=$(realpath "$1") b=$(realpath "$2") checkpoint=$(realpath "$3") limit=4 rounds=2
+shift 3
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then limit=$1; shift; fi
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then rounds=$1; shift; fi
+[ $# -gt 0 ] && shift  # the --
+options=("$@")
 cg=/sys/fs/cgroup/memory/nuq-beyond-ram
 [ -d /sys/fs/cgroup/memory ] || { echo "checkpoint_beyond_ram: no cgroup v1 memory controller" >&2; exit 2; }
 mkdir -p "$cg"
@@ -22,7 +28,8 @@ for round in $(seq "$rounds"); do
     sync
     echo 3 >/proc/sys/vm/drop_caches
     before=$(pgpgin) start=$(date +%s.%N)
-    bash -c "echo \$\$ >$cg/cgroup.procs; exec $nuq quantize $checkpoint -o $out/q --json" >"$out/report.json"
+    bash -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$cg" "$nuq" quantize "$checkpoint" -o "$out/q" --json \
+      "${options[@]}" >"$out/report.json"
     end=$(date +%s.%N) after=$(pgpgin)
     read -r stats quant < <(/usr/bin/python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['statistics_seconds'], r['quantize_seconds'])" "$out/report.json")
     printf '| %s | %s | %.2f | %.2f | %.2f | %.2f |\n' "$round" "$nuq" "$(echo "$end - $start" | bc)" "$stats" "$quant" \
