@@ -135,10 +135,7 @@ bool skip_matches(const std::regex& skip, const std::string& tensor, const io::S
 // and what the passes share. statistics() and make_maps() are a tensor's first pass, write_shard()
 // one output file's second.
 //
-// Without global normalisation a shard's maps need only its own weights, so its two passes could
-// run in turn, its codes going to the disk while the next shard is read (each header rewritten at
-// the end with the statistics of every weight). Tried: on this VM the run is bound by writing the
-// codes (0.2-0.3 GB/s), and the 8 GB checkpoint in groups of 128 took the same 6.1-7.0 s either way.
+// quantize_in_two_passes and quantize_shard_by_shard (below) call them in their orders.
 class StreamRun {
  public:
   StreamRun(const std::string& input, const std::string& output, const Codebook& codebook, const StreamOptions& o,
@@ -537,23 +534,29 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-}  // namespace
-
-StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
-                                       const StreamOptions& o, Backend& backend) {
-  const auto start = std::chrono::steady_clock::now();
-  StreamRun run(input, output, codebook, o, backend);
-  StreamReport& report = run.report();
-  // Pass 1: each tensor's statistics (per channel, rows longer than a piece: each row's map), read
-  // in the order of their bytes in each shard, and joined in name order, so that the result does
-  // not depend on the layout; every shard first, as global normalisation maps each weight by all.
-  Progress progress(o.progress, run.quantized_bytes());
-  for (Job* job : run.file_order()) run.statistics(*job, progress);
+// Every quantized weight's statistics together, for the report and the headers; a run without a
+// finite weight (or, with global normalisation, without a spread) cannot go on.
+WeightStats every_weight(StreamRun& run, const std::string& input, const StreamOptions& o) {
   WeightStats global;
   for (const Job& job : run.jobs()) global = combine(global, job.own);
   NUQ_REQUIRE(global.count > 0, input, ": no finite weight to quantize");
   NUQ_REQUIRE(o.normalisation != Normalisation::Global || global.stddev() > 0.0, input,
               ": every weight has the same value; zero variance cannot be normalised");
+  return global;
+}
+
+double stddev_recorded(const WeightStats& global) { return global.stddev() > 0.0 ? global.stddev() : 1.0; }
+
+// Global normalisation (or a single file): pass 1 over every shard, then pass 2.
+WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, const StreamOptions& o) {
+  StreamReport& report = run.report();
+  const auto start = std::chrono::steady_clock::now();
+  // Pass 1: each tensor's statistics (per channel, rows longer than a piece: each row's map), read
+  // in the order of their bytes in each shard, and joined in name order, so that the result does
+  // not depend on the layout; every shard first, as global normalisation maps each weight by all.
+  Progress progress(o.progress, run.quantized_bytes());
+  for (Job* job : run.file_order()) run.statistics(*job, progress);
+  const WeightStats global = every_weight(run, input, o);
   for (Job& job : run.jobs()) run.make_maps(job, global);
   const auto pass_two = std::chrono::steady_clock::now();
   report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
@@ -566,10 +569,10 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   // order, and the totals are joined in the jobs' order afterwards.
   progress.restart(run.total_bytes());
   run.begin_writing();
-  const double global_stddev = global.stddev() > 0.0 ? global.stddev() : 1.0;
   std::unique_ptr<io::WriteBehind> finishing;
   for (std::size_t s = run.shards(); s-- > 0;) {
-    std::unique_ptr<io::WriteBehind> out = run.write_shard(s, run.shard_metadata(s, global.mean, global_stddev), progress);
+    std::unique_ptr<io::WriteBehind> out =
+        run.write_shard(s, run.shard_metadata(s, global.mean, stddev_recorded(global)), progress);
     out->finish_later();
     if (finishing) finishing->wait();  // rethrows its error
     finishing = std::move(out);
@@ -578,7 +581,65 @@ StreamReport quantize_checkpoint_files(const std::string& input, const std::stri
   run.write_index();
   progress.close();
   report.quantize_seconds = seconds_since(pass_two);
+  return global;
+}
+
+// Without global normalisation a tensor's codes need only its own weights: each shard's two
+// passes run in turn, so its quantizing pass finds the shard in the page cache its statistics
+// pass just filled, and a checkpoint larger than the cache is read from the disk once (a shard at
+// a time must fit). Only the statistics of every quantized weight, which each header records, wait
+// for the last shard: the headers before it are written with placeholders as long as any number
+// prints, kept open without a thread, and rewritten at the end (padded with spaces to the same
+// length: the data does not move). The last shard's header, and a single file's, is exact at once.
+WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, const StreamOptions& o) {
+  StreamReport& report = run.report();
+  constexpr double kPlaceholder = std::numeric_limits<double>::lowest();  // "-1.7976931348623157e+308"
+  Progress progress(o.progress, run.quantized_bytes() + run.total_bytes());
+  std::vector<std::unique_ptr<io::SafetensorsWriter>> pending;  // shard s's file, data written
+  std::unique_ptr<io::WriteBehind> last;
+  WeightStats global;
+  for (std::size_t s = 0; s < run.shards(); ++s) {
+    const auto statistics = std::chrono::steady_clock::now();
+    for (Job* job : run.file_order())
+      if (job->shard == s) run.statistics(*job, progress);
+    for (Job& job : run.jobs())
+      if (job.shard == s) run.make_maps(job, WeightStats{});  // maps of the tensors' own statistics
+    const auto quantizing = std::chrono::steady_clock::now();
+    report.statistics_seconds += std::chrono::duration<double>(quantizing - statistics).count();
+    const bool exact = s + 1 == run.shards();
+    if (exact) global = every_weight(run, input, o);
+    std::unique_ptr<io::WriteBehind> out = run.write_shard(
+        s, run.shard_metadata(s, exact ? global.mean : kPlaceholder, exact ? stddev_recorded(global) : kPlaceholder),
+        progress);
+    if (exact) last = std::move(out);
+    else pending.push_back(out->release());  // waits for its data to be written
+    report.quantize_seconds += seconds_since(quantizing);
+  }
+  const auto finish = std::chrono::steady_clock::now();
+  run.begin_writing();
+  last->finish_later();
+  for (std::size_t s = 0; s < pending.size(); ++s) {
+    pending[s]->rewrite_metadata(run.shard_metadata(s, global.mean, stddev_recorded(global)));
+    pending[s]->finish();
+  }
+  last->wait();
+  run.write_index();
+  progress.close();
+  report.quantize_seconds += seconds_since(finish);
+  return global;
+}
+
+}  // namespace
+
+StreamReport quantize_checkpoint_files(const std::string& input, const std::string& output, const Codebook& codebook,
+                                       const StreamOptions& o, Backend& backend) {
+  const auto start = std::chrono::steady_clock::now();
+  StreamRun run(input, output, codebook, o, backend);
+  const WeightStats global = o.normalisation == Normalisation::Global || run.shards() == 1
+                                 ? quantize_in_two_passes(run, input, o)
+                                 : quantize_shard_by_shard(run, input, o);
   run.account(global);
+  StreamReport& report = run.report();
   report.seconds = seconds_since(start);
   return report;
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <string>
 #include <vector>
@@ -87,6 +88,84 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
   EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));
   EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
+}
+
+// Without global normalisation each shard's two passes run in turn, and the headers before the
+// last are written with placeholders and rewritten at the end: every shard holds the tensors that
+// quantizing it alone gives, bit for bit, and records the statistics of the whole checkpoint's
+// quantized weights (as global normalisation's run records them). A NaN in the last shard stops
+// the run before anything lands: no shard, no temporary, the old index kept.
+TEST(CheckpointStream, ShardByShardGivesEachShardsOwnTensorsAndTheWholesStatistics) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  const int kShards = 3;
+  const auto file_of = [](int s) { return "model-0000" + std::to_string(s) + "-of-00003.safetensors"; };
+  for (int s = 1; s <= kShards; ++s) {
+    io::TensorFile t = shard(20 * s, "layers." + std::to_string(s) + ".");
+    // Shards of different magnitudes, so that the whole's statistics are no one shard's.
+    std::vector<float> w = test::draw(test::Law::Laplace, 64 * 48, 0.1 * s, 0.01 * s * s, 40 + s);
+    t.tensors["layers." + std::to_string(s) + ".o_proj.weight"] = io::f32_tensor({64, 48}, w);
+    io::write_safetensors(dir.file("model/" + file_of(s)), t);
+  }
+  const auto header = [](const std::string& path) {
+    return nlohmann::json::parse(io::SafetensorsReader(path).layout().metadata.at("nuq.quantized"));
+  };
+  const std::regex rows_of_300("up_proj");  // no groups of 8 in them
+  StreamOptions global;
+  global.skip = rows_of_300;
+  quantize_checkpoint_files(dir.file("model"), dir.file("global"), msptq2(), global, cpu_backend());
+  const nlohmann::json whole = header(dir.file("global/" + file_of(1)));
+  struct Case {
+    Normalisation normalisation;
+    std::size_t group_size;
+  };
+  for (const Case c : {Case{Normalisation::PerTensor, 0}, Case{Normalisation::PerChannel, 0},
+                       Case{Normalisation::PerChannel, 8}, Case{Normalisation::None, 0}}) {
+    StreamOptions options;
+    options.normalisation = c.normalisation;
+    options.group_size = c.group_size;
+    options.skip = rows_of_300;
+    const std::string what = to_string(c.normalisation) + ", groups of " + std::to_string(c.group_size);
+    fs::remove_all(dir.file("out"));
+    const StreamReport report = quantize_checkpoint_files(dir.file("model"), dir.file("out"), msptq2(), options, cpu_backend());
+    EXPECT_GT(report.statistics_seconds, 0.0) << what;
+    EXPECT_GT(report.quantize_seconds, 0.0) << what;
+    for (int s = 1; s <= kShards; ++s) {
+      const std::string shard_out = dir.file("out/" + file_of(s));
+      quantize_checkpoint_files(dir.file("model/" + file_of(s)), dir.file("alone.safetensors"), msptq2(), options,
+                                cpu_backend());
+      const io::TensorFile together = io::read_safetensors(shard_out);
+      const io::TensorFile alone = io::read_safetensors(dir.file("alone.safetensors"));
+      ASSERT_EQ(together.tensors.size(), alone.tensors.size()) << what;
+      for (const auto& [name, t] : alone.tensors) {
+        EXPECT_EQ(together.tensors.at(name).data, t.data) << name << ", " << what;
+        EXPECT_EQ(together.tensors.at(name).shape, t.shape) << name << ", " << what;
+      }
+      nlohmann::json mine = header(shard_out), own = header(dir.file("alone.safetensors"));
+      EXPECT_EQ(mine["tensors"], own["tensors"]) << what;  // each tensor's own map
+      EXPECT_EQ(mine["mean"], whole["mean"]) << what << ", shard " << s;
+      EXPECT_EQ(mine["stddev"], whole["stddev"]) << what << ", shard " << s;
+      EXPECT_NE(mine["mean"], own["mean"]) << what << ", shard " << s;
+      // Each shard a whole quantized file, its data where its header says.
+      EXPECT_EQ(dequantize_checkpoint(together, shard_out).tensors.size(), dequantize_checkpoint(alone, "alone").tensors.size());
+    }
+    EXPECT_EQ(report.stats.mean, whole["mean"].get<double>()) << what;
+  }
+  // A NaN in the last shard: the first two were written (to temporaries) before it was met.
+  io::TensorFile broken = io::read_safetensors(dir.file("model/" + file_of(3)));
+  std::vector<float> w = io::to_floats(broken.tensors.at("layers.3.o_proj.weight"), "w");
+  w.back() = std::numeric_limits<float>::quiet_NaN();
+  broken.tensors["layers.3.o_proj.weight"] = io::f32_tensor({64, 48}, w);
+  io::write_safetensors(dir.file("model/" + file_of(3)), broken);
+  const std::string old_index = bytes_of(dir.file("out/model.safetensors.index.json"));
+  for (int s = 1; s <= kShards; ++s) fs::remove(dir.file("out/" + file_of(s)));
+  StreamOptions per_tensor;
+  per_tensor.normalisation = Normalisation::PerTensor;
+  EXPECT_THROW(quantize_checkpoint_files(dir.file("model"), dir.file("out"), msptq2(), per_tensor, cpu_backend()), Error);
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir.file("out"))) left.push_back(entry.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"model.safetensors.index.json"});
+  EXPECT_EQ(bytes_of(dir.file("out/model.safetensors.index.json")), old_index);
 }
 
 // An index that disagrees with its shards' headers (such indexes are on the Hub, and other tools

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -119,6 +120,29 @@ TEST(WriteBehind, BytesInPlaceOutsideTheRoomOrTwiceAreRefused) {
   EXPECT_THROW(refused(12, 8, true), Error);    // over the room's start from before it
   EXPECT_NO_THROW(refused(24, 8, true));        // the rest of the room: fine
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) ADD_FAILURE() << "left behind: " << entry.path();
+}
+
+// A file whose header's metadata is known only once its data is written: the data appended on the
+// writer's thread, the writer released (no thread kept), the metadata rewritten in the room the
+// first header took, then the finish. A longer header does not fit and is refused.
+TEST(WriteBehind, AReleasedWriterTakesItsMetadataLater) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.safetensors");
+  const std::map<std::string, std::string> placeholder = {{"mean", "-1.7976931348623157e+308"}};
+  io::WriteBehind out(std::make_unique<io::SafetensorsWriter>(
+      path, placeholder, std::vector<std::pair<std::string, io::TensorEntry>>{{"t", io::TensorEntry{io::DType::U8, {300}}}}));
+  std::vector<std::uint8_t> bytes(300);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::uint8_t(i * 11);
+  out.append(bytes.data(), bytes.size());
+  std::unique_ptr<io::SafetensorsWriter> writer = out.release();
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_ANY_THROW(writer->rewrite_metadata({{"mean", std::string(40, '1')}}));
+  writer->rewrite_metadata({{"mean", "0.25"}});
+  writer->finish();
+  const io::TensorFile file = io::read_safetensors(path);
+  EXPECT_EQ(file.metadata.at("mean"), "0.25");
+  EXPECT_EQ(file.tensors.at("t").data, bytes);
+  EXPECT_EQ(std::filesystem::file_size(path), writer->finished_size());
 }
 
 TEST(WriteBehind, AnErrorOnTheWritingThreadReachesTheCallerAndNothingLands) {

@@ -41,6 +41,16 @@ void write_fully(int fd, const void* data, std::size_t bytes, const std::string&
   }
 }
 
+void pwrite_fully(int fd, const void* data, std::size_t bytes, std::uint64_t offset, const std::string& path) {
+  const auto* p = static_cast<const char*>(data);
+  for (std::size_t done = 0; done < bytes;) {
+    const ssize_t n = ::pwrite(fd, p + done, bytes - done, off_t(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    NUQ_REQUIRE(n > 0, path, ": writing failed: ", std::strerror(errno));
+    done += std::size_t(n);
+  }
+}
+
 }  // namespace
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
@@ -170,13 +180,7 @@ void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::s
   NUQ_ASSERT(after == written_at_.end() || end <= after->first, "bytes [", offset, ", ", end, ") written in place twice");
   NUQ_ASSERT(after == written_at_.begin() || std::prev(after)->second <= offset, "bytes [", offset, ", ", end,
              ") written in place twice");
-  const auto* p = static_cast<const char*>(bytes);
-  for (std::size_t done = 0; done < count;) {
-    const ssize_t n = ::pwrite(fd_, p + done, count - done, off_t(header_bytes_ + offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    NUQ_REQUIRE(n > 0, path_, ": writing failed: ", std::strerror(errno));
-    done += std::size_t(n);
-  }
+  pwrite_fully(fd_, bytes, count, header_bytes_ + offset, path_);
   // Recorded as filled, joined with the ranges just after and just before it so that the map stays
   // a few entries long.
   std::uint64_t stop = end;
@@ -187,6 +191,19 @@ void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::s
   if (after != written_at_.begin() && std::prev(after)->second == offset) std::prev(after)->second = stop;
   else written_at_.emplace_hint(after, offset, stop);
   filled_ += count;
+}
+
+void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string>& metadata) {
+  NUQ_ASSERT(!finished_, "a header rewritten after the file's finish");
+  std::vector<std::pair<std::string, TensorEntry>> tensors = order_;
+  std::string text = plan_header(metadata, tensors);
+  for (std::size_t i = 0; i < tensors.size(); ++i)
+    NUQ_ASSERT(tensors[i].first == order_[i].first && tensors[i].second.begin == order_[i].second.begin,
+               "a header rewritten with other tensors");
+  NUQ_ASSERT(text.size() <= header_bytes_ - 8, path_, ": the header rewritten takes ", text.size(), " bytes, ",
+             header_bytes_ - 8, " were left for it");
+  text.append(header_bytes_ - 8 - text.size(), ' ');
+  pwrite_fully(fd_, text.data(), text.size(), 8, path_);
 }
 
 void SafetensorsWriter::finish() {

@@ -11,6 +11,7 @@ WriteBehind::WriteBehind(std::unique_ptr<SafetensorsWriter> writer)
     : writer_(std::move(writer)), thread_([this] { run(); }) {}
 
 WriteBehind::~WriteBehind() {
+  if (!thread_.joinable()) return;  // released
   {
     std::lock_guard<std::mutex> lock(mutex_);
     closing_ = true;
@@ -118,6 +119,19 @@ void WriteBehind::wait() {
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return queue_.empty() && !working_; });
   if (!error_.empty()) throw Error(error_);
+}
+
+std::unique_ptr<SafetensorsWriter> WriteBehind::release() {
+  wait();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closing_ = true;
+    spares_.clear();
+    spare_bytes_ = 0;
+  }
+  changed_.notify_all();
+  thread_.join();
+  return std::move(writer_);
 }
 
 }  // namespace nuq::io

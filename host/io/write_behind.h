@@ -45,6 +45,10 @@ class WriteBehind {
   void finish_later();
   // Waits until everything queued is done; rethrows the first error.
   void wait();
+  // Waits as wait() does, then hands back the writer (not finished) and stops the thread: a file
+  // whose data is all written but whose finish waits for something later (rewrite_metadata),
+  // without a thread or spare buffers kept for it meanwhile. Nothing may be queued afterwards.
+  std::unique_ptr<SafetensorsWriter> release();
 
   static constexpr std::size_t kQueuedBytes = std::size_t{4} << 20;  // a bound on the memory held
 

@@ -1,10 +1,13 @@
 // Checkpoints of any size quantized with bounded memory: one safetensors file, a folder of shards
 // or a Hugging Face `model.safetensors.index.json` in; the same sharding (and a new index) out, in
 // the one quantized format (quantized_file.h). Two passes over the input, a bounded piece of rows
-// at a time: the statistics first (every shard, so global normalisation sees every weight), then
-// each output file streamed tensor by tensor, the last shard first (the shards the page cache still
-// holds from the first pass). Per-row and group maps are found in the second pass, from the weights
-// they map. Peak memory is the pieces in flight, whatever the checkpoint's size.
+// at a time: the statistics, then each output file streamed tensor by tensor. With global
+// normalisation every shard's statistics come first (each weight is mapped by all of them), and the
+// outputs are written the last shard first (the shards the page cache still holds); otherwise each
+// shard's two passes run in turn (the second finds the shard in the page cache, so a checkpoint
+// larger than it is read from the disk once), and the headers, which record the statistics of every
+// quantized weight, are rewritten at the end. Per-row and group maps are found in the second pass,
+// from the weights they map. Peak memory is the pieces in flight, whatever the checkpoint's size.
 #pragma once
 
 #include <cstdint>
@@ -58,8 +61,9 @@ struct StreamReport {
   double sqnr_ex_db = 0.0, within = 0.0;
   double seconds = 0.0;
   // Of `seconds`: the statistics pass (every input byte read once) and the quantizing pass that
-  // writes the outputs (read again, quantized, written); on a cold page cache the first is bound
-  // by the disk, the second, served from the cache, by the cores.
+  // writes the outputs (read again, quantized, written), summed over the shards where each shard's
+  // passes run in turn; on a cold page cache the first is bound by the disk, the second, served
+  // from the cache, by the cores.
   double statistics_seconds = 0.0, quantize_seconds = 0.0;
 };
 

@@ -109,6 +109,45 @@ def check_peer(nuq, folder, rng):
         run(nuq, "quantize", source + ".d", "-o", source + ".again", "--device", "cpu")  # loads again
 
 
+def check_sharded(nuq, folder, rng):
+    """A sharded checkpoint (folder and index) quantized with every normalisation, groups too: each
+    shard out is read on its own (the shards before the last, shard by shard without global
+    normalisation, carry headers rewritten at the end), records the whole checkpoint's statistics,
+    and decodes as `nuq dequantize` restores it."""
+    source = os.path.join(folder, "sharded")
+    os.makedirs(source)
+    weight_map, names = {}, []
+    for s in range(3):
+        name = f"model-0000{s + 1}-of-00003.safetensors"
+        tensors = {f"layers.{s}.weight": ("F32", rng.laplace(0.01 * s, 0.05 * (s + 1), size=(32, 48)).astype(np.float32)),
+                   f"layers.{s}.norm": ("BF16", bf16(1.0 + rng.laplace(0.0, 0.01, size=48).astype(np.float32)))}
+        write(os.path.join(source, name), tensors, {"format": "pt"})
+        weight_map.update({t: name for t in tensors})
+        names.append(name)
+    with open(os.path.join(source, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
+    for normalise, extra in (("global", []), ("per-tensor", []), ("per-channel", []), ("per-channel", ["--group-size", "16"]),
+                             ("none", [])):
+        out = os.path.join(folder, f"sharded-{normalise}{len(extra)}.q")
+        report = json.loads(run(nuq, "quantize", os.path.join(source, "model.safetensors.index.json"), "-o", out,
+                                "--normalise", normalise, "--device", "cpu", "--json", *extra))
+        weights = np.concatenate([read(os.path.join(source, n))[2][f"layers.{s}.weight"].ravel().astype(np.float64)
+                                  for s, n in enumerate(names)])
+        for name in names:
+            path = os.path.join(out, name)
+            _, metadata, arrays = read(path)
+            description, ours = decode(metadata, arrays)
+            # The statistics of every quantized weight of the checkpoint, in every shard's header.
+            assert abs(description["mean"] - weights.mean()) <= 1e-12 + 1e-9 * abs(weights.mean()), (path, description["mean"])
+            assert abs(description["stddev"] - weights.std()) <= 1e-9 * weights.std(), (path, description["stddev"])
+            run(nuq, "dequantize", path, "-o", path + ".d")
+            _, _, theirs = read(path + ".d")
+            for tensor, values in ours.items():
+                assert np.array_equal(theirs[tensor].view(np.uint32), values.view(np.uint32)), f"{path}: {tensor}"
+            os.remove(path + ".d")
+        assert report["output_bytes"] == sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+
+
 def run(nuq, *arguments, expect=0):
     result = subprocess.run([nuq, *arguments], capture_output=True, text=True)
     assert result.returncode == expect, f"nuq {' '.join(arguments)}: exit {result.returncode}\n{result.stderr}"
@@ -162,6 +201,7 @@ def main():
                     checked += 1
         assert checked >= 40, checked
         check_peer(nuq, folder, np.random.default_rng(11))
+        check_sharded(nuq, folder, np.random.default_rng(13))
         print(f"{checked} files read independently: aligned, decoded as nuq dequantize restores them")
 
 

@@ -67,6 +67,12 @@ class SafetensorsWriter {
   // (checked: anything else is an internal error; finish() checks that every byte of it came).
   // pwrite: the appends' file offset does not move. Called as append() is, from one thread.
   void write_at(std::uint64_t offset, const void* bytes, std::size_t count);
+  // Writes the header again with `metadata` in place of the metadata it was written with: a header
+  // whose metadata is known only once the data is (the statistics of a checkpoint's every weight),
+  // written first with placeholders at least as long. The new header must not be longer (checked:
+  // an internal error otherwise); it is padded with spaces to the old one's length, which the
+  // format allows, so the data does not move.
+  void rewrite_metadata(const std::map<std::string, std::string>& metadata);
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
   std::uint64_t file_size() const { return header_bytes_ + written_; }
