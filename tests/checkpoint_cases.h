@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend_cases.h"
+#include "bf16_tensor.h"
 #include "nuq/design.h"
 #include "nuq/io/safetensors.h"
 
@@ -26,14 +27,7 @@ inline io::TensorFile shard(int seed, const std::string& prefix) {
   std::vector<float> w = test::draw(test::Law::Laplace, 96 * 40, 0.0, 0.02, seed);
   file.tensors[prefix + "q_proj.weight"] = io::f32_tensor({96, 40}, w);
   std::vector<float> up = test::draw(test::Law::Laplace, 24 * 300, 0.001, 0.05, seed + 1);
-  io::Tensor bf16{io::DType::BF16, {24, 300}, {}};
-  for (float v : up) {  // truncated to BF16
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    bf16.data.push_back(std::uint8_t(bits >> 16));
-    bf16.data.push_back(std::uint8_t(bits >> 24));
-  }
-  file.tensors[prefix + "up_proj.weight"] = bf16;
+  file.tensors[prefix + "up_proj.weight"] = bf16_tensor({24, 300}, up);
   file.tensors[prefix + "norm.weight"] = io::f32_tensor({40}, std::vector<float>(40, 1.0f));
   file.tensors[prefix + "step"] = io::Tensor{io::DType::I64, {1}, std::vector<std::uint8_t>(8, 3)};
   return file;

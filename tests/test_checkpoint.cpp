@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend_cases.h"
+#include "bf16_tensor.h"
 #include "nuq/checkpoint.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
@@ -24,22 +25,9 @@
 namespace nuq {
 namespace {
 
-// Rounds to BF16 / F16 bytes (BF16 by truncation, F16 by the values being exactly representable).
-io::Tensor bf16_tensor(std::vector<std::int64_t> shape, std::vector<float>& values) {
-  io::Tensor t;
-  t.dtype = io::DType::BF16;
-  t.shape = std::move(shape);
-  for (float& v : values) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    bits &= 0xFFFF0000u;
-    std::memcpy(&v, &bits, 4);  // the value the file holds
-    t.data.push_back(std::uint8_t(bits >> 16));
-    t.data.push_back(std::uint8_t(bits >> 24));
-  }
-  return t;
-}
+using test::bf16_tensor;
 
+// F16 bytes of values exactly representable in F16.
 io::Tensor f16_tensor(std::vector<std::int64_t> shape, const std::vector<std::uint16_t>& halves) {
   io::Tensor t;
   t.dtype = io::DType::F16;

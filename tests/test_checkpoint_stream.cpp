@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend_cases.h"
+#include "bf16_tensor.h"
 #include "checkpoint_cases.h"
 #include "nuq/checkpoint.h"
 #include "nuq/checkpoint_stream.h"
@@ -139,17 +140,8 @@ TEST(CheckpointStream, PiecesSharedAmongThreadsGiveTheInMemoryCodes) {
   test::TempDir dir;
   std::vector<float> w = test::draw(test::Law::Laplace, 256 * 1024, 0.01, 0.03, 9);
   w[70000] = std::numeric_limits<float>::quiet_NaN();
-  io::Tensor bf16{io::DType::BF16, {256, 1024}, {}};
-  for (float& v : w) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    bits &= 0xFFFF0000u;  // truncated to BF16, as the file holds it
-    std::memcpy(&v, &bits, 4);
-    bf16.data.push_back(std::uint8_t(bits >> 16));
-    bf16.data.push_back(std::uint8_t(bits >> 24));
-  }
   io::TensorFile file;
-  file.tensors["mlp.weight"] = bf16;
+  file.tensors["mlp.weight"] = test::bf16_tensor({256, 1024}, w);  // w truncated, as the file holds it
   io::write_safetensors(dir.file("in.safetensors"), file);
   for (Normalisation n : {Normalisation::PerTensor, Normalisation::PerChannel}) {
     StreamOptions options;
@@ -347,21 +339,12 @@ TEST(CheckpointStream, MapsFoundAsTheCodesAreAreTheInMemoryQuantizers) {
   std::vector<float> a = test::draw(test::Law::Laplace, 2304 * 256, 0.01, 1.0, 31);
   for (std::size_t i = 0; i < a.size(); ++i) a[i] *= 0.05f + float(i / 256 % 7) + float(i % 256 / 128) * 3.0f;
   std::vector<float> c = test::draw(test::Law::Laplace, 2 * 131072, -0.02, 0.3, 32);
-  io::Tensor c_bf16{io::DType::BF16, {2, 131072}, {}};
-  for (float& v : c) {  // truncated to BF16, as the file holds it
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    c_bf16.data.push_back(std::uint8_t(bits >> 16));
-    c_bf16.data.push_back(std::uint8_t(bits >> 24));
-    bits &= 0xFFFF0000u;
-    std::memcpy(&v, &bits, 4);
-  }
   io::TensorFile file;
   file.tensors["a.weight"] = io::f32_tensor({2304, 256}, a);
   // Rows of 48: whole in pieces of any size (a piece of columns holds 64 at least).
   file.tensors["b.weight"] = io::f32_tensor({40, 48}, test::draw(test::Law::Laplace, 40 * 48, 0.5, 2.0, 33));
   file.tensors["a.weight.z"] = io::f32_tensor({4}, {1.0f, 2.0f, 3.0f, 4.0f});  // kept, between the rooms
-  file.tensors["c.weight"] = c_bf16;
+  file.tensors["c.weight"] = test::bf16_tensor({2, 131072}, c);
   io::write_safetensors(dir.file("in.safetensors"), file);
   struct Case {
     std::size_t group_size, piece_bytes;

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bf16_tensor.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
@@ -94,17 +95,8 @@ TEST(Model, AModelStoredInBf16LoadsAsTheSameValuesInF32) {
   save_model(dir.file("m.safetensors"), m);
   io::TensorFile file = io::read_safetensors(dir.file("m.safetensors"));
   io::Tensor& fc1 = file.tensors.at("fc1.weight");
-  io::Tensor half{io::DType::BF16, fc1.shape, {}};
   std::vector<float>& expected = m.at("fc1.weight").values;
-  for (float& v : expected) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    half.data.push_back(std::uint8_t(bits >> 16));
-    half.data.push_back(std::uint8_t(bits >> 24));
-    bits &= 0xFFFF0000u;
-    std::memcpy(&v, &bits, 4);
-  }
-  fc1 = half;
+  fc1 = test::bf16_tensor(fc1.shape, expected);  // expected truncated, as the file holds it
   io::write_safetensors(dir.file("bf16.safetensors"), file);
   const Model back = load_model(dir.file("bf16.safetensors"));
   EXPECT_EQ(back.at("fc1.weight").values, expected);
