@@ -589,8 +589,10 @@ WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, con
 // pass just filled, and a checkpoint larger than the cache is read from the disk once (a shard at
 // a time must fit). Only the statistics of every quantized weight, which each header records, wait
 // for the last shard: the headers before it are written with placeholders as long as any number
-// prints, kept open without a thread, and rewritten at the end (padded with spaces to the same
-// length: the data does not move). The last shard's header, and a single file's, is exact at once.
+// prints, set aside (no thread, no descriptor), and rewritten at the end (padded with spaces to the
+// same length: the data does not move). The last shard's header, and a single file's, is exact at
+// once. Every shard stays a temporary until the end, so an output folder written over holds the old
+// shards and the new ones at once.
 WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, const StreamOptions& o) {
   StreamReport& report = run.report();
   constexpr double kPlaceholder = std::numeric_limits<double>::lowest();  // "-1.7976931348623157e+308"
@@ -598,9 +600,10 @@ WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, co
   std::vector<std::unique_ptr<io::SafetensorsWriter>> pending;  // shard s's file, data written
   std::unique_ptr<io::WriteBehind> last;
   WeightStats global;
+  const std::vector<Job*> in_file_order = run.file_order();
   for (std::size_t s = 0; s < run.shards(); ++s) {
     const auto statistics = std::chrono::steady_clock::now();
-    for (Job* job : run.file_order())
+    for (Job* job : in_file_order)
       if (job->shard == s) run.statistics(*job, progress);
     for (Job& job : run.jobs())
       if (job.shard == s) run.make_maps(job, WeightStats{});  // maps of the tensors' own statistics
@@ -611,17 +614,21 @@ WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, co
     std::unique_ptr<io::WriteBehind> out = run.write_shard(
         s, run.shard_metadata(s, exact ? global.mean : kPlaceholder, exact ? stddev_recorded(global) : kPlaceholder),
         progress);
-    if (exact) last = std::move(out);
-    else pending.push_back(out->release());  // waits for its data to be written
+    if (exact) {
+      last = std::move(out);
+    } else {
+      pending.push_back(out->release());  // waits for its data to be written
+      pending.back()->set_aside();        // no descriptor held for it meanwhile
+    }
     report.quantize_seconds += seconds_since(quantizing);
   }
   const auto finish = std::chrono::steady_clock::now();
   run.begin_writing();
-  last->finish_later();
   for (std::size_t s = 0; s < pending.size(); ++s) {
     pending[s]->rewrite_metadata(run.shard_metadata(s, global.mean, stddev_recorded(global)));
     pending[s]->finish();
   }
+  last->finish_later();  // after the others: an error among them leaves the last shard unwritten too
   last->wait();
   run.write_index();
   progress.close();

@@ -3,7 +3,10 @@
 // headers is followed by the headers.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -166,6 +169,43 @@ TEST(CheckpointStream, ShardByShardGivesEachShardsOwnTensorsAndTheWholesStatisti
   for (const auto& entry : fs::directory_iterator(dir.file("out"))) left.push_back(entry.path().filename().string());
   EXPECT_EQ(left, std::vector<std::string>{"model.safetensors.index.json"});
   EXPECT_EQ(bytes_of(dir.file("out/model.safetensors.index.json")), old_index);
+}
+
+// A checkpoint of many shards shard by shard holds a descriptor for each input, as two passes do,
+// and none for the outputs waiting for their headers (set aside): 80 shards run within a limit of
+// the descriptors open now plus 80 and a few.
+TEST(CheckpointStream, ManyShardsShardByShardHoldNoDescriptorForTheWaitingOutputs) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  const int kShards = 80;
+  for (int s = 0; s < kShards; ++s) {
+    io::TensorFile t;
+    t.tensors["layers." + std::to_string(s) + ".weight"] =
+        io::f32_tensor({8, 16}, test::draw(test::Law::Laplace, 8 * 16, 0.0, 1.0 + s, 100 + s));
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, kShards);
+    io::write_safetensors(dir.file(std::string("model/") + name), t);
+  }
+  std::size_t open_now = 0;
+  for ([[maybe_unused]] const auto& fd : fs::directory_iterator("/proc/self/fd")) ++open_now;
+  rlimit before{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &before), 0);
+  rlimit tight = before;
+  tight.rlim_cur = std::min<rlim_t>(before.rlim_cur, rlim_t(open_now + kShards + 12));
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  StreamOptions options;
+  options.normalisation = Normalisation::PerTensor;
+  std::string error;
+  try {
+    quantize_checkpoint_files(dir.file("model"), dir.file("out"), msptq2(), options, cpu_backend());
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  setrlimit(RLIMIT_NOFILE, &before);
+  EXPECT_EQ(error, "");
+  std::size_t shards = 0;
+  for (const auto& entry : fs::directory_iterator(dir.file("out"))) shards += entry.path().extension() == ".safetensors";
+  EXPECT_EQ(shards, std::size_t(kShards));
 }
 
 // An index that disagrees with its shards' headers (such indexes are on the Hub, and other tools

@@ -135,6 +135,7 @@ TEST(WriteBehind, AReleasedWriterTakesItsMetadataLater) {
   for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = std::uint8_t(i * 11);
   out.append(bytes.data(), bytes.size());
   std::unique_ptr<io::SafetensorsWriter> writer = out.release();
+  writer->set_aside();  // closed until the rewrite opens it again
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_ANY_THROW(writer->rewrite_metadata({{"mean", std::string(40, '1')}}));
   writer->rewrite_metadata({{"mean", "0.25"}});
@@ -143,6 +144,23 @@ TEST(WriteBehind, AReleasedWriterTakesItsMetadataLater) {
   EXPECT_EQ(file.metadata.at("mean"), "0.25");
   EXPECT_EQ(file.tensors.at("t").data, bytes);
   EXPECT_EQ(std::filesystem::file_size(path), writer->finished_size());
+}
+
+// A temporary file replaced while it was set aside is not written to, nor renamed into place.
+TEST(WriteBehind, ATemporaryReplacedWhileSetAsideIsRefused) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.safetensors");
+  auto writer = writer_of(path, 4);
+  const std::uint8_t bytes[4] = {1, 2, 3, 4};
+  writer->append(bytes, 4);
+  writer->set_aside();
+  std::string temporary;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) temporary = entry.path().string();
+  ASSERT_NE(temporary.find(".tmp."), std::string::npos);
+  std::filesystem::remove(temporary);
+  std::ofstream(temporary) << "someone else's";
+  EXPECT_THROW(writer->finish(), Error);
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 TEST(WriteBehind, AnErrorOnTheWritingThreadReachesTheCallerAndNothingLands) {

@@ -195,6 +195,7 @@ void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::s
 
 void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string>& metadata) {
   NUQ_ASSERT(!finished_, "a header rewritten after the file's finish");
+  reopen();
   std::vector<std::pair<std::string, TensorEntry>> tensors = order_;
   std::string text = plan_header(metadata, tensors);
   for (std::size_t i = 0; i < tensors.size(); ++i)
@@ -206,7 +207,37 @@ void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string
   pwrite_fully(fd_, text.data(), text.size(), 8, path_);
 }
 
+void SafetensorsWriter::set_aside() {
+  NUQ_ASSERT(written_ == data_bytes_ && filled_ == skipped_, "a file set aside before all its data came");
+  room_.clear();
+  written_at_.clear();
+  if (fd_ < 0) return;
+  struct stat st;
+  NUQ_REQUIRE(::fstat(fd_, &st) == 0, path_, ": ", std::strerror(errno));
+  device_ = std::uint64_t(st.st_dev);
+  inode_ = std::uint64_t(st.st_ino);
+  size_ = std::uint64_t(st.st_size);
+  modified_seconds_ = std::int64_t(st.st_mtim.tv_sec);
+  modified_nanoseconds_ = std::int64_t(st.st_mtim.tv_nsec);
+  ::close(fd_);
+  fd_ = -1;
+}
+
+void SafetensorsWriter::reopen() {
+  if (fd_ >= 0) return;
+  const int fd = ::open(temporary_.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  NUQ_REQUIRE(fd >= 0, path_, ": opening its temporary file ", temporary_, " again: ", std::strerror(errno));
+  struct stat st;
+  const bool same = ::fstat(fd, &st) == 0 && std::uint64_t(st.st_dev) == device_ && std::uint64_t(st.st_ino) == inode_ &&
+                    std::uint64_t(st.st_size) == size_ && std::int64_t(st.st_mtim.tv_sec) == modified_seconds_ &&
+                    std::int64_t(st.st_mtim.tv_nsec) == modified_nanoseconds_;
+  if (!same) ::close(fd);
+  NUQ_REQUIRE(same, path_, ": its temporary file ", temporary_, " was replaced while nuq was writing it");
+  fd_ = fd;
+}
+
 void SafetensorsWriter::finish() {
+  reopen();
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
   NUQ_ASSERT(filled_ == skipped_, skipped_, " bytes were left to be written in place, ", filled_, " came");
   move_temporary_into_place(fd_, temporary_, path_);

@@ -26,7 +26,10 @@ struct Slot {
   std::atomic<bool> used{false};     // the path is complete: the handler removes it
   char path[4096];
 };
-Slot slots[64];
+// A sharded checkpoint quantized shard by shard keeps a temporary per shard until the end (every
+// shard's header waits for the last): room for the largest checkpoints' shard counts (a few
+// hundred). Untouched slots cost no memory; a temporary beyond them is still removed by a later run.
+Slot slots[1024];
 
 extern "C" void remove_and_reraise(int signal_number) {
   for (Slot& slot : slots)

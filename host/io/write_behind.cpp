@@ -96,6 +96,7 @@ void WriteBehind::write_at(std::uint64_t offset, std::vector<std::uint8_t> bytes
 }
 
 void WriteBehind::queue(Item item) {
+  NUQ_ASSERT(writer_, "bytes queued to a released WriteBehind");
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return !error_.empty() || queued_bytes_ < kQueuedBytes; });
   if (!error_.empty()) throw Error(error_);
@@ -106,6 +107,7 @@ void WriteBehind::queue(Item item) {
 }
 
 void WriteBehind::finish_later() {
+  NUQ_ASSERT(writer_, "the finish of a released WriteBehind");
   {
     std::lock_guard<std::mutex> lock(mutex_);
     Item item;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "nuq/error.h"
 #include "nuq/io/safetensors_stream.h"
 
 namespace nuq::io {
@@ -27,7 +28,10 @@ class WriteBehind {
   WriteBehind(const WriteBehind&) = delete;
   WriteBehind& operator=(const WriteBehind&) = delete;
 
-  const SafetensorsWriter& writer() const { return *writer_; }
+  const SafetensorsWriter& writer() const {
+    NUQ_ASSERT(writer_, "the writer of a released WriteBehind");
+    return *writer_;
+  }
   // Copies `count` bytes and queues them after the bytes appended before; waits while more than
   // kQueuedBytes wait. Rethrows the error of an earlier append (disk full, ...).
   void append(const void* bytes, std::size_t count);

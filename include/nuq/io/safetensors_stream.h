@@ -73,6 +73,10 @@ class SafetensorsWriter {
   // an internal error otherwise); it is padded with spaces to the old one's length, which the
   // format allows, so the data does not move.
   void rewrite_metadata(const std::map<std::string, std::string>& metadata);
+  // Checks that every data byte came and closes the file until rewrite_metadata() or finish()
+  // opens it again (checked to be the same file): a run that keeps many files waiting for their
+  // finish holds no descriptor for them.
+  void set_aside();
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
   std::uint64_t file_size() const { return header_bytes_ + written_; }
@@ -91,6 +95,11 @@ class SafetensorsWriter {
   std::map<std::uint64_t, std::uint64_t> room_;     // data offsets [begin, end) skip() left, ...
   std::map<std::uint64_t, std::uint64_t> written_at_;  // ... and those write_at() filled (joined when they touch)
   std::uint64_t skipped_ = 0, filled_ = 0;            // their bytes
+  // The temporary as set aside (an inode number may be reused by a file put in its place: its
+  // size and modification time are compared too).
+  std::uint64_t device_ = 0, inode_ = 0, size_ = 0;
+  std::int64_t modified_seconds_ = 0, modified_nanoseconds_ = 0;
+  void reopen();
   bool finished_ = false;
 };
 
