@@ -80,10 +80,15 @@ def test_quantizing_a_large_tensor_reads_it_in_place(case):
 
 
 GROUPED = textwrap.dedent("""
-    import resource
+    import ctypes, resource
     import numpy as np
     import nuq
-    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+    # What the tensors keep, not what the allocator holds on to: the per-share tables of the passes
+    # (tens of MiB at 8 bits in groups of 8) are freed, but glibc may keep freed pages of its arenas
+    # resident, more or less depending on which threads ran which shares. Trimmed before each count.
+    def rss():
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
     w = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
     codebook = nuq.design("uniform", 8)
     before = rss()
@@ -99,7 +104,9 @@ def test_grouped_tensors_hold_their_scales_not_a_table_per_group():
     growth, stored, tables, array_bytes = map(int, result.stdout.split())
     assert tables == 1024 * 1024 // 8  # QuantizedTensor.levels still gives every group's table, on request
     assert stored == 4 * (1024 * 1024 + 1024 * 128 * 4 + 256 * 4)  # codes, scales, one normalised table
-    assert growth <= stored + (16 << 20), f"four grouped tensors kept {growth / 2**20:.0f} MiB"
+    # A table per group kept would be 512 MiB; the slack allows one share's freed table (32 MiB)
+    # that the allocator keeps in a thread's arena even after the trim.
+    assert growth <= stored + (64 << 20), f"four grouped tensors kept {growth / 2**20:.0f} MiB"
 
 
 FILES = textwrap.dedent("""
