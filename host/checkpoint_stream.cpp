@@ -29,6 +29,7 @@
 #include "nuq/tensor_pieces.h"
 
 #include "io/write_behind.h"
+#include "kept_tensors.h"
 #include "progress_line.h"
 #include "piece_reader.h"
 
@@ -83,22 +84,6 @@ std::string where_of(const io::SafetensorsReader& reader, const std::string& ten
   return reader.path() + ": tensor '" + tensor + "' (from row " + std::to_string(p.row) + ")";
 }
 
-// The module a tensor belongs to: its name up to the last dot ("" at the top level).
-std::string module_of(const std::string& name) {
-  const std::size_t dot = name.rfind('.');
-  return dot == std::string::npos ? std::string() : name.substr(0, dot);
-}
-
-// Whether --skip names `tensor`. std::regex matches by recursion, one level a character or more: a
-// name of tens of thousands of characters (legal in the format) would overflow the stack, so names
-// beyond any real checkpoint's are refused for matching instead.
-bool skip_matches(const std::regex& skip, const std::string& tensor, const io::SafetensorsReader& reader) {
-  constexpr std::size_t kLongestName = 2048;
-  NUQ_REQUIRE(tensor.size() <= kLongestName, reader.path(), ": a tensor name of ", tensor.size(),
-              " characters is too long to match --skip against (at most ", kLongestName, ")");
-  return std::regex_search(tensor, skip);
-}
-
 // One run of quantize_checkpoint_files: the shards, the tensors to quantize (jobs) and those kept,
 // and what the passes share. statistics() and make_maps() are a tensor's first pass, write_shard()
 // one output file's second.
@@ -124,16 +109,12 @@ class StreamRun {
         NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
                     shard_paths[shard_of[name]]);
     }
-    const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere();
+    const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere(readers_);
     for (std::size_t s = 0; s < readers_.size(); ++s) {
       const io::SafetensorsReader& reader = *readers_[s];
       for (const auto& [name, entry] : reader.layout().tensors) {
         total_bytes_ += entry.end - entry.begin;
-        // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
-        const bool keep = !io::is_floating(entry.dtype) || entry.element_count() == 0 ||
-                          (entry.shape.size() < 2 && !o.quantize_vectors) ||
-                          quantized_elsewhere.count(module_of(name)) || (o.skip && skip_matches(*o.skip, name, reader));
-        if (keep) {
+        if (kept_as_they_are(name, entry, reader, o, quantized_elsewhere)) {
           kept_.insert(name);
           continue;
         }
@@ -156,24 +137,6 @@ class StreamRun {
     }
     NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
                 "with --quantize-vectors, that --skip does not name)");
-  }
-
-  // Modules another tool has quantized: those holding packed codes or 8-bit weights (I32, U8, I8,
-  // FP8, F4, ...; never an index or counter buffer: I64, U64, BOOL, F64, or one element, such as
-  // BatchNorm's num_batches_tracked or position_ids). Their floating tensors are that tool's
-  // scales, kept with them; such a tensor is a module of its own too (bitsandbytes keeps
-  // `<m>.weight.absmax` beside its U8 `<m>.weight`).
-  std::set<std::string> modules_quantized_elsewhere() const {
-    std::set<std::string> modules;
-    for (const auto& reader : readers_)
-      for (const auto& [name, entry] : reader->layout().tensors) {
-        const bool buffer = entry.dtype == io::DType::I64 || entry.dtype == io::DType::U64 ||
-                            entry.dtype == io::DType::BOOL || entry.dtype == io::DType::F64;
-        if (io::is_floating(entry.dtype) || buffer || entry.element_count() <= 1) continue;
-        modules.insert(name);
-        if (!module_of(name).empty()) modules.insert(module_of(name));
-      }
-    return modules;
   }
 
   // The options' own checks, made before the output folder is: returns `input`.

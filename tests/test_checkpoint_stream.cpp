@@ -1,7 +1,8 @@
 // Checkpoints streamed a piece at a time (checkpoint_stream.h): the same file as the in-memory
 // reference quantize_checkpoint when a tensor fits one piece, the same codes when tensors are cut
-// into row and column pieces, the default and --skip rules for which tensors are kept, and broken
-// inputs named. Shards and their index: test_sharded_checkpoint.cpp.
+// into row and column pieces, per-row and group maps found as the codes are, and broken inputs
+// named. Shards and their index: test_sharded_checkpoint.cpp; which tensors are kept:
+// test_kept_tensors.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -383,31 +384,6 @@ TEST(CheckpointStream, MapsFoundAsTheCodesAreAreTheInMemoryQuantizers) {
   }
 }
 
-// Tensors without elements beside others, in groups and per channel: kept as they are (nothing to
-// quantize; a [2^40, 0] tensor of a hostile header would otherwise cost a map per empty row).
-TEST(CheckpointStream, TensorsWithoutElementsAreKept) {
-  test::TempDir dir;
-  io::TensorFile file;
-  file.tensors["empty.weight"] = io::f32_tensor({0, 256}, {});
-  file.tensors["tall.weight"] = io::Tensor{io::DType::F32, {std::int64_t{1} << 40, 0}, {}};
-  file.tensors["mlp.weight"] = io::f32_tensor({8, 256}, test::draw(test::Law::Laplace, 8 * 256, 0.0, 0.1, 3));
-  io::write_safetensors(dir.file("in.safetensors"), file);
-  for (std::size_t group_size : {std::size_t{0}, std::size_t{128}}) {
-    StreamOptions options;
-    options.normalisation = Normalisation::PerChannel;
-    options.group_size = group_size;
-    const StreamReport report =
-        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
-    EXPECT_EQ(report.tensors.size(), 1u);
-    EXPECT_EQ(report.kept, (std::vector<std::string>{"empty.weight", "tall.weight"}));
-    EXPECT_LT(fs::file_size(dir.file("q.safetensors")), 4096u);
-    const io::TensorFile back = dequantize_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q");
-    EXPECT_EQ(back.tensors.at("empty.weight").shape, (std::vector<std::int64_t>{0, 256})) << group_size;
-    EXPECT_EQ(back.tensors.at("tall.weight").shape, file.tensors.at("tall.weight").shape) << group_size;
-    EXPECT_EQ(back.tensors.at("mlp.weight").shape, (std::vector<std::int64_t>{8, 256})) << group_size;
-  }
-}
-
 // Dequantized from file to file a tensor at a time: the bytes of the in-memory dequantizer's
 // result, for every kind of table; a file whose tensor is both stored and described is refused.
 TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
@@ -451,66 +427,6 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
   EXPECT_FALSE(fs::exists(dir.file("x.safetensors")));
 }
 
-// A peer's FP8/MX/GPTQ checkpoint: its 8-bit float weights, packed 4-bit blocks, I32 codes and
-// complex buffers, and the floating scales of those modules (2-D, yet not weights), are carried
-// through quantizing and dequantizing byte for byte; only the plain matrices are quantized.
-TEST(CheckpointStream, PeersEightAndFourBitFloatsAreKeptAsTheyAre) {
-  test::TempDir dir;
-  io::TensorFile file = shard(5, "");
-  auto bytes = [](io::DType dtype, std::vector<std::int64_t> shape, std::size_t count, int seed) {
-    io::Tensor t{dtype, std::move(shape), std::vector<std::uint8_t>(count)};
-    for (std::size_t i = 0; i < count; ++i) t.data[i] = std::uint8_t(i * 37 + seed);
-    return t;
-  };
-  file.tensors["mlp.down_proj.weight"] = bytes(io::DType::F8_E4M3, {64, 32}, 64 * 32, 1);
-  file.tensors["mlp.down_proj.weight_scale_inv"] = io::f32_tensor({1, 1}, {0.01f});
-  file.tensors["experts.gate_up_proj_blocks"] = bytes(io::DType::F4, {16, 30}, 16 * 30 / 2, 2);
-  file.tensors["experts.gate_up_proj_scales"] = bytes(io::DType::F8_E8M0, {16, 1}, 16, 3);
-  file.tensors["rotary.freqs"] = bytes(io::DType::C64, {4}, 4 * 8, 4);
-  file.tensors["o_proj.qweight"] = bytes(io::DType::I32, {4, 64}, 4 * 64 * 4, 5);
-  file.tensors["o_proj.scales"] = io::f32_tensor({2, 64}, std::vector<float>(128, 0.5f));
-  io::write_safetensors(dir.file("in.safetensors"), file);
-  const StreamReport report =
-      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
-  EXPECT_EQ(report.tensors.size(), 2u);  // q_proj and up_proj
-  const std::vector<std::string> peers = {"experts.gate_up_proj_blocks", "experts.gate_up_proj_scales",
-                                          "mlp.down_proj.weight",        "mlp.down_proj.weight_scale_inv",
-                                          "o_proj.qweight",              "o_proj.scales",
-                                          "rotary.freqs"};
-  for (const std::string& name : peers)
-    EXPECT_NE(std::find(report.kept.begin(), report.kept.end(), name), report.kept.end()) << name;
-  // Index and counter buffers (I64, BOOL) say nothing of another tool: their modules' floats are
-  // quantized (with --quantize-vectors, BatchNorm's too); a U8 weight's own sub-tensors
-  // (bitsandbytes' `<m>.weight.absmax`) are its module and are kept.
-  io::TensorFile plain;
-  plain.tensors["bn.weight"] = io::f32_tensor({16}, test::draw(test::Law::Laplace, 16, 1.0, 0.1, 7));
-  plain.tensors["bn.num_batches_tracked"] = io::Tensor{io::DType::I64, {}, std::vector<std::uint8_t>(8, 0)};
-  plain.tensors["attn.relative_position_index"] = bytes(io::DType::I64, {9, 9}, 81 * 8, 8);
-  plain.tensors["attn.relative_position_bias_table"] = io::f32_tensor({25, 4}, test::draw(test::Law::Laplace, 100, 0.0, 0.1, 9));
-  plain.tensors["attn.mask"] = bytes(io::DType::BOOL, {8, 8}, 64, 0);
-  plain.tensors["bnb.weight"] = bytes(io::DType::U8, {16, 8}, 128, 10);
-  plain.tensors["bnb.weight.absmax"] = io::f32_tensor({4}, {1.f, 2.f, 3.f, 4.f});
-  io::write_safetensors(dir.file("plain.safetensors"), plain);
-  StreamOptions vectors;
-  vectors.quantize_vectors = true;
-  const StreamReport mixed =
-      quantize_checkpoint_files(dir.file("plain.safetensors"), dir.file("pq.safetensors"), msptq2(), vectors, cpu_backend());
-  std::vector<std::string> quantized;
-  for (const auto& t : mixed.tensors) quantized.push_back(t.tensor.name);
-  std::sort(quantized.begin(), quantized.end());
-  EXPECT_EQ(quantized, (std::vector<std::string>{"attn.relative_position_bias_table", "bn.weight"}));
-
-  dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"));
-  for (const char* out : {"q.safetensors", "d.safetensors"}) {
-    const io::TensorFile back = io::read_safetensors(dir.file(out));
-    for (const std::string& name : peers) {
-      EXPECT_EQ(back.tensors.at(name).dtype, file.tensors.at(name).dtype) << out << " " << name;
-      EXPECT_EQ(back.tensors.at(name).shape, file.tensors.at(name).shape) << out << " " << name;
-      EXPECT_EQ(back.tensors.at(name).data, file.tensors.at(name).data) << out << " " << name;
-    }
-  }
-}
-
 // Weights near +-FLT_MAX put the outer levels beyond float32: refused, naming the tensor, in every
 // normalisation, rather than a file of infinite levels that no reader takes back.
 TEST(CheckpointStream, LevelsBeyondFloat32AreRefused) {
@@ -531,36 +447,6 @@ TEST(CheckpointStream, LevelsBeyondFloat32AreRefused) {
       EXPECT_NE(std::string(e.what()).find("beyond float32"), std::string::npos) << e.what();
     }
     EXPECT_FALSE(fs::exists(dir.file("q.safetensors")));
-  }
-}
-
-// --skip is matched by std::regex, which recurses a level a character: the longest name it takes
-// (2048 characters) matches backtracking patterns, a longer one is refused with a message, never
-// a stack overflow (a 50,000-character name crashed the matcher).
-TEST(CheckpointStream, SkipMatchesLongNamesOrRefusesThem) {
-  test::TempDir dir;
-  io::TensorFile file;
-  const std::string longest = "model.layers." + std::string(2048 - 20, 'x') + ".weight";
-  ASSERT_EQ(longest.size(), 2048u);
-  file.tensors[longest] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 5));
-  file.tensors["b.weight"] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 6));
-  io::write_safetensors(dir.file("in.safetensors"), file);
-  for (const char* pattern : {".*lm_head", "(n|m)*x", "^model\\..*\\.weight$"}) {
-    StreamOptions options;
-    options.skip = std::regex(pattern, std::regex::ECMAScript);
-    const StreamReport report =
-        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
-    EXPECT_EQ(report.kept.size(), std::string(pattern) == ".*lm_head" ? 0u : 1u) << pattern;
-  }
-  file.tensors[longest + "x"] = file.tensors.at(longest);
-  io::write_safetensors(dir.file("longer.safetensors"), file);
-  StreamOptions options;
-  options.skip = std::regex("(n|m)*x", std::regex::ECMAScript);
-  try {
-    quantize_checkpoint_files(dir.file("longer.safetensors"), dir.file("q2.safetensors"), msptq2(), options, cpu_backend());
-    ADD_FAILURE() << "accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("2049 characters is too long to match --skip"), std::string::npos) << e.what();
   }
 }
 

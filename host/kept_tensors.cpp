@@ -1,0 +1,49 @@
+#include "kept_tensors.h"
+
+#include <regex>
+
+#include "nuq/error.h"
+#include "nuq/io/widen.h"
+
+namespace nuq {
+namespace {
+
+// The module a tensor belongs to: its name up to the last dot ("" at the top level).
+std::string module_of(const std::string& name) {
+  const std::size_t dot = name.rfind('.');
+  return dot == std::string::npos ? std::string() : name.substr(0, dot);
+}
+
+// Whether --skip names `tensor`. std::regex matches by recursion, one level a character or more: a
+// name of tens of thousands of characters (legal in the format) would overflow the stack, so names
+// beyond any real checkpoint's are refused for matching instead.
+bool skip_matches(const std::regex& skip, const std::string& tensor, const io::SafetensorsReader& reader) {
+  constexpr std::size_t kLongestName = 2048;
+  NUQ_REQUIRE(tensor.size() <= kLongestName, reader.path(), ": a tensor name of ", tensor.size(),
+              " characters is too long to match --skip against (at most ", kLongestName, ")");
+  return std::regex_search(tensor, skip);
+}
+
+}  // namespace
+
+std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers) {
+  std::set<std::string> modules;
+  for (const auto& reader : readers)
+    for (const auto& [name, entry] : reader->layout().tensors) {
+      const bool buffer = entry.dtype == io::DType::I64 || entry.dtype == io::DType::U64 ||
+                          entry.dtype == io::DType::BOOL || entry.dtype == io::DType::F64;
+      if (io::is_floating(entry.dtype) || buffer || entry.element_count() <= 1) continue;
+      modules.insert(name);
+      if (!module_of(name).empty()) modules.insert(module_of(name));
+    }
+  return modules;
+}
+
+bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
+                      const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
+  // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
+  return !io::is_floating(entry.dtype) || entry.element_count() == 0 || (entry.shape.size() < 2 && !o.quantize_vectors) ||
+         quantized_elsewhere.count(module_of(name)) || (o.skip && skip_matches(*o.skip, name, reader));
+}
+
+}  // namespace nuq

@@ -1,0 +1,27 @@
+// Which tensors of a checkpoint the streamed quantizer (checkpoint_stream.cpp) keeps as they are,
+// in their own dtype: private to it.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nuq/checkpoint_stream.h"
+#include "nuq/io/safetensors_stream.h"
+
+namespace nuq {
+
+// Modules another tool has quantized: those holding packed codes or 8-bit weights (I32, U8, I8,
+// FP8, F4, ...; never an index or counter buffer: I64, U64, BOOL, F64, or one element, such as
+// BatchNorm's num_batches_tracked or position_ids). Their floating tensors are that tool's
+// scales, kept with them; such a tensor is a module of its own too (bitsandbytes keeps
+// `<m>.weight.absmax` beside its U8 `<m>.weight`).
+std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers);
+
+// Whether tensor `name` of `reader` is kept (StreamOptions: what is not floating, empty tensors,
+// 1-D ones unless quantize_vectors, those --skip names, and those of a module quantized elsewhere).
+bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
+                      const StreamOptions& o, const std::set<std::string>& quantized_elsewhere);
+
+}  // namespace nuq
