@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 
@@ -255,6 +256,33 @@ TEST(Safetensors, RefusesFilesOverTheLimitAndMissingFiles) {
   write_safetensors(dir.file("m"), file);
   EXPECT_THROW(read_safetensors(dir.file("m"), 100), Error);
   EXPECT_THROW(read_safetensors(dir.file("absent")), Error);
+}
+
+// A header no reader would take (over kMaxSafetensorsHeader, the reference parser's cap) is refused
+// before anything is written, by both writers (serialize_safetensors plans its header as
+// write_safetensors does); one just under the cap is written.
+TEST(Safetensors, AHeaderNoReaderWouldTakeIsNeverWritten) {
+  test::TempDir dir;
+  TensorFile file;
+  file.tensors["w"] = f32_tensor({2}, {1.0f, 2.0f});
+  file.metadata["x"] = std::string(kMaxSafetensorsHeader - 200, 'y');
+  write_safetensors(dir.file("under"), file);
+  EXPECT_LE(std::filesystem::file_size(dir.file("under")), 8 + kMaxSafetensorsHeader + 8);
+  std::filesystem::remove(dir.file("under"));
+  file.metadata["x"] = std::string(kMaxSafetensorsHeader, 'y');
+  const auto refused = [&](const std::function<void()>& write, const std::string& where) {
+    try {
+      write();
+      ADD_FAILURE() << where << ": written";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(where + ": the header would take"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("over the cap of 104857600 bytes"), std::string::npos) << e.what();
+    }
+  };
+  refused([&] { write_safetensors(dir.file("over"), file); }, dir.file("over"));
+  refused([&] { SafetensorsWriter writer(dir.file("streamed"), file.metadata, {{"w", TensorEntry{DType::F32, {2}}}}); },
+          dir.file("streamed"));
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));  // no temporary either
 }
 
 TEST(Safetensors, WritingNeverLeavesAHalfFile) {

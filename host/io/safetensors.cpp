@@ -255,7 +255,7 @@ TensorFile read_safetensors(const std::string& path, std::size_t max_bytes) {
 }
 
 std::string plan_header(const std::map<std::string, std::string>& metadata,
-                        std::vector<std::pair<std::string, TensorEntry>>& tensors) {
+                        std::vector<std::pair<std::string, TensorEntry>>& tensors, const std::string& where) {
   // Widest elements first: each tensor's bytes are then a multiple of every later tensor's element
   // size, so every tensor starts at a multiple of its own (the data begins 8-byte aligned), and a
   // reader may view it in place. Within one width, by name; the sub-byte dtypes (whose byte counts
@@ -279,6 +279,15 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the reference does
+  // What nuq would refuse to read back (a quantized file's header is its input's metadata and
+  // names plus the description of what was quantized) is never written.
+  if (text.size() > kMaxSafetensorsHeader) {
+    std::size_t metadata_text = 0;
+    for (const auto& [key, value] : metadata) metadata_text += key.size() + value.size();
+    NUQ_REQUIRE(false, where, ": the header would take ", text.size(), " bytes, over the cap of ", kMaxSafetensorsHeader,
+                " bytes that safetensors readers accept (its metadata holds ", metadata_text, " bytes of text; ",
+                tensors.size(), " tensors)");
+  }
   return text;
 }
 
@@ -304,7 +313,7 @@ void put_length(std::uint64_t length, std::uint8_t* out) {
 
 std::vector<std::uint8_t> serialize_safetensors(const TensorFile& file) {
   std::vector<std::pair<std::string, TensorEntry>> plan = entries_of(file);
-  const std::string text = plan_header(file.metadata, plan);
+  const std::string text = plan_header(file.metadata, plan, "safetensors");
   std::vector<std::uint8_t> bytes(8);
   bytes.reserve(8 + text.size() + (plan.empty() ? 0 : plan.back().second.end));
   put_length(text.size(), bytes.data());
@@ -320,7 +329,7 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   // The tensors' bytes go to the file as they lie, never gathered into one buffer: a restored
   // checkpoint of several GB is not held twice.
   std::vector<std::pair<std::string, TensorEntry>> plan = entries_of(file);
-  const std::string text = plan_header(file.metadata, plan);
+  const std::string text = plan_header(file.metadata, plan, path);
   write_atomically(path, [&](std::ostream& out) {
     std::uint8_t length[8];
     put_length(text.size(), length);

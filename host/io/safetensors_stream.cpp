@@ -118,7 +118,7 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std
                                      std::vector<std::pair<std::string, TensorEntry>> tensors)
     : path_(path), order_(std::move(tensors)) {
   require_output_path(path);
-  const std::string text = plan_header(metadata, order_);
+  const std::string text = plan_header(metadata, order_, path);
   data_bytes_ = order_.empty() ? 0 : order_.back().second.end;
   header_bytes_ = 8 + text.size();
   CreatedTemporary created = create_temporary_for(path);  // a new file of this call's own
@@ -197,7 +197,7 @@ void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string
   NUQ_ASSERT(!finished_, "a header rewritten after the file's finish");
   reopen();
   std::vector<std::pair<std::string, TensorEntry>> tensors = order_;
-  std::string text = plan_header(metadata, tensors);
+  std::string text = plan_header(metadata, tensors, path_);
   for (std::size_t i = 0; i < tensors.size(); ++i)
     NUQ_ASSERT(tensors[i].first == order_[i].first && tensors[i].second.begin == order_[i].second.begin,
                "a header rewritten with other tensors");

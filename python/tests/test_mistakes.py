@@ -189,6 +189,9 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
             nuq.save(path, {"a": np.zeros(3 if shape[0] < 0 else 0, tagged)})
     with pytest.raises(ValueError, match="x.safetensors: tensor '__metadata__'"):
         nuq.save(path, {"__metadata__": np.zeros(2, np.float32)})
+    # A header over the 100 MiB every reader caps it at.
+    with pytest.raises(ValueError, match="x.safetensors: the header would take .* over the cap of 104857600 bytes"):
+        nuq.save(path, {"w": np.ones((4, 4), np.float32)}, {"x": "y" * (100 << 20)})
     assert not path.exists() and os.listdir(tmp_path) == []
 
 

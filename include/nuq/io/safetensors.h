@@ -86,9 +86,10 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
 Layout parse_layout(const std::string& header, std::uint64_t data_size, const std::string& name);
 // The header nuq writes for `tensors` (dtype and shape given): reorders them widest element first
 // (then by name), so that every tensor starts at a multiple of its element size, fills in their
-// offsets, and returns the JSON text padded to a multiple of 8 bytes.
+// offsets, and returns the JSON text padded to a multiple of 8 bytes. A header longer than
+// kMaxSafetensorsHeader, which no reader would take, is refused (errors name `where`, the file).
 std::string plan_header(const std::map<std::string, std::string>& metadata,
-                        std::vector<std::pair<std::string, TensorEntry>>& tensors);
+                        std::vector<std::pair<std::string, TensorEntry>>& tensors, const std::string& where);
 
 // Written atomically; "format": "pt" is added to the metadata unless present.
 void write_safetensors(const std::string& path, const TensorFile& file);
