@@ -65,6 +65,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
     const std::string where = name + ": tensor '" + tensor_name + "'";
     std::vector<float>& v = values[tensor_name] = io::widened(t, where);
     own[tensor_name] = backend.stats(v.data(), v.size(), where, nonfinite);
+    require_finite_weights(own[tensor_name], where);
     global = combine(global, own[tensor_name]);
   }
   NUQ_REQUIRE(!values.empty(), name, ": no F32, F16 or BF16 tensor to quantize");

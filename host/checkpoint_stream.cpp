@@ -203,6 +203,7 @@ class StreamRun {
   // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics),
   // and the count of maps stored.
   void make_maps(Job& job, const WeightStats& global) {
+    require_finite_weights(job.own, tensor_where(job));
     if (!per_row_)
       job.maps = normalise_tensor(o_.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name,
                                   o_.nonfinite, backend_).maps;

@@ -28,7 +28,10 @@ WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backen
   // Each parameter's statistics joined in name order, as every other path joins a checkpoint's
   // (checkpoint_stream.h, Python's quantize_state_dict): the same bits whatever the order.
   std::map<std::string, WeightStats> own;
-  for (const Parameter& p : model.parameters) own[p.name] = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
+  for (const Parameter& p : model.parameters) {
+    own[p.name] = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
+    require_finite_weights(own[p.name], p.name);
+  }
   WeightStats stats;
   for (const auto& [name, s] : own) stats = combine(stats, s);
   return stats;

@@ -171,6 +171,46 @@ TEST(CheckpointStream, PiecesSharedAmongThreadsGiveTheInMemoryCodes) {
   }
 }
 
+// A tensor of no finite weight among finite ones is refused by name even with NonFinite::Skip, by
+// the streamed and the in-memory quantizer, in every mode, and nothing is written; one NaN row of a
+// tensor is not (per channel its table and weights are 0, docs/robustness.md).
+TEST(CheckpointStream, ATensorOfNoFiniteWeightIsRefusedByName) {
+  test::TempDir dir;
+  io::TensorFile file;
+  std::vector<float> nan(8 * 64, std::numeric_limits<float>::quiet_NaN());
+  file.tensors["a.weight"] = io::f32_tensor({8, 64}, test::draw(test::Law::Laplace, 8 * 64, 0.0, 0.05, 3));
+  file.tensors["b.weight"] = io::f32_tensor({8, 64}, nan);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const std::string named = "in.safetensors: tensor 'b.weight': every one of its 512 weights is NaN or infinite";
+  for (Normalisation n : {Normalisation::Global, Normalisation::PerTensor, Normalisation::PerChannel, Normalisation::None}) {
+    StreamOptions options;
+    options.normalisation = n;
+    options.nonfinite = NonFinite::Skip;
+    try {
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(), options, cpu_backend());
+      ADD_FAILURE() << to_string(n) << ": quantized";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.file("s.safetensors")));
+    try {
+      quantize_checkpoint(file, "in.safetensors", msptq2(), n, NonFinite::Skip, cpu_backend());
+      ADD_FAILURE() << to_string(n) << ": quantized in memory";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << e.what();
+    }
+  }
+  std::fill(nan.begin() + 64, nan.end(), 0.5f);  // one row of NaN, the others constant
+  file.tensors["b.weight"] = io::f32_tensor({8, 64}, nan);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  StreamOptions per_channel;
+  per_channel.normalisation = Normalisation::PerChannel;
+  per_channel.nonfinite = NonFinite::Skip;
+  const StreamReport report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(),
+                                                        per_channel, cpu_backend());
+  EXPECT_EQ(report.tensors.at(1).tensor.nonfinite, 64u);
+}
+
 // The CPU backend as a device backend looks to the streamed quantizer: one call at a time, from
 // one thread, which it records, so the pieces are read one ahead on a second thread.
 class OneCallAtATime final : public Backend {

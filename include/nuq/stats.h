@@ -48,6 +48,10 @@ void row_stats(const void* values, WeightType type, std::size_t rows, std::size_
 WeightStats stats_ref(const float* values, std::size_t count, const std::string& name,
                       NonFinite nonfinite = NonFinite::Reject);
 WeightStats combine(const WeightStats& a, const WeightStats& b);
+// Refuses, naming `where`, a tensor every weight of which is NaN or infinite (its statistics with
+// NonFinite::Skip are of nothing: there is nothing to map it by, and a tensor of NaN is a broken
+// one, not weights to quantize). An empty tensor is not refused.
+void require_finite_weights(const WeightStats& stats, const std::string& where);
 
 // The sum of ((w - mean) / scale)^4 over the finite weights among `count` of `type` (for the
 // excess kurtosis, a diagnostic: float sums within blocks of 1,024 weights, double across them, so

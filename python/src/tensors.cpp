@@ -260,7 +260,10 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
                                           const std::vector<std::string>& source_dtypes, const PyCodebook& codebook,
                                           const InMemoryOptions& options, Backend& backend) {
   std::vector<WeightStats> own;
-  for (const TensorInMemory& t : tensors) own.push_back(in_memory_stats(t, codebook.codebook, options, backend));
+  for (const TensorInMemory& t : tensors) {
+    own.push_back(in_memory_stats(t, codebook.codebook, options, backend));
+    require_finite_weights(own.back(), t.name);
+  }
   // Joined in name order, as `nuq quantize` joins a checkpoint's: the same statistics (to the last
   // bit) whatever the order of the state dict or the file's layout.
   std::vector<std::size_t> by_name(tensors.size());

@@ -258,3 +258,16 @@ def test_a_codebook_json_nested_without_end_is_refused():
     deep = text.replace('"msptq"', "[" * 200000 + "]" * 200000, 1)
     with pytest.raises(ValueError, match="nested deeper than 16 levels"):
         nuq.Codebook.from_json(deep)
+
+
+def test_a_tensor_of_no_finite_weight_is_refused_by_name_among_others():
+    """With nonfinite="saturate" NaN weights are left out of the statistics; a tensor that is all
+    NaN has none left to map it by, alone or in a state dict (as `nuq quantize` refuses it)."""
+    codebook = nuq.design("msptq")
+    finite = np.random.default_rng(0).laplace(size=(8, 64)).astype(np.float32)
+    state = {"v": finite, "w": np.full((8, 64), np.nan, np.float32)}
+    for normalise in ("global", "per-tensor", "per-channel", "none"):
+        with pytest.raises(ValueError, match="w: every one of its 512 weights is NaN or infinite"):
+            nuq.quantize_state_dict(state, codebook, normalise=normalise, nonfinite="saturate")
+    with pytest.raises(ValueError, match="every one of its 512 weights is NaN or infinite"):
+        nuq.quantize(state["w"], codebook, nonfinite="saturate")
