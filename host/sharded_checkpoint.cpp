@@ -102,8 +102,8 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
                                        const std::vector<std::string>& shards) {
   std::vector<std::string> found;
   std::size_t count = 0;
-  const auto note = [&](std::string text) {
-    if (count++ < kMaxDisagreements) found.push_back(index.string() + ": " + std::move(text) + kFollowed);
+  const auto note = [&](std::string text, const char* followed = kFollowed) {
+    if (count++ < kMaxDisagreements) found.push_back(index.string() + ": " + std::move(text) + followed);
   };
   std::set<std::string> held;
   for (const std::string& shard : shards) {
@@ -119,7 +119,8 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
   }
   for (const auto& [tensor, file] : weight_map.items())
     if (!held.count(tensor))
-      note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it");
+      note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it",
+           ": no shard read holds it, so the output has no such tensor and the new index does not list it");
   if (count > kMaxDisagreements)
     found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)" +
                     kFollowed);

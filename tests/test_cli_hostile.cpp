@@ -181,6 +181,7 @@ const std::vector<Case>& cases() {
       {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --xmax 1e300", kUserError, "standard deviations"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --support 3delta", kUserError, "--support is for nuq's own"},
       {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --xmax 2 --support 3delta", kUserError, "not both"},
+      {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --support ''", kUserError, "empty support region"},
       {"mismatch --range=0:1 --step 0", kUserError, "--step"},
       {"mismatch --range=0:1 --step nan", kUserError, "--step"},
       {"mismatch --range=0:30 --step 1e-9", kUserError, "more than"},

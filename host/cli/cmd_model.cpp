@@ -417,7 +417,8 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--bits,-b", q->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
       ->check(CLI::Range(1, 16))->capture_default_str();
   quantize_cmd->add_option("--support", q->support,
-                           "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max");
+                           "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max")
+      ->check([](const std::string& s) { return s.empty() ? std::string("an empty support region names none") : ""; });
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
   CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "

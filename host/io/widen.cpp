@@ -22,7 +22,8 @@ WeightType weight_type(DType dtype) {
 }
 
 std::vector<float> widened(const Tensor& tensor, const std::string& where) {
-  NUQ_REQUIRE(is_floating(tensor.dtype), where, ": ", to_string(tensor.dtype), " is not a float tensor (F32, F16 or BF16)");
+  NUQ_REQUIRE(is_floating(tensor.dtype), where, ": ", to_string(tensor.dtype),
+              " is not one of the floating types nuq widens (F32, F16 or BF16)");
   std::vector<float> values(tensor.element_count());
   NUQ_REQUIRE(tensor.data.size() == values.size() * dtype_size(tensor.dtype), where, ": holds ", tensor.data.size(),
               " bytes, its shape needs ", values.size() * dtype_size(tensor.dtype));
