@@ -1,5 +1,6 @@
 #include "kept_tensors.h"
 
+#include <algorithm>
 #include <regex>
 
 #include "nuq/error.h"
@@ -24,7 +25,40 @@ bool skip_matches(const std::regex& skip, const std::string& tensor, const io::S
   return std::regex_search(tensor, skip);
 }
 
+// How deep `pattern` nests its groups: '(' outside a bracket expression and not escaped.
+std::size_t group_depth(const std::string& pattern) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_brackets = false;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\') ++i;  // the escaped character is literal
+    else if (in_brackets) in_brackets = c != ']';
+    else if (c == '[') in_brackets = true;
+    else if (c == '(') deepest = std::max(deepest, ++depth);
+    else if (c == ')' && depth > 0) --depth;
+  }
+  return deepest;
+}
+
 }  // namespace
+
+std::regex skip_pattern(const std::string& pattern) {
+  const std::string quoted = "--skip '" + (pattern.size() <= 80 ? pattern : pattern.substr(0, 80) + "...") + "'";
+  NUQ_REQUIRE(pattern.size() <= kMaxSkipPatternLength, quoted, ": a pattern of ", pattern.size(),
+              " characters; at most ", kMaxSkipPatternLength, " are taken");
+  NUQ_REQUIRE(group_depth(pattern) <= kMaxSkipPatternDepth, quoted, ": groups nested ", group_depth(pattern),
+              " deep; at most ", kMaxSkipPatternDepth, " are taken");
+#if defined(__GLIBCXX__)
+  constexpr auto kSyntax = std::regex::ECMAScript | std::regex_constants::__polynomial;
+#else
+  constexpr auto kSyntax = std::regex::ECMAScript;
+#endif
+  try {
+    return std::regex(pattern, kSyntax);
+  } catch (const std::regex_error& e) {
+    throw Error(quoted + ": not a regular expression (" + e.what() + ")");
+  }
+}
 
 std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers) {
   std::set<std::string> modules;

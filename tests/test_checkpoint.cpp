@@ -3,7 +3,9 @@
 // CLI end to end; a broken quantized checkpoint named in the error.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -302,6 +304,14 @@ TEST(Checkpoint, CliQuantizesAndDequantizesACheckpoint) {
   // The 1-D norm and the integer step are kept as they were (the default for checkpoints).
   for (const char* name : {"layers.0.attention.weight", "embed.weight", "2 kept as they were"})
     EXPECT_NE(printed.find(name), std::string::npos) << printed;
+  // The sizes as written, and which way they went.
+  const auto in = std::filesystem::file_size(dir.file("ckpt.safetensors"));
+  const auto q = std::filesystem::file_size(dir.file("q.safetensors"));
+  char ratio[64];
+  std::snprintf(ratio, sizeof ratio, "%.2fx %s, headers included", q <= in ? double(in) / double(q) : double(q) / double(in),
+                q <= in ? "smaller" : "larger");
+  EXPECT_NE(printed.find("files: " + std::to_string(in) + " -> " + std::to_string(q) + " bytes (" + ratio), std::string::npos)
+      << printed;
   ASSERT_EQ(std::system((nuq + " dequantize " + dir.file("q.safetensors") + " -o " + dir.file("back.safetensors") +
                          " > /dev/null 2>&1").c_str()),
             0);

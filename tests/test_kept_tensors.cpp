@@ -121,7 +121,7 @@ TEST(CheckpointStream, SkipMatchesLongNamesOrRefusesThem) {
   io::write_safetensors(dir.file("in.safetensors"), file);
   for (const char* pattern : {".*lm_head", "(n|m)*x", "^model\\..*\\.weight$"}) {
     StreamOptions options;
-    options.skip = std::regex(pattern, std::regex::ECMAScript);
+    options.skip = skip_pattern(pattern);
     const StreamReport report =
         quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
     EXPECT_EQ(report.kept.size(), std::string(pattern) == ".*lm_head" ? 0u : 1u) << pattern;
@@ -129,13 +129,55 @@ TEST(CheckpointStream, SkipMatchesLongNamesOrRefusesThem) {
   file.tensors[longest + "x"] = file.tensors.at(longest);
   io::write_safetensors(dir.file("longer.safetensors"), file);
   StreamOptions options;
-  options.skip = std::regex("(n|m)*x", std::regex::ECMAScript);
+  options.skip = skip_pattern("(n|m)*x");
   try {
     quantize_checkpoint_files(dir.file("longer.safetensors"), dir.file("q2.safetensors"), msptq2(), options, cpu_backend());
     ADD_FAILURE() << "accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("2049 characters is too long to match --skip"), std::string::npos) << e.what();
   }
+}
+
+// A --skip pattern is matched in polynomial time: patterns that backtrack exponentially in
+// std::regex's default (depth-first) executor finish at once on the longest name, the syntax
+// people write keeps its meaning, and what would overflow the compiler's stack (groups 30,000
+// deep crashed it) is refused with a message.
+TEST(CheckpointStream, SkipPatternsMatchInPolynomialTimeAndDeepOnesAreRefused) {
+#if !defined(__GLIBCXX__)
+  GTEST_SKIP() << "polynomial matching is libstdc++'s";
+#endif
+  test::TempDir dir;
+  io::TensorFile file;
+  const std::string as(2048, 'a');
+  file.tensors[as] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 5));
+  file.tensors["model.layers.10.self_attn.q_proj.weight"] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 6));
+  file.tensors["model.layers.2.mlp.up_proj.weight"] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 7));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const std::pair<const char*, std::size_t> cases[] = {
+      {"(.*)*X", 0}, {"([a-z_.0-9]|\\w)*X", 0}, {"(a|a)*c", 0}, {"(a*)*b", 0},  // exponential when backtracking
+      {"^(a|a)*$", 1}, {"q_proj|up_proj", 2}, {"layers\\.1[0-9]\\.", 1}, {"^model\\..*\\.weight$", 2},
+      {"\\d+\\.mlp", 1}, {"^(?!model)", 1}, {"Q_PROJ", 0}};
+  for (const auto& [pattern, kept] : cases) {
+    StreamOptions options;
+    options.skip = skip_pattern(pattern);
+    const StreamReport report =
+        quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+    EXPECT_EQ(report.kept.size(), kept) << pattern;
+  }
+  const auto refused = [](const std::string& pattern, const std::string& why) {
+    try {
+      skip_pattern(pattern);
+      ADD_FAILURE() << pattern.substr(0, 40) << ": compiled";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  refused(std::string(30000, '(') + "a" + std::string(30000, ')'), "a pattern of 60001 characters");
+  refused(std::string(65, '(') + "a" + std::string(65, ')'), "groups nested 65 deep; at most 64");
+  refused("[(((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((]((a)", "not a regular expression");
+  refused("(a)\\1", "not a regular expression");
+  EXPECT_NO_THROW(skip_pattern(std::string(64, '(') + "a" + std::string(64, ')')));
+  EXPECT_NO_THROW(skip_pattern("[(((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((]\\(a\\)"));
 }
 
 }  // namespace

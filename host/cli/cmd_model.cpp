@@ -147,8 +147,11 @@ void add_sizes(nlohmann::json& j, const SizeReport& s) {
 }
 
 std::string size_text(const SizeReport& s) {
+  // Tiny tensors can come out larger than they went in (a codebook and a description each).
+  const bool smaller = s.output <= s.input;
   std::string text = "files: " + std::to_string(s.input) + " -> " + std::to_string(s.output) + " bytes (" +
-                     fixed(double(s.input) / double(s.output), 2) + "x smaller, headers included)";
+                     fixed(smaller ? double(s.input) / double(s.output) : double(s.output) / double(s.input), 2) +
+                     (smaller ? "x smaller" : "x larger") + ", headers included)";
   if (s.design_bits != s.stored_bits)
     text += "; the " + std::to_string(s.design_bits) + "-bit design is stored in " + std::to_string(s.stored_bits) +
             "-bit codes";
@@ -163,13 +166,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   options.nonfinite = nonfinite;
   options.quantize_vectors = o.quantize_vectors;
   options.group_size = o.group_size;
-  if (!o.skip.empty()) {
-    try {
-      options.skip = std::regex(o.skip, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw Error("--skip '" + o.skip + "': not a regular expression (" + e.what() + ")");
-    }
-  }
+  if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
   if (isatty(STDERR_FILENO)) options.progress = &std::cerr;
   warn_of_index(o.input);
   const StreamReport report = quantize_checkpoint_files(o.input, o.output, codebook, options, backend);

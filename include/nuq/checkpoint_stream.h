@@ -10,6 +10,7 @@
 // from the weights they map. Peak memory is the pieces in flight, whatever the checkpoint's size.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <ostream>
@@ -24,6 +25,15 @@
 #include "nuq/tensor_pieces.h"
 
 namespace nuq {
+
+// A --skip pattern compiled for StreamOptions::skip: ECMAScript syntax, searched in each tensor's
+// name. Where the standard library is libstdc++, it is matched in polynomial time (its Thompson
+// NFA executor: a pattern such as '(.*)*X' cannot take exponential time, and back-references are
+// refused); its compiler recurses a level per nested group, so a pattern of more than
+// kMaxSkipPatternLength characters or groups nested deeper than kMaxSkipPatternDepth is refused.
+// Errors (nuq::Error) quote the pattern.
+constexpr std::size_t kMaxSkipPatternLength = 1024, kMaxSkipPatternDepth = 64;
+std::regex skip_pattern(const std::string& pattern);
 
 struct StreamOptions {
   Normalisation normalisation = Normalisation::Global;
