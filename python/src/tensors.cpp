@@ -288,6 +288,18 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
   return out;
 }
 
+namespace {
+
+// The [rows, cols] view of a tensor's weights ([shape[0], rest]), which its codes are packed in:
+// a grouped tensor's codes are held as its [groups, group_size] view, whose bytes are the same
+// (groups are whole bytes of codes).
+std::pair<std::size_t, std::size_t> weight_view(const QuantizedTensor& t) {
+  if (!t.group_size) return {t.matrix.codes.rows, t.matrix.codes.cols};
+  return matrix_view(t.shape, io::element_count(t.shape));
+}
+
+}  // namespace
+
 void bind_tensors(py::module_& m) {
   py::class_<PyQuantized> quantized_class(m, "QuantizedTensor", py::dynamic_attr(),
                           "A tensor as packed codes: codes of its [shape[0], rest] view (LSB-first, rows byte-aligned) "
@@ -299,15 +311,15 @@ void bind_tensors(py::module_& m) {
   quantized_class
       .def_property_readonly("shape", [](const PyQuantized& q) { return py::tuple(py::cast(q.tensor.shape)); },
                              "The original tensor's shape.")
-      .def_property_readonly("rows", [](const PyQuantized& q) { return q.tensor.matrix.codes.rows; },
+      .def_property_readonly("rows", [](const PyQuantized& q) { return weight_view(q.tensor).first; },
                              "Rows of the codes' matrix view: shape[0] (1 for a vector or scalar).")
-      .def_property_readonly("cols", [](const PyQuantized& q) { return q.tensor.matrix.codes.cols; },
+      .def_property_readonly("cols", [](const PyQuantized& q) { return weight_view(q.tensor).second; },
                              "Codes per row of the matrix view: the product of the other dimensions.")
       .def_property_readonly("bits", [](const PyQuantized& q) { return q.tensor.matrix.codes.bits; },
                              "The width the codes are stored at (1, 2, 4, 8 or 16).")
       .def_property_readonly("group_size", [](const PyQuantized& q) { return q.tensor.group_size; },
                              "0, or the run of weights along a row with its own scale (files of nuq quantize "
-                             "--group-size); rows and cols are then those of the [groups, group_size] view")
+                             "--group-size; `levels` then has a table per group)")
       .def_property_readonly("dtype", [](const PyQuantized& q) { return q.dtype; }, "The source's dtype.")
       .def_property_readonly("normalisation", [](const PyQuantized& q) { return to_string(q.normalisation); },
                              "How the weights were normalised: global, per-tensor, per-channel or none.")
@@ -316,10 +328,12 @@ void bind_tensors(py::module_& m) {
       .def_property_readonly(
           "codes",
           [](py::object self) {
-            const PackedCodes& c = self.cast<const PyQuantized&>().tensor.matrix.codes;
-            return view_of(c.bytes.data(), {py::ssize_t(c.rows), py::ssize_t(packed_row_bytes(c.cols, c.bits))}, self);
+            const QuantizedTensor& t = self.cast<const PyQuantized&>().tensor;
+            const auto [rows, cols] = weight_view(t);
+            return view_of(t.matrix.codes.bytes.data(),
+                           {py::ssize_t(rows), py::ssize_t(packed_row_bytes(cols, t.matrix.codes.bits))}, self);
           },
-          "Packed codes, uint8 [rows, bytes per row] (a read-only view).")
+          "Packed codes, uint8 [rows, bytes per row] (a read-only view), as the file's <name>.codes stores them.")
       .def_property_readonly(
           "levels",
           [](py::object self) -> py::array {
@@ -386,8 +400,8 @@ void bind_tensors(py::module_& m) {
                              "Bytes stored: the codes and the tables (grouped: scales and normalised levels).")
       .def("unpacked_codes",
            [](const PyQuantized& q) {
-             const PackedCodes& c = q.tensor.matrix.codes;
-             return adopt(unpack_codes(c), {py::ssize_t(c.rows), py::ssize_t(c.cols)});
+             const auto [rows, cols] = weight_view(q.tensor);
+             return adopt(unpack_codes(q.tensor.matrix.codes), {py::ssize_t(rows), py::ssize_t(cols)});
            },
            "The codes one per element, uint32 [rows, cols].")
       .def("_dequantize_numpy",

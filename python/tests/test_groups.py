@@ -35,7 +35,11 @@ def test_codes_and_scales_identical_to_nuq_quantize_group_size(nuq_cli, tmp_path
     for name in checkpoint:
         q = ours[name]
         assert q.group_size == group and q.normalisation == "per-channel" and q.bits == bits
-        np.testing.assert_array_equal(stored[name + ".codes"].reshape(-1), q.codes.reshape(-1))
+        np.testing.assert_array_equal(stored[name + ".codes"], q.codes)  # the file's [rows, bytes per row]
+        rows = q.shape[0] if len(q.shape) >= 2 else 1
+        assert (q.rows, q.cols) == (rows, int(np.prod(q.shape)) // rows)
+        assert q.unpacked_codes().shape == (q.rows, q.cols) and q.scales.shape == (q.rows, q.cols // group)
+        assert q.levels.shape == (q.rows * q.cols // group, 2 ** bits)  # a table per group
         np.testing.assert_array_equal(stored[name + ".scales"], q.scales)
         np.testing.assert_array_equal(cli[name].levels, q.levels)
         np.testing.assert_array_equal(cli[name].dequantize(), q.dequantize())
@@ -51,7 +55,7 @@ def test_scales_are_each_groups_rms_about_the_tensor_mean_and_codes_follow_the_c
     # numpy's own reading of the rule: (w - mean) / group scale against the normalised thresholds.
     normalised = (groups - q.mean) / q.scales[:, :, None].astype(np.float64)
     codes = np.searchsorted(np.asarray(codebook.thresholds), normalised).reshape(24, 192)
-    agree = codes == q.unpacked_codes().reshape(24, 192)
+    agree = codes == q.unpacked_codes()
     assert agree.mean() > 0.999, agree.mean()  # only weights within rounding of a threshold may differ
     expected = q.mean + q.scales[:, :, None].astype(np.float64) * np.asarray(codebook.levels)[codes.reshape(24, 3, 64)]
     np.testing.assert_allclose(q.dequantize()[agree], expected.reshape(24, 192)[agree], rtol=1e-6, atol=1e-6)
