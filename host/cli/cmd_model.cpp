@@ -429,7 +429,8 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor (ternary only): x_max = alpha * (--xmax, --support or 3/sqrt(2))")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
   CLI::Option* skip = quantize_cmd->add_option("--skip", q->skip,
-                           "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched) "
+                           "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched, in "
+                           "polynomial time: no back-references; at most 1024 characters) "
                            "are kept as they are, e.g. 'embed_tokens|lm_head' (kept always: tensors other than "
                            "F32/F16/BF16, such as FP8 or int32 codes, and the floating tensors of their module, "
                            "such as an FP8 weight's weight_scale_inv or GPTQ's scales)");
