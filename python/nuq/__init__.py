@@ -64,10 +64,13 @@ def _as_numpy(x, name: str):
         if device.type == "meta":
             raise ValueError(f"tensor '{name}' is on PyTorch's meta device: it has a shape but no values (load or "
                              "materialise its weights first)")
+        if x.layout != torch.strided:
+            raise TypeError(f"tensor '{name}' has PyTorch's {x.layout} layout; nuq reads dense tensors "
+                            "(x.to_dense() first)")
         t = x.detach()
         if t.device.type != "cpu":
             t = t.cpu()  # documented: device tensors are copied to the host
-        t = t.contiguous()
+        t = t.resolve_conj().resolve_neg().contiguous()  # lazy conjugate or negation bits: the values as they read
         if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits go as uint16, tagged
             return t.view(torch.int16).numpy().view(np.uint16), "BF16", device
         return t.numpy(), None, device

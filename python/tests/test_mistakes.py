@@ -227,6 +227,19 @@ def test_meta_tensors_have_no_values_to_quantize_or_multiply(w):
         nuq.qgemm(torch.empty(2, 64, device="meta"), nuq.quantize(w, codebook))
 
 
+def test_lazy_views_are_read_as_their_values_and_sparse_tensors_are_named(w):
+    """PyTorch's conjugate and negative views hold a bit, not values: nuq reads the values they
+    stand for (a complex one is then refused by dtype); a sparse tensor is refused by layout."""
+    torch = pytest.importorskip("torch")
+    codebook = nuq.design("msptq")
+    t = torch.from_numpy(w)
+    np.testing.assert_array_equal(nuq.quantize(t._neg_view(), codebook).codes, nuq.quantize(-t, codebook).codes)
+    with pytest.raises(ValueError, match="C64 cannot be quantized"):
+        nuq.quantize(torch.randn(4, 8, dtype=torch.complex64).conj(), codebook)
+    with pytest.raises(TypeError, match="sparse_coo layout; nuq reads dense tensors"):
+        nuq.quantize(t.to_sparse(), codebook)
+
+
 def test_tensors_quantized_by_separate_calls_are_saved_as_per_tensor(tmp_path, rng):
     """Each separate "global" call used its own statistics: the file says per-tensor, each tensor
     restores as it was; tensors of one call keep their shared global map."""
