@@ -175,7 +175,11 @@ std::vector<float> read_grid(const io::Tensor& grid, int bits, const std::string
   std::memcpy(map, grid.data.data(), sizeof map);
   NUQ_REQUIRE(std::isfinite(map[0]) && std::isfinite(map[1]) && map[1] >= 0.0, where,
               ": offset and scale must be finite, scale not negative");
-  return grid_levels(map[0], map[1], std::size_t{1} << bits);
+  std::vector<float> levels = grid_levels(map[0], map[1], std::size_t{1} << bits);
+  // The ends are the extremes: a grid whose levels leave FP32's range would restore infinities.
+  NUQ_REQUIRE(std::isfinite(levels.front()) && std::isfinite(levels.back()), where, ": offset ", map[0], " and scale ",
+              map[1], " put levels at ", levels.front(), " .. ", levels.back(), "; every level must be a finite float");
+  return levels;
 }
 
 // A grouped tensor: codes of the [rows, cols] matrix read as the [rows * groups, group_size] view,

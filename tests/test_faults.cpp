@@ -270,6 +270,16 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
          std::memcpy(t.data.data(), map, sizeof map);
        }),
        "scale not negative"},
+      {"grid past FP32", tensor_edit(file12, "fc2.weight.grid", [](io::Tensor& t) {
+         const double map[2] = {0.0, 1e300};  // finite in F64; level 1 is not in FP32
+         std::memcpy(t.data.data(), map, sizeof map);
+       }),
+       "every level must be a finite float"},
+      {"grid offset past FP32", tensor_edit(file12, "fc2.weight.grid", [](io::Tensor& t) {
+         const double map[2] = {-1e308, 0.0};
+         std::memcpy(t.data.data(), map, sizeof map);
+       }),
+       "put levels at -inf"},
       {"U16 codes as U8", tensor_edit(file12, "fc2.weight.codes", [](io::Tensor& t) { t.dtype = io::DType::U8; }),
        "expected U16"},
   };
