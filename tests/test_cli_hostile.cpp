@@ -300,6 +300,14 @@ TEST(InterruptedOutputs, FoldersOfShardsMustBeWholeAndFromOneRun) {
   CommandResult r = run_nuq("dequantize " + d + "/a -o " + d + "/mixed");
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find("quantized by another run"), std::string::npos) << r.output;
+  // One run's shard under two names: its tensors would be restored twice.
+  std::filesystem::copy_file(dir.file("a/model-00001-of-00002.safetensors"), dir.file("a/model-00002-of-00002.safetensors"),
+                             std::filesystem::copy_options::overwrite_existing);
+  r = run_nuq("dequantize " + d + "/a -o " + d + "/twice");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("model-00002-of-00002.safetensors: tensor 'layers.1.weight.codebook' is also in"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("twice")));
   std::filesystem::remove(dir.file("a/model-00002-of-00002.safetensors"));
   r = run_nuq("dequantize " + d + "/a -o " + d + "/half");
   EXPECT_EQ(r.status, kUserError);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <regex>
 
@@ -284,14 +285,22 @@ struct DequantizeOptions {
 };
 
 // The shards of one `nuq quantize` run share its codebook, normalisation and statistics: a folder
-// of shards from two runs (one interrupted over an older output) would restore a mixed model.
+// of shards from two runs (one interrupted over an older output) would restore a mixed model. And
+// each tensor is in one shard, as nuq quantize requires of its input: a shard copied under another
+// shard's name would restore its tensors twice.
 void require_one_run(const std::vector<std::string>& shards) {
   std::string first;
+  std::map<std::string, std::string> shard_of;  // stored tensor -> the shard holding it
   for (const std::string& shard : shards) {
-    const std::string run = quantized_run(io::SafetensorsReader(shard).layout().metadata, shard);
+    const io::SafetensorsReader reader(shard);
+    const std::string run = quantized_run(reader.layout().metadata, shard);
     if (first.empty()) first = run;
     NUQ_REQUIRE(run == first, shard, ": quantized by another run than ", shards.front(),
                 " (another codebook, normalisation or statistics): the shards do not make one model");
+    for (const auto& [name, entry] : reader.layout().tensors) {
+      const auto [held, added] = shard_of.emplace(name, shard);
+      NUQ_REQUIRE(added, shard, ": tensor '", name, "' is also in ", held->second);
+    }
   }
 }
 
