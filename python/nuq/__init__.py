@@ -105,9 +105,12 @@ def _path(path) -> bytes:
     """A file name from str, bytes or os.PathLike, as the bytes the file system takes (so that a name
     that is not UTF-8 reaches the library as it is)."""
     try:
-        return os.fsencode(os.fspath(path))
+        name = os.fsencode(os.fspath(path))
     except TypeError:
         raise TypeError(f"a path must be str, bytes or os.PathLike, not {type(path).__name__}") from None
+    if b"\0" in name:  # the C library would end the name there: another file than the one named
+        raise ValueError(f"{os.fsdecode(name)!r}: a path cannot hold a NUL byte")
+    return name
 
 
 def _check_names(names, what: str) -> None:

@@ -284,3 +284,14 @@ def test_a_tensor_of_no_finite_weight_is_refused_by_name_among_others():
             nuq.quantize_state_dict(state, codebook, normalise=normalise, nonfinite="saturate")
     with pytest.raises(ValueError, match="every one of its 512 weights is NaN or infinite"):
         nuq.quantize(state["w"], codebook, nonfinite="saturate")
+
+
+def test_a_path_holding_a_nul_byte_is_refused_not_cut_short(tmp_path, w):
+    """The C library ends a name at NUL: "a.safetensors\\0.txt" would be a.safetensors."""
+    target = tmp_path / "a.safetensors"
+    for call in (lambda p: nuq.save(p, {"w": w}), nuq.load, nuq.load_metadata):
+        with pytest.raises(ValueError, match="a path cannot hold a NUL byte"):
+            call(str(target) + "\0.txt")
+        with pytest.raises(ValueError, match="a path cannot hold a NUL byte"):
+            call(os.fsencode(target) + b"\0")
+    assert not target.exists()
