@@ -47,6 +47,21 @@ void check_grouped(const QuantizedTensor& w, const std::string& what) {
               " groups of ", codes.bits, "-bit codes");
 }
 
+void check_group_levels_finite(const QuantizedTensor& w, const std::string& where) {
+  for (std::size_t i = 0; i < w.normalised_levels.size(); ++i)
+    NUQ_REQUIRE(std::isfinite(w.normalised_levels[i]), where, ".codebook: level ", i, " is ", w.normalised_levels[i],
+                "; every level must be finite");
+  NUQ_REQUIRE(std::isfinite(w.mean), where, ": mean ", w.mean, " must be finite");
+  if (w.normalised_levels.empty()) return;
+  // mean + scale * n is monotone in n, so the table's extremes tell.
+  const auto [lowest, highest] = std::minmax_element(w.normalised_levels.begin(), w.normalised_levels.end());
+  for (std::size_t g = 0; g < w.scales.size(); ++g)
+    NUQ_REQUIRE(std::isfinite(w.scales[g]) && w.scales[g] >= 0.0f && std::isfinite(group_level(w.mean, w.scales[g], *lowest)) &&
+                    std::isfinite(group_level(w.mean, w.scales[g], *highest)),
+                where, ".scales: group ", g, " has scale ", w.scales[g], " (its levels about mean ", w.mean,
+                " must be finite)");
+}
+
 namespace {
 
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)

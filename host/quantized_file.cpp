@@ -198,14 +198,7 @@ void read_groups(const io::TensorFile& file, const std::string& tensor, std::siz
   io::require_layout(scales->second, io::DType::F32, {std::int64_t(rows), std::int64_t(cols / q.group_size)},
                      where + ".scales");
   q.scales = io::to_floats(scales->second, where + ".scales");
-  // Every level finite: mean + scale * n is monotone in n, so the table's extremes tell.
-  const auto [lowest, highest] = std::minmax_element(q.normalised_levels.begin(), q.normalised_levels.end());
-  for (std::size_t g = 0; g < groups; ++g)
-    NUQ_REQUIRE(std::isfinite(q.scales[g]) && q.scales[g] >= 0.0f &&
-                    std::isfinite(group_level(q.mean, q.scales[g], *lowest)) &&
-                    std::isfinite(group_level(q.mean, q.scales[g], *highest)),
-                where, ".scales: group ", g, " has scale ", q.scales[g], " (its levels about mean ", q.mean,
-                " must be finite)");
+  check_group_levels_finite(q, where);
   q.matrix = {{groups, q.group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")}, {}};
 }
 

@@ -36,6 +36,10 @@ std::vector<float> group_levels(double mean, const std::vector<float>& scales, c
 // Throws nuq::Error unless a grouped tensor's codes, scales and normalised levels fit its shape and
 // one another (what dequantize_groups and qgemm_grouped read).
 void check_grouped(const QuantizedTensor& w, const std::string& what);
+// Refuses, naming `where`, a grouped tensor whose normalised levels are not all finite, or one of
+// whose groups has a scale that is not finite and >= 0 or levels (mean + scale * normalised level)
+// that are not finite. O(groups): for what comes from outside (files, pickles), not every product.
+void check_group_levels_finite(const QuantizedTensor& w, const std::string& where);
 
 // Groups [first, first + count) of a grouped tensor restored into `out` (count * group_size
 // floats), each weight group_level(mean, its group's scale, the normalised level of its code).

@@ -121,8 +121,12 @@ void bind_design(py::module_& m) {
   // restored by a function of the module (unpickling never makes an empty instance first).
   m.def("_codebook_from_state", [](const py::tuple& state) {
     NUQ_REQUIRE(state.size() == 2, "Codebook: a pickled state of ", state.size(), " items, not 2");
-    return PyCodebook(codebook_from_json(io::parse_json_bounded(state[0].cast<std::string>(), 16)),
-                      state[1].cast<std::vector<double>>());
+    try {
+      return PyCodebook(codebook_from_json(io::parse_json_bounded(state[0].cast<std::string>(), 16)),
+                        state[1].cast<std::vector<double>>());
+    } catch (const py::cast_error& e) {  // else a RuntimeError: wrong types are a TypeError everywhere
+      throw py::type_error(std::string("Codebook: a pickled state of the wrong types (") + e.what() + ")");
+    }
   });
   codebook_class
       .def_property_readonly("method", [](const PyCodebook& c) { return to_string(c.codebook.provenance().method); },

@@ -198,7 +198,7 @@ py::tuple quantized_state(const PyQuantized& q) {
                         totals, stats_tuple(q.run_stats));
 }
 
-PyQuantized quantized_from_state(const py::tuple& s) {
+PyQuantized quantized_from_state_as_given(const py::tuple& s) {
   NUQ_REQUIRE(s.size() == 18 && s[0].cast<int>() == kPickleVersion, "QuantizedTensor: not a pickled state this nuq reads");
   PyQuantized q;
   QuantizedTensor& t = q.tensor;
@@ -218,8 +218,17 @@ PyQuantized quantized_from_state(const py::tuple& s) {
   // No code may index past what it reads, no value past the shape it is given.
   NUQ_REQUIRE(t.matrix.codes.rows <= SIZE_MAX / 16 && t.matrix.codes.cols <= SIZE_MAX / 16,
               "QuantizedTensor: pickled codes too large to address");
-  if (t.group_size) check_grouped(t, "QuantizedTensor");
-  else check_quantized_matrix(t.matrix, "QuantizedTensor");
+  // Values as a file's are checked (quantized_file.cpp): a tampered pickle restores no infinity.
+  NUQ_REQUIRE(std::isfinite(t.mean) && std::isfinite(t.stddev), "QuantizedTensor: a pickled mean ", t.mean,
+              " and scale ", t.stddev, " must be finite");
+  if (t.group_size) {
+    check_grouped(t, "QuantizedTensor");
+    check_group_levels_finite(t, "QuantizedTensor");
+  } else {
+    check_quantized_matrix(t.matrix, "QuantizedTensor");
+    for (float level : t.matrix.levels)
+      NUQ_REQUIRE(std::isfinite(level), "QuantizedTensor: a pickled level of ", level, "; every level must be finite");
+  }
   const std::pair<std::size_t, std::size_t> view = {t.matrix.codes.rows, t.matrix.codes.cols};
   NUQ_REQUIRE(t.group_size ? count == view.first * view.second : view == matrix_view(t.shape, count),
               "QuantizedTensor: pickled codes of ", view.first, " x ", view.second, " do not fit its shape");
@@ -238,6 +247,16 @@ PyQuantized quantized_from_state(const py::tuple& s) {
     q.totals = QuantizeTotals{std::get<0>(v), std::get<1>(v), std::get<2>(v), std::get<3>(v), std::get<4>(v), std::get<5>(v)};
   }
   return q;
+}
+
+// A pickled state whose parts are of the wrong Python types is a TypeError, as any argument of
+// the wrong type is (pybind11's cast_error would reach Python as a RuntimeError).
+PyQuantized quantized_from_state(const py::tuple& s) {
+  try {
+    return quantized_from_state_as_given(s);
+  } catch (const py::cast_error& e) {
+    throw py::type_error(std::string("QuantizedTensor: a pickled state of the wrong types (") + e.what() + ")");
+  }
 }
 
 }  // namespace

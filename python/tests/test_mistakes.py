@@ -159,6 +159,26 @@ def test_pickles_and_deep_copies_keep_every_field(w, options):
     assert copied.iterations == codebook.iterations and copied.sqnr_db == codebook.sqnr_db
 
 
+@pytest.mark.parametrize("options", [{}, {"group_size": 16}])
+def test_tampered_pickles_are_refused_as_files_are(w, options):
+    """A pickle is read as a file is: no mean, scale or level that is not finite (a grouped
+    tensor's levels come from its mean), and parts of the wrong types are a TypeError."""
+    q = nuq.quantize(w, nuq.design("msptq"), **options)
+    restore, (state,), *_ = q.__reduce__()
+    for index, value in ((7, float("nan")), (8, float("inf")), (7, 1e308 if options else float("-inf"))):
+        tampered = list(state)
+        tampered[index] = value
+        with pytest.raises(ValueError, match="must be finite"):
+            restore(tuple(tampered))
+    tampered = list(state)
+    tampered[2] = None
+    with pytest.raises(TypeError, match="a pickled state of the wrong types"):
+        restore(tuple(tampered))
+    codebook_restore, codebook_state, *_ = nuq.design("msptq").__reduce__()
+    with pytest.raises(TypeError, match="Codebook: a pickled state of the wrong types"):
+        codebook_restore((5, []))
+
+
 def test_torch_save_of_a_quantized_state_dict_comes_back_as_torch(tmp_path, w):
     torch = pytest.importorskip("torch")
     quantized = nuq.quantize_state_dict({"layer.weight": torch.from_numpy(w), "layer.bias": torch.ones(32)},
