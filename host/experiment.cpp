@@ -19,15 +19,23 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
                                      (dataset + "-" + model_name + "-seed" + std::to_string(o.train.seed) + ".safetensors");
   TrainedModel result;
   result.file = path.string();
+  const std::string asked = training_record(o.train);
   if (!o.retrain && std::filesystem::exists(path)) {
-    if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
     result.model = load_model(path.string());
     if (result.model.dataset.empty()) result.model.dataset = dataset;  // cached before nuq.dataset existed
     // A file put under this name by hand (or a copy of another run's) would be reported as this model.
     NUQ_REQUIRE(result.model.dataset == dataset && to_string(result.model.architecture) == model_name, path.string(),
                 ": holds a ", result.model.dataset, " ", to_string(result.model.architecture), ", not the ", dataset,
                 " ", model_name, " its name says; remove it or give --retrain");
-    return result;
+    // Reported as trained with this run's settings, it must have been (a model cached before
+    // nuq.training existed is taken as it is).
+    if (result.model.training.empty() || result.model.training == asked) {
+      if (progress) *progress << "loading " << path.string() << " (--retrain to train anew)\n";
+      return result;
+    }
+    if (progress)
+      *progress << path.string() << " was trained with " << result.model.training << "; this run asks for " << asked
+                << ": training anew\n";
   }
   const io::Dataset train_set = io::load_network_split(io::dataset_dir(o.data_root, dataset), "train");
   if (progress) *progress << "training the " << dataset << " " << model_name << " (" << o.train.epochs << " epochs)\n";

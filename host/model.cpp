@@ -80,6 +80,7 @@ void save_model(const std::string& path, const Model& model) {
   file.metadata["nuq.architecture"] = to_string(model.architecture);
   if (!model.dataset.empty()) file.metadata["nuq.dataset"] = model.dataset;
   if (!model.trained_on.empty()) file.metadata["nuq.trained_on"] = model.trained_on;
+  if (!model.training.empty()) file.metadata["nuq.training"] = model.training;
   for (const Parameter& p : model.parameters) file.tensors[p.name] = io::f32_tensor(p.shape, p.values);
   io::write_safetensors(path, file);
 }
@@ -113,6 +114,7 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
   model.architecture = recorded_architecture(file, path, "not a model written by nuq train");
   model.dataset = recorded_dataset(file, path);
   if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) model.trained_on = where->second;
+  if (const auto where = file.metadata.find("nuq.training"); where != file.metadata.end()) model.training = where->second;
   for (const Layout& entry : layout(model.architecture)) {
     const auto it = file.tensors.find(entry.name);
     NUQ_REQUIRE(it != file.tensors.end(), path, ": missing tensor '", entry.name, "'");

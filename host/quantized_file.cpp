@@ -123,16 +123,13 @@ const char* stored_suffix(const std::string& tensor_name) {
 bool has_stored_suffix(const std::string& tensor_name) { return stored_suffix(tensor_name) != nullptr; }
 
 // The description's `kept` (version 2): tensors stored as they were under names that end like a
-// quantized tensor's parts, each of them in the file (`holds`).
-template <typename Holds>
-std::set<std::string> kept_of(const nlohmann::json& description, const std::string& name, const Holds& holds) {
+// quantized tensor's parts.
+std::set<std::string> kept_of(const nlohmann::json& description, const std::string& name) {
   std::set<std::string> kept;
   if (!description.contains("kept")) return kept;
   NUQ_REQUIRE(description["kept"].is_array(), name, ": ", kKey, ": kept is not a list of names");
   for (const auto& entry : description["kept"]) {
     NUQ_REQUIRE(entry.is_string(), name, ": ", kKey, ": kept is not a list of names");
-    NUQ_REQUIRE(holds(entry.get<std::string>()), name, ": ", kKey, ": kept names '", entry.get<std::string>(),
-                "', which the file does not hold; the file is damaged");
     kept.insert(entry.get<std::string>());
   }
   return kept;
@@ -339,8 +336,10 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   }
   NUQ_REQUIRE(std::isfinite(out.mean) && std::isfinite(out.stddev) && out.stddev > 0.0, name,
               ": mean and stddev must be finite, stddev positive");
-  const std::set<std::string> kept =
-      kept_of(description, name, [&](const std::string& t) { return file.tensors.count(t) > 0; });
+  const std::set<std::string> kept = kept_of(description, name);
+  for (const std::string& tensor_name : kept)
+    NUQ_REQUIRE(file.tensors.count(tensor_name), name, ": ", kKey, ": kept names '", tensor_name,
+                "', which the file does not hold; the file is damaged");
   std::set<std::string> present, used;
   for (const auto& [tensor_name, t] : file.tensors)
     if (!kept.count(tensor_name)) present.insert(tensor_name);
@@ -430,7 +429,10 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
                                  const std::vector<std::string>& names, const std::string& name) {
   nlohmann::json description = description_of(metadata, name);
   const std::set<std::string> present(names.begin(), names.end());
-  const std::set<std::string> kept = kept_of(description, name, [&](const std::string& t) { return present.count(t) > 0; });
+  const std::set<std::string> kept = kept_of(description, name);
+  for (const std::string& tensor_name : kept)
+    NUQ_REQUIRE(present.count(tensor_name), name, ": ", kKey, ": kept names '", tensor_name,
+                "', which the file does not hold; the file is damaged");
   QuantizedLayout layout;
   std::set<std::string> used;
   for (const auto& [tensor_name, d] : description["tensors"].items()) {
@@ -458,6 +460,7 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
   // metadata_of_one: the whole description is parsed once, not once per tensor.
   layout.key = metadata.count(kKey) ? kKey : kLegacyCheckpointKey;
   description["tensors"] = nlohmann::json::object();
+  description.erase("kept");  // resolved above: a tensor's stored parts are named, kept ones left out
   layout.frame = metadata;
   layout.frame[layout.key] = description.dump();
   return layout;

@@ -273,7 +273,14 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
     if (!config.checkpoint.empty()) save_checkpoint(config.checkpoint, model, adam, state, run);
   }
   model.trained_on = summary(this_platform());
+  model.training = training_record(config);
   return log;
+}
+
+std::string training_record(const TrainConfig& config) {
+  return nlohmann::json{{"epochs", config.epochs}, {"batch", config.batch}, {"learning_rate", config.learning_rate},
+                        {"seed", config.seed}}
+      .dump();
 }
 
 }  // namespace nuq

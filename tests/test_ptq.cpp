@@ -13,6 +13,7 @@
 #include "bf16_tensor.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/experiment.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
 #include "nuq/ptq.h"
@@ -150,6 +151,42 @@ TEST(Training, TinyRunReachesALowLossAndIsReproducible) {
   EXPECT_LT(log.back().loss, log.front().loss);
   EXPECT_EQ(a.at("fc2.weight").values, b.at("fc2.weight").values);  // same seed, same model
   EXPECT_GT(accuracy(a, synthetic(200, 6)), 99.0);
+}
+
+// A trained model records how (nuq.training), and nuq reproduce reuses a cached model only when
+// it was trained as the run asks: one of other epochs is trained anew (here, with no data in the
+// data folder, that fails naming the data) rather than reported as the run's.
+TEST(Training, ACachedModelIsReusedOnlyForTheSameTrainingSettings) {
+  test::TempDir dir;
+  TrainConfig config;
+  config.epochs = 1;
+  config.batch = 32;
+  Model model = make_model(Architecture::Mlp, 11);
+  train(model, synthetic(64, 5), config);
+  EXPECT_EQ(nlohmann::json::parse(model.training),
+            (nlohmann::json{{"epochs", 1}, {"batch", 32}, {"learning_rate", 1e-3}, {"seed", 1}}));
+  model.dataset = "mnist";
+  std::filesystem::create_directories(dir.file("out/models"));
+  const std::string cached = dir.file("out/models/mnist-mlp-seed1.safetensors");
+  save_model(cached, model);
+  EXPECT_EQ(load_model(cached).training, model.training);
+  ExperimentOptions options;
+  options.data_root = dir.file("no-data");
+  options.out_dir = dir.file("out");
+  options.train = config;
+  const TrainedModel same = load_or_train("mnist", "mlp", options);
+  EXPECT_FALSE(same.trained);
+  EXPECT_EQ(same.model.at("fc1.weight").values, model.at("fc1.weight").values);
+  options.train.epochs = 2;
+  try {
+    load_or_train("mnist", "mlp", options);
+    ADD_FAILURE() << "the one-epoch model was reused for two epochs";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no-data"), std::string::npos) << e.what();
+  }
+  model.training.clear();  // cached before nuq.training existed: taken as it is
+  save_model(cached, model);
+  EXPECT_FALSE(load_or_train("mnist", "mlp", options).trained);
 }
 
 // A run interrupted after epoch 1 and resumed from its checkpoint ends bit for bit where the

@@ -37,6 +37,9 @@ struct Model {
   // Where it was trained (nuq/platform.h summary; empty when unknown), saved as nuq.trained_on:
   // the same seed reproduces the weights bit for bit only on the same OpenBLAS kernel.
   std::string trained_on;
+  // How it was trained (train.h's training_record: epochs, batch, learning rate, seed; empty when
+  // unknown), saved as nuq.training: `nuq reproduce` reuses a cached model only for the same.
+  std::string training;
 
   Parameter& at(const std::string& name);
   const Parameter& at(const std::string& name) const;

@@ -48,4 +48,8 @@ void from_json(const nlohmann::json& j, EpochLog& e);
 std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainConfig& config,
                             std::ostream* progress = nullptr);
 
+// What a model records of how it was trained (Model::training): the epochs, batch, learning rate
+// and seed of `config`, as JSON text. train() sets it.
+std::string training_record(const TrainConfig& config);
+
 }  // namespace nuq
