@@ -24,6 +24,20 @@ constexpr double kMaxSweepPoints = 1e6;
 // A support (or start) this many standard deviations out holds no mass worth quantizing; beyond it
 // the granular distortion of the outermost cell overflows.
 constexpr double kMaxStandardDeviations = 1e6;
+// One this small holds none: its levels and thresholds would round together (a denormal x_max gave
+// all-zero levels, or thresholds out of order).
+constexpr double kMinStandardDeviations = 1e-6;
+// mu-law's compression: below this it is a uniform quantizer in all but rounding (log1p(mu) / mu
+// loses its digits).
+constexpr double kMinMu = 1e-6;
+
+// x_max (or alpha * x_max) in standard deviations, `what` naming it: within what makes sense.
+void require_standard_deviations(double deviations, const std::string& what) {
+  NUQ_REQUIRE(deviations <= kMaxStandardDeviations, "design: ", what, " = ", deviations,
+              " standard deviations; at most ", kMaxStandardDeviations, " make sense");
+  NUQ_REQUIRE(deviations >= kMinStandardDeviations, "design: ", what, " = ", deviations,
+              " standard deviations; at least ", kMinStandardDeviations, " make sense");
+}
 
 bool is_power_of_two(Method m) { return m == Method::Sptq || m == Method::Msptq; }
 
@@ -99,6 +113,8 @@ void require_support(double value, double sigma, const char* what) {
   require_positive(value, what);
   NUQ_REQUIRE(value / sigma <= kMaxStandardDeviations, "design: ", what, " = ", value, " is ", value / sigma,
               " standard deviations (sigma = ", sigma, "); at most ", kMaxStandardDeviations, " make sense");
+  NUQ_REQUIRE(value / sigma >= kMinStandardDeviations, "design: ", what, " = ", value, " is ", value / sigma,
+              " standard deviations (sigma = ", sigma, "); at least ", kMinStandardDeviations, " make sense");
 }
 
 void validate(const DesignSpec& spec) {
@@ -109,7 +125,11 @@ void validate(const DesignSpec& spec) {
   // Each method's own parameter is checked only for that method: the others ignore it.
   if (spec.method == Method::Ternary) require_positive(spec.alpha, "alpha");
   else NUQ_REQUIRE(spec.alpha == 1.0, "design: alpha scales the ternary quantizer only, not ", to_string(spec.method));
-  if (spec.method == Method::MuLaw) require_positive(spec.mu, "mu");
+  if (spec.method == Method::MuLaw) {
+    require_positive(spec.mu, "mu");
+    NUQ_REQUIRE(spec.mu >= kMinMu, "design: mu = ", spec.mu, "; at least ", kMinMu,
+                " (below, mu-law is the uniform quantizer: --method uniform)");
+  }
   else NUQ_REQUIRE(spec.mu == DesignSpec{}.mu, "design: mu belongs to the mulaw quantizer, not ", to_string(spec.method));
   if (spec.xmax) require_support(*spec.xmax, spec.sigma, "x_max");
   if (spec.init) require_support(*spec.init, spec.sigma, "the initial value");
@@ -178,8 +198,7 @@ DesignResult design(const DesignSpec& spec) {
         NUQ_REQUIRE(spec.xmax || spec.method == Method::Ternary, "design: ", to_string(spec.method),
                     " with a given support needs x_max");
         const double xmax = spec.xmax ? *spec.xmax / spec.sigma : kTernaryXmax;
-        NUQ_REQUIRE(spec.alpha * xmax <= kMaxStandardDeviations, "design: alpha * x_max = ", spec.alpha * xmax,
-                    " standard deviations; at most ", kMaxStandardDeviations, " make sense");
+        require_standard_deviations(spec.alpha * xmax, "alpha * x_max");
         return unit_codebook(spec, spec.alpha * xmax, rule, 0);
       }
       case XmaxRule::Iterative: {
@@ -213,8 +232,7 @@ Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
   // alpha scales the given x_max here as design() scales it (Table 6 (b)); it is 1 for every
   // method but ternary, whose provenance records it.
   const double unit_xmax = spec.alpha * xmax / spec.sigma;
-  NUQ_REQUIRE(unit_xmax <= kMaxStandardDeviations, "design: alpha * x_max = ", unit_xmax,
-              " standard deviations; at most ", kMaxStandardDeviations, " make sense");
+  require_standard_deviations(unit_xmax, "alpha * x_max");
   const Codebook unit = unit_codebook(spec, unit_xmax, XmaxRule::Given, 0);
   return spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
 }
