@@ -184,15 +184,25 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
       seen[v] = true;
       state.order[i] = static_cast<std::size_t>(v);
     }
-    std::istringstream rng(c.at("rng").get<std::string>());
+    // The generator's words (decimal, as operator<< writes them) and nothing else: a stray sign or
+    // word would be read as some other state, and the resumed run would not be the uninterrupted one.
+    const std::string words = c.at("rng").get<std::string>();
+    NUQ_REQUIRE(words.find_first_not_of("0123456789 ") == std::string::npos, path,
+                ": the random generator's state holds other than its decimal words");
+    std::istringstream rng(words);
     rng >> state.rng;
-    NUQ_REQUIRE(!rng.fail(), path, ": the random generator's state is unreadable");
+    NUQ_REQUIRE(!rng.fail() && (rng >> std::ws).eof(), path, ": the random generator's state is unreadable");
     NUQ_REQUIRE(c.at("epoch").is_number_integer() && c.at("step").is_number_integer() &&
                     c.at("adam_steps").is_number_integer(),
                 path, ": epoch, step and adam_steps must be integers");
+    NUQ_REQUIRE(c.at("epoch").is_number_unsigned() || c.at("epoch").get<std::int64_t>() >= 0, path,
+                ": the checkpoint's epoch ", c.at("epoch").dump(), " is negative");
+    NUQ_REQUIRE(!c.at("epoch").is_number_unsigned() || c.at("epoch").get<std::uint64_t>() <= std::uint64_t(INT32_MAX),
+                path, ": the checkpoint is at epoch ", c.at("epoch").dump(), ", beyond this run's ", config.epochs,
+                " epochs (more --epochs, or train anew)");
     const std::int64_t epoch = c.at("epoch").get<std::int64_t>();
-    NUQ_REQUIRE(epoch >= 0 && epoch <= config.epochs, path, ": the checkpoint is at epoch ", epoch,
-                ", beyond this run's ", config.epochs, " epochs (more --epochs, or train anew)");
+    NUQ_REQUIRE(epoch <= config.epochs, path, ": the checkpoint is at epoch ", epoch, ", beyond this run's ",
+                config.epochs, " epochs (more --epochs, or train anew)");
     state.epoch = int(epoch);
     // One optimizer step a batch: a checkpoint after epoch e has taken e batches' worth, exactly.
     const std::int64_t steps = std::int64_t(batches) * epoch;

@@ -255,6 +255,21 @@ TEST(Training, ResumesFromItsCheckpointExactly) {
     refused(rest, data, steps.is_number_integer() ? "should both be 30" : "must be integers");
   }
   meta["adam_steps"] = 30;  // 10 batches of 32 an epoch, 3 epochs
+  const std::string words = meta["rng"].get<std::string>();
+  for (const std::string& rng : {words + " 7", "-" + words, words.substr(0, words.size() / 2)}) {
+    meta["rng"] = rng;  // a word more, a sign, half the words: another state, or none
+    file.metadata["nuq.checkpoint"] = meta.dump();
+    io::write_safetensors(rest.checkpoint, file);
+    refused(rest, data, "the random generator's state");
+  }
+  meta["rng"] = words;
+  for (const nlohmann::json& epoch : {nlohmann::json(std::uint64_t(-1)), nlohmann::json(-2)}) {
+    meta["epoch"] = epoch;
+    file.metadata["nuq.checkpoint"] = meta.dump();
+    io::write_safetensors(rest.checkpoint, file);
+    refused(rest, data, epoch.is_number_unsigned() ? "at epoch 18446744073709551615, beyond" : "epoch -2 is negative");
+  }
+  meta["epoch"] = 3;
   file.metadata["nuq.checkpoint"] = meta.dump();
   file.tensors.at("adam.v.fc1.weight").data[3] = 0xff;  // a negative (or NaN) second moment
   io::write_safetensors(rest.checkpoint, file);
