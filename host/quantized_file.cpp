@@ -122,6 +122,13 @@ const char* stored_suffix(const std::string& tensor_name) {
 
 bool has_stored_suffix(const std::string& tensor_name) { return stored_suffix(tensor_name) != nullptr; }
 
+// The number `key` of a description (`fallback` when absent), named with `where` when it is not one.
+double number_of(const nlohmann::json& d, const char* key, double fallback, const std::string& where) {
+  if (!d.contains(key)) return fallback;
+  NUQ_REQUIRE(d.at(key).is_number(), where, ": ", key, " is ", d.at(key).dump(), ", not a number");
+  return d.at(key).get<double>();
+}
+
 // The description's `kept` (version 2): tensors stored as they were under names that end like a
 // quantized tensor's parts.
 std::set<std::string> kept_of(const nlohmann::json& description, const std::string& name) {
@@ -329,11 +336,11 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     if (description.contains("codebook")) out.codebook = codebook_from_record(description["codebook"]);
     if (description.contains("normalisation"))
       out.normalisation = parse_normalisation(description["normalisation"].get<std::string>());
-    out.mean = description.value("mean", 0.0);
-    out.stddev = description.value("stddev", 1.0);
   } catch (const std::exception& e) {
     throw Error(name + ": " + kKey + ": " + e.what());
   }
+  out.mean = number_of(description, "mean", 0.0, name + ": " + kKey);
+  out.stddev = number_of(description, "stddev", 1.0, name + ": " + kKey);
   NUQ_REQUIRE(std::isfinite(out.mean) && std::isfinite(out.stddev) && out.stddev > 0.0, name,
               ": mean and stddev must be finite, stddev positive");
   const std::set<std::string> kept = kept_of(description, name);
@@ -364,8 +371,8 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       const std::optional<std::int64_t> width = json_integer(d.at("bits"));
       NUQ_REQUIRE(width && *width >= 0 && *width <= 64, where, ": unsupported code width ", d.at("bits").dump());
       bits = int(*width);
-      q.mean = d.value("mean", out.mean);
-      q.stddev = d.value("stddev", out.stddev);
+      q.mean = number_of(d, "mean", out.mean, where);
+      q.stddev = number_of(d, "stddev", out.stddev, where);
       const std::string dtype_name = d.value("dtype", std::string("F32"));
       const std::optional<io::DType> named = io::dtype_named(dtype_name);
       NUQ_REQUIRE(named && io::is_floating(*named), where, ": dtype '", dtype_name,

@@ -197,6 +197,8 @@ const std::vector<Case>& cases() {
       {"theory --check --tolerance nan", kUserError, "--tolerance"},
       {"theory --tolerance -1", kUserError, "--tolerance"},
       {"bitrate --range=-30:0", kUserError, "give --sqnr-min"},
+      {"bitrate --sqnr-min 30 --range=-30:0 --model {d}/fp32.safetensors", kUserError, "--range or --model, not both"},
+      {"eval {d}/fp32.safetensors --predictions ''", kUserError, "--predictions: the file name is empty"},
       {"bitrate --sqnr-min 500 --range=-30:0", kUserError, "lower the floor"},
       {"bitrate --sqnr-min 40 --range=0:60", kUserError, "overload"},
       {"bitrate --sqnr-min 60 --range=-40:0", kUserError, "granular noise"},

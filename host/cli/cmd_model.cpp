@@ -478,7 +478,8 @@ void add_model_commands(CLI::App& app) {
       ->check(CLI::IsMember({"mnist", "fashion"}));
   eval_cmd->add_option("--data", e->data, "Data folder (default: $NUQ_DATA or data)");
   eval_cmd->add_flag("--json", e->json, "Print the result as JSON");
-  eval_cmd->add_option("--predictions", e->predictions, "Also write each test image's predicted class, one per line");
+  eval_cmd->add_option("--predictions", e->predictions, "Also write each test image's predicted class, one per line")
+      ->check([](const std::string& s) { return s.empty() ? std::string("the file name is empty") : ""; });
   add_device_option(*eval_cmd, e->device);
   eval_cmd->callback([e] { run_eval(*e); });
 }
