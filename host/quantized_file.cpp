@@ -130,14 +130,18 @@ double number_of(const nlohmann::json& d, const char* key, double fallback, cons
 }
 
 // The description's `kept` (version 2): tensors stored as they were under names that end like a
-// quantized tensor's parts.
-std::set<std::string> kept_of(const nlohmann::json& description, const std::string& name) {
+// quantized tensor's parts. Each must be one the file holds (`holds`), or the file is damaged.
+template <typename Holds>
+std::set<std::string> kept_of(const nlohmann::json& description, const std::string& name, const Holds& holds) {
   std::set<std::string> kept;
   if (!description.contains("kept")) return kept;
   NUQ_REQUIRE(description["kept"].is_array(), name, ": ", kKey, ": kept is not a list of names");
   for (const auto& entry : description["kept"]) {
     NUQ_REQUIRE(entry.is_string(), name, ": ", kKey, ": kept is not a list of names");
-    kept.insert(entry.get<std::string>());
+    const std::string tensor_name = entry.get<std::string>();
+    NUQ_REQUIRE(holds.count(tensor_name), name, ": ", kKey, ": kept names '", tensor_name,
+                "', which the file does not hold; the file is damaged");
+    kept.insert(tensor_name);
   }
   return kept;
 }
@@ -343,10 +347,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   out.stddev = number_of(description, "stddev", 1.0, name + ": " + kKey);
   NUQ_REQUIRE(std::isfinite(out.mean) && std::isfinite(out.stddev) && out.stddev > 0.0, name,
               ": mean and stddev must be finite, stddev positive");
-  const std::set<std::string> kept = kept_of(description, name);
-  for (const std::string& tensor_name : kept)
-    NUQ_REQUIRE(file.tensors.count(tensor_name), name, ": ", kKey, ": kept names '", tensor_name,
-                "', which the file does not hold; the file is damaged");
+  const std::set<std::string> kept = kept_of(description, name, file.tensors);
   std::set<std::string> present, used;
   for (const auto& [tensor_name, t] : file.tensors)
     if (!kept.count(tensor_name)) present.insert(tensor_name);
@@ -436,10 +437,7 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
                                  const std::vector<std::string>& names, const std::string& name) {
   nlohmann::json description = description_of(metadata, name);
   const std::set<std::string> present(names.begin(), names.end());
-  const std::set<std::string> kept = kept_of(description, name);
-  for (const std::string& tensor_name : kept)
-    NUQ_REQUIRE(present.count(tensor_name), name, ": ", kKey, ": kept names '", tensor_name,
-                "', which the file does not hold; the file is damaged");
+  const std::set<std::string> kept = kept_of(description, name, present);
   QuantizedLayout layout;
   std::set<std::string> used;
   for (const auto& [tensor_name, d] : description["tensors"].items()) {

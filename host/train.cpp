@@ -197,12 +197,11 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
                 path, ": epoch, step and adam_steps must be integers");
     NUQ_REQUIRE(c.at("epoch").is_number_unsigned() || c.at("epoch").get<std::int64_t>() >= 0, path,
                 ": the checkpoint's epoch ", c.at("epoch").dump(), " is negative");
-    NUQ_REQUIRE(!c.at("epoch").is_number_unsigned() || c.at("epoch").get<std::uint64_t>() <= std::uint64_t(INT32_MAX),
-                path, ": the checkpoint is at epoch ", c.at("epoch").dump(), ", beyond this run's ", config.epochs,
+    // Not negative, so read as unsigned: an epoch past 2^63 does not wrap around.
+    NUQ_REQUIRE(c.at("epoch").get<std::uint64_t>() <= std::uint64_t(config.epochs), path,
+                ": the checkpoint is at epoch ", c.at("epoch").dump(), ", beyond this run's ", config.epochs,
                 " epochs (more --epochs, or train anew)");
     const std::int64_t epoch = c.at("epoch").get<std::int64_t>();
-    NUQ_REQUIRE(epoch <= config.epochs, path, ": the checkpoint is at epoch ", epoch, ", beyond this run's ",
-                config.epochs, " epochs (more --epochs, or train anew)");
     state.epoch = int(epoch);
     // One optimizer step a batch: a checkpoint after epoch e has taken e batches' worth, exactly.
     const std::int64_t steps = std::int64_t(batches) * epoch;

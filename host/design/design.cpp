@@ -32,11 +32,12 @@ constexpr double kMinStandardDeviations = 1e-6;
 constexpr double kMinMu = 1e-6;
 
 // x_max (or alpha * x_max) in standard deviations, `what` naming it: within what makes sense.
-void require_standard_deviations(double deviations, const std::string& what) {
-  NUQ_REQUIRE(deviations <= kMaxStandardDeviations, "design: ", what, " = ", deviations,
-              " standard deviations; at most ", kMaxStandardDeviations, " make sense");
-  NUQ_REQUIRE(deviations >= kMinStandardDeviations, "design: ", what, " = ", deviations,
-              " standard deviations; at least ", kMinStandardDeviations, " make sense");
+// `stated` says what is measured ("alpha * x_max = "), `of_sigma` what sigma it was measured by.
+void require_standard_deviations(double deviations, const std::string& stated, const std::string& of_sigma = "") {
+  NUQ_REQUIRE(deviations <= kMaxStandardDeviations, "design: ", stated, deviations, " standard deviations",
+              of_sigma, "; at most ", kMaxStandardDeviations, " make sense");
+  NUQ_REQUIRE(deviations >= kMinStandardDeviations, "design: ", stated, deviations, " standard deviations",
+              of_sigma, "; at least ", kMinStandardDeviations, " make sense");
 }
 
 bool is_power_of_two(Method m) { return m == Method::Sptq || m == Method::Msptq; }
@@ -111,10 +112,10 @@ UnitDesign iterate_unit_design(const DesignSpec& spec) {
 // A support threshold or starting value in the source's units, `what` naming it.
 void require_support(double value, double sigma, const char* what) {
   require_positive(value, what);
-  NUQ_REQUIRE(value / sigma <= kMaxStandardDeviations, "design: ", what, " = ", value, " is ", value / sigma,
-              " standard deviations (sigma = ", sigma, "); at most ", kMaxStandardDeviations, " make sense");
-  NUQ_REQUIRE(value / sigma >= kMinStandardDeviations, "design: ", what, " = ", value, " is ", value / sigma,
-              " standard deviations (sigma = ", sigma, "); at least ", kMinStandardDeviations, " make sense");
+  std::ostringstream stated, of_sigma;
+  stated << what << " = " << value << " is ";
+  of_sigma << " (sigma = " << sigma << ")";
+  require_standard_deviations(value / sigma, stated.str(), of_sigma.str());
 }
 
 void validate(const DesignSpec& spec) {
@@ -198,7 +199,7 @@ DesignResult design(const DesignSpec& spec) {
         NUQ_REQUIRE(spec.xmax || spec.method == Method::Ternary, "design: ", to_string(spec.method),
                     " with a given support needs x_max");
         const double xmax = spec.xmax ? *spec.xmax / spec.sigma : kTernaryXmax;
-        require_standard_deviations(spec.alpha * xmax, "alpha * x_max");
+        require_standard_deviations(spec.alpha * xmax, "alpha * x_max = ");
         return unit_codebook(spec, spec.alpha * xmax, rule, 0);
       }
       case XmaxRule::Iterative: {
@@ -232,7 +233,7 @@ Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
   // alpha scales the given x_max here as design() scales it (Table 6 (b)); it is 1 for every
   // method but ternary, whose provenance records it.
   const double unit_xmax = spec.alpha * xmax / spec.sigma;
-  require_standard_deviations(unit_xmax, "alpha * x_max");
+  require_standard_deviations(unit_xmax, "alpha * x_max = ");
   const Codebook unit = unit_codebook(spec, unit_xmax, XmaxRule::Given, 0);
   return spec.sigma == 1.0 ? unit : unit.scaled(spec.sigma);
 }
