@@ -219,6 +219,10 @@ Provenance provenance_from_json(const nlohmann::json& j) {
   p.rule = parse_xmax_rule(text_field(j, "xmax_rule"));
   p.xmax = number_field(j, "xmax", 0.0);
   p.sigma = number_field(j, "sigma", kMinSigma, kMaxSigma);
+  // Its distortion is taken over the support: one past the design's bound overflows it.
+  NUQ_REQUIRE(p.xmax / p.sigma <= kMaxStandardDeviations, "codebook JSON: 'xmax' ", j.at("xmax").dump(), " is ",
+              p.xmax / p.sigma, " standard deviations (sigma ", j.at("sigma").dump(), "); at most ",
+              kMaxStandardDeviations, " make sense");
   p.iterations = int(integer_field(j, "iterations", 0, INT32_MAX));
   if (j.contains("mu")) p.mu = number_field(j, "mu", 0.0);
   if (j.contains("alpha")) p.alpha = number_field(j, "alpha", 0.0);
@@ -240,7 +244,13 @@ Codebook codebook_from_json(const nlohmann::json& j) {
   if (j.contains("levels_count"))
     NUQ_REQUIRE(integer_field(j, "levels_count", 2, 65536) == std::int64_t(levels.size()), "codebook JSON: levels_count ",
                 j.at("levels_count").dump(), " but ", levels.size(), " levels are listed");
-  return Codebook(bits, numbers_field(j, "thresholds"), levels, p, grid);
+  Codebook codebook(bits, numbers_field(j, "thresholds"), levels, p, grid);
+  // Derived, not read; but a document that states it wrongly is not the codebook it claims to be.
+  if (j.contains("symmetric"))
+    NUQ_REQUIRE(j.at("symmetric").is_boolean() && j.at("symmetric").get<bool>() == codebook.symmetric(),
+                "codebook JSON: 'symmetric' is ", j.at("symmetric").dump(), " but the levels and thresholds ",
+                codebook.symmetric() ? "are" : "are not", " symmetric about 0");
+  return codebook;
 }
 
 }  // namespace nuq

@@ -139,6 +139,11 @@ TEST(Cli, MismatchAndBitrateAgreeWithTheLibrary) {
   const CommandResult rate = run_nuq("bitrate --sqnr-min 40 --range=-23:-23 --json");
   ASSERT_EQ(rate.status, 0) << rate.output;
   EXPECT_EQ(nlohmann::json::parse(rate.output).at("bits").get<int>(), nuq::choose_bit_rate(40.0, -23.0, -23.0)->bits);
+  // The table's sigma keeps its digits far below the design's variance (it printed 0.000000 there).
+  const CommandResult text = run_nuq("mismatch --bits 12 --range=-200:-160 --step 40");
+  ASSERT_EQ(text.status, 0) << text.output;
+  EXPECT_NE(text.output.find(" 1e-10 "), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find(" 1e-08 "), std::string::npos) << text.output;
 }
 
 }  // namespace

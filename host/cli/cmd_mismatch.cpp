@@ -11,6 +11,7 @@
 #include "nuq/error.h"
 #include "nuq/laplace.h"
 #include "nuq/mismatch.h"
+#include "nuq/number_text.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
 #include "table.h"
@@ -70,7 +71,7 @@ void run_mismatch(const MismatchOptions& o) {
   TextTable table({"20log10(s/s_ref) dB", "sigma", "SQNR exact dB", "high-rate approx dB", "approx - exact",
                    "overload share of D %"});
   for (const auto& p : curve)
-    table.add_row({fixed(p.mismatch_db, 2), fixed(p.sigma, 6), fixed(p.sqnr_db, 4), fixed(p.approx_sqnr_db, 4),
+    table.add_row({fixed(p.mismatch_db, 2), significant_text(p.sigma, 6), fixed(p.sqnr_db, 4), fixed(p.approx_sqnr_db, 4),
                    signed_fixed(p.approx_sqnr_db - p.sqnr_db, 4), fixed(100.0 * p.overload_share, 2)});
   std::cout << table.render();
 }

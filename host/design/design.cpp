@@ -21,12 +21,7 @@ constexpr double kTernaryXmax = 3.0 / kSqrt2;
 constexpr double kXmaxSearchLow = 1e-3, kXmaxSearchHigh = 64.0;
 constexpr int kMaxIterations = 100000;
 constexpr double kMaxSweepPoints = 1e6;
-// A support (or start) this many standard deviations out holds no mass worth quantizing; beyond it
-// the granular distortion of the outermost cell overflows.
-constexpr double kMaxStandardDeviations = 1e6;
-// One this small holds none: its levels and thresholds would round together (a denormal x_max gave
-// all-zero levels, or thresholds out of order).
-constexpr double kMinStandardDeviations = 1e-6;
+// The bounds of a support (or start) in standard deviations are kMin/kMaxStandardDeviations (codebook.h).
 // mu-law's compression: below this it is a uniform quantizer in all but rounding (log1p(mu) / mu
 // loses its digits).
 constexpr double kMinMu = 1e-6;

@@ -37,6 +37,10 @@ XmaxRule parse_xmax_rule(const std::string& name);
 // The source scales a codebook can be designed for (and read with): beyond them sigma^2 * D_unit,
 // the variance or the distortion overflows a double and the SQNR would come out as NaN.
 constexpr double kMinSigma = 1e-100, kMaxSigma = 1e100;
+// A support this many standard deviations out holds no mass worth quantizing; beyond it the
+// granular distortion of the outermost cell overflows. One this small holds none: its levels and
+// thresholds would round together (a denormal x_max gave all-zero levels, or thresholds out of order).
+constexpr double kMaxStandardDeviations = 1e6, kMinStandardDeviations = 1e-6;
 
 struct Provenance {
   Method method = Method::Custom;

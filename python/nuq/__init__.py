@@ -39,6 +39,22 @@ def _restore_codebook(state):
 def _restore_quantized(state):
     return _nuq._quantized_from_state(state)
 
+
+def _set_quantized_attributes(self, attributes):
+    """Pickle's second part of a QuantizedTensor: its instance attributes (the caller's own, and
+    ``_device``, the torch device ``dequantize`` returns to), checked before they are set."""
+    if not isinstance(attributes, dict):
+        raise TypeError(f"QuantizedTensor: pickled attributes of type {type(attributes).__name__}, not a dict")
+    device = attributes.get("_device")
+    torch = _torch()
+    if device is not None and not (torch is not None and isinstance(device, torch.device)):
+        raise TypeError(f"QuantizedTensor: a pickled _device of type {type(device).__name__}, "
+                        "not a torch.device or None")
+    self.__dict__.update(attributes)
+
+
+QuantizedTensor.__setstate__ = _set_quantized_attributes
+
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "quantize",
     "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save", "to_float32",

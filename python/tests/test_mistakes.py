@@ -7,6 +7,7 @@ import copy
 import os
 import pathlib
 import pickle
+import re
 import threading
 import warnings
 
@@ -69,10 +70,15 @@ def test_wrong_arguments_are_named_in_pythons_terms(call, error, message, w):
     (lambda j: j.replace('"method":"msptq",', ""), "no 'method'"),
     (lambda j: j.replace('"levels":[', '"levels":["a",'), "'levels' must be a list of numbers"),
     (lambda j: j.replace('"sigma":1.0', '"sigma":1.0,"uniform_grid":true'), "'uniform_grid' must be an object"),
+    # Derived fields stated wrongly, and a support no design reaches (its distortion overflowed to NaN).
+    (lambda j: j.replace('"symmetric":true', '"symmetric":"x"'), "'symmetric' is \"x\" but the levels and thresholds are symmetric"),
+    (lambda j: j.replace('"symmetric":true', '"symmetric":false'), "'symmetric' is false"),
+    (lambda j: re.sub('"xmax":[0-9.e+-]+', '"xmax":1e308', j),
+     r"'xmax' 1e\+308 is 1e\+308 standard deviations \(sigma 1.0\); at most 1000000 make sense"),
 ])
 def test_a_hand_edited_codebook_names_its_field(edit, message):
     text = nuq.design("msptq").to_json()
-    assert '"bits":2' in text and '"sigma":1.0' in text and '"levels_count":4' in text
+    assert '"bits":2' in text and '"sigma":1.0' in text and '"levels_count":4' in text and '"symmetric":true' in text
     with pytest.raises(ValueError, match=message):
         nuq.Codebook.from_json(edit(text))
     # Whatever nuq designs it reads back (a mu of 1e150, a support of 1e105 for sigma = 1e100).
@@ -177,6 +183,21 @@ def test_tampered_pickles_are_refused_as_files_are(w, options):
     codebook_restore, codebook_state, *_ = nuq.design("msptq").__reduce__()
     with pytest.raises(TypeError, match="Codebook: a pickled state of the wrong types"):
         codebook_restore((5, []))
+    # The device dequantize returns to is a torch.device or None (a string failed later, in dequantize).
+    for attributes, message in (({"_device": "junk"}, "a pickled _device of type str"),
+                                ([("_device", None)], "pickled attributes of type list")):
+        with pytest.raises(TypeError, match=message):
+            pickle.loads(pickle.dumps(_Reduced(restore, state, attributes)))
+
+
+class _Reduced:
+    """Pickles as a QuantizedTensor with the given attributes (as a tampered pickle would)."""
+
+    def __init__(self, restore, state, attributes):
+        self.reduced = (restore, (state,), attributes)
+
+    def __reduce__(self):
+        return self.reduced
 
 
 def test_torch_save_of_a_quantized_state_dict_comes_back_as_torch(tmp_path, w):
