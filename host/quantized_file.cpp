@@ -361,7 +361,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
     // A count: a whole number (as JSON has them: 2 or 2.0) that is not negative.
     const auto count_of = [&](const nlohmann::json& value, const char* what) {
       const std::optional<std::int64_t> n = json_integer(value);
-      NUQ_REQUIRE(n && *n >= 0, where, ": ", what, " ", value.dump(), " is not a whole number of at least 0");
+      NUQ_REQUIRE(n && *n >= 0, where, ": ", what, " ", value.dump(), " is not a count (a whole number from 0 to 2^63 - 1)");
       return std::size_t(*n);
     };
     try {
@@ -383,7 +383,10 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
       throw Error(where + ": bad description in " + kKey + ": " + e.what());
     }
     NUQ_REQUIRE(is_packable_bits(bits), where, ": unsupported code width ", bits);
-    if (d.contains("group_size")) q.group_size = count_of(d.at("group_size"), "group_size");
+    if (d.contains("group_size")) {  // written only for grouped tensors
+      q.group_size = count_of(d.at("group_size"), "group_size");
+      NUQ_REQUIRE(q.group_size > 0, where, ": group_size 0; a group holds at least one weight (the file is damaged)");
+    }
     NUQ_REQUIRE(std::isfinite(q.mean) && std::isfinite(q.stddev) && q.stddev >= 0.0, where,
                 ": mean and stddev must be finite, stddev not negative");
     std::size_t count = 1;
@@ -449,7 +452,7 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
     NUQ_REQUIRE(d.is_object() && d.contains("shape") && d["shape"].is_array(), where, ": its description needs a shape array");
     for (const nlohmann::json& dim : d["shape"]) {
       const std::optional<std::int64_t> n = json_integer(dim);
-      NUQ_REQUIRE(n && *n >= 0, where, ": shape entry ", dim.dump(), " is not a whole number of at least 0");
+      NUQ_REQUIRE(n && *n >= 0, where, ": shape entry ", dim.dump(), " is not a count (a whole number from 0 to 2^63 - 1)");
       described.shape.push_back(*n);
     }
     described.description = d.dump();

@@ -156,7 +156,12 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
       NUQ_REQUIRE(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
                   c.at("run").at(key).dump(), ", this run has ", value.dump(), "; resume with the same settings, or ", kTrainAnew);
     }
-    const Model saved = model_from_file(file, path);
+    const Model saved = model_from_file(file, path, NonFinite::Skip);  // a resumed run's own message, below
+    for (const Parameter& p : saved.parameters) {
+      const auto bad = std::find_if(p.values.begin(), p.values.end(), [](float v) { return !std::isfinite(v); });
+      NUQ_REQUIRE(bad == p.values.end(), path, ": tensor '", p.name, "' element ", bad - p.values.begin(), " is ", *bad,
+                  "; training from it cannot continue (it diverged, or the file was damaged): ", kTrainAnew);
+    }
     for (std::size_t k = 0; k < model.parameters.size(); ++k) {
       const std::string& name = model.parameters[k].name;
       model.parameters[k].values = saved.parameters[k].values;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <utility>
 
@@ -274,6 +275,14 @@ TEST(Training, ResumesFromItsCheckpointExactly) {
   file.tensors.at("adam.v.fc1.weight").data[3] = 0xff;  // a negative (or NaN) second moment
   io::write_safetensors(rest.checkpoint, file);
   refused(rest, data, "adam.v.fc1.weight element 0 is ");
+  // A weight that is not finite: the run diverged (or the file was damaged); quantize's option to
+  // saturate such weights is no answer here.
+  file = io::read_safetensors(rest.checkpoint);
+  file.tensors.at("adam.v.fc1.weight").data[3] = 0;
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(file.tensors.at("fc2.bias").data.data() + 4 * 5, &inf, 4);
+  io::write_safetensors(rest.checkpoint, file);
+  refused(rest, data, "tensor 'fc2.bias' element 5 is inf; training from it cannot continue");
 }
 
 TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {
