@@ -386,13 +386,17 @@ class StreamRun {
   QuantizeTable share_table(const Job& job, const io::SafetensorsReader& reader, const WeightView& w, const Piece& share,
                             std::uint8_t* side) {
     const bool grouped = o_.group_size > 0;
-    if (!job.maps_as_quantized)
-      return make_quantize_table(codebook_, bits_, maps_of(job, per_row_, share.row, share.rows, grouped), tensor_where(job));
+    if (!job.maps_as_quantized) {
+      const std::vector<Affine> maps = maps_of(job, per_row_, share.row, share.rows, grouped);
+      return grouped ? grouped_quantize_table(codebook_, bits_, maps, tensor_where(job))
+                     : make_quantize_table(codebook_, bits_, maps, tensor_where(job));
+    }
     std::vector<Affine> maps = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols,
                                                 WeightStats{}, WeightStats{}, where_of(reader, job.name, share),
                                                 o_.nonfinite, backend_).maps;
     if (grouped) to_group_maps(maps, job);
-    QuantizeTable table = make_quantize_table(codebook_, bits_, maps, tensor_where(job));
+    QuantizeTable table = grouped ? grouped_quantize_table(codebook_, bits_, maps, tensor_where(job))
+                                  : make_quantize_table(codebook_, bits_, maps, tensor_where(job));
     if (grouped) {
       for (std::size_t g = 0; g < maps.size(); ++g) {
         const float scale = float(maps[g].scale);

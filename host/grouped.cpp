@@ -25,6 +25,17 @@ std::vector<float> normalised_levels(const Codebook& codebook, int bits) {
   return make_quantize_table(codebook, bits, {Affine{0.0, 1.0}}).levels;
 }
 
+QuantizeTable grouped_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& maps,
+                                     const std::string& where) {
+  QuantizeTable table = make_quantize_table(codebook, bits, maps, where);
+  const std::vector<float> normalised = normalised_levels(codebook, bits);
+  const std::size_t per_group = normalised.size();
+  for (std::size_t g = 0; g < maps.size(); ++g)
+    for (std::size_t k = 0; k < per_group; ++k)
+      table.levels[g * per_group + k] = group_level(maps[g].mean, float(maps[g].scale), normalised[k]);
+  return table;
+}
+
 std::vector<float> group_levels(double mean, const std::vector<float>& scales, const std::vector<float>& normalised) {
   std::vector<float> levels(scales.size() * normalised.size());
   for (std::size_t g = 0; g < scales.size(); ++g)

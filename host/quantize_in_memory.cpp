@@ -175,7 +175,9 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
                                                      own, where_of(t, s), o.nonfinite, backend).maps;
       if (o.group_size)
         for (Affine& m : maps) m = group_map(m, own.mean);
-      const QuantizeTable table = per_row ? make_quantize_table(codebook, bits, maps, t.name) : QuantizeTable{};
+      const QuantizeTable table = o.group_size ? grouped_quantize_table(codebook, bits, maps, t.name)
+                                  : per_row    ? make_quantize_table(codebook, bits, maps, t.name)
+                                               : QuantizeTable{};
       if (per_row && !o.group_size) share_levels[k] = table.levels;
       std::uint8_t* codes = q.matrix.codes.bytes.data() + s.row * row_bytes + s.col * std::size_t(bits) / 8;
       share_totals[k] = backend.quantize_as(w.data, w.type, s.rows, s.cols, per_row ? table : shared, codes);

@@ -27,6 +27,12 @@ Affine group_map(const Affine& group, double tensor_mean);
 // The codebook's levels in normalised units, F32 [2^bits]: the .codebook of a grouped tensor.
 std::vector<float> normalised_levels(const Codebook& codebook, int bits);
 
+// The quantize table of groups whose maps group_map gave: thresholds as make_quantize_table cuts
+// them, levels as a reader restores them (group_level of the F32 normalised levels, not of the
+// design's doubles), so that a run's noise and largest error are those of the file it writes.
+QuantizeTable grouped_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& maps,
+                                     const std::string& where);
+
 // Every group's table of 2^bits levels as every reader computes them (group_level in
 // quantized_file.h): mean + scales[g] * normalised[k]. A table per group can outweigh the codes
 // many times (8 bits in groups of 8: 128 bytes of levels a weight), so no tensor holds them; this

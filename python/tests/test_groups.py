@@ -127,3 +127,15 @@ def test_cli_refuses_the_same_group_sizes(nuq_binary, tmp_path, rng):
         assert result.returncode != 0 and message in result.stderr, result.stderr
         with pytest.raises(ValueError, match=message):
             nuq.quantize(rng.laplace(size=(6, 64)).astype(np.float32), nuq.design("msptq"), group_size=group)
+
+
+@pytest.mark.parametrize("method,bits,group", [("mulaw", 7, 8), ("msptq", 2, 16), ("uniform", 4, 32), ("lloyd-max", 3, 8)])
+def test_the_reported_error_is_that_of_the_weights_a_reader_restores(rng, method, bits, group):
+    """A grouped tensor's levels are restored from the F32 normalised levels the file stores: the
+    largest error and SQNR_ex are measured against those, not against the design's doubles."""
+    w = (rng.laplace(size=(64, 512)) * np.linspace(0.2, 4, 64)[:, None]).astype(np.float32)
+    q = nuq.quantize(w, nuq.design(method, bits), group_size=group)
+    error = w.astype(np.float64) - q.dequantize().astype(np.float64)
+    assert q.max_error == np.abs(error).max()
+    expected_db = 10 * np.log10((w.astype(np.float64) ** 2).sum() / (error ** 2).sum())
+    assert q.sqnr_ex_db == pytest.approx(expected_db, abs=1e-6)
