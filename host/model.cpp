@@ -81,8 +81,16 @@ void save_model(const std::string& path, const Model& model) {
   if (!model.dataset.empty()) file.metadata["nuq.dataset"] = model.dataset;
   if (!model.trained_on.empty()) file.metadata["nuq.trained_on"] = model.trained_on;
   if (!model.training.empty()) file.metadata["nuq.training"] = model.training;
+  file.metadata.insert(model.metadata.begin(), model.metadata.end());
   for (const Parameter& p : model.parameters) file.tensors[p.name] = io::f32_tensor(p.shape, p.values);
   io::write_safetensors(path, file);
+}
+
+std::map<std::string, std::string> user_metadata(const std::map<std::string, std::string>& metadata) {
+  std::map<std::string, std::string> user;
+  for (const auto& [key, value] : metadata)
+    if (key != "format" && key.rfind("nuq.", 0) != 0) user.emplace(key, value);
+  return user;
 }
 
 Architecture recorded_architecture(const io::TensorFile& file, const std::string& name, const std::string& otherwise) {
@@ -115,6 +123,7 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
   model.dataset = recorded_dataset(file, path);
   if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) model.trained_on = where->second;
   if (const auto where = file.metadata.find("nuq.training"); where != file.metadata.end()) model.training = where->second;
+  model.metadata = user_metadata(file.metadata);
   for (const Layout& entry : layout(model.architecture)) {
     const auto it = file.tensors.find(entry.name);
     NUQ_REQUIRE(it != file.tensors.end(), path, ": missing tensor '", entry.name, "'");

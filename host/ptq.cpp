@@ -81,6 +81,8 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
   const std::vector<TensorNormalisation> maps = normalisers(model, global, normalisation, nonfinite, backend, &own);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}, model.dataset};
   q.trained_on = model.trained_on;
+  q.training = model.training;
+  q.metadata = model.metadata;
   for (const Parameter& p : model.parameters)
     if (p.stored_as != io::DType::F32) q.stored_as[p.name] = p.stored_as;
 
@@ -138,6 +140,10 @@ std::vector<float> QuantizedModel::values_of(const std::string& name) const {
 Model dequantize_model(const QuantizedModel& quantized) {
   Model model = make_model(quantized.architecture, 0);
   for (Parameter& p : model.parameters) p.values = quantized.values_of(p.name);
+  model.dataset = quantized.dataset;
+  model.trained_on = quantized.trained_on;
+  model.training = quantized.training;
+  model.metadata = quantized.metadata;
   return model;
 }
 
@@ -173,6 +179,8 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
   file.metadata["nuq.architecture"] = to_string(q.architecture);
   if (!q.dataset.empty()) file.metadata["nuq.dataset"] = q.dataset;
   if (!q.trained_on.empty()) file.metadata["nuq.trained_on"] = q.trained_on;
+  if (!q.training.empty()) file.metadata["nuq.training"] = q.training;
+  file.metadata.insert(q.metadata.begin(), q.metadata.end());
   io::write_safetensors(path, to_tensor_file(file, path));
 }
 
@@ -184,6 +192,8 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
   QuantizedModel q{architecture, c.codebook, c.normalisation, c.mean, c.stddev, {},
                    recorded_dataset(file, path)};
   if (const auto where = file.metadata.find("nuq.trained_on"); where != file.metadata.end()) q.trained_on = where->second;
+  if (const auto where = file.metadata.find("nuq.training"); where != file.metadata.end()) q.training = where->second;
+  q.metadata = user_metadata(file.metadata);
   for (const Parameter& p : make_model(q.architecture, 0).parameters) {
     const std::string where = path + ": tensor '" + p.name + "'";
     const auto found = c.quantized.find(p.name);

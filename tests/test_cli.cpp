@@ -197,6 +197,29 @@ TEST(Cli, PerChannelQuantizeAndEval) {
   EXPECT_NE(wide.output.find("up to 8 bits"), std::string::npos) << wide.output;
 }
 
+// A nuq model's metadata goes through quantize and dequantize: how it was trained (what `nuq
+// reproduce` checks before reusing it) and a user's own keys, as a checkpoint's do.
+TEST(Cli, AModelsMetadataSurvivesQuantizeAndDequantize) {
+  test::TempDir dir;
+  Model model = make_model(Architecture::Mlp, 7);
+  model.dataset = "fashion";
+  model.training = R"({"batch":64,"epochs":3})";
+  model.metadata = {{"user.note", "fine-tuned"}, {"license", "mit"}};
+  save_model(dir.file("m.safetensors"), model);
+  ASSERT_EQ(run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("q.safetensors")).status, 0);
+  ASSERT_EQ(run_nuq("dequantize " + dir.file("q.safetensors") + " -o " + dir.file("d.safetensors")).status, 0);
+  for (const char* name : {"q.safetensors", "d.safetensors"}) {
+    const auto metadata = io::read_safetensors(dir.file(name)).metadata;
+    EXPECT_EQ(metadata.at("nuq.training"), model.training) << name;
+    EXPECT_EQ(metadata.at("nuq.dataset"), "fashion") << name;
+    EXPECT_EQ(metadata.at("user.note"), "fine-tuned") << name;
+    EXPECT_EQ(metadata.at("license"), "mit") << name;
+  }
+  const Model restored = load_model(dir.file("d.safetensors"));
+  EXPECT_EQ(restored.training, model.training);
+  EXPECT_EQ(restored.metadata, model.metadata);
+}
+
 // A sharded checkpoint quantized into a folder comes back the same way: each shard restored under
 // its own name (what dequantizing that shard alone gives) and a new index; every output is checked
 // before the first is written.

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct Model {
   // How it was trained (train.h's training_record: epochs, batch, learning rate, seed; empty when
   // unknown), saved as nuq.training: `nuq reproduce` reuses a cached model only for the same.
   std::string training;
+  // Every other key of its file's __metadata__ (user_metadata: a user's notes, another tool's
+  // keys), written again into every file made from it: quantized, and restored from that.
+  std::map<std::string, std::string> metadata{};
 
   Parameter& at(const std::string& name);
   const Parameter& at(const std::string& name) const;
@@ -64,6 +68,9 @@ void save_model(const std::string& path, const Model& model);
 // Reads a model written by save_model. A NaN or Inf parameter is an error naming the tensor and
 // the index unless `nonfinite` is Skip (the caller handles them: quantize_model saturates them).
 Model load_model(const std::string& path, NonFinite nonfinite = NonFinite::Reject);
+// The keys of `metadata` that are neither nuq's own (nuq.*) nor "format": what files made from a
+// model carry over as they were.
+std::map<std::string, std::string> user_metadata(const std::map<std::string, std::string>& metadata);
 Model model_from_file(const io::TensorFile& file, const std::string& name, NonFinite nonfinite = NonFinite::Reject);
 
 }  // namespace nuq

@@ -56,6 +56,8 @@ struct QuantizedModel {
   std::map<std::string, QuantizedTensor> tensors;
   std::string dataset;  // the FP32 model's (Model::dataset), saved as nuq.dataset
   std::string trained_on{};  // the FP32 model's (Model::trained_on), saved as nuq.trained_on
+  std::string training{};    // the FP32 model's (Model::training), saved as nuq.training
+  std::map<std::string, std::string> metadata{};  // the FP32 model's other keys (Model::metadata)
   // Parameters a file keeps as they were (another writer may leave biases unquantized, say): their
   // values, in place of a quantized tensor of the same name. nuq's own quantize writes none.
   std::map<std::string, std::vector<float>> plain{};
