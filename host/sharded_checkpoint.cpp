@@ -25,11 +25,25 @@ namespace fs = std::filesystem;
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
 
-// The index `input` is given by: a folder's model.safetensors.index.json, or a .json itself; empty
-// for a folder without one or a single file.
+// The index `input` is given by: a .json itself, or a folder's model.safetensors.index.json, else
+// its one <name>.safetensors.index.json (diffusers' diffusion_pytorch_model..., Mistral's
+// consolidated...); empty for a folder without one or a single file. A folder of several other
+// indexes holds several models, and which one is meant is the user's to say.
 fs::path index_of(const fs::path& input) {
-  if (fs::is_directory(input)) return fs::exists(input / kIndexName) ? input / kIndexName : fs::path();
-  return input.extension() == ".json" ? input : fs::path();
+  if (!fs::is_directory(input)) return input.extension() == ".json" ? input : fs::path();
+  if (fs::exists(input / kIndexName)) return input / kIndexName;
+  const std::string suffix = ".safetensors.index.json";
+  std::vector<std::string> found;
+  for (const auto& entry : fs::directory_iterator(input)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      found.push_back(name);
+  }
+  std::sort(found.begin(), found.end());
+  if (found.empty()) return fs::path();
+  NUQ_REQUIRE(found.size() == 1, input.string(), ": a folder of ", found.size(), " indexes (", found[0], ", ", found[1],
+              found.size() > 2 ? ", ..." : "", ") and no ", kIndexName, ": give the index of the model to read");
+  return input / found[0];
 }
 
 // An index is read whole: one larger than a safetensors header may be is no index.
@@ -238,7 +252,10 @@ std::vector<std::string> index_disagreements(const std::string& input) {
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)
     : inputs_(checkpoint_shards(input)), folder_(output) {
   input_index_ = index_of(input).string();
-  if (!input_index_.empty()) index_metadata_ = metadata_of_index(input_index_).dump();
+  if (!input_index_.empty()) {
+    index_metadata_ = metadata_of_index(input_index_).dump();
+    index_name_ = fs::path(input_index_).filename().string();  // the name its readers look for
+  }
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";
   if (!sharded_) {
     outputs_.push_back(output);
@@ -275,7 +292,7 @@ ShardedCheckpoint::~ShardedCheckpoint() {
 void ShardedCheckpoint::begin_writing() const {
   if (!sharded_) return;
   std::error_code ec;  // absent is fine; a failure shows when the new index is written
-  fs::remove(fs::path(folder_) / kIndexName, ec);
+  fs::remove(fs::path(folder_) / index_name_, ec);
 }
 
 void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard) {
@@ -288,7 +305,7 @@ void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard)
 // the text. The layout is nlohmann's dump(2), as the index was written before.
 std::string ShardedCheckpoint::write_index() {
   if (!sharded_) return "";
-  const std::string index = (fs::path(folder_) / kIndexName).string();
+  const std::string index = (fs::path(folder_) / index_name_).string();
   std::vector<std::string> files;  // each output's file name as JSON, once
   for (const std::string& output : outputs_) files.push_back(nlohmann::json(fs::path(output).filename().string()).dump());
   io::write_atomically(index, [&](std::ostream& out) {

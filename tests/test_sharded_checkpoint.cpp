@@ -91,6 +91,28 @@ TEST(CheckpointStream, ShardsAndIndexInGiveShardsAndIndexOut) {
   const StreamReport folder = quantize_checkpoint_files(dir.file("model"), dir.file("out2"), msptq2(), options, cpu_backend());
   EXPECT_EQ(bytes_of(dir.file("out/model-00001-of-00002.safetensors")), bytes_of(dir.file("out2/model-00001-of-00002.safetensors")));
   EXPECT_EQ(folder.sqnr_ex_db, report.sqnr_ex_db);
+
+  // An index of another name (diffusers' diffusion_pytorch_model.safetensors.index.json) is found
+  // in its folder, and the new one takes its name, which its readers look for; a folder of two
+  // such indexes (two models) is the user's to choose from.
+  fs::rename(dir.file("model/model.safetensors.index.json"), dir.file("model/diffusion_pytorch_model.safetensors.index.json"));
+  const StreamReport renamed = quantize_checkpoint_files(dir.file("model"), dir.file("out3"), msptq2(), options, cpu_backend());
+  EXPECT_EQ(renamed.outputs.back(), dir.file("out3/diffusion_pytorch_model.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(dir.file("out3/model.safetensors.index.json")));
+  EXPECT_EQ(bytes_of(dir.file("out3/diffusion_pytorch_model.safetensors.index.json")),
+            bytes_of(dir.file("out/model.safetensors.index.json")));
+  fs::copy_file(dir.file("model/diffusion_pytorch_model.safetensors.index.json"),
+                dir.file("model/consolidated.safetensors.index.json"));
+  try {
+    quantize_checkpoint_files(dir.file("model"), dir.file("out4"), msptq2(), options, cpu_backend());
+    ADD_FAILURE() << "a folder of two indexes was read as one model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a folder of 2 indexes (consolidated.safetensors.index.json, "
+                                         "diffusion_pytorch_model.safetensors.index.json)"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.file("out4")));
 }
 
 // Without global normalisation each shard's two passes run in turn, and the headers before the

@@ -412,7 +412,8 @@ void add_model_commands(CLI::App& app) {
   CLI::App* quantize_cmd = app.add_subcommand("quantize", "Quantize every parameter of a model (Algorithm 1) into packed codes");
   quantize_cmd->add_option("input", q->input,
                            "FP32 model written by nuq train, or any safetensors checkpoint (F32/F16/BF16 tensors): a "
-                           "file, a folder of shards, or a model.safetensors.index.json")
+                           "file, a folder of shards, or its index (model.safetensors.index.json or another "
+                           "<name>.safetensors.index.json)")
       ->required();
   quantize_cmd->add_option("--output,-o", q->output,
                            "Quantized model to write (.safetensors; a folder for a sharded checkpoint, which gets the "
@@ -462,8 +463,8 @@ void add_model_commands(CLI::App& app) {
   CLI::App* dequantize_cmd = app.add_subcommand(
       "dequantize", "Turn a model or checkpoint quantized by nuq quantize back into an FP32 safetensors file");
   dequantize_cmd->add_option("input", d->input,
-                             "Quantized checkpoint: a .safetensors file, or a folder of shards (or its "
-                             "model.safetensors.index.json) as nuq quantize writes them")->required();
+                             "Quantized checkpoint: a .safetensors file, or a folder of shards (or its index) as nuq "
+                             "quantize writes them")->required();
   dequantize_cmd->add_option("--output,-o", d->output,
                              "FP32 checkpoint to write: a .safetensors file, or for shards a folder (the same "
                              "shard names and a new index)")->required();

@@ -50,8 +50,9 @@ class ShardedCheckpoint {
   void add_tensor(const std::string& tensor, std::size_t shard);
   void add_tensor_bytes(std::uint64_t bytes) { total_bytes_ += bytes; }
 
-  // For a sharded input: writes the index (atomically) with the tensors and sizes recorded and
-  // returns its path; for one file: writes nothing and returns "".
+  // For a sharded input: writes the index (atomically) with the tensors and sizes recorded, under
+  // the input index's file name (model.safetensors.index.json without one), and returns its path;
+  // for one file: writes nothing and returns "".
   std::string write_index();
 
  private:
@@ -59,6 +60,7 @@ class ShardedCheckpoint {
   std::string folder_;
   std::string input_index_;
   std::string index_metadata_;  // the input index's "metadata" (JSON), carried to the new index
+  std::string index_name_ = "model.safetensors.index.json";  // the input index's file name, if it had one
   bool sharded_ = false;
   bool created_folder_ = false, indexed_ = false;
   std::map<std::string, std::size_t> weight_map_;  // tensor -> the shard whose output holds it
