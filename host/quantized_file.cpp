@@ -487,7 +487,7 @@ std::string quantized_run(const std::map<std::string, std::string>& metadata, co
   description.erase("tensors");
   description.erase("kept");
   description.erase("version");
-  return canonical_json(std::move(description)).dump();  // one text however the writer spelled its numbers
+  return canonical_text(description);  // one text however the writer spelled its numbers
 }
 
 std::map<std::string, std::string> plain_metadata(std::map<std::string, std::string> metadata) {

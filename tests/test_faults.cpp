@@ -19,6 +19,7 @@
 
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/json_numbers.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/mismatch.h"
 #include "nuq/ptq.h"
@@ -310,6 +311,20 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   EXPECT_EQ(quantized_run(floats.metadata, "floats"), quantized_run(file.metadata, "q"));
   EXPECT_NE(quantized_run(meta_edit(file, [](nlohmann::json& d) { d["stddev"] = d["stddev"].get<double>() * (1 + 1e-15); }).metadata, "s"),
             quantized_run(file.metadata, "q"));
+}
+
+// The text descriptions are compared and fingerprinted by (nuq.restored_from) is what Python's
+// json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes, whole floats as
+// integers: the expected texts below are Python's. nlohmann's dump() wrote -5.7326334528589324.
+TEST(CanonicalText, IsWhatPythonsJsonDumpsWrites) {
+  const std::vector<std::pair<double, const char*>> numbers = {
+      {-5.7326334528589324, "-5.732633452858932"}, {0.0001, "0.0001"}, {1e-05, "1e-05"}, {0.1, "0.1"},
+      {1.0 / 3.0, "0.3333333333333333"}, {2.5e-300, "2.5e-300"}, {1.7976931348623157e308, "1.7976931348623157e+308"},
+      {123456.789, "123456.789"}, {1e22, "1e+22"}, {5e-324, "5e-324"}, {0.00012345, "0.00012345"},
+      {1234567890123.4567, "1234567890123.4568"}, {-2.5, "-2.5"}, {2.0, "2"}, {-0.0, "0"}, {1e16, "10000000000000000"}};
+  for (const auto& [value, text] : numbers) EXPECT_EQ(canonical_text(nlohmann::json(value)), text) << value;
+  const nlohmann::json d = nlohmann::json::parse(R"({"b": [1.50, 2.0, {"z": null, "a": "q\"\n\u0001é"}], "a": true, "c": {}})");
+  EXPECT_EQ(canonical_text(d), R"({"a":true,"b":[1.5,2,{"a":"q\"\n\u0001é","z":null}],"c":{}})");
 }
 
 // `nuq quantize` killed with SIGKILL at moments spread over its run: the output is always a

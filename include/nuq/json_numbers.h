@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -13,8 +14,12 @@ namespace nuq {
 // The integer `value` holds (an integer, or a float with no fraction, within int64), else nothing.
 std::optional<std::int64_t> json_integer(const nlohmann::json& value);
 
-// `value` with every float that holds an integer within int64 written as that integer (objects
-// keep their keys sorted): one text, through dump(), for one description however it was written.
-nlohmann::json canonical_json(nlohmann::json value);
+// One text for a JSON value, reproducible by any JSON library: every float that holds an integer
+// within int64 written as that integer (2.0 and 2 are one number), the rest written as
+// Python's json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes it
+// (keys sorted, no whitespace, every other number in the shortest digits that read back as the
+// same double, Python's repr: fixed notation for decimal exponents -4..15, d.ddde±XX otherwise).
+// nlohmann's dump() is not always the shortest (Grisu2): -5.7326334528589324 for -5.732633452858932.
+std::string canonical_text(const nlohmann::json& value);
 
 }  // namespace nuq

@@ -6,7 +6,8 @@ every stored width (1, 2, 4, 8, 16 bits; 3 and 12 bits stored at 4 and 16) and e
 this script parses the safetensors container with numpy alone, checks that every tensor lies at a
 multiple of its element size and that the header carries no per-level lists beyond 256 levels,
 decodes the codes from docs/format.md and compares each weight with what `nuq dequantize` writes,
-bit for bit. Then the dequantized file must quantize again, and an already quantized one must not.
+bit for bit, and recomputes its nuq.restored_from fingerprint with Python's json. Then the
+dequantized file must quantize again, and an already quantized one must not.
 Last, a checkpoint other tools quantized in part (FP8, GPTQ, AQLM, MX F4): only its plain matrices
 are quantized, everything else comes back byte for byte.
 
@@ -26,6 +27,28 @@ except ImportError:  # ctest reports the test as skipped
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 from nuq_format import decode, read  # noqa: E402  (the independent reader, beside gpu_interop.py)
+
+def whole_as_integers(value):
+    """JSON's one kind of number: a float that holds an integer (within int64) is that integer."""
+    if isinstance(value, dict):
+        return {k: whole_as_integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_as_integers(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+def restored_from(description):
+    """nuq.restored_from as docs/format.md defines it: 64-bit FNV-1a of the canonical text of the
+    run's description without its tensors, kept and version."""
+    run = {k: v for k, v in description.items() if k not in ("tensors", "kept", "version")}
+    text = json.dumps(whole_as_integers(run), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    h = 0xcbf29ce484222325
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
 
 def bf16(values):
     """float32 -> BF16 bits, round to nearest even."""
@@ -186,7 +209,8 @@ def main():
                             expected = 8 * (rows * -(-cols * stored // 8) + 4 * (rows * cols // 16) + 4 * 2**stored)
                             assert t["bytes_after"] * 8 == expected, t
                     run(nuq, "dequantize", stem + ".q", "-o", stem + ".d")
-                    _, _, theirs = read(stem + ".d")
+                    _, restored_metadata, theirs = read(stem + ".d")
+                    assert restored_metadata["nuq.restored_from"] == restored_from(description), stem
                     for name, values in ours.items():
                         assert theirs[name].dtype == np.float32 and theirs[name].shape == values.shape, name
                         assert np.array_equal(theirs[name].view(np.uint32), values.view(np.uint32)), \
