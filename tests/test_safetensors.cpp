@@ -93,7 +93,9 @@ TEST(Safetensors, RejectsCorruptFiles) {
       {"header-past-end", past_end, "runs past the end"},
       {"not-brace", file_of(" {}", {}), "must start with '{'"},
       {"bad-json", file_of("{\"t\":", {}), "not valid JSON"},
-      {"bad-utf8", file_of("{\"\xff\xfe\":1}", {}), "not valid JSON"},
+      {"bad-utf8", file_of("{\"\xff\xfe\":1}", {}),
+       "the header is not valid JSON (parse error at line 1, column 3: syntax error while parsing object key - invalid "
+       "string: ill-formed UTF-8 byte; expected string literal)"},
       {"array", file_of("{", {}), "not valid JSON"},
       {"duplicate", file_of("{" + ok + "," + ok + "}", eight), "twice"},
       {"meta-not-string", file_of(R"({"__metadata__":{"a":1}})", {}), "is not a string"},

@@ -8,6 +8,19 @@
 namespace nuq::io {
 namespace {
 
+// nlohmann's parse error as a message: without its "[json.exception.parse_error.101]" tag and
+// without the text it last read, which is the input's own bytes (raw, perhaps not UTF-8 or not
+// printable: a terminal would show them garbled).
+std::string json_error_text(const std::string& what) {
+  std::string text = what;
+  if (text.rfind("[json.exception.", 0) == 0 && text.find("] ") != std::string::npos) text.erase(0, text.find("] ") + 2);
+  if (const std::size_t read = text.find("; last read: "); read != std::string::npos) {
+    const std::size_t expected = text.find("; expected ", read);
+    text.erase(read, expected == std::string::npos ? std::string::npos : expected - read);
+  }
+  return "not valid JSON (" + text + ")";
+}
+
 // A SAX pass that only measures the depth and looks for a key named twice in one object.
 // (nlohmann's callback parser would do it in one pass, but it rescans the parent object at every
 // object's end: quadratic in the number of tensors, 12 s for 40,000.)
@@ -46,7 +59,7 @@ class BoundsFinder : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    throw Error(std::string("not valid JSON (") + e.what() + ")");
+    throw Error(json_error_text(e.what()));
   }
 
  private:
@@ -67,7 +80,7 @@ nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("not valid JSON (") + e.what() + ")");
+    throw Error(json_error_text(e.what()));
   }
 }
 

@@ -61,7 +61,9 @@ nlohmann::json parse_header(const std::string& text, const std::string& name) {
     header = parse_json_bounded(text, kMaxHeaderDepth);
   } catch (const Error& e) {
     const std::string what = e.what();
-    throw Error(name + (what.rfind("names '", 0) == 0 ? ": the header " + what : ": the header is not valid JSON (" + what + ")"));
+    if (what.rfind("names '", 0) == 0) throw Error(name + ": the header " + what);
+    if (what.rfind("not valid JSON", 0) == 0) throw Error(name + ": the header is " + what);
+    throw Error(name + ": the header is not valid JSON (" + what + ")");
   }
   NUQ_REQUIRE(header.is_object(), name, ": the header is not a JSON object");
   return header;
