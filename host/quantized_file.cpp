@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/fingerprint.h"
 #include "nuq/grouped.h"
@@ -44,24 +45,36 @@ std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
   return levels;
 }
 
-// A uniform codebook rebuilt from its recorded parameters (the function that designed it, so the
-// result is the same bit for bit), or nothing when the design is not of that kind.
-std::optional<Codebook> rebuilt_uniform(const nlohmann::json& j) {
+// A uniform or mu-law codebook rebuilt from its recorded parameters (the functions that designed
+// it, so the result is the same bit for bit: stored_codebook checks that before it relies on it),
+// or nothing when the design is not of those kinds.
+std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& j) {
   const Provenance p = provenance_from_json(j);
-  if ((p.method != Method::Uniform && p.method != Method::Ternary) || p.sigma != 1.0) return std::nullopt;
+  const bool uniform = p.method == Method::Uniform || p.method == Method::Ternary;
+  if ((!uniform && !(p.method == Method::MuLaw && p.mu)) || p.sigma != 1.0) return std::nullopt;
   const std::optional<std::int64_t> count = j.contains("levels_count") ? json_integer(j.at("levels_count")) : std::nullopt;
-  NUQ_REQUIRE(count && *count >= 2 && *count <= 65536, "the uniform codebook's levels_count must be a whole number in "
-              "2..65536");
-  return uniform_codebook(std::size_t(*count), p.xmax, p);
+  NUQ_REQUIRE(count && *count >= 2 && *count <= 65536, "the ", to_string(p.method), " codebook's levels_count must be "
+              "a whole number in 2..65536");
+  if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
+  const std::optional<std::int64_t> bits = j.contains("bits") ? json_integer(j.at("bits")) : std::nullopt;
+  NUQ_REQUIRE(bits && *bits >= 1 && *bits <= 16 && *count <= (std::int64_t{1} << *bits), "the mulaw codebook's bits ",
+              j.value("bits", nlohmann::json()).dump(), " do not hold its ", *count, " levels");
+  DesignSpec spec;
+  spec.method = Method::MuLaw;
+  spec.bits = int(*bits);
+  spec.levels = std::size_t(*count);
+  spec.mu = *p.mu;
+  const Codebook designed = codebook_at_xmax(spec, p.xmax);
+  return Codebook(designed.bits(), designed.thresholds(), designed.levels(), p, designed.uniform_grid());
 }
 
-// The codebook as the header records it: in full up to kListedLevels levels; a larger uniform
-// design by its parameters alone when they rebuild it exactly (a 16-bit design's 131,071 numbers
+// The codebook as the header records it: in full up to kListedLevels levels; a larger uniform or
+// mu-law design by its parameters alone when they rebuild it exactly (a 16-bit design's 131,071 numbers
 // would otherwise put megabytes of JSON in the header of every file).
 nlohmann::json stored_codebook(const Codebook& codebook) {
   nlohmann::json j = to_json(codebook);
   if (codebook.size() <= kListedLevels) return j;
-  const std::optional<Codebook> rebuilt = rebuilt_uniform(j);
+  const std::optional<Codebook> rebuilt = rebuilt_from_parameters(j);
   if (rebuilt && rebuilt->bits() == codebook.bits() && rebuilt->levels() == codebook.levels() &&
       rebuilt->thresholds() == codebook.thresholds()) {
     j.erase("thresholds");
@@ -74,8 +87,8 @@ nlohmann::json stored_codebook(const Codebook& codebook) {
 
 Codebook codebook_from_record(const nlohmann::json& j) {
   if (j.contains("levels")) return codebook_from_json(j);
-  const std::optional<Codebook> rebuilt = rebuilt_uniform(j);
-  NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform design that its parameters rebuild");
+  const std::optional<Codebook> rebuilt = rebuilt_from_parameters(j);
+  NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform or mu-law design that its parameters rebuild");
   return *rebuilt;
 }
 
@@ -244,13 +257,18 @@ std::string describe_quantized(const std::optional<Codebook>& codebook, Normalis
   for (const std::string& tensor_name : kept)
     if (has_stored_suffix(tensor_name)) ambiguous.push_back(tensor_name);
   std::sort(ambiguous.begin(), ambiguous.end());
-  nlohmann::json description = {{"version", ambiguous.empty() ? 1 : kQuantizedFormatVersion},
+  // The lowest version that reads the file: 2 for `kept`, 3 for a mu-law codebook recorded by its
+  // parameters (version 2 readers rebuilt only uniform ones).
+  const nlohmann::json recorded = codebook ? stored_codebook(*codebook) : nlohmann::json();
+  const bool mulaw_by_parameters = codebook && codebook->provenance().method == Method::MuLaw && !recorded.contains("levels");
+  const int version = mulaw_by_parameters ? 3 : ambiguous.empty() ? 1 : 2;
+  nlohmann::json description = {{"version", version},
                                 {"normalisation", to_string(normalisation)},
                                 {"mean", mean},
                                 {"stddev", stddev},
                                 {"tensors", list}};
   if (!ambiguous.empty()) description["kept"] = ambiguous;
-  if (codebook) description["codebook"] = stored_codebook(*codebook);
+  if (codebook) description["codebook"] = recorded;
   return description.dump();
 }
 

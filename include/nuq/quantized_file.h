@@ -30,7 +30,7 @@ namespace nuq {
 // 2 where a file keeps tensors under names nuq's own stored tensors end with (a GPTQ `scales`, an
 // AQLM `codes`): its description lists them (`kept`), and a reader of version 1 must not take
 // them for parts of a quantized tensor. Otherwise 1, as before.
-constexpr int kQuantizedFormatVersion = 2;
+constexpr int kQuantizedFormatVersion = 3;
 
 // A quantized file as tensors rather than file entries.
 struct QuantizedCheckpoint {

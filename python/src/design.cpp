@@ -179,7 +179,7 @@ void bind_design(py::module_& m) {
                     return PyCodebook(codebook_from_record(j));
                   },
                   "A Codebook from JSON: Codebook.to_json's, or the codebook a quantized file's header records "
-                  "(the 'codebook' of its __metadata__['nuq.quantized']; a uniform design above 256 levels is "
+                  "(the 'codebook' of its __metadata__['nuq.quantized']; a uniform or mu-law design above 256 levels is "
                   "recorded by its parameters alone and rebuilt bit for bit).",
                   py::arg("text"))
       .def("__reduce__",
