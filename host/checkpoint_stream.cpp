@@ -386,17 +386,12 @@ class StreamRun {
   QuantizeTable share_table(const Job& job, const io::SafetensorsReader& reader, const WeightView& w, const Piece& share,
                             std::uint8_t* side) {
     const bool grouped = o_.group_size > 0;
-    if (!job.maps_as_quantized) {
-      const std::vector<Affine> maps = maps_of(job, per_row_, share.row, share.rows, grouped);
-      return grouped ? grouped_quantize_table(codebook_, bits_, maps, tensor_where(job))
-                     : make_quantize_table(codebook_, bits_, maps, tensor_where(job));
-    }
+    if (!job.maps_as_quantized) return rows_table(job, maps_of(job, per_row_, share.row, share.rows, grouped));
     std::vector<Affine> maps = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols,
                                                 WeightStats{}, WeightStats{}, where_of(reader, job.name, share),
                                                 o_.nonfinite, backend_).maps;
     if (grouped) to_group_maps(maps, job);
-    QuantizeTable table = grouped ? grouped_quantize_table(codebook_, bits_, maps, tensor_where(job))
-                                  : make_quantize_table(codebook_, bits_, maps, tensor_where(job));
+    QuantizeTable table = rows_table(job, maps);
     if (grouped) {
       for (std::size_t g = 0; g < maps.size(); ++g) {
         const float scale = float(maps[g].scale);
@@ -406,6 +401,12 @@ class StreamRun {
       std::memcpy(side, table.levels.data(), table.levels.size() * sizeof(float));
     }
     return table;
+  }
+
+  // The table of a share's rows or groups: a group's levels as a reader restores them (grouped.h).
+  QuantizeTable rows_table(const Job& job, const std::vector<Affine>& maps) const {
+    return o_.group_size ? grouped_quantize_table(codebook_, bits_, maps, tensor_where(job))
+                         : make_quantize_table(codebook_, bits_, maps, tensor_where(job));
   }
 
   std::string tensor_where(const Job& job) const { return readers_[job.shard]->path() + ": tensor '" + job.name + "'"; }

@@ -26,8 +26,8 @@ constexpr double kMaxSweepPoints = 1e6;
 // loses its digits).
 constexpr double kMinMu = 1e-6;
 
-// x_max (or alpha * x_max) in standard deviations, `what` naming it: within what makes sense.
-// `stated` says what is measured ("alpha * x_max = "), `of_sigma` what sigma it was measured by.
+// x_max (or alpha * x_max) in standard deviations, within what makes sense: `stated` says what is
+// measured ("alpha * x_max = "), `of_sigma` the sigma it was measured by.
 void require_standard_deviations(double deviations, const std::string& stated, const std::string& of_sigma = "") {
   NUQ_REQUIRE(deviations <= kMaxStandardDeviations, "design: ", stated, deviations, " standard deviations",
               of_sigma, "; at most ", kMaxStandardDeviations, " make sense");
