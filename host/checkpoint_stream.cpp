@@ -179,8 +179,9 @@ class StreamRun {
       for_each_share(window.items.size(), [&](std::size_t i) {
         const Piece& share = window.items[i].share;
         const WeightView w = source.weights(window, i);
-        share_stats[i] =
-            backend_.stats_as(w.data, w.type, share.rows * share.cols, where_of(reader, job.name, share), o_.nonfinite);
+        share_stats[i] = locating_nonfinite(tensor_where(job), job.entry.shape, job.cols, share, [&] {
+          return backend_.stats_as(w.data, w.type, share.rows * share.cols, tensor_where(job), o_.nonfinite);
+        });
       });
       for (std::size_t i = 0; k < window.last; ++k) {  // piece by piece, each share in order
         const Piece& p = pieces[k];

@@ -106,7 +106,9 @@ WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, c
       const Piece& s = shares[i].rows;
       const WeightView w = weights_at(t, s.row * view.cols + s.col, s.rows * s.cols,
                                    share_scratch(piece_scratch, pieces[shares[i].piece], s), backend);
-      share_stats[i] = backend.stats_as(w.data, w.type, s.rows * s.cols, where_of(t, s), o.nonfinite);
+      share_stats[i] = locating_nonfinite(t.name, t.shape, view.cols, s, [&] {
+        return backend.stats_as(w.data, w.type, s.rows * s.cols, t.name, o.nonfinite);
+      });
     });
     for (const WeightStats& share : share_stats) own = combine(own, share);
     first = end;
@@ -153,7 +155,9 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
       for (std::size_t j = i; j < pieces.size() && pieces[j].row == p.row; ++j) {
         const WeightView w = weights_at(t, p.row * view.cols + pieces[j].col, pieces[j].cols,
                                      scratch_for(t, pieces[j], scratch, backend), backend);
-        row = combine(row, backend.stats_as(w.data, w.type, pieces[j].cols, where, o.nonfinite));
+        row = combine(row, locating_nonfinite(t.name, t.shape, view.cols, pieces[j], [&] {
+                        return backend.stats_as(w.data, w.type, pieces[j].cols, t.name, o.nonfinite);
+                      }));
       }
       long_row = normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where, o.nonfinite,
                                   backend).maps[0];

@@ -38,9 +38,7 @@ WeightStats chunk_with_nonfinite(const typename E::Stored* values, std::size_t f
   for (std::size_t i = first; i < first + count; ++i) {
     const double x = E::at(values, i);
     if (!std::isfinite(x)) {
-      NUQ_REQUIRE(nonfinite == NonFinite::Skip, name, ": element ", i, " is ", x,
-                  "; weights must be finite (asked to saturate them, nuq takes +-Inf to the outermost levels and NaN to the "
-                  "level nearest the mean: --nonfinite saturate, nonfinite='saturate' in Python)");
+      if (nonfinite != NonFinite::Skip) throw NonFiniteWeight(name, i, x);
       ++local.nonfinite;
       continue;
     }

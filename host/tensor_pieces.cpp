@@ -45,4 +45,16 @@ std::vector<Piece> shares_of(const Piece& p, bool concurrent) {
   return shares;
 }
 
+std::string element_place(const std::vector<std::int64_t>& shape, std::size_t flat) {
+  std::vector<std::size_t> place(shape.size());
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    const auto extent = static_cast<std::size_t>(shape[d]);  // not 0: the tensor holds element `flat`
+    place[d] = flat % extent;
+    flat /= extent;
+  }
+  std::string text = "[";
+  for (std::size_t d = 0; d < place.size(); ++d) text += (d ? ", " : "") + std::to_string(place[d]);
+  return text + "]";
+}
+
 }  // namespace nuq

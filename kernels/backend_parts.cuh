@@ -64,8 +64,7 @@ inline WeightStats stats_of(const StatsPartial& p) {
 // NaN or Inf among weights named `name` is an error naming the first (`value`), unless skipped.
 inline void require_finite(const WeightStats& s, NonFinite nonfinite, const std::string& name,
                            std::size_t first_nonfinite, float value) {
-  NUQ_REQUIRE(s.nonfinite == 0 || nonfinite == NonFinite::Skip, name, ": element ", first_nonfinite, " is ", value,
-              "; weights must be finite (--nonfinite saturate quantizes them to the outermost levels instead)");
+  if (s.nonfinite != 0 && nonfinite != NonFinite::Skip) throw NonFiniteWeight(name, first_nonfinite, value);
 }
 
 }  // namespace nuq::cuda

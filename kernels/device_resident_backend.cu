@@ -71,9 +71,11 @@ class DeviceResidentBackend final : public Backend {
     for (std::size_t first = 0; first < count; first += kLaunchWeights) {
       const std::size_t n = std::min(kLaunchWeights, count - first);
       const float* floats = widen(values, type, first, n);
-      // (an error names the element within this launch's part: its index offset by `first`)
-      all = combine(all, stats(floats, n, first ? name + " (from element " + std::to_string(first) + ")" : name,
-                               nonfinite));
+      try {
+        all = combine(all, stats(floats, n, name, nonfinite));
+      } catch (const NonFiniteWeight& e) {  // its index counts from this launch's first weight
+        throw NonFiniteWeight(name, first + e.index, e.value);
+      }
     }
     return all;
   }

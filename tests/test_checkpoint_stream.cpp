@@ -211,6 +211,57 @@ TEST(CheckpointStream, ATensorOfNoFiniteWeightIsRefusedByName) {
   EXPECT_EQ(report.tensors.at(1).tensor.nonfinite, 64u);
 }
 
+// A NaN or Inf is named by its place in the tensor, wherever the pieces cut it: in a row longer
+// than a piece (its index within the piece said nothing), in a share of rows that does not start
+// the tensor, and in a grouped view; by the streamed and the in-memory quantizer alike.
+TEST(CheckpointStream, ANonFiniteWeightIsNamedByItsPlaceInTheTensor) {
+  test::TempDir dir;
+  struct Case {
+    std::vector<std::int64_t> shape;
+    std::size_t at;
+    const char* place;
+  };
+  const Case cases[] = {{{2, 3, 40000}, 1 * 120000 + 2 * 40000 + 33333, "[1, 2, 33333]"},  // rows of 7 pieces
+                        {{600, 1024}, 517 * 1024 + 1000, "[517, 1000]"}};                // shares of whole rows
+  for (const Case& c : cases) {
+    std::size_t count = 1;
+    for (std::int64_t d : c.shape) count *= std::size_t(d);
+    std::vector<float> w = test::draw(test::Law::Laplace, count, 0.0, 0.05, 11);
+    w[c.at] = -std::numeric_limits<float>::infinity();
+    for (const bool bf16 : {false, true}) {
+      io::TensorFile file;
+      file.tensors["conv.weight"] = bf16 ? test::bf16_tensor(c.shape, w) : io::f32_tensor(c.shape, w);
+      io::write_safetensors(dir.file("in.safetensors"), file);
+      const std::string named = std::string("tensor 'conv.weight': element ") + c.place + " is -inf; weights must be finite";
+      for (const std::size_t group_size : {std::size_t{0}, std::size_t{64}}) {
+        StreamOptions options;
+        options.normalisation = group_size ? Normalisation::PerChannel : Normalisation::Global;
+        options.group_size = group_size;
+        options.piece_bytes = 4 * 20000;
+        const std::string what = std::string(c.place) + (bf16 ? " bf16" : " f32") + " groups " + std::to_string(group_size);
+        try {
+          quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(), options, cpu_backend());
+          ADD_FAILURE() << what << ": quantized";
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("in.safetensors: " + named), std::string::npos) << what << ": " << e.what();
+        }
+        InMemoryOptions in_memory;
+        in_memory.normalisation = options.normalisation;
+        in_memory.group_size = group_size;
+        in_memory.piece_bytes = options.piece_bytes;
+        const io::Tensor& tensor = file.tensors.at("conv.weight");
+        const TensorInMemory t{tensor.data.data(), tensor.dtype, tensor.shape, "tensor 'conv.weight'"};
+        try {
+          in_memory_stats(t, msptq2(), in_memory, cpu_backend());
+          ADD_FAILURE() << what << ": quantized in memory";
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << what << ": " << e.what();
+        }
+      }
+    }
+  }
+}
+
 // The CPU backend as a device backend looks to the streamed quantizer: one call at a time, from
 // one thread, which it records, so the pieces are read one ahead on a second thread.
 class OneCallAtATime final : public Backend {

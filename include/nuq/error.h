@@ -3,6 +3,7 @@
 // invariant of nuq itself. Both are exceptions, never abort(), so tests and the CLI can see them.
 #pragma once
 
+#include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -12,6 +13,17 @@ namespace nuq {
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// A NaN or Inf among weights that must be finite. `index` counts from the first of the weights
+// the check was given: a caller that gave it part of a tensor (a piece, a share) rethrows it with
+// the element's place in the whole tensor (locate_nonfinite, tensor_pieces.h).
+class NonFiniteWeight : public Error {
+ public:
+  // "<where>: element <place> is <value>; weights must be finite (...)", place the index unless given.
+  NonFiniteWeight(const std::string& where, std::size_t index, double value, const std::string& place = "");
+  std::size_t index;
+  double value;
 };
 
 class InternalError : public std::logic_error {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <string>
 #include <vector>
@@ -42,6 +43,25 @@ std::vector<Piece> pieces_of(std::size_t rows, std::size_t cols, std::size_t pie
 // backend spreads it over the cores itself.
 // Statistics are combined share by share in this order, by both quantizers.
 std::vector<Piece> shares_of(const Piece& piece, bool concurrent);
+
+// The place of element `flat` (in row-major order) in a tensor of `shape`: "[1, 97]", "[]" for a
+// scalar.
+std::string element_place(const std::vector<std::int64_t>& shape, std::size_t flat);
+
+// work(), with a NaN or Inf it meets among the weights of `share` named by its place in the whole
+// tensor, after `where` (the file and the tensor). The share's weights are contiguous rows of
+// share.cols from (share.row, share.col) of a [rows, cols] view of a tensor of `shape` (a grouped
+// view too: its rows are the tensor's in order), so a backend's index within them says where.
+template <typename Work>
+auto locating_nonfinite(const std::string& where, const std::vector<std::int64_t>& shape, std::size_t cols,
+                        const Piece& share, const Work& work) -> decltype(work()) {
+  try {
+    return work();
+  } catch (const NonFiniteWeight& e) {
+    const std::size_t flat = share.row * cols + share.col + e.index / share.cols * cols + e.index % share.cols;
+    throw NonFiniteWeight(where, flat, e.value, element_place(shape, flat));
+  }
+}
 
 // Runs work(i) for i in [0, count), spread over the threads when count > 1 (so a backend called
 // inside runs on the calling thread alone), each thread taking the next i when done (callers keep
