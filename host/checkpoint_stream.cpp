@@ -191,8 +191,10 @@ class StreamRun {
         if (per_row_ && !job.maps_as_quantized) {  // a piece of one row's columns
           row = combine(row, piece);
           if (p.col + p.cols == job.cols) {
-            job.maps.push_back(normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, none, row,
-                                                where_of(reader, job.name, p), o_.nonfinite, backend_).maps[0]);
+            // (a row of no finite weight: the tensor's mean, which make_maps puts in place of the NaN)
+            job.maps.push_back(row.count ? normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, none, row,
+                                                            where_of(reader, job.name, p), o_.nonfinite, backend_).maps[0]
+                                         : Affine{kNaN, 0.0});
             row = {};
           }
         }
@@ -205,6 +207,8 @@ class StreamRun {
   // and the count of maps stored.
   void make_maps(Job& job, const WeightStats& global) {
     require_finite_weights(job.own, tensor_where(job));
+    for (Affine& row : job.maps)  // per channel, rows longer than a piece: those of no finite weight
+      if (std::isnan(row.mean)) row = {job.own.mean, 0.0};
     if (!per_row_)
       job.maps = normalise_tensor(o_.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name,
                                   o_.nonfinite, backend_).maps;
@@ -389,7 +393,7 @@ class StreamRun {
     const bool grouped = o_.group_size > 0;
     if (!job.maps_as_quantized) return rows_table(job, maps_of(job, per_row_, share.row, share.rows, grouped));
     std::vector<Affine> maps = normalise_tensor(Normalisation::PerChannel, w.data, w.type, share.rows, share.cols,
-                                                WeightStats{}, WeightStats{}, where_of(reader, job.name, share),
+                                                WeightStats{}, job.own, where_of(reader, job.name, share),
                                                 o_.nonfinite, backend_).maps;
     if (grouped) to_group_maps(maps, job);
     QuantizeTable table = rows_table(job, maps);

@@ -159,8 +159,9 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
                         return backend.stats_as(w.data, w.type, pieces[j].cols, t.name, o.nonfinite);
                       }));
       }
-      long_row = normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where, o.nonfinite,
-                                  backend).maps[0];
+      long_row = row.count ? normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where,
+                                              o.nonfinite, backend).maps[0]
+                           : Affine{own.mean, 0.0};  // no finite weight: as normalise_tensor per channel
     }
     // Shares of the pieces as the streamed pass cuts them, each with its rows' maps and table.
     float* piece_scratch = scratch_for(t, p, scratch, backend);

@@ -173,7 +173,7 @@ TEST(CheckpointStream, PiecesSharedAmongThreadsGiveTheInMemoryCodes) {
 
 // A tensor of no finite weight among finite ones is refused by name even with NonFinite::Skip, by
 // the streamed and the in-memory quantizer, in every mode, and nothing is written; one NaN row of a
-// tensor is not (per channel its table and weights are 0, docs/robustness.md).
+// tensor is not (it comes back as the tensor's mean, below).
 TEST(CheckpointStream, ATensorOfNoFiniteWeightIsRefusedByName) {
   test::TempDir dir;
   io::TensorFile file;
@@ -209,6 +209,62 @@ TEST(CheckpointStream, ATensorOfNoFiniteWeightIsRefusedByName) {
   const StreamReport report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(),
                                                         per_channel, cpu_backend());
   EXPECT_EQ(report.tensors.at(1).tensor.nonfinite, 64u);
+}
+
+// Under NonFinite::Skip a row or group of no finite weight has no statistics of its own: it comes
+// back as the tensor's mean (its table, or its group's scale about that mean, 0), per channel and
+// in groups, in rows a piece holds and in rows longer than a piece, streamed and in memory alike.
+TEST(CheckpointStream, ARowOrGroupOfNoFiniteWeightComesBackAsTheTensorsMean) {
+  test::TempDir dir;
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN(), kInf = std::numeric_limits<float>::infinity();
+  const std::size_t rows = 6, cols = 4096;
+  std::vector<float> w = test::draw(test::Law::Laplace, rows * cols, 0.25, 0.05, 5);
+  std::fill(w.begin() + 2 * cols, w.begin() + 3 * cols, kNaN);  // row 2
+  w[2 * cols + 7] = kInf;
+  std::fill(w.begin() + 4 * cols + 64, w.begin() + 4 * cols + 128, -kInf);  // row 4's second group of 64
+  double sum = 0.0;
+  std::size_t finite = 0;
+  for (float x : w)
+    if (std::isfinite(x)) sum += x, ++finite;
+  const double mean = sum / double(finite);
+  io::TensorFile file;
+  file.tensors["w"] = io::f32_tensor({std::int64_t(rows), std::int64_t(cols)}, w);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (const std::size_t group_size : {std::size_t{0}, std::size_t{64}})
+    for (const std::size_t piece_bytes : {kPieceBytes, std::size_t{4 * 1024}}) {  // rows whole, or in 4 pieces
+      StreamOptions options;
+      options.normalisation = Normalisation::PerChannel;
+      options.nonfinite = NonFinite::Skip;
+      options.group_size = group_size;
+      options.piece_bytes = piece_bytes;
+      const std::string what = "groups " + std::to_string(group_size) + " pieces of " + std::to_string(piece_bytes);
+      const StreamReport report =
+          quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(), options, cpu_backend());
+      EXPECT_EQ(report.tensors.at(0).tensor.nonfinite, cols + 64) << what;
+      const io::TensorFile back = dequantize_checkpoint(io::read_safetensors(dir.file("s.safetensors")), "s");
+      std::vector<float> restored(rows * cols);
+      std::memcpy(restored.data(), back.tensors.at("w").data.data(), restored.size() * sizeof(float));
+      for (std::size_t c = 0; c < cols; ++c)
+        ASSERT_NEAR(restored[2 * cols + c], mean, 1e-6) << what << ": row 2, column " << c;
+      if (group_size)  // a group of -Inf in a row of finite weights: as the NaN row
+        for (std::size_t c = 64; c < 128; ++c) ASSERT_NEAR(restored[4 * cols + c], mean, 1e-6) << what << ": row 4";
+      // The in-memory quantizer (the Python binding's) gives the same codes, scales and tables.
+      InMemoryOptions in_memory;
+      in_memory.normalisation = Normalisation::PerChannel;
+      in_memory.nonfinite = NonFinite::Skip;
+      in_memory.group_size = group_size;
+      in_memory.piece_bytes = piece_bytes;
+      const io::Tensor& tensor = file.tensors.at("w");
+      const TensorInMemory t{tensor.data.data(), tensor.dtype, tensor.shape, "w"};
+      const WeightStats own = in_memory_stats(t, msptq2(), in_memory, cpu_backend());
+      const QuantizedTensor q = quantize_in_memory(t, msptq2(), own, own, in_memory, cpu_backend());
+      const QuantizedCheckpoint streamed =
+          read_quantized_checkpoint(io::read_safetensors(dir.file("s.safetensors")), "s");
+      const QuantizedTensor& s = streamed.quantized.at("w");
+      EXPECT_EQ(q.matrix.codes.bytes, s.matrix.codes.bytes) << what;
+      EXPECT_EQ(q.scales, s.scales) << what;
+      EXPECT_EQ(q.matrix.levels, s.matrix.levels) << what;
+    }
 }
 
 // A NaN or Inf is named by its place in the tensor, wherever the pieces cut it: in a row longer
