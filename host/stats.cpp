@@ -308,21 +308,29 @@ namespace {
 // One block's sum of ((w - mean) / scale)^4: in float, vectorised, where the scale and every
 // term are finite in float; else again in double without the non-finite weights (NaN or Inf
 // inside, a deviation of 10^9 sigma, or a scale beyond FP32), a branch per weight.
+// A deviation is (w - m) + correction, m the mean rounded to float and correction what that
+// rounding lost: w - m is exact for weights near the mean (Sterbenz), so a tensor whose mean is
+// 10^4 sigma from 0 is not measured about a point 10^-3 sigma off (which moved its kurtosis by
+// 10^-4 and more).
 template <typename E>
 double block_fourth_moment(const typename E::Stored* values, std::size_t first, std::size_t end, double mean,
                            double inverse) {
   const float m = static_cast<float>(mean), inverse_f = static_cast<float>(inverse);
+  const float correction = static_cast<float>(double(m) - mean);
   if (std::isnormal(inverse_f)) {
     float block = 0.0f;
     std::size_t i = first;
 #if defined(__AVX512F__)
     // Four partial sums of sixteen lanes: one chain of additions would wait on its own latency
     // (the loop below, as the compiler vectorises it, ran at a quarter of this speed).
-    const __m512 mean16 = _mm512_set1_ps(m), inverse16 = _mm512_set1_ps(inverse_f);
+    const __m512 mean16 = _mm512_set1_ps(m), correction16 = _mm512_set1_ps(correction),
+                 inverse16 = _mm512_set1_ps(inverse_f);
     __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (; i + 64 <= end; i += 64)
       for (int u = 0; u < 4; ++u) {
-        const __m512 d = _mm512_mul_ps(_mm512_sub_ps(E::load16(values + i + 16 * std::size_t(u)), mean16), inverse16);
+        const __m512 deviation =
+            _mm512_add_ps(_mm512_sub_ps(E::load16(values + i + 16 * std::size_t(u)), mean16), correction16);
+        const __m512 d = _mm512_mul_ps(deviation, inverse16);
         const __m512 square = _mm512_mul_ps(d, d);
         part[u] = _mm512_fmadd_ps(square, square, part[u]);
       }
@@ -331,7 +339,7 @@ double block_fourth_moment(const typename E::Stored* values, std::size_t first, 
     float tail = 0.0f;
 #pragma omp simd reduction(+ : tail)
     for (std::size_t j = i; j < end; ++j) {
-      const float d = (E::at(values, j) - m) * inverse_f;
+      const float d = ((E::at(values, j) - m) + correction) * inverse_f;
       tail += (d * d) * (d * d);
     }
     block += tail;

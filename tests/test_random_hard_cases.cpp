@@ -241,6 +241,26 @@ TEST(RandomHardCases, FourthMomentOfEveryTypeAndScaleMatchesDouble) {
   }
 }
 
+// A mean that float cannot hold, far from 0 in sigmas (10^2 to 10^5): the moment is taken about
+// that mean, not about its float rounding (which put a tensor's kurtosis 10^-4 off at 10^4 sigma).
+TEST(RandomHardCases, FourthMomentAboutAMeanFarFromZeroMatchesDouble) {
+  Draw d(5);
+  for (int index = 0; index < 200; ++index) {
+    const double scale = std::pow(10.0, -20 + 40 * d.uniform());
+    const double mean = d.sign() * scale * std::pow(10.0, 2 + 3 * d.uniform()) * (1.0 + 1.0 / 3.0);
+    std::vector<float> w(1 + d.below(5000));
+    for (float& x : w) x = float(mean + d.sign() * d.exponential() * scale);
+    double exact = 0.0;
+    for (float x : w) {
+      const double z = (double(x) - mean) / scale;
+      exact += z * z * z * z;
+    }
+    const double got = fourth_moment(w.data(), WeightType::F32, w.size(), mean, scale);
+    ASSERT_NEAR(got, exact, 1e-5 * exact) << "case " << index << ": " << w.size() << " weights at " << mean / scale
+                                          << " sigma from 0";
+  }
+}
+
 TEST(RandomHardCases, StatisticsOfHardCasesMatchWelfordAndEachRowIsItsOwn) {
   Draw d(7);
   for (int index = 0; index < 600; ++index) {
