@@ -223,6 +223,34 @@ TEST(Cli, AModelsMetadataSurvivesQuantizeAndDequantize) {
 // A sharded checkpoint quantized into a folder comes back the same way: each shard restored under
 // its own name (what dequantizing that shard alone gives) and a new index; every output is checked
 // before the first is written.
+// A checkpoint takes every support region given in sigmas (the paper's cases 3-5: 3delta, Hui, Jayant;
+// 3delta-mod, ternary) as nuq's own models do: the same x_max, and the codes a run at it writes.
+TEST(Cli, ACheckpointTakesSupportRegionsInSigmas) {
+  test::TempDir dir;
+  io::TensorFile checkpoint;
+  std::vector<float> w(16 * 64);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 1.7)) * 0.05f;
+  checkpoint.tensors["layers.0.mlp.weight"] = io::f32_tensor({16, 64}, w);
+  io::write_safetensors(dir.file("m.safetensors"), checkpoint);
+  const std::pair<const char*, double> regions[] = {{"case3", 2.5513}, {"hui", 1.9605}, {"case5", 2.1748}};
+  for (const auto& [region, xmax] : regions) {
+    const CommandResult given = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("s.safetensors") +
+                                        " --support " + region + " --json");
+    ASSERT_EQ(given.status, 0) << region << ": " << given.output;
+    const double chosen = nlohmann::json::parse(given.output).at("codebook").at("xmax").get<double>();
+    EXPECT_NEAR(chosen, xmax, 1e-4) << region;
+    std::ostringstream at;
+    at.precision(17);
+    at << chosen;
+    const CommandResult same = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("x.safetensors") +
+                                       " --xmax " + at.str());
+    ASSERT_EQ(same.status, 0) << same.output;
+    EXPECT_EQ(io::read_safetensors(dir.file("s.safetensors")).tensors.at("layers.0.mlp.weight.codes").data,
+              io::read_safetensors(dir.file("x.safetensors")).tensors.at("layers.0.mlp.weight.codes").data)
+        << region;
+  }
+}
+
 // --nonfinite saturate on a checkpoint: the text report says how many weights were saturated, and
 // where, as it does for nuq's own models; --json counts them per tensor.
 TEST(Cli, SaturatedWeightsOfACheckpointAreCountedInTheReport) {

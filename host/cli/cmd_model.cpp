@@ -235,7 +235,16 @@ void run_quantize(const QuantizeOptions& o) {
     normalisation = Normalisation::PerChannel;
   }
   if (!network) {
-    NUQ_REQUIRE(o.support.empty(), o.input, ": --support is for nuq's own models; give --xmax for a checkpoint");
+    // A support region that is a number of sigmas is the same for every checkpoint; one at the
+    // weights' extremes would need the statistics pass before the design, which a stream runs after.
+    if (!o.support.empty()) {
+      const Support support = parse_support(o.support);
+      NUQ_REQUIRE(!depends_on_extremes(support), o.input, ": --support ", o.support,
+                  " is x_max at the weights' extremes, which only nuq's own models are quantized by; for a "
+                  "checkpoint give --xmax, or a region in sigmas (case3..case5, 3delta, 3delta-mod, hui, jayant, "
+                  "ternary)");
+      codebook = codebook_at_xmax(spec, resolve_xmax(support, WeightRange{}));
+    }
     run_quantize_checkpoint(o, codebook, normalisation, nonfinite, *backend);
     return;
   }
@@ -424,7 +433,8 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--bits,-b", q->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
       ->check(CLI::Range(1, 16))->capture_default_str();
   quantize_cmd->add_option("--support", q->support,
-                           "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max")
+                           "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max "
+                           "(checkpoints: all but case1/min-abs and case2/max-abs, the extremes of nuq's own models)")
       ->check([](const std::string& s) { return s.empty() ? std::string("an empty support region names none") : ""; });
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
   CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
