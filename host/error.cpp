@@ -5,7 +5,7 @@ namespace nuq {
 NonFiniteWeight::NonFiniteWeight(const std::string& where, std::size_t index, double value, const std::string& place)
     : Error(detail::concat(where, ": element ", place.empty() ? std::to_string(index) : place, " is ", value,
                            "; weights must be finite (asked to saturate them, nuq takes +-Inf to the outermost levels "
-                           "and NaN to the level nearest the mean: --nonfinite saturate, nonfinite='saturate' in "
+                           "and NaN to the level of the cell holding the mean: --nonfinite saturate, nonfinite='saturate' in "
                            "Python)")),
       index(index),
       value(value) {}

@@ -6,6 +6,7 @@
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/widen.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq {
 namespace {
@@ -132,9 +133,9 @@ Model model_from_file(const io::TensorFile& file, const std::string& path, NonFi
     // F16 and BF16 (a model saved in half precision, by nuq.save say) widen exactly to the F32 it runs in.
     Parameter p{entry.name, entry.shape, io::widened(it->second, path + ": " + entry.name), it->second.dtype};
     for (std::size_t i = 0; i < p.values.size() && nonfinite == NonFinite::Reject; ++i)
-      NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", i, " is ", p.values[i],
-                  "; `nuq quantize --nonfinite saturate` takes +-Inf to the outermost levels and NaN to the level nearest "
-                  "the mean instead");
+      NUQ_REQUIRE(std::isfinite(p.values[i]), path, ": tensor '", entry.name, "' element ", element_place(p.shape, i),
+                  " is ", p.values[i], "; `nuq quantize --nonfinite saturate` takes +-Inf to the outermost levels and "
+                  "NaN to the level of the cell holding the mean instead");
     model.parameters.push_back(std::move(p));
   }
   return model;

@@ -16,6 +16,7 @@
 #include "nuq/laplace.h"
 #include "nuq/network.h"
 #include "nuq/quantized_file.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq {
 namespace {
@@ -29,7 +30,10 @@ WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backen
   // (checkpoint_stream.h, Python's quantize_state_dict): the same bits whatever the order.
   std::map<std::string, WeightStats> own;
   for (const Parameter& p : model.parameters) {
-    own[p.name] = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
+    const Piece whole{0, 1, 0, p.values.size()};  // (a NaN named by its place in the parameter's shape)
+    own[p.name] = locating_nonfinite(p.name, p.shape, p.values.size(), whole, [&] {
+      return backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
+    });
     require_finite_weights(own[p.name], p.name);
   }
   WeightStats stats;
@@ -204,7 +208,8 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
                   io::shape_text(p.shape), " floats a ", to_string(q.architecture), " needs");
       std::vector<float> values = io::widened(kept->second, where);
       for (std::size_t i = 0; i < values.size(); ++i)
-        NUQ_REQUIRE(std::isfinite(values[i]), where, " element ", i, " is ", values[i], "; a network's weights must be finite");
+        NUQ_REQUIRE(std::isfinite(values[i]), where, " element ", element_place(p.shape, i), " is ", values[i],
+                    "; a network's weights must be finite");
       q.plain.emplace(p.name, std::move(values));
       continue;
     }

@@ -74,7 +74,7 @@ class HostileInputs : public ::testing::Test {
     model.dataset.clear();  // as written by an older nuq
     save_model(file("no-dataset.safetensors"), model);
     Model broken = make_model(Architecture::Mlp, 3);
-    broken.parameters[0].values[7] = std::numeric_limits<float>::quiet_NaN();
+    broken.parameters[0].values[784 + 7] = std::numeric_limits<float>::quiet_NaN();
     save_model(file("nan-weight.safetensors"), broken);
 
     // A foreign checkpoint, quantized, and three ways a quantized checkpoint can be damaged.
@@ -166,7 +166,7 @@ const std::vector<Case>& cases() {
       {"quantize {d}/notes.txt -o {d}/q.safetensors", kUserError, "notes.txt: header length"},
       {"eval {d}/folder", kUserError, "it is a directory"},
       {"eval {d}/no-dataset.safetensors", kUserError, "does not record the data set"},
-      {"quantize {d}/nan-weight.safetensors -o {d}/q.safetensors", kUserError, "nuq quantize --nonfinite saturate"},
+      {"quantize {d}/nan-weight.safetensors -o {d}/q.safetensors", kUserError, "tensor 'fc1.weight' element [1, 7] is nan; `nuq quantize --nonfinite saturate`"},
       {"quantize {d}/extra-tensor.safetensors -o {d}/q.safetensors", kUserError,
        "tensor 'fc4.weight' is not a parameter of nuq's mlp"},
       // dequantize refuses what it cannot restore, and says so.

@@ -444,7 +444,8 @@ void add_model_commands(CLI::App& app) {
       ->check(CLI::IsMember({"global", "per-tensor", "per-channel", "none"}))->capture_default_str();
   quantize_cmd->add_option("--nonfinite", q->nonfinite,
                            "NaN or Inf in the weights: error (names the tensor and index), or saturate (+-Inf to the "
-                           "outermost levels, NaN to the level nearest the mean, left out of every statistic)")
+                           "outermost levels, NaN to the level of the cell holding the mean, 0 under --normalise none; left "
+                           "out of every statistic)")
       ->check(CLI::IsMember({"error", "saturate"}))->capture_default_str();
   quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor (ternary only): x_max = alpha * (--xmax, --support or 3/sqrt(2))")->capture_default_str();
   quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();

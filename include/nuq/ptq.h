@@ -102,7 +102,7 @@ WeightRange normalised_range(const Model& model, Normalisation normalisation = N
 // Quantizes with `codebook` (in normalised units; codes must fit a packable width). Fills `report`.
 // Non-finite weights are an error naming the tensor and index; with NonFinite::Skip they are left
 // out of every statistic and saturated: +Inf and -Inf to the outermost levels, NaN to the level
-// nearest the mean (counted in the report).
+// of the cell holding the mean (counted in the report).
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report = nullptr,
                               Normalisation normalisation = Normalisation::Global,
                               NonFinite nonfinite = NonFinite::Reject, Backend& backend = cpu_backend());
