@@ -14,6 +14,7 @@
 #include "nuq/io/widen.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq {
 
@@ -64,7 +65,9 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
     }
     const std::string where = name + ": tensor '" + tensor_name + "'";
     std::vector<float>& v = values[tensor_name] = io::widened(t, where);
-    own[tensor_name] = backend.stats(v.data(), v.size(), where, nonfinite);
+    own[tensor_name] = locating_nonfinite(where, t.shape, v.size(), Piece{0, 1, 0, v.size()}, [&] {
+      return backend.stats(v.data(), v.size(), where, nonfinite);
+    });
     require_finite_weights(own[tensor_name], where);
     global = combine(global, own[tensor_name]);
   }

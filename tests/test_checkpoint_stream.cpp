@@ -276,9 +276,12 @@ TEST(CheckpointStream, ANonFiniteWeightIsNamedByItsPlaceInTheTensor) {
     std::vector<std::int64_t> shape;
     std::size_t at;
     const char* place;
+    std::size_t piece_bytes;
   };
-  const Case cases[] = {{{2, 3, 40000}, 1 * 120000 + 2 * 40000 + 33333, "[1, 2, 33333]"},  // rows of 7 pieces
-                        {{600, 1024}, 517 * 1024 + 1000, "[517, 1000]"}};                // shares of whole rows
+  const Case cases[] = {
+      {{2, 3, 40000}, 1 * 120000 + 2 * 40000 + 33333, "[1, 2, 33333]", 4 * 20000},  // rows of 7 pieces
+      {{600, 1024}, 517 * 1024 + 1000, "[517, 1000]", 4 * 20000},  // a piece of 19 rows, one share
+      {{300, 4096}, 299 * 4096 + 4095, "[299, 4095]", kPieceBytes}};  // the last of a piece's 5 shares of rows
   for (const Case& c : cases) {
     std::size_t count = 1;
     for (std::int64_t d : c.shape) count *= std::size_t(d);
@@ -293,7 +296,7 @@ TEST(CheckpointStream, ANonFiniteWeightIsNamedByItsPlaceInTheTensor) {
         StreamOptions options;
         options.normalisation = group_size ? Normalisation::PerChannel : Normalisation::Global;
         options.group_size = group_size;
-        options.piece_bytes = 4 * 20000;
+        options.piece_bytes = c.piece_bytes;
         const std::string what = std::string(c.place) + (bf16 ? " bf16" : " f32") + " groups " + std::to_string(group_size);
         try {
           quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("s.safetensors"), msptq2(), options, cpu_backend());

@@ -220,11 +220,9 @@ TEST(Cli, AModelsMetadataSurvivesQuantizeAndDequantize) {
   EXPECT_EQ(restored.metadata, model.metadata);
 }
 
-// A sharded checkpoint quantized into a folder comes back the same way: each shard restored under
-// its own name (what dequantizing that shard alone gives) and a new index; every output is checked
-// before the first is written.
-// A checkpoint takes every support region given in sigmas (the paper's cases 3-5: 3delta, Hui, Jayant;
-// 3delta-mod, ternary) as nuq's own models do: the same x_max, and the codes a run at it writes.
+// A checkpoint takes every support region given in sigmas (the paper's cases 3-5: 3delta, Hui,
+// Jayant; 3delta-mod, ternary's, scaled by --alpha once) as nuq's own models do: the x_max the
+// rule gives, and the codes a run at that --xmax writes.
 TEST(Cli, ACheckpointTakesSupportRegionsInSigmas) {
   test::TempDir dir;
   io::TensorFile checkpoint;
@@ -232,22 +230,31 @@ TEST(Cli, ACheckpointTakesSupportRegionsInSigmas) {
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 1.7)) * 0.05f;
   checkpoint.tensors["layers.0.mlp.weight"] = io::f32_tensor({16, 64}, w);
   io::write_safetensors(dir.file("m.safetensors"), checkpoint);
-  const std::pair<const char*, double> regions[] = {{"case3", 2.5513}, {"hui", 1.9605}, {"case5", 2.1748}};
-  for (const auto& [region, xmax] : regions) {
+  const struct {
+    std::string design, region;
+    double xmax, alpha;  // the rule's x_max (NaN: not checked here), and --alpha
+  } cases[] = {{"-m sptq", "case3", 2.5513, 1.0},
+               {"-m sptq", "hui", 1.9605, 1.0},
+               {"-m msptq", "case5", 2.1748, 1.0},
+               {"-m msptq", "3delta-mod", std::nan(""), 1.0},
+               {"-m ternary --alpha 0.5", "ternary", 0.5 * 3.0 / std::sqrt(2.0), 0.5}};
+  for (const auto& c : cases) {
+    const std::string what = c.design + " --support " + c.region;
     const CommandResult given = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("s.safetensors") +
-                                        " --support " + region + " --json");
-    ASSERT_EQ(given.status, 0) << region << ": " << given.output;
+                                        " " + c.design + " --support " + c.region + " --json");
+    ASSERT_EQ(given.status, 0) << what << ": " << given.output;
     const double chosen = nlohmann::json::parse(given.output).at("codebook").at("xmax").get<double>();
-    EXPECT_NEAR(chosen, xmax, 1e-4) << region;
-    std::ostringstream at;
+    if (!std::isnan(c.xmax)) EXPECT_NEAR(chosen, c.xmax, 1e-4) << what;
+    std::ostringstream at;  // --xmax is scaled by --alpha as the rule's x_max is
     at.precision(17);
-    at << chosen;
+    at << chosen / c.alpha;
     const CommandResult same = run_nuq("quantize " + dir.file("m.safetensors") + " -o " + dir.file("x.safetensors") +
-                                       " --xmax " + at.str());
+                                       " " + c.design + " --xmax " + at.str() + " --json");
     ASSERT_EQ(same.status, 0) << same.output;
+    EXPECT_NEAR(nlohmann::json::parse(same.output).at("codebook").at("xmax").get<double>(), chosen, 1e-12) << what;
     EXPECT_EQ(io::read_safetensors(dir.file("s.safetensors")).tensors.at("layers.0.mlp.weight.codes").data,
               io::read_safetensors(dir.file("x.safetensors")).tensors.at("layers.0.mlp.weight.codes").data)
-        << region;
+        << what;
   }
 }
 

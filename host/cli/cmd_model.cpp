@@ -235,14 +235,15 @@ void run_quantize(const QuantizeOptions& o) {
     normalisation = Normalisation::PerChannel;
   }
   if (!network) {
-    // A support region that is a number of sigmas is the same for every checkpoint; one at the
-    // weights' extremes would need the statistics pass before the design, which a stream runs after.
+    // A support region that is a number (in normalised units) is the same for every checkpoint; one
+    // at the weights' extremes would need the statistics pass before the design, which a stream
+    // runs after.
     if (!o.support.empty()) {
       const Support support = parse_support(o.support);
       NUQ_REQUIRE(!depends_on_extremes(support), o.input, ": --support ", o.support,
                   " is x_max at the weights' extremes, which only nuq's own models are quantized by; for a "
-                  "checkpoint give --xmax, or a region in sigmas (case3..case5, 3delta, 3delta-mod, hui, jayant, "
-                  "ternary)");
+                  "checkpoint give --xmax, or a region that is a number (case3..case5, 3delta, 3delta-mod, hui, "
+                  "jayant, ternary, or x_max itself)");
       codebook = codebook_at_xmax(spec, resolve_xmax(support, WeightRange{}));
     }
     run_quantize_checkpoint(o, codebook, normalisation, nonfinite, *backend);
