@@ -49,6 +49,7 @@ INSTANTIATE_TEST_SUITE_P(Both, RealDataset, ::testing::Values("mnist", "fashion"
 #include "nuq/network.h"
 #include "nuq/ptq.h"
 #include "nuq/train.h"
+#include "../temp_dir.h"
 
 namespace nuq {
 namespace {
@@ -67,10 +68,10 @@ TEST(MnistEndToEnd, OneEpochTrainsAndTwoBitsKeepTheAccuracy) {
   spec.method = Method::Msptq;
   PtqReport report;
   const QuantizedModel q = quantize_model(model, design(spec).codebook, &report);
-  const std::string path = (std::filesystem::temp_directory_path() / "nuq-mnist-e2e.safetensors").string();
+  test::TempDir temp;  // a folder of this run's own: another test run may be on this machine
+  const std::string path = temp.file("q.safetensors");
   save_quantized(path, q);
   const double packed = quantized_accuracy(load_quantized(path), test_set);
-  std::filesystem::remove(path);
   Model dequantized = dequantize_model(q);
   EXPECT_DOUBLE_EQ(packed, accuracy(dequantized, test_set));
   EXPECT_GT(packed, fp32 - 2.0);
@@ -83,8 +84,8 @@ TEST(MnistEndToEnd, OneEpochTrainsAndTwoBitsKeepTheAccuracy) {
 TEST(MnistEndToEnd, MismatchExperimentFollowsTheTheory) {
   const std::string dir = io::dir_of("mnist");
   if (!std::filesystem::exists(dir)) GTEST_SKIP() << dir << " is absent; run scripts/fetch-data";
-  const std::filesystem::path out = std::filesystem::temp_directory_path() / "nuq-itc2021-test";
-  std::filesystem::remove_all(out);
+  const test::TempDir temp;  // (another test run may be on this machine)
+  const std::filesystem::path out = temp.path();
   ExperimentOptions options;
   options.data_root = std::filesystem::path(dir).parent_path().string();
   options.out_dir = out.string();
@@ -129,7 +130,6 @@ TEST(MnistEndToEnd, MismatchExperimentFollowsTheTheory) {
         EXPECT_LT(worst_case(c.bits - 1, at_db, at_db).worst_sqnr_db, e.sqnr_floor_db);
       }
     }
-  std::filesystem::remove_all(out);
 }
 
 }  // namespace
