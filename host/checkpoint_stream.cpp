@@ -59,12 +59,6 @@ struct Job {
   double fourth = 0.0;       // pass 2: sum of ((w - mean) / sigma)^4 over the finite weights
 };
 
-// Whether a tensor has a spread to take its fourth moment at (and so an excess kurtosis).
-bool has_spread(const WeightStats& s) {
-  const double sigma = s.stddev();
-  return sigma > 0.0 && std::isfinite(sigma);
-}
-
 // Grouped maps turned into the tensor's mean and each group's RMS about it, rounded to the F32 the
 // file stores.
 void to_group_maps(std::vector<Affine>& maps, const Job& job) {
@@ -316,22 +310,7 @@ class StreamRun {
       const std::size_t stored = job.matrix_rows * packed_row_bytes(job.matrix_cols, bits_) + tables;
       t.tensor = {job.name, job.entry.shape, bits_, job.entry.end - job.entry.begin, stored,
                   finite ? std::sqrt(job.totals.noise / double(finite)) : 0.0, job.totals.max_error, job.totals.nonfinite};
-      t.sqnr_ex_db = job.totals.noise > 0.0 ? 10.0 * std::log10(job.totals.signal / job.totals.noise)
-                                            : std::numeric_limits<double>::infinity();
-      t.within = finite ? 100.0 * double(job.totals.inside) / double(finite) : 0.0;
-      // The fourth moment's terms are of (w - mean) / sigma, so its mean is the kurtosis itself.
-      t.excess_kurtosis = has_spread(job.own) ? job.fourth / double(finite) - 3.0 : kNaN;
-      // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel: each
-      // row is normalised to 1). A map of scale 0 (per row: a tensor without spread, whose rows
-      // are each constant) stores the weights exactly, and a tensor of no finite weight has none
-      // to quantize: the design does not apply (NaN). Weights without spread met as they are: no
-      // signal, some distortion, -inf as nuq's own models report it (host/ptq.cpp).
-      const bool exact = per_row_ ? !has_spread(job.own) : !(job.maps[0].scale > 0.0);  // rows' maps: not at hand
-      const double sigma = per_row_ ? 1.0 : job.own.stddev() / job.maps[0].scale;
-      t.sqnr_th_db = finite == 0 || exact              ? kNaN
-                     : sigma == 0.0                    ? -std::numeric_limits<double>::infinity()
-                     : sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook_, sigma)
-                                                       : kNaN;
+      add_measures(t.tensor, codebook_, job.totals, job.own, job.fourth, per_row_, per_row_ ? Affine{} : job.maps[0]);
       t.file = checkpoint_.output(job.shard);
       report_.tensors.push_back(std::move(t));
     }

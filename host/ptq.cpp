@@ -25,6 +25,32 @@ bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 
 
 }  // namespace
 
+bool has_spread(const WeightStats& s) {
+  const double sigma = s.stddev();
+  return sigma > 0.0 && std::isfinite(sigma);
+}
+
+void add_measures(TensorReport& t, const Codebook& codebook, const QuantizeTotals& totals, const WeightStats& own,
+                  double fourth, bool per_row, const Affine& map) {
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN(), kInf = std::numeric_limits<double>::infinity();
+  const std::size_t finite = own.count;
+  t.sqnr_ex_db = totals.noise > 0.0 ? 10.0 * std::log10(totals.signal / totals.noise) : kInf;
+  t.within = finite ? 100.0 * double(totals.inside) / double(finite) : 0.0;
+  // The fourth moment's terms are of (w - mean) / sigma, so its mean is the kurtosis itself.
+  t.excess_kurtosis = has_spread(own) ? fourth / double(finite) - 3.0 : kNaN;
+  // The design's SQNR on a Laplacian of the tensor's own normalised sigma (per channel and in
+  // groups each row is normalised to 1). A map of scale 0 (per row: a tensor without spread, whose
+  // rows are each constant) stores the weights exactly, and a tensor of no finite weight has none
+  // to quantize: the design does not apply (NaN). Weights without spread met as they are, or by
+  // another's map: no signal, some distortion, -inf.
+  const bool exact = per_row ? !has_spread(own) : !(map.scale > 0.0);
+  const double sigma = per_row ? 1.0 : own.stddev() / map.scale;
+  t.sqnr_th_db = finite == 0 || exact              ? kNaN
+                 : sigma == 0.0                    ? -kInf
+                 : sigma > 1e-100 && sigma < 1e100 ? laplace_sqnr_db(codebook, sigma)
+                                                   : kNaN;
+}
+
 WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
   // Each parameter's statistics joined in name order, as every other path joins a checkpoint's
   // (checkpoint_stream.h, Python's quantize_state_dict): the same bits whatever the order.
@@ -119,6 +145,11 @@ QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqR
     QuantizedTensor tensor{p.shape, {std::move(codes), table.levels}, tensor_map.mean, tensor_map.scale};
     tensor_report.bytes_after = tensor.matrix.codes.bytes.size() +
                                 (stores_grid(codebook, bits) ? 2 * sizeof(double) : table.levels.size() * sizeof(float));
+    const WeightStats& mine = own[index];
+    const double fourth =
+        has_spread(mine) ? fourth_moment(p.values.data(), WeightType::F32, p.values.size(), mine.mean, mine.stddev()) : 0.0;
+    add_measures(tensor_report, codebook, t, mine, fourth, normalisation == Normalisation::PerChannel,
+                 maps[index].maps[0]);
     q.tensors.emplace(p.name, std::move(tensor));
     r.tensors.push_back(tensor_report);
   }

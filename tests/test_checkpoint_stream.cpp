@@ -81,7 +81,7 @@ TEST(CheckpointStream, RowAndColumnPiecesGiveTheSameCodes) {
     }
     EXPECT_NEAR(a.sqnr_ex_db, b.sqnr_ex_db, 1e-6);
     for (std::size_t i = 0; i < a.tensors.size(); ++i)
-      EXPECT_NEAR(a.tensors[i].excess_kurtosis, b.tensors[i].excess_kurtosis, 1e-3 * std::abs(a.tensors[i].excess_kurtosis));
+      EXPECT_NEAR(a.tensors[i].tensor.excess_kurtosis, b.tensors[i].tensor.excess_kurtosis, 1e-3 * std::abs(a.tensors[i].tensor.excess_kurtosis));
   }
 }
 
@@ -124,12 +124,12 @@ TEST(CheckpointStream, TheTableIsTheSameAtEveryMagnitudeOfTheWeights) {
         m4 += d * d * d * d;
       }
       const double kurtosis = double(w.size()) * m4 / (m2 * m2) - 3.0;
-      EXPECT_NEAR(t.excess_kurtosis, kurtosis, 1e-4 * std::abs(kurtosis)) << what;
+      EXPECT_NEAR(t.tensor.excess_kurtosis, kurtosis, 1e-4 * std::abs(kurtosis)) << what;
       // Subnormal weights (1/sigma beyond FP32: the fourth moment in double) hold too few digits
       // for their codes to match the unit tensor's; their kurtosis is checked all the same.
       if (scale < 1e-38) continue;
-      EXPECT_NEAR(t.sqnr_ex_db, unit_scale->sqnr_ex_db, 0.01) << what;
-      EXPECT_NEAR(t.within, unit_scale->within, 0.05) << what;
+      EXPECT_NEAR(t.tensor.sqnr_ex_db, unit_scale->tensor.sqnr_ex_db, 0.01) << what;
+      EXPECT_NEAR(t.tensor.within, unit_scale->tensor.within, 0.05) << what;
       EXPECT_NEAR(t.tensor.rmse / scale, unit_scale->tensor.rmse, 1e-3 * unit_scale->tensor.rmse) << what;
     }
   }
@@ -166,7 +166,7 @@ TEST(CheckpointStream, PiecesSharedAmongThreadsGiveTheInMemoryCodes) {
     for (std::size_t i = 0; i < w.size(); ++i)
       if (std::isfinite(w[i])) signal += double(w[i]) * w[i], noise += (double(w[i]) - back[i]) * (double(w[i]) - back[i]);
     ASSERT_EQ(report.tensors.size(), 1u);
-    EXPECT_NEAR(report.tensors[0].sqnr_ex_db, 10.0 * std::log10(signal / noise), 1e-6) << to_string(n);
+    EXPECT_NEAR(report.tensors[0].tensor.sqnr_ex_db, 10.0 * std::log10(signal / noise), 1e-6) << to_string(n);
     EXPECT_EQ(report.tensors[0].tensor.nonfinite, 1u);
   }
 }
@@ -411,8 +411,8 @@ TEST(CheckpointStream, TensorsWithoutSpreadHaveTheSqnrsTheirNormalisationGives) 
   ASSERT_EQ(n.tensors.size(), 2u);
   for (const StreamTensorReport& r : n.tensors) {
     if (r.tensor.name != "zero.weight") continue;
-    EXPECT_EQ(r.sqnr_ex_db, -inf);
-    EXPECT_EQ(r.sqnr_th_db, -inf);
+    EXPECT_EQ(r.tensor.sqnr_ex_db, -inf);
+    EXPECT_EQ(r.tensor.sqnr_th_db, -inf);
   }
   StreamOptions per_channel = per_tensor, grouped = per_tensor;
   per_channel.normalisation = grouped.normalisation = Normalisation::PerChannel;
@@ -421,8 +421,8 @@ TEST(CheckpointStream, TensorsWithoutSpreadHaveTheSqnrsTheirNormalisationGives) 
     const StreamReport r = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("o.safetensors"), msptq2(), o, cpu_backend());
     fs::remove(dir.file("o.safetensors"));
     for (const StreamTensorReport& t : r.tensors) {
-      EXPECT_EQ(t.sqnr_ex_db, inf) << t.tensor.name << " " << to_string(o.normalisation) << " " << o.group_size;
-      EXPECT_TRUE(std::isnan(t.sqnr_th_db)) << t.tensor.name << " " << to_string(o.normalisation) << " " << t.sqnr_th_db;
+      EXPECT_EQ(t.tensor.sqnr_ex_db, inf) << t.tensor.name << " " << to_string(o.normalisation) << " " << o.group_size;
+      EXPECT_TRUE(std::isnan(t.tensor.sqnr_th_db)) << t.tensor.name << " " << to_string(o.normalisation) << " " << t.tensor.sqnr_th_db;
       EXPECT_EQ(t.tensor.max_error, 0.0) << t.tensor.name;
     }
   }

@@ -17,6 +17,7 @@
 #include "nuq/experiment.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/network.h"
+#include "nuq/laplace.h"
 #include "nuq/ptq.h"
 #include "nuq/quantized_file.h"
 #include "nuq/stats.h"
@@ -299,16 +300,43 @@ TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {
   const WeightStats stats = model_stats(model);
   double signal = 0.0, noise = 0.0;
   std::size_t inside = 0;
-  for (std::size_t k = 0; k < model.parameters.size(); ++k)
-    for (std::size_t i = 0; i < model.parameters[k].values.size(); ++i) {
-      const double w = model.parameters[k].values[i];
+  ASSERT_EQ(report.tensors.size(), model.parameters.size());
+  for (std::size_t k = 0; k < model.parameters.size(); ++k) {
+    // Each tensor's own measures (docs/report.md), from its weights in double.
+    const std::vector<float>& values = model.parameters[k].values;
+    double own_signal = 0.0, own_noise = 0.0, mean = 0.0, m2 = 0.0, m4 = 0.0;
+    std::size_t own_inside = 0;
+    for (float v : values) mean += v;
+    mean /= double(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const double w = values[i];
       const double normalised = (w - stats.mean) / stats.stddev();
       const float expected = float(stats.mean + stats.stddev() * codebook.quantize(normalised));
       ASSERT_EQ(dq.parameters[k].values[i], expected) << model.parameters[k].name << "[" << i << "]";
-      signal += w * w;
-      noise += (w - expected) * (w - expected);
-      inside += std::abs(normalised) <= codebook.xmax();
+      own_signal += w * w;
+      own_noise += (w - expected) * (w - expected);
+      own_inside += std::abs(normalised) <= codebook.xmax();
+      m2 += (w - mean) * (w - mean);
+      m4 += (w - mean) * (w - mean) * (w - mean) * (w - mean);
     }
+    const TensorReport& t = report.tensors[k];
+    const double n = double(values.size()), sigma = std::sqrt(m2 / n);
+    EXPECT_NEAR(t.within, 100.0 * double(own_inside) / n, 1e-9) << t.name;
+    if (m2 == 0.0) {  // the zero biases of an untrained MLP: no signal, some error, no kurtosis
+      EXPECT_EQ(t.sqnr_ex_db, -std::numeric_limits<double>::infinity()) << t.name;
+      EXPECT_EQ(t.sqnr_th_db, -std::numeric_limits<double>::infinity()) << t.name;
+      EXPECT_TRUE(std::isnan(t.excess_kurtosis)) << t.name;
+    } else {
+      EXPECT_NEAR(t.sqnr_ex_db, 10.0 * std::log10(own_signal / own_noise), 1e-4) << t.name;
+      EXPECT_NEAR(t.excess_kurtosis, n * m4 / (m2 * m2) - 3.0, 1e-5 * (1.0 + std::abs(t.excess_kurtosis))) << t.name;
+      // Under global normalisation each tensor meets the codebook at its own sigma in global units.
+      EXPECT_NEAR(t.sqnr_th_db, laplace_sqnr_db(codebook, sigma / stats.stddev()), 1e-6 * std::abs(t.sqnr_th_db))
+          << t.name;
+    }
+    signal += own_signal;
+    noise += own_noise;
+    inside += own_inside;
+  }
   // The fast pass sums blocks of weights in float: under 4e-6 of each sum, 4e-5 dB at most.
   EXPECT_NEAR(report.sqnr_ex_db, 10.0 * std::log10(signal / noise), 4e-5);
   EXPECT_NEAR(report.within, 100.0 * double(inside) / double(stats.count), 1e-12);

@@ -93,11 +93,13 @@ double bits_per_weight(const TensorReport& t) {
   return count ? 8.0 * double(t.bytes_after) / double(count) : 0.0;
 }
 
+// Every quantized tensor's line: nuq's own models and checkpoints alike (docs/report.md).
 std::string tensor_table(const std::vector<TensorReport>& tensors) {
-  TextTable table({"tensor", "shape", "code bits", "bits/weight", "bytes before", "bytes after", "RMSE", "max error"});
+  TextTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis", "RMSE",
+                   "max error"});
   for (const auto& t : tensors)
-    table.add_row({t.name, io::shape_text(t.shape), std::to_string(t.bits), fixed(bits_per_weight(t), 3),
-                   std::to_string(t.bytes_before), std::to_string(t.bytes_after), significant(t.rmse, 6),
+    table.add_row({t.name, io::shape_text(t.shape), fixed(bits_per_weight(t), 3), fixed(t.sqnr_ex_db, 3),
+                   fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2), significant(t.rmse, 6),
                    significant(t.max_error, 6)});
   return table.render();
 }
@@ -107,7 +109,8 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
   for (const auto& t : tensors)
     list.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bits_per_weight", bits_per_weight(t)},
                     {"bytes_before", t.bytes_before}, {"bytes_after", t.bytes_after}, {"rmse", t.rmse},
-                    {"max_error", t.max_error}, {"nonfinite", t.nonfinite}});
+                    {"max_error", t.max_error}, {"nonfinite", t.nonfinite}, {"sqnr_ex_db", t.sqnr_ex_db},
+                    {"sqnr_th_db", t.sqnr_th_db}, {"within", t.within}, {"excess_kurtosis", t.excess_kurtosis}});
   return list;
 }
 
@@ -177,8 +180,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
     nlohmann::json tensors = nlohmann::json::array();
     for (const StreamTensorReport& t : report.tensors) {
       nlohmann::json j = tensors_json({t.tensor})[0];
-      j.update({{"sqnr_ex_db", t.sqnr_ex_db}, {"sqnr_th_db", t.sqnr_th_db}, {"within", t.within},
-                {"excess_kurtosis", t.excess_kurtosis}, {"file", t.file}});
+      j["file"] = t.file;
       tensors.push_back(std::move(j));
     }
     nlohmann::json j{{"outputs", report.outputs}, {"device", backend.name()}, {"codebook", to_json(codebook)},
@@ -190,13 +192,9 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
     std::cout << json_text(j) << '\n';
     return;
   }
-  TextTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis",
-                   "RMSE"});
-  for (const StreamTensorReport& t : report.tensors)
-    table.add_row({t.tensor.name, io::shape_text(t.tensor.shape), fixed(bits_per_weight(t.tensor), 3),
-                   fixed(t.sqnr_ex_db, 3), fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2),
-                   significant(t.tensor.rmse, 6)});
-  std::cout << table.render() << "\n"
+  std::vector<TensorReport> tensors;
+  for (const StreamTensorReport& t : report.tensors) tensors.push_back(t.tensor);
+  std::cout << tensor_table(tensors) << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels, normalisation "
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
             << fixed(report.within, 3) << "% inside; " << report.tensors.size() << " tensor(s) quantized, "
@@ -204,8 +202,6 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
             << size_text(size) << "; " << fixed(report.seconds, 1) << " s (statistics " << fixed(report.statistics_seconds, 1)
             << " s, quantizing " << fixed(report.quantize_seconds, 1) << " s), " << fixed(rate, 2) << " GB/s; saved "
             << report.outputs.size() << " file(s) under " << o.output << " (on " << backend.name() << ")\n";
-  std::vector<TensorReport> tensors;
-  for (const StreamTensorReport& t : report.tensors) tensors.push_back(t.tensor);
   print_saturated(tensors);
 }
 

@@ -54,12 +54,8 @@ struct StreamOptions {
 
 // One quantized tensor's account beyond TensorReport's.
 struct StreamTensorReport {
-  TensorReport tensor;
-  double sqnr_ex_db = 0.0;   // of this tensor's weights
-  double sqnr_th_db = 0.0;   // the design's on a Laplacian of the tensor's own normalised sigma
-  double within = 0.0;       // % of its finite weights inside the support region
-  double excess_kurtosis = 0.0;  // 3 for a Laplacian, 0 for a Gaussian: the check of the design's assumption
-  std::string file;          // the output file it is in
+  TensorReport tensor;  // with its measures (SQNR_ex, SQNR_th, share inside, excess kurtosis)
+  std::string file;     // the output file it is in
 };
 
 struct StreamReport {

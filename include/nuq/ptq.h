@@ -77,7 +77,21 @@ struct TensorReport {
   std::size_t bytes_before = 0, bytes_after = 0;
   double rmse = 0.0, max_error = 0.0;  // over the finite weights
   std::size_t nonfinite = 0;            // saturated NaN/Inf weights (NonFinite::Skip)
+  // The measures docs/report.md defines (add_measures), over the finite weights:
+  double sqnr_ex_db = 0.0;       // of this tensor's weights, eq. (31)
+  double sqnr_th_db = 0.0;       // the design's on a Laplacian of the sigma the codebook meets them at
+  double within = 0.0;           // % inside the support region
+  double excess_kurtosis = 0.0;  // 3 for a Laplacian, 0 for a Gaussian: the check of the design's assumption
 };
+
+// Fills t's measures from a tensor's quantization totals, its own statistics (of its finite
+// weights), `fourth` (the sum of ((w - mean) / sigma)^4 over them, by its own statistics; 0 without
+// spread) and the map the codebook met it through: each row's or group's own (`per_row`), else `map`.
+void add_measures(TensorReport& t, const Codebook& codebook, const QuantizeTotals& totals, const WeightStats& own,
+                  double fourth, bool per_row, const Affine& map);
+
+// Whether statistics have a spread to normalise by and take a fourth moment at.
+bool has_spread(const WeightStats& s);
 
 struct PtqReport {
   WeightStats stats;        // of the FP32 parameters

@@ -103,8 +103,8 @@ TEST_F(CheckpointStreamGpu, ShardsLikeTheCpusInEveryNormalisation) {
     EXPECT_NEAR(g.within, r.within, 1e-3) << what;
     for (std::size_t t = 0; t < r.tensors.size(); ++t) {
       EXPECT_EQ(g.tensors[t].tensor.name, r.tensors[t].tensor.name) << what;
-      EXPECT_NEAR(g.tensors[t].sqnr_ex_db, r.tensors[t].sqnr_ex_db, 1e-3) << what << " " << r.tensors[t].tensor.name;
-      EXPECT_NEAR(g.tensors[t].excess_kurtosis, r.tensors[t].excess_kurtosis, 1e-6) << what;
+      EXPECT_NEAR(g.tensors[t].tensor.sqnr_ex_db, r.tensors[t].tensor.sqnr_ex_db, 1e-3) << what << " " << r.tensors[t].tensor.name;
+      EXPECT_NEAR(g.tensors[t].tensor.excess_kurtosis, r.tensors[t].tensor.excess_kurtosis, 1e-6) << what;
     }
     EXPECT_EQ(nlohmann::json::parse(std::ifstream(on_gpu + "/model.safetensors.index.json"))["weight_map"],
               nlohmann::json::parse(std::ifstream(on_cpu + "/model.safetensors.index.json"))["weight_map"])
