@@ -37,7 +37,6 @@ namespace nuq {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // A floating tensor to quantize, as the two passes learn about it.
 struct Job {
   std::size_t shard = 0;
@@ -51,8 +50,10 @@ struct Job {
   // them at `side_begin` (the data offset of the job's .scales or .codebook).
   bool maps_as_quantized = false;
   std::uint64_t side_begin = 0;
-  // Otherwise, after pass 1: the tensor's one map, or per row (rows longer than a piece) each row's
-  // joined from its pieces' statistics: at most one per piece, 16 bytes a million weights.
+  // Otherwise, after pass 1: the tensor's one map, or per row (rows longer than a piece) each row's,
+  // from the statistics of its pieces that pass 1 joined (`long_rows`, at most one per piece: 48
+  // bytes a million weights) and, for a row of no finite weight, the tensor's (row_map).
+  std::vector<WeightStats> long_rows;
   std::vector<Affine> maps;
   std::size_t map_count = 0;  // the maps stored: one per row (group) for per-row maps, else one
   QuantizeTotals totals;     // pass 2
@@ -163,8 +164,8 @@ class StreamRun {
   // map (rows a piece holds whole have theirs found in pass 2).
   void statistics(Job& job, Progress& progress) {
     const io::SafetensorsReader& reader = *readers_[job.shard];
-    const WeightStats none;  // the rows' maps do not depend on the global statistics
     WeightStats row;  // a row read in column pieces
+    const std::string where = tensor_where(job);
     const std::vector<Piece> pieces = pieces_of(job.rows, job.cols, o_.piece_bytes);
     PieceReader source(reader, job.entry, job.cols, pieces, backend_, buffers_);
     for (std::size_t k = 0; k < pieces.size();) {
@@ -173,8 +174,8 @@ class StreamRun {
       for_each_share(window.items.size(), [&](std::size_t i) {
         const Piece& share = window.items[i].share;
         const WeightView w = source.weights(window, i);
-        share_stats[i] = locating_nonfinite(tensor_where(job), job.entry.shape, job.cols, share, [&] {
-          return backend_.stats_as(w.data, w.type, share.rows * share.cols, tensor_where(job), o_.nonfinite);
+        share_stats[i] = locating_nonfinite(where, job.entry.shape, job.cols, share, [&] {
+          return backend_.stats_as(w.data, w.type, share.rows * share.cols, where, o_.nonfinite);
         });
       });
       for (std::size_t i = 0; k < window.last; ++k) {  // piece by piece, each share in order
@@ -185,10 +186,7 @@ class StreamRun {
         if (per_row_ && !job.maps_as_quantized) {  // a piece of one row's columns
           row = combine(row, piece);
           if (p.col + p.cols == job.cols) {
-            // (a row of no finite weight: the tensor's mean, which make_maps puts in place of the NaN)
-            job.maps.push_back(row.count ? normalise_tensor(Normalisation::PerTensor, nullptr, 1, job.cols, none, row,
-                                                            where_of(reader, job.name, p), o_.nonfinite, backend_).maps[0]
-                                         : Affine{kNaN, 0.0});
+            job.long_rows.push_back(row);
             row = {};
           }
         }
@@ -201,8 +199,8 @@ class StreamRun {
   // and the count of maps stored.
   void make_maps(Job& job, const WeightStats& global) {
     require_finite_weights(job.own, tensor_where(job));
-    for (Affine& row : job.maps)  // per channel, rows longer than a piece: those of no finite weight
-      if (std::isnan(row.mean)) row = {job.own.mean, 0.0};
+    for (const WeightStats& row : job.long_rows) job.maps.push_back(row_map(row, job.own));
+    job.long_rows = {};
     if (!per_row_)
       job.maps = normalise_tensor(o_.normalisation, nullptr, job.rows, job.cols, global, job.own, job.name,
                                   o_.nonfinite, backend_).maps;

@@ -64,14 +64,15 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const void* va
   if (rows > 0) backend.row_stats(values, type, rows, cols, name, nonfinite, row_stats.data());
   result.maps.reserve(rows);
   for (const WeightStats& row : row_stats) {
-    // A row (group) of no finite weight, all NaN or Inf under NonFinite::Skip, has no statistics of
-    // its own: it takes the tensor's mean with scale 0, so that every weight of it comes back as the
-    // tensor's mean (a group's scale about that mean is then 0 too, docs/robustness.md).
-    result.maps.push_back(row.count ? own_map(row) : Affine{own.count ? own.mean : 0.0, 0.0});
+    result.maps.push_back(row_map(row, own));
     widen(result.normalised, row, result.maps.back());
   }
   if (rows == 0) result.maps = {own_map(own)};  // an empty tensor still has one (unused) map
   return result;
+}
+
+Affine row_map(const WeightStats& row, const WeightStats& tensor) {
+  return row.count ? own_map(row) : Affine{tensor.count ? tensor.mean : 0.0, 0.0};
 }
 
 void require_storable(Normalisation normalisation, int bits, const std::string& where, std::size_t group_size) {

@@ -25,11 +25,6 @@ bool is_dense_weight(const std::string& name) { return name.rfind("fc", 0) == 0 
 
 }  // namespace
 
-bool has_spread(const WeightStats& s) {
-  const double sigma = s.stddev();
-  return sigma > 0.0 && std::isfinite(sigma);
-}
-
 void add_measures(TensorReport& t, const Codebook& codebook, const QuantizeTotals& totals, const WeightStats& own,
                   double fourth, bool per_row, const Affine& map) {
   constexpr double kNaN = std::numeric_limits<double>::quiet_NaN(), kInf = std::numeric_limits<double>::infinity();

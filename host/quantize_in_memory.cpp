@@ -149,7 +149,6 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
   for (std::size_t i = 0; i < pieces.size();) {
     const std::size_t end = whole ? pieces.size() : i + 1;
     const Piece& p = pieces[i];
-    const std::string where = where_of(t, p);
     if (per_row && p.cols < view.cols && p.col == 0) {  // as the streamed pass 1: the row's pieces combined
       WeightStats row;
       for (std::size_t j = i; j < pieces.size() && pieces[j].row == p.row; ++j) {
@@ -159,9 +158,7 @@ QuantizedTensor quantize_in_memory(const TensorInMemory& t, const Codebook& code
                         return backend.stats_as(w.data, w.type, pieces[j].cols, t.name, o.nonfinite);
                       }));
       }
-      long_row = row.count ? normalise_tensor(Normalisation::PerTensor, nullptr, 1, view.cols, global, row, where,
-                                              o.nonfinite, backend).maps[0]
-                           : Affine{own.mean, 0.0};  // no finite weight: as normalise_tensor per channel
+      long_row = row_map(row, own);
     }
     // Shares of the pieces as the streamed pass cuts them, each with its rows' maps and table.
     float* piece_scratch = scratch_for(t, p, scratch, backend);

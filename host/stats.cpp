@@ -195,6 +195,11 @@ WeightStats combine(const WeightStats& a, const WeightStats& b) {
   return s;
 }
 
+bool has_spread(const WeightStats& s) {
+  const double sigma = s.stddev();
+  return sigma > 0.0 && std::isfinite(sigma);
+}
+
 void require_finite_weights(const WeightStats& stats, const std::string& where) {
   NUQ_REQUIRE(stats.count > 0 || stats.nonfinite == 0, where, ": every one of its ", stats.nonfinite,
               " weights is NaN or infinite; there is nothing to quantize it by (skip it to keep it as it is)");

@@ -17,7 +17,7 @@ class Error : public std::runtime_error {
 
 // A NaN or Inf among weights that must be finite. `index` counts from the first of the weights
 // the check was given: a caller that gave it part of a tensor (a piece, a share) rethrows it with
-// the element's place in the whole tensor (locate_nonfinite, tensor_pieces.h).
+// the element's place in the whole tensor (locating_nonfinite, tensor_pieces.h).
 class NonFiniteWeight : public Error {
  public:
   // "<where>: element <place> is <value>; weights must be finite (...)", place the index unless given.

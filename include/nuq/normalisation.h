@@ -45,6 +45,12 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const void* va
                                      std::size_t cols, const WeightStats& global, const WeightStats& own,
                                      const std::string& name, NonFinite nonfinite, Backend& backend);
 
+// A row's (or group's) own map, of its statistics `row` within a tensor of statistics `tensor`: its
+// mean and standard deviation. A row of no finite weight (all NaN or Inf under NonFinite::Skip)
+// has no statistics of its own: it takes the tensor's mean with scale 0, so that every weight of
+// it comes back as the tensor's mean (a group's scale about that mean is then 0 too).
+Affine row_map(const WeightStats& row, const WeightStats& tensor);
+
 // Per-channel levels are a table per row (per group with a group size): refused above 8-bit codes
 // (65536 levels per row), with a message naming `where` and what to do instead.
 void require_storable(Normalisation normalisation, int bits, const std::string& where, std::size_t group_size = 0);

@@ -90,9 +90,6 @@ struct TensorReport {
 void add_measures(TensorReport& t, const Codebook& codebook, const QuantizeTotals& totals, const WeightStats& own,
                   double fourth, bool per_row, const Affine& map);
 
-// Whether statistics have a spread to normalise by and take a fourth moment at.
-bool has_spread(const WeightStats& s);
-
 struct PtqReport {
   WeightStats stats;        // of the FP32 parameters
   Normalisation normalisation = Normalisation::Global;

@@ -27,9 +27,11 @@
 
 namespace nuq {
 
-// 2 where a file keeps tensors under names nuq's own stored tensors end with (a GPTQ `scales`, an
-// AQLM `codes`): its description lists them (`kept`), and a reader of version 1 must not take
-// them for parts of a quantized tensor. Otherwise 1, as before.
+// The newest format version this nuq reads and writes. A file records the lowest version that
+// reads it (describe_quantized): 3 where a mu-law codebook of more than 256 levels is recorded by
+// its parameters; 2 where a file keeps tensors under names nuq's own stored tensors end with (a
+// GPTQ `scales`, an AQLM `codes`): its description lists them (`kept`), and a reader of version 1
+// must not take them for parts of a quantized tensor. Otherwise 1, as before.
 constexpr int kQuantizedFormatVersion = 3;
 
 // A quantized file as tensors rather than file entries.

@@ -48,6 +48,8 @@ void row_stats(const void* values, WeightType type, std::size_t rows, std::size_
 WeightStats stats_ref(const float* values, std::size_t count, const std::string& name,
                       NonFinite nonfinite = NonFinite::Reject);
 WeightStats combine(const WeightStats& a, const WeightStats& b);
+// Whether statistics have a spread to normalise by and take a fourth moment at.
+bool has_spread(const WeightStats& s);
 // Refuses, naming `where`, a tensor every weight of which is NaN or infinite (its statistics with
 // NonFinite::Skip are of nothing: there is nothing to map it by, and a tensor of NaN is a broken
 // one, not weights to quantize). An empty tensor is not refused.
