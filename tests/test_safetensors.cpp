@@ -11,6 +11,8 @@
 #include <iterator>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
@@ -48,6 +50,35 @@ TEST(Safetensors, WritesTheReferenceLayout) {
   EXPECT_EQ(data[0], 0.5f);
   EXPECT_EQ(data[2], -2.0f);
   EXPECT_EQ(bytes.size(), 8 + header_size + 12);
+}
+
+// plan_header writes the text itself (an nlohmann object of 10^5 tensors took 200 MB): the bytes
+// are those nlohmann's dump of the same object gives, for names before and after "__metadata__" in
+// byte order, names that need escapes, scalars and metadata that needs them too; a name given
+// twice is refused.
+TEST(Safetensors, HeaderTextIsNlohmannsDumpOfTheSameObject) {
+  const std::vector<std::string> names = {"A.weight", "_", "__metadata_", "__metadata__x", "a\"quoted\\name",
+                                          "tab\tnewline\n", "\xc3\xa9t\xc3\xa9", "z", "0", "\x7f"};
+  std::vector<std::pair<std::string, TensorEntry>> tensors;
+  for (std::size_t k = 0; k < names.size(); ++k)
+    tensors.push_back({names[k], TensorEntry{k % 3 ? DType::F32 : DType::BF16,
+                                             k == 4 ? std::vector<std::int64_t>{} : std::vector<std::int64_t>{std::int64_t(k), 3}}});
+  tensors.push_back({"codes", TensorEntry{DType::U8, {123456789012}}});
+  const std::map<std::string, std::string> metadata = {{"note", "say \"hi\"\n"}, {"nuq", "{\"a\":[1,2]}"}};
+  const std::string text = plan_header(metadata, tensors, "test");
+  nlohmann::json expected = nlohmann::json::object();
+  expected["__metadata__"] = metadata;
+  expected["__metadata__"]["format"] = "pt";
+  for (const auto& [name, entry] : tensors)
+    expected[name] = {{"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
+  const std::string dumped = expected.dump();
+  EXPECT_EQ(text.substr(0, text.find_last_not_of(' ') + 1), dumped);
+  EXPECT_EQ(text.size() % 8, 0u);
+  EXPECT_EQ(text.size() - dumped.size(), (8 - dumped.size() % 8) % 8);
+  tensors.push_back({"z", TensorEntry{DType::F32, {1}}});
+  EXPECT_THROW(plan_header(metadata, tensors, "test"), Error);
+  std::vector<std::pair<std::string, TensorEntry>> none;
+  EXPECT_EQ(plan_header({}, none, "test"), R"({"__metadata__":{"format":"pt"}})");  // 32 bytes: no padding
 }
 
 TEST(Safetensors, RoundTripsThroughAFile) {

@@ -47,6 +47,45 @@ TEST(WriteBehind, BytesLandInOrderAndTheFinishRunsBehind) {
   EXPECT_EQ(std::filesystem::file_size(path), out.writer().finished_size());
 }
 
+// Appends below kStagedBytes are gathered before they are queued: mixed with large ones, with
+// buffers handed over, and with room left and filled later, every byte still lands in order.
+TEST(WriteBehind, SmallAppendsGatheredWithLargeOnesLandInOrder) {
+  test::TempDir dir;
+  const std::string path = dir.file("out.safetensors");
+  constexpr std::size_t kRoom = 64;
+  std::vector<std::uint8_t> expected;
+  std::vector<std::size_t> sizes;  // small and large, across the staging threshold both ways
+  for (std::size_t k = 0; k < 400; ++k)
+    sizes.push_back(k % 50 == 7 ? io::WriteBehind::kStagedBytes + k : k % 50 == 8 ? io::WriteBehind::kStagedBytes - 1 : 1 + k * 37 % 3000);
+  std::size_t total = kRoom;
+  for (std::size_t size : sizes) total += size;
+  io::WriteBehind out(writer_of(path, total));
+  std::size_t room_at = 0;
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    if (k == 201) {  // room in the middle, filled after every append (small ones staged before it)
+      room_at = expected.size();
+      expected.resize(expected.size() + kRoom);
+      out.skip(kRoom);
+    }
+    std::vector<std::uint8_t> piece(sizes[k]);
+    for (std::size_t i = 0; i < piece.size(); ++i) piece[i] = std::uint8_t(k * 13 + i * 3);
+    expected.insert(expected.end(), piece.begin(), piece.end());
+    if (k % 3 == 0) {
+      out.append(piece.data(), piece.size());
+    } else {
+      std::vector<std::uint8_t> buffer = out.buffer(piece.size());
+      std::memcpy(buffer.data(), piece.data(), piece.size());
+      out.append(std::move(buffer));
+    }
+  }
+  std::vector<std::uint8_t> room = out.buffer(kRoom);
+  for (std::size_t i = 0; i < kRoom; ++i) expected[room_at + i] = room[i] = std::uint8_t(200 - i);
+  out.write_at(room_at, std::move(room));
+  out.finish_later();
+  out.wait();
+  EXPECT_EQ(io::read_safetensors(path).tensors.at("t").data, expected);
+}
+
 // As the streamed quantizer writes a grouped tensor: its scales (first in the file) are left as
 // room and written in pieces once the codes after them are found, some of them after later appends.
 TEST(WriteBehind, RoomLeftIsFilledInPlaceInAnyOrder) {

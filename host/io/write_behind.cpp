@@ -48,11 +48,17 @@ void WriteBehind::run() {
     if (item.finish) {  // no more appends: the memory goes back
       spares_.clear();
       spare_bytes_ = 0;
-    } else if (item.bytes.capacity() && spares_.size() < kSpares && spare_bytes_ + item.bytes.capacity() <= kSpareBytes) {
-      spare_bytes_ += item.bytes.capacity();
-      spares_.push_back(std::move(item.bytes));  // for a later append
+    } else {
+      keep_spare(std::move(item.bytes));  // for a later append
     }
     changed_.notify_all();
+  }
+}
+
+void WriteBehind::keep_spare(std::vector<std::uint8_t> bytes) {
+  if (bytes.capacity() && spares_.size() < kSpares && spare_bytes_ + bytes.capacity() <= kSpareBytes) {
+    spare_bytes_ += bytes.capacity();
+    spares_.push_back(std::move(bytes));
   }
 }
 
@@ -71,24 +77,51 @@ std::vector<std::uint8_t> WriteBehind::buffer(std::size_t count) {
 }
 
 void WriteBehind::append(const void* bytes, std::size_t count) {
+  if (count < kStagedBytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_.empty()) throw Error(error_);  // as a queued append would
+    }
+    const auto* first = static_cast<const std::uint8_t*>(bytes);
+    staged_.insert(staged_.end(), first, first + count);
+    if (staged_.size() >= kStagedBytes) queue_staged();
+    return;
+  }
   std::vector<std::uint8_t> copy = buffer(count);
-  if (count) std::memcpy(copy.data(), bytes, count);
+  std::memcpy(copy.data(), bytes, count);
   append(std::move(copy));
 }
 
 void WriteBehind::append(std::vector<std::uint8_t> bytes) {
+  if (bytes.size() < kStagedBytes) {
+    append(bytes.data(), bytes.size());
+    std::lock_guard<std::mutex> lock(mutex_);
+    keep_spare(std::move(bytes));
+    return;
+  }
+  queue_staged();
   Item item;
   item.bytes = std::move(bytes);
   queue(std::move(item));
 }
 
+void WriteBehind::queue_staged() {
+  if (staged_.empty()) return;
+  Item item;
+  item.bytes = std::move(staged_);
+  staged_ = buffer(0);  // a spare's memory, or none
+  queue(std::move(item));
+}
+
 void WriteBehind::skip(std::uint64_t count) {
+  queue_staged();
   Item item;
   item.skip = count;
   queue(std::move(item));
 }
 
 void WriteBehind::write_at(std::uint64_t offset, std::vector<std::uint8_t> bytes) {
+  queue_staged();
   Item item;
   item.bytes = std::move(bytes);
   item.at = offset;
@@ -108,6 +141,7 @@ void WriteBehind::queue(Item item) {
 
 void WriteBehind::finish_later() {
   NUQ_ASSERT(writer_, "the finish of a released WriteBehind");
+  queue_staged();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     Item item;
@@ -118,6 +152,7 @@ void WriteBehind::finish_later() {
 }
 
 void WriteBehind::wait() {
+  queue_staged();
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return queue_.empty() && !working_; });
   if (!error_.empty()) throw Error(error_);

@@ -33,7 +33,8 @@ class WriteBehind {
     return *writer_;
   }
   // Copies `count` bytes and queues them after the bytes appended before; waits while more than
-  // kQueuedBytes wait. Rethrows the error of an earlier append (disk full, ...).
+  // kQueuedBytes wait. Rethrows the error of an earlier append (disk full, ...). Appends of fewer
+  // than kStagedBytes are gathered and queued together (every other call queues them first).
   void append(const void* bytes, std::size_t count);
   // A buffer of `count` bytes (contents undefined) to fill and hand back to append(): its bytes are
   // then written without being copied (reused memory: no allocation, no page faults).
@@ -55,6 +56,7 @@ class WriteBehind {
   std::unique_ptr<SafetensorsWriter> release();
 
   static constexpr std::size_t kQueuedBytes = std::size_t{4} << 20;  // a bound on the memory held
+  static constexpr std::size_t kStagedBytes = std::size_t{256} << 10;
 
  private:
   struct Item {
@@ -65,6 +67,8 @@ class WriteBehind {
   };
   void run();
   void queue(Item item);
+  void queue_staged();
+  void keep_spare(std::vector<std::uint8_t> bytes);  // (called with mutex_ held)
 
   std::unique_ptr<SafetensorsWriter> writer_;
   std::mutex mutex_;
@@ -75,6 +79,9 @@ class WriteBehind {
   // A window of the streamed quantizer asks for up to 8 buffers at once (piece_reader.h); the
   // bytes kept bound the memory whatever the pieces' sizes.
   static constexpr std::size_t kSpares = 8, kSpareBytes = std::size_t{8} << 20;
+  // Small appends, gathered on the caller's thread: a checkpoint of 100,000 small tensors made a
+  // write system call and a wake-up of the thread for each of its codes and codebooks.
+  std::vector<std::uint8_t> staged_;
   std::size_t queued_bytes_ = 0;
   bool working_ = false, closing_ = false;
   std::string error_;
