@@ -188,6 +188,7 @@ TEST(Cli, PerChannelQuantizeAndEval) {
   ASSERT_EQ(q.status, 0) << q.output;
   const nlohmann::json report = nlohmann::json::parse(q.output);
   EXPECT_EQ(report.at("normalisation"), "per-channel");
+  EXPECT_EQ(report.at("outputs"), nlohmann::json::array({out}));  // as a checkpoint's report lists them
   // Glorot-uniform rows are uniform, not Laplacian: SQNR_ex well above 0 but below the Laplacian's.
   EXPECT_GT(report.at("sqnr_ex_db").get<double>(), 5.0);
   EXPECT_EQ(load_quantized(out).tensors.at("fc2.weight").matrix.levels.size(), 512u * 4u);

@@ -266,8 +266,9 @@ void run_quantize(const QuantizeOptions& o) {
   save_quantized(o.output, quantized);
   const SizeReport size = sizes(o, codebook);
   if (o.json) {
-    nlohmann::json j{{"output", o.output}, {"device", backend->name()}, {"codebook", to_json(codebook)},
-                     {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
+    // `outputs` as a checkpoint's report has it, so that a script reads either report the same way.
+    nlohmann::json j{{"output", o.output}, {"outputs", {o.output}}, {"device", backend->name()},
+                     {"codebook", to_json(codebook)}, {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
                      {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
                      {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
                      {"nonfinite", report.stats.nonfinite}, {"tensors", tensors_json(report.tensors)}};
