@@ -502,6 +502,16 @@ std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout
 
 std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name) {
   nlohmann::json description = description_of(metadata, name);
+  // A run's group size lives in each tensor's entry: two runs that differ only there (per channel,
+  // with and without groups: the same codebook and statistics) would otherwise compare equal. The
+  // distinct sizes of the shard's tensors (0: without groups) are compared, where any has groups.
+  std::set<double> group_sizes;
+  if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
+    for (const auto& entry : *tensors) {
+      const auto size = entry.is_object() ? entry.find("group_size") : entry.end();
+      group_sizes.insert(entry.is_object() && size != entry.end() && size->is_number() ? size->get<double>() : 0.0);
+    }
+  if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) description["group_sizes"] = group_sizes;
   description.erase("tensors");
   description.erase("kept");
   description.erase("version");

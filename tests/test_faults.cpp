@@ -311,6 +311,16 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   EXPECT_EQ(quantized_run(floats.metadata, "floats"), quantized_run(file.metadata, "q"));
   EXPECT_NE(quantized_run(meta_edit(file, [](nlohmann::json& d) { d["stddev"] = d["stddev"].get<double>() * (1 + 1e-15); }).metadata, "s"),
             quantized_run(file.metadata, "q"));
+  // Two runs that differ only in their tensors' group size (each tensor's entry holds it) are two
+  // runs; the same sizes spelled 64.0 are one.
+  const auto grouped = [&](double size) {
+    return quantized_run(meta_edit(file, [&](nlohmann::json& d) {
+                           for (auto& entry : d["tensors"]) entry["group_size"] = size;
+                         }).metadata, "g");
+  };
+  EXPECT_NE(grouped(64), quantized_run(file.metadata, "q"));
+  EXPECT_NE(grouped(64), grouped(128));
+  EXPECT_EQ(grouped(64), grouped(64.0));
 }
 
 // The text descriptions are compared and fingerprinted by (nuq.restored_from) is what Python's

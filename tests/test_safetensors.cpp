@@ -128,6 +128,9 @@ TEST(Safetensors, RejectsCorruptFiles) {
        "the header is not valid JSON (parse error at line 1, column 3: syntax error while parsing object key - invalid "
        "string: ill-formed UTF-8 byte; expected string literal)"},
       {"array", file_of("{", {}), "not valid JSON"},
+      // nlohmann's lexer ends its input at a NUL byte: what follows one must not be ignored.
+      {"nul-padding", file_of("{}" + std::string(6, '\0'), {}), "the header is not valid JSON (a NUL byte at byte 2"},
+      {"nul-then-text", file_of("{" + ok + "}" + std::string(1, '\0') + " not JSON {{{", eight), "a NUL byte at byte"},
       {"duplicate", file_of("{" + ok + "," + ok + "}", eight), "twice"},
       {"meta-not-string", file_of(R"({"__metadata__":{"a":1}})", {}), "is not a string"},
       {"meta-not-object", file_of(R"({"__metadata__":[]})", {}), "not an object"},

@@ -303,7 +303,7 @@ void require_one_run(const std::vector<std::string>& shards) {
     const std::string run = quantized_run(reader.layout().metadata, shard);
     if (first.empty()) first = run;
     NUQ_REQUIRE(run == first, shard, ": quantized by another run than ", shards.front(),
-                " (another codebook, normalisation or statistics): the shards do not make one model");
+                " (another codebook, normalisation, group size or statistics): the shards do not make one model");
     for (const auto& [name, entry] : reader.layout().tensors) {
       const auto [held, added] = shard_of.emplace(name, shard);
       NUQ_REQUIRE(added, shard, ": tensor '", name, "' is also in ", held->second);

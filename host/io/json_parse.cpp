@@ -74,6 +74,11 @@ class BoundsFinder : public nlohmann::json_sax<nlohmann::json> {
 }  // namespace
 
 nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {
+  // nlohmann's lexer takes a NUL byte for the end of its input, so whatever followed one (in a
+  // safetensors header: anything, within the length the file gives) would be ignored. JSON text
+  // holds none (a string holds \u0000), and the reference reader refuses one.
+  if (const std::size_t nul = text.find('\0'); nul != std::string::npos)
+    throw Error("not valid JSON (a NUL byte at byte " + std::to_string(nul) + "; JSON is padded with spaces)");
   BoundsFinder finder(max_depth);
   nlohmann::json::sax_parse(text, &finder);
   NUQ_REQUIRE(finder.duplicate.empty(), "names '", finder.duplicate, "' twice in one object");
