@@ -508,8 +508,8 @@ std::string quantized_run(const std::map<std::string, std::string>& metadata, co
   std::set<double> group_sizes;
   if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
     for (const auto& entry : *tensors) {
-      const auto size = entry.is_object() ? entry.find("group_size") : entry.end();
-      group_sizes.insert(entry.is_object() && size != entry.end() && size->is_number() ? size->get<double>() : 0.0);
+      const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
+      group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
     }
   if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) description["group_sizes"] = group_sizes;
   description.erase("tensors");

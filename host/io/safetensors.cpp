@@ -287,8 +287,8 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
     NUQ_REQUIRE(by_name[i - 1]->first != by_name[i]->first, where, ": tensor '", by_name[i]->first, "' is named twice");
   nlohmann::json meta(metadata);
   if (!meta.contains("format")) meta["format"] = "pt";
-  const std::string metadata_text = meta.dump();
-  std::size_t length = metadata_text.size() + 32;
+  const std::string metadata_json = meta.dump();
+  std::size_t length = metadata_json.size() + 32;
   for (const auto* tensor : by_name) length += tensor->first.size() + 96 + 21 * tensor->second.shape.size();
   std::string text;
   text.reserve(length);  // (a guess that holds for names without escapes: the text is not moved)
@@ -297,32 +297,30 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
     char digits[24];
     text.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
   };
-  bool metadata_written = false;
-  const auto put_metadata = [&] {
+  const auto put_tensor = [&](const std::pair<std::string, TensorEntry>& tensor) {
     if (text.size() > 1) text += ',';
-    text += "\"__metadata__\":";
-    text += metadata_text;
-    metadata_written = true;
-  };
-  for (const auto* tensor : by_name) {
-    const auto& [key, entry] = *tensor;
-    if (!metadata_written && std::string_view("__metadata__") < key) put_metadata();
-    if (text.size() > 1) text += ',';
-    text += nlohmann::json(key).dump();
+    text += nlohmann::json(tensor.first).dump();
     text += ":{\"data_offsets\":[";
-    put_number(entry.begin);
+    put_number(tensor.second.begin);
     text += ',';
-    put_number(entry.end);
+    put_number(tensor.second.end);
     text += "],\"dtype\":\"";
-    text += to_string(entry.dtype);
+    text += to_string(tensor.second.dtype);
     text += "\",\"shape\":[";
-    for (std::size_t d = 0; d < entry.shape.size(); ++d) {
+    for (std::size_t d = 0; d < tensor.second.shape.size(); ++d) {
       if (d) text += ',';
-      put_number(entry.shape[d]);
+      put_number(tensor.second.shape[d]);
     }
     text += "]}";
-  }
-  if (!metadata_written) put_metadata();
+  };
+  // "__metadata__" takes its place among the names, as a key of the object would.
+  const auto metadata_at = std::lower_bound(by_name.begin(), by_name.end(), std::string_view("__metadata__"),
+                                            [](const auto* tensor, std::string_view key) { return tensor->first < key; });
+  for (auto it = by_name.begin(); it != metadata_at; ++it) put_tensor(**it);
+  if (text.size() > 1) text += ',';
+  text += "\"__metadata__\":";
+  text += metadata_json;
+  for (auto it = metadata_at; it != by_name.end(); ++it) put_tensor(**it);
   text += '}';
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the reference does
   // What nuq would refuse to read back (a quantized file's header is its input's metadata and
