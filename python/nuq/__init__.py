@@ -407,7 +407,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     x: [..., cols] numpy array or torch tensor (converted to float32); returns [..., rows] of the
     same type, on x's device. device picks the backend: "cpu", "cuda" or "auto". A CUDA x (unless
     "cpu") is multiplied on its device, y a new CUDA tensor, on the current stream; q's codes go to
-    that device once and stay. Grouped tensors are multiplied on the CPU: up to 16 rows of x
+    that device once and stay. A host x on a GPU ("cuda", or "auto" where one is visible) goes to
+    device 0, through the same copy of q's codes: only x and y move after the first product. Grouped tensors are multiplied on the CPU: up to 16 rows of x
     (256 for 1-2-bit codes), each group's normalised levels times its scale, no weight stored;
     above, groups decoded into at most 2 MiB of FP32 per thread at a time. On the CPU, the second of q's products that the table
     look-up takes (1-4-bit codes; up to 256 rows of x at 1-2 bits, 3 at 4) lays the codes out once in

@@ -140,6 +140,11 @@ inline void forbid_direct_new(const py::handle& cls) {
   };
 }
 
+// y[m, rows] = x W^T (+ bias) for arrays in host memory, on CUDA device `device`, through the
+// tensor's copy there (device_tensors.cpp). Called with the GIL held; released while the device works.
+void qgemm_host_arrays_on_device(const float* x, std::size_t m, const PyQuantized& q, const float* bias, float* y,
+                                 int device);
+
 void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
 void bind_files(py::module_& m);

@@ -62,6 +62,20 @@ Backend& device_backend(int device) {
   return *backend;
 }
 
+// The tensor's codes and levels on `device`, uploaded by its first product there and kept (made
+// with the GIL held: one copy per tensor).
+std::shared_ptr<DeviceCopy> device_copy(const PyQuantized& q, int device) {
+  if (!q.on_device.value || q.on_device.value->device != device) {
+    check_quantized_matrix(q.tensor.matrix, "qgemm");
+    auto copy = std::make_shared<DeviceCopy>();
+    copy->device = device;
+    copy->backend = &device_backend(device);
+    copy->weights = copy->backend->prepare(q.tensor.matrix);
+    q.on_device.value = std::move(copy);
+  }
+  return q.on_device.value;
+}
+
 // y[m, rows] = x[m, cols] W^T (+ bias), every pointer in memory of `device`, on `stream`.
 void qgemm_on_device(std::uintptr_t x, std::size_t m, std::size_t k, const PyQuantized& q, std::uintptr_t bias,
                      std::uintptr_t y, int device, std::uintptr_t stream) {
@@ -70,21 +84,20 @@ void qgemm_on_device(std::uintptr_t x, std::size_t m, std::size_t k, const PyQua
               ") are multiplied on the CPU");
   NUQ_REQUIRE(k == w.codes.cols, "qgemm: x's last dimension (", k, ") must be the weights' ", w.codes.cols,
               " input columns");
-  if (!q.on_device.value || q.on_device.value->device != device) {  // made with the GIL held: one cache per tensor
-    check_quantized_matrix(w, "qgemm");
-    auto copy = std::make_shared<DeviceCopy>();
-    copy->device = device;
-    copy->backend = &device_backend(device);
-    copy->weights = copy->backend->prepare(w);
-    q.on_device.value = std::move(copy);
-  }
-  const std::shared_ptr<DeviceCopy> copy = q.on_device.value;
+  const std::shared_ptr<DeviceCopy> copy = device_copy(q, device);
   py::gil_scoped_release release;
   cuda::qgemm_on_device(*copy->backend, reinterpret_cast<const float*>(x), m, *copy->weights,
                         reinterpret_cast<const float*>(bias), reinterpret_cast<float*>(y), stream);
 }
 
 }  // namespace
+
+void qgemm_host_arrays_on_device(const float* x, std::size_t m, const PyQuantized& q, const float* bias, float* y,
+                                 int device) {
+  const std::shared_ptr<DeviceCopy> copy = device_copy(q, device);
+  py::gil_scoped_release release;
+  copy->backend->qgemm(x, m, *copy->weights, bias, y);
+}
 
 void bind_device_tensors(py::module_& m) {
   m.def("_quantize_device", &quantize_on_device, "tensors"_a, "codebook"_a, "normalise"_a, "group_size"_a, "device"_a,

@@ -142,7 +142,7 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
   const Device where = parse_device(device);
   NUQ_REQUIRE(!q.tensor.group_size || where != Device::Cuda, "qgemm: grouped tensors (group_size ",
               q.tensor.group_size, ") are multiplied on the CPU; use device='cpu' or 'auto'");
-  // "auto" without a CUDA device is the CPU; "cuda" without one is make_backend's error, below.
+  // "auto" without a CUDA device is the CPU; "cuda" without one is an error, below.
   const bool gpu = !q.tensor.group_size && where != Device::Cpu && !(where == Device::Auto && cuda::devices().empty());
   if (!gpu) {
     const std::shared_ptr<const CpuCopy> prepared = cpu_copy(q, m);
@@ -157,9 +157,10 @@ py::array qgemm(const py::array& x, const PyQuantized& q, const std::optional<py
       cpu_backend().qgemm(xp, m, w, bp, yp);
     return std::move(y);
   }
-  check_quantized_matrix(w, "qgemm");
-  py::gil_scoped_release release;
-  (where == Device::Auto ? cuda::make_backend(0) : make_backend(where))->qgemm(xp, m, w, bp, yp);
+  NUQ_REQUIRE(!cuda::devices().empty(), "device cuda: ", cuda::unavailable_reason());
+  // Device 0, as make_backend(Device::Cuda) takes; the codes go up on the first product there and
+  // stay, so that later products move only x and y.
+  qgemm_host_arrays_on_device(xp, m, q, bp, yp, 0);
   return std::move(y);
 }
 

@@ -182,5 +182,11 @@ def test_cuda_backend_gives_the_cpu_codes_and_products(rng):
         cpu = nuq.quantize(w, nuq.design("msptq"), normalise=normalise, device="cpu")
         gpu = nuq.quantize(w, nuq.design("msptq"), normalise=normalise, device="cuda")
         np.testing.assert_array_equal(gpu.codes, cpu.codes)
-        np.testing.assert_allclose(nuq.qgemm(x, gpu, device="cuda"), nuq.qgemm(x, cpu, device="cpu"),
-                                   rtol=1e-4, atol=1e-4)
+        first = nuq.qgemm(x, gpu, device="cuda")  # uploads the codes, which then stay on the device
+        np.testing.assert_allclose(first, nuq.qgemm(x, cpu, device="cpu"), rtol=1e-4, atol=1e-4)
+        for m in (1, 4, 70):  # from the kept copy: the same kernels' results for the same rows
+            xm = rng.standard_normal((m, 200)).astype(np.float32)
+            np.testing.assert_allclose(nuq.qgemm(xm, gpu, device="cuda"), nuq.qgemm(xm, cpu, device="cpu"),
+                                       rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(nuq.qgemm(x, gpu, device="cuda"), first)
+        np.testing.assert_array_equal(nuq.qgemm(x, gpu), first)  # auto on a GPU machine: the same copy
