@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
+#include "nuq/json_numbers.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/tensor_pieces.h"
@@ -135,7 +137,52 @@ QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, c
   return read_quantized_checkpoint(part, reader.path());
 }
 
-DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output) {
+std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsReader& reader,
+                                                       const QuantizedLayout& layout, const std::string& tensor,
+                                                       std::size_t first, std::size_t count) {
+  const QuantizedLayout::Described& described = layout.quantized.at(tensor);
+  if (described.shape.size() < 2 || described.shape[0] < 2) return std::nullopt;
+  const std::size_t rows = std::size_t(described.shape[0]);
+  if (first > rows || count > rows - first || count == 0) return std::nullopt;
+  nlohmann::json description = nlohmann::json::parse(described.description);
+  const std::optional<std::int64_t> described_rows =
+      description.contains("rows") ? json_integer(description["rows"]) : std::nullopt;
+  if (!described_rows || *described_rows != std::int64_t(rows)) return std::nullopt;
+  const bool grouped = description.contains("group_size");
+  io::TensorFile part;
+  for (const std::string& stored : described.stored) {
+    const io::TensorEntry& entry = reader.layout().tensors.at(stored);
+    const std::uint64_t bytes = entry.end - entry.begin;
+    // Row by row: the codes, the scales, and a table per row; a shared table and a grid whole. (A
+    // grouped tensor's table is always shared: read whole, so that a damaged one is refused whole.)
+    const bool table = stored.size() > 9 && stored.compare(stored.size() - 9, 9, ".codebook") == 0;
+    const bool by_row = stored == tensor + ".codes" || stored == tensor + ".scales" ||
+                        (table && !grouped && entry.shape.size() == 2 && entry.shape[0] == std::int64_t(rows));
+    io::Tensor& t = part.tensors[stored] = io::Tensor{entry.dtype, entry.shape, {}};
+    if (!by_row) {
+      t.data.resize(bytes);
+      reader.read(entry, 0, bytes, t.data.data());
+      continue;
+    }
+    if (entry.shape.size() != 2 || entry.shape[0] != std::int64_t(rows) || bytes % rows) return std::nullopt;
+    const std::uint64_t row_bytes = bytes / rows;
+    t.shape[0] = std::int64_t(count);
+    t.data.resize(count * row_bytes);
+    reader.read(entry, first * row_bytes, t.data.size(), t.data.data());
+  }
+  description["shape"][0] = count;
+  description["rows"] = count;
+  part.metadata = metadata_of_one(layout, tensor, description);
+  try {
+    return read_quantized_checkpoint(part, reader.path());
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " (in rows " + std::to_string(first) + " to " +
+                std::to_string(first + count - 1) + " of tensor '" + tensor + "')");
+  }
+}
+
+DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
+                                            std::size_t band_bytes) {
   const io::SafetensorsReader reader(input);
   const io::Layout& layout = reader.layout();
   const QuantizedLayout quantized = quantized_layout_of(reader);
@@ -150,6 +197,11 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
   DequantizeReport report;
   constexpr std::size_t kPiece = std::size_t{16} << 20;  // copied tensors go across in pieces
   std::vector<std::uint8_t> piece;
+  const auto restore = [&](const QuantizedCheckpoint& one, const std::string& name) {
+    const std::vector<float> values = dequantize(one.quantized.at(name));
+    writer.append(values.data(), values.size() * sizeof(float));
+    return values.size();
+  };
   for (const auto& [name, entry] : writer.order()) {
     if (!quantized.quantized.count(name)) {  // copied as it is
       const io::TensorEntry& source = layout.tensors.at(name);
@@ -161,12 +213,35 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
       report.copied.push_back(name);
       continue;
     }
-    const QuantizedCheckpoint one = read_quantized_tensor(reader, quantized, name);
-    const std::vector<float> values = dequantize(one.quantized.at(name));
-    NUQ_REQUIRE(values.size() * sizeof(float) == entry.end - entry.begin, input, ": tensor '", name,
-                "': its codes restore ", values.size(), " weights, its shape holds ",
-                (entry.end - entry.begin) / sizeof(float));
-    writer.append(values.data(), values.size() * sizeof(float));
+    // A band of rows at a time (about band_bytes of floats, a row at least), so that memory holds
+    // a band, not the tensor: a 2-billion-weight embedding restores to 8 GB. A tensor whose stored
+    // tensors are not laid out by its rows is read whole, and refused as such.
+    const std::vector<std::int64_t>& shape = quantized.quantized.at(name).shape;
+    const std::uint64_t floats = (entry.end - entry.begin) / sizeof(float);
+    const std::size_t rows = shape.size() >= 2 && shape[0] > 0 ? std::size_t(shape[0]) : 1;
+    std::uint64_t row_bytes = floats / rows * sizeof(float);  // restored, and stored a row at a time
+    for (const std::string& stored : quantized.quantized.at(name).stored) {
+      const io::TensorEntry& part = layout.tensors.at(stored);
+      if (part.shape.size() == 2 && part.shape[0] == std::int64_t(rows)) row_bytes += (part.end - part.begin) / rows;
+    }
+    const std::size_t band = std::size_t(std::max<std::uint64_t>(1, band_bytes / std::max<std::uint64_t>(1, row_bytes)));
+    std::uint64_t restored = 0;
+    std::optional<QuantizedCheckpoint> first_band =
+        band < rows ? read_quantized_rows(reader, quantized, name, 0, band) : std::nullopt;
+    if (!first_band) {
+      restored = restore(read_quantized_tensor(reader, quantized, name), name);
+    } else {
+      restored = restore(*first_band, name);
+      first_band.reset();
+      for (std::size_t at = band; at < rows; at += band) {
+        const std::optional<QuantizedCheckpoint> rows_read =
+            read_quantized_rows(reader, quantized, name, at, std::min(band, rows - at));
+        NUQ_REQUIRE(rows_read, input, ": tensor '", name, "': its stored tensors' rows changed");  // cannot happen
+        restored += restore(*rows_read, name);
+      }
+    }
+    NUQ_REQUIRE(restored == floats, input, ": tensor '", name, "': its codes restore ", restored,
+                " weights, its shape holds ", floats);
     report.restored.push_back(name);
   }
   writer.finish();

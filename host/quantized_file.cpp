@@ -493,8 +493,13 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
 }
 
 std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor) {
+  return metadata_of_one(layout, tensor, nlohmann::json::parse(layout.quantized.at(tensor).description));
+}
+
+std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor,
+                                                   const nlohmann::json& tensor_description) {
   nlohmann::json description = nlohmann::json::parse(layout.frame.at(layout.key));
-  description["tensors"][tensor] = nlohmann::json::parse(layout.quantized.at(tensor).description);
+  description["tensors"][tensor] = tensor_description;
   std::map<std::string, std::string> out = layout.frame;
   out[layout.key] = description.dump();
   return out;

@@ -384,8 +384,9 @@ TEST(CheckpointStream, MapsFoundAsTheCodesAreAreTheInMemoryQuantizers) {
   }
 }
 
-// Dequantized from file to file a tensor at a time: the bytes of the in-memory dequantizer's
-// result, for every kind of table; a file whose tensor is both stored and described is refused.
+// Dequantized from file to file a band of rows at a time: the bytes of the in-memory dequantizer's
+// result, for every kind of table and every band; a file whose tensor is both stored and described
+// is refused, and a damaged level is named with the rows it was read in.
 TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
   test::TempDir dir;
   io::write_safetensors(dir.file("in.safetensors"), shard(4, "layers.0."));
@@ -405,15 +406,19 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
     if (c.uniform16) spec.bits = 12;
     quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), design(spec).codebook, options,
                               cpu_backend());
-    DequantizeReport streamed, in_memory;
-    streamed = dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"));
+    DequantizeReport in_memory;
     const io::TensorFile expected = dequantize_checkpoint(io::read_safetensors(dir.file("q.safetensors")), "q", &in_memory);
-    EXPECT_EQ(bytes_of(dir.file("d.safetensors")),
-              std::string(reinterpret_cast<const char*>(io::serialize_safetensors(expected).data()),
-                          io::serialize_safetensors(expected).size()))
-        << to_string(c.normalisation) << " " << c.group_size;
-    EXPECT_EQ(streamed.restored, in_memory.restored);
-    EXPECT_EQ(streamed.copied, in_memory.copied);
+    const std::vector<std::uint8_t> expected_bytes = io::serialize_safetensors(expected);
+    // Whole tensors, a row a band, and bands that do not divide the rows (7 rows of 256 floats).
+    for (const std::size_t band_bytes : {kDequantizeBandBytes, std::size_t{1}, std::size_t{7 * 1024 + 1}}) {
+      const DequantizeReport streamed =
+          dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"), band_bytes);
+      EXPECT_EQ(bytes_of(dir.file("d.safetensors")),
+                std::string(reinterpret_cast<const char*>(expected_bytes.data()), expected_bytes.size()))
+          << to_string(c.normalisation) << " " << c.group_size << ", bands of " << band_bytes << " bytes";
+      EXPECT_EQ(streamed.restored, in_memory.restored);
+      EXPECT_EQ(streamed.copied, in_memory.copied);
+    }
   }
   io::TensorFile damaged = io::read_safetensors(dir.file("q.safetensors"));
   damaged.tensors["layers.0.q_proj.weight"] = io::f32_tensor({1}, {0.0f});  // described, and stored as it is
@@ -425,6 +430,30 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
     EXPECT_NE(std::string(e.what()).find("also describes it as quantized"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir.file("x.safetensors")));
+  // Per channel, row 50's table holds a NaN: refused whole or in bands, the band naming its rows.
+  StreamOptions per_channel;
+  per_channel.normalisation = Normalisation::PerChannel;
+  quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), per_channel, cpu_backend());
+  io::TensorFile nan_level = io::read_safetensors(dir.file("q.safetensors"));
+  io::Tensor& table = nan_level.tensors.at("layers.0.q_proj.weight.codebook");
+  ASSERT_EQ(table.shape, (std::vector<std::int64_t>{96, 4}));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(table.data.data() + (50 * 4 + 2) * sizeof(float), &nan, sizeof nan);
+  io::write_safetensors(dir.file("nan.safetensors"), nan_level);
+  for (const std::size_t band_bytes : {kDequantizeBandBytes, std::size_t{1}}) {
+    try {
+      dequantize_checkpoint_file(dir.file("nan.safetensors"), dir.file("x.safetensors"), band_bytes);
+      FAIL() << "accepted, bands of " << band_bytes;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("q_proj.weight'.codebook: level "), std::string::npos) << what;
+      EXPECT_NE(what.find("every level must be finite"), std::string::npos) << what;
+      EXPECT_EQ(what.find("(in rows 50 to 50 of tensor 'layers.0.q_proj.weight')") != std::string::npos,
+                band_bytes == 1)
+          << what;
+    }
+    EXPECT_FALSE(fs::exists(dir.file("x.safetensors")));
+  }
 }
 
 // Weights near +-FLT_MAX put the outer levels beyond float32: refused, naming the tensor, in every

@@ -62,12 +62,23 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
 QuantizedLayout quantized_layout_of(const io::SafetensorsReader& reader);
 QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, const QuantizedLayout& layout,
                                           const std::string& tensor);
+// Rows [first, first + count) of a quantized tensor with at least two rows (its [shape[0], rest]
+// view), read and checked as a tensor of `count` rows: its codes, scales and per-row tables narrowed
+// to those rows, a shared table or grid whole. nullopt where the stored tensors are not laid out by
+// the rows its description gives (read_quantized_tensor then reports what is wrong). Errors name
+// the rows.
+std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsReader& reader,
+                                                       const QuantizedLayout& layout, const std::string& tensor,
+                                                       std::size_t first, std::size_t count);
 
-// The same from file to file, a tensor at a time: the header first, then each quantized tensor's
-// stored tensors read, checked as read_quantized_checkpoint checks a whole file, restored and
-// written, and the copied tensors streamed across. The bytes are those of writing
-// dequantize_checkpoint's result; peak memory is the largest tensor's codes and floats, not the
-// file's. `output` is written atomically (nothing is left there on an error).
-DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output);
+// The same from file to file: the header first, then each quantized tensor a band of rows at a time
+// (about `band_bytes` of floats and stored bytes, a row at least: read_quantized_rows) read,
+// checked as read_quantized_checkpoint checks a whole file, restored and written, and the copied
+// tensors streamed across. The bytes are those of writing dequantize_checkpoint's result; peak
+// memory is a band and the largest shared table, whatever the tensors' sizes. `output` is written
+// atomically (nothing is left there on an error).
+constexpr std::size_t kDequantizeBandBytes = std::size_t{16} << 20;
+DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
+                                            std::size_t band_bytes = kDequantizeBandBytes);
 
 }  // namespace nuq

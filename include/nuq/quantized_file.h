@@ -115,6 +115,9 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
 // The metadata with the description narrowed to `tensor`: with that tensor's stored tensors, what
 // read_quantized_checkpoint checks and reads one tensor from.
 std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor);
+// The same with the tensor described by `tensor_description` (a band of its rows, say).
+std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor,
+                                                   const nlohmann::json& tensor_description);
 // What every shard of one quantize run shares: its description without the tensors (codebook,
 // normalisation, statistics), as text to compare. Throws naming `name` when it has none.
 std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name);
