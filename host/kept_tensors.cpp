@@ -80,4 +80,31 @@ bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, con
          quantized_elsewhere.count(module_of(name)) || (o.skip && skip_matches(*o.skip, name, reader));
 }
 
+std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,
+                                          const StreamOptions& o) {
+  std::vector<std::string> warnings;
+  bool skip_named_one = false;
+  for (const auto& reader : readers) {
+    std::vector<std::string> f64;
+    for (const auto& [name, entry] : reader->layout().tensors) {
+      const bool skipped = o.skip && skip_matches(*o.skip, name, *reader);
+      skip_named_one = skip_named_one || skipped;
+      if (entry.dtype == io::DType::F64 && entry.element_count() > 1 && !skipped &&
+          (entry.shape.size() >= 2 || o.quantize_vectors))
+        f64.push_back("'" + name + "'");
+    }
+    if (f64.empty()) continue;
+    std::string names;
+    for (std::size_t i = 0; i < f64.size() && i < 3; ++i) names += (i ? ", " : "") + f64[i];
+    if (f64.size() > 3) names += " and " + std::to_string(f64.size() - 3) + " more";
+    warnings.push_back(reader->path() + ": " + std::to_string(f64.size()) +
+                       " F64 tensor(s) kept as they are: nuq quantizes F32, F16 and BF16 (convert them to float32 "
+                       "to quantize them): " + names);
+  }
+  if (o.skip && !skip_named_one)
+    warnings.push_back("--skip names no tensor of the checkpoint (it is searched in each full name, e.g. "
+                       "'embed_tokens|lm_head'), so it keeps nothing");
+  return warnings;
+}
+
 }  // namespace nuq

@@ -24,4 +24,10 @@ std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_
 bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
                       const StreamOptions& o, const std::set<std::string>& quantized_elsewhere);
 
+// What a user should be told of what is kept, before a run: floating tensors nuq would quantize
+// but for their dtype (F64), and a --skip that names no tensor (a typo that quantizes what it
+// meant to keep). One line each, without a prefix.
+std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,
+                                          const StreamOptions& o);
+
 }  // namespace nuq

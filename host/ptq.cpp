@@ -241,7 +241,8 @@ QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string
     }
     NUQ_REQUIRE(found != c.quantized.end(), where, " is missing");
     NUQ_REQUIRE(found->second.shape == p.shape, where, " has the wrong shape for a ", to_string(q.architecture));
-    NUQ_REQUIRE(!found->second.group_size, where, " is quantized in groups; nuq's networks are quantized without");
+    NUQ_REQUIRE(!found->second.group_size, where, " is quantized in groups (--group-size), which nuq's networks do not run from; `nuq dequantize` it "
+                "and evaluate the restored model");
     q.tensors.emplace(p.name, std::move(found->second));
   }
   return q;

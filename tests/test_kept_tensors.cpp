@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,41 @@ TEST(CheckpointStream, SkipPatternsMatchInPolynomialTimeAndDeepOnesAreRefused) {
   refused("(a)\\1", "not a regular expression");
   EXPECT_NO_THROW(skip_pattern(std::string(64, '(') + "a" + std::string(64, ')')));
   EXPECT_NO_THROW(skip_pattern("[(((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((]\\(a\\)"));
+}
+
+// What a user is told before a run of what is kept: F64 matrices (not quantized; named, four of
+// them as three and "1 more", skipped ones left out) and a --skip that names no tensor.
+TEST(CheckpointStream, KeepingF64MatricesOrSkippingNothingIsWarnedOf) {
+  test::TempDir dir;
+  io::TensorFile file = shard(6, "");
+  for (const char* name : {"a.weight", "b.weight", "c.weight", "d.weight", "lm_head.weight"})
+    file.tensors[name] = io::Tensor{io::DType::F64, {4, 8}, std::vector<std::uint8_t>(4 * 8 * 8, 0)};
+  file.tensors["e.bias"] = io::Tensor{io::DType::F64, {8}, std::vector<std::uint8_t>(8 * 8, 0)};  // a vector: kept anyway
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  StreamOptions options;
+  options.skip = skip_pattern("lm_head");
+  std::ostringstream told;
+  options.warnings = &told;
+  StreamReport report =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_EQ(report.warnings[0], dir.file("in.safetensors") +
+                                    ": 4 F64 tensor(s) kept as they are: nuq quantizes F32, F16 and BF16 (convert them "
+                                    "to float32 to quantize them): 'a.weight', 'b.weight', 'c.weight' and 1 more");
+  EXPECT_EQ(told.str(), "nuq: warning: " + report.warnings[0] + "\n");
+  EXPECT_EQ(report.tensors.size(), 2u);  // q_proj and up_proj
+  options.skip = skip_pattern("embed_token|lmhead");  // a typo: names nothing
+  options.warnings = nullptr;
+  report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  ASSERT_EQ(report.warnings.size(), 2u);
+  EXPECT_NE(report.warnings[0].find("5 F64 tensor(s)"), std::string::npos) << report.warnings[0];
+  EXPECT_NE(report.warnings[1].find("--skip names no tensor"), std::string::npos) << report.warnings[1];
+  options.skip.reset();
+  file.tensors.erase("a.weight"), file.tensors.erase("b.weight"), file.tensors.erase("c.weight");
+  file.tensors.erase("d.weight"), file.tensors.erase("lm_head.weight");
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  EXPECT_TRUE(report.warnings.empty());
 }
 
 }  // namespace

@@ -172,6 +172,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   options.group_size = o.group_size;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
   if (isatty(STDERR_FILENO)) options.progress = &std::cerr;
+  options.warnings = &std::cerr;
   warn_of_index(o.input);
   const StreamReport report = quantize_checkpoint_files(o.input, o.output, codebook, options, backend);
   const SizeReport size{report.input_bytes, report.output_bytes, codebook.bits(), storage_bits(codebook)};
@@ -185,7 +186,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
     }
     nlohmann::json j{{"outputs", report.outputs}, {"device", backend.name()}, {"codebook", to_json(codebook)},
                      {"normalisation", to_string(normalisation)}, {"within", report.within},
-                     {"sqnr_ex_db", report.sqnr_ex_db}, {"kept", report.kept}, {"tensors", tensors},
+                     {"sqnr_ex_db", report.sqnr_ex_db}, {"kept", report.kept}, {"warnings", report.warnings}, {"tensors", tensors},
                      {"seconds", report.seconds}, {"statistics_seconds", report.statistics_seconds},
                      {"quantize_seconds", report.quantize_seconds}, {"gb_per_second", rate}};
     add_sizes(j, size);
@@ -367,6 +368,14 @@ std::string eval_dataset(const EvalOptions& o, const io::TensorFile& file) {
 
 void run_eval(const EvalOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
+  // What the file is comes before which data to test it on: --dataset would not make another
+  // tool's checkpoint one of nuq's networks.
+  const bool quantized = is_quantized_file(file);
+  recorded_architecture(file, o.input,
+                        quantized ? "quantized, but not one of nuq's networks: `nuq eval` runs the MLP and CNN of "
+                                    "`nuq train`; restore other checkpoints with `nuq dequantize`"
+                                  : "not a model written by nuq train: `nuq eval` runs nuq's MLP and CNN on "
+                                    "MNIST/Fashion-MNIST; other checkpoints are quantized and restored, not run");
   const std::string dataset = eval_dataset(o, file);
   const std::string dir = io::dataset_dir(io::data_root(o.data), dataset);
   if (!o.predictions.empty()) {  // before the evaluation, and never over the model or the data it reads
@@ -375,7 +384,6 @@ void run_eval(const EvalOptions& o) {
     io::require_output_path(o.predictions, inputs, "--predictions");
   }
   const io::Dataset test_set = io::load_network_split(dir, "t10k");
-  const bool quantized = is_quantized_file(file);
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
   if (quantized) {

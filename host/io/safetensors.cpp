@@ -160,8 +160,12 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
                 "says how to convert a PyTorch checkpoint)");
   }
   NUQ_REQUIRE(file_size >= 8, name, ": too short for a safetensors header length (", file_size, " bytes)");
-  NUQ_REQUIRE(header_size <= kMaxSafetensorsHeader, name, ": header length ", header_size,
-              " exceeds the cap of ", kMaxSafetensorsHeader, " bytes");
+  // A file of another format reads as a length of many exabytes: say so, not only that it is large.
+  NUQ_REQUIRE(header_size <= kMaxSafetensorsHeader, name, ": header length ", header_size, " exceeds the cap of ",
+              kMaxSafetensorsHeader, " bytes",
+              header_size > file_size - 8 ? " and the file itself (" + std::to_string(file_size) +
+                                                " bytes): not a safetensors file, or a damaged one"
+                                          : std::string());
   NUQ_REQUIRE(header_size <= file_size - 8, name, ": header length ", header_size,
               " runs past the end of the file (", file_size, " bytes)");
   return header_size;

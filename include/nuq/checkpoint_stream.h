@@ -50,6 +50,7 @@ struct StreamOptions {
   std::size_t group_size = 0;
   std::size_t piece_bytes = kPieceBytes;  // the widened rows processed at a time (tensor_pieces.h)
   std::ostream* progress = nullptr;  // a progress line (\r-updated) when given
+  std::ostream* warnings = nullptr;  // StreamReport::warnings, written here as soon as they are known
 };
 
 // One quantized tensor's account beyond TensorReport's.
@@ -62,6 +63,7 @@ struct StreamReport {
   WeightStats stats;                        // every quantized weight together
   std::vector<StreamTensorReport> tensors;  // in name order
   std::vector<std::string> kept;            // tensors stored as they were
+  std::vector<std::string> warnings;        // of what was kept: F64 matrices, a --skip naming nothing
   std::vector<std::string> outputs;         // files written (shards, then the index)
   std::uint64_t input_bytes = 0, output_bytes = 0;
   double sqnr_ex_db = 0.0, within = 0.0;

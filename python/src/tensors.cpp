@@ -353,7 +353,8 @@ void bind_tensors(py::module_& m) {
             return view_of(t.matrix.codes.bytes.data(),
                            {py::ssize_t(rows), py::ssize_t(packed_row_bytes(cols, t.matrix.codes.bits))}, self);
           },
-          "Packed codes, uint8 [rows, bytes per row] (a read-only view), as the file's <name>.codes stores them.")
+          "Packed codes, uint8 [rows, bytes per row] (a read-only view): the bytes of the file's <name>.codes. "
+          "At 16 bits the file stores them as U16 [rows, cols], these bytes little-endian: codes.view(numpy.uint16).")
       .def_property_readonly(
           "levels",
           [](py::object self) -> py::array {
@@ -413,11 +414,17 @@ void bind_tensors(py::module_& m) {
       .def_property_readonly("nbytes",
                              [](const PyQuantized& q) {
                                const QuantizedTensor& t = q.tensor;
+                               // 16-bit codes of a uniform design are stored with an affine map
+                               // (.grid, two F64) in place of their 65,536 levels, as a file has them.
+                               if (q.codebook && !t.group_size && stores_grid(q.codebook->codebook, t.matrix.codes.bits) &&
+                                   t.matrix.levels.size() == (std::size_t{1} << 16))
+                                 return t.matrix.codes.bytes.size() + 2 * sizeof(double);
                                const std::size_t tables = t.group_size ? t.scales.size() + t.normalised_levels.size()
                                                                        : t.matrix.levels.size();
                                return t.matrix.codes.bytes.size() + tables * sizeof(float);
                              },
-                             "Bytes stored: the codes and the tables (grouped: scales and normalised levels).")
+                             "Bytes stored, as a file stores them: the codes and the tables (grouped: scales and "
+                             "normalised levels; 16-bit codes of a uniform design: the two numbers of its grid).")
       .def("unpacked_codes",
            [](const PyQuantized& q) {
              const auto [rows, cols] = weight_view(q.tensor);

@@ -44,6 +44,22 @@ def test_one_tensor_file_matches_nuq_quantize_of_one_array(nuq_cli, tmp_path, rn
                                   nuq.quantize(w, nuq.design("msptq")).codes)
 
 
+@pytest.mark.parametrize("options", [("-m", "uniform", "-b", "12", "--normalise", "none"),  # a .grid
+                                     ("-m", "uniform", "-b", "16", "--normalise", "per-tensor"),
+                                     ("-m", "mulaw", "-b", "12"),  # 4,096 levels: a table
+                                     ("-m", "msptq",), ("-m", "sptq", "--normalise", "per-channel"),
+                                     ("-m", "msptq", "--group-size", "8")])
+def test_nbytes_is_what_the_file_stores(nuq_cli, tmp_path, rng, options):
+    """QuantizedTensor.nbytes is the report's bytes_after: a 16-bit uniform grid counts its two
+    numbers, not the 65,536 levels it stands for."""
+    import json
+    nuq.save(tmp_path / "in.safetensors", {"w": rng.laplace(size=(40, 64)).astype(np.float32) * 0.02})
+    report = json.loads(nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "--json",
+                                *options))
+    (entry,) = report["tensors"]
+    assert nuq.load(tmp_path / "q.safetensors")["w"].nbytes == entry["bytes_after"]
+
+
 def test_saved_quantized_checkpoint_reads_back_and_nuq_dequantize_reads_it(nuq_cli, tmp_path, checkpoint):
     q = nuq.quantize_state_dict(checkpoint, nuq.design("msptq"), skip="*.bias", normalise="per-channel")
     nuq.save(tmp_path / "q.safetensors", q, metadata={"source": "test"})
