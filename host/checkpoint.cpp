@@ -182,13 +182,27 @@ std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsRead
 }
 
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
-                                            std::size_t band_bytes) {
+                                            const DequantizeFileOptions& options) {
+  NUQ_REQUIRE(!options.dtype || io::is_floating(*options.dtype), "dequantize: restores as F32, BF16 or F16, not ",
+              to_string(*options.dtype));
   const io::SafetensorsReader reader(input);
   const io::Layout& layout = reader.layout();
   const QuantizedLayout quantized = quantized_layout_of(reader);
   std::vector<std::pair<std::string, io::TensorEntry>> planned;
-  for (const auto& [name, described] : quantized.quantized)
-    planned.push_back({name, io::TensorEntry{io::DType::F32, described.shape}});
+  std::map<std::string, io::DType> restore_as;
+  for (const auto& [name, described] : quantized.quantized) {
+    io::DType dtype = options.dtype.value_or(io::DType::F32);
+    if (!options.dtype) {  // the tensor's own, as its description records it (F32 when it records none)
+      const nlohmann::json d = nlohmann::json::parse(described.description);
+      const std::string recorded = d.contains("dtype") && d["dtype"].is_string() ? d["dtype"].get<std::string>() : "F32";
+      const std::optional<io::DType> named = io::dtype_named(recorded);
+      NUQ_REQUIRE(named && io::is_floating(*named), input, ": tensor '", name, "': dtype '", recorded,
+                  "' is not one nuq quantizes (F32, F16 or BF16)");
+      dtype = *named;
+    }
+    restore_as[name] = dtype;
+    planned.push_back({name, io::TensorEntry{dtype, described.shape}});
+  }
   for (const std::string& name : quantized.copied) {
     const io::TensorEntry& entry = layout.tensors.at(name);
     planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
@@ -197,9 +211,20 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
   DequantizeReport report;
   constexpr std::size_t kPiece = std::size_t{16} << 20;  // copied tensors go across in pieces
   std::vector<std::uint8_t> piece;
-  const auto restore = [&](const QuantizedCheckpoint& one, const std::string& name) {
+  std::vector<std::uint8_t> narrowed;
+  // Appends a band's weights, which start at weight `at` of the tensor, as the dtype asked for.
+  const auto restore = [&](const QuantizedCheckpoint& one, const std::string& name, std::uint64_t at) {
     const std::vector<float> values = dequantize(one.quantized.at(name));
-    writer.append(values.data(), values.size() * sizeof(float));
+    const io::DType dtype = restore_as.at(name);
+    if (dtype == io::DType::F32) {
+      writer.append(values.data(), values.size() * sizeof(float));
+      return values.size();
+    }
+    narrowed.resize(values.size() * io::dtype_size(dtype));
+    const std::size_t overflow = io::narrow_from_f32(dtype, values.data(), values.size(), narrowed.data());
+    NUQ_REQUIRE(overflow == values.size(), input, ": tensor '", name, "': restored weight ", at + overflow, " (",
+                values[overflow], ") lies beyond ", to_string(dtype), "'s range; restore it as F32 (--dtype f32)");
+    writer.append(narrowed.data(), narrowed.size());
     return values.size();
   };
   for (const auto& [name, entry] : writer.order()) {
@@ -217,27 +242,28 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     // a band, not the tensor: a 2-billion-weight embedding restores to 8 GB. A tensor whose stored
     // tensors are not laid out by its rows is read whole, and refused as such.
     const std::vector<std::int64_t>& shape = quantized.quantized.at(name).shape;
-    const std::uint64_t floats = (entry.end - entry.begin) / sizeof(float);
+    const std::uint64_t floats = (entry.end - entry.begin) / io::dtype_size(entry.dtype);
     const std::size_t rows = shape.size() >= 2 && shape[0] > 0 ? std::size_t(shape[0]) : 1;
-    std::uint64_t row_bytes = floats / rows * sizeof(float);  // restored, and stored a row at a time
+    std::uint64_t row_bytes = floats / rows * sizeof(float);  // restored (as floats first), and stored
     for (const std::string& stored : quantized.quantized.at(name).stored) {
       const io::TensorEntry& part = layout.tensors.at(stored);
       if (part.shape.size() == 2 && part.shape[0] == std::int64_t(rows)) row_bytes += (part.end - part.begin) / rows;
     }
-    const std::size_t band = std::size_t(std::max<std::uint64_t>(1, band_bytes / std::max<std::uint64_t>(1, row_bytes)));
+    const std::size_t band =
+        std::size_t(std::max<std::uint64_t>(1, options.band_bytes / std::max<std::uint64_t>(1, row_bytes)));
     std::uint64_t restored = 0;
     std::optional<QuantizedCheckpoint> first_band =
         band < rows ? read_quantized_rows(reader, quantized, name, 0, band) : std::nullopt;
     if (!first_band) {
-      restored = restore(read_quantized_tensor(reader, quantized, name), name);
+      restored = restore(read_quantized_tensor(reader, quantized, name), name, 0);
     } else {
-      restored = restore(*first_band, name);
+      restored = restore(*first_band, name, 0);
       first_band.reset();
       for (std::size_t at = band; at < rows; at += band) {
         const std::optional<QuantizedCheckpoint> rows_read =
             read_quantized_rows(reader, quantized, name, at, std::min(band, rows - at));
         NUQ_REQUIRE(rows_read, input, ": tensor '", name, "': its stored tensors' rows changed");  // cannot happen
-        restored += restore(*rows_read, name);
+        restored += restore(*rows_read, name, restored);
       }
     }
     NUQ_REQUIRE(restored == floats, input, ": tensor '", name, "': its codes restore ", restored,

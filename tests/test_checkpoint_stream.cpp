@@ -412,7 +412,7 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
     // Whole tensors, a row a band, and bands that do not divide the rows (7 rows of 256 floats).
     for (const std::size_t band_bytes : {kDequantizeBandBytes, std::size_t{1}, std::size_t{7 * 1024 + 1}}) {
       const DequantizeReport streamed =
-          dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"), band_bytes);
+          dequantize_checkpoint_file(dir.file("q.safetensors"), dir.file("d.safetensors"), {io::DType::F32, band_bytes});
       EXPECT_EQ(bytes_of(dir.file("d.safetensors")),
                 std::string(reinterpret_cast<const char*>(expected_bytes.data()), expected_bytes.size()))
           << to_string(c.normalisation) << " " << c.group_size << ", bands of " << band_bytes << " bytes";
@@ -442,7 +442,7 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
   io::write_safetensors(dir.file("nan.safetensors"), nan_level);
   for (const std::size_t band_bytes : {kDequantizeBandBytes, std::size_t{1}}) {
     try {
-      dequantize_checkpoint_file(dir.file("nan.safetensors"), dir.file("x.safetensors"), band_bytes);
+      dequantize_checkpoint_file(dir.file("nan.safetensors"), dir.file("x.safetensors"), {io::DType::F32, band_bytes});
       FAIL() << "accepted, bands of " << band_bytes;
     } catch (const Error& e) {
       const std::string what = e.what();

@@ -4,7 +4,9 @@
 // Inf, per-row tables); the fourth moment (a diagnostic) to rounding.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -128,6 +130,54 @@ TEST(WeightTypes, SixteenBitQuantizationIsThatOfTheirFloats) {
       }
     }
   }
+}
+
+// F32 -> BF16/F16 (narrow_from_f32) against the exact widening: every 16-bit pattern comes back
+// as itself, each midpoint between neighbours goes to the even one and the floats either side of
+// it to the nearer one, and what rounds past the largest finite value is infinity, reported.
+TEST(WeightTypes, NarrowingGivesTheNearestSixteenBitValueTiesToEven) {
+  for (const io::DType dtype : {io::DType::BF16, io::DType::F16}) {
+    const char* name = dtype == io::DType::BF16 ? "BF16" : "F16";
+    const auto widen = [&](std::uint16_t h) {
+      float f;
+      io::widen_to_f32(dtype, &h, 1, &f);
+      return f;
+    };
+    const auto narrow = [&](float f) {
+      std::uint16_t h;
+      io::narrow_from_f32(dtype, &f, 1, &h);
+      return h;
+    };
+    const std::uint16_t infinity = dtype == io::DType::BF16 ? 0x7F80 : 0x7C00;
+    for (std::uint32_t h = 0; h <= 0xFFFF; ++h) {
+      const float f = widen(std::uint16_t(h));
+      if (std::isnan(f)) {
+        EXPECT_TRUE(std::isnan(widen(narrow(f)))) << name << " " << h;
+        continue;
+      }
+      ASSERT_EQ(narrow(f), h) << name << " " << h;
+      const std::uint16_t next = std::uint16_t(h + 1);  // the neighbour away from zero
+      if ((h & 0x7FFF) >= infinity) continue;
+      const float beyond = (next & 0x7FFF) == infinity ? widen(std::uint16_t(h - 1)) : widen(next);
+      // Between f and its neighbour away from zero (past the largest finite value, as far again).
+      const double far = (next & 0x7FFF) == infinity ? 2.0 * double(f) - double(beyond) : double(beyond);
+      const float midpoint = float((double(f) + far) / 2.0);  // exact: one more significant bit
+      ASSERT_EQ(double(midpoint), (double(f) + far) / 2.0) << name << " " << h;
+      const std::uint16_t even = (h & 1) ? next : std::uint16_t(h);
+      EXPECT_EQ(narrow(midpoint), even) << name << " midpoint after " << h;
+      const float toward = std::nextafter(midpoint, 0.0f), away = std::nextafter(midpoint, midpoint * 2.0f);
+      EXPECT_EQ(narrow(toward), h) << name << " just below the midpoint after " << h;
+      EXPECT_EQ(narrow(away), next) << name << " just above the midpoint after " << h;
+    }
+    // Overflow is told: the index of the first finite value that became infinite.
+    const std::vector<float> values = {1.0f, std::numeric_limits<float>::infinity(), 2.0f,
+                                       dtype == io::DType::BF16 ? std::numeric_limits<float>::max() : 65520.0f, -1e30f};
+    std::vector<std::uint16_t> out(values.size());
+    EXPECT_EQ(io::narrow_from_f32(dtype, values.data(), values.size(), out.data()), 3u) << name;
+    EXPECT_EQ(out[3], infinity) << name;
+    EXPECT_EQ(io::narrow_from_f32(dtype, values.data(), 3, out.data()), 3u) << name;  // an infinity stays one
+  }
+  EXPECT_THROW(io::narrow_from_f32(io::DType::I32, nullptr, 0, nullptr), Error);
 }
 
 }  // namespace

@@ -288,7 +288,7 @@ void run_quantize(const QuantizeOptions& o) {
 }
 
 struct DequantizeOptions {
-  std::string input, output;
+  std::string input, output, dtype = "f32";  // f32, bf16, f16, or source: each tensor's own before quantizing
   bool json = false;
 };
 
@@ -318,6 +318,10 @@ void run_dequantize(const DequantizeOptions& o) {
   ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
   warn_of_index(o.input);
   require_one_run(checkpoint.inputs());
+  const std::optional<io::DType> restore_as = o.dtype == "source" ? std::nullopt
+                                             : o.dtype == "bf16"  ? std::optional<io::DType>(io::DType::BF16)
+                                             : o.dtype == "f16"   ? std::optional<io::DType>(io::DType::F16)
+                                                                  : std::optional<io::DType>(io::DType::F32);
   checkpoint.begin_writing();
   DequantizeReport report;
   std::vector<std::string> outputs;
@@ -326,7 +330,7 @@ void run_dequantize(const DequantizeOptions& o) {
     // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
     // architecture and data set in the metadata, so it loads as an FP32 model again.
     // A tensor at a time: memory holds the largest tensor restored, not the shard.
-    const DequantizeReport part = dequantize_checkpoint_file(checkpoint.inputs()[s], out);
+    const DequantizeReport part = dequantize_checkpoint_file(checkpoint.inputs()[s], out, {restore_as});
     report.restored.insert(report.restored.end(), part.restored.begin(), part.restored.end());
     report.copied.insert(report.copied.end(), part.copied.begin(), part.copied.end());
     for (const auto& names : {part.restored, part.copied})
@@ -336,12 +340,14 @@ void run_dequantize(const DequantizeOptions& o) {
   }
   if (const std::string index = checkpoint.write_index(); !index.empty()) outputs.push_back(index);
   if (o.json) {
-    std::cout << json_text(nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"restored", report.restored},
-                                {"copied", report.copied}})
+    std::cout << json_text(nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"dtype", o.dtype},
+                                {"restored", report.restored}, {"copied", report.copied}})
               << '\n';
     return;
   }
-  std::cout << report.restored.size() << " quantized tensor(s) restored as F32, " << report.copied.size()
+  std::cout << report.restored.size() << " quantized tensor(s) restored as "
+            << (restore_as ? to_string(*restore_as) : std::string("the dtypes they had before quantizing")) << ", "
+            << report.copied.size()
             << " copied as they were; saved " << outputs.size() << " file(s) under " << o.output << '\n';
 }
 
@@ -478,13 +484,20 @@ void add_model_commands(CLI::App& app) {
 
   auto d = std::make_shared<DequantizeOptions>();
   CLI::App* dequantize_cmd = app.add_subcommand(
-      "dequantize", "Turn a model or checkpoint quantized by nuq quantize back into an FP32 safetensors file");
+      "dequantize", "Turn a model or checkpoint quantized by nuq quantize back into a safetensors file of floats "
+                    "(quantized tensors as F32 unless --dtype says otherwise; kept ones as they were)");
   dequantize_cmd->add_option("input", d->input,
                              "Quantized checkpoint: a .safetensors file, or a folder of shards (or its index) as nuq "
                              "quantize writes them")->required();
   dequantize_cmd->add_option("--output,-o", d->output,
-                             "FP32 checkpoint to write: a .safetensors file, or for shards a folder (the same "
+                             "Checkpoint to write: a .safetensors file, or for shards a folder (the same "
                              "shard names and a new index)")->required();
+  dequantize_cmd->add_option("--dtype", d->dtype,
+                             "The dtype of the restored tensors: f32, bf16 or f16 (each weight the nearest value, "
+                             "ties to even; a weight beyond the range is an error), or source: each tensor's own "
+                             "before quantizing (a BF16 model comes back as BF16, half the size of F32)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "source"}))
+      ->capture_default_str();
   dequantize_cmd->add_flag("--json", d->json, "Print what was restored and copied as JSON");
   dequantize_cmd->callback([d] { run_dequantize(*d); });
 

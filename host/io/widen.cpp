@@ -103,4 +103,54 @@ void float8_to_f32(DType dtype, const std::uint8_t* bytes, std::size_t count, fl
   for (std::size_t i = 0; i < count; ++i) out[i] = table[bytes[i]];
 }
 
+namespace {
+
+// The nearest bfloat16 (ties to even): the top half of the F32 after rounding its bottom half; a
+// NaN stays a NaN (quieted, so that rounding cannot carry it into an infinity).
+std::uint16_t bf16_nearest(std::uint32_t bits) {
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return std::uint16_t((bits >> 16) | 0x0040u);
+  return std::uint16_t((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// The nearest IEEE half (ties to even), subnormals included; beyond 65504 (from 65520 on, where
+// rounding reaches 2^16) infinity, a NaN a quiet NaN.
+std::uint16_t f16_nearest(std::uint32_t bits) {
+  const std::uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7FFFFFFFu;
+  if (magnitude > 0x7F800000u) return std::uint16_t(sign | 0x7E00u);
+  if (magnitude >= 0x477FF000u) return std::uint16_t(sign | 0x7C00u);
+  const auto round = [](std::uint32_t value, std::uint32_t shift) {  // value / 2^shift, to nearest even
+    const std::uint32_t kept = value >> shift, rest = value & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    return kept + (rest > half || (rest == half && (kept & 1u)) ? 1u : 0u);
+  };
+  if (magnitude >= 0x38800000u)  // a normal half: rebias the exponent (127 -> 15), round 13 bits
+    return std::uint16_t(sign | round(magnitude - 0x38000000u, 13));
+  if (magnitude <= 0x33000000u) return std::uint16_t(sign);  // at most 2^-25, half the least subnormal
+  // A subnormal half counts units of 2^-24: the 24-bit significand m times 2^(e - 150), shifted.
+  const std::uint32_t exponent = magnitude >> 23, significand = (magnitude & 0x7FFFFFu) | 0x800000u;
+  return std::uint16_t(sign | round(significand, 126u - exponent));  // (a carry makes the least normal)
+}
+
+}  // namespace
+
+std::size_t narrow_from_f32(DType dtype, const float* in, std::size_t count, void* bytes) {
+  NUQ_REQUIRE(is_floating(dtype), "cannot write floats as ", to_string(dtype), " (F32, F16 or BF16)");
+  if (dtype == DType::F32) {
+    std::memcpy(bytes, in, count * sizeof(float));
+    return count;
+  }
+  auto* out = static_cast<std::uint8_t*>(bytes);
+  std::size_t first_overflow = count;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint32_t word;
+    std::memcpy(&word, in + i, 4);
+    const std::uint16_t half = dtype == DType::BF16 ? bf16_nearest(word) : f16_nearest(word);
+    out[2 * i] = std::uint8_t(half & 0xFFu);
+    out[2 * i + 1] = std::uint8_t(half >> 8);
+    if ((half & 0x7FFFu) == (dtype == DType::BF16 ? 0x7F80u : 0x7C00u) && std::isfinite(in[i]) &&
+        first_overflow == count)
+      first_overflow = i;
+  }
+  return first_overflow;
+}
+
 }  // namespace nuq::io

@@ -45,7 +45,7 @@ io::TensorFile quantize_checkpoint(const io::TensorFile& checkpoint, const std::
                                    CheckpointReport* report = nullptr);
 
 struct DequantizeReport {
-  std::vector<std::string> restored;  // quantized tensors restored as F32
+  std::vector<std::string> restored;  // quantized tensors restored (as F32, or as asked)
   std::vector<std::string> copied;    // tensors that were stored as they were
 };
 
@@ -77,8 +77,16 @@ std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsRead
 // tensors streamed across. The bytes are those of writing dequantize_checkpoint's result; peak
 // memory is a band and the largest shared table, whatever the tensors' sizes. `output` is written
 // atomically (nothing is left there on an error).
+// Quantized tensors are restored as `dtype` (F32, BF16 or F16, each weight the nearest value, ties
+// to even), or with no dtype given each as the dtype its description records (what it was before
+// quantizing); a restored weight beyond BF16's or F16's range is an error naming it, never an
+// infinity.
 constexpr std::size_t kDequantizeBandBytes = std::size_t{16} << 20;
+struct DequantizeFileOptions {
+  std::optional<io::DType> dtype = io::DType::F32;
+  std::size_t band_bytes = kDequantizeBandBytes;
+};
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
-                                            std::size_t band_bytes = kDequantizeBandBytes);
+                                            const DequantizeFileOptions& options = {});
 
 }  // namespace nuq

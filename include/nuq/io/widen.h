@@ -23,6 +23,12 @@ WeightType weight_type(DType dtype);
 // anything else throws nuq::Error naming the dtype).
 void widen_to_f32(DType dtype, const void* bytes, std::size_t count, float* out);
 
+// The other way: `count` floats as little-endian elements of `dtype` (F32 as they are; BF16 and
+// F16 each the nearest, ties to even, as numpy's and PyTorch's casts; a NaN stays a NaN). Returns
+// the index of the first finite value that became an infinity (beyond the dtype's range), or
+// `count` when none did. Another dtype throws nuq::Error.
+std::size_t narrow_from_f32(DType dtype, const float* in, std::size_t count, void* bytes);
+
 // A whole F32, F16 or BF16 tensor's values as float (errors name `where`: another dtype, or bytes
 // that do not fill its shape).
 std::vector<float> widened(const Tensor& tensor, const std::string& where);

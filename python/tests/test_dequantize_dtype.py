@@ -1,0 +1,77 @@
+"""`nuq dequantize --dtype`: restored tensors as BF16 or F16 are the F32 restoration rounded to the
+nearest value, ties to even, as numpy's and PyTorch's own casts round it (the references here);
+`source` gives each tensor the dtype it had before quantizing."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import nuq
+
+
+def read_raw(path):
+    """Each tensor of a safetensors file as (dtype, raw little-endian array), read by hand."""
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    kinds = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64}
+    return {name: (e["dtype"], np.frombuffer(data[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][1]],
+                                             dtype=kinds[e["dtype"]]).reshape(e["shape"]))
+            for name, e in header.items()}
+
+
+def bf16_bits(f32):
+    return torch.from_numpy(np.array(f32, dtype=np.float32)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+
+
+@pytest.mark.parametrize("options", [("-m", "msptq"), ("-m", "sptq", "--normalise", "per-channel"),
+                                     ("-m", "msptq", "--group-size", "16"), ("-m", "uniform", "-b", "12")])
+def test_restored_as_bf16_f16_or_each_tensors_own_dtype(nuq_cli, tmp_path, rng, options):
+    w = {name: (rng.laplace(size=(24, 64)) * scale).astype(np.float32)
+         for name, scale in (("a.weight", 0.02), ("b.weight", 3.0), ("c.weight", 1e-3))}
+    tensors = {"a.weight": ("BF16", bf16_bits(w["a.weight"])), "b.weight": ("F16", w["b.weight"].astype(np.float16)),
+               "c.weight": ("F32", w["c.weight"]), "norm.weight": ("BF16", bf16_bits(np.ones(64, np.float32)))}
+    # Written by hand: nuq.save takes float arrays, and these must reach the file in their own dtypes.
+    header, blobs, at = {}, [], 0
+    for name, (dtype, array) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [at, at + array.nbytes]}
+        blobs.append(array.tobytes())
+        at += array.nbytes
+    text = json.dumps(header).encode()
+    (tmp_path / "in.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", *options)
+    restored = {}
+    for dtype in ("f32", "bf16", "f16", "source"):
+        out = tmp_path / f"{dtype}.safetensors"
+        report = json.loads(nuq_cli("dequantize", tmp_path / "q.safetensors", "-o", out, "--dtype", dtype, "--json"))
+        assert report["dtype"] == dtype and report["copied"] == ["norm.weight"]
+        restored[dtype] = read_raw(out)
+        kept_dtype, kept = restored[dtype]["norm.weight"]  # kept as it was, whatever --dtype says
+        assert kept_dtype == "BF16" and np.array_equal(kept, tensors["norm.weight"][1])
+    for name in ("a.weight", "b.weight", "c.weight"):
+        f32_dtype, f32 = restored["f32"][name]
+        assert f32_dtype == "F32"
+        as_bf16, as_f16 = restored["bf16"][name], restored["f16"][name]
+        assert as_bf16[0] == "BF16" and np.array_equal(as_bf16[1], bf16_bits(f32))
+        assert as_f16[0] == "F16" and np.array_equal(as_f16[1].view(np.uint16), f32.astype(np.float16).view(np.uint16))
+        source_dtype, source = restored["source"][name]
+        assert source_dtype == tensors[name][0]
+        expected = {"F32": f32, "F16": as_f16[1], "BF16": as_bf16[1]}[source_dtype]
+        assert np.array_equal(source.view(np.uint8), expected.view(np.uint8))
+
+
+def test_a_weight_beyond_the_range_is_an_error_naming_it(nuq_cli, nuq_binary, tmp_path, rng):
+    import subprocess
+    w = rng.laplace(size=(16, 32)).astype(np.float32) * 3e4  # outer levels beyond F16's 65504
+    nuq.save(tmp_path / "in.safetensors", {"big.weight": w})
+    nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "-m", "msptq")
+    result = subprocess.run([nuq_binary, "dequantize", str(tmp_path / "q.safetensors"), "-o",
+                             str(tmp_path / "r.safetensors"), "--dtype", "f16"], capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "tensor 'big.weight': restored weight" in result.stderr and "beyond F16's range" in result.stderr
+    assert not (tmp_path / "r.safetensors").exists()
+    nuq_cli("dequantize", tmp_path / "q.safetensors", "-o", tmp_path / "r.safetensors", "--dtype", "bf16")
