@@ -276,4 +276,20 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
   return report;
 }
 
+void require_one_quantize_run(const std::vector<std::string>& shards) {
+  std::string first;
+  std::map<std::string, std::string> shard_of;  // stored tensor -> the shard holding it
+  for (const std::string& shard : shards) {
+    const io::SafetensorsReader reader(shard);
+    const std::string run = quantized_run(reader.layout().metadata, shard);
+    if (first.empty()) first = run;
+    NUQ_REQUIRE(run == first, shard, ": quantized by another run than ", shards.front(),
+                " (another codebook, normalisation, group size or statistics): the shards do not make one model");
+    for (const auto& [name, entry] : reader.layout().tensors) {
+      const auto [held, added] = shard_of.emplace(name, shard);
+      NUQ_REQUIRE(added, shard, ": tensor '", name, "' is also in ", held->second);
+    }
+  }
+}
+
 }  // namespace nuq

@@ -292,32 +292,12 @@ struct DequantizeOptions {
   bool json = false;
 };
 
-// The shards of one `nuq quantize` run share its codebook, normalisation and statistics: a folder
-// of shards from two runs (one interrupted over an older output) would restore a mixed model. And
-// each tensor is in one shard, as nuq quantize requires of its input: a shard copied under another
-// shard's name would restore its tensors twice.
-void require_one_run(const std::vector<std::string>& shards) {
-  std::string first;
-  std::map<std::string, std::string> shard_of;  // stored tensor -> the shard holding it
-  for (const std::string& shard : shards) {
-    const io::SafetensorsReader reader(shard);
-    const std::string run = quantized_run(reader.layout().metadata, shard);
-    if (first.empty()) first = run;
-    NUQ_REQUIRE(run == first, shard, ": quantized by another run than ", shards.front(),
-                " (another codebook, normalisation, group size or statistics): the shards do not make one model");
-    for (const auto& [name, entry] : reader.layout().tensors) {
-      const auto [held, added] = shard_of.emplace(name, shard);
-      NUQ_REQUIRE(added, shard, ": tensor '", name, "' is also in ", held->second);
-    }
-  }
-}
-
 // One file, or a sharded checkpoint (a folder or its model.safetensors.index.json) into a folder
 // of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
   ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
   warn_of_index(o.input);
-  require_one_run(checkpoint.inputs());
+  require_one_quantize_run(checkpoint.inputs());
   const std::optional<io::DType> restore_as = o.dtype == "source" ? std::nullopt
                                              : o.dtype == "bf16"  ? std::optional<io::DType>(io::DType::BF16)
                                              : o.dtype == "f16"   ? std::optional<io::DType>(io::DType::F16)

@@ -89,4 +89,11 @@ struct DequantizeFileOptions {
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
                                             const DequantizeFileOptions& options = {});
 
+// The shards of one `nuq quantize` run share its codebook, normalisation, group sizes and
+// statistics: a folder of shards from two runs (one interrupted over an older output) would
+// restore a mixed model. And each tensor is in one shard: a shard copied under another shard's
+// name would restore its tensors twice. Throws nuq::Error naming the shard otherwise, or one that
+// is not quantized.
+void require_one_quantize_run(const std::vector<std::string>& shards);
+
 }  // namespace nuq

@@ -450,7 +450,10 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
 def load(path: str) -> dict:
     """Every tensor of a safetensors file nuq wrote (or any safetensors file), read a tensor at a
     time: loading costs what it returns and a few MiB (a quantized tensor's stored bytes, for a
-    moment, twice), never the whole file beside it.
+    moment, twice), never the whole file beside it. A folder of shards or its
+    ``model.safetensors.index.json`` (as ``nuq quantize`` reads and writes them) gives every shard's
+    tensors in one dict; quantized shards must come from one ``nuq quantize`` run, and where the
+    index and the shards disagree the shards are followed, each disagreement a UserWarning.
 
     Quantized tensors (``nuq quantize`` of a checkpoint or a nuq model, ``nuq.save``) come back as
     QuantizedTensor, the others as numpy arrays: bfloat16 widened exactly to float32, its dtype

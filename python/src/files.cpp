@@ -17,6 +17,7 @@
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/quantized_file.h"
+#include "nuq/sharded_checkpoint.h"
 
 namespace nuq::python {
 
@@ -171,7 +172,7 @@ PyQuantized loaded(QuantizedTensor tensor, const std::optional<Codebook>& codebo
 
 // Every tensor of a file nuq wrote: quantized ones as QuantizedTensor, the rest as numpy arrays,
 // read a tensor at a time (the file is never held whole beside what it becomes).
-py::dict load(const std::string& path) {
+py::dict load_file(const std::string& path) {
   std::unique_ptr<io::SafetensorsReader> reader;
   {
     py::gil_scoped_release release;
@@ -202,6 +203,38 @@ py::dict load(const std::string& path) {
     out[py::str(name)] = loaded(std::move(one.quantized.at(name)), one.codebook, one.normalisation, one.dtypes.at(name));
   }
   for (const std::string& name : quantized.copied) out[py::str(name)] = plain(name);
+  return out;
+}
+
+// A file, or a sharded checkpoint (a folder of shards or its model.safetensors.index.json, found as
+// nuq quantize and dequantize find them): every shard's tensors in one dict. Quantized shards must
+// be of one quantize run; where the index and the shards' headers disagree, the headers are
+// followed and each disagreement is warned of (UserWarning), as the command line does.
+py::dict load(const std::string& path) {
+  std::vector<std::string> shards, disagreements;
+  {
+    py::gil_scoped_release release;
+    shards = checkpoint_shards(path);
+    if (!(shards.size() == 1 && shards.front() == path)) {
+      disagreements = index_disagreements(path);
+      bool quantized = false;
+      for (const std::string& shard : shards)
+        quantized = quantized || is_quantized_file(io::TensorFile{io::SafetensorsReader(shard).layout().metadata, {}});
+      if (quantized) require_one_quantize_run(shards);  // (which also refuses a tensor in two shards)
+    }
+  }
+  if (shards.size() == 1 && shards.front() == path) return load_file(path);  // one file
+  for (const std::string& line : disagreements)
+    if (PyErr_WarnEx(PyExc_UserWarning, line.c_str(), 1) != 0) throw py::error_already_set();
+  py::dict out;
+  for (const std::string& shard : shards) {
+    const py::dict part = load_file(shard);
+    for (const auto& [name, value] : part) {
+      NUQ_REQUIRE(!out.contains(name), shard, ": tensor '", name.cast<std::string>(), "' is also in another shard of ",
+                  path);
+      out[name] = value;
+    }
+  }
   return out;
 }
 
