@@ -339,7 +339,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     With normalise="global" the mean and standard deviation of all quantized tensors together
     normalise each; group_size as in ``quantize`` (every quantized tensor's rows must split into
     groups). Returns a dict with a QuantizedTensor for each quantized entry and the original object
-    for every other.
+    for every other. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
     """
     if not hasattr(state_dict, "items"):
         raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")

@@ -276,6 +276,17 @@ InMemoryOptions in_memory_options(const std::optional<std::string>& normalise, s
   return options;
 }
 
+namespace {
+
+// Called between tensors, with the GIL released: a Ctrl-C (or any signal whose Python handler
+// raises) ends a state dict's quantization after the tensor in hand, not after the last one.
+void stop_if_interrupted() {
+  const py::gil_scoped_acquire acquire;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+}  // namespace
+
 std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& tensors,
                                           const std::vector<std::string>& source_dtypes, const PyCodebook& codebook,
                                           const InMemoryOptions& options, Backend& backend) {
@@ -283,6 +294,7 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
   for (const TensorInMemory& t : tensors) {
     own.push_back(in_memory_stats(t, codebook.codebook, options, backend));
     require_finite_weights(own.back(), t.name);
+    stop_if_interrupted();
   }
   // Joined in name order, as `nuq quantize` joins a checkpoint's: the same statistics (to the last
   // bit) whatever the order of the state dict or the file's layout.
@@ -304,6 +316,7 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
     q.run_stats = global;
     q.totals = totals;
     out.push_back(std::move(q));
+    stop_if_interrupted();
   }
   return out;
 }

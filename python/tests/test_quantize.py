@@ -190,3 +190,37 @@ def test_cuda_backend_gives_the_cpu_codes_and_products(rng):
                                        rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(nuq.qgemm(x, gpu, device="cuda"), first)
         np.testing.assert_array_equal(nuq.qgemm(x, gpu), first)  # auto on a GPU machine: the same copy
+
+
+def test_a_signal_stops_a_state_dicts_quantization_between_tensors(rng):
+    """A Ctrl-C (here an alarm whose handler raises) is acted on after the tensor in hand, not when
+    the whole state dict is done."""
+    import signal
+    import time
+    state_dict = {f"l{i}.weight": rng.laplace(size=(1024, 1024)).astype(np.float32) for i in range(16)}
+    codebook = nuq.design("lloyd-max", 8)  # per channel, a table of 256 levels a row: slow enough to see
+    start = time.perf_counter()
+    nuq.quantize_state_dict(state_dict, codebook, normalise="per-channel")
+    whole = time.perf_counter() - start
+    if whole < 0.2:
+        pytest.skip(f"the whole state dict took {whole:.3f} s: too fast to interrupt part way")
+
+    class Stop(Exception):
+        pass
+
+    handled = []
+
+    def handler(signum, frame):
+        handled.append(time.perf_counter())
+        raise Stop
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, whole / 16)
+        with pytest.raises(Stop):
+            nuq.quantize_state_dict(state_dict, codebook, normalise="per-channel")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert handled[0] - start < whole / 2, (handled[0] - start, whole)
