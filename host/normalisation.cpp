@@ -76,8 +76,10 @@ Affine row_map(const WeightStats& row, const WeightStats& tensor) {
 }
 
 void require_storable(Normalisation normalisation, int bits, const std::string& where, std::size_t group_size) {
-  NUQ_REQUIRE(!group_size || bits <= 8, where, ": groups of ", group_size, " weights take codebooks of up to 8 bits, got ",
-              bits, "-bit codes; quantize this design without groups (per-tensor normalisation, say)");
+  NUQ_REQUIRE(!group_size || bits <= 8, where, ": groups of ", group_size,
+              " weights take codebooks of up to 256 levels (8-bit codes); this one's codes are stored at ", bits,
+              " bits (a width of 9 to 16 is stored as 16); quantize this design without groups (per-tensor "
+              "normalisation, say)");
   NUQ_REQUIRE(normalisation != Normalisation::PerChannel || bits <= 8, where,
               ": per-channel normalisation keeps a table of levels per row and takes codebooks of up to 8 bits (this "
               "one's codes are stored at ", bits, " bits: ", std::size_t{1} << bits, " levels per row); use per-tensor");

@@ -157,7 +157,10 @@ const std::vector<Case>& cases() {
        "cannot be combined with --normalise per-tensor"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --group-size 40", kUserError, "do not split into groups"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors -m uniform -b 12 --group-size 16", kUserError,
-       "groups of 16 weights take codebooks of up to 8 bits, got 16-bit codes; quantize this design without groups"},
+       "groups of 16 weights take codebooks of up to 256 levels (8-bit codes); this one's codes are stored at 16 bits "
+       "(a width of 9 to 16 is stored as 16); quantize this design without groups"},
+      {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors -m lloyd-max --xmax 2", kUserError,
+       "lloyd-max places every threshold and level itself (the Lloyd iteration); a given x_max (--xmax, --support)"},
       {"quantize {d}/ckpt.safetensors -o {d}/no-folder/q.safetensors", kUserError,
        "q.safetensors: cannot write there: the folder"},
       {"quantize {d}/fp32.safetensors -o {d}/q.safetensors --group-size 16", kUserError, "--group-size are for other"},

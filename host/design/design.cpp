@@ -63,7 +63,11 @@ Codebook unit_codebook(const DesignSpec& spec, double xmax, XmaxRule rule, int i
     case Method::Custom:
       break;
   }
-  throw Error("design: method " + to_string(spec.method) + " has no support-threshold parameter");
+  NUQ_REQUIRE(spec.method != Method::LloydMax,
+              "design: lloyd-max places every threshold and level itself (the Lloyd iteration); a given x_max "
+              "(--xmax, --support) does not apply to it");
+  throw Error("design: method custom names a codebook whose levels another writer recorded in a file; nuq designs "
+              "uniform, sptq, msptq, ternary, mulaw and lloyd-max");
 }
 
 double unit_distortion(const DesignSpec& spec, double xmax) {
