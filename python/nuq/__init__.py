@@ -392,13 +392,32 @@ def _dequantize(self):
 QuantizedTensor.dequantize = _dequantize
 
 
-def dequantize_state_dict(state_dict) -> dict:
+def _as_torch_tensor(name: str, value):
+    """A value of a loaded state dict as a torch tensor: numpy arrays through ``torch.from_numpy``
+    (bfloat16 as widened, exactly; 8-bit floats through ``to_float32``); torch tensors as they are."""
+    import torch  # asked for by name: imported here if the caller has not
+    if _is_torch(value) or not isinstance(value, np.ndarray):
+        return value
+    tag = _stored_dtype(value)
+    if tag is not None and tag != "BF16":
+        if tag.startswith("F8"):
+            return torch.from_numpy(to_float32(value))
+        raise ValueError(f"dequantize_state_dict: tensor '{name}' holds {tag} values, which torch has no dtype for")
+    try:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    except TypeError as e:
+        raise ValueError(f"dequantize_state_dict: tensor '{name}': {e}") from None
+
+
+def dequantize_state_dict(state_dict, *, as_torch: bool = False) -> dict:
     """Every QuantizedTensor of a dict replaced by its dequantized values: torch tensors (on their
-    device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``; give them
-    to ``load_state_dict`` through ``torch.from_numpy``)."""
+    device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``). With
+    as_torch=True every value is a torch tensor (numpy arrays through ``torch.from_numpy``, 8-bit
+    floats widened exactly), ready for ``model.load_state_dict``."""
     if not hasattr(state_dict, "items"):
         raise TypeError(f"dequantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
-    return {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in state_dict.items()}
+    out = {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in state_dict.items()}
+    return {k: _as_torch_tensor(k, v) for k, v in out.items()} if as_torch else out
 
 
 def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):

@@ -91,3 +91,26 @@ def test_bfloat16_over_several_pieces_gives_the_codes_of_nuq_quantize(nuq_binary
         np.testing.assert_array_equal(cli.levels, ours.levels)
         if kwargs:
             np.testing.assert_array_equal(cli.scales, ours.scales)
+
+
+def test_a_loaded_quantized_state_dict_goes_into_a_torch_model(tmp_path):
+    """nuq.load -> dequantize_state_dict(as_torch=True) -> load_state_dict: every value a torch
+    tensor, the restored weights those of the quantized tensors, the kept ones exactly."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 10))
+    model = model.to(torch.bfloat16)
+    q = nuq.quantize_state_dict(model.state_dict(), nuq.design("msptq"))
+    nuq.save(tmp_path / "q.safetensors", q)
+    loaded = nuq.load(tmp_path / "q.safetensors")
+    with pytest.raises((RuntimeError, TypeError)):  # numpy arrays: what the option is for
+        model.load_state_dict(nuq.dequantize_state_dict(loaded))
+    restored = nuq.dequantize_state_dict(loaded, as_torch=True)
+    assert all(isinstance(v, torch.Tensor) for v in restored.values())
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(restored)
+    for name, value in model.state_dict().items():
+        if isinstance(loaded[name], nuq.QuantizedTensor):
+            expected = torch.from_numpy(loaded[name].dequantize()).to(torch.bfloat16)
+        else:
+            expected = original[name]  # a bias or norm, kept: bit for bit
+        assert torch.equal(value, expected), name
