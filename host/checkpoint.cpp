@@ -252,16 +252,24 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     const std::size_t band =
         std::size_t(std::max<std::uint64_t>(1, options.band_bytes / std::max<std::uint64_t>(1, row_bytes)));
     std::uint64_t restored = 0;
-    std::optional<QuantizedCheckpoint> first_band =
-        band < rows ? read_quantized_rows(reader, quantized, name, 0, band) : std::nullopt;
+    // A band that does not read as a tensor of its rows (a damaged file) is read again whole, so that
+    // the error names what is wrong as the file has it (a row, a level, a shape of the whole tensor).
+    const auto band_of = [&](std::size_t first) -> std::optional<QuantizedCheckpoint> {
+      try {
+        return read_quantized_rows(reader, quantized, name, first, std::min(band, rows - first));
+      } catch (const Error&) {
+        read_quantized_tensor(reader, quantized, name);  // throws the whole tensor's error
+        throw;  // (the whole reads where a band did not: the band's own error, which names its rows)
+      }
+    };
+    std::optional<QuantizedCheckpoint> first_band = band < rows ? band_of(0) : std::nullopt;
     if (!first_band) {
       restored = restore(read_quantized_tensor(reader, quantized, name), name, 0);
     } else {
       restored = restore(*first_band, name, 0);
       first_band.reset();
       for (std::size_t at = band; at < rows; at += band) {
-        const std::optional<QuantizedCheckpoint> rows_read =
-            read_quantized_rows(reader, quantized, name, at, std::min(band, rows - at));
+        const std::optional<QuantizedCheckpoint> rows_read = band_of(at);
         NUQ_REQUIRE(rows_read, input, ": tensor '", name, "': its stored tensors' rows changed");  // cannot happen
         restored += restore(*rows_read, name, restored);
       }

@@ -104,10 +104,10 @@ class StreamRun {
         NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
                     shard_paths[shard_of[name]]);
     }
-    report_.warnings = keeping_warnings(readers_, o);
+    const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere(readers_);
+    report_.warnings = keeping_warnings(readers_, o, quantized_elsewhere);
     if (o.warnings)  // now, before a run that may take minutes, rather than in its report at the end
       for (const std::string& line : report_.warnings) *o.warnings << "nuq: warning: " << line << '\n';
-    const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere(readers_);
     for (std::size_t s = 0; s < readers_.size(); ++s) {
       const io::SafetensorsReader& reader = *readers_[s];
       for (const auto& [name, entry] : reader.layout().tensors) {

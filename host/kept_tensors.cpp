@@ -81,7 +81,7 @@ bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, con
 }
 
 std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,
-                                          const StreamOptions& o) {
+                                          const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
   std::vector<std::string> warnings;
   bool skip_named_one = false;
   for (const auto& reader : readers) {
@@ -89,8 +89,9 @@ std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::
     for (const auto& [name, entry] : reader->layout().tensors) {
       const bool skipped = o.skip && skip_matches(*o.skip, name, *reader);
       skip_named_one = skip_named_one || skipped;
+      // (A module another tool quantized keeps its floating tensors whatever their dtype: not told.)
       if (entry.dtype == io::DType::F64 && entry.element_count() > 1 && !skipped &&
-          (entry.shape.size() >= 2 || o.quantize_vectors))
+          (entry.shape.size() >= 2 || o.quantize_vectors) && !quantized_elsewhere.count(module_of(name)))
         f64.push_back("'" + name + "'");
     }
     if (f64.empty()) continue;

@@ -28,6 +28,6 @@ bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, con
 // but for their dtype (F64), and a --skip that names no tensor (a typo that quantizes what it
 // meant to keep). One line each, without a prefix.
 std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,
-                                          const StreamOptions& o);
+                                          const StreamOptions& o, const std::set<std::string>& quantized_elsewhere);
 
 }  // namespace nuq

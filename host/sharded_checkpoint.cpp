@@ -110,7 +110,8 @@ std::string shard_file_name(std::string name) {
 // nuq follows the headers too and writes an index of its own; the caller warns. At most
 // kMaxDisagreements are spelled out.
 constexpr std::size_t kMaxDisagreements = 8;
-constexpr const char* kFollowed = " (the shards' headers are followed; the new index lists what they hold)";
+constexpr const char* kFollowed = " (the shards' headers are followed, as other tools follow them; an index nuq "
+                                  "writes lists what they hold)";
 
 std::vector<std::string> disagreements(const fs::path& index, const nlohmann::json& weight_map,
                                        const std::vector<std::string>& shards) {
@@ -134,7 +135,7 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
   for (const auto& [tensor, file] : weight_map.items())
     if (!held.count(tensor))
       note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it",
-           ": no shard read holds it, so the output has no such tensor and the new index does not list it");
+           ": no shard read holds it, so there is no such tensor to read (nor in an index nuq writes)");
   if (count > kMaxDisagreements)
     found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)" +
                     kFollowed);

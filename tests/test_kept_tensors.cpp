@@ -211,6 +211,9 @@ TEST(CheckpointStream, KeepingF64MatricesOrSkippingNothingIsWarnedOf) {
   options.skip.reset();
   file.tensors.erase("a.weight"), file.tensors.erase("b.weight"), file.tensors.erase("c.weight");
   file.tensors.erase("d.weight"), file.tensors.erase("lm_head.weight");
+  // A peer's quantized module keeps its F64 scales with its I32 codes, whatever their dtype: not told.
+  file.tensors["gptq.qweight"] = io::Tensor{io::DType::I32, {4, 4}, std::vector<std::uint8_t>(4 * 4 * 4, 1)};
+  file.tensors["gptq.scales"] = io::Tensor{io::DType::F64, {4, 4}, std::vector<std::uint8_t>(4 * 4 * 8, 0)};
   io::write_safetensors(dir.file("in.safetensors"), file);
   report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
   EXPECT_TRUE(report.warnings.empty());

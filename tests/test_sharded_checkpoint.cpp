@@ -258,8 +258,8 @@ TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) 
     return std::any_of(found.begin(), found.end(), [&](const std::string& line) { return line.find(text) != std::string::npos; });
   };
   EXPECT_EQ(found.size(), 3u);
-  EXPECT_TRUE(names("puts 'mtp.fc.weight' in " + second + ", which does not hold it: no shard read holds it, so the "
-                    "output has no such tensor"));
+  EXPECT_TRUE(names("puts 'mtp.fc.weight' in " + second + ", which does not hold it: no shard read holds it, so "
+                    "there is no such tensor to read"));
   EXPECT_TRUE(names("puts 'layers.1.norm.weight' in " + second + ", but model-00001-of-00002.safetensors holds it"));
   EXPECT_TRUE(names(second + " holds tensor 'layers.2.norm.weight', which the weight_map does not list"));
   const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());

@@ -436,8 +436,9 @@ void bind_tensors(py::module_& m) {
                                                                        : t.matrix.levels.size();
                                return t.matrix.codes.bytes.size() + tables * sizeof(float);
                              },
-                             "Bytes stored, as a file stores them: the codes and the tables (grouped: scales and "
-                             "normalised levels; 16-bit codes of a uniform design: the two numbers of its grid).")
+                             "Bytes nuq.save stores for it: the codes and the tables (grouped: scales and "
+                             "normalised levels; 16-bit codes of a uniform design whose codebook the tensor records: "
+                             "the two numbers of its grid).")
       .def("unpacked_codes",
            [](const PyQuantized& q) {
              const auto [rows, cols] = weight_view(q.tensor);

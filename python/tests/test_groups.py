@@ -108,7 +108,7 @@ def test_grouped_qgemm_is_the_product_with_the_dequantized_weights(rng):
     (lambda w: nuq.quantize(w, nuq.design("sptq"), group_size=0), "positive multiple of 8"),
     (lambda w: nuq.quantize(w, nuq.design("sptq"), group_size=48), "do not split into groups of 48"),
     (lambda w: nuq.quantize(w, nuq.design("sptq"), group_size=32, normalise="global"), "cannot be combined"),
-    (lambda w: nuq.quantize(w, nuq.design("uniform", 16), group_size=32), "up to 8 bits"),
+    (lambda w: nuq.quantize(w, nuq.design("uniform", 16), group_size=32), "up to 256 levels \\(8-bit codes\\)"),
     (lambda w: nuq.quantize_state_dict({"a": w, "b": w[:, :40]}, nuq.design("sptq"), group_size=16),
      "b: rows of 40 weights do not split into groups of 16"),
 ])
