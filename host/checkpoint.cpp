@@ -254,11 +254,12 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     std::uint64_t restored = 0;
     // A band that does not read as a tensor of its rows (a damaged file) is read again whole, so that
     // the error names what is wrong as the file has it (a row, a level, a shape of the whole tensor).
+    const std::string& tensor = name;  // (a structured binding cannot be captured in C++17)
     const auto band_of = [&](std::size_t first) -> std::optional<QuantizedCheckpoint> {
       try {
-        return read_quantized_rows(reader, quantized, name, first, std::min(band, rows - first));
+        return read_quantized_rows(reader, quantized, tensor, first, std::min(band, rows - first));
       } catch (const Error&) {
-        read_quantized_tensor(reader, quantized, name);  // throws the whole tensor's error
+        read_quantized_tensor(reader, quantized, tensor);  // throws the whole tensor's error
         throw;  // (the whole reads where a band did not: the band's own error, which names its rows)
       }
     };
