@@ -87,12 +87,15 @@ std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::
   for (const auto& reader : readers) {
     std::vector<std::string> f64;
     for (const auto& [name, entry] : reader->layout().tensors) {
-      const bool skipped = o.skip && skip_matches(*o.skip, name, *reader);
-      skip_named_one = skip_named_one || skipped;
       // (A module another tool quantized keeps its floating tensors whatever their dtype: not told.)
-      if (entry.dtype == io::DType::F64 && entry.element_count() > 1 && !skipped &&
-          (entry.shape.size() >= 2 || o.quantize_vectors) && !quantized_elsewhere.count(module_of(name)))
-        f64.push_back("'" + name + "'");
+      const bool f64_matrix = entry.dtype == io::DType::F64 && entry.element_count() > 1 &&
+                              (entry.shape.size() >= 2 || o.quantize_vectors) && !quantized_elsewhere.count(module_of(name));
+      // --skip is matched where it decides something: the F64 matrices told of, and floating tensors
+      // (as kept_as_they_are matches it) until it has named one. Other dtypes are kept anyway.
+      const bool asked = o.skip && (f64_matrix || (!skip_named_one && io::is_floating(entry.dtype)));
+      const bool skipped = asked && skip_matches(*o.skip, name, *reader);
+      skip_named_one = skip_named_one || skipped;
+      if (f64_matrix && !skipped) f64.push_back("'" + name + "'");
     }
     if (f64.empty()) continue;
     std::string names;
@@ -103,7 +106,7 @@ std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::
                        "to quantize them): " + names);
   }
   if (o.skip && !skip_named_one)
-    warnings.push_back("--skip names no tensor of the checkpoint (it is searched in each full name, e.g. "
+    warnings.push_back("--skip names no tensor of the checkpoint that it could keep (it is searched in each full name, e.g. "
                        "'embed_tokens|lm_head'), so it keeps nothing");
   return warnings;
 }

@@ -32,12 +32,6 @@ constexpr const char* kLegacyCheckpointKey = "nuq.checkpoint";
 // Up to this many levels a codebook's thresholds and levels are written out in the header.
 constexpr std::size_t kListedLevels = 256;
 
-// 16-bit codes of a uniform codebook are stored with an affine map instead of a table of 65536
-// levels: level(code) = offset + scale * code, in the tensor's units.
-bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTensor& q) {
-  return codebook && stores_grid(*codebook, q.matrix.codes.bits) && q.matrix.levels.size() == (std::size_t{1} << 16);
-}
-
 // The levels of a stored affine map, computed as make_quantize_table computes them.
 std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
   std::vector<float> levels(count);
@@ -226,6 +220,10 @@ void read_groups(const io::TensorFile& file, const std::string& tensor, std::siz
 }  // namespace
 
 bool stores_grid(const Codebook& codebook, int bits) { return bits == 16 && codebook.uniform_grid().has_value(); }
+
+bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTensor& q) {
+  return codebook && stores_grid(*codebook, q.matrix.codes.bits) && q.matrix.levels.size() == (std::size_t{1} << 16);
+}
 
 bool is_quantized_file(const io::TensorFile& file) {
   if (file.metadata.count(kKey)) return true;

@@ -78,6 +78,9 @@ std::pair<double, double> grid_map(const Codebook& codebook, double mean, double
 // Whether `bits`-bit codes of `codebook` are stored with an affine map (.grid) instead of a table:
 // 16-bit codes of a uniform grid.
 bool stores_grid(const Codebook& codebook, int bits);
+// Whether a file stores quantized tensor `q` of a run of `codebook` with a .grid: 16-bit codes of a
+// uniform grid, one table of 65,536 levels (to_tensor_file; Python's nbytes counts the same).
+bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTensor& q);
 
 // A codebook as a quantized file's header records it: its thresholds and levels listed (up to 256
 // levels), or a larger uniform design by its parameters alone, rebuilt bit for bit by the function

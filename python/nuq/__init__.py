@@ -398,8 +398,8 @@ def _as_torch_tensor(name: str, value):
     import torch  # asked for by name: imported here if the caller has not
     if _is_torch(value) or not isinstance(value, np.ndarray):
         return value
-    tag = _stored_dtype(value)
-    if tag is not None and tag != "BF16":
+    tag = _stored_dtype(value)  # (bfloat16 is widened, not tagged so: it goes through from_numpy below)
+    if tag is not None:
         if tag.startswith("F8"):
             return torch.from_numpy(to_float32(value))
         raise ValueError(f"dequantize_state_dict: tensor '{name}' holds {tag} values, which torch has no dtype for")

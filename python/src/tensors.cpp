@@ -429,8 +429,9 @@ void bind_tensors(py::module_& m) {
                                const QuantizedTensor& t = q.tensor;
                                // 16-bit codes of a uniform design are stored with an affine map
                                // (.grid, two F64) in place of their 65,536 levels, as a file has them.
-                               if (q.codebook && !t.group_size && stores_grid(q.codebook->codebook, t.matrix.codes.bits) &&
-                                   t.matrix.levels.size() == (std::size_t{1} << 16))
+                               const std::optional<Codebook> codebook =
+                                   q.codebook ? std::optional<Codebook>(q.codebook->codebook) : std::nullopt;
+                               if (!t.group_size && stores_grid_of(codebook, t))
                                  return t.matrix.codes.bytes.size() + 2 * sizeof(double);
                                const std::size_t tables = t.group_size ? t.scales.size() + t.normalised_levels.size()
                                                                        : t.matrix.levels.size();
