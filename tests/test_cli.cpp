@@ -367,6 +367,18 @@ TEST(Cli, DequantizeAModelAndEvalPredictions) {
   std::vector<std::uint8_t> written;
   for (int c; in >> c;) written.push_back(std::uint8_t(c));
   EXPECT_EQ(written, quantized_predictions(load_quantized(q), io::load_split(mnist, "t10k")));
+
+  // The report names the weights' form in the file: a model restored in BF16 is not called FP32.
+  EXPECT_EQ(eval.output.rfind("quantized model ", 0), 0u) << eval.output;
+  const std::string half = dir.file("bf16.safetensors"), data = " --dataset mnist --data " + dir.path().string() + " --device cpu";
+  ASSERT_EQ(run_nuq("dequantize " + q + " -o " + half + " --dtype bf16").status, 0);
+  for (const auto& [file, weights] : {std::pair{d, "FP32"}, std::pair{half, "BF16"}}) {
+    const CommandResult text = run_nuq("eval " + file + data), json = run_nuq("eval " + file + data + " --json");
+    ASSERT_EQ(text.status, 0) << text.output;
+    EXPECT_EQ(text.output.rfind(std::string(weights) + " model ", 0), 0u) << text.output;
+    ASSERT_EQ(json.status, 0) << json.output;
+    EXPECT_EQ(nlohmann::json::parse(json.output).at("weights"), weights) << json.output;
+  }
 }
 
 }  // namespace

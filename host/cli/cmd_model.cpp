@@ -352,6 +352,21 @@ std::string eval_dataset(const EvalOptions& o, const io::TensorFile& file) {
   return o.dataset;
 }
 
+// How a float model's weights are stored: "FP32", "BF16" or "F16" ("BF16+FP32" when they differ),
+// so that a model restored in half precision (`nuq dequantize --dtype bf16`) is not reported as
+// FP32. It runs in FP32 either way: half-precision weights widen exactly.
+std::string stored_precision(const Model& model) {
+  std::vector<std::string> names;
+  for (const Parameter& p : model.parameters) {
+    const std::string name = p.stored_as == io::DType::F32 ? "FP32" : io::to_string(p.stored_as);
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  std::string joined;
+  for (const std::string& name : names) joined += (joined.empty() ? "" : "+") + name;
+  return joined;
+}
+
 void run_eval(const EvalOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
   // What the file is comes before which data to test it on: --dataset would not make another
@@ -372,10 +387,12 @@ void run_eval(const EvalOptions& o) {
   const io::Dataset test_set = io::load_network_split(dir, "t10k");
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
+  std::string weights = "quantized";  // what the report calls the model: its weights' form in the file
   if (quantized) {
     classes = quantized_predictions(quantized_from_file(file, o.input), test_set, *backend);
-  } else {  // the FP32 baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
+  } else {  // the float baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
     Model model = model_from_file(file, o.input);
+    weights = stored_precision(model);
     Network network(model, nullptr, backend.get());
     classes = predict(network, test_set);
   }
@@ -386,11 +403,11 @@ void run_eval(const EvalOptions& o) {
     });
   if (o.json)
     std::cout << json_text(nlohmann::json{{"model", o.input}, {"quantized", quantized}, {"dataset", dataset},
-                                {"device", backend->name()}, {"accuracy", result}})
+                                {"weights", weights}, {"device", backend->name()}, {"accuracy", result}})
               << '\n';
   else
-    std::cout << (quantized ? "quantized" : "FP32") << " model " << o.input << ": test accuracy " << fixed(result, 2)
-              << "% on " << test_set.count << " " << dataset << " images (on " << backend->name() << ")\n";
+    std::cout << weights << " model " << o.input << ": test accuracy " << fixed(result, 2) << "% on " << test_set.count
+              << " " << dataset << " images (on " << backend->name() << ")\n";
 }
 
 }  // namespace
