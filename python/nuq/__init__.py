@@ -384,9 +384,48 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     return out
 
 
-def _dequantize(self):
-    """The quantized values, float32 in the original shape, as the array type quantize was given."""
-    return _like(self._dequantize_numpy(), getattr(self, "_device", None))
+_RESTORED_AS = {"float32": "F32", "f32": "F32", "bfloat16": "BF16", "bf16": "BF16", "float16": "F16",
+                "f16": "F16", "half": "F16"}
+
+
+def _restored_dtype(dtype, source: str) -> str:
+    """The safetensors name of the dtype ``dequantize`` was asked for: a name ("bfloat16", "bf16"),
+    a numpy or torch dtype, or "source" (the one the tensor was quantized from)."""
+    if isinstance(dtype, str) and dtype == "source":
+        return source
+    name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    if not isinstance(dtype, (str, type(None))):
+        try:
+            name = np.dtype(dtype).name  # np.float16, "<f2"
+        except TypeError:
+            pass  # a torch dtype (str() above) or something else (refused below)
+    if name not in _RESTORED_AS:
+        raise ValueError(f"dequantize: dtype {dtype!r}; nuq restores float32, bfloat16, float16 or 'source' (the "
+                         f"tensor's own, here {source})")
+    return _RESTORED_AS[name]
+
+
+def _dequantize(self, dtype="float32"):
+    """The quantized values in the original shape, as the array type quantize was given.
+
+    dtype: "float32" (the default), "bfloat16" or "float16" (each value the nearest, ties to even,
+    as ``nuq dequantize --dtype`` writes it; a value beyond the dtype's range is a ValueError, never
+    an infinity), or "source": the dtype the tensor was quantized from (``self.dtype``). numpy has
+    no bfloat16: a numpy result is float32 holding the bfloat16 values, tagged as ``load`` tags a
+    widened bfloat16 array, so that ``save`` writes it as bfloat16."""
+    as_ = _restored_dtype(dtype, self.dtype)
+    values = self._dequantize_numpy(as_)
+    device = getattr(self, "_device", None)
+    if as_ == "F16":
+        values = values.view(np.float16)
+    elif as_ == "BF16":
+        if device is not None:
+            torch = _torch()
+            t = torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
+            return t if device.type == "cpu" else t.to(device)
+        widened = (values.astype(np.uint32) << 16).view(np.float32)  # exact
+        return widened.view(np.dtype(np.float32, metadata={"widened_from": "BF16"}))
+    return _like(values, device)
 
 
 QuantizedTensor.dequantize = _dequantize
@@ -409,15 +448,29 @@ def _as_torch_tensor(name: str, value):
         raise ValueError(f"dequantize_state_dict: tensor '{name}': {e}") from None
 
 
-def dequantize_state_dict(state_dict, *, as_torch: bool = False) -> dict:
+def dequantize_state_dict(state_dict, *, as_torch: bool = False, dtype="float32") -> dict:
     """Every QuantizedTensor of a dict replaced by its dequantized values: torch tensors (on their
     device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``). With
     as_torch=True every value is a torch tensor (numpy arrays through ``torch.from_numpy``, 8-bit
-    floats widened exactly), ready for ``model.load_state_dict``."""
+    floats widened exactly), ready for ``model.load_state_dict``. dtype is
+    ``QuantizedTensor.dequantize``'s ("source": each tensor's own); other values are left as they are."""
     if not hasattr(state_dict, "items"):
         raise TypeError(f"dequantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
-    out = {k: v.dequantize() if isinstance(v, QuantizedTensor) else v for k, v in state_dict.items()}
-    return {k: _as_torch_tensor(k, v) for k, v in out.items()} if as_torch else out
+    out = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, QuantizedTensor):
+            out[k] = _as_torch_tensor(k, v) if as_torch else v
+            continue
+        try:
+            restored = v.dequantize(dtype)
+        except ValueError as e:
+            raise ValueError(f"dequantize_state_dict: tensor '{k}': {e}") from None
+        if as_torch and isinstance(restored, np.ndarray):
+            import torch
+            bf16 = (restored.dtype.metadata or {}).get("widened_from") == "BF16"  # asked for: bfloat16 again
+            restored = torch.from_numpy(restored).to(torch.bfloat16) if bf16 else torch.from_numpy(restored)
+        out[k] = restored
+    return out
 
 
 def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <tuple>
 
 #include "binding.h"
@@ -20,6 +21,7 @@
 #include "nuq/io/widen.h"
 #include "nuq/qgemm.h"
 #include "nuq/quantize_in_memory.h"
+#include "nuq/tensor_pieces.h"
 
 namespace nuq::python {
 namespace {
@@ -447,14 +449,27 @@ void bind_tensors(py::module_& m) {
            },
            "The codes one per element, uint32 [rows, cols].")
       .def("_dequantize_numpy",
-           [](const PyQuantized& q) {
+           [](const PyQuantized& q, const std::string& dtype) -> py::array {
+             const std::vector<py::ssize_t> shape(q.tensor.shape.begin(), q.tensor.shape.end());
+             const std::optional<io::DType> as = io::dtype_named(dtype);
+             NUQ_REQUIRE(as && io::is_floating(*as), "dequantize: restores as F32, BF16 or F16, not ", dtype);
              std::vector<float> values;
+             std::vector<std::uint16_t> narrowed;
+             std::size_t overflow = 0;
              {
                py::gil_scoped_release release;
                values = dequantize(q.tensor);
+               if (*as != io::DType::F32) {  // the nearest value, ties to even: `nuq dequantize --dtype`'s bytes
+                 narrowed.resize(values.size());
+                 overflow = io::narrow_from_f32(*as, values.data(), values.size(), narrowed.data());
+               }
              }
-             return adopt(std::move(values), std::vector<py::ssize_t>(q.tensor.shape.begin(), q.tensor.shape.end()));
-           })
+             if (*as == io::DType::F32) return adopt(std::move(values), shape);
+             NUQ_REQUIRE(overflow == values.size(), "restored weight ", element_place(q.tensor.shape, overflow), " (",
+                         values[overflow], ") lies beyond ", dtype, "'s range; restore it as float32");
+             return adopt(std::move(narrowed), shape);  // the 16-bit patterns; Python gives them their dtype
+           },
+           "dtype"_a = "F32")
       .def("__reduce__",
            [](const py::object& self) {  // (a function of the Python package: pybind11's own do not pickle)
              // The instance's attributes as pickle's separate state, set once the tensor exists (so

@@ -63,6 +63,50 @@ def test_restored_as_bf16_f16_or_each_tensors_own_dtype(nuq_cli, tmp_path, rng, 
         expected = {"F32": f32, "F16": as_f16[1], "BF16": as_bf16[1]}[source_dtype]
         assert np.array_equal(source.view(np.uint8), expected.view(np.uint8))
 
+    # QuantizedTensor.dequantize(dtype) gives the CLI's values, and a bfloat16 result (float32 in
+    # numpy, tagged) is saved as the CLI's BF16 bytes.
+    loaded = nuq.load(tmp_path / "q.safetensors")
+    for name in ("a.weight", "b.weight", "c.weight"):
+        q = loaded[name]
+        assert np.array_equal(q.dequantize(), restored["f32"][name][1])
+        assert np.array_equal(q.dequantize("float16").view(np.uint16), restored["f16"][name][1].view(np.uint16))
+        as_bf16 = q.dequantize(torch.bfloat16)
+        assert as_bf16.dtype == np.float32 and as_bf16.dtype.metadata == {"widened_from": "BF16"}
+        assert np.array_equal(bf16_bits(as_bf16), restored["bf16"][name][1])
+        own = q.dequantize("source")
+        assert {"F32": np.float32, "F16": np.float16, "BF16": np.float32}[q.dtype] == own.dtype
+        assert np.array_equal(own.view(np.uint8), q.dequantize(q.dtype.lower()).view(np.uint8))
+    nuq.save(tmp_path / "saved.safetensors", nuq.dequantize_state_dict(loaded, dtype="source"))
+    saved = read_raw(tmp_path / "saved.safetensors")
+    for name, (dtype, array) in restored["source"].items():
+        assert saved[name][0] == dtype and np.array_equal(saved[name][1].view(np.uint8), array.view(np.uint8)), name
+    as_torch = nuq.dequantize_state_dict(loaded, as_torch=True, dtype="bfloat16")
+    assert torch.equal(as_torch["b.weight"].view(torch.int16),
+                       torch.from_numpy(restored["bf16"]["b.weight"][1].view(np.int16).copy()))
+    assert as_torch["norm.weight"].dtype == torch.float32  # kept tensors as load gives them (widened exactly)
+
+
+def test_torch_tensors_restore_as_their_own_dtype(rng):
+    w = torch.from_numpy(rng.laplace(size=(32, 40)).astype(np.float32) * 0.02)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        q = nuq.quantize(w.to(dtype), nuq.design("msptq"))
+        f32 = q.dequantize()
+        assert f32.dtype == torch.float32
+        own = q.dequantize("source")
+        assert own.dtype == dtype and torch.equal(own, f32.to(dtype))  # torch's cast rounds to nearest, ties to even
+        assert q.dequantize("float16").dtype == torch.float16 and q.dequantize("bf16").dtype == torch.bfloat16
+
+
+def test_dequantize_refuses_other_dtypes_and_values_beyond_the_range(rng):
+    q = nuq.quantize(rng.laplace(size=(8, 16)).astype(np.float32) * 3e4, nuq.design("msptq"))
+    with pytest.raises(ValueError, match="nuq restores float32, bfloat16, float16 or 'source'"):
+        q.dequantize("int8")
+    with pytest.raises(ValueError, match=r"restored weight \[\d+, \d+\] \(.*\) lies beyond F16's range"):
+        q.dequantize("float16")
+    with pytest.raises(ValueError, match="tensor 'big': restored weight"):
+        nuq.dequantize_state_dict({"big": q}, dtype=np.float16)
+    assert np.isfinite(q.dequantize("bfloat16")).all()
+
 
 def test_a_weight_beyond_the_range_is_an_error_naming_it(nuq_cli, nuq_binary, tmp_path, rng):
     import subprocess
