@@ -95,8 +95,11 @@ void print_human(const DesignResult& r, bool all_cells) {
   if (p.mu) line("mu", fixed(*p.mu, 4));
   if (p.alpha) line("alpha", fixed(*p.alpha, 4));
   line("sigma", fixed(p.sigma, 6));
-  line("D", fixed(r.distortion.total(), 8) + " (granular " + fixed(r.distortion.granular, 8) +
-                ", overload " + fixed(r.distortion.overload, 8) + ")");
+  // Eight decimals for the paper's designs; six significant digits where those would all be zeros
+  // (D = 4.5 / N^2 is 1e-9 at 16 bits).
+  const auto distortion_text = [](double d) { return d == 0.0 || d >= 1e-2 ? fixed(d, 8) : significant(d, 6); };
+  line("D", distortion_text(r.distortion.total()) + " (granular " + distortion_text(r.distortion.granular) +
+                ", overload " + distortion_text(r.distortion.overload) + ")");
   line("SQNR_th", fixed(r.sqnr_db, 4) + " dB");
   std::printf("\n");
   std::fflush(stdout);

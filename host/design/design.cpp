@@ -157,9 +157,6 @@ std::size_t level_count(const DesignSpec& spec) {
   const std::size_t levels = spec.levels.value_or(capacity);
   NUQ_REQUIRE(levels >= 2 && levels <= capacity, "design: ", levels, " levels do not fit in ",
               spec.bits, " bits (2..", capacity, ")");
-  if (spec.method == Method::LloydMax)
-    NUQ_REQUIRE(levels <= kMaxLloydMaxLevels, "design: Lloyd-Max is limited to ", kMaxLloydMaxLevels,
-                " levels, got ", levels);
   return levels;
 }
 

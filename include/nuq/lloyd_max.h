@@ -10,7 +10,7 @@
 
 namespace nuq {
 
-constexpr std::size_t kMaxLloydMaxLevels = 1024;
+constexpr std::size_t kMaxLloydMaxLevels = std::size_t{1} << 16;  // 16 bits, the widest code nuq stores
 
 // Unit variance; scale the result with Codebook::scaled for another sigma. The codebook's x_max
 // is the edge of the outermost cell if its level were the cell's midpoint, 2 y_N - t_{N-1}.
