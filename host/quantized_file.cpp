@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -16,6 +18,7 @@
 #include "nuq/io/json_parse.h"
 #include "nuq/io/widen.h"
 #include "nuq/json_numbers.h"
+#include "nuq/lloyd_max.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/uniform.h"
@@ -39,20 +42,35 @@ std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
   return levels;
 }
 
-// A uniform or mu-law codebook rebuilt from its recorded parameters (the functions that designed
-// it, so the result is the same bit for bit: stored_codebook checks that before it relies on it),
-// or nothing when the design is not of those kinds.
+// Lloyd-Max's codebook of `levels` levels: the same each time (an iteration from a fixed start),
+// and 40 ms at 65,536 levels, so the last one is kept for the files of a run that read it again.
+Codebook lloyd_max_levels(std::size_t levels) {
+  static std::mutex mutex;
+  static std::optional<Codebook> last;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (!last || last->size() != levels) last = lloyd_max_codebook(levels);
+  return *last;
+}
+
+// A uniform, mu-law or Lloyd-Max codebook rebuilt from its recorded parameters (the functions that
+// designed it, so the result is the same bit for bit: stored_codebook checks that before it relies
+// on it), or nothing when the design is not of those kinds.
 std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& j) {
   const Provenance p = provenance_from_json(j);
   const bool uniform = p.method == Method::Uniform || p.method == Method::Ternary;
-  if ((!uniform && !(p.method == Method::MuLaw && p.mu)) || p.sigma != 1.0) return std::nullopt;
+  const bool by_formula = uniform || (p.method == Method::MuLaw && p.mu) || p.method == Method::LloydMax;
+  if (!by_formula || p.sigma != 1.0) return std::nullopt;
   const std::optional<std::int64_t> count = j.contains("levels_count") ? json_integer(j.at("levels_count")) : std::nullopt;
   NUQ_REQUIRE(count && *count >= 2 && *count <= 65536, "the ", to_string(p.method), " codebook's levels_count must be "
               "a whole number in 2..65536");
   if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
   const std::optional<std::int64_t> bits = j.contains("bits") ? json_integer(j.at("bits")) : std::nullopt;
-  NUQ_REQUIRE(bits && *bits >= 1 && *bits <= 16 && *count <= (std::int64_t{1} << *bits), "the mulaw codebook's bits ",
-              j.value("bits", nlohmann::json()).dump(), " do not hold its ", *count, " levels");
+  NUQ_REQUIRE(bits && *bits >= 1 && *bits <= 16 && *count <= (std::int64_t{1} << *bits), "the ", to_string(p.method),
+              " codebook's bits ", j.value("bits", nlohmann::json()).dump(), " do not hold its ", *count, " levels");
+  if (p.method == Method::LloydMax) {
+    const Codebook designed = lloyd_max_levels(std::size_t(*count));
+    return Codebook(int(*bits), designed.thresholds(), designed.levels(), p);
+  }
   DesignSpec spec;
   spec.method = Method::MuLaw;
   spec.bits = int(*bits);
@@ -62,9 +80,9 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& j) {
   return Codebook(designed.bits(), designed.thresholds(), designed.levels(), p, designed.uniform_grid());
 }
 
-// The codebook as the header records it: in full up to kListedLevels levels; a larger uniform or
-// mu-law design by its parameters alone when they rebuild it exactly (a 16-bit design's 131,071 numbers
-// would otherwise put megabytes of JSON in the header of every file).
+// The codebook as the header records it: in full up to kListedLevels levels; a larger uniform,
+// mu-law or Lloyd-Max design by its parameters alone when they rebuild it exactly (a 16-bit design's
+// 131,071 numbers would otherwise put megabytes of JSON in the header of every file).
 nlohmann::json stored_codebook(const Codebook& codebook) {
   nlohmann::json j = to_json(codebook);
   if (codebook.size() <= kListedLevels) return j;
@@ -256,10 +274,15 @@ std::string describe_quantized(const std::optional<Codebook>& codebook, Normalis
     if (has_stored_suffix(tensor_name)) ambiguous.push_back(tensor_name);
   std::sort(ambiguous.begin(), ambiguous.end());
   // The lowest version that reads the file: 2 for `kept`, 3 for a mu-law codebook recorded by its
-  // parameters (version 2 readers rebuilt only uniform ones).
+  // parameters (version 2 readers rebuilt only uniform ones), 4 for a Lloyd-Max one (version 3
+  // readers rebuilt uniform and mu-law ones). Each reads every earlier version's files.
   const nlohmann::json recorded = codebook ? stored_codebook(*codebook) : nlohmann::json();
-  const bool mulaw_by_parameters = codebook && codebook->provenance().method == Method::MuLaw && !recorded.contains("levels");
-  const int version = mulaw_by_parameters ? 3 : ambiguous.empty() ? 1 : 2;
+  const bool by_parameters = codebook && !recorded.contains("levels");
+  const Method method = codebook ? codebook->provenance().method : Method::Uniform;
+  const int version = by_parameters && method == Method::LloydMax ? 4
+                      : by_parameters && method == Method::MuLaw  ? 3
+                      : ambiguous.empty()                         ? 1
+                                                                  : 2;
   nlohmann::json description = {{"version", version},
                                 {"normalisation", to_string(normalisation)},
                                 {"mean", mean},

@@ -63,12 +63,15 @@ def unpack(codes, cols, bits):
 def decode(metadata, arrays):
     description = json.loads(metadata["nuq.quantized"])
     # Version 2 lists the tensors kept under names like a quantized tensor's parts (and only then);
-    # version 3 records a mu-law codebook of more than 256 levels by its parameters (and only then).
+    # version 3 records a mu-law codebook of more than 256 levels by its parameters, version 4 a
+    # Lloyd-Max one (and only then).
     kept = set(description.get("kept", []))
     codebook = description.get("codebook", {})
-    by_parameters = codebook.get("method") == "mulaw" and "levels" not in codebook
-    assert by_parameters == (codebook.get("method") == "mulaw" and codebook.get("levels_count", 0) > 256), codebook
-    assert description["version"] == (3 if by_parameters else 2 if kept else 1), description["version"]
+    method = codebook.get("method")
+    by_parameters = method in ("mulaw", "lloyd-max") and "levels" not in codebook
+    assert by_parameters == (method in ("mulaw", "lloyd-max") and codebook.get("levels_count", 0) > 256), codebook
+    expected = (4 if method == "lloyd-max" else 3) if by_parameters else 2 if kept else 1
+    assert description["version"] == expected, description["version"]
     assert all(name.endswith(SUFFIXES) and name in arrays for name in kept), kept
     restored = {}
     for name, info in description["tensors"].items():

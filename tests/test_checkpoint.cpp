@@ -116,33 +116,37 @@ TEST(Checkpoint, RoundTripsThroughTheFileAndBackToFp32) {
   EXPECT_EQ(back.tensors.at("step").data, f.file.tensors.at("step").data);
 }
 
-// A mu-law design of more than 256 levels is recorded by its parameters, as a uniform one is (its
-// 131,071 numbers were 2.5 MB of header at 16 bits), rebuilt bit for bit, in format version 3.
-TEST(Checkpoint, AWideMuLawCodebookIsRecordedByItsParameters) {
+// A mu-law or Lloyd-Max design of more than 256 levels is recorded by its parameters, as a uniform
+// one is (its 131,071 numbers were 2.5 MB of header at 16 bits), rebuilt bit for bit, in format
+// version 3 (mu-law) or 4 (Lloyd-Max, whose levels come from an iteration from a fixed start).
+TEST(Checkpoint, AWideMuLawOrLloydMaxCodebookIsRecordedByItsParameters) {
   const Fixture f;
-  DesignSpec spec;
-  spec.method = Method::MuLaw;
-  spec.bits = 12;
-  const Codebook codebook = design(spec).codebook;
-  const io::TensorFile q =
-      quantize_checkpoint(f.file, "ckpt", codebook, Normalisation::Global, NonFinite::Reject, cpu_backend());
-  const nlohmann::json description = nlohmann::json::parse(q.metadata.at("nuq.quantized"));
-  EXPECT_EQ(description.at("version"), 3);
-  EXPECT_FALSE(description.at("codebook").contains("levels"));
-  EXPECT_FALSE(description.at("codebook").contains("thresholds"));
-  EXPECT_LT(q.metadata.at("nuq.quantized").size(), 2000u);
-  const QuantizedCheckpoint read = read_quantized_checkpoint(q, "q");
-  ASSERT_TRUE(read.codebook.has_value());
-  EXPECT_EQ(read.codebook->levels(), codebook.levels());
-  EXPECT_EQ(read.codebook->thresholds(), codebook.thresholds());
-  EXPECT_EQ(to_json(*read.codebook), to_json(codebook));  // provenance too: rule, iterations, mu
-  // A narrow one is listed, in version 1 as before.
-  spec.bits = 8;
-  const io::TensorFile narrow =
-      quantize_checkpoint(f.file, "ckpt", design(spec).codebook, Normalisation::Global, NonFinite::Reject, cpu_backend());
-  const nlohmann::json listed = nlohmann::json::parse(narrow.metadata.at("nuq.quantized"));
-  EXPECT_EQ(listed.at("version"), 1);
-  EXPECT_EQ(listed.at("codebook").at("levels").size(), 256u);
+  for (const auto& [method, version] : {std::pair{Method::MuLaw, 3}, std::pair{Method::LloydMax, 4}})
+    for (const int bits : {9, 12, 16}) {
+      DesignSpec spec;
+      spec.method = method;
+      spec.bits = bits;
+      const Codebook codebook = design(spec).codebook;
+      const io::TensorFile q =
+          quantize_checkpoint(f.file, "ckpt", codebook, Normalisation::Global, NonFinite::Reject, cpu_backend());
+      const nlohmann::json description = nlohmann::json::parse(q.metadata.at("nuq.quantized"));
+      EXPECT_EQ(description.at("version"), version) << to_string(method) << bits;
+      EXPECT_FALSE(description.at("codebook").contains("levels"));
+      EXPECT_FALSE(description.at("codebook").contains("thresholds"));
+      EXPECT_LT(q.metadata.at("nuq.quantized").size(), 2000u);
+      const QuantizedCheckpoint read = read_quantized_checkpoint(q, "q");
+      ASSERT_TRUE(read.codebook.has_value());
+      EXPECT_EQ(read.codebook->levels(), codebook.levels()) << to_string(method) << bits;
+      EXPECT_EQ(read.codebook->thresholds(), codebook.thresholds());
+      EXPECT_EQ(to_json(*read.codebook), to_json(codebook));  // provenance too: rule, iterations, mu
+      // A narrow one is listed, in version 1 as before.
+      spec.bits = 8;
+      const io::TensorFile narrow = quantize_checkpoint(f.file, "ckpt", design(spec).codebook, Normalisation::Global,
+                                                        NonFinite::Reject, cpu_backend());
+      const nlohmann::json listed = nlohmann::json::parse(narrow.metadata.at("nuq.quantized"));
+      EXPECT_EQ(listed.at("version"), 1);
+      EXPECT_EQ(listed.at("codebook").at("levels").size(), 256u);
+    }
 }
 
 TEST(Checkpoint, PerChannelTablesRoundTripWithEachRowsCodes) {

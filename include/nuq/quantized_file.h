@@ -8,8 +8,8 @@
 //                    each code in the tensor's own units; or, for a uniform grid at 16 bits,
 //   <name>.grid      F64 [2]: level(code) = offset + scale * code.
 // Tensors that were not quantized are stored as they were. __metadata__["nuq.quantized"] is JSON:
-//   {"version": 1, "codebook": the design (every threshold and level up to 256 levels; a uniform
-//    grid beyond, by its parameters alone), "normalisation", "mean", "stddev" (the statistics global
+//   {"version": 1, "codebook": the design (every threshold and level up to 256 levels; a uniform,
+//    mu-law or Lloyd-Max design beyond, by its parameters alone), "normalisation", "mean", "stddev" (the statistics global
 //    normalisation used), "tensors": {name: {shape, dtype, rows, cols, bits, mean, stddev}}}
 // nuq's own networks add "nuq.architecture" (and "nuq.dataset", "nuq.trained_on"). Every tensor
 // lies at an offset that is a multiple of its element size (io::serialize_safetensors).
@@ -28,11 +28,11 @@
 namespace nuq {
 
 // The newest format version this nuq reads and writes. A file records the lowest version that
-// reads it (describe_quantized): 3 where a mu-law codebook of more than 256 levels is recorded by
-// its parameters; 2 where a file keeps tensors under names nuq's own stored tensors end with (a
+// reads it (describe_quantized): 4 where a Lloyd-Max codebook of more than 256 levels is recorded
+// by its parameters; 3 where a mu-law one is; 2 where a file keeps tensors under names nuq's own stored tensors end with (a
 // GPTQ `scales`, an AQLM `codes`): its description lists them (`kept`), and a reader of version 1
 // must not take them for parts of a quantized tensor. Otherwise 1, as before.
-constexpr int kQuantizedFormatVersion = 3;
+constexpr int kQuantizedFormatVersion = 4;
 
 // A quantized file as tensors rather than file entries.
 struct QuantizedCheckpoint {

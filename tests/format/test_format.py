@@ -183,7 +183,7 @@ def run(nuq, *arguments, expect=0):
 def main():
     nuq = sys.argv[1]
     designs = [("uniform", 1), ("sptq", 2), ("ternary", 2), ("uniform", 3), ("uniform", 4), ("mulaw", 8),
-               ("uniform", 12), ("mulaw", 12), ("uniform", 16)]
+               ("uniform", 12), ("mulaw", 12), ("lloyd-max", 12), ("uniform", 16)]
     with tempfile.TemporaryDirectory() as folder:
         files = sources(folder, np.random.default_rng(7))
         checked = 0
