@@ -5,6 +5,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/widen.h"
+#include "nuq/sharded_checkpoint.h"
 
 namespace nuq {
 namespace {
@@ -73,11 +74,32 @@ std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_
   return modules;
 }
 
-bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
-                      const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
+const char* kept_reason(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
+                        const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
+  if (!io::is_floating(entry.dtype)) return "not F32, F16 or BF16";
   // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
-  return !io::is_floating(entry.dtype) || entry.element_count() == 0 || (entry.shape.size() < 2 && !o.quantize_vectors) ||
-         quantized_elsewhere.count(module_of(name)) || (o.skip && skip_matches(*o.skip, name, reader));
+  if (entry.element_count() == 0) return "empty";
+  if (entry.shape.size() < 2 && !o.quantize_vectors) return "fewer than two dimensions (--quantize-vectors)";
+  if (quantized_elsewhere.count(module_of(name))) return "of a module another tool quantized";
+  if (o.skip && skip_matches(*o.skip, name, reader)) return "named by --skip";
+  return nullptr;
+}
+
+CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& options) {
+  std::vector<std::unique_ptr<io::SafetensorsReader>> readers;
+  for (const std::string& shard : checkpoint_shards(input))
+    readers.push_back(std::make_unique<io::SafetensorsReader>(shard));
+  const std::set<std::string> elsewhere = modules_quantized_elsewhere(readers);
+  CheckpointPlan plan;
+  plan.warnings = keeping_warnings(readers, options, elsewhere);
+  for (const auto& reader : readers)
+    for (const auto& [name, entry] : reader->layout().tensors) {
+      const char* kept = kept_reason(name, entry, *reader, options, elsewhere);
+      plan.tensors.push_back({name, reader->path(), entry.dtype, entry.shape, entry.end - entry.begin, kept ? kept : ""});
+    }
+  std::sort(plan.tensors.begin(), plan.tensors.end(),
+            [](const TensorPlan& a, const TensorPlan& b) { return a.name < b.name; });
+  return plan;
 }
 
 std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,

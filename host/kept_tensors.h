@@ -19,10 +19,15 @@ namespace nuq {
 // `<m>.weight.absmax` beside its U8 `<m>.weight`).
 std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers);
 
-// Whether tensor `name` of `reader` is kept (StreamOptions: what is not floating, empty tensors,
-// 1-D ones unless quantize_vectors, those --skip names, and those of a module quantized elsewhere).
-bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
-                      const StreamOptions& o, const std::set<std::string>& quantized_elsewhere);
+// Why tensor `name` of `reader` is kept (StreamOptions: what is not floating, empty tensors, 1-D
+// ones unless quantize_vectors, those of a module quantized elsewhere, and those --skip names), or
+// nullptr when it is quantized.
+const char* kept_reason(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
+                        const StreamOptions& o, const std::set<std::string>& quantized_elsewhere);
+inline bool kept_as_they_are(const std::string& name, const io::TensorEntry& entry, const io::SafetensorsReader& reader,
+                             const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
+  return kept_reason(name, entry, reader, o, quantized_elsewhere) != nullptr;
+}
 
 // What a user should be told of what is kept, before a run: floating tensors nuq would quantize
 // but for their dtype (F64), and a --skip that names no tensor (a typo that quantizes what it

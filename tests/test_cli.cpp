@@ -30,7 +30,7 @@ using nuq::test::run_nuq;
 TEST(Cli, HelpListsTheCommands) {
   const CommandResult r = run_nuq("--help");
   EXPECT_EQ(r.status, 0);
-  for (const char* command : {"design", "theory", "devices"})
+  for (const char* command : {"design", "theory", "devices", "inspect", "quantize", "dequantize", "eval"})
     EXPECT_NE(r.output.find(command), std::string::npos) << command;
   EXPECT_EQ(run_nuq("design --help").status, 0);
   EXPECT_EQ(run_nuq("theory --help").status, 0);

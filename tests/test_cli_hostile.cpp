@@ -231,6 +231,17 @@ const std::vector<Case>& cases() {
       {"reproduce --seed 18446744073709551615 --seeds 2 --out {d}/run", kUserError, "runs past the largest seed"},
       {"reproduce --plots {d}/no-such-plots.py --out {d}/run", kUserError, "--plots names no script"},
       {"reproduce --bench {d}/no-such-results --out {d}/run", kUserError, "--bench names no folder"},
+      // inspect reads headers: the same checks as every reader, and options only where they apply.
+      {"inspect {d}/fifo", kUserError, "it is a FIFO"},
+      {"inspect {d}/notes.txt", kUserError, "not a safetensors file"},
+      {"inspect {d}/folder", kUserError, "neither model.safetensors.index.json nor .safetensors files"},
+      {"inspect {d}/undescribed.safetensors", kUserError, "undescribed.safetensors"},
+      {"inspect {d}/ckpt-2bit.safetensors --skip bias", kUserError, "already quantized"},
+      {"inspect {d}/fp32.safetensors --quantize-vectors", kUserError, "quantized whole"},
+      {"inspect {d}/ckpt.safetensors --skip '('", kUserError, "not a regular expression"},
+      {"inspect {d}/ckpt.safetensors --json", kOk, "\"kept_because\": \"fewer than two dimensions"},
+      {"inspect {d}/fp32.safetensors", kOk, "one of nuq's networks"},
+      {"inspect {d}/ckpt-2bit.safetensors", kOk, "bits per weight"},
       // Questions with an answer exit 0.
       {"mismatch --range=0:0.00001 --step 0.000001 --csv", kOk, "mismatch_db"},
       {"--help", kOk, "Exit status"},

@@ -11,5 +11,6 @@ void add_devices_command(CLI::App& app);
 void add_reproduce_command(CLI::App& app);
 void add_model_commands(CLI::App& app);     // train, quantize, dequantize, eval
 void add_mismatch_commands(CLI::App& app);  // mismatch, bitrate
+void add_inspect_command(CLI::App& app);
 
 }  // namespace nuq::cli

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   app.footer("Exit status: 0 success, 1 a user or input error (message on stderr), 2 an internal error.");
   nuq::cli::add_reproduce_command(app);
   nuq::cli::add_model_commands(app);
+  nuq::cli::add_inspect_command(app);
   nuq::cli::add_design_command(app);
   nuq::cli::add_mismatch_commands(app);
   nuq::cli::add_theory_command(app);

@@ -20,6 +20,7 @@
 
 #include "nuq/backend.h"
 #include "nuq/codebook.h"
+#include "nuq/io/safetensors.h"
 #include "nuq/normalisation.h"
 #include "nuq/ptq.h"
 #include "nuq/tensor_pieces.h"
@@ -74,6 +75,22 @@ struct StreamReport {
   // from the cache, by the cores.
   double statistics_seconds = 0.0, quantize_seconds = 0.0;
 };
+
+// What quantize_checkpoint_files would do with each tensor of `input` under `options`, from the
+// headers alone (`nuq inspect`): quantize it, or keep it as it is and why; and the warnings a run
+// would give before it starts (StreamReport::warnings).
+struct TensorPlan {
+  std::string name, file;  // the tensor, and the shard holding it
+  io::DType dtype = io::DType::F32;
+  std::vector<std::int64_t> shape;
+  std::uint64_t bytes = 0;
+  std::string kept;  // why it is kept as it is ("named by --skip", ...); empty: quantized
+};
+struct CheckpointPlan {
+  std::vector<TensorPlan> tensors;  // in name order
+  std::vector<std::string> warnings;
+};
+CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& options);
 
 // Quantizes `input` (see checkpoint_shards, nuq/sharded_checkpoint.h) into `output`: a file for a
 // single file, a folder of shards with the same names and a new model.safetensors.index.json for a

@@ -1,0 +1,212 @@
+// `nuq inspect`: what a safetensors file, a folder of shards or an index holds, from the headers
+// alone (nothing is dequantized; `nuq dequantize` checks every stored byte). A quantized one: its
+// format version, design, normalisation, and each quantized tensor's stored width, tables and bits
+// per weight all in, and what it keeps as it was. Any other: each tensor and what `nuq quantize`
+// would do with it under the same --skip and --quantize-vectors, so that a pattern can be checked
+// before an hour-long run.
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "json_text.h"
+#include "nuq/checkpoint.h"
+#include "nuq/checkpoint_stream.h"
+#include "nuq/error.h"
+#include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
+#include "nuq/laplace.h"
+#include "nuq/quantized_file.h"
+#include "nuq/sharded_checkpoint.h"
+#include "table.h"
+
+namespace nuq::cli {
+namespace {
+
+struct InspectOptions {
+  std::string input, skip;
+  bool quantize_vectors = false, json = false;
+};
+
+std::string bits_per_weight_text(std::uint64_t bytes, std::uint64_t weights) {
+  return weights ? fixed(8.0 * double(bytes) / double(weights), 3) : std::string("-");
+}
+
+// How a quantized tensor's levels are stored: one table, a table per row, an affine grid, or a
+// shared normalised table with a scale per group of G weights.
+std::string tables_of(const io::SafetensorsReader& reader, const QuantizedLayout::Described& described,
+                      std::size_t group_size) {
+  if (group_size) return "groups of " + std::to_string(group_size);
+  for (const std::string& stored : described.stored) {
+    if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".grid") == 0) return "grid";
+    const io::TensorEntry& entry = reader.layout().tensors.at(stored);
+    if (stored.size() > 9 && stored.compare(stored.size() - 9, 9, ".codebook") == 0)
+      return entry.shape.size() == 2 && entry.shape[0] > 1 ? "per row" : "one";
+  }
+  return "-";
+}
+
+void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& shards) {
+  NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.input, ": already quantized; --skip and --quantize-vectors "
+              "tell what `nuq quantize` would keep of a checkpoint that is not");
+  require_one_quantize_run(shards);
+  nlohmann::json run, tensors = nlohmann::json::array(), kept = nlohmann::json::array();
+  std::map<std::string, std::vector<std::string>> quantized_rows, kept_rows;  // by name, across the shards
+  std::uint64_t weights = 0, quantized_bytes = 0, kept_bytes = 0, file_bytes = 0;
+  std::string architecture;
+  for (const std::string& shard : shards) {
+    const io::SafetensorsReader reader(shard);
+    const QuantizedLayout layout = quantized_layout_of(reader);
+    file_bytes += reader.file_size();
+    if (run.is_null()) run = nlohmann::json::parse(layout.frame.at(layout.key));
+    if (const auto a = layout.frame.find("nuq.architecture"); a != layout.frame.end()) architecture = a->second;
+    for (const auto& [name, described] : layout.quantized) {
+      const nlohmann::json d = nlohmann::json::parse(described.description);
+      std::uint64_t bytes = 0;
+      for (const std::string& stored : described.stored) {
+        const io::TensorEntry& entry = reader.layout().tensors.at(stored);
+        bytes += entry.end - entry.begin;
+      }
+      const std::uint64_t count = io::checked_element_count(described.shape, shard + ": tensor '" + name + "'");
+      const std::size_t group_size = d.value("group_size", std::size_t{0});
+      const std::string dtype = d.value("dtype", std::string("F32")), tables = tables_of(reader, described, group_size);
+      const int bits = d.value("bits", 0);
+      weights += count, quantized_bytes += bytes;
+      quantized_rows[name] = {name, io::shape_text(described.shape), dtype, std::to_string(bits), tables,
+                              std::to_string(bytes), bits_per_weight_text(bytes, count)};
+      tensors.push_back({{"name", name}, {"file", shard}, {"shape", described.shape}, {"dtype", dtype}, {"bits", bits},
+                         {"group_size", group_size}, {"tables", tables}, {"bytes", bytes},
+                         {"bits_per_weight", count ? 8.0 * double(bytes) / double(count) : 0.0}});
+    }
+    for (const std::string& name : layout.copied) {
+      const io::TensorEntry& entry = reader.layout().tensors.at(name);
+      kept_bytes += entry.end - entry.begin;
+      kept_rows[name] = {name, io::shape_text(entry.shape), io::to_string(entry.dtype), std::to_string(entry.end - entry.begin)};
+      kept.push_back({{"name", name}, {"file", shard}, {"shape", entry.shape}, {"dtype", io::to_string(entry.dtype)},
+                      {"bytes", entry.end - entry.begin}});
+    }
+  }
+  const nlohmann::json record = run.value("codebook", nlohmann::json());
+  std::optional<Codebook> codebook;
+  try {
+    if (!record.is_null()) codebook = codebook_from_record(record);
+  } catch (const Error& e) {
+    throw Error(shards.front() + ": its codebook: " + e.what());
+  }
+  const int version = run.value("version", 0);  // 0: written before the format had versions
+  if (o.json) {
+    nlohmann::json j{{"input", o.input}, {"files", shards}, {"file_bytes", file_bytes}, {"quantized", true},
+                     {"version", version}, {"normalisation", run.value("normalisation", "")},
+                     {"mean", run.value("mean", nlohmann::json())}, {"stddev", run.value("stddev", nlohmann::json())},
+                     {"codebook", record}, {"tensors", tensors}, {"kept", kept}, {"weights", weights},
+                     {"quantized_bytes", quantized_bytes}, {"kept_bytes", kept_bytes},
+                     {"bits_per_weight", weights ? 8.0 * double(quantized_bytes) / double(weights) : 0.0}};
+    if (codebook) j["sqnr_th_db"] = laplace_sqnr_db(*codebook, codebook->provenance().sigma);
+    if (!architecture.empty()) j["architecture"] = architecture;
+    std::cout << json_text(j) << '\n';
+    return;
+  }
+  std::cout << o.input << ": quantized by nuq (format version " << (version ? std::to_string(version) : "0, before 1")
+            << "), " << shards.size() << " file(s), " << file_bytes << " bytes"
+            << (architecture.empty() ? "" : ", nuq's " + architecture) << '\n';
+  if (codebook)
+    std::cout << "design: " << to_string(codebook->provenance().method) << ", " << codebook->bits() << " bits ("
+              << codebook->size() << " levels), x_max " << fixed(codebook->xmax(), 4) << ", SQNR_th "
+              << fixed(laplace_sqnr_db(*codebook, codebook->provenance().sigma), 4) << " dB\n";
+  TextTable quantized_table({"tensor", "shape", "dtype", "bits", "tables", "bytes", "bits/weight"});
+  TextTable kept_table({"kept as it was", "shape", "dtype", "bytes"});
+  for (auto& [name, row] : quantized_rows) quantized_table.add_row(std::move(row));
+  for (auto& [name, row] : kept_rows) kept_table.add_row(std::move(row));
+  std::cout << "normalisation: " << run.value("normalisation", "?") << "\n\n" << quantized_table.render();
+  if (!kept.empty()) std::cout << '\n' << kept_table.render();
+  std::cout << '\n' << tensors.size() << " tensor(s) quantized: " << weights << " weights in " << quantized_bytes
+            << " bytes (" << bits_per_weight_text(quantized_bytes, weights) << " bits per weight, tables and scales "
+            << "included); " << kept.size() << " kept as they were (" << kept_bytes << " bytes)\n";
+}
+
+void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards) {
+  // nuq's own networks (one file recording its architecture) are quantized whole, as nuq quantize does.
+  const bool network =
+      shards.size() == 1 && io::SafetensorsReader(shards.front()).layout().metadata.count("nuq.architecture") > 0;
+  NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
+              ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip and "
+              "--quantize-vectors are for other checkpoints");
+  StreamOptions options;
+  options.quantize_vectors = o.quantize_vectors || network;
+  if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
+  const CheckpointPlan plan = plan_checkpoint(o.input, options);
+  std::uint64_t weights = 0, quantized_bytes = 0, kept_bytes = 0, quantized = 0;
+  nlohmann::json tensors = nlohmann::json::array();
+  std::vector<std::string> header{"tensor", "shape", "dtype", "bytes", "nuq quantize"};
+  if (shards.size() > 1) header.insert(header.begin() + 1, "file");
+  TextTable table(header);
+  for (const TensorPlan& t : plan.tensors) {
+    const std::string action = t.kept.empty() ? "quantize" : "keep: " + t.kept;
+    if (t.kept.empty()) {
+      ++quantized, quantized_bytes += t.bytes, weights += io::element_count(t.shape);
+    } else {
+      kept_bytes += t.bytes;
+    }
+    std::vector<std::string> row{t.name, io::shape_text(t.shape), io::to_string(t.dtype), std::to_string(t.bytes), action};
+    if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
+    table.add_row(row);
+    tensors.push_back({{"name", t.name}, {"file", t.file}, {"shape", t.shape}, {"dtype", io::to_string(t.dtype)},
+                       {"bytes", t.bytes}, {"quantized", t.kept.empty()}, {"kept_because", t.kept}});
+  }
+  for (const std::string& line : plan.warnings) std::cerr << "nuq: warning: " << line << '\n';
+  if (o.json) {
+    std::cout << json_text(nlohmann::json{{"input", o.input}, {"files", shards}, {"quantized", false},
+                                          {"network", network}, {"tensors", tensors},
+                                          {"warnings", plan.warnings}, {"weights_to_quantize", weights},
+                                          {"bytes_to_quantize", quantized_bytes}, {"kept_bytes", kept_bytes}})
+              << '\n';
+    return;
+  }
+  std::cout << o.input << ": not quantized, " << shards.size() << " file(s), " << plan.tensors.size() << " tensor(s)"
+            << (network ? "; one of nuq's networks: `nuq quantize` quantizes every parameter" : "")
+            << "\n\n" << table.render() << '\n' << quantized << " tensor(s) to quantize (" << weights << " weights, "
+            << quantized_bytes << " bytes), " << plan.tensors.size() - quantized << " kept as they are (" << kept_bytes
+            << " bytes)\n";
+}
+
+void run_inspect(const InspectOptions& o) {
+  for (const std::string& line : index_disagreements(o.input)) std::cerr << "nuq: warning: " << line << '\n';
+  const std::vector<std::string> shards = checkpoint_shards(o.input);
+  std::size_t quantized = 0;
+  for (const std::string& shard : shards) {
+    io::TensorFile header;
+    header.metadata = io::SafetensorsReader(shard).layout().metadata;
+    quantized += is_quantized_file(header);
+  }
+  NUQ_REQUIRE(quantized == 0 || quantized == shards.size(), o.input, ": ", quantized, " of its ", shards.size(),
+              " files are quantized by nuq and the others are not: not one checkpoint");
+  if (quantized) {
+    inspect_quantized(o, shards);
+  } else {
+    inspect_plain(o, shards);
+  }
+}
+
+}  // namespace
+
+void add_inspect_command(CLI::App& app) {
+  auto o = std::make_shared<InspectOptions>();
+  CLI::App* inspect = app.add_subcommand(
+      "inspect", "What a safetensors file, folder of shards or index holds, from its headers: a quantized one's "
+                 "design and bits per weight per tensor, or what nuq quantize would quantize and keep of another");
+  inspect->add_option("input", o->input, "A file, a folder of shards, or its index (model.safetensors.index.json)")
+      ->required();
+  inspect->add_option("--skip", o->skip, "As nuq quantize --skip: tensors whose name matches are kept");
+  inspect->add_flag("--quantize-vectors", o->quantize_vectors, "As nuq quantize --quantize-vectors");
+  inspect->add_flag("--json", o->json, "Print JSON");
+  inspect->callback([o] { run_inspect(*o); });
+}
+
+}  // namespace nuq::cli

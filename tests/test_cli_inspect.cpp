@@ -1,0 +1,153 @@
+// `nuq inspect`: from the headers alone, what `nuq quantize` would do with each tensor of a
+// checkpoint (checked against what a run then does), and what a quantized file holds (checked
+// against the run's own report and the file's size).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
+#include "cli_runner.h"
+#include "temp_dir.h"
+
+namespace {
+
+using nuq::test::CommandResult;
+using nuq::test::run_nuq;
+namespace io = nuq::io;
+
+nlohmann::json json_of(const std::string& arguments) {
+  const CommandResult result = run_nuq(arguments);
+  EXPECT_EQ(result.status, 0) << arguments << "\n" << result.output;
+  return nlohmann::json::parse(result.output);  // (throws, failing the test, on anything else)
+}
+
+// A checkpoint with one tensor for each reason to keep one, and two to quantize.
+io::TensorFile mixed_checkpoint() {
+  io::TensorFile file;
+  std::vector<float> w(32 * 64);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.37)) * 0.05f;
+  file.tensors["a.weight"] = io::f32_tensor({16, 64}, std::vector<float>(w.begin(), w.begin() + 16 * 64));
+  file.tensors["b.weight"] = io::f32_tensor({32, 64}, w);
+  file.tensors["a.bias"] = io::f32_tensor({16}, std::vector<float>(16, 0.5f));
+  file.tensors["emb.weight"] = io::f32_tensor({32, 64}, w);
+  file.tensors["empty.weight"] = io::f32_tensor({0, 4}, {});
+  file.tensors["step"] = io::Tensor{io::DType::I64, {1}, std::vector<std::uint8_t>(8, 0)};
+  // A module another tool quantized (GPTQ-like): its packed I32 weights and the F32 scales beside them.
+  file.tensors["gptq.qweight"] = io::Tensor{io::DType::I32, {8, 8}, std::vector<std::uint8_t>(8 * 8 * 4, 7)};
+  file.tensors["gptq.scales"] = io::f32_tensor({8, 4}, std::vector<float>(32, 0.01f));
+  return file;
+}
+
+TEST(CliInspect, TellsWhatQuantizeWillDoAndQuantizeDoesIt) {
+  nuq::test::TempDir dir;
+  const std::string input = dir.file("in.safetensors"), output = dir.file("q.safetensors");
+  io::write_safetensors(input, mixed_checkpoint());
+  const nlohmann::json plan = json_of("inspect " + input + " --skip '^emb' --json");
+  EXPECT_FALSE(plan.at("quantized"));
+  std::map<std::string, std::string> kept_because;
+  std::set<std::string> to_quantize;
+  for (const nlohmann::json& t : plan.at("tensors")) {
+    if (t.at("quantized")) to_quantize.insert(t.at("name"));
+    else kept_because[t.at("name")] = t.at("kept_because");
+  }
+  EXPECT_EQ(to_quantize, (std::set<std::string>{"a.weight", "b.weight"}));
+  const std::map<std::string, std::string> expected{
+      {"a.bias", "fewer than two dimensions (--quantize-vectors)"},
+      {"emb.weight", "named by --skip"},
+      {"empty.weight", "empty"},
+      {"step", "not F32, F16 or BF16"},
+      {"gptq.qweight", "not F32, F16 or BF16"},
+      {"gptq.scales", "of a module another tool quantized"}};
+  EXPECT_EQ(kept_because, expected);
+  EXPECT_EQ(plan.at("weights_to_quantize"), 48 * 64);
+  EXPECT_EQ(plan.at("bytes_to_quantize"), 48 * 64 * 4);
+
+  // The run keeps and quantizes exactly those.
+  const nlohmann::json run = json_of("quantize " + input + " -o " + output + " --skip '^emb' -m msptq --json");
+  std::set<std::string> run_kept, run_quantized;
+  for (const nlohmann::json& name : run.at("kept")) run_kept.insert(name);
+  for (const nlohmann::json& t : run.at("tensors")) run_quantized.insert(t.at("name"));
+  EXPECT_EQ(run_quantized, to_quantize);
+  std::set<std::string> planned_kept;
+  for (const auto& [name, why] : kept_because) planned_kept.insert(name);
+  EXPECT_EQ(run_kept, planned_kept);
+
+  // --quantize-vectors changes the plan as it changes the run.
+  const nlohmann::json vectors = json_of("inspect " + input + " --quantize-vectors --json");
+  for (const nlohmann::json& t : vectors.at("tensors"))
+    if (t.at("name") == "a.bias") EXPECT_TRUE(t.at("quantized"));
+
+  // The quantized file: the run's tensors, bits per weight all in and kept bytes, adding up to the file.
+  const nlohmann::json held = json_of("inspect " + output + " --json");
+  EXPECT_TRUE(held.at("quantized"));
+  EXPECT_EQ(held.at("version"), 2);  // it keeps `gptq.scales`, named as nuq's own parts are
+  EXPECT_EQ(held.at("codebook").at("method"), "msptq");
+  EXPECT_NEAR(held.at("sqnr_th_db").get<double>(), 7.5165, 1e-3);
+  std::map<std::string, double> reported;
+  for (const nlohmann::json& t : run.at("tensors")) reported[t.at("name")] = t.at("bits_per_weight");
+  ASSERT_EQ(held.at("tensors").size(), reported.size());
+  for (const nlohmann::json& t : held.at("tensors")) {
+    EXPECT_EQ(t.at("bits"), 2);
+    EXPECT_EQ(t.at("tables"), "one");
+    EXPECT_DOUBLE_EQ(t.at("bits_per_weight").get<double>(), reported.at(t.at("name"))) << t.dump();
+  }
+  std::set<std::string> held_kept;
+  for (const nlohmann::json& t : held.at("kept")) held_kept.insert(t.at("name"));
+  EXPECT_EQ(held_kept, planned_kept);
+  const io::SafetensorsReader reader(output);
+  EXPECT_EQ(held.at("file_bytes"), std::filesystem::file_size(output));
+  EXPECT_EQ(held.at("quantized_bytes").get<std::uint64_t>() + held.at("kept_bytes").get<std::uint64_t>(),
+            reader.data_size());
+
+  // Text: one line a tensor with its action; options that mean nothing for a quantized file are refused.
+  const CommandResult text = run_nuq("inspect " + input + " --skip '^emb'");
+  ASSERT_EQ(text.status, 0) << text.output;
+  EXPECT_NE(text.output.find("keep: named by --skip"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("2 tensor(s) to quantize"), std::string::npos) << text.output;
+  const CommandResult refused = run_nuq("inspect " + output + " --skip x");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("already quantized"), std::string::npos) << refused.output;
+}
+
+TEST(CliInspect, GroupsAndShardsAndMixedFolders) {
+  nuq::test::TempDir dir;
+  std::filesystem::create_directories(dir.file("model"));
+  for (int s = 1; s <= 2; ++s) {
+    io::TensorFile shard;
+    std::vector<float> w(64 * 96);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i * (s + 2)))) * 0.05f;
+    shard.tensors["layers." + std::to_string(s) + ".mlp.weight"] = io::f32_tensor({64, 96}, w);
+    shard.tensors["layers." + std::to_string(s) + ".norm.weight"] = io::f32_tensor({96}, std::vector<float>(96, 1.0f));
+    io::write_safetensors(dir.file("model/model-0000" + std::to_string(s) + "-of-00002.safetensors"), shard);
+  }
+  const nlohmann::json plan = json_of("inspect " + dir.file("model") + " --json");
+  EXPECT_EQ(plan.at("files").size(), 2u);
+  EXPECT_EQ(plan.at("tensors").size(), 4u);
+  const nlohmann::json run = json_of("quantize " + dir.file("model") + " -o " + dir.file("q") + " --group-size 32 --json");
+  const nlohmann::json held = json_of("inspect " + dir.file("q/model.safetensors.index.json") + " --json");
+  ASSERT_EQ(held.at("tensors").size(), 2u);
+  for (const nlohmann::json& t : held.at("tensors")) {
+    EXPECT_EQ(t.at("group_size"), 32);
+    EXPECT_EQ(t.at("tables"), "groups of 32");
+    // 2-bit codes, an F32 scale per 32 weights, and the shared 4-level table: 2 + 1 + 128 / 6144 bits.
+    EXPECT_NEAR(t.at("bits_per_weight").get<double>(), 3.0 + 128.0 / (64 * 96), 1e-12) << t.dump();
+  }
+  EXPECT_EQ(held.at("kept").size(), 2u);
+  // A quantized shard beside one that is not is no checkpoint.
+  std::filesystem::copy_file(dir.file("q/model-00001-of-00002.safetensors"),
+                             dir.file("model/model-00001-of-00002.safetensors"),
+                             std::filesystem::copy_options::overwrite_existing);
+  const CommandResult mixed = run_nuq("inspect " + dir.file("model"));
+  EXPECT_EQ(mixed.status, 1) << mixed.output;
+  EXPECT_NE(mixed.output.find("1 of its 2 files are quantized by nuq"), std::string::npos) << mixed.output;
+}
+
+}  // namespace
