@@ -100,7 +100,7 @@ nlohmann::json stored_codebook(const Codebook& codebook) {
 Codebook codebook_from_record(const nlohmann::json& j) {
   if (j.contains("levels")) return codebook_from_json(j);
   const std::optional<Codebook> rebuilt = rebuilt_from_parameters(j);
-  NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform or mu-law design that its parameters rebuild");
+  NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform, mu-law or Lloyd-Max design of unit variance that its parameters rebuild");
   return *rebuilt;
 }
 
