@@ -2,6 +2,7 @@
 // codebook they quantize with, and a file's bytes for byte-for-byte comparisons.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -15,6 +16,19 @@
 #include "nuq/io/safetensors.h"
 
 namespace nuq::test {
+
+// Two shards of a folder checkpoint (`folder`/model-0000{1,2}-of-00002.safetensors), each with a
+// 64 x 96 F32 matrix `layers.<s>.mlp.weight` and a 1-D norm of ones `layers.<s>.norm.weight`.
+inline void write_two_shards(const std::string& folder) {
+  for (int s = 1; s <= 2; ++s) {
+    io::TensorFile shard;
+    std::vector<float> w(64 * 96);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i * (s + 2)))) * 0.05f;
+    shard.tensors["layers." + std::to_string(s) + ".mlp.weight"] = io::f32_tensor({64, 96}, w);
+    shard.tensors["layers." + std::to_string(s) + ".norm.weight"] = io::f32_tensor({96}, std::vector<float>(96, 1.0f));
+    io::write_safetensors(folder + "/model-0000" + std::to_string(s) + "-of-00002.safetensors", shard);
+  }
+}
 
 inline std::string bytes_of(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

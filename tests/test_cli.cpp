@@ -19,6 +19,7 @@
 #include "nuq/mismatch.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
+#include "checkpoint_cases.h"
 #include "cli_runner.h"
 #include "temp_dir.h"
 
@@ -297,14 +298,7 @@ TEST(Cli, SaturatedWeightsOfACheckpointAreCountedInTheReport) {
 TEST(Cli, DequantizeAShardedCheckpointIntoAFolder) {
   test::TempDir dir;
   std::filesystem::create_directories(dir.file("model"));
-  for (int s = 1; s <= 2; ++s) {
-    io::TensorFile shard;
-    std::vector<float> w(64 * 96);
-    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i * (s + 2)))) * 0.05f;
-    shard.tensors["layers." + std::to_string(s) + ".mlp.weight"] = io::f32_tensor({64, 96}, w);
-    shard.tensors["layers." + std::to_string(s) + ".norm.weight"] = io::f32_tensor({96}, std::vector<float>(96, 1.0f));
-    io::write_safetensors(dir.file("model/model-0000" + std::to_string(s) + "-of-00002.safetensors"), shard);
-  }
+  nuq::test::write_two_shards(dir.file("model"));
   ASSERT_EQ(run_nuq("quantize " + dir.file("model") + " -o " + dir.file("q") + " --group-size 32").status, 0);
   const CommandResult restored = run_nuq("dequantize " + dir.file("q/model.safetensors.index.json") + " -o " +
                                          dir.file("d") + " --json");

@@ -14,6 +14,7 @@
 
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
+#include "checkpoint_cases.h"
 #include "cli_runner.h"
 #include "temp_dir.h"
 
@@ -120,14 +121,7 @@ TEST(CliInspect, TellsWhatQuantizeWillDoAndQuantizeDoesIt) {
 TEST(CliInspect, GroupsAndShardsAndMixedFolders) {
   nuq::test::TempDir dir;
   std::filesystem::create_directories(dir.file("model"));
-  for (int s = 1; s <= 2; ++s) {
-    io::TensorFile shard;
-    std::vector<float> w(64 * 96);
-    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i * (s + 2)))) * 0.05f;
-    shard.tensors["layers." + std::to_string(s) + ".mlp.weight"] = io::f32_tensor({64, 96}, w);
-    shard.tensors["layers." + std::to_string(s) + ".norm.weight"] = io::f32_tensor({96}, std::vector<float>(96, 1.0f));
-    io::write_safetensors(dir.file("model/model-0000" + std::to_string(s) + "-of-00002.safetensors"), shard);
-  }
+  nuq::test::write_two_shards(dir.file("model"));
   const nlohmann::json plan = json_of("inspect " + dir.file("model") + " --json");
   EXPECT_EQ(plan.at("files").size(), 2u);
   EXPECT_EQ(plan.at("tensors").size(), 4u);
