@@ -394,9 +394,9 @@ def _restored_dtype(dtype, source: str) -> str:
     if isinstance(dtype, str) and dtype == "source":
         return source
     name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
-    if not isinstance(dtype, (str, type(None))):
+    if name not in _RESTORED_AS:
         try:
-            name = np.dtype(dtype).name  # np.float16, "<f2"
+            name = np.dtype(dtype).name  # np.float16 and numpy's spellings: "<f2", "e", "f4"
         except TypeError:
             pass  # a torch dtype (str() above) or something else (refused below)
     if name not in _RESTORED_AS:

@@ -97,6 +97,19 @@ def test_torch_tensors_restore_as_their_own_dtype(rng):
         assert q.dequantize("float16").dtype == torch.float16 and q.dequantize("bf16").dtype == torch.bfloat16
 
 
+def test_numpys_spellings_of_a_dtype_name_the_same_restoration(rng):
+    q = nuq.quantize(rng.laplace(size=(8, 16)).astype(np.float32), nuq.design("msptq"))
+    half = q.dequantize("float16")
+    for spelling in ("e", "<f2", "f2", "half", np.float16, np.dtype("<f2")):
+        again = q.dequantize(spelling)
+        assert again.dtype == np.float16 and np.array_equal(again.view(np.uint16), half.view(np.uint16)), spelling
+    for spelling in ("f", "<f4", "f4", "single", np.float32):
+        assert np.array_equal(q.dequantize(spelling), q.dequantize()), spelling
+    for spelling in ("d", "<f8", "float64", np.float64, "i1", "not-a-dtype"):
+        with pytest.raises(ValueError, match="nuq restores float32, bfloat16, float16 or 'source'"):
+            q.dequantize(spelling)
+
+
 def test_dequantize_refuses_other_dtypes_and_values_beyond_the_range(rng):
     q = nuq.quantize(rng.laplace(size=(8, 16)).astype(np.float32) * 3e4, nuq.design("msptq"))
     with pytest.raises(ValueError, match="nuq restores float32, bfloat16, float16 or 'source'"):
