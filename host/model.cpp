@@ -1,10 +1,12 @@
 #include "nuq/model.h"
 
 #include <cmath>
+#include <filesystem>
 #include <random>
 
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/tensor_pieces.h"
 
@@ -110,6 +112,11 @@ std::string recorded_dataset(const io::TensorFile& file, const std::string& name
   NUQ_REQUIRE(found->second == "mnist" || found->second == "fashion", name, ": nuq.dataset is '", found->second,
               "', expected mnist or fashion");
   return found->second;
+}
+
+bool is_nuq_network(const std::string& input) {
+  if (std::filesystem::is_directory(input) || std::filesystem::path(input).extension() == ".json") return false;
+  return io::SafetensorsReader(input).layout().metadata.count("nuq.architecture") > 0;
 }
 
 Model load_model(const std::string& path, NonFinite nonfinite) {

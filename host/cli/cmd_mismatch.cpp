@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "nuq/checkpoint_stats.h"
 #include "nuq/error.h"
 #include "nuq/laplace.h"
 #include "nuq/mismatch.h"
@@ -78,11 +79,37 @@ void run_mismatch(const MismatchOptions& o) {
 
 struct BitrateOptions {
   std::optional<double> sqnr_min;
-  std::string range, model;
+  std::string range, model, skip;
   double step = 1.0;
   int min_bits = 1, max_bits = 16;
-  bool json = false;
+  bool json = false, per_tensor = false, quantize_vectors = false;
 };
+
+// The weights --model names, as nuq quantize would take them: a nuq network whole (Algorithm 1,
+// every parameter), a checkpoint's tensors that --skip and --quantize-vectors leave to quantize,
+// read a piece at a time.
+CheckpointStats weights_of(const BitrateOptions& o) {
+  CheckpointStats out;
+  if (is_nuq_network(o.model)) {
+    NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.model, ": nuq's own networks are quantized whole "
+                "(Algorithm 1: every parameter); --skip and --quantize-vectors are for other checkpoints");
+    const Model model = load_model(o.model);
+    for (const Parameter& p : model.parameters) {
+      WeightStats stats;
+      accumulate(stats, p.values, o.model + ": " + p.name);
+      out.tensors.push_back({p.name, stats});
+    }
+    out.all = model_stats(model);
+    return out;
+  }
+  StreamOptions options;
+  options.quantize_vectors = o.quantize_vectors;
+  if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
+  out = checkpoint_weight_stats(o.model, options);
+  return out;
+}
+
+double mismatch_db(double sigma) { return 20.0 * std::log10(sigma); }
 
 // Why no R up to --max-bits keeps the floor: where the largest R is worst over the range says
 // whether overload (variance above the design's) or granular noise (variance below it) caps it.
@@ -107,12 +134,42 @@ void run_bitrate(const BitrateOptions& o) {
               o.range.empty() ? "" : ", not both");
   double from = 0.0, to = 0.0, step = o.step;  // the range's own step when it gives one
   std::string source;
+  nlohmann::json weights;  // what --model measured, for --json
   if (!o.model.empty()) {
-    // The weights as they are meet the unit-variance design: their standard deviation is the mismatch.
-    const WeightStats stats = model_stats(load_model(o.model));
-    NUQ_REQUIRE(stats.stddev() > 0.0, o.model, ": the parameters have zero variance; any rate stores them exactly");
-    from = to = 20.0 * std::log10(stats.stddev());
-    source = o.model + ": sigma_w = " + fixed(stats.stddev(), 6) + " (" + fixed(from, 2) + " dB from sigma_ref = 1)";
+    // The weights as they are meet the unit-variance design: their standard deviation is the
+    // mismatch; per tensor, each tensor's (quantized without normalisation, each meets the codebook
+    // at its own), and the SQNR's worst over the range between the extremes is at one of its ends.
+    const CheckpointStats stats = weights_of(o);
+    NUQ_REQUIRE(stats.all.stddev() > 0.0, o.model, ": the weights have zero variance; any rate stores them exactly");
+    from = to = mismatch_db(stats.all.stddev());
+    source = o.model + ": sigma_w = " + fixed(stats.all.stddev(), 6) + " (" + fixed(from, 2) +
+             " dB from sigma_ref = 1) over " + std::to_string(stats.all.count) + " weights in " +
+             std::to_string(stats.tensors.size()) + " tensor(s)";
+    // A constant tensor (a bias of zeros) has no variance to keep: SQNR says nothing of it, and
+    // the range is that of the others.
+    std::vector<const TensorStats*> spread;
+    for (const TensorStats& t : stats.tensors)
+      if (has_spread(t.stats)) spread.push_back(&t);
+    const std::size_t constant = stats.tensors.size() - spread.size();
+    weights = {{"sigma_w", stats.all.stddev()}, {"weights", stats.all.count}, {"tensors", stats.tensors.size()},
+               {"constant_tensors", constant}};
+    NUQ_REQUIRE(!o.per_tensor || !spread.empty(), o.model, ": every tensor is constant; no tensor has a variance "
+                "to meet the design at (any rate with their values as levels stores them exactly)");
+    const auto by_sigma = [](const TensorStats* a, const TensorStats* b) { return a->stats.stddev() < b->stats.stddev(); };
+    if (!spread.empty()) {
+      const TensorStats& low = **std::min_element(spread.begin(), spread.end(), by_sigma);
+      const TensorStats& high = **std::max_element(spread.begin(), spread.end(), by_sigma);
+      weights["smallest_sigma"] = {{"tensor", low.name}, {"sigma", low.stats.stddev()}};
+      weights["largest_sigma"] = {{"tensor", high.name}, {"sigma", high.stats.stddev()}};
+      if (o.per_tensor) {
+        from = mismatch_db(low.stats.stddev());
+        to = mismatch_db(high.stats.stddev());
+        step = std::max(to - from, 1e-9);  // the worst is at an end: the two ends alone
+        source += "; per tensor from " + fixed(from, 2) + " dB ('" + low.name + "') to " + fixed(to, 2) + " dB ('" +
+                  high.name + "')";
+      }
+    }
+    if (constant) source += "; " + std::to_string(constant) + " constant tensor(s), no variance to keep, left out";
   } else {
     const Range r = db_range(o.range, o.step);
     from = r.from, to = r.to, step = r.step;
@@ -126,10 +183,11 @@ void run_bitrate(const BitrateOptions& o) {
       const BitRateChoice w = worst_case(bits, from, to, step);
       rates.push_back({{"bits", bits}, {"worst_sqnr_db", w.worst_sqnr_db}, {"worst_at_db", w.worst_at_db}});
     }
-    std::cout << json_text(nlohmann::json{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
-                                {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()},
-                                {"reason", why_none}, {"rates", rates}})
-              << '\n';
+    nlohmann::json j{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
+                     {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()}, {"reason", why_none},
+                     {"rates", rates}};
+    if (!weights.is_null()) j["model"] = weights;
+    std::cout << json_text(j) << '\n';
     NUQ_REQUIRE(choice, why_none);
     return;
   }
@@ -169,13 +227,26 @@ void add_mismatch_commands(CLI::App& app) {
                  "range, or at a model's own weight variance");
   bitrate->add_option("--sqnr-min", b->sqnr_min, "SQNR floor in dB");
   bitrate->add_option("--range", b->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:0");
-  bitrate->add_option("--model", b->model, "An FP32 model (.safetensors): its weights' variance, unnormalised");
+  bitrate->add_option("--model", b->model,
+                      "A nuq model (every parameter) or a checkpoint: a safetensors file, folder of shards or index "
+                      "(the tensors nuq quantize would quantize): its weights' variance, unnormalised");
+  bitrate->add_flag("--per-tensor", b->per_tensor,
+                    "With --model: every tensor keeps the floor at its own variance (the range from the smallest "
+                    "tensor's sigma to the largest's), as each meets the design quantized with --normalise none");
+  CLI::Option* skip = bitrate->add_option("--skip", b->skip,
+                                          "Checkpoints: tensors left out, as nuq quantize --skip keeps them");
+  bitrate->add_flag("--quantize-vectors", b->quantize_vectors,
+                    "Checkpoints: 1-D tensors count too, as with nuq quantize --quantize-vectors");
   CLI::Option* bitrate_step = bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
   bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->check(CLI::Range(1, 16))->capture_default_str();
   bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->check(CLI::Range(1, 16))->capture_default_str();
   bitrate->add_flag("--json", b->json, "Print JSON");
-  bitrate->callback([b, bitrate_step] {
+  bitrate->callback([b, bitrate_step, skip] {
     require_one_step(b->range, *bitrate_step);
+    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors),
+                "bitrate: --per-tensor, --skip and --quantize-vectors measure the weights of --model; give it");
+    NUQ_REQUIRE(!skip->count() || !b->skip.empty(), "--skip '': an empty expression matches every tensor name; give "
+                "the names to leave out, e.g. 'embed_tokens|lm_head'");
     run_bitrate(*b);
   });
 }

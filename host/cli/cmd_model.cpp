@@ -206,13 +206,6 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   print_saturated(tensors);
 }
 
-// nuq's own networks (one small file with nuq.architecture) go through Algorithm 1; everything
-// else is a checkpoint, streamed. Only the header is read to tell.
-bool is_nuq_network(const std::string& input) {
-  if (std::filesystem::is_directory(input) || std::filesystem::path(input).extension() == ".json") return false;
-  return io::SafetensorsReader(input).layout().metadata.count("nuq.architecture") > 0;
-}
-
 void run_quantize(const QuantizeOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
   const bool network = is_nuq_network(o.input);

@@ -62,6 +62,11 @@ Architecture recorded_architecture(const io::TensorFile& file, const std::string
 // Throws nuq::Error naming `name` for any other value.
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name);
 
+// Whether `input` is one of nuq's own networks (a single file whose header records
+// nuq.architecture), which commands take whole through Algorithm 1; anything else (another file, a
+// folder of shards, an index) is a checkpoint. Only the header is read.
+bool is_nuq_network(const std::string& input);
+
 // safetensors with {"format": "pt", "nuq.architecture": "mlp"|"cnn", "nuq.dataset": ...}; load validates every
 // parameter's presence, shape and finiteness. Both throw nuq::Error naming the file.
 void save_model(const std::string& path, const Model& model);

@@ -1,0 +1,33 @@
+// The statistics of the weights `nuq quantize` would quantize in a checkpoint (one safetensors
+// file, a folder of shards or an index), read a bounded piece at a time without writing anything:
+// what `nuq bitrate --model` meets a unit-variance design with when the weights are not
+// normalised (the companion paper's variance mismatch), for a checkpoint of any size.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nuq/checkpoint_stream.h"
+#include "nuq/stats.h"
+
+namespace nuq {
+
+struct TensorStats {
+  std::string name;
+  WeightStats stats;
+};
+
+struct CheckpointStats {
+  WeightStats all;                   // every weight below together
+  std::vector<TensorStats> tensors;  // each tensor that would be quantized, in name order
+  std::uint64_t bytes = 0;           // of those tensors, as stored
+};
+
+// The tensors are those plan_checkpoint says a run under `options` quantizes (its `skip`,
+// `quantize_vectors` and `nonfinite`; the rest is ignored). A NaN or infinity is an error naming the
+// file, tensor and flat index unless options.nonfinite skips them; an already quantized file, or a
+// checkpoint with nothing to quantize, is an error naming it.
+CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOptions& options);
+
+}  // namespace nuq
