@@ -181,6 +181,17 @@ std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsRead
   }
 }
 
+std::optional<QuantizedCheckpoint> read_quantized_band(const io::SafetensorsReader& reader,
+                                                       const QuantizedLayout& layout, const std::string& tensor,
+                                                       std::size_t first, std::size_t count) {
+  try {
+    return read_quantized_rows(reader, layout, tensor, first, count);
+  } catch (const Error&) {
+    read_quantized_tensor(reader, layout, tensor);  // throws the whole tensor's error
+    throw;  // (the whole reads where a band did not: the band's own error, which names its rows)
+  }
+}
+
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
                                             const DequantizeFileOptions& options) {
   NUQ_REQUIRE(!options.dtype || io::is_floating(*options.dtype), "dequantize: restores as F32, BF16 or F16, not ",
@@ -191,6 +202,8 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
   std::vector<std::pair<std::string, io::TensorEntry>> planned;
   std::map<std::string, io::DType> restore_as;
   for (const auto& [name, described] : quantized.quantized) {
+    // A shape no file could hold is the input's fault: named so before the output is planned.
+    io::checked_element_count(described.shape, input + ": tensor '" + name + "'");
     io::DType dtype = options.dtype.value_or(io::DType::F32);
     if (!options.dtype) {  // the tensor's own, as its description records it (F32 when it records none)
       const nlohmann::json d = nlohmann::json::parse(described.description);
@@ -222,8 +235,9 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     }
     narrowed.resize(values.size() * io::dtype_size(dtype));
     const std::size_t overflow = io::narrow_from_f32(dtype, values.data(), values.size(), narrowed.data());
-    NUQ_REQUIRE(overflow == values.size(), input, ": tensor '", name, "': restored weight ", at + overflow, " (",
-                values[overflow], ") lies beyond ", to_string(dtype), "'s range; restore it as F32 (--dtype f32)");
+    NUQ_REQUIRE(overflow == values.size(), input, ": tensor '", name, "': restored weight ",
+                element_place(quantized.quantized.at(name).shape, std::size_t(at + overflow)), " (", values[overflow],
+                ") lies beyond ", to_string(dtype), "'s range; restore it as F32 (--dtype f32)");
     writer.append(narrowed.data(), narrowed.size());
     return values.size();
   };
@@ -252,16 +266,9 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     const std::size_t band =
         std::size_t(std::max<std::uint64_t>(1, options.band_bytes / std::max<std::uint64_t>(1, row_bytes)));
     std::uint64_t restored = 0;
-    // A band that does not read as a tensor of its rows (a damaged file) is read again whole, so that
-    // the error names what is wrong as the file has it (a row, a level, a shape of the whole tensor).
     const std::string& tensor = name;  // (a structured binding cannot be captured in C++17)
-    const auto band_of = [&](std::size_t first) -> std::optional<QuantizedCheckpoint> {
-      try {
-        return read_quantized_rows(reader, quantized, tensor, first, std::min(band, rows - first));
-      } catch (const Error&) {
-        read_quantized_tensor(reader, quantized, tensor);  // throws the whole tensor's error
-        throw;  // (the whole reads where a band did not: the band's own error, which names its rows)
-      }
+    const auto band_of = [&](std::size_t first) {
+      return read_quantized_band(reader, quantized, tensor, first, std::min(band, rows - first));
     };
     std::optional<QuantizedCheckpoint> first_band = band < rows ? band_of(0) : std::nullopt;
     if (!first_band) {

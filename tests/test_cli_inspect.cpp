@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -142,6 +144,78 @@ TEST(CliInspect, GroupsAndShardsAndMixedFolders) {
   const CommandResult mixed = run_nuq("inspect " + dir.file("model"));
   EXPECT_EQ(mixed.status, 1) << mixed.output;
   EXPECT_NE(mixed.output.find("1 of its 2 files are quantized by nuq"), std::string::npos) << mixed.output;
+}
+
+// A quantized file whose header no reader takes (a width, shape or table that cannot be) is refused
+// by inspect as dequantize refuses it, word for word, rather than shown as if it were sound; and a
+// sound one passes both.
+TEST(CliInspect, ADamagedQuantizedFileIsRefusedAsDequantizeRefusesIt) {
+  nuq::test::TempDir dir;
+  const std::string input = dir.file("in.safetensors");
+  io::write_safetensors(input, mixed_checkpoint());
+  for (const std::string& options : {std::string("-m msptq"), std::string("-m uniform -b 12 --normalise none"),
+                                     std::string("-m sptq --group-size 16"), std::string("-m sptq --normalise per-channel")})
+    json_of("quantize " + input + " -o " + dir.file("q" + std::to_string(options.size()) + ".safetensors") + " " +
+            options + " --json");
+  const auto read = [&](const std::string& options) {
+    return io::read_safetensors(dir.file("q" + std::to_string(options.size()) + ".safetensors"));
+  };
+  const io::TensorFile two_bit = read("-m msptq"), grid = read("-m uniform -b 12 --normalise none"),
+                       grouped = read("-m sptq --group-size 16"), per_row = read("-m sptq --normalise per-channel");
+  const auto described = [](io::TensorFile f, const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json d = nlohmann::json::parse(f.metadata.at("nuq.quantized"));
+    edit(d["tensors"]["b.weight"]);
+    f.metadata["nuq.quantized"] = d.dump();
+    return f;
+  };
+  const auto stored = [](io::TensorFile f, const std::string& name, const std::function<void(io::Tensor&)>& edit) {
+    edit(f.tensors.at(name));
+    return f;
+  };
+  const float nan_levels[4] = {NAN, 0.f, 1.f, 2.f};
+  const std::vector<std::pair<std::string, io::TensorFile>> cases = {
+      {"a width the codes do not have", described(two_bit, [](nlohmann::json& t) { t["bits"] = 4; })},
+      {"a width no file stores", described(two_bit, [](nlohmann::json& t) { t["bits"] = 3; })},
+      {"a shape its rows do not make", described(two_bit, [](nlohmann::json& t) { t["shape"] = {64, 32}; })},
+      {"a shape past any file", described(two_bit, [](nlohmann::json& t) { t["shape"] = {32, std::int64_t{1} << 62}; })},
+      {"a short table", stored(two_bit, "b.weight.codebook", [](io::Tensor& t) { t = io::f32_tensor({1, 3}, {0.f, 1.f, 2.f}); })},
+      {"a NaN level", stored(two_bit, "b.weight.codebook", [&](io::Tensor& t) { t = io::f32_tensor({1, 4}, {nan_levels, nan_levels + 4}); })},
+      {"a grid beside the table", [&] {
+         io::TensorFile f = two_bit;
+         f.tensors["b.weight.grid"] = grid.tensors.at("b.weight.grid");
+         return f;
+       }()},
+      {"a grid past FP32", stored(grid, "b.weight.grid", [](io::Tensor& t) {
+         const double map[2] = {0.0, 1e300};
+         std::memcpy(t.data.data(), map, sizeof map);
+       })},
+      {"scales of other groups", stored(grouped, "b.weight.scales", [](io::Tensor& t) { t.shape = {64, 2}; })},
+      {"a table per row short of rows", stored(per_row, "b.weight.codebook", [](io::Tensor& t) {
+         t.shape[0] -= 1;
+         t.data.resize(t.data.size() - 4 * std::size_t(t.shape[1]));
+       })},
+      {"an unknown normalisation", [&] {
+         io::TensorFile f = two_bit;
+         nlohmann::json d = nlohmann::json::parse(f.metadata.at("nuq.quantized"));
+         d["normalisation"] = "banana";
+         f.metadata["nuq.quantized"] = d.dump();
+         return f;
+       }()},
+  };
+  for (const auto& [name, file] : cases) {
+    const std::string path = dir.file("bad.safetensors");
+    io::write_safetensors(path, file);
+    const CommandResult restored = run_nuq("dequantize " + path + " -o " + dir.file("out.safetensors"));
+    const CommandResult shown = run_nuq("inspect " + path);
+    EXPECT_EQ(restored.status, 1) << name << ": " << restored.output;
+    EXPECT_EQ(shown.status, 1) << name << ": " << shown.output;
+    EXPECT_EQ(shown.output, restored.output) << name;
+    EXPECT_EQ(shown.output.rfind("nuq: error: " + path + ": ", 0), 0u) << name << ": " << shown.output;
+  }
+  for (const io::TensorFile& sound : {two_bit, grid, grouped, per_row}) {
+    io::write_safetensors(dir.file("sound.safetensors"), sound);
+    json_of("inspect " + dir.file("sound.safetensors") + " --json");
+  }
 }
 
 }  // namespace

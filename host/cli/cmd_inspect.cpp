@@ -1,7 +1,9 @@
 // `nuq inspect`: what a safetensors file, a folder of shards or an index holds, from the headers
-// alone (nothing is dequantized; `nuq dequantize` checks every stored byte). A quantized one: its
-// format version, design, normalisation, and each quantized tensor's stored width, tables and bits
-// per weight all in, and what it keeps as it was. Any other: each tensor and what `nuq quantize`
+// (nothing is dequantized; `nuq dequantize` checks every stored byte). A quantized one: its format
+// version, design, normalisation, and each quantized tensor's stored width, tables and bits per
+// weight all in, and what it keeps as it was; each quantized tensor's description, tables and first
+// row of codes are checked as the reader checks them, so that a damaged file is refused with
+// dequantize's message rather than shown. Any other: each tensor and what `nuq quantize`
 // would do with it under the same --skip and --quantize-vectors, so that a pattern can be checked
 // before an hour-long run.
 #include <filesystem>
@@ -23,6 +25,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/laplace.h"
+#include "nuq/model.h"
 #include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 #include "table.h"
@@ -53,6 +56,14 @@ std::string tables_of(const io::SafetensorsReader& reader, const QuantizedLayout
   return "-";
 }
 
+// What the reader checks of a quantized tensor, from its description, its tables and its first row
+// of codes (the whole tensor where its parts are not laid out by rows): a width, shape or table
+// that no reader takes is refused here as `nuq dequantize` refuses it, not shown as if it were
+// sound. (A level or code further in is checked by reading it: `nuq dequantize`.)
+void check_readable(const io::SafetensorsReader& reader, const QuantizedLayout& layout, const std::string& tensor) {
+  if (!read_quantized_band(reader, layout, tensor, 0, 1)) read_quantized_tensor(reader, layout, tensor);
+}
+
 void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& shards) {
   NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.input, ": already quantized; --skip and --quantize-vectors "
               "tell what `nuq quantize` would keep of a checkpoint that is not");
@@ -75,6 +86,7 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
         bytes += entry.end - entry.begin;
       }
       const std::uint64_t count = io::checked_element_count(described.shape, shard + ": tensor '" + name + "'");
+      check_readable(reader, layout, name);  // (after the shape's own check, which dequantize makes first too)
       const std::size_t group_size = d.value("group_size", std::size_t{0});
       const std::string dtype = d.value("dtype", std::string("F32")), tables = tables_of(reader, described, group_size);
       const int bits = d.value("bits", 0);
@@ -133,8 +145,7 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
 
 void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards) {
   // nuq's own networks (one file recording its architecture) are quantized whole, as nuq quantize does.
-  const bool network =
-      shards.size() == 1 && io::SafetensorsReader(shards.front()).layout().metadata.count("nuq.architecture") > 0;
+  const bool network = shards.size() == 1 && is_nuq_network(shards.front());
   NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
               ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip and "
               "--quantize-vectors are for other checkpoints");

@@ -277,7 +277,7 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
   for (auto& [key, entry] : tensors) {
     NUQ_REQUIRE(key != "__metadata__", where, ": a tensor cannot be named __metadata__");
     entry.begin = offset;
-    entry.end = offset + byte_size(entry.dtype, entry.element_count(), "safetensors: tensor '" + key + "'");
+    entry.end = offset + byte_size(entry.dtype, entry.element_count(), where + ": tensor '" + key + "'");
     offset = entry.end;
   }
   // The text is put together entry by entry, in the order nlohmann's object (a std::map) would

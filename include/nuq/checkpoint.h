@@ -70,6 +70,12 @@ QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, c
 std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsReader& reader,
                                                        const QuantizedLayout& layout, const std::string& tensor,
                                                        std::size_t first, std::size_t count);
+// read_quantized_rows, except that rows that do not read (a damaged file) are read again as the
+// whole tensor, so that the error names what is wrong as the file has it (a shape, a table, a
+// width of the whole tensor, not of the band); the band's own error where the whole reads.
+std::optional<QuantizedCheckpoint> read_quantized_band(const io::SafetensorsReader& reader,
+                                                       const QuantizedLayout& layout, const std::string& tensor,
+                                                       std::size_t first, std::size_t count);
 
 // The same from file to file: the header first, then each quantized tensor a band of rows at a time
 // (about `band_bytes` of floats and stored bytes, a row at least: read_quantized_rows) read,

@@ -3,6 +3,7 @@ nearest value, ties to even, as numpy's and PyTorch's own casts round it (the re
 `source` gives each tensor the dtype it had before quantizing."""
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -130,5 +131,10 @@ def test_a_weight_beyond_the_range_is_an_error_naming_it(nuq_cli, nuq_binary, tm
                              str(tmp_path / "r.safetensors"), "--dtype", "f16"], capture_output=True, text=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "tensor 'big.weight': restored weight" in result.stderr and "beyond F16's range" in result.stderr
+    # The weight named by its place, as Python's own error names it.
+    cli_place = re.search(r"restored weight (\[\d+, \d+\])", result.stderr)
+    with pytest.raises(ValueError) as python_error:
+        nuq.load(tmp_path / "q.safetensors")["big.weight"].dequantize("float16")
+    assert cli_place and f"restored weight {cli_place.group(1)} " in str(python_error.value), result.stderr
     assert not (tmp_path / "r.safetensors").exists()
     nuq_cli("dequantize", tmp_path / "q.safetensors", "-o", tmp_path / "r.safetensors", "--dtype", "bf16")
