@@ -263,7 +263,11 @@ def _skip_patterns(skip):
         raise ValueError("skip: a glob string or a compiled regular expression, not bytes")
     if isinstance(skip, (str, re.Pattern)):
         return [skip]
-    patterns = list(skip)
+    try:
+        patterns = list(skip)
+    except TypeError:
+        raise ValueError(f"skip: {skip!r}; give None, a callable skip(name, tensor), a glob string, a compiled "
+                         "regular expression, or a list of globs and expressions") from None
     for pattern in patterns:
         if not isinstance(pattern, (str, re.Pattern)):
             raise ValueError(f"skip: {pattern!r} is neither a glob string nor a compiled regular expression")
@@ -339,20 +343,28 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     With normalise="global" the mean and standard deviation of all quantized tensors together
     normalise each; group_size as in ``quantize`` (every quantized tensor's rows must split into
     groups). Returns a dict with a QuantizedTensor for each quantized entry and the original object
-    for every other. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
+    for every other. A state dict holding QuantizedTensors, or nothing to quantize, is a ValueError,
+    as ``nuq quantize`` refuses such a checkpoint. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
     """
     if not hasattr(state_dict, "items"):
         raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
     _check_names(state_dict.keys(), "quantize_state_dict")
     _check_options("quantize_state_dict", codebook, normalise, group_size, nonfinite, device)
+    # As `nuq quantize` refuses a quantized file: codes quantized again with another codebook would
+    # otherwise come back unchanged, under the old design, with nothing said.
+    already = [k for k, v in state_dict.items() if isinstance(v, QuantizedTensor)]
+    if already:
+        raise ValueError(f"quantize_state_dict: tensor '{already[0]}' is already quantized"
+                         f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
+                         "first to quantize the restored weights again")
     patterns = _skip_patterns(skip)
     if patterns is not None and not callable(patterns):
         for pattern in patterns:
             if not any(_matches(pattern, k) for k in state_dict):
+                how = ("a regular expression, searched in each name" if isinstance(pattern, re.Pattern) else
+                       "a glob, matched against the whole name; pass re.compile(...) for a regular expression")
                 shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
-                warnings.warn(f"quantize_state_dict: skip pattern {shown!r} names no tensor (strings are globs "
-                              "matched against the whole name; pass re.compile(...) for a regular expression)",
-                              stacklevel=2)
+                warnings.warn(f"quantize_state_dict: skip pattern {shown!r} names no tensor ({how})", stacklevel=2)
     kept = _kept_by_default(state_dict, quantize_vectors)
 
     def skipped(name, tensor):
@@ -368,6 +380,9 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         shown = ", ".join(doubles[:5]) + (f" and {len(doubles) - 5} more" if len(doubles) > 5 else "")
         warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (nuq quantizes float32, "
                       "float16 and bfloat16; convert them with .float() or .astype(np.float32) first)", stacklevel=2)
+    if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none
+        raise ValueError("quantize_state_dict: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
+                         "more dimensions, or any with quantize_vectors=True, that skip does not name)")
     if _device_path([v for _, v in chosen], device):
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))

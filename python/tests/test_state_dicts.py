@@ -53,12 +53,35 @@ def test_skip_takes_globs_regular_expressions_and_generators(llm):
     assert quantized(regex) == {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"}
     globs = nuq.quantize_state_dict(llm, codebook, skip=(p for p in ["model.embed_tokens.*", "lm_head.*"]))
     assert quantized(globs) == quantized(regex)  # a generator is read once, for every name
-    with pytest.warns(UserWarning, match="names no tensor"):
+    with pytest.warns(UserWarning, match=r"names no tensor \(a glob, matched against the whole name; pass re.compile"):
         nuq.quantize_state_dict(llm, codebook, skip="embed_tokens|lm_head")  # a glob that matches nothing
+    with pytest.warns(UserWarning, match=r"'nomatch' names no tensor \(a regular expression, searched in each name\)"):
+        nuq.quantize_state_dict(llm, codebook, skip=re.compile("nomatch"))
     with pytest.raises(ValueError, match="neither a glob"):
         nuq.quantize_state_dict(llm, codebook, skip=[3])
+    with pytest.raises(ValueError, match=r"skip: 5; give None, a callable"):
+        nuq.quantize_state_dict(llm, codebook, skip=5)
+
+
+def test_quantized_tensors_and_nothing_to_quantize_are_refused_as_the_cli_refuses_them(llm, tmp_path, nuq_binary):
+    import subprocess
+    quantized = nuq.quantize_state_dict(llm, nuq.design("sptq"))
+    with pytest.raises(ValueError, match=r"tensor '.*' is already quantized \(and \d+ more\); dequantize_state_dict"):
+        nuq.quantize_state_dict(quantized, nuq.design("uniform", 4))
+    again = nuq.quantize_state_dict(nuq.dequantize_state_dict(quantized), nuq.design("uniform", 4))
+    assert {k for k, v in again.items() if isinstance(v, nuq.QuantizedTensor)} == \
+        {k for k, v in quantized.items() if isinstance(v, nuq.QuantizedTensor)}
+    norms = {k: v for k, v in llm.items() if len(np.shape(v)) < 2}
+    assert norms
+    for state_dict, options in ((norms, {}), (llm, {"skip": "*"}), ({}, {})):
+        with pytest.raises(ValueError, match="no tensor to quantize"):
+            nuq.quantize_state_dict(state_dict, nuq.design("sptq"), **options)
+    nuq.save(tmp_path / "norms.safetensors", norms)  # the CLI says the same of such a checkpoint
+    result = subprocess.run([nuq_binary, "quantize", str(tmp_path / "norms.safetensors"), "-o",
+                             str(tmp_path / "q.safetensors")], capture_output=True, text=True)
+    assert result.returncode == 1 and "no tensor to quantize" in result.stderr
     with pytest.raises(TypeError, match="a dict"):
-        nuq.quantize_state_dict([1, 2], codebook)
+        nuq.quantize_state_dict([1, 2], nuq.design("sptq"))
 
 
 def test_modules_another_tool_quantized_are_kept_whole(rng):
