@@ -271,7 +271,7 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
     }
   }
   created_folder_ = !fs::exists(output);
-  io::make_folder(output, "--output");
+  io::make_output_folder(output, "--output");
   try {
     for (const std::string& shard : inputs_) {
       outputs_.push_back((fs::path(output) / fs::path(shard).filename()).string());

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "checkpoint_cases.h"
 #include "cli_runner.h"
 #include "nuq/checkpoint.h"
 #include "nuq/design.h"
@@ -65,6 +66,8 @@ class HostileInputs : public ::testing::Test {
     ::symlink(file("fp32.safetensors").c_str(), file("symlink.safetensors").c_str());
     ::mkfifo(file("fifo").c_str(), 0600);
     std::filesystem::create_directories(file("folder"));
+    std::filesystem::create_directories(file("shards"));
+    test::write_two_shards(file("shards"));
     std::ofstream(file("notes.txt")) << "not a safetensors file\n";
 
     io::TensorFile extra = io::read_safetensors(file("fp32.safetensors"));
@@ -241,6 +244,10 @@ const std::vector<Case>& cases() {
       {"inspect {d}/fifo", kUserError, "it is a FIFO"},
       {"inspect {d}/notes.txt", kUserError, "not a safetensors file"},
       {"inspect {d}/folder", kUserError, "neither model.safetensors.index.json nor .safetensors files"},
+      // A folder of outputs is made as a file would be: in a folder that is there, not a new tree.
+      {"quantize {d}/shards -o {d}/typo/deep/out", kUserError, "out: cannot write there: the folder "},
+      {"quantize {d}/shards -o {d}/notes.txt/out", kUserError, "cannot write there: "},
+      {"quantize {d}/shards -o {d}/notes.txt", kUserError, "is not a folder"},
       {"inspect {d}/undescribed.safetensors", kUserError, "undescribed.safetensors"},
       {"inspect {d}/ckpt-2bit.safetensors --skip bias", kUserError, "already quantized"},
       {"inspect {d}/fp32.safetensors --quantize-vectors", kUserError, "quantized whole"},

@@ -33,20 +33,29 @@ void require_input_file(const std::string& path) {
   NUQ_REQUIRE(::access(path.c_str(), R_OK) == 0, path, ": cannot open: ", std::strerror(errno));
 }
 
+namespace {
+
+// `path`, which does not exist yet, can be made: its folder is there and may be written.
+void require_writable_parent(const std::string& path) {
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  const std::string where = folder.empty() ? "." : folder.string();
+  struct stat parent {};
+  NUQ_REQUIRE(::stat(where.c_str(), &parent) == 0, path, ": cannot write there: the folder ", where, ": ",
+              std::strerror(errno));
+  NUQ_REQUIRE(S_ISDIR(parent.st_mode), path, ": cannot write there: ", where, " is not a folder");
+  NUQ_REQUIRE(::access(where.c_str(), W_OK | X_OK) == 0, path, ": cannot write there: the folder ", where, ": ",
+              std::strerror(errno));
+}
+
+}  // namespace
+
 void require_output_path(const std::string& path, const std::vector<std::string>& inputs, const std::string& option) {
   NUQ_REQUIRE(!path.empty(), option, ": the file name is empty");
   struct stat info {};
   if (::lstat(path.c_str(), &info) != 0) {
     NUQ_REQUIRE(errno == ENOENT, path, ": cannot write there: ", std::strerror(errno));
     // A new file: its folder must be there now, not only when the file is written after a long run.
-    const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-    const std::string where = folder.empty() ? "." : folder.string();
-    struct stat parent {};
-    NUQ_REQUIRE(::stat(where.c_str(), &parent) == 0, path, ": cannot write there: the folder ", where, ": ",
-                std::strerror(errno));
-    NUQ_REQUIRE(S_ISDIR(parent.st_mode), path, ": cannot write there: ", where, " is not a folder");
-    NUQ_REQUIRE(::access(where.c_str(), W_OK | X_OK) == 0, path, ": cannot write there: the folder ", where, ": ",
-                std::strerror(errno));
+    require_writable_parent(path);
     return;
   }
   NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": will not replace it: it is ", kind_of(info.st_mode),
@@ -65,6 +74,20 @@ void make_folder(const std::string& path, const std::string& option) {
   std::filesystem::create_directories(path, error);
   NUQ_REQUIRE(!error, option, " ", path, ": cannot create the folder: ", error.message());
   NUQ_REQUIRE(std::filesystem::is_directory(path), option, " ", path, ": is not a folder");
+}
+
+void make_output_folder(const std::string& path, const std::string& option) {
+  NUQ_REQUIRE(!path.empty(), option, ": the folder name is empty");
+  // (std::filesystem::path("a/") has the parent "a": the name without its trailing slashes is the folder.)
+  std::string name = path;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  std::error_code error;
+  if (!std::filesystem::exists(name, error)) {
+    require_writable_parent(name);
+    std::filesystem::create_directory(name, error);
+    NUQ_REQUIRE(!error, option, " ", path, ": cannot create the folder: ", error.message());
+  }
+  NUQ_REQUIRE(std::filesystem::is_directory(name), option, " ", path, ": is not a folder");
 }
 
 }  // namespace nuq::io
