@@ -172,6 +172,9 @@ const std::vector<Case>& cases() {
       {"quantize {d}/notes.txt -o {d}/q.safetensors", kUserError, "notes.txt: header length"},
       {"eval {d}/folder", kUserError, "it is a directory"},
       {"eval {d}/no-dataset.safetensors", kUserError, "does not record the data set"},
+      // A broken model is named as such before any data is looked for (the folder holds none).
+      {"eval {d}/nan-weight.safetensors --dataset mnist --data {d}/folder", kUserError, "nan-weight.safetensors: tensor 'fc1.weight'"},
+      {"eval {d}/nan-codebook.safetensors --dataset mnist --data {d}/folder", kUserError, "nan-codebook.safetensors: "},
       {"quantize {d}/nan-weight.safetensors -o {d}/q.safetensors", kUserError, "tensor 'fc1.weight' element [1, 7] is nan; `nuq quantize --nonfinite saturate`"},
       {"quantize {d}/extra-tensor.safetensors -o {d}/q.safetensors", kUserError,
        "tensor 'fc4.weight' is not a parameter of nuq's mlp"},
@@ -205,6 +208,8 @@ const std::vector<Case>& cases() {
       {"theory --check --tolerance nan", kUserError, "--tolerance"},
       {"theory --tolerance -1", kUserError, "--tolerance"},
       {"bitrate --range=-30:0", kUserError, "give --sqnr-min"},
+      {"bitrate --sqnr-min -inf --range=-30:0", kUserError, "--sqnr-min must be a finite number of dB, got -inf"},
+      {"bitrate --sqnr-min nan", kUserError, "--sqnr-min must be a finite number of dB, got nan"},
       {"bitrate --sqnr-min 30 --range=-30:0 --model {d}/fp32.safetensors", kUserError, "--range or --model, not both"},
       {"eval {d}/fp32.safetensors --predictions ''", kUserError, "--predictions: the file name is empty"},
       {"bitrate --sqnr-min 500 --range=-30:0", kUserError, "lower the floor"},

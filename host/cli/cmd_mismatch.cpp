@@ -130,6 +130,7 @@ std::string no_rate_reason(const BitrateOptions& o, double from, double to, doub
 
 void run_bitrate(const BitrateOptions& o) {
   NUQ_REQUIRE(o.sqnr_min, "bitrate: give --sqnr-min (the SQNR every variance in the range must keep)");
+  NUQ_REQUIRE(std::isfinite(*o.sqnr_min), "bitrate: --sqnr-min must be a finite number of dB, got ", *o.sqnr_min);
   NUQ_REQUIRE(o.range.empty() != o.model.empty(), "bitrate: give either --range or --model",
               o.range.empty() ? "" : ", not both");
   double from = 0.0, to = 0.0, step = o.step;  // the range's own step when it gives one

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -377,16 +378,21 @@ void run_eval(const EvalOptions& o) {
     inputs.push_back(o.input);
     io::require_output_path(o.predictions, inputs, "--predictions");
   }
+  // The model is read and checked (every shape, every level) before the data: a broken model is
+  // named as such whatever data there is.
+  std::optional<QuantizedModel> quantized_model;
+  std::optional<Model> model;
+  if (quantized) quantized_model = quantized_from_file(file, o.input);
+  else model = model_from_file(file, o.input);
   const io::Dataset test_set = io::load_network_split(dir, "t10k");
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
   std::string weights = "quantized";  // what the report calls the model: its weights' form in the file
   if (quantized) {
-    classes = quantized_predictions(quantized_from_file(file, o.input), test_set, *backend);
+    classes = quantized_predictions(*quantized_model, test_set, *backend);
   } else {  // the float baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
-    Model model = model_from_file(file, o.input);
-    weights = stored_precision(model);
-    Network network(model, nullptr, backend.get());
+    weights = stored_precision(*model);
+    Network network(*model, nullptr, backend.get());
     classes = predict(network, test_set);
   }
   const double result = accuracy(classes, test_set);

@@ -83,7 +83,7 @@ BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db)
 
 std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db, double to_db, double step_db,
                                              int min_bits, int max_bits) {
-  NUQ_REQUIRE(std::isfinite(sqnr_min_db), "bitrate: the SQNR floor must be a number");
+  NUQ_REQUIRE(std::isfinite(sqnr_min_db), "bitrate: the SQNR floor must be a finite number, got ", sqnr_min_db);
   NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
   check_range(from_db, to_db, step_db);
   for (int bits = min_bits; bits <= max_bits; ++bits) {
