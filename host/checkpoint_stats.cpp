@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <map>
-#include <memory>
 
 #include "nuq/error.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/tensor_pieces.h"
+#include "kept_tensors.h"
 
 namespace nuq {
 namespace {
@@ -43,14 +43,16 @@ WeightStats tensor_stats(const io::SafetensorsReader& reader, const std::string&
 }  // namespace
 
 CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOptions& options) {
-  std::map<std::string, std::unique_ptr<io::SafetensorsReader>> readers;
-  for (const std::string& shard : checkpoint_shards(input)) {
-    auto reader = std::make_unique<io::SafetensorsReader>(shard);
-    NUQ_REQUIRE(!reader->layout().metadata.count("nuq.quantized"), shard,
+  const ShardReaders shards = open_shards(checkpoint_shards(input));
+  std::map<std::string, const io::SafetensorsReader*> readers;  // by path, as the plan names them
+  for (const auto& reader : shards) {
+    NUQ_REQUIRE(!reader->layout().metadata.count("nuq.quantized"), reader->path(),
                 ": already quantized; its weights are codes (`nuq dequantize` it first, or `nuq inspect` it)");
-    readers.emplace(shard, std::move(reader));
+    readers.emplace(reader->path(), reader.get());
   }
-  const CheckpointPlan plan = plan_checkpoint(input, options);
+  const CheckpointPlan plan = plan_checkpoint(shards, options);
+  if (options.warnings)  // as a run would give them, before the reading
+    for (const std::string& line : plan.warnings) *options.warnings << "nuq: warning: " << line << '\n';
   std::vector<const TensorPlan*> in_file_order;  // read front to back, shard after shard
   for (const TensorPlan& t : plan.tensors)
     if (t.kept.empty()) in_file_order.push_back(&t);

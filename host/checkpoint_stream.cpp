@@ -93,16 +93,11 @@ class StreamRun {
         checkpoint_(checked_options(input, o, bits_), output) {
     const std::vector<std::string>& shard_paths = checkpoint_.inputs();
     if (!checkpoint_.input_index().empty()) report_.input_bytes += fs::file_size(checkpoint_.input_index());
-    std::map<std::string, std::size_t> shard_of;
-    for (std::size_t s = 0; s < shard_paths.size(); ++s) {
-      readers_.push_back(std::make_unique<io::SafetensorsReader>(shard_paths[s]));
-      const io::SafetensorsReader& reader = *readers_.back();
-      NUQ_REQUIRE(!reader.layout().metadata.count("nuq.quantized"), reader.path(),
+    readers_ = open_shards(shard_paths);
+    for (const auto& reader : readers_) {
+      NUQ_REQUIRE(!reader->layout().metadata.count("nuq.quantized"), reader->path(),
                   ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
-      report_.input_bytes += reader.file_size();
-      for (const auto& [name, entry] : reader.layout().tensors)
-        NUQ_REQUIRE(shard_of.emplace(name, s).second, reader.path(), ": tensor '", name, "' is also in ",
-                    shard_paths[shard_of[name]]);
+      report_.input_bytes += reader->file_size();
     }
     const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere(readers_);
     report_.warnings = keeping_warnings(readers_, o, quantized_elsewhere);
@@ -444,7 +439,7 @@ class StreamRun {
   const int bits_;
   const bool per_row_;
   ShardedCheckpoint checkpoint_;  // the shards in, their outputs and the new index
-  std::vector<std::unique_ptr<io::SafetensorsReader>> readers_;
+  ShardReaders readers_;
   std::vector<Job> jobs_;
   std::set<std::string> kept_;
   std::uint64_t quantized_bytes_ = 0, total_bytes_ = 0;

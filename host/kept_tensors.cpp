@@ -1,6 +1,7 @@
 #include "kept_tensors.h"
 
 #include <algorithm>
+#include <map>
 #include <regex>
 
 #include "nuq/error.h"
@@ -61,7 +62,18 @@ std::regex skip_pattern(const std::string& pattern) {
   }
 }
 
-std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers) {
+ShardReaders open_shards(const std::vector<std::string>& paths) {
+  ShardReaders readers;
+  std::map<std::string, std::size_t> shard_of;
+  for (std::size_t s = 0; s < paths.size(); ++s) {
+    readers.push_back(std::make_unique<io::SafetensorsReader>(paths[s]));
+    for (const auto& [name, entry] : readers.back()->layout().tensors)
+      NUQ_REQUIRE(shard_of.emplace(name, s).second, paths[s], ": tensor '", name, "' is also in ", paths[shard_of[name]]);
+  }
+  return readers;
+}
+
+std::set<std::string> modules_quantized_elsewhere(const ShardReaders& readers) {
   std::set<std::string> modules;
   for (const auto& reader : readers)
     for (const auto& [name, entry] : reader->layout().tensors) {
@@ -86,9 +98,10 @@ const char* kept_reason(const std::string& name, const io::TensorEntry& entry, c
 }
 
 CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& options) {
-  std::vector<std::unique_ptr<io::SafetensorsReader>> readers;
-  for (const std::string& shard : checkpoint_shards(input))
-    readers.push_back(std::make_unique<io::SafetensorsReader>(shard));
+  return plan_checkpoint(open_shards(checkpoint_shards(input)), options);
+}
+
+CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions& options) {
   const std::set<std::string> elsewhere = modules_quantized_elsewhere(readers);
   CheckpointPlan plan;
   plan.warnings = keeping_warnings(readers, options, elsewhere);
@@ -102,8 +115,8 @@ CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& op
   return plan;
 }
 
-std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,
-                                          const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
+std::vector<std::string> keeping_warnings(const ShardReaders& readers, const StreamOptions& o,
+                                          const std::set<std::string>& quantized_elsewhere) {
   std::vector<std::string> warnings;
   bool skip_named_one = false;
   for (const auto& reader : readers) {

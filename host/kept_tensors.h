@@ -12,12 +12,21 @@
 
 namespace nuq {
 
+using ShardReaders = std::vector<std::unique_ptr<io::SafetensorsReader>>;
+
+// The shards of a checkpoint opened (headers read and checked), in the order given. A tensor name
+// in two shards is an error naming both: which one a loader takes is not defined.
+ShardReaders open_shards(const std::vector<std::string>& paths);
+
+// plan_checkpoint over shards already open.
+CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions& options);
+
 // Modules another tool has quantized: those holding packed codes or 8-bit weights (I32, U8, I8,
 // FP8, F4, ...; never an index or counter buffer: I64, U64, BOOL, F64, or one element, such as
 // BatchNorm's num_batches_tracked or position_ids). Their floating tensors are that tool's
 // scales, kept with them; such a tensor is a module of its own too (bitsandbytes keeps
 // `<m>.weight.absmax` beside its U8 `<m>.weight`).
-std::set<std::string> modules_quantized_elsewhere(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers);
+std::set<std::string> modules_quantized_elsewhere(const ShardReaders& readers);
 
 // Why tensor `name` of `reader` is kept (StreamOptions: what is not floating, empty tensors, 1-D
 // ones unless quantize_vectors, those of a module quantized elsewhere, and those --skip names), or
@@ -32,7 +41,7 @@ inline bool kept_as_they_are(const std::string& name, const io::TensorEntry& ent
 // What a user should be told of what is kept, before a run: floating tensors nuq would quantize
 // but for their dtype (F64), and a --skip that names no tensor (a typo that quantizes what it
 // meant to keep). One line each, without a prefix.
-std::vector<std::string> keeping_warnings(const std::vector<std::unique_ptr<io::SafetensorsReader>>& readers,
-                                          const StreamOptions& o, const std::set<std::string>& quantized_elsewhere);
+std::vector<std::string> keeping_warnings(const ShardReaders& readers, const StreamOptions& o,
+                                          const std::set<std::string>& quantized_elsewhere);
 
 }  // namespace nuq

@@ -181,6 +181,8 @@ WeightStats chunk_stats(const typename E::Stored* values, std::size_t first, std
 
 double WeightStats::stddev() const { return std::sqrt(variance()); }
 
+double WeightStats::rms() const { return std::sqrt(variance() + mean * mean); }
+
 WeightStats combine(const WeightStats& a, const WeightStats& b) {
   WeightStats s = a.count == 0 ? b : a;
   if (a.count != 0 && b.count != 0) {  // Chan's combination of two non-empty parts

@@ -139,23 +139,38 @@ TEST(CheckpointStats, QuantizedFilesAndCheckpointsWithNothingToQuantizeAreRefuse
   norms.tensors["norm.weight"] = io::f32_tensor({8}, std::vector<float>(8, 1.0f));
   io::write_safetensors(dir.file("norms.safetensors"), norms);
   EXPECT_THROW(checkpoint_weight_stats(dir.file("norms.safetensors"), StreamOptions{}), Error);
-  // Two constant matrices: the weights together have a variance, each tensor none (--per-tensor).
+  // Two constant matrices: unnormalised, each meets the design at its rms, |0.5|, as a tensor off
+  // centre (told so); all-zero weights have no signal for a floor to keep.
   io::TensorFile constants;
   constants.tensors["a.weight"] = io::f32_tensor({4, 8}, std::vector<float>(32, 0.5f));
   constants.tensors["b.weight"] = io::f32_tensor({4, 8}, std::vector<float>(32, -0.5f));
   io::write_safetensors(dir.file("constants.safetensors"), constants);
   const CommandResult both = run_nuq("bitrate --model " + dir.file("constants.safetensors") + " --sqnr-min 30 --json");
   ASSERT_EQ(both.status, 0) << both.output;
-  EXPECT_EQ(nlohmann::json::parse(both.output).at("model").at("sigma_w").get<double>(), 0.5);
+  const nlohmann::json together = nlohmann::json::parse(both.output).at("model");
+  EXPECT_EQ(together.at("rms_w").get<double>(), 0.5);
+  EXPECT_EQ(together.at("sigma_w").get<double>(), 0.5);
+  EXPECT_EQ(together.at("mean_w").get<double>(), 0.0);
   const CommandResult each = run_nuq("bitrate --model " + dir.file("constants.safetensors") + " --sqnr-min 30 --per-tensor");
-  EXPECT_EQ(each.status, 1) << each.output;
-  EXPECT_NE(each.output.find("every tensor is constant"), std::string::npos) << each.output;
+  EXPECT_EQ(each.status, 0) << each.output;
+  EXPECT_NE(each.output.find("per tensor from -6.02 dB"), std::string::npos) << each.output;
+  EXPECT_NE(each.output.find("to -6.02 dB"), std::string::npos) << each.output;
+  EXPECT_NE(each.output.find("warning: " + dir.file("constants.safetensors") + ": weights off centre: 'a.weight' (mean 0.5, "
+                             "sigma 0), 'b.weight' (mean -0.5, sigma 0)"),
+            std::string::npos)
+      << each.output;
+  io::TensorFile zeros;
+  zeros.tensors["a.weight"] = io::f32_tensor({4, 8}, std::vector<float>(32, 0.0f));
+  io::write_safetensors(dir.file("zeros.safetensors"), zeros);
+  const CommandResult zero = run_nuq("bitrate --model " + dir.file("zeros.safetensors") + " --sqnr-min 30");
+  EXPECT_EQ(zero.status, 1) << zero.output;
+  EXPECT_NE(zero.output.find("every weight is zero"), std::string::npos) << zero.output;
 }
 
-double db(double sigma) { return 20.0 * std::log10(sigma); }
+double db(double rms) { return 20.0 * std::log10(rms); }
 
-// `nuq bitrate --model` on a checkpoint: the sigma nuq quantize records (no normalisation: every
-// tensor meets the unit-variance design as it is), the rule's rate at it and, per tensor, over the
+// `nuq bitrate --model` on a checkpoint: the rms of the weights (no normalisation: every tensor
+// meets the unit-variance design as it is), the rule's rate at it and, per tensor, over the
 // tensors' range; then quantizing at that rate measures the SQNR the rule promised.
 TEST(CheckpointStats, BitrateOfACheckpointIsTheRulesAtItsSigmaAndQuantizingThereMeetsIt) {
   test::TempDir dir;
@@ -166,8 +181,9 @@ TEST(CheckpointStats, BitrateOfACheckpointIsTheRulesAtItsSigmaAndQuantizingThere
   const nlohmann::json g = nlohmann::json::parse(global.output);
   const CheckpointStats stats = checkpoint_weight_stats(folder, StreamOptions{});
   EXPECT_NEAR(g.at("model").at("sigma_w").get<double>(), stats.all.stddev(), 1e-12 * stats.all.stddev());
+  EXPECT_NEAR(g.at("model").at("rms_w").get<double>(), stats.all.rms(), 1e-12 * stats.all.rms());
   EXPECT_EQ(g.at("model").at("weights").get<std::size_t>(), stats.all.count);
-  EXPECT_EQ(g.at("bits").get<int>(), choose_bit_rate(30.0, db(stats.all.stddev()), db(stats.all.stddev()))->bits);
+  EXPECT_EQ(g.at("bits").get<int>(), choose_bit_rate(30.0, db(stats.all.rms()), db(stats.all.rms()))->bits);
 
   const CommandResult per_tensor = run_nuq("bitrate --model " + folder + " --sqnr-min 30 --per-tensor --json");
   ASSERT_EQ(per_tensor.status, 0) << per_tensor.output;
@@ -175,10 +191,10 @@ TEST(CheckpointStats, BitrateOfACheckpointIsTheRulesAtItsSigmaAndQuantizingThere
   double low = INFINITY, high = 0.0;
   std::string lowest;
   for (const TensorStats& t : stats.tensors) {
-    if (t.stats.stddev() < low) low = t.stats.stddev(), lowest = t.name;
-    high = std::max(high, t.stats.stddev());
+    if (t.stats.rms() < low) low = t.stats.rms(), lowest = t.name;
+    high = std::max(high, t.stats.rms());
   }
-  EXPECT_EQ(p.at("model").at("smallest_sigma").at("tensor"), lowest);
+  EXPECT_EQ(p.at("model").at("smallest_rms").at("tensor"), lowest);
   EXPECT_NEAR(p.at("from_db").get<double>(), db(low), 1e-9);
   EXPECT_NEAR(p.at("to_db").get<double>(), db(high), 1e-9);
   const auto choice = choose_bit_rate(30.0, db(low), db(high), 0.01);  // a fine grid: the worst is at an end
@@ -193,13 +209,13 @@ TEST(CheckpointStats, BitrateOfACheckpointIsTheRulesAtItsSigmaAndQuantizingThere
                                   std::to_string(bits) + " --normalise none --json");
   ASSERT_EQ(q.status, 0) << q.output;
   const nlohmann::json report = nlohmann::json::parse(q.output);
-  EXPECT_NEAR(report.at("sqnr_ex_db").get<double>(), worst_case(bits, db(stats.all.stddev()), db(stats.all.stddev())).worst_sqnr_db,
+  EXPECT_NEAR(report.at("sqnr_ex_db").get<double>(), worst_case(bits, db(stats.all.rms()), db(stats.all.rms())).worst_sqnr_db,
               0.1);
   for (const nlohmann::json& t : report.at("tensors")) {
     const std::string name = t.at("name");
     const auto own = std::find_if(stats.tensors.begin(), stats.tensors.end(), [&](const TensorStats& s) { return s.name == name; });
     ASSERT_NE(own, stats.tensors.end()) << name;
-    const double predicted = worst_case(bits, db(own->stats.stddev()), db(own->stats.stddev())).worst_sqnr_db;
+    const double predicted = worst_case(bits, db(own->stats.rms()), db(own->stats.rms())).worst_sqnr_db;
     EXPECT_NEAR(t.at("sqnr_ex_db").get<double>(), predicted, 0.15) << name;
     EXPECT_GE(t.at("sqnr_ex_db").get<double>(), 30.0 - 0.15) << name;
   }
@@ -222,20 +238,117 @@ TEST(CheckpointStats, BitrateOfANuqNetworkTakesEveryParameter) {
   const nlohmann::json j = nlohmann::json::parse(r.output);
   const WeightStats all = model_stats(model);
   EXPECT_NEAR(j.at("model").at("sigma_w").get<double>(), all.stddev(), 1e-12 * all.stddev());
+  EXPECT_NEAR(j.at("model").at("rms_w").get<double>(), all.rms(), 1e-12 * all.rms());
   EXPECT_EQ(j.at("model").at("tensors").get<std::size_t>(), model.parameters.size());
   EXPECT_EQ(j.at("model").at("weights").get<std::size_t>(), all.count);
-  // A fresh network's biases are zeros: no variance to keep, left out of the range and counted.
+  // A fresh network's biases are zeros: no signal to keep, left out of the range and counted.
   double low = INFINITY, high = 0.0;
-  std::size_t constant = 0;
+  std::size_t zero = 0;
   for (const Parameter& p : model.parameters) {
-    const double sigma = stats_ref(p.values.data(), p.values.size(), p.name).stddev();
-    if (sigma == 0.0) ++constant;
-    else low = std::min(low, sigma), high = std::max(high, sigma);
+    const double rms = stats_ref(p.values.data(), p.values.size(), p.name).rms();
+    if (rms == 0.0) ++zero;
+    else low = std::min(low, rms), high = std::max(high, rms);
   }
-  EXPECT_GT(constant, 0u);
-  EXPECT_EQ(j.at("model").at("constant_tensors").get<std::size_t>(), constant);
+  EXPECT_GT(zero, 0u);
+  EXPECT_EQ(j.at("model").at("zero_tensors").get<std::size_t>(), zero);
   EXPECT_NEAR(j.at("from_db").get<double>(), db(low), 1e-9);
   EXPECT_NEAR(j.at("to_db").get<double>(), db(high), 1e-9);
+}
+
+
+// The SQNR of the one tensor of `input` quantized uniform at `bits` without normalisation.
+double unnormalised_sqnr(const std::string& input, const std::string& output, int bits) {
+  std::filesystem::remove(output);
+  const CommandResult q = run_nuq("quantize " + input + " -o " + output + " -m uniform -b " + std::to_string(bits) +
+                                  " --normalise none --json 2>/dev/null");
+  EXPECT_EQ(q.status, 0) << q.output;
+  return nlohmann::json::parse(q.output.substr(q.output.find('{'))).at("tensors").at(0).at("sqnr_ex_db").get<double>();
+}
+
+// Weights off centre meet the unnormalised design at their rms, the mean included. A tensor at 20
+// with a spread of 0.05: judged by its spread alone, 12 bits would keep 30 dB, yet quantizing at
+// 12 bits measures under 7 dB. Judged at its rms no rate keeps the floor (overload), and none does
+// when quantized. A milder offset (a mean of 4 sigma) gets a rate that keeps the floor when
+// quantized. Both are told as off centre.
+TEST(CheckpointStats, WeightsOffCentreAreJudgedAtTheirRms) {
+  test::TempDir dir;
+  const std::string far = dir.file("far.safetensors"), near = dir.file("near.safetensors");
+  io::TensorFile file;
+  file.tensors["w"] = io::f32_tensor({256, 256}, test::draw(test::Law::Laplace, 256 * 256, 20.0, 0.05, 7));
+  io::write_safetensors(far, file);
+  file.tensors["w"] = io::f32_tensor({512, 512}, test::draw(test::Law::Laplace, 512 * 512, 1.0, 0.25, 8));
+  io::write_safetensors(near, file);
+
+  const WeightStats far_stats = checkpoint_weight_stats(far, StreamOptions{}).all;
+  const int by_spread = choose_bit_rate(30.0, db(far_stats.stddev()), db(far_stats.stddev()))->bits;
+  EXPECT_LT(unnormalised_sqnr(far, dir.file("q.safetensors"), by_spread), 10.0);
+  EXPECT_LT(unnormalised_sqnr(far, dir.file("q.safetensors"), 16), 30.0);
+  const CommandResult none = run_nuq("bitrate --model " + far + " --sqnr-min 30 --per-tensor");
+  EXPECT_EQ(none.status, 1) << none.output;
+  EXPECT_NE(none.output.find("no rate up to 16 bits"), std::string::npos) << none.output;
+  EXPECT_NE(none.output.find("(overload"), std::string::npos) << none.output;
+  EXPECT_NE(none.output.find(far + ": weights off centre: 'w' (mean 20"), std::string::npos) << none.output;
+
+  for (const double floor : {20.0, 30.0, 40.0}) {
+    const CommandResult r = run_nuq("bitrate --model " + near + " --sqnr-min " + std::to_string(floor) + " --json");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("weights off centre: all together (mean 0.9999, sigma 0.2502)"), std::string::npos) << r.output;
+    const nlohmann::json j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+    const WeightStats& w = checkpoint_weight_stats(near, StreamOptions{}).all;
+    EXPECT_NEAR(j.at("model").at("rms_w").get<double>(), std::sqrt(w.variance() + w.mean * w.mean), 1e-12);
+    const int bits = j.at("bits").get<int>();
+    EXPECT_EQ(bits, choose_bit_rate(floor, db(w.rms()), db(w.rms()))->bits);
+    EXPECT_GE(unnormalised_sqnr(near, dir.file("q.safetensors"), bits), floor) << bits;
+  }
+}
+
+// What a quantize run would be told or refused, bitrate is too: a tensor in two shards, a --skip
+// that names nothing, a NaN (unless --nonfinite saturate leaves it out), and a tensor whose rms is
+// beyond the rule's reach is named.
+TEST(CheckpointStats, BitrateRefusesAndWarnsAsQuantizeDoes) {
+  test::TempDir dir;
+  const std::string folder = dir.path().string() + "/twice";
+  std::filesystem::create_directory(folder);
+  io::TensorFile shard;
+  shard.tensors["w"] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 0.1, 3));
+  io::write_safetensors(folder + "/a.safetensors", shard);
+  io::write_safetensors(folder + "/b.safetensors", shard);
+  const CommandResult twice = run_nuq("bitrate --model " + folder + " --sqnr-min 30");
+  EXPECT_EQ(twice.status, 1) << twice.output;
+  EXPECT_NE(twice.output.find(folder + "/b.safetensors: tensor 'w' is also in " + folder + "/a.safetensors"),
+            std::string::npos)
+      << twice.output;
+
+  std::vector<float> values = test::draw(test::Law::Laplace, 64, 0.0, 0.1, 4);
+  values[9] = NAN;
+  shard.tensors["w"] = io::f32_tensor({8, 8}, values);
+  shard.tensors["tiny"] = io::f32_tensor({8, 8}, test::draw(test::Law::Laplace, 64, 0.0, 1e-12, 5));
+  const std::string file = dir.file("nan.safetensors");
+  io::write_safetensors(file, shard);
+  const CommandResult nan = run_nuq("bitrate --model " + file + " --sqnr-min 30 --skip 'tiny|nothing_at_all'");
+  EXPECT_EQ(nan.status, 1) << nan.output;
+  EXPECT_NE(nan.output.find(file + ": tensor 'w': element [1, 1] is nan"), std::string::npos) << nan.output;
+  EXPECT_NE(nan.output.find("--nonfinite saturate"), std::string::npos) << nan.output;
+
+  const CommandResult saturated =
+      run_nuq("bitrate --model " + file + " --sqnr-min 30 --skip tiny --nonfinite saturate --json");
+  ASSERT_EQ(saturated.status, 0) << saturated.output;
+  values.erase(values.begin() + 9);
+  const WeightStats finite = stats_ref(values.data(), values.size(), "w");
+  const nlohmann::json model = nlohmann::json::parse(saturated.output.substr(saturated.output.find('{'))).at("model");
+  EXPECT_EQ(model.at("weights").get<std::size_t>(), 63u);
+  EXPECT_NEAR(model.at("rms_w").get<double>(), finite.rms(), 1e-12 * finite.rms());
+
+  const CommandResult unmatched = run_nuq("bitrate --model " + file + " --sqnr-min 30 --skip nothing_at_all "
+                                          "--nonfinite saturate --per-tensor");
+  EXPECT_EQ(unmatched.status, 1) << unmatched.output;
+  EXPECT_NE(unmatched.output.find("nuq: warning: --skip names no tensor"), std::string::npos) << unmatched.output;
+  EXPECT_NE(unmatched.output.find(file + ": tensor 'tiny': rms "), std::string::npos) << unmatched.output;
+  EXPECT_NE(unmatched.output.find("beyond the +-200 dB the rule computes over"), std::string::npos) << unmatched.output;
+
+  const CommandResult no_model = run_nuq("bitrate --range=-10:0 --sqnr-min 30 --nonfinite saturate");
+  EXPECT_EQ(no_model.status, 1) << no_model.output;
+  EXPECT_NE(no_model.output.find("measure the weights of --model"), std::string::npos) << no_model.output;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "nuq/number_text.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
+#include "nuq/sharded_checkpoint.h"
 #include "table.h"
 #include "json_text.h"
 
@@ -79,7 +80,7 @@ void run_mismatch(const MismatchOptions& o) {
 
 struct BitrateOptions {
   std::optional<double> sqnr_min;
-  std::string range, model, skip;
+  std::string range, model, skip, nonfinite = "error";
   double step = 1.0;
   int min_bits = 1, max_bits = 16;
   bool json = false, per_tensor = false, quantize_vectors = false;
@@ -87,29 +88,114 @@ struct BitrateOptions {
 
 // The weights --model names, as nuq quantize would take them: a nuq network whole (Algorithm 1,
 // every parameter), a checkpoint's tensors that --skip and --quantize-vectors leave to quantize,
-// read a piece at a time.
+// read a piece at a time. Warnings a run would give (the index, F64 matrices, a --skip naming
+// nothing) go to stderr as quantize's do.
 CheckpointStats weights_of(const BitrateOptions& o) {
+  const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
   CheckpointStats out;
   if (is_nuq_network(o.model)) {
     NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.model, ": nuq's own networks are quantized whole "
                 "(Algorithm 1: every parameter); --skip and --quantize-vectors are for other checkpoints");
-    const Model model = load_model(o.model);
+    const Model model = load_model(o.model, nonfinite);
     for (const Parameter& p : model.parameters) {
       WeightStats stats;
-      accumulate(stats, p.values, o.model + ": " + p.name);
+      accumulate(stats, p.values, o.model + ": " + p.name, nonfinite);
+      require_finite_weights(stats, o.model + ": tensor '" + p.name + "'");
       out.tensors.push_back({p.name, stats});
     }
-    out.all = model_stats(model);
+    out.all = model_stats(model, nonfinite);
     return out;
   }
+  for (const std::string& line : index_disagreements(o.model)) std::cerr << "nuq: warning: " << line << '\n';
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors;
+  options.nonfinite = nonfinite;
+  options.warnings = &std::cerr;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
-  out = checkpoint_weight_stats(o.model, options);
-  return out;
+  return checkpoint_weight_stats(o.model, options);
 }
 
-double mismatch_db(double sigma) { return 20.0 * std::log10(sigma); }
+// Unnormalised weights meet the unit-variance design at their scale about zero, their rms (the mean
+// included: it is signal, and it moves the weights toward the support's edge): its mismatch in dB,
+// within the +-200 dB the rule computes over, or an error naming `what`.
+double mismatch_db(const WeightStats& stats, const std::string& what) {
+  const double db = 20.0 * std::log10(stats.rms());
+  NUQ_REQUIRE(std::abs(db) <= 200.0, what, ": rms ", significant_text(stats.rms(), 6), " is ", fixed(db, 1),
+              " dB from sigma_ref = 1, beyond the +-200 dB the rule computes over: ",
+              db < 0.0 ? "the weights are all but zero against any rate's step"
+                       : "the weights lie far outside any rate's support",
+              "; quantize them normalised (nuq quantize --normalise per-tensor) or leave them out (--skip)");
+  return db;
+}
+
+// The rule's source is a centred Laplacian. Weights with a mean of their own are judged at their
+// rms, but the model is then a rougher guide (the support is met sooner on the mean's side):
+// those whose mean is more than a quarter of their standard deviation are named (a nameless entry
+// stands for all the weights together).
+void warn_of_offsets(const std::vector<const TensorStats*>& tensors, const std::string& what) {
+  std::vector<std::string> offset;
+  for (const TensorStats* t : tensors)
+    if (std::abs(t->stats.mean) > 0.25 * t->stats.stddev())
+      offset.push_back((t->name.empty() ? std::string("all together") : "'" + t->name + "'") + " (mean " +
+                       significant_text(t->stats.mean, 4) + ", sigma " + significant_text(t->stats.stddev(), 4) + ")");
+  if (offset.empty()) return;
+  std::string names;
+  for (std::size_t i = 0; i < offset.size() && i < 3; ++i) names += (i ? ", " : "") + offset[i];
+  if (offset.size() > 3) names += " and " + std::to_string(offset.size() - 3) + " more";
+  std::cerr << "nuq: warning: " << what << ": weights off centre: " << names
+            << ": the rule judges them at their rms, mean included, but its model is a centred Laplacian, so the "
+               "SQNR measured can differ (nuq quantize --normalise per-tensor takes the mean out)\n";
+}
+
+nlohmann::json scale_json(const TensorStats& t) {
+  return {{"tensor", t.name}, {"rms", t.stats.rms()}, {"mean", t.stats.mean}, {"sigma", t.stats.stddev()}};
+}
+
+// What --model gives the rule: the mismatch range (one point, the weights together; or with
+// --per-tensor from the smallest tensor's rms to the largest's, each tensor meeting the design at
+// its own and the worst over the range being at one of its ends), the line saying so, and JSON.
+struct MeasuredRange {
+  double from_db = 0.0, to_db = 0.0, step_db = 1.0;
+  std::string source;
+  nlohmann::json json;
+};
+
+MeasuredRange measured_range(const BitrateOptions& o) {
+  const CheckpointStats stats = weights_of(o);
+  const WeightStats& all = stats.all;
+  NUQ_REQUIRE(all.rms() > 0.0, o.model, ": every weight is zero; there is no signal for an SQNR floor to keep");
+  // An all-zero tensor (a fresh network's bias) has no signal: per tensor, it is left out and counted.
+  std::vector<const TensorStats*> signal;
+  for (const TensorStats& t : stats.tensors)
+    if (t.stats.rms() > 0.0) signal.push_back(&t);
+  const std::size_t zero = stats.tensors.size() - signal.size();
+  MeasuredRange r;
+  r.json = {{"rms_w", all.rms()}, {"mean_w", all.mean}, {"sigma_w", all.stddev()}, {"weights", all.count},
+            {"tensors", stats.tensors.size()}, {"zero_tensors", zero}};
+  r.source = o.model + ": rms_w = " + significant_text(all.rms(), 6) + " (mean " + significant_text(all.mean, 4) +
+             ", sigma " + significant_text(all.stddev(), 6) + ") over " + std::to_string(all.count) + " weights in " +
+             std::to_string(stats.tensors.size()) + " tensor(s)";
+  const auto by_rms = [](const TensorStats* a, const TensorStats* b) { return a->stats.rms() < b->stats.rms(); };
+  const TensorStats& low = **std::min_element(signal.begin(), signal.end(), by_rms);
+  const TensorStats& high = **std::max_element(signal.begin(), signal.end(), by_rms);
+  r.json["smallest_rms"] = scale_json(low);
+  r.json["largest_rms"] = scale_json(high);
+  if (!o.per_tensor) {
+    r.from_db = r.to_db = mismatch_db(all, o.model);
+    r.source += ", " + fixed(r.from_db, 2) + " dB from sigma_ref = 1";
+    const TensorStats together{"", all};
+    warn_of_offsets({&together}, o.model);
+    return r;
+  }
+  r.from_db = mismatch_db(low.stats, o.model + ": tensor '" + low.name + "'");
+  r.to_db = mismatch_db(high.stats, o.model + ": tensor '" + high.name + "'");
+  r.step_db = std::max(r.to_db - r.from_db, 1e-9);  // the worst is at an end: the two ends alone
+  r.source += "; per tensor from " + fixed(r.from_db, 2) + " dB ('" + low.name + "') to " + fixed(r.to_db, 2) +
+              " dB ('" + high.name + "')";
+  if (zero) r.source += "; " + std::to_string(zero) + " all-zero tensor(s), no signal to keep, left out";
+  warn_of_offsets(signal, o.model);
+  return r;
+}
 
 // Why no R up to --max-bits keeps the floor: where the largest R is worst over the range says
 // whether overload (variance above the design's) or granular noise (variance below it) caps it.
@@ -137,40 +223,10 @@ void run_bitrate(const BitrateOptions& o) {
   std::string source;
   nlohmann::json weights;  // what --model measured, for --json
   if (!o.model.empty()) {
-    // The weights as they are meet the unit-variance design: their standard deviation is the
-    // mismatch; per tensor, each tensor's (quantized without normalisation, each meets the codebook
-    // at its own), and the SQNR's worst over the range between the extremes is at one of its ends.
-    const CheckpointStats stats = weights_of(o);
-    NUQ_REQUIRE(stats.all.stddev() > 0.0, o.model, ": the weights have zero variance; any rate stores them exactly");
-    from = to = mismatch_db(stats.all.stddev());
-    source = o.model + ": sigma_w = " + fixed(stats.all.stddev(), 6) + " (" + fixed(from, 2) +
-             " dB from sigma_ref = 1) over " + std::to_string(stats.all.count) + " weights in " +
-             std::to_string(stats.tensors.size()) + " tensor(s)";
-    // A constant tensor (a bias of zeros) has no variance to keep: SQNR says nothing of it, and
-    // the range is that of the others.
-    std::vector<const TensorStats*> spread;
-    for (const TensorStats& t : stats.tensors)
-      if (has_spread(t.stats)) spread.push_back(&t);
-    const std::size_t constant = stats.tensors.size() - spread.size();
-    weights = {{"sigma_w", stats.all.stddev()}, {"weights", stats.all.count}, {"tensors", stats.tensors.size()},
-               {"constant_tensors", constant}};
-    NUQ_REQUIRE(!o.per_tensor || !spread.empty(), o.model, ": every tensor is constant; no tensor has a variance "
-                "to meet the design at (any rate with their values as levels stores them exactly)");
-    const auto by_sigma = [](const TensorStats* a, const TensorStats* b) { return a->stats.stddev() < b->stats.stddev(); };
-    if (!spread.empty()) {
-      const TensorStats& low = **std::min_element(spread.begin(), spread.end(), by_sigma);
-      const TensorStats& high = **std::max_element(spread.begin(), spread.end(), by_sigma);
-      weights["smallest_sigma"] = {{"tensor", low.name}, {"sigma", low.stats.stddev()}};
-      weights["largest_sigma"] = {{"tensor", high.name}, {"sigma", high.stats.stddev()}};
-      if (o.per_tensor) {
-        from = mismatch_db(low.stats.stddev());
-        to = mismatch_db(high.stats.stddev());
-        step = std::max(to - from, 1e-9);  // the worst is at an end: the two ends alone
-        source += "; per tensor from " + fixed(from, 2) + " dB ('" + low.name + "') to " + fixed(to, 2) + " dB ('" +
-                  high.name + "')";
-      }
-    }
-    if (constant) source += "; " + std::to_string(constant) + " constant tensor(s), no variance to keep, left out";
+    MeasuredRange measured = measured_range(o);
+    from = measured.from_db, to = measured.to_db, step = measured.step_db;
+    source = std::move(measured.source);
+    weights = std::move(measured.json);
   } else {
     const Range r = db_range(o.range, o.step);
     from = r.from, to = r.to, step = r.step;
@@ -230,10 +286,17 @@ void add_mismatch_commands(CLI::App& app) {
   bitrate->add_option("--range", b->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:0");
   bitrate->add_option("--model", b->model,
                       "A nuq model (every parameter) or a checkpoint: a safetensors file, folder of shards or index "
-                      "(the tensors nuq quantize would quantize): its weights' variance, unnormalised");
+                      "(the tensors nuq quantize would quantize): the scale its weights meet a unit-variance design "
+                      "at unnormalised, their rms (mean included)");
   bitrate->add_flag("--per-tensor", b->per_tensor,
-                    "With --model: every tensor keeps the floor at its own variance (the range from the smallest "
-                    "tensor's sigma to the largest's), as each meets the design quantized with --normalise none");
+                    "With --model: every tensor keeps the floor at its own rms (the range from the smallest "
+                    "tensor's to the largest's), as each meets the design quantized with --normalise none");
+  CLI::Option* nonfinite = bitrate->add_option("--nonfinite", b->nonfinite,
+                                               "With --model, NaN or Inf in the weights: error (names the tensor and "
+                                               "index), or saturate (left out of the statistics, as nuq quantize "
+                                               "--nonfinite saturate leaves them)")
+                               ->check(CLI::IsMember({"error", "saturate"}))
+                               ->capture_default_str();
   CLI::Option* skip = bitrate->add_option("--skip", b->skip,
                                           "Checkpoints: tensors left out, as nuq quantize --skip keeps them");
   bitrate->add_flag("--quantize-vectors", b->quantize_vectors,
@@ -242,10 +305,11 @@ void add_mismatch_commands(CLI::App& app) {
   bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->check(CLI::Range(1, 16))->capture_default_str();
   bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->check(CLI::Range(1, 16))->capture_default_str();
   bitrate->add_flag("--json", b->json, "Print JSON");
-  bitrate->callback([b, bitrate_step, skip] {
+  bitrate->callback([b, bitrate_step, skip, nonfinite] {
     require_one_step(b->range, *bitrate_step);
-    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors),
-                "bitrate: --per-tensor, --skip and --quantize-vectors measure the weights of --model; give it");
+    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors && !nonfinite->count()),
+                "bitrate: --per-tensor, --skip, --quantize-vectors and --nonfinite measure the weights of --model; "
+                "give it");
     NUQ_REQUIRE(!skip->count() || !b->skip.empty(), "--skip '': an empty expression matches every tensor name; give "
                 "the names to leave out, e.g. 'embed_tokens|lm_head'");
     run_bitrate(*b);

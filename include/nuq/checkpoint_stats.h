@@ -25,8 +25,9 @@ struct CheckpointStats {
 };
 
 // The tensors are those plan_checkpoint says a run under `options` quantizes (its `skip`,
-// `quantize_vectors` and `nonfinite`; the rest is ignored). A NaN or infinity is an error naming the
-// file, tensor and flat index unless options.nonfinite skips them; an already quantized file, or a
+// `quantize_vectors` and `nonfinite`; the rest is ignored), and the plan's warnings go to
+// options.warnings as a run's would. A NaN or infinity is an error naming the file, tensor and
+// index unless options.nonfinite skips it; an already quantized file, a tensor in two shards, or a
 // checkpoint with nothing to quantize, is an error naming it.
 CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOptions& options);
 

@@ -25,6 +25,9 @@ struct WeightStats {
   double max = 0.0;
   double variance() const { return count ? m2 / double(count) : 0.0; }  // population variance
   double stddev() const;
+  // The root of the mean square, sqrt(variance + mean^2): the scale of the weights about zero, which
+  // is what a codebook meets when they are not normalised, and the signal power of SQNR (eq. (31)).
+  double rms() const;
 };
 
 // Adds `values` (named `name` in errors) to `stats`: chunks of weights in parallel, each chunk's
