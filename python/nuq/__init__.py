@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 from . import _nuq
-from ._nuq import Codebook, QuantizedTensor, design, devices, paper, support_xmax, sweep
+from ._nuq import Codebook, QuantizedTensor, bit_rate, design, devices, mismatch, paper, support_xmax, sweep, worst_sqnr
 
 
 # What pickles of a Codebook or QuantizedTensor call to restore them (their __reduce__ names these:
@@ -56,7 +56,8 @@ def _set_quantized_attributes(self, attributes):
 QuantizedTensor.__setstate__ = _set_quantized_attributes
 
 __all__ = [
-    "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "quantize",
+    "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "mismatch", "bit_rate",
+    "worst_sqnr", "quantize",
     "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save", "to_float32",
 ]
 

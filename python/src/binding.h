@@ -1,6 +1,6 @@
 // What the parts of the Python module share (design.cpp: codebooks and the paper's numbers;
-// tensors.cpp: quantized tensors and products; files.cpp: load and save; device_tensors.cpp: CUDA
-// tensors). The module is a thin layer: every computation is a call into the nuq library, made
+// mismatch.cpp: the companion paper's variance mismatch and bit-rate rule; tensors.cpp: quantized
+// tensors and products; files.cpp: load and save; device_tensors.cpp: CUDA tensors). The module is a thin layer: every computation is a call into the nuq library, made
 // with the GIL released.
 #pragma once
 
@@ -149,5 +149,6 @@ void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
 void bind_files(py::module_& m);
 void bind_device_tensors(py::module_& m);
+void bind_mismatch(py::module_& m);
 
 }  // namespace nuq::python

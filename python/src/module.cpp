@@ -27,4 +27,5 @@ PYBIND11_MODULE(_nuq, m) {
   nuq::python::bind_tensors(m);
   nuq::python::bind_files(m);
   nuq::python::bind_device_tensors(m);
+  nuq::python::bind_mismatch(m);
 }
