@@ -223,6 +223,12 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --model {d}/ckpt-2bit.safetensors", kUserError, "already quantized; its weights are codes (`nuq dequantize`"},
       {"bitrate --sqnr-min 30 --range=-30:0 --per-tensor", kUserError, "measure the weights of --model"},
       {"bitrate --sqnr-min 30 --range=-30:0 --skip lm_head", kUserError, "measure the weights of --model"},
+      {"bitrate --sqnr-min 30 --model {d}/ckpt.safetensors --step 5", kUserError, "--step is the step of --range"},
+      {"bitrate --sqnr-min 30 --range=-10:0 --min-bits 5 --max-bits 4", kUserError, "--min-bits 5 is above --max-bits 4"},
+      // Work counted in levels evaluated, not points: refused up front rather than computed for hours.
+      {"design -m mulaw -b 16 --sweep 1:20:0.00002", kUserError, "950001 points times 65536 levels is 6.2e+10"},
+      {"mismatch -b 16 --range=-200:200 --step 0.0041", kUserError, "97562 points times 65536 levels"},
+      {"bitrate --sqnr-min 40 --range=-30:30 --step 0.0007", kUserError, "85716 points times 131070 levels"},
       {"bitrate --sqnr-min 30 --model {d}/ckpt.safetensors --skip ''", kUserError, "an empty expression"},
       {"bitrate --sqnr-min 30 --model {d}/ckpt.safetensors --skip .", kUserError, "no tensor to quantize"},
       {"bitrate --sqnr-min 30 --model {d}/fp32.safetensors --skip .", kUserError, "quantized whole"},

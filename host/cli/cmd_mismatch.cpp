@@ -3,6 +3,8 @@
 #include <cmath>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -197,10 +199,9 @@ MeasuredRange measured_range(const BitrateOptions& o) {
   return r;
 }
 
-// Why no R up to --max-bits keeps the floor: where the largest R is worst over the range says
-// whether overload (variance above the design's) or granular noise (variance below it) caps it.
-std::string no_rate_reason(const BitrateOptions& o, double from, double to, double step) {
-  const BitRateChoice w = worst_case(o.max_bits, from, to, step);
+// Why no R up to --max-bits keeps the floor: where the largest R (`w`) is worst over the range
+// says whether overload (variance above the design's) or granular noise (variance below it) caps it.
+std::string no_rate_reason(const BitrateOptions& o, const BitRateChoice& w, double from, double to) {
   const double matched = laplace_sqnr_db(mismatch_design(o.max_bits), 1.0);
   std::string reason = "no rate up to " + std::to_string(o.max_bits) + " bits keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
                        " dB: at R = " + std::to_string(o.max_bits) + " the worst is " + fixed(w.worst_sqnr_db, 2) +
@@ -219,6 +220,7 @@ void run_bitrate(const BitrateOptions& o) {
   NUQ_REQUIRE(std::isfinite(*o.sqnr_min), "bitrate: --sqnr-min must be a finite number of dB, got ", *o.sqnr_min);
   NUQ_REQUIRE(o.range.empty() != o.model.empty(), "bitrate: give either --range or --model",
               o.range.empty() ? "" : ", not both");
+  NUQ_REQUIRE(o.min_bits <= o.max_bits, "bitrate: --min-bits ", o.min_bits, " is above --max-bits ", o.max_bits);
   double from = 0.0, to = 0.0, step = o.step;  // the range's own step when it gives one
   std::string source;
   nlohmann::json weights;  // what --model measured, for --json
@@ -232,28 +234,29 @@ void run_bitrate(const BitrateOptions& o) {
     from = r.from, to = r.to, step = r.step;
     source = "variance range " + fixed(from, 1) + ".." + fixed(to, 1) + " dB";
   }
-  const auto choice = choose_bit_rate(*o.sqnr_min, from, to, step, o.min_bits, o.max_bits);
-  const std::string why_none = choice ? "" : no_rate_reason(o, from, to, step);
+  // Each rate's worst case once: the table, and the rule's answer, the first that keeps the floor.
+  const std::vector<BitRateChoice> rates = worst_cases(from, to, step, o.min_bits, o.max_bits);
+  const auto keeps = std::find_if(rates.begin(), rates.end(),
+                                  [&](const BitRateChoice& w) { return w.worst_sqnr_db >= *o.sqnr_min; });
+  const std::optional<BitRateChoice> choice =
+      keeps == rates.end() ? std::nullopt : std::optional<BitRateChoice>(*keeps);
+  const std::string why_none = choice ? "" : no_rate_reason(o, rates.back(), from, to);
   if (o.json) {
-    nlohmann::json rates = nlohmann::json::array();
-    for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
-      const BitRateChoice w = worst_case(bits, from, to, step);
-      rates.push_back({{"bits", bits}, {"worst_sqnr_db", w.worst_sqnr_db}, {"worst_at_db", w.worst_at_db}});
-    }
+    nlohmann::json table = nlohmann::json::array();
+    for (const BitRateChoice& w : rates)
+      table.push_back({{"bits", w.bits}, {"worst_sqnr_db", w.worst_sqnr_db}, {"worst_at_db", w.worst_at_db}});
     nlohmann::json j{{"sqnr_min_db", *o.sqnr_min}, {"from_db", from}, {"to_db", to},
                      {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()}, {"reason", why_none},
-                     {"rates", rates}};
+                     {"rates", table}};
     if (!weights.is_null()) j["model"] = weights;
     std::cout << json_text(j) << '\n';
     NUQ_REQUIRE(choice, why_none);
     return;
   }
   TextTable table({"R", "worst SQNR dB", "at dB", "meets floor"});
-  for (int bits = o.min_bits; bits <= o.max_bits; ++bits) {
-    const BitRateChoice w = worst_case(bits, from, to, step);
-    table.add_row({std::to_string(bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
+  for (const BitRateChoice& w : rates)
+    table.add_row({std::to_string(w.bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
-  }
   std::cout << source << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
   NUQ_REQUIRE(choice, why_none);  // no answer: exit status 1, the reason on stderr
   std::cout << "R = " << choice->bits << " bits (worst " << fixed(choice->worst_sqnr_db, 2) << " dB at "
@@ -307,6 +310,8 @@ void add_mismatch_commands(CLI::App& app) {
   bitrate->add_flag("--json", b->json, "Print JSON");
   bitrate->callback([b, bitrate_step, skip, nonfinite] {
     require_one_step(b->range, *bitrate_step);
+    NUQ_REQUIRE(b->model.empty() || !bitrate_step->count(), "bitrate: --step is the step of --range; --model "
+                "measures its own range (one point, or with --per-tensor its two ends)");
     NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors && !nonfinite->count()),
                 "bitrate: --per-tensor, --skip, --quantize-vectors and --nonfinite measure the weights of --model; "
                 "give it");

@@ -1,6 +1,7 @@
 #include "nuq/design.h"
 
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "nuq/error.h"
@@ -236,14 +237,27 @@ Codebook codebook_at_xmax(const DesignSpec& spec, double xmax) {
 
 double xmax_per_parameter(Method method) { return is_power_of_two(method) ? 3.0 : 1.0; }
 
+void require_affordable(double points, double levels, const char* what) {
+  const double work = points * levels;
+  if (work <= kMaxLevelEvaluations) return;
+  char text[200];
+  std::snprintf(text, sizeof text, "%.0f points times %.0f levels is %.2g evaluations of a level, over the %.2g",
+                points, levels, work, kMaxLevelEvaluations);
+  throw Error(std::string(what) + ": " + text + " one run takes (seconds; this would compute for minutes or hours): "
+              "take a larger step, a narrower range or fewer bits");
+}
+
 std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, double step) {
   require_positive(from, "the sweep start");
   require_positive(step, "the sweep step");
   NUQ_REQUIRE(std::isfinite(to) && to >= from, "design: the sweep end must be >= its start");
   NUQ_REQUIRE((to - from) / step < kMaxSweepPoints, "design: the sweep asks for more than ",
               kMaxSweepPoints, " points");
-  std::vector<SweepPoint> points;
   const auto count = static_cast<long>(std::floor((to - from) / step + 1e-9)) + 1;
+  validate(spec);
+  const double levels = spec.levels ? double(*spec.levels) : spec.method == Method::Ternary ? 3.0 : std::ldexp(1.0, spec.bits);
+  require_affordable(double(count), levels, "design: the sweep");
+  std::vector<SweepPoint> points;
   for (long i = 0; i < count; ++i) {
     const double parameter = from + static_cast<double>(i) * step;
     const Codebook codebook = codebook_at_xmax(spec, xmax_per_parameter(spec.method) * parameter);

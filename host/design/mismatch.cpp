@@ -22,6 +22,20 @@ void check_range(double from_db, double to_db, double step_db) {
               "mismatch: |20 log10(sigma/sigma_ref)| above 200 dB is outside double precision's reach");
 }
 
+// How many points for_each_db (below) visits.
+double point_count(double from_db, double to_db, double step_db) {
+  const double count = std::floor((to_db - from_db) / step_db + 1e-9) + 1.0;
+  return count + (from_db + step_db * (count - 1.0) < to_db - 1e-9 * step_db ? 1.0 : 0.0);
+}
+
+// The range checked, and the work of its curves for rates min_bits..max_bits (2^bits levels each).
+void check_rule(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
+  check_range(from_db, to_db, step_db);
+  double levels = 0.0;
+  for (int bits = min_bits; bits <= max_bits; ++bits) levels += std::ldexp(1.0, bits);
+  require_affordable(point_count(from_db, to_db, step_db), levels, "bitrate: the range");
+}
+
 // from, from + step, ... and `to` itself when the steps miss it: the worst SQNR over a range lies
 // at one of its ends (SQNR falls both ways from the design's sigma), so a grid that stopped short
 // of `to` would judge a rate on less than the range asked for.
@@ -58,6 +72,7 @@ double approximate_uniform_distortion(const Codebook& codebook, double sigma) {
 
 std::vector<MismatchPoint> mismatch_curve(const Codebook& codebook, double from_db, double to_db, double step_db) {
   check_range(from_db, to_db, step_db);
+  require_affordable(point_count(from_db, to_db, step_db), double(codebook.size()), "mismatch: the curve");
   const double sigma_ref = codebook.provenance().sigma;
   std::vector<MismatchPoint> points;
   for_each_db(from_db, to_db, step_db, [&](double db) {
@@ -85,12 +100,20 @@ std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db,
                                              int min_bits, int max_bits) {
   NUQ_REQUIRE(std::isfinite(sqnr_min_db), "bitrate: the SQNR floor must be a finite number, got ", sqnr_min_db);
   NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
-  check_range(from_db, to_db, step_db);
+  check_rule(from_db, to_db, step_db, min_bits, max_bits);
   for (int bits = min_bits; bits <= max_bits; ++bits) {
     const BitRateChoice c = worst_case(bits, from_db, to_db, step_db);
     if (c.worst_sqnr_db >= sqnr_min_db) return c;
   }
   return std::nullopt;
+}
+
+std::vector<BitRateChoice> worst_cases(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
+  NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
+  check_rule(from_db, to_db, step_db, min_bits, max_bits);
+  std::vector<BitRateChoice> rates;
+  for (int bits = min_bits; bits <= max_bits; ++bits) rates.push_back(worst_case(bits, from_db, to_db, step_db));
+  return rates;
 }
 
 }  // namespace nuq

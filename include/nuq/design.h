@@ -58,7 +58,7 @@ double xmax_per_parameter(Method method);
 
 // D and SQNR_th over a range of the design's natural parameter: Delta for SPTQ and MSPTQ
 // (x_max = 3 Delta, Fig. 6), x_max for the others (times alpha for ternary). `step` > 0; both
-// ends included.
+// ends included. Refused beyond kMaxLevelEvaluations (points times levels).
 struct SweepPoint {
   double parameter;
   double xmax;
@@ -66,5 +66,12 @@ struct SweepPoint {
   double sqnr_db;
 };
 std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, double step);
+
+// What a sweep or a mismatch curve may cost: points times the levels evaluated at each (a 16-bit
+// design has 65,536). About 10-40 s of one core on the machines measured; a run asked for more is
+// refused up front, rather than computing silently for minutes or hours.
+inline constexpr double kMaxLevelEvaluations = double(1u << 28);
+// Refuses, naming `what`, `points` evaluations of `levels` levels each beyond that budget.
+void require_affordable(double points, double levels, const char* what);
 
 }  // namespace nuq
