@@ -13,10 +13,18 @@
 #include "nuq/network.h"
 
 namespace nuq {
+
+std::string cached_model_path(const std::string& out_dir, const std::string& dataset, const std::string& model,
+                              const TrainConfig& train) {
+  const std::string epochs = train.epochs == TrainConfig{}.epochs ? "" : "-epochs" + std::to_string(train.epochs);
+  return (std::filesystem::path(out_dir) / "models" /
+          (dataset + "-" + model + "-seed" + std::to_string(train.seed) + epochs + ".safetensors"))
+      .string();
+}
+
 TrainedModel load_or_train(const std::string& dataset, const std::string& model_name, const ExperimentOptions& o,
                            std::ostream* progress) {
-  const std::filesystem::path path = std::filesystem::path(o.out_dir) / "models" /
-                                     (dataset + "-" + model_name + "-seed" + std::to_string(o.train.seed) + ".safetensors");
+  const std::filesystem::path path = cached_model_path(o.out_dir, dataset, model_name, o.train);
   TrainedModel result;
   result.file = path.string();
   const std::string asked = training_record(o.train);
@@ -54,6 +62,17 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
   return result;
 }
 
+namespace {
+
+// A model's training record as JSON: null when none, the text when it is not JSON nuq wrote.
+nlohmann::json training_settings_json(const std::string& record) {
+  if (record.empty()) return nullptr;
+  nlohmann::json j = nlohmann::json::parse(record, nullptr, false);
+  return j.is_discarded() ? nlohmann::json(record) : j;
+}
+
+}  // namespace
+
 ExperimentResult run_experiment(const std::string& dataset, const std::string& model_name,
                                 const ExperimentOptions& options, std::ostream* progress) {
   const auto start = std::chrono::steady_clock::now();
@@ -67,6 +86,7 @@ ExperimentResult run_experiment(const std::string& dataset, const std::string& m
   result.model_file = trained.file;
   result.trained = trained.trained;
   result.trained_on = model.trained_on;
+  result.training_settings = model.training;
   result.training = std::move(trained.training);
   result.parameters = model.parameter_count();
   result.fp32_accuracy = accuracy(model, test_set);
@@ -166,7 +186,9 @@ nlohmann::json to_json(const ExperimentResult& r) {
   for (const CaseResult& c : r.controls) controls.push_back(case_json(c));
   return {{"dataset", r.dataset}, {"model", r.model}, {"seed", r.seed}, {"parameters", r.parameters},
           {"fp32_accuracy", r.fp32_accuracy}, {"paper_fp32_accuracy", optional(r.published_fp32_accuracy)},
-          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"trained_on", r.trained_on}, {"model_file", r.model_file}, {"training", r.training},
+          {"w_min", r.w_min}, {"w_max", r.w_max}, {"trained", r.trained}, {"trained_on", r.trained_on},
+          {"training_settings", training_settings_json(r.training_settings)},
+          {"model_file", r.model_file}, {"training", r.training},
           {"seconds", r.seconds}, {"cases", cases}, {"controls", controls}};
 }
 

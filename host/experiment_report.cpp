@@ -4,12 +4,27 @@
 #include <cstdio>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "nuq/platform.h"
 #include "nuq/experiment.h"
 #include "nuq/figures.h"
 
 namespace nuq {
 namespace {
+
+// A model's recorded training settings (Model::training) in words: "10 epochs, batch 128, learning
+// rate 0.001". A record nuq did not write is shown as it is.
+std::string training_text(const std::string& record) {
+  if (record.empty()) return "training not recorded";
+  const nlohmann::json j = nlohmann::json::parse(record, nullptr, false);
+  if (!j.is_object() || !j.contains("epochs") || !j["epochs"].is_number_integer()) return "trained with " + record;
+  std::ostringstream text;
+  text << j["epochs"].get<long long>() << (j["epochs"] == 1 ? " epoch" : " epochs");
+  if (j.contains("batch") && j["batch"].is_number()) text << ", batch " << j["batch"].dump();
+  if (j.contains("learning_rate") && j["learning_rate"].is_number()) text << ", learning rate " << j["learning_rate"].dump();
+  return text.str();
+}
 
 const CaseResult* find_case(const std::vector<ExperimentResult>& results, const std::string& dataset,
                             const std::string& table, const std::string& label, const std::string& model = "mlp") {
@@ -186,8 +201,8 @@ std::string render_report(const std::vector<ExperimentResult>& results, const st
        << "%)\n"
        << "- normalised weights: w_min = " << number(r.w_min, 4) << ", w_max = " << number(r.w_max, 4)
        << (r.dataset == "mnist" ? " (paper −7.0638, 4.8371)" : "") << "\n"
-       << "- model: seed " << r.seed << ", " << (r.trained ? "trained in this run" : "loaded from the cache") << "; run took "
-       << number(r.seconds, 1) << " s\n"
+       << "- model: seed " << r.seed << ", " << (r.trained ? "trained in this run" : "loaded from the cache") << " ("
+       << training_text(r.training_settings) << "); run took " << number(r.seconds, 1) << " s\n"
        << "- trained on: " << (r.trained_on.empty() ? std::string("not recorded (a model from an older nuq)") : r.trained_on)
        << "\n\n";
     std::string table;

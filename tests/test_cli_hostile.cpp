@@ -452,20 +452,51 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
   std::filesystem::create_directories(d + "/out/models");
   Model cnn = make_model(Architecture::Cnn, 1);
   cnn.dataset = "mnist";
-  save_model(d + "/out/models/mnist-mlp-seed1.safetensors", cnn);
+  save_model(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors", cnn);  // --epochs 1: its own cache
   const std::string reproduce = "reproduce --paper mathematics2022 --dataset mnist --model mlp --no-figures --epochs 1 --data " +
                                 d + "/data --out " + d + "/out";
   r = run_nuq(reproduce);
   EXPECT_EQ(r.status, kUserError);
-  EXPECT_NE(r.output.find("mnist-mlp-seed1.safetensors: holds a mnist cnn, not the mnist mlp its name says"),
+  EXPECT_NE(r.output.find("mnist-mlp-seed1-epochs1.safetensors: holds a mnist cnn, not the mnist mlp its name says"),
             std::string::npos)
       << r.output;
-  std::filesystem::remove(d + "/out/models/mnist-mlp-seed1.safetensors");
+  std::filesystem::remove(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors");
   std::filesystem::create_directories(d + "/out/report.json");
   r = run_nuq(reproduce);
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find("report.json"), std::string::npos) << r.output;
-  EXPECT_FALSE(std::filesystem::exists(d + "/out/models/mnist-mlp-seed1.safetensors")) << "trained before refusing";
+  EXPECT_FALSE(std::filesystem::exists(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors")) << "trained before refusing";
+
+  // What the run needs is checked before any training: the Fashion-MNIST of the full run (this
+  // data folder holds MNIST alone), a models/ or quantized/ that is a file, a model that would be
+  // written through a symbolic link, a name too long to write its temporary file beside.
+  std::filesystem::remove_all(d + "/out");
+  const std::string full = "reproduce --paper mathematics2022 --no-figures --epochs 1 --data " + d + "/data --out " + d + "/out";
+  r = run_nuq(full);
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find(d + "/data/fashion: no train-images-idx3-ubyte"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors")) << "trained before refusing";
+  std::filesystem::create_directories(d + "/out");
+  for (const char* folder : {"models", "quantized"}) {
+    { std::ofstream(d + "/out/" + folder) << "a file"; }
+    r = run_nuq(reproduce);
+    EXPECT_EQ(r.status, kUserError) << folder;
+    EXPECT_NE(r.output.find(d + "/out/" + folder + ": cannot create the folder"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("training"), std::string::npos) << r.output;
+    std::filesystem::remove(d + "/out/" + folder);
+  }
+  std::filesystem::create_directories(d + "/out/models");
+  std::filesystem::create_symlink(d + "/nowhere", d + "/out/models/mnist-mlp-seed1-epochs1.safetensors");
+  r = run_nuq(reproduce);
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("mnist-mlp-seed1-epochs1.safetensors: will not replace it: it is a symbolic link"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("training"), std::string::npos) << r.output;
+  r = run_nuq("train --data " + d + "/data --epochs 1 -o " + d + "/" + std::string(240, 'a') + ".st");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find(".st: a file name of 243 bytes is too long to write"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("epoch"), std::string::npos) << r.output;
 
   for (const char* command : {"mismatch --range=-30:30: --csv", "design --sweep 1:2:"}) {
     r = run_nuq(command);

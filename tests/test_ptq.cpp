@@ -169,7 +169,9 @@ TEST(Training, ACachedModelIsReusedOnlyForTheSameTrainingSettings) {
             (nlohmann::json{{"epochs", 1}, {"batch", 32}, {"learning_rate", 1e-3}, {"seed", 1}}));
   model.dataset = "mnist";
   std::filesystem::create_directories(dir.file("out/models"));
-  const std::string cached = dir.file("out/models/mnist-mlp-seed1.safetensors");
+  const std::string cached = dir.file("out/models/mnist-mlp-seed1-epochs1.safetensors");  // not the default 10 epochs
+  EXPECT_EQ(cached_model_path(dir.file("out"), "mnist", "mlp", config), cached);
+  EXPECT_EQ(cached_model_path("out", "fashion", "cnn", TrainConfig{}), "out/models/fashion-cnn-seed1.safetensors");
   save_model(cached, model);
   EXPECT_EQ(load_model(cached).training, model.training);
   ExperimentOptions options;
@@ -186,6 +188,10 @@ TEST(Training, ACachedModelIsReusedOnlyForTheSameTrainingSettings) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no-data"), std::string::npos) << e.what();
   }
+  // The same network trained for one epoch with another batch, under its name: trained anew.
+  options.train.epochs = 1;
+  options.train.batch = 64;
+  EXPECT_THROW(load_or_train("mnist", "mlp", options), Error);
   model.training.clear();  // cached before nuq.training existed: taken as it is
   save_model(cached, model);
   EXPECT_FALSE(load_or_train("mnist", "mlp", options).trained);

@@ -1,6 +1,7 @@
 // nuq reproduce: the main job. Trains (or loads) the papers' networks, quantizes them with every
 // design and support region of Tables 3-7, prints each table with the paper's values beside ours,
 // and writes report.md and report.json.
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 #include <iostream>
@@ -102,6 +103,38 @@ std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions
   return chosen;
 }
 
+// What a run needs, checked before minutes of training rather than after: every data set it
+// reads (each split read whole, as training and testing will read it), and every folder and file
+// it writes that is known up front (--out, models/, quantized/, the reports, each model to be
+// trained and its checkpoint), each with the reason when it cannot be.
+void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& options) {
+  std::vector<std::pair<std::string, std::string>> networks;  // (dataset, model)
+  if (o.paper != "itc2021") networks = selected(o);
+  if (o.paper != "mathematics2022" && std::find(networks.begin(), networks.end(), std::make_pair(std::string("mnist"),
+                                                                                                   std::string("mlp"))) ==
+                                          networks.end())
+    networks.emplace_back("mnist", "mlp");
+  std::vector<std::string> datasets;
+  for (const auto& network : networks)
+    if (std::find(datasets.begin(), datasets.end(), network.first) == datasets.end()) datasets.push_back(network.first);
+  for (const std::string& dataset : datasets)
+    for (const char* split : {"train", "t10k"}) io::load_network_split(io::dataset_dir(options.data_root, dataset), split);
+  io::make_folder(o.out, "--out");
+  const std::filesystem::path out(o.out);
+  io::make_folder((out / "models").string(), "--out's models/");
+  io::make_folder((out / "quantized").string(), "--out's quantized/");
+  for (const char* report : {"report.json", "report.md"}) io::require_output_path((out / report).string(), {}, "--out");
+  for (const auto& [dataset, model] : networks)
+    for (int k = 0; k < o.seeds; ++k) {
+      TrainConfig train = options.train;
+      train.seed = o.seed + std::uint64_t(k);
+      const std::string path = cached_model_path(o.out, dataset, model, train);
+      std::error_code error;
+      if (o.retrain || !std::filesystem::exists(path, error)) io::require_output_path(path, {}, "--out");
+      io::require_output_path(path + ".checkpoint", {}, "--out");
+    }
+}
+
 void run_reproduce(const ReproduceOptions& o) {
   // The companion paper's experiment is the MNIST MLP only: an ignored choice would mislead.
   NUQ_REQUIRE(o.paper != "itc2021" || (!o.dataset_given && !o.model_given && o.seeds == 1),
@@ -112,16 +145,15 @@ void run_reproduce(const ReproduceOptions& o) {
   NUQ_REQUIRE(o.plots.empty() || std::filesystem::is_regular_file(o.plots), o.plots, ": --plots names no script");
   NUQ_REQUIRE(o.bench.empty() || std::filesystem::is_directory(o.bench), o.bench,
               ": --bench names no folder of bench results");
-  io::make_folder(o.out, "--out");  // before minutes of training, with the reason when it cannot be made
-  const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
-  const std::string md_path = (std::filesystem::path(o.out) / "report.md").string();
-  for (const std::string& report : {json_path, md_path}) io::require_output_path(report, {}, "--out");
   ExperimentOptions options;
   options.data_root = io::data_root(o.data);
   options.out_dir = o.out;
   options.retrain = o.retrain;
   options.train.epochs = o.epochs;
   options.train.seed = o.seed;
+  check_before_the_work(o, options);
+  const std::string json_path = (std::filesystem::path(o.out) / "report.json").string();
+  const std::string md_path = (std::filesystem::path(o.out) / "report.md").string();
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   options.backend = backend.get();
   std::cerr << "weights quantized and quantized networks run on " << backend->name() << "\n";

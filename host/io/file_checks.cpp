@@ -49,6 +49,22 @@ void require_writable_parent(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Every output is written first as <name>.tmp.<pid>.<n> beside it (temporary_files.cpp): a name
+// too long for that to fit the folder's limit would fail only when written, after the work.
+void require_room_for_temporary_name(const std::string& path) {
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  const long limit = ::pathconf(folder.empty() ? "." : folder.c_str(), _PC_NAME_MAX);
+  const std::size_t name = std::filesystem::path(path).filename().string().size();
+  constexpr std::size_t kTemporarySuffix = 24;  // ".tmp." + a pid (up to 10 digits) + "." + a count
+  NUQ_REQUIRE(limit <= 0 || name + kTemporarySuffix <= std::size_t(limit), path, ": a file name of ", name,
+              " bytes is too long to write: nuq writes it first as <name>.tmp.<pid>.<n>, and names here take at "
+              "most ", limit, " bytes; give a name of at most ", limit - long(kTemporarySuffix));
+}
+
+}  // namespace
+
 void require_output_path(const std::string& path, const std::vector<std::string>& inputs, const std::string& option) {
   NUQ_REQUIRE(!path.empty(), option, ": the file name is empty");
   struct stat info {};
@@ -56,10 +72,12 @@ void require_output_path(const std::string& path, const std::vector<std::string>
     NUQ_REQUIRE(errno == ENOENT, path, ": cannot write there: ", std::strerror(errno));
     // A new file: its folder must be there now, not only when the file is written after a long run.
     require_writable_parent(path);
+    require_room_for_temporary_name(path);
     return;
   }
   NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": will not replace it: it is ", kind_of(info.st_mode),
               " (nuq writes regular files only)");
+  require_room_for_temporary_name(path);
   for (const std::string& input : inputs) {
     struct stat source {};
     if (::stat(input.c_str(), &source) == 0 && source.st_dev == info.st_dev && source.st_ino == info.st_ino)

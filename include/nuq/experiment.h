@@ -48,6 +48,7 @@ struct ExperimentResult {
   bool trained = false;             // false: loaded from the cache
   std::string model_file;           // the FP32 model, as saved (safetensors)
   std::string trained_on;           // Model::trained_on: the machine and BLAS kernel that trained it
+  std::string training_settings;    // Model::training: epochs, batch, learning rate, seed ("" if not recorded)
   std::vector<EpochLog> training;
   double seconds = 0.0;
   std::vector<CaseResult> cases;
@@ -56,8 +57,14 @@ struct ExperimentResult {
   std::vector<CaseResult> controls;
 };
 
-// The FP32 network of an experiment: <out>/models/<dataset>-<model>-seed<S>.safetensors when it
-// exists (and options.retrain is false), else trained with options.train and saved there.
+// Where an experiment keeps its FP32 network: <out>/models/<dataset>-<model>-seed<S>.safetensors,
+// with -epochs<E> before the extension when the training is not the default 10 epochs (a quick
+// run never replaces the full one). Its training checkpoint is the same name + ".checkpoint".
+std::string cached_model_path(const std::string& out_dir, const std::string& dataset, const std::string& model,
+                              const TrainConfig& train);
+
+// The FP32 network of an experiment: cached_model_path when it exists (and options.retrain is
+// false) and was trained as options.train asks, else trained with options.train and saved there.
 struct TrainedModel {
   Model model;
   std::string file;
