@@ -29,7 +29,11 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
   result.file = path.string();
   const std::string asked = training_record(o.train);
   if (!o.retrain && std::filesystem::exists(path)) {
-    result.model = load_model(path.string());
+    try {
+      result.model = load_model(path.string());
+    } catch (const Error& e) {  // a damaged cache: what to do about it
+      throw Error(std::string(e.what()) + " (the cached model of this run: remove it, or give --retrain)");
+    }
     if (result.model.dataset.empty()) result.model.dataset = dataset;  // cached before nuq.dataset existed
     // A file put under this name by hand (or a copy of another run's) would be reported as this model.
     NUQ_REQUIRE(result.model.dataset == dataset && to_string(result.model.architecture) == model_name, path.string(),

@@ -212,9 +212,15 @@ std::vector<std::uint8_t> predict(Network& network, const io::Dataset& data) {
   for (std::size_t start = 0; start < data.count; start += kBatch) {
     const std::size_t n = std::min(kBatch, data.count - start);
     const auto& logits = network.forward(&data.images[start * data.features()], n, false);
-    for (std::size_t i = 0; i < n; ++i)
-      classes[start + i] = static_cast<std::uint8_t>(
-          std::max_element(&logits[i * kClasses], &logits[i * kClasses] + kClasses) - &logits[i * kClasses]);
+    for (std::size_t i = 0; i < n; ++i) {
+      const float* row = &logits[i * kClasses];
+      // NaN compares false with everything, so max_element would call such an image class 0: weights
+      // whose products overflow float32 would be given an accuracy rather than named.
+      for (int c = 0; c < kClasses; ++c)
+        NUQ_REQUIRE(std::isfinite(row[c]), "the network's output for image ", start + i, " is ", row[c], " (class ", c,
+                    "): its weights or activations overflow float32, so no class can be read from it");
+      classes[start + i] = static_cast<std::uint8_t>(std::max_element(row, row + kClasses) - row);
+    }
   }
   return classes;
 }

@@ -224,6 +224,10 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --range=-30:0 --per-tensor", kUserError, "measure the weights of --model"},
       {"bitrate --sqnr-min 30 --range=-30:0 --skip lm_head", kUserError, "measure the weights of --model"},
       {"bitrate --sqnr-min 30 --model {d}/ckpt.safetensors --step 5", kUserError, "--step is the step of --range"},
+      {"train --data '' -o {d}/m.safetensors", kUserError, "--data: an empty folder name"},
+      {"eval {d}/fp32.safetensors --data ''", kUserError, "--data: an empty folder name"},
+      {"reproduce --data '' --out {d}/run", kUserError, "--data: an empty folder name"},
+      {"reproduce --no-figures --plots {d}/notes.txt --out {d}/run", kUserError, "--no-figures excludes --plots"},
       {"bitrate --sqnr-min 30 --range=-10:0 --min-bits 5 --max-bits 4", kUserError, "--min-bits 5 is above --max-bits 4"},
       // Work counted in levels evaluated, not points: refused up front rather than computed for hours.
       {"design -m mulaw -b 16 --sweep 1:20:0.00002", kUserError, "950001 points times 65536 levels is 6.2e+10"},
@@ -474,8 +478,9 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
   const std::string full = "reproduce --paper mathematics2022 --no-figures --epochs 1 --data " + d + "/data --out " + d + "/out";
   r = run_nuq(full);
   EXPECT_EQ(r.status, kUserError);
-  EXPECT_NE(r.output.find(d + "/data/fashion: no train-images-idx3-ubyte"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(d + "/data/fashion: no such folder; run scripts/fetch-data"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors")) << "trained before refusing";
+  std::filesystem::remove_all(d + "/out");
   std::filesystem::create_directories(d + "/out");
   for (const char* folder : {"models", "quantized"}) {
     { std::ofstream(d + "/out/" + folder) << "a file"; }
@@ -493,10 +498,38 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
             std::string::npos)
       << r.output;
   EXPECT_EQ(r.output.find("training"), std::string::npos) << r.output;
+  std::filesystem::remove(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors");
+  { std::ofstream(d + "/out/models/mnist-mlp-seed1-epochs1.safetensors") << "a damaged cache"; }
+  r = run_nuq(reproduce);
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("(the cached model of this run: remove it, or give --retrain)"), std::string::npos) << r.output;
   r = run_nuq("train --data " + d + "/data --epochs 1 -o " + d + "/" + std::string(240, 'a') + ".st");
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find(".st: a file name of 243 bytes is too long to write"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("epoch"), std::string::npos) << r.output;
+
+  // --resume with nothing to resume, and a killed run's checkpoint replaced: said before training.
+  r = run_nuq("train --data " + d + "/data --epochs 1 --resume -o " + d + "/fresh.safetensors");
+  ASSERT_EQ(r.status, kOk) << r.output;
+  EXPECT_NE(r.output.find("no checkpoint " + d + "/fresh.safetensors.checkpoint to resume from"), std::string::npos)
+      << r.output;
+  { std::ofstream(d + "/fresh.safetensors.checkpoint") << "progress of a killed run"; }
+  r = run_nuq("train --data " + d + "/data --epochs 1 -o " + d + "/fresh.safetensors");
+  ASSERT_EQ(r.status, kOk) << r.output;
+  EXPECT_LT(r.output.find("warning: " + d + "/fresh.safetensors.checkpoint holds a killed run's progress"),
+            r.output.find("epoch  1/1"))
+      << r.output;
+
+  // Weights whose products overflow float32: no class can be read from NaN outputs (all were
+  // taken for class 0, and an accuracy reported).
+  Model huge = make_model(Architecture::Mlp, 1);
+  huge.dataset = "mnist";
+  for (float& w : huge.at("fc1.weight").values) w = 3e38f;
+  save_model(d + "/huge.safetensors", huge);
+  r = run_nuq("eval " + d + "/huge.safetensors --data " + d + "/data");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find(d + "/huge.safetensors: the network's output for image 0 is "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no class can be read from it"), std::string::npos) << r.output;
 
   for (const char* command : {"mismatch --range=-30:30: --csv", "design --sweep 1:2:"}) {
     r = run_nuq(command);

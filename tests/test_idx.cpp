@@ -1,6 +1,8 @@
 // The IDX reader on valid files, raw and gzip, and on every way a file can be wrong.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <sys/resource.h>
 
 #include <unistd.h>
@@ -170,8 +172,26 @@ TEST(Dataset, MissingFilesSayHowToFetchThem) {
     load_split(dir.path().string(), "t10k");
     FAIL();
   } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no t10k-images-idx3-ubyte"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("scripts/fetch-data"), std::string::npos);
   }
+  // A folder that is not there (a mistyped --data) is said to be missing, not its files.
+  for (const std::string& missing : {dir.file("nowhere"), dir.file("nowhere/mnist")}) {
+    try {
+      load_split(missing, "train");
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(missing + ": no such folder; run scripts/fetch-data"), std::string::npos)
+          << e.what();
+    }
+  }
+  std::ofstream(dir.file("a-file")) << "not a folder";
+  EXPECT_THROW(
+      try { load_split(dir.file("a-file"), "train"); } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("a-file: not a folder"), std::string::npos) << e.what();
+        throw;
+      },
+      Error);
 }
 
 }  // namespace

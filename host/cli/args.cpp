@@ -52,6 +52,17 @@ const CLI::Validator& non_negative_integer() {
   return validator;
 }
 
+void add_data_option(CLI::App& command, std::string& data, const std::string& help) {
+  command.add_option("--data", data, help)
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            return text.empty() ? "an empty folder name; give the folder that holds mnist/ and fashion/, or leave "
+                                  "--data out for $NUQ_DATA or data/"
+                                : std::string();
+          },
+          ""));
+}
+
 void add_device_option(CLI::App& command, std::string& device) {
   command
       .add_option("--device", device,

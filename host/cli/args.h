@@ -19,6 +19,10 @@ Range parse_range(const std::string& text, const std::string& option);
 // and its NonNegativeNumber prints a 300-digit bound.
 const CLI::Validator& non_negative_integer();
 
+// --data FOLDER (the data sets' root) with `help`; an empty name is refused rather than taken for
+// the default ($NUQ_DATA, then data/) without a word.
+void add_data_option(CLI::App& command, std::string& data, const std::string& help);
+
 // --device cpu|cuda|auto on a command that computes (auto: a CUDA device when one is visible).
 void add_device_option(CLI::App& command, std::string& device);
 

@@ -65,6 +65,14 @@ void run_train(const TrainOptions& o) {
   config.dataset = o.dataset;
   config.checkpoint = o.output + ".checkpoint";  // after every epoch; removed once the model is saved
   config.resume = o.resume;
+  // Said before the minutes of training: a run that does not do what the flag suggests.
+  std::error_code error;
+  const bool killed_run = std::filesystem::exists(config.checkpoint, error);
+  if (o.resume && !killed_run)
+    std::cerr << "nuq: no checkpoint " << config.checkpoint << " to resume from: training from the first epoch\n";
+  if (!o.resume && killed_run)
+    std::cerr << "nuq: warning: " << config.checkpoint << " holds a killed run's progress; this run trains anew and "
+              << "replaces it after its first epoch (--resume continues it instead)\n";
   const std::vector<EpochLog> log = train(model, train_set, config, &std::cerr);
   save_model(o.output, model);
   std::filesystem::remove(config.checkpoint);
@@ -388,12 +396,16 @@ void run_eval(const EvalOptions& o) {
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   std::vector<std::uint8_t> classes;
   std::string weights = "quantized";  // what the report calls the model: its weights' form in the file
-  if (quantized) {
-    classes = quantized_predictions(*quantized_model, test_set, *backend);
-  } else {  // the float baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
-    weights = stored_precision(*model);
-    Network network(*model, nullptr, backend.get());
-    classes = predict(network, test_set);
+  try {
+    if (quantized) {
+      classes = quantized_predictions(*quantized_model, test_set, *backend);
+    } else {  // the float baseline: dense layers through the backend's gemm (cuBLAS SGEMM on CUDA)
+      weights = stored_precision(*model);
+      Network network(*model, nullptr, backend.get());
+      classes = predict(network, test_set);
+    }
+  } catch (const Error& e) {  // (an output that is not finite): said of the model evaluated
+    throw Error(o.input + ": " + e.what());
   }
   const double result = accuracy(classes, test_set);
   if (!o.predictions.empty())  // one class per line, in the test set's order (for other frameworks to compare)
@@ -416,7 +428,7 @@ void add_model_commands(CLI::App& app) {
   CLI::App* train_cmd = app.add_subcommand("train", "Train the paper's MLP or CNN on the CPU and save it as safetensors");
   train_cmd->add_option("--dataset", t->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
   train_cmd->add_option("--model", t->model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
-  train_cmd->add_option("--data", t->data, "Data folder (default: $NUQ_DATA or data)");
+  add_data_option(*train_cmd, t->data, "Data folder (default: $NUQ_DATA or data)");
   train_cmd->add_option("--epochs", t->epochs, "Epochs")->check(CLI::Range(1, 1000))->capture_default_str();
   train_cmd->add_option("--seed", t->seed, "Seed")->check(non_negative_integer())->capture_default_str();
   train_cmd->add_option("--output,-o", t->output, "Where to save the model (.safetensors)")->required();
@@ -503,7 +515,7 @@ void add_model_commands(CLI::App& app) {
   eval_cmd->add_option("--dataset", e->dataset,
                        "mnist or fashion (default: the data set the model records, from nuq train or reproduce)")
       ->check(CLI::IsMember({"mnist", "fashion"}));
-  eval_cmd->add_option("--data", e->data, "Data folder (default: $NUQ_DATA or data)");
+  add_data_option(*eval_cmd, e->data, "Data folder (default: $NUQ_DATA or data)");
   eval_cmd->add_flag("--json", e->json, "Print the result as JSON");
   eval_cmd->add_option("--predictions", e->predictions, "Also write each test image's predicted class, one per line")
       ->check([](const std::string& s) { return s.empty() ? std::string("the file name is empty") : ""; });

@@ -117,8 +117,6 @@ void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& o
   std::vector<std::string> datasets;
   for (const auto& network : networks)
     if (std::find(datasets.begin(), datasets.end(), network.first) == datasets.end()) datasets.push_back(network.first);
-  for (const std::string& dataset : datasets)
-    for (const char* split : {"train", "t10k"}) io::load_network_split(io::dataset_dir(options.data_root, dataset), split);
   io::make_folder(o.out, "--out");
   const std::filesystem::path out(o.out);
   io::make_folder((out / "models").string(), "--out's models/");
@@ -133,6 +131,8 @@ void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& o
       if (o.retrain || !std::filesystem::exists(path, error)) io::require_output_path(path, {}, "--out");
       io::require_output_path(path + ".checkpoint", {}, "--out");
     }
+  for (const std::string& dataset : datasets)
+    for (const char* split : {"train", "t10k"}) io::load_network_split(io::dataset_dir(options.data_root, dataset), split);
 }
 
 void run_reproduce(const ReproduceOptions& o) {
@@ -245,7 +245,7 @@ void add_reproduce_command(CLI::App& app) {
                            ->check(CLI::IsMember({"mlp", "cnn", "all"}))
                            ->capture_default_str();
   add_device_option(*cmd, o->device);
-  cmd->add_option("--data", o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
+  add_data_option(*cmd, o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
   cmd->add_option("--out", o->out, "Folder for models, quantized models and the reports")->capture_default_str();
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
   cmd->add_option("--epochs", o->epochs, "Training epochs")->check(CLI::Range(1, 1000))->capture_default_str();
@@ -255,8 +255,9 @@ void add_reproduce_command(CLI::App& app) {
   cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
       ->check(CLI::Range(1, 100))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
-  cmd->add_flag("--no-figures", o->no_figures, "Write neither the figures' data nor their PNGs");
-  cmd->add_option("--plots", o->plots, "The plotting script (default: $NUQ_PLOTS or the repository's scripts/plots.py)");
+  CLI::Option* no_figures = cmd->add_flag("--no-figures", o->no_figures, "Write neither the figures' data nor their PNGs");
+  cmd->add_option("--plots", o->plots, "The plotting script (default: $NUQ_PLOTS or the repository's scripts/plots.py)")
+      ->excludes(no_figures);
   cmd->add_option("--bench", o->bench,
                   "Folder of Google Benchmark JSON results for the speed-up figure (default: bench/results beside the script)");
   cmd->callback([o, dataset, model] {

@@ -10,6 +10,10 @@ namespace nuq::io {
 namespace {
 
 std::string find_file(const std::string& dir, const std::string& stem) {
+  std::error_code error;
+  NUQ_REQUIRE(std::filesystem::is_directory(dir, error), dir, ": ",
+              std::filesystem::exists(dir, error) ? "not a folder" : "no such folder",
+              "; run scripts/fetch-data, or point --data / NUQ_DATA at a folder that holds mnist/ and fashion/");
   for (const std::string& name : {stem, stem + ".gz"}) {
     const std::filesystem::path path = std::filesystem::path(dir) / name;
     if (std::filesystem::exists(path)) return path.string();
