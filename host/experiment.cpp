@@ -66,16 +66,11 @@ TrainedModel load_or_train(const std::string& dataset, const std::string& model_
   return result;
 }
 
-namespace {
-
-// A model's training record as JSON: null when none, the text when it is not JSON nuq wrote.
 nlohmann::json training_settings_json(const std::string& record) {
   if (record.empty()) return nullptr;
   nlohmann::json j = nlohmann::json::parse(record, nullptr, false);
   return j.is_discarded() ? nlohmann::json(record) : j;
 }
-
-}  // namespace
 
 ExperimentResult run_experiment(const std::string& dataset, const std::string& model_name,
                                 const ExperimentOptions& options, std::ostream* progress) {

@@ -13,18 +13,6 @@
 namespace nuq {
 namespace {
 
-// A model's recorded training settings (Model::training) in words: "10 epochs, batch 128, learning
-// rate 0.001". A record nuq did not write is shown as it is.
-std::string training_text(const std::string& record) {
-  if (record.empty()) return "training not recorded";
-  const nlohmann::json j = nlohmann::json::parse(record, nullptr, false);
-  if (!j.is_object() || !j.contains("epochs") || !j["epochs"].is_number_integer()) return "trained with " + record;
-  std::ostringstream text;
-  text << j["epochs"].get<long long>() << (j["epochs"] == 1 ? " epoch" : " epochs");
-  if (j.contains("batch") && j["batch"].is_number()) text << ", batch " << j["batch"].dump();
-  if (j.contains("learning_rate") && j["learning_rate"].is_number()) text << ", learning rate " << j["learning_rate"].dump();
-  return text.str();
-}
 
 const CaseResult* find_case(const std::vector<ExperimentResult>& results, const std::string& dataset,
                             const std::string& table, const std::string& label, const std::string& model = "mlp") {
@@ -112,6 +100,17 @@ Finding highest_sqnr_not_best(const std::vector<ExperimentResult>& results) {
 }
 
 }  // namespace
+
+std::string training_text(const std::string& record) {
+  if (record.empty()) return "training not recorded";
+  const nlohmann::json j = nlohmann::json::parse(record, nullptr, false);
+  if (!j.is_object() || !j.contains("epochs") || !j["epochs"].is_number_integer()) return "trained with " + record;
+  std::ostringstream text;
+  text << j["epochs"].get<long long>() << (j["epochs"] == 1 ? " epoch" : " epochs");
+  if (j.contains("batch") && j["batch"].is_number()) text << ", batch " << j["batch"].dump();
+  if (j.contains("learning_rate") && j["learning_rate"].is_number()) text << ", learning rate " << j["learning_rate"].dump();
+  return text.str();
+}
 
 std::string embed_figure(const Figure& f) {
   std::string md = "\n**" + f.title + ".** " + f.caption + "\n\n";

@@ -63,6 +63,7 @@ MismatchExperiment run_mismatch_experiment(const std::string& dataset, const std
   TrainedModel trained = load_or_train(dataset, model_name, options, progress);
   Model& model = trained.model;
   e.model_file = trained.file;
+  e.training_settings = model.training;
   e.fp32_accuracy = accuracy(model, test_set);
   Backend& backend = options.weights_backend();
   e.stats = model_stats(model, NonFinite::Reject, backend);
@@ -153,6 +154,7 @@ nlohmann::json to_json(const MismatchExperiment& e) {
                        {"within_bound", c.within_bound}, {"bits_below", c.bits_below}, {"loss_below", c.loss_below},
                        {"loss_appears_below", c.loss_appears_below}, {"bound_exceeded_below", c.bound_exceeded_below}});
   return {{"paper", "itc2021"}, {"dataset", e.dataset}, {"model", e.model}, {"seed", e.seed}, {"model_file", e.model_file},
+          {"training_settings", training_settings_json(e.training_settings)},
           {"fp32_accuracy", e.fp32_accuracy}, {"sigma_w", e.stats.stddev()}, {"mean_w", e.stats.mean},
           {"max_loss", e.options.max_loss}, {"probe_draws", e.options.probe_draws},
           {"sqnr_floor_db", e.floor_found ? nlohmann::json(e.sqnr_floor_db) : nlohmann::json()}, {"runs", runs},

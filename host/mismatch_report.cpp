@@ -77,7 +77,8 @@ std::string render_mismatch_report(const MismatchExperiment& e, const std::vecto
         "(iterative x_max, `docs/variance-mismatch.md`) compresses the weights at 9-16 bits. Only the abstract "
         "is available, so there are no published values to compare; the checks below are the abstract's claims.\n\n"
      << "- network: " << (e.dataset == "mnist" ? "MNIST" : "Fashion-MNIST") << " " << (e.model == "mlp" ? "MLP" : "CNN")
-     << ", seed " << e.seed << ", FP32 test accuracy " << fixed_text(e.fp32_accuracy, 2) << "%\n"
+     << ", seed " << e.seed << " (" << training_text(e.training_settings) << "), FP32 test accuracy "
+     << fixed_text(e.fp32_accuracy, 2) << "%\n"
      << "- parameters: mean " << fixed_text(e.stats.mean, 6) << ", σ_w = " << fixed_text(sigma, 6) << " = "
      << fixed_text(20.0 * std::log10(sigma), 2) << " dB from σ_ref = 1\n"
      << "- **without normalisation** the unit-variance design meets σ_w (a real mismatch); **with** it "

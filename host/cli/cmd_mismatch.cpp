@@ -210,7 +210,10 @@ std::string no_rate_reason(const BitrateOptions& o, const BitRateChoice& w, doub
     return reason + ", and even at the design's own variance it reaches only " + fixed(matched, 2) +
            " dB: lower the floor";
   if (w.worst_at_db > 0.0 && to - w.worst_at_db <= w.worst_at_db - from)
-    return reason + " (overload: the variance outgrows the support there; narrow the range or normalise the weights)";
+    return reason + (o.model.empty() ? " (overload: the variance outgrows the support there; narrow the range or "
+                                       "normalise the weights)"
+                                     : " (overload: the weights' scale, their rms, outgrows the support there; "
+                                       "normalise the weights)");
   return reason + " (granular noise: the variance is small against the step there; raise --max-bits, narrow the "
                   "range or normalise the weights)";
 }
@@ -312,7 +315,8 @@ void add_mismatch_commands(CLI::App& app) {
     require_one_step(b->range, *bitrate_step);
     NUQ_REQUIRE(b->model.empty() || !bitrate_step->count(), "bitrate: --step is the step of --range; --model "
                 "measures its own range (one point, or with --per-tensor its two ends)");
-    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors && !nonfinite->count()),
+    const bool saturate = nonfinite->count() && b->nonfinite != "error";
+    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors && !saturate),
                 "bitrate: --per-tensor, --skip, --quantize-vectors and --nonfinite measure the weights of --model; "
                 "give it");
     NUQ_REQUIRE(!skip->count() || !b->skip.empty(), "--skip '': an empty expression matches every tensor name; give "

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <string>
 #include <system_error>
 
 #include "nuq/error.h"
@@ -57,10 +58,12 @@ void require_room_for_temporary_name(const std::string& path) {
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();
   const long limit = ::pathconf(folder.empty() ? "." : folder.c_str(), _PC_NAME_MAX);
   const std::size_t name = std::filesystem::path(path).filename().string().size();
-  constexpr std::size_t kTemporarySuffix = 24;  // ".tmp." + a pid (up to 10 digits) + "." + a count
-  NUQ_REQUIRE(limit <= 0 || name + kTemporarySuffix <= std::size_t(limit), path, ": a file name of ", name,
-              " bytes is too long to write: nuq writes it first as <name>.tmp.<pid>.<n>, and names here take at "
-              "most ", limit, " bytes; give a name of at most ", limit - long(kTemporarySuffix));
+  // ".tmp." + this process's id + "." + a count of temporary files (a few digits in any run).
+  const std::size_t suffix = 5 + std::to_string(::getpid()).size() + 1 + 4;
+  if (limit <= 0 || name + suffix <= std::size_t(limit)) return;
+  throw Error(detail::concat(path, ": a file name of ", name, " bytes is too long to write: nuq writes it first as "
+                             "<name>.tmp.<pid>.<n> (", suffix, " bytes more), and names here take at most ", limit,
+                             " bytes; shorten it by ", name + suffix - std::size_t(limit), " bytes"));
 }
 
 }  // namespace

@@ -63,6 +63,12 @@ struct ExperimentResult {
 std::string cached_model_path(const std::string& out_dir, const std::string& dataset, const std::string& model,
                               const TrainConfig& train);
 
+// A model's recorded training settings (Model::training), for the reports: in words ("10 epochs,
+// batch 128, learning rate 0.001"; a record nuq did not write as it is), and as JSON (null when
+// none, the text when it is not JSON).
+std::string training_text(const std::string& record);
+nlohmann::json training_settings_json(const std::string& record);
+
 // The FP32 network of an experiment: cached_model_path when it exists (and options.retrain is
 // false) and was trained as options.train asks, else trained with options.train and saved there.
 struct TrainedModel {

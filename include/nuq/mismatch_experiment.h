@@ -64,6 +64,7 @@ struct MismatchExperiment {
   std::string dataset, model;
   std::uint64_t seed = 1;
   std::string model_file;
+  std::string training_settings;  // Model::training of that model ("" if not recorded)
   double fp32_accuracy = 0.0;
   WeightStats stats;  // of the FP32 parameters
   MismatchExperimentOptions options;
