@@ -110,10 +110,9 @@ std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions
 void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& options) {
   std::vector<std::pair<std::string, std::string>> networks;  // (dataset, model)
   if (o.paper != "itc2021") networks = selected(o);
-  if (o.paper != "mathematics2022" && std::find(networks.begin(), networks.end(), std::make_pair(std::string("mnist"),
-                                                                                                   std::string("mlp"))) ==
-                                          networks.end())
-    networks.emplace_back("mnist", "mlp");
+  const std::pair<std::string, std::string> companion{"mnist", "mlp"};  // the companion paper's network
+  if (o.paper != "mathematics2022" && std::find(networks.begin(), networks.end(), companion) == networks.end())
+    networks.push_back(companion);
   std::vector<std::string> datasets;
   for (const auto& network : networks)
     if (std::find(datasets.begin(), datasets.end(), network.first) == datasets.end()) datasets.push_back(network.first);

@@ -255,8 +255,7 @@ std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, do
               kMaxSweepPoints, " points");
   const auto count = static_cast<long>(std::floor((to - from) / step + 1e-9)) + 1;
   validate(spec);
-  const double levels = spec.levels ? double(*spec.levels) : spec.method == Method::Ternary ? 3.0 : std::ldexp(1.0, spec.bits);
-  require_affordable(double(count), levels, "design: the sweep");
+  require_affordable(double(count), double(level_count(spec)), "design: the sweep");
   std::vector<SweepPoint> points;
   for (long i = 0; i < count; ++i) {
     const double parameter = from + static_cast<double>(i) * step;

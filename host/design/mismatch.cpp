@@ -28,8 +28,10 @@ double point_count(double from_db, double to_db, double step_db) {
   return count + (from_db + step_db * (count - 1.0) < to_db - 1e-9 * step_db ? 1.0 : 0.0);
 }
 
-// The range checked, and the work of its curves for rates min_bits..max_bits (2^bits levels each).
+// The rates and the range checked, and the work of its curves for rates min_bits..max_bits
+// (2^bits levels each).
 void check_rule(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
+  NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
   check_range(from_db, to_db, step_db);
   double levels = 0.0;
   for (int bits = min_bits; bits <= max_bits; ++bits) levels += std::ldexp(1.0, bits);
@@ -99,7 +101,6 @@ BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db)
 std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db, double to_db, double step_db,
                                              int min_bits, int max_bits) {
   NUQ_REQUIRE(std::isfinite(sqnr_min_db), "bitrate: the SQNR floor must be a finite number, got ", sqnr_min_db);
-  NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
   check_rule(from_db, to_db, step_db, min_bits, max_bits);
   for (int bits = min_bits; bits <= max_bits; ++bits) {
     const BitRateChoice c = worst_case(bits, from_db, to_db, step_db);
@@ -109,7 +110,6 @@ std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db,
 }
 
 std::vector<BitRateChoice> worst_cases(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
-  NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
   check_rule(from_db, to_db, step_db, min_bits, max_bits);
   std::vector<BitRateChoice> rates;
   for (int bits = min_bits; bits <= max_bits; ++bits) rates.push_back(worst_case(bits, from_db, to_db, step_db));
