@@ -217,7 +217,12 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 60 --range=-40:0", kUserError, "granular noise"},
       // Options that do not apply are refused for the right reason.
       {"design -m sptq --alpha 0", kUserError, "alpha scales the ternary quantizer only"},
-      {"design -m uniform -N -1", kUserError, "--levels: Value -1 not in range 2 to 65536"},
+      {"design -m uniform -N -1", kUserError, "--levels: '-1' is not in 2 to 65536"},
+      // A typo is named as one, not as a number out of range.
+      {"design -b two", kUserError, "--bits: 'two' is not a whole number"},
+      {"mismatch -b 2.5 --range=-10:0", kUserError, "--bits: '2.5' is not a whole number"},
+      {"train --epochs 10x -o {d}/m.safetensors", kUserError, "--epochs: '10x' is not a whole number"},
+      {"reproduce --seeds 101 --out {d}/run", kUserError, "--seeds: '101' is not in 1 to 100"},
       {"design -m lloyd-max --optimizer iterative", kUserError, "does not apply to it"},
       {"design -m lloyd-max --trace", kUserError, "lloyd-max records no x_max iterates"},
       {"bitrate --sqnr-min 30 --model {d}/ckpt-2bit.safetensors", kUserError, "already quantized; its weights are codes (`nuq dequantize`"},

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "nuq/error.h"
@@ -49,6 +51,27 @@ const CLI::Validator& non_negative_integer() {
         return fits ? std::string() : "'" + text + "' is above 18446744073709551615 (2^64 - 1)";
       },
       "");
+  return validator;
+}
+
+CLI::Validator whole_number_in(long long lowest, long long highest) {
+  CLI::Validator validator(
+      [lowest, highest](std::string& text) {
+        long long value = 0;
+        std::size_t used = 0;
+        try {
+          value = std::stoll(text, &used);
+        } catch (const std::out_of_range&) {
+          return "'" + text + "' is not in " + std::to_string(lowest) + " to " + std::to_string(highest);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size()) return "'" + text + "' is not a whole number";
+        if (value < lowest || value > highest)
+          return "'" + text + "' is not in " + std::to_string(lowest) + " to " + std::to_string(highest);
+        return std::string();
+      },
+      "INT in [" + std::to_string(lowest) + " - " + std::to_string(highest) + "]");
   return validator;
 }
 

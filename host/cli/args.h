@@ -19,6 +19,10 @@ Range parse_range(const std::string& text, const std::string& option);
 // and its NonNegativeNumber prints a 300-digit bound.
 const CLI::Validator& non_negative_integer();
 
+// A whole number from `lowest` to `highest`: CLI11's Range answers "abc" and "2.5" with "not in
+// range", which sends the user looking for a bound rather than a typo. Its help reads "INT in [a - b]".
+CLI::Validator whole_number_in(long long lowest, long long highest);
+
 // --data FOLDER (the data sets' root) with `help`; an empty name is refused rather than taken for
 // the default ($NUQ_DATA, then data/) without a word.
 void add_data_option(CLI::App& command, std::string& data, const std::string& help);

@@ -429,7 +429,7 @@ void add_model_commands(CLI::App& app) {
   train_cmd->add_option("--dataset", t->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
   train_cmd->add_option("--model", t->model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
   add_data_option(*train_cmd, t->data, "Data folder (default: $NUQ_DATA or data)");
-  train_cmd->add_option("--epochs", t->epochs, "Epochs")->check(CLI::Range(1, 1000))->capture_default_str();
+  train_cmd->add_option("--epochs", t->epochs, "Epochs")->check(whole_number_in(1, 1000))->capture_default_str();
   train_cmd->add_option("--seed", t->seed, "Seed")->check(non_negative_integer())->capture_default_str();
   train_cmd->add_option("--output,-o", t->output, "Where to save the model (.safetensors)")->required();
   train_cmd->add_flag("--json", t->json, "Print the training log as JSON");
@@ -451,7 +451,7 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--method,-m", q->method, "Quantizer")
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))->capture_default_str();
   quantize_cmd->add_option("--bits,-b", q->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
-      ->check(CLI::Range(1, 16))->capture_default_str();
+      ->check(whole_number_in(1, 16))->capture_default_str();
   quantize_cmd->add_option("--support", q->support,
                            "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max "
                            "(checkpoints: all but case1/min-abs and case2/max-abs, the extremes of nuq's own models)")
@@ -478,7 +478,7 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--group-size", q->group_size,
                            "Checkpoints: each run of N weights along a row gets its own scale (a multiple of 8 that "
                            "divides the rows' length; the codebook is shared; F32 scales add 32/N bits per weight)")
-      ->check(CLI::Range(std::size_t{8}, std::size_t{1} << 20));
+      ->check(whole_number_in(8, 1 << 20));
   quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
                          "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");

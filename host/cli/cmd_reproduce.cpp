@@ -247,12 +247,12 @@ void add_reproduce_command(CLI::App& app) {
   add_data_option(*cmd, o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
   cmd->add_option("--out", o->out, "Folder for models, quantized models and the reports")->capture_default_str();
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
-  cmd->add_option("--epochs", o->epochs, "Training epochs")->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd->add_option("--epochs", o->epochs, "Training epochs")->check(whole_number_in(1, 1000))->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")
       ->check(non_negative_integer())
       ->capture_default_str();
   cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
-      ->check(CLI::Range(1, 100))->capture_default_str();
+      ->check(whole_number_in(1, 100))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
   CLI::Option* no_figures = cmd->add_flag("--no-figures", o->no_figures, "Write neither the figures' data nor their PNGs");
   cmd->add_option("--plots", o->plots, "The plotting script (default: $NUQ_PLOTS or the repository's scripts/plots.py)")
