@@ -47,7 +47,11 @@ std::string find_script(const std::string& given) {
     NUQ_REQUIRE(fs::is_regular_file(given), given, ": --plots names no script (", fs::exists(given) ? "not a file" : "no such file", ")");
     return given;
   }
-  if (const char* env = std::getenv("NUQ_PLOTS"); env && *env) return fs::exists(env) ? env : "";
+  if (const char* env = std::getenv("NUQ_PLOTS"); env && *env) {  // asked for too, by the environment
+    NUQ_REQUIRE(fs::is_regular_file(env), "$NUQ_PLOTS=", env, " names no script (",
+                fs::exists(env) ? "not a file" : "no such file", "); unset it for the repository's scripts/plots.py");
+    return env;
+  }
   std::error_code error;
   const fs::path exe = fs::read_symlink("/proc/self/exe", error);
   if (!error)  // build/nuq or build/<anything>/nuq below the repository root

@@ -119,6 +119,11 @@ bool is_nuq_network(const std::string& input) {
   return io::SafetensorsReader(input).layout().metadata.count("nuq.architecture") > 0;
 }
 
+bool is_training_checkpoint(const std::map<std::string, std::string>& metadata) {
+  // Quantized files before format version 1 also used nuq.checkpoint, but never beside an architecture.
+  return metadata.count("nuq.checkpoint") > 0 && metadata.count("nuq.architecture") > 0 && metadata.count("nuq.quantized") == 0;
+}
+
 Model load_model(const std::string& path, NonFinite nonfinite) {
   return model_from_file(io::read_safetensors(path), path, nonfinite);
 }

@@ -126,6 +126,8 @@ void save_checkpoint(const std::string& path, const Model& model, Adam& adam, co
   std::ostringstream rng;
   rng << state.rng;
   file.metadata["nuq.architecture"] = to_string(model.architecture);
+  // As a saved model records it, so that `nuq eval` of the checkpoint finds its data set.
+  if (const std::string dataset = run.value("dataset", ""); !dataset.empty()) file.metadata["nuq.dataset"] = dataset;
   file.metadata["nuq.checkpoint"] = nlohmann::json{{"run", run}, {"epoch", state.epoch}, {"step", state.step},
                                                    {"adam_steps", adam.steps()}, {"rng", rng.str()}, {"log", state.log}}
                                         .dump();
@@ -242,7 +244,14 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
   std::iota(state.order.begin(), state.order.end(), 0);
   const nlohmann::json run = describe(model, data, config);
   if (config.resume && !config.checkpoint.empty() && std::filesystem::exists(config.checkpoint)) {
-    load_checkpoint(config.checkpoint, model, adam, state, run, config, batches_per_epoch(data, config));
+    try {
+      load_checkpoint(config.checkpoint, model, adam, state, run, config, batches_per_epoch(data, config));
+    } catch (const Error& e) {
+      // A truncated or damaged file's own message (from the reader) says what is wrong, not what to do.
+      const std::string message = e.what();
+      if (message.find("train anew") != std::string::npos) throw;
+      throw Error(message + " (a damaged training checkpoint: remove it, or " + kTrainAnew + ")");
+    }
     if (progress) *progress << "resuming from " << config.checkpoint << " after epoch " << state.epoch << '\n';
   }
   std::mt19937_64& rng = state.rng;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -508,6 +509,12 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
   r = run_nuq(reproduce);
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find("(the cached model of this run: remove it, or give --retrain)"), std::string::npos) << r.output;
+  // A plotting script asked for through the environment is checked as --plots is, before the work.
+  setenv("NUQ_PLOTS", (d + "/no-plots.py").c_str(), 1);
+  r = run_nuq("reproduce --paper mathematics2022 --dataset mnist --model mlp --epochs 1 --data " + d + "/data --out " + d + "/out");
+  unsetenv("NUQ_PLOTS");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("$NUQ_PLOTS=" + d + "/no-plots.py names no script"), std::string::npos) << r.output;
   // (249 bytes and the shortest suffix, ".tmp.<pid>.<n>" of a one-digit pid, are over 255.)
   r = run_nuq("train --data " + d + "/data --epochs 1 -o " + d + "/" + std::string(246, 'a') + ".st");
   EXPECT_EQ(r.status, kUserError);

@@ -14,8 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/io/dataset.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
+#include "nuq/model.h"
+#include "nuq/train.h"
 #include "checkpoint_cases.h"
 #include "cli_runner.h"
 #include "temp_dir.h"
@@ -219,3 +222,39 @@ TEST(CliInspect, ADamagedQuantizedFileIsRefusedAsDequantizeRefusesIt) {
 }
 
 }  // namespace
+
+// nuq train's checkpoint (the parameters beside Adam's moments and the shuffle order) is named as
+// what it is: inspect says so, quantize refuses it with what to do instead (it used to suggest
+// dropping nuq.architecture), and it records its data set for eval, which runs its parameters.
+TEST(CliInspect, ATrainingCheckpointIsNamedAndOnlyEvaluated) {
+  nuq::test::TempDir dir;
+  io::Dataset data;
+  data.count = 40, data.rows = data.cols = io::kImageSide;
+  data.images.resize(data.count * data.features());
+  for (std::size_t i = 0; i < data.images.size(); ++i) data.images[i] = float((i * 37) % 256) / 255.0f;
+  for (std::size_t i = 0; i < data.count; ++i) data.labels.push_back(std::uint8_t(i % io::kClasses));
+  nuq::TrainConfig config;
+  config.epochs = 1, config.batch = 8, config.dataset = "fashion";
+  config.checkpoint = dir.file("m.safetensors.checkpoint");
+  nuq::Model model = nuq::make_model(nuq::Architecture::Mlp, 3);
+  nuq::train(model, data, config);  // its caller (nuq train) removes the checkpoint; here it stays
+  const std::string checkpoint = config.checkpoint;
+
+  const nlohmann::json j = json_of("inspect " + checkpoint + " --json");
+  EXPECT_TRUE(j.at("training_checkpoint").get<bool>());
+  EXPECT_EQ(j.at("weights_to_quantize").get<int>(), 0);
+  CommandResult r = run_nuq("inspect " + checkpoint);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("a training checkpoint of one of nuq's networks"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("adam.m.fc1.weight"), std::string::npos) << r.output;
+  std::size_t refused = 0;  // every tensor, none marked to quantize
+  for (std::size_t at = 0; (at = r.output.find("  refused: a training checkpoint\n", at)) != std::string::npos; ++at) ++refused;
+  EXPECT_EQ(refused, 19u) << r.output;
+
+  r = run_nuq("quantize " + checkpoint + " -o " + dir.file("q.safetensors"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("a training checkpoint (nuq train's progress"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q.safetensors")));
+  // It records its data set as a saved model does, so that `nuq eval` of it needs no --dataset.
+  EXPECT_EQ(io::SafetensorsReader(checkpoint).layout().metadata.at("nuq.dataset"), "fashion");
+}

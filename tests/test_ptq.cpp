@@ -290,6 +290,9 @@ TEST(Training, ResumesFromItsCheckpointExactly) {
   std::memcpy(file.tensors.at("fc2.bias").data.data() + 4 * 5, &inf, 4);
   io::write_safetensors(rest.checkpoint, file);
   refused(rest, data, "tensor 'fc2.bias' element 5 is inf; training from it cannot continue");
+  // A file cut short (a full disk, a copy interrupted): the reader's message, and what to do.
+  std::filesystem::resize_file(rest.checkpoint, 1000);
+  refused(rest, data, "runs past the end of the file (1000 bytes) (a damaged training checkpoint: remove it, or train anew");
 }
 
 TEST(Ptq, QuantizesEveryParameterToItsNearestCell) {

@@ -146,6 +146,7 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
 void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards) {
   // nuq's own networks (one file recording its architecture) are quantized whole, as nuq quantize does.
   const bool network = shards.size() == 1 && is_nuq_network(shards.front());
+  const bool training_checkpoint = network && is_training_checkpoint(io::SafetensorsReader(shards.front()).layout().metadata);
   NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
               ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip and "
               "--quantize-vectors are for other checkpoints");
@@ -159,8 +160,12 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
   if (shards.size() > 1) header.insert(header.begin() + 1, "file");
   TextTable table(header);
   for (const TensorPlan& t : plan.tensors) {
-    const std::string action = t.kept.empty() ? "quantize" : "keep: " + t.kept;
-    if (t.kept.empty()) {
+    const std::string action = training_checkpoint ? "refused: a training checkpoint"
+                               : t.kept.empty()    ? "quantize"
+                                                   : "keep: " + t.kept;
+    if (training_checkpoint) {
+      kept_bytes += t.bytes;
+    } else if (t.kept.empty()) {
       ++quantized, quantized_bytes += t.bytes, weights += io::element_count(t.shape);
     } else {
       kept_bytes += t.bytes;
@@ -169,20 +174,28 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
     if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
     table.add_row(row);
     tensors.push_back({{"name", t.name}, {"file", t.file}, {"shape", t.shape}, {"dtype", io::to_string(t.dtype)},
-                       {"bytes", t.bytes}, {"quantized", t.kept.empty()}, {"kept_because", t.kept}});
+                       {"bytes", t.bytes}, {"quantized", t.kept.empty() && !training_checkpoint}, {"kept_because", t.kept}});
   }
   for (const std::string& line : plan.warnings) std::cerr << "nuq: warning: " << line << '\n';
   if (o.json) {
     std::cout << json_text(nlohmann::json{{"input", o.input}, {"files", shards}, {"quantized", false},
-                                          {"network", network}, {"tensors", tensors},
+                                          {"network", network}, {"training_checkpoint", training_checkpoint},
+                                          {"tensors", tensors},
                                           {"warnings", plan.warnings}, {"weights_to_quantize", weights},
                                           {"bytes_to_quantize", quantized_bytes}, {"kept_bytes", kept_bytes}})
               << '\n';
     return;
   }
   std::cout << o.input << ": not quantized, " << shards.size() << " file(s), " << plan.tensors.size() << " tensor(s)"
-            << (network ? "; one of nuq's networks: `nuq quantize` quantizes every parameter" : "")
-            << "\n\n" << table.render() << '\n' << quantized << " tensor(s) to quantize (" << weights << " weights, "
+            << (training_checkpoint ? "; a training checkpoint of one of nuq's networks (nuq train's progress)"
+                : network             ? "; one of nuq's networks: `nuq quantize` quantizes every parameter"
+                                      : "")
+            << "\n\n" << table.render() << '\n';
+  if (training_checkpoint) {
+    std::cout << "nuq quantize refuses a training checkpoint: quantize the model nuq train saves when it finishes\n";
+    return;
+  }
+  std::cout << quantized << " tensor(s) to quantize (" << weights << " weights, "
             << quantized_bytes << " bytes), " << plan.tensors.size() - quantized << " kept as they are (" << kept_bytes
             << " bytes)\n";
 }

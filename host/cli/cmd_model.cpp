@@ -255,6 +255,9 @@ void run_quantize(const QuantizeOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
   NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
               "restored weights again");
+  NUQ_REQUIRE(!is_training_checkpoint(file.metadata), o.input, ": a training checkpoint (nuq train's progress: the "
+              "parameters, Adam's moments and the shuffle order); quantize the model nuq train saves when it finishes "
+              "(`nuq train --resume` completes a killed run; `nuq eval` reads the parameters as they are)");
   const Model model = model_from_file(file, o.input, nonfinite);
   for (const auto& entry : file.tensors)  // the quantized file holds the network alone: nothing is dropped silently
     NUQ_REQUIRE(std::any_of(model.parameters.begin(), model.parameters.end(),

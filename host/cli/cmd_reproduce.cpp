@@ -2,6 +2,7 @@
 // design and support region of Tables 3-7, prints each table with the paper's values beside ours,
 // and writes report.md and report.json.
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <iostream>
@@ -142,6 +143,9 @@ void run_reproduce(const ReproduceOptions& o) {
   NUQ_REQUIRE(o.seed <= std::numeric_limits<std::uint64_t>::max() - std::uint64_t(o.seeds - 1), "--seed ", o.seed,
               " with --seeds ", o.seeds, " runs past the largest seed, 2^64 - 1");
   NUQ_REQUIRE(o.plots.empty() || std::filesystem::is_regular_file(o.plots), o.plots, ": --plots names no script");
+  if (const char* env = std::getenv("NUQ_PLOTS"); o.plots.empty() && !o.no_figures && env && *env)
+    NUQ_REQUIRE(std::filesystem::is_regular_file(env), "$NUQ_PLOTS=", env,
+                " names no script; unset it for the repository's scripts/plots.py");
   NUQ_REQUIRE(o.bench.empty() || std::filesystem::is_directory(o.bench), o.bench,
               ": --bench names no folder of bench results");
   ExperimentOptions options;

@@ -67,6 +67,11 @@ std::string recorded_dataset(const io::TensorFile& file, const std::string& name
 // folder of shards, an index) is a checkpoint. Only the header is read.
 bool is_nuq_network(const std::string& input);
 
+// Whether a file's metadata is that of nuq train's checkpoint (a network's parameters beside Adam's
+// moments and the shuffle order, written after every epoch): `nuq eval` and `bitrate --model` read
+// its parameters, while `nuq quantize` takes the model nuq train saves when it finishes.
+bool is_training_checkpoint(const std::map<std::string, std::string>& metadata);
+
 // safetensors with {"format": "pt", "nuq.architecture": "mlp"|"cnn", "nuq.dataset": ...}; load validates every
 // parameter's presence, shape and finiteness. Both throw nuq::Error naming the file.
 void save_model(const std::string& path, const Model& model);
