@@ -6,6 +6,7 @@
 #include "nuq/error.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
+#include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/tensor_pieces.h"
 #include "kept_tensors.h"
@@ -46,7 +47,7 @@ CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOp
   const ShardReaders shards = open_shards(checkpoint_shards(input));
   std::map<std::string, const io::SafetensorsReader*> readers;  // by path, as the plan names them
   for (const auto& reader : shards) {
-    NUQ_REQUIRE(!reader->layout().metadata.count("nuq.quantized"), reader->path(),
+    NUQ_REQUIRE(!is_quantized_file(reader->layout().metadata), reader->path(),
                 ": already quantized; its weights are codes (`nuq dequantize` it first, or `nuq inspect` it)");
     readers.emplace(reader->path(), reader.get());
   }

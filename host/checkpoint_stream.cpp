@@ -95,7 +95,7 @@ class StreamRun {
     if (!checkpoint_.input_index().empty()) report_.input_bytes += fs::file_size(checkpoint_.input_index());
     readers_ = open_shards(shard_paths);
     for (const auto& reader : readers_) {
-      NUQ_REQUIRE(!reader->layout().metadata.count("nuq.quantized"), reader->path(),
+      NUQ_REQUIRE(!is_quantized_file(reader->layout().metadata), reader->path(),
                   ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
       report_.input_bytes += reader->file_size();
     }

@@ -216,14 +216,16 @@ nlohmann::json to_json(const Codebook& codebook) {
 Provenance provenance_from_json(const nlohmann::json& j) {
   Provenance p;
   p.method = parse_method(text_field(j, "method"));
-  p.rule = parse_xmax_rule(text_field(j, "xmax_rule"));
+  // How x_max was found, for which sigma and in how many iterations only describe the design: a
+  // record without them (a peer's file, docs/format.md) reads as a given x_max for unit variance.
+  p.rule = j.contains("xmax_rule") ? parse_xmax_rule(text_field(j, "xmax_rule")) : XmaxRule::Given;
   p.xmax = number_field(j, "xmax", 0.0);
-  p.sigma = number_field(j, "sigma", kMinSigma, kMaxSigma);
+  p.sigma = j.contains("sigma") ? number_field(j, "sigma", kMinSigma, kMaxSigma) : 1.0;
   // Its distortion is taken over the support: one past the design's bound overflows it.
   NUQ_REQUIRE(p.xmax / p.sigma <= kMaxStandardDeviations, "codebook JSON: 'xmax' ", j.at("xmax").dump(), " is ",
-              p.xmax / p.sigma, " standard deviations (sigma ", j.at("sigma").dump(), "); at most ",
-              kMaxStandardDeviations, " make sense");
-  p.iterations = int(integer_field(j, "iterations", 0, INT32_MAX));
+              p.xmax / p.sigma, " standard deviations (sigma ", j.contains("sigma") ? j.at("sigma").dump() : "1: absent",
+              "); at most ", kMaxStandardDeviations, " make sense");
+  p.iterations = j.contains("iterations") ? int(integer_field(j, "iterations", 0, INT32_MAX)) : 0;
   if (j.contains("mu")) p.mu = number_field(j, "mu", 0.0);
   if (j.contains("alpha")) p.alpha = number_field(j, "alpha", 0.0);
   return p;

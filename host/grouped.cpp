@@ -66,11 +66,15 @@ void check_group_levels_finite(const QuantizedTensor& w, const std::string& wher
   if (w.normalised_levels.empty()) return;
   // mean + scale * n is monotone in n, so the table's extremes tell.
   const auto [lowest, highest] = std::minmax_element(w.normalised_levels.begin(), w.normalised_levels.end());
-  for (std::size_t g = 0; g < w.scales.size(); ++g)
-    NUQ_REQUIRE(std::isfinite(w.scales[g]) && w.scales[g] >= 0.0f && std::isfinite(group_level(w.mean, w.scales[g], *lowest)) &&
+  for (std::size_t g = 0; g < w.scales.size(); ++g) {
+    // A scale is an RMS (docs/format.md): a negative one would turn the group's table upside down.
+    NUQ_REQUIRE(!(w.scales[g] < 0.0f), where, ".scales: group ", g, " has scale ", w.scales[g],
+                "; a group's scale is the RMS of its weights, never negative");
+    NUQ_REQUIRE(std::isfinite(w.scales[g]) && std::isfinite(group_level(w.mean, w.scales[g], *lowest)) &&
                     std::isfinite(group_level(w.mean, w.scales[g], *highest)),
                 where, ".scales: group ", g, " has scale ", w.scales[g], " (its levels about mean ", w.mean,
                 " must be finite)");
+  }
 }
 
 namespace {

@@ -55,8 +55,13 @@ Codebook lloyd_max_levels(std::size_t levels) {
 // A uniform, mu-law or Lloyd-Max codebook rebuilt from its recorded parameters (the functions that
 // designed it, so the result is the same bit for bit: stored_codebook checks that before it relies
 // on it), or nothing when the design is not of those kinds.
-std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& j) {
-  const Provenance p = provenance_from_json(j);
+std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& recorded) {
+  // A Lloyd-Max design is its number of levels alone (docs/format.md): without a recorded x_max it
+  // takes the design's own, set below.
+  const bool lloyd_max = recorded.contains("method") && recorded.at("method") == to_string(Method::LloydMax);
+  nlohmann::json j = recorded;
+  if (lloyd_max && !j.contains("xmax") && !j.contains("levels")) j["xmax"] = 0.0;
+  Provenance p = provenance_from_json(j);
   const bool uniform = p.method == Method::Uniform || p.method == Method::Ternary;
   const bool by_formula = uniform || (p.method == Method::MuLaw && p.mu) || p.method == Method::LloydMax;
   if (!by_formula || p.sigma != 1.0) return std::nullopt;
@@ -69,6 +74,8 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& j) {
               " codebook's bits ", j.value("bits", nlohmann::json()).dump(), " do not hold its ", *count, " levels");
   if (p.method == Method::LloydMax) {
     const Codebook designed = lloyd_max_levels(std::size_t(*count));
+    if (!recorded.contains("xmax")) p.xmax = designed.provenance().xmax;
+    if (!recorded.contains("xmax_rule")) p.rule = designed.provenance().rule;
     return Codebook(int(*bits), designed.thresholds(), designed.levels(), p);
   }
   DesignSpec spec;
@@ -243,10 +250,10 @@ bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTens
   return codebook && stores_grid(*codebook, q.matrix.codes.bits) && q.matrix.levels.size() == (std::size_t{1} << 16);
 }
 
-bool is_quantized_file(const io::TensorFile& file) {
-  if (file.metadata.count(kKey)) return true;
-  const auto legacy = file.metadata.find(kLegacyCheckpointKey);
-  return legacy != file.metadata.end() && legacy->second.find("\"tensors\"") != std::string::npos;
+bool is_quantized_file(const std::map<std::string, std::string>& metadata) {
+  if (metadata.count(kKey)) return true;
+  const auto legacy = metadata.find(kLegacyCheckpointKey);
+  return legacy != metadata.end() && legacy->second.find("\"tensors\"") != std::string::npos;
 }
 
 std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where) {

@@ -51,7 +51,7 @@ std::string tables_of(const io::SafetensorsReader& reader, const QuantizedLayout
     if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".grid") == 0) return "grid";
     const io::TensorEntry& entry = reader.layout().tensors.at(stored);
     if (stored.size() > 9 && stored.compare(stored.size() - 9, 9, ".codebook") == 0)
-      return entry.shape.size() == 2 && entry.shape[0] > 1 ? "per row" : "one";
+      return entry.shape.size() == 2 && entry.shape[0] != 1 ? "per row" : "one";  // [0, n]: a table for each of no rows
   }
   return "-";
 }
@@ -204,11 +204,7 @@ void run_inspect(const InspectOptions& o) {
   for (const std::string& line : index_disagreements(o.input)) std::cerr << "nuq: warning: " << line << '\n';
   const std::vector<std::string> shards = checkpoint_shards(o.input);
   std::size_t quantized = 0;
-  for (const std::string& shard : shards) {
-    io::TensorFile header;
-    header.metadata = io::SafetensorsReader(shard).layout().metadata;
-    quantized += is_quantized_file(header);
-  }
+  for (const std::string& shard : shards) quantized += is_quantized_file(io::SafetensorsReader(shard).layout().metadata);
   NUQ_REQUIRE(quantized == 0 || quantized == shards.size(), o.input, ": ", quantized, " of its ", shards.size(),
               " files are quantized by nuq and the others are not: not one checkpoint");
   if (quantized) {

@@ -253,7 +253,7 @@ void run_quantize(const QuantizeOptions& o) {
               "--quantize-vectors and --group-size are for other checkpoints");
   io::require_output_path(o.output, {o.input}, "--output");
   const io::TensorFile file = io::read_safetensors(o.input);
-  NUQ_REQUIRE(!is_quantized_file(file), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
+  NUQ_REQUIRE(!is_quantized_file(file.metadata), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
               "restored weights again");
   NUQ_REQUIRE(!is_training_checkpoint(file.metadata), o.input, ": a training checkpoint (nuq train's progress: the "
               "parameters, Adam's moments and the shuffle order); quantize the model nuq train saves when it finishes "
@@ -376,7 +376,7 @@ void run_eval(const EvalOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
   // What the file is comes before which data to test it on: --dataset would not make another
   // tool's checkpoint one of nuq's networks.
-  const bool quantized = is_quantized_file(file);
+  const bool quantized = is_quantized_file(file.metadata);
   recorded_architecture(file, o.input,
                         quantized ? "quantized, but not one of nuq's networks: `nuq eval` runs the MLP and CNN of "
                                     "`nuq train`; restore other checkpoints with `nuq dequantize`"

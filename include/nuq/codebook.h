@@ -97,7 +97,8 @@ class Codebook {
 
 nlohmann::json to_json(const Codebook& codebook);
 Codebook codebook_from_json(const nlohmann::json& j);  // validates like the constructor
-// The design parameters alone (method, rule, x_max, sigma, iterations, mu, alpha).
+// The design parameters alone (method, rule, x_max, sigma, iterations, mu, alpha). method and
+// xmax are required; a missing xmax_rule reads as given, sigma as 1, iterations as 0.
 Provenance provenance_from_json(const nlohmann::json& j);
 
 }  // namespace nuq

@@ -88,8 +88,9 @@ bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTens
 Codebook codebook_from_record(const nlohmann::json& j);
 
 // Whether a file holds quantized tensors in this format (or the two layouts before version 1:
-// nuq models' "nuq.quantized" and checkpoints' "nuq.checkpoint").
-bool is_quantized_file(const io::TensorFile& file);
+// nuq models' "nuq.quantized" and checkpoints' "nuq.checkpoint", told from a training checkpoint's
+// by its tensors), from the file's metadata.
+bool is_quantized_file(const std::map<std::string, std::string>& metadata);
 
 // The file's tensors and metadata; errors (a name taken twice) name `name`.
 io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name);

@@ -188,7 +188,7 @@ py::dict load_file(const std::string& path) {
     return a;
   };
   py::dict out;
-  if (!is_quantized_file(io::TensorFile{layout.metadata, {}})) {
+  if (!is_quantized_file(layout.metadata)) {
     for (const auto& [name, entry] : layout.tensors) out[py::str(name)] = plain(name);
     return out;
   }
@@ -219,7 +219,7 @@ py::dict load(const std::string& path) {
       disagreements = index_disagreements(path);
       bool quantized = false;
       for (const std::string& shard : shards)
-        quantized = quantized || is_quantized_file(io::TensorFile{io::SafetensorsReader(shard).layout().metadata, {}});
+        quantized = quantized || is_quantized_file(io::SafetensorsReader(shard).layout().metadata);
       if (quantized) require_one_quantize_run(shards);  // (which also refuses a tensor in two shards)
     }
   }
