@@ -225,8 +225,9 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
              device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor:
     """Quantize one tensor with `codebook` (designed for the normalised weights, e.g. ``design("msptq")``).
 
-    w: numpy array or PyTorch tensor, float32/float16/bfloat16, any non-empty shape (quantized as
-    its [shape[0], rest] view). normalise: "global" (the default without groups; Algorithm 1: for one
+    w: numpy array or PyTorch tensor, float32/float16/bfloat16 (read in place) or float64 (rounded
+    to a float32 copy first: nuq computes in float32, and the result's dtype is F32), any non-empty
+    shape (quantized as its [shape[0], rest] view). normalise: "global" (the default without groups; Algorithm 1: for one
     tensor, its own mean and standard deviation), "per-tensor", "per-channel" (each output row its
     own) or "none". group_size: G, a multiple of 8 dividing the rows' length, gives each run of G
     weights along a row its own scale (the RMS of its weights about the tensor's mean; codebooks
@@ -244,9 +245,8 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     if 0 in tuple(w.shape):
         raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
                          "(quantize_state_dict keeps empty tensors as they are)")
-    if _is_float64(w):  # numpy's default dtype: said with the conversion that makes it quantizable
-        raise ValueError(f"quantize: tensor '{name}' is float64; nuq quantizes float32, float16 or bfloat16 "
-                         f"(convert it first: {'w.float()' if _is_torch(w) else 'w.astype(np.float32)'})")
+    if _is_float64(w):  # numpy's default dtype (rng.laplace gives it): quantized as its float32 rounding
+        w = w.float() if _is_torch(w) else w.astype(np.float32)
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q
