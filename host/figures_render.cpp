@@ -42,7 +42,9 @@ int run(const std::vector<std::string>& argv, const std::string& log = "") {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-std::string find_script(const std::string& given) {
+}  // namespace
+
+std::string plots_script(const std::string& given) {
   if (!given.empty()) {  // asked for by name: its absence is the user's mistake to hear of, not a skip
     NUQ_REQUIRE(fs::is_regular_file(given), given, ": --plots names no script (", fs::exists(given) ? "not a file" : "no such file", ")");
     return given;
@@ -60,6 +62,8 @@ std::string find_script(const std::string& given) {
   return fs::exists("scripts/plots.py") ? "scripts/plots.py" : "";
 }
 
+namespace {
+
 std::string find_python() {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv("NUQ_PYTHON"); env && *env) candidates.push_back(env);
@@ -73,7 +77,7 @@ std::string find_python() {
 
 std::string render_figures(const std::string& dir, std::vector<Figure>& figures, const std::string& script,
                            const std::string& bench_dir) {
-  const std::string plots = find_script(script);
+  const std::string plots = plots_script(script);
   if (plots.empty()) return "figures not rendered: scripts/plots.py not found (give --plots or set NUQ_PLOTS)";
   const std::string python = find_python();
   if (python.empty())

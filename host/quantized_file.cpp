@@ -68,14 +68,17 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& recorded) 
   const std::optional<std::int64_t> count = j.contains("levels_count") ? json_integer(j.at("levels_count")) : std::nullopt;
   NUQ_REQUIRE(count && *count >= 2 && *count <= 65536, "the ", to_string(p.method), " codebook's levels_count must be "
               "a whole number in 2..65536");
-  if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
+  // A uniform design's width follows from its levels_count; where it is written it must hold them.
   const std::optional<std::int64_t> bits = j.contains("bits") ? json_integer(j.at("bits")) : std::nullopt;
-  NUQ_REQUIRE(bits && *bits >= 1 && *bits <= 16 && *count <= (std::int64_t{1} << *bits), "the ", to_string(p.method),
-              " codebook's bits ", j.value("bits", nlohmann::json()).dump(), " do not hold its ", *count, " levels");
+  NUQ_REQUIRE((uniform && !j.contains("bits")) || (bits && *bits >= 1 && *bits <= 16 && *count <= (std::int64_t{1} << *bits)),
+              "the ", to_string(p.method), " codebook's bits ", j.value("bits", nlohmann::json()).dump(),
+              " do not hold its ", *count, " levels");
+  if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
   if (p.method == Method::LloydMax) {
     const Codebook designed = lloyd_max_levels(std::size_t(*count));
     if (!recorded.contains("xmax")) p.xmax = designed.provenance().xmax;
     if (!recorded.contains("xmax_rule")) p.rule = designed.provenance().rule;
+    if (!recorded.contains("iterations")) p.iterations = designed.provenance().iterations;
     return Codebook(int(*bits), designed.thresholds(), designed.levels(), p);
   }
   DesignSpec spec;
@@ -252,8 +255,11 @@ bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTens
 
 bool is_quantized_file(const std::map<std::string, std::string>& metadata) {
   if (metadata.count(kKey)) return true;
+  // The checkpoints of the layout before version 1 were other tools' models, never nuq's networks:
+  // a file naming its architecture with this key is nuq train's checkpoint, whatever its text holds.
   const auto legacy = metadata.find(kLegacyCheckpointKey);
-  return legacy != metadata.end() && legacy->second.find("\"tensors\"") != std::string::npos;
+  return legacy != metadata.end() && !metadata.count("nuq.architecture") &&
+         legacy->second.find("\"tensors\"") != std::string::npos;
 }
 
 std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows, int bits, const std::string& where) {

@@ -116,6 +116,20 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroStatus) {
   }
 }
 
+// Integer options are read in decimal whatever their leading zeros: the value checked against the
+// bounds is the value used (CLI11 alone reads "0100" as octal 64 and refuses "09").
+TEST(Cli, WholeNumbersAreDecimal) {
+  CommandResult r = run_nuq("design -m uniform -N 0100 --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output).at("codebook").at("levels_count"), 100);
+  r = run_nuq("design -m uniform -b 09");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("9 (512 levels)"), std::string::npos) << r.output;
+  r = run_nuq("design -m uniform -b 017");  // seventeen, not octal 15
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--bits: '017' is not in 1 to 16"), std::string::npos) << r.output;
+}
+
 TEST(Cli, MismatchAndBitrateAgreeWithTheLibrary) {
   const CommandResult r = run_nuq("mismatch --bits 10 --range=-20:0:10 --json");
   ASSERT_EQ(r.status, 0) << r.output;

@@ -510,9 +510,11 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find("(the cached model of this run: remove it, or give --retrain)"), std::string::npos) << r.output;
   // A plotting script asked for through the environment is checked as --plots is, before the work.
+  const char* developers = std::getenv("NUQ_PLOTS");
+  const std::string kept = developers ? developers : "";
   setenv("NUQ_PLOTS", (d + "/no-plots.py").c_str(), 1);
   r = run_nuq("reproduce --paper mathematics2022 --dataset mnist --model mlp --epochs 1 --data " + d + "/data --out " + d + "/out");
-  unsetenv("NUQ_PLOTS");
+  if (developers) setenv("NUQ_PLOTS", kept.c_str(), 1); else unsetenv("NUQ_PLOTS");
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find("$NUQ_PLOTS=" + d + "/no-plots.py names no script"), std::string::npos) << r.output;
   // (249 bytes and the shortest suffix, ".tmp.<pid>.<n>" of a one-digit pid, are over 255.)

@@ -225,8 +225,8 @@ TEST(CliInspect, ADamagedQuantizedFileIsRefusedAsDequantizeRefusesIt) {
 
 // nuq train's checkpoint (the parameters beside Adam's moments and the shuffle order) is named as
 // what it is: inspect says so, quantize refuses it with what to do instead (it used to suggest
-// dropping nuq.architecture), and it records its data set for eval, which runs its parameters.
-TEST(CliInspect, ATrainingCheckpointIsNamedAndOnlyEvaluated) {
+// dropping nuq.architecture), whatever other options ask, and it records its data set for eval.
+TEST(CliInspect, ATrainingCheckpointIsNamedAndNotQuantized) {
   nuq::test::TempDir dir;
   io::Dataset data;
   data.count = 40, data.rows = data.cols = io::kImageSide;
@@ -255,6 +255,10 @@ TEST(CliInspect, ATrainingCheckpointIsNamedAndOnlyEvaluated) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("a training checkpoint (nuq train's progress"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("q.safetensors")));
+  r = run_nuq("quantize " + checkpoint + " --group-size 64 -o " + dir.file("q.safetensors"));
+  EXPECT_NE(r.output.find("a training checkpoint (nuq train's progress"), std::string::npos) << r.output;
+  r = run_nuq("inspect " + checkpoint + " --skip fc3");
+  EXPECT_NE(r.output.find("a training checkpoint, which nuq quantize refuses"), std::string::npos) << r.output;
   // It records its data set as a saved model does, so that `nuq eval` of it needs no --dataset.
   EXPECT_EQ(io::SafetensorsReader(checkpoint).layout().metadata.at("nuq.dataset"), "fashion");
 }

@@ -48,7 +48,9 @@ const CLI::Validator& non_negative_integer() {
         const std::string significant = text.substr(std::min(text.find_first_not_of('0'), text.size()));
         const std::string most = "18446744073709551615";
         const bool fits = significant.size() < most.size() || (significant.size() == most.size() && significant <= most);
-        return fits ? std::string() : "'" + text + "' is above 18446744073709551615 (2^64 - 1)";
+        if (!fits) return "'" + text + "' is above 18446744073709551615 (2^64 - 1)";
+        text = significant.empty() ? "0" : significant;  // "010" is ten, not CLI11's octal eight
+        return std::string();
       },
       "");
   return validator;
@@ -69,6 +71,7 @@ CLI::Validator whole_number_in(long long lowest, long long highest) {
         if (used == 0 || used != text.size()) return "'" + text + "' is not a whole number";
         if (value < lowest || value > highest)
           return "'" + text + "' is not in " + std::to_string(lowest) + " to " + std::to_string(highest);
+        text = std::to_string(value);  // "0100" is a hundred, not CLI11's octal 64
         return std::string();
       },
       "INT in [" + std::to_string(lowest) + " - " + std::to_string(highest) + "]");

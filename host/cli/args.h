@@ -15,6 +15,10 @@ struct Range {
 };
 Range parse_range(const std::string& text, const std::string& option);
 
+// Both validators below are transforms (`->transform(...)`, not `->check`): they hand CLI11 the
+// number they read, in plain decimal, because CLI11 converts in C's base 0, where "0100" is octal
+// 64 and "09" no number, and would otherwise use another value than the one checked.
+
 // A seed or count given as digits only: CLI11 would read "-1" into an unsigned option as 2^64 - 1,
 // and its NonNegativeNumber prints a 300-digit bound.
 const CLI::Validator& non_negative_integer();

@@ -189,11 +189,11 @@ void add_design_command(CLI::App& app) {
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))
       ->capture_default_str();
   CLI::Option* bits = cmd->add_option("--bits,-b", options->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
-                          ->check(whole_number_in(1, 16))
+                          ->transform(whole_number_in(1, 16))
                           ->capture_default_str();
   cmd->add_option("--levels,-N", options->levels,
                   "Number of levels (default 2^bits; uniform, mulaw and lloyd-max only)")
-      ->check(whole_number_in(2, 65536));
+      ->transform(whole_number_in(2, 65536));
   cmd->add_option("--xmax", options->xmax, "Support threshold x_max (source units); default: optimal");
   cmd->add_option("--optimizer", options->optimizer,
                   "How to find x_max when --xmax is absent: iterative (the design's fixed-point "

@@ -148,8 +148,10 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
   const bool network = shards.size() == 1 && is_nuq_network(shards.front());
   const bool training_checkpoint = network && is_training_checkpoint(io::SafetensorsReader(shards.front()).layout().metadata);
   NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
-              ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip and "
-              "--quantize-vectors are for other checkpoints");
+              training_checkpoint ? ": a training checkpoint, which nuq quantize refuses; --skip and --quantize-vectors "
+                                    "do not apply"
+                                  : ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip "
+                                    "and --quantize-vectors are for other checkpoints");
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors || network;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
@@ -174,7 +176,8 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
     if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
     table.add_row(row);
     tensors.push_back({{"name", t.name}, {"file", t.file}, {"shape", t.shape}, {"dtype", io::to_string(t.dtype)},
-                       {"bytes", t.bytes}, {"quantized", t.kept.empty() && !training_checkpoint}, {"kept_because", t.kept}});
+                       {"bytes", t.bytes}, {"quantized", t.kept.empty() && !training_checkpoint},
+                       {"kept_because", training_checkpoint ? "a training checkpoint, which nuq quantize refuses" : t.kept}});
   }
   for (const std::string& line : plan.warnings) std::cerr << "nuq: warning: " << line << '\n';
   if (o.json) {

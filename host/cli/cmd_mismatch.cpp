@@ -273,7 +273,7 @@ void add_mismatch_commands(CLI::App& app) {
   CLI::App* mismatch = app.add_subcommand(
       "mismatch", "SQNR of a uniform quantizer designed for unit variance over a range of input variance "
                   "(exact and high-rate approximation)");
-  mismatch->add_option("--bits,-b", m->bits, "Bit rate R (2^R levels)")->check(whole_number_in(1, 16))->capture_default_str();
+  mismatch->add_option("--bits,-b", m->bits, "Bit rate R (2^R levels)")->transform(whole_number_in(1, 16))->capture_default_str();
   mismatch->add_option("--range", m->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:30")
       ->capture_default_str();
   CLI::Option* step = mismatch->add_option("--step", m->step, "Step in dB")->capture_default_str();
@@ -308,8 +308,8 @@ void add_mismatch_commands(CLI::App& app) {
   bitrate->add_flag("--quantize-vectors", b->quantize_vectors,
                     "Checkpoints: 1-D tensors count too, as with nuq quantize --quantize-vectors");
   CLI::Option* bitrate_step = bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
-  bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->check(whole_number_in(1, 16))->capture_default_str();
-  bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->check(whole_number_in(1, 16))->capture_default_str();
+  bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->transform(whole_number_in(1, 16))->capture_default_str();
+  bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->transform(whole_number_in(1, 16))->capture_default_str();
   bitrate->add_flag("--json", b->json, "Print JSON");
   bitrate->callback([b, bitrate_step, skip, nonfinite] {
     require_one_step(b->range, *bitrate_step);

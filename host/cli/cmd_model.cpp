@@ -218,6 +218,11 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
 void run_quantize(const QuantizeOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
   const bool network = is_nuq_network(o.input);
+  // Said first: its options (--skip, --group-size) would otherwise be refused for another reason.
+  NUQ_REQUIRE(!network || !is_training_checkpoint(io::SafetensorsReader(o.input).layout().metadata), o.input,
+              ": a training checkpoint (nuq train's progress: the parameters, Adam's moments and the shuffle order); "
+              "quantize the model nuq train saves when it finishes (`nuq train --resume` completes a killed run; "
+              "`nuq eval` reads the parameters as they are)");
   const std::unique_ptr<Backend> backend = make_backend(parse_device(o.device));
   DesignSpec spec;
   spec.method = parse_method(o.method);
@@ -255,9 +260,6 @@ void run_quantize(const QuantizeOptions& o) {
   const io::TensorFile file = io::read_safetensors(o.input);
   NUQ_REQUIRE(!is_quantized_file(file.metadata), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
               "restored weights again");
-  NUQ_REQUIRE(!is_training_checkpoint(file.metadata), o.input, ": a training checkpoint (nuq train's progress: the "
-              "parameters, Adam's moments and the shuffle order); quantize the model nuq train saves when it finishes "
-              "(`nuq train --resume` completes a killed run; `nuq eval` reads the parameters as they are)");
   const Model model = model_from_file(file, o.input, nonfinite);
   for (const auto& entry : file.tensors)  // the quantized file holds the network alone: nothing is dropped silently
     NUQ_REQUIRE(std::any_of(model.parameters.begin(), model.parameters.end(),
@@ -432,8 +434,8 @@ void add_model_commands(CLI::App& app) {
   train_cmd->add_option("--dataset", t->dataset, "mnist or fashion")->check(CLI::IsMember({"mnist", "fashion"}))->capture_default_str();
   train_cmd->add_option("--model", t->model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
   add_data_option(*train_cmd, t->data, "Data folder (default: $NUQ_DATA or data)");
-  train_cmd->add_option("--epochs", t->epochs, "Epochs")->check(whole_number_in(1, 1000))->capture_default_str();
-  train_cmd->add_option("--seed", t->seed, "Seed")->check(non_negative_integer())->capture_default_str();
+  train_cmd->add_option("--epochs", t->epochs, "Epochs")->transform(whole_number_in(1, 1000))->capture_default_str();
+  train_cmd->add_option("--seed", t->seed, "Seed")->transform(non_negative_integer())->capture_default_str();
   train_cmd->add_option("--output,-o", t->output, "Where to save the model (.safetensors)")->required();
   train_cmd->add_flag("--json", t->json, "Print the training log as JSON");
   train_cmd->add_flag("--resume", t->resume,
@@ -454,7 +456,7 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--method,-m", q->method, "Quantizer")
       ->check(CLI::IsMember({"uniform", "sptq", "msptq", "ternary", "mulaw", "lloyd-max"}))->capture_default_str();
   quantize_cmd->add_option("--bits,-b", q->bits, "Code width R (2^R levels; sptq, msptq and ternary: 2)")
-      ->check(whole_number_in(1, 16))->capture_default_str();
+      ->transform(whole_number_in(1, 16))->capture_default_str();
   quantize_cmd->add_option("--support", q->support,
                            "Support region: case1..case5, min-abs, max-abs, 3delta, 3delta-mod, hui, jayant, ternary, or x_max "
                            "(checkpoints: all but case1/min-abs and case2/max-abs, the extremes of nuq's own models)")
@@ -481,7 +483,7 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--group-size", q->group_size,
                            "Checkpoints: each run of N weights along a row gets its own scale (a multiple of 8 that "
                            "divides the rows' length; the codebook is shared; F32 scales add 32/N bits per weight)")
-      ->check(whole_number_in(8, 1 << 20));
+      ->transform(whole_number_in(8, 1 << 20));
   quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
                          "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");

@@ -2,7 +2,6 @@
 // design and support region of Tables 3-7, prints each table with the paper's values beside ours,
 // and writes report.md and report.json.
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <iostream>
@@ -142,10 +141,7 @@ void run_reproduce(const ReproduceOptions& o) {
               "mathematics2022 (or all)");
   NUQ_REQUIRE(o.seed <= std::numeric_limits<std::uint64_t>::max() - std::uint64_t(o.seeds - 1), "--seed ", o.seed,
               " with --seeds ", o.seeds, " runs past the largest seed, 2^64 - 1");
-  NUQ_REQUIRE(o.plots.empty() || std::filesystem::is_regular_file(o.plots), o.plots, ": --plots names no script");
-  if (const char* env = std::getenv("NUQ_PLOTS"); o.plots.empty() && !o.no_figures && env && *env)
-    NUQ_REQUIRE(std::filesystem::is_regular_file(env), "$NUQ_PLOTS=", env,
-                " names no script; unset it for the repository's scripts/plots.py");
+  if (!o.no_figures) plots_script(o.plots);  // --plots or $NUQ_PLOTS naming no script: said before the work
   NUQ_REQUIRE(o.bench.empty() || std::filesystem::is_directory(o.bench), o.bench,
               ": --bench names no folder of bench results");
   ExperimentOptions options;
@@ -251,12 +247,12 @@ void add_reproduce_command(CLI::App& app) {
   add_data_option(*cmd, o->data, "Data folder holding mnist/ and fashion/ (default: $NUQ_DATA or data)");
   cmd->add_option("--out", o->out, "Folder for models, quantized models and the reports")->capture_default_str();
   cmd->add_flag("--retrain", o->retrain, "Train anew even when a cached model exists");
-  cmd->add_option("--epochs", o->epochs, "Training epochs")->check(whole_number_in(1, 1000))->capture_default_str();
+  cmd->add_option("--epochs", o->epochs, "Training epochs")->transform(whole_number_in(1, 1000))->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of initialisation, shuffling and dropout")
-      ->check(non_negative_integer())
+      ->transform(non_negative_integer())
       ->capture_default_str();
   cmd->add_option("--seeds", o->seeds, "Train this many networks (seeds seed, seed+1, ...) and report the spread")
-      ->check(whole_number_in(1, 100))->capture_default_str();
+      ->transform(whole_number_in(1, 100))->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the whole report as JSON instead of tables");
   CLI::Option* no_figures = cmd->add_flag("--no-figures", o->no_figures, "Write neither the figures' data nor their PNGs");
   cmd->add_option("--plots", o->plots, "The plotting script (default: $NUQ_PLOTS or the repository's scripts/plots.py)")

@@ -63,11 +63,16 @@ CsvTable noise_probe_data(const MismatchExperiment& experiment);
 std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<ExperimentResult>& results,
                                       const MismatchExperiment* mismatch = nullptr);
 
-// Renders the PNGs with scripts/plots.py: `script` when given, else $NUQ_PLOTS, else the copy
-// beside the nuq binary's source tree; the first Python of $NUQ_PYTHON, python3 and
+// The plotting script render_figures runs: `script` when given, else $NUQ_PLOTS, else the copy
+// beside the nuq binary's source tree, or "" when there is none. A script asked for (by `script`
+// or $NUQ_PLOTS) that is not a file is an error naming it: callers check it before their work.
+std::string plots_script(const std::string& script = "");
+
+// Renders the PNGs with plots_script(script); the first Python of $NUQ_PYTHON, python3 and
 // /usr/bin/python3 that has matplotlib runs it. `bench_dir` (Google Benchmark JSON; default the
 // repository's bench/results) adds the speed-up figure when it holds results. Marks each figure whose PNG now exists and returns a line
-// saying what happened (never throws for a missing script or Python: the report says so instead).
+// saying what happened (a script or Python not found is said there, not thrown; a script asked
+// for that is not a file throws, as plots_script does).
 std::string render_figures(const std::string& dir, std::vector<Figure>& figures, const std::string& script = "",
                            const std::string& bench_dir = "");
 

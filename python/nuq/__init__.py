@@ -246,7 +246,7 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
         raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
                          "(quantize_state_dict keeps empty tensors as they are)")
     if _is_float64(w):  # numpy's default dtype (rng.laplace gives it): quantized as its float32 rounding
-        w = w.float() if _is_torch(w) else w.astype(np.float32)
+        w = _rounded_to_float32(w, name)
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q
@@ -302,11 +302,36 @@ def _shape(x):
 
 
 def _floating(x) -> bool:
-    """float32, float16 or bfloat16: what nuq quantizes (not float64, not 8-bit floats)."""
+    """float32, float16 or bfloat16: what a state dict has quantized (not float64, kept as nuq quantize
+    keeps F64 tensors; not 8-bit floats)."""
     if _is_torch(x):
         torch = _torch()
         return x.dtype in (torch.float32, torch.float16, torch.bfloat16)
     return np.asarray(x).dtype in (np.float32, np.float16)
+
+
+def _rounded_to_float32(w, name: str):
+    """A float64 array or tensor as float32, refusing a finite weight beyond float32's range (it would
+    round to an infinity and be reported, or saturated, as one the caller never had)."""
+    if _is_torch(w):
+        torch = _torch()
+        w32 = w.detach().float()
+        overflow = torch.isinf(w32) & torch.isfinite(w.detach())
+        if bool(overflow.any()):
+            index = np.unravel_index(int(torch.argmax(overflow.reshape(-1).to(torch.uint8))), tuple(w.shape))
+            value = float(w.detach().reshape(-1)[int(np.ravel_multi_index(index, tuple(w.shape)))])
+    else:
+        with np.errstate(over="ignore"):
+            w32 = w.astype(np.float32)
+        overflow = np.isinf(w32) & np.isfinite(w)
+        if overflow.any():
+            index = np.unravel_index(int(np.argmax(overflow)), w.shape)
+            value = float(w[index])
+    if not bool(overflow.any()):
+        return w32
+    place = ", ".join(str(int(i)) for i in index)
+    raise ValueError(f"quantize: tensor '{name}' element [{place}] is {value:g}, beyond float32's range (3.4e+38), "
+                     "in which nuq quantizes; scale the tensor down first")
 
 
 def _is_float64(x) -> bool:
@@ -379,8 +404,9 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     doubles = [k for k, v in state_dict.items() if _is_float64(v) and len(_shape(v)) >= 2 and not skipped(k, v)]
     if doubles:
         shown = ", ".join(doubles[:5]) + (f" and {len(doubles) - 5} more" if len(doubles) > 5 else "")
-        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (nuq quantizes float32, "
-                      "float16 and bfloat16; convert them with .float() or .astype(np.float32) first)", stacklevel=2)
+        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (a state dict's "
+                      "float32, float16 and bfloat16 tensors are quantized, as nuq quantize keeps F64 ones; convert "
+                      "them with .float() or .astype(np.float32) first to quantize them)", stacklevel=2)
     if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none
         raise ValueError("quantize_state_dict: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
                          "more dimensions, or any with quantize_vectors=True, that skip does not name)")

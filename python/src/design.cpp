@@ -179,8 +179,9 @@ void bind_design(py::module_& m) {
                     return PyCodebook(codebook_from_record(j));
                   },
                   "A Codebook from JSON: Codebook.to_json's, or the codebook a quantized file's header records "
-                  "(the 'codebook' of its __metadata__['nuq.quantized']; a uniform or mu-law design above 256 levels is "
-                  "recorded by its parameters alone and rebuilt bit for bit).",
+                  "(the 'codebook' of its __metadata__['nuq.quantized']; a uniform, mu-law or Lloyd-Max design above 256 "
+                  "levels is recorded by its parameters alone and rebuilt bit for bit; xmax_rule, sigma and iterations "
+                  "may be absent, as docs/format.md says).",
                   py::arg("text"))
       .def("__reduce__",
            [](const PyCodebook& c) {  // (a function of the Python package: pybind11's own do not pickle)

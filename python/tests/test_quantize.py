@@ -235,3 +235,14 @@ def test_float64_is_quantized_as_its_float32_rounding(rng):
         np.testing.assert_array_equal(q64.codes, q32.codes)
         assert q64.dtype == "F32" and q64.dequantize().dtype == np.float32
         assert q64.sqnr_ex_db == q32.sqnr_ex_db and q64.stats == q32.stats
+
+
+def test_float64_beyond_float32s_range_is_named_not_called_infinite(rng):
+    w64 = rng.laplace(size=(8, 16))
+    w64[3, 5] = -1e300  # finite, but float32 would round it to -inf
+    for nonfinite in ("error", "saturate"):  # saturating is for NaN and Inf the caller had
+        with pytest.raises(ValueError, match=r"tensor 'layer' element \[3, 5\] is -1e\+300, beyond float32's range"):
+            nuq.quantize(w64, nuq.design("msptq"), name="layer", nonfinite=nonfinite)
+    w64[3, 5] = np.inf  # a real infinity stays one
+    with pytest.raises(ValueError, match="inf"):
+        nuq.quantize(w64, nuq.design("msptq"), name="layer")

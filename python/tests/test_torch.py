@@ -27,6 +27,19 @@ def test_torch_tensors_quantize_as_their_float32_values(weights, dtype):
     np.testing.assert_array_equal(back.numpy(), reference.dequantize())
 
 
+def test_float64_tensors_quantize_as_their_float32_rounding(weights):
+    c = nuq.design("msptq")
+    t = (weights.double() * (1 + 1e-12)).requires_grad_()  # values float32 rounds back to the weights
+    q = nuq.quantize(t, c)
+    np.testing.assert_array_equal(q.codes, nuq.quantize(weights, c).codes)
+    back = q.dequantize()
+    assert q.dtype == "F32" and isinstance(back, torch.Tensor) and back.dtype == torch.float32
+    t = weights.double()
+    t[2, 7] = 1e39  # finite in float64, infinite in float32
+    with pytest.raises(ValueError, match=r"element \[2, 7\] is 1e\+39, beyond float32's range"):
+        nuq.quantize(t, c)
+
+
 def test_parameters_with_grad_and_qgemm_return_tensors(weights):
     layer = torch.nn.Linear(48, 32)
     with torch.no_grad():
