@@ -162,12 +162,11 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
   if (shards.size() > 1) header.insert(header.begin() + 1, "file");
   TextTable table(header);
   for (const TensorPlan& t : plan.tensors) {
+    const bool quantizes = t.kept.empty() && !training_checkpoint;
     const std::string action = training_checkpoint ? "refused: a training checkpoint"
-                               : t.kept.empty()    ? "quantize"
+                               : quantizes         ? "quantize"
                                                    : "keep: " + t.kept;
-    if (training_checkpoint) {
-      kept_bytes += t.bytes;
-    } else if (t.kept.empty()) {
+    if (quantizes) {
       ++quantized, quantized_bytes += t.bytes, weights += io::element_count(t.shape);
     } else {
       kept_bytes += t.bytes;
@@ -176,7 +175,7 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
     if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
     table.add_row(row);
     tensors.push_back({{"name", t.name}, {"file", t.file}, {"shape", t.shape}, {"dtype", io::to_string(t.dtype)},
-                       {"bytes", t.bytes}, {"quantized", t.kept.empty() && !training_checkpoint},
+                       {"bytes", t.bytes}, {"quantized", quantizes},
                        {"kept_because", training_checkpoint ? "a training checkpoint, which nuq quantize refuses" : t.kept}});
   }
   for (const std::string& line : plan.warnings) std::cerr << "nuq: warning: " << line << '\n';

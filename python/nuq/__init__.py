@@ -315,20 +315,18 @@ def _rounded_to_float32(w, name: str):
     round to an infinity and be reported, or saturated, as one the caller never had)."""
     if _is_torch(w):
         torch = _torch()
-        w32 = w.detach().float()
-        overflow = torch.isinf(w32) & torch.isfinite(w.detach())
-        if bool(overflow.any()):
-            index = np.unravel_index(int(torch.argmax(overflow.reshape(-1).to(torch.uint8))), tuple(w.shape))
-            value = float(w.detach().reshape(-1)[int(np.ravel_multi_index(index, tuple(w.shape)))])
+        w = w.detach()
+        w32 = w.float()
+        overflow = torch.isinf(w32) & torch.isfinite(w)
     else:
         with np.errstate(over="ignore"):
             w32 = w.astype(np.float32)
         overflow = np.isinf(w32) & np.isfinite(w)
-        if overflow.any():
-            index = np.unravel_index(int(np.argmax(overflow)), w.shape)
-            value = float(w[index])
     if not bool(overflow.any()):
         return w32
+    mask = overflow.cpu().numpy() if _is_torch(overflow) else overflow  # the error's path: found on the host
+    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    value = float(w[index])
     place = ", ".join(str(int(i)) for i in index)
     raise ValueError(f"quantize: tensor '{name}' element [{place}] is {value:g}, beyond float32's range (3.4e+38), "
                      "in which nuq quantizes; scale the tensor down first")
