@@ -4,7 +4,10 @@
 #include <filesystem>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "nuq/error.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
@@ -106,12 +109,33 @@ Architecture recorded_architecture(const io::TensorFile& file, const std::string
   }
 }
 
+namespace {
+
+// Training checkpoints written before they carried nuq.dataset (2026-12-05) record the data set
+// only in their run's settings; a record that cannot be read is no record (eval asks for
+// --dataset, as for any model that names none).
+std::string dataset_of_training_run(const std::map<std::string, std::string>& metadata) {
+  if (!is_training_checkpoint(metadata)) return "";
+  try {
+    const nlohmann::json checkpoint = io::parse_json_bounded(metadata.at("nuq.checkpoint"), 16);
+    const nlohmann::json* run = checkpoint.is_object() && checkpoint.contains("run") ? &checkpoint.at("run") : nullptr;
+    if (run == nullptr || !run->is_object() || !run->contains("dataset") || !run->at("dataset").is_string()) return "";
+    return run->at("dataset").get<std::string>();
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+}  // namespace
+
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name) {
   const auto found = file.metadata.find("nuq.dataset");
-  if (found == file.metadata.end()) return "";
-  NUQ_REQUIRE(found->second == "mnist" || found->second == "fashion", name, ": nuq.dataset is '", found->second,
+  const std::string recorded = found != file.metadata.end() ? found->second : dataset_of_training_run(file.metadata);
+  if (recorded.empty() && found == file.metadata.end()) return "";
+  const std::string key = found != file.metadata.end() ? "nuq.dataset" : "the training run's dataset";
+  NUQ_REQUIRE(recorded == "mnist" || recorded == "fashion", name, ": ", key, " is '", recorded,
               "', expected mnist or fashion");
-  return found->second;
+  return recorded;
 }
 
 bool is_nuq_network(const std::string& input) {

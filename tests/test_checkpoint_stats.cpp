@@ -139,8 +139,8 @@ TEST(CheckpointStats, QuantizedFilesAndCheckpointsWithNothingToQuantizeAreRefuse
   norms.tensors["norm.weight"] = io::f32_tensor({8}, std::vector<float>(8, 1.0f));
   io::write_safetensors(dir.file("norms.safetensors"), norms);
   EXPECT_THROW(checkpoint_weight_stats(dir.file("norms.safetensors"), StreamOptions{}), Error);
-  // Two constant matrices: unnormalised, each meets the design at its rms, |0.5|, as a tensor off
-  // centre (told so); all-zero weights have no signal for a floor to keep.
+  // Two constant matrices: unnormalised, each meets the design at its rms, |0.5| (told that the
+  // model says nothing of one value); all-zero weights have no signal for a floor to keep.
   io::TensorFile constants;
   constants.tensors["a.weight"] = io::f32_tensor({4, 8}, std::vector<float>(32, 0.5f));
   constants.tensors["b.weight"] = io::f32_tensor({4, 8}, std::vector<float>(32, -0.5f));
@@ -155,10 +155,11 @@ TEST(CheckpointStats, QuantizedFilesAndCheckpointsWithNothingToQuantizeAreRefuse
   EXPECT_EQ(each.status, 0) << each.output;
   EXPECT_NE(each.output.find("per tensor from -6.02 dB"), std::string::npos) << each.output;
   EXPECT_NE(each.output.find("to -6.02 dB"), std::string::npos) << each.output;
-  EXPECT_NE(each.output.find("warning: " + dir.file("constants.safetensors") + ": weights off centre: 'a.weight' (mean 0.5, "
-                             "sigma 0), 'b.weight' (mean -0.5, sigma 0)"),
+  EXPECT_NE(each.output.find("warning: " + dir.file("constants.safetensors") + ": constant weights: 'a.weight' (every "
+                             "weight 0.5), 'b.weight' (every weight -0.5)"),
             std::string::npos)
       << each.output;
+  EXPECT_EQ(each.output.find("off centre"), std::string::npos) << each.output;
   io::TensorFile zeros;
   zeros.tensors["a.weight"] = io::f32_tensor({4, 8}, std::vector<float>(32, 0.0f));
   io::write_safetensors(dir.file("zeros.safetensors"), zeros);

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/error.h"
 #include "nuq/io/dataset.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
@@ -261,4 +262,15 @@ TEST(CliInspect, ATrainingCheckpointIsNamedAndNotQuantized) {
   EXPECT_NE(r.output.find("a training checkpoint, which nuq quantize refuses"), std::string::npos) << r.output;
   // It records its data set as a saved model does, so that `nuq eval` of it needs no --dataset.
   EXPECT_EQ(io::SafetensorsReader(checkpoint).layout().metadata.at("nuq.dataset"), "fashion");
+  // One written before that records its data set only in its run's settings, which eval reads.
+  io::TensorFile older = io::read_safetensors(checkpoint);
+  older.metadata.erase("nuq.dataset");
+  EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "fashion");
+  older.metadata["nuq.checkpoint"] = R"({"run": {"dataset": "cifar"}})";
+  EXPECT_THROW(nuq::recorded_dataset(older, checkpoint), nuq::Error);
+  older.metadata["nuq.checkpoint"] = "{\"run\": ";  // unreadable: no record, so eval asks for --dataset
+  EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "");
+  older.metadata.erase("nuq.architecture");  // not a training checkpoint: its run is not consulted
+  older.metadata["nuq.checkpoint"] = R"({"run": {"dataset": "mnist"}})";
+  EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "");
 }

@@ -130,23 +130,37 @@ double mismatch_db(const WeightStats& stats, const std::string& what) {
   return db;
 }
 
+// The first three of `entries`, and how many more.
+std::string first_few(const std::vector<std::string>& entries) {
+  std::string names;
+  for (std::size_t i = 0; i < entries.size() && i < 3; ++i) names += (i ? ", " : "") + entries[i];
+  if (entries.size() > 3) names += " and " + std::to_string(entries.size() - 3) + " more";
+  return names;
+}
+
 // The rule's source is a centred Laplacian. Weights with a mean of their own are judged at their
 // rms, but the model is then a rougher guide (the support is met sooner on the mean's side):
 // those whose mean is more than a quarter of their standard deviation are named (a nameless entry
-// stands for all the weights together).
+// stands for all the weights together). Constant weights (all-zero ones never reach here) are
+// named apart: they have no spread to be off centre of, and the model says nothing of one value.
 void warn_of_offsets(const std::vector<const TensorStats*>& tensors, const std::string& what) {
-  std::vector<std::string> offset;
-  for (const TensorStats* t : tensors)
-    if (std::abs(t->stats.mean) > 0.25 * t->stats.stddev())
-      offset.push_back((t->name.empty() ? std::string("all together") : "'" + t->name + "'") + " (mean " +
-                       significant_text(t->stats.mean, 4) + ", sigma " + significant_text(t->stats.stddev(), 4) + ")");
-  if (offset.empty()) return;
-  std::string names;
-  for (std::size_t i = 0; i < offset.size() && i < 3; ++i) names += (i ? ", " : "") + offset[i];
-  if (offset.size() > 3) names += " and " + std::to_string(offset.size() - 3) + " more";
-  std::cerr << "nuq: warning: " << what << ": weights off centre: " << names
-            << ": the rule judges them at their rms, mean included, but its model is a centred Laplacian, so the "
-               "SQNR measured can differ (nuq quantize --normalise per-tensor takes the mean out)\n";
+  std::vector<std::string> offset, constant;
+  for (const TensorStats* t : tensors) {
+    const std::string name = t->name.empty() ? std::string("all together") : "'" + t->name + "'";
+    if (t->stats.stddev() == 0.0)
+      constant.push_back(name + " (every weight " + significant_text(t->stats.mean, 4) + ")");
+    else if (std::abs(t->stats.mean) > 0.25 * t->stats.stddev())
+      offset.push_back(name + " (mean " + significant_text(t->stats.mean, 4) + ", sigma " +
+                       significant_text(t->stats.stddev(), 4) + ")");
+  }
+  if (!offset.empty())
+    std::cerr << "nuq: warning: " << what << ": weights off centre: " << first_few(offset)
+              << ": the rule judges them at their rms, mean included, but its model is a centred Laplacian, so the "
+                 "SQNR measured can differ (nuq quantize --normalise per-tensor takes the mean out)\n";
+  if (!constant.empty())
+    std::cerr << "nuq: warning: " << what << ": constant weights: " << first_few(constant)
+              << ": the rule judges them at their rms, but its model is a Laplacian, and the SQNR of one repeated "
+                 "value is that of the one level it meets, above or below the rule's\n";
 }
 
 nlohmann::json scale_json(const TensorStats& t) {
