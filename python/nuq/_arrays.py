@@ -1,0 +1,137 @@
+"""What nuq takes in and gives back: numpy arrays and PyTorch tensors as views the library reads
+in place (or one copy where it cannot), paths as the bytes the file system takes, and results as
+the caller's array type."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+def _torch():
+    """PyTorch when it is installed and already imported by the caller (nuq never needs it)."""
+    import sys
+    return sys.modules.get("torch")
+
+
+def _is_torch(x) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _as_numpy(x, name: str):
+    """(array, dtype tag, torch device or None): a view of `x`'s memory where one is possible."""
+    if _is_torch(x):
+        torch = _torch()
+        device = x.device
+        if device.type == "meta":
+            raise ValueError(f"tensor '{name}' is on PyTorch's meta device: it has a shape but no values (load or "
+                             "materialise its weights first)")
+        if x.layout != torch.strided:
+            raise TypeError(f"tensor '{name}' has PyTorch's {x.layout} layout; nuq reads dense tensors "
+                            "(x.to_dense() first)")
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()  # documented: device tensors are copied to the host
+        t = t.resolve_conj().resolve_neg().contiguous()  # lazy conjugate or negation bits: the values as they read
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits go as uint16, tagged
+            return t.view(torch.int16).numpy().view(np.uint16), "BF16", device
+        return t.numpy(), None, device
+    a = np.asarray(x)
+    if not (a.flags.c_contiguous and a.flags.aligned) or not a.dtype.isnative:
+        native = a.dtype if a.dtype.isnative else np.dtype(a.dtype.name)  # name: the native, canonical dtype
+        a = np.require(a, dtype=native, requirements=["C", "A"])  # strided, unaligned or byte-swapped: one copy
+    return a, _stored_dtype(a), None
+
+
+def _as_stored(x, name: str, stacklevel: int = 3):
+    """`_as_numpy` for what is written or quantized: a float32 array ``load`` widened from bfloat16
+    is tagged BF16 while every value still is a bfloat16 (the library reads it in place and records
+    or writes bfloat16, so that a file keeps the dtype it had); one whose values bfloat16 no longer
+    holds goes as float32, with a warning."""
+    a, tag, device = _as_numpy(x, name)
+    if tag is not None or a.dtype != np.float32 or (a.dtype.metadata or {}).get("widened_from") != "BF16":
+        return a, tag, device
+    if a.reshape(-1).view(np.uint16)[0::2].any():  # C-contiguous, little-endian: the low halves, in place
+        warnings.warn(f"tensor '{name}': nuq.load widened it from bfloat16, but it now holds values bfloat16 cannot "
+                      "represent: it goes as float32", stacklevel=stacklevel)
+        return a, tag, device
+    return a, "BF16", device
+
+
+def _stored_dtype(a):
+    """The safetensors dtype ``load`` tagged a byte array with (8-bit and packed floats), or None."""
+    return (a.dtype.metadata or {}).get("safetensors") if isinstance(a, np.ndarray) else None
+
+
+def _path(path) -> bytes:
+    """A file name from str, bytes or os.PathLike, as the bytes the file system takes (so that a name
+    that is not UTF-8 reaches the library as it is)."""
+    try:
+        name = os.fsencode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"a path must be str, bytes or os.PathLike, not {type(path).__name__}") from None
+    if b"\0" in name:  # the C library would end the name there: another file than the one named
+        raise ValueError(f"{os.fsdecode(name)!r}: a path cannot hold a NUL byte")
+    return name
+
+
+def _check_names(names, what: str) -> None:
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: the name {name!r} is not a string (tensors are named by strings)")
+
+
+def _on_cuda(x) -> bool:
+    return _is_torch(x) and x.device.type == "cuda"
+
+
+def _like(array: np.ndarray, device):
+    """`array` as the caller's type: a torch tensor on `device` when the input was one."""
+    if device is None:
+        return array
+    torch = _torch()
+    t = torch.from_numpy(array)
+    return t if device.type == "cpu" else t.to(device)
+
+
+def _shape(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _floating(x) -> bool:
+    """float32, float16 or bfloat16: what a state dict has quantized (not float64, kept as nuq quantize
+    keeps F64 tensors; not 8-bit floats)."""
+    if _is_torch(x):
+        torch = _torch()
+        return x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return np.asarray(x).dtype in (np.float32, np.float16)
+
+
+def _is_float64(x) -> bool:
+    if _is_torch(x):
+        return x.dtype == _torch().float64
+    return isinstance(x, np.ndarray) and x.dtype == np.float64
+
+
+def _rounded_to_float32(w, name: str):
+    """A float64 array or tensor as float32, refusing a finite weight beyond float32's range (it would
+    round to an infinity and be reported, or saturated, as one the caller never had)."""
+    if _is_torch(w):
+        torch = _torch()
+        w = w.detach()
+        w32 = w.float()
+        overflow = torch.isinf(w32) & torch.isfinite(w)
+    else:
+        with np.errstate(over="ignore"):
+            w32 = w.astype(np.float32)
+        overflow = np.isinf(w32) & np.isfinite(w)
+    if not bool(overflow.any()):
+        return w32
+    mask = overflow.cpu().numpy() if _is_torch(overflow) else overflow  # the error's path: found on the host
+    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    value = float(w[index])
+    place = ", ".join(str(int(i)) for i in index)
+    raise ValueError(f"quantize: tensor '{name}' element [{place}] is {value:g}, beyond float32's range (3.4e+38), "
+                     "in which nuq quantizes; scale the tensor down first")

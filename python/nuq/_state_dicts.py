@@ -1,0 +1,184 @@
+"""Whole state dicts: which tensors are quantized (as ``nuq quantize`` chooses in a checkpoint)
+and which are kept, and every quantized one restored."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import warnings
+
+import numpy as np
+
+from . import _nuq
+from ._arrays import _as_stored, _check_names, _floating, _is_float64, _is_torch, _shape, _stored_dtype
+from ._files import to_float32
+from ._nuq import Codebook, QuantizedTensor
+from ._quantize import _check_options, _device_path, _quantize_on_device
+
+def _skip_patterns(skip):
+    """skip as a list of globs and compiled regular expressions (a generator is read once)."""
+    if skip is None or callable(skip):
+        return skip
+    if isinstance(skip, (bytes, bytearray)):
+        raise ValueError("skip: a glob string or a compiled regular expression, not bytes")
+    if isinstance(skip, (str, re.Pattern)):
+        return [skip]
+    try:
+        patterns = list(skip)
+    except TypeError:
+        raise ValueError(f"skip: {skip!r}; give None, a callable skip(name, tensor), a glob string, a compiled "
+                         "regular expression, or a list of globs and expressions") from None
+    for pattern in patterns:
+        if not isinstance(pattern, (str, re.Pattern)):
+            raise ValueError(f"skip: {pattern!r} is neither a glob string nor a compiled regular expression")
+    return patterns
+
+
+def _matches(pattern, name: str) -> bool:
+    if isinstance(pattern, re.Pattern):
+        return pattern.search(name) is not None  # as `nuq quantize --skip`: searched, not anchored
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _module(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _kept_by_default(state_dict, quantize_vectors: bool):
+    """The floating tensors ``nuq quantize`` keeps in a checkpoint: empty ones, vectors and scalars
+    (norms, biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
+    module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
+    marks = [k for k, v in state_dict.items() if _marks_a_quantized_module(k, v)]
+    # Its module, and itself as one (bitsandbytes keeps `<m>.weight.absmax` beside the U8 `<m>.weight`)
+    elsewhere = {m for k in marks for m in (_module(k), k) if m}
+    vector = lambda v: not quantize_vectors and len(_shape(v)) < 2
+    return {k for k, v in state_dict.items()
+            if _floating(v) and (vector(v) or 0 in _shape(v) or _module(k) in elsewhere)}
+
+
+def _marks_a_quantized_module(name: str, v) -> bool:
+    """A tensor of another dtype that says its module was quantized by another tool: packed codes
+    or 8-bit weights (I32, U8, I8, FP8, F4, ...), never an index or counter buffer (I64, U64, bool:
+    BatchNorm's num_batches_tracked, position_ids) or a one-element tensor."""
+    if not hasattr(v, "dtype") or isinstance(v, QuantizedTensor) or _floating(v):
+        return False
+    if int(np.prod(_shape(v), dtype=np.int64)) <= 1:
+        return False
+    dtype = str(v.dtype).replace("torch.", "")
+    return dtype not in ("int64", "uint64", "bool", "float64")
+
+
+def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
+                        group_size: int | None = None, device: str = "auto", nonfinite: str = "error",
+                        quantize_vectors: bool = False) -> dict:
+    """Quantize the float32/float16/bfloat16 matrices of a state dict with one codebook, as
+    ``nuq quantize`` does a checkpoint (the same tensors kept, the same codes).
+
+    Kept as they are: 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
+    breaks a model) unless quantize_vectors=True (Algorithm 1 of the paper quantizes every
+    parameter, biases included: nuq's own models are quantized so); the floating tensors of a
+    module that also holds a tensor of another dtype (another tool's quantized module: FP8 weights'
+    scales, GPTQ's scales beside its int32 qweight); and what `skip` names: None, a callable
+    ``skip(name, tensor) -> bool``, or patterns, each a glob matched against the whole name
+    (``"*.bias"``, ``"*norm*"``) or a compiled regular expression searched in it, as ``nuq quantize
+    --skip`` does (``re.compile("embed_tokens|lm_head")``); a pattern that names no tensor warns.
+    With normalise="global" the mean and standard deviation of all quantized tensors together
+    normalise each; group_size as in ``quantize`` (every quantized tensor's rows must split into
+    groups). Returns a dict with a QuantizedTensor for each quantized entry and the original object
+    for every other. A state dict holding QuantizedTensors, or nothing to quantize, is a ValueError,
+    as ``nuq quantize`` refuses such a checkpoint. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
+    """
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
+    _check_names(state_dict.keys(), "quantize_state_dict")
+    _check_options("quantize_state_dict", codebook, normalise, group_size, nonfinite, device)
+    # As `nuq quantize` refuses a quantized file: codes quantized again with another codebook would
+    # otherwise come back unchanged, under the old design, with nothing said.
+    already = [k for k, v in state_dict.items() if isinstance(v, QuantizedTensor)]
+    if already:
+        raise ValueError(f"quantize_state_dict: tensor '{already[0]}' is already quantized"
+                         f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
+                         "first to quantize the restored weights again")
+    patterns = _skip_patterns(skip)
+    if patterns is not None and not callable(patterns):
+        for pattern in patterns:
+            if not any(_matches(pattern, k) for k in state_dict):
+                how = ("a regular expression, searched in each name" if isinstance(pattern, re.Pattern) else
+                       "a glob, matched against the whole name; pass re.compile(...) for a regular expression")
+                shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+                warnings.warn(f"quantize_state_dict: skip pattern {shown!r} names no tensor ({how})", stacklevel=2)
+    kept = _kept_by_default(state_dict, quantize_vectors)
+
+    def skipped(name, tensor):
+        if name in kept or patterns is None:
+            return name in kept
+        if callable(patterns):
+            return bool(patterns(name, tensor))
+        return any(_matches(p, name) for p in patterns)
+
+    chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
+    doubles = [k for k, v in state_dict.items() if _is_float64(v) and len(_shape(v)) >= 2 and not skipped(k, v)]
+    if doubles:
+        shown = ", ".join(doubles[:5]) + (f" and {len(doubles) - 5} more" if len(doubles) > 5 else "")
+        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (a state dict's "
+                      "float32, float16 and bfloat16 tensors are quantized, as nuq quantize keeps F64 ones; convert "
+                      "them with .float() or .astype(np.float32) first to quantize them)", stacklevel=2)
+    if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none
+        raise ValueError("quantize_state_dict: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
+                         "more dimensions, or any with quantize_vectors=True, that skip does not name)")
+    if _device_path([v for _, v in chosen], device):
+        out = dict(state_dict)
+        out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))
+        return out
+    inputs = []
+    for k, v in chosen:  # (a loop, not a comprehension: _as_stored's warnings point at the caller)
+        inputs.append((k,) + _as_stored(v, k))
+    quantized = _nuq._quantize([(k, a, tag) for k, a, tag, _ in inputs], codebook, normalise, group_size, device,
+                               nonfinite) if inputs else []
+    out = dict(state_dict)
+    for (k, _, _, torch_device), q in zip(inputs, quantized):
+        q._device = torch_device
+        out[k] = q
+    return out
+
+
+def _as_torch_tensor(name: str, value):
+    """A value of a loaded state dict as a torch tensor: numpy arrays through ``torch.from_numpy``
+    (bfloat16 as widened, exactly; 8-bit floats through ``to_float32``); torch tensors as they are."""
+    import torch  # asked for by name: imported here if the caller has not
+    if _is_torch(value) or not isinstance(value, np.ndarray):
+        return value
+    tag = _stored_dtype(value)  # (bfloat16 is widened, not tagged so: it goes through from_numpy below)
+    if tag is not None:
+        if tag.startswith("F8"):
+            return torch.from_numpy(to_float32(value))
+        raise ValueError(f"dequantize_state_dict: tensor '{name}' holds {tag} values, which torch has no dtype for")
+    try:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    except TypeError as e:
+        raise ValueError(f"dequantize_state_dict: tensor '{name}': {e}") from None
+
+
+def dequantize_state_dict(state_dict, *, as_torch: bool = False, dtype="float32") -> dict:
+    """Every QuantizedTensor of a dict replaced by its dequantized values: torch tensors (on their
+    device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``). With
+    as_torch=True every value is a torch tensor (numpy arrays through ``torch.from_numpy``, 8-bit
+    floats widened exactly), ready for ``model.load_state_dict``. dtype is
+    ``QuantizedTensor.dequantize``'s ("source": each tensor's own); other values are left as they are."""
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"dequantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
+    out = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, QuantizedTensor):
+            out[k] = _as_torch_tensor(k, v) if as_torch else v
+            continue
+        try:
+            restored = v.dequantize(dtype)
+        except ValueError as e:
+            raise ValueError(f"dequantize_state_dict: tensor '{k}': {e}") from None
+        if as_torch and isinstance(restored, np.ndarray):
+            import torch
+            bf16 = (restored.dtype.metadata or {}).get("widened_from") == "BF16"  # asked for: bfloat16 again
+            restored = torch.from_numpy(restored).to(torch.bfloat16) if bf16 else torch.from_numpy(restored)
+        out[k] = restored
+    return out
