@@ -138,10 +138,14 @@ std::string recorded_dataset(const io::TensorFile& file, const std::string& name
   return recorded;
 }
 
-bool is_nuq_network(const std::string& input) {
-  if (std::filesystem::is_directory(input) || std::filesystem::path(input).extension() == ".json") return false;
-  return io::SafetensorsReader(input).layout().metadata.count("nuq.architecture") > 0;
+std::optional<std::map<std::string, std::string>> nuq_network_metadata(const std::string& input) {
+  if (std::filesystem::is_directory(input) || std::filesystem::path(input).extension() == ".json") return std::nullopt;
+  std::map<std::string, std::string> metadata = io::SafetensorsReader(input).layout().metadata;
+  if (metadata.count("nuq.architecture") == 0) return std::nullopt;
+  return metadata;
 }
+
+bool is_nuq_network(const std::string& input) { return nuq_network_metadata(input).has_value(); }
 
 bool is_training_checkpoint(const std::map<std::string, std::string>& metadata) {
   // Quantized files before format version 1 also used nuq.checkpoint, but never beside an architecture.

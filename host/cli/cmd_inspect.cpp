@@ -145,8 +145,9 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
 
 void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards) {
   // nuq's own networks (one file recording its architecture) are quantized whole, as nuq quantize does.
-  const bool network = shards.size() == 1 && is_nuq_network(shards.front());
-  const bool training_checkpoint = network && is_training_checkpoint(io::SafetensorsReader(shards.front()).layout().metadata);
+  const auto network_metadata = shards.size() == 1 ? nuq_network_metadata(shards.front()) : std::nullopt;
+  const bool network = network_metadata.has_value();
+  const bool training_checkpoint = network && is_training_checkpoint(*network_metadata);
   NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
               training_checkpoint ? ": a training checkpoint, which nuq quantize refuses; --skip and --quantize-vectors "
                                     "do not apply"

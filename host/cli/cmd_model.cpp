@@ -217,9 +217,10 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
 
 void run_quantize(const QuantizeOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
-  const bool network = is_nuq_network(o.input);
+  const auto network_metadata = nuq_network_metadata(o.input);
+  const bool network = network_metadata.has_value();
   // Said first: its options (--skip, --group-size) would otherwise be refused for another reason.
-  NUQ_REQUIRE(!network || !is_training_checkpoint(io::SafetensorsReader(o.input).layout().metadata), o.input,
+  NUQ_REQUIRE(!network || !is_training_checkpoint(*network_metadata), o.input,
               ": a training checkpoint (nuq train's progress: the parameters, Adam's moments and the shuffle order); "
               "quantize the model nuq train saves when it finishes (`nuq train --resume` completes a killed run; "
               "`nuq eval` reads the parameters as they are)");
@@ -465,7 +466,7 @@ void add_model_commands(CLI::App& app) {
   CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "
                            "per-channel (each output row its own; codebooks up to 8 bits), or none (the codebook meets "
-                           "the weights as they are)")
+                           "the weights as they are); with --group-size, per-channel whatever the default says")
       ->check(CLI::IsMember({"global", "per-tensor", "per-channel", "none"}))->capture_default_str();
   quantize_cmd->add_option("--nonfinite", q->nonfinite,
                            "NaN or Inf in the weights: error (names the tensor and index), or saturate (+-Inf to the "
@@ -482,7 +483,8 @@ void add_model_commands(CLI::App& app) {
                            "such as an FP8 weight's weight_scale_inv or GPTQ's scales)");
   quantize_cmd->add_option("--group-size", q->group_size,
                            "Checkpoints: each run of N weights along a row gets its own scale (a multiple of 8 that "
-                           "divides the rows' length; the codebook is shared; F32 scales add 32/N bits per weight)")
+                           "divides the rows' length; the codebook is shared; F32 scales add 32/N bits per weight); "
+                           "implies --normalise per-channel, the only normalisation groups take")
       ->transform(whole_number_in(8, 1 << 20));
   quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
                          "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");

@@ -141,6 +141,20 @@ void validate(const DesignSpec& spec) {
 
 }  // namespace
 
+Method parse_designed_method(const std::string& name) {
+  constexpr Method kDesigned[] = {Method::Uniform, Method::Sptq,  Method::Msptq,
+                                  Method::Ternary, Method::MuLaw, Method::LloydMax};
+  std::string choices;
+  for (Method method : kDesigned) {
+    if (name == to_string(method)) return method;
+    choices += (choices.empty() ? "" : ", ") + to_string(method);
+  }
+  throw Error("unknown method '" + name + "' (choose one of: " + choices + ")" +
+              (name == to_string(Method::Custom) ? "; custom names a codebook another writer recorded, which nothing "
+                                                   "designs (Codebook.from_json reads one)"
+                                                 : ""));
+}
+
 std::size_t level_count(const DesignSpec& spec) {
   NUQ_REQUIRE(spec.bits >= 1 && spec.bits <= 16, "design: bits must be in 1..16, got ", spec.bits);
   const std::size_t capacity = std::size_t{1} << spec.bits;

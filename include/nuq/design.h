@@ -48,6 +48,10 @@ XmaxRule default_rule(const DesignSpec& spec);
 
 DesignResult design(const DesignSpec& spec);
 
+// A method nuq designs, by name: every Method but Custom (a codebook another writer recorded,
+// which files carry but nothing designs). Throws nuq::Error listing the methods it designs.
+Method parse_designed_method(const std::string& name);
+
 // The spec's quantizer at a given support threshold (source units), whatever its rule says; a
 // ternary spec's alpha scales it (x_max = alpha * xmax), as a given x_max in design().
 Codebook codebook_at_xmax(const DesignSpec& spec, double xmax);

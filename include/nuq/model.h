@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,10 @@ std::string recorded_dataset(const io::TensorFile& file, const std::string& name
 // nuq.architecture), which commands take whole through Algorithm 1; anything else (another file, a
 // folder of shards, an index) is a checkpoint. Only the header is read.
 bool is_nuq_network(const std::string& input);
+// The metadata of `input` when it is one of nuq's networks (as is_nuq_network), else none: for
+// callers that go on to ask what the network file is (is_training_checkpoint) without reading its
+// header again.
+std::optional<std::map<std::string, std::string>> nuq_network_metadata(const std::string& input);
 
 // Whether a file's metadata is that of nuq train's checkpoint (a network's parameters beside Adam's
 // moments and the shuffle order, written after every epoch): `nuq eval` and `bitrate --model` read

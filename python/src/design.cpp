@@ -49,7 +49,7 @@ PyCodebook run_design(const std::string& method, int bits, std::optional<double>
                       std::optional<std::size_t> levels, std::optional<std::string> rule, double alpha, double mu,
                       std::optional<double> init, std::optional<double> epsilon) {
   DesignSpec spec;
-  spec.method = parse_method(method);
+  spec.method = parse_designed_method(method);
   spec.bits = bits;
   spec.levels = levels;
   spec.xmax = xmax;
@@ -208,7 +208,7 @@ void bind_design(py::module_& m) {
       [](const std::string& method, double start, double stop, double step, int bits, double sigma, double alpha,
          double mu) {
         DesignSpec spec;
-        spec.method = parse_method(method);
+        spec.method = parse_designed_method(method);
         spec.bits = bits;
         spec.sigma = sigma;
         spec.alpha = alpha;
