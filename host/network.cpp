@@ -216,7 +216,7 @@ std::vector<std::uint8_t> predict(Network& network, const io::Dataset& data) {
       const float* row = &logits[i * kClasses];
       // NaN compares false with everything, so max_element would call such an image class 0: weights
       // whose products overflow float32 would be given an accuracy rather than named.
-      for (int c = 0; c < kClasses; ++c)
+      for (std::size_t c = 0; c < kClasses; ++c)
         NUQ_REQUIRE(std::isfinite(row[c]), "the network's output for image ", start + i, " is ", row[c], " (class ", c,
                     "): its weights or activations overflow float32, so no class can be read from it");
       classes[start + i] = static_cast<std::uint8_t>(std::max_element(row, row + kClasses) - row);

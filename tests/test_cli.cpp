@@ -260,7 +260,9 @@ TEST(Cli, ACheckpointTakesSupportRegionsInSigmas) {
                                         " " + c.design + " --support " + c.region + " --json");
     ASSERT_EQ(given.status, 0) << what << ": " << given.output;
     const double chosen = nlohmann::json::parse(given.output).at("codebook").at("xmax").get<double>();
-    if (!std::isnan(c.xmax)) EXPECT_NEAR(chosen, c.xmax, 1e-4) << what;
+    if (!std::isnan(c.xmax)) {
+      EXPECT_NEAR(chosen, c.xmax, 1e-4) << what;
+    }
     std::ostringstream at;  // --xmax is scaled by --alpha as the rule's x_max is
     at.precision(17);
     at << chosen / c.alpha;

@@ -89,8 +89,11 @@ TEST(CliInspect, TellsWhatQuantizeWillDoAndQuantizeDoesIt) {
 
   // --quantize-vectors changes the plan as it changes the run.
   const nlohmann::json vectors = json_of("inspect " + input + " --quantize-vectors --json");
-  for (const nlohmann::json& t : vectors.at("tensors"))
-    if (t.at("name") == "a.bias") EXPECT_TRUE(t.at("quantized"));
+  for (const nlohmann::json& t : vectors.at("tensors")) {
+    if (t.at("name") == "a.bias") {
+      EXPECT_TRUE(t.at("quantized"));
+    }
+  }
 
   // The quantized file: the run's tensors, bits per weight all in and kept bytes, adding up to the file.
   const nlohmann::json held = json_of("inspect " + output + " --json");
