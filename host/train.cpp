@@ -137,6 +137,20 @@ void save_checkpoint(const std::string& path, const Model& model, Adam& adam, co
 // What to do instead, in both commands that resume (`nuq train --resume` and `nuq reproduce`).
 constexpr const char* kTrainAnew = "train anew (nuq train without --resume, nuq reproduce --retrain)";
 
+// A checkpoint refused with what to do already said (another run's, a diverged one, one beyond
+// --epochs): train() passes it on as it is, while any other error reading the checkpoint gets the
+// advice for a damaged file.
+class AdvisedRefusal : public Error {
+ public:
+  using Error::Error;
+};
+
+// NUQ_REQUIRE for such a refusal (a macro as NUQ_REQUIRE is: the message is built only on failure).
+#define NUQ_REFUSE_CHECKPOINT_UNLESS(condition, ...) \
+  do {                                                \
+    if (!(condition)) throw AdvisedRefusal(::nuq::detail::concat(__VA_ARGS__)); \
+  } while (0)
+
 // Restores model, optimizer and state from `path`; a checkpoint of another run is an error that
 // says which setting differs.
 void load_checkpoint(const std::string& path, Model& model, Adam& adam, TrainingState& state, const nlohmann::json& run,
@@ -153,15 +167,15 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
       }
     }();
     for (const auto& [key, value] : run.items()) {
-      NUQ_REQUIRE(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
-                  " (an older nuq wrote it); ", kTrainAnew);
-      NUQ_REQUIRE(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
+      NUQ_REFUSE_CHECKPOINT_UNLESS(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
+                                   " (an older nuq wrote it); ", kTrainAnew);
+      NUQ_REFUSE_CHECKPOINT_UNLESS(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
                   c.at("run").at(key).dump(), ", this run has ", value.dump(), "; resume with the same settings, or ", kTrainAnew);
     }
     const Model saved = model_from_file(file, path, NonFinite::Skip);  // a resumed run's own message, below
     for (const Parameter& p : saved.parameters) {
       const auto bad = std::find_if(p.values.begin(), p.values.end(), [](float v) { return !std::isfinite(v); });
-      NUQ_REQUIRE(bad == p.values.end(), path, ": tensor '", p.name, "' element ", bad - p.values.begin(), " is ", *bad,
+      NUQ_REFUSE_CHECKPOINT_UNLESS(bad == p.values.end(), path, ": tensor '", p.name, "' element ", bad - p.values.begin(), " is ", *bad,
                   "; training from it cannot continue (it diverged, or the file was damaged): ", kTrainAnew);
     }
     for (std::size_t k = 0; k < model.parameters.size(); ++k) {
@@ -205,7 +219,7 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
     NUQ_REQUIRE(c.at("epoch").is_number_unsigned() || c.at("epoch").get<std::int64_t>() >= 0, path,
                 ": the checkpoint's epoch ", c.at("epoch").dump(), " is negative");
     // Not negative, so read as unsigned: an epoch past 2^63 does not wrap around.
-    NUQ_REQUIRE(c.at("epoch").get<std::uint64_t>() <= std::uint64_t(config.epochs), path,
+    NUQ_REFUSE_CHECKPOINT_UNLESS(c.at("epoch").get<std::uint64_t>() <= std::uint64_t(config.epochs), path,
                 ": the checkpoint is at epoch ", c.at("epoch").dump(), ", beyond this run's ", config.epochs,
                 " epochs (more --epochs, or train anew)");
     const std::int64_t epoch = c.at("epoch").get<std::int64_t>();
@@ -223,6 +237,8 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
     throw Error(path + ": nuq.checkpoint metadata: " + e.what());
   }
 }
+
+#undef NUQ_REFUSE_CHECKPOINT_UNLESS
 
 }  // namespace
 
@@ -246,11 +262,11 @@ std::vector<EpochLog> train(Model& model, const io::Dataset& data, const TrainCo
   if (config.resume && !config.checkpoint.empty() && std::filesystem::exists(config.checkpoint)) {
     try {
       load_checkpoint(config.checkpoint, model, adam, state, run, config, batches_per_epoch(data, config));
+    } catch (const AdvisedRefusal&) {
+      throw;
     } catch (const Error& e) {
       // A truncated or damaged file's own message (from the reader) says what is wrong, not what to do.
-      const std::string message = e.what();
-      if (message.find("train anew") != std::string::npos) throw;
-      throw Error(message + " (a damaged training checkpoint: remove it, or " + kTrainAnew + ")");
+      throw Error(std::string(e.what()) + " (a damaged training checkpoint: remove it, or " + kTrainAnew + ")");
     }
     if (progress) *progress << "resuming from " << config.checkpoint << " after epoch " << state.epoch << '\n';
   }
