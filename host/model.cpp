@@ -112,15 +112,17 @@ Architecture recorded_architecture(const io::TensorFile& file, const std::string
 namespace {
 
 // Training checkpoints written before they carried nuq.dataset (2026-12-05) record the data set
-// only in their run's settings; a record that cannot be read is no record (eval asks for
-// --dataset, as for any model that names none).
+// only in their run's settings; a record that cannot be read, or names a data set nuq does not
+// know, is no record (eval asks for --dataset, as for any model that names none; bitrate and the
+// others, which do not test, go on).
 std::string dataset_of_training_run(const std::map<std::string, std::string>& metadata) {
   if (!is_training_checkpoint(metadata)) return "";
   try {
     const nlohmann::json checkpoint = io::parse_json_bounded(metadata.at("nuq.checkpoint"), 16);
     const nlohmann::json* run = checkpoint.is_object() && checkpoint.contains("run") ? &checkpoint.at("run") : nullptr;
     if (run == nullptr || !run->is_object() || !run->contains("dataset") || !run->at("dataset").is_string()) return "";
-    return run->at("dataset").get<std::string>();
+    const std::string dataset = run->at("dataset").get<std::string>();
+    return dataset == "mnist" || dataset == "fashion" ? dataset : "";
   } catch (const Error&) {
     return "";
   }
@@ -130,12 +132,10 @@ std::string dataset_of_training_run(const std::map<std::string, std::string>& me
 
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name) {
   const auto found = file.metadata.find("nuq.dataset");
-  const std::string recorded = found != file.metadata.end() ? found->second : dataset_of_training_run(file.metadata);
-  if (recorded.empty() && found == file.metadata.end()) return "";
-  const std::string key = found != file.metadata.end() ? "nuq.dataset" : "the training run's dataset";
-  NUQ_REQUIRE(recorded == "mnist" || recorded == "fashion", name, ": ", key, " is '", recorded,
+  if (found == file.metadata.end()) return dataset_of_training_run(file.metadata);
+  NUQ_REQUIRE(found->second == "mnist" || found->second == "fashion", name, ": nuq.dataset is '", found->second,
               "', expected mnist or fashion");
-  return recorded;
+  return found->second;
 }
 
 std::optional<std::map<std::string, std::string>> nuq_network_metadata(const std::string& input) {

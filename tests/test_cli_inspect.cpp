@@ -269,8 +269,11 @@ TEST(CliInspect, ATrainingCheckpointIsNamedAndNotQuantized) {
   io::TensorFile older = io::read_safetensors(checkpoint);
   older.metadata.erase("nuq.dataset");
   EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "fashion");
-  older.metadata["nuq.checkpoint"] = R"({"run": {"dataset": "cifar"}})";
+  older.metadata["nuq.checkpoint"] = R"({"run": {"dataset": "cifar"}})";  // a guess at an old file: no record
+  EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "");
+  older.metadata["nuq.dataset"] = "cifar";  // what the file says of itself must be a data set nuq knows
   EXPECT_THROW(nuq::recorded_dataset(older, checkpoint), nuq::Error);
+  older.metadata.erase("nuq.dataset");
   older.metadata["nuq.checkpoint"] = "{\"run\": ";  // unreadable: no record, so eval asks for --dataset
   EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "");
   older.metadata.erase("nuq.architecture");  // not a training checkpoint: its run is not consulted

@@ -466,7 +466,7 @@ void add_model_commands(CLI::App& app) {
   CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "
                            "per-channel (each output row its own; codebooks up to 8 bits), or none (the codebook meets "
-                           "the weights as they are); with --group-size, per-channel whatever the default says")
+                           "the weights as they are); --group-size takes per-channel (its default) and refuses the others")
       ->check(CLI::IsMember({"global", "per-tensor", "per-channel", "none"}))->capture_default_str();
   quantize_cmd->add_option("--nonfinite", q->nonfinite,
                            "NaN or Inf in the weights: error (names the tensor and index), or saturate (+-Inf to the "

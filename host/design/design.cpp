@@ -268,6 +268,8 @@ std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, do
   NUQ_REQUIRE((to - from) / step < kMaxSweepPoints, "design: the sweep asks for more than ",
               kMaxSweepPoints, " points");
   const auto count = static_cast<long>(std::floor((to - from) / step + 1e-9)) + 1;
+  NUQ_REQUIRE(spec.method != Method::LloydMax, "design: lloyd-max places every threshold and level itself (the Lloyd "
+              "iteration), so it has no x_max to sweep; sweep uniform, sptq, msptq, ternary or mulaw");
   validate(spec);
   require_affordable(double(count), double(level_count(spec)), "design: the sweep");
   std::vector<SweepPoint> points;

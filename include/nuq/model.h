@@ -59,9 +59,10 @@ Model make_model(Architecture architecture, std::uint64_t seed);
 // none (`otherwise` says what the file then is) or it is unknown.
 Architecture recorded_architecture(const io::TensorFile& file, const std::string& name, const std::string& otherwise);
 
-// The data set a file records in nuq.dataset ("mnist" or "fashion"), or in the run settings of a
-// training checkpoint that predates that key; "" when it records none. Throws nuq::Error naming
-// `name` for any other value.
+// The data set a file records in nuq.dataset ("mnist" or "fashion"), or "" when it records none.
+// Throws nuq::Error naming `name` for any other value of nuq.dataset. A training checkpoint that
+// predates that key is read for the data set its run's settings name, where they name mnist or
+// fashion (anything else there is no record).
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name);
 
 // Whether `input` is one of nuq's own networks (a single file whose header records

@@ -26,6 +26,11 @@ from ._nuq import Codebook, QuantizedTensor, bit_rate, design, devices, mismatch
 from ._quantize import _device_path, quantize
 from ._state_dicts import dequantize_state_dict, quantize_state_dict
 
+# Defined in private modules, they are nuq's: help(), reprs and pickles name them as nuq.<function>.
+for _public in (quantize, quantize_state_dict, dequantize_state_dict, load, load_metadata, save, to_float32):
+    _public.__module__ = __name__
+del _public
+
 
 # What pickles of a Codebook or QuantizedTensor call to restore them (their __reduce__ names these:
 # the classes cannot be made empty and filled afterwards, and pybind11's functions do not pickle).

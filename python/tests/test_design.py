@@ -111,6 +111,8 @@ def test_sweep_minimum_is_the_iterative_optimum():
                                      "lloyd-max)"),
     (lambda: nuq.design("custom"), "custom names a codebook another writer recorded"),  # not offered, then refused
     (lambda: nuq.sweep("custom", 0.5, 1.0, 0.1), "choose one of: uniform, sptq, msptq, ternary, mulaw, lloyd-max)"),
+    (lambda: nuq.sweep("lloyd-max", 0.5, 1.0, 0.1), "lloyd-max places every threshold and level itself (the Lloyd "
+                                                    "iteration), so it has no x_max to sweep"),
     (lambda: nuq.design("sptq", 0), "bits"),
     (lambda: nuq.design("sptq", xmax=-1.0), "x_max"),
     (lambda: nuq.support_xmax("case1"), "w_min and w_max"),

@@ -246,3 +246,12 @@ def test_float64_beyond_float32s_range_is_named_not_called_infinite(rng):
     w64[3, 5] = np.inf  # a real infinity stays one
     with pytest.raises(ValueError, match="inf"):
         nuq.quantize(w64, nuq.design("msptq"), name="layer")
+
+
+def test_the_public_functions_are_nuqs_wherever_they_are_defined():
+    import pickle
+    for name in ("quantize", "quantize_state_dict", "dequantize_state_dict", "load", "load_metadata", "save",
+                 "to_float32", "qgemm"):
+        function = getattr(nuq, name)
+        assert function.__module__ == "nuq", name
+        assert pickle.loads(pickle.dumps(function)) is function, name
