@@ -142,10 +142,9 @@ void validate(const DesignSpec& spec) {
 }  // namespace
 
 Method parse_designed_method(const std::string& name) {
-  constexpr Method kDesigned[] = {Method::Uniform, Method::Sptq,  Method::Msptq,
-                                  Method::Ternary, Method::MuLaw, Method::LloydMax};
   std::string choices;
-  for (Method method : kDesigned) {
+  for (int m = 0; m < int(Method::Custom); ++m) {  // every method before Custom (codebook.h)
+    const Method method = Method(m);
     if (name == to_string(method)) return method;
     choices += (choices.empty() ? "" : ", ") + to_string(method);
   }

@@ -19,6 +19,7 @@
 namespace nuq {
 
 // Which family of quantizer a codebook comes from. The bit width is never part of the method.
+// Custom (levels another writer recorded) stays last: the methods before it are those nuq designs.
 enum class Method { Uniform, Sptq, Msptq, Ternary, MuLaw, LloydMax, Custom };
 
 // How the support threshold x_max of a design was chosen.
