@@ -6,6 +6,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/widen.h"
+#include "nuq/list_text.h"
 #include "nuq/sharded_checkpoint.h"
 
 namespace nuq {
@@ -133,12 +134,9 @@ std::vector<std::string> keeping_warnings(const ShardReaders& readers, const Str
       if (f64_matrix && !skipped) f64.push_back("'" + name + "'");
     }
     if (f64.empty()) continue;
-    std::string names;
-    for (std::size_t i = 0; i < f64.size() && i < 3; ++i) names += (i ? ", " : "") + f64[i];
-    if (f64.size() > 3) names += " and " + std::to_string(f64.size() - 3) + " more";
     warnings.push_back(reader->path() + ": " + std::to_string(f64.size()) +
                        " F64 tensor(s) kept as they are: nuq quantizes F32, F16 and BF16 (convert them to float32 "
-                       "to quantize them): " + names);
+                       "to quantize them): " + first_few(f64, 3));
   }
   if (o.skip && !skip_named_one)
     warnings.push_back("--skip names no tensor of the checkpoint that it could keep (it is searched in each full name, e.g. "

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/dataset.h"
 #include "nuq/io/json_parse.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
@@ -122,7 +123,7 @@ std::string dataset_of_training_run(const std::map<std::string, std::string>& me
     const nlohmann::json* run = checkpoint.is_object() && checkpoint.contains("run") ? &checkpoint.at("run") : nullptr;
     if (run == nullptr || !run->is_object() || !run->contains("dataset") || !run->at("dataset").is_string()) return "";
     const std::string dataset = run->at("dataset").get<std::string>();
-    return dataset == "mnist" || dataset == "fashion" ? dataset : "";
+    return io::is_known_dataset(dataset) ? dataset : "";
   } catch (const Error&) {
     return "";
   }
@@ -133,7 +134,7 @@ std::string dataset_of_training_run(const std::map<std::string, std::string>& me
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name) {
   const auto found = file.metadata.find("nuq.dataset");
   if (found == file.metadata.end()) return dataset_of_training_run(file.metadata);
-  NUQ_REQUIRE(found->second == "mnist" || found->second == "fashion", name, ": nuq.dataset is '", found->second,
+  NUQ_REQUIRE(io::is_known_dataset(found->second), name, ": nuq.dataset is '", found->second,
               "', expected mnist or fashion");
   return found->second;
 }

@@ -16,6 +16,7 @@
 #include "nuq/io/json_parse.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
+#include "nuq/list_text.h"
 #include "nuq/quantized_file.h"
 
 namespace nuq {
@@ -147,11 +148,7 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
   for (fs::directory_iterator it(index.has_parent_path() ? index.parent_path() : fs::path("."), ec), end; !ec && it != end; it.increment(ec))
     if (it->path().extension() == ".safetensors" && !named.count(it->path().filename().string()))
       unnamed.insert(it->path().filename().string());
-  std::string list;
-  std::size_t listed = 0;
-  for (const std::string& file : unnamed)
-    if (listed++ < kMaxDisagreements) list += (list.empty() ? "" : ", ") + file;
-  if (unnamed.size() > kMaxDisagreements) list += " and " + std::to_string(unnamed.size() - kMaxDisagreements) + " more";
+  const std::string list = first_few(std::vector<std::string>(unnamed.begin(), unnamed.end()), kMaxDisagreements);
   if (!unnamed.empty())
     found.push_back(index.string() + ": names no tensor in " + list + " beside it; " +
                     (unnamed.size() == 1 ? "that file is not read (nor do other tools read it)"

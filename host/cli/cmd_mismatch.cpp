@@ -13,6 +13,7 @@
 #include "nuq/checkpoint_stats.h"
 #include "nuq/error.h"
 #include "nuq/laplace.h"
+#include "nuq/list_text.h"
 #include "nuq/mismatch.h"
 #include "nuq/number_text.h"
 #include "nuq/model.h"
@@ -130,14 +131,6 @@ double mismatch_db(const WeightStats& stats, const std::string& what) {
   return db;
 }
 
-// The first three of `entries`, and how many more.
-std::string first_few(const std::vector<std::string>& entries) {
-  std::string names;
-  for (std::size_t i = 0; i < entries.size() && i < 3; ++i) names += (i ? ", " : "") + entries[i];
-  if (entries.size() > 3) names += " and " + std::to_string(entries.size() - 3) + " more";
-  return names;
-}
-
 // The rule's source is a centred Laplacian. Weights with a mean of their own are judged at their
 // rms, but the model is then a rougher guide (the support is met sooner on the mean's side):
 // those whose mean is more than a quarter of their standard deviation are named (a nameless entry
@@ -154,11 +147,11 @@ void warn_of_offsets(const std::vector<const TensorStats*>& tensors, const std::
                        significant_text(t->stats.stddev(), 4) + ")");
   }
   if (!offset.empty())
-    std::cerr << "nuq: warning: " << what << ": weights off centre: " << first_few(offset)
+    std::cerr << "nuq: warning: " << what << ": weights off centre: " << first_few(offset, 3)
               << ": the rule judges them at their rms, mean included, but its model is a centred Laplacian, so the "
                  "SQNR measured can differ (nuq quantize --normalise per-tensor takes the mean out)\n";
   if (!constant.empty())
-    std::cerr << "nuq: warning: " << what << ": constant weights: " << first_few(constant)
+    std::cerr << "nuq: warning: " << what << ": constant weights: " << first_few(constant, 3)
               << ": the rule judges them at their rms, but its model is a Laplacian, and the SQNR of one repeated "
                  "value is that of the one level it meets, above or below the rule's\n";
 }

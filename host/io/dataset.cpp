@@ -30,8 +30,10 @@ std::string data_root(const std::string& flag) {
   return "data";
 }
 
+bool is_known_dataset(const std::string& name) { return name == "mnist" || name == "fashion"; }
+
 std::string dataset_dir(const std::string& root, const std::string& name) {
-  NUQ_REQUIRE(name == "mnist" || name == "fashion", "unknown dataset '", name,
+  NUQ_REQUIRE(is_known_dataset(name), "unknown dataset '", name,
               "' (choose mnist or fashion)");
   return (std::filesystem::path(root) / name).string();
 }

@@ -22,6 +22,9 @@ constexpr int kClasses = 10;
 // The data folder: the --data flag if given (non-empty), else $NUQ_DATA, else "data".
 std::string data_root(const std::string& flag = "");
 
+// Whether `name` is a data set nuq knows: "mnist" or "fashion".
+bool is_known_dataset(const std::string& name);
+
 // The folder of a dataset ("mnist" or "fashion") under the data root.
 std::string dataset_dir(const std::string& root, const std::string& name);
 
