@@ -202,6 +202,12 @@ def main():
                   f"SM clock up to {d['sm_clock_khz'] / 1e3:.0f} MHz.\n")
     except (TypeError, ValueError, KeyError, IndexError):
         facts += "\n(no device facts from `nuq devices --json`)\n"
+    try:  # cuBLAS is opened on first use; `nuq devices` opens it and says which it found
+        listing = json.loads(devices)
+        facts += (f"\ncuBLAS {listing['cublas']}.\n" if "cublas" in listing
+                  else f"\ncuBLAS not loaded: {listing.get('cublas_error', 'not reported')}.\n")
+    except (TypeError, ValueError):
+        pass
     kernel = (read(os.path.join(s, "kernel.txt")) or "").strip()
     if kernel:
         facts += f"\nHost kernel: `{kernel}`" + (" (gVisor: no compute-sanitizer, no hardware counters for ncu)"

@@ -7,6 +7,7 @@ namespace nuq::cuda {
 bool compiled() { return false; }
 std::vector<DeviceInfo> devices() { return {}; }
 std::string unavailable_reason() { return "nuq was built without the CUDA backend (NUQ_CUDA=OFF or no nvcc)"; }
+std::string cublas_library() { throw Error("cuBLAS: " + unavailable_reason()); }
 
 std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>&, double, int) {
   throw Error("laplace_distortion_batch: " + unavailable_reason());

@@ -231,9 +231,9 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   DeviceBuffer<float> y(m * n);
   const DeviceQuantizedMatrix w{codes.data(), levels.data(), n, k, bits, 0, device_row_stride(k, bits)};
   cublasHandle_t handle = nullptr;  // DequantCublas's, created outside the timed runs
-  if (kernel == QgemmKernel::DequantCublas) NUQ_CUBLAS_CHECK(cublasCreate(&handle));
+  if (kernel == QgemmKernel::DequantCublas) NUQ_CUBLAS_CHECK(cublas().create(&handle));
   const auto destroy = [&] {
-    if (handle) cublasDestroy(handle);
+    if (handle) cublas().destroy(handle);
   };
   try {
     EventTimer timer(device);
@@ -273,21 +273,21 @@ double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, 
   const cublasComputeType_t compute = peer == DensePeer::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   cublasHandle_t handle = nullptr;
-  NUQ_CUBLAS_CHECK(cublasCreate(&handle));
+  NUQ_CUBLAS_CHECK(cublas().create(&handle));
   double ms = 0.0;
   try {
     EventTimer timer(device);
     // Row-major Y[m, n] = X[m, k] W[n, k]^T is column-major Y^T[n, m] = W[k, n]^T X^T[k, m].
     ms = timer.median_ms(runs, [&] {
-      NUQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one, weights.data(), type,
+      NUQ_CUBLAS_CHECK(cublas().gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &one, weights.data(), type,
                                     int(k), x.data(), type, int(k), &zero, y.data(), CUDA_R_32F, int(n), compute,
                                     CUBLAS_GEMM_DEFAULT));
     });
   } catch (...) {
-    cublasDestroy(handle);
+    cublas().destroy(handle);
     throw;
   }
-  NUQ_CUBLAS_CHECK(cublasDestroy(handle));
+  NUQ_CUBLAS_CHECK(cublas().destroy(handle));
   return ms;
 }
 

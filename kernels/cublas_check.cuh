@@ -7,21 +7,23 @@
 #include <cstdio>
 #include <string>
 
+#include "cublas_library.cuh"
 #include "nuq/error.h"
 
-#define NUQ_CUBLAS_CHECK(statement)                                                                    \
-  do {                                                                                                 \
-    const cublasStatus_t nuq_status_ = (statement);                                                    \
-    if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                          \
+#define NUQ_CUBLAS_CHECK(statement)                                                                \
+  do {                                                                                             \
+    const cublasStatus_t nuq_status_ = (statement);                                                \
+    if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                      \
       throw ::nuq::Error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": cuBLAS error in `" + \
-                         #statement + "`: " + cublasGetStatusString(nuq_status_));                      \
+                         #statement + "`: " + ::nuq::cuda::cublas().status_string(nuq_status_));  \
   } while (0)
 
-// For destructors, which must not throw: a failure is reported on stderr.
+// For destructors, which must not throw: a failure is reported on stderr. (A handle to destroy
+// means the library was loaded, so cublas() returns without loading anything.)
 #define NUQ_CUBLAS_CHECK_NOTHROW(statement)                                                       \
   do {                                                                                            \
     const cublasStatus_t nuq_status_ = (statement);                                               \
     if (nuq_status_ != CUBLAS_STATUS_SUCCESS)                                                     \
       std::fprintf(stderr, "%s:%d: cuBLAS error in `%s`: %s\n", __FILE__, __LINE__, #statement,   \
-                   cublasGetStatusString(nuq_status_));                                           \
+                   ::nuq::cuda::cublas().status_string(nuq_status_));                             \
   } while (0)

@@ -296,16 +296,16 @@ class CudaBackend final : public Backend {
     NUQ_REQUIRE(m <= std::size_t(INT_MAX) && rows <= std::size_t(INT_MAX) && cols <= std::size_t(INT_MAX), "gemm: ",
                 m, " x ", rows, " x ", cols, " exceeds cuBLAS's 32-bit dimensions");
     if (!cublas_) {
-      NUQ_CUBLAS_CHECK(cublasCreate(&cublas_));
+      NUQ_CUBLAS_CHECK(cublas().create(&cublas_));
       // FP32 in FP32: no TF32 tensor cores, so the baseline is the true single-precision product.
-      NUQ_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
+      NUQ_CUBLAS_CHECK(cublas().set_math_mode(cublas_, CUBLAS_PEDANTIC_MATH));
     }
     DeviceBuffer<float> dw(rows * cols), dx(m * cols), dy(m * rows);
     if (rows * cols) NUQ_CUDA_CHECK(cudaMemcpy(dw.data(), w, rows * cols * sizeof(float), cudaMemcpyHostToDevice));
     if (m * cols) NUQ_CUDA_CHECK(cudaMemcpy(dx.data(), x, m * cols * sizeof(float), cudaMemcpyHostToDevice));
     // Row-major Y[m, rows] is column-major Y^T[rows, m] = W (row-major [rows, cols], so op T) * X^T.
     const float one = 1.0f, zero = 0.0f;
-    NUQ_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(cols), &one, dw.data(),
+    NUQ_CUBLAS_CHECK(cublas().sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(cols), &one, dw.data(),
                                  int(cols), dx.data(), int(cols), &zero, dy.data(), int(rows)));
     NUQ_CUDA_CHECK(cudaMemcpy(y, dy.data(), m * rows * sizeof(float), cudaMemcpyDeviceToHost));
     add_bias(bias, m, rows, y);
@@ -316,9 +316,9 @@ class CudaBackend final : public Backend {
     // the slots' streams drained first (Stream's destructor), the caller's device given back after.
     const DeviceScope on_device(device_, DeviceScope::NoThrow{});
     slots_.reset();
-    if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublasDestroy(cublas_));
+    if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublas().destroy(cublas_));
     for (const auto& [stream, handle] : bf16_cublas_)
-      if (handle) NUQ_CUBLAS_CHECK_NOTHROW(cublasDestroy(handle));
+      if (handle) NUQ_CUBLAS_CHECK_NOTHROW(cublas().destroy(handle));
   }
 
  private:
@@ -397,7 +397,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t bf16_cublas(cudaStream_t stream) {
     const std::lock_guard<std::mutex> lock(bf16_cublas_mutex_);
     cublasHandle_t& handle = bf16_cublas_[stream];  // (launch_qgemm_dequant_cublas sets its stream)
-    if (!handle) NUQ_CUBLAS_CHECK(cublasCreate(&handle));
+    if (!handle) NUQ_CUBLAS_CHECK(cublas().create(&handle));
     return handle;
   }
   std::string name_;

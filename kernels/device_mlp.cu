@@ -77,9 +77,9 @@ class Mlp {
     try {
       NUQ_CUDA_CHECK(cudaStreamCreate(&stream_));
       if (!quantized_) {
-        NUQ_CUBLAS_CHECK(cublasCreate(&cublas_));
-        NUQ_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));  // FP32, no TF32
-        NUQ_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+        NUQ_CUBLAS_CHECK(cublas().create(&cublas_));
+        NUQ_CUBLAS_CHECK(cublas().set_math_mode(cublas_, CUBLAS_PEDANTIC_MATH));  // FP32, no TF32
+        NUQ_CUBLAS_CHECK(cublas().set_stream(cublas_, stream_));
       }
     } catch (...) {
       release();
@@ -117,14 +117,14 @@ class Mlp {
     }
     // Row-major Y[m, rows] = X W^T is column-major Y^T = W (row-major [rows, cols]: op T) * X^T.
     const float one = 1.0f, zero = 0.0f;
-    NUQ_CUBLAS_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(layer.rows), int(m), int(layer.cols), &one,
+    NUQ_CUBLAS_CHECK(cublas().sgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(layer.rows), int(m), int(layer.cols), &one,
                                  layer.weights.data(), int(layer.cols), x, int(layer.cols), &zero, y,
                                  int(layer.rows)));
     launch_bias_relu(y, m, layer.rows, layer.bias.data(), relu, stream_);
   }
 
   void release() noexcept {  // a destructor does not throw: failures are reported, not raised
-    if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublasDestroy(cublas_));
+    if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublas().destroy(cublas_));
     // cudaStreamDestroy returns at once, work still queued; the layers' memory is freed after this,
     // so what was launched (an error may have cut a forward pass short) finishes first.
     if (stream_) NUQ_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream_));

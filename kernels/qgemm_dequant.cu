@@ -123,7 +123,7 @@ void launch_qgemm_dequant_cublas(const __nv_bfloat16* d_x, std::size_t m, const 
     launch_bias_relu(d_y, m, w.n, d_bias, relu, stream);
     return;
   }
-  NUQ_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  NUQ_CUBLAS_CHECK(cublas().set_stream(handle, stream));
   const std::size_t band = dequant_band_rows(w.n, w.k);
   const PoolScratch weights(band * w.k * sizeof(__nv_bfloat16), stream);
   const float one = 1.0f, zero = 0.0f;
@@ -131,7 +131,7 @@ void launch_qgemm_dequant_cublas(const __nv_bfloat16* d_x, std::size_t m, const 
     const std::size_t rows = std::min(band, w.n - first);
     launch_dequantize_bf16(w, first, rows, weights.as<__nv_bfloat16>(), stream);
     // Row-major Y[m, n] = X W^T is column-major Y^T[n, m]; this band fills its rows first..first+rows.
-    NUQ_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(w.k), &one,
+    NUQ_CUBLAS_CHECK(cublas().gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(w.k), &one,
                                   weights.as<__nv_bfloat16>(), CUDA_R_16BF, int(w.k), d_x, CUDA_R_16BF, int(w.k), &zero,
                                   d_y + first, CUDA_R_32F, int(w.n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }

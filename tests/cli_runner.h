@@ -14,9 +14,11 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// `arguments` is shell text: quote what needs quoting.
-inline CommandResult run_nuq(const std::string& arguments) {
-  const std::string command = std::string(NUQ_BINARY) + " " + arguments + " 2>&1 </dev/null";
+// `arguments` is shell text: quote what needs quoting. `environment`, shell text too, goes before
+// the command (e.g. "LD_DEBUG=files").
+inline CommandResult run_nuq(const std::string& arguments, const std::string& environment = "") {
+  const std::string command =
+      (environment.empty() ? "" : environment + " ") + std::string(NUQ_BINARY) + " " + arguments + " 2>&1 </dev/null";
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return {-1, "popen failed"};
   std::string output;

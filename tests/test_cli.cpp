@@ -98,6 +98,27 @@ TEST(Cli, DevicesAlwaysAnswers) {
   EXPECT_TRUE(j.at("devices").is_array());
 }
 
+// cuBLAS is opened when first used, not at start (kernels/cublas_library.cuh): the dynamic
+// loader's own log (LD_DEBUG=files) shows which libraries a run opened. `nuq devices` opens it on
+// purpose and says which file it found.
+TEST(Cli, CublasIsOpenedOnlyWhenUsed) {
+  const CommandResult design = run_nuq("design -m sptq --json", "LD_DEBUG=files");
+  ASSERT_EQ(design.status, 0) << design.output;
+  EXPECT_EQ(design.output.find("libcublas"), std::string::npos) << design.output;
+  const CommandResult devices = run_nuq("devices --json");
+  ASSERT_EQ(devices.status, 0) << devices.output;
+  const auto j = nlohmann::json::parse(devices.output);
+  if (!j.at("cuda_compiled").get<bool>()) {
+    EXPECT_FALSE(j.contains("cublas")) << devices.output;
+    return;
+  }
+  ASSERT_TRUE(j.contains("cublas")) << devices.output;  // this machine has the toolkit it was built with
+  EXPECT_NE(j.at("cublas").get<std::string>().find("libcublas.so."), std::string::npos) << devices.output;
+  const CommandResult traced = run_nuq("devices", "LD_DEBUG=files");
+  EXPECT_NE(traced.output.find("libcublas.so."), std::string::npos) << traced.output;
+  EXPECT_NE(traced.output.find("\ncuBLAS: "), std::string::npos) << traced.output;
+}
+
 TEST(Cli, BadInputGivesAClearErrorAndNonZeroStatus) {
   struct Case {
     const char* arguments;

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "nuq/cuda.h"
+#include "nuq/error.h"
 #include "table.h"
 #include "json_text.h"
 
@@ -28,10 +29,26 @@ void add_devices_command(CLI::App& app) {
                         {"peak_bandwidth_gbs", cuda::peak_bandwidth_gbs(d)}});
       nlohmann::json j = {{"cuda_compiled", cuda::compiled()}, {"devices", list}};
       if (devices.empty()) j["reason"] = cuda::unavailable_reason();
+      if (cuda::compiled()) {
+        try {
+          j["cublas"] = cuda::cublas_library();
+        } catch (const Error& e) {
+          j["cublas_error"] = e.what();
+        }
+      }
       std::cout << json_text(j) << '\n';
       return;
     }
     std::cout << "CUDA backend: " << (cuda::compiled() ? "compiled" : "not compiled") << '\n';
+    if (cuda::compiled()) {
+      // The backend's GEMMs and the benchmarks' peers open cuBLAS when first used: load it now,
+      // so that a library the loader cannot find shows here rather than in the middle of a run.
+      try {
+        std::cout << "cuBLAS: " << cuda::cublas_library() << '\n';
+      } catch (const Error& e) {
+        std::cout << "cuBLAS: not loaded: " << e.what() << '\n';
+      }
+    }
     if (devices.empty()) {
       std::cout << cuda::unavailable_reason() << "; nuq computes on the CPU.\n";
       return;

@@ -55,6 +55,12 @@ double peak_bandwidth_gbs(const DeviceInfo& device);
 std::vector<DeviceInfo> devices();
 std::string unavailable_reason();
 
+// The cuBLAS this build opens on first use (it is not linked; kernels/cublas_library.cuh): its
+// version and the file the loader found, e.g. "13.0.2 (/usr/local/cuda/lib64/libcublas.so.13)".
+// Opens it if no call has yet. Throws nuq::Error saying why it cannot be loaded, or that the CUDA
+// backend is not built.
+std::string cublas_library();
+
 // The exact Laplacian distortion of many codebooks at once (sweeps over x_max, searches over
 // designs), one thread block per codebook, double precision. Throws nuq::Error when CUDA is
 // unavailable or a CUDA call fails (with file:line and the CUDA message).

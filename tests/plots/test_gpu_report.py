@@ -32,6 +32,7 @@ assert "## Tests\n\n2 passed, 1 failed, 0 skipped" in text, "the two test steps'
 assert "- racecheck: timeout 30s" in text and "- initcheck: not run" in text
 # On gVisor the tools refuse the device: said so, and the runtime named beside the device.
 assert "- synccheck: failed 1 2s; the runtime refused the device" in text
+assert "cuBLAS 13.0.2 (/usr/local/cuda/lib64/libcublas.so.13)." in text
 assert "Host kernel: `Linux 4.4.0 x86_64` (gVisor: no compute-sanitizer" in text
 assert "| 2^30 | 2.406 | 3681.6 | 4300.0 | 0.86 |" in text and "### GPU, two-bit codes\n" in text
 # Every path side by side per case, and the wins that choose the dispatch (within one arithmetic,
