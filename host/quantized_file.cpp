@@ -69,8 +69,8 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& recorded) 
   NUQ_REQUIRE(count && *count >= 2 && *count <= 65536, "the ", to_string(p.method), " codebook's levels_count must be "
               "a whole number in 2..65536");
   // A uniform design's width follows from its levels_count; where it is written it must hold them.
-  const std::optional<std::int64_t> bits = j.contains("bits") ? json_integer(j.at("bits")) : std::nullopt;
-  NUQ_REQUIRE((uniform && !j.contains("bits")) || (bits && *bits >= 1 && *bits <= 16 && *count <= (std::int64_t{1} << *bits)),
+  const std::int64_t bits = j.contains("bits") ? json_integer(j.at("bits")).value_or(0) : 0;  // 0: none, or not whole
+  NUQ_REQUIRE((uniform && !j.contains("bits")) || (bits >= 1 && bits <= 16 && *count <= (std::int64_t{1} << bits)),
               "the ", to_string(p.method), " codebook's bits ", j.value("bits", nlohmann::json()).dump(),
               " do not hold its ", *count, " levels");
   if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
@@ -79,11 +79,11 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& recorded) 
     if (!recorded.contains("xmax")) p.xmax = designed.provenance().xmax;
     if (!recorded.contains("xmax_rule")) p.rule = designed.provenance().rule;
     if (!recorded.contains("iterations")) p.iterations = designed.provenance().iterations;
-    return Codebook(int(*bits), designed.thresholds(), designed.levels(), p);
+    return Codebook(int(bits), designed.thresholds(), designed.levels(), p);
   }
   DesignSpec spec;
   spec.method = Method::MuLaw;
-  spec.bits = int(*bits);
+  spec.bits = int(bits);
   spec.levels = std::size_t(*count);
   spec.mu = *p.mu;
   const Codebook designed = codebook_at_xmax(spec, p.xmax);

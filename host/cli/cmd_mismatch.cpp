@@ -248,8 +248,7 @@ void run_bitrate(const BitrateOptions& o) {
   const std::vector<BitRateChoice> rates = worst_cases(from, to, step, o.min_bits, o.max_bits);
   const auto keeps = std::find_if(rates.begin(), rates.end(),
                                   [&](const BitRateChoice& w) { return w.worst_sqnr_db >= *o.sqnr_min; });
-  const std::optional<BitRateChoice> choice =
-      keeps == rates.end() ? std::nullopt : std::optional<BitRateChoice>(*keeps);
+  const BitRateChoice* choice = keeps == rates.end() ? nullptr : &*keeps;  // none keeps the floor: null
   const std::string why_none = choice ? "" : no_rate_reason(o, rates.back(), from, to);
   if (o.json) {
     nlohmann::json table = nlohmann::json::array();
