@@ -28,14 +28,15 @@ void* open_library() {
   // loaded the same soname already gets that copy back from dlopen, as it would from the loader.
   void* handle = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL);
   if (handle) return handle;
-  const std::string by_name = loader_error();
+  std::string reasons = loader_error();
 #ifdef NUQ_CUBLAS_BUILD_DIR
   // The toolkit this was built against, where its folder is in no search path.
   const std::string built_against = std::string(NUQ_CUBLAS_BUILD_DIR) + "/" + kSoname;
   handle = dlopen(built_against.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle) return handle;
+  reasons += "; " + loader_error();
 #endif
-  throw Error(std::string("cuBLAS could not be loaded (") + kSoname + ": " + by_name +
+  throw Error(std::string("cuBLAS could not be loaded (") + kSoname + ": " + reasons +
               "); the CUDA backend needs the CUDA " NUQ_STRINGIFY_EXPANDED(CUBLAS_VER_MAJOR) " toolkit's "
               "libraries on the loader's path (LD_LIBRARY_PATH or the loader's cache)");
 }
@@ -77,8 +78,11 @@ CublasLibrary load() {
 }  // namespace
 
 const CublasLibrary& cublas() {
-  static const CublasLibrary library = load();  // a throw leaves it to be tried again
-  return library;
+  // Never destroyed, as the handle is never closed: a backend that lives until the process exits
+  // destroys its cuBLAS handles through it after every static destructor has run. A throw leaves
+  // it to be tried again by the next call.
+  static const CublasLibrary* library = new CublasLibrary(load());
+  return *library;
 }
 
 std::string cublas_library() {

@@ -13,6 +13,7 @@
 #include <cublas_v2.h>
 
 #include <string>
+#include <type_traits>
 
 namespace nuq::cuda {
 
@@ -23,6 +24,9 @@ using CublasGemmEx = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cubla
                                         const void*, const void*, cudaDataType, int, const void*, cudaDataType,
                                         int, const void*, void*, cudaDataType, int, cublasComputeType_t,
                                         cublasGemmAlgo_t);
+// The cast compiles only if an overload of cublasGemmEx has exactly this type.
+static_assert(std::is_same_v<decltype(static_cast<CublasGemmEx>(&::cublasGemmEx)), CublasGemmEx>,
+              "no cublasGemmEx has the type CublasGemmEx");
 struct CublasLibrary {
   decltype(&::cublasCreate) create;
   decltype(&::cublasDestroy) destroy;
