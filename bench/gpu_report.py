@@ -195,19 +195,21 @@ def main():
     devices = read(os.path.join(s, "devices.json"))
     facts = "```\n" + (read(os.path.join(s, "nvidia-smi.txt")) or "nvidia-smi: not run\n") + "```\n"
     try:
-        d = json.loads(devices)["devices"][0]
+        listing = json.loads(devices)
+    except (TypeError, ValueError):
+        listing = None
+    listing = listing if isinstance(listing, dict) else {}
+    try:
+        d = listing["devices"][0]
         facts += (f"\n{d['name']}, compute capability {d['compute_capability']}, {d['multiprocessors']} SMs, "
                   f"L2 {d['l2_bytes'] / 2**20:.0f} MiB, {d['global_memory_bytes'] / 2**30:.0f} GiB, peak memory bandwidth "
                   f"{d['peak_bandwidth_gbs']:.0f} GB/s ({d['memory_bus_bits']}-bit bus at {d['memory_clock_khz'] / 1e3:.0f} MHz), "
                   f"SM clock up to {d['sm_clock_khz'] / 1e3:.0f} MHz.\n")
     except (TypeError, ValueError, KeyError, IndexError):
         facts += "\n(no device facts from `nuq devices --json`)\n"
-    try:  # cuBLAS is opened on first use; `nuq devices` opens it and says which it found
-        listing = json.loads(devices)
-        facts += (f"\ncuBLAS {listing['cublas']}.\n" if "cublas" in listing
-                  else f"\ncuBLAS not loaded: {listing.get('cublas_error', 'not reported')}.\n")
-    except (TypeError, ValueError):
-        pass
+    # cuBLAS is opened on first use; `nuq devices` opens it and says which it found.
+    facts += (f"\ncuBLAS {listing['cublas']}.\n" if "cublas" in listing
+              else f"\ncuBLAS not loaded: {listing.get('cublas_error', 'not reported')}.\n")
     kernel = (read(os.path.join(s, "kernel.txt")) or "").strip()
     if kernel:
         facts += f"\nHost kernel: `{kernel}`" + (" (gVisor: no compute-sanitizer, no hardware counters for ncu)"

@@ -146,9 +146,9 @@ class AdvisedRefusal : public Error {
 };
 
 // NUQ_REQUIRE for such a refusal (a macro as NUQ_REQUIRE is: the message is built only on failure).
-#define NUQ_REFUSE_CHECKPOINT_UNLESS(condition, ...) \
-  do {                                                \
-    if (!(condition)) throw AdvisedRefusal(::nuq::detail::concat(__VA_ARGS__)); \
+#define NUQ_REFUSE_CHECKPOINT_UNLESS(condition, ...)                              \
+  do {                                                                            \
+    if (!(condition)) throw AdvisedRefusal(::nuq::detail::concat(__VA_ARGS__));   \
   } while (0)
 
 // Restores model, optimizer and state from `path`; a checkpoint of another run is an error that
@@ -170,13 +170,14 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
       NUQ_REFUSE_CHECKPOINT_UNLESS(c.at("run").contains(key), path, ": the checkpoint does not record its ", key,
                                    " (an older nuq wrote it); ", kTrainAnew);
       NUQ_REFUSE_CHECKPOINT_UNLESS(c.at("run").at(key) == value, path, ": the checkpoint was made with ", key, " = ",
-                  c.at("run").at(key).dump(), ", this run has ", value.dump(), "; resume with the same settings, or ", kTrainAnew);
+                                   c.at("run").at(key).dump(), ", this run has ", value.dump(), "; resume with the same settings, or ", kTrainAnew);
     }
     const Model saved = model_from_file(file, path, NonFinite::Skip);  // a resumed run's own message, below
     for (const Parameter& p : saved.parameters) {
       const auto bad = std::find_if(p.values.begin(), p.values.end(), [](float v) { return !std::isfinite(v); });
-      NUQ_REFUSE_CHECKPOINT_UNLESS(bad == p.values.end(), path, ": tensor '", p.name, "' element ", bad - p.values.begin(), " is ", *bad,
-                  "; training from it cannot continue (it diverged, or the file was damaged): ", kTrainAnew);
+      NUQ_REFUSE_CHECKPOINT_UNLESS(bad == p.values.end(), path, ": tensor '", p.name, "' element ",
+                                   bad - p.values.begin(), " is ", *bad,
+                                   "; training from it cannot continue (it diverged, or the file was damaged): ", kTrainAnew);
     }
     for (std::size_t k = 0; k < model.parameters.size(); ++k) {
       const std::string& name = model.parameters[k].name;
@@ -220,8 +221,8 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
                 ": the checkpoint's epoch ", c.at("epoch").dump(), " is negative");
     // Not negative, so read as unsigned: an epoch past 2^63 does not wrap around.
     NUQ_REFUSE_CHECKPOINT_UNLESS(c.at("epoch").get<std::uint64_t>() <= std::uint64_t(config.epochs), path,
-                ": the checkpoint is at epoch ", c.at("epoch").dump(), ", beyond this run's ", config.epochs,
-                " epochs (more --epochs, or train anew)");
+                                 ": the checkpoint is at epoch ", c.at("epoch").dump(), ", beyond this run's ",
+                                 config.epochs, " epochs (more --epochs, or train anew)");
     const std::int64_t epoch = c.at("epoch").get<std::int64_t>();
     state.epoch = int(epoch);
     // One optimizer step a batch: a checkpoint after epoch e has taken e batches' worth, exactly.

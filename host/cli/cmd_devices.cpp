@@ -18,6 +18,14 @@ void add_devices_command(CLI::App& app) {
   cmd->add_flag("--json", *json, "Print the list as JSON");
   cmd->callback([json] {
     const auto devices = cuda::devices();
+    // The backend's GEMMs and the benchmarks' peers open cuBLAS when first used: open it now, so
+    // that a library the loader cannot find shows here rather than in the middle of a run.
+    std::string cublas, cublas_error;
+    if (cuda::compiled()) try {
+        cublas = cuda::cublas_library();
+      } catch (const Error& e) {
+        cublas_error = e.what();
+      }
     if (*json) {
       nlohmann::json list = nlohmann::json::array();
       for (const auto& d : devices)
@@ -29,26 +37,13 @@ void add_devices_command(CLI::App& app) {
                         {"peak_bandwidth_gbs", cuda::peak_bandwidth_gbs(d)}});
       nlohmann::json j = {{"cuda_compiled", cuda::compiled()}, {"devices", list}};
       if (devices.empty()) j["reason"] = cuda::unavailable_reason();
-      if (cuda::compiled()) {
-        try {
-          j["cublas"] = cuda::cublas_library();
-        } catch (const Error& e) {
-          j["cublas_error"] = e.what();
-        }
-      }
+      if (!cublas.empty()) j["cublas"] = cublas;
+      if (!cublas_error.empty()) j["cublas_error"] = cublas_error;
       std::cout << json_text(j) << '\n';
       return;
     }
     std::cout << "CUDA backend: " << (cuda::compiled() ? "compiled" : "not compiled") << '\n';
-    if (cuda::compiled()) {
-      // The backend's GEMMs and the benchmarks' peers open cuBLAS when first used: load it now,
-      // so that a library the loader cannot find shows here rather than in the middle of a run.
-      try {
-        std::cout << "cuBLAS: " << cuda::cublas_library() << '\n';
-      } catch (const Error& e) {
-        std::cout << "cuBLAS: not loaded: " << e.what() << '\n';
-      }
-    }
+    if (cuda::compiled()) std::cout << "cuBLAS: " << (cublas.empty() ? "not loaded: " + cublas_error : cublas) << '\n';
     if (devices.empty()) {
       std::cout << cuda::unavailable_reason() << "; nuq computes on the CPU.\n";
       return;
