@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -22,6 +23,7 @@
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
 #include "nuq/laplace.h"
+#include "nuq/list_text.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
 #include "nuq/quantized_file.h"
@@ -90,7 +92,7 @@ class StreamRun {
             Backend& backend)
       : codebook_(codebook), o_(o), backend_(backend), bits_(storage_bits(codebook)),
         per_row_(o.normalisation == Normalisation::PerChannel || o.group_size > 0),
-        checkpoint_(checked_options(input, o, bits_), output) {
+        checkpoint_(checked_options(input, o, bits_), output), input_(input) {
     const std::vector<std::string>& shard_paths = checkpoint_.inputs();
     if (!checkpoint_.input_index().empty()) report_.input_bytes += fs::file_size(checkpoint_.input_index());
     readers_ = open_shards(shard_paths);
@@ -148,10 +150,12 @@ class StreamRun {
   std::vector<Job>& jobs() { return jobs_; }
   StreamReport& report() { return report_; }
 
-  // Every job in the order of its bytes in its shard, shard after shard: reads go front to back.
-  std::vector<Job*> file_order() {
+  // Every job (or shard `only`'s) in the order of its bytes in its shard, shard after shard: reads
+  // go front to back.
+  std::vector<Job*> file_order(std::optional<std::size_t> only = std::nullopt) {
     std::vector<Job*> order;
-    for (Job& job : jobs_) order.push_back(&job);
+    for (Job& job : jobs_)
+      if (!only || job.shard == *only) order.push_back(&job);
     std::sort(order.begin(), order.end(), [](const Job* a, const Job* b) {
       return std::tie(a->shard, a->entry.begin) < std::tie(b->shard, b->entry.begin);
     });
@@ -191,6 +195,30 @@ class StreamRun {
         progress.advance("statistics", job.name, p.rows * p.cols * io::dtype_size(job.entry.dtype));
       }
     }
+  }
+
+  // After pass 1 over every shard (or shard `only`): the tensors it found to be masks (holds_a_mask)
+  // are kept as they are rather than quantized, and said so, before their statistics join anything.
+  // Pointers to jobs are not valid after.
+  void keep_masks(std::optional<std::size_t> only = std::nullopt) {
+    std::map<std::size_t, std::vector<std::string>> masks;  // shard -> the masks found in it
+    const auto found = [&](const Job& job) {
+      if ((only && job.shard != *only) || !holds_a_mask(*readers_[job.shard], job.entry, job.own, o_.piece_bytes))
+        return false;
+      masks[job.shard].push_back("'" + job.name + "'");
+      kept_.insert(job.name);
+      quantized_bytes_ -= job.entry.end - job.entry.begin;
+      return true;
+    };
+    jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), found), jobs_.end());
+    for (const auto& [s, names] : masks) {
+      report_.warnings.push_back(readers_[s]->path() + ": " + std::to_string(names.size()) +
+                                 " tensor(s) of only 0 and 1 kept as they are (masks, such as GPT-2's causal "
+                                 "attn.bias, not weights): " + first_few(names, 3));
+      if (o_.warnings) *o_.warnings << "nuq: warning: " << report_.warnings.back() << '\n';
+    }
+    NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize holds only 0 and 1 (masks, "
+                "kept as they are)");
   }
 
   // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics),
@@ -439,6 +467,7 @@ class StreamRun {
   const int bits_;
   const bool per_row_;
   ShardedCheckpoint checkpoint_;  // the shards in, their outputs and the new index
+  const std::string input_;       // as given, for errors about the whole checkpoint
   ShardReaders readers_;
   std::vector<Job> jobs_;
   std::set<std::string> kept_;
@@ -473,6 +502,7 @@ WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, con
   // not depend on the layout; every shard first, as global normalisation maps each weight by all.
   Progress progress(o.progress, run.quantized_bytes());
   for (Job* job : run.file_order()) run.statistics(*job, progress);
+  run.keep_masks();
   const WeightStats global = every_weight(run, input, o);
   for (Job& job : run.jobs()) run.make_maps(job, global);
   const auto pass_two = std::chrono::steady_clock::now();
@@ -517,11 +547,10 @@ WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, co
   std::vector<std::unique_ptr<io::SafetensorsWriter>> pending;  // shard s's file, data written
   std::unique_ptr<io::WriteBehind> last;
   WeightStats global;
-  const std::vector<Job*> in_file_order = run.file_order();
   for (std::size_t s = 0; s < run.shards(); ++s) {
     const auto statistics = std::chrono::steady_clock::now();
-    for (Job* job : in_file_order)
-      if (job->shard == s) run.statistics(*job, progress);
+    for (Job* job : run.file_order(s)) run.statistics(*job, progress);
+    run.keep_masks(s);
     for (Job& job : run.jobs())
       if (job.shard == s) run.make_maps(job, WeightStats{});  // maps of the tensors' own statistics
     const auto quantizing = std::chrono::steady_clock::now();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <regex>
+#include <set>
 
 #include "nuq/error.h"
 #include "nuq/io/widen.h"
@@ -98,6 +99,80 @@ const char* kept_reason(const std::string& name, const io::TensorEntry& entry, c
   return nullptr;
 }
 
+namespace {
+
+// Whether `count` values of `dtype` at `bytes` are each 0 or 1; `zero` and `one` are set for those met.
+bool zeros_and_ones(io::DType dtype, const std::uint8_t* bytes, std::size_t count, std::vector<float>& values, bool& zero,
+                    bool& one) {
+  values.resize(count);
+  io::widen_to_f32(dtype, bytes, count, values.data());
+  for (float v : values) {
+    if (v != 0.0f && v != 1.0f) return false;
+    (v == 0.0f ? zero : one) = true;
+  }
+  return true;
+}
+
+constexpr std::size_t kFirstValues = 64;  // enough to tell weights from a mask, in one small read
+
+// The floating tensors of one shard (named, not yet kept) that hold only 0 and 1. Their first
+// values are read a window at a time in the order of the file, so that thousands of small tensors
+// cost a few reads rather than one each; only a tensor they leave in doubt is read whole.
+std::set<std::string> masks_among(const io::SafetensorsReader& reader, std::vector<const std::string*> names,
+                                  std::size_t piece_bytes) {
+  constexpr std::uint64_t kWindow = 64 << 10;
+  const auto& tensors = reader.layout().tensors;
+  std::sort(names.begin(), names.end(),
+            [&](const std::string* a, const std::string* b) { return tensors.at(*a).begin < tensors.at(*b).begin; });
+  std::set<std::string> masks;
+  std::vector<std::uint8_t> window;
+  std::vector<float> values;
+  std::uint64_t window_begin = 0;
+  for (const std::string* name : names) {
+    const io::TensorEntry& entry = tensors.at(*name);
+    const std::size_t element = io::dtype_size(entry.dtype);
+    const std::uint64_t head = std::min<std::uint64_t>(kFirstValues * element, entry.end - entry.begin);
+    if (entry.begin < window_begin || entry.begin + head > window_begin + window.size()) {
+      window_begin = entry.begin;
+      window.resize(std::size_t(std::max(head, std::min(kWindow, reader.data_size() - entry.begin))));
+      reader.read_data(window_begin, window.size(), window.data());
+    }
+    bool zero = false, one = false;
+    if (zeros_and_ones(entry.dtype, window.data() + (entry.begin - window_begin), std::size_t(head / element), values,
+                       zero, one) &&
+        only_zero_and_one(reader, entry, piece_bytes))
+      masks.insert(*name);
+  }
+  return masks;
+}
+
+}  // namespace
+
+bool only_zero_and_one(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes) {
+  const std::size_t count = entry.element_count(), element = io::dtype_size(entry.dtype);
+  const std::size_t chunk = std::max(kFirstValues, piece_bytes / sizeof(float));
+  std::vector<std::uint8_t> raw;
+  std::vector<float> values;
+  bool zero = false, one = false;
+  for (std::size_t at = 0, n = 0; at < count; at += n) {
+    n = std::min(at == 0 ? kFirstValues : chunk, count - at);
+    raw.resize(n * element);
+    reader.read(entry, std::uint64_t(at) * element, n * element, raw.data());
+    if (!zeros_and_ones(entry.dtype, raw.data(), n, values, zero, one)) return false;
+  }
+  return zero && one;
+}
+
+bool holds_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, const WeightStats& stats,
+                  std::size_t piece_bytes) {
+  const std::size_t count = entry.element_count();
+  if (count == 0 || stats.count != count || stats.nonfinite || stats.min != 0.0 || stats.max != 1.0) return false;
+  // Values in [0, 1] have a variance of at most mean * (1 - mean), reached only when every one is 0
+  // or 1 (the Bhatia-Davis bound): a tensor well below it has values between, and is not read again.
+  const double bound = double(count) * stats.mean * (1.0 - stats.mean);
+  return stats.m2 >= bound * (1.0 - 1e-3) && only_zero_and_one(reader, entry, piece_bytes);
+}
+
 CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& options) {
   return plan_checkpoint(open_shards(checkpoint_shards(input)), options);
 }
@@ -106,11 +181,18 @@ CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions&
   const std::set<std::string> elsewhere = modules_quantized_elsewhere(readers);
   CheckpointPlan plan;
   plan.warnings = keeping_warnings(readers, options, elsewhere);
-  for (const auto& reader : readers)
+  for (const auto& reader : readers) {
+    std::vector<const std::string*> quantized;
     for (const auto& [name, entry] : reader->layout().tensors) {
       const char* kept = kept_reason(name, entry, *reader, options, elsewhere);
+      if (!kept) quantized.push_back(&name);
       plan.tensors.push_back({name, reader->path(), entry.dtype, entry.shape, entry.end - entry.begin, kept ? kept : ""});
     }
+    // (A run finds masks from the statistics its pass 1 takes: no read of its own.)
+    const std::set<std::string> masks = masks_among(*reader, quantized, options.piece_bytes);
+    for (std::size_t t = plan.tensors.size() - reader->layout().tensors.size(); t < plan.tensors.size(); ++t)
+      if (masks.count(plan.tensors[t].name)) plan.tensors[t].kept = kMaskReason;
+  }
   std::sort(plan.tensors.begin(), plan.tensors.end(),
             [](const TensorPlan& a, const TensorPlan& b) { return a.name < b.name; });
   return plan;

@@ -9,6 +9,7 @@
 
 #include "nuq/checkpoint_stream.h"
 #include "nuq/io/safetensors_stream.h"
+#include "nuq/stats.h"
 
 namespace nuq {
 
@@ -37,6 +38,23 @@ inline bool kept_as_they_are(const std::string& name, const io::TensorEntry& ent
                              const StreamOptions& o, const std::set<std::string>& quantized_elsewhere) {
   return kept_reason(name, entry, reader, o, quantized_elsewhere) != nullptr;
 }
+
+// Why a tensor of only 0 and 1 is kept (only_zero_and_one).
+inline constexpr const char* kMaskReason = "only 0 and 1: a mask, not weights";
+
+// Whether every value of floating tensor `entry` of `reader` is 0 or 1, and both occur: a mask
+// stored as floats, not weights (GPT-2's causal masks `h.N.attn.bias`, F32 [1, 1, n, n], one in
+// every layer). Quantized, it would come back as two values other than 0 and 1 (a loader that
+// uses it tests them as booleans: every position would attend), and with global normalisation its
+// many ones would set the scale of every weight of the model. Read `piece_bytes` at a time after
+// its first few values (which tell weights apart at the cost of one small read), up to the first
+// other value.
+bool only_zero_and_one(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes);
+
+// The same, for a tensor whose statistics pass 1 took (`stats`): read again only where they say
+// it may be (extremes 0 and 1, every weight finite, a variance at the two-valued bound).
+bool holds_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, const WeightStats& stats,
+                  std::size_t piece_bytes);
 
 // What a user should be told of what is kept, before a run: floating tensors nuq would quantize
 // but for their dtype (F64), and a --skip that names no tensor (a typo that quantizes what it

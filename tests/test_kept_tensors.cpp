@@ -181,6 +181,109 @@ TEST(CheckpointStream, SkipPatternsMatchInPolynomialTimeAndDeepOnesAreRefused) {
   EXPECT_NO_THROW(skip_pattern("[(((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((]\\(a\\)"));
 }
 
+// Masks stored as floats (GPT-2's causal `h.N.attn.bias`, F32 [1, 1, n, n]): every value 0 or 1,
+// both present, in any floating dtype. They are kept byte for byte and said so, and the weights'
+// codes are those of the checkpoint without them (with global normalisation the masks' ones would
+// otherwise set every weight's scale), in one file and shard by shard; `nuq inspect`'s plan says
+// the same. A tensor with one other value, or of zeros alone, is quantized; masks alone are refused.
+TEST(CheckpointStream, MasksOfOnlyZeroAndOneAreKeptAndLeaveTheWeightsAlone) {
+  test::TempDir dir;
+  const auto causal = [](std::int64_t n) {
+    std::vector<float> v(std::size_t(n * n));
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t c = 0; c <= r; ++c) v[std::size_t(r * n + c)] = 1.0f;
+    return v;
+  };
+  std::vector<float> bf16_mask = causal(8);
+  std::vector<float> almost = causal(8);
+  almost[3] = 0.5f;
+  io::TensorFile weights = shard(7, "");
+  weights.tensors["zeros.weight"] = io::f32_tensor({4, 4}, std::vector<float>(16, 0.0f));
+  weights.tensors["almost.mask"] = io::f32_tensor({8, 8}, almost);
+  // 128 KiB between the first tensors and the masks: the plan's window of first values moves.
+  weights.tensors["big.weight"] = io::f32_tensor({128, 256}, test::draw(test::Law::Laplace, 128 * 256, 0.0, 0.02, 9));
+  io::TensorFile with_masks = weights;
+  with_masks.tensors["h.0.attn.bias"] = io::f32_tensor({1, 1, 16, 16}, causal(16));
+  with_masks.tensors["h.1.attn.bias"] = test::bf16_tensor({1, 1, 8, 8}, bf16_mask);
+  io::write_safetensors(dir.file("weights.safetensors"), weights);
+  io::write_safetensors(dir.file("masks.safetensors"), with_masks);
+
+  // The quantized outputs of `a` and `b` hold the same tensors but for `b`'s masks, byte for byte.
+  const auto same_but_masks = [&](const std::string& a, const std::string& b, const io::TensorFile& masks_from) {
+    const io::TensorFile x = io::read_safetensors(a), y = io::read_safetensors(b);
+    EXPECT_EQ(x.tensors.size() + 2, y.tensors.size()) << b;
+    for (const auto& [name, t] : x.tensors) {
+      ASSERT_TRUE(y.tensors.count(name)) << b << ": " << name;
+      EXPECT_EQ(y.tensors.at(name).data, t.data) << b << ": " << name;
+    }
+    for (const char* mask : {"h.0.attn.bias", "h.1.attn.bias"}) {
+      if (!masks_from.tensors.count(mask)) continue;
+      EXPECT_EQ(y.tensors.at(mask).dtype, masks_from.tensors.at(mask).dtype) << mask;
+      EXPECT_EQ(y.tensors.at(mask).data, masks_from.tensors.at(mask).data) << mask;
+    }
+  };
+  StreamOptions options;
+  std::ostringstream told;
+  options.warnings = &told;
+  const StreamReport report =
+      quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm.safetensors"), msptq2(), options, cpu_backend());
+  quantize_checkpoint_files(dir.file("weights.safetensors"), dir.file("qw.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
+  same_but_masks(dir.file("qw.safetensors"), dir.file("qm.safetensors"), with_masks);
+  EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.bias", "h.1.attn.bias", "norm.weight", "step"}));
+  EXPECT_EQ(report.tensors.size(), 5u);  // q_proj, up_proj, zeros, big and almost.mask
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_EQ(report.warnings[0], dir.file("masks.safetensors") +
+                                    ": 2 tensor(s) of only 0 and 1 kept as they are (masks, such as GPT-2's causal "
+                                    "attn.bias, not weights): 'h.0.attn.bias', 'h.1.attn.bias'");
+  EXPECT_EQ(told.str(), "nuq: warning: " + report.warnings[0] + "\n");
+  StreamOptions small_pieces;  // masks read in many pieces, by the plan and by a run
+  small_pieces.piece_bytes = 512;
+  for (const StreamOptions& o : {StreamOptions{}, small_pieces})
+    for (const TensorPlan& t : plan_checkpoint(dir.file("masks.safetensors"), o).tensors) {
+      const bool mask = t.name.find("attn.bias") != std::string::npos;
+      EXPECT_EQ(t.kept == "only 0 and 1: a mask, not weights", mask) << t.name << ": " << t.kept;
+    }
+  quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm2.safetensors"), msptq2(), small_pieces, cpu_backend());
+  quantize_checkpoint_files(dir.file("weights.safetensors"), dir.file("qw2.safetensors"), msptq2(), small_pieces,
+                            cpu_backend());
+  same_but_masks(dir.file("qw2.safetensors"), dir.file("qm2.safetensors"), with_masks);
+
+  // Shard by shard (per tensor, two shards): the masks of the first are kept when its pass 1 ends.
+  for (const char* folder : {"w", "m"}) fs::create_directories(dir.file(folder));
+  io::TensorFile second = shard(8, "b.");
+  for (const char* folder : {"w", "m"}) {
+    io::write_safetensors(dir.file(folder) + "/model-00001-of-00002.safetensors", folder[0] == 'm' ? with_masks : weights);
+    io::write_safetensors(dir.file(folder) + "/model-00002-of-00002.safetensors", second);
+  }
+  options.normalisation = Normalisation::PerTensor;
+  options.warnings = nullptr;
+  const StreamReport sharded =
+      quantize_checkpoint_files(dir.file("m"), dir.file("qm"), msptq2(), options, cpu_backend());
+  quantize_checkpoint_files(dir.file("w"), dir.file("qw"), msptq2(), options, cpu_backend());
+  same_but_masks(dir.file("qw") + "/model-00001-of-00002.safetensors", dir.file("qm") + "/model-00001-of-00002.safetensors",
+                 with_masks);
+  EXPECT_EQ(test::bytes_of(dir.file("qw") + "/model-00002-of-00002.safetensors"),
+            test::bytes_of(dir.file("qm") + "/model-00002-of-00002.safetensors"));
+  EXPECT_EQ(sharded.tensors.size(), 7u);
+  ASSERT_EQ(sharded.warnings.size(), 1u);
+  EXPECT_EQ(sharded.warnings[0].rfind(dir.file("m") + "/model-00001-of-00002.safetensors: 2 tensor(s) of only 0 and 1", 0),
+            0u) << sharded.warnings[0];
+
+  io::TensorFile masks_alone;
+  masks_alone.tensors["h.0.attn.bias"] = with_masks.tensors.at("h.0.attn.bias");
+  masks_alone.tensors["ln.weight"] = io::f32_tensor({16}, std::vector<float>(16, 1.0f));
+  io::write_safetensors(dir.file("alone.safetensors"), masks_alone);
+  try {
+    quantize_checkpoint_files(dir.file("alone.safetensors"), dir.file("qa.safetensors"), msptq2(), StreamOptions{},
+                              cpu_backend());
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no tensor to quantize: every one it would quantize holds only 0 and 1"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.file("qa.safetensors")));
+}
+
 // What a user is told before a run of what is kept: F64 matrices (not quantized; named, four of
 // them as three and "1 more", skipped ones left out) and a --skip that names no tensor.
 TEST(CheckpointStream, KeepingF64MatricesOrSkippingNothingIsWarnedOf) {

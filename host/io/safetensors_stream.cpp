@@ -85,7 +85,12 @@ SafetensorsReader::~SafetensorsReader() {
 
 void SafetensorsReader::read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const {
   NUQ_ASSERT(offset + bytes <= entry.end - entry.begin, "read past a tensor's end");
-  read_fully(fd_, out, bytes, data_begin_ + entry.begin + offset, path_);
+  read_data(entry.begin + offset, bytes, out);
+}
+
+void SafetensorsReader::read_data(std::uint64_t offset, std::size_t bytes, void* out) const {
+  NUQ_ASSERT(offset <= data_size() && bytes <= data_size() - offset, "read past the data's end");
+  read_fully(fd_, out, bytes, data_begin_ + offset, path_);
 }
 
 void SafetensorsReader::prefetch(std::uint64_t offset, std::size_t bytes) const {

@@ -42,7 +42,8 @@ struct StreamOptions {
   // Floating tensors kept as they are, in their own dtype: empty ones; those whose name matches `skip`; 1-D
   // tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`; and those of a
   // module another tool has quantized already, i.e. one holding packed codes or 8-bit weights (an FP8
-  // weight's `weight_scale_inv`, GPTQ's `scales` beside its I32 `qweight`), which are kept with it.
+  // weight's `weight_scale_inv`, GPTQ's `scales` beside its I32 `qweight`), which are kept with it;
+  // and masks, tensors of only 0 and 1 (GPT-2's causal `attn.bias`), found as they are read.
   std::optional<std::regex> skip;
   bool quantize_vectors = false;
   // 0, or the run of weights along a row with its own scale: each group's weights meet the codebook
@@ -64,7 +65,7 @@ struct StreamReport {
   WeightStats stats;                        // every quantized weight together
   std::vector<StreamTensorReport> tensors;  // in name order
   std::vector<std::string> kept;            // tensors stored as they were
-  std::vector<std::string> warnings;        // of what was kept: F64 matrices, a --skip naming nothing
+  std::vector<std::string> warnings;        // of what was kept: F64 matrices, a --skip naming nothing, masks
   std::vector<std::string> outputs;         // files written (shards, then the index)
   std::uint64_t input_bytes = 0, output_bytes = 0;
   double sqnr_ex_db = 0.0, within = 0.0;
@@ -77,8 +78,10 @@ struct StreamReport {
 };
 
 // What quantize_checkpoint_files would do with each tensor of `input` under `options`, from the
-// headers alone (`nuq inspect`): quantize it, or keep it as it is and why; and the warnings a run
-// would give before it starts (StreamReport::warnings).
+// headers and, to tell masks of only 0 and 1 (kept: kMaskReason in kept_tensors.h) from weights, a
+// tensor's first values (`nuq inspect`): quantize it, or keep it as it is and why; and the warnings
+// a run would give before it starts (StreamReport::warnings; the run tells of masks once pass 1
+// has found them).
 struct TensorPlan {
   std::string name, file;  // the tensor, and the shard holding it
   io::DType dtype = io::DType::F32;

@@ -46,6 +46,34 @@ def test_defaults_keep_vectors_and_give_the_codes_of_nuq_quantize(nuq_cli, tmp_p
     assert all(isinstance(v, nuq.QuantizedTensor) for v in every.values())
 
 
+def test_masks_of_only_zero_and_one_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
+    """GPT-2's causal masks (F32 [1, 1, n, n] of 0 and 1): kept with a warning, as the CLI keeps them,
+    and the weights get the codes they would get without the masks (with global normalisation the
+    masks' ones would otherwise set every weight's scale). One other value makes a tensor weights."""
+    causal = np.tril(np.ones((16, 16), np.float32)).reshape(1, 1, 16, 16)
+    almost = np.tril(np.ones((8, 8), np.float32))
+    almost[0, 3] = 0.5
+    sd = dict(llm, **{"h.0.attn.bias": causal, "h.1.attn.bias": causal.copy(), "almost.mask": almost})
+    nuq.save(tmp_path / "in.safetensors", sd)
+    out = nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "--device", "cpu", "--json")
+    assert set(json.loads(out)["kept"]) >= {"h.0.attn.bias", "h.1.attn.bias"}
+    cli = nuq.load(tmp_path / "q.safetensors")
+    with pytest.warns(UserWarning, match=r"tensors of only 0 and 1 kept as they are \(masks, such as GPT-2's causal "
+                      r"attn.bias, not weights\): h.0.attn.bias, h.1.attn.bias"):
+        ours = nuq.quantize_state_dict(sd, nuq.design("sptq"))
+    without = nuq.quantize_state_dict(dict(llm, **{"almost.mask": almost}), nuq.design("sptq"))
+    assert ours["h.0.attn.bias"] is sd["h.0.attn.bias"]
+    np.testing.assert_array_equal(cli["h.1.attn.bias"], causal)
+    for name, q in without.items():
+        if isinstance(q, nuq.QuantizedTensor):
+            np.testing.assert_array_equal(ours[name].codes, q.codes)
+            np.testing.assert_array_equal(cli[name].codes, q.codes)
+    torch = pytest.importorskip("torch")
+    mask = torch.from_numpy(causal).to(torch.bfloat16)
+    with pytest.warns(UserWarning, match="tensors of only 0 and 1"):
+        assert nuq.quantize_state_dict(dict(llm, mask=mask), nuq.design("sptq"))["mask"] is mask
+
+
 def test_skip_takes_globs_regular_expressions_and_generators(llm):
     codebook = nuq.design("sptq")
     quantized = lambda out: {k for k, v in out.items() if isinstance(v, nuq.QuantizedTensor)}

@@ -30,6 +30,8 @@ class SafetensorsReader {
   std::uint64_t data_size() const { return file_size_ - data_begin_; }
   // `bytes` bytes of `entry`, starting `offset` bytes into it, into `out`.
   void read(const TensorEntry& entry, std::uint64_t offset, std::size_t bytes, void* out) const;
+  // `bytes` bytes of the data, from `offset` (after the header), whichever tensors they hold.
+  void read_data(std::uint64_t offset, std::size_t bytes, void* out) const;
   // Asks the kernel to start reading `bytes` bytes of the data (after the header), from `offset`
   // and clipped to the file's end, into the page cache now, so that a later read() finds them
   // there: disk reads overlap the work on the bytes before them. Not thread-safe (one caller).
