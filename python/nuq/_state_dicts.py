@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from . import _nuq
-from ._arrays import _as_stored, _check_names, _floating, _is_float64, _is_torch, _shape, _stored_dtype
+from ._arrays import _as_stored, _check_names, _floating, _is_float64, _is_torch, _shape, _stored_dtype, _torch
 from ._files import to_float32
 from ._nuq import Codebook, QuantizedTensor
 from ._quantize import _check_options, _device_path, _quantize_on_device
@@ -71,7 +71,10 @@ def _marks_a_quantized_module(name: str, v) -> bool:
 def _only_zero_and_one(v) -> bool:
     """Every value 0 or 1, and both occur: a mask stored as floats (GPT-2's causal ``h.N.attn.bias``),
     which ``nuq quantize`` keeps as it is. Its first values tell weights apart before the whole is
-    compared."""
+    compared. A tensor without values to compare (PyTorch's meta device, a sparse layout) is left to
+    the reading that refuses it by name."""
+    if _is_torch(v) and (v.device.type == "meta" or v.layout != _torch().strided):
+        return False
     flat = v.detach().reshape(-1) if _is_torch(v) else np.asarray(v).reshape(-1)
     in_mask = lambda x: bool(((x == 0) | (x == 1)).all())
     if flat.shape[0] == 0 or not in_mask(flat[:64]) or not in_mask(flat):

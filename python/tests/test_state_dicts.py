@@ -72,6 +72,11 @@ def test_masks_of_only_zero_and_one_are_kept_as_nuq_quantize_keeps_them(nuq_cli,
     mask = torch.from_numpy(causal).to(torch.bfloat16)
     with pytest.warns(UserWarning, match="tensors of only 0 and 1"):
         assert nuq.quantize_state_dict(dict(llm, mask=mask), nuq.design("sptq"))["mask"] is mask
+    # Tensors with no values to look at are refused by name, as before the masks were looked for.
+    with pytest.raises(ValueError, match="tensor 'm' is on PyTorch's meta device"):
+        nuq.quantize_state_dict(dict(llm, m=torch.empty(4, 8, device="meta")), nuq.design("sptq"))
+    with pytest.raises(TypeError, match="tensor 's' has PyTorch's torch.sparse_coo layout"):
+        nuq.quantize_state_dict(dict(llm, s=torch.from_numpy(causal[0, 0]).to_sparse()), nuq.design("sptq"))
 
 
 def test_skip_takes_globs_regular_expressions_and_generators(llm):
