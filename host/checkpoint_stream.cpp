@@ -213,12 +213,12 @@ class StreamRun {
     jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), found), jobs_.end());
     for (const auto& [s, names] : masks) {
       report_.warnings.push_back(readers_[s]->path() + ": " + std::to_string(names.size()) +
-                                 " tensor(s) of only 0 and 1 kept as they are (masks, such as GPT-2's causal "
-                                 "attn.bias, not weights): " + first_few(names, 3));
+                                 " mask(s) kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 and "
+                                 "one value <= -100, added to attention scores; not weights): " + first_few(names, 3));
       if (o_.warnings) *o_.warnings << "nuq: warning: " << report_.warnings.back() << '\n';
     }
-    NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize holds only 0 and 1 (masks, "
-                "kept as they are)");
+    NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize is a mask (only 0 and 1, or "
+                "0 and one value <= -100; kept as they are)");
   }
 
   // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics),

@@ -1,6 +1,7 @@
 #include "kept_tensors.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <regex>
 #include <set>
@@ -101,23 +102,61 @@ const char* kept_reason(const std::string& name, const io::TensorEntry& entry, c
 
 namespace {
 
-// Whether `count` values of `dtype` at `bytes` are each 0 or 1; `zero` and `one` are set for those met.
-bool zeros_and_ones(io::DType dtype, const std::uint8_t* bytes, std::size_t count, std::vector<float>& values, bool& zero,
-                    bool& one) {
-  values.resize(count);
-  io::widen_to_f32(dtype, bytes, count, values.data());
-  for (float v : values) {
-    if (v != 0.0f && v != 1.0f) return false;
-    (v == 0.0f ? zero : one) = true;
+// The distinct values met, while there are at most two; a mask's are 0 and 1 (multiplied in), or 0
+// and one value at most -100 (added to attention scores before a softmax).
+struct TwoValues {
+  float value[2] = {0.0f, 0.0f};
+  int seen = 0;
+  // Whether `count` values of `dtype` at `bytes` keep them two at most (each one finite).
+  bool add(io::DType dtype, const std::uint8_t* bytes, std::size_t count, std::vector<float>& values) {
+    values.resize(count);
+    io::widen_to_f32(dtype, bytes, count, values.data());
+    for (float v : values) {
+      if (!std::isfinite(v)) return false;
+      if ((seen > 0 && v == value[0]) || (seen > 1 && v == value[1])) continue;
+      if (seen == 2) return false;
+      value[seen++] = v;
+    }
+    return true;
   }
-  return true;
+  bool of_a_mask() const {
+    const float zero = value[0] == 0.0f ? value[0] : value[1], other = value[0] == 0.0f ? value[1] : value[0];
+    return seen == 2 && zero == 0.0f && (other == 1.0f || other <= -100.0f);
+  }
+};
+
+// Whether statistics are those of values of a mask, two of them, at the extremes.
+bool stats_of_a_mask(const WeightStats& stats, std::size_t count) {
+  if (count == 0 || stats.count != count || stats.nonfinite) return false;
+  if (!(stats.min == 0.0 && stats.max == 1.0) && !(stats.max == 0.0 && stats.min <= -100.0)) return false;
+  // Values in [min, max] have a variance of at most (max - mean) * (mean - min), reached only when
+  // every one is min or max (the Bhatia-Davis bound): a tensor well below it has values between.
+  const double bound = double(count) * (stats.max - stats.mean) * (stats.mean - stats.min);
+  return stats.m2 >= bound * (1.0 - 1e-3);
 }
 
 constexpr std::size_t kFirstValues = 64;  // enough to tell weights from a mask, in one small read
 
-// The floating tensors of one shard (named, not yet kept) that hold only 0 and 1. Their first
-// values are read a window at a time in the order of the file, so that thousands of small tensors
-// cost a few reads rather than one each; only a tensor they leave in doubt is read whole.
+// Whether every value of `entry` is one of the two `known` has met or, while it has met fewer,
+// of the first two met: read `piece_bytes` at a time, from value `from`, up to the first other.
+bool the_rest_two_valued(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t from,
+                         std::size_t piece_bytes, TwoValues& known) {
+  const std::size_t count = entry.element_count(), element = io::dtype_size(entry.dtype);
+  const std::size_t chunk = std::max(kFirstValues, piece_bytes / sizeof(float));
+  std::vector<std::uint8_t> raw;
+  std::vector<float> values;
+  for (std::size_t at = from, n = 0; at < count; at += n) {
+    n = std::min(at == 0 ? kFirstValues : chunk, count - at);
+    raw.resize(n * element);
+    reader.read(entry, std::uint64_t(at) * element, n * element, raw.data());
+    if (!known.add(entry.dtype, raw.data(), n, values)) return false;
+  }
+  return known.of_a_mask();
+}
+
+// The floating tensors of one shard (named, not yet kept) that are masks (is_a_mask). Their first values are
+// read a window at a time in the order of the file, so that thousands of small tensors cost a few
+// reads rather than one each; only a tensor they leave in doubt is read on.
 std::set<std::string> masks_among(const io::SafetensorsReader& reader, std::vector<const std::string*> names,
                                   std::size_t piece_bytes) {
   constexpr std::uint64_t kWindow = 64 << 10;
@@ -137,10 +176,9 @@ std::set<std::string> masks_among(const io::SafetensorsReader& reader, std::vect
       window.resize(std::size_t(std::max(head, std::min(kWindow, reader.data_size() - entry.begin))));
       reader.read_data(window_begin, window.size(), window.data());
     }
-    bool zero = false, one = false;
-    if (zeros_and_ones(entry.dtype, window.data() + (entry.begin - window_begin), std::size_t(head / element), values,
-                       zero, one) &&
-        only_zero_and_one(reader, entry, piece_bytes))
+    TwoValues known;
+    if (known.add(entry.dtype, window.data() + (entry.begin - window_begin), std::size_t(head / element), values) &&
+        the_rest_two_valued(reader, entry, std::size_t(head / element), piece_bytes, known))
       masks.insert(*name);
   }
   return masks;
@@ -148,29 +186,14 @@ std::set<std::string> masks_among(const io::SafetensorsReader& reader, std::vect
 
 }  // namespace
 
-bool only_zero_and_one(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes) {
-  const std::size_t count = entry.element_count(), element = io::dtype_size(entry.dtype);
-  const std::size_t chunk = std::max(kFirstValues, piece_bytes / sizeof(float));
-  std::vector<std::uint8_t> raw;
-  std::vector<float> values;
-  bool zero = false, one = false;
-  for (std::size_t at = 0, n = 0; at < count; at += n) {
-    n = std::min(at == 0 ? kFirstValues : chunk, count - at);
-    raw.resize(n * element);
-    reader.read(entry, std::uint64_t(at) * element, n * element, raw.data());
-    if (!zeros_and_ones(entry.dtype, raw.data(), n, values, zero, one)) return false;
-  }
-  return zero && one;
+bool is_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes) {
+  TwoValues known;
+  return the_rest_two_valued(reader, entry, 0, piece_bytes, known);
 }
 
 bool holds_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, const WeightStats& stats,
                   std::size_t piece_bytes) {
-  const std::size_t count = entry.element_count();
-  if (count == 0 || stats.count != count || stats.nonfinite || stats.min != 0.0 || stats.max != 1.0) return false;
-  // Values in [0, 1] have a variance of at most mean * (1 - mean), reached only when every one is 0
-  // or 1 (the Bhatia-Davis bound): a tensor well below it has values between, and is not read again.
-  const double bound = double(count) * stats.mean * (1.0 - stats.mean);
-  return stats.m2 >= bound * (1.0 - 1e-3) && only_zero_and_one(reader, entry, piece_bytes);
+  return stats_of_a_mask(stats, entry.element_count()) && is_a_mask(reader, entry, piece_bytes);
 }
 
 CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& options) {

@@ -39,20 +39,22 @@ inline bool kept_as_they_are(const std::string& name, const io::TensorEntry& ent
   return kept_reason(name, entry, reader, o, quantized_elsewhere) != nullptr;
 }
 
-// Why a tensor of only 0 and 1 is kept (only_zero_and_one).
-inline constexpr const char* kMaskReason = "only 0 and 1: a mask, not weights";
+// Why a mask is kept (is_a_mask).
+inline constexpr const char* kMaskReason = "a mask (only 0 and 1, or 0 and one value <= -100), not weights";
 
-// Whether every value of floating tensor `entry` of `reader` is 0 or 1, and both occur: a mask
-// stored as floats, not weights (GPT-2's causal masks `h.N.attn.bias`, F32 [1, 1, n, n], one in
-// every layer). Quantized, it would come back as two values other than 0 and 1 (a loader that
-// uses it tests them as booleans: every position would attend), and with global normalisation its
-// many ones would set the scale of every weight of the model. Read `piece_bytes` at a time after
-// its first few values (which tell weights apart at the cost of one small read), up to the first
-// other value.
-bool only_zero_and_one(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes);
+// Whether floating tensor `entry` of `reader` is a mask stored as floats, not weights: every value 0
+// or 1 (multiplied in: GPT-2's causal `h.N.attn.bias`, F32 [1, 1, n, n], one in every layer), or 0
+// or one value at most -100 (added to attention scores: 0 and -100 in Swin's `attn_mask`, 0 and the
+// dtype's lowest), both present. Quantized, a mask would come back as two other values (a loader
+// that tests it as booleans would let every position attend), and with global normalisation its
+// values would set the scale of every weight of the model. Tensors of other two values (a test's
+// +-1 checkerboard) are weights. Read `piece_bytes` at a time after its first few values (which
+// tell weights apart at the cost of one small read), up to a value a mask does not hold.
+bool is_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes);
 
 // The same, for a tensor whose statistics pass 1 took (`stats`): read again only where they say
-// it may be (extremes 0 and 1, every weight finite, a variance at the two-valued bound).
+// it may be (every weight finite, the extremes of a mask, a variance at the bound of values at
+// its two extremes).
 bool holds_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, const WeightStats& stats,
                   std::size_t piece_bytes);
 

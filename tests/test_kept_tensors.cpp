@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -181,12 +182,13 @@ TEST(CheckpointStream, SkipPatternsMatchInPolynomialTimeAndDeepOnesAreRefused) {
   EXPECT_NO_THROW(skip_pattern("[(((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((]\\(a\\)"));
 }
 
-// Masks stored as floats (GPT-2's causal `h.N.attn.bias`, F32 [1, 1, n, n]): every value 0 or 1,
-// both present, in any floating dtype. They are kept byte for byte and said so, and the weights'
-// codes are those of the checkpoint without them (with global normalisation the masks' ones would
-// otherwise set every weight's scale), in one file and shard by shard; `nuq inspect`'s plan says
-// the same. A tensor with one other value, or of zeros alone, is quantized; masks alone are refused.
-TEST(CheckpointStream, MasksOfOnlyZeroAndOneAreKeptAndLeaveTheWeightsAlone) {
+// Masks stored as floats, in any floating dtype: GPT-2's causal `h.N.attn.bias` (F32 [1, 1, n, n]
+// of 0 and 1) and additive ones (Swin's `attn_mask` of 0 and -100, 0 and float's lowest). They are
+// kept byte for byte and said so, and the weights' codes are those of the checkpoint without them
+// (with global normalisation the masks would otherwise set every weight's scale), in one file and
+// shard by shard; `nuq inspect`'s plan says the same. A tensor with a third value, of zeros alone,
+// or of two other values (a checkerboard of +-0.02) is quantized; masks alone are refused.
+TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
   test::TempDir dir;
   const auto causal = [](std::int64_t n) {
     std::vector<float> v(std::size_t(n * n));
@@ -200,26 +202,34 @@ TEST(CheckpointStream, MasksOfOnlyZeroAndOneAreKeptAndLeaveTheWeightsAlone) {
   io::TensorFile weights = shard(7, "");
   weights.tensors["zeros.weight"] = io::f32_tensor({4, 4}, std::vector<float>(16, 0.0f));
   weights.tensors["almost.mask"] = io::f32_tensor({8, 8}, almost);
+  std::vector<float> checker(64);
+  for (std::size_t i = 0; i < checker.size(); ++i) checker[i] = (i / 8 + i % 8) % 2 ? 0.02f : -0.02f;
+  weights.tensors["checker.weight"] = io::f32_tensor({8, 8}, checker);
   // 128 KiB between the first tensors and the masks: the plan's window of first values moves.
   weights.tensors["big.weight"] = io::f32_tensor({128, 256}, test::draw(test::Law::Laplace, 128 * 256, 0.0, 0.02, 9));
   io::TensorFile with_masks = weights;
   with_masks.tensors["h.0.attn.bias"] = io::f32_tensor({1, 1, 16, 16}, causal(16));
   with_masks.tensors["h.1.attn.bias"] = test::bf16_tensor({1, 1, 8, 8}, bf16_mask);
+  std::vector<float> additive = causal(7), lowest = causal(9);
+  for (float& v : additive) v = v == 1.0f ? 0.0f : -100.0f;
+  for (float& v : lowest) v = v == 1.0f ? 0.0f : std::numeric_limits<float>::lowest();
+  with_masks.tensors["layers.0.attn_mask"] = io::f32_tensor({1, 7, 7}, additive);
+  with_masks.tensors["layers.1.attn_mask"] = io::f32_tensor({9, 9}, lowest);
   io::write_safetensors(dir.file("weights.safetensors"), weights);
   io::write_safetensors(dir.file("masks.safetensors"), with_masks);
 
   // The quantized outputs of `a` and `b` hold the same tensors but for `b`'s masks, byte for byte.
   const auto same_but_masks = [&](const std::string& a, const std::string& b, const io::TensorFile& masks_from) {
     const io::TensorFile x = io::read_safetensors(a), y = io::read_safetensors(b);
-    EXPECT_EQ(x.tensors.size() + 2, y.tensors.size()) << b;
+    EXPECT_EQ(x.tensors.size() + masks_from.tensors.size() - weights.tensors.size(), y.tensors.size()) << b;
     for (const auto& [name, t] : x.tensors) {
       ASSERT_TRUE(y.tensors.count(name)) << b << ": " << name;
       EXPECT_EQ(y.tensors.at(name).data, t.data) << b << ": " << name;
     }
-    for (const char* mask : {"h.0.attn.bias", "h.1.attn.bias"}) {
-      if (!masks_from.tensors.count(mask)) continue;
-      EXPECT_EQ(y.tensors.at(mask).dtype, masks_from.tensors.at(mask).dtype) << mask;
-      EXPECT_EQ(y.tensors.at(mask).data, masks_from.tensors.at(mask).data) << mask;
+    for (const auto& [mask, t] : masks_from.tensors) {
+      if (weights.tensors.count(mask)) continue;
+      EXPECT_EQ(y.tensors.at(mask).dtype, t.dtype) << mask;
+      EXPECT_EQ(y.tensors.at(mask).data, t.data) << mask;
     }
   };
   StreamOptions options;
@@ -229,19 +239,22 @@ TEST(CheckpointStream, MasksOfOnlyZeroAndOneAreKeptAndLeaveTheWeightsAlone) {
       quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm.safetensors"), msptq2(), options, cpu_backend());
   quantize_checkpoint_files(dir.file("weights.safetensors"), dir.file("qw.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
   same_but_masks(dir.file("qw.safetensors"), dir.file("qm.safetensors"), with_masks);
-  EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.bias", "h.1.attn.bias", "norm.weight", "step"}));
-  EXPECT_EQ(report.tensors.size(), 5u);  // q_proj, up_proj, zeros, big and almost.mask
+  EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.bias", "h.1.attn.bias", "layers.0.attn_mask",
+                                                   "layers.1.attn_mask", "norm.weight", "step"}));
+  EXPECT_EQ(report.tensors.size(), 6u);  // q_proj, up_proj, zeros, big, checker and almost.mask
   ASSERT_EQ(report.warnings.size(), 1u);
   EXPECT_EQ(report.warnings[0], dir.file("masks.safetensors") +
-                                    ": 2 tensor(s) of only 0 and 1 kept as they are (masks, such as GPT-2's causal "
-                                    "attn.bias, not weights): 'h.0.attn.bias', 'h.1.attn.bias'");
+                                    ": 4 mask(s) kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
+                                    "and one value <= -100, added to attention scores; not weights): 'h.0.attn.bias', "
+                                    "'h.1.attn.bias', 'layers.0.attn_mask' and 1 more");
   EXPECT_EQ(told.str(), "nuq: warning: " + report.warnings[0] + "\n");
   StreamOptions small_pieces;  // masks read in many pieces, by the plan and by a run
   small_pieces.piece_bytes = 512;
   for (const StreamOptions& o : {StreamOptions{}, small_pieces})
     for (const TensorPlan& t : plan_checkpoint(dir.file("masks.safetensors"), o).tensors) {
-      const bool mask = t.name.find("attn.bias") != std::string::npos;
-      EXPECT_EQ(t.kept == "only 0 and 1: a mask, not weights", mask) << t.name << ": " << t.kept;
+      const bool mask = t.name.find("attn") != std::string::npos;
+      EXPECT_EQ(t.kept == "a mask (only 0 and 1, or 0 and one value <= -100), not weights", mask)
+          << t.name << ": " << t.kept;
     }
   quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm2.safetensors"), msptq2(), small_pieces, cpu_backend());
   quantize_checkpoint_files(dir.file("weights.safetensors"), dir.file("qw2.safetensors"), msptq2(), small_pieces,
@@ -264,9 +277,9 @@ TEST(CheckpointStream, MasksOfOnlyZeroAndOneAreKeptAndLeaveTheWeightsAlone) {
                  with_masks);
   EXPECT_EQ(test::bytes_of(dir.file("qw") + "/model-00002-of-00002.safetensors"),
             test::bytes_of(dir.file("qm") + "/model-00002-of-00002.safetensors"));
-  EXPECT_EQ(sharded.tensors.size(), 7u);
+  EXPECT_EQ(sharded.tensors.size(), 8u);
   ASSERT_EQ(sharded.warnings.size(), 1u);
-  EXPECT_EQ(sharded.warnings[0].rfind(dir.file("m") + "/model-00001-of-00002.safetensors: 2 tensor(s) of only 0 and 1", 0),
+  EXPECT_EQ(sharded.warnings[0].rfind(dir.file("m") + "/model-00001-of-00002.safetensors: 4 mask(s) kept", 0),
             0u) << sharded.warnings[0];
 
   io::TensorFile masks_alone;
@@ -278,7 +291,7 @@ TEST(CheckpointStream, MasksOfOnlyZeroAndOneAreKeptAndLeaveTheWeightsAlone) {
                               cpu_backend());
     ADD_FAILURE() << "accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("no tensor to quantize: every one it would quantize holds only 0 and 1"),
+    EXPECT_NE(std::string(e.what()).find("no tensor to quantize: every one it would quantize is a mask"),
               std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir.file("qa.safetensors")));

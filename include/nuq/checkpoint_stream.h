@@ -43,7 +43,7 @@ struct StreamOptions {
   // tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`; and those of a
   // module another tool has quantized already, i.e. one holding packed codes or 8-bit weights (an FP8
   // weight's `weight_scale_inv`, GPTQ's `scales` beside its I32 `qweight`), which are kept with it;
-  // and masks, tensors of only 0 and 1 (GPT-2's causal `attn.bias`), found as they are read.
+  // and masks (is_a_mask in kept_tensors.h: GPT-2's causal `attn.bias`), found as they are read.
   std::optional<std::regex> skip;
   bool quantize_vectors = false;
   // 0, or the run of weights along a row with its own scale: each group's weights meet the codebook
@@ -78,7 +78,7 @@ struct StreamReport {
 };
 
 // What quantize_checkpoint_files would do with each tensor of `input` under `options`, from the
-// headers and, to tell masks of only 0 and 1 (kept: kMaskReason in kept_tensors.h) from weights, a
+// headers and, to tell masks (kept: kMaskReason in kept_tensors.h) from weights, a
 // tensor's first values (`nuq inspect`): quantize it, or keep it as it is and why; and the warnings
 // a run would give before it starts (StreamReport::warnings; the run tells of masks once pass 1
 // has found them).

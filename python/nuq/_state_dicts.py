@@ -4,6 +4,7 @@ and which are kept, and every quantized one restored."""
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import warnings
 
@@ -68,18 +69,32 @@ def _marks_a_quantized_module(name: str, v) -> bool:
     return dtype not in ("int64", "uint64", "bool", "float64")
 
 
-def _only_zero_and_one(v) -> bool:
-    """Every value 0 or 1, and both occur: a mask stored as floats (GPT-2's causal ``h.N.attn.bias``),
-    which ``nuq quantize`` keeps as it is. Its first values tell weights apart before the whole is
-    compared. A tensor without values to compare (PyTorch's meta device, a sparse layout) is left to
-    the reading that refuses it by name."""
-    if _is_torch(v) and (v.device.type == "meta" or v.layout != _torch().strided):
+def _is_mask(v) -> bool:
+    """A mask stored as floats, which ``nuq quantize`` keeps as it is: every value 0 or 1 (GPT-2's
+    causal ``h.N.attn.bias``), or 0 or one value at most -100 (added to attention scores: Swin's
+    ``attn_mask`` of 0 and -100), both present. Its first values tell weights apart before the whole
+    is looked at. A tensor without values to look at (PyTorch's meta device, a sparse layout) is
+    left to the reading that refuses it by name."""
+    if _is_torch(v):
+        if v.device.type == "meta" or v.layout != _torch().strided:
+            return False
+        flat = v.detach().reshape(-1)
+    else:
+        flat = np.asarray(v).reshape(-1)
+
+    def other(x):
+        """The one value of `x` other than 0 if it is a mask's (None if none), or False."""
+        rest = x[x != 0]
+        if rest.shape[0] == 0:
+            return None
+        first = float(rest[0])
+        mask_value = first == 1.0 or (math.isfinite(first) and first <= -100.0)
+        return first if mask_value and bool((rest == rest[0]).all()) else False
+
+    if flat.shape[0] == 0 or other(flat[:64]) is False:
         return False
-    flat = v.detach().reshape(-1) if _is_torch(v) else np.asarray(v).reshape(-1)
-    in_mask = lambda x: bool(((x == 0) | (x == 1)).all())
-    if flat.shape[0] == 0 or not in_mask(flat[:64]) or not in_mask(flat):
-        return False
-    return bool((flat == 0).any()) and bool((flat == 1).any())
+    value = other(flat)
+    return value is not None and value is not False and bool((flat == 0).any())
 
 
 def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
@@ -88,8 +103,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     """Quantize the float32/float16/bfloat16 matrices of a state dict with one codebook, as
     ``nuq quantize`` does a checkpoint (the same tensors kept, the same codes).
 
-    Kept as they are: tensors whose every value is 0 or 1 (masks, such as GPT-2's causal
-    ``attn.bias``; with a warning); 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
+    Kept as they are: masks (only 0 and 1, as GPT-2's causal ``attn.bias``, or 0 and one value
+    <= -100; with a warning); 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
     breaks a model) unless quantize_vectors=True (Algorithm 1 of the paper quantizes every
     parameter, biases included: nuq's own models are quantized so); the floating tensors of a
     module that also holds a tensor of another dtype (another tool's quantized module: FP8 weights'
@@ -132,12 +147,12 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         return any(_matches(p, name) for p in patterns)
 
     chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
-    masks = {k for k, v in chosen if _only_zero_and_one(v)}
+    masks = {k for k, v in chosen if _is_mask(v)}
     if masks:  # as `nuq quantize` keeps them, and says so
         named = [k for k, _ in chosen if k in masks]  # in the state dict's order
         shown = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
-        warnings.warn(f"quantize_state_dict: tensors of only 0 and 1 kept as they are (masks, such as GPT-2's causal "
-                      f"attn.bias, not weights): {shown}", stacklevel=2)
+        warnings.warn(f"quantize_state_dict: masks kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
+                      f"and one value <= -100, added to attention scores; not weights): {shown}", stacklevel=2)
         chosen = [(k, v) for k, v in chosen if k not in masks]
     doubles = [k for k, v in state_dict.items() if _is_float64(v) and len(_shape(v)) >= 2 and not skipped(k, v)]
     if doubles:

@@ -46,31 +46,37 @@ def test_defaults_keep_vectors_and_give_the_codes_of_nuq_quantize(nuq_cli, tmp_p
     assert all(isinstance(v, nuq.QuantizedTensor) for v in every.values())
 
 
-def test_masks_of_only_zero_and_one_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
-    """GPT-2's causal masks (F32 [1, 1, n, n] of 0 and 1): kept with a warning, as the CLI keeps them,
-    and the weights get the codes they would get without the masks (with global normalisation the
-    masks' ones would otherwise set every weight's scale). One other value makes a tensor weights."""
+def test_masks_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
+    """Masks (GPT-2's causal F32 [1, 1, n, n] of 0 and 1, Swin's additive one of 0 and -100): kept
+    with a warning, as the CLI keeps them, and the weights get the codes they would get without the
+    masks (with global normalisation the masks would otherwise set every weight's scale). A third
+    value makes a tensor weights."""
     causal = np.tril(np.ones((16, 16), np.float32)).reshape(1, 1, 16, 16)
     almost = np.tril(np.ones((8, 8), np.float32))
     almost[0, 3] = 0.5
-    sd = dict(llm, **{"h.0.attn.bias": causal, "h.1.attn.bias": causal.copy(), "almost.mask": almost})
+    additive = np.where(np.tril(np.ones((4, 9, 9))) > 0, 0.0, -100.0).astype(np.float16)
+    checker = np.where(np.indices((8, 8)).sum(0) % 2, 0.02, -0.02).astype(np.float32)  # two values, weights
+    sd = dict(llm, **{"h.0.attn.bias": causal, "h.1.attn.bias": causal.copy(), "almost.mask": almost,
+                      "layers.0.attn_mask": additive, "checker.weight": checker})
     nuq.save(tmp_path / "in.safetensors", sd)
     out = nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "--device", "cpu", "--json")
-    assert set(json.loads(out)["kept"]) >= {"h.0.attn.bias", "h.1.attn.bias"}
+    assert set(json.loads(out)["kept"]) >= {"h.0.attn.bias", "h.1.attn.bias", "layers.0.attn_mask"}
     cli = nuq.load(tmp_path / "q.safetensors")
-    with pytest.warns(UserWarning, match=r"tensors of only 0 and 1 kept as they are \(masks, such as GPT-2's causal "
-                      r"attn.bias, not weights\): h.0.attn.bias, h.1.attn.bias"):
+    with pytest.warns(UserWarning, match=r"masks kept as they are \(only 0 and 1, as GPT-2's causal attn.bias, or 0 and "
+                      r"one value <= -100, added to attention scores; not weights\): h.0.attn.bias, h.1.attn.bias, "
+                      r"layers.0.attn_mask"):
         ours = nuq.quantize_state_dict(sd, nuq.design("sptq"))
-    without = nuq.quantize_state_dict(dict(llm, **{"almost.mask": almost}), nuq.design("sptq"))
+    without = nuq.quantize_state_dict(dict(llm, **{"almost.mask": almost, "checker.weight": checker}), nuq.design("sptq"))
     assert ours["h.0.attn.bias"] is sd["h.0.attn.bias"]
     np.testing.assert_array_equal(cli["h.1.attn.bias"], causal)
+    np.testing.assert_array_equal(cli["layers.0.attn_mask"], additive)
     for name, q in without.items():
         if isinstance(q, nuq.QuantizedTensor):
             np.testing.assert_array_equal(ours[name].codes, q.codes)
             np.testing.assert_array_equal(cli[name].codes, q.codes)
     torch = pytest.importorskip("torch")
     mask = torch.from_numpy(causal).to(torch.bfloat16)
-    with pytest.warns(UserWarning, match="tensors of only 0 and 1"):
+    with pytest.warns(UserWarning, match="masks kept as they are"):
         assert nuq.quantize_state_dict(dict(llm, mask=mask), nuq.design("sptq"))["mask"] is mask
     # Tensors with no values to look at are refused by name, as before the masks were looked for.
     with pytest.raises(ValueError, match="tensor 'm' is on PyTorch's meta device"):
