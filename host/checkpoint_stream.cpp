@@ -221,6 +221,16 @@ class StreamRun {
                 "0 and one value <= -100; kept as they are)");
   }
 
+  // After pass 1 with global normalisation: tensors that set every other's scale are told of.
+  void warn_of_scale_setting_tensors(const WeightStats& global) {
+    std::vector<std::pair<std::string, WeightStats>> tensors;
+    for (const Job& job : jobs_) tensors.push_back({job.name, job.own});
+    const std::string line = scale_setting_tensors(tensors, global);
+    if (line.empty()) return;
+    report_.warnings.push_back(input_ + ": " + line);
+    if (o_.warnings) *o_.warnings << "nuq: warning: " << report_.warnings.back() << '\n';
+  }
+
   // After pass 1: the tensor's map (global normalisation: from `global`, every tensor's statistics),
   // and the count of maps stored.
   void make_maps(Job& job, const WeightStats& global) {
@@ -504,6 +514,7 @@ WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, con
   for (Job* job : run.file_order()) run.statistics(*job, progress);
   run.keep_masks();
   const WeightStats global = every_weight(run, input, o);
+  if (o.normalisation == Normalisation::Global) run.warn_of_scale_setting_tensors(global);
   for (Job& job : run.jobs()) run.make_maps(job, global);
   const auto pass_two = std::chrono::steady_clock::now();
   report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();

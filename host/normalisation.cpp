@@ -1,10 +1,13 @@
 #include "nuq/normalisation.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <limits>
 #include <vector>
 
 #include "nuq/error.h"
+#include "nuq/list_text.h"
 
 namespace nuq {
 namespace {
@@ -83,6 +86,49 @@ void require_storable(Normalisation normalisation, int bits, const std::string& 
   NUQ_REQUIRE(normalisation != Normalisation::PerChannel || bits <= 8, where,
               ": per-channel normalisation keeps a table of levels per row and takes codebooks of up to 8 bits (this "
               "one's codes are stored at ", bits, " bits: ", std::size_t{1} << bits, " levels per row); use per-tensor");
+}
+
+std::string scale_setting_tensors(const std::vector<std::pair<std::string, WeightStats>>& tensors,
+                                  const WeightStats& global) {
+  constexpr double kRmsRatio = 10.0, kSigmaRatio = 1.5;
+  // Each tensor's root mean square about the global mean, and the weighted median of them.
+  std::vector<std::pair<double, std::size_t>> rms;  // (RMS, index), tensors with finite weights
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const WeightStats& t = tensors[i].second;
+    if (t.count == 0) continue;
+    const double off = t.mean - global.mean;
+    rms.push_back({std::sqrt((t.m2 + double(t.count) * off * off) / double(t.count)), i});
+  }
+  std::sort(rms.begin(), rms.end());
+  double median = 0.0;
+  for (std::size_t i = 0, weights = 0; i < rms.size() && 2 * weights < global.count; ++i) {
+    weights += tensors[rms[i].second].second.count;
+    median = rms[i].first;
+  }
+  if (!(median > 0.0)) return "";
+  WeightStats setting, rest;
+  std::vector<std::string> names;
+  for (const auto& [r, i] : rms) {
+    const WeightStats& t = tensors[i].second;
+    if (r >= kRmsRatio * median) {
+      setting = combine(setting, t);
+      names.push_back("'" + tensors[i].first + "'");
+    } else {
+      rest = combine(rest, t);
+    }
+  }
+  if (names.empty() || rest.count == 0) return "";
+  const double ratio = rest.stddev() > 0.0 ? global.stddev() / rest.stddev() : std::numeric_limits<double>::infinity();
+  if (ratio < kSigmaRatio) return "";
+  std::sort(names.begin(), names.end());
+  char numbers[200];
+  std::snprintf(numbers, sizeof numbers, "%.2g%% of the weights, each with an RMS over %g times the median tensor's, "
+                "make sigma %.3g times what the rest give alone, so the rest meet the codebook %.3g times too small",
+                100.0 * double(setting.count) / double(global.count), kRmsRatio, ratio, ratio);
+  return "with global normalisation " + std::to_string(names.size()) + " tensor(s) set every other's scale: " +
+         first_few(names, 3) + " (" + numbers + "); keep buffers stored as weights (a rotary cache, a positional "
+         "table, Mamba's A_log) with --skip, and quantize tensors of another scale (T5's embeddings) with --normalise "
+         "per-tensor";
 }
 
 }  // namespace nuq

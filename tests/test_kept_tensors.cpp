@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <regex>
@@ -16,6 +18,8 @@
 #include "nuq/checkpoint_stream.h"
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/normalisation.h"
+#include "nuq/stats.h"
 #include "temp_dir.h"
 
 namespace nuq {
@@ -295,6 +299,70 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
               std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir.file("qa.safetensors")));
+}
+
+// Under global normalisation, tensors far off the others' scale (buffers stored as weights: a rotary
+// cache, a positional table, Mamba's A_log) set every weight's scale: named when they hold the
+// sigma at 1.5 times or more of the rest's, each with an RMS 10 times the median tensor's or more.
+TEST(CheckpointStream, TensorsThatSetEveryOthersScaleAreNamed) {
+  using Named = std::vector<std::pair<std::string, WeightStats>>;
+  const auto stats = [](std::size_t count, double sigma, std::uint32_t seed, double mean = 0.0) {
+    WeightStats s;
+    accumulate(s, test::draw(test::Law::Laplace, count, mean, sigma, seed), "t");
+    return s;
+  };
+  const auto told = [](const Named& tensors) {
+    WeightStats global;
+    for (const auto& t : tensors) global = combine(global, t.second);
+    return scale_setting_tensors(tensors, global);
+  };
+  Named weights;
+  for (std::uint32_t i = 0; i < 10; ++i) weights.push_back({"layers." + std::to_string(i) + ".weight", stats(1000, 0.02, i)});
+  EXPECT_EQ(told(weights), "");
+  Named cache = weights;  // 50 values of RMS 1: sigma 3.7 times the rest's
+  cache.push_back({"rotary.cos_cached", stats(50, 1.0, 11)});
+  cache.push_back({"a.sin_cached", stats(50, 1.0, 12)});
+  const std::string line = told(cache);
+  EXPECT_EQ(line.rfind("with global normalisation 2 tensor(s) set every other's scale: 'a.sin_cached', "
+                       "'rotary.cos_cached' (0.99% of the weights", 0), 0u) << line;
+  WeightStats rest, global;
+  for (const auto& t : weights) rest = combine(rest, t.second);
+  for (const auto& t : cache) global = combine(global, t.second);
+  char ratio[32];
+  std::snprintf(ratio, sizeof ratio, "make sigma %.3g times", global.stddev() / rest.stddev());
+  EXPECT_NE(line.find(ratio), std::string::npos) << line << " / " << ratio;
+  Named offset = weights;  // an RMS about the global mean: a tensor far off the others' mean counts
+  offset.push_back({"shifted", stats(100, 0.02, 13, 2.0)});
+  EXPECT_NE(told(offset).find("'shifted'"), std::string::npos);
+  Named near = weights;  // 5 times the median's RMS: another scale, not another kind
+  near.push_back({"embed", stats(3000, 0.1, 14)});
+  EXPECT_EQ(told(near), "");
+  Named few = weights;  // 20 times, but two weights hardly move sigma
+  few.push_back({"outliers", stats(2, 0.4, 15)});
+  EXPECT_EQ(told(few), "");
+  EXPECT_EQ(told({cache.back()}), "");
+  EXPECT_EQ(told({}), "");
+
+  // A run says so (global normalisation only); the file is written as ever.
+  test::TempDir dir;
+  io::TensorFile file = shard(9, "");
+  std::vector<float> cosines(64 * 16);
+  for (std::size_t i = 0; i < cosines.size(); ++i) cosines[i] = float(std::cos(double(i / 16) / std::pow(1e4, double(i % 16) / 16)));
+  file.tensors["rotary_emb.cos_cached"] = io::f32_tensor({1, 1, 64, 16}, cosines);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  StreamOptions options;
+  std::ostringstream warned;
+  options.warnings = &warned;
+  const StreamReport report =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_EQ(report.warnings[0].rfind(dir.file("in.safetensors") + ": with global normalisation 1 tensor(s) set every "
+                                     "other's scale: 'rotary_emb.cos_cached'", 0), 0u) << report.warnings[0];
+  EXPECT_EQ(warned.str(), "nuq: warning: " + report.warnings[0] + "\n");
+  options.normalisation = Normalisation::PerTensor;
+  options.warnings = nullptr;
+  EXPECT_TRUE(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options,
+                                        cpu_backend()).warnings.empty());
 }
 
 // What a user is told before a run of what is kept: F64 matrices (not quantized; named, four of

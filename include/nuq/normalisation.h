@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nuq/weight_type.h"
@@ -50,6 +51,16 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const void* va
 // has no statistics of its own: it takes the tensor's mean with scale 0, so that every weight of
 // it comes back as the tensor's mean (a group's scale about that mean is then 0 too).
 Affine row_map(const WeightStats& row, const WeightStats& tensor);
+
+// Under global normalisation, the tensors that set every other's scale: each with an RMS about the
+// global mean (`global`: the statistics of all of `tensors`, named) at least 10 times that of the
+// tensor holding the median weight, that together make the global standard deviation at least 1.5
+// times what the other tensors alone give. Such are buffers stored as weights (a rotary cache, a
+// sinusoidal positional table, Mamba's A_log) and tensors of another scale (T5's embeddings): the
+// other tensors would be quantized at a fraction of their scale. A line for the user naming them,
+// without a prefix; empty when there are none.
+std::string scale_setting_tensors(const std::vector<std::pair<std::string, WeightStats>>& tensors,
+                                  const WeightStats& global);
 
 // Per-channel levels are a table per row (per group with a group size): refused above 8-bit codes
 // (65536 levels per row), with a message naming `where` and what to do instead.

@@ -306,6 +306,14 @@ std::vector<PyQuantized> quantize_tensors(const std::vector<TensorInMemory>& ten
   WeightStats global;
   for (std::size_t i : by_name) global = combine(global, own[i]);
   NUQ_REQUIRE(global.count > 0, tensors.size() == 1 ? tensors[0].name : "the tensors", ": no finite weight to quantize");
+  if (options.normalisation == Normalisation::Global) {  // as `nuq quantize` warns of them
+    std::vector<std::pair<std::string, WeightStats>> named;
+    for (std::size_t i : by_name) named.push_back({tensors[i].name, own[i]});
+    const std::string line = scale_setting_tensors(named, global);
+    const py::gil_scoped_acquire acquire;  // (stacklevel 2: quantize_state_dict's caller)
+    if (!line.empty() && PyErr_WarnEx(PyExc_UserWarning, ("quantize_state_dict: " + line).c_str(), 2) != 0)
+      throw py::error_already_set();
+  }
   std::vector<PyQuantized> out;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     PyQuantized q;

@@ -85,6 +85,30 @@ def test_masks_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
         nuq.quantize_state_dict(dict(llm, s=torch.from_numpy(causal[0, 0]).to_sparse()), nuq.design("sptq"))
 
 
+def test_tensors_that_set_every_others_scale_are_warned_of_as_the_cli_warns(nuq_cli, tmp_path, llm):
+    """Mamba's A_log (log 1..16 beside weights of sigma 0.02) sets the global sigma: warned of under
+    global normalisation, by quantize_state_dict as by the CLI, and not per tensor."""
+    sd = dict(llm, **{"mixer.A_log": np.log(np.tile(np.arange(1, 17, dtype=np.float32), (8, 1)))})
+    with pytest.warns(UserWarning, match=r"quantize_state_dict: with global normalisation 1 tensor\(s\) set every "
+                      r"other's scale: 'mixer.A_log' \("):
+        nuq.quantize_state_dict(sd, nuq.design("msptq"))
+    nuq.save(tmp_path / "in.safetensors", sd)
+    out = json.loads(nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "--json"))
+    assert [w.split(": ", 1)[1] for w in out["warnings"]] == \
+        [str(w.message).split(": ", 1)[1] for w in warnings_of(lambda: nuq.quantize_state_dict(sd, nuq.design("msptq")))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nuq.quantize_state_dict(sd, nuq.design("msptq"), normalise="per-tensor")
+        nuq.quantize_state_dict(llm, nuq.design("msptq"))
+
+
+def warnings_of(call):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return caught
+
+
 def test_skip_takes_globs_regular_expressions_and_generators(llm):
     codebook = nuq.design("sptq")
     quantized = lambda out: {k for k, v in out.items() if isinstance(v, nuq.QuantizedTensor)}
