@@ -73,8 +73,8 @@ CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOp
   // Joined in name order, as the quantizer joins them: the result does not depend on the layout.
   std::sort(out.tensors.begin(), out.tensors.end(), [](const TensorStats& a, const TensorStats& b) { return a.name < b.name; });
   for (const TensorStats& t : out.tensors) out.all = combine(out.all, t.stats);
-  NUQ_REQUIRE(!out.tensors.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or "
-              "any with --quantize-vectors, that --skip does not name)");
+  NUQ_REQUIRE(!out.tensors.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions above 1 "
+              "whose names do not end in 'bias', or any with --quantize-vectors, that --skip does not name)");
   return out;
 }
 

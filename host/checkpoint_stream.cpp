@@ -130,8 +130,8 @@ class StreamRun {
         quantized_bytes_ += entry.end - entry.begin;
       }
     }
-    NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions, or any "
-                "with --quantize-vectors, that --skip does not name)");
+    NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions above 1 whose "
+                "names do not end in 'bias', or any with --quantize-vectors, that --skip does not name)");
   }
 
   // The options' own checks, made before the output folder is: returns `input`.

@@ -20,6 +20,18 @@ std::string module_of(const std::string& name) {
   return dot == std::string::npos ? std::string() : name.substr(0, dot);
 }
 
+// Why a tensor is kept as norms and biases are unless --quantize-vectors (a 2-bit norm breaks a
+// model), or nullptr: fewer than two dimensions; one dimension above 1 (ViT's cls_token [1, 1, d]);
+// a name whose last part ends in "bias" (gpt-oss's per-expert gate_up_proj_bias [E, 2I]).
+const char* vector_reason(const std::string& name, const std::vector<std::int64_t>& shape) {
+  if (shape.size() < 2) return "fewer than two dimensions (--quantize-vectors)";
+  if (std::count_if(shape.begin(), shape.end(), [](std::int64_t d) { return d > 1; }) < 2)
+    return "a vector: one dimension above 1 (--quantize-vectors)";
+  const std::string last = name.substr(name.rfind('.') + 1);  // (npos + 1 == 0: the whole name)
+  if (last.size() >= 4 && last.compare(last.size() - 4, 4, "bias") == 0) return "a bias (--quantize-vectors)";
+  return nullptr;
+}
+
 // Whether --skip names `tensor`. std::regex matches by recursion, one level a character or more: a
 // name of tens of thousands of characters (legal in the format) would overflow the stack, so names
 // beyond any real checkpoint's are refused for matching instead.
@@ -94,7 +106,8 @@ const char* kept_reason(const std::string& name, const io::TensorEntry& entry, c
   if (!io::is_floating(entry.dtype)) return "not F32, F16 or BF16";
   // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
   if (entry.element_count() == 0) return "empty";
-  if (entry.shape.size() < 2 && !o.quantize_vectors) return "fewer than two dimensions (--quantize-vectors)";
+  if (!o.quantize_vectors)
+    if (const char* why = vector_reason(name, entry.shape)) return why;
   if (quantized_elsewhere.count(module_of(name))) return "of a module another tool quantized";
   if (o.skip && skip_matches(*o.skip, name, reader)) return "named by --skip";
   return nullptr;
@@ -230,7 +243,8 @@ std::vector<std::string> keeping_warnings(const ShardReaders& readers, const Str
     for (const auto& [name, entry] : reader->layout().tensors) {
       // (A module another tool quantized keeps its floating tensors whatever their dtype: not told.)
       const bool f64_matrix = entry.dtype == io::DType::F64 && entry.element_count() > 1 &&
-                              (entry.shape.size() >= 2 || o.quantize_vectors) && !quantized_elsewhere.count(module_of(name));
+                              (o.quantize_vectors || !vector_reason(name, entry.shape)) &&
+                              !quantized_elsewhere.count(module_of(name));
       // --skip is matched where it decides something: the F64 matrices told of, and floating tensors
       // (as kept_as_they_are matches it) until it has named one. Other dtypes are kept anyway.
       const bool asked = o.skip && (f64_matrix || (!skip_named_one && io::is_floating(entry.dtype)));

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -212,8 +213,8 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
   // 128 KiB between the first tensors and the masks: the plan's window of first values moves.
   weights.tensors["big.weight"] = io::f32_tensor({128, 256}, test::draw(test::Law::Laplace, 128 * 256, 0.0, 0.02, 9));
   io::TensorFile with_masks = weights;
-  with_masks.tensors["h.0.attn.bias"] = io::f32_tensor({1, 1, 16, 16}, causal(16));
-  with_masks.tensors["h.1.attn.bias"] = test::bf16_tensor({1, 1, 8, 8}, bf16_mask);
+  with_masks.tensors["h.0.attn.mask"] = io::f32_tensor({1, 1, 16, 16}, causal(16));
+  with_masks.tensors["h.1.attn.mask"] = test::bf16_tensor({1, 1, 8, 8}, bf16_mask);
   std::vector<float> additive = causal(7), lowest = causal(9);
   for (float& v : additive) v = v == 1.0f ? 0.0f : -100.0f;
   for (float& v : lowest) v = v == 1.0f ? 0.0f : std::numeric_limits<float>::lowest();
@@ -243,14 +244,14 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
       quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm.safetensors"), msptq2(), options, cpu_backend());
   quantize_checkpoint_files(dir.file("weights.safetensors"), dir.file("qw.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
   same_but_masks(dir.file("qw.safetensors"), dir.file("qm.safetensors"), with_masks);
-  EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.bias", "h.1.attn.bias", "layers.0.attn_mask",
+  EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.mask", "h.1.attn.mask", "layers.0.attn_mask",
                                                    "layers.1.attn_mask", "norm.weight", "step"}));
   EXPECT_EQ(report.tensors.size(), 6u);  // q_proj, up_proj, zeros, big, checker and almost.mask
   ASSERT_EQ(report.warnings.size(), 1u);
   EXPECT_EQ(report.warnings[0], dir.file("masks.safetensors") +
                                     ": 4 mask(s) kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
-                                    "and one value <= -100, added to attention scores; not weights): 'h.0.attn.bias', "
-                                    "'h.1.attn.bias', 'layers.0.attn_mask' and 1 more");
+                                    "and one value <= -100, added to attention scores; not weights): 'h.0.attn.mask', "
+                                    "'h.1.attn.mask', 'layers.0.attn_mask' and 1 more");
   EXPECT_EQ(told.str(), "nuq: warning: " + report.warnings[0] + "\n");
   StreamOptions small_pieces;  // masks read in many pieces, by the plan and by a run
   small_pieces.piece_bytes = 512;
@@ -287,7 +288,7 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
             0u) << sharded.warnings[0];
 
   io::TensorFile masks_alone;
-  masks_alone.tensors["h.0.attn.bias"] = with_masks.tensors.at("h.0.attn.bias");
+  masks_alone.tensors["h.0.attn.mask"] = with_masks.tensors.at("h.0.attn.mask");
   masks_alone.tensors["ln.weight"] = io::f32_tensor({16}, std::vector<float>(16, 1.0f));
   io::write_safetensors(dir.file("alone.safetensors"), masks_alone);
   try {
@@ -299,6 +300,51 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
               std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir.file("qa.safetensors")));
+}
+
+// Norms and biases are kept unless --quantize-vectors whatever their rank: a tensor of one dimension
+// above 1 (ViT's cls_token [1, 1, d], a one-output head [1, d]) and a name ending in "bias"
+// (gpt-oss's per-expert gate_up_proj_bias [E, 2I]; GPT-2's attn.bias, a mask either way).
+TEST(CheckpointStream, VectorsAndBiasesOfAnyRankAreKeptUnlessAskedFor) {
+  test::TempDir dir;
+  io::TensorFile file;
+  const auto laplace = [](std::vector<std::int64_t> shape, std::uint32_t seed) {
+    std::size_t count = 1;
+    for (std::int64_t d : shape) count *= std::size_t(d);
+    return io::f32_tensor(shape, test::draw(test::Law::Laplace, count, 0.0, 0.02, seed));
+  };
+  file.tensors["cls_token"] = laplace({1, 1, 32}, 1);
+  file.tensors["score.weight"] = laplace({1, 32}, 2);
+  file.tensors["rwkv.time_mix_k"] = laplace({1, 1, 32, 1}, 3);
+  file.tensors["mlp.experts.gate_up_proj_bias"] = laplace({4, 64}, 4);
+  file.tensors["mlp.experts.gate_up_proj"] = laplace({4, 64, 32}, 5);
+  file.tensors["mlp.dt_bias_scale"] = laplace({4, 8}, 6);  // "bias" inside the name: a weight
+  std::vector<float> causal(64);
+  for (std::size_t i = 0; i < causal.size(); ++i) causal[i] = i % 8 <= i / 8 ? 1.0f : 0.0f;
+  file.tensors["h.0.attn.bias"] = io::f32_tensor({1, 1, 8, 8}, causal);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const std::map<std::string, std::string> reasons = {
+      {"cls_token", "a vector: one dimension above 1 (--quantize-vectors)"},
+      {"score.weight", "a vector: one dimension above 1 (--quantize-vectors)"},
+      {"rwkv.time_mix_k", "a vector: one dimension above 1 (--quantize-vectors)"},
+      {"mlp.experts.gate_up_proj_bias", "a bias (--quantize-vectors)"},
+      {"h.0.attn.bias", "a bias (--quantize-vectors)"},
+      {"mlp.experts.gate_up_proj", ""},
+      {"mlp.dt_bias_scale", ""}};
+  for (const TensorPlan& t : plan_checkpoint(dir.file("in.safetensors"), StreamOptions{}).tensors)
+    EXPECT_EQ(t.kept, reasons.at(t.name)) << t.name;
+  StreamReport report =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), StreamOptions{}, cpu_backend());
+  EXPECT_EQ(report.kept, (std::vector<std::string>{"cls_token", "h.0.attn.bias", "mlp.experts.gate_up_proj_bias",
+                                                   "rwkv.time_mix_k", "score.weight"}));
+  StreamOptions vectors;
+  vectors.quantize_vectors = true;
+  for (const TensorPlan& t : plan_checkpoint(dir.file("in.safetensors"), vectors).tensors)
+    EXPECT_EQ(t.kept, t.name == "h.0.attn.bias" ? "a mask (only 0 and 1, or 0 and one value <= -100), not weights" : "")
+        << t.name;
+  report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), vectors, cpu_backend());
+  EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.bias"}));
+  EXPECT_EQ(report.tensors.size(), 6u);
 }
 
 // Under global normalisation, tensors far off the others' scale (buffers stored as weights: a rotary

@@ -312,7 +312,7 @@ void add_mismatch_commands(CLI::App& app) {
   CLI::Option* skip = bitrate->add_option("--skip", b->skip,
                                           "Checkpoints: tensors left out, as nuq quantize --skip keeps them");
   bitrate->add_flag("--quantize-vectors", b->quantize_vectors,
-                    "Checkpoints: 1-D tensors count too, as with nuq quantize --quantize-vectors");
+                    "Checkpoints: norms and biases count too, as with nuq quantize --quantize-vectors");
   CLI::Option* bitrate_step = bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
   bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->transform(whole_number_in(1, 16))->capture_default_str();
   bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->transform(whole_number_in(1, 16))->capture_default_str();

@@ -465,7 +465,8 @@ void add_model_commands(CLI::App& app) {
   quantize_cmd->add_option("--xmax", q->xmax, "Support threshold on the normalised weights");
   CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "
-                           "per-channel (each output row its own; codebooks up to 8 bits), or none (the codebook meets "
+                           "per-channel (each row of the [shape[0], rest] view its own: an output channel of a matrix, an "
+                           "expert of a fused [experts, out, in] tensor; codebooks up to 8 bits), or none (the codebook meets "
                            "the weights as they are); --group-size takes per-channel (its default) and refuses the others")
       ->check(CLI::IsMember({"global", "per-tensor", "per-channel", "none"}))->capture_default_str();
   quantize_cmd->add_option("--nonfinite", q->nonfinite,
@@ -487,7 +488,8 @@ void add_model_commands(CLI::App& app) {
                            "implies --normalise per-channel, the only normalisation groups take")
       ->transform(whole_number_in(8, 1 << 20));
   quantize_cmd->add_flag("--quantize-vectors", q->quantize_vectors,
-                         "Checkpoints: quantize 1-D tensors too (norms and biases are kept as they are by default)");
+                         "Checkpoints: quantize norms and biases too (kept as they are by default: 1-D tensors, tensors "
+                         "of one dimension above 1 such as [1, 1, d], and those whose name ends in 'bias')");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
   quantize_cmd->callback([q, normalise, skip] {

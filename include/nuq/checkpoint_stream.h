@@ -40,7 +40,8 @@ struct StreamOptions {
   Normalisation normalisation = Normalisation::Global;
   NonFinite nonfinite = NonFinite::Reject;
   // Floating tensors kept as they are, in their own dtype: empty ones; those whose name matches `skip`; 1-D
-  // tensors (norms, biases: a 2-bit norm breaks a model) unless `quantize_vectors`; and those of a
+  // tensors, tensors of one dimension above 1 and those whose name ends in "bias" (norms, biases: a
+  // 2-bit norm breaks a model) unless `quantize_vectors`; and those of a
   // module another tool has quantized already, i.e. one holding packed codes or 8-bit weights (an FP8
   // weight's `weight_scale_inv`, GPTQ's `scales` beside its I32 `qweight`), which are kept with it;
   // and masks (is_a_mask in kept_tensors.h: GPT-2's causal `attn.bias`), found as they are read.

@@ -45,16 +45,23 @@ def _module(name: str) -> str:
     return name.rpartition(".")[0]
 
 
+def _vector_like(name: str, value) -> bool:
+    """Kept as norms and biases are unless quantize_vectors, as ``nuq quantize`` keeps them: fewer
+    than two dimensions, one dimension above 1 (ViT's cls_token [1, 1, d]), or a name whose last
+    part ends in "bias" (gpt-oss's per-expert gate_up_proj_bias [E, 2I])."""
+    shape = _shape(value)
+    return len(shape) < 2 or sum(d > 1 for d in shape) < 2 or name.rpartition(".")[2].endswith("bias")
+
+
 def _kept_by_default(state_dict, quantize_vectors: bool):
-    """The floating tensors ``nuq quantize`` keeps in a checkpoint: empty ones, vectors and scalars
-    (norms, biases) unless quantize_vectors, and those of a module that holds a tensor of another dtype (a
-    module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
+    """The floating tensors ``nuq quantize`` keeps in a checkpoint: empty ones, vectors, scalars and
+    biases (_vector_like) unless quantize_vectors, and those of a module that holds a tensor of another
+    dtype (a module another tool quantized: an FP8 weight's scale, GPTQ's scales beside its int32 qweight)."""
     marks = [k for k, v in state_dict.items() if _marks_a_quantized_module(k, v)]
     # Its module, and itself as one (bitsandbytes keeps `<m>.weight.absmax` beside the U8 `<m>.weight`)
     elsewhere = {m for k in marks for m in (_module(k), k) if m}
-    vector = lambda v: not quantize_vectors and len(_shape(v)) < 2
     return {k for k, v in state_dict.items()
-            if _floating(v) and (vector(v) or 0 in _shape(v) or _module(k) in elsewhere)}
+            if _floating(v) and ((not quantize_vectors and _vector_like(k, v)) or 0 in _shape(v) or _module(k) in elsewhere)}
 
 
 def _marks_a_quantized_module(name: str, v) -> bool:
@@ -105,7 +112,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
 
     Kept as they are: masks (only 0 and 1, as GPT-2's causal ``attn.bias``, or 0 and one value
     <= -100; with a warning); 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
-    breaks a model) unless quantize_vectors=True (Algorithm 1 of the paper quantizes every
+    breaks a model), tensors of one dimension above 1 (ViT's cls_token [1, 1, d]) and those whose name
+    ends in "bias" (gpt-oss's per-expert biases [E, 2I]) unless quantize_vectors=True (Algorithm 1 of the paper quantizes every
     parameter, biases included: nuq's own models are quantized so); the floating tensors of a
     module that also holds a tensor of another dtype (another tool's quantized module: FP8 weights'
     scales, GPTQ's scales beside its int32 qweight); and what `skip` names: None, a callable
@@ -154,7 +162,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         warnings.warn(f"quantize_state_dict: masks kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
                       f"and one value <= -100, added to attention scores; not weights): {shown}", stacklevel=2)
         chosen = [(k, v) for k, v in chosen if k not in masks]
-    doubles = [k for k, v in state_dict.items() if _is_float64(v) and len(_shape(v)) >= 2 and not skipped(k, v)]
+    doubles = [k for k, v in state_dict.items()
+               if _is_float64(v) and (quantize_vectors or not _vector_like(k, v)) and not skipped(k, v)]
     if doubles:
         shown = ", ".join(doubles[:5]) + (f" and {len(doubles) - 5} more" if len(doubles) > 5 else "")
         warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (a state dict's "
@@ -162,7 +171,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
                       "them with .float() or .astype(np.float32) first to quantize them)", stacklevel=2)
     if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none
         raise ValueError("quantize_state_dict: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
-                         "more dimensions, or any with quantize_vectors=True, that skip does not name)")
+                         "more dimensions above 1 whose names do not end in 'bias', or any with quantize_vectors=True, "
+                         "that skip does not name)")
     if _device_path([v for _, v in chosen], device):
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))

@@ -56,19 +56,19 @@ def test_masks_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
     almost[0, 3] = 0.5
     additive = np.where(np.tril(np.ones((4, 9, 9))) > 0, 0.0, -100.0).astype(np.float16)
     checker = np.where(np.indices((8, 8)).sum(0) % 2, 0.02, -0.02).astype(np.float32)  # two values, weights
-    sd = dict(llm, **{"h.0.attn.bias": causal, "h.1.attn.bias": causal.copy(), "almost.mask": almost,
+    sd = dict(llm, **{"h.0.attn.mask": causal, "h.1.attn.mask": causal.copy(), "almost.mask": almost,
                       "layers.0.attn_mask": additive, "checker.weight": checker})
     nuq.save(tmp_path / "in.safetensors", sd)
     out = nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", "--device", "cpu", "--json")
-    assert set(json.loads(out)["kept"]) >= {"h.0.attn.bias", "h.1.attn.bias", "layers.0.attn_mask"}
+    assert set(json.loads(out)["kept"]) >= {"h.0.attn.mask", "h.1.attn.mask", "layers.0.attn_mask"}
     cli = nuq.load(tmp_path / "q.safetensors")
     with pytest.warns(UserWarning, match=r"masks kept as they are \(only 0 and 1, as GPT-2's causal attn.bias, or 0 and "
-                      r"one value <= -100, added to attention scores; not weights\): h.0.attn.bias, h.1.attn.bias, "
+                      r"one value <= -100, added to attention scores; not weights\): h.0.attn.mask, h.1.attn.mask, "
                       r"layers.0.attn_mask"):
         ours = nuq.quantize_state_dict(sd, nuq.design("sptq"))
     without = nuq.quantize_state_dict(dict(llm, **{"almost.mask": almost, "checker.weight": checker}), nuq.design("sptq"))
-    assert ours["h.0.attn.bias"] is sd["h.0.attn.bias"]
-    np.testing.assert_array_equal(cli["h.1.attn.bias"], causal)
+    assert ours["h.0.attn.mask"] is sd["h.0.attn.mask"]
+    np.testing.assert_array_equal(cli["h.1.attn.mask"], causal)
     np.testing.assert_array_equal(cli["layers.0.attn_mask"], additive)
     for name, q in without.items():
         if isinstance(q, nuq.QuantizedTensor):
@@ -107,6 +107,26 @@ def warnings_of(call):
         warnings.simplefilter("always")
         call()
     return caught
+
+
+def test_vectors_and_biases_of_any_rank_are_kept_as_the_cli_keeps_them(nuq_cli, tmp_path, llm):
+    """[1, 1, d] and [1, d] tensors (ViT's cls_token, a one-output head) and names ending in "bias"
+    (gpt-oss's per-expert biases [E, 2I]) are kept as 1-D ones are, unless quantize_vectors."""
+    rng = np.random.default_rng(3)
+    extra = {"cls_token": rng.laplace(size=(1, 1, 32)).astype(np.float32),
+             "score.weight": rng.laplace(size=(1, 32)).astype(np.float32),
+             "mlp.experts.gate_up_proj_bias": rng.laplace(size=(4, 64)).astype(np.float32),
+             "mlp.dt_bias_scale": rng.laplace(size=(4, 8)).astype(np.float32)}
+    sd = dict(llm, **extra)
+    nuq.save(tmp_path / "in.safetensors", sd)
+    cli = set(json.loads(nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors",
+                                 "--json"))["kept"])
+    ours = nuq.quantize_state_dict(sd, nuq.design("msptq"), normalise="per-tensor")
+    kept = {k for k, v in ours.items() if not isinstance(v, nuq.QuantizedTensor)}
+    assert kept == cli and {"cls_token", "score.weight", "mlp.experts.gate_up_proj_bias"} <= kept
+    assert "mlp.dt_bias_scale" not in kept
+    every = nuq.quantize_state_dict(sd, nuq.design("msptq"), normalise="per-tensor", quantize_vectors=True)
+    assert all(isinstance(v, nuq.QuantizedTensor) for v in every.values())
 
 
 def test_skip_takes_globs_regular_expressions_and_generators(llm):
