@@ -77,6 +77,23 @@ std::vector<Affine> maps_of(const Job& job, bool per_row, std::size_t first, std
   return maps;
 }
 
+// The error for tensors whose rows do not split into groups of `group_size`: every one named (the
+// first few spelled out), with a --skip that keeps them where one is short enough to be typed.
+std::string ungroupable_error(const std::string& input, std::vector<std::string> names, std::size_t group_size) {
+  std::sort(names.begin(), names.end());
+  std::string pattern;
+  for (const std::string& name : names) {
+    pattern += pattern.empty() ? "^(" : "|";
+    for (char c : name) pattern += std::string(std::strchr(".^$|()[]{}*+?\\", c) && c ? "\\" : "") + c;
+  }
+  pattern += ")$";
+  std::vector<std::string> quoted;
+  for (const std::string& name : names) quoted.push_back("'" + name + "'");
+  return input + ": the rows of " + std::to_string(names.size()) + " tensor(s) do not split into groups of " +
+         std::to_string(group_size) + ": " + first_few(quoted, 5) + "; keep them as they are with --skip" +
+         (pattern.size() <= 300 ? " '" + pattern + "'" : "") + ", or choose a group size that divides their rows";
+}
+
 std::string where_of(const io::SafetensorsReader& reader, const std::string& tensor, const Piece& p) {
   return reader.path() + ": tensor '" + tensor + "' (from row " + std::to_string(p.row) + ")";
 }
@@ -105,6 +122,7 @@ class StreamRun {
     report_.warnings = keeping_warnings(readers_, o, quantized_elsewhere);
     if (o.warnings)  // now, before a run that may take minutes, rather than in its report at the end
       for (const std::string& line : report_.warnings) *o.warnings << "nuq: warning: " << line << '\n';
+    std::vector<std::string> ungroupable;  // rows that do not split into groups: told all at once
     for (std::size_t s = 0; s < readers_.size(); ++s) {
       const io::SafetensorsReader& reader = *readers_[s];
       for (const auto& [name, entry] : reader.layout().tensors) {
@@ -121,6 +139,10 @@ class StreamRun {
         job.rows = job.matrix_rows;
         job.cols = job.matrix_cols;
         if (o.group_size) {
+          if (o.group_size % 8 == 0 && job.cols % o.group_size) {
+            ungroupable.push_back(name);
+            continue;
+          }
           require_groupable(o.group_size, job.cols, bits_, reader.path() + ": tensor '" + name + "'");
           job.rows = job.matrix_rows * (job.matrix_cols / o.group_size);
           job.cols = o.group_size;
@@ -130,6 +152,7 @@ class StreamRun {
         quantized_bytes_ += entry.end - entry.begin;
       }
     }
+    if (!ungroupable.empty()) throw Error(ungroupable_error(input, ungroupable, o.group_size));
     NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions above 1 whose "
                 "names do not end in 'bias', or any with --quantize-vectors, that --skip does not name)");
   }

@@ -335,6 +335,39 @@ TEST(CheckpointStream, GroupsOf128CostUnder2Point3BitsAndFollowEachRunsScale) {
 // in-memory quantizer (the Python binding's) finds: pieces of two shares each, so the threads work
 // on a window's shares at once, and tensors of several windows, a tensor of each kind in one file, and a kept F32 tensor whose name
 // falls between the rooms.
+// Tensors whose rows do not split into groups are named all at once (convolutions of 36 taps,
+// Mamba's A_log of 16), with a --skip that keeps them, which then runs; nothing is written before.
+TEST(CheckpointStream, TensorsThatDoNotSplitIntoGroupsAreNamedTogether) {
+  test::TempDir dir;
+  io::TensorFile file = shard(3, "");
+  file.tensors["conv_in.weight"] = io::f32_tensor({8, 4, 3, 3}, test::draw(test::Law::Laplace, 8 * 36, 0.0, 0.02, 4));
+  file.tensors["mixer.A_log"] = io::f32_tensor({8, 16}, test::draw(test::Law::Laplace, 8 * 16, 0.0, 0.02, 5));
+  file.tensors["mixer(1).x"] = io::f32_tensor({8, 12}, test::draw(test::Law::Laplace, 8 * 12, 0.0, 0.02, 6));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  StreamOptions options;
+  options.normalisation = Normalisation::PerChannel;
+  options.group_size = 24;  // q_proj's 40 columns do not split either; up_proj's 300 neither
+  std::string message;
+  try {
+    quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_EQ(message, dir.file("in.safetensors") + ": the rows of 5 tensor(s) do not split into groups of 24: "
+                     "'conv_in.weight', 'mixer(1).x', 'mixer.A_log', 'q_proj.weight', 'up_proj.weight'; keep them as "
+                     "they are with --skip '^(conv_in\\.weight|mixer\\(1\\)\\.x|mixer\\.A_log|q_proj\\.weight|"
+                     "up_proj\\.weight)$', or choose a group size that divides their rows");
+  EXPECT_FALSE(fs::exists(dir.file("q.safetensors")));
+  const std::size_t quote = message.find("--skip '") + 8;
+  options.skip = skip_pattern(message.substr(quote, message.find('\'', quote) - quote));
+  file.tensors["fits.weight"] = io::f32_tensor({4, 48}, test::draw(test::Law::Laplace, 4 * 48, 0.0, 0.02, 7));
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const StreamReport report =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  ASSERT_EQ(report.tensors.size(), 1u);
+  EXPECT_EQ(report.tensors[0].tensor.name, "fits.weight");
+}
+
 TEST(CheckpointStream, MapsFoundAsTheCodesAreAreTheInMemoryQuantizers) {
   test::TempDir dir;
   std::vector<float> a = test::draw(test::Law::Laplace, 2304 * 256, 0.01, 1.0, 31);
