@@ -153,6 +153,7 @@ class StreamRun {
       }
     }
     if (!ungroupable.empty()) throw Error(ungroupable_error(input, ungroupable, o.group_size));
+    warn_of_tables_larger_than_rows();
     NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions above 1 whose "
                 "names do not end in 'bias', or any with --quantize-vectors, that --skip does not name)");
   }
@@ -242,6 +243,24 @@ class StreamRun {
     }
     NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize is a mask (only 0 and 1, or "
                 "0 and one value <= -100; kept as they are)");
+  }
+
+  // Per channel (not in groups), a row's table of 2^bits F32 levels outweighs a short row: tensors
+  // that would come out larger than they went in (Mamba's conv1d.weight [d, 1, 4]: 34 bits a
+  // weight) are told of before the run.
+  void warn_of_tables_larger_than_rows() {
+    if (o_.normalisation != Normalisation::PerChannel || o_.group_size) return;
+    std::vector<std::string> larger;
+    for (const Job& job : jobs_) {
+      const std::size_t row_after = packed_row_bytes(job.cols, bits_) + (sizeof(float) << bits_);
+      if (job.cols && row_after >= job.cols * io::dtype_size(job.entry.dtype)) larger.push_back("'" + job.name + "'");
+    }
+    if (larger.empty()) return;
+    report_.warnings.push_back(input_ + ": " + std::to_string(larger.size()) + " tensor(s) of rows too short for " +
+                               "a table of " + std::to_string(1 << bits_) + " levels each come out larger than they " +
+                               "went in: " + first_few(larger, 3) + " (--skip them, or use --group-size or " +
+                               "--normalise per-tensor)");
+    if (o_.warnings) *o_.warnings << "nuq: warning: " << report_.warnings.back() << '\n';
   }
 
   // After pass 1 with global normalisation: tensors that set every other's scale are told of.

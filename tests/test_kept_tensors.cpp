@@ -411,6 +411,32 @@ TEST(CheckpointStream, TensorsThatSetEveryOthersScaleAreNamed) {
                                         cpu_backend()).warnings.empty());
 }
 
+// Per channel, a row's table (2^bits F32 levels) outweighs a short row: such tensors are named
+// before the run (Mamba's conv1d.weight [d, 1, 4] comes out at 34 bits a weight); not in groups,
+// and not per tensor.
+TEST(CheckpointStream, RowsTooShortForTheirTablesAreToldOf) {
+  test::TempDir dir;
+  io::TensorFile file = shard(4, "");  // q_proj [96, 40] F32 and up_proj [24, 300] BF16: worth their tables
+  file.tensors["conv1d.weight"] = io::f32_tensor({64, 1, 4}, test::draw(test::Law::Laplace, 256, 0.0, 0.02, 1));
+  std::vector<float> short_rows = test::draw(test::Law::Laplace, 64 * 8, 0.0, 0.02, 2);
+  file.tensors["dt_proj.weight"] = test::bf16_tensor({64, 8}, short_rows);  // 2 + 16 bytes a row against 16
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  StreamOptions options;
+  options.normalisation = Normalisation::PerChannel;
+  StreamReport report =
+      quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_EQ(report.warnings[0], dir.file("in.safetensors") + ": 2 tensor(s) of rows too short for a table of 4 levels "
+                                    "each come out larger than they went in: 'conv1d.weight', 'dt_proj.weight' (--skip "
+                                    "them, or use --group-size or --normalise per-tensor)");
+  for (const auto& t : report.tensors)  // as the report counts them
+    EXPECT_EQ(t.tensor.bytes_after >= t.tensor.bytes_before,
+              t.tensor.name == "conv1d.weight" || t.tensor.name == "dt_proj.weight") << t.tensor.name;
+  options.normalisation = Normalisation::PerTensor;
+  EXPECT_TRUE(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options,
+                                        cpu_backend()).warnings.empty());
+}
+
 // What a user is told before a run of what is kept: F64 matrices (not quantized; named, four of
 // them as three and "1 more", skipped ones left out) and a --skip that names no tensor.
 TEST(CheckpointStream, KeepingF64MatricesOrSkippingNothingIsWarnedOf) {
