@@ -78,11 +78,15 @@ std::vector<Affine> maps_of(const Job& job, bool per_row, std::size_t first, std
 }
 
 // The error for tensors whose rows do not split into groups of `group_size`: every one named (the
-// first few spelled out), with a --skip that keeps them where one is short enough to be typed.
-std::string ungroupable_error(const std::string& input, std::vector<std::string> names, std::size_t group_size) {
+// first few spelled out), with a --skip that keeps them where one is short enough to be typed (to
+// be joined to the --skip given, if one was).
+std::string ungroupable_error(const std::string& input, std::vector<std::string> names, std::size_t group_size,
+                              bool skip_given) {
   std::sort(names.begin(), names.end());
   std::string pattern;
+  bool typable = true;  // in single quotes, as a shell takes them
   for (const std::string& name : names) {
+    typable = typable && name.find('\'') == std::string::npos;
     pattern += pattern.empty() ? "^(" : "|";
     for (char c : name) pattern += std::string(std::strchr(".^$|()[]{}*+?\\", c) && c ? "\\" : "") + c;
   }
@@ -91,7 +95,8 @@ std::string ungroupable_error(const std::string& input, std::vector<std::string>
   for (const std::string& name : names) quoted.push_back("'" + name + "'");
   return input + ": the rows of " + std::to_string(names.size()) + " tensor(s) do not split into groups of " +
          std::to_string(group_size) + ": " + first_few(quoted, 5) + "; keep them as they are with --skip" +
-         (pattern.size() <= 300 ? " '" + pattern + "'" : "") + ", or choose a group size that divides their rows";
+         (typable && pattern.size() <= 300 ? " '" + pattern + "'" : "") +
+         (skip_given ? " (joined with '|' to the --skip given)" : "") + ", or choose a group size that divides their rows";
 }
 
 std::string where_of(const io::SafetensorsReader& reader, const std::string& tensor, const Piece& p) {
@@ -123,6 +128,7 @@ class StreamRun {
     if (o.warnings)  // now, before a run that may take minutes, rather than in its report at the end
       for (const std::string& line : report_.warnings) *o.warnings << "nuq: warning: " << line << '\n';
     std::vector<std::string> ungroupable;  // rows that do not split into groups: told all at once
+    std::map<std::size_t, std::vector<std::string>> masks;  // such tensors that are masks: kept
     for (std::size_t s = 0; s < readers_.size(); ++s) {
       const io::SafetensorsReader& reader = *readers_[s];
       for (const auto& [name, entry] : reader.layout().tensors) {
@@ -139,8 +145,13 @@ class StreamRun {
         job.rows = job.matrix_rows;
         job.cols = job.matrix_cols;
         if (o.group_size) {
-          if (o.group_size % 8 == 0 && job.cols % o.group_size) {
-            ungroupable.push_back(name);
+          if (o.group_size % 8 == 0 && job.cols % o.group_size) {  // (a mask is kept whatever its rows)
+            if (is_a_mask(reader, entry, o.piece_bytes)) {
+              kept_.insert(name);
+              masks[s].push_back("'" + name + "'");
+            } else {
+              ungroupable.push_back(name);
+            }
             continue;
           }
           require_groupable(o.group_size, job.cols, bits_, reader.path() + ": tensor '" + name + "'");
@@ -152,7 +163,8 @@ class StreamRun {
         quantized_bytes_ += entry.end - entry.begin;
       }
     }
-    if (!ungroupable.empty()) throw Error(ungroupable_error(input, ungroupable, o.group_size));
+    if (!ungroupable.empty()) throw Error(ungroupable_error(input, ungroupable, o.group_size, o.skip.has_value()));
+    tell_of_masks(masks);
     warn_of_tables_larger_than_rows();
     NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions above 1 whose "
                 "names do not end in 'bias', or any with --quantize-vectors, that --skip does not name)");
@@ -235,14 +247,19 @@ class StreamRun {
       return true;
     };
     jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), found), jobs_.end());
+    tell_of_masks(masks);
+    NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize is a mask (only 0 and 1, or "
+                "0 and one value <= -100; kept as they are)");
+  }
+
+  // The masks kept (shard -> their names, quoted), a line for each shard.
+  void tell_of_masks(const std::map<std::size_t, std::vector<std::string>>& masks) {
     for (const auto& [s, names] : masks) {
       report_.warnings.push_back(readers_[s]->path() + ": " + std::to_string(names.size()) +
                                  " mask(s) kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 and "
                                  "one value <= -100, added to attention scores; not weights): " + first_few(names, 3));
       if (o_.warnings) *o_.warnings << "nuq: warning: " << report_.warnings.back() << '\n';
     }
-    NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize is a mask (only 0 and 1, or "
-                "0 and one value <= -100; kept as they are)");
   }
 
   // Per channel (not in groups), a row's table of 2^bits F32 levels outweighs a short row: tensors
@@ -253,7 +270,9 @@ class StreamRun {
     std::vector<std::string> larger;
     for (const Job& job : jobs_) {
       const std::size_t row_after = packed_row_bytes(job.cols, bits_) + (sizeof(float) << bits_);
-      if (job.cols && row_after >= job.cols * io::dtype_size(job.entry.dtype)) larger.push_back("'" + job.name + "'");
+      if (job.cols && row_after >= job.cols * io::dtype_size(job.entry.dtype) &&
+          !is_a_mask(*readers_[job.shard], job.entry, o_.piece_bytes))  // (pass 1 will keep a mask)
+        larger.push_back("'" + job.name + "'");
     }
     if (larger.empty()) return;
     report_.warnings.push_back(input_ + ": " + std::to_string(larger.size()) + " tensor(s) of rows too short for " +

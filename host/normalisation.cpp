@@ -117,8 +117,9 @@ std::string scale_setting_tensors(const std::vector<std::pair<std::string, Weigh
       rest = combine(rest, t);
     }
   }
-  if (names.empty() || rest.count == 0) return "";
-  const double ratio = rest.stddev() > 0.0 ? global.stddev() / rest.stddev() : std::numeric_limits<double>::infinity();
+  // (Without a spread the rest have no scale to be set: constant tensors, stored as some level.)
+  if (names.empty() || !(rest.stddev() > 0.0)) return "";
+  const double ratio = global.stddev() / rest.stddev();
   if (ratio < kSigmaRatio) return "";
   std::sort(names.begin(), names.end());
   char numbers[200];

@@ -343,6 +343,9 @@ TEST(CheckpointStream, TensorsThatDoNotSplitIntoGroupsAreNamedTogether) {
   file.tensors["conv_in.weight"] = io::f32_tensor({8, 4, 3, 3}, test::draw(test::Law::Laplace, 8 * 36, 0.0, 0.02, 4));
   file.tensors["mixer.A_log"] = io::f32_tensor({8, 16}, test::draw(test::Law::Laplace, 8 * 16, 0.0, 0.02, 5));
   file.tensors["mixer(1).x"] = io::f32_tensor({8, 12}, test::draw(test::Law::Laplace, 8 * 12, 0.0, 0.02, 6));
+  std::vector<float> mask(2 * 7 * 7);  // a mask is kept whatever its rows: not named
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = i % 7 <= i / 7 % 7 ? 0.0f : -100.0f;
+  file.tensors["layers.0.attn_mask"] = io::f32_tensor({2, 7, 7}, mask);
   io::write_safetensors(dir.file("in.safetensors"), file);
   StreamOptions options;
   options.normalisation = Normalisation::PerChannel;
@@ -366,6 +369,17 @@ TEST(CheckpointStream, TensorsThatDoNotSplitIntoGroupsAreNamedTogether) {
       quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
   ASSERT_EQ(report.tensors.size(), 1u);
   EXPECT_EQ(report.tensors[0].tensor.name, "fits.weight");
+  EXPECT_NE(std::find(report.kept.begin(), report.kept.end(), "layers.0.attn_mask"), report.kept.end());
+  // A name a shell's single quotes cannot hold: no pattern to paste; a --skip given is to be joined.
+  file.tensors["it's.weight"] = file.tensors.at("mixer.A_log");
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  try {
+    quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'it\'s.weight'; keep them as they are with --skip (joined with '|' to the --skip "
+                                         "given), or choose"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CheckpointStream, MapsFoundAsTheCodesAreAreTheInMemoryQuantizers) {

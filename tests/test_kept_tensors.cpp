@@ -387,6 +387,10 @@ TEST(CheckpointStream, TensorsThatSetEveryOthersScaleAreNamed) {
   few.push_back({"outliers", stats(2, 0.4, 15)});
   EXPECT_EQ(told(few), "");
   EXPECT_EQ(told({cache.back()}), "");
+  Named constant;  // the rest without a spread have no scale to be set: tensors of one value
+  for (int i = 0; i < 3; ++i) constant.push_back({"halves." + std::to_string(i), stats(1000, 0.0, 20, 0.5)});
+  constant.push_back({"random", stats(100, 1.0, 21)});
+  EXPECT_EQ(told(constant), "");
   EXPECT_EQ(told({}), "");
 
   // A run says so (global normalisation only); the file is written as ever.
@@ -420,12 +424,16 @@ TEST(CheckpointStream, RowsTooShortForTheirTablesAreToldOf) {
   file.tensors["conv1d.weight"] = io::f32_tensor({64, 1, 4}, test::draw(test::Law::Laplace, 256, 0.0, 0.02, 1));
   std::vector<float> short_rows = test::draw(test::Law::Laplace, 64 * 8, 0.0, 0.02, 2);
   file.tensors["dt_proj.weight"] = test::bf16_tensor({64, 8}, short_rows);  // 2 + 16 bytes a row against 16
+  std::vector<float> mask(64 * 4);  // as short, but a mask: kept, not told of as coming out larger
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = float(i % 4 <= i / 4 % 4);
+  file.tensors["short.mask"] = io::f32_tensor({64, 4}, mask);
   io::write_safetensors(dir.file("in.safetensors"), file);
   StreamOptions options;
   options.normalisation = Normalisation::PerChannel;
   StreamReport report =
       quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options, cpu_backend());
-  ASSERT_EQ(report.warnings.size(), 1u);
+  ASSERT_EQ(report.warnings.size(), 2u);  // and the mask kept
+  EXPECT_NE(report.warnings[1].find("1 mask(s) kept as they are"), std::string::npos) << report.warnings[1];
   EXPECT_EQ(report.warnings[0], dir.file("in.safetensors") + ": 2 tensor(s) of rows too short for a table of 4 levels "
                                     "each come out larger than they went in: 'conv1d.weight', 'dt_proj.weight' (--skip "
                                     "them, or use --group-size or --normalise per-tensor)");
@@ -433,8 +441,8 @@ TEST(CheckpointStream, RowsTooShortForTheirTablesAreToldOf) {
     EXPECT_EQ(t.tensor.bytes_after >= t.tensor.bytes_before,
               t.tensor.name == "conv1d.weight" || t.tensor.name == "dt_proj.weight") << t.tensor.name;
   options.normalisation = Normalisation::PerTensor;
-  EXPECT_TRUE(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options,
-                                        cpu_backend()).warnings.empty());
+  EXPECT_EQ(quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), options,
+                                      cpu_backend()).warnings.size(), 1u);  // the mask's
 }
 
 // What a user is told before a run of what is kept: F64 matrices (not quantized; named, four of
