@@ -104,6 +104,21 @@ def _is_mask(v) -> bool:
     return value is not None and value is not False and bool((flat == 0).any())
 
 
+def _require_groupable(chosen, group_size) -> None:
+    """Every tensor whose rows do not split into groups named at once, with a skip that keeps them, as
+    ``nuq quantize --group-size`` names them (a group size that is no multiple of 8 is refused later)."""
+    if not isinstance(group_size, int) or group_size <= 0 or group_size % 8:
+        return
+    cols = lambda shape: int(np.prod(shape[1:], dtype=np.int64)) if len(shape) >= 2 else int(np.prod(shape, dtype=np.int64))
+    names = sorted(k for k, v in chosen if cols(_shape(v)) % group_size)
+    if names:
+        shown = ", ".join(f"'{k}'" for k in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        pattern = "^(" + "|".join(re.escape(k) for k in names) + ")$"
+        raise ValueError(f"quantize_state_dict: the rows of {len(names)} tensor(s) do not split into groups of "
+                         f"{group_size}: {shown}; keep them as they are with skip=re.compile({pattern!r}) (joined "
+                         "to a skip given), or choose a group size that divides their rows")
+
+
 def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
                         group_size: int | None = None, device: str = "auto", nonfinite: str = "error",
                         quantize_vectors: bool = False) -> dict:
@@ -173,6 +188,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         raise ValueError("quantize_state_dict: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
                          "more dimensions above 1 whose names do not end in 'bias', or any with quantize_vectors=True, "
                          "that skip does not name)")
+    _require_groupable(chosen, group_size)
     if _device_path([v for _, v in chosen], device):
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))

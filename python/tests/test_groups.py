@@ -109,8 +109,9 @@ def test_grouped_qgemm_is_the_product_with_the_dequantized_weights(rng):
     (lambda w: nuq.quantize(w, nuq.design("sptq"), group_size=48), "do not split into groups of 48"),
     (lambda w: nuq.quantize(w, nuq.design("sptq"), group_size=32, normalise="global"), "cannot be combined"),
     (lambda w: nuq.quantize(w, nuq.design("uniform", 16), group_size=32), "up to 256 levels \\(8-bit codes\\)"),
-    (lambda w: nuq.quantize_state_dict({"a": w, "b": w[:, :40]}, nuq.design("sptq"), group_size=16),
-     "b: rows of 40 weights do not split into groups of 16"),
+    (lambda w: nuq.quantize_state_dict({"a": w, "c": w[:, :36], "b": w[:, :40]}, nuq.design("sptq"), group_size=16),
+     r"the rows of 2 tensor\(s\) do not split into groups of 16: 'b', 'c'; keep them as they are with "
+     r"skip=re.compile\('\^\(b\|c\)\$'\)"),
 ])
 def test_bad_group_sizes_are_value_errors_as_the_cli_gives(call, message, rng):
     w = rng.laplace(size=(6, 64)).astype(np.float32)
