@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <regex>
 #include <set>
@@ -184,7 +185,7 @@ std::set<std::string> masks_among(const io::SafetensorsReader& reader, std::vect
     const io::TensorEntry& entry = tensors.at(*name);
     const std::size_t element = io::dtype_size(entry.dtype);
     const std::uint64_t head = std::min<std::uint64_t>(kFirstValues * element, entry.end - entry.begin);
-    if (entry.begin < window_begin || entry.begin + head > window_begin + window.size()) {
+    if (entry.begin + head > window_begin + window.size()) {  // (in file order: never before the window)
       window_begin = entry.begin;
       window.resize(std::size_t(std::max(head, std::min(kWindow, reader.data_size() - entry.begin))));
       reader.read_data(window_begin, window.size(), window.data());
@@ -261,6 +262,30 @@ std::vector<std::string> keeping_warnings(const ShardReaders& readers, const Str
     warnings.push_back("--skip names no tensor of the checkpoint that it could keep (it is searched in each full name, e.g. "
                        "'embed_tokens|lm_head'), so it keeps nothing");
   return warnings;
+}
+
+std::string ungroupable_error(const std::string& input, std::vector<std::string> names, std::size_t group_size,
+                              bool skip_given) {
+  std::sort(names.begin(), names.end());
+  std::string pattern;
+  bool typable = true;  // in single quotes, as a shell takes them
+  for (const std::string& name : names) {
+    typable = typable && name.find('\'') == std::string::npos;
+    pattern += pattern.empty() ? "^(" : "|";
+    for (char c : name) pattern += std::string(std::strchr(".^$|()[]{}*+?\\", c) && c ? "\\" : "") + c;
+  }
+  pattern += ")$";
+  std::vector<std::string> quoted;
+  for (const std::string& name : names) quoted.push_back("'" + name + "'");
+  return input + ": the rows of " + std::to_string(names.size()) + " tensor(s) do not split into groups of " +
+         std::to_string(group_size) + ": " + first_few(quoted, 5) + "; keep them as they are with --skip" +
+         (typable && pattern.size() <= 300 ? " '" + pattern + "'" : "") +
+         (skip_given ? " (joined with '|' to the --skip given)" : "") + ", or choose a group size that divides their rows";
+}
+
+std::string masks_kept(const std::string& path, const std::vector<std::string>& names) {
+  return path + ": " + std::to_string(names.size()) + " mask(s) kept as they are (only 0 and 1, as GPT-2's causal "
+         "attn.bias, or 0 and one value <= -100, added to attention scores; not weights): " + first_few(names, 3);
 }
 
 }  // namespace nuq

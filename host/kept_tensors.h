@@ -64,4 +64,13 @@ bool holds_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& en
 std::vector<std::string> keeping_warnings(const ShardReaders& readers, const StreamOptions& o,
                                           const std::set<std::string>& quantized_elsewhere);
 
+// The error for tensors of `input` whose rows do not split into groups of `group_size`: every one
+// named (the first few spelled out), with a --skip that keeps them where one is short enough to be
+// typed (to be joined to the --skip given, if one was).
+std::string ungroupable_error(const std::string& input, std::vector<std::string> names, std::size_t group_size,
+                              bool skip_given);
+
+// The warning for the masks of shard `path` kept as they are (`names`, quoted).
+std::string masks_kept(const std::string& path, const std::vector<std::string>& names);
+
 }  // namespace nuq

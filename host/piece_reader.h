@@ -1,5 +1,5 @@
 // Where the weights of a tensor's pieces come from in the streamed checkpoint quantizer
-// (checkpoint_stream.cpp), and how its pieces meet the backend: private to the library.
+// (checkpoint_stream.cpp, stream_run.cpp), and how its pieces meet the backend: private to the library.
 //
 // With a concurrent backend (the CPU), pieces are taken a window at a time: up to kWindowPieces
 // consecutive pieces, every share of each (shares_of, the cut the in-memory quantizer makes too),
