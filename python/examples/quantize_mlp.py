@@ -3,15 +3,18 @@
 
 Runs offline in seconds: the data are a synthetic 10-class problem (Gaussian clusters in 64
 dimensions), the model a 64-128-10 MLP trained here. The quantized model is evaluated twice: with
-its weights dequantized into the torch model, and straight from the packed codes with nuq.qgemm.
+its weights dequantized into the torch model, and straight from the packed codes (nuq.nn's layers,
+which multiply with nuq.qgemm).
 Usage: PYTHONPATH=build/python /usr/bin/python3 python/examples/quantize_mlp.py [--epochs N]
 """
 
 import argparse
+import copy
 
 import torch
 
 import nuq
+import nuq.nn
 
 
 def data(centres: torch.Tensor, n: int, generator: torch.Generator):
@@ -41,14 +44,15 @@ def main() -> None:
             optimiser.step()
     with torch.no_grad():
         fp32 = accuracy(model(x_test), y_test)
+        packed = copy.deepcopy(model)
         # The README's five lines: MSPTQ codebook, linear weights quantized, dequantized back in.
         codebook = nuq.design("msptq")
         quantized = nuq.quantize_state_dict(model.state_dict(), codebook, normalise="per-channel")
         model.load_state_dict(nuq.dequantize_state_dict(quantized))
         two_bit = accuracy(model(x_test), y_test)
-        # The same network straight from the packed codes.
-        hidden = torch.relu(nuq.qgemm(x_test, quantized["0.weight"], quantized["0.bias"]))
-        from_codes = accuracy(nuq.qgemm(hidden, quantized["2.weight"], quantized["2.bias"]), y_test)
+        # The same network straight from the packed codes: its Linear layers swapped for nuq.qgemm's.
+        nuq.nn.quantize_modules(packed, codebook, normalise="per-channel")
+        from_codes = accuracy(packed(x_test), y_test)
     for name, q in quantized.items():
         if isinstance(q, nuq.QuantizedTensor):
             print(f"{name}: {tuple(q.shape)}, {q.bits}-bit codes, SQNR_ex {q.sqnr_ex_db:.2f} dB "

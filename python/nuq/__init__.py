@@ -13,6 +13,9 @@ PyTorch CUDA tensors stay on their device when nuq has its CUDA backend (device 
 a time) and brings back only the packed codes and statistics; ``qgemm`` of a CUDA x keeps the codes on that
 device and returns a CUDA tensor, on the caller's current stream. With device="cpu" they are
 copied to the host. Errors a caller can cause are ValueError with nuq's message.
+
+``nuq.nn`` (imported on its own, as it needs PyTorch) swaps a model's Linear and Conv2d layers for
+layers that multiply by the packed codes.
 """
 
 from __future__ import annotations

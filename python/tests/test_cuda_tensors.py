@@ -111,6 +111,26 @@ def test_qgemm_on_a_side_stream_waits_for_its_codes():
     assert torch.cuda.current_device() == x.device.index
 
 
+def test_nn_layers_of_a_model_on_the_device_run_there():
+    import nuq.nn
+
+    def cnn():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                   torch.nn.Linear(16 * 8 * 8, 64))
+    torch.manual_seed(3)
+    model = cnn().cuda()
+    nuq.nn.quantize_modules(model, nuq.design("msptq"), normalise="per-channel")  # read on the device
+    on_host = cnn()
+    nuq.nn.load_quantized(on_host, model.state_dict(), device="cpu")  # the same codes, multiplied on the CPU
+    x = torch.randn(4, 3, 8, 8, device="cuda", requires_grad=True)
+    y = model(x)
+    assert y.device == x.device and y.dtype == torch.float32
+    torch.testing.assert_close(y.detach().cpu(), on_host(x.detach().cpu()), rtol=1e-4, atol=1e-4)
+    y.square().sum().backward()
+    assert x.grad.device == x.device and model[3].bias.grad.device == x.device
+    assert model(x.detach().half()).dtype == torch.float16
+
+
 def test_a_nonfinite_weight_on_the_device_is_named():
     w = laplace(16, 64)
     w[3, 5] = float("nan")

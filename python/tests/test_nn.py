@@ -1,0 +1,240 @@
+"""nuq.nn: a PyTorch model's Linear and Conv2d layers swapped for layers that multiply by packed
+codes. Each is checked against the same model with its weights dequantized into torch's own layers
+(torch's forward pass as the reference), and the codes against quantize_state_dict's and nuq
+quantize's."""
+
+import copy
+import io
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import nuq  # noqa: E402
+import nuq.nn  # noqa: E402
+
+
+def small_cnn(seed=1):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, (2, 4), padding=1), torch.nn.ReLU(),  # rows of 24: groups of 8
+        torch.nn.Conv2d(8, 6, (2, 3), stride=2, padding="valid", bias=False), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(6 * 5 * 4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+def images(n=5, seed=2):
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 3, 9, 10)).astype(np.float32))
+
+
+def float_twin(model, state):
+    """`model`'s architecture with the quantized state dict's weights dequantized into torch's layers."""
+    twin = copy.deepcopy(model)
+    twin.load_state_dict({k: torch.as_tensor(v) for k, v in nuq.dequantize_state_dict(state).items()})
+    return twin
+
+
+def close(a, b):
+    """Two float32 sums of the same products in other orders."""
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("options", [{}, {"normalise": "per-channel"}, {"normalise": "per-tensor"},
+                                     {"group_size": 8}])
+def test_swapped_layers_multiply_as_their_dequantized_weights(options):
+    model, x = small_cnn(), images()
+    codebook = nuq.design("msptq")
+    state = nuq.quantize_state_dict(model.state_dict(), codebook, **options)
+    twin = float_twin(model, state)
+    swapped = nuq.nn.quantize_modules(model, codebook, **options)
+    assert list(swapped) == ["0", "2", "5", "7"]
+    assert isinstance(model[0], nuq.nn.QuantizedConv2d) and isinstance(model[7], nuq.nn.QuantizedLinear)
+    for name, q in swapped.items():  # the codes quantize_state_dict gives the same weights
+        np.testing.assert_array_equal(q.codes, state[f"{name}.weight"].codes)
+        assert model.get_submodule(name).weight is q
+    assert [n for n, _ in model.named_parameters()] == ["0.bias", "5.bias", "7.bias"]  # no float weight left
+    with torch.no_grad():
+        y, reference = model(x), twin(x)
+    assert y.shape == (5, 10) and close(y, reference)
+    assert not torch.equal(reference, small_cnn()(x))  # the two-bit model is not the float one
+
+
+@pytest.mark.parametrize("geometry", [
+    {"kernel_size": 3, "padding": "same"},
+    {"kernel_size": (2, 4), "padding": "same", "dilation": (1, 3)},  # odd total padding: the extra at the end
+    {"kernel_size": 3, "stride": (2, 1), "padding": (0, 2), "dilation": 2},
+    {"kernel_size": 1, "padding": "valid", "bias": False},
+    {"kernel_size": (5, 3), "stride": 3, "padding": 1},
+])
+@pytest.mark.parametrize("batched", [True, False])
+def test_convolutions_of_every_geometry_match_torch(geometry, batched):
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 7, **geometry))
+    codebook = nuq.design("lloyd-max", 4)
+    state = nuq.quantize_state_dict(model.state_dict(), codebook, normalise="per-channel")
+    twin = float_twin(model, state)
+    nuq.nn.quantize_modules(model, codebook, normalise="per-channel")
+    x = images(2, seed=6)
+    x = x if batched else x[0]
+    with torch.no_grad():
+        y, reference = model(x), twin(x)
+    assert y.shape == reference.shape and close(y, reference)
+
+
+def test_inputs_of_any_leading_shape_and_dtype_come_back_as_they_went_in():
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(24, 16))
+    codebook = nuq.design("msptq")
+    twin = float_twin(model, nuq.quantize_state_dict(model.state_dict(), codebook))
+    nuq.nn.quantize_modules(model, codebook)
+    x = torch.randn(3, 4, 24)
+    with torch.no_grad():
+        assert model(x).shape == (3, 4, 16) and close(model(x), twin(x))
+        for dtype in (torch.float16, torch.bfloat16, torch.float64):
+            y = model(x.to(dtype))
+            assert y.dtype == dtype
+            assert torch.equal(y, model(x.to(dtype).float()).to(dtype))  # the product of the input's values
+    with pytest.raises(ValueError, match=r"input of shape \(3, 4, 23\); its last dimension must be the layer's 24"):
+        model(x[..., :23])
+    with pytest.raises(TypeError, match="input of dtype torch.int64"):
+        model(torch.ones(2, 24, dtype=torch.int64))
+
+
+def test_gradients_reach_the_inputs_and_biases_not_the_codes():
+    model, x = small_cnn(), images()
+    codebook = nuq.design("msptq")
+    twin = float_twin(model, nuq.quantize_state_dict(model.state_dict(), codebook))
+    nuq.nn.quantize_modules(model, codebook)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (model(x1) ** 2).sum().backward()
+    (twin(x2) ** 2).sum().backward()
+    assert close(x1.grad, x2.grad)
+    for name in ("0", "5", "7"):
+        assert close(model.get_submodule(name).bias.grad, twin.get_submodule(name).bias.grad)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)  # the biases train, the codes stay
+    codes = model[7].weight.codes.copy()
+    before = model[7].bias.detach().clone()
+    optimiser.step()
+    assert not torch.equal(model[7].bias, before) and np.array_equal(model[7].weight.codes, codes)
+
+
+def test_a_quantized_model_saves_and_loads_as_nuq_files(tmp_path, nuq_cli):
+    model, x = small_cnn(), images()
+    codebook = nuq.design("msptq")
+    float_path = tmp_path / "float.safetensors"
+    nuq.save(float_path, {k: v for k, v in model.state_dict().items()})
+    nuq.nn.quantize_modules(model, codebook)
+    with torch.no_grad():
+        y = model(x)
+    state = model.state_dict()
+    assert isinstance(state["0.weight"], nuq.QuantizedTensor) and isinstance(state["0.bias"], torch.Tensor)
+    path = tmp_path / "model.safetensors"
+    nuq.save(path, state)
+    told = nuq_cli("inspect", path)
+    assert "design: msptq" in told and "4 tensor(s) quantized" in told and "3 kept as they were" in told
+    fresh = small_cnn(seed=9)
+    nuq.nn.load_quantized(fresh, nuq.load(path))
+    assert isinstance(fresh[2], nuq.nn.QuantizedConv2d) and isinstance(fresh[5], nuq.nn.QuantizedLinear)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)
+    # The float checkpoint through nuq quantize: the same codes, the same outputs.
+    cli_path = tmp_path / "cli.safetensors"
+    nuq_cli("quantize", float_path, "-o", cli_path, "--method", "msptq")
+    from_cli = small_cnn(seed=9)
+    nuq.nn.load_quantized(from_cli, nuq.load(cli_path))
+    with torch.no_grad():
+        assert torch.equal(from_cli(x), y)
+    # A second load into already quantized layers replaces their codes.
+    nuq.nn.load_quantized(fresh, nuq.load(cli_path))
+    np.testing.assert_array_equal(fresh[0].weight.codes, state["0.weight"].codes)
+
+
+def test_pickles_and_deep_copies_keep_the_codes():
+    model, x = small_cnn(), images()
+    nuq.nn.quantize_modules(model, nuq.design("msptq"), group_size=8)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    try:
+        restored = torch.load(buffer, weights_only=False)
+    except TypeError:  # PyTorch before 1.13.1 has no weights_only
+        buffer.seek(0)
+        restored = torch.load(buffer)
+    with torch.no_grad():
+        y = model(x)
+        assert torch.equal(restored(x), y) and torch.equal(copy.deepcopy(model)(x), y)
+
+
+def test_tied_weights_are_quantized_once_and_shared():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16, bias=False), torch.nn.Tanh(), torch.nn.Linear(16, 16))
+    model[2].weight = model[0].weight
+    other = torch.nn.Sequential(torch.nn.Linear(16, 16, bias=False))
+    other[0].weight = torch.nn.Parameter(model[0].weight.detach().clone())
+    codebook = nuq.design("msptq")
+    swapped = nuq.nn.quantize_modules(model, codebook)
+    assert swapped["0"] is swapped["2"]  # one QuantizedTensor, its statistics counted once
+    np.testing.assert_array_equal(swapped["0"].codes, nuq.nn.quantize_modules(other, codebook)["0"].codes)
+
+
+def test_layers_it_cannot_swap_are_left_and_named():
+    torch.manual_seed(2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)  # reads out_proj.weight itself
+            self.depthwise = torch.nn.Conv2d(4, 4, 3, groups=4)
+            self.reflect = torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+            self.tiny = torch.nn.Linear(1, 16)  # a weight of one dimension above 1: kept, as nuq quantize keeps it
+            self.head = torch.nn.Linear(16, 4)
+            self.embed = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.head(self.embed(self.attention(x, x, x)[0]) + self.tiny(x[..., :1]))
+
+    model = Net()
+    x = torch.randn(2, 5, 16)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        swapped = nuq.nn.quantize_modules(model, nuq.design("msptq"), skip="embed.*")
+    text = " ".join(str(w.message) for w in said)
+    assert "attention.out_proj (a NonDynamicallyQuantizableLinear" in text
+    assert "depthwise (a convolution of 4 groups)" in text and "reflect (reflect padding)" in text
+    assert sorted(swapped) == ["head"]  # embed skipped, tiny kept, attention's own layer left
+    assert type(model.embed) is torch.nn.Linear and type(model.tiny) is torch.nn.Linear
+    with torch.no_grad():
+        assert model(x).shape == (2, 5, 4)  # the attention still runs on its float weights
+
+
+def test_mistakes_are_told_in_python_terms(tmp_path):
+    codebook = nuq.design("msptq")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, not dict"):
+        nuq.nn.quantize_modules({}, codebook)
+    with pytest.raises(ValueError, match="has no torch.nn.Linear or torch.nn.Conv2d layer"):
+        nuq.nn.quantize_modules(torch.nn.Sequential(torch.nn.ReLU()), codebook)
+    with pytest.raises(ValueError, match="the model is itself a Linear or Conv2d layer"):
+        nuq.nn.quantize_modules(torch.nn.Linear(8, 8), codebook)
+    with pytest.raises(ValueError, match=r"^quantize_modules: no tensor to quantize"):
+        nuq.nn.quantize_modules(torch.nn.Sequential(torch.nn.Linear(8, 8)), codebook, skip="*")
+    with pytest.warns(UserWarning, match=r"^quantize_modules: skip pattern 'nothing\*' names no tensor"):
+        nuq.nn.quantize_modules(torch.nn.Sequential(torch.nn.Linear(8, 8)), codebook, skip="nothing*")
+    q = nuq.quantize(np.random.default_rng(1).laplace(size=(4, 8)).astype(np.float32), codebook)
+    with pytest.raises(ValueError, match=r"bias of shape \(3,\), not the weights' 4 outputs"):
+        nuq.nn.QuantizedLinear(q, torch.zeros(3))
+    with pytest.raises(ValueError, match="a QuantizedConv2d takes a 4-dimensional one"):
+        nuq.nn.QuantizedConv2d(q)
+    with pytest.raises(TypeError, match="weight must be a nuq.QuantizedTensor"):
+        nuq.nn.QuantizedLinear(torch.zeros(4, 8))
+    layer = nuq.nn.QuantizedLinear(q, np.arange(4.0))
+    assert layer.bias.dtype == torch.float32 and layer(torch.ones(8)).shape == (4,)
+    wrapped = torch.nn.Sequential(layer)
+    with pytest.raises(RuntimeError, match=re.escape("0.weight: a QuantizedLinear holds packed codes, and the state "
+                                                     "dict has a Tensor")):
+        wrapped.load_state_dict({"0.weight": torch.zeros(4, 8), "0.bias": torch.zeros(4)})
+    with pytest.raises(ValueError, match=r"'lin.weight' holds packed codes, and the model has no Linear or Conv2d"):
+        nuq.nn.load_quantized(torch.nn.Sequential(torch.nn.Linear(8, 4)), {"lin.weight": q})
+    with pytest.raises(ValueError, match=r"'0.weight': codes of shape \(4, 8\), the layer's weight is \(4, 9\)"):
+        nuq.nn.load_quantized(torch.nn.Sequential(torch.nn.Linear(9, 4)), {"0.weight": q})
