@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -354,6 +355,35 @@ TEST(Checkpoint, CliQuantizesAndDequantizesACheckpoint) {
                          " --support case1 > /dev/null 2>&1").c_str()),
             0);
   EXPECT_FALSE(std::filesystem::exists(dir.file("x.safetensors")));
+}
+
+// The summary's SQNR_ex is the large tensors'; the text names the weakest tensor beside the
+// median, as the JSON's tensors give them (here a tensor of a hundredth of the others' scale,
+// which global normalisation quantizes almost to zero).
+TEST(Checkpoint, CliNamesTheWeakestTensorBesideTheMedian) {
+  test::TempDir dir;
+  io::TensorFile file;
+  file.tensors["a.weight"] = io::f32_tensor({64, 48}, test::draw(test::Law::Laplace, 64 * 48, 0.0, 0.03, 3));
+  file.tensors["b.weight"] = io::f32_tensor({32, 48}, test::draw(test::Law::Laplace, 32 * 48, 0.0, 0.03, 4));
+  file.tensors["small.weight"] = io::f32_tensor({16, 48}, test::draw(test::Law::Laplace, 16 * 48, 0.0, 3e-4, 5));
+  file.tensors["c.weight"] = io::f32_tensor({16, 48}, test::draw(test::Law::Gauss, 16 * 48, 0.0, 0.03, 6));
+  io::write_safetensors(dir.file("ckpt.safetensors"), file);
+  const std::string nuq = std::string(NUQ_BINARY) + " quantize " + dir.file("ckpt.safetensors") + " --device cpu -o ";
+  ASSERT_EQ(std::system((nuq + dir.file("j.safetensors") + " --json > " + dir.file("j.json")).c_str()), 0);
+  ASSERT_EQ(std::system((nuq + dir.file("t.safetensors") + " > " + dir.file("t.txt")).c_str()), 0);
+  std::ifstream json_file(dir.file("j.json")), text_file(dir.file("t.txt"));
+  const nlohmann::json report = nlohmann::json::parse(json_file);
+  const std::string printed((std::istreambuf_iterator<char>(text_file)), {});
+  std::map<double, std::string> by_sqnr;
+  for (const auto& t : report.at("tensors")) by_sqnr[t.at("sqnr_ex_db").get<double>()] = t.at("name");
+  ASSERT_EQ(by_sqnr.size(), 4u);
+  ASSERT_EQ(by_sqnr.begin()->second, "small.weight");
+  EXPECT_LT(by_sqnr.begin()->first, report.at("sqnr_ex_db").get<double>() - 10.0);  // the summary hides it
+  const double median = 0.5 * (std::next(by_sqnr.begin())->first + std::next(by_sqnr.begin(), 2)->first);
+  char line[256];
+  std::snprintf(line, sizeof line, "lowest SQNR_ex %.3f dB: small.weight (median of 4 tensors %.3f dB)\n",
+                by_sqnr.begin()->first, median);
+  EXPECT_NE(printed.find(line), std::string::npos) << line << printed;
 }
 
 }  // namespace

@@ -113,6 +113,23 @@ std::string tensor_table(const std::vector<TensorReport>& tensors) {
   return table.render();
 }
 
+// The summary's SQNR_ex is of all the weights together, so the largest tensors decide it: the
+// weakest tensor beside the median says at once whether a few tensors came out far worse (a
+// tensor of small scale under global normalisation, a 2-bit embedding). Nothing for one tensor.
+std::string weakest_tensor_text(const std::vector<TensorReport>& tensors) {
+  if (tensors.size() < 2) return "";
+  const auto weakest = std::min_element(tensors.begin(), tensors.end(), [](const TensorReport& a, const TensorReport& b) {
+    return a.sqnr_ex_db < b.sqnr_ex_db;
+  });
+  std::vector<double> values;
+  for (const auto& t : tensors) values.push_back(t.sqnr_ex_db);
+  std::sort(values.begin(), values.end());
+  const std::size_t half = values.size() / 2;
+  const double median = values.size() % 2 ? values[half] : 0.5 * (values[half - 1] + values[half]);
+  return "lowest SQNR_ex " + fixed(weakest->sqnr_ex_db, 3) + " dB: " + weakest->name + " (median of " +
+         std::to_string(tensors.size()) + " tensors " + fixed(median, 3) + " dB)\n";
+}
+
 nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& t : tensors)
@@ -209,7 +226,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
             << fixed(report.within, 3) << "% inside; " << report.tensors.size() << " tensor(s) quantized, "
             << report.kept.size() << " kept as they were (excess kurtosis: 3 for the Laplacian the design assumes)\n"
-            << size_text(size) << "; " << fixed(report.seconds, 1) << " s (statistics " << fixed(report.statistics_seconds, 1)
+            << weakest_tensor_text(tensors) << size_text(size) << "; " << fixed(report.seconds, 1) << " s (statistics " << fixed(report.statistics_seconds, 1)
             << " s, quantizing " << fixed(report.quantize_seconds, 1) << " s), " << fixed(rate, 2) << " GB/s; saved "
             << report.outputs.size() << " file(s) under " << o.output << " (on " << backend.name() << ")\n";
   print_saturated(tensors);
@@ -291,7 +308,7 @@ void run_quantize(const QuantizeOptions& o) {
             << " in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
             << fixed(report.sqnr_th_db, 4) << " dB\n"
-            << size_text(size) << "; saved " << o.output << " (on " << backend->name() << ")\n";
+            << weakest_tensor_text(report.tensors) << size_text(size) << "; saved " << o.output << " (on " << backend->name() << ")\n";
   print_saturated(report.tensors);
 }
 
