@@ -61,6 +61,19 @@ def _set_quantized_attributes(self, attributes):
 QuantizedTensor.__setstate__ = _set_quantized_attributes
 
 
+def _refuse_torch_functions(cls, func, types, args=(), kwargs=None):
+    """PyTorch's hook for objects its functions are given: a QuantizedTensor is packed codes, not a
+    tensor. Having the hook also tells PyTorch's fused paths (TransformerEncoderLayer's fast path
+    in inference reads its Linear layers' weights itself) to take the modules' own forward passes,
+    which nuq.nn's layers replace."""
+    name = getattr(func, "__name__", str(func))
+    raise TypeError(f"{name}: a nuq.QuantizedTensor holds packed codes, not a tensor: multiply with nuq.qgemm (the "
+                    "layers of nuq.nn do), or take q.dequantize() first")
+
+
+QuantizedTensor.__torch_function__ = classmethod(_refuse_torch_functions)
+
+
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "mismatch", "bit_rate",
     "worst_sqnr", "quantize",

@@ -238,3 +238,29 @@ def test_mistakes_are_told_in_python_terms(tmp_path):
         nuq.nn.load_quantized(torch.nn.Sequential(torch.nn.Linear(8, 4)), {"lin.weight": q})
     with pytest.raises(ValueError, match=r"'0.weight': codes of shape \(4, 8\), the layer's weight is \(4, 9\)"):
         nuq.nn.load_quantized(torch.nn.Sequential(torch.nn.Linear(9, 4)), {"0.weight": q})
+
+
+def test_a_transformer_in_inference_takes_the_swapped_layers():
+    """TransformerEncoderLayer's fast path (eval, no grad) reads linear1.weight itself: a
+    QuantizedTensor's __torch_function__ turns it away, to the forward passes nuq.nn replaced."""
+    torch.manual_seed(0)
+    model = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2).eval()
+    codebook = nuq.design("msptq")
+    feed_forward = {k: v for k, v in model.state_dict().items() if k.endswith(("linear1.weight", "linear2.weight"))}
+    twin = copy.deepcopy(model)
+    twin.load_state_dict({**twin.state_dict(), **{k: torch.as_tensor(v) for k, v in
+                                                  nuq.dequantize_state_dict(nuq.quantize_state_dict(feed_forward,
+                                                                                                    codebook)).items()}})
+    with pytest.warns(UserWarning, match="layers.0.self_attn.out_proj"):
+        swapped = nuq.nn.quantize_modules(model, codebook)
+    assert sorted(swapped) == ["layers.0.linear1", "layers.0.linear2", "layers.1.linear1", "layers.1.linear2"]
+    x = torch.from_numpy(np.random.default_rng(8).standard_normal((3, 7, 32)).astype(np.float32))
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[0, 5:] = True
+    with torch.no_grad():
+        for mask in (None, padding):
+            y, reference = model(x, src_key_padding_mask=mask), twin(x, src_key_padding_mask=mask)
+            real = torch.ones(3, 7, dtype=torch.bool) if mask is None else ~mask  # the fast path zeroes the padding
+            assert close(y[real], reference[real])
+    with pytest.raises(TypeError, match="matmul: a nuq.QuantizedTensor holds packed codes, not a tensor"):
+        torch.matmul(x, swapped["layers.0.linear1"])
