@@ -1,19 +1,23 @@
 """nuq.nn: PyTorch modules that multiply by packed codes, and a model's layers swapped for them.
 
 ``quantize_modules(model, codebook)`` quantizes the weights of a model's ``torch.nn.Linear`` and
-``torch.nn.Conv2d`` layers as ``quantize_state_dict`` quantizes a state dict (the same tensors
-kept, the same codes, one normalisation over all of them) and puts a ``QuantizedLinear`` or
-``QuantizedConv2d`` in each one's place: its forward pass is ``nuq.qgemm`` on the packed codes (the
-CPU's table look-up or decoded panels; a CUDA input on its device), no float weight is kept, and the
-biases stay as they were. ``model.state_dict()`` then holds each layer's QuantizedTensor under
-``<layer>.weight``: ``nuq.save`` writes it as ``nuq quantize`` writes a checkpoint, and
-``load_quantized`` puts a file's codes back into a fresh model of the same architecture.
+``torch.nn.Conv2d`` layers as ``quantize_state_dict`` quantizes a state dict of those weights (the
+same tensors kept, one normalisation over all of them) and puts a ``QuantizedLinear`` or
+``QuantizedConv2d`` in each one's place: its forward pass is ``nuq.qgemm`` on the packed codes
+where the input lies (the CPU's table look-up or decoded panels; a CUDA input on its device), in
+float32, no float weight is kept, and the biases stay as they were. ``model.state_dict()`` then
+holds each layer's QuantizedTensor under ``<layer>.weight``: ``nuq.save`` writes it as ``nuq
+quantize`` writes a checkpoint, and ``load_quantized`` puts a file's codes back into a fresh model
+of the same architecture.
 
 Gradients flow to the inputs (through the dequantized weights, made again at every backward pass)
 and to the biases, so layers around the quantized ones can be trained; the codes are fixed.
 Only layers of exactly these two types are swapped: a subclass may have a forward pass of its own,
 and some are read by their parents (MultiheadAttention's out_proj weight is used directly), so they
-are left as they are, and so are grouped or non-zero-padded convolutions; a warning names them.
+are left as they are, and so are grouped or non-zero-padded convolutions; a warning names them. A
+parent that reads a swapped layer's weight itself is turned away by the QuantizedTensor's
+``__torch_function__`` (TransformerEncoderLayer's inference fast path then takes the layers'
+forward passes; another parent gets a TypeError naming the function).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import torch.nn.functional as F
 
 from . import qgemm
 from ._nuq import Codebook, QuantizedTensor
-from ._state_dicts import quantize_state_dict
+from ._state_dicts import _matches, _skip_patterns, _vector_like, dequantize_state_dict, quantize_state_dict
+
+_DEVICES = ("auto", "cpu", "cuda")
 
 
 class _CodesProduct(torch.autograd.Function):
@@ -80,10 +86,21 @@ class _CodesModule(torch.nn.Module):
                              f"{rank}-dimensional one")
         return weight
 
+    def _set_device(self, device: str, weight: QuantizedTensor, what: str) -> None:
+        if device not in _DEVICES:
+            raise ValueError(f"{what}: device {device!r}; 'auto', 'cpu' or 'cuda'")
+        if device == "cuda" and weight.group_size:
+            raise ValueError(f"{what}: grouped codes (group_size {weight.group_size}) are multiplied on the CPU; "
+                             "device='auto' takes a CUDA input's rows there and back")
+        self.device = device
+
     def _product(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__}: input of dtype {x.dtype}; a floating tensor is multiplied")
-        y = _CodesProduct.apply(x, self.bias, self.weight, self.device)
+        # "auto" means where the input is: a CPU model stays on the CPU on a machine with a GPU (qgemm's
+        # "auto" would take a host input to device 0).
+        device = "cpu" if self.device == "auto" and x.device.type == "cpu" else self.device
+        y = _CodesProduct.apply(x, self.bias, self.weight, device)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -122,8 +139,10 @@ class QuantizedLinear(_CodesModule):
     """A linear layer whose weight is packed codes: ``y = x @ W.T + bias`` by ``nuq.qgemm``.
 
     weight: a 2-D QuantizedTensor [out_features, in_features]; bias: None or out_features values
-    (a Parameter is taken as it is). device: the backend ``qgemm`` uses ("auto", "cpu" or "cuda").
-    Inputs [..., in_features] of any floating dtype; the output has the input's dtype and device.
+    (a Parameter is taken as it is). device: the backend ``qgemm`` uses: "auto" (the input's: a
+    CUDA input on its GPU, a CPU input on the CPU), "cpu" or "cuda" (not for grouped codes, which
+    are multiplied on the CPU). Inputs [..., in_features] of any floating dtype, multiplied in
+    float32 (float64 inputs are rounded to it); the output has the input's dtype and device.
     """
 
     def __init__(self, weight: QuantizedTensor, bias=None, *, device: str = "auto"):
@@ -131,7 +150,7 @@ class QuantizedLinear(_CodesModule):
         self.weight = self._check_weight(weight, 2, "QuantizedLinear")
         self.in_features, self.out_features = weight.cols, weight.rows
         self.bias = _bias_parameter(bias, weight.rows, "QuantizedLinear")
-        self.device = device
+        self._set_device(device, weight, "QuantizedLinear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -144,8 +163,11 @@ class QuantizedLinear(_CodesModule):
                 + self._describe())
 
 
-def _pair(value) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+def _pair(value, what: str) -> tuple:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"QuantizedConv2d: {what} {value!r}; an int or two ints")
+    return pair
 
 
 class QuantizedConv2d(_CodesModule):
@@ -161,17 +183,17 @@ class QuantizedConv2d(_CodesModule):
         self.weight = self._check_weight(weight, 4, "QuantizedConv2d")
         self.out_channels, self.in_channels = weight.shape[0], weight.shape[1]
         self.kernel_size = (weight.shape[2], weight.shape[3])
-        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        self.stride, self.dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
         if isinstance(padding, str) and padding not in ("valid", "same"):
             raise ValueError(f"QuantizedConv2d: padding {padding!r}; numbers, 'valid' or 'same'")
         if padding == "same" and self.stride != (1, 1):
             raise ValueError("QuantizedConv2d: padding='same' needs stride 1, as torch.nn.Conv2d's does")
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
         if min(self.stride + self.dilation) < 1 or (not isinstance(self.padding, str) and min(self.padding) < 0):
             raise ValueError(f"QuantizedConv2d: stride {self.stride} and dilation {self.dilation} must be positive, "
                              f"padding {self.padding} not negative")
         self.bias = _bias_parameter(bias, weight.shape[0], "QuantizedConv2d")
-        self.device = device
+        self._set_device(device, weight, "QuantizedConv2d")
 
     def _padded(self, x: torch.Tensor):
         """x padded as the layer pads (torch's "same" puts the odd element at the end) and the
@@ -189,14 +211,14 @@ class QuantizedConv2d(_CodesModule):
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"QuantizedConv2d: input of shape {tuple(x.shape)}; [N, {self.in_channels}, H, W] or "
                              f"[{self.in_channels}, H, W]")
-        batched = x.dim() == 4
+        batched, given = x.dim() == 4, tuple(x.shape)
         x, padding = self._padded(x if batched else x.unsqueeze(0))
         (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
         out_h = (x.shape[2] + 2 * padding[0] - dh * (kh - 1) - 1) // sh + 1
         out_w = (x.shape[3] + 2 * padding[1] - dw * (kw - 1) - 1) // sw + 1
         if out_h < 1 or out_w < 1:
-            raise ValueError(f"QuantizedConv2d: input of shape {tuple(x.shape)} is smaller than the "
-                             f"{kh}x{kw} kernel (dilation {self.dilation}, padding {padding})")
+            raise ValueError(f"QuantizedConv2d: input of shape {given} is smaller than the {kh}x{kw} kernel "
+                             f"(dilation {self.dilation}, padding {self.padding})")
         patches = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=padding, stride=self.stride)
         y = self._product(patches.transpose(1, 2))  # [N, out_h·out_w, out_channels]
         y = y.transpose(1, 2).reshape(x.shape[0], self.out_channels, out_h, out_w)
@@ -209,8 +231,8 @@ class QuantizedConv2d(_CodesModule):
 
 
 def _why_not_swapped(module) -> Optional[str]:
-    """None for a layer quantize_modules swaps; otherwise why it is left as it is (or is not a layer
-    it looks at: '')."""
+    """None for a layer nuq.nn swaps; otherwise why it is left as it is ('' for a module that is no
+    Linear or Conv2d at all)."""
     if type(module) is torch.nn.Linear:
         return None
     if type(module) is torch.nn.Conv2d:
@@ -224,12 +246,24 @@ def _why_not_swapped(module) -> Optional[str]:
     return ""
 
 
-def _swap(model, name: str, new) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+def _layers(model) -> dict:
+    """{id(module): (module, [every name it is registered under])} in the model's order: a module
+    shared by several parents (ALBERT's layers) is one layer, swapped under each of its names."""
+    found = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        found.setdefault(id(module), (module, []))[1].append(name)
+    return found
+
+
+def _swap(model, names, new) -> None:
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
 def _quantized_layer(module, q: QuantizedTensor, device: str):
+    if q.group_size and device == "cuda":  # quantized on the GPU; multiplied where grouped codes are
+        device = "auto"
     if isinstance(module, torch.nn.Linear):
         layer = QuantizedLinear(q, module.bias, device=device)
     else:
@@ -238,96 +272,156 @@ def _quantized_layer(module, q: QuantizedTensor, device: str):
     return layer.train(module.training)
 
 
+def _listed(items, shown: int = 5) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _said_of(caller: str, inner: str, call: Callable):
+    """call(), its warnings and its ValueError said of `caller` instead of `inner` (the function it
+    calls), the warnings before the error (a float64 model's warning explains why nothing was quantized)."""
+    failure = None
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            result = call()
+        except ValueError as error:
+            failure = error
+    for warning in said:
+        text = str(warning.message)
+        text = f"{caller}:{text[len(inner) + 1:]}" if text.startswith(f"{inner}:") else text
+        warnings.warn(text, warning.category, stacklevel=3)
+    if failure is not None:
+        text = str(failure)
+        raise ValueError(f"{caller}:{text[len(inner) + 1:]}" if text.startswith(f"{inner}:") else text) from None
+    return result
+
+
 def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = None, normalise: Optional[str] = None,
                      group_size: Optional[int] = None, device: str = "auto", nonfinite: str = "error",
                      quantize_vectors: bool = False) -> dict:
     """Quantize the weights of `model`'s Linear and Conv2d layers with `codebook` and swap each such
     layer for a QuantizedLinear or QuantizedConv2d, in place. Returns {layer name: QuantizedTensor}.
 
-    The weights are quantized by ``quantize_state_dict`` under the names ``<layer>.weight``, with its
-    options: skip (globs, compiled expressions or a callable skip(name, tensor), as there: a layer
-    whose weight it names is left as it is), normalise (default "global": one mean and standard
-    deviation over every quantized weight, Algorithm 1), group_size, nonfinite, quantize_vectors
-    (weights of one dimension above 1, as Linear(1, n)'s, are kept without it). A weight shared by
-    several layers (tied) is quantized once and its codes shared. device is also the backend the
-    new layers' products use. Layers of other types, subclasses, grouped and non-zero-padded
-    convolutions are left as they are (named in a warning).
+    The weights are quantized by ``quantize_state_dict`` as the state dict {"<layer>.weight": ...}
+    of these layers alone, with its options: skip (globs, compiled expressions or a callable
+    skip(name, tensor), as there: a layer whose weight it names is left as it is), normalise
+    (default "global": one mean and standard deviation over the weights of the layers swapped,
+    Algorithm 1; ``quantize_state_dict`` of the whole state dict, and ``nuq quantize``, would also
+    count embeddings and the other layers' weights), group_size, nonfinite, quantize_vectors
+    (a weight of one dimension above 1, as Linear(16, 1)'s, is kept without it). A weight shared by
+    several layers (tied), and a layer registered under several names, is quantized once and shared.
+    device is where the weights are quantized ("auto": where they lie) and the new layers' backend
+    (grouped codes are multiplied on the CPU). Layers of other types, subclasses, grouped and
+    non-zero-padded convolutions, and layers kept by quantize_state_dict's rules are left as they
+    are (named in a warning).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"quantize_modules: model must be a torch.nn.Module, not {type(model).__name__}")
+    if device not in _DEVICES:
+        raise ValueError(f"quantize_modules: device {device!r}; 'auto', 'cpu' or 'cuda'")
     layers, left = {}, []
-    for name, module in model.named_modules():
+    for module, names in _layers(model).values():
         why = _why_not_swapped(module)
-        if why is None and name:
-            layers[name] = module
-        elif why is None:
+        if why is None and names == [""]:
             raise ValueError("quantize_modules: the model is itself a Linear or Conv2d layer; wrap it (e.g. in "
                              "torch.nn.Sequential) so that it can be swapped, or use nuq.quantize on its weight")
+        if why is None:
+            layers[names[0]] = (module, [n for n in names if n])
         elif why:
-            left.append(f"{name} ({why})")
-    if left:
-        warnings.warn(f"quantize_modules: left as they are: {', '.join(left[:5])}"
-                      f"{f' and {len(left) - 5} more' if len(left) > 5 else ''}", stacklevel=2)
+            left.append(f"{names[0]} ({why})")
     first_of = {}  # a tied weight's tensor -> the first layer that holds it: quantized once, under that name
-    for name, module in layers.items():
+    for name, (module, _) in layers.items():
         first_of.setdefault(id(module.weight), name)
-    weights = {f"{name}.weight": layers[name].weight.detach() for name in first_of.values()}
+    weights = {f"{name}.weight": layers[name][0].weight.detach() for name in first_of.values()}
     if not weights:
         raise ValueError("quantize_modules: the model has no torch.nn.Linear or torch.nn.Conv2d layer to quantize")
-    with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        try:
-            quantized = quantize_state_dict(weights, codebook, skip=skip, normalise=normalise, group_size=group_size,
-                                            device=device, nonfinite=nonfinite, quantize_vectors=quantize_vectors)
-        except ValueError as error:
-            raise ValueError(str(error).replace("quantize_state_dict:", "quantize_modules:", 1)) from None
-    for warning in said:  # the state dict's warnings, said of this call
-        warnings.warn(str(warning.message).replace("quantize_state_dict:", "quantize_modules:", 1),
-                      warning.category, stacklevel=2)
+    quantized = _said_of("quantize_modules", "quantize_state_dict", lambda: quantize_state_dict(
+        weights, codebook, skip=skip, normalise=normalise, group_size=group_size, device=device, nonfinite=nonfinite,
+        quantize_vectors=quantize_vectors))
+    patterns = _skip_patterns(skip)
+    asked = (lambda k: bool(patterns(k, weights[k]))) if callable(patterns) else (
+        lambda k: patterns is not None and any(_matches(p, k) for p in patterns))
     swapped = {}
-    for name, module in layers.items():
-        q = quantized.get(f"{first_of[id(module.weight)]}.weight")
+    for name, (module, names) in layers.items():
+        key = f"{first_of[id(module.weight)]}.weight"
+        q = quantized.get(key)
         if isinstance(q, QuantizedTensor):
-            _swap(model, name, _quantized_layer(module, q, device))
-            swapped[name] = q
+            _swap(model, names, _quantized_layer(module, q, device))
+            swapped.update((n, q) for n in names)
+        elif not asked(key) and _vector_like(key, weights[key]) and not quantize_vectors:
+            left.append(f"{name} (a weight of shape {tuple(weights[key].shape)}, one dimension above 1, kept as "
+                        "nuq quantize keeps vectors; quantize_vectors=True quantizes it)")
+    if left:
+        warnings.warn(f"quantize_modules: left as they are: {_listed(left)}", stacklevel=2)
     return swapped
 
 
 def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, strict: bool = True,
                    device: str = "auto"):
-    """Put a quantized state dict (``nuq.load`` of a file ``nuq.save`` wrote from a model that
-    ``quantize_modules`` quantized, or ``nuq quantize`` of its checkpoint) into `model`, a model of
-    the same architecture: every Linear or Conv2d layer whose ``<layer>.weight`` is a QuantizedTensor
-    becomes a QuantizedLinear or QuantizedConv2d holding it, and the rest is loaded by
-    ``model.load_state_dict`` (numpy arrays as tensors). Returns what load_state_dict returns."""
+    """Put a quantized state dict into `model`, a model of the same architecture: ``nuq.load`` of a
+    file ``nuq.save`` wrote from a model that ``quantize_modules`` quantized, or of ``nuq quantize``'s
+    output of its float checkpoint. Every Linear or Conv2d layer whose ``<layer>.weight`` is a
+    QuantizedTensor becomes a QuantizedLinear or QuantizedConv2d holding it (device as the layers'),
+    the codes of any other parameter (an embedding, attention's in_proj_weight, a bias quantized
+    with --quantize-vectors) are loaded dequantized, with a warning, and everything is loaded by
+    ``model.load_state_dict(..., strict)`` (numpy arrays as tensors, 8-bit floats widened): with
+    strict=False, keys the model lacks are only reported. Nothing is swapped unless every layer's
+    codes fit it. Returns what load_state_dict returns."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"load_quantized: model must be a torch.nn.Module, not {type(model).__name__}")
     if not hasattr(state_dict, "items"):
         raise TypeError(f"load_quantized: a dict of name -> tensor, not {type(state_dict).__name__}")
-    modules = dict(model.named_modules())
+    if device not in _DEVICES:
+        raise ValueError(f"load_quantized: device {device!r}; 'auto', 'cpu' or 'cuda'")
+    named = dict(model.named_modules(remove_duplicate=False))
+    layers = _layers(model)
+    plan, floats = {}, []  # id(layer) -> (module, names, codes); codes loaded as floats
     for key, value in state_dict.items():
         if not isinstance(value, QuantizedTensor):
             continue
         name = key[:-len(".weight")] if key.endswith(".weight") else None
-        module = modules.get(name) if name else None
-        if isinstance(module, (QuantizedLinear, QuantizedConv2d)):
-            continue  # load_state_dict gives it its codes
-        why = _why_not_swapped(module) if module is not None else ""
-        if why is not None:
-            raise ValueError(f"load_quantized: '{key}' holds packed codes, and the model has "
-                             f"{f'there {why}' if why else 'no Linear or Conv2d layer of that name'}")
-        expected = tuple(module.weight.shape)
-        if tuple(value.shape) != expected:
+        module = named.get(name) if name is not None else None
+        if module is None or isinstance(module, (QuantizedLinear, QuantizedConv2d)) or _why_not_swapped(module) is not None:
+            floats.append(key)  # load_state_dict gives a quantized layer its codes, and reports a key of no module
+            continue
+        if tuple(value.shape) != tuple(module.weight.shape):
             raise ValueError(f"load_quantized: '{key}': codes of shape {tuple(value.shape)}, the layer's weight is "
-                             f"{expected}")
-        _swap(model, name, _quantized_layer(module, value, device))
-    as_tensors = {k: (torch.from_numpy(np.asarray(v, dtype=np.float32) if _widened(v) else np.asarray(v))
-                      if isinstance(v, np.ndarray) else v) for k, v in state_dict.items()}
-    return model.load_state_dict(as_tensors, strict=strict)
+                             f"{tuple(module.weight.shape)}")
+        if id(module) not in plan:
+            plan[id(module)] = (module, layers[id(module)][1], value)
+    # A fresh model's tied layers get one QuantizedTensor where the file holds the same codes twice.
+    shared = {}
+    for layer_id, (module, names, q) in plan.items():
+        first = shared.setdefault(id(module.weight), q)
+        if first is not q and np.array_equal(first.codes, q.codes) and np.array_equal(first.levels, q.levels):
+            plan[layer_id] = (module, names, first)
+    to_layers = {k for k, v in state_dict.items() if isinstance(v, QuantizedTensor) and k not in floats}
+    as_floats = {k: v for k, v in state_dict.items() if k not in to_layers
+                 and not (isinstance(v, QuantizedTensor) and isinstance(named.get(k[:-len(".weight")]),
+                                                                        (QuantizedLinear, QuantizedConv2d)))}
+    restored = _said_of("load_quantized", "dequantize_state_dict",
+                        lambda: dequantize_state_dict(as_floats, as_torch=True))
+    dequantized = [k for k in floats if k in as_floats and _owner(named, k) is not None]
+    if dequantized:
+        warnings.warn("load_quantized: codes loaded dequantized into float parameters (not a Linear or Conv2d layer "
+                      "nuq.nn multiplies by codes): " + _listed([f"{k} ({type(_owner(named, k)).__name__})"
+                                                              for k in dequantized]), stacklevel=2)
+    final = {k: restored.get(k, v) for k, v in state_dict.items()}
+    for module, names, q in plan.values():
+        _swap(model, names, _quantized_layer(module, q, device))
+        final.update((f"{n}.weight", q) for n in names if f"{n}.weight" in final)  # one layer, one set of codes
+    return model.load_state_dict(final, strict=strict)
 
 
-def _widened(array) -> bool:
-    return (array.dtype.metadata or {}).get("widened_from") is not None
+def _owner(named: dict, key: str):
+    """The module that holds parameter or buffer `key`, or None where the model has none of that name."""
+    module_name, _, attribute = key.rpartition(".")
+    module = named.get(module_name)
+    if module is None:
+        return None
+    held = {name for name, _ in module.named_parameters(recurse=False)} | {
+        name for name, _ in module.named_buffers(recurse=False)}
+    return module if attribute in held else None
 
 
 __all__ = ["QuantizedLinear", "QuantizedConv2d", "quantize_modules", "load_quantized"]

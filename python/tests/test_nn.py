@@ -5,7 +5,9 @@ quantize's."""
 
 import copy
 import io
+import json
 import re
+import struct
 import warnings
 
 import numpy as np
@@ -234,10 +236,22 @@ def test_mistakes_are_told_in_python_terms(tmp_path):
     with pytest.raises(RuntimeError, match=re.escape("0.weight: a QuantizedLinear holds packed codes, and the state "
                                                      "dict has a Tensor")):
         wrapped.load_state_dict({"0.weight": torch.zeros(4, 8), "0.bias": torch.zeros(4)})
-    with pytest.raises(ValueError, match=r"'lin.weight' holds packed codes, and the model has no Linear or Conv2d"):
+    with pytest.raises(RuntimeError, match='Unexpected key\\(s\\) in state_dict: "lin.weight"'):  # as torch's own
         nuq.nn.load_quantized(torch.nn.Sequential(torch.nn.Linear(8, 4)), {"lin.weight": q})
+    model = torch.nn.Sequential(torch.nn.Linear(9, 4), torch.nn.Linear(4, 4))
     with pytest.raises(ValueError, match=r"'0.weight': codes of shape \(4, 8\), the layer's weight is \(4, 9\)"):
-        nuq.nn.load_quantized(torch.nn.Sequential(torch.nn.Linear(9, 4)), {"0.weight": q})
+        nuq.nn.load_quantized(model, {"1.weight": nuq.quantize(torch.randn(4, 4), codebook), "0.weight": q})
+    assert [type(m) for m in model] == [torch.nn.Linear, torch.nn.Linear]  # nothing swapped before the refusal
+    with pytest.raises(ValueError, match="QuantizedLinear: device 'gpu'; 'auto', 'cpu' or 'cuda'"):
+        nuq.nn.QuantizedLinear(q, device="gpu")
+    grouped = nuq.quantize(np.random.default_rng(2).laplace(size=(4, 16)).astype(np.float32), codebook, group_size=8)
+    with pytest.raises(ValueError, match=r"grouped codes \(group_size 8\) are multiplied on the CPU"):
+        nuq.nn.QuantizedLinear(grouped, device="cuda")
+    conv = nuq.quantize(np.random.default_rng(3).laplace(size=(2, 3, 3, 3)).astype(np.float32), codebook)
+    with pytest.raises(ValueError, match=r"stride \(2,\); an int or two ints"):
+        nuq.nn.QuantizedConv2d(conv, stride=(2,))
+    with pytest.raises(ValueError, match=r"input of shape \(3, 2, 2\) is smaller than the 3x3 kernel"):
+        nuq.nn.QuantizedConv2d(conv)(torch.ones(3, 2, 2))
 
 
 def test_a_transformer_in_inference_takes_the_swapped_layers():
@@ -264,3 +278,98 @@ def test_a_transformer_in_inference_takes_the_swapped_layers():
             assert close(y[real], reference[real])
     with pytest.raises(TypeError, match="matmul: a nuq.QuantizedTensor holds packed codes, not a tensor"):
         torch.matmul(x, swapped["layers.0.linear1"])
+
+
+def test_a_layer_under_several_names_is_one_layer_swapped_under_each():
+    """ALBERT-style sharing: the same module registered three times stays one module, quantized."""
+    torch.manual_seed(6)
+    block = torch.nn.Linear(16, 16)
+    model = torch.nn.Sequential(block, torch.nn.Tanh(), block, torch.nn.Tanh(), block)
+    x = torch.randn(3, 16)
+    swapped = nuq.nn.quantize_modules(model, nuq.design("msptq"))
+    assert sorted(swapped) == ["0", "2", "4"] and model[0] is model[2] is model[4]
+    assert isinstance(model[4], nuq.nn.QuantizedLinear)
+    fresh_block = torch.nn.Linear(16, 16)
+    fresh = torch.nn.Sequential(fresh_block, torch.nn.Tanh(), fresh_block, torch.nn.Tanh(), fresh_block)
+    nuq.nn.load_quantized(fresh, model.state_dict())
+    assert fresh[0] is fresh[2] is fresh[4] and isinstance(fresh[0], nuq.nn.QuantizedLinear)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+
+
+def test_nuq_quantize_output_with_other_parameters_quantized_loads(tmp_path, nuq_cli):
+    """nuq quantize also quantizes an embedding (and biases with --quantize-vectors): those codes go
+    into the float parameters dequantized, with a warning; the Linear layers get theirs."""
+    torch.manual_seed(7)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 16)
+            self.proj = torch.nn.Linear(16, 32)
+            self.head = torch.nn.Linear(32, 8)
+
+        def forward(self, tokens):
+            return self.head(torch.relu(self.proj(self.embed(tokens))))
+
+    model = Net()
+    nuq.save(tmp_path / "float.safetensors", model.state_dict())
+    nuq_cli("quantize", tmp_path / "float.safetensors", "-o", tmp_path / "q.safetensors", "--quantize-vectors")
+    loaded = nuq.load(tmp_path / "q.safetensors")
+    assert all(isinstance(v, nuq.QuantizedTensor) for v in loaded.values())
+    twin = Net()
+    twin.load_state_dict(nuq.dequantize_state_dict(loaded, as_torch=True))
+    with pytest.warns(UserWarning, match=r"codes loaded dequantized into float parameters .*: embed.weight "
+                                         r"\(Embedding\), head.bias \(Linear\), proj.bias \(Linear\)"):
+        nuq.nn.load_quantized(model, loaded)
+    assert isinstance(model.proj, nuq.nn.QuantizedLinear) and isinstance(model.embed, torch.nn.Embedding)
+    tokens = torch.tensor([[1, 5, 9], [49, 0, 3]])
+    with torch.no_grad():
+        assert close(model(tokens), twin(tokens))
+
+
+def test_load_quantized_reads_8_bit_floats_as_their_values(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.LayerNorm(4))
+    nuq.nn.quantize_modules(model, nuq.design("msptq"))
+    state = {k: v for k, v in model.state_dict().items()}
+    path = tmp_path / "m.safetensors"
+    nuq.save(path, state)
+    loaded = nuq.load(path)
+    header = json.dumps({"w": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}}).encode()
+    (tmp_path / "f8.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes([0x38, 0x40, 0xB8, 0x30]))
+    loaded["1.weight"] = nuq.load(tmp_path / "f8.safetensors")["w"]  # 1, 2, -1, 0.5 in F8_E4M3, as bytes
+    assert loaded["1.weight"].dtype == np.uint8
+    np.testing.assert_array_equal(nuq.to_float32(loaded["1.weight"]), [1, 2, -1, 0.5])
+    fresh = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.LayerNorm(4))
+    nuq.nn.load_quantized(fresh, loaded)
+    assert fresh[1].weight.tolist() == [1.0, 2.0, -1.0, 0.5]
+
+
+def test_what_quantize_state_dict_says_is_said_of_quantize_modules_even_when_it_fails():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)).double()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="^quantize_modules: no tensor to quantize"):
+            nuq.nn.quantize_modules(model, nuq.design("msptq"))
+    assert len(said) == 1 and str(said[0].message).startswith("quantize_modules: float64 tensors kept as they are: "
+                                                              "0.weight (")
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1))
+    with pytest.warns(UserWarning, match=r"left as they are: 1 \(a weight of shape \(1, 8\), one dimension above 1"):
+        assert list(nuq.nn.quantize_modules(model, nuq.design("msptq"))) == ["0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what skip names is left without a word
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1))
+        assert list(nuq.nn.quantize_modules(model, nuq.design("msptq"), skip="1.*")) == ["0"]
+
+
+def test_auto_multiplies_where_the_input_lies(monkeypatch):
+    """A CPU model stays on the CPU on a machine with a GPU: qgemm's own "auto" would take a host
+    input to device 0."""
+    asked = []
+    real = nuq.nn.qgemm
+    monkeypatch.setattr(nuq.nn, "qgemm", lambda x, q, bias, device: asked.append(device) or real(x, q, bias,
+                                                                                                  device=device))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    nuq.nn.quantize_modules(model, nuq.design("msptq"))
+    model(torch.ones(2, 8))
+    assert asked == ["cpu"]

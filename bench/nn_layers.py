@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""nuq.nn's QuantizedLinear against torch.nn.Linear, as a PyTorch user calls them: one layer of
+`--rows` x `--cols` (an LLM's 4096 x 4096 by default), inputs of `--batches` rows, in eval mode under
+torch.no_grad. Both layers are timed in the same run, alternating, each the median of `--runs` calls
+after a warm-up; the quantized layer's codes are laid out for its products by the warm-up calls
+(as in any model after its first batch). The ratio is torch's time over nuq's (above 1: the
+quantized layer is faster).
+
+    PYTHONPATH=build/python /usr/bin/python3 bench/nn_layers.py --out nn_layers.json [--device cuda]
+
+Writes {"device", "threads", "torch", "runs": [{"bits", "batch", "torch_ms", "nuq_ms", "speedup"}]}.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import nuq
+import nuq.nn
+
+DESIGNS = {2: ("msptq", 2), 4: ("lloyd-max", 4), 8: ("uniform", 8)}
+
+
+def median_ms(layer, x, runs: int, sync) -> float:
+    times = []
+    for _ in range(runs):
+        sync()
+        start = time.perf_counter()
+        layer(x)
+        sync()
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=4096)
+    parser.add_argument("--cols", type=int, default=4096)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], choices=sorted(DESIGNS))
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(args.cols, args.rows).to(args.device).eval()
+    results = []
+    with torch.no_grad():
+        for bits in args.bits:
+            method, width = DESIGNS[bits]
+            model = torch.nn.Sequential(torch.nn.Linear(args.cols, args.rows)).to(args.device).eval()
+            model.load_state_dict({"0." + k: v for k, v in linear.state_dict().items()})
+            nuq.nn.quantize_modules(model, nuq.design(method, width), normalise="per-channel", device=args.device)
+            for batch in args.batches:
+                x = torch.randn(batch, args.cols, device=args.device)
+                for _ in range(3):  # warm-up: caches, thread pools, the codes' layout for the look-up
+                    linear(x)
+                    model(x)
+                pairs = [(median_ms(linear, x, args.runs, sync), median_ms(model, x, args.runs, sync))
+                         for _ in range(3)]  # alternated, so that a slow phase of the machine hits both
+                torch_ms = statistics.median(p[0] for p in pairs)
+                nuq_ms = statistics.median(p[1] for p in pairs)
+                row = {"bits": bits, "method": method, "batch": batch, "torch_ms": torch_ms, "nuq_ms": nuq_ms,
+                       "speedup": torch_ms / nuq_ms}
+                results.append(row)
+                print(f"{bits}-bit {method:9s} batch {batch:4d}: torch.nn.Linear {torch_ms:8.3f} ms, "
+                      f"QuantizedLinear {nuq_ms:8.3f} ms, {row['speedup']:.2f}x")
+    report = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "rows": args.rows, "cols": args.cols, "runs": results}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
