@@ -76,6 +76,34 @@ void BM_QuantizedGemmPrepared(benchmark::State& state) {
   counters(state, m, n, k, double(w.codes.bytes.size()));
 }
 
+// Per-channel normalisation: each row its own table, the design's levels through the row's own map
+// (mean + sigma * level). A uniform design's rows are each on a grid, which prepared weights find
+// and compute levels from; a non-uniform design's (levels denser near zero, as Lloyd-Max's or
+// MSPTQ's) are gathered from the row's table.
+template <bool kUniform>
+void BM_QuantizedGemmPerChannel(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const int bits = int(state.range(3));
+  nuq::QuantizedMatrix w = random_matrix(n, k, bits);
+  const std::size_t per_table = w.levels.size();
+  std::vector<float> levels(n * per_table);
+  for (std::size_t r = 0; r < n; ++r)
+    for (std::size_t c = 0; c < per_table; ++c) {
+      const double t = (double(c) + 0.5) / double(per_table) * 2.0 - 1.0;
+      const double level = kUniform ? 3.0 * t : 3.0 * t * std::abs(t);
+      levels[r * per_table + c] = float(1e-4 * double(r % 7) + 0.02 * (1.0 + double(r % 5) / 10.0) * level);
+    }
+  w.levels = std::move(levels);
+  const auto prepared = nuq::cpu_backend().prepare(w);
+  const std::vector<float> x = random_input(m, k);
+  std::vector<float> y(m * n);
+  for (auto _ : state) {
+    nuq::cpu_backend().qgemm(x.data(), m, *prepared, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  counters(state, m, n, k, double(w.codes.bytes.size() + 4 * w.levels.size()));
+}
+
 // What preparing costs (what Python's nuq.qgemm pays once, on a tensor's second CPU product), to
 // set beside one product from the stored codes. Each iteration frees what the last one made, so
 // the allocator hands back memory already mapped: a layout in fresh memory also pays a page fault
@@ -171,6 +199,12 @@ void shapes(benchmark::internal::Benchmark* b, bool with_bits) {
 
 BENCHMARK(BM_QuantizedGemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
 BENCHMARK(BM_QuantizedGemmPrepared)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });
+BENCHMARK(BM_QuantizedGemmPerChannel<true>)->Name("BM_QuantizedGemmPerChannelUniform")
+    ->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 8})->Args({4, 4096, 4096, 8})->Args({16, 4096, 4096, 8})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_QuantizedGemmPerChannel<false>)->Name("BM_QuantizedGemmPerChannelTables")
+    ->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 8})->Args({4, 4096, 4096, 8})->Args({16, 4096, 4096, 8})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Prepare)->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 2})->Args({1, 4096, 4096, 4})
     ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_GroupedQgemm)->Apply([](benchmark::internal::Benchmark* b) { shapes(b, true); });

@@ -81,6 +81,10 @@ def main():
          "GPU, two-bit codes, X in BF16 (as the cuBLAS BF16 peer), tensor cores above m = 16"),
         ("BM_QuantizedGemmPrepared", ["BM_OpenBlasSgemm"], "CPU, weights prepared once (as a network uses them)"),
         ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU, from the stored codes on every call"),
+        ("BM_QuantizedGemmPerChannelUniform", ["BM_OpenBlasSgemm"],
+         "CPU, a table per row on a uniform grid each (a uniform design per channel), prepared once"),
+        ("BM_QuantizedGemmPerChannelTables", ["BM_OpenBlasSgemm"],
+         "CPU, a table per row of a non-uniform design (per channel), prepared once"),
         ("BM_GroupedQgemmPrepared", ["BM_OpenBlasSgemm"], "CPU, groups of 128, prepared once (as Python keeps them)"),
         ("BM_GroupedQgemm", ["BM_OpenBlasSgemm"], "CPU, groups of 128, from the stored codes on every call"),
     ):

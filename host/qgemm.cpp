@@ -29,8 +29,8 @@ using detail::kRowsPerPass;
 // per row would cost as much to build as the row to decode: those rows are decoded code by code).
 class RowDecoder {
  public:
-  RowDecoder(const QuantizedMatrix& w, const std::optional<LevelGrid>& grid)
-      : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0), grid_(grid) {
+  RowDecoder(const QuantizedMatrix& w, const std::vector<LevelGrid>& grids)
+      : w_(w), per_byte_(w.codes.bits < 8 ? 8 / w.codes.bits : 0), grids_(grids) {
     if (per_byte_ && !w.per_row()) {
       table_.resize(256 * per_byte_);
       const unsigned mask = (1u << w.codes.bits) - 1u;
@@ -52,9 +52,10 @@ class RowDecoder {
       return;
     }
     if (w_.codes.bits == 16) {  // little-endian, as the packed layout and the U16 files store it
+      const std::optional<LevelGrid> grid = this->grid(row);
       for (std::size_t c = from; c < cols; ++c) {
         const std::size_t code = bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8);
-        out[c] = grid_ ? std::fma(grid_->scale, float(code), grid_->offset) : levels[code];
+        out[c] = grid ? std::fma(grid->scale, float(code), grid->offset) : levels[code];
       }
       return;
     }
@@ -69,14 +70,18 @@ class RowDecoder {
       out[c] = table_[bytes[full] * per_byte_ + (c - full * per_byte_)];
   }
 
-  // 8- and 16-bit codes of one table on a uniform grid: levels computed, not gathered.
-  const std::optional<LevelGrid>& grid() const { return grid_; }
+  // Row `row`'s levels as a uniform grid (8- and 16-bit codes whose tables are on grids):
+  // computed, not gathered.
+  std::optional<LevelGrid> grid(std::size_t row) const {
+    if (grids_.empty()) return std::nullopt;
+    return grids_.size() == 1 ? grids_[0] : grids_[row];
+  }
 
  private:
   const QuantizedMatrix& w_;
   std::size_t per_byte_;
   std::vector<float> table_;  // 256 bytes x per_byte_ levels; empty for 8/16 bits or per-row levels
-  std::optional<LevelGrid> grid_;
+  const std::vector<LevelGrid>& grids_;  // grids_of's: none, the matrix's, or one per row
 };
 
 // Dot products of one packed row with m <= kDirectMaxBatch rows of X. With AVX-512, codes are decoded sixteen
@@ -146,7 +151,7 @@ std::size_t decode_row_simd(const QuantizedMatrix& w, std::size_t r, float* out,
 void decode_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, float* out) {
   std::size_t done = 0;
 #if defined(__AVX512F__)
-  done = decode_row_simd(w, r, out, decoder.grid());
+  done = decode_row_simd(w, r, out, decoder.grid(r));
 #endif
   if (done < w.codes.cols) decoder.decode(r, out, done);
 }
@@ -157,7 +162,7 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
   std::size_t done = 0;
   for (std::size_t i = 0; i < m; ++i) sums[i] = 0.0f;
 #if defined(__AVX512F__)
-  done = direct_row_simd(w, r, x, m, sums, decoder.grid());
+  done = direct_row_simd(w, r, x, m, sums, decoder.grid(r));
 #endif
   if (done == k) return;
   thread_local std::vector<float> row;
@@ -211,17 +216,31 @@ void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float*
 }
 
 bool cpu_layout_used(const QuantizedMatrix& w, std::size_t m) {
-  return detail::lut_compiled() && detail::lut_applies(w) && m >= 1 && m <= detail::lut_max_batch(w.codes.bits);
+  if (m == 0) return false;
+#if defined(__AVX512F__)
+  // The rows' grids: read by the direct products (m <= kDirectMaxBatch) and by 16-bit decoding.
+  if (detail::lut_compiled() && w.per_row() && w.codes.bits >= 8 && (m <= kDirectMaxBatch || w.codes.bits == 16))
+    return true;
+#endif
+  return detail::lut_compiled() && detail::lut_applies(w) && m <= detail::lut_max_batch(w.codes.bits);
 }
 
-std::optional<LevelGrid> detail::grid_of(const QuantizedMatrix& w) {
-  if (w.codes.bits < 8 || w.per_row()) return std::nullopt;
-  return level_grid(w.levels.data(), w.levels.size());
+std::vector<LevelGrid> detail::grids_of(const QuantizedMatrix& w, bool with_row_tables) {
+  if (w.codes.bits < 8 || (w.per_row() && !with_row_tables)) return {};
+  const std::size_t tables = w.per_row() ? w.codes.rows : 1, per_table = std::size_t{1} << w.codes.bits;
+  std::vector<LevelGrid> grids;
+  grids.reserve(tables);
+  for (std::size_t t = 0; t < tables; ++t) {
+    const std::optional<LevelGrid> grid = level_grid(w.levels.data() + t * per_table, per_table);
+    if (!grid) return {};
+    grids.push_back(*grid);
+  }
+  return grids;
 }
 
 detail::CpuPrepared detail::prepare_cpu(const QuantizedMatrix& w) {
   check_quantized_matrix(w, "prepare");
-  return {make_lut_layout(w), grid_of(w)};
+  return {make_lut_layout(w), grids_of(w, true)};
 }
 
 void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix& w, const CpuPrepared* prepared,
@@ -236,7 +255,8 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
     add_bias(bias, m, n, y);
     return;
   }
-  const RowDecoder decoder(w, prepared ? prepared->grid : detail::grid_of(w));
+  const std::vector<LevelGrid> found = prepared ? std::vector<LevelGrid>{} : detail::grids_of(w, false);
+  const RowDecoder decoder(w, prepared ? prepared->grids : found);
   if (m <= kDirectMaxBatch) {
     // Rows are independent: threads take contiguous blocks of them (indices are 64-bit
     // throughout, so matrices beyond 2^31 weights are addressed correctly).

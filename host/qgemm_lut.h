@@ -117,13 +117,17 @@ inline bool all_finite(const float* x, std::size_t count) {
 
 // What the CPU backend works out once per matrix (Backend::prepare) instead of on every call.
 struct CpuPrepared {
-  LutLayout layout;               // the look-up path's interleaved rows; empty where it does not apply
-  std::optional<LevelGrid> grid;  // 8/16-bit codes of one table on a uniform grid (grid_of)
+  LutLayout layout;              // the look-up path's interleaved rows; empty where it does not apply
+  std::vector<LevelGrid> grids;  // 8/16-bit codes' levels on uniform grids (grids_of)
 };
 CpuPrepared prepare_cpu(const QuantizedMatrix& w);
 
-// The level grid of 8- or 16-bit codes with one table, when their levels are on one.
-std::optional<LevelGrid> grid_of(const QuantizedMatrix& w);
+// The level grids of 8- or 16-bit codes, whose levels a product then computes instead of gathering
+// them from a table: one for a matrix of one table, one per row for a table per row (a uniform
+// design under per-channel normalisation: each row's own map of the same grid); empty when any
+// table is not on a grid, or for narrower codes. Checking a table costs about as much as a row's
+// product at m = 1, so a table per row is checked only where prepared (with_row_tables).
+std::vector<LevelGrid> grids_of(const QuantizedMatrix& w, bool with_row_tables);
 
 // nuq::qgemm (host/qgemm.cpp) from what was prepared, or, with null, working it out on the way.
 void qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix& w, const CpuPrepared* prepared,

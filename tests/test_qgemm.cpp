@@ -224,8 +224,9 @@ TEST(Qgemm, PreparedWeightsGiveTheSameProductBitForBit) {
           const QuantizedMatrix w = random_matrix(n, k, bits, rng, false, per_row);
           const auto prepared = cpu_backend().prepare(w);
           ASSERT_EQ(&prepared->matrix(), &w);
-          ASSERT_EQ(cpu_layout_used(w, m), detail::lut_compiled() && bits <= 4 && !w.per_row() && m <= 256 &&
-                                               (bits < 4 || m <= 3));
+          ASSERT_EQ(cpu_layout_used(w, m), detail::lut_compiled() && ((bits <= 4 && !w.per_row() && m <= 256 &&
+                                                                        (bits < 4 || m <= 3)) ||
+                                                                       (bits == 8 && w.per_row() && m <= 16)));
           std::vector<float> x(m * k), bias(n), direct(m * n), from_prepared(m * n, NAN), reference(m * n);
           for (auto& v : x) v = value(rng);
           for (auto& v : bias) v = value(rng);
@@ -293,6 +294,54 @@ TEST(Qgemm, GridCodesComputeTheirLevels) {
       cpu_backend().qgemm(x.data(), m, *prepared, nullptr, from_prepared.data());
       EXPECT_EQ(from_prepared, direct) << bits << " bits, m " << m;
     }
+  }
+}
+
+// Per-channel normalisation of a uniform design gives each row its own map of one grid: prepared
+// weights find every row's grid, and products of up to 16 rows of X compute the levels (the grid's
+// fma, which identity inputs read back exactly) instead of gathering them; 8-bit panels and
+// unprepared products keep the tables. One row off its grid, and no row's grid is taken.
+TEST(Qgemm, PerRowGridsComputeTheirLevels) {
+  std::mt19937 rng(31);
+  for (int bits : {8, 16}) {
+    const std::size_t n = bits == 8 ? 70 : 5, k = 301;
+    QuantizedMatrix w = random_matrix(n, k, bits, rng, false, true);
+    const std::size_t per_table = std::size_t{1} << bits;
+    for (std::size_t r = 0; r < n; ++r)  // mean + sigma * level, in double, then float: make_quantize_table's way
+      for (std::size_t c = 0; c < per_table; ++c)
+        w.levels[r * per_table + c] = float(0.01 * double(r) - 0.3 + (0.5 + 0.01 * double(r)) *
+                                                                         (-1.0 + 2.0 * double(c) / double(per_table - 1)));
+    const std::vector<LevelGrid> grids = detail::grids_of(w, true);
+    ASSERT_EQ(grids.size(), n);
+    EXPECT_TRUE(detail::grids_of(w, false).empty());  // unprepared products do not check every row's table
+    const auto prepared = cpu_backend().prepare(w);
+    for (std::size_t m : {1u, 3u, 16u, 40u}) {
+      ASSERT_NO_FATAL_FAILURE(
+          expect_qgemm_matches_reference(w, m, rng, std::to_string(bits) + " bits per row, m " + std::to_string(m)));
+      std::vector<float> x(m * k), direct(m * n), from_prepared(m * n), reference(m * n);
+      for (auto& v : x) v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+      qgemm(x.data(), m, w, nullptr, direct.data());
+      cpu_backend().qgemm(x.data(), m, *prepared, nullptr, from_prepared.data());
+      qgemm_ref(x.data(), m, w, nullptr, reference.data());
+      for (std::size_t i = 0; i < reference.size(); ++i)
+        ASSERT_NEAR(from_prepared[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << bits << " " << m;
+      if (m > 16 && bits == 8) EXPECT_EQ(from_prepared, direct) << "8-bit panels decode from the tables";
+    }
+    // Identity rows of X read back each row's levels as the prepared product computes them.
+    std::vector<float> identity(16 * k, 0.0f), y(16 * n);
+    for (std::size_t i = 0; i < 16; ++i) identity[i * k + i] = 1.0f;
+    cpu_backend().qgemm(identity.data(), 16, *prepared, nullptr, y.data());
+    std::size_t computed = 0;
+    for (std::size_t r = 0; r < n; ++r)
+      for (std::size_t i = 0; i < 16; ++i) {
+        const float table = w.row_levels(r)[w.codes.at(r, i)];
+        const float grid = std::fma(grids[r].scale, float(w.codes.at(r, i)), grids[r].offset);
+        ASSERT_EQ(y[i * n + r], detail::lut_compiled() ? grid : table) << bits << " bits, row " << r << " col " << i;
+        computed += grid != table;
+      }
+    if (detail::lut_compiled()) EXPECT_GT(computed, 0u) << "the grid and the tables agree: the test cannot tell them";
+    w.levels[(n - 1) * per_table + per_table / 2] += 0.25f * grids[n - 1].scale;  // a quarter step off
+    EXPECT_TRUE(detail::grids_of(w, true).empty());
   }
 }
 

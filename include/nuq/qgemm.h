@@ -40,9 +40,11 @@ void check_quantized_matrix(const QuantizedMatrix& w, const std::string& what);
 // y[m, rows] = x[m, cols] * W^T (+ bias[rows] when bias is not null).
 void qgemm(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y);
 
-// Whether the CPU's product of `w` with m rows of X reads the layout Backend::prepare makes on the
-// CPU: the table look-up, for 1-4-bit codes with one table, up to 256 rows of X at 1-2 bits and 3
-// at 4, in a build for a CPU with AVX-512. Otherwise preparing saves that product nothing.
+// Whether the CPU's product of `w` with m rows of X reads what Backend::prepare works out on the
+// CPU, in a build for a CPU with AVX-512: the table look-up's layout, for 1-4-bit codes with one
+// table, up to 256 rows of X at 1-2 bits and 3 at 4; or the rows' level grids, for 8- and 16-bit
+// codes with a table per row (a uniform design per channel), up to 16 rows of X (16-bit: any).
+// Otherwise preparing saves that product nothing.
 bool cpu_layout_used(const QuantizedMatrix& w, std::size_t m);
 
 // y[i, r] += bias[r] over a [m, n] product; nothing when bias is null (every backend's epilogue

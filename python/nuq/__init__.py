@@ -140,7 +140,10 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     above, groups decoded into at most 2 MiB of FP32 per thread at a time. On the CPU, the second of q's products that the table
     look-up takes (1-4-bit codes; up to 256 rows of x at 1-2 bits, 3 at 4) lays the codes out once in
     the order it reads them (as many bytes again as the codes, rows rounded up to 64 bytes and to 16
-    rows; kept with q, not pickled), so that it and later ones skip that transpose. The
+    rows; kept with q, not pickled), so that it and later ones skip that transpose; of 8-bit codes
+    with a table per row (per-channel), up to 16 rows of x, it finds each row's grid once where a
+    uniform design put the levels on one, and later products compute the levels instead of
+    gathering them (bench/results/cpu-nn-layers-2026-12-06.md). The
     product is for inference: y carries no autograd graph, even for an x that requires grad.
     """
     if not isinstance(q, QuantizedTensor):
