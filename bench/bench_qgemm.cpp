@@ -60,20 +60,24 @@ void BM_QuantizedGemm(benchmark::State& state) {
   counters(state, m, n, k, double(w.codes.bytes.size()));
 }
 
-// The same product from weights prepared once (cpu_backend().prepare: for 1/2/4-bit codes the rows
-// interleaved for the look-up path), as a network uses them.
-void BM_QuantizedGemmPrepared(benchmark::State& state) {
-  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
-  const int bits = int(state.range(3));
-  const nuq::QuantizedMatrix w = random_matrix(n, k, bits);
+// Products of m rows of X by `w` prepared once (cpu_backend().prepare), as a network uses them.
+void time_prepared(benchmark::State& state, const nuq::QuantizedMatrix& w, std::size_t m, double weight_bytes) {
   const auto prepared = nuq::cpu_backend().prepare(w);
-  const std::vector<float> x = random_input(m, k);
-  std::vector<float> y(m * n);
+  const std::vector<float> x = random_input(m, w.codes.cols);
+  std::vector<float> y(m * w.codes.rows);
   for (auto _ : state) {
     nuq::cpu_backend().qgemm(x.data(), m, *prepared, nullptr, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  counters(state, m, n, k, double(w.codes.bytes.size()));
+  counters(state, m, w.codes.rows, w.codes.cols, weight_bytes);
+}
+
+// The same product from weights prepared once (for 1/2/4-bit codes the rows interleaved for the
+// look-up path; 8/16-bit codes' level grids found).
+void BM_QuantizedGemmPrepared(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  const nuq::QuantizedMatrix w = random_matrix(n, k, int(state.range(3)));
+  time_prepared(state, w, m, double(w.codes.bytes.size()));
 }
 
 // Per-channel normalisation: each row its own table, the design's levels through the row's own map
@@ -94,14 +98,7 @@ void BM_QuantizedGemmPerChannel(benchmark::State& state) {
       levels[r * per_table + c] = float(1e-4 * double(r % 7) + 0.02 * (1.0 + double(r % 5) / 10.0) * level);
     }
   w.levels = std::move(levels);
-  const auto prepared = nuq::cpu_backend().prepare(w);
-  const std::vector<float> x = random_input(m, k);
-  std::vector<float> y(m * n);
-  for (auto _ : state) {
-    nuq::cpu_backend().qgemm(x.data(), m, *prepared, nullptr, y.data());
-    benchmark::DoNotOptimize(y.data());
-  }
-  counters(state, m, n, k, double(w.codes.bytes.size() + 4 * w.levels.size()));
+  time_prepared(state, w, m, double(w.codes.bytes.size() + 4 * w.levels.size()));
 }
 
 // What preparing costs (what Python's nuq.qgemm pays once, on a tensor's second CPU product), to
