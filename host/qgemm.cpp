@@ -240,7 +240,8 @@ std::vector<LevelGrid> detail::grids_of(const QuantizedMatrix& w, bool with_row_
 
 detail::CpuPrepared detail::prepare_cpu(const QuantizedMatrix& w) {
   check_quantized_matrix(w, "prepare");
-  return {make_lut_layout(w), grids_of(w, true)};
+  // Rows' grids only where the AVX-512 products compute from them (as cpu_layout_used says).
+  return {make_lut_layout(w), grids_of(w, detail::lut_compiled())};
 }
 
 void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix& w, const CpuPrepared* prepared,

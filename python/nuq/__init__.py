@@ -74,6 +74,20 @@ def _refuse_torch_functions(cls, func, types, args=(), kwargs=None):
 QuantizedTensor.__torch_function__ = classmethod(_refuse_torch_functions)
 
 
+def _size(self, dim=None):
+    """The shape, as a torch.Size (what PyTorch asks of anything with __torch_function__ when it
+    reports that it could not copy it: load_state_dict of codes into a float parameter)."""
+    torch = _torch()
+    shape = tuple(self.shape)
+    if dim is not None:
+        return shape[dim]
+    return torch.Size(shape) if torch is not None else shape
+
+
+QuantizedTensor.size = _size
+QuantizedTensor.requires_grad = False  # packed codes have no gradient (asked of tensor-like objects)
+
+
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "mismatch", "bit_rate",
     "worst_sqnr", "quantize",
@@ -141,8 +155,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     look-up takes (1-4-bit codes; up to 256 rows of x at 1-2 bits, 3 at 4) lays the codes out once in
     the order it reads them (as many bytes again as the codes, rows rounded up to 64 bytes and to 16
     rows; kept with q, not pickled), so that it and later ones skip that transpose; of 8-bit codes
-    with a table per row (per-channel), up to 16 rows of x, it finds each row's grid once where a
-    uniform design put the levels on one, and later products compute the levels instead of
+    with a table per row (per-channel), up to 16 rows of x, the first product finds each row's grid
+    where a uniform design put the levels on one, and every product computes the levels instead of
     gathering them (bench/results/cpu-nn-layers-2026-12-06.md). The
     product is for inference: y carries no autograd graph, even for an x that requires grad.
     """

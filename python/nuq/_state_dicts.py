@@ -41,6 +41,18 @@ def _matches(pattern, name: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def _warn_of_unmatched(patterns, names, caller: str, stacklevel: int) -> None:
+    """A warning for each of skip's patterns (_skip_patterns's) that names none of `names`."""
+    if patterns is None or callable(patterns):
+        return
+    for pattern in patterns:
+        if not any(_matches(pattern, k) for k in names):
+            how = ("a regular expression, searched in each name" if isinstance(pattern, re.Pattern) else
+                   "a glob, matched against the whole name; pass re.compile(...) for a regular expression")
+            shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+            warnings.warn(f"{caller}: skip pattern {shown!r} names no tensor ({how})", stacklevel=stacklevel + 1)
+
+
 def _module(name: str) -> str:
     return name.rpartition(".")[0]
 
@@ -153,13 +165,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
                          f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
                          "first to quantize the restored weights again")
     patterns = _skip_patterns(skip)
-    if patterns is not None and not callable(patterns):
-        for pattern in patterns:
-            if not any(_matches(pattern, k) for k in state_dict):
-                how = ("a regular expression, searched in each name" if isinstance(pattern, re.Pattern) else
-                       "a glob, matched against the whole name; pass re.compile(...) for a regular expression")
-                shown = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
-                warnings.warn(f"quantize_state_dict: skip pattern {shown!r} names no tensor ({how})", stacklevel=2)
+    _warn_of_unmatched(patterns, list(state_dict), "quantize_state_dict", stacklevel=3)
     kept = _kept_by_default(state_dict, quantize_vectors)
 
     def skipped(name, tensor):

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from . import qgemm
 from ._nuq import Codebook, QuantizedTensor
-from ._state_dicts import _matches, _skip_patterns, _vector_like, dequantize_state_dict, quantize_state_dict
+from ._state_dicts import (_matches, _skip_patterns, _vector_like, _warn_of_unmatched, dequantize_state_dict,
+                           quantize_state_dict)
 
 _DEVICES = ("auto", "cpu", "cuda")
 
@@ -329,27 +330,32 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
             layers[names[0]] = (module, [n for n in names if n])
         elif why:
             left.append(f"{names[0]} ({why})")
-    first_of = {}  # a tied weight's tensor -> the first layer that holds it: quantized once, under that name
-    for name, (module, _) in layers.items():
-        first_of.setdefault(id(module.weight), name)
-    weights = {f"{name}.weight": layers[name][0].weight.detach() for name in first_of.values()}
-    if not weights:
+    first_of, keys_of = {}, {}  # a weight -> the first layer holding it; that layer -> every key reaching it
+    for name, (module, names) in layers.items():
+        first = first_of.setdefault(id(module.weight), name)  # a tied weight: quantized once, under that name
+        keys_of.setdefault(first, []).extend(f"{n}.weight" for n in names)
+    if not first_of:
         raise ValueError("quantize_modules: the model has no torch.nn.Linear or torch.nn.Conv2d layer to quantize")
-    quantized = _said_of("quantize_modules", "quantize_state_dict", lambda: quantize_state_dict(
-        weights, codebook, skip=skip, normalise=normalise, group_size=group_size, device=device, nonfinite=nonfinite,
-        quantize_vectors=quantize_vectors))
+    every = {first: layers[first][0].weight.detach() for first in keys_of}
+    # skip names a weight by any of its names (a shared layer's, each tied layer's): left, it is left everywhere.
     patterns = _skip_patterns(skip)
-    asked = (lambda k: bool(patterns(k, weights[k]))) if callable(patterns) else (
-        lambda k: patterns is not None and any(_matches(p, k) for p in patterns))
+    _warn_of_unmatched(patterns, [k for keys in keys_of.values() for k in keys], "quantize_modules", stacklevel=2)
+    asked = (lambda k, t: bool(patterns(k, t))) if callable(patterns) else (
+        lambda k, t: patterns is not None and any(_matches(p, k) for p in patterns))
+    skipped = {first for first, keys in keys_of.items() if any(asked(k, every[first]) for k in keys)}
+    weights = {f"{first}.weight": t for first, t in every.items() if first not in skipped}
+    quantized = _said_of("quantize_modules", "quantize_state_dict", lambda: quantize_state_dict(
+        weights, codebook, normalise=normalise, group_size=group_size, device=device, nonfinite=nonfinite,
+        quantize_vectors=quantize_vectors))
     swapped = {}
     for name, (module, names) in layers.items():
-        key = f"{first_of[id(module.weight)]}.weight"
-        q = quantized.get(key)
+        first = first_of[id(module.weight)]
+        q = quantized.get(f"{first}.weight")
         if isinstance(q, QuantizedTensor):
             _swap(model, names, _quantized_layer(module, q, device))
             swapped.update((n, q) for n in names)
-        elif not asked(key) and _vector_like(key, weights[key]) and not quantize_vectors:
-            left.append(f"{name} (a weight of shape {tuple(weights[key].shape)}, one dimension above 1, kept as "
+        elif first not in skipped and _vector_like(f"{first}.weight", every[first]) and not quantize_vectors:
+            left.append(f"{name} (a weight of shape {tuple(every[first].shape)}, one dimension above 1, kept as "
                         "nuq quantize keeps vectors; quantize_vectors=True quantizes it)")
     if left:
         warnings.warn(f"quantize_modules: left as they are: {_listed(left)}", stacklevel=2)
@@ -365,8 +371,10 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
     the codes of any other parameter (an embedding, attention's in_proj_weight, a bias quantized
     with --quantize-vectors) are loaded dequantized, with a warning, and everything is loaded by
     ``model.load_state_dict(..., strict)`` (numpy arrays as tensors, 8-bit floats widened): with
-    strict=False, keys the model lacks are only reported. Nothing is swapped unless every layer's
-    codes fit it. Returns what load_state_dict returns."""
+    strict=False, keys the model lacks are only reported. A layer registered under several names
+    must have the same codes under each. What is refused before loading swaps nothing; if
+    load_state_dict fails, the swapped layers are put back (what it copied before failing stays
+    copied, as with load_state_dict alone). Returns what load_state_dict returns."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"load_quantized: model must be a torch.nn.Module, not {type(model).__name__}")
     if not hasattr(state_dict, "items"):
@@ -375,42 +383,61 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
         raise ValueError(f"load_quantized: device {device!r}; 'auto', 'cpu' or 'cuda'")
     named = dict(model.named_modules(remove_duplicate=False))
     layers = _layers(model)
-    plan, floats = {}, []  # id(layer) -> (module, names, codes); codes loaded as floats
+    plan, as_codes = {}, set()  # id(layer) -> (module, names, codes); keys that stay codes
     for key, value in state_dict.items():
-        if not isinstance(value, QuantizedTensor):
+        if not isinstance(value, QuantizedTensor) or not key.endswith(".weight"):
             continue
-        name = key[:-len(".weight")] if key.endswith(".weight") else None
-        module = named.get(name) if name is not None else None
-        if module is None or isinstance(module, (QuantizedLinear, QuantizedConv2d)) or _why_not_swapped(module) is not None:
-            floats.append(key)  # load_state_dict gives a quantized layer its codes, and reports a key of no module
-            continue
-        if tuple(value.shape) != tuple(module.weight.shape):
+        module = named.get(key[:-len(".weight")])
+        if isinstance(module, (QuantizedLinear, QuantizedConv2d)):  # load_state_dict gives it its codes
+            expected = tuple(module.weight.shape)
+        elif module is not None and _why_not_swapped(module) is None:
+            expected = tuple(module.weight.shape)
+            plan.setdefault(id(module), (module, layers[id(module)][1], value))
+        else:
+            continue  # dequantized for the parameter of that name, or reported as no key of the model
+        if tuple(value.shape) != expected:
             raise ValueError(f"load_quantized: '{key}': codes of shape {tuple(value.shape)}, the layer's weight is "
-                             f"{tuple(module.weight.shape)}")
-        if id(module) not in plan:
-            plan[id(module)] = (module, layers[id(module)][1], value)
+                             f"{expected}")
+        as_codes.add(key)
+    for module, names, q in plan.values():  # a layer under several names: the same codes under each
+        for other in (f"{n}.weight" for n in names):
+            value = state_dict.get(other, q)
+            if not (value is q or (isinstance(value, QuantizedTensor) and _same_codes(value, q))):
+                raise ValueError(f"load_quantized: '{other}' and '{names[0]}.weight' name one layer of the model "
+                                 "(registered under both names), and the state dict holds other values under each")
     # A fresh model's tied layers get one QuantizedTensor where the file holds the same codes twice.
     shared = {}
     for layer_id, (module, names, q) in plan.items():
         first = shared.setdefault(id(module.weight), q)
-        if first is not q and np.array_equal(first.codes, q.codes) and np.array_equal(first.levels, q.levels):
+        if first is not q and _same_codes(first, q):
             plan[layer_id] = (module, names, first)
-    to_layers = {k for k, v in state_dict.items() if isinstance(v, QuantizedTensor) and k not in floats}
-    as_floats = {k: v for k, v in state_dict.items() if k not in to_layers
-                 and not (isinstance(v, QuantizedTensor) and isinstance(named.get(k[:-len(".weight")]),
-                                                                        (QuantizedLinear, QuantizedConv2d)))}
-    restored = _said_of("load_quantized", "dequantize_state_dict",
-                        lambda: dequantize_state_dict(as_floats, as_torch=True))
-    dequantized = [k for k in floats if k in as_floats and _owner(named, k) is not None]
+    restored = _said_of("load_quantized", "dequantize_state_dict", lambda: dequantize_state_dict(
+        {k: v for k, v in state_dict.items() if k not in as_codes}, as_torch=True))
+    dequantized = [k for k, v in state_dict.items()
+                   if isinstance(v, QuantizedTensor) and k not in as_codes and _owner(named, k) is not None]
     if dequantized:
         warnings.warn("load_quantized: codes loaded dequantized into float parameters (not a Linear or Conv2d layer "
                       "nuq.nn multiplies by codes): " + _listed([f"{k} ({type(_owner(named, k)).__name__})"
                                                               for k in dequantized]), stacklevel=2)
     final = {k: restored.get(k, v) for k, v in state_dict.items()}
+    swapped = []
     for module, names, q in plan.values():
         _swap(model, names, _quantized_layer(module, q, device))
+        swapped.append((module, names))
         final.update((f"{n}.weight", q) for n in names if f"{n}.weight" in final)  # one layer, one set of codes
-    return model.load_state_dict(final, strict=strict)
+    try:
+        return model.load_state_dict(final, strict=strict)
+    except BaseException:
+        for module, names in swapped:  # the float layers back, as the caller had them
+            _swap(model, names, module)
+        raise
+
+
+def _same_codes(a: QuantizedTensor, b: QuantizedTensor) -> bool:
+    return a is b or (tuple(a.shape) == tuple(b.shape) and a.group_size == b.group_size and
+                      np.array_equal(a.codes, b.codes) and np.array_equal(a.levels, b.levels) and
+                      (a.scales is None) == (b.scales is None) and
+                      (a.scales is None or np.array_equal(a.scales, b.scales)))
 
 
 def _owner(named: dict, key: str):

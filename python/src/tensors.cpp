@@ -94,7 +94,11 @@ namespace {
 // pay for nothing; nor for batches the look-up leaves to other paths, which would not read it.
 std::shared_ptr<const CpuCopy> cpu_copy(const PyQuantized& q, std::size_t m) {
   const bool read = q.tensor.group_size ? cpu_layout_used(q.tensor, m) : cpu_layout_used(q.tensor.matrix, m);
-  if (!q.on_cpu.value && read && ++q.on_cpu.uses >= 2) {
+  // 8/16-bit tables per row: their grids cost a look at each level, not a copy of the codes, and
+  // are found on the first product, so that every product of the tensor computes its levels alike.
+  const QuantizedMatrix& w = q.tensor.matrix;
+  const unsigned uses_before_copy = !q.tensor.group_size && w.per_row() && w.codes.bits >= 8 ? 1 : 2;
+  if (!q.on_cpu.value && read && ++q.on_cpu.uses >= uses_before_copy) {
     auto copy = std::make_shared<CpuCopy>();
     if (q.tensor.group_size)
       copy->grouped = std::make_unique<PreparedGrouped>(q.tensor);

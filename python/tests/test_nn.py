@@ -373,3 +373,71 @@ def test_auto_multiplies_where_the_input_lies(monkeypatch):
     nuq.nn.quantize_modules(model, nuq.design("msptq"))
     model(torch.ones(2, 8))
     assert asked == ["cpu"]
+
+
+def test_codes_given_to_torch_itself_are_refused_in_its_own_error():
+    """load_state_dict of codes into a float model: PyTorch's error, with nuq's reason in it."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16))
+    state = nuq.quantize_state_dict(model.state_dict(), nuq.design("msptq"))
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=r"(?s)While copying the parameter named \"0.weight\".*a "
+                                               r"nuq.QuantizedTensor holds packed codes, not a tensor"):
+            torch.nn.Sequential(torch.nn.Linear(16, 16)).load_state_dict(state, strict=strict)
+    assert state["0.weight"].size() == torch.Size([16, 16]) and state["0.weight"].size(1) == 16
+
+
+def test_load_quantized_refuses_without_swapping_and_puts_layers_back(tmp_path, nuq_cli):
+    torch.manual_seed(9)
+
+    def attention():  # "q" is a prefix of "qkv": each bias must go to its own layer
+        return torch.nn.ModuleDict({"q": torch.nn.Linear(8, 8), "qkv": torch.nn.Linear(8, 24)})
+
+    nuq.save(tmp_path / "f.safetensors", attention().state_dict())
+    nuq_cli("quantize", tmp_path / "f.safetensors", "-o", tmp_path / "q.safetensors", "--quantize-vectors")
+    loaded = nuq.load(tmp_path / "q.safetensors")
+    model = attention()
+    with pytest.warns(UserWarning, match=r"q.bias \(Linear\), qkv.bias \(Linear\)"):
+        nuq.nn.load_quantized(model, loaded)
+    with pytest.warns(UserWarning, match="q.bias"):
+        nuq.nn.load_quantized(model, loaded)  # again, into layers already quantized
+    np.testing.assert_array_equal(model["qkv"].bias.detach().numpy(), loaded["qkv.bias"].dequantize())
+    # A layer under two names with other codes under each: refused, nothing swapped.
+    block = torch.nn.Linear(8, 8)
+    shared = torch.nn.ModuleDict({"a": block, "b": block})
+    codebook = nuq.design("msptq")
+    other = {"a.weight": nuq.quantize(torch.randn(8, 8), codebook), "b.weight": nuq.quantize(torch.randn(8, 8), codebook),
+             "a.bias": torch.zeros(8), "b.bias": torch.zeros(8)}
+    with pytest.raises(ValueError, match="'b.weight' and 'a.weight' name one layer of the model"):
+        nuq.nn.load_quantized(shared, other)
+    assert shared["a"] is block and shared["b"] is block
+    # load_state_dict's own refusal (a missing bias): the float layers are put back.
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    layers = list(model)
+    state = nuq.quantize_state_dict(model.state_dict(), codebook)
+    del state["1.bias"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "1.bias"'):
+        nuq.nn.load_quantized(model, state)
+    assert list(model) == layers
+
+
+def test_skip_names_a_tied_weight_by_any_of_its_layers():
+    torch.manual_seed(10)
+    model = torch.nn.ModuleDict({"enc": torch.nn.Linear(16, 16), "dec": torch.nn.Linear(16, 16),
+                                 "other": torch.nn.Linear(16, 16)})
+    model["dec"].weight = model["enc"].weight
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 'dec.*' names a tensor: no "names no tensor" warning
+        swapped = nuq.nn.quantize_modules(model, nuq.design("msptq"), skip="dec.*")
+    assert list(swapped) == ["other"] and type(model["enc"]) is torch.nn.Linear  # tied: left under both names
+    with pytest.warns(UserWarning, match=r"^quantize_modules: skip pattern 'nothing\*' names no tensor"):
+        nuq.nn.quantize_modules(torch.nn.Sequential(torch.nn.Linear(8, 8)), nuq.design("msptq"), skip="nothing*")
+
+
+def test_every_product_of_8_bit_codes_per_channel_computes_alike():
+    """Their rows' grids are found on the first product: the first and later products agree."""
+    w = torch.from_numpy(np.random.default_rng(11).laplace(size=(64, 256)).astype(np.float32))
+    q = nuq.quantize(w, nuq.design("uniform", 8), normalise="per-channel")
+    x = torch.from_numpy(np.random.default_rng(12).standard_normal((1, 256)).astype(np.float32))
+    first = nuq.qgemm(x, q, device="cpu")
+    assert torch.equal(first, nuq.qgemm(x, q, device="cpu")) and torch.equal(first, nuq.qgemm(x, q, device="cpu"))
+    assert close(first, x @ q.dequantize().T)
