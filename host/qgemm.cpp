@@ -21,6 +21,8 @@ namespace nuq {
 namespace {
 
 constexpr std::size_t kDirectMaxBatch = 16;  // up to this, decoded codes meet X in registers
+constexpr std::size_t kRowBlock = 4;         // rows of W that share each load of X there (m >= 2)
+constexpr std::size_t kBlockXRows = 4;       // rows of X a block takes at a time (4 x 4 accumulators)
 using detail::kParallelMinWeights;
 using detail::kRowsPerPass;
 
@@ -84,9 +86,7 @@ class RowDecoder {
   const std::vector<LevelGrid>& grids_;  // grids_of's: none, the matrix's, or one per row
 };
 
-// Dot products of one packed row with m <= kDirectMaxBatch rows of X. With AVX-512, codes are decoded sixteen
-// at a time in registers and meet X there, so no decoded row is ever stored; without it the row
-// is decoded through the byte table into a buffer and dot products are vectorised by the compiler.
+// The direct products' vector code (direct_rows, below, says how they are used).
 #if defined(__AVX512F__)
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 warns about the undefined pass-through operand inside its own AVX-512 intrinsics.
@@ -107,6 +107,50 @@ void dot_rows(const Levels16& levels, const std::uint8_t* row, int bits, std::si
     for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + 16 * c), acc[i]);
   }
   for (std::size_t i = 0; i < M; ++i) sums[i] = _mm512_reduce_add_ps(acc[i]);
+}
+
+// sums[j][first + i] = the dot products of kRowBlock rows' first 16 * chunks decoded codes with
+// rows i < M of x: each load of X meets all kRowBlock rows of W (one accumulator per pair, summed
+// in the order dot_rows sums, so the products are the same to the bit).
+template <std::size_t M>
+void dot_row_block(const Levels16* levels, const std::uint8_t* const* rows, int bits, std::size_t chunks,
+                   const float* x, std::size_t k, float (*sums)[kDirectMaxBatch], std::size_t first) {
+  __m512 acc[kRowBlock][M];
+  for (std::size_t j = 0; j < kRowBlock; ++j)
+    for (std::size_t i = 0; i < M; ++i) acc[j][i] = _mm512_setzero_ps();
+  for (std::size_t c = 0; c < chunks; ++c) {
+    __m512 weights[kRowBlock];
+    for (std::size_t j = 0; j < kRowBlock; ++j) weights[j] = levels[j](unpack16(rows[j], c, bits));
+    for (std::size_t i = 0; i < M; ++i) {
+      const __m512 xi = _mm512_loadu_ps(x + i * k + 16 * c);
+      for (std::size_t j = 0; j < kRowBlock; ++j) acc[j][i] = _mm512_fmadd_ps(weights[j], xi, acc[j][i]);
+    }
+  }
+  for (std::size_t j = 0; j < kRowBlock; ++j)
+    for (std::size_t i = 0; i < M; ++i) sums[j][first + i] = _mm512_reduce_add_ps(acc[j][i]);
+}
+
+// Rows r .. r + kRowBlock - 1 with m >= 2 rows of X: returns the columns handled (a multiple of 16).
+std::size_t direct_block_simd(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, const float* x,
+                              std::size_t m, float (*sums)[kDirectMaxBatch]) {
+  const int bits = w.codes.bits;
+  const std::size_t k = w.codes.cols, chunks = k / 16, row_bytes = packed_row_bytes(k, bits);
+  const Levels16 levels[kRowBlock] = {Levels16(w.row_levels(r), bits, decoder.grid(r)),
+                                      Levels16(w.row_levels(r + 1), bits, decoder.grid(r + 1)),
+                                      Levels16(w.row_levels(r + 2), bits, decoder.grid(r + 2)),
+                                      Levels16(w.row_levels(r + 3), bits, decoder.grid(r + 3))};
+  static_assert(kRowBlock == 4, "the levels above are one per row of the block");
+  const std::uint8_t* rows[kRowBlock];
+  for (std::size_t j = 0; j < kRowBlock; ++j) rows[j] = w.codes.bytes.data() + (r + j) * row_bytes;
+  for (std::size_t first = 0; first < m; first += kBlockXRows) {
+    const std::size_t count = std::min(kBlockXRows, m - first);
+    const float* xs = x + first * k;
+    if (count == 4) dot_row_block<4>(levels, rows, bits, chunks, xs, k, sums, first);
+    else if (count == 3) dot_row_block<3>(levels, rows, bits, chunks, xs, k, sums, first);
+    else if (count == 2) dot_row_block<2>(levels, rows, bits, chunks, xs, k, sums, first);
+    else dot_row_block<1>(levels, rows, bits, chunks, xs, k, sums, first);
+  }
+  return 16 * chunks;
 }
 
 // Returns the number of columns handled (a multiple of 16); the caller finishes the rest.
@@ -156,14 +200,10 @@ void decode_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
   if (done < w.codes.cols) decoder.decode(r, out, done);
 }
 
-void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m,
-                float* sums) {
+// Row r's columns from `done` on (those the vector code left), added to sums[i < m].
+void finish_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m,
+                std::size_t done, float* sums) {
   const std::size_t k = w.codes.cols;
-  std::size_t done = 0;
-  for (std::size_t i = 0; i < m; ++i) sums[i] = 0.0f;
-#if defined(__AVX512F__)
-  done = direct_row_simd(w, r, x, m, sums, decoder.grid(r));
-#endif
   if (done == k) return;
   thread_local std::vector<float> row;
   row.resize(k);
@@ -175,6 +215,29 @@ void direct_row(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t
     for (std::size_t c = done; c < k; ++c) sum += xi[c] * row[c];
     sums[i] += sum;
   }
+}
+
+// Dot products of `count` (1 to kRowBlock) packed rows from r on with m <= kDirectMaxBatch rows of
+// X. With AVX-512, codes are decoded sixteen at a time in registers and meet X there, so no decoded
+// row is ever stored, a full block of rows sharing each load of X (m >= 2); without it each row is
+// decoded through the byte table into a buffer and dot products are vectorised by the compiler.
+// (Where one row has a grid, every row has: grids_of gives all or none.)
+void direct_rows(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_t r, std::size_t count,
+                 const float* x, std::size_t m, float (*sums)[kDirectMaxBatch]) {
+  std::size_t done[kRowBlock] = {};
+  for (std::size_t j = 0; j < count; ++j)
+    for (std::size_t i = 0; i < m; ++i) sums[j][i] = 0.0f;
+#if defined(__AVX512F__)
+  // Levels gathered from 8/16-bit tables are not blocked: four rows' gathers in flight at once
+  // measured slower than one row's (bench/results/cpu-qgemm-row-blocks-2026-12-06.md).
+  if (count == kRowBlock && m >= 2 && (w.codes.bits <= 4 || decoder.grid(r))) {
+    const std::size_t columns = direct_block_simd(decoder, w, r, x, m, sums);
+    for (std::size_t j = 0; j < count; ++j) done[j] = columns;
+  } else {
+    for (std::size_t j = 0; j < count; ++j) done[j] = direct_row_simd(w, r + j, x, m, sums[j], decoder.grid(r + j));
+  }
+#endif
+  for (std::size_t j = 0; j < count; ++j) finish_row(decoder, w, r + j, x, m, done[j], sums[j]);
 }
 
 }  // namespace
@@ -259,14 +322,16 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
   const std::vector<LevelGrid> found = prepared ? std::vector<LevelGrid>{} : detail::grids_of(w, false);
   const RowDecoder decoder(w, prepared ? prepared->grids : found);
   if (m <= kDirectMaxBatch) {
-    // Rows are independent: threads take contiguous blocks of them (indices are 64-bit
+    // Blocks of rows are independent: threads take contiguous runs of them (indices are 64-bit
     // throughout, so matrices beyond 2^31 weights are addressed correctly).
-    const auto rows = static_cast<std::ptrdiff_t>(n);
+    const auto blocks = static_cast<std::ptrdiff_t>((n + kRowBlock - 1) / kRowBlock);
 #pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights)
-    for (std::ptrdiff_t r = 0; r < rows; ++r) {
-      float sums[kDirectMaxBatch];
-      direct_row(decoder, w, std::size_t(r), x, m, sums);
-      for (std::size_t i = 0; i < m; ++i) y[i * n + std::size_t(r)] = sums[i] + (bias ? bias[r] : 0.0f);
+    for (std::ptrdiff_t b = 0; b < blocks; ++b) {
+      const std::size_t first = std::size_t(b) * kRowBlock, count = std::min(kRowBlock, n - first);
+      float sums[kRowBlock][kDirectMaxBatch];
+      direct_rows(decoder, w, first, count, x, m, sums);
+      for (std::size_t j = 0; j < count; ++j)
+        for (std::size_t i = 0; i < m; ++i) y[i * n + first + j] = sums[j][i] + (bias ? bias[first + j] : 0.0f);
     }
     return;
   }
