@@ -95,6 +95,14 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str):
+    """nuq.nn on first use (it imports PyTorch, which the rest of nuq never needs)."""
+    if name == "nn":
+        import importlib
+        return importlib.import_module(".nn", __name__)
+    raise AttributeError(f"module 'nuq' has no attribute {name!r}")
+
+
 _RESTORED_AS = {"float32": "F32", "f32": "F32", "bfloat16": "BF16", "bf16": "BF16", "float16": "F16",
                 "f16": "F16", "half": "F16"}
 

@@ -5,6 +5,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, 
 
 import numpy as np
 
+from . import nn as nn  # PyTorch layers that multiply by packed codes (imports torch on first use)
+
 ArrayLike = Any  # numpy.ndarray or torch.Tensor (float32, float16, bfloat16)
 PathLike = Union[str, bytes, os.PathLike]
 

@@ -4,10 +4,13 @@ codes. Each is checked against the same model with its weights dequantized into 
 quantize's."""
 
 import copy
+import importlib
 import io
 import json
 import re
 import struct
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -209,6 +212,15 @@ def test_layers_it_cannot_swap_are_left_and_named():
     assert type(model.embed) is torch.nn.Linear and type(model.tiny) is torch.nn.Linear
     with torch.no_grad():
         assert model(x).shape == (2, 5, 4)  # the attention still runs on its float weights
+
+
+def test_nuq_nn_is_there_without_its_own_import():
+    code = "import nuq, sys; assert 'torch' not in sys.modules; m = nuq.nn; assert 'torch' in sys.modules; print(m.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "nuq.nn", result.stderr
+    assert importlib.import_module("nuq").nn is nuq.nn
+    with pytest.raises(AttributeError, match="module 'nuq' has no attribute 'nope'"):
+        nuq.nope
 
 
 def test_mistakes_are_told_in_python_terms(tmp_path):
