@@ -95,39 +95,37 @@ class RowDecoder {
 using detail::Levels16;
 using detail::unpack16;
 
-// sums[i] = the dot products of a row's first 16 * chunks decoded codes with rows i < M of x (row
-// stride k), one accumulator per row.
-template <std::size_t M>
-void dot_rows(const Levels16& levels, const std::uint8_t* row, int bits, std::size_t chunks, const float* x,
-              std::size_t k, float* sums) {
-  __m512 acc[M];
-  for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
-  for (std::size_t c = 0; c < chunks; ++c) {
-    const __m512 weights = levels(unpack16(row, c, bits));
-    for (std::size_t i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + 16 * c), acc[i]);
-  }
-  for (std::size_t i = 0; i < M; ++i) sums[i] = _mm512_reduce_add_ps(acc[i]);
-}
-
-// sums[j][first + i] = the dot products of kRowBlock rows' first 16 * chunks decoded codes with
-// rows i < M of x: each load of X meets all kRowBlock rows of W (one accumulator per pair, summed
-// in the order dot_rows sums, so the products are the same to the bit).
-template <std::size_t M>
+// sums[j][first + i] = the dot products of R rows' first 16 * chunks decoded codes with rows i < M
+// of x (row stride k): each load of X meets all R rows of W, one accumulator per pair, summed in
+// chunk order (so a row gives the same sums alone or in a block).
+template <std::size_t R, std::size_t M>
 void dot_row_block(const Levels16* levels, const std::uint8_t* const* rows, int bits, std::size_t chunks,
                    const float* x, std::size_t k, float (*sums)[kDirectMaxBatch], std::size_t first) {
-  __m512 acc[kRowBlock][M];
-  for (std::size_t j = 0; j < kRowBlock; ++j)
+  __m512 acc[R][M];
+  for (std::size_t j = 0; j < R; ++j)
     for (std::size_t i = 0; i < M; ++i) acc[j][i] = _mm512_setzero_ps();
   for (std::size_t c = 0; c < chunks; ++c) {
-    __m512 weights[kRowBlock];
-    for (std::size_t j = 0; j < kRowBlock; ++j) weights[j] = levels[j](unpack16(rows[j], c, bits));
+    __m512 weights[R];
+    for (std::size_t j = 0; j < R; ++j) weights[j] = levels[j](unpack16(rows[j], c, bits));
     for (std::size_t i = 0; i < M; ++i) {
       const __m512 xi = _mm512_loadu_ps(x + i * k + 16 * c);
-      for (std::size_t j = 0; j < kRowBlock; ++j) acc[j][i] = _mm512_fmadd_ps(weights[j], xi, acc[j][i]);
+      for (std::size_t j = 0; j < R; ++j) acc[j][i] = _mm512_fmadd_ps(weights[j], xi, acc[j][i]);
     }
   }
-  for (std::size_t j = 0; j < kRowBlock; ++j)
+  for (std::size_t j = 0; j < R; ++j)
     for (std::size_t i = 0; i < M; ++i) sums[j][first + i] = _mm512_reduce_add_ps(acc[j][i]);
+}
+
+// dot_row_block over all m rows of X, `per_pass` at a time: a larger batch passes over the codes
+// again (decoding is cheap next to the FMAs).
+template <std::size_t R>
+void dot_rows_in_passes(const Levels16* levels, const std::uint8_t* const* rows, int bits, std::size_t chunks,
+                        const float* x, std::size_t k, std::size_t m, std::size_t per_pass,
+                        float (*sums)[kDirectMaxBatch]) {
+  for (std::size_t first = 0; first < m; first += per_pass)
+    detail::with_row_count(std::min(per_pass, m - first), [&](auto count) {
+      dot_row_block<R, count()>(levels, rows, bits, chunks, x + first * k, k, sums, first);
+    });
 }
 
 // Rows r .. r + kRowBlock - 1 with m >= 2 rows of X: returns the columns handled (a multiple of 16).
@@ -142,20 +140,13 @@ std::size_t direct_block_simd(const RowDecoder& decoder, const QuantizedMatrix& 
   static_assert(kRowBlock == 4, "the levels above are one per row of the block");
   const std::uint8_t* rows[kRowBlock];
   for (std::size_t j = 0; j < kRowBlock; ++j) rows[j] = w.codes.bytes.data() + (r + j) * row_bytes;
-  for (std::size_t first = 0; first < m; first += kBlockXRows) {
-    const std::size_t count = std::min(kBlockXRows, m - first);
-    const float* xs = x + first * k;
-    if (count == 4) dot_row_block<4>(levels, rows, bits, chunks, xs, k, sums, first);
-    else if (count == 3) dot_row_block<3>(levels, rows, bits, chunks, xs, k, sums, first);
-    else if (count == 2) dot_row_block<2>(levels, rows, bits, chunks, xs, k, sums, first);
-    else dot_row_block<1>(levels, rows, bits, chunks, xs, k, sums, first);
-  }
+  dot_rows_in_passes<kRowBlock>(levels, rows, bits, chunks, x, k, m, kBlockXRows, sums);
   return 16 * chunks;
 }
 
 // Returns the number of columns handled (a multiple of 16); the caller finishes the rest.
-std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m, float* sums,
-                            const std::optional<LevelGrid>& grid) {
+std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m,
+                            float (*sums)[kDirectMaxBatch], const std::optional<LevelGrid>& grid) {
   const int bits = w.codes.bits;
   const std::size_t k = w.codes.cols, chunks = k / 16;
   const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
@@ -168,14 +159,10 @@ std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float
         acc[u] = _mm512_fmadd_ps(levels(unpack16(row, c + u, bits)), _mm512_loadu_ps(x + 16 * (c + u)), acc[u]);
     for (; c < chunks; ++c)
       acc[0] = _mm512_fmadd_ps(levels(unpack16(row, c, bits)), _mm512_loadu_ps(x + 16 * c), acc[0]);
-    sums[0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    sums[0][0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
     return 16 * chunks;
   }
-  // A larger batch passes over the codes again: decoding is cheap next to the FMAs.
-  for (std::size_t first = 0; first < m; first += kRowsPerPass)
-    detail::with_row_count(std::min(kRowsPerPass, m - first), [&](auto rows) {
-      dot_rows<rows()>(levels, row, bits, chunks, x + first * k, k, sums + first);
-    });
+  dot_rows_in_passes<1>(&levels, &row, bits, chunks, x, k, m, kRowsPerPass, sums);
   return 16 * chunks;
 }
 
@@ -234,7 +221,7 @@ void direct_rows(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_
     const std::size_t columns = direct_block_simd(decoder, w, r, x, m, sums);
     for (std::size_t j = 0; j < count; ++j) done[j] = columns;
   } else {
-    for (std::size_t j = 0; j < count; ++j) done[j] = direct_row_simd(w, r + j, x, m, sums[j], decoder.grid(r + j));
+    for (std::size_t j = 0; j < count; ++j) done[j] = direct_row_simd(w, r + j, x, m, sums + j, decoder.grid(r + j));
   }
 #endif
   for (std::size_t j = 0; j < count; ++j) finish_row(decoder, w, r + j, x, m, done[j], sums[j]);

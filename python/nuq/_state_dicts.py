@@ -41,6 +41,20 @@ def _matches(pattern, name: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def _skipped_by(patterns, name: str, tensor) -> bool:
+    """Whether skip (_skip_patterns's: None, a callable or patterns) names tensor `name`."""
+    if patterns is None:
+        return False
+    if callable(patterns):
+        return bool(patterns(name, tensor))
+    return any(_matches(p, name) for p in patterns)
+
+
+def _listed(items, shown: int = 5) -> str:
+    """The first `shown` of `items`, and how many more."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
 def _warn_of_unmatched(patterns, names, caller: str, stacklevel: int) -> None:
     """A warning for each of skip's patterns (_skip_patterns's) that names none of `names`."""
     if patterns is None or callable(patterns):
@@ -124,7 +138,7 @@ def _require_groupable(chosen, group_size) -> None:
     cols = lambda shape: int(np.prod(shape[1:], dtype=np.int64)) if len(shape) >= 2 else int(np.prod(shape, dtype=np.int64))
     names = sorted(k for k, v in chosen if cols(_shape(v)) % group_size)
     if names:
-        shown = ", ".join(f"'{k}'" for k in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        shown = _listed([f"'{k}'" for k in names])
         pattern = "^(" + "|".join(re.escape(k) for k in names) + ")$"
         raise ValueError(f"quantize_state_dict: the rows of {len(names)} tensor(s) do not split into groups of "
                          f"{group_size}: {shown}; keep them as they are with skip=re.compile({pattern!r}) (joined "
@@ -169,25 +183,20 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     kept = _kept_by_default(state_dict, quantize_vectors)
 
     def skipped(name, tensor):
-        if name in kept or patterns is None:
-            return name in kept
-        if callable(patterns):
-            return bool(patterns(name, tensor))
-        return any(_matches(p, name) for p in patterns)
+        return name in kept or _skipped_by(patterns, name, tensor)
 
     chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
     masks = {k for k, v in chosen if _is_mask(v)}
     if masks:  # as `nuq quantize` keeps them, and says so
         named = [k for k, _ in chosen if k in masks]  # in the state dict's order
-        shown = ", ".join(named[:3]) + (f" and {len(named) - 3} more" if len(named) > 3 else "")
         warnings.warn(f"quantize_state_dict: masks kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
-                      f"and one value <= -100, added to attention scores; not weights): {shown}", stacklevel=2)
+                      f"and one value <= -100, added to attention scores; not weights): {_listed(named, 3)}",
+                      stacklevel=2)
         chosen = [(k, v) for k, v in chosen if k not in masks]
     doubles = [k for k, v in state_dict.items()
                if _is_float64(v) and (quantize_vectors or not _vector_like(k, v)) and not skipped(k, v)]
     if doubles:
-        shown = ", ".join(doubles[:5]) + (f" and {len(doubles) - 5} more" if len(doubles) > 5 else "")
-        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {shown} (a state dict's "
+        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {_listed(doubles)} (a state dict's "
                       "float32, float16 and bfloat16 tensors are quantized, as nuq quantize keeps F64 ones; convert "
                       "them with .float() or .astype(np.float32) first to quantize them)", stacklevel=2)
     if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none

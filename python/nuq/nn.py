@@ -31,10 +31,13 @@ import torch.nn.functional as F
 
 from . import qgemm
 from ._nuq import Codebook, QuantizedTensor
-from ._state_dicts import (_matches, _skip_patterns, _vector_like, _warn_of_unmatched, dequantize_state_dict,
-                           quantize_state_dict)
+from ._state_dicts import (_listed, _skip_patterns, _skipped_by, _vector_like, _warn_of_unmatched,
+                           dequantize_state_dict, quantize_state_dict)
 
-_DEVICES = ("auto", "cpu", "cuda")
+
+def _check_device(device, what: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"{what}: device {device!r}; 'auto', 'cpu' or 'cuda'")
 
 
 class _CodesProduct(torch.autograd.Function):
@@ -88,8 +91,7 @@ class _CodesModule(torch.nn.Module):
         return weight
 
     def _set_device(self, device: str, weight: QuantizedTensor, what: str) -> None:
-        if device not in _DEVICES:
-            raise ValueError(f"{what}: device {device!r}; 'auto', 'cpu' or 'cuda'")
+        _check_device(device, what)
         if device == "cuda" and weight.group_size:
             raise ValueError(f"{what}: grouped codes (group_size {weight.group_size}) are multiplied on the CPU; "
                              "device='auto' takes a CUDA input's rows there and back")
@@ -273,10 +275,6 @@ def _quantized_layer(module, q: QuantizedTensor, device: str):
     return layer.train(module.training)
 
 
-def _listed(items, shown: int = 5) -> str:
-    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
-
-
 def _said_of(caller: str, inner: str, call: Callable):
     """call(), its warnings and its ValueError said of `caller` instead of `inner` (the function it
     calls), the warnings before the error (a float64 model's warning explains why nothing was quantized)."""
@@ -287,13 +285,13 @@ def _said_of(caller: str, inner: str, call: Callable):
             result = call()
         except ValueError as error:
             failure = error
+    def renamed(text: str) -> str:
+        return f"{caller}:{text[len(inner) + 1:]}" if text.startswith(f"{inner}:") else text
+
     for warning in said:
-        text = str(warning.message)
-        text = f"{caller}:{text[len(inner) + 1:]}" if text.startswith(f"{inner}:") else text
-        warnings.warn(text, warning.category, stacklevel=3)
+        warnings.warn(renamed(str(warning.message)), warning.category, stacklevel=3)
     if failure is not None:
-        text = str(failure)
-        raise ValueError(f"{caller}:{text[len(inner) + 1:]}" if text.startswith(f"{inner}:") else text) from None
+        raise ValueError(renamed(str(failure))) from None
     return result
 
 
@@ -318,8 +316,7 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"quantize_modules: model must be a torch.nn.Module, not {type(model).__name__}")
-    if device not in _DEVICES:
-        raise ValueError(f"quantize_modules: device {device!r}; 'auto', 'cpu' or 'cuda'")
+    _check_device(device, "quantize_modules")
     layers, left = {}, []
     for module, names in _layers(model).values():
         why = _why_not_swapped(module)
@@ -340,9 +337,7 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
     # skip names a weight by any of its names (a shared layer's, each tied layer's): left, it is left everywhere.
     patterns = _skip_patterns(skip)
     _warn_of_unmatched(patterns, [k for keys in keys_of.values() for k in keys], "quantize_modules", stacklevel=2)
-    asked = (lambda k, t: bool(patterns(k, t))) if callable(patterns) else (
-        lambda k, t: patterns is not None and any(_matches(p, k) for p in patterns))
-    skipped = {first for first, keys in keys_of.items() if any(asked(k, every[first]) for k in keys)}
+    skipped = {first for first, keys in keys_of.items() if any(_skipped_by(patterns, k, every[first]) for k in keys)}
     weights = {f"{first}.weight": t for first, t in every.items() if first not in skipped}
     quantized = _said_of("quantize_modules", "quantize_state_dict", lambda: quantize_state_dict(
         weights, codebook, normalise=normalise, group_size=group_size, device=device, nonfinite=nonfinite,
@@ -379,22 +374,20 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
         raise TypeError(f"load_quantized: model must be a torch.nn.Module, not {type(model).__name__}")
     if not hasattr(state_dict, "items"):
         raise TypeError(f"load_quantized: a dict of name -> tensor, not {type(state_dict).__name__}")
-    if device not in _DEVICES:
-        raise ValueError(f"load_quantized: device {device!r}; 'auto', 'cpu' or 'cuda'")
-    named = dict(model.named_modules(remove_duplicate=False))
+    _check_device(device, "load_quantized")
     layers = _layers(model)
+    named = {name: module for module, names in layers.values() for name in names}
     plan, as_codes = {}, set()  # id(layer) -> (module, names, codes); keys that stay codes
     for key, value in state_dict.items():
         if not isinstance(value, QuantizedTensor) or not key.endswith(".weight"):
             continue
         module = named.get(key[:-len(".weight")])
-        if isinstance(module, (QuantizedLinear, QuantizedConv2d)):  # load_state_dict gives it its codes
-            expected = tuple(module.weight.shape)
-        elif module is not None and _why_not_swapped(module) is None:
-            expected = tuple(module.weight.shape)
-            plan.setdefault(id(module), (module, layers[id(module)][1], value))
-        else:
+        if module is None or not (isinstance(module, (QuantizedLinear, QuantizedConv2d)) or
+                                  _why_not_swapped(module) is None):
             continue  # dequantized for the parameter of that name, or reported as no key of the model
+        if not isinstance(module, (QuantizedLinear, QuantizedConv2d)):  # (a quantized one: load_state_dict's)
+            plan.setdefault(id(module), (module, layers[id(module)][1], value))
+        expected = tuple(module.weight.shape)
         if tuple(value.shape) != expected:
             raise ValueError(f"load_quantized: '{key}': codes of shape {tuple(value.shape)}, the layer's weight is "
                              f"{expected}")
@@ -413,12 +406,11 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
             plan[layer_id] = (module, names, first)
     restored = _said_of("load_quantized", "dequantize_state_dict", lambda: dequantize_state_dict(
         {k: v for k, v in state_dict.items() if k not in as_codes}, as_torch=True))
-    dequantized = [k for k, v in state_dict.items()
-                   if isinstance(v, QuantizedTensor) and k not in as_codes and _owner(named, k) is not None]
+    owners = {k: _owner(named, k) for k, v in state_dict.items() if isinstance(v, QuantizedTensor) and k not in as_codes}
+    dequantized = [f"{k} ({type(owner).__name__})" for k, owner in owners.items() if owner is not None]
     if dequantized:
         warnings.warn("load_quantized: codes loaded dequantized into float parameters (not a Linear or Conv2d layer "
-                      "nuq.nn multiplies by codes): " + _listed([f"{k} ({type(_owner(named, k)).__name__})"
-                                                              for k in dequantized]), stacklevel=2)
+                      "nuq.nn multiplies by codes): " + _listed(dequantized), stacklevel=2)
     final = {k: restored.get(k, v) for k, v in state_dict.items()}
     swapped = []
     for module, names, q in plan.values():
