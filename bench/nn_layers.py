@@ -3,15 +3,23 @@
 `--rows` x `--cols` (an LLM's 4096 x 4096 by default), inputs of `--batches` rows, in eval mode under
 torch.no_grad. Both layers are timed in the same run, alternating, each the median of `--runs` calls
 after a warm-up; the quantized layer's codes are laid out for its products by the warm-up calls
-(as in any model after its first batch). The ratio is torch's time over nuq's (above 1: the
+(as in any model after its first batch); with `--call-by-call` the two alternate every call, as
+the layers of a model that has some of each do. The ratio is torch's time over nuq's (above 1: the
 quantized layer is faster).
 
     PYTHONPATH=build/python /usr/bin/python3 bench/nn_layers.py --out nn_layers.json [--device cuda]
 
-Writes {"device", "threads", "torch", "runs": [{"bits", "batch", "torch_ms", "nuq_ms", "speedup"}]}.
+On the CPU, nuq runs on its own thread count (`--threads`, default nuq.get_num_threads()), torch on
+torch.get_num_threads() for its own loops and, for its GEMMs where it calls OpenBLAS (Debian's
+PyTorch), on OpenBLAS's threads. Both are recorded, with OMP_WAIT_POLICY, which decides whether
+OpenMP's threads spin after each parallel loop (and take cores from the other pool's next call).
+
+Writes {"device", "threads", "nuq_threads", "omp_wait_policy", "torch", "runs": [{"bits", "batch",
+"torch_ms", "nuq_ms", "speedup"}]}.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -42,11 +50,17 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], choices=sorted(DESIGNS))
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="nuq's CPU threads (0: its default)")
+    parser.add_argument("--call-by-call", action="store_true",
+                        help="alternate the two layers every call instead of every --runs calls")
     parser.add_argument("--out")
     args = parser.parse_args()
+    nuq.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.manual_seed(1)
     linear = torch.nn.Linear(args.cols, args.rows).to(args.device).eval()
+    print(f"torch threads {torch.get_num_threads()}, nuq threads {nuq.get_num_threads()}, "
+          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     results = []
     with torch.no_grad():
         for bits in args.bits:
@@ -59,8 +73,12 @@ def main() -> None:
                 for _ in range(3):  # warm-up: caches, thread pools, the codes' layout for the look-up
                     linear(x)
                     model(x)
-                pairs = [(median_ms(linear, x, args.runs, sync), median_ms(model, x, args.runs, sync))
-                         for _ in range(3)]  # alternated, so that a slow phase of the machine hits both
+                if args.call_by_call:  # as in a model whose layers are some of each
+                    pairs = [(median_ms(linear, x, 1, sync), median_ms(model, x, 1, sync))
+                             for _ in range(3 * args.runs)]
+                else:  # blocks of each, alternated, so that a slow phase of the machine hits both
+                    pairs = [(median_ms(linear, x, args.runs, sync), median_ms(model, x, args.runs, sync))
+                             for _ in range(3)]
                 torch_ms = statistics.median(p[0] for p in pairs)
                 nuq_ms = statistics.median(p[1] for p in pairs)
                 row = {"bits": bits, "method": method, "batch": batch, "torch_ms": torch_ms, "nuq_ms": nuq_ms,
@@ -68,7 +86,9 @@ def main() -> None:
                 results.append(row)
                 print(f"{bits}-bit {method:9s} batch {batch:4d}: torch.nn.Linear {torch_ms:8.3f} ms, "
                       f"QuantizedLinear {nuq_ms:8.3f} ms, {row['speedup']:.2f}x")
-    report = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    report = {"device": args.device, "threads": torch.get_num_threads(), "nuq_threads": nuq.get_num_threads(),
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "call_by_call": args.call_by_call,
+              "torch": torch.__version__,
               "rows": args.rows, "cols": args.cols, "runs": results}
     if args.out:
         with open(args.out, "w") as f:

@@ -1,7 +1,8 @@
-// The thread count and index of OpenMP, or one thread in a build without it; and ordered_sum, the
-// reduction every statistic and total of the CPU path goes through, so that sums do not depend on
-// the thread count (nor on which thread finishes first): the same weights give the same mean, σ,
-// SQNR and codes on 2 cores and on 128, with or without PyTorch's OpenMP settings in the process.
+// The thread count nuq's parallel loops run on (nuq/cpu_threads.h: every `omp parallel` of nuq
+// names it in a num_threads clause, so that no other library's omp_set_num_threads changes it) and
+// the index of the calling thread; and ordered_sum, the reduction every statistic and total of the
+// CPU path goes through, so that sums do not depend on the thread count (nor on which thread
+// finishes first): the same weights give the same mean, σ, SQNR and codes on 2 cores and on 128.
 #pragma once
 
 #include <cstddef>
@@ -9,17 +10,18 @@
 #include <limits>
 #include <vector>
 
+#include "nuq/cpu_threads.h"
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
 namespace nuq {
 
+inline int max_threads() { return cpu_threads(); }
 #if defined(_OPENMP)
-inline int max_threads() { return omp_get_max_threads(); }
 inline int thread_index() { return omp_get_thread_num(); }
 #else
-inline int max_threads() { return 1; }
 inline int thread_index() { return 0; }
 #endif
 
@@ -32,7 +34,7 @@ T ordered_sum(std::size_t blocks, const Part& part, const Join& join) {
   std::vector<T> parts(blocks);
   std::exception_ptr error;  // no exception may leave an OpenMP region: kept, rethrown after it
   std::size_t error_block = std::numeric_limits<std::size_t>::max();
-#pragma omp parallel for schedule(static) if (blocks > 1)
+#pragma omp parallel for schedule(static) if (blocks > 1) num_threads(max_threads())
   for (std::ptrdiff_t b = 0; b < static_cast<std::ptrdiff_t>(blocks); ++b) {
     try {
       parts[std::size_t(b)] = part(std::size_t(b));

@@ -4,9 +4,7 @@
 
 #include <fstream>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include "nuq/cpu_threads.h"
 
 namespace nuq {
 namespace {
@@ -37,9 +35,7 @@ Platform this_platform() {
   p.processor = processor_name();
   p.blas = trimmed(openblas_get_config());
   p.blas_core = trimmed(openblas_get_corename());
-#if defined(_OPENMP)
-  p.threads = omp_get_max_threads();
-#endif
+  p.threads = cpu_threads();
   return p;
 }
 

@@ -277,7 +277,8 @@ void row_stats_as(const typename E::Stored* values, std::size_t rows, std::size_
   // let it take the core the thread that writes the file needed (a checkpoint of 14,000 tensors of
   // 128-weight rows took 4-5 times as long per channel on two threads as on one).
   auto failed = static_cast<std::ptrdiff_t>(rows);
-#pragma omp parallel for schedule(static) if (rows * cols > std::size_t(kSerialChunks) * kChunk)
+#pragma omp parallel for schedule(static) if (rows * cols > std::size_t(kSerialChunks) * kChunk) \
+    num_threads(max_threads())
   for (std::ptrdiff_t r = 0; r < std::ptrdiff_t(rows); ++r) {
     const typename E::Stored* row = values + std::size_t(r) * cols;
     try {

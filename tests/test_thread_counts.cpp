@@ -1,9 +1,11 @@
 // The CPU's sums do not depend on the thread count: statistics, the fourth moment and the
 // quantization pass's totals join fixed blocks in order (host/omp_threads.h), and pieces are cut
 // into shares by their size alone (shares_of). So the same weights give the same mean, σ, SQNR and
-// codes, bit for bit, on 2 cores and on 128, and in a process where PyTorch set OpenMP's threads.
+// codes, bit for bit, on 2 cores and on 128. And nuq's loops run on the count set_cpu_threads chose,
+// else on OpenMP's (nuq/cpu_threads.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -19,6 +21,7 @@
 #include "temp_dir.h"
 #include "nuq/backend.h"
 #include "nuq/checkpoint_stream.h"
+#include "nuq/cpu_threads.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/packed.h"
 #include "nuq/qgemm.h"
@@ -27,6 +30,7 @@
 #include "nuq/stats.h"
 #include "qgemm_cases.h"
 
+#include "../host/omp_threads.h"
 #include "../host/panel_gemm.h"
 
 namespace nuq {
@@ -102,7 +106,7 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
   for (int threads : {1, 2, 3, 8})
     if (!kLeakChecked || threads <= threads_before) counts.push_back(threads);
   for (int threads : counts) {
-    omp_set_num_threads(threads);
+    set_cpu_threads(threads);
     Outcome r;
     accumulate(r.stats, w.data(), w.size(), "w", NonFinite::Reject);
     r.fourth = fourth_moment(w.data(), WeightType::F32, w.size(), r.stats.mean, r.stats.stddev());
@@ -122,7 +126,7 @@ TEST(ThreadCounts, EverySumIsTheSameWhateverTheThreadCount) {
     r.streamed = test::bytes_of(dir.file("q" + std::to_string(threads) + ".safetensors"));
     runs.push_back(std::move(r));
   }
-  omp_set_num_threads(threads_before);
+  set_cpu_threads(0);
   for (std::size_t i = 1; i < runs.size(); ++i) {
     expect_same(runs[i].stats, runs[0].stats, counts[i]);
     expect_same(runs[i].in_memory, runs[0].in_memory, counts[i]);
@@ -163,13 +167,13 @@ TEST(ThreadCounts, PanelProductsAreTheSameAndOpenBlasGetsItsThreadsBack) {
     qgemm_ref(x.data(), m, w, bias.data(), reference.data());
     for (int threads : {1, 2, 3, 8}) {
       if (kLeakChecked && threads > threads_before) continue;
-      omp_set_num_threads(threads);
+      set_cpu_threads(threads);
       std::vector<float> y(m * n, NAN);
       qgemm(x.data(), m, w, bias.data(), y.data());
       EXPECT_EQ(y, reference) << bits << " bits, " << threads << " threads";
       EXPECT_EQ(openblas_get_num_threads(), blas_threads) << threads << " threads";
     }
-    omp_set_num_threads(threads_before);
+    set_cpu_threads(0);
     if (kLeakChecked) continue;  // each caller's thread would grow a team of its own (see above)
     std::vector<float> first(m * n, NAN), second(m * n, NAN);
     {
@@ -182,6 +186,37 @@ TEST(ThreadCounts, PanelProductsAreTheSameAndOpenBlasGetsItsThreadsBack) {
     EXPECT_EQ(second, reference) << bits << " bits, concurrent";
     EXPECT_EQ(openblas_get_num_threads(), blas_threads) << "after concurrent products";
   }
+#endif
+}
+
+// The threads a parallel loop of nuq ran on: the highest thread index that took one of 64 blocks, plus 1.
+int threads_seen() {
+  return ordered_sum<int>(64, [](std::size_t) { return thread_index() + 1; },
+                          [](int a, int b) { return std::max(a, b); });
+}
+
+TEST(ThreadCounts, LoopsRunOnTheChosenCountElseOnOpenMps) {
+  EXPECT_THROW(set_cpu_threads(-1), Error);
+  EXPECT_THROW(set_cpu_threads(kMaxCpuThreads + 1), Error);
+#if !defined(_OPENMP)
+  EXPECT_EQ(cpu_threads(), 1);
+#else
+  const int openmp_before = omp_get_max_threads();
+  if (openmp_before < 2) GTEST_SKIP() << "OpenMP runs one thread here: nothing to tell apart";
+  EXPECT_EQ(cpu_threads(), openmp_before);
+  EXPECT_EQ(threads_seen(), std::min(openmp_before, 64));
+  omp_set_num_threads(1);  // what PyTorch does when it loads where it counts a single core
+  EXPECT_EQ(cpu_threads(), 1);
+  EXPECT_EQ(threads_seen(), 1);
+  set_cpu_threads(2);  // chosen: OpenMP's count no longer matters
+  EXPECT_EQ(cpu_threads(), 2);
+  EXPECT_EQ(threads_seen(), 2) << "OpenMP's count took the place of the chosen one";
+  omp_set_num_threads(openmp_before);
+  set_cpu_threads(1);
+  EXPECT_EQ(threads_seen(), 1) << "OpenMP's count took the place of the chosen one";
+  set_cpu_threads(0);
+  EXPECT_EQ(cpu_threads(), openmp_before);
+  EXPECT_EQ(threads_seen(), std::min(openmp_before, 64));
 #endif
 }
 

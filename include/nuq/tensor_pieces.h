@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nuq/cpu_threads.h"
 #include "nuq/error.h"
 
 namespace nuq {
@@ -71,7 +72,7 @@ template <typename Work>
 void for_each_share(std::size_t count, const Work& work) {
   std::string error;
   auto failed = static_cast<std::ptrdiff_t>(count);
-#pragma omp parallel for schedule(dynamic, 1) if (count > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (count > 1) num_threads(cpu_threads())
   for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(count); ++i) {
     try {
       work(std::size_t(i));

@@ -25,7 +25,8 @@ import numpy as np
 from . import _nuq
 from ._arrays import _as_numpy, _is_torch, _like, _shape, _torch
 from ._files import load, load_metadata, save, to_float32
-from ._nuq import Codebook, QuantizedTensor, bit_rate, design, devices, mismatch, paper, support_xmax, sweep, worst_sqnr
+from ._nuq import (Codebook, QuantizedTensor, bit_rate, design, devices, get_num_threads, mismatch, paper,
+                   set_num_threads, support_xmax, sweep, worst_sqnr)
 from ._quantize import _device_path, quantize
 from ._state_dicts import dequantize_state_dict, quantize_state_dict
 
@@ -90,7 +91,7 @@ QuantizedTensor.requires_grad = False  # packed codes have no gradient (asked of
 
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "mismatch", "bit_rate",
-    "worst_sqnr", "quantize",
+    "worst_sqnr", "quantize", "set_num_threads", "get_num_threads",
     "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save", "to_float32",
 ]
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "binding.h"
+#include "nuq/cpu_threads.h"
 #include "nuq/error.h"
 
 PYBIND11_MODULE(_nuq, m) {
@@ -23,6 +24,12 @@ PYBIND11_MODULE(_nuq, m) {
   // The pybind11 this module was built with: 2.12 or later reads numpy 2's dtypes (an older one takes
   // every itemsize for 0 under numpy 2, and hands back arrays of garbage); python/tests check it.
   m.attr("_pybind11_version") = pybind11::make_tuple(PYBIND11_VERSION_MAJOR, PYBIND11_VERSION_MINOR);
+  m.def("set_num_threads", &nuq::set_cpu_threads, pybind11::arg("threads"),
+        "Sets how many threads nuq's CPU work (products, statistics, quantization) runs on, for the whole "
+        "process: 1 to 1024, or 0 to follow OpenMP's count again (OMP_NUM_THREADS, and torch.set_num_threads "
+        "where PyTorch shares nuq's OpenMP runtime, as Debian's does). Results do not depend on it.");
+  m.def("get_num_threads", &nuq::cpu_threads,
+        "The threads nuq's CPU work runs on: set_num_threads's count, else OpenMP's for the calling thread.");
   nuq::python::bind_design(m);
   nuq::python::bind_tensors(m);
   nuq::python::bind_files(m);

@@ -127,3 +127,40 @@ def test_a_loaded_quantized_state_dict_goes_into_a_torch_model(tmp_path):
         else:
             expected = original[name]  # a bias or norm, kept: bit for bit
         assert torch.equal(value, expected), name
+
+
+def test_nuq_runs_on_the_threads_it_is_given_whatever_torch_sets():
+    """nuq follows OpenMP's thread count unless set_num_threads chose one (PyTorch sets OpenMP's
+    count when it loads, to 1 where it counts a single core, and with torch.set_num_threads where it
+    shares nuq's OpenMP runtime); a chosen count holds whatever torch sets, and codes are the same
+    for every count, and so are products of up to 16 rows."""
+    torch_before = torch.get_num_threads()
+    rng = np.random.default_rng(8)
+    w = torch.from_numpy(rng.laplace(size=(512, 1024)).astype(np.float32))  # 2^19 weights: parallel loops
+    x = torch.from_numpy(rng.standard_normal((40, 1024)).astype(np.float32))
+    codebook = nuq.design("msptq", 2)
+    try:
+        codes, products = {}, {}
+        for threads in (1, 2, 3):
+            nuq.set_num_threads(threads)
+            torch.set_num_threads(1 if threads > 1 else 2)
+            assert nuq.get_num_threads() == threads
+            q = nuq.quantize(w, codebook, normalise="per-channel")
+            codes[threads] = q.codes.copy()
+            # Up to 16 rows, each output is one thread's sum in a fixed order; above, OpenBLAS sums
+            # panels whose size follows the thread count, in an order of its own.
+            products[threads] = (nuq.qgemm(x[:16], q).numpy().copy(), nuq.qgemm(x, q).numpy().copy())
+        for threads in (2, 3):
+            np.testing.assert_array_equal(codes[threads], codes[1])
+            assert products[threads][0].tobytes() == products[1][0].tobytes()
+            np.testing.assert_allclose(products[threads][1], products[1][1], rtol=1e-5, atol=1e-4)
+        for bad in (-1, 1025):
+            with pytest.raises(ValueError, match="thread count"):
+                nuq.set_num_threads(bad)
+        with pytest.raises(TypeError):
+            nuq.set_num_threads("2")
+        nuq.set_num_threads(0)
+        assert nuq.get_num_threads() >= 1
+    finally:
+        nuq.set_num_threads(0)
+        torch.set_num_threads(torch_before)
