@@ -18,6 +18,10 @@ are left as they are, and so are grouped or non-zero-padded convolutions; a warn
 parent that reads a swapped layer's weight itself is turned away by the QuantizedTensor's
 ``__torch_function__`` (TransformerEncoderLayer's inference fast path then takes the layers'
 forward passes; another parent gets a TypeError naming the function).
+
+On the CPU the products run on ``nuq.get_num_threads()`` threads: OpenMP's count, which PyTorch sets
+(so, where the two share an OpenMP runtime, the count torch's own layers run on), unless
+``nuq.set_num_threads`` chose one (README, "From Python").
 """
 
 from __future__ import annotations
