@@ -98,6 +98,27 @@ TEST(Cli, DevicesAlwaysAnswers) {
   EXPECT_TRUE(j.at("devices").is_array());
 }
 
+// The CPU's threads: OpenMP's count (here OMP_NUM_THREADS's) unless --threads, given before the
+// command or among its options, chooses one; `nuq devices` shows the count the run uses.
+TEST(Cli, ThreadsAreOpenMpsUnlessChosen) {
+  const auto threads_of = [](const CommandResult& r) {
+    EXPECT_EQ(r.status, 0) << r.output;
+    return nlohmann::json::parse(r.output).at("cpu").at("threads").get<int>();
+  };
+  EXPECT_EQ(threads_of(run_nuq("devices --json", "OMP_NUM_THREADS=3")), 3);
+  EXPECT_EQ(threads_of(run_nuq("--threads 2 devices --json", "OMP_NUM_THREADS=3")), 2);
+  EXPECT_EQ(threads_of(run_nuq("devices --json --threads 1", "OMP_NUM_THREADS=3")), 1);
+  const CommandResult text = run_nuq("--threads 2 devices");
+  ASSERT_EQ(text.status, 0) << text.output;
+  EXPECT_EQ(text.output.rfind("CPU: ", 0), 0u) << text.output;
+  EXPECT_NE(text.output.find("(2 threads)"), std::string::npos) << text.output;
+  for (const char* bad : {"--threads 0 devices", "--threads 1025 devices", "--threads two devices", "devices --threads"}) {
+    const CommandResult r = run_nuq(bad);
+    EXPECT_EQ(r.status, 1) << bad << ": " << r.output;
+    EXPECT_NE(r.output.find("--threads"), std::string::npos) << bad << ": " << r.output;
+  }
+}
+
 // cuBLAS is opened when first used, not at start (kernels/cublas_library.cuh): the dynamic
 // loader's own log (LD_DEBUG=files) shows which libraries a run opened. `nuq devices` opens it on
 // purpose and says which file it found.

@@ -13,8 +13,10 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <cblas.h>
 
 #include "commands.h"
+#include "nuq/cpu_threads.h"
 #include "nuq/error.h"
 #include "nuq/io/temporary_files.h"
 
@@ -33,6 +35,18 @@ int main(int argc, char** argv) {
     return "nuq: error: " + CLI::FailureMessage::simple(failed, e);
   });
   app.footer("Exit status: 0 success, 1 a user or input error (message on stderr), 2 an internal error.");
+  // Before every command's options or after them: subcommands pass options they do not know to nuq.
+  app.fallthrough();
+  app.add_option_function<int>(
+         "--threads",
+         [](int threads) {
+           nuq::set_cpu_threads(threads);
+           openblas_set_num_threads(threads);  // training's and the FP32 networks' GEMMs
+         },
+         "CPU threads for nuq's loops and OpenBLAS (default: OpenMP's, OMP_NUM_THREADS or every CPU; "
+         "`nuq devices` shows it)")
+      ->check(CLI::Range(1, nuq::kMaxCpuThreads))
+      ->trigger_on_parse();
   nuq::cli::add_reproduce_command(app);
   nuq::cli::add_model_commands(app);
   nuq::cli::add_inspect_command(app);
