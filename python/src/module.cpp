@@ -27,7 +27,8 @@ PYBIND11_MODULE(_nuq, m) {
   m.def("set_num_threads", &nuq::set_cpu_threads, pybind11::arg("threads"),
         "Sets how many threads nuq's CPU work (products, statistics, quantization) runs on, for the whole "
         "process: 1 to 1024, or 0 to follow OpenMP's count again (OMP_NUM_THREADS, and torch.set_num_threads "
-        "where PyTorch shares nuq's OpenMP runtime, as Debian's does). Results do not depend on it.");
+        "where PyTorch shares nuq's OpenMP runtime, as Debian's does). Codes and statistics do not depend on "
+        "it; products of more than 16 rows, summed by OpenBLAS over panels sized by it, may differ in the last bits.");
   m.def("get_num_threads", &nuq::cpu_threads,
         "The threads nuq's CPU work runs on: set_num_threads's count, else OpenMP's for the calling thread.");
   nuq::python::bind_design(m);
