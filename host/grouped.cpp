@@ -238,7 +238,7 @@ void multiply_groups(const float* x, std::size_t m, const QuantizedTensor& w, co
     const detail::Levels16 levels(normalised.data(), bits,
                                   bits == 8 ? level_grid(normalised.data(), normalised.size()) : std::nullopt);
     const auto rows = static_cast<std::ptrdiff_t>(n);
-#pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights) num_threads(max_threads())
+#pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights) num_threads(cpu_threads())
     for (std::ptrdiff_t r = 0; r < rows; ++r) {
       float sums[kRowBatch];
       for (std::size_t first = 0; first < m; first += detail::kRowsPerPass)
@@ -252,7 +252,7 @@ void multiply_groups(const float* x, std::size_t m, const QuantizedTensor& w, co
 #endif
   if (m <= kRowBatch) {
     const auto rows = static_cast<std::ptrdiff_t>(n);
-#pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights) num_threads(max_threads())
+#pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights) num_threads(cpu_threads())
     for (std::ptrdiff_t r = 0; r < rows; ++r) {
       thread_local std::vector<float> buffer;
       buffer.resize(k);

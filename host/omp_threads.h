@@ -1,8 +1,8 @@
-// The thread count nuq's parallel loops run on (nuq/cpu_threads.h: every `omp parallel` of nuq
-// names it in a num_threads clause, so that no other library's omp_set_num_threads changes it) and
-// the index of the calling thread; and ordered_sum, the reduction every statistic and total of the
+// The index of the calling thread, and ordered_sum: the reduction every statistic and total of the
 // CPU path goes through, so that sums do not depend on the thread count (nor on which thread
 // finishes first): the same weights give the same mean, σ, SQNR and codes on 2 cores and on 128.
+// Every `omp parallel` of nuq, ordered_sum's too, runs on cpu_threads() (nuq/cpu_threads.h), named
+// in a num_threads clause so that no other library's omp_set_num_threads changes it.
 #pragma once
 
 #include <cstddef>
@@ -18,7 +18,6 @@
 
 namespace nuq {
 
-inline int max_threads() { return cpu_threads(); }
 #if defined(_OPENMP)
 inline int thread_index() { return omp_get_thread_num(); }
 #else
@@ -34,7 +33,7 @@ T ordered_sum(std::size_t blocks, const Part& part, const Join& join) {
   std::vector<T> parts(blocks);
   std::exception_ptr error;  // no exception may leave an OpenMP region: kept, rethrown after it
   std::size_t error_block = std::numeric_limits<std::size_t>::max();
-#pragma omp parallel for schedule(static) if (blocks > 1) num_threads(max_threads())
+#pragma omp parallel for schedule(static) if (blocks > 1) num_threads(cpu_threads())
   for (std::ptrdiff_t b = 0; b < static_cast<std::ptrdiff_t>(blocks); ++b) {
     try {
       parts[std::size_t(b)] = part(std::size_t(b));

@@ -72,7 +72,7 @@ void panel_gemm(const float* x, std::size_t m, std::size_t n, std::size_t k, con
     add_bias(bias, m, n, y);
     return;
   }
-  const std::size_t threads = n * k >= kParallelMinWeights ? std::size_t(std::max(1, max_threads())) : 1;
+  const std::size_t threads = n * k >= kParallelMinWeights ? std::size_t(cpu_threads()) : 1;
   const std::size_t budget = std::max<std::size_t>(1, kPanelBytes / (sizeof(float) * k));
   const std::size_t panel_rows = std::min(budget, (n + threads - 1) / threads);
   const auto panels = static_cast<std::ptrdiff_t>((n + panel_rows - 1) / panel_rows);

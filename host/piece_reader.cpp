@@ -28,7 +28,7 @@ PieceReader::PieceReader(const io::SafetensorsReader& reader, const io::TensorEn
     : reader_(reader), entry_(entry), cols_(cols), pieces_(pieces), type_(io::weight_type(entry.dtype)),
       concurrent_(backend.concurrent_calls()), as_stored_(concurrent_ && backend.reads(type_)),
       fourth_about_(fourth_about), buffers_(buffers), element_(io::dtype_size(entry.dtype)) {
-  if (buffers_.size() < std::size_t(max_threads())) buffers_.resize(std::size_t(max_threads()));
+  if (buffers_.size() < std::size_t(cpu_threads())) buffers_.resize(std::size_t(cpu_threads()));
 }
 
 PieceReader::~PieceReader() {

@@ -312,7 +312,7 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
     // Blocks of rows are independent: threads take contiguous runs of them (indices are 64-bit
     // throughout, so matrices beyond 2^31 weights are addressed correctly).
     const auto blocks = static_cast<std::ptrdiff_t>((n + kRowBlock - 1) / kRowBlock);
-#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights) num_threads(max_threads())
+#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights) num_threads(cpu_threads())
     for (std::ptrdiff_t b = 0; b < blocks; ++b) {
       const std::size_t first = std::size_t(b) * kRowBlock, count = std::min(kRowBlock, n - first);
       float sums[kRowBlock][kDirectMaxBatch];

@@ -23,7 +23,7 @@
 #include <cstring>
 #include <vector>
 
-#include "omp_threads.h"
+#include "nuq/cpu_threads.h"
 #include "row_blocks.h"
 
 #if defined(__AVX512F__)
@@ -237,7 +237,7 @@ template <std::size_t kBatch, bool kScaled>
 void run(const PackedRows& w, const RunScales* scales, const float* tables, std::size_t positions, float* y) {
   const std::size_t n = w.n, groups = word_groups(w.row_bytes), blocks = (n + kRows - 1) / kRows;
   const auto block_count = static_cast<std::ptrdiff_t>(blocks);
-#pragma omp parallel if (w.weights >= kParallelMinWeights) num_threads(max_threads())
+#pragma omp parallel if (w.weights >= kParallelMinWeights) num_threads(cpu_threads())
   for (std::size_t first = 0; first < groups; first += kChunkGroups) {
     const std::size_t last = std::min(groups, first + kChunkGroups);
     // The same static split of blocks in every chunk: a thread only ever touches its own rows of y.
@@ -296,7 +296,7 @@ LutLayout interleave(const std::uint8_t* codes, std::size_t n, std::size_t k, st
   layout.bits = bits;
   layout.words.resize(blocks * groups * 256);  // uninitialised: every word is stored below, padding as zero
   const auto block_count = static_cast<std::ptrdiff_t>(blocks);
-#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights) num_threads(max_threads())
+#pragma omp parallel for schedule(static) if (n * k >= kParallelMinWeights) num_threads(cpu_threads())
   for (std::ptrdiff_t b = 0; b < block_count; ++b) {
     const std::size_t row0 = std::size_t(b) * kRows, rows = std::min(kRows, n - row0);
     for (std::size_t g = 0; g < groups; ++g) {

@@ -278,7 +278,7 @@ void row_stats_as(const typename E::Stored* values, std::size_t rows, std::size_
   // 128-weight rows took 4-5 times as long per channel on two threads as on one).
   auto failed = static_cast<std::ptrdiff_t>(rows);
 #pragma omp parallel for schedule(static) if (rows * cols > std::size_t(kSerialChunks) * kChunk) \
-    num_threads(max_threads())
+    num_threads(cpu_threads())
   for (std::ptrdiff_t r = 0; r < std::ptrdiff_t(rows); ++r) {
     const typename E::Stored* row = values + std::size_t(r) * cols;
     try {
