@@ -1,14 +1,11 @@
 #include "nuq/laplace.h"
 
 #include <cmath>
-#include <limits>
 
 #include "nuq/error.h"
 
 namespace nuq {
 namespace {
-
-constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
 void require_sigma(double sigma) {
   NUQ_REQUIRE(std::isfinite(sigma) && sigma > 0.0,
@@ -23,16 +20,14 @@ Distortion laplace_distortion(const std::vector<double>& thresholds,
   NUQ_REQUIRE(levels.size() == thresholds.size() + 1, "distortion: ", levels.size(),
               " levels need ", levels.size() - 1, " thresholds, got ", thresholds.size());
   NUQ_REQUIRE(std::isfinite(xmax) && xmax >= 0.0, "distortion: x_max must be finite, got ", xmax);
-  const double lambda = closed_form::laplace_rate(sigma);
-  Distortion d;
-  for (std::size_t k = 0; k < levels.size(); ++k) {
-    const double lo = k == 0 ? -kInfinity : thresholds[k - 1];
-    const double hi = k + 1 == levels.size() ? kInfinity : thresholds[k];
-    const closed_form::CellDistortion cell = closed_form::cell_distortion(lo, hi, levels[k], xmax, lambda);
-    d.granular += cell.granular;
-    d.overload += cell.overload;
-  }
-  return d;
+  return laplace_distortion_of(
+      levels.size(), [&](std::size_t k) { return thresholds[k]; }, [&](std::size_t k) { return levels[k]; }, xmax,
+      closed_form::laplace_rate(sigma));
+}
+
+double checked_laplace_rate(double sigma) {
+  require_sigma(sigma);
+  return closed_form::laplace_rate(sigma);
 }
 
 Distortion laplace_distortion(const Codebook& codebook, double sigma) {

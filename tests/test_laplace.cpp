@@ -11,6 +11,7 @@
 #include "numeric_reference.h"
 #include "nuq/error.h"
 #include "nuq/laplace.h"
+#include "nuq/mulaw.h"
 #include "nuq/uniform.h"
 
 namespace nuq {
@@ -125,6 +126,38 @@ TEST(LaplaceDistortion, RejectsNumbersThatMakeNoSense) {
 TEST(Sqnr, IsTenLogOfSignalOverNoise) {
   EXPECT_DOUBLE_EQ(sqnr_db(0.1), 10.0);
   EXPECT_DOUBLE_EQ(sqnr_db(0.04, 2.0), 20.0);
+}
+
+// The numerical search for x_max evaluates D cell by cell rather than through a codebook: it must
+// find what the codebook gives, to the bit, or the designs it finds would move.
+TEST(LaplaceDistortion, GeneratedCellsGiveTheCodebooksDistortionBitForBit) {
+  std::mt19937_64 rng(2026);
+  std::uniform_real_distribution<double> log_xmax(std::log(1e-3), std::log(64.0)), log_sigma(std::log(1e-3), std::log(1e3));
+  const std::size_t level_counts[] = {2, 3, 4, 5, 16, 255, 256, 4097, 65536};
+  for (const std::size_t levels : level_counts)
+    for (int trial = 0; trial < 6; ++trial) {
+      const double xmax = std::exp(log_xmax(rng)), sigma = std::exp(log_sigma(rng));
+      SCOPED_TRACE(testing::Message() << levels << " levels, x_max " << xmax << ", sigma " << sigma);
+      const Distortion built = laplace_distortion(uniform_codebook(levels, xmax), sigma);
+      const Distortion generated = uniform_distortion(levels, xmax, sigma);
+      EXPECT_EQ(generated.granular, built.granular);
+      EXPECT_EQ(generated.overload, built.overload);
+      for (const double mu : {1e-6, 5.0, 255.0, 1e200}) {
+        const Distortion mulaw_built = laplace_distortion(mulaw_codebook(levels, xmax, mu), sigma);
+        const Distortion mulaw_generated = mulaw_distortion(levels, xmax, mu, sigma);
+        EXPECT_EQ(mulaw_generated.granular, mulaw_built.granular) << "mu " << mu;
+        EXPECT_EQ(mulaw_generated.overload, mulaw_built.overload) << "mu " << mu;
+      }
+    }
+  // What the codebooks refuse, the generated cells refuse alike.
+  EXPECT_THROW(uniform_distortion(4, 0.0), Error);
+  EXPECT_THROW(uniform_distortion(1, 1.0), Error);
+  EXPECT_THROW(uniform_distortion(4, 1.0, -1.0), Error);
+  EXPECT_THROW(mulaw_distortion(4, 1.0, 0.0), Error);
+  EXPECT_THROW(mulaw_distortion(4, std::nan(""), 255.0), Error);
+  // x_max / mu underflows to zero: every level expands to +-0, which no codebook holds.
+  EXPECT_THROW(mulaw_codebook(16, 1e-300, 1e300), Error);
+  EXPECT_THROW(mulaw_distortion(16, 1e-300, 1e300), Error);
 }
 
 }  // namespace

@@ -9,6 +9,10 @@
 #include "nuq/laplace_closed_form.h"
 
 namespace nuq {
+void require_uniform_support(double xmax) {
+  NUQ_REQUIRE(std::isfinite(xmax) && xmax > 0.0, "uniform quantizer: x_max must be finite and "
+              "positive, got ", xmax);
+}
 
 int bits_for_levels(std::size_t levels) {
   NUQ_REQUIRE(levels >= 2 && levels <= kMaxUniformLevels, "the number of levels must be in 2..",
@@ -20,20 +24,25 @@ int bits_for_levels(std::size_t levels) {
 
 Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance) {
   const int bits = bits_for_levels(levels);
-  NUQ_REQUIRE(std::isfinite(xmax) && xmax > 0.0, "uniform quantizer: x_max must be finite and "
-              "positive, got ", xmax);
-  const double step = 2.0 * xmax / static_cast<double>(levels);
-  // Positions are written relative to the centre so that the halves mirror each other exactly.
-  const double centre = 0.5 * static_cast<double>(levels - 1);
+  require_uniform_support(xmax);
+  const double step = uniform_step(levels, xmax);
   std::vector<double> level_values(levels), thresholds(levels - 1);
-  for (std::size_t k = 0; k < levels; ++k) level_values[k] = (static_cast<double>(k) - centre) * step;
-  for (std::size_t k = 0; k + 1 < levels; ++k)
-    thresholds[k] = (static_cast<double>(k) + 0.5 - centre) * step;
+  for (std::size_t k = 0; k < levels; ++k) level_values[k] = uniform_level(k, levels, step);
+  for (std::size_t k = 0; k + 1 < levels; ++k) thresholds[k] = uniform_threshold(k, levels, step);
   provenance.xmax = xmax;
   // Read before the move: the order in which call arguments are evaluated is unspecified (clang's
   // left-to-right order moved the levels out first; UBSan caught it).
   const UniformGrid grid{level_values.front(), step};
   return Codebook(bits, std::move(thresholds), std::move(level_values), provenance, grid);
+}
+
+Distortion uniform_distortion(std::size_t levels, double xmax, double sigma) {
+  bits_for_levels(levels);
+  require_uniform_support(xmax);
+  const double step = uniform_step(levels, xmax);
+  return laplace_distortion_of(
+      levels, [&](std::size_t k) { return uniform_threshold(k, levels, step); },
+      [&](std::size_t k) { return uniform_level(k, levels, step); }, xmax, checked_laplace_rate(sigma));
 }
 
 double midpoint_scale_step(const Codebook& codebook, double sigma) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "nuq/codebook.h"
+#include "nuq/laplace.h"
 
 namespace nuq {
 
@@ -14,8 +15,25 @@ constexpr std::size_t kMaxUniformLevels = 65536;
 // The smallest code width that holds `levels` distinct codes.
 int bits_for_levels(std::size_t levels);
 
+// Refuses an x_max that is not finite and positive.
+void require_uniform_support(double xmax);
+
 // The N-level uniform quantizer on [-xmax, xmax], flagged with its UniformGrid.
 Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance = {});
+
+// Its cell width Delta = 2 x_max / N, and its level k and threshold k (between levels k and k + 1):
+// positions relative to the centre, so that the halves mirror each other exactly.
+inline double uniform_step(std::size_t levels, double xmax) { return 2.0 * xmax / static_cast<double>(levels); }
+inline double uniform_level(std::size_t k, std::size_t levels, double step) {
+  return (static_cast<double>(k) - 0.5 * static_cast<double>(levels - 1)) * step;
+}
+inline double uniform_threshold(std::size_t k, std::size_t levels, double step) {
+  return (static_cast<double>(k) + 0.5 - 0.5 * static_cast<double>(levels - 1)) * step;
+}
+
+// D of uniform_codebook(levels, xmax) on Laplace(0, sigma^2) without building it: the same, bit for
+// bit, as laplace_distortion of the codebook (what a search over x_max evaluates).
+Distortion uniform_distortion(std::size_t levels, double xmax, double sigma = 1.0);
 
 // One step of the scale rule for quantizers whose thresholds lie halfway between neighbouring
 // levels (uniform, ternary, MSPTQ). Scaling such a quantizer by s moves every threshold and level
