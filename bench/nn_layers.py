@@ -11,10 +11,12 @@ quantized layer is faster).
 
 On the CPU, nuq runs on its own thread count (`--threads`, default nuq.get_num_threads()), torch on
 torch.get_num_threads() for its own loops and, for its GEMMs where it calls OpenBLAS (Debian's
-PyTorch), on OpenBLAS's threads. Both are recorded, with OMP_WAIT_POLICY, which decides whether
-OpenMP's threads spin after each parallel loop (and take cores from the other pool's next call).
+PyTorch), on OpenBLAS's threads. Both are recorded, with the settings that decide how long each
+pool's idle threads keep their cores after a call, spinning, and so take them from the other
+pool's next one: OMP_WAIT_POLICY and GOMP_SPINCOUNT (OpenMP's, nuq's loops) and
+OPENBLAS_THREAD_TIMEOUT (OpenBLAS's, torch's GEMMs and nuq's panels), read when the libraries load.
 
-Writes {"device", "threads", "nuq_threads", "omp_wait_policy", "torch", "runs": [{"bits", "batch",
+Writes {"device", "threads", "nuq_threads", "wait_settings", "torch", "runs": [{"bits", "batch",
 "torch_ms", "nuq_ms", "speedup"}]}.
 """
 import argparse
@@ -28,6 +30,7 @@ import torch
 import nuq
 import nuq.nn
 
+WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")
 DESIGNS = {2: ("msptq", 2), 4: ("lloyd-max", 4), 8: ("uniform", 8)}
 
 
@@ -59,8 +62,9 @@ def main() -> None:
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.manual_seed(1)
     linear = torch.nn.Linear(args.cols, args.rows).to(args.device).eval()
+    wait_settings = {name: os.environ.get(name) for name in WAIT_SETTINGS}
     print(f"torch threads {torch.get_num_threads()}, nuq threads {nuq.get_num_threads()}, "
-          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+          + ", ".join(f"{name} {value or '(unset)'}" for name, value in wait_settings.items()))
     results = []
     with torch.no_grad():
         for bits in args.bits:
@@ -87,7 +91,7 @@ def main() -> None:
                 print(f"{bits}-bit {method:9s} batch {batch:4d}: torch.nn.Linear {torch_ms:8.3f} ms, "
                       f"QuantizedLinear {nuq_ms:8.3f} ms, {row['speedup']:.2f}x")
     report = {"device": args.device, "threads": torch.get_num_threads(), "nuq_threads": nuq.get_num_threads(),
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "call_by_call": args.call_by_call,
+              "wait_settings": wait_settings, "call_by_call": args.call_by_call,
               "torch": torch.__version__,
               "rows": args.rows, "cols": args.cols, "runs": results}
     if args.out:

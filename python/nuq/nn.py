@@ -21,7 +21,9 @@ forward passes; another parent gets a TypeError naming the function).
 
 On the CPU the products run on ``nuq.get_num_threads()`` threads: OpenMP's count, which PyTorch sets
 (so, where the two share an OpenMP runtime, the count torch's own layers run on), unless
-``nuq.set_num_threads`` chose one (README, "From Python").
+``nuq.set_num_threads`` chose one (README, "From Python"). Between torch's layers on few cores, more
+threads pay only where both libraries' idle threads let go of their cores at once:
+``OMP_WAIT_POLICY=passive OPENBLAS_THREAD_TIMEOUT=4`` in the environment before Python starts.
 """
 
 from __future__ import annotations
