@@ -36,8 +36,6 @@ Codebook mulaw_codebook(std::size_t levels, double xmax, double mu, Provenance p
 
 Distortion mulaw_distortion(std::size_t levels, double xmax, double mu, double sigma) {
   require_mu(mu);
-  bits_for_levels(levels);
-  require_uniform_support(xmax);
   const double log1p_mu = std::log1p(mu);
   const double step = uniform_step(levels, xmax);
   // A mu so large that neighbouring values expand to the same double (or to subnormal ties) makes a

@@ -9,10 +9,6 @@
 #include "nuq/laplace_closed_form.h"
 
 namespace nuq {
-void require_uniform_support(double xmax) {
-  NUQ_REQUIRE(std::isfinite(xmax) && xmax > 0.0, "uniform quantizer: x_max must be finite and "
-              "positive, got ", xmax);
-}
 
 int bits_for_levels(std::size_t levels) {
   NUQ_REQUIRE(levels >= 2 && levels <= kMaxUniformLevels, "the number of levels must be in 2..",
@@ -22,9 +18,15 @@ int bits_for_levels(std::size_t levels) {
   return bits;
 }
 
+double uniform_step(std::size_t levels, double xmax) {
+  bits_for_levels(levels);
+  NUQ_REQUIRE(std::isfinite(xmax) && xmax > 0.0, "uniform quantizer: x_max must be finite and "
+              "positive, got ", xmax);
+  return 2.0 * xmax / static_cast<double>(levels);
+}
+
 Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance) {
   const int bits = bits_for_levels(levels);
-  require_uniform_support(xmax);
   const double step = uniform_step(levels, xmax);
   std::vector<double> level_values(levels), thresholds(levels - 1);
   for (std::size_t k = 0; k < levels; ++k) level_values[k] = uniform_level(k, levels, step);
@@ -37,8 +39,6 @@ Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance
 }
 
 Distortion uniform_distortion(std::size_t levels, double xmax, double sigma) {
-  bits_for_levels(levels);
-  require_uniform_support(xmax);
   const double step = uniform_step(levels, xmax);
   return laplace_distortion_of(
       levels, [&](std::size_t k) { return uniform_threshold(k, levels, step); },

@@ -15,15 +15,13 @@ constexpr std::size_t kMaxUniformLevels = 65536;
 // The smallest code width that holds `levels` distinct codes.
 int bits_for_levels(std::size_t levels);
 
-// Refuses an x_max that is not finite and positive.
-void require_uniform_support(double xmax);
-
 // The N-level uniform quantizer on [-xmax, xmax], flagged with its UniformGrid.
 Codebook uniform_codebook(std::size_t levels, double xmax, Provenance provenance = {});
 
-// Its cell width Delta = 2 x_max / N, and its level k and threshold k (between levels k and k + 1):
-// positions relative to the centre, so that the halves mirror each other exactly.
-inline double uniform_step(std::size_t levels, double xmax) { return 2.0 * xmax / static_cast<double>(levels); }
+// Its cell width Delta = 2 x_max / N (levels and x_max refused as uniform_codebook refuses them),
+// and its level k and threshold k (between levels k and k + 1): positions relative to the centre,
+// so that the halves mirror each other exactly.
+double uniform_step(std::size_t levels, double xmax);
 inline double uniform_level(std::size_t k, std::size_t levels, double step) {
   return (static_cast<double>(k) - 0.5 * static_cast<double>(levels - 1)) * step;
 }
