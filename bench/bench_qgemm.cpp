@@ -101,6 +101,18 @@ void BM_QuantizedGemmPerChannel(benchmark::State& state) {
   time_prepared(state, w, m, double(w.codes.bytes.size() + 4 * w.levels.size()));
 }
 
+// One table off any grid for the whole matrix (global normalisation with a non-uniform design, an
+// 8-bit mu-law or Lloyd-Max): its levels looked up, not computed.
+void BM_QuantizedGemmTableOffGrid(benchmark::State& state) {
+  const auto m = std::size_t(state.range(0)), n = std::size_t(state.range(1)), k = std::size_t(state.range(2));
+  nuq::QuantizedMatrix w = random_matrix(n, k, int(state.range(3)));
+  for (std::size_t c = 0; c < w.levels.size(); ++c) {
+    const double t = (double(c) + 0.5) / double(w.levels.size()) * 2.0 - 1.0;
+    w.levels[c] = float(0.06 * t * std::abs(t));
+  }
+  time_prepared(state, w, m, double(w.codes.bytes.size()));
+}
+
 // What preparing costs (what Python's nuq.qgemm pays once, on a tensor's second CPU product), to
 // set beside one product from the stored codes. Each iteration frees what the last one made, so
 // the allocator hands back memory already mapped: a layout in fresh memory also pays a page fault
@@ -201,6 +213,9 @@ BENCHMARK(BM_QuantizedGemmPerChannel<true>)->Name("BM_QuantizedGemmPerChannelUni
     ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_QuantizedGemmPerChannel<false>)->Name("BM_QuantizedGemmPerChannelTables")
     ->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 8})->Args({4, 4096, 4096, 8})->Args({16, 4096, 4096, 8})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_QuantizedGemmTableOffGrid)->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 8})
+    ->Args({4, 4096, 4096, 8})->Args({16, 4096, 4096, 8})->Args({64, 4096, 4096, 8})
     ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Prepare)->ArgNames({"m", "n", "k", "bits"})->Args({1, 4096, 4096, 2})->Args({1, 4096, 4096, 4})
     ->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -50,7 +50,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--cols", type=int, default=4096)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], choices=sorted(DESIGNS))
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8], choices=sorted(DESIGNS),
+                        help="designs by width: " + ", ".join(f"{b}: {m}" for b, (m, _) in DESIGNS.items()))
+    parser.add_argument("--method", action="append", default=[], metavar="BITS=METHOD",
+                        help="another design for a width, e.g. 8=mulaw (levels off a grid)")
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="nuq's CPU threads (0: its default)")
@@ -58,6 +61,12 @@ def main() -> None:
                         help="alternate the two layers every call instead of every --runs calls")
     parser.add_argument("--out")
     args = parser.parse_args()
+    designs = dict(DESIGNS)
+    for choice in args.method:
+        width, _, method = choice.partition("=")
+        if not width.isdigit() or int(width) not in designs or not method:
+            parser.error(f"--method {choice}: expected BITS=METHOD with BITS one of {sorted(designs)}")
+        designs[int(width)] = (method, int(width))
     nuq.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.manual_seed(1)
@@ -68,7 +77,7 @@ def main() -> None:
     results = []
     with torch.no_grad():
         for bits in args.bits:
-            method, width = DESIGNS[bits]
+            method, width = designs[bits]
             model = torch.nn.Sequential(torch.nn.Linear(args.cols, args.rows)).to(args.device).eval()
             model.load_state_dict({"0." + k: v for k, v in linear.state_dict().items()})
             nuq.nn.quantize_modules(model, nuq.design(method, width), normalise="per-channel", device=args.device)

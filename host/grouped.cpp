@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "nuq/error.h"
@@ -84,12 +85,28 @@ namespace {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#if defined(__AVX512VBMI__)
+using BytePlanes = detail::BytePlaneLevels;
+// The normalised levels' byte planes, where 8-bit groups hold whole blocks of 64 codes.
+std::optional<BytePlanes> byte_planes_of(const QuantizedTensor& w) {
+  if (w.matrix.codes.bits != 8 || w.group_size % BytePlanes::kCodes || w.normalised_levels.size() != 256)
+    return std::nullopt;
+  return BytePlanes(w.normalised_levels.data());
+}
+#else
+struct BytePlanes {};
+std::optional<BytePlanes> byte_planes_of(const QuantizedTensor&) { return std::nullopt; }
+#endif
+
 // Group g's levels in out[0, group_size), as group_level gives them. With AVX-512 sixteen at a
 // time: up to 4 bits the group's own table (at most 16 levels) sits in a register and a lane
 // permute looks it up; at 8 bits (256 levels, more than a group has weights) the normalised levels
-// are gathered, widened to double, scale * level + mean, narrowed. The product of two floats is
+// are looked up in `planes` 64 at a time (gathered where there are none, and for the rest),
+// widened to double, scale * level + mean, narrowed. The product of two floats is
 // exact in double, so that is group_level's one rounding of the sum and one to float, fused or not.
-void decode_group(const QuantizedTensor& w, std::size_t g, float* out) {
+// (`planes`: the normalised levels' byte planes where VBMI looks 8-bit codes up 64 at a time, built
+// once for all the groups a call decodes; null elsewhere.)
+void decode_group(const QuantizedTensor& w, std::size_t g, float* out, const BytePlanes* planes) {
   const PackedCodes& codes = w.matrix.codes;
   const std::size_t size = w.group_size;
   const float* normalised = w.normalised_levels.data();
@@ -105,13 +122,21 @@ void decode_group(const QuantizedTensor& w, std::size_t g, float* out) {
       _mm512_storeu_ps(out + done, _mm512_permutexvar_ps(detail::unpack16(row, done / 16, bits), table));
   } else {
     const __m512d mean = _mm512_set1_pd(w.mean), scale = _mm512_set1_pd(double(w.scales[g]));
-    for (; done + 16 <= size; done += 16) {
-      const __m512 level = _mm512_i32gather_ps(detail::unpack16(row, done / 16, bits), normalised, 4);
+    const auto store = [&](__m512 level, float* to) {
       const __m256 low = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(level), 0));
       const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(level), 1));
-      _mm256_storeu_ps(out + done, _mm512_cvtpd_ps(_mm512_fmadd_pd(scale, _mm512_cvtps_pd(low), mean)));
-      _mm256_storeu_ps(out + done + 8, _mm512_cvtpd_ps(_mm512_fmadd_pd(scale, _mm512_cvtps_pd(high), mean)));
-    }
+      _mm256_storeu_ps(to, _mm512_cvtpd_ps(_mm512_fmadd_pd(scale, _mm512_cvtps_pd(low), mean)));
+      _mm256_storeu_ps(to + 8, _mm512_cvtpd_ps(_mm512_fmadd_pd(scale, _mm512_cvtps_pd(high), mean)));
+    };
+#if defined(__AVX512VBMI__)
+    if (planes)
+      for (__m512 levels[4]; done + 64 <= size; done += 64) {
+        (*planes)(row + done, levels);
+        for (std::size_t u = 0; u < 4; ++u) store(levels[u], out + done + 16 * u);
+      }
+#endif
+    for (; done + 16 <= size; done += 16)
+      store(_mm512_i32gather_ps(detail::unpack16(row, done / 16, bits), normalised, 4), out + done);
   }
 #endif
   for (std::size_t c = done; c < size; ++c) out[c] = group_level(w.mean, w.scales[g], normalised[codes.at(g, c)]);
@@ -150,11 +175,11 @@ void dot_decoded(const float* decoded, std::size_t k, const float* x, float* sum
 // sums[i] = the dot products of row r of a grouped tensor, less its mean's part (mean_part), with
 // rows i < M of x (row stride k), for groups of whole runs of sixteen: each sixteen codes'
 // normalised levels looked up (`levels`: up to 4 bits from a register; at 8 bits computed where
-// they are on a uniform grid, else gathered), times the group's scale, loaded once for all M rows
-// of X. No weight is stored, and no double is formed.
+// they are on a uniform grid, else from `planes` 64 at a time and gathered for what is left), times
+// the group's scale, loaded once for all M rows of X. No weight is stored, and no double is formed.
 template <std::size_t M>
-void dot_scaled_groups(const QuantizedTensor& w, const detail::Levels16& levels, std::size_t r, const float* x,
-                       std::size_t k, float* sums) {
+void dot_scaled_groups(const QuantizedTensor& w, const detail::Levels16& levels, const BytePlanes* planes,
+                       std::size_t r, const float* x, std::size_t k, float* sums) {
   const int bits = w.matrix.codes.bits;
   const std::size_t size = w.group_size, group_bytes = packed_row_bytes(size, bits), groups = k / size;
   constexpr std::size_t kLanes = M == 1 ? 4 : 1;  // accumulators per row of X, as in dot_decoded
@@ -171,6 +196,19 @@ void dot_scaled_groups(const QuantizedTensor& w, const detail::Levels16& levels,
     const __m512 scale = _mm512_set1_ps(w.scales[r * groups + g]);
     const float* xg = x + g * size;
     std::size_t chunk = 0;
+#if defined(__AVX512VBMI__)
+    // Four chunks at a time from the byte planes, each to the accumulator the loop below gives it.
+    if (planes)
+      for (__m512 looked_up[4]; chunk + 4 <= size / 16; chunk += 4) {
+        (*planes)(codes + 16 * chunk, looked_up);
+        for (std::size_t u = 0; u < 4; ++u) {
+          const __m512 weights = _mm512_mul_ps(looked_up[u], scale);
+          for (std::size_t i = 0; i < M; ++i)
+            acc[i][u % kLanes] =
+                _mm512_fmadd_ps(weights, _mm512_loadu_ps(xg + i * k + 16 * (chunk + u)), acc[i][u % kLanes]);
+        }
+      }
+#endif
     for (; chunk + kLanes <= size / 16; chunk += kLanes)
       for (std::size_t u = 0; u < kLanes; ++u) step(codes, chunk + u, scale, xg, u);
     for (; chunk < size / 16; ++chunk) step(codes, chunk, scale, xg, 0);
@@ -206,7 +244,9 @@ constexpr std::size_t kRowBatch = 16;
 }  // namespace
 
 void dequantize_groups(const QuantizedTensor& w, std::size_t first, std::size_t count, float* out) {
-  for (std::size_t g = first; g < first + count; ++g, out += w.group_size) decode_group(w, g, out);
+  const std::optional<BytePlanes> planes = byte_planes_of(w);
+  for (std::size_t g = first; g < first + count; ++g, out += w.group_size)
+    decode_group(w, g, out, planes ? &*planes : nullptr);
 }
 
 namespace {
@@ -235,15 +275,17 @@ void multiply_groups(const float* x, std::size_t m, const QuantizedTensor& w, co
     for (std::size_t i = 0; i < m; ++i) shifts[i] = detail::mean_part(w.mean, x + i * k, k);
     const std::vector<float>& normalised = w.normalised_levels;
     const int bits = w.matrix.codes.bits;
-    const detail::Levels16 levels(normalised.data(), bits,
-                                  bits == 8 ? level_grid(normalised.data(), normalised.size()) : std::nullopt);
+    const std::optional<LevelGrid> grid = bits == 8 ? level_grid(normalised.data(), normalised.size()) : std::nullopt;
+    const detail::Levels16 levels(normalised.data(), bits, grid);
+    const std::optional<BytePlanes> planes = grid ? std::nullopt : byte_planes_of(w);  // levels off a grid
     const auto rows = static_cast<std::ptrdiff_t>(n);
 #pragma omp parallel for schedule(static) if (n * k >= detail::kParallelMinWeights) num_threads(cpu_threads())
     for (std::ptrdiff_t r = 0; r < rows; ++r) {
       float sums[kRowBatch];
       for (std::size_t first = 0; first < m; first += detail::kRowsPerPass)
         detail::with_row_count(std::min(detail::kRowsPerPass, m - first), [&](auto count) {
-          dot_scaled_groups<count()>(w, levels, std::size_t(r), x + first * k, k, sums + first);
+          dot_scaled_groups<count()>(w, levels, planes ? &*planes : nullptr, std::size_t(r), x + first * k, k,
+                                    sums + first);
         });
       for (std::size_t i = 0; i < m; ++i) y[i * n + std::size_t(r)] = sums[i] + shifts[i] + (bias ? bias[r] : 0.0f);
     }

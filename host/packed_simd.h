@@ -68,6 +68,67 @@ class Levels16 {
   __m512 register_, offset_, scale_;
 };
 
+#if defined(__AVX512VBMI__)
+// A table of 256 levels (8-bit codes off any grid) as four planes of bytes, plane p holding byte p
+// of every level, which VBMI's two-register byte permutes look up 64 codes at a time: eight
+// permutes, four blends and eight unpacks give 64 levels, bit for bit the table's, about 2.4
+// times as fast on one core as four 16-lane gathers from the same L1-resident table (2026-12-06,
+// AMD EPYC). Building the planes costs about what looking up 200 codes does, so a table per row
+// is worth it on rows of a few hundred codes and more.
+class BytePlaneLevels {
+ public:
+  static constexpr std::size_t kCodes = 64;  // looked up at a time
+
+  explicit BytePlaneLevels(const float* levels) {
+    // Within each 128-bit lane p of a permuted register, byte p of its sixteen levels in order.
+    alignas(64) std::uint8_t by_byte[64];
+    for (int i = 0; i < 64; ++i) by_byte[i] = std::uint8_t(4 * (i % 16) + i / 16);
+    const __m512i to_lanes = _mm512_load_si512(by_byte);
+    for (int quarter = 0; quarter < 4; ++quarter) {
+      __m512i t[4];
+      for (int j = 0; j < 4; ++j)
+        t[j] = _mm512_permutexvar_epi8(to_lanes, _mm512_loadu_si512(levels + 64 * quarter + 16 * j));
+      // A 4 x 4 transpose of 128-bit lanes: plane p's quarter is lane p of t[0], t[1], t[2], t[3].
+      const __m512i low01 = _mm512_shuffle_i64x2(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0));
+      const __m512i low23 = _mm512_shuffle_i64x2(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0));
+      const __m512i high01 = _mm512_shuffle_i64x2(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2));
+      const __m512i high23 = _mm512_shuffle_i64x2(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2));
+      planes_[0][quarter] = _mm512_shuffle_i64x2(low01, low23, _MM_SHUFFLE(2, 0, 2, 0));
+      planes_[1][quarter] = _mm512_shuffle_i64x2(low01, low23, _MM_SHUFFLE(3, 1, 3, 1));
+      planes_[2][quarter] = _mm512_shuffle_i64x2(high01, high23, _MM_SHUFFLE(2, 0, 2, 0));
+      planes_[3][quarter] = _mm512_shuffle_i64x2(high01, high23, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    // The unpacks below put code 16k + 4l + j of the 64 at byte 16l + 4k + j before they
+    // interleave: the codes are moved there first, so that out[k] holds codes 16k .. 16k + 15.
+    alignas(64) std::uint8_t order[64];
+    for (int l = 0; l < 4; ++l)
+      for (int k = 0; k < 4; ++k)
+        for (int j = 0; j < 4; ++j) order[16 * l + 4 * k + j] = std::uint8_t(16 * k + 4 * l + j);
+    order_ = _mm512_load_si512(order);
+  }
+
+  // The levels of codes[0, 64) into out[0..3], sixteen each, in order.
+  void operator()(const std::uint8_t* codes, __m512 out[4]) const {
+    const __m512i index = _mm512_permutexvar_epi8(order_, _mm512_loadu_si512(codes));
+    const __mmask64 upper = _mm512_movepi8_mask(index);  // codes 128-255 take quarters 2 and 3
+    __m512i bytes[4];
+    for (int p = 0; p < 4; ++p)
+      bytes[p] = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(planes_[p][0], index, planes_[p][1]),
+                                        _mm512_permutex2var_epi8(planes_[p][2], index, planes_[p][3]));
+    const __m512i low01 = _mm512_unpacklo_epi8(bytes[0], bytes[1]), high01 = _mm512_unpackhi_epi8(bytes[0], bytes[1]);
+    const __m512i low23 = _mm512_unpacklo_epi8(bytes[2], bytes[3]), high23 = _mm512_unpackhi_epi8(bytes[2], bytes[3]);
+    out[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(low01, low23));
+    out[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(low01, low23));
+    out[2] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(high01, high23));
+    out[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(high01, high23));
+  }
+
+ private:
+  __m512i planes_[4][4];  // [byte of the level][quarter of the codes: 0-63, 64-127, ...]
+  __m512i order_;
+};
+#endif
+
 }  // namespace nuq::detail
 
 #if defined(__GNUC__) && !defined(__clang__)

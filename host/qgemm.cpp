@@ -144,6 +144,37 @@ std::size_t direct_block_simd(const RowDecoder& decoder, const QuantizedMatrix& 
   return 16 * chunks;
 }
 
+#if defined(__AVX512VBMI__)
+// 8-bit codes off a grid: sums[0][first + i] = the dot products of a row with rows i < M of x (row
+// stride k), its levels looked up 64 at a time in the table's byte planes and the chunks of sixteen
+// left over gathered; one row of X alone gets four accumulators, as direct_row_simd's gathers do.
+template <std::size_t M>
+void dot_row_planes(const detail::BytePlaneLevels& planes, const Levels16& gathered, const std::uint8_t* row,
+                    std::size_t chunks, const float* x, std::size_t k, float (*sums)[kDirectMaxBatch],
+                    std::size_t first) {
+  constexpr std::size_t kLanes = M == 1 ? 4 : 1;  // accumulators per row of X
+  __m512 acc[M][kLanes];
+  for (auto& lanes : acc)
+    for (__m512& a : lanes) a = _mm512_setzero_ps();
+  std::size_t c = 0;
+  for (; c + 4 <= chunks; c += 4) {
+    __m512 weights[4];
+    planes(row + 16 * c, weights);
+    for (std::size_t u = 0; u < 4; ++u)
+      for (std::size_t i = 0; i < M; ++i)
+        acc[i][u % kLanes] = _mm512_fmadd_ps(weights[u], _mm512_loadu_ps(x + i * k + 16 * (c + u)), acc[i][u % kLanes]);
+  }
+  for (; c < chunks; ++c) {
+    const __m512 weights = gathered(unpack16(row, c, 8));
+    for (std::size_t i = 0; i < M; ++i) acc[i][0] = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x + i * k + 16 * c), acc[i][0]);
+  }
+  for (std::size_t i = 0; i < M; ++i) {
+    for (std::size_t u = 1; u < kLanes; ++u) acc[i][0] = _mm512_add_ps(acc[i][0], acc[i][u]);
+    sums[0][first + i] = _mm512_reduce_add_ps(acc[i][0]);
+  }
+}
+#endif
+
 // Returns the number of columns handled (a multiple of 16); the caller finishes the rest.
 std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float* x, std::size_t m,
                             float (*sums)[kDirectMaxBatch], const std::optional<LevelGrid>& grid) {
@@ -151,6 +182,16 @@ std::size_t direct_row_simd(const QuantizedMatrix& w, std::size_t r, const float
   const std::size_t k = w.codes.cols, chunks = k / 16;
   const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
   const Levels16 levels(w.row_levels(r), bits, grid);
+#if defined(__AVX512VBMI__)
+  if (bits == 8 && !grid && chunks >= 4) {
+    const detail::BytePlaneLevels planes(w.row_levels(r));
+    for (std::size_t first = 0; first < m; first += kRowsPerPass)
+      detail::with_row_count(std::min(kRowsPerPass, m - first), [&](auto count) {
+        dot_row_planes<count()>(planes, levels, row, chunks, x + first * k, k, sums, first);
+      });
+    return 16 * chunks;
+  }
+#endif
   if (m == 1) {  // four accumulators hide the FMA latency
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     std::size_t c = 0;
@@ -173,7 +214,17 @@ std::size_t decode_row_simd(const QuantizedMatrix& w, std::size_t r, float* out,
   const std::size_t k = w.codes.cols, chunks = k / 16;
   const std::uint8_t* row = w.codes.bytes.data() + r * packed_row_bytes(k, bits);
   const Levels16 levels(w.row_levels(r), bits, bits == 16 ? grid : std::nullopt);
-  for (std::size_t c = 0; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, levels(unpack16(row, c, bits)));
+  std::size_t c = 0;
+#if defined(__AVX512VBMI__)
+  if (bits == 8 && chunks >= 4) {
+    const detail::BytePlaneLevels planes(w.row_levels(r));
+    for (__m512 decoded[4]; c + 4 <= chunks; c += 4) {
+      planes(row + 16 * c, decoded);
+      for (std::size_t u = 0; u < 4; ++u) _mm512_storeu_ps(out + 16 * (c + u), decoded[u]);
+    }
+  }
+#endif
+  for (; c < chunks; ++c) _mm512_storeu_ps(out + 16 * c, levels(unpack16(row, c, bits)));
   return 16 * chunks;
 }
 #endif

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -165,6 +166,42 @@ TEST(Qgemm, PanelsDecodeEveryWidthToItsLevels) {
     }
 }
 
+// 8-bit codes off a grid: with AVX-512 VBMI the direct products and the panels' decoder look levels
+// up 64 codes at a time in byte planes of the table, then gather the chunks of sixteen left and
+// take the rest one by one. Identity rows of X read back, bit for bit, the level of every code at
+// every column (all three parts of a row), from one table and from a table per row, whose levels
+// span the exponents (denormals and -0 included: their bytes must travel, not their values).
+TEST(Qgemm, EightBitTablesReadBackEveryLevelOnEveryPath) {
+  std::mt19937 rng(31);
+  const std::size_t n = 5, k = 64 * 4 + 16 + 5;  // four blocks of 64, a chunk of sixteen, five more
+  std::vector<std::uint32_t> codes(n * k);
+  for (std::size_t r = 0; r < n; ++r)
+    for (std::size_t c = 0; c < k; ++c) codes[r * k + c] = (c + 53 * r) % 256;  // each row holds every code
+  std::uniform_int_distribution<int> exponent(-140, 100);
+  std::uniform_real_distribution<float> mantissa(-2.0f, 2.0f);
+  for (bool per_row : {false, true}) {
+    QuantizedMatrix w{pack_codes(codes, n, k, 8), std::vector<float>((per_row ? n : 1) * 256)};
+    for (float& level : w.levels) level = std::ldexp(mantissa(rng), exponent(rng));
+    w.levels[7] = -0.0f;
+    w.levels[200] = std::numeric_limits<float>::denorm_min();
+    ASSERT_FALSE(level_grid(w.levels.data(), 256).has_value());
+    for (std::size_t m : {1u, 16u, 40u}) {  // 1 and 16: direct products; 40: decoded panels
+      std::vector<float> x(m * k), y(m * n);
+      for (std::size_t first = 0; first < k; first += m) {
+        std::fill(x.begin(), x.end(), 0.0f);
+        for (std::size_t i = 0; i < m && first + i < k; ++i) x[i * k + first + i] = 1.0f;
+        qgemm(x.data(), m, w, nullptr, y.data());
+        for (std::size_t i = 0; i < m && first + i < k; ++i)
+          for (std::size_t r = 0; r < n; ++r) {
+            const float level = w.row_levels(r)[codes[r * k + first + i]];
+            ASSERT_EQ(y[i * n + r], level) << (per_row ? "per row" : "one table") << ", m " << m << ", row " << r
+                                           << ", column " << first + i;
+          }
+      }
+    }
+  }
+}
+
 // A matrix of no columns multiplies to the bias on every path (the panels' size divides by k).
 TEST(Qgemm, NoColumnsGiveTheBias) {
   const std::vector<float> bias{1.0f, 2.0f, 3.0f, 4.0f};
@@ -325,7 +362,9 @@ TEST(Qgemm, PerRowGridsComputeTheirLevels) {
       qgemm_ref(x.data(), m, w, nullptr, reference.data());
       for (std::size_t i = 0; i < reference.size(); ++i)
         ASSERT_NEAR(from_prepared[i], reference[i], 1e-4 * (1.0 + std::abs(reference[i]))) << bits << " " << m;
-      if (m > 16 && bits == 8) EXPECT_EQ(from_prepared, direct) << "8-bit panels decode from the tables";
+      if (m > 16 && bits == 8) {
+        EXPECT_EQ(from_prepared, direct) << "8-bit panels decode from the tables";
+      }
     }
     // Identity rows of X read back each row's levels as the prepared product computes them.
     std::vector<float> identity(16 * k, 0.0f), y(16 * n);
@@ -339,7 +378,9 @@ TEST(Qgemm, PerRowGridsComputeTheirLevels) {
         ASSERT_EQ(y[i * n + r], detail::lut_compiled() ? grid : table) << bits << " bits, row " << r << " col " << i;
         computed += grid != table;
       }
-    if (detail::lut_compiled()) EXPECT_GT(computed, 0u) << "the grid and the tables agree: the test cannot tell them";
+    if (detail::lut_compiled()) {
+      EXPECT_GT(computed, 0u) << "the grid and the tables agree: the test cannot tell them";
+    }
     w.levels[(n - 1) * per_table + per_table / 2] += 0.25f * grids[n - 1].scale;  // a quarter step off
     EXPECT_TRUE(detail::grids_of(w, true).empty());
   }

@@ -166,7 +166,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     rows; kept with q, not pickled), so that it and later ones skip that transpose; of 8-bit codes
     with a table per row (per-channel), up to 16 rows of x, the first product finds each row's grid
     where a uniform design put the levels on one, and every product computes the levels instead of
-    gathering them (bench/results/cpu-nn-layers-2026-12-06.md). The
+    gathering them (bench/results/cpu-nn-layers-2026-12-06.md); levels off a grid (mu-law, Lloyd-Max)
+    are looked up 64 codes at a time where the CPU has AVX-512 VBMI. The
     product is for inference: y carries no autograd graph, even for an x that requires grad.
     """
     if not isinstance(q, QuantizedTensor):
