@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <map>
 #include <regex>
@@ -117,16 +118,17 @@ const char* kept_reason(const std::string& name, const io::TensorEntry& entry, c
 namespace {
 
 // The distinct values met, while there are at most two; a mask's are 0 and 1 (multiplied in), or 0
-// and one value at most -100 (added to attention scores before a softmax).
+// and one value at most -100 (added to attention scores before a softmax), -inf included: PyTorch's
+// causal masks are torch.full(..., -inf).triu(1).
 struct TwoValues {
   float value[2] = {0.0f, 0.0f};
   int seen = 0;
-  // Whether `count` values of `dtype` at `bytes` keep them two at most (each one finite).
+  // Whether `count` values of `dtype` at `bytes` keep them two at most (each one finite or -inf).
   bool add(io::DType dtype, const std::uint8_t* bytes, std::size_t count, std::vector<float>& values) {
     values.resize(count);
     io::widen_to_f32(dtype, bytes, count, values.data());
     for (float v : values) {
-      if (!std::isfinite(v)) return false;
+      if (std::isnan(v) || v == std::numeric_limits<float>::infinity()) return false;
       if ((seen > 0 && v == value[0]) || (seen > 1 && v == value[1])) continue;
       if (seen == 2) return false;
       value[seen++] = v;
@@ -139,9 +141,12 @@ struct TwoValues {
   }
 };
 
-// Whether statistics are those of values of a mask, two of them, at the extremes.
+// Whether statistics are those of values of a mask, two of them, at the extremes. Statistics that
+// skipped non-finite values (--nonfinite saturate) are a 0 and -inf mask's if every finite one is 0;
+// the read that follows tells.
 bool stats_of_a_mask(const WeightStats& stats, std::size_t count) {
-  if (count == 0 || stats.count != count || stats.nonfinite) return false;
+  if (count == 0 || stats.count + stats.nonfinite != count) return false;
+  if (stats.nonfinite) return stats.count > 0 && stats.min == 0.0 && stats.max == 0.0;
   if (!(stats.min == 0.0 && stats.max == 1.0) && !(stats.max == 0.0 && stats.min <= -100.0)) return false;
   // Values in [min, max] have a variance of at most (max - mean) * (mean - min), reached only when
   // every one is min or max (the Bhatia-Davis bound): a tensor well below it has values between.
@@ -285,7 +290,7 @@ std::string ungroupable_error(const std::string& input, std::vector<std::string>
 
 std::string masks_kept(const std::string& path, const std::vector<std::string>& names) {
   return path + ": " + std::to_string(names.size()) + " mask(s) kept as they are (only 0 and 1, as GPT-2's causal "
-         "attn.bias, or 0 and one value <= -100, added to attention scores; not weights): " + first_few(names, 3);
+         "attn.bias, or 0 and one value <= -100 or -inf, added to attention scores; not weights): " + first_few(names, 3);
 }
 
 }  // namespace nuq

@@ -40,12 +40,12 @@ inline bool kept_as_they_are(const std::string& name, const io::TensorEntry& ent
 }
 
 // Why a mask is kept (is_a_mask).
-inline constexpr const char* kMaskReason = "a mask (only 0 and 1, or 0 and one value <= -100), not weights";
+inline constexpr const char* kMaskReason = "a mask (only 0 and 1, or 0 and one value <= -100 or -inf), not weights";
 
 // Whether floating tensor `entry` of `reader` is a mask stored as floats, not weights: every value 0
 // or 1 (multiplied in: GPT-2's causal `h.N.attn.bias`, F32 [1, 1, n, n], one in every layer), or 0
 // or one value at most -100 (added to attention scores: 0 and -100 in Swin's `attn_mask`, 0 and the
-// dtype's lowest), both present. Quantized, a mask would come back as two other values (a loader
+// dtype's lowest, 0 and -inf in PyTorch's causal masks), both present. Quantized, a mask would come back as two other values (a loader
 // that tests it as booleans would let every position attend), and with global normalisation its
 // values would set the scale of every weight of the model. Tensors of other two values (a test's
 // +-1 checkerboard) are weights. Read `piece_bytes` at a time after its first few values (which
@@ -54,7 +54,7 @@ bool is_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry
 
 // The same, for a tensor whose statistics pass 1 took (`stats`): read again only where they say
 // it may be (every weight finite, the extremes of a mask, a variance at the bound of values at
-// its two extremes).
+// its two extremes; or, where non-finite values were skipped, every finite one 0).
 bool holds_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, const WeightStats& stats,
                   std::size_t piece_bytes);
 

@@ -95,6 +95,19 @@ StreamRun::StreamRun(const std::string& input, const std::string& output, const 
 }
 
 void StreamRun::statistics(StreamJob& job, Progress& progress) {
+  try {
+    take_statistics(job, progress);
+  } catch (const Error&) {
+    // A mask added to attention scores may hold -inf, which weights may not: such a tensor is kept
+    // (keep_masks), not refused. (Its statistics are never joined with the weights'.)
+    if (!is_a_mask(*readers_[job.shard], job.entry, o_.piece_bytes)) throw;
+    job.own = {};
+    job.long_rows.clear();
+    job.a_mask = true;
+  }
+}
+
+void StreamRun::take_statistics(StreamJob& job, Progress& progress) {
   const io::SafetensorsReader& reader = *readers_[job.shard];
   WeightStats row;  // a row read in column pieces
   const std::string where = tensor_where(job);
@@ -130,7 +143,8 @@ void StreamRun::statistics(StreamJob& job, Progress& progress) {
 void StreamRun::keep_masks(std::optional<std::size_t> only) {
   std::map<std::size_t, std::vector<std::string>> masks;  // shard -> the masks found in it
   const auto found = [&](const StreamJob& job) {
-    if ((only && job.shard != *only) || !holds_a_mask(*readers_[job.shard], job.entry, job.own, o_.piece_bytes))
+    if ((only && job.shard != *only) ||
+        !(job.a_mask || holds_a_mask(*readers_[job.shard], job.entry, job.own, o_.piece_bytes)))
       return false;
     masks[job.shard].push_back("'" + job.name + "'");
     kept_.insert(job.name);
@@ -140,7 +154,7 @@ void StreamRun::keep_masks(std::optional<std::size_t> only) {
   jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(), found), jobs_.end());
   tell_of_masks(masks);
   NUQ_REQUIRE(!jobs_.empty(), input_, ": no tensor to quantize: every one it would quantize is a mask (only 0 and 1, or "
-              "0 and one value <= -100; kept as they are)");
+              "0 and one value <= -100 or -inf; kept as they are)");
 }
 
 void StreamRun::warn_of_tables_larger_than_rows() {

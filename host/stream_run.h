@@ -52,6 +52,7 @@ struct StreamJob {
   std::size_t map_count = 0;  // the maps stored: one per row (group) for per-row maps, else one
   QuantizeTotals totals;     // pass 2
   double fourth = 0.0;       // pass 2: sum of ((w - mean) / sigma)^4 over the finite weights
+  bool a_mask = false;       // pass 1 met -inf in it, and the tensor holds only 0 and -inf: kept
 };
 
 // One run of quantize_checkpoint_files: the shards, the tensors to quantize (jobs) and those kept,
@@ -125,6 +126,7 @@ class StreamRun {
   void account(const WeightStats& global);
 
  private:
+  void take_statistics(StreamJob& job, Progress& progress);  // statistics(), but for the masks it keeps
   // A line for the report, written now too where warnings are asked for (before a run that may take
   // minutes, rather than in its report at the end).
   void warn(std::string line) {

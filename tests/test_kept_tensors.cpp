@@ -250,7 +250,7 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
   ASSERT_EQ(report.warnings.size(), 1u);
   EXPECT_EQ(report.warnings[0], dir.file("masks.safetensors") +
                                     ": 4 mask(s) kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
-                                    "and one value <= -100, added to attention scores; not weights): 'h.0.attn.mask', "
+                                    "and one value <= -100 or -inf, added to attention scores; not weights): 'h.0.attn.mask', "
                                     "'h.1.attn.mask', 'layers.0.attn_mask' and 1 more");
   EXPECT_EQ(told.str(), "nuq: warning: " + report.warnings[0] + "\n");
   StreamOptions small_pieces;  // masks read in many pieces, by the plan and by a run
@@ -258,7 +258,7 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
   for (const StreamOptions& o : {StreamOptions{}, small_pieces})
     for (const TensorPlan& t : plan_checkpoint(dir.file("masks.safetensors"), o).tensors) {
       const bool mask = t.name.find("attn") != std::string::npos;
-      EXPECT_EQ(t.kept == "a mask (only 0 and 1, or 0 and one value <= -100), not weights", mask)
+      EXPECT_EQ(t.kept == "a mask (only 0 and 1, or 0 and one value <= -100 or -inf), not weights", mask)
           << t.name << ": " << t.kept;
     }
   quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm2.safetensors"), msptq2(), small_pieces, cpu_backend());
@@ -302,6 +302,91 @@ TEST(CheckpointStream, MasksAreKeptAndLeaveTheWeightsAlone) {
   EXPECT_FALSE(fs::exists(dir.file("qa.safetensors")));
 }
 
+// Additive masks of 0 and -inf (PyTorch's torch.full(..., -inf).triu(1)), F32 and BF16, are masks
+// too: kept byte for byte, with the weights' codes those of the checkpoint without them, whether
+// non-finite weights are refused (pass 1 meets the -inf and reads the tensor again) or skipped
+// (--nonfinite saturate: every finite value 0), in one file and shard by shard; the plan says so.
+// A tensor of 0 and +inf, or 0 and NaN, is no mask: refused, or quantized with its values skipped.
+TEST(CheckpointStream, MasksOfZeroAndMinusInfinityAreKeptUnderEitherNonfiniteRule) {
+  test::TempDir dir;
+  const auto causal = [](std::int64_t n, float masked) {
+    std::vector<float> v(std::size_t(n * n), 0.0f);
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t c = r + 1; c < n; ++c) v[std::size_t(r * n + c)] = masked;
+    return v;
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  const io::TensorFile weights = shard(11, "");
+  io::TensorFile with_masks = weights;
+  with_masks.tensors["h.0.attn.causal_mask"] = io::f32_tensor({1, 1, 16, 16}, causal(16, -inf));
+  std::vector<float> bf16_mask = causal(8, -inf);  // (bf16_tensor truncates the floats it is given in place)
+  with_masks.tensors["h.1.attn.causal_mask"] = test::bf16_tensor({8, 8}, bf16_mask);
+  io::write_safetensors(dir.file("weights.safetensors"), weights);
+  io::write_safetensors(dir.file("masks.safetensors"), with_masks);
+  for (const StreamOptions& plan_options : {StreamOptions{}, [] {
+                                              StreamOptions o;
+                                              o.piece_bytes = 256;
+                                              return o;
+                                            }()})
+    for (const TensorPlan& t : plan_checkpoint(dir.file("masks.safetensors"), plan_options).tensors)
+      EXPECT_EQ(t.kept == "a mask (only 0 and 1, or 0 and one value <= -100 or -inf), not weights",
+                t.name.find("causal_mask") != std::string::npos)
+          << t.name << ": " << t.kept;
+  for (NonFinite rule : {NonFinite::Reject, NonFinite::Skip})
+    for (Normalisation normalisation : {Normalisation::Global, Normalisation::PerChannel}) {
+      const std::string where = std::string(rule == NonFinite::Reject ? "refused" : "skipped") + ", " +
+                                (normalisation == Normalisation::Global ? "global" : "per channel");
+      StreamOptions options;
+      options.nonfinite = rule;
+      options.normalisation = normalisation;
+      options.piece_bytes = 256;  // the masks' -inf met a few pieces in
+      const StreamReport report = quantize_checkpoint_files(dir.file("masks.safetensors"), dir.file("qm.safetensors"),
+                                                            msptq2(), options, cpu_backend());
+      quantize_checkpoint_files(dir.file("weights.safetensors"), dir.file("qw.safetensors"), msptq2(), options,
+                                cpu_backend());
+      const io::TensorFile x = io::read_safetensors(dir.file("qw.safetensors"));
+      const io::TensorFile y = io::read_safetensors(dir.file("qm.safetensors"));
+      ASSERT_EQ(y.tensors.size(), x.tensors.size() + 2) << where;
+      for (const auto& [name, t] : x.tensors) EXPECT_EQ(y.tensors.at(name).data, t.data) << where << ": " << name;
+      for (const char* mask : {"h.0.attn.causal_mask", "h.1.attn.causal_mask"}) {
+        EXPECT_EQ(y.tensors.at(mask).dtype, with_masks.tensors.at(mask).dtype) << where;
+        EXPECT_EQ(y.tensors.at(mask).data, with_masks.tensors.at(mask).data) << where << ": " << mask;
+        EXPECT_NE(std::find(report.kept.begin(), report.kept.end(), mask), report.kept.end()) << where << ": " << mask;
+      }
+    }
+  // Shard by shard (per tensor): the first shard's mask is kept when its pass 1 ends.
+  fs::create_directories(dir.file("m"));
+  io::write_safetensors(dir.file("m") + "/model-00001-of-00002.safetensors", with_masks);
+  io::write_safetensors(dir.file("m") + "/model-00002-of-00002.safetensors", shard(12, "b."));
+  StreamOptions per_tensor;
+  per_tensor.normalisation = Normalisation::PerTensor;
+  const StreamReport sharded = quantize_checkpoint_files(dir.file("m"), dir.file("qm"), msptq2(), per_tensor, cpu_backend());
+  EXPECT_EQ(std::count_if(sharded.kept.begin(), sharded.kept.end(),
+                          [](const std::string& name) { return name.find("causal_mask") != std::string::npos; }),
+            2);
+
+  // 0 and +inf, 0 and NaN: weights with non-finite values, refused by default.
+  for (float odd : {inf, std::numeric_limits<float>::quiet_NaN()}) {
+    fs::remove(dir.file("qo.safetensors"));
+    io::TensorFile file = weights;
+    file.tensors["odd.weight"] = io::f32_tensor({8, 8}, causal(8, odd));
+    io::write_safetensors(dir.file("odd.safetensors"), file);
+    try {
+      quantize_checkpoint_files(dir.file("odd.safetensors"), dir.file("qo.safetensors"), msptq2(), StreamOptions{},
+                                cpu_backend());
+      ADD_FAILURE() << odd << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("odd.weight"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir.file("qo.safetensors")));
+    StreamOptions skip;
+    skip.nonfinite = NonFinite::Skip;
+    const StreamReport report =
+        quantize_checkpoint_files(dir.file("odd.safetensors"), dir.file("qo.safetensors"), msptq2(), skip, cpu_backend());
+    EXPECT_EQ(std::find(report.kept.begin(), report.kept.end(), "odd.weight"), report.kept.end()) << odd;
+  }
+}
+
 // Norms and biases are kept unless --quantize-vectors whatever their rank: a tensor of one dimension
 // above 1 (ViT's cls_token [1, 1, d], a one-output head [1, d]) and a name ending in "bias"
 // (gpt-oss's per-expert gate_up_proj_bias [E, 2I]; GPT-2's attn.bias, a mask either way).
@@ -340,7 +425,7 @@ TEST(CheckpointStream, VectorsAndBiasesOfAnyRankAreKeptUnlessAskedFor) {
   StreamOptions vectors;
   vectors.quantize_vectors = true;
   for (const TensorPlan& t : plan_checkpoint(dir.file("in.safetensors"), vectors).tensors)
-    EXPECT_EQ(t.kept, t.name == "h.0.attn.bias" ? "a mask (only 0 and 1, or 0 and one value <= -100), not weights" : "")
+    EXPECT_EQ(t.kept, t.name == "h.0.attn.bias" ? "a mask (only 0 and 1, or 0 and one value <= -100 or -inf), not weights" : "")
         << t.name;
   report = quantize_checkpoint_files(dir.file("in.safetensors"), dir.file("q.safetensors"), msptq2(), vectors, cpu_backend());
   EXPECT_EQ(report.kept, (std::vector<std::string>{"h.0.attn.bias"}));

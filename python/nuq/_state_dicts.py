@@ -105,7 +105,7 @@ def _marks_a_quantized_module(name: str, v) -> bool:
 def _is_mask(v) -> bool:
     """A mask stored as floats, which ``nuq quantize`` keeps as it is: every value 0 or 1 (GPT-2's
     causal ``h.N.attn.bias``), or 0 or one value at most -100 (added to attention scores: Swin's
-    ``attn_mask`` of 0 and -100), both present. Its first values tell weights apart before the whole
+    ``attn_mask`` of 0 and -100, PyTorch's causal masks of 0 and -inf), both present. Its first values tell weights apart before the whole
     is looked at. A tensor without values to look at (PyTorch's meta device, a sparse layout) is
     left to the reading that refuses it by name."""
     if _is_torch(v):
@@ -121,7 +121,7 @@ def _is_mask(v) -> bool:
         if rest.shape[0] == 0:
             return None
         first = float(rest[0])
-        mask_value = first == 1.0 or (math.isfinite(first) and first <= -100.0)
+        mask_value = first == 1.0 or first <= -100.0  # -inf included (NaN is not)
         return first if mask_value and bool((rest == rest[0]).all()) else False
 
     if flat.shape[0] == 0 or other(flat[:64]) is False:
@@ -152,7 +152,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     ``nuq quantize`` does a checkpoint (the same tensors kept, the same codes).
 
     Kept as they are: masks (only 0 and 1, as GPT-2's causal ``attn.bias``, or 0 and one value
-    <= -100; with a warning); 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
+    <= -100 or -inf; with a warning); 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
     breaks a model), tensors of one dimension above 1 (ViT's cls_token [1, 1, d]) and those whose name
     ends in "bias" (gpt-oss's per-expert biases [E, 2I]) unless quantize_vectors=True (Algorithm 1 of the paper quantizes every
     parameter, biases included: nuq's own models are quantized so); the floating tensors of a
@@ -190,7 +190,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     if masks:  # as `nuq quantize` keeps them, and says so
         named = [k for k, _ in chosen if k in masks]  # in the state dict's order
         warnings.warn(f"quantize_state_dict: masks kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
-                      f"and one value <= -100, added to attention scores; not weights): {_listed(named, 3)}",
+                      f"and one value <= -100 or -inf, added to attention scores; not weights): {_listed(named, 3)}",
                       stacklevel=2)
         chosen = [(k, v) for k, v in chosen if k not in masks]
     doubles = [k for k, v in state_dict.items()

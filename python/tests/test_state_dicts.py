@@ -63,7 +63,7 @@ def test_masks_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
     assert set(json.loads(out)["kept"]) >= {"h.0.attn.mask", "h.1.attn.mask", "layers.0.attn_mask"}
     cli = nuq.load(tmp_path / "q.safetensors")
     with pytest.warns(UserWarning, match=r"masks kept as they are \(only 0 and 1, as GPT-2's causal attn.bias, or 0 and "
-                      r"one value <= -100, added to attention scores; not weights\): h.0.attn.mask, h.1.attn.mask, "
+                      r"one value <= -100 or -inf, added to attention scores; not weights\): h.0.attn.mask, h.1.attn.mask, "
                       r"layers.0.attn_mask"):
         ours = nuq.quantize_state_dict(sd, nuq.design("sptq"))
     without = nuq.quantize_state_dict(dict(llm, **{"almost.mask": almost, "checker.weight": checker}), nuq.design("sptq"))
@@ -78,6 +78,20 @@ def test_masks_are_kept_as_nuq_quantize_keeps_them(nuq_cli, tmp_path, llm):
     mask = torch.from_numpy(causal).to(torch.bfloat16)
     with pytest.warns(UserWarning, match="masks kept as they are"):
         assert nuq.quantize_state_dict(dict(llm, mask=mask), nuq.design("sptq"))["mask"] is mask
+    # 0 and -inf (PyTorch's causal masks): a mask too, whether non-finite weights are refused or
+    # saturated, as the CLI keeps it; 0 and +inf is no mask.
+    inf_mask = np.triu(np.full((8, 8), -np.inf, np.float32), 1)
+    sd_inf = dict(llm, **{"attn.causal_mask": inf_mask})
+    nuq.save(tmp_path / "inf.safetensors", sd_inf)
+    out = nuq_cli("quantize", tmp_path / "inf.safetensors", "-o", tmp_path / "qi.safetensors", "--json")
+    assert "attn.causal_mask" in json.loads(out)["kept"]
+    np.testing.assert_array_equal(nuq.load(tmp_path / "qi.safetensors")["attn.causal_mask"], inf_mask)
+    for nonfinite in ("error", "saturate"):
+        with pytest.warns(UserWarning, match=r"masks kept as they are .*: attn.causal_mask"):
+            kept = nuq.quantize_state_dict(sd_inf, nuq.design("sptq"), nonfinite=nonfinite)
+        assert kept["attn.causal_mask"] is inf_mask
+    with pytest.raises(ValueError, match="odd.weight"):
+        nuq.quantize_state_dict(dict(llm, **{"odd.weight": -inf_mask}), nuq.design("sptq"))
     # Tensors with no values to look at are refused by name, as before the masks were looked for.
     with pytest.raises(ValueError, match="tensor 'm' is on PyTorch's meta device"):
         nuq.quantize_state_dict(dict(llm, m=torch.empty(4, 8, device="meta")), nuq.design("sptq"))
