@@ -56,6 +56,7 @@ StreamRun::StreamRun(const std::string& input, const std::string& output, const 
   for (std::size_t s = 0; s < readers_.size(); ++s) {
     const io::SafetensorsReader& reader = *readers_[s];
     for (const auto& [name, entry] : reader.layout().tensors) {
+      shard_of_.emplace(name, s);
       total_bytes_ += entry.end - entry.begin;
       if (kept_as_they_are(name, entry, reader, o, quantized_elsewhere)) {
         kept_.insert(name);
@@ -204,6 +205,24 @@ std::map<std::string, std::string> StreamRun::shard_metadata(std::size_t s, doub
   return metadata;
 }
 
+std::vector<std::pair<std::string, io::TensorEntry>> StreamRun::stored_tensors_of(const StreamJob& job) const {
+  std::vector<std::pair<std::string, io::TensorEntry>> stored =
+      stored_tensors(job.name, description(job), job.map_count, stores_grid(codebook_, bits_) && !per_row_);
+  for (const auto& [name, entry] : stored) {
+    // A name a tensor of any shard has: the index out could map it to one file only.
+    const auto taken = shard_of_.find(name);
+    NUQ_REQUIRE(taken == shard_of_.end(), readers_[job.shard]->path(), ": tensor '", job.name,
+                "' cannot be stored: the checkpoint already has a '", name, "'",
+                taken != shard_of_.end() && taken->second != job.shard ? " (in " + readers_[taken->second]->path() + ")"
+                                                                       : "");
+  }
+  return stored;
+}
+
+void StreamRun::require_names_free() const {
+  for (const StreamJob& job : jobs_) stored_tensors_of(job);
+}
+
 std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,
                                                         const std::map<std::string, std::string>& metadata,
                                                         Progress& progress) {
@@ -213,9 +232,7 @@ std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,
   std::vector<std::pair<std::string, io::TensorEntry>> planned;
   for (StreamJob& job : jobs_) {
     if (job.shard != s) continue;
-    for (auto& stored : stored_tensors(job.name, description(job), job.map_count, stores_grid(codebook_, bits_) && !per_row_)) {
-      NUQ_REQUIRE(!reader.layout().tensors.count(stored.first), reader.path(), ": tensor '", job.name,
-                  "' cannot be stored: the checkpoint already has a '", stored.first, "'");
+    for (auto& stored : stored_tensors_of(job)) {
       quantized[stored.first] = &job;
       planned.push_back(std::move(stored));
     }

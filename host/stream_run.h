@@ -102,6 +102,10 @@ class StreamRun {
   // Pointers to jobs are not valid after.
   void keep_masks(std::optional<std::size_t> only = std::nullopt);
 
+  // After make_maps: throws unless every tensor the jobs will store (codes, codebook or grid,
+  // scales) has a name no tensor of the input has, in any shard; write_shard checks its own too.
+  void require_names_free() const;
+
   // After pass 1 with global normalisation: tensors that set every other's scale are told of.
   void warn_of_scale_setting_tensors(const WeightStats& global);
 
@@ -127,6 +131,8 @@ class StreamRun {
 
  private:
   void take_statistics(StreamJob& job, Progress& progress);  // statistics(), but for the masks it keeps
+  // The tensors `job` stores, each name checked against every shard's (require_names_free).
+  std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors_of(const StreamJob& job) const;
   // A line for the report, written now too where warnings are asked for (before a run that may take
   // minutes, rather than in its report at the end).
   void warn(std::string line) {
@@ -179,6 +185,7 @@ class StreamRun {
   ShardReaders readers_;
   std::vector<StreamJob> jobs_;
   std::set<std::string> kept_;
+  std::map<std::string, std::size_t> shard_of_;  // every tensor of the input -> the shard that holds it
   std::uint64_t quantized_bytes_ = 0, total_bytes_ = 0;
   PieceBuffers buffers_;  // the CPU path's shares, one buffer per thread
   StreamReport report_;

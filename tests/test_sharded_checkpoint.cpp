@@ -234,6 +234,71 @@ TEST(CheckpointStream, ManyShardsShardByShardHoldNoDescriptorForTheWaitingOutput
 // load them) is followed as they follow it, by the headers: every disagreement is named for the
 // caller's warning, every tensor the shards hold is quantized or kept, and the new index lists
 // exactly what the new shards hold.
+// A quantized tensor is stored under its name and a suffix (.codes, then .codebook, .grid or
+// .scales): a name the input already has, in the same shard or in another, would give two tensors
+// one name (and an index that maps it to one file). It is refused, naming both files, before
+// anything is written, whatever the normalisation (two passes rename each output shard as it is
+// done; shard by shard keeps them temporaries to the end), and an earlier output stays as it was.
+TEST(CheckpointStream, StoredNamesThatATensorOfAnyShardHasAreRefusedBeforeAnythingIsWritten) {
+  test::TempDir dir;
+  const auto laplace = [](std::vector<std::int64_t> shape, std::uint32_t seed) {
+    return io::f32_tensor(shape, test::draw(test::Law::Laplace, std::size_t(shape[0] * shape[1]), 0.0, 0.02, seed));
+  };
+  io::TensorFile one;
+  one.tensors["w"] = laplace({16, 32}, 1);
+  one.tensors["w.codes"] = laplace({4, 8}, 2);
+  io::write_safetensors(dir.file("one.safetensors"), one);
+  const auto refused = [&](const std::string& input, const std::string& output, const StreamOptions& options,
+                           const std::string& message) {
+    try {
+      quantize_checkpoint_files(input, output, msptq2(), options, cpu_backend());
+      ADD_FAILURE() << input << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), message) << input;
+    }
+  };
+  refused(dir.file("one.safetensors"), dir.file("q.safetensors"), StreamOptions{},
+          dir.file("one.safetensors") + ": tensor 'w' cannot be stored: the checkpoint already has a 'w.codes'");
+  EXPECT_FALSE(fs::exists(dir.file("q.safetensors")));
+
+  // Two shards: w in the first; w.codes, or w.scales in groups, in the second (each a weight too).
+  for (const char* taken : {"w.codes", "w.scales"}) {
+    const std::string folder = dir.file(std::string("in-") + taken);
+    fs::create_directories(folder);
+    io::TensorFile first, second;
+    first.tensors["w"] = laplace({16, 32}, 3);
+    first.tensors["v"] = laplace({16, 32}, 4);
+    second.tensors[taken] = laplace({4, 32}, 5);
+    second.tensors["u"] = laplace({16, 32}, 6);
+    io::write_safetensors(folder + "/model-00001-of-00002.safetensors", first);
+    io::write_safetensors(folder + "/model-00002-of-00002.safetensors", second);
+    const bool groups = std::string(taken) == "w.scales";  // (groups take per-channel normalisation)
+    for (Normalisation normalisation : groups ? std::vector<Normalisation>{Normalisation::PerChannel}
+                                              : std::vector<Normalisation>{Normalisation::Global, Normalisation::PerTensor}) {
+      StreamOptions options;
+      options.normalisation = normalisation;
+      if (groups) options.group_size = 16;
+      const std::string out = folder + "-out";
+      refused(folder, out, options,
+              folder + "/model-00001-of-00002.safetensors: tensor 'w' cannot be stored: the checkpoint already has a '" +
+                  taken + "' (in " + folder + "/model-00002-of-00002.safetensors)");
+      EXPECT_FALSE(fs::exists(out)) << taken;
+      // Skipped, w is kept as it is: no clash.
+      options.skip = std::regex("^w$");
+      const StreamReport report = quantize_checkpoint_files(folder, out, msptq2(), options, cpu_backend());
+      EXPECT_EQ(report.tensors.size(), 3u) << taken;  // v, u and the second shard's own
+      const std::string before = bytes_of(out + "/model-00002-of-00002.safetensors");
+      options.skip.reset();
+      refused(folder, out, options,
+              folder + "/model-00001-of-00002.safetensors: tensor 'w' cannot be stored: the checkpoint already has a '" +
+                  taken + "' (in " + folder + "/model-00002-of-00002.safetensors)");
+      EXPECT_EQ(bytes_of(out + "/model-00002-of-00002.safetensors"), before) << taken;
+      EXPECT_TRUE(fs::exists(out + "/model.safetensors.index.json")) << taken;
+      fs::remove_all(out);
+    }
+  }
+}
+
 TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) {
   test::TempDir dir;
   fs::create_directories(dir.file("model"));
