@@ -14,7 +14,8 @@ Gradients flow to the inputs (through the dequantized weights, made again at eve
 and to the biases, so layers around the quantized ones can be trained; the codes are fixed.
 Only layers of exactly these two types are swapped: a subclass may have a forward pass of its own,
 and some are read by their parents (MultiheadAttention's out_proj weight is used directly), so they
-are left as they are, and so are grouped or non-zero-padded convolutions; a warning names them. A
+are left as they are, and so are grouped or non-zero-padded convolutions and layers with hooks on
+their forward pass (weight_norm's, spectral_norm's); a warning names them. A
 parent that reads a swapped layer's weight itself is turned away by the QuantizedTensor's
 ``__torch_function__`` (TransformerEncoderLayer's inference fast path then takes the layers'
 forward passes; another parent gets a TypeError naming the function).
@@ -242,6 +243,13 @@ class QuantizedConv2d(_CodesModule):
 def _why_not_swapped(module) -> Optional[str]:
     """None for a layer nuq.nn swaps; otherwise why it is left as it is ('' for a module that is no
     Linear or Conv2d at all)."""
+    if type(module) in (torch.nn.Linear, torch.nn.Conv2d):
+        # weight_norm and spectral_norm (torch.nn.utils) make the weight from parameters of their own
+        # in a forward pre-hook: the weight in hand may be out of date, and a swap would drop them.
+        if not isinstance(module._parameters.get("weight"), torch.nn.Parameter):
+            return "a weight made before each forward pass (weight_norm, spectral_norm), not a parameter"
+        if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
+            return "hooks on its forward pass, which the quantized layer would not run"
     if type(module) is torch.nn.Linear:
         return None
     if type(module) is torch.nn.Conv2d:
@@ -317,8 +325,9 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
     several layers (tied), and a layer registered under several names, is quantized once and shared.
     device is where the weights are quantized ("auto": where they lie) and the new layers' backend
     (grouped codes are multiplied on the CPU). Layers of other types, subclasses, grouped and
-    non-zero-padded convolutions, and layers kept by quantize_state_dict's rules are left as they
-    are (named in a warning).
+    non-zero-padded convolutions, layers with hooks on their forward pass or a weight made by one
+    (torch.nn.utils.weight_norm, spectral_norm), and layers kept by quantize_state_dict's rules are
+    left as they are (named in a warning).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"quantize_modules: model must be a torch.nn.Module, not {type(model).__name__}")
@@ -355,6 +364,8 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
         if isinstance(q, QuantizedTensor):
             _swap(model, names, _quantized_layer(module, q, device))
             swapped.update((n, q) for n in names)
+        elif first not in skipped and every[first].numel() == 0:
+            left.append(f"{name} (a weight of shape {tuple(every[first].shape)}, without elements)")
         elif first not in skipped and _vector_like(f"{first}.weight", every[first]) and not quantize_vectors:
             left.append(f"{name} (a weight of shape {tuple(every[first].shape)}, one dimension above 1, kept as "
                         "nuq quantize keeps vectors; quantize_vectors=True quantizes it)")

@@ -214,6 +214,45 @@ def test_layers_it_cannot_swap_are_left_and_named():
         assert model(x).shape == (2, 5, 4)  # the attention still runs on its float weights
 
 
+def test_layers_whose_weight_a_hook_makes_are_left_with_their_hooks():
+    """weight_norm and spectral_norm make a layer's weight from parameters of their own in a forward
+    pre-hook: after load_state_dict (no forward pass since) the weight in hand is out of date, and a
+    swap would drop the hook and its parameters. They are left, as is a layer with a user's hook,
+    and named; so is a layer without elements, which no option quantizes."""
+    torch.manual_seed(3)
+
+    def make():
+        return torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Linear(16, 16)), torch.nn.ReLU(),
+                                   torch.nn.Linear(16, 16), torch.nn.Linear(16, 8), torch.nn.Linear(0, 4))
+
+    trained = make()
+    with torch.no_grad():
+        trained[0].weight_g.mul_(10)
+        trained[0].weight_v.normal_()
+    for quantize_vectors in (False, True):
+        model = make()
+        model.load_state_dict(trained.state_dict())
+        calls = []
+        model[3].register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            swapped = nuq.nn.quantize_modules(model, nuq.design("uniform", 8), normalise="per-channel",
+                                              quantize_vectors=quantize_vectors)
+        text = " ".join(str(w.message) for w in said)
+        assert "0 (a weight made before each forward pass (weight_norm, spectral_norm), not a parameter)" in text
+        assert "3 (hooks on its forward pass, which the quantized layer would not run)" in text
+        assert "4 (a weight of shape (4, 0), without elements)" in text and "quantize_vectors=True" not in text
+        assert list(swapped) == ["2"]
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model[0](x), trained[0](x), rtol=0, atol=0)  # the trained weight, made again
+        model[:4](x)  # the hooked layer still runs its hook
+    assert calls == [torch.Size([4, 8])]
+    convolutions = torch.nn.Sequential(torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 4, 3)), torch.nn.Conv2d(4, 4, 3))
+    with pytest.warns(UserWarning, match=r"left as they are: 0 \(a weight made before each forward pass"):
+        assert list(nuq.nn.quantize_modules(convolutions, nuq.design("msptq"))) == ["1"]
+
+
 def test_nuq_nn_is_there_without_its_own_import():
     code = "import nuq, sys; assert 'torch' not in sys.modules; m = nuq.nn; assert 'torch' in sys.modules; print(m.__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
