@@ -106,13 +106,19 @@ def _floating(x) -> bool:
     if _is_torch(x):
         torch = _torch()
         return x.dtype in (torch.float32, torch.float16, torch.bfloat16)
-    return np.asarray(x).dtype in (np.float32, np.float16)
+    dtype = np.asarray(x).dtype  # of either byte order ('>f4' is no np.float32 to ==)
+    return dtype.kind == "f" and dtype.itemsize in (4, 2)
+
+
+def _native_byte_order(array: np.ndarray) -> np.ndarray:
+    """`array` in this machine's byte order (torch.from_numpy takes no other): a copy if it is not."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def _is_float64(x) -> bool:
     if _is_torch(x):
         return x.dtype == _torch().float64
-    return isinstance(x, np.ndarray) and x.dtype == np.float64
+    return isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype.itemsize == 8
 
 
 def _rounded_to_float32(w, name: str):

@@ -11,7 +11,8 @@ import warnings
 import numpy as np
 
 from . import _nuq
-from ._arrays import _as_stored, _check_names, _floating, _is_float64, _is_torch, _shape, _stored_dtype, _torch
+from ._arrays import (_as_stored, _check_names, _floating, _is_float64, _is_torch, _native_byte_order, _shape,
+                      _stored_dtype, _torch)
 from ._files import to_float32
 from ._nuq import Codebook, QuantizedTensor
 from ._quantize import _check_options, _device_path, _quantize_on_device
@@ -232,7 +233,7 @@ def _as_torch_tensor(name: str, value):
             return torch.from_numpy(to_float32(value))
         raise ValueError(f"dequantize_state_dict: tensor '{name}' holds {tag} values, which torch has no dtype for")
     try:
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return torch.from_numpy(np.ascontiguousarray(_native_byte_order(value)))
     except TypeError as e:
         raise ValueError(f"dequantize_state_dict: tensor '{name}': {e}") from None
 

@@ -294,3 +294,17 @@ def test_unaligned_and_byte_swapped_arrays_are_read_as_their_values(rng):
         warnings.simplefilter("error")
         for other in (unaligned, w.astype(">f4")):
             np.testing.assert_array_equal(nuq.quantize(other, codebook).codes, nuq.quantize(w, codebook).codes)
+    # A state dict's big-endian floats are quantized (or, float64, kept) as native ones of their values;
+    # a big-endian float64 array is quantized as its float32 rounding, as a native one.
+    out = nuq.quantize_state_dict({"w": w, "v": w.astype(">f4"), "h": w.astype(">f2")}, codebook)
+    native = nuq.quantize_state_dict({"w": w, "v": w, "h": w.astype(np.float16)}, codebook)
+    for name in ("w", "v", "h"):
+        np.testing.assert_array_equal(out[name].codes, native[name].codes)
+    with pytest.warns(UserWarning, match="float64 tensors kept as they are: d"):
+        assert nuq.quantize_state_dict({"w": w, "d": w.astype(">f8")}, codebook)["d"].dtype == ">f8"
+    np.testing.assert_array_equal(nuq.quantize(w.astype(">f8"), codebook).codes, nuq.quantize(w, codebook).codes)
+    # ... and restored as torch tensors of their values.
+    torch = pytest.importorskip("torch")
+    restored = nuq.dequantize_state_dict({"i": np.arange(3, dtype=">i4"), "b": w.astype(">f4")}, as_torch=True)
+    assert restored["i"].tolist() == [0, 1, 2]
+    torch.testing.assert_close(restored["b"], torch.from_numpy(w), rtol=0, atol=0)
