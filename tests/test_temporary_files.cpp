@@ -157,5 +157,38 @@ TEST(TemporaryFiles, WritersTakeANameOfTheirOwnPastPlantedLinksAndLeftovers) {
   }
 }
 
+// A file written over keeps its permission bits (a private checkpoint stays private), by either
+// writer; a new one takes the umask's.
+TEST(TemporaryFiles, AFileWrittenOverKeepsItsPermissions) {
+  test::TempDir dir;
+  const mode_t before = ::umask(0022);
+  for (const bool streamed : {false, true}) {
+    const std::string output = dir.file(streamed ? "s.safetensors" : "report.md");
+    const auto write = [&] {
+      if (streamed) {
+        SafetensorsWriter writer(output, {}, {{"t", TensorEntry{DType::U8, {2}}}});
+        const std::uint8_t bytes[2] = {1, 2};
+        writer.append(bytes, 2);
+        writer.finish();
+      } else {
+        write_atomically(output, [](std::ostream& out) { out << "text"; });
+      }
+    };
+    const auto mode = [&] {
+      struct stat st {};
+      EXPECT_EQ(::stat(output.c_str(), &st), 0);
+      return st.st_mode & 07777;
+    };
+    write();
+    EXPECT_EQ(mode(), 0644u) << output;
+    for (mode_t chosen : {0600u, 0640u, 0755u}) {
+      ASSERT_EQ(::chmod(output.c_str(), chosen), 0);
+      write();
+      EXPECT_EQ(mode(), chosen) << output;
+    }
+  }
+  ::umask(before);
+}
+
 }  // namespace
 }  // namespace nuq::io

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -119,6 +120,12 @@ CreatedTemporary create_temporary_for(const std::string& output) {
 }
 
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output) {
+  // A file written over keeps its permissions (a private checkpoint stays private, as with
+  // editors' and rsync's replacements); a new one has the umask's.
+  struct stat replaced {};
+  if (::stat(output.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode))
+    NUQ_REQUIRE(::fchmod(fd, replaced.st_mode & 0777) == 0, output, ": cannot give the new file the permissions of the "
+                "one it replaces: ", std::strerror(errno));
   NUQ_REQUIRE(::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
   const int closing = fd;
   fd = -1;

@@ -43,7 +43,8 @@ CreatedTemporary create_temporary_for(const std::string& output);
 
 // Puts a written temporary file in `output`'s place: fsync (its bytes on the disk before the name
 // is), close (`fd` set to -1 first, so never closed twice even when close fails: another thread may
-// reuse the number), rename. Throws nuq::Error naming `output`; the caller removes the file then.
+// reuse the number), rename. A file written over gives the new one its permission bits. Throws
+// nuq::Error naming `output`; the caller removes the file then.
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output);
 
 // Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
