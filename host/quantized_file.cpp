@@ -73,6 +73,9 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& recorded) 
   NUQ_REQUIRE((uniform && !j.contains("bits")) || (bits >= 1 && bits <= 16 && *count <= (std::int64_t{1} << bits)),
               "the ", to_string(p.method), " codebook's bits ", j.value("bits", nlohmann::json()).dump(),
               " do not hold its ", *count, " levels");
+  // A mu-law or Lloyd-Max design is as wide as its levels need (nuq design refuses any other width).
+  NUQ_REQUIRE(uniform || bits == bits_for_levels(std::size_t(*count)), "the ", to_string(p.method), " codebook's ",
+              *count, " levels are coded in ", bits_for_levels(std::size_t(*count)), " bits, not its bits ", bits);
   if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
   if (p.method == Method::LloydMax) {
     const Codebook designed = lloyd_max_levels(std::size_t(*count));

@@ -140,6 +140,21 @@ TEST(Checkpoint, AWideMuLawOrLloydMaxCodebookIsRecordedByItsParameters) {
       EXPECT_EQ(read.codebook->levels(), codebook.levels()) << to_string(method) << bits;
       EXPECT_EQ(read.codebook->thresholds(), codebook.thresholds());
       EXPECT_EQ(to_json(*read.codebook), to_json(codebook));  // provenance too: rule, iterations, mu
+      // A width other than its levels need (nuq design gives none) is refused, not read as another.
+      for (const int other : {bits - 1, bits + 1}) {
+        io::TensorFile edited = q;
+        nlohmann::json d = description;
+        d["codebook"]["bits"] = other;
+        edited.metadata["nuq.quantized"] = d.dump();
+        try {
+          read_quantized_checkpoint(edited, "q");
+          ADD_FAILURE() << to_string(method) << bits << ": bits " << other << " read";
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find(other < bits || other > 16 ? "do not hold its" : "levels are coded in " +
+                                                std::to_string(bits) + " bits, not its bits " + std::to_string(other)),
+                    std::string::npos) << to_string(method) << bits << " as " << other << ": " << e.what();
+        }
+      }
       // A narrow one is listed, in version 1 as before.
       spec.bits = 8;
       const io::TensorFile narrow = quantize_checkpoint(f.file, "ckpt", design(spec).codebook, Normalisation::Global,
