@@ -75,7 +75,10 @@ std::regex skip_pattern(const std::string& pattern) {
   try {
     return std::regex(pattern, kSyntax);
   } catch (const std::regex_error& e) {
-    throw Error(quoted + ": not a regular expression (" + e.what() + ")");
+    // A glob's leading '*' (or '?') repeats nothing in a regular expression.
+    const bool glob_like = !pattern.empty() && (pattern[0] == '*' || pattern[0] == '?' || pattern[0] == '+');
+    throw Error(quoted + ": not a regular expression (" + e.what() + ")" +
+                (glob_like ? "; --skip takes regular expressions, not globs: '.*' matches any text" : ""));
   }
 }
 

@@ -172,7 +172,8 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
 }
 
 Layout parse_layout(const std::string& text, std::uint64_t data_size, const std::string& name) {
-  NUQ_REQUIRE(!text.empty() && text[0] == '{', name, ": the header must start with '{'");
+  NUQ_REQUIRE(!text.empty(), name, ": the header is empty (length 0); a safetensors header is a JSON object");
+  NUQ_REQUIRE(text[0] == '{', name, ": the header must start with '{'");
   const nlohmann::json header = parse_header(text, name);  // nlohmann rejects invalid UTF-8
   Layout layout;
   struct Range {

@@ -172,6 +172,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
+    if x is None:
+        raise TypeError("qgemm: x must be a numpy array or torch tensor of the inputs, not None")
     for what, value in (("x", x), ("bias", bias)):
         if value is not None and (value.is_complex() if _is_torch(value) else np.iscomplexobj(value)):
             raise TypeError(f"qgemm: {what} is complex; the product is over real numbers")
@@ -198,4 +200,6 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     b = None
     if bias is not None:
         b, _, _ = _as_numpy(bias.float() if _is_torch(bias) else np.asarray(bias, dtype=np.float32), "bias")
+        if b.size != q.rows:
+            raise ValueError(f"qgemm: bias must hold the weights' {q.rows} output values, not {b.size}")
     return _like(_nuq._qgemm(x_array, q, b, device), x_device)

@@ -52,6 +52,9 @@ def w(rng):
     (lambda w, c: nuq.dequantize_state_dict(None), TypeError, "a dict of name -> tensor, not NoneType"),
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.complex64), nuq.quantize(w, c)), TypeError, "x is complex"),
     (lambda w, c: nuq.qgemm(np.float32(1), nuq.quantize(w, c)), ValueError, "at least one dimension"),
+    (lambda w, c: nuq.qgemm(None, nuq.quantize(w, c)), TypeError, "x must be a numpy array or torch tensor"),
+    (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), np.ones(31, np.float64)[::1]), ValueError,
+     "bias must hold the weights' 32 output values, not 31"),
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), np.ones((4, 8), np.float32)), ValueError,
      "bias must be a vector of the weights' 32 output values, not of shape \\(4, 8\\)"),
     # Weights that are not finite: the message says what saturating does, in Python's terms too.
