@@ -45,7 +45,6 @@ WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, con
   const WeightStats global = every_weight(run, input, o);
   if (o.normalisation == Normalisation::Global) run.warn_of_scale_setting_tensors(global);
   for (StreamJob& job : run.jobs()) run.make_maps(job, global);
-  run.require_names_free();  // before any shard is written and renamed into place
   const auto pass_two = std::chrono::steady_clock::now();
   report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
 

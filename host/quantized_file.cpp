@@ -73,9 +73,6 @@ std::optional<Codebook> rebuilt_from_parameters(const nlohmann::json& recorded) 
   NUQ_REQUIRE((uniform && !j.contains("bits")) || (bits >= 1 && bits <= 16 && *count <= (std::int64_t{1} << bits)),
               "the ", to_string(p.method), " codebook's bits ", j.value("bits", nlohmann::json()).dump(),
               " do not hold its ", *count, " levels");
-  // A mu-law or Lloyd-Max design is as wide as its levels need (nuq design refuses any other width).
-  NUQ_REQUIRE(uniform || bits == bits_for_levels(std::size_t(*count)), "the ", to_string(p.method), " codebook's ",
-              *count, " levels are coded in ", bits_for_levels(std::size_t(*count)), " bits, not its bits ", bits);
   if (uniform) return uniform_codebook(std::size_t(*count), p.xmax, p);
   if (p.method == Method::LloydMax) {
     const Codebook designed = lloyd_max_levels(std::size_t(*count));
@@ -114,6 +111,11 @@ Codebook codebook_from_record(const nlohmann::json& j) {
   if (j.contains("levels")) return codebook_from_json(j);
   const std::optional<Codebook> rebuilt = rebuilt_from_parameters(j);
   NUQ_REQUIRE(rebuilt, "the codebook lists no levels and is not a uniform, mu-law or Lloyd-Max design of unit variance that its parameters rebuild");
+  // stored_codebook leaves out the levels only where the rebuilt codebook has the recorded width:
+  // a record of another is not one nuq wrote (a mu-law of 3 levels said to be 12 bits wide).
+  NUQ_REQUIRE(!j.contains("bits") || j.at("bits") == rebuilt->bits(), "the ", j.value("method", std::string()),
+              " codebook's bits ", j.at("bits").dump(), " are not the width its ", rebuilt->size(),
+              " levels are rebuilt at (", rebuilt->bits(), ")");
   return *rebuilt;
 }
 

@@ -91,6 +91,7 @@ StreamRun::StreamRun(const std::string& input, const std::string& output, const 
   if (!ungroupable.empty()) throw Error(ungroupable_error(input, ungroupable, o.group_size, o.skip.has_value()));
   tell_of_masks(masks);
   warn_of_tables_larger_than_rows();
+  require_names_free();  // before pass 1, so that no time is spent on a run that cannot write its files
   NUQ_REQUIRE(!jobs_.empty(), input, ": no tensor to quantize (floating tensors of two or more dimensions above 1 whose "
               "names do not end in 'bias', or any with --quantize-vectors, that --skip does not name)");
 }
@@ -205,22 +206,32 @@ std::map<std::string, std::string> StreamRun::shard_metadata(std::size_t s, doub
   return metadata;
 }
 
+void StreamRun::require_name_free(const StreamJob& job, const std::string& name) const {
+  // A name a tensor of any shard has: the index out could map it to one file only.
+  const auto taken = shard_of_.find(name);
+  NUQ_REQUIRE(taken == shard_of_.end(), readers_[job.shard]->path(), ": tensor '", job.name,
+              "' cannot be stored: the checkpoint already has a '", name, "'",
+              taken != shard_of_.end() && taken->second != job.shard ? " (in " + readers_[taken->second]->path() + ")"
+                                                                     : "");
+}
+
 std::vector<std::pair<std::string, io::TensorEntry>> StreamRun::stored_tensors_of(const StreamJob& job) const {
   std::vector<std::pair<std::string, io::TensorEntry>> stored =
       stored_tensors(job.name, description(job), job.map_count, stores_grid(codebook_, bits_) && !per_row_);
-  for (const auto& [name, entry] : stored) {
-    // A name a tensor of any shard has: the index out could map it to one file only.
-    const auto taken = shard_of_.find(name);
-    NUQ_REQUIRE(taken == shard_of_.end(), readers_[job.shard]->path(), ": tensor '", job.name,
-                "' cannot be stored: the checkpoint already has a '", name, "'",
-                taken != shard_of_.end() && taken->second != job.shard ? " (in " + readers_[taken->second]->path() + ")"
-                                                                       : "");
-  }
+  for (const auto& entry : stored) require_name_free(job, entry.first);
   return stored;
 }
 
 void StreamRun::require_names_free() const {
-  for (const StreamJob& job : jobs_) stored_tensors_of(job);
+  // The names only (no map is known yet; shapes do not matter here).
+  const bool grid = stores_grid(codebook_, bits_) && !per_row_;
+  for (const StreamJob& job : jobs_) {
+    const TensorDescription names_only{job.entry.shape, job.entry.dtype, job.matrix_rows, job.matrix_cols, bits_,
+                                       0.0, 1.0, o_.group_size};
+    for (const auto& entry : stored_tensors(job.name, names_only, 1, grid))
+      if (shard_of_.count(entry.first) && !is_a_mask(*readers_[job.shard], job.entry, o_.piece_bytes))
+        require_name_free(job, entry.first);  // (a mask, kept after pass 1, stores nothing)
+  }
 }
 
 std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,

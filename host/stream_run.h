@@ -102,10 +102,6 @@ class StreamRun {
   // Pointers to jobs are not valid after.
   void keep_masks(std::optional<std::size_t> only = std::nullopt);
 
-  // After make_maps: throws unless every tensor the jobs will store (codes, codebook or grid,
-  // scales) has a name no tensor of the input has, in any shard; write_shard checks its own too.
-  void require_names_free() const;
-
   // After pass 1 with global normalisation: tensors that set every other's scale are told of.
   void warn_of_scale_setting_tensors(const WeightStats& global);
 
@@ -131,7 +127,12 @@ class StreamRun {
 
  private:
   void take_statistics(StreamJob& job, Progress& progress);  // statistics(), but for the masks it keeps
-  // The tensors `job` stores, each name checked against every shard's (require_names_free).
+  // Throws unless every tensor the jobs will store (codes, codebook or grid, scales) has a name no
+  // tensor of the input has, in any shard (the constructor's check, before any pass; a tensor that
+  // is a mask will be kept, and is let be). write_shard checks its own again, as it stores them.
+  void require_names_free() const;
+  void require_name_free(const StreamJob& job, const std::string& name) const;
+  // The tensors `job` stores, each name checked against every shard's.
   std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors_of(const StreamJob& job) const;
   // A line for the report, written now too where warnings are asked for (before a run that may take
   // minutes, rather than in its report at the end).

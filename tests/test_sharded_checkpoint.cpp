@@ -297,6 +297,29 @@ TEST(CheckpointStream, StoredNamesThatATensorOfAnyShardHasAreRefusedBeforeAnythi
       fs::remove_all(out);
     }
   }
+  // The other way round (w.codes in the first shard, w in the second), shard by shard too: refused
+  // before pass 1, not after the first shard's work. A mask (kept) stores nothing: no clash.
+  const std::string reverse = dir.file("reverse");
+  fs::create_directories(reverse);
+  io::TensorFile first, second;
+  first.tensors["w.codes"] = laplace({4, 32}, 7);
+  first.tensors["m"] = io::f32_tensor({2, 2}, {1.0f, 0.0f, 1.0f, 1.0f});  // a causal mask of 0 and 1
+  second.tensors["w"] = laplace({16, 32}, 8);
+  second.tensors["m.codes"] = laplace({4, 32}, 9);
+  io::write_safetensors(reverse + "/model-00001-of-00002.safetensors", first);
+  io::write_safetensors(reverse + "/model-00002-of-00002.safetensors", second);
+  for (Normalisation normalisation : {Normalisation::Global, Normalisation::PerTensor}) {
+    StreamOptions options;
+    options.normalisation = normalisation;
+    refused(reverse, reverse + "-out", options,
+            reverse + "/model-00002-of-00002.safetensors: tensor 'w' cannot be stored: the checkpoint already has a "
+                      "'w.codes' (in " + reverse + "/model-00001-of-00002.safetensors)");
+    EXPECT_FALSE(fs::exists(reverse + "-out"));
+    options.skip = std::regex("^w$");
+    const StreamReport report = quantize_checkpoint_files(reverse, reverse + "-out", msptq2(), options, cpu_backend());
+    EXPECT_EQ(report.kept, (std::vector<std::string>{"m", "w"}));
+    fs::remove_all(reverse + "-out");
+  }
 }
 
 TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) {

@@ -158,33 +158,51 @@ TEST(TemporaryFiles, WritersTakeANameOfTheirOwnPastPlantedLinksAndLeftovers) {
 }
 
 // A file written over keeps its permission bits (a private checkpoint stays private), by either
-// writer; a new one takes the umask's.
+// writer, and so does its temporary while it is written (no one else may open a private file's
+// new contents meanwhile); a new one takes the umask's.
 TEST(TemporaryFiles, AFileWrittenOverKeepsItsPermissions) {
   test::TempDir dir;
   const mode_t before = ::umask(0022);
+  const auto mode_of = [](const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  // The temporary beside `output` (the one file named like one).
+  const auto temporary_of = [&](const std::string& output) {
+    std::string found;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.file("")))
+      if (entry.path().filename().string().rfind(std::filesystem::path(output).filename().string() + ".tmp.", 0) == 0)
+        found = entry.path().string();
+    EXPECT_FALSE(found.empty()) << output;
+    return found;
+  };
   for (const bool streamed : {false, true}) {
     const std::string output = dir.file(streamed ? "s.safetensors" : "report.md");
+    mode_t while_written = 0;
     const auto write = [&] {
       if (streamed) {
         SafetensorsWriter writer(output, {}, {{"t", TensorEntry{DType::U8, {2}}}});
         const std::uint8_t bytes[2] = {1, 2};
-        writer.append(bytes, 2);
+        writer.append(bytes, 1);
+        while_written = mode_of(temporary_of(output));
+        writer.append(bytes + 1, 1);
         writer.finish();
       } else {
-        write_atomically(output, [](std::ostream& out) { out << "text"; });
+        write_atomically(output, [&](std::ostream& out) {
+          out << "text";
+          while_written = mode_of(temporary_of(output));
+        });
       }
     };
-    const auto mode = [&] {
-      struct stat st {};
-      EXPECT_EQ(::stat(output.c_str(), &st), 0);
-      return st.st_mode & 07777;
-    };
     write();
-    EXPECT_EQ(mode(), 0644u) << output;
+    EXPECT_EQ(mode_of(output), 0644u) << output;
+    EXPECT_EQ(while_written, 0644u) << output;
     for (mode_t chosen : {0600u, 0640u, 0755u}) {
       ASSERT_EQ(::chmod(output.c_str(), chosen), 0);
       write();
-      EXPECT_EQ(mode(), chosen) << output;
+      EXPECT_EQ(mode_of(output), chosen) << output;
+      EXPECT_EQ(while_written, chosen) << output << " while it was written";
     }
   }
   ::umask(before);

@@ -113,19 +113,21 @@ CreatedTemporary create_temporary_for(const std::string& output) {
   for (int attempt = 1;; ++attempt) {
     CreatedTemporary created{temporary_path_for(output), -1};
     created.fd = ::open(created.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-    if (created.fd >= 0) return created;
+    if (created.fd >= 0) {
+      // A file written over keeps its permission bits (a private checkpoint stays private, as with
+      // editors' and rsync's replacements), from before the first byte is written; a new one has the
+      // umask's. At best effort: a file system without modes (vfat) keeps its own.
+      struct stat replaced {};
+      if (::stat(output.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode))
+        static_cast<void>(::fchmod(created.fd, replaced.st_mode & 0777));
+      return created;
+    }
     NUQ_REQUIRE(errno == EEXIST && attempt < kNames, output, ": cannot write there (creating ", created.path, "): ",
                 std::strerror(errno));
   }
 }
 
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output) {
-  // A file written over keeps its permissions (a private checkpoint stays private, as with
-  // editors' and rsync's replacements); a new one has the umask's.
-  struct stat replaced {};
-  if (::stat(output.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode))
-    NUQ_REQUIRE(::fchmod(fd, replaced.st_mode & 0777) == 0, output, ": cannot give the new file the permissions of the "
-                "one it replaces: ", std::strerror(errno));
   NUQ_REQUIRE(::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
   const int closing = fd;
   fd = -1;

@@ -248,7 +248,8 @@ def _why_not_swapped(module) -> Optional[str]:
         # in a forward pre-hook: the weight in hand may be out of date, and a swap would drop them.
         if not isinstance(module._parameters.get("weight"), torch.nn.Parameter):
             return "a weight made before each forward pass (weight_norm, spectral_norm), not a parameter"
-        if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
+        if (module._forward_pre_hooks or module._forward_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None)):  # (torch 2's)
             return "hooks on its forward pass, which the quantized layer would not run"
     if type(module) is torch.nn.Linear:
         return None

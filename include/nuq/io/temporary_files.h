@@ -31,7 +31,8 @@ std::string temporary_path_for(const std::string& output);
 
 // A temporary file of this call's own for `output` (a name temporary_path_for gives), created anew
 // and open for writing: O_EXCL | O_NOFOLLOW, so never a file or a link found at its name, and its
-// mode what the umask leaves of 0666, as for any file the user writes. A name already taken (left
+// mode what the umask leaves of 0666, as for any file the user writes, or, where `output` is a file
+// it will replace, that file's permission bits (set before anything is written). A name taken (left
 // by a killed run that had this process id: a container's nuq is often pid 1 every time) passes on
 // to the next call's name. Throws nuq::Error naming `output`. The caller registers the file
 // (TemporaryFile) once it holds it, and closes `fd`.
@@ -43,8 +44,7 @@ CreatedTemporary create_temporary_for(const std::string& output);
 
 // Puts a written temporary file in `output`'s place: fsync (its bytes on the disk before the name
 // is), close (`fd` set to -1 first, so never closed twice even when close fails: another thread may
-// reuse the number), rename. A file written over gives the new one its permission bits. Throws
-// nuq::Error naming `output`; the caller removes the file then.
+// reuse the number), rename. Throws nuq::Error naming `output`; the caller removes the file then.
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output);
 
 // Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
