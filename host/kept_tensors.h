@@ -45,11 +45,12 @@ inline constexpr const char* kMaskReason = "a mask (only 0 and 1, or 0 and one v
 // Whether floating tensor `entry` of `reader` is a mask stored as floats, not weights: every value 0
 // or 1 (multiplied in: GPT-2's causal `h.N.attn.bias`, F32 [1, 1, n, n], one in every layer), or 0
 // or one value at most -100 (added to attention scores: 0 and -100 in Swin's `attn_mask`, 0 and the
-// dtype's lowest, 0 and -inf in PyTorch's causal masks), both present. Quantized, a mask would come back as two other values (a loader
-// that tests it as booleans would let every position attend), and with global normalisation its
-// values would set the scale of every weight of the model. Tensors of other two values (a test's
-// +-1 checkerboard) are weights. Read `piece_bytes` at a time after its first few values (which
-// tell weights apart at the cost of one small read), up to a value a mask does not hold.
+// dtype's lowest, 0 and -inf in PyTorch's causal masks), both present. Quantized, a mask would come
+// back as two other values (a loader that tests it as booleans would let every position attend), and
+// with global normalisation its values would set the scale of every weight of the model. Tensors of
+// other two values (a test's +-1 checkerboard) are weights. Read `piece_bytes` at a time after its
+// first few values (which tell weights apart at the cost of one small read), up to a value a mask
+// does not hold.
 bool is_a_mask(const io::SafetensorsReader& reader, const io::TensorEntry& entry, std::size_t piece_bytes);
 
 // The same, for a tensor whose statistics pass 1 took (`stats`): read again only where they say

@@ -206,31 +206,20 @@ std::map<std::string, std::string> StreamRun::shard_metadata(std::size_t s, doub
   return metadata;
 }
 
-void StreamRun::require_name_free(const StreamJob& job, const std::string& name) const {
-  // A name a tensor of any shard has: the index out could map it to one file only.
-  const auto taken = shard_of_.find(name);
-  NUQ_REQUIRE(taken == shard_of_.end(), readers_[job.shard]->path(), ": tensor '", job.name,
-              "' cannot be stored: the checkpoint already has a '", name, "'",
-              taken != shard_of_.end() && taken->second != job.shard ? " (in " + readers_[taken->second]->path() + ")"
-                                                                     : "");
-}
-
-std::vector<std::pair<std::string, io::TensorEntry>> StreamRun::stored_tensors_of(const StreamJob& job) const {
-  std::vector<std::pair<std::string, io::TensorEntry>> stored =
-      stored_tensors(job.name, description(job), job.map_count, stores_grid(codebook_, bits_) && !per_row_);
-  for (const auto& entry : stored) require_name_free(job, entry.first);
-  return stored;
-}
-
 void StreamRun::require_names_free() const {
-  // The names only (no map is known yet; shapes do not matter here).
+  // The names only: they follow from the options (no map is known yet; shapes do not matter here).
   const bool grid = stores_grid(codebook_, bits_) && !per_row_;
   for (const StreamJob& job : jobs_) {
     const TensorDescription names_only{job.entry.shape, job.entry.dtype, job.matrix_rows, job.matrix_cols, bits_,
                                        0.0, 1.0, o_.group_size};
-    for (const auto& entry : stored_tensors(job.name, names_only, 1, grid))
-      if (shard_of_.count(entry.first) && !is_a_mask(*readers_[job.shard], job.entry, o_.piece_bytes))
-        require_name_free(job, entry.first);  // (a mask, kept after pass 1, stores nothing)
+    for (const auto& [name, entry] : stored_tensors(job.name, names_only, 1, grid)) {
+      // A name a tensor of any shard has: the index out could map it to one file only. (A mask,
+      // kept after pass 1, stores nothing.)
+      const auto taken = shard_of_.find(name);
+      if (taken == shard_of_.end() || is_a_mask(*readers_[job.shard], job.entry, o_.piece_bytes)) continue;
+      throw Error(readers_[job.shard]->path() + ": tensor '" + job.name + "' cannot be stored: the checkpoint already "
+                  "has a '" + name + "'" + (taken->second != job.shard ? " (in " + readers_[taken->second]->path() + ")" : ""));
+    }
   }
 }
 
@@ -243,7 +232,7 @@ std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,
   std::vector<std::pair<std::string, io::TensorEntry>> planned;
   for (StreamJob& job : jobs_) {
     if (job.shard != s) continue;
-    for (auto& stored : stored_tensors_of(job)) {
+    for (auto& stored : stored_tensors(job.name, description(job), job.map_count, stores_grid(codebook_, bits_) && !per_row_)) {
       quantized[stored.first] = &job;
       planned.push_back(std::move(stored));
     }

@@ -128,12 +128,10 @@ class StreamRun {
  private:
   void take_statistics(StreamJob& job, Progress& progress);  // statistics(), but for the masks it keeps
   // Throws unless every tensor the jobs will store (codes, codebook or grid, scales) has a name no
-  // tensor of the input has, in any shard (the constructor's check, before any pass; a tensor that
-  // is a mask will be kept, and is let be). write_shard checks its own again, as it stores them.
+  // tensor of the input has, in any shard: the constructor's check, before any pass (a tensor that
+  // is a mask will be kept, and is let be; the names follow from the options, so write_shard's are
+  // these).
   void require_names_free() const;
-  void require_name_free(const StreamJob& job, const std::string& name) const;
-  // The tensors `job` stores, each name checked against every shard's.
-  std::vector<std::pair<std::string, io::TensorEntry>> stored_tensors_of(const StreamJob& job) const;
   // A line for the report, written now too where warnings are asked for (before a run that may take
   // minutes, rather than in its report at the end).
   void warn(std::string line) {
