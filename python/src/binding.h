@@ -145,6 +145,15 @@ inline void forbid_direct_new(const py::handle& cls) {
 void qgemm_host_arrays_on_device(const float* x, std::size_t m, const PyQuantized& q, const float* bias, float* y,
                                  int device);
 
+// An integer argument as Python passed it, read by `whole_number` under the argument's name: a bool
+// (an int to Python, so pybind11 would take True for 1), a float or a string is a TypeError, and a
+// number beyond an int a ValueError, where pybind11 would say only "incompatible function arguments".
+// Anything with __index__ is taken (numpy's integers). Signatures still show the argument as an int.
+struct IntArgument {
+  py::object given;
+};
+int whole_number(const IntArgument& argument, const char* function, const char* name);
+
 void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
 void bind_files(py::module_& m);
@@ -152,3 +161,18 @@ void bind_device_tensors(py::module_& m);
 void bind_mismatch(py::module_& m);
 
 }  // namespace nuq::python
+
+namespace pybind11::detail {
+// Takes any object: the function that receives it converts it with whole_number, naming itself.
+template <>
+struct type_caster<nuq::python::IntArgument> {
+  PYBIND11_TYPE_CASTER(nuq::python::IntArgument, const_name("int"));
+  bool load(handle source, bool) {
+    value.given = reinterpret_borrow<object>(source);
+    return true;
+  }
+  static handle cast(const nuq::python::IntArgument& argument, return_value_policy, handle) {
+    return argument.given.inc_ref();
+  }
+};
+}  // namespace pybind11::detail

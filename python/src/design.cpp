@@ -45,13 +45,17 @@ std::string support_text(const Support& s) {
 
 py::object optional_number(const std::optional<double>& v) { return v ? py::object(py::float_(*v)) : py::none(); }
 
-PyCodebook run_design(const std::string& method, int bits, std::optional<double> xmax, double sigma,
-                      std::optional<std::size_t> levels, std::optional<std::string> rule, double alpha, double mu,
-                      std::optional<double> init, std::optional<double> epsilon) {
+PyCodebook run_design(const std::string& method, const IntArgument& bits, std::optional<double> xmax, double sigma,
+                      const std::optional<IntArgument>& levels, std::optional<std::string> rule, double alpha,
+                      double mu, std::optional<double> init, std::optional<double> epsilon) {
   DesignSpec spec;
   spec.method = parse_designed_method(method);
-  spec.bits = bits;
-  spec.levels = levels;
+  spec.bits = whole_number(bits, "design", "bits");
+  if (levels) {
+    const int count = whole_number(*levels, "design", "levels");
+    NUQ_REQUIRE(count >= 0, "design: levels=", count, " is negative");
+    spec.levels = std::size_t(count);
+  }
   spec.xmax = xmax;
   if (rule) spec.rule = parse_xmax_rule(*rule);
   spec.alpha = alpha;
@@ -205,11 +209,11 @@ void bind_design(py::module_& m) {
         "design uses another rule, as `nuq design` refuses them.");
   m.def(
       "sweep",
-      [](const std::string& method, double start, double stop, double step, int bits, double sigma, double alpha,
-         double mu) {
+      [](const std::string& method, double start, double stop, double step, const IntArgument& bits, double sigma,
+         double alpha, double mu) {
         DesignSpec spec;
         spec.method = parse_designed_method(method);
-        spec.bits = bits;
+        spec.bits = whole_number(bits, "sweep", "bits");
         spec.sigma = sigma;
         spec.alpha = alpha;
         spec.mu = mu;

@@ -21,7 +21,8 @@ py::dict choice_dict(const BitRateChoice& c) {
 void bind_mismatch(py::module_& m) {
   m.def(
       "mismatch",
-      [](int bits, double start_db, double stop_db, double step_db) {
+      [](const IntArgument& bits_given, double start_db, double stop_db, double step_db) {
+        const int bits = whole_number(bits_given, "mismatch", "bits");
         std::vector<MismatchPoint> points;
         {
           py::gil_scoped_release release;
@@ -45,8 +46,10 @@ void bind_mismatch(py::module_& m) {
       "approx_sqnr_db (high-rate approximation) and overload_share (of the exact distortion).");
   m.def(
       "bit_rate",
-      [](double sqnr_min_db, double from_db, std::optional<double> to_db, double step_db, int min_bits,
-         int max_bits) -> py::object {
+      [](double sqnr_min_db, double from_db, std::optional<double> to_db, double step_db,
+         const IntArgument& min_bits_given, const IntArgument& max_bits_given) -> py::object {
+        const int min_bits = whole_number(min_bits_given, "bit_rate", "min_bits");
+        const int max_bits = whole_number(max_bits_given, "bit_rate", "max_bits");
         std::optional<BitRateChoice> choice;
         {
           py::gil_scoped_release release;
@@ -62,7 +65,8 @@ void bind_mismatch(py::module_& m) {
       "does. Unnormalised weights meet the design at 20 log10 of their rms about zero, sqrt(mean(w**2)).");
   m.def(
       "worst_sqnr",
-      [](int bits, double from_db, std::optional<double> to_db, double step_db) {
+      [](const IntArgument& bits_given, double from_db, std::optional<double> to_db, double step_db) {
+        const int bits = whole_number(bits_given, "worst_sqnr", "bits");
         BitRateChoice worst;
         {
           py::gil_scoped_release release;

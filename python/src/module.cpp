@@ -1,10 +1,30 @@
 // The _nuq extension module: nuq::Error becomes ValueError (a user's mistake, with nuq's
 // message); nuq::InternalError stays a RuntimeError (a bug of nuq).
+#include <climits>
 #include <string>
 
 #include "binding.h"
 #include "nuq/cpu_threads.h"
 #include "nuq/error.h"
+
+namespace nuq::python {
+
+int whole_number(const IntArgument& argument, const char* function, const char* name) {
+  PyObject* given = argument.given.ptr();
+  const std::string type = Py_TYPE(given)->tp_name;
+  if (PyBool_Check(given) || !PyIndex_Check(given))
+    throw py::type_error(std::string(function) + ": " + name + " must be an int, not " + type);
+  const py::int_ number = py::reinterpret_steal<py::int_>(PyNumber_Index(given));
+  if (!number) throw py::error_already_set();
+  int overflow = 0;
+  const long long value = PyLong_AsLongLongAndOverflow(number.ptr(), &overflow);
+  if (overflow || value < INT_MIN || value > INT_MAX)
+    throw py::value_error(std::string(function) + ": " + name + "=" + py::repr(number).cast<std::string>() +
+                          " is out of range");
+  return int(value);
+}
+
+}  // namespace nuq::python
 
 PYBIND11_MODULE(_nuq, m) {
   m.doc() = "nuq: post-training quantization of neural-network weights (the C++ library's binding)";
@@ -24,7 +44,12 @@ PYBIND11_MODULE(_nuq, m) {
   // The pybind11 this module was built with: 2.12 or later reads numpy 2's dtypes (an older one takes
   // every itemsize for 0 under numpy 2, and hands back arrays of garbage); python/tests check it.
   m.attr("_pybind11_version") = pybind11::make_tuple(PYBIND11_VERSION_MAJOR, PYBIND11_VERSION_MINOR);
-  m.def("set_num_threads", &nuq::set_cpu_threads, pybind11::arg("threads"),
+  m.def(
+      "set_num_threads",
+      [](const nuq::python::IntArgument& threads) {
+        nuq::set_cpu_threads(nuq::python::whole_number(threads, "set_num_threads", "threads"));
+      },
+      pybind11::arg("threads"),
         "Sets how many threads nuq's CPU work (products, statistics, quantization) runs on, for the whole "
         "process: 1 to 1024, or 0 to follow OpenMP's count again (OMP_NUM_THREADS, and torch.set_num_threads "
         "where PyTorch shares nuq's OpenMP runtime, as Debian's does). Codes and statistics do not depend on "

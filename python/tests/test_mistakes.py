@@ -57,12 +57,32 @@ def w(rng):
      "bias must hold the weights' 32 output values, not 31"),
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), np.ones((4, 8), np.float32)), ValueError,
      "bias must be a vector of the weights' 32 output values, not of shape \\(4, 8\\)"),
+    # Whole-number arguments: a bool is not taken for 0 or 1, nor a float or a string for the number,
+    # and a number beyond any count is refused by the argument's name (numpy's integers are taken).
+    (lambda w, c: nuq.design("uniform", True), TypeError, "design: bits must be an int, not bool"),
+    (lambda w, c: nuq.design("uniform", 2.0), TypeError, "design: bits must be an int, not float"),
+    (lambda w, c: nuq.design("uniform", 2**40), ValueError, "design: bits=1099511627776 is out of range"),
+    (lambda w, c: nuq.design("uniform", 2, levels=True), TypeError, "levels must be an int, not bool"),
+    (lambda w, c: nuq.design("uniform", 2, levels=-3), ValueError, "levels=-3 is negative"),
+    (lambda w, c: nuq.sweep("sptq", 0.5, 1.0, 0.1, bits="2"), TypeError, "sweep: bits must be an int, not str"),
+    (lambda w, c: nuq.mismatch(False, -1, 1), TypeError, "mismatch: bits must be an int, not bool"),
+    (lambda w, c: nuq.bit_rate(40, -10, 0, min_bits=True), TypeError, "min_bits must be an int, not bool"),
+    (lambda w, c: nuq.bit_rate(40, -10, 0, max_bits=16.0), TypeError, "max_bits must be an int, not float"),
+    (lambda w, c: nuq.worst_sqnr(2**33, -1), ValueError, "worst_sqnr: bits=8589934592 is out of range"),
+    (lambda w, c: nuq.set_num_threads(True), TypeError, "threads must be an int, not bool"),
+    (lambda w, c: nuq.set_num_threads(2**31), ValueError, "threads=2147483648 is out of range"),
     # Weights that are not finite: the message says what saturating does, in Python's terms too.
     (lambda w, c: nuq.quantize(np.full((2, 8), np.inf, np.float32), c), ValueError, "nonfinite='saturate'"),
 ])
 def test_wrong_arguments_are_named_in_pythons_terms(call, error, message, w):
     with pytest.raises(error, match=message):
         call(w, nuq.design("msptq"))
+
+
+def test_numpys_integers_are_whole_numbers():
+    assert nuq.design("uniform", np.int64(3), levels=np.uint8(7)).levels.size == 7
+    assert nuq.worst_sqnr(np.int32(12), -5.0)["bits"] == 12
+    assert nuq.bit_rate(40.0, -10.0, 0.0, min_bits=np.int16(4), max_bits=np.int64(16))["bits"] == 11
 
 
 @pytest.mark.parametrize("edit,message", [
