@@ -193,7 +193,8 @@ std::optional<QuantizedCheckpoint> read_quantized_band(const io::SafetensorsRead
 }
 
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
-                                            const DequantizeFileOptions& options) {
+                                            const DequantizeFileOptions& options,
+                                            std::unique_ptr<io::SafetensorsWriter>* unfinished) {
   NUQ_REQUIRE(!options.dtype || io::is_floating(*options.dtype), "dequantize: restores as F32, BF16 or F16, not ",
               to_string(*options.dtype));
   const io::SafetensorsReader reader(input);
@@ -220,7 +221,8 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
     const io::TensorEntry& entry = layout.tensors.at(name);
     planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
   }
-  io::SafetensorsWriter writer(output, restored_metadata(layout.metadata, input), planned);
+  auto written = std::make_unique<io::SafetensorsWriter>(output, restored_metadata(layout.metadata, input), planned);
+  io::SafetensorsWriter& writer = *written;
   DequantizeReport report;
   constexpr std::size_t kPiece = std::size_t{16} << 20;  // copied tensors go across in pieces
   std::vector<std::uint8_t> piece;
@@ -286,7 +288,12 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
                 " weights, its shape holds ", floats);
     report.restored.push_back(name);
   }
-  writer.finish();
+  if (unfinished) {
+    writer.sync_and_set_aside();
+    *unfinished = std::move(written);
+  } else {
+    writer.finish();
+  }
   std::sort(report.restored.begin(), report.restored.end());
   std::sort(report.copied.begin(), report.copied.end());
   return report;

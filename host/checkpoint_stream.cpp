@@ -48,24 +48,25 @@ WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, con
   const auto pass_two = std::chrono::steady_clock::now();
   report.statistics_seconds = std::chrono::duration<double>(pass_two - start).count();
 
-  // Pass 2: each output file written while the next is worked on, its finish (fsync, rename)
-  // behind the next one's work. The shards are taken last to first: pass 1 read them first to
-  // last, so when the checkpoint is larger than the page cache the shards it read last are the
-  // ones still cached, and are read again from memory before the others evict them (front to
-  // back, every shard would be read from the disk twice). Each file's bytes do not depend on the
-  // order, and the totals are joined in the jobs' order afterwards.
+  // Pass 2: each output file written while the next is worked on, its fsync behind the next one's
+  // work; every file stays a temporary until all are on the disk, so that an output written over
+  // is whole until then (publish renames them). The shards are taken last to first: pass 1 read
+  // them first to last, so when the checkpoint is larger than the page cache the shards it read
+  // last are the ones still cached, and are read again from memory before the others evict them
+  // (front to back, every shard would be read from the disk twice). Each file's bytes do not
+  // depend on the order, and the totals are joined in the jobs' order afterwards.
   progress.restart(run.total_bytes());
-  run.begin_writing();
-  std::unique_ptr<io::WriteBehind> finishing;
+  std::unique_ptr<io::WriteBehind> syncing;
+  std::size_t syncing_shard = 0;
   for (std::size_t s = run.shards(); s-- > 0;) {
     std::unique_ptr<io::WriteBehind> out =
         run.write_shard(s, run.shard_metadata(s, global.mean, stddev_recorded(global)), progress);
-    out->finish_later();
-    if (finishing) finishing->wait();  // rethrows its error
-    finishing = std::move(out);
+    out->sync_later();
+    if (syncing) run.hold(syncing_shard, syncing->release());  // rethrows its error
+    syncing = std::move(out), syncing_shard = s;
   }
-  if (finishing) finishing->wait();
-  run.write_index();
+  if (syncing) run.hold(syncing_shard, syncing->release());
+  run.publish();
   progress.close();
   report.quantize_seconds = seconds_since(pass_two);
   return global;
@@ -78,8 +79,8 @@ WeightStats quantize_in_two_passes(StreamRun& run, const std::string& input, con
 // for the last shard: the headers before it are written with placeholders as long as any number
 // prints, set aside (no thread, no descriptor), and rewritten at the end (padded with spaces to the
 // same length: the data does not move). The last shard's header, and a single file's, is exact at
-// once. Every shard stays a temporary until the end, so an output folder written over holds the old
-// shards and the new ones at once.
+// once. As with global normalisation, every shard stays a temporary until the end, so an output
+// folder written over holds the old shards and the new ones at once.
 WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, const StreamOptions& o) {
   StreamReport& report = run.report();
   constexpr double kPlaceholder = std::numeric_limits<double>::lowest();  // "-1.7976931348623157e+308"
@@ -109,14 +110,13 @@ WeightStats quantize_shard_by_shard(StreamRun& run, const std::string& input, co
     report.quantize_seconds += seconds_since(quantizing);
   }
   const auto finish = std::chrono::steady_clock::now();
-  run.begin_writing();
+  last->sync_later();  // behind the others' rewritten headers
   for (std::size_t s = 0; s < pending.size(); ++s) {
     pending[s]->rewrite_metadata(run.shard_metadata(s, global.mean, stddev_recorded(global)));
-    pending[s]->finish();
+    run.hold(s, std::move(pending[s]));
   }
-  last->finish_later();  // after the others: an error among them leaves the last shard unwritten too
-  last->wait();
-  run.write_index();
+  run.hold(pending.size(), last->release());
+  run.publish();
   progress.close();
   report.quantize_seconds += seconds_since(finish);
   return global;

@@ -1,6 +1,12 @@
 #include "nuq/sharded_checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -54,6 +60,7 @@ constexpr int kMaxIndexDepth = 16;
 
 // The index's JSON, with a weight_map object.
 nlohmann::json read_index(const fs::path& index) {
+  io::require_input_file(index.string());  // a FIFO, a device or a file that may not be read, named as such
   std::error_code ec;
   const std::uintmax_t size = fs::file_size(index, ec);
   NUQ_REQUIRE(!ec, index.string(), ": cannot read the index (", ec.message(), ")");
@@ -223,6 +230,43 @@ void require_one_restoration(const std::string& input, const std::vector<std::st
   }
 }
 
+bool ends_with(const std::string& text, const std::string& end) {
+  return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
+}
+
+// An output folder that holds another model: safetensors files or indexes beside this run's
+// outputs, or an index at this run's index name that maps files it will not write. Writing among
+// them would leave two models in one folder, and the new index would orphan the other's shards
+// (the earlier index removed), so the folder is refused before anything is read. A folder an
+// earlier run of the same checkpoint wrote holds this run's names only, and is written over.
+void require_no_other_model(const fs::path& folder, const std::set<std::string>& ours, const std::string& index_name,
+                            const std::string& option) {
+  std::set<std::string> others;
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!ours.count(name) && (ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json")))
+      others.insert(name);
+  }
+  NUQ_REQUIRE(!ec, option, " ", folder.string(), ": cannot list the folder: ", ec.message());
+  const fs::path index = folder / index_name;
+  if (fs::is_regular_file(index, ec)) {
+    try {
+      for (const std::string& shard : shards_of_index(index)) {
+        const std::string name = fs::path(shard).filename().string();
+        if (!ours.count(name)) others.insert(name);  // (whether or not the file is there)
+      }
+    } catch (const Error& e) {
+      throw Error(option + " " + folder.string() + ": holds " + index_name + ", which is not an index this run " +
+                  "would write over (" + e.what() + "); give a new or empty folder, or remove it");
+    }
+  }
+  NUQ_REQUIRE(others.empty(), option, " ", folder.string(), ": holds another model's files (",
+              first_few(std::vector<std::string>(others.begin(), others.end()), 4),
+              "), which this run would not write over: its index would leave them out, or the folder would mix two "
+              "models; give a new or empty folder, or remove them");
+}
+
 }  // namespace
 
 std::vector<std::string> checkpoint_shards(const std::string& input) {
@@ -270,11 +314,23 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
   created_folder_ = !fs::exists(output);
   io::make_output_folder(output, "--output");
   try {
+    std::set<std::string> ours{index_name_};
     for (const std::string& shard : inputs_) {
       outputs_.push_back((fs::path(output) / fs::path(shard).filename()).string());
       io::require_output_path(outputs_.back(), inputs_, "--output");
+      ours.insert(fs::path(shard).filename().string());
     }
-  } catch (...) {  // no destructor runs for a constructor that throws: the folder it made goes here
+    io::require_output_path((fs::path(output) / index_name_).string(), inputs_, "--output");
+    // Two runs writing one folder would each rename its shards over the other's and both succeed.
+    // (Best effort: where the file system has no flock, a run goes on unlocked.)
+    folder_lock_ = ::open(output.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (folder_lock_ >= 0 && ::flock(folder_lock_, LOCK_EX | LOCK_NB) != 0) {
+      NUQ_REQUIRE(errno != EWOULDBLOCK, "--output ", output,
+                  ": another nuq run is writing this folder; wait for it to end, or give another folder");
+    }
+    if (!created_folder_) require_no_other_model(output, ours, index_name_, "--output");
+  } catch (...) {  // no destructor runs for a constructor that throws: what it made goes here
+    if (folder_lock_ >= 0) ::close(folder_lock_);
     std::error_code ec;
     if (created_folder_) fs::remove(folder_, ec);
     throw;
@@ -282,15 +338,34 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
 }
 
 ShardedCheckpoint::~ShardedCheckpoint() {
+  held_.clear();  // their temporaries removed first, so that a folder this run made is empty again
+  if (folder_lock_ >= 0) ::close(folder_lock_);
   if (!created_folder_ || indexed_) return;
   std::error_code ec;  // removes the folder this run made only while nothing was written into it
   fs::remove(folder_, ec);
 }
 
-void ShardedCheckpoint::begin_writing() const {
-  if (!sharded_) return;
-  std::error_code ec;  // absent is fine; a failure shows when the new index is written
-  fs::remove(fs::path(folder_) / index_name_, ec);
+void ShardedCheckpoint::hold(std::size_t shard, std::unique_ptr<io::SafetensorsWriter> output) {
+  NUQ_ASSERT(shard < outputs_.size() && output, "holding shard ", shard, " of ", outputs_.size());
+  held_.resize(outputs_.size());
+  output->sync_and_set_aside();  // (at once where a WriteBehind's sync_later already ran: nothing is dirty)
+  held_[shard] = std::move(output);
+}
+
+std::string ShardedCheckpoint::publish() {
+  NUQ_ASSERT(held_.size() == outputs_.size() &&
+                 std::all_of(held_.begin(), held_.end(), [](const auto& output) { return bool(output); }),
+             "publishing before every shard's output is held");
+  if (sharded_) {
+    std::error_code ec;  // absent is fine; a failure shows when the new index is written
+    fs::remove(fs::path(folder_) / index_name_, ec);
+  }
+  for (std::unique_ptr<io::SafetensorsWriter>& output : held_) {
+    output->finish();
+    output.reset();
+  }
+  held_.clear();
+  return write_index();
 }
 
 void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard) {

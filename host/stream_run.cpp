@@ -280,9 +280,9 @@ std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,
   return out;
 }
 
-void StreamRun::write_index() {
+void StreamRun::publish() {
+  const std::string index = checkpoint_.publish();
   for (std::size_t s = 0; s < readers_.size(); ++s) report_.outputs.push_back(checkpoint_.output(s));
-  const std::string index = checkpoint_.write_index();
   if (index.empty()) return;
   report_.outputs.push_back(index);
   report_.output_bytes += fs::file_size(index);

@@ -75,7 +75,8 @@ class StreamRun {
   }
 
   std::size_t shards() const { return readers_.size(); }
-  void begin_writing() const { checkpoint_.begin_writing(); }
+  // Shard s's output, its bytes written and synced, kept as a temporary until publish().
+  void hold(std::size_t s, std::unique_ptr<io::SafetensorsWriter> output) { checkpoint_.hold(s, std::move(output)); }
   std::uint64_t quantized_bytes() const { return quantized_bytes_; }
   std::uint64_t total_bytes() const { return total_bytes_; }
   std::vector<StreamJob>& jobs() { return jobs_; }
@@ -118,9 +119,9 @@ class StreamRun {
   std::unique_ptr<io::WriteBehind> write_shard(std::size_t s, const std::map<std::string, std::string>& metadata,
                                                Progress& progress);
 
-  // Once every shard is finished: the files written, in the shards' order, and with a folder out
-  // the new index.
-  void write_index();
+  // Once every shard's output is held: each renamed into place (ShardedCheckpoint::publish), and
+  // the files written listed, in the shards' order, with a folder out the new index.
+  void publish();
 
   // Every tensor's account, and the totals.
   void account(const WeightStats& global);

@@ -1,9 +1,10 @@
 // An interrupted run leaves no temporary output behind: a child process with registered files
-// takes SIGINT, SIGTERM or SIGHUP; the files it still held are gone, a file it had let go of (renamed
+// takes SIGINT, SIGTERM, SIGHUP or another signal that ends a process; the files it still held are gone, a file it had let go of (renamed
 // into place) stays, and the child ends by the signal itself (its exit status tells the shell so).
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
@@ -25,7 +27,7 @@ namespace nuq::io {
 namespace {
 
 TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) {
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU}) {
     test::TempDir dir;
     const std::string held = dir.file("out.safetensors.tmp.1"), second = dir.file("other.tmp.1"),
                       released = dir.file("done.tmp.1");
@@ -33,6 +35,8 @@ TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {  // only async-signal-safe work from here on, then the signal
+      const struct rlimit no_core {0, 0};
+      ::setrlimit(RLIMIT_CORE, &no_core);  // SIGQUIT's default dumps one
       remove_temporary_files_on_signals();
       { const TemporaryFile let_go(released); }
       const TemporaryFile a(held), b(second);
@@ -46,6 +50,37 @@ TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
     EXPECT_FALSE(std::filesystem::exists(second)) << signal_number;
     EXPECT_TRUE(std::filesystem::exists(released)) << signal_number;
   }
+}
+
+// A file-size limit (ulimit -f) is not a kill: writing past it fails as a full disk does, with an
+// error that names the file, and the temporary goes as after any failed write.
+TEST(TemporaryFiles, AFileSizeLimitIsAFailedWriteNotAKill) {
+  test::TempDir dir;
+  const std::string output = dir.file("out.safetensors");
+  std::ofstream(output) << "old";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    remove_temporary_files_on_signals();
+    const struct rlimit limit {4096, 4096};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    int code = 3;
+    try {
+      TensorFile big;
+      big.tensors["w"] = f32_tensor({4096}, std::vector<float>(4096, 1.0f));
+      write_safetensors(output, big);
+    } catch (const Error& e) {
+      code = std::string(e.what()).find(output + ": writing failed: File too large") != std::string::npos ? 7 : 5;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7) << "status " << status;
+  std::string kept;
+  std::getline(std::ifstream(output), kept);
+  EXPECT_EQ(kept, "old");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()), 1);
 }
 
 TEST(TemporaryFiles, AnIgnoredSignalStaysIgnored) {

@@ -327,7 +327,6 @@ void run_dequantize(const DequantizeOptions& o) {
                                              : o.dtype == "bf16"  ? std::optional<io::DType>(io::DType::BF16)
                                              : o.dtype == "f16"   ? std::optional<io::DType>(io::DType::F16)
                                                                   : std::optional<io::DType>(io::DType::F32);
-  checkpoint.begin_writing();
   DequantizeReport report;
   std::vector<std::string> outputs;
   for (std::size_t s = 0; s < checkpoint.inputs().size(); ++s) {
@@ -335,15 +334,18 @@ void run_dequantize(const DequantizeOptions& o) {
     // One format for nuq's models and other checkpoints: a dequantized nuq model keeps its
     // architecture and data set in the metadata, so it loads as an FP32 model again.
     // A tensor at a time: memory holds the largest tensor restored, not the shard.
-    const DequantizeReport part = dequantize_checkpoint_file(checkpoint.inputs()[s], out, {restore_as});
+    // Each shard stays a temporary until all are written: a folder written over stays whole until then.
+    std::unique_ptr<io::SafetensorsWriter> unfinished;
+    const DequantizeReport part = dequantize_checkpoint_file(checkpoint.inputs()[s], out, {restore_as}, &unfinished);
     report.restored.insert(report.restored.end(), part.restored.begin(), part.restored.end());
     report.copied.insert(report.copied.end(), part.copied.begin(), part.copied.end());
     for (const auto& names : {part.restored, part.copied})
       for (const std::string& name : names) checkpoint.add_tensor(name, s);
-    checkpoint.add_tensor_bytes(io::SafetensorsReader(out).data_size());
+    checkpoint.add_tensor_bytes(unfinished->data_size());
+    checkpoint.hold(s, std::move(unfinished));
     outputs.push_back(out);
   }
-  if (const std::string index = checkpoint.write_index(); !index.empty()) outputs.push_back(index);
+  if (const std::string index = checkpoint.publish(); !index.empty()) outputs.push_back(index);
   if (o.json) {
     std::cout << json_text(nlohmann::json{{"output", o.output}, {"outputs", outputs}, {"dtype", o.dtype},
                                 {"restored", report.restored}, {"copied", report.copied}})

@@ -36,7 +36,8 @@ void require_input_file(const std::string& path) {
 
 namespace {
 
-// `path`, which does not exist yet, can be made: its folder is there and may be written.
+// `path` can be made or replaced by a rename: its folder is there and may be written (checked before
+// the work, not found out when the first file is renamed into place after a long run).
 void require_writable_parent(const std::string& path) {
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();
   const std::string where = folder.empty() ? "." : folder.string();
@@ -80,6 +81,7 @@ void require_output_path(const std::string& path, const std::vector<std::string>
   }
   NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": will not replace it: it is ", kind_of(info.st_mode),
               " (nuq writes regular files only)");
+  require_writable_parent(path);
   require_room_for_temporary_name(path);
   for (const std::string& input : inputs) {
     struct stat source {};
@@ -104,6 +106,13 @@ void make_output_folder(const std::string& path, const std::string& option) {
   while (name.size() > 1 && name.back() == '/') name.pop_back();
   std::error_code error;
   if (!std::filesystem::exists(name, error)) {
+    NUQ_REQUIRE(!std::filesystem::is_symlink(name, error), option, " ", path,
+                ": is a symbolic link to nothing (", std::filesystem::read_symlink(name, error).string(),
+                "); give a folder");
+    // A folder named like a file would be taken for one by every reader (nuq's included).
+    NUQ_REQUIRE(std::filesystem::path(name).extension() != ".safetensors", option, " ", path,
+                ": the output is a folder of shards here (the input is sharded), and a folder named .safetensors "
+                "would be read as a file; give a folder name");
     require_writable_parent(name);
     std::filesystem::create_directory(name, error);
     NUQ_REQUIRE(!error, option, " ", path, ": cannot create the folder: ", error.message());

@@ -241,6 +241,13 @@ void SafetensorsWriter::reopen() {
   fd_ = fd;
 }
 
+void SafetensorsWriter::sync_and_set_aside() {
+  reopen();
+  NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
+  NUQ_REQUIRE(::fsync(fd_) == 0, path_, ": writing failed (disk full?): ", std::strerror(errno));
+  set_aside();
+}
+
 void SafetensorsWriter::finish() {
   reopen();
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");

@@ -137,7 +137,8 @@ void move_temporary_into_place(int& fd, const std::string& temporary, const std:
 }
 
 void remove_temporary_files_on_signals() {
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) {
+  ::signal(SIGXFSZ, SIG_IGN);  // write() then fails with EFBIG, and the error names the file
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU}) {
     struct sigaction current {};
     if (::sigaction(signal_number, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) continue;  // nohup
     struct sigaction action {};

@@ -34,6 +34,7 @@ void WriteBehind::run() {
     if (!failed_before) {  // after an error the rest is dropped: the file is never finished
       try {
         if (item.finish) writer_->finish();
+        else if (item.sync) writer_->sync_and_set_aside();
         else if (item.skip) writer_->skip(item.skip);
         else if (item.at) writer_->write_at(*item.at, item.bytes.data(), item.bytes.size());
         else writer_->append(item.bytes.data(), item.bytes.size());
@@ -45,7 +46,7 @@ void WriteBehind::run() {
     working_ = false;
     queued_bytes_ -= item.bytes.size();
     if (!failure.empty() && error_.empty()) error_ = failure;
-    if (item.finish) {  // no more appends: the memory goes back
+    if (item.finish || item.sync) {  // no more appends: the memory goes back
       spares_.clear();
       spare_bytes_ = 0;
     } else {
@@ -140,12 +141,22 @@ void WriteBehind::queue(Item item) {
 }
 
 void WriteBehind::finish_later() {
-  NUQ_ASSERT(writer_, "the finish of a released WriteBehind");
+  Item item;
+  item.finish = true;
+  queue_end(std::move(item));
+}
+
+void WriteBehind::sync_later() {
+  Item item;
+  item.sync = true;
+  queue_end(std::move(item));
+}
+
+void WriteBehind::queue_end(Item item) {
+  NUQ_ASSERT(writer_, "the end of a released WriteBehind's file");
   queue_staged();
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    Item item;
-    item.finish = true;
     queue_.push_back(std::move(item));
   }
   changed_.notify_all();

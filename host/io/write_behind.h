@@ -48,6 +48,9 @@ class WriteBehind {
   void write_at(std::uint64_t offset, std::vector<std::uint8_t> bytes);
   // Queues the file's finish (every byte came, fsync, rename) after the last append and returns.
   void finish_later();
+  // Queues SafetensorsWriter::sync_and_set_aside after the last append instead: a file of several
+  // whose rename waits for the others (release() hands it back).
+  void sync_later();
   // Waits until everything queued is done; rethrows the first error.
   void wait();
   // Waits as wait() does, then hands back the writer (not finished) and stops the thread: a file
@@ -64,9 +67,11 @@ class WriteBehind {
     std::uint64_t skip = 0;  // room left instead of bytes
     std::optional<std::uint64_t> at;  // bytes written in place, at this data offset
     bool finish = false;
+    bool sync = false;  // sync_and_set_aside
   };
   void run();
   void queue(Item item);
+  void queue_end(Item item);  // the file's last item (a finish or a sync)
   void queue_staged();
   void keep_spare(std::vector<std::uint8_t> bytes);  // (called with mutex_ held)
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -92,8 +93,11 @@ struct DequantizeFileOptions {
   std::optional<io::DType> dtype = io::DType::F32;
   std::size_t band_bytes = kDequantizeBandBytes;
 };
+// With `unfinished`, the output is not renamed into place but handed back there, synced and set
+// aside, for the caller to rename with the other shards of its checkpoint (ShardedCheckpoint::hold).
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
-                                            const DequantizeFileOptions& options = {});
+                                            const DequantizeFileOptions& options = {},
+                                            std::unique_ptr<io::SafetensorsWriter>* unfinished = nullptr);
 
 // The shards of one `nuq quantize` run share its codebook, normalisation, group sizes and
 // statistics: a folder of shards from two runs (one interrupted over an older output) would

@@ -7,10 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace nuq {
+namespace io {
+class SafetensorsWriter;
+}
 
 // The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it,
 // all of them when their names number them "-00001-of-00003") or an index .json. Errors name the
@@ -26,11 +30,14 @@ std::vector<std::string> index_disagreements(const std::string& input);
 class ShardedCheckpoint {
  public:
   // The shards of `input` and their outputs under `output`: for a sharded input the output folder
-  // is made, then every output is checked before anything is written (io::require_output_path:
-  // not an input, not a folder or a device).
+  // is made, then every output, the index included, is checked before anything is written
+  // (io::require_output_path: not an input, not a folder or a device, in a folder that may be
+  // written). An output folder is refused while another run writes it (an advisory lock held until
+  // this ends) and where it holds another model: safetensors files or an index this run would not
+  // write over (the new index would orphan them, or the folder would mix two models).
   ShardedCheckpoint(const std::string& input, const std::string& output);
-  // A folder the constructor made is removed again if the run ends before its index while it is
-  // still empty (a run that failed before writing leaves nothing behind).
+  // Outputs held and never published are removed; so is a folder the constructor made, if it is
+  // then empty (a run that failed leaves nothing behind).
   ~ShardedCheckpoint();
   ShardedCheckpoint(const ShardedCheckpoint&) = delete;
   ShardedCheckpoint& operator=(const ShardedCheckpoint&) = delete;
@@ -42,20 +49,26 @@ class ShardedCheckpoint {
   // count in the input's size as the new index's count in the output's.
   const std::string& input_index() const { return input_index_; }
 
-  // Before the first output is written: removes an index an earlier run left in the output folder,
-  // which would otherwise vouch for a folder this run may leave half-written if interrupted.
-  void begin_writing() const;
+  // Keeps shard `shard`'s output, all its bytes written and synced (sync_and_set_aside), as a
+  // temporary until publish(): an output written over stays whole until every new file is on the
+  // disk, whatever ends the run before then.
+  void hold(std::size_t shard, std::unique_ptr<io::SafetensorsWriter> output);
+  // Once every shard's output is held: removes an index an earlier run left (it would vouch for a
+  // folder of mixed files if the renames were cut short), renames every output into place, in the
+  // shards' order, then writes the index (write_index). Returns the index's path, or "" for one file.
+  std::string publish();
   // Records that `tensor` is stored in shard `shard`'s output, and the bytes of tensor data an
   // output holds (its header excluded: the index's total_size, as Hugging Face counts it).
   void add_tensor(const std::string& tensor, std::size_t shard);
   void add_tensor_bytes(std::uint64_t bytes) { total_bytes_ += bytes; }
 
+
+ private:
   // For a sharded input: writes the index (atomically) with the tensors and sizes recorded, under
   // the input index's file name (model.safetensors.index.json without one), and returns its path;
   // for one file: writes nothing and returns "".
   std::string write_index();
 
- private:
   std::vector<std::string> inputs_, outputs_;
   std::string folder_;
   std::string input_index_;
@@ -63,6 +76,8 @@ class ShardedCheckpoint {
   std::string index_name_ = "model.safetensors.index.json";  // the input index's file name, if it had one
   bool sharded_ = false;
   bool created_folder_ = false, indexed_ = false;
+  int folder_lock_ = -1;  // the output folder, opened and flock()ed while this run writes it
+  std::vector<std::unique_ptr<io::SafetensorsWriter>> held_;  // per shard, until publish()
   std::map<std::string, std::size_t> weight_map_;  // tensor -> the shard whose output holds it
   std::uint64_t total_bytes_ = 0;
 };

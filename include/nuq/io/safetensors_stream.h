@@ -79,6 +79,10 @@ class SafetensorsWriter {
   // opens it again (checked to be the same file): a run that keeps many files waiting for their
   // finish holds no descriptor for them.
   void set_aside();
+  // Checks that every byte came, syncs the file (the disk's errors, a full one's among them, show
+  // here) and sets it aside: each file of an output of several waits so until all are written, and
+  // a run that fails before then leaves the output it was to replace whole.
+  void sync_and_set_aside();
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
   std::uint64_t file_size() const { return header_bytes_ + written_; }

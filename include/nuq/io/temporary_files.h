@@ -1,8 +1,10 @@
 // The temporary files nuq writes its outputs into (renamed into place when whole), registered so
-// that an interrupted run removes them: SIGINT, SIGTERM and SIGHUP unlink every registered file
-// before the signal takes its default course. (SIGKILL cannot be caught: a file named
+// that an interrupted run removes them: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2
+// and SIGXCPU (a batch system's CPU limit) unlink every registered file before the signal takes its
+// default course. A file-size limit (SIGXFSZ) is ignored, so that a write past it fails as a full
+// disk does, with an error naming the file. (SIGKILL cannot be caught: a file named
 // `<output>.tmp.<pid>.<call>` is then left, never read as an output, and removed by the next run
-// that writes the same output.)
+// that writes the same output once it is a minute old.)
 #pragma once
 
 #include <string>
@@ -10,7 +12,7 @@
 namespace nuq::io {
 
 // While alive, `path` is removed if the process is interrupted. Paths past the registry's size
-// (64 at once, each up to 4095 bytes) are not registered; writing works the same.
+// (1,024 at once, each up to 4095 bytes) are not registered; writing works the same.
 class TemporaryFile {
  public:
   explicit TemporaryFile(const std::string& path);
@@ -47,7 +49,8 @@ CreatedTemporary create_temporary_for(const std::string& output);
 // reuse the number), rename. Throws nuq::Error naming `output`; the caller removes the file then.
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output);
 
-// Installs the handlers (once; the CLI's main calls it). Signals the process ignores stay ignored.
+// Installs the handlers, and ignores SIGXFSZ (once; the CLI's main calls it: a library's host, such
+// as Python, keeps its own). Signals the process ignores stay ignored.
 void remove_temporary_files_on_signals();
 
 }  // namespace nuq::io

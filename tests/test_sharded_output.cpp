@@ -1,0 +1,231 @@
+// The output folder of a sharded checkpoint (sharded_checkpoint.h): an output written over stays
+// whole until every new shard is on the disk, a folder that holds another model or that another
+// run is writing is refused before anything is read, and the index's name is checked as every
+// output's is.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoint_cases.h"
+#include "cli_runner.h"
+#include "nuq/checkpoint_stream.h"
+#include "nuq/error.h"
+#include "nuq/io/safetensors_stream.h"
+#include "nuq/sharded_checkpoint.h"
+#include "temp_dir.h"
+
+namespace nuq {
+namespace {
+
+namespace fs = std::filesystem;
+using test::bytes_of;
+using test::CommandResult;
+using test::run_nuq;
+constexpr int kOk = 0, kUserError = 1;
+
+// Every file in `folder`, name -> bytes.
+std::map<std::string, std::string> files_in(const std::string& folder) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::directory_iterator(folder)) files[entry.path().filename().string()] = bytes_of(entry.path().string());
+  return files;
+}
+
+// A shard's output written with one tensor `name` of four floats, handed to `checkpoint` unfinished.
+void hold_a_shard(ShardedCheckpoint& checkpoint, std::size_t s, const std::string& name) {
+  auto writer = std::make_unique<io::SafetensorsWriter>(
+      checkpoint.output(s), std::map<std::string, std::string>{},
+      std::vector<std::pair<std::string, io::TensorEntry>>{{name, io::TensorEntry{io::DType::F32, {4}}}});
+  const float values[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+  writer->append(values, sizeof values);
+  checkpoint.add_tensor(name, s);
+  checkpoint.add_tensor_bytes(sizeof values);
+  checkpoint.hold(s, std::move(writer));
+}
+
+TEST(ShardedOutput, AnOutputWrittenOverStaysWholeUntilEveryShardIsHeldAndPublished) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  quantize_checkpoint_files(dir.file("model"), dir.file("out"), test::msptq2(), {}, cpu_backend());
+  const std::map<std::string, std::string> before = files_in(dir.file("out"));
+  ASSERT_EQ(before.size(), 3u);
+  {  // a run that ends (an error, a signal) with one shard written and synced, the other not
+    ShardedCheckpoint checkpoint(dir.file("model"), dir.file("out"));
+    hold_a_shard(checkpoint, 1, "b");
+    EXPECT_EQ(files_in(dir.file("out")).size(), 4u) << "the held shard is a temporary beside the old files";
+  }
+  EXPECT_EQ(files_in(dir.file("out")), before) << "the earlier output changed, or a temporary was left";
+
+  {  // both held, then published: the new files in place, the new index naming them
+    ShardedCheckpoint checkpoint(dir.file("model"), dir.file("out"));
+    hold_a_shard(checkpoint, 1, "b");
+    hold_a_shard(checkpoint, 0, "a");
+    EXPECT_EQ(files_in(dir.file("out")).size(), 5u);
+    EXPECT_EQ(checkpoint.publish(), dir.file("out/model.safetensors.index.json"));
+  }
+  const std::map<std::string, std::string> after = files_in(dir.file("out"));
+  ASSERT_EQ(after.size(), 3u);
+  EXPECT_EQ(io::SafetensorsReader(dir.file("out/model-00001-of-00002.safetensors")).layout().tensors.count("a"), 1u);
+  EXPECT_EQ(io::SafetensorsReader(dir.file("out/model-00002-of-00002.safetensors")).layout().tensors.count("b"), 1u);
+  const nlohmann::json index = nlohmann::json::parse(after.at("model.safetensors.index.json"));
+  EXPECT_EQ(index["weight_map"], (nlohmann::json{{"a", "model-00001-of-00002.safetensors"},
+                                                  {"b", "model-00002-of-00002.safetensors"}}));
+  EXPECT_EQ(index["metadata"]["total_size"], 32);
+
+  // A run into a folder it made, ended before its index: neither the folder nor a file is left.
+  { ShardedCheckpoint checkpoint(dir.file("model"), dir.file("new")); hold_a_shard(checkpoint, 0, "a"); }
+  EXPECT_FALSE(fs::exists(dir.file("new")));
+}
+
+// Runs that fail part way, after a shard's output is written: here a file-size limit that the
+// second shard written exceeds (quantize writes the shards last to first, dequantize first to
+// last). The output each writes over is as it was, and no temporary is left.
+TEST(ShardedOutput, ARunThatFailsAfterWritingAShardLeavesTheOutputItWritesOverWhole) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  const auto values = [](std::size_t n, double step) {
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = float(std::sin(double(i) * step)) * 0.05f;
+    return v;
+  };
+  io::TensorFile first, second;  // 1 MB kept as it is, then 2 MB quantized to 128 KB
+  first.tensors["layers.1.mlp.weight"] = io::f32_tensor({64, 96}, values(64 * 96, 0.3));
+  first.tensors["layers.1.norm.weight"] = io::f32_tensor({250000}, values(250000, 0.7));
+  second.tensors["layers.2.mlp.weight"] = io::f32_tensor({512, 1024}, values(512 * 1024, 0.11));
+  io::write_safetensors(dir.file("model/model-00001-of-00002.safetensors"), first);
+  io::write_safetensors(dir.file("model/model-00002-of-00002.safetensors"), second);
+  const std::string d = dir.path().string();
+  ASSERT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/out").status, kOk);
+  ASSERT_EQ(run_nuq("dequantize " + d + "/out -o " + d + "/restored").status, kOk);
+  const std::map<std::string, std::string> out = files_in(dir.file("out")), restored = files_in(dir.file("restored"));
+
+  CommandResult r = run_nuq("quantize " + d + "/model -o " + d + "/out -m uniform -b 2", "prlimit --fsize=300000");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("out/model-00001-of-00002.safetensors: writing failed: File too large"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(files_in(dir.file("out")), out) << "a failed quantize changed the output it was to replace";
+
+  ASSERT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/other -m uniform -b 2").status, kOk);
+  r = run_nuq("dequantize " + d + "/other -o " + d + "/restored", "prlimit --fsize=1500000");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("restored/model-00002-of-00002.safetensors: writing failed: File too large"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(files_in(dir.file("restored")), restored) << "a failed dequantize changed the output it was to replace";
+}
+
+TEST(ShardedOutput, AFolderHoldingAnotherModelIsRefusedBeforeAnythingIsRead) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  const std::string d = dir.path().string();
+  ASSERT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/out").status, kOk);
+  // Written over by the same checkpoint again, with another design: this run's names only.
+  CommandResult r = run_nuq("quantize " + d + "/model -o " + d + "/out -m uniform -b 8");
+  ASSERT_EQ(r.status, kOk) << r.output;
+  std::ofstream(dir.file("out/config.json")) << "{}";  // what a user copies beside the shards is no model
+  ASSERT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/out").status, kOk);
+
+  // Another model: three shards and their index. Its files stay as they were.
+  fs::create_directories(dir.file("other"));
+  for (int s = 1; s <= 3; ++s)
+    fs::copy_file(dir.file("model/model-00001-of-00002.safetensors"),
+                  dir.file("other/model-0000" + std::to_string(s) + "-of-00003.safetensors"));
+  std::ofstream(dir.file("other/model.safetensors.index.json"))
+      << R"({"weight_map": {"layers.1.mlp.weight": "model-00001-of-00003.safetensors"}})";
+  const std::map<std::string, std::string> other = files_in(dir.file("other"));
+  r = run_nuq("quantize " + d + "/model -o " + d + "/other");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("--output " + d + "/other: holds another model's files (model-00001-of-00003.safetensors, "
+                          "model-00002-of-00003.safetensors, model-00003-of-00003.safetensors)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(files_in(dir.file("other")), other);
+  r = run_nuq("dequantize " + d + "/out -o " + d + "/other");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("holds another model's files"), std::string::npos) << r.output;
+  EXPECT_EQ(files_in(dir.file("other")), other);
+
+  // An index at this run's index name that maps a file this run would not write, even one not there.
+  const std::map<std::string, std::string> out = files_in(dir.file("out"));
+  std::ofstream(dir.file("out/model.safetensors.index.json")) << R"({"weight_map": {"x": "elsewhere.safetensors"}})";
+  r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("holds another model's files (elsewhere.safetensors)"), std::string::npos) << r.output;
+  std::ofstream(dir.file("out/model.safetensors.index.json")) << "not JSON";
+  r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("holds model.safetensors.index.json, which is not an index this run would write over"),
+            std::string::npos)
+      << r.output;
+  // A stray safetensors file beside this run's names.
+  std::ofstream(dir.file("out/model.safetensors.index.json")) << out.at("model.safetensors.index.json");
+  fs::copy_file(dir.file("out/model-00001-of-00002.safetensors"), dir.file("out/extra.safetensors"));
+  r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("holds another model's files (extra.safetensors)"), std::string::npos) << r.output;
+  fs::remove(dir.file("out/extra.safetensors"));
+  EXPECT_EQ(files_in(dir.file("out")), out);
+}
+
+TEST(ShardedOutput, AFolderAnotherRunIsWritingIsRefused) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  {
+    const ShardedCheckpoint writing(dir.file("model"), dir.file("out"));
+    try {
+      const ShardedCheckpoint second(dir.file("model"), dir.file("out"));
+      ADD_FAILURE() << "a second writer of the folder was let in";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("another nuq run is writing this folder"), std::string::npos) << e.what();
+    }
+    CommandResult r = run_nuq("quantize " + dir.path().string() + "/model -o " + dir.path().string() + "/out");
+    EXPECT_EQ(r.status, kUserError);
+    EXPECT_NE(r.output.find("another nuq run is writing this folder"), std::string::npos) << r.output;
+  }
+  const ShardedCheckpoint after(dir.file("model"), dir.file("out"));  // the lock goes with its run
+}
+
+TEST(ShardedOutput, TheIndexNameAndTheFolderNameAreCheckedBeforeTheWork) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  const std::string d = dir.path().string();
+  fs::create_directories(dir.file("out"));
+  std::ofstream(dir.file("target")) << "kept";
+  fs::create_symlink(dir.file("target"), dir.file("out/model.safetensors.index.json"));
+  CommandResult r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("out/model.safetensors.index.json: will not replace it: it is a symbolic link"),
+            std::string::npos)
+      << r.output;
+  EXPECT_TRUE(fs::is_symlink(dir.file("out/model.safetensors.index.json")));
+  EXPECT_EQ(files_in(dir.file("out")).size(), 1u) << "a shard was written before the index's name was checked";
+  fs::remove(dir.file("out/model.safetensors.index.json"));
+  fs::create_directories(dir.file("out/model.safetensors.index.json/inside"));
+  r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("will not replace it: it is a directory"), std::string::npos) << r.output;
+
+  fs::create_symlink(dir.file("nowhere"), dir.file("dangling"));
+  r = run_nuq("quantize " + d + "/model -o " + d + "/dangling");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("--output " + d + "/dangling: is a symbolic link to nothing"), std::string::npos) << r.output;
+  r = run_nuq("quantize " + d + "/model -o " + d + "/q.safetensors");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("a folder named .safetensors would be read as a file"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("q.safetensors")));
+}
+
+}  // namespace
+}  // namespace nuq
