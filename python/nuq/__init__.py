@@ -56,7 +56,16 @@ def _set_quantized_attributes(self, attributes):
     if device is not None and not (torch is not None and isinstance(device, torch.device)):
         raise TypeError(f"QuantizedTensor: a pickled _device of type {type(device).__name__}, "
                         "not a torch.device or None")
+    if device is not None and device.type == "cuda" and not _cuda_device_here(torch, device):
+        # Quantized on a GPU, unpickled where that GPU is not (torch.load(..., map_location="cpu") on a
+        # machine without CUDA or with fewer devices): its values come back on the CPU, as the model's
+        # tensors do, instead of failing in every dequantize (and backward pass) afterwards.
+        attributes = dict(attributes, _device=torch.device("cpu"))
     self.__dict__.update(attributes)
+
+
+def _cuda_device_here(torch, device) -> bool:
+    return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
 
 
 QuantizedTensor.__setstate__ = _set_quantized_attributes
@@ -85,8 +94,47 @@ def _size(self, dim=None):
     return torch.Size(shape) if torch is not None else shape
 
 
+def _numel(self) -> int:
+    """The number of weights (as a tensor of that shape holds), not of stored bytes (``nbytes``)."""
+    return int(np.prod(self.shape, dtype=np.int64))
+
+
+def _torch_device(self):
+    """The torch device ``dequantize`` puts the values on: that of the tensor quantized (a CUDA
+    tensor's, where it exists), the CPU for a numpy array or a file's codes; None where PyTorch is not
+    imported."""
+    device = getattr(self, "_device", None)
+    torch = _torch()
+    return device if device is not None or torch is None else torch.device("cpu")
+
+
+class _PackedCodesError(AttributeError, TypeError):
+    """A tensor's attribute asked of a QuantizedTensor: a TypeError as torch's functions give (what
+    nuq says of wrong types), and an AttributeError, so that hasattr() and getattr(q, name, default)
+    still answer."""
+
+
+def _tensor_attribute(self, name: str):
+    """Python's last resort for an attribute the class does not have: one of torch.Tensor's (a parent
+    layer reading its Linear's weight.T, .to(), .float()) is told what the codes are and what to use."""
+    torch = _torch()
+    if not name.startswith("_") and torch is not None and hasattr(torch.Tensor, name):
+        raise _PackedCodesError(f"QuantizedTensor.{name}: a nuq.QuantizedTensor holds packed codes, not a tensor: "
+                                f"take q.dequantize() for a tensor of its values (q.dequantize().{name}), or multiply "
+                                "with nuq.qgemm (the layers of nuq.nn do)", name=name, obj=self)
+    raise AttributeError(f"'{type(self).__module__}.{type(self).__qualname__}' object has no attribute {name!r}",
+                         name=name, obj=self)
+
+
+# Read by code written for tensors (a parent layer reading its Linear's weight): the shape's answers,
+# and the device; dtype stays nuq's name of the dtype quantized ("F32"), as dequantize("source") reads it.
 QuantizedTensor.size = _size
+QuantizedTensor.numel = _numel
+QuantizedTensor.dim = lambda self: len(self.shape)
+QuantizedTensor.ndim = property(lambda self: len(self.shape), doc="The number of dimensions of the shape.")
+QuantizedTensor.device = property(_torch_device, doc=_torch_device.__doc__)
 QuantizedTensor.requires_grad = False  # packed codes have no gradient (asked of tensor-like objects)
+QuantizedTensor.__getattr__ = _tensor_attribute
 
 
 __all__ = [

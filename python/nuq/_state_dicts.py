@@ -17,22 +17,23 @@ from ._files import to_float32
 from ._nuq import Codebook, QuantizedTensor
 from ._quantize import _check_options, _device_path, _quantize_on_device
 
-def _skip_patterns(skip):
-    """skip as a list of globs and compiled regular expressions (a generator is read once)."""
+def _skip_patterns(skip, caller: str):
+    """skip as a list of globs and compiled regular expressions (a generator is read once); a skip
+    of another type is a TypeError, said of `caller`."""
     if skip is None or callable(skip):
         return skip
     if isinstance(skip, (bytes, bytearray)):
-        raise ValueError("skip: a glob string or a compiled regular expression, not bytes")
+        raise TypeError(f"{caller}: skip: a glob string or a compiled regular expression, not bytes")
     if isinstance(skip, (str, re.Pattern)):
         return [skip]
     try:
         patterns = list(skip)
     except TypeError:
-        raise ValueError(f"skip: {skip!r}; give None, a callable skip(name, tensor), a glob string, a compiled "
-                         "regular expression, or a list of globs and expressions") from None
+        raise TypeError(f"{caller}: skip: {skip!r}; give None, a callable skip(name, tensor), a glob string, a "
+                        "compiled regular expression, or a list of globs and expressions") from None
     for pattern in patterns:
         if not isinstance(pattern, (str, re.Pattern)):
-            raise ValueError(f"skip: {pattern!r} is neither a glob string nor a compiled regular expression")
+            raise TypeError(f"{caller}: skip: {pattern!r} is neither a glob string nor a compiled regular expression")
     return patterns
 
 
@@ -179,7 +180,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
         raise ValueError(f"quantize_state_dict: tensor '{already[0]}' is already quantized"
                          f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
                          "first to quantize the restored weights again")
-    patterns = _skip_patterns(skip)
+    patterns = _skip_patterns(skip, "quantize_state_dict")
     _warn_of_unmatched(patterns, list(state_dict), "quantize_state_dict", stacklevel=3)
     kept = _kept_by_default(state_dict, quantize_vectors)
 

@@ -15,10 +15,20 @@ and to the biases, so layers around the quantized ones can be trained; the codes
 Only layers of exactly these two types are swapped: a subclass may have a forward pass of its own,
 and some are read by their parents (MultiheadAttention's out_proj weight is used directly), so they
 are left as they are, and so are grouped or non-zero-padded convolutions and layers with hooks on
-their forward pass (weight_norm's, spectral_norm's); a warning names them. A
-parent that reads a swapped layer's weight itself is turned away by the QuantizedTensor's
-``__torch_function__`` (TransformerEncoderLayer's inference fast path then takes the layers'
-forward passes; another parent gets a TypeError naming the function).
+their forward pass (weight_norm's, spectral_norm's); a warning names them, and the layers of other
+types that hold weights (Conv1d, Embedding, LSTM, ...), and says how many of the model's weights
+stay float. A swapped layer whose weight is tied to a parameter that stays float (an LM head tied to
+its embedding) gets codes of its own, with a warning: the tie is broken.
+
+A parent that reads a swapped layer's weight itself gets the QuantizedTensor. PyTorch's functions
+refuse it in its ``__torch_function__`` with a TypeError naming the function (TransformerEncoderLayer's
+inference fast path then takes the layers' forward passes); its shape, ``size()``, ``numel()``,
+``dim()`` and ``device`` answer as a tensor's would (device: where its values are dequantized, the
+device of the weights quantized); other tensor attributes (``.T``, ``.to()``, ``.float()``, ...)
+raise a TypeError (an AttributeError too) that says it holds packed codes and to take
+``q.dequantize()``. Its ``dtype`` is nuq's name of the dtype quantized ("F32"), not a torch dtype
+(it is the QuantizedTensor's, read by ``dequantize("source")``): a parent's
+``x.to(layer.weight.dtype)`` fails in torch's words ("Invalid device string: 'F32'").
 
 On the CPU the products run on ``nuq.get_num_threads()`` threads: OpenMP's count, which PyTorch sets
 (so, where the two share an OpenMP runtime, the count torch's own layers run on), unless
@@ -29,22 +39,34 @@ threads pay only where both libraries' idle threads let go of their cores at onc
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import qgemm
-from ._nuq import Codebook, QuantizedTensor
+from ._nn_models import (_float_left, _layers, _matrices, _other_type_left, _owner, _said_of, _same_codes, _swap,
+                         _ties_broken, _warn_of_ties, _weights, _why_not_swapped)
+from ._nuq import Codebook, QuantizedTensor, devices
+from ._quantize import _cuda_backend
 from ._state_dicts import (_listed, _skip_patterns, _skipped_by, _vector_like, _warn_of_unmatched,
                            dequantize_state_dict, quantize_state_dict)
 
 
-def _check_device(device, what: str) -> None:
+def _check_device(device, what: str, group_size: int = 0) -> None:
+    """device one of the three, and "cuda" only for codes a GPU multiplies (not grouped ones) where
+    nuq has one: refused when asked, not at the first forward pass."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"{what}: device {device!r}; 'auto', 'cpu' or 'cuda'")
+    if device == "cuda" and group_size:
+        raise ValueError(f"{what}: grouped codes (group_size {group_size}) are multiplied on the CPU; "
+                         "device='auto' takes a CUDA input's rows there and back")
+    if device == "cuda" and not _cuda_backend():
+        raise ValueError(f"{what}: device='cuda', and nuq has no CUDA device here (its devices: "
+                         f"{', '.join(devices())}; built without its CUDA backend, or no GPU visible); 'auto' or 'cpu'")
 
 
 class _CodesProduct(torch.autograd.Function):
@@ -98,15 +120,17 @@ class _CodesModule(torch.nn.Module):
         return weight
 
     def _set_device(self, device: str, weight: QuantizedTensor, what: str) -> None:
-        _check_device(device, what)
-        if device == "cuda" and weight.group_size:
-            raise ValueError(f"{what}: grouped codes (group_size {weight.group_size}) are multiplied on the CPU; "
-                             "device='auto' takes a CUDA input's rows there and back")
+        _check_device(device, what, weight.group_size)
         self.device = device
 
-    def _product(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_input(self, x) -> None:
+        """Before anything is done with x (F.unfold has no integer kernels: torch's own error would name im2col)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: input of type {type(x).__name__}; a torch tensor is multiplied")
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__}: input of dtype {x.dtype}; a floating tensor is multiplied")
+
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
         # "auto" means where the input is: a CPU model stays on the CPU on a machine with a GPU (qgemm's
         # "auto" would take a host input to device 0).
         device = "cpu" if self.device == "auto" and x.device.type == "cpu" else self.device
@@ -141,8 +165,11 @@ class _CodesModule(torch.nn.Module):
     def _describe(self) -> str:
         q = self.weight
         method = q.codebook.method if q.codebook is not None else "levels"
+        # The design's width, and the storage's where it is wider (codes are stored in 1, 2, 4, 8 or 16 bits).
+        designed = q.codebook.bits if q.codebook is not None else q.bits
+        codes = "codes" if designed == q.bits else f"(stored as {q.bits}-bit codes)"
         grouped = f", groups of {q.group_size}" if q.group_size else ""
-        return f"{q.bits}-bit {method} codes, {q.normalisation}{grouped}, device={self.device!r}"
+        return f"{designed}-bit {method} {codes}, {q.normalisation}{grouped}, device={self.device!r}"
 
 
 class QuantizedLinear(_CodesModule):
@@ -163,6 +190,7 @@ class QuantizedLinear(_CodesModule):
         self._set_device(device, weight, "QuantizedLinear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"QuantizedLinear: input of shape {tuple(x.shape)}; its last dimension must be the "
                              f"layer's {self.in_features} inputs")
@@ -174,10 +202,26 @@ class QuantizedLinear(_CodesModule):
 
 
 def _pair(value, what: str) -> tuple:
+    """Two ints of an int or two: numpy's integers as Python's (a torch.nn.Conv2d built from numpy
+    sizes holds them, and torch takes them), never a bool."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise ValueError(f"QuantizedConv2d: {what} {value!r}; an int or two ints")
-    return pair
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{what} {value!r}; an int or two ints")
+    return tuple(int(v) for v in pair)
+
+
+def _geometry(stride, padding, dilation, what: str) -> tuple:
+    """(stride, padding, dilation) as QuantizedConv2d keeps them, or a ValueError said of `what`."""
+    stride, dilation = _pair(stride, f"{what}: stride"), _pair(dilation, f"{what}: dilation")
+    if isinstance(padding, str) and padding not in ("valid", "same"):
+        raise ValueError(f"{what}: padding {padding!r}; numbers, 'valid' or 'same'")
+    if padding == "same" and stride != (1, 1):
+        raise ValueError(f"{what}: padding='same' needs stride 1, as torch.nn.Conv2d's does")
+    padding = str(padding) if isinstance(padding, str) else _pair(padding, f"{what}: padding")
+    if min(stride + dilation) < 1 or (not isinstance(padding, str) and min(padding) < 0):
+        raise ValueError(f"{what}: stride {stride} and dilation {dilation} must be positive, padding {padding} "
+                         "not negative")
+    return stride, padding, dilation
 
 
 class QuantizedConv2d(_CodesModule):
@@ -193,15 +237,7 @@ class QuantizedConv2d(_CodesModule):
         self.weight = self._check_weight(weight, 4, "QuantizedConv2d")
         self.out_channels, self.in_channels = weight.shape[0], weight.shape[1]
         self.kernel_size = (weight.shape[2], weight.shape[3])
-        self.stride, self.dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
-        if isinstance(padding, str) and padding not in ("valid", "same"):
-            raise ValueError(f"QuantizedConv2d: padding {padding!r}; numbers, 'valid' or 'same'")
-        if padding == "same" and self.stride != (1, 1):
-            raise ValueError("QuantizedConv2d: padding='same' needs stride 1, as torch.nn.Conv2d's does")
-        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
-        if min(self.stride + self.dilation) < 1 or (not isinstance(self.padding, str) and min(self.padding) < 0):
-            raise ValueError(f"QuantizedConv2d: stride {self.stride} and dilation {self.dilation} must be positive, "
-                             f"padding {self.padding} not negative")
+        self.stride, self.padding, self.dilation = _geometry(stride, padding, dilation, "QuantizedConv2d")
         self.bias = _bias_parameter(bias, weight.shape[0], "QuantizedConv2d")
         self._set_device(device, weight, "QuantizedConv2d")
 
@@ -218,6 +254,7 @@ class QuantizedConv2d(_CodesModule):
         return F.pad(x, (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)), (0, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"QuantizedConv2d: input of shape {tuple(x.shape)}; [N, {self.in_channels}, H, W] or "
                              f"[{self.in_channels}, H, W]")
@@ -240,45 +277,6 @@ class QuantizedConv2d(_CodesModule):
                 + self._describe())
 
 
-def _why_not_swapped(module) -> Optional[str]:
-    """None for a layer nuq.nn swaps; otherwise why it is left as it is ('' for a module that is no
-    Linear or Conv2d at all)."""
-    if type(module) in (torch.nn.Linear, torch.nn.Conv2d):
-        # weight_norm and spectral_norm (torch.nn.utils) make the weight from parameters of their own
-        # in a forward pre-hook: the weight in hand may be out of date, and a swap would drop them.
-        if not isinstance(module._parameters.get("weight"), torch.nn.Parameter):
-            return "a weight made before each forward pass (weight_norm, spectral_norm), not a parameter"
-        if (module._forward_pre_hooks or module._forward_hooks or module._backward_hooks
-                or getattr(module, "_backward_pre_hooks", None)):  # (torch 2's)
-            return "hooks on its forward pass, which the quantized layer would not run"
-    if type(module) is torch.nn.Linear:
-        return None
-    if type(module) is torch.nn.Conv2d:
-        if module.groups != 1:
-            return f"a convolution of {module.groups} groups"
-        if module.padding_mode != "zeros":
-            return f"{module.padding_mode} padding"
-        return None
-    if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-        return f"a {type(module).__name__}, a subclass with a forward pass or users of its own"
-    return ""
-
-
-def _layers(model) -> dict:
-    """{id(module): (module, [every name it is registered under])} in the model's order: a module
-    shared by several parents (ALBERT's layers) is one layer, swapped under each of its names."""
-    found = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        found.setdefault(id(module), (module, []))[1].append(name)
-    return found
-
-
-def _swap(model, names, new) -> None:
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
 def _quantized_layer(module, q: QuantizedTensor, device: str):
     if q.group_size and device == "cuda":  # quantized on the GPU; multiplied where grouped codes are
         device = "auto"
@@ -290,24 +288,13 @@ def _quantized_layer(module, q: QuantizedTensor, device: str):
     return layer.train(module.training)
 
 
-def _said_of(caller: str, inner: str, call: Callable):
-    """call(), its warnings and its ValueError said of `caller` instead of `inner` (the function it
-    calls), the warnings before the error (a float64 model's warning explains why nothing was quantized)."""
-    failure = None
-    with warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        try:
-            result = call()
-        except ValueError as error:
-            failure = error
-    def renamed(text: str) -> str:
-        return f"{caller}:{text[len(inner) + 1:]}" if text.startswith(f"{inner}:") else text
-
-    for warning in said:
-        warnings.warn(renamed(str(warning.message)), warning.category, stacklevel=3)
-    if failure is not None:
-        raise ValueError(renamed(str(failure))) from None
-    return result
+def _layer_for(caller: str, name: str, module, q: QuantizedTensor, device: str):
+    """The quantized layer for `module`, a refusal said of `caller` and the layer (made for every layer
+    before the first is swapped, so that a refusal leaves the model as it was)."""
+    try:
+        return _quantized_layer(module, q, device)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{caller}: layer '{name}' ({type(module).__name__}): {error}") from None
 
 
 def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = None, normalise: Optional[str] = None,
@@ -325,24 +312,36 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
     (a weight of one dimension above 1, as Linear(16, 1)'s, is kept without it). A weight shared by
     several layers (tied), and a layer registered under several names, is quantized once and shared.
     device is where the weights are quantized ("auto": where they lie) and the new layers' backend
-    (grouped codes are multiplied on the CPU). Layers of other types, subclasses, grouped and
+    (grouped codes are multiplied on the CPU; "cuda" is refused where nuq has no CUDA device). Layers
+    of other types holding weights (Conv1d, Embedding, LSTM, ...), subclasses, grouped and
     non-zero-padded convolutions, layers with hooks on their forward pass or a weight made by one
     (torch.nn.utils.weight_norm, spectral_norm), and layers kept by quantize_state_dict's rules are
-    left as they are (named in a warning).
+    left as they are: one warning names them (those skip names aside) and counts the weights left
+    float. A layer whose weight is tied to a parameter left float (an LM head tied to its embedding)
+    is swapped and untied, with a warning. Every new layer is made before the first is swapped: what
+    is refused (a wrong argument, a convolution torch could not run either) leaves the model as it was.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"quantize_modules: model must be a torch.nn.Module, not {type(model).__name__}")
     _check_device(device, "quantize_modules")
-    layers, left = {}, []
+    patterns = _skip_patterns(skip, "quantize_modules")
+    layers, left, others = {}, [], []  # others: the names of matrices held by layers of other types
     for module, names in _layers(model).values():
         why = _why_not_swapped(module)
         if why is None and names == [""]:
             raise ValueError("quantize_modules: the model is itself a Linear or Conv2d layer; wrap it (e.g. in "
                              "torch.nn.Sequential) so that it can be swapped, or use nuq.quantize on its weight")
         if why is None:
+            if isinstance(module, torch.nn.Conv2d):  # refused before anything is quantized or swapped
+                _geometry(module.stride, module.padding, module.dilation,
+                          f"quantize_modules: layer '{names[0]}' (Conv2d)")
             layers[names[0]] = (module, [n for n in names if n])
         elif why:
             left.append(f"{names[0]} ({why})")
+        else:
+            others += [k for k, _ in _matrices(module, names)]
+            item = _other_type_left(module, names, patterns)
+            left += [item] if item else []
     first_of, keys_of = {}, {}  # a weight -> the first layer holding it; that layer -> every key reaching it
     for name, (module, names) in layers.items():
         first = first_of.setdefault(id(module.weight), name)  # a tied weight: quantized once, under that name
@@ -351,27 +350,32 @@ def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = 
         raise ValueError("quantize_modules: the model has no torch.nn.Linear or torch.nn.Conv2d layer to quantize")
     every = {first: layers[first][0].weight.detach() for first in keys_of}
     # skip names a weight by any of its names (a shared layer's, each tied layer's): left, it is left everywhere.
-    patterns = _skip_patterns(skip)
-    _warn_of_unmatched(patterns, [k for keys in keys_of.values() for k in keys], "quantize_modules", stacklevel=2)
+    _warn_of_unmatched(patterns, [k for keys in keys_of.values() for k in keys] + others, "quantize_modules",
+                       stacklevel=2)
     skipped = {first for first, keys in keys_of.items() if any(_skipped_by(patterns, k, every[first]) for k in keys)}
     weights = {f"{first}.weight": t for first, t in every.items() if first not in skipped}
     quantized = _said_of("quantize_modules", "quantize_state_dict", lambda: quantize_state_dict(
         weights, codebook, normalise=normalise, group_size=group_size, device=device, nonfinite=nonfinite,
         quantize_vectors=quantize_vectors))
-    swapped = {}
+    new, swapped = [], {}  # every new layer made before the first is swapped: a refusal swaps nothing
     for name, (module, names) in layers.items():
         first = first_of[id(module.weight)]
         q = quantized.get(f"{first}.weight")
         if isinstance(q, QuantizedTensor):
-            _swap(model, names, _quantized_layer(module, q, device))
+            new.append((module, names, _layer_for("quantize_modules", name, module, q, device)))
             swapped.update((n, q) for n in names)
         elif first not in skipped and every[first].numel() == 0:
             left.append(f"{name} (a weight of shape {tuple(every[first].shape)}, without elements)")
         elif first not in skipped and _vector_like(f"{first}.weight", every[first]) and not quantize_vectors:
             left.append(f"{name} (a weight of shape {tuple(every[first].shape)}, one dimension above 1, kept as "
                         "nuq quantize keeps vectors; quantize_vectors=True quantizes it)")
+    broken = _ties_broken(model, _weights(model), [(module, names) for module, names, _ in new])
+    for module, names, layer in new:
+        _swap(model, names, layer)
     if left:
-        warnings.warn(f"quantize_modules: left as they are: {_listed(left)}", stacklevel=2)
+        warnings.warn(f"quantize_modules: left as they are: {_listed(left)}; "
+                      f"{_float_left(model, list(swapped.values()))}", stacklevel=2)
+    _warn_of_ties("quantize_modules", broken, stacklevel=2)
     return swapped
 
 
@@ -385,7 +389,9 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
     with --quantize-vectors) are loaded dequantized, with a warning, and everything is loaded by
     ``model.load_state_dict(..., strict)`` (numpy arrays as tensors, 8-bit floats widened): with
     strict=False, keys the model lacks are only reported. A layer registered under several names
-    must have the same codes under each. What is refused before loading swaps nothing; if
+    must have the same codes under each; a swapped layer whose weight is tied to a parameter loaded
+    float is untied, with a warning. device="cuda" is refused where nuq has no CUDA device. What is
+    refused before loading swaps nothing (every new layer is made before the first is swapped); if
     load_state_dict fails, the swapped layers are put back (what it copied before failing stays
     copied, as with load_state_dict alone). Returns what load_state_dict returns."""
     if not isinstance(model, torch.nn.Module):
@@ -422,6 +428,9 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
         first = shared.setdefault(id(module.weight), q)
         if first is not q and _same_codes(first, q):
             plan[layer_id] = (module, names, first)
+    # Every new layer made before the first is swapped: a refusal swaps nothing.
+    new = [(module, names, q, _layer_for("load_quantized", names[0], module, q, device))
+           for module, names, q in plan.values()]
     restored = _said_of("load_quantized", "dequantize_state_dict", lambda: dequantize_state_dict(
         {k: v for k, v in state_dict.items() if k not in as_codes}, as_torch=True))
     owners = {k: _owner(named, k) for k, v in state_dict.items() if isinstance(v, QuantizedTensor) and k not in as_codes}
@@ -430,35 +439,20 @@ def load_quantized(model: torch.nn.Module, state_dict: Mapping[str, Any], *, str
         warnings.warn("load_quantized: codes loaded dequantized into float parameters (not a Linear or Conv2d layer "
                       "nuq.nn multiplies by codes): " + _listed(dequantized), stacklevel=2)
     final = {k: restored.get(k, v) for k, v in state_dict.items()}
+    broken = _ties_broken(model, _weights(model), [(module, names) for module, names, _, _ in new])
     swapped = []
-    for module, names, q in plan.values():
-        _swap(model, names, _quantized_layer(module, q, device))
+    for module, names, q, layer in new:
+        _swap(model, names, layer)
         swapped.append((module, names))
         final.update((f"{n}.weight", q) for n in names if f"{n}.weight" in final)  # one layer, one set of codes
     try:
-        return model.load_state_dict(final, strict=strict)
+        result = model.load_state_dict(final, strict=strict)
     except BaseException:
         for module, names in swapped:  # the float layers back, as the caller had them
             _swap(model, names, module)
         raise
-
-
-def _same_codes(a: QuantizedTensor, b: QuantizedTensor) -> bool:
-    return a is b or (tuple(a.shape) == tuple(b.shape) and a.group_size == b.group_size and
-                      np.array_equal(a.codes, b.codes) and np.array_equal(a.levels, b.levels) and
-                      (a.scales is None) == (b.scales is None) and
-                      (a.scales is None or np.array_equal(a.scales, b.scales)))
-
-
-def _owner(named: dict, key: str):
-    """The module that holds parameter or buffer `key`, or None where the model has none of that name."""
-    module_name, _, attribute = key.rpartition(".")
-    module = named.get(module_name)
-    if module is None:
-        return None
-    held = {name for name, _ in module.named_parameters(recurse=False)} | {
-        name for name, _ in module.named_buffers(recurse=False)}
-    return module if attribute in held else None
+    _warn_of_ties("load_quantized", broken, stacklevel=2)
+    return result
 
 
 __all__ = ["QuantizedLinear", "QuantizedConv2d", "quantize_modules", "load_quantized"]

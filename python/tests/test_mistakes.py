@@ -31,7 +31,7 @@ def w(rng):
     (lambda w, c: nuq.quantize(w, c, normalise=1), TypeError, "normalise must be a string"),
     (lambda w, c: nuq.quantize(w, c, nonfinite=None), TypeError, "nonfinite must be a string"),
     (lambda w, c: nuq.quantize_state_dict({0: w}, c), TypeError, "the name 0 is not a string"),
-    (lambda w, c: nuq.quantize_state_dict({"a": w}, c, skip=b"a"), ValueError, "not bytes"),
+    (lambda w, c: nuq.quantize_state_dict({"a": w}, c, skip=b"a"), TypeError, "not bytes"),
     (lambda w, c: nuq.save("x.safetensors", {("a", 1): w}), TypeError, "is not a string"),
     (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": 1}), TypeError, "strings to strings"),
     (lambda w, c: nuq.save("x.safetensors", [w]), TypeError, "a dict of name -> tensor"),

@@ -154,9 +154,9 @@ def test_skip_takes_globs_regular_expressions_and_generators(llm):
         nuq.quantize_state_dict(llm, codebook, skip="embed_tokens|lm_head")  # a glob that matches nothing
     with pytest.warns(UserWarning, match=r"'nomatch' names no tensor \(a regular expression, searched in each name\)"):
         nuq.quantize_state_dict(llm, codebook, skip=re.compile("nomatch"))
-    with pytest.raises(ValueError, match="neither a glob"):
+    with pytest.raises(TypeError, match="^quantize_state_dict: skip: 3 is neither a glob"):  # a wrong type
         nuq.quantize_state_dict(llm, codebook, skip=[3])
-    with pytest.raises(ValueError, match=r"skip: 5; give None, a callable"):
+    with pytest.raises(TypeError, match=r"^quantize_state_dict: skip: 5; give None, a callable"):
         nuq.quantize_state_dict(llm, codebook, skip=5)
 
 
