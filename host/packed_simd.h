@@ -53,19 +53,22 @@ class Levels16 {
     float padded[16] = {};
     if (in_register_) std::copy(levels, levels + (1 << bits), padded);
     register_ = _mm512_loadu_ps(padded);
-    offset_ = _mm512_set1_ps(grid ? grid->offset : 0.0f);
+    origin_level_ = _mm512_set1_ps(grid ? grid->origin_level : 0.0f);
     scale_ = _mm512_set1_ps(grid ? grid->scale : 0.0f);
+    origin_code_ = _mm512_set1_epi32(grid ? grid->origin_code : 0);
   }
   __m512 operator()(__m512i codes) const {
     if (in_register_) return _mm512_permutexvar_ps(codes, register_);
-    if (on_grid_) return _mm512_fmadd_ps(scale_, _mm512_cvtepi32_ps(codes), offset_);
+    if (on_grid_)  // LevelGrid::level, sixteen at once
+      return _mm512_fmadd_ps(scale_, _mm512_cvtepi32_ps(_mm512_sub_epi32(codes, origin_code_)), origin_level_);
     return _mm512_i32gather_ps(codes, table_, 4);
   }
 
  private:
   const float* table_;
   bool in_register_, on_grid_;
-  __m512 register_, offset_, scale_;
+  __m512 register_, origin_level_, scale_;
+  __m512i origin_code_;
 };
 
 #if defined(__AVX512VBMI__)

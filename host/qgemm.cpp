@@ -57,7 +57,7 @@ class RowDecoder {
       const std::optional<LevelGrid> grid = this->grid(row);
       for (std::size_t c = from; c < cols; ++c) {
         const std::size_t code = bytes[2 * c] | (std::size_t{bytes[2 * c + 1]} << 8);
-        out[c] = grid ? std::fma(grid->scale, float(code), grid->offset) : levels[code];
+        out[c] = grid ? grid->level(std::uint32_t(code)) : levels[code];
       }
       return;
     }
@@ -281,17 +281,24 @@ void direct_rows(const RowDecoder& decoder, const QuantizedMatrix& w, std::size_
 }  // namespace
 
 std::optional<LevelGrid> level_grid(const float* levels, std::size_t count) {
-  if (count < 2) return std::nullopt;
-  double largest = 0.0;
+  if (count < 2 || count > (std::size_t{1} << 24)) return std::nullopt;  // (codes exact as floats)
+  std::size_t nearest_zero = 0;
   for (std::size_t c = 0; c < count; ++c) {
     if (!std::isfinite(levels[c])) return std::nullopt;
-    largest = std::max(largest, std::abs(double(levels[c])));
+    if (std::abs(levels[c]) < std::abs(levels[nearest_zero])) nearest_zero = c;
   }
-  const LevelGrid grid{levels[0], float((double(levels[count - 1]) - double(levels[0])) / double(count - 1))};
-  const double tolerance = std::ldexp(largest, -22);
-  for (std::size_t c = 0; c < count; ++c)
-    if (std::abs(double(std::fma(grid.scale, float(c), grid.offset)) - double(levels[c])) > tolerance)
-      return std::nullopt;
+  LevelGrid grid;
+  grid.scale = float((double(levels[count - 1]) - double(levels[0])) / double(count - 1));
+  grid.origin_code = std::int32_t(nearest_zero);
+  grid.origin_level = levels[nearest_zero];
+  // A table rounded from an exact grid (the uniform designs' are made in double) is met to within
+  // about 2^-22 of each level: its own rounding, the FMA's, and the step's (from the ends' rounding
+  // and its own), each a unit in the last place at most; 2^-21 leaves room, and a table computed in
+  // float (errors of x_max's last place in every level) is no grid here: its levels are gathered.
+  for (std::size_t c = 0; c < count; ++c) {
+    const double tolerance = std::ldexp(std::max(std::abs(double(levels[c])), std::abs(double(grid.scale))), -21);
+    if (std::abs(double(grid.level(std::uint32_t(c))) - double(levels[c])) > tolerance) return std::nullopt;
+  }
   return grid;
 }
 

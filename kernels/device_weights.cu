@@ -24,8 +24,9 @@ DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what) 
   if (w.codes.bits >= 8 && !w.per_row())
     if (const auto grid = level_grid(w.levels.data(), w.levels.size())) {
       d.view.on_grid = true;
-      d.view.grid_offset = grid->offset;
+      d.view.grid_origin_level = grid->origin_level;
       d.view.grid_scale = grid->scale;
+      d.view.grid_origin_code = grid->origin_code;
     }
   return d;
 }

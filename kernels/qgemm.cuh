@@ -35,14 +35,15 @@ struct DeviceQuantizedMatrix {
   std::size_t levels_stride;  // 0: one table for the matrix; 2^bits: a table per row
   std::size_t row_stride;     // bytes from one row's codes to the next: device_row_stride(k, bits)
   // 8- and 16-bit codes whose one table is a uniform grid (the uniform quantizers): a level is
-  // grid_offset + grid_scale * code, computed, not looked up in the table (level_grid).
+  // computed as LevelGrid::level computes it, not looked up in the table (level_grid).
   bool on_grid = false;
-  float grid_offset = 0.0f, grid_scale = 0.0f;
+  float grid_origin_level = 0.0f, grid_scale = 0.0f;
+  int grid_origin_code = 0;
 
   __device__ const float* row_levels(std::size_t row) const { return levels + row * levels_stride; }
   // The level of `code` in a row whose table is `table`, read through the read-only cache.
   __device__ float level(const float* table, std::uint32_t code) const {
-    return on_grid ? fmaf(grid_scale, float(code), grid_offset) : __ldg(table + code);
+    return on_grid ? fmaf(grid_scale, float(int(code) - grid_origin_code), grid_origin_level) : __ldg(table + code);
   }
   __device__ const std::uint8_t* row_codes(std::size_t row) const { return codes + row * row_stride; }
 };

@@ -153,14 +153,14 @@ TEST(Qgemm, PanelsDecodeEveryWidthToItsLevels) {
       const LevelGrid grid = found.value_or(LevelGrid{});
       if (bits == 8 && found) {  // the table and the grid disagree somewhere, so the test can tell them apart
         std::size_t differ = 0;
-        for (std::size_t c = 0; c < 256; ++c) differ += std::fma(grid.scale, float(c), grid.offset) != w.levels[c];
+        for (std::size_t c = 0; c < 256; ++c) differ += grid.level(std::uint32_t(c)) != w.levels[c];
         ASSERT_GT(differ, 0u);
       }
       qgemm(x.data(), m, w, nullptr, y.data());
       for (std::size_t r = 0; r < n; ++r)
         for (std::size_t c = 0; c < k; ++c) {
           const std::uint32_t code = w.codes.at(r, c);
-          const float level = found && bits == 16 ? std::fma(grid.scale, float(code), grid.offset) : w.row_levels(r)[code];
+          const float level = found && bits == 16 ? grid.level(code) : w.row_levels(r)[code];
           ASSERT_EQ(y[c * n + r], level) << bits << " bits, kind " << kind << ", row " << r << ", column " << c;
         }
     }
@@ -299,7 +299,8 @@ TEST(Qgemm, LevelGridFindsUniformTablesOnly) {
   for (std::size_t c = 0; c < grid.size(); ++c) grid[c] = float(-0.2374 + 7.25e-6 * double(c));
   const auto found = level_grid(grid.data(), grid.size());
   ASSERT_TRUE(found.has_value());
-  EXPECT_EQ(found->offset, grid.front());
+  EXPECT_EQ(found->origin_code, 32745);  // -0.2374 + 7.25e-6 c is nearest zero there
+  EXPECT_EQ(found->origin_level, grid[32745]);
   EXPECT_NEAR(found->scale, 7.25e-6, 1e-12);
   std::vector<float> bent = grid;
   bent[40000] += 1e-6f;  // a 7th of a step off: not on the grid
@@ -310,6 +311,48 @@ TEST(Qgemm, LevelGridFindsUniformTablesOnly) {
   const std::vector<float> lloyd = {-1.5f, -0.4f, 0.4f, 1.5f};
   EXPECT_FALSE(level_grid(lloyd.data(), lloyd.size()).has_value());
   EXPECT_FALSE(level_grid(grid.data(), 1).has_value());
+}
+
+// A unit-variance 16-bit uniform design met by weights of sigma 0.02 without normalisation (the
+// companion paper's variance mismatch): the weights take levels within 1% of zero on a grid that
+// reaches +-14.3. Levels computed from the grid's end carried its rounding (2^-24 of x_max, a
+// thousandth of these weights' own size) into every weight, and 4096 of them summed it: products
+// 500 times further from the exact product of the table's levels than float rounding puts them.
+// From the level nearest zero, every path agrees with it as closely as sgemm does.
+TEST(Qgemm, GridLevelsKeepTheAccuracyOfLevelsFarSmallerThanTheGrid) {
+  std::mt19937 rng(41);
+  const std::size_t n = 24, k = 4096;
+  std::vector<float> levels(65536);
+  const double scale = 28.666 / 65535.0;
+  for (std::size_t c = 0; c < levels.size(); ++c) levels[c] = float(-14.333 + scale * double(c));
+  ASSERT_TRUE(level_grid(levels.data(), levels.size()).has_value());
+  std::vector<std::uint32_t> codes(n * k);
+  std::exponential_distribution<double> magnitude(1.0 / 0.014);  // Laplace, sigma 0.02
+  for (auto& code : codes) {
+    const double weight = (rng() & 1 ? 1.0 : -1.0) * magnitude(rng);
+    code = std::uint32_t(std::lround((weight + 14.333) / scale));
+  }
+  const QuantizedMatrix w{pack_codes(codes, n, k, 16), levels};
+  const auto prepared = cpu_backend().prepare(w);
+  for (std::size_t m : {1u, 8u, 40u}) {
+    std::vector<float> x(m * k);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (auto& v : x) v = std::abs(normal(rng));  // after a ReLU: no sign to cancel the error
+    std::vector<float> direct(m * n), from_prepared(m * n);
+    qgemm(x.data(), m, w, nullptr, direct.data());
+    cpu_backend().qgemm(x.data(), m, *prepared, nullptr, from_prepared.data());
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t r = 0; r < n; ++r) {
+        double exact = 0.0, size = 0.0;
+        for (std::size_t c = 0; c < k; ++c) {
+          const double term = double(x[i * k + c]) * double(levels[codes[r * k + c]]);
+          exact += term, size += std::abs(term);
+        }
+        // float sums of 4096 terms in blocks: well within 2^-20 of the terms' magnitude
+        EXPECT_NEAR(direct[i * n + r], exact, std::ldexp(size, -20)) << "m " << m << ", row " << r;
+        EXPECT_NEAR(from_prepared[i * n + r], exact, std::ldexp(size, -20)) << "prepared, m " << m << ", row " << r;
+      }
+  }
 }
 
 // 8- and 16-bit codes on a grid are dequantized by scale and offset (no gather from the table): the
@@ -374,7 +417,7 @@ TEST(Qgemm, PerRowGridsComputeTheirLevels) {
     for (std::size_t r = 0; r < n; ++r)
       for (std::size_t i = 0; i < 16; ++i) {
         const float table = w.row_levels(r)[w.codes.at(r, i)];
-        const float grid = std::fma(grids[r].scale, float(w.codes.at(r, i)), grids[r].offset);
+        const float grid = grids[r].level(w.codes.at(r, i));
         ASSERT_EQ(y[i * n + r], detail::lut_compiled() ? grid : table) << bits << " bits, row " << r << " col " << i;
         computed += grid != table;
       }

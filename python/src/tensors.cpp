@@ -400,7 +400,9 @@ void bind_tensors(py::module_& m) {
             const QuantizedMatrix& w = q.tensor.matrix;
             if (q.tensor.group_size || w.per_row()) return py::none();
             const auto grid = level_grid(w.levels.data(), w.levels.size());
-            return grid ? py::object(py::make_tuple(grid->offset, grid->scale)) : py::none();
+            if (!grid) return py::object(py::none());  // (offset at code 0, in double: the grid as users write it)
+            const double offset = double(grid->origin_level) - double(grid->scale) * double(grid->origin_code);
+            return py::object(py::make_tuple(offset, grid->scale));
           },
           "(offset, scale) when the levels lie on a uniform grid (level = offset + scale * code), else None.")
       .def_property_readonly(
