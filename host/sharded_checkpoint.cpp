@@ -234,21 +234,25 @@ bool ends_with(const std::string& text, const std::string& end) {
   return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
 }
 
-// An output folder that holds another model: safetensors files or indexes beside this run's
-// outputs, or an index at this run's index name that maps files it will not write. Writing among
-// them would leave two models in one folder, and the new index would orphan the other's shards
-// (the earlier index removed), so the folder is refused before anything is read. A folder an
-// earlier run of the same checkpoint wrote holds this run's names only, and is written over.
+// An output folder that holds another sharded model: shards numbered as Hugging Face numbers them
+// (`-00002-of-00005`) or indexes beside this run's outputs, or an index at this run's index name
+// that maps files it will not write. Writing among them would leave two models in one folder, and
+// the new index would orphan the other's shards (the earlier index removed), so the folder is
+// refused before anything is read. A folder an earlier run of the same checkpoint wrote holds this
+// run's names only, and is written over; single files beside them (an adapter, Mistral's
+// consolidated.safetensors, macOS's ._ files) are no shards of a model, and are left. A folder that
+// cannot be listed (write-only) is not judged.
 void require_no_other_model(const fs::path& folder, const std::set<std::string>& ours, const std::string& index_name,
                             const std::string& option) {
+  static const std::regex numbered(R"(.+-\d{1,9}-of-\d{1,9}\.safetensors)");
   std::set<std::string> others;
   std::error_code ec;
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (!ours.count(name) && (ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json")))
+    if (ours.count(name) || name.rfind("._", 0) == 0) continue;
+    if (ends_with(name, ".safetensors.index.json") || (name.size() < 256 && std::regex_match(name, numbered)))
       others.insert(name);
   }
-  NUQ_REQUIRE(!ec, option, " ", folder.string(), ": cannot list the folder: ", ec.message());
   const fs::path index = folder / index_name;
   if (fs::is_regular_file(index, ec)) {
     try {
@@ -311,8 +315,7 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
       throw Error(shard + ": the file name is not valid UTF-8, so no index can name it; rename the shard");
     }
   }
-  created_folder_ = !fs::exists(output);
-  io::make_output_folder(output, "--output");
+  created_folder_ = io::make_output_folder(output, "--output");
   try {
     std::set<std::string> ours{index_name_};
     for (const std::string& shard : inputs_) {
@@ -330,19 +333,20 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
     }
     if (!created_folder_) require_no_other_model(output, ours, index_name_, "--output");
   } catch (...) {  // no destructor runs for a constructor that throws: what it made goes here
-    if (folder_lock_ >= 0) ::close(folder_lock_);
     std::error_code ec;
-    if (created_folder_) fs::remove(folder_, ec);
+    if (created_folder_) fs::remove(folder_, ec);  // (before the lock goes: no run has it meanwhile)
+    if (folder_lock_ >= 0) ::close(folder_lock_);
     throw;
   }
 }
 
 ShardedCheckpoint::~ShardedCheckpoint() {
   held_.clear();  // their temporaries removed first, so that a folder this run made is empty again
-  if (folder_lock_ >= 0) ::close(folder_lock_);
-  if (!created_folder_ || indexed_) return;
-  std::error_code ec;  // removes the folder this run made only while nothing was written into it
-  fs::remove(folder_, ec);
+  if (created_folder_ && !indexed_) {
+    std::error_code ec;  // removes the folder this run made only while nothing was written into it
+    fs::remove(folder_, ec);
+  }
+  if (folder_lock_ >= 0) ::close(folder_lock_);  // last: no other run takes the folder before then
 }
 
 void ShardedCheckpoint::hold(std::size_t shard, std::unique_ptr<io::SafetensorsWriter> output) {
@@ -356,6 +360,8 @@ std::string ShardedCheckpoint::publish() {
   NUQ_ASSERT(held_.size() == outputs_.size() &&
                  std::all_of(held_.begin(), held_.end(), [](const auto& output) { return bool(output); }),
              "publishing before every shard's output is held");
+  // Past the removal of the old index only renames remain: every temporary is checked first.
+  for (const std::unique_ptr<io::SafetensorsWriter>& output : held_) output->check_set_aside();
   if (sharded_) {
     std::error_code ec;  // absent is fine; a failure shows when the new index is written
     fs::remove(fs::path(folder_) / index_name_, ec);

@@ -167,14 +167,24 @@ TEST(ShardedOutput, AFolderHoldingAnotherModelIsRefusedBeforeAnythingIsRead) {
   EXPECT_NE(r.output.find("holds model.safetensors.index.json, which is not an index this run would write over"),
             std::string::npos)
       << r.output;
-  // A stray safetensors file beside this run's names.
+  // A shard of another numbering, or another index, beside this run's names.
   std::ofstream(dir.file("out/model.safetensors.index.json")) << out.at("model.safetensors.index.json");
-  fs::copy_file(dir.file("out/model-00001-of-00002.safetensors"), dir.file("out/extra.safetensors"));
-  r = run_nuq("quantize " + d + "/model -o " + d + "/out");
-  EXPECT_EQ(r.status, kUserError);
-  EXPECT_NE(r.output.find("holds another model's files (extra.safetensors)"), std::string::npos) << r.output;
-  fs::remove(dir.file("out/extra.safetensors"));
+  for (const std::string stray : {"model-00003-of-00003.safetensors", "other.safetensors.index.json"}) {
+    std::ofstream(dir.file("out/" + stray)) << "x";
+    r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+    EXPECT_EQ(r.status, kUserError);
+    EXPECT_NE(r.output.find("holds another model's files (" + stray + ")"), std::string::npos) << r.output;
+    fs::remove(dir.file("out/" + stray));
+  }
   EXPECT_EQ(files_in(dir.file("out")), out);
+  // Single files are no shards of a model: an adapter, Mistral's consolidated weights, macOS's ._
+  // files beside the shards are left as they are.
+  for (const std::string single : {"adapter_model.safetensors", "consolidated.safetensors",
+                                   "._model-00001-of-00002.safetensors"})
+    std::ofstream(dir.file("out/" + single)) << single;
+  r = run_nuq("quantize " + d + "/model -o " + d + "/out");
+  EXPECT_EQ(r.status, kOk) << r.output;
+  EXPECT_EQ(bytes_of(dir.file("out/consolidated.safetensors")), "consolidated.safetensors");
 }
 
 TEST(ShardedOutput, AFolderAnotherRunIsWritingIsRefused) {

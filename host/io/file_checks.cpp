@@ -99,12 +99,13 @@ void make_folder(const std::string& path, const std::string& option) {
   NUQ_REQUIRE(std::filesystem::is_directory(path), option, " ", path, ": is not a folder");
 }
 
-void make_output_folder(const std::string& path, const std::string& option) {
+bool make_output_folder(const std::string& path, const std::string& option) {
   NUQ_REQUIRE(!path.empty(), option, ": the folder name is empty");
   // (std::filesystem::path("a/") has the parent "a": the name without its trailing slashes is the folder.)
   std::string name = path;
   while (name.size() > 1 && name.back() == '/') name.pop_back();
   std::error_code error;
+  bool made = false;
   if (!std::filesystem::exists(name, error)) {
     NUQ_REQUIRE(!std::filesystem::is_symlink(name, error), option, " ", path,
                 ": is a symbolic link to nothing (", std::filesystem::read_symlink(name, error).string(),
@@ -114,10 +115,11 @@ void make_output_folder(const std::string& path, const std::string& option) {
                 ": the output is a folder of shards here (the input is sharded), and a folder named .safetensors "
                 "would be read as a file; give a folder name");
     require_writable_parent(name);
-    std::filesystem::create_directory(name, error);
+    made = std::filesystem::create_directory(name, error);
     NUQ_REQUIRE(!error, option, " ", path, ": cannot create the folder: ", error.message());
   }
   NUQ_REQUIRE(std::filesystem::is_directory(name), option, " ", path, ": is not a folder");
+  return made;
 }
 
 }  // namespace nuq::io

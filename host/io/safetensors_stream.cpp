@@ -152,6 +152,7 @@ void SafetensorsWriter::append(const void* bytes, std::size_t count) {
   NUQ_ASSERT(!finished_ && written_ + count <= data_bytes_, "more tensor bytes than the header promised");
   write_fully(fd_, bytes, count, path_);
   written_ += count;
+  synced_ = false;
 #if defined(__linux__)
   // Start writing back each 16 MiB to the disk now, without waiting for it: finish()'s fsync then
   // waits for the last few, not for the whole file at once after all the work.
@@ -172,6 +173,7 @@ void SafetensorsWriter::skip(std::uint64_t count) {
   else room_[written_] = written_ + count;
   written_ += count;
   skipped_ += count;
+  synced_ = false;
 }
 
 void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::size_t count) {
@@ -186,6 +188,7 @@ void SafetensorsWriter::write_at(std::uint64_t offset, const void* bytes, std::s
   NUQ_ASSERT(after == written_at_.begin() || std::prev(after)->second <= offset, "bytes [", offset, ", ", end,
              ") written in place twice");
   pwrite_fully(fd_, bytes, count, header_bytes_ + offset, path_);
+  synced_ = false;
   // Recorded as filled, joined with the ranges just after and just before it so that the map stays
   // a few entries long.
   std::uint64_t stop = end;
@@ -210,6 +213,7 @@ void SafetensorsWriter::rewrite_metadata(const std::map<std::string, std::string
              header_bytes_ - 8, " were left for it");
   text.append(header_bytes_ - 8 - text.size(), ' ');
   pwrite_fully(fd_, text.data(), text.size(), 8, path_);
+  synced_ = false;
 }
 
 void SafetensorsWriter::set_aside() {
@@ -228,23 +232,37 @@ void SafetensorsWriter::set_aside() {
   fd_ = -1;
 }
 
+bool SafetensorsWriter::as_set_aside(const struct stat& st) const {
+  return std::uint64_t(st.st_dev) == device_ && std::uint64_t(st.st_ino) == inode_ &&
+         std::uint64_t(st.st_size) == size_ && std::int64_t(st.st_mtim.tv_sec) == modified_seconds_ &&
+         std::int64_t(st.st_mtim.tv_nsec) == modified_nanoseconds_;
+}
+
 void SafetensorsWriter::reopen() {
   if (fd_ >= 0) return;
   const int fd = ::open(temporary_.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
   NUQ_REQUIRE(fd >= 0, path_, ": opening its temporary file ", temporary_, " again: ", std::strerror(errno));
   struct stat st;
-  const bool same = ::fstat(fd, &st) == 0 && std::uint64_t(st.st_dev) == device_ && std::uint64_t(st.st_ino) == inode_ &&
-                    std::uint64_t(st.st_size) == size_ && std::int64_t(st.st_mtim.tv_sec) == modified_seconds_ &&
-                    std::int64_t(st.st_mtim.tv_nsec) == modified_nanoseconds_;
+  const bool same = ::fstat(fd, &st) == 0 && as_set_aside(st);
   if (!same) ::close(fd);
   NUQ_REQUIRE(same, path_, ": its temporary file ", temporary_, " was replaced while nuq was writing it");
   fd_ = fd;
 }
 
+void SafetensorsWriter::check_set_aside() const {
+  if (fd_ >= 0) return;
+  struct stat st;
+  NUQ_REQUIRE(::lstat(temporary_.c_str(), &st) == 0, path_, ": its temporary file ", temporary_, ": ",
+              std::strerror(errno));
+  NUQ_REQUIRE(as_set_aside(st), path_, ": its temporary file ", temporary_, " was replaced while nuq was writing it");
+}
+
 void SafetensorsWriter::sync_and_set_aside() {
+  if (synced_ && fd_ < 0) return;  // (set aside synced, and not written since)
   reopen();
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
   NUQ_REQUIRE(::fsync(fd_) == 0, path_, ": writing failed (disk full?): ", std::strerror(errno));
+  synced_ = true;
   set_aside();
 }
 
@@ -252,7 +270,7 @@ void SafetensorsWriter::finish() {
   reopen();
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
   NUQ_ASSERT(filled_ == skipped_, skipped_, " bytes were left to be written in place, ", filled_, " came");
-  move_temporary_into_place(fd_, temporary_, path_);
+  move_temporary_into_place(fd_, temporary_, path_, synced_);
   finished_ = true;
 }
 

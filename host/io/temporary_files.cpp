@@ -127,8 +127,8 @@ CreatedTemporary create_temporary_for(const std::string& output) {
   }
 }
 
-void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output) {
-  NUQ_REQUIRE(::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
+void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output, bool synced) {
+  NUQ_REQUIRE(synced || ::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
   const int closing = fd;
   fd = -1;
   NUQ_REQUIRE(::close(closing) == 0, output, ": writing failed: ", std::strerror(errno));

@@ -119,11 +119,14 @@ def _tensor_attribute(self, name: str):
     layer reading its Linear's weight.T, .to(), .float()) is told what the codes are and what to use."""
     torch = _torch()
     if not name.startswith("_") and torch is not None and hasattr(torch.Tensor, name):
-        raise _PackedCodesError(f"QuantizedTensor.{name}: a nuq.QuantizedTensor holds packed codes, not a tensor: "
-                                f"take q.dequantize() for a tensor of its values (q.dequantize().{name}), or multiply "
-                                "with nuq.qgemm (the layers of nuq.nn do)", name=name, obj=self)
-    raise AttributeError(f"'{type(self).__module__}.{type(self).__qualname__}' object has no attribute {name!r}",
-                         name=name, obj=self)
+        error = _PackedCodesError(f"QuantizedTensor.{name}: a nuq.QuantizedTensor holds packed codes, not a tensor: "
+                                  f"take q.dequantize() for a tensor of its values (q.dequantize().{name}), or "
+                                  "multiply with nuq.qgemm (the layers of nuq.nn do)")
+    else:
+        error = AttributeError(f"'{type(self).__module__}.{type(self).__qualname__}' object has no attribute {name!r}")
+    # (set, not passed: AttributeError takes name= and obj= from Python 3.10 on, and nuq runs on 3.8)
+    error.name, error.obj = name, self
+    raise error
 
 
 # Read by code written for tensors (a parent layer reading its Linear's weight): the shape's answers,

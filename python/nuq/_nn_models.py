@@ -138,7 +138,11 @@ def _said_of(caller: str, inner: str, call: Callable):
     for warning in said:
         warnings.warn(renamed(str(warning.message)), warning.category, stacklevel=3)
     if failure is not None:
-        raise type(failure)(renamed(str(failure))) from None
+        # Only nuq's own refusals, said of `inner`, are said again; anything else (a bug, torch's own
+        # error) goes on as it came, with its traceback.
+        if type(failure) in (ValueError, TypeError) and str(failure).startswith(f"{inner}:"):
+            raise type(failure)(renamed(str(failure))) from None
+        raise failure
     return result
 
 

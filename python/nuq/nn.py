@@ -294,7 +294,9 @@ def _layer_for(caller: str, name: str, module, q: QuantizedTensor, device: str):
     try:
         return _quantized_layer(module, q, device)
     except (TypeError, ValueError) as error:
-        raise type(error)(f"{caller}: layer '{name}' ({type(module).__name__}): {error}") from None
+        if type(error) not in (TypeError, ValueError):  # (a subclass may take other arguments: as it came)
+            raise
+        raise type(error)(f"{caller}: layer '{name}' ({type(module).__name__}): {error}") from error
 
 
 def quantize_modules(model: torch.nn.Module, codebook: Codebook, *, skip: Any = None, normalise: Optional[str] = None,

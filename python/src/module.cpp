@@ -12,7 +12,8 @@ namespace nuq::python {
 int whole_number(const IntArgument& argument, const char* function, const char* name) {
   PyObject* given = argument.given.ptr();
   const std::string type = Py_TYPE(given)->tp_name;
-  if (PyBool_Check(given) || !PyIndex_Check(given))
+  // (numpy's booleans are no Python bools, but have __index__: refused by their type's name)
+  if (PyBool_Check(given) || type == "numpy.bool_" || type == "numpy.bool" || !PyIndex_Check(given))
     throw py::type_error(std::string(function) + ": " + name + " must be an int, not " + type);
   const py::int_ number = py::reinterpret_steal<py::int_>(PyNumber_Index(given));
   if (!number) throw py::error_already_set();

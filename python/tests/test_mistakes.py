@@ -60,6 +60,7 @@ def w(rng):
     # Whole-number arguments: a bool is not taken for 0 or 1, nor a float or a string for the number,
     # and a number beyond any count is refused by the argument's name (numpy's integers are taken).
     (lambda w, c: nuq.design("uniform", True), TypeError, "design: bits must be an int, not bool"),
+    (lambda w, c: nuq.design("uniform", np.True_), TypeError, "design: bits must be an int, not numpy.bool"),
     (lambda w, c: nuq.design("uniform", 2.0), TypeError, "design: bits must be an int, not float"),
     (lambda w, c: nuq.design("uniform", 2**40), ValueError, "design: bits=1099511627776 is out of range"),
     (lambda w, c: nuq.design("uniform", 2, levels=True), TypeError, "levels must be an int, not bool"),

@@ -21,7 +21,8 @@ void require_output_path(const std::string& path, const std::vector<std::string>
 void make_folder(const std::string& path, const std::string& option);
 // The folder an output of several files goes in: made if it is not there, as a file would be, in
 // a folder that is (a typo in -o is an error, not a new tree of folders); throws nuq::Error naming
-// the path and the reason.
-void make_output_folder(const std::string& path, const std::string& option);
+// the path and the reason. Returns whether this call made it (of two runs that make one folder at
+// once, one did: only it may remove the folder again).
+bool make_output_folder(const std::string& path, const std::string& option);
 
 }  // namespace nuq::io

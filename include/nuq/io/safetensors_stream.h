@@ -3,6 +3,8 @@
 // the order of the header it wrote first. Memory stays bounded by what the caller holds.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -83,6 +85,9 @@ class SafetensorsWriter {
   // here) and sets it aside: each file of an output of several waits so until all are written, and
   // a run that fails before then leaves the output it was to replace whole.
   void sync_and_set_aside();
+  // Throws unless the temporary of a file set aside is still the file nuq wrote (without opening it):
+  // checked of every file of an output before the first is renamed.
+  void check_set_aside() const;
   // Checks that every byte came, syncs and renames the file into place.
   void finish();
   std::uint64_t file_size() const { return header_bytes_ + written_; }
@@ -106,7 +111,9 @@ class SafetensorsWriter {
   std::uint64_t device_ = 0, inode_ = 0, size_ = 0;
   std::int64_t modified_seconds_ = 0, modified_nanoseconds_ = 0;
   void reopen();
+  bool as_set_aside(const struct stat& st) const;
   bool finished_ = false;
+  bool synced_ = false;  // fsync'd since the last byte written (finish() need not again)
 };
 
 }  // namespace nuq::io

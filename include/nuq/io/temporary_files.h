@@ -47,7 +47,8 @@ CreatedTemporary create_temporary_for(const std::string& output);
 // Puts a written temporary file in `output`'s place: fsync (its bytes on the disk before the name
 // is), close (`fd` set to -1 first, so never closed twice even when close fails: another thread may
 // reuse the number), rename. Throws nuq::Error naming `output`; the caller removes the file then.
-void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output);
+// `synced`: the file was fsync'd since its last write, and is not again.
+void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output, bool synced = false);
 
 // Installs the handlers, and ignores SIGXFSZ (once; the CLI's main calls it: a library's host, such
 // as Python, keeps its own). Signals the process ignores stay ignored.
