@@ -227,14 +227,18 @@ CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions&
   CheckpointPlan plan;
   plan.warnings = keeping_warnings(readers, options, elsewhere);
   for (const auto& reader : readers) {
-    std::vector<const std::string*> quantized;
+    // Masks among the tensors to quantize, and among those kept as vectors or biases are (GPT-2's
+    // attn.bias is a 0/1 mask): their reason is that they are masks, which --quantize-vectors keeps too.
+    std::vector<const std::string*> candidates;
     for (const auto& [name, entry] : reader->layout().tensors) {
       const char* kept = kept_reason(name, entry, *reader, options, elsewhere);
-      if (!kept) quantized.push_back(&name);
+      if (!kept || (io::is_floating(entry.dtype) && entry.element_count() > 0 && !options.quantize_vectors &&
+                    vector_reason(name, entry.shape) == kept))
+        candidates.push_back(&name);
       plan.tensors.push_back({name, reader->path(), entry.dtype, entry.shape, entry.end - entry.begin, kept ? kept : ""});
     }
     // (A run finds masks from the statistics its pass 1 takes: no read of its own.)
-    const std::set<std::string> masks = masks_among(*reader, quantized, options.piece_bytes);
+    const std::set<std::string> masks = masks_among(*reader, candidates, options.piece_bytes);
     for (std::size_t t = plan.tensors.size() - reader->layout().tensors.size(); t < plan.tensors.size(); ++t)
       if (masks.count(plan.tensors[t].name)) plan.tensors[t].kept = kMaskReason;
   }

@@ -88,6 +88,10 @@ StreamRun::StreamRun(const std::string& input, const std::string& output, const 
       quantized_bytes_ += entry.end - entry.begin;
     }
   }
+  // The jobs in name order, whatever shard holds each: their statistics and totals are joined in
+  // this order, so a checkpoint's are the same bits in one file or in any sharding of it (joined
+  // shard by shard, a global mean moved in its last digit, and with it the run's fingerprint).
+  std::sort(jobs_.begin(), jobs_.end(), [](const StreamJob& a, const StreamJob& b) { return a.name < b.name; });
   if (!ungroupable.empty()) throw Error(ungroupable_error(input, ungroupable, o.group_size, o.skip.has_value()));
   tell_of_masks(masks);
   warn_of_tables_larger_than_rows();

@@ -413,7 +413,8 @@ TEST(CheckpointStream, VectorsAndBiasesOfAnyRankAreKeptUnlessAskedFor) {
       {"score.weight", "a vector: one dimension above 1 (--quantize-vectors)"},
       {"rwkv.time_mix_k", "a vector: one dimension above 1 (--quantize-vectors)"},
       {"mlp.experts.gate_up_proj_bias", "a bias (--quantize-vectors)"},
-      {"h.0.attn.bias", "a bias (--quantize-vectors)"},
+      // A mask, which --quantize-vectors keeps too: said so, not "a bias" (which it would quantize).
+      {"h.0.attn.bias", "a mask (only 0 and 1, or 0 and one value <= -100 or -inf), not weights"},
       {"mlp.experts.gate_up_proj", ""},
       {"mlp.dt_bias_scale", ""}};
   for (const TensorPlan& t : plan_checkpoint(dir.file("in.safetensors"), StreamOptions{}).tensors)

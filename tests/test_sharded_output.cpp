@@ -20,6 +20,7 @@
 #include "nuq/checkpoint_stream.h"
 #include "nuq/error.h"
 #include "nuq/io/safetensors_stream.h"
+#include "nuq/normalisation.h"
 #include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
@@ -121,6 +122,46 @@ TEST(ShardedOutput, ARunThatFailsAfterWritingAShardLeavesTheOutputItWritesOverWh
             std::string::npos)
       << r.output;
   EXPECT_EQ(files_in(dir.file("restored")), restored) << "a failed dequantize changed the output it was to replace";
+}
+
+// A checkpoint in one file or in shards whose order is not its tensors' names' quantizes to the
+// same bits: every statistic is joined in name order (joined shard by shard, the global mean moved
+// in its last digit, and with it the run's fingerprint that dequantize records).
+TEST(ShardedOutput, AShardingOfACheckpointQuantizesAsItsOneFile) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  io::TensorFile whole;
+  const char* names[] = {"z.weight", "a.weight", "m.weight", "c.weight"};  // one a shard, not in name order
+  for (int s = 0; s < 4; ++s) {
+    io::TensorFile shard;
+    const std::vector<float> w = test::draw(test::Law::Laplace, 40 * (24 + s), 0.03 * (s + 1), 0.011 * (s + 2), 60 + s);
+    shard.tensors[names[s]] = whole.tensors[names[s]] = io::f32_tensor({40, 24 + s}, w);
+    io::write_safetensors(dir.file("model/model-0000" + std::to_string(s + 1) + "-of-00004.safetensors"), shard);
+  }
+  io::write_safetensors(dir.file("whole.safetensors"), whole);
+  for (const Normalisation normalisation : {Normalisation::Global, Normalisation::PerTensor, Normalisation::PerChannel}) {
+    StreamOptions options;
+    options.normalisation = normalisation;
+    fs::remove_all(dir.file("out"));
+    const StreamReport sharded = quantize_checkpoint_files(dir.file("model"), dir.file("out"), test::msptq2(), options, cpu_backend());
+    const StreamReport one = quantize_checkpoint_files(dir.file("whole.safetensors"), dir.file("one.safetensors"),
+                                                       test::msptq2(), options, cpu_backend());
+    const std::string what = to_string(normalisation);
+    EXPECT_EQ(sharded.stats.mean, one.stats.mean) << what;
+    EXPECT_EQ(sharded.stats.stddev(), one.stats.stddev()) << what;
+    EXPECT_EQ(sharded.sqnr_ex_db, one.sqnr_ex_db) << what;
+    const io::SafetensorsReader single(dir.file("one.safetensors"));
+    nlohmann::json expected = nlohmann::json::parse(single.layout().metadata.at("nuq.quantized"));
+    const io::TensorFile from_one = io::read_safetensors(dir.file("one.safetensors"));
+    for (int s = 0; s < 4; ++s) {
+      const std::string shard = dir.file("out/model-0000" + std::to_string(s + 1) + "-of-00004.safetensors");
+      nlohmann::json described = nlohmann::json::parse(io::SafetensorsReader(shard).layout().metadata.at("nuq.quantized"));
+      EXPECT_EQ(described["mean"], expected["mean"]) << what << ", shard " << s;
+      EXPECT_EQ(described["stddev"], expected["stddev"]) << what << ", shard " << s;
+      for (const auto& [name, t] : io::read_safetensors(shard).tensors)
+        EXPECT_EQ(t.data, from_one.tensors.at(name).data) << what << ", " << name;
+    }
+  }
 }
 
 TEST(ShardedOutput, AFolderHoldingAnotherModelIsRefusedBeforeAnythingIsRead) {
