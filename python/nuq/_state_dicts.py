@@ -244,13 +244,19 @@ def dequantize_state_dict(state_dict, *, as_torch: bool = False, dtype="float32"
     device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``). With
     as_torch=True every value is a torch tensor (numpy arrays through ``torch.from_numpy``, 8-bit
     floats widened exactly), ready for ``model.load_state_dict``. dtype is
-    ``QuantizedTensor.dequantize``'s ("source": each tensor's own); other values are left as they are."""
+    ``QuantizedTensor.dequantize``'s ("source": each tensor's own); other values are left as they are
+    (with as_torch and dtype="source", a bfloat16 that ``load`` widened is bfloat16 again, as
+    ``nuq dequantize --dtype source`` writes it)."""
     if not hasattr(state_dict, "items"):
         raise TypeError(f"dequantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
     out = {}
     for k, v in state_dict.items():
         if not isinstance(v, QuantizedTensor):
             out[k] = _as_torch_tensor(k, v) if as_torch else v
+            if as_torch and dtype == "source" and isinstance(v, np.ndarray) and \
+                    (v.dtype.metadata or {}).get("widened_from") == "BF16":
+                import torch
+                out[k] = out[k].to(torch.bfloat16)  # (exact: every value is a bfloat16's)
             continue
         try:
             restored = v.dequantize(dtype)

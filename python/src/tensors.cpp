@@ -21,6 +21,7 @@
 #include "nuq/io/widen.h"
 #include "nuq/qgemm.h"
 #include "nuq/quantize_in_memory.h"
+#include "nuq/quantized_file.h"
 #include "nuq/tensor_pieces.h"
 
 namespace nuq::python {
@@ -399,12 +400,21 @@ void bind_tensors(py::module_& m) {
           [](const PyQuantized& q) -> py::object {
             const QuantizedMatrix& w = q.tensor.matrix;
             if (q.tensor.group_size || w.per_row()) return py::none();
+            if (q.codebook && q.codebook->codebook.uniform_grid()) {  // the design's, as a file's .grid holds it
+              const auto [offset, scale] = grid_map(q.codebook->codebook, q.tensor.mean, q.tensor.stddev);
+              bool every = true;
+              for (std::size_t c = 0; c < w.levels.size() && every; ++c)
+                every = float(offset + scale * double(c)) == w.levels[c];
+              if (every) return py::object(py::make_tuple(offset, scale));
+            }
             const auto grid = level_grid(w.levels.data(), w.levels.size());
             if (!grid) return py::object(py::none());  // (offset at code 0, in double: the grid as users write it)
             const double offset = double(grid->origin_level) - double(grid->scale) * double(grid->origin_code);
-            return py::object(py::make_tuple(offset, grid->scale));
+            return py::object(py::make_tuple(offset, double(grid->scale)));
           },
-          "(offset, scale) when the levels lie on a uniform grid (level = offset + scale * code), else None.")
+          "(offset, scale) of the uniform grid the levels lie on, else None: for a uniform design's levels the "
+          "design's grid as a file's .grid stores it (every level is float32(offset + scale * code), the sum taken "
+          "in double); for other levels on a grid to within 2^-21 of each level, the grid qgemm computes them by.")
       .def_property_readonly(
           "scales",
           [](py::object self) -> py::object {

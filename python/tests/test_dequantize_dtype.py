@@ -85,6 +85,13 @@ def test_restored_as_bf16_f16_or_each_tensors_own_dtype(nuq_cli, tmp_path, rng, 
     assert torch.equal(as_torch["b.weight"].view(torch.int16),
                        torch.from_numpy(restored["bf16"]["b.weight"][1].view(np.int16).copy()))
     assert as_torch["norm.weight"].dtype == torch.float32  # kept tensors as load gives them (widened exactly)
+    # "source": each tensor its own dtype, kept ones too, as nuq dequantize --dtype source writes them.
+    own = nuq.dequantize_state_dict(loaded, as_torch=True, dtype="source")
+    for name, (dtype, array) in restored["source"].items():
+        expected = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]
+        assert own[name].dtype == expected, name
+        bits = own[name].view(torch.int16 if dtype != "F32" else torch.int32).numpy()
+        assert np.array_equal(bits.view(np.uint8), array.view(np.uint8)), name
 
 
 def test_torch_tensors_restore_as_their_own_dtype(rng):

@@ -1,5 +1,8 @@
 """nuq.quantize, dequantize and qgemm on numpy arrays, against references computed here."""
 
+import json
+import struct
+
 import numpy as np
 import pytest
 
@@ -66,6 +69,26 @@ def test_high_rate_uniform_grid_and_sixteen_bit_codes(rng):
     codes = unpack(q.codes, 16, 40)
     np.testing.assert_allclose(q.dequantize(), offset + scale * codes, rtol=0, atol=2 ** -20 * np.abs(q.levels).max())
     assert q.max_error < scale  # within a step everywhere (the optimal support holds these weights)
+
+
+@pytest.mark.parametrize("bits,normalise", [(8, "per-tensor"), (12, "none"), (16, "global"), (16, "none")])
+def test_the_grid_of_a_uniform_design_is_the_one_its_file_stores(bits, normalise, rng, tmp_path):
+    """grid is the design's (offset, scale), as a file's .grid holds it (not a fit to the float32
+    levels, which put a level off by an ulp in half the codes): every level is float32(offset +
+    scale * code) taken in double, and nuq.load of the file gives the same grid."""
+    w = (rng.laplace(size=(6, 128)) * 0.02).astype(np.float32)
+    q = nuq.quantize(w, nuq.design("uniform", bits), normalise=normalise)
+    offset, scale = q.grid
+    codes = np.arange(q.levels.shape[1], dtype=np.float64)
+    np.testing.assert_array_equal(q.levels[0], (offset + scale * codes).astype(np.float32))
+    nuq.save(tmp_path / "q.safetensors", {"w": q})
+    assert nuq.load(tmp_path / "q.safetensors")["w"].grid == q.grid
+    if q.bits == 16:  # the file stores it: [offset, scale] as F64
+        data = open(tmp_path / "q.safetensors", "rb").read()
+        (n,) = struct.unpack("<Q", data[:8])
+        entry = json.loads(data[8:8 + n])["w.grid"]
+        stored = np.frombuffer(data[8 + n + entry["data_offsets"][0]:8 + n + entry["data_offsets"][1]], "<f8")
+        assert tuple(stored) == q.grid
 
 
 @pytest.mark.parametrize("m,rows,cols", [(1, 5, 7), (3, 64, 96), (17, 33, 129)])
