@@ -288,12 +288,8 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
                 " weights, its shape holds ", floats);
     report.restored.push_back(name);
   }
-  if (unfinished) {
-    writer.sync_and_set_aside();
-    *unfinished = std::move(written);
-  } else {
-    writer.finish();
-  }
+  if (unfinished) *unfinished = std::move(written);
+  else writer.finish();
   std::sort(report.restored.begin(), report.restored.end());
   std::sort(report.copied.begin(), report.copied.end());
   return report;

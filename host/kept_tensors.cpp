@@ -232,9 +232,8 @@ CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions&
     std::vector<const std::string*> candidates;
     for (const auto& [name, entry] : reader->layout().tensors) {
       const char* kept = kept_reason(name, entry, *reader, options, elsewhere);
-      if (!kept || (io::is_floating(entry.dtype) && entry.element_count() > 0 && !options.quantize_vectors &&
-                    vector_reason(name, entry.shape) == kept))
-        candidates.push_back(&name);
+      const char* as_vector = vector_reason(name, entry.shape);
+      if (!kept || (as_vector && std::strcmp(kept, as_vector) == 0)) candidates.push_back(&name);
       plan.tensors.push_back({name, reader->path(), entry.dtype, entry.shape, entry.end - entry.begin, kept ? kept : ""});
     }
     // (A run finds masks from the statistics its pass 1 takes: no read of its own.)

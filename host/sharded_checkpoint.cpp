@@ -32,6 +32,21 @@ namespace fs = std::filesystem;
 
 constexpr const char* kIndexName = "model.safetensors.index.json";
 
+// <name>.safetensors.index.json: the index of a model's shards.
+bool is_index_name(const std::string& name) {
+  static const std::string suffix = ".safetensors.index.json";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A shard named as Hugging Face names them, `<stem>-00002-of-00005.safetensors`: `parts` gets the
+// stem, the number and the total (9 digits at most: no overflow). Names of 256 characters or more
+// are none (std::regex matches by recursion, a level a character).
+bool numbered_shard(const std::string& name, std::smatch* parts = nullptr) {
+  static const std::regex numbered(R"((.*)-(\d{1,9})-of-(\d{1,9})\.safetensors)");
+  std::smatch unused;
+  return name.size() < 256 && std::regex_match(name, parts ? *parts : unused, numbered);
+}
+
 // The index `input` is given by: a .json itself, or a folder's model.safetensors.index.json, else
 // its one <name>.safetensors.index.json (diffusers' diffusion_pytorch_model..., Mistral's
 // consolidated...); empty for a folder without one or a single file. A folder of several other
@@ -39,12 +54,10 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 fs::path index_of(const fs::path& input) {
   if (!fs::is_directory(input)) return input.extension() == ".json" ? input : fs::path();
   if (fs::exists(input / kIndexName)) return input / kIndexName;
-  const std::string suffix = ".safetensors.index.json";
   std::vector<std::string> found;
   for (const auto& entry : fs::directory_iterator(input)) {
     const std::string name = entry.path().filename().string();
-    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-      found.push_back(name);
+    if (is_index_name(name)) found.push_back(name);
   }
   std::sort(found.begin(), found.end());
   if (found.empty()) return fs::path();
@@ -188,12 +201,11 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
 // interrupted leaves a folder with no index and some shards missing). Numbered from 1, or from 0
 // when a shard 0 is there.
 void require_every_numbered_shard(const fs::path& folder, const std::vector<std::string>& shards) {
-  static const std::regex numbered(R"((.*)-(\d{1,9})-of-(\d{1,9})\.safetensors)");  // 9 digits: no overflow
   std::map<std::pair<std::string, std::string>, std::set<unsigned long>> seen;  // (stem, total) -> numbers
   for (const std::string& shard : shards) {
     std::smatch m;
     const std::string name = fs::path(shard).filename().string();
-    if (name.size() < 256 && std::regex_match(name, m, numbered)) seen[{m[1].str(), m[3].str()}].insert(std::stoul(m[2].str()));
+    if (numbered_shard(name, &m)) seen[{m[1].str(), m[3].str()}].insert(std::stoul(m[2].str()));
   }
   for (const auto& [key, numbers] : seen) {
     const auto& [stem, total_text] = key;
@@ -230,10 +242,6 @@ void require_one_restoration(const std::string& input, const std::vector<std::st
   }
 }
 
-bool ends_with(const std::string& text, const std::string& end) {
-  return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
-}
-
 // An output folder that holds another sharded model: shards numbered as Hugging Face numbers them
 // (`-00002-of-00005`) or indexes beside this run's outputs, or an index at this run's index name
 // that maps files it will not write. Writing among them would leave two models in one folder, and
@@ -244,14 +252,12 @@ bool ends_with(const std::string& text, const std::string& end) {
 // cannot be listed (write-only) is not judged.
 void require_no_other_model(const fs::path& folder, const std::set<std::string>& ours, const std::string& index_name,
                             const std::string& option) {
-  static const std::regex numbered(R"(.+-\d{1,9}-of-\d{1,9}\.safetensors)");
   std::set<std::string> others;
   std::error_code ec;
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (ours.count(name) || name.rfind("._", 0) == 0) continue;
-    if (ends_with(name, ".safetensors.index.json") || (name.size() < 256 && std::regex_match(name, numbered)))
-      others.insert(name);
+    if (is_index_name(name) || numbered_shard(name)) others.insert(name);
   }
   const fs::path index = folder / index_name;
   if (fs::is_regular_file(index, ec)) {
@@ -366,10 +372,7 @@ std::string ShardedCheckpoint::publish() {
     std::error_code ec;  // absent is fine; a failure shows when the new index is written
     fs::remove(fs::path(folder_) / index_name_, ec);
   }
-  for (std::unique_ptr<io::SafetensorsWriter>& output : held_) {
-    output->finish();
-    output.reset();
-  }
+  for (std::unique_ptr<io::SafetensorsWriter>& output : held_) output->finish();
   held_.clear();
   return write_index();
 }

@@ -93,8 +93,8 @@ struct DequantizeFileOptions {
   std::optional<io::DType> dtype = io::DType::F32;
   std::size_t band_bytes = kDequantizeBandBytes;
 };
-// With `unfinished`, the output is not renamed into place but handed back there, synced and set
-// aside, for the caller to rename with the other shards of its checkpoint (ShardedCheckpoint::hold).
+// With `unfinished`, the output is not renamed into place but handed back there, every byte written,
+// for the caller to sync and rename with the other shards of its checkpoint (ShardedCheckpoint::hold).
 DequantizeReport dequantize_checkpoint_file(const std::string& input, const std::string& output,
                                             const DequantizeFileOptions& options = {},
                                             std::unique_ptr<io::SafetensorsWriter>* unfinished = nullptr);
