@@ -147,6 +147,18 @@ def _require_groupable(chosen, group_size) -> None:
                          "to a skip given), or choose a group size that divides their rows")
 
 
+def _require_names_free(state_dict, chosen, codebook, group_size) -> None:
+    """No tensor of the state dict under a name nuq.save would store a quantized one's parts by
+    (".codes", ".codebook", ...), said before the work, as ``nuq quantize`` says it of a checkpoint."""
+    grouped = int(group_size) if group_size else 0  # (checked by _check_options)
+    for name, _ in chosen:
+        for stored in _nuq._stored_names(name, codebook, grouped):
+            if stored in state_dict:
+                raise ValueError(f"quantize_state_dict: tensor '{name}' cannot be stored: the state dict already has "
+                                 f"a '{stored}' (nuq.save stores a part of the quantized '{name}' by that name); "
+                                 f"rename one of them, or keep '{name}' as it is with skip")
+
+
 def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
                         group_size: int | None = None, device: str = "auto", nonfinite: str = "error",
                         quantize_vectors: bool = False) -> dict:
@@ -166,8 +178,9 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     With normalise="global" the mean and standard deviation of all quantized tensors together
     normalise each; group_size as in ``quantize`` (every quantized tensor's rows must split into
     groups). Returns a dict with a QuantizedTensor for each quantized entry and the original object
-    for every other. A state dict holding QuantizedTensors, or nothing to quantize, is a ValueError,
-    as ``nuq quantize`` refuses such a checkpoint. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
+    for every other. A state dict holding QuantizedTensors, or nothing to quantize, or a tensor under
+    a name nuq.save would give a quantized one's part ("x.weight.codes" beside "x.weight"), is a
+    ValueError before the work, as ``nuq quantize`` refuses such a checkpoint. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
     """
     if not hasattr(state_dict, "items"):
         raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
@@ -206,6 +219,7 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
                          "more dimensions above 1 whose names do not end in 'bias', or any with quantize_vectors=True, "
                          "that skip does not name)")
     _require_groupable(chosen, group_size)
+    _require_names_free(state_dict, chosen, codebook, group_size)
     if _device_path([v for _, v in chosen], device):
         out = dict(state_dict)
         out.update(zip((k for k, _ in chosen), _quantize_on_device(chosen, codebook, normalise, group_size, nonfinite)))

@@ -16,6 +16,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/io/widen.h"
+#include "nuq/quantize_table.h"
 #include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 
@@ -351,6 +352,19 @@ void bind_files(py::module_& m) {
       },
       "path"_a);
   m.def("_save", &save, "path"_a, "quantized"_a, "plain"_a, "metadata"_a);
+  m.def(
+      "_stored_names",
+      [](const std::string& name, const PyCodebook& codebook, std::size_t group_size) {
+        // The names nuq.save gives a tensor quantized with `codebook` (the file's, as stored_tensors
+        // says): quantize_state_dict refuses a clash with them before the work, not at save.
+        const int bits = storage_bits(codebook.codebook);
+        const TensorDescription names_only{{}, io::DType::F32, 1, 1, bits, 0.0, 1.0, group_size};
+        std::vector<std::string> names;
+        for (const auto& stored : stored_tensors(name, names_only, 1, !group_size && stores_grid(codebook.codebook, bits)))
+          names.push_back(stored.first);
+        return names;
+      },
+      "name"_a, "codebook"_a, "group_size"_a);
 }
 
 }  // namespace nuq::python

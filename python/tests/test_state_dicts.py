@@ -181,6 +181,31 @@ def test_quantized_tensors_and_nothing_to_quantize_are_refused_as_the_cli_refuse
         nuq.quantize_state_dict([1, 2], nuq.design("sptq"))
 
 
+def test_a_name_the_codes_would_be_saved_by_is_refused_before_the_work(nuq_cli, tmp_path, rng):
+    laplace = lambda *shape: rng.laplace(size=shape).astype(np.float32)
+    clashes = [({"x.weight": laplace(16, 16), "x.weight.codes": laplace(16, 16)}, nuq.design("msptq"), None, "codes"),
+               ({"x.weight": laplace(16, 16), "x.weight.scales": laplace(2)}, nuq.design("msptq"), 8, "scales"),
+               ({"x.weight": laplace(16, 16), "x.weight.grid": laplace(2)}, nuq.design("uniform", 16), None, "grid"),
+               ({"x.weight": laplace(16, 16), "x.weight.codebook": laplace(2)}, nuq.design("sptq"), None, "codebook")]
+    for state_dict, codebook, group_size, part in clashes:
+        with pytest.raises(ValueError, match=rf"tensor 'x.weight' cannot be stored: the state dict already has a "
+                                             rf"'x.weight.{part}'"):
+            nuq.quantize_state_dict(state_dict, codebook, group_size=group_size)
+        nuq.save(tmp_path / "in.safetensors", state_dict)  # the CLI refuses the same checkpoint
+        options = ["--method", codebook.method, "--bits", str(codebook.bits)] + \
+            (["--group-size", str(group_size)] if group_size else [])
+        with pytest.raises(AssertionError, match=rf"already has a 'x.weight.{part}'"):
+            nuq_cli("quantize", tmp_path / "in.safetensors", "-o", tmp_path / "q.safetensors", *options)
+    # A name only another layout would take is free: without groups no .scales, at 16 bits no .codebook
+    for state_dict, codebook, part in (({"x.weight": laplace(16, 16), "x.weight.scales": laplace(2)},
+                                        nuq.design("msptq"), "scales"),
+                                       ({"x.weight": laplace(16, 16), "x.weight.codebook": laplace(2)},
+                                        nuq.design("uniform", 16), "codebook")):
+        quantized = nuq.quantize_state_dict(state_dict, codebook)
+        nuq.save(tmp_path / "ok.safetensors", quantized)
+        np.testing.assert_array_equal(nuq.load(tmp_path / "ok.safetensors")[f"x.weight.{part}"], state_dict[f"x.weight.{part}"])
+
+
 def test_modules_another_tool_quantized_are_kept_whole(rng):
     scales = rng.random((2, 2)).astype(np.float32)
     sd = {"mlp.down_proj.weight": rng.integers(0, 255, (16, 16), dtype=np.uint8),  # FP8 bytes
