@@ -283,7 +283,7 @@ class CudaBackend final : public Backend {
       launch_qgemm_dequant_cublas(d_x, m, view, d_bias, false, d_y, bf16_cublas(stream), stream);
     else if (gemv_ && gemv_takes(m, view))
       launch_qgemm_gemv(d_x, m, view, d_bias, false, d_y, stream);
-    else if (w.weights.fragment_view.bytes && m <= kMmaMaxBatch)
+    else if (w.weights.fragment_view.bytes && mma_takes(m, view, w.weights.fragment_view, multiprocessors_))
       launch_qgemm_mma(d_x, m, view, w.weights.fragment_view, d_bias, false, d_y, stream);
     else
       launch_qgemm(d_x, m, view, d_bias, false, d_y, stream, precision_);

@@ -1,5 +1,8 @@
 #include "device_weights.cuh"
 
+#include <algorithm>
+#include <cmath>
+
 #include "cuda_check.cuh"
 #include "nuq/error.h"
 #include "nuq/mma_prepack.h"
@@ -8,6 +11,12 @@ namespace nuq::cuda {
 
 DeviceWeights upload_weights(const QuantizedMatrix& w, const std::string& what) {
   check_quantized_matrix(w, what);
+  // The kernels multiply each row's padding (code 0 past column k) by zeros of X: an infinite or
+  // NaN level would make whole rows NaN where the CPU's product has no such term (files hold
+  // finite levels only; an in-memory matrix is checked here, once, not at every product).
+  const auto bad = std::find_if(w.levels.begin(), w.levels.end(), [](float v) { return !std::isfinite(v); });
+  NUQ_REQUIRE(bad == w.levels.end(), what, ": level ", bad - w.levels.begin(), " of the table is ",
+              bad == w.levels.end() ? 0.0f : *bad, "; the GPU multiplies finite levels only");
   const std::size_t rows = w.codes.rows, row_bytes = packed_row_bytes(w.codes.cols, w.codes.bits);
   const std::size_t stride = device_row_stride(w.codes.cols, w.codes.bits);
   DeviceWeights d;

@@ -64,11 +64,15 @@ NUQ_HOST_DEVICE inline std::uint32_t unit_code(std::uint32_t w0, std::uint32_t w
   return (word >> ((j % per_word) * bits)) & ((bits == 32 ? 0u : 1u << bits) - 1u);
 }
 
+// The most slices of k a launch has: gridDim.y's limit.
+constexpr std::size_t kMaxSlices = 65535;
+
 // Whether the rows are worth the GEMV: every lane of a warp has a unit of each row in the first
-// step (shorter rows leave lanes idle; the streaming kernel's groups of fewer lanes take them).
+// step (shorter rows leave lanes idle; the streaming kernel's groups of fewer lanes take them),
+// and their slices fit the grid (rows of over 16.7 million 16-bit codes go to the default kernel).
 NUQ_HOST_DEVICE constexpr bool takes(std::size_t m, std::size_t k, int bits) {
-  return m >= 1 && m <= std::size_t(kMaxBatch) && k >= std::size_t(slice_columns(bits)) &&
-         (bits == 1 || bits == 2 || bits == 4 || bits == 8 || bits == 16);
+  return m >= 1 && m <= std::size_t(kMaxBatch) && (bits == 1 || bits == 2 || bits == 4 || bits == 8 || bits == 16) &&
+         k >= std::size_t(slice_columns(bits)) && slices(k, bits) <= kMaxSlices;
 }
 
 // The batch bound a launch compiles for: 1, 2 or 4 accumulators per row.

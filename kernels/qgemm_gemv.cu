@@ -207,7 +207,7 @@ void launch_gemv(const float* x, std::size_t m, const DeviceQuantizedMatrix& w, 
   const std::size_t passes = gemv::passes_per_block(w.n, w.k, kBits, resident);
   const std::size_t blocks = (w.n + passes * kRowsPerPass - 1) / (passes * kRowsPerPass);
   const std::size_t splits = gemv::slices(w.k, kBits);
-  NUQ_REQUIRE(blocks <= 0x7FFFFFFFu && splits <= 65535, "qgemm: ", w.n, " rows of ", w.k,
+  NUQ_REQUIRE(blocks <= 0x7FFFFFFFu && splits <= gemv::kMaxSlices, "qgemm: ", w.n, " rows of ", w.k,
               " columns exceed the GEMV's grid");
   // Quads of X load as vectors when its rows start on 16-byte boundaries.
   const bool x_vectors = w.k % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0;

@@ -15,7 +15,7 @@
 namespace nuq::cuda {
 
 // Whether the GEMV takes Y = X W^T for `m` rows of X (gemv::takes: 1 to 4 rows, rows of W of at
-// least one warp step of codes).
+// least one warp step of codes and at most kMaxSlices slices).
 inline bool gemv_takes(std::size_t m, const DeviceQuantizedMatrix& w) { return gemv::takes(m, w.k, w.bits); }
 
 // Y[m, n] = act(X[m, k] W^T + bias). Throws unless gemv_takes(m, w) and w's rows are laid out as

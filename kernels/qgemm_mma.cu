@@ -216,14 +216,31 @@ void allow_shared_budget(int device) {
   }
 }
 
+// Row tiles of 16 rows of X a block multiplies for a batch of m rows (the kernels compiled).
+int m_tiles(std::size_t m) { return m <= 16 ? 1 : m <= 32 ? 2 : 4; }
+
+// The grid of a launch: blocks along n (x) and slices of k (y) of units_per_slice units each.
+struct TilePlan {
+  std::size_t ctas_n = 0, slices = 0, per_slice = 0;
+  bool fits() const { return ctas_n <= 0x7FFFFFFFu && slices <= 65535; }
+};
+
+TilePlan plan_tiles(int bits, int m_tiles, const DeviceFragmentCodes& codes, int multiprocessors) {
+  TilePlan plan;
+  plan.ctas_n = (codes.row_blocks + kRowBlocksPerCta - 1) / kRowBlocksPerCta;
+  plan.per_slice = mma_plan::units_per_slice(bits, 16 * std::size_t(m_tiles), codes.k_units, plan.ctas_n, multiprocessors);
+  plan.slices = (codes.k_units + plan.per_slice - 1) / plan.per_slice;
+  return plan;
+}
+
 template <typename TX, int kBits, int kMTiles>
 void launch_tiles(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, const DeviceFragmentCodes& codes,
                   const float* bias, bool relu, float* y, cudaStream_t stream, int multiprocessors) {
-  const std::size_t ctas_n = (codes.row_blocks + kRowBlocksPerCta - 1) / kRowBlocksPerCta;
-  NUQ_REQUIRE(ctas_n <= 0x7FFFFFFFu, "qgemm (mma): ", w.n, " rows exceed the grid");
-  const int per_slice = int(mma_plan::units_per_slice(kBits, 16 * kMTiles, codes.k_units, ctas_n, multiprocessors));
-  const std::size_t slices = (codes.k_units + std::size_t(per_slice) - 1) / std::size_t(per_slice);
-  NUQ_REQUIRE(slices <= 65535, "qgemm (mma): ", slices, " slices of k exceed the grid");
+  const TilePlan plan = plan_tiles(kBits, kMTiles, codes, multiprocessors);
+  NUQ_REQUIRE(plan.fits(), "qgemm (mma): ", w.n, " rows of ", w.k, " columns exceed the grid (", plan.ctas_n,
+              " blocks, ", plan.slices, " slices of k)");
+  const std::size_t ctas_n = plan.ctas_n, slices = plan.slices;
+  const int per_slice = int(plan.per_slice);
   const std::size_t shared_bytes = mma_plan::shared_bytes(kBits, 16 * kMTiles, std::size_t(per_slice));
   NUQ_ASSERT(shared_bytes <= mma_plan::shared_budget(kBits, 16 * kMTiles), "qgemm (mma): the plan exceeds its budget");
   int device = 0;
@@ -255,14 +272,19 @@ void launch_mma(const TX* x, std::size_t m, const DeviceQuantizedMatrix& w, cons
   with_code_width(w.bits, "qgemm (mma)", [&](auto width) {
     constexpr int kBits = decltype(width)::value;
     if constexpr (mma_kernel_bits(kBits)) {
-      if (m <= 16) return launch_tiles<TX, kBits, 1>(x, m, w, codes, bias, relu, y, stream, multiprocessors);
-      if (m <= 32) return launch_tiles<TX, kBits, 2>(x, m, w, codes, bias, relu, y, stream, multiprocessors);
+      if (m_tiles(m) == 1) return launch_tiles<TX, kBits, 1>(x, m, w, codes, bias, relu, y, stream, multiprocessors);
+      if (m_tiles(m) == 2) return launch_tiles<TX, kBits, 2>(x, m, w, codes, bias, relu, y, stream, multiprocessors);
       return launch_tiles<TX, kBits, 4>(x, m, w, codes, bias, relu, y, stream, multiprocessors);
     }
   });
 }
 
 }  // namespace
+
+bool mma_takes(std::size_t m, const DeviceQuantizedMatrix& w, const DeviceFragmentCodes& codes, int multiprocessors) {
+  return m >= 1 && m <= kMmaMaxBatch && mma_kernel_bits(w.bits) && codes.bytes && codes.k_units > 0 &&
+         plan_tiles(w.bits, m_tiles(m), codes, multiprocessors).fits();
+}
 
 void launch_qgemm_mma(const float* d_x, std::size_t m, const DeviceQuantizedMatrix& w, const DeviceFragmentCodes& codes,
                       const float* d_bias, bool relu, float* d_y, cudaStream_t stream) {

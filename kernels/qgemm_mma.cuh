@@ -27,6 +27,12 @@ struct DeviceFragmentCodes {
   std::size_t row_blocks = 0, k_units = 0;
 };
 
+// Whether launch_qgemm_mma takes Y = X W^T for `m` rows of X on a device of `multiprocessors`:
+// a batch of 1 to kMmaMaxBatch, 2-, 4- or 8-bit codes in fragment order, k > 0, and a grid that
+// fits (rows of over about 10^8 codes are cut into more slices of k than gridDim.y holds: the
+// default kernels take them).
+bool mma_takes(std::size_t m, const DeviceQuantizedMatrix& w, const DeviceFragmentCodes& codes, int multiprocessors);
+
 // `w` gives the shape, width and levels (its row-major codes are not read); `codes` the same codes
 // in fragment order. Needs compute capability 8.0, m <= kMmaMaxBatch and mma_kernel_bits(w.bits)
 // (throws naming what is missing otherwise).

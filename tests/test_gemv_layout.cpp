@@ -88,6 +88,18 @@ TEST(GemvLayout, UnitCodesAreThePackedRowsCodes) {
   }
 }
 
+TEST(GemvLayout, TakesRowsFromOneWarpStepToTheMostSlicesTheGridHolds) {
+  // Longer rows go to the default kernel: launched, the GEMV would refuse them (gridDim.y).
+  for (int bits : kWidths) {
+    const std::size_t step = std::size_t(gemv::slice_columns(bits)), longest = step * gemv::kMaxSlices;
+    EXPECT_TRUE(gemv::takes(1, step, bits) && gemv::takes(4, longest, bits)) << bits;
+    EXPECT_EQ(gemv::slices(longest, bits), gemv::kMaxSlices);
+    EXPECT_FALSE(gemv::takes(1, longest + 1, bits)) << bits;
+    EXPECT_FALSE(gemv::takes(1, step - 1, bits) || gemv::takes(0, step, bits) || gemv::takes(5, step, bits)) << bits;
+  }
+  EXPECT_FALSE(gemv::takes(1, 4096, 3));
+}
+
 TEST(GemvLayout, TheGridCoversEveryRowWithAWaveOfBlocksWhereTheRowsAllowIt) {
   for (int bits : kWidths)
     for (std::size_t n : {1u, 31u, 32u, 33u, 4096u, 8192u, 28672u})

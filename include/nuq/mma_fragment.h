@@ -114,7 +114,8 @@ NUQ_HOST_DEVICE constexpr std::uint32_t pair_code(const std::uint32_t (&words)[4
 // BF16 is the high half of an FP32's bits; rounding to nearest, ties to even, as
 // __float2bfloat16_rn does. A NaN becomes the canonical BF16 NaN 0x7FFF, as there: the rounding add
 // would carry its payload into the exponent and make it an infinity or a zero (activations can be
-// NaN even though levels cannot: check_quantized_matrix keeps those finite).
+// NaN even though levels cannot: upload_weights keeps those finite, and a level beyond BF16's
+// largest, 3.39e38, rounds to an infinity here as it does in __float2bfloat16_rn).
 NUQ_HOST_DEVICE inline std::uint16_t bf16_round(float value) {
   std::uint32_t bits;
 #if defined(__CUDA_ARCH__)

@@ -197,6 +197,24 @@ TEST_F(QgemmGpu, PreparedWeightsServeManyBatches) {
   EXPECT_THROW(cpu_backend().qgemm(x.data(), 1, *prepared, nullptr, y.data()), Error);
 }
 
+// Every kernel multiplies a row's padding (code 0 past column k) by zeros of X: an infinite level
+// would turn whole rows to NaN, so such a table is refused when uploaded, naming the level.
+TEST_F(QgemmGpu, NonFiniteLevelsAreRefusedWhenTheWeightsAreUploaded) {
+  std::mt19937 rng(9);
+  for (float bad : {INFINITY, -INFINITY, NAN}) {
+    QuantizedMatrix w = random_matrix(8, 100, 2, rng, false);
+    w.levels[3] = bad;
+    try {
+      gpu_->prepare(w);
+      ADD_FAILURE() << "a level " << bad << " was uploaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("level 3 of the table"), std::string::npos) << e.what();
+    }
+    std::vector<float> x(100, 1.0f), y(8);
+    EXPECT_THROW(gpu_->qgemm(x.data(), 1, w, nullptr, y.data()), Error);
+  }
+}
+
 // The tensor-core path (Precision::Bf16, batches above 16) against a double-precision reference
 // on the BF16-rounded inputs: only the FP32 accumulation order may differ.
 TEST_F(QgemmGpu, TensorCorePathMatchesABf16Reference) {
