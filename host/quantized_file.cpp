@@ -279,7 +279,7 @@ std::vector<float> read_levels_table(const io::Tensor& tensor, std::size_t rows,
 
 std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
                                double stddev, const std::map<std::string, TensorDescription>& tensors,
-                               const std::vector<std::string>& kept) {
+                               const std::vector<std::string>& kept, const std::set<std::size_t>& run_group_sizes) {
   nlohmann::json list = nlohmann::json::object();
   for (const auto& [name, d] : tensors)
   {
@@ -308,6 +308,7 @@ std::string describe_quantized(const std::optional<Codebook>& codebook, Normalis
                                 {"tensors", list}};
   if (!ambiguous.empty()) description["kept"] = ambiguous;
   if (codebook) description["codebook"] = recorded;
+  if (!run_group_sizes.empty() && *run_group_sizes.rbegin() != 0) description["group_sizes"] = run_group_sizes;
   return description.dump();
 }
 
@@ -382,8 +383,10 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
   out.metadata = checkpoint.metadata;
   std::vector<std::string> kept;
   for (const auto& [tensor_name, t] : checkpoint.copied) kept.push_back(tensor_name);
+  std::set<std::size_t> group_sizes;  // the file is the run
+  for (const auto& [tensor_name, d] : described) group_sizes.insert(d.group_size);
   out.metadata[kKey] = describe_quantized(checkpoint.codebook, checkpoint.normalisation, checkpoint.mean,
-                                          checkpoint.stddev, described, kept);
+                                          checkpoint.stddev, described, kept, group_sizes);
   return out;
 }
 
@@ -548,14 +551,18 @@ std::string quantized_run(const std::map<std::string, std::string>& metadata, co
   nlohmann::json description = description_of(metadata, name);
   // A run's group size lives in each tensor's entry: two runs that differ only there (per channel,
   // with and without groups: the same codebook and statistics) would otherwise compare equal. The
-  // distinct sizes of the shard's tensors (0: without groups) are compared, where any has groups.
-  std::set<double> group_sizes;
-  if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
-    for (const auto& entry : *tensors) {
-      const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
-      group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
-    }
-  if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) description["group_sizes"] = group_sizes;
+  // run's distinct sizes (0: without groups) are compared where any has groups: as "group_sizes"
+  // records them (every shard of a grouped run since 2026-12-06, one without a quantized tensor
+  // too), else (files written before) as the shard's own tensors give them.
+  if (!description.contains("group_sizes")) {
+    std::set<double> group_sizes;
+    if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
+      for (const auto& entry : *tensors) {
+        const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
+        group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
+      }
+    if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) description["group_sizes"] = group_sizes;
+  }
   description.erase("tensors");
   description.erase("kept");
   description.erase("version");

@@ -206,7 +206,10 @@ std::map<std::string, std::string> StreamRun::shard_metadata(std::size_t s, doub
     if (kept_.count(name)) kept.push_back(name);
   std::map<std::string, std::string> metadata = readers_[s]->layout().metadata;
   metadata.erase(kRestoredFromKey);  // a quantized file is not a restored one
-  metadata["nuq.quantized"] = describe_quantized(codebook_, o_.normalisation, mean, stddev, described, kept);
+  // The whole run's (every job has the options' group size): a shard without a job names its run as the others do.
+  const std::set<std::size_t> group_sizes{o_.group_size};
+  metadata["nuq.quantized"] =
+      describe_quantized(codebook_, o_.normalisation, mean, stddev, described, kept, group_sizes);
   return metadata;
 }
 

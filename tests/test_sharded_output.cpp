@@ -21,6 +21,7 @@
 #include "nuq/error.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/normalisation.h"
+#include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 #include "temp_dir.h"
 
@@ -161,6 +162,47 @@ TEST(ShardedOutput, AShardingOfACheckpointQuantizesAsItsOneFile) {
       for (const auto& [name, t] : io::read_safetensors(shard).tensors)
         EXPECT_EQ(t.data, from_one.tensors.at(name).data) << what << ", " << name;
     }
+  }
+}
+
+// A shard whose tensors are all kept (norms only, a skipped head, another tool's FP8 weights)
+// names the grouped run it belongs to as the others do: every command reads the folder back.
+TEST(ShardedOutput, AShardWithoutAQuantizedTensorBelongsToItsGroupedRun) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  for (int s = 0; s < 3; ++s) {
+    io::TensorFile shard;
+    if (s == 1) shard.tensors["norm.weight"] = io::f32_tensor({32}, test::draw(test::Law::Laplace, 32, 1.0, 0.1, 7));
+    else shard.tensors["w" + std::to_string(s) + ".weight"] = io::f32_tensor({16, 32}, test::draw(test::Law::Laplace, 512, 0.0, 0.02, s));
+    io::write_safetensors(dir.file("model/model-0000" + std::to_string(s + 1) + "-of-00003.safetensors"), shard);
+  }
+  const std::string d = dir.path().string();
+  for (const auto& [what, size] : std::vector<std::pair<std::string, int>>{{"--group-size 8", 8},
+                                                                          {"--group-size 16 --skip w2", 16}}) {
+    fs::remove_all(dir.file("out"));
+    fs::remove_all(dir.file("restored"));
+    CommandResult r = run_nuq("quantize " + d + "/model -o " + d + "/out " + what);
+    ASSERT_EQ(r.status, kOk) << what << r.output;
+    std::set<std::string> runs;
+    for (int s = 0; s < 3; ++s) {
+      const io::SafetensorsReader shard(dir.file("out/model-0000" + std::to_string(s + 1) + "-of-00003.safetensors"));
+      const auto described = nlohmann::json::parse(shard.layout().metadata.at("nuq.quantized"));
+      EXPECT_EQ(described.value("group_sizes", nlohmann::json()), nlohmann::json::array({size})) << what << ", shard " << s;
+      runs.insert(quantized_run(shard.layout().metadata, "shard"));
+    }
+    EXPECT_EQ(runs.size(), 1u) << what;
+    r = run_nuq("inspect " + d + "/out");
+    EXPECT_EQ(r.status, kOk) << what << r.output;
+    r = run_nuq("dequantize " + d + "/out -o " + d + "/restored");
+    ASSERT_EQ(r.status, kOk) << what << r.output;
+    std::set<std::string> restored_from;
+    for (int s = 0; s < 3; ++s)
+      restored_from.insert(io::SafetensorsReader(dir.file("restored/model-0000" + std::to_string(s + 1) + "-of-00003.safetensors"))
+                               .layout().metadata.at("nuq.restored_from"));
+    EXPECT_EQ(restored_from.size(), 1u) << what;
+    fs::remove(dir.file("restored/model.safetensors.index.json"));  // read as a folder of shards: compared
+    r = run_nuq("inspect " + d + "/restored");
+    EXPECT_EQ(r.status, kOk) << what << r.output;
   }
 }
 

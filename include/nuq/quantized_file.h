@@ -16,6 +16,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,10 +56,13 @@ struct TensorDescription {
   std::size_t group_size = 0;  // 0, or per-group scales (.scales) and a normalised .codebook
 };
 // __metadata__["nuq.quantized"] for these tensors, with `kept` the names of the tensors stored as
-// they were (those a reader could take for a quantized tensor's parts are listed).
+// they were (those a reader could take for a quantized tensor's parts are listed) and
+// `run_group_sizes` the distinct group sizes (0: none) of every tensor the run quantized, in this
+// file and its other shards: recorded as "group_sizes" where any is above 0, so that a shard
+// without a quantized tensor still says which run it belongs to (quantized_run).
 std::string describe_quantized(const std::optional<Codebook>& codebook, Normalisation normalisation, double mean,
                                double stddev, const std::map<std::string, TensorDescription>& tensors,
-                               const std::vector<std::string>& kept);
+                               const std::vector<std::string>& kept, const std::set<std::size_t>& run_group_sizes);
 // The tensors that store one quantized tensor `name`: .codes, and .codebook with `tables` rows
 // (1, or `rows` per channel) or, when `grid`, .grid; grouped: .codes, .codebook [1, 2^bits] and
 // .scales F32 [rows, cols / group_size].

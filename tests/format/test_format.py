@@ -41,10 +41,10 @@ def whole_as_integers(value):
 
 def restored_from(description):
     """nuq.restored_from as docs/format.md defines it: 64-bit FNV-1a of the canonical text of the
-    run's description without its tensors, kept and version, with its tensors' group sizes."""
+    run's description without its tensors, kept and version, with its run's group sizes."""
     run = {k: v for k, v in description.items() if k not in ("tensors", "kept", "version")}
     sizes = sorted({t.get("group_size", 0) for t in description.get("tensors", {}).values()})
-    if sizes and sizes[-1] != 0:  # the distinct group sizes of its tensors (0: none), where any has groups
+    if "group_sizes" not in run and sizes and sizes[-1] != 0:  # written before the key: its tensors' (0: none)
         run["group_sizes"] = sizes
     text = json.dumps(whole_as_integers(run), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     h = 0xcbf29ce484222325

@@ -241,7 +241,7 @@ def build_all(d):
 # ---------------------------------------------------------------------------- the checks
 def fingerprint(desc):
     """Section "Sharded checkpoints": 64-bit FNV-1a of the canonical text of the description
-    without tensors, kept and version (+ "group_sizes" where a tensor has groups)."""
+    without tensors, kept and version, with "group_sizes" (as written, else where a tensor has groups)."""
     def canon(x):
         if isinstance(x, dict):
             return {k: canon(v) for k, v in x.items()}
@@ -250,7 +250,7 @@ def fingerprint(desc):
         return int(x) if isinstance(x, float) and x.is_integer() and abs(x) < 2 ** 63 else x
     d = {k: v for k, v in desc.items() if k not in ("tensors", "kept", "version")}
     sizes = sorted({int(e.get("group_size", 0)) for e in desc["tensors"].values()})
-    if any(sizes):
+    if "group_sizes" not in d and any(sizes):
         d["group_sizes"] = sizes
     h = 0xcbf29ce484222325
     for c in json.dumps(canon(d), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode():
