@@ -25,7 +25,8 @@ def load(path: str) -> dict:
     ``np.concatenate`` drops it; ``.astype(np.float32)`` drops it for certain, and ``np.save`` warns
     of it); one that keeps it but no longer holds bfloat16s is written as float32, warned of. The 8-bit
     floats (F8_E4M3, F8_E5M2, F8_E8M0 and the FNUZ variants) and the packed 4- and 6-bit floats (F4,
-    F6_*) as their bytes (uint8, the last dimension in bytes), their dtype and shape in
+    F6_*) as their bytes (uint8: the 8-bit ones of the tensor's shape, the packed ones with the last
+    dimension in bytes, a packed scalar one-dimensional), their dtype and shape in
     ``array.dtype.metadata``, so that ``save`` writes them back as they were and
     ``quantize_state_dict`` keeps them (and their modules' scales) as ``nuq quantize`` does;
     ``to_float32`` widens the 8-bit ones exactly. ``load_metadata`` gives the file's metadata.
@@ -39,7 +40,7 @@ def to_float32(array) -> np.ndarray:
     tag = _stored_dtype(array)
     if tag is None:
         raise ValueError("to_float32: not the bytes of an 8-bit float tensor from nuq.load")
-    return _nuq._float8_to_f32(np.ascontiguousarray(array), tag)
+    return _nuq._float8_to_f32(np.require(array, requirements="C"), tag)  # (0-d stays 0-d)
 
 
 def load_metadata(path: str) -> dict:

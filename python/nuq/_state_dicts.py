@@ -248,7 +248,7 @@ def _as_torch_tensor(name: str, value):
             return torch.from_numpy(to_float32(value))
         raise ValueError(f"dequantize_state_dict: tensor '{name}' holds {tag} values, which torch has no dtype for")
     try:
-        return torch.from_numpy(np.ascontiguousarray(_native_byte_order(value)))
+        return torch.from_numpy(np.require(_native_byte_order(value), requirements="C"))  # (0-d stays 0-d)
     except TypeError as e:
         raise ValueError(f"dequantize_state_dict: tensor '{name}': {e}") from None
 

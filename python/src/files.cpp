@@ -123,7 +123,9 @@ py::array array_for(io::DType dtype, const std::vector<std::int64_t>& tensor_sha
     numpy_dtype = py::dtype(own->second);
   } else {
     const std::size_t bits = io::dtype_bits(dtype);
-    if (!shape.empty() && std::size_t(shape.back()) * bits % 8 == 0)
+    if (bits == 8) {
+      // a byte an element: the tensor's own shape, a scalar's () too (an FP8 per-tensor scale)
+    } else if (!shape.empty() && std::size_t(shape.back()) * bits % 8 == 0)
       shape.back() = py::ssize_t(std::size_t(shape.back()) * bits / 8);
     else
       shape = {py::ssize_t(bytes)};

@@ -206,6 +206,24 @@ def test_a_name_the_codes_would_be_saved_by_is_refused_before_the_work(nuq_cli, 
         np.testing.assert_array_equal(nuq.load(tmp_path / "ok.safetensors")[f"x.weight.{part}"], state_dict[f"x.weight.{part}"])
 
 
+def test_scalars_stay_scalars_through_torch_and_float8(tmp_path, rng):
+    # BatchNorm's num_batches_tracked, GPT-2's masked_bias, a per-tensor FP8 scale: stored [], loaded ()
+    torch = pytest.importorskip("torch")
+    write(tmp_path / "s.safetensors", {
+        "w.weight": ("F32", [16, 16], rng.laplace(size=(16, 16)).astype(np.float32).tobytes()),
+        "bn.num_batches_tracked": ("I64", [], np.int64(7).tobytes()),
+        "attn.masked_bias": ("F32", [], np.float32(-1e4).tobytes()),
+        "fp8.input_scale": ("F8_E4M3", [], bytes([0x38]))})
+    loaded = nuq.load(tmp_path / "s.safetensors")
+    assert nuq.to_float32(loaded["fp8.input_scale"]).shape == () and nuq.to_float32(loaded["fp8.input_scale"]) == 1.0
+    restored = nuq.dequantize_state_dict(nuq.quantize_state_dict(loaded, nuq.design("sptq")), as_torch=True)
+    assert restored["bn.num_batches_tracked"].shape == () and restored["bn.num_batches_tracked"].item() == 7
+    assert restored["attn.masked_bias"].shape == () and restored["attn.masked_bias"].item() == -1e4
+    assert restored["fp8.input_scale"].shape == () and restored["fp8.input_scale"].dtype == torch.float32
+    nuq.save(tmp_path / "again.safetensors", restored)
+    assert nuq.load(tmp_path / "again.safetensors")["bn.num_batches_tracked"].shape == ()
+
+
 def test_modules_another_tool_quantized_are_kept_whole(rng):
     scales = rng.random((2, 2)).astype(np.float32)
     sd = {"mlp.down_proj.weight": rng.integers(0, 255, (16, 16), dtype=np.uint8),  # FP8 bytes
