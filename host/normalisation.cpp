@@ -91,12 +91,23 @@ void require_storable(Normalisation normalisation, int bits, const std::string& 
 std::string scale_setting_tensors(const std::vector<std::pair<std::string, WeightStats>>& tensors,
                                   const WeightStats& global) {
   constexpr double kRmsRatio = 10.0, kSigmaRatio = 1.5;
-  // Each tensor's root mean square about the global mean, and the weighted median of them.
-  std::vector<std::pair<double, std::size_t>> rms;  // (RMS, index), tensors with finite weights
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
+  // The centre: the mean of the tensor holding the median weight, in the order of their means. Not
+  // the global mean, which tensors far off the others' (masks of ones left as weights, a third of
+  // them) pull along, so that every tensor's RMS about it grows and none stands out.
+  std::vector<std::pair<double, std::size_t>> means;  // (mean, index), tensors with finite weights
+  for (std::size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i].second.count > 0) means.push_back({tensors[i].second.mean, i});
+  std::sort(means.begin(), means.end());
+  double centre = 0.0;
+  for (std::size_t i = 0, weights = 0; i < means.size() && 2 * weights < global.count; ++i) {
+    weights += tensors[means[i].second].second.count;
+    centre = means[i].first;
+  }
+  // Each tensor's root mean square about the centre, and the weighted median of them.
+  std::vector<std::pair<double, std::size_t>> rms;  // (RMS, index)
+  for (const auto& [mean, i] : means) {
     const WeightStats& t = tensors[i].second;
-    if (t.count == 0) continue;
-    const double off = t.mean - global.mean;
+    const double off = mean - centre;
     rms.push_back({std::sqrt((t.m2 + double(t.count) * off * off) / double(t.count)), i});
   }
   std::sort(rms.begin(), rms.end());

@@ -466,6 +466,12 @@ TEST(CheckpointStream, TensorsThatSetEveryOthersScaleAreNamed) {
   Named offset = weights;  // an RMS about the global mean: a tensor far off the others' mean counts
   offset.push_back({"shifted", stats(100, 0.02, 13, 2.0)});
   EXPECT_NE(told(offset).find("'shifted'"), std::string::npos);
+  for (int masks : {1, 2, 5}) {  // ones left as weights (prune.identity's masks): 9 %, 17 %, 33 % of them
+    Named ones = weights;       // pull the global mean along: measured about it, none stood out
+    for (int i = 0; i < masks; ++i) ones.push_back({"mask." + std::to_string(i), stats(1000, 0.0, 30, 1.0)});
+    EXPECT_EQ(told(ones).rfind("with global normalisation " + std::to_string(masks) + " tensor(s) set every other's "
+                               "scale: 'mask.0'", 0), 0u) << masks << ": " << told(ones);
+  }
   Named near = weights;  // 5 times the median's RMS: another scale, not another kind
   near.push_back({"embed", stats(3000, 0.1, 14)});
   EXPECT_EQ(told(near), "");

@@ -53,9 +53,10 @@ TensorNormalisation normalise_tensor(Normalisation normalisation, const void* va
 Affine row_map(const WeightStats& row, const WeightStats& tensor);
 
 // Under global normalisation, the tensors that set every other's scale: each with an RMS about the
-// global mean (`global`: the statistics of all of `tensors`, named) at least 10 times that of the
-// tensor holding the median weight, that together make the global standard deviation at least 1.5
-// times what the other tensors alone give. Such are buffers stored as weights (a rotary cache, a
+// centre (the mean of the tensor holding the median weight in the order of their means; not the
+// global mean, which such tensors pull along) at least 10 times that of the tensor holding the
+// median weight in the order of RMS, that together make the global standard deviation (`global`:
+// the statistics of all of `tensors`, named) at least 1.5 times what the other tensors alone give. Such are buffers stored as weights (a rotary cache, a
 // sinusoidal positional table, Mamba's A_log) and tensors of another scale (T5's embeddings): the
 // other tensors would be quantized at a fraction of their scale. A line for the user naming them,
 // without a prefix; empty when there are none.
