@@ -16,6 +16,7 @@
 #include "nuq/json_numbers.h"
 #include "nuq/packed.h"
 #include "nuq/quantize_table.h"
+#include "nuq/sharded_checkpoint.h"
 #include "nuq/tensor_pieces.h"
 
 namespace nuq {
@@ -306,7 +307,7 @@ void require_one_quantize_run(const std::vector<std::string>& shards) {
                 " (another codebook, normalisation, group size or statistics): the shards do not make one model");
     for (const auto& [name, entry] : reader.layout().tensors) {
       const auto [held, added] = shard_of.emplace(name, shard);
-      NUQ_REQUIRE(added, shard, ": tensor '", name, "' is also in ", held->second);
+      if (!added) throw tensor_in_two_shards(shard, name, held->second);
     }
   }
 }

@@ -88,7 +88,7 @@ ShardReaders open_shards(const std::vector<std::string>& paths) {
   for (std::size_t s = 0; s < paths.size(); ++s) {
     readers.push_back(std::make_unique<io::SafetensorsReader>(paths[s]));
     for (const auto& [name, entry] : readers.back()->layout().tensors)
-      NUQ_REQUIRE(shard_of.emplace(name, s).second, paths[s], ": tensor '", name, "' is also in ", paths[shard_of[name]]);
+      if (!shard_of.emplace(name, s).second) throw tensor_in_two_shards(paths[s], name, paths[shard_of[name]]);
   }
   return readers;
 }
@@ -111,9 +111,10 @@ const char* kept_reason(const std::string& name, const io::TensorEntry& entry, c
   if (!io::is_floating(entry.dtype)) return "not F32, F16 or BF16";
   // An empty tensor has nothing to quantize (and a [2^40, 0] one would cost a map per row).
   if (entry.element_count() == 0) return "empty";
+  // (Before the vectors' reason: a peer's scales [out, 1] stay whatever --quantize-vectors says.)
+  if (quantized_elsewhere.count(module_of(name))) return "of a module another tool quantized";
   if (!o.quantize_vectors)
     if (const char* why = vector_reason(name, entry.shape)) return why;
-  if (quantized_elsewhere.count(module_of(name))) return "of a module another tool quantized";
   if (o.skip && skip_matches(*o.skip, name, reader)) return "named by --skip";
   return nullptr;
 }

@@ -277,6 +277,35 @@ void require_no_other_model(const fs::path& folder, const std::set<std::string>&
               "models; give a new or empty folder, or remove them");
 }
 
+// What a folder without an index holds that is no shard of its model, and says what it is: macOS's
+// AppleDouble files (._*, never safetensors) always; beside other files, a PEFT adapter (its own
+// small model of other names) and Mistral's consolidated.safetensors (the same weights again, in
+// Mistral's names), which other tools do not read as the model's shards either.
+std::string side_file(const std::string& name, bool others) {
+  if (name.rfind("._", 0) == 0) return "macOS's metadata of another file";
+  if (others && name.rfind("adapter_", 0) == 0) return "an adapter, not the model's weights";
+  if (others && name.rfind("consolidated", 0) == 0) return "Mistral's copy of the weights under its own names";
+  return "";
+}
+
+// A folder without an index: its .safetensors files but the side files (sorted), and those with
+// what they are.
+std::pair<std::vector<std::string>, std::vector<std::pair<std::string, std::string>>> folder_shards(const fs::path& path) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(path))
+    if (entry.path().extension() == ".safetensors") names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  const bool others = std::any_of(names.begin(), names.end(), [](const std::string& name) {
+    return side_file(name, false).empty() && side_file(name, true).empty();
+  });
+  std::pair<std::vector<std::string>, std::vector<std::pair<std::string, std::string>>> out;
+  for (const std::string& name : names) {
+    if (const std::string what = side_file(name, others); !what.empty()) out.second.push_back({name, what});
+    else out.first.push_back((path / name).string());
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<std::string> checkpoint_shards(const std::string& input) {
@@ -284,10 +313,7 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
   const fs::path path(input);
   if (const fs::path index = index_of(path); !index.empty()) return shards_of_index(index);
   if (!fs::is_directory(path)) return {input};
-  std::vector<std::string> shards;  // a folder without an index: every .safetensors in it
-  for (const auto& entry : fs::directory_iterator(path))
-    if (entry.path().extension() == ".safetensors") shards.push_back(entry.path().string());
-  std::sort(shards.begin(), shards.end());
+  std::vector<std::string> shards = folder_shards(path).first;
   NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",
               pytorch_files_hint(path));
   require_every_numbered_shard(path, shards);
@@ -295,10 +321,20 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
   return shards;
 }
 
-std::vector<std::string> index_disagreements(const std::string& input) {
+Error tensor_in_two_shards(const std::string& shard, const std::string& tensor, const std::string& other) {
+  return Error(shard + ": tensor '" + tensor + "' is also in " + other + ": the files are no shards of one model "
+               "(two variants of it, as diffusers' .fp16 beside its full-precision file?); give the file to read");
+}
+
+std::vector<std::string> checkpoint_warnings(const std::string& input) {
   const fs::path index = index_of(input);
-  if (index.empty()) return {};
-  return disagreements(index, read_index(index)["weight_map"], checkpoint_shards(input));
+  if (!index.empty()) return disagreements(index, read_index(index)["weight_map"], checkpoint_shards(input));
+  if (input.empty() || !fs::is_directory(input)) return {};
+  std::vector<std::string> lines;
+  for (const auto& [file, what] : folder_shards(input).second)
+    lines.push_back(input + ": " + file + " is not read as a shard of the model (" + what +
+                    "; give the file itself to read it)");
+  return lines;
 }
 
 ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)

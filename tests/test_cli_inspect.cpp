@@ -50,6 +50,7 @@ io::TensorFile mixed_checkpoint() {
   // A module another tool quantized (GPTQ-like): its packed I32 weights and the F32 scales beside them.
   file.tensors["gptq.qweight"] = io::Tensor{io::DType::I32, {8, 8}, std::vector<std::uint8_t>(8 * 8 * 4, 7)};
   file.tensors["gptq.scales"] = io::f32_tensor({8, 4}, std::vector<float>(32, 0.01f));
+  file.tensors["gptq.zeros"] = io::f32_tensor({8, 1}, std::vector<float>(8, 0.5f));  // a vector, but the peer's
   return file;
 }
 
@@ -72,7 +73,8 @@ TEST(CliInspect, TellsWhatQuantizeWillDoAndQuantizeDoesIt) {
       {"empty.weight", "empty"},
       {"step", "not F32, F16 or BF16"},
       {"gptq.qweight", "not F32, F16 or BF16"},
-      {"gptq.scales", "of a module another tool quantized"}};
+      {"gptq.scales", "of a module another tool quantized"},
+      {"gptq.zeros", "of a module another tool quantized"}};
   EXPECT_EQ(kept_because, expected);
   EXPECT_EQ(plan.at("weights_to_quantize"), 48 * 64);
   EXPECT_EQ(plan.at("bytes_to_quantize"), 48 * 64 * 4);

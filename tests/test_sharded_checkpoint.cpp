@@ -336,12 +336,12 @@ TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) 
   const std::string index = dir.file("model/model.safetensors.index.json");
   const std::string second = "model-00002-of-00002.safetensors";
   std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
-  EXPECT_TRUE(index_disagreements(index).empty());
+  EXPECT_TRUE(checkpoint_warnings(index).empty());
   weight_map["mtp.fc.weight"] = second;                   // listed, held by no shard
   weight_map["layers.1.norm.weight"] = second;            // listed in the wrong shard
   weight_map.erase("layers.2.norm.weight");               // held, not listed
   std::ofstream(index) << nlohmann::json{{"weight_map", weight_map}}.dump();
-  const std::vector<std::string> found = index_disagreements(dir.file("model"));
+  const std::vector<std::string> found = checkpoint_warnings(dir.file("model"));
   const auto names = [&](const std::string& text) {
     return std::any_of(found.begin(), found.end(), [&](const std::string& line) { return line.find(text) != std::string::npos; });
   };
@@ -353,9 +353,35 @@ TEST(CheckpointStream, AnIndexThatDisagreesWithItsShardsIsFollowedByTheHeaders) 
   const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
   EXPECT_EQ(report.tensors.size() + report.kept.size(), tensors);
   const nlohmann::json written = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
-  EXPECT_TRUE(index_disagreements(dir.file("out")).empty());
+  EXPECT_TRUE(checkpoint_warnings(dir.file("out")).empty());
   EXPECT_EQ(written["weight_map"]["layers.1.norm.weight"], "model-00001-of-00002.safetensors");
   EXPECT_FALSE(written["weight_map"].contains("mtp.fc.weight"));
+}
+
+// A folder without an index reads its .safetensors files but those that are no shards of its
+// model: macOS's ._ files always, and beside the model a PEFT adapter and Mistral's consolidated
+// copy, each said; alone, an adapter or a consolidated file is the model.
+TEST(CheckpointStream, AFolderWithoutAnIndexLeavesAdaptersConsolidatedCopiesAndMacOsFiles) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  io::write_safetensors(dir.file("model/model.safetensors"), shard(1, "model."));
+  io::write_safetensors(dir.file("model/adapter_model.safetensors"), shard(2, "base_model.lora_A."));
+  io::write_safetensors(dir.file("model/consolidated.safetensors"), shard(3, "layers.0."));
+  std::ofstream(dir.file("model/._model.safetensors")) << "\x00\x05\x16\x07 Mac OS X";  // AppleDouble, no safetensors
+  EXPECT_EQ(checkpoint_shards(dir.file("model")), std::vector<std::string>{dir.file("model/model.safetensors")});
+  const std::vector<std::string> warned = checkpoint_warnings(dir.file("model"));
+  ASSERT_EQ(warned.size(), 3u);
+  EXPECT_EQ(warned[0], dir.file("model") + ": ._model.safetensors is not read as a shard of the model (macOS's "
+                       "metadata of another file; give the file itself to read it)");
+  EXPECT_NE(warned[1].find("adapter_model.safetensors is not read as a shard of the model (an adapter"), std::string::npos);
+  EXPECT_NE(warned[2].find("consolidated.safetensors is not read as a shard of the model (Mistral's"), std::string::npos);
+  const StreamReport report = quantize_checkpoint_files(dir.file("model"), dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
+  ASSERT_FALSE(report.tensors.empty());
+  for (const auto& t : report.tensors) EXPECT_EQ(t.tensor.name.rfind("model.", 0), 0u) << t.tensor.name;
+  fs::remove(dir.file("model/model.safetensors"));  // no model beside them: the adapter and the copy are read
+  EXPECT_EQ(checkpoint_shards(dir.file("model")), (std::vector<std::string>{dir.file("model/adapter_model.safetensors"),
+                                                                           dir.file("model/consolidated.safetensors")}));
+  EXPECT_EQ(checkpoint_warnings(dir.file("model")).size(), 1u);
 }
 
 // An index is read with the bounds of a header: a key named twice (which would drop a tensor
@@ -396,7 +422,7 @@ TEST(CheckpointStream, AnIndexIsReadWithBoundsAndItsShardNamesAsTransformersRead
   // Only a's tensors, named with "./": b.safetensors is beside it, unnamed, and not read.
   write_index(R"({"metadata": {}, "weight_map": {)" + a_entries + "}}");
   EXPECT_EQ(checkpoint_shards(index), std::vector<std::string>{dir.file("model/a.safetensors")});
-  const std::vector<std::string> warnings = index_disagreements(index);
+  const std::vector<std::string> warnings = checkpoint_warnings(index);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_EQ(warnings[0], index + ": names no tensor in b.safetensors beside it; that file is not read (nor do other tools read it)");
   const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());

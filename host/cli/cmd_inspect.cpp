@@ -204,7 +204,7 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
 }
 
 void run_inspect(const InspectOptions& o) {
-  for (const std::string& line : index_disagreements(o.input)) std::cerr << "nuq: warning: " << line << '\n';
+  for (const std::string& line : checkpoint_warnings(o.input)) std::cerr << "nuq: warning: " << line << '\n';
   const std::vector<std::string> shards = checkpoint_shards(o.input);
   std::size_t quantized = 0;
   for (const std::string& shard : shards) quantized += is_quantized_file(io::SafetensorsReader(shard).layout().metadata);

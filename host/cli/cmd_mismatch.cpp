@@ -109,7 +109,7 @@ CheckpointStats weights_of(const BitrateOptions& o) {
     out.all = model_stats(model, nonfinite);
     return out;
   }
-  for (const std::string& line : index_disagreements(o.model)) std::cerr << "nuq: warning: " << line << '\n';
+  for (const std::string& line : checkpoint_warnings(o.model)) std::cerr << "nuq: warning: " << line << '\n';
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors;
   options.nonfinite = nonfinite;

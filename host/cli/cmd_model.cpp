@@ -143,7 +143,7 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
 // An index that disagrees with its shards' headers is followed as other tools follow it (by the
 // headers), with a warning for each disagreement, before the work.
 void warn_of_index(const std::string& input) {
-  for (const std::string& line : index_disagreements(input)) std::cerr << "nuq: warning: " << line << '\n';
+  for (const std::string& line : checkpoint_warnings(input)) std::cerr << "nuq: warning: " << line << '\n';
 }
 
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).

@@ -11,21 +11,30 @@
 #include <string>
 #include <vector>
 
+#include "nuq/error.h"
+
 namespace nuq {
 namespace io {
 class SafetensorsWriter;
 }
 
-// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it,
-// all of them when their names number them "-00001-of-00003") or an index .json. Errors name the
-// input.
+// The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it
+// but macOS's ._ files and, beside other files, an adapter_*.safetensors or Mistral's
+// consolidated*.safetensors; all of them when their names number them "-00001-of-00003") or an
+// index .json. Errors name the input.
 std::vector<std::string> checkpoint_shards(const std::string& input);
 
 // Where the index of `input` (a folder's, or an index .json) and its shards' headers disagree, one
 // line each (at most 8, then a count): tensors it maps that no shard holds, that another shard
 // holds, or that it does not list. Such indexes are on the Hub and other tools load them, so nuq
-// follows the headers (and writes a correct index); callers warn. Empty without an index.
-std::vector<std::string> index_disagreements(const std::string& input);
+// follows the headers (and writes a correct index); callers warn. For a folder without an index,
+// the .safetensors files in it not read as shards (checkpoint_shards), each said with what it is.
+std::vector<std::string> checkpoint_warnings(const std::string& input);
+
+// The error of a tensor that two files of one checkpoint hold: they are no shards of one model
+// (two variants of it, as diffusers' diffusion_pytorch_model.fp16.safetensors beside its
+// diffusion_pytorch_model.safetensors), and the message says to give the one to read.
+Error tensor_in_two_shards(const std::string& shard, const std::string& tensor, const std::string& other);
 
 class ShardedCheckpoint {
  public:

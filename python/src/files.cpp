@@ -219,7 +219,7 @@ py::dict load(const std::string& path) {
     py::gil_scoped_release release;
     shards = checkpoint_shards(path);
     if (!(shards.size() == 1 && shards.front() == path)) {
-      disagreements = index_disagreements(path);
+      disagreements = checkpoint_warnings(path);
       bool quantized = false;
       for (const std::string& shard : shards)
         quantized = quantized || is_quantized_file(io::SafetensorsReader(shard).layout().metadata);
@@ -230,11 +230,12 @@ py::dict load(const std::string& path) {
   for (const std::string& line : disagreements)
     if (PyErr_WarnEx(PyExc_UserWarning, line.c_str(), 1) != 0) throw py::error_already_set();
   py::dict out;
+  std::map<std::string, std::string> shard_of;  // tensor -> the shard holding it
   for (const std::string& shard : shards) {
     const py::dict part = load_file(shard);
     for (const auto& [name, value] : part) {
-      NUQ_REQUIRE(!out.contains(name), shard, ": tensor '", name.cast<std::string>(), "' is also in another shard of ",
-                  path);
+      const auto [held, added] = shard_of.emplace(name.cast<std::string>(), shard);
+      if (!added) throw tensor_in_two_shards(shard, held->first, held->second);
       out[name] = value;
     }
   }

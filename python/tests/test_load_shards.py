@@ -76,3 +76,21 @@ def test_a_folder_without_shards_is_a_value_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither"):
         nuq.load(tmp_path / "empty")
+
+
+def test_a_folder_without_an_index_leaves_what_is_no_shard_and_says_so(tmp_path, tensors):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    nuq.save(folder / "model.safetensors", tensors)
+    nuq.save(folder / "adapter_model.safetensors", {"base_model.lora_A.weight": np.ones((4, 32), np.float32)})
+    (folder / "._model.safetensors").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    with pytest.warns(UserWarning) as warned:
+        loaded = nuq.load(folder)
+    assert sorted(loaded) == sorted(tensors)
+    said = sorted(str(w.message) for w in warned)
+    assert len(said) == 2 and "._model.safetensors is not read as a shard" in said[0] and \
+        "adapter_model.safetensors is not read as a shard of the model (an adapter" in said[1]
+    nuq.save(folder / "model.fp16.safetensors", tensors)  # a variant beside the model: said as the CLI says it
+    with pytest.raises(ValueError, match=r"model\.safetensors: tensor '.*' is also in .*model\.fp16\.safetensors: the "
+                                         r"files are no shards of one model"):
+        nuq.load(folder)
