@@ -9,6 +9,7 @@
 #include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/tensor_pieces.h"
+#include "nuq/terminal_text.h"
 #include "kept_tensors.h"
 
 namespace nuq {
@@ -53,7 +54,8 @@ CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOp
   }
   const CheckpointPlan plan = plan_checkpoint(shards, options);
   if (options.warnings)  // as a run would give them, before the reading
-    for (const std::string& line : plan.warnings) *options.warnings << "nuq: warning: " << line << '\n';
+    for (const std::string& line : plan.warnings)
+      *options.warnings << "nuq: warning: " << terminal_text(line, true) << '\n';
   std::vector<const TensorPlan*> in_file_order;  // read front to back, shard after shard
   for (const TensorPlan& t : plan.tensors)
     if (t.kept.empty()) in_file_order.push_back(&t);

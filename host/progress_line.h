@@ -9,6 +9,8 @@
 #include <ostream>
 #include <string>
 
+#include "nuq/terminal_text.h"
+
 namespace nuq {
 
 // A progress line for a terminal: what is being done, how far, how fast, how long still.
@@ -22,7 +24,7 @@ class Progress {
     const double seconds = last_ - start_, rate = seconds > 0 ? double(done_) / seconds : 0.0;
     char line[256];
     std::snprintf(line, sizeof line, "\r\033[K%s %s: %.2f / %.2f GB, %.2f GB/s, ETA %.0f s", pass.c_str(),
-                  tensor.c_str(), double(done_) / 1e9, double(total_) / 1e9, rate / 1e9,
+                  terminal_text(tensor).c_str(), double(done_) / 1e9, double(total_) / 1e9, rate / 1e9,
                   rate > 0 ? double(total_ - std::min(done_, total_)) / rate : 0.0);
     *out_ << line << std::flush;
   }

@@ -311,7 +311,14 @@ std::pair<std::vector<std::string>, std::vector<std::pair<std::string, std::stri
 std::vector<std::string> checkpoint_shards(const std::string& input) {
   NUQ_REQUIRE(!input.empty(), "the input name is empty");
   const fs::path path(input);
-  if (const fs::path index = index_of(path); !index.empty()) return shards_of_index(index);
+  if (const fs::path index = index_of(path); !index.empty()) {
+    std::vector<std::string> shards = shards_of_index(index);
+    std::error_code ec;
+    for (const std::string& shard : shards)
+      NUQ_REQUIRE(fs::exists(shard, ec) || ec, index.string(), ": its weight_map names ", fs::path(shard).filename().string(),
+                  ", which is not beside it (a shard missing from a download or a copy?)");
+    return shards;
+  }
   if (!fs::is_directory(path)) return {input};
   std::vector<std::string> shards = folder_shards(path).first;
   NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",

@@ -23,6 +23,7 @@
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/stats.h"
 #include "nuq/tensor_pieces.h"
+#include "nuq/terminal_text.h"
 
 #include "io/write_behind.h"
 #include "kept_tensors.h"
@@ -136,7 +137,7 @@ class StreamRun {
   // A line for the report, written now too where warnings are asked for (before a run that may take
   // minutes, rather than in its report at the end).
   void warn(std::string line) {
-    if (o_.warnings) *o_.warnings << "nuq: warning: " << line << '\n';
+    if (o_.warnings) *o_.warnings << "nuq: warning: " << terminal_text(line, true) << '\n';
     report_.warnings.push_back(std::move(line));
   }
 

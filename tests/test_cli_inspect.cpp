@@ -19,6 +19,7 @@
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/model.h"
+#include "nuq/terminal_text.h"
 #include "nuq/train.h"
 #include "checkpoint_cases.h"
 #include "cli_runner.h"
@@ -281,4 +282,33 @@ TEST(CliInspect, ATrainingCheckpointIsNamedAndNotQuantized) {
   older.metadata.erase("nuq.architecture");  // not a training checkpoint: its run is not consulted
   older.metadata["nuq.checkpoint"] = R"({"run": {"dataset": "mnist"}})";
   EXPECT_EQ(nuq::recorded_dataset(older, checkpoint), "");
+}
+
+// A name from a downloaded file reaches the terminal as text: its control bytes (ESC sequences that
+// would clear the screen or recolour it, a newline that would forge a line, CSI's UTF-8) are shown
+// as \xNN in tables, warnings and errors; JSON escapes them as JSON does.
+TEST(CliInspect, ControlBytesOfNamesAreShownNotActedOn) {
+  EXPECT_EQ(nuq::terminal_text("a\x1b[2Jb\tc\nd\x7f\xc2\x9b" "1m\xc3\xa9"), "a\\x1b[2Jb\tc\\x0ad\\x7f\\xc2\\x9b1m\xc3\xa9");
+  EXPECT_EQ(nuq::terminal_text("one\ntwo\r", true), "one\ntwo\\x0d");
+  nuq::test::TempDir dir;
+  io::TensorFile file;
+  std::vector<float> w(16 * 16);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i))) * 0.05f;
+  const std::string evil = "\x1b[2J\x1b[31mevil\x1b[0m\nnuq: forged.weight";
+  file.tensors[evil] = io::f32_tensor({16, 16}, w);
+  file.tensors["n\x07.weight"] = io::f32_tensor({16, 16}, w);  // a bell
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  CommandResult r = run_nuq("inspect " + dir.file("in.safetensors"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find('\x07'), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\\x1b[2J\\x1b[31mevil\\x1b[0m\\x0anuq: forged.weight"), std::string::npos) << r.output;
+  const nlohmann::json j = json_of("inspect " + dir.file("in.safetensors") + " --json");
+  std::set<std::string> names;
+  for (const nlohmann::json& t : j.at("tensors")) names.insert(t.at("name"));
+  EXPECT_EQ(names.count(evil), 1u);
+  r = run_nuq("quantize " + dir.file("in.safetensors") + " -o " + dir.file("q.safetensors") + " --group-size 24");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\\x1b[2J"), std::string::npos) << r.output;
 }

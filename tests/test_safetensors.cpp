@@ -144,7 +144,8 @@ TEST(Safetensors, RejectsCorruptFiles) {
       {"offsets-reversed", file_of(R"({"t":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", eight), "fall outside"},
       {"offsets-outside", file_of(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", eight), "fall outside"},
       {"offsets-not-ints", file_of(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", eight), "two non-negative"},
-      {"overlap", file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight), "overlaps"},
+      {"overlap", file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight),
+       "tensor 'b' overlaps tensor 'a' (it begins at data byte 4, before that one ends at 8): safetensors gives each"},
       {"hole", file_of(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight), "hole"},
       {"trailing", file_of(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight), "trailing bytes"},
       {"f4-half-byte", file_of(R"({"t":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", {1, 2}), "not a whole number of bytes"},
@@ -233,6 +234,7 @@ TEST(Safetensors, NamesOtherWeightFormats) {
       {{'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0, 0, 0}, "a GGUF file"},
       {{0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n', 0, 0, 0, 0}, "an HDF5 file"},
       {{0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0x76, 0, '{', '\''}, "a numpy .npy array"},
+      {{'v', 'e', 'r', 's', 'i', 'o', 'n', ' ', 'h', 't', 't', 'p'}, "a Git LFS pointer, not the file itself"},
       {{'{', '\n', ' ', ' ', '"', 'm', 'e', 't', 'a', 'd', 'a', 't'}, "a JSON file, not safetensors (a sharded"},
       {{0xEF, 0xBB, 0xBF, '\n', '{', '"', 0xC3, 0xA9, 'x', 'y', 'z', 'w'}, "a JSON file, not safetensors (a sharded"},
   };

@@ -428,6 +428,15 @@ TEST(CheckpointStream, AnIndexIsReadWithBoundsAndItsShardNamesAsTransformersRead
   const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
   EXPECT_EQ(report.tensors.size(), 2u);  // a's two matrices: b's are not read
   EXPECT_EQ(report.kept.size(), 2u);
+  // A shard the index names that is not there: said of the index, before any shard is opened.
+  write_index(R"({"metadata": {}, "weight_map": {"x.weight": "c.safetensors", )" + a_entries + "}}");
+  try {
+    checkpoint_shards(index);
+    ADD_FAILURE() << "a missing shard was not said";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), index + ": its weight_map names c.safetensors, which is not beside it (a shard "
+                                             "missing from a download or a copy?)");
+  }
 }
 
 }  // namespace

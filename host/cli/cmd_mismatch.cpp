@@ -19,6 +19,7 @@
 #include "nuq/model.h"
 #include "nuq/ptq.h"
 #include "nuq/sharded_checkpoint.h"
+#include "nuq/terminal_text.h"
 #include "table.h"
 #include "json_text.h"
 
@@ -109,7 +110,8 @@ CheckpointStats weights_of(const BitrateOptions& o) {
     out.all = model_stats(model, nonfinite);
     return out;
   }
-  for (const std::string& line : checkpoint_warnings(o.model)) std::cerr << "nuq: warning: " << line << '\n';
+  for (const std::string& line : checkpoint_warnings(o.model))
+    std::cerr << "nuq: warning: " << terminal_text(line, true) << '\n';
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors;
   options.nonfinite = nonfinite;
@@ -147,11 +149,11 @@ void warn_of_offsets(const std::vector<const TensorStats*>& tensors, const std::
                        significant_text(t->stats.stddev(), 4) + ")");
   }
   if (!offset.empty())
-    std::cerr << "nuq: warning: " << what << ": weights off centre: " << first_few(offset, 3)
+    std::cerr << "nuq: warning: " << what << ": weights off centre: " << terminal_text(first_few(offset, 3))
               << ": the rule judges them at their rms, mean included, but its model is a centred Laplacian, so the "
                  "SQNR measured can differ (nuq quantize --normalise per-tensor takes the mean out)\n";
   if (!constant.empty())
-    std::cerr << "nuq: warning: " << what << ": constant weights: " << first_few(constant, 3)
+    std::cerr << "nuq: warning: " << what << ": constant weights: " << terminal_text(first_few(constant, 3))
               << ": the rule judges them at their rms, but its model is a Laplacian, and the SQNR of one repeated "
                  "value is that of the one level it meets, above or below the rule's\n";
 }

@@ -28,6 +28,7 @@
 #include "nuq/quantize_table.h"
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/train.h"
+#include "nuq/terminal_text.h"
 #include "table.h"
 #include "json_text.h"
 
@@ -143,7 +144,8 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
 // An index that disagrees with its shards' headers is followed as other tools follow it (by the
 // headers), with a warning for each disagreement, before the work.
 void warn_of_index(const std::string& input) {
-  for (const std::string& line : checkpoint_warnings(input)) std::cerr << "nuq: warning: " << line << '\n';
+  for (const std::string& line : checkpoint_warnings(input))
+    std::cerr << "nuq: warning: " << terminal_text(line, true) << '\n';
 }
 
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).
@@ -485,7 +487,8 @@ void add_model_commands(CLI::App& app) {
   CLI::Option* normalise = quantize_cmd->add_option("--normalise", q->normalisation,
                            "global (Algorithm 1: one mean and standard deviation for all parameters), per-tensor, "
                            "per-channel (each row of the [shape[0], rest] view its own: an output channel of a matrix, an "
-                           "expert of a fused [experts, out, in] tensor; codebooks up to 8 bits), or none (the codebook meets "
+                           "expert of a fused [experts, out, in] tensor, an input feature of GPT-2's Conv1D, stored "
+                           "[in, out]; codebooks up to 8 bits), or none (the codebook meets "
                            "the weights as they are); --group-size takes per-channel (its default) and refuses the others")
       ->check(CLI::IsMember({"global", "per-tensor", "per-channel", "none"}))->capture_default_str();
   quantize_cmd->add_option("--nonfinite", q->nonfinite,

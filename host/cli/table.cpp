@@ -8,6 +8,7 @@
 
 #include "nuq/error.h"
 #include "nuq/number_text.h"
+#include "nuq/terminal_text.h"
 
 namespace nuq::cli {
 namespace {
@@ -32,6 +33,7 @@ TextTable::TextTable(std::vector<std::string> header) : header_(std::move(header
 void TextTable::add_row(std::vector<std::string> cells) {
   NUQ_ASSERT(cells.size() == header_.size(), "row of ", cells.size(), " cells in a table of ",
              header_.size(), " columns");
+  for (std::string& cell : cells) cell = terminal_text(cell);  // a tensor's name from a file, say
   rows_.push_back(std::move(cells));
 }
 

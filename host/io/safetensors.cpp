@@ -155,6 +155,9 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
                       std::all_of(first8 + at + 1, first8 + 8, [](std::uint8_t b) { return b >= 9 && b != 127; });
     NUQ_REQUIRE(!json, name, ": a JSON file, not safetensors (a sharded checkpoint's index? nuq quantize and nuq dequantize "
                 "take the index or its folder; this reads one .safetensors file)");
+    // A repository cloned without git-lfs holds "version https://git-lfs.github.com/spec/v1 ..." texts.
+    NUQ_REQUIRE(std::memcmp(first8, "version ", 8) != 0, name, ": a Git LFS pointer, not the file itself, so not "
+                "safetensors (a repository cloned without git-lfs? git lfs pull fetches the files)");
     const std::string format = other_weight_format(first8);
     NUQ_REQUIRE(format.empty(), name, ": ", format, ", not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");
@@ -223,8 +226,12 @@ Layout parse_layout(const std::string& text, std::uint64_t data_size, const std:
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
   std::uint64_t expected = 0;
+  const std::string* previous = nullptr;
   for (const Range& r : ranges) {
-    NUQ_REQUIRE(r.begin >= expected, name, ": tensor '", r.tensor, "' overlaps the previous one");
+    NUQ_REQUIRE(r.begin >= expected, name, ": tensor '", r.tensor, "' overlaps tensor '", *previous,
+                "' (it begins at data byte ", r.begin, ", before that one ends at ", expected, "): safetensors gives each tensor "
+                "bytes of its own (a tied weight is saved once)");
+    previous = &r.tensor;
     NUQ_REQUIRE(r.begin == expected, name, ": a hole of ", r.begin - expected, " bytes before tensor '",
                 r.tensor, "'");
     expected = r.end;

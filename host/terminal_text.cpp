@@ -1,0 +1,32 @@
+#include "nuq/terminal_text.h"
+
+#include <cstdio>
+
+namespace nuq {
+
+std::string terminal_text(const std::string& text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  const auto escape = [&](unsigned char byte) {
+    char code[5];
+    std::snprintf(code, sizeof code, "\\x%02x", byte);
+    out += code;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    const bool c0 = (byte < 0x20 && byte != '\t' && !(keep_newlines && byte == '\n')) || byte == 0x7f;
+    const bool c1 = byte == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(text[i + 1]) <= 0x9f;
+    if (c0) {
+      escape(byte);
+    } else if (c1) {
+      escape(byte);
+      escape(static_cast<unsigned char>(text[++i]));
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace nuq
