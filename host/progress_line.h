@@ -22,7 +22,7 @@ class Progress {
     if (!out_ || now() - last_ < 0.25) return;
     last_ = now();
     const double seconds = last_ - start_, rate = seconds > 0 ? double(done_) / seconds : 0.0;
-    char line[256];
+    char line[512];  // (a name of escaped control bytes is longer)
     std::snprintf(line, sizeof line, "\r\033[K%s %s: %.2f / %.2f GB, %.2f GB/s, ETA %.0f s", pass.c_str(),
                   terminal_text(tensor).c_str(), double(done_) / 1e9, double(total_) / 1e9, rate / 1e9,
                   rate > 0 ? double(total_ - std::min(done_, total_)) / rate : 0.0);

@@ -554,14 +554,26 @@ std::string quantized_run(const std::map<std::string, std::string>& metadata, co
   // run's distinct sizes (0: without groups) are compared where any has groups: as "group_sizes"
   // records them (every shard of a grouped run since 2026-12-06, one without a quantized tensor
   // too), else (files written before) as the shard's own tensors give them.
-  if (!description.contains("group_sizes")) {
-    std::set<double> group_sizes;
-    if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
-      for (const auto& entry : *tensors) {
-        const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
-        group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
-      }
-    if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) description["group_sizes"] = group_sizes;
+  std::set<double> group_sizes;  // the shard's own tensors'
+  if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
+    for (const auto& entry : *tensors) {
+      const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
+      group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
+    }
+  if (const auto recorded = description.find("group_sizes"); recorded != description.end()) {
+    // The run's: distinct whole numbers, ascending, the shard's own among them, as nuq writes them.
+    std::vector<std::int64_t> sizes;
+    bool valid = recorded->is_array() && !recorded->empty();
+    for (const auto& size : valid ? *recorded : nlohmann::json::array()) {
+      const std::optional<std::int64_t> whole = json_integer(size);
+      valid = valid && whole && *whole >= 0 && (sizes.empty() || *whole > sizes.back());
+      if (whole) sizes.push_back(*whole);
+    }
+    for (double own : group_sizes) valid = valid && std::find(sizes.begin(), sizes.end(), std::int64_t(own)) != sizes.end();
+    NUQ_REQUIRE(valid, name, ": nuq.quantized's group_sizes ", recorded->dump(), " is not the ascending list of "
+                "distinct group sizes its tensors' are among");
+  } else if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) {
+    description["group_sizes"] = group_sizes;
   }
   description.erase("tensors");
   description.erase("kept");

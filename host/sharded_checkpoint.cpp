@@ -47,6 +47,9 @@ bool numbered_shard(const std::string& name, std::smatch* parts = nullptr) {
   return name.size() < 256 && std::regex_match(name, parts ? *parts : unused, numbered);
 }
 
+// macOS's AppleDouble files (._name: another file's metadata, never safetensors) beside a model.
+bool is_apple_double(const std::string& name) { return name.rfind("._", 0) == 0; }
+
 // The index `input` is given by: a .json itself, or a folder's model.safetensors.index.json, else
 // its one <name>.safetensors.index.json (diffusers' diffusion_pytorch_model..., Mistral's
 // consolidated...); empty for a folder without one or a single file. A folder of several other
@@ -166,7 +169,8 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
   for (const std::string& shard : shards) named.insert(fs::path(shard).filename().string());
   std::error_code ec;
   for (fs::directory_iterator it(index.has_parent_path() ? index.parent_path() : fs::path("."), ec), end; !ec && it != end; it.increment(ec))
-    if (it->path().extension() == ".safetensors" && !named.count(it->path().filename().string()))
+    if (it->path().extension() == ".safetensors" && !named.count(it->path().filename().string()) &&
+        !is_apple_double(it->path().filename().string()))
       unnamed.insert(it->path().filename().string());
   const std::string list = first_few(std::vector<std::string>(unnamed.begin(), unnamed.end()), kMaxDisagreements);
   if (!unnamed.empty())
@@ -256,7 +260,7 @@ void require_no_other_model(const fs::path& folder, const std::set<std::string>&
   std::error_code ec;
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (ours.count(name) || name.rfind("._", 0) == 0) continue;
+    if (ours.count(name) || is_apple_double(name)) continue;
     if (is_index_name(name) || numbered_shard(name)) others.insert(name);
   }
   const fs::path index = folder / index_name;
@@ -278,29 +282,39 @@ void require_no_other_model(const fs::path& folder, const std::set<std::string>&
 }
 
 // What a folder without an index holds that is no shard of its model, and says what it is: macOS's
-// AppleDouble files (._*, never safetensors) always; beside other files, a PEFT adapter (its own
-// small model of other names) and Mistral's consolidated.safetensors (the same weights again, in
-// Mistral's names), which other tools do not read as the model's shards either.
-std::string side_file(const std::string& name, bool others) {
-  if (name.rfind("._", 0) == 0) return "macOS's metadata of another file";
-  if (others && name.rfind("adapter_", 0) == 0) return "an adapter, not the model's weights";
-  if (others && name.rfind("consolidated", 0) == 0) return "Mistral's copy of the weights under its own names";
+// AppleDouble files (._*, never safetensors) always; beside the model's own files, a PEFT adapter
+// (its own small model of other names) and Mistral's consolidated*.safetensors (the same weights
+// again, in Mistral's names), which other tools do not read as the model's shards either.
+std::string side_file(const std::string& name, bool beside_the_model) {
+  if (is_apple_double(name)) return "macOS's metadata of another file";
+  if (beside_the_model && name.rfind("adapter_", 0) == 0)
+    return "an adapter, not the model's weights; give the file itself to read it";
+  if (beside_the_model && name.rfind("consolidated", 0) == 0)
+    return "Mistral's copy of the weights under its own names; give the file itself to read it";
   return "";
+}
+
+// The model's own files, as transformers and diffusers name them: model.safetensors, its numbered
+// shards, diffusion_pytorch_model.safetensors (other names are read too, but do not make an
+// adapter or a consolidated copy beside them a side file).
+bool model_file(const std::string& name) {
+  const bool side = is_apple_double(name) || name.rfind("adapter_", 0) == 0 || name.rfind("consolidated", 0) == 0;
+  return !side &&
+         (name.rfind("model", 0) == 0 || name.rfind("diffusion_pytorch_model", 0) == 0 || numbered_shard(name));
 }
 
 // A folder without an index: its .safetensors files but the side files (sorted), and those with
 // what they are.
-std::pair<std::vector<std::string>, std::vector<std::pair<std::string, std::string>>> folder_shards(const fs::path& path) {
+using SideFiles = std::vector<std::pair<std::string, std::string>>;  // (name, what it is)
+std::pair<std::vector<std::string>, SideFiles> folder_shards(const fs::path& path) {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(path))
     if (entry.path().extension() == ".safetensors") names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
-  const bool others = std::any_of(names.begin(), names.end(), [](const std::string& name) {
-    return side_file(name, false).empty() && side_file(name, true).empty();
-  });
-  std::pair<std::vector<std::string>, std::vector<std::pair<std::string, std::string>>> out;
+  const bool beside_the_model = std::any_of(names.begin(), names.end(), model_file);
+  std::pair<std::vector<std::string>, SideFiles> out;
   for (const std::string& name : names) {
-    if (const std::string what = side_file(name, others); !what.empty()) out.second.push_back({name, what});
+    if (const std::string what = side_file(name, beside_the_model); !what.empty()) out.second.push_back({name, what});
     else out.first.push_back((path / name).string());
   }
   return out;
@@ -315,13 +329,15 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
     std::vector<std::string> shards = shards_of_index(index);
     std::error_code ec;
     for (const std::string& shard : shards)
-      NUQ_REQUIRE(fs::exists(shard, ec) || ec, index.string(), ": its weight_map names ", fs::path(shard).filename().string(),
-                  ", which is not beside it (a shard missing from a download or a copy?)");
+      NUQ_REQUIRE(fs::exists(shard, ec) || ec, index.string(), ": its weight_map names ",
+                  fs::path(shard).filename().string(), ", which is not beside it (a shard missing from a download or a "
+                  "copy, or a broken link?)");
     return shards;
   }
   if (!fs::is_directory(path)) return {input};
-  std::vector<std::string> shards = folder_shards(path).first;
+  const auto [shards, left] = folder_shards(path);
   NUQ_REQUIRE(!shards.empty(), input, ": a folder with neither ", kIndexName, " nor .safetensors files",
+              left.empty() ? "" : " but " + left.front().first + " (" + left.front().second + ")",
               pytorch_files_hint(path));
   require_every_numbered_shard(path, shards);
   require_one_restoration(input, shards);
@@ -329,8 +345,16 @@ std::vector<std::string> checkpoint_shards(const std::string& input) {
 }
 
 Error tensor_in_two_shards(const std::string& shard, const std::string& tensor, const std::string& other) {
-  return Error(shard + ": tensor '" + tensor + "' is also in " + other + ": the files are no shards of one model "
-               "(two variants of it, as diffusers' .fp16 beside its full-precision file?); give the file to read");
+  bool indexed = false;  // shards an index names are one model's; a folder's files without one may be two
+  try {
+    indexed = !index_of(fs::path(shard).parent_path()).empty();
+  } catch (const Error&) {
+    indexed = true;  // (several indexes: the shards came from one of them)
+  }
+  return Error(shard + ": tensor '" + tensor + "' is also in " + other +
+               (indexed ? ": a model's shards hold each tensor once (a tied weight saved in both?)"
+                        : ": the files are no shards of one model (two variants of it, as diffusers' .fp16 beside "
+                          "its full-precision file?); give the file to read"));
 }
 
 std::vector<std::string> checkpoint_warnings(const std::string& input) {
@@ -339,8 +363,7 @@ std::vector<std::string> checkpoint_warnings(const std::string& input) {
   if (input.empty() || !fs::is_directory(input)) return {};
   std::vector<std::string> lines;
   for (const auto& [file, what] : folder_shards(input).second)
-    lines.push_back(input + ": " + file + " is not read as a shard of the model (" + what +
-                    "; give the file itself to read it)");
+    lines.push_back(input + ": " + file + " is not read as a shard of the model (" + what + ")");
   return lines;
 }
 

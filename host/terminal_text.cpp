@@ -4,7 +4,7 @@
 
 namespace nuq {
 
-std::string terminal_text(const std::string& text, bool keep_newlines) {
+std::string terminal_text(const std::string& text) {
   std::string out;
   out.reserve(text.size());
   const auto escape = [&](unsigned char byte) {
@@ -14,7 +14,7 @@ std::string terminal_text(const std::string& text, bool keep_newlines) {
   };
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto byte = static_cast<unsigned char>(text[i]);
-    const bool c0 = (byte < 0x20 && byte != '\t' && !(keep_newlines && byte == '\n')) || byte == 0x7f;
+    const bool c0 = (byte < 0x20 && byte != '\t') || byte == 0x7f;
     const bool c1 = byte == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
                     static_cast<unsigned char>(text[i + 1]) <= 0x9f;
     if (c0) {

@@ -372,7 +372,7 @@ TEST(CheckpointStream, AFolderWithoutAnIndexLeavesAdaptersConsolidatedCopiesAndM
   const std::vector<std::string> warned = checkpoint_warnings(dir.file("model"));
   ASSERT_EQ(warned.size(), 3u);
   EXPECT_EQ(warned[0], dir.file("model") + ": ._model.safetensors is not read as a shard of the model (macOS's "
-                       "metadata of another file; give the file itself to read it)");
+                       "metadata of another file)");
   EXPECT_NE(warned[1].find("adapter_model.safetensors is not read as a shard of the model (an adapter"), std::string::npos);
   EXPECT_NE(warned[2].find("consolidated.safetensors is not read as a shard of the model (Mistral's"), std::string::npos);
   const StreamReport report = quantize_checkpoint_files(dir.file("model"), dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
@@ -382,6 +382,18 @@ TEST(CheckpointStream, AFolderWithoutAnIndexLeavesAdaptersConsolidatedCopiesAndM
   EXPECT_EQ(checkpoint_shards(dir.file("model")), (std::vector<std::string>{dir.file("model/adapter_model.safetensors"),
                                                                            dir.file("model/consolidated.safetensors")}));
   EXPECT_EQ(checkpoint_warnings(dir.file("model")).size(), 1u);
+  // Beside a file of another name (Mistral's own lora.safetensors) nothing says which is the
+  // model: every file is read, as before.
+  io::write_safetensors(dir.file("model/lora.safetensors"), shard(4, "lora."));
+  EXPECT_EQ(checkpoint_shards(dir.file("model")).size(), 3u);
+  for (const char* name : {"adapter_model", "consolidated", "lora"}) fs::remove(dir.file("model/") + name + ".safetensors");
+  try {  // only macOS's file: said so
+    checkpoint_shards(dir.file("model"));
+    ADD_FAILURE() << "a folder of ._ files was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nor .safetensors files but ._model.safetensors (macOS's metadata"),
+              std::string::npos) << e.what();
+  }
 }
 
 // An index is read with the bounds of a header: a key named twice (which would drop a tensor
@@ -435,7 +447,7 @@ TEST(CheckpointStream, AnIndexIsReadWithBoundsAndItsShardNamesAsTransformersRead
     ADD_FAILURE() << "a missing shard was not said";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), index + ": its weight_map names c.safetensors, which is not beside it (a shard "
-                                             "missing from a download or a copy?)");
+                                             "missing from a download or a copy, or a broken link?)");
   }
 }
 

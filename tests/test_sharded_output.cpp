@@ -204,6 +204,20 @@ TEST(ShardedOutput, AShardWithoutAQuantizedTensorBelongsToItsGroupedRun) {
     r = run_nuq("inspect " + d + "/restored");
     EXPECT_EQ(r.status, kOk) << what << r.output;
   }
+  // A recorded list that its own tensors' sizes are not among, or no list of whole sizes, is refused.
+  const std::string first = dir.file("out/model-00001-of-00003.safetensors");
+  const io::TensorFile written = io::read_safetensors(first);
+  for (const char* recorded : {"[8]", "\"abc\"", "[16, 16]", "[-16, 16]", "[]"}) {
+    io::TensorFile tampered = written;
+    nlohmann::json described = nlohmann::json::parse(tampered.metadata.at("nuq.quantized"));
+    described["group_sizes"] = nlohmann::json::parse(recorded);
+    tampered.metadata["nuq.quantized"] = described.dump();
+    io::write_safetensors(first, tampered);
+    const CommandResult r = run_nuq("inspect " + first);
+    EXPECT_EQ(r.status, kUserError) << recorded << r.output;
+    EXPECT_NE(r.output.find("group_sizes " + nlohmann::json::parse(recorded).dump() + " is not the ascending list"),
+              std::string::npos) << r.output;
+  }
 }
 
 TEST(ShardedOutput, AFolderHoldingAnotherModelIsRefusedBeforeAnythingIsRead) {

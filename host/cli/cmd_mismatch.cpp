@@ -111,7 +111,7 @@ CheckpointStats weights_of(const BitrateOptions& o) {
     return out;
   }
   for (const std::string& line : checkpoint_warnings(o.model))
-    std::cerr << "nuq: warning: " << terminal_text(line, true) << '\n';
+    std::cerr << "nuq: warning: " << terminal_text(line) << '\n';
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors;
   options.nonfinite = nonfinite;

@@ -127,7 +127,7 @@ std::string weakest_tensor_text(const std::vector<TensorReport>& tensors) {
   std::sort(values.begin(), values.end());
   const std::size_t half = values.size() / 2;
   const double median = values.size() % 2 ? values[half] : 0.5 * (values[half - 1] + values[half]);
-  return "lowest SQNR_ex " + fixed(weakest->sqnr_ex_db, 3) + " dB: " + weakest->name + " (median of " +
+  return "lowest SQNR_ex " + fixed(weakest->sqnr_ex_db, 3) + " dB: " + terminal_text(weakest->name) + " (median of " +
          std::to_string(tensors.size()) + " tensors " + fixed(median, 3) + " dB)\n";
 }
 
@@ -145,7 +145,7 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
 // headers), with a warning for each disagreement, before the work.
 void warn_of_index(const std::string& input) {
   for (const std::string& line : checkpoint_warnings(input))
-    std::cerr << "nuq: warning: " << terminal_text(line, true) << '\n';
+    std::cerr << "nuq: warning: " << terminal_text(line) << '\n';
 }
 
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).
@@ -155,7 +155,7 @@ void print_saturated(const std::vector<TensorReport>& tensors) {
   if (total == 0) return;
   std::cout << total << " non-finite weight(s) saturated (left out of every statistic):";
   for (const auto& t : tensors)
-    if (t.nonfinite) std::cout << " " << t.name << " " << t.nonfinite;
+    if (t.nonfinite) std::cout << " " << terminal_text(t.name) << " " << t.nonfinite;
   std::cout << '\n';
 }
 

@@ -64,20 +64,20 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : kUserError;
   } catch (const nuq::InternalError& e) {
-    std::fprintf(stderr, "nuq: internal error: %s\n", nuq::terminal_text(e.what(), true).c_str());
+    std::fprintf(stderr, "nuq: internal error: %s\n", nuq::terminal_text(e.what()).c_str());
     return kInternalError;
   } catch (const nuq::Error& e) {
-    std::fprintf(stderr, "nuq: error: %s\n", nuq::terminal_text(e.what(), true).c_str());
+    std::fprintf(stderr, "nuq: error: %s\n", nuq::terminal_text(e.what()).c_str());
     return kUserError;
   } catch (const std::filesystem::filesystem_error& e) {
     // The file system refused (permissions, a read-only mount, no space): the environment's error.
-    std::fprintf(stderr, "nuq: error: %s\n", nuq::terminal_text(e.what(), true).c_str());
+    std::fprintf(stderr, "nuq: error: %s\n", nuq::terminal_text(e.what()).c_str());
     return kUserError;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "nuq: error: out of memory\n");
     return kUserError;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "nuq: internal error: %s\n", nuq::terminal_text(e.what(), true).c_str());
+    std::fprintf(stderr, "nuq: internal error: %s\n", nuq::terminal_text(e.what()).c_str());
     return kInternalError;
   }
   // A report that did not reach its reader (a full disk, a closed pipe) is a failed run.

@@ -8,9 +8,9 @@
 namespace nuq {
 
 // `text` with every byte a terminal acts on rather than shows written as \xNN: the C0 controls
-// (ESC, CR, BEL, ...) but tab, and newline too unless `keep_newlines` (whole messages of several
-// lines), DEL, and the C1 controls' UTF-8 (U+0080-U+009F, CSI among them) as their two bytes.
-// Other text, UTF-8 or not, is left as it is.
-std::string terminal_text(const std::string& text, bool keep_newlines = false);
+// (ESC, CR, BEL, newline, ...) but tab, DEL, and the C1 controls' UTF-8 (U+0080-U+009F, CSI among
+// them) as their two bytes. Other text, UTF-8 or not, is left as it is. nuq's own messages are one
+// line each, so a whole message passes through it too.
+std::string terminal_text(const std::string& text);
 
 }  // namespace nuq

@@ -92,8 +92,11 @@ def _element_shape(name: str, v):
     shape = [int(d) for d in shape]
     bits = _PACKED_BITS.get(tag, 8)
     count = int(np.prod(shape, dtype=np.int64))
-    expected = (tuple(shape[:-1]) + (shape[-1] * bits // 8,) if shape and shape[-1] * bits % 8 == 0
-                else (count * bits // 8,))
+    if bits == 8:  # a byte an element: the tensor's own shape, a scalar's () too
+        expected = tuple(shape)
+    else:
+        expected = (tuple(shape[:-1]) + (shape[-1] * bits // 8,) if shape and shape[-1] * bits % 8 == 0
+                    else (count * bits // 8,))
     if not v.flags.c_contiguous or tuple(v.shape) != expected:
         raise ValueError(f"save: tensor '{name}': {tag} bytes of shape {tuple(v.shape)} (contiguous: "
                          f"{v.flags.c_contiguous}) are not the {tag} {shape} their dtype records; write them as "

@@ -216,6 +216,10 @@ def test_scalars_stay_scalars_through_torch_and_float8(tmp_path, rng):
         "fp8.input_scale": ("F8_E4M3", [], bytes([0x38]))})
     loaded = nuq.load(tmp_path / "s.safetensors")
     assert nuq.to_float32(loaded["fp8.input_scale"]).shape == () and nuq.to_float32(loaded["fp8.input_scale"]) == 1.0
+    for written in (loaded, nuq.quantize_state_dict(loaded, nuq.design("sptq"))):  # saved back as it was read
+        nuq.save(tmp_path / "back.safetensors", written)
+        back = nuq.load(tmp_path / "back.safetensors")["fp8.input_scale"]
+        assert back.shape == () and back.tobytes() == bytes([0x38])
     restored = nuq.dequantize_state_dict(nuq.quantize_state_dict(loaded, nuq.design("sptq")), as_torch=True)
     assert restored["bn.num_batches_tracked"].shape == () and restored["bn.num_batches_tracked"].item() == 7
     assert restored["attn.masked_bias"].shape == () and restored["attn.masked_bias"].item() == -1e4
