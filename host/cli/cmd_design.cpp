@@ -1,5 +1,6 @@
 // nuq design: one quantizer for the Laplacian source, its thresholds, levels, D and SQNR_th;
 // --trace prints the iterates of its rule (Fig. 5) and --sweep D against its parameter (Fig. 6).
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -81,6 +82,12 @@ void print_csv(const nlohmann::json& rows, const std::vector<std::string>& colum
   }
 }
 
+// Six decimals, as the paper prints its designs; six significant digits for a value those would
+// show with fewer than three (a design scaled to sigma 1e-7 would read all zeros).
+std::string six_decimals(double value) {
+  return value == 0.0 || std::abs(value) >= 1e-3 ? fixed(value, 6) : significant(value, 6);
+}
+
 void print_human(const DesignResult& r, bool all_cells) {
   const Codebook& c = r.codebook;
   const Provenance& p = c.provenance();
@@ -91,10 +98,10 @@ void print_human(const DesignResult& r, bool all_cells) {
   line("bits", std::to_string(c.bits()) + " (" + std::to_string(c.size()) + " levels)");
   std::string how = to_string(p.rule);
   if (p.iterations > 0) how += ", " + std::to_string(p.iterations) + " iterations";
-  line("x_max", fixed(p.xmax, 6) + " (" + how + ")");
+  line("x_max", six_decimals(p.xmax) + " (" + how + ")");
   if (p.mu) line("mu", fixed(*p.mu, 4));
   if (p.alpha) line("alpha", fixed(*p.alpha, 4));
-  line("sigma", fixed(p.sigma, 6));
+  line("sigma", six_decimals(p.sigma));
   // Eight decimals for the paper's designs; six significant digits where those would all be zeros
   // (D = 4.5 / N^2 is 1e-9 at 16 bits).
   const auto distortion_text = [](double d) { return d == 0.0 || d >= 1e-2 ? fixed(d, 8) : significant(d, 6); };
@@ -113,8 +120,8 @@ void print_human(const DesignResult& r, bool all_cells) {
       cells.add_row({"...", "", "", ""});
       k = n - kShown;
     }
-    cells.add_row({std::to_string(k), k == 0 ? "-inf" : fixed(c.thresholds()[k - 1], 6),
-                   k + 1 == n ? "inf" : fixed(c.thresholds()[k], 6), fixed(c.levels()[k], 6)});
+    cells.add_row({std::to_string(k), k == 0 ? "-inf" : six_decimals(c.thresholds()[k - 1]),
+                   k + 1 == n ? "inf" : six_decimals(c.thresholds()[k]), six_decimals(c.levels()[k])});
   }
   std::cout << cells.render();
 }

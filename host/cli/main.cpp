@@ -24,6 +24,17 @@
 namespace {
 constexpr int kUserError = 1;
 constexpr int kInternalError = 2;
+
+// The option given an empty value (`--xmax ""`, `--tolerance=`), else empty: never a value, where
+// CLI11 would read it as no value (the default) or as 0 depending on the option's type.
+std::string option_with_empty_value(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.back() == '=') return arg.substr(0, arg.size() - 1);
+    if (arg.empty() && i > 1 && argv[i - 1][0] == '-' && std::string(argv[i - 1]) != "--") return argv[i - 1];
+  }
+  return "";
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,6 +67,11 @@ int main(int argc, char** argv) {
   nuq::cli::add_theory_command(app);
   nuq::cli::add_devices_command(app);
   nuq::io::remove_temporary_files_on_signals();  // an interrupted run leaves no <output>.tmp.<pid>.<call> behind
+  if (const std::string option = option_with_empty_value(argc, argv); !option.empty()) {
+    std::fprintf(stderr, "nuq: error: %s: an empty value (give one, or leave the option out for its default)\n",
+                 nuq::terminal_text(option).c_str());
+    return kUserError;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
