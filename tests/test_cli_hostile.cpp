@@ -254,6 +254,9 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --model {d}/q.safetensors", kUserError, "No such file"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip ''", kUserError, "--skip: an empty value"},
       {"design -m sptq --mu 5", kUserError, "mu belongs to the mulaw quantizer"},
+      {"design -m sptq --mu 255", kUserError, "--mu belongs to the mulaw quantizer, not sptq"},  // its default, given
+      {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors -m uniform -b 4 --alpha 1", kUserError,
+       "--alpha scales the ternary quantizer only, not uniform"},
       {"design -m ternary --alpha 0", kUserError, "alpha must be finite and positive"},
       {"design -m ternary --xmax 3 --alpha 1e300", kUserError, "alpha * x_max = 3e+300 standard deviations"},
       {"reproduce --paper itc2021 --dataset fashion --out {d}/run", kUserError, "apply to mathematics2022"},

@@ -98,4 +98,9 @@ void add_device_option(CLI::App& command, std::string& device) {
       ->capture_default_str();
 }
 
+void require_own_parameters(const std::string& method, const CLI::Option& mu, const CLI::Option& alpha) {
+  NUQ_REQUIRE(!mu.count() || method == "mulaw", "--mu belongs to the mulaw quantizer, not ", method);
+  NUQ_REQUIRE(!alpha.count() || method == "ternary", "--alpha scales the ternary quantizer only, not ", method);
+}
+
 }  // namespace nuq::cli

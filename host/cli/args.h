@@ -34,4 +34,8 @@ void add_data_option(CLI::App& command, std::string& data, const std::string& he
 // --device cpu|cuda|auto on a command that computes (auto: a CUDA device when one is visible).
 void add_device_option(CLI::App& command, std::string& device);
 
+// --mu given for a method other than mulaw, or --alpha for one other than ternary, is refused,
+// whatever its value (the design refuses only values other than the default it cannot tell apart).
+void require_own_parameters(const std::string& method, const CLI::Option& mu, const CLI::Option& alpha);
+
 }  // namespace nuq::cli

@@ -207,9 +207,10 @@ void add_design_command(CLI::App& app) {
                   "rule) or numeric (minimise the exact D); default: iterative for sptq/msptq, "
                   "numeric for uniform/mulaw")
       ->check(CLI::IsMember({"iterative", "numeric"}));
-  cmd->add_option("--alpha", options->alpha, "Ternary scale factor (ternary only): x_max = alpha * (xmax or 3/sqrt(2))")
-      ->capture_default_str();
-  cmd->add_option("--mu", options->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
+  CLI::Option* alpha =
+      cmd->add_option("--alpha", options->alpha, "Ternary scale factor (ternary only): x_max = alpha * (xmax or 3/sqrt(2))")
+          ->capture_default_str();
+  CLI::Option* mu = cmd->add_option("--mu", options->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
   cmd->add_option("--init", options->init,
                   "Initial value of the iterative rule: Delta(0) for sptq/msptq, x_max(0) for uniform");
   cmd->add_option("--sigma", options->sigma, "Standard deviation of the Laplacian source")
@@ -225,7 +226,8 @@ void add_design_command(CLI::App& app) {
       ->excludes("--xmax");
   cmd->add_flag("--all-cells", options->all_cells, "List every cell, however many");
   cmd->add_flag("--json", options->json, "Print everything as JSON");
-  cmd->callback([options, bits, epsilon] {
+  cmd->callback([options, bits, epsilon, mu, alpha] {
+    require_own_parameters(options->method, *mu, *alpha);
     options->bits_given = bits->count() > 0;
     options->epsilon_given = epsilon->count() > 0;
     run_design(*options);

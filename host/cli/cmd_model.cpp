@@ -496,8 +496,10 @@ void add_model_commands(CLI::App& app) {
                            "outermost levels, NaN to the level of the cell holding the mean, 0 under --normalise none; left "
                            "out of every statistic)")
       ->check(CLI::IsMember({"error", "saturate"}))->capture_default_str();
-  quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor (ternary only): x_max = alpha * (--xmax, --support or 3/sqrt(2))")->capture_default_str();
-  quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
+  CLI::Option* alpha = quantize_cmd->add_option("--alpha", q->alpha, "Ternary scale factor (ternary only): x_max = "
+                                                "alpha * (--xmax, --support or 3/sqrt(2))")->capture_default_str();
+  CLI::Option* mu = quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")
+                        ->capture_default_str();
   CLI::Option* skip = quantize_cmd->add_option("--skip", q->skip,
                            "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched, in "
                            "polynomial time: no back-references; at most 1024 characters) "
@@ -514,7 +516,8 @@ void add_model_commands(CLI::App& app) {
                          "of one dimension above 1 such as [1, 1, d], and those whose name ends in 'bias')");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
-  quantize_cmd->callback([q, normalise, skip] {
+  quantize_cmd->callback([q, normalise, skip, mu, alpha] {
+    require_own_parameters(q->method, *mu, *alpha);
     q->normalisation_given = normalise->count() > 0;
     NUQ_REQUIRE(!skip->count() || !q->skip.empty(), "--skip '': an empty expression matches every tensor name; give "
                 "the names to keep, e.g. 'embed_tokens|lm_head'");
