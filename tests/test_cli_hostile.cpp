@@ -566,6 +566,10 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
 TEST(CliOutput, AReportThatCannotBeWrittenFailsTheRun) {
   EXPECT_EQ(run_nuq("theory >/dev/full").status, kUserError);  // no space: the report was lost
   EXPECT_EQ(run_nuq("theory >/dev/null").status, kOk);
+  for (const char* help : {"--help", "design --help", "--version"}) {  // the help too
+    EXPECT_EQ(run_nuq(std::string(help) + " >/dev/full").status, kUserError) << help;
+    EXPECT_EQ(run_nuq(std::string(help) + " >/dev/null").status, kOk) << help;
+  }
 }
 
 TEST(CliHelp, EveryCommandWritesRangesOneWayAndNoFlagDefaults) {

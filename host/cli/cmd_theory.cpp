@@ -23,7 +23,7 @@ struct TheoryOptions {
 void print_iterations(const TheoryReport& report) {
   std::cout << "Table 2: iterations of Algorithm 1 (stop when |Δ(i+1) - Δ(i)| < 1e-4)\n\n";
   TextTable table({"quantizer", "start", "value", "iterations (paper)", "iterations (ours)",
-                   "Δ (ours)", "x_max = 3Δ (ours)"});
+                   "Δ or Δmod (ours)", "x_max = 3Δ or 3Δmod (ours)"});
   auto add = [&](const std::string& quantizer, const IterationRow& r) {
     table.add_row({quantizer, r.label, fixed(r.delta0, 6), std::to_string(r.published_iterations),
                    std::to_string(r.iterations), fixed(r.delta, 4), fixed(r.xmax, 4)});

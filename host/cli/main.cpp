@@ -78,6 +78,10 @@ int main(int argc, char** argv) {
     // --help and --version end parsing with code 0; every other parse error is the user's (CLI11
     // numbers them 100-127, which the README's scheme folds into 1).
     const int code = app.exit(e);
+    if (code == 0 && (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout.flush())) {
+      std::fprintf(stderr, "nuq: error: cannot write the help to standard output: %s\n", std::strerror(errno));
+      return kUserError;
+    }
     return code == 0 ? 0 : kUserError;
   } catch (const nuq::InternalError& e) {
     std::fprintf(stderr, "nuq: internal error: %s\n", nuq::terminal_text(e.what()).c_str());
