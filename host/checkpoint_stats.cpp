@@ -54,8 +54,7 @@ CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOp
   }
   const CheckpointPlan plan = plan_checkpoint(shards, options);
   if (options.warnings)  // as a run would give them, before the reading
-    for (const std::string& line : plan.warnings)
-      *options.warnings << "nuq: warning: " << terminal_text(line) << '\n';
+    for (const std::string& line : plan.warnings) *options.warnings << warning_line(line);
   std::vector<const TensorPlan*> in_file_order;  // read front to back, shard after shard
   for (const TensorPlan& t : plan.tensors)
     if (t.kept.empty()) in_file_order.push_back(&t);

@@ -40,7 +40,8 @@ Platform this_platform() {
 }
 
 std::string summary(const Platform& p) {
-  return p.processor + " (" + std::to_string(p.threads) + (p.threads == 1 ? " thread), " : " threads), ") + p.blas + ", core " + p.blas_core;
+  return p.processor + " (" + std::to_string(p.threads) + (p.threads == 1 ? " thread), " : " threads), ") + p.blas +
+         ", core " + p.blas_core;
 }
 
 }  // namespace nuq

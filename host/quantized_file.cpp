@@ -562,14 +562,14 @@ std::string quantized_run(const std::map<std::string, std::string>& metadata, co
     }
   if (const auto recorded = description.find("group_sizes"); recorded != description.end()) {
     // The run's: distinct whole numbers, ascending, the shard's own among them, as nuq writes them.
-    std::vector<std::int64_t> sizes;
+    std::set<std::int64_t> sizes;
     bool valid = recorded->is_array() && !recorded->empty();
-    for (const auto& size : valid ? *recorded : nlohmann::json::array()) {
-      const std::optional<std::int64_t> whole = json_integer(size);
-      valid = valid && whole && *whole >= 0 && (sizes.empty() || *whole > sizes.back());
-      if (whole) sizes.push_back(*whole);
+    for (std::size_t i = 0; valid && i < recorded->size(); ++i) {
+      const std::optional<std::int64_t> whole = json_integer((*recorded)[i]);
+      valid = whole && *whole >= 0 && (sizes.empty() || *whole > *sizes.rbegin());
+      if (valid) sizes.insert(*whole);
     }
-    for (double own : group_sizes) valid = valid && std::find(sizes.begin(), sizes.end(), std::int64_t(own)) != sizes.end();
+    for (double own : group_sizes) valid = valid && sizes.count(std::int64_t(own));
     NUQ_REQUIRE(valid, name, ": nuq.quantized's group_sizes ", recorded->dump(), " is not the ascending list of "
                 "distinct group sizes its tensors' are among");
   } else if (!group_sizes.empty() && *group_sizes.rbegin() != 0.0) {

@@ -137,7 +137,7 @@ class StreamRun {
   // A line for the report, written now too where warnings are asked for (before a run that may take
   // minutes, rather than in its report at the end).
   void warn(std::string line) {
-    if (o_.warnings) *o_.warnings << "nuq: warning: " << terminal_text(line) << '\n';
+    if (o_.warnings) *o_.warnings << warning_line(line);
     report_.warnings.push_back(std::move(line));
   }
 

@@ -29,4 +29,6 @@ std::string terminal_text(const std::string& text) {
   return out;
 }
 
+std::string warning_line(const std::string& text) { return "nuq: warning: " + terminal_text(text) + "\n"; }
+
 }  // namespace nuq

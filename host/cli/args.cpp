@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "nuq/error.h"
+#include "nuq/sharded_checkpoint.h"
+#include "nuq/terminal_text.h"
 
 namespace nuq::cli {
 
@@ -79,14 +82,7 @@ CLI::Validator whole_number_in(long long lowest, long long highest) {
 }
 
 void add_data_option(CLI::App& command, std::string& data, const std::string& help) {
-  command.add_option("--data", data, help)
-      ->check(CLI::Validator(
-          [](std::string& text) {
-            return text.empty() ? "an empty folder name; give the folder that holds mnist/ and fashion/, or leave "
-                                  "--data out for $NUQ_DATA or data/"
-                                : std::string();
-          },
-          ""));
+  command.add_option("--data", data, help);  // (an empty value is refused before parsing, as every option's)
 }
 
 void add_device_option(CLI::App& command, std::string& device) {
@@ -101,6 +97,10 @@ void add_device_option(CLI::App& command, std::string& device) {
 void require_own_parameters(const std::string& method, const CLI::Option& mu, const CLI::Option& alpha) {
   NUQ_REQUIRE(!mu.count() || method == "mulaw", "--mu belongs to the mulaw quantizer, not ", method);
   NUQ_REQUIRE(!alpha.count() || method == "ternary", "--alpha scales the ternary quantizer only, not ", method);
+}
+
+void warn_of_checkpoint(const std::string& input) {
+  for (const std::string& line : checkpoint_warnings(input)) std::cerr << warning_line(line);
 }
 
 }  // namespace nuq::cli

@@ -27,12 +27,16 @@ const CLI::Validator& non_negative_integer();
 // range", which sends the user looking for a bound rather than a typo. Its help reads "INT in [a - b]".
 CLI::Validator whole_number_in(long long lowest, long long highest);
 
-// --data FOLDER (the data sets' root) with `help`; an empty name is refused rather than taken for
-// the default ($NUQ_DATA, then data/) without a word.
+// --data FOLDER (the data sets' root, default $NUQ_DATA, then data/) with `help`.
 void add_data_option(CLI::App& command, std::string& data, const std::string& help);
 
 // --device cpu|cuda|auto on a command that computes (auto: a CUDA device when one is visible).
 void add_device_option(CLI::App& command, std::string& device);
+
+// On standard error, before the work: an index that disagrees with its shards' headers (followed
+// as other tools follow it, by the headers) and the files of a folder not read as its shards, a
+// warning each (checkpoint_warnings).
+void warn_of_checkpoint(const std::string& input);
 
 // --mu given for a method other than mulaw, or --alpha for one other than ternary, is refused,
 // whatever its value (the design refuses only values other than the default it cannot tell apart).

@@ -82,11 +82,12 @@ void print_csv(const nlohmann::json& rows, const std::vector<std::string>& colum
   }
 }
 
-// Six decimals, as the paper prints its designs; six significant digits for a value those would
-// show with fewer than three (a design scaled to sigma 1e-7 would read all zeros).
-std::string six_decimals(double value) {
-  return value == 0.0 || std::abs(value) >= 1e-3 ? fixed(value, 6) : significant(value, 6);
+// `decimals` decimals, as the paper prints its designs, from `smallest` up; six significant digits
+// below, where those would be zeros (a design scaled to sigma 1e-7; D = 4.5 / N^2 is 1e-9 at 16 bits).
+std::string decimals_or_digits(double value, int decimals, double smallest) {
+  return value == 0.0 || std::abs(value) >= smallest ? fixed(value, decimals) : significant(value, 6);
 }
+std::string six_decimals(double value) { return decimals_or_digits(value, 6, 1e-3); }
 
 void print_human(const DesignResult& r, bool all_cells) {
   const Codebook& c = r.codebook;
@@ -102,9 +103,7 @@ void print_human(const DesignResult& r, bool all_cells) {
   if (p.mu) line("mu", fixed(*p.mu, 4));
   if (p.alpha) line("alpha", fixed(*p.alpha, 4));
   line("sigma", six_decimals(p.sigma));
-  // Eight decimals for the paper's designs; six significant digits where those would all be zeros
-  // (D = 4.5 / N^2 is 1e-9 at 16 bits).
-  const auto distortion_text = [](double d) { return d == 0.0 || d >= 1e-2 ? fixed(d, 8) : significant(d, 6); };
+  const auto distortion_text = [](double d) { return decimals_or_digits(d, 8, 1e-2); };
   line("D", distortion_text(r.distortion.total()) + " (granular " + distortion_text(r.distortion.granular) +
                 ", overload " + distortion_text(r.distortion.overload) + ")");
   line("SQNR_th", fixed(r.sqnr_db, 4) + " dB");
@@ -207,10 +206,11 @@ void add_design_command(CLI::App& app) {
                   "rule) or numeric (minimise the exact D); default: iterative for sptq/msptq, "
                   "numeric for uniform/mulaw")
       ->check(CLI::IsMember({"iterative", "numeric"}));
-  CLI::Option* alpha =
-      cmd->add_option("--alpha", options->alpha, "Ternary scale factor (ternary only): x_max = alpha * (xmax or 3/sqrt(2))")
-          ->capture_default_str();
-  CLI::Option* mu = cmd->add_option("--mu", options->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
+  CLI::Option* alpha = cmd->add_option("--alpha", options->alpha,
+                                       "Ternary scale factor (ternary only): x_max = alpha * (xmax or 3/sqrt(2))")
+                           ->capture_default_str();
+  CLI::Option* mu =
+      cmd->add_option("--mu", options->mu, "mu-law compression parameter (mulaw only)")->capture_default_str();
   cmd->add_option("--init", options->init,
                   "Initial value of the iterative rule: Delta(0) for sptq/msptq, x_max(0) for uniform");
   cmd->add_option("--sigma", options->sigma, "Standard deviation of the Laplacian source")

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "args.h"
 #include "commands.h"
 #include "json_text.h"
 #include "nuq/checkpoint.h"
@@ -182,8 +183,7 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
                        {"bytes", t.bytes}, {"quantized", quantizes},
                        {"kept_because", training_checkpoint ? "a training checkpoint, which nuq quantize refuses" : t.kept}});
   }
-  for (const std::string& line : plan.warnings)
-    std::cerr << "nuq: warning: " << terminal_text(line) << '\n';
+  for (const std::string& line : plan.warnings) std::cerr << warning_line(line);
   if (o.json) {
     std::cout << json_text(nlohmann::json{{"input", o.input}, {"files", shards}, {"quantized", false},
                                           {"network", network}, {"training_checkpoint", training_checkpoint},
@@ -208,8 +208,7 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
 }
 
 void run_inspect(const InspectOptions& o) {
-  for (const std::string& line : checkpoint_warnings(o.input))
-    std::cerr << "nuq: warning: " << terminal_text(line) << '\n';
+  warn_of_checkpoint(o.input);
   const std::vector<std::string> shards = checkpoint_shards(o.input);
   std::size_t quantized = 0;
   for (const std::string& shard : shards) quantized += is_quantized_file(io::SafetensorsReader(shard).layout().metadata);

@@ -110,8 +110,7 @@ CheckpointStats weights_of(const BitrateOptions& o) {
     out.all = model_stats(model, nonfinite);
     return out;
   }
-  for (const std::string& line : checkpoint_warnings(o.model))
-    std::cerr << "nuq: warning: " << terminal_text(line) << '\n';
+  warn_of_checkpoint(o.model);
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors;
   options.nonfinite = nonfinite;
@@ -270,8 +269,8 @@ void run_bitrate(const BitrateOptions& o) {
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
   std::cout << source << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
   NUQ_REQUIRE(choice, why_none);  // no answer: exit status 1, the reason on stderr
-  std::cout << "R = " << choice->bits << (choice->bits == 1 ? " bit" : " bits") << " (worst " << fixed(choice->worst_sqnr_db, 2) << " dB at "
-            << fixed(choice->worst_at_db, 1) << " dB)\n";
+  std::cout << "R = " << choice->bits << (choice->bits == 1 ? " bit" : " bits") << " (worst "
+            << fixed(choice->worst_sqnr_db, 2) << " dB at " << fixed(choice->worst_at_db, 1) << " dB)\n";
 }
 
 }  // namespace

@@ -141,13 +141,6 @@ nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
   return list;
 }
 
-// An index that disagrees with its shards' headers is followed as other tools follow it (by the
-// headers), with a warning for each disagreement, before the work.
-void warn_of_index(const std::string& input) {
-  for (const std::string& line : checkpoint_warnings(input))
-    std::cerr << "nuq: warning: " << terminal_text(line) << '\n';
-}
-
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).
 void print_saturated(const std::vector<TensorReport>& tensors) {
   std::uint64_t total = 0;
@@ -201,7 +194,7 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
   if (isatty(STDERR_FILENO)) options.progress = &std::cerr;
   options.warnings = &std::cerr;
-  warn_of_index(o.input);
+  warn_of_checkpoint(o.input);
   const StreamReport report = quantize_checkpoint_files(o.input, o.output, codebook, options, backend);
   const SizeReport size{report.input_bytes, report.output_bytes, codebook.bits(), storage_bits(codebook)};
   const double rate = report.seconds > 0.0 ? double(report.input_bytes) / report.seconds / 1e9 : 0.0;
@@ -323,7 +316,7 @@ struct DequantizeOptions {
 // of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
   ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
-  warn_of_index(o.input);
+  warn_of_checkpoint(o.input);
   require_one_quantize_run(checkpoint.inputs());
   const std::optional<io::DType> restore_as = o.dtype == "source" ? std::nullopt
                                              : o.dtype == "bf16"  ? std::optional<io::DType>(io::DType::BF16)
@@ -516,11 +509,9 @@ void add_model_commands(CLI::App& app) {
                          "of one dimension above 1 such as [1, 1, d], and those whose name ends in 'bias')");
   quantize_cmd->add_flag("--json", q->json, "Print the report as JSON");
   add_device_option(*quantize_cmd, q->device);
-  quantize_cmd->callback([q, normalise, skip, mu, alpha] {
+  quantize_cmd->callback([q, normalise, mu, alpha] {
     require_own_parameters(q->method, *mu, *alpha);
     q->normalisation_given = normalise->count() > 0;
-    NUQ_REQUIRE(!skip->count() || !q->skip.empty(), "--skip '': an empty expression matches every tensor name; give "
-                "the names to keep, e.g. 'embed_tokens|lm_head'");
     run_quantize(*q);
   });
 

@@ -13,4 +13,7 @@ namespace nuq {
 // line each, so a whole message passes through it too.
 std::string terminal_text(const std::string& text);
 
+// The line nuq prints for a warning: "nuq: warning: " and `text` as terminal_text shows it.
+std::string warning_line(const std::string& text);
+
 }  // namespace nuq
