@@ -61,9 +61,9 @@ bool ReferenceRow::matches_printed_digits() const {
 
 int count_mismatches(const TheoryReport& report, double tolerance_db) {
   int mismatches = 0;
-  for (const auto& r : report.sptq) mismatches += r.iterations != r.published_iterations;
-  mismatches += report.msptq.iterations != report.msptq.published_iterations;
-  for (const auto& r : report.sqnr) mismatches += std::abs(r.difference()) > tolerance_db;
+  for (const auto& r : report.sptq) mismatches += !r.matches();
+  mismatches += !report.msptq.matches();
+  for (const auto& r : report.sqnr) mismatches += !r.matches(tolerance_db);
   for (const auto& r : report.references) mismatches += !r.matches_printed_digits();
   return mismatches;
 }
@@ -92,12 +92,12 @@ TheoryReport build_theory_report() {
   return report;
 }
 
-nlohmann::json to_json(const TheoryReport& report) {
+nlohmann::json to_json(const TheoryReport& report, double tolerance_db) {
   auto iteration = [](const IterationRow& r) {
     return nlohmann::json{{"label", r.label},           {"delta0", r.delta0},
                           {"published_iterations", r.published_iterations},
                           {"iterations", r.iterations}, {"delta", r.delta},
-                          {"xmax", r.xmax}};
+                          {"xmax", r.xmax}, {"matches", r.matches()}};
   };
   nlohmann::json j;
   j["table2"] = nlohmann::json::array();
@@ -107,11 +107,13 @@ nlohmann::json to_json(const TheoryReport& report) {
   for (const auto& r : report.sqnr)
     j["sqnr_th"].push_back({{"table", r.table}, {"title", r.title}, {"case", r.case_label},
                             {"region", r.region}, {"xmax", r.xmax}, {"published", r.published},
-                            {"ours", r.ours}, {"difference", r.difference()}});
+                            {"ours", r.ours}, {"difference", r.difference()},
+                            {"matches", r.matches(tolerance_db)}});
   j["references"] = nlohmann::json::array();
   for (const auto& r : report.references)
     j["references"].push_back({{"what", r.what}, {"source", r.source}, {"published", r.published},
-                               {"ours", r.ours}, {"difference", r.difference()}});
+                               {"ours", r.ours}, {"difference", r.difference()},
+                               {"matches", r.matches_printed_digits()}});
   return j;
 }
 

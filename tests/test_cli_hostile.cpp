@@ -210,6 +210,8 @@ const std::vector<Case>& cases() {
       {"design --sweep 0.3:2:0.1 --xmax 1", kUserError, "--xmax excludes --sweep"},
       {"theory --check --tolerance nan", kUserError, "--tolerance"},
       {"theory --tolerance -1", kUserError, "--tolerance"},
+      // At a tolerance no row meets, every SQNR_th row says so where it is printed
+      {"theory --tolerance 0", kOk, "+0.0000  no\n"},
       {"bitrate --range=-30:0", kUserError, "give --sqnr-min"},
       {"bitrate --sqnr-min -inf --range=-30:0", kUserError, "--sqnr-min must be a finite number of dB, got -inf"},
       {"bitrate --sqnr-min nan", kUserError, "--sqnr-min must be a finite number of dB, got nan"},
@@ -244,6 +246,9 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --model ''", kUserError, "--model: an empty value"},
       {"reproduce --no-figures --plots {d}/notes.txt --out {d}/run", kUserError, "--no-figures excludes --plots"},
       {"bitrate --sqnr-min 30 --range=-10:0 --min-bits 5 --max-bits 4", kUserError, "--min-bits 5 is above --max-bits 4"},
+      // The checks the two curve commands share name the command that was run
+      {"bitrate --sqnr-min 40 --range=-300:0", kUserError, "bitrate: |20 log10(sigma/sigma_ref)| above 200 dB"},
+      {"mismatch --range=-300:0", kUserError, "mismatch: |20 log10(sigma/sigma_ref)| above 200 dB"},
       // Work counted in levels evaluated, not points: refused up front rather than computed for hours.
       {"design -m mulaw -b 16 --sweep 1:20:0.00002", kUserError, "950001 points times 65536 levels is 6.2e+10"},
       {"mismatch -b 16 --range=-200:200 --step 0.0041", kUserError, "97562 points times 65536 levels"},

@@ -20,13 +20,15 @@ struct TheoryOptions {
   bool check = false;
 };
 
+const char* yes_no(bool yes) { return yes ? "yes" : "no"; }
+
 void print_iterations(const TheoryReport& report) {
   std::cout << "Table 2: iterations of Algorithm 1 (stop when |Δ(i+1) - Δ(i)| < 1e-4)\n\n";
   TextTable table({"quantizer", "start", "value", "iterations (paper)", "iterations (ours)",
-                   "Δ or Δmod (ours)", "x_max = 3Δ or 3Δmod (ours)"});
+                   "Δ or Δmod (ours)", "x_max = 3Δ or 3Δmod (ours)", "match"});
   auto add = [&](const std::string& quantizer, const IterationRow& r) {
     table.add_row({quantizer, r.label, fixed(r.delta0, 6), std::to_string(r.published_iterations),
-                   std::to_string(r.iterations), fixed(r.delta, 4), fixed(r.xmax, 4)});
+                   std::to_string(r.iterations), fixed(r.delta, 4), fixed(r.xmax, 4), yes_no(r.matches())});
   };
   for (const auto& row : report.sptq) add("SPTQ", row);
   add("MSPTQ", report.msptq);
@@ -34,13 +36,13 @@ void print_iterations(const TheoryReport& report) {
             << "x_max = 2.7063 (MSPTQ)\n\n";
 }
 
-void print_sqnr(const TheoryReport& report) {
+void print_sqnr(const TheoryReport& report, double tolerance_db) {
   std::cout << "Tables 3-7: theoretical SQNR (dB) of each design and support region ±x_max\n"
             << "(3Δ and 3Δmod as the paper prints them, 2.5512 and 2.7063)\n\n";
-  TextTable table({"table", "quantizer", "case", "region", "x_max", "paper", "ours", "ours - paper"});
+  TextTable table({"table", "quantizer", "case", "region", "x_max", "paper", "ours", "ours - paper", "match"});
   for (const auto& r : report.sqnr)
     table.add_row({r.table, r.title, r.case_label, r.region, fixed(r.xmax, 4), fixed(r.published, 4),
-                   fixed(r.ours, 4), signed_fixed(r.difference(), 4)});
+                   fixed(r.ours, 4), signed_fixed(r.difference(), 4), yes_no(r.matches(tolerance_db))});
   std::cout << table.render() << '\n';
 }
 
@@ -49,7 +51,7 @@ void print_references(const TheoryReport& report) {
   TextTable table({"quantity", "published", "source", "ours", "ours - published", "rounds to it"});
   for (const auto& r : report.references)
     table.add_row({r.what, fixed(r.published, r.decimals), r.source, fixed(r.ours, 4),
-                   signed_fixed(r.difference(), 4), r.matches_printed_digits() ? "yes" : "no"});
+                   signed_fixed(r.difference(), 4), yes_no(r.matches_printed_digits())});
   std::cout << table.render();
 }
 
@@ -60,13 +62,13 @@ void run_theory(const TheoryOptions& options) {
   const TheoryReport report = build_theory_report();
   const int mismatches = count_mismatches(report, options.tolerance);
   if (options.json) {
-    nlohmann::json j = to_json(report);
+    nlohmann::json j = to_json(report, options.tolerance);
     j["tolerance_db"] = options.tolerance;
     j["mismatches"] = mismatches;
     std::cout << json_text(j) << '\n';
   } else {
     print_iterations(report);
-    print_sqnr(report);
+    print_sqnr(report, options.tolerance);
     print_references(report);
     std::cout << '\n'
               << (mismatches == 0 ? "All" : "Not all") << " iteration counts, SQNR_th values (within "

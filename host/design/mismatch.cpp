@@ -12,14 +12,16 @@ namespace {
 
 constexpr std::size_t kMaxCurvePoints = 100000;
 
-void check_range(double from_db, double to_db, double step_db) {
-  NUQ_REQUIRE(std::isfinite(from_db) && std::isfinite(to_db) && from_db <= to_db,
-              "mismatch: the range must be finite with from <= to, got ", from_db, ":", to_db);
-  NUQ_REQUIRE(std::isfinite(step_db) && step_db > 0.0, "mismatch: the step must be positive, got ", step_db);
-  NUQ_REQUIRE((to_db - from_db) / step_db < double(kMaxCurvePoints), "mismatch: more than ", kMaxCurvePoints,
+// `what` names the caller ("mismatch" or "bitrate"): the two commands share these checks, and an
+// error should name the one the user ran.
+void check_range(const char* what, double from_db, double to_db, double step_db) {
+  NUQ_REQUIRE(std::isfinite(from_db) && std::isfinite(to_db) && from_db <= to_db, what,
+              ": the range must be finite with from <= to, got ", from_db, ":", to_db);
+  NUQ_REQUIRE(std::isfinite(step_db) && step_db > 0.0, what, ": the step must be positive, got ", step_db);
+  NUQ_REQUIRE((to_db - from_db) / step_db < double(kMaxCurvePoints), what, ": more than ", kMaxCurvePoints,
               " points asked for");
-  NUQ_REQUIRE(std::abs(from_db) <= 200.0 && std::abs(to_db) <= 200.0,
-              "mismatch: |20 log10(sigma/sigma_ref)| above 200 dB is outside double precision's reach");
+  NUQ_REQUIRE(std::abs(from_db) <= 200.0 && std::abs(to_db) <= 200.0, what,
+              ": |20 log10(sigma/sigma_ref)| above 200 dB is outside double precision's reach");
 }
 
 // How many points for_each_db (below) visits.
@@ -32,7 +34,7 @@ double point_count(double from_db, double to_db, double step_db) {
 // (2^bits levels each).
 void check_rule(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
   NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
-  check_range(from_db, to_db, step_db);
+  check_range("bitrate", from_db, to_db, step_db);
   double levels = 0.0;
   for (int bits = min_bits; bits <= max_bits; ++bits) levels += std::ldexp(1.0, bits);
   require_affordable(point_count(from_db, to_db, step_db), levels, "bitrate: the range");
@@ -73,7 +75,7 @@ double approximate_uniform_distortion(const Codebook& codebook, double sigma) {
 }
 
 std::vector<MismatchPoint> mismatch_curve(const Codebook& codebook, double from_db, double to_db, double step_db) {
-  check_range(from_db, to_db, step_db);
+  check_range("mismatch", from_db, to_db, step_db);
   require_affordable(point_count(from_db, to_db, step_db), double(codebook.size()), "mismatch: the curve");
   const double sigma_ref = codebook.provenance().sigma;
   std::vector<MismatchPoint> points;

@@ -3,6 +3,7 @@
 // reference figures the paper compares against (Lloyd-Max ceiling, mu-law, optimal supports).
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ struct IterationRow {
   int iterations = 0;
   double delta = 0.0;  // converged step
   double xmax = 0.0;   // 3 * delta
+  bool matches() const { return iterations == published_iterations; }
 };
 
 struct SqnrRow {
@@ -28,6 +30,7 @@ struct SqnrRow {
   double published = 0.0;  // SQNR_th as printed (dB)
   double ours = 0.0;
   double difference() const { return ours - published; }
+  bool matches(double tolerance_db) const { return std::abs(difference()) <= tolerance_db; }
 };
 
 struct ReferenceRow {
@@ -53,6 +56,7 @@ TheoryReport build_theory_report();
 // Rows that disagree with the paper: an iteration count that differs, an SQNR_th further than
 // `tolerance_db` from the printed value, a reference figure that does not round to the printed one.
 int count_mismatches(const TheoryReport& report, double tolerance_db = 1e-4);
-nlohmann::json to_json(const TheoryReport& report);
+// Every row with its "matches" judged as count_mismatches judges it.
+nlohmann::json to_json(const TheoryReport& report, double tolerance_db = 1e-4);
 
 }  // namespace nuq
