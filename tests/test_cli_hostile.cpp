@@ -258,6 +258,10 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --model {d}/fp32.safetensors --skip .", kUserError, "quantized whole"},
       {"bitrate --sqnr-min 30 --model {d}/q.safetensors", kUserError, "No such file"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip ''", kUserError, "--skip: an empty value"},
+      // '-' is standard output to most tools; nuq would have written a file named '-'
+      {"quantize {d}/ckpt.safetensors -o -", kUserError, "--output: '-' is not read as standard output"},
+      {"dequantize {d}/ckpt-2bit.safetensors -o -", kUserError, "--output: '-' is not read as standard output"},
+      {"reproduce --out -", kUserError, "--out: '-' is not read as standard output"},
       {"design -m sptq --mu 5", kUserError, "mu belongs to the mulaw quantizer"},
       {"design -m sptq --mu 255", kUserError, "--mu belongs to the mulaw quantizer, not sptq"},  // its default, given
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors -m uniform -b 4 --alpha 1", kUserError,

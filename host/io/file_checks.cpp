@@ -67,10 +67,18 @@ void require_room_for_temporary_name(const std::string& path) {
                              " bytes; shorten it by ", name + suffix - std::size_t(limit), " bytes"));
 }
 
+// "-" names standard output to most tools; nuq writes each output whole, to a temporary file renamed
+// over the name, so it would make a file named "-" that the user did not ask for.
+void require_not_standard_stream(const std::string& path, const std::string& option) {
+  NUQ_REQUIRE(path != "-", option, ": '-' is not read as standard output: nuq writes whole files (a temporary "
+              "file renamed into place); give a name (./- for a file named '-')");
+}
+
 }  // namespace
 
 void require_output_path(const std::string& path, const std::vector<std::string>& inputs, const std::string& option) {
   NUQ_REQUIRE(!path.empty(), option, ": the file name is empty");
+  require_not_standard_stream(path, option);
   struct stat info {};
   if (::lstat(path.c_str(), &info) != 0) {
     NUQ_REQUIRE(errno == ENOENT, path, ": cannot write there: ", std::strerror(errno));
@@ -93,6 +101,7 @@ void require_output_path(const std::string& path, const std::vector<std::string>
 
 void make_folder(const std::string& path, const std::string& option) {
   NUQ_REQUIRE(!path.empty(), option, ": the folder name is empty");
+  require_not_standard_stream(path, option);
   std::error_code error;
   std::filesystem::create_directories(path, error);
   NUQ_REQUIRE(!error, option, " ", path, ": cannot create the folder: ", error.message());
@@ -101,6 +110,7 @@ void make_folder(const std::string& path, const std::string& option) {
 
 bool make_output_folder(const std::string& path, const std::string& option) {
   NUQ_REQUIRE(!path.empty(), option, ": the folder name is empty");
+  require_not_standard_stream(path, option);
   // (std::filesystem::path("a/") has the parent "a": the name without its trailing slashes is the folder.)
   std::string name = path;
   while (name.size() > 1 && name.back() == '/') name.pop_back();
