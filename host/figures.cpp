@@ -233,13 +233,13 @@ std::vector<Figure> write_figure_data(const std::string& dir, const std::vector<
   };
   std::vector<Figure> figures;
   write("fig2-transfer.csv", transfer_characteristic_data());
-  figures.push_back({"fig2-transfer", "Fig. 2: transfer characteristics of SPTQ and MSPTQ",
-                     "Q(x) of both quantizers at their iterative optima (x_max = 3Δ and 3Δmod); the dotted lines "
-                     "are the thresholds, where Q jumps."});
+  figures.push_back({"fig2-transfer", "Fig. 2: transfer characteristics of SPTQ (and MSPTQ)",
+                     "Q(x) of SPTQ at x_max = 3Δ, as the paper draws it, and of MSPTQ at 3Δmod beside it (not in "
+                     "the paper's figure); the dotted lines are the thresholds, where Q jumps."});
   write("fig5-convergence.csv", convergence_data());
   figures.push_back({"fig5-convergence", "Fig. 5: convergence of Δ in Algorithm 1",
-                     "Iterates of rule (18) from the five Δ(0) of Table 2 and of rule (28) from SPTQ's Δ; every "
-                     "start reaches the same Δ."});
+                     "Iterates of rule (18) from the five Δ(0) of Table 2, as the paper draws them, and of rule (28) "
+                     "from SPTQ's Δ (not in the paper's figure); every start of rule (18) reaches the same Δ."});
   write("fig6-distortion.csv", distortion_sweep_data());
   write("fig6-distortion-optima.csv", distortion_optima_data());
   figures.push_back({"fig6-distortion", "Fig. 6: distortion against Δ",

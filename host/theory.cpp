@@ -40,13 +40,13 @@ std::vector<ReferenceRow> reference_rows() {
   mulaw.method = Method::MuLaw;
   mulaw.mu = 255.0;
   return {
-      {"Lloyd-Max, N = 4: SQNR (dB)", "Jayant [20]", paper::kLloydMax4Sqnr,
+      {"Lloyd-Max, N = 4: SQNR (dB)", "Jayant [20], not in the paper", paper::kLloydMax4Sqnr,
        laplace_sqnr_db(lloyd_max_codebook(4)), 2},
-      {"μ-law, μ = 255, optimal x_max: SQNR (dB)", "ref. [16], Table I", paper::kMuLaw255Sqnr,
+      {"μ-law, μ = 255: SQNR (dB) at the x_max minimising D", "ref. [16], Table I", paper::kMuLaw255Sqnr,
        design(mulaw).sqnr_db, 2},
       {"UQ, N = 4: MSE-optimal x_max", "x_max[J], Jayant [20]", kXmaxJayant,
        optimal_xmax(Method::Uniform), 4},
-      {"SPTQ: x_max minimising D numerically", "3Δ, Table 2", paper::kSptqXmax,
+      {"SPTQ: x_max minimising D numerically", "3Δ, Section 6", paper::kSptqXmax,
        optimal_xmax(Method::Sptq), 4},
       {"MSPTQ: x_max minimising D numerically", "3Δmod, Section 6", paper::kMsptqXmax,
        optimal_xmax(Method::Msptq), 4},

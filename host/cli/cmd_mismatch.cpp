@@ -1,4 +1,5 @@
-// nuq mismatch and nuq bitrate: the companion paper's variance-mismatch curves and bit-rate rule.
+// nuq mismatch and nuq bitrate: the companion paper's variance-mismatch curves, and the bit-rate
+// rule nuq derives from it.
 #include <algorithm>
 #include <cmath>
 #include <iostream>

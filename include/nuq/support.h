@@ -6,8 +6,10 @@
 
 namespace nuq {
 
-// Optimal and asymptotically optimal x_max of the two-bit uniform quantizer for the unit
-// Laplacian, from Hui and Neuhoff [23] and Jayant [20], as the paper prints them.
+// Asymptotically optimal (Hui and Neuhoff [23]) and optimal (Jayant [20]) x_max of the two-bit
+// uniform quantizer for the unit Laplacian, as the paper prints them. Its Section 6 names the two
+// "optimal and asymptotically optimal" in the order H, J; its conclusion calls Case 5 (J) the
+// optimal one, and the exact distortion agrees (its minimum is at 2.17479).
 constexpr double kXmaxHui = 1.9605;
 constexpr double kXmaxJayant = 2.1748;
 

@@ -75,7 +75,10 @@ PyCodebook run_design(const std::string& method, const IntArgument& bits, std::o
 }
 
 void bind_paper(py::module_& m) {
-  py::module_ paper = m.def_submodule("paper", "The published numbers of the main paper (include/nuq/paper.h).");
+  py::module_ paper = m.def_submodule(
+      "paper", "The published numbers of the main paper, and the two figures from elsewhere it is compared with "
+      "(MULAW_255_SQNR, quoted by the paper from its ref. [16]; LLOYD_MAX_4_SQNR, from the literature, Jayant's "
+      "table; the paper does not state it) (include/nuq/paper.h).");
   paper.attr("SPTQ_DELTA") = paper::kSptqDelta;
   paper.attr("SPTQ_XMAX") = paper::kSptqXmax;
   paper.attr("MSPTQ_DELTA") = paper::kMsptqDelta;

@@ -59,9 +59,9 @@ void bind_mismatch(py::module_& m) {
       },
       "sqnr_min_db"_a, "from_db"_a, "to_db"_a = py::none(), py::kw_only(), "step_db"_a = 1.0, "min_bits"_a = 1,
       "max_bits"_a = 16,
-      "The companion paper's rule (`nuq bitrate --range`): the smallest R in [min_bits, max_bits] whose unit-variance "
-      "uniform design keeps the exact SQNR >= sqnr_min_db at every mismatch from from_db to to_db (both ends "
-      "included; to_db absent: the one point from_db). A dict bits, worst_sqnr_db, worst_at_db, or None when no rate "
+      "The bit-rate rule nuq derives from the companion paper (`nuq bitrate --range`; docs/variance-mismatch.md): "
+      "the smallest R in [min_bits, max_bits] whose unit-variance uniform design keeps the exact SQNR >= "
+      "sqnr_min_db at every mismatch from from_db to to_db (both ends included; to_db absent: the one point from_db). A dict bits, worst_sqnr_db, worst_at_db, or None when no rate "
       "does. Unnormalised weights meet the design at 20 log10 of their rms about zero, sqrt(mean(w**2)).");
   m.def(
       "worst_sqnr",
