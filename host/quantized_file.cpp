@@ -205,12 +205,13 @@ void require_not_quantized_data(const std::string& tensor_name, const std::strin
               tensor_name.substr(0, tensor_name.size() - (suffix ? std::strlen(suffix) : 0)), "'; the file is damaged");
 }
 
-// The codes of one described tensor: U8 packed rows, or at 16 bits U16 [rows, cols] (and, before
-// version 1, U8 [rows, 2 cols] in checkpoints: the same bytes).
+// The codes of one described tensor: U8 packed rows, or at 16 bits U16 [rows, cols] (and, in the
+// checkpoints before version 1 only, `legacy_checkpoint`, U8 [rows, 2 cols]: the same bytes; a
+// later file in that shape is refused, as any codes reshaped to their byte count are).
 const std::vector<std::uint8_t>& read_codes(const io::Tensor& codes, std::size_t rows, std::size_t cols, int bits,
-                                            const std::string& where) {
+                                            bool legacy_checkpoint, const std::string& where) {
   const std::vector<std::int64_t> packed{std::int64_t(rows), std::int64_t(packed_row_bytes(cols, bits))};
-  if (bits == 16 && !(codes.dtype == io::DType::U8 && codes.shape == packed))
+  if (bits == 16 && !(legacy_checkpoint && codes.dtype == io::DType::U8 && codes.shape == packed))
     io::require_layout(codes, io::DType::U16, {packed[0], std::int64_t(cols)}, where);
   else
     io::require_layout(codes, io::DType::U8, packed, where);
@@ -247,7 +248,7 @@ void read_groups(const io::TensorFile& file, const std::string& tensor, std::siz
                      where + ".scales");
   q.scales = io::to_floats(scales->second, where + ".scales");
   check_group_levels_finite(q, where);
-  q.matrix = {{groups, q.group_size, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")}, {}};
+  q.matrix = {{groups, q.group_size, bits, read_codes(codes->second, rows, cols, bits, false, where + ".codes")}, {}};
 }
 
 }  // namespace
@@ -392,6 +393,7 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
 
 QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name) {
   const nlohmann::json description = description_of(file.metadata, name);
+  const bool legacy_checkpoint = !file.metadata.count(kKey);  // described under nuq.checkpoint, before version 1
   QuantizedCheckpoint out;
   out.metadata = file.metadata;
   out.metadata.erase(kKey);
@@ -482,7 +484,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
                 ": needs exactly one of .codebook and .grid");
     NUQ_REQUIRE(grid == file.tensors.end() || bits == 16, where, ".grid: an affine map is stored for 16-bit codes only");
     q.shape = shape;
-    q.matrix = {{rows, cols, bits, read_codes(codes->second, rows, cols, bits, where + ".codes")},
+    q.matrix = {{rows, cols, bits, read_codes(codes->second, rows, cols, bits, legacy_checkpoint, where + ".codes")},
                 grid != file.tensors.end() ? read_grid(grid->second, bits, where + ".grid")
                                            : read_levels_table(levels->second, rows, bits, where + ".codebook")};
     out.quantized[tensor_name] = std::move(q);

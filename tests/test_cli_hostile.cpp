@@ -264,6 +264,9 @@ const std::vector<Case>& cases() {
       {"reproduce --out -", kUserError, "--out: '-' is not read as standard output"},
       {"design -m sptq --mu 5", kUserError, "mu belongs to the mulaw quantizer"},
       {"design -m sptq --mu 255", kUserError, "--mu belongs to the mulaw quantizer, not sptq"},  // its default, given
+      {"design -m msptq -N 4", kUserError, "msptq has 4 levels of its own, got levels = 4"},  // its own count, given
+      {"design -m sptq --epsilon 10", kUserError, "epsilon = 10 is above 1"},
+      {"design -m sptq --epsilon 1", kOk, "(iterative, 1 iteration)"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors -m uniform -b 4 --alpha 1", kUserError,
        "--alpha scales the ternary quantizer only, not uniform"},
       {"design -m ternary --alpha 0", kUserError, "alpha must be finite and positive"},

@@ -131,14 +131,21 @@ TEST(Ternary, AlphaScalesAGivenXmaxEverywhere) {
   EXPECT_EQ(points[1].distortion.total(), laplace_distortion(given, 1.0).total());
 }
 
-TEST(Design, AFixedSizeDesignGivenOtherLevelsNamesTheLevels) {
+TEST(Design, AFixedSizeDesignGivenLevelsNamesThem) {
   DesignSpec spec = spec_for(Method::Sptq, 3);
   spec.levels = 8;  // `nuq design -m sptq -N 8` derives bits = 3 from the levels
   try {
     design(spec);
     ADD_FAILURE() << "sptq with 8 levels gave a design";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("has 4 levels, got 8"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("sptq has 4 levels of its own, got levels = 8"), std::string::npos)
+        << e.what();
+  }
+  // The design's own count too: it changes nothing, so giving it is a misread option.
+  for (const auto& [method, own] : {std::pair{Method::Sptq, 4}, {Method::Msptq, 4}, {Method::Ternary, 3}}) {
+    DesignSpec same = spec_for(method, 2);
+    same.levels = std::size_t(own);
+    EXPECT_THROW(design(same), Error) << to_string(method);
   }
 }
 
@@ -305,6 +312,7 @@ TEST(Design, RejectsContradictoryOrSenselessSpecs) {
   s = spec_for(Method::Sptq); s.sigma = std::nan(""); rejects(s);
   s = spec_for(Method::Sptq); s.xmax = -1.0; rejects(s);
   s = spec_for(Method::Sptq); s.epsilon = 0.0; rejects(s);
+  s = spec_for(Method::Sptq); s.epsilon = 1.5; rejects(s);       // Algorithm 1 would take no step
   s = spec_for(Method::Uniform); s.rule = XmaxRule::Given; rejects(s);  // given, but no x_max
 }
 

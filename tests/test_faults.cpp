@@ -290,6 +290,10 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
        "put levels at -inf"},
       {"U16 codes as U8", tensor_edit(file12, "fc2.weight.codes", [](io::Tensor& t) { t.dtype = io::DType::U8; }),
        "expected U16"},
+      // The checkpoints before version 1 stored 16-bit codes so; a file of version 1 or later may not
+      {"U16 codes as the U8 byte pairs of files before version 1",
+       tensor_edit(file12, "fc2.weight.codes", [](io::Tensor& t) { t.dtype = io::DType::U8; t.shape[1] *= 2; }),
+       "expected U16"},
   };
   for (const Case& c : cases) {
     const std::string message = error_of([&] { quantized_from_file(c.file, "bad.safetensors"); });

@@ -98,7 +98,7 @@ void print_human(const DesignResult& r, bool all_cells) {
   line("method", to_string(p.method));
   line("bits", std::to_string(c.bits()) + " (" + std::to_string(c.size()) + " levels)");
   std::string how = to_string(p.rule);
-  if (p.iterations > 0) how += ", " + std::to_string(p.iterations) + " iterations";
+  if (p.iterations > 0) how += ", " + std::to_string(p.iterations) + (p.iterations == 1 ? " iteration" : " iterations");
   line("x_max", six_decimals(p.xmax) + " (" + how + ")");
   if (p.mu) line("mu", fixed(*p.mu, 4));
   if (p.alpha) line("alpha", fixed(*p.alpha, 4));

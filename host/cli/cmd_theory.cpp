@@ -87,7 +87,8 @@ void add_theory_command(CLI::App& app) {
   auto options = std::make_shared<TheoryOptions>();
   CLI::App* cmd = app.add_subcommand(
       "theory", "Print Table 2 and the SQNR_th rows of Tables 3-7 with the paper's values beside ours");
-  cmd->add_option("--tolerance", options->tolerance, "Largest |ours - paper| in dB counted as a match")
+  cmd->add_option("--tolerance", options->tolerance, "Largest |ours - paper| in dB counted as a match for an SQNR_th (iteration counts match when "
+                  "equal, reference figures when they round to the printed digits)")
       ->capture_default_str();
   cmd->add_flag("--check", options->check, "Exit with status 1 when any value does not match");
   cmd->add_flag("--json", options->json, "Print the report as JSON");

@@ -134,6 +134,10 @@ void validate(const DesignSpec& spec) {
   NUQ_REQUIRE(spec.sigma >= kMinSigma && spec.sigma <= kMaxSigma, "design: sigma = ", spec.sigma, " is outside [",
               kMinSigma, ", ", kMaxSigma, "] (its variance and distortion would not fit in a double)");
   require_positive(spec.epsilon, "epsilon");
+  // Algorithm 1 sets its epsilon to 1 and steps while it is >= the stop criterion: above 1 it would
+  // return its start untouched, which no rule's design is.
+  NUQ_REQUIRE(spec.epsilon <= 1.0, "design: epsilon = ", spec.epsilon, " is above 1, where Algorithm 1 (its "
+              "epsilon starts at 1) stops before its first step");
   // Each method's own parameter is checked only for that method: the others ignore it.
   if (spec.method == Method::Ternary) require_positive(spec.alpha, "alpha");
   else NUQ_REQUIRE(spec.alpha == 1.0, "design: alpha scales the ternary quantizer only, not ", to_string(spec.method));
@@ -172,9 +176,11 @@ std::size_t level_count(const DesignSpec& spec) {
   if (is_power_of_two(spec.method)) fixed = 4;
   if (spec.method == Method::Ternary) fixed = 3;
   if (fixed) {
-    // Levels first: `nuq design -N 8` derives bits = 3 from them, and the user gave levels.
-    NUQ_REQUIRE(!spec.levels || *spec.levels == fixed, "design: ", to_string(spec.method), " has ",
-                fixed, " levels, got ", *spec.levels);
+    // Levels first: `nuq design -N 8` derives bits = 3 from them, and the user gave levels. Given
+    // at all, even as the design's own count, they are refused, as --mu and --alpha are for a
+    // method they do not belong to: a count that changes nothing is an option misread.
+    NUQ_REQUIRE(!spec.levels, "design: ", to_string(spec.method), " has ", fixed, " levels of its own, got levels = ",
+                spec.levels.value_or(0), " (levels apply to uniform, mulaw and lloyd-max only)");
     NUQ_REQUIRE(spec.bits == 2, "design: ", to_string(spec.method), " is a two-bit design, got bits = ",
                 spec.bits);
     return fixed;

@@ -65,6 +65,7 @@ def w(rng):
     (lambda w, c: nuq.design("uniform", 2**40), ValueError, "design: bits=1099511627776 is out of range"),
     (lambda w, c: nuq.design("uniform", 2, levels=True), TypeError, "levels must be an int, not bool"),
     (lambda w, c: nuq.design("uniform", 2, levels=-3), ValueError, "levels=-3 is negative"),
+    (lambda w, c: nuq.design("sptq", levels=4), ValueError, "sptq has 4 levels of its own"),
     (lambda w, c: nuq.sweep("sptq", 0.5, 1.0, 0.1, bits="2"), TypeError, "sweep: bits must be an int, not str"),
     (lambda w, c: nuq.mismatch(False, -1, 1), TypeError, "mismatch: bits must be an int, not bool"),
     (lambda w, c: nuq.bit_rate(40, -10, 0, min_bits=True), TypeError, "min_bits must be an int, not bool"),
