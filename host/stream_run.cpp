@@ -103,9 +103,10 @@ StreamRun::StreamRun(const std::string& input, const std::string& output, const 
 void StreamRun::statistics(StreamJob& job, Progress& progress) {
   try {
     take_statistics(job, progress);
-  } catch (const Error&) {
+  } catch (const NonFiniteWeight&) {
     // A mask added to attention scores may hold -inf, which weights may not: such a tensor is kept
-    // (keep_masks), not refused. (Its statistics are never joined with the weights'.)
+    // (keep_masks), not refused. (Its statistics are never joined with the weights'.) Only that
+    // error: a failed read or a device's is the run's, whatever the tensor holds.
     if (!is_a_mask(*readers_[job.shard], job.entry, o_.piece_bytes)) throw;
     job.own = {};
     job.long_rows.clear();

@@ -69,6 +69,8 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, std::size_t chunk_bytes, Precision precision, QgemmKernel kernel)
       : device_(device), chunk_bytes_(chunk_bytes ? chunk_bytes : kFirstChunkBytes), precision_(precision) {
+    NUQ_REQUIRE(chunk_bytes == 0 || chunk_bytes >= kMinTestChunkBytes, "cuda:", device, ": chunks of ", chunk_bytes,
+                " bytes; at least ", kMinTestChunkBytes, " (or 0, the default)");
     const cudaDeviceProp prop = device_properties(device_);
     const DeviceScope on_device(device_);  // the slots' streams and buffers belong to it
     name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";

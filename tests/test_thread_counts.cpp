@@ -28,6 +28,7 @@
 #include "nuq/quantize_in_memory.h"
 #include "nuq/quantize_table.h"
 #include "nuq/stats.h"
+#include "nuq/tensor_pieces.h"
 #include "qgemm_cases.h"
 
 #include "../host/omp_threads.h"
@@ -218,6 +219,33 @@ TEST(ThreadCounts, LoopsRunOnTheChosenCountElseOnOpenMps) {
   EXPECT_EQ(cpu_threads(), openmp_before);
   EXPECT_EQ(threads_seen(), std::min(openmp_before, 64));
 #endif
+}
+
+// The lowest share's exception comes out as it was thrown, on any thread count: a NonFiniteWeight
+// (which a streamed run treats apart, keeping a mask that holds -inf) is not turned into a plain
+// Error, and a failed read is not taken for one.
+TEST(ThreadCounts, SharesRethrowTheFirstFailureAsItWasThrown) {
+  for (int threads : {1, 2}) {
+    set_cpu_threads(threads);
+    try {
+      for_each_share(8, [](std::size_t i) {
+        if (i == 5) throw Error("a read failed");
+        if (i == 3) throw NonFiniteWeight("t", 7, -INFINITY);
+      });
+      ADD_FAILURE() << "no exception";
+    } catch (const NonFiniteWeight& e) {
+      EXPECT_EQ(e.index, 7u) << threads;
+    }
+    EXPECT_THROW(for_each_share(4, [](std::size_t i) { if (i >= 2) throw Error("a read failed"); }), Error);
+    try {
+      for_each_share(4, [](std::size_t i) { if (i == 1) throw Error("a read failed"); });
+    } catch (const NonFiniteWeight&) {
+      ADD_FAILURE() << "a failed read taken for a non-finite weight";
+    } catch (const Error& e) {
+      EXPECT_STREQ(e.what(), "a read failed");
+    }
+  }
+  set_cpu_threads(0);
 }
 
 }  // namespace

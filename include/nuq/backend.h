@@ -1,7 +1,9 @@
 // Where the weight pipeline runs: the CPU or a CUDA device, behind one interface (after ggml's
 // backends and faiss's CPU/GPU indexes). Every operation takes and returns host memory; the CUDA
-// backend streams it through the device in chunks, so weight sets larger than the GPU's memory
-// work too. Callers pick a backend with make_backend(Device): `auto` takes a CUDA device when one
+// backend streams statistics, quantization and dequantization through the device in chunks, so
+// weight sets larger than the GPU's memory work too. qgemm is not streamed: its weights are on the
+// device (prepared) or uploaded whole, and X and Y go up and down whole (m·k and m·n floats; a
+// batch beyond the device's memory is a clear out-of-memory error). Callers pick a backend with make_backend(Device): `auto` takes a CUDA device when one
 // is visible and falls back to the CPU otherwise.
 #pragma once
 

@@ -70,9 +70,11 @@ std::vector<Distortion> laplace_distortion_batch(const std::vector<Codebook>& co
 // The CUDA backend on device `device`: statistics, the fused quantization pass, dequantization
 // and the quantized GEMM, streaming host data through pinned buffers on two streams. Throws
 // nuq::Error naming the reason when CUDA or the device is unavailable. `chunk_bytes` (0: 256 MiB)
-// is the input streamed per chunk; tests make it small to cut small inputs into many chunks.
+// is the input streamed per chunk; tests make it small to cut small inputs into many chunks (at
+// least kMinTestChunkBytes: a chunk of fewer bytes than a float would hold no weight).
 // `precision` is the arithmetic of qgemm's large batches (FP32 unless asked), `kernel` that of its
 // small ones.
+constexpr std::size_t kMinTestChunkBytes = 256;
 std::unique_ptr<Backend> make_backend(int device = 0, std::size_t chunk_bytes = 0,
                                       Precision precision = Precision::Fp32,
                                       QgemmKernel kernel = QgemmKernel::Default);

@@ -67,21 +67,22 @@ auto locating_nonfinite(const std::string& where, const std::vector<std::int64_t
 // Runs work(i) for i in [0, count), spread over the threads when count > 1 (so a backend called
 // inside runs on the calling thread alone), each thread taking the next i when done (callers keep
 // a result per i and join them in order, so nothing depends on which thread took which), and
-// rethrows the error of the lowest i that failed: the one a serial loop would have met.
+// rethrows the exception of the lowest i that failed, as it was thrown (a NonFiniteWeight stays
+// one, which a caller may treat apart from a failed read): the one a serial loop would have met.
 template <typename Work>
 void for_each_share(std::size_t count, const Work& work) {
-  std::string error;
+  std::exception_ptr error;
   auto failed = static_cast<std::ptrdiff_t>(count);
 #pragma omp parallel for schedule(dynamic, 1) if (count > 1) num_threads(cpu_threads())
   for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(count); ++i) {
     try {
       work(std::size_t(i));
-    } catch (const std::exception& e) {
+    } catch (...) {
 #pragma omp critical(nuq_share_error)
-      if (i < failed) failed = i, error = e.what();
+      if (i < failed) failed = i, error = std::current_exception();
     }
   }
-  if (failed < std::ptrdiff_t(count)) throw Error(error);
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace nuq

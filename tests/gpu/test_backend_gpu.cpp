@@ -242,6 +242,7 @@ TEST_F(BackendGpu, ChoosingTheDevice) {
   EXPECT_NE(make_backend(Device::Cuda)->name().find("cuda:0"), std::string::npos);
   EXPECT_EQ(make_backend(Device::Cpu)->name(), "cpu");
   EXPECT_THROW(cuda::make_backend(1000), Error);
+  EXPECT_THROW(cuda::make_backend(0, 3), Error);  // a chunk that holds no float would divide by zero
 }
 
 }  // namespace
