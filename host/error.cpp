@@ -2,6 +2,13 @@
 
 namespace nuq {
 
+std::string Error::without_nul(const std::string& message) {
+  if (message.find('\0') == std::string::npos) return message;
+  std::string text;
+  for (char c : message) c == '\0' ? text += "\\x00" : text += c;
+  return text;
+}
+
 NonFiniteWeight::NonFiniteWeight(const std::string& where, std::size_t index, double value, const std::string& place)
     : Error(detail::concat(where, ": element ", place.empty() ? std::to_string(index) : place, " is ", value,
                            "; weights must be finite (asked to saturate them, nuq takes +-Inf to the outermost levels "

@@ -18,6 +18,7 @@
 
 #include "nuq/error.h"
 #include "nuq/io/atomic_file.h"
+#include "nuq/io/temporary_files.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/json_parse.h"
 #include "nuq/io/safetensors.h"
@@ -388,6 +389,7 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
     }
   }
   created_folder_ = io::make_output_folder(output, "--output");
+  if (created_folder_) made_folder_ = std::make_unique<io::TemporaryFile>(folder_, /*folder=*/true);
   try {
     std::set<std::string> ours{index_name_};
     for (const std::string& shard : inputs_) {
@@ -432,15 +434,24 @@ std::string ShardedCheckpoint::publish() {
   NUQ_ASSERT(held_.size() == outputs_.size() &&
                  std::all_of(held_.begin(), held_.end(), [](const auto& output) { return bool(output); }),
              "publishing before every shard's output is held");
-  // Past the removal of the old index only renames remain: every temporary is checked first.
+  // Past the removal of the old index only renames remain: every temporary is checked first, and
+  // the new index is on the disk.
   for (const std::unique_ptr<io::SafetensorsWriter>& output : held_) output->check_set_aside();
-  if (sharded_) {
-    std::error_code ec;  // absent is fine; a failure shows when the new index is written
-    fs::remove(fs::path(folder_) / index_name_, ec);
+  const std::unique_ptr<io::PreparedFile> index = prepare_index();
+  {
+    const io::SignalsDeferred deferred;  // a signal meanwhile is taken at the end of the renames
+    if (sharded_) {
+      std::error_code ec;  // absent is fine; a failure shows when the new index is renamed
+      fs::remove(fs::path(folder_) / index_name_, ec);
+    }
+    for (std::unique_ptr<io::SafetensorsWriter>& output : held_) output->finish();
+    if (index) index->commit();
   }
-  for (std::unique_ptr<io::SafetensorsWriter>& output : held_) output->finish();
   held_.clear();
-  return write_index();
+  if (!index) return "";
+  indexed_ = true;
+  made_folder_.reset();
+  return (fs::path(folder_) / index_name_).string();
 }
 
 void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard) {
@@ -451,12 +462,12 @@ void ShardedCheckpoint::add_tensor(const std::string& tensor, std::size_t shard)
 // The new index is written as it is read: a checkpoint of 10^5 tensors (a mixture of experts)
 // maps each name to a file, and a JSON tree of that map, dumped, took several times the bytes of
 // the text. The layout is nlohmann's dump(2), as the index was written before.
-std::string ShardedCheckpoint::write_index() {
-  if (!sharded_) return "";
+std::unique_ptr<io::PreparedFile> ShardedCheckpoint::prepare_index() const {
+  if (!sharded_) return nullptr;
   const std::string index = (fs::path(folder_) / index_name_).string();
   std::vector<std::string> files;  // each output's file name as JSON, once
   for (const std::string& output : outputs_) files.push_back(nlohmann::json(fs::path(output).filename().string()).dump());
-  io::write_atomically(index, [&](std::ostream& out) {
+  return std::make_unique<io::PreparedFile>(index, [&](std::ostream& out) {
     nlohmann::json metadata = index_metadata_.empty() ? nlohmann::json::object() : nlohmann::json::parse(index_metadata_);
     metadata["total_size"] = total_bytes_;  // the tensors' bytes, headers excluded (Hugging Face's count)
     std::string metadata_text = metadata.dump(2);  // one level deeper below: JSON text has no raw newline
@@ -474,8 +485,6 @@ std::string ShardedCheckpoint::write_index() {
     }
     out << "\n  }\n}\n";
   });
-  indexed_ = true;
-  return index;
 }
 
 }  // namespace nuq

@@ -116,6 +116,17 @@ TEST(NonFinite, AllNonFiniteIsStillAnError) {
   }
 }
 
+// what() is a C string: a NUL in a quoted name (a tensor's, a shard's in an index) is written as
+// the text \x00, so the message goes on to its cause.
+TEST(Errors, ANulInAQuotedNameDoesNotEndTheMessage) {
+  const std::string message("t 'a\0b': the cause", 18);
+  EXPECT_STREQ(Error(message).what(), "t 'a\\x00b': the cause");
+  EXPECT_STREQ(NonFiniteWeight(std::string("x 'a\0b'", 7), 3, 1.0 / 0.0).what(),
+               "x 'a\\x00b': element 3 is inf; weights must be finite (asked to saturate them, nuq takes +-Inf to "
+               "the outermost levels and NaN to the level of the cell holding the mean: --nonfinite saturate, "
+               "nonfinite='saturate' in Python)");
+}
+
 TEST(Degenerate, EmptyAndZeroVarianceInputsHaveDefinedAnswers) {
   WeightStats empty;
   accumulate(empty, {}, "empty");

@@ -4,6 +4,11 @@
 // output's is.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -86,6 +91,40 @@ TEST(ShardedOutput, AnOutputWrittenOverStaysWholeUntilEveryShardIsHeldAndPublish
   // A run into a folder it made, ended before its index: neither the folder nor a file is left.
   { ShardedCheckpoint checkpoint(dir.file("model"), dir.file("new")); hold_a_shard(checkpoint, 0, "a"); }
   EXPECT_FALSE(fs::exists(dir.file("new")));
+}
+
+// The new index is written before any file is put in place: a disk too full for it (here a
+// file-size limit only the index passes, its names many and long) fails the run while the output it
+// was to replace is whole, old index included.
+TEST(ShardedOutput, AnIndexThatCannotBeWrittenLeavesTheOutputItWritesOverWhole) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  quantize_checkpoint_files(dir.file("model"), dir.file("out"), test::msptq2(), {}, cpu_backend());
+  const std::map<std::string, std::string> before = files_in(dir.file("out"));
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    int code = 3;
+    try {
+      ShardedCheckpoint checkpoint(dir.file("model"), dir.file("out"));
+      hold_a_shard(checkpoint, 1, "b");
+      hold_a_shard(checkpoint, 0, "a");
+      for (int t = 0; t < 400; ++t) checkpoint.add_tensor(std::string(200, 'n') + std::to_string(t), t % 2);
+      const struct rlimit limit {32768, 32768};  // the shards are written; the index of 80 KB is not
+      ::setrlimit(RLIMIT_FSIZE, &limit);
+      checkpoint.publish();
+    } catch (const Error& e) {
+      code = std::string(e.what()).find("model.safetensors.index.json: writing failed: File too large") !=
+                     std::string::npos ? 7 : 5;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7) << "status " << status;
+  EXPECT_EQ(files_in(dir.file("out")), before) << "the old output changed, or a temporary was left";
 }
 
 // Runs that fail part way, after a shard's output is written: here a file-size limit that the

@@ -27,11 +27,13 @@ namespace nuq::io {
 namespace {
 
 TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU}) {
+  for (int signal_number :
+       {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU, SIGPIPE, SIGVTALRM, SIGPROF}) {
     test::TempDir dir;
     const std::string held = dir.file("out.safetensors.tmp.1"), second = dir.file("other.tmp.1"),
-                      released = dir.file("done.tmp.1");
+                      released = dir.file("done.tmp.1"), folder = dir.file("made");
     for (const std::string& path : {held, second, released}) std::ofstream(path) << "partial";
+    std::filesystem::create_directory(folder);  // a folder of shards the run made, empty again
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {  // only async-signal-safe work from here on, then the signal
@@ -39,7 +41,7 @@ TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
       ::setrlimit(RLIMIT_CORE, &no_core);  // SIGQUIT's default dumps one
       remove_temporary_files_on_signals();
       { const TemporaryFile let_go(released); }
-      const TemporaryFile a(held), b(second);
+      const TemporaryFile made(folder, /*folder=*/true), a(held), b(second);
       ::raise(signal_number);
       ::_exit(0);  // not reached: the signal ends the child
     }
@@ -49,7 +51,34 @@ TEST(TemporaryFiles, AnInterruptedRunRemovesWhatItHeld) {
     EXPECT_FALSE(std::filesystem::exists(held)) << signal_number;
     EXPECT_FALSE(std::filesystem::exists(second)) << signal_number;
     EXPECT_TRUE(std::filesystem::exists(released)) << signal_number;
+    EXPECT_FALSE(std::filesystem::exists(folder)) << signal_number;
   }
+}
+
+// While outputs are put in place (renames only), a signal waits for the end of that phase, then
+// takes its course: the files it held are removed, and what the phase did is whole.
+TEST(TemporaryFiles, ASignalWhileOutputsGoInPlaceWaitsForTheirEnd) {
+  test::TempDir dir;
+  const std::string held = dir.file("out.tmp.1"), done = dir.file("done");
+  std::ofstream(held) << "partial";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    remove_temporary_files_on_signals();
+    const TemporaryFile a(held);
+    {
+      const SignalsDeferred deferred;
+      ::raise(SIGTERM);
+      ::raise(SIGINT);  // a second waits too; the first is the one taken
+      std::ofstream(done) << "the phase ran to its end";
+    }
+    ::_exit(0);  // not reached: the deferred signal ends the child
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << "status " << status;
+  EXPECT_TRUE(std::filesystem::exists(done));
+  EXPECT_FALSE(std::filesystem::exists(held));
 }
 
 // A file-size limit (ulimit -f) is not a kill: writing past it fails as a full disk does, with an

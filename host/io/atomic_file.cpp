@@ -61,24 +61,39 @@ class DescriptorBuffer : public std::streambuf {
 
 }  // namespace
 
-void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
+PreparedFile::PreparedFile(const std::string& path, const std::function<void(std::ostream&)>& write) : path_(path) {
   require_output_path(path);  // never a directory, device, FIFO or link: rename() would replace the node
   // Same folder as the destination, so that rename() is atomic (no cross-filesystem copy); a new
   // file of this call's own, never one found at that name nor a link's target.
-  CreatedTemporary created = create_temporary_for(path);
-  const TemporaryFile removed_if_interrupted(created.path);
+  created_ = create_temporary_for(path);  // (registered: removed if interrupted)
   try {
-    DescriptorBuffer buffer(created.fd);
+    DescriptorBuffer buffer(created_.fd);
     std::ostream out(&buffer);
     write(out);
     out.flush();
     NUQ_REQUIRE(out, path, ": writing failed: ", std::strerror(buffer.error() != 0 ? buffer.error() : EIO));
-    move_temporary_into_place(created.fd, created.path, path);
+    NUQ_REQUIRE(::fsync(created_.fd) == 0, path, ": writing failed (disk full?): ", std::strerror(errno));
   } catch (...) {
-    if (created.fd >= 0) ::close(created.fd);
-    std::remove(created.path.c_str());
+    ::close(created_.fd);
+    std::remove(created_.path.c_str());
     throw;
   }
+}
+
+PreparedFile::~PreparedFile() {
+  if (committed_) return;
+  if (created_.fd >= 0) ::close(created_.fd);
+  std::remove(created_.path.c_str());
+}
+
+void PreparedFile::commit() {
+  NUQ_ASSERT(!committed_, path_, ": committed twice");
+  move_temporary_into_place(created_.fd, created_.path, path_, /*synced=*/true);  // (throws: the destructor removes it)
+  committed_ = true;
+}
+
+void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
+  PreparedFile(path, write).commit();
 }
 
 }  // namespace nuq::io

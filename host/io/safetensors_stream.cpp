@@ -129,7 +129,7 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::map<std
   CreatedTemporary created = create_temporary_for(path);  // a new file of this call's own
   temporary_ = std::move(created.path);
   fd_ = created.fd;
-  removed_if_interrupted_.emplace(temporary_);
+  removed_if_interrupted_ = std::move(created.removed_if_interrupted);
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(std::uint64_t(text.size()) >> (8 * i));
   try {

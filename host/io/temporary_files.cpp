@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "nuq/error.h"
@@ -25,6 +26,7 @@ namespace {
 struct Slot {
   std::atomic<bool> claimed{false};  // owned by a TemporaryFile (its path may still be being written)
   std::atomic<bool> used{false};     // the path is complete: the handler removes it
+  bool folder = false;               // a folder the run made, removed (if empty) after the files
   char path[4096]{};  // initialised, so that the table is constant-initialised (below)
 };
 // A sharded checkpoint quantized shard by shard keeps a temporary per shard until the end (every
@@ -40,20 +42,40 @@ constexpr bool constant_initialisable() {
 static_assert(constant_initialisable(), "the table of temporaries must be constant-initialised");
 Slot slots[1024];
 
+// While a run puts its outputs in place (SignalsDeferred) a signal waits: that phase is renames
+// only, and stopping it part way would leave the old output and the new mixed.
+std::atomic<bool> deferring{false};
+std::atomic<int> deferred{0};
+
 extern "C" void remove_and_reraise(int signal_number) {
+  if (deferring.load(std::memory_order_acquire)) {
+    int none = 0;
+    deferred.compare_exchange_strong(none, signal_number);
+    return;
+  }
   for (Slot& slot : slots)
-    if (slot.used.load(std::memory_order_acquire)) ::unlink(slot.path);  // async-signal-safe
+    if (slot.used.load(std::memory_order_acquire) && !slot.folder) ::unlink(slot.path);  // async-signal-safe
+  for (Slot& slot : slots)  // then the folders a run made, now empty of its files (rmdir leaves any other)
+    if (slot.used.load(std::memory_order_acquire) && slot.folder) ::rmdir(slot.path);
   ::signal(signal_number, SIG_DFL);
   ::raise(signal_number);
 }
 
 }  // namespace
 
-TemporaryFile::TemporaryFile(const std::string& path) {
+SignalsDeferred::SignalsDeferred() { deferring.store(true, std::memory_order_release); }
+
+SignalsDeferred::~SignalsDeferred() {
+  deferring.store(false, std::memory_order_release);
+  if (const int signal_number = deferred.exchange(0)) ::raise(signal_number);  // its handler runs now
+}
+
+TemporaryFile::TemporaryFile(const std::string& path, bool folder) {
   if (path.size() >= sizeof(Slot::path)) return;
   for (int i = 0; i < int(std::size(slots)); ++i) {
     bool expected = false;
     if (!slots[i].claimed.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) continue;
+    slots[i].folder = folder;
     std::memcpy(slots[i].path, path.c_str(), path.size() + 1);
     slots[i].used.store(true, std::memory_order_release);
     slot_ = i;
@@ -111,7 +133,11 @@ std::string temporary_path_for(const std::string& output) {
 CreatedTemporary create_temporary_for(const std::string& output) {
   constexpr int kNames = 64;  // names taken by this pid's earlier lives; beyond that, something else is wrong
   for (int attempt = 1;; ++attempt) {
-    CreatedTemporary created{temporary_path_for(output), -1};
+    CreatedTemporary created{temporary_path_for(output), -1, nullptr};
+    // Registered before it exists: a signal between the file's creation and its registration
+    // would leave it. (Removing the name before it is made removes nothing, or a killed earlier
+    // life's leftover of this pid, which is no one's.)
+    created.removed_if_interrupted = std::make_unique<TemporaryFile>(created.path);
     created.fd = ::open(created.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (created.fd >= 0) {
       // A file written over keeps its permission bits (a private checkpoint stays private, as with
@@ -138,7 +164,8 @@ void move_temporary_into_place(int& fd, const std::string& temporary, const std:
 
 void remove_temporary_files_on_signals() {
   ::signal(SIGXFSZ, SIG_IGN);  // write() then fails with EFBIG, and the error names the file
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU}) {
+  for (int signal_number :
+       {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGUSR1, SIGUSR2, SIGXCPU, SIGPIPE, SIGVTALRM, SIGPROF}) {
     struct sigaction current {};
     if (::sigaction(signal_number, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) continue;  // nohup
     struct sigaction action {};

@@ -12,7 +12,13 @@ namespace nuq {
 
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // what() is read as a C string: a NUL in a quoted name (a tensor's, or a shard's in an index)
+  // would end the message there, before its cause, so each is written as the text \x00.
+  explicit Error(const std::string& message) : std::runtime_error(without_nul(message)) {}
+  explicit Error(const char* message) : std::runtime_error(message) {}
+
+ private:
+  static std::string without_nul(const std::string& message);
 };
 
 // A NaN or Inf among weights that must be finite. `index` counts from the first of the weights

@@ -16,6 +16,8 @@
 namespace nuq {
 namespace io {
 class SafetensorsWriter;
+class PreparedFile;
+class TemporaryFile;
 }
 
 // The shards of `input`: a .safetensors file, a folder (its index, else every *.safetensors in it
@@ -62,9 +64,13 @@ class ShardedCheckpoint {
   // temporary until publish(): an output written over stays whole until every new file is on the
   // disk, whatever ends the run before then.
   void hold(std::size_t shard, std::unique_ptr<io::SafetensorsWriter> output);
-  // Once every shard's output is held: removes an index an earlier run left (it would vouch for a
-  // folder of mixed files if the renames were cut short), renames every output into place, in the
-  // shards' order, then writes the index (write_index). Returns the index's path, or "" for one file.
+  // Once every shard's output is held: writes the new index to its temporary file (a disk too full
+  // for it fails the run while the old output is whole), then, with signals held until the end
+  // (io::SignalsDeferred), removes an index an earlier run left (it would vouch for a folder of
+  // mixed files if the renames were cut short), renames every output into place, in the shards'
+  // order, and the index last. Returns the index's path, or "" for one file. (A rename refused part
+  // way, or SIGKILL or a power cut meanwhile, leaves old and new files and no index: refused by
+  // every reader as a folder of two runs, not read as one model.)
   std::string publish();
   // Records that `tensor` is stored in shard `shard`'s output, and the bytes of tensor data an
   // output holds (its header excluded: the index's total_size, as Hugging Face counts it).
@@ -73,10 +79,10 @@ class ShardedCheckpoint {
 
 
  private:
-  // For a sharded input: writes the index (atomically) with the tensors and sizes recorded, under
-  // the input index's file name (model.safetensors.index.json without one), and returns its path;
-  // for one file: writes nothing and returns "".
-  std::string write_index();
+  // For a sharded input: the index with the tensors and sizes recorded, under the input index's
+  // file name (model.safetensors.index.json without one), written and synced, to be committed; for
+  // one file: nullptr.
+  std::unique_ptr<io::PreparedFile> prepare_index() const;
 
   std::vector<std::string> inputs_, outputs_;
   std::string folder_;
@@ -86,6 +92,7 @@ class ShardedCheckpoint {
   bool sharded_ = false;
   bool created_folder_ = false, indexed_ = false;
   int folder_lock_ = -1;  // the output folder, opened and flock()ed while this run writes it
+  std::unique_ptr<io::TemporaryFile> made_folder_;  // a folder this run made: removed if interrupted while empty
   std::vector<std::unique_ptr<io::SafetensorsWriter>> held_;  // per shard, until publish()
   std::map<std::string, std::size_t> weight_map_;  // tensor -> the shard whose output holds it
   std::uint64_t total_bytes_ = 0;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -99,7 +100,7 @@ class SafetensorsWriter {
  private:
   std::string path_, temporary_;
   int fd_ = -1;
-  std::optional<TemporaryFile> removed_if_interrupted_;  // registered once the file is ours
+  std::unique_ptr<TemporaryFile> removed_if_interrupted_;  // registered before the file was made
   std::vector<std::pair<std::string, TensorEntry>> order_;
   std::uint64_t header_bytes_ = 0, data_bytes_ = 0, written_ = 0;
   std::uint64_t written_back_ = 0;  // bytes of the file whose write-back to the disk was started
