@@ -258,6 +258,8 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --model {d}/fp32.safetensors --skip .", kUserError, "quantized whole"},
       {"bitrate --sqnr-min 30 --model {d}/q.safetensors", kUserError, "No such file"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip ''", kUserError, "--skip: an empty value"},
+      // A file whose end cannot be sought, read whole by eval: said so, not "cannot open: Invalid argument"
+      {"eval /proc/self/maps", kUserError, "/proc/self/maps: cannot tell its size"},
       // '-' is standard output to most tools; nuq would have written a file named '-'
       {"quantize {d}/ckpt.safetensors -o -", kUserError, "--output: '-' is not read as standard output"},
       {"dequantize {d}/ckpt-2bit.safetensors -o -", kUserError, "--output: '-' is not read as standard output"},

@@ -259,14 +259,21 @@ TensorFile parse_safetensors(const std::vector<std::uint8_t>& bytes, const std::
 
 TensorFile read_safetensors(const std::string& path, std::size_t max_bytes) {
   require_input_file(path);  // a directory would "open" and report a size of 2^63 - 1
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  NUQ_REQUIRE(in, path, ": cannot open: ", std::strerror(errno));
-  const auto size = static_cast<std::size_t>(in.tellg());
+  std::ifstream in(path, std::ios::binary);
+  NUQ_REQUIRE(in.is_open(), path, ": cannot open: ", std::strerror(errno));
+  // Its size from its end, sought apart from the open: a file whose end cannot be sought (/proc's)
+  // fails there, and is said to.
+  in.seekg(0, std::ios::end);
+  const std::streamoff end = in ? std::streamoff(in.tellg()) : -1;
+  NUQ_REQUIRE(end >= 0, path, ": cannot tell its size (not a file that can be read whole, as /proc's are not)");
+  const auto size = static_cast<std::size_t>(end);
   NUQ_REQUIRE(size <= max_bytes, path, ": ", size, " bytes exceed the limit of ", max_bytes);
   std::vector<std::uint8_t> bytes(size);
   in.seekg(0);
   in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
-  NUQ_REQUIRE(in, path, ": read failed");
+  NUQ_REQUIRE(std::size_t(in.gcount()) == size, path, ": read failed after ", in.gcount(), " of its ", size, " bytes: ",
+              in.bad() ? std::strerror(errno) : "the file ended before its size (changed while read, or not as long as "
+                                                "its size says, as /sys's files are not)");
   return parse_safetensors(bytes, path);
 }
 
