@@ -178,6 +178,25 @@ QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std:
   return table;
 }
 
+namespace {
+template <typename T>
+bool same_bytes(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+}  // namespace
+
+bool same_bits(const QuantizeTable& a, const QuantizeTable& b) {
+  if (a.bits != b.bits || a.levels_count != b.levels_count || a.groups != b.groups || a.params.size() != b.params.size())
+    return false;
+  for (std::size_t g = 0; g < a.params.size(); ++g) {  // field by field: padding is not compared
+    const GroupParams &x = a.params[g], &y = b.params[g];
+    const float xs[] = {x.inside_lo, x.inside_hi, x.grid_origin, x.grid_inv_step};
+    const float ys[] = {y.inside_lo, y.inside_hi, y.grid_origin, y.grid_inv_step};
+    if (x.nan_code != y.nan_code || std::memcmp(xs, ys, sizeof xs) != 0) return false;
+  }
+  return same_bytes(a.thresholds, b.thresholds) && same_bytes(a.levels, b.levels);
+}
+
 QuantizeTotals combine(const QuantizeTotals& a, const QuantizeTotals& b) {
   QuantizeTotals s;
   s.signal = a.signal + b.signal;

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "cuda_check.cuh"
@@ -46,6 +47,40 @@ struct UploadedTable {
   DeviceBuffer<float> thresholds, levels;
   DeviceBuffer<GroupParams> params;
   DeviceTable view;
+};
+
+// The last table a backend uploaded, kept on the device: a streamed run quantizes a tensor (or, with
+// one normalisation for all, a whole checkpoint) a piece of a few MiB at a time, every piece with the
+// same table, and an upload each (three allocations, copies, a synchronisation, three frees, each
+// free synchronising the device) would cost as much as the piece's own copies. Only one-group
+// tables are kept for reuse: a per-row table belongs to one call's rows, and a host copy of it to
+// compare with (16 bits: 256 KiB a row) would cost more than its upload. Not thread-safe: a backend
+// that keeps one takes one call at a time.
+class TableCache {
+ public:
+  const DeviceTable& on_device(const QuantizeTable& table, std::size_t rows) {
+    NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "codebook groups (", table.groups, ") must be 1 or ", rows);
+    if (!(reusable_ && table.groups == 1 && same_bits(host_, table))) {
+      release();  // before the next is allocated: a large per-row table twice may not fit
+      uploaded_ = std::make_unique<UploadedTable>(table, rows);
+      if (table.groups == 1) {
+        host_ = table;
+        reusable_ = true;
+      }
+    }
+    return uploaded_->view;
+  }
+  // Frees the table (a backend's destructor, with its device current).
+  void release() {
+    reusable_ = false;
+    uploaded_.reset();
+    host_ = QuantizeTable{};
+  }
+
+ private:
+  bool reusable_ = false;  // uploaded_ holds host_, a one-group table
+  QuantizeTable host_;
+  std::unique_ptr<UploadedTable> uploaded_;
 };
 
 // A partial as the CPU reports it: no finite weight leaves mean, spread and extremes 0.

@@ -171,7 +171,7 @@ class CudaBackend final : public Backend {
     const DeviceScope on_device(device_);
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
-    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
+    const DeviceTable& device_table = tables_.on_device(table, rows);  // (one codebook group, or one a row)
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     std::vector<Piece> pieces;
     reserve([&](std::size_t bytes) {
@@ -191,7 +191,7 @@ class CudaBackend final : public Backend {
           NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.device_in.as<float>(), slot.host_in.as<float>(),
                                          p.rows * p.cols * sizeof(float), cudaMemcpyHostToDevice, s));
           auto* out = slot.device_out.as<std::uint8_t>();
-          launch_quantize(slot.device_in.as<float>(), p, device_table.view, out + kHeaderBytes,
+          launch_quantize(slot.device_in.as<float>(), p, device_table, out + kHeaderBytes,
                           reinterpret_cast<QuantizeTotals*>(out), slot.scratch.as<void>(), scratch_bytes_,
                           multiprocessors_, s);
           // The totals and the codes, not the header's unwritten rest (compute-sanitizer's initcheck).
@@ -216,7 +216,7 @@ class CudaBackend final : public Backend {
                   float* out) override {
     const DeviceScope on_device(device_);
     if (rows == 0 || cols == 0) return;
-    const UploadedTable device_table(table, rows);
+    const DeviceTable& device_table = tables_.on_device(table, rows);
     const std::size_t row_bytes = packed_row_bytes(cols, table.bits);
     std::vector<Piece> pieces;
     reserve([&](std::size_t bytes) {
@@ -239,7 +239,7 @@ class CudaBackend final : public Backend {
           cudaStream_t s = slot.stream.get();
           NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.device_in.as<void>(), slot.host_in.as<void>(),
                                          p.rows * packed_row_bytes(p.cols, table.bits), cudaMemcpyHostToDevice, s));
-          launch_dequantize(slot.device_in.as<std::uint8_t>(), p, device_table.view, slot.device_out.as<float>(),
+          launch_dequantize(slot.device_in.as<std::uint8_t>(), p, device_table, slot.device_out.as<float>(),
                             multiprocessors_, s);
           NUQ_CUDA_CHECK(cudaMemcpyAsync(slot.host_out.as<void>(), slot.device_out.as<void>(),
                                          p.rows * p.cols * sizeof(float), cudaMemcpyDeviceToHost, s));
@@ -318,6 +318,7 @@ class CudaBackend final : public Backend {
     // the slots' streams drained first (Stream's destructor), the caller's device given back after.
     const DeviceScope on_device(device_, DeviceScope::NoThrow{});
     slots_.reset();
+    tables_.release();
     if (cublas_) NUQ_CUBLAS_CHECK_NOTHROW(cublas().destroy(cublas_));
     for (const auto& [stream, handle] : bf16_cublas_)
       if (handle) NUQ_CUBLAS_CHECK_NOTHROW(cublas().destroy(handle));
@@ -405,6 +406,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   int multiprocessors_ = 0;
   std::unique_ptr<std::array<Slot, 2>> slots_;
+  TableCache tables_;  // the last quantize or dequantize call's
   std::size_t scratch_bytes_ = 0;
   cublasHandle_t cublas_ = nullptr;  // created by the first gemm
 };

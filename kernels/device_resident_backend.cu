@@ -50,6 +50,7 @@ class DeviceResidentBackend final : public Backend {
 
   ~DeviceResidentBackend() override {  // its buffers are freed with their device current
     const DeviceScope on_device(device_, DeviceScope::NoThrow{});
+    tables_.release();
     codes_.buffer.reset();
     widened_.buffer.reset();
     totals_ = DeviceBuffer<QuantizeTotals>(0);
@@ -157,11 +158,11 @@ class DeviceResidentBackend final : public Backend {
     QuantizeTotals totals;
     if (rows == 0 || cols == 0) return totals;
     const DeviceScope on_device(device_);
-    const UploadedTable device_table(table, rows);  // (one codebook group, or one a row)
+    const DeviceTable& device_table = tables_.on_device(table, rows);  // (one codebook group, or one a row)
     const std::size_t per_launch = std::clamp<std::size_t>(kLaunchWeights / cols, 1, rows);
     for (std::size_t first = 0; first < rows; first += per_launch) {
       const std::size_t n = std::min(per_launch, rows - first);
-      totals = combine(totals, quantize_rows(rows_at(first, n), first, n, cols, device_table.view,
+      totals = combine(totals, quantize_rows(rows_at(first, n), first, n, cols, device_table,
                                              packed + first * packed_row_bytes(cols, table.bits)));
     }
     return totals;
@@ -218,6 +219,7 @@ class DeviceResidentBackend final : public Backend {
   int device_;
   std::string name_;
   int multiprocessors_ = 0;
+  TableCache tables_;
   Grown<std::uint8_t> codes_;
   Grown<float> widened_;
   DeviceBuffer<QuantizeTotals> totals_{0};

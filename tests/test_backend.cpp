@@ -1,14 +1,17 @@
 // The CPU backend's weight pipeline: the quantization rule in the weights' units, the fast pass
 // against the reference (codes bit for bit, totals to rounding), chunked statistics against
-// Welford, per-row codebook groups, non-finite weights and empty inputs.
+// Welford, per-row codebook groups, non-finite weights and empty inputs; tables compared bit for bit.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <random>
-#include <array>
+#include <functional>
 #include <limits>
+#include <random>
+#include <string>
+#include <utility>
 
 #include "backend_cases.h"
 #include "nuq/backend.h"
@@ -212,6 +215,41 @@ TEST(QuantizeFast, DequantizedCodesAreTheGroupsLevels) {
       const double normalised = (double(x) - groups[r].mean) / groups[r].scale;
       EXPECT_FLOAT_EQ(back[r * cols + col], float(groups[r].mean + groups[r].scale * c.codebook.quantize(normalised)));
     }
+}
+
+// same_bits decides whether a CUDA backend reuses the table it keeps on the device: every field
+// that changes a code, a total or a value must count, and equal values of other bits must differ.
+TEST(QuantizeTables, SameBitsSeesEveryFieldAndEveryBit) {
+  const Codebook codebook = test::random_codebook(4, 2, 11);
+  const QuantizeTable a = make_quantize_table(codebook, 2, {Affine{0.25, 2.0}});
+  EXPECT_TRUE(same_bits(a, a));
+  EXPECT_TRUE(same_bits(a, QuantizeTable(a)));
+  const std::vector<std::pair<std::string, std::function<void(QuantizeTable&)>>> changes = {
+      {"bits", [](QuantizeTable& t) { t.bits = 4; }},
+      {"levels_count", [](QuantizeTable& t) { t.levels_count = 3; }},
+      {"groups", [](QuantizeTable& t) { t.groups = 2; }},
+      {"a threshold", [](QuantizeTable& t) { t.thresholds[2] = std::nextafter(t.thresholds[2], 1e9f); }},
+      {"a level", [](QuantizeTable& t) { t.levels[3] = std::nextafter(t.levels[3], -1e9f); }},
+      {"inside_lo", [](QuantizeTable& t) { t.params[0].inside_lo *= 0.5f; }},
+      {"inside_hi", [](QuantizeTable& t) { t.params[0].inside_hi *= 0.5f; }},
+      {"nan_code", [](QuantizeTable& t) { t.params[0].nan_code ^= 1; }},
+      {"grid_origin", [](QuantizeTable& t) { t.params[0].grid_origin += 1.0f; }},
+      {"grid_inv_step", [](QuantizeTable& t) { t.params[0].grid_inv_step += 1.0f; }},
+      {"one more threshold", [](QuantizeTable& t) { t.thresholds.push_back(9.0f); }},
+  };
+  for (const auto& [what, change] : changes) {
+    QuantizeTable b = a;
+    change(b);
+    EXPECT_FALSE(same_bits(a, b)) << what;
+    EXPECT_FALSE(same_bits(b, a)) << what;
+  }
+  QuantizeTable zero = a, negative_zero = a;
+  zero.levels[0] = 0.0f;
+  negative_zero.levels[0] = -0.0f;
+  EXPECT_FALSE(same_bits(zero, negative_zero));  // equal as numbers, not as bits
+  QuantizeTable nan = a;
+  nan.levels[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(same_bits(nan, QuantizeTable(nan)));  // a NaN matches its own bits
 }
 
 TEST(WeightStatsFast, ChunkedStatisticsMatchWelford) {

@@ -493,7 +493,7 @@ void add_model_commands(CLI::App& app) {
                                                 "alpha * (--xmax, --support or 3/sqrt(2))")->capture_default_str();
   CLI::Option* mu = quantize_cmd->add_option("--mu", q->mu, "mu-law compression parameter (mulaw only)")
                         ->capture_default_str();
-  CLI::Option* skip = quantize_cmd->add_option("--skip", q->skip,
+  quantize_cmd->add_option("--skip", q->skip,
                            "Checkpoints: tensors whose name matches this regular expression (ECMAScript, searched, in "
                            "polynomial time: no back-references; at most 1024 characters) "
                            "are kept as they are, e.g. 'embed_tokens|lm_head' (kept always: tensors other than "

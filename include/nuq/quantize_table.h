@@ -55,6 +55,11 @@ std::pair<std::size_t, std::size_t> matrix_view(const std::vector<std::int64_t>&
 QuantizeTable make_quantize_table(const Codebook& codebook, int bits, const std::vector<Affine>& groups,
                                   const std::string& where = "");
 
+// Whether `a` and `b` quantize every weight alike: the same width, groups and bits of every
+// threshold, level and parameter (so -0 and +0 differ, and a NaN matches only its own bits). The
+// CUDA backends keep their last table on the device and upload another only when this is false.
+bool same_bits(const QuantizeTable& a, const QuantizeTable& b);
+
 // What one pass accumulates over the finite weights (double, so 10^9 weights keep their digits).
 struct QuantizeTotals {
   double signal = 0.0;     // sum of w^2

@@ -149,6 +149,38 @@ TEST_F(BackendGpu, PerRowTablesOnBothLayouts) {
   }
 }
 
+// The backend keeps its last one-group table on the device (TableCache): a table that differs in
+// one level, one threshold or one bound of the support region, after the one it keeps, must give
+// that table's codes, totals and values, not the kept one's; so must a per-row table between two.
+TEST_F(BackendGpu, ATableChangedInOneValueIsUploadedAgain) {
+  const auto gpu = cuda::make_backend(0);
+  const std::size_t rows = 40, cols = 999;
+  const std::vector<float> w = test::draw(Law::Laplace, rows * cols, 0.0, 1.0, 5);
+  const auto& c = test::codebooks_of_every_width()[1];  // two bits
+  const QuantizeTable a = make_quantize_table(c.codebook, c.storage_bits, {Affine{0.0, 1.0}});
+  QuantizeTable level = a, threshold = a, bound = a;
+  level.levels[1] *= 1.5f;
+  threshold.thresholds[0] *= 0.5f;
+  bound.params[0].inside_hi *= 0.5f;
+  const QuantizeTable per_row = make_quantize_table(c.codebook, c.storage_bits, std::vector<Affine>(rows, {0.0, 2.0}));
+  const std::vector<std::pair<const QuantizeTable*, const char*>> calls = {
+      {&a, "a"}, {&level, "a level changed"}, {&a, "a again"}, {&threshold, "a threshold changed"},
+      {&bound, "a bound changed"}, {&per_row, "per-row"}, {&a, "a after per-row"}};
+  for (const auto& [table, what] : calls) {
+    const std::size_t bytes = rows * packed_row_bytes(cols, table->bits);
+    std::vector<std::uint8_t> expected(bytes), packed(bytes);
+    const QuantizeTotals r = quantize_ref(w.data(), rows, cols, *table, expected.data());
+    const QuantizeTotals g = gpu->quantize(w.data(), rows, cols, *table, packed.data());
+    EXPECT_EQ(packed, expected) << what;
+    expect_relative(g.noise, r.noise, 1e-6, what);
+    EXPECT_EQ(g.inside, r.inside) << what;
+    std::vector<float> back(w.size()), back_ref(w.size());
+    gpu->dequantize(expected.data(), rows, cols, *table, back.data());
+    dequantize_ref(expected.data(), rows, cols, *table, back_ref.data());
+    EXPECT_EQ(back, back_ref) << what;
+  }
+}
+
 // Blocks' partials are joined in a fixed order: the same weights give the same bits every run.
 TEST_F(BackendGpu, StatisticsAndTotalsRepeatBitForBit) {
   const auto gpu = cuda::make_backend(0);
