@@ -27,6 +27,7 @@
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/laplace.h"
 #include "nuq/model.h"
+#include "nuq/codebook_record.h"
 #include "nuq/quantized_file.h"
 #include "nuq/sharded_checkpoint.h"
 #include "nuq/terminal_text.h"

@@ -86,11 +86,6 @@ bool stores_grid(const Codebook& codebook, int bits);
 // uniform grid, one table of 65,536 levels (to_tensor_file; Python's nbytes counts the same).
 bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTensor& q);
 
-// A codebook as a quantized file's header records it: its thresholds and levels listed (up to 256
-// levels), or a larger uniform design by its parameters alone, rebuilt bit for bit by the function
-// that designed it. Validates as codebook_from_json.
-Codebook codebook_from_record(const nlohmann::json& j);
-
 // Whether a file holds quantized tensors in this format (or the two layouts before version 1:
 // nuq models' "nuq.quantized" and checkpoints' "nuq.checkpoint", told from a training checkpoint's
 // by its tensors), from the file's metadata.

@@ -9,7 +9,7 @@
 #include "nuq/design.h"
 #include "nuq/error.h"
 #include "nuq/paper.h"
-#include "nuq/quantized_file.h"
+#include "nuq/codebook_record.h"
 #include "nuq/support.h"
 
 namespace nuq::python {
