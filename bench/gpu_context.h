@@ -5,6 +5,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -12,10 +14,21 @@
 
 namespace nuq::bench {
 
-// Adds the first visible device's facts; returns false (and adds nothing) without a device.
+// Adds the first visible device's facts; returns false (and adds nothing) without a device. Call
+// after benchmark::Initialize: a filter that asks for GPU benchmarks (BM_Gpu..., BM_Cublas...)
+// without a device ends the program with the reason and status 1, where it would otherwise match
+// nothing, write an empty JSON and exit 0 (a GPU run that failed to start read as one that ran).
 inline bool add_gpu_context() {
   const auto devices = cuda::devices();
-  if (devices.empty()) return false;
+  if (devices.empty()) {
+    const std::string filter = benchmark::GetBenchmarkFilter();
+    if (filter.find("Gpu") != std::string::npos || filter.find("Cublas") != std::string::npos) {
+      std::fprintf(stderr, "the filter '%s' asks for GPU benchmarks, but no CUDA device can be used: %s\n",
+                   filter.c_str(), cuda::unavailable_reason().c_str());
+      std::exit(1);
+    }
+    return false;
+  }
   const cuda::DeviceInfo& d = devices.front();
   benchmark::AddCustomContext("gpu_name", d.name);
   benchmark::AddCustomContext("gpu_compute_capability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor));

@@ -24,6 +24,10 @@ PIPELINE_COPY_FRACTION = 0.8  # quantize pipeline at 2^30 weights: >= this of th
 SPEEDUP_NEEDED = 1.0          # "faster than the peer": peer time / nuq time above this
 MLP_IMAGE_US = 10.0           # the quantized MNIST MLP, one image at a time: at most this per image
 
+# The qgemm paths by benchmark family, as the goals name the fastest.
+PATH_NAMES = {"BM_GpuQgemm": "streaming, FP32", "BM_GpuQgemmBf16": "BF16 X", "BM_GpuQgemmDequantCublas": "dequant + cuBLAS",
+              "BM_GpuQgemmMma": "mma", "BM_GpuQgemmGemv": "GEMV"}
+
 
 def read(path):
     try:
@@ -81,8 +85,18 @@ def goals(state):
     else:
         goal(table, "weight pipeline", "not measured", "", None)
 
-    qgemm = rows_of(os.path.join(state, "bench_qgemm.json"))
+    # The peers (copy, reads, cuBLAS) run as a step of their own before nuq's kernels (gpu-check).
+    qgemm = {**rows_of(os.path.join(state, "bench_qgemm_peers.json")), **rows_of(os.path.join(state, "bench_qgemm.json"))}
     copy = find(qgemm, "BM_GpuCopy")
+    reads = {dict(a)["bytes"]: b for (f, a), b in qgemm.items() if f == "BM_GpuRead"}
+
+    def ceiling(b, n, k, bits):
+        """What a kernel's code bytes are set against: a read of as many bytes where it was timed,
+        else the 1 GiB device copy (whose size spreads launch and tail costs a small kernel pays)."""
+        read = reads.get(n * k * bits // 8)
+        if read:
+            return "a read of as many bytes", read["GB/s"]
+        return "the device copy", copy["GB/s"] if copy else None
     for m in (1, 16, 256, 1024):
         shape = dict(m=m, n=8192, k=8192)
         ours = [b for b in (find(qgemm, family, bits=2, **shape)
@@ -91,6 +105,7 @@ def goals(state):
             goal(table, f"qgemm 8192^2, m = {m}", "not measured", "", None)
             continue
         best = min(ours, key=microseconds)
+        path = PATH_NAMES[best["run_name" if "run_name" in best else "name"].split("/")[0]]
         for peer in ("BM_CublasFp32", "BM_CublasBf16"):
             p = find(qgemm, peer, **shape)
             if p is None:
@@ -98,7 +113,7 @@ def goals(state):
                 continue
             speedup = microseconds(p) / microseconds(best)
             goal(table, f"qgemm 8192^2, m = {m}, two-bit against {peer[3:]}",
-                 f"{microseconds(p):.1f} / {microseconds(best):.1f} us = {speedup:.2f}x", f"> {SPEEDUP_NEEDED}x",
+                 f"{microseconds(p):.1f} / {microseconds(best):.1f} us ({path}) = {speedup:.2f}x", f"> {SPEEDUP_NEEDED}x",
                  speedup > SPEEDUP_NEEDED)
         if m == 1024:  # #17's large-batch goals, for the faster of its paths
             for peer, needed in (("BM_CublasBf16", 0.7), ("BM_CublasFp32", 8.0)):
@@ -106,11 +121,12 @@ def goals(state):
                 if p is not None:
                     ratio = microseconds(p) / microseconds(best)
                     goal(table, f"large-batch qgemm 8192^2, m = 1024, two-bit against {peer[3:]}",
-                         f"{microseconds(p):.1f} / {microseconds(best):.1f} us = {ratio:.2f}x", f">= {needed}x",
+                         f"{microseconds(p):.1f} / {microseconds(best):.1f} us ({path}) = {ratio:.2f}x", f">= {needed}x",
                          ratio >= needed)
-        if m == 1 and copy:
-            goal(table, "qgemm 8192^2, m = 1, weight bytes against the device copy",
-                 f"{best['GB/s']:.0f} / {copy['GB/s']:.0f} GB/s = {best['GB/s'] / copy['GB/s']:.2f}", "(reported)", None)
+        against, bound = ceiling(best, 8192, 8192, 2)
+        if m == 1 and bound:
+            goal(table, f"qgemm 8192^2, m = 1, weight bytes against {against}",
+                 f"{best['GB/s']:.0f} / {bound:.0f} GB/s ({path}) = {best['GB/s'] / bound:.2f}", "(reported)", None)
 
     # #17's goals for its small-batch kernels at two bits, 8192^2: the fragment-order mma kernel
     # (BM_GpuQgemmMma, m <= 64) and the CUDA-core GEMV (BM_GpuQgemmGemv, m <= 4). A peer of None
@@ -126,10 +142,11 @@ def goals(state):
             if b is None:
                 goal(table, what, "not measured", "", None)
             elif peer is None:
-                if copy:
-                    fraction = b["GB/s"] / copy["GB/s"]
-                    goal(table, what + ", code bytes against the device copy",
-                         f"{b['GB/s']:.0f} / {copy['GB/s']:.0f} GB/s = {fraction:.2f}",
+                against, bound = ceiling(b, 8192, 8192, 2)
+                if bound:
+                    fraction = b["GB/s"] / bound
+                    goal(table, what + f", code bytes against {against}",
+                         f"{b['GB/s']:.0f} / {bound:.0f} GB/s = {fraction:.2f}",
                          "(reported)" if needed is None else f">= {needed}", None if needed is None else fraction >= needed)
             else:
                 p = find(qgemm, peer, m=m, n=8192, k=8192)
@@ -144,7 +161,7 @@ def goals(state):
     network = rows_of(os.path.join(state, "bench_network.json"))
     for batch, images, what in ((10000, 10000, "MNIST MLP, 10,000 images in one batch"),
                                 (1000, 10000, "MNIST MLP, 10,000 images in batches of 1,000"),
-                                (1, 1000, "MNIST MLP, batch-1 latency")):
+                                (1, 1000, "MNIST MLP, one image per launch (1,000 launches in flight)")):
         fp32 = find(network, "BM_GpuMlp", bits=0, batch=batch, images=images)
         # Every two-bit variant: BF16 tensor cores or not, a cluster of SMs per batch or not.
         two = [b for (f, args), b in network.items()
@@ -158,8 +175,9 @@ def goals(state):
         goal(table, what + ", two-bit against cuBLAS FP32",
              f"{us(fp32):.3f} / {us(best):.3f} us per image = {us(fp32) / us(best):.2f}x", f"> {SPEEDUP_NEEDED}x",
              us(fp32) / us(best) > SPEEDUP_NEEDED)
-        if batch == 1:
-            goal(table, "MNIST MLP, one two-bit image end to end", f"{us(best):.2f} us", f"<= {MLP_IMAGE_US} us",
+        if batch == 1:  # launches back to back on the device's queue: a throughput, not one image's latency
+            goal(table, "MNIST MLP, two-bit, time per image at one image per launch", f"{us(best):.2f} us",
+                 f"<= {MLP_IMAGE_US} us",
                  us(best) <= MLP_IMAGE_US)
     return table
 
@@ -219,7 +237,7 @@ def main():
     section("Steps", "| step | outcome | seconds |\n|---|---|---:|\n" + "".join(
         f"| {p[0]} | {' '.join(p[1:-1])} | {p[-1].rstrip('s')} |\n" for p in (l.split() for l in steps.splitlines()) if len(p) >= 3))
     errors = []
-    for name in ("bench_qgemm", "bench_quantize", "bench_network"):
+    for name in ("bench_qgemm_peers", "bench_qgemm", "bench_quantize", "bench_network"):
         path = os.path.join(s, f"{name}.json")
         try:
             benchmarks = load(path).get("benchmarks", []) if os.path.exists(path) else []
@@ -229,7 +247,8 @@ def main():
     if errors:
         section("Benchmarks skipped with an error", "\n".join(errors))
     rows = goals(s)
-    section("Performance goals (this run's measurements; peers timed in the same run, each run from a cold L2)",
+    section("Performance goals (this run's measurements; peers timed in the same run; the products and the "
+            "pipeline from a cold L2 and checked against a host reference)",
             "| goal | measured | target | |\n|---|---|---|---|\n" + "".join(f"| {w} | {m} | {t} | {r} |\n" for w, m, t, r in rows))
     parts = [read(os.path.join(s, f"{name}.txt")) for name in ("gpu-tests", "gpu-tests-heavy")]
     text = None if all(p is None for p in parts) else "\n".join(p for p in parts if p is not None)
@@ -267,7 +286,7 @@ def main():
     for title, script, args in (
             ("Weight pipeline (bench_quantize; PyTorch eager peer)", "quantize_report.py",
              ["bench_quantize.json", "torch_quantize.json"]),
-            ("Quantized GEMM (bench_qgemm)", "qgemm_report.py", ["bench_qgemm.json"]),
+            ("Quantized GEMM (bench_qgemm)", "qgemm_report.py", ["bench_qgemm.json", "bench_qgemm_peers.json"]),
             ("Every qgemm path at the LLM layers (bench_qgemm, the `speed` phase)", "qgemm_report.py",
              ["bench_qgemm_speed.json", "bench_qgemm_speed_peers.json"]),
             ("The MNIST MLP, FP32 against two-bit (bench_network, device-resident)", "network_report.py",

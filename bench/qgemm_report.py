@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """bench_qgemm's JSON as Markdown: per layer and batch, nuq's time, TFLOP/s, GB/s of weight bytes
 and, on the GPU, that as a fraction of the device copy's bandwidth measured in the same run
-(BM_GpuCopy, read + write) and of the device's peak (from its clocks, in the JSON's context), and
+(BM_GpuCopy, read + write), of a kernel's read of as many bytes, launch and tail included
+(BM_GpuRead, where it was timed at the case's code bytes) and of the device's peak (from its
+clocks, in the JSON's context), and
 the speed-up over each peer timed in the same run (cuBLAS FP32, TF32, BF16; OpenBLAS on the CPU);
 then every GPU path side by side per case, the fastest of each arithmetic and the dispatch by
 width and batch that this run's measurements choose.
@@ -65,20 +67,25 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("json", nargs="+", help="one run's files (its steps' JSON, read as one)")
     args = parser.parse_args()
-    rows = {}
+    rows, reads = {}, {}
     for path in args.json:
         for family, fields, b in results(path):
+            if family == "BM_GpuRead":  # keyed by its bytes: the code bytes of a layer and width
+                reads[fields.get("bytes")] = b["GB/s"]
+                continue
             rows[(family, fields.get("m"), fields.get("n"), fields.get("k"), fields.get("bits"))] = b
     us = microseconds
     peak = next((float(c["gpu_peak_bandwidth_gbs"]) for c in map(context, args.json) if "gpu_peak_bandwidth_gbs" in c),
                 float("nan"))
     copy = next((b["GB/s"] for (family, *_), b in rows.items() if family == "BM_GpuCopy"), float("nan"))
     if any(k[0].startswith("BM_Gpu") for k in rows):
-        print(f"Device copy {copy:.0f} GB/s (read + write, this run); peak {peak:.0f} GB/s (the device's clocks).\n")
+        print(f"Device copy {copy:.0f} GB/s (read + write, this run); peak {peak:.0f} GB/s (the device's clocks)." +
+              ("" if not reads else " A kernel reading a case's code bytes, cold: " + ", ".join(
+                  f"{n / 2**20:.0f} MiB {gbs:.0f} GB/s" for n, gbs in sorted(reads.items())) + ".") + "\n")
     for ours, peers, title in (
-        ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, two-bit codes"),
+        ("BM_GpuQgemm", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"], "GPU, the default kernels, X in FP32"),
         ("BM_GpuQgemmBf16", ["BM_CublasFp32", "BM_CublasTf32", "BM_CublasBf16"],
-         "GPU, two-bit codes, X in BF16 (as the cuBLAS BF16 peer), tensor cores above m = 16"),
+         "GPU, X in BF16 (as the cuBLAS BF16 peer): the streaming kernel up to m = 16, tensor-core tiles above"),
         ("BM_QuantizedGemmPrepared", ["BM_OpenBlasSgemm"], "CPU, weights prepared once (as a network uses them)"),
         ("BM_QuantizedGemm", ["BM_OpenBlasSgemm"], "CPU, from the stored codes on every call"),
         ("BM_QuantizedGemmPerChannelUniform", ["BM_OpenBlasSgemm"],
@@ -94,14 +101,16 @@ def main():
         print(f"## {title}\n")
         names = [p.replace("BM_", "") for p in peers]
         gpu = ours.startswith("BM_Gpu")  # fractions of the memory's bandwidth: the GPU's rows only
-        print("| n x k | m | bits | nuq us | TFLOP/s | weight GB/s |" + (" % copy | % peak |" if gpu else "") + " " +
-              " | ".join(f"vs {n}" for n in names) + " |")
-        print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if gpu else "") + "---:|" * len(peers))
+        print("| n x k | m | bits | nuq us | TFLOP/s | weight GB/s |" + (" % copy | % read | % peak |" if gpu else "") +
+              " " + " | ".join(f"vs {n}" for n in names) + " |")
+        print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if gpu else "") + "---:|" * len(peers))
         for key in keys:
             b = rows[key]
             line = f"| {key[2]} x {key[3]} | {key[1]} | {key[4]} | {us(b):.1f} | {b['TFLOP/s']:.2f} | {b['GB/s']:.0f} |"
             if gpu:
-                line += f" {100 * b['GB/s'] / copy:.0f} | {100 * b['GB/s'] / peak:.0f} |"
+                read = reads.get(key[2] * key[3] * key[4] // 8) if key[4] else None  # (the layers' k are whole bytes)
+                line += (f" {100 * b['GB/s'] / copy:.0f} | " + (f"{100 * b['GB/s'] / read:.0f}" if read else "-") +
+                         f" | {100 * b['GB/s'] / peak:.0f} |")
             for p in peers:
                 peer = rows.get((p, key[1], key[2], key[3], None))
                 line += f" {us(peer) / us(b):.2f}x |" if peer else " - |"

@@ -33,6 +33,7 @@ PipelineTimes time_pipeline(std::size_t, const Codebook&, int, int, int) {
   throw Error("time_pipeline: " + unavailable_reason());
 }
 double time_copy(std::size_t, int, int) { throw Error("time_copy: " + unavailable_reason()); }
+double time_read(std::size_t, int, int) { throw Error("time_read: " + unavailable_reason()); }
 double time_qgemm(std::size_t, std::size_t, std::size_t, int, int, int, Precision, QgemmKernel) {
   throw Error("time_qgemm: " + unavailable_reason());
 }

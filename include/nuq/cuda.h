@@ -103,12 +103,17 @@ void qgemm_bf16_activations(const std::uint16_t* x, std::size_t m, const Quantiz
 namespace nuq::cuda {
 
 // Device-resident timings for bench/ (CUDA events, milliseconds per run, the median of `runs`
-// after a warm-up). Twice the L2's size is written before every timed run, so each starts from a
-// cold cache: small packed weights are not timed from the L2 while their FP32 peers come from HBM.
+// after a warm-up of at least 100 ms). Twice the L2's size is read before every timed run, so each
+// starts from a cold cache: small packed weights are not timed from the L2 while their FP32 peers
+// come from HBM. The products are checked against a host reference on sampled outputs and the
+// pipeline's codes against quantize_ref afterwards: a wrong result throws nuq::Error, never a time.
 
 // A device-to-device copy of `bytes`: the bandwidth the memory-bound kernels are measured against
 // (count the bytes read and written: 2 * bytes per run).
 double time_copy(std::size_t bytes, int runs, int device = 0);
+// A kernel that reads `bytes` and writes nothing: the ceiling of a kernel that streams as many
+// bytes of codes, launch and tail included (count the bytes read: bytes per run).
+double time_read(std::size_t bytes, int runs, int device = 0);
 
 // The whole weight pipeline on `count` weights already on the device: statistics, the table built
 // from them on the host, the fused quantize-pack-error pass; and a device-to-device copy of the
