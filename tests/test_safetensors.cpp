@@ -151,7 +151,8 @@ TEST(Safetensors, RejectsCorruptFiles) {
       {"f4-half-byte", file_of(R"({"t":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", {1, 2}), "not a whole number of bytes"},
       {"f6-size", file_of(R"({"t":{"dtype":"F6_E3M2","shape":[4],"data_offsets":[0,4]}})", {1, 2, 3, 4}), "needs 3"},
       {"dim-past-int64", file_of(R"({"t":{"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]}})", {}), "out of range"},
-      {"rank", file_of(R"({"t":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}})", {1}), "rank"},
+      {"rank", file_of(R"({"t":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1],)"
+                       R"("data_offsets":[0,1]}})", {1}), "rank <= 32"},
       // No element, but dimensions no array library can allocate even empty (numpy, PyTorch).
       {"zero-hides-overflow",
        file_of(R"({"t":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}})", {}), "too large"},
@@ -323,6 +324,29 @@ TEST(Safetensors, AHeaderNoReaderWouldTakeIsNeverWritten) {
   refused([&] { SafetensorsWriter writer(dir.file("streamed"), file.metadata, {{"w", TensorEntry{DType::F32, {2}}}}); },
           dir.file("streamed"));
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));  // no temporary either
+}
+
+// Every shape written is read again: up to kMaxRank (numpy's 32) dimensions both ways; one more is
+// refused by the writer, naming the tensor, where it once wrote rank 9 that the reader refused.
+TEST(Safetensors, ATensorOfEveryRankItWritesIsReadAgain) {
+  test::TempDir dir;
+  TensorFile file;
+  file.tensors["nine"] = f32_tensor(std::vector<std::int64_t>(9, 1), {1.5f});
+  file.tensors["most"] = f32_tensor(std::vector<std::int64_t>(kMaxRank, 1), {2.5f});
+  write_safetensors(dir.file("ranks.safetensors"), file);
+  const TensorFile read = read_safetensors(dir.file("ranks.safetensors"));
+  EXPECT_EQ(read.tensors.at("nine").shape.size(), 9u);
+  EXPECT_EQ(read.tensors.at("most").shape.size(), kMaxRank);
+  EXPECT_EQ(to_floats(read.tensors.at("most"), "most"), std::vector<float>{2.5f});
+  file.tensors["over"] = f32_tensor(std::vector<std::int64_t>(kMaxRank + 1, 1), {3.5f});
+  try {
+    write_safetensors(dir.file("over.safetensors"), file);
+    ADD_FAILURE() << "a tensor of rank " << kMaxRank + 1 << " was written";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor 'over' has 33 dimensions; a safetensors file holds at most 32"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("over.safetensors")));
 }
 
 TEST(Safetensors, WritingNeverLeavesAHalfFile) {

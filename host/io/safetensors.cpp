@@ -200,7 +200,7 @@ Layout parse_layout(const std::string& text, std::uint64_t data_size, const std:
     TensorEntry entry;
     entry.dtype = parse_dtype(value["dtype"], where);
     const auto& shape = value["shape"];
-    NUQ_REQUIRE(shape.is_array() && shape.size() <= 8, where, ": shape must be an array of rank <= 8");
+    NUQ_REQUIRE(shape.is_array() && shape.size() <= kMaxRank, where, ": shape must be an array of rank <= ", kMaxRank);
     for (const auto& dim : shape) {
       NUQ_REQUIRE(dim.is_number_unsigned(), where, ": shape entries must be non-negative integers");
       const std::uint64_t d = dim.get<std::uint64_t>();
@@ -291,6 +291,8 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
   std::uint64_t offset = 0;
   for (auto& [key, entry] : tensors) {
     NUQ_REQUIRE(key != "__metadata__", where, ": a tensor cannot be named __metadata__");
+    NUQ_REQUIRE(entry.shape.size() <= kMaxRank, where, ": tensor '", key, "' has ", entry.shape.size(),
+                " dimensions; a safetensors file holds at most ", kMaxRank, " (numpy's limit)");
     entry.begin = offset;
     entry.end = offset + byte_size(entry.dtype, entry.element_count(), where + ": tensor '" + key + "'");
     offset = entry.end;

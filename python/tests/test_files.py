@@ -148,3 +148,14 @@ def test_grouped_files_of_nuq_quantize_load_and_dequantize_as_nuq_does(nuq_cli, 
     np.testing.assert_array_equal(grouped.dequantize(), nuq.load(tmp_path / "restored.safetensors")["embed.weight"])
     x = np.ones((1, 24), dtype=np.float32)
     np.testing.assert_allclose(nuq.qgemm(x, grouped), x @ grouped.dequantize().T, rtol=1e-5, atol=1e-5)
+
+
+def test_every_array_saved_loads_again_up_to_numpys_32_dimensions(tmp_path):
+    nine, most = np.full((1,) * 9, 1.5, np.float32), np.full((1,) * 32, 2.5, np.float32)
+    nuq.save(tmp_path / "ranks.safetensors", {"nine": nine, "most": most})
+    back = nuq.load(tmp_path / "ranks.safetensors")
+    np.testing.assert_array_equal(back["nine"], nine)
+    np.testing.assert_array_equal(back["most"], most)
+    q = nuq.quantize(np.linspace(-1, 1, 8, dtype=np.float32).reshape((2,) * 3 + (1,) * 6), nuq.design("msptq"))
+    nuq.save(tmp_path / "q.safetensors", {"w": q})
+    assert nuq.load(tmp_path / "q.safetensors")["w"].dequantize().shape == (2,) * 3 + (1,) * 6

@@ -40,6 +40,9 @@ std::size_t element_count(const std::vector<std::int64_t>& shape);
 // an array of even when another dimension is 0: at most 2^60, so that the bytes of any dtype fit a
 // signed 64-bit size.
 constexpr std::uint64_t kMaxShapeProduct = std::uint64_t{1} << 60;
+// The most dimensions a tensor of a file nuq reads or writes may have: numpy's limit (32), so that
+// every array Python hands nuq.save is written, and every file written is read again.
+constexpr std::size_t kMaxRank = 32;
 
 // element_count for a shape from outside (a file's header, a caller's): throws nuq::Error naming
 // `where` for a negative dimension or non-zero dimensions whose product exceeds kMaxShapeProduct.
