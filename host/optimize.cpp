@@ -1,7 +1,9 @@
 #include "nuq/optimize.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iomanip>
 #include <limits>
 #include <sstream>
 
@@ -19,15 +21,32 @@ FixedPointTrace iterate_until_stable(const std::function<double(double)>& step, 
   NUQ_REQUIRE(max_iterations > 0, what, ": max_iterations must be positive");
   FixedPointTrace trace;
   trace.sequence.push_back(x0);
+  std::ostringstream message;  // epsilon as given (1e-300 is not "0.000000")
+  message << what << ": no convergence to " << epsilon;
+  // An iterate equal to an earlier one starts a cycle that repeats for ever (the step is a function
+  // of the iterate alone), and one whose changes were all below epsilon would have stopped: an
+  // epsilon below double's resolution at the fixed point. Said at once, where the loop would run
+  // out its iterations (100,000 steps of a 65,536-level design: minutes).
+  constexpr std::size_t kCycleWindow = 256;
   for (int i = 0; i < max_iterations; ++i) {
     const double current = trace.sequence.back();
     const double next = step(current);
     NUQ_REQUIRE(std::isfinite(next), what, ": iterate ", i + 1, " is not finite (from ", current, ")");
     trace.sequence.push_back(next);
     if (std::abs(next - current) < epsilon) return trace;
+    const std::size_t n = trace.sequence.size() - 1;  // next's index
+    for (std::size_t j = n - 1; j-- > (n > kCycleWindow ? n - kCycleWindow : 0);)
+      if (trace.sequence[j] == next) {
+        double smallest = std::abs(next - current);
+        for (std::size_t t = j + 1; t <= n; ++t)
+          smallest = std::min(smallest, std::abs(trace.sequence[t] - trace.sequence[t - 1]));
+        message << std::setprecision(17) << ": iterate " << n << " repeats iterate " << j << " (" << next
+                << "), so the iterates cycle for ever, no change in the cycle smaller than " << std::setprecision(3)
+                << smallest << "; epsilon is below the precision this rule reaches in double";
+        throw Error(message.str());
+      }
   }
-  std::ostringstream message;  // epsilon as given (1e-300 is not "0.000000")
-  message << what << ": no convergence to " << epsilon << " within " << max_iterations << " iterations";
+  message << " within " << max_iterations << " iterations";
   throw Error(message.str());
 }
 

@@ -277,7 +277,7 @@ const std::vector<Case>& cases() {
       {"design -m uniform -N 5 --json", kOk, "\"bits\": 3"},
       {"design -m lloyd-max --init 0.5", kUserError, "--init belongs to the iterative rule; lloyd-max here uses the lloyd"},
       {"design -m uniform --xmax 3 --epsilon 1e-3", kUserError, "--epsilon belongs to the iterative rule"},
-      {"design --epsilon 1e-300", kUserError, "no convergence to 1e-300 within"},
+      {"design --epsilon 1e-300", kUserError, "no convergence to 1e-300: iterate "},
       {"train --seed 99999999999999999999 -o {d}/m.safetensors", kUserError, "is above 18446744073709551615"},
       {"reproduce --seed 18446744073709551615 --seeds 2 --out {d}/run", kUserError, "runs past the largest seed"},
       {"reproduce --plots {d}/no-such-plots.py --out {d}/run", kUserError, "--plots names no script"},

@@ -142,6 +142,22 @@ TEST(PowerOfTwo, IterationErrorsAreReported) {
   EXPECT_THROW(sptq_iterate(1.0, 0.0), Error);
   EXPECT_THROW(iterate_until_stable([](double x) { return 2.0 * x; }, 1.0, 1e-4, 50, "doubling"), Error);
   EXPECT_THROW(iterate_until_stable([](double) { return std::nan(""); }, 1.0, 1e-4, 50, "nan"), Error);
+  // A cycle (an iterate equal to an earlier one) can never converge: said at its first repeat, with
+  // the smallest change in the cycle, not after max_iterations.
+  int steps = 0;
+  const auto three_cycle = [&](double x) { return ++steps, x == 1.0 ? 2.0 : x == 2.0 ? 2.5 : 1.0; };
+  try {
+    iterate_until_stable(three_cycle, 1.0, 0.1, 100000, "cycling");
+    ADD_FAILURE() << "a cycle converged";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "cycling: no convergence to 0.1: iterate 3 repeats iterate 0 (1), so the iterates cycle for "
+                           "ever, no change in the cycle smaller than 0.5; epsilon is below the precision this rule "
+                           "reaches in double");
+  }
+  EXPECT_EQ(steps, 3);
+  // Slow convergence is not a cycle: every iterate is new until the change falls below epsilon,
+  // 0.001 * 0.999^(n-1) < 1e-9 first at n = 13810 (x0 and 13810 iterates).
+  EXPECT_EQ(iterate_until_stable([](double x) { return 0.999 * x; }, 1.0, 1e-9, 100000, "slow").sequence.size(), 13811u);
 }
 
 }  // namespace
