@@ -5,11 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "binding.h"
-#include "nuq/io/json_parse.h"
+#include "nuq/codebook_record.h"
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/paper.h"
-#include "nuq/codebook_record.h"
+#include "nuq/uniform.h"
 #include "nuq/support.h"
 
 namespace nuq::python {
@@ -45,16 +46,20 @@ std::string support_text(const Support& s) {
 
 py::object optional_number(const std::optional<double>& v) { return v ? py::object(py::float_(*v)) : py::none(); }
 
-PyCodebook run_design(const std::string& method, const IntArgument& bits, std::optional<double> xmax, double sigma,
-                      const std::optional<IntArgument>& levels, std::optional<std::string> rule, double alpha,
-                      double mu, std::optional<double> init, std::optional<double> epsilon) {
+PyCodebook run_design(const std::string& method, const std::optional<IntArgument>& bits, std::optional<double> xmax,
+                      double sigma, const std::optional<IntArgument>& levels, std::optional<std::string> rule,
+                      double alpha, double mu, std::optional<double> init, std::optional<double> epsilon) {
   DesignSpec spec;
   spec.method = parse_designed_method(method);
-  spec.bits = whole_number(bits, "design", "bits");
-  if (levels) {
+  spec.bits = bits ? whole_number(*bits, "design", "bits") : 2;
+  if (levels) {  // as `nuq design`: levels alone pick the narrowest width; with bits the two must agree
     const int count = whole_number(*levels, "design", "levels");
     NUQ_REQUIRE(count >= 0, "design: levels=", count, " is negative");
     spec.levels = std::size_t(count);
+    const int needed = bits_for_levels(*spec.levels);
+    NUQ_REQUIRE(!bits || spec.bits == needed, "design: levels=", count, " are coded in ", needed, " bits, not bits=",
+                spec.bits, "; give one of them");
+    spec.bits = needed;
   }
   spec.xmax = xmax;
   if (rule) spec.rule = parse_xmax_rule(*rule);
@@ -201,12 +206,14 @@ void bind_design(py::module_& m) {
                ", SQNR_th " + std::to_string(c.sqnr_db) + " dB>";
       });
 
-  m.def("design", &run_design, "method"_a, "bits"_a = 2, py::kw_only(), "xmax"_a = py::none(), "sigma"_a = 1.0,
+  m.def("design", &run_design, "method"_a, "bits"_a = py::none(), py::kw_only(), "xmax"_a = py::none(), "sigma"_a = 1.0,
         "levels"_a = py::none(), "rule"_a = py::none(), "alpha"_a = 1.0, "mu"_a = 255.0, "init"_a = py::none(),
         "epsilon"_a = py::none(),
         "Design a quantizer for the Laplacian source (what `nuq design` prints).\n\n"
         "method: uniform, sptq, msptq, ternary, mulaw or lloyd-max. xmax: the support threshold (source units); "
-        "absent, `rule` ('iterative' or 'numeric', default the method's own) finds it. levels: N (default 2^bits). "
+        "absent, `rule` ('iterative' or 'numeric', default the method's own) finds it. bits: the code width "
+        "(default 2). levels: N (default 2^bits); given alone, the narrowest width that holds them (levels=9: 4 bits); "
+        "given with bits, the two must agree, as `nuq design -N -b`. "
         "alpha: ternary scale factor. mu: mu-law compression. init: Delta(0) (sptq/msptq) or x_max(0) of the "
         "iterative rule. epsilon: its stop criterion (default the paper's 1e-4). init and epsilon are refused when the "
         "design uses another rule, as `nuq design` refuses them.");

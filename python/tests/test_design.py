@@ -72,6 +72,19 @@ def test_every_method_gives_a_consistent_codebook(method, bits, levels):
     assert c.quantize_values(list(inside)) == pytest.approx(list(c.levels[1:-1]))
 
 
+def test_levels_and_bits_agree_as_nuq_design_takes_them(nuq_cli):
+    # levels alone: the narrowest width that holds them, as `nuq design -N`; with bits, the same width
+    # or an error, where bits=8, levels=9 once gave a 4-bit codebook silently.
+    for levels in (3, 9, 16, 17):
+        ours = nuq.design("uniform", levels=levels)
+        cli = json.loads(nuq_cli("design", "-m", "uniform", "-N", levels, "--json"))
+        assert ours.bits == cli["codebook"]["bits"] and ours.levels.shape == (levels,)
+        assert nuq.design("uniform", ours.bits, levels=levels).bits == ours.bits
+    for bits, levels in ((8, 9), (16, 3), (2, 5)):
+        with pytest.raises(ValueError, match=re.escape(f"levels={levels} are coded in ")):
+            nuq.design("uniform", bits, levels=levels)
+
+
 def test_sigma_scales_the_design():
     unit, scaled = nuq.design("sptq"), nuq.design("sptq", sigma=0.05)
     np.testing.assert_allclose(scaled.levels, 0.05 * unit.levels, rtol=1e-6)
