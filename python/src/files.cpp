@@ -297,10 +297,17 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
   // Global normalisation shares one map between the tensors of one nuq.quantize_state_dict call;
   // tensors quantized by separate calls each had their own statistics, which is per-tensor
   // normalisation, and the file says so (its top-level mean and stddev would name one tensor's).
-  bool one_map = true;
-  for (const auto& [name, q] : quantized)
+  // Beside a per-tensor tensor (one loaded from such a file, say), global tensors are recorded so too,
+  // each with its own map: the file describes every tensor exactly either way.
+  bool one_map = true, any_per_tensor = false;
+  for (const auto& [name, q] : quantized) {
     one_map = one_map && q->tensor.mean == first.tensor.mean && q->tensor.stddev == first.tensor.stddev;
-  if (first.normalisation == Normalisation::Global && !one_map) checkpoint.normalisation = Normalisation::PerTensor;
+    any_per_tensor = any_per_tensor || q->normalisation == Normalisation::PerTensor;
+  }
+  const auto as_recorded = [&](Normalisation n) {
+    return n == Normalisation::Global && (!one_map || any_per_tensor) ? Normalisation::PerTensor : n;
+  };
+  checkpoint.normalisation = as_recorded(first.normalisation);
   if (checkpoint.normalisation == Normalisation::Global && first.tensor.stddev > 0.0) {  // the map every tensor shares
     checkpoint.mean = first.tensor.mean;
     checkpoint.stddev = first.tensor.stddev;
@@ -318,7 +325,7 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
   const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
   for (const auto& [name, q] : quantized) {
     NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&
-                    q->normalisation == first.normalisation,
+                    as_recorded(q->normalisation) == checkpoint.normalisation,
                 path, ": tensor '", name, "' was quantized with another codebook or normalisation than '",
                 quantized.begin()->first, "'; a file holds one of each");
     checkpoint.quantized[name] = q->tensor;

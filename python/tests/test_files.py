@@ -159,3 +159,20 @@ def test_every_array_saved_loads_again_up_to_numpys_32_dimensions(tmp_path):
     q = nuq.quantize(np.linspace(-1, 1, 8, dtype=np.float32).reshape((2,) * 3 + (1,) * 6), nuq.design("msptq"))
     nuq.save(tmp_path / "q.safetensors", {"w": q})
     assert nuq.load(tmp_path / "q.safetensors")["w"].dequantize().shape == (2,) * 3 + (1,) * 6
+
+
+def test_a_tensor_quantized_alone_joins_a_file_of_per_tensor_ones(tmp_path, rng):
+    # A file written from separate nuq.quantize calls records per-tensor normalisation; a tensor
+    # quantized later (global, its own map) is written beside its tensors, each restored exactly.
+    cb = nuq.design("msptq")
+    a, b = (rng.laplace(size=(8, 16)).astype(np.float32) for _ in range(2))
+    nuq.save(tmp_path / "ab.safetensors", {"a": nuq.quantize(a, cb), "b": nuq.quantize(b, cb)})
+    loaded = nuq.load(tmp_path / "ab.safetensors")
+    c = nuq.quantize(3 * b, cb)
+    nuq.save(tmp_path / "ac.safetensors", {"a": loaded["a"], "c": c})
+    back = nuq.load(tmp_path / "ac.safetensors")
+    assert [back[n].normalisation for n in ("a", "c")] == ["per-tensor", "per-tensor"]
+    np.testing.assert_array_equal(back["a"].dequantize(), loaded["a"].dequantize())
+    np.testing.assert_array_equal(back["c"].dequantize(), c.dequantize())
+    with pytest.raises(ValueError, match="another codebook or normalisation"):  # per-channel is another map
+        nuq.save(tmp_path / "mixed.safetensors", {"a": loaded["a"], "p": nuq.quantize(b, cb, normalise="per-channel")})
