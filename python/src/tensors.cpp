@@ -388,8 +388,14 @@ void bind_tensors(py::module_& m) {
           [](py::object self) -> py::array {
             const QuantizedTensor& t = self.cast<const PyQuantized&>().tensor;
             const py::ssize_t per_table = py::ssize_t(1) << t.matrix.codes.bits;
-            if (t.group_size)  // made on request: a table per group can outweigh the codes many times
-              return adopt(group_levels(t.mean, t.scales, t.normalised_levels), {py::ssize_t(t.scales.size()), per_table});
+            if (t.group_size) {  // made on request: a table per group can outweigh the codes many times
+              std::vector<float> levels;
+              {
+                py::gil_scoped_release release;  // (the object stays alive: `self` holds it)
+                levels = group_levels(t.mean, t.scales, t.normalised_levels);
+              }
+              return adopt(std::move(levels), {py::ssize_t(t.scales.size()), per_table});
+            }
             const std::vector<float>& levels = t.matrix.levels;
             return view_of(levels.data(), {py::ssize_t(levels.size()) / per_table, per_table}, self);
           },
@@ -469,7 +475,12 @@ void bind_tensors(py::module_& m) {
       .def("unpacked_codes",
            [](const PyQuantized& q) {
              const auto [rows, cols] = weight_view(q.tensor);
-             return adopt(unpack_codes(q.tensor.matrix.codes), {py::ssize_t(rows), py::ssize_t(cols)});
+             std::vector<std::uint32_t> codes;
+             {
+               py::gil_scoped_release release;
+               codes = unpack_codes(q.tensor.matrix.codes);
+             }
+             return adopt(std::move(codes), {py::ssize_t(rows), py::ssize_t(cols)});
            },
            "The codes one per element, uint32 [rows, cols].")
       .def("_dequantize_numpy",

@@ -9,6 +9,7 @@ import pathlib
 import pickle
 import re
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -361,3 +362,31 @@ def test_a_path_holding_a_nul_byte_is_refused_not_cut_short(tmp_path, w):
         with pytest.raises(ValueError, match="a path cannot hold a NUL byte"):
             call(os.fsencode(target) + b"\0")
     assert not target.exists()
+
+
+def test_long_calls_let_other_threads_run(rng):
+    # The GIL is released while C++ works: a Python thread spinning beside each call is never held
+    # up for the call's length (unpacked_codes() and a grouped tensor's levels once held it: 45 and
+    # 75 ms at this size, where a released call stalls the other thread for a few ms at most).
+    w = rng.laplace(size=(4096, 2048)).astype(np.float32)
+    q = nuq.quantize(w, nuq.design("uniform", 8), group_size=64)
+    for name, call in (("levels", lambda: q.levels), ("unpacked_codes", q.unpacked_codes),
+                       ("dequantize", q.dequantize), ("quantize", lambda: nuq.quantize(w, nuq.design("msptq")))):
+        stop, longest = threading.Event(), [0.0]
+
+        def spin():
+            last = time.perf_counter()
+            while not stop.is_set():
+                now = time.perf_counter()
+                longest[0], last = max(longest[0], now - last), now
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        time.sleep(0.01)
+        started = time.perf_counter()
+        call()
+        took = time.perf_counter() - started
+        stop.set()
+        spinner.join()
+        # Held, the spinner would wait the whole call; released, at most a few switch intervals.
+        assert longest[0] < max(0.5 * took, 0.02), f"{name}: the other thread waited {longest[0]:.3f} s of {took:.3f} s"
