@@ -15,6 +15,7 @@
 #include "nuq/io/widen.h"
 #include "nuq/laplace.h"
 #include "nuq/network.h"
+#include "nuq/quantize_in_memory.h"
 #include "nuq/quantized_file.h"
 #include "nuq/tensor_pieces.h"
 
@@ -47,14 +48,16 @@ void add_measures(TensorReport& t, const Codebook& codebook, const QuantizeTotal
 }
 
 WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
-  // Each parameter's statistics joined in name order, as every other path joins a checkpoint's
-  // (checkpoint_stream.h, Python's quantize_state_dict): the same bits whatever the order.
+  // Each parameter's statistics as the other paths take a checkpoint's tensor's (its pieces
+  // combined in order: tensor_stats), joined in name order as they join them (checkpoint_stream.h,
+  // Python's quantize_state_dict): the same bits whatever the path or the order.
   std::map<std::string, WeightStats> own;
+  InMemoryOptions options;
+  options.nonfinite = nonfinite;
   for (const Parameter& p : model.parameters) {
-    const Piece whole{0, 1, 0, p.values.size()};  // (a NaN named by its place in the parameter's shape)
-    own[p.name] = locating_nonfinite(p.name, p.shape, p.values.size(), whole, [&] {
-      return backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
-    });
+    const auto [rows, cols] = matrix_view(p.shape, p.values.size());
+    NUQ_ASSERT(rows * cols == p.values.size(), p.name, ": a shape of ", rows * cols, " values holds ", p.values.size());
+    own[p.name] = tensor_stats({p.values.data(), io::DType::F32, p.shape, p.name}, rows, cols, options, backend);
     require_finite_weights(own[p.name], p.name);
   }
   WeightStats stats;

@@ -93,6 +93,12 @@ bool whole_window(const TensorInMemory& t, const std::vector<Piece>& pieces, std
 WeightStats in_memory_stats(const TensorInMemory& t, const Codebook& codebook, const InMemoryOptions& o,
                             Backend& backend) {
   const View view = quantized_view(t, storage_bits(codebook), o);
+  return tensor_stats(t, view.rows, view.cols, o, backend);
+}
+
+WeightStats tensor_stats(const TensorInMemory& t, std::size_t rows, std::size_t cols, const InMemoryOptions& o,
+                         Backend& backend) {
+  const View view{rows, cols};
   WeightStats own;
   std::vector<float> scratch;
   const std::vector<Piece> pieces = pieces_of(view.rows, view.cols, o.piece_bytes);  // as the streamed pass 1

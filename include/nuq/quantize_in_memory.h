@@ -42,6 +42,12 @@ struct InMemoryOptions {
 WeightStats in_memory_stats(const TensorInMemory& tensor, const Codebook& codebook, const InMemoryOptions& options,
                             Backend& backend);
 
+// The statistics of `tensor` read as the [rows, cols] matrix, combined over its pieces as the
+// streamed pass 1 combines them: every path that quantizes the same weights (a checkpoint streamed,
+// a state dict from Python, a nuq model's parameters) gets the same bits. No checks of pass 2.
+WeightStats tensor_stats(const TensorInMemory& tensor, std::size_t rows, std::size_t cols,
+                         const InMemoryOptions& options, Backend& backend);
+
 // Pass 2: the tensor's codes under `global` (every tensor quantized together: Normalisation::Global)
 // and `own` (in_memory_stats of this one). Adds the pass's totals to `totals` when given.
 QuantizedTensor quantize_in_memory(const TensorInMemory& tensor, const Codebook& codebook, const WeightStats& global,

@@ -176,3 +176,24 @@ def test_a_tensor_quantized_alone_joins_a_file_of_per_tensor_ones(tmp_path, rng)
     np.testing.assert_array_equal(back["c"].dequantize(), c.dequantize())
     with pytest.raises(ValueError, match="another codebook or normalisation"):  # per-channel is another map
         nuq.save(tmp_path / "mixed.safetensors", {"a": loaded["a"], "p": nuq.quantize(b, cb, normalise="per-channel")})
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
+def test_a_nuq_model_quantized_from_python_is_the_file_nuq_quantize_writes(nuq_cli, tmp_path, architecture):
+    # The statistics of every path are joined from the same pieces in the same order: a nuq model's
+    # state dict quantized in Python is byte for byte the CLI's file (the global mean once differed
+    # in its last digits, the CLI's model path summing each parameter whole).
+    import struct
+    rng = np.random.default_rng(4)
+    (tmp_path / "mnist").mkdir()
+    for split in ("train", "t10k"):
+        for kind, array in (("images-idx3", rng.integers(0, 256, (20, 28, 28))), ("labels-idx1", np.arange(20) % 10)):
+            with open(tmp_path / "mnist" / f"{split}-{kind}-ubyte", "wb") as f:
+                f.write(struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+                f.write(array.astype(np.uint8).tobytes())
+    model = tmp_path / "model.safetensors"
+    nuq_cli("train", "--model", architecture, "--epochs", "1", "--data", tmp_path, "-o", model)
+    nuq_cli("quantize", model, "-m", "msptq", "-o", tmp_path / "cli.safetensors", "--device", "cpu")
+    ours = nuq.quantize_state_dict(nuq.load(model), nuq.design("msptq"), quantize_vectors=True, device="cpu")
+    nuq.save(tmp_path / "py.safetensors", ours, metadata=nuq.load_metadata(model))
+    assert (tmp_path / "py.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
