@@ -280,7 +280,8 @@ void require_affordable(double points, double levels, const char* what) {
 std::vector<SweepPoint> sweep(const DesignSpec& spec, double from, double to, double step) {
   require_positive(from, "the sweep start");
   require_positive(step, "the sweep step");
-  NUQ_REQUIRE(std::isfinite(to) && to >= from, "design: the sweep end must be >= its start");
+  NUQ_REQUIRE(std::isfinite(to), "design: the sweep end must be finite, got ", to);
+  NUQ_REQUIRE(to >= from, "design: the sweep end must be >= its start");
   NUQ_REQUIRE((to - from) / step < kMaxSweepPoints, "design: the sweep asks for more than ",
               kMaxSweepPoints, " points");
   const auto count = static_cast<long>(std::floor((to - from) / step + 1e-9)) + 1;

@@ -156,12 +156,13 @@ def __getattr__(name: str):
 
 
 _RESTORED_AS = {"float32": "F32", "f32": "F32", "bfloat16": "BF16", "bf16": "BF16", "float16": "F16",
-                "f16": "F16", "half": "F16"}
+                "f16": "F16", "half": "F16", "F32": "F32", "BF16": "BF16", "F16": "F16"}  # (and self.dtype's names)
 
 
 def _restored_dtype(dtype, source: str) -> str:
     """The safetensors name of the dtype ``dequantize`` was asked for: a name ("bfloat16", "bf16"),
-    a numpy or torch dtype, or "source" (the one the tensor was quantized from)."""
+    a numpy or torch dtype, safetensors' name ("BF16", as ``self.dtype`` gives it), or "source" (the one
+    the tensor was quantized from)."""
     if isinstance(dtype, str) and dtype == "source":
         return source
     name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
@@ -223,8 +224,8 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
-    if x is None:
-        raise TypeError("qgemm: x must be a numpy array or torch tensor of the inputs, not None")
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"qgemm: x must be a numpy array or torch tensor of the inputs, not {type(x).__name__}")
     for what, value in (("x", x), ("bias", bias)):
         if value is not None and (value.is_complex() if _is_torch(value) else np.iscomplexobj(value)):
             raise TypeError(f"qgemm: {what} is complex; the product is over real numbers")

@@ -3,13 +3,15 @@ atomically, as the ``nuq`` command reads and writes them."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _nuq
 from ._arrays import _as_stored, _check_names, _path, _stored_dtype
 from ._nuq import QuantizedTensor
 
-def load(path: str) -> dict:
+def load(path: str | bytes | os.PathLike) -> dict:
     """Every tensor of a safetensors file nuq wrote (or any safetensors file), read a tensor at a
     time: loading costs what it returns and a few MiB (a quantized tensor's stored bytes, for a
     moment, twice), never the whole file beside it. A folder of shards or its
@@ -43,14 +45,14 @@ def to_float32(array) -> np.ndarray:
     return _nuq._float8_to_f32(np.require(array, requirements="C"), tag)  # (0-d stays 0-d)
 
 
-def load_metadata(path: str) -> dict:
+def load_metadata(path: str | bytes | os.PathLike) -> dict:
     """The file's ``__metadata__`` without nuq's own description of its quantized tensors: what
     ``save(path, tensors, metadata=...)`` takes to write it again (a nuq model's architecture and
     data set, which ``nuq eval`` needs, among it)."""
     return _nuq._load_metadata(_path(path))
 
 
-def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
+def save(path: str | bytes | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
     """Write `tensors` (QuantizedTensor, numpy arrays, torch tensors) as safetensors, atomically.
 
     With QuantizedTensors the file is a quantized checkpoint as ``nuq quantize`` writes it (``nuq
@@ -73,6 +75,9 @@ def save(path: str, tensors: dict, metadata: dict | None = None) -> None:
     plain = []
     for k, v in tensors.items():
         if not isinstance(v, QuantizedTensor):
+            if v is None or isinstance(v, (str, bytes, dict)):
+                raise TypeError(f"save: tensor '{k}': a {type(v).__name__} is not an array (numpy array, torch "
+                                "tensor or QuantizedTensor)")
             shape = _element_shape(k, v)
             array, tag, _ = _as_stored(v, k)
             plain.append((k, array, tag, shape))

@@ -43,6 +43,8 @@ def _cuda_backend() -> bool:
 def _device_path(tensors, device: str) -> bool:
     """Whether `tensors` go through device memory: some are CUDA tensors, the caller did not ask
     for the CPU, and nuq can use the GPU ("cuda" without it raises, as for host inputs)."""
+    if not isinstance(device, str):  # (as _check_options says it of quantize's)
+        raise TypeError(f"device must be a string (cpu, cuda or auto), not {type(device).__name__}")
     if device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"unknown device '{device}' (cpu, cuda or auto)")
     if device == "cpu" or not any(_on_cuda(t) for t in tensors):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import numbers
 import re
 import warnings
 
@@ -135,8 +136,9 @@ def _is_mask(v) -> bool:
 def _require_groupable(chosen, group_size) -> None:
     """Every tensor whose rows do not split into groups named at once, with a skip that keeps them, as
     ``nuq quantize --group-size`` names them (a group size that is no multiple of 8 is refused later)."""
-    if not isinstance(group_size, int) or group_size <= 0 or group_size % 8:
-        return
+    if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size <= 0 or group_size % 8:
+        return  # (numpy's integers too: numbers.Integral, as _check_options takes them)
+    group_size = int(group_size)
     cols = lambda shape: int(np.prod(shape[1:], dtype=np.int64)) if len(shape) >= 2 else int(np.prod(shape, dtype=np.int64))
     names = sorted(k for k, v in chosen if cols(_shape(v)) % group_size)
     if names:

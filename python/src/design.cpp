@@ -25,8 +25,12 @@ namespace {
 
 using namespace pybind11::literals;
 
+// A read-only copy (codebooks are small): an edit of it would change nothing of the codebook, so it
+// is refused rather than silently ignored.
 py::array_t<double> doubles(const std::vector<double>& values) {
-  return py::array_t<double>(py::ssize_t(values.size()), values.data());  // a copy: codebooks are small
+  py::array_t<double> copy(py::ssize_t(values.size()), values.data());
+  py::detail::array_proxy(copy.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  return copy;
 }
 
 // The text parse_support reads back for each rule of the paper's tables.
@@ -232,20 +236,23 @@ void bind_design(py::module_& m) {
           py::gil_scoped_release release;
           points = sweep(spec, start, stop, step);
         }
-        std::vector<double> parameter, xmax, distortion, sqnr;
+        std::vector<double> parameter, xmax, distortion, granular, overload, sqnr;
         for (const SweepPoint& p : points) {
           parameter.push_back(p.parameter);
           xmax.push_back(p.xmax);
           distortion.push_back(p.distortion.total());
+          granular.push_back(p.distortion.granular);
+          overload.push_back(p.distortion.overload);
           sqnr.push_back(p.sqnr_db);
         }
         return py::dict("parameter"_a = doubles(parameter), "xmax"_a = doubles(xmax),
-                        "distortion"_a = doubles(distortion), "sqnr_db"_a = doubles(sqnr));
+                        "distortion"_a = doubles(distortion), "granular"_a = doubles(granular),
+                        "overload"_a = doubles(overload), "sqnr_db"_a = doubles(sqnr));
       },
       "method"_a, "start"_a, "stop"_a, "step"_a, py::kw_only(), "bits"_a = 2, "sigma"_a = 1.0, "alpha"_a = 1.0,
       "mu"_a = 255.0,
-      "D and SQNR_th against the design's parameter (Delta for sptq/msptq, xmax otherwise), both ends included "
-      "(`nuq design --sweep`, Fig. 6).");
+      "D (and its granular and overload parts) and SQNR_th against the design's parameter (Delta for sptq/msptq, "
+      "xmax otherwise), both ends included: the columns of `nuq design --sweep` (Fig. 6).");
   m.def(
       "support_xmax",
       [](const std::string& support, std::optional<double> w_min, std::optional<double> w_max, double alpha) {

@@ -228,7 +228,7 @@ py::dict load(const std::string& path) {
   }
   if (shards.size() == 1 && shards.front() == path) return load_file(path);  // one file
   for (const std::string& line : disagreements)
-    if (PyErr_WarnEx(PyExc_UserWarning, line.c_str(), 1) != 0) throw py::error_already_set();
+    if (PyErr_WarnEx(PyExc_UserWarning, line.c_str(), 2) != 0) throw py::error_already_set();  // (nuq.load's caller)
   py::dict out;
   std::map<std::string, std::string> shard_of;  // tensor -> the shard holding it
   for (const std::string& shard : shards) {

@@ -90,6 +90,7 @@ def test_a_folder_without_an_index_leaves_what_is_no_shard_and_says_so(tmp_path,
     said = sorted(str(w.message) for w in warned)
     assert len(said) == 2 and "._model.safetensors is not read as a shard" in said[0] and \
         "adapter_model.safetensors is not read as a shard of the model (an adapter" in said[1]
+    assert all(w.filename == __file__ for w in warned), "the warnings name nuq's code, not nuq.load's caller"
     nuq.save(folder / "model.fp16.safetensors", tensors)  # a variant beside the model: said as the CLI says it
     with pytest.raises(ValueError, match=r"model\.safetensors: tensor '.*' is also in .*model\.fp16\.safetensors: the "
                                          r"files are no shards of one model"):

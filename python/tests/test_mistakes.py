@@ -390,3 +390,35 @@ def test_long_calls_let_other_threads_run(rng):
         spinner.join()
         # Held, the spinner would wait the whole call; released, at most a few switch intervals.
         assert longest[0] < max(0.5 * took, 0.02), f"{name}: the other thread waited {longest[0]:.3f} s of {took:.3f} s"
+
+
+def test_slips_get_python_errors_of_the_right_kind(tmp_path, rng):
+    # From a review of the package: each of these once raised the wrong kind of error, or a message
+    # that named another thing.
+    cb = nuq.design("msptq")
+    w = rng.laplace(size=(4, 8)).astype(np.float32)
+    q = nuq.quantize(w, cb)
+    with pytest.raises(TypeError, match="x must be a numpy array or torch tensor of the inputs, not str"):
+        nuq.qgemm("abc", q)
+    with pytest.raises(TypeError, match="device must be a string"):
+        nuq.qgemm(w[:1], q, device=None)
+    with pytest.raises(TypeError, match="tensor 'x': a NoneType is not an array"):
+        nuq.save(tmp_path / "x.safetensors", {"x": None})
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(ValueError, match="the sweep end must be finite, got inf"):
+        nuq.sweep("uniform", 1, float("inf"), 0.5)
+    np.testing.assert_array_equal(q.dequantize(q.dtype), q.dequantize())  # self.dtype's name ("F32") is taken
+    with pytest.raises(ValueError, match="read-only"):  # an edit would change nothing of the codebook
+        cb.levels[0] = 0.0
+    # numpy's integers are group sizes too: every tensor that does not split is named at once
+    with pytest.raises(ValueError, match=r"the rows of 2 tensor\(s\) do not split into groups of 8: 'a', 'b'"):
+        nuq.quantize_state_dict({"a": np.ones((4, 12), np.float32), "b": np.ones((4, 20), np.float32)}, cb,
+                                group_size=np.int64(8))
+
+
+def test_sweep_gives_the_columns_of_nuq_design_sweep(nuq_cli):
+    ours = nuq.sweep("uniform", 1, 2, 0.5)
+    rows = [line.split(",") for line in nuq_cli("design", "-m", "uniform", "--sweep", "1:2:0.5").split()]
+    assert rows[0] == ["xmax", "distortion", "granular", "overload", "sqnr_db"]
+    for column, name in enumerate(rows[0]):
+        np.testing.assert_allclose(ours[name], [float(r[column]) for r in rows[1:]], rtol=1e-9)
