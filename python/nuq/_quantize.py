@@ -99,8 +99,8 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     weights along a row its own scale (the RMS of its weights about the tensor's mean; codebooks
     of up to 8 bits; implies normalise="per-channel", as ``nuq quantize --group-size G``); the
     result's ``scales`` holds them. device: "cpu", "cuda" or "auto" (a CUDA tensor is read where it
-    lies unless "cpu"). nonfinite: "error" (NaN/Inf raise ValueError) or "saturate". The result's
-    codes (and scales) are those ``nuq quantize`` writes for the same weights.
+    lies unless "cpu"). nonfinite: "error" (NaN/Inf raise ValueError) or "saturate". name: what errors
+    and warnings call the tensor. The result's codes (and scales) are those ``nuq quantize`` writes for the same weights.
     """
     _check_options("quantize", codebook, normalise, group_size, nonfinite, device)
     _check_names([name], "quantize")

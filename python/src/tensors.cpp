@@ -435,7 +435,8 @@ void bind_tensors(py::module_& m) {
                              "The normalisation's offset (per-channel: the tensor's own mean; rows' maps are in "
                              "their tables of levels).")
       .def_property_readonly("scale", [](const PyQuantized& q) { return q.tensor.stddev; },
-                             "The normalisation's scale (weights -> (w - mean) / scale).")
+                             "The normalisation's scale (weights -> (w - mean) / scale; per-channel: the tensor's "
+                             "own standard deviation, each row's scale in its table of levels; grouped: `scales`).")
       .def_property_readonly("stats", &stats_dict, "count, nonfinite, mean, std, min, max of the source (or None).")
       .def_property_readonly(
           "sqnr_ex_db",
