@@ -40,10 +40,18 @@ namespace {
 // Reads `words` 16-byte words and keeps nothing (the xor is stored only in a case that does not
 // arise, so that the loads stay): the L2 flush, and the read whose bandwidth bounds the kernels
 // that stream their codes.
+// Four independent loads a thread at a time, so that each warp keeps 2 KiB in flight: one load a
+// turn (the xor waiting on it) would leave HBM3e's bandwidth-delay product unfilled and understate
+// the ceiling.
 __global__ void read_words_kernel(const uint4* words, std::size_t count, unsigned* sink) {
   unsigned x = 0;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
-       i += std::size_t(gridDim.x) * blockDim.x) {
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  for (; i + 3 * stride < count; i += 4 * stride) {
+    const uint4 a = words[i], b = words[i + stride], c = words[i + 2 * stride], d = words[i + 3 * stride];
+    x ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
+  }
+  for (; i < count; i += stride) {
     const uint4 v = words[i];
     x ^= v.x ^ v.y ^ v.z ^ v.w;
   }
@@ -74,7 +82,7 @@ class L2Flush {
     NUQ_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
     scratch_ = DeviceBuffer<uint4>(std::max<std::size_t>(2 * std::size_t(l2) / sizeof(uint4), 1));
     NUQ_CUDA_CHECK(cudaMemset(scratch_.data(), 0, scratch_.size() * sizeof(uint4)));
-    NUQ_CUDA_CHECK(cudaDeviceSynchronize());  // (the memset's lines written back before any timing)
+    NUQ_CUDA_CHECK(cudaDeviceSynchronize());  // (the first warm-up's flush evicts the memset's lines)
   }
   void operator()() { read_words(scratch_.data(), scratch_.size(), sink_.data(), multiprocessors_); }
 
@@ -211,8 +219,9 @@ std::vector<std::size_t> spread(std::size_t count, std::size_t most) {
 // double of w_at(r, c) * x_at(i, c), the operands as the kernel reads them (X rounded to BF16 where
 // it reads BF16; the levels are BF16 values): 8 rows of the batch by 64 rows of W. An output is
 // right within 1e-2 of its products' root sum of squares plus 1e-6 of their absolute sum: FP32
-// accumulation stays far below, TF32's rounding of both operands near 6e-4 of it, while a slice of
-// k left out (even 8 columns of 8192: 3e-2), a row misplaced or an output never written is more.
+// accumulation stays below a quarter of that even summing 28672 terms in order, TF32's rounding of
+// both operands below 0.4 of it at its worst (simulated: truncation, k = 784), while a slice of k
+// left out (even 8 columns of 8192: 3e-2), a row misplaced or an output never written is more.
 // Throws naming the first output that is off: the benchmark's row is then an error, not a time.
 template <typename WeightAt, typename XAt>
 void check_product(const char* what, std::size_t m, std::size_t n, std::size_t k, const float* y_device,
@@ -317,15 +326,22 @@ PipelineTimes time_pipeline(std::size_t count, const Codebook& codebook, int bit
     throw;
   }
   NUQ_CUDA_CHECK(cudaFreeHost(host_stats));
-  // The last run's codes of the first block, bit for bit those of the reference pass with the
-  // table that run built (the blocks after it repeat the first, whole bytes each).
+  // The last run's codes of the first block and of the last, bit for bit those of the reference
+  // pass with the table that run built (the blocks repeat the first, whole bytes each where there
+  // are several: the last, past 2^31 weights at the largest size, catches an index that overflows).
   const std::size_t checked = packed_row_bytes(block, bits) - (block * std::size_t(bits) % 8 ? 1 : 0);
-  std::vector<std::uint8_t> got(checked), expected(packed_row_bytes(block, bits));
-  NUQ_CUDA_CHECK(cudaMemcpy(got.data(), packed.data(), checked, cudaMemcpyDeviceToHost));
+  std::vector<std::uint8_t> expected(packed_row_bytes(block, bits));
   quantize_ref(streams().floats(Draw::Laplace, 1, block), 1, block, table, expected.data());
-  const auto differ = std::mismatch(got.begin(), got.end(), expected.begin());
-  NUQ_REQUIRE(differ.first == got.end(), "time_pipeline: ", count, " weights at ", bits, " bits: code byte ",
-              differ.first - got.begin(), " differs from the reference pass's; the result is wrong, so it is not timed");
+  const std::size_t last = (count - 1) / block * block;  // the last block's first weight
+  for (const std::size_t first : {std::size_t{0}, last}) {
+    const std::size_t bytes = first == 0 ? checked : (count - first) * std::size_t(bits) / 8;  // whole bytes
+    std::vector<std::uint8_t> got(bytes);
+    NUQ_CUDA_CHECK(cudaMemcpy(got.data(), packed.data() + first * std::size_t(bits) / 8, bytes, cudaMemcpyDeviceToHost));
+    const auto differ = std::mismatch(got.begin(), got.end(), expected.begin());
+    NUQ_REQUIRE(differ.first == got.end(), "time_pipeline: ", count, " weights at ", bits, " bits: code byte ",
+                first * std::size_t(bits) / 8 + std::size_t(differ.first - got.begin()),
+                " differs from the reference pass's; the result is wrong, so it is not timed");
+  }
   times.copy_ms = time_copy(count * sizeof(float), runs, device);
   return times;
 }
@@ -376,6 +392,7 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
   NUQ_REQUIRE(kernel != QgemmKernel::Mma || (mma_kernel_bits(bits) && m >= 1 && m <= kMmaMaxBatch && k > 0),
               "time_qgemm: the mma kernel takes m = 1..", kMmaMaxBatch, " and 2, 4 or 8 bits, not m = ", m, " at ",
               bits, " bits");
+  NUQ_REQUIRE(kernel != QgemmKernel::Gemv || precision == Precision::Fp32, "time_qgemm: the GEMV reads X in FP32");
   NUQ_REQUIRE(kernel != QgemmKernel::Gemv || gemv::takes(m, k, bits), "time_qgemm: the GEMV takes m = 1..",
               gemv::kMaxBatch, " and k of at least ", gemv::slice_columns(bits), " at ", bits, " bits, not m = ", m,
               ", k = ", k);
@@ -449,8 +466,10 @@ double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, 
   NUQ_CUBLAS_CHECK(cublas().create(&handle));
   double ms = 0.0;
   try {
-    // FP32 is FP32 whatever the environment says (NVIDIA_TF32_OVERRIDE): pedantic math, as the
-    // FP32 MLP peer (device_mlp.cu) sets it. TF32 and BF16 ask for their own compute types.
+    // Pedantic math, as the FP32 MLP peer sets it (device_mlp.cu, docs/backends.md): FP32 with no
+    // reduced-precision shortcut cuBLAS may otherwise take (it may run slower than the default
+    // mode; FP32 peer times from before this are not comparable). TF32 and BF16 ask for their own
+    // compute types.
     if (peer == DensePeer::Fp32) NUQ_CUBLAS_CHECK(cublas().set_math_mode(handle, CUBLAS_PEDANTIC_MATH));
     EventTimer timer(device);
     // Row-major Y[m, n] = X[m, k] W[n, k]^T is column-major Y^T[n, m] = W[k, n]^T X^T[k, m].
