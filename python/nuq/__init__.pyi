@@ -1,7 +1,7 @@
 # Type stub of the nuq package (the _nuq extension and the Python layer), for editors.
 import os
 import re
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -26,7 +26,10 @@ class Codebook:
     granular: float
     overload: float
     sqnr_db: float
+    @overload
     def quantize_values(self, x: Sequence[float]) -> list[float]: ...
+    @overload
+    def quantize_values(self, x: float) -> float: ...
     def to_json(self) -> str: ...
     @staticmethod
     def from_json(text: str) -> Codebook: ...

@@ -181,7 +181,9 @@ void bind_design(py::module_& m) {
              for (std::size_t i = 0; i < x.size(); ++i) out[i] = c.codebook.quantize(x[i]);
              return out;
            },
-           "The reference rule on a few numbers (Codebook::quantize), for checks.", py::arg("x"))
+           "The reference rule on a few numbers (Codebook::quantize), for checks: a list of them, or one number "
+           "for one.", py::arg("x"))
+      .def("quantize_values", [](const PyCodebook& c, double x) { return c.codebook.quantize(x); }, py::arg("x"))
       .def("to_json", [](const PyCodebook& c) { return to_json(c.codebook).dump(); },
            "The codebook as JSON (what Codebook.from_json reads).")
       .def_static("from_json",

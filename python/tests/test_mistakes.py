@@ -405,6 +405,7 @@ def test_slips_get_python_errors_of_the_right_kind(tmp_path, rng):
     with pytest.raises(TypeError, match="tensor 'x': a NoneType is not an array"):
         nuq.save(tmp_path / "x.safetensors", {"x": None})
     assert not (tmp_path / "x.safetensors").exists()
+    assert cb.quantize_values(0.1) == cb.quantize_values([0.1])[0]  # one number, or a list of them
     with pytest.raises(ValueError, match="the sweep end must be finite, got inf"):
         nuq.sweep("uniform", 1, float("inf"), 0.5)
     np.testing.assert_array_equal(q.dequantize(q.dtype), q.dequantize())  # self.dtype's name ("F32") is taken
