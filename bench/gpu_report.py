@@ -90,7 +90,7 @@ def goals(state):
     copy = find(qgemm, "BM_GpuCopy")
     reads = {dict(a)["bytes"]: b for (f, a), b in qgemm.items() if f == "BM_GpuRead"}
 
-    def ceiling(b, n, k, bits):
+    def ceiling(n, k, bits):
         """What a kernel's code bytes are set against: a read of as many bytes where it was timed,
         else the 1 GiB device copy (whose size spreads launch and tail costs a small kernel pays)."""
         read = reads.get(n * k * bits // 8)
@@ -123,7 +123,7 @@ def goals(state):
                     goal(table, f"large-batch qgemm 8192^2, m = 1024, two-bit against {peer[3:]}",
                          f"{microseconds(p):.1f} / {microseconds(best):.1f} us ({path}) = {ratio:.2f}x", f">= {needed}x",
                          ratio >= needed)
-        against, bound = ceiling(best, 8192, 8192, 2)
+        against, bound = ceiling(8192, 8192, 2)
         if m == 1 and bound:
             goal(table, f"qgemm 8192^2, m = 1, weight bytes against {against}",
                  f"{best['GB/s']:.0f} / {bound:.0f} GB/s ({path}) = {best['GB/s'] / bound:.2f}", "(reported)", None)
@@ -142,7 +142,7 @@ def goals(state):
             if b is None:
                 goal(table, what, "not measured", "", None)
             elif peer is None:
-                against, bound = ceiling(b, 8192, 8192, 2)
+                against, bound = ceiling(8192, 8192, 2)
                 if bound:
                     fraction = b["GB/s"] / bound
                     goal(table, what + f", code bytes against {against}",

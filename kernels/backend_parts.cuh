@@ -60,26 +60,22 @@ class TableCache {
  public:
   const DeviceTable& on_device(const QuantizeTable& table, std::size_t rows) {
     NUQ_REQUIRE(table.groups == 1 || table.groups == rows, "codebook groups (", table.groups, ") must be 1 or ", rows);
-    if (!(reusable_ && table.groups == 1 && same_bits(host_, table))) {
+    // (host_ is empty, no match, unless uploaded_ holds it, a one-group table)
+    if (!(table.groups == 1 && same_bits(host_, table))) {
       release();  // before the next is allocated: a large per-row table twice may not fit
       uploaded_ = std::make_unique<UploadedTable>(table, rows);
-      if (table.groups == 1) {
-        host_ = table;
-        reusable_ = true;
-      }
+      if (table.groups == 1) host_ = table;
     }
     return uploaded_->view;
   }
   // Frees the table (a backend's destructor, with its device current).
   void release() {
-    reusable_ = false;
     uploaded_.reset();
     host_ = QuantizeTable{};
   }
 
  private:
-  bool reusable_ = false;  // uploaded_ holds host_, a one-group table
-  QuantizeTable host_;
+  QuantizeTable host_;  // what uploaded_ holds where it is a one-group table; else empty
   std::unique_ptr<UploadedTable> uploaded_;
 };
 

@@ -453,10 +453,9 @@ double time_qgemm(std::size_t m, std::size_t n, std::size_t k, int bits, int run
     destroy();
     throw;
   }
-  const float* x_host = streams().floats(Draw::Laplace, 2, m * k);
   check_product(
       "time_qgemm", m, n, k, y.data(), [&](std::size_t r, std::size_t c) { return w.levels[w.codes.at(r, c)]; },
-      [&](std::size_t i, std::size_t c) { return bf16_x ? bf16_rounded(x_host[i * k + c]) : x_host[i * k + c]; });
+      [&](std::size_t i, std::size_t c) { return bf16_x ? bf16_rounded(values[i * k + c]) : values[i * k + c]; });
   return ms;
 }
 
@@ -471,8 +470,9 @@ double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, 
     if (count > 0) NUQ_CUDA_CHECK(cudaMemcpy(device_copy.data(), from, device_copy.size(), cudaMemcpyHostToDevice));
     return device_copy;
   };
-  const DeviceBuffer<std::uint8_t> weights = to_device(streams().floats(Draw::Uniform, 4, n * k), n * k);
-  const DeviceBuffer<std::uint8_t> x = to_device(streams().floats(Draw::Uniform, 5, m * k), m * k);
+  const float* w_host = streams().floats(Draw::Uniform, 4, n * k);  // (two streams: neither moves the other)
+  const float* x_host = streams().floats(Draw::Uniform, 5, m * k);
+  const DeviceBuffer<std::uint8_t> weights = to_device(w_host, n * k), x = to_device(x_host, m * k);
   DeviceBuffer<float> y(m * n);
   const float one = 1.0f, zero = 0.0f;
   const cublasComputeType_t compute = peer == DensePeer::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -499,8 +499,6 @@ double time_cublas(std::size_t m, std::size_t n, std::size_t k, DensePeer peer, 
   }
   NUQ_CUBLAS_CHECK(cublas().destroy(handle));
   // The peer is checked as nuq is: the same reference on its own operands (as rounded for it).
-  const float* w_host = streams().floats(Draw::Uniform, 4, n * k);
-  const float* x_host = streams().floats(Draw::Uniform, 5, m * k);
   const auto as_read = [&](float v) { return bf16 ? bf16_rounded(v) : v; };
   check_product(
       "time_cublas", m, n, k, y.data(), [&](std::size_t r, std::size_t c) { return as_read(w_host[r * k + c]); },

@@ -46,6 +46,14 @@ std::map<std::string, std::string> files_in(const std::string& folder) {
   return files;
 }
 
+// Two shards in <dir>/model quantized to <dir>/out: the output a later run writes over, its files.
+std::map<std::string, std::string> quantized_output(test::TempDir& dir) {
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  quantize_checkpoint_files(dir.file("model"), dir.file("out"), test::msptq2(), {}, cpu_backend());
+  return files_in(dir.file("out"));
+}
+
 // A shard's output written with one tensor `name` of four floats, handed to `checkpoint` unfinished.
 void hold_a_shard(ShardedCheckpoint& checkpoint, std::size_t s, const std::string& name) {
   auto writer = std::make_unique<io::SafetensorsWriter>(
@@ -60,10 +68,7 @@ void hold_a_shard(ShardedCheckpoint& checkpoint, std::size_t s, const std::strin
 
 TEST(ShardedOutput, AnOutputWrittenOverStaysWholeUntilEveryShardIsHeldAndPublished) {
   test::TempDir dir;
-  fs::create_directories(dir.file("model"));
-  test::write_two_shards(dir.file("model"));
-  quantize_checkpoint_files(dir.file("model"), dir.file("out"), test::msptq2(), {}, cpu_backend());
-  const std::map<std::string, std::string> before = files_in(dir.file("out"));
+  const std::map<std::string, std::string> before = quantized_output(dir);
   ASSERT_EQ(before.size(), 3u);
   {  // a run that ends (an error, a signal) with one shard written and synced, the other not
     ShardedCheckpoint checkpoint(dir.file("model"), dir.file("out"));
@@ -98,10 +103,7 @@ TEST(ShardedOutput, AnOutputWrittenOverStaysWholeUntilEveryShardIsHeldAndPublish
 // was to replace is whole, old index included.
 TEST(ShardedOutput, AnIndexThatCannotBeWrittenLeavesTheOutputItWritesOverWhole) {
   test::TempDir dir;
-  fs::create_directories(dir.file("model"));
-  test::write_two_shards(dir.file("model"));
-  quantize_checkpoint_files(dir.file("model"), dir.file("out"), test::msptq2(), {}, cpu_backend());
-  const std::map<std::string, std::string> before = files_in(dir.file("out"));
+  const std::map<std::string, std::string> before = quantized_output(dir);
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
