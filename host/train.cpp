@@ -20,6 +20,7 @@
 #include "nuq/fingerprint.h"
 #include "nuq/platform.h"
 #include "nuq/io/safetensors.h"
+#include "nuq/io/safetensors_stream.h"
 #include "nuq/network.h"
 
 namespace nuq {
@@ -155,6 +156,9 @@ class AdvisedRefusal : public Error {
 // says which setting differs.
 void load_checkpoint(const std::string& path, Model& model, Adam& adam, TrainingState& state, const nlohmann::json& run,
                      const TrainConfig& config, std::size_t batches) {
+  // From the header first: another file given as the checkpoint is refused before its data is read.
+  NUQ_REQUIRE(io::SafetensorsReader(path).layout().metadata.count("nuq.checkpoint"), path,
+              ": not a training checkpoint (no nuq.checkpoint metadata)");
   const io::TensorFile file = io::read_safetensors(path);
   const auto meta = file.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != file.metadata.end(), path, ": not a training checkpoint (no nuq.checkpoint metadata)");

@@ -168,7 +168,7 @@ const std::vector<Case>& cases() {
       {"quantize {d}/fifo -o {d}/q.safetensors", kUserError, "it is a FIFO"},
       {"quantize {d}/absent.safetensors -o {d}/q.safetensors", kUserError, "No such file or directory"},
       {"quantize {d}/notes.txt -o {d}/q.safetensors", kUserError, "notes.txt: header length"},
-      {"eval {d}/folder", kUserError, "it is a directory"},
+      {"eval {d}/folder", kUserError, "folder: a folder; `nuq eval` runs one of nuq's networks"},
       {"eval {d}/no-dataset.safetensors", kUserError, "does not record the data set"},
       // A broken model is named as such before any data is looked for (the folder holds none).
       {"eval {d}/nan-weight.safetensors --dataset mnist --data {d}/folder", kUserError, "nan-weight.safetensors: tensor 'fc1.weight'"},
@@ -253,8 +253,11 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 30 --model {d}/fp32.safetensors --skip .", kUserError, "quantized whole"},
       {"bitrate --sqnr-min 30 --model {d}/q.safetensors", kUserError, "No such file"},
       {"quantize {d}/ckpt.safetensors -o {d}/q.safetensors --skip ''", kUserError, "--skip: an empty value"},
-      // A file whose end cannot be sought, read whole by eval: said so, not "cannot open: Invalid argument"
+      // A file whose end cannot be sought, read whole by eval, or whose stat says 0 bytes though it reads
+      // some (the header readers): said so, not "cannot open: Invalid argument" or "too short"
       {"eval /proc/self/maps", kUserError, "/proc/self/maps: cannot tell its size"},
+      {"inspect /proc/self/maps", kUserError, "/proc/self/maps: cannot tell its size"},
+      {"quantize /proc/self/maps -o {d}/maps.safetensors", kUserError, "/proc/self/maps: cannot tell its size"},
       // '-' is standard output to most tools; nuq would have written a file named '-'
       {"quantize {d}/ckpt.safetensors -o -", kUserError, "--output: '-' is not read as standard output"},
       {"dequantize {d}/ckpt-2bit.safetensors -o -", kUserError, "--output: '-' is not read as standard output"},

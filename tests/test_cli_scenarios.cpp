@@ -254,6 +254,43 @@ TEST(CliHostile, TrainAndReproduceRefuseWhatTheyCannotUse) {
   }
 }
 
+// Another tool's checkpoint of many GB, given where one of nuq's networks is read whole (eval, and
+// train --resume's checkpoint), is refused from its header before its data is read: a sparse file
+// of 18 GiB, over the whole-file limit, stands for it (read first, it was refused only as too
+// large, after a read of up to 16 GiB for a smaller one).
+TEST(CliHostile, AnotherToolsLargeCheckpointIsRefusedFromItsHeader) {
+  test::TempDir dir;
+  const std::string d = dir.path().string();
+  const std::uint64_t data_bytes = std::uint64_t{18} << 30;
+  std::string header = nlohmann::json{{"model.embed_tokens.weight",
+                                       {{"dtype", "F32"}, {"shape", {data_bytes / 4 / 4096, 4096}},
+                                        {"data_offsets", {0, data_bytes}}}}}.dump();
+  header.resize((header.size() + 7) / 8 * 8, ' ');
+  const std::string big = d + "/llm.safetensors";
+  {
+    std::ofstream out(big, std::ios::binary);
+    const std::uint64_t length = header.size();  // little-endian, as on every host nuq builds for
+    out.write(reinterpret_cast<const char*>(&length), sizeof length);
+    out << header;
+  }
+  std::filesystem::resize_file(big, 8 + header.size() + data_bytes);  // sparse: no disk taken
+  CommandResult r = run_nuq("eval " + big + " --dataset mnist");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find(big + ": no nuq.architecture in __metadata__ (not a model written by nuq train"),
+            std::string::npos) << r.output;
+  write_tiny_mnist(d + "/data", 28);
+  std::filesystem::create_hard_link(big, d + "/m.safetensors.checkpoint");
+  r = run_nuq("train --data " + d + "/data --epochs 1 --resume -o " + d + "/m.safetensors");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find(d + "/m.safetensors.checkpoint: not a training checkpoint (no nuq.checkpoint metadata)"),
+            std::string::npos) << r.output;
+  // A folder given to eval (of shards, say) is named as one, with what eval takes instead.
+  r = run_nuq("eval " + d + " --dataset mnist");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find(d + ": a folder; `nuq eval` runs one of nuq's networks, a single .safetensors file"),
+            std::string::npos) << r.output;
+}
+
 TEST(CliOutput, AReportThatCannotBeWrittenFailsTheRun) {
   EXPECT_EQ(run_nuq("theory >/dev/full").status, kUserError);  // no space: the report was lost
   EXPECT_EQ(run_nuq("theory >/dev/null").status, kOk);

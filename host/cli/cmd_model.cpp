@@ -390,16 +390,20 @@ std::string stored_precision(const Model& model) {
 }
 
 void run_eval(const EvalOptions& o) {
-  const io::TensorFile file = io::read_safetensors(o.input);
-  // What the file is comes before which data to test it on: --dataset would not make another
-  // tool's checkpoint one of nuq's networks.
-  const bool quantized = is_quantized_file(file.metadata);
-  recorded_architecture(file, o.input,
+  NUQ_REQUIRE(!std::filesystem::is_directory(o.input), o.input, ": a folder; `nuq eval` runs one of nuq's networks, "
+              "a single .safetensors file written by nuq train or nuq quantize (folders of shards are checkpoints "
+              "for nuq quantize, dequantize and inspect)");
+  // What the file is comes from its header, before its data is read (another tool's checkpoint of
+  // many GB is refused at once, not after reading it whole), and before which data to test it on:
+  // --dataset would not make another tool's checkpoint one of nuq's networks.
+  const io::TensorFile header{io::SafetensorsReader(o.input).layout().metadata, {}};
+  const bool quantized = is_quantized_file(header.metadata);
+  recorded_architecture(header, o.input,
                         quantized ? "quantized, but not one of nuq's networks: `nuq eval` runs the MLP and CNN of "
                                     "`nuq train`; restore other checkpoints with `nuq dequantize`"
                                   : "not a model written by nuq train: `nuq eval` runs nuq's MLP and CNN on "
                                     "MNIST/Fashion-MNIST; other checkpoints are quantized and restored, not run");
-  const std::string dataset = eval_dataset(o, file);
+  const std::string dataset = eval_dataset(o, header);
   const std::string dir = io::dataset_dir(io::data_root(o.data), dataset);
   if (!o.predictions.empty()) {  // before the evaluation, and never over the model or the data it reads
     std::vector<std::string> inputs = data_files(dir);
@@ -408,6 +412,8 @@ void run_eval(const EvalOptions& o) {
   }
   // The model is read and checked (every shape, every level) before the data: a broken model is
   // named as such whatever data there is.
+  const io::TensorFile file = io::read_safetensors(o.input);
+  NUQ_REQUIRE(file.metadata == header.metadata, o.input, ": changed while read (its header is not the one read first)");
   std::optional<QuantizedModel> quantized_model;
   std::optional<Model> model;
   if (quantized) quantized_model = quantized_from_file(file, o.input);

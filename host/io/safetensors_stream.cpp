@@ -64,6 +64,11 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
     NUQ_REQUIRE(::fstat(fd_, &info) == 0, path, ": cannot stat: ", std::strerror(errno));
     NUQ_REQUIRE(S_ISREG(info.st_mode), path, ": not a regular file");
     file_size_ = std::uint64_t(info.st_size);
+    if (file_size_ == 0) {  // empty, or a file whose size stat does not give, which then reads bytes
+      char byte = 0;
+      NUQ_REQUIRE(::pread(fd_, &byte, 1, 0) <= 0, path, ": cannot tell its size (not a file that can be read whole, as "
+                  "/proc's are not)");
+    }
     std::uint8_t first8[8] = {};
     read_fully(fd_, first8, std::size_t(std::min<std::uint64_t>(file_size_, 8)), 0, path);
     const std::uint64_t header_size = header_length(first8, file_size_, path);
