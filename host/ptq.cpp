@@ -165,6 +165,22 @@ std::vector<float> dequantize(const QuantizedTensor& tensor) {
   return values;
 }
 
+void dequantize_rows(const QuantizedTensor& tensor, std::size_t first, std::size_t count, float* out) {
+  const PackedCodes& codes = tensor.matrix.codes;
+  NUQ_ASSERT(first <= codes.rows && count <= codes.rows - first, "dequantize_rows: rows ", first, " + ", count,
+             " of ", codes.rows);
+  if (tensor.group_size) {
+    check_grouped(tensor, "dequantize");
+    dequantize_groups(tensor, first, count, out);
+    return;
+  }
+  check_quantized_matrix(tensor.matrix, "dequantize");
+  for (std::size_t r = first; r < first + count; ++r) {
+    const float* levels = tensor.matrix.row_levels(r);
+    for (std::size_t c = 0; c < codes.cols; ++c) *out++ = levels[codes.at(r, c)];
+  }
+}
+
 std::vector<float> QuantizedModel::values_of(const std::string& name) const {
   const auto kept = plain.find(name);
   return kept != plain.end() ? kept->second : dequantize(tensors.at(name));

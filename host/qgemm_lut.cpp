@@ -257,6 +257,8 @@ void run(const PackedRows& w, const RunScales* scales, const float* tables, std:
 
 // y[m, n] = x[m, k] * W^T for W's packed rows `w`, whose nibbles fall among the columns as `runs`
 // says, coded by `levels`, each run scaled by `scales` when not null.
+constexpr std::size_t kKeptTableBytes = std::size_t{16} << 20;
+
 void multiply(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, const Runs& runs,
               const PackedRows& w, const RunScales* scales, float* y) {
   const std::size_t positions = kNibbles * 16 * word_groups(w.row_bytes);  // whole 64-byte groups
@@ -277,6 +279,10 @@ void multiply(const float* x, std::size_t m, std::size_t k, int bits, const floa
         run<count(), false>(w, nullptr, t, positions, out);
     });
   }
+  // Kept for the thread's next product only while small: at 16 floats a code nibble for each of up
+  // to 8 rows of X, an X of 2^20 columns needs hundreds of MB, which a thread would otherwise hold
+  // for good (an LLM layer's, up to 28,672 columns at 4 bits, stays under 16 MiB and is kept).
+  if (tables.capacity() * sizeof(float) > kKeptTableBytes) std::vector<float>().swap(tables);
 }
 
 }  // namespace

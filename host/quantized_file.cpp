@@ -257,14 +257,16 @@ std::pair<double, double> grid_map(const Codebook& codebook, double mean, double
   return {mean + stddev * grid.first_level, stddev * grid.step};
 }
 
-io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name) {
-  io::TensorFile out;
-  out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
+QuantizedParts quantized_parts(const QuantizedCheckpoint& run,
+                               const std::map<std::string, const QuantizedTensor*>& quantized,
+                               const std::set<std::string>& kept, const std::string& name) {
+  QuantizedParts out;
   std::map<std::string, TensorDescription> described;
-  for (const auto& [tensor_name, q] : checkpoint.quantized) {
+  for (const auto& [tensor_name, tensor] : quantized) {
+    const QuantizedTensor& q = *tensor;
     const PackedCodes& codes = q.matrix.codes;
-    const auto dtype = checkpoint.dtypes.find(tensor_name);
-    TensorDescription d{q.shape, dtype == checkpoint.dtypes.end() ? io::DType::F32 : dtype->second,
+    const auto dtype = run.dtypes.find(tensor_name);
+    TensorDescription d{q.shape, dtype == run.dtypes.end() ? io::DType::F32 : dtype->second,
                         codes.rows, codes.cols, codes.bits, q.mean, q.stddev, q.group_size};
     if (q.group_size) {  // described as the [rows, cols] matrix its [groups, group_size] codes cut up
       std::tie(d.rows, d.cols) = matrix_view(q.shape, io::element_count(q.shape));
@@ -272,38 +274,52 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
       require_groupable(q.group_size, d.cols, codes.bits, where);
       check_grouped(q, where);
     }
-    const bool grid = !q.group_size && stores_grid_of(checkpoint.codebook, q);
+    const bool grid = !q.group_size && stores_grid_of(run.codebook, q);
     const std::size_t tables = q.matrix.levels.size() >> codes.bits;
     for (const auto& [stored_name, entry] : stored_tensors(tensor_name, d, tables, grid)) {
-      NUQ_REQUIRE(!checkpoint.copied.count(stored_name) && !checkpoint.quantized.count(stored_name), name,
-                  ": tensor '", tensor_name, "' cannot be stored: the checkpoint already has a '", stored_name, "'");
-      io::Tensor& t = out.tensors[stored_name];
-      t.dtype = entry.dtype;
-      t.shape = entry.shape;
-    }
-    out.tensors[tensor_name + ".codes"].data = codes.bytes;
-    if (grid) {
-      const auto [offset, scale] = grid_map(*checkpoint.codebook, q.mean, q.stddev);
-      const double map[2] = {offset, scale};
-      io::Tensor& affine = out.tensors[tensor_name + ".grid"];
-      affine.data.resize(sizeof map);
-      std::memcpy(affine.data.data(), map, sizeof map);
-    } else if (q.group_size) {
-      out.tensors[tensor_name + ".codebook"].data =
-          io::f32_tensor({std::int64_t(q.normalised_levels.size())}, q.normalised_levels).data;
-      out.tensors[tensor_name + ".scales"].data = io::f32_tensor({std::int64_t(q.scales.size())}, q.scales).data;
-    } else {
-      out.tensors[tensor_name + ".codebook"].data = io::f32_tensor({std::int64_t(q.matrix.levels.size())}, q.matrix.levels).data;
+      NUQ_REQUIRE(!kept.count(stored_name) && !quantized.count(stored_name), name, ": tensor '", tensor_name,
+                  "' cannot be stored: the checkpoint already has a '", stored_name, "'");
+      StoredPart part{stored_name, entry, nullptr, {}};
+      const std::string suffix = stored_name.substr(tensor_name.size());
+      if (suffix == ".codes") {
+        part.lying = &codes.bytes;
+      } else if (suffix == ".grid") {
+        const auto [offset, scale] = grid_map(*run.codebook, q.mean, q.stddev);
+        const double map[2] = {offset, scale};
+        part.made.resize(sizeof map);
+        std::memcpy(part.made.data(), map, sizeof map);
+      } else if (suffix == ".scales") {
+        part.made = io::f32_tensor({std::int64_t(q.scales.size())}, q.scales).data;
+      } else {  // .codebook: grouped, the normalised levels; else every table
+        const std::vector<float>& levels = q.group_size ? q.normalised_levels : q.matrix.levels;
+        part.made = io::f32_tensor({std::int64_t(levels.size())}, levels).data;
+      }
+      out.parts.push_back(std::move(part));
     }
     described.emplace(tensor_name, d);
   }
-  out.metadata = checkpoint.metadata;
-  std::vector<std::string> kept;
-  for (const auto& [tensor_name, t] : checkpoint.copied) kept.push_back(tensor_name);
+  std::sort(out.parts.begin(), out.parts.end(),
+            [](const StoredPart& a, const StoredPart& b) { return a.name < b.name; });
   std::set<std::size_t> group_sizes;  // the file is the run
   for (const auto& [tensor_name, d] : described) group_sizes.insert(d.group_size);
-  out.metadata[kKey] = describe_quantized(checkpoint.codebook, checkpoint.normalisation, checkpoint.mean,
-                                          checkpoint.stddev, described, kept, group_sizes);
+  out.description = describe_quantized(run.codebook, run.normalisation, run.mean, run.stddev, described,
+                                       std::vector<std::string>(kept.begin(), kept.end()), group_sizes);
+  return out;
+}
+
+io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name) {
+  std::map<std::string, const QuantizedTensor*> quantized;
+  for (const auto& [tensor_name, q] : checkpoint.quantized) quantized.emplace(tensor_name, &q);
+  std::set<std::string> kept;
+  for (const auto& [tensor_name, t] : checkpoint.copied) kept.insert(tensor_name);
+  QuantizedParts parts = quantized_parts(checkpoint, quantized, kept, name);
+  io::TensorFile out;
+  out.tensors = {checkpoint.copied.begin(), checkpoint.copied.end()};
+  for (StoredPart& part : parts.parts)
+    out.tensors[part.name] =
+        io::Tensor{part.entry.dtype, part.entry.shape, part.lying ? *part.lying : std::move(part.made)};
+  out.metadata = checkpoint.metadata;
+  out.metadata[kKey] = std::move(parts.description);
   return out;
 }
 

@@ -45,6 +45,10 @@ struct QuantizedTensor {
 
 // Every weight restored, in the order of the tensor's [shape[0], rest] view, grouped or not.
 std::vector<float> dequantize(const QuantizedTensor& tensor);
+// Rows [first, first + count) of the codes (grouped: groups) restored into `out`, their
+// count x codes.cols weights: a tensor restored a band at a time (narrowed to 16 bits, say) without
+// all of it in float32 at once.
+void dequantize_rows(const QuantizedTensor& tensor, std::size_t first, std::size_t count, float* out);
 
 struct QuantizedModel {
   Architecture architecture = Architecture::Mlp;

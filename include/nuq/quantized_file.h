@@ -91,7 +91,30 @@ bool stores_grid_of(const std::optional<Codebook>& codebook, const QuantizedTens
 // by its tensors), from the file's metadata.
 bool is_quantized_file(const std::map<std::string, std::string>& metadata);
 
-// The file's tensors and metadata; errors (a name taken twice) name `name`.
+// One tensor a file stores of a quantized tensor (its codes, its tables or grid, its scales): the
+// entry (dtype and shape), and the bytes, the codes viewed where they lie, the small parts made.
+struct StoredPart {
+  std::string name;
+  io::TensorEntry entry;
+  const std::vector<std::uint8_t>* lying = nullptr;  // the codes: never copied
+  std::vector<std::uint8_t> made;                    // otherwise
+  const std::vector<std::uint8_t>& bytes() const { return lying ? *lying : made; }
+};
+// What a file stores of `quantized` beside the tensors `kept` as they were, as a run of `run`'s
+// codebook, normalisation, mean and stddev, each tensor with its dtype before quantizing from
+// `run.dtypes` (F32 where absent; run's own tensors are not read): __metadata__'s "nuq.quantized"
+// and every part, in name order. Throws naming `name` where a part's name is taken.
+struct QuantizedParts {
+  std::string description;
+  std::vector<StoredPart> parts;
+};
+QuantizedParts quantized_parts(const QuantizedCheckpoint& run,
+                               const std::map<std::string, const QuantizedTensor*>& quantized,
+                               const std::set<std::string>& kept, const std::string& name);
+
+// The file's tensors and metadata, its parts and kept tensors copied into one TensorFile (a writer
+// that streams, as Python's nuq.save, writes quantized_parts() as they lie instead); errors (a name
+// taken twice) name `name`.
 io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::string& name);
 
 // Validates everything it reads (exact layouts, finite levels, shapes against rows x cols, no

@@ -195,7 +195,8 @@ def _dequantize(self, dtype="float32"):
             torch = _torch()
             t = torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
             return t if device.type == "cpu" else t.to(device)
-        widened = (values.astype(np.uint32) << 16).view(np.float32)  # exact
+        widened = values.astype(np.uint32)
+        widened <<= 16  # in place: exact float32s, no second temporary
         return widened.view(np.dtype(np.float32, metadata={"widened_from": "BF16"}))
     return _like(values, device)
 
@@ -224,8 +225,10 @@ def qgemm(x, q: QuantizedTensor, bias=None, *, device: str = "auto"):
     """
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"qgemm: q must be a QuantizedTensor (from nuq.quantize or nuq.load), not {type(q).__name__}")
-    if x is None or isinstance(x, (str, bytes)):
+    if x is None or isinstance(x, (str, bytes, dict)):
         raise TypeError(f"qgemm: x must be a numpy array or torch tensor of the inputs, not {type(x).__name__}")
+    if isinstance(bias, (str, bytes, dict)):
+        raise TypeError(f"qgemm: bias must be a vector of the outputs' biases, not {type(bias).__name__}")
     for what, value in (("x", x), ("bias", bias)):
         if value is not None and (value.is_complex() if _is_torch(value) else np.iscomplexobj(value)):
             raise TypeError(f"qgemm: {what} is complex; the product is over real numbers")

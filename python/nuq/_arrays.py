@@ -20,17 +20,22 @@ def _is_torch(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _require_values(x, name: str) -> None:
+    """Refuses a torch tensor whose values cannot be read as they lie: on the meta device, or sparse."""
+    if x.device.type == "meta":
+        raise ValueError(f"tensor '{name}' is on PyTorch's meta device: it has a shape but no values (load or "
+                         "materialise its weights first)")
+    if x.layout != _torch().strided:
+        raise TypeError(f"tensor '{name}' has PyTorch's {x.layout} layout; nuq reads dense tensors "
+                        "(x.to_dense() first)")
+
+
 def _as_numpy(x, name: str):
     """(array, dtype tag, torch device or None): a view of `x`'s memory where one is possible."""
     if _is_torch(x):
+        _require_values(x, name)
         torch = _torch()
         device = x.device
-        if device.type == "meta":
-            raise ValueError(f"tensor '{name}' is on PyTorch's meta device: it has a shape but no values (load or "
-                             "materialise its weights first)")
-        if x.layout != torch.strided:
-            raise TypeError(f"tensor '{name}' has PyTorch's {x.layout} layout; nuq reads dense tensors "
-                            "(x.to_dense() first)")
         t = x.detach()
         if t.device.type != "cpu":
             t = t.cpu()  # documented: device tensors are copied to the host
@@ -123,21 +128,31 @@ def _is_float64(x) -> bool:
 
 def _rounded_to_float32(w, name: str):
     """A float64 array or tensor as float32, refusing a finite weight beyond float32's range (it would
-    round to an infinity and be reported, or saturated, as one the caller never had)."""
+    round to an infinity and be reported, or saturated, as one the caller never had). The float32
+    copy is the one whole copy: the range is checked in slices of about 2^20 values along the first
+    axis, so that its temporaries stay small."""
     if _is_torch(w):
+        _require_values(w, name)
         torch = _torch()
         w = w.detach()
         w32 = w.float()
-        overflow = torch.isinf(w32) & torch.isfinite(w)
+        isinf, isfinite = torch.isinf, torch.isfinite
     else:
         with np.errstate(over="ignore"):
             w32 = w.astype(np.float32)
-        overflow = np.isinf(w32) & np.isfinite(w)
-    if not bool(overflow.any()):
-        return w32
-    mask = overflow.cpu().numpy() if _is_torch(overflow) else overflow  # the error's path: found on the host
-    index = np.unravel_index(int(np.argmax(mask)), mask.shape)
-    value = float(w[index])
-    place = ", ".join(str(int(i)) for i in index)
-    raise ValueError(f"quantize: tensor '{name}' element [{place}] is {value:g}, beyond float32's range (3.4e+38), "
-                     "in which nuq quantizes; scale the tensor down first")
+        isinf, isfinite = np.isinf, np.isfinite
+    scalar = len(w.shape) == 0
+    checked, checked32 = (w.reshape(1), w32.reshape(1)) if scalar else (w, w32)
+    row = int(np.prod(tuple(w.shape[1:]), dtype=np.int64))
+    step = max(1, (1 << 20) // max(1, row))
+    for start in range(0, checked.shape[0], step):
+        overflow = isinf(checked32[start:start + step]) & isfinite(checked[start:start + step])
+        if not bool(overflow.any()):
+            continue
+        mask = overflow.cpu().numpy() if _is_torch(overflow) else overflow  # the error's path: found on the host
+        first = np.unravel_index(int(np.argmax(mask)), mask.shape)
+        index = () if scalar else (start + int(first[0]),) + tuple(int(i) for i in first[1:])
+        place = ", ".join(str(i) for i in index)
+        raise ValueError(f"quantize: tensor '{name}' element [{place}] is {float(w[index]):g}, beyond float32's "
+                         "range (3.4e+38), in which nuq quantizes; scale the tensor down first")
+    return w32

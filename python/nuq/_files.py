@@ -67,6 +67,8 @@ def save(path: str | bytes | os.PathLike, tensors: dict, metadata: dict | None =
     if not hasattr(tensors, "items"):
         raise TypeError(f"save: a dict of name -> tensor, not {type(tensors).__name__}")
     _check_names(tensors.keys(), "save")
+    if metadata is not None and not hasattr(metadata, "items"):
+        raise TypeError(f"save: metadata must be a dict of strings to strings, not {type(metadata).__name__}")
     metadata = dict(metadata or {})
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):

@@ -119,18 +119,27 @@ def _is_mask(v) -> bool:
         flat = np.asarray(v).reshape(-1)
 
     def other(x):
-        """The one value of `x` other than 0 if it is a mask's (None if none), or False."""
+        """The one value of `x` other than 0 if it is a mask's (None if none), or False; and whether
+        `x` holds a 0."""
         rest = x[x != 0]
         if rest.shape[0] == 0:
-            return None
+            return None, x.shape[0] > 0
         first = float(rest[0])
         mask_value = first == 1.0 or first <= -100.0  # -inf included (NaN is not)
-        return first if mask_value and bool((rest == rest[0]).all()) else False
+        return (first if mask_value and bool((rest == rest[0]).all()) else False), rest.shape[0] < x.shape[0]
 
-    if flat.shape[0] == 0 or other(flat[:64]) is False:
-        return False
-    value = other(flat)
-    return value is not None and value is not False and bool((flat == 0).any())
+    # Its first values first, then pieces of 2^20: a weight met early ends the look, and no
+    # temporary is larger than a piece (an embedding whose padding row of zeros comes first is
+    # looked at whole, and its copies would be GBs).
+    value, zero, start, step = None, False, 0, 64
+    while start < flat.shape[0]:
+        found, has_zero = other(flat[start:start + step])
+        if found is False or (found is not None and value is not None and found != value):
+            return False
+        value = found if found is not None else value
+        zero = zero or has_zero
+        start, step = start + step, 1 << 20
+    return value is not None and zero
 
 
 def _require_groupable(chosen, group_size) -> None:

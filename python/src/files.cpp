@@ -6,6 +6,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <new>
+#include <set>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -199,9 +201,11 @@ py::dict load_file(const std::string& path) {
   const QuantizedLayout quantized = quantized_layout_of(*reader);
   for (const auto& [name, described] : quantized.quantized) {
     QuantizedCheckpoint one;
-    {
+    try {
       py::gil_scoped_release release;
       one = read_quantized_tensor(*reader, quantized, name);
+    } catch (const std::bad_alloc&) {  // as numpy's MemoryError for a plain tensor: said of this one
+      throw Error(reader->path() + ": tensor '" + name + "': MemoryError: its codes and tables do not fit in memory");
     }
     out[py::str(name)] = loaded(std::move(one.quantized.at(name)), one.codebook, one.normalisation, one.dtypes.at(name));
   }
@@ -242,58 +246,15 @@ py::dict load(const std::string& path) {
   return out;
 }
 
-// Quantized tensors as nuq quantize writes a checkpoint (one codebook and normalisation for all),
-// plain arrays copied; without quantized tensors, a plain safetensors file.
-void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
-          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>,
-                                       std::optional<std::vector<std::int64_t>>>>& plain,
-          const std::map<std::string, std::string>& metadata) {
-  for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
-    NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
-                "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
-  std::vector<PlainArray> arrays;
-  for (const auto& [name, array, tag, element_shape] : plain) {
-    const std::string where = path + ": tensor '" + name + "'";
-    NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
-    NUQ_REQUIRE(name != "__metadata__", where, ": the name is safetensors' own (its metadata's)");
-    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
-    PlainArray a{name, array.data(), dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array),
-                 std::size_t(array.nbytes())};
-    // (A tagged shape is the caller's: one a reader would refuse is refused here, before writing.)
-    NUQ_REQUIRE(io::byte_size(a.dtype.read, io::checked_element_count(a.shape, where), where) == a.bytes, where, ": ",
-                a.bytes, " bytes do not hold ", io::to_string(a.dtype.read), " [", io::shape_text(a.shape), "]");
-    arrays.push_back(std::move(a));
-  }
-  py::gil_scoped_release release;
-  if (quantized.empty()) {  // a plain file, streamed from the arrays: none is copied whole
-    std::vector<std::pair<std::string, io::TensorEntry>> entries;
-    std::map<std::string, const PlainArray*> by_name;
-    for (const PlainArray& a : arrays) {
-      const std::size_t stored = io::byte_size(a.dtype.stored, io::element_count(a.shape), a.name);
-      entries.push_back({a.name, io::TensorEntry{a.dtype.stored, a.shape, 0, stored}});
-      by_name[a.name] = &a;
-    }
-    io::SafetensorsWriter writer(path, metadata, std::move(entries));
-    for (const auto& [name, entry] : writer.order())
-      stored_bytes(*by_name.at(name), path + ": tensor '" + name + "'",
-                   [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
-    writer.finish();
-    return;
-  }
-  std::map<std::string, io::Tensor> copied;  // a quantized checkpoint's file is made whole (to_tensor_file)
-  for (const PlainArray& a : arrays) {
-    io::Tensor t{a.dtype.stored, a.shape, {}};
-    stored_bytes(a, path + ": tensor '" + a.name + "'", [&](const void* bytes, std::size_t count) {
-      t.data.insert(t.data.end(), static_cast<const std::uint8_t*>(bytes), static_cast<const std::uint8_t*>(bytes) + count);
-    });
-    copied[a.name] = std::move(t);
-  }
+// What a file records of quantized tensors `quantized` (one codebook and normalisation for all, as
+// nuq quantize writes a checkpoint) beside the tensors `kept` as they were: the description and the
+// parts, which view the tensors' codes (never copied).
+QuantizedParts recorded_parts(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
+                              const std::set<std::string>& kept) {
   const PyQuantized& first = *quantized.begin()->second;
-  QuantizedCheckpoint checkpoint;
+  QuantizedCheckpoint checkpoint;  // the run the file records (its tensors are written as they lie, not held here)
   if (first.codebook) checkpoint.codebook = first.codebook->codebook;
   checkpoint.normalisation = first.normalisation;
-  checkpoint.copied = std::move(copied);
-  checkpoint.metadata = metadata;
   // Global normalisation shares one map between the tensors of one nuq.quantize_state_dict call;
   // tensors quantized by separate calls each had their own statistics, which is per-tensor
   // normalisation, and the file says so (its top-level mean and stddev would name one tensor's).
@@ -323,16 +284,70 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
     checkpoint.stddev = first.run_stats->stddev() > 0.0 ? first.run_stats->stddev() : 1.0;
   }
   const std::string first_codebook = first.codebook ? to_json(first.codebook->codebook).dump() : "";
+  std::map<std::string, const QuantizedTensor*> tensors;
   for (const auto& [name, q] : quantized) {
     NUQ_REQUIRE((q->codebook ? to_json(q->codebook->codebook).dump() : "") == first_codebook &&
                     as_recorded(q->normalisation) == checkpoint.normalisation,
                 path, ": tensor '", name, "' was quantized with another codebook or normalisation than '",
                 quantized.begin()->first, "'; a file holds one of each");
-    checkpoint.quantized[name] = q->tensor;
+    tensors[name] = &q->tensor;
     const std::string& d = q->dtype;
     checkpoint.dtypes[name] = d == "F16" ? io::DType::F16 : d == "BF16" ? io::DType::BF16 : io::DType::F32;
   }
-  io::write_safetensors(path, to_tensor_file(checkpoint, path));
+  return quantized_parts(checkpoint, tensors, kept, path);
+}
+
+// Quantized tensors as nuq quantize writes a checkpoint, and plain arrays; without quantized
+// tensors, a plain safetensors file. Streamed: the codes and the arrays go to the file from where
+// they lie, a piece at a time where narrowed, never gathered (a state dict's kept embeddings are GBs).
+void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
+          const std::vector<std::tuple<std::string, py::array, std::optional<std::string>,
+                                       std::optional<std::vector<std::int64_t>>>>& plain,
+          const std::map<std::string, std::string>& metadata) {
+  for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
+    NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
+                "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
+  std::vector<PlainArray> arrays;
+  for (const auto& [name, array, tag, element_shape] : plain) {
+    const std::string where = path + ": tensor '" + name + "'";
+    NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
+    NUQ_REQUIRE(name != "__metadata__", where, ": the name is safetensors' own (its metadata's)");
+    // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
+    PlainArray a{name, array.data(), dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array),
+                 std::size_t(array.nbytes())};
+    // (A tagged shape is the caller's: one a reader would refuse is refused here, before writing.)
+    NUQ_REQUIRE(io::byte_size(a.dtype.read, io::checked_element_count(a.shape, where), where) == a.bytes, where, ": ",
+                a.bytes, " bytes do not hold ", io::to_string(a.dtype.read), " [", io::shape_text(a.shape), "]");
+    arrays.push_back(std::move(a));
+  }
+  py::gil_scoped_release release;
+  std::set<std::string> kept;
+  for (const PlainArray& a : arrays) kept.insert(a.name);
+  const QuantizedParts parts = quantized.empty() ? QuantizedParts{} : recorded_parts(path, quantized, kept);
+  std::map<std::string, std::string> file_metadata = metadata;
+  if (!quantized.empty()) file_metadata["nuq.quantized"] = parts.description;
+  std::vector<std::pair<std::string, io::TensorEntry>> entries;
+  std::map<std::string, const PlainArray*> array_named;
+  std::map<std::string, const StoredPart*> part_named;
+  for (const PlainArray& a : arrays) {
+    entries.push_back({a.name, io::TensorEntry{a.dtype.stored, a.shape, 0,
+                                               io::byte_size(a.dtype.stored, io::element_count(a.shape), a.name)}});
+    array_named[a.name] = &a;
+  }
+  for (const StoredPart& part : parts.parts) {
+    entries.push_back({part.name, io::TensorEntry{part.entry.dtype, part.entry.shape, 0, part.bytes().size()}});
+    part_named[part.name] = &part;
+  }
+  io::SafetensorsWriter writer(path, file_metadata, std::move(entries));
+  for (const auto& [name, entry] : writer.order()) {
+    const auto part = part_named.find(name);
+    if (part == part_named.end())
+      stored_bytes(*array_named.at(name), path + ": tensor '" + name + "'",
+                   [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
+    else if (!part->second->bytes().empty())
+      writer.append(part->second->bytes().data(), part->second->bytes().size());
+  }
+  writer.finish();
 }
 
 }  // namespace

@@ -489,20 +489,34 @@ void bind_tensors(py::module_& m) {
              const std::vector<py::ssize_t> shape(q.tensor.shape.begin(), q.tensor.shape.end());
              const std::optional<io::DType> as = io::dtype_named(dtype);
              NUQ_REQUIRE(as && io::is_floating(*as), "dequantize: restores as F32, BF16 or F16, not ", dtype);
-             std::vector<float> values;
-             std::vector<std::uint16_t> narrowed;
-             std::size_t overflow = 0;
+             if (*as == io::DType::F32) {
+               std::vector<float> values;
+               {
+                 py::gil_scoped_release release;
+                 values = dequantize(q.tensor);
+               }
+               return adopt(std::move(values), shape);
+             }
+             // The nearest value, ties to even (`nuq dequantize --dtype`'s bytes), a band of about 2^20
+             // weights at a time: the whole is never held in float32 beside its 16-bit patterns.
+             const std::size_t rows = q.tensor.matrix.codes.rows, cols = q.tensor.matrix.codes.cols;
+             std::vector<std::uint16_t> narrowed(rows * cols);
+             std::vector<float> band;
+             std::size_t overflow = narrowed.size(), first_over = 0;
              {
                py::gil_scoped_release release;
-               values = dequantize(q.tensor);
-               if (*as != io::DType::F32) {  // the nearest value, ties to even: `nuq dequantize --dtype`'s bytes
-                 narrowed.resize(values.size());
-                 overflow = io::narrow_from_f32(*as, values.data(), values.size(), narrowed.data());
+               const std::size_t band_rows =
+                   std::max<std::size_t>(1, (std::size_t{1} << 20) / std::max<std::size_t>(1, cols));
+               band.resize(std::min(rows, band_rows) * cols);
+               for (std::size_t first = 0; first < rows && overflow == narrowed.size(); first += band_rows) {
+                 const std::size_t count = std::min(band_rows, rows - first), n = count * cols;
+                 dequantize_rows(q.tensor, first, count, band.data());
+                 const std::size_t over = io::narrow_from_f32(*as, band.data(), n, narrowed.data() + first * cols);
+                 if (over != n) overflow = first * cols + (first_over = over);
                }
              }
-             if (*as == io::DType::F32) return adopt(std::move(values), shape);
-             NUQ_REQUIRE(overflow == values.size(), "restored weight ", element_place(q.tensor.shape, overflow), " (",
-                         values[overflow], ") lies beyond ", dtype, "'s range; restore it as float32");
+             NUQ_REQUIRE(overflow == narrowed.size(), "restored weight ", element_place(q.tensor.shape, overflow), " (",
+                         band[first_over], ") lies beyond ", dtype, "'s range; restore it as float32");
              return adopt(std::move(narrowed), shape);  // the 16-bit patterns; Python gives them their dtype
            },
            "dtype"_a = "F32")

@@ -197,3 +197,32 @@ def test_a_nuq_model_quantized_from_python_is_the_file_nuq_quantize_writes(nuq_c
     ours = nuq.quantize_state_dict(nuq.load(model), nuq.design("msptq"), quantize_vectors=True, device="cpu")
     nuq.save(tmp_path / "py.safetensors", ours, metadata=nuq.load_metadata(model))
     assert (tmp_path / "py.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
+
+
+def test_quantized_codes_too_large_for_memory_are_named(tmp_path):
+    """A quantized tensor whose codes do not fit in memory (16 GiB claimed by a sparse file, loaded
+    under a 6 GiB address-space limit) is a ValueError naming the file and tensor, as a plain
+    tensor's numpy MemoryError is, not a bare MemoryError("std::bad_alloc")."""
+    import json, os, struct, subprocess, sys
+    small = tmp_path / "small.safetensors"
+    nuq.save(small, {"w": nuq.quantize(np.random.default_rng(0).laplace(size=(8, 64)).astype(np.float32),
+                                       nuq.design("msptq"))})
+    data = small.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    rows, cols = 1 << 18, 1 << 18
+    description = json.loads(header["__metadata__"]["nuq.quantized"])
+    description["tensors"]["w"].update(rows=rows, cols=cols, shape=[rows, cols])
+    header["__metadata__"]["nuq.quantized"] = json.dumps(description)
+    assert header["w.codebook"]["data_offsets"] == [0, 16]
+    header["w.codes"] = {"dtype": "U8", "shape": [rows, cols // 4], "data_offsets": [16, 16 + rows * cols // 4]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    big = tmp_path / "big.safetensors"
+    big.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:8 + length + 16])
+    os.truncate(big, 8 + len(text) + 16 + rows * cols // 4)  # sparse: no disk taken
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); import nuq\n"
+            "try:\n    nuq.load(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    result = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120,
+                            env=os.environ)
+    assert result.stdout.startswith(f"ValueError {big}: tensor 'w': MemoryError"), result.stdout + result.stderr

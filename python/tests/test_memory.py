@@ -186,3 +186,66 @@ def test_a_quantized_file_is_loaded_a_tensor_at_a_time(tmp_path):
     print(f"load: peak grew by {growth / 2**20:.0f} MiB for {codes / 2**20:.0f} MiB of codes")
     assert 4 * 8192 * 8192 <= codes <= 4 * 8192 * 8192 + 4096  # the codes and four tables of 256 levels
     assert growth <= codes + 2 * largest + (64 << 20), f"peak grew by {growth / 2**20:.0f} MiB"
+
+
+HELD_ONCE = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    import nuq
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step, path = sys.argv[1:]
+    rng = np.random.default_rng(5)
+    codebook = nuq.design("msptq")
+    rows, cols = 8192, 16384  # 2^27 weights, 512 MiB of float32
+    w = np.empty((rows, cols), dtype=np.float32)
+    for r in range(0, rows, 256):
+        rng.standard_normal(size=(256, cols), dtype=np.float32, out=w[r:r + 256])
+    if step == "mask-check":  # an embedding whose padding row (the first) is zeros: it might be a mask
+        w[0] = 0
+        before = peak()
+        q = nuq.quantize_state_dict({"embed.weight": w}, codebook, normalise="per-tensor")["embed.weight"]
+        print(peak() - before, q.codes.nbytes)
+    elif step == "save":  # a state dict with a kept 512 MiB tensor and 64 MiB of codes
+        q = nuq.quantize_state_dict({"embed.weight": w, "layer.weight": w[:4096] * 2}, codebook,
+                                    skip="embed*")
+        before = peak()
+        nuq.save(path, q)
+        print(peak() - before, q["layer.weight"].codes.nbytes)
+    elif step == "dequantize-f16":  # restored as float16: 256 MiB, never the float32 whole beside it
+        q = nuq.quantize(w, codebook)
+        before = peak()
+        restored = q.dequantize("float16")
+        print(peak() - before, restored.nbytes)
+    else:  # a product of 16 rows of 2^20 columns: its look-up tables are 256 MiB while it runs
+        q = nuq.quantize(w[:4096].reshape(64, 1 << 20), codebook)
+        x = w[4096:5120].reshape(16, 1 << 20)
+        nuq.qgemm(x[:1], q)
+        statm = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+        before = statm()
+        nuq.qgemm(x, q)  # the second product lays the codes out for the look-up (as many bytes again)
+        nuq.qgemm(x, q)
+        print(statm() - before, q.codes.nbytes)
+""")
+
+
+@pytest.mark.parametrize("step", ["mask-check", "save", "dequantize-f16", "wide-product"])
+def test_what_a_call_holds_beside_the_arrays(step, tmp_path):
+    """Each call holds what it returns or keeps (its codes, its result, the look-up's layout) and at
+    most 64 MiB more. mask-check: quantize_state_dict looks for a mask (a tensor of 0 and 1) a piece
+    at a time, not with temporaries of the whole tensor (which cost 2.5x its size when its first row
+    was zeros); save: a quantized state dict goes to the file as its arrays and codes lie (each was
+    copied twice); dequantize-f16: restored a band at a time (the whole float32 was held beside the
+    result); wide-product: a product's look-up tables for 2^20 columns (256 MiB) are not kept by
+    the thread after it."""
+    result = subprocess.run([sys.executable, "-c", HELD_ONCE, step, str(tmp_path / "q.safetensors")],
+                            capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 0, result.stdout + result.stderr
+    growth, held = map(int, result.stdout.split())
+    print(f"{step}: grew by {growth / 2**20:.0f} MiB ({held / 2**20:.0f} MiB returned or kept)")
+    assert growth <= held + (64 << 20), f"{step}: grew by {growth / 2**20:.0f} MiB"
+    if step == "save":
+        loaded = subprocess.run([sys.executable, "-c", "import sys, nuq; d = nuq.load(sys.argv[1]); "
+                                 "print(sorted(d), d['layer.weight'].codes.nbytes)", str(tmp_path / "q.safetensors")],
+                                capture_output=True, text=True, env=os.environ)
+        expected = "['embed.weight', 'layer.weight'] " + str(held)
+        assert loaded.stdout.split("\n")[0] == expected, loaded.stdout + loaded.stderr

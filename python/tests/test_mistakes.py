@@ -36,6 +36,7 @@ def w(rng):
     (lambda w, c: nuq.save("x.safetensors", {("a", 1): w}), TypeError, "is not a string"),
     (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": 1}), TypeError, "strings to strings"),
     (lambda w, c: nuq.save("x.safetensors", [w]), TypeError, "a dict of name -> tensor"),
+    (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata="xy"), TypeError, "metadata must be a dict"),
     (lambda w, c: nuq.save(3, {"a": w}), TypeError, "a path must be str, bytes or os.PathLike"),
     (lambda w, c: nuq.load(None), TypeError, "not NoneType"),
     (lambda w, c: nuq.quantize(None, c), TypeError, "w must be a numpy array or a PyTorch tensor, not NoneType"),
@@ -54,6 +55,9 @@ def w(rng):
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.complex64), nuq.quantize(w, c)), TypeError, "x is complex"),
     (lambda w, c: nuq.qgemm(np.float32(1), nuq.quantize(w, c)), ValueError, "at least one dimension"),
     (lambda w, c: nuq.qgemm(None, nuq.quantize(w, c)), TypeError, "x must be a numpy array or torch tensor"),
+    (lambda w, c: nuq.qgemm({}, nuq.quantize(w, c)), TypeError, "torch tensor of the inputs, not dict"),
+    (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), "abc"), TypeError,
+     "bias must be a vector of the outputs' biases, not str"),
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), np.ones(31, np.float64)[::1]), ValueError,
      "bias must hold the weights' 32 output values, not 31"),
     (lambda w, c: nuq.qgemm(np.ones((2, 64), np.float32), nuq.quantize(w, c), np.ones((4, 8), np.float32)), ValueError,
@@ -292,6 +296,27 @@ def test_meta_tensors_have_no_values_to_quantize_or_multiply(w):
         nuq.quantize(torch.empty(4, 8, device="meta"), codebook)
     with pytest.raises(ValueError, match="meta device"):
         nuq.qgemm(torch.empty(2, 64, device="meta"), nuq.quantize(w, codebook))
+    with pytest.raises(ValueError, match="meta device"):  # float64 is rounded first: refused before that
+        nuq.quantize(torch.empty(4, 8, device="meta", dtype=torch.float64), codebook)
+    with pytest.raises(TypeError, match="sparse_coo layout"):
+        nuq.quantize(torch.randn(4, 8, dtype=torch.float64).to_sparse(), codebook)
+
+
+def test_float64_beyond_float32_is_found_in_any_slice(rng):
+    """The range check of float64 input looks at slices of about 2^20 values: a weight beyond
+    float32's range is found and named wherever it lies, a scalar's too."""
+    codebook = nuq.design("msptq")
+    w = rng.laplace(size=(3, 1 << 19))  # slices of two rows: the last row is a slice of its own
+    w[2, 5] = 1e300
+    with pytest.raises(ValueError, match=r"element \[2, 5\] is 1e\+300, beyond float32's range"):
+        nuq.quantize(w, codebook)
+    wide = rng.laplace(size=(5 << 20,))
+    wide[(5 << 20) - 1] = -1e39
+    with pytest.raises(ValueError, match=r"element \[5242879\] is -1e\+39"):
+        nuq.quantize(wide, codebook)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"element \[2, 5\] is 1e\+300"):
+        nuq.quantize(torch.from_numpy(w), codebook)
 
 
 def test_lazy_views_are_read_as_their_values_and_sparse_tensors_are_named(w):
