@@ -266,8 +266,10 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
       const io::TensorEntry& part = layout.tensors.at(stored);
       if (part.shape.size() == 2 && part.shape[0] == std::int64_t(rows)) row_bytes += (part.end - part.begin) / rows;
     }
+    // (A tensor of no weights, [2^60, 0] say, is read whole: bands of its empty rows would be 2^34.)
     const std::size_t band =
-        std::size_t(std::max<std::uint64_t>(1, options.band_bytes / std::max<std::uint64_t>(1, row_bytes)));
+        floats == 0 ? rows
+                    : std::size_t(std::max<std::uint64_t>(1, options.band_bytes / std::max<std::uint64_t>(1, row_bytes)));
     std::uint64_t restored = 0;
     const std::string& tensor = name;  // (a structured binding cannot be captured in C++17)
     const auto band_of = [&](std::size_t first) {

@@ -148,13 +148,29 @@ std::optional<std::map<std::string, std::string>> nuq_network_metadata(const std
 
 bool is_nuq_network(const std::string& input) { return nuq_network_metadata(input).has_value(); }
 
+io::TensorFile read_network_file(const std::string& path, const std::string& otherwise) {
+  const io::SafetensorsReader header(path);
+  const Architecture architecture =
+      recorded_architecture(io::TensorFile{header.layout().metadata, {}}, path, otherwise);
+  std::uint64_t largest = std::uint64_t{64} << 20;
+  for (const Layout& entry : layout(architecture)) {
+    std::uint64_t count = 1;
+    for (const std::int64_t d : entry.shape) count *= std::uint64_t(d);
+    largest += 16 * count + std::uint64_t(entry.shape[0]) * (4 << 8) + (std::uint64_t{4} << 16);
+  }
+  NUQ_REQUIRE(header.file_size() <= largest, path, ": ", header.file_size(), " bytes, more than a file of nuq's ",
+              to_string(architecture), " can hold (", largest, "); not one of nuq's networks (its tensors: `nuq "
+              "inspect`)");
+  return io::read_safetensors(path, largest);
+}
+
 bool is_training_checkpoint(const std::map<std::string, std::string>& metadata) {
   // Quantized files before format version 1 also used nuq.checkpoint, but never beside an architecture.
   return metadata.count("nuq.checkpoint") > 0 && metadata.count("nuq.architecture") > 0 && metadata.count("nuq.quantized") == 0;
 }
 
 Model load_model(const std::string& path, NonFinite nonfinite) {
-  return model_from_file(io::read_safetensors(path), path, nonfinite);
+  return model_from_file(read_network_file(path, "not a model written by nuq train"), path, nonfinite);
 }
 
 Model model_from_file(const io::TensorFile& file, const std::string& path, NonFinite nonfinite) {

@@ -233,7 +233,9 @@ void save_quantized(const std::string& path, const QuantizedModel& q) {
   io::write_safetensors(path, to_tensor_file(file, path));
 }
 
-QuantizedModel load_quantized(const std::string& path) { return quantized_from_file(io::read_safetensors(path), path); }
+QuantizedModel load_quantized(const std::string& path) {
+  return quantized_from_file(read_network_file(path, "quantized, but not one of nuq's networks"), path);
+}
 
 QuantizedModel quantized_from_file(const io::TensorFile& file, const std::string& path) {
   QuantizedCheckpoint c = read_quantized_checkpoint(file, path);

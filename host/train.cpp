@@ -159,7 +159,7 @@ void load_checkpoint(const std::string& path, Model& model, Adam& adam, Training
   // From the header first: another file given as the checkpoint is refused before its data is read.
   NUQ_REQUIRE(io::SafetensorsReader(path).layout().metadata.count("nuq.checkpoint"), path,
               ": not a training checkpoint (no nuq.checkpoint metadata)");
-  const io::TensorFile file = io::read_safetensors(path);
+  const io::TensorFile file = read_network_file(path, "a training checkpoint records its network");
   const auto meta = file.metadata.find("nuq.checkpoint");
   NUQ_REQUIRE(meta != file.metadata.end(), path, ": not a training checkpoint (no nuq.checkpoint metadata)");
   try {

@@ -502,6 +502,34 @@ TEST(CheckpointStream, DequantizedATensorAtATimeAsInMemory) {
   }
 }
 
+// A quantized tensor of no weights but 2^60 rows ([2^60, 0], as a file of 376 bytes may hold) is
+// restored at once: its empty rows, taken a band at a time, were 2^34 bands, each parsing the file's
+// description again (a hang).
+TEST(CheckpointStream, ATensorOfNoWeightsButManyRowsIsRestoredAtOnce) {
+  test::TempDir dir;
+  const std::int64_t rows = std::int64_t{1} << 60;
+  const nlohmann::json description = {
+      {"version", 1},
+      {"tensors", {{"w", {{"shape", {rows, 0}}, {"dtype", "F32"}, {"rows", rows}, {"cols", 0}, {"bits", 2}}}}}};
+  std::string header = nlohmann::json{
+      {"__metadata__", {{"nuq.quantized", description.dump()}}},
+      {"w.codebook", {{"dtype", "F32"}, {"shape", {1, 4}}, {"data_offsets", {0, 16}}}},
+      {"w.codes", {{"dtype", "U8"}, {"shape", {rows, 0}}, {"data_offsets", {16, 16}}}}}.dump();
+  header.resize((header.size() + 7) / 8 * 8, ' ');
+  {
+    std::ofstream out(dir.file("empty.safetensors"), std::ios::binary);
+    const std::uint64_t length = header.size();
+    out.write(reinterpret_cast<const char*>(&length), sizeof length);
+    out << header;
+    const float levels[4] = {-1.5f, -0.5f, 0.5f, 1.5f};
+    out.write(reinterpret_cast<const char*>(levels), sizeof levels);
+  }
+  const DequantizeReport report = dequantize_checkpoint_file(dir.file("empty.safetensors"), dir.file("d.safetensors"));
+  EXPECT_EQ(report.restored, std::vector<std::string>{"w"});
+  const io::SafetensorsReader restored(dir.file("d.safetensors"));
+  EXPECT_EQ(restored.layout().tensors.at("w").shape, (std::vector<std::int64_t>{rows, 0}));
+}
+
 // Weights near +-FLT_MAX put the outer levels beyond float32: refused, naming the tensor, in every
 // normalisation, rather than a file of infinite levels that no reader takes back.
 TEST(CheckpointStream, LevelsBeyondFloat32AreRefused) {

@@ -284,6 +284,30 @@ TEST(CliHostile, AnotherToolsLargeCheckpointIsRefusedFromItsHeader) {
   EXPECT_EQ(r.status, kUserError);
   EXPECT_NE(r.output.find(d + "/m.safetensors.checkpoint: not a training checkpoint (no nuq.checkpoint metadata)"),
             std::string::npos) << r.output;
+  // A file that says it is one of nuq's networks but holds GBs more (a tensor of 1 GiB beside
+  // nothing else) is refused from its size before it is read into memory, by every command that
+  // reads a network whole.
+  const std::uint64_t junk_bytes = std::uint64_t{1} << 30;
+  std::string junk_header = nlohmann::json{{"__metadata__", {{"nuq.architecture", "mlp"}, {"nuq.dataset", "mnist"}}},
+                                           {"junk", {{"dtype", "F32"}, {"shape", {junk_bytes / 4}},
+                                                     {"data_offsets", {0, junk_bytes}}}}}.dump();
+  junk_header.resize((junk_header.size() + 7) / 8 * 8, ' ');
+  const std::string grown = d + "/grown.safetensors";
+  {
+    std::ofstream out(grown, std::ios::binary);
+    const std::uint64_t length = junk_header.size();
+    out.write(reinterpret_cast<const char*>(&length), sizeof length);
+    out << junk_header;
+  }
+  std::filesystem::resize_file(grown, 8 + junk_header.size() + junk_bytes);
+  for (const std::string command : {"eval " + grown, "quantize " + grown + " -o " + d + "/q.safetensors",
+                                    "bitrate --sqnr-min 30 --model " + grown}) {
+    r = run_nuq(command);
+    EXPECT_EQ(r.status, kUserError) << command;
+    EXPECT_NE(r.output.find(grown + ": " + std::to_string(8 + junk_header.size() + junk_bytes) +
+                            " bytes, more than a file of nuq's mlp can hold"),
+              std::string::npos) << command << "\n" << r.output;
+  }
   // A folder given to eval (of shards, say) is named as one, with what eval takes instead.
   r = run_nuq("eval " + d + " --dataset mnist");
   EXPECT_EQ(r.status, kUserError);

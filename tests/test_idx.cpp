@@ -166,6 +166,30 @@ TEST(Dataset, RejectsMismatchedOrImpossibleLabels) {
   EXPECT_THROW(load_split(dir.path().string(), "valid"), Error);
 }
 
+// What the headers say (the element type, the rank, a label per image, nuq's networks' 28 x 28) is
+// checked before any data is read: files whose headers promise a GB (a 1 MB gzip of one 32768 x
+// 32767 image took 5 GB to refuse) are refused without their data, here absent altogether (read
+// first, they were "truncated").
+TEST(Dataset, HeadersAreCheckedBeforeTheData) {
+  test::TempDir dir;
+  const auto refused = [&](const std::string& needle, bool network) {
+    try {
+      if (network) load_network_split(dir.path().string(), "train");
+      else load_split(dir.path().string(), "train");
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  test::write_bytes(dir.file("train-images-idx3-ubyte"), header(0x08, {1, 32768, 32767}));
+  test::write_bytes(dir.file("train-labels-idx1-ubyte"), concat(header(0x08, {1}), Bytes(1, 3)));
+  refused("the images are 32768x32767; nuq's networks take 28x28", true);
+  test::write_bytes(dir.file("train-images-idx3-ubyte"), header(0x08, {60000, 28, 28}));
+  refused("1 labels for 60000 images", true);
+  test::write_bytes(dir.file("train-labels-idx1-ubyte"), header(0x0D, {60000}));
+  refused("train-labels-idx1-ubyte: expected unsigned bytes of rank 1", false);
+}
+
 TEST(Dataset, MissingFilesSayHowToFetchThem) {
   test::TempDir dir;
   try {

@@ -270,7 +270,7 @@ void run_quantize(const QuantizeOptions& o) {
               ": nuq's own networks are quantized whole (Algorithm 1: every parameter); --skip, "
               "--quantize-vectors and --group-size are for other checkpoints");
   io::require_output_path(o.output, {o.input}, "--output");
-  const io::TensorFile file = io::read_safetensors(o.input);
+  const io::TensorFile file = read_network_file(o.input, "not a model written by nuq train");
   NUQ_REQUIRE(!is_quantized_file(file.metadata), o.input, ": already quantized; `nuq dequantize` it first to quantize the "
               "restored weights again");
   const Model model = model_from_file(file, o.input, nonfinite);
@@ -398,11 +398,12 @@ void run_eval(const EvalOptions& o) {
   // --dataset would not make another tool's checkpoint one of nuq's networks.
   const io::TensorFile header{io::SafetensorsReader(o.input).layout().metadata, {}};
   const bool quantized = is_quantized_file(header.metadata);
-  recorded_architecture(header, o.input,
-                        quantized ? "quantized, but not one of nuq's networks: `nuq eval` runs the MLP and CNN of "
-                                    "`nuq train`; restore other checkpoints with `nuq dequantize`"
-                                  : "not a model written by nuq train: `nuq eval` runs nuq's MLP and CNN on "
-                                    "MNIST/Fashion-MNIST; other checkpoints are quantized and restored, not run");
+  const std::string not_a_network =
+      quantized ? "quantized, but not one of nuq's networks: `nuq eval` runs the MLP and CNN of `nuq train`; restore "
+                  "other checkpoints with `nuq dequantize`"
+                : "not a model written by nuq train: `nuq eval` runs nuq's MLP and CNN on MNIST/Fashion-MNIST; other "
+                  "checkpoints are quantized and restored, not run";
+  recorded_architecture(header, o.input, not_a_network);
   const std::string dataset = eval_dataset(o, header);
   const std::string dir = io::dataset_dir(io::data_root(o.data), dataset);
   if (!o.predictions.empty()) {  // before the evaluation, and never over the model or the data it reads
@@ -412,7 +413,7 @@ void run_eval(const EvalOptions& o) {
   }
   // The model is read and checked (every shape, every level) before the data: a broken model is
   // named as such whatever data there is.
-  const io::TensorFile file = io::read_safetensors(o.input);
+  const io::TensorFile file = read_network_file(o.input, not_a_network);
   NUQ_REQUIRE(file.metadata == header.metadata, o.input, ": changed while read (its header is not the one read first)");
   std::optional<QuantizedModel> quantized_model;
   std::optional<Model> model;

@@ -85,8 +85,10 @@ std::size_t IdxArray::element_count() const {
   return count;
 }
 
-IdxArray read_idx(const std::string& path, std::size_t max_bytes) {
-  Source source(path);
+namespace {
+
+// The magic and the dimensions, checked; `bytes` the data's size they give.
+IdxArray read_header(Source& source, const std::string& path, std::size_t max_bytes, std::size_t& bytes) {
   std::array<std::uint8_t, 4> magic{};
   source.read_exactly(magic.data(), magic.size(), "magic number");
   NUQ_REQUIRE(magic[0] == 0 && magic[1] == 0, path, ": not an IDX file (the magic number must start "
@@ -100,8 +102,7 @@ IdxArray read_idx(const std::string& path, std::size_t max_bytes) {
   array.type = static_cast<IdxType>(magic[2]);
   std::array<std::uint8_t, 16> raw_dims{};
   source.read_exactly(raw_dims.data(), 4 * rank, "dimensions");
-  const std::size_t size = element_size(array.type);
-  std::size_t bytes = size;
+  bytes = element_size(array.type);
   for (int i = 0; i < rank; ++i) {
     const std::uint32_t d = big_endian_u32(raw_dims.data() + 4 * i);
     NUQ_REQUIRE(d > 0, path, ": dimension ", i, " is zero");
@@ -110,6 +111,22 @@ IdxArray read_idx(const std::string& path, std::size_t max_bytes) {
     bytes *= d;
     array.dims.push_back(d);
   }
+  return array;
+}
+
+}  // namespace
+
+IdxArray read_idx_header(const std::string& path, std::size_t max_bytes) {
+  Source source(path);
+  std::size_t bytes = 0;
+  return read_header(source, path, max_bytes, bytes);
+}
+
+IdxArray read_idx(const std::string& path, std::size_t max_bytes) {
+  Source source(path);
+  std::size_t bytes = 0;
+  IdxArray array = read_header(source, path, max_bytes, bytes);
+  const std::size_t size = element_size(array.type);
   // Read in chunks, growing the buffer only as data actually arrives: a ten-byte file whose
   // dimensions promise a gigabyte fails at its end instead of allocating the gigabyte first.
   constexpr std::size_t kChunk = std::size_t{1} << 20;

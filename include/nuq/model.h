@@ -65,6 +65,14 @@ Architecture recorded_architecture(const io::TensorFile& file, const std::string
 // fashion (anything else there is no record).
 std::string recorded_dataset(const io::TensorFile& file, const std::string& name);
 
+// A file of one of nuq's networks (a model, a quantized model, a training checkpoint) read whole,
+// once its header records nuq.architecture (else the error recorded_architecture gives, with
+// `otherwise`) and its size is one that such a file can have (every parameter in F64 beside Adam's
+// two moments, tables of 256 levels per row or of 65,536 per tensor, 64 MiB of header and shuffle
+// order): another tool's checkpoint, or a network file grown by GBs of other tensors, is refused
+// from its header rather than read into memory first.
+io::TensorFile read_network_file(const std::string& path, const std::string& otherwise);
+
 // Whether `input` is one of nuq's own networks (a single file whose header records
 // nuq.architecture), which commands take whole through Algorithm 1; anything else (another file, a
 // folder of shards, an index) is a checkpoint. Only the header is read.

@@ -29,6 +29,10 @@ constexpr std::size_t kDefaultIdxByteLimit = std::size_t{1} << 30;
 // Reads `path`; gzip is recognised by its magic bytes, not by the file name. Throws nuq::Error.
 IdxArray read_idx(const std::string& path, std::size_t max_bytes = kDefaultIdxByteLimit);
 
+// The type and dimensions alone (`bytes` left empty), checked as read_idx checks them: what a file
+// holds, known before its data is read.
+IdxArray read_idx_header(const std::string& path, std::size_t max_bytes = kDefaultIdxByteLimit);
+
 // Writes an IDX file (raw), atomically: a temporary file in the same folder, then a rename.
 void write_idx(const std::string& path, const IdxArray& array);
 
