@@ -470,9 +470,15 @@ std::unique_ptr<io::PreparedFile> ShardedCheckpoint::prepare_index() const {
   return std::make_unique<io::PreparedFile>(index, [&](std::ostream& out) {
     nlohmann::json metadata = index_metadata_.empty() ? nlohmann::json::object() : nlohmann::json::parse(index_metadata_);
     metadata["total_size"] = total_bytes_;  // the tensors' bytes, headers excluded (Hugging Face's count)
-    std::string metadata_text = metadata.dump(2);  // one level deeper below: JSON text has no raw newline
-    for (std::size_t at = metadata_text.find('\n'); at != std::string::npos; at = metadata_text.find('\n', at + 3))
-      metadata_text.replace(at, 1, "\n  ");
+    // One level deeper below (JSON text has no raw newline), copied once: a replace at each newline
+    // moved the rest of the text each time, quadratic in an index's metadata (3 MB took 30 s).
+    const std::string dumped = metadata.dump(2);
+    std::string metadata_text;
+    metadata_text.reserve(dumped.size() + dumped.size() / 4);
+    for (const char c : dumped) {
+      metadata_text += c;
+      if (c == '\n') metadata_text += "  ";
+    }
     out << "{\n  \"metadata\": " << metadata_text << ",\n  \"weight_map\": ";
     if (weight_map_.empty()) {
       out << "{}\n}\n";

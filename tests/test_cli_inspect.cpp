@@ -312,3 +312,23 @@ TEST(CliInspect, ControlBytesOfNamesAreShownNotActedOn) {
   EXPECT_EQ(r.output.find("\nnuq: forged"), std::string::npos) << r.output;  // one line, not two
   EXPECT_NE(r.output.find("\\x1b[2J"), std::string::npos) << r.output;
 }
+
+// A tensor name of 100,000 characters (from a file) runs past its column on its own line: the
+// other rows are padded to at most 120 columns, not to it (a 10 MiB name and 200 others printed
+// 2.1 GB).
+TEST(CliInspect, ALongNameDoesNotWidenEveryRow) {
+  nuq::test::TempDir dir;
+  io::TensorFile file;
+  const std::vector<float> w(16 * 16, 0.5f);
+  const std::string long_name(100000, 'n');
+  file.tensors[long_name] = io::f32_tensor({16, 16}, w);
+  for (int i = 0; i < 50; ++i) file.tensors["layer." + std::to_string(i) + ".weight"] = io::f32_tensor({16, 16}, w);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  const CommandResult r = run_nuq("inspect " + dir.file("in.safetensors"));
+  EXPECT_EQ(r.status, 0) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find(long_name), std::string::npos);
+  EXPECT_LT(r.output.size(), 120000u);  // the long name once, and 51 rows of at most a few hundred bytes
+  const std::size_t row = r.output.find("layer.0.weight");
+  ASSERT_NE(row, std::string::npos);
+  EXPECT_LT(r.output.find('\n', row) - row, 250u);
+}

@@ -38,14 +38,18 @@ void TextTable::add_row(std::vector<std::string> cells) {
 }
 
 std::string TextTable::render() const {
+  // A column is as wide as its widest cell up to kWidestColumn; a wider cell (a tensor name of
+  // megabytes, from a file) runs past it on its own line, rather than every row being padded to it.
+  constexpr std::size_t kWidestColumn = 120;
   std::vector<std::size_t> width(header_.size());
-  for (std::size_t c = 0; c < header_.size(); ++c) width[c] = display_width(header_[c]);
+  for (std::size_t c = 0; c < header_.size(); ++c) width[c] = std::min(display_width(header_[c]), kWidestColumn);
   for (const auto& row : rows_)
-    for (std::size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], display_width(row[c]));
+    for (std::size_t c = 0; c < row.size(); ++c)
+      width[c] = std::max(width[c], std::min(display_width(row[c]), kWidestColumn));
   std::ostringstream out;
   auto line = [&](const std::vector<std::string>& cells, bool is_header) {
     for (std::size_t c = 0; c < cells.size(); ++c) {
-      const std::string padding(width[c] - display_width(cells[c]), ' ');
+      const std::string padding(width[c] - std::min(width[c], display_width(cells[c])), ' ');
       const bool right = !is_header && c > 0 && looks_numeric(cells[c]);
       out << (c ? "  " : "") << (right ? padding + cells[c] : cells[c] + (c + 1 < cells.size() ? padding : ""));
     }
