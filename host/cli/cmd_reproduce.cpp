@@ -104,8 +104,7 @@ std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions
 }
 
 // What a run needs, checked before minutes of training rather than after: every data set it
-// reads (each split read whole, as training and testing will read it; first, before any folder is
-// made), and every folder and file
+// reads (each split read whole, as training and testing will read it), and every folder and file
 // it writes that is known up front (--out, models/, quantized/, the reports, each model to be
 // trained and its checkpoint), each with the reason when it cannot be.
 void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& options) {
@@ -117,9 +116,6 @@ void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& o
   std::vector<std::string> datasets;
   for (const auto& network : networks)
     if (std::find(datasets.begin(), datasets.end(), network.first) == datasets.end()) datasets.push_back(network.first);
-  // The data first: a run that cannot read it makes no folder (--out named the data's own folder, say).
-  for (const std::string& dataset : datasets)
-    for (const char* split : {"train", "t10k"}) io::load_network_split(io::dataset_dir(options.data_root, dataset), split);
   io::make_folder(o.out, "--out");
   const std::filesystem::path out(o.out);
   io::make_folder((out / "models").string(), "--out's models/");
@@ -134,6 +130,8 @@ void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& o
       if (o.retrain || !std::filesystem::exists(path, error)) io::require_output_path(path, {}, "--out");
       io::require_output_path(path + ".checkpoint", {}, "--out");
     }
+  for (const std::string& dataset : datasets)
+    for (const char* split : {"train", "t10k"}) io::load_network_split(io::dataset_dir(options.data_root, dataset), split);
 }
 
 void run_reproduce(const ReproduceOptions& o) {
