@@ -223,6 +223,7 @@ def test_quantized_codes_too_large_for_memory_are_named(tmp_path):
     os.truncate(big, 8 + len(text) + 16 + rows * cols // 4)  # sparse: no disk taken
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); import nuq\n"
             "try:\n    nuq.load(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    # (No GPU in the child: a CUDA context reserves more address space than the limit leaves.)
     result = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120,
-                            env=os.environ)
+                            env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert result.stdout.startswith(f"ValueError {big}: tensor 'w': MemoryError"), result.stdout + result.stderr
