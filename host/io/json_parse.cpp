@@ -73,7 +73,7 @@ class BoundsFinder : public nlohmann::json_sax<nlohmann::json> {
 
 }  // namespace
 
-nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {
+void check_json_bounds(const std::string& text, int max_depth) {
   // nlohmann's lexer takes a NUL byte for the end of its input, so whatever followed one (in a
   // safetensors header: anything, within the length the file gives) would be ignored. JSON text
   // holds none (a string holds \u0000), and the reference reader refuses one.
@@ -82,6 +82,10 @@ nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {
   BoundsFinder finder(max_depth);
   nlohmann::json::sax_parse(text, &finder);
   NUQ_REQUIRE(finder.duplicate.empty(), "names '", finder.duplicate, "' twice in one object");
+}
+
+nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {
+  check_json_bounds(text, max_depth);
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -16,6 +16,7 @@
 #include "nuq/io/atomic_file.h"
 #include "nuq/io/file_checks.h"
 #include "nuq/io/json_parse.h"
+#include "header_entries.h"
 
 namespace nuq::io {
 namespace {
@@ -56,25 +57,60 @@ std::uint64_t little_endian_u64(const std::uint8_t* b) {
 // the parse that would hold every level of it (tens of bytes of memory per byte of text).
 constexpr int kMaxHeaderDepth = 8;
 
-// The header JSON: bounded, a key named twice refused (io/json_parse.h), an object.
-nlohmann::json parse_header(const std::string& text, const std::string& name) {
-  nlohmann::json header;
+// The header's entries: the JSON bounded, a key named twice refused (io/json_parse.h), read without
+// a tree (header_entries.h).
+HeaderEntries read_entries(const std::string& text, const std::string& name) {
   try {
-    header = parse_json_bounded(text, kMaxHeaderDepth);
+    check_json_bounds(text, kMaxHeaderDepth);
   } catch (const Error& e) {
     const std::string what = e.what();
     if (what.rfind("names '", 0) == 0) throw Error(name + ": the header " + what);
     if (what.rfind("not valid JSON", 0) == 0) throw Error(name + ": the header is " + what);
     throw Error(name + ": the header is not valid JSON (" + what + ")");
   }
-  NUQ_REQUIRE(header.is_object(), name, ": the header is not a JSON object");
-  return header;
+  return read_header_entries(text, kMaxRank + 1);
 }
 
-DType parse_dtype(const nlohmann::json& value, const std::string& where) {
-  NUQ_REQUIRE(value.is_string(), where, ": dtype is not a string");
-  if (const auto dtype = dtype_named(value.get<std::string>())) return *dtype;
-  throw Error(where + ": unknown dtype '" + value.get<std::string>() + "'");
+DType parse_dtype(const HeaderTensor& tensor, const std::string& where) {
+  NUQ_REQUIRE(tensor.dtype.has_value(), where, ": dtype is not a string");
+  if (const auto dtype = dtype_named(*tensor.dtype)) return *dtype;
+  throw Error(where + ": unknown dtype '" + *tensor.dtype + "'");
+}
+
+void add_metadata(HeaderMetadata& metadata, Layout& layout, const std::string& name) {
+  NUQ_REQUIRE(metadata.is_object, name, ": __metadata__ is not an object");
+  while (!metadata.values.empty()) {
+    auto node = metadata.values.extract(metadata.values.begin());
+    NUQ_REQUIRE(node.mapped().has_value(), name, ": __metadata__ value '", node.key(), "' is not a string");
+    layout.metadata.emplace_hint(layout.metadata.end(), std::move(node.key()), std::move(*node.mapped()));
+  }
+}
+
+TensorEntry checked_entry(const HeaderTensor& tensor, std::uint64_t data_size, const std::string& where) {
+  NUQ_REQUIRE(tensor.is_object, where, " is not an object");
+  NUQ_REQUIRE(tensor.has_dtype && tensor.shape.present && tensor.data_offsets.present, where,
+              " needs dtype, shape and data_offsets");
+  TensorEntry entry;
+  entry.dtype = parse_dtype(tensor, where);
+  NUQ_REQUIRE(tensor.shape.is_array && tensor.shape.count <= kMaxRank, where,
+              ": shape must be an array of rank <= ", kMaxRank);
+  for (const std::optional<std::uint64_t>& dim : tensor.shape.kept) {
+    NUQ_REQUIRE(dim.has_value(), where, ": shape entries must be non-negative integers");
+    NUQ_REQUIRE(*dim <= std::uint64_t(INT64_MAX), where, ": shape entry ", *dim, " is out of range");
+    entry.shape.push_back(static_cast<std::int64_t>(*dim));
+  }
+  const std::size_t count = checked_element_count(entry.shape, where);
+  const std::size_t bytes_needed = byte_size(entry.dtype, count, where);
+  const HeaderNumbers& offsets = tensor.data_offsets;
+  NUQ_REQUIRE(offsets.is_array && offsets.count == 2 && offsets.kept[0] && offsets.kept[1], where,
+              ": data_offsets must be two non-negative integers");
+  entry.begin = *offsets.kept[0];
+  entry.end = *offsets.kept[1];
+  NUQ_REQUIRE(entry.begin <= entry.end && entry.end <= data_size, where, ": data_offsets [", entry.begin, ", ",
+              entry.end, "] fall outside the ", data_size, " data bytes");
+  NUQ_REQUIRE(entry.end - entry.begin == bytes_needed, where, ": data_offsets span ", entry.end - entry.begin,
+              " bytes but ", to_string(entry.dtype), " x shape needs ", bytes_needed);
+  return entry;
 }
 
 }  // namespace
@@ -177,51 +213,28 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
 Layout parse_layout(const std::string& text, std::uint64_t data_size, const std::string& name) {
   NUQ_REQUIRE(!text.empty(), name, ": the header is empty (length 0); a safetensors header is a JSON object");
   NUQ_REQUIRE(text[0] == '{', name, ": the header must start with '{'");
-  const nlohmann::json header = parse_header(text, name);  // nlohmann rejects invalid UTF-8
+  HeaderEntries header = read_entries(text, name);  // nlohmann rejects invalid UTF-8
   Layout layout;
   struct Range {
     std::uint64_t begin, end;
     std::string tensor;
   };
   std::vector<Range> ranges;
-  for (const auto& [key, value] : header.items()) {
-    if (key == "__metadata__") {
-      NUQ_REQUIRE(value.is_object(), name, ": __metadata__ is not an object");
-      for (const auto& [meta_key, meta_value] : value.items()) {
-        NUQ_REQUIRE(meta_value.is_string(), name, ": __metadata__ value '", meta_key, "' is not a string");
-        layout.metadata[meta_key] = meta_value.get<std::string>();
-      }
-      continue;
+  ranges.reserve(header.tensors.size());
+  // In name order, __metadata__ in its place among them: the first fault named is the one a walk
+  // of the whole header in key order meets first.
+  bool metadata_added = !header.metadata;
+  while (!header.tensors.empty()) {
+    auto node = header.tensors.extract(header.tensors.begin());  // each entry freed once checked
+    if (!metadata_added && node.key() > "__metadata__") {
+      add_metadata(*header.metadata, layout, name);
+      metadata_added = true;
     }
-    const std::string where = name + ": tensor '" + key + "'";
-    NUQ_REQUIRE(value.is_object(), where, " is not an object");
-    NUQ_REQUIRE(value.contains("dtype") && value.contains("shape") && value.contains("data_offsets"),
-                where, " needs dtype, shape and data_offsets");
-    TensorEntry entry;
-    entry.dtype = parse_dtype(value["dtype"], where);
-    const auto& shape = value["shape"];
-    NUQ_REQUIRE(shape.is_array() && shape.size() <= kMaxRank, where, ": shape must be an array of rank <= ", kMaxRank);
-    for (const auto& dim : shape) {
-      NUQ_REQUIRE(dim.is_number_unsigned(), where, ": shape entries must be non-negative integers");
-      const std::uint64_t d = dim.get<std::uint64_t>();
-      NUQ_REQUIRE(d <= std::uint64_t(INT64_MAX), where, ": shape entry ", d, " is out of range");
-      entry.shape.push_back(static_cast<std::int64_t>(d));
-    }
-    const std::size_t count = checked_element_count(entry.shape, where);
-    const std::size_t bytes_needed = byte_size(entry.dtype, count, where);
-    const auto& offsets = value["data_offsets"];
-    NUQ_REQUIRE(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
-                    offsets[1].is_number_unsigned(),
-                where, ": data_offsets must be two non-negative integers");
-    entry.begin = offsets[0].get<std::uint64_t>();
-    entry.end = offsets[1].get<std::uint64_t>();
-    NUQ_REQUIRE(entry.begin <= entry.end && entry.end <= data_size, where, ": data_offsets [", entry.begin, ", ",
-                entry.end, "] fall outside the ", data_size, " data bytes");
-    NUQ_REQUIRE(entry.end - entry.begin == bytes_needed, where, ": data_offsets span ", entry.end - entry.begin,
-                " bytes but ", to_string(entry.dtype), " x shape needs ", bytes_needed);
-    ranges.push_back({entry.begin, entry.end, key});
-    layout.tensors.emplace(key, std::move(entry));
+    TensorEntry entry = checked_entry(node.mapped(), data_size, name + ": tensor '" + node.key() + "'");
+    ranges.push_back({entry.begin, entry.end, node.key()});
+    layout.tensors.emplace_hint(layout.tensors.end(), std::move(node.key()), std::move(entry));
   }
+  if (!metadata_added) add_metadata(*header.metadata, layout, name);
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });

@@ -14,5 +14,8 @@ namespace nuq::io {
 // Throws nuq::Error with "not valid JSON (...)", "nested deeper than N levels" or "names 'k' twice"
 // (callers prefix the file and what the text is).
 nlohmann::json parse_json_bounded(const std::string& text, int max_depth);
+// The same checks without the parse, for a caller that reads the text by its own SAX pass: its
+// memory is the keys of the open objects, not a tree.
+void check_json_bounds(const std::string& text, int max_depth);
 
 }  // namespace nuq::io
