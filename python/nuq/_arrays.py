@@ -86,6 +86,17 @@ def _check_names(names, what: str) -> None:
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"{what}: the name {name!r} is not a string (tensors are named by strings)")
+        _require_utf8(name, f"{what}: the name {name!r}")
+
+
+def _require_utf8(text: str, what: str) -> None:
+    """A file holds UTF-8: a str with a lone surrogate (os.fsdecode's of a byte that is not UTF-8)
+    has none, and would reach the library as a TypeError that names no argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} is not Unicode text ({e.reason} at index {e.start}, as os.fsdecode gives for "
+                         "bytes that are not UTF-8): safetensors holds UTF-8") from None
 
 
 def _on_cuda(x) -> bool:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from . import _nuq
-from ._arrays import _as_stored, _check_names, _path, _stored_dtype
+from ._arrays import _as_stored, _check_names, _path, _require_utf8, _stored_dtype
 from ._nuq import QuantizedTensor
 
 def load(path: str | bytes | os.PathLike) -> dict:
@@ -73,6 +73,8 @@ def save(path: str | bytes | os.PathLike, tensors: dict, metadata: dict | None =
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"save: metadata {key!r}: {value!r}: safetensors metadata maps strings to strings")
+        _require_utf8(key, f"save: the metadata key {key!r}")
+        _require_utf8(value, f"save: the metadata value of {key!r}")
     quantized = {k: v for k, v in tensors.items() if isinstance(v, QuantizedTensor)}
     plain = []
     for k, v in tensors.items():

@@ -10,7 +10,8 @@ import warnings
 import numpy as np
 
 from . import _nuq
-from ._arrays import _as_stored, _check_names, _is_float64, _is_torch, _on_cuda, _rounded_to_float32, _torch
+from ._arrays import (_as_stored, _check_names, _is_float64, _is_torch, _on_cuda, _require_utf8, _rounded_to_float32,
+                      _torch)
 from ._nuq import Codebook, QuantizedTensor, devices
 
 def _check_options(caller: str, codebook, normalise, group_size, nonfinite, device) -> None:
@@ -22,6 +23,8 @@ def _check_options(caller: str, codebook, normalise, group_size, nonfinite, devi
     for option, value in (("normalise", normalise), ("nonfinite", nonfinite), ("device", device)):
         if not isinstance(value, str) and (value is not None or option != "normalise"):
             raise TypeError(f"{caller}: {option} must be a string, not {type(value).__name__}")
+        if value is not None:
+            _require_utf8(value, f"{caller}: {option}={value!r}")
     if group_size is not None:
         if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
             raise TypeError(f"{caller}: group_size must be an int, not {type(group_size).__name__}")

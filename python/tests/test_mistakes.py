@@ -41,6 +41,12 @@ def w(rng):
     (lambda w, c: nuq.load(None), TypeError, "not NoneType"),
     (lambda w, c: nuq.quantize(None, c), TypeError, "w must be a numpy array or a PyTorch tensor, not NoneType"),
     (lambda w, c: nuq.quantize(w, c, name=123), TypeError, "the name 123 is not a string"),
+    # A lone surrogate (os.fsdecode's of a byte that is not UTF-8) is a str no file can hold.
+    (lambda w, c: nuq.quantize(w, c, name="a\udcff"), ValueError, r"the name 'a\\udcff' is not Unicode text"),
+    (lambda w, c: nuq.quantize(w, c, normalise="\udcff"), ValueError, "normalise='.udcff' is not Unicode text"),
+    (lambda w, c: nuq.save("x.safetensors", {"\udcff": w}), ValueError, "is not Unicode text"),
+    (lambda w, c: nuq.save("x.safetensors", {"a": w}, metadata={"k": "\udcff"}), ValueError,
+     "the metadata value of 'k' is not Unicode text"),
     (lambda w, c: nuq.design("uniform", 2, init=0.5), ValueError, "init belongs to the iterative rule"),
     (lambda w, c: nuq.design("ternary", epsilon=1e-9), ValueError, "epsilon belongs to the iterative rule"),
     (lambda w, c: nuq.Codebook(), TypeError, "made by nuq's functions"),
