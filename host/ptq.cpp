@@ -174,12 +174,7 @@ void dequantize_rows(const QuantizedTensor& tensor, std::size_t first, std::size
     dequantize_groups(tensor, first, count, out);
     return;
   }
-  check_quantized_matrix(tensor.matrix, "dequantize");
-  if (codes.cols == 0) return;  // rows of no weights: nothing to visit
-  for (std::size_t r = first; r < first + count; ++r) {
-    const float* levels = tensor.matrix.row_levels(r);
-    for (std::size_t c = 0; c < codes.cols; ++c) *out++ = levels[codes.at(r, c)];
-  }
+  dequantize_rows(tensor.matrix, first, count, out);
 }
 
 std::vector<float> QuantizedModel::values_of(const std::string& name) const {

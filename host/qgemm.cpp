@@ -385,14 +385,21 @@ void detail::qgemm_prepared(const float* x, std::size_t m, const QuantizedMatrix
   });
 }
 
-std::vector<float> dequantize(const QuantizedMatrix& w) {
+void dequantize_rows(const QuantizedMatrix& w, std::size_t first, std::size_t count, float* out) {
   check_quantized_matrix(w, "dequantize");
-  std::vector<float> dense(w.codes.rows * w.codes.cols);
-  if (w.codes.cols == 0) return dense;  // rows of no weights, 2^60 of them perhaps: nothing to visit
-  for (std::size_t r = 0; r < w.codes.rows; ++r) {
+  NUQ_ASSERT(first <= w.codes.rows && count <= w.codes.rows - first, "dequantize_rows: rows ", first, " + ", count,
+             " of ", w.codes.rows);
+  if (w.codes.cols == 0) return;  // rows of no weights, 2^60 of them perhaps: nothing to visit
+  for (std::size_t r = first; r < first + count; ++r) {
     const float* levels = w.row_levels(r);
-    for (std::size_t c = 0; c < w.codes.cols; ++c) dense[r * w.codes.cols + c] = levels[w.codes.at(r, c)];
+    for (std::size_t c = 0; c < w.codes.cols; ++c) *out++ = levels[w.codes.at(r, c)];
   }
+}
+
+std::vector<float> dequantize(const QuantizedMatrix& w) {
+  check_quantized_matrix(w, "dequantize");  // before the allocation its shape sizes
+  std::vector<float> dense(w.codes.rows * w.codes.cols);
+  dequantize_rows(w, 0, w.codes.rows, dense.data());
   return dense;
 }
 

@@ -63,6 +63,8 @@ void add_bias(const float* bias, std::size_t m, std::size_t n, float* y);
 
 // The reference: dequantize the whole matrix, then one sgemm.
 std::vector<float> dequantize(const QuantizedMatrix& w);
+// Rows [first, first + count) of it into `out` (count * cols floats).
+void dequantize_rows(const QuantizedMatrix& w, std::size_t first, std::size_t count, float* out);
 void qgemm_ref(const float* x, std::size_t m, const QuantizedMatrix& w, const float* bias, float* y);
 
 }  // namespace nuq
