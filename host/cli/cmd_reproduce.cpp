@@ -103,8 +103,38 @@ std::vector<std::pair<std::string, std::string>> selected(const ReproduceOptions
   return chosen;
 }
 
+// The folders the checks below make, removed again (each only if still empty) when a later check
+// fails: a run refused for missing data leaves no empty --out, models/ and quantized/ behind.
+// (--out's own faults must still be found before the data's, so the folders are made first.)
+class FoldersMade {
+ public:
+  FoldersMade() = default;
+  FoldersMade(const FoldersMade&) = delete;
+  FoldersMade& operator=(const FoldersMade&) = delete;
+  ~FoldersMade() {
+    std::sort(made_.begin(), made_.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    std::error_code ignored;  // a folder something was put in meanwhile stays
+    for (const std::string& folder : made_) std::filesystem::remove(folder, ignored);
+  }
+  void make(const std::string& folder, const std::string& option) {
+    std::vector<std::string> missing;
+    std::error_code error;
+    for (std::filesystem::path p(folder); !p.empty() && !std::filesystem::exists(p, error); p = p.parent_path()) {
+      missing.push_back(p.string());
+      if (p == p.parent_path()) break;
+    }
+    io::make_folder(folder, option);
+    made_.insert(made_.end(), missing.begin(), missing.end());
+  }
+  void keep() { made_.clear(); }
+
+ private:
+  std::vector<std::string> made_;
+};
+
 // What a run needs, checked before minutes of training rather than after: every data set it
-// reads (each split read whole, as training and testing will read it), and every folder and file
+// reads (each split read whole, as training and testing will read it; last, after the folders'
+// checks, and no folder made is left when it fails), and every folder and file
 // it writes that is known up front (--out, models/, quantized/, the reports, each model to be
 // trained and its checkpoint), each with the reason when it cannot be.
 void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& options) {
@@ -116,10 +146,11 @@ void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& o
   std::vector<std::string> datasets;
   for (const auto& network : networks)
     if (std::find(datasets.begin(), datasets.end(), network.first) == datasets.end()) datasets.push_back(network.first);
-  io::make_folder(o.out, "--out");
+  FoldersMade folders;
+  folders.make(o.out, "--out");
   const std::filesystem::path out(o.out);
-  io::make_folder((out / "models").string(), "--out's models/");
-  io::make_folder((out / "quantized").string(), "--out's quantized/");
+  folders.make((out / "models").string(), "--out's models/");
+  folders.make((out / "quantized").string(), "--out's quantized/");
   for (const char* report : {"report.json", "report.md"}) io::require_output_path((out / report).string(), {}, "--out");
   for (const auto& [dataset, model] : networks)
     for (int k = 0; k < o.seeds; ++k) {
@@ -132,6 +163,7 @@ void check_before_the_work(const ReproduceOptions& o, const ExperimentOptions& o
     }
   for (const std::string& dataset : datasets)
     for (const char* split : {"train", "t10k"}) io::load_network_split(io::dataset_dir(options.data_root, dataset), split);
+  folders.keep();
 }
 
 void run_reproduce(const ReproduceOptions& o) {
