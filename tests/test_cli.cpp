@@ -35,6 +35,11 @@ TEST(Cli, HelpListsTheCommands) {
     EXPECT_NE(r.output.find(command), std::string::npos) << command;
   EXPECT_EQ(run_nuq("design --help").status, 0);
   EXPECT_EQ(run_nuq("theory --help").status, 0);
+  // nuq's own options pass through every command, and its help says so.
+  for (const char* command : {"quantize", "design", "reproduce"}) {
+    const CommandResult help = run_nuq(std::string(command) + " --help");
+    EXPECT_NE(help.output.find("--threads N"), std::string::npos) << command << ": " << help.output;
+  }
 }
 
 TEST(Cli, NoCommandIsAnError) { EXPECT_NE(run_nuq("").status, 0); }
@@ -47,6 +52,11 @@ TEST(Cli, DesignJsonIsTheSptqOptimum) {
   EXPECT_EQ(j.at("codebook").at("iterations"), 40);
   EXPECT_EQ(j.at("trace").size(), 41u);
   EXPECT_EQ(j.at("codebook").at("levels").size(), 4u);
+  // Algorithm 1's own parameter, x_max = 3 Delta (Table 2: Delta = 0.8504), in both outputs.
+  EXPECT_NEAR(j.at("delta").get<double>(), j.at("codebook").at("xmax").get<double>() / 3, 1e-15);
+  EXPECT_NEAR(j.at("delta").get<double>(), 0.8504, 5e-5);
+  EXPECT_NE(run_nuq("design --method sptq").output.find("Delta         0.850442 (x_max = 3 Delta)"), std::string::npos);
+  EXPECT_EQ(run_nuq("design --method uniform --json").output.find("\"delta\""), std::string::npos);
 }
 
 TEST(Cli, TraceIsCsvWithEveryIterate) {

@@ -100,6 +100,8 @@ void print_human(const DesignResult& r, bool all_cells) {
   std::string how = to_string(p.rule);
   if (p.iterations > 0) how += ", " + std::to_string(p.iterations) + (p.iterations == 1 ? " iteration" : " iterations");
   line("x_max", six_decimals(p.xmax) + " (" + how + ")");
+  if (const double per_delta = xmax_per_parameter(p.method); per_delta != 1.0)  // SPTQ and MSPTQ: x_max = 3 Delta
+    line("Delta", six_decimals(p.xmax / per_delta) + " (x_max = " + fixed(per_delta, 0) + " Delta)");
   if (p.mu) line("mu", fixed(*p.mu, 4));
   if (p.alpha) line("alpha", fixed(*p.alpha, 4));
   line("sigma", six_decimals(p.sigma));
@@ -162,6 +164,7 @@ void run_design(const DesignOptions& options) {
                                         {"overload", result.distortion.overload}}},
                         {"sqnr_db", result.sqnr_db},
                         {"parameter", variable}};
+    if (variable == "delta") j["delta"] = result.codebook.provenance().xmax / xmax_per_parameter(spec.method);
     if (!result.trace.sequence.empty()) j["trace"] = trace_json(spec, result.trace);
     if (points) j["sweep"] = sweep_json(*points);
     std::cout << json_text(j) << '\n';

@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   nuq::cli::add_mismatch_commands(app);
   nuq::cli::add_theory_command(app);
   nuq::cli::add_devices_command(app);
+  // nuq's own options pass through every command (fallthrough above); each command's help says so.
+  for (CLI::App* command : app.get_subcommands([](CLI::App*) { return true; }))
+    command->footer("Every command also takes --threads N (CPU threads; nuq --help).");
   nuq::io::remove_temporary_files_on_signals();  // an interrupted run leaves no <output>.tmp.<pid>.<call> behind
   if (const std::string option = option_with_empty_value(argc, argv); !option.empty()) {
     std::fprintf(stderr, "nuq: error: %s: an empty value (give one, or leave the option out for its default)\n",
