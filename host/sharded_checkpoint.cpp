@@ -25,6 +25,7 @@
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/list_text.h"
 #include "nuq/quantized_file.h"
+#include "index_entries.h"
 
 namespace nuq {
 namespace {
@@ -75,8 +76,8 @@ constexpr std::uint64_t kMaxIndexBytes = io::kMaxSafetensorsHeader;
 // {"metadata": {...}, "weight_map": {...}} nests two deep; a peer's metadata may nest a little more.
 constexpr int kMaxIndexDepth = 16;
 
-// The index's JSON, with a weight_map object.
-nlohmann::json read_index(const fs::path& index) {
+// The index's entries, with a weight_map object (index_entries.h: no tree of the whole).
+IndexEntries read_index(const fs::path& index) {
   io::require_input_file(index.string());  // a FIFO, a device or a file that may not be read, named as such
   std::error_code ec;
   const std::uintmax_t size = fs::file_size(index, ec);
@@ -86,22 +87,16 @@ nlohmann::json read_index(const fs::path& index) {
   std::ifstream in(index, std::ios::binary);
   NUQ_REQUIRE(in, index.string(), ": cannot open the index");
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  nlohmann::json j;
+  IndexEntries entries;
   try {
-    j = io::parse_json_bounded(text, kMaxIndexDepth);
+    io::check_json_bounds(text, kMaxIndexDepth);
+    entries = read_index_entries(text);
   } catch (const Error& e) {
     throw Error(index.string() + ": " + e.what());
   }
-  NUQ_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index.string(),
+  NUQ_REQUIRE(entries.is_object && entries.has_weight_map, index.string(),
               ": no weight_map object (not a safetensors index)");
-  return j;
-}
-
-// The index's own metadata beyond total_size (a peer's format tags, say), carried to the new index.
-nlohmann::json metadata_of_index(const fs::path& index) {
-  const nlohmann::json j = read_index(index);
-  if (j.contains("metadata") && j["metadata"].is_object()) return j["metadata"];
-  return nlohmann::json::object();
+  return entries;
 }
 
 // Whether a file's extension names another tool's weights (PyTorch's pickles and zips, GGUF).
@@ -138,7 +133,8 @@ constexpr std::size_t kMaxDisagreements = 8;
 constexpr const char* kFollowed = " (the shards' headers are followed, as other tools follow them; an index nuq "
                                   "writes lists what they hold)";
 
-std::vector<std::string> disagreements(const fs::path& index, const nlohmann::json& weight_map,
+std::vector<std::string> disagreements(const fs::path& index,
+                                       const std::map<std::string, std::optional<std::string>>& weight_map,
                                        const std::vector<std::string>& shards) {
   std::vector<std::string> found;
   std::size_t count = 0;
@@ -153,13 +149,13 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
       held.insert(tensor);
       const auto mapped = weight_map.find(tensor);
       if (mapped == weight_map.end()) note(file + " holds tensor '" + tensor + "', which the weight_map does not list");
-      else if (shard_file_name(mapped->get<std::string>()) != file)
-        note("the weight_map puts '" + tensor + "' in " + mapped->get<std::string>() + ", but " + file + " holds it");
+      else if (shard_file_name(mapped->second.value_or("")) != file)
+        note("the weight_map puts '" + tensor + "' in " + mapped->second.value_or("") + ", but " + file + " holds it");
     }
   }
-  for (const auto& [tensor, file] : weight_map.items())
+  for (const auto& [tensor, file] : weight_map)
     if (!held.count(tensor))
-      note("the weight_map puts '" + tensor + "' in " + file.get<std::string>() + ", which does not hold it",
+      note("the weight_map puts '" + tensor + "' in " + file.value_or("") + ", which does not hold it",
            ": no shard read holds it, so there is no such tensor to read (nor in an index nuq writes)");
   if (count > kMaxDisagreements)
     found.push_back(index.string() + ": " + std::to_string(count - kMaxDisagreements) + " more such disagreement(s)" +
@@ -183,13 +179,12 @@ std::vector<std::string> disagreements(const fs::path& index, const nlohmann::js
 
 // The shards an index names, each name checked.
 std::vector<std::string> shards_of_index(const fs::path& index) {
-  const nlohmann::json j = read_index(index);
   std::set<std::string> files;
-  for (const auto& [tensor, file] : j["weight_map"].items()) {
-    NUQ_REQUIRE(file.is_string(), index.string(), ": weight_map['", tensor, "'] is not a file name");
-    const std::string name = shard_file_name(file.get<std::string>());
+  for (const auto& [tensor, file] : read_index(index).weight_map) {
+    NUQ_REQUIRE(file.has_value(), index.string(), ": weight_map['", tensor, "'] is not a file name");
+    const std::string name = shard_file_name(*file);
     NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
-                ": weight_map['", tensor, "'] = '", file.get<std::string>(), "' is not a file in the index's folder");
+                ": weight_map['", tensor, "'] = '", *file, "' is not a file in the index's folder");
     NUQ_REQUIRE(!is_foreign_weights(name), index.string(), ": weight_map['", tensor, "'] = '", name,
                 "' is another tool's file (PyTorch, GGUF), not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");
@@ -360,7 +355,7 @@ Error tensor_in_two_shards(const std::string& shard, const std::string& tensor, 
 
 std::vector<std::string> checkpoint_warnings(const std::string& input) {
   const fs::path index = index_of(input);
-  if (!index.empty()) return disagreements(index, read_index(index)["weight_map"], checkpoint_shards(input));
+  if (!index.empty()) return disagreements(index, read_index(index).weight_map, checkpoint_shards(input));
   if (input.empty() || !fs::is_directory(input)) return {};
   std::vector<std::string> lines;
   for (const auto& [file, what] : folder_shards(input).second)
@@ -372,7 +367,8 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
     : inputs_(checkpoint_shards(input)), folder_(output) {
   input_index_ = index_of(input).string();
   if (!input_index_.empty()) {
-    index_metadata_ = metadata_of_index(input_index_).dump();
+    // The index's own metadata beyond total_size (a peer's format tags, say), carried to the new index.
+    index_metadata_ = read_index(input_index_).metadata.dump();
     index_name_ = fs::path(input_index_).filename().string();  // the name its readers look for
   }
   sharded_ = inputs_.size() > 1 || fs::is_directory(input) || fs::path(input).extension() == ".json";

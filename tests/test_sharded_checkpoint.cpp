@@ -451,5 +451,46 @@ TEST(CheckpointStream, AnIndexIsReadWithBoundsAndItsShardNamesAsTransformersRead
   }
 }
 
+// An index is read by one SAX pass (index_entries.h): values the format does not define are
+// skipped without a tree of them, metadata beyond 2^20 values is refused, and an index that is
+// one value or whose weight_map maps a tensor to no file name is refused by name.
+TEST(CheckpointStream, AnIndexIsReadWithoutATreeOfIt) {
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  io::write_safetensors(dir.file("model/a.safetensors"), shard(3, "a."));
+  const std::string index = dir.file("model/model.safetensors.index.json");
+  const auto refusal = [&](const std::string& text) -> std::string {
+    std::ofstream(index) << text;
+    try {
+      checkpoint_shards(index);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  const std::string a_entries = R"("a.q_proj.weight": "a.safetensors", "a.up_proj.weight": "a.safetensors",
+      "a.norm.weight": "a.safetensors", "a.step": "a.safetensors")";
+  std::string junk = R"({"peer": [)";
+  for (int i = 0; i < 1'000'000; ++i) junk += "{},";
+  junk += R"({}], "metadata": {"total_size": 1, "tags": {"x": [1, 2.5, null, true, "y"]}}, "weight_map": {)" + a_entries + "}}";
+  EXPECT_EQ(refusal(junk), "accepted");
+  const StreamReport report = quantize_checkpoint_files(index, dir.file("out"), msptq2(), StreamOptions{}, cpu_backend());
+  EXPECT_EQ(report.tensors.size(), 2u);
+  const nlohmann::json written = nlohmann::json::parse(std::ifstream(dir.file("out/model.safetensors.index.json")));
+  EXPECT_EQ(written["metadata"]["tags"], nlohmann::json::parse(R"({"x": [1, 2.5, null, true, "y"]})"));
+  EXPECT_FALSE(written.contains("peer"));
+
+  std::string many = R"({"metadata": {"x": [)";
+  for (int i = 0; i < (1 << 20); ++i) many += "0,";
+  many += R"(0]}, "weight_map": {)" + a_entries + "}}";
+  EXPECT_EQ(refusal(many), index + ": its metadata holds more than 1048576 values (an index's metadata is total_size and "
+                                   "perhaps a few fields more)");
+  EXPECT_EQ(refusal(R"("weight_map")"), index + ": no weight_map object (not a safetensors index)");
+  EXPECT_EQ(refusal(R"({"weight_map": [["a.step", "a.safetensors"]]})"), index + ": no weight_map object (not a "
+                                                                                 "safetensors index)");
+  EXPECT_EQ(refusal(R"({"weight_map": {"a.step": ["a.safetensors"]}})"), index + ": weight_map['a.step'] is not a file "
+                                                                                 "name");
+}
+
 }  // namespace
 }  // namespace nuq

@@ -98,6 +98,7 @@ class EntryReader : public nlohmann::json_sax<nlohmann::json> {
   }
 
   bool scalar(const std::string* text = nullptr, std::optional<std::uint64_t> number = std::nullopt) {
+    if (roles_.empty()) return true;  // a header that is one value, no object (parse_layout refuses it first)
     switch (roles_.back()) {
       case Role::header:
         if (in_metadata_) entries.metadata->is_object = false;
