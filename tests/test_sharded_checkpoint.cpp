@@ -490,6 +490,7 @@ TEST(CheckpointStream, AnIndexIsReadWithoutATreeOfIt) {
                                                                                  "safetensors index)");
   EXPECT_EQ(refusal(R"({"weight_map": {"a.step": ["a.safetensors"]}})"), index + ": weight_map['a.step'] is not a file "
                                                                                  "name");
+  EXPECT_EQ(refusal(R"({"weight_map": {"": "a.safetensors", "": 1}})"), index + ": names '' twice in one object");
 }
 
 }  // namespace

@@ -13,8 +13,8 @@ enum class Role { header, tensor, metadata, shape, data_offsets, skipped };
 
 class EntryReader : public nlohmann::json_sax<nlohmann::json> {
  public:
-  explicit EntryReader(std::size_t kept_dims) : kept_dims_(kept_dims) {}
-  HeaderEntries entries;
+  EntryReader(std::size_t kept_dims, const HeaderTensorSink& sink) : kept_dims_(kept_dims), sink_(sink) {}
+  std::optional<HeaderMetadata> metadata;
 
   bool start_object(std::size_t) override {
     roles_.push_back(roles_.empty() ? Role::header : container(/*object=*/true));
@@ -24,25 +24,26 @@ class EntryReader : public nlohmann::json_sax<nlohmann::json> {
     roles_.push_back(roles_.empty() ? Role::skipped : container(/*object=*/false));
     return true;
   }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
+  bool end_object() override {
+    if (roles_.back() == Role::tensor) sink_(name_, tensor_);  // the tensor's entry is whole
+    roles_.pop_back();
+    return true;
+  }
+  bool end_array() override {
+    roles_.pop_back();
+    return true;
+  }
 
-  bool key(string_t& name) override {
+  bool key(string_t& key) override {
     switch (roles_.back()) {
       case Role::header:
-        if (name == "__metadata__") {
-          in_metadata_ = true;
-          entries.metadata.emplace();
-        } else {
-          in_metadata_ = false;
-          tensor_ = &entries.tensors[name];
-        }
+        in_metadata_ = key == "__metadata__";
+        if (in_metadata_) metadata.emplace();
+        else name_ = key;
         break;
       case Role::tensor:
-        field_ = name;
-        break;
       case Role::metadata:
-        metadata_key_ = &entries.metadata->values.emplace(name, std::nullopt).first->first;
+        key_ = key;
         break;
       default:
         break;
@@ -50,14 +51,8 @@ class EntryReader : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
 
-  bool string(string_t& text) override {
-    scalar(&text, std::nullopt);
-    return true;
-  }
-  bool number_unsigned(number_unsigned_t value) override {
-    scalar(nullptr, value);
-    return true;
-  }
+  bool string(string_t& text) override { return scalar(&text, std::nullopt); }
+  bool number_unsigned(number_unsigned_t value) override { return scalar(nullptr, value); }
   bool null() override { return scalar(); }
   bool boolean(bool) override { return scalar(); }
   bool number_integer(number_integer_t) override { return scalar(); }
@@ -69,31 +64,35 @@ class EntryReader : public nlohmann::json_sax<nlohmann::json> {
   }
 
  private:
-  // Records a value (a container when `object` says which) in its parent, and gives the role the
-  // container takes.
+  // Records a container value (an object when `object`) in its parent, and gives the role it takes.
   Role container(bool object) {
     switch (roles_.back()) {
       case Role::header:
         if (in_metadata_) {
-          entries.metadata->is_object = object;
+          metadata->is_object = object;
           return object ? Role::metadata : Role::skipped;
         }
-        tensor_->is_object = object;
+        tensor_ = HeaderTensor{};
+        tensor_.is_object = object;
+        if (!object) sink_(name_, tensor_);
         return object ? Role::tensor : Role::skipped;
       case Role::tensor:
         if (HeaderNumbers* numbers = field_numbers()) {
           numbers->present = true;
           numbers->is_array = !object;
-          return object ? Role::skipped : (field_ == "shape" ? Role::shape : Role::data_offsets);
+          return object ? Role::skipped : (key_ == "shape" ? Role::shape : Role::data_offsets);
         }
-        if (field_ == "dtype") tensor_->has_dtype = true;  // and not a string
+        if (key_ == "dtype") tensor_.has_dtype = true;  // and not a string
+        return Role::skipped;
+      case Role::metadata:
+        not_a_string();
         return Role::skipped;
       case Role::shape:
       case Role::data_offsets:
         element(std::nullopt);
         return Role::skipped;
       default:
-        return Role::skipped;  // a metadata value that is not a string stays nullopt
+        return Role::skipped;
     }
   }
 
@@ -101,20 +100,25 @@ class EntryReader : public nlohmann::json_sax<nlohmann::json> {
     if (roles_.empty()) return true;  // a header that is one value, no object (parse_layout refuses it first)
     switch (roles_.back()) {
       case Role::header:
-        if (in_metadata_) entries.metadata->is_object = false;
-        else tensor_->is_object = false;
+        if (in_metadata_) {
+          metadata->is_object = false;
+        } else {
+          tensor_ = HeaderTensor{};
+          sink_(name_, tensor_);
+        }
         break;
       case Role::tensor:
         if (HeaderNumbers* numbers = field_numbers()) {
           numbers->present = true;
           numbers->is_array = false;
-        } else if (field_ == "dtype") {
-          tensor_->has_dtype = true;
-          if (text) tensor_->dtype = *text;
+        } else if (key_ == "dtype") {
+          tensor_.has_dtype = true;
+          if (text) tensor_.dtype = *text;
         }
         break;
       case Role::metadata:
-        if (text) entries.metadata->values[*metadata_key_] = *text;
+        if (text) metadata->values.emplace(key_, *text);
+        else not_a_string();
         break;
       case Role::shape:
       case Role::data_offsets:
@@ -126,38 +130,39 @@ class EntryReader : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
 
+  void not_a_string() {
+    if (!metadata->first_not_string || key_ < *metadata->first_not_string) metadata->first_not_string = key_;
+  }
+
   HeaderNumbers* field_numbers() {
-    if (field_ == "shape") return &tensor_->shape;
-    if (field_ == "data_offsets") return &tensor_->data_offsets;
+    if (key_ == "shape") return &tensor_.shape;
+    if (key_ == "data_offsets") return &tensor_.data_offsets;
     return nullptr;
   }
 
   void element(std::optional<std::uint64_t> number) {
     const bool shape = roles_.back() == Role::shape;
-    HeaderNumbers& numbers = shape ? tensor_->shape : tensor_->data_offsets;
+    HeaderNumbers& numbers = shape ? tensor_.shape : tensor_.data_offsets;
     if (numbers.kept.size() < (shape ? kept_dims_ : 2)) numbers.kept.push_back(number);
     ++numbers.count;
   }
 
-  bool close() {
-    roles_.pop_back();
-    return true;
-  }
-
   std::size_t kept_dims_;
+  const HeaderTensorSink& sink_;
   std::vector<Role> roles_;
   bool in_metadata_ = false;
-  HeaderTensor* tensor_ = nullptr;
-  std::string field_;
-  const std::string* metadata_key_ = nullptr;
+  std::string name_;     // the tensor whose value is being read
+  HeaderTensor tensor_;  // its entry so far
+  std::string key_;      // the last key in a tensor or in __metadata__
 };
 
 }  // namespace
 
-HeaderEntries read_header_entries(const std::string& text, std::size_t kept_dims) {
-  EntryReader reader(kept_dims);
+std::optional<HeaderMetadata> read_header_entries(const std::string& text, std::size_t kept_dims,
+                                                  const HeaderTensorSink& sink) {
+  EntryReader reader(kept_dims, sink);
   nlohmann::json::sax_parse(text, &reader);
-  return std::move(reader.entries);
+  return std::move(reader.metadata);
 }
 
 }  // namespace nuq::io

@@ -1,14 +1,13 @@
 // A safetensors header's entries, read from its text by one SAX pass without building a JSON
 // tree. A tree takes 30 to 40 bytes of memory per byte of text for some headers (a 100 MiB one of
-// empty arrays took 3.9 GB to refuse); these entries hold what the checks in parse_layout read
-// (at most a few numbers of each shape and data_offsets) and skip everything else.
-//
-// Nothing is judged here except the JSON itself: parse_layout judges the entries in name order,
-// as it did when it walked a tree, so a header with several faults names the same one first.
+// empty arrays took 3.9 GB to refuse). Each tensor's entry (its dtype, at most a few numbers of
+// its shape and data_offsets) is handed to the caller as its value ends, to be judged and kept
+// or dropped then; only the metadata's strings are kept here.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -33,16 +32,17 @@ struct HeaderTensor {
 
 struct HeaderMetadata {
   bool is_object = false;
-  std::map<std::string, std::optional<std::string>> values;  // nullopt: a value that is not a string
+  std::map<std::string, std::string> values;    // the string values
+  std::optional<std::string> first_not_string;  // the least key whose value is not a string
 };
 
-struct HeaderEntries {
-  std::map<std::string, HeaderTensor> tensors;  // every top-level key but __metadata__
-  std::optional<HeaderMetadata> metadata;
-};
+// Called once for each top-level key but __metadata__, as its value ends.
+using HeaderTensorSink = std::function<void(const std::string& name, const HeaderTensor& tensor)>;
 
-// `text` has passed check_json_bounds (io/json_parse.h). Keeps up to `kept_dims` elements of each
-// shape (one more than the largest rank allowed tells a shape too long) and two of data_offsets.
-HeaderEntries read_header_entries(const std::string& text, std::size_t kept_dims);
+// `text` has passed check_json_bounds (io/json_parse.h): no key is named twice. Keeps up to
+// `kept_dims` elements of each shape (one more than the largest rank allowed tells a shape too
+// long) and two of data_offsets. Returns __metadata__, if the header has it.
+std::optional<HeaderMetadata> read_header_entries(const std::string& text, std::size_t kept_dims,
+                                                  const HeaderTensorSink& sink);
 
 }  // namespace nuq::io

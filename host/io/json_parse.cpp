@@ -1,5 +1,6 @@
 #include "nuq/io/json_parse.h"
 
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -27,7 +28,7 @@ std::string json_error_text(const std::string& what) {
 class BoundsFinder : public nlohmann::json_sax<nlohmann::json> {
  public:
   explicit BoundsFinder(int max_depth) : max_depth_(max_depth) {}
-  std::string duplicate;
+  std::optional<std::string> duplicate;  // (a flag apart from the name: the name may be "")
 
   bool start_object(std::size_t) override {
     deeper();
@@ -40,7 +41,7 @@ class BoundsFinder : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool key(string_t& name) override {
-    if (duplicate.empty() && !keys_.back().insert(name).second) duplicate = name;
+    if (!duplicate && !keys_.back().insert(name).second) duplicate = name;
     return true;
   }
   bool null() override { return true; }
@@ -81,7 +82,7 @@ void check_json_bounds(const std::string& text, int max_depth) {
     throw Error("not valid JSON (a NUL byte at byte " + std::to_string(nul) + "; JSON is padded with spaces)");
   BoundsFinder finder(max_depth);
   nlohmann::json::sax_parse(text, &finder);
-  NUQ_REQUIRE(finder.duplicate.empty(), "names '", finder.duplicate, "' twice in one object");
+  NUQ_REQUIRE(!finder.duplicate, "names '", finder.duplicate.value_or(""), "' twice in one object");
 }
 
 nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {

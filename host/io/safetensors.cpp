@@ -57,9 +57,8 @@ std::uint64_t little_endian_u64(const std::uint8_t* b) {
 // the parse that would hold every level of it (tens of bytes of memory per byte of text).
 constexpr int kMaxHeaderDepth = 8;
 
-// The header's entries: the JSON bounded, a key named twice refused (io/json_parse.h), read without
-// a tree (header_entries.h).
-HeaderEntries read_entries(const std::string& text, const std::string& name) {
+// The header's JSON bounded, a key named twice refused (io/json_parse.h).
+void check_header_json(const std::string& text, const std::string& name) {
   try {
     check_json_bounds(text, kMaxHeaderDepth);
   } catch (const Error& e) {
@@ -68,7 +67,6 @@ HeaderEntries read_entries(const std::string& text, const std::string& name) {
     if (what.rfind("not valid JSON", 0) == 0) throw Error(name + ": the header is " + what);
     throw Error(name + ": the header is not valid JSON (" + what + ")");
   }
-  return read_header_entries(text, kMaxRank + 1);
 }
 
 DType parse_dtype(const HeaderTensor& tensor, const std::string& where) {
@@ -77,13 +75,11 @@ DType parse_dtype(const HeaderTensor& tensor, const std::string& where) {
   throw Error(where + ": unknown dtype '" + *tensor.dtype + "'");
 }
 
-void add_metadata(HeaderMetadata& metadata, Layout& layout, const std::string& name) {
-  NUQ_REQUIRE(metadata.is_object, name, ": __metadata__ is not an object");
-  while (!metadata.values.empty()) {
-    auto node = metadata.values.extract(metadata.values.begin());
-    NUQ_REQUIRE(node.mapped().has_value(), name, ": __metadata__ value '", node.key(), "' is not a string");
-    layout.metadata.emplace_hint(layout.metadata.end(), std::move(node.key()), std::move(*node.mapped()));
-  }
+// What is wrong with __metadata__, if anything.
+std::optional<std::string> metadata_fault(const HeaderMetadata& metadata, const std::string& name) {
+  if (!metadata.is_object) return name + ": __metadata__ is not an object";
+  if (metadata.first_not_string) return name + ": __metadata__ value '" + *metadata.first_not_string + "' is not a string";
+  return std::nullopt;
 }
 
 TensorEntry checked_entry(const HeaderTensor& tensor, std::uint64_t data_size, const std::string& where) {
@@ -213,40 +209,48 @@ std::uint64_t header_length(const std::uint8_t* first, std::uint64_t file_size, 
 Layout parse_layout(const std::string& text, std::uint64_t data_size, const std::string& name) {
   NUQ_REQUIRE(!text.empty(), name, ": the header is empty (length 0); a safetensors header is a JSON object");
   NUQ_REQUIRE(text[0] == '{', name, ": the header must start with '{'");
-  HeaderEntries header = read_entries(text, name);  // nlohmann rejects invalid UTF-8
+  check_header_json(text, name);  // nlohmann rejects invalid UTF-8
   Layout layout;
   struct Range {
     std::uint64_t begin, end;
-    std::string tensor;
+    const std::string* tensor;  // its name, a key of layout.tensors
   };
   std::vector<Range> ranges;
-  ranges.reserve(header.tensors.size());
-  // In name order, __metadata__ in its place among them: the first fault named is the one a walk
-  // of the whole header in key order meets first.
-  bool metadata_added = !header.metadata;
-  while (!header.tensors.empty()) {
-    auto node = header.tensors.extract(header.tensors.begin());  // each entry freed once checked
-    if (!metadata_added && node.key() > "__metadata__") {
-      add_metadata(*header.metadata, layout, name);
-      metadata_added = true;
-    }
-    TensorEntry entry = checked_entry(node.mapped(), data_size, name + ": tensor '" + node.key() + "'");
-    ranges.push_back({entry.begin, entry.end, node.key()});
-    layout.tensors.emplace_hint(layout.tensors.end(), std::move(node.key()), std::move(entry));
+  // Each tensor judged as its entry ends, only a sound one kept: of the faults, the one a walk of
+  // the whole header in key order (__metadata__ in its place among the names) would meet first is
+  // named, whatever the order of the text.
+  std::optional<std::pair<std::string, std::string>> fault;  // (key, message)
+  const auto note_fault = [&fault](const std::string& key, std::string message) {
+    if (!fault || key < fault->first) fault.emplace(key, std::move(message));
+  };
+  std::optional<HeaderMetadata> metadata =
+      read_header_entries(text, kMaxRank + 1, [&](const std::string& tensor, const HeaderTensor& entry) {
+        if (fault && tensor > fault->first) return;  // a fault before it is named whatever it holds
+        try {
+          TensorEntry checked = checked_entry(entry, data_size, name + ": tensor '" + tensor + "'");
+          const auto [at, added] = layout.tensors.emplace(tensor, std::move(checked));
+          ranges.push_back({at->second.begin, at->second.end, &at->first});
+        } catch (const Error& e) {
+          note_fault(tensor, e.what());
+        }
+      });
+  if (metadata) {
+    if (std::optional<std::string> message = metadata_fault(*metadata, name)) note_fault("__metadata__", std::move(*message));
+    else layout.metadata = std::move(metadata->values);
   }
-  if (!metadata_added) add_metadata(*header.metadata, layout, name);
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  if (fault) throw Error(fault->second);
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {  // (the same range: name order)
+    return a.begin != b.begin ? a.begin < b.begin : a.end != b.end ? a.end < b.end : *a.tensor < *b.tensor;
   });
   std::uint64_t expected = 0;
   const std::string* previous = nullptr;
   for (const Range& r : ranges) {
-    NUQ_REQUIRE(r.begin >= expected, name, ": tensor '", r.tensor, "' overlaps tensor '", *previous,
+    NUQ_REQUIRE(r.begin >= expected, name, ": tensor '", *r.tensor, "' overlaps tensor '", *previous,
                 "' (it begins at data byte ", r.begin, ", before that one ends at ", expected, "): safetensors gives each tensor "
                 "bytes of its own (a tied weight is saved once)");
-    previous = &r.tensor;
+    previous = r.tensor;
     NUQ_REQUIRE(r.begin == expected, name, ": a hole of ", r.begin - expected, " bytes before tensor '",
-                r.tensor, "'");
+                *r.tensor, "'");
     expected = r.end;
   }
   NUQ_REQUIRE(expected == data_size, name, ": ", data_size - expected, " trailing bytes after the last tensor");
