@@ -19,25 +19,13 @@
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
+#include "sanitizer_build.h"
 #include "temp_dir.h"
 
 namespace nuq::io {
 namespace {
 
 using Bytes = std::vector<std::uint8_t>;
-
-// Whether AddressSanitizer (GCC's macro; clang's feature test) or ThreadSanitizer is built in.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // A file from a header text and a data section, exactly as given.
 Bytes file_of(const std::string& header, const Bytes& data) {
@@ -215,7 +203,8 @@ TEST(Safetensors, AHeaderIsReadWithoutATreeOfIt) {
                 .tensors.at("t")
                 .end,
             8u);
-  if (kSanitized) GTEST_SKIP() << "a sanitizer's shadow memory takes more address space than the limit";
+  if (test::kAddressSanitizer || test::kThreadSanitizer)
+    GTEST_SKIP() << "a sanitizer's shadow memory takes more address space than the limit";
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {

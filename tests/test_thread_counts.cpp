@@ -33,23 +33,14 @@
 
 #include "../host/omp_threads.h"
 #include "../host/panel_gemm.h"
+#include "sanitizer_build.h"
 
 namespace nuq {
 namespace {
 
 // Under LeakSanitizer, LLVM's libomp reports the threads of a team grown past its default size as
 // leaked: the ASan+UBSan build tests the counts up to the machine's own.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kLeakChecked = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kLeakChecked = true;
-#else
-constexpr bool kLeakChecked = false;
-#endif
-#else
-constexpr bool kLeakChecked = false;
-#endif
+constexpr bool kLeakChecked = test::kAddressSanitizer;
 
 // Everything a run reports, as bits: doubles compared by their bytes (so -0 and NaN count too).
 struct Outcome {
