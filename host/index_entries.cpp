@@ -43,8 +43,7 @@ class IndexReader : public nlohmann::json_sax<nlohmann::json> {
  private:
   bool open(nlohmann::json empty) {
     if (roles_.empty()) {  // the index itself
-      entries.is_object = empty.is_object();
-      roles_.push_back(entries.is_object ? Role::index : Role::skipped);
+      roles_.push_back(empty.is_object() ? Role::index : Role::skipped);
       return true;
     }
     const Role parent = roles_.back();

@@ -17,7 +17,7 @@ namespace nuq {
 constexpr std::size_t kMaxIndexMetadataValues = std::size_t{1} << 20;
 
 struct IndexEntries {
-  bool is_object = false, has_weight_map = false;  // has_weight_map: a weight_map that is an object
+  bool has_weight_map = false;  // a weight_map that is an object, in an index that is one
   std::map<std::string, std::optional<std::string>> weight_map;  // nullopt: a value that is not a string
   nlohmann::json metadata = nlohmann::json::object();  // an object; {} where the index has none
 };

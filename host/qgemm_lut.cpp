@@ -255,10 +255,11 @@ void run(const PackedRows& w, const RunScales* scales, const float* tables, std:
   }
 }
 
-// y[m, n] = x[m, k] * W^T for W's packed rows `w`, whose nibbles fall among the columns as `runs`
-// says, coded by `levels`, each run scaled by `scales` when not null.
+// The most a thread keeps of its tables between products (see the end of multiply).
 constexpr std::size_t kKeptTableBytes = std::size_t{16} << 20;
 
+// y[m, n] = x[m, k] * W^T for W's packed rows `w`, whose nibbles fall among the columns as `runs`
+// says, coded by `levels`, each run scaled by `scales` when not null.
 void multiply(const float* x, std::size_t m, std::size_t k, int bits, const float* levels, const Runs& runs,
               const PackedRows& w, const RunScales* scales, float* y) {
   const std::size_t positions = kNibbles * 16 * word_groups(w.row_bytes);  // whole 64-byte groups

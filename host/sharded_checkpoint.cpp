@@ -94,7 +94,7 @@ IndexEntries read_index(const fs::path& index) {
   } catch (const Error& e) {
     throw Error(index.string() + ": " + e.what());
   }
-  NUQ_REQUIRE(entries.is_object && entries.has_weight_map, index.string(),
+  NUQ_REQUIRE(entries.has_weight_map, index.string(),
               ": no weight_map object (not a safetensors index)");
   return entries;
 }

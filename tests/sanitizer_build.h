@@ -3,28 +3,22 @@
 // counts behave differently under them.
 #pragma once
 
+#if defined(__has_feature)
+#define NUQ_TEST_HAS_FEATURE(feature) __has_feature(feature)
+#else
+#define NUQ_TEST_HAS_FEATURE(feature) 0
+#endif
+
 namespace nuq::test {
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || NUQ_TEST_HAS_FEATURE(address_sanitizer)
 constexpr bool kAddressSanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kAddressSanitizer = true;
-#else
-constexpr bool kAddressSanitizer = false;
-#endif
 #else
 constexpr bool kAddressSanitizer = false;
 #endif
 
-#if defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__) || NUQ_TEST_HAS_FEATURE(thread_sanitizer)
 constexpr bool kThreadSanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool kThreadSanitizer = true;
-#else
-constexpr bool kThreadSanitizer = false;
-#endif
 #else
 constexpr bool kThreadSanitizer = false;
 #endif

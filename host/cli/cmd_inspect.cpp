@@ -194,7 +194,8 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
               << '\n';
     return;
   }
-  std::cout << o.input << ": not quantized, " << shards.size() << " safetensors file(s), " << plan.tensors.size() << " tensor(s)"
+  std::cout << o.input << ": not quantized, " << shards.size() << " safetensors file(s), " << plan.tensors.size()
+            << " tensor(s)"
             << (training_checkpoint ? "; a training checkpoint of one of nuq's networks (nuq train's progress)"
                 : network             ? "; one of nuq's networks: `nuq quantize` quantizes every parameter"
                                       : "")

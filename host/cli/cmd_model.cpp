@@ -465,8 +465,9 @@ void add_model_commands(CLI::App& app) {
   train_cmd->callback([t] { run_train(*t); });
 
   auto q = std::make_shared<QuantizeOptions>();
-  CLI::App* quantize_cmd = app.add_subcommand("quantize", "Quantize a model's weights into packed codes: every parameter of nuq's networks "
-                                                   "(Algorithm 1 by default), the matrices of another checkpoint");
+  CLI::App* quantize_cmd = app.add_subcommand(
+      "quantize", "Quantize a model's weights into packed codes: every parameter of nuq's networks (Algorithm 1 by "
+                  "default), the matrices of another checkpoint");
   quantize_cmd->add_option("input", q->input,
                            "FP32 model written by nuq train, or any safetensors checkpoint (F32/F16/BF16 tensors): a "
                            "file, a folder of shards, or its index (model.safetensors.index.json or another "

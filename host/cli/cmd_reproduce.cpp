@@ -112,6 +112,7 @@ class FoldersMade {
   FoldersMade(const FoldersMade&) = delete;
   FoldersMade& operator=(const FoldersMade&) = delete;
   ~FoldersMade() {
+    // Deepest first (a folder's name is longer than its parent's): each is empty when its turn comes.
     std::sort(made_.begin(), made_.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
     std::error_code ignored;  // a folder something was put in meanwhile stays
     for (const std::string& folder : made_) std::filesystem::remove(folder, ignored);

@@ -78,7 +78,8 @@ DType parse_dtype(const HeaderTensor& tensor, const std::string& where) {
 // What is wrong with __metadata__, if anything.
 std::optional<std::string> metadata_fault(const HeaderMetadata& metadata, const std::string& name) {
   if (!metadata.is_object) return name + ": __metadata__ is not an object";
-  if (metadata.first_not_string) return name + ": __metadata__ value '" + *metadata.first_not_string + "' is not a string";
+  if (metadata.first_not_string)
+    return name + ": __metadata__ value '" + *metadata.first_not_string + "' is not a string";
   return std::nullopt;
 }
 
@@ -235,8 +236,10 @@ Layout parse_layout(const std::string& text, std::uint64_t data_size, const std:
         }
       });
   if (metadata) {
-    if (std::optional<std::string> message = metadata_fault(*metadata, name)) note_fault("__metadata__", std::move(*message));
-    else layout.metadata = std::move(metadata->values);
+    if (std::optional<std::string> message = metadata_fault(*metadata, name))
+      note_fault("__metadata__", std::move(*message));
+    else
+      layout.metadata = std::move(metadata->values);
   }
   if (fault) throw Error(fault->second);
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {  // (the same range: name order)
