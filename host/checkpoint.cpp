@@ -127,15 +127,15 @@ QuantizedLayout quantized_layout_of(const io::SafetensorsReader& reader) {
 
 QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, const QuantizedLayout& layout,
                                           const std::string& tensor) {
+  const QuantizedLayout::Described& described = layout.quantized.at(tensor);
   io::TensorFile part;
-  part.metadata = metadata_of_one(layout, tensor);
-  for (const std::string& stored : layout.quantized.at(tensor).stored) {
+  for (const std::string& stored : described.stored) {
     const io::TensorEntry& entry = reader.layout().tensors.at(stored);
     io::Tensor& t = part.tensors[stored] = io::Tensor{entry.dtype, entry.shape, {}};
     t.data.resize(entry.end - entry.begin);
     reader.read(entry, 0, t.data.size(), t.data.data());
   }
-  return read_quantized_checkpoint(part, reader.path());
+  return read_quantized_one(layout, tensor, nlohmann::json::parse(described.description), part, reader.path());
 }
 
 std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsReader& reader,
@@ -173,9 +173,8 @@ std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsRead
   }
   description["shape"][0] = count;
   description["rows"] = count;
-  part.metadata = metadata_of_one(layout, tensor, description);
   try {
-    return read_quantized_checkpoint(part, reader.path());
+    return read_quantized_one(layout, tensor, description, part, reader.path());
   } catch (const Error& e) {
     throw Error(std::string(e.what()) + " (in rows " + std::to_string(first) + " to " +
                 std::to_string(first + count - 1) + " of tensor '" + tensor + "')");

@@ -323,13 +323,14 @@ io::TensorFile to_tensor_file(const QuantizedCheckpoint& checkpoint, const std::
   return out;
 }
 
-QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name) {
-  const nlohmann::json description = description_of(file.metadata, name);
-  const bool legacy_checkpoint = !file.metadata.count(kKey);  // described under nuq.checkpoint, before version 1
+namespace {
+
+// What read_quantized_checkpoint reads of `file`: the run from `description` (codebook,
+// normalisation, statistics, kept), each quantized tensor from its entry in `tensors`; metadata
+// left out. (A file read a tensor at a time reads its run's description once, not once a tensor.)
+QuantizedCheckpoint read_described(const nlohmann::json& description, const nlohmann::json& tensors,
+                                   bool legacy_checkpoint, const io::TensorFile& file, const std::string& name) {
   QuantizedCheckpoint out;
-  out.metadata = file.metadata;
-  out.metadata.erase(kKey);
-  out.metadata.erase(kLegacyCheckpointKey);
   try {
     if (description.contains("codebook")) out.codebook = codebook_from_record(description["codebook"]);
     if (description.contains("normalisation"))
@@ -345,7 +346,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   std::set<std::string> present, used;
   for (const auto& [tensor_name, t] : file.tensors)
     if (!kept.count(tensor_name)) present.insert(tensor_name);
-  for (const auto& [tensor_name, d] : description["tensors"].items()) {
+  for (const auto& [tensor_name, d] : tensors.items()) {
     const std::string where = name + ": tensor '" + tensor_name + "'";
     std::vector<std::int64_t> shape;
     std::size_t rows = 0, cols = 0;
@@ -430,6 +431,25 @@ QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const 
   return out;
 }
 
+}  // namespace
+
+QuantizedCheckpoint read_quantized_checkpoint(const io::TensorFile& file, const std::string& name) {
+  const nlohmann::json description = description_of(file.metadata, name);
+  // (described under nuq.checkpoint: a checkpoint before version 1)
+  QuantizedCheckpoint out = read_described(description, description["tensors"], !file.metadata.count(kKey), file, name);
+  out.metadata = file.metadata;
+  out.metadata.erase(kKey);
+  out.metadata.erase(kLegacyCheckpointKey);
+  return out;
+}
+
+QuantizedCheckpoint read_quantized_one(const QuantizedLayout& layout, const std::string& tensor,
+                                       const nlohmann::json& tensor_description, const io::TensorFile& stored,
+                                       const std::string& name) {
+  return read_described(*layout.run, nlohmann::json::object({{tensor, tensor_description}}),
+                        layout.key == kLegacyCheckpointKey, stored, name);
+}
+
 QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
                                  const std::vector<std::string>& names, const std::string& name) {
   nlohmann::json description = description_of(metadata, name);
@@ -458,27 +478,12 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
                 " also describes it as quantized; the file is damaged");
     layout.copied.push_back(tensor_name);
   }
-  // The metadata with the description's tensors left out, filled with one at a time by
-  // metadata_of_one: the whole description is parsed once, not once per tensor.
+  // The run's description, parsed once for every tensor read_quantized_one reads.
   layout.key = metadata.count(kKey) ? kKey : kLegacyCheckpointKey;
   description["tensors"] = nlohmann::json::object();
   description.erase("kept");  // resolved above: a tensor's stored parts are named, kept ones left out
-  layout.frame = metadata;
-  layout.frame[layout.key] = description.dump();
+  layout.run = std::make_shared<const nlohmann::json>(std::move(description));
   return layout;
-}
-
-std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor) {
-  return metadata_of_one(layout, tensor, nlohmann::json::parse(layout.quantized.at(tensor).description));
-}
-
-std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor,
-                                                   const nlohmann::json& tensor_description) {
-  nlohmann::json description = nlohmann::json::parse(layout.frame.at(layout.key));
-  description["tensors"][tensor] = tensor_description;
-  std::map<std::string, std::string> out = layout.frame;
-  out[layout.key] = description.dump();
-  return out;
 }
 
 std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name) {

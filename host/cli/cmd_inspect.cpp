@@ -79,8 +79,9 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
     const io::SafetensorsReader reader(shard);
     const QuantizedLayout layout = quantized_layout_of(reader);
     file_bytes += reader.file_size();
-    if (run.is_null()) run = nlohmann::json::parse(layout.frame.at(layout.key));
-    if (const auto a = layout.frame.find("nuq.architecture"); a != layout.frame.end()) architecture = a->second;
+    if (run.is_null()) run = *layout.run;
+    const std::map<std::string, std::string>& metadata = reader.layout().metadata;
+    if (const auto a = metadata.find("nuq.architecture"); a != metadata.end()) architecture = a->second;
     for (const auto& [name, described] : layout.quantized) {
       const nlohmann::json d = nlohmann::json::parse(described.description);
       std::uint64_t bytes = 0;

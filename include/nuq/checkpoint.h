@@ -58,8 +58,8 @@ io::TensorFile dequantize_checkpoint(const io::TensorFile& quantized, const std:
 
 // A quantized file read a tensor at a time: its layout from the header alone (quantized_layout of
 // the reader's tensors), then one quantized tensor's stored tensors and description, read and
-// checked as read_quantized_checkpoint checks a whole file (the result holds that tensor alone).
-// Errors name the reader's path.
+// checked as read_quantized_checkpoint checks a whole file (the result holds that tensor alone, no
+// metadata). Errors name the reader's path.
 QuantizedLayout quantized_layout_of(const io::SafetensorsReader& reader);
 QuantizedCheckpoint read_quantized_tensor(const io::SafetensorsReader& reader, const QuantizedLayout& layout,
                                           const std::string& tensor);

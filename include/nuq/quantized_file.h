@@ -16,8 +16,9 @@
 #pragma once
 
 #include <map>
-#include <set>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -133,17 +134,17 @@ struct QuantizedLayout {
   };
   std::map<std::string, Described> quantized;
   std::vector<std::string> copied;
-  std::string key;                          // the metadata key of the description
-  std::map<std::string, std::string> frame;  // the metadata, the description's tensors left out
+  std::string key;                             // the metadata key of the description
+  std::shared_ptr<const nlohmann::json> run;  // the description, its tensors and `kept` left out
 };
 QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
                                  const std::vector<std::string>& names, const std::string& name);
-// The metadata with the description narrowed to `tensor`: with that tensor's stored tensors, what
-// read_quantized_checkpoint checks and reads one tensor from.
-std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor);
-// The same with the tensor described by `tensor_description` (a band of its rows, say).
-std::map<std::string, std::string> metadata_of_one(const QuantizedLayout& layout, const std::string& tensor,
-                                                   const nlohmann::json& tensor_description);
+// What read_quantized_checkpoint reads and checks of a file of the layout's run that holds `stored`
+// (one tensor's stored tensors, or a band of their rows) and describes `tensor` alone by
+// `tensor_description`; the result's metadata left empty. The run's description is not parsed again.
+QuantizedCheckpoint read_quantized_one(const QuantizedLayout& layout, const std::string& tensor,
+                                       const nlohmann::json& tensor_description, const io::TensorFile& stored,
+                                       const std::string& name);
 // What every shard of one quantize run shares: its description without the tensors (codebook,
 // normalisation, statistics), as text to compare. Throws naming `name` when it has none.
 std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name);
