@@ -47,40 +47,49 @@ void add_measures(TensorReport& t, const Codebook& codebook, const QuantizeTotal
                                                    : kNaN;
 }
 
-WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
-  // Each parameter's statistics as the other paths take a checkpoint's tensor's (its pieces
-  // combined in order: tensor_stats), joined in name order as they join them (checkpoint_stream.h,
-  // Python's quantize_state_dict): the same bits whatever the path or the order.
-  std::map<std::string, WeightStats> own;
+namespace {
+
+// Each parameter's statistics, in model order, as the other paths take a checkpoint's tensor's
+// (its pieces combined in order: tensor_stats), so that a tensor's recorded mean and stddev (and
+// per-tensor codes) are the same bits whatever the path.
+std::vector<WeightStats> parameter_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
+  std::vector<WeightStats> own;
   InMemoryOptions options;
   options.nonfinite = nonfinite;
   for (const Parameter& p : model.parameters) {
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
     NUQ_ASSERT(rows * cols == p.values.size(), p.name, ": a shape of ", rows * cols, " values holds ", p.values.size());
-    own[p.name] = tensor_stats({p.values.data(), io::DType::F32, p.shape, p.name}, rows, cols, options, backend);
-    require_finite_weights(own[p.name], p.name);
+    own.push_back(tensor_stats({p.values.data(), io::DType::F32, p.shape, p.name}, rows, cols, options, backend));
+    require_finite_weights(own.back(), p.name);
   }
+  return own;
+}
+
+// The parameters' statistics joined in name order, as the other paths join a checkpoint's
+// (checkpoint_stream.h, Python's quantize_state_dict): the same bits whatever the order.
+WeightStats joined(const Model& model, const std::vector<WeightStats>& own) {
+  std::map<std::string, const WeightStats*> by_name;
+  for (std::size_t i = 0; i < own.size(); ++i) by_name[model.parameters[i].name] = &own[i];
   WeightStats stats;
-  for (const auto& [name, s] : own) stats = combine(stats, s);
+  for (const auto& [name, s] : by_name) stats = combine(stats, *s);
   return stats;
 }
 
-namespace {
-
-// Each parameter's normalisation, in model order; `global` is model_stats(model).
-std::vector<TensorNormalisation> normalisers(const Model& model, const WeightStats& global,
-                                             Normalisation normalisation, NonFinite nonfinite, Backend& backend,
-                                             std::vector<WeightStats>* own_stats = nullptr) {
+// Each parameter's normalisation, in model order; `own` its statistics (parameter_stats), `global`
+// theirs joined.
+std::vector<TensorNormalisation> normalisers(const Model& model, const std::vector<WeightStats>& own,
+                                             const WeightStats& global, Normalisation normalisation,
+                                             NonFinite nonfinite, Backend& backend) {
   NUQ_REQUIRE(global.count > 0, "quantize: the model has no finite parameters");
   if (normalisation == Normalisation::Global)
     NUQ_REQUIRE(global.stddev() > 0.0, "quantize: every parameter has the same value (", global.mean,
                 "); zero variance cannot be normalised");
   std::vector<TensorNormalisation> result;
-  for (const Parameter& p : model.parameters) {
-    const WeightStats own = backend.stats(p.values.data(), p.values.size(), p.name, nonfinite);
+  for (std::size_t i = 0; i < model.parameters.size(); ++i) {
+    const Parameter& p = model.parameters[i];
     const auto [rows, cols] = matrix_view(p.shape, p.values.size());
-    result.push_back(normalise_tensor(normalisation, p.values.data(), rows, cols, global, own, p.name, nonfinite, backend));
-    if (own_stats) own_stats->push_back(own);
+    result.push_back(
+        normalise_tensor(normalisation, p.values.data(), rows, cols, global, own[i], p.name, nonfinite, backend));
   }
   return result;
 }
@@ -96,17 +105,22 @@ WeightRange range_of(const std::vector<TensorNormalisation>& maps) {
 
 }  // namespace
 
+WeightStats model_stats(const Model& model, NonFinite nonfinite, Backend& backend) {
+  return joined(model, parameter_stats(model, nonfinite, backend));
+}
+
 WeightRange normalised_range(const Model& model, Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
-  return range_of(normalisers(model, model_stats(model, nonfinite, backend), normalisation, nonfinite, backend));
+  const std::vector<WeightStats> own = parameter_stats(model, nonfinite, backend);
+  return range_of(normalisers(model, own, joined(model, own), normalisation, nonfinite, backend));
 }
 
 QuantizedModel quantize_model(const Model& model, const Codebook& codebook, PtqReport* report,
                               Normalisation normalisation, NonFinite nonfinite, Backend& backend) {
-  const WeightStats global = model_stats(model, nonfinite, backend);
+  const std::vector<WeightStats> own = parameter_stats(model, nonfinite, backend);
+  const WeightStats global = joined(model, own);
   const int bits = storage_bits(codebook);
   require_storable(normalisation, bits, "quantize");
-  std::vector<WeightStats> own;
-  const std::vector<TensorNormalisation> maps = normalisers(model, global, normalisation, nonfinite, backend, &own);
+  const std::vector<TensorNormalisation> maps = normalisers(model, own, global, normalisation, nonfinite, backend);
   QuantizedModel q{model.architecture, codebook, normalisation, global.mean, global.stddev(), {}, model.dataset};
   q.trained_on = model.trained_on;
   q.training = model.training;

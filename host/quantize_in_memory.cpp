@@ -116,7 +116,14 @@ WeightStats tensor_stats(const TensorInMemory& t, std::size_t rows, std::size_t 
         return backend.stats_as(w.data, w.type, s.rows * s.cols, t.name, o.nonfinite);
       });
     });
-    for (const WeightStats& share : share_stats) own = combine(own, share);
+    // Each piece's shares joined first, then the piece, as the streamed pass 1 joins them: Chan's
+    // combination is not associative in floating point (the last digits of a tensor's statistics).
+    for (std::size_t i = 0; i < shares.size();) {
+      WeightStats piece;
+      for (const std::size_t p = shares[i].piece; i < shares.size() && shares[i].piece == p; ++i)
+        piece = combine(piece, share_stats[i]);
+      own = combine(own, piece);
+    }
     first = end;
   }
   return own;

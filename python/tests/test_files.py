@@ -36,6 +36,19 @@ def test_codes_identical_to_nuq_quantize(nuq_cli, tmp_path, checkpoint, method, 
     assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
 
 
+@pytest.mark.parametrize("normalise", ["per-tensor", "per-channel"])
+def test_a_tensor_of_several_pieces_is_the_file_nuq_quantize_writes(nuq_cli, tmp_path, rng, normalise):
+    # 24 MB of floats: six pieces of 4 MiB, each cut in shares. Its statistics were joined share by
+    # share in memory, share by share into each piece and then piece by piece by the CLI: the
+    # recorded mean and stddev (and so per-tensor codes) differed in their last digits.
+    w = (0.07 * rng.laplace(size=(3000, 2000)) - 0.007).astype(np.float32)
+    nuq.save(tmp_path / "w.safetensors", {"w": w})
+    nuq_cli("quantize", tmp_path / "w.safetensors", "-o", tmp_path / "cli.safetensors", "-m", "msptq",
+            "--normalise", normalise, "--device", "cpu")
+    nuq.save(tmp_path / "py.safetensors", {"w": nuq.quantize(w, nuq.design("msptq"), normalise=normalise)})
+    assert (tmp_path / "py.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
+
+
 def test_one_tensor_file_matches_nuq_quantize_of_one_array(nuq_cli, tmp_path, rng):
     w = rng.laplace(size=(64, 80)).astype(np.float32)
     nuq.save(tmp_path / "w.safetensors", {"w": w})
@@ -178,11 +191,13 @@ def test_a_tensor_quantized_alone_joins_a_file_of_per_tensor_ones(tmp_path, rng)
         nuq.save(tmp_path / "mixed.safetensors", {"a": loaded["a"], "p": nuq.quantize(b, cb, normalise="per-channel")})
 
 
-@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
-def test_a_nuq_model_quantized_from_python_is_the_file_nuq_quantize_writes(nuq_cli, tmp_path, architecture):
+@pytest.mark.parametrize("architecture,normalise", [("mlp", "global"), ("cnn", "global"), ("mlp", "per-tensor"),
+                                                    ("cnn", "per-channel")])
+def test_a_nuq_model_quantized_from_python_is_the_file_nuq_quantize_writes(nuq_cli, tmp_path, architecture, normalise):
     # The statistics of every path are joined from the same pieces in the same order: a nuq model's
     # state dict quantized in Python is byte for byte the CLI's file (the global mean once differed
-    # in its last digits, the CLI's model path summing each parameter whole).
+    # in its last digits, the CLI's model path summing each parameter whole; then each tensor's own
+    # mean and stddev, which that path still took whole).
     import struct
     rng = np.random.default_rng(4)
     (tmp_path / "mnist").mkdir()
@@ -193,8 +208,10 @@ def test_a_nuq_model_quantized_from_python_is_the_file_nuq_quantize_writes(nuq_c
                 f.write(array.astype(np.uint8).tobytes())
     model = tmp_path / "model.safetensors"
     nuq_cli("train", "--model", architecture, "--epochs", "1", "--data", tmp_path, "-o", model)
-    nuq_cli("quantize", model, "-m", "msptq", "-o", tmp_path / "cli.safetensors", "--device", "cpu")
-    ours = nuq.quantize_state_dict(nuq.load(model), nuq.design("msptq"), quantize_vectors=True, device="cpu")
+    nuq_cli("quantize", model, "-m", "msptq", "-o", tmp_path / "cli.safetensors", "--device", "cpu",
+            "--normalise", normalise)
+    ours = nuq.quantize_state_dict(nuq.load(model), nuq.design("msptq"), quantize_vectors=True, device="cpu",
+                                   normalise=normalise)
     nuq.save(tmp_path / "py.safetensors", ours, metadata=nuq.load_metadata(model))
     assert (tmp_path / "py.safetensors").read_bytes() == (tmp_path / "cli.safetensors").read_bytes()
 
