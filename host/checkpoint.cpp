@@ -156,7 +156,7 @@ std::optional<QuantizedCheckpoint> read_quantized_rows(const io::SafetensorsRead
     const std::uint64_t bytes = entry.end - entry.begin;
     // Row by row: the codes, the scales, and a table per row; a shared table and a grid whole. (A
     // grouped tensor's table is always shared: read whole, so that a damaged one is refused whole.)
-    const bool table = stored.size() > 9 && stored.compare(stored.size() - 9, 9, ".codebook") == 0;
+    const bool table = stored == tensor + ".codebook";  // (whatever the name: '' has '.codebook')
     const bool by_row = stored == tensor + ".codes" || stored == tensor + ".scales" ||
                         (table && !grouped && entry.shape.size() == 2 && entry.shape[0] == std::int64_t(rows));
     io::Tensor& t = part.tensors[stored] = io::Tensor{entry.dtype, entry.shape, {}};

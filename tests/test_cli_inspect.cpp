@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/checkpoint.h"
 #include "nuq/error.h"
 #include "nuq/io/dataset.h"
 #include "nuq/io/safetensors.h"
@@ -331,4 +332,37 @@ TEST(CliInspect, ALongNameDoesNotWidenEveryRow) {
   const std::size_t row = r.output.find("layer.0.weight");
   ASSERT_NE(row, std::string::npos);
   EXPECT_LT(r.output.find('\n', row) - row, 250u);
+}
+
+TEST(CliInspect, ATensorNamedByTheEmptyStringIsReadLikeAnyOther) {
+  // Its parts are '.codes', '.codebook' and '.grid': a suffix test that wanted a name before the
+  // suffix missed them, and a per-row table was read whole for a band of one row (inspect refused
+  // the file; dequantize, banded, would have too).
+  nuq::test::TempDir dir;
+  io::TensorFile file;
+  std::vector<float> w(8 * 16);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.61)) * 0.05f;
+  file.tensors[""] = io::f32_tensor({8, 16}, w);
+  file.tensors["w"] = io::f32_tensor({8, 16}, w);
+  const std::string input = dir.file("in.safetensors");
+  io::write_safetensors(input, file);
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"--normalise per-channel", "per row"}, {"-m uniform -b 12 --normalise per-tensor", "grid"}, {"", "one"}};
+  for (const auto& [options, tables] : cases) {
+    SCOPED_TRACE(options);
+    const std::string quantized = dir.file("q.safetensors");
+    ASSERT_EQ(run_nuq("quantize " + input + " -o " + quantized + " " + options).status, 0);
+    const nlohmann::json shown = json_of("inspect " + quantized + " --json");
+    ASSERT_EQ(shown.at("tensors").size(), 2u);
+    for (const nlohmann::json& t : shown.at("tensors")) EXPECT_EQ(t.at("tables"), tables) << t.dump();
+    // Restored a row at a time and whole: the same weights, and the same as 'w', which holds the same.
+    nuq::DequantizeFileOptions by_rows;
+    by_rows.band_bytes = 1;
+    nuq::dequantize_checkpoint_file(quantized, dir.file("rows.safetensors"), by_rows);
+    nuq::dequantize_checkpoint_file(quantized, dir.file("whole.safetensors"), {});
+    const io::TensorFile rows = io::read_safetensors(dir.file("rows.safetensors"));
+    const io::TensorFile whole = io::read_safetensors(dir.file("whole.safetensors"));
+    EXPECT_EQ(rows.tensors.at("").data, whole.tensors.at("").data);
+    EXPECT_EQ(rows.tensors.at("").data, rows.tensors.at("w").data);
+  }
 }

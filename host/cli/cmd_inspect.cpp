@@ -47,13 +47,13 @@ std::string bits_per_weight_text(std::uint64_t bytes, std::uint64_t weights) {
 
 // How a quantized tensor's levels are stored: one table, a table per row, an affine grid, or a
 // shared normalised table with a scale per group of G weights.
-std::string tables_of(const io::SafetensorsReader& reader, const QuantizedLayout::Described& described,
-                      std::size_t group_size) {
+std::string tables_of(const io::SafetensorsReader& reader, const std::string& tensor,
+                      const QuantizedLayout::Described& described, std::size_t group_size) {
   if (group_size) return "groups of " + std::to_string(group_size);
   for (const std::string& stored : described.stored) {
-    if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".grid") == 0) return "grid";
+    if (stored == tensor + ".grid") return "grid";
     const io::TensorEntry& entry = reader.layout().tensors.at(stored);
-    if (stored.size() > 9 && stored.compare(stored.size() - 9, 9, ".codebook") == 0)
+    if (stored == tensor + ".codebook")
       return entry.shape.size() == 2 && entry.shape[0] != 1 ? "per row" : "one";  // [0, n]: a table for each of no rows
   }
   return "-";
@@ -92,7 +92,8 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
       const std::uint64_t count = io::checked_element_count(described.shape, shard + ": tensor '" + name + "'");
       check_readable(reader, layout, name);  // (after the shape's own check, which dequantize makes first too)
       const std::size_t group_size = d.value("group_size", std::size_t{0});
-      const std::string dtype = d.value("dtype", std::string("F32")), tables = tables_of(reader, described, group_size);
+      const std::string dtype = d.value("dtype", std::string("F32"));
+      const std::string tables = tables_of(reader, name, described, group_size);
       const int bits = d.value("bits", 0);
       weights += count, quantized_bytes += bytes;
       quantized_rows[name] = {name, io::shape_text(described.shape), dtype, std::to_string(bits), tables,
