@@ -61,7 +61,8 @@ def save(path: str | bytes | os.PathLike, tensors: dict, metadata: dict | None =
     the file records them as "per-tensor" (one call of ``quantize_state_dict`` shares one map).
     Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``. Without
     QuantizedTensors the arrays go to the file as they lie (bfloat16 narrowed a piece at a time),
-    none copied whole.
+    none copied whole, except that an array that is not C-contiguous (a transposed view) is copied
+    first: those copies are all held until the file is written.
     """
     path = _path(path)
     if not hasattr(tensors, "items"):

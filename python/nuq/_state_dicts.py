@@ -174,7 +174,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
                         group_size: int | None = None, device: str = "auto", nonfinite: str = "error",
                         quantize_vectors: bool = False) -> dict:
     """Quantize the float32/float16/bfloat16 matrices of a state dict with one codebook, as
-    ``nuq quantize`` does a checkpoint (the same tensors kept, the same codes).
+    ``nuq quantize`` does a checkpoint (the same tensors kept, the same codes). The command line
+    quantizes one of nuq's own networks whole (Algorithm 1): quantize_vectors=True does the same.
 
     Kept as they are: masks (only 0 and 1, as GPT-2's causal ``attn.bias``, or 0 and one value
     <= -100 or -inf; with a warning); 1-D tensors and scalars (norms, biases, BatchNorm statistics: a 2-bit norm
