@@ -50,6 +50,30 @@ def _as_numpy(x, name: str):
     return a, _stored_dtype(a), None
 
 
+def _copied_later(x, name: str):
+    """For a tensor ``_as_stored`` would copy whole (strided, on a device, byte-swapped, a lazy
+    conjugate or negation) and whose stored dtype its dtype alone tells: (template, tag, produce),
+    an empty array of the dtype the copy will have, its dtype tag, and a function that makes the
+    copy. None where ``_as_stored`` takes it as it lies, or must read its values to tell its dtype
+    (an array ``load`` widened from bfloat16). A writer makes each copy as it writes it, so that
+    one is held at a time."""
+    if _is_torch(x):
+        _require_values(x, name)
+        if x.device.type == "cpu" and x.is_contiguous() and not x.is_conj() and not x.is_neg():
+            return None
+        torch = _torch()
+        tag = "BF16" if x.dtype == torch.bfloat16 else None
+        template = torch.empty(0, dtype=torch.int16 if tag else x.dtype).numpy()
+        return (template.view(np.uint16) if tag else template), tag, lambda: _as_numpy(x, name)[0]
+    if (not isinstance(x, np.ndarray) or ((x.flags.c_contiguous and x.flags.aligned) and x.dtype.isnative)
+            or _stored_dtype(x) is not None):  # (load's bytes of another dtype are refused unless as they lie)
+        return None
+    native = x.dtype if x.dtype.isnative else np.dtype(x.dtype.name)
+    if native == np.float32 and (native.metadata or {}).get("widened_from") == "BF16":
+        return None
+    return np.empty(0, dtype=native), None, lambda: _as_numpy(x, name)[0]
+
+
 def _as_stored(x, name: str, stacklevel: int = 3):
     """`_as_numpy` for what is written or quantized: a float32 array ``load`` widened from bfloat16
     is tagged BF16 while every value still is a bfloat16 (the library reads it in place and records

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from . import _nuq
-from ._arrays import _as_stored, _check_names, _path, _require_utf8, _stored_dtype
+from ._arrays import _as_stored, _check_names, _copied_later, _path, _require_utf8, _stored_dtype
 from ._nuq import QuantizedTensor
 
 def load(path: str | bytes | os.PathLike) -> dict:
@@ -61,8 +61,8 @@ def save(path: str | bytes | os.PathLike, tensors: dict, metadata: dict | None =
     the file records them as "per-tensor" (one call of ``quantize_state_dict`` shares one map).
     Grouped tensors are written in the grouped layout of ``nuq quantize --group-size``. Without
     QuantizedTensors the arrays go to the file as they lie (bfloat16 narrowed a piece at a time),
-    none copied whole, except that an array that is not C-contiguous (a transposed view) is copied
-    first: those copies are all held until the file is written.
+    none copied whole; one that must be copied (not C-contiguous, as a transposed view; a tensor on
+    a GPU) is copied as it is written, one copy held at a time.
     """
     path = _path(path)
     if not hasattr(tensors, "items"):
@@ -83,9 +83,14 @@ def save(path: str | bytes | os.PathLike, tensors: dict, metadata: dict | None =
             if v is None or isinstance(v, (str, bytes, dict)):
                 raise TypeError(f"save: tensor '{k}': a {type(v).__name__} is not an array (numpy array, torch "
                                 "tensor or QuantizedTensor)")
+            later = _copied_later(v, k)
+            if later is not None:  # copied as it is written, one at a time
+                template, tag, produce = later
+                plain.append((k, template, tag, [int(d) for d in v.shape], produce))
+                continue
             shape = _element_shape(k, v)
             array, tag, _ = _as_stored(v, k)
-            plain.append((k, array, tag, shape))
+            plain.append((k, array, tag, shape, None))
     _nuq._save(path, quantized, plain, metadata)
 
 

@@ -65,14 +65,46 @@ std::vector<std::int64_t> shape_of(const py::array& a) {
 namespace {
 
 // One array save() writes, checked (with the GIL held); its bytes are read after the GIL is let go,
-// while the caller's list still holds the array.
+// while the caller's list still holds the array. Or, where `produce` is not None, one that must be
+// copied first (a transposed view, a GPU tensor): `produce()` makes the copy as it is written, so
+// that one copy is held at a time, not all of them (data is then null until it is made).
 struct PlainArray {
   std::string name;
   const void* data;
   ArrayDtype dtype;
   std::vector<std::int64_t> shape;
   std::size_t bytes;  // in memory (dtype.read)
+  py::object produce, template_array;  // None, or what makes the copy and an empty array of its dtype
 };
+
+// `use(a)`, with `a`'s bytes where they lie; or, where `a` is made as it is written, with the copy
+// a.produce() makes, checked against the entry the header planned for it, and dropped (with the
+// GIL) before the next is made. Called with the GIL let go.
+void with_bytes(const PlainArray& a, const std::string& where, const std::function<void(const PlainArray&)>& use) {
+  if (a.produce.is_none()) return use(a);
+  PlainArray made{a.name, nullptr, a.dtype, a.shape, a.bytes, {}};
+  py::object copy;
+  const auto drop = [&copy] {
+    const py::gil_scoped_acquire gil;
+    copy = py::object();
+  };
+  try {
+    {
+      const py::gil_scoped_acquire gil;
+      const py::array array = py::array::ensure(a.produce());
+      NUQ_REQUIRE(array && (array.flags() & py::array::c_style) && std::size_t(array.nbytes()) == a.bytes &&
+                      array.dtype().equal(py::reinterpret_borrow<py::array>(a.template_array).dtype()),
+                  where, ": its copy is not the C-contiguous array of ", a.bytes, " bytes its entry planned");
+      made.data = array.data();
+      copy = array;
+    }
+    use(made);
+  } catch (...) {
+    drop();
+    throw;
+  }
+  drop();
+}
 
 // out[0, 2 count) = the bfloat16 bits of float32 values that all are bfloat16s (their high halves;
 // the low halves are zero), element `first` the first of them (for the error).
@@ -302,19 +334,24 @@ QuantizedParts recorded_parts(const std::string& path, const std::map<std::strin
 // they lie, a piece at a time where narrowed, never gathered (a state dict's kept embeddings are GBs).
 void save(const std::string& path, const std::map<std::string, const PyQuantized*>& quantized,
           const std::vector<std::tuple<std::string, py::array, std::optional<std::string>,
-                                       std::optional<std::vector<std::int64_t>>>>& plain,
+                                       std::optional<std::vector<std::int64_t>>, py::object>>& plain,
           const std::map<std::string, std::string>& metadata) {
   for (const char* key : {"nuq.quantized", "nuq.checkpoint"})
     NUQ_REQUIRE(!metadata.count(key), path, ": metadata key '", key,
                 "' is nuq's own description of a file's tensors; save writes it (load_metadata leaves it out)");
   std::vector<PlainArray> arrays;
-  for (const auto& [name, array, tag, element_shape] : plain) {
+  for (const auto& [name, array, tag, element_shape, produce] : plain) {
     const std::string where = path + ": tensor '" + name + "'";
     NUQ_REQUIRE(array.flags() & py::array::c_style, where, ": the array must be C-contiguous");
     NUQ_REQUIRE(name != "__metadata__", where, ": the name is safetensors' own (its metadata's)");
     // Packed floats are held as bytes: the shape in elements comes with the tag (load's metadata).
-    PlainArray a{name, array.data(), dtype_of(array, tag, where), element_shape ? *element_shape : shape_of(array),
-                 std::size_t(array.nbytes())};
+    // One copied as it is written comes as an empty array of its dtype, its shape beside it.
+    const std::vector<std::int64_t> shape = element_shape ? *element_shape : shape_of(array);
+    const ArrayDtype dtype = dtype_of(array, tag, where);
+    const std::size_t bytes = produce.is_none()
+                                  ? std::size_t(array.nbytes())
+                                  : io::byte_size(dtype.read, io::checked_element_count(shape, where), where);
+    PlainArray a{name, array.data(), dtype, shape, bytes, produce, array};
     // (A tagged shape is the caller's: one a reader would refuse is refused here, before writing.)
     NUQ_REQUIRE(io::byte_size(a.dtype.read, io::checked_element_count(a.shape, where), where) == a.bytes, where, ": ",
                 a.bytes, " bytes do not hold ", io::to_string(a.dtype.read), " [", io::shape_text(a.shape), "]");
@@ -342,8 +379,10 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
   for (const auto& [name, entry] : writer.order()) {
     const auto part = part_named.find(name);
     if (part == part_named.end())
-      stored_bytes(*array_named.at(name), path + ": tensor '" + name + "'",
-                   [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
+      with_bytes(*array_named.at(name), path + ": tensor '" + name + "'", [&](const PlainArray& a) {
+        stored_bytes(a, path + ": tensor '" + name + "'",
+                     [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
+      });
     else if (!part->second->bytes().empty())
       writer.append(part->second->bytes().data(), part->second->bytes().size());
   }

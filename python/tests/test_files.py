@@ -244,3 +244,30 @@ def test_quantized_codes_too_large_for_memory_are_named(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert result.stdout.startswith(f"ValueError {big}: tensor 'w': MemoryError"), result.stdout + result.stderr
+
+
+def test_a_copy_made_as_it_is_written_is_the_view_and_a_failure_leaves_no_file(tmp_path, monkeypatch):
+    # Transposed and byte-swapped views are copied as save writes them: the file holds their values
+    # in their shapes. A copy that fails midway (here: b's, after a's was written) leaves no file
+    # and no temporary behind, and is raised as it was.
+    import nuq._arrays
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    views = {"a": w.T, "b": w.astype(">f4"), "c": w}
+    nuq.save(tmp_path / "ok.safetensors", views)
+    back = nuq.load(tmp_path / "ok.safetensors")
+    for name, view in views.items():
+        assert back[name].dtype == np.float32 and np.array_equal(back[name], view), name
+    made = []
+    as_numpy = nuq._arrays._as_numpy
+
+    def failing(x, name):
+        made.append(name)
+        if name == "b":
+            raise RuntimeError("the copy failed")
+        return as_numpy(x, name)
+
+    monkeypatch.setattr(nuq._arrays, "_as_numpy", failing)
+    with pytest.raises(RuntimeError, match="the copy failed"):
+        nuq.save(tmp_path / "failed.safetensors", views)
+    assert made == ["c", "a", "b"]  # c read as it lies; the copies made as they are written, in name order
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.safetensors"]
