@@ -93,7 +93,8 @@ std::vector<MismatchPoint> mismatch_curve(const Codebook& codebook, double from_
   return points;
 }
 
-BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db) {
+BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db, const char* what) {
+  check_range(what, from_db, to_db, step_db);  // (before the curve's own check, which names mismatch)
   BitRateChoice worst{bits, std::numeric_limits<double>::infinity(), 0.0};
   for (const MismatchPoint& p : mismatch_curve(mismatch_design(bits), from_db, to_db, step_db))
     if (p.sqnr_db < worst.worst_sqnr_db) worst.worst_sqnr_db = p.sqnr_db, worst.worst_at_db = p.mismatch_db;

@@ -43,8 +43,9 @@ struct BitRateChoice {
 std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db, double to_db, double step_db = 1.0,
                                              int min_bits = 1, int max_bits = 16);
 
-// The worst case of one R over the range (what the rule compares with the floor).
-BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db = 1.0);
+// The worst case of one R over the range (what the rule compares with the floor); an error names
+// `what`, the caller the user ran.
+BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db = 1.0, const char* what = "bitrate");
 // The worst case of each R in [min_bits, max_bits], in order: the rule's table, whose first entry
 // that keeps a floor is choose_bit_rate's answer. The range and its cost are checked first.
 std::vector<BitRateChoice> worst_cases(double from_db, double to_db, double step_db, int min_bits, int max_bits);

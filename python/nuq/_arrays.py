@@ -21,13 +21,16 @@ def _is_torch(x) -> bool:
 
 
 def _require_values(x, name: str) -> None:
-    """Refuses a torch tensor whose values cannot be read as they lie: on the meta device, or sparse."""
+    """Refuses a torch tensor whose values cannot be read as they lie: on the meta device, sparse, or
+    of more dimensions than numpy holds."""
     if x.device.type == "meta":
         raise ValueError(f"tensor '{name}' is on PyTorch's meta device: it has a shape but no values (load or "
                          "materialise its weights first)")
     if x.layout != _torch().strided:
         raise TypeError(f"tensor '{name}' has PyTorch's {x.layout} layout; nuq reads dense tensors "
                         "(x.to_dense() first)")
+    if x.dim() > 32:  # (numpy's own error would not name the tensor)
+        raise ValueError(f"tensor '{name}' has {x.dim()} dimensions; numpy and safetensors hold at most 32")
 
 
 def _as_numpy(x, name: str):

@@ -70,7 +70,7 @@ void bind_mismatch(py::module_& m) {
         BitRateChoice worst;
         {
           py::gil_scoped_release release;
-          worst = worst_case(bits, from_db, to_db.value_or(from_db), step_db);
+          worst = worst_case(bits, from_db, to_db.value_or(from_db), step_db, "worst_sqnr");
         }
         return choice_dict(worst);
       },

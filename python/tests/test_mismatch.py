@@ -72,6 +72,8 @@ def test_bit_rate_at_a_weights_rms_is_measured_by_quantizing_them(rng):
     (lambda: nuq.bit_rate(30, 0, -1), "from <= to"),
     (lambda: nuq.bit_rate(30, 0, min_bits=5, max_bits=4), "1 <= min <= max <= 16"),
     (lambda: nuq.worst_sqnr(0, 0), "bits must be 1..16"),
+    (lambda: nuq.worst_sqnr(16, -100, 100, step_db=0.002), "^worst_sqnr: more than 100000 points"),  # (not mismatch)
+    (lambda: nuq.worst_sqnr(4, 5, 0), "^worst_sqnr: the range must be finite with from <= to"),
     (lambda: nuq.mismatch(16, -200, 200, 0.005), "points times 65536 levels"),
     (lambda: nuq.bit_rate(40, -30, 30, step_db=0.0007), "points times 131070 levels"),
 ])

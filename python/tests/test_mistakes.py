@@ -308,6 +308,16 @@ def test_meta_tensors_have_no_values_to_quantize_or_multiply(w):
         nuq.quantize(torch.randn(4, 8, dtype=torch.float64).to_sparse(), codebook)
 
 
+def test_a_torch_tensor_of_more_dimensions_than_numpy_holds_is_named(tmp_path):
+    torch = pytest.importorskip("torch")
+    deep = torch.ones([1] * 33)  # (numpy's own error named no tensor)
+    with pytest.raises(ValueError, match="tensor 'deep' has 33 dimensions; numpy and safetensors hold at most 32"):
+        nuq.quantize(deep, nuq.design("msptq"), name="deep")
+    with pytest.raises(ValueError, match="tensor 'deep' has 33 dimensions"):
+        nuq.save(tmp_path / "never-written.safetensors", {"deep": deep})
+    assert not list(tmp_path.iterdir())
+
+
 def test_float64_beyond_float32_is_found_in_any_slice(rng):
     """The range check of float64 input looks at slices of about 2^20 values: a weight beyond
     float32's range is found and named wherever it lies, a scalar's too."""
