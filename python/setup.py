@@ -12,6 +12,7 @@ not OFF), for the Python that runs pip.
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
+# The project's one version, as CMake's project() gives it to `nuq --version` and nuq.__version__.
+VERSION = re.search(r"project\(nuq VERSION ([0-9.]+)", (ROOT / "CMakeLists.txt").read_text()).group(1)
 
 
 class CMakeBuild(build_ext):
@@ -62,7 +65,7 @@ class CMakeBuild(build_ext):
 
 setup(
     name="nuq",
-    version="0.1.0",
+    version=VERSION,
     description="Post-training quantization of neural-network weights (SPTQ, MSPTQ, uniform, ...) over the nuq library",
     packages=["nuq"],
     package_data={"nuq": ["*.pyi", "py.typed"]},

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
                "uniform, ternary, mu-law and Lloyd-Max quantizers for the Laplacian source"};
   app.name("nuq");
   app.require_subcommand(1);
-  app.set_version_flag("--version", "nuq 0.1.0");
+  app.set_version_flag("--version", "nuq " NUQ_VERSION);
   app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
     return "nuq: error: " + CLI::FailureMessage::simple(failed, e);
   });

@@ -140,6 +140,8 @@ QuantizedTensor.requires_grad = False  # packed codes have no gradient (asked of
 QuantizedTensor.__getattr__ = _tensor_attribute
 
 
+__version__ = _nuq.__version__  # the library's, as `nuq --version` gives it
+
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "mismatch", "bit_rate",
     "worst_sqnr", "quantize", "set_num_threads", "get_num_threads",

@@ -10,6 +10,8 @@ from . import nn as nn  # PyTorch layers that multiply by packed codes (imports 
 ArrayLike = Any  # numpy.ndarray or torch.Tensor (float32, float16, bfloat16)
 PathLike = Union[str, bytes, os.PathLike]
 
+__version__: str  # the library's, as `nuq --version` gives it
+
 class Codebook:
     method: str
     bits: int

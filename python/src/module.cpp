@@ -44,6 +44,7 @@ PYBIND11_MODULE(_nuq, m) {
   });
   // The pybind11 this module was built with: 2.12 or later reads numpy 2's dtypes (an older one takes
   // every itemsize for 0 under numpy 2, and hands back arrays of garbage); python/tests check it.
+  m.attr("__version__") = NUQ_VERSION;  // project()'s, as `nuq --version` gives it
   m.attr("_pybind11_version") = pybind11::make_tuple(PYBIND11_VERSION_MAJOR, PYBIND11_VERSION_MINOR);
   m.def(
       "set_num_threads",

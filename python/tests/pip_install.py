@@ -9,6 +9,7 @@ usage: pip_install.py SOURCE_PYTHON_DIR BUILD_DIR NUQ_BINARY
 Checks, from a folder outside the repository and with no PYTHONPATH:
 - `import nuq` finds the venv's copy, with its module, stub and py.typed;
 - the installed module designs what `nuq design --json` prints, to the last digit, and quantizes;
+- its nuq.__version__, pip's record of it (setup.py's) and `nuq --version` say the same version;
 - setup.py refuses, with a message, a relative NUQ_BUILD_DIR and a folder configured without the
   Python module.
 Exit 0: all pass; 1: a failure; 77: this Python cannot make a venv with pip or lacks setuptools.
@@ -70,14 +71,15 @@ def main():
         elsewhere = scratch / "elsewhere"
         elsewhere.mkdir()
         probe = run([str(python), "-c", """
-import json, os, numpy as np, nuq
+import json, os, importlib.metadata, numpy as np, nuq
 package = os.path.dirname(nuq.__file__)
 c = nuq.design("msptq", 2)
 w = np.random.default_rng(5).laplace(size=(64, 96)).astype(np.float32)
 q = nuq.quantize(w, c)
 print(json.dumps({"package": package, "files": sorted(os.listdir(package)), "sqnr_db": c.sqnr_db,
                   "levels": list(c.levels), "restored_shape": list(q.dequantize().shape),
-                  "sqnr_ex_db": q.sqnr_ex_db}))
+                  "sqnr_ex_db": q.sqnr_ex_db, "version": nuq.__version__,
+                  "installed_version": importlib.metadata.version("nuq")}))
 """], cwd=elsewhere, env=env)
         if probe.returncode != 0:
             fail("import nuq from the venv", probe)
@@ -97,6 +99,10 @@ print(json.dumps({"package": package, "files": sorted(os.listdir(package)), "sqn
         if found["sqnr_db"] != design["sqnr_db"] or found["levels"] != design["codebook"]["levels"]:
             fail(f"the installed module designs {found['sqnr_db']} dB {found['levels']}, nuq design "
                  f"{design['sqnr_db']} dB {design['codebook']['levels']}")
+        cli_version = run([str(nuq_binary), "--version"]).stdout.strip()
+        if not (cli_version == "nuq " + found["version"] == "nuq " + found["installed_version"]):
+            fail(f"versions differ: `nuq --version` {cli_version!r}, nuq.__version__ {found['version']!r}, "
+                 f"pip's {found['installed_version']!r}")
         if found["restored_shape"] != [64, 96] or not 5.0 < found["sqnr_ex_db"] < 9.0:
             fail(f"quantizing a Laplacian array through the installed module: {found}")
     print(f"pip installed nuq into a venv from {build_dir}; it imports and designs as nuq does")

@@ -134,3 +134,8 @@ def test_sweep_minimum_is_the_iterative_optimum():
 def test_user_errors_are_value_errors_with_nuqs_message(call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+def test_the_version_is_the_command_lines(nuq_cli):
+    # One version, CMake's project(): the module's and the binary's (setup.py's: pip_install.py).
+    assert nuq.__version__ and nuq_cli("--version").strip() == f"nuq {nuq.__version__}"
