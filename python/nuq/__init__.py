@@ -84,6 +84,16 @@ def _refuse_torch_functions(cls, func, types, args=(), kwargs=None):
 QuantizedTensor.__torch_function__ = classmethod(_refuse_torch_functions)
 
 
+def _refuse_array(self, dtype=None, copy=None):
+    """numpy's hook: without it np.asarray(q) gives a 0-d array holding the object, which numpy's
+    functions then take for a scalar."""
+    raise TypeError("a nuq.QuantizedTensor holds packed codes, not an array: take q.dequantize() for its values "
+                    "(q.unpacked_codes() for its codes)")
+
+
+QuantizedTensor.__array__ = _refuse_array
+
+
 def _size(self, dim=None):
     """The shape, as a torch.Size (what PyTorch asks of anything with __torch_function__ when it
     reports that it could not copy it: load_state_dict of codes into a float parameter)."""

@@ -464,3 +464,12 @@ def test_sweep_gives_the_columns_of_nuq_design_sweep(nuq_cli):
     assert rows[0] == ["xmax", "distortion", "granular", "overload", "sqnr_db"]
     for column, name in enumerate(rows[0]):
         np.testing.assert_allclose(ours[name], [float(r[column]) for r in rows[1:]], rtol=1e-9)
+
+
+def test_numpy_is_told_a_quantized_tensor_is_not_an_array(w):
+    # (np.asarray gave a 0-d array holding the object, which numpy's functions took for a scalar)
+    q = nuq.quantize(w, nuq.design("msptq"))
+    for call in (lambda: np.asarray(q), lambda: np.add(q, 1), lambda: np.stack([q, q])):
+        with pytest.raises(TypeError, match=r"packed codes, not an array: take q.dequantize\(\)"):
+            call()
+    np.testing.assert_array_equal(np.asarray(q.dequantize()), q.dequantize())  # what it says to do
