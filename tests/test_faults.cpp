@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -126,6 +127,16 @@ TEST(Errors, ANulInAQuotedNameDoesNotEndTheMessage) {
                "x 'a\\x00b': element 3 is inf; weights must be finite (asked to saturate them, nuq takes +-Inf to "
                "the outermost levels and NaN to the level of the cell holding the mean: --nonfinite saturate, "
                "nonfinite='saturate' in Python)");
+}
+
+// A NaN with its sign bit set (PyTorch's bfloat16 NaN) is shown as "nan", not "-nan"; infinities
+// keep their sign, which says something.
+TEST(Errors, ANaNIsShownWithoutASign) {
+  const double negative_nan = std::copysign(std::numeric_limits<double>::quiet_NaN(), -1.0);
+  ASSERT_TRUE(std::signbit(negative_nan));
+  EXPECT_EQ(std::string(NonFiniteWeight("w", 3, negative_nan).what()).rfind("w: element 3 is nan; weights", 0), 0u);
+  EXPECT_EQ(detail::concat("a ", negative_nan, ", ", float(negative_nan), ", ", -1.0 / 0.0, ", ", 0.5f),
+            "a nan, nan, -inf, 0.5");
 }
 
 TEST(Degenerate, EmptyAndZeroVarianceInputsHaveDefinedAnswers) {

@@ -3,6 +3,7 @@
 // invariant of nuq itself. Both are exceptions, never abort(), so tests and the CLI can see them.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <sstream>
 #include <stdexcept>
@@ -41,11 +42,20 @@ namespace detail {
 [[noreturn]] void throw_internal(const char* file, int line, const char* condition,
                                  const std::string& message);
 
+// A part as a message shows it: a NaN as "nan" whatever its sign bit (the stream writes "-nan" for
+// one with it set, a bfloat16 NaN as PyTorch makes it, which tells the reader nothing more).
+template <typename T>
+const T& shown(const T& part) {
+  return part;
+}
+inline double shown(double part) { return std::isnan(part) ? std::fabs(part) : part; }
+inline float shown(float part) { return std::isnan(part) ? std::fabs(part) : part; }
+
 template <typename... Parts>
 std::string concat(const Parts&... parts) {
   std::ostringstream out;
   out.precision(10);
-  (out << ... << parts);
+  (out << ... << shown(parts));
   return out.str();
 }
 }  // namespace detail
