@@ -185,6 +185,8 @@ std::vector<std::string> shards_of_index(const fs::path& index) {
     const std::string name = shard_file_name(*file);
     NUQ_REQUIRE(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", index.string(),
                 ": weight_map['", tensor, "'] = '", *file, "' is not a file in the index's folder");
+    NUQ_REQUIRE(name != index.filename().string(), index.string(), ": weight_map['", tensor,
+                "'] names the index itself, not the safetensors shard that holds the tensor");
     NUQ_REQUIRE(!is_foreign_weights(name), index.string(), ": weight_map['", tensor, "'] = '", name,
                 "' is another tool's file (PyTorch, GGUF), not safetensors; nuq reads safetensors (docs/format.md "
                 "says how to convert a PyTorch checkpoint)");

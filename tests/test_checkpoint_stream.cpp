@@ -574,6 +574,9 @@ TEST(CheckpointStream, BrokenInputsAreNamed) {
   EXPECT_NE(message(dir.file("numbered"), dir.file("o")).find("shard 000000002 of 999999999"), std::string::npos);
   std::ofstream(dir.file("escape.json")) << R"({"weight_map": {"w": "../secret.safetensors"}})";
   EXPECT_NE(message(dir.file("escape.json"), dir.file("o")).find("is not a file in the index's folder"), std::string::npos);
+  std::ofstream(dir.file("itself.json")) << R"({"weight_map": {"w": "itself.json"}})";  // (read as a shard: "a JSON file")
+  EXPECT_NE(message(dir.file("itself.json"), dir.file("o")).find("itself.json: weight_map['w'] names the index itself"),
+            std::string::npos);
   std::ofstream(dir.file("nomap.json")) << R"({"metadata": {}})";
   EXPECT_NE(message(dir.file("nomap.json"), dir.file("o")).find("no weight_map"), std::string::npos);
   fs::create_directories(dir.file("empty"));
