@@ -574,7 +574,8 @@ TEST(CheckpointStream, BrokenInputsAreNamed) {
   EXPECT_NE(message(dir.file("numbered"), dir.file("o")).find("shard 000000002 of 999999999"), std::string::npos);
   std::ofstream(dir.file("escape.json")) << R"({"weight_map": {"w": "../secret.safetensors"}})";
   EXPECT_NE(message(dir.file("escape.json"), dir.file("o")).find("is not a file in the index's folder"), std::string::npos);
-  std::ofstream(dir.file("itself.json")) << R"({"weight_map": {"w": "itself.json"}})";  // (read as a shard: "a JSON file")
+  // (read as its own shard, it was "a JSON file, not safetensors")
+  std::ofstream(dir.file("itself.json")) << R"({"weight_map": {"w": "itself.json"}})";
   EXPECT_NE(message(dir.file("itself.json"), dir.file("o")).find("itself.json: weight_map['w'] names the index itself"),
             std::string::npos);
   std::ofstream(dir.file("nomap.json")) << R"({"metadata": {}})";
