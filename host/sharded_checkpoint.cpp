@@ -279,6 +279,29 @@ void require_no_other_model(const fs::path& folder, const std::set<std::string>&
               "models; give a new or empty folder, or remove them");
 }
 
+// The files under this run's names that an earlier run wrote are what this one writes (quantized
+// or restored shards), so that a run cut short between renames leaves shards that readers refuse
+// together (two quantize runs, or restorations of two: require_one_quantize_run,
+// require_one_restoration), never a mix of new shards and another model's.
+void require_outputs_of_a_like_run(const std::vector<std::string>& outputs, ShardedCheckpoint::Writes writes) {
+  const bool quantized = writes == ShardedCheckpoint::Writes::Quantized;
+  for (const std::string& output : outputs) {
+    std::error_code ec;
+    if (!fs::exists(output, ec)) continue;
+    std::map<std::string, std::string> metadata;
+    try {
+      metadata = io::SafetensorsReader(output).layout().metadata;
+    } catch (const Error& e) {
+      throw Error("--output " + output + ": a file this run would write over, which does not read (" + e.what() +
+                  "); give a new or empty folder, or remove it");
+    }
+    NUQ_REQUIRE(quantized ? is_quantized_file(metadata) : metadata.count(kRestoredFromKey) != 0, "--output ", output,
+                ": this run would write over it, and ", quantized ? "nuq quantize" : "nuq dequantize",
+                " did not write it (", quantized ? "it holds no quantized tensors" : "it was not restored from codes",
+                ": the original model?); give a new or empty folder, or remove it");
+  }
+}
+
 // What a folder without an index holds that is no shard of its model, and says what it is: macOS's
 // AppleDouble files (._*, never safetensors) always; beside the model's own files, a PEFT adapter
 // (its own small model of other names) and Mistral's consolidated*.safetensors (the same weights
@@ -365,7 +388,7 @@ std::vector<std::string> checkpoint_warnings(const std::string& input) {
   return lines;
 }
 
-ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output)
+ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string& output, Writes writes)
     : inputs_(checkpoint_shards(input)), folder_(output) {
   input_index_ = index_of(input).string();
   if (!input_index_.empty()) {
@@ -403,7 +426,10 @@ ShardedCheckpoint::ShardedCheckpoint(const std::string& input, const std::string
       NUQ_REQUIRE(errno != EWOULDBLOCK, "--output ", output,
                   ": another nuq run is writing this folder; wait for it to end, or give another folder");
     }
-    if (!created_folder_) require_no_other_model(output, ours, index_name_, "--output");
+    if (!created_folder_) {
+      require_no_other_model(output, ours, index_name_, "--output");
+      require_outputs_of_a_like_run(outputs_, writes);
+    }
   } catch (...) {  // no destructor runs for a constructor that throws: what it made goes here
     std::error_code ec;
     if (created_folder_) fs::remove(folder_, ec);  // (before the lock goes: no run has it meanwhile)

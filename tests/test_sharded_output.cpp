@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -164,6 +165,71 @@ TEST(ShardedOutput, ARunThatFailsAfterWritingAShardLeavesTheOutputItWritesOverWh
             std::string::npos)
       << r.output;
   EXPECT_EQ(files_in(dir.file("restored")), restored) << "a failed dequantize changed the output it was to replace";
+}
+
+// A folder is written over by a run like the one that wrote it: quantized shards by quantize,
+// restored ones by dequantize. The original model under the same shard names is refused, not
+// written over (`nuq dequantize llama-2bit -o llama` replaced its weights, and a run cut short
+// between renames left a mix of restored and original shards that every reader took for a model).
+TEST(ShardedOutput, AFolderIsWrittenOverOnlyByARunLikeTheOneThatWroteIt) {
+  test::TempDir dir;
+  const std::map<std::string, std::string> quantized = quantized_output(dir), model = files_in(dir.file("model"));
+  const std::string d = dir.path().string();
+  CommandResult r = run_nuq("dequantize " + d + "/out -o " + d + "/model");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("model-00001-of-00002.safetensors: this run would write over it, and nuq dequantize did not "
+                          "write it (it was not restored from codes: the original model?)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(files_in(dir.file("model")), model);
+  ASSERT_EQ(run_nuq("dequantize " + d + "/out -o " + d + "/restored").status, kOk);
+  const std::map<std::string, std::string> restored = files_in(dir.file("restored"));
+  r = run_nuq("quantize " + d + "/model -o " + d + "/restored");
+  EXPECT_EQ(r.status, kUserError);
+  EXPECT_NE(r.output.find("nuq quantize did not write it (it holds no quantized tensors"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(files_in(dir.file("restored")), restored);
+  // Each written over by a run like its own.
+  EXPECT_EQ(run_nuq("dequantize " + d + "/out -o " + d + "/restored --dtype bf16").status, kOk);
+  EXPECT_NE(files_in(dir.file("restored")), restored);
+  EXPECT_EQ(run_nuq("quantize " + d + "/model -o " + d + "/out -m uniform -b 2").status, kOk);
+  EXPECT_NE(files_in(dir.file("out")), quantized);
+}
+
+// An output file left read-only (0444) is replaced and keeps its mode; a sharded output keeps its
+// index. Run as a user other than root, whose writes no mode stops: the temporary took the mode at
+// once, so a shard held closed could not be opened again as it was published, after the old index
+// was removed (the folder was left without one; a single file could not be replaced at all).
+TEST(ShardedOutput, AReadOnlyOutputIsReplacedKeepingItsMode) {
+  std::string as_user;  // (a prefix of the command)
+  if (::geteuid() == 0) {
+    if (!fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "run as root, without setpriv to run as another user";
+    as_user = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    if (run_nuq("--version", as_user).status != kOk) GTEST_SKIP() << "nobody (65534) cannot run " << NUQ_BINARY;
+  }
+  test::TempDir dir;
+  fs::create_directories(dir.file("model"));
+  test::write_two_shards(dir.file("model"));
+  fs::permissions(dir.path(), fs::perms::all);
+  fs::permissions(dir.file("model"), fs::perms::all);
+  const std::string d = dir.path().string(), shard = "/model-00001-of-00002.safetensors";
+  if (!as_user.empty() && std::system((as_user + " test -w " + d + "/model").c_str()) != 0)
+    GTEST_SKIP() << "nobody (65534) cannot write in " << d;
+  for (const std::string& output : {d + "/out", d + "/one.safetensors"}) {
+    SCOPED_TRACE(output);
+    const std::string input = output == d + "/out" ? d + "/model" : d + "/model" + shard;
+    const std::string written = output == d + "/out" ? output + shard : output;
+    CommandResult r = run_nuq("quantize " + input + " -o " + output, as_user);
+    ASSERT_EQ(r.status, kOk) << r.output;
+    const std::string before = bytes_of(written);
+    fs::permissions(written, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    r = run_nuq("quantize " + input + " -o " + output + " -m uniform -b 2", as_user);
+    EXPECT_EQ(r.status, kOk) << r.output;
+    EXPECT_NE(bytes_of(written), before);  // the new run's
+    EXPECT_EQ(fs::status(written).permissions() & fs::perms::all,
+              fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    if (output == d + "/out") EXPECT_TRUE(fs::exists(output + "/model.safetensors.index.json"));
+  }
 }
 
 // A checkpoint in one file or in shards whose order is not its tensors' names' quantizes to the

@@ -315,7 +315,8 @@ struct DequantizeOptions {
 // One file, or a sharded checkpoint (a folder or its model.safetensors.index.json) into a folder
 // of the same shards and a new index: what `nuq quantize` reads, it writes, and this undoes.
 void run_dequantize(const DequantizeOptions& o) {
-  ShardedCheckpoint checkpoint(o.input, o.output);  // every output checked before the first is written
+  // Every output checked before the first is written.
+  ShardedCheckpoint checkpoint(o.input, o.output, ShardedCheckpoint::Writes::Restored);
   warn_of_checkpoint(o.input);
   require_one_quantize_run(checkpoint.inputs());
   const std::optional<io::DType> restore_as = o.dtype == "source" ? std::nullopt

@@ -272,10 +272,15 @@ void SafetensorsWriter::sync_and_set_aside() {
 }
 
 void SafetensorsWriter::finish() {
-  reopen();
   NUQ_ASSERT(written_ == data_bytes_, "the header promised ", data_bytes_, " data bytes, ", written_, " came");
   NUQ_ASSERT(filled_ == skipped_, skipped_, " bytes were left to be written in place, ", filled_, " came");
-  move_temporary_into_place(fd_, temporary_, path_, synced_);
+  if (synced_ && fd_ < 0) {  // set aside synced (a shard of a run, held): only its rename remains
+    check_set_aside();
+    rename_temporary_into_place(temporary_, path_);
+  } else {
+    reopen();
+    move_temporary_into_place(fd_, temporary_, path_, synced_);
+  }
   finished_ = true;
 }
 

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "nuq/error.h"
@@ -142,10 +143,12 @@ CreatedTemporary create_temporary_for(const std::string& output) {
     if (created.fd >= 0) {
       // A file written over keeps its permission bits (a private checkpoint stays private, as with
       // editors' and rsync's replacements), from before the first byte is written; a new one has the
-      // umask's. At best effort: a file system without modes (vfat) keeps its own.
+      // umask's. The owner keeps reading and writing the temporary until it is moved into place
+      // (a writer set aside opens it again), where a read-only file's bits are given it whole. At
+      // best effort: a file system without modes (vfat) keeps its own.
       struct stat replaced {};
       if (::stat(output.c_str(), &replaced) == 0 && S_ISREG(replaced.st_mode))
-        static_cast<void>(::fchmod(created.fd, replaced.st_mode & 0777));
+        static_cast<void>(::fchmod(created.fd, (replaced.st_mode & 0777) | S_IRUSR | S_IWUSR));
       return created;
     }
     NUQ_REQUIRE(errno == EEXIST && attempt < kNames, output, ": cannot write there (creating ", created.path, "): ",
@@ -153,11 +156,32 @@ CreatedTemporary create_temporary_for(const std::string& output) {
   }
 }
 
+namespace {
+
+// The bits of the file `output` replaces, where the owner's reading or writing was left out of them
+// (create_temporary_for kept both for the owner while the temporary was written); else none.
+std::optional<mode_t> read_only_bits_of(const std::string& output) {
+  struct stat replaced {};
+  if (::stat(output.c_str(), &replaced) != 0 || !S_ISREG(replaced.st_mode) ||
+      (replaced.st_mode & (S_IRUSR | S_IWUSR)) == (S_IRUSR | S_IWUSR))
+    return std::nullopt;
+  return replaced.st_mode & 0777;
+}
+
+}  // namespace
+
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output, bool synced) {
+  if (const std::optional<mode_t> bits = read_only_bits_of(output)) static_cast<void>(::fchmod(fd, *bits));
   NUQ_REQUIRE(synced || ::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
   const int closing = fd;
   fd = -1;
   NUQ_REQUIRE(::close(closing) == 0, output, ": writing failed: ", std::strerror(errno));
+  NUQ_REQUIRE(std::rename(temporary.c_str(), output.c_str()) == 0, output, ": cannot replace the file: ",
+              std::strerror(errno));
+}
+
+void rename_temporary_into_place(const std::string& temporary, const std::string& output) {
+  if (const std::optional<mode_t> bits = read_only_bits_of(output)) static_cast<void>(::chmod(temporary.c_str(), *bits));
   NUQ_REQUIRE(std::rename(temporary.c_str(), output.c_str()) == 0, output, ": cannot replace the file: ",
               std::strerror(errno));
 }

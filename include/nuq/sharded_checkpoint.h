@@ -45,8 +45,13 @@ class ShardedCheckpoint {
   // (io::require_output_path: not an input, not a folder or a device, in a folder that may be
   // written). An output folder is refused while another run writes it (an advisory lock held until
   // this ends) and where it holds another model: safetensors files or an index this run would not
-  // write over (the new index would orphan them, or the folder would mix two models).
-  ShardedCheckpoint(const std::string& input, const std::string& output);
+  // write over (the new index would orphan them, or the folder would mix two models), or files
+  // under this run's names that a run like it did not write (`writes`): quantized shards where it
+  // quantizes, restored ones where it dequantizes (`nuq dequantize llama-2bit -o llama` would
+  // write over the original weights, and a run cut short between renames would leave the two
+  // mixed where no reader could tell them apart).
+  enum class Writes { Quantized, Restored };
+  ShardedCheckpoint(const std::string& input, const std::string& output, Writes writes = Writes::Quantized);
   // Outputs held and never published are removed; so is a folder the constructor made, if it is
   // then empty (a run that failed leaves nothing behind).
   ~ShardedCheckpoint();

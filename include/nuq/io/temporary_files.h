@@ -52,6 +52,9 @@ CreatedTemporary create_temporary_for(const std::string& output);
 // reuse the number), rename. Throws nuq::Error naming `output`; the caller removes the file then.
 // `synced`: the file was fsync'd since its last write, and is not again.
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output, bool synced = false);
+// The same for a temporary file already synced and closed: the rename alone (no descriptor to open
+// again, which could fail after the old output's index is gone).
+void rename_temporary_into_place(const std::string& temporary, const std::string& output);
 
 // While alive, the handlers below hold any signal until its end, then take it: for the phase that
 // puts a run's outputs in place (renames, of shards then their index), which a signal stopping part
