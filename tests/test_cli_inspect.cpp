@@ -366,3 +366,23 @@ TEST(CliInspect, ATensorNamedByTheEmptyStringIsReadLikeAnyOther) {
     EXPECT_EQ(rows.tensors.at("").data, rows.tensors.at("w").data);
   }
 }
+
+TEST(CliInspect, TheDesignLineSaysWhetherTheWeightsWereNormalised) {
+  // (a run with --normalise none said its design met weights of sigma 1 "as normalised weights are")
+  nuq::test::TempDir dir;
+  io::TensorFile file;
+  std::vector<float> w(8 * 16);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.61)) * 0.05f;
+  file.tensors["w"] = io::f32_tensor({8, 16}, w);
+  io::write_safetensors(dir.file("in.safetensors"), file);
+  for (const std::string normalise : {"none", "global"}) {
+    const std::string quantized = dir.file(normalise + ".safetensors");
+    ASSERT_EQ(run_nuq("quantize " + dir.file("in.safetensors") + " -o " + quantized + " --normalise " + normalise +
+                      " -m uniform -b 12").status, 0);
+    const CommandResult r = run_nuq("inspect " + quantized);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find("as normalised weights are") != std::string::npos, normalise != "none") << r.output;
+    EXPECT_EQ(r.output.find("the run did not normalise its weights") != std::string::npos, normalise == "none")
+        << r.output;
+  }
+}

@@ -137,8 +137,11 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
     std::cout << "design: " << to_string(codebook->provenance().method) << ", " << codebook->bits() << " bits ("
               << codebook->size() << " levels), x_max " << fixed(codebook->xmax(), 4) << ", SQNR_th "
               << fixed(laplace_sqnr_db(*codebook, codebook->provenance().sigma), 4) << " dB (a Laplacian of sigma "
-              << significant(codebook->provenance().sigma, 6) << ", as normalised weights are; nuq quantize reports "
-              << "each tensor's at its own)\n";
+              << significant(codebook->provenance().sigma, 6)
+              << (run.value("normalisation", "") == "none" ? "; the run did not normalise its weights, which meet it "
+                                                             "at their own sigma: nuq quantize reports each tensor's)\n"
+                                                           : ", as normalised weights are; nuq quantize reports each "
+                                                             "tensor's at its own)\n");
   TextTable quantized_table({"tensor", "shape", "dtype", "bits", "tables", "bytes", "bits/weight"});
   TextTable kept_table({"kept as it was", "shape", "dtype", "bytes"});
   for (auto& [name, row] : quantized_rows) quantized_table.add_row(std::move(row));
