@@ -334,16 +334,21 @@ TEST(CliInspect, ALongNameDoesNotWidenEveryRow) {
   EXPECT_LT(r.output.find('\n', row) - row, 250u);
 }
 
+// A small [8, 16] matrix of weights, the same each time.
+std::vector<float> small_weights() {
+  std::vector<float> w(8 * 16);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.61)) * 0.05f;
+  return w;
+}
+
 TEST(CliInspect, ATensorNamedByTheEmptyStringIsReadLikeAnyOther) {
   // Its parts are '.codes', '.codebook' and '.grid': a suffix test that wanted a name before the
   // suffix missed them, and a per-row table was read whole for a band of one row (inspect refused
   // the file; dequantize, banded, would have too).
   nuq::test::TempDir dir;
   io::TensorFile file;
-  std::vector<float> w(8 * 16);
-  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.61)) * 0.05f;
-  file.tensors[""] = io::f32_tensor({8, 16}, w);
-  file.tensors["w"] = io::f32_tensor({8, 16}, w);
+  file.tensors[""] = io::f32_tensor({8, 16}, small_weights());
+  file.tensors["w"] = io::f32_tensor({8, 16}, small_weights());
   const std::string input = dir.file("in.safetensors");
   io::write_safetensors(input, file);
   const std::vector<std::pair<std::string, std::string>> cases{
@@ -371,9 +376,7 @@ TEST(CliInspect, TheDesignLineSaysWhetherTheWeightsWereNormalised) {
   // (a run with --normalise none said its design met weights of sigma 1 "as normalised weights are")
   nuq::test::TempDir dir;
   io::TensorFile file;
-  std::vector<float> w(8 * 16);
-  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(std::sin(double(i) * 0.61)) * 0.05f;
-  file.tensors["w"] = io::f32_tensor({8, 16}, w);
+  file.tensors["w"] = io::f32_tensor({8, 16}, small_weights());
   io::write_safetensors(dir.file("in.safetensors"), file);
   for (const std::string normalise : {"none", "global"}) {
     const std::string quantized = dir.file(normalise + ".safetensors");
