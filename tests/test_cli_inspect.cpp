@@ -312,6 +312,15 @@ TEST(CliInspect, ControlBytesOfNamesAreShownNotActedOn) {
   EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("\nnuq: forged"), std::string::npos) << r.output;  // one line, not two
   EXPECT_NE(r.output.find("\\x1b[2J"), std::string::npos) << r.output;
+  // A path given on the command line (a shell's glob over downloaded files) in a summary line too.
+  const std::string typed = dir.file("e\x1b[31m.safetensors"), quoted = "'" + typed + "'";
+  std::filesystem::copy_file(dir.file("in.safetensors"), typed);
+  for (const std::string& command : {"inspect " + quoted, "quantize " + quoted + " -o '" + typed + ".q'"}) {
+    r = run_nuq(command);
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("e\\x1b[31m.safetensors"), std::string::npos) << r.output;
+  }
 }
 
 // A tensor name of 100,000 characters (from a file) runs past its column on its own line: the

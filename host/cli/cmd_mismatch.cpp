@@ -268,7 +268,7 @@ void run_bitrate(const BitrateOptions& o) {
   for (const BitRateChoice& w : rates)
     table.add_row({std::to_string(w.bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
-  std::cout << source << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
+  std::cout << terminal_text(source) << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
   NUQ_REQUIRE(choice, why_none);  // no answer: exit status 1, the reason on stderr
   std::cout << "R = " << choice->bits << (choice->bits == 1 ? " bit" : " bits") << " (worst "
             << fixed(choice->worst_sqnr_db, 2) << " dB at " << fixed(choice->worst_at_db, 1) << " dB)\n";
