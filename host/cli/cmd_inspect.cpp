@@ -130,8 +130,9 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
     std::cout << json_text(j) << '\n';
     return;
   }
-  std::cout << terminal_text(o.input) << ": quantized by nuq (format version " << (version ? std::to_string(version) : "0, before 1")
-            << "), " << shards.size() << " safetensors file(s) of " << file_bytes << " bytes"
+  std::cout << terminal_text(o.input) << ": quantized by nuq (format version "
+            << (version ? std::to_string(version) : "0, before 1") << "), " << shards.size()
+            << " safetensors file(s) of " << file_bytes << " bytes"
             << (architecture.empty() ? "" : ", nuq's " + architecture) << '\n';
   if (codebook)
     std::cout << "design: " << to_string(codebook->provenance().method) << ", " << codebook->bits() << " bits ("
@@ -199,8 +200,8 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
               << '\n';
     return;
   }
-  std::cout << terminal_text(o.input) << ": not quantized, " << shards.size() << " safetensors file(s), " << plan.tensors.size()
-            << " tensor(s)"
+  std::cout << terminal_text(o.input) << ": not quantized, " << shards.size() << " safetensors file(s), "
+            << plan.tensors.size() << " tensor(s)"
             << (training_checkpoint ? "; a training checkpoint of one of nuq's networks (nuq train's progress)"
                 : network             ? "; one of nuq's networks: `nuq quantize` quantizes every parameter"
                                       : "")

@@ -223,7 +223,8 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
             << report.kept.size() << " kept as they were (excess kurtosis: 3 for the Laplacian the design assumes)\n"
             << weakest_tensor_text(tensors) << size_text(size) << "; " << fixed(report.seconds, 1) << " s (statistics " << fixed(report.statistics_seconds, 1)
             << " s, quantizing " << fixed(report.quantize_seconds, 1) << " s), " << fixed(rate, 2) << " GB/s; saved "
-            << report.outputs.size() << " file(s) under " << terminal_text(o.output) << " (on " << backend.name() << ")\n";
+            << report.outputs.size() << " file(s) under " << terminal_text(o.output) << " (on " << backend.name()
+            << ")\n";
   print_saturated(tensors);
 }
 
@@ -303,7 +304,8 @@ void run_quantize(const QuantizeOptions& o) {
             << " in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
             << fixed(report.sqnr_th_db, 4) << " dB\n"
-            << weakest_tensor_text(report.tensors) << size_text(size) << "; saved " << terminal_text(o.output) << " (on " << backend->name() << ")\n";
+            << weakest_tensor_text(report.tensors) << size_text(size) << "; saved " << terminal_text(o.output)
+            << " (on " << backend->name() << ")\n";
   print_saturated(report.tensors);
 }
 
@@ -370,8 +372,8 @@ std::string eval_dataset(const EvalOptions& o, const io::TensorFile& file) {
     return recorded;
   }
   if (!recorded.empty() && recorded != o.dataset)
-    std::cerr << "nuq: warning: " << terminal_text(o.input) << " was trained on " << recorded << "; testing it on " << o.dataset
-              << " as --dataset asks\n";
+    std::cerr << "nuq: warning: " << terminal_text(o.input) << " was trained on " << recorded << "; testing it on "
+              << o.dataset << " as --dataset asks\n";
   return o.dataset;
 }
 
@@ -445,8 +447,8 @@ void run_eval(const EvalOptions& o) {
                                 {"weights", weights}, {"device", backend->name()}, {"accuracy", result}})
               << '\n';
   else
-    std::cout << weights << " model " << terminal_text(o.input) << ": test accuracy " << fixed(result, 2) << "% on " << test_set.count
-              << " " << dataset << " images (on " << backend->name() << ")\n";
+    std::cout << weights << " model " << terminal_text(o.input) << ": test accuracy " << fixed(result, 2) << "% on "
+              << test_set.count << " " << dataset << " images (on " << backend->name() << ")\n";
 }
 
 }  // namespace

@@ -171,17 +171,16 @@ std::optional<mode_t> read_only_bits_of(const std::string& output) {
 }  // namespace
 
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output, bool synced) {
-  if (const std::optional<mode_t> bits = read_only_bits_of(output)) static_cast<void>(::fchmod(fd, *bits));
   NUQ_REQUIRE(synced || ::fsync(fd) == 0, output, ": writing failed (disk full?): ", std::strerror(errno));
   const int closing = fd;
   fd = -1;
   NUQ_REQUIRE(::close(closing) == 0, output, ": writing failed: ", std::strerror(errno));
-  NUQ_REQUIRE(std::rename(temporary.c_str(), output.c_str()) == 0, output, ": cannot replace the file: ",
-              std::strerror(errno));
+  rename_temporary_into_place(temporary, output);
 }
 
 void rename_temporary_into_place(const std::string& temporary, const std::string& output) {
-  if (const std::optional<mode_t> bits = read_only_bits_of(output)) static_cast<void>(::chmod(temporary.c_str(), *bits));
+  if (const std::optional<mode_t> bits = read_only_bits_of(output))
+    static_cast<void>(::chmod(temporary.c_str(), *bits));
   NUQ_REQUIRE(std::rename(temporary.c_str(), output.c_str()) == 0, output, ": cannot replace the file: ",
               std::strerror(errno));
 }

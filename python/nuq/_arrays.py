@@ -33,6 +33,16 @@ def _require_values(x, name: str) -> None:
         raise ValueError(f"tensor '{name}' has {x.dim()} dimensions; numpy and safetensors hold at most 32")
 
 
+def _read_in_place(a: np.ndarray) -> bool:
+    """Whether the library reads a numpy array where it lies: C-contiguous, aligned, native order."""
+    return a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    """`dtype` in the machine's byte order (by name, its canonical form, where it is not)."""
+    return dtype if dtype.isnative else np.dtype(dtype.name)
+
+
 def _as_numpy(x, name: str):
     """(array, dtype tag, torch device or None): a view of `x`'s memory where one is possible."""
     if _is_torch(x):
@@ -47,9 +57,8 @@ def _as_numpy(x, name: str):
             return t.view(torch.int16).numpy().view(np.uint16), "BF16", device
         return t.numpy(), None, device
     a = np.asarray(x)
-    if not (a.flags.c_contiguous and a.flags.aligned) or not a.dtype.isnative:
-        native = a.dtype if a.dtype.isnative else np.dtype(a.dtype.name)  # name: the native, canonical dtype
-        a = np.require(a, dtype=native, requirements=["C", "A"])  # strided, unaligned or byte-swapped: one copy
+    if not _read_in_place(a):  # strided, unaligned or byte-swapped: one copy
+        a = np.require(a, dtype=_native(a.dtype), requirements=["C", "A"])
     return a, _stored_dtype(a), None
 
 
@@ -68,10 +77,9 @@ def _copied_later(x, name: str):
         tag = "BF16" if x.dtype == torch.bfloat16 else None
         template = torch.empty(0, dtype=torch.int16 if tag else x.dtype).numpy()
         return (template.view(np.uint16) if tag else template), tag, lambda: _as_numpy(x, name)[0]
-    if (not isinstance(x, np.ndarray) or ((x.flags.c_contiguous and x.flags.aligned) and x.dtype.isnative)
-            or _stored_dtype(x) is not None):  # (load's bytes of another dtype are refused unless as they lie)
-        return None
-    native = x.dtype if x.dtype.isnative else np.dtype(x.dtype.name)
+    if not isinstance(x, np.ndarray) or _read_in_place(x) or _stored_dtype(x) is not None:
+        return None  # (load's bytes of another dtype are refused unless as they lie)
+    native = _native(x.dtype)
     if native == np.float32 and (native.metadata or {}).get("widened_from") == "BF16":
         return None
     return np.empty(0, dtype=native), None, lambda: _as_numpy(x, name)[0]

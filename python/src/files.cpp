@@ -82,28 +82,24 @@ struct PlainArray {
 // GIL) before the next is made. Called with the GIL let go.
 void with_bytes(const PlainArray& a, const std::string& where, const std::function<void(const PlainArray&)>& use) {
   if (a.produce.is_none()) return use(a);
-  PlainArray made{a.name, nullptr, a.dtype, a.shape, a.bytes, {}};
-  py::object copy;
-  const auto drop = [&copy] {
-    const py::gil_scoped_acquire gil;
-    copy = py::object();
-  };
-  try {
-    {
+  struct HeldCopy {  // let go with the GIL held, however the write ends
+    py::object array;
+    ~HeldCopy() {
       const py::gil_scoped_acquire gil;
-      const py::array array = py::array::ensure(a.produce());
-      NUQ_REQUIRE(array && (array.flags() & py::array::c_style) && std::size_t(array.nbytes()) == a.bytes &&
-                      array.dtype().equal(py::reinterpret_borrow<py::array>(a.template_array).dtype()),
-                  where, ": its copy is not the C-contiguous array of ", a.bytes, " bytes its entry planned");
-      made.data = array.data();
-      copy = array;
+      array = py::object();
     }
-    use(made);
-  } catch (...) {
-    drop();
-    throw;
+  } copy;
+  PlainArray made{a.name, nullptr, a.dtype, a.shape, a.bytes, {}};
+  {
+    const py::gil_scoped_acquire gil;
+    const py::array array = py::array::ensure(a.produce());
+    NUQ_REQUIRE(array && (array.flags() & py::array::c_style) && std::size_t(array.nbytes()) == a.bytes &&
+                    array.dtype().equal(py::reinterpret_borrow<py::array>(a.template_array).dtype()),
+                where, ": its copy is not the C-contiguous array of ", a.bytes, " bytes its entry planned");
+    made.data = array.data();
+    copy.array = array;
   }
-  drop();
+  use(made);
 }
 
 // out[0, 2 count) = the bfloat16 bits of float32 values that all are bfloat16s (their high halves;
@@ -378,12 +374,12 @@ void save(const std::string& path, const std::map<std::string, const PyQuantized
   io::SafetensorsWriter writer(path, file_metadata, std::move(entries));
   for (const auto& [name, entry] : writer.order()) {
     const auto part = part_named.find(name);
-    if (part == part_named.end())
-      with_bytes(*array_named.at(name), path + ": tensor '" + name + "'", [&](const PlainArray& a) {
-        stored_bytes(a, path + ": tensor '" + name + "'",
-                     [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
+    if (part == part_named.end()) {
+      const std::string where = path + ": tensor '" + name + "'";
+      with_bytes(*array_named.at(name), where, [&](const PlainArray& a) {
+        stored_bytes(a, where, [&](const void* bytes, std::size_t count) { writer.append(bytes, count); });
       });
-    else if (!part->second->bytes().empty())
+    } else if (!part->second->bytes().empty())
       writer.append(part->second->bytes().data(), part->second->bytes().size());
   }
   writer.finish();

@@ -49,11 +49,12 @@ CreatedTemporary create_temporary_for(const std::string& output);
 
 // Puts a written temporary file in `output`'s place: fsync (its bytes on the disk before the name
 // is), close (`fd` set to -1 first, so never closed twice even when close fails: another thread may
-// reuse the number), rename. Throws nuq::Error naming `output`; the caller removes the file then.
-// `synced`: the file was fsync'd since its last write, and is not again.
+// reuse the number), rename_temporary_into_place. Throws nuq::Error naming `output`; the caller
+// removes the file then. `synced`: the file was fsync'd since its last write, and is not again.
 void move_temporary_into_place(int& fd, const std::string& temporary, const std::string& output, bool synced = false);
-// The same for a temporary file already synced and closed: the rename alone (no descriptor to open
-// again, which could fail after the old output's index is gone).
+// For a temporary file already synced and closed: the bits of a read-only `output` given it (its
+// owner kept reading and writing it until now), and the rename; no descriptor opened again, which
+// could fail after the old output's index is gone.
 void rename_temporary_into_place(const std::string& temporary, const std::string& output);
 
 // While alive, the handlers below hold any signal until its end, then take it: for the phase that
