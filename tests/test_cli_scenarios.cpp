@@ -300,7 +300,7 @@ TEST(CliHostile, AnotherToolsLargeCheckpointIsRefusedFromItsHeader) {
     out << junk_header;
   }
   std::filesystem::resize_file(grown, 8 + junk_header.size() + junk_bytes);
-  for (const std::string command : {"eval " + grown, "quantize " + grown + " -o " + d + "/q.safetensors",
+  for (const std::string& command : {"eval " + grown, "quantize " + grown + " -o " + d + "/q.safetensors",
                                     "bitrate --sqnr-min 30 --model " + grown}) {
     r = run_nuq(command);
     EXPECT_EQ(r.status, kUserError) << command;

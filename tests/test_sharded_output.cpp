@@ -228,7 +228,9 @@ TEST(ShardedOutput, AReadOnlyOutputIsReplacedKeepingItsMode) {
     EXPECT_NE(bytes_of(written), before);  // the new run's
     EXPECT_EQ(fs::status(written).permissions() & fs::perms::all,
               fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
-    if (output == d + "/out") EXPECT_TRUE(fs::exists(output + "/model.safetensors.index.json"));
+    if (output == d + "/out") {
+      EXPECT_TRUE(fs::exists(output + "/model.safetensors.index.json"));
+    }
   }
 }
 

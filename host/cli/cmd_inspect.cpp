@@ -6,12 +6,12 @@
 // dequantize's message rather than shown. Any other: each tensor and what `nuq quantize`
 // would do with it under the same --skip and --quantize-vectors, so that a pattern can be checked
 // before an hour-long run.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -67,16 +67,54 @@ void check_readable(const io::SafetensorsReader& reader, const QuantizedLayout& 
   if (!read_quantized_band(reader, layout, tensor, 0, 1)) read_quantized_tensor(reader, layout, tensor);
 }
 
+// A quantized tensor and a tensor kept as it was, as inspect shows them: held compactly, a row's
+// text made as it is printed (a hostile header names a million tensors).
+struct QuantizedRow {
+  std::string name, dtype, tables;
+  std::size_t shard = 0, group_size = 0;
+  std::vector<std::int64_t> shape;
+  int bits = 0;
+  std::uint64_t bytes = 0, weights = 0;
+};
+struct KeptRow {
+  std::string name;
+  std::size_t shard = 0;
+  std::vector<std::int64_t> shape;
+  io::DType dtype = io::DType::F32;
+  std::uint64_t bytes = 0;
+};
+
+// Indices of `rows` in name order (the text tables list a sharded checkpoint's tensors by name; the
+// JSON lists them file by file).
+template <typename Row>
+std::vector<std::size_t> name_order(const std::vector<Row>& rows) {
+  std::vector<std::size_t> order(rows.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return rows[a].name < rows[b].name; });
+  return order;
+}
+
+// Prints a table of `rows` in name order, each made by cells_of(row).
+template <typename Row, typename Cells>
+void print_table(std::vector<std::string> header, const std::vector<Row>& rows, const Cells& cells_of) {
+  StreamedTable table(std::move(header));
+  const std::vector<std::size_t> order = name_order(rows);
+  for (std::size_t i : order) table.measure(cells_of(rows[i]));
+  table.print_header(std::cout);
+  for (std::size_t i : order) table.print_row(std::cout, cells_of(rows[i]));
+}
+
 void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& shards) {
   NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.input, ": already quantized; --skip and --quantize-vectors "
               "tell what `nuq quantize` would keep of a checkpoint that is not");
   require_one_quantize_run(shards);
-  nlohmann::json run, tensors = nlohmann::json::array(), kept = nlohmann::json::array();
-  std::map<std::string, std::vector<std::string>> quantized_rows, kept_rows;  // by name, across the shards
+  nlohmann::json run;
+  std::vector<QuantizedRow> tensors;
+  std::vector<KeptRow> kept;
   std::uint64_t weights = 0, quantized_bytes = 0, kept_bytes = 0, file_bytes = 0;
   std::string architecture;
-  for (const std::string& shard : shards) {
-    const io::SafetensorsReader reader(shard);
+  for (std::size_t shard = 0; shard < shards.size(); ++shard) {
+    const io::SafetensorsReader reader(shards[shard]);
     const QuantizedLayout layout = quantized_layout_of(reader);
     file_bytes += reader.file_size();
     if (run.is_null()) run = *layout.run;
@@ -84,30 +122,25 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
     if (const auto a = metadata.find("nuq.architecture"); a != metadata.end()) architecture = a->second;
     for (const auto& [name, described] : layout.quantized) {
       const nlohmann::json d = nlohmann::json::parse(described.description);
-      std::uint64_t bytes = 0;
+      QuantizedRow row;
+      row.name = name, row.dtype = d.value("dtype", std::string("F32"));
       for (const std::string& stored : described.stored) {
         const io::TensorEntry& entry = reader.layout().tensors.at(stored);
-        bytes += entry.end - entry.begin;
+        row.bytes += entry.end - entry.begin;
       }
-      const std::uint64_t count = io::checked_element_count(described.shape, shard + ": tensor '" + name + "'");
+      row.weights = io::checked_element_count(described.shape, shards[shard] + ": tensor '" + name + "'");
       check_readable(reader, layout, name);  // (after the shape's own check, which dequantize makes first too)
-      const std::size_t group_size = d.value("group_size", std::size_t{0});
-      const std::string dtype = d.value("dtype", std::string("F32"));
-      const std::string tables = tables_of(reader, name, described, group_size);
-      const int bits = d.value("bits", 0);
-      weights += count, quantized_bytes += bytes;
-      quantized_rows[name] = {name, io::shape_text(described.shape), dtype, std::to_string(bits), tables,
-                              std::to_string(bytes), bits_per_weight_text(bytes, count)};
-      tensors.push_back({{"name", name}, {"file", shard}, {"shape", described.shape}, {"dtype", dtype}, {"bits", bits},
-                         {"group_size", group_size}, {"tables", tables}, {"bytes", bytes},
-                         {"bits_per_weight", count ? 8.0 * double(bytes) / double(count) : 0.0}});
+      row.shard = shard, row.shape = described.shape;
+      row.group_size = d.value("group_size", std::size_t{0});
+      row.tables = tables_of(reader, name, described, row.group_size);
+      row.bits = d.value("bits", 0);
+      weights += row.weights, quantized_bytes += row.bytes;
+      tensors.push_back(std::move(row));
     }
     for (const std::string& name : layout.copied) {
       const io::TensorEntry& entry = reader.layout().tensors.at(name);
       kept_bytes += entry.end - entry.begin;
-      kept_rows[name] = {name, io::shape_text(entry.shape), io::to_string(entry.dtype), std::to_string(entry.end - entry.begin)};
-      kept.push_back({{"name", name}, {"file", shard}, {"shape", entry.shape}, {"dtype", io::to_string(entry.dtype)},
-                      {"bytes", entry.end - entry.begin}});
+      kept.push_back({name, shard, entry.shape, entry.dtype, entry.end - entry.begin});
     }
   }
   const nlohmann::json record = run.value("codebook", nlohmann::json());
@@ -122,12 +155,23 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
     nlohmann::json j{{"input", o.input}, {"files", shards}, {"file_bytes", file_bytes}, {"quantized", true},
                      {"version", version}, {"normalisation", run.value("normalisation", "")},
                      {"mean", run.value("mean", nlohmann::json())}, {"stddev", run.value("stddev", nlohmann::json())},
-                     {"codebook", record}, {"tensors", tensors}, {"kept", kept}, {"weights", weights},
+                     {"codebook", record}, {"weights", weights},
                      {"quantized_bytes", quantized_bytes}, {"kept_bytes", kept_bytes},
                      {"bits_per_weight", weights ? 8.0 * double(quantized_bytes) / double(weights) : 0.0}};
     if (codebook) j["sqnr_th_db"] = laplace_sqnr_db(*codebook, codebook->provenance().sigma);
     if (!architecture.empty()) j["architecture"] = architecture;
-    std::cout << json_text(j) << '\n';
+    const auto tensor_json = [&](std::size_t i) {
+      const QuantizedRow& t = tensors[i];
+      return nlohmann::json{{"name", t.name}, {"file", shards[t.shard]}, {"shape", t.shape}, {"dtype", t.dtype},
+                            {"bits", t.bits}, {"group_size", t.group_size}, {"tables", t.tables}, {"bytes", t.bytes},
+                            {"bits_per_weight", t.weights ? 8.0 * double(t.bytes) / double(t.weights) : 0.0}};
+    };
+    const auto kept_json = [&](std::size_t i) {
+      const KeptRow& t = kept[i];
+      return nlohmann::json{{"name", t.name}, {"file", shards[t.shard]}, {"shape", t.shape},
+                            {"dtype", io::to_string(t.dtype)}, {"bytes", t.bytes}};
+    };
+    print_json(std::cout, std::move(j), {{"tensors", {tensors.size(), tensor_json}}, {"kept", {kept.size(), kept_json}}});
     return;
   }
   std::cout << terminal_text(o.input) << ": quantized by nuq (format version "
@@ -143,12 +187,18 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
                                                              "at their own sigma: nuq quantize reports each tensor's)\n"
                                                            : ", as normalised weights are; nuq quantize reports each "
                                                              "tensor's at its own)\n");
-  TextTable quantized_table({"tensor", "shape", "dtype", "bits", "tables", "bytes", "bits/weight"});
-  TextTable kept_table({"kept as it was", "shape", "dtype", "bytes"});
-  for (auto& [name, row] : quantized_rows) quantized_table.add_row(std::move(row));
-  for (auto& [name, row] : kept_rows) kept_table.add_row(std::move(row));
-  std::cout << "normalisation: " << run.value("normalisation", "?") << "\n\n" << quantized_table.render();
-  if (!kept.empty()) std::cout << '\n' << kept_table.render();
+  std::cout << "normalisation: " << run.value("normalisation", "?") << "\n\n";
+  print_table({"tensor", "shape", "dtype", "bits", "tables", "bytes", "bits/weight"}, tensors,
+              [](const QuantizedRow& t) -> std::vector<std::string> {
+                return {t.name, io::shape_text(t.shape), t.dtype, std::to_string(t.bits), t.tables,
+                        std::to_string(t.bytes), bits_per_weight_text(t.bytes, t.weights)};
+              });
+  if (!kept.empty()) {
+    std::cout << '\n';
+    print_table({"kept as it was", "shape", "dtype", "bytes"}, kept, [](const KeptRow& t) -> std::vector<std::string> {
+      return {t.name, io::shape_text(t.shape), io::to_string(t.dtype), std::to_string(t.bytes)};
+    });
+  }
   std::cout << '\n' << tensors.size() << " tensor(s) quantized: " << weights << " weights in " << quantized_bytes
             << " bytes (" << bits_per_weight_text(quantized_bytes, weights) << " bits per weight, tables and scales "
             << "included); " << kept.size() << " kept as they were (" << kept_bytes << " bytes)\n";
@@ -168,44 +218,52 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
   options.quantize_vectors = o.quantize_vectors || network;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
   const CheckpointPlan plan = plan_checkpoint(o.input, options);
+  const auto quantizes = [&](const TensorPlan& t) { return t.kept.empty() && !training_checkpoint; };
   std::uint64_t weights = 0, quantized_bytes = 0, kept_bytes = 0, quantized = 0;
-  nlohmann::json tensors = nlohmann::json::array();
-  std::vector<std::string> header{"tensor", "shape", "dtype", "bytes", "nuq quantize"};
-  if (shards.size() > 1) header.insert(header.begin() + 1, "file");
-  TextTable table(header);
   for (const TensorPlan& t : plan.tensors) {
-    const bool quantizes = t.kept.empty() && !training_checkpoint;
-    const std::string action = training_checkpoint ? "refused: a training checkpoint"
-                               : quantizes         ? "quantize"
-                                                   : "keep: " + t.kept;
-    if (quantizes) {
+    if (quantizes(t)) {
       ++quantized, quantized_bytes += t.bytes, weights += io::element_count(t.shape);
     } else {
       kept_bytes += t.bytes;
     }
-    std::vector<std::string> row{t.name, io::shape_text(t.shape), io::to_string(t.dtype), std::to_string(t.bytes), action};
-    if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
-    table.add_row(row);
-    tensors.push_back({{"name", t.name}, {"file", t.file}, {"shape", t.shape}, {"dtype", io::to_string(t.dtype)},
-                       {"bytes", t.bytes}, {"quantized", quantizes},
-                       {"kept_because", training_checkpoint ? "a training checkpoint, which nuq quantize refuses" : t.kept}});
   }
   for (const std::string& line : plan.warnings) std::cerr << warning_line(line);
   if (o.json) {
-    std::cout << json_text(nlohmann::json{{"input", o.input}, {"files", shards}, {"quantized", false},
-                                          {"network", network}, {"training_checkpoint", training_checkpoint},
-                                          {"tensors", tensors},
-                                          {"warnings", plan.warnings}, {"weights_to_quantize", weights},
-                                          {"bytes_to_quantize", quantized_bytes}, {"kept_bytes", kept_bytes}})
-              << '\n';
+    const auto tensor_json = [&](std::size_t i) {
+      const TensorPlan& t = plan.tensors[i];
+      return nlohmann::json{
+          {"name", t.name}, {"file", t.file}, {"shape", t.shape}, {"dtype", io::to_string(t.dtype)},
+          {"bytes", t.bytes}, {"quantized", quantizes(t)},
+          {"kept_because", training_checkpoint ? "a training checkpoint, which nuq quantize refuses" : t.kept}};
+    };
+    print_json(std::cout,
+               {{"input", o.input}, {"files", shards}, {"quantized", false}, {"network", network},
+                {"training_checkpoint", training_checkpoint}, {"warnings", plan.warnings},
+                {"weights_to_quantize", weights}, {"bytes_to_quantize", quantized_bytes}, {"kept_bytes", kept_bytes}},
+               {{"tensors", {plan.tensors.size(), tensor_json}}});
     return;
   }
+  std::vector<std::string> header{"tensor", "shape", "dtype", "bytes", "nuq quantize"};
+  if (shards.size() > 1) header.insert(header.begin() + 1, "file");
+  const auto cells_of = [&](const TensorPlan& t) {
+    const std::string action = training_checkpoint ? "refused: a training checkpoint"
+                               : quantizes(t)      ? "quantize"
+                                                   : "keep: " + t.kept;
+    std::vector<std::string> row{t.name, io::shape_text(t.shape), io::to_string(t.dtype), std::to_string(t.bytes), action};
+    if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
+    return row;
+  };
+  StreamedTable table(header);
+  for (const TensorPlan& t : plan.tensors) table.measure(cells_of(t));
   std::cout << terminal_text(o.input) << ": not quantized, " << shards.size() << " safetensors file(s), "
             << plan.tensors.size() << " tensor(s)"
             << (training_checkpoint ? "; a training checkpoint of one of nuq's networks (nuq train's progress)"
                 : network             ? "; one of nuq's networks: `nuq quantize` quantizes every parameter"
                                       : "")
-            << "\n\n" << table.render() << '\n';
+            << "\n\n";
+  table.print_header(std::cout);
+  for (const TensorPlan& t : plan.tensors) table.print_row(std::cout, cells_of(t));
+  std::cout << '\n';
   if (training_checkpoint) {
     std::cout << "nuq quantize refuses a training checkpoint: quantize the model nuq train saves when it finishes\n";
     return;

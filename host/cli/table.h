@@ -2,11 +2,29 @@
 // code points, so Δ and α line up), numbers right-aligned.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <vector>
 
 namespace nuq::cli {
 
+// A table whose rows are given twice instead of held: each to measure() first, then, after
+// print_header(), each to print_row() in the same order. For a row per tensor of a checkpoint, which
+// a hostile header makes a million rows. Cells pass through terminal_text (a name from a file).
+class StreamedTable {
+ public:
+  explicit StreamedTable(std::vector<std::string> header);
+  void measure(const std::vector<std::string>& cells);
+  void print_header(std::ostream& out) const;  // the header and its rule
+  void print_row(std::ostream& out, const std::vector<std::string>& cells) const;
+
+ private:
+  void print_line(std::ostream& out, const std::vector<std::string>& cells, bool is_header) const;
+  std::vector<std::string> header_;
+  std::vector<std::size_t> width_;
+};
+
+// A table held whole (tens of rows: reports, sweeps), laid out as StreamedTable lays it out.
 class TextTable {
  public:
   explicit TextTable(std::vector<std::string> header);
@@ -14,7 +32,7 @@ class TextTable {
   std::string render() const;
 
  private:
-  std::vector<std::string> header_;
+  StreamedTable layout_;
   std::vector<std::vector<std::string>> rows_;
 };
 
