@@ -1,6 +1,6 @@
-// `nuq inspect`: from the headers alone, what `nuq quantize` would do with each tensor of a
-// checkpoint (checked against what a run then does), and what a quantized file holds (checked
-// against the run's own report and the file's size).
+// `nuq inspect`: from the headers (and the values of tensors that may be masks), what `nuq quantize`
+// would do with each tensor of a checkpoint (checked against what a run then does), and what a
+// quantized file holds (checked against the run's own report and the file's size).
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/resource.h>

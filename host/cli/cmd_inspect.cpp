@@ -1,11 +1,12 @@
-// `nuq inspect`: what a safetensors file, a folder of shards or an index holds, from the headers
-// (nothing is dequantized; `nuq dequantize` checks every stored byte). A quantized one: its format
+// `nuq inspect`: what a safetensors file, a folder of shards or an index holds, from the headers and
+// little else (nothing is dequantized; `nuq dequantize` checks every stored byte). A quantized one: its format
 // version, design, normalisation, and each quantized tensor's stored width, tables and bits per
 // weight all in, and what it keeps as it was; each quantized tensor's description, tables and first
 // row of codes are checked as the reader checks them, so that a damaged file is refused with
 // dequantize's message rather than shown. Any other: each tensor and what `nuq quantize`
 // would do with it under the same --skip and --quantize-vectors, so that a pattern can be checked
-// before an hour-long run.
+// before an hour-long run; a tensor that may be a mask (of two values at most) is read to tell,
+// as quantize reads it.
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
@@ -293,7 +294,8 @@ void add_inspect_command(CLI::App& app) {
   auto o = std::make_shared<InspectOptions>();
   CLI::App* inspect = app.add_subcommand(
       "inspect", "What a safetensors file, folder of shards or index holds, from its headers: a quantized one's "
-                 "design and bits per weight per tensor, or what nuq quantize would quantize and keep of another");
+                 "design and bits per weight per tensor, or what nuq quantize would quantize and keep of another "
+                 "(a tensor that may be a mask is read to tell)");
   inspect->add_option("input", o->input, "A file, a folder of shards, or its index (model.safetensors.index.json)")
       ->required();
   inspect->add_option("--skip", o->skip, "As nuq quantize --skip: tensors whose name matches are kept");

@@ -269,7 +269,9 @@ def dequantize_state_dict(state_dict, *, as_torch: bool = False, dtype="float32"
     """Every QuantizedTensor of a dict replaced by its dequantized values: torch tensors (on their
     device) for tensors quantized from torch, numpy arrays otherwise (those of ``load``). With
     as_torch=True every value is a torch tensor (numpy arrays through ``torch.from_numpy``, 8-bit
-    floats widened exactly), ready for ``model.load_state_dict``. dtype is
+    floats widened exactly), ready for ``model.load_state_dict``; a value torch has no dtype for (F4
+    and F6 of MX checkpoints, unsigned 16- to 64-bit integers before torch 2.3) is a ValueError
+    naming it. dtype is
     ``QuantizedTensor.dequantize``'s ("source": each tensor's own); other values are left as they are
     (with as_torch and dtype="source", a bfloat16 that ``load`` widened is bfloat16 again, as
     ``nuq dequantize --dtype source`` writes it)."""
