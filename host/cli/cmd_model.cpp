@@ -103,52 +103,56 @@ double bits_per_weight(const TensorReport& t) {
   return count ? 8.0 * double(t.bytes_after) / double(count) : 0.0;
 }
 
-// Every quantized tensor's line: nuq's own models and checkpoints alike (docs/report.md).
-std::string tensor_table(const std::vector<TensorReport>& tensors) {
-  TextTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis", "RMSE",
-                   "max error"});
-  for (const auto& t : tensors)
-    table.add_row({t.name, io::shape_text(t.shape), fixed(bits_per_weight(t), 3), fixed(t.sqnr_ex_db, 3),
-                   fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2), significant(t.rmse, 6),
-                   significant(t.max_error, 6)});
-  return table.render();
+// The tensors a run reports, in its order: pointers, as a checkpoint's report may list a million.
+using TensorReports = std::vector<const TensorReport*>;
+
+// Every quantized tensor's line: nuq's own models and checkpoints alike (docs/report.md). Printed
+// a row at a time.
+void print_tensor_table(const TensorReports& tensors) {
+  StreamedTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis",
+                       "RMSE", "max error"});
+  const auto cells_of = [](const TensorReport& t) -> std::vector<std::string> {
+    return {t.name, io::shape_text(t.shape), fixed(bits_per_weight(t), 3), fixed(t.sqnr_ex_db, 3),
+            fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2), significant(t.rmse, 6),
+            significant(t.max_error, 6)};
+  };
+  for (const TensorReport* t : tensors) table.measure(cells_of(*t));
+  table.print_header(std::cout);
+  for (const TensorReport* t : tensors) table.print_row(std::cout, cells_of(*t));
 }
 
 // The summary's SQNR_ex is of all the weights together, so the largest tensors decide it: the
 // weakest tensor beside the median says at once whether a few tensors came out far worse (a
 // tensor of small scale under global normalisation, a 2-bit embedding). Nothing for one tensor.
-std::string weakest_tensor_text(const std::vector<TensorReport>& tensors) {
+std::string weakest_tensor_text(const TensorReports& tensors) {
   if (tensors.size() < 2) return "";
-  const auto weakest = std::min_element(tensors.begin(), tensors.end(), [](const TensorReport& a, const TensorReport& b) {
-    return a.sqnr_ex_db < b.sqnr_ex_db;
+  const auto weakest = std::min_element(tensors.begin(), tensors.end(), [](const TensorReport* a, const TensorReport* b) {
+    return a->sqnr_ex_db < b->sqnr_ex_db;
   });
   std::vector<double> values;
-  for (const auto& t : tensors) values.push_back(t.sqnr_ex_db);
+  for (const TensorReport* t : tensors) values.push_back(t->sqnr_ex_db);
   std::sort(values.begin(), values.end());
   const std::size_t half = values.size() / 2;
   const double median = values.size() % 2 ? values[half] : 0.5 * (values[half - 1] + values[half]);
-  return "lowest SQNR_ex " + fixed(weakest->sqnr_ex_db, 3) + " dB: " + terminal_text(weakest->name) + " (median of " +
-         std::to_string(tensors.size()) + " tensors " + fixed(median, 3) + " dB)\n";
+  return "lowest SQNR_ex " + fixed((*weakest)->sqnr_ex_db, 3) + " dB: " + terminal_text((*weakest)->name) +
+         " (median of " + std::to_string(tensors.size()) + " tensors " + fixed(median, 3) + " dB)\n";
 }
 
-nlohmann::json tensors_json(const std::vector<TensorReport>& tensors) {
-  nlohmann::json list = nlohmann::json::array();
-  for (const auto& t : tensors)
-    list.push_back({{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bits_per_weight", bits_per_weight(t)},
-                    {"bytes_before", t.bytes_before}, {"bytes_after", t.bytes_after}, {"rmse", t.rmse},
-                    {"max_error", t.max_error}, {"nonfinite", t.nonfinite}, {"sqnr_ex_db", t.sqnr_ex_db},
-                    {"sqnr_th_db", t.sqnr_th_db}, {"within", t.within}, {"excess_kurtosis", t.excess_kurtosis}});
-  return list;
+nlohmann::json tensor_json(const TensorReport& t) {
+  return {{"name", t.name}, {"shape", t.shape}, {"bits", t.bits}, {"bits_per_weight", bits_per_weight(t)},
+          {"bytes_before", t.bytes_before}, {"bytes_after", t.bytes_after}, {"rmse", t.rmse},
+          {"max_error", t.max_error}, {"nonfinite", t.nonfinite}, {"sqnr_ex_db", t.sqnr_ex_db},
+          {"sqnr_th_db", t.sqnr_th_db}, {"within", t.within}, {"excess_kurtosis", t.excess_kurtosis}};
 }
 
 // With --nonfinite saturate: how many NaN/Inf weights each tensor had (nothing when none had any).
-void print_saturated(const std::vector<TensorReport>& tensors) {
+void print_saturated(const TensorReports& tensors) {
   std::uint64_t total = 0;
-  for (const auto& t : tensors) total += t.nonfinite;
+  for (const TensorReport* t : tensors) total += t->nonfinite;
   if (total == 0) return;
   std::cout << total << " non-finite weight(s) saturated (left out of every statistic):";
-  for (const auto& t : tensors)
-    if (t.nonfinite) std::cout << " " << terminal_text(t.name) << " " << t.nonfinite;
+  for (const TensorReport* t : tensors)
+    if (t->nonfinite) std::cout << " " << terminal_text(t->name) << " " << t->nonfinite;
   std::cout << '\n';
 }
 
@@ -199,24 +203,24 @@ void run_quantize_checkpoint(const QuantizeOptions& o, const Codebook& codebook,
   const SizeReport size{report.input_bytes, report.output_bytes, codebook.bits(), storage_bits(codebook)};
   const double rate = report.seconds > 0.0 ? double(report.input_bytes) / report.seconds / 1e9 : 0.0;
   if (o.json) {
-    nlohmann::json tensors = nlohmann::json::array();
-    for (const StreamTensorReport& t : report.tensors) {
-      nlohmann::json j = tensors_json({t.tensor})[0];
-      j["file"] = t.file;
-      tensors.push_back(std::move(j));
-    }
     nlohmann::json j{{"outputs", report.outputs}, {"device", backend.name()}, {"codebook", to_json(codebook)},
                      {"normalisation", to_string(normalisation)}, {"within", report.within},
-                     {"sqnr_ex_db", report.sqnr_ex_db}, {"kept", report.kept}, {"warnings", report.warnings}, {"tensors", tensors},
+                     {"sqnr_ex_db", report.sqnr_ex_db}, {"kept", report.kept}, {"warnings", report.warnings},
                      {"seconds", report.seconds}, {"statistics_seconds", report.statistics_seconds},
                      {"quantize_seconds", report.quantize_seconds}, {"gb_per_second", rate}};
     add_sizes(j, size);
-    std::cout << json_text(j) << '\n';
+    const auto element = [&](std::size_t i) {
+      nlohmann::json t = tensor_json(report.tensors[i].tensor);
+      t["file"] = report.tensors[i].file;
+      return t;
+    };
+    print_json(std::cout, std::move(j), {{"tensors", {report.tensors.size(), element}}});
     return;
   }
-  std::vector<TensorReport> tensors;
-  for (const StreamTensorReport& t : report.tensors) tensors.push_back(t.tensor);
-  std::cout << tensor_table(tensors) << "\n"
+  TensorReports tensors;
+  for (const StreamTensorReport& t : report.tensors) tensors.push_back(&t.tensor);
+  print_tensor_table(tensors);
+  std::cout << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels, normalisation "
             << to_string(normalisation) << ": SQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, "
             << fixed(report.within, 3) << "% inside; " << report.tensors.size() << " tensor(s) quantized, "
@@ -293,20 +297,24 @@ void run_quantize(const QuantizeOptions& o) {
                      {"codebook", to_json(codebook)}, {"normalisation", to_string(normalisation)}, {"w_min", report.w_min},
                      {"w_max", report.w_max}, {"xmax", report.xmax}, {"within", report.within},
                      {"sqnr_ex_db", report.sqnr_ex_db}, {"sqnr_th_db", report.sqnr_th_db},
-                     {"nonfinite", report.stats.nonfinite}, {"tensors", tensors_json(report.tensors)}};
+                     {"nonfinite", report.stats.nonfinite}};
     add_sizes(j, size);
-    std::cout << json_text(j) << '\n';
+    const auto element = [&](std::size_t i) { return tensor_json(report.tensors[i]); };
+    print_json(std::cout, std::move(j), {{"tensors", {report.tensors.size(), element}}});
     return;
   }
-  std::cout << tensor_table(report.tensors) << "\n"
+  TensorReports tensors;
+  for (const TensorReport& t : report.tensors) tensors.push_back(&t);
+  print_tensor_table(tensors);
+  std::cout << "\n"
             << to_string(codebook.provenance().method) << ", " << codebook.size() << " levels: x_max "
             << fixed(report.xmax, 4) << " (" << (normalisation == Normalisation::None ? "weights" : "normalised weights")
             << " in [" << fixed(report.w_min, 4) << ", " << fixed(report.w_max, 4)
             << "], " << fixed(report.within, 3) << "% inside)\nSQNR_ex " << fixed(report.sqnr_ex_db, 4) << " dB, SQNR_th "
             << fixed(report.sqnr_th_db, 4) << " dB\n"
-            << weakest_tensor_text(report.tensors) << size_text(size) << "; saved " << terminal_text(o.output)
+            << weakest_tensor_text(tensors) << size_text(size) << "; saved " << terminal_text(o.output)
             << " (on " << backend->name() << ")\n";
-  print_saturated(report.tensors);
+  print_saturated(tensors);
 }
 
 struct DequantizeOptions {
