@@ -101,6 +101,37 @@ TEST(Mismatch, TheRangesEndIsAlwaysJudged) {
   }
 }
 
+// Laplace(mean, sigma^2) on a uniform codebook, as its geometric series sums it, against the cell
+// by cell closed form of the centred source with the codebook moved by -mean (and, at low rates,
+// numerical integration): means inside, at and beyond the support, on a threshold, and zero.
+TEST(Mismatch, AnOffsetSourceIsSummedAsItsCellsAre) {
+  std::mt19937_64 random(11);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int bits = 1; bits <= 16; ++bits) {
+    const Codebook q = mismatch_design(bits);
+    std::vector<double> means{0.0, q.thresholds()[q.thresholds().size() / 2 + (bits > 1)], q.xmax(), -3.0 * q.xmax()};
+    for (int i = 0; i < 6; ++i) means.push_back((unit(random) - 0.5) * 4.0 * q.xmax());
+    for (const double mean : means)
+      for (const double sigma : {1e-4, 0.03, 0.5, 1.0, 7.0}) {
+        std::vector<double> t = q.thresholds(), y = q.levels();
+        for (double& v : t) v -= mean;
+        for (double& v : y) v -= mean;
+        const double cells = laplace_distortion(t, y, q.xmax(), sigma).total();
+        const double summed = offset_laplace_distortion(q, mean, sigma);
+        EXPECT_NEAR(summed, cells, 1e-10 * cells) << bits << " bits, mean " << mean << ", sigma " << sigma;
+        if (bits <= 3 && sigma >= 0.03) {
+          const double numeric = test::numeric_distortion(t, y, q.xmax(), sigma).total();
+          EXPECT_NEAR(summed, numeric, 1e-6 * numeric) << bits << " bits, mean " << mean << ", sigma " << sigma;
+        }
+      }
+    EXPECT_NEAR(offset_laplace_sqnr_db(q, 0.0, 0.7), laplace_sqnr_db(q, 0.7), 1e-9) << bits;
+  }
+  const Codebook sptq = design(DesignSpec{}).codebook;  // not uniform
+  EXPECT_THROW(offset_laplace_distortion(sptq, 0.1, 1.0), Error);
+  EXPECT_THROW(offset_laplace_distortion(mismatch_design(4), NAN, 1.0), Error);
+  EXPECT_THROW(offset_laplace_distortion(mismatch_design(4), 0.0, 0.0), Error);
+}
+
 TEST(Mismatch, SixteenBitCodesAreStoredAsU16WithAnAffineMap) {
   test::TempDir dir;
   Model model = make_model(Architecture::Mlp, 6);

@@ -133,25 +133,15 @@ double mismatch_db(const WeightStats& stats, const std::string& what) {
   return db;
 }
 
-// The rule's source is a centred Laplacian. Weights with a mean of their own are judged at their
-// rms, but the model is then a rougher guide (the support is met sooner on the mean's side):
-// those whose mean is more than a quarter of their standard deviation are named (a nameless entry
-// stands for all the weights together). Constant weights (all-zero ones never reach here) are
-// named apart: they have no spread to be off centre of, and the model says nothing of one value.
-void warn_of_offsets(const std::vector<const TensorStats*>& tensors, const std::string& what) {
-  std::vector<std::string> offset, constant;
-  for (const TensorStats* t : tensors) {
-    const std::string name = t->name.empty() ? std::string("all together") : "'" + t->name + "'";
+// Constant weights (all-zero ones never reach here) are named: no Laplacian describes one repeated
+// value, and the rule judges them as a centred Laplacian at their rms, while their SQNR is that of
+// the one level the value meets ("all together": every weight of the model the same).
+void warn_of_constants(const std::vector<const TensorStats*>& tensors, const std::string& what) {
+  std::vector<std::string> constant;
+  for (const TensorStats* t : tensors)
     if (t->stats.stddev() == 0.0)
-      constant.push_back(name + " (every weight " + significant_text(t->stats.mean, 4) + ")");
-    else if (std::abs(t->stats.mean) > 0.25 * t->stats.stddev())
-      offset.push_back(name + " (mean " + significant_text(t->stats.mean, 4) + ", sigma " +
-                       significant_text(t->stats.stddev(), 4) + ")");
-  }
-  if (!offset.empty())
-    std::cerr << "nuq: warning: " << what << ": weights off centre: " << terminal_text(first_few(offset, 3))
-              << ": the rule judges them at their rms, mean included, but its model is a centred Laplacian, so the "
-                 "SQNR measured can differ (nuq quantize --normalise per-tensor takes the mean out)\n";
+      constant.push_back((t->name.empty() ? std::string("all together") : "'" + t->name + "'") + " (every weight " +
+                         significant_text(t->stats.mean, 4) + ")");
   if (!constant.empty())
     std::cerr << "nuq: warning: " << what << ": constant weights: " << terminal_text(first_few(constant, 3))
               << ": the rule judges them at their rms, but its model is a Laplacian, and the SQNR of one repeated "
@@ -162,11 +152,13 @@ nlohmann::json scale_json(const TensorStats& t) {
   return {{"tensor", t.name}, {"rms", t.stats.rms()}, {"mean", t.stats.mean}, {"sigma", t.stats.stddev()}};
 }
 
-// What --model gives the rule: the mismatch range (one point, the weights together; or with
-// --per-tensor from the smallest tensor's rms to the largest's, each tensor meeting the design at
-// its own and the worst over the range being at one of its ends), the line saying so, and JSON.
+// What --model gives the rule: the weights together, or with --per-tensor each tensor, as the
+// Laplacian of its own mean and sigma (the mean is not taken out unnormalised: it is signal, and it
+// moves the weights towards one end of the support); the range of their rms in dB from sigma_ref = 1
+// (one point, or the smallest tensor's to the largest's), the line saying so, and JSON.
 struct MeasuredRange {
-  double from_db = 0.0, to_db = 0.0, step_db = 1.0;
+  double from_db = 0.0, to_db = 0.0;
+  std::vector<WeightScale> scales;  // each meets the design as the Laplacian of its own mean and sigma
   std::string source;
   nlohmann::json json;
 };
@@ -193,18 +185,19 @@ MeasuredRange measured_range(const BitrateOptions& o) {
   r.json["largest_rms"] = scale_json(high);
   if (!o.per_tensor) {
     r.from_db = r.to_db = mismatch_db(all, o.model);
+    r.scales = {{all.mean, all.stddev()}};
     r.source += ", " + fixed(r.from_db, 2) + " dB from sigma_ref = 1";
     const TensorStats together{"", all};
-    warn_of_offsets({&together}, o.model);
+    warn_of_constants({&together}, o.model);
     return r;
   }
   r.from_db = mismatch_db(low.stats, o.model + ": tensor '" + low.name + "'");
   r.to_db = mismatch_db(high.stats, o.model + ": tensor '" + high.name + "'");
-  r.step_db = std::max(r.to_db - r.from_db, 1e-9);  // the worst is at an end: the two ends alone
+  for (const TensorStats* t : signal) r.scales.push_back({t->stats.mean, t->stats.stddev()});
   r.source += "; per tensor from " + fixed(r.from_db, 2) + " dB ('" + low.name + "') to " + fixed(r.to_db, 2) +
               " dB ('" + high.name + "')";
   if (zero) r.source += "; " + std::to_string(zero) + " all-zero tensor(s), no signal to keep, left out";
-  warn_of_offsets(signal, o.model);
+  warn_of_constants(signal, o.model);
   return r;
 }
 
@@ -233,21 +226,23 @@ void run_bitrate(const BitrateOptions& o) {
   NUQ_REQUIRE(o.range.empty() != o.model.empty(), "bitrate: give either --range or --model",
               o.range.empty() ? "" : ", not both");
   NUQ_REQUIRE(o.min_bits <= o.max_bits, "bitrate: --min-bits ", o.min_bits, " is above --max-bits ", o.max_bits);
-  double from = 0.0, to = 0.0, step = o.step;  // the range's own step when it gives one
+  double from = 0.0, to = 0.0;
   std::string source;
   nlohmann::json weights;  // what --model measured, for --json
+  // Each rate's worst case once: the table, and the rule's answer, the first that keeps the floor.
+  std::vector<BitRateChoice> rates;
   if (!o.model.empty()) {
     MeasuredRange measured = measured_range(o);
-    from = measured.from_db, to = measured.to_db, step = measured.step_db;
+    from = measured.from_db, to = measured.to_db;
     source = std::move(measured.source);
     weights = std::move(measured.json);
+    rates = worst_cases_of(measured.scales, o.min_bits, o.max_bits);
   } else {
     const Range r = db_range(o.range, o.step);
-    from = r.from, to = r.to, step = r.step;
+    from = r.from, to = r.to;
     source = "variance range " + fixed(from, 1) + ".." + fixed(to, 1) + " dB";
+    rates = worst_cases(from, to, r.step, o.min_bits, o.max_bits);
   }
-  // Each rate's worst case once: the table, and the rule's answer, the first that keeps the floor.
-  const std::vector<BitRateChoice> rates = worst_cases(from, to, step, o.min_bits, o.max_bits);
   const auto keeps = std::find_if(rates.begin(), rates.end(),
                                   [&](const BitRateChoice& w) { return w.worst_sqnr_db >= *o.sqnr_min; });
   const BitRateChoice* choice = keeps == rates.end() ? nullptr : &*keeps;  // none keeps the floor: null
@@ -300,11 +295,12 @@ void add_mismatch_commands(CLI::App& app) {
   bitrate->add_option("--range", b->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:0");
   bitrate->add_option("--model", b->model,
                       "A nuq model (every parameter) or a checkpoint: a safetensors file, folder of shards or index "
-                      "(the tensors nuq quantize would quantize): the scale its weights meet a unit-variance design "
-                      "at unnormalised, their rms (mean included)");
+                      "(the tensors nuq quantize would quantize): its weights as they meet a unit-variance design "
+                      "unnormalised, the Laplacian of their own mean and sigma (the table's point: their rms)");
   bitrate->add_flag("--per-tensor", b->per_tensor,
-                    "With --model: every tensor keeps the floor at its own rms (the range from the smallest "
-                    "tensor's to the largest's), as each meets the design quantized with --normalise none");
+                    "With --model: every tensor keeps the floor at its own mean and sigma (the range shown from "
+                    "the smallest tensor's rms to the largest's), as each meets the design quantized with "
+                    "--normalise none");
   CLI::Option* nonfinite = bitrate->add_option("--nonfinite", b->nonfinite,
                                                "With --model, NaN or Inf in the weights: error (names the tensor and "
                                                "index), or saturate (left out of the statistics, as nuq quantize "

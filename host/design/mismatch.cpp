@@ -1,5 +1,6 @@
 #include "nuq/mismatch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -32,8 +33,13 @@ double point_count(double from_db, double to_db, double step_db) {
 
 // The rates and the range checked, and the work of its curves for rates min_bits..max_bits
 // (2^bits levels each).
+void check_rates(int min_bits, int max_bits) {
+  NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16,
+              "bitrate: bits must satisfy 1 <= min <= max <= 16");
+}
+
 void check_rule(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
-  NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16, "bitrate: bits must satisfy 1 <= min <= max <= 16");
+  check_rates(min_bits, max_bits);
   check_range("bitrate", from_db, to_db, step_db);
   double levels = 0.0;
   for (int bits = min_bits; bits <= max_bits; ++bits) levels += std::ldexp(1.0, bits);
@@ -50,7 +56,65 @@ void for_each_db(double from_db, double to_db, double step_db, F&& f) {
   if (from_db + step_db * double(count - 1) < to_db - 1e-9 * step_db) f(to_db);
 }
 
+// 1 + r + ... + r^(count - 1) for r = exp(log_r) < 1, without the cancellation of 1 - r near 1.
+double geometric_sum(double count, double log_r) { return std::expm1(count * log_r) / std::expm1(log_r); }
+
 }  // namespace
+
+double offset_laplace_distortion(const Codebook& codebook, double mean, double sigma) {
+  NUQ_REQUIRE(codebook.uniform_grid().has_value(), "mismatch: an offset source is modelled for uniform codebooks");
+  NUQ_REQUIRE(std::isfinite(mean), "mismatch: the mean must be finite, got ", mean);
+  const double lambda = checked_laplace_rate(sigma);
+  constexpr double kInfinity = std::numeric_limits<double>::infinity();
+  const std::vector<double>& t = codebook.thresholds();
+  const std::vector<double>& y = codebook.levels();
+  const std::size_t n = y.size();
+  // Cell k is [t[k-1], t[k]) (unbounded at the ends); Laplace(mean) over it is Laplace(0) over it moved by -mean.
+  const auto cell = [&](std::size_t k) {
+    const double lo = k == 0 ? -kInfinity : t[k - 1] - mean, hi = k + 1 == n ? kInfinity : t[k] - mean;
+    const closed_form::CellDistortion d = closed_form::cell_distortion(lo, hi, y[k] - mean, kInfinity, lambda);
+    return d.granular + d.overload;
+  };
+  const std::size_t holding = std::size_t(std::upper_bound(t.begin(), t.end(), mean) - t.begin());
+  double d = cell(0) + (n > 1 ? cell(n - 1) : 0.0) + (holding != 0 && holding + 1 != n ? cell(holding) : 0.0);
+  if (n <= 3) return n == 3 && holding != 1 ? d + cell(1) : d;
+  // An interior cell wholly on one side of the mean, its level at its centre, holds (level - x)^2
+  // weighted by the density falling as exp(-lambda * distance) from its nearest edge: that of the
+  // cell [0, step) times exp(-lambda * the edge's distance from the mean).
+  const double step = codebook.uniform_grid()->step, log_r = -lambda * step;
+  const double nearest_cell = closed_form::interval_moments(0.0, step, 0.5 * step, lambda).squared_error;
+  const std::size_t right_first = std::max<std::size_t>(1, holding + 1);  // interior cells right of it: to n - 2
+  if (right_first <= n - 2)
+    d += nearest_cell * std::exp(-lambda * (t[right_first - 1] - mean)) *
+         geometric_sum(double(n - 1 - right_first), log_r);
+  if (holding >= 2) {  // interior cells left of it: 1 to left_last
+    const std::size_t left_last = std::min(n - 2, holding - 1);
+    d += nearest_cell * std::exp(-lambda * (mean - t[left_last])) * geometric_sum(double(left_last), log_r);
+  }
+  return d;
+}
+
+double offset_laplace_sqnr_db(const Codebook& codebook, double mean, double sigma) {
+  return 10.0 * std::log10((sigma * sigma + mean * mean) / offset_laplace_distortion(codebook, mean, sigma));
+}
+
+std::vector<BitRateChoice> worst_cases_of(const std::vector<WeightScale>& scales, int min_bits, int max_bits) {
+  check_rates(min_bits, max_bits);
+  NUQ_REQUIRE(!scales.empty(), "bitrate: no weights to judge");
+  std::vector<BitRateChoice> rates;
+  for (int bits = min_bits; bits <= max_bits; ++bits) {
+    const Codebook design = mismatch_design(bits);
+    BitRateChoice worst{bits, std::numeric_limits<double>::infinity(), 0.0};
+    for (const WeightScale& s : scales) {
+      const double rms = std::hypot(s.mean, s.sigma);
+      const double sqnr =
+          s.sigma > 0.0 ? offset_laplace_sqnr_db(design, s.mean, s.sigma) : laplace_sqnr_db(design, rms);
+      if (sqnr < worst.worst_sqnr_db) worst.worst_sqnr_db = sqnr, worst.worst_at_db = 20.0 * std::log10(rms);
+    }
+    rates.push_back(worst);
+  }
+  return rates;
+}
 
 Codebook mismatch_design(int bits, double sigma_ref) {
   NUQ_REQUIRE(bits >= 1 && bits <= 16, "mismatch: bits must be 1..16, got ", bits);

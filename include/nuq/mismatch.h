@@ -43,6 +43,23 @@ struct BitRateChoice {
 std::optional<BitRateChoice> choose_bit_rate(double sqnr_min_db, double from_db, double to_db, double step_db = 1.0,
                                              int min_bits = 1, int max_bits = 16);
 
+// Exact distortion of a uniform codebook (levels first + k·step, thresholds at their midpoints) on
+// Laplace(mean, sigma^2): a source off the codebook's centre, as unnormalised weights with a mean of
+// their own meet it. In closed form: the interior cells on either side of the mean differ only by
+// their distance from it, so each side is a geometric series. Throws for a non-uniform codebook.
+double offset_laplace_distortion(const Codebook& codebook, double mean, double sigma);
+// Its SQNR, the mean counted as signal (eq. (31)): 10 log10((sigma^2 + mean^2) / D).
+double offset_laplace_sqnr_db(const Codebook& codebook, double mean, double sigma);
+
+// The rule for measured weights (`nuq bitrate --model`): each R's worst case over `scales` (the
+// weights together, or each tensor), each met unnormalised by the unit-variance design as the
+// Laplacian of its own mean and sigma; worst_at_db is 20 log10 of the worst one's rms. A scale of
+// no spread (constant weights, which no Laplacian describes) is judged as a centred one at its rms.
+struct WeightScale {
+  double mean = 0.0, sigma = 0.0;
+};
+std::vector<BitRateChoice> worst_cases_of(const std::vector<WeightScale>& scales, int min_bits, int max_bits);
+
 // The worst case of one R over the range (what the rule compares with the floor); an error names
 // `what`, the caller the user ran.
 BitRateChoice worst_case(int bits, double from_db, double to_db, double step_db = 1.0, const char* what = "bitrate");

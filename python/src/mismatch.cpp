@@ -62,7 +62,8 @@ void bind_mismatch(py::module_& m) {
       "The bit-rate rule nuq derives from the companion paper (`nuq bitrate --range`; docs/variance-mismatch.md): "
       "the smallest R in [min_bits, max_bits] whose unit-variance uniform design keeps the exact SQNR >= "
       "sqnr_min_db at every mismatch from from_db to to_db (both ends included; to_db absent: the one point from_db). A dict bits, worst_sqnr_db, worst_at_db, or None when no rate "
-      "does. Unnormalised weights meet the design at 20 log10 of their rms about zero, sqrt(mean(w**2)).");
+      "does. Unnormalised centred weights meet the design at 20 log10 of their rms, sqrt(mean(w**2)); weights "
+      "with a mean of their own are judged as the Laplacian of their mean and sigma by `nuq bitrate --model`.");
   m.def(
       "worst_sqnr",
       [](const IntArgument& bits_given, double from_db, std::optional<double> to_db, double step_db) {
