@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -314,6 +315,62 @@ TEST(CheckpointStats, WeightsOffCentreAreJudgedWithTheirMean) {
           << at << " bits";
     }
   }
+}
+
+// The weights together, as quantize --normalise none measures its summary: the signal and the
+// noise of every tensor summed, each meeting the design at its own mean and sigma. Pooled into one
+// Laplacian (mean and sigma over all the weights), two tensors at +5 and -5 were refused every rate
+// for 20 dB (one Laplacian of sigma 5 overloads), though 6 bits measure 39.9 dB; a tensor at 20
+// among small centred weights was given 8 bits for 30 dB, and measured 3.7 dB. An all-zero tensor
+// counts too: its weights meet the level nearest zero. And a rate short of the floor by overload is
+// told as overload per tensor too, where the worst tensor's rms is not the largest (it said
+// "granular noise" for a wide centred tensor beside a narrow one at 15).
+TEST(CheckpointStats, TheWeightsTogetherAreEachTensorsSignalAndNoiseSummed) {
+  test::TempDir dir;
+  const std::string input = dir.file("in.safetensors");
+  const auto judged = [&](const std::map<std::string, std::vector<float>>& tensors, double floor) {
+    io::TensorFile file;
+    for (const auto& [name, w] : tensors)
+      file.tensors[name] = io::f32_tensor({std::int64_t(w.size() / 256), 256}, w);
+    io::write_safetensors(input, file);
+    return run_nuq("bitrate --model " + input + " --sqnr-min " + std::to_string(floor) + " --json");
+  };
+  const auto summary_sqnr = [&](int bits) {
+    const CommandResult q = run_nuq("quantize " + input + " -o " + dir.file("q.safetensors") + " -m uniform -b " +
+                                    std::to_string(bits) + " --normalise none --json 2>/dev/null");
+    EXPECT_EQ(q.status, 0) << q.output;
+    return nlohmann::json::parse(q.output).at("sqnr_ex_db").get<double>();
+  };
+  const std::vector<std::map<std::string, std::vector<float>>> cases{
+      {{"a", test::draw(test::Law::Laplace, 256 * 256, 5.0, 0.1, 21)},
+       {"b", test::draw(test::Law::Laplace, 256 * 256, -5.0, 0.1, 22)}},
+      {{"a", test::draw(test::Law::Laplace, 256 * 256, 0.4, 0.1, 23)},
+       {"b", test::draw(test::Law::Laplace, 256 * 256, 0.0, 0.01, 24)}},
+      {{"w", test::draw(test::Law::Laplace, 256 * 256, 0.0, 0.05, 25)}, {"z", std::vector<float>(256 * 64, 0.0f)}}};
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    const CommandResult r = judged(cases[i], 20.0);
+    ASSERT_EQ(r.status, 0) << r.output;
+    const nlohmann::json j = nlohmann::json::parse(r.output);
+    const int bits = j.at("bits").get<int>();
+    for (const nlohmann::json& rate : j.at("rates")) {
+      const int at = rate.at("bits").get<int>();
+      if (at != bits && at != bits - 1) continue;
+      EXPECT_NEAR(rate.at("worst_sqnr_db").get<double>(), summary_sqnr(at), 0.05) << at << " bits";
+    }
+  }
+  const CommandResult outlier = judged({{"big", test::draw(test::Law::Laplace, 512 * 512, 0.0, 0.01, 26)},
+                                        {"small", test::draw(test::Law::Laplace, 32 * 256, 20.0, 0.05, 27)}},
+                                       30.0);
+  EXPECT_EQ(outlier.status, 1) << outlier.output;
+  EXPECT_NE(outlier.output.find("(overload"), std::string::npos) << outlier.output;
+  EXPECT_LT(summary_sqnr(16), 30.0);
+  judged({{"a", test::draw(test::Law::Laplace, 256 * 256, 15.0, 0.01, 28)},
+          {"b", test::draw(test::Law::Laplace, 256 * 256, 0.0, 5.0, 29)}},
+         20.0);
+  const CommandResult each = run_nuq("bitrate --model " + input + " --sqnr-min 20 --per-tensor");
+  EXPECT_EQ(each.status, 1) << each.output;
+  EXPECT_NE(each.output.find("(overload"), std::string::npos) << each.output;
 }
 
 // What a quantize run would be told or refused, bitrate is too: a tensor in two shards, a --skip

@@ -215,6 +215,10 @@ const std::vector<Case>& cases() {
       {"bitrate --sqnr-min 500 --range=-30:0", kUserError, "lower the floor"},
       {"bitrate --sqnr-min 40 --range=0:60", kUserError, "overload"},
       {"bitrate --sqnr-min 60 --range=-40:0", kUserError, "granular noise"},
+      // Short of bits, not of floor: 12 bits keep 30 dB at the design's own variance (it said "lower the floor")
+      {"bitrate --sqnr-min 30 --range=0:0 --max-bits 4", kUserError, "(granular noise: each bit gains about 6 dB; "
+                                                                     "raise --max-bits)"},
+      {"bitrate --sqnr-min 30 --range=0:0 --max-bits 1", kUserError, "no rate up to 1 bit keeps"},
       // Options that do not apply are refused for the right reason.
       {"design -m sptq --alpha 0", kUserError, "alpha scales the ternary quantizer only"},
       {"design -m uniform -N -1", kUserError, "--levels: '-1' is not in 2 to 65536"},

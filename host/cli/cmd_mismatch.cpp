@@ -2,6 +2,7 @@
 // rule nuq derives from it.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -134,8 +135,8 @@ double mismatch_db(const WeightStats& stats, const std::string& what) {
 }
 
 // Constant weights (all-zero ones never reach here) are named: no Laplacian describes one repeated
-// value, and the rule judges them as a centred Laplacian at their rms, while their SQNR is that of
-// the one level the value meets ("all together": every weight of the model the same).
+// value, which is judged as it is, meeting one level ("all together": every weight of the model the
+// same). Such a tensor is seldom a weight: a buffer, or a layer that never trained.
 void warn_of_constants(const std::vector<const TensorStats*>& tensors, const std::string& what) {
   std::vector<std::string> constant;
   for (const TensorStats* t : tensors)
@@ -144,8 +145,8 @@ void warn_of_constants(const std::vector<const TensorStats*>& tensors, const std
                          significant_text(t->stats.mean, 4) + ")");
   if (!constant.empty())
     std::cerr << "nuq: warning: " << what << ": constant weights: " << terminal_text(first_few(constant, 3))
-              << ": the rule judges them at their rms, but its model is a Laplacian, and the SQNR of one repeated "
-                 "value is that of the one level it meets, above or below the rule's\n";
+              << ": judged as the one value each holds, whose SQNR is that of the level it meets, not a "
+                 "Laplacian's\n";
 }
 
 nlohmann::json scale_json(const TensorStats& t) {
@@ -185,7 +186,7 @@ MeasuredRange measured_range(const BitrateOptions& o) {
   r.json["largest_rms"] = scale_json(high);
   if (!o.per_tensor) {
     r.from_db = r.to_db = mismatch_db(all, o.model);
-    r.scales = {{all.mean, all.stddev()}};
+    for (const TensorStats& t : stats.tensors) r.scales.push_back({t.stats.mean, t.stats.stddev(), t.stats.count});
     r.source += ", " + fixed(r.from_db, 2) + " dB from sigma_ref = 1";
     const TensorStats together{"", all};
     warn_of_constants({&together}, o.model);
@@ -193,7 +194,7 @@ MeasuredRange measured_range(const BitrateOptions& o) {
   }
   r.from_db = mismatch_db(low.stats, o.model + ": tensor '" + low.name + "'");
   r.to_db = mismatch_db(high.stats, o.model + ": tensor '" + high.name + "'");
-  for (const TensorStats* t : signal) r.scales.push_back({t->stats.mean, t->stats.stddev()});
+  for (const TensorStats* t : signal) r.scales.push_back({t->stats.mean, t->stats.stddev(), t->stats.count});
   r.source += "; per tensor from " + fixed(r.from_db, 2) + " dB ('" + low.name + "') to " + fixed(r.to_db, 2) +
               " dB ('" + high.name + "')";
   if (zero) r.source += "; " + std::to_string(zero) + " all-zero tensor(s), no signal to keep, left out";
@@ -201,23 +202,34 @@ MeasuredRange measured_range(const BitrateOptions& o) {
   return r;
 }
 
-// Why no R up to --max-bits keeps the floor: where the largest R (`w`) is worst over the range
-// says whether overload (variance above the design's) or granular noise (variance below it) caps it.
-std::string no_rate_reason(const BitrateOptions& o, const BitRateChoice& w, double from, double to) {
-  const double matched = laplace_sqnr_db(mismatch_design(o.max_bits), 1.0);
-  std::string reason = "no rate up to " + std::to_string(o.max_bits) + " bits keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
+std::string bits_text(int bits) { return std::to_string(bits) + (bits == 1 ? " bit" : " bits"); }
+
+// Each R's worst case in [min_bits, max_bits]: over a range of variance, or of a model's weights.
+using RateJudge = std::function<std::vector<BitRateChoice>(int min_bits, int max_bits)>;
+
+// Why no R up to --max-bits keeps the floor. A bit more halves the step: where granular noise
+// decides, the worst SQNR gains about 6 dB a bit (a little less as the support widens); where
+// weights outgrow the support (overload), by their variance or their mean, it gains next to
+// nothing, and only normalising them helps.
+std::string no_rate_reason(const BitrateOptions& o, const std::vector<BitRateChoice>& rates, const RateJudge& judge) {
+  const BitRateChoice& w = rates.back();
+  std::string reason = "no rate up to " + bits_text(o.max_bits) + " keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
                        " dB: at R = " + std::to_string(o.max_bits) + " the worst is " + fixed(w.worst_sqnr_db, 2) +
                        " dB at " + fixed(w.worst_at_db, 1) + " dB";
-  if (*o.sqnr_min > matched)
-    return reason + ", and even at the design's own variance it reaches only " + fixed(matched, 2) +
-           " dB: lower the floor";
-  if (w.worst_at_db > 0.0 && to - w.worst_at_db <= w.worst_at_db - from)
-    return reason + (o.model.empty() ? " (overload: the variance outgrows the support there; narrow the range or "
-                                       "normalise the weights)"
-                                     : " (overload: the weights' scale, their rms, outgrows the support there; "
-                                       "normalise the weights)");
-  return reason + " (granular noise: the variance is small against the step there; raise --max-bits, narrow the "
-                  "range or normalise the weights)";
+  if (o.max_bits == 1) return reason + " (raise --max-bits)";
+  const double below = (rates.size() >= 2 ? rates[rates.size() - 2] : judge(o.max_bits - 1, o.max_bits - 1)[0])
+                           .worst_sqnr_db;
+  const double gain = w.worst_sqnr_db - below;
+  if (gain <= 3.0)
+    return reason + " (overload: the last bit gained " + fixed(gain, 2) + " dB; " +
+           (o.model.empty() ? "the variance outgrows the support there: narrow the range or normalise the weights)"
+                            : "the weights outgrow the support, by their scale or their mean: normalise them, "
+                              "nuq quantize --normalise per-tensor)");
+  if (o.max_bits < 16) return reason + " (granular noise: each bit gains about 6 dB; raise --max-bits)";
+  return reason + (o.model.empty() ? " (granular noise: the variance is small against the step even at 16 bits; "
+                                     "narrow the range, normalise the weights or lower the floor)"
+                                   : " (granular noise: the weights are small against the step even at 16 bits; "
+                                     "normalise them or lower the floor)");
 }
 
 void run_bitrate(const BitrateOptions& o) {
@@ -230,23 +242,26 @@ void run_bitrate(const BitrateOptions& o) {
   std::string source;
   nlohmann::json weights;  // what --model measured, for --json
   // Each rate's worst case once: the table, and the rule's answer, the first that keeps the floor.
-  std::vector<BitRateChoice> rates;
+  RateJudge judge;
   if (!o.model.empty()) {
     MeasuredRange measured = measured_range(o);
     from = measured.from_db, to = measured.to_db;
     source = std::move(measured.source);
     weights = std::move(measured.json);
-    rates = worst_cases_of(measured.scales, o.min_bits, o.max_bits);
+    judge = [scales = std::move(measured.scales), per_tensor = o.per_tensor](int min_bits, int max_bits) {
+      return per_tensor ? worst_cases_of(scales, min_bits, max_bits) : pooled_cases(scales, min_bits, max_bits);
+    };
   } else {
     const Range r = db_range(o.range, o.step);
     from = r.from, to = r.to;
     source = "variance range " + fixed(from, 1) + ".." + fixed(to, 1) + " dB";
-    rates = worst_cases(from, to, r.step, o.min_bits, o.max_bits);
+    judge = [r](int min_bits, int max_bits) { return worst_cases(r.from, r.to, r.step, min_bits, max_bits); };
   }
+  const std::vector<BitRateChoice> rates = judge(o.min_bits, o.max_bits);
   const auto keeps = std::find_if(rates.begin(), rates.end(),
                                   [&](const BitRateChoice& w) { return w.worst_sqnr_db >= *o.sqnr_min; });
   const BitRateChoice* choice = keeps == rates.end() ? nullptr : &*keeps;  // none keeps the floor: null
-  const std::string why_none = choice ? "" : no_rate_reason(o, rates.back(), from, to);
+  const std::string why_none = choice ? "" : no_rate_reason(o, rates, judge);
   if (o.json) {
     nlohmann::json table = nlohmann::json::array();
     for (const BitRateChoice& w : rates)
@@ -290,7 +305,7 @@ void add_mismatch_commands(CLI::App& app) {
   auto b = std::make_shared<BitrateOptions>();
   CLI::App* bitrate = app.add_subcommand(
       "bitrate", "The smallest bit rate whose unit-variance uniform design keeps SQNR >= a floor over a variance "
-                 "range, or at a model's own weight variance");
+                 "range, or for a model's weights quantized unnormalised (each tensor at its own mean and sigma)");
   bitrate->add_option("--sqnr-min", b->sqnr_min, "SQNR floor in dB");
   bitrate->add_option("--range", b->range, "FROM:TO in dB of 20 log10(sigma / sigma_ref), e.g. --range=-30:0");
   bitrate->add_option("--model", b->model,

@@ -98,22 +98,55 @@ double offset_laplace_sqnr_db(const Codebook& codebook, double mean, double sigm
   return 10.0 * std::log10((sigma * sigma + mean * mean) / offset_laplace_distortion(codebook, mean, sigma));
 }
 
-std::vector<BitRateChoice> worst_cases_of(const std::vector<WeightScale>& scales, int min_bits, int max_bits) {
+namespace {
+
+// The distortion of a scale's weights, each, at `design` (see WeightScale).
+double distortion_of(const Codebook& design, const WeightScale& s) {
+  if (s.sigma > 0.0) return offset_laplace_distortion(design, s.mean, s.sigma);
+  const std::vector<double>& t = design.thresholds();
+  const double level = design.levels()[std::size_t(std::upper_bound(t.begin(), t.end(), s.mean) - t.begin())];
+  return (s.mean - level) * (s.mean - level);
+}
+
+double signal_of(const WeightScale& s) { return s.sigma * s.sigma + s.mean * s.mean; }
+
+// Each R's design in [min_bits, max_bits], judged by `judge(design)` -> (SQNR dB, at dB).
+template <typename Judge>
+std::vector<BitRateChoice> rates_judged(int min_bits, int max_bits, const Judge& judge) {
   check_rates(min_bits, max_bits);
-  NUQ_REQUIRE(!scales.empty(), "bitrate: no weights to judge");
   std::vector<BitRateChoice> rates;
   for (int bits = min_bits; bits <= max_bits; ++bits) {
-    const Codebook design = mismatch_design(bits);
-    BitRateChoice worst{bits, std::numeric_limits<double>::infinity(), 0.0};
-    for (const WeightScale& s : scales) {
-      const double rms = std::hypot(s.mean, s.sigma);
-      const double sqnr =
-          s.sigma > 0.0 ? offset_laplace_sqnr_db(design, s.mean, s.sigma) : laplace_sqnr_db(design, rms);
-      if (sqnr < worst.worst_sqnr_db) worst.worst_sqnr_db = sqnr, worst.worst_at_db = 20.0 * std::log10(rms);
-    }
-    rates.push_back(worst);
+    const auto [sqnr_db, at_db] = judge(mismatch_design(bits));
+    rates.push_back({bits, sqnr_db, at_db});
   }
   return rates;
+}
+
+}  // namespace
+
+std::vector<BitRateChoice> worst_cases_of(const std::vector<WeightScale>& scales, int min_bits, int max_bits) {
+  NUQ_REQUIRE(!scales.empty(), "bitrate: no weights to judge");
+  for (const WeightScale& s : scales) NUQ_REQUIRE(signal_of(s) > 0.0, "bitrate: weights of no signal have no SQNR");
+  return rates_judged(min_bits, max_bits, [&](const Codebook& design) {
+    // (+inf for a constant that sits on a level: the worst is then the first scale's, at +inf)
+    std::pair<double, double> worst{std::numeric_limits<double>::infinity(), 10.0 * std::log10(signal_of(scales[0]))};
+    for (const WeightScale& s : scales) {
+      const double sqnr = 10.0 * std::log10(signal_of(s) / distortion_of(design, s));
+      if (sqnr < worst.first) worst = {sqnr, 10.0 * std::log10(signal_of(s))};
+    }
+    return worst;
+  });
+}
+
+std::vector<BitRateChoice> pooled_cases(const std::vector<WeightScale>& scales, int min_bits, int max_bits) {
+  double signal = 0.0, weights = 0.0;
+  for (const WeightScale& s : scales) signal += double(s.count) * signal_of(s), weights += double(s.count);
+  NUQ_REQUIRE(signal > 0.0, "bitrate: weights of no signal have no SQNR");
+  return rates_judged(min_bits, max_bits, [&](const Codebook& design) {
+    double distortion = 0.0;
+    for (const WeightScale& s : scales) distortion += double(s.count) * distortion_of(design, s);
+    return std::pair<double, double>{10.0 * std::log10(signal / distortion), 10.0 * std::log10(signal / weights)};
+  });
 }
 
 Codebook mismatch_design(int bits, double sigma_ref) {
