@@ -31,13 +31,13 @@ double point_count(double from_db, double to_db, double step_db) {
   return count + (from_db + step_db * (count - 1.0) < to_db - 1e-9 * step_db ? 1.0 : 0.0);
 }
 
-// The rates and the range checked, and the work of its curves for rates min_bits..max_bits
-// (2^bits levels each).
 void check_rates(int min_bits, int max_bits) {
   NUQ_REQUIRE(1 <= min_bits && min_bits <= max_bits && max_bits <= 16,
               "bitrate: bits must satisfy 1 <= min <= max <= 16");
 }
 
+// The rates and the range checked, and the work of its curves for rates min_bits..max_bits
+// (2^bits levels each).
 void check_rule(double from_db, double to_db, double step_db, int min_bits, int max_bits) {
   check_rates(min_bits, max_bits);
   check_range("bitrate", from_db, to_db, step_db);
