@@ -85,24 +85,14 @@ struct KeptRow {
   std::uint64_t bytes = 0;
 };
 
-// Indices of `rows` in name order (the text tables list a sharded checkpoint's tensors by name; the
-// JSON lists them file by file).
-template <typename Row>
-std::vector<std::size_t> name_order(const std::vector<Row>& rows) {
-  std::vector<std::size_t> order(rows.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return rows[a].name < rows[b].name; });
-  return order;
-}
-
-// Prints a table of `rows` in name order, each made by cells_of(row).
+// Prints a table of `rows` in name order (a sharded checkpoint's tensors listed by name; the JSON
+// lists them file by file), each row's cells made by cells_of(row).
 template <typename Row, typename Cells>
-void print_table(std::vector<std::string> header, const std::vector<Row>& rows, const Cells& cells_of) {
-  StreamedTable table(std::move(header));
-  const std::vector<std::size_t> order = name_order(rows);
-  for (std::size_t i : order) table.measure(cells_of(rows[i]));
-  table.print_header(std::cout);
-  for (std::size_t i : order) table.print_row(std::cout, cells_of(rows[i]));
+void print_by_name(std::vector<std::string> header, const std::vector<Row>& rows, const Cells& cells_of) {
+  std::vector<const Row*> order;
+  for (const Row& row : rows) order.push_back(&row);
+  std::stable_sort(order.begin(), order.end(), [](const Row* a, const Row* b) { return a->name < b->name; });
+  print_table(std::cout, std::move(header), order, [&](const Row* row) { return cells_of(*row); });
 }
 
 void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& shards) {
@@ -189,16 +179,17 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
                                                            : ", as normalised weights are; nuq quantize reports each "
                                                              "tensor's at its own)\n");
   std::cout << "normalisation: " << run.value("normalisation", "?") << "\n\n";
-  print_table({"tensor", "shape", "dtype", "bits", "tables", "bytes", "bits/weight"}, tensors,
+  print_by_name({"tensor", "shape", "dtype", "bits", "tables", "bytes", "bits/weight"}, tensors,
               [](const QuantizedRow& t) -> std::vector<std::string> {
                 return {t.name, io::shape_text(t.shape), t.dtype, std::to_string(t.bits), t.tables,
                         std::to_string(t.bytes), bits_per_weight_text(t.bytes, t.weights)};
               });
   if (!kept.empty()) {
     std::cout << '\n';
-    print_table({"kept as it was", "shape", "dtype", "bytes"}, kept, [](const KeptRow& t) -> std::vector<std::string> {
-      return {t.name, io::shape_text(t.shape), io::to_string(t.dtype), std::to_string(t.bytes)};
-    });
+    print_by_name({"kept as it was", "shape", "dtype", "bytes"}, kept,
+                  [](const KeptRow& t) -> std::vector<std::string> {
+                    return {t.name, io::shape_text(t.shape), io::to_string(t.dtype), std::to_string(t.bytes)};
+                  });
   }
   std::cout << '\n' << tensors.size() << " tensor(s) quantized: " << weights << " weights in " << quantized_bytes
             << " bytes (" << bits_per_weight_text(quantized_bytes, weights) << " bits per weight, tables and scales "
@@ -254,16 +245,13 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
     if (shards.size() > 1) row.insert(row.begin() + 1, std::filesystem::path(t.file).filename().string());
     return row;
   };
-  StreamedTable table(header);
-  for (const TensorPlan& t : plan.tensors) table.measure(cells_of(t));
   std::cout << terminal_text(o.input) << ": not quantized, " << shards.size() << " safetensors file(s), "
             << plan.tensors.size() << " tensor(s)"
             << (training_checkpoint ? "; a training checkpoint of one of nuq's networks (nuq train's progress)"
                 : network             ? "; one of nuq's networks: `nuq quantize` quantizes every parameter"
                                       : "")
             << "\n\n";
-  table.print_header(std::cout);
-  for (const TensorPlan& t : plan.tensors) table.print_row(std::cout, cells_of(t));
+  print_table(std::cout, std::move(header), plan.tensors, cells_of);
   std::cout << '\n';
   if (training_checkpoint) {
     std::cout << "nuq quantize refuses a training checkpoint: quantize the model nuq train saves when it finishes\n";

@@ -109,16 +109,14 @@ using TensorReports = std::vector<const TensorReport*>;
 // Every quantized tensor's line: nuq's own models and checkpoints alike (docs/report.md). Printed
 // a row at a time.
 void print_tensor_table(const TensorReports& tensors) {
-  StreamedTable table({"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis",
-                       "RMSE", "max error"});
-  const auto cells_of = [](const TensorReport& t) -> std::vector<std::string> {
-    return {t.name, io::shape_text(t.shape), fixed(bits_per_weight(t), 3), fixed(t.sqnr_ex_db, 3),
-            fixed(t.sqnr_th_db, 3), fixed(t.within, 2), fixed(t.excess_kurtosis, 2), significant(t.rmse, 6),
-            significant(t.max_error, 6)};
-  };
-  for (const TensorReport* t : tensors) table.measure(cells_of(*t));
-  table.print_header(std::cout);
-  for (const TensorReport* t : tensors) table.print_row(std::cout, cells_of(*t));
+  print_table(std::cout,
+              {"tensor", "shape", "bits/weight", "SQNR_ex dB", "SQNR_th dB", "inside %", "excess kurtosis", "RMSE",
+               "max error"},
+              tensors, [](const TensorReport* t) -> std::vector<std::string> {
+                return {t->name, io::shape_text(t->shape), fixed(bits_per_weight(*t), 3), fixed(t->sqnr_ex_db, 3),
+                        fixed(t->sqnr_th_db, 3), fixed(t->within, 2), fixed(t->excess_kurtosis, 2),
+                        significant(t->rmse, 6), significant(t->max_error, 6)};
+              });
 }
 
 // The summary's SQNR_ex is of all the weights together, so the largest tensors decide it: the

@@ -4,6 +4,7 @@
 
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nuq::cli {
@@ -23,6 +24,16 @@ class StreamedTable {
   std::vector<std::string> header_;
   std::vector<std::size_t> width_;
 };
+
+// Prints `rows` (any range) as a StreamedTable, each row's cells made by cells_of(row): measured
+// first, then printed.
+template <typename Rows, typename CellsOf>
+void print_table(std::ostream& out, std::vector<std::string> header, const Rows& rows, const CellsOf& cells_of) {
+  StreamedTable table(std::move(header));
+  for (const auto& row : rows) table.measure(cells_of(row));
+  table.print_header(out);
+  for (const auto& row : rows) table.print_row(out, cells_of(row));
+}
 
 // A table held whole (tens of rows: reports, sweeps), laid out as StreamedTable lays it out.
 class TextTable {

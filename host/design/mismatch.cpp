@@ -75,7 +75,7 @@ double offset_laplace_distortion(const Codebook& codebook, double mean, double s
     const closed_form::CellDistortion d = closed_form::cell_distortion(lo, hi, y[k] - mean, kInfinity, lambda);
     return d.granular + d.overload;
   };
-  const std::size_t holding = std::size_t(std::upper_bound(t.begin(), t.end(), mean) - t.begin());
+  const std::size_t holding = codebook.index_of(mean);
   double d = cell(0) + (n > 1 ? cell(n - 1) : 0.0) + (holding != 0 && holding + 1 != n ? cell(holding) : 0.0);
   if (n <= 3) return n == 3 && holding != 1 ? d + cell(1) : d;
   // An interior cell wholly on one side of the mean, its level at its centre, holds (level - x)^2
@@ -103,9 +103,8 @@ namespace {
 // The distortion of a scale's weights, each, at `design` (see WeightScale).
 double distortion_of(const Codebook& design, const WeightScale& s) {
   if (s.sigma > 0.0) return offset_laplace_distortion(design, s.mean, s.sigma);
-  const std::vector<double>& t = design.thresholds();
-  const double level = design.levels()[std::size_t(std::upper_bound(t.begin(), t.end(), s.mean) - t.begin())];
-  return (s.mean - level) * (s.mean - level);
+  const double error = s.mean - design.quantize(s.mean);
+  return error * error;
 }
 
 double signal_of(const WeightScale& s) { return s.sigma * s.sigma + s.mean * s.mean; }
