@@ -420,7 +420,7 @@ TEST(CheckpointStats, BitrateRefusesAndWarnsAsQuantizeDoes) {
 
   const CommandResult no_model = run_nuq("bitrate --range=-10:0 --sqnr-min 30 --nonfinite saturate");
   EXPECT_EQ(no_model.status, 1) << no_model.output;
-  EXPECT_NE(no_model.output.find("measure the weights of --model"), std::string::npos) << no_model.output;
+  EXPECT_NE(no_model.output.find("take the weights of --model"), std::string::npos) << no_model.output;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "nuq/error.h"
 #include "nuq/laplace.h"
 #include "nuq/list_text.h"
+#include "nuq/measured_rate.h"
 #include "nuq/mismatch.h"
 #include "nuq/number_text.h"
 #include "nuq/model.h"
@@ -89,27 +90,50 @@ struct BitrateOptions {
   std::string range, model, skip, nonfinite = "error";
   double step = 1.0;
   int min_bits = 1, max_bits = 16;
-  bool json = false, per_tensor = false, quantize_vectors = false;
+  bool json = false, per_tensor = false, quantize_vectors = false, measure = false;
 };
 
 // The weights --model names, as nuq quantize would take them: a nuq network whole (Algorithm 1,
 // every parameter), a checkpoint's tensors that --skip and --quantize-vectors leave to quantize,
 // read a piece at a time. Warnings a run would give (the index, F64 matrices, a --skip naming
-// nothing) go to stderr as quantize's do.
-CheckpointStats weights_of(const BitrateOptions& o) {
+// nothing) go to stderr as quantize's do. `quantized` quantizes them again as they are by a table
+// (--measure): each tensor's totals in the order of stats.tensors, and with `fourth` their fourth
+// moments about their own mean and sigma.
+struct ModelWeights {
+  CheckpointStats stats;
+  std::function<std::vector<QuantizeTotals>(const CheckpointStats& stats, const QuantizeTable& table,
+                                            std::vector<double>* fourth)>
+      quantized;
+};
+
+ModelWeights weights_of(const BitrateOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
-  CheckpointStats out;
+  ModelWeights out;
   if (is_nuq_network(o.model)) {
     NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.model, ": nuq's own networks are quantized whole "
                 "(Algorithm 1: every parameter); --skip and --quantize-vectors are for other checkpoints");
-    const Model model = load_model(o.model, nonfinite);
-    for (const Parameter& p : model.parameters) {
+    auto model = std::make_shared<const Model>(load_model(o.model, nonfinite));
+    for (const Parameter& p : model->parameters) {
       WeightStats stats;
       accumulate(stats, p.values, o.model + ": " + p.name, nonfinite);
       require_finite_weights(stats, o.model + ": tensor '" + p.name + "'");
-      out.tensors.push_back({p.name, stats});
+      out.stats.tensors.push_back({p.name, stats});
     }
-    out.all = model_stats(model, nonfinite);
+    out.stats.all = model_stats(*model, nonfinite);
+    out.quantized = [model](const CheckpointStats& stats, const QuantizeTable& table, std::vector<double>* fourth) {
+      const std::vector<TensorStats>& own = stats.tensors;
+      std::vector<QuantizeTotals> totals;
+      std::vector<std::uint8_t> codes;
+      if (fourth) fourth->assign(own.size(), 0.0);
+      for (std::size_t i = 0; i < own.size(); ++i) {
+        const std::vector<float>& w = model->parameters[i].values;
+        totals.push_back(quantized_totals(w.data(), WeightType::F32, w.size(), table, codes));
+        const WeightStats& s = own[i].stats;
+        if (fourth && has_spread(s))
+          (*fourth)[i] = fourth_moment(w.data(), WeightType::F32, w.size(), s.mean, s.stddev());
+      }
+      return totals;
+    };
     return out;
   }
   warn_of_checkpoint(o.model);
@@ -118,7 +142,12 @@ CheckpointStats weights_of(const BitrateOptions& o) {
   options.nonfinite = nonfinite;
   options.warnings = &std::cerr;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
-  return checkpoint_weight_stats(o.model, options);
+  out.stats = checkpoint_weight_stats(o.model, options);
+  out.quantized = [options, path = o.model](const CheckpointStats& stats, const QuantizeTable& table,
+                                           std::vector<double>* fourth) {
+    return checkpoint_quantized_totals(path, options, stats, table, fourth);
+  };
+  return out;
 }
 
 // Unnormalised weights meet the unit-variance design at their scale about zero, their rms (the mean
@@ -164,8 +193,7 @@ struct MeasuredRange {
   nlohmann::json json;
 };
 
-MeasuredRange measured_range(const BitrateOptions& o) {
-  const CheckpointStats stats = weights_of(o);
+MeasuredRange measured_range(const BitrateOptions& o, const CheckpointStats& stats) {
   const WeightStats& all = stats.all;
   NUQ_REQUIRE(all.rms() > 0.0, o.model, ": every weight is zero; there is no signal for an SQNR floor to keep");
   // An all-zero tensor (a fresh network's bias) has no signal: per tensor, it is left out and counted.
@@ -232,6 +260,107 @@ std::string no_rate_reason(const BitrateOptions& o, const std::vector<BitRateCho
                                      "normalise them or lower the floor)");
 }
 
+// --measure: the weights quantized again at each rate the search tries (from the rule's answer, or
+// --max-bits where it has none), as `nuq quantize -m uniform -b R --normalise none` quantizes them,
+// and their kurtosis, the check of the Laplacian the rule assumes.
+struct Measured {
+  MeasuredSearch search;
+  const CheckpointStats* stats = nullptr;
+  std::vector<std::pair<double, std::size_t>> kurtosis;  // excess kurtosis and tensor, of those with spread, ascending
+  std::string reason;                                     // why no rate keeps the floor as measured
+  const MeasuredRate& at(int bits) const {
+    const auto is = [&](const MeasuredRate& r) { return r.bits == bits; };
+    return *std::find_if(search.rates.begin(), search.rates.end(), is);
+  }
+  const std::string& name(std::size_t tensor) const { return stats->tensors[tensor].name; }
+};
+
+Measured measure_rates(const BitrateOptions& o, const ModelWeights& weights, const BitRateChoice* rule) {
+  Measured m;
+  m.stats = &weights.stats;
+  std::vector<double> fourth;  // the same at every rate: taken on the first read
+  m.search = search_measured_rate(*o.sqnr_min, rule ? rule->bits : o.max_bits, o.min_bits, o.max_bits, o.per_tensor,
+                                  [&](int bits) {
+                                    const bool first = fourth.empty();
+                                    return weights.quantized(weights.stats, unnormalised_table(uniform_design(bits)),
+                                                             first ? &fourth : nullptr);
+                                  });
+  for (std::size_t i = 0; i < weights.stats.tensors.size(); ++i) {
+    const WeightStats& s = weights.stats.tensors[i].stats;
+    if (has_spread(s)) m.kurtosis.emplace_back(fourth[i] / double(s.count) - 3.0, i);
+  }
+  std::sort(m.kurtosis.begin(), m.kurtosis.end());
+  if (!m.search.bits) {
+    const MeasuredRate& top = m.search.rates.back();
+    const auto value = [&](const MeasuredRate& r) { return o.per_tensor ? r.lowest_db : r.together_db; };
+    m.reason = "no rate up to " + bits_text(o.max_bits) + " keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
+               " dB as measured: at R = " + std::to_string(top.bits) + " the weights measure " +
+               fixed(top.together_db, 2) + " dB together, '" + m.name(top.lowest) + "' lowest at " +
+               fixed(top.lowest_db, 2) + " dB";
+    if (m.search.rates.size() >= 2) {  // as the rule's reason tells it: what the last bit gained
+      const double gain = value(top) - value(m.search.rates[m.search.rates.size() - 2]);
+      m.reason += gain <= 3.0 ? " (overload: the last bit gained " + fixed(gain, 2) +
+                                    " dB; weights beyond the support decide it)"
+                              : " (granular noise: the last bit gained " + fixed(gain, 2) + " dB)";
+    }
+  }
+  return m;
+}
+
+nlohmann::json measured_json(const Measured& m) {
+  nlohmann::json rates = nlohmann::json::array();
+  for (const MeasuredRate& r : m.search.rates)
+    rates.push_back({{"bits", r.bits}, {"sqnr_ex_db", r.together_db}, {"lowest_tensor", m.name(r.lowest)},
+                     {"lowest_sqnr_ex_db", r.lowest_db}});
+  nlohmann::json j{{"bits", m.search.bits ? nlohmann::json(*m.search.bits) : nlohmann::json()},
+                   {"reason", m.reason}, {"rates", rates}};
+  if (!m.kurtosis.empty()) {
+    const auto kurtosis_json = [&](const std::pair<double, std::size_t>& k) {
+      return nlohmann::json{{"tensor", m.name(k.second)}, {"excess_kurtosis", k.first}};
+    };
+    j["lowest_kurtosis"] = kurtosis_json(m.kurtosis.front());
+    j["highest_kurtosis"] = kurtosis_json(m.kurtosis.back());
+  }
+  return j;
+}
+
+// The measured rates' table, the kurtosis line and the answer, beside the rule's.
+void print_measured(const BitrateOptions& o, const Measured& m, const BitRateChoice* rule,
+                    const std::string& why_none) {
+  TextTable table({"R", "SQNR_ex dB", "lowest tensor", "its SQNR_ex dB", "meets floor"});
+  for (const MeasuredRate& r : m.search.rates)
+    table.add_row({std::to_string(r.bits), fixed(r.together_db, 2), terminal_text(m.name(r.lowest)),
+                   fixed(r.lowest_db, 2), (o.per_tensor ? r.lowest_db : r.together_db) >= *o.sqnr_min ? "yes" : "no"});
+  std::cout << "\nMeasured: the weights quantized as nuq quantize -m uniform -b R --normalise none quantizes them "
+               "(nothing written)"
+            << (o.per_tensor ? "; each tensor keeps the floor" : "") << "\n\n"
+            << table.render();
+  if (!m.kurtosis.empty()) {
+    const auto& [low, high] = std::make_pair(m.kurtosis.front(), m.kurtosis.back());
+    std::cout << "excess kurtosis " << fixed(low.first, 2) << " ('" << terminal_text(m.name(low.second)) << "')";
+    if (m.kurtosis.size() > 1)
+      std::cout << " to " << fixed(high.first, 2) << " ('" << terminal_text(m.name(high.second)) << "')";
+    std::cout << "; 3 for the Laplacian the rule assumes\n";
+  }
+  std::cout << '\n';
+  NUQ_REQUIRE(m.search.bits, m.reason);  // no answer: exit status 1, the reason on stderr
+  const MeasuredRate& chosen = m.at(*m.search.bits);
+  std::cout << "R = " << bits_text(chosen.bits) << " as measured (" << fixed(chosen.together_db, 2)
+            << " dB together, '" << terminal_text(m.name(chosen.lowest)) << "' lowest at " << fixed(chosen.lowest_db, 2)
+            << " dB); ";
+  if (!rule) {
+    std::cout << "the rule: " << why_none << '\n';
+    return;
+  }
+  const MeasuredRate& ruled = m.at(rule->bits);
+  if (rule->bits == chosen.bits)
+    std::cout << "the rule: " << bits_text(rule->bits) << ", predicted " << fixed(rule->worst_sqnr_db, 2) << " dB\n";
+  else
+    std::cout << "the rule's " << bits_text(rule->bits) << " were predicted " << fixed(rule->worst_sqnr_db, 2)
+              << " dB and measure " << fixed(o.per_tensor ? ruled.lowest_db : ruled.together_db, 2)
+              << " dB: the weights are not the Laplacian it assumes\n";
+}
+
 void run_bitrate(const BitrateOptions& o) {
   NUQ_REQUIRE(o.sqnr_min, "bitrate: give --sqnr-min (the SQNR every variance in the range must keep)");
   NUQ_REQUIRE(std::isfinite(*o.sqnr_min), "bitrate: --sqnr-min must be a finite number of dB, got ", *o.sqnr_min);
@@ -243,8 +372,10 @@ void run_bitrate(const BitrateOptions& o) {
   nlohmann::json weights;  // what --model measured, for --json
   // Each rate's worst case once: the table, and the rule's answer, the first that keeps the floor.
   RateJudge judge;
+  ModelWeights model;
   if (!o.model.empty()) {
-    MeasuredRange measured = measured_range(o);
+    model = weights_of(o);
+    MeasuredRange measured = measured_range(o, model.stats);
     from = measured.from_db, to = measured.to_db;
     source = std::move(measured.source);
     weights = std::move(measured.json);
@@ -262,6 +393,8 @@ void run_bitrate(const BitrateOptions& o) {
                                   [&](const BitRateChoice& w) { return w.worst_sqnr_db >= *o.sqnr_min; });
   const BitRateChoice* choice = keeps == rates.end() ? nullptr : &*keeps;  // none keeps the floor: null
   const std::string why_none = choice ? "" : no_rate_reason(o, rates, judge);
+  const std::optional<Measured> measured =
+      o.measure ? std::optional<Measured>(measure_rates(o, model, choice)) : std::nullopt;
   if (o.json) {
     nlohmann::json table = nlohmann::json::array();
     for (const BitRateChoice& w : rates)
@@ -270,15 +403,19 @@ void run_bitrate(const BitrateOptions& o) {
                      {"bits", choice ? nlohmann::json(choice->bits) : nlohmann::json()}, {"reason", why_none},
                      {"rates", table}};
     if (!weights.is_null()) j["model"] = weights;
+    if (measured) j["measured"] = measured_json(*measured);
     std::cout << json_text(j) << '\n';
-    NUQ_REQUIRE(choice, why_none);
+    if (measured) NUQ_REQUIRE(measured->search.bits, measured->reason);
+    else NUQ_REQUIRE(choice, why_none);
     return;
   }
   TextTable table({"R", "worst SQNR dB", "at dB", "meets floor"});
   for (const BitRateChoice& w : rates)
     table.add_row({std::to_string(w.bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
-  std::cout << terminal_text(source) << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render() << '\n';
+  std::cout << terminal_text(source) << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render();
+  if (measured) return print_measured(o, *measured, choice, why_none);
+  std::cout << '\n';
   NUQ_REQUIRE(choice, why_none);  // no answer: exit status 1, the reason on stderr
   std::cout << "R = " << choice->bits << (choice->bits == 1 ? " bit" : " bits") << " (worst "
             << fixed(choice->worst_sqnr_db, 2) << " dB at " << fixed(choice->worst_at_db, 1) << " dB)\n";
@@ -329,15 +466,21 @@ void add_mismatch_commands(CLI::App& app) {
   CLI::Option* bitrate_step = bitrate->add_option("--step", b->step, "Step of the range in dB")->capture_default_str();
   bitrate->add_option("--min-bits", b->min_bits, "Smallest R considered")->transform(whole_number_in(1, 16))->capture_default_str();
   bitrate->add_option("--max-bits", b->max_bits, "Largest R considered")->transform(whole_number_in(1, 16))->capture_default_str();
+  bitrate->add_flag("--measure", b->measure,
+                    "With --model: quantize the weights as nuq quantize -m uniform -b R --normalise none would "
+                    "(nothing written; a read of them per rate tried, from the rule's answer) and answer the "
+                    "smallest R whose measured SQNR keeps the floor, with their excess kurtosis (the rule assumes "
+                    "Laplacian weights: heavy tails and pruned zeros measure what it cannot foresee)");
   bitrate->add_flag("--json", b->json, "Print JSON");
   bitrate->callback([b, bitrate_step, skip, nonfinite] {
     require_one_step(b->range, *bitrate_step);
     NUQ_REQUIRE(b->model.empty() || !bitrate_step->count(), "bitrate: --step is the step of --range; --model "
                 "measures its own range (one point, or with --per-tensor its two ends)");
     const bool saturate = nonfinite->count() && b->nonfinite != "error";
-    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors && !saturate),
-                "bitrate: --per-tensor, --skip, --quantize-vectors and --nonfinite measure the weights of --model; "
-                "give it");
+    NUQ_REQUIRE(!b->model.empty() || (!b->per_tensor && !skip->count() && !b->quantize_vectors && !saturate &&
+                                       !b->measure),
+                "bitrate: --per-tensor, --skip, --quantize-vectors, --nonfinite and --measure take the weights of "
+                "--model; give it");
     NUQ_REQUIRE(!skip->count() || !b->skip.empty(), "--skip '': an empty expression matches every tensor name; give "
                 "the names to leave out, e.g. 'embed_tokens|lm_head'");
     run_bitrate(*b);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nuq/checkpoint_stream.h"
+#include "nuq/quantize_table.h"
 #include "nuq/stats.h"
 
 namespace nuq {
@@ -30,5 +31,14 @@ struct CheckpointStats {
 // index unless options.nonfinite skips it; an already quantized file, a tensor in two shards, or a
 // checkpoint with nothing to quantize, is an error naming it.
 CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOptions& options);
+
+// The same tensors quantized as they are by `table` (unnormalised_table, measured_rate.h), read
+// again a piece at a time and nothing written: each tensor's totals, in the order of
+// stats.tensors, as `nuq quantize --normalise none` sums them. With `fourth`, each tensor's sum of
+// ((w - mean) / sigma)^4 about its mean and sigma in `stats` too (0 for one of no spread): over its
+// count, its kurtosis, 3 for a Laplacian.
+std::vector<QuantizeTotals> checkpoint_quantized_totals(const std::string& input, const StreamOptions& options,
+                                                      const CheckpointStats& stats, const QuantizeTable& table,
+                                                      std::vector<double>* fourth = nullptr);
 
 }  // namespace nuq

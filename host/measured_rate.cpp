@@ -1,0 +1,84 @@
+#include "nuq/measured_rate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "nuq/design.h"
+#include "nuq/error.h"
+#include "nuq/packed.h"
+
+namespace nuq {
+
+Codebook uniform_design(int bits) {
+  DesignSpec spec;
+  spec.method = Method::Uniform;
+  spec.bits = bits;
+  return design(spec).codebook;
+}
+
+QuantizeTable unnormalised_table(const Codebook& codebook) {
+  return make_quantize_table(codebook, storage_bits(codebook), {Affine{0.0, 1.0}});
+}
+
+QuantizeTotals quantized_totals(const void* values, WeightType type, std::size_t count, const QuantizeTable& table,
+                                std::vector<std::uint8_t>& scratch) {
+  NUQ_ASSERT(table.groups == 1, "weights quantized as they are share one map");
+  // One map for every weight: any [rows, cols] view quantizes them alike, so they are taken as rows
+  // of kCols (the rows spread over the cores), kRows of them at a time to bound the codes held.
+  constexpr std::size_t kCols = 4096, kRows = 256;
+  const auto* bytes = static_cast<const std::uint8_t*>(values);
+  const std::size_t element = element_bytes(type);
+  QuantizeTotals totals;
+  for (std::size_t first = 0; first < count;) {
+    const std::size_t cols = std::min(kCols, count - first);
+    const std::size_t rows = cols < kCols ? 1 : std::min(kRows, (count - first) / kCols);
+    scratch.resize(std::max(scratch.size(), rows * packed_row_bytes(cols, table.bits)));
+    totals = combine(totals, quantize_fast(bytes + first * element, type, rows, cols, table, scratch.data()));
+    first += rows * cols;
+  }
+  return totals;
+}
+
+MeasuredRate measured_rate(int bits, const std::vector<QuantizeTotals>& tensors) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  const auto db = [](double signal, double noise) { return noise > 0.0 ? 10.0 * std::log10(signal / noise) : kInf; };
+  MeasuredRate r;
+  r.bits = bits;
+  double signal = 0.0, noise = 0.0;
+  bool any = false;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    signal += tensors[i].signal;
+    noise += tensors[i].noise;
+    if (!(tensors[i].signal > 0.0)) continue;  // no signal to keep: left out, as the rule leaves it
+    const double own = db(tensors[i].signal, tensors[i].noise);
+    if (!any || own < r.lowest_db) r.lowest = i, r.lowest_db = own;
+    any = true;
+  }
+  NUQ_REQUIRE(any, "measuring a bit rate: every weight is zero; there is no signal for an SQNR floor to keep");
+  r.together_db = db(signal, noise);
+  return r;
+}
+
+MeasuredSearch search_measured_rate(double sqnr_min_db, int start_bits, int min_bits, int max_bits, bool per_tensor,
+                                    const MeasureAt& measure) {
+  NUQ_ASSERT(min_bits <= start_bits && start_bits <= max_bits, "the search starts inside its range");
+  MeasuredSearch search;
+  const auto keeps = [&](int bits) {
+    search.rates.push_back(measured_rate(bits, measure(bits)));
+    const MeasuredRate& r = search.rates.back();
+    return (per_tensor ? r.lowest_db : r.together_db) >= sqnr_min_db;
+  };
+  if (keeps(start_bits)) {
+    search.bits = start_bits;
+    while (*search.bits > min_bits && keeps(*search.bits - 1)) --*search.bits;
+  } else {
+    for (int bits = start_bits + 1; bits <= max_bits && !search.bits; ++bits)
+      if (keeps(bits)) search.bits = bits;
+  }
+  std::sort(search.rates.begin(), search.rates.end(),
+            [](const MeasuredRate& a, const MeasuredRate& b) { return a.bits < b.bits; });
+  return search;
+}
+
+}  // namespace nuq
