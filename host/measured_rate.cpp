@@ -81,4 +81,38 @@ MeasuredSearch search_measured_rate(double sqnr_min_db, int start_bits, int min_
   return search;
 }
 
+std::vector<QuantizeTotals> in_memory_totals(const std::vector<WeightsInMemory>& tensors,
+                                             const std::vector<TensorStats>& stats, const QuantizeTable& table,
+                                             std::vector<double>* fourth) {
+  NUQ_ASSERT(tensors.size() == stats.size(), "a tensor's statistics for each tensor");
+  std::vector<QuantizeTotals> totals;
+  std::vector<std::uint8_t> codes;
+  if (fourth) fourth->assign(tensors.size(), 0.0);
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const WeightsInMemory& w = tensors[i];
+    totals.push_back(quantized_totals(w.data, w.type, w.count, table, codes));
+    const WeightStats& s = stats[i].stats;
+    if (fourth && has_spread(s)) (*fourth)[i] = fourth_moment(w.data, w.type, w.count, s.mean, s.stddev());
+  }
+  return totals;
+}
+
+WeightsMeasured measure_weights_rate(double sqnr_min_db, int start_bits, int min_bits, int max_bits, bool per_tensor,
+                                     const std::vector<TensorStats>& stats, const QuantizeWeights& quantized) {
+  WeightsMeasured m;
+  std::vector<double> fourth;  // the same at every rate: taken on the first read
+  bool first = true;
+  m.search = search_measured_rate(sqnr_min_db, start_bits, min_bits, max_bits, per_tensor, [&](int bits) {
+    std::vector<QuantizeTotals> totals = quantized(unnormalised_table(uniform_design(bits)), first ? &fourth : nullptr);
+    first = false;
+    return totals;
+  });
+  for (std::size_t i = 0; i < stats.size(); ++i) {
+    const WeightStats& s = stats[i].stats;
+    m.excess_kurtosis.push_back(has_spread(s) ? fourth[i] / double(s.count) - 3.0
+                                              : std::numeric_limits<double>::quiet_NaN());
+  }
+  return m;
+}
+
 }  // namespace nuq

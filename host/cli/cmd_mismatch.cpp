@@ -18,6 +18,7 @@
 #include "nuq/list_text.h"
 #include "nuq/measured_rate.h"
 #include "nuq/mismatch.h"
+#include "nuq/weights_rule.h"
 #include "nuq/number_text.h"
 #include "nuq/model.h"
 #include "nuq/ptq.h"
@@ -96,45 +97,31 @@ struct BitrateOptions {
 // The weights --model names, as nuq quantize would take them: a nuq network whole (Algorithm 1,
 // every parameter), a checkpoint's tensors that --skip and --quantize-vectors leave to quantize,
 // read a piece at a time. Warnings a run would give (the index, F64 matrices, a --skip naming
-// nothing) go to stderr as quantize's do. `quantized` quantizes them again as they are by a table
-// (--measure): each tensor's totals in the order of stats.tensors, and with `fourth` their fourth
-// moments about their own mean and sigma.
+// nothing) go to stderr as quantize's do. `quantized` quantizes them again by a table (--measure).
 struct ModelWeights {
-  CheckpointStats stats;
-  std::function<std::vector<QuantizeTotals>(const CheckpointStats& stats, const QuantizeTable& table,
-                                            std::vector<double>* fourth)>
-      quantized;
+  std::shared_ptr<const CheckpointStats> stats;
+  QuantizeWeights quantized;
 };
 
 ModelWeights weights_of(const BitrateOptions& o) {
   const NonFinite nonfinite = o.nonfinite == "saturate" ? NonFinite::Skip : NonFinite::Reject;
-  ModelWeights out;
   if (is_nuq_network(o.model)) {
     NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.model, ": nuq's own networks are quantized whole "
                 "(Algorithm 1: every parameter); --skip and --quantize-vectors are for other checkpoints");
     auto model = std::make_shared<const Model>(load_model(o.model, nonfinite));
+    auto stats = std::make_shared<CheckpointStats>();
+    std::vector<WeightsInMemory> parameters;
     for (const Parameter& p : model->parameters) {
-      WeightStats stats;
-      accumulate(stats, p.values, o.model + ": " + p.name, nonfinite);
-      require_finite_weights(stats, o.model + ": tensor '" + p.name + "'");
-      out.stats.tensors.push_back({p.name, stats});
+      WeightStats own;
+      accumulate(own, p.values, o.model + ": " + p.name, nonfinite);
+      require_finite_weights(own, o.model + ": tensor '" + p.name + "'");
+      stats->tensors.push_back({p.name, own});
+      parameters.push_back({p.values.data(), WeightType::F32, p.values.size()});
     }
-    out.stats.all = model_stats(*model, nonfinite);
-    out.quantized = [model](const CheckpointStats& stats, const QuantizeTable& table, std::vector<double>* fourth) {
-      const std::vector<TensorStats>& own = stats.tensors;
-      std::vector<QuantizeTotals> totals;
-      std::vector<std::uint8_t> codes;
-      if (fourth) fourth->assign(own.size(), 0.0);
-      for (std::size_t i = 0; i < own.size(); ++i) {
-        const std::vector<float>& w = model->parameters[i].values;
-        totals.push_back(quantized_totals(w.data(), WeightType::F32, w.size(), table, codes));
-        const WeightStats& s = own[i].stats;
-        if (fourth && has_spread(s))
-          (*fourth)[i] = fourth_moment(w.data(), WeightType::F32, w.size(), s.mean, s.stddev());
-      }
-      return totals;
-    };
-    return out;
+    stats->all = model_stats(*model, nonfinite);
+    return {stats, [model, stats, parameters](const QuantizeTable& table, std::vector<double>* fourth) {
+              return in_memory_totals(parameters, stats->tensors, table, fourth);
+            }};
   }
   warn_of_checkpoint(o.model);
   StreamOptions options;
@@ -142,25 +129,10 @@ ModelWeights weights_of(const BitrateOptions& o) {
   options.nonfinite = nonfinite;
   options.warnings = &std::cerr;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
-  out.stats = checkpoint_weight_stats(o.model, options);
-  out.quantized = [options, path = o.model](const CheckpointStats& stats, const QuantizeTable& table,
-                                           std::vector<double>* fourth) {
-    return checkpoint_quantized_totals(path, options, stats, table, fourth);
-  };
-  return out;
-}
-
-// Unnormalised weights meet the unit-variance design at their scale about zero, their rms (the mean
-// included: it is signal, and it moves the weights toward the support's edge): its mismatch in dB,
-// within the +-200 dB the rule computes over, or an error naming `what`.
-double mismatch_db(const WeightStats& stats, const std::string& what) {
-  const double db = 20.0 * std::log10(stats.rms());
-  NUQ_REQUIRE(std::abs(db) <= 200.0, what, ": rms ", significant_text(stats.rms(), 6), " is ", fixed(db, 1),
-              " dB from sigma_ref = 1, beyond the +-200 dB the rule computes over: ",
-              db < 0.0 ? "the weights are all but zero against any rate's step"
-                       : "the weights lie far outside any rate's support",
-              "; quantize them normalised (nuq quantize --normalise per-tensor) or leave them out (--skip)");
-  return db;
+  auto stats = std::make_shared<const CheckpointStats>(checkpoint_weight_stats(o.model, options));
+  return {stats, [options, path = o.model, stats](const QuantizeTable& table, std::vector<double>* fourth) {
+            return checkpoint_quantized_totals(path, options, *stats, table, fourth);
+          }};
 }
 
 // Constant weights (all-zero ones never reach here) are named: no Laplacian describes one repeated
@@ -182,50 +154,37 @@ nlohmann::json scale_json(const TensorStats& t) {
   return {{"tensor", t.name}, {"rms", t.stats.rms()}, {"mean", t.stats.mean}, {"sigma", t.stats.stddev()}};
 }
 
-// What --model gives the rule: the weights together, or with --per-tensor each tensor, as the
-// Laplacian of its own mean and sigma (the mean is not taken out unnormalised: it is signal, and it
-// moves the weights towards one end of the support); the range of their rms in dB from sigma_ref = 1
-// (one point, or the smallest tensor's to the largest's), the line saying so, and JSON.
+// What --model gives the rule (weights_rule.h): the weights' range, the line saying so, and JSON.
 struct MeasuredRange {
-  double from_db = 0.0, to_db = 0.0;
-  std::vector<WeightScale> scales;  // each meets the design as the Laplacian of its own mean and sigma
+  WeightsRange range;
   std::string source;
   nlohmann::json json;
 };
 
 MeasuredRange measured_range(const BitrateOptions& o, const CheckpointStats& stats) {
+  MeasuredRange r{weights_range(stats, o.per_tensor, o.model), "", nlohmann::json()};
   const WeightStats& all = stats.all;
-  NUQ_REQUIRE(all.rms() > 0.0, o.model, ": every weight is zero; there is no signal for an SQNR floor to keep");
-  // An all-zero tensor (a fresh network's bias) has no signal: per tensor, it is left out and counted.
-  std::vector<const TensorStats*> signal;
-  for (const TensorStats& t : stats.tensors)
-    if (t.stats.rms() > 0.0) signal.push_back(&t);
-  const std::size_t zero = stats.tensors.size() - signal.size();
-  MeasuredRange r;
+  const TensorStats& low = stats.tensors[r.range.smallest];
+  const TensorStats& high = stats.tensors[r.range.largest];
   r.json = {{"rms_w", all.rms()}, {"mean_w", all.mean}, {"sigma_w", all.stddev()}, {"weights", all.count},
-            {"tensors", stats.tensors.size()}, {"zero_tensors", zero}};
+            {"tensors", stats.tensors.size()}, {"zero_tensors", r.range.zero_tensors},
+            {"smallest_rms", scale_json(low)}, {"largest_rms", scale_json(high)}};
   r.source = o.model + ": rms_w = " + significant_text(all.rms(), 6) + " (mean " + significant_text(all.mean, 4) +
              ", sigma " + significant_text(all.stddev(), 6) + ") over " + std::to_string(all.count) + " weights in " +
              std::to_string(stats.tensors.size()) + " tensor(s)";
-  const auto by_rms = [](const TensorStats* a, const TensorStats* b) { return a->stats.rms() < b->stats.rms(); };
-  const TensorStats& low = **std::min_element(signal.begin(), signal.end(), by_rms);
-  const TensorStats& high = **std::max_element(signal.begin(), signal.end(), by_rms);
-  r.json["smallest_rms"] = scale_json(low);
-  r.json["largest_rms"] = scale_json(high);
   if (!o.per_tensor) {
-    r.from_db = r.to_db = mismatch_db(all, o.model);
-    for (const TensorStats& t : stats.tensors) r.scales.push_back({t.stats.mean, t.stats.stddev(), t.stats.count});
-    r.source += ", " + fixed(r.from_db, 2) + " dB from sigma_ref = 1";
+    r.source += ", " + fixed(r.range.from_db, 2) + " dB from sigma_ref = 1";
     const TensorStats together{"", all};
     warn_of_constants({&together}, o.model);
     return r;
   }
-  r.from_db = mismatch_db(low.stats, o.model + ": tensor '" + low.name + "'");
-  r.to_db = mismatch_db(high.stats, o.model + ": tensor '" + high.name + "'");
-  for (const TensorStats* t : signal) r.scales.push_back({t->stats.mean, t->stats.stddev(), t->stats.count});
-  r.source += "; per tensor from " + fixed(r.from_db, 2) + " dB ('" + low.name + "') to " + fixed(r.to_db, 2) +
-              " dB ('" + high.name + "')";
+  r.source += "; per tensor from " + fixed(r.range.from_db, 2) + " dB ('" + low.name + "') to " +
+              fixed(r.range.to_db, 2) + " dB ('" + high.name + "')";
+  const std::size_t zero = r.range.zero_tensors;
   if (zero) r.source += "; " + std::to_string(zero) + " all-zero tensor(s), no signal to keep, left out";
+  std::vector<const TensorStats*> signal;
+  for (const TensorStats& t : stats.tensors)
+    if (t.stats.rms() > 0.0) signal.push_back(&t);
   warn_of_constants(signal, o.model);
   return r;
 }
@@ -277,18 +236,12 @@ struct Measured {
 
 Measured measure_rates(const BitrateOptions& o, const ModelWeights& weights, const BitRateChoice* rule) {
   Measured m;
-  m.stats = &weights.stats;
-  std::vector<double> fourth;  // the same at every rate: taken on the first read
-  m.search = search_measured_rate(*o.sqnr_min, rule ? rule->bits : o.max_bits, o.min_bits, o.max_bits, o.per_tensor,
-                                  [&](int bits) {
-                                    const bool first = fourth.empty();
-                                    return weights.quantized(weights.stats, unnormalised_table(uniform_design(bits)),
-                                                             first ? &fourth : nullptr);
-                                  });
-  for (std::size_t i = 0; i < weights.stats.tensors.size(); ++i) {
-    const WeightStats& s = weights.stats.tensors[i].stats;
-    if (has_spread(s)) m.kurtosis.emplace_back(fourth[i] / double(s.count) - 3.0, i);
-  }
+  m.stats = weights.stats.get();
+  const WeightsMeasured measured = measure_weights_rate(*o.sqnr_min, rule ? rule->bits : o.max_bits, o.min_bits,
+                                                        o.max_bits, o.per_tensor, m.stats->tensors, weights.quantized);
+  m.search = measured.search;
+  for (std::size_t i = 0; i < measured.excess_kurtosis.size(); ++i)
+    if (!std::isnan(measured.excess_kurtosis[i])) m.kurtosis.emplace_back(measured.excess_kurtosis[i], i);
   std::sort(m.kurtosis.begin(), m.kurtosis.end());
   if (!m.search.bits) {
     const MeasuredRate& top = m.search.rates.back();
@@ -375,12 +328,12 @@ void run_bitrate(const BitrateOptions& o) {
   ModelWeights model;
   if (!o.model.empty()) {
     model = weights_of(o);
-    MeasuredRange measured = measured_range(o, model.stats);
-    from = measured.from_db, to = measured.to_db;
+    MeasuredRange measured = measured_range(o, *model.stats);
+    from = measured.range.from_db, to = measured.range.to_db;
     source = std::move(measured.source);
     weights = std::move(measured.json);
-    judge = [scales = std::move(measured.scales), per_tensor = o.per_tensor](int min_bits, int max_bits) {
-      return per_tensor ? worst_cases_of(scales, min_bits, max_bits) : pooled_cases(scales, min_bits, max_bits);
+    judge = [range = std::move(measured.range), per_tensor = o.per_tensor](int min_bits, int max_bits) {
+      return weights_rates(range, per_tensor, min_bits, max_bits);
     };
   } else {
     const Range r = db_range(o.range, o.step);

@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "nuq/checkpoint_stats.h"
 #include "nuq/codebook.h"
 #include "nuq/quantize_table.h"
 #include "nuq/weight_type.h"
@@ -56,5 +58,31 @@ struct MeasuredSearch {
 using MeasureAt = std::function<std::vector<QuantizeTotals>(int bits)>;
 MeasuredSearch search_measured_rate(double sqnr_min_db, int start_bits, int min_bits, int max_bits, bool per_tensor,
                                     const MeasureAt& measure);
+
+// Weights quantized again by a table: each tensor's totals, in their order, and with `fourth` each
+// tensor's sum of ((w - mean) / sigma)^4 about its own mean and sigma (0 for one of no spread),
+// which over its count is its kurtosis. A checkpoint's: checkpoint_quantized_totals.
+using QuantizeWeights =
+    std::function<std::vector<QuantizeTotals>(const QuantizeTable& table, std::vector<double>* fourth)>;
+
+// Contiguous weights in memory (a network's parameters, arrays from Python), with their statistics.
+struct WeightsInMemory {
+  const void* data = nullptr;
+  WeightType type = WeightType::F32;
+  std::size_t count = 0;
+};
+std::vector<QuantizeTotals> in_memory_totals(const std::vector<WeightsInMemory>& tensors,
+                                             const std::vector<TensorStats>& stats, const QuantizeTable& table,
+                                             std::vector<double>* fourth);
+
+// The search above on given weights, the rates' tables made as nuq quantize -m uniform -b R makes
+// them, and the weights' excess kurtosis (per tensor, NaN where it has no spread; 3 for the
+// Laplacian the rule assumes), taken on the first read.
+struct WeightsMeasured {
+  MeasuredSearch search;
+  std::vector<double> excess_kurtosis;
+};
+WeightsMeasured measure_weights_rate(double sqnr_min_db, int start_bits, int min_bits, int max_bits, bool per_tensor,
+                                     const std::vector<TensorStats>& stats, const QuantizeWeights& quantized);
 
 }  // namespace nuq

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _nuq
 from ._arrays import _as_numpy, _is_torch, _like, _shape, _torch
+from ._bit_rate import bit_rate_of
 from ._files import load, load_metadata, save, to_float32
 from ._nuq import (Codebook, QuantizedTensor, bit_rate, design, devices, get_num_threads, mismatch, paper,
                    set_num_threads, support_xmax, sweep, worst_sqnr)
@@ -31,7 +32,8 @@ from ._quantize import _device_path, quantize
 from ._state_dicts import dequantize_state_dict, quantize_state_dict
 
 # Defined in private modules, they are nuq's: help(), reprs and pickles name them as nuq.<function>.
-for _public in (quantize, quantize_state_dict, dequantize_state_dict, load, load_metadata, save, to_float32):
+for _public in (quantize, quantize_state_dict, dequantize_state_dict, load, load_metadata, save, to_float32,
+                bit_rate_of):
     _public.__module__ = __name__
 del _public
 
@@ -154,7 +156,7 @@ __version__ = _nuq.__version__  # the library's, as `nuq --version` gives it
 
 __all__ = [
     "Codebook", "QuantizedTensor", "design", "sweep", "support_xmax", "paper", "devices", "mismatch", "bit_rate",
-    "worst_sqnr", "quantize", "set_num_threads", "get_num_threads",
+    "bit_rate_of", "worst_sqnr", "quantize", "set_num_threads", "get_num_threads",
     "quantize_state_dict", "dequantize_state_dict", "qgemm", "load", "load_metadata", "save", "to_float32",
 ]
 

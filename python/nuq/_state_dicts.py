@@ -170,6 +170,49 @@ def _require_names_free(state_dict, chosen, codebook, group_size) -> None:
                                  f"rename one of them, or keep '{name}' as it is with skip")
 
 
+def _chosen_tensors(state_dict, skip, quantize_vectors: bool, caller: str) -> list:
+    """The (name, tensor) pairs of a state dict that `caller` quantizes, as ``nuq quantize`` chooses
+    in a checkpoint (quantize_state_dict's docstring says which are kept), with the warnings it
+    gives (pointing at the caller's caller); a state dict of another type, one holding
+    QuantizedTensors, or one with nothing to quantize, is refused."""
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"{caller}: a dict of name -> tensor, not {type(state_dict).__name__}")
+    _check_names(state_dict.keys(), caller)
+    # As `nuq quantize` refuses a quantized file: codes quantized again with another codebook would
+    # otherwise come back unchanged, under the old design, with nothing said.
+    already = [k for k, v in state_dict.items() if isinstance(v, QuantizedTensor)]
+    if already:
+        raise ValueError(f"{caller}: tensor '{already[0]}' is already quantized"
+                         f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
+                         "first to quantize the restored weights again")
+    patterns = _skip_patterns(skip, caller)
+    _warn_of_unmatched(patterns, list(state_dict), caller, stacklevel=4)
+    kept = _kept_by_default(state_dict, quantize_vectors)
+
+    def skipped(name, tensor):
+        return name in kept or _skipped_by(patterns, name, tensor)
+
+    chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
+    masks = {k for k, v in chosen if _is_mask(v)}
+    if masks:  # as `nuq quantize` keeps them, and says so
+        named = [k for k, _ in chosen if k in masks]  # in the state dict's order
+        warnings.warn(f"{caller}: masks kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
+                      f"and one value <= -100 or -inf, added to attention scores; not weights): {_listed(named, 3)}",
+                      stacklevel=3)
+        chosen = [(k, v) for k, v in chosen if k not in masks]
+    doubles = [k for k, v in state_dict.items()
+               if _is_float64(v) and (quantize_vectors or not _vector_like(k, v)) and not skipped(k, v)]
+    if doubles:
+        warnings.warn(f"{caller}: float64 tensors kept as they are: {_listed(doubles)} (a state dict's "
+                      "float32, float16 and bfloat16 tensors are quantized, as nuq quantize keeps F64 ones; convert "
+                      "them with .float() or .astype(np.float32) first to quantize them)", stacklevel=3)
+    if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none
+        raise ValueError(f"{caller}: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
+                         "more dimensions above 1 whose names do not end in 'bias', or any with quantize_vectors=True, "
+                         "that skip does not name)")
+    return chosen
+
+
 def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise: str | None = None,
                         group_size: int | None = None, device: str = "auto", nonfinite: str = "error",
                         quantize_vectors: bool = False) -> dict:
@@ -194,42 +237,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     a name nuq.save would give a quantized one's part ("x.weight.codes" beside "x.weight"), is a
     ValueError before the work, as ``nuq quantize`` refuses such a checkpoint. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
     """
-    if not hasattr(state_dict, "items"):
-        raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
-    _check_names(state_dict.keys(), "quantize_state_dict")
     _check_options("quantize_state_dict", codebook, normalise, group_size, nonfinite, device)
-    # As `nuq quantize` refuses a quantized file: codes quantized again with another codebook would
-    # otherwise come back unchanged, under the old design, with nothing said.
-    already = [k for k, v in state_dict.items() if isinstance(v, QuantizedTensor)]
-    if already:
-        raise ValueError(f"quantize_state_dict: tensor '{already[0]}' is already quantized"
-                         f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
-                         "first to quantize the restored weights again")
-    patterns = _skip_patterns(skip, "quantize_state_dict")
-    _warn_of_unmatched(patterns, list(state_dict), "quantize_state_dict", stacklevel=3)
-    kept = _kept_by_default(state_dict, quantize_vectors)
-
-    def skipped(name, tensor):
-        return name in kept or _skipped_by(patterns, name, tensor)
-
-    chosen = [(k, v) for k, v in state_dict.items() if _floating(v) and not skipped(k, v)]
-    masks = {k for k, v in chosen if _is_mask(v)}
-    if masks:  # as `nuq quantize` keeps them, and says so
-        named = [k for k, _ in chosen if k in masks]  # in the state dict's order
-        warnings.warn(f"quantize_state_dict: masks kept as they are (only 0 and 1, as GPT-2's causal attn.bias, or 0 "
-                      f"and one value <= -100 or -inf, added to attention scores; not weights): {_listed(named, 3)}",
-                      stacklevel=2)
-        chosen = [(k, v) for k, v in chosen if k not in masks]
-    doubles = [k for k, v in state_dict.items()
-               if _is_float64(v) and (quantize_vectors or not _vector_like(k, v)) and not skipped(k, v)]
-    if doubles:
-        warnings.warn(f"quantize_state_dict: float64 tensors kept as they are: {_listed(doubles)} (a state dict's "
-                      "float32, float16 and bfloat16 tensors are quantized, as nuq quantize keeps F64 ones; convert "
-                      "them with .float() or .astype(np.float32) first to quantize them)", stacklevel=2)
-    if not chosen:  # as `nuq quantize` says of such a checkpoint: asked for codes, there would be none
-        raise ValueError("quantize_state_dict: no tensor to quantize (float32, float16 or bfloat16 tensors of two or "
-                         "more dimensions above 1 whose names do not end in 'bias', or any with quantize_vectors=True, "
-                         "that skip does not name)")
+    chosen = _chosen_tensors(state_dict, skip, quantize_vectors, "quantize_state_dict")
     _require_groupable(chosen, group_size)
     _require_names_free(state_dict, chosen, codebook, group_size)
     if _device_path([v for _, v in chosen], device):

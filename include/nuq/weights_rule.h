@@ -1,0 +1,32 @@
+// The bit-rate rule for given weights, as they meet the unit-variance uniform design quantized
+// unnormalised (`nuq bitrate --model`, nuq.bit_rate_of): the weights together, or each tensor, as
+// the Laplacian of its own mean and sigma (mismatch.h's WeightScale), and where on the rule's axis
+// they lie, 20 log10 of their rms (the mean counted: it is signal, and it moves the weights toward
+// the support's edge). Derivation and limits: docs/variance-mismatch.md.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "nuq/checkpoint_stats.h"
+#include "nuq/mismatch.h"
+
+namespace nuq {
+
+struct WeightsRange {
+  double from_db = 0.0, to_db = 0.0;  // the weights together (one point), or the smallest and largest tensor's rms
+  std::vector<WeightScale> scales;    // what the rule judges: every tensor, or per tensor those with a signal
+  std::size_t smallest = 0, largest = 0;  // the tensors of least and greatest rms among those with a signal
+  std::size_t zero_tensors = 0;           // all-zero (a fresh network's biases): no signal; per tensor, left out
+};
+
+// An error names `what` (the model) where every weight is zero, and it or the tensor beyond the
+// +-200 dB the rule computes over.
+WeightsRange weights_range(const CheckpointStats& weights, bool per_tensor, const std::string& what);
+
+// The rule's table for `range`: each R in [min_bits, max_bits], its worst case (per tensor the worst
+// tensor's SQNR, together the pooled signal over the pooled noise).
+std::vector<BitRateChoice> weights_rates(const WeightsRange& range, bool per_tensor, int min_bits, int max_bits);
+
+}  // namespace nuq
