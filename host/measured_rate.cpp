@@ -6,6 +6,7 @@
 
 #include "nuq/design.h"
 #include "nuq/error.h"
+#include "nuq/number_text.h"
 #include "nuq/packed.h"
 
 namespace nuq {
@@ -66,19 +67,59 @@ MeasuredSearch search_measured_rate(double sqnr_min_db, int start_bits, int min_
   MeasuredSearch search;
   const auto keeps = [&](int bits) {
     search.rates.push_back(measured_rate(bits, measure(bits)));
-    const MeasuredRate& r = search.rates.back();
-    return (per_tensor ? r.lowest_db : r.together_db) >= sqnr_min_db;
+    return search.rates.back().judged_db(per_tensor) >= sqnr_min_db;
   };
+  // fails < answer <= kept: the highest rate measured to fail (min_bits - 1: none yet) and the
+  // lowest measured to keep the floor (max_bits + 1: none yet).
+  int fails = min_bits - 1, kept = max_bits + 1;
   if (keeps(start_bits)) {
-    search.bits = start_bits;
-    while (*search.bits > min_bits && keeps(*search.bits - 1)) --*search.bits;
+    kept = start_bits;
+    for (int step = 1; fails < min_bits && kept > min_bits; step *= 2) {  // down, until one fails
+      const int probe = std::max(min_bits, kept - step);
+      (keeps(probe) ? kept : fails) = probe;
+    }
   } else {
-    for (int bits = start_bits + 1; bits <= max_bits && !search.bits; ++bits)
-      if (keeps(bits)) search.bits = bits;
+    fails = start_bits;
+    for (int step = 1; kept > max_bits && fails < max_bits; step *= 2) {  // up, until one keeps it
+      const int probe = std::min(max_bits, fails + step);
+      (keeps(probe) ? kept : fails) = probe;
+    }
+  }
+  while (kept <= max_bits && kept - fails > 1) {  // the last step bisected: the rates within it are unknown
+    const int probe = fails + (kept - fails) / 2;
+    (keeps(probe) ? kept : fails) = probe;
+  }
+  if (kept <= max_bits) {
+    search.bits = kept;
+  } else if (max_bits > min_bits &&
+             std::none_of(search.rates.begin(), search.rates.end(),
+                          [&](const MeasuredRate& r) { return r.bits == max_bits - 1; })) {
+    keeps(max_bits - 1);  // for what the last bit gained
   }
   std::sort(search.rates.begin(), search.rates.end(),
             [](const MeasuredRate& a, const MeasuredRate& b) { return a.bits < b.bits; });
   return search;
+}
+
+std::string measured_no_rate_reason(const MeasuredSearch& search, double sqnr_min_db, int max_bits, bool per_tensor,
+                                    const std::vector<TensorStats>& names) {
+  NUQ_ASSERT(!search.bits && !search.rates.empty(), "a search that found no rate");
+  const MeasuredRate& top = search.rates.back();
+  std::string reason = "no rate up to " + std::to_string(max_bits) + (max_bits == 1 ? " bit" : " bits") +
+                       " keeps SQNR >= " + fixed_text(sqnr_min_db, 2) + " dB as measured: at R = " +
+                       std::to_string(top.bits) + " the weights measure " + fixed_text(top.together_db, 2) +
+                       " dB together, '" + names[top.lowest].name + "' lowest at " + fixed_text(top.lowest_db, 2) +
+                       " dB";
+  if (search.rates.size() < 2 || search.rates[search.rates.size() - 2].bits != top.bits - 1)
+    return reason + (max_bits == 1 ? " (raise --max-bits)" : "");
+  const double gain = top.judged_db(per_tensor) - search.rates[search.rates.size() - 2].judged_db(per_tensor);
+  if (gain <= 3.0)
+    return reason + " (overload: the last bit gained " + fixed_text(gain, 2) +
+           " dB; weights beyond the support decide it: normalise weights whose scale or mean is far from the "
+           "design's, nuq quantize --normalise per-tensor; heavy tails overload any unit-variance support)";
+  return reason + " (granular noise: the last bit gained " + fixed_text(gain, 2) + " dB; " +
+         (max_bits < 16 ? "raise --max-bits)" : "the weights are small against the step even at 16 bits: normalise "
+                                                "them or lower the floor)");
 }
 
 std::vector<QuantizeTotals> in_memory_totals(const std::vector<WeightsInMemory>& tensors,

@@ -26,7 +26,7 @@ double mismatch_db(const WeightStats& stats, const std::string& what) {
 WeightsRange weights_range(const CheckpointStats& weights, bool per_tensor, const std::string& what) {
   NUQ_REQUIRE(weights.all.rms() > 0.0, what, ": every weight is zero; there is no signal for an SQNR floor to keep");
   WeightsRange r;
-  std::vector<std::size_t> signal;
+  std::vector<std::size_t>& signal = r.with_signal;
   for (std::size_t i = 0; i < weights.tensors.size(); ++i)
     if (weights.tensors[i].stats.rms() > 0.0) signal.push_back(i);
   r.zero_tensors = weights.tensors.size() - signal.size();
@@ -50,6 +50,32 @@ WeightsRange weights_range(const CheckpointStats& weights, bool per_tensor, cons
 std::vector<BitRateChoice> weights_rates(const WeightsRange& range, bool per_tensor, int min_bits, int max_bits) {
   return per_tensor ? worst_cases_of(range.scales, min_bits, max_bits)
                     : pooled_cases(range.scales, min_bits, max_bits);
+}
+
+std::optional<BitRateChoice> first_keeping(const std::vector<BitRateChoice>& rates, double sqnr_min_db) {
+  for (const BitRateChoice& r : rates)
+    if (r.worst_sqnr_db >= sqnr_min_db) return r;
+  return std::nullopt;
+}
+
+std::string rule_no_rate_reason(const BitRateChoice& top, const std::optional<BitRateChoice>& below,
+                                double sqnr_min_db, int max_bits, bool of_weights) {
+  std::string reason = "no rate up to " + std::to_string(max_bits) + (max_bits == 1 ? " bit" : " bits") +
+                       " keeps SQNR >= " + fixed_text(sqnr_min_db, 2) + " dB: at R = " + std::to_string(max_bits) +
+                       " the worst is " + fixed_text(top.worst_sqnr_db, 2) + " dB at " +
+                       fixed_text(top.worst_at_db, 1) + " dB";
+  if (!below) return reason + " (raise --max-bits)";
+  const double gain = top.worst_sqnr_db - below->worst_sqnr_db;
+  if (gain <= 3.0)
+    return reason + " (overload: the last bit gained " + fixed_text(gain, 2) + " dB; " +
+           (of_weights ? "the weights outgrow the support, by their scale or their mean: normalise them, "
+                         "nuq quantize --normalise per-tensor)"
+                       : "the variance outgrows the support there: narrow the range or normalise the weights)");
+  if (max_bits < 16) return reason + " (granular noise: each bit gains about 6 dB; raise --max-bits)";
+  return reason + (of_weights ? " (granular noise: the weights are small against the step even at 16 bits; "
+                                "normalise them or lower the floor)"
+                              : " (granular noise: the variance is small against the step even at 16 bits; "
+                                "narrow the range, normalise the weights or lower the floor)");
 }
 
 }  // namespace nuq

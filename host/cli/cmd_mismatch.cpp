@@ -183,8 +183,7 @@ MeasuredRange measured_range(const BitrateOptions& o, const CheckpointStats& sta
   const std::size_t zero = r.range.zero_tensors;
   if (zero) r.source += "; " + std::to_string(zero) + " all-zero tensor(s), no signal to keep, left out";
   std::vector<const TensorStats*> signal;
-  for (const TensorStats& t : stats.tensors)
-    if (t.stats.rms() > 0.0) signal.push_back(&t);
+  for (const std::size_t i : r.range.with_signal) signal.push_back(&stats.tensors[i]);
   warn_of_constants(signal, o.model);
   return r;
 }
@@ -194,29 +193,13 @@ std::string bits_text(int bits) { return std::to_string(bits) + (bits == 1 ? " b
 // Each R's worst case in [min_bits, max_bits]: over a range of variance, or of a model's weights.
 using RateJudge = std::function<std::vector<BitRateChoice>(int min_bits, int max_bits)>;
 
-// Why no R up to --max-bits keeps the floor. A bit more halves the step: where granular noise
-// decides, the worst SQNR gains about 6 dB a bit (a little less as the support widens); where
-// weights outgrow the support (overload), by their variance or their mean, it gains next to
-// nothing, and only normalising them helps.
+// Why no R up to --max-bits keeps the floor by the rule (rule_no_rate_reason), from the worst case
+// of the rate below the top, judged again where the table does not hold it.
 std::string no_rate_reason(const BitrateOptions& o, const std::vector<BitRateChoice>& rates, const RateJudge& judge) {
-  const BitRateChoice& w = rates.back();
-  std::string reason = "no rate up to " + bits_text(o.max_bits) + " keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
-                       " dB: at R = " + std::to_string(o.max_bits) + " the worst is " + fixed(w.worst_sqnr_db, 2) +
-                       " dB at " + fixed(w.worst_at_db, 1) + " dB";
-  if (o.max_bits == 1) return reason + " (raise --max-bits)";
-  const double below = (rates.size() >= 2 ? rates[rates.size() - 2] : judge(o.max_bits - 1, o.max_bits - 1)[0])
-                           .worst_sqnr_db;
-  const double gain = w.worst_sqnr_db - below;
-  if (gain <= 3.0)
-    return reason + " (overload: the last bit gained " + fixed(gain, 2) + " dB; " +
-           (o.model.empty() ? "the variance outgrows the support there: narrow the range or normalise the weights)"
-                            : "the weights outgrow the support, by their scale or their mean: normalise them, "
-                              "nuq quantize --normalise per-tensor)");
-  if (o.max_bits < 16) return reason + " (granular noise: each bit gains about 6 dB; raise --max-bits)";
-  return reason + (o.model.empty() ? " (granular noise: the variance is small against the step even at 16 bits; "
-                                     "narrow the range, normalise the weights or lower the floor)"
-                                   : " (granular noise: the weights are small against the step even at 16 bits; "
-                                     "normalise them or lower the floor)");
+  std::optional<BitRateChoice> below;
+  if (rates.size() >= 2) below = rates[rates.size() - 2];
+  else if (o.max_bits > 1) below = judge(o.max_bits - 1, o.max_bits - 1)[0];
+  return rule_no_rate_reason(rates.back(), below, *o.sqnr_min, o.max_bits, !o.model.empty());
 }
 
 // --measure: the weights quantized again at each rate the search tries (from the rule's answer, or
@@ -243,20 +226,8 @@ Measured measure_rates(const BitrateOptions& o, const ModelWeights& weights, con
   for (std::size_t i = 0; i < measured.excess_kurtosis.size(); ++i)
     if (!std::isnan(measured.excess_kurtosis[i])) m.kurtosis.emplace_back(measured.excess_kurtosis[i], i);
   std::sort(m.kurtosis.begin(), m.kurtosis.end());
-  if (!m.search.bits) {
-    const MeasuredRate& top = m.search.rates.back();
-    const auto value = [&](const MeasuredRate& r) { return o.per_tensor ? r.lowest_db : r.together_db; };
-    m.reason = "no rate up to " + bits_text(o.max_bits) + " keeps SQNR >= " + fixed(*o.sqnr_min, 2) +
-               " dB as measured: at R = " + std::to_string(top.bits) + " the weights measure " +
-               fixed(top.together_db, 2) + " dB together, '" + m.name(top.lowest) + "' lowest at " +
-               fixed(top.lowest_db, 2) + " dB";
-    if (m.search.rates.size() >= 2) {  // as the rule's reason tells it: what the last bit gained
-      const double gain = value(top) - value(m.search.rates[m.search.rates.size() - 2]);
-      m.reason += gain <= 3.0 ? " (overload: the last bit gained " + fixed(gain, 2) +
-                                    " dB; weights beyond the support decide it)"
-                              : " (granular noise: the last bit gained " + fixed(gain, 2) + " dB)";
-    }
-  }
+  if (!m.search.bits)
+    m.reason = measured_no_rate_reason(m.search, *o.sqnr_min, o.max_bits, o.per_tensor, m.stats->tensors);
   return m;
 }
 
@@ -278,12 +249,11 @@ nlohmann::json measured_json(const Measured& m) {
 }
 
 // The measured rates' table, the kurtosis line and the answer, beside the rule's.
-void print_measured(const BitrateOptions& o, const Measured& m, const BitRateChoice* rule,
-                    const std::string& why_none) {
+void print_measured(const BitrateOptions& o, const Measured& m, const BitRateChoice* rule) {
   TextTable table({"R", "SQNR_ex dB", "lowest tensor", "its SQNR_ex dB", "meets floor"});
   for (const MeasuredRate& r : m.search.rates)
     table.add_row({std::to_string(r.bits), fixed(r.together_db, 2), terminal_text(m.name(r.lowest)),
-                   fixed(r.lowest_db, 2), (o.per_tensor ? r.lowest_db : r.together_db) >= *o.sqnr_min ? "yes" : "no"});
+                   fixed(r.lowest_db, 2), r.judged_db(o.per_tensor) >= *o.sqnr_min ? "yes" : "no"});
   std::cout << "\nMeasured: the weights quantized as nuq quantize -m uniform -b R --normalise none quantizes them "
                "(nothing written)"
             << (o.per_tensor ? "; each tensor keeps the floor" : "") << "\n\n"
@@ -302,16 +272,15 @@ void print_measured(const BitrateOptions& o, const Measured& m, const BitRateCho
             << " dB together, '" << terminal_text(m.name(chosen.lowest)) << "' lowest at " << fixed(chosen.lowest_db, 2)
             << " dB); ";
   if (!rule) {
-    std::cout << "the rule: " << why_none << '\n';
+    std::cout << "the rule: no rate up to " << bits_text(o.max_bits) << " keeps the floor\n";
     return;
   }
   const MeasuredRate& ruled = m.at(rule->bits);
   if (rule->bits == chosen.bits)
     std::cout << "the rule: " << bits_text(rule->bits) << ", predicted " << fixed(rule->worst_sqnr_db, 2) << " dB\n";
-  else
+  else  // the kurtosis above tells whether they are the Laplacian the rule assumes
     std::cout << "the rule's " << bits_text(rule->bits) << " were predicted " << fixed(rule->worst_sqnr_db, 2)
-              << " dB and measure " << fixed(o.per_tensor ? ruled.lowest_db : ruled.together_db, 2)
-              << " dB: the weights are not the Laplacian it assumes\n";
+              << " dB and measure " << fixed(ruled.judged_db(o.per_tensor), 2) << " dB\n";
 }
 
 void run_bitrate(const BitrateOptions& o) {
@@ -342,9 +311,8 @@ void run_bitrate(const BitrateOptions& o) {
     judge = [r](int min_bits, int max_bits) { return worst_cases(r.from, r.to, r.step, min_bits, max_bits); };
   }
   const std::vector<BitRateChoice> rates = judge(o.min_bits, o.max_bits);
-  const auto keeps = std::find_if(rates.begin(), rates.end(),
-                                  [&](const BitRateChoice& w) { return w.worst_sqnr_db >= *o.sqnr_min; });
-  const BitRateChoice* choice = keeps == rates.end() ? nullptr : &*keeps;  // none keeps the floor: null
+  const std::optional<BitRateChoice> answer = first_keeping(rates, *o.sqnr_min);
+  const BitRateChoice* choice = answer ? &*answer : nullptr;  // none keeps the floor: null
   const std::string why_none = choice ? "" : no_rate_reason(o, rates, judge);
   const std::optional<Measured> measured =
       o.measure ? std::optional<Measured>(measure_rates(o, model, choice)) : std::nullopt;
@@ -367,7 +335,7 @@ void run_bitrate(const BitrateOptions& o) {
     table.add_row({std::to_string(w.bits), fixed(w.worst_sqnr_db, 2), fixed(w.worst_at_db, 1),
                    w.worst_sqnr_db >= *o.sqnr_min ? "yes" : "no"});
   std::cout << terminal_text(source) << ", floor " << fixed(*o.sqnr_min, 2) << " dB\n\n" << table.render();
-  if (measured) return print_measured(o, *measured, choice, why_none);
+  if (measured) return print_measured(o, *measured, choice);
   std::cout << '\n';
   NUQ_REQUIRE(choice, why_none);  // no answer: exit status 1, the reason on stderr
   std::cout << "R = " << choice->bits << (choice->bits == 1 ? " bit" : " bits") << " (worst "

@@ -36,7 +36,7 @@ CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOp
 // again a piece at a time and nothing written: each tensor's totals, in the order of
 // stats.tensors, as `nuq quantize --normalise none` sums them. With `fourth`, each tensor's sum of
 // ((w - mean) / sigma)^4 about its mean and sigma in `stats` too (0 for one of no spread): over its
-// count, its kurtosis, 3 for a Laplacian.
+// count, its kurtosis (6 for a Laplacian, whose excess kurtosis is 3).
 std::vector<QuantizeTotals> checkpoint_quantized_totals(const std::string& input, const StreamOptions& options,
                                                       const CheckpointStats& stats, const QuantizeTable& table,
                                                       std::vector<double>* fourth = nullptr);

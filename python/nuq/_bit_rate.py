@@ -36,20 +36,25 @@ def bit_rate_of(weights, sqnr_min_db: float, *, per_tensor: bool = False, measur
     tails and pruned zeros measure what the rule cannot foresee). nonfinite: "error" (NaN/Inf raise
     ValueError) or "saturate" (left out, as quantize leaves them).
 
-    Returns a dict: bits (the rule's R, None when none in [min_bits, max_bits] keeps the floor),
-    worst_sqnr_db (its prediction), from_db and to_db (20 log10 of the rms: the weights together, or
-    the smallest and largest tensor's), rates (each R's bits, worst_sqnr_db, worst_at_db), weights
-    (rms, mean, sigma, count, tensors, zero_tensors, smallest_rms and largest_rms: tensor names), and
-    with measure=True measured: bits (None when none keeps the floor as measured), rates (each R
-    measured: bits, sqnr_ex_db together, lowest_tensor and lowest_sqnr_ex_db) and excess_kurtosis
-    (name -> value, None for a tensor of no spread). A single tensor is named "tensor".
-    """
+    Returns a dict (the numbers of ``nuq bitrate --model --json``, under these keys): bits (the
+    rule's R, None when none in [min_bits, max_bits] keeps the floor, and reason then says why, as
+    the command does), worst_sqnr_db (its prediction), from_db and to_db (20 log10 of the rms: the
+    weights together, or the smallest and largest tensor's), rates (each R's bits, worst_sqnr_db,
+    worst_at_db), weights (rms, mean, sigma, count, tensors, zero_tensors, constant_tensors: names
+    of tensors judged as the one value they hold, smallest_rms and largest_rms: tensor names), and
+    with measure=True measured: bits (None when none keeps the floor as measured; reason), rates
+    (each R measured: bits, sqnr_ex_db together, lowest_tensor and lowest_sqnr_ex_db) and
+    excess_kurtosis (name -> value, None for a tensor of no spread). A single tensor is named
+    "tensor"."""
     if isinstance(sqnr_min_db, bool) or not isinstance(sqnr_min_db, numbers.Real):
         raise TypeError(f"bit_rate_of: sqnr_min_db must be a number of dB, not {type(sqnr_min_db).__name__}")
     if not isinstance(nonfinite, str):
         raise TypeError(f"bit_rate_of: nonfinite must be a string, not {type(nonfinite).__name__}")
     _require_utf8(nonfinite, f"bit_rate_of: nonfinite={nonfinite!r}")
     min_bits, max_bits = _whole(min_bits, "min_bits"), _whole(max_bits, "max_bits")
+    for flag, value in (("per_tensor", per_tensor), ("measure", measure), ("quantize_vectors", quantize_vectors)):
+        if not isinstance(value, bool):
+            raise TypeError(f"bit_rate_of: {flag} must be True or False, not {value!r}")
     if hasattr(weights, "items"):
         chosen = _chosen_tensors(weights, skip, quantize_vectors, "bit_rate_of")
     else:
@@ -71,5 +76,4 @@ def bit_rate_of(weights, sqnr_min_db: float, *, per_tensor: bool = False, measur
     for name, tensor in chosen:  # (a loop: _as_stored's warnings point at the caller)
         array, tag, _ = _as_stored(tensor, name)
         inputs.append((name, array, tag))
-    return _nuq._bit_rate_of(inputs, float(sqnr_min_db), bool(per_tensor), bool(measure), min_bits, max_bits,
-                             nonfinite)
+    return _nuq._bit_rate_of(inputs, float(sqnr_min_db), per_tensor, measure, min_bits, max_bits, nonfinite)

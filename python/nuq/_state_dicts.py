@@ -186,7 +186,7 @@ def _chosen_tensors(state_dict, skip, quantize_vectors: bool, caller: str) -> li
                          f"{f' (and {len(already) - 1} more)' if len(already) > 1 else ''}; dequantize_state_dict() it "
                          "first to quantize the restored weights again")
     patterns = _skip_patterns(skip, caller)
-    _warn_of_unmatched(patterns, list(state_dict), caller, stacklevel=4)
+    _warn_of_unmatched(patterns, list(state_dict), caller, stacklevel=3)  # (it adds its own frame)
     kept = _kept_by_default(state_dict, quantize_vectors)
 
     def skipped(name, tensor):
@@ -237,6 +237,8 @@ def quantize_state_dict(state_dict, codebook: Codebook, *, skip=None, normalise:
     a name nuq.save would give a quantized one's part ("x.weight.codes" beside "x.weight"), is a
     ValueError before the work, as ``nuq quantize`` refuses such a checkpoint. Ctrl-C stops it after the tensor in hand (KeyboardInterrupt).
     """
+    if not hasattr(state_dict, "items"):  # (before the options, as _chosen_tensors would say it after them)
+        raise TypeError(f"quantize_state_dict: a dict of name -> tensor, not {type(state_dict).__name__}")
     _check_options("quantize_state_dict", codebook, normalise, group_size, nonfinite, device)
     chosen = _chosen_tensors(state_dict, skip, quantize_vectors, "quantize_state_dict")
     _require_groupable(chosen, group_size)

@@ -33,6 +33,8 @@ py::dict bit_rate_of(const std::vector<std::tuple<std::string, py::array, std::o
   const int min_bits = whole_number(min_bits_given, "bit_rate_of", "min_bits");
   const int max_bits = whole_number(max_bits_given, "bit_rate_of", "max_bits");
   NUQ_REQUIRE(std::isfinite(sqnr_min_db), "bit_rate_of: sqnr_min_db must be a finite number of dB, got ", sqnr_min_db);
+  NUQ_REQUIRE(1 <= min_bits && max_bits <= 16, "bit_rate_of: min_bits and max_bits lie in 1..16, got ", min_bits,
+              " and ", max_bits);
   NUQ_REQUIRE(min_bits <= max_bits, "bit_rate_of: min_bits ", min_bits, " is above max_bits ", max_bits);
   const NonFinite nonfinite = in_memory_options(std::nullopt, std::nullopt, nonfinite_text).nonfinite;
   std::vector<WeightsInMemory> weights;
@@ -48,6 +50,7 @@ py::dict bit_rate_of(const std::vector<std::tuple<std::string, py::array, std::o
   std::optional<BitRateChoice> choice;
   std::vector<BitRateChoice> rates;
   WeightsRange range;
+  std::string reason;  // why the rule has no answer
   std::optional<WeightsMeasured> measured;
   {
     py::gil_scoped_release release;
@@ -59,8 +62,13 @@ py::dict bit_rate_of(const std::vector<std::tuple<std::string, py::array, std::o
     }
     range = weights_range(stats, per_tensor, "bit_rate_of");
     rates = weights_rates(range, per_tensor, min_bits, max_bits);
-    for (const BitRateChoice& r : rates)
-      if (!choice && r.worst_sqnr_db >= sqnr_min_db) choice = r;
+    choice = first_keeping(rates, sqnr_min_db);
+    if (!choice) {
+      std::optional<BitRateChoice> below;
+      if (rates.size() >= 2) below = rates[rates.size() - 2];
+      else if (max_bits > 1) below = weights_rates(range, per_tensor, max_bits - 1, max_bits - 1)[0];
+      reason = rule_no_rate_reason(rates.back(), below, sqnr_min_db, max_bits, true);
+    }
     if (measure)
       measured = measure_weights_rate(sqnr_min_db, choice ? choice->bits : max_bits, min_bits, max_bits, per_tensor,
                                       stats.tensors, [&](const QuantizeTable& table, std::vector<double>* fourth) {
@@ -70,12 +78,16 @@ py::dict bit_rate_of(const std::vector<std::tuple<std::string, py::array, std::o
   py::list table;
   for (const BitRateChoice& r : rates) table.append(choice_dict(r));
   const WeightStats& all = stats.all;
+  py::list constant;  // judged as the one value each holds, which no Laplacian describes
+  for (const TensorStats& t : stats.tensors)
+    if (t.stats.rms() > 0.0 && t.stats.stddev() == 0.0) constant.append(t.name);
   py::dict out("bits"_a = choice ? py::object(py::int_(choice->bits)) : py::object(py::none()),
                "worst_sqnr_db"_a = choice ? py::object(py::float_(choice->worst_sqnr_db)) : py::object(py::none()),
+               "reason"_a = choice ? py::object(py::none()) : py::object(py::str(reason)),
                "from_db"_a = range.from_db, "to_db"_a = range.to_db, "rates"_a = table,
                "weights"_a = py::dict("rms"_a = all.rms(), "mean"_a = all.mean, "sigma"_a = all.stddev(),
                                       "count"_a = all.count, "tensors"_a = stats.tensors.size(),
-                                      "zero_tensors"_a = range.zero_tensors,
+                                      "zero_tensors"_a = range.zero_tensors, "constant_tensors"_a = constant,
                                       "smallest_rms"_a = stats.tensors[range.smallest].name,
                                       "largest_rms"_a = stats.tensors[range.largest].name));
   if (measured) {
@@ -88,7 +100,10 @@ py::dict bit_rate_of(const std::vector<std::tuple<std::string, py::array, std::o
     for (std::size_t i = 0; i < stats.tensors.size(); ++i)
       kurtosis[py::str(stats.tensors[i].name)] = number_or_none(measured->excess_kurtosis[i]);
     const std::optional<int> bits = measured->search.bits;
-    out["measured"] = py::dict("bits"_a = bits ? py::object(py::int_(*bits)) : py::object(py::none()),
+    const py::object why = bits ? py::object(py::none())
+                                : py::object(py::str(measured_no_rate_reason(measured->search, sqnr_min_db, max_bits,
+                                                                             per_tensor, stats.tensors)));
+    out["measured"] = py::dict("bits"_a = bits ? py::object(py::int_(*bits)) : py::object(py::none()), "reason"_a = why,
                                "rates"_a = measured_rates, "excess_kurtosis"_a = kurtosis);
   }
   return out;

@@ -97,6 +97,10 @@ def test_what_bit_rate_of_refuses(rng):
         nuq.bit_rate_of(w, math.nan)
     with pytest.raises(ValueError, match="min_bits 9 is above max_bits 8"):
         nuq.bit_rate_of(w, 30.0, min_bits=9, max_bits=8)
+    with pytest.raises(ValueError, match=r"bit_rate_of: min_bits and max_bits lie in 1\.\.16, got 0 and 16"):
+        nuq.bit_rate_of(w, 30.0, min_bits=0)
+    with pytest.raises(TypeError, match="measure must be True or False, not 'no'"):
+        nuq.bit_rate_of(w, 30.0, measure="no")
     with pytest.raises(ValueError, match="is empty"):
         nuq.bit_rate_of(np.zeros((0, 4), np.float32), 30.0)
     with pytest.raises(ValueError, match="every weight is zero"):
@@ -112,3 +116,34 @@ def test_what_bit_rate_of_refuses(rng):
     # float64 is judged as the float32 quantize would take.
     x = rng.laplace(0.0, 0.1, (16, 16))
     assert nuq.bit_rate_of(x, 30.0) == nuq.bit_rate_of(x.astype(np.float32), 30.0)
+
+
+def test_no_rate_is_told_why_by_the_rule_and_by_the_measurement(rng):
+    w = rng.laplace(0.0, 0.1, (64, 64)).astype(np.float32)
+    got = nuq.bit_rate_of(w, 200.0, measure=True)
+    assert got["bits"] is None and got["worst_sqnr_db"] is None
+    assert got["reason"].startswith("no rate up to 16 bits keeps SQNR >= 200.00 dB: at R = 16 the worst is ")
+    assert "(granular noise: the weights are small against the step even at 16 bits" in got["reason"]
+    measured = got["measured"]
+    assert measured["bits"] is None
+    assert measured["reason"].startswith("no rate up to 16 bits keeps SQNR >= 200.00 dB as measured: at R = 16 ")
+    assert "(granular noise: the last bit gained " in measured["reason"]
+    assert [r["bits"] for r in measured["rates"]] == [15, 16]  # the top rate, and the one below for the last bit's gain
+    assert nuq.bit_rate_of(w, 20.0)["reason"] is None
+    constant = {"w.weight": w, "c.weight": np.full((8, 8), 0.25, np.float32)}
+    assert nuq.bit_rate_of(constant, 20.0)["weights"]["constant_tensors"] == ["c.weight"]
+
+
+def test_warnings_name_the_callers_line(rng):
+    """quantize_state_dict's and bit_rate_of's warnings (a skip pattern naming nothing, a float64
+    tensor kept) point at the line that called them."""
+    w = rng.laplace(0.0, 0.1, (16, 16)).astype(np.float32)
+    codebook = nuq.design("uniform", 4)
+    calls = [lambda: nuq.quantize_state_dict({"a.weight": w}, codebook, skip="zz*"),
+             lambda: nuq.quantize_state_dict({"a.weight": w, "b.weight": w.astype(np.float64)}, codebook),
+             lambda: nuq.bit_rate_of({"a.weight": w}, 20.0, skip="zz*"),
+             lambda: nuq.bit_rate_of({"a.weight": w, "b.weight": w.astype(np.float64)}, 20.0)]
+    for call in calls:
+        with pytest.warns(UserWarning) as caught:
+            call()
+        assert [(record.filename, record.lineno) for record in caught] == [(__file__, call.__code__.co_firstlineno)]
