@@ -297,20 +297,38 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
   return report;
 }
 
-void require_one_quantize_run(const std::vector<std::string>& shards) {
-  std::string first;
-  std::map<std::string, std::string> shard_of;  // stored tensor -> the shard holding it
-  for (const std::string& shard : shards) {
-    const io::SafetensorsReader reader(shard);
+namespace {
+
+// require_one_quantize_run, a shard at a time.
+class OneQuantizeRun {
+ public:
+  void add(const io::SafetensorsReader& reader) {
+    const std::string& shard = reader.path();
     const std::string run = quantized_run(reader.layout().metadata, shard);
-    if (first.empty()) first = run;
-    NUQ_REQUIRE(run == first, shard, ": quantized by another run than ", shards.front(),
+    if (first_shard_.empty()) first_shard_ = shard, first_run_ = run;
+    NUQ_REQUIRE(run == first_run_, shard, ": quantized by another run than ", first_shard_,
                 " (another codebook, normalisation, group size or statistics): the shards do not make one model");
     for (const auto& [name, entry] : reader.layout().tensors) {
-      const auto [held, added] = shard_of.emplace(name, shard);
+      const auto [held, added] = shard_of_.emplace(name, shard);
       if (!added) throw tensor_in_two_shards(shard, name, held->second);
     }
   }
+
+ private:
+  std::string first_shard_, first_run_;
+  std::map<std::string, std::string> shard_of_;  // stored tensor -> the shard holding it
+};
+
+}  // namespace
+
+void require_one_quantize_run(const std::vector<std::string>& shards) {
+  OneQuantizeRun one;
+  for (const std::string& shard : shards) one.add(io::SafetensorsReader(shard));  // one header held at a time
+}
+
+void require_one_quantize_run(const ShardReaders& shards) {
+  OneQuantizeRun one;
+  for (const auto& reader : shards) one.add(*reader);
 }
 
 }  // namespace nuq

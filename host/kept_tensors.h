@@ -9,18 +9,10 @@
 
 #include "nuq/checkpoint_stream.h"
 #include "nuq/io/safetensors_stream.h"
+#include "nuq/sharded_checkpoint.h"
 #include "nuq/stats.h"
 
 namespace nuq {
-
-using ShardReaders = std::vector<std::unique_ptr<io::SafetensorsReader>>;
-
-// The shards of a checkpoint opened (headers read and checked), in the order given. A tensor name
-// in two shards is an error naming both: which one a loader takes is not defined.
-ShardReaders open_shards(const std::vector<std::string>& paths);
-
-// plan_checkpoint over shards already open.
-CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions& options);
 
 // Modules another tool has quantized: those holding packed codes or 8-bit weights (I32, U8, I8,
 // FP8, F4, ...; never an index or counter buffer: I64, U64, BOOL, F64, or one element, such as

@@ -95,17 +95,17 @@ void print_by_name(std::vector<std::string> header, const std::vector<Row>& rows
   print_table(std::cout, std::move(header), order, [&](const Row* row) { return cells_of(*row); });
 }
 
-void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& shards) {
+void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& shards, const ShardReaders& readers) {
   NUQ_REQUIRE(o.skip.empty() && !o.quantize_vectors, o.input, ": already quantized; --skip and --quantize-vectors "
               "tell what `nuq quantize` would keep of a checkpoint that is not");
-  require_one_quantize_run(shards);
+  require_one_quantize_run(readers);
   nlohmann::json run;
   std::vector<QuantizedRow> tensors;
   std::vector<KeptRow> kept;
   std::uint64_t weights = 0, quantized_bytes = 0, kept_bytes = 0, file_bytes = 0;
   std::string architecture;
   for (std::size_t shard = 0; shard < shards.size(); ++shard) {
-    const io::SafetensorsReader reader(shards[shard]);
+    const io::SafetensorsReader& reader = *readers[shard];
     const QuantizedLayout layout = quantized_layout_of(reader);
     file_bytes += reader.file_size();
     if (run.is_null()) run = *layout.run;
@@ -196,11 +196,13 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
             << "included); " << kept.size() << " kept as they were (" << kept_bytes << " bytes)\n";
 }
 
-void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards) {
-  // nuq's own networks (one file recording its architecture) are quantized whole, as nuq quantize does.
-  const auto network_metadata = shards.size() == 1 ? nuq_network_metadata(shards.front()) : std::nullopt;
-  const bool network = network_metadata.has_value();
-  const bool training_checkpoint = network && is_training_checkpoint(*network_metadata);
+void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards, const ShardReaders& readers) {
+  // nuq's own networks (one file, not a folder or an index, recording its architecture) are
+  // quantized whole, as nuq quantize does (nuq_network_metadata, from the header already read).
+  const std::map<std::string, std::string>& metadata = readers.front()->layout().metadata;
+  const bool network = shards.size() == 1 && !std::filesystem::is_directory(o.input) &&
+                       std::filesystem::path(o.input).extension() != ".json" && metadata.count("nuq.architecture");
+  const bool training_checkpoint = network && is_training_checkpoint(metadata);
   NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
               training_checkpoint ? ": a training checkpoint, which nuq quantize refuses; --skip and --quantize-vectors "
                                     "do not apply"
@@ -209,7 +211,7 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
   StreamOptions options;
   options.quantize_vectors = o.quantize_vectors || network;
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
-  const CheckpointPlan plan = plan_checkpoint(o.input, options);
+  const CheckpointPlan plan = plan_checkpoint(readers, options);
   const auto quantizes = [&](const TensorPlan& t) { return t.kept.empty() && !training_checkpoint; };
   std::uint64_t weights = 0, quantized_bytes = 0, kept_bytes = 0, quantized = 0;
   for (const TensorPlan& t : plan.tensors) {
@@ -265,14 +267,15 @@ void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shar
 void run_inspect(const InspectOptions& o) {
   warn_of_checkpoint(o.input);
   const std::vector<std::string> shards = checkpoint_shards(o.input);
+  const ShardReaders readers = open_shards(shards);  // each header parsed once
   std::size_t quantized = 0;
-  for (const std::string& shard : shards) quantized += is_quantized_file(io::SafetensorsReader(shard).layout().metadata);
+  for (const auto& reader : readers) quantized += is_quantized_file(reader->layout().metadata);
   NUQ_REQUIRE(quantized == 0 || quantized == shards.size(), o.input, ": ", quantized, " of its ", shards.size(),
               " files are quantized by nuq and the others are not: not one checkpoint");
   if (quantized) {
-    inspect_quantized(o, shards);
+    inspect_quantized(o, shards, readers);
   } else {
-    inspect_plain(o, shards);
+    inspect_plain(o, shards, readers);
   }
 }
 

@@ -16,6 +16,7 @@
 #include "nuq/io/safetensors_stream.h"
 #include "nuq/ptq.h"
 #include "nuq/quantized_file.h"
+#include "nuq/sharded_checkpoint.h"
 
 namespace nuq {
 
@@ -105,5 +106,7 @@ DequantizeReport dequantize_checkpoint_file(const std::string& input, const std:
 // name would restore its tensors twice. Throws nuq::Error naming the shard otherwise, or one that
 // is not quantized.
 void require_one_quantize_run(const std::vector<std::string>& shards);
+// The same over shards already open.
+void require_one_quantize_run(const ShardReaders& shards);
 
 }  // namespace nuq

@@ -22,6 +22,7 @@
 #include "nuq/codebook.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/normalisation.h"
+#include "nuq/sharded_checkpoint.h"
 #include "nuq/ptq.h"
 #include "nuq/tensor_pieces.h"
 
@@ -95,6 +96,8 @@ struct CheckpointPlan {
   std::vector<std::string> warnings;
 };
 CheckpointPlan plan_checkpoint(const std::string& input, const StreamOptions& options);
+// The same over shards already open (open_shards, nuq/sharded_checkpoint.h).
+CheckpointPlan plan_checkpoint(const ShardReaders& readers, const StreamOptions& options);
 
 // Quantizes `input` (see checkpoint_shards, nuq/sharded_checkpoint.h) into `output`: a file for a
 // single file, a folder of shards with the same names and a new model.safetensors.index.json for a

@@ -15,6 +15,7 @@
 
 namespace nuq {
 namespace io {
+class SafetensorsReader;
 class SafetensorsWriter;
 class PreparedFile;
 class TemporaryFile;
@@ -25,6 +26,12 @@ class TemporaryFile;
 // consolidated*.safetensors; all of them when their names number them "-00001-of-00003") or an
 // index .json. Errors name the input.
 std::vector<std::string> checkpoint_shards(const std::string& input);
+
+// The shards of a checkpoint opened (headers read and checked), in the order given, so that a
+// command parses each header once. A tensor name in two shards is an error naming both: which one
+// a loader takes is not defined.
+using ShardReaders = std::vector<std::unique_ptr<io::SafetensorsReader>>;
+ShardReaders open_shards(const std::vector<std::string>& paths);
 
 // Where the index of `input` (a folder's, or an index .json) and its shards' headers disagree, one
 // line each (at most 8, then a count): tensors it maps that no shard holds, that another shard

@@ -89,7 +89,7 @@ void with_bytes(const PlainArray& a, const std::string& where, const std::functi
       array = py::object();
     }
   } copy;
-  PlainArray made{a.name, nullptr, a.dtype, a.shape, a.bytes, {}};
+  PlainArray made{a.name, nullptr, a.dtype, a.shape, a.bytes, {}, {}};
   {
     const py::gil_scoped_acquire gil;
     const py::array array = py::array::ensure(a.produce());
