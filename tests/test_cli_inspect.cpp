@@ -403,30 +403,11 @@ TEST(CliInspect, TheDesignLineSaysWhetherTheWeightsWereNormalised) {
   }
 }
 
-// `nuq` run with `arguments` (no shell), its stdout and stderr into `output`: its exit status, and
-// its own peak resident set in KiB (wait4's, not that of another test's child).
-std::pair<int, long> run_nuq_measured(std::vector<std::string> arguments, const std::string& output) {
-  arguments.insert(arguments.begin(), NUQ_BINARY);
-  std::vector<char*> argv;
-  for (std::string& a : arguments) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t child = fork();
-  if (child == 0) {
-    const int fd = open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  rusage usage{};
-  if (child < 0 || wait4(child, &status, 0, &usage) != child) return {-1, 0};
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, usage.ru_maxrss};
-}
-
 // A header of 200,000 tensors (17.7 MB) takes about 100 MB to plan. Its listing is written a row at
 // a time: the table's rows held as text took 350 MB, the --json tree 630 MB (4 and 7 times the plan;
 // 1.4 and 2.4 GB for the 800,000 tensors a 71 MB header names).
 TEST(CliInspect, AHeaderOfManyTensorsIsListedWithoutHoldingItsRows) {
+  using nuq::test::run_nuq_measured;
   if (nuq::test::kAddressSanitizer) GTEST_SKIP() << "AddressSanitizer's shadow memory counts in the resident set";
   nuq::test::TempDir dir;
   io::TensorFile small;

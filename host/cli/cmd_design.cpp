@@ -59,20 +59,25 @@ nlohmann::json trace_json(const DesignSpec& spec, const FixedPointTrace& trace) 
   return rows;
 }
 
-nlohmann::json sweep_json(const std::vector<SweepPoint>& points) {
-  nlohmann::json rows = nlohmann::json::array();
-  for (const SweepPoint& p : points)
-    rows.push_back({{"parameter", p.parameter}, {"xmax", p.xmax}, {"distortion", p.distortion.total()},
-                    {"granular", p.distortion.granular}, {"overload", p.distortion.overload},
-                    {"sqnr_db", p.sqnr_db}});
-  return rows;
+// A sweep's rows, each made as it is written (a sweep may have a million: as one tree, 700 MB).
+JsonRows sweep_rows(const std::vector<SweepPoint>& points) {
+  return {points.size(), [&points](std::size_t i) {
+            const SweepPoint& p = points[i];
+            return nlohmann::json{{"parameter", p.parameter},          {"xmax", p.xmax},
+                                  {"distortion", p.distortion.total()}, {"granular", p.distortion.granular},
+                                  {"overload", p.distortion.overload},  {"sqnr_db", p.sqnr_db}};
+          }};
 }
 
-void print_csv(const nlohmann::json& rows, const std::vector<std::string>& columns,
-               const std::vector<std::string>& keys) {
+JsonRows all_rows(const nlohmann::json& rows) {
+  return {rows.size(), [&rows](std::size_t i) { return rows[i]; }};
+}
+
+void print_csv(const JsonRows& rows, const std::vector<std::string>& columns, const std::vector<std::string>& keys) {
   for (std::size_t c = 0; c < columns.size(); ++c) std::cout << (c ? "," : "") << columns[c];
   std::cout << '\n';
-  for (const auto& row : rows) {
+  for (std::size_t r = 0; r < rows.count; ++r) {
+    const nlohmann::json row = rows.element(r);
     for (std::size_t c = 0; c < keys.size(); ++c) {
       char text[40];
       std::snprintf(text, sizeof text, "%.10g", row.at(keys[c]).get<double>());
@@ -166,8 +171,11 @@ void run_design(const DesignOptions& options) {
                         {"parameter", variable}};
     if (variable == "delta") j["delta"] = result.codebook.provenance().xmax / xmax_per_parameter(spec.method);
     if (!result.trace.sequence.empty()) j["trace"] = trace_json(spec, result.trace);
-    if (points) j["sweep"] = sweep_json(*points);
-    std::cout << json_text(j) << '\n';
+    if (points) {
+      print_json(std::cout, j, {{"sweep", sweep_rows(*points)}});
+    } else {
+      std::cout << json_text(j) << '\n';
+    }
   } else if (options.trace || points) {
     // A column per key, the varied parameter's named after it and left out where it is x_max
     // itself (whose column follows).
@@ -181,7 +189,8 @@ void run_design(const DesignOptions& options) {
       keys.erase(keys.begin() + parameter);
       columns.erase(columns.begin() + parameter);
     }
-    print_csv(options.trace ? trace_json(spec, result.trace) : sweep_json(*points), columns, keys);
+    const nlohmann::json trace = options.trace ? trace_json(spec, result.trace) : nlohmann::json::array();
+    print_csv(options.trace ? all_rows(trace) : sweep_rows(*points), columns, keys);
   } else {
     print_human(result, options.all_cells);
   }
