@@ -154,6 +154,14 @@ struct IntArgument {
 };
 int whole_number(const IntArgument& argument, const char* function, const char* name);
 
+// A string argument as Python passed it, read by `text_of` under the argument's name: another type
+// is a TypeError, and a str that is not Unicode text (a lone surrogate, as os.fsdecode makes of bytes
+// that are not UTF-8) a ValueError, where pybind11 would say only "incompatible function arguments".
+struct TextArgument {
+  py::object given;
+};
+std::string text_of(const TextArgument& argument, const char* function, const char* name);
+
 void bind_design(py::module_& m);
 void bind_tensors(py::module_& m);
 void bind_files(py::module_& m);
@@ -172,6 +180,17 @@ struct type_caster<nuq::python::IntArgument> {
     return true;
   }
   static handle cast(const nuq::python::IntArgument& argument, return_value_policy, handle) {
+    return argument.given.inc_ref();
+  }
+};
+template <>
+struct type_caster<nuq::python::TextArgument> {
+  PYBIND11_TYPE_CASTER(nuq::python::TextArgument, const_name("str"));
+  bool load(handle source, bool) {
+    value.given = reinterpret_borrow<object>(source);
+    return true;
+  }
+  static handle cast(const nuq::python::TextArgument& argument, return_value_policy, handle) {
     return argument.given.inc_ref();
   }
 };

@@ -50,9 +50,13 @@ std::string support_text(const Support& s) {
 
 py::object optional_number(const std::optional<double>& v) { return v ? py::object(py::float_(*v)) : py::none(); }
 
-PyCodebook run_design(const std::string& method, const std::optional<IntArgument>& bits, std::optional<double> xmax,
-                      double sigma, const std::optional<IntArgument>& levels, std::optional<std::string> rule,
+PyCodebook run_design(const TextArgument& method_given, const std::optional<IntArgument>& bits,
+                      std::optional<double> xmax, double sigma, const std::optional<IntArgument>& levels,
+                      const std::optional<TextArgument>& rule_given,
                       double alpha, double mu, std::optional<double> init, std::optional<double> epsilon) {
+  const std::string method = text_of(method_given, "design", "method");
+  const std::optional<std::string> rule =
+      rule_given ? std::optional<std::string>(text_of(*rule_given, "design", "rule")) : std::nullopt;
   DesignSpec spec;
   spec.method = parse_designed_method(method);
   spec.bits = bits ? whole_number(*bits, "design", "bits") : 2;
@@ -187,7 +191,8 @@ void bind_design(py::module_& m) {
       .def("to_json", [](const PyCodebook& c) { return to_json(c.codebook).dump(); },
            "The codebook as JSON (what Codebook.from_json reads).")
       .def_static("from_json",
-                  [](const std::string& text) {
+                  [](const TextArgument& given) {
+                    const std::string text = text_of(given, "Codebook.from_json", "text");
                     nlohmann::json j;
                     try {  // bounded: a codebook nests three deep, and its errors print values
                       j = io::parse_json_bounded(text, 16);
@@ -225,10 +230,10 @@ void bind_design(py::module_& m) {
         "design uses another rule, as `nuq design` refuses them.");
   m.def(
       "sweep",
-      [](const std::string& method, double start, double stop, double step, const IntArgument& bits, double sigma,
+      [](const TextArgument& method, double start, double stop, double step, const IntArgument& bits, double sigma,
          double alpha, double mu) {
         DesignSpec spec;
-        spec.method = parse_designed_method(method);
+        spec.method = parse_designed_method(text_of(method, "sweep", "method"));
         spec.bits = whole_number(bits, "sweep", "bits");
         spec.sigma = sigma;
         spec.alpha = alpha;
@@ -257,7 +262,8 @@ void bind_design(py::module_& m) {
       "xmax otherwise), both ends included: the columns of `nuq design --sweep` (Fig. 6).");
   m.def(
       "support_xmax",
-      [](const std::string& support, std::optional<double> w_min, std::optional<double> w_max, double alpha) {
+      [](const TextArgument& given, std::optional<double> w_min, std::optional<double> w_max, double alpha) {
+        const std::string support = text_of(given, "support_xmax", "support");
         Support s = parse_support(support);
         s.alpha = alpha;
         NUQ_REQUIRE(!depends_on_extremes(s) || (w_min && w_max), "support '", support,

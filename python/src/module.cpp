@@ -25,6 +25,21 @@ int whole_number(const IntArgument& argument, const char* function, const char* 
   return int(value);
 }
 
+std::string text_of(const TextArgument& argument, const char* function, const char* name) {
+  PyObject* given = argument.given.ptr();
+  if (!PyUnicode_Check(given))
+    throw py::type_error(std::string(function) + ": " + name + " must be a string, not " + Py_TYPE(given)->tp_name);
+  Py_ssize_t size = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(given, &size);
+  if (!utf8) {  // a lone surrogate: UnicodeEncodeError, told as the caller's mistake
+    PyErr_Clear();
+    throw py::value_error(std::string(function) + ": " + name + "=" + py::repr(argument.given).cast<std::string>() +
+                          " is not Unicode text (it holds a lone surrogate, as os.fsdecode makes of bytes that are "
+                          "not UTF-8)");
+  }
+  return std::string(utf8, std::size_t(size));
+}
+
 }  // namespace nuq::python
 
 PYBIND11_MODULE(_nuq, m) {
