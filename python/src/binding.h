@@ -171,27 +171,25 @@ void bind_mismatch(py::module_& m);
 }  // namespace nuq::python
 
 namespace pybind11::detail {
-// Takes any object: the function that receives it converts it with whole_number, naming itself.
-template <>
-struct type_caster<nuq::python::IntArgument> {
-  PYBIND11_TYPE_CASTER(nuq::python::IntArgument, const_name("int"));
+// Takes any object: the function that receives it converts it with whole_number or text_of, naming
+// itself. Signatures show the type `name` says.
+template <typename Argument, typename Name>
+struct any_object_caster {
+  PYBIND11_TYPE_CASTER(Argument, Name::text);
   bool load(handle source, bool) {
     value.given = reinterpret_borrow<object>(source);
     return true;
   }
-  static handle cast(const nuq::python::IntArgument& argument, return_value_policy, handle) {
-    return argument.given.inc_ref();
-  }
+  static handle cast(const Argument& argument, return_value_policy, handle) { return argument.given.inc_ref(); }
+};
+struct int_name {
+  static constexpr auto text = const_name("int");
+};
+struct str_name {
+  static constexpr auto text = const_name("str");
 };
 template <>
-struct type_caster<nuq::python::TextArgument> {
-  PYBIND11_TYPE_CASTER(nuq::python::TextArgument, const_name("str"));
-  bool load(handle source, bool) {
-    value.given = reinterpret_borrow<object>(source);
-    return true;
-  }
-  static handle cast(const nuq::python::TextArgument& argument, return_value_policy, handle) {
-    return argument.given.inc_ref();
-  }
-};
+struct type_caster<nuq::python::IntArgument> : any_object_caster<nuq::python::IntArgument, int_name> {};
+template <>
+struct type_caster<nuq::python::TextArgument> : any_object_caster<nuq::python::TextArgument, str_name> {};
 }  // namespace pybind11::detail
