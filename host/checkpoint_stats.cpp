@@ -12,6 +12,7 @@
 #include "nuq/tensor_pieces.h"
 #include "nuq/terminal_text.h"
 #include "kept_tensors.h"
+#include "progress_line.h"
 
 namespace nuq {
 namespace {
@@ -36,7 +37,7 @@ void for_each_piece(const io::SafetensorsReader& reader, const io::TensorEntry& 
 // One tensor's statistics, a piece at a time. The pieces' statistics join with Chan's formula, as
 // the streamed quantizer's do.
 WeightStats tensor_stats(const io::SafetensorsReader& reader, const std::string& name, const io::TensorEntry& entry,
-                         NonFinite nonfinite, std::vector<std::uint8_t>& buffer) {
+                         NonFinite nonfinite, std::vector<std::uint8_t>& buffer, Progress& progress) {
   const WeightType type = io::weight_type(entry.dtype);
   const std::string where = reader.path() + ": tensor '" + name + "'";
   WeightStats stats;
@@ -48,6 +49,7 @@ WeightStats tensor_stats(const io::SafetensorsReader& reader, const std::string&
       throw NonFiniteWeight(where, first + e.index, e.value, element_place(entry.shape, first + e.index));
     }
     stats = combine(stats, part);
+    progress.advance("statistics", name, count * element_bytes(type));
   });
   return stats;
 }
@@ -72,6 +74,11 @@ class PlannedTensors {
   }
   const CheckpointPlan& plan() const { return plan_; }
   const std::vector<const TensorPlan*>& in_file_order() const { return in_file_order_; }
+  std::uint64_t bytes() const {  // of the tensors to read
+    std::uint64_t total = 0;
+    for (const TensorPlan* t : in_file_order_) total += t->bytes;
+    return total;
+  }
   const io::SafetensorsReader& reader(const TensorPlan& t) const { return *readers_.at(t.file); }
   const io::TensorEntry& entry(const TensorPlan& t) const { return reader(t).layout().tensors.at(t.name); }
 
@@ -90,13 +97,15 @@ CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOp
     for (const std::string& line : planned.plan().warnings) *options.warnings << warning_line(line);
   CheckpointStats out;
   std::vector<std::uint8_t> buffer;
+  Progress progress(options.progress, planned.bytes());
   for (const TensorPlan* t : planned.in_file_order()) {
     const io::SafetensorsReader& reader = planned.reader(*t);
-    const WeightStats stats = tensor_stats(reader, t->name, planned.entry(*t), options.nonfinite, buffer);
+    const WeightStats stats = tensor_stats(reader, t->name, planned.entry(*t), options.nonfinite, buffer, progress);
     require_finite_weights(stats, reader.path() + ": tensor '" + t->name + "'");
     out.tensors.push_back({t->name, stats});
     out.bytes += t->bytes;
   }
+  progress.close();
   // Joined in name order, as the quantizer joins them: the result does not depend on the layout.
   std::sort(out.tensors.begin(), out.tensors.end(), [](const TensorStats& a, const TensorStats& b) { return a.name < b.name; });
   for (const TensorStats& t : out.tensors) out.all = combine(out.all, t.stats);
@@ -116,6 +125,8 @@ std::vector<QuantizeTotals> checkpoint_quantized_totals(const std::string& input
   std::vector<QuantizeTotals> totals(stats.tensors.size());
   if (fourth) fourth->assign(stats.tensors.size(), 0.0);
   std::vector<std::uint8_t> buffer, codes;
+  Progress progress(options.progress, planned.bytes());
+  const std::string pass = "quantizing (" + std::to_string(table.levels_count) + " levels)";
   for (const TensorPlan* t : planned.in_file_order()) {
     const auto at = index.find(t->name);
     NUQ_REQUIRE(at != index.end(), input, ": tensor '", t->name, "' was not there when its statistics were taken");
@@ -126,8 +137,10 @@ std::vector<QuantizeTotals> checkpoint_quantized_totals(const std::string& input
       totals[at->second] = combine(totals[at->second], quantized_totals(values, type, count, table, codes));
       if (fourth && has_spread(own))
         (*fourth)[at->second] += fourth_moment(values, type, count, own.mean, own.stddev());
+      progress.advance(pass, t->name, count * element_bytes(type));
     });
   }
+  progress.close();
   return totals;
 }
 

@@ -1,8 +1,8 @@
 // `nuq bitrate --model M --measure`: the rule's answer checked by quantizing the weights as
 // `nuq quantize -m uniform -b R --normalise none` does. The search against a scripted measure; every
 // rate it measures against what quantize itself reports at that rate (a checkpoint of shards,
-// BF16 and tensors longer than a piece; a nuq network); and weights no Laplacian describes, where
-// the rule's prediction misses the floor and the measurement does not.
+// BF16 and tensors longer than a piece; a nuq network); each read's progress line; and weights no
+// Laplacian describes, where the rule's prediction misses the floor and the measurement does not.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "nuq/checkpoint_stats.h"
 #include "nuq/error.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/measured_rate.h"
@@ -197,6 +199,25 @@ TEST(MeasuredRate, EveryRateMeasuresWhatQuantizeReportsAtIt) {
   save_model(mlp, make_model(Architecture::Mlp, 4));
   expect_measured_as_quantize_reports(mlp, dir.file("q.safetensors"), "", 30.0, false);
   expect_measured_as_quantize_reports(mlp, dir.file("q.safetensors"), "", 30.0, true);
+}
+
+// Each read of a checkpoint shows its progress where asked (a terminal's stderr): the pass, the
+// tensor, GB read of GB, the rate and the time left, and the line is cleared at the end.
+TEST(MeasuredRate, EachReadOfACheckpointShowsItsProgress) {
+  test::TempDir dir;
+  io::TensorFile file = test::shard(3, "layers.0.");
+  io::write_safetensors(dir.file("m.safetensors"), file);
+  std::ostringstream shown;
+  StreamOptions options;
+  options.progress = &shown;
+  const CheckpointStats stats = checkpoint_weight_stats(dir.file("m.safetensors"), options);
+  EXPECT_EQ(shown.str().rfind("\r\033[Kstatistics layers.0.", 0), 0u) << shown.str();
+  EXPECT_NE(shown.str().find(" GB, "), std::string::npos) << shown.str();
+  EXPECT_NE(shown.str().find(" GB/s, ETA "), std::string::npos) << shown.str();
+  EXPECT_EQ(shown.str().substr(shown.str().size() - 4), "\r\033[K");
+  shown.str("");
+  checkpoint_quantized_totals(dir.file("m.safetensors"), options, stats, unnormalised_table(uniform_design(3)));
+  EXPECT_EQ(shown.str().rfind("\r\033[Kquantizing (8 levels) layers.0.", 0), 0u) << shown.str();
 }
 
 // Weights no Laplacian describes: mostly exact zeros (pruned), where each zero meets no zero level,

@@ -1,5 +1,7 @@
 // nuq mismatch and nuq bitrate: the companion paper's variance-mismatch curves, and the bit-rate
 // rule nuq derives from it.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -128,6 +130,7 @@ ModelWeights weights_of(const BitrateOptions& o) {
   options.quantize_vectors = o.quantize_vectors;
   options.nonfinite = nonfinite;
   options.warnings = &std::cerr;
+  if (isatty(STDERR_FILENO)) options.progress = &std::cerr;  // each read of a checkpoint of any size
   if (!o.skip.empty()) options.skip = skip_pattern(o.skip);
   auto stats = std::make_shared<const CheckpointStats>(checkpoint_weight_stats(o.model, options));
   return {stats, [options, path = o.model, stats](const QuantizeTable& table, std::vector<double>* fourth) {

@@ -29,7 +29,8 @@ struct CheckpointStats {
 // `quantize_vectors` and `nonfinite`; the rest is ignored), and the plan's warnings go to
 // options.warnings as a run's would. A NaN or infinity is an error naming the file, tensor and
 // index unless options.nonfinite skips it; an already quantized file, a tensor in two shards, or a
-// checkpoint with nothing to quantize, is an error naming it.
+// checkpoint with nothing to quantize, is an error naming it. With options.progress, a progress line
+// (tensor, GB read, GB/s, ETA), as quantize's.
 CheckpointStats checkpoint_weight_stats(const std::string& input, const StreamOptions& options);
 
 // The same tensors quantized as they are by `table` (unnormalised_table, measured_rate.h), read
