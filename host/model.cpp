@@ -139,11 +139,19 @@ std::string recorded_dataset(const io::TensorFile& file, const std::string& name
   return found->second;
 }
 
+bool names_a_file(const std::string& input) {
+  return !std::filesystem::is_directory(input) && std::filesystem::path(input).extension() != ".json";
+}
+
 std::optional<std::map<std::string, std::string>> nuq_network_metadata(const std::string& input) {
-  if (std::filesystem::is_directory(input) || std::filesystem::path(input).extension() == ".json") return std::nullopt;
+  if (!names_a_file(input)) return std::nullopt;
   std::map<std::string, std::string> metadata = io::SafetensorsReader(input).layout().metadata;
-  if (metadata.count("nuq.architecture") == 0) return std::nullopt;
+  if (!is_nuq_network(input, metadata)) return std::nullopt;
   return metadata;
+}
+
+bool is_nuq_network(const std::string& input, const std::map<std::string, std::string>& metadata) {
+  return names_a_file(input) && metadata.count("nuq.architecture") != 0;
 }
 
 bool is_nuq_network(const std::string& input) { return nuq_network_metadata(input).has_value(); }

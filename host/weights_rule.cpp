@@ -58,8 +58,13 @@ std::optional<BitRateChoice> first_keeping(const std::vector<BitRateChoice>& rat
   return std::nullopt;
 }
 
-std::string rule_no_rate_reason(const BitRateChoice& top, const std::optional<BitRateChoice>& below,
-                                double sqnr_min_db, int max_bits, bool of_weights) {
+std::string rule_no_rate_reason(const std::vector<BitRateChoice>& rates,
+                                const std::function<BitRateChoice(int bits)>& worst_at, double sqnr_min_db,
+                                int max_bits, bool of_weights) {
+  const BitRateChoice& top = rates.back();
+  std::optional<BitRateChoice> below;
+  if (rates.size() >= 2) below = rates[rates.size() - 2];
+  else if (max_bits > 1) below = worst_at(max_bits - 1);
   std::string reason = "no rate up to " + std::to_string(max_bits) + (max_bits == 1 ? " bit" : " bits") +
                        " keeps SQNR >= " + fixed_text(sqnr_min_db, 2) + " dB: at R = " + std::to_string(max_bits) +
                        " the worst is " + fixed_text(top.worst_sqnr_db, 2) + " dB at " +

@@ -198,10 +198,9 @@ void inspect_quantized(const InspectOptions& o, const std::vector<std::string>& 
 
 void inspect_plain(const InspectOptions& o, const std::vector<std::string>& shards, const ShardReaders& readers) {
   // nuq's own networks (one file, not a folder or an index, recording its architecture) are
-  // quantized whole, as nuq quantize does (nuq_network_metadata, from the header already read).
+  // quantized whole, as nuq quantize does (from the header already read).
   const std::map<std::string, std::string>& metadata = readers.front()->layout().metadata;
-  const bool network = shards.size() == 1 && !std::filesystem::is_directory(o.input) &&
-                       std::filesystem::path(o.input).extension() != ".json" && metadata.count("nuq.architecture");
+  const bool network = shards.size() == 1 && is_nuq_network(o.input, metadata);
   const bool training_checkpoint = network && is_training_checkpoint(metadata);
   NUQ_REQUIRE(!network || (o.skip.empty() && !o.quantize_vectors), o.input,
               training_checkpoint ? ": a training checkpoint, which nuq quantize refuses; --skip and --quantize-vectors "

@@ -196,15 +196,6 @@ std::string bits_text(int bits) { return std::to_string(bits) + (bits == 1 ? " b
 // Each R's worst case in [min_bits, max_bits]: over a range of variance, or of a model's weights.
 using RateJudge = std::function<std::vector<BitRateChoice>(int min_bits, int max_bits)>;
 
-// Why no R up to --max-bits keeps the floor by the rule (rule_no_rate_reason), from the worst case
-// of the rate below the top, judged again where the table does not hold it.
-std::string no_rate_reason(const BitrateOptions& o, const std::vector<BitRateChoice>& rates, const RateJudge& judge) {
-  std::optional<BitRateChoice> below;
-  if (rates.size() >= 2) below = rates[rates.size() - 2];
-  else if (o.max_bits > 1) below = judge(o.max_bits - 1, o.max_bits - 1)[0];
-  return rule_no_rate_reason(rates.back(), below, *o.sqnr_min, o.max_bits, !o.model.empty());
-}
-
 // --measure: the weights quantized again at each rate the search tries (from the rule's answer, or
 // --max-bits where it has none), as `nuq quantize -m uniform -b R --normalise none` quantizes them,
 // and their kurtosis, the check of the Laplacian the rule assumes.
@@ -316,7 +307,9 @@ void run_bitrate(const BitrateOptions& o) {
   const std::vector<BitRateChoice> rates = judge(o.min_bits, o.max_bits);
   const std::optional<BitRateChoice> answer = first_keeping(rates, *o.sqnr_min);
   const BitRateChoice* choice = answer ? &*answer : nullptr;  // none keeps the floor: null
-  const std::string why_none = choice ? "" : no_rate_reason(o, rates, judge);
+  const std::string why_none =
+      choice ? "" : rule_no_rate_reason(rates, [&](int bits) { return judge(bits, bits)[0]; }, *o.sqnr_min,
+                                        o.max_bits, !o.model.empty());
   const std::optional<Measured> measured =
       o.measure ? std::optional<Measured>(measure_rates(o, model, choice)) : std::nullopt;
   if (o.json) {

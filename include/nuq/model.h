@@ -81,6 +81,9 @@ bool is_nuq_network(const std::string& input);
 // callers that go on to ask what the network file is (is_training_checkpoint) without reading its
 // header again.
 std::optional<std::map<std::string, std::string>> nuq_network_metadata(const std::string& input);
+// The same from the header's metadata, already read (a file given as `input`, not a folder or an
+// index, whose header records nuq.architecture).
+bool is_nuq_network(const std::string& input, const std::map<std::string, std::string>& metadata);
 
 // Whether a file's metadata is that of nuq train's checkpoint (a network's parameters beside Adam's
 // moments and the shuffle order, written after every epoch): `nuq eval` and `bitrate --model` read

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,12 +36,14 @@ std::vector<BitRateChoice> weights_rates(const WeightsRange& range, bool per_ten
 std::optional<BitRateChoice> first_keeping(const std::vector<BitRateChoice>& rates, double sqnr_min_db);
 
 // Why no R up to max_bits keeps the floor by the rule, as `nuq bitrate` says it, from the worst
-// case at max_bits and at max_bits - 1 (`below`; none where max_bits is 1). A bit more halves the
+// case at max_bits and at max_bits - 1: `rates` (R ascending, up to max_bits) where they hold it,
+// else worst_at(max_bits - 1) (none where max_bits is 1). A bit more halves the
 // step: where granular noise decides, the worst SQNR gains about 6 dB a bit (a little less as the
 // support widens); where weights or variances outgrow the support (overload) it gains next to
 // nothing, and only normalising them helps. `of_weights`: said of a model's weights, else of a
 // range of variance.
-std::string rule_no_rate_reason(const BitRateChoice& top, const std::optional<BitRateChoice>& below,
-                                double sqnr_min_db, int max_bits, bool of_weights);
+std::string rule_no_rate_reason(const std::vector<BitRateChoice>& rates,
+                                const std::function<BitRateChoice(int bits)>& worst_at, double sqnr_min_db,
+                                int max_bits, bool of_weights);
 
 }  // namespace nuq

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
-
 from . import _nuq
-from ._arrays import _as_stored, _is_float64, _is_torch, _require_utf8, _rounded_to_float32
+from ._arrays import _as_stored, _require_utf8
+from ._quantize import _one_tensor
 from ._state_dicts import _chosen_tensors
 
 
@@ -61,17 +60,8 @@ def bit_rate_of(weights, sqnr_min_db: float, *, per_tensor: bool = False, measur
         if skip is not None or quantize_vectors:
             raise TypeError("bit_rate_of: skip and quantize_vectors choose among a state dict's tensors; weights is "
                             "one tensor")
-        if not (isinstance(weights, np.ndarray) or _is_torch(weights) or hasattr(weights, "__array__")
-                or hasattr(weights, "__array_interface__")):
-            raise TypeError("bit_rate_of: weights must be a numpy array, a PyTorch tensor or a state dict, not "
-                            f"{type(weights).__name__}")
-        if not (isinstance(weights, np.ndarray) or _is_torch(weights)):
-            weights = np.asarray(weights)
-        if 0 in tuple(weights.shape):
-            raise ValueError(f"bit_rate_of: the tensor is empty (shape {tuple(weights.shape)}): it has no signal")
-        if _is_float64(weights):
-            weights = _rounded_to_float32(weights, "tensor")
-        chosen = [("tensor", weights)]
+        expected = "weights must be a numpy array, a PyTorch tensor or a state dict"
+        chosen = [("tensor", _one_tensor(weights, "bit_rate_of", "tensor", expected, "it has no signal"))]
     inputs = []
     for name, tensor in chosen:  # (a loop: _as_stored's warnings point at the caller)
         array, tag, _ = _as_stored(tensor, name)

@@ -90,6 +90,21 @@ def _quantize_on_device(named, codebook, normalise, group_size, nonfinite):
     return quantized
 
 
+def _one_tensor(w, caller: str, name: str, expected: str, empty: str):
+    """w as nuq reads one tensor: a numpy array or torch tensor as it is, another array-like as numpy's
+    view of it, float64 rounded to a float32 copy; another type is a TypeError (`expected`: the
+    argument and what it must be), an empty tensor a ValueError (`empty`: why it cannot be taken)."""
+    if not (isinstance(w, np.ndarray) or _is_torch(w) or hasattr(w, "__array__") or hasattr(w, "__array_interface__")):
+        raise TypeError(f"{caller}: {expected}, not {type(w).__name__}")
+    if not (isinstance(w, np.ndarray) or _is_torch(w)):
+        w = np.asarray(w)  # another array-like (its __array__ or __array_interface__): numpy's view of it
+    if 0 in tuple(w.shape):
+        raise ValueError(f"{caller}: tensor '{name}' is empty (shape {tuple(w.shape)}): {empty}")
+    if _is_float64(w):  # numpy's default dtype (rng.laplace gives it): taken as its float32 rounding
+        w = _rounded_to_float32(w, name)
+    return w
+
+
 def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size: int | None = None,
              device: str = "auto", nonfinite: str = "error", name: str = "tensor") -> QuantizedTensor:
     """Quantize one tensor with `codebook` (designed for the normalised weights, e.g. ``design("msptq")``).
@@ -107,15 +122,8 @@ def quantize(w, codebook: Codebook, *, normalise: str | None = None, group_size:
     """
     _check_options("quantize", codebook, normalise, group_size, nonfinite, device)
     _check_names([name], "quantize")
-    if not (isinstance(w, np.ndarray) or _is_torch(w) or hasattr(w, "__array__") or hasattr(w, "__array_interface__")):
-        raise TypeError(f"quantize: w must be a numpy array or a PyTorch tensor, not {type(w).__name__}")
-    if not (isinstance(w, np.ndarray) or _is_torch(w)):
-        w = np.asarray(w)  # another array-like (its __array__ or __array_interface__): numpy's view of it
-    if 0 in tuple(w.shape):
-        raise ValueError(f"quantize: tensor '{name}' is empty (shape {tuple(w.shape)}): there is nothing to quantize "
-                         "(quantize_state_dict keeps empty tensors as they are)")
-    if _is_float64(w):  # numpy's default dtype (rng.laplace gives it): quantized as its float32 rounding
-        w = _rounded_to_float32(w, name)
+    w = _one_tensor(w, "quantize", name, "w must be a numpy array or a PyTorch tensor",
+                    "there is nothing to quantize (quantize_state_dict keeps empty tensors as they are)")
     if _device_path([w], device):
         (q,) = _quantize_on_device([(name, w)], codebook, normalise, group_size, nonfinite)
         return q

@@ -64,10 +64,8 @@ py::dict bit_rate_of(const std::vector<std::tuple<std::string, py::array, std::o
     rates = weights_rates(range, per_tensor, min_bits, max_bits);
     choice = first_keeping(rates, sqnr_min_db);
     if (!choice) {
-      std::optional<BitRateChoice> below;
-      if (rates.size() >= 2) below = rates[rates.size() - 2];
-      else if (max_bits > 1) below = weights_rates(range, per_tensor, max_bits - 1, max_bits - 1)[0];
-      reason = rule_no_rate_reason(rates.back(), below, sqnr_min_db, max_bits, true);
+      const auto worst_at = [&](int bits) { return weights_rates(range, per_tensor, bits, bits)[0]; };
+      reason = rule_no_rate_reason(rates, worst_at, sqnr_min_db, max_bits, true);
     }
     if (measure)
       measured = measure_weights_rate(sqnr_min_db, choice ? choice->bits : max_bits, min_bits, max_bits, per_tensor,
