@@ -44,11 +44,14 @@ StreamRun::StreamRun(const std::string& input, const std::string& output, const 
   const std::vector<std::string>& shard_paths = checkpoint_.inputs();
   if (!checkpoint_.input_index().empty()) report_.input_bytes += fs::file_size(checkpoint_.input_index());
   readers_ = open_shards(shard_paths);
+  std::size_t tensors = 0;
   for (const auto& reader : readers_) {
     NUQ_REQUIRE(!is_quantized_file(reader->layout().metadata), reader->path(),
                 ": already quantized; `nuq dequantize` it first to quantize the restored weights again");
     report_.input_bytes += reader->file_size();
+    tensors += reader->layout().tensors.size();
   }
+  jobs_.reserve(tensors);  // at most a job a tensor; grown by doubling, 200,000 jobs held room for 262,144
   const std::set<std::string> quantized_elsewhere = modules_quantized_elsewhere(readers_);
   for (std::string& line : keeping_warnings(readers_, o, quantized_elsewhere)) warn(std::move(line));
   std::vector<std::string> ungroupable;  // rows that do not split into groups: told all at once
@@ -231,8 +234,7 @@ void StreamRun::require_names_free() const {
   }
 }
 
-std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,
-                                                        const std::map<std::string, std::string>& metadata,
+std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s, std::map<std::string, std::string> metadata,
                                                         Progress& progress) {
   const io::SafetensorsReader& reader = *readers_[s];
   const std::string& out_path = checkpoint_.output(s);
@@ -248,7 +250,9 @@ std::unique_ptr<io::WriteBehind> StreamRun::write_shard(std::size_t s,
   for (const auto& [name, entry] : reader.layout().tensors)
     if (kept_.count(name)) planned.push_back({name, io::TensorEntry{entry.dtype, entry.shape}});
   // The writes overlap the next piece's work.
-  auto out = std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, planned));
+  auto out =
+      std::make_unique<io::WriteBehind>(std::make_unique<io::SafetensorsWriter>(out_path, metadata, std::move(planned)));
+  metadata.clear();  // in the header now
   const io::SafetensorsWriter& writer = out->writer();
   std::set<std::string> found_in_pass_two;  // scales or per-row levels, written as the codes are
   for (const auto& [name, entry] : writer.order()) {

@@ -116,8 +116,9 @@ class StreamRun {
   std::map<std::string, std::string> shard_metadata(std::size_t s, double mean, double stddev) const;
 
   // Pass 2 of shard s: its output file, tensor by tensor in the order its header gives, written on
-  // the returned writer's thread (not yet finished).
-  std::unique_ptr<io::WriteBehind> write_shard(std::size_t s, const std::map<std::string, std::string>& metadata,
+  // the returned writer's thread (not yet finished). `metadata` (shard_metadata) is let go once the
+  // header is written: with many tensors it is tens of MB of description.
+  std::unique_ptr<io::WriteBehind> write_shard(std::size_t s, std::map<std::string, std::string> metadata,
                                                Progress& progress);
 
   // Once every shard's output is held: each renamed into place (ShardedCheckpoint::publish), and

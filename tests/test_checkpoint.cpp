@@ -179,6 +179,44 @@ TEST(Checkpoint, AWideMuLawOrLloydMaxCodebookIsRecordedByItsParameters) {
     }
 }
 
+// describe_quantized writes its tensors' list as text, a tensor at a time (the tree took 1 KB a
+// tensor at the peak of a large run): the text must be the dump of the tree it stands for, with
+// every optional part (ambiguous kept names, group sizes, a codebook or none, one recorded by its
+// parameters), names that need escapes, and no tensor at all.
+TEST(Checkpoint, TheDescriptionIsTheDumpOfItsTree) {
+  DesignSpec wide;
+  wide.method = Method::MuLaw;
+  wide.bits = 12;
+  const std::vector<std::optional<Codebook>> codebooks = {std::nullopt, design(DesignSpec{}).codebook,
+                                                          design(wide).codebook};
+  std::map<std::string, TensorDescription> tensors;
+  tensors["a\"quoted\\name\n"] = {{3, 8}, io::DType::BF16, 3, 8, 2, -0.25, 0.5, 8};
+  tensors["layers.0.weight"] = {{4, 2, 2}, io::DType::F32, 4, 4, 2, 1e-300, 3.0e5, 0};
+  tensors["\xc3\xa9t\xc3\xa9"] = {{0, 4}, io::DType::F16, 0, 4, 2, 0.0, 1.0, 0};
+  for (const auto& codebook : codebooks)
+    for (const bool none : {false, true})
+      for (const std::set<std::size_t>& groups : {std::set<std::size_t>{}, {0}, {0, 64}})
+        for (const std::vector<std::string>& kept :
+             {std::vector<std::string>{}, {"norm.weight", "x.codes", "y.codebook", "z.scales"}}) {
+          const auto& listed = none ? std::map<std::string, TensorDescription>{} : tensors;
+          nlohmann::json list = nlohmann::json::object();
+          for (const auto& [name, d] : listed) {
+            list[name] = {{"shape", d.shape}, {"dtype", io::to_string(d.dtype)}, {"rows", d.rows}, {"cols", d.cols},
+                          {"bits", d.bits},   {"mean", d.mean},                   {"stddev", d.stddev}};
+            if (d.group_size) list[name]["group_size"] = d.group_size;
+          }
+          const std::string text =
+              describe_quantized(codebook, Normalisation::PerTensor, 0.125, 2.5, listed, kept, groups);
+          nlohmann::json expected = nlohmann::json::parse(text);  // the parts the tensors' list does not decide
+          expected["tensors"] = list;
+          EXPECT_EQ(text, expected.dump()) << (codebook ? "codebook" : "none") << none << groups.size() << kept.size();
+          EXPECT_EQ(expected.contains("codebook"), codebook.has_value());
+          EXPECT_EQ(expected.contains("group_sizes"), groups.count(64) > 0);
+          EXPECT_EQ(expected.contains("kept"), !kept.empty());
+          EXPECT_EQ(expected.at("stddev"), 2.5);
+        }
+}
+
 TEST(Checkpoint, PerChannelTablesRoundTripWithEachRowsCodes) {
   const Fixture f;
   test::TempDir dir;

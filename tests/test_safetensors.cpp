@@ -68,17 +68,28 @@ TEST(Safetensors, HeaderTextIsNlohmannsDumpOfTheSameObject) {
     tensors.push_back({names[k], TensorEntry{k % 3 ? DType::F32 : DType::BF16,
                                              k == 4 ? std::vector<std::int64_t>{} : std::vector<std::int64_t>{std::int64_t(k), 3}}});
   tensors.push_back({"codes", TensorEntry{DType::U8, {123456789012}}});
-  const std::map<std::string, std::string> metadata = {{"note", "say \"hi\"\n"}, {"nuq", "{\"a\":[1,2]}"}};
-  const std::string text = plan_header(metadata, tensors, "test");
-  nlohmann::json expected = nlohmann::json::object();
-  expected["__metadata__"] = metadata;
-  expected["__metadata__"]["format"] = "pt";
-  for (const auto& [name, entry] : tensors)
-    expected[name] = {{"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
-  const std::string dumped = expected.dump();
-  EXPECT_EQ(text.substr(0, text.find_last_not_of(' ') + 1), dumped);
-  EXPECT_EQ(text.size() % 8, 0u);
-  EXPECT_EQ(text.size() - dumped.size(), (8 - dumped.size() % 8) % 8);
+  // The metadata is written entry by entry too: "format" (added as "pt" unless given) among keys
+  // before and after it in byte order, keys and values that need escapes.
+  const std::vector<std::map<std::string, std::string>> metadatas = {
+      {{"note", "say \"hi\"\n"}, {"nuq", "{\"a\":[1,2]}"}},
+      {{"Z", ""}, {"a", "1"}, {"forma", "t"}, {"format_x", "\x01"}, {"\xc3\xa9\t", "\xe2\x82\xac\\"}},
+      {{"format", "mlx"}, {"a", "b"}},
+      {{"formaz", "after"}},
+      {}};
+  for (const auto& metadata : metadatas) {
+    std::vector<std::pair<std::string, TensorEntry>> planned = tensors;
+    const std::string text = plan_header(metadata, planned, "test");
+    nlohmann::json expected = nlohmann::json::object();
+    expected["__metadata__"] = metadata;
+    if (!metadata.count("format")) expected["__metadata__"]["format"] = "pt";
+    for (const auto& [name, entry] : planned)
+      expected[name] = {{"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
+    const std::string dumped = expected.dump();
+    EXPECT_EQ(text.substr(0, text.find_last_not_of(' ') + 1), dumped);
+    EXPECT_EQ(text.size() % 8, 0u);
+    EXPECT_EQ(text.size() - dumped.size(), (8 - dumped.size() % 8) % 8);
+  }
+  const std::map<std::string, std::string> metadata = metadatas.front();
   tensors.push_back({"z", TensorEntry{DType::F32, {1}}});
   EXPECT_THROW(plan_header(metadata, tensors, "test"), Error);
   std::vector<std::pair<std::string, TensorEntry>> none;

@@ -326,10 +326,13 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
   std::sort(by_name.begin(), by_name.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
   for (std::size_t i = 1; i < by_name.size(); ++i)
     NUQ_REQUIRE(by_name[i - 1]->first != by_name[i]->first, where, ": tensor '", by_name[i]->first, "' is named twice");
-  nlohmann::json meta(metadata);
-  if (!meta.contains("format")) meta["format"] = "pt";
-  const std::string metadata_json = meta.dump();
-  std::size_t length = metadata_json.size() + 32;
+  // The metadata's text too is written entry by entry, not through an nlohmann copy of the map
+  // and its dump: a quantized file's description of 200,000 tensors is 57 MB of text, and each of
+  // those two held it again at the peak of the run.
+  const std::string_view format_key = "format";
+  const bool add_format = !metadata.count(std::string(format_key));
+  std::size_t length = 64;
+  for (const auto& [key, value] : metadata) length += key.size() + value.size() + value.size() / 8 + 6;
   for (const auto* tensor : by_name) length += tensor->first.size() + 96 + 21 * tensor->second.shape.size();
   std::string text;
   text.reserve(length);  // (a guess that holds for names without escapes: the text is not moved)
@@ -359,8 +362,22 @@ std::string plan_header(const std::map<std::string, std::string>& metadata,
                                             [](const auto* tensor, std::string_view key) { return tensor->first < key; });
   for (auto it = by_name.begin(); it != metadata_at; ++it) put_tensor(**it);
   if (text.size() > 1) text += ',';
-  text += "\"__metadata__\":";
-  text += metadata_json;
+  text += "\"__metadata__\":{";
+  bool first = true, format_written = !add_format;
+  const auto put_entry = [&](std::string_view key, std::string_view value) {
+    if (!first) text += ',';
+    first = false;
+    text += nlohmann::json(key).dump();
+    text += ':';
+    text += nlohmann::json(value).dump();
+  };
+  for (const auto& [key, value] : metadata) {
+    // "format" (safetensors' own key, "pt" unless given) in the place of the map's order.
+    if (!format_written && format_key < key) put_entry(format_key, "pt"), format_written = true;
+    put_entry(key, value);
+  }
+  if (!format_written) put_entry(format_key, "pt");
+  text += '}';
   for (auto it = metadata_at; it != by_name.end(); ++it) put_tensor(**it);
   text += '}';
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the reference does
