@@ -83,7 +83,8 @@ TEST(Safetensors, HeaderTextIsNlohmannsDumpOfTheSameObject) {
     expected["__metadata__"] = metadata;
     if (!metadata.count("format")) expected["__metadata__"]["format"] = "pt";
     for (const auto& [name, entry] : planned)
-      expected[name] = {{"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
+      expected[name] = {
+          {"dtype", to_string(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {entry.begin, entry.end}}};
     const std::string dumped = expected.dump();
     EXPECT_EQ(text.substr(0, text.find_last_not_of(' ') + 1), dumped);
     EXPECT_EQ(text.size() % 8, 0u);
