@@ -38,13 +38,17 @@ std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
 }
 
 // The description's JSON: version 1, a nuq model's before it, or a checkpoint's before it.
-nlohmann::json description_of(const std::map<std::string, std::string>& metadata, const std::string& name) {
+// The description of a quantized file, its version and tensors object checked. With `visit`, the
+// tensors object is left empty and each tensor's entry handed to `visit` instead.
+nlohmann::json description_of(const std::map<std::string, std::string>& metadata, const std::string& name,
+                              const io::MemberVisitor& visit = nullptr) {
   auto meta = metadata.find(kKey);
   if (meta == metadata.end()) meta = metadata.find(kLegacyCheckpointKey);
   NUQ_REQUIRE(meta != metadata.end(), name, ": no ", kKey, " in __metadata__ (not a file nuq quantize wrote)");
   nlohmann::json description;
   try {  // a description nests four deep (tensors, a tensor, its shape): one far deeper is no description
-    description = io::parse_json_bounded(meta->second, 16);
+    description = visit ? io::parse_json_bounded(meta->second, 16, "tensors", visit)
+                        : io::parse_json_bounded(meta->second, 16);
   } catch (const Error& e) {
     throw Error(name + ": " + meta->first + ": " + e.what());
   }
@@ -497,18 +501,17 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
 }
 
 std::string quantized_run(const std::map<std::string, std::string>& metadata, const std::string& name) {
-  nlohmann::json description = description_of(metadata, name);
   // A run's group size lives in each tensor's entry: two runs that differ only there (per channel,
   // with and without groups: the same codebook and statistics) would otherwise compare equal. The
   // run's distinct sizes (0: without groups) are compared where any has groups: as "group_sizes"
   // records them (every shard of a grouped run since 2026-12-06, one without a quantized tensor
-  // too), else (files written before) as the shard's own tensors give them.
+  // too), else (files written before) as the shard's own tensors give them. Only that is read of
+  // the tensors' entries, each as it is parsed (a tree of 200,000 took 128 MB).
   std::set<double> group_sizes;  // the shard's own tensors'
-  if (const auto tensors = description.find("tensors"); tensors != description.end() && tensors->is_object())
-    for (const auto& entry : *tensors) {
-      const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
-      group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
-    }
+  nlohmann::json description = description_of(metadata, name, [&](const std::string&, const nlohmann::json& entry) {
+    const nlohmann::json size = entry.is_object() ? entry.value("group_size", nlohmann::json(0)) : nlohmann::json(0);
+    group_sizes.insert(size.is_number() ? size.get<double>() : 0.0);
+  });
   if (const auto recorded = description.find("group_sizes"); recorded != description.end()) {
     // The run's: distinct whole numbers, ascending, the shard's own among them, as nuq writes them.
     std::set<std::int64_t> sizes;

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nuq/error.h"
+#include "nuq/io/json_parse.h"
 #include "nuq/io/safetensors.h"
 #include "nuq/io/safetensors_stream.h"
 #include "sanitizer_build.h"
@@ -95,6 +97,42 @@ TEST(Safetensors, HeaderTextIsNlohmannsDumpOfTheSameObject) {
   EXPECT_THROW(plan_header(metadata, tensors, "test"), Error);
   std::vector<std::pair<std::string, TensorEntry>> none;
   EXPECT_EQ(plan_header({}, none, "test"), R"({"__metadata__":{"format":"pt"}})");  // 32 bytes: no padding
+}
+
+// parse_json_bounded with a collapsed member (quantized_run reads each tensor's entry so): the tree
+// is nlohmann's parse of the text with that object emptied, and the visitor sees each of its
+// members as nlohmann parses it; only an object that is the top-level object's member collapses.
+TEST(Safetensors, ACollapsedMemberIsVisitedAndLeftEmpty) {
+  const std::vector<std::string> texts = {
+      R"({"a":1,"tensors":{"x":{"group_size":64,"shape":[1,[2,{"k":null}]]},"y":[1,{"z":true}],"z":-2.5e300,)"
+      R"("\u00e9":"s","e":{},"f":[]},"version":3,"w":{"tensors":{"q":1}}})",
+      R"({"tensors":{},"b":[{"tensors":{"x":1}}]})",
+      R"({"tensors":[{"x":1}],"c":{"d":{"e":[1,2,{"f":"g"}]}}})",
+      R"({"tensors":7})",
+      R"({"b":null})",
+      R"([{"tensors":{"x":1}}])",
+      R"("tensors")",
+      R"({"tensors":{"a":18446744073709551615,"b":-9223372036854775808,"c":0.1}})"};
+  for (const std::string& text : texts) {
+    SCOPED_TRACE(text);
+    std::vector<std::pair<std::string, nlohmann::json>> visited;
+    const auto visit = [&](const std::string& name, const nlohmann::json& v) { visited.emplace_back(name, v); };
+    const nlohmann::json tree = parse_json_bounded(text, 16, "tensors", visit);
+    nlohmann::json expected = nlohmann::json::parse(text);
+    std::vector<std::pair<std::string, nlohmann::json>> members;
+    if (expected.is_object() && expected.contains("tensors") && expected["tensors"].is_object()) {
+      for (const auto& [name, v] : expected["tensors"].items()) members.emplace_back(name, v);
+      expected["tensors"] = nlohmann::json::object();
+    }
+    EXPECT_EQ(tree, expected);
+    EXPECT_EQ(tree.dump(), expected.dump());  // numbers of the same types
+    std::sort(visited.begin(), visited.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    EXPECT_EQ(visited, members);  // (visited in the text's order; a tree's members are in name order)
+  }
+  const auto ignore = [](const std::string&, const nlohmann::json&) {};
+  EXPECT_THROW(parse_json_bounded(R"({"tensors":{"x":1,"x":2}})", 16, "tensors", ignore), Error);
+  EXPECT_THROW(parse_json_bounded(R"({"tensors":{"x":[[[[1]]]]}})", 4, "tensors", ignore), Error);
+  EXPECT_THROW(parse_json_bounded(R"({"tensors":{"x":1,}})", 16, "tensors", ignore), Error);
 }
 
 TEST(Safetensors, RoundTripsThroughAFile) {

@@ -1,6 +1,7 @@
 #include "nuq/io/json_parse.h"
 
 #include <optional>
+#include <utility>
 #include <set>
 #include <vector>
 
@@ -72,6 +73,95 @@ class BoundsFinder : public nlohmann::json_sax<nlohmann::json> {
   int depth_ = 0;
 };
 
+// A SAX pass that builds the tree as nlohmann's parser does, except for the members of one member
+// of the top-level object (when that is an object): it is left empty, and each of its members is
+// handed to a visitor as soon as it is whole, then let go.
+class TreeWithoutMembers : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  TreeWithoutMembers(const std::string& collapsed, const MemberVisitor& visit) : collapsed_(collapsed), visit_(visit) {}
+  nlohmann::json root;
+
+  bool null() override { return value(nullptr); }
+  bool boolean(bool b) override { return value(b); }
+  bool number_integer(number_integer_t n) override { return value(n); }
+  bool number_unsigned(number_unsigned_t n) override { return value(n); }
+  bool number_float(number_float_t x, const string_t&) override { return value(x); }
+  bool string(string_t& text) override { return value(std::move(text)); }
+  bool binary(binary_t& bytes) override { return value(nlohmann::json::binary(std::move(bytes))); }
+  bool start_object(std::size_t) override { return open(nlohmann::json::object()); }
+  bool start_array(std::size_t) override { return open(nlohmann::json::array()); }
+  bool key(string_t& name) override {
+    keys_.back() = std::move(name);
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    throw Error(json_error_text(e.what()));
+  }
+
+ private:
+  // Places a value: in the container open innermost (under the last key, in an object), as the
+  // root, or, a member of the collapsed object, as the member being built.
+  nlohmann::json* place(nlohmann::json v) {
+    if (open_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    if (members_level_ && open_.size() == members_level_) {
+      member_ = std::move(v), member_name_ = keys_.back(), member_open_ = true;
+      return &member_;
+    }
+    nlohmann::json& parent = *open_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    nlohmann::json& slot = parent[keys_.back()];
+    slot = std::move(v);
+    return &slot;
+  }
+  // A member of the collapsed object is whole when nothing inside it is open.
+  void hand_over_whole_member() {
+    if (!member_open_ || open_.size() != members_level_) return;
+    visit_(member_name_, member_);
+    member_ = nullptr, member_open_ = false;
+  }
+  bool value(nlohmann::json v) {
+    place(std::move(v));
+    hand_over_whole_member();
+    return true;
+  }
+  bool open(nlohmann::json container) {
+    const bool collapses = !members_level_ && !collapsed_done_ && open_.size() == 1 && open_.back() == &root &&
+                           root.is_object() && container.is_object() && keys_.back() == collapsed_;
+    open_.push_back(place(std::move(container)));
+    keys_.emplace_back();
+    if (collapses) members_level_ = open_.size();
+    return true;
+  }
+  bool close() {
+    open_.pop_back();
+    keys_.pop_back();
+    if (members_level_ && open_.size() < members_level_) {  // the collapsed object itself
+      members_level_ = 0, collapsed_done_ = true;
+      return true;
+    }
+    hand_over_whole_member();
+    return true;
+  }
+
+  const std::string& collapsed_;
+  const MemberVisitor& visit_;
+  std::vector<nlohmann::json*> open_;  // the containers being built, outermost first
+  std::vector<std::string> keys_;      // each open container's last key (unused in arrays)
+  std::size_t members_level_ = 0;      // while in the collapsed object: open_.size() there
+  bool collapsed_done_ = false;
+  nlohmann::json member_;
+  std::string member_name_;
+  bool member_open_ = false;
+};
+
 }  // namespace
 
 void check_json_bounds(const std::string& text, int max_depth) {
@@ -92,6 +182,14 @@ nlohmann::json parse_json_bounded(const std::string& text, int max_depth) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(json_error_text(e.what()));
   }
+}
+
+nlohmann::json parse_json_bounded(const std::string& text, int max_depth, const std::string& collapsed,
+                                  const MemberVisitor& visit) {
+  check_json_bounds(text, max_depth);
+  TreeWithoutMembers builder(collapsed, visit);
+  nlohmann::json::sax_parse(text, &builder);
+  return std::move(builder.root);
 }
 
 }  // namespace nuq::io
