@@ -37,9 +37,9 @@ std::vector<float> grid_levels(double offset, double scale, std::size_t count) {
   return levels;
 }
 
-// The description's JSON: version 1, a nuq model's before it, or a checkpoint's before it.
-// The description of a quantized file, its version and tensors object checked. With `visit`, the
-// tensors object is left empty and each tensor's entry handed to `visit` instead.
+// The description's JSON (version 1 on, a nuq model's before it, or a checkpoint's before it), its
+// version and tensors object checked. With `visit`, the tensors object is left empty and each
+// tensor's entry handed to `visit` instead.
 nlohmann::json description_of(const std::map<std::string, std::string>& metadata, const std::string& name,
                               const io::MemberVisitor& visit = nullptr) {
   auto meta = metadata.find(kKey);
