@@ -1,8 +1,8 @@
 #include "nuq/io/json_parse.h"
 
 #include <optional>
-#include <utility>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "nuq/error.h"
@@ -108,8 +108,8 @@ class TreeWithoutMembers : public nlohmann::json_sax<nlohmann::json> {
       root = std::move(v);
       return &root;
     }
-    if (members_level_ && open_.size() == members_level_) {
-      member_ = std::move(v), member_name_ = keys_.back(), member_open_ = true;
+    if (in_members()) {
+      member_ = std::move(v), member_name_ = keys_.back();
       return &member_;
     }
     nlohmann::json& parent = *open_.back();
@@ -121,11 +121,13 @@ class TreeWithoutMembers : public nlohmann::json_sax<nlohmann::json> {
     slot = std::move(v);
     return &slot;
   }
-  // A member of the collapsed object is whole when nothing inside it is open.
+  // Whether the collapsed object is the container open innermost: a value placed there is a
+  // member, and is whole once the innermost is that object again.
+  bool in_members() const { return members_level_ && open_.size() == members_level_; }
   void hand_over_whole_member() {
-    if (!member_open_ || open_.size() != members_level_) return;
+    if (!in_members()) return;
     visit_(member_name_, member_);
-    member_ = nullptr, member_open_ = false;
+    member_ = nullptr;
   }
   bool value(nlohmann::json v) {
     place(std::move(v));
@@ -133,8 +135,9 @@ class TreeWithoutMembers : public nlohmann::json_sax<nlohmann::json> {
     return true;
   }
   bool open(nlohmann::json container) {
-    const bool collapses = !members_level_ && !collapsed_done_ && open_.size() == 1 && open_.back() == &root &&
-                           root.is_object() && container.is_object() && keys_.back() == collapsed_;
+    // (a key is named once in an object: check_json_bounds refuses it twice)
+    const bool collapses =
+        open_.size() == 1 && root.is_object() && container.is_object() && keys_.back() == collapsed_;
     open_.push_back(place(std::move(container)));
     keys_.emplace_back();
     if (collapses) members_level_ = open_.size();
@@ -144,7 +147,7 @@ class TreeWithoutMembers : public nlohmann::json_sax<nlohmann::json> {
     open_.pop_back();
     keys_.pop_back();
     if (members_level_ && open_.size() < members_level_) {  // the collapsed object itself
-      members_level_ = 0, collapsed_done_ = true;
+      members_level_ = 0;
       return true;
     }
     hand_over_whole_member();
@@ -156,10 +159,8 @@ class TreeWithoutMembers : public nlohmann::json_sax<nlohmann::json> {
   std::vector<nlohmann::json*> open_;  // the containers being built, outermost first
   std::vector<std::string> keys_;      // each open container's last key (unused in arrays)
   std::size_t members_level_ = 0;      // while in the collapsed object: open_.size() there
-  bool collapsed_done_ = false;
   nlohmann::json member_;
   std::string member_name_;
-  bool member_open_ = false;
 };
 
 }  // namespace
