@@ -461,29 +461,38 @@ QuantizedCheckpoint read_quantized_one(const QuantizedLayout& layout, const std:
 
 QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metadata,
                                  const std::vector<std::string>& names, const std::string& name) {
-  nlohmann::json description = description_of(metadata, name);
+  // Each tensor's entry is kept as it is parsed, as its text and its shape, not as a tree: the
+  // tree of every entry (about 600 bytes a tensor), held beside the layout built from it, was the
+  // peak of reading a file of many tensors. The entries are checked below, in name order, once the
+  // run's own fields have been.
+  struct Entry {
+    nlohmann::json shape;  // null where the entry has none or is not an object
+    std::string text;
+  };
+  std::map<std::string, Entry> entries;
+  nlohmann::json description = description_of(metadata, name, [&](const std::string& key, const nlohmann::json& d) {
+    Entry& entry = entries[key];
+    if (d.is_object()) entry.shape = d.value("shape", nlohmann::json());
+    entry.text = d.dump();
+  });
   const std::set<std::string> present(names.begin(), names.end());
   const std::set<std::string> kept = kept_of(description, name, present);
   QuantizedLayout layout;
   std::set<std::string> used;
-  // Each entry is let go once read: the parsed list takes about 600 bytes a tensor, which held
-  // beside the layout built from it was the peak of reading a file of many tensors.
-  nlohmann::json& entries = description["tensors"];
   for (auto entry = entries.begin(); entry != entries.end(); entry = entries.erase(entry)) {
-    const std::string& tensor_name = entry.key();
-    const nlohmann::json& d = entry.value();
+    const std::string& tensor_name = entry->first;
     QuantizedLayout::Described& described = layout.quantized[tensor_name];
     described.stored = parts_of(tensor_name, present, kept);
     used.insert(described.stored.begin(), described.stored.end());
     // The one that tells its original shape, before its stored tensors are read and checked.
     const std::string where = name + ": tensor '" + tensor_name + "'";
-    NUQ_REQUIRE(d.is_object() && d.contains("shape") && d["shape"].is_array(), where, ": its description needs a shape array");
-    for (const nlohmann::json& dim : d["shape"]) {
+    NUQ_REQUIRE(entry->second.shape.is_array(), where, ": its description needs a shape array");
+    for (const nlohmann::json& dim : entry->second.shape) {
       const std::optional<std::int64_t> n = json_integer(dim);
       NUQ_REQUIRE(n && *n >= 0, where, ": shape entry ", dim.dump(), " is not a count (a whole number from 0 to 2^63 - 1)");
       described.shape.push_back(*n);
     }
-    described.description = d.dump();
+    described.description = std::move(entry->second.text);
   }
   for (const std::string& tensor_name : names) {
     if (used.count(tensor_name)) continue;
@@ -494,7 +503,7 @@ QuantizedLayout quantized_layout(const std::map<std::string, std::string>& metad
   }
   // The run's description, parsed once for every tensor read_quantized_one reads.
   layout.key = metadata.count(kKey) ? kKey : kLegacyCheckpointKey;
-  // (its tensors were let go as they were read)
+  // (its tensors an empty object: each was handed over as it was parsed)
   description.erase("kept");  // resolved above: a tensor's stored parts are named, kept ones left out
   layout.run = std::make_shared<const nlohmann::json>(std::move(description));
   return layout;

@@ -350,6 +350,58 @@ TEST(CorruptFiles, QuantizedModelsWithOneFieldBrokenAreRejected) {
   EXPECT_EQ(grouped(64), grouped(64.0));
 }
 
+// The layout a file read a tensor at a time starts from (inspect, dequantize): each tensor's entry
+// as the tree gives it, and a damaged description refused at its first fault in the order the
+// whole-file reader checks: the format version, then `kept`, then the entries in name order.
+TEST(CorruptFiles, TheLayoutOfADescriptionIsItsEntriesAndItsFirstFault) {
+  const QuantizedModel model = quantize_model(make_model(Architecture::Mlp, 1), sptq());
+  test::TempDir dir;
+  save_quantized(dir.file("q.safetensors"), model);
+  const io::TensorFile file = io::read_safetensors(dir.file("q.safetensors"));
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : file.tensors) names.push_back(name);
+  const nlohmann::json description = nlohmann::json::parse(file.metadata.at("nuq.quantized"));
+  const QuantizedLayout layout = quantized_layout(file.metadata, names, "q");
+  ASSERT_EQ(layout.quantized.size(), description["tensors"].size());
+  for (const auto& [name, entry] : description["tensors"].items()) {
+    const QuantizedLayout::Described& described = layout.quantized.at(name);
+    EXPECT_EQ(described.description, entry.dump()) << name;
+    EXPECT_EQ(described.shape, entry["shape"].get<std::vector<std::int64_t>>()) << name;
+    EXPECT_EQ(described.stored, (std::vector<std::string>{name + ".codes", name + ".codebook"})) << name;
+  }
+  EXPECT_TRUE(layout.copied.empty());
+  EXPECT_TRUE(layout.run->at("tensors").empty());
+  EXPECT_FALSE(layout.run->contains("kept"));
+  EXPECT_EQ(layout.run->at("codebook"), description["codebook"]);
+
+  const auto fault_of = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json d = description;
+    edit(d);
+    std::map<std::string, std::string> metadata = file.metadata;
+    metadata["nuq.quantized"] = d.dump();
+    return error_of([&] { quantized_layout(metadata, names, "bad.safetensors"); });
+  };
+  const auto no_shape = [](nlohmann::json& d) { d["tensors"]["fc2.weight"].erase("shape"); };
+  const std::vector<std::pair<std::function<void(nlohmann::json&)>, std::string>> cases = {
+      {no_shape, "bad.safetensors: tensor 'fc2.weight': its description needs a shape array"},
+      {[](nlohmann::json& d) { d["tensors"]["fc2.weight"] = 3; }, "tensor 'fc2.weight': its description needs a shape"},
+      {[](nlohmann::json& d) { d["tensors"]["fc2.weight"]["shape"] = nullptr; },
+       "tensor 'fc2.weight': its description needs a shape"},
+      {[](nlohmann::json& d) { d["tensors"]["fc2.weight"]["shape"] = {256, -1}; },
+       "tensor 'fc2.weight': shape entry -1 is not a count"},
+      {[&](nlohmann::json& d) { no_shape(d); d["tensors"]["fc1.weight"]["shape"] = {"512"}; },
+       "tensor 'fc1.weight': shape entry \"512\" is not a count"},  // the first in name order
+      {[&](nlohmann::json& d) { no_shape(d); d["kept"] = "fc1.bias.codes"; }, "kept is not a list"},
+      {[&](nlohmann::json& d) { no_shape(d); d["version"] = 99; }, "written in format version 99"},
+      {[](nlohmann::json& d) { d["tensors"] = nlohmann::json::array(); }, "has no tensors object"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    const std::string message = fault_of(edit);
+    EXPECT_EQ(message.rfind("bad.safetensors: ", 0), 0u) << message;
+    EXPECT_NE(message.find(expected), std::string::npos) << expected << " | " << message;
+  }
+}
+
 // The text descriptions are compared and fingerprinted by (nuq.restored_from) is what Python's
 // json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes, whole floats as
 // integers: the expected texts below are Python's. nlohmann's dump() wrote -5.7326334528589324.
