@@ -156,7 +156,8 @@ TEST(Cli, QuantizingManyTensorsAndReadingThemBackHoldAFewTimesTheHeader) {
   const long small_kib = run({"quantize", dir.file("small.safetensors"), "-o", dir.file("small-q.safetensors")});
   const long kib = lower_of_two({"quantize", dir.file("many.safetensors"), "-o", dir.file("many-q.safetensors")});
   // Reading it back: inspect peaked at 7.0 times the header while the description's parsed list of
-  // tensors was held beside the layout made from it; 4.7 times once each entry is let go as read.
+  // tensors was held beside the layout made from it, 4.7 times once each entry was let go as read;
+  // now each entry is kept only as its text as it is parsed (quantized_layout).
   const long small_inspect_kib = run({"inspect", dir.file("small-q.safetensors")});
   const long inspect_kib = lower_of_two({"inspect", dir.file("many-q.safetensors")});
   const std::string listed = test::read_text(dir.file("out"));
